@@ -1,0 +1,80 @@
+/* mmtier public C API.
+ *
+ * The same functions are exported by libmmtier.so (the LD_PRELOAD library,
+ * which also interposes malloc and anonymous mmap) and by libmmtier_api.so
+ * (for programs that link against mmtier and keep their own malloc).  A
+ * program running under LD_PRELOAD finds them with dlsym(RTLD_DEFAULT, ...).
+ *
+ * Tiers are small integers: 0 is DRAM, 1 is PMem (the slow, large tier).
+ */
+#ifndef MMTIER_MMTIER_H
+#define MMTIER_MMTIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(MMTIER_BUILDING)
+#define MMTIER_API __attribute__((visibility("default")))
+#else
+#define MMTIER_API
+#endif
+
+enum mmtier_tier {
+  MMTIER_TIER_DRAM = 0,
+  MMTIER_TIER_PMEM = 1,
+  MMTIER_TIER_COUNT = 2
+};
+
+/* Tier holding the byte at addr: 0 DRAM, 1 PMem, -1 if mmtier does not
+ * manage that address (or it is not mapped). */
+MMTIER_API int mmtier_tier_of(const void *addr);
+
+/* Managed bytes now resident on a tier (pages present in memory). */
+MMTIER_API size_t mmtier_resident_bytes(int tier);
+
+/* Budget of a tier in bytes, SIZE_MAX if it has none. */
+MMTIER_API size_t mmtier_tier_limit(int tier);
+
+/* Explicit placement: memory from these always lives on the given tier
+ * (unless that tier is exhausted, in which case the other tier is used and
+ * one warning is logged).  Free with mmtier_free.  Return NULL with errno
+ * ENOMEM on failure, EINVAL for a bad tier or alignment. */
+MMTIER_API void *mmtier_malloc_on(int tier, size_t size);
+MMTIER_API void *mmtier_calloc_on(int tier, size_t count, size_t size);
+MMTIER_API void *mmtier_aligned_alloc_on(int tier, size_t alignment, size_t size);
+
+/* Policy placement, as the interposed malloc does. */
+MMTIER_API void *mmtier_malloc(size_t size);
+MMTIER_API void *mmtier_realloc(void *ptr, size_t size);
+MMTIER_API void mmtier_free(void *ptr);
+MMTIER_API size_t mmtier_usable_size(const void *ptr);
+
+/* Whether ptr was allocated by mmtier's heap (any tier). */
+MMTIER_API int mmtier_owns(const void *ptr);
+
+struct mmtier_stats {
+  size_t unit_size;                          /* bytes per unit of placement */
+  size_t units[MMTIER_TIER_COUNT];           /* units placed on each tier now */
+  size_t peak_units[MMTIER_TIER_COUNT];      /* most units on each tier at once */
+  size_t resident_bytes[MMTIER_TIER_COUNT];  /* pages present now */
+  size_t limit_bytes[MMTIER_TIER_COUNT];     /* budget, SIZE_MAX if none */
+  size_t fallbacks;                          /* placements that went to the other tier */
+  size_t mapped_mmap_bytes;                  /* managed anonymous mmap bytes */
+  size_t forks;                              /* fork()s that froze file-backed units */
+};
+
+/* Fills *out; returns 0, or -1 with errno set. */
+MMTIER_API int mmtier_get_stats(struct mmtier_stats *out);
+
+/* Writes a human-readable report of where memory went to fd. */
+MMTIER_API int mmtier_report(int fd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MMTIER_MMTIER_H */

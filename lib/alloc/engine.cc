@@ -1,0 +1,105 @@
+// Allocator engine glue (see engine.h): jemalloc's extent hooks backed by the
+// heap layer.
+//
+// jemalloc grows an arena by asking the alloc hook for address space without
+// commitment (it keeps retained ranges for reuse) and commits the pages it is
+// about to hand out; the heap places a unit on a tier when its first page is
+// committed, so placement follows the order memory is actually used.
+// Decommit gives pages back (anonymous pages dropped, file ranges punched) and
+// a unit with no committed page returns its placement.  Requests made with
+// commit already set are jemalloc's own metadata (base blocks) and go to DRAM.
+#include "alloc/engine.h"
+
+#include "heap/heap.h"
+#include "support/log.h"
+
+#include <jemalloc/jemalloc.h>
+
+namespace mmtier::detail {
+namespace {
+
+constexpr unsigned kMaxArenas = 4096;
+int8_t g_arena_forced[kMaxArenas];  // forced tier + 1 per arena index
+unsigned g_tier_arena[kTierCount];
+
+int forced_for(unsigned arena) {
+  return arena < kMaxArenas ? g_arena_forced[arena] - 1 : -1;
+}
+
+void *hook_alloc(extent_hooks_t *, void *new_addr, size_t size, size_t alignment, bool *zero,
+                 bool *commit, unsigned arena) {
+  int forced = forced_for(arena);
+  if (*commit && forced < 0) forced = kTierDram;  // engine metadata
+  void *p = heap_engine_reserve(new_addr, size, alignment, forced);
+  if (!p) return nullptr;
+  if (*commit && heap_commit(p, size) < 0) {
+    heap_engine_release(p, size);
+    return nullptr;
+  }
+  *zero = true;  // fresh (or fully released) units read as zero
+  return p;
+}
+
+bool hook_dalloc(extent_hooks_t *, void *, size_t, bool, unsigned) {
+  return true;  // keep the address range (retained for reuse)
+}
+
+void hook_destroy(extent_hooks_t *, void *addr, size_t size, bool, unsigned) {
+  heap_engine_release(addr, size);
+}
+
+bool hook_commit(extent_hooks_t *, void *addr, size_t, size_t offset, size_t length, unsigned) {
+  return heap_commit(static_cast<char *>(addr) + offset, length) < 0;
+}
+
+bool hook_decommit(extent_hooks_t *, void *addr, size_t, size_t offset, size_t length, unsigned) {
+  return heap_discard(static_cast<char *>(addr) + offset, length, true) < 0;
+}
+
+bool hook_purge_forced(extent_hooks_t *, void *addr, size_t, size_t offset, size_t length, unsigned) {
+  return heap_discard(static_cast<char *>(addr) + offset, length, false) < 0;
+}
+
+bool hook_split(extent_hooks_t *, void *, size_t, size_t, size_t, bool, unsigned) { return false; }
+bool hook_merge(extent_hooks_t *, void *, size_t, void *, size_t, bool, unsigned) { return false; }
+
+extent_hooks_t g_hooks = {hook_alloc, hook_dalloc, hook_destroy, hook_commit, hook_decommit,
+                          nullptr /* purge_lazy: not for file-backed units */, hook_purge_forced,
+                          hook_split, hook_merge};
+
+}  // namespace
+
+bool engine_init() {
+  extent_hooks_t *hooks = &g_hooks;
+  unsigned narenas = 0;
+  size_t len = sizeof narenas;
+  if (mmtier_je_mallctl("opt.narenas", &narenas, &len, nullptr, 0) != 0) {
+    MMTIER_ERROR("allocator engine: cannot read opt.narenas");
+    return false;
+  }
+  char name[64];
+  for (unsigned i = 0; i < narenas; ++i) {
+    format(name, sizeof name, "arena.%u.extent_hooks", i);
+    int r = mmtier_je_mallctl(name, nullptr, nullptr, &hooks, sizeof hooks);
+    if (r != 0) {
+      MMTIER_ERROR("allocator engine: cannot install extent hooks on arena %u (error %d)", i, r);
+      return false;
+    }
+  }
+  for (int t = 0; t < kTierCount; ++t) {
+    unsigned ind = 0;
+    len = sizeof ind;
+    int r = mmtier_je_mallctl("arenas.create", &ind, &len, &hooks, sizeof hooks);
+    if (r != 0 || ind >= kMaxArenas) {
+      MMTIER_ERROR("allocator engine: cannot create the arena for tier %d (error %d)", t, r);
+      return false;
+    }
+    g_arena_forced[ind] = static_cast<int8_t>(t + 1);
+    g_tier_arena[t] = ind;
+  }
+  return true;
+}
+
+unsigned engine_tier_arena(int t) { return g_tier_arena[t]; }
+
+}  // namespace mmtier::detail

@@ -1,0 +1,41 @@
+// Allocator engine: jemalloc (Debian's libjemalloc_pic.a with its exported
+// names renamed to mmtier_je_*, see cmake/rename_jemalloc.sh) running on
+// memory that the heap layer provides through jemalloc's extent hooks.  The
+// per-object fast paths are jemalloc's own; the tier decision happens only
+// when an extent's pages are committed, once per unit.
+#pragma once
+
+#include <cstddef>
+
+extern "C" {
+void *mmtier_je_malloc(size_t size);
+void *mmtier_je_calloc(size_t n, size_t size);
+void *mmtier_je_realloc(void *p, size_t size);
+void mmtier_je_free(void *p);
+int mmtier_je_posix_memalign(void **out, size_t align, size_t size);
+void *mmtier_je_aligned_alloc(size_t align, size_t size);
+size_t mmtier_je_malloc_usable_size(void *p);
+void *mmtier_je_mallocx(size_t size, int flags);
+void *mmtier_je_rallocx(void *p, size_t size, int flags);
+void mmtier_je_dallocx(void *p, int flags);
+void mmtier_je_sdallocx(void *p, size_t size, int flags);
+size_t mmtier_je_sallocx(const void *p, int flags);
+int mmtier_je_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+}
+
+namespace mmtier::detail {
+
+// jemalloc's flag encodings (stable API, jemalloc_macros.h).
+inline constexpr int je_align_flag(size_t align) { return __builtin_ctzl(align); }
+inline constexpr int je_arena_flag(unsigned arena) { return static_cast<int>((arena + 1) << 20); }
+inline constexpr int kJeZero = 0x40;
+inline constexpr int kJeTcacheNone = 0x100 /* MALLOCX_TCACHE_NONE = (-1 + 2) << 8 */;
+
+// Installs the extent hooks on every automatic arena and creates one arena
+// per tier for explicit placement.  Returns false if jemalloc refused.
+[[nodiscard]] bool engine_init();
+
+// Arena whose memory always lives on tier t.
+unsigned engine_tier_arena(int t);
+
+}  // namespace mmtier::detail

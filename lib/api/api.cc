@@ -1,0 +1,120 @@
+// The public C API (include/mmtier/mmtier.h), shared by the preload library
+// and the linked library.  Errors are reported through errno in one place.
+#include <mmtier/mmtier.h>
+
+#include "alloc/engine.h"
+#include "api/runtime.h"
+#include "heap/heap.h"
+#include "stats/report.h"
+
+#include <cerrno>
+#include <cstring>
+
+using namespace mmtier::detail;
+
+namespace {
+
+inline bool started() { return runtime_ready() || runtime_start() == kReady; }
+
+void *fail(int err) {
+  errno = err;
+  return nullptr;
+}
+
+bool valid_tier(int t) { return t >= 0 && t < kTierCount; }
+
+}  // namespace
+
+extern "C" {
+
+MMTIER_API int mmtier_tier_of(const void *addr) {
+  if (!runtime_ready()) return -1;
+  return heap_tier_of(addr);
+}
+
+MMTIER_API size_t mmtier_resident_bytes(int tier) {
+  if (!started() || !valid_tier(tier)) return 0;
+  return heap_resident_bytes(tier);
+}
+
+MMTIER_API size_t mmtier_tier_limit(int tier) {
+  if (!valid_tier(tier)) return 0;
+  runtime_start();
+  return heap_tier_limit(tier);
+}
+
+MMTIER_API void *mmtier_aligned_alloc_on(int tier, size_t alignment, size_t size) {
+  if (!valid_tier(tier) || alignment == 0 || (alignment & (alignment - 1))) return fail(EINVAL);
+  if (!started()) return fail(ENOMEM);
+  if (size > PTRDIFF_MAX) return fail(ENOMEM);
+  int flags = je_arena_flag(engine_tier_arena(tier)) | kJeTcacheNone;
+  if (alignment > 16) flags |= je_align_flag(alignment);
+  void *p = mmtier_je_mallocx(size ? size : 1, flags);
+  return p ? p : fail(ENOMEM);
+}
+
+MMTIER_API void *mmtier_malloc_on(int tier, size_t size) {
+  return mmtier_aligned_alloc_on(tier, 16, size);
+}
+
+MMTIER_API void *mmtier_calloc_on(int tier, size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
+  void *p = mmtier_aligned_alloc_on(tier, 16, total);
+  if (p) memset(p, 0, total);
+  return p;
+}
+
+MMTIER_API void *mmtier_malloc(size_t size) {
+  if (!started()) return fail(ENOMEM);
+  return mmtier_je_malloc(size);
+}
+
+MMTIER_API void *mmtier_realloc(void *ptr, size_t size) {
+  if (!ptr) return mmtier_malloc(size);
+  if (!heap_contains(ptr)) return fail(EINVAL);
+  if (size == 0) {
+    mmtier_je_free(ptr);
+    return nullptr;
+  }
+  return mmtier_je_realloc(ptr, size);
+}
+
+MMTIER_API void mmtier_free(void *ptr) {
+  if (ptr && heap_contains(ptr)) mmtier_je_free(ptr);
+}
+
+MMTIER_API size_t mmtier_usable_size(const void *ptr) {
+  if (!ptr || !heap_contains(ptr)) return 0;
+  return mmtier_je_malloc_usable_size(const_cast<void *>(ptr));
+}
+
+MMTIER_API int mmtier_owns(const void *ptr) { return ptr && runtime_ready() && heap_contains(ptr); }
+
+MMTIER_API int mmtier_get_stats(struct mmtier_stats *out) {
+  if (!out) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (!started()) {
+    memset(out, 0, sizeof *out);
+    return 0;
+  }
+  stats_fill(out, true);
+  return 0;
+}
+
+MMTIER_API int mmtier_report(int fd) {
+  if (!started()) {
+    errno = ENOMEM;
+    return -1;
+  }
+  int r = write_report(fd);
+  if (r < 0) {
+    errno = -r;
+    return -1;
+  }
+  return 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,120 @@
+// Runtime start-up and the bootstrap area (see runtime.h).
+#include "api/runtime.h"
+
+#include "alloc/engine.h"
+#include "config/config.h"
+#include "heap/heap.h"
+#include "platform/sys.h"
+#include "stats/report.h"
+#include "support/log.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <cstring>
+
+namespace mmtier::detail {
+
+std::atomic<int> g_runtime_state{kUninit};
+
+namespace {
+
+thread_local bool t_starting __attribute__((tls_model("initial-exec"))) = false;
+
+constexpr size_t kBootSize = 1 << 20;
+alignas(64) unsigned char g_boot[kBootSize];
+std::atomic<size_t> g_boot_used{0};
+
+void fork_prepare() { heap_fork_prepare(); }
+void fork_parent() { heap_fork_parent(); }
+void fork_child() { heap_fork_child(); }
+
+}  // namespace
+
+void *boot_alloc(size_t size, size_t align) {
+  if (align < 16) align = 16;
+  // Header of 16 bytes before the block records its size.
+  for (;;) {
+    size_t used = g_boot_used.load(std::memory_order_relaxed);
+    size_t start = (used + 16 + align - 1) & ~(align - 1);
+    if (start + size > kBootSize || start + size < start) return nullptr;
+    if (g_boot_used.compare_exchange_weak(used, start + size, std::memory_order_relaxed)) {
+      memcpy(g_boot + start - sizeof(size_t), &size, sizeof size);
+      return g_boot + start;
+    }
+  }
+}
+
+bool boot_owns(const void *p) {
+  return static_cast<const unsigned char *>(p) >= g_boot &&
+         static_cast<const unsigned char *>(p) < g_boot + kBootSize;
+}
+
+size_t boot_usable_size(const void *p) {
+  size_t size;
+  memcpy(&size, static_cast<const unsigned char *>(p) - sizeof(size_t), sizeof size);
+  return size;
+}
+
+int runtime_start() {
+  int s = g_runtime_state.load(std::memory_order_acquire);
+  if (s == kReady || s == kUnmanaged) return s;
+  if (s == kStarting && t_starting) return kStarting;
+  int expected = kUninit;
+  if (!g_runtime_state.compare_exchange_strong(expected, kStarting, std::memory_order_acq_rel)) {
+    // Another thread is starting it: wait.
+    while ((s = g_runtime_state.load(std::memory_order_acquire)) == kStarting) sched_yield();
+    return s;
+  }
+  t_starting = true;
+  config_load();  // exits on invalid configuration
+  int result = kUnmanaged;
+  if (heap_init()) {
+    // Registered before the engine registers its own handlers, so ours run
+    // after the engine's in prepare (lock order: engine locks, then heap).
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    if (engine_init()) {
+      result = kReady;
+    } else {
+      MMTIER_ERROR("allocator engine did not start; memory is not tiered");
+    }
+  } else {
+    MMTIER_ERROR("memory is not tiered: no heap");
+  }
+  t_starting = false;
+  g_runtime_state.store(result, std::memory_order_release);
+  return result;
+}
+
+void runtime_exit_report() {
+  if (!runtime_ready()) return;
+  const config &cfg = config_get();
+  if (!cfg.report[0]) return;
+  int fd = 2;
+  bool close_fd = false;
+  if (strcmp(cfg.report, "stderr") != 0) {
+    char path[kPathMax + 32];
+    size_t o = 0;
+    for (const char *p = cfg.report; *p && o + 24 < sizeof path; ++p) {
+      if (p[0] == '%' && p[1] == 'p') {
+        o += format(path + o, sizeof path - o, "%ld", sys::getpid());
+        ++p;
+      } else {
+        path[o++] = *p;
+      }
+    }
+    path[o] = '\0';
+    long r = sys::openat(AT_FDCWD, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (r < 0) {
+      MMTIER_WARN("cannot write the report to %s (error %ld)", path, -r);
+      return;
+    }
+    fd = static_cast<int>(r);
+    close_fd = true;
+  }
+  write_report(fd);
+  if (close_fd) sys::close(fd);
+}
+
+}  // namespace mmtier::detail

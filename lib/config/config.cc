@@ -1,0 +1,436 @@
+// Configuration: the table of every MMTIER_* option (name, default, what is
+// accepted, one-line doc), the parsers for their values, and the one-time
+// load from the process environment.  The environment is read by walking
+// `environ`, not getenv, and nothing here allocates, so this runs safely on
+// the first malloc call.  This file only parses; what the values mean is up
+// to the policy, tier and report code.
+#include "config/config.h"
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+
+#include <sched.h>
+#include <sys/auxv.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern char **environ;
+
+namespace mmtier::detail {
+namespace {
+
+// ---------------------------------------------------------------------------
+// The option table: the only place the options are named.  README.md's
+// configuration table is checked against it by tests/unit/readme_options_test.
+
+constexpr option_info kOptions[] = {
+    {"MMTIER_DRAM_RATIO", "1:4", "D:P, integers 0..1000000, not both 0",
+     "Of every D+P bytes placed, D go to DRAM and P to PMem (ratio policy)."},
+    {"MMTIER_DRAM_LIMIT", "none", "a size (e.g. 512M, 2G; K/M/G/T, optional B or iB), 0, or none",
+     "Most bytes placed in DRAM; beyond it allocations go to PMem, and 0 gives DRAM nothing."},
+    {"MMTIER_PMEM_LIMIT", "none", "a size (e.g. 512M, 2G; K/M/G/T, optional B or iB), 0, or none",
+     "Most bytes placed in PMem; beyond it allocations go to DRAM, and 0 gives PMem nothing."},
+    {"MMTIER_PMEM_PATH", "/dev/shm, else /tmp", "an existing writable directory",
+     "Directory holding the PMem tier's files (a DAX mount on real hardware)."},
+    {"MMTIER_POLICY", "ratio", "ratio | dram-first",
+     "ratio splits memory by MMTIER_DRAM_RATIO; dram-first fills DRAM up to its limit, then PMem."},
+    {"MMTIER_PROMOTE", "1", "0 | 1",
+     "Allow promoting hot PMem pages to DRAM (accepted now; background promotion arrives with the "
+     "migration engine)."},
+    {"MMTIER_LOG", "warn", "error | warn | info | debug",
+     "Least severe level of message written to stderr."},
+    {"MMTIER_REPORT", "off", "off, stderr, or a file path (%p becomes the pid)",
+     "Where to write a report of where memory went when the program exits."},
+    {"MMTIER_MMAP_THRESHOLD", "64K", "a size of at least 4096 (e.g. 64K, 1M)",
+     "Anonymous mmaps at least this large are placed on tiers; smaller ones pass through."},
+};
+constexpr size_t kOptionCount = sizeof kOptions / sizeof kOptions[0];
+
+constexpr char kPrefix[] = "MMTIER_";
+constexpr size_t kPrefixLen = sizeof kPrefix - 1;
+constexpr size_t kMinMmapThreshold = 4096;
+constexpr uint32_t kRatioMax = 1000000;
+
+// ---------------------------------------------------------------------------
+// Small string helpers (no libc string functions needed, none allocate).
+
+size_t str_len(const char *s) {
+  size_t n = 0;
+  while (s[n] != '\0') n++;
+  return n;
+}
+
+bool str_eq(const char *a, const char *b) {
+  while (*a != '\0' && *a == *b) a++, b++;
+  return *a == *b;
+}
+
+char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+// Copies s into dst (capacity cap, cap > 0), always NUL-terminated.
+void copy_str(char *dst, size_t cap, const char *s) {
+  size_t i = 0;
+  for (; i + 1 < cap && s[i] != '\0'; i++) dst[i] = s[i];
+  dst[i] = '\0';
+}
+
+// ---------------------------------------------------------------------------
+// Error reporting: `invalid NAME="value": why`, value shortened if huge.
+
+constexpr size_t kShownValueMax = 200;
+
+void set_error(config_error *err, const char *name, const char *value, const char *why) {
+  char shown[kShownValueMax + 4];
+  size_t n = str_len(value);
+  copy_str(shown, kShownValueMax + 1, value);
+  if (n > kShownValueMax) copy_str(shown + kShownValueMax, 4, "...");
+  format(err->line, sizeof err->line, "invalid %s=\"%s\": %s", name, shown, why);
+}
+
+// ---------------------------------------------------------------------------
+// Per-option parsers, in table order.  Each stores into *out or describes
+// the problem in *err; `name` comes from the table.
+
+using option_parser = bool (*)(const char *name, const char *value, config *out, config_error *err);
+
+bool parse_ratio_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (!parse_ratio(value, &out->ratio_dram, &out->ratio_pmem)) {
+    set_error(err, name, value, "expected D:P with integers 0..1000000, not both 0 (e.g. 1:4)");
+    return false;
+  }
+  return true;
+}
+
+bool parse_limit(const char *name, const char *value, size_t *out, config_error *err) {
+  if (str_eq(value, "none")) {
+    *out = SIZE_MAX;
+    return true;
+  }
+  if (!parse_size(value, out)) {
+    set_error(err, name, value,
+              "expected a size in bytes with optional K/M/G/T suffix (e.g. 512M, 2G), 0, or none");
+    return false;
+  }
+  return true;
+}
+
+bool parse_dram_limit_opt(const char *name, const char *value, config *out, config_error *err) {
+  return parse_limit(name, value, &out->dram_limit, err);
+}
+
+bool parse_pmem_limit_opt(const char *name, const char *value, config *out, config_error *err) {
+  return parse_limit(name, value, &out->pmem_limit, err);
+}
+
+bool writable_dir(const char *path) {
+  struct stat st;
+  return ::stat(path, &st) == 0 && S_ISDIR(st.st_mode) && ::access(path, W_OK | X_OK) == 0;
+}
+
+bool parse_pmem_path_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (value[0] == '\0') {
+    set_error(err, name, value, "expected the path of an existing writable directory");
+    return false;
+  }
+  if (str_len(value) >= kPathMax) {
+    set_error(err, name, value, "path is too long (at most 4095 bytes)");
+    return false;
+  }
+  struct stat st;
+  if (::stat(value, &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      set_error(err, name, value, "does not exist; expected an existing writable directory");
+    } else {
+      char why[96];
+      format(why, sizeof why, "cannot be examined (errno %d); expected an existing writable directory",
+             errno);
+      set_error(err, name, value, why);
+    }
+    return false;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    set_error(err, name, value, "is not a directory; expected an existing writable directory");
+    return false;
+  }
+  if (::access(value, W_OK | X_OK) != 0) {
+    set_error(err, name, value, "is not writable; expected an existing writable directory");
+    return false;
+  }
+  copy_str(out->pmem_path, sizeof out->pmem_path, value);
+  out->pmem_path_set = true;
+  return true;
+}
+
+bool parse_policy_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (str_eq(value, "ratio")) {
+    out->policy = policy_kind::ratio;
+  } else if (str_eq(value, "dram-first")) {
+    out->policy = policy_kind::dram_first;
+  } else {
+    set_error(err, name, value, "expected ratio or dram-first");
+    return false;
+  }
+  return true;
+}
+
+bool parse_promote_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (str_eq(value, "0")) {
+    out->promote = false;
+  } else if (str_eq(value, "1")) {
+    out->promote = true;
+  } else {
+    set_error(err, name, value, "expected 0 or 1");
+    return false;
+  }
+  return true;
+}
+
+bool parse_log_opt(const char *name, const char *value, config *out, config_error *err) {
+  static constexpr struct {
+    const char *word;
+    log_level level;
+  } kLevels[] = {{"error", log_level::error},
+                 {"warn", log_level::warn},
+                 {"info", log_level::info},
+                 {"debug", log_level::debug}};
+  for (const auto &l : kLevels) {
+    if (str_eq(value, l.word)) {
+      out->log = l.level;
+      return true;
+    }
+  }
+  set_error(err, name, value, "expected error, warn, info or debug");
+  return false;
+}
+
+bool parse_report_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (value[0] == '\0' || str_eq(value, "off")) {
+    out->report[0] = '\0';
+    return true;
+  }
+  if (str_len(value) >= kPathMax) {
+    set_error(err, name, value, "expected off, stderr, or a file path shorter than 4096 bytes");
+    return false;
+  }
+  copy_str(out->report, sizeof out->report, value);
+  return true;
+}
+
+bool parse_mmap_threshold_opt(const char *name, const char *value, config *out, config_error *err) {
+  size_t v;
+  if (!parse_size(value, &v) || v < kMinMmapThreshold) {
+    set_error(err, name, value,
+              "expected a size of at least 4096 bytes with optional K/M/G/T suffix (e.g. 64K)");
+    return false;
+  }
+  out->mmap_threshold = v;
+  return true;
+}
+
+constexpr option_parser kParsers[] = {
+    parse_ratio_opt,  parse_dram_limit_opt, parse_pmem_limit_opt,
+    parse_pmem_path_opt, parse_policy_opt,  parse_promote_opt,
+    parse_log_opt,    parse_report_opt,     parse_mmap_threshold_opt,
+};
+static_assert(sizeof kParsers / sizeof kParsers[0] == kOptionCount,
+              "one parser per option, in table order");
+
+// ---------------------------------------------------------------------------
+// Walking envp.
+
+// If `entry` is "MMTIER_...=value", returns the name length and sets *value.
+bool split_entry(const char *entry, size_t *name_len, const char **value) {
+  for (size_t i = 0; i < kPrefixLen; i++)
+    if (entry[i] != kPrefix[i]) return false;
+  size_t n = kPrefixLen;
+  while (entry[n] != '\0' && entry[n] != '=') n++;
+  if (entry[n] != '=') return false;  // not NAME=VALUE; getenv would not see it either
+  *name_len = n;
+  *value = entry + n + 1;
+  return true;
+}
+
+// Index of the option named by the first `len` bytes of `name`, or -1.
+int find_option(const char *name, size_t len) {
+  for (size_t i = 0; i < kOptionCount; i++) {
+    const char *o = kOptions[i].name;
+    size_t j = 0;
+    while (j < len && o[j] != '\0' && o[j] == name[j]) j++;
+    if (j == len && o[j] == '\0') return static_cast<int>(i);
+  }
+  return -1;
+}
+
+void resolve_default_pmem_path(config *out) {
+  if (out->pmem_path_set) return;
+  copy_str(out->pmem_path, sizeof out->pmem_path, writable_dir("/dev/shm") ? "/dev/shm" : "/tmp");
+}
+
+// Reports each MMTIER_* entry whose name is not in the table.
+void report_unknown(char *const *envp, void (*warn_unknown)(const char *, const char *)) {
+  if (envp == nullptr || warn_unknown == nullptr) return;
+  for (char *const *e = envp; *e != nullptr; e++) {
+    size_t len;
+    const char *value;
+    if (!split_entry(*e, &len, &value) || find_option(*e, len) >= 0) continue;
+    char name[128];
+    copy_str(name, len + 1 < sizeof name ? len + 1 : sizeof name, *e);
+    warn_unknown(name, closest_option(name));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The loaded configuration.
+
+constinit config g_config;
+// 0: not loaded, 1: being loaded by one thread, 2: loaded.
+constinit std::atomic<int> g_state{0};
+
+void log_unknown(const char *name, const char *suggestion) {
+  if (suggestion != nullptr)
+    MMTIER_WARN("unknown variable %s ignored; did you mean %s?", name, suggestion);
+  else
+    MMTIER_WARN("unknown variable %s ignored", name);
+}
+
+}  // namespace
+
+const option_info *config_options(size_t *count) {
+  if (count != nullptr) *count = kOptionCount;
+  return kOptions;
+}
+
+bool parse_size(const char *text, size_t *out) {
+  const char *p = text;
+  if (*p < '0' || *p > '9') return false;  // empty, sign, space, or junk
+  size_t v = 0;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    size_t d = static_cast<size_t>(*p - '0');
+    if (v > (SIZE_MAX - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  unsigned shift = 0;
+  switch (lower(*p)) {
+    case 'k': shift = 10; break;
+    case 'm': shift = 20; break;
+    case 'g': shift = 30; break;
+    case 't': shift = 40; break;
+    default: break;
+  }
+  if (shift != 0) p++;
+  if (shift != 0 && lower(p[0]) == 'i' && lower(p[1]) == 'b')
+    p += 2;  // 512MiB
+  else if (lower(*p) == 'b')
+    p++;  // 512MB, 4096B
+  if (*p != '\0') return false;
+  if (shift != 0 && v > (SIZE_MAX >> shift)) return false;
+  *out = v << shift;
+  return true;
+}
+
+bool parse_ratio(const char *text, uint32_t *d, uint32_t *p) {
+  uint32_t part[2];
+  const char *s = text;
+  for (int i = 0; i < 2; i++) {
+    if (*s < '0' || *s > '9') return false;
+    uint32_t v = 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+      v = v * 10 + static_cast<uint32_t>(*s - '0');
+      if (v > kRatioMax) return false;
+    }
+    part[i] = v;
+    if (i == 0) {
+      if (*s != ':') return false;
+      s++;
+    }
+  }
+  if (*s != '\0' || (part[0] == 0 && part[1] == 0)) return false;
+  *d = part[0];
+  *p = part[1];
+  return true;
+}
+
+const char *closest_option(const char *name) {
+  // Optimal-string-alignment distance (Levenshtein plus adjacent
+  // transpositions), case-insensitive, with three rolling rows.
+  constexpr size_t kMaxDistance = 3;
+  constexpr size_t kCols = 64;
+  size_t n = str_len(name);
+  const char *best = nullptr;
+  size_t best_dist = kMaxDistance + 1;
+  for (size_t k = 0; k < kOptionCount; k++) {
+    const char *o = kOptions[k].name;
+    size_t m = str_len(o);
+    // Names differing in length by more than the limit cannot be close, and
+    // this bounds n by the longest option name plus 3.
+    if ((n > m ? n - m : m - n) > kMaxDistance || m + 1 > kCols) continue;
+    size_t rows[3][kCols];
+    size_t *prev2 = rows[0], *prev = rows[1], *cur = rows[2];
+    for (size_t j = 0; j <= m; j++) prev[j] = j;
+    for (size_t i = 1; i <= n; i++) {
+      cur[0] = i;
+      for (size_t j = 1; j <= m; j++) {
+        size_t cost = lower(name[i - 1]) == lower(o[j - 1]) ? 0 : 1;
+        size_t v = prev[j - 1] + cost;
+        if (prev[j] + 1 < v) v = prev[j] + 1;
+        if (cur[j - 1] + 1 < v) v = cur[j - 1] + 1;
+        if (i > 1 && j > 1 && lower(name[i - 1]) == lower(o[j - 2]) &&
+            lower(name[i - 2]) == lower(o[j - 1]) && prev2[j - 2] + 1 < v)
+          v = prev2[j - 2] + 1;
+        cur[j] = v;
+      }
+      size_t *t = prev2;
+      prev2 = prev;
+      prev = cur;
+      cur = t;
+    }
+    if (prev[m] < best_dist) {
+      best_dist = prev[m];
+      best = o;
+    }
+  }
+  return best;
+}
+
+bool config_parse(char *const *envp, bool secure, config *out, config_error *err,
+                  void (*warn_unknown)(const char *name, const char *suggestion)) {
+  *out = config{};
+  if (!secure && envp != nullptr) {
+    // Like getenv, the first of duplicate entries wins.
+    bool seen[kOptionCount] = {};
+    for (char *const *e = envp; *e != nullptr; e++) {
+      size_t len;
+      const char *value;
+      if (!split_entry(*e, &len, &value)) continue;
+      int idx = find_option(*e, len);
+      if (idx < 0 || seen[idx]) continue;
+      seen[idx] = true;
+      if (!kParsers[idx](kOptions[idx].name, value, out, err)) return false;
+    }
+    report_unknown(envp, warn_unknown);
+  }
+  resolve_default_pmem_path(out);
+  return true;
+}
+
+void config_load() {
+  int state = g_state.load(std::memory_order_acquire);
+  if (state == 2) return;
+  if (state == 0 && g_state.compare_exchange_strong(state, 1, std::memory_order_acquire)) {
+    bool secure = ::getauxval(AT_SECURE) != 0;
+    config_error err;
+    // Parse without warnings first so the unknown-name warnings obey MMTIER_LOG.
+    if (!config_parse(environ, secure, &g_config, &err, nullptr)) fatal_config("%s", err.line);
+    log_set_level(g_config.log);
+    if (!secure) report_unknown(environ, log_unknown);
+    g_state.store(2, std::memory_order_release);
+    return;
+  }
+  // Another thread is loading; it never allocates or blocks, so this is short.
+  while (g_state.load(std::memory_order_acquire) != 2) ::sched_yield();
+}
+
+const config &config_get() { return g_config; }
+
+}  // namespace mmtier::detail

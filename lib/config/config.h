@@ -1,0 +1,76 @@
+// Configuration: every MMTIER_* option in one table, read once from the
+// environment (by walking envp, so it works before libc is fully ready).
+// Nothing else in mmtier reads the environment.
+#pragma once
+
+#include "support/log.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail {
+
+enum class policy_kind : uint8_t { ratio, dram_first };
+
+inline constexpr size_t kPathMax = 4096;
+
+struct config {
+  // MMTIER_DRAM_RATIO=D:P  (default 1:4)
+  uint32_t ratio_dram = 1;
+  uint32_t ratio_pmem = 4;
+  // MMTIER_DRAM_LIMIT / MMTIER_PMEM_LIMIT: bytes, SIZE_MAX when unset.
+  size_t dram_limit = SIZE_MAX;
+  size_t pmem_limit = SIZE_MAX;
+  // MMTIER_PMEM_PATH: directory for the PMem tier's files.  When unset the
+  // default is /dev/shm, or /tmp when /dev/shm is not a writable directory;
+  // pmem_path_set tells which.
+  char pmem_path[kPathMax] = {};
+  bool pmem_path_set = false;
+  policy_kind policy = policy_kind::ratio;  // MMTIER_POLICY=ratio|dram-first
+  bool promote = true;                      // MMTIER_PROMOTE=0|1
+  log_level log = log_level::warn;          // MMTIER_LOG=error|warn|info|debug
+  // MMTIER_REPORT: "" (off), "stderr", or a file path; "%p" in the path is
+  // replaced by the pid.  A report of where memory went is written at exit.
+  char report[kPathMax] = {};
+  // MMTIER_MMAP_THRESHOLD: anonymous mmaps of at least this many bytes are
+  // managed (placed on tiers); smaller ones pass through.  Default 64K.
+  size_t mmap_threshold = 64 * 1024;
+};
+
+// One row of the option table (also used to check the README's table).
+struct option_info {
+  const char *name;          // "MMTIER_DRAM_RATIO"
+  const char *default_text;  // "1:4"
+  const char *accepted;      // "D:P, integers 0..1000000, not both 0"
+  const char *doc;           // one sentence
+};
+
+struct config_error {
+  char line[1024];  // the full one-line message, without "mmtier: " prefix
+};
+
+// Parses the MMTIER_* entries of envp into *out (starting from defaults).
+// secure: the process runs in secure-execution mode (AT_SECURE); every
+// MMTIER_* variable is then ignored and defaults are used.
+// Returns true on success; on an invalid value returns false and fills *err.
+// Unknown MMTIER_* names are reported through warn_unknown (one call each,
+// with the closest known name, or nullptr when nothing is close).
+[[nodiscard]] bool config_parse(char *const *envp, bool secure, config *out, config_error *err,
+                                void (*warn_unknown)(const char *name, const char *suggestion));
+
+// Parses the process environment once, sets the log level, and on an invalid
+// value prints the one-line error and exits with status 1.  Idempotent.
+void config_load();
+
+// The loaded configuration (config_load() must have run).
+const config &config_get();
+
+// The option table.
+const option_info *config_options(size_t *count);
+
+// Parsers, exposed for tests.  Return false on invalid input.
+[[nodiscard]] bool parse_size(const char *text, size_t *out);        // "512M", "2G", "4096", "1.5G" not accepted
+[[nodiscard]] bool parse_ratio(const char *text, uint32_t *d, uint32_t *p);
+const char *closest_option(const char *name);  // nullptr if none within distance 3
+
+}  // namespace mmtier::detail

@@ -1,0 +1,886 @@
+// Heap layer (see heap.h): the reservation, the unit table, address
+// allocation inside the reservation, and placing, discarding and releasing
+// pages of units on their tiers.
+#include "heap/heap.h"
+
+#include "heap/placement.h"
+#include "platform/sys.h"
+#include "support/log.h"
+#include "support/meta.h"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <cstring>
+
+namespace mmtier::detail {
+
+heap_globals g_heap;
+
+namespace {
+
+constexpr int kReserveFlags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+constexpr size_t kPackedCandidates = 8;
+
+struct heap_state {
+  pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  tier tiers[kTierCount];
+  uint64_t *va_bits = nullptr;  // unit in use
+  size_t va_cursor = 0;
+  size_t packed[kPackedCandidates] = {};  // unit indices with free pages (0: none)
+  size_t packed_next = 0;
+  heap_counters counters = {};
+  bool warned_fallback[kTierCount] = {};
+};
+
+heap_state S;
+
+struct lock_guard {
+  lock_guard() { pthread_mutex_lock(&S.lock); }
+  ~lock_guard() { pthread_mutex_unlock(&S.lock); }
+};
+
+inline uintptr_t unit_addr(size_t idx) { return g_heap.base + (idx << kUnitShift); }
+inline size_t unit_index(uintptr_t a) { return (a - g_heap.base) >> kUnitShift; }
+
+inline bool bit_get(const uint64_t *w, size_t i) { return (w[i >> 6] >> (i & 63)) & 1; }
+inline void bit_set(uint64_t *w, size_t i) { w[i >> 6] |= uint64_t{1} << (i & 63); }
+inline void bit_clear(uint64_t *w, size_t i) { w[i >> 6] &= ~(uint64_t{1} << (i & 63)); }
+
+// Calls fn(first, count) for each maximal run in [lo, hi) of pages whose bit
+// in bits equals want.
+template <class Fn>
+void for_runs(const uint64_t *bits, size_t lo, size_t hi, bool want, Fn &&fn) {
+  size_t i = lo;
+  while (i < hi) {
+    while (i < hi && bit_get(bits, i) != want) ++i;
+    size_t start = i;
+    while (i < hi && bit_get(bits, i) == want) ++i;
+    if (i > start) fn(start, i - start);
+  }
+}
+
+long reserve_range(uintptr_t addr, size_t len) {
+  long r = sys::mmap(reinterpret_cast<void *>(addr), len, PROT_NONE, kReserveFlags | MAP_FIXED, -1, 0);
+  return sys::failed(r) ? r : 0;
+}
+
+// ---- address allocation (units) --------------------------------------
+
+bool va_free_run(size_t idx, size_t n) {
+  if (idx + n > g_heap.nunits) return false;
+  for (size_t i = idx; i < idx + n; ++i)
+    if (bit_get(S.va_bits, i)) return false;
+  return true;
+}
+
+void va_claim(size_t idx, size_t n) {
+  for (size_t i = idx; i < idx + n; ++i) bit_set(S.va_bits, i);
+}
+
+// Next-fit search for n free units aligned to align units; SIZE_MAX if none.
+size_t va_alloc(size_t n, size_t align) {
+  const size_t total = g_heap.nunits;
+  for (int pass = 0; pass < 2; ++pass) {
+    size_t i = pass == 0 ? S.va_cursor : 0;
+    const size_t end = pass == 0 ? total : S.va_cursor + n;
+    i = (i + align - 1) / align * align;
+    while (i + n <= total && i < end + n) {
+      // Skip fully used words quickly.
+      if ((i & 63) == 0 && S.va_bits[i >> 6] == ~uint64_t{0}) {
+        i += 64;
+        continue;
+      }
+      size_t j = 0;
+      while (j < n && !bit_get(S.va_bits, i + j)) ++j;
+      if (j == n) {
+        va_claim(i, n);
+        S.va_cursor = i + n;
+        return i;
+      }
+      i = (i + j + 1 + align - 1) / align * align;
+    }
+  }
+  return SIZE_MAX;
+}
+
+// ---- units -----------------------------------------------------------
+
+tier &tier_of_unit(const unit &u) { return S.tiers[unit_tier(u)]; }
+
+// Places an unplaced unit on a tier; returns the tier or -errno.
+long place_unit(unit &u) {
+  placement_input in;
+  for (int t = 0; t < kTierCount; ++t) {
+    in.units[t] = S.counters.units[t];
+    in.limit_units[t] = S.counters.limit_units[t];
+    in.usable[t] = S.tiers[t].usable;
+  }
+  placement_result pr = choose_tier(in, config_get(), static_cast<int>(u.forced1) - 1);
+  int t = pr.tier;
+  uint32_t slot = 0;
+  if (S.tiers[t].ops->slot_alloc) {
+    long s = S.tiers[t].ops->slot_alloc(&S.tiers[t]);
+    if (s < 0) {
+      if (t == kTierDram) return s;
+      if (!S.warned_fallback[t]) {
+        S.warned_fallback[t] = true;
+        MMTIER_WARN("PMem tier cannot take more memory (error %ld); placing on DRAM instead", -s);
+      }
+      t = kTierDram;
+      pr.fallback = true;
+    } else {
+      slot = static_cast<uint32_t>(s);
+    }
+  }
+  if (pr.fallback) {
+    ++S.counters.fallbacks;
+    if (!S.warned_fallback[kTierDram] && t == kTierDram) {
+      S.warned_fallback[kTierDram] = true;
+      MMTIER_WARN("%s; placing beyond the DRAM budget",
+                  S.tiers[kTierPmem].usable ? "PMem tier is full" : "PMem tier is unavailable");
+    }
+  }
+  u.slot = slot;
+  u.tier1.store(static_cast<uint8_t>(t + 1), std::memory_order_release);
+  if (++S.counters.units[t] > S.counters.peak_units[t]) S.counters.peak_units[t] = S.counters.units[t];
+  return t;
+}
+
+// Gives a unit's tier placement back; the unit's addresses become reserved
+// (PROT_NONE) again.  Slots frozen by fork are never reused.
+void release_unit(unit &u, size_t idx) {
+  const int t = unit_tier(u);
+  if (t >= 0) {
+    reserve_range(unit_addr(idx), kUnitSize);
+    if (!u.frozen && S.tiers[t].ops->slot_free) S.tiers[t].ops->slot_free(&S.tiers[t], u.slot);
+    --S.counters.units[t];
+  }
+  u.tier1.store(0, std::memory_order_release);
+  u.frozen = 0;
+  u.live = 0;
+  memset(u.live_bits, 0, sizeof u.live_bits);
+}
+
+// Maps pages [first, first + n) of a placed unit on its tier with prot.  A
+// unit whose file view fork froze gets anonymous pages instead: writing the
+// frozen file would show through to the other process.
+long map_pages(unit &u, size_t idx, size_t first, size_t n, int prot) {
+  tier &t = tier_of_unit(u);
+  void *addr = reinterpret_cast<void *>(unit_addr(idx) + (first << kPageShift));
+  const size_t len = n << kPageShift, off = first << kPageShift;
+  if (u.frozen) return S.tiers[kTierDram].ops->map(&S.tiers[kTierDram], addr, len, prot, 0, 0);
+  long r = t.ops->reserve(&t, u.slot, off, len);
+  if (r < 0) return r;
+  return t.ops->map(&t, addr, len, prot, u.slot, off);
+}
+
+// Places pages [first, first + n) of unit idx that are not yet live.
+long place_pages(size_t idx, size_t first, size_t n, int prot) {
+  unit &u = g_heap.units[idx];
+  if (unit_tier(u) < 0) {
+    long t = place_unit(u);
+    if (t < 0) return t;
+  }
+  long err = 0;
+  for_runs(u.live_bits, first, first + n, false, [&](size_t a, size_t c) {
+    if (err) return;
+    long r = map_pages(u, idx, a, c, prot);
+    if (r < 0 && u.live == 0 && unit_tier(u) != kTierDram) {
+      // A fresh unit whose tier ran out of room: move it to DRAM.
+      const int old = unit_tier(u);
+      if (S.tiers[old].ops->slot_free) S.tiers[old].ops->slot_free(&S.tiers[old], u.slot);
+      --S.counters.units[old];
+      ++S.counters.fallbacks;
+      if (!S.warned_fallback[old]) {
+        S.warned_fallback[old] = true;
+        MMTIER_WARN("PMem tier is full (error %ld); placing on DRAM instead", -r);
+      }
+      u.tier1.store(kTierDram + 1, std::memory_order_release);
+      if (++S.counters.units[kTierDram] > S.counters.peak_units[kTierDram])
+        S.counters.peak_units[kTierDram] = S.counters.units[kTierDram];
+      r = map_pages(u, idx, a, c, prot);
+    }
+    if (r < 0) {
+      err = r;
+      return;
+    }
+    for (size_t i = a; i < a + c; ++i) bit_set(u.live_bits, i);
+    u.live = static_cast<uint16_t>(u.live + c);
+  });
+  return err;
+}
+
+// Drops the contents of live pages in [first, first + n) of unit idx.  With
+// unplace they also stop being live, and a unit left with no live page (and,
+// for application units, no owned page) gives its placement back.
+void discard_pages(size_t idx, size_t first, size_t n, bool unplace) {
+  unit &u = g_heap.units[idx];
+  if (unit_tier(u) < 0) return;
+  tier &t = tier_of_unit(u);
+  for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
+    void *addr = reinterpret_cast<void *>(unit_addr(idx) + (a << kPageShift));
+    const size_t len = c << kPageShift;
+    if (u.frozen) {
+      // Cannot punch a frozen file: replace with fresh anonymous pages.
+      int prot = unplace ? PROT_READ | PROT_WRITE : sys::query_prot(addr);
+      if (prot < 0) prot = PROT_READ | PROT_WRITE;
+      S.tiers[kTierDram].ops->map(&S.tiers[kTierDram], addr, len, prot, 0, 0);
+    } else {
+      t.ops->discard(&t, addr, len, u.slot, a << kPageShift);
+    }
+    if (unplace) {
+      for (size_t i = a; i < a + c; ++i) bit_clear(u.live_bits, i);
+      u.live = static_cast<uint16_t>(u.live - c);
+    }
+  });
+  if (unplace && u.live == 0 && u.owned == 0) release_unit(u, idx);
+}
+
+// Calls fn(idx, first_page, npages) for each unit overlapping [addr, addr+len).
+template <class Fn>
+void for_units(uintptr_t addr, size_t len, Fn &&fn) {
+  uintptr_t end = addr + len;
+  while (addr < end) {
+    size_t idx = unit_index(addr);
+    uintptr_t ubase = unit_addr(idx);
+    uintptr_t uend = ubase + kUnitSize < end ? ubase + kUnitSize : end;
+    fn(idx, (addr - ubase) >> kPageShift, (uend - addr) >> kPageShift);
+    addr = uend;
+  }
+}
+
+// ---- application mappings --------------------------------------------
+
+// Marks pages owned by an application mapping.
+void own_pages(size_t idx, size_t first, size_t n, uint8_t owner) {
+  unit &u = g_heap.units[idx];
+  if (u.owner == kOwnerFree) {
+    u.owner = owner;
+    u.forced1 = 0;
+    bit_set(S.va_bits, idx);
+  }
+  for (size_t i = first; i < first + n; ++i) {
+    if (!bit_get(u.owned_bits, i)) {
+      bit_set(u.owned_bits, i);
+      ++u.owned;
+    }
+  }
+}
+
+void remember_packed(size_t idx) {
+  for (size_t c : S.packed)
+    if (c == idx + 1) return;
+  S.packed[S.packed_next] = idx + 1;
+  S.packed_next = (S.packed_next + 1) % kPackedCandidates;
+}
+
+// Unmaps the application pages [first, first + n) of unit idx.
+void unmap_app_pages(size_t idx, size_t first, size_t n) {
+  unit &u = g_heap.units[idx];
+  if (u.owner == kOwnerEngine || u.owner == kOwnerFree) {
+    if (u.owner == kOwnerEngine)  // an application bug; keep the range reserved
+      reserve_range(unit_addr(idx) + (first << kPageShift), n << kPageShift);
+    return;
+  }
+  size_t dropped = 0;
+  for (size_t i = first; i < first + n; ++i) {
+    if (bit_get(u.owned_bits, i)) {
+      bit_clear(u.owned_bits, i);
+      ++dropped;
+    }
+  }
+  discard_pages(idx, first, n, true);
+  if (dropped == 0) return;
+  u.owned = static_cast<uint16_t>(u.owned - dropped);
+  S.counters.mmap_bytes -= dropped << kPageShift;
+  if (unit_tier(u) >= 0)
+    reserve_range(unit_addr(idx) + (first << kPageShift), n << kPageShift);
+  if (u.owned == 0) {
+    if (unit_tier(u) >= 0) release_unit(u, idx);
+    u.owner = kOwnerFree;
+    bit_clear(S.va_bits, idx);
+    for (size_t &c : S.packed)
+      if (c == idx + 1) c = 0;
+  } else if (u.owner == kOwnerPacked) {
+    remember_packed(idx);
+  }
+}
+
+// Finds n consecutive unowned pages in a packed unit; returns the first page
+// or SIZE_MAX.
+size_t find_pages(const unit &u, size_t n) {
+  size_t run = 0;
+  for (size_t i = 0; i < kPagesPerUnit; ++i) {
+    if (bit_get(u.owned_bits, i)) {
+      run = 0;
+    } else if (++run == n) {
+      return i + 1 - n;
+    }
+  }
+  return SIZE_MAX;
+}
+
+long map_app(uintptr_t addr, size_t len, int prot) {
+  if (prot == PROT_NONE) return 0;  // reserved only; placed when made accessible
+  long err = 0;
+  for_units(addr, len, [&](size_t idx, size_t first, size_t n) {
+    if (!err) err = place_pages(idx, first, n, prot);
+  });
+  return err;
+}
+
+}  // namespace
+
+// ---- initialisation ----------------------------------------------------
+
+bool heap_init() {
+  static const size_t sizes[] = {size_t{8} << 40, size_t{2} << 40, size_t{512} << 30,
+                                 size_t{64} << 30, size_t{8} << 30};
+  for (size_t want : sizes) {
+    long r = sys::mmap(nullptr, want + kUnitSize, PROT_NONE, kReserveFlags, -1, 0);
+    if (sys::failed(r)) continue;
+    uintptr_t raw = static_cast<uintptr_t>(r);
+    uintptr_t base = align_up(raw, kUnitSize);
+    if (base > raw) sys::munmap(reinterpret_cast<void *>(raw), base - raw);
+    uintptr_t tail = raw + want + kUnitSize;
+    if (tail > base + want) sys::munmap(reinterpret_cast<void *>(base + want), tail - (base + want));
+    g_heap.base = base;
+    g_heap.size = want;
+    g_heap.nunits = want >> kUnitShift;
+    break;
+  }
+  if (!g_heap.size) {
+    MMTIER_ERROR("cannot reserve an address range for the managed heap");
+    return false;
+  }
+  g_heap.units = static_cast<unit *>(meta_map(g_heap.nunits * sizeof(unit)));
+  S.va_bits = static_cast<uint64_t *>(meta_map((g_heap.nunits + 63) / 64 * 8));
+  if (!g_heap.units || !S.va_bits) {
+    MMTIER_ERROR("cannot map the unit table");
+    sys::munmap(reinterpret_cast<void *>(g_heap.base), g_heap.size);
+    g_heap = heap_globals{};
+    return false;
+  }
+  const config &cfg = config_get();
+  S.tiers[kTierDram].ops = &dram_tier_ops;
+  S.tiers[kTierDram].index = kTierDram;
+  S.tiers[kTierPmem].ops = &file_tier_ops;
+  S.tiers[kTierPmem].index = kTierPmem;
+  for (auto &t : S.tiers) (void)t.ops->open(&t, cfg);
+  S.counters.limit_units[kTierDram] = cfg.dram_limit == SIZE_MAX ? SIZE_MAX : cfg.dram_limit >> kUnitShift;
+  S.counters.limit_units[kTierPmem] = cfg.pmem_limit == SIZE_MAX ? SIZE_MAX : cfg.pmem_limit >> kUnitShift;
+  if (cfg.policy == policy_kind::ratio && cfg.ratio_dram == 0 && !S.tiers[kTierPmem].usable)
+    MMTIER_WARN("MMTIER_DRAM_RATIO gives DRAM nothing but the PMem tier is unavailable");
+  MMTIER_INFO("heap: %zu GiB of addresses at %p, unit %zu KiB", g_heap.size >> 30,
+              reinterpret_cast<void *>(g_heap.base), kUnitSize >> 10);
+  return true;
+}
+
+// ---- queries -------------------------------------------------------------
+
+int heap_tier_of(const void *p) {
+  if (!heap_contains(p)) return -1;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  const size_t idx = unit_index(a);
+  const unit &u = g_heap.units[idx];
+  const int t = unit_tier(u);
+  if (t < 0) return -1;
+  const size_t page = (a - unit_addr(idx)) >> kPageShift;
+  if (!bit_get(u.live_bits, page)) return -1;
+  if (u.frozen) {
+    // After fork the unit is a private view of its frozen file: pages
+    // written since are anonymous DRAM pages.
+    sys::page_info pi;
+    if (sys::pagemap_read(align_down(a, kPageSize), 1, &pi) && pi.present && !pi.file)
+      return kTierDram;
+  }
+  return t;
+}
+
+// ---- allocator engine ------------------------------------------------------
+
+void *heap_engine_reserve(void *want, size_t size, size_t align, int forced) {
+  const size_t n = (size + kUnitSize - 1) >> kUnitShift;
+  size_t align_units = align > kUnitSize ? align >> kUnitShift : 1;
+  lock_guard g;
+  size_t idx;
+  if (want) {
+    uintptr_t w = reinterpret_cast<uintptr_t>(want);
+    if (!heap_contains(want) || (w & (kUnitSize - 1)) || !va_free_run(unit_index(w), n)) return nullptr;
+    idx = unit_index(w);
+    va_claim(idx, n);
+  } else {
+    idx = va_alloc(n, align_units);
+    if (idx == SIZE_MAX) return nullptr;
+  }
+  for (size_t i = idx; i < idx + n; ++i) {
+    unit &u = g_heap.units[i];
+    u.owner = kOwnerEngine;
+    u.forced1 = static_cast<uint8_t>(forced + 1);
+  }
+  return reinterpret_cast<void *>(unit_addr(idx));
+}
+
+void heap_engine_release(void *addr, size_t size) {
+  lock_guard g;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  const size_t n = (size + kUnitSize - 1) >> kUnitShift;
+  for (size_t idx = unit_index(a); idx < unit_index(a) + n; ++idx) {
+    unit &u = g_heap.units[idx];
+    if (unit_tier(u) >= 0) release_unit(u, idx);
+    u.owner = kOwnerFree;
+    u.forced1 = 0;
+    bit_clear(S.va_bits, idx);
+  }
+}
+
+long heap_commit(void *addr, size_t len) {
+  lock_guard g;
+  long err = 0;
+  for_units(reinterpret_cast<uintptr_t>(addr), len, [&](size_t idx, size_t first, size_t n) {
+    if (!err) err = place_pages(idx, first, n, PROT_READ | PROT_WRITE);
+  });
+  return err;
+}
+
+long heap_discard(void *addr, size_t len, bool unplace) {
+  lock_guard g;
+  for_units(reinterpret_cast<uintptr_t>(addr), len,
+            [&](size_t idx, size_t first, size_t n) { discard_pages(idx, first, n, unplace); });
+  return 0;
+}
+
+// ---- application mappings --------------------------------------------------
+
+long heap_mmap(void *hint, size_t len, int prot, int flags, void **out) {
+  len = align_up(len, kPageSize);
+  const size_t pages = len >> kPageShift;
+  lock_guard g;
+  uintptr_t addr = 0;
+  if (flags & MAP_FIXED) {
+    addr = reinterpret_cast<uintptr_t>(hint);
+    // Replace whatever the application had there, as the kernel would.
+    for_units(addr, len, [&](size_t idx, size_t first, size_t n) {
+      unit &u = g_heap.units[idx];
+      if (u.owner == kOwnerEngine) return;
+      unmap_app_pages(idx, first, n);
+      own_pages(idx, first, n, n == kPagesPerUnit ? kOwnerMmap : kOwnerPacked);
+    });
+  } else if (len >= kUnitSize) {
+    const size_t n = (len + kUnitSize - 1) >> kUnitShift;
+    size_t idx = va_alloc(n, 1);
+    if (idx == SIZE_MAX) return -ENOMEM;
+    addr = unit_addr(idx);
+    for_units(addr, len, [&](size_t i, size_t first, size_t c) {
+      g_heap.units[i].owner = kOwnerMmap;
+      own_pages(i, first, c, kOwnerMmap);
+    });
+  } else {
+    size_t found = SIZE_MAX, first = 0;
+    for (size_t c : S.packed) {
+      if (!c) continue;
+      size_t f = find_pages(g_heap.units[c - 1], pages);
+      if (f != SIZE_MAX) {
+        found = c - 1;
+        first = f;
+        break;
+      }
+    }
+    if (found == SIZE_MAX) {
+      found = va_alloc(1, 1);
+      if (found == SIZE_MAX) return -ENOMEM;
+      g_heap.units[found].owner = kOwnerPacked;
+      first = 0;
+      remember_packed(found);
+    }
+    own_pages(found, first, pages, kOwnerPacked);
+    addr = unit_addr(found) + (first << kPageShift);
+  }
+  S.counters.mmap_bytes += len;
+  long r = map_app(addr, len, prot);
+  if (r < 0) {
+    for_units(addr, len, [&](size_t idx, size_t first, size_t n) { unmap_app_pages(idx, first, n); });
+    return r;
+  }
+  if (flags & MAP_POPULATE) sys::madvise(reinterpret_cast<void *>(addr), len, MADV_POPULATE_WRITE);
+  *out = reinterpret_cast<void *>(addr);
+  return 0;
+}
+
+long heap_munmap(void *addr, size_t len) {
+  lock_guard g;
+  for_units(reinterpret_cast<uintptr_t>(addr), align_up(len, kPageSize),
+            [&](size_t idx, size_t first, size_t n) { unmap_app_pages(idx, first, n); });
+  return 0;
+}
+
+void heap_forget(void *addr, size_t len) {
+  // The kernel already replaced the pages with the application's mapping;
+  // the addresses stay claimed (owned but never live) until it unmaps them.
+  lock_guard g;
+  for_units(reinterpret_cast<uintptr_t>(addr), align_up(len, kPageSize),
+            [&](size_t idx, size_t first, size_t n) {
+              unit &u = g_heap.units[idx];
+              if (u.owner == kOwnerEngine) return;
+              size_t dropped = 0;
+              for (size_t i = first; i < first + n; ++i) {
+                if (bit_get(u.live_bits, i)) {
+                  bit_clear(u.live_bits, i);
+                  ++dropped;
+                }
+              }
+              u.live = static_cast<uint16_t>(u.live - dropped);
+              own_pages(idx, first, n, n == kPagesPerUnit ? kOwnerMmap : kOwnerPacked);
+            });
+}
+
+long heap_mprotect(void *addr, size_t len, int prot) {
+  lock_guard g;
+  long err = 0;
+  for_units(reinterpret_cast<uintptr_t>(addr), align_up(len, kPageSize),
+            [&](size_t idx, size_t first, size_t n) {
+              if (err) return;
+              unit &u = g_heap.units[idx];
+              const uintptr_t ubase = unit_addr(idx);
+              if (u.owner == kOwnerFree) {
+                err = -ENOMEM;
+                return;
+              }
+              if (u.owner != kOwnerEngine) {
+                for (size_t i = first; i < first + n; ++i)
+                  if (!bit_get(u.owned_bits, i)) {
+                    err = -ENOMEM;
+                    return;
+                  }
+              }
+              // Live pages change protection in place; pages that were only
+              // reserved are placed now that they become accessible.
+              for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
+                if (err) return;
+                long r = sys::mprotect(reinterpret_cast<void *>(ubase + (a << kPageShift)),
+                                       c << kPageShift, prot);
+                if (r < 0) err = r;
+              });
+              if (!err && prot != PROT_NONE && u.owner != kOwnerEngine)
+                err = place_pages(idx, first, n, prot);
+            });
+  return err;
+}
+
+long heap_madvise(void *addr, size_t len, int advice) {
+  lock_guard g;
+  long err = 0;
+  const bool drop = advice == MADV_DONTNEED || advice == MADV_REMOVE || advice == MADV_FREE ||
+                    advice == MADV_DONTNEED_LOCKED;
+  for_units(reinterpret_cast<uintptr_t>(addr), align_up(len, kPageSize),
+            [&](size_t idx, size_t first, size_t n) {
+              unit &u = g_heap.units[idx];
+              if (unit_tier(u) < 0) return;
+              if (drop) {
+                discard_pages(idx, first, n, false);
+                return;
+              }
+              const uintptr_t ubase = unit_addr(idx);
+              for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
+                long r = sys::madvise(reinterpret_cast<void *>(ubase + (a << kPageShift)),
+                                      c << kPageShift, advice);
+                if (r < 0 && !err) err = r;
+              });
+            });
+  return err;
+}
+
+long heap_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void *new_addr,
+                 void **out) {
+  const uintptr_t old = reinterpret_cast<uintptr_t>(old_addr);
+  old_len = align_up(old_len, kPageSize);
+  new_len = align_up(new_len, kPageSize);
+  if ((old & (kPageSize - 1)) || new_len == 0 || old_len == 0) return -EINVAL;
+  if (flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED)) return -EINVAL;  // DONTUNMAP: not for managed memory
+  if ((flags & MREMAP_FIXED) && !(flags & MREMAP_MAYMOVE)) return -EINVAL;
+  int prot;
+  {
+    lock_guard g;
+    bool whole = true;
+    for_units(old, old_len, [&](size_t idx, size_t first, size_t n) {
+      unit &u = g_heap.units[idx];
+      if (u.owner != kOwnerMmap && u.owner != kOwnerPacked) {
+        whole = false;
+        return;
+      }
+      for (size_t i = first; i < first + n; ++i)
+        if (!bit_get(u.owned_bits, i)) whole = false;
+    });
+    if (!whole) return -EFAULT;
+  }
+  prot = sys::query_prot(reinterpret_cast<void *>(old + old_len - kPageSize));
+  if (prot < 0) prot = PROT_NONE;
+  if (!(flags & MREMAP_FIXED)) {
+    if (new_len <= old_len) {
+      if (new_len < old_len) heap_munmap(reinterpret_cast<void *>(old + new_len), old_len - new_len);
+      *out = old_addr;
+      return 0;
+    }
+    // Grow in place when the following addresses are free.
+    lock_guard g;
+    bool room = heap_contains(reinterpret_cast<void *>(old + new_len - 1));
+    const uintptr_t grow = old + old_len;
+    if (room) {
+      for_units(grow, new_len - old_len, [&](size_t idx, size_t first, size_t n) {
+        unit &u = g_heap.units[idx];
+        if (u.owner == kOwnerFree) return;
+        if (u.owner != kOwnerMmap && u.owner != kOwnerPacked) {
+          room = false;
+          return;
+        }
+        for (size_t i = first; i < first + n; ++i)
+          if (bit_get(u.owned_bits, i)) room = false;
+      });
+    }
+    if (room) {
+      for_units(grow, new_len - old_len, [&](size_t idx, size_t first, size_t n) {
+        const uint8_t owner = g_heap.units[idx].owner;
+        own_pages(idx, first, n, owner == kOwnerFree ? uint8_t{kOwnerMmap} : owner);
+      });
+      S.counters.mmap_bytes += new_len - old_len;
+      long r = map_app(grow, new_len - old_len, prot);
+      if (r == 0) {
+        *out = old_addr;
+        return 0;
+      }
+      for_units(grow, new_len - old_len, [&](size_t idx, size_t first, size_t n) { unmap_app_pages(idx, first, n); });
+    }
+    if (!(flags & MREMAP_MAYMOVE)) return -ENOMEM;
+  }
+  // Move: a new managed mapping, a copy of the contents, then unmap the old.
+  void *dst = nullptr;
+  long r;
+  if (flags & MREMAP_FIXED) {
+    const uintptr_t na = reinterpret_cast<uintptr_t>(new_addr);
+    if ((na & (kPageSize - 1)) || (na < old + old_len && old < na + new_len)) return -EINVAL;
+    if (heap_contains(new_addr) && heap_contains(reinterpret_cast<void *>(na + new_len - 1))) {
+      r = heap_mmap(new_addr, new_len, PROT_READ | PROT_WRITE, MAP_FIXED, &dst);
+    } else {
+      long m = sys::mmap(new_addr, new_len, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+      r = sys::failed(m) ? m : 0;
+      dst = new_addr;
+    }
+  } else {
+    r = heap_mmap(nullptr, new_len, PROT_READ | PROT_WRITE, 0, &dst);
+  }
+  if (r < 0) return r;
+  const size_t copy = old_len < new_len ? old_len : new_len;
+  if (!(prot & PROT_READ)) sys::mprotect(old_addr, copy, PROT_READ);
+  memcpy(dst, old_addr, copy);
+  if (prot != (PROT_READ | PROT_WRITE)) {
+    if (heap_contains(dst)) heap_mprotect(dst, new_len, prot);
+    else sys::mprotect(dst, new_len, prot);
+  }
+  heap_munmap(old_addr, old_len);
+  *out = dst;
+  return 0;
+}
+
+// ---- fork --------------------------------------------------------------------
+//
+// A unit on a file-backed tier is a MAP_SHARED mapping: a child inheriting it
+// would share every later write with its parent.  Before fork the heap remaps
+// every shared mapping inside the reservation MAP_PRIVATE over the same file
+// range (no copy: the pages stay in the file), so parent and child both see
+// the file as it was at the fork instant and their later writes go to private
+// copy-on-write pages, exactly as for anonymous memory.  The file ranges of
+// such units are then frozen: never written, punched or reused by either
+// process.  The child opens a file of its own for new units.
+
+namespace {
+
+struct maps_cursor {
+  int fd;
+  char buf[4096];
+  size_t have = 0, pos = 0;
+  // Returns a NUL-terminated line or nullptr at end of file.
+  char *next() {
+    for (;;) {
+      for (size_t i = pos; i < have; ++i) {
+        if (buf[i] == '\n') {
+          buf[i] = '\0';
+          char *line = buf + pos;
+          pos = i + 1;
+          return line;
+        }
+      }
+      if (pos > 0) {
+        memmove(buf, buf + pos, have - pos);
+        have -= pos;
+        pos = 0;
+      }
+      if (have == sizeof buf) return nullptr;
+      long n = sys::read(fd, buf + have, sizeof buf - have);
+      if (n <= 0) return nullptr;
+      have += static_cast<size_t>(n);
+    }
+  }
+};
+
+uint64_t parse_hex(const char *&p) {
+  uint64_t v = 0;
+  for (;; ++p) {
+    int d;
+    if (*p >= '0' && *p <= '9') d = *p - '0';
+    else if (*p >= 'a' && *p <= 'f') d = *p - 'a' + 10;
+    else return v;
+    v = v * 16 + static_cast<uint64_t>(d);
+  }
+}
+
+uint64_t parse_dec(const char *&p) {
+  uint64_t v = 0;
+  while (*p >= '0' && *p <= '9') v = v * 10 + static_cast<uint64_t>(*p++ - '0');
+  return v;
+}
+
+void freeze_shared_mappings() {
+  tier &pm = S.tiers[kTierPmem];
+  if (pm.fd < 0) return;
+  struct stat st;
+  if (sys::raw(SYS_fstat, pm.fd, reinterpret_cast<long>(&st)) < 0) return;
+  long fd = sys::openat(AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) {
+    MMTIER_ERROR("fork: cannot read /proc/self/maps (error %ld); file-backed units stay shared", -fd);
+    return;
+  }
+  maps_cursor mc{static_cast<int>(fd)};
+  const uintptr_t lo_heap = g_heap.base, hi_heap = g_heap.base + g_heap.size;
+  // Remapping changes the maps file under us; collect first, then remap.
+  struct range {
+    uintptr_t lo, hi;
+    uint64_t off;
+    int prot;
+  };
+  static range todo[4096];
+  size_t count = 0;
+  bool overflow = false;
+  while (char *line = mc.next()) {
+    const char *p = line;
+    uintptr_t lo = parse_hex(p);
+    ++p;
+    uintptr_t hi = parse_hex(p);
+    ++p;
+    if (hi <= lo_heap || lo >= hi_heap) continue;
+    const char *perm = p;
+    if (perm[3] != 's') continue;
+    p += 5;
+    uint64_t off = parse_hex(p);
+    ++p;
+    uint64_t maj = parse_hex(p);
+    ++p;
+    uint64_t min = parse_hex(p);
+    ++p;
+    uint64_t ino = parse_dec(p);
+    if (ino != st.st_ino || maj != major(st.st_dev) || min != minor(st.st_dev)) continue;
+    if (count == sizeof todo / sizeof todo[0]) {
+      overflow = true;
+      break;
+    }
+    todo[count++] = {lo, hi, off,
+                     (perm[0] == 'r' ? PROT_READ : 0) | (perm[1] == 'w' ? PROT_WRITE : 0) |
+                         (perm[2] == 'x' ? PROT_EXEC : 0)};
+  }
+  sys::close(static_cast<int>(fd));
+  for (size_t i = 0; i < count; ++i) {
+    long r = sys::mmap(reinterpret_cast<void *>(todo[i].lo), todo[i].hi - todo[i].lo, todo[i].prot,
+                       MAP_PRIVATE | MAP_FIXED, pm.fd, static_cast<off_t>(todo[i].off));
+    if (sys::failed(r))
+      MMTIER_ERROR("fork: cannot make %p private (error %ld)", reinterpret_cast<void *>(todo[i].lo), -r);
+  }
+  if (overflow) {
+    // More mappings than one pass holds: go again over what is left.
+    freeze_shared_mappings();
+    return;
+  }
+  for (size_t idx = 0; idx < g_heap.nunits; idx += 64) {
+    uint64_t w = S.va_bits[idx >> 6];
+    while (w) {
+      size_t i = idx + static_cast<size_t>(__builtin_ctzll(w));
+      w &= w - 1;
+      unit &u = g_heap.units[i];
+      if (unit_tier(u) == kTierPmem) u.frozen = 1;
+    }
+  }
+}
+
+}  // namespace
+
+void heap_fork_prepare() {
+  pthread_mutex_lock(&S.lock);
+  if (!g_heap.size) return;
+  freeze_shared_mappings();
+  ++S.counters.forks;
+}
+
+void heap_fork_parent() { pthread_mutex_unlock(&S.lock); }
+
+void heap_fork_child() {
+  pthread_mutex_init(&S.lock, nullptr);
+  if (!g_heap.size) return;
+  tier &pm = S.tiers[kTierPmem];
+  if (pm.fd >= 0) {
+    // The parent's file holds only frozen ranges now; new units go to a file
+    // of our own.
+    sys::close(pm.fd);
+    pm.fd = -1;
+    pm.usable = false;
+    pm.file_slots = pm.slot_high = pm.free_count = 0;
+    if (pm.ops->open(&pm, config_get()) < 0) pm.usable = false;
+  }
+}
+
+// ---- statistics --------------------------------------------------------------
+
+void heap_counters_get(heap_counters *out) {
+  lock_guard g;
+  *out = S.counters;
+}
+
+size_t heap_tier_limit(int t) {
+  if (t < 0 || t >= kTierCount) return 0;
+  const config &cfg = config_get();
+  return t == kTierDram ? cfg.dram_limit : cfg.pmem_limit;
+}
+
+size_t heap_resident_bytes(int t) {
+  if (t < 0 || t >= kTierCount || !g_heap.size) return 0;
+  size_t pages = 0;
+  lock_guard g;
+  unsigned char vec[kPagesPerUnit];
+  static sys::page_info info[kPagesPerUnit];
+  for (size_t idx = 0; idx < g_heap.nunits; idx += 64) {
+    uint64_t w = S.va_bits[idx >> 6];
+    while (w) {
+      size_t i = idx + static_cast<size_t>(__builtin_ctzll(w));
+      w &= w - 1;
+      const unit &u = g_heap.units[i];
+      const int ut = unit_tier(u);
+      if (ut < 0) continue;
+      if (u.frozen) {
+        if (!sys::pagemap_read(unit_addr(i), kPagesPerUnit, info)) continue;
+        for (size_t p = 0; p < kPagesPerUnit; ++p)
+          if (info[p].present && (info[p].file ? ut : kTierDram) == t) ++pages;
+        continue;
+      }
+      if (ut != t) continue;
+      if (sys::raw(SYS_mincore, static_cast<long>(unit_addr(i)), kUnitSize, reinterpret_cast<long>(vec)) < 0)
+        continue;
+      for (size_t p = 0; p < kPagesPerUnit; ++p) pages += vec[p] & 1;
+    }
+  }
+  return pages << kPageShift;
+}
+
+}  // namespace mmtier::detail

@@ -1,0 +1,109 @@
+// Heap layer: the reserved address range, its units of placement, and every
+// mapping operation on them.  One range of virtual addresses is reserved at
+// start-up (PROT_NONE, MAP_NORESERVE); all managed memory lives inside it, in
+// 2 MiB units.  A unit is placed on one tier when its first page is needed
+// and keeps its address for life: changing a unit's backing (migration,
+// snapshot) never changes where the application sees it.
+//
+// Two clients: the allocator engine (whole units reserved per extent, pages
+// committed/decommitted through the extent hooks) and the application's
+// anonymous mmaps (whole units for large mappings, packed units for small
+// ones).  All mutations take the heap lock; tier_of() and owns() are
+// lock-free reads.
+#pragma once
+
+#include "heap/layout.h"
+#include "tier/tier.h"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail {
+
+enum unit_owner : uint8_t {
+  kOwnerFree = 0,
+  kOwnerEngine = 1,   // allocator engine extents
+  kOwnerMmap = 2,     // one large application mmap (whole units)
+  kOwnerPacked = 3,   // several small application mmaps
+};
+
+// The table is zero-filled memory, so tier and forced are stored plus one:
+// 0 means "not placed" and "by policy".
+struct unit {
+  std::atomic<uint8_t> tier1;  // tier + 1; 0 until placed
+  uint8_t owner;
+  uint8_t frozen;              // fork froze its file view: never reuse the slot
+  uint8_t forced1;             // 0: by policy; else the only tier + 1
+  uint32_t slot;             // slot in the tier's file (file-backed tiers)
+  uint16_t live;             // pages placed (mapped on the tier)
+  uint16_t owned;            // pages owned by application mappings
+  uint64_t live_bits[kBitmapWords];
+  uint64_t owned_bits[kBitmapWords];
+};
+
+struct heap_counters {
+  size_t units[kTierCount];
+  size_t peak_units[kTierCount];
+  size_t limit_units[kTierCount];  // SIZE_MAX: none
+  size_t fallbacks;
+  size_t mmap_bytes;
+  size_t forks;
+};
+
+struct heap_globals {
+  uintptr_t base = 0;
+  size_t size = 0;
+  size_t nunits = 0;
+  unit *units = nullptr;
+};
+extern heap_globals g_heap;
+
+inline int unit_tier(const unit &u) {
+  return static_cast<int>(u.tier1.load(std::memory_order_acquire)) - 1;
+}
+
+inline bool heap_contains(const void *p) {
+  return reinterpret_cast<uintptr_t>(p) - g_heap.base < g_heap.size;
+}
+
+// Reserves the address range and opens the tiers.  Returns false (and logs)
+// only if no address range could be reserved at all.
+[[nodiscard]] bool heap_init();
+
+// Tier of the byte at p: 0 DRAM, 1 PMem, -1 not managed or not placed.
+int heap_tier_of(const void *p);
+
+// --- allocator engine
+// Reserves whole units for an engine extent; nullptr when out of addresses.
+// forced: -1 for policy placement, else the tier every unit must use.
+void *heap_engine_reserve(void *want, size_t size, size_t align, int forced);
+void heap_engine_release(void *addr, size_t size);
+// Places pages (read/write).  0, or -errno when no tier can hold them.
+long heap_commit(void *addr, size_t len);
+// Drops contents (zero on next use); unplace also gives the pages back.
+long heap_discard(void *addr, size_t len, bool unplace);
+
+// --- application mappings (anonymous, private)
+long heap_mmap(void *hint, size_t len, int prot, int flags, void **out);
+// Handles the part of a call that falls inside the reserved range.
+long heap_munmap(void *addr, size_t len);
+long heap_mprotect(void *addr, size_t len, int prot);
+long heap_madvise(void *addr, size_t len, int advice);
+long heap_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void *new_addr,
+                 void **out);
+// A MAP_FIXED mapping the heap does not manage (file or shared) placed over
+// reserved addresses: forget whatever was there.
+void heap_forget(void *addr, size_t len);
+
+// --- fork
+void heap_fork_prepare();
+void heap_fork_parent();
+void heap_fork_child();
+
+// --- statistics
+void heap_counters_get(heap_counters *out);
+size_t heap_resident_bytes(int tier);
+size_t heap_tier_limit(int tier);
+
+}  // namespace mmtier::detail

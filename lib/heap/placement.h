@@ -1,0 +1,25 @@
+// Placement policy: which tier a newly placed unit goes to.  A pure function
+// of the counters and the configuration, so it can be tested exhaustively.
+#pragma once
+
+#include "config/config.h"
+#include "tier/tier.h"
+
+#include <cstddef>
+
+namespace mmtier::detail {
+
+struct placement_input {
+  size_t units[kTierCount];        // units placed on each tier now
+  size_t limit_units[kTierCount];  // budget in units, SIZE_MAX when none
+  bool usable[kTierCount];         // the tier can take a unit now
+};
+
+struct placement_result {
+  int tier;
+  bool fallback;  // the preferred tier could not take it
+};
+
+placement_result choose_tier(const placement_input &in, const config &cfg, int forced);
+
+}  // namespace mmtier::detail

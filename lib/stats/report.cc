@@ -1,0 +1,90 @@
+// Statistics and the exit report (see report.h).
+#include "stats/report.h"
+
+#include "config/config.h"
+#include "heap/heap.h"
+#include "platform/sys.h"
+#include "support/log.h"
+
+#include <cstring>
+
+namespace mmtier::detail {
+
+void stats_fill(mmtier_stats *out, bool with_resident) {
+  heap_counters c;
+  heap_counters_get(&c);
+  memset(out, 0, sizeof *out);
+  out->unit_size = kUnitSize;
+  for (int t = 0; t < kTierCount; ++t) {
+    out->units[t] = c.units[t];
+    out->peak_units[t] = c.peak_units[t];
+    out->resident_bytes[t] = with_resident ? heap_resident_bytes(t) : 0;
+    out->limit_bytes[t] = heap_tier_limit(t);
+  }
+  out->fallbacks = c.fallbacks;
+  out->mapped_mmap_bytes = c.mmap_bytes;
+  out->forks = c.forks;
+}
+
+namespace {
+
+// Bytes as a short human string ("12.5 MiB").
+void human(char *buf, size_t cap, size_t bytes) {
+  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  size_t u = 0;
+  size_t whole = bytes, tenth = 0;
+  while (whole >= 1024 && u < 4) {
+    tenth = (whole % 1024) * 10 / 1024;
+    whole /= 1024;
+    ++u;
+  }
+  if (u == 0) format(buf, cap, "%zu B", bytes);
+  else format(buf, cap, "%zu.%zu %s", whole, tenth, units[u]);
+}
+
+}  // namespace
+
+int write_report(int fd) {
+  mmtier_stats st;
+  stats_fill(&st, true);
+  const config &cfg = config_get();
+  char out[4096];
+  size_t o = 0;
+  char a[32], b[32], c[32], d[32];
+  const char *policy = cfg.policy == policy_kind::ratio ? "ratio" : "dram-first";
+  o += format(out + o, sizeof out - o,
+              "mmtier report (pid %ld): policy %s, DRAM:PMem ratio %u:%u, unit %zu KiB\n",
+              sys::getpid(), policy, cfg.ratio_dram, cfg.ratio_pmem, st.unit_size >> 10);
+  o += format(out + o, sizeof out - o, "  %-5s %12s %12s %12s %12s\n", "tier", "placed-now",
+              "placed-peak", "resident-now", "limit");
+  const char *names[] = {"DRAM", "PMem"};
+  size_t peak_total = 0;
+  for (int t = 0; t < kTierCount; ++t) peak_total += st.peak_units[t];
+  for (int t = 0; t < kTierCount; ++t) {
+    human(a, sizeof a, st.units[t] * st.unit_size);
+    human(b, sizeof b, st.peak_units[t] * st.unit_size);
+    human(c, sizeof c, st.resident_bytes[t]);
+    if (st.limit_bytes[t] == SIZE_MAX) format(d, sizeof d, "none");
+    else human(d, sizeof d, st.limit_bytes[t]);
+    o += format(out + o, sizeof out - o, "  %-5s %12s %12s %12s %12s\n", names[t], a, b, c, d);
+  }
+  const size_t res_total = st.resident_bytes[0] + st.resident_bytes[1];
+  o += format(out + o, sizeof out - o,
+              "  DRAM share: %zu%% of placed units at peak, %zu%% of resident now\n",
+              peak_total ? st.peak_units[0] * 100 / peak_total : 0,
+              res_total ? st.resident_bytes[0] * 100 / res_total : 0);
+  human(a, sizeof a, st.mapped_mmap_bytes);
+  o += format(out + o, sizeof out - o,
+              "  managed mmap now: %s, fallbacks to the other tier: %zu, forks: %zu\n", a,
+              st.fallbacks, st.forks);
+  size_t done = 0;
+  while (done < o) {
+    long n = sys::write(fd, out + done, o - done);
+    if (n == -EINTR) continue;
+    if (n < 0) return static_cast<int>(n);
+    done += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+}  // namespace mmtier::detail

@@ -1,0 +1,132 @@
+// File-backed tier (PMem on a DAX filesystem, or any directory standing in
+// for it).  One unnamed file per process, created with O_TMPFILE (mode 0600)
+// so nothing is left behind when the process exits, crashes or is killed;
+// where O_TMPFILE is unsupported a randomly named file is created with
+// O_EXCL|O_NOFOLLOW and unlinked at once.  Each unit placed here owns one
+// unit-sized slot; storage is reserved with fallocate at placement so a full
+// filesystem is seen as an error then, never as SIGBUS at first touch.
+#include "heap/layout.h"
+#include "platform/sys.h"
+#include "support/log.h"
+#include "support/meta.h"
+#include "tier/tier.h"
+
+#include <dlfcn.h>
+#include <cerrno>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/mman.h>
+
+#ifndef MAP_SHARED_VALIDATE
+#define MAP_SHARED_VALIDATE 0x03
+#endif
+#ifndef MAP_SYNC
+#define MAP_SYNC 0x80000
+#endif
+
+namespace mmtier::detail {
+namespace {
+
+constexpr uint64_t kGrowSlots = 64;  // grow the file 128 MiB at a time (sparse)
+constexpr uint64_t kMaxSlots = uint64_t{1} << 26;
+
+long open_unnamed(const char *dir) {
+  long fd = sys::openat(AT_FDCWD, dir, O_TMPFILE | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd >= 0) return fd;
+  if (fd != -EOPNOTSUPP && fd != -EISDIR && fd != -EINVAL) return fd;
+  // Fallback: an exclusive random name, unlinked immediately.
+  char path[kPathMax + 64];
+  uint64_t seed = static_cast<uint64_t>(sys::getpid()) * 0x9E3779B97F4A7C15ull;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    uint64_t r;
+    __asm__ volatile("" : : : "memory");
+    r = seed ^ reinterpret_cast<uintptr_t>(&r) ^ (static_cast<uint64_t>(attempt) << 40);
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    format(path, sizeof path, "%s/.mmtier-%lx", dir, static_cast<unsigned long>(r ^ seed));
+    fd = sys::openat(AT_FDCWD, path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd == -EEXIST) continue;
+    if (fd < 0) return fd;
+    sys::unlinkat(AT_FDCWD, path, 0);
+    return fd;
+  }
+  return -EEXIST;
+}
+
+long file_open(tier *t, const config &cfg) {
+  format(t->dir, sizeof t->dir, "%s", cfg.pmem_path);
+  long fd = open_unnamed(t->dir);
+  if (fd < 0) {
+    MMTIER_WARN("cannot create the PMem file in %s (error %ld); using DRAM only", t->dir, -fd);
+    return fd;
+  }
+  t->fd = static_cast<int>(fd);
+  t->free_cap = kMaxSlots;
+  t->free_slots = static_cast<uint32_t *>(meta_map(kMaxSlots * sizeof(uint32_t)));
+  if (!t->free_slots) return -ENOMEM;
+  // Probe for a real DAX mount: MAP_SYNC is only accepted there.
+  if (sys::ftruncate(t->fd, kUnitSize) == 0) {
+    long m = sys::mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE,
+                       MAP_SHARED_VALIDATE | MAP_SYNC, t->fd, 0);
+    if (!sys::failed(m)) {
+      t->dax = true;
+      // libpmem confirms the mapping is persistent memory (it is loaded
+      // only here, never on machines without DAX).
+      if (void *lib = dlopen("libpmem.so.1", RTLD_NOW | RTLD_LOCAL)) {
+        using is_pmem_fn = int (*)(const void *, size_t);
+        if (auto fn = reinterpret_cast<is_pmem_fn>(dlsym(lib, "pmem_is_pmem")))
+          MMTIER_INFO("PMem tier %s: DAX, pmem_is_pmem=%d", t->dir,
+                      fn(reinterpret_cast<void *>(m), kUnitSize));
+      }
+      sys::munmap(reinterpret_cast<void *>(m), kUnitSize);
+    }
+    sys::ftruncate(t->fd, 0);
+  }
+  MMTIER_INFO("PMem tier in %s (%s)", t->dir, t->dax ? "DAX, MAP_SYNC" : "page cache");
+  t->usable = true;
+  return 0;
+}
+
+long file_slot_alloc(tier *t) {
+  if (t->free_count > 0) return t->free_slots[--t->free_count];
+  if (t->slot_high >= kMaxSlots) return -ENOSPC;
+  if (t->slot_high >= t->file_slots) {
+    uint64_t want = t->file_slots + kGrowSlots;
+    long r = sys::ftruncate(t->fd, static_cast<off_t>(want * kUnitSize));
+    if (r < 0) return r;
+    t->file_slots = want;
+  }
+  return static_cast<long>(t->slot_high++);
+}
+
+void file_slot_free(tier *t, uint32_t slot) {
+  sys::fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                 static_cast<off_t>(uint64_t{slot} * kUnitSize), kUnitSize);
+  if (t->free_count < t->free_cap) t->free_slots[t->free_count++] = slot;
+}
+
+long file_reserve(tier *t, uint32_t slot, size_t off, size_t len) {
+  long r = sys::fallocate(t->fd, FALLOC_FL_KEEP_SIZE,
+                          static_cast<off_t>(uint64_t{slot} * kUnitSize + off),
+                          static_cast<off_t>(len));
+  return r == -EOPNOTSUPP ? 0 : r;
+}
+
+long file_map(tier *t, void *addr, size_t len, int prot, uint32_t slot, size_t off) {
+  int flags = MAP_FIXED | (t->dax ? (MAP_SHARED_VALIDATE | MAP_SYNC) : MAP_SHARED);
+  long r = sys::mmap(addr, len, prot, flags, t->fd,
+                     static_cast<off_t>(uint64_t{slot} * kUnitSize + off));
+  return sys::failed(r) ? r : 0;
+}
+
+long file_discard(tier *t, void *, size_t len, uint32_t slot, size_t off) {
+  return sys::fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(uint64_t{slot} * kUnitSize + off),
+                        static_cast<off_t>(len));
+}
+
+}  // namespace
+
+const tier_ops file_tier_ops = {"file", file_open, file_slot_alloc, file_slot_free,
+                                file_reserve, file_map, file_discard};
+
+}  // namespace mmtier::detail

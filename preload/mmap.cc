@@ -1,0 +1,180 @@
+// Interposed anonymous-memory calls: mmap, munmap, mremap, madvise and
+// mprotect.  Anonymous private mappings of at least MMTIER_MMAP_THRESHOLD
+// bytes are managed (placed on tiers inside the heap's reservation); file
+// mappings, shared mappings, stacks, huge-page and executable mappings pass
+// through untouched, as do the allocator engine's own metadata mappings.
+// Calls on addresses inside the reservation are carried out by the heap so
+// that managed memory behaves exactly as anonymous memory does.
+#include "api/runtime.h"
+#include "config/config.h"
+#include "heap/heap.h"
+#include "platform/sys.h"
+#include "preload/preload.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstdint>
+
+using namespace mmtier::detail;
+
+extern "C" char __ehdr_start[] __attribute__((visibility("hidden")));
+extern "C" char etext[] __attribute__((visibility("hidden")));
+
+namespace {
+
+inline bool from_this_library(const void *ret) {
+  return ret >= static_cast<const void *>(__ehdr_start) && ret < static_cast<const void *>(etext);
+}
+
+inline long set_errno(long r) {
+  if (r < 0) {
+    errno = static_cast<int>(-r);
+    return -1;
+  }
+  return r;
+}
+
+inline uintptr_t heap_lo() { return g_heap.base; }
+inline uintptr_t heap_hi() { return g_heap.base + g_heap.size; }
+
+// Splits [addr, addr + len) into the part below, inside and above the
+// reservation and calls outside(a, l) / inside(a, l) on the non-empty parts.
+template <class Out, class In>
+long split_call(uintptr_t addr, size_t len, Out &&outside, In &&inside) {
+  const uintptr_t end = addr + len;
+  long err = 0;
+  if (!runtime_ready() || end <= heap_lo() || addr >= heap_hi()) return outside(addr, len);
+  if (addr < heap_lo()) {
+    long r = outside(addr, heap_lo() - addr);
+    if (r < 0) err = r;
+  }
+  const uintptr_t lo = addr > heap_lo() ? addr : heap_lo();
+  const uintptr_t hi = end < heap_hi() ? end : heap_hi();
+  long r = inside(lo, hi - lo);
+  if (r < 0 && !err) err = r;
+  if (end > heap_hi()) {
+    r = outside(heap_hi(), end - heap_hi());
+    if (r < 0 && !err) err = r;
+  }
+  return err;
+}
+
+bool managed_request(void *addr, size_t len, int prot, int flags, int fd) {
+  if (!runtime_ready()) return false;
+  if (!(flags & MAP_ANONYMOUS) || (flags & MAP_TYPE) != MAP_PRIVATE) return false;
+  if (flags & (MAP_STACK | MAP_HUGETLB | MAP_GROWSDOWN | MAP_FIXED_NOREPLACE | MAP_LOCKED)) return false;
+  if (prot & PROT_EXEC) return false;
+  (void)fd;
+  if (flags & MAP_FIXED) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+    return a >= heap_lo() && a + len <= heap_hi() && a + len > a;
+  }
+  return len >= config_get().mmap_threshold;
+}
+
+}  // namespace
+
+extern "C" {
+
+MMTIER_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+  if (len != 0 && !from_this_library(__builtin_return_address(0)) &&
+      managed_request(addr, len, prot, flags, fd)) {
+    if ((flags & MAP_FIXED) && (reinterpret_cast<uintptr_t>(addr) & 4095)) {
+      errno = EINVAL;
+      return MAP_FAILED;
+    }
+    void *out = nullptr;
+    long r = heap_mmap(addr, len, prot, flags, &out);
+    if (r == 0) return out;
+    if (!(flags & MAP_FIXED) && r == -ENOMEM) {
+      // Out of reserved addresses: plain anonymous memory still works.
+    } else {
+      errno = static_cast<int>(-r);
+      return MAP_FAILED;
+    }
+  }
+  long r = sys::mmap(addr, len, prot, flags, fd, off);
+  if (sys::failed(r)) {
+    errno = static_cast<int>(-r);
+    return MAP_FAILED;
+  }
+  if ((flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && runtime_ready()) {
+    const uintptr_t a = static_cast<uintptr_t>(r);
+    if (a < heap_hi() && a + len > heap_lo()) {
+      const uintptr_t lo = a > heap_lo() ? a : heap_lo();
+      const uintptr_t hi = a + len < heap_hi() ? a + len : heap_hi();
+      heap_forget(reinterpret_cast<void *>(lo), hi - lo);
+    }
+  }
+  return reinterpret_cast<void *>(r);
+}
+
+MMTIER_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+    __attribute__((alias("mmap")));
+
+MMTIER_EXPORT int munmap(void *addr, size_t len) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  if ((a & 4095) || len == 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  return static_cast<int>(set_errno(split_call(
+      a, len, [](uintptr_t x, size_t l) { return sys::munmap(reinterpret_cast<void *>(x), l); },
+      [](uintptr_t x, size_t l) { return heap_munmap(reinterpret_cast<void *>(x), l); })));
+}
+
+MMTIER_EXPORT int mprotect(void *addr, size_t len, int prot) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  if (a & 4095) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (len == 0) return 0;
+  return static_cast<int>(set_errno(split_call(
+      a, len, [prot](uintptr_t x, size_t l) { return sys::mprotect(reinterpret_cast<void *>(x), l, prot); },
+      [prot](uintptr_t x, size_t l) { return heap_mprotect(reinterpret_cast<void *>(x), l, prot); })));
+}
+
+MMTIER_EXPORT int madvise(void *addr, size_t len, int advice) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  if (a & 4095) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (len == 0) return 0;
+  return static_cast<int>(set_errno(split_call(
+      a, len, [advice](uintptr_t x, size_t l) { return sys::madvise(reinterpret_cast<void *>(x), l, advice); },
+      [advice](uintptr_t x, size_t l) { return heap_madvise(reinterpret_cast<void *>(x), l, advice); })));
+}
+
+MMTIER_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...) {
+  void *new_addr = nullptr;
+  if (flags & MREMAP_FIXED) {
+    __builtin_va_list ap;
+    __builtin_va_start(ap, flags);
+    new_addr = __builtin_va_arg(ap, void *);
+    __builtin_va_end(ap);
+  }
+  if (runtime_ready() && heap_contains(old)) {
+    void *out = nullptr;
+    long r = heap_mremap(old, old_len, new_len, flags, new_addr, &out);
+    if (r < 0) {
+      errno = static_cast<int>(-r);
+      return MAP_FAILED;
+    }
+    return out;
+  }
+  long r = sys::mremap(old, old_len, new_len, flags, new_addr);
+  if (sys::failed(r)) {
+    errno = static_cast<int>(-r);
+    return MAP_FAILED;
+  }
+  if ((flags & MREMAP_FIXED) && runtime_ready()) {
+    const uintptr_t a = static_cast<uintptr_t>(r);
+    if (a < heap_hi() && a + new_len > heap_lo()) heap_forget(reinterpret_cast<void *>(r), new_len);
+  }
+  return reinterpret_cast<void *>(r);
+}
+
+}  // extern "C"

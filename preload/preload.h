@@ -1,0 +1,11 @@
+// Shared by the interposition forwarders in preload/.
+#pragma once
+
+#include <cstddef>
+
+#define MMTIER_EXPORT __attribute__((visibility("default")))
+
+namespace mmtier::detail {
+void *slow_malloc(size_t size, size_t align);
+void slow_free(void *p);
+}  // namespace mmtier::detail
