@@ -112,11 +112,18 @@ size_t va_alloc(size_t n, size_t align) {
 
 tier &tier_of_unit(const unit &u) { return S.tiers[unit_tier(u)]; }
 
+void count_unit(const unit &u, int t, int delta) {
+  S.counters.units[t] += static_cast<size_t>(delta);
+  if (u.by_policy) S.counters.policy_units[t] += static_cast<size_t>(delta);
+  if (S.counters.units[t] > S.counters.peak_units[t]) S.counters.peak_units[t] = S.counters.units[t];
+}
+
 // Places an unplaced unit on a tier; returns the tier or -errno.
 long place_unit(unit &u) {
   placement_input in;
   for (int t = 0; t < kTierCount; ++t) {
     in.units[t] = S.counters.units[t];
+    in.policy_units[t] = S.counters.policy_units[t];
     in.limit_units[t] = S.counters.limit_units[t];
     in.usable[t] = S.tiers[t].usable;
   }
@@ -146,8 +153,9 @@ long place_unit(unit &u) {
     }
   }
   u.slot = slot;
+  u.by_policy = u.forced1 == 0;
   u.tier1.store(static_cast<uint8_t>(t + 1), std::memory_order_release);
-  if (++S.counters.units[t] > S.counters.peak_units[t]) S.counters.peak_units[t] = S.counters.units[t];
+  count_unit(u, t, +1);
   return t;
 }
 
@@ -158,7 +166,7 @@ void release_unit(unit &u, size_t idx) {
   if (t >= 0) {
     reserve_range(unit_addr(idx), kUnitSize);
     if (!u.frozen && S.tiers[t].ops->slot_free) S.tiers[t].ops->slot_free(&S.tiers[t], u.slot);
-    --S.counters.units[t];
+    count_unit(u, t, -1);
   }
   u.tier1.store(0, std::memory_order_release);
   u.frozen = 0;
@@ -194,15 +202,14 @@ long place_pages(size_t idx, size_t first, size_t n, int prot) {
       // A fresh unit whose tier ran out of room: move it to DRAM.
       const int old = unit_tier(u);
       if (S.tiers[old].ops->slot_free) S.tiers[old].ops->slot_free(&S.tiers[old], u.slot);
-      --S.counters.units[old];
+      count_unit(u, old, -1);
       ++S.counters.fallbacks;
       if (!S.warned_fallback[old]) {
         S.warned_fallback[old] = true;
         MMTIER_WARN("PMem tier is full (error %ld); placing on DRAM instead", -r);
       }
       u.tier1.store(kTierDram + 1, std::memory_order_release);
-      if (++S.counters.units[kTierDram] > S.counters.peak_units[kTierDram])
-        S.counters.peak_units[kTierDram] = S.counters.units[kTierDram];
+      count_unit(u, kTierDram, +1);
       r = map_pages(u, idx, a, c, prot);
     }
     if (r < 0) {

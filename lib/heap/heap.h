@@ -35,6 +35,7 @@ struct unit {
   uint8_t owner;
   uint8_t frozen;              // fork froze its file view: never reuse the slot
   uint8_t forced1;             // 0: by policy; else the only tier + 1
+  uint8_t by_policy;           // its placement counts in the ratio
   uint32_t slot;             // slot in the tier's file (file-backed tiers)
   uint16_t live;             // pages placed (mapped on the tier)
   uint16_t owned;            // pages owned by application mappings
@@ -44,6 +45,7 @@ struct unit {
 
 struct heap_counters {
   size_t units[kTierCount];
+  size_t policy_units[kTierCount];  // placed by policy (not forced)
   size_t peak_units[kTierCount];
   size_t limit_units[kTierCount];  // SIZE_MAX: none
   size_t fallbacks;

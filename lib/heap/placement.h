@@ -11,6 +11,7 @@ namespace mmtier::detail {
 
 struct placement_input {
   size_t units[kTierCount];        // units placed on each tier now
+  size_t policy_units[kTierCount]; // of which placed by policy (the ratio counts only these)
   size_t limit_units[kTierCount];  // budget in units, SIZE_MAX when none
   bool usable[kTierCount];         // the tier can take a unit now
 };
