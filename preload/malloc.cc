@@ -117,17 +117,21 @@ MMTIER_EXPORT void *calloc(size_t n, size_t size) {
     if (__builtin_expect(p != nullptr, 1)) return p;
   }
   void *p = slow_malloc(total, 16);
-  if (p && !runtime_ready()) memset(p, 0, total);  // boot area may be reused? no: zero anyway
-  else if (p) memset(p, 0, total);
+  if (p) memset(p, 0, total);
   return p;
 }
 
 MMTIER_EXPORT void *realloc(void *p, size_t size) {
   if (__builtin_expect(heap_contains(p) && size != 0 && size <= PTRDIFF_MAX, 1)) {
     void *q = mmtier_je_realloc(p, size);
-    if (q) return q;
-    errno = ENOMEM;
-    return nullptr;
+    if (__builtin_expect(q != nullptr, 1)) return q;
+    // No room on the tier the policy chose: move the block to DRAM.
+    q = slow_malloc(size, 16);
+    if (!q) return nullptr;
+    size_t old = mmtier_je_malloc_usable_size(p);
+    memcpy(q, p, old < size ? old : size);
+    mmtier_je_free(p);
+    return q;
   }
   if (p && size == 0 && heap_contains(p)) {
     mmtier_je_free(p);

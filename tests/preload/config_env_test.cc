@@ -293,8 +293,15 @@ TEST(ConfigEnv, SetuidProgramIgnoresEnvironment) {
 
   std::string tmpl = parent + "/mmtier-suid-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << strerror(errno);
-  ASSERT_EQ(chmod(tmpl.c_str(), 0755), 0);
   const std::string bin = tmpl + "/linked_probe";
+  struct cleanup {
+    std::string dir, file;
+    ~cleanup() {
+      unlink(file.c_str());
+      rmdir(dir.c_str());
+    }
+  } remove_copy{tmpl, bin};
+  ASSERT_EQ(chmod(tmpl.c_str(), 0755), 0);
   ASSERT_TRUE(copy_file(MMTIER_LINKED_PROBE, bin));
   ASSERT_EQ(chown(bin.c_str(), nobody->pw_uid, nobody->pw_gid), 0) << strerror(errno);
   ASSERT_EQ(chmod(bin.c_str(), 04755), 0) << strerror(errno);
@@ -320,9 +327,6 @@ TEST(ConfigEnv, SetuidProgramIgnoresEnvironment) {
   r = run({bin, "limit"}, {"MMTIER_DRAM_LIMIT=garbage"}, false);
   EXPECT_TRUE(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 1) << describe(r);
   EXPECT_EQ(r.out, "") << describe(r);
-
-  unlink(bin.c_str());
-  rmdir(tmpl.c_str());
 }
 
 }  // namespace

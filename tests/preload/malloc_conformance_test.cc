@@ -12,6 +12,11 @@
 #include <climits>
 #include <cstdint>
 #include <new>
+#include <sstream>
+#include <algorithm>
+#include <bit>
+#include <memory>
+#include <string>
 #include <vector>
 
 namespace {
@@ -23,6 +28,21 @@ class MallocConformance : public Preloaded {};
 const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 
 bool aligned_to(const void *p, size_t a) { return (reinterpret_cast<uintptr_t>(p) & (a - 1)) == 0; }
+
+// align 0: what malloc guarantees, 16 bytes for 16 bytes and more.
+void use(problems &bad, void *p, size_t n, const std::string &what, size_t align = 0) {
+  if (align == 0) align = n >= 16 ? 16 : std::bit_floor(n);
+  if (!bad.check(p != nullptr, what + "(" + std::to_string(n) + ") returned NULL")) return;
+  std::ostringstream where;
+  where << p;
+  bad.check(aligned_to(p, align), what + "(" + std::to_string(n) + ") gave " + where.str() +
+                                      ", not aligned to " + std::to_string(align));
+  memset(p, 0x5e, n);
+  bad.check(byte_mismatch(p, n, 0x5e) == n, what + ": memory does not keep what was written");
+  int t = tier_of(p);
+  bad.check(t == 0 || t == 1, what + "(" + std::to_string(n) + ") gave " + where.str() + " on tier " +
+                                  std::to_string(t));
+}
 
 TEST_F(MallocConformance, MallocZeroReturnsUniqueFreeablePointers) {
   void *a = malloc(opaque(size_t{0}));
@@ -60,19 +80,17 @@ TEST_F(MallocConformance, ReallocToZeroFreesAndReturnsNull) {
 }
 
 TEST_F(MallocConformance, ReallocNullActsAsMalloc) {
+  problems bad;
   for (size_t size : {size_t{0}, size_t{1}, size_t{24}, size_t{4096}, size_t{100000}, 3 * kMiB}) {
     void *p = realloc(nullptr, opaque(size));
     ASSERT_NE(p, nullptr) << "realloc(NULL, " << size << ")";
-    EXPECT_GE(malloc_usable_size(p), size);
-    EXPECT_TRUE(aligned_to(p, 16)) << p;
-    memset(p, 0x3c, size);
-    EXPECT_EQ(byte_mismatch(p, size, 0x3c), size);
-    if (size) {
-      int t = tier_of(p);
-      EXPECT_TRUE(t == 0 || t == 1) << "realloc(NULL, " << size << ") gave tier " << t;
-    }
+    if (size) use(bad, p, size, "realloc(NULL, n)");
+    bad.check(malloc_usable_size(p) >= size, "realloc(NULL, " + std::to_string(size) +
+                                                 "): malloc_usable_size " +
+                                                 std::to_string(malloc_usable_size(p)));
     free(p);
   }
+  EXPECT_NO_PROBLEMS(bad);
 }
 
 TEST_F(MallocConformance, CallocZeroesFreshAndReusedDirtyMemory) {
@@ -205,44 +223,36 @@ TEST_F(MallocConformance, PosixMemalignRejectsBadAlignment) {
 
 TEST_F(MallocConformance, AlignedAllocatorsHonourAlignment) {
   std::vector<void *> live;
+  problems bad;
+  auto check = [&](void *p, size_t a, size_t size, const char *fn, unsigned char fillv) {
+    const std::string what = std::string(fn) + "(" + std::to_string(a) + ", " + std::to_string(size) + ")";
+    if (!bad.check(p != nullptr, what + " returned NULL")) return;
+    std::ostringstream where;
+    where << p;
+    bad.check(aligned_to(p, a), what + " gave misaligned " + where.str());
+    bad.check(malloc_usable_size(p) >= size,
+              what + ": malloc_usable_size " + std::to_string(malloc_usable_size(p)));
+    const int t = tier_of(p);
+    bad.check(t == 0 || t == 1, what + " gave " + where.str() + " on tier " + std::to_string(t));
+    memset(p, fillv, size);
+    live.push_back(p);
+  };
   for (size_t a = 1; a <= kMiB; a <<= 1) {
     for (size_t size : {size_t{1}, size_t{100}, a, 3 * a + 5}) {
       if (a >= sizeof(void *)) {
         void *p = nullptr;
-        ASSERT_EQ(posix_memalign(&p, a, size), 0) << "posix_memalign(" << a << ", " << size << ")";
-        ASSERT_NE(p, nullptr);
-        EXPECT_TRUE(aligned_to(p, a)) << "posix_memalign(" << a << ") gave " << p;
-        EXPECT_GE(malloc_usable_size(p), size);
-        memset(p, 0x11, size);
-        live.push_back(p);
+        int r = posix_memalign(&p, a, size);
+        bad.check(r == 0, "posix_memalign(" + std::to_string(a) + ") returned " + std::to_string(r));
+        check(r == 0 ? p : nullptr, a, size, "posix_memalign", 0x11);
       }
-      void *q = aligned_alloc(a, size);
-      ASSERT_NE(q, nullptr) << "aligned_alloc(" << a << ", " << size << ")";
-      EXPECT_TRUE(aligned_to(q, a)) << "aligned_alloc(" << a << ") gave " << q;
-      EXPECT_GE(malloc_usable_size(q), size);
-      memset(q, 0x22, size);
-      live.push_back(q);
-      void *m = memalign(a, size);
-      ASSERT_NE(m, nullptr) << "memalign(" << a << ", " << size << ")";
-      EXPECT_TRUE(aligned_to(m, a)) << "memalign(" << a << ") gave " << m;
-      EXPECT_GE(malloc_usable_size(m), size);
-      memset(m, 0x33, size);
-      live.push_back(m);
+      check(aligned_alloc(a, size), a, size, "aligned_alloc", 0x22);
+      check(memalign(a, size), a, size, "memalign", 0x33);
     }
   }
-  for (size_t size : {size_t{1}, size_t{4096}, size_t{10000}, 2 * kMiB + 1}) {
-    void *v = valloc(size);
-    ASSERT_NE(v, nullptr) << "valloc(" << size << ")";
-    EXPECT_TRUE(aligned_to(v, kPage)) << "valloc gave " << v;
-    EXPECT_GE(malloc_usable_size(v), size);
-    memset(v, 0x44, size);
-    live.push_back(v);
-  }
-  for (void *p : live) {
-    int t = tier_of(p);
-    EXPECT_TRUE(t == 0 || t == 1) << p << " has tier " << t;
-    free(p);
-  }
+  for (size_t size : {size_t{1}, size_t{4096}, size_t{10000}, 2 * kMiB + 1})
+    check(valloc(size), kPage, size, "valloc", 0x44);
+  EXPECT_NO_PROBLEMS(bad);
+  for (void *p : live) free(p);
 }
 
 TEST_F(MallocConformance, PvallocRoundsUpToWholePages) {
@@ -388,7 +398,7 @@ TEST_F(MallocConformance, ReallocPreservesContentsAcrossSizeClasses) {
     const size_t keep = cur < next ? cur : next;
     size_t bad = pattern_mismatch(q, keep, 42);
     ASSERT_EQ(bad, keep) << "realloc " << cur << " -> " << next << " lost byte " << bad;
-    EXPECT_TRUE(aligned_to(q, 16));
+    if (next >= 16) EXPECT_TRUE(aligned_to(q, 16)) << "realloc to " << next << " gave " << (void *)q;
     EXPECT_GE(malloc_usable_size(q), next);
     int t = tier_of(q);
     EXPECT_TRUE(t == 0 || t == 1) << "after realloc to " << next << ": tier " << t;
@@ -408,76 +418,63 @@ struct alignas(4096) Page4K {
   unsigned char b[4096];
 };
 
-void use(void *p, size_t n, const char *what) {
-  ASSERT_NE(p, nullptr) << what;
-  memset(p, 0x5e, n);
-  EXPECT_EQ(byte_mismatch(p, n, 0x5e), n) << what;
-  int t = tier_of(p);
-  EXPECT_TRUE(t == 0 || t == 1) << what << " gave " << p << " with tier " << t;
-}
-
 TEST_F(MallocConformance, OperatorNewAndDeleteInEveryForm) {
+  problems bad;
   for (size_t n : {size_t{1}, size_t{48}, size_t{3000}, size_t{200000}, 5 * kMiB}) {
     void *p = ::operator new(n);
-    use(p, n, "operator new");
+    use(bad, p, n, "operator new");
     ::operator delete(p);
     p = ::operator new[](n);
-    use(p, n, "operator new[]");
+    use(bad, p, n, "operator new[]");
     ::operator delete[](p);
     p = ::operator new(n, std::nothrow);
-    use(p, n, "operator new nothrow");
+    use(bad, p, n, "operator new nothrow");
     ::operator delete(p, std::nothrow);
     p = ::operator new[](n, std::nothrow);
-    use(p, n, "operator new[] nothrow");
+    use(bad, p, n, "operator new[] nothrow");
     ::operator delete[](p, std::nothrow);
     p = ::operator new(n);
-    use(p, n, "operator new (sized delete)");
+    use(bad, p, n, "operator new (sized delete)");
     ::operator delete(p, n);
     p = ::operator new[](n);
-    use(p, n, "operator new[] (sized delete[])");
+    use(bad, p, n, "operator new[] (sized delete[])");
     ::operator delete[](p, n);
     for (size_t a : {size_t{64}, size_t{4096}, size_t{1} << 16}) {
       const std::align_val_t al{a};
       p = ::operator new(n, al);
-      use(p, n, "aligned operator new");
-      EXPECT_TRUE(aligned_to(p, a)) << "operator new(" << n << ", align " << a << ") gave " << p;
+      use(bad, p, n, "aligned operator new", a);
       ::operator delete(p, al);
       p = ::operator new[](n, al);
-      use(p, n, "aligned operator new[]");
-      EXPECT_TRUE(aligned_to(p, a)) << p;
+      use(bad, p, n, "aligned operator new[]", a);
       ::operator delete[](p, al);
       p = ::operator new(n, al);
-      use(p, n, "aligned operator new (aligned sized delete)");
-      EXPECT_TRUE(aligned_to(p, a)) << p;
+      use(bad, p, n, "aligned operator new (aligned sized delete)", a);
       ::operator delete(p, n, al);
       p = ::operator new[](n, al);
-      use(p, n, "aligned operator new[] (aligned sized delete[])");
-      EXPECT_TRUE(aligned_to(p, a)) << p;
+      use(bad, p, n, "aligned operator new[] (aligned sized delete[])", a);
       ::operator delete[](p, n, al);
       p = ::operator new(n, al, std::nothrow);
-      use(p, n, "aligned nothrow operator new");
-      EXPECT_TRUE(aligned_to(p, a)) << p;
+      use(bad, p, n, "aligned nothrow operator new", a);
       ::operator delete(p, al, std::nothrow);
       p = ::operator new[](n, al, std::nothrow);
-      use(p, n, "aligned nothrow operator new[]");
-      EXPECT_TRUE(aligned_to(p, a)) << p;
+      use(bad, p, n, "aligned nothrow operator new[]", a);
       ::operator delete[](p, al, std::nothrow);
     }
   }
   // new-expressions, including over-aligned types.
   auto *i = new int(5);
-  use(i, sizeof *i, "new int");
+  use(bad, i, sizeof *i, "new int");
   delete i;
   auto *arr = new long[1000];
-  use(arr, 1000 * sizeof(long), "new long[]");
+  use(bad, arr, 1000 * sizeof(long), "new long[]");
   delete[] arr;
   auto *l = new Line64;
   EXPECT_TRUE(aligned_to(l, 64)) << l;
-  use(l, sizeof *l, "new alignas(64)");
+  use(bad, l, sizeof *l, "new alignas(64)");
   delete l;
   auto *pg = new Page4K[3];
   EXPECT_TRUE(aligned_to(pg, 4096)) << pg;
-  use(pg, 3 * sizeof(Page4K), "new alignas(4096)[]");
+  use(bad, pg, 3 * sizeof(Page4K), "new alignas(4096)[]");
   delete[] pg;
   auto *nt = new (std::nothrow) Page4K;
   ASSERT_NE(nt, nullptr);
@@ -486,7 +483,8 @@ TEST_F(MallocConformance, OperatorNewAndDeleteInEveryForm) {
   auto s = std::make_unique<std::string>(1000, 'x');
   EXPECT_EQ(s->size(), 1000u);
   int t = tier_of(s->data());
-  EXPECT_TRUE(t == 0 || t == 1) << "std::string buffer tier " << t;
+  bad.check(t == 0 || t == 1, "std::string buffer on tier " + std::to_string(t));
+  EXPECT_NO_PROBLEMS(bad);
 }
 
 TEST_F(MallocConformance, AbsurdNewThrowsBadAllocAndNothrowReturnsNull) {
@@ -524,8 +522,10 @@ TEST_F(MallocConformance, AbsurdNewThrowsBadAllocAndNothrowReturnsNull) {
     EXPECT_EQ(p, nullptr) << n;
   }
   // The process keeps allocating normally afterwards.
+  problems bad;
   void *ok = ::operator new(100);
-  use(ok, 100, "operator new after bad_alloc");
+  use(bad, ok, 100, "operator new after bad_alloc");
+  EXPECT_NO_PROBLEMS(bad);
   ::operator delete(ok);
 }
 

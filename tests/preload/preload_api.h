@@ -103,6 +103,24 @@ inline T opaque(T v) {
 
 constexpr size_t kKiB = 1024, kMiB = 1024 * 1024;
 
+// Collects failed checks of a long loop so that one assertion reports how
+// many failed and the first few.
+struct problems {
+  size_t count = 0, checked = 0;
+  std::string first;
+  bool check(bool ok, const std::string &what) {
+    ++checked;
+    if (ok) return true;
+    if (count++ < 8) first += "\n  " + what;
+    return false;
+  }
+  std::string summary() const {
+    return std::to_string(count) + " of " + std::to_string(checked) + " checks failed:" + first +
+           (count > 8 ? "\n  ..." : "");
+  }
+};
+#define EXPECT_NO_PROBLEMS(p) EXPECT_EQ((p).count, 0u) << (p).summary()
+
 // ---- byte patterns: byte i of a pattern depends on the seed and on i -------
 
 inline uint64_t pattern_word(uint64_t seed, uint64_t k) {

@@ -18,13 +18,13 @@ def square(x):
 
 
 def main():
-    d = {f"k{i}": [i, str(i) * 4, {"v": i % 97}] for i in range(600000)}
+    d = {f"k{i}": [i, str(i) * 4, {"v": i % 97}] for i in range(400000)}
     s = json.dumps(d, sort_keys=True)
     back = json.loads(s)
     print("dict", len(d), len(s), back == d, hashlib.md5(s.encode()).hexdigest())
     del d, back, s
-    lst = [str(i) * 3 for i in range(2000000)]
-    lst.sort(key=lambda x: x[::-1])
+    lst = [str(i) * 3 for i in range(1500000)]
+    lst.sort(reverse=True)
     print("list", len(lst), sum(len(x) for x in lst), lst[0], lst[-1])
     del lst
     r = subprocess.run(

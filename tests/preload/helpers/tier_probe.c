@@ -108,10 +108,9 @@ static void fill(struct block *b) {
 
 static int check(const struct block *b) {
   if (b->kind == SMALL) {
-    unsigned char want = (unsigned char)((b->id * 31u + 7u) & 0xff);
-    for (size_t i = 0; i < b->size; i++)
-      if (b->p[i] != want) return 0;
-    return 1;
+    unsigned char want[4096];
+    memset(want, (int)(b->id * 31u + 7u) & 0xff, b->size);
+    return memcmp(b->p, want, b->size) == 0;
   }
   uint64_t v;
   size_t off = 0, pg = 0;
