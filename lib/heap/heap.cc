@@ -248,6 +248,51 @@ void discard_pages(size_t idx, size_t first, size_t n, bool unplace) {
   if (unplace && u.live == 0 && u.owned == 0) release_unit(u, idx);
 }
 
+// Moves every live page of a file-backed unit to anonymous DRAM pages at the
+// same addresses, keeping each page's protection.  Used when the file's
+// filesystem refuses an mprotect (PROT_EXEC on a noexec mount: JIT code).
+// The copy is made beside the unit and moved over it with one mremap, so a
+// reader never sees a half-copied page; concurrent writers are not expected
+// on memory whose protection the application is changing.
+long move_unit_to_dram(size_t idx) {
+  unit &u = g_heap.units[idx];
+  const uintptr_t ubase = unit_addr(idx);
+  long tmp = sys::mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (sys::failed(tmp)) return tmp;
+  char *copy = reinterpret_cast<char *>(tmp);
+  long err = 0;
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t a, size_t c) {
+    for (size_t p = a; p < a + c && !err; ++p) {
+      void *page = reinterpret_cast<void *>(ubase + (p << kPageShift));
+      int prot = sys::query_prot(page);
+      if (prot < 0) prot = PROT_READ | PROT_WRITE;
+      if (!(prot & PROT_READ)) sys::mprotect(page, kPageSize, PROT_READ);
+      memcpy(copy + (p << kPageShift), page, kPageSize);
+      if (!(prot & PROT_READ)) sys::mprotect(page, kPageSize, prot);
+      long r = sys::mprotect(copy + (p << kPageShift), kPageSize, prot);
+      if (r < 0) err = r;
+    }
+  });
+  if (!err) {
+    // Only live runs move; other pages of the unit (reserved, or another
+    // mapping of the application's) stay as they are.
+    for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t a, size_t c) {
+      long r = sys::mremap(copy + (a << kPageShift), c << kPageShift, c << kPageShift,
+                           MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void *>(ubase + (a << kPageShift)));
+      if (sys::failed(r) && !err) err = r;
+    });
+  }
+  sys::munmap(copy, kUnitSize);  // what did not move
+  if (err) return err;
+  const int old = unit_tier(u);
+  if (!u.frozen && S.tiers[old].ops->slot_free) S.tiers[old].ops->slot_free(&S.tiers[old], u.slot);
+  count_unit(u, old, -1);
+  u.frozen = 0;
+  u.tier1.store(kTierDram + 1, std::memory_order_release);
+  count_unit(u, kTierDram, +1);
+  return 0;
+}
+
 // Calls fn(idx, first_page, npages) for each unit overlapping [addr, addr+len).
 template <class Fn>
 void for_units(uintptr_t addr, size_t len, Fn &&fn) {
@@ -569,8 +614,10 @@ long heap_mprotect(void *addr, size_t len, int prot) {
               // reserved are placed now that they become accessible.
               for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
                 if (err) return;
-                long r = sys::mprotect(reinterpret_cast<void *>(ubase + (a << kPageShift)),
-                                       c << kPageShift, prot);
+                void *at = reinterpret_cast<void *>(ubase + (a << kPageShift));
+                long r = sys::mprotect(at, c << kPageShift, prot);
+                if (r == -EACCES && unit_tier(u) != kTierDram && move_unit_to_dram(idx) == 0)
+                  r = sys::mprotect(at, c << kPageShift, prot);
                 if (r < 0) err = r;
               });
               if (!err && prot != PROT_NONE && u.owner != kOwnerEngine)
