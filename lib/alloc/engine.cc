@@ -15,6 +15,15 @@
 
 #include <jemalloc/jemalloc.h>
 
+// Engine options that the heap depends on, applied after any MALLOC_CONF the
+// user set for some other jemalloc (jemalloc reads this string last):
+// oversize_threshold:0 keeps huge allocations in the hooked arenas instead of
+// a dedicated arena created later with jemalloc's default hooks.
+extern "C" {
+__attribute__((visibility("hidden"))) const char *mmtier_je_malloc_conf_2_conf_harder =
+    "oversize_threshold:0";
+}
+
 namespace mmtier::detail {
 namespace {
 

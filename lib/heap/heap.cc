@@ -509,7 +509,7 @@ long heap_discard(void *addr, size_t len, bool unplace) {
 
 // ---- application mappings --------------------------------------------------
 
-long heap_mmap(void *hint, size_t len, int prot, int flags, void **out) {
+long heap_mmap(void *hint, size_t len, int prot, int flags, void **out, int forced) {
   len = align_up(len, kPageSize);
   const size_t pages = len >> kPageShift;
   lock_guard g;
@@ -553,6 +553,11 @@ long heap_mmap(void *hint, size_t len, int prot, int flags, void **out) {
     own_pages(found, first, pages, kOwnerPacked);
     addr = unit_addr(found) + (first << kPageShift);
   }
+  if (forced >= 0)
+    for_units(addr, len, [&](size_t idx, size_t, size_t) {
+      unit &u = g_heap.units[idx];
+      if (unit_tier(u) < 0) u.forced1 = static_cast<uint8_t>(forced + 1);
+    });
   S.counters.mmap_bytes += len;
   long r = map_app(addr, len, prot);
   if (r < 0) {

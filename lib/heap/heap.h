@@ -87,7 +87,9 @@ long heap_commit(void *addr, size_t len);
 long heap_discard(void *addr, size_t len, bool unplace);
 
 // --- application mappings (anonymous, private)
-long heap_mmap(void *hint, size_t len, int prot, int flags, void **out);
+// forced: -1 to place by policy, else the tier (the engine's own start-up
+// mappings are forced to DRAM).
+long heap_mmap(void *hint, size_t len, int prot, int flags, void **out, int forced = -1);
 // Handles the part of a call that falls inside the reserved range.
 long heap_munmap(void *addr, size_t len);
 long heap_mprotect(void *addr, size_t len, int prot);

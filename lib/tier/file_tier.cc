@@ -31,25 +31,30 @@ constexpr uint64_t kGrowSlots = 64;  // grow the file 128 MiB at a time (sparse)
 constexpr uint64_t kMaxSlots = uint64_t{1} << 26;
 
 long open_unnamed(const char *dir) {
-  long fd = sys::openat(AT_FDCWD, dir, O_TMPFILE | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd >= 0) return fd;
-  if (fd != -EOPNOTSUPP && fd != -EISDIR && fd != -EINVAL) return fd;
-  // Fallback: an exclusive random name, unlinked immediately.
-  char path[kPathMax + 64];
-  uint64_t seed = static_cast<uint64_t>(sys::getpid()) * 0x9E3779B97F4A7C15ull;
-  for (int attempt = 0; attempt < 16; ++attempt) {
-    uint64_t r;
-    __asm__ volatile("" : : : "memory");
-    r = seed ^ reinterpret_cast<uintptr_t>(&r) ^ (static_cast<uint64_t>(attempt) << 40);
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    format(path, sizeof path, "%s/.mmtier-%lx", dir, static_cast<unsigned long>(r ^ seed));
-    fd = sys::openat(AT_FDCWD, path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd == -EEXIST) continue;
-    if (fd < 0) return fd;
-    sys::unlinkat(AT_FDCWD, path, 0);
+  // The directory itself may be reached through a symlink (as configured);
+  // the file is created relative to it and never through a symlink.
+  long dfd = sys::openat(AT_FDCWD, dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+  if (dfd < 0) return dfd;
+  const int d = static_cast<int>(dfd);
+  long fd = sys::openat(d, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0 || (fd != -EOPNOTSUPP && fd != -EISDIR && fd != -EINVAL)) {
+    sys::close(d);
     return fd;
   }
-  return -EEXIST;
+  // Fallback: an exclusive random name, unlinked immediately.
+  char name[64];
+  uint64_t seed = static_cast<uint64_t>(sys::getpid()) * 0x9E3779B97F4A7C15ull ^
+                  reinterpret_cast<uintptr_t>(&name);
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    format(name, sizeof name, ".mmtier-%lx", static_cast<unsigned long>(seed >> 8));
+    fd = sys::openat(d, name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd == -EEXIST) continue;
+    if (fd >= 0) sys::unlinkat(d, name, 0);
+    break;
+  }
+  sys::close(d);
+  return fd;
 }
 
 long file_open(tier *t, const config &cfg) {

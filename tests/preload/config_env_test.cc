@@ -179,6 +179,8 @@ const bad_case kBad[] = {
     {"MMTIER_MMAP_THRESHOLD", "x"},
 };
 
+void PrintTo(const bad_case &c, std::ostream *os) { *os << c.name << "=\"" << c.value << "\""; }
+
 class BadValue : public ::testing::TestWithParam<bad_case> {};
 
 TEST_P(BadValue, StopsBeforeMainWithOneLine) { expect_rejected(GetParam().name, GetParam().value); }
@@ -227,6 +229,8 @@ const good_case kGood[] = {
     {"MMTIER_MMAP_THRESHOLD", "4096"}, {"MMTIER_MMAP_THRESHOLD", "64K"},
     {"MMTIER_MMAP_THRESHOLD", "1M"},
 };
+
+void PrintTo(const good_case &c, std::ostream *os) { *os << c.name << "=\"" << c.value << "\""; }
 
 class GoodValue : public ::testing::TestWithParam<good_case> {};
 

@@ -190,6 +190,11 @@ struct files_case {
   ending end;
 };
 
+void PrintTo(const files_case &c, std::ostream *os) {
+  *os << c.parent << ", "
+      << (c.end == ending::killed ? "SIGKILL" : c.end == ending::exited ? "exit" : "abort");
+}
+
 class PmemFile : public ::testing::TestWithParam<files_case> {};
 
 TEST_P(PmemFile, NamelessPrivateAndGoneAfterExit) {

@@ -22,6 +22,7 @@ int run_child() {
   auto tier_of = reinterpret_cast<tier_of_fn>(dlsym(RTLD_DEFAULT, "mmtier_tier_of"));
   if (!tier_of) return 10;
   int moved = 0;
+  unsigned char *maps[16];
   for (int k = 0; k < 16; ++k) {
     auto *p = static_cast<unsigned char *>(
         mmap(nullptr, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -36,8 +37,10 @@ int run_child() {
       if (i < 8192 || i >= 8192 + sizeof code)
         if (p[i] != 0xcc) return 14;
     if (before == 1 && tier_of(p) == 0) ++moved;
-    if (munmap(p, 1 << 20) != 0) return 15;
+    maps[k] = p;  // kept, so that each mapping gets fresh addresses
   }
+  for (unsigned char *p : maps)
+    if (munmap(p, 1 << 20) != 0) return 15;
   return moved > 0 ? 0 : 16;  // with ratio 1:4 some mappings start on PMem
 }
 
@@ -58,7 +61,7 @@ TEST(JitNoexec, ExecutableCodeOnANoexecPmemDirectory) {
     std::string pmem = std::string("MMTIER_PMEM_PATH=") + dir;
     std::string preload = std::string("LD_PRELOAD=") + MMTIER_PRELOAD_LIB;
     char *envp[] = {const_cast<char *>(pmem.c_str()), const_cast<char *>(preload.c_str()),
-                    const_cast<char *>("MMTIER_JIT_CHILD=1"), nullptr};
+                    const_cast<char *>("JIT_NOEXEC_CHILD=1"), nullptr};
     char self[] = "/proc/self/exe";
     char *argv[] = {self, nullptr};
     execve(self, argv, envp);
@@ -76,7 +79,7 @@ TEST(JitNoexec, ExecutableCodeOnANoexecPmemDirectory) {
 }  // namespace
 
 int main(int argc, char **argv) {
-  if (getenv("MMTIER_JIT_CHILD")) return run_child();
+  if (getenv("JIT_NOEXEC_CHILD")) return run_child();
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

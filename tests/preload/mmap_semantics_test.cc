@@ -34,12 +34,6 @@ size_t pages_not_on(const void *p, size_t len, int want) {
   return bad;
 }
 
-// Whether the page at p is mapped at all (mincore fails with ENOMEM if not).
-bool mapped(const void *p) {
-  unsigned char v;
-  return mincore(const_cast<void *>(p), kPage, &v) == 0;
-}
-
 // Finds, among 4 MiB managed mappings, a 1 MiB window entirely on each tier.
 // The default ratio 1:4 places both tiers within a few units.
 struct tier_windows {

@@ -86,7 +86,14 @@ set_mode() {
 # run CMD ARGS...: runs a program in the current mode (under libmmtier unless
 # this is the reference run), with a timeout.
 run() {
-  timeout -k 10 "$RUN_TIMEOUT" env -i "${BASE_ENV[@]}" "${MODE_ENV[@]}" "$@"
+  local rc=0
+  timeout -k 10 "$RUN_TIMEOUT" env -i "${BASE_ENV[@]}" "${MODE_ENV[@]}" "$@" || rc=$?
+  if ((rc == 124)); then
+    echo "timed out after ${RUN_TIMEOUT}s: $*" >&2
+  elif ((rc > 128)); then
+    echo "killed by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2> /dev/null || echo '?')): $*" >&2
+  fi
+  return "$rc"
 }
 
 # plain CMD ARGS...: runs a helper (generator, client, checksum) never under

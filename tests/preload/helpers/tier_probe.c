@@ -8,11 +8,13 @@
  *   workload MIB              mixed allocations (small, medium, large malloc,
  *                             anonymous mmap) of about MIB MiB, all touched,
  *                             some freed in the middle; prints
- *                             "live=B dram=B pmem=B" and "verified" when
+ *                             "live=B dram=B pmem=B", the placed bytes
+ *                             per tier, and "verified" when
  *                             every live byte still holds what was written.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <mmtier/mmtier.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +194,11 @@ static int do_workload(size_t mib) {
   resident_fn res = resident();
   size_t dram = res(0), pmem = res(1);
   printf("live=%zu dram=%zu pmem=%zu\n", live, dram, pmem);
+  struct mmtier_stats st;
+  int (*get_stats)(struct mmtier_stats *) =
+      (int (*)(struct mmtier_stats *))dlsym(RTLD_DEFAULT, "mmtier_get_stats");
+  if (get_stats && get_stats(&st) == 0)
+    printf("placed_dram=%zu placed_pmem=%zu\n", st.units[0] * st.unit_size, st.units[1] * st.unit_size);
   for (size_t i = 0; i < nblocks; i++)
     if (blocks[i].live && !check(&blocks[i])) {
       fprintf(stderr, "tier_probe: block %zu (kind %d, %zu bytes) corrupted\n", i, blocks[i].kind,
