@@ -42,22 +42,31 @@ inline uintptr_t heap_hi() { return g_heap.base + g_heap.size; }
 // reservation and calls outside(a, l) / inside(a, l) on the non-empty parts.
 template <class Out, class In>
 long split_call(uintptr_t addr, size_t len, Out &&outside, In &&inside) {
+  auto ptr = [](uintptr_t x) { return reinterpret_cast<void *>(x); };
   const uintptr_t end = addr + len;
+  if (!runtime_ready() || end <= heap_lo() || addr >= heap_hi()) return outside(ptr(addr), len);
   long err = 0;
-  if (!runtime_ready() || end <= heap_lo() || addr >= heap_hi()) return outside(addr, len);
-  if (addr < heap_lo()) {
-    long r = outside(addr, heap_lo() - addr);
-    if (r < 0) err = r;
-  }
+  auto keep = [&err](long r) {
+    if (r < 0 && !err) err = r;
+  };
+  if (addr < heap_lo()) keep(outside(ptr(addr), heap_lo() - addr));
   const uintptr_t lo = addr > heap_lo() ? addr : heap_lo();
   const uintptr_t hi = end < heap_hi() ? end : heap_hi();
-  long r = inside(lo, hi - lo);
-  if (r < 0 && !err) err = r;
-  if (end > heap_hi()) {
-    r = outside(heap_hi(), end - heap_hi());
-    if (r < 0 && !err) err = r;
-  }
+  keep(inside(ptr(lo), hi - lo));
+  if (end > heap_hi()) keep(outside(ptr(heap_hi()), end - heap_hi()));
   return err;
+}
+
+// munmap/mprotect/madvise: checks the range as the kernel does, splits it
+// around the reservation, and returns the libc-style result.
+template <class Out, class In>
+int range_call(void *addr, size_t len, bool empty_is_error, Out &&outside, In &&inside) {
+  if ((reinterpret_cast<uintptr_t>(addr) & 4095) || (len == 0 && empty_is_error)) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (len == 0) return 0;
+  return static_cast<int>(set_errno(split_call(reinterpret_cast<uintptr_t>(addr), len, outside, inside)));
 }
 
 bool managed_request(void *addr, size_t len, int prot, int flags, int fd) {
@@ -134,38 +143,21 @@ MMTIER_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, 
     __attribute__((alias("mmap")));
 
 MMTIER_EXPORT int munmap(void *addr, size_t len) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
-  if ((a & 4095) || len == 0) {
-    errno = EINVAL;
-    return -1;
-  }
-  return static_cast<int>(set_errno(split_call(
-      a, len, [](uintptr_t x, size_t l) { return sys::munmap(reinterpret_cast<void *>(x), l); },
-      [](uintptr_t x, size_t l) { return heap_munmap(reinterpret_cast<void *>(x), l); })));
+  return range_call(
+      addr, len, true, [](void *a, size_t l) { return sys::munmap(a, l); },
+      [](void *a, size_t l) { return heap_munmap(a, l); });
 }
 
 MMTIER_EXPORT int mprotect(void *addr, size_t len, int prot) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
-  if (a & 4095) {
-    errno = EINVAL;
-    return -1;
-  }
-  if (len == 0) return 0;
-  return static_cast<int>(set_errno(split_call(
-      a, len, [prot](uintptr_t x, size_t l) { return sys::mprotect(reinterpret_cast<void *>(x), l, prot); },
-      [prot](uintptr_t x, size_t l) { return heap_mprotect(reinterpret_cast<void *>(x), l, prot); })));
+  return range_call(
+      addr, len, false, [prot](void *a, size_t l) { return sys::mprotect(a, l, prot); },
+      [prot](void *a, size_t l) { return heap_mprotect(a, l, prot); });
 }
 
 MMTIER_EXPORT int madvise(void *addr, size_t len, int advice) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
-  if (a & 4095) {
-    errno = EINVAL;
-    return -1;
-  }
-  if (len == 0) return 0;
-  return static_cast<int>(set_errno(split_call(
-      a, len, [advice](uintptr_t x, size_t l) { return sys::madvise(reinterpret_cast<void *>(x), l, advice); },
-      [advice](uintptr_t x, size_t l) { return heap_madvise(reinterpret_cast<void *>(x), l, advice); })));
+  return range_call(
+      addr, len, false, [advice](void *a, size_t l) { return sys::madvise(a, l, advice); },
+      [advice](void *a, size_t l) { return heap_madvise(a, l, advice); });
 }
 
 MMTIER_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...) {
