@@ -127,6 +127,9 @@ long place_unit(unit &u) {
     in.limit_units[t] = S.counters.limit_units[t];
     in.usable[t] = S.tiers[t].usable;
   }
+  const size_t idx = static_cast<size_t>(&u - g_heap.units);
+  if (idx > 0 && g_heap.units[idx - 1].by_policy && !g_heap.units[idx - 1].frozen)
+    in.neighbour = unit_tier(g_heap.units[idx - 1]);
   placement_result pr = choose_tier(in, config_get(), static_cast<int>(u.forced1) - 1);
   int t = pr.tier;
   uint32_t slot = 0;

@@ -14,6 +14,7 @@ struct placement_input {
   size_t policy_units[kTierCount]; // of which placed by policy (the ratio counts only these)
   size_t limit_units[kTierCount];  // budget in units, SIZE_MAX when none
   bool usable[kTierCount];         // the tier can take a unit now
+  int neighbour = -1;              // tier of the unit just below in address (-1: none)
 };
 
 struct placement_result {

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 namespace mmtier::detail {
 namespace {
 
@@ -50,6 +53,30 @@ TEST(Placement, RatioIsExactAtEveryPrefix) {
       EXPECT_LE(double(in.units[kTierDram]), share * double(n) + 1e-9) << d << ":" << p << " n=" << n;
       EXPECT_GT(double(in.units[kTierDram]) + 1.0, share * double(n)) << d << ":" << p << " n=" << n;
     }
+  }
+}
+
+// Units placed one after another in address order, each seeing its
+// neighbour's tier: long runs of one tier, share within 1/64 of the units.
+TEST(Placement, NeighboursFormRunsAndKeepTheShare) {
+  for (auto [d, p] : {std::pair{1u, 4u}, {1u, 9u}, {1u, 1u}}) {
+    config c = make_config(d, p);
+    placement_input in = fresh();
+    size_t runs = 0;
+    int prev = -1;
+    const size_t n = 4096;
+    for (size_t i = 1; i <= n; ++i) {
+      in.neighbour = prev;
+      placement_result r = choose_tier(in, c, -1);
+      ++in.units[r.tier];
+      ++in.policy_units[r.tier];
+      if (r.tier != prev) ++runs;
+      prev = r.tier;
+      const double exact = double(i) * d / (d + p);
+      const double tol = std::max(4.0, double(i) / 64) + 1;
+      ASSERT_LE(std::abs(double(in.units[kTierDram]) - exact), tol) << d << ":" << p << " i=" << i;
+    }
+    EXPECT_LT(runs, n / 16) << d << ":" << p << ": runs of one tier stay short";
   }
 }
 
