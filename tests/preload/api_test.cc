@@ -2,16 +2,9 @@
 // include/mmtier/mmtier.h says (tier_of, tier_limit, explicit-tier
 // allocation, errors, stats, resident bytes); linked without preload
 // (libmmtier_api.so) the explicit API and the C++ tier allocator work too.
-#include <gtest/gtest.h>
-
-#include <mmtier/mmtier.h>
+#include "preload_api.h"
 
 #include <dlfcn.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -19,9 +12,13 @@
 #include <string>
 #include <vector>
 
-extern char **environ;
-
 namespace {
+
+using preload_test::describe;
+using preload_test::exec_result;
+using preload_test::exited_with;
+using preload_test::plain_environment;
+using preload_test::run_program;
 
 constexpr size_t kMiB = size_t{1} << 20;
 constexpr size_t kPage = 4096;
@@ -220,41 +217,9 @@ TEST_F(Api, ResidentBytesGrowWithPmemAllocation) {
 // ---- linked use, no preload -------------------------------------------------
 
 TEST(LinkedApi, ExplicitPlacementAndCxxAllocator) {
-  std::vector<std::string> env;
-  for (char **e = environ; *e; ++e) {
-    if (strncmp(*e, "MMTIER_", 7) == 0 || strncmp(*e, "LD_PRELOAD=", 11) == 0) continue;
-    env.emplace_back(*e);
-  }
-  std::vector<char *> ev;
-  for (auto &e : env) ev.push_back(e.data());
-  ev.push_back(nullptr);
-  char *argv[] = {const_cast<char *>(MMTIER_LINKED_PROBE), const_cast<char *>("linked"), nullptr};
-
-  int out[2];
-  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 2);
-  pid_t pid;
-  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv, ev.data());
-  posix_spawn_file_actions_destroy(&fa);
-  close(out[1]);
-  ASSERT_EQ(rc, 0) << strerror(rc);
-  std::string text;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = read(out[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buf, static_cast<size_t>(n));
-  }
-  close(out[0]);
-  int st;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st << "\n" << text;
-  EXPECT_EQ(text, "linked ok\n");
+  exec_result r = run_program(MMTIER_LINKED_PROBE, {MMTIER_LINKED_PROBE, "linked"}, plain_environment());
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+  EXPECT_EQ(r.out + r.err, "linked ok\n") << describe(r);
 }
 
 }  // namespace

@@ -5,39 +5,20 @@
 // aborts, the directory is still empty.  A symlinked MMTIER_PMEM_PATH is
 // followed for the directory, and symlinks inside it are never followed or
 // touched.
-#include <gtest/gtest.h>
+#include "preload_api.h"
 
 #include <dirent.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
-extern char **environ;
-
 namespace {
 
-constexpr const char *kHoldMiB = "64";
+using namespace preload_test;
 
-std::vector<std::string> child_env(const std::string &pmem_path) {
-  std::vector<std::string> env;
-  for (char **e = environ; *e; ++e) {
-    if (strncmp(*e, "MMTIER_", 7) == 0 || strncmp(*e, "LD_PRELOAD=", 11) == 0) continue;
-    env.emplace_back(*e);
-  }
-  env.push_back(std::string("LD_PRELOAD=") + MMTIER_PRELOAD_LIB);
-  env.push_back("MMTIER_PMEM_PATH=" + pmem_path);
-  return env;
-}
+constexpr const char *kHoldMiB = "64";
 
 // A tier_probe child in "hold" mode: it has allocated and touched its memory
 // once `ready` is filled in, and stays alive until stdin is closed.
@@ -52,17 +33,21 @@ struct held_child {
     if (stdout_r >= 0) close(stdout_r);
     if (pid > 0) {
       kill(pid, SIGKILL);
-      int st;
-      waitpid(pid, &st, 0);
+      wait_status(pid);
     }
   }
   // Waits for the child and returns its wait status.
   int wait() {
-    int st = -1;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    int st = wait_status(pid);
     pid = -1;
     return st;
+  }
+  // Closes the child's stdin, so that it exits or aborts as it was asked
+  // to, and returns its wait status.
+  int end_input_and_wait() {
+    close(stdin_w);
+    stdin_w = -1;
+    return wait();
   }
 };
 
@@ -70,26 +55,13 @@ struct held_child {
 bool start_hold(held_child &c, const std::string &pmem_path, const char *how) {
   int in[2], out[2];
   if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) return false;
-  std::vector<std::string> env = child_env(pmem_path);
-  std::vector<char *> ev;
-  for (auto &e : env) ev.push_back(e.data());
-  ev.push_back(nullptr);
-  char *argv[] = {const_cast<char *>(MMTIER_TIER_PROBE), const_cast<char *>("hold"),
-                  const_cast<char *>(kHoldMiB), const_cast<char *>(how), nullptr};
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  int rc = posix_spawn(&c.pid, argv[0], &fa, nullptr, argv, ev.data());
-  posix_spawn_file_actions_destroy(&fa);
+  c.pid = start_program(MMTIER_TIER_PROBE, argv_for(MMTIER_TIER_PROBE, {"hold", kHoldMiB, how}),
+                        clean_preload_environment({"MMTIER_PMEM_PATH=" + pmem_path}), {in[0], out[1], -1});
   close(in[0]);
   close(out[1]);
   c.stdin_w = in[1];
   c.stdout_r = out[0];
-  if (rc != 0) {
-    c.pid = -1;
-    return false;
-  }
+  if (c.pid < 0) return false;
   char ch;
   for (;;) {
     ssize_t n = read(c.stdout_r, &ch, 1);
@@ -215,19 +187,15 @@ TEST_P(PmemFile, NamelessPrivateAndGoneAfterExit) {
     case ending::killed:
       ASSERT_EQ(kill(c.pid, SIGKILL), 0);
       st = c.wait();
-      EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << st;
+      EXPECT_TRUE(killed_by(st, SIGKILL)) << st;
       break;
     case ending::exited:
-      close(c.stdin_w);
-      c.stdin_w = -1;
-      st = c.wait();
-      EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+      st = c.end_input_and_wait();
+      EXPECT_TRUE(exited_with(st, 0)) << st;
       break;
     case ending::aborted:
-      close(c.stdin_w);
-      c.stdin_w = -1;
-      st = c.wait();
-      EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT) << st;
+      st = c.end_input_and_wait();
+      EXPECT_TRUE(killed_by(st, SIGABRT)) << st;
       break;
   }
   EXPECT_TRUE(list_dir(dir.path).empty()) << "left behind: " << join(list_dir(dir.path));
@@ -284,10 +252,8 @@ TEST(PmemFile, SymlinkedDirectoryFollowedButSymlinksInsideUntouched) {
       EXPECT_EQ(st.st_nlink, 0u) << f.target;
       EXPECT_EQ(st.st_mode & 07777, 0600u) << f.target;
     }
-    close(c.stdin_w);
-    c.stdin_w = -1;
-    int st = c.wait();
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+    int st = c.end_input_and_wait();
+    EXPECT_TRUE(exited_with(st, 0)) << st;
   }
 
   std::vector<std::string> names = list_dir(dir.path);

@@ -62,6 +62,13 @@ struct pool {
   bool intact(size_t i) const {
     return byte_mismatch(blocks[i].p, blocks[i].size, value(expect[i], i)) == blocks[i].size;
   }
+  // How many blocks do not.
+  size_t changed() const {
+    size_t n = 0;
+    for (size_t i = 0; i < blocks.size(); ++i)
+      if (!intact(i)) ++n;
+    return n;
+  }
   void release() {
     for (const block &b : blocks) {
       if (!b.p) continue;
@@ -113,10 +120,12 @@ struct verdict {
   }
 };
 
-bool read_full(int fd, void *buf, size_t n) {
-  auto *b = static_cast<char *>(buf);
+// Moves all n bytes with io (read or write), retrying after EINTR and
+// partial transfers.
+template <class Io, class Byte>
+bool transfer_all(Io io, int fd, Byte *b, size_t n) {
   while (n) {
-    ssize_t r = read(fd, b, n);
+    ssize_t r = io(fd, b, n);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return false;
     b += r;
@@ -124,16 +133,9 @@ bool read_full(int fd, void *buf, size_t n) {
   }
   return true;
 }
+bool read_full(int fd, void *buf, size_t n) { return transfer_all(::read, fd, static_cast<char *>(buf), n); }
 bool write_full(int fd, const void *buf, size_t n) {
-  const auto *b = static_cast<const char *>(buf);
-  while (n) {
-    ssize_t r = write(fd, b, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    b += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
+  return transfer_all(::write, fd, static_cast<const char *>(buf), n);
 }
 
 // Both processes pass this point before either goes on.
@@ -250,12 +252,11 @@ void fork_round(pool &pl, unsigned char parent_tag, unsigned char child_tag, int
       int st = 0;
       fork_round(pl, static_cast<unsigned char>(child_tag + 1), static_cast<unsigned char>(child_tag + 2),
                  depth - 1, &mine, &grandchild, &st);
-      const size_t nested = mine.failures() + grandchild.failures() +
-                            (WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1);
+      const size_t nested = mine.failures() + grandchild.failures() + (exited_with(st, 0) ? 0 : 1);
       if (nested) {
         v.nested_failures = nested;
         std::string d = mine.describe("child (as parent)") + grandchild.describe("grandchild") +
-                        (WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "" : "\n  grandchild: " + describe_status(st));
+                        (exited_with(st, 0) ? "" : "\n  grandchild: " + describe_status(st));
         snprintf(v.note, sizeof v.note, "%s", d.c_str());
       }
     }
@@ -271,8 +272,7 @@ void fork_round(pool &pl, unsigned char parent_tag, unsigned char child_tag, int
     snprintf(child->note, sizeof child->note, "no report from the child");
     child->nested_failures = 1;
   }
-  while (waitpid(pid, child_status, 0) < 0 && errno == EINTR) {
-  }
+  *child_status = wait_status(pid);
   close(p2c[1]);
   close(c2p[0]);
   close(report[0]);
@@ -308,14 +308,12 @@ void run_fork_scenario(int depth) {
   verdict parent, child;
   int st = -1;
   fork_round(pl, B, C, depth, &parent, &child, &st);
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child: " << describe_status(st);
+  EXPECT_TRUE(exited_with(st, 0)) << "child: " << describe_status(st);
   EXPECT_EQ(parent.failures(), 0u) << parent.describe("parent") << parent.note;
   EXPECT_EQ(child.failures(), 0u) << child.describe("child") << child.note;
 
   // After the child has exited, the parent still sees only its own data.
-  size_t changed = 0;
-  for (size_t i = 0; i < pl.blocks.size(); ++i)
-    if (!pl.intact(i)) ++changed;
+  const size_t changed = pl.changed();
   EXPECT_EQ(changed, 0u) << changed << " of " << pl.blocks.size()
                          << " blocks of the parent changed after the child exited";
   // And keeps allocating and writing.
@@ -349,20 +347,15 @@ TEST_F(Fork, RepeatedForksKeepTheParentIntact) {
       memset(m, 1, 3 * kMiB);
       free(m);
     });
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0)
-        << "round " << round << ": child " << describe_status(st)
-        << (WIFEXITED(st) && WEXITSTATUS(st) == 3 ? " (saw stale or foreign data)" : "");
-    size_t changed = 0;
-    for (size_t i = 0; i < pl.blocks.size(); ++i)
-      if (!pl.intact(i)) ++changed;
+    EXPECT_TRUE(exited_with(st, 0)) << "round " << round << ": child " << describe_status(st)
+                                    << (exited_with(st, 3) ? " (saw stale or foreign data)" : "");
+    const size_t changed = pl.changed();
     ASSERT_EQ(changed, 0u) << "round " << round << ": " << changed << " of " << pl.blocks.size()
                            << " parent blocks hold the child's writes";
     for (size_t i = static_cast<size_t>(round) % 2; i < pl.blocks.size(); i += 2) pl.write(i, mine);
   }
   pl.release();
 }
-
-std::vector<std::string> true_env() { return preload_environment({"MMTIER_LOG=warn"}); }
 
 // Puts some memory on both tiers so that fork has file-backed units to
 // handle before the exec.
@@ -376,13 +369,18 @@ struct busy_heap {
   ~busy_heap() { pl.release(); }
 };
 
+// The program the exec tests start: /bin/true under the preload.
+struct true_program {
+  std::vector<std::string> env = preload_environment({"MMTIER_LOG=warn"});
+  std::vector<char *> cenv = c_strings(env);
+  char arg0[10] = "/bin/true";
+  char *argv[2] = {arg0, nullptr};
+};
+
 TEST_F(Fork, ForkThenExecUnderThePreload) {
   busy_heap heap;
   ASSERT_TRUE(heap.pl.all_allocated());
-  std::vector<std::string> env = true_env();
-  std::vector<char *> cenv = c_strings(env);
-  char arg0[] = "/bin/true";
-  char *argv[] = {arg0, nullptr};
+  true_program prog;
   for (int i = 0; i < 3; ++i) {
     fflush(nullptr);
     pid_t pid = fork();
@@ -391,33 +389,30 @@ TEST_F(Fork, ForkThenExecUnderThePreload) {
       // Allocate in the child before exec, as a shell would.
       void *p = malloc(100000);
       if (p) memset(p, 1, 100000);
-      execve("/bin/true", argv, cenv.data());
+      execve("/bin/true", prog.argv, prog.cenv.data());
       _exit(127);
     }
     int st = 0;
     ASSERT_EQ(waitpid(pid, &st, 0), pid);
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "fork+exec /bin/true: " << describe_status(st);
+    EXPECT_TRUE(exited_with(st, 0)) << "fork+exec /bin/true: " << describe_status(st);
   }
   // A preloaded program that prints: exec of /proc/self/exe listing tests.
   exec_result r = run_self({"--gtest_list_tests", "--gtest_filter=Fork.ForkThenExec*"});
-  EXPECT_TRUE(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0) << describe_status(r.status) << r.err;
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe_status(r.status) << r.err;
   EXPECT_NE(r.out.find("ForkThenExecUnderThePreload"), std::string::npos) << r.out;
 }
 
 TEST_F(Fork, PosixSpawnUnderThePreload) {
   busy_heap heap;
   ASSERT_TRUE(heap.pl.all_allocated());
-  std::vector<std::string> env = true_env();
-  std::vector<char *> cenv = c_strings(env);
-  char arg0[] = "/bin/true";
-  char *argv[] = {arg0, nullptr};
+  true_program prog;
   for (int i = 0; i < 3; ++i) {
     pid_t pid = -1;
-    int rc = posix_spawn(&pid, "/bin/true", nullptr, nullptr, argv, cenv.data());
+    int rc = posix_spawn(&pid, "/bin/true", nullptr, nullptr, prog.argv, prog.cenv.data());
     ASSERT_EQ(rc, 0) << "posix_spawn: " << strerror(rc);
     int st = 0;
     ASSERT_EQ(waitpid(pid, &st, 0), pid);
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "posix_spawn /bin/true: " << describe_status(st);
+    EXPECT_TRUE(exited_with(st, 0)) << "posix_spawn /bin/true: " << describe_status(st);
   }
   // posix_spawnp with file actions (allocates in the parent).
   posix_spawn_file_actions_t fa;
@@ -426,37 +421,31 @@ TEST_F(Fork, PosixSpawnUnderThePreload) {
   pid_t pid = -1;
   char arg_sh[] = "sh", arg_c[] = "-c", arg_cmd[] = "echo hello; exit 0";
   char *sh_argv[] = {arg_sh, arg_c, arg_cmd, nullptr};
-  int rc = posix_spawnp(&pid, "sh", &fa, nullptr, sh_argv, cenv.data());
+  int rc = posix_spawnp(&pid, "sh", &fa, nullptr, sh_argv, prog.cenv.data());
   ASSERT_EQ(rc, 0) << strerror(rc);
   int st = 0;
   ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "posix_spawnp sh: " << describe_status(st);
+  EXPECT_TRUE(exited_with(st, 0)) << "posix_spawnp sh: " << describe_status(st);
   posix_spawn_file_actions_destroy(&fa);
 }
 
 TEST_F(Fork, VforkThenExecUnderThePreload) {
   busy_heap heap;
   ASSERT_TRUE(heap.pl.all_allocated());
-  std::vector<std::string> env = true_env();
-  std::vector<char *> cenv = c_strings(env);
-  char arg0[] = "/bin/true";
-  char *argv[] = {arg0, nullptr};
+  true_program prog;
   for (int i = 0; i < 3; ++i) {
     pid_t pid = vfork();
     if (pid == 0) {
-      execve("/bin/true", argv, cenv.data());
+      execve("/bin/true", prog.argv, prog.cenv.data());
       _exit(127);
     }
     ASSERT_GT(pid, 0);
     int st = 0;
     ASSERT_EQ(waitpid(pid, &st, 0), pid);
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "vfork+exec /bin/true: " << describe_status(st);
+    EXPECT_TRUE(exited_with(st, 0)) << "vfork+exec /bin/true: " << describe_status(st);
   }
   // The parent's memory is untouched by the vforked children.
-  size_t changed = 0;
-  for (size_t i = 0; i < heap.pl.blocks.size(); ++i)
-    if (!heap.pl.intact(i)) ++changed;
-  EXPECT_EQ(changed, 0u);
+  EXPECT_EQ(heap.pl.changed(), 0u);
 }
 
 }  // namespace

@@ -65,6 +65,17 @@ struct tier_windows {
 
 const char *tier_name(int t) { return t == 0 ? "DRAM" : "PMem"; }
 
+// Runs body(t, p, len) on a 1 MiB window of managed memory entirely on DRAM
+// (t = 0), then on one entirely on PMem (t = 1).  A fatal failure ends it;
+// the caller sees it with HasFatalFailure().
+template <class Body>
+void on_each_tier_window(Body body) {
+  tier_windows w;
+  ASSERT_NO_FATAL_FAILURE(w.find());
+  for (int t = 0; t < 2 && !::testing::Test::HasFatalFailure(); ++t)
+    body(t, w.window[t], tier_windows::kWindow);
+}
+
 TEST_F(MmapSemantics, LargeAnonymousPrivateMappingsAreManagedAndZeroFilled) {
   for (size_t len : {size_t{64} * kKiB, 64 * kKiB + 1, 100 * kKiB, kMiB, 3 * kMiB + 12345, 4 * kMiB,
                      16 * kMiB}) {
@@ -102,11 +113,7 @@ TEST_F(MmapSemantics, LargeAnonymousPrivateMappingsAreManagedAndZeroFilled) {
 }
 
 TEST_F(MmapSemantics, DontneedReadsBackZerosOnBothTiers) {
-  tier_windows w;
-  ASSERT_NO_FATAL_FAILURE(w.find());
-  const size_t len = tier_windows::kWindow;
-  for (int t = 0; t < 2; ++t) {
-    unsigned char *p = w.window[t];
+  on_each_tier_window([](int t, unsigned char *p, size_t len) {
     fill_pattern(p, len, 100 + t);
     // A few pages in the middle.
     ASSERT_EQ(madvise(p + 16 * kPage, 8 * kPage, MADV_DONTNEED), 0) << strerror(errno);
@@ -128,7 +135,7 @@ TEST_F(MmapSemantics, DontneedReadsBackZerosOnBothTiers) {
     EXPECT_EQ(pattern_mismatch(p, len, 200 + t), len) << tier_name(t) << ": rewrite after MADV_DONTNEED";
     int now = tier_of(p);
     EXPECT_TRUE(now == 0 || now == 1) << "after MADV_DONTNEED: tier " << now;
-  }
+  });
 }
 
 TEST_F(MmapSemantics, PartialMunmapKeepsTheRestAndUnmapsThePart) {
@@ -164,7 +171,7 @@ TEST_F(MmapSemantics, PartialMunmapKeepsTheRestAndUnmapsThePart) {
     }
     for (size_t pg : {size_t{2}, mid - 4, mid + 3, pages - 3}) {
       int st = child_reads(p + pg * kPage);
-      EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "page " << pg << ": " << describe_status(st);
+      EXPECT_TRUE(exited_with(st, 0)) << "page " << pg << ": " << describe_status(st);
     }
     // What is left can still be unmapped piecewise and the range reused.
     ASSERT_EQ(munmap(p + 2 * kPage, (mid - 5) * kPage), 0);
@@ -290,11 +297,7 @@ TEST_F(MmapSemantics, UnmanagedMappingsCanBeRemapped) {
 }
 
 TEST_F(MmapSemantics, MapFixedOverManagedRangeGivesZeroedMemory) {
-  tier_windows w;
-  ASSERT_NO_FATAL_FAILURE(w.find());
-  for (int t = 0; t < 2; ++t) {
-    unsigned char *p = w.window[t];
-    const size_t len = tier_windows::kWindow;
+  on_each_tier_window([](int t, unsigned char *p, size_t len) {
     memset(p, 0xaa, len);
     void *r = mmap(p + 64 * kKiB, 128 * kKiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     ASSERT_EQ(r, static_cast<void *>(p + 64 * kKiB)) << strerror(errno);
@@ -311,7 +314,8 @@ TEST_F(MmapSemantics, MapFixedOverManagedRangeGivesZeroedMemory) {
     ASSERT_EQ(r, static_cast<void *>(p + 300 * kKiB));
     EXPECT_EQ(zero_mismatch(p + 300 * kKiB, kPage), kPage) << tier_name(t) << ": single page";
     EXPECT_EQ(byte_mismatch(p + 300 * kKiB + kPage, kPage, 0xaa), kPage);
-  }
+  });
+  if (HasFatalFailure()) return;
   // Over a whole mapping.
   unsigned char *m = map_anon(4 * kMiB);
   ASSERT_NE(m, nullptr);
@@ -342,11 +346,7 @@ TEST_F(MmapSemantics, MapFixedFileOverManagedRangeShowsTheFile) {
 }
 
 TEST_F(MmapSemantics, GuardPageInTheMiddleOnBothTiers) {
-  tier_windows w;
-  ASSERT_NO_FATAL_FAILURE(w.find());
-  const size_t len = tier_windows::kWindow;
-  for (int t = 0; t < 2; ++t) {
-    unsigned char *p = w.window[t];
+  on_each_tier_window([](int t, unsigned char *p, size_t len) {
     fill_pattern(p, len, 61 + t);
     unsigned char *guard = p + len / 2;
     ASSERT_EQ(mprotect(guard, kPage, PROT_NONE), 0) << strerror(errno);
@@ -357,9 +357,9 @@ TEST_F(MmapSemantics, GuardPageInTheMiddleOnBothTiers) {
     EXPECT_TRUE(killed_by(st, SIGSEGV)) << tier_name(t) << ": writing the guard page: child "
                                         << describe_status(st);
     st = child_reads(guard - 1);
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "page before the guard: " << describe_status(st);
+    EXPECT_TRUE(exited_with(st, 0)) << "page before the guard: " << describe_status(st);
     st = child_reads(guard + kPage);
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "page after the guard: " << describe_status(st);
+    EXPECT_TRUE(exited_with(st, 0)) << "page after the guard: " << describe_status(st);
     // Neighbours are still writable in this process.
     guard[-1] = pattern_byte(61 + t, len / 2 - 1);
     guard[kPage] = pattern_byte(61 + t, len / 2 + kPage);
@@ -367,15 +367,11 @@ TEST_F(MmapSemantics, GuardPageInTheMiddleOnBothTiers) {
     EXPECT_EQ(pattern_mismatch(p, len, 61 + t), len)
         << tier_name(t) << ": contents changed by the PROT_NONE round trip";
     guard[0] = 1;
-  }
+  });
 }
 
 TEST_F(MmapSemantics, ReadOnlyPagesFaultOnWrite) {
-  tier_windows w;
-  ASSERT_NO_FATAL_FAILURE(w.find());
-  const size_t len = tier_windows::kWindow;
-  for (int t = 0; t < 2; ++t) {
-    unsigned char *p = w.window[t];
+  on_each_tier_window([](int t, unsigned char *p, size_t len) {
     fill_pattern(p, len, 71 + t);
     ASSERT_EQ(mprotect(p, len, PROT_READ), 0) << strerror(errno);
     EXPECT_EQ(pattern_mismatch(p, len, 71 + t), len) << tier_name(t) << ": read-only pages read wrong";
@@ -383,11 +379,12 @@ TEST_F(MmapSemantics, ReadOnlyPagesFaultOnWrite) {
     EXPECT_TRUE(killed_by(st, SIGSEGV)) << tier_name(t) << ": write to PROT_READ page: child "
                                         << describe_status(st);
     st = child_reads(p + len / 3);
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << describe_status(st);
+    EXPECT_TRUE(exited_with(st, 0)) << describe_status(st);
     ASSERT_EQ(mprotect(p, len, PROT_READ | PROT_WRITE), 0);
     p[len / 3] = 9;
     EXPECT_EQ(p[len / 3], 9);
-  }
+  });
+  if (HasFatalFailure()) return;
   // A fresh read-only managed mapping reads zeros.
   unsigned char *r = map_anon(kMiB, PROT_READ);
   ASSERT_NE(r, nullptr);

@@ -1,7 +1,8 @@
 // Shared helpers for the preload tests: the public mmtier API looked up at
 // run time with dlsym(RTLD_DEFAULT, ...) (these binaries are not linked
 // against mmtier), a check that libmmtier.so really is preloaded and owns
-// malloc, byte patterns, and running code in a forked or re-executed child.
+// malloc, byte patterns, running code in a forked or re-executed child, and
+// running a program with a chosen environment and collecting its output.
 #pragma once
 
 #include <mmtier/mmtier.h>
@@ -10,6 +11,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +24,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 extern char **environ;
@@ -185,7 +188,16 @@ inline std::string describe_status(int st) {
   return "wait status " + std::to_string(st);
 }
 
+inline bool exited_with(int st, int code) { return WIFEXITED(st) && WEXITSTATUS(st) == code; }
 inline bool killed_by(int st, int sig) { return WIFSIGNALED(st) && WTERMSIG(st) == sig; }
+
+// Waits for pid, retrying after EINTR; its wait status, or -1.
+inline int wait_status(pid_t pid) {
+  int st = -1;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return st;
+}
 
 // Runs fn in a forked child, which exits 0 when fn returns; returns the wait
 // status.  No core files are written for children expected to crash.
@@ -199,10 +211,7 @@ inline int run_in_child(const std::function<void()> &fn) {
     fn();
     _exit(0);
   }
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  return st;
+  return wait_status(pid);
 }
 
 // A child reading (or writing) the byte at p: the wait status.
@@ -215,6 +224,8 @@ inline int child_reads(const volatile unsigned char *p) {
 inline int child_writes(volatile unsigned char *p) {
   return run_in_child([p] { *p = 0x5a; });
 }
+
+// ---- programs started with a chosen environment ------------------------------
 
 // The current environment with LD_PRELOAD set to the library under test,
 // plus extra NAME=VALUE entries (replacing the same names).
@@ -235,6 +246,24 @@ inline std::vector<std::string> preload_environment(const std::vector<std::strin
   return env;
 }
 
+// The current environment without any MMTIER_* or LD_PRELOAD entry, plus
+// extra: a program that is not preloaded and sees only the given settings.
+inline std::vector<std::string> plain_environment(const std::vector<std::string> &extra = {}) {
+  std::vector<std::string> env;
+  for (char **e = environ; e && *e; ++e)
+    if (strncmp(*e, "MMTIER_", 7) != 0 && strncmp(*e, "LD_PRELOAD=", 11) != 0) env.emplace_back(*e);
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+// plain_environment with LD_PRELOAD set to the library under test: a
+// preloaded program that sees only the MMTIER_* settings in extra.
+inline std::vector<std::string> clean_preload_environment(const std::vector<std::string> &extra = {}) {
+  std::vector<std::string> env = plain_environment({std::string("LD_PRELOAD=") + MMTIER_PRELOAD_LIB});
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
 inline std::vector<char *> c_strings(std::vector<std::string> &v) {
   std::vector<char *> out;
   for (std::string &s : v) out.push_back(s.data());
@@ -242,30 +271,85 @@ inline std::vector<char *> c_strings(std::vector<std::string> &v) {
   return out;
 }
 
+// {path, args...}: an argv for path.
+inline std::vector<std::string> argv_for(const std::string &path, const std::vector<std::string> &args) {
+  std::vector<std::string> argv{path};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+// Descriptors a started program gets as stdin, stdout and stderr; -1 means
+// /dev/null for stdin and the test's own stdout or stderr.
+struct child_stdio {
+  int in = -1, out = -1, err = -1;
+};
+
+// Starts path with argv (argv[0] included) and env by posix_spawn, which
+// runs no fork handlers in this process.  Returns the child's pid, or -1
+// after adding a test failure that says why.
+inline pid_t start_program(const std::string &path, std::vector<std::string> argv,
+                           std::vector<std::string> env, child_stdio io = {}) {
+  std::vector<char *> cargv = c_strings(argv), cenv = c_strings(env);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (io.in >= 0)
+    posix_spawn_file_actions_adddup2(&fa, io.in, 0);
+  else
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  if (io.out >= 0) posix_spawn_file_actions_adddup2(&fa, io.out, 1);
+  if (io.err >= 0) posix_spawn_file_actions_adddup2(&fa, io.err, 2);
+  fflush(nullptr);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, path.c_str(), &fa, nullptr, cargv.data(), cenv.data());
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    ADD_FAILURE() << "posix_spawn " << path << ": " << strerror(rc);
+    return -1;
+  }
+  return pid;
+}
+
 struct exec_result {
+  pid_t pid = -1;
   int status = -1;
   std::string out, err;
 };
 
-// fork + execve of path with argv (argv[0] included) and env; collects the
-// child's stdout and stderr and waits for it.
+// The wait status, stdout and stderr of a finished program, for messages.
+inline std::string describe(const exec_result &r) {
+  return describe_status(r.status) + "\n--- stdout ---\n" + r.out + "--- stderr ---\n" + r.err + "---";
+}
+
+inline size_t count_lines(const std::string &s) {
+  size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+// Runs path with argv (argv[0] included) and env, stdin /dev/null; collects
+// the program's stdout and stderr and waits for it.
 inline exec_result run_program(const std::string &path, std::vector<std::string> argv,
                                std::vector<std::string> env) {
   exec_result res;
   int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return res;
-  std::vector<char *> cargv = c_strings(argv), cenv = c_strings(env);
-  fflush(nullptr);
-  pid_t pid = fork();
-  if (pid < 0) return res;
-  if (pid == 0) {
-    dup2(out[1], 1);
-    dup2(err[1], 2);
-    execve(path.c_str(), cargv.data(), cenv.data());
-    _exit(127);
+  if (pipe2(out, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe: " << strerror(errno);
+    return res;
   }
+  if (pipe2(err, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe: " << strerror(errno);
+    close(out[0]);
+    close(out[1]);
+    return res;
+  }
+  res.pid = start_program(path, std::move(argv), std::move(env), {-1, out[1], err[1]});
   close(out[1]);
   close(err[1]);
+  if (res.pid < 0) {
+    close(out[0]);
+    close(err[0]);
+    return res;
+  }
   struct pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
   std::string *dst[2] = {&res.out, &res.err};
   int open_fds = 2;
@@ -287,17 +371,25 @@ inline exec_result run_program(const std::string &path, std::vector<std::string>
       }
     }
   }
-  while (waitpid(pid, &res.status, 0) < 0 && errno == EINTR) {
-  }
+  for (const struct pollfd &p : fds)
+    if (p.fd >= 0) close(p.fd);
+  res.status = wait_status(res.pid);
   return res;
 }
 
 // Re-executes this test binary with args under the preload library.
 inline exec_result run_self(const std::vector<std::string> &args,
                             const std::vector<std::string> &extra_env = {}) {
-  std::vector<std::string> argv{"/proc/self/exe"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return run_program("/proc/self/exe", argv, preload_environment(extra_env));
+  return run_program("/proc/self/exe", argv_for("/proc/self/exe", args), preload_environment(extra_env));
 }
+
+#ifdef MMTIER_TIER_PROBE
+// Runs helpers/tier_probe with args, preloaded, seeing only the MMTIER_*
+// settings in extra.
+inline exec_result run_tier_probe(const std::vector<std::string> &args,
+                                  const std::vector<std::string> &extra = {}) {
+  return run_program(MMTIER_TIER_PROBE, argv_for(MMTIER_TIER_PROBE, args), clean_preload_environment(extra));
+}
+#endif
 
 }  // namespace preload_test

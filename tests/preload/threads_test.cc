@@ -71,6 +71,27 @@ size_t random_size(std::mt19937_64 &rng, size_t lo, size_t hi) {
   return s < lo ? lo : s > hi ? hi : s;
 }
 
+// Checks a block's contents, counting it in errors if they are wrong, and
+// frees it.  Nothing for an empty slot.
+void free_checked(tagged &b, std::atomic<size_t> &errors) {
+  if (b.p && !check_tagged(b)) errors.fetch_add(1);
+  free(b.p);
+  b.p = nullptr;
+}
+
+// Replaces the block in slot (checked and freed) with a new tagged block of
+// random size in [16, max_size]; a failed allocation counts in errors and
+// leaves the slot empty.
+void replace_tagged(tagged &slot, std::mt19937_64 &rng, size_t max_size, uint64_t id,
+                    std::atomic<size_t> &errors) {
+  free_checked(slot, errors);
+  if (!make_tagged(slot, random_size(rng, 16, max_size), id)) errors.fetch_add(1);
+}
+
+void free_all_checked(std::vector<tagged> &blocks, std::atomic<size_t> &errors) {
+  for (tagged &b : blocks) free_checked(b, errors);
+}
+
 // ---- a thread created before anything else in main ------------------------
 
 struct early_result {
@@ -86,18 +107,10 @@ void *early_thread(void *) {
   std::mt19937_64 rng(11);
   std::vector<tagged> live(64);
   for (size_t i = 0; i < 20000; ++i) {
-    tagged &slot = live[i % live.size()];
-    if (slot.p) {
-      if (!check_tagged(slot)) g_early.errors.fetch_add(1);
-      free(slot.p);
-    }
-    if (!make_tagged(slot, random_size(rng, 16, 64 * kKiB), i + 1)) g_early.errors.fetch_add(1);
+    replace_tagged(live[i % live.size()], rng, 64 * kKiB, i + 1, g_early.errors);
     g_early.ops.fetch_add(1, std::memory_order_relaxed);
   }
-  for (tagged &b : live) {
-    if (b.p && !check_tagged(b)) g_early.errors.fetch_add(1);
-    free(b.p);
-  }
+  free_all_checked(live, g_early.errors);
   g_early.kept_size = 100000;
   g_early.kept = malloc(g_early.kept_size);
   if (g_early.kept) memset(g_early.kept, 0x6d, g_early.kept_size);
@@ -133,11 +146,7 @@ TEST_F(Threads, EightThreadsRandomSizesKeepTheirContents) {
       while (ready.load() < kThreads) std::this_thread::yield();  // start together
       for (size_t i = 0; i < kOps; ++i) {
         tagged &slot = live[rng() % kLive];
-        if (slot.p) {
-          if (!check_tagged(slot)) errors.fetch_add(1);
-          free(slot.p);
-          slot.p = nullptr;
-        }
+        free_checked(slot, errors);
         const uint64_t id = (static_cast<uint64_t>(t) << 32) | i;
         if (!make_tagged(slot, random_size(rng, 16, kMiB), id)) {
           null_results.fetch_add(1);
@@ -162,10 +171,7 @@ TEST_F(Threads, EightThreadsRandomSizesKeepTheirContents) {
         }
         ops.fetch_add(1, std::memory_order_relaxed);
       }
-      for (tagged &b : live) {
-        if (b.p && !check_tagged(b)) errors.fetch_add(1);
-        free(b.p);
-      }
+      free_all_checked(live, errors);
     });
   }
   for (auto &th : threads) th.join();
@@ -213,14 +219,10 @@ TEST_F(Threads, ShortLivedThreadsFreeEachOthersMemory) {
     for (int i = 0; i < 20; ++i) {
       tagged b;
       if (!queue.pop(b)) break;
-      if (!check_tagged(b)) errors.fetch_add(1);
-      free(b.p);
+      free_checked(b, errors);
       foreign_frees.fetch_add(1);
     }
-    for (tagged &b : mine) {
-      if (!check_tagged(b)) errors.fetch_add(1);
-      free(b.p);
-    }
+    free_all_checked(mine, errors);
   };
   for (int done = 0; done < kTotal; done += kBatch) {
     std::vector<pthread_t> ids;
@@ -244,8 +246,7 @@ TEST_F(Threads, ShortLivedThreadsFreeEachOthersMemory) {
   tagged b;
   size_t left = 0;
   while (queue.pop(b)) {
-    if (!check_tagged(b)) errors.fetch_add(1);
-    free(b.p);
+    free_checked(b, errors);
     ++left;
   }
   EXPECT_EQ(nulls.load(), 0u);
@@ -275,22 +276,9 @@ void *detached_body(void *arg) {
   const auto seed = reinterpret_cast<uintptr_t>(arg);
   std::mt19937_64 rng(seed);
   std::vector<tagged> live(16);
-  for (size_t i = 0; i < 400; ++i) {
-    tagged &slot = live[i % live.size()];
-    if (slot.p) {
-      if (!check_tagged(slot)) g_detached_errors.fetch_add(1);
-      free(slot.p);
-    }
-    if (!make_tagged(slot, random_size(rng, 16, 128 * kKiB), (seed << 32) | i)) {
-      g_detached_errors.fetch_add(1);
-      slot.p = nullptr;
-    }
-  }
-  for (size_t i = 0; i < live.size(); ++i) {
-    if (!live[i].p) continue;
-    if (!check_tagged(live[i])) g_detached_errors.fetch_add(1);
-    free(live[i].p);
-  }
+  for (size_t i = 0; i < 400; ++i)
+    replace_tagged(live[i % live.size()], rng, 128 * kKiB, (seed << 32) | i, g_detached_errors);
+  free_all_checked(live, g_detached_errors);
   (void)&t_exit_allocator;  // constructs the thread_local, so its destructor runs at exit
   return nullptr;
 }
@@ -308,21 +296,10 @@ TEST_F(Threads, DetachedThreadsExitWhileOthersAllocate) {
       std::vector<tagged> live(32);
       uint64_t id = 1;
       while (!stop.load(std::memory_order_relaxed)) {
-        tagged &slot = live[rng() % live.size()];
-        if (slot.p) {
-          if (!check_tagged(slot)) worker_errors.fetch_add(1);
-          free(slot.p);
-        }
-        if (!make_tagged(slot, random_size(rng, 16, 512 * kKiB), id++)) {
-          worker_errors.fetch_add(1);
-          slot.p = nullptr;
-        }
+        replace_tagged(live[rng() % live.size()], rng, 512 * kKiB, id++, worker_errors);
         worker_ops[w].fetch_add(1, std::memory_order_relaxed);
       }
-      for (tagged &b : live) {
-        if (b.p && !check_tagged(b)) worker_errors.fetch_add(1);
-        free(b.p);
-      }
+      free_all_checked(live, worker_errors);
     });
   }
   // The workers are running before the detached threads start.
@@ -362,21 +339,11 @@ int first_api_scenario() {
     uint64_t id = 1;
     while (!stop.load(std::memory_order_relaxed)) {
       tagged &slot = live[rng() % live.size()];
-      if (slot.p) {
-        if (!check_tagged(slot)) errors.fetch_add(1);
-        free(slot.p);
-      }
-      if (!make_tagged(slot, random_size(rng, 16, 256 * kKiB), id++)) {
-        errors.fetch_add(1);
-        slot.p = nullptr;
-      }
+      replace_tagged(slot, rng, 256 * kKiB, id++, errors);
       latest.store(slot.p);
       ops.fetch_add(1);
     }
-    for (tagged &b : live) {
-      if (b.p && !check_tagged(b)) errors.fetch_add(1);
-      free(b.p);
-    }
+    free_all_checked(live, errors);
   });
   while (ops.load() < 200) std::this_thread::yield();
   // The first use of the API in this process, while the thread allocates.
@@ -410,7 +377,7 @@ int first_api_scenario() {
 
 TEST_F(Threads, FirstApiCallWhileAnotherThreadAllocates) {
   exec_result r = run_self({"--scenario=first-api"});
-  EXPECT_TRUE(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0)
+  EXPECT_TRUE(exited_with(r.status, 0))
       << describe_status(r.status) << "\nstdout: " << r.out << "\nstderr: " << r.err;
   EXPECT_NE(r.out.find("first-api problems=0 errors=0"), std::string::npos) << r.out << r.err;
 }

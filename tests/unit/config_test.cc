@@ -204,12 +204,15 @@ void expect_defaults(const config &c) {
   EXPECT_EQ(c.mmap_threshold, 64 * K);
 }
 
-TEST(ConfigParse, EmptyEnvironmentGivesDefaults) {
-  parsed r = parse({});
+// config_parse of entries succeeds with the defaults and no unknown names.
+void expect_parsed_as_defaults(std::initializer_list<std::string> entries, bool secure = false) {
+  parsed r = parse(entries, secure);
   ASSERT_TRUE(r.ok) << r.err.line;
   expect_defaults(*r.cfg);
   EXPECT_TRUE(g_unknown.empty());
 }
+
+TEST(ConfigParse, EmptyEnvironmentGivesDefaults) { expect_parsed_as_defaults({}); }
 
 TEST(ConfigParse, NullEnvironmentGivesDefaults) {
   auto cfg = std::make_unique<config>();
@@ -219,11 +222,8 @@ TEST(ConfigParse, NullEnvironmentGivesDefaults) {
 }
 
 TEST(ConfigParse, OtherVariablesIgnored) {
-  parsed r = parse({"PATH=/usr/bin", "HOME=/root", "MMTIER", "MMTIER_LOG", "mmtier_log=debug",
-                    "XMMTIER_LOG=debug", "LD_PRELOAD=libmmtier.so"});
-  ASSERT_TRUE(r.ok) << r.err.line;
-  expect_defaults(*r.cfg);
-  EXPECT_TRUE(g_unknown.empty());
+  expect_parsed_as_defaults({"PATH=/usr/bin", "HOME=/root", "MMTIER", "MMTIER_LOG", "mmtier_log=debug",
+                             "XMMTIER_LOG=debug", "LD_PRELOAD=libmmtier.so"});
 }
 
 TEST(ConfigParse, StartsFromDefaultsWhateverWasInOut) {
@@ -454,12 +454,9 @@ TEST(ConfigPmemPath, NotWritable) {
 // --- secure mode -------------------------------------------------------------
 
 TEST(ConfigParse, SecureModeIgnoresEverything) {
-  parsed r = parse({"MMTIER_DRAM_RATIO=abc", "MMTIER_LOG=debug", "MMTIER_PMEM_PATH=/nonexistent",
-                    "MMTIER_DRAM_RATO=1:2"},
-                   /*secure=*/true);
-  ASSERT_TRUE(r.ok) << r.err.line;
-  expect_defaults(*r.cfg);
-  EXPECT_TRUE(g_unknown.empty());
+  expect_parsed_as_defaults({"MMTIER_DRAM_RATIO=abc", "MMTIER_LOG=debug", "MMTIER_PMEM_PATH=/nonexistent",
+                             "MMTIER_DRAM_RATO=1:2"},
+                            /*secure=*/true);
 }
 
 // --- unknown names -----------------------------------------------------------
@@ -507,8 +504,12 @@ TEST(ConfigParse, NullCallbackIsAllowed) {
 
 // --- config_load (in fresh processes: it runs once per process) --------------
 
-TEST(ConfigLoadDeathTest, BadValueExitsWithOneLine) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+class ConfigLoadDeathTest : public ::testing::Test {
+ protected:
+  void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
+};
+
+TEST_F(ConfigLoadDeathTest, BadValueExitsWithOneLine) {
   EXPECT_EXIT(
       {
         setenv("MMTIER_DRAM_RATIO", "abc", 1);
@@ -519,8 +520,7 @@ TEST(ConfigLoadDeathTest, BadValueExitsWithOneLine) {
       "not both 0 \\(e\\.g\\. 1:4\\)\n$");
 }
 
-TEST(ConfigLoadDeathTest, LoadsEnvironmentAndWarnsAboutUnknown) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+TEST_F(ConfigLoadDeathTest, LoadsEnvironmentAndWarnsAboutUnknown) {
   EXPECT_EXIT(
       {
         setenv("MMTIER_DRAM_RATIO", "3:5", 1);
@@ -538,8 +538,7 @@ TEST(ConfigLoadDeathTest, LoadsEnvironmentAndWarnsAboutUnknown) {
       "MMTIER_DRAM_RATIO\\?\n$");
 }
 
-TEST(ConfigLoadDeathTest, UnknownWarningObeysLogLevel) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+TEST_F(ConfigLoadDeathTest, UnknownWarningObeysLogLevel) {
   EXPECT_EXIT(
       {
         setenv("MMTIER_LOG", "error", 1);
