@@ -91,11 +91,11 @@ void *slow_realloc(void *p, size_t size) {
 
 extern "C" {
 
+// The engine returns NULL only when no tier can hold the memory (the heap
+// places pages on DRAM when the chosen tier has no room), so the fast paths
+// are plain tail calls.
 MMTIER_EXPORT void *malloc(size_t size) {
-  if (__builtin_expect(runtime_ready(), 1)) {
-    void *p = mmtier_je_malloc(size);
-    if (__builtin_expect(p != nullptr, 1)) return p;
-  }
+  if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_malloc(size);
   return slow_malloc(size, 16);
 }
 
@@ -113,10 +113,7 @@ MMTIER_EXPORT void *calloc(size_t n, size_t size) {
     errno = ENOMEM;
     return nullptr;
   }
-  if (__builtin_expect(runtime_ready(), 1)) {
-    void *p = mmtier_je_calloc(1, total);
-    if (__builtin_expect(p != nullptr, 1)) return p;
-  }
+  if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_calloc(1, total);
   void *p = slow_malloc(total, 16);
   if (p) memset(p, 0, total);
   return p;

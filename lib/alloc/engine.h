@@ -7,6 +7,9 @@
 
 #include <cstddef>
 
+// Declared hidden: the engine is linked into the same library, so calls are
+// direct (no PLT) and the names never reach the dynamic symbol table.
+#pragma GCC visibility push(hidden)
 extern "C" {
 void *mmtier_je_malloc(size_t size);
 void *mmtier_je_calloc(size_t n, size_t size);
@@ -22,6 +25,7 @@ void mmtier_je_sdallocx(void *p, size_t size, int flags);
 size_t mmtier_je_sallocx(const void *p, int flags);
 int mmtier_je_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 }
+#pragma GCC visibility pop
 
 namespace mmtier::detail {
 

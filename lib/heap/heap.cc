@@ -173,21 +173,30 @@ void release_unit(unit &u, size_t idx) {
   }
   u.tier1.store(0, std::memory_order_release);
   u.frozen = 0;
+  u.spilled = 0;
   u.live = 0;
   memset(u.live_bits, 0, sizeof u.live_bits);
 }
 
 // Maps pages [first, first + n) of a placed unit on its tier with prot.  A
-// unit whose file view fork froze gets anonymous pages instead: writing the
-// frozen file would show through to the other process.
+// mixed unit gets anonymous pages instead: writing a frozen file would show
+// through to the other process, and a spilled unit's tier has no room.
 long map_pages(unit &u, size_t idx, size_t first, size_t n, int prot) {
   tier &t = tier_of_unit(u);
   void *addr = reinterpret_cast<void *>(unit_addr(idx) + (first << kPageShift));
   const size_t len = n << kPageShift, off = first << kPageShift;
-  if (u.frozen) return S.tiers[kTierDram].ops->map(&S.tiers[kTierDram], addr, len, prot, 0, 0);
+  if (unit_mixed(u)) return S.tiers[kTierDram].ops->map(&S.tiers[kTierDram], addr, len, prot, 0, 0);
   long r = t.ops->reserve(&t, u.slot, off, len);
   if (r < 0) return r;
   return t.ops->map(&t, addr, len, prot, u.slot, off);
+}
+
+void warn_full(int tier, long err) {
+  ++S.counters.fallbacks;
+  if (!S.warned_fallback[tier]) {
+    S.warned_fallback[tier] = true;
+    MMTIER_WARN("PMem tier is full (error %ld); placing on DRAM instead", -err);
+  }
 }
 
 // Places pages [first, first + n) of unit idx that are not yet live.
@@ -201,18 +210,19 @@ long place_pages(size_t idx, size_t first, size_t n, int prot) {
   for_runs(u.live_bits, first, first + n, false, [&](size_t a, size_t c) {
     if (err) return;
     long r = map_pages(u, idx, a, c, prot);
-    if (r < 0 && u.live == 0 && unit_tier(u) != kTierDram) {
-      // A fresh unit whose tier ran out of room: move it to DRAM.
+    if (r < 0 && unit_tier(u) != kTierDram) {
       const int old = unit_tier(u);
-      if (S.tiers[old].ops->slot_free) S.tiers[old].ops->slot_free(&S.tiers[old], u.slot);
-      count_unit(u, old, -1);
-      ++S.counters.fallbacks;
-      if (!S.warned_fallback[old]) {
-        S.warned_fallback[old] = true;
-        MMTIER_WARN("PMem tier is full (error %ld); placing on DRAM instead", -r);
+      warn_full(old, r);
+      if (u.live == 0) {
+        // A fresh unit whose tier ran out of room: the whole unit goes to DRAM.
+        if (S.tiers[old].ops->slot_free) S.tiers[old].ops->slot_free(&S.tiers[old], u.slot);
+        count_unit(u, old, -1);
+        u.tier1.store(kTierDram + 1, std::memory_order_release);
+        count_unit(u, kTierDram, +1);
+      } else {
+        // Pages already live stay where they are; the new ones are DRAM.
+        u.spilled = 1;
       }
-      u.tier1.store(kTierDram + 1, std::memory_order_release);
-      count_unit(u, kTierDram, +1);
       r = map_pages(u, idx, a, c, prot);
     }
     if (r < 0) {
@@ -235,11 +245,14 @@ void discard_pages(size_t idx, size_t first, size_t n, bool unplace) {
   for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
     void *addr = reinterpret_cast<void *>(unit_addr(idx) + (a << kPageShift));
     const size_t len = c << kPageShift;
-    if (u.frozen) {
-      // Cannot punch a frozen file: replace with fresh anonymous pages.
+    if (unit_mixed(u)) {
+      // Cannot punch a frozen file, and a spilled unit's pages may be
+      // anonymous: replace with fresh anonymous pages (and give a spilled
+      // unit's file storage back).
       int prot = unplace ? PROT_READ | PROT_WRITE : sys::query_prot(addr);
       if (prot < 0) prot = PROT_READ | PROT_WRITE;
       S.tiers[kTierDram].ops->map(&S.tiers[kTierDram], addr, len, prot, 0, 0);
+      if (!u.frozen) t.ops->discard(&t, addr, len, u.slot, a << kPageShift);
     } else {
       t.ops->discard(&t, addr, len, u.slot, a << kPageShift);
     }
@@ -291,6 +304,7 @@ long move_unit_to_dram(size_t idx) {
   if (!u.frozen && S.tiers[old].ops->slot_free) S.tiers[old].ops->slot_free(&S.tiers[old], u.slot);
   count_unit(u, old, -1);
   u.frozen = 0;
+  u.spilled = 0;
   u.tier1.store(kTierDram + 1, std::memory_order_release);
   count_unit(u, kTierDram, +1);
   return 0;
@@ -447,9 +461,9 @@ int heap_tier_of(const void *p) {
   if (t < 0) return -1;
   const size_t page = (a - unit_addr(idx)) >> kPageShift;
   if (!bit_get(u.live_bits, page)) return -1;
-  if (u.frozen) {
+  if (unit_mixed(u)) {
     // After fork the unit is a private view of its frozen file: pages
-    // written since are anonymous DRAM pages.
+    // written since are anonymous DRAM pages (as are a spilled unit's).
     sys::page_info pi;
     if (sys::pagemap_read(align_down(a, kPageSize), 1, &pi) && pi.present && !pi.file)
       return kTierDram;
@@ -930,7 +944,7 @@ size_t heap_resident_bytes(int t) {
       const unit &u = g_heap.units[i];
       const int ut = unit_tier(u);
       if (ut < 0) continue;
-      if (u.frozen) {
+      if (unit_mixed(u)) {
         if (!sys::pagemap_read(unit_addr(i), kPagesPerUnit, info)) continue;
         for (size_t p = 0; p < kPagesPerUnit; ++p)
           if (info[p].present && (info[p].file ? ut : kTierDram) == t) ++pages;

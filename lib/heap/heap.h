@@ -36,6 +36,7 @@ struct unit {
   uint8_t frozen;              // fork froze its file view: never reuse the slot
   uint8_t forced1;             // 0: by policy; else the only tier + 1
   uint8_t by_policy;           // its placement counts in the ratio
+  uint8_t spilled;             // its tier ran out of room: new pages are DRAM
   uint32_t slot;             // slot in the tier's file (file-backed tiers)
   uint16_t live;             // pages placed (mapped on the tier)
   uint16_t owned;            // pages owned by application mappings
@@ -64,6 +65,11 @@ extern heap_globals g_heap;
 inline int unit_tier(const unit &u) {
   return static_cast<int>(u.tier1.load(std::memory_order_acquire)) - 1;
 }
+
+// Whether some of a file-backed unit's pages may be anonymous (DRAM) pages:
+// after fork froze its file view, or after its tier ran out of room.  The
+// tier of such a page is read from pagemap.
+inline bool unit_mixed(const unit &u) { return u.frozen || u.spilled; }
 
 inline bool heap_contains(const void *p) {
   return reinterpret_cast<uintptr_t>(p) - g_heap.base < g_heap.size;

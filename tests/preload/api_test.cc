@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -220,6 +222,26 @@ TEST(LinkedApi, ExplicitPlacementAndCxxAllocator) {
   exec_result r = run_program(MMTIER_LINKED_PROBE, {MMTIER_LINKED_PROBE, "linked"}, plain_environment());
   EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
   EXPECT_EQ(r.out + r.err, "linked ok\n") << describe(r);
+}
+
+
+// Every function the public header declares is exported by the preload
+// library (and nothing of the engine's is): the export lists in
+// preload/exports.map and lib/api/api.map must follow the header.
+TEST(ApiExports, EveryHeaderFunctionIsFoundAndNothingElse) {
+  std::ifstream header(MMTIER_SOURCE_DIR "/include/mmtier/mmtier.h");
+  ASSERT_TRUE(header.is_open());
+  std::string text((std::istreambuf_iterator<char>(header)), std::istreambuf_iterator<char>());
+  std::regex decl(R"(MMTIER_API[^;(]*\b(mmtier_[a-z_]+)\s*\()");
+  size_t count = 0;
+  for (std::sregex_iterator it(text.begin(), text.end(), decl), end; it != end; ++it) {
+    const std::string name = (*it)[1];
+    EXPECT_NE(dlsym(RTLD_DEFAULT, name.c_str()), nullptr) << name << " is declared but not exported";
+    ++count;
+  }
+  EXPECT_GE(count, 13u);
+  for (const char *engine : {"mmtier_je_malloc", "mmtier_je_mallctl", "mmtier_je_nallocx"})
+    EXPECT_EQ(dlsym(RTLD_DEFAULT, engine), nullptr) << engine << " leaks from the library";
 }
 
 }  // namespace
