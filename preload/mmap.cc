@@ -40,11 +40,13 @@ inline uintptr_t heap_hi() { return g_heap.base + g_heap.size; }
 
 // Splits [addr, addr + len) into the part below, inside and above the
 // reservation and calls outside(a, l) / inside(a, l) on the non-empty parts.
+// The heap answers for its range as soon as the range exists, also while the
+// runtime is still starting (the engine probes madvise then).
 template <class Out, class In>
 long split_call(uintptr_t addr, size_t len, Out &&outside, In &&inside) {
   auto ptr = [](uintptr_t x) { return reinterpret_cast<void *>(x); };
   const uintptr_t end = addr + len;
-  if (!runtime_ready() || end <= heap_lo() || addr >= heap_hi()) return outside(ptr(addr), len);
+  if (end <= heap_lo() || addr >= heap_hi()) return outside(ptr(addr), len);
   long err = 0;
   auto keep = [&err](long r) {
     if (r < 0 && !err) err = r;
@@ -128,7 +130,7 @@ MMTIER_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, of
     errno = static_cast<int>(-r);
     return MAP_FAILED;
   }
-  if ((flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && runtime_ready()) {
+  if ((flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && g_heap.size) {
     const uintptr_t a = static_cast<uintptr_t>(r);
     if (a < heap_hi() && a + len > heap_lo()) {
       const uintptr_t lo = a > heap_lo() ? a : heap_lo();
@@ -168,7 +170,7 @@ MMTIER_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags,
     new_addr = __builtin_va_arg(ap, void *);
     __builtin_va_end(ap);
   }
-  if (runtime_ready() && heap_contains(old)) {
+  if (heap_contains(old)) {
     void *out = nullptr;
     long r = heap_mremap(old, old_len, new_len, flags, new_addr, &out);
     if (r < 0) {
@@ -182,7 +184,7 @@ MMTIER_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags,
     errno = static_cast<int>(-r);
     return MAP_FAILED;
   }
-  if ((flags & MREMAP_FIXED) && runtime_ready()) {
+  if ((flags & MREMAP_FIXED) && g_heap.size) {
     const uintptr_t a = static_cast<uintptr_t>(r);
     if (a < heap_hi() && a + new_len > heap_lo()) heap_forget(reinterpret_cast<void *>(r), new_len);
   }
