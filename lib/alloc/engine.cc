@@ -7,13 +7,16 @@
 // committed, so placement follows the order memory is actually used.
 // Decommit gives pages back (anonymous pages dropped, file ranges punched) and
 // a unit with no committed page returns its placement.  Requests made with
-// commit already set are jemalloc's own metadata (base blocks) and go to DRAM.
+// commit already set are jemalloc's own metadata (base blocks): plain memory
+// outside the heap.
 #include "alloc/engine.h"
 
 #include "heap/heap.h"
+#include "platform/sys.h"
 #include "support/log.h"
 
 #include <jemalloc/jemalloc.h>
+#include <sys/mman.h>
 
 // Engine options that the heap depends on, applied after any MALLOC_CONF the
 // user set for some other jemalloc (jemalloc reads this string last):
@@ -35,11 +38,29 @@ int forced_for(unsigned arena) {
   return arena < kMaxArenas ? g_arena_forced[arena] - 1 : -1;
 }
 
+// The engine's metadata blocks (its "base" allocator: extent records, radix
+// tree nodes, arena structures) are the only memory it asks for already
+// committed; they never hold application data, so they come from plain
+// anonymous memory outside the heap and take no unit of any tier.
+void *metadata_alloc(size_t size, size_t alignment) {
+  if (alignment < kPageSize) alignment = kPageSize;
+  const size_t span = size + alignment - kPageSize;
+  long r = sys::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (sys::failed(r)) return nullptr;
+  const uintptr_t raw = static_cast<uintptr_t>(r);
+  const uintptr_t start = align_up(raw, alignment);
+  if (start > raw) sys::munmap(reinterpret_cast<void *>(raw), start - raw);
+  if (raw + span > start + size) sys::munmap(reinterpret_cast<void *>(start + size), raw + span - (start + size));
+  return reinterpret_cast<void *>(start);
+}
+
 void *hook_alloc(extent_hooks_t *, void *new_addr, size_t size, size_t alignment, bool *zero,
                  bool *commit, unsigned arena) {
-  int forced = forced_for(arena);
-  if (*commit && forced < 0) forced = kTierDram;  // engine metadata
-  void *p = heap_engine_reserve(new_addr, size, alignment, forced);
+  if (*commit && !new_addr) {
+    *zero = true;
+    return metadata_alloc(size, alignment);
+  }
+  void *p = heap_engine_reserve(new_addr, size, alignment, forced_for(arena));
   if (!p) return nullptr;
   if (*commit && heap_commit(p, size) < 0) {
     heap_engine_release(p, size);
@@ -54,18 +75,22 @@ bool hook_dalloc(extent_hooks_t *, void *, size_t, bool, unsigned) {
 }
 
 void hook_destroy(extent_hooks_t *, void *addr, size_t size, bool, unsigned) {
-  heap_engine_release(addr, size);
+  if (heap_contains(addr)) heap_engine_release(addr, size);
+  else sys::munmap(addr, size);
 }
 
 bool hook_commit(extent_hooks_t *, void *addr, size_t, size_t offset, size_t length, unsigned) {
+  if (!heap_contains(addr)) return false;  // metadata: always committed
   return heap_commit(static_cast<char *>(addr) + offset, length) < 0;
 }
 
 bool hook_decommit(extent_hooks_t *, void *addr, size_t, size_t offset, size_t length, unsigned) {
+  if (!heap_contains(addr)) return true;  // metadata stays committed
   return heap_discard(static_cast<char *>(addr) + offset, length, true) < 0;
 }
 
 bool hook_purge_forced(extent_hooks_t *, void *addr, size_t, size_t offset, size_t length, unsigned) {
+  if (!heap_contains(addr)) return sys::madvise(static_cast<char *>(addr) + offset, length, MADV_DONTNEED) < 0;
   return heap_discard(static_cast<char *>(addr) + offset, length, false) < 0;
 }
 
