@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # bash under libmmtier: a script with a five-stage pipeline, subshells,
 # command substitution of a multi-megabyte output, a large array and an
 # associative array, process substitution, here-strings and a function in a
@@ -11,7 +12,7 @@ require_prog sort coreutils > /dev/null
 
 cat > "$WORK/workload.sh" <<'SH'
 set -euo pipefail
-n=200000
+n=500000
 # command substitution of ~3 MB
 data=$(seq 1 "$n" | awk '{ printf "%d %d %s\n", $1, ($1 * 7919) % 100003, ($1 % 3 ? "odd" : "tri") }')
 echo "data bytes ${#data}"

@@ -1,7 +1,8 @@
+#!/usr/bin/env bash
 # git under libmmtier: a generated repository of 50 commits (a 40k-line file
-# edited in every commit, files added, changed and deleted), then log --stat,
-# gc, fsck and archive, with fixed names and dates so every object id is
-# fixed; output compared with the run without mmtier.
+# edited in every commit, a 40 MiB file, files added, changed and deleted),
+# then log --stat, gc, fsck and archive, with fixed names and dates so every
+# object id is fixed; output compared with the run without mmtier.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" "$@"
 
 GIT=$(require_prog git git)
@@ -10,6 +11,11 @@ AWK=$(require_prog awk mawk)
 set_base_env GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0 \
   GIT_AUTHOR_NAME="Ada Tester" GIT_AUTHOR_EMAIL=ada@example.com \
   GIT_COMMITTER_NAME="Bob Committer" GIT_COMMITTER_EMAIL=bob@example.com
+
+# A 40 MiB file added in the first commit: git holds whole blobs in memory
+# when it deflates, deltifies, checks and archives them.
+plain "$AWK" 'BEGIN { for (n = 1; n <= 1000000; n++) printf "%09d blob line %022d\n", n, n * 7919 }' \
+  > "$WORK/blob.txt"
 
 # gen_commit REPO I: writes the files of commit I (plain, not under mmtier).
 gen_commit() {
@@ -20,6 +26,7 @@ gen_commit() {
       printf "line %d value %d tag %d\n", n, (n * 7919 + v * 104729) % 1000003, v
     }
   }' > "$repo/big.txt"
+  ((i == 1)) && cp "$WORK/blob.txt" "$repo/blob.txt"
   mkdir -p "$repo/src/dir$((i % 4))"
   plain "$AWK" -v c="$i" 'BEGIN { for (n = 1; n <= 200; n++) printf "file %d row %d %d\n", c, n, (n * c) % 97 }' \
     > "$repo/src/dir$((i % 4))/file_$i.txt"
@@ -34,7 +41,7 @@ gen_commit() {
 workload() {
   local repo=$1/repo i when
   mkdir -p "$repo"
-  cd "$repo"
+  cd "$repo" || return 1
   run "$GIT" init -q -b main .
   for ((i = 1; i <= 50; i++)); do
     gen_commit "$repo" "$i"

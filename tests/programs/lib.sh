@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Common harness for the real-program suite, sourced by every
 # tests/programs/<program>.sh.  A program script defines `workload DIR` and
 # calls `run_modes workload`: the workload then runs three times, without
@@ -12,7 +13,6 @@
 set -euo pipefail
 
 PROG_NAME=$(basename "${BASH_SOURCE[1]:-$0}" .sh)
-PROG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PMEM_SHARE_MIN=60          # percent of the placed peak that must be on PMem at 1:9
 RUN_TIMEOUT=${PROGRAMS_RUN_TIMEOUT:-240}   # seconds per workload run
 
@@ -64,20 +64,24 @@ require_prog() {
 BASE_ENV=()
 MODE_ENV=()
 MODE=""
+# set_base_env [NAME=VALUE...]: the fixed environment plus extra variables.
+# shellcheck disable=SC2120
 set_base_env() {
   mkdir -p "$WORK/home" "$WORK/tmp"
-  BASE_ENV=(PATH=$SYS_PATH HOME=$WORK/home TMPDIR=$WORK/tmp LC_ALL=C LANG=C TZ=UTC "$@")
+  BASE_ENV=("PATH=$SYS_PATH" "HOME=$WORK/home" "TMPDIR=$WORK/tmp" LC_ALL=C LANG=C TZ=UTC "$@")
 }
 set_base_env
 
+# set_mode MODE DIR.  The default-ratio run also writes reports (MMTIER_REPORT
+# changes nothing else): they prove libmmtier was really loaded.
 set_mode() {
   MODE=$1
   local dir=$2
   case $MODE in
     reference) MODE_ENV=() ;;
-    default)   MODE_ENV=(LD_PRELOAD=$MMTIER_LIB MMTIER_REPORT=$dir/reports/report.%p) ;;
-    ratio1-9)  MODE_ENV=(LD_PRELOAD=$MMTIER_LIB MMTIER_DRAM_RATIO=1:9
-                         MMTIER_REPORT=$dir/reports/report.%p) ;;
+    default)   MODE_ENV=("LD_PRELOAD=$MMTIER_LIB" "MMTIER_REPORT=$dir/reports/report.%p") ;;
+    ratio1-9)  MODE_ENV=("LD_PRELOAD=$MMTIER_LIB" MMTIER_DRAM_RATIO=1:9
+                         "MMTIER_REPORT=$dir/reports/report.%p") ;;
     *) fail "unknown mode $MODE" ;;
   esac
   mkdir -p "$dir/reports"

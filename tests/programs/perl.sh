@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # perl under libmmtier: a large hash built, sorted and dropped, and regex
 # matching/substitution over a multi-megabyte string; output compared with
 # the run without mmtier.
@@ -11,7 +12,7 @@ use warnings;
 use Digest::MD5 qw(md5_hex);
 
 my %h;
-for my $i (1 .. 300000) {
+for my $i (1 .. 400000) {
   $h{"key$i"} = join(",", $i, ($i * $i) % 1000003, "v" x ($i % 7));
 }
 my ($long, $sum) = (0, 0);

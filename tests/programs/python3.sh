@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # python3 under libmmtier: a big dict and list built and dropped, a JSON round
 # trip, a child started with subprocess.run, and a multiprocessing Pool(4)
 # with the fork start method; output compared with the run without mmtier.

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # redis-server under libmmtier, on 127.0.0.1 at a free port >= 20000: a fixed
 # command sequence sent with redis-cli (strings, counters, lists, hashes,
 # sorted sets, 200k keys loaded and half deleted by Lua scripts) must give the
@@ -67,7 +68,7 @@ SERVER_LOG=""
 # bind makes the server exit; then another port is tried.
 start_server() {
   local dir=$1 attempt i
-  for attempt in 1 2 3 4 5 6 7 8; do
+  for ((attempt = 1; attempt <= 8; attempt++)); do
     PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
     # Something answering on the port means it is taken.
     if (exec 3<> "/dev/tcp/127.0.0.1/$PORT") 2> /dev/null; then continue; fi

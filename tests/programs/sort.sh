@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # sort under libmmtier: 2 million generated lines sorted three ways (plain in
 # memory, numeric on keys with a small buffer so it spills and merges
 # temporary files, unique on a key) and checked with sort -c; checksums,

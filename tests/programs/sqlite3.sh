@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # sqlite3 under libmmtier: an in-memory database of 200k generated rows
 # (recursive CTE), two indexes, aggregates, a self-join, deletes and an
 # integrity check; output compared with the run without mmtier.
@@ -10,7 +11,7 @@ PRAGMA cache_size = -262144;
 CREATE TABLE t(id INTEGER PRIMARY KEY, grp INTEGER, name TEXT, val REAL, pad TEXT);
 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000)
 INSERT INTO t SELECT x, x % 97, 'name' || ((x * 7919) % 150001), ((x * 31) % 1000) / 7.0,
-                     printf('%0120d', x * 104729)
+                     printf('%0250d', x * 104729)
   FROM c;
 CREATE INDEX t_grp ON t(grp, val);
 CREATE INDEX t_name ON t(name);

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything needed to build mmtier and run every test suite, on
+# Debian 12, as root.  Idempotent and non-interactive: when every package is
+# already installed it does nothing (no apt-get update).
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config
+  libjemalloc-dev libjemalloc2 libgtest-dev libbenchmark-dev
+  libpmem-dev libmemkind-dev libunwind-dev libboost-dev
+  # the real-program suite (tests/programs) and tools
+  python3 perl sqlite3 redis-server redis-tools git gcc valgrind coreutils
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#PACKAGES[@]} packages are installed"
+  exit 0
+fi
+
+echo "install-deps: missing: ${missing[*]}"
+if [[ $(id -u) != 0 ]]; then
+  echo "install-deps: run as root (apt-get install needs it): sudo $0" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+# Do not let package scripts start services (redis-server) during install.
+policy=/usr/sbin/policy-rc.d
+added_policy=0
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"
+  chmod 755 "$policy"
+  added_policy=1
+fi
+remove_policy() { if ((added_policy)); then rm -f "$policy"; fi; }
+trap remove_policy EXIT
+
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}" < /dev/null
+echo "install-deps: installed ${missing[*]}"

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs the dependencies, builds build/ and runs every test suite
+# (ctest, all labels), then builds build-asan/ with AddressSanitizer and
+# UndefinedBehaviorSanitizer and runs the unit tests there.  Exits non-zero if
+# anything failed.  Ends with ctest's summary lines of both runs and a final
+# line "N passed, N failed" over both runs.
+# Environment: BUILD_DIR, ASAN_BUILD_DIR (default build/, build-asan/ in the
+# source tree), TEST_LABEL (a ctest -L regex for the first run; default: all).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+ASAN_BUILD_DIR=${ASAN_BUILD_DIR:-$ROOT/build-asan}
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/mmtier-run-tests.XXXXXX")
+trap 'rm -rf "$LOGS"' EXIT
+
+status=0
+step() { echo; echo "=== $* ==="; }
+
+step "dependencies"
+"$ROOT/scripts/install-deps.sh" || { echo "run-tests: installing dependencies failed" >&2; exit 1; }
+
+# run_suite NAME BUILD_DIR CMAKE_ARGS -- CTEST_ARGS: builds, runs ctest,
+# keeps its output in $LOGS/NAME.log.
+run_suite() {
+  local name=$1 dir=$2
+  shift 2
+  local cmake_args=()
+  while (($#)) && [[ $1 != -- ]]; do cmake_args+=("$1"); shift; done
+  shift
+  step "$name: build ($dir)"
+  if ! "$ROOT/scripts/build.sh" "$dir" "${cmake_args[@]}"; then
+    echo "run-tests: $name: build failed" | tee "$LOGS/$name.log" >&2
+    status=1
+    return
+  fi
+  step "$name: ctest --test-dir $dir $*"
+  ctest --test-dir "$dir" --output-on-failure "$@" 2>&1 | tee "$LOGS/$name.log"
+  local rc=${PIPESTATUS[0]}
+  if ((rc != 0)); then
+    echo "run-tests: $name: ctest exited with status $rc"
+    status=1
+  fi
+}
+
+label_args=()
+[[ -n ${TEST_LABEL:-} ]] && label_args=(-L "$TEST_LABEL")
+run_suite all "$BUILD_DIR" -- -j2 "${label_args[@]}"
+run_suite asan "$ASAN_BUILD_DIR" "-DMMTIER_SANITIZE=address;undefined" -DMMTIER_BUILD_BENCH=OFF \
+  -- -L unit
+
+# Summary.  A run without ctest's summary line (build failure, ctest crash)
+# counts as one failure so that the totals can never read as a clean pass.
+step "summary"
+passed=0 failed=0
+for name in all asan; do
+  line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$LOGS/$name.log" | tail -n 1)
+  if [[ -z $line ]]; then
+    echo "$name: no ctest summary (see the output above)"
+    failed=$((failed + 1))
+    status=1
+    continue
+  fi
+  echo "$name: $line"
+  grep -E '^Total Test time' "$LOGS/$name.log" | tail -n 1 | sed "s/^/$name: /"
+  read -r nfail total < <(sed -E 's/^[0-9]+% tests passed, ([0-9]+) tests? failed out of ([0-9]+).*/\1 \2/' <<< "$line")
+  passed=$((passed + total - nfail))
+  failed=$((failed + nfail))
+  ((nfail == 0)) || status=1
+done
+echo "$passed passed, $failed failed"
+exit "$status"
