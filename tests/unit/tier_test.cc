@@ -1,0 +1,118 @@
+// Tier layer (lib/tier/): the file-backed tier creates an unnamed 0600 file,
+// hands out and reuses slots, maps them shared, and discards to zero; the
+// DRAM tier maps anonymous memory.
+#include "heap/layout.h"
+#include "platform/sys.h"
+#include "tier/tier.h"
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+namespace mmtier::detail {
+namespace {
+
+size_t entries(const char *dir) {
+  size_t n = 0;
+  DIR *d = opendir(dir);
+  if (!d) return SIZE_MAX;
+  while (dirent *e = readdir(d))
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) ++n;
+  closedir(d);
+  return n;
+}
+
+class FileTier : public ::testing::TestWithParam<const char *> {
+ protected:
+  void SetUp() override {
+    std::string tmpl = std::string(GetParam()) + "/mmtier-tier-XXXXXX";
+    snprintf(dir_, sizeof dir_, "%s", tmpl.c_str());
+    ASSERT_NE(mkdtemp(dir_), nullptr);
+    snprintf(cfg_.pmem_path, sizeof cfg_.pmem_path, "%s", dir_);
+    t_.ops = &file_tier_ops;
+    t_.index = kTierPmem;
+    ASSERT_EQ(t_.ops->open(&t_, cfg_), 0);
+  }
+  void TearDown() override {
+    if (t_.fd >= 0) close(t_.fd);
+    rmdir(dir_);
+  }
+  char dir_[256];
+  config cfg_;
+  tier t_;
+};
+
+TEST_P(FileTier, UnnamedPrivateFile) {
+  EXPECT_TRUE(t_.usable);
+  EXPECT_EQ(entries(dir_), 0u) << "the file has no name";
+  struct stat st;
+  ASSERT_EQ(fstat(t_.fd, &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(st.st_nlink, 0u);
+}
+
+TEST_P(FileTier, SlotsAreReusedAfterRelease) {
+  long a = t_.ops->slot_alloc(&t_), b = t_.ops->slot_alloc(&t_);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  EXPECT_NE(a, b);
+  t_.ops->slot_free(&t_, static_cast<uint32_t>(a));
+  EXPECT_EQ(t_.ops->slot_alloc(&t_), a);
+}
+
+TEST_P(FileTier, MappedSlotIsSharedWithTheFileAndDiscardsToZero) {
+  long slot = t_.ops->slot_alloc(&t_);
+  ASSERT_GE(slot, 0);
+  long r = sys::mmap(nullptr, kUnitSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_FALSE(sys::failed(r));
+  char *p = reinterpret_cast<char *>(r);
+  ASSERT_EQ(t_.ops->reserve(&t_, static_cast<uint32_t>(slot), 0, kUnitSize), 0);
+  ASSERT_EQ(t_.ops->map(&t_, p, kUnitSize, PROT_READ | PROT_WRITE, static_cast<uint32_t>(slot), 0), 0);
+  memset(p, 0x77, kUnitSize);
+  char buf[16] = {};
+  ASSERT_EQ(pread(t_.fd, buf, sizeof buf, static_cast<off_t>(slot) * static_cast<off_t>(kUnitSize) + 8192),
+            static_cast<ssize_t>(sizeof buf));
+  EXPECT_EQ(buf[0], 0x77) << "the mapping writes the file";
+  ASSERT_EQ(t_.ops->discard(&t_, p + 8192, 4096, static_cast<uint32_t>(slot), 8192), 0);
+  for (size_t i = 8192; i < 8192 + 4096; ++i) ASSERT_EQ(p[i], 0) << i;
+  EXPECT_EQ(p[8191], 0x77);
+  EXPECT_EQ(p[8192 + 4096], 0x77);
+  sys::munmap(p, kUnitSize);
+}
+
+INSTANTIATE_TEST_SUITE_P(Filesystems, FileTier, ::testing::Values("/dev/shm", "/var/tmp"),
+                         [](const auto &info) { return std::string(info.param[5] == 's' ? "tmpfs" : "ext4"); });
+
+TEST(FileTierErrors, MissingDirectoryIsAnError) {
+  config cfg;
+  snprintf(cfg.pmem_path, sizeof cfg.pmem_path, "/nonexistent/mmtier");
+  tier t;
+  t.ops = &file_tier_ops;
+  EXPECT_LT(t.ops->open(&t, cfg), 0);
+  EXPECT_FALSE(t.usable);
+}
+
+TEST(DramTier, MapsAnonymousMemoryAndDiscardsToZero) {
+  tier t;
+  t.ops = &dram_tier_ops;
+  config cfg;
+  ASSERT_EQ(t.ops->open(&t, cfg), 0);
+  long r = sys::mmap(nullptr, 16384, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_FALSE(sys::failed(r));
+  char *p = reinterpret_cast<char *>(r);
+  ASSERT_EQ(t.ops->map(&t, p, 16384, PROT_READ | PROT_WRITE, 0, 0), 0);
+  memset(p, 1, 16384);
+  ASSERT_EQ(t.ops->discard(&t, p, 4096, 0, 0), 0);
+  EXPECT_EQ(p[0], 0);
+  EXPECT_EQ(p[4096], 1);
+  sys::munmap(p, 16384);
+}
+
+}  // namespace
+}  // namespace mmtier::detail
