@@ -2,7 +2,8 @@
 // mprotect.  Anonymous private mappings of at least MMTIER_MMAP_THRESHOLD
 // bytes are managed (placed on tiers inside the heap's reservation); file
 // mappings, shared mappings, stacks, huge-page and executable mappings pass
-// through untouched, as do the allocator engine's own metadata mappings.
+// through untouched.  (The allocator engine's own calls never come here: see
+// lib/alloc/engine_os.cc.)
 // Calls on addresses inside the reservation are carried out by the heap so
 // that managed memory behaves exactly as anonymous memory does.
 #include "api/runtime.h"
@@ -18,14 +19,7 @@
 
 using namespace mmtier::detail;
 
-extern "C" char __ehdr_start[] __attribute__((visibility("hidden")));
-extern "C" char etext[] __attribute__((visibility("hidden")));
-
 namespace {
-
-inline bool from_this_library(const void *ret) {
-  return ret >= static_cast<const void *>(__ehdr_start) && ret < static_cast<const void *>(etext);
-}
 
 inline long set_errno(long r) {
   if (r < 0) {
@@ -89,34 +83,14 @@ bool managed_request(void *addr, size_t len, int prot, int flags, int fd) {
 extern "C" {
 
 MMTIER_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
-  int forced = -1;
-  bool managed;
-  if (from_this_library(__builtin_return_address(0))) {
-    // The engine's own mappings.  While the runtime starts, the engine
-    // allocates its first blocks with its default hooks, before the heap's
-    // hooks are installed; those become DRAM memory inside the reservation so
-    // that every block the engine ever hands out lies in the heap.  The
-    // engine's later metadata mappings pass through.  A MAP_FIXED call on
-    // reserved addresses is always the heap's business.
-    const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
-    const bool anon_private = (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE;
-    if (flags & MAP_FIXED) {
-      managed = anon_private && g_heap.size && a >= heap_lo() && a + len <= heap_hi();
-    } else {
-      managed = anon_private && g_heap.size &&
-                g_runtime_state.load(std::memory_order_relaxed) == kStarting;
-      forced = 0;
-    }
-  } else {
-    managed = managed_request(addr, len, prot, flags, fd);
-  }
+  const bool managed = managed_request(addr, len, prot, flags, fd);
   if (len != 0 && managed) {
     if ((flags & MAP_FIXED) && (reinterpret_cast<uintptr_t>(addr) & 4095)) {
       errno = EINVAL;
       return MAP_FAILED;
     }
     void *out = nullptr;
-    long r = heap_mmap(addr, len, prot, flags, &out, forced);
+    long r = heap_mmap(addr, len, prot, flags, &out);
     if (r == 0) return out;
     if (!(flags & MAP_FIXED) && r == -ENOMEM) {
       // Out of reserved addresses: plain anonymous memory still works.

@@ -18,6 +18,8 @@
 #include <jemalloc/jemalloc.h>
 #include <sys/mman.h>
 
+#include <atomic>
+
 // Engine options that the heap depends on, applied after any MALLOC_CONF the
 // user set for some other jemalloc (jemalloc reads this string last):
 // oversize_threshold:0 keeps huge allocations in the hooked arenas instead of
@@ -31,6 +33,7 @@ namespace mmtier::detail {
 namespace {
 
 constexpr unsigned kMaxArenas = 4096;
+std::atomic<bool> g_hooks_installed{false};
 int8_t g_arena_forced[kMaxArenas];  // forced tier + 1 per arena index
 unsigned g_tier_arena[kTierCount];
 
@@ -131,8 +134,11 @@ bool engine_init() {
     g_arena_forced[ind] = static_cast<int8_t>(t + 1);
     g_tier_arena[t] = ind;
   }
+  g_hooks_installed.store(true, std::memory_order_release);
   return true;
 }
+
+bool engine_hooks_installed() { return g_hooks_installed.load(std::memory_order_acquire); }
 
 unsigned engine_tier_arena(int t) { return g_tier_arena[t]; }
 

@@ -42,4 +42,7 @@ inline constexpr int kJeTcacheNone = 0x100 /* MALLOCX_TCACHE_NONE = (-1 + 2) << 
 // Arena whose memory always lives on tier t.
 unsigned engine_tier_arena(int t);
 
+// Whether the heap's extent hooks are in place on every arena.
+bool engine_hooks_installed();
+
 }  // namespace mmtier::detail

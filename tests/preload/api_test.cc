@@ -224,6 +224,15 @@ TEST(LinkedApi, ExplicitPlacementAndCxxAllocator) {
   EXPECT_EQ(r.out + r.err, "linked ok\n") << describe(r);
 }
 
+// Threads that existed before the runtime started allocate through it.  The
+// library is loaded with dlopen after the threads started; its engine uses
+// initial-exec TLS, so glibc must be given room for it (documented).
+TEST(LinkedApi, ThreadsThatExistedBeforeStartUp) {
+  exec_result r = run_program(MMTIER_LATE_START_PROBE, {MMTIER_LATE_START_PROBE, MMTIER_API_LIB},
+                              plain_environment({"GLIBC_TUNABLES=glibc.rtld.optional_static_tls=16384"}));
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+  EXPECT_EQ(r.out, "late start ok\n") << describe(r);
+}
 
 // Every function the public header declares is exported by the preload
 // library (and nothing of the engine's is): the export lists in
