@@ -87,6 +87,16 @@ int runtime_start() {
   return result;
 }
 
+// The runtime starts when the library is loaded, before main() (so that an
+// invalid configuration stops the program there) and before the engine's own
+// load-time initialisation, which would otherwise allocate before the heap
+// exists.  The exit report is written when the program ends; nothing is torn
+// down, so destructors and atexit handlers that run after this still work.
+namespace {
+__attribute__((constructor(101))) void start_at_load() { runtime_start(); }
+__attribute__((destructor(101))) void report_at_exit() { runtime_exit_report(); }
+}  // namespace
+
 void runtime_exit_report() {
   if (!runtime_ready()) return;
   const config &cfg = config_get();

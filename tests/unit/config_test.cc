@@ -504,16 +504,25 @@ TEST(ConfigParse, NullCallbackIsAllowed) {
 
 // --- config_load (in fresh processes: it runs once per process) --------------
 
+// config_load() runs once, when the library starts (a constructor, before
+// main): these tests start this test binary again with the environment under
+// test and look at what the start-up did.
 class ConfigLoadDeathTest : public ::testing::Test {
  protected:
   void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
+  // Replaces this process with the test binary running only `filter`.
+  [[noreturn]] static void restart(const char *filter) {
+    std::string arg = std::string("--gtest_filter=") + filter;
+    execl("/proc/self/exe", "/proc/self/exe", arg.c_str(), static_cast<char *>(nullptr));
+    _exit(127);
+  }
 };
 
 TEST_F(ConfigLoadDeathTest, BadValueExitsWithOneLine) {
   EXPECT_EXIT(
       {
         setenv("MMTIER_DRAM_RATIO", "abc", 1);
-        config_load();
+        restart("-*");
       },
       ::testing::ExitedWithCode(1),
       "^mmtier: invalid MMTIER_DRAM_RATIO=\"abc\": expected D:P with integers 0\\.\\.1000000, "
@@ -526,16 +535,22 @@ TEST_F(ConfigLoadDeathTest, LoadsEnvironmentAndWarnsAboutUnknown) {
         setenv("MMTIER_DRAM_RATIO", "3:5", 1);
         setenv("MMTIER_LOG", "info", 1);
         setenv("MMTIER_DRAM_RATO", "1:2", 1);
-        config_load();
-        config_load();  // idempotent
-        const config &c = config_get();
-        bool ok = c.ratio_dram == 3 && c.ratio_pmem == 5 && c.log == log_level::info &&
-                  log_get_level() == log_level::info;
-        _exit(ok ? 0 : 2);
+        setenv("CONFIG_TEST_CHILD", "1", 1);
+        restart("ConfigLoadChild.LoadedAtStart");
       },
       ::testing::ExitedWithCode(0),
-      "^mmtier: warn: unknown variable MMTIER_DRAM_RATO ignored; did you mean "
-      "MMTIER_DRAM_RATIO\\?\n$");
+      "mmtier: warn: unknown variable MMTIER_DRAM_RATO ignored; did you mean "
+      "MMTIER_DRAM_RATIO\\?\n");
+}
+
+// Runs only inside the restarted binary of the test above.
+TEST(ConfigLoadChild, LoadedAtStart) {
+  if (!getenv("CONFIG_TEST_CHILD")) GTEST_SKIP() << "only in the restarted test binary";
+  config_load();  // idempotent: already loaded at start
+  const config &c = config_get();
+  const bool ok = c.ratio_dram == 3 && c.ratio_pmem == 5 && c.log == log_level::info &&
+                  log_get_level() == log_level::info;
+  _exit(ok ? 0 : 2);
 }
 
 TEST_F(ConfigLoadDeathTest, UnknownWarningObeysLogLevel) {
@@ -543,8 +558,7 @@ TEST_F(ConfigLoadDeathTest, UnknownWarningObeysLogLevel) {
       {
         setenv("MMTIER_LOG", "error", 1);
         setenv("MMTIER_XYZZY_FOO", "1", 1);
-        config_load();
-        _exit(log_get_level() == log_level::error ? 0 : 2);
+        restart("-*");
       },
       ::testing::ExitedWithCode(0), "^$");
 }
