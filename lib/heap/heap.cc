@@ -367,8 +367,9 @@ void unmap_app_pages(size_t idx, size_t first, size_t n) {
   if (dropped == 0) return;
   u.owned = static_cast<uint16_t>(u.owned - dropped);
   S.counters.mmap_bytes -= dropped << kPageShift;
-  if (unit_tier(u) >= 0)
-    reserve_range(unit_addr(idx) + (first << kPageShift), n << kPageShift);
+  // Back to reserved addresses (also over a mapping of the application's own
+  // that a MAP_FIXED put here, see heap_forget).
+  reserve_range(unit_addr(idx) + (first << kPageShift), n << kPageShift);
   if (u.owned == 0) {
     if (unit_tier(u) >= 0) release_unit(u, idx);
     u.owner = kOwnerFree;
