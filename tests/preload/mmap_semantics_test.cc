@@ -341,7 +341,22 @@ TEST_F(MmapSemantics, MapFixedFileOverManagedRangeShowsTheFile) {
   EXPECT_EQ(pattern_mismatch(m + 128 * kKiB, content.size(), 57), content.size());
   EXPECT_EQ(byte_mismatch(m, 128 * kKiB, 0xcc), 128 * kKiB);
   EXPECT_EQ(tier_of(m + 128 * kKiB), -1) << "file pages placed over managed memory are not managed";
-  munmap(m, kMiB);
+  ASSERT_EQ(munmap(m, kMiB), 0);
+  // munmap removed the file mapping too: whatever covers that address now
+  // (if anything) is not a file.
+  FILE *maps = fopen("/proc/self/maps", "r");
+  ASSERT_NE(maps, nullptr);
+  const uintptr_t at = reinterpret_cast<uintptr_t>(m + 128 * kKiB);
+  char line[512];
+  unsigned long inode_at = 0;
+  while (fgets(line, sizeof line, maps)) {
+    unsigned long lo, hi, off, inode;
+    char perms[8], dev[16];
+    if (sscanf(line, "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perms, &off, dev, &inode) == 6 && at >= lo && at < hi)
+      inode_at = inode;
+  }
+  fclose(maps);
+  EXPECT_EQ(inode_at, 0u) << "the file stays mapped after munmap";
   fclose(f);
 }
 
