@@ -326,6 +326,23 @@ TEST_F(MmapSemantics, MapFixedOverManagedRangeGivesZeroedMemory) {
   munmap(m, 4 * kMiB);
 }
 
+// Inode of the mapping covering p in /proc/self/maps (0: anonymous or none).
+unsigned long inode_at(const void *p) {
+  FILE *maps = fopen("/proc/self/maps", "r");
+  if (!maps) return ~0ul;
+  const uintptr_t at = reinterpret_cast<uintptr_t>(p);
+  char line[512];
+  unsigned long result = 0;
+  while (fgets(line, sizeof line, maps)) {
+    unsigned long lo, hi, off, inode;
+    char perms[8], dev[16];
+    if (sscanf(line, "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perms, &off, dev, &inode) == 6 && at >= lo && at < hi)
+      result = inode;
+  }
+  fclose(maps);
+  return result;
+}
+
 TEST_F(MmapSemantics, MapFixedFileOverManagedRangeShowsTheFile) {
   unsigned char *m = map_anon(kMiB);
   ASSERT_NE(m, nullptr);
@@ -342,21 +359,16 @@ TEST_F(MmapSemantics, MapFixedFileOverManagedRangeShowsTheFile) {
   EXPECT_EQ(byte_mismatch(m, 128 * kKiB, 0xcc), 128 * kKiB);
   EXPECT_EQ(tier_of(m + 128 * kKiB), -1) << "file pages placed over managed memory are not managed";
   ASSERT_EQ(munmap(m, kMiB), 0);
-  // munmap removed the file mapping too: whatever covers that address now
-  // (if anything) is not a file.
-  FILE *maps = fopen("/proc/self/maps", "r");
-  ASSERT_NE(maps, nullptr);
-  const uintptr_t at = reinterpret_cast<uintptr_t>(m + 128 * kKiB);
-  char line[512];
-  unsigned long inode_at = 0;
-  while (fgets(line, sizeof line, maps)) {
-    unsigned long lo, hi, off, inode;
-    char perms[8], dev[16];
-    if (sscanf(line, "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perms, &off, dev, &inode) == 6 && at >= lo && at < hi)
-      inode_at = inode;
-  }
-  fclose(maps);
-  EXPECT_EQ(inode_at, 0u) << "the file stays mapped after munmap";
+  EXPECT_EQ(inode_at(m + 128 * kKiB), 0u) << "the file stays mapped after munmap";
+  // The same over a reserved (PROT_NONE) managed range, never made accessible.
+  auto *reserved = static_cast<unsigned char *>(
+      mmap(nullptr, kMiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(reserved, MAP_FAILED);
+  r = mmap(reserved + 128 * kKiB, content.size(), PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+  ASSERT_EQ(r, static_cast<void *>(reserved + 128 * kKiB)) << strerror(errno);
+  EXPECT_EQ(pattern_mismatch(reserved + 128 * kKiB, content.size(), 57), content.size());
+  ASSERT_EQ(munmap(reserved, kMiB), 0);
+  EXPECT_EQ(inode_at(reserved + 128 * kKiB), 0u) << "the file stays mapped after munmap";
   fclose(f);
 }
 
