@@ -99,20 +99,16 @@ MMTIER_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, of
       return MAP_FAILED;
     }
   }
-  long r = sys::mmap(addr, len, prot, flags, fd, off);
-  if (sys::failed(r)) {
-    errno = static_cast<int>(-r);
-    return MAP_FAILED;
-  }
-  if ((flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && g_heap.size) {
-    const uintptr_t a = static_cast<uintptr_t>(r);
+  void *result = sys::mmap_libc(addr, len, prot, flags, fd, off);
+  if (result != MAP_FAILED && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && g_heap.size) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(result);
     if (a < heap_hi() && a + len > heap_lo()) {
       const uintptr_t lo = a > heap_lo() ? a : heap_lo();
       const uintptr_t hi = a + len < heap_hi() ? a + len : heap_hi();
       heap_forget(reinterpret_cast<void *>(lo), hi - lo);
     }
   }
-  return reinterpret_cast<void *>(r);
+  return result;
 }
 
 MMTIER_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)

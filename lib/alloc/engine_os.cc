@@ -50,12 +50,7 @@ __attribute__((visibility("hidden"))) void *mmtier_engine_mmap(void *addr, size_
       return MAP_FAILED;
     }
   }
-  long r = sys::mmap(addr, len, prot, flags, fd, off);
-  if (sys::failed(r)) {
-    errno = static_cast<int>(-r);
-    return MAP_FAILED;
-  }
-  return reinterpret_cast<void *>(r);
+  return sys::mmap_libc(addr, len, prot, flags, fd, off);
 }
 
 __attribute__((visibility("hidden"))) int mmtier_engine_munmap(void *addr, size_t len) {

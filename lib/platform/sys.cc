@@ -14,6 +14,15 @@ long raw(long n, long a, long b, long c, long d, long e, long f) {
 }
 #endif
 
+void *mmap_libc(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+  long r = mmap(addr, len, prot, flags, fd, off);
+  if (failed(r)) {
+    errno = static_cast<int>(-r);
+    return MAP_FAILED;
+  }
+  return reinterpret_cast<void *>(r);
+}
+
 long read_file(const char *path, char *buf, size_t cap) {
   long fd = openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return fd;

@@ -34,6 +34,10 @@ inline bool failed(long r) { return static_cast<unsigned long>(r) > -4096UL; }
 inline long mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
   return raw(SYS_mmap, reinterpret_cast<long>(addr), static_cast<long>(len), prot, flags, fd, off);
 }
+// mmap with libc's conventions (MAP_FAILED and errno), for code that answers
+// on libc's behalf.
+void *mmap_libc(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+
 inline long munmap(void *addr, size_t len) {
   return raw(SYS_munmap, reinterpret_cast<long>(addr), static_cast<long>(len));
 }
