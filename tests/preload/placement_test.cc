@@ -7,6 +7,9 @@
 // workload's memory is managed, and MMTIER_REPORT writes the exit report.
 #include "preload_api.h"
 
+#include <sys/mount.h>
+#include <unistd.h>
+
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -117,6 +120,28 @@ TEST(Placement, FullPmemSpillsToDramWithOneWarning) {
   EXPECT_EQ(count_lines(w.child.err), 1u) << describe(w.child);
   EXPECT_NE(w.child.err.find("PMem"), std::string::npos) << describe(w.child);
   expect_capped(w, w.pmem, pmem_limit, w.dram, "DRAM does not hold the excess");
+}
+
+// A PMem directory whose filesystem really fills up (a 48 MiB tmpfs): the
+// program completes with its data intact, one warning, and DRAM holds the
+// rest.  Storage is reserved when a unit is placed, so a full filesystem is
+// an error at placement, never SIGBUS at first touch.
+TEST(Placement, FullPmemFilesystemSpillsToDramWithOneWarning) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
+  char dir[] = "/tmp/mmtier-full-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  if (mount("tmpfs", dir, "tmpfs", 0, "size=48m") != 0) {
+    rmdir(dir);
+    GTEST_SKIP() << "cannot mount tmpfs here";
+  }
+  workload_result w = run_workload(384, {"MMTIER_DRAM_RATIO=1:9", std::string("MMTIER_PMEM_PATH=") + dir});
+  umount(dir);
+  rmdir(dir);
+  ASSERT_TRUE(w.ok) << "program failed or data was not verified\n" << describe(w.child);
+  EXPECT_EQ(count_lines(w.child.err), 1u) << describe(w.child);
+  EXPECT_NE(w.child.err.find("PMem"), std::string::npos) << describe(w.child);
+  EXPECT_LE(w.pmem, 48 * kMiB) << describe(w.child);
+  EXPECT_GE(double(w.dram), 0.9 * double(w.live) - double(48 * kMiB)) << describe(w.child);
 }
 
 bool has_line_starting(const std::string &text, const std::string &prefix) {
