@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Smoke test of the benchmark driver bench/run_bench.py (no timing checks).
+
+--mode table: runs the driver with --size tiny --rounds 1 and checks that it
+exits 0, prints one table row for every workload under every allocator (ok
+or FAIL with a reason, never missing), writes the same rows to the CSV, that
+the reference allocators (glibc, jemalloc) and libmmtier have no FAIL row
+(--strict), and that it leaves no temporary files behind.
+
+--mode micro-callgrind: runs the driver's --micro and --callgrind modes on
+the tiny size and checks that each reports a number for every allocator that
+is expected to work (glibc, jemalloc, libmmtier, and the linked mmtier API).
+"""
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+WORKLOADS = ["churn_1t", "churn_2t", "xthread", "large_malloc", "large_realloc", "large_mmap",
+             "python3", "sqlite3", "redis"]
+ALLOCATORS = ["glibc", "jemalloc", "libmemtier", "libmmtier"]
+MUST_WORK = ["glibc", "jemalloc", "libmmtier"]
+
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("CHECK FAILED: " + what, file=sys.stderr)
+
+
+def run_driver(args, extra, scratch):
+    """Runs the driver with TMPDIR and --pmem-dir inside scratch dirs."""
+    tmp = os.path.join(scratch, "tmp")
+    os.makedirs(tmp)
+    pmem = tempfile.mkdtemp(prefix="mmtier-bench-smoke-", dir="/dev/shm")
+    csv_path = os.path.join(scratch, "out.csv")
+    env = dict(os.environ)
+    env["TMPDIR"] = tmp
+    cmd = [sys.executable, args.driver, "--build", args.build, "--lib", args.lib,
+           "--size", "tiny", "--rounds", "1", "--csv", csv_path, "--pmem-dir", pmem] + extra
+    print("+ " + " ".join(cmd), flush=True)
+    try:
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+    finally:
+        left_pmem = os.listdir(pmem)
+        shutil.rmtree(pmem, ignore_errors=True)
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr[-6000:])
+    check(r.returncode == 0, "driver %s exited with status %d" % (" ".join(extra), r.returncode))
+    check(os.listdir(tmp) == [], "driver left files in TMPDIR: %s" % os.listdir(tmp))
+    check(left_pmem == [], "driver left files in its --pmem-dir: %s" % left_pmem)
+    rows = []
+    if os.path.exists(csv_path):
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    check(rows, "driver wrote no CSV rows to %s" % csv_path)
+    return r.stdout, rows
+
+
+def check_table(args, scratch):
+    out, rows = run_driver(args, ["--strict", ",".join(MUST_WORK)], scratch)
+    for w in WORKLOADS:
+        for a in ALLOCATORS:
+            pat = re.compile(r"^%s\s+%s\s+\S+\s+(ops/s|s)\s+.*\s(ok|FAIL \(.+\))$"
+                             % (re.escape(w), re.escape(a)), re.M)
+            found = pat.findall(out)
+            check(len(found) == 1, "table has %d rows for %s under %s, expected 1" % (len(found), w, a))
+            recs = [r for r in rows if r["section"] == "workload" and r["workload"] == w
+                    and r["allocator"] == a]
+            check(len(recs) == 1, "CSV has %d rows for %s under %s, expected 1" % (len(recs), w, a))
+            for rec in recs:
+                check(rec["status"] in ("ok", "FAIL"), "CSV status %r for %s/%s" % (rec["status"], w, a))
+                check(rec["runs"] == "1", "CSV runs %r for %s/%s, expected 1" % (rec["runs"], w, a))
+                if rec["status"] == "FAIL":
+                    check(rec["reason"] != "", "FAIL row without a reason for %s/%s" % (w, a))
+                    check(a not in MUST_WORK, "%s FAILs under %s: %s" % (w, a, rec["reason"]))
+                else:
+                    check(float(rec["median"]) > 0, "non-positive median for %s/%s" % (w, a))
+                    check(rec["peak_rss_kib"] != "" and float(rec["peak_rss_kib"]) > 0,
+                          "no peak RSS for %s/%s" % (w, a))
+                if a == "libmmtier" and rec["status"] == "ok":
+                    total = float(rec["mmtier_dram_peak_bytes"] or 0) + float(rec["mmtier_pmem_peak_bytes"] or 0)
+                    check(total > 0, "no mmtier placed-peak recorded for %s" % w)
+    check(len([r for r in rows if r["section"] == "workload"]) == len(WORKLOADS) * len(ALLOCATORS),
+          "CSV has extra workload rows")
+    check("Targets of issue 3 for libmmtier" in out, "no target summary in the output")
+
+
+def check_modes(args, scratch):
+    out, rows = run_driver(args, ["--micro"], os.path.join(scratch, "micro"))
+    columns = ALLOCATORS + ["mmtier API"]
+    header = [l for l in out.splitlines() if l.strip().startswith("benchmark")]
+    check(len(header) == 1 and all(c in header[0] for c in columns),
+          "micro table header missing or without every allocator: %r" % header)
+    for col in columns:
+        rec = [r for r in rows if r["section"] == "micro" and r["workload"] == "malloc_free/16"
+               and r["allocator"] == col]
+        check(len(rec) == 1, "micro CSV has %d malloc_free/16 rows for %s" % (len(rec), col))
+        if col in MUST_WORK + ["mmtier API"]:
+            check(rec and rec[0]["status"] == "ok" and float(rec[0]["median"]) > 0,
+                  "micro malloc_free/16 under %s: %r" % (col, rec and rec[0]["reason"]))
+    for name in ("mmtier_malloc_on_free/tier:1/size:16", "mmtier_tier_of/kind:0"):
+        rec = [r for r in rows if r["workload"] == name and r["allocator"] == "mmtier API"]
+        check(len(rec) == 1 and rec[0]["status"] == "ok", "micro %s missing or failed" % name)
+
+    if shutil.which("valgrind") is None:
+        check(False, "valgrind is not installed (scripts/install-deps.sh installs it)")
+        return
+    out, rows = run_driver(args, ["--callgrind"], os.path.join(scratch, "callgrind"))
+    for a in ALLOCATORS:
+        check(re.search(r"^\s+%s\s+(\S+)\s+(\S+)\s+(ok|FAIL)" % re.escape(a), out, re.M) is not None,
+              "callgrind table has no row for %s" % a)
+        for mode in ("pair_64", "pair_mixed"):
+            rec = [r for r in rows if r["section"] == "callgrind" and r["workload"] == mode
+                   and r["allocator"] == a]
+            check(len(rec) == 1, "callgrind CSV has %d %s rows for %s" % (len(rec), mode, a))
+            if a in MUST_WORK and rec:
+                check(rec[0]["status"] == "ok" and float(rec[0]["median"]) > 0,
+                      "callgrind %s under %s: %s" % (mode, a, rec[0]["reason"]))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--driver", required=True)
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--mode", choices=["table", "micro-callgrind"], required=True)
+    args = ap.parse_args()
+    scratch = tempfile.mkdtemp(prefix="mmtier-bench-smoke-")
+    try:
+        if args.mode == "table":
+            check_table(args, scratch)
+        else:
+            check_modes(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if failures:
+        print("%d check(s) failed" % len(failures), file=sys.stderr)
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
