@@ -18,6 +18,8 @@
 #include <jemalloc/jemalloc.h>
 #include <sys/mman.h>
 
+#include <pthread.h>
+
 #include <atomic>
 
 // Engine options that the heap depends on, applied after any MALLOC_CONF the
@@ -34,6 +36,19 @@ namespace {
 
 constexpr unsigned kMaxArenas = 4096;
 std::atomic<bool> g_hooks_installed{false};
+pthread_key_t g_tier_tcache_key;
+
+// This thread's cache per tier arena: jemalloc tcache id + 1 (0: none yet).
+thread_local unsigned t_tier_tcache[kTierCount] __attribute__((tls_model("initial-exec")));
+
+void destroy_tier_tcaches(void *) {
+  for (unsigned &tc : t_tier_tcache) {
+    if (!tc) continue;
+    unsigned id = tc - 1;
+    tc = 0;
+    mmtier_je_mallctl("tcache.destroy", nullptr, nullptr, &id, sizeof id);
+  }
+}
 int8_t g_arena_forced[kMaxArenas];  // forced tier + 1 per arena index
 unsigned g_tier_arena[kTierCount];
 
@@ -134,8 +149,22 @@ bool engine_init() {
     g_arena_forced[ind] = static_cast<int8_t>(t + 1);
     g_tier_arena[t] = ind;
   }
+  if (pthread_key_create(&g_tier_tcache_key, destroy_tier_tcaches) != 0) return false;
   g_hooks_installed.store(true, std::memory_order_release);
   return true;
+}
+
+int engine_tier_flags(int t) {
+  const int arena = je_arena_flag(g_tier_arena[t]);
+  unsigned tc = t_tier_tcache[t];
+  if (__builtin_expect(tc == 0, 0)) {
+    unsigned id = 0;
+    size_t len = sizeof id;
+    if (mmtier_je_mallctl("tcache.create", &id, &len, nullptr, 0) != 0) return arena | kJeTcacheNone;
+    tc = t_tier_tcache[t] = id + 1;
+    pthread_setspecific(g_tier_tcache_key, &t_tier_tcache);  // destroyed at thread exit
+  }
+  return arena | je_tcache_flag(tc - 1);
 }
 
 bool engine_hooks_installed() { return g_hooks_installed.load(std::memory_order_acquire); }

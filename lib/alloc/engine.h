@@ -34,6 +34,7 @@ inline constexpr int je_align_flag(size_t align) { return __builtin_ctzl(align);
 inline constexpr int je_arena_flag(unsigned arena) { return static_cast<int>((arena + 1) << 20); }
 inline constexpr int kJeZero = 0x40;
 inline constexpr int kJeTcacheNone = 0x100 /* MALLOCX_TCACHE_NONE = (-1 + 2) << 8 */;
+inline constexpr int je_tcache_flag(unsigned tc) { return static_cast<int>((tc + 2) << 8); }
 
 // Installs the extent hooks on every automatic arena and creates one arena
 // per tier for explicit placement.  Returns false if jemalloc refused.
@@ -41,6 +42,13 @@ inline constexpr int kJeTcacheNone = 0x100 /* MALLOCX_TCACHE_NONE = (-1 + 2) << 
 
 // Arena whose memory always lives on tier t.
 unsigned engine_tier_arena(int t);
+
+// Flags for an allocation that must come from tier t's arena: the arena and
+// a thread cache of this thread's that only that arena fills (created on
+// first use, destroyed when the thread exits), so explicit placement keeps a
+// cached fast path.  Falls back to no cache if none can be created.
+int engine_tier_flags(int t);
+inline constexpr int kJeArenaMask = static_cast<int>(0xfff00000u);
 
 // Whether the heap's extent hooks are in place on every arena.
 bool engine_hooks_installed();

@@ -47,7 +47,7 @@ MMTIER_API void *mmtier_aligned_alloc_on(int tier, size_t alignment, size_t size
   if (!valid_tier(tier) || alignment == 0 || (alignment & (alignment - 1))) return fail(EINVAL);
   if (!started()) return fail(ENOMEM);
   if (size > PTRDIFF_MAX) return fail(ENOMEM);
-  int flags = je_arena_flag(engine_tier_arena(tier)) | kJeTcacheNone;
+  int flags = engine_tier_flags(tier);
   if (alignment > 16) flags |= je_align_flag(alignment);
   void *p = mmtier_je_mallocx(size ? size : 1, flags);
   return p ? p : fail(ENOMEM);
@@ -81,7 +81,12 @@ MMTIER_API void *mmtier_realloc(void *ptr, size_t size) {
 }
 
 MMTIER_API void mmtier_free(void *ptr) {
-  if (ptr && heap_contains(ptr)) mmtier_je_free(ptr);
+  if (!ptr || !heap_contains(ptr)) return;
+  const int forced = heap_forced_tier(ptr);
+  // A block of a tier arena goes back to this thread's cache for that tier,
+  // where mmtier_malloc_on finds it again.
+  if (forced >= 0) mmtier_je_dallocx(ptr, engine_tier_flags(forced) & ~kJeArenaMask);
+  else mmtier_je_free(ptr);
 }
 
 MMTIER_API size_t mmtier_usable_size(const void *ptr) {

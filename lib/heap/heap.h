@@ -82,6 +82,12 @@ inline bool heap_contains(const void *p) {
 // Tier of the byte at p: 0 DRAM, 1 PMem, -1 not managed or not placed.
 int heap_tier_of(const void *p);
 
+// The tier p's unit is forced to (explicit placement), -1 if placed by
+// policy.  p must be in the heap.
+inline int heap_forced_tier(const void *p) {
+  return static_cast<int>(g_heap.units[(reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift].forced1) - 1;
+}
+
 // --- allocator engine
 // Reserves whole units for an engine extent; nullptr when out of addresses.
 // forced: -1 for policy placement, else the tier every unit must use.
