@@ -69,7 +69,7 @@ void *worker(void *raw) {
   a->ready->fetch_add(1);
   while (!a->go->load(std::memory_order_acquire)) sched_yield();
   for (uint64_t i = 0; i < a->ops; ++i) {
-    Slot &s = slots[rng.next() % a->live];
+    Slot &s = slots[rng.below(a->live)];
     sum = drain(s, sum, &corrupt);
     fill(s, rng);
     if (s.p == nullptr) { a->oom = true; return nullptr; }
