@@ -5,6 +5,7 @@
 #include "alloc/engine.h"
 #include "api/runtime.h"
 #include "heap/heap.h"
+#include "platform/sys.h"
 #include "preload/preload.h"
 
 #include <sys/mman.h>
@@ -50,7 +51,7 @@ static size_t readable_bytes(const void *p, size_t limit) {
   size_t ok = 0;
   while (ok < limit) {
     unsigned char v;
-    if (syscall(SYS_mincore, page, 4096, &v) != 0) break;
+    if (sys::raw(SYS_mincore, static_cast<long>(page), 4096, reinterpret_cast<long>(&v)) != 0) break;
     size_t in_page = 4096 - ((a + ok) & 4095);
     ok += in_page;
     page += 4096;

@@ -26,10 +26,6 @@ constexpr size_t kBootSize = 1 << 20;
 alignas(64) unsigned char g_boot[kBootSize];
 std::atomic<size_t> g_boot_used{0};
 
-void fork_prepare() { heap_fork_prepare(); }
-void fork_parent() { heap_fork_parent(); }
-void fork_child() { heap_fork_child(); }
-
 }  // namespace
 
 void *boot_alloc(size_t size, size_t align) {
@@ -73,7 +69,7 @@ int runtime_start() {
   if (heap_init()) {
     // Registered before the engine registers its own handlers, so ours run
     // after the engine's in prepare (lock order: engine locks, then heap).
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    pthread_atfork(heap_fork_prepare, heap_fork_parent, heap_fork_child);
     if (engine_init()) {
       result = kReady;
     } else {
