@@ -16,9 +16,8 @@
 #include "support/log.h"
 
 #include <jemalloc/jemalloc.h>
-#include <sys/mman.h>
-
 #include <pthread.h>
+#include <sys/mman.h>
 
 #include <atomic>
 
@@ -36,6 +35,8 @@ namespace {
 
 constexpr unsigned kMaxArenas = 4096;
 std::atomic<bool> g_hooks_installed{false};
+int8_t g_arena_forced[kMaxArenas];  // forced tier + 1 per arena index
+unsigned g_tier_arena[kTierCount];
 pthread_key_t g_tier_tcache_key;
 
 // This thread's cache per tier arena: jemalloc tcache id + 1 (0: none yet).
@@ -49,8 +50,6 @@ void destroy_tier_tcaches(void *) {
     mmtier_je_mallctl("tcache.destroy", nullptr, nullptr, &id, sizeof id);
   }
 }
-int8_t g_arena_forced[kMaxArenas];  // forced tier + 1 per arena index
-unsigned g_tier_arena[kTierCount];
 
 int forced_for(unsigned arena) {
   return arena < kMaxArenas ? g_arena_forced[arena] - 1 : -1;
