@@ -12,19 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "../workloads/common.h"
+
 namespace micro {
 
-// splitmix64, as in bench/workloads/common.h.
-struct Rng {
-  uint64_t state;
-  explicit Rng(uint64_t seed) : state(seed) {}
-  uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-};
+// The workloads' generator, so micro and process-level runs draw alike.
+using Rng = bench::Rng;
 
 // One malloc(size) + free pair per iteration: the thread-cache fast path.
 template <class Api>
