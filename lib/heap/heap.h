@@ -82,10 +82,11 @@ inline bool heap_contains(const void *p) {
 // Tier of the byte at p: 0 DRAM, 1 PMem, -1 not managed or not placed.
 int heap_tier_of(const void *p);
 
-// The tier p's unit is forced to (explicit placement), -1 if placed by
-// policy.  p must be in the heap.
+// The tier of the engine arena p's unit belongs to when that arena is forced
+// to one tier (explicit placement), else -1.  p must be in the heap.
 inline int heap_forced_tier(const void *p) {
-  return static_cast<int>(g_heap.units[(reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift].forced1) - 1;
+  const unit &u = g_heap.units[(reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift];
+  return u.owner == kOwnerEngine ? static_cast<int>(u.forced1) - 1 : -1;
 }
 
 // --- allocator engine

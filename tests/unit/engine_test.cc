@@ -6,6 +6,7 @@
 #include "heap/heap.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <cstring>
 #include <vector>
@@ -46,6 +47,30 @@ TEST(Engine, TierArenasPlaceOnTheirTier) {
       mmtier_je_dallocx(p, kJeTcacheNone);
     }
   }
+}
+
+// mmtier_free sends a block back to a tier's thread cache only when the
+// block came from that tier's arena: blocks of the engine's start-up units
+// (forced to DRAM, but not an explicit-tier arena) and policy blocks must go
+// to the ordinary cache, or policy allocations would keep missing theirs.
+TEST(Engine, OnlyTierArenaBlocksCountAsExplicitlyPlaced) {
+  ASSERT_EQ(runtime_start(), kReady);
+  void *policy = mmtier_je_malloc(64);
+  ASSERT_TRUE(heap_contains(policy));
+  EXPECT_EQ(heap_forced_tier(policy), -1);
+  for (int tier : {kTierDram, kTierPmem}) {
+    void *p = mmtier_je_mallocx(64, engine_tier_flags(tier));
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(heap_forced_tier(p), tier);
+    mmtier_je_dallocx(p, engine_tier_flags(tier) & ~kJeArenaMask);
+  }
+  // Start-up units are forced to DRAM and owned as mappings, not by an arena.
+  void *startup = nullptr;
+  ASSERT_EQ(heap_mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &startup, kTierDram), 0);
+  EXPECT_EQ(heap_tier_of(startup), kTierDram);
+  EXPECT_EQ(heap_forced_tier(startup), -1);
+  heap_munmap(startup, 4096);
+  mmtier_je_free(policy);
 }
 
 }  // namespace
