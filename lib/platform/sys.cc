@@ -23,21 +23,6 @@ void *mmap_libc(void *addr, size_t len, int prot, int flags, int fd, off_t off) 
   return reinterpret_cast<void *>(r);
 }
 
-long read_file(const char *path, char *buf, size_t cap) {
-  long fd = openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return fd;
-  size_t len = 0;
-  while (len + 1 < cap) {
-    long n = read(static_cast<int>(fd), buf + len, cap - 1 - len);
-    if (n == -EINTR) continue;
-    if (n <= 0) break;
-    len += static_cast<size_t>(n);
-  }
-  buf[len] = '\0';
-  close(static_cast<int>(fd));
-  return static_cast<long>(len);
-}
-
 static uintptr_t parse_hex(const char *&p) {
   uintptr_t v = 0;
   for (;; ++p) {

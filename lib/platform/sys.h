@@ -65,9 +65,6 @@ inline long read(int fd, void *buf, size_t n) {
 inline long pread(int fd, void *buf, size_t n, off_t off) {
   return raw(SYS_pread64, fd, reinterpret_cast<long>(buf), static_cast<long>(n), off);
 }
-inline long pwrite(int fd, const void *buf, size_t n, off_t off) {
-  return raw(SYS_pwrite64, fd, reinterpret_cast<long>(buf), static_cast<long>(n), off);
-}
 inline long write(int fd, const void *buf, size_t n) {
   return raw(SYS_write, fd, reinterpret_cast<long>(buf), static_cast<long>(n));
 }
@@ -75,9 +72,6 @@ inline long getpid() { return raw(SYS_getpid); }
 inline long unlinkat(int dirfd, const char *path, int flags) {
   return raw(SYS_unlinkat, dirfd, reinterpret_cast<long>(path), flags);
 }
-
-// Reads a whole small /proc file into buf (NUL-terminated); returns length or -errno.
-long read_file(const char *path, char *buf, size_t cap);
 
 // Protection (PROT_* bits) of the mapping containing addr, from
 // /proc/self/maps; -1 if addr is not mapped.  Slow: for rare paths only.

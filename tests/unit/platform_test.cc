@@ -48,13 +48,5 @@ TEST(Platform, PagemapSeesPresenceAndAnonymity) {
   sys::munmap(p, 4 * 4096);
 }
 
-TEST(Platform, ReadFileIsNulTerminatedAndBounded) {
-  char buf[16];
-  long n = sys::read_file("/proc/self/status", buf, sizeof buf);
-  ASSERT_EQ(n, 15);
-  EXPECT_EQ(strlen(buf), 15u);
-  EXPECT_EQ(sys::read_file("/nonexistent/file", buf, sizeof buf), -ENOENT);
-}
-
 }  // namespace
 }  // namespace mmtier::detail
