@@ -753,7 +753,9 @@ long heap_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
   }
   if (r < 0) return r;
   const size_t copy = old_len < new_len ? old_len : new_len;
-  if (!(prot & PROT_READ)) sys::mprotect(old_addr, copy, PROT_READ);
+  // The source is unmapped right after: make all of it readable (guard pages
+  // in the middle included) so the copy cannot fault.
+  sys::mprotect(old_addr, copy, PROT_READ);
   memcpy(dst, old_addr, copy);
   if (prot != (PROT_READ | PROT_WRITE)) {
     if (heap_contains(dst)) heap_mprotect(dst, new_len, prot);

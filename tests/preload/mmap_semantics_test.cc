@@ -284,6 +284,25 @@ TEST_F(MmapSemantics, MremapFixedMovesToTheGivenAddress) {
   munmap(outside, 2 * len);
 }
 
+// A moved mapping may hold pages the application made inaccessible (a guard
+// page); the move must still carry every readable byte and not fault.
+TEST_F(MmapSemantics, MremapMovesAMappingWithAGuardPageInside) {
+  const size_t len = 4 * kMiB;
+  unsigned char *src = map_anon(len);
+  unsigned char *dst = map_anon(len);
+  ASSERT_TRUE(src && dst);
+  fill_pattern(src, len, 61);
+  ASSERT_EQ(mprotect(src + kMiB, 4096, PROT_NONE), 0);
+  void *r = mremap(src, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+  ASSERT_EQ(r, static_cast<void *>(dst)) << strerror(errno);
+  EXPECT_EQ(pattern_mismatch(dst, kMiB, 61), kMiB);
+  std::vector<unsigned char> ref(len);
+  fill_pattern(ref.data(), len, 61);
+  const size_t after = kMiB + 4096;
+  EXPECT_EQ(memcmp(dst + after, ref.data() + after, len - after), 0) << "bytes after the guard page were lost";
+  munmap(dst, len);
+}
+
 TEST_F(MmapSemantics, UnmanagedMappingsCanBeRemapped) {
   unsigned char *p = map_anon(16 * kKiB);
   ASSERT_NE(p, nullptr);
