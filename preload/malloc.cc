@@ -3,6 +3,7 @@
 // managed heap (allocated before the library was loaded, or by a statically
 // linked allocator) are recognised and never handed to the engine.
 #include "alloc/engine.h"
+#include "alloc/small.h"
 #include "api/runtime.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
@@ -29,6 +30,9 @@ void *slow_malloc(size_t size, size_t align) {
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
     return nullptr;
+  }
+  if (align <= 16 && size <= kSmallMax) {
+    if (void *p = small_alloc(size)) return p;
   }
   if (align == 16 && size < 16) size = 16;  // the engine's 8-byte class is only 8-aligned
   void *p = align <= 16 ? mmtier_je_malloc(size) : mmtier_je_aligned_alloc(align, size);
@@ -92,15 +96,23 @@ void *slow_realloc(void *p, size_t size) {
 
 extern "C" {
 
-// The engine returns NULL only when no tier can hold the memory (the heap
-// places pages on DRAM when the chosen tier has no room), so the fast paths
-// are plain tail calls.
+// Small blocks: the small-object allocator's inline fast path.  Larger
+// ones: the engine, which returns NULL only when no tier can hold the memory
+// (the heap places pages on DRAM when the chosen tier has no room), so that
+// path is a plain tail call.
 MMTIER_EXPORT void *malloc(size_t size) {
+  if (__builtin_expect(size <= kSmallMax, 1)) {
+    if (void *p = small_alloc(size)) return p;
+  }
   if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_malloc(size);
   return slow_malloc(size, 16);
 }
 
 MMTIER_EXPORT void free(void *p) {
+  if (__builtin_expect(heap_small_contains(p), 1)) {
+    small_free(p);
+    return;
+  }
   if (__builtin_expect(heap_contains(p), 1)) {
     mmtier_je_free(p);
     return;
@@ -114,6 +126,9 @@ MMTIER_EXPORT void *calloc(size_t n, size_t size) {
     errno = ENOMEM;
     return nullptr;
   }
+  if (__builtin_expect(total <= kSmallMax, 1)) {
+    if (void *p = small_alloc(total)) return memset(p, 0, total);
+  }
   if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_calloc(1, total);
   void *p = slow_malloc(total, 16);
   if (p) memset(p, 0, total);
@@ -121,6 +136,11 @@ MMTIER_EXPORT void *calloc(size_t n, size_t size) {
 }
 
 MMTIER_EXPORT void *realloc(void *p, size_t size) {
+  if (heap_small_contains(p) && size != 0 && size <= PTRDIFF_MAX) {
+    void *q = small_realloc(p, size);
+    if (!q) errno = ENOMEM;
+    return q;
+  }
   if (__builtin_expect(heap_contains(p) && size != 0 && size <= PTRDIFF_MAX, 1)) {
     void *q = mmtier_je_realloc(p, size);
     if (__builtin_expect(q != nullptr, 1)) return q;
@@ -133,7 +153,7 @@ MMTIER_EXPORT void *realloc(void *p, size_t size) {
     return q;
   }
   if (p && size == 0 && heap_contains(p)) {
-    mmtier_je_free(p);
+    free(p);
     return nullptr;
   }
   return slow_realloc(p, size);
@@ -193,6 +213,7 @@ MMTIER_EXPORT void *pvalloc(size_t size) {
 }
 
 MMTIER_EXPORT size_t malloc_usable_size(void *p) {
+  if (heap_small_contains(p)) return small_usable_size(p);
   if (__builtin_expect(heap_contains(p), 1)) return mmtier_je_malloc_usable_size(p);
   if (!p) return 0;
   if (boot_owns(p)) return boot_usable_size(p);

@@ -2,6 +2,7 @@
 // the program's own C++ runtime (found with dlsym), so this library needs no
 // C++ runtime of its own and std::set_new_handler keeps working.
 #include "alloc/engine.h"
+#include "alloc/small.h"
 #include "api/runtime.h"
 #include "heap/heap.h"
 #include "preload/preload.h"
@@ -32,6 +33,9 @@ handler_fn current_new_handler() {
 }
 
 inline void *try_new(size_t size, size_t align) {
+  if (__builtin_expect(size <= kSmallMax && align <= 16, 1)) {
+    if (void *p = small_alloc(size)) return p;
+  }
   if (__builtin_expect(runtime_ready() && align <= 16, 1)) {
     void *p = mmtier_je_malloc(size);
     if (__builtin_expect(p != nullptr, 1)) return p;
@@ -53,12 +57,15 @@ void *new_impl(size_t size, size_t align, bool nothrow) {
 }
 
 inline void delete_impl(void *p) {
-  if (__builtin_expect(heap_contains(p), 1)) mmtier_je_free(p);
+  if (__builtin_expect(heap_small_contains(p), 1)) small_free(p);
+  else if (__builtin_expect(heap_contains(p), 1)) mmtier_je_free(p);
   else slow_free(p);
 }
 
 inline void sized_delete(void *p, size_t size, size_t align) {
-  if (__builtin_expect(heap_contains(p), 1))
+  if (__builtin_expect(heap_small_contains(p), 1))
+    small_free(p);
+  else if (__builtin_expect(heap_contains(p), 1))
     mmtier_je_sdallocx(p, size, align > 16 ? je_align_flag(align) : 0);
   else
     slow_free(p);

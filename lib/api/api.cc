@@ -3,6 +3,7 @@
 #include <mmtier/mmtier.h>
 
 #include "alloc/engine.h"
+#include "alloc/small.h"
 #include "api/runtime.h"
 #include "heap/heap.h"
 #include "stats/report.h"
@@ -67,21 +68,30 @@ MMTIER_API void *mmtier_calloc_on(int tier, size_t count, size_t size) {
 
 MMTIER_API void *mmtier_malloc(size_t size) {
   if (!started()) return fail(ENOMEM);
-  return mmtier_je_malloc(size);
+  return front_malloc(size);
 }
 
 MMTIER_API void *mmtier_realloc(void *ptr, size_t size) {
   if (!ptr) return mmtier_malloc(size);
   if (!heap_contains(ptr)) return fail(EINVAL);
   if (size == 0) {
-    mmtier_je_free(ptr);
+    mmtier_free(ptr);
     return nullptr;
+  }
+  if (size > PTRDIFF_MAX) return fail(ENOMEM);
+  if (heap_small_contains(ptr)) {
+    void *q = small_realloc(ptr, size);
+    return q ? q : fail(ENOMEM);
   }
   return mmtier_je_realloc(ptr, size);
 }
 
 MMTIER_API void mmtier_free(void *ptr) {
   if (!ptr || !heap_contains(ptr)) return;
+  if (heap_small_contains(ptr)) {
+    small_free(ptr);
+    return;
+  }
   const int forced = heap_forced_tier(ptr);
   // A block of a tier arena goes back to this thread's cache for that tier,
   // where mmtier_malloc_on finds it again.
@@ -91,6 +101,7 @@ MMTIER_API void mmtier_free(void *ptr) {
 
 MMTIER_API size_t mmtier_usable_size(const void *ptr) {
   if (!ptr || !heap_contains(ptr)) return 0;
+  if (heap_small_contains(ptr)) return small_usable_size(ptr);
   return mmtier_je_malloc_usable_size(const_cast<void *>(ptr));
 }
 

@@ -2,6 +2,7 @@
 #include "api/runtime.h"
 
 #include "alloc/engine.h"
+#include "alloc/small.h"
 #include "config/config.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
@@ -72,6 +73,8 @@ int runtime_start() {
     pthread_atfork(heap_fork_prepare, heap_fork_parent, heap_fork_child);
     if (engine_init()) {
       result = kReady;
+      // Without it small blocks come from the engine too: slower, still correct.
+      if (!small_init()) MMTIER_WARN("small-object allocator did not start; using the engine for every size");
     } else {
       MMTIER_ERROR("allocator engine did not start; memory is not tiered");
     }

@@ -30,7 +30,9 @@ struct heap_state {
   pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
   tier tiers[kTierCount];
   uint64_t *va_bits = nullptr;  // unit in use
-  size_t va_cursor = 0;
+  size_t va_cursor = 0;        // next-fit cursor of the general zone
+  size_t small_cursor = 0;     // and of the small zone
+  size_t small_units = 0;      // units [0, small_units) are the small zone
   size_t packed[kPackedCandidates] = {};  // unit indices with free pages (0: none)
   size_t packed_next = 0;
   heap_counters counters = {};
@@ -82,16 +84,17 @@ void va_claim(size_t idx, size_t n) {
   for (size_t i = idx; i < idx + n; ++i) bit_set(S.va_bits, i);
 }
 
-// Next-fit search for n free units aligned to align units; SIZE_MAX if none.
-size_t va_alloc(size_t n, size_t align) {
-  const size_t total = g_heap.nunits;
+// Next-fit search for n free units aligned to align units in [lo, hi),
+// starting at cursor; SIZE_MAX if none.
+size_t va_alloc_in(size_t n, size_t align, size_t lo, size_t hi, size_t &cursor) {
+  if (cursor < lo || cursor >= hi) cursor = lo;
   for (int pass = 0; pass < 2; ++pass) {
-    size_t i = pass == 0 ? S.va_cursor : 0;
-    const size_t end = pass == 0 ? total : S.va_cursor + n;
+    size_t i = pass == 0 ? cursor : lo;
+    const size_t end = pass == 0 ? hi : cursor + n;
     i = (i + align - 1) / align * align;
-    while (i + n <= total && i < end + n) {
+    while (i + n <= hi && i < end + n) {
       // Skip fully used words quickly.
-      if ((i & 63) == 0 && S.va_bits[i >> 6] == ~uint64_t{0}) {
+      if ((i & 63) == 0 && i + 64 <= hi && S.va_bits[i >> 6] == ~uint64_t{0}) {
         i += 64;
         continue;
       }
@@ -99,13 +102,18 @@ size_t va_alloc(size_t n, size_t align) {
       while (j < n && !bit_get(S.va_bits, i + j)) ++j;
       if (j == n) {
         va_claim(i, n);
-        S.va_cursor = i + n;
+        cursor = i + n;
         return i;
       }
       i = (i + j + 1 + align - 1) / align * align;
     }
   }
   return SIZE_MAX;
+}
+
+// Units for the engine and application mappings: outside the small zone.
+size_t va_alloc(size_t n, size_t align) {
+  return va_alloc_in(n, align, S.small_units, g_heap.nunits, S.va_cursor);
 }
 
 // ---- units -----------------------------------------------------------
@@ -351,8 +359,8 @@ void remember_packed(size_t idx) {
 // Unmaps the application pages [first, first + n) of unit idx.
 void unmap_app_pages(size_t idx, size_t first, size_t n) {
   unit &u = g_heap.units[idx];
-  if (u.owner == kOwnerEngine || u.owner == kOwnerFree) {
-    if (u.owner == kOwnerEngine)  // an application bug; keep the range reserved
+  if (owner_is_allocator(u.owner) || u.owner == kOwnerFree) {
+    if (u.owner != kOwnerFree)  // an application bug; keep the range reserved
       reserve_range(unit_addr(idx) + (first << kPageShift), n << kPageShift);
     return;
   }
@@ -422,6 +430,9 @@ bool heap_init() {
     g_heap.base = base;
     g_heap.size = want;
     g_heap.nunits = want >> kUnitShift;
+    // One eighth of the addresses (1 TiB of 8) for small-object segments.
+    S.small_units = g_heap.nunits / 8;
+    g_heap.small_size = S.small_units << kUnitShift;
     break;
   }
   if (!g_heap.size) {
@@ -481,7 +492,9 @@ void *heap_engine_reserve(void *want, size_t size, size_t align, int forced) {
   size_t idx;
   if (want) {
     uintptr_t w = reinterpret_cast<uintptr_t>(want);
-    if (!heap_contains(want) || (w & (kUnitSize - 1)) || !va_free_run(unit_index(w), n)) return nullptr;
+    if (!heap_contains(want) || heap_small_contains(want) || (w & (kUnitSize - 1)) ||
+        !va_free_run(unit_index(w), n))
+      return nullptr;
     idx = unit_index(w);
     va_claim(idx, n);
   } else {
@@ -507,6 +520,27 @@ void heap_engine_release(void *addr, size_t size) {
     u.forced1 = 0;
     bit_clear(S.va_bits, idx);
   }
+}
+
+// ---- small-object allocator ----------------------------------------------
+
+void *heap_small_reserve() {
+  lock_guard g;
+  size_t idx = va_alloc_in(1, 1, 0, S.small_units, S.small_cursor);
+  if (idx == SIZE_MAX) return nullptr;
+  unit &u = g_heap.units[idx];
+  u.owner = kOwnerSmall;
+  u.forced1 = 0;
+  return reinterpret_cast<void *>(unit_addr(idx));
+}
+
+void heap_small_release(void *segment) {
+  lock_guard g;
+  const size_t idx = unit_index(reinterpret_cast<uintptr_t>(segment));
+  unit &u = g_heap.units[idx];
+  if (unit_tier(u) >= 0) release_unit(u, idx);
+  u.owner = kOwnerFree;
+  bit_clear(S.va_bits, idx);
 }
 
 long heap_commit(void *addr, size_t len) {
@@ -537,7 +571,7 @@ long heap_mmap(void *hint, size_t len, int prot, int flags, void **out, int forc
     // Replace whatever the application had there, as the kernel would.
     for_units(addr, len, [&](size_t idx, size_t first, size_t n) {
       unit &u = g_heap.units[idx];
-      if (u.owner == kOwnerEngine) return;
+      if (owner_is_allocator(u.owner)) return;
       unmap_app_pages(idx, first, n);
       own_pages(idx, first, n, n == kPagesPerUnit ? kOwnerMmap : kOwnerPacked);
     });
@@ -601,7 +635,7 @@ void heap_forget(void *addr, size_t len) {
   for_units(reinterpret_cast<uintptr_t>(addr), align_up(len, kPageSize),
             [&](size_t idx, size_t first, size_t n) {
               unit &u = g_heap.units[idx];
-              if (u.owner == kOwnerEngine) return;
+              if (owner_is_allocator(u.owner)) return;
               size_t dropped = 0;
               for (size_t i = first; i < first + n; ++i) {
                 if (bit_get(u.live_bits, i)) {
@@ -626,7 +660,7 @@ long heap_mprotect(void *addr, size_t len, int prot) {
                 err = -ENOMEM;
                 return;
               }
-              if (u.owner != kOwnerEngine) {
+              if (!owner_is_allocator(u.owner)) {
                 for (size_t i = first; i < first + n; ++i)
                   if (!bit_get(u.owned_bits, i)) {
                     err = -ENOMEM;
@@ -643,7 +677,7 @@ long heap_mprotect(void *addr, size_t len, int prot) {
                   r = sys::mprotect(at, c << kPageShift, prot);
                 if (r < 0) err = r;
               });
-              if (!err && prot != PROT_NONE && u.owner != kOwnerEngine)
+              if (!err && prot != PROT_NONE && !owner_is_allocator(u.owner))
                 err = place_pages(idx, first, n, prot);
             });
   return err;

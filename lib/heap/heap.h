@@ -26,7 +26,12 @@ enum unit_owner : uint8_t {
   kOwnerEngine = 1,   // allocator engine extents
   kOwnerMmap = 2,     // one large application mmap (whole units)
   kOwnerPacked = 3,   // several small application mmaps
+  kOwnerSmall = 4,    // a segment of the small-object allocator
 };
+
+// Units whose pages belong to an allocator (jemalloc extents or small-object
+// segments), never to an application mapping.
+inline bool owner_is_allocator(uint8_t owner) { return owner == kOwnerEngine || owner == kOwnerSmall; }
 
 // The table is zero-filled memory, so tier and forced are stored plus one:
 // 0 means "not placed" and "by policy".
@@ -57,6 +62,9 @@ struct heap_counters {
 struct heap_globals {
   uintptr_t base = 0;
   size_t size = 0;
+  // [base, base + small_size) is the small zone: units there are only ever
+  // small-object segments, so free() tells a small block by one compare.
+  size_t small_size = 0;
   size_t nunits = 0;
   unit *units = nullptr;
 };
@@ -73,6 +81,10 @@ inline bool unit_mixed(const unit &u) { return u.frozen || u.spilled; }
 
 inline bool heap_contains(const void *p) {
   return reinterpret_cast<uintptr_t>(p) - g_heap.base < g_heap.size;
+}
+
+inline bool heap_small_contains(const void *p) {
+  return reinterpret_cast<uintptr_t>(p) - g_heap.base < g_heap.small_size;
 }
 
 // Reserves the address range and opens the tiers.  Returns false (and logs)
@@ -98,6 +110,13 @@ void heap_engine_release(void *addr, size_t size);
 long heap_commit(void *addr, size_t len);
 // Drops contents (zero on next use); unplace also gives the pages back.
 long heap_discard(void *addr, size_t len, bool unplace);
+
+// --- small-object allocator
+// Reserves one unit of the small zone for a segment (placed by policy when
+// its first page is committed); nullptr when the zone is exhausted.
+void *heap_small_reserve();
+// Drops a segment's pages and gives its unit back.
+void heap_small_release(void *segment);
 
 // --- application mappings (anonymous, private)
 // forced: -1 to place by policy, else the tier (the engine's own start-up
