@@ -63,6 +63,13 @@ static size_t readable_bytes(const void *p, size_t limit) {
   return ok < limit ? ok : limit;
 }
 
+// A small request the first page of its queue could not serve.
+void *small_miss(size_t size) {
+  if (void *p = small_alloc_slow(size)) return p;
+  if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_malloc(size);
+  return slow_malloc(size, 16);
+}
+
 void slow_free(void *p) {
   if (!p || boot_owns(p)) return;
   if (g_runtime_state.load(std::memory_order_relaxed) == kUnmanaged) {
@@ -102,7 +109,8 @@ extern "C" {
 // path is a plain tail call.
 MMTIER_EXPORT void *malloc(size_t size) {
   if (__builtin_expect(size <= kSmallMax, 1)) {
-    if (void *p = small_alloc(size)) return p;
+    if (void *p = small_alloc_fast(size)) return p;
+    return small_miss(size);
   }
   if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_malloc(size);
   return slow_malloc(size, 16);

@@ -8,4 +8,5 @@
 namespace mmtier::detail {
 void *slow_malloc(size_t size, size_t align);
 void slow_free(void *p);
+__attribute__((noinline)) void *small_miss(size_t size);
 }  // namespace mmtier::detail

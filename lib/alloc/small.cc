@@ -387,7 +387,7 @@ void fork_child() {
 }  // namespace
 
 constinit const std::array<uint8_t, kSmallMax / 16 + 1> g_small_class_of = make_class_table();
-thread_local small_heap *t_small_heap __attribute__((tls_model("initial-exec"))) = &g_small_empty_heap;
+constinit thread_local small_heap *t_small_heap __attribute__((tls_model("initial-exec"))) = &g_small_empty_heap;
 
 void *small_alloc_slow(size_t size) {
   small_heap *h = t_small_heap;
@@ -416,12 +416,7 @@ void small_free_slow(void *p) {
   free_remote(owner_heap(owner), b);
 }
 
-void small_page_emptied(small_heap *h, small_page *pg) {
-  // The page malloc pops from stays, however empty: a thread that allocates
-  // and frees one block at a time would otherwise retire and remake it.
-  if (h->pages[pg->cls] == pg) return;
-  page_retire(h, pg);
-}
+void small_page_retire(small_heap *h, small_page *pg) { page_retire(h, pg); }
 
 void *small_realloc(void *p, size_t size) {
   const size_t old = small_usable_size(p);

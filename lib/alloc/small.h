@@ -85,7 +85,8 @@ struct small_heap {
 
 extern small_page g_small_empty_page;
 extern small_heap g_small_empty_heap;
-extern thread_local small_heap *t_small_heap __attribute__((tls_model("initial-exec")));
+// constinit: no dynamic initialisation, so no TLS wrapper call on the fast paths.
+extern constinit thread_local small_heap *t_small_heap __attribute__((tls_model("initial-exec")));
 // Size class of a request, by (size + 15) / 16.
 extern const std::array<uint8_t, kSmallMax / 16 + 1> g_small_class_of;
 
@@ -102,17 +103,31 @@ inline small_page *small_page_of(const void *p) {
 // or no memory); the caller uses the general engine.
 void *small_alloc_slow(size_t size);
 void small_free_slow(void *p);
-void small_page_emptied(small_heap *h, small_page *pg);
+// A page of h's with no block out any more that is not the head of its
+// queue: back to its segment.
+void small_page_retire(small_heap *h, small_page *pg);
 
-// size <= kSmallMax.  nullptr as small_alloc_slow.
-inline void *small_alloc(size_t size) {
+// The page malloc pops from stays, however empty: a thread that allocates
+// and frees one block at a time would otherwise retire and remake it.
+inline void small_page_emptied(small_heap *h, small_page *pg) {
+  if (h->pages[pg->cls] != pg) small_page_retire(h, pg);
+}
+
+// size <= kSmallMax.  A block from the first page of the class's queue, or
+// nullptr if that page has none ready (then small_alloc_slow).
+inline void *small_alloc_fast(size_t size) {
   small_page *pg = t_small_heap->pages[small_class(size)];
   small_block *b = pg->free;
   if (__builtin_expect(b != nullptr, 1)) {
     pg->free = b->next;
     ++pg->used;
-    return b;
   }
+  return b;
+}
+
+// size <= kSmallMax.  nullptr as small_alloc_slow.
+inline void *small_alloc(size_t size) {
+  if (void *p = small_alloc_fast(size)) return p;
   return small_alloc_slow(size);
 }
 
