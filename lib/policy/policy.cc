@@ -1,0 +1,324 @@
+// Promotion/demotion policy (see policy.h): heat bookkeeping with
+// time-weighted decay, the token bucket, and the three-phase decision.
+#include "policy/policy.h"
+
+#include "support/meta.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+namespace mmtier::detail {
+namespace {
+
+constexpr uint8_t kMovable = 1;
+constexpr uint8_t kBackoff = 2;  // hold_ms is a failure back-off, not residency
+
+constexpr uint64_t kNsPerMs = 1'000'000;
+constexpr uint64_t kNsPerSec = 1'000'000'000;
+// The per-unit clock is rebased to kRebaseTo once it reaches kRebaseAt, so
+// that uint32 milliseconds never wrap (about every 12 days).
+constexpr uint64_t kRebaseAt = uint64_t{1} << 31;
+constexpr uint64_t kRebaseTo = uint64_t{1} << 30;
+
+uint32_t ms_of(uint64_t ns) {
+  uint64_t ms = (ns + kNsPerMs - 1) / kNsPerMs;  // round up: never shorter than asked
+  return ms > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(ms);
+}
+
+uint32_t add_sat(uint32_t a, uint32_t b) { return a > UINT32_MAX - b ? UINT32_MAX : a + b; }
+
+// 2^(-dt/half_life), remembering the last answer: most units share dt.
+struct decayer {
+  double half_life_ms;
+  uint64_t last_dt = 0;
+  double last = 1.0;
+
+  explicit decayer(uint64_t half_life_ns)
+      : half_life_ms(static_cast<double>(half_life_ns) / static_cast<double>(kNsPerMs)) {}
+
+  double factor(uint64_t dt_ms) {
+    if (dt_ms == 0) return 1.0;
+    if (dt_ms == last_dt) return last;
+    last_dt = dt_ms;
+    last = half_life_ms > 0 ? std::exp2(-static_cast<double>(dt_ms) / half_life_ms) : 0.0;
+    return last;
+  }
+};
+
+double heat_at(const policy_unit_state &s, uint64_t now_ms, decayer &d) {
+  uint64_t dt = now_ms > s.heat_ms ? now_ms - s.heat_ms : 0;
+  return static_cast<double>(s.heat) * d.factor(dt);
+}
+
+// Keeps the best k entries of a stream in a heap whose top is the worst kept.
+template <class Better>
+void keep_best(migration_policy::pick *a, size_t &n, size_t k, const migration_policy::pick &e,
+               Better better) {
+  if (n < k) {
+    a[n++] = e;
+    std::push_heap(a, a + n, better);
+  } else if (k && better(e, a[0])) {
+    std::pop_heap(a, a + n, better);
+    a[n - 1] = e;
+    std::push_heap(a, a + n, better);
+  }
+}
+
+bool hotter_first(const migration_policy::pick &a, const migration_policy::pick &b) {
+  return a.heat != b.heat ? a.heat > b.heat : a.unit < b.unit;
+}
+
+// Free victims before held ones, then coldest first.
+bool colder_first(const migration_policy::pick &a, const migration_policy::pick &b) {
+  if (a.held != b.held) return !a.held;
+  return a.heat != b.heat ? a.heat < b.heat : a.unit < b.unit;
+}
+
+}  // namespace
+
+bool migration_policy::init(const policy_params &p, size_t max_units, uint64_t now_ns,
+                            void *storage) {
+  if (max_units == 0 || max_units > (size_t{1} << 32)) return false;
+  if (!storage) storage = meta_map(storage_bytes(max_units));
+  if (!storage) return false;
+  units_ = static_cast<policy_unit_state *>(storage);
+  max_units_ = max_units;
+  limit_ = 0;
+  params_ = p;
+  epoch_ns_ = last_ns_ = scan_now_ns_ = scan_prev_ns_ = refill_ns_ = now_ns;
+  tokens_ = capacity();
+  token_frac_ = 0;
+  for (auto *c : {&promotions_, &demotions_, &done_, &failed_, &skipped_, &tracked_, &scans_,
+                  &decides_, &throttled_, &ignored_})
+    c->store(0, std::memory_order_relaxed);
+  return true;
+}
+
+void migration_policy::set_params(const policy_params &p, uint64_t now_ns) {
+  refill(now_ns);
+  bool was_unlimited = params_.migrate_bytes_per_sec == 0;
+  params_ = p;
+  if (was_unlimited) tokens_ = capacity();
+  tokens_ = std::min(tokens_, capacity());
+}
+
+uint64_t migration_policy::capacity() const {
+  return std::max<uint64_t>(params_.migrate_bytes_per_sec, kUnitSize);
+}
+
+void migration_policy::refill(uint64_t now_ns) {
+  if (now_ns <= refill_ns_) return;
+  uint64_t dt = now_ns - refill_ns_;
+  refill_ns_ = now_ns;
+  uint64_t rate = params_.migrate_bytes_per_sec;
+  if (!rate) return;
+  unsigned __int128 num = static_cast<unsigned __int128>(dt) * rate + token_frac_;
+  unsigned __int128 add = num / kNsPerSec;
+  token_frac_ = static_cast<uint64_t>(num % kNsPerSec);
+  uint64_t cap = capacity();
+  if (add >= cap - tokens_) {
+    tokens_ = cap;
+    token_frac_ = 0;
+  } else {
+    tokens_ += static_cast<uint64_t>(add);
+  }
+}
+
+uint32_t migration_policy::clock_ms(uint64_t now_ns) {
+  if (now_ns < last_ns_) now_ns = last_ns_;
+  last_ns_ = now_ns;
+  uint64_t ms = (now_ns - epoch_ns_) / kNsPerMs;
+  if (ms >= kRebaseAt) {
+    uint64_t shift = ms - kRebaseTo;
+    rebase(shift);
+    epoch_ns_ += shift * kNsPerMs;
+    ms -= shift;
+  }
+  return static_cast<uint32_t>(ms);
+}
+
+// Moves the per-unit clock's origin forward by shift_ms; heat older than the
+// new origin is decayed to it, holds that ended before it are cleared.
+void migration_policy::rebase(uint64_t shift_ms) {
+  decayer d(params_.half_life_ns);
+  for (uint32_t u = 0; u < limit_; ++u) {
+    policy_unit_state &s = units_[u];
+    if (!s.tier1) continue;
+    if (s.heat_ms < shift_ms) {
+      s.heat = static_cast<float>(heat_at(s, shift_ms, d));
+      s.heat_ms = 0;
+    } else {
+      s.heat_ms = static_cast<uint32_t>(s.heat_ms - shift_ms);
+    }
+    s.hold_ms = s.hold_ms > shift_ms ? static_cast<uint32_t>(s.hold_ms - shift_ms) : 0;
+  }
+}
+
+void migration_policy::observe(uint64_t now_ns, const policy_observation *obs, size_t n) {
+  uint32_t now = clock_ms(now_ns);
+  if (last_ns_ != scan_now_ns_) {
+    scan_prev_ns_ = scan_now_ns_;
+    scan_now_ns_ = last_ns_;
+    scans_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The weight of this scan's score: the share of the decay window it covers.
+  double interval = static_cast<double>(scan_now_ns_ - scan_prev_ns_);
+  double weight = 1.0;
+  if (params_.half_life_ns)
+    weight = -std::expm1(-interval * std::numbers::ln2 / static_cast<double>(params_.half_life_ns));
+  else if (interval == 0)
+    weight = 0.0;
+  double write_weight = params_.write_weight_pct / 100.0;
+  decayer d(params_.half_life_ns);
+  for (size_t i = 0; i < n; ++i) {
+    const policy_observation &o = obs[i];
+    if (o.unit >= max_units_ || (o.tier != kTierDram && o.tier != kTierPmem)) {
+      ignored_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    policy_unit_state &s = units_[o.unit];
+    double h = 0;
+    if (!s.tier1) {
+      s = policy_unit_state{};
+      tracked_.fetch_add(1, std::memory_order_relaxed);
+      if (o.unit >= limit_) limit_ = o.unit + 1;
+    } else {
+      h = heat_at(s, now, d);
+    }
+    if (o.sampled) {
+      double touched = std::min(o.touched, o.sampled);
+      double written = std::min<double>(o.written, touched);
+      h += weight * (touched + written * write_weight) / o.sampled;
+    }
+    s.heat = static_cast<float>(h);
+    s.heat_ms = now;
+    s.tier1 = static_cast<uint8_t>(o.tier + 1);
+    s.flags = static_cast<uint8_t>(o.movable ? s.flags | kMovable : s.flags & ~kMovable);
+  }
+}
+
+void migration_policy::emit(policy_migration *out, size_t &n, uint32_t unit, int to) {
+  out[n++] = policy_migration{unit, static_cast<uint8_t>(to)};
+  units_[unit].pending1 = static_cast<uint8_t>(to + 1);
+  if (params_.migrate_bytes_per_sec) tokens_ -= kUnitSize;
+  (to == kTierDram ? promotions_ : demotions_).fetch_add(1, std::memory_order_relaxed);
+}
+
+size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_t dram_units_now,
+                                policy_migration *out, size_t max) {
+  uint32_t now = clock_ms(now_ns);
+  refill(last_ns_);
+  decides_.fetch_add(1, std::memory_order_relaxed);
+  size_t cap = std::min(max, kPolicyMaxBatch);
+  size_t allowed = cap;
+  if (params_.migrate_bytes_per_sec) allowed = std::min<uint64_t>(allowed, tokens_ / kUnitSize);
+  if (!allowed || !units_) return 0;
+
+  // Select the hottest promotion candidates and the coldest demotion victims.
+  size_t np = 0, nv = 0;
+  decayer d(params_.half_life_ns);
+  for (uint32_t u = 0; u < limit_; ++u) {
+    const policy_unit_state &s = units_[u];
+    if (!s.tier1 || !(s.flags & kMovable) || s.pending1) continue;
+    bool held = now < s.hold_ms;
+    if (held && (s.flags & kBackoff)) continue;
+    float h = static_cast<float>(heat_at(s, now, d));
+    if (s.tier1 - 1 == kTierPmem) {
+      if (held || h < params_.promote_min_heat) continue;
+      keep_best(promote_, np, allowed, pick{h, u, false}, hotter_first);
+    } else {
+      keep_best(demote_, nv, allowed, pick{h, u, held}, colder_first);
+    }
+  }
+  std::sort_heap(promote_, promote_ + np, hotter_first);
+  std::sort_heap(demote_, demote_ + nv, colder_first);
+
+  size_t n = 0, pi = 0, vi = 0;
+  size_t dram = dram_units_now;
+  // 1. Over budget: demote coldest first until within it.
+  while (dram > dram_budget_units && vi < nv && n < allowed) {
+    emit(out, n, demote_[vi++].unit, kTierPmem);
+    --dram;
+  }
+  // 2. Free budget: promote warm units, hottest first.
+  while (dram < dram_budget_units && pi < np && n < allowed) {
+    emit(out, n, promote_[pi++].unit, kTierDram);
+    ++dram;
+  }
+  // 3. At budget: exchange while the candidate is clearly hotter.
+  const double ratio = (100.0 + params_.swap_ratio_pct) / 100.0;
+  while (dram == dram_budget_units && pi < np && vi < nv && n + 2 <= allowed) {
+    const pick &c = promote_[pi];
+    const pick &v = demote_[vi];
+    if (v.held) break;
+    double ch = c.heat, vh = v.heat;
+    if (ch < vh + params_.swap_margin || ch < vh * ratio) break;
+    emit(out, n, v.unit, kTierPmem);
+    emit(out, n, c.unit, kTierDram);
+    ++pi;
+    ++vi;
+  }
+  if (n == allowed && allowed < cap) throttled_.fetch_add(1, std::memory_order_relaxed);
+  return n;
+}
+
+void migration_policy::report(uint64_t now_ns, policy_migration m, migration_result r) {
+  uint32_t now = clock_ms(now_ns);
+  if (m.unit >= limit_ || !units_[m.unit].tier1 || units_[m.unit].pending1 != m.to_tier + 1) {
+    ignored_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  policy_unit_state &s = units_[m.unit];
+  s.pending1 = 0;
+  switch (r) {
+    case migration_result::done:
+      s.tier1 = static_cast<uint8_t>(m.to_tier + 1);
+      s.fails = 0;
+      s.flags &= static_cast<uint8_t>(~kBackoff);
+      s.hold_ms = add_sat(now, ms_of(params_.min_residency_ns));
+      done_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case migration_result::failed: {
+      if (s.fails < UINT8_MAX) ++s.fails;
+      uint64_t backoff = params_.fail_backoff_ns;
+      for (unsigned i = 1; i < s.fails && backoff < params_.fail_backoff_max_ns; ++i) backoff *= 2;
+      backoff = std::min(backoff, params_.fail_backoff_max_ns);
+      s.flags |= kBackoff;
+      s.hold_ms = add_sat(now, ms_of(backoff));
+      failed_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+    case migration_result::skipped:
+      if (params_.migrate_bytes_per_sec) tokens_ = std::min(tokens_ + kUnitSize, capacity());
+      skipped_.fetch_add(1, std::memory_order_relaxed);
+      break;
+  }
+}
+
+void migration_policy::forget(uint32_t unit) {
+  if (unit >= limit_ || !units_[unit].tier1) return;
+  units_[unit] = policy_unit_state{};
+  tracked_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+double migration_policy::heat(uint32_t unit, uint64_t now_ns) const {
+  if (unit >= limit_ || !units_[unit].tier1) return 0.0;
+  if (now_ns < last_ns_) now_ns = last_ns_;
+  decayer d(params_.half_life_ns);
+  return heat_at(units_[unit], (now_ns - epoch_ns_) / kNsPerMs, d);
+}
+
+int migration_policy::tier(uint32_t unit) const {
+  if (unit >= limit_) return -1;
+  return static_cast<int>(units_[unit].tier1) - 1;
+}
+
+policy_counters migration_policy::counters() const {
+  auto get = [](const std::atomic<uint64_t> &c) { return c.load(std::memory_order_relaxed); };
+  return policy_counters{get(promotions_), get(demotions_), get(done_),     get(failed_),
+                         get(skipped_),    get(tracked_),   get(scans_),    get(decides_),
+                         get(throttled_),  get(ignored_)};
+}
+
+}  // namespace mmtier::detail
