@@ -38,6 +38,10 @@ constexpr option_info kOptions[] = {
     {"MMTIER_PROMOTE", "1", "0 | 1",
      "Allow promoting hot PMem pages to DRAM (accepted now; background promotion arrives with the "
      "migration engine)."},
+    {"MMTIER_MIGRATE_MBPS", "256", "an integer 0..1000000 (MiB per second; 0: no limit)",
+     "Most data moved between the tiers per second by promotion and demotion."},
+    {"MMTIER_SCAN_INTERVAL", "100ms", "a duration from 1ms to 60s (us, ms or s suffix)",
+     "Time between two access scans of the background thread."},
     {"MMTIER_LOG", "warn", "error | warn | info | debug",
      "Least severe level of message written to stderr."},
     {"MMTIER_REPORT", "off", "off, stderr, or a file path (%p becomes the pid)",
@@ -186,6 +190,28 @@ bool parse_promote_opt(const char *name, const char *value, config *out, config_
   return true;
 }
 
+bool parse_migrate_mbps_opt(const char *name, const char *value, config *out, config_error *err) {
+  uint64_t v = 0;
+  size_t i = 0;
+  for (; value[i] >= '0' && value[i] <= '9' && v <= kRatioMax; ++i) v = v * 10 + static_cast<uint64_t>(value[i] - '0');
+  if (i == 0 || value[i] != '\0' || v > kRatioMax) {
+    set_error(err, name, value, "expected an integer from 0 to 1000000 (MiB per second; 0 means no limit)");
+    return false;
+  }
+  out->migrate_mbps = static_cast<uint32_t>(v);
+  return true;
+}
+
+bool parse_scan_interval_opt(const char *name, const char *value, config *out, config_error *err) {
+  uint64_t ns = 0;
+  if (!parse_duration(value, &ns) || ns < 1'000'000 || ns > 60'000'000'000) {
+    set_error(err, name, value, "expected a duration from 1ms to 60s with a us, ms or s suffix (e.g. 100ms)");
+    return false;
+  }
+  out->scan_interval_ns = ns;
+  return true;
+}
+
 bool parse_log_opt(const char *name, const char *value, config *out, config_error *err) {
   static constexpr struct {
     const char *word;
@@ -231,6 +257,7 @@ bool parse_mmap_threshold_opt(const char *name, const char *value, config *out, 
 constexpr option_parser kParsers[] = {
     parse_ratio_opt,  parse_dram_limit_opt, parse_pmem_limit_opt,
     parse_pmem_path_opt, parse_policy_opt,  parse_promote_opt,
+    parse_migrate_mbps_opt, parse_scan_interval_opt,
     parse_log_opt,    parse_report_opt,     parse_mmap_threshold_opt,
 };
 static_assert(sizeof kParsers / sizeof kParsers[0] == kOptionCount,
@@ -299,6 +326,24 @@ void log_unknown(const char *name, const char *suggestion) {
 const option_info *config_options(size_t *count) {
   if (count != nullptr) *count = kOptionCount;
   return kOptions;
+}
+
+bool parse_duration(const char *text, uint64_t *ns) {
+  uint64_t v = 0;
+  size_t i = 0;
+  for (; text[i] >= '0' && text[i] <= '9'; ++i) {
+    if (v > (UINT64_MAX - 9) / 10) return false;
+    v = v * 10 + static_cast<uint64_t>(text[i] - '0');
+  }
+  if (i == 0) return false;
+  uint64_t unit;
+  if (str_eq(text + i, "us")) unit = 1000;
+  else if (str_eq(text + i, "ms")) unit = 1000 * 1000;
+  else if (str_eq(text + i, "s")) unit = 1000 * 1000 * 1000;
+  else return false;
+  if (v > UINT64_MAX / unit) return false;
+  *ns = v * unit;
+  return true;
 }
 
 bool parse_size(const char *text, size_t *out) {

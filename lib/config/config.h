@@ -28,6 +28,12 @@ struct config {
   bool pmem_path_set = false;
   policy_kind policy = policy_kind::ratio;  // MMTIER_POLICY=ratio|dram-first
   bool promote = true;                      // MMTIER_PROMOTE=0|1
+  // MMTIER_MIGRATE_MBPS: most MiB per second moved between tiers; 0 means
+  // no limit.
+  uint32_t migrate_mbps = 256;
+  // MMTIER_SCAN_INTERVAL: time between two access scans of the background
+  // thread, in nanoseconds (given as 100ms, 1s, 500us; 1 ms .. 60 s).
+  uint64_t scan_interval_ns = 100'000'000;
   log_level log = log_level::warn;          // MMTIER_LOG=error|warn|info|debug
   // MMTIER_REPORT: "" (off), "stderr", or a file path; "%p" in the path is
   // replaced by the pid.  A report of where memory went is written at exit.
@@ -71,6 +77,7 @@ const option_info *config_options(size_t *count);
 // Parsers, exposed for tests.  Return false on invalid input.
 [[nodiscard]] bool parse_size(const char *text, size_t *out);        // "512M", "2G", "4096", "1.5G" not accepted
 [[nodiscard]] bool parse_ratio(const char *text, uint32_t *d, uint32_t *p);
+[[nodiscard]] bool parse_duration(const char *text, uint64_t *ns);  // "100ms", "2s", "500us"; unit required
 const char *closest_option(const char *name);  // nullptr if none within distance 3
 
 }  // namespace mmtier::detail

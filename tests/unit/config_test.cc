@@ -153,6 +153,7 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_DRAM_RATIO", "MMTIER_DRAM_LIMIT", "MMTIER_PMEM_LIMIT",
       "MMTIER_PMEM_PATH",  "MMTIER_POLICY",     "MMTIER_PROMOTE",
       "MMTIER_LOG",        "MMTIER_REPORT",     "MMTIER_MMAP_THRESHOLD",
+      "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL",
   };
   EXPECT_EQ(names, expected);
 }
@@ -202,6 +203,8 @@ void expect_defaults(const config &c) {
   EXPECT_EQ(c.log, log_level::warn);
   EXPECT_STREQ(c.report, "");
   EXPECT_EQ(c.mmap_threshold, 64 * K);
+  EXPECT_EQ(c.migrate_mbps, 256u);
+  EXPECT_EQ(c.scan_interval_ns, 100'000'000u);
 }
 
 // config_parse of entries succeeds with the defaults and no unknown names.
@@ -274,6 +277,12 @@ TEST(ConfigParse, EachGoodValue) {
       {"MMTIER_MMAP_THRESHOLD=4096", [](const config &c) { EXPECT_EQ(c.mmap_threshold, 4096u); }},
       {"MMTIER_MMAP_THRESHOLD=4K", [](const config &c) { EXPECT_EQ(c.mmap_threshold, 4096u); }},
       {"MMTIER_MMAP_THRESHOLD=2M", [](const config &c) { EXPECT_EQ(c.mmap_threshold, 2 * M); }},
+      {"MMTIER_MIGRATE_MBPS=0", [](const config &c) { EXPECT_EQ(c.migrate_mbps, 0u); }},
+      {"MMTIER_MIGRATE_MBPS=1000000", [](const config &c) { EXPECT_EQ(c.migrate_mbps, 1000000u); }},
+      {"MMTIER_MIGRATE_MBPS=64", [](const config &c) { EXPECT_EQ(c.migrate_mbps, 64u); }},
+      {"MMTIER_SCAN_INTERVAL=1ms", [](const config &c) { EXPECT_EQ(c.scan_interval_ns, 1'000'000u); }},
+      {"MMTIER_SCAN_INTERVAL=2500us", [](const config &c) { EXPECT_EQ(c.scan_interval_ns, 2'500'000u); }},
+      {"MMTIER_SCAN_INTERVAL=60s", [](const config &c) { EXPECT_EQ(c.scan_interval_ns, 60'000'000'000u); }},
   };
   for (const auto &gc : cases) {
     SCOPED_TRACE(gc.entry);
@@ -372,6 +381,17 @@ TEST(ConfigParse, EachBadValue) {
       {"MMTIER_MMAP_THRESHOLD", "4095", "expected a size of at least 4096"},
       {"MMTIER_MMAP_THRESHOLD", "0", "expected a size of at least 4096"},
       {"MMTIER_MMAP_THRESHOLD", "64Q", "expected a size of at least 4096"},
+      {"MMTIER_MIGRATE_MBPS", "", "expected an integer from 0 to 1000000"},
+      {"MMTIER_MIGRATE_MBPS", "-1", "expected an integer from 0 to 1000000"},
+      {"MMTIER_MIGRATE_MBPS", "1000001", "expected an integer from 0 to 1000000"},
+      {"MMTIER_MIGRATE_MBPS", "99999999999999999999999", "expected an integer from 0 to 1000000"},
+      {"MMTIER_MIGRATE_MBPS", "10M", "expected an integer from 0 to 1000000"},
+      {"MMTIER_SCAN_INTERVAL", "", "expected a duration from 1ms to 60s"},
+      {"MMTIER_SCAN_INTERVAL", "100", "expected a duration from 1ms to 60s"},
+      {"MMTIER_SCAN_INTERVAL", "999us", "expected a duration from 1ms to 60s"},
+      {"MMTIER_SCAN_INTERVAL", "61s", "expected a duration from 1ms to 60s"},
+      {"MMTIER_SCAN_INTERVAL", "1.5s", "expected a duration from 1ms to 60s"},
+      {"MMTIER_SCAN_INTERVAL", "99999999999999999999s", "expected a duration from 1ms to 60s"},
       {"MMTIER_PMEM_PATH", "", "expected the path of an existing writable directory"},
       {"MMTIER_PMEM_PATH", std::string(kPathMax, 'p'), "too long"},
   };
