@@ -3,8 +3,10 @@
 // pages of units on their tiers.
 #include "heap/heap.h"
 
+#include "heap/faults.h"
 #include "heap/placement.h"
 #include "platform/sys.h"
+#include "platform/uffd.h"
 #include "support/log.h"
 #include "support/meta.h"
 
@@ -182,6 +184,7 @@ void release_unit(unit &u, size_t idx) {
   u.tier1.store(0, std::memory_order_release);
   u.frozen = 0;
   u.spilled = 0;
+  u.custom_prot = 0;
   u.live = 0;
   memset(u.live_bits, 0, sizeof u.live_bits);
 }
@@ -407,6 +410,7 @@ long map_app(uintptr_t addr, size_t len, int prot) {
   if (prot == PROT_NONE) return 0;  // reserved only; placed when made accessible
   long err = 0;
   for_units(addr, len, [&](size_t idx, size_t first, size_t n) {
+    if (prot != (PROT_READ | PROT_WRITE)) g_heap.units[idx].custom_prot = 1;
     if (!err) err = place_pages(idx, first, n, prot);
   });
   return err;
@@ -667,6 +671,7 @@ long heap_mprotect(void *addr, size_t len, int prot) {
                     return;
                   }
               }
+              if (prot != (PROT_READ | PROT_WRITE)) u.custom_prot = 1;
               // Live pages change protection in place; pages that were only
               // reserved are placed now that they become accessible.
               for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
@@ -798,6 +803,194 @@ long heap_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
   heap_munmap(old_addr, old_len);
   *out = dst;
   return 0;
+}
+
+
+// ---- migration ---------------------------------------------------------------
+//
+// Both directions keep the unit's addresses and run under the heap lock, so
+// no other heap operation sees a unit half-moved.  Only live pages move; a
+// unit's other pages are reserved (PROT_NONE) and stay so.
+
+namespace {
+
+void retier(unit &u, int to, uint32_t slot) {
+  const int from = unit_tier(u);
+  tier &old = S.tiers[from];
+  if (old.ops->slot_free) old.ops->slot_free(&old, u.slot);
+  count_unit(u, from, -1);
+  u.slot = slot;
+  u.tier1.store(static_cast<uint8_t>(to + 1), std::memory_order_release);
+  count_unit(u, to, +1);
+}
+
+// PMem -> DRAM.  Each live run is replaced, in one mremap, by anonymous
+// memory registered for missing pages; from then on the fault service fills
+// any page touched from a second view of the file slot, while this thread
+// copies the rest in bulk.  Nothing can write the file slot once the run is
+// replaced, so the copy is of a stable source.
+long promote(size_t idx) {
+  unit &u = g_heap.units[idx];
+  tier &pm = S.tiers[kTierPmem];
+  const int fd = faults_fd();
+  const uintptr_t ubase = unit_addr(idx);
+  const off_t slot_off = static_cast<off_t>(u.slot) << kUnitShift;
+  long a = sys::mmap(nullptr, kUnitSize, PROT_READ, MAP_SHARED, pm.fd, slot_off);
+  if (sys::failed(a)) return a;
+  const char *alias = reinterpret_cast<const char *>(a);
+  faults_postcopy_open(reinterpret_cast<void *>(ubase), alias, kUnitSize);
+  long err = 0;
+  size_t swapped_runs = 0;
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (err) return;
+    const size_t len = n << kPageShift;
+    long t = sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sys::failed(t)) {
+      err = t;
+      return;
+    }
+    long r = sys::uffd::register_range(fd, reinterpret_cast<void *>(t), len, UFFDIO_REGISTER_MODE_MISSING);
+    if (r == 0) {
+      long m = sys::mremap(reinterpret_cast<void *>(t), len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
+                           reinterpret_cast<void *>(ubase + (first << kPageShift)));
+      r = sys::failed(m) ? m : 0;
+    }
+    if (r < 0) {
+      sys::munmap(reinterpret_cast<void *>(t), len);
+      err = r;
+      return;
+    }
+    ++swapped_runs;
+  });
+  // Copy whatever the faults did not: also after a failure, for the runs
+  // that were swapped (their only copy of the data is the file slot).
+  size_t run = 0;
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (run++ >= swapped_runs) return;
+    for (size_t pg = first; pg < first + n;) {
+      char *dst = reinterpret_cast<char *>(ubase + (pg << kPageShift));
+      size_t done = 0;
+      long r = sys::uffd::copy(fd, dst, alias + (pg << kPageShift), (first + n - pg) << kPageShift, &done);
+      pg += done >> kPageShift;
+      if (r == -EEXIST) ++pg;  // filled by a fault
+      else if (r == -EAGAIN) sched_yield();
+      else if (r < 0 && r != -EAGAIN) {
+        MMTIER_ERROR("promotion of unit %zu: copy failed (error %ld)", idx, -r);
+        ++pg;
+      }
+    }
+  });
+  run = 0;
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (run++ < swapped_runs)
+      sys::uffd::unregister_range(fd, reinterpret_cast<void *>(ubase + (first << kPageShift)), n << kPageShift);
+  });
+  faults_postcopy_close();
+  sys::munmap(const_cast<char *>(alias), kUnitSize);
+  if (err) {
+    if (swapped_runs) {
+      // Partly moved: the swapped runs are anonymous now.  The unit keeps
+      // its slot for the rest and is read page by page from now on.
+      u.spilled = 1;
+    }
+    return err;
+  }
+  retier(u, kTierDram, 0);
+  return 0;
+}
+
+// DRAM -> PMem.  Writers are held off by write-protecting the live runs
+// (never-touched pages too), the runs are copied into a fresh file slot and
+// mapped over themselves, and the waiting writers are woken: they retry on
+// the new mapping.  Readers never wait.
+long demote(size_t idx) {
+  unit &u = g_heap.units[idx];
+  tier &pm = S.tiers[kTierPmem];
+  if (!pm.usable || !faults_can_demote()) return -EOPNOTSUPP;
+  const int fd = faults_fd();
+  const uintptr_t ubase = unit_addr(idx);
+  long s = pm.ops->slot_alloc(&pm);
+  if (s < 0) return s;
+  const uint32_t slot = static_cast<uint32_t>(s);
+  const off_t slot_off = static_cast<off_t>(slot) << kUnitShift;
+  long err = 0;
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (!err) err = pm.ops->reserve(&pm, slot, first << kPageShift, n << kPageShift);
+  });
+  long a = err ? 0 : sys::mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_SHARED, pm.fd, slot_off);
+  if (!err && sys::failed(a)) err = a;
+  if (err) {
+    pm.ops->slot_free(&pm, slot);
+    return err;
+  }
+  char *alias = reinterpret_cast<char *>(a);
+  size_t protected_runs = 0;
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (err) return;
+    void *at = reinterpret_cast<void *>(ubase + (first << kPageShift));
+    const size_t len = n << kPageShift;
+    err = sys::uffd::register_range(fd, at, len, UFFDIO_REGISTER_MODE_WP);
+    if (!err) err = sys::uffd::write_protect(fd, at, len, true);
+    if (!err) ++protected_runs;
+    else sys::uffd::unregister_range(fd, at, len);
+  });
+  if (!err) {
+    for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+      memcpy(alias + (first << kPageShift), reinterpret_cast<const void *>(ubase + (first << kPageShift)),
+             n << kPageShift);
+    });
+    for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+      if (err) return;
+      long m = sys::mmap(reinterpret_cast<void *>(ubase + (first << kPageShift)), n << kPageShift,
+                         PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, pm.fd,
+                         slot_off + static_cast<off_t>(first << kPageShift));
+      if (sys::failed(m)) err = m;
+    });
+    if (err) MMTIER_ERROR("demotion of unit %zu: cannot map its new slot (error %ld)", idx, -err);
+  }
+  // Wake every writer held off (after a failure too: they retry on
+  // whatever is mapped), and drop the protection of runs not swapped.
+  size_t run = 0;
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (run++ >= protected_runs) return;
+    void *at = reinterpret_cast<void *>(ubase + (first << kPageShift));
+    if (err) {
+      sys::uffd::write_protect(fd, at, n << kPageShift, false);
+      sys::uffd::unregister_range(fd, at, n << kPageShift);
+    }
+    sys::uffd::wake(fd, at, n << kPageShift);
+  });
+  sys::munmap(alias, kUnitSize);
+  if (err) {
+    pm.ops->slot_free(&pm, slot);
+    return err;
+  }
+  retier(u, kTierPmem, slot);
+  return 0;
+}
+
+}  // namespace
+
+bool heap_unit_movable(size_t idx) {
+  if (idx >= g_heap.nunits) return false;
+  const unit &u = g_heap.units[idx];
+  return unit_tier(u) >= 0 && u.by_policy && !u.frozen && !u.spilled && !u.custom_prot && u.live > 0 &&
+         u.owner != kOwnerFree;
+}
+
+long heap_migrate(size_t idx, int to) {
+  if (to != kTierDram && to != kTierPmem) return -EINVAL;
+  if (!faults_start()) return -EOPNOTSUPP;
+  lock_guard g;
+  if (!heap_unit_movable(idx)) return -EBUSY;
+  const int from = unit_tier(g_heap.units[idx]);
+  if (from == to) return 0;
+  return to == kTierDram ? promote(idx) : demote(idx);
+}
+
+size_t heap_units_on(int t) {
+  lock_guard g;
+  return t >= 0 && t < kTierCount ? S.counters.units[t] : 0;
 }
 
 // ---- fork --------------------------------------------------------------------
@@ -941,6 +1134,7 @@ void heap_fork_parent() { pthread_mutex_unlock(&S.lock); }
 
 void heap_fork_child() {
   pthread_mutex_init(&S.lock, nullptr);
+  faults_fork_child();
   if (!g_heap.size) return;
   tier &pm = S.tiers[kTierPmem];
   if (pm.fd >= 0) {

@@ -42,6 +42,7 @@ struct unit {
   uint8_t forced1;             // 0: by policy; else the only tier + 1
   uint8_t by_policy;           // its placement counts in the ratio
   uint8_t spilled;             // its tier ran out of room: new pages are DRAM
+  uint8_t custom_prot;         // some page had a protection other than read/write
   uint32_t slot;             // slot in the tier's file (file-backed tiers)
   uint16_t live;             // pages placed (mapped on the tier)
   uint16_t owned;            // pages owned by application mappings
@@ -131,6 +132,19 @@ long heap_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
 // A MAP_FIXED mapping the heap does not manage (file or shared) placed over
 // reserved addresses: forget whatever was there.
 void heap_forget(void *addr, size_t len);
+
+// --- migration (heap.cc, with the fault service of faults.h)
+// Whether unit idx can move between tiers: placed by policy, not mixed
+// (frozen by fork or spilled), every live page read/write.
+bool heap_unit_movable(size_t idx);
+// Moves unit idx to tier `to` at the same addresses while any number of
+// threads (and system calls) read and write it.  0, or -errno with the unit
+// unchanged.  Promotion copies on demand (userfaultfd post-copy into
+// anonymous memory); demotion holds writers off (userfaultfd write-protect)
+// while the unit is copied into its new file slot and mapped over itself.
+long heap_migrate(size_t idx, int to);
+// Units a tier has now, and the DRAM units that count against the budget.
+size_t heap_units_on(int tier);
 
 // --- fork
 void heap_fork_prepare();

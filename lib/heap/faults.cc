@@ -1,0 +1,255 @@
+// Fault service (see faults.h): one userfaultfd per process and a handler
+// thread with every signal blocked, which reads fault messages and answers
+// each one.  An answer that the kernel refuses for now (-EAGAIN: the address
+// space is changing under an mremap whose event is still unread) is retried
+// after the next read.
+#include "heap/faults.h"
+
+#include "heap/layout.h"
+#include "platform/sys.h"
+#include "platform/uffd.h"
+#include "support/log.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace mmtier::detail {
+namespace {
+
+constexpr uint64_t kNeeded = UFFD_FEATURE_EVENT_REMAP;
+constexpr uint64_t kWanted = UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_MOVE | UFFD_FEATURE_WP_UNPOPULATED;
+
+std::atomic<int> g_fd{-1};
+uint64_t g_features = 0;
+pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
+bool g_failed = false;  // started and failed: do not retry in this process
+pthread_t g_thread;
+
+// Post-copy window.
+std::atomic<uintptr_t> g_pc_dst{0};
+std::atomic<uintptr_t> g_pc_src{0};
+std::atomic<size_t> g_pc_len{0};
+
+// Sample table and the handler's use of it.
+std::atomic<fault_sample *> g_samples{nullptr};
+std::atomic<size_t> g_samples_n{0};
+std::atomic<int> g_samples_readers{0};
+
+std::atomic<uint64_t> g_faults{0}, g_sample_faults{0}, g_postcopy_faults{0}, g_wp_faults{0};
+std::atomic<clockid_t> g_cpu_clock{0};
+std::atomic<bool> g_have_cpu_clock{false};
+
+alignas(kPageSize) const unsigned char g_zero_page[kPageSize] = {};
+
+fault_sample *find_sample(fault_sample *t, size_t n, uintptr_t page) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (t[mid].page < page) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < n && t[lo].page == page ? &t[lo] : nullptr;
+}
+
+// Answers one missing-page fault; false to retry later (-EAGAIN).
+bool answer(int fd, uintptr_t addr, uint64_t flags) {
+  const uintptr_t page = align_down(addr, kPageSize);
+  void *p = reinterpret_cast<void *>(page);
+  if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+    // A write to a unit being demoted: it waits for the mover's wake.
+    g_wp_faults.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  long r = 0;
+  size_t done = 0;
+  // A sampled page?
+  g_samples_readers.fetch_add(1, std::memory_order_acquire);
+  if (fault_sample *t = g_samples.load(std::memory_order_acquire)) {
+    if (fault_sample *s = find_sample(t, g_samples_n.load(std::memory_order_acquire), page)) {
+      uint8_t want = kSampleOut;
+      if (s->state.compare_exchange_strong(want, kSampleTouched, std::memory_order_acq_rel)) {
+        r = sys::uffd::move(fd, p, reinterpret_cast<void *>(s->side), kPageSize, &done);
+        if (r == -EAGAIN) {
+          s->state.store(kSampleOut, std::memory_order_release);
+          g_samples_readers.fetch_sub(1, std::memory_order_release);
+          return false;
+        }
+        g_sample_faults.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        sys::uffd::wake(fd, p, kPageSize);  // the sampler moved it back already
+      }
+      g_samples_readers.fetch_sub(1, std::memory_order_release);
+      g_faults.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+  }
+  g_samples_readers.fetch_sub(1, std::memory_order_release);
+  // Inside the post-copy window?
+  const uintptr_t dst = g_pc_dst.load(std::memory_order_acquire);
+  const size_t len = g_pc_len.load(std::memory_order_acquire);
+  if (page - dst < len) {
+    const uintptr_t src = g_pc_src.load(std::memory_order_acquire) + (page - dst);
+    r = sys::uffd::copy(fd, p, reinterpret_cast<const void *>(src), kPageSize, &done);
+    if (r == 0) g_postcopy_faults.fetch_add(1, std::memory_order_relaxed);
+  } else if (flags & UFFD_PAGEFAULT_FLAG_WRITE) {
+    r = sys::uffd::copy(fd, p, g_zero_page, kPageSize, &done);
+  } else {
+    r = sys::uffd::zeropage(fd, p, kPageSize);
+  }
+  if (r == -EAGAIN) return false;
+  // -EEXIST: someone filled the page first; -ENOENT: the range is no longer
+  // registered.  Either way the waiter must be woken to retry its access.
+  if (r < 0) sys::uffd::wake(fd, p, kPageSize);
+  g_faults.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void *handler_main(void *) {
+  clockid_t cid;
+  if (pthread_getcpuclockid(pthread_self(), &cid) == 0) {
+    g_cpu_clock.store(cid, std::memory_order_relaxed);
+    g_have_cpu_clock.store(true, std::memory_order_release);
+  }
+  const int fd = g_fd.load(std::memory_order_acquire);
+  constexpr size_t kBatch = 64;
+  uffd_msg msgs[kBatch];
+  struct pending {
+    uintptr_t addr;
+    uint64_t flags;
+  } retry[256];
+  size_t nretry = 0;
+  for (;;) {
+    pollfd pfd = {fd, POLLIN, 0};
+    // With faults waiting for a retry, come back soon even without news.
+    long pr = sys::raw(SYS_poll, reinterpret_cast<long>(&pfd), 1, nretry ? 1 : -1);
+    if (pr < 0 && pr != -EINTR) break;
+    long n = sys::read(fd, msgs, sizeof msgs);
+    if (n < 0 && n != -EAGAIN && n != -EINTR) break;
+    const size_t count = n > 0 ? static_cast<size_t>(n) / sizeof(uffd_msg) : 0;
+    // Retries first (their mremap event has been read by now, or soon).
+    size_t keep = 0;
+    for (size_t i = 0; i < nretry; ++i)
+      if (!answer(fd, retry[i].addr, retry[i].flags)) retry[keep++] = retry[i];
+    nretry = keep;
+    for (size_t i = 0; i < count; ++i) {
+      const uffd_msg &m = msgs[i];
+      if (m.event != UFFD_EVENT_PAGEFAULT) continue;  // REMAP: reading it is the answer
+      if (!answer(fd, m.arg.pagefault.address, m.arg.pagefault.flags)) {
+        if (nretry < sizeof retry / sizeof retry[0]) retry[nretry++] = {m.arg.pagefault.address, m.arg.pagefault.flags};
+        else sys::uffd::wake(fd, reinterpret_cast<void *>(align_down(m.arg.pagefault.address, kPageSize)), kPageSize);
+      }
+    }
+  }
+  MMTIER_ERROR("fault service stopped reading its userfaultfd");
+  return nullptr;
+}
+
+}  // namespace
+
+bool faults_start() {
+  if (g_fd.load(std::memory_order_acquire) >= 0) return true;
+  pthread_mutex_lock(&g_start_lock);
+  bool ok = g_fd.load(std::memory_order_acquire) >= 0;
+  if (!ok && !g_failed) {
+    const uint64_t have = sys::uffd::features();
+    long fd = -1;
+    if ((have & kNeeded) != kNeeded) {
+      MMTIER_WARN("userfaultfd is not available or lacks mremap events (features 0x%lx); "
+                  "memory is not moved between tiers",
+                  static_cast<unsigned long>(have));
+    } else {
+      fd = sys::uffd::open();
+      if (fd >= 0) {
+        sys::raw(SYS_fcntl, fd, F_SETFL, O_NONBLOCK);
+        g_features = have & kWanted;
+        if (sys::uffd::api(static_cast<int>(fd), g_features) < 0) {
+          sys::close(static_cast<int>(fd));
+          fd = -1;
+        }
+      }
+      if (fd < 0) MMTIER_WARN("cannot open a userfaultfd (error %ld); memory is not moved between tiers", -fd);
+    }
+    if (fd >= 0) {
+      g_fd.store(static_cast<int>(fd), std::memory_order_release);
+      sigset_t all, old;
+      sigfillset(&all);
+      pthread_sigmask(SIG_SETMASK, &all, &old);
+      int e = pthread_create(&g_thread, nullptr, handler_main, nullptr);
+      pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      if (e == 0) {
+        pthread_setname_np(g_thread, "mmtier-uffd");
+        pthread_detach(g_thread);
+        ok = true;
+      } else {
+        MMTIER_WARN("cannot start the fault service thread (error %d)", e);
+        g_fd.store(-1, std::memory_order_release);
+        sys::close(static_cast<int>(fd));
+      }
+    }
+    g_failed = !ok;
+  }
+  pthread_mutex_unlock(&g_start_lock);
+  return ok;
+}
+
+bool faults_ready() { return g_fd.load(std::memory_order_acquire) >= 0; }
+int faults_fd() { return g_fd.load(std::memory_order_acquire); }
+bool faults_can_demote() { return faults_ready() && (g_features & UFFD_FEATURE_WP_UNPOPULATED); }
+bool faults_can_sample() { return faults_ready() && (g_features & UFFD_FEATURE_MOVE); }
+
+void faults_postcopy_open(void *dst, const void *src, size_t len) {
+  g_pc_src.store(reinterpret_cast<uintptr_t>(src), std::memory_order_relaxed);
+  g_pc_dst.store(reinterpret_cast<uintptr_t>(dst), std::memory_order_relaxed);
+  g_pc_len.store(len, std::memory_order_release);
+}
+
+void faults_postcopy_close() {
+  g_pc_len.store(0, std::memory_order_release);
+  g_pc_dst.store(0, std::memory_order_release);
+}
+
+void faults_samples_publish(fault_sample *table, size_t n) {
+  g_samples_n.store(n, std::memory_order_relaxed);
+  g_samples.store(table, std::memory_order_release);
+}
+
+void faults_samples_retract() {
+  g_samples.store(nullptr, std::memory_order_release);
+  g_samples_n.store(0, std::memory_order_release);
+  while (g_samples_readers.load(std::memory_order_acquire) != 0) sched_yield();
+}
+
+void faults_counters_get(fault_counters *out) {
+  out->faults = g_faults.load(std::memory_order_relaxed);
+  out->sample_faults = g_sample_faults.load(std::memory_order_relaxed);
+  out->postcopy_faults = g_postcopy_faults.load(std::memory_order_relaxed);
+  out->wp_faults = g_wp_faults.load(std::memory_order_relaxed);
+  out->cpu_ns = 0;
+  if (g_have_cpu_clock.load(std::memory_order_acquire)) {
+    timespec ts;
+    if (clock_gettime(g_cpu_clock.load(std::memory_order_relaxed), &ts) == 0)
+      out->cpu_ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+  }
+}
+
+void faults_fork_child() {
+  // The parent's descriptor and thread are not ours; registrations did not
+  // survive the fork.  Start afresh on first use.
+  const int fd = g_fd.exchange(-1, std::memory_order_acq_rel);
+  if (fd >= 0) sys::close(fd);
+  pthread_mutex_init(&g_start_lock, nullptr);
+  g_failed = false;
+  g_have_cpu_clock.store(false, std::memory_order_relaxed);
+  faults_postcopy_close();
+  g_samples.store(nullptr, std::memory_order_relaxed);
+  g_samples_n.store(0, std::memory_order_relaxed);
+  g_samples_readers.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace mmtier::detail

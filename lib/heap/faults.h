@@ -1,0 +1,73 @@
+// Fault service: the process's one userfaultfd and the thread that answers
+// it.  Units that are being sampled or moved between tiers are registered
+// with it for as long as that lasts; an access to a page the service holds
+// (by an application thread, or by the kernel inside a system call) waits in
+// the kernel until the service has put the right contents there, so no
+// access ever fails, sees a half-moved page, or raises a signal.
+//
+// What a fault is answered with:
+//   - a sampled page (moved out to a side page by UFFDIO_MOVE): moved back,
+//     and the sample counts as touched;
+//   - a page inside the post-copy window (a unit being promoted): copied in
+//     from the window's source;
+//   - a write-protect fault (a unit being demoted): not answered; the mover
+//     wakes every waiter once the unit is on its new tier;
+//   - any other missing page of a registered range (never touched before):
+//     the zero page, or a zeroed page for a write.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail {
+
+// Opens the userfaultfd and starts the handler thread, once per process (and
+// again in a child after fork).  False if the kernel offers no userfaultfd
+// with the features needed; the reason is logged once.
+[[nodiscard]] bool faults_start();
+bool faults_ready();
+int faults_fd();
+// Whether units can be write-protected before they exist page by page
+// (UFFD_FEATURE_WP_UNPOPULATED): demotion needs it.
+bool faults_can_demote();
+// Whether pages can be moved out and back (UFFD_FEATURE_MOVE): sampling of
+// anonymous units needs it.
+bool faults_can_sample();
+
+// The post-copy window (one at a time): while open, missing faults in
+// [dst, dst + len) are filled from src + (address - dst).
+void faults_postcopy_open(void *dst, const void *src, size_t len);
+void faults_postcopy_close();
+
+// A sampled anonymous page: moved out to side by the sampler.
+enum sample_state : uint8_t {
+  kSampleOut = 1,      // at side; a fault moves it back
+  kSampleTouched = 2,  // moved back by a fault
+  kSampleBack = 3,     // moved back by the sampler, untouched
+};
+struct fault_sample {
+  uintptr_t page;
+  uintptr_t side;
+  std::atomic<uint8_t> state;
+};
+// Publishes the sample table (sorted by page) the handler consults.  To
+// change or reuse it, the sampler retracts it first; faults_samples_retract
+// returns once the handler no longer reads it.
+void faults_samples_publish(fault_sample *table, size_t n);
+void faults_samples_retract();
+
+struct fault_counters {
+  uint64_t faults;           // page faults answered (all kinds)
+  uint64_t sample_faults;    // sampled pages touched
+  uint64_t postcopy_faults;  // pages copied in on demand during promotion
+  uint64_t wp_faults;        // writes that waited for a demotion
+  uint64_t cpu_ns;           // CPU time of the handler thread
+};
+void faults_counters_get(fault_counters *out);
+
+// fork: the child has no handler thread and its mappings lost their
+// registration; it starts its own service when it first needs one.
+void faults_fork_child();
+
+}  // namespace mmtier::detail
