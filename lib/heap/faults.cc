@@ -29,6 +29,7 @@ std::atomic<int> g_fd{-1};
 uint64_t g_features = 0;
 pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
 bool g_failed = false;  // started and failed: do not retry in this process
+std::atomic<uint64_t> g_generation{0};
 pthread_t g_thread;
 
 // Post-copy window.
@@ -74,6 +75,7 @@ bool answer(int fd, uintptr_t addr, uint64_t flags) {
     if (fault_sample *s = find_sample(t, g_samples_n.load(std::memory_order_acquire), page)) {
       uint8_t want = kSampleOut;
       if (s->state.compare_exchange_strong(want, kSampleTouched, std::memory_order_acq_rel)) {
+        if (flags & UFFD_PAGEFAULT_FLAG_WRITE) s->written.store(1, std::memory_order_relaxed);
         r = sys::uffd::move(fd, p, reinterpret_cast<void *>(s->side), kPageSize, &done);
         if (r == -EAGAIN) {
           s->state.store(kSampleOut, std::memory_order_release);
@@ -176,6 +178,7 @@ bool faults_start() {
       if (fd < 0) MMTIER_WARN("cannot open a userfaultfd (error %ld); memory is not moved between tiers", -fd);
     }
     if (fd >= 0) {
+      g_generation.fetch_add(1, std::memory_order_relaxed);
       g_fd.store(static_cast<int>(fd), std::memory_order_release);
       sigset_t all, old;
       sigfillset(&all);
@@ -197,6 +200,8 @@ bool faults_start() {
   pthread_mutex_unlock(&g_start_lock);
   return ok;
 }
+
+uint64_t faults_generation() { return g_generation.load(std::memory_order_acquire); }
 
 bool faults_ready() { return g_fd.load(std::memory_order_acquire) >= 0; }
 int faults_fd() { return g_fd.load(std::memory_order_acquire); }

@@ -49,7 +49,9 @@ enum sample_state : uint8_t {
 struct fault_sample {
   uintptr_t page;
   uintptr_t side;
+  uint32_t unit;
   std::atomic<uint8_t> state;
+  std::atomic<uint8_t> written;  // the touching access was a write
 };
 // Publishes the sample table (sorted by page) the handler consults.  To
 // change or reuse it, the sampler retracts it first; faults_samples_retract
@@ -65,6 +67,10 @@ struct fault_counters {
   uint64_t cpu_ns;           // CPU time of the handler thread
 };
 void faults_counters_get(fault_counters *out);
+
+// Changes whenever the service is (re)started: a range registered under an
+// older generation is not registered any more.
+uint64_t faults_generation();
 
 // fork: the child has no handler thread and its mappings lost their
 // registration; it starts its own service when it first needs one.

@@ -5,6 +5,7 @@
 
 #include "heap/faults.h"
 #include "heap/placement.h"
+#include "heap/sample.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
 #include "support/log.h"
@@ -252,6 +253,7 @@ long place_pages(size_t idx, size_t first, size_t n, int prot) {
 void discard_pages(size_t idx, size_t first, size_t n, bool unplace) {
   unit &u = g_heap.units[idx];
   if (unit_tier(u) < 0) return;
+  sample_settle_unit_locked(idx);
   tier &t = tier_of_unit(u);
   for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
     void *addr = reinterpret_cast<void *>(unit_addr(idx) + (a << kPageShift));
@@ -283,6 +285,7 @@ void discard_pages(size_t idx, size_t first, size_t n, bool unplace) {
 // on memory whose protection the application is changing.
 long move_unit_to_dram(size_t idx) {
   unit &u = g_heap.units[idx];
+  sample_settle_unit_locked(idx);
   const uintptr_t ubase = unit_addr(idx);
   long tmp = sys::mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (sys::failed(tmp)) return tmp;
@@ -362,6 +365,7 @@ void remember_packed(size_t idx) {
 // Unmaps the application pages [first, first + n) of unit idx.
 void unmap_app_pages(size_t idx, size_t first, size_t n) {
   unit &u = g_heap.units[idx];
+  sample_settle_unit_locked(idx);
   if (owner_is_allocator(u.owner) || u.owner == kOwnerFree) {
     if (u.owner != kOwnerFree)  // an application bug; keep the range reserved
       reserve_range(unit_addr(idx) + (first << kPageShift), n << kPageShift);
@@ -640,6 +644,7 @@ void heap_forget(void *addr, size_t len) {
             [&](size_t idx, size_t first, size_t n) {
               unit &u = g_heap.units[idx];
               if (owner_is_allocator(u.owner)) return;
+              sample_settle_unit_locked(idx);
               size_t dropped = 0;
               for (size_t i = first; i < first + n; ++i) {
                 if (bit_get(u.live_bits, i)) {
@@ -660,6 +665,7 @@ long heap_mprotect(void *addr, size_t len, int prot) {
               if (err) return;
               unit &u = g_heap.units[idx];
               const uintptr_t ubase = unit_addr(idx);
+              sample_settle_unit_locked(idx);
               if (u.owner == kOwnerFree) {
                 err = -ENOMEM;
                 return;
@@ -697,6 +703,7 @@ long heap_madvise(void *addr, size_t len, int advice) {
             [&](size_t idx, size_t first, size_t n) {
               unit &u = g_heap.units[idx];
               if (unit_tier(u) < 0) return;
+              sample_settle_unit_locked(idx);
               if (drop) {
                 discard_pages(idx, first, n, false);
                 return;
@@ -983,10 +990,14 @@ long heap_migrate(size_t idx, int to) {
   if (!faults_start()) return -EOPNOTSUPP;
   lock_guard g;
   if (!heap_unit_movable(idx)) return -EBUSY;
+  sample_settle_unit_locked(idx);
   const int from = unit_tier(g_heap.units[idx]);
   if (from == to) return 0;
   return to == kTierDram ? promote(idx) : demote(idx);
 }
+
+void heap_lock() { pthread_mutex_lock(&S.lock); }
+void heap_unlock() { pthread_mutex_unlock(&S.lock); }
 
 size_t heap_units_on(int t) {
   lock_guard g;
@@ -1126,6 +1137,8 @@ void freeze_shared_mappings() {
 void heap_fork_prepare() {
   pthread_mutex_lock(&S.lock);
   if (!g_heap.size) return;
+  // A hidden page of an anonymous unit would read as zero in the child.
+  sample_settle_all_locked();
   freeze_shared_mappings();
   ++S.counters.forks;
 }
@@ -1135,6 +1148,7 @@ void heap_fork_parent() { pthread_mutex_unlock(&S.lock); }
 void heap_fork_child() {
   pthread_mutex_init(&S.lock, nullptr);
   faults_fork_child();
+  sample_fork_child();
   if (!g_heap.size) return;
   tier &pm = S.tiers[kTierPmem];
   if (pm.fd >= 0) {

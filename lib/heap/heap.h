@@ -43,6 +43,7 @@ struct unit {
   uint8_t by_policy;           // its placement counts in the ratio
   uint8_t spilled;             // its tier ran out of room: new pages are DRAM
   uint8_t custom_prot;         // some page had a protection other than read/write
+  uint8_t sample;              // access sampling holds one of its pages (sample.h)
   uint32_t slot;             // slot in the tier's file (file-backed tiers)
   uint16_t live;             // pages placed (mapped on the tier)
   uint16_t owned;            // pages owned by application mappings
@@ -150,6 +151,10 @@ size_t heap_units_on(int tier);
 void heap_fork_prepare();
 void heap_fork_parent();
 void heap_fork_child();
+
+// The heap lock, for the heap layer's own files (sample.cc).
+void heap_lock();
+void heap_unlock();
 
 // --- statistics
 void heap_counters_get(heap_counters *out);

@@ -1,0 +1,256 @@
+// Access sampling (see sample.h).  One window at a time, driven by one
+// thread (the background mover); the fault service reads the DRAM sample
+// table concurrently.  State changes run under the heap lock.
+#include "heap/sample.h"
+
+#include "heap/faults.h"
+#include "heap/heap.h"
+#include "platform/sys.h"
+#include "platform/uffd.h"
+#include "support/log.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <atomic>
+
+namespace mmtier::detail {
+namespace {
+
+constexpr size_t kMaxDram = 1024;
+constexpr size_t kMaxPmem = 8192;
+
+struct pmem_sample {
+  uintptr_t page;
+  uint32_t unit;
+  bool valid;
+};
+
+// DRAM samples: ascending pages (units are asked in ascending order), so
+// every published prefix is sorted for the fault service's binary search.
+fault_sample g_dram[kMaxDram];
+size_t g_ndram = 0;
+pmem_sample g_pmem[kMaxPmem];
+size_t g_npmem = 0;
+bool g_open = false;
+
+char *g_side = nullptr;          // kMaxDram side pages
+uint64_t g_side_generation = 0;  // fault service generation it is registered with
+
+int g_pagemap_fd = -1;
+long g_pagemap_pid = 0;
+
+sample_counters g_counters = {};
+
+constexpr uint64_t kPresent = uint64_t{1} << 63;
+constexpr uint64_t kFile = uint64_t{1} << 61;
+constexpr uint64_t kExclusive = uint64_t{1} << 56;
+
+// The pagemap entry of the page at addr (0 when unreadable).
+uint64_t pagemap_entry(uintptr_t addr) {
+  const long pid = sys::getpid();
+  if (g_pagemap_fd < 0 || g_pagemap_pid != pid) {
+    // An inherited descriptor reads the parent's address space: reopen.
+    if (g_pagemap_fd >= 0) sys::close(g_pagemap_fd);
+    long fd = sys::openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+    g_pagemap_fd = fd >= 0 ? static_cast<int>(fd) : -1;
+    g_pagemap_pid = pid;
+    if (g_pagemap_fd < 0) return 0;
+  }
+  uint64_t e = 0;
+  if (sys::pread(g_pagemap_fd, &e, sizeof e, static_cast<off_t>((addr >> kPageShift) * 8)) != 8) return 0;
+  return e;
+}
+
+inline uint64_t next_random(uint64_t &x) {
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return x;
+}
+
+bool side_ready() {
+  if (!faults_can_sample()) return false;
+  if (!g_side) {
+    long r = sys::mmap(nullptr, kMaxDram * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sys::failed(r)) return false;
+    g_side = reinterpret_cast<char *>(r);
+  }
+  const uint64_t gen = faults_generation();
+  if (g_side_generation != gen) {
+    // The side pages are the destination of every move out: registered.
+    if (sys::uffd::register_range(faults_fd(), g_side, kMaxDram * kPageSize, UFFDIO_REGISTER_MODE_MISSING) < 0)
+      return false;
+    g_side_generation = gen;
+  }
+  return true;
+}
+
+// Brings a DRAM sample's page back if it is still out.
+void settle_dram(fault_sample &s) {
+  uint8_t want = kSampleOut;
+  if (!s.state.compare_exchange_strong(want, kSampleBack, std::memory_order_acq_rel)) {
+    if (want == 0) return;  // never went out
+  } else {
+    const int fd = faults_fd();
+    void *page = reinterpret_cast<void *>(s.page);
+    void *side = reinterpret_cast<void *>(s.side);
+    size_t done = 0;
+    long r;
+    while ((r = sys::uffd::move(fd, page, side, kPageSize, &done)) == -EAGAIN) sched_yield();
+    if (r < 0 && r != -EEXIST) {
+      // Cannot move (the side page became shared): copy it back instead.
+      while ((r = sys::uffd::copy(fd, page, side, kPageSize, &done)) == -EAGAIN) sched_yield();
+      sys::madvise(side, kPageSize, MADV_DONTNEED);
+      if (r < 0 && r != -EEXIST) MMTIER_ERROR("sampling: cannot restore page %p (error %ld)", page, -r);
+    }
+  }
+  sys::uffd::unregister_range(faults_fd(), reinterpret_cast<void *>(s.page), kPageSize);
+}
+
+void end_locked(sample_result *out, size_t cap, size_t *count) {
+  size_t n = 0;
+  for (size_t i = 0; i < g_ndram; ++i) {
+    fault_sample &s = g_dram[i];
+    const bool was_valid = s.state.load(std::memory_order_acquire) != 0;
+    if (!was_valid) continue;
+    settle_dram(s);
+    const bool touched = s.state.load(std::memory_order_acquire) == kSampleTouched;
+    g_heap.units[s.unit].sample = 0;
+    if (out && n < cap) out[n++] = {s.unit, static_cast<uint8_t>(kTierDram), touched, s.written.load() != 0};
+    if (touched) ++g_counters.touched;
+  }
+  faults_samples_retract();
+  g_ndram = 0;
+  for (size_t i = 0; i < g_npmem; ++i) {
+    pmem_sample &s = g_pmem[i];
+    if (!s.valid) continue;
+    g_heap.units[s.unit].sample = 0;
+    const bool touched = (pagemap_entry(s.page) & kPresent) != 0;
+    if (touched) ++g_counters.touched;
+    if (out && n < cap) out[n++] = {s.unit, static_cast<uint8_t>(kTierPmem), touched, false};
+  }
+  g_npmem = 0;
+  g_open = false;
+  if (count) *count = n;
+}
+
+// A live page of unit idx at or after a random start, or SIZE_MAX.
+size_t pick_page(const unit &u, uint64_t &rnd) {
+  const size_t start = static_cast<size_t>(next_random(rnd) % kPagesPerUnit);
+  for (size_t k = 0; k < kPagesPerUnit; ++k) {
+    const size_t i = (start + k) % kPagesPerUnit;
+    if ((u.live_bits[i >> 6] >> (i & 63)) & 1) return i;
+  }
+  return SIZE_MAX;
+}
+
+}  // namespace
+
+size_t heap_sample_begin(const uint32_t *units, size_t n, uint64_t seed) {
+  heap_lock();
+  if (g_open) end_locked(nullptr, 0, nullptr);
+  const bool dram_ok = side_ready();
+  uint64_t rnd = seed | 1;
+  size_t started = 0;
+  for (size_t k = 0; k < n; ++k) {
+    const size_t idx = units[k];
+    if (!heap_unit_movable(idx)) continue;
+    unit &u = g_heap.units[idx];
+    const int t = unit_tier(u);
+    const size_t pg = pick_page(u, rnd);
+    if (pg == SIZE_MAX) continue;
+    const uintptr_t page = g_heap.base + (idx << kUnitShift) + (pg << kPageShift);
+    const uint64_t e = pagemap_entry(page);
+    if (t == kTierPmem) {
+      // A page not mapped now is as good as one unmapped on purpose.
+      if (g_npmem == kMaxPmem || ((e & kPresent) && !(e & kFile))) continue;
+      if ((e & kPresent) && sys::madvise(reinterpret_cast<void *>(page), kPageSize, MADV_DONTNEED) < 0) continue;
+      g_pmem[g_npmem++] = {page, static_cast<uint32_t>(idx), true};
+      u.sample = 2;
+      ++started;
+    } else if (t == kTierDram && dram_ok && g_ndram < kMaxDram && (e & kPresent) && (e & kExclusive) &&
+               !(e & kFile)) {
+      const int fd = faults_fd();
+      fault_sample &s = g_dram[g_ndram];
+      s.page = page;
+      s.side = reinterpret_cast<uintptr_t>(g_side + g_ndram * kPageSize);
+      s.unit = static_cast<uint32_t>(idx);
+      s.written.store(0, std::memory_order_relaxed);
+      s.state.store(0, std::memory_order_relaxed);
+      // Entries are never reused within a window (the fault service may be
+      // reading them): a page that cannot be sampled leaves an empty entry.
+      ++g_ndram;
+      if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), kPageSize, UFFDIO_REGISTER_MODE_MISSING) < 0)
+        continue;
+      // Published before the page goes: a fault on it finds its entry.
+      s.state.store(kSampleOut, std::memory_order_release);
+      faults_samples_publish(g_dram, g_ndram);
+      size_t done = 0;
+      long r;
+      while ((r = sys::uffd::move(fd, reinterpret_cast<void *>(s.side), reinterpret_cast<void *>(page), kPageSize,
+                                  &done)) == -EAGAIN)
+        sched_yield();
+      if (r < 0) {
+        // Not movable now (shared with a child since fork, pinned, ...).
+        s.state.store(0, std::memory_order_release);
+        sys::uffd::unregister_range(fd, reinterpret_cast<void *>(page), kPageSize);
+        continue;
+      }
+      u.sample = 1;
+      ++started;
+    }
+  }
+  g_open = true;
+  ++g_counters.windows;
+  g_counters.samples += started;
+  heap_unlock();
+  return started;
+}
+
+size_t heap_sample_end(sample_result *out, size_t cap) {
+  heap_lock();
+  size_t n = 0;
+  if (g_open) end_locked(out, cap, &n);
+  heap_unlock();
+  return n;
+}
+
+void heap_sample_counters(sample_counters *out) {
+  heap_lock();
+  *out = g_counters;
+  heap_unlock();
+}
+
+void sample_settle_unit_locked(size_t idx) {
+  unit &u = g_heap.units[idx];
+  if (!u.sample) return;
+  if (u.sample == 1) {
+    for (size_t i = 0; i < g_ndram; ++i)
+      if (g_dram[i].unit == idx && g_dram[i].state.load(std::memory_order_acquire) != 0) settle_dram(g_dram[i]);
+  } else {
+    for (size_t i = 0; i < g_npmem; ++i)
+      if (g_pmem[i].unit == idx) g_pmem[i].valid = false;
+  }
+  u.sample = 0;
+}
+
+void sample_settle_all_locked() {
+  for (size_t i = 0; i < g_ndram; ++i) {
+    if (g_dram[i].state.load(std::memory_order_acquire) == 0) continue;
+    settle_dram(g_dram[i]);
+    g_heap.units[g_dram[i].unit].sample = 0;
+  }
+}
+
+void sample_fork_child() {
+  // Every DRAM sample was settled before the fork; the window is the
+  // parent's.  The child's mover starts its own.
+  for (size_t i = 0; i < g_npmem; ++i) g_heap.units[g_pmem[i].unit].sample = 0;
+  for (size_t i = 0; i < g_ndram; ++i) g_heap.units[g_dram[i].unit].sample = 0;
+  g_ndram = g_npmem = 0;
+  g_open = false;
+  g_side_generation = 0;
+}
+
+}  // namespace mmtier::detail

@@ -1,0 +1,48 @@
+// Access sampling: which units are being used, without a PMU.  For each unit
+// asked about, one present page is hidden for a window and the end of the
+// window tells whether anything touched it:
+//   - a page of a file-backed (PMem) unit is unmapped with MADV_DONTNEED (its
+//     data stays in the file); any access maps it again, which pagemap shows.
+//     The kernel does the refault: no handler, no signal, system calls work.
+//   - a page of an anonymous (DRAM) unit is moved to a side page with
+//     UFFDIO_MOVE; an access faults to the fault service (faults.h), which
+//     moves it back at once and records the access (and whether it wrote).
+// Units frozen by fork or spilled are never sampled.  Any heap operation on a
+// unit first settles its sample (the hidden page comes back), so nothing else
+// in the heap ever sees a hidden page; fork settles all of them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail {
+
+struct sample_result {
+  uint32_t unit;
+  uint8_t tier;     // the unit's tier during the window
+  bool touched;
+  bool written;     // the first access was a write (DRAM samples only)
+};
+
+// Starts a window over units[0..n) (ascending unit indices).  Returns the
+// samples started (a unit with no suitable page is skipped).  A window
+// already open is ended first and its results dropped.
+size_t heap_sample_begin(const uint32_t *units, size_t n, uint64_t seed);
+
+// Ends the window: every hidden page is back, out[] gets one result per
+// sample still valid (up to cap).  Returns the count.
+size_t heap_sample_end(sample_result *out, size_t cap);
+
+struct sample_counters {
+  uint64_t windows;
+  uint64_t samples;       // pages hidden
+  uint64_t touched;       // of which found touched
+};
+void heap_sample_counters(sample_counters *out);
+
+// --- for heap.cc (heap lock held)
+void sample_settle_unit_locked(size_t idx);
+void sample_settle_all_locked();
+void sample_fork_child();
+
+}  // namespace mmtier::detail

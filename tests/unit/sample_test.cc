@@ -1,0 +1,150 @@
+// Access sampling (lib/heap/sample.*): a window sees reads, writes and
+// kernel accesses inside system calls on both tiers, never changes a byte,
+// and a heap operation, or fork, during a window never brings back stale
+// data or shows a hidden page as zeros.
+#include "api/runtime.h"
+#include "heap/faults.h"
+#include "heap/heap.h"
+#include "heap/sample.h"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+namespace mmtier::detail {
+namespace {
+
+uint32_t unit_of(const void *p) {
+  return static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift);
+}
+
+class Sample : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(runtime_start(), kReady);
+    if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
+    ASSERT_TRUE(faults_can_sample()) << "kernel lacks UFFD_FEATURE_MOVE";
+    void *p = nullptr;
+    ASSERT_EQ(heap_mmap(nullptr, 2 * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p), 0);
+    base = static_cast<unsigned char *>(p);
+    for (size_t i = 0; i < 2 * kUnitSize; ++i) base[i] = static_cast<unsigned char>(i * 31 + 7);
+    dram = base;
+    pmem = base + kUnitSize;
+    for (auto [at, tier] : {std::pair{dram, kTierDram}, std::pair{pmem, kTierPmem}}) {
+      if (heap_tier_of(at) != tier) ASSERT_EQ(heap_migrate(unit_of(at), tier), 0);
+      ASSERT_EQ(heap_tier_of(at), tier);
+    }
+    units[0] = unit_of(dram);
+    units[1] = unit_of(pmem);
+    if (units[0] > units[1]) std::swap(units[0], units[1]);
+  }
+  void TearDown() override {
+    if (base) heap_munmap(base, 2 * kUnitSize);
+  }
+  size_t intact() const {
+    size_t ok = 0;
+    for (size_t i = 0; i < 2 * kUnitSize; ++i) ok += base[i] == static_cast<unsigned char>(i * 31 + 7);
+    return ok;
+  }
+  // Ends the window; result of the unit holding p.
+  static sample_result result_for(const sample_result *r, size_t n, const void *p) {
+    for (size_t i = 0; i < n; ++i)
+      if (r[i].unit == unit_of(p)) return r[i];
+    ADD_FAILURE() << "no sample for " << p;
+    return {};
+  }
+  unsigned char *base = nullptr, *dram = nullptr, *pmem = nullptr;
+  uint32_t units[2];
+};
+
+volatile unsigned char g_sink;
+
+TEST_F(Sample, ReadsOfOneTierShowOnlyThere) {
+  ASSERT_EQ(heap_sample_begin(units, 2, 42), 2u);
+  for (size_t pg = 0; pg < kPagesPerUnit; ++pg) g_sink = dram[pg * kPageSize + 5];
+  sample_result r[4];
+  size_t n = heap_sample_end(r, 4);
+  ASSERT_EQ(n, 2u);
+  EXPECT_TRUE(result_for(r, n, dram).touched);
+  EXPECT_FALSE(result_for(r, n, dram).written);
+  EXPECT_FALSE(result_for(r, n, pmem).touched);
+
+  ASSERT_EQ(heap_sample_begin(units, 2, 43), 2u);
+  for (size_t pg = 0; pg < kPagesPerUnit; ++pg) g_sink = pmem[pg * kPageSize + 5];
+  n = heap_sample_end(r, 4);
+  EXPECT_FALSE(result_for(r, n, dram).touched);
+  EXPECT_TRUE(result_for(r, n, pmem).touched);
+  EXPECT_EQ(intact(), 2 * kUnitSize);
+}
+
+TEST_F(Sample, WritesAreSeenAndKept) {
+  ASSERT_EQ(heap_sample_begin(units, 2, 7), 2u);
+  // Stores without a load first (a sample records the first access), of
+  // the value already there; volatile, or the compiler drops them.
+  volatile unsigned char *d = dram, *p = pmem;
+  for (size_t pg = 0; pg < kPagesPerUnit; ++pg) {
+    const size_t i = pg * kPageSize + 9;
+    d[i] = static_cast<unsigned char>(i * 31 + 7);
+    p[i] = static_cast<unsigned char>((i + kUnitSize) * 31 + 7);
+  }
+  sample_result r[4];
+  size_t n = heap_sample_end(r, 4);
+  EXPECT_TRUE(result_for(r, n, dram).touched);
+  EXPECT_TRUE(result_for(r, n, dram).written);
+  EXPECT_TRUE(result_for(r, n, pmem).touched);
+  EXPECT_EQ(intact(), 2 * kUnitSize);
+}
+
+TEST_F(Sample, KernelAccessesInsideSystemCallsAreSeenAndSucceed) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  for (unsigned char *at : {dram, pmem}) {
+    ASSERT_EQ(heap_sample_begin(units, 2, 99), 2u);
+    size_t failures = 0;
+    std::vector<unsigned char> back(kPageSize);
+    for (size_t pg = 0; pg < kPagesPerUnit; ++pg) {
+      // The kernel reads the page (write to the pipe), then writes it back
+      // into the same page (read from the pipe).
+      unsigned char *page = at + pg * kPageSize;
+      if (write(fds[1], page, kPageSize) != static_cast<ssize_t>(kPageSize)) ++failures;
+      if (read(fds[0], page, kPageSize) != static_cast<ssize_t>(kPageSize)) ++failures;
+    }
+    sample_result r[4];
+    size_t n = heap_sample_end(r, 4);
+    EXPECT_EQ(failures, 0u);
+    EXPECT_TRUE(result_for(r, n, at).touched) << (at == dram ? "dram" : "pmem");
+  }
+  close(fds[0]);
+  close(fds[1]);
+  EXPECT_EQ(intact(), 2 * kUnitSize);
+}
+
+TEST_F(Sample, DiscardDuringAWindowReadsZeros) {
+  ASSERT_EQ(heap_sample_begin(units, 2, 5), 2u);
+  ASSERT_EQ(heap_madvise(dram, kUnitSize, MADV_DONTNEED), 0);
+  sample_result r[4];
+  heap_sample_end(r, 4);
+  size_t nonzero = 0;
+  for (size_t i = 0; i < kUnitSize; ++i) nonzero += dram[i] != 0;
+  EXPECT_EQ(nonzero, 0u) << "a hidden page came back after the discard";
+}
+
+TEST_F(Sample, ForkDuringAWindowKeepsEveryByteInBoth) {
+  ASSERT_EQ(heap_sample_begin(units, 2, 11), 2u);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) _exit(intact() == 2 * kUnitSize ? 0 : 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child saw changed bytes";
+  sample_result r[4];
+  heap_sample_end(r, 4);
+  EXPECT_EQ(intact(), 2 * kUnitSize);
+}
+
+}  // namespace
+}  // namespace mmtier::detail
