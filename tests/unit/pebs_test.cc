@@ -1,0 +1,1290 @@
+// PMU access tracker (lib/track/pebs): the perf ring-buffer parser on a
+// recorded fixture and on generated ring images (wrap-around, tail write-back,
+// LOST/THROTTLE accounting, foreign addresses, corrupt records), event
+// selection from fake sysfs trees, the thread coverage set, the per-unit
+// counts and their mapping to policy observations, and the live path: open()
+// says why it cannot sample on a machine without a PMU (or samples where it
+// can), and the whole perf plumbing runs here with software page-fault
+// events, which carry the faulting address the way PEBS samples carry data
+// addresses.
+#include "track/pebs.h"
+
+#include "policy/policy.h"
+
+#include <gtest/gtest.h>
+#include <linux/perf_event.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace mmtier::detail {
+namespace {
+
+constexpr uintptr_t kBase = 0x7f5a00000000;  // managed range of the images
+constexpr size_t kUnits = 16;
+constexpr size_t kRange = kUnits << kUnitShift;
+constexpr uint32_t kPid = 4242;
+constexpr uint64_t kLoadId = 0x51, kStoreId = 0x52;
+constexpr uint64_t kSec = 1'000'000'000;
+
+// data_src values as the kernel writes them (uapi perf_mem_data_src).
+constexpr uint64_t kSrcLoadDram =
+    PERF_MEM_OP_LOAD | (uint64_t{PERF_MEM_LVL_HIT | PERF_MEM_LVL_LOC_RAM} << PERF_MEM_LVL_SHIFT) |
+    (uint64_t{PERF_MEM_SNOOP_NONE} << PERF_MEM_SNOOP_SHIFT);
+constexpr uint64_t kSrcStoreL1 =
+    PERF_MEM_OP_STORE | (uint64_t{PERF_MEM_LVL_HIT | PERF_MEM_LVL_L1} << PERF_MEM_LVL_SHIFT) |
+    (uint64_t{PERF_MEM_TLB_HIT | PERF_MEM_TLB_L1} << PERF_MEM_TLB_SHIFT);
+constexpr uint64_t kSrcNA = PERF_MEM_OP_NA;
+
+const pebs_event_id kIds[] = {{kLoadId, pebs_kind::load}, {kStoreId, pebs_kind::store}};
+
+pebs_filter test_filter() {
+  pebs_filter f;
+  f.layout = pebs_layout_for(kPebsSampleType);
+  f.base = kBase;
+  f.size = kRange;
+  f.pid = kPid;
+  f.ids = kIds;
+  f.nids = 2;
+  f.default_kind = pebs_kind::mixed;
+  return f;
+}
+
+// One PERF_RECORD_SAMPLE of kPebsSampleType.
+struct gen_sample {
+  uint64_t id = kLoadId;
+  uint32_t pid = kPid, tid = kPid + 1;
+  uint64_t time = 0;
+  uint64_t addr = kBase;
+  uint64_t weight = 0;
+  uint64_t data_src = kSrcLoadDram;
+};
+
+// The generator: a perf mmap image in the layout the kernel maps, the
+// control page (struct perf_event_mmap_page with data_offset/data_size) and
+// a power-of-two data area that ends right at a PROT_NONE guard page, so
+// that any read past the area faults.  Records are appended at the head in
+// the uapi layout, wrapping at the end of the area; publish() stores
+// data_head.  Positions are free-running like the kernel's; tail and head
+// both start at `start`.
+class ring_image {
+ public:
+  explicit ring_image(size_t data_size, uint64_t start = 0) : size_(data_size), head_(start) {
+    const size_t area = (data_size + 4095) & ~size_t{4095};
+    map_len_ = 4096 + area + 4096;
+    void *m = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    EXPECT_NE(m, MAP_FAILED);
+    map_ = static_cast<unsigned char *>(m);
+    EXPECT_EQ(mprotect(map_ + 4096 + area, 4096, PROT_NONE), 0);
+    off_ = 4096 + area - data_size;
+    meta()->data_offset = off_;
+    meta()->data_size = data_size;
+    meta()->data_head = meta()->data_tail = start;
+  }
+  ~ring_image() { munmap(map_, map_len_); }
+  ring_image(const ring_image &) = delete;
+  ring_image &operator=(const ring_image &) = delete;
+
+  perf_event_mmap_page *meta() { return reinterpret_cast<perf_event_mmap_page *>(map_); }
+  unsigned char *data() { return map_ + off_; }
+  uint64_t head() const { return head_; }
+  size_t size() const { return size_; }
+
+  pebs_ring_view view() {
+    pebs_ring_view v;
+    EXPECT_TRUE(pebs_ring_from_mapping(map_, off_ + size_, &v));
+    return v;
+  }
+
+  void put(const void *p, size_t n) {
+    const auto *b = static_cast<const unsigned char *>(p);
+    for (size_t i = 0; i < n; i++) data()[(head_ + i) & (size_ - 1)] = b[i];
+    head_ += n;
+  }
+  void u64(uint64_t v) { put(&v, 8); }
+  void u32(uint32_t v) { put(&v, 4); }
+  void header(uint32_t type, uint16_t misc, uint16_t size) {
+    perf_event_header h{type, misc, size};
+    put(&h, sizeof h);
+  }
+  void sample(const gen_sample &s) {
+    header(PERF_RECORD_SAMPLE, PERF_RECORD_MISC_USER, 56);
+    u64(s.id);
+    u32(s.pid);
+    u32(s.tid);
+    u64(s.time);
+    u64(s.addr);
+    u64(s.weight);
+    u64(s.data_src);
+  }
+  void lost(uint64_t id, uint64_t n) {
+    header(PERF_RECORD_LOST, 0, 24);
+    u64(id);
+    u64(n);
+  }
+  void lost_samples(uint64_t n) {
+    header(PERF_RECORD_LOST_SAMPLES, 0, 16);
+    u64(n);
+  }
+  void throttle(bool on, uint64_t time, uint64_t id) {
+    header(on ? PERF_RECORD_THROTTLE : PERF_RECORD_UNTHROTTLE, 0, 32);
+    u64(time);
+    u64(id);
+    u64(id);
+  }
+  void task(bool exit, uint32_t pid, uint32_t tid, uint64_t time) {
+    header(exit ? PERF_RECORD_EXIT : PERF_RECORD_FORK, 0, 32);
+    u32(pid);
+    u32(pid);
+    u32(tid);
+    u32(pid);
+    u64(time);
+  }
+  void publish() { meta()->data_head = head_; }
+  void publish_at(uint64_t head) { meta()->data_head = head; }
+
+ private:
+  unsigned char *map_ = nullptr;
+  size_t map_len_ = 0, off_ = 0;
+  size_t size_;
+  uint64_t head_;
+};
+
+struct task_event {
+  bool exit;
+  uint32_t pid, tid;
+  uint64_t time;
+};
+
+// A sink that keeps everything it is given.
+struct capture {
+  std::vector<pebs_sample> samples;
+  std::vector<task_event> tasks;
+  pebs_sink sink() {
+    pebs_sink s;
+    s.sample = [](void *c, const pebs_sample &x) {
+      static_cast<capture *>(c)->samples.push_back(x);
+    };
+    s.task = [](void *c, bool exit, uint32_t pid, uint32_t tid, uint64_t time) {
+      static_cast<capture *>(c)->tasks.push_back({exit, pid, tid, time});
+    };
+    s.ctx = this;
+    return s;
+  }
+};
+
+// A recorded ring: the data area of a perf buffer holding nine records of
+// kPebsSampleType (IDENTIFIER | TID | TIME | ADDR | WEIGHT | DATA_SRC),
+// little-endian, laid out per the uapi linux/perf_event.h comments:
+//   struct perf_event_header { u32 type; u16 misc; u16 size; }
+//   SAMPLE:       header, u64 id, u32 pid, u32 tid, u64 time, u64 addr,
+//                 u64 weight, u64 data_src                     (56 bytes)
+//   THROTTLE/UNTHROTTLE: header, u64 time, u64 id, u64 stream_id (32)
+//   LOST:         header, u64 id, u64 lost                     (24)
+//   LOST_SAMPLES: header, u64 lost                             (16)
+// Managed range 0x7f5a00000000 + 32 MiB, pid 4242, event ids 0x51 (loads),
+// 0x52 (stores).  data_src 0x101042 = OP_LOAD | LVL(HIT|LOC_RAM) |
+// SNOOP_NONE; 0x28000144 = OP_STORE | LVL(HIT|L1) | TLB(HIT|L1).
+const unsigned char kRecorded[] = {
+    // 1. SAMPLE: a load of unit 1 taking 300 cycles, from DRAM
+    0x09, 0x00, 0x00, 0x00, 0x02, 0x00, 0x38, 0x00,  // type 9, misc USER, size 56
+    0x51, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // id 0x51
+    0x92, 0x10, 0x00, 0x00, 0x93, 0x10, 0x00, 0x00,  // pid 4242, tid 4243
+    0x00, 0xca, 0x9a, 0x3b, 0x00, 0x00, 0x00, 0x00,  // time 1000000000
+    0x40, 0x00, 0x20, 0x00, 0x5a, 0x7f, 0x00, 0x00,  // addr 0x7f5a00200040
+    0x2c, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // weight 300
+    0x42, 0x10, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00,  // data_src 0x101042
+    // 2. SAMPLE: a store to unit 3 (L1 hit)
+    0x09, 0x00, 0x00, 0x00, 0x02, 0x00, 0x38, 0x00,  //
+    0x52, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // id 0x52
+    0x92, 0x10, 0x00, 0x00, 0x94, 0x10, 0x00, 0x00,  // pid 4242, tid 4244
+    0xe8, 0xcd, 0x9a, 0x3b, 0x00, 0x00, 0x00, 0x00,  // time 1000001000
+    0x08, 0x00, 0x60, 0x00, 0x5a, 0x7f, 0x00, 0x00,  // addr 0x7f5a00600008
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // weight 0
+    0x44, 0x01, 0x00, 0x28, 0x00, 0x00, 0x00, 0x00,  // data_src 0x28000144
+    // 3. THROTTLE
+    0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00,  // type 5, size 32
+    0xd0, 0xd1, 0x9a, 0x3b, 0x00, 0x00, 0x00, 0x00,  // time 1000002000
+    0x51, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // id
+    0x51, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // stream_id
+    // 4. UNTHROTTLE
+    0x06, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00,  // type 6, size 32
+    0xb8, 0xd5, 0x9a, 0x3b, 0x00, 0x00, 0x00, 0x00,  // time 1000003000
+    0x51, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+    0x51, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+    // 5. LOST: 7 samples
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, 0x00,  // type 2, size 24
+    0x51, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // id
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // lost 7
+    // 6. SAMPLE: a load outside the managed range
+    0x09, 0x00, 0x00, 0x00, 0x02, 0x00, 0x38, 0x00,  //
+    0x51, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+    0x92, 0x10, 0x00, 0x00, 0x93, 0x10, 0x00, 0x00,  //
+    0xa0, 0xd9, 0x9a, 0x3b, 0x00, 0x00, 0x00, 0x00,  //
+    0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00,  // addr 0x400000
+    0x78, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+    0x42, 0x10, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+    // 7. SAMPLE: a load by another process (pid 999) inside the range
+    0x09, 0x00, 0x00, 0x00, 0x02, 0x00, 0x38, 0x00,  //
+    0x51, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+    0xe7, 0x03, 0x00, 0x00, 0xe7, 0x03, 0x00, 0x00,  // pid 999, tid 999
+    0x88, 0xdd, 0x9a, 0x3b, 0x00, 0x00, 0x00, 0x00,  //
+    0x10, 0x00, 0x00, 0x00, 0x5a, 0x7f, 0x00, 0x00,  // addr 0x7f5a00000010
+    0x5a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+    0x42, 0x10, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+    // 8. LOST_SAMPLES: 3
+    0x0d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00,  // type 13, size 16
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // lost 3
+    // 9. SAMPLE of the loads event with data_src N/A: a load of unit 1
+    0x09, 0x00, 0x00, 0x00, 0x02, 0x00, 0x38, 0x00,  //
+    0x51, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+    0x92, 0x10, 0x00, 0x00, 0x93, 0x10, 0x00, 0x00,  //
+    0x70, 0xe1, 0x9a, 0x3b, 0x00, 0x00, 0x00, 0x00,  // time 1000006000
+    0x00, 0x01, 0x20, 0x00, 0x5a, 0x7f, 0x00, 0x00,  // addr 0x7f5a00200100
+    0x4b, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // weight 75
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // data_src OP_NA
+};
+static_assert(sizeof kRecorded == 384);
+
+void check_recorded(const capture &c, const pebs_stats &st) {
+  ASSERT_EQ(c.samples.size(), 3u);
+  EXPECT_EQ(c.samples[0].addr, kBase + 0x200040);
+  EXPECT_FALSE(c.samples[0].is_store);
+  EXPECT_EQ(c.samples[0].weight, 300u);
+  EXPECT_EQ(c.samples[0].pid, kPid);
+  EXPECT_EQ(c.samples[0].tid, kPid + 1);
+  EXPECT_EQ(c.samples[0].time, 1000000000u);
+  EXPECT_EQ(c.samples[1].addr, kBase + 0x600008);
+  EXPECT_TRUE(c.samples[1].is_store);
+  EXPECT_EQ(c.samples[1].tid, kPid + 2);
+  EXPECT_EQ(c.samples[2].addr, kBase + 0x200100);
+  EXPECT_FALSE(c.samples[2].is_store);
+  EXPECT_EQ(c.samples[2].weight, 75u);
+  EXPECT_EQ(st.records, 9u);
+  EXPECT_EQ(st.bytes, sizeof kRecorded);
+  EXPECT_EQ(st.samples, 3u);
+  EXPECT_EQ(st.foreign, 1u);
+  EXPECT_EQ(st.other_process, 1u);
+  EXPECT_EQ(st.throttled, 1u);
+  EXPECT_EQ(st.unthrottled, 1u);
+  EXPECT_EQ(st.lost, 7u);
+  EXPECT_EQ(st.lost_records, 1u);
+  EXPECT_EQ(st.lost_samples, 3u);
+  EXPECT_EQ(st.corrupt, 0u);
+  EXPECT_EQ(st.malformed, 0u);
+}
+
+TEST(PebsLayout, ProductionSampleTypeOffsetsFollowTheUapiOrder) {
+  pebs_layout l = pebs_layout_for(kPebsSampleType);
+  ASSERT_TRUE(l.valid);
+  EXPECT_EQ(l.id, 8);
+  EXPECT_EQ(l.pid_tid, 16);
+  EXPECT_EQ(l.time, 24);
+  EXPECT_EQ(l.addr, 32);
+  EXPECT_EQ(l.weight, 40);
+  EXPECT_EQ(l.data_src, 48);
+  EXPECT_EQ(l.min_size, 56);
+  EXPECT_FALSE(l.weight_struct);
+
+  // IP, CPU and PERIOD shift the fields after them.
+  pebs_layout m =
+      pebs_layout_for(kPebsSampleType | PERF_SAMPLE_IP | PERF_SAMPLE_CPU | PERF_SAMPLE_PERIOD);
+  ASSERT_TRUE(m.valid);
+  EXPECT_EQ(m.id, 8);
+  EXPECT_EQ(m.pid_tid, 24);
+  EXPECT_EQ(m.addr, 40);
+  EXPECT_EQ(m.weight, 64);
+  EXPECT_EQ(m.data_src, 72);
+
+  pebs_layout w = pebs_layout_for((kPebsSampleType & ~uint64_t{PERF_SAMPLE_WEIGHT}) |
+                                  PERF_SAMPLE_WEIGHT_STRUCT);
+  EXPECT_TRUE(w.valid);
+  EXPECT_TRUE(w.weight_struct);
+  EXPECT_EQ(w.weight, 40);
+
+  EXPECT_FALSE(pebs_layout_for(kPebsSampleType | PERF_SAMPLE_CALLCHAIN).valid)
+      << "a variable-size field before WEIGHT/DATA_SRC";
+  EXPECT_TRUE(pebs_layout_for(PERF_SAMPLE_TID | PERF_SAMPLE_ADDR | PERF_SAMPLE_CALLCHAIN).valid)
+      << "nothing needed after the callchain";
+  EXPECT_FALSE(pebs_layout_for(kPebsSampleType & ~uint64_t{PERF_SAMPLE_ADDR}).valid);
+  EXPECT_FALSE(pebs_layout_for(kPebsSampleType | PERF_SAMPLE_WEIGHT_STRUCT).valid);
+}
+
+TEST(PebsRing, MappingGivesTheDataArea) {
+  alignas(4096) static unsigned char map[3 * 4096];
+  memset(map, 0, sizeof map);
+  auto *meta = reinterpret_cast<perf_event_mmap_page *>(map);
+  pebs_ring_view v;
+  // Kernels before 4.1 leave data_offset/data_size 0: data follows the page.
+  ASSERT_TRUE(pebs_ring_from_mapping(map, sizeof map, &v));
+  EXPECT_EQ(v.data, map + 4096);
+  EXPECT_EQ(v.size, 2u * 4096);
+  meta->data_offset = 4096;
+  meta->data_size = 4096;
+  ASSERT_TRUE(pebs_ring_from_mapping(map, sizeof map, &v));
+  EXPECT_EQ(v.size, 4096u);
+  meta->data_size = 3000;  // not a power of two
+  EXPECT_FALSE(pebs_ring_from_mapping(map, sizeof map, &v));
+  meta->data_size = 4 * 4096;  // beyond the mapping
+  EXPECT_FALSE(pebs_ring_from_mapping(map, sizeof map, &v));
+  meta->data_offset = 64;  // inside the control page
+  meta->data_size = 1024;
+  EXPECT_FALSE(pebs_ring_from_mapping(map, sizeof map, &v));
+}
+
+TEST(PebsParse, RecordedRingGivesExactSamplesAndCounters) {
+  ring_image ring(512);
+  ring.put(kRecorded, sizeof kRecorded);
+  ring.publish();
+  capture c;
+  pebs_stats st{};
+  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 3u);
+  check_recorded(c, st);
+  EXPECT_EQ(ring.meta()->data_tail, sizeof kRecorded);
+}
+
+TEST(PebsParse, RecordedRingAtEveryRotationWrapsCorrectly) {
+  // The same records starting at every 8-byte offset of a 512-byte area (and
+  // at free-running positions past 2^40), so every record is split across
+  // the end of the area at every possible point, once.
+  for (uint64_t r = 0; r < 512; r += 8) {
+    SCOPED_TRACE(r);
+    const uint64_t start = (uint64_t{1} << 40) + r;
+    ring_image ring(512, start);
+    ring.put(kRecorded, sizeof kRecorded);
+    ring.publish();
+    capture c;
+    pebs_stats st{};
+    pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st);
+    check_recorded(c, st);
+    EXPECT_EQ(ring.meta()->data_tail, start + sizeof kRecorded);
+  }
+}
+
+TEST(PebsParse, RecordSplitAcrossTheEndIsReassembled) {
+  // Starts that split a sample inside its header, between header and id,
+  // inside pid/tid, inside addr and just before data_src.
+  for (uint64_t back : {4, 8, 12, 20, 28, 36, 52}) {
+    SCOPED_TRACE(back);
+    const size_t size = 256;
+    ring_image ring(size, 3 * size - back);
+    gen_sample a;
+    a.addr = kBase + 0x1234567;
+    a.tid = 0x01020304;
+    a.time = 0x1122334455667788;
+    a.weight = 0x0badcafe;
+    gen_sample b = a;
+    b.id = kStoreId;
+    b.addr = kBase + kRange - 1;
+    b.data_src = kSrcStoreL1;
+    ring.sample(a);
+    ring.sample(b);
+    ring.publish();
+    capture c;
+    pebs_stats st{};
+    EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 2u);
+    ASSERT_EQ(c.samples.size(), 2u);
+    EXPECT_EQ(c.samples[0].addr, a.addr);
+    EXPECT_EQ(c.samples[0].tid, a.tid);
+    EXPECT_EQ(c.samples[0].time, a.time);
+    EXPECT_EQ(c.samples[0].weight, a.weight);
+    EXPECT_FALSE(c.samples[0].is_store);
+    EXPECT_EQ(c.samples[1].addr, b.addr);
+    EXPECT_TRUE(c.samples[1].is_store);
+    EXPECT_EQ(st.corrupt, 0u);
+    EXPECT_EQ(ring.meta()->data_tail, ring.head());
+  }
+}
+
+TEST(PebsParse, GeneratedBatchesCountPerUnitExactly) {
+  // Forty batches of random records through a 4 KiB ring starting 24 bytes
+  // before its end and at a free-running position past 2^40: the ring wraps
+  // many times.  Expected counts are kept by the generator.
+  std::mt19937_64 rng(20240607);
+  ring_image ring(4096, (uint64_t{1} << 40) + 4096 - 24);
+  std::vector<uint64_t> storage((pebs_unit_counts::storage_bytes(kUnits) + 7) / 8);
+  pebs_unit_counts counts;
+  ASSERT_TRUE(counts.init(kBase, kUnits, storage.data()));
+  std::map<uint32_t, std::pair<uint32_t, uint32_t>> expect;  // unit -> reads, writes
+  uint64_t foreign = 0, other = 0, lost = 0, samples = 0;
+  pebs_stats st{};
+  const pebs_filter f = test_filter();
+  for (int batch = 0; batch < 40; batch++) {
+    const int n = 1 + static_cast<int>(rng() % 60);  // 60 * 56 + 24 < 4096
+    bool lost_done = false;
+    for (int i = 0; i < n; i++) {
+      const unsigned pick = static_cast<unsigned>(rng() % 100);
+      gen_sample s;
+      s.time = static_cast<uint64_t>(batch) * 1000 + static_cast<uint64_t>(i);
+      if (pick < 5 && !lost_done) {
+        const uint64_t k = 1 + rng() % 100;
+        ring.lost(kLoadId, k);
+        lost += k;
+        lost_done = true;
+        continue;
+      }
+      if (pick < 15) {  // outside: below, at the end, far away
+        const uint64_t choices[] = {kBase - 1, kBase + kRange, 0, rng()};
+        s.addr = choices[rng() % 4];
+        if (s.addr - kBase < kRange) s.addr = 0;
+        foreign++;
+      } else if (pick < 20) {
+        s.pid = kPid + 7;
+        s.addr = kBase + rng() % kRange;
+        other++;
+      } else {
+        const uint32_t unit = static_cast<uint32_t>(rng() % kUnits);
+        s.addr = kBase + (uint64_t{unit} << kUnitShift) + rng() % kUnitSize;
+        const bool store = pick >= 70;
+        if (store) {
+          // Either the store event's id or the data source says "store".
+          if (rng() % 2) {
+            s.id = kStoreId;
+            s.data_src = kSrcNA;
+          } else {
+            s.data_src = kSrcStoreL1;
+          }
+          expect[unit].second++;
+        } else {
+          expect[unit].first++;
+        }
+        samples++;
+      }
+      ring.sample(s);
+    }
+    ring.publish();
+    pebs_parse_ring(ring.view(), f, counts.sink(), &st);
+    ASSERT_EQ(ring.meta()->data_tail, ring.head()) << "batch " << batch;
+  }
+  EXPECT_EQ(st.samples, samples);
+  EXPECT_EQ(st.foreign, foreign);
+  EXPECT_EQ(st.other_process, other);
+  EXPECT_EQ(st.lost, lost);
+  EXPECT_EQ(st.corrupt, 0u);
+  EXPECT_EQ(counts.touched(), expect.size());
+  for (uint32_t u = 0; u < kUnits; u++) {
+    SCOPED_TRACE(u);
+    EXPECT_EQ(counts.count(u).reads, expect[u].first);
+    EXPECT_EQ(counts.count(u).writes, expect[u].second);
+  }
+  EXPECT_EQ(counts.outside(), 0u);
+}
+
+TEST(PebsParse, DataSourceDecidesLoadOrStoreAndKindIsTheFallback) {
+  ring_image ring(1024);
+  gen_sample s;
+  s.addr = kBase;
+  s.id = kLoadId;
+  s.data_src = kSrcStoreL1;  // data_src wins over the event's kind
+  ring.sample(s);
+  s.id = kStoreId;
+  s.data_src = kSrcNA;  // kind: store
+  ring.sample(s);
+  s.id = 0x99;  // unknown id, N/A: neither (IBS non-memory op)
+  ring.sample(s);
+  s.data_src = kSrcLoadDram;  // unknown id, load
+  ring.sample(s);
+  s.data_src = 0;  // nothing at all
+  ring.sample(s);
+  ring.publish();
+  capture c;
+  pebs_stats st{};
+  pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st);
+  ASSERT_EQ(c.samples.size(), 3u);
+  EXPECT_TRUE(c.samples[0].is_store);
+  EXPECT_TRUE(c.samples[1].is_store);
+  EXPECT_FALSE(c.samples[2].is_store);
+  EXPECT_EQ(st.non_memory, 2u);
+}
+
+TEST(PebsParse, ForeignProcessesIgnoredThreadsAndOutOfRangeAreDropped) {
+  ring_image ring(1024);
+  pebs_filter f = test_filter();
+  const uint32_t ignored[] = {kPid + 9};
+  f.ignore_tids = ignored;
+  f.nignore = 1;
+  gen_sample s;
+  s.addr = kBase - 8;  // just below
+  ring.sample(s);
+  s.addr = kBase + kRange;  // just past
+  ring.sample(s);
+  s.addr = 0;  // PEBS gives 0 when the address is unknown
+  ring.sample(s);
+  s.addr = kBase + kRange - 8;  // last unit: kept
+  ring.sample(s);
+  s.tid = kPid + 9;  // the migration thread, say
+  ring.sample(s);
+  s.tid = kPid + 1;
+  s.pid = kPid + 100;
+  ring.sample(s);
+  ring.publish();
+  capture c;
+  pebs_stats st{};
+  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 1u);
+  EXPECT_EQ(st.foreign, 3u);
+  EXPECT_EQ(st.ignored_tid, 1u);
+  EXPECT_EQ(st.other_process, 1u);
+  ASSERT_EQ(c.samples.size(), 1u);
+  EXPECT_EQ(c.samples[0].addr, kBase + kRange - 8);
+
+  // pid 0 in the filter: any process.
+  ring_image any(256);
+  s.pid = 1;
+  s.tid = 1;
+  any.sample(s);
+  any.publish();
+  f.pid = 0;
+  capture c2;
+  pebs_stats st2{};
+  EXPECT_EQ(pebs_parse_ring(any.view(), f, c2.sink(), &st2), 1u);
+}
+
+TEST(PebsParse, TaskRecordsOfTheProcessReachTheSink) {
+  ring_image ring(512);
+  ring.task(false, kPid, 5001, 10);
+  ring.task(false, 999, 6001, 11);  // another process: not reported
+  ring.task(true, kPid, 5001, 12);
+  ring.publish();
+  capture c;
+  pebs_stats st{};
+  pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st);
+  ASSERT_EQ(c.tasks.size(), 2u);
+  EXPECT_FALSE(c.tasks[0].exit);
+  EXPECT_EQ(c.tasks[0].tid, 5001u);
+  EXPECT_EQ(c.tasks[0].time, 10u);
+  EXPECT_TRUE(c.tasks[1].exit);
+  EXPECT_EQ(c.tasks[1].time, 12u);
+  EXPECT_EQ(st.forks, 1u);
+  EXPECT_EQ(st.exits, 1u);
+  EXPECT_EQ(st.records, 3u);
+}
+
+TEST(PebsParse, TailIsWrittenBackAndOnlyNewRecordsAreRead) {
+  ring_image ring(512, 40);
+  gen_sample a, b, cc, d;
+  a.addr = kBase + 1;
+  b.addr = kBase + 2;
+  cc.addr = kBase + 3;
+  d.addr = kBase + 4;
+  const pebs_filter f = test_filter();
+  pebs_stats st{};
+  capture c;
+  ring.sample(a);
+  ring.publish();
+  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 1u);
+  EXPECT_EQ(ring.meta()->data_tail, 40u + 56);
+  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 0u)
+      << "consumed records are not read again";
+  EXPECT_EQ(st.records, 1u);
+  ring.sample(b);
+  ring.sample(cc);
+  ring.publish();
+  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 2u);
+  ring.sample(d);  // written, head not yet published
+  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 0u);
+  EXPECT_EQ(ring.meta()->data_tail, 40u + 3 * 56);
+  ring.publish();
+  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 1u);
+  ASSERT_EQ(c.samples.size(), 4u);
+  for (size_t i = 0; i < 4; i++) EXPECT_EQ(c.samples[i].addr, kBase + 1 + i);
+  EXPECT_EQ(ring.meta()->data_tail, ring.head());
+}
+
+TEST(PebsParse, EmptyRingReadsNothing) {
+  ring_image ring(256, 1000);
+  capture c;
+  pebs_stats st{};
+  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 0u);
+  EXPECT_EQ(st.records, 0u);
+  EXPECT_EQ(st.corrupt, 0u);
+  EXPECT_EQ(ring.meta()->data_tail, 1000u);
+}
+
+// A corrupt record after a good one: the good one is delivered, parsing
+// stops, the rest is discarded (tail = head) and counted.
+void expect_stops_at_corrupt(uint16_t bad_size, size_t ring_size, uint64_t start) {
+  SCOPED_TRACE(bad_size);
+  ring_image ring(ring_size, start);
+  gen_sample a;
+  a.addr = kBase + 77;
+  ring.sample(a);
+  ring.header(PERF_RECORD_SAMPLE, 0, bad_size);
+  ring.u64(0);
+  gen_sample b;
+  b.addr = kBase + 99;
+  ring.sample(b);
+  ring.publish();
+  capture c;
+  pebs_stats st{};
+  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 1u);
+  ASSERT_EQ(c.samples.size(), 1u);
+  EXPECT_EQ(c.samples[0].addr, kBase + 77);
+  EXPECT_EQ(st.corrupt, 1u);
+  EXPECT_EQ(ring.meta()->data_tail, ring.head());
+  // And the next parse of the same ring is quiet.
+  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 0u);
+  EXPECT_EQ(st.corrupt, 1u);
+}
+
+TEST(PebsParse, ZeroOrTinyRecordSizeStopsParsingSafely) {
+  expect_stops_at_corrupt(0, 256, 0);
+  expect_stops_at_corrupt(4, 256, 0);
+  expect_stops_at_corrupt(0, 256, 256 - 56);  // the bad header right at the wrap
+}
+
+TEST(PebsParse, RecordLargerThanWhatIsLeftStopsParsingSafely) {
+  expect_stops_at_corrupt(0xfff8, 256, 0);  // larger than the whole area
+  expect_stops_at_corrupt(0xfff8, 256, 200);
+  expect_stops_at_corrupt(200, 256, 0);  // fits the area, not what was published
+}
+
+TEST(PebsParse, TruncatedRecordAtTheHeadIsCorrupt) {
+  ring_image ring(256);
+  gen_sample a;
+  ring.sample(a);
+  ring.sample(a);
+  ring.publish_at(56 + 24);  // head inside the second record
+  capture c;
+  pebs_stats st{};
+  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 1u);
+  EXPECT_EQ(st.corrupt, 1u);
+  EXPECT_EQ(ring.meta()->data_tail, 56u + 24);
+}
+
+TEST(PebsParse, HeadMoreThanTheAreaAheadDiscardsEverything) {
+  ring_image ring(256, 64);
+  gen_sample a;
+  for (int i = 0; i < 4; i++) ring.sample(a);  // 224 bytes
+  ring.publish_at(64 + 256 + 8);
+  capture c;
+  pebs_stats st{};
+  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 0u);
+  EXPECT_EQ(st.corrupt, 1u);
+  EXPECT_EQ(st.records, 0u);
+  EXPECT_EQ(ring.meta()->data_tail, 64u + 256 + 8);
+  // A tail ahead of the head is the same thing.
+  ring_image back(256, 512);
+  back.publish_at(500);
+  pebs_stats st2{};
+  EXPECT_EQ(pebs_parse_ring(back.view(), test_filter(), c.sink(), &st2), 0u);
+  EXPECT_EQ(st2.corrupt, 1u);
+}
+
+TEST(PebsParse, ShortRecordsAreSkippedBySize) {
+  ring_image ring(512);
+  ring.header(PERF_RECORD_SAMPLE, 0, 16);  // a sample too short for the layout
+  ring.u64(kLoadId);
+  ring.header(PERF_RECORD_LOST, 0, 16);  // a LOST without its count
+  ring.u64(kLoadId);
+  ring.header(PERF_RECORD_MMAP, 0, 40);  // a record type not asked for
+  for (int i = 0; i < 4; i++) ring.u64(0);
+  gen_sample a;
+  a.addr = kBase + 5;
+  ring.sample(a);
+  ring.publish();
+  capture c;
+  pebs_stats st{};
+  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 1u);
+  EXPECT_EQ(st.malformed, 2u);
+  EXPECT_EQ(st.unknown, 1u);
+  EXPECT_EQ(st.lost, 0u);
+  EXPECT_EQ(st.corrupt, 0u);
+  EXPECT_EQ(st.records, 4u);
+}
+
+// --- sysfs
+
+class fake_sysfs {
+ public:
+  fake_sysfs() {
+    char tmpl[] = "/tmp/mmtier-pebs-sysfs-XXXXXX";
+    EXPECT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+  }
+  ~fake_sysfs() { std::filesystem::remove_all(root_); }
+  void write(const std::string &rel, const std::string &text) {
+    std::filesystem::path p = std::filesystem::path(root_) / rel;
+    std::filesystem::create_directories(p.parent_path());
+    std::ofstream(p) << text;
+  }
+  void pmu(const std::string &pmu, const std::string &rel, const std::string &text) {
+    write("bus/event_source/devices/" + pmu + "/" + rel, text);
+  }
+  const char *root() const { return root_.c_str(); }
+
+ private:
+  std::string root_;
+};
+
+void intel_pmu(fake_sysfs &fs, const std::string &pmu, int type) {
+  fs.pmu(pmu, "type", std::to_string(type) + "\n");
+  fs.pmu(pmu, "format/event", "config:0-7\n");
+  fs.pmu(pmu, "format/umask", "config:8-15\n");
+  fs.pmu(pmu, "format/ldlat", "config1:0-15\n");
+}
+
+TEST(PebsSysfs, FormatLinesPlaceValuesBitByBit) {
+  uint64_t cfg[3] = {};
+  EXPECT_TRUE(pebs_apply_format("config:0-7\n", 0xcd, cfg));
+  EXPECT_TRUE(pebs_apply_format("config:8-15", 0x01, cfg));
+  EXPECT_EQ(cfg[0], 0x1cdu);
+  EXPECT_TRUE(pebs_apply_format("config1:0-15\n", 64, cfg));
+  EXPECT_EQ(cfg[1], 64u);
+  EXPECT_TRUE(pebs_apply_format("config2:0\n", 1, cfg));
+  EXPECT_EQ(cfg[2], 1u);
+  uint64_t split[3] = {};
+  EXPECT_TRUE(pebs_apply_format("config:0-7,32-35", 0x5cd, split));
+  EXPECT_EQ(split[0], 0x5000000cdu);
+  uint64_t one[3] = {};
+  EXPECT_TRUE(pebs_apply_format("config:19", 1, one));
+  EXPECT_EQ(one[0], uint64_t{1} << 19);
+  EXPECT_FALSE(pebs_apply_format("config:19", 2, one)) << "does not fit";
+  EXPECT_FALSE(pebs_apply_format("config3:0", 1, one));
+  EXPECT_FALSE(pebs_apply_format("bogus:0-3", 1, one));
+  EXPECT_FALSE(pebs_apply_format("config:9-3", 1, one));
+  EXPECT_FALSE(pebs_apply_format("config:0-64", 1, one));
+  EXPECT_EQ(one[0], uint64_t{1} << 19) << "failures leave cfg alone";
+}
+
+TEST(PebsSysfs, CpuListsParse) {
+  pebs_cpu_set s;
+  ASSERT_TRUE(pebs_parse_cpu_list("0-3,8,10-11\n", &s));
+  EXPECT_EQ(s.count(), 7u);
+  EXPECT_TRUE(s.has(3));
+  EXPECT_TRUE(s.has(8));
+  EXPECT_FALSE(s.has(9));
+  EXPECT_TRUE(s.has(11));
+  ASSERT_TRUE(pebs_parse_cpu_list("\n", &s));
+  EXPECT_EQ(s.count(), 0u);
+  ASSERT_TRUE(pebs_parse_cpu_list("250-300", &s));
+  EXPECT_EQ(s.count(), 6u) << "CPUs past kPebsMaxCpus are dropped";
+  EXPECT_FALSE(pebs_parse_cpu_list("0-x", &s));
+  EXPECT_FALSE(pebs_parse_cpu_list("3-1", &s));
+}
+
+TEST(PebsSysfs, IntelPlanUsesTheKernelsEncodingsAndOurLatencyThreshold) {
+  fake_sysfs fs;
+  fs.write("devices/system/cpu/online", "0-3\n");
+  intel_pmu(fs, "cpu", 4);
+  fs.pmu("cpu", "events/mem-loads", "event=0xcd,umask=0x1,ldlat=3\n");
+  fs.pmu("cpu", "events/mem-stores", "event=0xd0,umask=0x82\n");
+  pebs_params p;
+  p.sysfs_root = fs.root();
+  p.load_latency_cycles = 64;
+  pebs_plan plan;
+  char why[256] = "";
+  ASSERT_EQ(pebs_plan_events(p, &plan, why, sizeof why), pebs_status::ok) << why;
+  EXPECT_EQ(plan.vendor, pebs_vendor::intel);
+  ASSERT_EQ(plan.n, 2u);
+  EXPECT_EQ(plan.ev[0].kind, pebs_kind::load);
+  EXPECT_EQ(plan.ev[0].type, 4u);
+  EXPECT_EQ(plan.ev[0].config[0], 0x1cdu);  // MEM_TRANS_RETIRED.LOAD_LATENCY
+  EXPECT_EQ(plan.ev[0].config[1], 64u);     // ldlat
+  EXPECT_EQ(plan.ev[0].period, p.load_period);
+  EXPECT_FALSE(plan.ev[0].aux_leader);
+  EXPECT_EQ(plan.ev[0].max_precise, 3);
+  EXPECT_TRUE(plan.ev[0].exclude_ok);
+  EXPECT_EQ(plan.ev[0].cpus.count(), 4u);
+  EXPECT_EQ(plan.ev[1].kind, pebs_kind::store);
+  EXPECT_EQ(plan.ev[1].config[0], 0x82d0u);  // MEM_INST_RETIRED.ALL_STORES
+  EXPECT_EQ(plan.ev[1].period, p.store_period);
+
+  // Sapphire Rapids lists mem-loads-aux: a counting group leader.
+  fs.pmu("cpu", "events/mem-loads-aux", "event=0x03,umask=0x82\n");
+  ASSERT_EQ(pebs_plan_events(p, &plan, why, sizeof why), pebs_status::ok) << why;
+  EXPECT_TRUE(plan.ev[0].aux_leader);
+  EXPECT_EQ(plan.ev[0].aux_config[0], 0x8203u);
+
+  // A term with no format file: the event is not understood.
+  fs.pmu("cpu", "events/mem-loads", "event=0xcd,umask=0x1,frontend=0x7\n");
+  EXPECT_EQ(pebs_plan_events(p, &plan, why, sizeof why), pebs_status::unsupported_event);
+  EXPECT_NE(std::string(why).find("frontend"), std::string::npos) << why;
+}
+
+TEST(PebsSysfs, HybridIntelGetsEventsPerCoreType) {
+  fake_sysfs fs;
+  fs.write("devices/system/cpu/online", "0-15\n");
+  intel_pmu(fs, "cpu_core", 4);
+  fs.pmu("cpu_core", "cpus", "0-7\n");
+  fs.pmu("cpu_core", "events/mem-loads", "event=0xcd,umask=0x1,ldlat=3\n");
+  fs.pmu("cpu_core", "events/mem-stores", "event=0xcd,umask=0x2\n");
+  intel_pmu(fs, "cpu_atom", 10);
+  fs.pmu("cpu_atom", "cpus", "8-15\n");
+  fs.pmu("cpu_atom", "events/mem-loads", "event=0xd0,umask=0x5,ldlat=3\n");
+  fs.pmu("cpu_atom", "events/mem-stores", "event=0xd0,umask=0x6\n");
+  pebs_params p;
+  p.sysfs_root = fs.root();
+  pebs_plan plan;
+  char why[256] = "";
+  ASSERT_EQ(pebs_plan_events(p, &plan, why, sizeof why), pebs_status::ok) << why;
+  ASSERT_EQ(plan.n, 4u);
+  EXPECT_EQ(plan.ev[0].type, 4u);
+  EXPECT_TRUE(plan.ev[0].cpus.has(7));
+  EXPECT_FALSE(plan.ev[0].cpus.has(8));
+  EXPECT_EQ(plan.ev[1].config[0], 0x2cdu);
+  EXPECT_EQ(plan.ev[2].type, 10u);
+  EXPECT_EQ(plan.ev[2].config[0], 0x5d0u);
+  EXPECT_EQ(plan.ev[2].config[1], p.load_latency_cycles);
+  EXPECT_TRUE(plan.ev[2].cpus.has(8));
+  EXPECT_FALSE(plan.ev[2].cpus.has(7));
+  EXPECT_EQ(plan.ev[3].kind, pebs_kind::store);
+}
+
+TEST(PebsSysfs, AmdPlanUsesIbsOp) {
+  fake_sysfs fs;
+  fs.write("devices/system/cpu/online", "0-1\n");
+  fs.pmu("ibs_op", "type", "11\n");
+  fs.pmu("ibs_op", "format/cnt_ctl", "config:19\n");
+  fs.pmu("ibs_op", "format/l3missonly", "config:16\n");
+  pebs_params p;
+  p.sysfs_root = fs.root();
+  p.ibs_period = 65537;
+  pebs_plan plan;
+  char why[256] = "";
+  ASSERT_EQ(pebs_plan_events(p, &plan, why, sizeof why), pebs_status::ok) << why;
+  EXPECT_EQ(plan.vendor, pebs_vendor::amd_ibs);
+  ASSERT_EQ(plan.n, 1u);
+  EXPECT_EQ(plan.ev[0].kind, pebs_kind::mixed);
+  EXPECT_EQ(plan.ev[0].type, 11u);
+  EXPECT_EQ(plan.ev[0].config[0], (uint64_t{1} << 19) | (uint64_t{1} << 16));
+  EXPECT_EQ(plan.ev[0].period, 65536u) << "IBS periods are multiples of 16";
+  EXPECT_FALSE(plan.ev[0].exclude_ok) << "IBS without swfilt refuses exclude_*";
+  EXPECT_EQ(plan.ev[0].max_precise, 0);
+  EXPECT_EQ(plan.ev[0].cpus.count(), 2u);
+
+  p.ibs_l3_miss_only = false;
+  fs.pmu("ibs_op", "format/swfilt", "config2:0\n");
+  ASSERT_EQ(pebs_plan_events(p, &plan, why, sizeof why), pebs_status::ok) << why;
+  EXPECT_EQ(plan.ev[0].config[0], uint64_t{1} << 19);
+  EXPECT_EQ(plan.ev[0].config[2], 1u);
+  EXPECT_TRUE(plan.ev[0].exclude_ok);
+}
+
+TEST(PebsSysfs, NoPmuAndPmuWithoutMemoryEventsAreTold) {
+  fake_sysfs fs;
+  fs.write("devices/system/cpu/online", "0\n");
+  pebs_params p;
+  p.sysfs_root = fs.root();
+  pebs_plan plan;
+  char why[256] = "";
+  EXPECT_EQ(pebs_plan_events(p, &plan, why, sizeof why), pebs_status::no_pmu);
+  EXPECT_NE(std::string(why).find("no PEBS or IBS"), std::string::npos) << why;
+  intel_pmu(fs, "cpu", 4);  // a core PMU, no mem-loads (e.g. a VM with a partial vPMU)
+  EXPECT_EQ(pebs_plan_events(p, &plan, why, sizeof why), pebs_status::unsupported_event);
+  EXPECT_NE(std::string(why).find("mem-loads"), std::string::npos) << why;
+  fake_sysfs empty;  // not even a CPU list
+  p.sysfs_root = empty.root();
+  EXPECT_EQ(pebs_plan_events(p, &plan, why, sizeof why), pebs_status::invalid_argument);
+}
+
+// --- thread coverage
+
+TEST(PebsThreads, ThreadsWithoutForkRecordsAreAttachedAfterTwoScans) {
+  auto t = std::make_unique<pebs_threads>();
+  uint32_t attach[8];
+  t->covered(100, 1);  // the thread that opened the events
+  const uint32_t scan1[] = {100, 101};
+  EXPECT_EQ(t->scan(scan1, 2, attach, 8), 0u) << "a new thread is only pending at first";
+  EXPECT_TRUE(t->is_pending(101));
+  t->covered(102, 5);  // a FORK record: inherited the events
+  const uint32_t scan2[] = {102, 100, 101};
+  ASSERT_EQ(t->scan(scan2, 3, attach, 8), 1u);
+  EXPECT_EQ(attach[0], 101u) << "still without a FORK record: give it events";
+  t->covered(101, 6);
+  EXPECT_EQ(t->scan(scan2, 3, attach, 8), 0u);
+  EXPECT_TRUE(t->is_covered(102));
+
+  // An EXIT older than the entry belongs to an earlier thread with this tid.
+  t->exited(102, 4);
+  EXPECT_TRUE(t->is_covered(102));
+  t->exited(102, 7);
+  EXPECT_FALSE(t->is_covered(102));
+
+  // A pending thread whose FORK record arrives before the next scan is not
+  // attached.
+  const uint32_t scan3[] = {100, 101, 103};
+  EXPECT_EQ(t->scan(scan3, 3, attach, 8), 0u);
+  t->covered(103, 8);
+  EXPECT_EQ(t->scan(scan3, 3, attach, 8), 0u);
+  EXPECT_TRUE(t->is_covered(103));
+
+  // Threads gone from the list are forgotten.
+  const uint32_t scan4[] = {100};
+  EXPECT_EQ(t->scan(scan4, 1, attach, 8), 0u);
+  EXPECT_EQ(t->size(), 1u);
+  EXPECT_FALSE(t->is_covered(101));
+}
+
+// --- per-unit counts
+
+TEST(PebsAggregate, CountsMapToPolicyObservations) {
+  std::vector<uint64_t> storage((pebs_unit_counts::storage_bytes(8) + 7) / 8);
+  pebs_unit_counts c;
+  ASSERT_TRUE(c.init(kBase, 8, storage.data()));
+  for (int i = 0; i < 32; i++)
+    c.add(kBase + 2 * kUnitSize + static_cast<uint64_t>(i) * 4096, false);
+  for (int i = 0; i < 16; i++) c.add(kBase + 2 * kUnitSize + 8, true);
+  for (int i = 0; i < 200; i++) c.add(kBase + 5 * kUnitSize, false);
+  c.add(kBase - 1, false);
+  c.add(kBase + 8 * kUnitSize, true);
+  EXPECT_EQ(c.outside(), 2u);
+  EXPECT_EQ(c.count(2).reads, 32u);
+  EXPECT_EQ(c.count(2).writes, 16u);
+  ASSERT_EQ(c.touched(), 2u);
+  EXPECT_EQ(c.touched_unit(0), 2u);
+  EXPECT_EQ(c.touched_unit(1), 5u);
+
+  pebs_scale sc;  // 64 samples/s per unit = every page touched; scale 512
+  ASSERT_EQ(sc.full_scale_per_sec, 64u);
+  pebs_unit_observation o = c.observe(2, kSec, sc);
+  EXPECT_EQ(o.sampled, 512);
+  EXPECT_EQ(o.touched, 384);       // 48 samples/s of 64
+  EXPECT_EQ(o.written, 128);       // 16 of 64
+  o = c.observe(2, kSec / 2, sc);  // the same counts in half the time
+  EXPECT_EQ(o.touched, 512) << "capped";
+  EXPECT_EQ(o.written, 256);
+  o = c.observe(5, kSec, sc);
+  EXPECT_EQ(o.touched, 512);
+  EXPECT_EQ(o.written, 0);
+  o = c.observe(3, kSec, sc);  // no samples: idle, not unknown
+  EXPECT_EQ(o.sampled, 512);
+  EXPECT_EQ(o.touched, 0);
+  EXPECT_EQ(c.observe(2, 0, sc).sampled, 0) << "no interval, no information";
+  pebs_scale coarse{100, 64};
+  o = c.observe(2, 2 * kSec, coarse);  // 24/s of 100, scale 64: 15.36 -> 15
+  EXPECT_EQ(o.sampled, 64);
+  EXPECT_EQ(o.touched, 15);
+  EXPECT_EQ(o.written, 5);  // 8/s of 100: 5.12 -> 5
+
+  pebs_unit_observation out[4];
+  ASSERT_EQ(c.emit(kSec, out, 4, sc), 2u);
+  EXPECT_EQ(out[0].unit, 2u);
+  EXPECT_EQ(out[1].unit, 5u);
+  EXPECT_EQ(c.emit(kSec, out, 1, sc), 1u);
+
+  c.clear();
+  EXPECT_EQ(c.touched(), 0u);
+  EXPECT_EQ(c.count(2).reads, 0u);
+  EXPECT_EQ(c.count(5).reads, 0u);
+  EXPECT_EQ(c.outside(), 0u);
+  c.add(kBase + 5 * kUnitSize, true);
+  ASSERT_EQ(c.touched(), 1u);
+  EXPECT_EQ(c.touched_unit(0), 5u);
+}
+
+TEST(PebsAggregate, ObservationsDriveThePolicyToPromoteTheSampledHotUnit) {
+  constexpr uint32_t kN = 8;
+  std::vector<uint64_t> storage((pebs_unit_counts::storage_bytes(kN) + 7) / 8);
+  pebs_unit_counts c;
+  ASSERT_TRUE(c.init(kBase, kN, storage.data()));
+  for (uint32_t u = 0; u < kN; u++)
+    for (int i = 0; i < (u == 6 ? 300 : 2); i++)
+      c.add(kBase + (uint64_t{u} << kUnitShift) + 64, i % 3 == 0);
+
+  auto pol = std::make_unique<migration_policy>();
+  std::vector<uint64_t> pst((migration_policy::storage_bytes(kN) + 7) / 8);
+  policy_params pp;
+  pp.migrate_bytes_per_sec = 0;
+  ASSERT_TRUE(pol->init(pp, kN, 0, pst.data()));
+  policy_observation obs[kN];
+  for (uint32_t u = 0; u < kN; u++) {
+    pebs_unit_observation o = c.observe(u, kSec);
+    obs[u] = {o.unit, static_cast<uint8_t>(kTierPmem), true, o.sampled, o.touched, o.written};
+  }
+  pol->observe(kSec, obs, kN);
+  policy_migration out[kN];
+  const size_t n = pol->decide(kSec, 1, 0, out, kN);
+  ASSERT_EQ(n, 1u);
+  EXPECT_EQ(out[0].unit, 6u);
+  EXPECT_EQ(out[0].to_tier, kTierDram);
+}
+
+// --- the live path
+
+bool sysfs_lists_memory_sampling() {
+  namespace fs = std::filesystem;
+  const fs::path d = "/sys/bus/event_source/devices";
+  return fs::exists(d / "cpu/events/mem-loads") || fs::exists(d / "cpu_core/events/mem-loads") ||
+         fs::exists(d / "cpu_atom/events/mem-loads") || fs::exists(d / "ibs_op/type");
+}
+
+long open_cycles_counter() {
+  perf_event_attr a{};
+  a.type = PERF_TYPE_HARDWARE;
+  a.size = sizeof a;
+  a.config = PERF_COUNT_HW_CPU_CYCLES;
+  a.disabled = 1;
+  a.exclude_kernel = 1;
+  a.exclude_hv = 1;
+  long fd = syscall(SYS_perf_event_open, &a, 0, -1, -1, 0);
+  if (fd >= 0) close(static_cast<int>(fd));
+  return fd;
+}
+
+TEST(PebsTracker, OpenSaysWhyItCannotSampleOrSamplesABusyLoop) {
+  const size_t len = size_t{64} << 20;
+  void *m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  auto t = std::make_unique<pebs_tracker>();
+  pebs_params p;
+  p.base = reinterpret_cast<uintptr_t>(m);
+  p.size = len;
+  const pebs_status s = t->open(p);
+  ASSERT_NE(t->reason(), nullptr);
+  EXPECT_GT(strlen(t->reason()), 10u) << pebs_status_name(s);
+  if (s != pebs_status::ok) {
+    EXPECT_TRUE(s == pebs_status::no_pmu || s == pebs_status::no_permission ||
+                s == pebs_status::unsupported_event || s == pebs_status::no_kernel_support ||
+                s == pebs_status::out_of_resources)
+        << pebs_status_name(s) << ": " << t->reason();
+    EXPECT_FALSE(t->is_open());
+    EXPECT_EQ(t->cpus(), 0u);
+    capture c;
+    EXPECT_EQ(t->drain(c.sink()), 0u);
+    EXPECT_EQ(t->refresh(), 0u);
+    if (!sysfs_lists_memory_sampling() && open_cycles_counter() < 0) {
+      // This machine: no PMU at all, and the reason says how that was found.
+      EXPECT_EQ(s, pebs_status::no_pmu) << t->reason();
+      EXPECT_NE(std::string(t->reason()).find("cpu-cycles"), std::string::npos) << t->reason();
+    }
+    t->close();
+    munmap(m, len);
+    return;
+  }
+  // A PMU with memory sampling: random accesses over 64 MiB miss the caches.
+  std::vector<uint64_t> storage((pebs_unit_counts::storage_bytes(len >> kUnitShift) + 7) / 8);
+  pebs_unit_counts counts;
+  ASSERT_TRUE(counts.init(p.base, len >> kUnitShift, storage.data()));
+  auto *words = static_cast<volatile uint64_t *>(m);
+  const size_t nwords = len / 8;
+  uint64_t x = 88172645463325252ull, sum = 0;
+  for (int round = 0; round < 400 && counts.touched() == 0; round++) {
+    for (int i = 0; i < 1'000'000; i++) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      if (i & 1) words[x % nwords] = x;
+      else sum += words[x % nwords];
+    }
+    t->drain(counts.sink());
+  }
+  EXPECT_GT(counts.touched(), 0u) << "no sample in 400M accesses: " << t->reason() << " sum "
+                                  << sum;
+  EXPECT_EQ(t->stats().corrupt, 0u);
+  t->close();
+  EXPECT_FALSE(t->is_open());
+  munmap(m, len);
+}
+
+TEST(PebsTracker, BadArgumentsAreReportedNotFatal) {
+  static constinit pebs_tracker global;  // a library global needs no constructor call
+  EXPECT_EQ(global.status(), pebs_status::closed);
+  EXPECT_FALSE(global.is_open());
+  auto t = std::make_unique<pebs_tracker>();
+  pebs_params p;
+  p.base = kBase;
+  p.size = kRange;
+  p.ring_pages = 3;
+  EXPECT_EQ(t->open(p), pebs_status::invalid_argument);
+  EXPECT_NE(std::string(t->reason()).find("ring_pages"), std::string::npos) << t->reason();
+  pebs_plan empty{};
+  p.ring_pages = 4;
+  p.plan = &empty;
+  EXPECT_EQ(t->open(p), pebs_status::invalid_argument);
+  EXPECT_FALSE(t->is_open());
+
+  // A sysfs without any PMU: no_pmu where the kernel has no PMU either,
+  // unsupported_event where it counts cycles.
+  fake_sysfs fs;
+  fs.write("devices/system/cpu/online", "0\n");
+  p.plan = nullptr;
+  p.sysfs_root = fs.root();
+  const pebs_status s = t->open(p);
+  const long cycles = open_cycles_counter();
+  if (cycles >= 0) EXPECT_EQ(s, pebs_status::unsupported_event) << t->reason();
+  else if (cycles == -1 && errno == ENOSYS)
+    EXPECT_EQ(s, pebs_status::no_kernel_support) << t->reason();
+  else EXPECT_EQ(s, pebs_status::no_pmu) << t->reason();
+  t->close();
+  EXPECT_EQ(t->status(), pebs_status::closed);
+}
+
+uint32_t gettid_now() { return static_cast<uint32_t>(syscall(SYS_gettid)); }
+
+// Writes one byte to the first `pages` pages of unit u of the region.
+void touch(char *region, uint32_t u, int pages) {
+  for (int i = 0; i < pages; i++) {
+    volatile char *b = region + (size_t{u} << kUnitShift) + static_cast<size_t>(i) * 4096;
+    *b = 1;
+  }
+}
+
+// The live plumbing on this machine: per-CPU inherited events with one ring
+// per CPU (SET_OUTPUT), a thread alive before open() attached as a root, a
+// thread created after it covered by inheritance (and its FORK record), the
+// production parser on rings the kernel wrote, and a fork child that closes
+// its copies.  Software page-fault events stand in for PEBS: each carries the
+// faulting address, and a first write to an anonymous page faults once.
+TEST(PebsTracker, LivePathWithSoftwarePageFaultEvents) {
+  constexpr uint32_t kN = 8;
+  const size_t len = size_t{kN} << kUnitShift;
+  // Aligned to a unit so that unit i of the tracker is unit i here.
+  void *raw =
+      mmap(nullptr, len + kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(raw, MAP_FAILED);
+  char *region = reinterpret_cast<char *>(align_up(reinterpret_cast<uintptr_t>(raw), kUnitSize));
+  ASSERT_EQ(madvise(region, len, MADV_NOHUGEPAGE), 0);
+
+  char online[256] = "";
+  {
+    std::ifstream in("/sys/devices/system/cpu/online");
+    in.getline(online, sizeof online);
+  }
+  pebs_plan plan{};
+  plan.vendor = pebs_vendor::none;
+  plan.n = 1;
+  pebs_event_spec &s = plan.ev[0];
+  s.kind = pebs_kind::load;
+  s.type = PERF_TYPE_SOFTWARE;
+  s.config[0] = PERF_COUNT_SW_PAGE_FAULTS;
+  s.period = 1;
+  s.exclude_ok = true;
+  ASSERT_TRUE(pebs_parse_cpu_list(online, &s.cpus)) << online;
+  ASSERT_GT(s.cpus.count(), 0u);
+  snprintf(s.pmu, sizeof s.pmu, "software");
+
+  // A thread alive before open(): it must get its own events.
+  std::promise<void> go;
+  std::shared_future<void> go_f = go.get_future().share();
+  std::atomic<uint32_t> early_tid{0};
+  std::thread early([&] {
+    early_tid = gettid_now();
+    go_f.wait();
+    touch(region, 5, 9);
+  });
+  while (early_tid.load() == 0) std::this_thread::yield();
+
+  auto t = std::make_unique<pebs_tracker>();
+  pebs_params p;
+  p.base = reinterpret_cast<uintptr_t>(region);
+  p.size = len;
+  p.plan = &plan;
+  p.ring_pages = 8;
+  ASSERT_EQ(t->open(p), pebs_status::ok) << t->reason();
+  EXPECT_EQ(t->cpus(), s.cpus.count());
+  EXPECT_GE(t->stats().threads_attached, 2u) << "this thread and the early one";
+
+  go.set_value();
+  early.join();
+  touch(region, 0, 10);
+  touch(region, 1, 20);
+  touch(region, 3, 5);
+  *(volatile char *)(region + len) = 1;  // the page just past the range
+  std::atomic<uint32_t> late_tid{0};
+  std::thread late([&] {  // created after open(): inherits the events
+    late_tid = gettid_now();
+    touch(region, 4, 7);
+  });
+  late.join();
+
+  std::vector<uint64_t> storage((pebs_unit_counts::storage_bytes(kN) + 7) / 8);
+  pebs_unit_counts counts;
+  ASSERT_TRUE(counts.init(p.base, kN, storage.data()));
+  capture c;
+  struct both {
+    pebs_unit_counts *counts;
+    capture *cap;
+  } b{&counts, &c};
+  pebs_sink sink;
+  sink.sample = [](void *x, const pebs_sample &smp) {
+    auto *bb = static_cast<both *>(x);
+    bb->counts->add(smp.addr, smp.is_store);
+    bb->cap->samples.push_back(smp);
+  };
+  sink.task = [](void *x, bool exit, uint32_t pid, uint32_t tid, uint64_t time) {
+    static_cast<both *>(x)->cap->tasks.push_back({exit, pid, tid, time});
+  };
+  sink.ctx = &b;
+  t->drain(sink);
+
+  const int expect[kN] = {10, 20, 0, 5, 7, 9, 0, 0};
+  for (uint32_t u = 0; u < kN; u++) {
+    SCOPED_TRACE(u);
+    EXPECT_EQ(counts.count(u).reads, static_cast<uint32_t>(expect[u]));
+    EXPECT_EQ(counts.count(u).writes, 0u);
+  }
+  size_t late_samples = 0, early_samples = 0;
+  for (const pebs_sample &x : c.samples) {
+    EXPECT_EQ(x.pid, static_cast<uint32_t>(getpid()));
+    late_samples += x.tid == late_tid.load();
+    early_samples += x.tid == early_tid.load();
+  }
+  EXPECT_EQ(late_samples, 7u);
+  EXPECT_EQ(early_samples, 9u);
+  bool fork_seen = false;
+  for (const task_event &e : c.tasks) fork_seen |= !e.exit && e.tid == late_tid.load();
+  EXPECT_TRUE(fork_seen) << "the inherited thread's FORK record";
+  EXPECT_EQ(t->stats().lost, 0u);
+  EXPECT_EQ(t->stats().corrupt, 0u);
+  EXPECT_GE(t->stats().foreign, 1u) << "faults outside the range are seen and dropped";
+
+  // Every thread is covered (the FORK record said so): refresh attaches
+  // nobody, now or at the next scan.
+  EXPECT_EQ(t->refresh(), 0u);
+  t->drain(sink);
+  EXPECT_EQ(t->refresh(), 0u);
+
+  // A fork child closes its copies; the parent keeps sampling, and the
+  // child's own faults never reach the parent's rings.
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    t->forget_after_fork();
+    touch(region, 7, 3);
+    _exit(t->is_open() ? 1 : 0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  touch(region, 6, 4);
+  counts.clear();
+  t->drain(sink);
+  EXPECT_EQ(counts.count(6).reads, 4u);
+  EXPECT_EQ(counts.count(7).reads, 0u);
+
+  // Samples of an ignored thread are dropped.
+  std::thread ignored([&] {
+    t->ignore_tid(gettid_now());
+    touch(region, 2, 6);
+  });
+  ignored.join();
+  counts.clear();
+  const uint64_t before = t->stats().ignored_tid;
+  t->drain(sink);
+  EXPECT_EQ(counts.count(2).reads, 0u);
+  // Its six faults in the range, and any elsewhere (its stack): the tid
+  // filter comes before the range filter.
+  EXPECT_GE(t->stats().ignored_tid - before, 6u);
+
+  t->close();
+  EXPECT_FALSE(t->is_open());
+  EXPECT_EQ(t->drain(sink), 0u);
+  munmap(raw, len + kUnitSize);
+}
+
+}  // namespace
+}  // namespace mmtier::detail
