@@ -83,6 +83,8 @@ bool migration_policy::init(const policy_params &p, size_t max_units, uint64_t n
   if (!storage) storage = meta_map(storage_bytes(max_units));
   if (!storage) return false;
   units_ = static_cast<policy_unit_state *>(storage);
+  tracked_bits_ = static_cast<uint64_t *>(meta_map((max_units + 63) / 64 * sizeof(uint64_t)));
+  if (!tracked_bits_) return false;
   max_units_ = max_units;
   limit_ = 0;
   params_ = p;
@@ -140,11 +142,21 @@ uint32_t migration_policy::clock_ms(uint64_t now_ns) {
 
 // Moves the per-unit clock's origin forward by shift_ms; heat older than the
 // new origin is decayed to it, holds that ended before it are cleared.
+template <class Fn>
+void migration_policy::for_tracked(Fn &&fn) const {
+  for (uint32_t w = 0; w < (limit_ + 63) / 64; ++w) {
+    uint64_t bits = tracked_bits_[w];
+    while (bits) {
+      fn(static_cast<uint32_t>(w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits))));
+      bits &= bits - 1;
+    }
+  }
+}
+
 void migration_policy::rebase(uint64_t shift_ms) {
   decayer d(params_.half_life_ns);
-  for (uint32_t u = 0; u < limit_; ++u) {
+  for_tracked([&](uint32_t u) {
     policy_unit_state &s = units_[u];
-    if (!s.tier1) continue;
     if (s.heat_ms < shift_ms) {
       s.heat = static_cast<float>(heat_at(s, shift_ms, d));
       s.heat_ms = 0;
@@ -152,7 +164,7 @@ void migration_policy::rebase(uint64_t shift_ms) {
       s.heat_ms = static_cast<uint32_t>(s.heat_ms - shift_ms);
     }
     s.hold_ms = s.hold_ms > shift_ms ? static_cast<uint32_t>(s.hold_ms - shift_ms) : 0;
-  }
+  });
 }
 
 void migration_policy::observe(uint64_t now_ns, const policy_observation *obs, size_t n) {
@@ -162,13 +174,14 @@ void migration_policy::observe(uint64_t now_ns, const policy_observation *obs, s
     scan_now_ns_ = last_ns_;
     scans_.fetch_add(1, std::memory_order_relaxed);
   }
-  // The weight of this scan's score: the share of the decay window it covers.
-  double interval = static_cast<double>(scan_now_ns_ - scan_prev_ns_);
-  double weight = 1.0;
-  if (params_.half_life_ns)
-    weight = -std::expm1(-interval * std::numbers::ln2 / static_cast<double>(params_.half_life_ns));
-  else if (interval == 0)
-    weight = 0.0;
+  // The weight of a score covering interval ns: the share of the decay
+  // window it covers.
+  auto weight_of = [&](double interval) {
+    if (params_.half_life_ns)
+      return -std::expm1(-interval * std::numbers::ln2 / static_cast<double>(params_.half_life_ns));
+    return interval == 0 ? 0.0 : 1.0;
+  };
+  double weight = weight_of(static_cast<double>(scan_now_ns_ - scan_prev_ns_));
   double write_weight = params_.write_weight_pct / 100.0;
   decayer d(params_.half_life_ns);
   for (size_t i = 0; i < n; ++i) {
@@ -179,17 +192,21 @@ void migration_policy::observe(uint64_t now_ns, const policy_observation *obs, s
     }
     policy_unit_state &s = units_[o.unit];
     double h = 0;
+    double w = weight;
     if (!s.tier1) {
+      if (params_.sparse_sampling) w = weight_of(static_cast<double>(now) * kNsPerMs);
       s = policy_unit_state{};
       tracked_.fetch_add(1, std::memory_order_relaxed);
+      tracked_bits_[o.unit / 64] |= uint64_t{1} << (o.unit % 64);
       if (o.unit >= limit_) limit_ = o.unit + 1;
     } else {
+      if (params_.sparse_sampling) w = weight_of(static_cast<double>(now - s.heat_ms) * kNsPerMs);
       h = heat_at(s, now, d);
     }
     if (o.sampled) {
       double touched = std::min(o.touched, o.sampled);
       double written = std::min<double>(o.written, touched);
-      h += weight * (touched + written * write_weight) / o.sampled;
+      h += w * (touched + written * write_weight) / o.sampled;
     }
     s.heat = static_cast<float>(h);
     s.heat_ms = now;
@@ -218,19 +235,19 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
   // Select the hottest promotion candidates and the coldest demotion victims.
   size_t np = 0, nv = 0;
   decayer d(params_.half_life_ns);
-  for (uint32_t u = 0; u < limit_; ++u) {
+  for_tracked([&](uint32_t u) {
     const policy_unit_state &s = units_[u];
-    if (!s.tier1 || !(s.flags & kMovable) || s.pending1) continue;
+    if (!(s.flags & kMovable) || s.pending1) return;
     bool held = now < s.hold_ms;
-    if (held && (s.flags & kBackoff)) continue;
+    if (held && (s.flags & kBackoff)) return;
     float h = static_cast<float>(heat_at(s, now, d));
     if (s.tier1 - 1 == kTierPmem) {
-      if (held || h < params_.promote_min_heat) continue;
+      if (held || h < params_.promote_min_heat) return;
       keep_best(promote_, np, allowed, pick{h, u, false}, hotter_first);
     } else {
       keep_best(demote_, nv, allowed, pick{h, u, held}, colder_first);
     }
-  }
+  });
   std::sort_heap(promote_, promote_ + np, hotter_first);
   std::sort_heap(demote_, demote_ + nv, colder_first);
 
@@ -299,6 +316,7 @@ void migration_policy::report(uint64_t now_ns, policy_migration m, migration_res
 void migration_policy::forget(uint32_t unit) {
   if (unit >= limit_ || !units_[unit].tier1) return;
   units_[unit] = policy_unit_state{};
+  tracked_bits_[unit / 64] &= ~(uint64_t{1} << (unit % 64));
   tracked_.fetch_sub(1, std::memory_order_relaxed);
 }
 

@@ -79,6 +79,12 @@ struct policy_params {
   // Migration bandwidth in bytes per second, 0: unlimited.  Bursts of up to
   // one second's worth (at least one unit) are allowed.
   uint64_t migrate_bytes_per_sec = uint64_t{256} << 20;
+  // How a scan that does not observe a unit counts.  false: as a score of 0
+  // (every unit is watched in every scan).  true: as no information (units
+  // are watched in rotation): an observation then stands for the whole time
+  // since the unit's previous one, and a unit's first observation for the
+  // time since the policy started.
+  bool sparse_sampling = false;
 };
 
 // One sampled unit in one scan.
@@ -195,8 +201,14 @@ class migration_policy {
   uint64_t capacity() const;
   void emit(policy_migration *out, size_t &n, uint32_t unit, int to);
 
+  // Visits every tracked unit (ascending), skipping untracked ranges by
+  // 64 at a time.
+  template <class Fn>
+  void for_tracked(Fn &&fn) const;
+
   policy_params params_{};
   policy_unit_state *units_ = nullptr;
+  uint64_t *tracked_bits_ = nullptr;  // one bit per unit: tier1 != 0
   size_t max_units_ = 0;
   uint32_t limit_ = 0;           // highest unit index ever observed + 1
   uint64_t epoch_ns_ = 0;        // ms 0 of the per-unit clock

@@ -576,3 +576,38 @@ TEST(PolicyTest, MetaStorageCoversFourMillionUnits) {
 
 }  // namespace
 }  // namespace mmtier::detail
+
+namespace mmtier::detail {
+namespace {
+
+// Units watched in rotation (one scan in ten): with sparse_sampling an
+// observation stands for the time since the unit's last one, so a unit
+// touched every time it is watched becomes hot; counted as "not touched" in
+// the nine scans between, it would stay lukewarm.
+TEST(PolicySparse, RotatingObservationsMeasureTheWholeInterval) {
+  for (bool sparse : {true, false}) {
+    policy_params p;
+    p.sparse_sampling = sparse;
+    std::vector<uint64_t> storage(migration_policy::storage_bytes(16) / 8 + 1);
+    migration_policy pol;
+    ASSERT_TRUE(pol.init(p, 16, 0, storage.data()));
+    const uint64_t step = 100'000'000;  // 100 ms scans
+    uint64_t now = 0;
+    for (int scan = 1; scan <= 40; ++scan) {
+      now = static_cast<uint64_t>(scan) * step;
+      // Unit 3 is watched every tenth scan and always found touched; unit
+      // 5 is watched every scan and never touched.
+      std::vector<policy_observation> obs;
+      if (scan % 10 == 0) obs.push_back({3, kTierPmem, true, 1, 1, 0});
+      obs.push_back({5, kTierDram, true, 1, 0, 0});
+      pol.observe(now, obs.data(), obs.size());
+    }
+    const double hot = pol.heat(3, now), cold = pol.heat(5, now);
+    EXPECT_EQ(cold, 0.0);
+    if (sparse) EXPECT_GT(hot, 0.9) << "4 s of a unit touched whenever watched";
+    else EXPECT_LT(hot, 0.35) << "scans without an observation count as untouched";
+  }
+}
+
+}  // namespace
+}  // namespace mmtier::detail
