@@ -55,7 +55,12 @@ fault_sample *find_sample(fault_sample *t, size_t n, uintptr_t page) {
     if (t[mid].page < page) lo = mid + 1;
     else hi = mid;
   }
-  return lo < n && t[lo].page == page ? &t[lo] : nullptr;
+  if (lo < n && t[lo].page == page) return &t[lo];
+  // The sampler keeps the table sorted; should it ever not be, answering a
+  // hidden page with a zero page would lose its data: look at every entry.
+  for (size_t i = 0; i < n; ++i)
+    if (t[i].page == page) return &t[i];
+  return nullptr;
 }
 
 // Answers one missing-page fault; false to retry later (-EAGAIN).
@@ -100,6 +105,8 @@ bool answer(int fd, uintptr_t addr, uint64_t flags) {
     r = sys::uffd::copy(fd, p, reinterpret_cast<const void *>(src), kPageSize, &done);
     if (r == 0) g_postcopy_faults.fetch_add(1, std::memory_order_relaxed);
   } else if (flags & UFFD_PAGEFAULT_FLAG_WRITE) {
+    // Not a sample, not being promoted: a page that never existed (or one
+    // the sampler has already put back: the copy then fails with -EEXIST).
     r = sys::uffd::copy(fd, p, g_zero_page, kPageSize, &done);
   } else {
     r = sys::uffd::zeropage(fd, p, kPageSize);

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 
 namespace mmtier::detail {
@@ -108,17 +109,31 @@ void settle_dram(fault_sample &s) {
   sys::uffd::unregister_range(faults_fd(), reinterpret_cast<void *>(s.page), kPageSize);
 }
 
+// Appends the result of one page to out, merging pages of the same unit
+// (they are consecutive).
+void add_result(sample_result *out, size_t cap, size_t &n, uint32_t unit, uint8_t tier, bool touched,
+                bool written) {
+  if (touched) ++g_counters.touched;
+  if (!out) return;
+  if (n && out[n - 1].unit == unit) {
+    sample_result &r = out[n - 1];
+    ++r.sampled;
+    r.touched = static_cast<uint8_t>(r.touched + touched);
+    r.written = static_cast<uint8_t>(r.written + written);
+  } else if (n < cap) {
+    out[n++] = {unit, tier, 1, static_cast<uint8_t>(touched), static_cast<uint8_t>(written)};
+  }
+}
+
 void end_locked(sample_result *out, size_t cap, size_t *count) {
   size_t n = 0;
   for (size_t i = 0; i < g_ndram; ++i) {
     fault_sample &s = g_dram[i];
-    const bool was_valid = s.state.load(std::memory_order_acquire) != 0;
-    if (!was_valid) continue;
+    if (s.state.load(std::memory_order_acquire) == 0) continue;
     settle_dram(s);
     const bool touched = s.state.load(std::memory_order_acquire) == kSampleTouched;
     g_heap.units[s.unit].sample = 0;
-    if (out && n < cap) out[n++] = {s.unit, static_cast<uint8_t>(kTierDram), touched, s.written.load() != 0};
-    if (touched) ++g_counters.touched;
+    add_result(out, cap, n, s.unit, kTierDram, touched, s.written.load() != 0);
   }
   faults_samples_retract();
   g_ndram = 0;
@@ -126,20 +141,20 @@ void end_locked(sample_result *out, size_t cap, size_t *count) {
     pmem_sample &s = g_pmem[i];
     if (!s.valid) continue;
     g_heap.units[s.unit].sample = 0;
-    const bool touched = (pagemap_entry(s.page) & kPresent) != 0;
-    if (touched) ++g_counters.touched;
-    if (out && n < cap) out[n++] = {s.unit, static_cast<uint8_t>(kTierPmem), touched, false};
+    add_result(out, cap, n, s.unit, kTierPmem, (pagemap_entry(s.page) & kPresent) != 0, false);
   }
   g_npmem = 0;
   g_open = false;
   if (count) *count = n;
 }
 
-// A live page of unit idx at or after a random start, or SIZE_MAX.
-size_t pick_page(const unit &u, uint64_t &rnd) {
-  const size_t start = static_cast<size_t>(next_random(rnd) % kPagesPerUnit);
-  for (size_t k = 0; k < kPagesPerUnit; ++k) {
-    const size_t i = (start + k) % kPagesPerUnit;
+// A live page in 64 KiB block `block` of unit u, at or after a random page
+// of the block, or SIZE_MAX.
+size_t pick_page(const unit &u, size_t block, uint64_t &rnd) {
+  constexpr size_t kBlockPages = 16;
+  const size_t start = static_cast<size_t>(next_random(rnd) % kBlockPages);
+  for (size_t k = 0; k < kBlockPages; ++k) {
+    const size_t i = block * kBlockPages + (start + k) % kBlockPages;
     if ((u.live_bits[i >> 6] >> (i & 63)) & 1) return i;
   }
   return SIZE_MAX;
@@ -147,58 +162,71 @@ size_t pick_page(const unit &u, uint64_t &rnd) {
 
 }  // namespace
 
-size_t heap_sample_begin(const uint32_t *units, size_t n, uint64_t seed) {
+size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed) {
   heap_lock();
   if (g_open) end_locked(nullptr, 0, nullptr);
   const bool dram_ok = side_ready();
   uint64_t rnd = seed | 1;
   size_t started = 0;
+  constexpr size_t kBlocks = kUnitSize / (size_t{16} << kPageShift);  // 64 KiB blocks per unit
   for (size_t k = 0; k < n; ++k) {
     const size_t idx = units[k];
     if (!heap_unit_movable(idx)) continue;
     unit &u = g_heap.units[idx];
     const int t = unit_tier(u);
-    const size_t pg = pick_page(u, rnd);
-    if (pg == SIZE_MAX) continue;
-    const uintptr_t page = g_heap.base + (idx << kUnitShift) + (pg << kPageShift);
-    const uint64_t e = pagemap_entry(page);
-    if (t == kTierPmem) {
-      // A page not mapped now is as good as one unmapped on purpose.
-      if (g_npmem == kMaxPmem || ((e & kPresent) && !(e & kFile))) continue;
-      if ((e & kPresent) && sys::madvise(reinterpret_cast<void *>(page), kPageSize, MADV_DONTNEED) < 0) continue;
-      g_pmem[g_npmem++] = {page, static_cast<uint32_t>(idx), true};
-      u.sample = 2;
-      ++started;
-    } else if (t == kTierDram && dram_ok && g_ndram < kMaxDram && (e & kPresent) && (e & kExclusive) &&
-               !(e & kFile)) {
-      const int fd = faults_fd();
-      fault_sample &s = g_dram[g_ndram];
-      s.page = page;
-      s.side = reinterpret_cast<uintptr_t>(g_side + g_ndram * kPageSize);
-      s.unit = static_cast<uint32_t>(idx);
-      s.written.store(0, std::memory_order_relaxed);
-      s.state.store(0, std::memory_order_relaxed);
-      // Entries are never reused within a window (the fault service may be
-      // reading them): a page that cannot be sampled leaves an empty entry.
-      ++g_ndram;
-      if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), kPageSize, UFFDIO_REGISTER_MODE_MISSING) < 0)
-        continue;
-      // Published before the page goes: a fault on it finds its entry.
-      s.state.store(kSampleOut, std::memory_order_release);
-      faults_samples_publish(g_dram, g_ndram);
-      size_t done = 0;
-      long r;
-      while ((r = sys::uffd::move(fd, reinterpret_cast<void *>(s.side), reinterpret_cast<void *>(page), kPageSize,
-                                  &done)) == -EAGAIN)
-        sched_yield();
-      if (r < 0) {
-        // Not movable now (shared with a child since fork, pinned, ...).
-        s.state.store(0, std::memory_order_release);
-        sys::uffd::unregister_range(fd, reinterpret_cast<void *>(page), kPageSize);
-        continue;
+    const size_t want = pages[k] < 1 ? 1 : pages[k] > kMaxPagesPerUnit ? kMaxPagesPerUnit : pages[k];
+    // Distinct blocks: a random first block, then a stride coprime with 32;
+    // in ascending order, so the DRAM table stays sorted by address.
+    const size_t first_block = static_cast<size_t>(next_random(rnd) % kBlocks);
+    size_t picks[kMaxPagesPerUnit];
+    size_t npicks = 0;
+    for (size_t j = 0; j < want; ++j) {
+      const size_t pg = pick_page(u, (first_block + j * 7) % kBlocks, rnd);
+      if (pg != SIZE_MAX) picks[npicks++] = pg;
+    }
+    std::sort(picks, picks + npicks);
+    for (size_t j = 0; j < npicks; ++j) {
+      const size_t pg = picks[j];
+      const uintptr_t page = g_heap.base + (idx << kUnitShift) + (pg << kPageShift);
+      const uint64_t e = pagemap_entry(page);
+      if (t == kTierPmem) {
+        // A page not mapped now is as good as one unmapped on purpose.
+        if (g_npmem == kMaxPmem || ((e & kPresent) && !(e & kFile))) continue;
+        if ((e & kPresent) && sys::madvise(reinterpret_cast<void *>(page), kPageSize, MADV_DONTNEED) < 0) continue;
+        g_pmem[g_npmem++] = {page, static_cast<uint32_t>(idx), true};
+        u.sample = 2;
+        ++started;
+      } else if (t == kTierDram && dram_ok && g_ndram < kMaxDram && (e & kPresent) && (e & kExclusive) &&
+                 !(e & kFile) && (g_ndram == 0 || g_dram[g_ndram - 1].page < page)) {
+        const int fd = faults_fd();
+        fault_sample &s = g_dram[g_ndram];
+        s.page = page;
+        s.side = reinterpret_cast<uintptr_t>(g_side + g_ndram * kPageSize);
+        s.unit = static_cast<uint32_t>(idx);
+        s.written.store(0, std::memory_order_relaxed);
+        s.state.store(0, std::memory_order_relaxed);
+        // Entries are never reused within a window (the fault service may be
+        // reading them): a page that cannot be sampled leaves an empty entry.
+        ++g_ndram;
+        if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), kPageSize, UFFDIO_REGISTER_MODE_MISSING) < 0)
+          continue;
+        // Published before the page goes: a fault on it finds its entry.
+        s.state.store(kSampleOut, std::memory_order_release);
+        faults_samples_publish(g_dram, g_ndram);
+        size_t done = 0;
+        long r;
+        while ((r = sys::uffd::move(fd, reinterpret_cast<void *>(s.side), reinterpret_cast<void *>(page), kPageSize,
+                                    &done)) == -EAGAIN)
+          sched_yield();
+        if (r < 0) {
+          // Not movable now (shared with a child since fork, pinned, ...).
+          s.state.store(0, std::memory_order_release);
+          sys::uffd::unregister_range(fd, reinterpret_cast<void *>(page), kPageSize);
+          continue;
+        }
+        u.sample = 1;
+        ++started;
       }
-      u.sample = 1;
-      ++started;
     }
   }
   g_open = true;

@@ -17,20 +17,25 @@
 
 namespace mmtier::detail {
 
+inline constexpr size_t kMaxPagesPerUnit = 8;
+
 struct sample_result {
   uint32_t unit;
-  uint8_t tier;     // the unit's tier during the window
-  bool touched;
-  bool written;     // the first access was a write (DRAM samples only)
+  uint8_t tier;      // the unit's tier during the window
+  uint8_t sampled;   // pages hidden
+  uint8_t touched;   // of those, touched in the window
+  uint8_t written;   // of those, first touched by a write (DRAM samples only)
 };
 
-// Starts a window over units[0..n) (ascending unit indices).  Returns the
-// samples started (a unit with no suitable page is skipped).  A window
-// already open is ended first and its results dropped.
-size_t heap_sample_begin(const uint32_t *units, size_t n, uint64_t seed);
+// Starts a window over units[0..n) (ascending unit indices), hiding
+// pages[i] pages (1..kMaxPagesPerUnit, in different 64 KiB blocks: a read
+// refault maps its 64 KiB neighbourhood) of unit i.  Returns the pages
+// hidden (a unit with no suitable page is skipped).  A window already open
+// is ended first and its results dropped.
+size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed);
 
 // Ends the window: every hidden page is back, out[] gets one result per
-// sample still valid (up to cap).  Returns the count.
+// unit sampled (up to cap).  Returns the count.
 size_t heap_sample_end(sample_result *out, size_t cap);
 
 struct sample_counters {
