@@ -31,6 +31,7 @@ void *slow_malloc(size_t size, size_t align) {
     errno = ENOMEM;
     return nullptr;
   }
+  heap_maybe_start();
   if (align <= 16 && size <= kSmallMax) {
     if (void *p = small_alloc(size)) return p;
   }
@@ -65,6 +66,7 @@ static size_t readable_bytes(const void *p, size_t limit) {
 
 // A small request the first page of its queue could not serve.
 void *small_miss(size_t size) {
+  heap_maybe_start();
   if (void *p = small_alloc_slow(size)) return p;
   if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_malloc(size);
   return slow_malloc(size, 16);
@@ -112,6 +114,7 @@ MMTIER_EXPORT void *malloc(size_t size) {
     if (void *p = small_alloc_fast(size)) return p;
     return small_miss(size);
   }
+  heap_maybe_start();
   if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_malloc(size);
   return slow_malloc(size, 16);
 }
@@ -135,8 +138,11 @@ MMTIER_EXPORT void *calloc(size_t n, size_t size) {
     return nullptr;
   }
   if (__builtin_expect(total <= kSmallMax, 1)) {
-    if (void *p = small_alloc(total)) return memset(p, 0, total);
+    if (void *p = small_alloc_fast(total)) return memset(p, 0, total);
+    heap_maybe_start();
+    if (void *p = small_alloc_slow(total)) return memset(p, 0, total);
   }
+  heap_maybe_start();
   if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_calloc(1, total);
   void *p = slow_malloc(total, 16);
   if (p) memset(p, 0, total);
@@ -144,6 +150,7 @@ MMTIER_EXPORT void *calloc(size_t n, size_t size) {
 }
 
 MMTIER_EXPORT void *realloc(void *p, size_t size) {
+  heap_maybe_start();
   if (heap_small_contains(p) && size != 0 && size <= PTRDIFF_MAX) {
     void *q = small_realloc(p, size);
     if (!q) errno = ENOMEM;

@@ -70,6 +70,31 @@ struct mmtier_stats {
 /* Fills *out; returns 0, or -1 with errno set. */
 MMTIER_API int mmtier_get_stats(struct mmtier_stats *out);
 
+/* Background promotion and demotion (the mover thread "mmtier-bg" and the
+ * fault service "mmtier-uffd").  The caller sets size to
+ * sizeof(struct mmtier_tiering_stats); fields a library does not know stay
+ * as they were, so the struct can grow. */
+#define MMTIER_HEAT_BUCKETS 8
+struct mmtier_tiering_stats {
+  size_t size;                  /* in: sizeof(struct mmtier_tiering_stats) */
+  int running;                  /* the mover thread runs */
+  uint64_t scan_interval_ns;    /* MMTIER_SCAN_INTERVAL */
+  uint64_t scans;               /* scans done */
+  uint64_t promotions;          /* units moved PMem -> DRAM */
+  uint64_t demotions;           /* units moved DRAM -> PMem */
+  uint64_t migrations_failed;   /* moves attempted that left the unit where it was */
+  uint64_t bytes_migrated;      /* bytes copied by promotions and demotions */
+  uint64_t samples;             /* pages watched for an access */
+  uint64_t samples_touched;     /* of which touched within their window */
+  uint64_t tracking_faults;     /* page faults answered by the fault service */
+  uint64_t cpu_ns;              /* CPU time of both background threads */
+  uint64_t dram_budget_bytes;   /* DRAM budget of the last scan, UINT64_MAX: none */
+  uint64_t heat_histogram[MMTIER_HEAT_BUCKETS]; /* units by heat, bucket i: [i/8, (i+1)/8) */
+};
+
+/* Fills *out (out->size must be set); returns 0, or -1 with errno EINVAL. */
+MMTIER_API int mmtier_get_tiering_stats(struct mmtier_tiering_stats *out);
+
 /* Writes a human-readable report of where memory went to fd. */
 MMTIER_API int mmtier_report(int fd);
 

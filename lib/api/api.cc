@@ -6,9 +6,11 @@
 #include "alloc/small.h"
 #include "api/runtime.h"
 #include "heap/heap.h"
+#include "migrate/mover.h"
 #include "stats/report.h"
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 using namespace mmtier::detail;
@@ -48,6 +50,7 @@ MMTIER_API void *mmtier_aligned_alloc_on(int tier, size_t alignment, size_t size
   if (!valid_tier(tier) || alignment == 0 || (alignment & (alignment - 1))) return fail(EINVAL);
   if (!started()) return fail(ENOMEM);
   if (size > PTRDIFF_MAX) return fail(ENOMEM);
+  heap_maybe_start();
   int flags = engine_tier_flags(tier);
   if (alignment > 16) flags |= je_align_flag(alignment);
   void *p = mmtier_je_mallocx(size ? size : 1, flags);
@@ -68,6 +71,7 @@ MMTIER_API void *mmtier_calloc_on(int tier, size_t count, size_t size) {
 
 MMTIER_API void *mmtier_malloc(size_t size) {
   if (!started()) return fail(ENOMEM);
+  heap_maybe_start();
   return front_malloc(size);
 }
 
@@ -79,6 +83,7 @@ MMTIER_API void *mmtier_realloc(void *ptr, size_t size) {
     return nullptr;
   }
   if (size > PTRDIFF_MAX) return fail(ENOMEM);
+  heap_maybe_start();
   if (heap_small_contains(ptr)) {
     void *q = small_realloc(ptr, size);
     return q ? q : fail(ENOMEM);
@@ -117,6 +122,34 @@ MMTIER_API int mmtier_get_stats(struct mmtier_stats *out) {
     return 0;
   }
   stats_fill(out, true);
+  return 0;
+}
+
+MMTIER_API int mmtier_get_tiering_stats(struct mmtier_tiering_stats *out) {
+  if (!out || out->size < offsetof(mmtier_tiering_stats, running) + sizeof(int)) {
+    errno = EINVAL;
+    return -1;
+  }
+  mmtier_tiering_stats s = {};
+  s.size = out->size < sizeof s ? out->size : sizeof s;
+  if (started()) {
+    mover_stats m;
+    mover_stats_get(&m);
+    s.running = m.running;
+    s.scan_interval_ns = m.scan_interval_ns;
+    s.scans = m.scans;
+    s.promotions = m.promotions;
+    s.demotions = m.demotions;
+    s.migrations_failed = m.migrations_failed;
+    s.bytes_migrated = m.bytes_migrated;
+    s.samples = m.samples;
+    s.samples_touched = m.samples_touched;
+    s.tracking_faults = m.tracking_faults;
+    s.cpu_ns = m.cpu_ns;
+    s.dram_budget_bytes = m.dram_budget_units == SIZE_MAX || !m.scans ? UINT64_MAX : m.dram_budget_units << kUnitShift;
+    for (size_t i = 0; i < kHeatBuckets; ++i) s.heat_histogram[i] = m.heat_histogram[i];
+  }
+  memcpy(out, &s, s.size);
   return 0;
 }
 

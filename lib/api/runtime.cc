@@ -4,6 +4,7 @@
 #include "alloc/engine.h"
 #include "alloc/small.h"
 #include "config/config.h"
+#include "migrate/mover.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
 #include "stats/report.h"
@@ -18,6 +19,15 @@
 namespace mmtier::detail {
 
 std::atomic<int> g_runtime_state{kUninit};
+
+namespace {
+std::atomic<bool> g_want_background{false};
+}
+
+void runtime_want_background() {
+  g_want_background.store(true, std::memory_order_release);
+  if (runtime_ready()) mover_enable();
+}
 
 namespace {
 
@@ -83,6 +93,7 @@ int runtime_start() {
   }
   t_starting = false;
   g_runtime_state.store(result, std::memory_order_release);
+  if (result == kReady && g_want_background.load(std::memory_order_acquire)) mover_enable();
   return result;
 }
 
@@ -92,7 +103,7 @@ int runtime_start() {
 // exists.  The exit report is written when the program ends; nothing is torn
 // down, so destructors and atexit handlers that run after this still work.
 namespace {
-__attribute__((constructor(101))) void start_at_load() { runtime_start(); }
+__attribute__((constructor(102))) void start_at_load() { runtime_start(); }
 __attribute__((destructor(101))) void report_at_exit() { runtime_exit_report(); }
 }  // namespace
 

@@ -28,6 +28,10 @@ void *boot_alloc(size_t size, size_t align);
 bool boot_owns(const void *p);
 size_t boot_usable_size(const void *p);
 
+// The preload and linked libraries want the background mover (unit tests,
+// which link the same core, do not): called from their constructors.
+void runtime_want_background();
+
 // Writes the exit report if MMTIER_REPORT asks for one.
 void runtime_exit_report();
 

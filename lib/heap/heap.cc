@@ -23,6 +23,7 @@
 namespace mmtier::detail {
 
 heap_globals g_heap;
+std::atomic<bool> g_start_due{false};
 
 namespace {
 
@@ -48,6 +49,19 @@ struct lock_guard {
   lock_guard() { pthread_mutex_lock(&S.lock); }
   ~lock_guard() { pthread_mutex_unlock(&S.lock); }
 };
+
+// The start hook (heap_set_start_hook): armed until it is due; due once
+// the heap is big enough (g_start_due, heap.h).
+void (*g_start_hook)() = nullptr;
+size_t g_start_units = 0;
+bool g_start_armed = false;
+
+void check_start_hook() {
+  if (g_start_armed && S.counters.units[kTierDram] + S.counters.units[kTierPmem] >= g_start_units) {
+    g_start_armed = false;
+    g_start_due.store(true, std::memory_order_release);
+  }
+}
 
 inline uintptr_t unit_addr(size_t idx) { return g_heap.base + (idx << kUnitShift); }
 inline size_t unit_index(uintptr_t a) { return (a - g_heap.base) >> kUnitShift; }
@@ -170,6 +184,7 @@ long place_unit(unit &u) {
   u.by_policy = u.forced1 == 0;
   u.tier1.store(static_cast<uint8_t>(t + 1), std::memory_order_release);
   count_unit(u, t, +1);
+  check_start_hook();
   return t;
 }
 
@@ -903,7 +918,7 @@ long promote(size_t idx) {
     return err;
   }
   retier(u, kTierDram, 0);
-  return 0;
+  return static_cast<long>(u.live) << kPageShift;
 }
 
 // DRAM -> PMem.  Writers are held off by write-protecting the live runs
@@ -973,7 +988,7 @@ long demote(size_t idx) {
     return err;
   }
   retier(u, kTierPmem, slot);
-  return 0;
+  return static_cast<long>(u.live) << kPageShift;
 }
 
 }  // namespace
@@ -993,15 +1008,41 @@ long heap_migrate(size_t idx, int to) {
   sample_settle_unit_locked(idx);
   const int from = unit_tier(g_heap.units[idx]);
   if (from == to) return 0;
+  // The tiers' limits hold for migration as for placement.
+  if (S.counters.limit_units[to] != SIZE_MAX && S.counters.units[to] >= S.counters.limit_units[to]) return -ENOSPC;
   return to == kTierDram ? promote(idx) : demote(idx);
+}
+
+void heap_run_start_hook() {
+  if (g_start_due.exchange(false, std::memory_order_acq_rel) && g_start_hook) g_start_hook();
+}
+
+void heap_set_start_hook(void (*hook)(), size_t min_units) {
+  lock_guard g;
+  g_start_hook = hook;
+  g_start_units = min_units;
+  g_start_armed = hook != nullptr;
+  if (hook) check_start_hook();
 }
 
 void heap_lock() { pthread_mutex_lock(&S.lock); }
 void heap_unlock() { pthread_mutex_unlock(&S.lock); }
 
-size_t heap_units_on(int t) {
+size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap) {
   lock_guard g;
-  return t >= 0 && t < kTierCount ? S.counters.units[t] : 0;
+  size_t n = 0;
+  for (size_t w = 0; w < (g_heap.nunits + 63) / 64 && n < cap; ++w) {
+    uint64_t bits = S.va_bits[w];
+    while (bits && n < cap) {
+      const size_t idx = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+      bits &= bits - 1;
+      if (!heap_unit_movable(idx)) continue;
+      units[n] = static_cast<uint32_t>(idx);
+      tiers[n] = static_cast<uint8_t>(unit_tier(g_heap.units[idx]));
+      ++n;
+    }
+  }
+  return n;
 }
 
 // ---- fork --------------------------------------------------------------------
@@ -1149,6 +1190,11 @@ void heap_fork_child() {
   pthread_mutex_init(&S.lock, nullptr);
   faults_fork_child();
   sample_fork_child();
+  if (g_start_hook) {
+    g_start_armed = true;
+    g_start_due.store(false, std::memory_order_relaxed);
+    check_start_hook();
+  }
   if (!g_heap.size) return;
   tier &pm = S.tiers[kTierPmem];
   if (pm.fd >= 0) {

@@ -143,9 +143,23 @@ bool heap_unit_movable(size_t idx);
 // unchanged.  Promotion copies on demand (userfaultfd post-copy into
 // anonymous memory); demotion holds writers off (userfaultfd write-protect)
 // while the unit is copied into its new file slot and mapped over itself.
+// Returns the bytes moved (>= 0).
 long heap_migrate(size_t idx, int to);
-// Units a tier has now, and the DRAM units that count against the budget.
-size_t heap_units_on(int tier);
+// Lists the units that can move now, ascending, with their tiers; returns
+// how many (at most cap).
+size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap);
+// The start hook: due once the process has min_units placed units (and
+// again in a child after fork, on the same condition); the background mover
+// starts that way, so small processes never get a thread.  The heap only
+// raises g_start_due: the hook starts a thread, which allocates, so it runs
+// from heap_maybe_start(), which the entry points (preload forwarders, API)
+// call before they enter an allocator, never from inside one.
+void heap_set_start_hook(void (*hook)(), size_t min_units);
+extern std::atomic<bool> g_start_due;
+void heap_run_start_hook();
+inline void heap_maybe_start() {
+  if (__builtin_expect(g_start_due.load(std::memory_order_relaxed), 0)) heap_run_start_hook();
+}
 
 // --- fork
 void heap_fork_prepare();

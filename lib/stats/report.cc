@@ -1,6 +1,8 @@
 // Statistics and the exit report (see report.h).
 #include "stats/report.h"
 
+#include "migrate/mover.h"
+
 #include "config/config.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
@@ -77,6 +79,19 @@ int write_report(int fd) {
   o += format(out + o, sizeof out - o,
               "  managed mmap now: %s, fallbacks to the other tier: %zu, forks: %zu\n", a,
               st.fallbacks, st.forks);
+  mover_stats ms;
+  mover_stats_get(&ms);
+  if (ms.scans) {
+    human(a, sizeof a, ms.bytes_migrated);
+    o += format(out + o, sizeof out - o,
+                "  mover: %llu scans, %llu promotions, %llu demotions, %llu failed, %s moved, "
+                "%llu of %llu samples touched, %llu.%03llu s CPU\n",
+                static_cast<unsigned long long>(ms.scans), static_cast<unsigned long long>(ms.promotions),
+                static_cast<unsigned long long>(ms.demotions), static_cast<unsigned long long>(ms.migrations_failed),
+                a, static_cast<unsigned long long>(ms.samples_touched), static_cast<unsigned long long>(ms.samples),
+                static_cast<unsigned long long>(ms.cpu_ns / 1000000000u),
+                static_cast<unsigned long long>(ms.cpu_ns / 1000000u % 1000u));
+  }
   size_t done = 0;
   while (done < o) {
     long n = sys::write(fd, out + done, o - done);

@@ -66,7 +66,7 @@ TEST_F(Migrate, EveryByteSurvivesBothDirections) {
       const int from = heap_tier_of(base + u * kUnitSize);
       ASSERT_GE(from, 0);
       const int to = 1 - from;
-      ASSERT_EQ(heap_migrate(idx, to), 0) << "unit " << u << " to tier " << to;
+      ASSERT_GE(heap_migrate(idx, to), 0) << "unit " << u << " to tier " << to;
       EXPECT_EQ(heap_tier_of(base + u * kUnitSize), to);
       EXPECT_EQ(heap_tier_of(base + u * kUnitSize + kUnitSize - 1), to);
     }
@@ -86,7 +86,7 @@ TEST_F(Migrate, ResidentBytesFollowTheUnit) {
   const size_t idx = unit_index_of(base);
   const int from = heap_tier_of(base);
   const size_t before_to = heap_resident_bytes(1 - from);
-  ASSERT_EQ(heap_migrate(idx, 1 - from), 0);
+  ASSERT_EQ(heap_migrate(idx, 1 - from), static_cast<long>(kUnitSize));
   EXPECT_GE(heap_resident_bytes(1 - from), before_to + kUnitSize / 2);
   heap_munmap(base, kUnitSize);
 }
@@ -198,7 +198,7 @@ TEST_F(Migrate, ConcurrentWritersAndSystemCallsLoseNothing) {
     for (size_t u = 0; u < kUnits; ++u) {
       const size_t idx = unit_index_of(base + u * kUnitSize);
       const int to = 1 - heap_tier_of(base + u * kUnitSize);
-      if (heap_migrate(idx, to) == 0) ++moves;
+      if (heap_migrate(idx, to) >= 0) ++moves;
       else ++failures;
     }
   }

@@ -1,0 +1,44 @@
+// The background mover: the thread ("mmtier-bg") that keeps hot memory in
+// DRAM.  Every MMTIER_SCAN_INTERVAL it ends the sampling window of the last
+// scan (heap/sample.h), feeds what was touched to the policy
+// (policy/policy.h), carries out the migrations the policy decides
+// (heap_migrate) within the DRAM budget and at most MMTIER_MIGRATE_MBPS, and
+// opens the next window on a rotating choice of units.  MMTIER_PROMOTE=0
+// keeps it off.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail {
+
+// Arranges for the thread to start once the process has kStartUnits units
+// of managed memory (small processes never get a thread), and again in a
+// child after fork.  Nothing happens with MMTIER_PROMOTE=0.
+inline constexpr size_t kMoverStartUnits = 16;  // 32 MiB
+void mover_enable();
+// Starts the thread now (tests, and the heap's start hook).  False if
+// disabled or impossible (logged once).
+bool mover_start();
+bool mover_running();
+
+inline constexpr size_t kHeatBuckets = 8;
+
+struct mover_stats {
+  bool running;
+  uint64_t scans;
+  uint64_t promotions;
+  uint64_t demotions;
+  uint64_t migrations_failed;
+  uint64_t bytes_migrated;
+  uint64_t samples;          // pages watched
+  uint64_t samples_touched;  // of which touched within their window
+  uint64_t tracking_faults;  // faults the fault service answered
+  uint64_t cpu_ns;           // CPU time of the mover and the fault service
+  uint64_t scan_interval_ns;
+  uint64_t dram_budget_units;  // as of the last scan (SIZE_MAX: none)
+  uint64_t heat_histogram[kHeatBuckets];  // units by heat, [i/8, (i+1)/8)
+};
+void mover_stats_get(mover_stats *out);
+
+}  // namespace mmtier::detail
