@@ -70,6 +70,16 @@ struct mmtier_stats {
 /* Fills *out; returns 0, or -1 with errno set. */
 MMTIER_API int mmtier_get_stats(struct mmtier_stats *out);
 
+/* Moves the managed memory of [addr, addr + len) to a tier now, whole
+ * 2 MiB units at a time (every unit the range touches), at the same
+ * addresses, while other threads keep using it.  Units that cannot move
+ * (placed with a forced tier, frozen by fork, with pages of a protection
+ * other than read/write) are left where they are.  Returns the bytes
+ * copied (0 when everything was already there), or -1 with errno: EINVAL
+ * (bad tier, or nothing managed in the range), ENOSPC (the tier's limit is
+ * reached), EOPNOTSUPP (userfaultfd unavailable). */
+MMTIER_API long mmtier_move(const void *addr, size_t len, int tier);
+
 /* Background promotion and demotion (the mover thread "mmtier-bg" and the
  * fault service "mmtier-uffd").  The caller sets size to
  * sizeof(struct mmtier_tiering_stats); fields a library does not know stay

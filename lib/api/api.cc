@@ -125,6 +125,31 @@ MMTIER_API int mmtier_get_stats(struct mmtier_stats *out) {
   return 0;
 }
 
+MMTIER_API long mmtier_move(const void *addr, size_t len, int tier) {
+  if (!valid_tier(tier) || !started() || len == 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  if (!heap_contains(addr) || a + len < a) {
+    errno = EINVAL;
+    return -1;
+  }
+  const size_t first = (a - g_heap.base) >> kUnitShift;
+  const size_t last = (a + len - 1 - g_heap.base) >> kUnitShift;
+  long moved = 0;
+  for (size_t idx = first; idx <= last && idx < g_heap.nunits; ++idx) {
+    long r = heap_migrate(idx, tier);
+    if (r >= 0) {
+      moved += r;
+    } else if (r != -EBUSY) {
+      errno = static_cast<int>(-r);
+      return -1;
+    }
+  }
+  return moved;
+}
+
 MMTIER_API int mmtier_get_tiering_stats(struct mmtier_tiering_stats *out) {
   if (!out || out->size < offsetof(mmtier_tiering_stats, running) + sizeof(int)) {
     errno = EINVAL;

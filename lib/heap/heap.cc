@@ -857,7 +857,9 @@ long promote(size_t idx) {
   const int fd = faults_fd();
   const uintptr_t ubase = unit_addr(idx);
   const off_t slot_off = static_cast<off_t>(u.slot) << kUnitShift;
-  long a = sys::mmap(nullptr, kUnitSize, PROT_READ, MAP_SHARED, pm.fd, slot_off);
+  // Populated: the copies below read it page by page, and faulting each
+  // page in separately costs more than mapping them all at once.
+  long a = sys::mmap(nullptr, kUnitSize, PROT_READ, MAP_SHARED | MAP_POPULATE, pm.fd, slot_off);
   if (sys::failed(a)) return a;
   const char *alias = reinterpret_cast<const char *>(a);
   faults_postcopy_open(reinterpret_cast<void *>(ubase), alias, kUnitSize);
@@ -922,8 +924,8 @@ long promote(size_t idx) {
 }
 
 // DRAM -> PMem.  Writers are held off by write-protecting the live runs
-// (never-touched pages too), the runs are copied into a fresh file slot and
-// mapped over themselves, and the waiting writers are woken: they retry on
+// (never-touched pages too), the runs are written into a fresh file slot and
+// it is mapped over them, and the waiting writers are woken: they retry on
 // the new mapping.  Readers never wait.
 long demote(size_t idx) {
   unit &u = g_heap.units[idx];
@@ -936,16 +938,6 @@ long demote(size_t idx) {
   const uint32_t slot = static_cast<uint32_t>(s);
   const off_t slot_off = static_cast<off_t>(slot) << kUnitShift;
   long err = 0;
-  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
-    if (!err) err = pm.ops->reserve(&pm, slot, first << kPageShift, n << kPageShift);
-  });
-  long a = err ? 0 : sys::mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_SHARED, pm.fd, slot_off);
-  if (!err && sys::failed(a)) err = a;
-  if (err) {
-    pm.ops->slot_free(&pm, slot);
-    return err;
-  }
-  char *alias = reinterpret_cast<char *>(a);
   size_t protected_runs = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (err) return;
@@ -957,9 +949,16 @@ long demote(size_t idx) {
     else sys::uffd::unregister_range(fd, at, len);
   });
   if (!err) {
+    // pwrite allocates the file's pages and copies in one pass (a full
+    // filesystem is an error here, never a SIGBUS later).
     for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
-      memcpy(alias + (first << kPageShift), reinterpret_cast<const void *>(ubase + (first << kPageShift)),
-             n << kPageShift);
+      size_t done = 0;
+      while (!err && done < (n << kPageShift)) {
+        long w = sys::pwrite(pm.fd, reinterpret_cast<const void *>(ubase + (first << kPageShift) + done),
+                             (n << kPageShift) - done, slot_off + static_cast<off_t>((first << kPageShift) + done));
+        if (w > 0) done += static_cast<size_t>(w);
+        else if (w != -EINTR) err = w ? w : -EIO;
+      }
     });
     for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
       if (err) return;
@@ -968,7 +967,7 @@ long demote(size_t idx) {
                          slot_off + static_cast<off_t>(first << kPageShift));
       if (sys::failed(m)) err = m;
     });
-    if (err) MMTIER_ERROR("demotion of unit %zu: cannot map its new slot (error %ld)", idx, -err);
+    if (err) MMTIER_DEBUG("demotion of unit %zu failed (error %ld); it stays on DRAM", idx, -err);
   }
   // Wake every writer held off (after a failure too: they retry on
   // whatever is mapped), and drop the protection of runs not swapped.
@@ -982,7 +981,6 @@ long demote(size_t idx) {
     }
     sys::uffd::wake(fd, at, n << kPageShift);
   });
-  sys::munmap(alias, kUnitSize);
   if (err) {
     pm.ops->slot_free(&pm, slot);
     return err;

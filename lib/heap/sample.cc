@@ -47,16 +47,23 @@ constexpr uint64_t kPresent = uint64_t{1} << 63;
 constexpr uint64_t kFile = uint64_t{1} << 61;
 constexpr uint64_t kExclusive = uint64_t{1} << 56;
 
+// Reopens /proc/self/pagemap if this is a new process (an inherited
+// descriptor reads the parent's address space).  Once per window.
+void pagemap_check_pid() {
+  const long pid = sys::getpid();
+  if (g_pagemap_pid != pid && g_pagemap_fd >= 0) {
+    sys::close(g_pagemap_fd);
+    g_pagemap_fd = -1;
+  }
+  g_pagemap_pid = pid;
+}
+
 // The pagemap entry of the page at addr (0 when unreadable).
 uint64_t pagemap_entry(uintptr_t addr) {
-  const long pid = sys::getpid();
-  if (g_pagemap_fd < 0 || g_pagemap_pid != pid) {
-    // An inherited descriptor reads the parent's address space: reopen.
-    if (g_pagemap_fd >= 0) sys::close(g_pagemap_fd);
+  if (g_pagemap_fd < 0) {
     long fd = sys::openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
-    g_pagemap_fd = fd >= 0 ? static_cast<int>(fd) : -1;
-    g_pagemap_pid = pid;
-    if (g_pagemap_fd < 0) return 0;
+    if (fd < 0) return 0;
+    g_pagemap_fd = static_cast<int>(fd);
   }
   uint64_t e = 0;
   if (sys::pread(g_pagemap_fd, &e, sizeof e, static_cast<off_t>((addr >> kPageShift) * 8)) != 8) return 0;
@@ -164,6 +171,7 @@ size_t pick_page(const unit &u, size_t block, uint64_t &rnd) {
 
 size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed) {
   heap_lock();
+  pagemap_check_pid();
   if (g_open) end_locked(nullptr, 0, nullptr);
   const bool dram_ok = side_ready();
   uint64_t rnd = seed | 1;
@@ -184,7 +192,8 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
       const size_t pg = pick_page(u, (first_block + j * 7) % kBlocks, rnd);
       if (pg != SIZE_MAX) picks[npicks++] = pg;
     }
-    std::sort(picks, picks + npicks);
+    for (size_t a = 1; a < npicks; ++a)  // insertion sort of at most 8
+      for (size_t b = a; b > 0 && picks[b - 1] > picks[b]; --b) std::swap(picks[b - 1], picks[b]);
     for (size_t j = 0; j < npicks; ++j) {
       const size_t pg = picks[j];
       const uintptr_t page = g_heap.base + (idx << kUnitShift) + (pg << kPageShift);
@@ -238,6 +247,7 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
 
 size_t heap_sample_end(sample_result *out, size_t cap) {
   heap_lock();
+  pagemap_check_pid();
   size_t n = 0;
   if (g_open) end_locked(out, cap, &n);
   heap_unlock();

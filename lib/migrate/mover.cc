@@ -40,7 +40,7 @@ constexpr size_t kDramPerScan = 32;  // at most; budget / 8
 constexpr size_t kMaxSuspects = 64;
 constexpr uint8_t kConfirmPages = 4;
 constexpr size_t kPmemMin = 16, kPmemMax = 2048, kPmemStart = 64;
-constexpr double kCpuHigh = 0.03, kCpuLow = 0.02;  // of the scan interval
+constexpr double kCpuHigh = 0.02, kCpuLow = 0.012;  // of the scan interval
 
 std::atomic<bool> g_running{false};
 pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -110,8 +110,16 @@ void budget_now(size_t *budget, size_t *dram_now) {
   else *budget = static_cast<size_t>(std::max(0LL, static_cast<long long>(*dram_now) + slack));
 }
 
+// The list of movable units is refreshed every kRelistScans scans, and after
+// any scan that moved a unit (the heap changes slowly; listing walks the
+// whole address bitmap).
+constexpr uint64_t kRelistScans = 8;
+
 struct scan_state {
   size_t pmem_per_scan = kPmemStart;
+  size_t listed = 0;
+  uint64_t scans = 0;
+  bool relist = true;
   uint32_t suspects[kMaxSuspects];
   size_t nsuspects = 0;
   size_t cursor_pmem = 0, cursor_dram = 0;
@@ -137,7 +145,11 @@ void scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
   const uint64_t fault_cpu0 = fault_cpu_ns();
   uint64_t now = mono_ns();
   // 1. The window: a rotating choice of units on each tier.
-  const size_t listed = heap_movable_units(g_buf.listed, g_buf.tiers, kMaxListed);
+  if (st.relist || st.scans % kRelistScans == 0) {
+    st.listed = heap_movable_units(g_buf.listed, g_buf.tiers, kMaxListed);
+    st.relist = false;
+  }
+  const size_t listed = st.listed;
   size_t m = 0, np = 0, nd = 0;
   for (size_t i = 0; i < st.nsuspects; ++i) g_buf.chosen[m++] = st.suspects[i];
   auto suspected = [&](uint32_t u) { return std::find(st.suspects, st.suspects + st.nsuspects, u) != st.suspects + st.nsuspects; };
@@ -222,11 +234,15 @@ void scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
       MMTIER_DEBUG("mover: unit %u to tier %d failed (error %ld)", m.unit, m.to_tier, -r);
     }
   }
+  if (promoted + demoted) st.relist = true;
   uint64_t hist[kHeatBuckets] = {};
-  for (size_t i = 0; i < listed; ++i) {
-    const double h = g_policy.heat(g_buf.listed[i], now);
-    size_t b = static_cast<size_t>(h * kHeatBuckets);
-    hist[b < kHeatBuckets ? b : kHeatBuckets - 1]++;
+  const bool histogram = st.scans++ % kRelistScans == 0;
+  if (histogram) {
+    for (size_t i = 0; i < listed; ++i) {
+      const double h = g_policy.heat(g_buf.listed[i], now);
+      size_t b = static_cast<size_t>(h * kHeatBuckets);
+      hist[b < kHeatBuckets ? b : kHeatBuckets - 1]++;
+    }
   }
   // 4. Keep tracking cheap: scale the PMem sample count to the scan's cost
   // (migration time excluded: it is paid for by the rate limit).
@@ -250,7 +266,7 @@ void scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
   g_stats.samples += started;
   g_stats.samples_touched += touched;
   g_stats.dram_budget_units = budget;
-  memcpy(g_stats.heat_histogram, hist, sizeof hist);
+  if (histogram) memcpy(g_stats.heat_histogram, hist, sizeof hist);
   pthread_mutex_unlock(&g_stats_lock);
 }
 

@@ -65,6 +65,9 @@ inline long read(int fd, void *buf, size_t n) {
 inline long pread(int fd, void *buf, size_t n, off_t off) {
   return raw(SYS_pread64, fd, reinterpret_cast<long>(buf), static_cast<long>(n), off);
 }
+inline long pwrite(int fd, const void *buf, size_t n, off_t off) {
+  return raw(SYS_pwrite64, fd, reinterpret_cast<long>(buf), static_cast<long>(n), off);
+}
 inline long write(int fd, const void *buf, size_t n) {
   return raw(SYS_write, fd, reinterpret_cast<long>(buf), static_cast<long>(n));
 }
