@@ -31,9 +31,11 @@ void *slow_malloc(size_t size, size_t align) {
     errno = ENOMEM;
     return nullptr;
   }
-  heap_maybe_start();
   if (align <= 16 && size <= kSmallMax) {
-    if (void *p = small_alloc(size)) return p;
+    if (void *p = small_alloc(size)) {
+      heap_maybe_start();
+      return p;
+    }
   }
   if (align == 16 && size < 16) size = 16;  // the engine's 8-byte class is only 8-aligned
   void *p = align <= 16 ? mmtier_je_malloc(size) : mmtier_je_aligned_alloc(align, size);
@@ -66,8 +68,10 @@ static size_t readable_bytes(const void *p, size_t limit) {
 
 // A small request the first page of its queue could not serve.
 void *small_miss(size_t size) {
-  heap_maybe_start();
-  if (void *p = small_alloc_slow(size)) return p;
+  if (void *p = small_alloc_slow(size)) {
+    heap_maybe_start();
+    return p;
+  }
   if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_malloc(size);
   return slow_malloc(size, 16);
 }
@@ -114,8 +118,13 @@ MMTIER_EXPORT void *malloc(size_t size) {
     if (void *p = small_alloc_fast(size)) return p;
     return small_miss(size);
   }
-  heap_maybe_start();
-  if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_malloc(size);
+  if (__builtin_expect(runtime_ready(), 1)) {
+    void *p = mmtier_je_malloc(size);
+    // The block may have grown the heap past the point where the
+    // background mover starts: start it now that no allocator is running.
+    heap_maybe_start();
+    return p;
+  }
   return slow_malloc(size, 16);
 }
 
@@ -139,18 +148,22 @@ MMTIER_EXPORT void *calloc(size_t n, size_t size) {
   }
   if (__builtin_expect(total <= kSmallMax, 1)) {
     if (void *p = small_alloc_fast(total)) return memset(p, 0, total);
-    heap_maybe_start();
-    if (void *p = small_alloc_slow(total)) return memset(p, 0, total);
+    if (void *p = small_alloc_slow(total)) {
+      heap_maybe_start();
+      return memset(p, 0, total);
+    }
   }
-  heap_maybe_start();
-  if (__builtin_expect(runtime_ready(), 1)) return mmtier_je_calloc(1, total);
+  if (__builtin_expect(runtime_ready(), 1)) {
+    void *p = mmtier_je_calloc(1, total);
+    heap_maybe_start();
+    return p;
+  }
   void *p = slow_malloc(total, 16);
   if (p) memset(p, 0, total);
   return p;
 }
 
-MMTIER_EXPORT void *realloc(void *p, size_t size) {
-  heap_maybe_start();
+static void *realloc_impl(void *p, size_t size) {
   if (heap_small_contains(p) && size != 0 && size <= PTRDIFF_MAX) {
     void *q = small_realloc(p, size);
     if (!q) errno = ENOMEM;
@@ -172,6 +185,12 @@ MMTIER_EXPORT void *realloc(void *p, size_t size) {
     return nullptr;
   }
   return slow_realloc(p, size);
+}
+
+MMTIER_EXPORT void *realloc(void *p, size_t size) {
+  void *q = realloc_impl(p, size);
+  heap_maybe_start();  // as in malloc
+  return q;
 }
 
 MMTIER_EXPORT void *reallocarray(void *p, size_t n, size_t size) {

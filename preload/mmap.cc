@@ -90,8 +90,8 @@ MMTIER_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, of
       return MAP_FAILED;
     }
     void *out = nullptr;
-    heap_maybe_start();
     long r = heap_mmap(addr, len, prot, flags, &out);
+    heap_maybe_start();  // as in malloc
     if (r == 0) return out;
     if (!(flags & MAP_FIXED) && r == -ENOMEM) {
       // Out of reserved addresses: plain anonymous memory still works.

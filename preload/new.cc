@@ -35,13 +35,14 @@ handler_fn current_new_handler() {
 inline void *try_new(size_t size, size_t align) {
   if (__builtin_expect(size <= kSmallMax && align <= 16, 1)) {
     if (void *p = small_alloc_fast(size)) return p;
-  }
-  heap_maybe_start();
-  if (__builtin_expect(size <= kSmallMax && align <= 16, 1)) {
-    if (void *p = small_alloc_slow(size)) return p;
+    if (void *p = small_alloc_slow(size)) {
+      heap_maybe_start();  // as in malloc
+      return p;
+    }
   }
   if (__builtin_expect(runtime_ready() && align <= 16, 1)) {
     void *p = mmtier_je_malloc(size);
+    heap_maybe_start();
     if (__builtin_expect(p != nullptr, 1)) return p;
   }
   return slow_malloc(size, align);

@@ -3,7 +3,8 @@
 # Usage: scripts/build.sh [BUILD_DIR] [extra cmake args...]
 # BUILD_DIR defaults to build/ in the source tree; a relative BUILD_DIR is
 # taken relative to the current directory.  JOBS sets the build parallelism
-# (default: the number of CPUs).
+# (default: the number of CPUs); BUILD_TARGET builds one target instead of
+# all of them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,5 +17,5 @@ args=(-S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo)
 [[ -f $BUILD_DIR/CMakeCache.txt ]] || args+=(-G Ninja)
 
 cmake "${args[@]}" "$@"
-cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}"
+cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}" ${BUILD_TARGET:+--target "$BUILD_TARGET"}
 echo "build: done in $BUILD_DIR"

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds build/ and runs every test suite
 # (ctest, all labels), then builds build-asan/ with AddressSanitizer and
-# UndefinedBehaviorSanitizer and runs the unit tests there.  Exits non-zero if
-# anything failed.  Ends with ctest's summary lines of both runs and a final
-# line "N passed, N failed" over both runs.
-# Environment: BUILD_DIR, ASAN_BUILD_DIR (default build/, build-asan/ in the
-# source tree), TEST_LABEL (a ctest -L regex for the first run; default: all).
+# UndefinedBehaviorSanitizer and runs the unit tests there, and build-tsan/
+# with ThreadSanitizer and runs the concurrency tests there (migration under
+# concurrent writers and system calls, sampling, the small-object heaps; at
+# a smaller size).  Exits non-zero if anything failed.  Ends with ctest's
+# summary lines of every run and a final line "N passed, N failed" over all.
+# Environment: BUILD_DIR, ASAN_BUILD_DIR, TSAN_BUILD_DIR (default build/,
+# build-asan/, build-tsan/ in the source tree), TEST_LABEL (a ctest -L regex
+# for the first run; default: all).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 ASAN_BUILD_DIR=${ASAN_BUILD_DIR:-$ROOT/build-asan}
+TSAN_BUILD_DIR=${TSAN_BUILD_DIR:-$ROOT/build-tsan}
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/mmtier-run-tests.XXXXXX")
 trap 'rm -rf "$LOGS"' EXIT
 
@@ -47,14 +51,19 @@ run_suite() {
 label_args=()
 [[ -n ${TEST_LABEL:-} ]] && label_args=(-L "$TEST_LABEL")
 run_suite all "$BUILD_DIR" -- -j2 "${label_args[@]}"
-run_suite asan "$ASAN_BUILD_DIR" "-DMMTIER_SANITIZE=address;undefined" -DMMTIER_BUILD_BENCH=OFF \
-  -- -L unit
+BUILD_TARGET=mmtier_unit_tests run_suite asan "$ASAN_BUILD_DIR" "-DMMTIER_SANITIZE=address;undefined" \
+  -DMMTIER_BUILD_BENCH=OFF -- -L unit
+# ThreadSanitizer's deadlock detector holds at most 64 locks (the engine's
+# fork handlers take more), and it cannot start threads in the child of a
+# multi-threaded fork: that one fork test runs in the other suites only.
+TSAN_OPTIONS=detect_deadlocks=0 BUILD_TARGET=mmtier_unit_tests run_suite tsan "$TSAN_BUILD_DIR" \
+  -DMMTIER_SANITIZE=thread -DMMTIER_BUILD_BENCH=OFF -- -L unit -R '^(Migrate|Sample|Small)\.' -E 'AfterFork'
 
 # Summary.  A run without ctest's summary line (build failure, ctest crash)
 # counts as one failure so that the totals can never read as a clean pass.
 step "summary"
 passed=0 failed=0
-for name in all asan; do
+for name in all asan tsan; do
   line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$LOGS/$name.log" | tail -n 1)
   if [[ -z $line ]]; then
     echo "$name: no ctest summary (see the output above)"

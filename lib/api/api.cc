@@ -50,10 +50,10 @@ MMTIER_API void *mmtier_aligned_alloc_on(int tier, size_t alignment, size_t size
   if (!valid_tier(tier) || alignment == 0 || (alignment & (alignment - 1))) return fail(EINVAL);
   if (!started()) return fail(ENOMEM);
   if (size > PTRDIFF_MAX) return fail(ENOMEM);
-  heap_maybe_start();
   int flags = engine_tier_flags(tier);
   if (alignment > 16) flags |= je_align_flag(alignment);
   void *p = mmtier_je_mallocx(size ? size : 1, flags);
+  heap_maybe_start();
   return p ? p : fail(ENOMEM);
 }
 
@@ -71,8 +71,9 @@ MMTIER_API void *mmtier_calloc_on(int tier, size_t count, size_t size) {
 
 MMTIER_API void *mmtier_malloc(size_t size) {
   if (!started()) return fail(ENOMEM);
+  void *p = front_malloc(size);
   heap_maybe_start();
-  return front_malloc(size);
+  return p;
 }
 
 MMTIER_API void *mmtier_realloc(void *ptr, size_t size) {
@@ -83,12 +84,9 @@ MMTIER_API void *mmtier_realloc(void *ptr, size_t size) {
     return nullptr;
   }
   if (size > PTRDIFF_MAX) return fail(ENOMEM);
+  void *q = heap_small_contains(ptr) ? small_realloc(ptr, size) : mmtier_je_realloc(ptr, size);
   heap_maybe_start();
-  if (heap_small_contains(ptr)) {
-    void *q = small_realloc(ptr, size);
-    return q ? q : fail(ENOMEM);
-  }
-  return mmtier_je_realloc(ptr, size);
+  return q ? q : fail(ENOMEM);
 }
 
 MMTIER_API void mmtier_free(void *ptr) {

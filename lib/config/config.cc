@@ -36,8 +36,8 @@ constexpr option_info kOptions[] = {
     {"MMTIER_POLICY", "ratio", "ratio | dram-first",
      "ratio splits memory by MMTIER_DRAM_RATIO; dram-first fills DRAM up to its limit, then PMem."},
     {"MMTIER_PROMOTE", "1", "0 | 1",
-     "Allow promoting hot PMem pages to DRAM (accepted now; background promotion arrives with the "
-     "migration engine)."},
+     "1: a background thread moves hot units to DRAM and cold ones to PMem; 0: memory stays where "
+     "placement put it."},
     {"MMTIER_MIGRATE_MBPS", "256", "an integer 0..1000000 (MiB per second; 0: no limit)",
      "Most data moved between the tiers per second by promotion and demotion."},
     {"MMTIER_SCAN_INTERVAL", "100ms", "a duration from 1ms to 60s (us, ms or s suffix)",

@@ -153,7 +153,7 @@ size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap);
 // starts that way, so small processes never get a thread.  The heap only
 // raises g_start_due: the hook starts a thread, which allocates, so it runs
 // from heap_maybe_start(), which the entry points (preload forwarders, API)
-// call before they enter an allocator, never from inside one.
+// call after an allocator's slow path has returned, never from inside one.
 void heap_set_start_hook(void (*hook)(), size_t min_units);
 extern std::atomic<bool> g_start_due;
 void heap_run_start_hook();

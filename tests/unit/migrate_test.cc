@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -215,6 +216,52 @@ TEST_F(Migrate, ConcurrentWritersAndSystemCallsLoseNothing) {
   RecordProperty("postcopy_faults", static_cast<int>(fc.postcopy_faults));
   RecordProperty("wp_faults", static_cast<int>(fc.wp_faults));
   heap_munmap(base, kUnits * kUnitSize);
+}
+
+}  // namespace
+}  // namespace mmtier::detail
+
+namespace mmtier::detail {
+namespace {
+
+// After fork, parent and child each move their own view of a unit: the
+// child gets a fault service of its own (the parent's registrations and
+// thread do not survive), and neither sees the other's writes.
+TEST_F(Migrate, ParentAndChildBothMoveUnitsAfterFork) {
+  char *base = map_units(2);
+  ASSERT_NE(base, nullptr);
+  auto *w = reinterpret_cast<uint64_t *>(base);
+  const size_t words = 2 * kUnitSize / 8;
+  for (size_t i = 0; i < words; ++i) w[i] = pattern(i);
+  // Two DRAM units: anonymous memory, which fork shares copy-on-write and
+  // which both processes can move afterwards.
+  for (size_t u = 0; u < 2; ++u)
+    if (heap_tier_of(base + u * kUnitSize) != kTierDram)
+      ASSERT_GE(heap_migrate(unit_index_of(base + u * kUnitSize), kTierDram), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int bad = 0;
+    for (size_t u = 0; u < 2; ++u) {
+      const size_t idx = unit_index_of(base + u * kUnitSize);
+      if (heap_migrate(idx, kTierPmem) < 0 || heap_tier_of(base + u * kUnitSize) != kTierPmem) bad |= 1;
+    }
+    for (size_t i = 0; i < words; ++i) bad |= (w[i] != pattern(i)) << 1;
+    for (size_t i = 0; i < words; i += 512) w[i] = 7;  // the parent must not see these
+    if (heap_migrate(unit_index_of(base), kTierDram) < 0) bad |= 4;
+    for (size_t i = 0; i < words; i += 512) bad |= (w[i] != 7) << 3;
+    _exit(bad);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  const size_t idx = unit_index_of(base + kUnitSize);
+  ASSERT_GE(heap_migrate(idx, kTierPmem), 0);
+  EXPECT_EQ(heap_tier_of(base + kUnitSize), kTierPmem);
+  size_t bad = 0;
+  for (size_t i = 0; i < words; ++i) bad += w[i] != pattern(i);
+  EXPECT_EQ(bad, 0u) << "the parent's bytes changed";
+  heap_munmap(base, 2 * kUnitSize);
 }
 
 }  // namespace

@@ -1,0 +1,186 @@
+// Background promotion under LD_PRELOAD: the mover thread starts only in a
+// process with enough managed memory and not with MMTIER_PROMOTE=0; it
+// brings a hot set to DRAM within the DRAM budget and its counters
+// (mmtier_get_tiering_stats) say so; a child after fork runs its own mover
+// and can move memory itself.  Each case runs in a re-executed child with
+// its own settings (this binary with TIERING_CHILD=<case>).
+#include "preload_api.h"
+
+#include <dirent.h>
+#include <time.h>
+
+#include <string>
+
+using namespace preload_test;
+
+namespace {
+
+using stats_fn = int (*)(mmtier_tiering_stats *);
+using move_fn = long (*)(const void *, size_t, int);
+
+stats_fn tiering_stats() { return reinterpret_cast<stats_fn>(dlsym(RTLD_DEFAULT, "mmtier_get_tiering_stats")); }
+move_fn mover() { return reinterpret_cast<move_fn>(dlsym(RTLD_DEFAULT, "mmtier_move")); }
+
+bool has_thread(const char *name) {
+  DIR *d = opendir("/proc/self/task");
+  if (!d) return false;
+  bool found = false;
+  while (dirent *e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
+    int fd = open(path.c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    char buf[32] = {};
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n > 0 && strncmp(buf, name, strlen(name)) == 0 && buf[strlen(name)] == '\n') found = true;
+  }
+  closedir(d);
+  return found;
+}
+
+double now_s() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+constexpr size_t kMB = size_t{1} << 20;
+
+// ---- child cases (TIERING_CHILD=name); the exit status is the verdict ------
+
+// Hammers the last 8 MiB of a 96 MiB block until every page of it is on
+// DRAM (or 60 s pass), then prints the counters.
+int child_hot_set() {
+  const size_t total = 96 * kMB, hot = 8 * kMB;
+  auto *b = static_cast<uint64_t *>(malloc(total));
+  if (!b) return 10;
+  for (size_t i = 0; i < total / 8; ++i) b[i] = i;
+  uint64_t *h = b + (total - hot) / 8;
+  const size_t hot_words = hot / 8;
+  mmtier_tiering_stats st = {};
+  st.size = sizeof st;
+  const double deadline = now_s() + 60;
+  size_t on_dram = 0, pages = hot / 4096;
+  uint64_t x = 1;
+  while (now_s() < deadline) {
+    for (int k = 0; k < 1 << 20; ++k) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      h[(x >> 33) % hot_words] += 1;
+    }
+    on_dram = 0;
+    for (size_t p = 0; p < pages; ++p) on_dram += tier_of(reinterpret_cast<char *>(h) + p * 4096) == 0;
+    if (on_dram == pages) break;
+  }
+  if (tiering_stats()(&st) != 0) return 11;
+  printf("hot_on_dram=%zu/%zu running=%d scans=%llu promotions=%llu demotions=%llu bytes=%llu samples=%llu "
+         "touched=%llu budget=%llu\n",
+         on_dram, pages, st.running, (unsigned long long)st.scans, (unsigned long long)st.promotions,
+         (unsigned long long)st.demotions, (unsigned long long)st.bytes_migrated, (unsigned long long)st.samples,
+         (unsigned long long)st.samples_touched, (unsigned long long)st.dram_budget_bytes);
+  // The budget holds: DRAM never has more than the limit plus one unit.
+  mmtier_stats ms;
+  api().get_stats(&ms);
+  printf("dram_units=%zu peak=%zu limit=%zu\n", ms.units[0], ms.peak_units[0], ms.limit_bytes[0] / ms.unit_size);
+  if (ms.peak_units[0] > ms.limit_bytes[0] / ms.unit_size + 1) return 12;
+  return on_dram == pages && st.running == 1 ? 0 : 13;
+}
+
+// Managed memory, and whether a mover thread exists.
+int child_thread_check(size_t mib, bool want_thread) {
+  void *p = malloc(mib * kMB);
+  if (!p) return 10;
+  escape(p);
+  memset(p, 1, mib * kMB);
+  escape(p);
+  mmtier_tiering_stats st = {};
+  st.size = sizeof st;
+  tiering_stats()(&st);
+  printf("mmtier-bg=%d running=%d\n", has_thread("mmtier-bg"), st.running);
+  return has_thread("mmtier-bg") == want_thread && (st.running != 0) == want_thread ? 0 : 20;
+}
+
+// After fork the child has no mover thread; its first allocation starts
+// one, and it can move its memory between tiers itself.
+int child_fork() {
+  void *p = malloc(96 * kMB);
+  if (!p) return 10;
+  escape(p);
+  fill_pattern(p, 96 * kMB, 7);
+  if (!has_thread("mmtier-bg")) return 21;
+  pid_t pid = fork();
+  if (pid == 0) {
+    // Threads do not survive fork: a mover here is the child's own, started
+    // by its first allocation (this one, or opendir's in has_thread).
+    void *q = malloc(100000);
+    escape(q);
+    free(q);
+    if (!has_thread("mmtier-bg")) _exit(23);
+    mmtier_tiering_stats st = {};
+    st.size = sizeof st;
+    if (tiering_stats()(&st) != 0 || st.running != 1) _exit(22);
+    // Move a unit in the middle both ways; the data stays (the child's
+    // view is private: the parent's bytes are checked after).
+    char *mid = static_cast<char *>(p) + 40 * kMB;
+    if (mover()(mid, 2 * kMB, 0) < 0 || tier_of(mid) != 0) _exit(24);
+    memset(mid, 0x5c, 4096);
+    if (mover()(mid, 2 * kMB, 1) < 0 || tier_of(mid) != 1) _exit(25);
+    if (byte_mismatch(mid, 4096, 0x5c) != 4096) _exit(26);
+    _exit(pattern_mismatch(static_cast<char *>(p), 40 * kMB, 7) == 40 * kMB ? 0 : 27);
+  }
+  int st = wait_status(pid);
+  if (!exited_with(st, 0)) {
+    printf("fork child: %s\n", describe_status(st).c_str());
+    return 28;
+  }
+  return pattern_mismatch(p, 96 * kMB, 7) == 96 * kMB ? 0 : 29;
+}
+
+// Runs the case named by TIERING_CHILD before gtest sees the arguments.
+__attribute__((constructor(65535))) void maybe_child() {
+  const char *c = getenv("TIERING_CHILD");
+  if (!c) return;
+  int rc = 99;
+  if (!strcmp(c, "hot")) rc = child_hot_set();
+  else if (!strcmp(c, "big")) rc = child_thread_check(96, true);
+  else if (!strcmp(c, "small")) rc = child_thread_check(4, false);
+  else if (!strcmp(c, "off")) rc = child_thread_check(96, false);
+  else if (!strcmp(c, "fork")) rc = child_fork();
+  fflush(stdout);
+  _exit(rc);
+}
+
+exec_result run_case(const char *name, std::vector<std::string> env) {
+  env.push_back(std::string("TIERING_CHILD=") + name);
+  return run_self({}, env);
+}
+
+}  // namespace
+
+class Tiering : public Preloaded {};
+
+TEST_F(Tiering, MoverBringsAHotSetToDramWithinTheBudget) {
+  exec_result r = run_case("hot", {"MMTIER_DRAM_LIMIT=24M", "MMTIER_SCAN_INTERVAL=20ms", "MMTIER_MIGRATE_MBPS=0"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+  unsigned long long promotions = 0, bytes = 0;
+  const char *at = strstr(r.out.c_str(), "promotions=");
+  ASSERT_NE(at, nullptr) << describe(r);
+  sscanf(at, "promotions=%llu", &promotions);
+  sscanf(strstr(r.out.c_str(), "bytes="), "bytes=%llu", &bytes);
+  EXPECT_GE(promotions, 4u) << "the 8 MiB hot set is 4 units, placed on PMem first";
+  EXPECT_GE(bytes, promotions * 2 * kMB / 2) << "bytes moved follow the promotions";
+}
+
+TEST_F(Tiering, MoverStartsOnlyWithEnoughMemoryAndNotWhenDisabled) {
+  exec_result big = run_case("big", {});
+  EXPECT_TRUE(exited_with(big.status, 0)) << describe(big);
+  exec_result small = run_case("small", {});
+  EXPECT_TRUE(exited_with(small.status, 0)) << describe(small);
+  exec_result off = run_case("off", {"MMTIER_PROMOTE=0"});
+  EXPECT_TRUE(exited_with(off.status, 0)) << describe(off);
+}
+
+TEST_F(Tiering, ChildAfterForkRunsItsOwnMoverAndMovesMemory) {
+  exec_result r = run_case("fork", {});
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+}
