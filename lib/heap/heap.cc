@@ -961,11 +961,9 @@ long demote(size_t idx) {
       }
     });
     for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
-      if (err) return;
-      long m = sys::mmap(reinterpret_cast<void *>(ubase + (first << kPageShift)), n << kPageShift,
-                         PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, pm.fd,
-                         slot_off + static_cast<off_t>(first << kPageShift));
-      if (sys::failed(m)) err = m;
+      if (!err)
+        err = pm.ops->map(&pm, reinterpret_cast<void *>(ubase + (first << kPageShift)), n << kPageShift,
+                          PROT_READ | PROT_WRITE, slot, first << kPageShift);
     });
     if (err) MMTIER_DEBUG("demotion of unit %zu failed (error %ld); it stays on DRAM", idx, -err);
   }

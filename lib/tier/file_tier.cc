@@ -120,7 +120,12 @@ long file_map(tier *t, void *addr, size_t len, int prot, uint32_t slot, size_t o
   int flags = MAP_FIXED | (t->dax ? (MAP_SHARED_VALIDATE | MAP_SYNC) : MAP_SHARED);
   long r = sys::mmap(addr, len, prot, flags, t->fd,
                      static_cast<off_t>(uint64_t{slot} * kUnitSize + off));
-  return sys::failed(r) ? r : 0;
+  if (sys::failed(r)) return r;
+  // Page-table entries of 4 KiB, never one entry for 2 MiB: access sampling
+  // unmaps single pages, and on a PMD-mapped large folio (ext4 and xfs make
+  // them for large writes) that would unmap, and report, the whole unit.
+  sys::madvise(addr, len, MADV_NOHUGEPAGE);
+  return 0;
 }
 
 long file_discard(tier *t, void *, size_t len, uint32_t slot, size_t off) {
