@@ -8,12 +8,14 @@
 #include "heap/layout.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
+#include "support/fd_guard.h"
 #include "support/log.h"
 
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include <cerrno>
@@ -75,21 +77,21 @@ bool answer(int fd, uintptr_t addr, uint64_t flags) {
   long r = 0;
   size_t done = 0;
   // A sampled page?
-  g_samples_readers.fetch_add(1, std::memory_order_acquire);
-  if (fault_sample *t = g_samples.load(std::memory_order_acquire)) {
+  g_samples_readers.fetch_add(1, std::memory_order_seq_cst);
+  if (fault_sample *t = g_samples.load(std::memory_order_seq_cst)) {
     if (fault_sample *s = find_sample(t, g_samples_n.load(std::memory_order_acquire), page)) {
       uint8_t want = kSampleOut;
-      if (s->state.compare_exchange_strong(want, kSampleTouched, std::memory_order_acq_rel)) {
-        if (flags & UFFD_PAGEFAULT_FLAG_WRITE) s->written.store(1, std::memory_order_relaxed);
-        r = sys::uffd::move(fd, p, reinterpret_cast<void *>(s->side), kPageSize, &done);
-        if (r == -EAGAIN) {
+      if (s->state.compare_exchange_strong(want, kSampleMoving, std::memory_order_acq_rel)) {
+        if (faults_sample_restore(*s) == -EAGAIN) {
           s->state.store(kSampleOut, std::memory_order_release);
           g_samples_readers.fetch_sub(1, std::memory_order_release);
           return false;
         }
+        if (flags & UFFD_PAGEFAULT_FLAG_WRITE) s->written.store(1, std::memory_order_relaxed);
+        s->state.store(kSampleTouched, std::memory_order_release);
         g_sample_faults.fetch_add(1, std::memory_order_relaxed);
       } else {
-        sys::uffd::wake(fd, p, kPageSize);  // the sampler moved it back already
+        sys::uffd::wake(fd, p, kPageSize);  // the sampler moves (or moved) it back
       }
       g_samples_readers.fetch_sub(1, std::memory_order_release);
       g_faults.fetch_add(1, std::memory_order_relaxed);
@@ -155,7 +157,9 @@ void *handler_main(void *) {
       }
     }
   }
-  MMTIER_ERROR("fault service stopped reading its userfaultfd");
+  // Nothing moves any more: new migrations and samples see no service.
+  MMTIER_ERROR("fault service stopped reading its userfaultfd; memory is not moved between tiers any more");
+  g_fd.store(-1, std::memory_order_release);
   return nullptr;
 }
 
@@ -186,6 +190,7 @@ bool faults_start() {
     }
     if (fd >= 0) {
       g_generation.fetch_add(1, std::memory_order_relaxed);
+      fd_guard(static_cast<int>(fd));
       g_fd.store(static_cast<int>(fd), std::memory_order_release);
       sigset_t all, old;
       sigfillset(&all);
@@ -226,15 +231,41 @@ void faults_postcopy_close() {
   g_pc_dst.store(0, std::memory_order_release);
 }
 
+long faults_sample_restore(fault_sample &s) {
+  const int fd = g_fd.load(std::memory_order_acquire);
+  void *page = reinterpret_cast<void *>(s.page);
+  void *side = reinterpret_cast<void *>(s.side);
+  size_t done = 0;
+  long r = sys::uffd::move(fd, page, side, kPageSize, &done);
+  if (r == 0 || r == -EAGAIN) return r;
+  if (r != -EEXIST) {
+    // The side page cannot move (shared since fork, swapped, flags changed
+    // under it): copy it back, then drop the side copy.
+    r = sys::uffd::copy(fd, page, side, kPageSize, &done);
+    if (r == -EAGAIN) return r;
+    if (r == 0) {
+      sys::madvise(side, kPageSize, MADV_DONTNEED);
+      return 0;
+    }
+  }
+  // -EEXIST: something mapped the page while its data was at the side;
+  // nothing here may have done that, and overwriting it could lose a write.
+  MMTIER_ERROR("sampling: cannot put page %p back (error %ld); its data stays at %p", page, -r, side);
+  sys::uffd::wake(fd, page, kPageSize);
+  return r;
+}
+
 void faults_samples_publish(fault_sample *table, size_t n) {
-  g_samples_n.store(n, std::memory_order_relaxed);
-  g_samples.store(table, std::memory_order_release);
+  g_samples_n.store(n, std::memory_order_release);
+  g_samples.store(table, std::memory_order_seq_cst);
 }
 
 void faults_samples_retract() {
-  g_samples.store(nullptr, std::memory_order_release);
+  // Pairs with the handler's increment-then-load: sequentially consistent
+  // on both sides, so either it sees no table or this sees it reading.
+  g_samples.store(nullptr, std::memory_order_seq_cst);
+  while (g_samples_readers.load(std::memory_order_seq_cst) != 0) sched_yield();
   g_samples_n.store(0, std::memory_order_release);
-  while (g_samples_readers.load(std::memory_order_acquire) != 0) sched_yield();
 }
 
 void faults_counters_get(fault_counters *out) {
@@ -254,7 +285,10 @@ void faults_fork_child() {
   // The parent's descriptor and thread are not ours; registrations did not
   // survive the fork.  Start afresh on first use.
   const int fd = g_fd.exchange(-1, std::memory_order_acq_rel);
-  if (fd >= 0) sys::close(fd);
+  if (fd >= 0) {
+    fd_unguard(fd);
+    sys::close(fd);
+  }
   pthread_mutex_init(&g_start_lock, nullptr);
   g_failed = false;
   g_have_cpu_clock.store(false, std::memory_order_relaxed);

@@ -45,6 +45,7 @@ enum sample_state : uint8_t {
   kSampleOut = 1,      // at side; a fault moves it back
   kSampleTouched = 2,  // moved back by a fault
   kSampleBack = 3,     // moved back by the sampler, untouched
+  kSampleMoving = 4,   // being moved back (by whoever took it from kSampleOut)
 };
 struct fault_sample {
   uintptr_t page;
@@ -53,6 +54,12 @@ struct fault_sample {
   std::atomic<uint8_t> state;
   std::atomic<uint8_t> written;  // the touching access was a write
 };
+// Puts a sampled page back (the caller moved its state from kSampleOut to
+// kSampleMoving): UFFDIO_MOVE, or a copy when the side page cannot move.
+// -EAGAIN: try again later; other errors are logged (the data stays in the
+// side page).  Wakes the page's waiters either way.
+long faults_sample_restore(fault_sample &s);
+
 // Publishes the sample table (sorted by page) the handler consults.  To
 // change or reuse it, the sampler retracts it first; faults_samples_retract
 // returns once the handler no longer reads it.

@@ -8,6 +8,7 @@
 #include "heap/sample.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
+#include "support/fd_guard.h"
 #include "support/log.h"
 #include "support/meta.h"
 
@@ -537,6 +538,7 @@ void heap_engine_release(void *addr, size_t size) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
   const size_t n = (size + kUnitSize - 1) >> kUnitShift;
   for (size_t idx = unit_index(a); idx < unit_index(a) + n; ++idx) {
+    sample_settle_unit_locked(idx);
     unit &u = g_heap.units[idx];
     if (unit_tier(u) >= 0) release_unit(u, idx);
     u.owner = kOwnerFree;
@@ -560,6 +562,7 @@ void *heap_small_reserve() {
 void heap_small_release(void *segment) {
   lock_guard g;
   const size_t idx = unit_index(reinterpret_cast<uintptr_t>(segment));
+  sample_settle_unit_locked(idx);
   unit &u = g_heap.units[idx];
   if (unit_tier(u) >= 0) release_unit(u, idx);
   u.owner = kOwnerFree;
@@ -723,6 +726,13 @@ long heap_madvise(void *addr, size_t len, int advice) {
                 discard_pages(idx, first, n, false);
                 return;
               }
+              // Advice kept in the mapping (WIPEONFORK, DONTFORK, DONTDUMP,
+              // HUGEPAGE, MERGEABLE, ...) would be lost by a migration's new
+              // mapping: such a unit stays where it is.
+              if (advice != MADV_NORMAL && advice != MADV_RANDOM && advice != MADV_SEQUENTIAL &&
+                  advice != MADV_WILLNEED && advice != MADV_COLD && advice != MADV_PAGEOUT &&
+                  advice != MADV_POPULATE_READ && advice != MADV_POPULATE_WRITE)
+                u.custom_prot = 1;
               const uintptr_t ubase = unit_addr(idx);
               for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
                 long r = sys::madvise(reinterpret_cast<void *>(ubase + (a << kPageShift)),
@@ -888,18 +898,31 @@ long promote(size_t idx) {
   });
   // Copy whatever the faults did not: also after a failure, for the runs
   // that were swapped (their only copy of the data is the file slot).
+  bool partial = false;
   size_t run = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (run++ >= swapped_runs) return;
+    int tries = 0;
     for (size_t pg = first; pg < first + n;) {
       char *dst = reinterpret_cast<char *>(ubase + (pg << kPageShift));
       size_t done = 0;
       long r = sys::uffd::copy(fd, dst, alias + (pg << kPageShift), (first + n - pg) << kPageShift, &done);
       pg += done >> kPageShift;
-      if (r == -EEXIST) ++pg;  // filled by a fault
-      else if (r == -EAGAIN) sched_yield();
-      else if (r < 0 && r != -EAGAIN) {
-        MMTIER_ERROR("promotion of unit %zu: copy failed (error %ld)", idx, -r);
+      if (done) tries = 0;
+      if (r == 0 || r == -EAGAIN) {
+        if (r) sched_yield();
+      } else if (r == -EEXIST) {
+        ++pg;  // filled by a fault
+      } else if (r == -ENOMEM && ++tries < 100) {
+        sched_yield();
+      } else {
+        // The page cannot be filled: put the file page back in its place
+        // (its data is still there) and keep the slot.
+        MMTIER_ERROR("promotion of unit %zu: copy failed (error %ld); the unit stays partly on PMem", idx, -r);
+        if (pm.ops->map(&pm, dst, kPageSize, PROT_READ | PROT_WRITE, u.slot, pg << kPageShift) < 0)
+          MMTIER_ERROR("promotion of unit %zu: page %p lost its mapping", idx, static_cast<void *>(dst));
+        partial = true;
+        tries = 0;
         ++pg;
       }
     }
@@ -911,13 +934,13 @@ long promote(size_t idx) {
   });
   faults_postcopy_close();
   sys::munmap(const_cast<char *>(alias), kUnitSize);
-  if (err) {
+  if (err || partial) {
     if (swapped_runs) {
       // Partly moved: the swapped runs are anonymous now.  The unit keeps
       // its slot for the rest and is read page by page from now on.
       u.spilled = 1;
     }
-    return err;
+    return err ? err : -EIO;
   }
   retier(u, kTierDram, 0);
   return static_cast<long>(u.live) << kPageShift;
@@ -938,7 +961,7 @@ long demote(size_t idx) {
   const uint32_t slot = static_cast<uint32_t>(s);
   const off_t slot_off = static_cast<off_t>(slot) << kUnitShift;
   long err = 0;
-  size_t protected_runs = 0;
+  size_t protected_runs = 0, mapped_runs = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (err) return;
     void *at = reinterpret_cast<void *>(ubase + (first << kPageShift));
@@ -964,6 +987,7 @@ long demote(size_t idx) {
       if (!err)
         err = pm.ops->map(&pm, reinterpret_cast<void *>(ubase + (first << kPageShift)), n << kPageShift,
                           PROT_READ | PROT_WRITE, slot, first << kPageShift);
+      if (!err) ++mapped_runs;
     });
     if (err) MMTIER_DEBUG("demotion of unit %zu failed (error %ld); it stays on DRAM", idx, -err);
   }
@@ -971,14 +995,22 @@ long demote(size_t idx) {
   // whatever is mapped), and drop the protection of runs not swapped.
   size_t run = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
-    if (run++ >= protected_runs) return;
+    const size_t k = run++;
+    if (k >= protected_runs) return;
     void *at = reinterpret_cast<void *>(ubase + (first << kPageShift));
-    if (err) {
+    if (k >= mapped_runs) {  // still the anonymous run: unprotect it
       sys::uffd::write_protect(fd, at, n << kPageShift, false);
       sys::uffd::unregister_range(fd, at, n << kPageShift);
     }
     sys::uffd::wake(fd, at, n << kPageShift);
   });
+  if (err && mapped_runs) {
+    // Some runs are on the new slot already, with writes made since: keep
+    // the slot; the unit is mixed from now on.
+    retier(u, kTierPmem, slot);
+    u.spilled = 1;
+    return err;
+  }
   if (err) {
     pm.ops->slot_free(&pm, slot);
     return err;
@@ -1196,6 +1228,7 @@ void heap_fork_child() {
   if (pm.fd >= 0) {
     // The parent's file holds only frozen ranges now; new units go to a file
     // of our own.
+    fd_unguard(pm.fd);
     sys::close(pm.fd);
     pm.fd = -1;
     pm.usable = false;

@@ -42,7 +42,7 @@ struct unit {
   uint8_t forced1;             // 0: by policy; else the only tier + 1
   uint8_t by_policy;           // its placement counts in the ratio
   uint8_t spilled;             // its tier ran out of room: new pages are DRAM
-  uint8_t custom_prot;         // some page had a protection other than read/write
+  uint8_t custom_prot;         // a protection other than read/write, or advice a new mapping would lose
   uint8_t sample;              // access sampling holds one of its pages (sample.h)
   uint32_t slot;             // slot in the tier's file (file-backed tiers)
   uint16_t live;             // pages placed (mapped on the tier)

@@ -7,6 +7,7 @@
 #include "heap/heap.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
+#include "support/fd_guard.h"
 #include "support/log.h"
 
 #include <fcntl.h>
@@ -52,6 +53,7 @@ constexpr uint64_t kExclusive = uint64_t{1} << 56;
 void pagemap_check_pid() {
   const long pid = sys::getpid();
   if (g_pagemap_pid != pid && g_pagemap_fd >= 0) {
+    fd_unguard(g_pagemap_fd);
     sys::close(g_pagemap_fd);
     g_pagemap_fd = -1;
   }
@@ -64,6 +66,7 @@ uint64_t pagemap_entry(uintptr_t addr) {
     long fd = sys::openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) return 0;
     g_pagemap_fd = static_cast<int>(fd);
+    fd_guard(g_pagemap_fd);
   }
   uint64_t e = 0;
   if (sys::pread(g_pagemap_fd, &e, sizeof e, static_cast<off_t>((addr >> kPageShift) * 8)) != 8) return 0;
@@ -94,24 +97,21 @@ bool side_ready() {
   return true;
 }
 
-// Brings a DRAM sample's page back if it is still out.
+// Brings a DRAM sample's page back if it is still out (waiting for the
+// fault service if it is moving it right now), then unregisters the page.
 void settle_dram(fault_sample &s) {
-  uint8_t want = kSampleOut;
-  if (!s.state.compare_exchange_strong(want, kSampleBack, std::memory_order_acq_rel)) {
-    if (want == 0) return;  // never went out
-  } else {
-    const int fd = faults_fd();
-    void *page = reinterpret_cast<void *>(s.page);
-    void *side = reinterpret_cast<void *>(s.side);
-    size_t done = 0;
-    long r;
-    while ((r = sys::uffd::move(fd, page, side, kPageSize, &done)) == -EAGAIN) sched_yield();
-    if (r < 0 && r != -EEXIST) {
-      // Cannot move (the side page became shared): copy it back instead.
-      while ((r = sys::uffd::copy(fd, page, side, kPageSize, &done)) == -EAGAIN) sched_yield();
-      sys::madvise(side, kPageSize, MADV_DONTNEED);
-      if (r < 0 && r != -EEXIST) MMTIER_ERROR("sampling: cannot restore page %p (error %ld)", page, -r);
+  for (;;) {
+    uint8_t st = s.state.load(std::memory_order_acquire);
+    if (st == 0) return;  // never went out
+    if (st == kSampleMoving) {
+      sched_yield();
+      continue;
     }
+    if (st != kSampleOut) break;  // back already
+    if (!s.state.compare_exchange_strong(st, kSampleMoving, std::memory_order_acq_rel)) continue;
+    while (faults_sample_restore(s) == -EAGAIN) sched_yield();
+    s.state.store(kSampleBack, std::memory_order_release);
+    break;
   }
   sys::uffd::unregister_range(faults_fd(), reinterpret_cast<void *>(s.page), kPageSize);
 }
@@ -227,6 +227,12 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
         while ((r = sys::uffd::move(fd, reinterpret_cast<void *>(s.side), reinterpret_cast<void *>(page), kPageSize,
                                     &done)) == -EAGAIN)
           sched_yield();
+        if (r == -EEXIST) {
+          // The side page was populated behind our back (a debugger reading
+          // it, mlockall): it holds nothing of ours.
+          sys::madvise(reinterpret_cast<void *>(s.side), kPageSize, MADV_DONTNEED);
+          r = sys::uffd::move(fd, reinterpret_cast<void *>(s.side), reinterpret_cast<void *>(page), kPageSize, &done);
+        }
         if (r < 0) {
           // Not movable now (shared with a child since fork, pinned, ...).
           s.state.store(0, std::memory_order_release);

@@ -199,6 +199,17 @@ void scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
       continue;
     }
     g_buf.obs[nobs++] = {r.unit, r.tier, true, r.sampled, r.touched, r.written};
+    // Hot data is usually contiguous: the PMem neighbours of a confirmed
+    // hot unit are confirmed next, ahead of the rotation.
+    if (r.tier == kTierPmem && r.sampled > 1 && r.touched * 2 >= r.sampled) {
+      for (uint32_t nb : {r.unit - 1, r.unit + 1}) {
+        const uint32_t *begin = g_buf.listed, *end = g_buf.listed + listed;
+        const uint32_t *at = std::lower_bound(begin, end, nb);
+        if (at == end || *at != nb || g_buf.tiers[at - g_buf.listed] != kTierPmem) continue;
+        if (st.nsuspects < kMaxSuspects && std::find(st.suspects, st.suspects + st.nsuspects, nb) == st.suspects + st.nsuspects)
+          st.suspects[st.nsuspects++] = nb;
+      }
+    }
   }
   std::sort(st.suspects, st.suspects + st.nsuspects);
   g_policy.observe(now, g_buf.obs, nobs);

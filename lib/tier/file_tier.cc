@@ -7,6 +7,7 @@
 // filesystem is seen as an error then, never as SIGBUS at first touch.
 #include "heap/layout.h"
 #include "platform/sys.h"
+#include "support/fd_guard.h"
 #include "support/log.h"
 #include "support/meta.h"
 #include "tier/tier.h"
@@ -65,6 +66,7 @@ long file_open(tier *t, const config &cfg) {
     return fd;
   }
   t->fd = static_cast<int>(fd);
+  fd_guard(t->fd);
   t->free_cap = kMaxSlots;
   t->free_slots = static_cast<uint32_t *>(meta_map(kMaxSlots * sizeof(uint32_t)));
   if (!t->free_slots) return -ENOMEM;

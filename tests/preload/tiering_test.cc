@@ -136,6 +136,27 @@ int child_fork() {
   return pattern_mismatch(p, 96 * kMB, 7) == 96 * kMB ? 0 : 29;
 }
 
+// A daemon closing every descriptor above 2 leaves mmtier's own open: the
+// fault service and the PMem file keep working.
+int child_closefrom() {
+  char *p = static_cast<char *>(malloc(96 * kMB));
+  if (!p) return 10;
+  escape(p);
+  fill_pattern(p, 96 * kMB, 9);
+  closefrom(3);
+  char *mid = p + 40 * kMB;
+  if (mover()(mid, 2 * kMB, 0) < 0 || tier_of(mid) != 0) return 31;
+  if (mover()(mid, 2 * kMB, 1) < 0 || tier_of(mid) != 1) return 32;
+  // New memory still reaches the PMem tier.
+  char *more = static_cast<char *>(malloc(64 * kMB));
+  escape(more);
+  memset(more, 3, 64 * kMB);
+  bool pmem = false;
+  for (size_t off = 0; off < 64 * kMB; off += 2 * kMB) pmem |= tier_of(more + off) == 1;
+  if (!pmem) return 33;
+  return pattern_mismatch(p, 96 * kMB, 9) == 96 * kMB ? 0 : 34;
+}
+
 // Runs the case named by TIERING_CHILD before gtest sees the arguments.
 __attribute__((constructor(65535))) void maybe_child() {
   const char *c = getenv("TIERING_CHILD");
@@ -146,6 +167,7 @@ __attribute__((constructor(65535))) void maybe_child() {
   else if (!strcmp(c, "small")) rc = child_thread_check(4, false);
   else if (!strcmp(c, "off")) rc = child_thread_check(96, false);
   else if (!strcmp(c, "fork")) rc = child_fork();
+  else if (!strcmp(c, "closefrom")) rc = child_closefrom();
   fflush(stdout);
   _exit(rc);
 }
@@ -182,5 +204,10 @@ TEST_F(Tiering, MoverStartsOnlyWithEnoughMemoryAndNotWhenDisabled) {
 
 TEST_F(Tiering, ChildAfterForkRunsItsOwnMoverAndMovesMemory) {
   exec_result r = run_case("fork", {});
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+}
+
+TEST_F(Tiering, ClosingEveryDescriptorLeavesMmtiersOwnOpen) {
+  exec_result r = run_case("closefrom", {});
   EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
 }
