@@ -14,9 +14,11 @@
 #include "heap/faults.h"
 #include "heap/heap.h"
 #include "heap/sample.h"
+#include "platform/sys.h"
 #include "policy/policy.h"
 #include "support/log.h"
 #include "support/meta.h"
+#include "track/pebs.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -39,6 +41,8 @@ constexpr size_t kDramPerScan = 32;  // at most; budget / 8
 // rarely.
 constexpr size_t kMaxSuspects = 64;
 constexpr uint8_t kConfirmPages = 4;
+// Observations per scan: the sampled units, or with PEBS every listed unit.
+constexpr size_t kChosenMax = kMaxListed;
 constexpr size_t kPmemMin = 16, kPmemMax = 2048, kPmemStart = 64;
 constexpr double kCpuHigh = 0.02, kCpuLow = 0.012;  // of the scan interval
 
@@ -49,6 +53,12 @@ mover_stats g_stats = {};
 std::atomic<uint64_t> g_mover_cpu_ns{0};
 
 migration_policy g_policy;
+
+// Where the PMU allows it, hardware samples of data addresses replace the
+// software sampling windows (lib/track/pebs.h).
+pebs_tracker g_pebs;
+pebs_unit_counts g_pebs_counts;
+bool g_use_pebs = false;
 
 struct buffers {
   uint32_t *listed;
@@ -76,7 +86,7 @@ bool buffers_ready() {
   if (g_buf.listed) return true;
   g_buf.listed = static_cast<uint32_t *>(meta_map(kMaxListed * sizeof(uint32_t)));
   g_buf.tiers = static_cast<uint8_t *>(meta_map(kMaxListed));
-  constexpr size_t kChosen = kPmemMax + kDramPerScan + kMaxSuspects;
+  constexpr size_t kChosen = kChosenMax;
   g_buf.chosen = static_cast<uint32_t *>(meta_map(kChosen * sizeof(uint32_t)));
   g_buf.pages = static_cast<uint8_t *>(meta_map(kChosen));
   g_buf.results = static_cast<sample_result *>(meta_map(kChosen * sizeof(sample_result)));
@@ -150,46 +160,63 @@ void scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
     st.relist = false;
   }
   const size_t listed = st.listed;
-  size_t m = 0, np = 0, nd = 0;
-  for (size_t i = 0; i < st.nsuspects; ++i) g_buf.chosen[m++] = st.suspects[i];
-  auto suspected = [&](uint32_t u) { return std::find(st.suspects, st.suspects + st.nsuspects, u) != st.suspects + st.nsuspects; };
-  if (listed) {
-    for (size_t k = 0; k < listed && np < st.pmem_per_scan; ++k) {
-      const size_t i = (st.cursor_pmem + k) % listed;
-      if (g_buf.tiers[i] == kTierPmem && !suspected(g_buf.listed[i])) {
-        g_buf.chosen[m++] = g_buf.listed[i];
-        ++np;
-        st.cursor_pmem = i + 1;
+  size_t started = 0;
+  uint64_t spent = 0;
+  if (g_use_pebs) {
+    spent = thread_cpu_ns() - cpu0;
+  } else {
+    size_t m = 0, np = 0, nd = 0;
+    for (size_t i = 0; i < st.nsuspects; ++i) g_buf.chosen[m++] = st.suspects[i];
+    auto suspected = [&](uint32_t u) { return std::find(st.suspects, st.suspects + st.nsuspects, u) != st.suspects + st.nsuspects; };
+    if (listed) {
+      for (size_t k = 0; k < listed && np < st.pmem_per_scan; ++k) {
+        const size_t i = (st.cursor_pmem + k) % listed;
+        if (g_buf.tiers[i] == kTierPmem && !suspected(g_buf.listed[i])) {
+          g_buf.chosen[m++] = g_buf.listed[i];
+          ++np;
+          st.cursor_pmem = i + 1;
+        }
+      }
+      const size_t dram_per_scan = std::clamp<size_t>(st.pmem_per_scan / 8, 2, kDramPerScan);
+      for (size_t k = 0; k < listed && nd < dram_per_scan; ++k) {
+        const size_t i = (st.cursor_dram + k) % listed;
+        if (g_buf.tiers[i] == kTierDram && !suspected(g_buf.listed[i])) {
+          g_buf.chosen[m++] = g_buf.listed[i];
+          ++nd;
+          st.cursor_dram = i + 1;
+        }
       }
     }
-    const size_t dram_per_scan = std::clamp<size_t>(st.pmem_per_scan / 8, 2, kDramPerScan);
-    for (size_t k = 0; k < listed && nd < dram_per_scan; ++k) {
-      const size_t i = (st.cursor_dram + k) % listed;
-      if (g_buf.tiers[i] == kTierDram && !suspected(g_buf.listed[i])) {
-        g_buf.chosen[m++] = g_buf.listed[i];
-        ++nd;
-        st.cursor_dram = i + 1;
-      }
-    }
+    // Ascending, each unit once, with its page count (suspects get more).
+    for (size_t i = 0; i < m; ++i) g_buf.pages[i] = 0;
+    std::sort(g_buf.chosen, g_buf.chosen + m);
+    m = static_cast<size_t>(std::unique(g_buf.chosen, g_buf.chosen + m) - g_buf.chosen);
+    for (size_t i = 0; i < m; ++i)
+      g_buf.pages[i] = std::binary_search(st.suspects, st.suspects + st.nsuspects, g_buf.chosen[i]) ? kConfirmPages : 1;
+    started = heap_sample_begin(g_buf.chosen, g_buf.pages, m, st.seed++);
+    spent = thread_cpu_ns() - cpu0;
+    // The window opens when the last page is hidden, so that every sample
+    // gets at least window_ns.
+    sleep_until(mono_ns() + window_ns);
+    cpu0 = thread_cpu_ns();
+    now = mono_ns();
   }
-  // Ascending, each unit once, with its page count (suspects get more).
-  for (size_t i = 0; i < m; ++i) g_buf.pages[i] = 0;
-  std::sort(g_buf.chosen, g_buf.chosen + m);
-  m = static_cast<size_t>(std::unique(g_buf.chosen, g_buf.chosen + m) - g_buf.chosen);
-  for (size_t i = 0; i < m; ++i)
-    g_buf.pages[i] = std::binary_search(st.suspects, st.suspects + st.nsuspects, g_buf.chosen[i]) ? kConfirmPages : 1;
-  const size_t started = heap_sample_begin(g_buf.chosen, g_buf.pages, m, st.seed++);
-  uint64_t spent = thread_cpu_ns() - cpu0;
-  // The window opens when the last page is hidden, so that every sample
-  // gets at least window_ns.
-  sleep_until(mono_ns() + window_ns);
-  cpu0 = thread_cpu_ns();
-  now = mono_ns();
   // 2. What the window saw.
   const size_t cap = kPmemMax + kDramPerScan + kMaxSuspects;
-  const size_t nres = heap_sample_end(g_buf.results, cap);
+  const size_t nres = g_use_pebs ? 0 : heap_sample_end(g_buf.results, cap);
   size_t touched = 0, nobs = 0;
   st.nsuspects = 0;
+  if (g_use_pebs) {
+    // Every unit is observed: one without samples is idle, not unknown.
+    g_pebs.drain(g_pebs_counts.sink());
+    g_pebs.refresh();
+    for (size_t i = 0; i < listed && nobs < kChosenMax; ++i) {
+      const pebs_unit_observation o = g_pebs_counts.observe(g_buf.listed[i], interval_ns);
+      g_buf.obs[nobs++] = {g_buf.listed[i], g_buf.tiers[i], true, o.sampled, o.touched, o.written};
+      touched += o.touched != 0;
+    }
+    g_pebs_counts.clear();
+  }
   for (size_t i = 0; i < nres; ++i) {
     const sample_result &r = g_buf.results[i];
     touched += r.touched;
@@ -297,6 +324,14 @@ void *mover_main(void *) {
     g_running.store(false, std::memory_order_release);
     return nullptr;
   }
+  if (g_pebs.open(pebs_params{}) == pebs_status::ok && g_pebs_counts.init_for_heap()) {
+    g_use_pebs = true;
+    g_pebs.ignore_tid(static_cast<uint32_t>(sys::raw(SYS_gettid)));
+    MMTIER_INFO("mover: hardware sampling of data addresses (%s)", g_pebs.reason());
+  } else {
+    g_pebs.close();
+    MMTIER_INFO("mover: software sampling (%s)", g_pebs.reason());
+  }
   // The window is short next to the interval, so that touched-or-not tells
   // hot pages (touched within milliseconds) from merely warm ones.
   const uint64_t window = std::max<uint64_t>(interval / 8, 1000000);
@@ -322,6 +357,8 @@ void mover_fork_child() {
   g_policy.~migration_policy();
   new (&g_policy) migration_policy();
   g_mover_cpu_ns.store(0, std::memory_order_relaxed);
+  if (g_use_pebs) g_pebs.forget_after_fork();
+  g_use_pebs = false;
 }
 
 void start_hook() { mover_start(); }
