@@ -849,7 +849,8 @@ namespace {
 void retier(unit &u, int to, uint32_t slot) {
   const int from = unit_tier(u);
   tier &old = S.tiers[from];
-  if (old.ops->slot_free) old.ops->slot_free(&old, u.slot);
+  if (old.ops->slot_recycle) old.ops->slot_recycle(&old, u.slot);
+  else if (old.ops->slot_free) old.ops->slot_free(&old, u.slot);
   count_unit(u, from, -1);
   u.slot = slot;
   u.tier1.store(static_cast<uint8_t>(to + 1), std::memory_order_release);
@@ -956,11 +957,19 @@ long demote(size_t idx) {
   if (!pm.usable || !faults_can_demote()) return -EOPNOTSUPP;
   const int fd = faults_fd();
   const uintptr_t ubase = unit_addr(idx);
-  long s = pm.ops->slot_alloc(&pm);
+  // A warm slot (storage kept from a unit that moved out) takes the data
+  // without allocating; its other pages must read as zero when placed.
+  long s = pm.ops->slot_take_warm ? pm.ops->slot_take_warm(&pm) : -ENOENT;
+  const bool warm = s >= 0;
+  if (!warm) s = pm.ops->slot_alloc(&pm);
   if (s < 0) return s;
   const uint32_t slot = static_cast<uint32_t>(s);
   const off_t slot_off = static_cast<off_t>(slot) << kUnitShift;
   long err = 0;
+  if (warm)
+    for_runs(u.live_bits, 0, kPagesPerUnit, false, [&](size_t first, size_t n) {
+      pm.ops->discard(&pm, nullptr, n << kPageShift, slot, first << kPageShift);
+    });
   size_t protected_runs = 0, mapped_runs = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (err) return;
@@ -1233,6 +1242,7 @@ void heap_fork_child() {
     pm.fd = -1;
     pm.usable = false;
     pm.file_slots = pm.slot_high = pm.free_count = 0;
+    pm.warm_count = 0;
     if (pm.ops->open(&pm, config_get()) < 0) pm.usable = false;
   }
 }

@@ -28,7 +28,7 @@ long dram_discard(tier *, void *addr, size_t len, uint32_t, size_t) {
 
 }  // namespace
 
-const tier_ops dram_tier_ops = {"dram", dram_open, dram_slot_alloc, dram_slot_free,
-                                dram_reserve, dram_map, dram_discard};
+const tier_ops dram_tier_ops = {"dram",   dram_open,    dram_slot_alloc, dram_slot_free, dram_reserve,
+                                dram_map, dram_discard, nullptr,         nullptr};
 
 }  // namespace mmtier::detail

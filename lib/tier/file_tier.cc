@@ -111,6 +111,17 @@ void file_slot_free(tier *t, uint32_t slot) {
   if (t->free_count < t->free_cap) t->free_slots[t->free_count++] = slot;
 }
 
+void file_slot_recycle(tier *t, uint32_t slot) {
+  constexpr uint32_t kWarm = sizeof t->warm_slots / sizeof t->warm_slots[0];
+  if (t->warm_count < kWarm) t->warm_slots[t->warm_count++] = slot;
+  else file_slot_free(t, slot);
+}
+
+long file_slot_take_warm(tier *t) {
+  if (!t->warm_count) return -ENOENT;
+  return static_cast<long>(t->warm_slots[--t->warm_count]);
+}
+
 long file_reserve(tier *t, uint32_t slot, size_t off, size_t len) {
   long r = sys::fallocate(t->fd, FALLOC_FL_KEEP_SIZE,
                           static_cast<off_t>(uint64_t{slot} * kUnitSize + off),
@@ -138,7 +149,7 @@ long file_discard(tier *t, void *, size_t len, uint32_t slot, size_t off) {
 
 }  // namespace
 
-const tier_ops file_tier_ops = {"file", file_open, file_slot_alloc, file_slot_free,
-                                file_reserve, file_map, file_discard};
+const tier_ops file_tier_ops = {"file",      file_open, file_slot_alloc, file_slot_free, file_reserve,
+                                file_map,    file_discard, file_slot_recycle, file_slot_take_warm};
 
 }  // namespace mmtier::detail

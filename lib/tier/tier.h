@@ -35,6 +35,12 @@ struct tier_ops {
   // Drops the contents of [off, off + len) of a slot mapped at addr: reads
   // return zeros afterwards and the storage is given back; 0 or -errno.
   long (*discard)(tier *t, void *addr, size_t len, uint32_t slot, size_t off);
+  // Optional (nullptr: not offered).  A slot whose unit moved away keeps
+  // its storage in a small pool of warm slots, which the next unit moving
+  // in takes (its pages need no allocation); the pool's overflow is freed.
+  void (*slot_recycle)(tier *t, uint32_t slot);
+  // A warm slot (its contents are stale), or -ENOENT.
+  long (*slot_take_warm)(tier *t);
 };
 
 struct tier {
@@ -49,6 +55,8 @@ struct tier {
   uint32_t *free_slots = nullptr;  // stack of released slots
   uint64_t free_count = 0;
   uint64_t free_cap = 0;
+  uint32_t warm_slots[16] = {};  // slot_recycle's pool
+  uint32_t warm_count = 0;
   char dir[kPathMax] = {};
 };
 
