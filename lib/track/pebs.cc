@@ -277,6 +277,20 @@ bool apply_event(const char *root, const char *pmu, const char *event, const cha
   return true;
 }
 
+// An Intel precise (PEBS) event of one kind on one PMU.
+void init_precise_spec(pebs_event_spec &e, pebs_kind kind, uint32_t type, uint64_t period,
+                       const pebs_cpu_set &cpus, const char *pmu) {
+  e = {};
+  e.kind = kind;
+  e.type = type;
+  e.period = period ? period : 1;
+  e.max_precise = 3;
+  e.min_precise = 1;
+  e.exclude_ok = true;
+  e.cpus = cpus;
+  format(e.pmu, sizeof e.pmu, "%s", pmu);
+}
+
 // Adds the PMU's memory events to the plan; false (with why) if it has no
 // mem-loads event or its strings cannot be applied.
 bool plan_intel_pmu(const pebs_params &p, const char *root, const char *pmu,
@@ -300,15 +314,7 @@ bool plan_intel_pmu(const pebs_params &p, const char *root, const char *pmu,
   }
   if (out->n + 1 > kPebsMaxSpecs) return false;
   pebs_event_spec &ld = out->ev[out->n];
-  ld = {};
-  ld.kind = pebs_kind::load;
-  ld.type = static_cast<uint32_t>(type);
-  ld.period = p.load_period ? p.load_period : 1;
-  ld.max_precise = 3;
-  ld.min_precise = 1;
-  ld.exclude_ok = true;
-  ld.cpus = cpus;
-  format(ld.pmu, sizeof ld.pmu, "%s", pmu);
+  init_precise_spec(ld, pebs_kind::load, static_cast<uint32_t>(type), p.load_period, cpus, pmu);
   if (!apply_event(root, pmu, "mem-loads", "ldlat", p.load_latency_cycles, ld.config, why, cap))
     return false;
   if (pmu_has(root, pmu, "events/mem-loads-aux")) {
@@ -318,15 +324,7 @@ bool plan_intel_pmu(const pebs_params &p, const char *root, const char *pmu,
   out->n++;
   if (out->n < kPebsMaxSpecs && pmu_has(root, pmu, "events/mem-stores")) {
     pebs_event_spec &stv = out->ev[out->n];
-    stv = {};
-    stv.kind = pebs_kind::store;
-    stv.type = ld.type;
-    stv.period = p.store_period ? p.store_period : 1;
-    stv.max_precise = 3;
-    stv.min_precise = 1;
-    stv.exclude_ok = true;
-    stv.cpus = cpus;
-    format(stv.pmu, sizeof stv.pmu, "%s", pmu);
+    init_precise_spec(stv, pebs_kind::store, ld.type, p.store_period, cpus, pmu);
     if (apply_event(root, pmu, "mem-stores", nullptr, 0, stv.config, why, cap)) out->n++;
   }
   return true;
