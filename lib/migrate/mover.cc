@@ -150,7 +150,8 @@ uint64_t fault_cpu_ns() {
   return fc.cpu_ns;
 }
 
-void scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
+// Returns whether the scan moved anything.
+bool scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
   uint64_t cpu0 = thread_cpu_ns();
   const uint64_t fault_cpu0 = fault_cpu_ns();
   uint64_t now = mono_ns();
@@ -294,6 +295,7 @@ void scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
     else if (share < kCpuLow) st.pmem_per_scan = std::min(kPmemMax, st.pmem_per_scan * 5 / 4 + 1);
   }
   g_mover_cpu_ns.store(thread_cpu_ns(), std::memory_order_relaxed);
+  const bool active = nm != 0;
 
   pthread_mutex_lock(&g_stats_lock);
   g_stats.scans++;
@@ -306,6 +308,7 @@ void scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
   g_stats.dram_budget_units = budget;
   if (histogram) memcpy(g_stats.heat_histogram, hist, sizeof hist);
   pthread_mutex_unlock(&g_stats_lock);
+  return active;
 }
 
 void *mover_main(void *) {
@@ -335,13 +338,27 @@ void *mover_main(void *) {
   // The window is short next to the interval, so that touched-or-not tells
   // hot pages (touched within milliseconds) from merely warm ones.
   const uint64_t window = std::max<uint64_t>(interval / 8, 1000000);
+  // A quiet process is scanned less often: after kQuietScans scans that
+  // moved nothing, the interval doubles, up to four
+  // times MMTIER_SCAN_INTERVAL; any work brings it back.  (The sampling
+  // budget is set against the configured interval, so a longer interval
+  // costs proportionally less.)
+  constexpr int kQuietScans = 10;
+  uint64_t current = interval;
+  int quiet = 0;
   scan_state st;
   uint64_t next = now;
   for (;;) {
-    scan(st, interval, window);
-    next += interval;
+    if (scan(st, interval, window)) {
+      current = interval;
+      quiet = 0;
+    } else if (++quiet >= kQuietScans) {
+      current = std::min(current * 2, interval * 4);
+      quiet = 0;
+    }
+    next += current;
     now = mono_ns();
-    if (next < now) next = now + interval / 2;  // fell behind: do not try to catch up
+    if (next < now) next = now + current / 2;  // fell behind: do not try to catch up
     sleep_until(next);
   }
   return nullptr;
