@@ -1228,6 +1228,10 @@ void heap_fork_child() {
   faults_fork_child();
   sample_fork_child();
   if (g_start_hook) {
+    // The child gets its own mover only once it has placed as much memory
+    // of its own as a fresh process needs: most children exec (or exit)
+    // soon, and should not pay for two threads first.
+    g_start_units += S.counters.units[kTierDram] + S.counters.units[kTierPmem];
     g_start_armed = true;
     g_start_due.store(false, std::memory_order_relaxed);
     check_start_hook();

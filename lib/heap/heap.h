@@ -148,9 +148,10 @@ long heap_migrate(size_t idx, int to);
 // Lists the units that can move now, ascending, with their tiers; returns
 // how many (at most cap).
 size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap);
-// The start hook: due once the process has min_units placed units (and
-// again in a child after fork, on the same condition); the background mover
-// starts that way, so small processes never get a thread.  The heap only
+// The start hook: due once the process has min_units placed units (and in
+// a child after fork, once it has placed min_units more of its own); the
+// background mover starts that way, so small processes, and children that
+// exec or exit soon, never get a thread.  The heap only
 // raises g_start_due: the hook starts a thread, which allocates, so it runs
 // from heap_maybe_start(), which the entry points (preload forwarders, API)
 // call after an allocator's slow path has returned, never from inside one.

@@ -100,8 +100,9 @@ int child_thread_check(size_t mib, bool want_thread) {
   return has_thread("mmtier-bg") == want_thread && (st.running != 0) == want_thread ? 0 : 20;
 }
 
-// After fork the child has no mover thread; its first allocation starts
-// one, and it can move its memory between tiers itself.
+// After fork the child has no mover thread; it starts one once it has
+// placed 32 MiB of its own, and it can move its memory between tiers
+// itself.
 int child_fork() {
   void *p = malloc(96 * kMB);
   if (!p) return 10;
@@ -110,11 +111,16 @@ int child_fork() {
   if (!has_thread("mmtier-bg")) return 21;
   pid_t pid = fork();
   if (pid == 0) {
-    // Threads do not survive fork: a mover here is the child's own, started
-    // by its first allocation (this one, or opendir's in has_thread).
+    // Threads do not survive fork.  A child that only allocates a little
+    // (most exec soon) gets no mover; one that places 32 MiB of its own
+    // does.
     void *q = malloc(100000);
     escape(q);
     free(q);
+    if (has_thread("mmtier-bg")) _exit(21);
+    void *big = malloc(48 * kMB);
+    escape(big);
+    memset(big, 2, 48 * kMB);
     if (!has_thread("mmtier-bg")) _exit(23);
     mmtier_tiering_stats st = {};
     st.size = sizeof st;
