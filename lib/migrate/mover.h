@@ -12,9 +12,10 @@
 
 namespace mmtier::detail {
 
-// Arranges for the thread to start once the process has kStartUnits units
-// of managed memory (small processes never get a thread), and again in a
-// child after fork.  Nothing happens with MMTIER_PROMOTE=0.
+// Arranges for the thread to start once the process has kMoverStartUnits
+// units of managed memory (small processes never get a thread), and in a
+// child after fork once it has placed that much of its own.  Nothing
+// happens with MMTIER_PROMOTE=0.
 inline constexpr size_t kMoverStartUnits = 16;  // 32 MiB
 void mover_enable();
 // Starts the thread now (tests, and the heap's start hook).  False if
