@@ -363,10 +363,14 @@ small_heap *thread_start() {
   if (!g_ready.load(std::memory_order_acquire) || t_starting) return nullptr;
   t_starting = true;  // pthread_setspecific may allocate
   small_heap *h = heap_take();
-  if (h) {
-    pthread_setspecific(g_exit_key, h);
-    t_small_heap = h;
+  if (h && pthread_setspecific(g_exit_key, h) != 0) {
+    // Without the exit key the heap would never be given up: hand it back
+    // now and let this thread use the engine.
+    lock_guard g;
+    abandon_locked(h);
+    h = nullptr;
   }
+  if (h) t_small_heap = h;
   t_starting = false;
   return h;
 }
