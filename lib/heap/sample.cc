@@ -42,7 +42,13 @@ uint64_t g_side_generation = 0;  // fault service generation it is registered wi
 int g_pagemap_fd = -1;
 long g_pagemap_pid = 0;
 
-sample_counters g_counters = {};
+// Totals over the process's windows (for a debugger; the mover keeps its
+// own counters for the API).
+struct {
+  uint64_t windows;
+  uint64_t samples;  // pages hidden
+  uint64_t touched;  // of which found touched
+} g_counters = {};
 
 constexpr uint64_t kPresent = uint64_t{1} << 63;
 constexpr uint64_t kFile = uint64_t{1} << 61;
@@ -258,12 +264,6 @@ size_t heap_sample_end(sample_result *out, size_t cap) {
   if (g_open) end_locked(out, cap, &n);
   heap_unlock();
   return n;
-}
-
-void heap_sample_counters(sample_counters *out) {
-  heap_lock();
-  *out = g_counters;
-  heap_unlock();
 }
 
 void sample_settle_unit_locked(size_t idx) {

@@ -38,13 +38,6 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
 // unit sampled (up to cap).  Returns the count.
 size_t heap_sample_end(sample_result *out, size_t cap);
 
-struct sample_counters {
-  uint64_t windows;
-  uint64_t samples;       // pages hidden
-  uint64_t touched;       // of which found touched
-};
-void heap_sample_counters(sample_counters *out);
-
 // --- for heap.cc (heap lock held)
 void sample_settle_unit_locked(size_t idx);
 void sample_settle_all_locked();

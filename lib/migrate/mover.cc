@@ -420,8 +420,6 @@ void mover_enable() {
   heap_set_start_hook(start_hook, kMoverStartUnits);
 }
 
-bool mover_running() { return g_running.load(std::memory_order_acquire); }
-
 void mover_stats_get(mover_stats *out) {
   pthread_mutex_lock(&g_stats_lock);
   *out = g_stats;

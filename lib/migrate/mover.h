@@ -21,7 +21,6 @@ void mover_enable();
 // Starts the thread now (tests, and the heap's start hook).  False if
 // disabled or impossible (logged once).
 bool mover_start();
-bool mover_running();
 
 inline constexpr size_t kHeatBuckets = 8;
 
