@@ -50,7 +50,6 @@ struct alignas(64) small_page {
   char *end;                        // end of the page's last block
   uint32_t block_size;
   uint8_t cls;
-  uint8_t committed;                // memory placed on a tier
   uint8_t dirty;                    // unused but still committed (counted in its heap)
   small_page *next, *prev;          // the class queue of the owning heap
 };

@@ -195,6 +195,17 @@ bool parse_u64(const char *&p, uint64_t *out) {
   return any;
 }
 
+// "a" or "a-b" (a <= b): *lo and *hi, advancing p.
+bool parse_range(const char *&p, uint64_t *lo, uint64_t *hi) {
+  if (!parse_u64(p, lo)) return false;
+  *hi = *lo;
+  if (*p == '-') {
+    ++p;
+    if (!parse_u64(p, hi)) return false;
+  }
+  return *lo <= *hi;
+}
+
 bool read_pmu_u64(const char *root, const char *pmu, const char *rel, uint64_t *out) {
   char buf[64];
   if (read_pmu_file(root, pmu, rel, buf, sizeof buf) <= 0) return false;
@@ -583,12 +594,7 @@ bool pebs_parse_cpu_list(const char *s, pebs_cpu_set *out) {
   if (*p == '\n' || *p == '\0') return true;  // empty list
   for (;;) {
     uint64_t a, b;
-    if (!parse_u64(p, &a)) return false;
-    b = a;
-    if (*p == '-') {
-      ++p;
-      if (!parse_u64(p, &b) || b < a) return false;
-    }
+    if (!parse_range(p, &a, &b)) return false;
     for (uint64_t c = a; c <= b && c < kPebsMaxCpus; c++) out->add(static_cast<int>(c));
     if (*p == ',') {
       ++p;
@@ -609,13 +615,7 @@ bool pebs_apply_format(const char *format, uint64_t value, uint64_t cfg[3]) {
   size_t nr = 0;
   for (;;) {
     uint64_t a, b;
-    if (!parse_u64(p, &a)) return false;
-    b = a;
-    if (*p == '-') {
-      ++p;
-      if (!parse_u64(p, &b)) return false;
-    }
-    if (a > b || b > 63 || nr == 8) return false;
+    if (!parse_range(p, &a, &b) || b > 63 || nr == 8) return false;
     lo[nr] = static_cast<uint8_t>(a);
     hi[nr] = static_cast<uint8_t>(b);
     nr++;
