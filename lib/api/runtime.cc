@@ -7,6 +7,7 @@
 #include "migrate/mover.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
+#include "stats/publish.h"
 #include "stats/report.h"
 #include "support/log.h"
 
@@ -93,6 +94,7 @@ int runtime_start() {
   }
   t_starting = false;
   g_runtime_state.store(result, std::memory_order_release);
+  if (result == kReady) publish_init();
   if (result == kReady && g_want_background.load(std::memory_order_acquire)) mover_enable();
   return result;
 }
@@ -104,7 +106,10 @@ int runtime_start() {
 // down, so destructors and atexit handlers that run after this still work.
 namespace {
 __attribute__((constructor(102))) void start_at_load() { runtime_start(); }
-__attribute__((destructor(101))) void report_at_exit() { runtime_exit_report(); }
+__attribute__((destructor(101))) void report_at_exit() {
+  runtime_exit_report();
+  if (runtime_ready()) publish_exit();
+}
 }  // namespace
 
 void runtime_exit_report() {

@@ -46,6 +46,8 @@ constexpr option_info kOptions[] = {
      "Least severe level of message written to stderr."},
     {"MMTIER_REPORT", "off", "off, stderr, or a file path (%p becomes the pid)",
      "Where to write a report of where memory went when the program exits."},
+    {"MMTIER_STATS_DIR", "/dev/shm/mmtier-UID", "off, or a directory path (created 0700 if missing)",
+     "Where the process publishes its live statistics for the mmtier command; off: not published."},
     {"MMTIER_MMAP_THRESHOLD", "64K", "a size of at least 4096 (e.g. 64K, 1M)",
      "Anonymous mmaps at least this large are placed on tiers; smaller ones pass through."},
 };
@@ -254,11 +256,27 @@ bool parse_mmap_threshold_opt(const char *name, const char *value, config *out, 
   return true;
 }
 
+bool parse_stats_dir_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (str_eq(value, "off")) {
+    out->stats_off = true;
+    out->stats_dir[0] = '\0';
+    return true;
+  }
+  // A file name "<pid>.stats" goes after it.
+  if (value[0] != '/' || str_len(value) + 32 >= kPathMax) {
+    set_error(err, name, value, "expected off, or an absolute directory path shorter than 4064 bytes");
+    return false;
+  }
+  out->stats_off = false;
+  copy_str(out->stats_dir, sizeof out->stats_dir, value);
+  return true;
+}
+
 constexpr option_parser kParsers[] = {
     parse_ratio_opt,  parse_dram_limit_opt, parse_pmem_limit_opt,
     parse_pmem_path_opt, parse_policy_opt,  parse_promote_opt,
     parse_migrate_mbps_opt, parse_scan_interval_opt,
-    parse_log_opt,    parse_report_opt,     parse_mmap_threshold_opt,
+    parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
 };
 static_assert(sizeof kParsers / sizeof kParsers[0] == kOptionCount,
               "one parser per option, in table order");

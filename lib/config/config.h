@@ -38,6 +38,10 @@ struct config {
   // MMTIER_REPORT: "" (off), "stderr", or a file path; "%p" in the path is
   // replaced by the pid.  A report of where memory went is written at exit.
   char report[kPathMax] = {};
+  // MMTIER_STATS_DIR: where live statistics are published (stats/publish.h);
+  // empty: the default /dev/shm/mmtier-<euid>.  "off" sets stats_off.
+  char stats_dir[kPathMax] = {};
+  bool stats_off = false;
   // MMTIER_MMAP_THRESHOLD: anonymous mmaps of at least this many bytes are
   // managed (placed on tiers); smaller ones pass through.  Default 64K.
   size_t mmap_threshold = 64 * 1024;

@@ -41,14 +41,27 @@ struct heap_state {
   size_t packed[kPackedCandidates] = {};  // unit indices with free pages (0: none)
   size_t packed_next = 0;
   heap_counters counters = {};
+  bool counters_changed = false;  // since the change hook last ran
   bool warned_fallback[kTierCount] = {};
 };
 
 heap_state S;
 
+// The change hook (heap_set_change_hook): runs before the heap lock is
+// released when a counter changed.
+void (*g_change_hook)(const heap_counters &) = nullptr;
+
+void unlock_heap() {
+  if (S.counters_changed) {
+    S.counters_changed = false;
+    if (g_change_hook) g_change_hook(S.counters);
+  }
+  pthread_mutex_unlock(&S.lock);
+}
+
 struct lock_guard {
   lock_guard() { pthread_mutex_lock(&S.lock); }
-  ~lock_guard() { pthread_mutex_unlock(&S.lock); }
+  ~lock_guard() { unlock_heap(); }
 };
 
 // The start hook (heap_set_start_hook): armed until it is due; due once
@@ -142,6 +155,7 @@ void count_unit(const unit &u, int t, int delta) {
   S.counters.units[t] += static_cast<size_t>(delta);
   if (u.by_policy) S.counters.policy_units[t] += static_cast<size_t>(delta);
   if (S.counters.units[t] > S.counters.peak_units[t]) S.counters.peak_units[t] = S.counters.units[t];
+  S.counters_changed = true;
 }
 
 // Places an unplaced unit on a tier; returns the tier or -errno.
@@ -175,6 +189,7 @@ long place_unit(unit &u) {
   }
   if (pr.fallback) {
     ++S.counters.fallbacks;
+    S.counters_changed = true;
     if (!S.warned_fallback[kTierDram] && t == kTierDram) {
       S.warned_fallback[kTierDram] = true;
       MMTIER_WARN("%s; placing beyond the DRAM budget",
@@ -221,6 +236,7 @@ long map_pages(unit &u, size_t idx, size_t first, size_t n, int prot) {
 
 void warn_full(int tier, long err) {
   ++S.counters.fallbacks;
+  S.counters_changed = true;
   if (!S.warned_fallback[tier]) {
     S.warned_fallback[tier] = true;
     MMTIER_WARN("PMem tier is full (error %ld); placing on DRAM instead", -err);
@@ -398,6 +414,7 @@ void unmap_app_pages(size_t idx, size_t first, size_t n) {
   if (dropped == 0) return;
   u.owned = static_cast<uint16_t>(u.owned - dropped);
   S.counters.mmap_bytes -= dropped << kPageShift;
+  S.counters_changed = true;
   // Back to reserved addresses (also over a mapping of the application's own
   // that a MAP_FIXED put here, see heap_forget).
   reserve_range(unit_addr(idx) + (first << kPageShift), n << kPageShift);
@@ -637,6 +654,7 @@ long heap_mmap(void *hint, size_t len, int prot, int flags, void **out, int forc
       if (unit_tier(u) < 0) u.forced1 = static_cast<uint8_t>(forced + 1);
     });
   S.counters.mmap_bytes += len;
+  S.counters_changed = true;
   long r = map_app(addr, len, prot);
   if (r < 0) {
     for_units(addr, len, [&](size_t idx, size_t first, size_t n) { unmap_app_pages(idx, first, n); });
@@ -796,6 +814,7 @@ long heap_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
         own_pages(idx, first, n, owner == kOwnerFree ? uint8_t{kOwnerMmap} : owner);
       });
       S.counters.mmap_bytes += new_len - old_len;
+      S.counters_changed = true;
       long r = map_app(grow, new_len - old_len, prot);
       if (r == 0) {
         *out = old_addr;
@@ -1063,7 +1082,12 @@ void heap_set_start_hook(void (*hook)(), size_t min_units) {
 }
 
 void heap_lock() { pthread_mutex_lock(&S.lock); }
-void heap_unlock() { pthread_mutex_unlock(&S.lock); }
+void heap_unlock() { unlock_heap(); }
+
+void heap_set_change_hook(void (*hook)(const heap_counters &)) {
+  lock_guard g;
+  g_change_hook = hook;
+}
 
 size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap) {
   lock_guard g;
@@ -1219,12 +1243,16 @@ void heap_fork_prepare() {
   sample_settle_all_locked();
   freeze_shared_mappings();
   ++S.counters.forks;
+  S.counters_changed = true;
 }
 
-void heap_fork_parent() { pthread_mutex_unlock(&S.lock); }
+void heap_fork_parent() { unlock_heap(); }
 
 void heap_fork_child() {
   pthread_mutex_init(&S.lock, nullptr);
+  // The fork counted is the parent's; the child's statistics start with its
+  // own first change.
+  S.counters_changed = false;
   faults_fork_child();
   sample_fork_child();
   if (g_start_hook) {
@@ -1264,33 +1292,44 @@ size_t heap_tier_limit(int t) {
   return t == kTierDram ? cfg.dram_limit : cfg.pmem_limit;
 }
 
-size_t heap_resident_bytes(int t) {
-  if (t < 0 || t >= kTierCount || !g_heap.size) return 0;
-  size_t pages = 0;
-  lock_guard g;
-  unsigned char vec[kPagesPerUnit];
-  static sys::page_info info[kPagesPerUnit];
-  for (size_t idx = 0; idx < g_heap.nunits; idx += 64) {
-    uint64_t w = S.va_bits[idx >> 6];
-    while (w) {
-      size_t i = idx + static_cast<size_t>(__builtin_ctzll(w));
-      w &= w - 1;
-      const unit &u = g_heap.units[i];
-      const int ut = unit_tier(u);
-      if (ut < 0) continue;
-      if (unit_mixed(u)) {
-        if (!sys::pagemap_read(unit_addr(i), kPagesPerUnit, info)) continue;
-        for (size_t p = 0; p < kPagesPerUnit; ++p)
-          if (info[p].present && (info[p].file ? ut : kTierDram) == t) ++pages;
-        continue;
+void heap_resident_split_locked(size_t out[kTierCount]) {
+  size_t pages[kTierCount] = {};
+  if (g_heap.size) {
+    unsigned char vec[kPagesPerUnit];
+    static sys::page_info info[kPagesPerUnit];  // the heap lock guards it
+    for (size_t idx = 0; idx < g_heap.nunits; idx += 64) {
+      uint64_t w = S.va_bits[idx >> 6];
+      while (w) {
+        size_t i = idx + static_cast<size_t>(__builtin_ctzll(w));
+        w &= w - 1;
+        const unit &u = g_heap.units[i];
+        const int ut = unit_tier(u);
+        if (ut < 0) continue;
+        if (unit_mixed(u)) {
+          if (!sys::pagemap_read(unit_addr(i), kPagesPerUnit, info)) continue;
+          for (size_t p = 0; p < kPagesPerUnit; ++p)
+            if (info[p].present) ++pages[info[p].file ? ut : kTierDram];
+          continue;
+        }
+        if (sys::raw(SYS_mincore, static_cast<long>(unit_addr(i)), kUnitSize, reinterpret_cast<long>(vec)) < 0)
+          continue;
+        for (size_t p = 0; p < kPagesPerUnit; ++p) pages[ut] += vec[p] & 1;
       }
-      if (ut != t) continue;
-      if (sys::raw(SYS_mincore, static_cast<long>(unit_addr(i)), kUnitSize, reinterpret_cast<long>(vec)) < 0)
-        continue;
-      for (size_t p = 0; p < kPagesPerUnit; ++p) pages += vec[p] & 1;
     }
   }
-  return pages << kPageShift;
+  for (int t = 0; t < kTierCount; ++t) out[t] = pages[t] << kPageShift;
+}
+
+void heap_resident_split(size_t out[kTierCount]) {
+  lock_guard g;
+  heap_resident_split_locked(out);
+}
+
+size_t heap_resident_bytes(int t) {
+  if (t < 0 || t >= kTierCount) return 0;
+  size_t r[kTierCount];
+  heap_resident_split(r);
+  return r[t];
 }
 
 }  // namespace mmtier::detail

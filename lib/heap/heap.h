@@ -174,6 +174,17 @@ void heap_unlock();
 // --- statistics
 void heap_counters_get(heap_counters *out);
 size_t heap_resident_bytes(int tier);
+// Bytes of pages present on each tier (one pass over every unit: about
+// 1.5 ms per GiB here).  The _locked form is for a caller holding the heap
+// lock (the change hook).
+void heap_resident_split(size_t out[kTierCount]);
+void heap_resident_split_locked(size_t out[kTierCount]);
+// The change hook runs, with the heap lock held, before the lock is released
+// after any counter changed (units placed or released on a tier, fallbacks,
+// managed mmap bytes, forks): once per heap operation, in the thread that
+// made it.  It must not allocate nor take a lock that is held while the heap
+// lock is taken.  Statistics publishing (stats/publish.h) uses it.
+void heap_set_change_hook(void (*hook)(const heap_counters &));
 size_t heap_tier_limit(int tier);
 
 }  // namespace mmtier::detail

@@ -53,6 +53,7 @@ mover_stats g_stats = {};
 std::atomic<uint64_t> g_mover_cpu_ns{0};
 
 migration_policy g_policy;
+void (*g_scan_hook)() = nullptr;
 
 // Where the PMU allows it, hardware samples of data addresses replace the
 // software sampling windows (lib/track/pebs.h).
@@ -356,6 +357,7 @@ void *mover_main(void *) {
       current = std::min(current * 2, interval * 4);
       quiet = 0;
     }
+    if (g_scan_hook) g_scan_hook();
     next += current;
     now = mono_ns();
     if (next < now) next = now + current / 2;  // fell behind: do not try to catch up
@@ -419,6 +421,8 @@ void mover_enable() {
   pthread_atfork(nullptr, nullptr, mover_fork_child);
   heap_set_start_hook(start_hook, kMoverStartUnits);
 }
+
+void mover_set_scan_hook(void (*hook)()) { g_scan_hook = hook; }
 
 void mover_stats_get(mover_stats *out) {
   pthread_mutex_lock(&g_stats_lock);

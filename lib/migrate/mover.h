@@ -40,5 +40,8 @@ struct mover_stats {
   uint64_t heat_histogram[kHeatBuckets];  // units by heat, [i/8, (i+1)/8)
 };
 void mover_stats_get(mover_stats *out);
+// Called by the mover thread after each scan, with no lock held (statistics
+// publishing, stats/publish.h).  Set once, before the thread starts.
+void mover_set_scan_hook(void (*hook)());
 
 }  // namespace mmtier::detail

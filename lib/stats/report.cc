@@ -2,6 +2,7 @@
 #include "stats/report.h"
 
 #include "migrate/mover.h"
+#include "stats/publish.h"
 
 #include "config/config.h"
 #include "heap/heap.h"
@@ -17,10 +18,15 @@ void stats_fill(mmtier_stats *out, bool with_resident) {
   heap_counters_get(&c);
   memset(out, 0, sizeof *out);
   out->unit_size = kUnitSize;
+  size_t resident[kTierCount] = {};
+  if (with_resident) {
+    heap_resident_split(resident);
+    publish_resident(resident);
+  }
   for (int t = 0; t < kTierCount; ++t) {
     out->units[t] = c.units[t];
     out->peak_units[t] = c.peak_units[t];
-    out->resident_bytes[t] = with_resident ? heap_resident_bytes(t) : 0;
+    out->resident_bytes[t] = resident[t];
     out->limit_bytes[t] = heap_tier_limit(t);
   }
   out->fallbacks = c.fallbacks;

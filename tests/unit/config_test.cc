@@ -153,7 +153,7 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_DRAM_RATIO", "MMTIER_DRAM_LIMIT", "MMTIER_PMEM_LIMIT",
       "MMTIER_PMEM_PATH",  "MMTIER_POLICY",     "MMTIER_PROMOTE",
       "MMTIER_LOG",        "MMTIER_REPORT",     "MMTIER_MMAP_THRESHOLD",
-      "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL",
+      "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL", "MMTIER_STATS_DIR",
   };
   EXPECT_EQ(names, expected);
 }
@@ -205,6 +205,8 @@ void expect_defaults(const config &c) {
   EXPECT_EQ(c.mmap_threshold, 64 * K);
   EXPECT_EQ(c.migrate_mbps, 256u);
   EXPECT_EQ(c.scan_interval_ns, 100'000'000u);
+  EXPECT_STREQ(c.stats_dir, "");
+  EXPECT_FALSE(c.stats_off);
 }
 
 // config_parse of entries succeeds with the defaults and no unknown names.
@@ -234,6 +236,7 @@ TEST(ConfigParse, StartsFromDefaultsWhateverWasInOut) {
   cfg->ratio_dram = 7;
   cfg->pmem_path_set = true;
   cfg->report[0] = 'x';
+  cfg->stats_off = true;
   char *envp[] = {nullptr};
   config_error err;
   ASSERT_TRUE(config_parse(envp, false, cfg.get(), &err, nullptr));
@@ -274,6 +277,11 @@ TEST(ConfigParse, EachGoodValue) {
       {"MMTIER_REPORT=stderr", [](const config &c) { EXPECT_STREQ(c.report, "stderr"); }},
       {"MMTIER_REPORT=/tmp/mmtier.%p.txt", [](const config &c) { EXPECT_STREQ(c.report, "/tmp/mmtier.%p.txt"); }},
       {"MMTIER_REPORT=report.txt", [](const config &c) { EXPECT_STREQ(c.report, "report.txt"); }},
+      {"MMTIER_STATS_DIR=off", [](const config &c) { EXPECT_TRUE(c.stats_off); }},
+      {"MMTIER_STATS_DIR=/run/mmtier", [](const config &c) {
+         EXPECT_FALSE(c.stats_off);
+         EXPECT_STREQ(c.stats_dir, "/run/mmtier");
+       }},
       {"MMTIER_MMAP_THRESHOLD=4096", [](const config &c) { EXPECT_EQ(c.mmap_threshold, 4096u); }},
       {"MMTIER_MMAP_THRESHOLD=4K", [](const config &c) { EXPECT_EQ(c.mmap_threshold, 4096u); }},
       {"MMTIER_MMAP_THRESHOLD=2M", [](const config &c) { EXPECT_EQ(c.mmap_threshold, 2 * M); }},
@@ -377,6 +385,9 @@ TEST(ConfigParse, EachBadValue) {
       {"MMTIER_LOG", "verbose", "expected error, warn, info or debug"},
       {"MMTIER_LOG", "warning", "expected error, warn, info or debug"},
       {"MMTIER_REPORT", std::string(kPathMax, 'r'), "expected off, stderr, or a file path"},
+      {"MMTIER_STATS_DIR", "", "expected off, or an absolute directory path"},
+      {"MMTIER_STATS_DIR", "stats", "expected off, or an absolute directory path"},
+      {"MMTIER_STATS_DIR", "/" + std::string(kPathMax - 32, 's'), "expected off, or an absolute directory path"},
       {"MMTIER_MMAP_THRESHOLD", "", "expected a size of at least 4096"},
       {"MMTIER_MMAP_THRESHOLD", "4095", "expected a size of at least 4096"},
       {"MMTIER_MMAP_THRESHOLD", "0", "expected a size of at least 4096"},

@@ -1,0 +1,27 @@
+// Publishing live statistics for readers in other processes (the mmtier
+// command, monitoring): one shared page per process, format and protocol in
+// stats/published.h.  The page is written by the heap's change hook (with
+// the placement counters, in the thread that changed them), by the mover
+// after each scan, and by the statistics API; nothing here runs a thread of
+// its own or allocates.
+#pragma once
+
+#include <cstddef>
+
+namespace mmtier::detail {
+
+// Creates this process's page and installs the hooks; called once the
+// runtime is ready.  With MMTIER_STATS_DIR=off, or when the directory is
+// unusable (one warning), nothing is published and the program runs on.
+// A fork child publishes a page of its own from its first change of a
+// counter on (children that exec at once never create one).
+void publish_init();
+
+// Publishes per-tier resident bytes just measured (index 0 DRAM, 1 PMem).
+void publish_resident(const size_t bytes[2]);
+
+// Removes this process's file (at exit; the page stays mapped, so threads
+// still running may go on writing to it).
+void publish_exit();
+
+}  // namespace mmtier::detail

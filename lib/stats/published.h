@@ -1,0 +1,121 @@
+// The live statistics a process under libmmtier publishes for readers in
+// other processes (the mmtier command, monitoring).  This header is the
+// format both sides compile against.
+//
+// Where: one file per process, <dir>/<pid>.stats, where <dir> is
+// MMTIER_STATS_DIR or /dev/shm/mmtier-<euid> (created mode 0700, refused
+// unless owned by the process's user and closed to group and others).  The
+// file is mode 0600 and holds one struct stats_page, mapped shared by its
+// process.
+//
+// Liveness: the process holds an exclusive flock() on the file for as long
+// as it runs (the descriptor is close-on-exec, so exec releases it too).  A
+// reader that can take a shared lock without waiting has found a stale file
+// (its process died, exec'd into something else, or its pid was reused):
+// it ignores the file and may remove it.  A process removes its own file at
+// exit.
+//
+// Consistency: a sequence lock.  The writer makes `seq` odd, writes, makes
+// it even again; a reader copies the page and retries when `seq` was odd or
+// changed during the copy (read_stats_page below).
+//
+// Freshness: the counters of placement (units, limits, forks, mmap bytes)
+// are written whenever they change; the mover's counters after each scan;
+// resident bytes are measured by an API call asking for them
+// (mmtier_get_stats), by the mover every 10 s, or every second while a
+// reader asked within the last 10 s (a reader asks by adding 1 to
+// `refresh_requests`, which needs the file open for writing), and by
+// allocation slow paths of small processes without a mover, at most once a
+// second.  `resident_ns` says when.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace mmtier::published {
+
+inline constexpr uint64_t kMagic = 0x31747473746d6d23ull;  // "#mmtstt1"
+inline constexpr uint32_t kVersion = 1;
+inline constexpr int kTiers = 2;  // index 0 DRAM, 1 PMem
+inline constexpr int kHeatBuckets = 8;
+inline constexpr uint64_t kNone = UINT64_MAX;  // no limit / not known
+
+enum : uint32_t { kPolicyRatio = 0, kPolicyDramFirst = 1 };
+
+struct tier_figures {
+  uint64_t placed_bytes;    // units placed on the tier now x unit size
+  uint64_t peak_bytes;      // most placed at once
+  uint64_t resident_bytes;  // pages present, as of resident_ns (kNone: not measured yet)
+  uint64_t limit_bytes;     // MMTIER_DRAM_LIMIT / MMTIER_PMEM_LIMIT, kNone if unset
+};
+
+struct stats_page {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t size;  // sizeof(stats_page) of the writer
+  uint64_t seq;   // sequence lock, odd while being written
+
+  // Identity and configuration, written once.
+  int32_t pid;
+  uint32_t uid;
+  uint64_t started_ns;  // CLOCK_REALTIME when publishing began
+  char comm[16];        // the program's name, NUL-terminated
+  uint32_t policy;      // kPolicy*
+  uint32_t ratio_dram, ratio_pmem;
+  uint32_t promote;     // MMTIER_PROMOTE
+  uint64_t unit_size;
+  uint64_t scan_interval_ns;
+  uint64_t migrate_limit_bps;  // MMTIER_MIGRATE_MBPS in bytes/s, 0: none
+  char pmem_path[256];         // directory of the PMem tier's files
+
+  // Placement (written when it changes).
+  uint64_t updated_ns;   // CLOCK_REALTIME of the last write of anything
+  tier_figures tiers[kTiers];
+  uint64_t resident_ns;  // CLOCK_REALTIME of the resident figures, 0: never
+  uint64_t fallbacks;
+  uint64_t mmap_bytes;
+  uint64_t forks;
+
+  // The background mover (written after each scan).
+  uint32_t mover_running;
+  uint32_t pad0;
+  uint64_t scans;
+  uint64_t promotions;
+  uint64_t demotions;
+  uint64_t migrations_failed;
+  uint64_t bytes_migrated;
+  uint64_t migrate_rate_bps;  // bytes moved per second over the last ~1 s
+  uint64_t samples;
+  uint64_t samples_touched;
+  uint64_t tracking_faults;
+  uint64_t cpu_ns;             // CPU time of the mover and fault service
+  uint64_t dram_budget_bytes;  // kNone: none
+  uint64_t heat_histogram[kHeatBuckets];  // units by heat, bucket i: [i/8, (i+1)/8)
+
+  // Written by readers (atomically): see "Freshness" above.
+  uint64_t refresh_requests;
+};
+
+// Copies a consistent snapshot of *live (a shared mapping of a stats file)
+// into *out.  False if no consistent copy was had within `tries` attempts
+// (the writer is stuck mid-write: a process stopped by a signal) or the
+// page is not a stats page of this version.
+inline bool read_stats_page(const volatile stats_page *live, stats_page *out, int tries = 1000) {
+  for (int i = 0; i < tries; ++i) {
+    const uint64_t s1 = __atomic_load_n(&live->seq, __ATOMIC_ACQUIRE);
+    if (s1 & 1) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+      continue;
+    }
+    memcpy(out, const_cast<const stats_page *>(live), sizeof *out);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    const uint64_t s2 = __atomic_load_n(&live->seq, __ATOMIC_RELAXED);
+    if (s1 == s2) return out->magic == kMagic && out->version == kVersion && out->size >= sizeof *out;
+  }
+  return false;
+}
+
+}  // namespace mmtier::published
