@@ -17,8 +17,10 @@
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace mmtier::detail {
@@ -42,6 +44,12 @@ struct heap_state {
   size_t packed_next = 0;
   heap_counters counters = {};
   bool counters_changed = false;  // since the change hook last ran
+  // Migration copies (see "copies" below): a pipe for demotion, a staging
+  // area for promotion; made on first use.
+  int pipe_r = -1, pipe_w = -1;
+  size_t pipe_cap = 0;
+  bool pipe_failed = false;
+  char *staging = nullptr;
   bool warned_fallback[kTierCount] = {};
 };
 
@@ -151,6 +159,22 @@ size_t va_alloc(size_t n, size_t align) {
 
 tier &tier_of_unit(const unit &u) { return S.tiers[unit_tier(u)]; }
 
+// The PMem tier keeps a warm slot for each unit on DRAM (placed by policy),
+// so that a demotion finds its storage allocated: allocating page-cache
+// pages is most of a demotion's cost (5-8 us a page on this machine,
+// against 0.3 us to copy one).  That is PMem capacity held for the units
+// that may come back, never more than DRAM holds; it is given back when
+// DRAM shrinks and whenever the PMem tier runs out of room.
+void keep_warm(size_t limit) {
+  tier &pm = S.tiers[kTierPmem];
+  pm.warm_limit = static_cast<uint32_t>(std::min<size_t>(limit, tier::kWarmMax));
+  while (pm.warm_count > pm.warm_limit && pm.ops && pm.ops->slot_take_warm) {
+    long s = pm.ops->slot_take_warm(&pm);
+    if (s < 0) break;
+    pm.ops->slot_free(&pm, static_cast<uint32_t>(s));
+  }
+}
+
 void count_unit(const unit &u, int t, int delta) {
   S.counters.units[t] += static_cast<size_t>(delta);
   if (u.by_policy) S.counters.policy_units[t] += static_cast<size_t>(delta);
@@ -212,6 +236,8 @@ void release_unit(unit &u, size_t idx) {
     reserve_range(unit_addr(idx), kUnitSize);
     if (!u.frozen && S.tiers[t].ops->slot_free) S.tiers[t].ops->slot_free(&S.tiers[t], u.slot);
     count_unit(u, t, -1);
+    if (t == kTierDram && S.tiers[kTierPmem].warm_count > S.counters.policy_units[kTierDram])
+      keep_warm(S.counters.policy_units[kTierDram]);
   }
   u.tier1.store(0, std::memory_order_release);
   u.frozen = 0;
@@ -230,6 +256,11 @@ long map_pages(unit &u, size_t idx, size_t first, size_t n, int prot) {
   const size_t len = n << kPageShift, off = first << kPageShift;
   if (unit_mixed(u)) return S.tiers[kTierDram].ops->map(&S.tiers[kTierDram], addr, len, prot, 0, 0);
   long r = t.ops->reserve(&t, u.slot, off, len);
+  if (r == -ENOSPC && t.warm_count) {
+    // Room held for demotions comes second to memory asked for now.
+    keep_warm(0);
+    r = t.ops->reserve(&t, u.slot, off, len);
+  }
   if (r < 0) return r;
   return t.ops->map(&t, addr, len, prot, u.slot, off);
 }
@@ -868,12 +899,138 @@ namespace {
 void retier(unit &u, int to, uint32_t slot) {
   const int from = unit_tier(u);
   tier &old = S.tiers[from];
+  if (from == kTierPmem) keep_warm(S.counters.policy_units[kTierDram] + 1);
   if (old.ops->slot_recycle) old.ops->slot_recycle(&old, u.slot);
   else if (old.ops->slot_free) old.ops->slot_free(&old, u.slot);
   count_unit(u, from, -1);
   u.slot = slot;
   u.tier1.store(static_cast<uint8_t>(to + 1), std::memory_order_release);
   count_unit(u, to, +1);
+}
+
+// ---- copies ------------------------------------------------------------
+//
+// Where the cost of a migration goes is the first access to each page
+// through a mapping that has not touched it: on a machine with shadow page
+// tables (this one) the kernel's first read of a page the application
+// wrote costs about as much as a page fault, 5-8 us, against 0.3 us to
+// copy it.  So neither direction reads or writes the unit through a fresh
+// mapping in the kernel:
+// - demotion gives the unit's pages to a pipe (vmsplice: the kernel takes
+//   them by walking the page tables, not through the mapping) and splices
+//   them into the slot; 5 GB/s here against 0.5 for pwrite;
+// - promotion reads the slot into one staging area that stays mapped (and
+//   so stays warm) and copies from there; 3.3 GB/s against 1.2 from a
+//   fresh view of the slot.
+// Either falls back to the plain copy when its means are missing.
+
+void pipe_drop() {
+  if (S.pipe_r >= 0) {
+    fd_unguard(S.pipe_r);
+    fd_unguard(S.pipe_w);
+    sys::close(S.pipe_r);
+    sys::close(S.pipe_w);
+  }
+  S.pipe_r = S.pipe_w = -1;
+  S.pipe_cap = 0;
+}
+
+bool pipe_ready() {
+  if (S.pipe_r >= 0) return true;
+  if (S.pipe_failed) return false;
+  int p[2];
+  if (sys::raw(SYS_pipe2, reinterpret_cast<long>(p), O_CLOEXEC | O_NONBLOCK) < 0) {
+    S.pipe_failed = true;
+    return false;
+  }
+  long cap = sys::raw(SYS_fcntl, p[1], F_SETPIPE_SZ, kUnitSize / 2);
+  if (cap < 0) cap = sys::raw(SYS_fcntl, p[1], F_GETPIPE_SZ);
+  if (cap <= 0) {
+    sys::close(p[0]);
+    sys::close(p[1]);
+    S.pipe_failed = true;
+    return false;
+  }
+  S.pipe_r = p[0];
+  S.pipe_w = p[1];
+  S.pipe_cap = static_cast<size_t>(cap);
+  fd_guard(S.pipe_r);
+  fd_guard(S.pipe_w);
+  return true;
+}
+
+// Copies [src, src + len) into fd at off through the pipe; 0 or -errno.
+// After a failure the pipe may hold pages: it is dropped (a new one is
+// made next time).
+long splice_copy(int fd, const char *src, size_t len, off_t off) {
+  if (!pipe_ready()) return -EOPNOTSUPP;
+  size_t done = 0;
+  while (done < len) {
+    iovec v = {const_cast<char *>(src + done), std::min(len - done, S.pipe_cap)};
+    long n = sys::raw(SYS_vmsplice, S.pipe_w, reinterpret_cast<long>(&v), 1, 0);
+    if (n == -EINTR) continue;
+    if (n <= 0) {
+      pipe_drop();
+      return n ? n : -EIO;
+    }
+    loff_t at = off + static_cast<off_t>(done);
+    for (long left = n; left > 0;) {
+      long m = sys::raw(SYS_splice, S.pipe_r, 0, fd, reinterpret_cast<long>(&at), left, 0);
+      if (m == -EINTR) continue;
+      if (m <= 0) {
+        pipe_drop();
+        return m ? m : -EIO;
+      }
+      left -= m;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+long pwrite_all(int fd, const char *src, size_t len, off_t off) {
+  size_t done = 0;
+  while (done < len) {
+    long w = sys::pwrite(fd, src + done, len - done, off + static_cast<off_t>(done));
+    if (w > 0) done += static_cast<size_t>(w);
+    else if (w != -EINTR) return w ? w : -EIO;
+  }
+  return 0;
+}
+
+// The unit's data into its slot (the unit is write-protected meanwhile).
+long copy_to_slot(int fd, const char *src, size_t len, off_t off) {
+  long r = splice_copy(fd, src, len, off);
+  return r == 0 ? 0 : pwrite_all(fd, src, len, off);
+}
+
+// The promotion staging area: one unit, mapped for good (huge page where
+// the kernel gives one); nullptr if it cannot be had.
+char *staging() {
+  if (S.staging) return S.staging;
+  long m = sys::mmap(nullptr, 2 * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (sys::failed(m)) return nullptr;
+  const uintptr_t lo = static_cast<uintptr_t>(m), at = (lo + kUnitSize - 1) & ~(kUnitSize - 1);
+  if (at > lo) sys::munmap(reinterpret_cast<void *>(lo), at - lo);
+  if (at + kUnitSize < lo + 2 * kUnitSize)
+    sys::munmap(reinterpret_cast<void *>(at + kUnitSize), lo + 2 * kUnitSize - at - kUnitSize);
+  sys::madvise(reinterpret_cast<void *>(at), kUnitSize, MADV_HUGEPAGE);
+  S.staging = reinterpret_cast<char *>(at);
+  return S.staging;
+}
+
+// Reads [off, off + len) of the slot into the staging area at the same
+// offset; false if it could not (the caller copies from its own view).
+bool stage(int fd, off_t slot_off, size_t off, size_t len) {
+  char *st = staging();
+  if (!st) return false;
+  size_t done = 0;
+  while (done < len) {
+    long r = sys::pread(fd, st + off + done, len - done, slot_off + static_cast<off_t>(off + done));
+    if (r > 0) done += static_cast<size_t>(r);
+    else if (r != -EINTR) return false;
+  }
+  return true;
 }
 
 // PMem -> DRAM.  Each live run is replaced, in one mremap, by anonymous
@@ -887,9 +1044,9 @@ long promote(size_t idx) {
   const int fd = faults_fd();
   const uintptr_t ubase = unit_addr(idx);
   const off_t slot_off = static_cast<off_t>(u.slot) << kUnitShift;
-  // Populated: the copies below read it page by page, and faulting each
-  // page in separately costs more than mapping them all at once.
-  long a = sys::mmap(nullptr, kUnitSize, PROT_READ, MAP_SHARED | MAP_POPULATE, pm.fd, slot_off);
+  // The fault service's view of the slot (the bulk copy reads it through
+  // the staging area instead, when there is one).
+  long a = sys::mmap(nullptr, kUnitSize, PROT_READ, MAP_SHARED, pm.fd, slot_off);
   if (sys::failed(a)) return a;
   const char *alias = reinterpret_cast<const char *>(a);
   faults_postcopy_open(reinterpret_cast<void *>(ubase), alias, kUnitSize);
@@ -922,11 +1079,13 @@ long promote(size_t idx) {
   size_t run = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (run++ >= swapped_runs) return;
+    // The slot cannot change now: nothing maps it writable any more.
+    const char *src = stage(pm.fd, slot_off, first << kPageShift, n << kPageShift) ? S.staging : alias;
     int tries = 0;
     for (size_t pg = first; pg < first + n;) {
       char *dst = reinterpret_cast<char *>(ubase + (pg << kPageShift));
       size_t done = 0;
-      long r = sys::uffd::copy(fd, dst, alias + (pg << kPageShift), (first + n - pg) << kPageShift, &done);
+      long r = sys::uffd::copy(fd, dst, src + (pg << kPageShift), (first + n - pg) << kPageShift, &done);
       pg += done >> kPageShift;
       if (done) tries = 0;
       if (r == 0 || r == -EAGAIN) {
@@ -1000,16 +1159,12 @@ long demote(size_t idx) {
     else sys::uffd::unregister_range(fd, at, len);
   });
   if (!err) {
-    // pwrite allocates the file's pages and copies in one pass (a full
+    // Writing the file allocates its pages and copies in one pass (a full
     // filesystem is an error here, never a SIGBUS later).
     for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
-      size_t done = 0;
-      while (!err && done < (n << kPageShift)) {
-        long w = sys::pwrite(pm.fd, reinterpret_cast<const void *>(ubase + (first << kPageShift) + done),
-                             (n << kPageShift) - done, slot_off + static_cast<off_t>((first << kPageShift) + done));
-        if (w > 0) done += static_cast<size_t>(w);
-        else if (w != -EINTR) err = w ? w : -EIO;
-      }
+      if (!err)
+        err = copy_to_slot(pm.fd, reinterpret_cast<const char *>(ubase + (first << kPageShift)), n << kPageShift,
+                           slot_off + static_cast<off_t>(first << kPageShift));
     });
     for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
       if (!err)
@@ -1250,6 +1405,8 @@ void heap_fork_parent() { unlock_heap(); }
 
 void heap_fork_child() {
   pthread_mutex_init(&S.lock, nullptr);
+  // The parent demotes through the same pipe: the child makes its own.
+  pipe_drop();
   // The fork counted is the parent's; the child's statistics start with its
   // own first change.
   S.counters_changed = false;

@@ -112,8 +112,7 @@ void file_slot_free(tier *t, uint32_t slot) {
 }
 
 void file_slot_recycle(tier *t, uint32_t slot) {
-  constexpr uint32_t kWarm = sizeof t->warm_slots / sizeof t->warm_slots[0];
-  if (t->warm_count < kWarm) t->warm_slots[t->warm_count++] = slot;
+  if (t->warm_count < t->warm_limit && t->warm_count < tier::kWarmMax) t->warm_slots[t->warm_count++] = slot;
   else file_slot_free(t, slot);
 }
 

@@ -36,8 +36,9 @@ struct tier_ops {
   // return zeros afterwards and the storage is given back; 0 or -errno.
   long (*discard)(tier *t, void *addr, size_t len, uint32_t slot, size_t off);
   // Optional (nullptr: not offered).  A slot whose unit moved away keeps
-  // its storage in a small pool of warm slots, which the next unit moving
-  // in takes (its pages need no allocation); the pool's overflow is freed.
+  // its storage in a pool of warm slots (at most warm_limit of them), which
+  // the next unit moving in takes: its pages need no allocation, which is
+  // most of the cost of a demotion.  The pool's overflow is freed.
   void (*slot_recycle)(tier *t, uint32_t slot);
   // A warm slot (its contents are stale), or -ENOENT.
   long (*slot_take_warm)(tier *t);
@@ -55,8 +56,10 @@ struct tier {
   uint32_t *free_slots = nullptr;  // stack of released slots
   uint64_t free_count = 0;
   uint64_t free_cap = 0;
-  uint32_t warm_slots[16] = {};  // slot_recycle's pool
+  static constexpr uint32_t kWarmMax = 1024;  // 2 GiB of slots
+  uint32_t warm_slots[kWarmMax] = {};  // slot_recycle's pool
   uint32_t warm_count = 0;
+  uint32_t warm_limit = 0;  // set by the heap (heap.cc: keep_warm)
   char dir[kPathMax] = {};
 };
 
