@@ -11,6 +11,10 @@ PACKAGES=(
   libpmem-dev libmemkind-dev libunwind-dev libboost-dev
   # the real-program suite (tests/programs) and tools
   python3 perl sqlite3 redis-server redis-tools git gcc valgrind coreutils
+  # the mmtier command's tests (tests/cli)
+  tmux python3-prometheus-client
+  # an xfs file system for the PMem tier in the tracking tests
+  xfsprogs
 )
 
 missing=()

@@ -1,0 +1,436 @@
+// The manual of the mmtier command and of each subcommand, printed by
+// --help and `mmtier help COMMAND`.
+#include "cli.h"
+
+namespace mmtier::cli {
+
+namespace {
+
+constexpr const char kMain[] = R"(NAME
+    mmtier - run programs under libmmtier and watch their memory tiers
+
+SYNOPSIS
+    mmtier run [OPTIONS] [--] COMMAND [ARGS...]
+    mmtier stat (PID | --all) [--json | --prometheus] [-o FILE]
+    mmtier top [--interval T] [--iterations N]
+    mmtier plot PID [--seconds N] [--interval T] [-o FILE.svg]
+    mmtier help [COMMAND]
+    mmtier --version
+
+DESCRIPTION
+    libmmtier.so places the memory of unmodified programs on two tiers,
+    DRAM and PMem (a larger, slower tier backed by files in
+    MMTIER_PMEM_PATH), and while they run moves hot memory to DRAM and cold
+    memory to PMem.  Every process running under it publishes its live
+    statistics in a small file that the commands below read without
+    attaching to the process or pausing it.
+
+COMMANDS
+    run     Run COMMAND under libmmtier, with placement options.
+    stat    Print the statistics of one process, or of all of them: a
+            table, JSON, or the Prometheus text format.
+    top     A live view of every process under libmmtier, sorted by DRAM
+            use, refreshed every second.
+    plot    Sample a process over time and write an SVG chart of its DRAM
+            and PMem bytes and its promotions per second.
+    help    Print the manual of a command (as COMMAND --help does).
+
+OPTIONS
+    -h, --help     Print this manual and exit.
+    -V, --version  Print the version and exit.
+
+EXIT STATUS
+    0    Success.
+    1    An error, reported in one line on stderr: no such process, a
+         process not running under libmmtier, permission denied, an
+         invalid configuration value.
+    2    Invalid usage (unknown option, missing argument).
+    mmtier run exits with the status of COMMAND, 126 when COMMAND cannot
+    be executed and 127 when it is not found.
+
+FILES
+    /dev/shm/mmtier-UID/PID.stats
+        The live statistics of process PID running as effective user UID
+        (mode 0600, in a directory of mode 0700), removed when the process
+        exits.  The process holds a lock on it while it runs; a file whose
+        process is gone is ignored and removed by the next reader.
+
+ENVIRONMENT
+    MMTIER_STATS_DIR
+        Directory of the statistics files instead of /dev/shm/mmtier-UID,
+        read by the processes under libmmtier and by mmtier alike; "off"
+        means the processes publish nothing.
+    MMTIER_LIBRARY
+        The libmmtier.so that mmtier run preloads.
+    The variables that configure the library are listed in mmtier run
+    --help.
+
+EXAMPLES
+    mmtier run --dram-limit 256M -- ./server --port 8080
+    mmtier stat --all
+    mmtier stat 4242 --json
+    mmtier top
+    mmtier plot 4242 --seconds 60 -o hot-set.svg
+)";
+
+constexpr const char kRun[] = R"(NAME
+    mmtier run - run a command under libmmtier
+
+SYNOPSIS
+    mmtier run [--dram-ratio D:P | --dram-limit SIZE] [--pmem-limit SIZE]
+               [--pmem-path DIR] [--policy ratio|dram-first] [--no-promote]
+               [--log LEVEL] [--report DEST] [--stats-dir DIR|off]
+               [--] COMMAND [ARGS...]
+
+DESCRIPTION
+    Runs COMMAND with libmmtier.so preloaded: the library is put first in
+    LD_PRELOAD (entries already there are kept) and each option below sets
+    the MMTIER_* variable the library reads.  MMTIER_* variables already in
+    the environment apply unless an option replaces them.
+
+    Before COMMAND starts, the configuration it would see is checked with
+    the library's own parser: an invalid value is reported with the
+    library's message, for example
+        mmtier: invalid MMTIER_DRAM_RATIO="x": expected D:P with integers
+        0..1000000, not both 0 (e.g. 1:4)
+    and COMMAND is not run.
+
+    COMMAND then replaces mmtier (it is executed in the same process), so
+    it keeps mmtier's pid and its exit status and signals are its own.
+    The options end at "--" or at the first argument that is not an option.
+    COMMAND is looked up in PATH.  A set-user-ID COMMAND runs without
+    libmmtier: the dynamic loader ignores such a preload for it.
+
+OPTIONS
+    --dram-ratio D:P
+        MMTIER_DRAM_RATIO.  With the ratio policy, of every D+P bytes
+        placed D go to DRAM and P to PMem (integers 0..1000000, not both 0;
+        default 1:4).  Not together with --dram-limit.
+    --dram-limit SIZE
+        MMTIER_DRAM_LIMIT.  Most bytes placed in DRAM; beyond it memory
+        goes to PMem.  A size with optional K, M, G or T suffix (512M, 2G),
+        0, or none.  Not together with --dram-ratio.
+    --pmem-limit SIZE
+        MMTIER_PMEM_LIMIT.  Most bytes placed in PMem; beyond it memory
+        goes to DRAM.  Same form as --dram-limit.
+    --pmem-path DIR
+        MMTIER_PMEM_PATH.  Directory for the PMem tier's files, existing
+        and writable (a DAX mount on real PMem; default /dev/shm, else
+        /tmp).
+    --policy ratio|dram-first
+        MMTIER_POLICY.  ratio splits memory by the DRAM ratio; dram-first
+        fills DRAM up to its limit, then PMem.
+    --no-promote
+        MMTIER_PROMOTE=0.  No background promotion and demotion: memory
+        stays where placement put it.
+    --log error|warn|info|debug
+        MMTIER_LOG.  Least severe library message written to stderr
+        (default warn).
+    --report DEST
+        MMTIER_REPORT.  Write a report of where memory went when COMMAND
+        exits: stderr, or a file path in which %p becomes the pid; off.
+    --stats-dir DIR|off
+        MMTIER_STATS_DIR.  Where COMMAND publishes its statistics (an
+        absolute path; created mode 0700 if missing), or off for nowhere.
+        mmtier stat, top and plot find it only with the same
+        MMTIER_STATS_DIR in their environment.
+    -h, --help
+        Print this manual and exit.
+
+EXIT STATUS
+    The exit status of COMMAND (a shell shows 128+N when a signal N killed
+    it).  Otherwise:
+    1    An invalid configuration value, or libmmtier.so not found.
+    2    Invalid usage: unknown option, no COMMAND, both --dram-ratio and
+         --dram-limit.
+    126  COMMAND was found but could not be executed.
+    127  COMMAND was not found.
+
+FILES
+    The library preloaded is the first of:
+        $MMTIER_LIBRARY
+        libmmtier.so in the directory of the mmtier executable (a build
+        tree)
+        ../lib/)" MMTIER_LIBRARY_ARCHITECTURE R"(/libmmtier.so, ../lib/libmmtier.so
+        relative to that directory (an installed tree)
+        )" MMTIER_INSTALL_FULL_LIBDIR R"(/libmmtier.so (where it was installed)
+    (each also as libmmtier.so.0).
+
+ENVIRONMENT
+    MMTIER_LIBRARY    The library to preload (see FILES).
+    LD_PRELOAD        Kept, after libmmtier.so.
+    MMTIER_*          Passed on to COMMAND and checked first: the ones set
+                      by the options above, and MMTIER_MIGRATE_MBPS (most
+                      MiB/s moved between the tiers, default 256, 0: no
+                      limit), MMTIER_SCAN_INTERVAL (time between access
+                      scans, 1ms..60s, default 100ms), MMTIER_MMAP_THRESHOLD
+                      (smallest anonymous mmap placed on tiers, default
+                      64K).
+
+EXAMPLES
+    mmtier run -- python3 train.py
+        Default placement (DRAM:PMem 1:4) with promotion of hot memory.
+    mmtier run --dram-limit 1G --policy dram-first -- ./db --cache 8G
+        The first GiB in DRAM, the rest in PMem.
+    mmtier run --dram-ratio 1:3 --no-promote --report stderr -- sort big.txt
+        A fixed split, and a report of where memory went at exit.
+)";
+
+constexpr const char kStat[] = R"(NAME
+    mmtier stat - print the memory-tier statistics of processes under
+    libmmtier
+
+SYNOPSIS
+    mmtier stat PID [--json | --prometheus] [-o FILE]
+    mmtier stat --all [--json | --prometheus] [-o FILE]
+
+DESCRIPTION
+    Reads the statistics that a process running under libmmtier publishes,
+    without attaching to it or pausing it, and prints them once.  With PID,
+    a detailed view of that process; with --all, one row per process: the
+    caller's own processes, or every user's when run as root.  Files left
+    by processes that are gone are removed on the way.  A process that
+    started less than 2 s ago is given that long to publish its first
+    statistics.
+
+    The figures, per tier (DRAM and PMem):
+    resident    Managed bytes present in memory, as last measured by the
+                process: by its mover every 10 s (every second while
+                mmtier top or plot watches it), when it calls
+                mmtier_get_stats, and on allocation in a small process
+                without a mover.  Figures older than 2 s of a process whose
+                mover runs are measured again before they are shown (stat
+                waits for the mover's next scan, at most 2.5 s).  The
+                detailed view says how old the figures are; "-" (JSON null)
+                until first measured.
+    placed      Bytes of the 2 MiB units placed on the tier; peak placed is
+                the most at once.
+    limit       MMTIER_DRAM_LIMIT / MMTIER_PMEM_LIMIT, or none.
+    And for the process:
+    DRAM budget The mover's DRAM budget of its last scan, or none; the
+                table's DRAM-BGT column shows MMTIER_DRAM_LIMIT when set.
+    promotions  Units moved from PMem to DRAM by the mover; demotions the
+                other way; failed moves left the unit where it was.
+    migrated    Bytes copied by promotions and demotions; the migrate rate
+                is the bytes moved per second over the last second.
+    scans       Access scans done by the mover.
+    heat        Units by heat, in 8 buckets from cold [0, 0.125) to hot
+                [0.875, 1]; heat is the decayed share of a unit's sampled
+                pages found touched per scan.
+
+OPTIONS
+    -a, --all
+        Every process under libmmtier instead of one PID.
+    --json
+        JSON (see JSON below).
+    --prometheus
+        The Prometheus text exposition format, version 0.0.4 (see
+        PROMETHEUS below).
+    -o, --output FILE
+        Write to FILE instead of stdout, through a temporary file renamed
+        over it, so that a reader never sees a partial file.
+    -h, --help
+        Print this manual and exit.
+
+JSON
+    One object for PID; {"processes": [OBJECT, ...]} for --all, sorted by
+    pid ([] when there is none).  Sizes are in bytes and times in
+    nanoseconds; null means not measured yet, or no limit.
+    pid, comm, uid              The process, its command name (at most 15
+                                bytes) and its effective uid.
+    started_unix_ns             When it began publishing (since the epoch).
+    updated_unix_ns             When its statistics last changed.
+    sampled_unix_ns             When mmtier read them.
+    policy                      "ratio" or "dram-first".
+    ratio_dram, ratio_pmem      MMTIER_DRAM_RATIO.
+    promote                     MMTIER_PROMOTE, true or false.
+    unit_size_bytes             Bytes per unit of placement.
+    scan_interval_ns            MMTIER_SCAN_INTERVAL.
+    migrate_limit_bytes_per_second  MMTIER_MIGRATE_MBPS in bytes per
+                                second; null: no limit.
+    pmem_path                   Directory of the PMem tier's files.
+    tiers                       {"dram": TIER, "pmem": TIER}, each TIER
+                                {"placed_bytes", "peak_placed_bytes",
+                                "resident_bytes", "limit_bytes"}.
+    resident_unix_ns            When resident_bytes were measured; null:
+                                never.
+    dram_budget_bytes           The mover's DRAM budget; null: none.
+    fallbacks                   Placements that went to the other tier.
+    mmap_bytes                  Bytes of managed anonymous mmaps.
+    forks                       fork()s that froze file-backed units.
+    mover_running               true while the mover thread runs.
+    scans, promotions, demotions, migrations_failed
+                                The mover's counters.
+    migrated_bytes              Bytes copied by promotions and demotions.
+    migrate_rate_bytes_per_second  Over the last second.
+    samples, samples_touched    Pages watched for an access; of which
+                                found touched.
+    tracking_faults             Page faults answered by the fault service.
+    mover_cpu_ns                CPU time of the mover and fault service.
+    heat_histogram              8 unit counts; bucket i: heat in
+                                [i/8, (i+1)/8).
+
+PROMETHEUS
+    Every family has HELP and TYPE lines and every sample the labels pid
+    and comm (escaped as the format requires).  With no process the output
+    is empty.
+    Gauges      mmtier_resident_bytes, mmtier_placed_bytes,
+                mmtier_peak_placed_bytes and mmtier_limit_bytes with label
+                tier="dram"|"pmem" (resident only once measured, limit only
+                when set); mmtier_dram_budget_bytes (when there is one);
+                mmtier_migrate_rate_bytes_per_second; mmtier_mover_running
+                (1 or 0); mmtier_mmap_bytes; mmtier_start_time_seconds;
+                mmtier_unit_heat with label bucket="0.125" .. "1" (the
+                upper bound of its heat range); mmtier_info (always 1,
+                labels uid, policy, ratio, promote, pmem_path).
+    Counters    mmtier_scans_total, mmtier_promotions_total,
+                mmtier_demotions_total, mmtier_migrations_failed_total,
+                mmtier_migrated_bytes_total, mmtier_samples_total,
+                mmtier_samples_touched_total, mmtier_tracking_faults_total,
+                mmtier_mover_cpu_seconds_total, mmtier_fallbacks_total,
+                mmtier_forks_total.
+    For the node exporter's textfile collector, run every 15 s or so (a
+    systemd timer, cron):
+        mmtier stat --all --prometheus \
+            -o /var/lib/prometheus/node-exporter/mmtier.prom
+
+EXIT STATUS
+    0    Printed (also for --all with no process).
+    1    An error, in one line on stderr:
+             mmtier: no process with pid 123
+             mmtier: process 123 (cat) is not running under libmmtier
+             mmtier: permission denied: cannot read the statistics of
+             process 123 (owned by uid 1000)
+    2    Invalid usage.
+
+FILES
+    /dev/shm/mmtier-UID/PID.stats   The statistics of process PID of
+                                    effective user UID.
+
+ENVIRONMENT
+    MMTIER_STATS_DIR    Read the statistics files in this directory instead
+                        (only there, also for --all); "off": there are
+                        none.
+
+EXAMPLES
+    mmtier stat 4242
+    mmtier stat --all
+    mmtier stat 4242 --json | jq '.tiers.dram.resident_bytes'
+    mmtier stat --all --prometheus
+)";
+
+constexpr const char kTop[] = R"(NAME
+    mmtier top - live view of the processes under libmmtier
+
+SYNOPSIS
+    mmtier top [--interval T] [--iterations N]
+
+DESCRIPTION
+    Shows every process running under libmmtier (the caller's own, or
+    every user's when run as root), one line each, sorted by DRAM use
+    (largest first), refreshed every interval.  Each line has the pid, the
+    command, the bytes in DRAM and in PMem (resident; placed bytes until
+    the process first measured them; top asks each process to measure them
+    every second while it watches), a bar of the DRAM share ('#')
+    against the PMem share ('-'), the units promoted to DRAM per second
+    since the last refresh, and the bytes moved between the tiers per
+    second.  The first line has the time and the totals.
+
+    On a terminal top uses the alternate screen and restores the terminal
+    when it exits (q, Ctrl-C, SIGTERM, SIGHUP; Ctrl-Z restores it while
+    stopped).  Lines are cut to the terminal's width.  When stdout is not a
+    terminal, frames are printed one after another without escape
+    sequences.
+
+OPTIONS
+    -d, --interval T
+        Time between refreshes: 500ms, 2s, 1.5 (seconds); from 50ms to 1h.
+        Default 1s.
+    -n, --iterations N
+        Exit after N refreshes (for scripts and tests).  Default: until q.
+    -h, --help
+        Print this manual and exit.
+
+KEYS
+    q    Quit.
+
+EXIT STATUS
+    0 when quit with q or after N iterations; killed by the signal after
+    restoring the terminal on SIGINT, SIGTERM or SIGHUP; 2 invalid usage.
+
+ENVIRONMENT
+    MMTIER_STATS_DIR    Read the statistics files in this directory instead
+                        of /dev/shm/mmtier-UID.
+
+EXAMPLES
+    mmtier top
+    mmtier top --interval 250ms
+    mmtier top --iterations 1 > snapshot.txt
+)";
+
+constexpr const char kPlot[] = R"(NAME
+    mmtier plot - chart a process's memory tiers over time as SVG
+
+SYNOPSIS
+    mmtier plot PID [--seconds N] [--interval T] [-o FILE.svg]
+
+DESCRIPTION
+    Samples the statistics of process PID every interval for N seconds, or
+    until the process exits or mmtier gets Ctrl-C, and writes what it has
+    as a self-contained SVG chart: the upper panel shows the bytes resident
+    in DRAM and in PMem over time (placed bytes until the process first
+    measured them; plot asks its mover to measure them every second), the
+    lower panel the promotions to DRAM per second between samples.
+    Watching a process that has a hot set shows DRAM converging on it.
+    Prints one line saying where the chart went.
+
+    For scripts: the series are <polyline id="series-dram-resident">,
+    id="series-pmem-resident" and id="series-promotions", and the samples
+    are in <metadata id="mmtier-samples"> as JSON: {"pid", "comm",
+    "interval_seconds", "samples": [{"t", "dram_bytes", "pmem_bytes",
+    "resident", "dram_placed_bytes", "pmem_placed_bytes", "promotions",
+    "demotions"}, ...]}, t in seconds, promotions and demotions totals.
+
+OPTIONS
+    -s, --seconds N
+        How long to sample, in seconds (decimals allowed).  Default 30.
+    -i, --interval T
+        Time between samples: 500ms, 1s, 0.25 (seconds); from 10ms to 1h.
+        Default 500ms.
+    -o, --output FILE
+        Where to write the chart; - for stdout.  Default mmtier-PID.svg in
+        the current directory.
+    -h, --help
+        Print this manual and exit.
+
+EXIT STATUS
+    0    The chart was written (also when the process exited early).
+    1    An error: no such process, not running under libmmtier,
+         permission denied, no sample taken, the file cannot be written.
+    2    Invalid usage.
+
+ENVIRONMENT
+    MMTIER_STATS_DIR    Read the statistics files in this directory instead
+                        of /dev/shm/mmtier-UID.
+
+EXAMPLES
+    mmtier run --dram-limit 256M -- build/bench/workloads/gups --seconds 30 &
+    mmtier plot $! --seconds 60 --interval 250ms -o gups.svg
+        Charts the GUPS hot-set workload from its start until it exits
+        (a process just started is waited for up to 2 s to publish).
+)";
+
+}  // namespace
+
+std::string_view help_text(std::string_view topic) {
+  if (topic.empty()) return kMain;
+  if (topic == "run") return kRun;
+  if (topic == "stat") return kStat;
+  if (topic == "top") return kTop;
+  if (topic == "plot") return kPlot;
+  return {};
+}
+
+const char *version_string() { return MMTIER_VERSION; }
+
+}  // namespace mmtier::cli

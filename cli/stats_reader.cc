@@ -1,0 +1,427 @@
+// Reading the published statistics of other processes: locating the
+// directory, telling live files from stale ones by their flock, mapping a
+// live page read-only and copying consistent snapshots through its sequence
+// lock.  See lib/stats/published.h for the writer's side.
+#include "stats_reader.h"
+
+#include "cli.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <thread>
+
+namespace mmtier::cli {
+
+stats_location stats_location_from_env() {
+  stats_location loc;
+  const char *v = getenv("MMTIER_STATS_DIR");
+  if (v == nullptr || v[0] == '\0') return loc;
+  if (strcmp(v, "off") == 0) {
+    loc.off = true;
+    return loc;
+  }
+  loc.overridden = true;
+  loc.dir = v;
+  return loc;
+}
+
+std::string default_stats_dir(uid_t uid) {
+  return strf("%s/mmtier-%u", kDefaultStatsRoot, static_cast<unsigned>(uid));
+}
+
+namespace {
+
+bool all_digits(const char *s, size_t n) {
+  if (n == 0) return false;
+  for (size_t i = 0; i < n; ++i)
+    if (s[i] < '0' || s[i] > '9') return false;
+  return true;
+}
+
+// "<pid>.stats" -> pid, or 0.
+int pid_of_name(const char *name) {
+  size_t n = strlen(name);
+  constexpr size_t kSuffix = 6;  // ".stats"
+  if (n <= kSuffix || strcmp(name + n - kSuffix, ".stats") != 0) return 0;
+  std::string digits(name, n - kSuffix);
+  int pid;
+  if (!all_digits(digits.data(), digits.size()) || !parse_pid(digits, &pid)) return 0;
+  return pid;
+}
+
+}  // namespace
+
+std::vector<std::string> stats_dirs_for_all(const stats_location &loc) {
+  if (loc.off) return {};
+  if (loc.overridden) return {loc.dir};
+  if (geteuid() != 0) return {default_stats_dir(geteuid())};
+  std::vector<std::string> dirs;
+  DIR *d = opendir(kDefaultStatsRoot);
+  if (d == nullptr) return dirs;
+  while (dirent *e = readdir(d)) {
+    const char *n = e->d_name;
+    if (strncmp(n, "mmtier-", 7) != 0 || !all_digits(n + 7, strlen(n + 7))) continue;
+    dirs.push_back(strf("%s/%s", kDefaultStatsRoot, n));
+  }
+  closedir(d);
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+// --- stats_source
+
+stats_source::stats_source(stats_source &&o) noexcept
+    : fd_(o.fd_), map_(o.map_), writable_(o.writable_), pid_(o.pid_), path_(std::move(o.path_)) {
+  o.fd_ = -1;
+  o.map_ = nullptr;
+}
+
+stats_source &stats_source::operator=(stats_source &&o) noexcept {
+  if (this != &o) {
+    if (map_ != nullptr) munmap(map_, sizeof(pub::stats_page));
+    if (fd_ >= 0) close(fd_);
+    fd_ = o.fd_;
+    map_ = o.map_;
+    writable_ = o.writable_;
+    pid_ = o.pid_;
+    path_ = std::move(o.path_);
+    o.fd_ = -1;
+    o.map_ = nullptr;
+  }
+  return *this;
+}
+
+stats_source::~stats_source() {
+  if (map_ != nullptr) munmap(map_, sizeof(pub::stats_page));
+  if (fd_ >= 0) close(fd_);
+  map_ = nullptr;
+  fd_ = -1;
+}
+
+stats_source::read_status stats_source::read(snapshot *out) const {
+  const auto *live = static_cast<const volatile pub::stats_page *>(map_);
+  if (!pub::read_stats_page(live, &out->page)) {
+    // Tell a page of another format from a writer stuck mid-write.
+    pub::stats_page raw;
+    memcpy(&raw, const_cast<const pub::stats_page *>(live), sizeof raw);
+    if (raw.magic != pub::kMagic || raw.version != pub::kVersion || raw.size < sizeof raw)
+      return read_status::foreign;
+    return read_status::busy;
+  }
+  out->mono_ns = monotonic_ns();
+  out->real_ns = realtime_ns();
+  const pub::stats_page &p = out->page;
+  out->comm = sanitize_text(std::string_view(p.comm, strnlen(p.comm, sizeof p.comm)));
+  out->pmem_path = sanitize_text(std::string_view(p.pmem_path, strnlen(p.pmem_path, sizeof p.pmem_path)));
+  return read_status::ok;
+}
+
+bool stats_source::alive() const {
+  if (fd_ < 0) return false;
+  if (flock(fd_, LOCK_SH | LOCK_NB) == 0) {
+    flock(fd_, LOCK_UN);
+    return false;
+  }
+  return errno == EWOULDBLOCK;
+}
+
+bool stats_source::request_refresh() const {
+  if (!writable_ || map_ == nullptr) return false;
+  auto *page = static_cast<pub::stats_page *>(map_);
+  __atomic_fetch_add(&page->refresh_requests, 1, __ATOMIC_RELAXED);
+  return true;
+}
+
+const char *open_status_name(open_status s) {
+  switch (s) {
+    case open_status::ok: return "ok";
+    case open_status::missing: return "missing";
+    case open_status::stale: return "stale";
+    case open_status::denied: return "denied";
+    case open_status::invalid: return "invalid";
+    case open_status::not_ready: return "not_ready";
+  }
+  return "?";
+}
+
+struct stats_opener {
+  // Opens name (a "<pid>.stats") in the directory dirfd (path dir, for
+  // messages).
+  static open_result open_at(int dirfd, const std::string &dir, const char *name, int pid, bool writable) {
+    open_result r;
+    constexpr int kFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+    int fd = writable ? openat(dirfd, name, O_RDWR | kFlags) : -1;
+    if (fd < 0) writable = false, fd = openat(dirfd, name, O_RDONLY | kFlags);
+    if (fd < 0) {
+      r.error = errno;
+      if (errno == ENOENT) r.status = open_status::missing;
+      else if (errno == EACCES || errno == EPERM) r.status = open_status::denied;
+      else r.status = open_status::invalid;  // ELOOP: a symlink, and the like
+      return r;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      r.error = errno;
+      close(fd);
+      r.status = open_status::invalid;
+      return r;
+    }
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+      // No process holds it: stale.  Remove it if the name still refers to
+      // this file (a new process may have replaced it meanwhile).
+      struct stat now;
+      if (fstatat(dirfd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == st.st_dev &&
+          now.st_ino == st.st_ino)
+        unlinkat(dirfd, name, 0);  // may fail (not ours to remove): then it just stays ignored
+      close(fd);
+      r.status = open_status::stale;
+      return r;
+    }
+    if (errno != EWOULDBLOCK) {
+      r.error = errno;
+      close(fd);
+      r.status = open_status::invalid;
+      return r;
+    }
+    if (static_cast<uint64_t>(st.st_size) < sizeof(pub::stats_page)) {
+      close(fd);
+      r.status = open_status::not_ready;
+      return r;
+    }
+    void *map = mmap(nullptr, sizeof(pub::stats_page), writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+      r.error = errno;
+      close(fd);
+      r.status = errno == EACCES ? open_status::denied : open_status::invalid;
+      return r;
+    }
+    r.source.fd_ = fd;
+    r.source.map_ = map;
+    r.source.writable_ = writable;
+    r.source.pid_ = pid;
+    r.source.path_ = dir + "/" + name;
+    // Check the content: the format, and that it is the page of that pid.
+    snapshot s;
+    switch (r.source.read(&s)) {
+      case stats_source::read_status::ok:
+        if (s.page.pid != pid) {
+          r.source = stats_source();
+          r.status = open_status::invalid;
+          return r;
+        }
+        break;
+      case stats_source::read_status::busy:
+        break;  // a live page being written; the caller retries its reads
+      case stats_source::read_status::foreign: {
+        // A writer that has locked its file but not yet written the page
+        // has magic 0; anything else is not ours.
+        const auto *p = static_cast<const volatile pub::stats_page *>(map);
+        bool unwritten = p->magic == 0;
+        r.source = stats_source();
+        r.status = unwritten ? open_status::not_ready : open_status::invalid;
+        return r;
+      }
+    }
+    r.status = open_status::ok;
+    return r;
+  }
+};
+
+namespace {
+
+// Opens a statistics directory.  One of the default layout,
+// /dev/shm/mmtier-<uid>, must be a real directory owned by that uid and
+// closed to group and others (the library refuses any other), so that
+// nobody can steer a reader running as root elsewhere; it counts as absent
+// otherwise.
+int open_stats_dir(const std::string &dir) {
+  std::string prefix = strf("%s/mmtier-", kDefaultStatsRoot);
+  bool strict = dir.compare(0, prefix.size(), prefix) == 0 &&
+                all_digits(dir.data() + prefix.size(), dir.size() - prefix.size());
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (strict ? O_NOFOLLOW : 0));
+  if (fd < 0 || !strict) return fd;
+  struct stat st;
+  unsigned long uid = strtoul(dir.c_str() + prefix.size(), nullptr, 10);
+  if (fstat(fd, &st) != 0 || st.st_uid != uid || (st.st_mode & 077) != 0) {
+    close(fd);
+    errno = ENOENT;
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+open_result open_stats_file(const std::string &dir, int pid, bool writable) {
+  open_result r;
+  int dirfd = open_stats_dir(dir);
+  if (dirfd < 0) {
+    r.error = errno;
+    r.status = errno == EACCES || errno == EPERM ? open_status::denied
+               : errno == ENOENT                 ? open_status::missing
+                                                 : open_status::invalid;
+    return r;
+  }
+  std::string name = strf("%d.stats", pid);
+  r = stats_opener::open_at(dirfd, dir, name.c_str(), pid, writable);
+  close(dirfd);
+  return r;
+}
+
+std::vector<stats_source> open_all(const std::vector<std::string> &dirs, bool writable) {
+  std::vector<stats_source> out;
+  for (const std::string &dir : dirs) {
+    int dirfd = open_stats_dir(dir);
+    if (dirfd < 0) continue;
+    int scanfd = dup(dirfd);
+    DIR *d = scanfd >= 0 ? fdopendir(scanfd) : nullptr;
+    if (d == nullptr) {
+      if (scanfd >= 0) close(scanfd);
+      close(dirfd);
+      continue;
+    }
+    while (dirent *e = readdir(d)) {
+      int pid = pid_of_name(e->d_name);
+      if (pid == 0) continue;
+      open_result r = stats_opener::open_at(dirfd, dir, e->d_name, pid, writable);
+      if (r.status == open_status::ok) out.push_back(std::move(r.source));
+    }
+    closedir(d);
+    close(dirfd);
+  }
+  std::sort(out.begin(), out.end(), [](const stats_source &a, const stats_source &b) { return a.pid() < b.pid(); });
+  // The same pid in two directories (MMTIER_STATS_DIR overrides of
+  // different processes) cannot happen with the default layout; keep the
+  // first.
+  out.erase(std::unique(out.begin(), out.end(),
+                        [](const stats_source &a, const stats_source &b) { return a.pid() == b.pid(); }),
+            out.end());
+  return out;
+}
+
+proc_info read_proc(int pid) {
+  proc_info info;
+  std::string base = strf("/proc/%d", pid);
+  struct stat st;
+  if (stat(base.c_str(), &st) != 0) return info;
+  info.exists = true;
+  info.euid = st.st_uid;
+  std::ifstream status(base + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.compare(0, 4, "Uid:") == 0) {
+      unsigned real = 0, eff = 0;
+      if (sscanf(line.c_str() + 4, "%u %u", &real, &eff) == 2) info.euid = eff;
+      break;
+    }
+  }
+  std::ifstream comm(base + "/comm");
+  std::getline(comm, info.comm);
+  info.comm = sanitize_text(info.comm);
+  return info;
+}
+
+namespace {
+
+// Seconds since the process started, from /proc (a large value if unknown).
+double process_age(int pid) {
+  std::ifstream stat(strf("/proc/%d/stat", pid));
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  size_t paren = text.rfind(')');  // the command name may hold spaces and parentheses
+  if (paren == std::string::npos) return 1e9;
+  std::istringstream fields(text.substr(paren + 2));
+  std::string f;
+  unsigned long long start = 0;
+  for (int i = 3; i <= 22 && fields >> f; ++i)
+    if (i == 22) start = std::strtoull(f.c_str(), nullptr, 10);
+  std::ifstream up("/proc/uptime");
+  double uptime = 0;
+  if (!(up >> uptime) || start == 0) return 1e9;
+  return uptime - static_cast<double>(start) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// How long after its start a process may take to publish (its library
+// starts publishing once it is initialised, and `mmtier run CMD &` followed
+// by `mmtier plot $!` asks right away).
+constexpr double kStartupGrace = 2.0;
+
+[[noreturn]] void not_mmtier(int pid, const proc_info &info, const char *extra = "") {
+  throw failure(strf("process %d (%s) is not running under libmmtier%s", pid, info.comm.c_str(), extra));
+}
+
+}  // namespace
+
+stats_source open_process(int pid, bool writable) {
+  stats_location loc = stats_location_from_env();
+  proc_info info = read_proc(pid);
+  if (!info.exists) {
+    // Clean up what the dead process may have left.
+    if (!loc.off) (void)open_stats_file(loc.overridden ? loc.dir : default_stats_dir(geteuid()), pid);
+    throw failure(strf("no process with pid %d", pid));
+  }
+  if (loc.off)
+    not_mmtier(pid, info, " (or its statistics cannot be found: publishing is off, MMTIER_STATS_DIR=off)");
+  std::string dir = loc.overridden ? loc.dir : default_stats_dir(info.euid);
+  // A process that has just started may not have written its page yet.
+  const uint64_t deadline = monotonic_ns() + 1000000000ull;
+  for (;;) {
+    open_result r = open_stats_file(dir, pid, writable);
+    switch (r.status) {
+      case open_status::ok:
+        return std::move(r.source);
+      case open_status::missing:
+      case open_status::stale:
+        if (!read_proc(pid).exists) throw failure(strf("no process with pid %d", pid));
+        if (process_age(pid) < kStartupGrace) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          info = read_proc(pid);  // it may have exec'd meanwhile
+          break;
+        }
+        not_mmtier(pid, info);
+      case open_status::denied:
+        throw failure(strf("permission denied: cannot read the statistics of process %d (owned by uid %u)", pid,
+                           static_cast<unsigned>(info.euid)));
+      case open_status::invalid:
+        throw failure(strf("process %d (%s): %s/%d.stats is not a statistics file of this mmtier version%s%s", pid,
+                           info.comm.c_str(), dir.c_str(), pid, r.error != 0 ? ": " : "",
+                           r.error != 0 ? strerror(r.error) : ""));
+      case open_status::not_ready:
+        if (monotonic_ns() >= deadline)
+          throw failure(strf("process %d (%s) has not published its statistics yet", pid, info.comm.c_str()));
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        break;
+    }
+  }
+}
+
+snapshot read_or_fail(const stats_source &source) {
+  snapshot s;
+  const uint64_t deadline = monotonic_ns() + 500000000ull;
+  for (;;) {
+    switch (source.read(&s)) {
+      case stats_source::read_status::ok:
+        return s;
+      case stats_source::read_status::foreign:
+        throw failure(strf("%s is not a statistics file of this mmtier version", source.path().c_str()));
+      case stats_source::read_status::busy:
+        if (monotonic_ns() >= deadline)
+          throw failure(strf("the statistics of process %d stay mid-update (is the process stopped?)", source.pid()));
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        break;
+    }
+  }
+}
+
+}  // namespace mmtier::cli

@@ -1,0 +1,177 @@
+// Helpers shared by the subcommands: formatting of sizes and counts,
+// parsing of durations, decimals and pids, clocks, text sanitising and
+// option parsing.
+#include "cli.h"
+
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+
+namespace mmtier::cli {
+
+std::string strf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char small[256];
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n < 0) {
+    va_end(ap2);
+    return {};
+  }
+  if (static_cast<size_t>(n) < sizeof small) {
+    va_end(ap2);
+    return std::string(small, static_cast<size_t>(n));
+  }
+  std::string out(static_cast<size_t>(n) + 1, '\0');
+  vsnprintf(out.data(), out.size(), fmt, ap2);
+  va_end(ap2);
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+std::string human_bytes(uint64_t bytes) {
+  static const char *const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (bytes < 1024) return strf("%llu B", static_cast<unsigned long long>(bytes));
+  double v = static_cast<double>(bytes);
+  int u = -1;
+  while (v >= 1024.0 && u < 5) {
+    v /= 1024.0;
+    ++u;
+  }
+  if (v >= 100.0) return strf("%.0f %s", v, kUnits[u]);
+  if (v >= 10.0) return strf("%.1f %s", v, kUnits[u]);
+  return strf("%.2f %s", v, kUnits[u]);
+}
+
+std::string short_bytes(uint64_t bytes) {
+  static const char kUnits[] = {'K', 'M', 'G', 'T', 'P', 'E'};
+  if (bytes < 1024) return strf("%llu", static_cast<unsigned long long>(bytes));
+  double v = static_cast<double>(bytes);
+  int u = -1;
+  while (v >= 1024.0 && u < 5) {
+    v /= 1024.0;
+    ++u;
+  }
+  if (v >= 99.95) return strf("%.0f%c", v, kUnits[u]);
+  if (v >= 9.995) return strf("%.1f%c", v, kUnits[u]);
+  return strf("%.2f%c", v, kUnits[u]);
+}
+
+std::string short_count(double v) {
+  if (v < 0) v = 0;
+  if (v < 1000.0) return v >= 100.0 ? strf("%.0f", v) : strf("%.1f", v);
+  if (v < 1e6) return strf("%.1fk", v / 1e3);
+  if (v < 1e9) return strf("%.1fM", v / 1e6);
+  return strf("%.1fG", v / 1e9);
+}
+
+bool parse_decimal(const std::string &text, double *out) {
+  if (text.empty()) return false;
+  for (char c : text)
+    if (!((c >= '0' && c <= '9') || c == '.')) return false;
+  if (text.find('.') != text.rfind('.') || text == ".") return false;
+  errno = 0;
+  char *end = nullptr;
+  double v = strtod(text.c_str(), &end);
+  if (errno != 0 || end == nullptr || *end != '\0' || !std::isfinite(v) || v < 0) return false;
+  *out = v;
+  return true;
+}
+
+bool parse_duration_seconds(const std::string &text, double *seconds) {
+  size_t i = 0;
+  while (i < text.size() && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.')) ++i;
+  double v;
+  if (!parse_decimal(text.substr(0, i), &v)) return false;
+  std::string unit = text.substr(i);
+  double scale;
+  if (unit.empty() || unit == "s") scale = 1.0;
+  else if (unit == "ms") scale = 1e-3;
+  else if (unit == "us") scale = 1e-6;
+  else if (unit == "m" || unit == "min") scale = 60.0;
+  else return false;
+  *seconds = v * scale;
+  return true;
+}
+
+bool parse_pid(const std::string &text, int *pid) {
+  if (text.empty() || text.size() > 10) return false;
+  long long v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  if (v <= 0 || v > INT_MAX) return false;
+  *pid = static_cast<int>(v);
+  return true;
+}
+
+namespace {
+uint64_t clock_ns(clockid_t id) {
+  timespec ts;
+  clock_gettime(id, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+}  // namespace
+
+uint64_t monotonic_ns() { return clock_ns(CLOCK_MONOTONIC); }
+uint64_t realtime_ns() { return clock_ns(CLOCK_REALTIME); }
+
+std::string sanitize_text(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      out += (c < 0x20 && c != '\t') || c == 0x7f ? '?' : static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // Length and minimum code point of a UTF-8 sequence starting with c.
+    size_t len = 0;
+    uint32_t cp = 0, min = 0;
+    if ((c & 0xe0) == 0xc0) len = 2, cp = c & 0x1f, min = 0x80;
+    else if ((c & 0xf0) == 0xe0) len = 3, cp = c & 0x0f, min = 0x800;
+    else if ((c & 0xf8) == 0xf0) len = 4, cp = c & 0x07, min = 0x10000;
+    bool ok = len != 0 && i + len <= s.size();
+    for (size_t k = 1; ok && k < len; ++k) {
+      unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) ok = false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if (ok && (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))) ok = false;
+    if (!ok) {
+      out += '?';
+      ++i;
+      continue;
+    }
+    out.append(s.substr(i, len));
+    i += len;
+  }
+  return out;
+}
+
+bool take_option(const std::string &command, const args &a, size_t *i, std::string_view name,
+                 std::string *value) {
+  const std::string &arg = a[*i];
+  if (arg == name) {
+    if (*i + 1 >= a.size()) throw usage_error(command, strf("option %s needs a value", arg.c_str()));
+    *value = a[++*i];
+    return true;
+  }
+  if (arg.size() > name.size() && arg.compare(0, name.size(), name) == 0 && arg[name.size()] == '=') {
+    *value = arg.substr(name.size() + 1);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace mmtier::cli

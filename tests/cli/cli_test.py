@@ -1,0 +1,902 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the mmtier command (cli/).
+
+Run by ctest, one test class per ctest entry:
+  cli_test.py --mmtier BIN --lib LIBMMTIER --child CHILD --fake FAKE --version V CLASS
+
+The processes watched are real: cli_stats_child runs under
+LD_PRELOAD=libmmtier.so and prints what the public API says (one JSON line),
+so `mmtier stat` can be compared with it; cli_fake_publisher publishes a page
+with exactly known figures.  Every test uses its own MMTIER_STATS_DIR, so
+tests never see each other's processes.  Waiting is always for an event
+(a line, a file, a screen) with a deadline, never a fixed sleep.
+"""
+import argparse
+import json
+import os
+import re
+import select
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import xml.etree.ElementTree as ET
+
+ARGS = None
+MiB = 1 << 20
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+def base_env(stats_dir):
+    """The environment without any MMTIER_* or LD_PRELOAD of the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMTIER_") and k != "LD_PRELOAD"}
+    env["MMTIER_STATS_DIR"] = stats_dir
+    return env
+
+
+def mmtier(args, stats_dir, env=None, timeout=60, **kw):
+    e = base_env(stats_dir)
+    e.update(env or {})
+    return subprocess.run([ARGS.mmtier] + args, env=e, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def read_line(stream, timeout, what):
+    """One line from a pipe, waiting at most timeout seconds."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = stream.fileno()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no line from {what} within {timeout} s (got {buf!r})")
+        r, _, _ = select.select([fd], [], [], left)
+        if not r:
+            continue
+        b = os.read(fd, 1)
+        if not b:
+            raise AssertionError(f"{what} closed its output (got {buf!r})")
+        if b == b"\n":
+            return buf.decode()
+        buf += b
+
+
+def wait_until(predicate, timeout, what, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+def free_pid():
+    """A pid no process has: one of a child that has been reaped."""
+    while True:
+        p = subprocess.Popen(["true"])
+        p.wait()
+        if not os.path.exists(f"/proc/{p.pid}"):
+            return p.pid
+
+
+class Child:
+    """cli_stats_child under libmmtier; .api is what the API said."""
+
+    def __init__(self, stats_dir, mib=48, env=None):
+        e = base_env(stats_dir)
+        e.update(env or {})
+        e["LD_PRELOAD"] = ARGS.lib
+        self.mib = mib
+        self.p = subprocess.Popen([ARGS.child, "--mib", str(mib)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+        self.pid = self.p.pid
+        self.api = self.read_json()
+
+    def read_json(self):
+        line = read_line(self.p.stdout, 60, "cli_stats_child")
+        return json.loads(line)
+
+    def stats(self):
+        self.p.stdin.write(b"stats\n")
+        self.p.stdin.flush()
+        return self.read_json()
+
+    def close(self):
+        if self.p.poll() is None:
+            try:
+                self.p.stdin.write(b"exit\n")
+                self.p.stdin.flush()
+            except BrokenPipeError:
+                pass
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        for s in (self.p.stdin, self.p.stdout, self.p.stderr):
+            s.close()
+
+
+class Fake:
+    """cli_fake_publisher: a page with the given figures."""
+
+    def __init__(self, stats_dir, fields, comm="fakeproc"):
+        self.p = subprocess.Popen([ARGS.fake, "--dir", stats_dir, "--comm", comm] +
+                                  [f"{k}={v}" for k, v in fields.items()],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=base_env(stats_dir))
+        self.pid = self.p.pid
+        assert read_line(self.p.stdout, 30, "cli_fake_publisher") == "ready"
+
+    def add(self, field, n):
+        self.p.stdin.write(f"add {field} {n}\n".encode())
+        self.p.stdin.flush()
+        assert read_line(self.p.stdout, 30, "cli_fake_publisher") == "ok"
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.stdin.write(b"exit\n")
+            self.p.stdin.flush()
+            self.p.wait(20)
+        self.p.stdin.close()
+        self.p.stdout.close()
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mmtier-cli-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def child(self, **kw):
+        c = Child(self.dir, **kw)
+        self.addCleanup(c.close)
+        return c
+
+    def fake(self, fields, comm="fakeproc"):
+        f = Fake(self.dir, fields, comm)
+        self.addCleanup(f.close)
+        return f
+
+    def stat_json(self, pid):
+        r = mmtier(["stat", str(pid), "--json"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, "")
+        return json.loads(r.stdout)
+
+    def assert_one_line_error(self, r, status, message):
+        self.assertEqual(r.returncode, status, r.stderr)
+        self.assertEqual(r.stdout, "")
+        self.assertEqual(r.stderr, message + "\n")
+
+
+# ---------------------------------------------------------------------------
+class HelpTest(Base):
+    SECTIONS = ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "ENVIRONMENT", "EXAMPLES"]
+
+    def help(self, *args):
+        r = mmtier(list(args), self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
+
+    def sections(self, text):
+        return [l for l in text.splitlines() if l and not l[0].isspace()]
+
+    def test_main_help_is_a_manual(self):
+        text = self.help("--help")
+        self.assertEqual(text, self.help("help"))
+        self.assertEqual(text, self.help("-h"))
+        for s in self.SECTIONS + ["COMMANDS", "FILES"]:
+            self.assertIn(s, self.sections(text))
+        for cmd in ["run", "stat", "top", "plot"]:
+            self.assertRegex(text, rf"\n    mmtier {cmd} ")
+        # Without arguments: the manual on stderr and usage status.
+        r = mmtier([], self.dir)
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stderr, text)
+
+    def test_each_command_has_a_manual(self):
+        for cmd in ["run", "stat", "top", "plot"]:
+            text = self.help(cmd, "--help")
+            self.assertEqual(text, self.help("help", cmd), cmd)
+            self.assertEqual(text, self.help(cmd, "-h"), cmd)
+            for s in self.SECTIONS:
+                self.assertIn(s, self.sections(text), f"{cmd}: {s}")
+            self.assertIn(f"mmtier {cmd} - ", text)
+            for line in text.splitlines():
+                self.assertLessEqual(len(line), 80, f"{cmd}: {line!r}")
+
+    def test_every_documented_option_is_accepted(self):
+        for cmd in ["stat", "top", "plot", "run"]:
+            text = self.help(cmd, "--help")
+            options = text.split("\nOPTIONS\n")[1].split("\nEXIT STATUS\n")[0]
+            names = set(re.findall(r"^    (-[a-z], --[-a-z]+|--[-a-z]+)", options, re.M))
+            self.assertTrue(names, cmd)
+            for n in names:
+                for opt in n.split(", "):
+                    # The option, then --help: either the manual, or an
+                    # error about the option's value, never "unknown".
+                    r = mmtier([cmd, opt, "--help"], self.dir, timeout=30)
+                    self.assertNotIn("unknown option", r.stderr, f"{cmd} {opt}")
+
+    def test_version(self):
+        r = mmtier(["--version"], self.dir)
+        self.assertEqual(r.returncode, 0)
+        self.assertEqual(r.stdout, f"mmtier {ARGS.version}\n")
+
+    def test_unknown_command_or_topic(self):
+        r = mmtier(["frobnicate"], self.dir)
+        self.assert_one_line_error(r, 2, "mmtier: unknown command \"frobnicate\" (see 'mmtier --help')")
+        r = mmtier(["help", "frobnicate"], self.dir)
+        self.assertEqual(r.returncode, 2)
+
+
+# ---------------------------------------------------------------------------
+class RunTest(Base):
+    def test_exit_status_and_signals_are_the_commands(self):
+        r = mmtier(["run", "--", "sh", "-c", "exit 7"], self.dir)
+        self.assertEqual(r.returncode, 7, r.stderr)
+        r = mmtier(["run", "sh", "-c", "exit 0"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = mmtier(["run", "--", "sh", "-c", "kill -TERM $$"], self.dir)
+        self.assertEqual(r.returncode, -signal.SIGTERM, r.stderr)
+
+    def test_command_runs_under_libmmtier(self):
+        r = mmtier(["run", "--", "cat", "/proc/self/maps"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("libmmtier.so", r.stdout)
+        # Existing LD_PRELOAD entries are kept, after the library.
+        r = mmtier(["run", "--", "printenv", "LD_PRELOAD"], self.dir, env={"LD_PRELOAD": "libm.so.6"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        first, rest = r.stdout.strip().split(":", 1)
+        self.assertEqual(os.path.realpath(first), os.path.realpath(ARGS.lib))
+        self.assertEqual(rest, "libm.so.6")
+        # MMTIER_LIBRARY chooses the library.
+        r = mmtier(["run", "--", "printenv", "LD_PRELOAD"], self.dir, env={"MMTIER_LIBRARY": ARGS.lib})
+        self.assertEqual(r.stdout.strip(), os.path.abspath(ARGS.lib))
+        r = mmtier(["run", "--", "true"], self.dir, env={"MMTIER_LIBRARY": "/nonexistent/libmmtier.so"})
+        self.assert_one_line_error(r, 1, 'mmtier: MMTIER_LIBRARY="/nonexistent/libmmtier.so": no such file')
+
+    def test_options_become_the_librarys_variables(self):
+        r = mmtier(["run", "--policy", "dram-first", "--no-promote", "--dram-limit=64M", "--pmem-limit", "1G",
+                    "--log", "error", "--pmem-path", self.dir, "--", "printenv", "MMTIER_POLICY", "MMTIER_PROMOTE",
+                    "MMTIER_DRAM_LIMIT", "MMTIER_PMEM_LIMIT", "MMTIER_LOG", "MMTIER_PMEM_PATH"],
+                   self.dir, env={"MMTIER_POLICY": "ratio"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.split(), ["dram-first", "0", "64M", "1G", "error", self.dir])
+        # And the process really runs with them: its published page says so.
+        p = subprocess.Popen([ARGS.mmtier, "run", "--dram-ratio", "1:3", "--no-promote", "--stats-dir", self.dir,
+                              "--", ARGS.child, "--mib", "8"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=base_env("/nonexistent"))
+        try:
+            api = json.loads(read_line(p.stdout, 60, "the child"))
+            self.assertEqual(api["pid"], p.pid)  # run execs: the command keeps its pid
+            j = self.stat_json(p.pid)
+            self.assertEqual((j["policy"], j["ratio_dram"], j["ratio_pmem"], j["promote"]), ("ratio", 1, 3, False))
+            self.assertFalse(j["mover_running"])
+        finally:
+            p.stdin.close()
+            p.wait(20)
+            p.stdout.close()
+        self.assertEqual(p.returncode, 0)
+        # Gone at exit.
+        self.assertFalse(os.path.exists(os.path.join(self.dir, f"{p.pid}.stats")))
+
+    def library_message(self, env):
+        """What libmmtier itself prints for a bad environment."""
+        e = base_env(self.dir)
+        e.update(env)
+        e["LD_PRELOAD"] = ARGS.lib
+        r = subprocess.run(["/bin/true"], env=e, capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertTrue(r.stderr.startswith("mmtier: invalid "), r.stderr)
+        return r.stderr
+
+    def test_invalid_values_give_the_librarys_message(self):
+        cases = [
+            (["--dram-ratio", "x"], {"MMTIER_DRAM_RATIO": "x"}, {}),
+            (["--dram-limit", "12Q"], {"MMTIER_DRAM_LIMIT": "12Q"}, {}),
+            (["--pmem-path", "/nonexistent/dir"], {"MMTIER_PMEM_PATH": "/nonexistent/dir"}, {}),
+            (["--policy", "fastest"], {"MMTIER_POLICY": "fastest"}, {}),
+            (["--log", "loud"], {"MMTIER_LOG": "loud"}, {}),
+            # A bad variable already in the environment is caught too.
+            ([], {"MMTIER_SCAN_INTERVAL": "7"}, {"MMTIER_SCAN_INTERVAL": "7"}),
+        ]
+        for opts, lib_env, env in cases:
+            marker = os.path.join(self.dir, "ran")
+            r = mmtier(["run"] + opts + ["--", "touch", marker], self.dir, env=env)
+            self.assertEqual(r.returncode, 1, opts)
+            self.assertEqual(r.stdout, "")
+            self.assertEqual(r.stderr, self.library_message(lib_env), opts)
+            self.assertFalse(os.path.exists(marker), "the command must not run")
+
+    def test_usage_errors(self):
+        r = mmtier(["run", "--dram-ratio", "1:2", "--dram-limit", "1G", "--", "true"], self.dir)
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        self.assertIn("--dram-ratio and --dram-limit cannot be used together", r.stderr)
+        r = mmtier(["run"], self.dir)
+        self.assert_one_line_error(r, 2, "mmtier run: no command given (see 'mmtier run --help')")
+        r = mmtier(["run", "--bogus", "--", "true"], self.dir)
+        self.assert_one_line_error(r, 2, "mmtier run: unknown option --bogus (see 'mmtier run --help')")
+        r = mmtier(["run", "--policy"], self.dir)
+        self.assertEqual(r.returncode, 2)
+
+    def test_command_not_found_or_not_executable(self):
+        r = mmtier(["run", "--", "no-such-command-mmtier"], self.dir)
+        self.assert_one_line_error(r, 127, "mmtier: no-such-command-mmtier: command not found")
+        script = os.path.join(self.dir, "script.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nexit 0\n")
+        os.chmod(script, 0o644)
+        r = mmtier(["run", "--", script], self.dir)
+        self.assertEqual(r.returncode, 126, r.stderr)
+        self.assertTrue(r.stderr.startswith(f"mmtier: {script}: "), r.stderr)
+
+
+# ---------------------------------------------------------------------------
+class StatTest(Base):
+    def check_against_api(self, j, api, exact_mover):
+        unit = api["unit_size"]
+        self.assertEqual(j["pid"], api["pid"])
+        self.assertEqual(j["comm"], os.path.basename(ARGS.child)[:15])
+        self.assertEqual(j["unit_size_bytes"], unit)
+        # The resident figures are the API's, unless stat found them older
+        # than 2 s and had the process measure them again.
+        remeasured = j["resident_unix_ns"] > api["api_done_unix_ns"]
+        for tier in ("dram", "pmem"):
+            t, a = j["tiers"][tier], api[tier]
+            self.assertEqual(t["placed_bytes"], a["units"] * unit, tier)
+            self.assertEqual(t["peak_placed_bytes"], a["peak_units"] * unit, tier)
+            if not remeasured:
+                self.assertEqual(t["resident_bytes"], a["resident_bytes"], tier)
+            self.assertEqual(t["limit_bytes"], a["limit_bytes"], tier)
+        self.assertEqual(j["fallbacks"], api["fallbacks"])
+        self.assertEqual(j["mmap_bytes"], api["mapped_mmap_bytes"])
+        self.assertEqual(j["forks"], api["forks"])
+        self.assertEqual(j["mover_running"], bool(api["running"]))
+        pairs = [("scans", "scans"), ("promotions", "promotions"), ("demotions", "demotions"),
+                 ("migrations_failed", "migrations_failed"), ("migrated_bytes", "bytes_migrated"),
+                 ("samples", "samples"), ("tracking_faults", "tracking_faults")]
+        for k, ak in pairs:
+            if exact_mover:
+                self.assertEqual(j[k], api[ak], k)
+            else:
+                self.assertGreaterEqual(j[k], api[ak], k)
+        if exact_mover:
+            self.assertEqual(j["dram_budget_bytes"], api["dram_budget_bytes"])
+            self.assertEqual(j["heat_histogram"], api["heat_histogram"])
+        # What was allocated and touched is resident on one tier or the other.
+        resident = j["tiers"]["dram"]["resident_bytes"] + j["tiers"]["pmem"]["resident_bytes"]
+        self.assertGreaterEqual(resident, api["allocated_bytes"])
+        self.assertIsNotNone(j["resident_unix_ns"])
+
+    def test_stat_agrees_with_the_api_without_mover(self):
+        c = self.child(mib=48, env={"MMTIER_PROMOTE": "0", "MMTIER_DRAM_LIMIT": "20M"})
+        j = self.stat_json(c.pid)
+        self.check_against_api(j, c.api, exact_mover=True)
+        self.assertFalse(j["promote"])
+        self.assertEqual(j["tiers"]["dram"]["limit_bytes"], 20 * MiB)
+        self.assertIsNone(j["tiers"]["pmem"]["limit_bytes"])
+        self.assertEqual(j["uid"], os.geteuid())
+        # The readable view shows the same figures.
+        r = mmtier(["stat", str(c.pid)], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"{c.pid} (cli_stats_child)", r.stdout)
+        self.assertRegex(r.stdout, r"\nlimit +20\.0 MiB +none\n")
+        self.assertRegex(r.stdout, r"\npromotion +off")
+
+    def test_stat_agrees_with_the_api_with_mover(self):
+        c = self.child(mib=48)
+        before = c.api
+        j = self.stat_json(c.pid)
+        after = c.stats()
+        self.check_against_api(j, before, exact_mover=False)
+        # The mover's counters only grow: what stat read lies between two
+        # calls of the API made before and after it.
+        for k, ak in [("scans", "scans"), ("promotions", "promotions"), ("demotions", "demotions"),
+                      ("migrated_bytes", "bytes_migrated")]:
+            self.assertLessEqual(j[k], after[ak], k)
+        self.assertTrue(j["promote"])
+
+    def test_all_lists_every_process_once(self):
+        a = self.child(mib=16, env={"MMTIER_PROMOTE": "0"})
+        b = self.child(mib=40, env={"MMTIER_PROMOTE": "0"})
+        r = mmtier(["stat", "--all", "--json"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        procs = json.loads(r.stdout)["processes"]
+        self.assertEqual([p["pid"] for p in procs], sorted([a.pid, b.pid]))
+        for p in procs:
+            self.check_against_api(p, a.api if p["pid"] == a.pid else b.api, exact_mover=True)
+        r = mmtier(["stat", "--all"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(len(lines), 3)
+        self.assertEqual(lines[0].split()[:3], ["PID", "COMMAND", "DRAM-RES"])
+        self.assertEqual(sorted(int(l.split()[0]) for l in lines[1:]), sorted([a.pid, b.pid]))
+
+    def test_prometheus_parses_and_matches_json(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        a = self.child(mib=16, env={"MMTIER_PROMOTE": "0", "MMTIER_DRAM_LIMIT": "8M"})
+        b = self.child(mib=24, env={"MMTIER_PROMOTE": "0"})
+        r = mmtier(["stat", "--all", "--prometheus"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        families = {f.name: f for f in text_string_to_metric_families(r.stdout)}
+        for name, f in families.items():
+            self.assertNotEqual(f.type, "unknown", name)
+            self.assertTrue(f.documentation, name)
+        self.assertEqual(families["mmtier_promotions"].type, "counter")
+        self.assertEqual(families["mmtier_resident_bytes"].type, "gauge")
+        jr = mmtier(["stat", "--all", "--json"], self.dir)
+        by_pid = {p["pid"]: p for p in json.loads(jr.stdout)["processes"]}
+
+        def value(family, sample_name, **labels):
+            found = [s.value for s in families[family].samples
+                     if s.name == sample_name and all(s.labels.get(k) == v for k, v in labels.items())]
+            self.assertEqual(len(found), 1, f"{sample_name} {labels}")
+            return found[0]
+
+        for c in (a, b):
+            p = by_pid[c.pid]
+            pid = str(c.pid)
+            for s in families["mmtier_placed_bytes"].samples:
+                self.assertEqual(s.labels.get("comm"), "cli_stats_child")
+            for tier in ("dram", "pmem"):
+                t = p["tiers"][tier]
+                self.assertEqual(value("mmtier_placed_bytes", "mmtier_placed_bytes", pid=pid, tier=tier),
+                                 t["placed_bytes"])
+                self.assertEqual(value("mmtier_resident_bytes", "mmtier_resident_bytes", pid=pid, tier=tier),
+                                 t["resident_bytes"])
+            self.assertEqual(value("mmtier_promotions", "mmtier_promotions_total", pid=pid), p["promotions"])
+            self.assertEqual(value("mmtier_scans", "mmtier_scans_total", pid=pid), p["scans"])
+            heat = [s for s in families["mmtier_unit_heat"].samples if s.labels["pid"] == pid]
+            self.assertEqual(sorted(float(s.labels["bucket"]) for s in heat), [i / 8 for i in range(1, 9)])
+        # A limit appears only where one is set.
+        limits = [(s.labels["pid"], s.labels["tier"]) for s in families["mmtier_limit_bytes"].samples]
+        self.assertEqual(limits, [(str(a.pid), "dram")])
+        self.assertEqual(value("mmtier_limit_bytes", "mmtier_limit_bytes", pid=str(a.pid), tier="dram"), 8 * MiB)
+        # One process alone, and through -o.
+        out = os.path.join(self.dir, "mmtier.prom")
+        r = mmtier(["stat", str(a.pid), "--prometheus", "-o", out], self.dir)
+        self.assertEqual((r.returncode, r.stdout), (0, ""), r.stderr)
+        with open(out) as f:
+            one = list(text_string_to_metric_families(f.read()))
+        pids = {s.labels["pid"] for f in one for s in f.samples}
+        self.assertEqual(pids, {str(a.pid)})
+        self.assertFalse([n for n in os.listdir(self.dir) if ".tmp." in n])
+
+    def test_nothing_to_show(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        r = mmtier(["stat", "--all"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(r.stdout.splitlines()), 1)
+        self.assertTrue(r.stdout.split()[0] == "PID")
+        r = mmtier(["stat", "--all", "--json"], self.dir)
+        self.assertEqual(json.loads(r.stdout), {"processes": []})
+        r = mmtier(["stat", "--all", "--prometheus"], self.dir)
+        self.assertEqual(r.returncode, 0)
+        self.assertEqual(list(text_string_to_metric_families(r.stdout)), [])
+
+
+# ---------------------------------------------------------------------------
+class FormatTest(Base):
+    """Exactly known figures (cli_fake_publisher) through every format."""
+
+    FIELDS = {"dram_placed": 6 * MiB, "pmem_placed": 24 * MiB, "dram_peak": 8 * MiB, "pmem_peak": 24 * MiB,
+              "dram_resident": "none", "pmem_resident": 3 * MiB, "pmem_limit": 1 << 30, "promotions": 11,
+              "demotions": 5, "scans": 42, "bytes_migrated": 16 * MiB, "migrate_rate_bps": 123456,
+              "mover_running": 1, "dram_budget": 10 * MiB, "policy": 1, "heat0": 9, "heat7": 2,
+              "cpu_ns": 1500000000, "fallbacks": 3, "forks": 1, "mmap_bytes": 4 * MiB}
+
+    def test_json(self):
+        f = self.fake(self.FIELDS, comm='a"b\\c')
+        j = self.stat_json(f.pid)
+        self.assertEqual(j["comm"], 'a"b\\c')
+        self.assertEqual(j["tiers"], {
+            "dram": {"placed_bytes": 6 * MiB, "peak_placed_bytes": 8 * MiB, "resident_bytes": None,
+                     "limit_bytes": None},
+            "pmem": {"placed_bytes": 24 * MiB, "peak_placed_bytes": 24 * MiB, "resident_bytes": 3 * MiB,
+                     "limit_bytes": 1 << 30}})
+        expect = {"pid": f.pid, "policy": "dram-first", "promotions": 11, "demotions": 5, "scans": 42,
+                  "migrated_bytes": 16 * MiB, "migrate_rate_bytes_per_second": 123456, "mover_running": True,
+                  "dram_budget_bytes": 10 * MiB, "heat_histogram": [9, 0, 0, 0, 0, 0, 0, 2],
+                  "mover_cpu_ns": 1500000000, "fallbacks": 3, "forks": 1, "mmap_bytes": 4 * MiB,
+                  "resident_unix_ns": None, "unit_size_bytes": 2 * MiB, "ratio_dram": 1, "ratio_pmem": 4}
+        for k, v in expect.items():
+            self.assertEqual(j[k], v, k)
+        for k in j:
+            self.assertRegex(k, r"^[a-z][a-z0-9_]*$")
+
+    def test_prometheus(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        f = self.fake(self.FIELDS, comm='a"b\\c')
+        r = mmtier(["stat", str(f.pid), "--prometheus"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        samples = {}
+        for fam in text_string_to_metric_families(r.stdout):
+            for s in fam.samples:
+                self.assertEqual(s.labels["comm"], 'a"b\\c')
+                self.assertEqual(s.labels["pid"], str(f.pid))
+                key = (s.name,) + tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("pid", "comm")))
+                samples[key] = s.value
+        self.assertEqual(samples[("mmtier_resident_bytes", ("tier", "pmem"))], 3 * MiB)
+        self.assertNotIn(("mmtier_resident_bytes", ("tier", "dram")), samples)  # not measured: absent
+        self.assertEqual(samples[("mmtier_limit_bytes", ("tier", "pmem"))], 1 << 30)
+        self.assertNotIn(("mmtier_limit_bytes", ("tier", "dram")), samples)
+        self.assertEqual(samples[("mmtier_dram_budget_bytes",)], 10 * MiB)
+        self.assertEqual(samples[("mmtier_promotions_total",)], 11)
+        self.assertEqual(samples[("mmtier_demotions_total",)], 5)
+        self.assertEqual(samples[("mmtier_migrated_bytes_total",)], 16 * MiB)
+        self.assertEqual(samples[("mmtier_migrate_rate_bytes_per_second",)], 123456)
+        self.assertEqual(samples[("mmtier_mover_running",)], 1)
+        self.assertEqual(samples[("mmtier_mover_cpu_seconds_total",)], 1.5)
+        self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "0.125"))], 9)
+        self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "1"))], 2)
+        self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "0.5"))], 0)
+
+    def test_table_and_detail(self):
+        f = self.fake(self.FIELDS, comm="tablecheck")
+        r = mmtier(["stat", "--all"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        header, row = r.stdout.splitlines()
+        cols = dict(zip(header.split(), row.split()))
+        self.assertEqual(cols["PID"], str(f.pid))
+        self.assertEqual(cols["COMMAND"], "tablecheck")
+        self.assertEqual(cols["DRAM-RES"], "-")
+        self.assertEqual(cols["DRAM-PLC"], "6.00M")
+        self.assertEqual(cols["DRAM-BGT"], "10.0M")
+        self.assertEqual(cols["PMEM-RES"], "3.00M")
+        self.assertEqual(cols["PROMOTIONS"], "11")
+        self.assertEqual(cols["HEAT(cold..hot)"], "9,0,0,0,0,0,0,2")
+        r = mmtier(["stat", str(f.pid)], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"\nresident +- +3\.00 MiB\n")
+        self.assertRegex(r.stdout, r"\nlimit +none +1\.00 GiB\n")
+        self.assertRegex(r.stdout, r"\npolicy +dram-first\n")
+        self.assertRegex(r.stdout, r"\npromotions +11\n")
+
+    def test_top_rate_from_consecutive_refreshes(self):
+        f = self.fake(self.FIELDS)
+        p = subprocess.Popen([ARGS.mmtier, "top", "--interval", "100ms", "--iterations", "50"],
+                             stdout=subprocess.PIPE, env=base_env(self.dir), text=True)
+        self.addCleanup(p.stdout.close)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        # After the first frame, promotions go up; a later frame shows a rate > 0.
+        first = read_line(p.stdout, 30, "top")
+        self.assertTrue(first.startswith("mmtier top "), first)
+        for _ in range(20):
+            f.add("promotions", 100)
+        pattern = re.compile(rf"^ *{f.pid} fakeproc .*\] +([0-9.]+[kMG]?) ")
+        # Every later frame has a rate; one of them covers the additions.
+        rate = "0.0"
+        while rate == "0.0":
+            m = pattern.match(read_line(p.stdout, 30, "top"))
+            if m:
+                rate = m.group(1)
+        self.assertRegex(rate, r"^[0-9.]+[kMG]?$")
+        self.assertGreater(float(rate.rstrip("kMG")), 0)
+
+
+# ---------------------------------------------------------------------------
+class ErrorsTest(Base):
+    def test_no_such_process(self):
+        pid = free_pid()
+        r = mmtier(["stat", str(pid)], self.dir)
+        self.assert_one_line_error(r, 1, f"mmtier: no process with pid {pid}")
+        r = mmtier(["plot", str(pid), "-o", os.path.join(self.dir, "x.svg")], self.dir)
+        self.assert_one_line_error(r, 1, f"mmtier: no process with pid {pid}")
+
+    def sleeper(self):
+        p = subprocess.Popen(["sleep", "300"], env=base_env(self.dir))
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        return p
+
+    def test_process_not_under_libmmtier(self):
+        p = self.sleeper()
+        r = mmtier(["stat", str(p.pid)], self.dir)
+        self.assert_one_line_error(r, 1, f"mmtier: process {p.pid} (sleep) is not running under libmmtier")
+        r = mmtier(["stat", str(p.pid), "--json"], self.dir)
+        self.assertEqual(r.returncode, 1)
+        r = mmtier(["stat", str(p.pid)], self.dir, env={"MMTIER_STATS_DIR": "off"})
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.splitlines()), 1)
+        self.assertIn("is not running under libmmtier", r.stderr)
+        self.assertIn("publishing is off", r.stderr)
+
+    def stale_file(self, pid):
+        subprocess.run([ARGS.fake, "--dir", self.dir, "--pid", str(pid), "--stale"], check=True, timeout=30)
+        path = os.path.join(self.dir, f"{pid}.stats")
+        self.assertTrue(os.path.exists(path))
+        return path
+
+    def test_stale_files_are_ignored_and_removed(self):
+        # A dead process's file: --all does not list it, and removes it.
+        dead = free_pid()
+        path = self.stale_file(dead)
+        r = mmtier(["stat", "--all", "--json"], self.dir)
+        self.assertEqual(json.loads(r.stdout), {"processes": []})
+        self.assertFalse(os.path.exists(path))
+        # stat PID on it: no such process, and removed.
+        path = self.stale_file(dead)
+        r = mmtier(["stat", str(dead)], self.dir)
+        self.assert_one_line_error(r, 1, f"mmtier: no process with pid {dead}")
+        self.assertFalse(os.path.exists(path))
+        # A pid now used by a process not under libmmtier.
+        p = self.sleeper()
+        path = self.stale_file(p.pid)
+        r = mmtier(["stat", str(p.pid)], self.dir)
+        self.assert_one_line_error(r, 1, f"mmtier: process {p.pid} (sleep) is not running under libmmtier")
+        self.assertFalse(os.path.exists(path))
+        # top does not show it either.
+        path = self.stale_file(dead)
+        r = mmtier(["top", "--iterations", "1"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("0 processes", r.stdout)
+        self.assertFalse(os.path.exists(path))
+
+    def test_permission_denied(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to run the reader as another user")
+        if not shutil.which("setpriv"):
+            self.fail("setpriv (util-linux) is required")
+        c = self.child(mib=8, env={"MMTIER_PROMOTE": "0"})
+        # The reader as nobody, from a copy of the command anyone can run.
+        bindir = tempfile.mkdtemp(prefix="mmtier-cli-bin-")
+        self.addCleanup(shutil.rmtree, bindir, True)
+        os.chmod(bindir, 0o755)
+        exe = os.path.join(bindir, "mmtier")
+        shutil.copy(ARGS.mmtier, exe)
+        os.chmod(exe, 0o755)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", exe, "stat", str(c.pid)],
+                           env=base_env(self.dir), capture_output=True, text=True, timeout=30)
+        self.assert_one_line_error(
+            r, 1, f"mmtier: permission denied: cannot read the statistics of process {c.pid} (owned by uid 0)")
+        # The file is still there, and root can still read it.
+        self.assertEqual(self.stat_json(c.pid)["pid"], c.pid)
+
+    def test_usage_errors(self):
+        for args, msg in [
+            (["stat"], "mmtier stat: no PID given (or --all for every process) (see 'mmtier stat --help')"),
+            (["stat", "abc"], "mmtier stat: invalid pid \"abc\" (see 'mmtier stat --help')"),
+            (["stat", "1", "--all"], "mmtier stat: give either a PID or --all, not both (see 'mmtier stat --help')"),
+            (["stat", "--all", "--json", "--prometheus"],
+             "mmtier stat: --json and --prometheus cannot be used together (see 'mmtier stat --help')"),
+            (["top", "--interval", "fast"], None),
+            (["top", "--frob"], None),
+            (["plot"], "mmtier plot: no pid given (see 'mmtier plot --help')"),
+            (["plot", "1", "--seconds", "-3"], None),
+        ]:
+            r = mmtier(args, self.dir)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+            if msg:
+                self.assertEqual(r.stderr, msg + "\n")
+
+
+# ---------------------------------------------------------------------------
+class Tmux:
+    def __init__(self, test, env):
+        self.socket = f"mmtier-cli-test-{os.getpid()}-{id(self)}"
+        self.env = env
+        conf = os.path.join(test.dir, "tmux.conf")
+        with open(conf, "w") as f:
+            f.write("set -g remain-on-exit on\nset -g status off\nset -g history-limit 100\n")
+        self.conf = conf
+        test.addCleanup(self.kill)
+
+    def tmux(self, *args, check=True):
+        return subprocess.run(["tmux", "-L", self.socket, "-f", self.conf] + list(args), env=self.env,
+                              capture_output=True, text=True, timeout=30, check=check)
+
+    def start(self, command):
+        self.tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "30",
+                  "-e", f"MMTIER_STATS_DIR={self.env['MMTIER_STATS_DIR']}", command)
+
+    def screen(self):
+        return self.tmux("capture-pane", "-p", "-S", "-", "-t", "t").stdout
+
+    def var(self, name):
+        return self.tmux("display-message", "-p", "-t", "t", "#{" + name + "}").stdout.strip()
+
+    def kill(self):
+        path = self.tmux("display-message", "-p", "#{socket_path}", check=False).stdout.strip()
+        self.tmux("kill-server", check=False)
+        if path.endswith(self.socket) and os.path.exists(path):
+            os.unlink(path)
+
+
+class TopTest(Base):
+    def two_processes(self):
+        # dram-first with different DRAM limits: b has more DRAM than a, both some PMem.
+        a = self.child(mib=48, env={"MMTIER_PROMOTE": "0", "MMTIER_POLICY": "dram-first",
+                                    "MMTIER_DRAM_LIMIT": "16M"})
+        b = self.child(mib=48, env={"MMTIER_PROMOTE": "0", "MMTIER_POLICY": "dram-first",
+                                    "MMTIER_DRAM_LIMIT": "40M"})
+        self.assertLess(a.api["dram"]["resident_bytes"], b.api["dram"]["resident_bytes"])
+        self.assertGreater(a.api["pmem"]["resident_bytes"], 0)
+        self.assertGreater(b.api["pmem"]["resident_bytes"], 0)
+        return a, b
+
+    def check_frame(self, screen, a, b):
+        rows = {}
+        for i, line in enumerate(screen.splitlines()):
+            m = re.match(r"^ *(\d+) (\S+) +(\S+) +(\S+) +\[([#.-]+)\] ", line)
+            if m:
+                rows[int(m.group(1))] = (i, m.group(2), m.group(5))
+        self.assertIn(a.pid, rows, screen)
+        self.assertIn(b.pid, rows, screen)
+        self.assertLess(rows[b.pid][0], rows[a.pid][0], "sorted by DRAM, largest first\n" + screen)
+        bar_a, bar_b = rows[a.pid][2], rows[b.pid][2]
+        self.assertEqual(len(bar_a), len(bar_b))
+        self.assertGreater(bar_b.count("#"), bar_a.count("#"), screen)
+        for bar in (bar_a, bar_b):
+            self.assertRegex(bar, r"^#+-+$")
+        self.assertEqual(rows[a.pid][1], "cli_stats_child")
+
+    def test_top_in_tmux(self):
+        if not shutil.which("tmux"):
+            self.fail("tmux is required (scripts/install-deps.sh)")
+        a, b = self.two_processes()
+        t = Tmux(self, base_env(self.dir))
+        top = f"{shlex.quote(ARGS.mmtier)} top --interval 200ms"
+        t.start(f"sh -c {shlex.quote(top + '; echo top-exit=$?; stty -a; echo end-of-test; read x')}")
+        screen = wait_until(lambda: (lambda s: s if str(a.pid) in s and str(b.pid) in s else None)(t.screen()),
+                            30, "both processes on top's screen")
+        self.assertTrue(screen.startswith("mmtier top "), screen)
+        self.assertIn("2 processes", screen)
+        for line in screen.splitlines():
+            self.assertLessEqual(len(line), 120)
+        self.check_frame(screen, a, b)
+        self.assertEqual(t.var("alternate_on"), "1")
+        # Promotion rates appear from the second frame on.
+        wait_until(lambda: re.search(rf"^ *{a.pid} .*\] +0\.0 ", t.screen(), re.M), 30, "a promotion rate")
+        self.assertEqual(t.var("cursor_flag"), "0")  # hidden while top draws
+        t.tmux("send-keys", "-t", "t", "q")
+        after = wait_until(lambda: (lambda s: s if "end-of-test" in s else None)(t.screen()), 30, "top to exit")
+        self.assertIn("top-exit=0", after)
+        self.assertEqual(t.var("alternate_on"), "0")
+        self.assertNotIn("mmtier top", after)  # the frames were on the alternate screen
+        modes = after.split()
+        self.assertIn("icanon", modes)
+        self.assertIn("echo", modes)
+        self.assertEqual(t.var("cursor_flag"), "1")
+
+    def test_interrupt_restores_the_terminal(self):
+        self.child(mib=8, env={"MMTIER_PROMOTE": "0"})
+        t = Tmux(self, base_env(self.dir))
+        top = f"{shlex.quote(ARGS.mmtier)} top --interval 200ms"
+        t.start(f"sh -c {shlex.quote('trap : INT; ' + top + '; echo top-exit=$?; stty -a; echo end-of-test; read x')}")
+        wait_until(lambda: "1 process " in t.screen(), 30, "top's first frame")
+        self.assertEqual(t.var("alternate_on"), "1")
+        t.tmux("send-keys", "-t", "t", "C-c")
+        after = wait_until(lambda: (lambda s: s if "end-of-test" in s else None)(t.screen()), 30, "top to exit")
+        self.assertIn(f"top-exit={128 + signal.SIGINT}", after)
+        self.assertEqual(t.var("alternate_on"), "0")
+        modes = after.split()
+        self.assertIn("icanon", modes)
+        self.assertIn("echo", modes)
+
+    def test_batch_output(self):
+        a, b = self.two_processes()
+        r = mmtier(["top", "--iterations", "2", "--interval", "100ms"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("\x1b", r.stdout)
+        frames = r.stdout.split("\n\n")
+        self.assertEqual(len([f for f in frames if f.strip()]), 2, r.stdout)
+        for f in frames:
+            if f.strip():
+                self.check_frame(f, a, b)
+
+
+# ---------------------------------------------------------------------------
+class PlotTest(Base):
+    def parse(self, path):
+        root = ET.parse(path).getroot()
+        self.assertEqual(root.tag, SVG_NS + "svg")
+        series = {}
+        for pl in root.iter(SVG_NS + "polyline"):
+            pts = [tuple(map(float, p.split(","))) for p in pl.get("points").split()]
+            series[pl.get("id")] = pts
+        meta = root.find(f"{SVG_NS}metadata[@id='mmtier-samples']")
+        self.assertIsNotNone(meta)
+        return root, series, json.loads(meta.text)
+
+    def test_plot_writes_the_three_series(self):
+        c = self.child(mib=48)
+        out = os.path.join(self.dir, "chart.svg")
+        r = mmtier(["plot", str(c.pid), "--seconds", "2", "--interval", "100ms", "-o", out], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.startswith(f"mmtier: wrote {out}: "), r.stdout)
+        root, series, meta = self.parse(out)
+        self.assertEqual(set(series), {"series-dram-resident", "series-pmem-resident", "series-promotions"})
+        samples = meta["samples"]
+        self.assertEqual(meta["pid"], c.pid)
+        self.assertEqual(len(samples), 21)  # t = 0, 0.1, ..., 2.0
+        self.assertEqual(len(series["series-dram-resident"]), len(samples))
+        self.assertEqual(len(series["series-pmem-resident"]), len(samples))
+        self.assertEqual(len(series["series-promotions"]), len(samples) - 1)
+        self.assertAlmostEqual(samples[-1]["t"], 2.0, delta=1.0)
+        for s in samples:
+            total = s["dram_bytes"] + s["pmem_bytes"]
+            # The 48 MiB allocated and touched, plus a little of the program's own.
+            self.assertGreaterEqual(total, 48 * MiB)
+            self.assertLessEqual(total, 48 * MiB + 32 * MiB)
+            self.assertTrue(s["resident"])
+        # Time runs left to right, and everything lies inside the picture.
+        w, h = float(root.get("width")), float(root.get("height"))
+        for pts in series.values():
+            xs = [x for x, _ in pts]
+            self.assertEqual(xs, sorted(xs))
+            for x, y in pts:
+                self.assertTrue(0 <= x <= w and 0 <= y <= h, (x, y))
+        # The two memory lines sit in the upper panel, promotions below it.
+        mem_bottom = max(y for s in ("series-dram-resident", "series-pmem-resident") for _, y in series[s])
+        self.assertLess(mem_bottom, min(y for _, y in series["series-promotions"]))
+        title = root.find(SVG_NS + "title").text
+        self.assertIn(str(c.pid), title)
+        self.assertIn("cli_stats_child", title)
+        after = c.stats()
+        self.assertLessEqual(samples[-1]["promotions"], after["promotions"])
+
+    def start_plot(self, c, out):
+        p = subprocess.Popen([ARGS.mmtier, "plot", str(c.pid), "--seconds", "120", "--interval", "100ms", "-o", out],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=base_env(self.dir), text=True)
+        self.addCleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
+        line = read_line(p.stderr, 30, "plot")
+        self.assertTrue(line.startswith(f"mmtier: sampling process {c.pid} (cli_stats_child)"), line)
+        return p
+
+    def test_plot_stops_when_the_process_exits(self):
+        c = self.child(mib=8, env={"MMTIER_PROMOTE": "0"})
+        out = os.path.join(self.dir, "early.svg")
+        p = self.start_plot(c, out)
+        c.close()
+        stdout, stderr = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, stderr)
+        self.assertIn("the process exited", stdout)
+        _, series, meta = self.parse(out)
+        self.assertGreaterEqual(len(meta["samples"]), 1)
+        self.assertEqual(len(series["series-dram-resident"]), len(meta["samples"]))
+
+    def test_plot_interrupted_writes_what_it_has(self):
+        c = self.child(mib=8, env={"MMTIER_PROMOTE": "0"})
+        out = os.path.join(self.dir, "interrupted.svg")
+        p = self.start_plot(c, out)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, stderr)
+        self.assertIn("interrupted", stdout)
+        self.parse(out)
+
+    def test_plot_of_a_process_not_under_libmmtier(self):
+        p = subprocess.Popen(["sleep", "300"])
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        out = os.path.join(self.dir, "none.svg")
+        r = mmtier(["plot", str(p.pid), "-o", out], self.dir)
+        self.assert_one_line_error(r, 1, f"mmtier: process {p.pid} (sleep) is not running under libmmtier")
+        self.assertFalse(os.path.exists(out))
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mmtier", required=True)
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--child", required=True)
+    ap.add_argument("--fake", required=True)
+    ap.add_argument("--version", required=True)
+    ARGS, rest = ap.parse_known_args()
+    ARGS.mmtier = os.path.abspath(ARGS.mmtier)
+    ARGS.lib = os.path.abspath(ARGS.lib)
+    unittest.main(argv=[sys.argv[0], "-v"] + rest)
+
+
+if __name__ == "__main__":
+    main()
