@@ -36,32 +36,39 @@ std::string strf(const char *fmt, ...) {
   return out;
 }
 
+namespace {
+
+// bytes (at least 1024) as v x 1024^(u+1), 1 <= v < 1024 (u: 0 for Ki).
+int scale_bytes(uint64_t bytes, double *v) {
+  *v = static_cast<double>(bytes);
+  int u = -1;
+  while (*v >= 1024.0 && u < 5) {
+    *v /= 1024.0;
+    ++u;
+  }
+  return u;
+}
+
+}  // namespace
+
 std::string human_bytes(uint64_t bytes) {
   static const char *const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   if (bytes < 1024) return strf("%llu B", static_cast<unsigned long long>(bytes));
-  double v = static_cast<double>(bytes);
-  int u = -1;
-  while (v >= 1024.0 && u < 5) {
-    v /= 1024.0;
-    ++u;
-  }
-  if (v >= 100.0) return strf("%.0f %s", v, kUnits[u]);
-  if (v >= 10.0) return strf("%.1f %s", v, kUnits[u]);
-  return strf("%.2f %s", v, kUnits[u]);
+  double v;
+  const char *unit = kUnits[scale_bytes(bytes, &v)];
+  if (v >= 100.0) return strf("%.0f %s", v, unit);
+  if (v >= 10.0) return strf("%.1f %s", v, unit);
+  return strf("%.2f %s", v, unit);
 }
 
 std::string short_bytes(uint64_t bytes) {
   static const char kUnits[] = {'K', 'M', 'G', 'T', 'P', 'E'};
   if (bytes < 1024) return strf("%llu", static_cast<unsigned long long>(bytes));
-  double v = static_cast<double>(bytes);
-  int u = -1;
-  while (v >= 1024.0 && u < 5) {
-    v /= 1024.0;
-    ++u;
-  }
-  if (v >= 99.95) return strf("%.0f%c", v, kUnits[u]);
-  if (v >= 9.995) return strf("%.1f%c", v, kUnits[u]);
-  return strf("%.2f%c", v, kUnits[u]);
+  double v;
+  const char unit = kUnits[scale_bytes(bytes, &v)];
+  if (v >= 99.95) return strf("%.0f%c", v, unit);
+  if (v >= 9.995) return strf("%.1f%c", v, unit);
+  return strf("%.2f%c", v, unit);
 }
 
 std::string short_count(double v) {
