@@ -189,8 +189,15 @@ bool faults_start() {
       if (fd < 0) MMTIER_WARN("cannot open a userfaultfd (error %ld); memory is not moved between tiers", -fd);
     }
     if (fd >= 0) {
+      const int guarded = fd_guard(static_cast<int>(fd));
+      if (guarded < 0) {
+        sys::close(static_cast<int>(fd));
+        MMTIER_WARN("no room to guard the userfaultfd; memory is not moved between tiers");
+      }
+      fd = guarded;
+    }
+    if (fd >= 0) {
       g_generation.fetch_add(1, std::memory_order_relaxed);
-      fd_guard(static_cast<int>(fd));
       g_fd.store(static_cast<int>(fd), std::memory_order_release);
       sigset_t all, old;
       sigfillset(&all);

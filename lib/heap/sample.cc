@@ -71,8 +71,12 @@ uint64_t pagemap_entry(uintptr_t addr) {
   if (g_pagemap_fd < 0) {
     long fd = sys::openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) return 0;
-    g_pagemap_fd = static_cast<int>(fd);
-    fd_guard(g_pagemap_fd);
+    const int guarded = fd_guard(static_cast<int>(fd));
+    if (guarded < 0) {
+      sys::close(static_cast<int>(fd));
+      return 0;
+    }
+    g_pagemap_fd = guarded;
   }
   uint64_t e = 0;
   if (sys::pread(g_pagemap_fd, &e, sizeof e, static_cast<off_t>((addr >> kPageShift) * 8)) != 8) return 0;

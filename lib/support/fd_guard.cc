@@ -1,22 +1,37 @@
 // Guarded descriptors (see fd_guard.h): a handful, in a lock-free table.
 #include "support/fd_guard.h"
 
+#include "platform/sys.h"
+
+#include <fcntl.h>
+
 #include <atomic>
 
 namespace mmtier::detail {
 namespace {
 
-constexpr int kSlots = 8;
-std::atomic<int> g_fds[kSlots] = {-1, -1, -1, -1, -1, -1, -1, -1};
+constexpr int kSlots = 16;
+constexpr int kHigh = 64;
+std::atomic<int> g_fds[kSlots] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
 
 }  // namespace
 
-void fd_guard(int fd) {
-  if (fd < 0 || fd_guarded(fd)) return;
+int fd_guard(int fd) {
+  if (fd < 0) return fd;
+  if (fd_guarded(fd)) return fd;
+  if (fd < kHigh) {
+    long r = sys::raw(SYS_fcntl, fd, F_DUPFD_CLOEXEC, kHigh);
+    if (r < 0 && fd <= 2) r = sys::raw(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);  // a low file limit
+    if (r >= 0) {
+      sys::close(fd);
+      fd = static_cast<int>(r);
+    }
+  }
   for (auto &slot : g_fds) {
     int empty = -1;
-    if (slot.compare_exchange_strong(empty, fd, std::memory_order_acq_rel)) return;
+    if (slot.compare_exchange_strong(empty, fd, std::memory_order_acq_rel)) return fd;
   }
+  return -EMFILE;
 }
 
 void fd_unguard(int fd) {

@@ -7,7 +7,13 @@
 
 namespace mmtier::detail {
 
-void fd_guard(int fd);
+// Guards fd and returns the descriptor to use from now on: fd itself, or a
+// duplicate at 64 or above (close-on-exec; fd is closed) when fd was lower.
+// A library descriptor must not sit where the application expects its own
+// (0-2 when the program started with them closed, or the low numbers
+// shells and daemons dup2 onto, which would close it silently).  Returns
+// -EMFILE, leaving fd open and unguarded, when the table is full.
+[[nodiscard]] int fd_guard(int fd);
 void fd_unguard(int fd);
 bool fd_guarded(int fd);
 // The guarded descriptors, ascending; returns how many (at most cap).

@@ -65,8 +65,13 @@ long file_open(tier *t, const config &cfg) {
     MMTIER_WARN("cannot create the PMem file in %s (error %ld); using DRAM only", t->dir, -fd);
     return fd;
   }
-  t->fd = static_cast<int>(fd);
-  fd_guard(t->fd);
+  const int guarded = fd_guard(static_cast<int>(fd));
+  if (guarded < 0) {
+    sys::close(static_cast<int>(fd));
+    MMTIER_WARN("no room to guard the PMem file's descriptor; using DRAM only");
+    return guarded;
+  }
+  t->fd = guarded;
   t->free_cap = kMaxSlots;
   t->free_slots = static_cast<uint32_t *>(meta_map(kMaxSlots * sizeof(uint32_t)));
   if (!t->free_slots) return -ENOMEM;
@@ -106,9 +111,11 @@ long file_slot_alloc(tier *t) {
 }
 
 void file_slot_free(tier *t, uint32_t slot) {
-  sys::fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                 static_cast<off_t>(uint64_t{slot} * kUnitSize), kUnitSize);
-  if (t->free_count < t->free_cap) t->free_slots[t->free_count++] = slot;
+  // A slot whose storage could not be given back still holds its data: it
+  // is never handed out again (a unit placed there must read zeros).
+  long r = sys::fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                          static_cast<off_t>(uint64_t{slot} * kUnitSize), kUnitSize);
+  if (r == 0 && t->free_count < t->free_cap) t->free_slots[t->free_count++] = slot;
 }
 
 void file_slot_recycle(tier *t, uint32_t slot) {
