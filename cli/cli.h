@@ -42,6 +42,10 @@ const char *version_string();
 
 // printf into a std::string.
 std::string strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// Writes text to path through a new temporary file (O_EXCL, random name) in
+// the same directory and rename(), so a reader never sees half a file and a
+// name planted in a shared directory is never followed.  Throws failure.
+void write_file_atomically(const std::string &path, const std::string &text);
 
 // "48.0 MiB", "1.50 GiB", "512 B".
 std::string human_bytes(uint64_t bytes);

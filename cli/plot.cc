@@ -322,13 +322,7 @@ int plot_main(const args &a) {
     fwrite(svg.data(), 1, svg.size(), stdout);
     if (fflush(stdout) != 0) throw failure(strf("writing the chart: %s", strerror(errno)));
   } else {
-    FILE *f = fopen(output.c_str(), "w");
-    if (f == nullptr) throw failure(strf("cannot write %s: %s", output.c_str(), strerror(errno)));
-    size_t n = fwrite(svg.data(), 1, svg.size(), f);
-    bool ok = n == svg.size() && fflush(f) == 0;
-    int e = errno;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) throw failure(strf("cannot write %s: %s", output.c_str(), strerror(e)));
+    write_file_atomically(output, svg);
   }
   double span = d.samples.back().t;
   std::string why = exited ? strf("; the process exited after %.1f s", static_cast<double>(monotonic_ns() - start) / 1e9)

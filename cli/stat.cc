@@ -19,31 +19,6 @@ namespace mmtier::cli {
 
 namespace {
 
-// Writes text to path through a temporary file in the same directory and
-// rename(), so a reader never sees half a file.
-void write_atomically(const std::string &path, const std::string &text) {
-  std::string tmp = strf("%s.tmp.%d", path.c_str(), static_cast<int>(getpid()));
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) throw failure(strf("cannot write %s: %s", tmp.c_str(), strerror(errno)));
-  size_t off = 0;
-  while (off < text.size()) {
-    ssize_t n = write(fd, text.data() + off, text.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      close(fd);
-      unlink(tmp.c_str());
-      throw failure(strf("cannot write %s: %s", tmp.c_str(), strerror(e)));
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (close(fd) != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    unlink(tmp.c_str());
-    throw failure(strf("cannot write %s: %s", path.c_str(), strerror(e)));
-  }
-}
-
 // A snapshot of each live source; one whose writer stays mid-update for a
 // moment (a stopped process) is left out.
 std::vector<snapshot> snapshots_of(const std::vector<stats_source> &sources) {
@@ -170,7 +145,7 @@ int stat_main(const args &a) {
       break;
   }
   if (!output.empty()) {
-    write_atomically(output, text);
+    write_file_atomically(output, text);
   } else {
     fwrite(text.data(), 1, text.size(), stdout);
     if (fflush(stdout) != 0) throw failure(strf("writing the output: %s", strerror(errno)));

@@ -83,43 +83,32 @@ std::vector<std::string> stats_dirs_for_all(const stats_location &loc) {
 // --- stats_source
 
 stats_source::stats_source(stats_source &&o) noexcept
-    : fd_(o.fd_), map_(o.map_), writable_(o.writable_), pid_(o.pid_), path_(std::move(o.path_)) {
+    : fd_(o.fd_), writable_(o.writable_), pid_(o.pid_), path_(std::move(o.path_)) {
   o.fd_ = -1;
-  o.map_ = nullptr;
 }
 
 stats_source &stats_source::operator=(stats_source &&o) noexcept {
   if (this != &o) {
-    if (map_ != nullptr) munmap(map_, sizeof(pub::stats_page));
     if (fd_ >= 0) close(fd_);
     fd_ = o.fd_;
-    map_ = o.map_;
     writable_ = o.writable_;
     pid_ = o.pid_;
     path_ = std::move(o.path_);
     o.fd_ = -1;
-    o.map_ = nullptr;
   }
   return *this;
 }
 
 stats_source::~stats_source() {
-  if (map_ != nullptr) munmap(map_, sizeof(pub::stats_page));
   if (fd_ >= 0) close(fd_);
-  map_ = nullptr;
   fd_ = -1;
 }
 
 stats_source::read_status stats_source::read(snapshot *out) const {
-  const auto *live = static_cast<const volatile pub::stats_page *>(map_);
-  if (!pub::read_stats_page(live, &out->page)) {
-    // Tell a page of another format from a writer stuck mid-write.
-    pub::stats_page raw;
-    memcpy(&raw, const_cast<const pub::stats_page *>(live), sizeof raw);
-    if (raw.magic != pub::kMagic || raw.version != pub::kVersion || raw.size < sizeof raw)
-      return read_status::foreign;
-    return read_status::busy;
-  }
+  if (fd_ < 0) return read_status::foreign;
+  const int r = pub::read_stats_fd(fd_, &out->page);
+  if (r < 0) return read_status::foreign;
+  if (r == 0) return read_status::busy;
   out->mono_ns = monotonic_ns();
   out->real_ns = realtime_ns();
   const pub::stats_page &p = out->page;
@@ -138,10 +127,14 @@ bool stats_source::alive() const {
 }
 
 bool stats_source::request_refresh() const {
-  if (!writable_ || map_ == nullptr) return false;
-  auto *page = static_cast<pub::stats_page *>(map_);
-  __atomic_fetch_add(&page->refresh_requests, 1, __ATOMIC_RELAXED);
-  return true;
+  if (!writable_ || fd_ < 0) return false;
+  // Any change of the counter is a request: two readers writing the same
+  // value lose nothing that matters.
+  constexpr off_t kAt = static_cast<off_t>(offsetof(pub::stats_page, refresh_requests));
+  uint64_t n = 0;
+  if (pread(fd_, &n, sizeof n, kAt) != static_cast<ssize_t>(sizeof n)) return false;
+  ++n;
+  return pwrite(fd_, &n, sizeof n, kAt) == static_cast<ssize_t>(sizeof n);
 }
 
 const char *open_status_name(open_status s) {
@@ -200,15 +193,7 @@ struct stats_opener {
       r.status = open_status::not_ready;
       return r;
     }
-    void *map = mmap(nullptr, sizeof(pub::stats_page), writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) {
-      r.error = errno;
-      close(fd);
-      r.status = errno == EACCES ? open_status::denied : open_status::invalid;
-      return r;
-    }
     r.source.fd_ = fd;
-    r.source.map_ = map;
     r.source.writable_ = writable;
     r.source.pid_ = pid;
     r.source.path_ = dir + "/" + name;
@@ -227,8 +212,8 @@ struct stats_opener {
       case stats_source::read_status::foreign: {
         // A writer that has locked its file but not yet written the page
         // has magic 0; anything else is not ours.
-        const auto *p = static_cast<const volatile pub::stats_page *>(map);
-        bool unwritten = p->magic == 0;
+        uint64_t magic = 1;
+        const bool unwritten = pread(fd, &magic, sizeof magic, 0) == static_cast<ssize_t>(sizeof magic) && magic == 0;
         r.source = stats_source();
         r.status = unwritten ? open_status::not_ready : open_status::invalid;
         return r;
@@ -376,6 +361,7 @@ stats_source open_process(int pid, bool writable) {
   std::string dir = loc.overridden ? loc.dir : default_stats_dir(info.euid);
   // A process that has just started may not have written its page yet.
   const uint64_t deadline = monotonic_ns() + 1000000000ull;
+  const uint64_t grace_end = monotonic_ns() + static_cast<uint64_t>(kStartupGrace * 1e9) + 100000000ull;
   for (;;) {
     open_result r = open_stats_file(dir, pid, writable);
     switch (r.status) {
@@ -384,7 +370,9 @@ stats_source open_process(int pid, bool writable) {
       case open_status::missing:
       case open_status::stale:
         if (!read_proc(pid).exists) throw failure(strf("no process with pid %d", pid));
-        if (process_age(pid) < kStartupGrace) {
+        // The age comes from /proc (it can be wrong, e.g. under LXCFS):
+        // the wait is bounded on our own clock as well.
+        if (process_age(pid) < kStartupGrace && monotonic_ns() < grace_end) {
           std::this_thread::sleep_for(std::chrono::milliseconds(20));
           info = read_proc(pid);  // it may have exec'd meanwhile
           break;

@@ -84,8 +84,7 @@ class stats_source {
 
  private:
   friend struct stats_opener;
-  int fd_ = -1;
-  void *map_ = nullptr;
+  int fd_ = -1;  // read with pread, never mapped (the owner can truncate it)
   bool writable_ = false;
   int pid_ = 0;
   std::string path_;

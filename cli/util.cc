@@ -3,12 +3,17 @@
 // option parsing.
 #include "cli.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <climits>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 
 namespace mmtier::cli {
@@ -179,6 +184,25 @@ bool take_option(const std::string &command, const args &a, size_t *i, std::stri
     return true;
   }
   return false;
+}
+
+void write_file_atomically(const std::string &path, const std::string &text) {
+  std::string tmp = path + ".XXXXXX";
+  int fd = mkostemp(tmp.data(), O_CLOEXEC);
+  if (fd < 0) throw failure(strf("cannot write %s: %s", path.c_str(), strerror(errno)));
+  int e = fchmod(fd, 0644) == 0 ? 0 : errno;
+  for (size_t off = 0; e == 0 && off < text.size();) {
+    ssize_t n = write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) e = errno;
+    else off += static_cast<size_t>(n);
+  }
+  if (close(fd) != 0 && e == 0) e = errno;
+  if (e == 0 && rename(tmp.c_str(), path.c_str()) != 0) e = errno;
+  if (e != 0) {
+    unlink(tmp.c_str());
+    throw failure(strf("cannot write %s: %s", path.c_str(), strerror(e)));
+  }
 }
 
 }  // namespace mmtier::cli

@@ -46,7 +46,7 @@ constexpr option_info kOptions[] = {
      "Least severe level of message written to stderr."},
     {"MMTIER_REPORT", "off", "off, stderr, or a file path (%p becomes the pid)",
      "Where to write a report of where memory went when the program exits."},
-    {"MMTIER_STATS_DIR", "/dev/shm/mmtier-UID", "off, or a directory path (created 0700 if missing)",
+    {"MMTIER_STATS_DIR", "/dev/shm/mmtier-UID", "off, or a directory on tmpfs (created 0700 if missing)",
      "Where the process publishes its live statistics for the mmtier command; off: not published."},
     {"MMTIER_MMAP_THRESHOLD", "64K", "a size of at least 4096 (e.g. 64K, 1M)",
      "Anonymous mmaps at least this large are placed on tiers; smaller ones pass through."},

@@ -19,9 +19,12 @@
 #include <pthread.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -38,7 +41,8 @@ static_assert(sizeof(stats_page) <= kFileSize, "the page fits one file page");
 constexpr size_t kInlineResidentUnits = 256;
 constexpr uint64_t kSecond = 1000000000u;
 // The mover measures every kIdlePeriod, or every kAskedPeriod while a
-// reader asked within the last kAskedWindow.
+// reader asked within the last kAskedWindow; never more often than keeps
+// the measuring under 1 % of its time (a pass costs about 1.5 ms per GiB).
 constexpr uint64_t kIdlePeriod = 10 * kSecond, kAskedPeriod = kSecond, kAskedWindow = 10 * kSecond;
 
 // Written under g_lock; the atomics are also read without it.
@@ -53,6 +57,7 @@ struct publisher {
   uint64_t seen_requests = 0;
   uint64_t asked_mono = 0;  // when a reader last asked for a refresh
   uint64_t rate_mono = 0, rate_bytes = 0;
+  uint64_t measure_ns = 0;  // how long the mover's last measurement took
 };
 
 publisher P;
@@ -117,26 +122,38 @@ void fill_identity(stats_page *p, long pid, unsigned uid) {
   p->dram_budget_bytes = published::kNone;
 }
 
-// Warns once per process image; publishing then stays off.
-void give_up(const char *what, const char *dir, long err) {
+// Publishing stays off from here on.  Said as a warning when the user
+// chose the directory, as information for the default one (anyone can make
+// /dev/shm/mmtier-<uid> unusable; that must not put a line on every
+// program's stderr).
+void give_up(bool chosen, const char *what, const char *dir, long err) {
   P.disabled.store(true, std::memory_order_relaxed);
-  MMTIER_WARN("not publishing live statistics: %s %s (error %ld); set MMTIER_STATS_DIR", what, dir, err);
+  if (chosen) MMTIER_WARN("not publishing live statistics: %s %s (error %ld)", what, dir, err);
+  else MMTIER_INFO("not publishing live statistics: %s %s (error %ld); set MMTIER_STATS_DIR", what, dir, err);
 }
+
+// Creation and the sweep run under g_lock, so their buffers are static: no
+// large frame on the stack of whichever thread gets there.
+char g_dir[kPathMax];
+alignas(8) char g_dents[4096];
+alignas(8) unsigned char g_first[kFileSize];
 
 // Removes files of processes that are gone, looking at no more than
 // kSweepEntries entries: a process that ends with _exit, or is killed,
 // leaves its file behind (4 KiB of tmpfs each), so every process that
-// creates a page also cleans up after others.  A pid still in use may be a
-// process that exec'd into something else: the mmtier command removes those
-// (it checks the lock, which costs more system calls).
+// starts publishing also cleans up after others.  A pid still in use may be
+// a process that exec'd into something else: the mmtier command removes
+// those (it checks the lock of every file, which costs more system calls).
+// A file is removed only while this process holds its lock and it is still
+// the file of that name; its owner, if one appears, takes the lock after
+// and sees it unlinked (create_locked).
 constexpr size_t kSweepEntries = 64;
 
 void sweep_stale(int dfd, long self) {
-  alignas(8) char buf[4096];
-  long n = sys::raw(SYS_getdents64, dfd, reinterpret_cast<long>(buf), sizeof buf);
+  long n = sys::raw(SYS_getdents64, dfd, reinterpret_cast<long>(g_dents), sizeof g_dents);
   size_t seen = 0;
   for (long off = 0; off < n && seen < kSweepEntries; ++seen) {
-    const char *rec = buf + off;
+    const char *rec = g_dents + off;
     unsigned short reclen;
     memcpy(&reclen, rec + 16, sizeof reclen);
     const char *name = rec + 19;
@@ -146,12 +163,11 @@ void sweep_stale(int dfd, long self) {
     for (; name[i] >= '0' && name[i] <= '9' && pid < (1L << 40); ++i) pid = pid * 10 + (name[i] - '0');
     if (i == 0 || strcmp(name + i, ".stats") != 0 || pid == self || pid <= 0) continue;
     if (sys::raw(SYS_kill, pid, 0) != -ESRCH) continue;
-    // Gone.  Its pid may have been taken since by a process now renaming
-    // its own page into place: remove only the file we found unlocked.
-    const long fd = sys::openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
+    const long fd = sys::openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
     if (fd < 0) continue;
     struct stat a, b;
-    if (sys::raw(SYS_flock, fd, LOCK_EX | LOCK_NB) == 0 && sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&a)) == 0 &&
+    if (sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&a)) == 0 && S_ISREG(a.st_mode) &&
+        sys::raw(SYS_flock, fd, LOCK_EX | LOCK_NB) == 0 &&
         sys::raw(SYS_newfstatat, dfd, reinterpret_cast<long>(name), reinterpret_cast<long>(&b), AT_SYMLINK_NOFOLLOW) == 0 &&
         a.st_ino == b.st_ino && a.st_dev == b.st_dev)
       sys::unlinkat(dfd, name, 0);
@@ -159,11 +175,38 @@ void sweep_stale(int dfd, long self) {
   }
 }
 
-// Creates and maps <dir>/<pid>.stats, locked, under a temporary name first
-// so that no reader ever sees an unlocked or half-filled page under the
-// final name (and a stale file of an earlier process with this pid is
-// replaced in one step).
-void create_locked() {
+// Opens <dir>/<pid>.stats and takes its lock.  A file of that name may be
+// left by an earlier process with this pid (its lock is free), or be held
+// for a moment by a reader removing it (then it is unlinked once we get
+// the lock, and made anew).  Busy for long: another live process has the
+// name (pid namespaces sharing the directory); -EBUSY.
+long open_locked(int dfd, const char *name, unsigned uid) {
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    const long fd = sys::openat(dfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
+    if (fd < 0) return fd;
+    struct stat st;
+    long r = sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st));
+    if (r == 0 && (!S_ISREG(st.st_mode) || st.st_uid != uid)) r = -EPERM;
+    for (int i = 0; r == 0 && i < 50; ++i) {
+      r = sys::raw(SYS_flock, fd, LOCK_EX | LOCK_NB);
+      if (r != -EWOULDBLOCK) break;
+      timespec ms = {0, 1000000};
+      sys::raw(SYS_nanosleep, reinterpret_cast<long>(&ms), 0);
+      r = i == 49 ? -EBUSY : 0;
+    }
+    if (r == 0) r = sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st));
+    if (r == 0 && st.st_nlink > 0) return fd;
+    sys::close(static_cast<int>(fd));
+    if (r < 0) return r;
+  }
+  return -EAGAIN;
+}
+
+// Creates, fills, maps and locks this process's page (sweep: also remove
+// files of dead processes).  The file is filled with write() before it is
+// mapped, so a full file system is an error here and never a SIGBUS later,
+// and it must be on tmpfs (or ramfs), where a written page stays written.
+void create_locked(bool sweep) {
   const config &cfg = config_get();
   if (cfg.stats_off) {
     P.disabled.store(true, std::memory_order_relaxed);
@@ -171,58 +214,62 @@ void create_locked() {
   }
   const long pid = sys::getpid();
   const unsigned uid = static_cast<unsigned>(sys::raw(SYS_geteuid));
-  char dir[kPathMax];
-  if (cfg.stats_dir[0]) copy_name(dir, sizeof dir, cfg.stats_dir);
-  else format(dir, sizeof dir, "/dev/shm/mmtier-%u", uid);
-  long r = sys::raw(SYS_mkdirat, AT_FDCWD, reinterpret_cast<long>(dir), 0700);
-  if (r < 0 && r != -EEXIST) return give_up("cannot create", dir, -r);
-  const long dfd = sys::openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
-  if (dfd < 0) return give_up("cannot open", dir, -dfd);
+  const bool chosen = cfg.stats_dir[0] != '\0';
+  if (chosen) copy_name(g_dir, sizeof g_dir, cfg.stats_dir);
+  else format(g_dir, sizeof g_dir, "/dev/shm/mmtier-%u", uid);
+  long r = sys::raw(SYS_mkdirat, AT_FDCWD, reinterpret_cast<long>(g_dir), 0700);
+  if (r < 0 && r != -EEXIST) return give_up(chosen, "cannot create", g_dir, -r);
+  const long dfd = sys::openat(AT_FDCWD, g_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+  if (dfd < 0) return give_up(chosen, "cannot open", g_dir, -dfd);
   struct stat st;
+  struct statfs sf;
+  const char *what = nullptr;
   r = sys::raw(SYS_fstat, dfd, reinterpret_cast<long>(&st));
-  if (r < 0 || st.st_uid != uid || (st.st_mode & 022)) {
+  // Only its user may write there; the default directory is private.
+  if (r < 0) what = "cannot stat";
+  else if (st.st_uid != uid || (st.st_mode & (chosen ? 022 : 077)))
+    what = chosen ? "not a directory of this user closed to others' writes:" : "not a private directory of this user:";
+  else if ((r = sys::raw(SYS_fstatfs, dfd, reinterpret_cast<long>(&sf))) < 0) what = "cannot statfs";
+  else if (sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC) what = "not on tmpfs:";
+  if (what) {
     sys::close(static_cast<int>(dfd));
-    return give_up(r < 0 ? "cannot stat" : "not a private directory of this user:", dir, r < 0 ? -r : 0);
+    return give_up(chosen, what, g_dir, r < 0 ? -r : 0);
   }
-  char tmp[48], name[48];
-  format(tmp, sizeof tmp, ".%ld.new", pid);
+  char name[48];
   format(name, sizeof name, "%ld.stats", pid);
-  sys::unlinkat(static_cast<int>(dfd), tmp, 0);  // left by a process with this pid that died creating it
-  long fd = sys::openat(static_cast<int>(dfd), tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  void *map = MAP_FAILED;
-  const char *what = "cannot create a file in";
-  if (fd >= 0) {
-    what = "cannot set up a file in";
-    r = sys::raw(SYS_flock, fd, LOCK_EX | LOCK_NB);
-    if (r == 0) r = sys::ftruncate(static_cast<int>(fd), kFileSize);
-    if (r == 0) {
-      r = sys::mmap(nullptr, kFileSize, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), 0);
-      if (!sys::failed(r)) map = reinterpret_cast<void *>(r);
-      else r = r < 0 ? r : -ENOMEM;
-    }
-    if (map != MAP_FAILED) {
-      fill_identity(static_cast<stats_page *>(map), pid, uid);
-      r = sys::raw(SYS_renameat, dfd, reinterpret_cast<long>(tmp), dfd, reinterpret_cast<long>(name));
-      what = "cannot name a file in";
-    }
-  } else {
-    r = fd;
-  }
-  if (r < 0) {
-    if (map != MAP_FAILED) sys::munmap(map, kFileSize);
-    if (fd >= 0) {
-      sys::unlinkat(static_cast<int>(dfd), tmp, 0);
-      sys::close(static_cast<int>(fd));
-    }
+  const long fd = open_locked(static_cast<int>(dfd), name, uid);
+  if (fd < 0) {
     sys::close(static_cast<int>(dfd));
-    return give_up(what, dir, -r);
+    return give_up(chosen, fd == -EBUSY ? "another live process holds its file in" : "cannot create a file in", g_dir, -fd);
   }
-  sweep_stale(static_cast<int>(dfd), pid);
+  // Odd sequence: a reader that sees the page now waits for the end.
+  auto *first = reinterpret_cast<stats_page *>(g_first);
+  memset(g_first, 0, sizeof g_first);
+  fill_identity(first, pid, uid);
+  first->seq = 1;
+  void *map = MAP_FAILED;
+  r = sys::pwrite(static_cast<int>(fd), g_first, kFileSize, 0);
+  if (r == static_cast<long>(kFileSize)) {
+    r = sys::mmap(nullptr, kFileSize, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), 0);
+    if (!sys::failed(r)) map = reinterpret_cast<void *>(r);
+  } else if (r >= 0) {
+    r = -ENOSPC;
+  }
+  const int guarded = map == MAP_FAILED ? -1 : fd_guard(static_cast<int>(fd));
+  if (guarded < 0) {
+    if (map != MAP_FAILED) sys::munmap(map, kFileSize);
+    sys::unlinkat(static_cast<int>(dfd), name, 0);  // ours: we hold its lock
+    sys::close(static_cast<int>(fd));
+    sys::close(static_cast<int>(dfd));
+    return give_up(chosen, "cannot set up a file in", g_dir, r < 0 ? -r : EMFILE);
+  }
+  auto *page = static_cast<stats_page *>(map);
+  __atomic_store_n(&page->seq, uint64_t{2}, __ATOMIC_RELEASE);
+  if (sweep) sweep_stale(static_cast<int>(dfd), pid);
   sys::close(static_cast<int>(dfd));
-  fd_guard(static_cast<int>(fd));
-  P.fd = static_cast<int>(fd);
-  format(P.path, sizeof P.path, "%s/%s", dir, name);
-  P.page.store(static_cast<stats_page *>(map), std::memory_order_release);
+  P.fd = guarded;
+  format(P.path, sizeof P.path, "%s/%s", g_dir, name);
+  P.page.store(page, std::memory_order_release);
 }
 
 void put_counters(stats_page *p, const heap_counters &c) {
@@ -255,7 +302,6 @@ void on_heap_change(const heap_counters &c) {
     measured = true;
   }
   pthread_mutex_lock(&g_lock);
-  if (!P.page.load(std::memory_order_relaxed) && !P.disabled.load(std::memory_order_relaxed)) create_locked();
   if (stats_page *p = P.page.load(std::memory_order_relaxed)) {
     write_begin(p);
     put_counters(p, c);
@@ -277,18 +323,21 @@ void on_scan() {
   const uint64_t now = mono_ns();
   // A reader asks for fresh resident figures by counting up refresh_requests.
   const uint64_t asked = __atomic_load_n(&page->refresh_requests, __ATOMIC_RELAXED);
-  bool fresh_ask = false;
   if (asked != P.seen_requests) {
     P.seen_requests = asked;
     P.asked_mono = now;
-    fresh_ask = true;
   }
-  const uint64_t period = P.asked_mono && now - P.asked_mono < kAskedWindow ? kAskedPeriod : kIdlePeriod;
+  // Measuring takes at most 1 % of the mover's time, however large the heap.
+  const uint64_t period = std::max(P.asked_mono && now - P.asked_mono < kAskedWindow ? kAskedPeriod : kIdlePeriod,
+                                   100 * P.measure_ns);
   const uint64_t last = P.resident_mono.load(std::memory_order_relaxed);
   const uint64_t age = now - last;
-  const bool measure = !last || age >= period || (fresh_ask && age >= kSecond / 4);
+  const bool measure = !last || age >= period;
   size_t res[2];
-  if (measure) heap_resident_split(res);
+  if (measure) {
+    heap_resident_split(res);
+    P.measure_ns = mono_ns() - now;
+  }
   if (!P.rate_mono) {
     P.rate_mono = now;
     P.rate_bytes = ms.bytes_migrated;
@@ -328,8 +377,9 @@ void on_scan() {
   pthread_mutex_unlock(&g_lock);
 }
 
-// The child must not write into its parent's page; it creates its own on
-// its first change (on_heap_change).
+// The child must not write into its parent's page: it makes its own at once,
+// in the fork handler, before the program can sandbox or drop privileges
+// in the child (no sweep there: that can wait for a process start).
 void publish_fork_child() {
   pthread_mutex_init(&g_lock, nullptr);
   if (stats_page *p = P.page.load(std::memory_order_relaxed)) sys::munmap(p, kFileSize);
@@ -342,7 +392,16 @@ void publish_fork_child() {
   P.path[0] = '\0';
   P.resident_mono.store(0, std::memory_order_relaxed);
   P.mover_mono.store(0, std::memory_order_relaxed);
-  P.seen_requests = P.asked_mono = P.rate_mono = P.rate_bytes = 0;
+  P.seen_requests = P.asked_mono = P.rate_mono = P.rate_bytes = P.measure_ns = 0;
+  if (P.disabled.load(std::memory_order_relaxed)) return;
+  heap_counters c;
+  heap_counters_get(&c);
+  create_locked(false);
+  if (stats_page *p = P.page.load(std::memory_order_relaxed)) {
+    write_begin(p);
+    put_counters(p, c);
+    write_end(p);
+  }
 }
 
 }  // namespace
@@ -358,7 +417,7 @@ void publish_init() {
   heap_counters c;
   heap_counters_get(&c);
   pthread_mutex_lock(&g_lock);
-  create_locked();
+  create_locked(true);
   if (stats_page *p = P.page.load(std::memory_order_relaxed)) {
     write_begin(p);
     put_counters(p, c);
@@ -385,10 +444,15 @@ void publish_resident(const size_t bytes[2]) {
 void publish_exit() {
   pthread_mutex_lock(&g_lock);
   P.disabled.store(true, std::memory_order_relaxed);
-  if (P.path[0]) {
+  // Only if the name is still our file (we hold its lock, so nobody else
+  // can have made it theirs; it may be gone, or another's after removal).
+  struct stat a, b;
+  if (P.path[0] && sys::raw(SYS_fstat, P.fd, reinterpret_cast<long>(&a)) == 0 &&
+      sys::raw(SYS_newfstatat, AT_FDCWD, reinterpret_cast<long>(P.path), reinterpret_cast<long>(&b),
+               AT_SYMLINK_NOFOLLOW) == 0 &&
+      a.st_ino == b.st_ino && a.st_dev == b.st_dev)
     sys::unlinkat(AT_FDCWD, P.path, 0);
-    P.path[0] = '\0';
-  }
+  P.path[0] = '\0';
   pthread_mutex_unlock(&g_lock);
 }
 

@@ -23,11 +23,14 @@
 // are written whenever they change; the mover's counters after each scan;
 // resident bytes are measured by an API call asking for them
 // (mmtier_get_stats), by the mover every 10 s, or every second while a
-// reader asked within the last 10 s (a reader asks by adding 1 to
+// reader asked within the last 10 s (less often on a heap so large that a
+// measurement every second would take more than 1 % of the mover's time) (a reader asks by adding 1 to
 // `refresh_requests`, which needs the file open for writing), and by
 // allocation slow paths of small processes without a mover, at most once a
 // second.  `resident_ns` says when.
 #pragma once
+
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -116,6 +119,25 @@ inline bool read_stats_page(const volatile stats_page *live, stats_page *out, in
     if (s1 == s2) return out->magic == kMagic && out->version == kVersion && out->size >= sizeof *out;
   }
   return false;
+}
+
+// The same through a descriptor, with pread: a reader that maps a file
+// another process can truncate would die of SIGBUS.  Returns 1 with *out a
+// consistent copy, 0 when the writer stayed mid-write for `tries`
+// attempts, -1 when the file is too short or not a page of this format
+// (magic 0: created but not yet written).
+inline int read_stats_fd(int fd, stats_page *out, int tries = 1000) {
+  constexpr long kSeq = static_cast<long>(__builtin_offsetof(stats_page, seq));
+  for (int i = 0; i < tries; ++i) {
+    uint64_t s1 = 0, s2 = 0;
+    if (::pread(fd, &s1, sizeof s1, kSeq) != static_cast<long>(sizeof s1)) return -1;
+    if (s1 & 1) continue;
+    if (::pread(fd, out, sizeof *out, 0) != static_cast<long>(sizeof *out)) return -1;
+    if (::pread(fd, &s2, sizeof s2, kSeq) != static_cast<long>(sizeof s2)) return -1;
+    if (s1 != s2 || out->seq != s1) continue;
+    return out->magic == kMagic && out->version == kVersion && out->size >= sizeof *out ? 1 : -1;
+  }
+  return 0;
 }
 
 }  // namespace mmtier::published

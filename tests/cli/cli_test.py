@@ -149,7 +149,8 @@ class Fake:
 
 class Base(unittest.TestCase):
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="mmtier-cli-")
+        # On tmpfs, as the library requires of a statistics directory.
+        self.dir = tempfile.mkdtemp(prefix="mmtier-cli-", dir="/dev/shm")
         self.addCleanup(shutil.rmtree, self.dir, True)
 
     def child(self, **kw):

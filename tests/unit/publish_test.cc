@@ -102,8 +102,8 @@ TEST(Publish, ForkChildPublishesItsOwnPageAndLeavesTheParentsAlone) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    // Nothing changed yet: no page.  Then a placement creates it.
-    char c = access(stats_path(getpid()).c_str(), F_OK) == 0 ? 'x' : 'n';
+    // The page is there from the fork on; then the child places a unit.
+    char c = access(stats_path(getpid()).c_str(), F_OK) == 0 ? 'y' : 'n';
     char *q = static_cast<char *>(heap_engine_reserve(nullptr, 2 * kUnitSize, kUnitSize, kTierDram));
     if (!q || heap_commit(q, 2 * kUnitSize) != 0) c = 'f';
     if (write(to_parent[1], &c, 1) != 1) _exit(2);
@@ -114,10 +114,10 @@ TEST(Publish, ForkChildPublishesItsOwnPageAndLeavesTheParentsAlone) {
   close(to_child[0]);
   char c = 0;
   ASSERT_EQ(read(to_parent[0], &c, 1), 1);
-  EXPECT_EQ(c, 'n') << "x: the child had a page before changing anything; f: placement failed";
+  EXPECT_EQ(c, 'y') << "n: the child had no page after fork; f: placement failed";
   {
     reader child(pid);
-    ASSERT_NE(child.live, nullptr) << "the child's first placement creates its page";
+    ASSERT_NE(child.live, nullptr) << "the child publishes a page of its own";
     EXPECT_TRUE(child.locked_by_writer());
     const stats_page cs = child.snapshot();
     EXPECT_EQ(cs.pid, pid);
@@ -147,13 +147,20 @@ TEST(Publish, AStaleFileIsNotLocked) {
     if (!q || heap_commit(q, kUnitSize) != 0) _exit(2);
     _exit(0);
   }
+  // Not reaped yet (WNOWAIT): while the pid exists, no other process's
+  // sweep removes its file, which is unlocked from the exit on.
+  siginfo_t info = {};
+  ASSERT_EQ(waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT), 0);
+  ASSERT_EQ(info.si_code, CLD_EXITED);
+  ASSERT_EQ(info.si_status, 0);
+  {
+    reader r(pid);
+    ASSERT_NE(r.live, nullptr) << "_exit leaves the file";
+    EXPECT_FALSE(r.locked_by_writer());
+    EXPECT_EQ(r.snapshot().pid, pid);
+  }
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  reader r(pid);
-  ASSERT_NE(r.live, nullptr) << "_exit leaves the file";
-  EXPECT_FALSE(r.locked_by_writer());
-  EXPECT_EQ(r.snapshot().pid, pid);
   unlink(stats_path(pid).c_str());
 }
 
