@@ -943,19 +943,33 @@ bool pipe_ready() {
     S.pipe_failed = true;
     return false;
   }
-  long cap = sys::raw(SYS_fcntl, p[1], F_SETPIPE_SZ, kUnitSize / 2);
-  if (cap < 0) cap = sys::raw(SYS_fcntl, p[1], F_GETPIPE_SZ);
+  // The default size (64 KiB): a larger pipe would count against the
+  // user's pipe quota (fs.pipe-user-pages-soft) in every process.
+  long cap = sys::raw(SYS_fcntl, p[1], F_GETPIPE_SZ);
   if (cap <= 0) {
     sys::close(p[0]);
     sys::close(p[1]);
     S.pipe_failed = true;
     return false;
   }
-  S.pipe_r = p[0];
-  S.pipe_w = p[1];
+  const int r = fd_guard(p[0]);
+  const int w = r < 0 ? -1 : fd_guard(p[1]);
+  if (w < 0) {
+    // Never use a pipe the application could close and reuse: its data
+    // would go into the tier's file.
+    if (r >= 0) {
+      fd_unguard(r);
+      sys::close(r);
+    } else {
+      sys::close(p[0]);
+    }
+    sys::close(p[1]);
+    S.pipe_failed = true;
+    return false;
+  }
+  S.pipe_r = r;
+  S.pipe_w = w;
   S.pipe_cap = static_cast<size_t>(cap);
-  fd_guard(S.pipe_r);
-  fd_guard(S.pipe_w);
   return true;
 }
 
@@ -964,23 +978,23 @@ bool pipe_ready() {
 // made next time).
 long splice_copy(int fd, const char *src, size_t len, off_t off) {
   if (!pipe_ready()) return -EOPNOTSUPP;
+  const auto fail = [](long err) {
+    pipe_drop();
+    // A file system that cannot splice never will: stop trying.
+    if (err == -EINVAL || err == -EOPNOTSUPP) S.pipe_failed = true;
+    return err;
+  };
   size_t done = 0;
   while (done < len) {
     iovec v = {const_cast<char *>(src + done), std::min(len - done, S.pipe_cap)};
     long n = sys::raw(SYS_vmsplice, S.pipe_w, reinterpret_cast<long>(&v), 1, 0);
     if (n == -EINTR) continue;
-    if (n <= 0) {
-      pipe_drop();
-      return n ? n : -EIO;
-    }
+    if (n <= 0) return fail(n ? n : -EIO);
     loff_t at = off + static_cast<off_t>(done);
     for (long left = n; left > 0;) {
       long m = sys::raw(SYS_splice, S.pipe_r, 0, fd, reinterpret_cast<long>(&at), left, 0);
       if (m == -EINTR) continue;
-      if (m <= 0) {
-        pipe_drop();
-        return m ? m : -EIO;
-      }
+      if (m <= 0) return fail(m ? m : -EIO);
       left -= m;
     }
     done += static_cast<size_t>(n);
@@ -1138,16 +1152,22 @@ long demote(size_t idx) {
   // A warm slot (storage kept from a unit that moved out) takes the data
   // without allocating; its other pages must read as zero when placed.
   long s = pm.ops->slot_take_warm ? pm.ops->slot_take_warm(&pm) : -ENOENT;
-  const bool warm = s >= 0;
-  if (!warm) s = pm.ops->slot_alloc(&pm);
+  if (s >= 0) {
+    long bad = 0;
+    for_runs(u.live_bits, 0, kPagesPerUnit, false, [&](size_t first, size_t n) {
+      if (!bad) bad = pm.ops->discard(&pm, nullptr, n << kPageShift, static_cast<uint32_t>(s), first << kPageShift);
+    });
+    if (bad < 0) {
+      // Stale data would show through in pages placed later: not this slot.
+      pm.ops->slot_free(&pm, static_cast<uint32_t>(s));
+      s = -ENOENT;
+    }
+  }
+  if (s < 0) s = pm.ops->slot_alloc(&pm);
   if (s < 0) return s;
   const uint32_t slot = static_cast<uint32_t>(s);
   const off_t slot_off = static_cast<off_t>(slot) << kUnitShift;
   long err = 0;
-  if (warm)
-    for_runs(u.live_bits, 0, kPagesPerUnit, false, [&](size_t first, size_t n) {
-      pm.ops->discard(&pm, nullptr, n << kPageShift, slot, first << kPageShift);
-    });
   size_t protected_runs = 0, mapped_runs = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (err) return;
@@ -1449,37 +1469,50 @@ size_t heap_tier_limit(int t) {
   return t == kTierDram ? cfg.dram_limit : cfg.pmem_limit;
 }
 
-void heap_resident_split_locked(size_t out[kTierCount]) {
-  size_t pages[kTierCount] = {};
-  if (g_heap.size) {
-    unsigned char vec[kPagesPerUnit];
-    static sys::page_info info[kPagesPerUnit];  // the heap lock guards it
-    for (size_t idx = 0; idx < g_heap.nunits; idx += 64) {
-      uint64_t w = S.va_bits[idx >> 6];
-      while (w) {
-        size_t i = idx + static_cast<size_t>(__builtin_ctzll(w));
-        w &= w - 1;
-        const unit &u = g_heap.units[i];
-        const int ut = unit_tier(u);
-        if (ut < 0) continue;
-        if (unit_mixed(u)) {
-          if (!sys::pagemap_read(unit_addr(i), kPagesPerUnit, info)) continue;
-          for (size_t p = 0; p < kPagesPerUnit; ++p)
-            if (info[p].present) ++pages[info[p].file ? ut : kTierDram];
-          continue;
-        }
-        if (sys::raw(SYS_mincore, static_cast<long>(unit_addr(i)), kUnitSize, reinterpret_cast<long>(vec)) < 0)
-          continue;
-        for (size_t p = 0; p < kPagesPerUnit; ++p) pages[ut] += vec[p] & 1;
+namespace {
+
+// Adds the pages present in units [lo, hi) (lo a multiple of 64) to pages[].
+void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount]) {
+  unsigned char vec[kPagesPerUnit];
+  static sys::page_info info[kPagesPerUnit];  // the heap lock guards it
+  for (size_t idx = lo; idx < hi; idx += 64) {
+    uint64_t w = S.va_bits[idx >> 6];
+    while (w) {
+      size_t i = idx + static_cast<size_t>(__builtin_ctzll(w));
+      w &= w - 1;
+      const unit &u = g_heap.units[i];
+      const int ut = unit_tier(u);
+      if (ut < 0) continue;
+      if (unit_mixed(u)) {
+        if (!sys::pagemap_read(unit_addr(i), kPagesPerUnit, info)) continue;
+        for (size_t p = 0; p < kPagesPerUnit; ++p)
+          if (info[p].present) ++pages[info[p].file ? ut : kTierDram];
+        continue;
       }
+      if (sys::raw(SYS_mincore, static_cast<long>(unit_addr(i)), kUnitSize, reinterpret_cast<long>(vec)) < 0)
+        continue;
+      for (size_t p = 0; p < kPagesPerUnit; ++p) pages[ut] += vec[p] & 1;
     }
   }
+}
+
+}  // namespace
+
+void heap_resident_split_locked(size_t out[kTierCount]) {
+  size_t pages[kTierCount] = {};
+  if (g_heap.size) resident_range_locked(0, g_heap.nunits, pages);
   for (int t = 0; t < kTierCount; ++t) out[t] = pages[t] << kPageShift;
 }
 
 void heap_resident_split(size_t out[kTierCount]) {
-  lock_guard g;
-  heap_resident_split_locked(out);
+  // 64 units at a time, so that a large heap's allocations do not wait for
+  // the whole pass (about 1.5 ms per GiB).
+  size_t pages[kTierCount] = {};
+  for (size_t lo = 0; lo < g_heap.nunits; lo += 64) {
+    lock_guard g;
+    resident_range_locked(lo, std::min(lo + 64, g_heap.nunits), pages);
+  }
+  for (int t = 0; t < kTierCount; ++t) out[t] = pages[t] << kPageShift;
 }
 
 size_t heap_resident_bytes(int t) {

@@ -56,7 +56,7 @@ struct tier {
   uint32_t *free_slots = nullptr;  // stack of released slots
   uint64_t free_count = 0;
   uint64_t free_cap = 0;
-  static constexpr uint32_t kWarmMax = 1024;  // 2 GiB of slots
+  static constexpr uint32_t kWarmMax = 128;  // 256 MiB of storage held at most
   uint32_t warm_slots[kWarmMax] = {};  // slot_recycle's pool
   uint32_t warm_count = 0;
   uint32_t warm_limit = 0;  // set by the heap (heap.cc: keep_warm)
