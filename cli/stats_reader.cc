@@ -370,6 +370,16 @@ stats_source open_process(int pid, bool writable) {
       case open_status::missing:
       case open_status::stale:
         if (!read_proc(pid).exists) throw failure(strf("no process with pid %d", pid));
+        // A process that changed its user after it started publishing (a
+        // daemon dropping privileges) has its file in its first user's
+        // directory: root may look in every one.
+        if (!loc.overridden && geteuid() == 0) {
+          for (const std::string &other : stats_dirs_for_all(loc)) {
+            if (other == dir) continue;
+            open_result o = open_stats_file(other, pid, writable);
+            if (o.status == open_status::ok) return std::move(o.source);
+          }
+        }
         // The age comes from /proc (it can be wrong, e.g. under LXCFS):
         // the wait is bounded on our own clock as well.
         if (process_age(pid) < kStartupGrace && monotonic_ns() < grace_end) {
