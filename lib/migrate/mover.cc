@@ -288,15 +288,19 @@ bool scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
   // (migration time excluded: it is paid for by the rate limit).
   spent += thread_cpu_ns() - cpu0;
   // Scans that moved data say nothing about tracking's cost: the fault
-  // service is busy with the moves then.
-  if (!nm) {
+  // service is busy with the moves then.  (A decision skipped because DRAM
+  // is full, or one that failed, moved nothing.)
+  const size_t moved = promoted + demoted;
+  if (!moved) {
     spent += fault_cpu_ns() - fault_cpu0;
     const double share = static_cast<double>(spent) / static_cast<double>(interval_ns);
     if (share > kCpuHigh) st.pmem_per_scan = std::max(kPmemMin, st.pmem_per_scan * 3 / 4);
     else if (share < kCpuLow) st.pmem_per_scan = std::min(kPmemMax, st.pmem_per_scan * 5 / 4 + 1);
   }
   g_mover_cpu_ns.store(thread_cpu_ns(), std::memory_order_relaxed);
-  const bool active = nm != 0;
+  // Only data moved counts as activity: a promotion the budget refuses,
+  // scan after scan, must not keep the interval at its shortest.
+  const bool active = moved != 0;
 
   pthread_mutex_lock(&g_stats_lock);
   g_stats.scans++;
