@@ -13,8 +13,8 @@ namespace mmtier::detail {
 // Creates this process's page and installs the hooks; called once the
 // runtime is ready.  With MMTIER_STATS_DIR=off, or when the directory is
 // unusable (one warning), nothing is published and the program runs on.
-// A fork child publishes a page of its own from its first change of a
-// counter on (children that exec at once never create one).
+// A fork child publishes a page of its own, made in the fork handler
+// (before the program can sandbox the child or drop its privileges).
 void publish_init();
 
 // Publishes per-tier resident bytes just measured (index 0 DRAM, 1 PMem).

@@ -3,21 +3,24 @@
 // format both sides compile against.
 //
 // Where: one file per process, <dir>/<pid>.stats, where <dir> is
-// MMTIER_STATS_DIR or /dev/shm/mmtier-<euid> (created mode 0700, refused
-// unless owned by the process's user and closed to group and others).  The
-// file is mode 0600 and holds one struct stats_page, mapped shared by its
-// process.
+// MMTIER_STATS_DIR or /dev/shm/mmtier-<euid> (on tmpfs; created mode 0700,
+// refused unless owned by the process's user and closed to others' writes,
+// the default one to group and others entirely).  The file is mode 0600
+// and holds one struct stats_page, mapped shared by its process.
 //
 // Liveness: the process holds an exclusive flock() on the file for as long
 // as it runs (the descriptor is close-on-exec, so exec releases it too).  A
 // reader that can take a shared lock without waiting has found a stale file
 // (its process died, exec'd into something else, or its pid was reused):
-// it ignores the file and may remove it.  A process removes its own file at
-// exit.
+// it ignores the file and may remove it, while it holds that lock and after
+// checking that the name is still that file.  The owner takes its lock
+// after opening the name and starts again if the file was unlinked
+// meanwhile.  A process removes its own file at exit.
 //
 // Consistency: a sequence lock.  The writer makes `seq` odd, writes, makes
 // it even again; a reader copies the page and retries when `seq` was odd or
-// changed during the copy (read_stats_page below).
+// changed during the copy (read_stats_fd below; readers use pread, never a
+// mapping: the owner may truncate the file, and a mapping would fault).
 //
 // Freshness: the counters of placement (units, limits, forks, mmap bytes)
 // are written whenever they change; the mover's counters after each scan;
