@@ -37,7 +37,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 namespace mmtier::published {
 
@@ -103,29 +102,9 @@ struct stats_page {
   uint64_t refresh_requests;
 };
 
-// Copies a consistent snapshot of *live (a shared mapping of a stats file)
-// into *out.  False if no consistent copy was had within `tries` attempts
-// (the writer is stuck mid-write: a process stopped by a signal) or the
-// page is not a stats page of this version.
-inline bool read_stats_page(const volatile stats_page *live, stats_page *out, int tries = 1000) {
-  for (int i = 0; i < tries; ++i) {
-    const uint64_t s1 = __atomic_load_n(&live->seq, __ATOMIC_ACQUIRE);
-    if (s1 & 1) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-      continue;
-    }
-    memcpy(out, const_cast<const stats_page *>(live), sizeof *out);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    const uint64_t s2 = __atomic_load_n(&live->seq, __ATOMIC_RELAXED);
-    if (s1 == s2) return out->magic == kMagic && out->version == kVersion && out->size >= sizeof *out;
-  }
-  return false;
-}
-
-// The same through a descriptor, with pread: a reader that maps a file
-// another process can truncate would die of SIGBUS.  Returns 1 with *out a
+// Copies a consistent snapshot of the page in the stats file open on fd,
+// with pread: a reader that maps a file another process can truncate would
+// die of SIGBUS.  Returns 1 with *out a
 // consistent copy, 0 when the writer stayed mid-write for `tries`
 // attempts, -1 when the file is too short or not a page of this format
 // (magic 0: created but not yet written).
