@@ -21,17 +21,24 @@
 // deadlines (clock_nanosleep) every --report-interval seconds and prints one
 // line: elapsed time, updates/s in the interval, the DRAM share of the hot
 // set's bytes and of the whole footprint (mmtier_tier_of, found with
-// dlsym(RTLD_DEFAULT), called once per 4 KiB page; n/a when not found), and
-// the CPU time of mmtier's background thread (the thread whose
-// /proc/self/task/TID/comm is "mmtier-bg") over the interval in percent of one
-// core, read from that thread's CPU-time clock (utime+stime in ns; from
-// /proc/self/task/TID/stat in clock ticks if the clock is unavailable); n/a if
-// there is no such thread.  mmtier_get_stats, if present, is only used for one
-// line about placement after the fill (no promotion counters exist yet).
+// dlsym(RTLD_DEFAULT), called once per 4 KiB page; n/a when not found), the
+// CPU time of mmtier's background threads (every thread whose
+// /proc/self/task/TID/comm begins with "mmtier-": the mover "mmtier-bg" and
+// its fault service "mmtier-uffd") over the interval in percent of one core,
+// read from each thread's CPU-time clock (utime+stime in ns; from
+// /proc/self/task/TID/stat in clock ticks if the clock is unavailable; n/a if
+// there is no such thread), and the same figure for a control thread of this
+// program, "gups-idle", that does nothing but sleep --idle-period seconds at
+// a time.  On a virtual machine a thread that sleeps and wakes on one vCPU
+// while another thread of its process works on the other can be charged CPU
+// time it did not run (docs/BENCHMARKS.md measures it); the control shows how
+// much, side by side.  mmtier_get_stats, if present, is only used for one
+// line about placement after the fill.
 //
 // Summary: per phase (before / after the move) the seconds from phase start
 // until the hot set's DRAM share was first seen at >= 95% (resolution: the
-// report interval), and the mean background-thread CPU after that point;
+// report interval), and the mean background-thread and control CPU after
+// that point;
 // then a MODELLED memory time of the updates (80 ns per access to DRAM,
 // 305 ns to PMem; Yang et al., FAST'20), integrated over the intervals, beside
 // all-DRAM and all-PMem placement.  Both tiers are DRAM on the machines this
@@ -58,7 +65,7 @@
 //             [--hot-offset 3/4 of footprint] [--move-to 1/4 of footprint]
 //             [--seconds 30] [--move-at seconds/2, 0 = never] [--threads 1]
 //             [--report-interval 1] [--updates N] [--seed 1] [--no-verify]
-//             [--self-test-lost-write]
+//             [--idle-period 0.05, 0 = no control thread] [--self-test-lost-write]
 // prints: per-interval lines, SUMMARY / MODELLED / VERIFY lines and
 //         RESULT gups <updates_per_sec> <checksum>
 #include <dirent.h>
@@ -69,6 +76,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,6 +121,7 @@ struct Options {
   uint64_t seed = 1;
   bool verify = true;
   bool lose_write = false;
+  double idle_period = 0.05;         // the control thread's sleep; 0: no control
 };
 
 [[noreturn]] void usage_exit(const char *msg, const char *arg) {
@@ -121,7 +130,7 @@ struct Options {
           "usage: gups [--footprint 2G] [--hot 128M] [--hot-share 0.9] [--hot-offset SIZE]\n"
           "            [--move-to SIZE] [--seconds 30] [--move-at S] [--threads 1]\n"
           "            [--report-interval 1] [--updates N] [--seed 1] [--no-verify]\n"
-          "            [--self-test-lost-write]\n");
+          "            [--idle-period 0.05] [--self-test-lost-write]\n");
   exit(2);
 }
 
@@ -182,6 +191,7 @@ Options parse_args(int argc, char **argv) {
     else if (a == "--report-interval") o.report_interval = parse_double(value());
     else if (a == "--updates") o.updates = parse_size(value());
     else if (a == "--seed") o.seed = parse_size(value());
+    else if (a == "--idle-period") o.idle_period = parse_double(value());
     else if (a == "--no-verify" && !has_val) o.verify = false;
     else if (a == "--self-test-lost-write" && !has_val) o.lose_write = true;
     else usage_exit("unknown argument", argv[i]);
@@ -381,31 +391,6 @@ bool read_small(const char *path, char *buf, size_t cap) {
   return true;
 }
 
-bool comm_is_bg(pid_t tid) {
-  char path[64], buf[64];
-  snprintf(path, sizeof path, "/proc/self/task/%d/comm", static_cast<int>(tid));
-  if (!read_small(path, buf, sizeof buf)) return false;
-  buf[strcspn(buf, "\n")] = '\0';
-  return strcmp(buf, "mmtier-bg") == 0;
-}
-
-pid_t find_bg_thread() {
-  DIR *d = opendir("/proc/self/task");
-  if (d == nullptr) return 0;
-  pid_t found = 0;
-  while (struct dirent *e = readdir(d)) {
-    char *end = nullptr;
-    long tid = strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0' || tid <= 0) continue;
-    if (comm_is_bg(static_cast<pid_t>(tid))) {
-      found = static_cast<pid_t>(tid);
-      break;
-    }
-  }
-  closedir(d);
-  return found;
-}
-
 // utime+stime of one thread of this process in ns, or -1.
 int64_t thread_cpu_ns(pid_t tid) {
   // The kernel's per-thread CPU clock id (MAKE_THREAD_CPUCLOCK(tid, SCHED)).
@@ -423,26 +408,98 @@ int64_t thread_cpu_ns(pid_t tid) {
   return static_cast<int64_t>((utime + stime) * (1000000000.0 / static_cast<double>(sysconf(_SC_CLK_TCK))));
 }
 
-struct BgProbe {
-  pid_t tid = 0;
-  int64_t last_ns = -1;
-  // CPU ns of the background thread since the previous call, or -1 (n/a).
+// The threads of this process whose name begins with `prefix`: mmtier's
+// background threads ("mmtier-bg", the mover, and "mmtier-uffd", its fault
+// service).  Looked for again at every interval, since the fault service may
+// start after the mover.
+struct ThreadSetProbe {
+  const char *prefix = "mmtier-";
+  struct Seen {
+    pid_t tid;
+    int64_t last_ns;
+    std::string name;
+  };
+  std::vector<Seen> seen;
+
+  // CPU ns of the matching threads since the previous call (a thread seen
+  // for the first time counts from then), or -1 when there is none.
   int64_t delta() {
-    if (tid != 0 && !comm_is_bg(tid)) {
-      tid = 0;
-      last_ns = -1;
+    DIR *d = opendir("/proc/self/task");
+    if (d == nullptr) return -1;
+    std::vector<Seen> now;
+    int64_t sum = 0;
+    while (struct dirent *e = readdir(d)) {
+      char *end = nullptr;
+      long tid = strtol(e->d_name, &end, 10);
+      if (end == e->d_name || *end != '\0' || tid <= 0) continue;
+      char path[64], buf[64];
+      snprintf(path, sizeof path, "/proc/self/task/%ld/comm", tid);
+      if (!read_small(path, buf, sizeof buf)) continue;
+      buf[strcspn(buf, "\n")] = '\0';
+      if (strncmp(buf, prefix, strlen(prefix)) != 0) continue;
+      const int64_t ns = thread_cpu_ns(static_cast<pid_t>(tid));
+      if (ns < 0) continue;
+      for (const Seen &old : seen)
+        if (old.tid == tid && old.name == buf) sum += ns - old.last_ns;
+      now.push_back({static_cast<pid_t>(tid), ns, buf});
     }
-    if (tid == 0) tid = find_bg_thread();
-    if (tid == 0) return -1;
-    const int64_t now = thread_cpu_ns(tid);
-    if (now < 0) {
-      tid = 0;
-      last_ns = -1;
-      return -1;
-    }
-    const int64_t d = last_ns >= 0 ? now - last_ns : -1;
+    closedir(d);
+    const bool any = !now.empty() || !seen.empty();
+    seen.swap(now);
+    return any ? sum : -1;
+  }
+  std::string names() const {
+    std::string out;
+    for (const Seen &t : seen) out += (out.empty() ? "" : ", ") + t.name + " (tid " + std::to_string(t.tid) + ")";
+    return out;
+  }
+};
+
+// The control: a thread of this process that does nothing but sleep for
+// --idle-period at a time.  What its CPU clock is charged is what this
+// machine charges a thread of the process for sleeping and waking while the
+// update threads run.  On a virtual machine with shadow page tables that is
+// not nothing, and it goes to whichever of the process's threads is first to
+// wake on the idle vCPU (bench/workloads/wakecharge.cc measures it;
+// docs/BENCHMARKS.md).  At the default 50 ms the control wakes more often
+// than the mover (100 ms or more between scans), so it takes most of that
+// charge and the mmtier-* figure is closer to what those threads run; with
+// --idle-period 0 the background threads take it all.
+struct IdleControl {
+  std::atomic<bool> stop{false};
+  std::atomic<pid_t> tid{0};
+  int64_t period_ns = 0;
+  int64_t last_ns = -1;
+  std::thread thread;
+
+  void start(double period_s) {
+    period_ns = static_cast<int64_t>(llround(period_s * 1e9));
+    if (period_ns <= 0) return;
+    thread = std::thread([this] {
+      pthread_setname_np(pthread_self(), "gups-idle");
+      tid.store(static_cast<pid_t>(syscall(SYS_gettid)), std::memory_order_release);
+      while (!stop.load(std::memory_order_acquire)) {
+        struct timespec ts = {static_cast<time_t>(period_ns / 1000000000LL), static_cast<long>(period_ns % 1000000000LL)};
+        clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, nullptr);
+      }
+    });
+    while (tid.load(std::memory_order_acquire) == 0) sched_yield();
+    last_ns = thread_cpu_ns(tid.load());
+  }
+  // CPU ns of the control since the previous call, or -1 (none running).
+  int64_t delta() {
+    if (period_ns <= 0 || last_ns < 0) return -1;
+    const int64_t now = thread_cpu_ns(tid.load());
+    if (now < 0) return -1;
+    const int64_t d = now - last_ns;
     last_ns = now;
     return d;
+  }
+  void finish() {
+    if (!thread.joinable()) return;
+    stop.store(true, std::memory_order_release);
+    pthread_kill(thread.native_handle(), SIGUSR1);  // ends its sleep (EINTR)
+    thread.join();
   }
 };
 
@@ -455,6 +512,7 @@ struct Interval {
   double hot, all;      // DRAM shares at the end (NaN: n/a)
   double access;        // access-weighted DRAM share at the end
   int64_t bg_ns;        // -1: n/a
+  int64_t idle_ns;      // the control thread; -1: n/a
 };
 
 struct PhaseInfo {
@@ -473,7 +531,8 @@ struct Report {
   uint64_t offsets[2] = {0, 0};
   double hot_share = 0;
   int64_t start_ns = 0;
-  BgProbe bg;
+  ThreadSetProbe bg;
+  IdleControl *idle = nullptr;
   std::vector<Interval> intervals;
   PhaseInfo phases[2];
   double model_ns = 0;       // modelled memory time of the updates
@@ -505,7 +564,8 @@ struct Report {
   }
 
   static void print_header() {
-    printf("#%9s %13s %10s %10s %8s %6s\n", "time_s", "Mupdates/s", "hot_dram%", "all_dram%", "bg_cpu%", "phase");
+    printf("#%9s %13s %10s %10s %8s %9s %6s\n", "time_s", "Mupdates/s", "hot_dram%", "all_dram%", "bg_cpu%",
+           "idle_cpu%", "phase");
     fflush(stdout);
   }
 
@@ -524,8 +584,9 @@ struct Report {
     const double all_s = dram_share(base, base + footprint);
     const double acc = access_share(hot_s, all_s);
     const int64_t bg_ns = bg.delta();
+    const int64_t idle_ns = idle ? idle->delta() : -1;
     const double t = (now - start_ns) * 1e-9;
-    Interval iv{t, dt, dupd, cur_phase, hot_s, all_s, acc, bg_ns};
+    Interval iv{t, dt, dupd, cur_phase, hot_s, all_s, acc, bg_ns, idle_ns};
     intervals.push_back(iv);
     phase_sample(cur_phase, t, hot_s);
     if (!std::isnan(acc)) {
@@ -536,17 +597,21 @@ struct Report {
     last_access = acc;
     last_updates = upd;
     last_ns = now;
-    char hot_buf[16], all_buf[16], bg_buf[16];
+    char hot_buf[16], all_buf[16], bg_buf[16], idle_buf[16];
     auto pct = [](char *b, size_t n, double v) {
       if (std::isnan(v)) snprintf(b, n, "n/a");
       else snprintf(b, n, "%.1f", 100 * v);
     };
     pct(hot_buf, sizeof hot_buf, hot_s);
     pct(all_buf, sizeof all_buf, all_s);
-    if (bg_ns < 0 || dt <= 0) snprintf(bg_buf, sizeof bg_buf, "n/a");
-    else snprintf(bg_buf, sizeof bg_buf, "%.2f", 100.0 * bg_ns * 1e-9 / dt);
-    printf(" %9.3f %13.3f %10s %10s %8s %6d\n", t, dt > 0 ? dupd / dt * 1e-6 : 0.0, hot_buf, all_buf, bg_buf,
-           cur_phase);
+    auto cpu = [dt](char *b, size_t n, int64_t ns) {
+      if (ns < 0 || dt <= 0) snprintf(b, n, "n/a");
+      else snprintf(b, n, "%.2f", 100.0 * ns * 1e-9 / dt);
+    };
+    cpu(bg_buf, sizeof bg_buf, bg_ns);
+    cpu(idle_buf, sizeof idle_buf, idle_ns);
+    printf(" %9.3f %13.3f %10s %10s %8s %9s %6d\n", t, dt > 0 ? dupd / dt * 1e-6 : 0.0, hot_buf, all_buf, bg_buf,
+           idle_buf, cur_phase);
     fflush(stdout);
   }
 
@@ -672,11 +737,14 @@ int main(int argc, char **argv) {
   rep.offsets[1] = o.move_to;
   rep.hot_share = o.hot_share;
 
-  {
-    const int64_t probe = rep.bg.delta();  // starts the background thread's CPU count
-    (void)probe;
-    if (rep.bg.tid != 0) printf("# background thread \"mmtier-bg\": tid %d\n", static_cast<int>(rep.bg.tid));
-    else printf("# background thread \"mmtier-bg\": not found (bg_cpu%% prints n/a until it appears)\n");
+  rep.bg.delta();  // starts the background threads' CPU count
+  if (!rep.bg.seen.empty()) printf("# background threads: %s\n", rep.bg.names().c_str());
+  else printf("# background threads \"mmtier-*\": none yet (bg_cpu%% prints n/a until one appears)\n");
+  IdleControl idle;
+  if (o.idle_period > 0) {
+    idle.start(o.idle_period);
+    rep.idle = &idle;
+    printf("# control: thread \"gups-idle\" only sleeps, %.3g s at a time (idle_cpu%%)\n", o.idle_period);
   }
 
   struct sigaction sa;
@@ -709,6 +777,7 @@ int main(int argc, char **argv) {
     nanosleep(&ts, nullptr);
   }
   reporter.join();
+  idle.finish();
 
   uint64_t total = 0;
   for (Worker &w : workers) total += w.total;
@@ -742,19 +811,28 @@ int main(int argc, char **argv) {
     }
     // Steady state: intervals of this phase that begin at or after
     // convergence (the whole phase when there are no DRAM shares).
-    double cpu = 0, span = 0;
+    // The control is averaged over the same intervals.
+    double cpu = 0, span = 0, idle_cpu = 0;
     int n = 0;
+    bool idle_all = true;
     const bool have_from = g_tier_of == nullptr || ph.converged >= 0;
     const double from = g_tier_of == nullptr ? ph.start : ph.start + ph.converged;
     for (const Interval &iv : rep.intervals)
       if (have_from && iv.phase == p && iv.t_end - iv.dt >= from - 1e-3 && iv.bg_ns >= 0) {
         cpu += iv.bg_ns * 1e-9;
+        idle_cpu += iv.idle_ns * 1e-9;
+        idle_all = idle_all && iv.idle_ns >= 0;
         span += iv.dt;
         ++n;
       }
     if (!have_from) printf("n/a (not converged)\n");
-    else if (n > 0 && span > 0) printf("%.2f%% of one core (mean of %d intervals)\n", 100 * cpu / span, n);
-    else printf("n/a (no \"mmtier-bg\" thread seen)\n");
+    else if (n > 0 && span > 0) {
+      printf("%.2f%% of one core (mmtier-* threads, mean of %d intervals)", 100 * cpu / span, n);
+      if (idle_all) printf("; idle control thread %.2f%% in the same intervals", 100 * idle_cpu / span);
+      printf("\n");
+    } else {
+      printf("n/a (no \"mmtier-*\" thread seen)\n");
+    }
   }
 
   // Modelled memory time of the updates.

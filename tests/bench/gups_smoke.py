@@ -3,11 +3,12 @@
 
 Runs gups at a tiny size under libmmtier.so and without it and checks the
 output format: the per-interval lines (time, updates/s, hot-set and footprint
-DRAM shares, background-thread CPU, phase), the hot-set move, the per-phase
-SUMMARY lines, the MODELLED line, VERIFY and the RESULT line.  In --updates
+DRAM shares, background-thread CPU, the idle control thread's CPU, phase),
+the hot-set move, the per-phase SUMMARY lines, the MODELLED line, VERIFY and the RESULT line.  In --updates
 mode (a fixed number of updates per thread) the verification must pass and
 the checksum must be the same with and without the library, and differ for
-another seed; --self-test-lost-write (one update undone after the run) must
+another seed; --idle-period 0 (no control thread) must print n/a for the
+control; --self-test-lost-write (one update undone after the run) must
 be caught as MISMATCH with exit status 1.
 """
 
@@ -22,7 +23,8 @@ import tempfile
 failures = []
 
 NUM = r"\d+\.\d+"
-INTERVAL = re.compile(r"^\s+(%s)\s+(%s)\s+(%s|n/a)\s+(%s|n/a)\s+(%s|n/a)\s+([01])$" % (NUM, NUM, NUM, NUM, NUM))
+INTERVAL = re.compile(r"^\s+(%s)\s+(%s)\s+(%s|n/a)\s+(%s|n/a)\s+(%s|n/a)\s+(%s|n/a)\s+([01])$"
+                      % (NUM, NUM, NUM, NUM, NUM, NUM))
 RESULT = re.compile(r"^RESULT gups (%s) ([0-9a-f]{16})$" % NUM)
 SIZE = ["--footprint", "64M", "--hot", "4M"]
 
@@ -55,14 +57,18 @@ def parse(out):
     return lines, intervals, results
 
 
-def check_common(tag, r, preload, moved):
+def check_common(tag, r, preload, moved, control=True):
     lines, intervals, results = parse(r.stdout)
     check(r.returncode == 0, "%s: exit status %d" % (tag, r.returncode))
     check(any(l.startswith("#") and "time_s" in l and "hot_dram%" in l for l in lines),
           "%s: no interval header line" % tag)
     check(len(intervals) >= 1, "%s: no interval lines" % tag)
     for iv in intervals:
-        t, rate, hot, alls, bg, phase = iv
+        t, rate, hot, alls, bg, idle, phase = iv
+        if control:
+            check(idle != "n/a" and float(idle) >= 0.0, "%s: idle_cpu %r, expected a figure" % (tag, idle))
+        else:
+            check(idle == "n/a", "%s: idle_cpu %r without a control thread, expected n/a" % (tag, idle))
         if preload:
             check(hot != "n/a" and 0.0 <= float(hot) <= 100.0, "%s: hot_dram %r not a share" % (tag, hot))
             check(alls != "n/a" and 0.0 <= float(alls) <= 100.0, "%s: all_dram %r not a share" % (tag, alls))
@@ -72,7 +78,7 @@ def check_common(tag, r, preload, moved):
             check(bg == "n/a", "%s: bg_cpu %r without mmtier, expected n/a" % (tag, bg))
     times = [float(iv[0]) for iv in intervals]
     check(times == sorted(times), "%s: interval times not increasing: %s" % (tag, times))
-    phases = [iv[5] for iv in intervals]
+    phases = [iv[6] for iv in intervals]
     check(phases == sorted(phases), "%s: phases not in order: %s" % (tag, phases))
     summaries = [l for l in lines if l.startswith("SUMMARY phase ")]
     want = 2 if moved else 1
@@ -83,6 +89,9 @@ def check_common(tag, r, preload, moved):
             check(re.search(r"reached 95%% after %s s|95%% not reached \(max %s%%\)" % (NUM, NUM), s) is not None,
                   "%s: SUMMARY without a convergence figure: %r" % (tag, s))
         check("bg CPU" in s, "%s: SUMMARY without bg CPU: %r" % (tag, s))
+        if "of one core" in s:
+            check(("idle control thread" in s) == control,
+                  "%s: SUMMARY %s the control's figure: %r" % (tag, "without" if control else "with", s))
     if moved:
         check(summaries[1:] and "offset 16 MiB" in summaries[1], "%s: phase 1 not at the second quarter" % tag)
     modelled = [l for l in lines if l.startswith("MODELLED")]
@@ -121,7 +130,10 @@ def main():
             intervals, res = check_common(tag, r, preload, moved=True)
             check(len(intervals) >= 3, "%s: %d interval lines in 2 s at 0.5 s, expected >= 3"
                   % (tag, len(intervals)))
-            check({iv[5] for iv in intervals} == {"0", "1"}, "%s: intervals not in both phases" % tag)
+            check({iv[6] for iv in intervals} == {"0", "1"}, "%s: intervals not in both phases" % tag)
+            if preload:
+                check(any(l.startswith("# background threads: ") and "mmtier-bg" in l for l in r.stdout.splitlines()),
+                      "%s: the background threads are not named" % tag)
             check(any(re.match(r"^# t=%s s: hot set moved from offset 48 MiB to offset 16 MiB" % NUM, l)
                       for l in r.stdout.splitlines()), "%s: no hot-set move line" % tag)
             if res:
@@ -141,6 +153,9 @@ def main():
                 sums[preload] = res[1]
         check(len(sums) == 2 and sums[True] == sums[False],
               "checksum differs with and without libmmtier: %s" % sums)
+
+        r = run(args, timed + ["--idle-period", "0"], True, pmem)
+        check_common("time mode, no control thread", r, True, moved=True, control=False)
 
         r = run(args, counted + ["--seed", "2"], False, pmem)
         _, res = check_common("updates mode, seed 2", r, False, moved=True)
