@@ -3,7 +3,8 @@
 # the setup of issue 4: 2 GiB footprint allocated with malloc, a 128 MiB hot
 # set taking 90% of the updates in the last quarter of the allocation, moved
 # to the second quarter half-way through, DRAM budget 256 MiB.  Prints the
-# DRAM share of the hot set every second, then a summary (time to 95% per
+# DRAM share of the hot set and the CPU of mmtier's threads and of an idle
+# control thread every second, then a summary (time to 95% per
 # phase, background-thread CPU, a MODELLED update time) and a RESULT line.
 # usage: bench/gups.sh [BUILD_DIR=./build] [gups args...]
 #   e.g. bench/gups.sh build --seconds 10
