@@ -14,6 +14,7 @@
 #ifndef MMTIER_BENCH_WORKLOADS_COMMON_H
 #define MMTIER_BENCH_WORKLOADS_COMMON_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,30 @@ inline double now_seconds() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// Parses s as a size: digits, then optionally K, M, G or T (binary units),
+// an optional "i" and an optional "B" after it.  Returns nullptr and sets
+// *out, or returns why s is not a size.
+inline const char *parse_size(const char *s, uint64_t *out) {
+  char *end = nullptr;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (end == s || errno != 0 || *s == '-') return "expected a size";
+  unsigned shift = 0;
+  switch (*end) {
+    case 'k': case 'K': shift = 10; ++end; break;
+    case 'm': case 'M': shift = 20; ++end; break;
+    case 'g': case 'G': shift = 30; ++end; break;
+    case 't': case 'T': shift = 40; ++end; break;
+    default: break;
+  }
+  if (*end == 'i' && shift != 0) ++end;
+  if ((*end == 'b' || *end == 'B') && shift != 0) ++end;
+  if (*end != '\0') return "trailing junk in size";
+  if (shift != 0 && v > (UINT64_MAX >> shift)) return "size too large";
+  *out = static_cast<uint64_t>(v) << shift;
+  return nullptr;
 }
 
 // Parses argv[index] as an unsigned number (K/M/G suffixes allowed), or

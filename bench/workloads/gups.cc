@@ -135,23 +135,9 @@ struct Options {
 }
 
 uint64_t parse_size(const char *s) {
-  char *end = nullptr;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (end == s || errno != 0 || *s == '-') usage_exit("expected a size", s);
-  unsigned shift = 0;
-  switch (*end) {
-    case 'k': case 'K': shift = 10; ++end; break;
-    case 'm': case 'M': shift = 20; ++end; break;
-    case 'g': case 'G': shift = 30; ++end; break;
-    case 't': case 'T': shift = 40; ++end; break;
-    default: break;
-  }
-  if (*end == 'i' && shift != 0) ++end;
-  if ((*end == 'b' || *end == 'B') && shift != 0) ++end;
-  if (*end != '\0') usage_exit("trailing junk in size", s);
-  if (shift != 0 && v > (UINT64_MAX >> shift)) usage_exit("size too large", s);
-  return static_cast<uint64_t>(v) << shift;
+  uint64_t v = 0;
+  if (const char *why = bench::parse_size(s, &v)) usage_exit(why, s);
+  return v;
 }
 
 double parse_double(const char *s) {

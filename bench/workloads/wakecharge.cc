@@ -43,6 +43,8 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
+
 namespace {
 
 struct Options {
@@ -62,16 +64,9 @@ struct Options {
 }
 
 size_t parse_size(const char *s) {
-  char *end = nullptr;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (end == s || errno || *s == '-') usage("expected a number");
-  int shift = 0;
-  if (*end == 'k' || *end == 'K') shift = 10, ++end;
-  else if (*end == 'm' || *end == 'M') shift = 20, ++end;
-  else if (*end == 'g' || *end == 'G') shift = 30, ++end;
-  if (*end) usage("trailing junk in a number");
-  return static_cast<size_t>(v) << shift;
+  uint64_t v = 0;
+  if (const char *why = bench::parse_size(s, &v)) usage(why);
+  return static_cast<size_t>(v);
 }
 
 Options parse(int argc, char **argv) {
