@@ -105,6 +105,7 @@ std::string format_detail(const snapshot &s) {
   line("promotions", u64(p.promotions));
   line("demotions", u64(p.demotions));
   line("failed moves", u64(p.migrations_failed));
+  if (p.map_count_holds) line("held (mappings)", strf("%llu scans near vm.max_map_count", static_cast<unsigned long long>(p.map_count_holds)));
   line("migrated", human_bytes(p.bytes_migrated));
   line("migrate rate", human_bytes(p.migrate_rate_bps) + "/s");
   line("samples", strf("%llu watched, %llu touched", static_cast<unsigned long long>(p.samples),
@@ -210,6 +211,7 @@ std::string format_json(const snapshot &s) {
   field("promotions", u64(p.promotions));
   field("demotions", u64(p.demotions));
   field("migrations_failed", u64(p.migrations_failed));
+  field("map_count_holds", u64(p.map_count_holds));
   field("migrated_bytes", u64(p.bytes_migrated));
   field("migrate_rate_bytes_per_second", u64(p.migrate_rate_bps));
   field("samples", u64(p.samples));
@@ -304,6 +306,9 @@ std::string format_prometheus(const std::vector<snapshot> &all) {
          [](const page &p) { return u64(p.demotions); });
   simple("mmtier_migrations_failed_total", "counter", "Moves attempted that left the unit where it was.",
          [](const page &p) { return u64(p.migrations_failed); });
+  simple("mmtier_map_count_holds_total", "counter",
+         "Scans whose migrations were held back: the process was near vm.max_map_count.",
+         [](const page &p) { return u64(p.map_count_holds); });
   simple("mmtier_migrated_bytes_total", "counter", "Bytes copied by promotions and demotions.",
          [](const page &p) { return u64(p.bytes_migrated); });
   simple("mmtier_migrate_rate_bytes_per_second", "gauge", "Bytes moved between the tiers per second, over the last second.",

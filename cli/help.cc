@@ -261,6 +261,9 @@ JSON
     mover_running               true while the mover thread runs.
     scans, promotions, demotions, migrations_failed
                                 The mover's counters.
+    map_count_holds             Scans whose migrations were held back
+                                because the process was within an eighth
+                                of vm.max_map_count.
     migrated_bytes              Bytes copied by promotions and demotions.
     migrate_rate_bytes_per_second  Over the last second.
     samples, samples_touched    Pages watched for an access; of which
@@ -285,6 +288,7 @@ PROMETHEUS
                 labels uid, policy, ratio, promote, pmem_path).
     Counters    mmtier_scans_total, mmtier_promotions_total,
                 mmtier_demotions_total, mmtier_migrations_failed_total,
+                mmtier_map_count_holds_total,
                 mmtier_migrated_bytes_total, mmtier_samples_total,
                 mmtier_samples_touched_total, mmtier_tracking_faults_total,
                 mmtier_mover_cpu_seconds_total, mmtier_fallbacks_total,

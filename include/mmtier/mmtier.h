@@ -100,6 +100,8 @@ struct mmtier_tiering_stats {
   uint64_t cpu_ns;              /* CPU time of both background threads */
   uint64_t dram_budget_bytes;   /* DRAM budget of the last scan, UINT64_MAX: none */
   uint64_t heat_histogram[MMTIER_HEAT_BUCKETS]; /* units by heat, bucket i: [i/8, (i+1)/8) */
+  uint64_t map_count_holds;     /* scans whose migrations were held back: the process was
+                                   within an eighth of vm.max_map_count (see the README) */
 };
 
 /* Fills *out (out->size must be set); returns 0, or -1 with errno EINVAL. */

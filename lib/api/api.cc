@@ -171,6 +171,7 @@ MMTIER_API int mmtier_get_tiering_stats(struct mmtier_tiering_stats *out) {
     s.cpu_ns = m.cpu_ns;
     s.dram_budget_bytes = m.dram_budget_units == SIZE_MAX || !m.scans ? UINT64_MAX : m.dram_budget_units << kUnitShift;
     for (size_t i = 0; i < kHeatBuckets; ++i) s.heat_histogram[i] = m.heat_histogram[i];
+    s.map_count_holds = m.map_count_holds;
   }
   memcpy(out, &s, s.size);
   return 0;

@@ -14,6 +14,7 @@
 #include "heap/faults.h"
 #include "heap/heap.h"
 #include "heap/sample.h"
+#include "migrate/map_guard.h"
 #include "platform/sys.h"
 #include "policy/policy.h"
 #include "support/log.h"
@@ -53,6 +54,7 @@ mover_stats g_stats = {};
 std::atomic<uint64_t> g_mover_cpu_ns{0};
 
 migration_policy g_policy;
+map_guard g_maps;  // holds migrations back near vm.max_map_count
 void (*g_scan_hook)() = nullptr;
 
 // Where the PMU allows it, hardware samples of data addresses replace the
@@ -246,8 +248,17 @@ bool scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
   size_t budget, dram_now;
   budget_now(&budget, &dram_now);
   policy_migration migs[kPolicyMaxBatch];
-  const size_t nm = g_policy.decide(now, budget, dram_now, migs, kPolicyMaxBatch);
+  size_t nm = g_policy.decide(now, budget, dram_now, migs, kPolicyMaxBatch);
   uint64_t promoted = 0, demoted = 0, failed = 0, bytes = 0;
+  bool held = false;
+  if (nm && !g_maps.allow(nm, now)) {
+    // Too close to vm.max_map_count: the application's own mappings come
+    // first.  Nothing is attempted; the policy hears it as skipped.
+    for (size_t i = 0; i < nm; ++i) g_policy.report(now, migs[i], migration_result::skipped);
+    nm = 0;
+    held = true;
+  }
+  g_maps.moved(nm);
   for (size_t i = 0; i < nm; ++i) {
     const policy_migration m = migs[i];
     if (m.to_tier == kTierDram && dram_now >= budget) {
@@ -307,6 +318,7 @@ bool scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
   g_stats.promotions += promoted;
   g_stats.demotions += demoted;
   g_stats.migrations_failed += failed;
+  g_stats.map_count_holds += held;
   g_stats.bytes_migrated += bytes;
   g_stats.samples += started;
   g_stats.samples_touched += touched;
@@ -327,6 +339,7 @@ void *mover_main(void *) {
   // places on sampling noise).
   p.swap_margin = 0.3;
   uint64_t now = mono_ns();
+  g_maps.init_default();
   if (!buffers_ready() || !g_policy.init(p, g_heap.nunits, now)) {
     MMTIER_WARN("background mover: no memory for its tables; memory is not moved between tiers");
     g_running.store(false, std::memory_order_release);

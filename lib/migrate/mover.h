@@ -30,6 +30,7 @@ struct mover_stats {
   uint64_t promotions;
   uint64_t demotions;
   uint64_t migrations_failed;
+  uint64_t map_count_holds;  // scans whose migrations waited for mappings (map_guard.h)
   uint64_t bytes_migrated;
   uint64_t samples;          // pages watched
   uint64_t samples_touched;  // of which touched within their window

@@ -359,6 +359,7 @@ void on_scan() {
     p->promotions = ms.promotions;
     p->demotions = ms.demotions;
     p->migrations_failed = ms.migrations_failed;
+    p->map_count_holds = ms.map_count_holds;
     p->bytes_migrated = ms.bytes_migrated;
     if (new_rate) p->migrate_rate_bps = rate;
     p->samples = ms.samples;

@@ -41,7 +41,7 @@
 namespace mmtier::published {
 
 inline constexpr uint64_t kMagic = 0x31747473746d6d23ull;  // "#mmtstt1"
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 inline constexpr int kTiers = 2;  // index 0 DRAM, 1 PMem
 inline constexpr int kHeatBuckets = 8;
 inline constexpr uint64_t kNone = UINT64_MAX;  // no limit / not known
@@ -97,6 +97,7 @@ struct stats_page {
   uint64_t cpu_ns;             // CPU time of the mover and fault service
   uint64_t dram_budget_bytes;  // kNone: none
   uint64_t heat_histogram[kHeatBuckets];  // units by heat, bucket i: [i/8, (i+1)/8)
+  uint64_t map_count_holds;  // scans whose migrations waited for room under vm.max_map_count
 
   // Written by readers (atomically): see "Freshness" above.
   uint64_t refresh_requests;

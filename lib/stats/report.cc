@@ -97,6 +97,10 @@ int write_report(int fd) {
                 a, static_cast<unsigned long long>(ms.samples_touched), static_cast<unsigned long long>(ms.samples),
                 static_cast<unsigned long long>(ms.cpu_ns / 1000000000u),
                 static_cast<unsigned long long>(ms.cpu_ns / 1000000u % 1000u));
+    if (ms.map_count_holds)
+      o += format(out + o, sizeof out - o,
+                  "  mover: migrations held back in %llu scans: the process was near vm.max_map_count\n",
+                  static_cast<unsigned long long>(ms.map_count_holds));
   }
   size_t done = 0;
   while (done < o) {

@@ -361,7 +361,8 @@ class StatTest(Base):
         self.assertEqual(j["forks"], api["forks"])
         self.assertEqual(j["mover_running"], bool(api["running"]))
         pairs = [("scans", "scans"), ("promotions", "promotions"), ("demotions", "demotions"),
-                 ("migrations_failed", "migrations_failed"), ("migrated_bytes", "bytes_migrated"),
+                 ("migrations_failed", "migrations_failed"), ("map_count_holds", "map_count_holds"),
+                 ("migrated_bytes", "bytes_migrated"),
                  ("samples", "samples"), ("tracking_faults", "tracking_faults")]
         for k, ak in pairs:
             if exact_mover:
@@ -491,7 +492,7 @@ class FormatTest(Base):
               "dram_resident": "none", "pmem_resident": 3 * MiB, "pmem_limit": 1 << 30, "promotions": 11,
               "demotions": 5, "scans": 42, "bytes_migrated": 16 * MiB, "migrate_rate_bps": 123456,
               "mover_running": 1, "dram_budget": 10 * MiB, "policy": 1, "heat0": 9, "heat7": 2,
-              "cpu_ns": 1500000000, "fallbacks": 3, "forks": 1, "mmap_bytes": 4 * MiB}
+              "cpu_ns": 1500000000, "fallbacks": 3, "forks": 1, "mmap_bytes": 4 * MiB, "map_count_holds": 7}
 
     def test_json(self):
         f = self.fake(self.FIELDS, comm='a"b\\c')
@@ -506,7 +507,8 @@ class FormatTest(Base):
                   "migrated_bytes": 16 * MiB, "migrate_rate_bytes_per_second": 123456, "mover_running": True,
                   "dram_budget_bytes": 10 * MiB, "heat_histogram": [9, 0, 0, 0, 0, 0, 0, 2],
                   "mover_cpu_ns": 1500000000, "fallbacks": 3, "forks": 1, "mmap_bytes": 4 * MiB,
-                  "resident_unix_ns": None, "unit_size_bytes": 2 * MiB, "ratio_dram": 1, "ratio_pmem": 4}
+                  "resident_unix_ns": None, "unit_size_bytes": 2 * MiB, "ratio_dram": 1, "ratio_pmem": 4,
+                  "map_count_holds": 7}
         for k, v in expect.items():
             self.assertEqual(j[k], v, k)
         for k in j:
@@ -535,6 +537,7 @@ class FormatTest(Base):
         self.assertEqual(samples[("mmtier_migrate_rate_bytes_per_second",)], 123456)
         self.assertEqual(samples[("mmtier_mover_running",)], 1)
         self.assertEqual(samples[("mmtier_mover_cpu_seconds_total",)], 1.5)
+        self.assertEqual(samples[("mmtier_map_count_holds_total",)], 7)
         self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "0.125"))], 9)
         self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "1"))], 2)
         self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "0.5"))], 0)
@@ -557,6 +560,7 @@ class FormatTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stdout, r"\nresident +- +3\.00 MiB\n")
         self.assertRegex(r.stdout, r"\nlimit +none +1\.00 GiB\n")
+        self.assertRegex(r.stdout, r"\nheld \(mappings\) +7 scans near vm\.max_map_count\n")
         self.assertRegex(r.stdout, r"\npolicy +dram-first\n")
         self.assertRegex(r.stdout, r"\npromotions +11\n")
 

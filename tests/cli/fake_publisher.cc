@@ -55,6 +55,7 @@ const field kFields[] = {
     {"promotions", &g_page.promotions, nullptr},
     {"demotions", &g_page.demotions, nullptr},
     {"migrations_failed", &g_page.migrations_failed, nullptr},
+    {"map_count_holds", &g_page.map_count_holds, nullptr},
     {"bytes_migrated", &g_page.bytes_migrated, nullptr},
     {"migrate_rate_bps", &g_page.migrate_rate_bps, nullptr},
     {"samples", &g_page.samples, nullptr},

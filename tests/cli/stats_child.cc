@@ -93,6 +93,7 @@ void report(get_stats_fn get_stats, get_tiering_fn get_tiering, size_t bytes) {
   add("\"promotions\":%llu,", t.promotions);
   add("\"demotions\":%llu,", t.demotions);
   add("\"migrations_failed\":%llu,", t.migrations_failed);
+  add("\"map_count_holds\":%llu,", t.map_count_holds);
   add("\"bytes_migrated\":%llu,", t.bytes_migrated);
   add("\"samples\":%llu,", t.samples);
   add("\"tracking_faults\":%llu,", t.tracking_faults);

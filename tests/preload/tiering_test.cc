@@ -7,8 +7,10 @@
 #include "preload_api.h"
 
 #include <dirent.h>
+#include <sys/mman.h>
 #include <time.h>
 
+#include <algorithm>
 #include <string>
 
 using namespace preload_test;
@@ -142,6 +144,100 @@ int child_fork() {
   return pattern_mismatch(p, 96 * kMB, 7) == 96 * kMB ? 0 : 29;
 }
 
+// Lines of /proc/self/maps, and vm.max_map_count.
+long count_maps() {
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (!f) return -1;
+  long n = 0;
+  for (int c; (c = fgetc(f)) != EOF;) n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+long max_map_count() {
+  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+  long v = -1;
+  if (f) {
+    if (fscanf(f, "%ld", &v) != 1) v = -1;
+    fclose(f);
+  }
+  return v;
+}
+
+// Hammers 8 MiB of hot data on PMem for up to 60 s or until done() says so.
+template <class Done>
+bool hammer_until(uint64_t *h, size_t words, Done done) {
+  const double deadline = now_s() + 60;
+  uint64_t x = 7;
+  while (now_s() < deadline) {
+    for (int k = 0; k < 1 << 18; ++k) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      h[(x >> 33) % words] += 1;
+    }
+    if (done()) return true;
+  }
+  return false;
+}
+
+// Near vm.max_map_count the mover holds its migrations back (the
+// application's own mmap would fail next), the application can still map
+// memory, and once mappings are freed the mover moves the hot set again.
+int child_map_count() {
+  const size_t total = 96 * kMB, hot = 8 * kMB;
+  auto *b = static_cast<uint64_t *>(malloc(total));
+  if (!b) return 10;
+  for (size_t i = 0; i < total / 8; ++i) b[i] = i;
+  uint64_t *h = b + (total - hot) / 8;
+  const size_t pages = hot / 4096;
+  auto on_dram = [&] {
+    size_t n = 0;
+    for (size_t p = 0; p < pages; ++p) n += tier_of(reinterpret_cast<char *>(h) + p * 4096) == 0;
+    return n;
+  };
+  if (on_dram() == pages) return 11;  // placement put the hot set on PMem (24 MiB of DRAM)
+  const long limit = max_map_count();
+  if (limit < 4096) return 12;
+  if (limit > (1L << 20)) return 77;  // too many mappings to make in a test
+  const long reserve = std::min(std::max(limit / 8, 1024L), limit / 2);
+  const long high = limit - reserve;
+  // Fill the mappings up to the mover's threshold: pages of one range with
+  // alternating protections (each call splits off two more).
+  const size_t span = static_cast<size_t>(limit) * 4096;
+  char *filler = static_cast<char *>(mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  if (filler == MAP_FAILED) return 13;
+  long have = count_maps();
+  for (size_t i = 1; have < high && (i + 1) * 4096 < span; i += 2) {
+    if (mprotect(filler + i * 4096, 4096, PROT_READ) != 0) return 14;
+    have += 2;
+  }
+  have = count_maps();
+  printf("maps=%ld limit=%ld threshold=%ld\n", have, limit, high);
+  if (have < high - 2 || have > high + reserve / 4) return 15;
+  mmtier_tiering_stats st0 = {}, st = {};
+  st0.size = st.size = sizeof st;
+  tiering_stats()(&st0);
+  // Hot data, but no migration while the mappings are this close.
+  if (!hammer_until(h, hot / 8, [&] {
+        tiering_stats()(&st);
+        return st.map_count_holds >= st0.map_count_holds + 3;
+      }))
+    return 16;
+  printf("held: holds=%llu promotions=%llu->%llu\n", (unsigned long long)st.map_count_holds,
+         (unsigned long long)st0.promotions, (unsigned long long)st.promotions);
+  if (st.promotions != st0.promotions || st.demotions != st0.demotions) return 17;
+  // The application still has room of its own.
+  void *more = malloc(16 * kMB);
+  if (!more) return 18;
+  memset(more, 3, 16 * kMB);
+  // Room again: the hot set moves.
+  munmap(filler, span);
+  if (!hammer_until(h, hot / 8, [&] { return on_dram() == pages; })) return 19;
+  tiering_stats()(&st);
+  printf("moved: promotions=%llu maps=%ld\n", (unsigned long long)st.promotions, count_maps());
+  free(more);
+  return st.promotions > st0.promotions ? 0 : 20;
+}
+
 // A daemon closing every descriptor above 2 leaves mmtier's own open: the
 // fault service and the PMem file keep working.
 int child_closefrom() {
@@ -174,6 +270,7 @@ __attribute__((constructor(65535))) void maybe_child() {
   else if (!strcmp(c, "off")) rc = child_thread_check(96, false);
   else if (!strcmp(c, "fork")) rc = child_fork();
   else if (!strcmp(c, "closefrom")) rc = child_closefrom();
+  else if (!strcmp(c, "mapcount")) rc = child_map_count();
   fflush(stdout);
   _exit(rc);
 }
@@ -211,6 +308,13 @@ TEST_F(Tiering, MoverStartsOnlyWithEnoughMemoryAndNotWhenDisabled) {
 TEST_F(Tiering, ChildAfterForkRunsItsOwnMoverAndMovesMemory) {
   exec_result r = run_case("fork", {});
   EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+}
+
+TEST_F(Tiering, MoverHoldsMigrationsBackNearTheMappingLimit) {
+  exec_result r = run_case("mapcount", {"MMTIER_DRAM_LIMIT=24M", "MMTIER_SCAN_INTERVAL=20ms", "MMTIER_MIGRATE_MBPS=0"});
+  if (exited_with(r.status, 77)) GTEST_SKIP() << "vm.max_map_count is over 2^20 here";
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+  EXPECT_NE(r.err.find("vm.max_map_count"), std::string::npos) << "the pause is logged: " << describe(r);
 }
 
 TEST_F(Tiering, ClosingEveryDescriptorLeavesMmtiersOwnOpen) {
