@@ -182,6 +182,34 @@ void count_unit(const unit &u, int t, int delta) {
   S.counters_changed = true;
 }
 
+// The PMem slot that would let unit idx's mapping merge with a neighbour's:
+// the one after its lower neighbour's slot, else the one before its upper
+// neighbour's (a mapping merges with the next only when their file offsets
+// run on).  -1 when neither neighbour is a plain PMem unit.  Every
+// migration otherwise leaves a mapping of its own (vm.max_map_count).
+long neighbour_slot(size_t idx) {
+  auto plain_pmem = [](const unit &n) { return unit_tier(n) == kTierPmem && !unit_mixed(n); };
+  if (idx > 0 && plain_pmem(g_heap.units[idx - 1]) && g_heap.units[idx - 1].slot != UINT32_MAX)
+    return static_cast<long>(g_heap.units[idx - 1].slot) + 1;
+  if (idx + 1 < g_heap.nunits && plain_pmem(g_heap.units[idx + 1]) && g_heap.units[idx + 1].slot > 0)
+    return static_cast<long>(g_heap.units[idx + 1].slot) - 1;
+  return -1;
+}
+
+// A slot of the PMem tier for unit idx: the neighbour's follower when it is
+// free (a warm one only if allow_warm; *warm says which), else what
+// fallback gives.
+long pmem_slot_for(size_t idx, bool allow_warm, bool *warm) {
+  tier &pm = S.tiers[kTierPmem];
+  *warm = false;
+  const long want = neighbour_slot(idx);
+  if (want >= 0 && want <= UINT32_MAX && pm.ops->slot_take) {
+    long s = pm.ops->slot_take(&pm, static_cast<uint32_t>(want), allow_warm, warm);
+    if (s >= 0) return s;
+  }
+  return -ENOENT;
+}
+
 // Places an unplaced unit on a tier; returns the tier or -errno.
 long place_unit(unit &u) {
   placement_input in;
@@ -198,7 +226,11 @@ long place_unit(unit &u) {
   int t = pr.tier;
   uint32_t slot = 0;
   if (S.tiers[t].ops->slot_alloc) {
-    long s = S.tiers[t].ops->slot_alloc(&S.tiers[t]);
+    // A fresh unit reads as zero: a warm slot would need its stale contents
+    // dropped first.
+    bool warm = false;
+    long s = t == kTierPmem ? pmem_slot_for(idx, false, &warm) : -ENOENT;
+    if (s < 0) s = S.tiers[t].ops->slot_alloc(&S.tiers[t]);
     if (s < 0) {
       if (t == kTierDram) return s;
       if (!S.warned_fallback[t]) {
@@ -1149,10 +1181,17 @@ long demote(size_t idx) {
   if (!pm.usable || !faults_can_demote()) return -EOPNOTSUPP;
   const int fd = faults_fd();
   const uintptr_t ubase = unit_addr(idx);
-  // A warm slot (storage kept from a unit that moved out) takes the data
-  // without allocating; its other pages must read as zero when placed.
-  long s = pm.ops->slot_take_warm ? pm.ops->slot_take_warm(&pm) : -ENOENT;
-  if (s >= 0) {
+  // The slot after a neighbour's first, so that their mappings merge; then
+  // a warm slot (storage kept from a unit that moved out), which takes the
+  // data without allocating.  A warm slot's other pages must read as zero
+  // when placed.
+  bool warm = false;
+  long s = pmem_slot_for(idx, true, &warm);
+  if (s < 0 && pm.ops->slot_take_warm) {
+    s = pm.ops->slot_take_warm(&pm);
+    warm = s >= 0;
+  }
+  if (s >= 0 && warm) {
     long bad = 0;
     for_runs(u.live_bits, 0, kPagesPerUnit, false, [&](size_t first, size_t n) {
       if (!bad) bad = pm.ops->discard(&pm, nullptr, n << kPageShift, static_cast<uint32_t>(s), first << kPageShift);

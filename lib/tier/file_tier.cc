@@ -98,8 +98,8 @@ long file_open(tier *t, const config &cfg) {
   return 0;
 }
 
-long file_slot_alloc(tier *t) {
-  if (t->free_count > 0) return t->free_slots[--t->free_count];
+// The next never-used slot, growing the (sparse) file for it if needed.
+long take_fresh(tier *t) {
   if (t->slot_high >= kMaxSlots) return -ENOSPC;
   if (t->slot_high >= t->file_slots) {
     uint64_t want = t->file_slots + kGrowSlots;
@@ -108,6 +108,11 @@ long file_slot_alloc(tier *t) {
     t->file_slots = want;
   }
   return static_cast<long>(t->slot_high++);
+}
+
+long file_slot_alloc(tier *t) {
+  if (t->free_count > 0) return t->free_slots[--t->free_count];
+  return take_fresh(t);
 }
 
 void file_slot_free(tier *t, uint32_t slot) {
@@ -126,6 +131,35 @@ void file_slot_recycle(tier *t, uint32_t slot) {
 long file_slot_take_warm(tier *t) {
   if (!t->warm_count) return -ENOENT;
   return static_cast<long>(t->warm_slots[--t->warm_count]);
+}
+
+// Released slots searched for a particular one: the most recently released
+// (a unit's old slot is usually among them); older ones are not worth a
+// long search.
+constexpr uint32_t kTakeSearch = 1024;
+
+long file_slot_take(tier *t, uint32_t slot, bool allow_warm, bool *warm) {
+  *warm = false;
+  if (slot < t->slot_high) {
+    if (allow_warm) {
+      for (uint32_t i = 0; i < t->warm_count; ++i)
+        if (t->warm_slots[i] == slot) {
+          t->warm_slots[i] = t->warm_slots[--t->warm_count];
+          *warm = true;
+          return slot;
+        }
+    }
+    const uint32_t lowest = t->free_count > kTakeSearch ? t->free_count - kTakeSearch : 0;
+    for (uint32_t i = t->free_count; i-- > lowest;)
+      if (t->free_slots[i] == slot) {
+        for (uint32_t j = i; j + 1 < t->free_count; ++j) t->free_slots[j] = t->free_slots[j + 1];
+        --t->free_count;
+        return slot;
+      }
+    return -ENOENT;
+  }
+  if (slot != t->slot_high) return -ENOENT;
+  return take_fresh(t);
 }
 
 long file_reserve(tier *t, uint32_t slot, size_t off, size_t len) {
@@ -156,6 +190,7 @@ long file_discard(tier *t, void *, size_t len, uint32_t slot, size_t off) {
 }  // namespace
 
 const tier_ops file_tier_ops = {"file",      file_open, file_slot_alloc, file_slot_free, file_reserve,
-                                file_map,    file_discard, file_slot_recycle, file_slot_take_warm};
+                                file_map,    file_discard, file_slot_recycle, file_slot_take_warm,
+                                file_slot_take};
 
 }  // namespace mmtier::detail

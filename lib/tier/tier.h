@@ -42,6 +42,12 @@ struct tier_ops {
   void (*slot_recycle)(tier *t, uint32_t slot);
   // A warm slot (its contents are stale), or -ENOENT.
   long (*slot_take_warm)(tier *t);
+  // Optional.  Takes this particular slot if it is free: from the warm pool
+  // (*warm set: its contents are stale; only if allow_warm), released (its
+  // storage given back: reads as zero), or the next never used; else
+  // -ENOENT.  Lets a unit take the slot that follows its neighbour's, so
+  // that their mappings merge into one.
+  long (*slot_take)(tier *t, uint32_t slot, bool allow_warm, bool *warm);
 };
 
 struct tier {

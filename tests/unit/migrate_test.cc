@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -78,6 +79,47 @@ TEST_F(Migrate, EveryByteSurvivesBothDirections) {
     }
     ASSERT_EQ(bad, 0u) << "round " << round;
   }
+  heap_munmap(base, kUnits * kUnitSize);
+}
+
+// Kernel mappings that cover [lo, hi).
+size_t mappings_in(uintptr_t lo, uintptr_t hi) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (!f) return 0;
+  size_t n = 0;
+  unsigned long a, b;
+  char line[512];
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "%lx-%lx", &a, &b) == 2 && a < hi && b > lo) ++n;
+  fclose(f);
+  return n;
+}
+
+// A demoted unit takes the slot after its neighbour's when it is free, so
+// that their mappings merge: moving every unit up and back down leaves a
+// few mappings, not one per unit (vm.max_map_count).
+TEST_F(Migrate, DemotedUnitsMergeWithTheirNeighboursMappings) {
+  constexpr size_t kUnits = 16;
+  char *base = map_units(kUnits);
+  ASSERT_NE(base, nullptr);
+  for (size_t i = 0; i < kUnits * kUnitSize; i += 4096) base[i] = static_cast<char>(i >> 12);
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(base), hi = lo + kUnits * kUnitSize;
+  auto move_all = [&](int to) {
+    for (size_t u = 0; u < kUnits; ++u) {
+      if (heap_tier_of(base + u * kUnitSize) != to) ASSERT_GE(heap_migrate(unit_index_of(base + u * kUnitSize), to), 0);
+    }
+  };
+  move_all(kTierPmem);
+  move_all(kTierDram);
+  // Back down in the same order: released slots come out last in first
+  // out, which alone would hand them out backwards, none after its
+  // neighbour's.
+  move_all(kTierPmem);
+  const size_t after = mappings_in(lo, hi);
+  size_t bad = 0;
+  for (size_t i = 0; i < kUnits * kUnitSize; i += 4096) bad += base[i] != static_cast<char>(i >> 12);
+  EXPECT_EQ(bad, 0u);
+  EXPECT_LE(after, 3u) << "16 units on PMem after a round trip";
   heap_munmap(base, kUnits * kUnitSize);
 }
 

@@ -7,6 +7,8 @@
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+
+#include <cerrno>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -64,6 +66,36 @@ TEST_P(FileTier, SlotsAreReusedAfterRelease) {
   EXPECT_NE(a, b);
   t_.ops->slot_free(&t_, static_cast<uint32_t>(a));
   EXPECT_EQ(t_.ops->slot_alloc(&t_), a);
+}
+
+TEST_P(FileTier, AParticularSlotIsTakenFromWhereverItIsFree) {
+  ASSERT_NE(t_.ops->slot_take, nullptr);
+  long s[4];
+  for (long &x : s) x = t_.ops->slot_alloc(&t_);
+  ASSERT_EQ(s[1], s[0] + 1);
+  bool warm = true;
+  // In use: not free.
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[1]), true, &warm), -ENOENT);
+  // The next never-used slot, and not the one after it.
+  const long next = s[3] + 1;
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(next + 1), true, &warm), -ENOENT);
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(next), true, &warm), next);
+  EXPECT_FALSE(warm);
+  EXPECT_EQ(t_.ops->slot_alloc(&t_), next + 1) << "taken slots are not handed out again";
+  // Released (below the top of the stack of released slots).
+  t_.ops->slot_free(&t_, static_cast<uint32_t>(s[1]));
+  t_.ops->slot_free(&t_, static_cast<uint32_t>(s[2]));
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[1]), true, &warm), s[1]);
+  EXPECT_FALSE(warm);
+  EXPECT_EQ(t_.ops->slot_alloc(&t_), s[2]) << "the stack keeps its other slots";
+  // Warm: only when allowed, and then said so.
+  t_.warm_limit = 4;
+  t_.ops->slot_recycle(&t_, static_cast<uint32_t>(s[3]));
+  ASSERT_EQ(t_.warm_count, 1u);
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[3]), false, &warm), -ENOENT);
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[3]), true, &warm), s[3]);
+  EXPECT_TRUE(warm);
+  EXPECT_EQ(t_.warm_count, 0u);
 }
 
 TEST_P(FileTier, MappedSlotIsSharedWithTheFileAndDiscardsToZero) {
