@@ -196,9 +196,8 @@ long neighbour_slot(size_t idx) {
   return -1;
 }
 
-// A slot of the PMem tier for unit idx: the neighbour's follower when it is
-// free (a warm one only if allow_warm; *warm says which), else what
-// fallback gives.
+// The slot neighbour_slot(idx) names, taken from the PMem tier if it is free
+// (a warm one only if allow_warm; *warm says which), else -ENOENT.
 long pmem_slot_for(size_t idx, bool allow_warm, bool *warm) {
   tier &pm = S.tiers[kTierPmem];
   *warm = false;

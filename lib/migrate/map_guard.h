@@ -2,7 +2,7 @@
 //
 // Every migration can leave one more kernel mapping behind: a promoted unit
 // is an anonymous mapping that never merges with its neighbours, and a
-// demoted one merges only when its file slot happens to follow a
+// demoted one merges only when it can take the file slot that follows a
 // neighbour's (docs/ARCHITECTURE.md, hazard 5).  Past vm.max_map_count the
 // application's own mmap, and with it malloc, fails with ENOMEM.  So before
 // each batch of migrations the mover asks this guard, which holds them back
@@ -24,8 +24,10 @@ namespace mmtier::detail {
 
 class map_guard {
  public:
-  // Kernel mappings one migration can add at most: the unit's own, and a
-  // neighbouring mapping split in two.
+  // Kernel mappings one migration adds at most when the unit's live pages
+  // are one run (the usual case): the unit's own, and a neighbouring
+  // mapping split in two.  Units with holes can add more; the recount,
+  // due once the bound nears the threshold, catches up with them.
   static constexpr long kPerMigration = 2;
 
   // Sources of the two figures, each returning a count or -errno.  The
