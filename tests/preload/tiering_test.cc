@@ -51,33 +51,56 @@ constexpr size_t kMB = size_t{1} << 20;
 
 // ---- child cases (TIERING_CHILD=name); the exit status is the verdict ------
 
-// Hammers the last 8 MiB of a 96 MiB block until every page of it is on
-// DRAM (or 60 s pass), then prints the counters.
+// A 96 MiB malloc'd block, written once, whose last 8 MiB are the hot set.
+// With a DRAM limit of 24 MiB, placement puts the hot set on PMem.
+struct hot_block {
+  uint64_t *hot = nullptr;
+  size_t words = 0, pages = 0;
+
+  bool make() {
+    const size_t total = 96 * kMB, hot_bytes = 8 * kMB;
+    auto *b = static_cast<uint64_t *>(malloc(total));
+    if (!b) return false;
+    for (size_t i = 0; i < total / 8; ++i) b[i] = i;
+    hot = b + (total - hot_bytes) / 8;
+    words = hot_bytes / 8;
+    pages = hot_bytes / 4096;
+    return true;
+  }
+  size_t on_dram() const {
+    size_t n = 0;
+    for (size_t p = 0; p < pages; ++p) n += tier_of(reinterpret_cast<char *>(hot) + p * 4096) == 0;
+    return n;
+  }
+  // Random updates to the hot set for up to 60 s or until done() says so.
+  template <class Done>
+  bool hammer_until(Done done) {
+    const double deadline = now_s() + 60;
+    uint64_t x = 7;
+    while (now_s() < deadline) {
+      for (int k = 0; k < 1 << 18; ++k) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        hot[(x >> 33) % words] += 1;
+      }
+      if (done()) return true;
+    }
+    return false;
+  }
+};
+
+// Hammers the hot set until every page of it is on DRAM (or 60 s pass),
+// then prints the counters.
 int child_hot_set() {
-  const size_t total = 96 * kMB, hot = 8 * kMB;
-  auto *b = static_cast<uint64_t *>(malloc(total));
-  if (!b) return 10;
-  for (size_t i = 0; i < total / 8; ++i) b[i] = i;
-  uint64_t *h = b + (total - hot) / 8;
-  const size_t hot_words = hot / 8;
+  hot_block hb;
+  if (!hb.make()) return 10;
   mmtier_tiering_stats st = {};
   st.size = sizeof st;
-  const double deadline = now_s() + 60;
-  size_t on_dram = 0, pages = hot / 4096;
-  uint64_t x = 1;
-  while (now_s() < deadline) {
-    for (int k = 0; k < 1 << 20; ++k) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      h[(x >> 33) % hot_words] += 1;
-    }
-    on_dram = 0;
-    for (size_t p = 0; p < pages; ++p) on_dram += tier_of(reinterpret_cast<char *>(h) + p * 4096) == 0;
-    if (on_dram == pages) break;
-  }
+  size_t on_dram = 0;
+  hb.hammer_until([&] { return (on_dram = hb.on_dram()) == hb.pages; });
   if (tiering_stats()(&st) != 0) return 11;
   printf("hot_on_dram=%zu/%zu running=%d scans=%llu promotions=%llu demotions=%llu bytes=%llu samples=%llu "
          "touched=%llu budget=%llu\n",
-         on_dram, pages, st.running, (unsigned long long)st.scans, (unsigned long long)st.promotions,
+         on_dram, hb.pages, st.running, (unsigned long long)st.scans, (unsigned long long)st.promotions,
          (unsigned long long)st.demotions, (unsigned long long)st.bytes_migrated, (unsigned long long)st.samples,
          (unsigned long long)st.samples_touched, (unsigned long long)st.dram_budget_bytes);
   // The budget holds: DRAM never has more than the limit plus one unit.
@@ -85,7 +108,7 @@ int child_hot_set() {
   api().get_stats(&ms);
   printf("dram_units=%zu peak=%zu limit=%zu\n", ms.units[0], ms.peak_units[0], ms.limit_bytes[0] / ms.unit_size);
   if (ms.peak_units[0] > ms.limit_bytes[0] / ms.unit_size + 1) return 12;
-  return on_dram == pages && st.running == 1 ? 0 : 13;
+  return on_dram == hb.pages && st.running == 1 ? 0 : 13;
 }
 
 // Managed memory, and whether a mover thread exists.
@@ -164,60 +187,37 @@ long max_map_count() {
   return v;
 }
 
-// Hammers 8 MiB of hot data on PMem for up to 60 s or until done() says so.
-template <class Done>
-bool hammer_until(uint64_t *h, size_t words, Done done) {
-  const double deadline = now_s() + 60;
-  uint64_t x = 7;
-  while (now_s() < deadline) {
-    for (int k = 0; k < 1 << 18; ++k) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      h[(x >> 33) % words] += 1;
-    }
-    if (done()) return true;
-  }
-  return false;
-}
-
 // Near vm.max_map_count the mover holds its migrations back (the
 // application's own mmap would fail next), the application can still map
 // memory, and once mappings are freed the mover moves the hot set again.
 int child_map_count() {
-  const size_t total = 96 * kMB, hot = 8 * kMB;
-  auto *b = static_cast<uint64_t *>(malloc(total));
-  if (!b) return 10;
-  for (size_t i = 0; i < total / 8; ++i) b[i] = i;
-  uint64_t *h = b + (total - hot) / 8;
-  const size_t pages = hot / 4096;
-  auto on_dram = [&] {
-    size_t n = 0;
-    for (size_t p = 0; p < pages; ++p) n += tier_of(reinterpret_cast<char *>(h) + p * 4096) == 0;
-    return n;
-  };
-  if (on_dram() == pages) return 11;  // placement put the hot set on PMem (24 MiB of DRAM)
+  hot_block hb;
+  if (!hb.make()) return 10;
+  if (hb.on_dram() == hb.pages) return 11;  // placement put the hot set on PMem (24 MiB of DRAM)
   const long limit = max_map_count();
   if (limit < 4096) return 12;
   if (limit > (1L << 20)) return 77;  // too many mappings to make in a test
   const long reserve = std::min(std::max(limit / 8, 1024L), limit / 2);
   const long high = limit - reserve;
-  // Fill the mappings up to the mover's threshold: pages of one range with
-  // alternating protections (each call splits off two more).
+  // Fill the mappings a little past the mover's threshold (the mover's own
+  // sampling adds and removes a few as it goes): pages of one range with
+  // alternating protections, each call splitting off two more.
+  const long target = high + 128;
   const size_t span = static_cast<size_t>(limit) * 4096;
   char *filler = static_cast<char *>(mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
   if (filler == MAP_FAILED) return 13;
   long have = count_maps();
-  for (size_t i = 1; have < high && (i + 1) * 4096 < span; i += 2) {
-    if (mprotect(filler + i * 4096, 4096, PROT_READ) != 0) return 14;
-    have += 2;
-  }
-  have = count_maps();
+  size_t next = 1;
+  for (int round = 0; have < target && round < 8; ++round, have = count_maps())
+    for (long k = (target - have + 1) / 2; k > 0 && (next + 1) * 4096 < span; --k, next += 2)
+      if (mprotect(filler + next * 4096, 4096, PROT_READ) != 0) return 14;
   printf("maps=%ld limit=%ld threshold=%ld\n", have, limit, high);
-  if (have < high - 2 || have > high + reserve / 4) return 15;
+  if (have < target || have > high + reserve / 4) return 15;
   mmtier_tiering_stats st0 = {}, st = {};
   st0.size = st.size = sizeof st;
   tiering_stats()(&st0);
   // Hot data, but no migration while the mappings are this close.
-  if (!hammer_until(h, hot / 8, [&] {
+  if (!hb.hammer_until([&] {
         tiering_stats()(&st);
         return st.map_count_holds >= st0.map_count_holds + 3;
       }))
@@ -231,7 +231,7 @@ int child_map_count() {
   memset(more, 3, 16 * kMB);
   // Room again: the hot set moves.
   munmap(filler, span);
-  if (!hammer_until(h, hot / 8, [&] { return on_dram() == pages; })) return 19;
+  if (!hb.hammer_until([&] { return hb.on_dram() == hb.pages; })) return 19;
   tiering_stats()(&st);
   printf("moved: promotions=%llu maps=%ld\n", (unsigned long long)st.promotions, count_maps());
   free(more);
