@@ -196,17 +196,13 @@ long neighbour_slot(size_t idx) {
   return -1;
 }
 
-// The slot neighbour_slot(idx) names, taken from the PMem tier if it is free
-// (a warm one only if allow_warm; *warm says which), else -ENOENT.
-long pmem_slot_for(size_t idx, bool allow_warm, bool *warm) {
+// The slot neighbour_slot(idx) names, taken from the PMem tier if it is
+// free in a way `from` allows (kTakeWarm, kTakeFree), else -ENOENT.
+long pmem_slot_for(size_t idx, int from) {
   tier &pm = S.tiers[kTierPmem];
-  *warm = false;
   const long want = neighbour_slot(idx);
-  if (want >= 0 && want <= UINT32_MAX && pm.ops->slot_take) {
-    long s = pm.ops->slot_take(&pm, static_cast<uint32_t>(want), allow_warm, warm);
-    if (s >= 0) return s;
-  }
-  return -ENOENT;
+  if (want < 0 || want > UINT32_MAX || !pm.ops->slot_take) return -ENOENT;
+  return pm.ops->slot_take(&pm, static_cast<uint32_t>(want), from);
 }
 
 // Places an unplaced unit on a tier; returns the tier or -errno.
@@ -227,8 +223,7 @@ long place_unit(unit &u) {
   if (S.tiers[t].ops->slot_alloc) {
     // A fresh unit reads as zero: a warm slot would need its stale contents
     // dropped first.
-    bool warm = false;
-    long s = t == kTierPmem ? pmem_slot_for(idx, false, &warm) : -ENOENT;
+    long s = t == kTierPmem ? pmem_slot_for(idx, kTakeFree) : -ENOENT;
     if (s < 0) s = S.tiers[t].ops->slot_alloc(&S.tiers[t]);
     if (s < 0) {
       if (t == kTierDram) return s;
@@ -1180,16 +1175,16 @@ long demote(size_t idx) {
   if (!pm.usable || !faults_can_demote()) return -EOPNOTSUPP;
   const int fd = faults_fd();
   const uintptr_t ubase = unit_addr(idx);
-  // The slot after a neighbour's first, so that their mappings merge; then
-  // a warm slot (storage kept from a unit that moved out), which takes the
-  // data without allocating.  A warm slot's other pages must read as zero
-  // when placed.
-  bool warm = false;
-  long s = pmem_slot_for(idx, true, &warm);
-  if (s < 0 && pm.ops->slot_take_warm) {
-    s = pm.ops->slot_take_warm(&pm);
-    warm = s >= 0;
-  }
+  // A warm slot (storage kept from a unit that moved out) takes the data
+  // without allocating, which is most of a demotion's cost: the one after a
+  // neighbour's if it is warm (their mappings then merge), else the lowest
+  // warm one.  Only without warm slots, the neighbour's follower if it is
+  // free, then any slot.  A warm slot's other pages must read as zero when
+  // placed.
+  long s = pmem_slot_for(idx, kTakeWarm);
+  if (s < 0 && pm.ops->slot_take_warm) s = pm.ops->slot_take_warm(&pm);
+  const bool warm = s >= 0;
+  if (s < 0) s = pmem_slot_for(idx, kTakeFree);
   if (s >= 0 && warm) {
     long bad = 0;
     for_runs(u.live_bits, 0, kPagesPerUnit, false, [&](size_t first, size_t n) {

@@ -130,7 +130,12 @@ void file_slot_recycle(tier *t, uint32_t slot) {
 
 long file_slot_take_warm(tier *t) {
   if (!t->warm_count) return -ENOENT;
-  return static_cast<long>(t->warm_slots[--t->warm_count]);
+  uint32_t low = 0;
+  for (uint32_t i = 1; i < t->warm_count; ++i)
+    if (t->warm_slots[i] < t->warm_slots[low]) low = i;
+  const uint32_t slot = t->warm_slots[low];
+  t->warm_slots[low] = t->warm_slots[--t->warm_count];
+  return static_cast<long>(slot);
 }
 
 // Released slots searched for a particular one: the most recently released
@@ -138,17 +143,16 @@ long file_slot_take_warm(tier *t) {
 // long search.
 constexpr uint32_t kTakeSearch = 1024;
 
-long file_slot_take(tier *t, uint32_t slot, bool allow_warm, bool *warm) {
-  *warm = false;
+long file_slot_take(tier *t, uint32_t slot, int from) {
+  if (slot < t->slot_high && (from & kTakeWarm)) {
+    for (uint32_t i = 0; i < t->warm_count; ++i)
+      if (t->warm_slots[i] == slot) {
+        t->warm_slots[i] = t->warm_slots[--t->warm_count];
+        return slot;
+      }
+  }
+  if (!(from & kTakeFree)) return -ENOENT;
   if (slot < t->slot_high) {
-    if (allow_warm) {
-      for (uint32_t i = 0; i < t->warm_count; ++i)
-        if (t->warm_slots[i] == slot) {
-          t->warm_slots[i] = t->warm_slots[--t->warm_count];
-          *warm = true;
-          return slot;
-        }
-    }
     const uint32_t lowest = t->free_count > kTakeSearch ? t->free_count - kTakeSearch : 0;
     for (uint32_t i = t->free_count; i-- > lowest;)
       if (t->free_slots[i] == slot) {

@@ -18,6 +18,8 @@ inline constexpr int kTierCount = 2;
 
 struct tier;
 
+inline constexpr int kTakeWarm = 1, kTakeFree = 2;
+
 struct tier_ops {
   const char *kind;  // "dram", "file"
   // Opens the tier; returns 0 or -errno.
@@ -40,14 +42,16 @@ struct tier_ops {
   // the next unit moving in takes: its pages need no allocation, which is
   // most of the cost of a demotion.  The pool's overflow is freed.
   void (*slot_recycle)(tier *t, uint32_t slot);
-  // A warm slot (its contents are stale), or -ENOENT.
+  // The lowest-numbered warm slot (its contents are stale), or -ENOENT.
+  // Lowest first: units moving in one after another then get consecutive
+  // slots, whose mappings merge.
   long (*slot_take_warm)(tier *t);
-  // Optional.  Takes this particular slot if it is free: from the warm pool
-  // (*warm set: its contents are stale; only if allow_warm), released (its
-  // storage given back: reads as zero), or the next never used; else
-  // -ENOENT.  Lets a unit take the slot that follows its neighbour's, so
-  // that their mappings merge into one.
-  long (*slot_take)(tier *t, uint32_t slot, bool allow_warm, bool *warm);
+  // Optional.  Takes this particular slot if it is free in one of the ways
+  // `from` allows: kTakeWarm, from the warm pool (contents stale); kTakeFree,
+  // released (storage given back: reads as zero) or the next never used.
+  // Returns the slot or -ENOENT.  Lets a unit take the slot that follows its
+  // neighbour's, so that their mappings merge into one.
+  long (*slot_take)(tier *t, uint32_t slot, int from);
 };
 
 struct tier {

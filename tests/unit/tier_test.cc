@@ -70,32 +70,40 @@ TEST_P(FileTier, SlotsAreReusedAfterRelease) {
 
 TEST_P(FileTier, AParticularSlotIsTakenFromWhereverItIsFree) {
   ASSERT_NE(t_.ops->slot_take, nullptr);
+  const int any = kTakeWarm | kTakeFree;
   long s[4];
   for (long &x : s) x = t_.ops->slot_alloc(&t_);
   ASSERT_EQ(s[1], s[0] + 1);
-  bool warm = true;
   // In use: not free.
-  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[1]), true, &warm), -ENOENT);
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[1]), any), -ENOENT);
   // The next never-used slot, and not the one after it.
   const long next = s[3] + 1;
-  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(next + 1), true, &warm), -ENOENT);
-  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(next), true, &warm), next);
-  EXPECT_FALSE(warm);
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(next + 1), any), -ENOENT);
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(next), kTakeWarm), -ENOENT) << "fresh is not warm";
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(next), kTakeFree), next);
   EXPECT_EQ(t_.ops->slot_alloc(&t_), next + 1) << "taken slots are not handed out again";
   // Released (below the top of the stack of released slots).
   t_.ops->slot_free(&t_, static_cast<uint32_t>(s[1]));
   t_.ops->slot_free(&t_, static_cast<uint32_t>(s[2]));
-  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[1]), true, &warm), s[1]);
-  EXPECT_FALSE(warm);
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[1]), kTakeWarm), -ENOENT) << "released is not warm";
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[1]), kTakeFree), s[1]);
   EXPECT_EQ(t_.ops->slot_alloc(&t_), s[2]) << "the stack keeps its other slots";
-  // Warm: only when allowed, and then said so.
+  // Warm: only when allowed.
   t_.warm_limit = 4;
   t_.ops->slot_recycle(&t_, static_cast<uint32_t>(s[3]));
   ASSERT_EQ(t_.warm_count, 1u);
-  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[3]), false, &warm), -ENOENT);
-  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[3]), true, &warm), s[3]);
-  EXPECT_TRUE(warm);
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[3]), kTakeFree), -ENOENT);
+  EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[3]), kTakeWarm), s[3]);
   EXPECT_EQ(t_.warm_count, 0u);
+}
+
+TEST_P(FileTier, WarmSlotsComeBackLowestFirst) {
+  long s[3];
+  for (long &x : s) x = t_.ops->slot_alloc(&t_);
+  t_.warm_limit = 4;
+  for (int i : {1, 2, 0}) t_.ops->slot_recycle(&t_, static_cast<uint32_t>(s[i]));
+  for (long want : s) EXPECT_EQ(t_.ops->slot_take_warm(&t_), want);
+  EXPECT_EQ(t_.ops->slot_take_warm(&t_), -ENOENT);
 }
 
 TEST_P(FileTier, MappedSlotIsSharedWithTheFileAndDiscardsToZero) {
