@@ -201,7 +201,7 @@ long neighbour_slot(size_t idx) {
 long pmem_slot_for(size_t idx, int from) {
   tier &pm = S.tiers[kTierPmem];
   const long want = neighbour_slot(idx);
-  if (want < 0 || want > UINT32_MAX || !pm.ops->slot_take) return -ENOENT;
+  if (want < 0 || !pm.ops->slot_take) return -ENOENT;
   return pm.ops->slot_take(&pm, static_cast<uint32_t>(want), from);
 }
 

@@ -62,12 +62,12 @@ bool map_guard::recount(uint64_t now_ns) {
 }
 
 bool map_guard::allow(size_t n, uint64_t now_ns) {
-  const bool may_count = !counted_ || now_ns - counted_at_ >= kRecountNs;
   if (!counted_ && !recount(now_ns)) return true;  // no figures at all: nothing to guard with
   const long want = kPerMigration * static_cast<long>(n);
   if (!paused_ && count_ + kPerMigration * static_cast<long>(since_) + want <= limit_ - reserve_) return true;
-  // Possibly near the limit: count again (not more often than kRecountNs).
-  if (may_count && counted_at_ != now_ns) recount(now_ns);
+  // Possibly near the limit: count again (not more often than kRecountNs;
+  // a first count just made is fresh).
+  if (now_ns - counted_at_ >= kRecountNs) recount(now_ns);
   const long high = limit_ - reserve_, low = limit_ - reserve_ - reserve_ / 2;
   const long bound = count_ + kPerMigration * static_cast<long>(since_) + want;
   if (paused_ && bound <= low) {
