@@ -40,7 +40,7 @@ std::vector<snapshot> snapshots_of(const std::vector<stats_source> &sources) {
 
 // Resident figures older than this are measured again before they are
 // shown, where the process can: its mover answers a reader's request at its
-// next scan (published.h, "Freshness").  A process without a mover keeps
+// next scan (live_format.h, "Freshness").  A process without a mover keeps
 // what it last measured; the age is shown with it.
 constexpr uint64_t kStaleResidentNs = 2'000'000'000ull;
 

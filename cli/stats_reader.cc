@@ -1,7 +1,7 @@
 // Reading the published statistics of other processes: locating the
 // directory, telling live files from stale ones by their flock, mapping a
 // live page read-only and copying consistent snapshots through its sequence
-// lock.  See lib/stats/published.h for the writer's side.
+// lock.  See lib/stats/live_format.h for the writer's side.
 #include "stats_reader.h"
 
 #include "cli.h"

@@ -1,10 +1,10 @@
 // Finding and reading the statistics processes under libmmtier publish
-// (lib/stats/published.h): where the files are, which are live (their
+// (lib/stats/live_format.h): where the files are, which are live (their
 // process holds an exclusive flock) and which are stale (removed when
 // found), and consistent snapshots of a live page.
 #pragma once
 
-#include "stats/published.h"
+#include "stats/live_format.h"
 
 #include <sys/types.h>
 
@@ -15,7 +15,7 @@
 
 namespace mmtier::cli {
 
-namespace pub = mmtier::published;
+namespace pub = mmtier::live_format;
 
 // One consistent copy of a process's page and when it was taken.
 struct snapshot {
@@ -77,7 +77,7 @@ class stats_source {
   // exec'd).
   bool alive() const;
   // Asks the process to measure its resident bytes about once a second
-  // for the next 10 s (published.h, "Freshness"); only possible when the
+  // for the next 10 s (live_format.h, "Freshness"); only possible when the
   // file could be opened for writing (the process's own user, or root).
   // False when it could not ask.
   bool request_refresh() const;

@@ -1,8 +1,8 @@
 // close, close_range and closefrom: forwarders that keep mmtier's own
-// descriptors open (lib/support/fd_guard.h).
+// descriptors open (lib/platform/fd_guard.h).
 #include "platform/sys.h"
 #include "preload/preload.h"
-#include "support/fd_guard.h"
+#include "platform/fd_guard.h"
 
 #include <linux/close_range.h>
 

@@ -6,7 +6,7 @@
 #include "alloc/small.h"
 #include "api/runtime.h"
 #include "heap/heap.h"
-#include "migrate/mover.h"
+#include "mover/mover.h"
 #include "stats/report.h"
 
 #include <cerrno>

@@ -4,10 +4,10 @@
 #include "alloc/engine.h"
 #include "alloc/small.h"
 #include "config/config.h"
-#include "migrate/mover.h"
+#include "mover/mover.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
-#include "stats/publish.h"
+#include "stats/live_stats.h"
 #include "stats/report.h"
 #include "support/log.h"
 
@@ -94,7 +94,7 @@ int runtime_start() {
   }
   t_starting = false;
   g_runtime_state.store(result, std::memory_order_release);
-  if (result == kReady) publish_init();
+  if (result == kReady) live_stats_init();
   if (result == kReady && g_want_background.load(std::memory_order_acquire)) mover_enable();
   return result;
 }
@@ -108,7 +108,7 @@ namespace {
 __attribute__((constructor(102))) void start_at_load() { runtime_start(); }
 __attribute__((destructor(101))) void report_at_exit() {
   runtime_exit_report();
-  if (runtime_ready()) publish_exit();
+  if (runtime_ready()) live_stats_exit();
 }
 }  // namespace
 

@@ -38,7 +38,7 @@ struct config {
   // MMTIER_REPORT: "" (off), "stderr", or a file path; "%p" in the path is
   // replaced by the pid.  A report of where memory went is written at exit.
   char report[kPathMax] = {};
-  // MMTIER_STATS_DIR: where live statistics are published (stats/publish.h);
+  // MMTIER_STATS_DIR: where live statistics are published (stats/live_stats.h);
   // empty: the default /dev/shm/mmtier-<euid>.  "off" sets stats_off.
   char stats_dir[kPathMax] = {};
   bool stats_off = false;

@@ -5,10 +5,10 @@
 // after the next read.
 #include "heap/faults.h"
 
-#include "heap/layout.h"
+#include "support/layout.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
-#include "support/fd_guard.h"
+#include "platform/fd_guard.h"
 #include "support/log.h"
 
 #include <fcntl.h>

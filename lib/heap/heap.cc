@@ -8,7 +8,7 @@
 #include "heap/sample.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
-#include "support/fd_guard.h"
+#include "platform/fd_guard.h"
 #include "support/log.h"
 #include "support/meta.h"
 

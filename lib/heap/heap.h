@@ -12,7 +12,7 @@
 // lock-free reads.
 #pragma once
 
-#include "heap/layout.h"
+#include "support/layout.h"
 #include "tier/tier.h"
 
 #include <atomic>
@@ -183,7 +183,7 @@ void heap_resident_split_locked(size_t out[kTierCount]);
 // after any counter changed (units placed or released on a tier, fallbacks,
 // managed mmap bytes, forks): once per heap operation, in the thread that
 // made it.  It must not allocate nor take a lock that is held while the heap
-// lock is taken.  Statistics publishing (stats/publish.h) uses it.
+// lock is taken.  Statistics publishing (stats/live_stats.h) uses it.
 void heap_set_change_hook(void (*hook)(const heap_counters &));
 size_t heap_tier_limit(int tier);
 

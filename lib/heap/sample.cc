@@ -7,7 +7,7 @@
 #include "heap/heap.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
-#include "support/fd_guard.h"
+#include "platform/fd_guard.h"
 #include "support/log.h"
 
 #include <fcntl.h>

@@ -46,7 +46,7 @@
 // next decide(): dram_units_now is read as the state after all of them.
 #pragma once
 
-#include "heap/layout.h"
+#include "support/layout.h"
 #include "tier/tier.h"
 
 #include <atomic>

@@ -1,8 +1,8 @@
 // Statistics and the exit report (see report.h).
 #include "stats/report.h"
 
-#include "migrate/mover.h"
-#include "stats/publish.h"
+#include "mover/mover.h"
+#include "stats/live_stats.h"
 
 #include "config/config.h"
 #include "heap/heap.h"
@@ -21,7 +21,7 @@ void stats_fill(mmtier_stats *out, bool with_resident) {
   size_t resident[kTierCount] = {};
   if (with_resident) {
     heap_resident_split(resident);
-    publish_resident(resident);
+    live_stats_resident(resident);
   }
   for (int t = 0; t < kTierCount; ++t) {
     out->units[t] = c.units[t];

@@ -1,6 +1,6 @@
 // DRAM tier: anonymous private memory.  fork() gives the child a
 // copy-on-write view for free, and the kernel zeroes discarded pages.
-#include "heap/layout.h"
+#include "support/layout.h"
 #include "platform/sys.h"
 #include "tier/tier.h"
 

@@ -5,9 +5,9 @@
 // O_EXCL|O_NOFOLLOW and unlinked at once.  Each unit placed here owns one
 // unit-sized slot; storage is reserved with fallocate at placement so a full
 // filesystem is seen as an error then, never as SIGBUS at first touch.
-#include "heap/layout.h"
+#include "support/layout.h"
 #include "platform/sys.h"
-#include "support/fd_guard.h"
+#include "platform/fd_guard.h"
 #include "support/log.h"
 #include "support/meta.h"
 #include "tier/tier.h"

@@ -97,7 +97,7 @@
 // every system call goes through sys::raw.
 #pragma once
 
-#include "heap/layout.h"
+#include "support/layout.h"
 
 #include <linux/perf_event.h>
 

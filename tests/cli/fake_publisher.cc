@@ -1,5 +1,5 @@
 // Helper for the mmtier command's tests: publishes a statistics page with
-// chosen figures (lib/stats/published.h) the way a process under libmmtier
+// chosen figures (lib/stats/live_format.h) the way a process under libmmtier
 // does: <dir>/<pid>.stats, mode 0600, an exclusive flock held while it runs
 // and the sequence lock around writes, so the command's output can be
 // checked against exactly known numbers.  Prints "ready" when the page is
@@ -12,7 +12,7 @@
 //   --stale   write the file without holding the lock and exit at once (a
 //             file left by a process that died)
 //   FIELD     one of the names in kFields below; VALUE a number or "none"
-#include "stats/published.h"
+#include "stats/live_format.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -25,7 +25,7 @@
 #include <cstring>
 #include <string>
 
-namespace pub = mmtier::published;
+namespace pub = mmtier::live_format;
 
 namespace {
 

@@ -1,7 +1,7 @@
-// The mover's mapping-count guard (lib/migrate/map_guard): driven with a
+// The mover's mapping-count guard (lib/mover/map_guard): driven with a
 // fake mapping count, limit and clock; and once against the real
 // /proc/self/maps.
-#include "migrate/map_guard.h"
+#include "mover/map_guard.h"
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>

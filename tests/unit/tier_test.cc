@@ -1,7 +1,7 @@
 // Tier layer (lib/tier/): the file-backed tier creates an unnamed 0600 file,
 // hands out and reuses slots, maps them shared, and discards to zero; the
 // DRAM tier maps anonymous memory.
-#include "heap/layout.h"
+#include "support/layout.h"
 #include "platform/sys.h"
 #include "tier/tier.h"
 

@@ -1,11 +1,11 @@
-// Live statistics publishing (lib/stats/publish.cc): the page of this
+// Live statistics publishing (lib/stats/live_stats.cc): the page of this
 // process is where readers look for it, private, locked while the process
 // lives, follows the heap's counters and the stats API's resident figures,
 // and a fork child publishes a page of its own without touching its
 // parent's.
 #include "api/runtime.h"
 #include "heap/heap.h"
-#include "stats/published.h"
+#include "stats/live_format.h"
 #include "stats/report.h"
 
 #include <fcntl.h>
@@ -21,7 +21,7 @@
 namespace mmtier::detail {
 namespace {
 
-using published::stats_page;
+using live_format::stats_page;
 
 std::string stats_dir() { return "/dev/shm/mmtier-" + std::to_string(geteuid()); }
 std::string stats_path(pid_t pid) { return stats_dir() + "/" + std::to_string(pid) + ".stats"; }
@@ -37,7 +37,7 @@ struct reader {
   bool locked_by_writer() const { return flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK; }
   stats_page snapshot() const {
     stats_page s = {};
-    EXPECT_EQ(published::read_stats_fd(fd, &s), 1);
+    EXPECT_EQ(live_format::read_stats_fd(fd, &s), 1);
     return s;
   }
 };

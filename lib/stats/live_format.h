@@ -38,7 +38,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace mmtier::published {
+namespace mmtier::live_format {
 
 inline constexpr uint64_t kMagic = 0x31747473746d6d23ull;  // "#mmtstt1"
 inline constexpr uint32_t kVersion = 2;
@@ -123,4 +123,4 @@ inline int read_stats_fd(int fd, stats_page *out, int tries = 1000) {
   return 0;
 }
 
-}  // namespace mmtier::published
+}  // namespace mmtier::live_format

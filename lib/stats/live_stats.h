@@ -1,6 +1,6 @@
 // Publishing live statistics for readers in other processes (the mmtier
 // command, monitoring): one shared page per process, format and protocol in
-// stats/published.h.  The page is written by the heap's change hook (with
+// stats/live_format.h.  The page is written by the heap's change hook (with
 // the placement counters, in the thread that changed them), by the mover
 // after each scan, and by the statistics API; nothing here runs a thread of
 // its own or allocates.
@@ -15,13 +15,13 @@ namespace mmtier::detail {
 // unusable (one warning), nothing is published and the program runs on.
 // A fork child publishes a page of its own, made in the fork handler
 // (before the program can sandbox the child or drop its privileges).
-void publish_init();
+void live_stats_init();
 
 // Publishes per-tier resident bytes just measured (index 0 DRAM, 1 PMem).
-void publish_resident(const size_t bytes[2]);
+void live_stats_resident(const size_t bytes[2]);
 
 // Removes this process's file (at exit; the page stays mapped, so threads
 // still running may go on writing to it).
-void publish_exit();
+void live_stats_exit();
 
 }  // namespace mmtier::detail

@@ -1,5 +1,5 @@
 // Guarded descriptors (see fd_guard.h): a handful, in a lock-free table.
-#include "support/fd_guard.h"
+#include "platform/fd_guard.h"
 
 #include "platform/sys.h"
 

@@ -1,18 +1,18 @@
-// Live statistics for other processes (see publish.h and published.h).
+// Live statistics for other processes (see live_stats.h and live_format.h).
 //
 // Writers: the heap's change hook (any thread, heap lock held), the mover's
 // scan hook (the mover thread) and the statistics API.  They serialise on
 // g_lock, which is only ever taken last (no heap call is made while it is
 // held) and only around stores into the page.
-#include "stats/publish.h"
+#include "stats/live_stats.h"
 
-#include "stats/published.h"
+#include "stats/live_format.h"
 
 #include "config/config.h"
 #include "heap/heap.h"
-#include "migrate/mover.h"
+#include "mover/mover.h"
 #include "platform/sys.h"
-#include "support/fd_guard.h"
+#include "platform/fd_guard.h"
 #include "support/log.h"
 
 #include <fcntl.h>
@@ -31,7 +31,7 @@
 namespace mmtier::detail {
 namespace {
 
-using published::stats_page;
+using live_format::stats_page;
 
 constexpr size_t kFileSize = 4096;
 static_assert(sizeof(stats_page) <= kFileSize, "the page fits one file page");
@@ -99,14 +99,14 @@ void read_comm(char out[16]) {
 void fill_identity(stats_page *p, long pid, unsigned uid) {
   const config &cfg = config_get();
   memset(p, 0, sizeof *p);
-  p->magic = published::kMagic;
-  p->version = published::kVersion;
+  p->magic = live_format::kMagic;
+  p->version = live_format::kVersion;
   p->size = sizeof *p;
   p->pid = static_cast<int32_t>(pid);
   p->uid = uid;
   p->started_ns = real_ns();
   read_comm(p->comm);
-  p->policy = cfg.policy == policy_kind::ratio ? published::kPolicyRatio : published::kPolicyDramFirst;
+  p->policy = cfg.policy == policy_kind::ratio ? live_format::kPolicyRatio : live_format::kPolicyDramFirst;
   p->ratio_dram = cfg.ratio_dram;
   p->ratio_pmem = cfg.ratio_pmem;
   p->promote = cfg.promote;
@@ -114,12 +114,12 @@ void fill_identity(stats_page *p, long pid, unsigned uid) {
   p->scan_interval_ns = cfg.scan_interval_ns;
   p->migrate_limit_bps = uint64_t{cfg.migrate_mbps} << 20;
   copy_name(p->pmem_path, sizeof p->pmem_path, cfg.pmem_path);
-  for (int t = 0; t < published::kTiers; ++t) {
+  for (int t = 0; t < live_format::kTiers; ++t) {
     const size_t limit = heap_tier_limit(t);
-    p->tiers[t].limit_bytes = limit == SIZE_MAX ? published::kNone : limit;
-    p->tiers[t].resident_bytes = published::kNone;
+    p->tiers[t].limit_bytes = limit == SIZE_MAX ? live_format::kNone : limit;
+    p->tiers[t].resident_bytes = live_format::kNone;
   }
-  p->dram_budget_bytes = published::kNone;
+  p->dram_budget_bytes = live_format::kNone;
 }
 
 // Publishing stays off from here on.  Said as a warning when the user
@@ -273,7 +273,7 @@ void create_locked(bool sweep) {
 }
 
 void put_counters(stats_page *p, const heap_counters &c) {
-  for (int t = 0; t < published::kTiers; ++t) {
+  for (int t = 0; t < live_format::kTiers; ++t) {
     p->tiers[t].placed_bytes = uint64_t{c.units[t]} * kUnitSize;
     p->tiers[t].peak_bytes = uint64_t{c.peak_units[t]} * kUnitSize;
   }
@@ -283,7 +283,7 @@ void put_counters(stats_page *p, const heap_counters &c) {
 }
 
 void put_resident(stats_page *p, const size_t res[2]) {
-  for (int t = 0; t < published::kTiers; ++t) p->tiers[t].resident_bytes = res[t];
+  for (int t = 0; t < live_format::kTiers; ++t) p->tiers[t].resident_bytes = res[t];
   p->resident_ns = real_ns();
 }
 
@@ -366,7 +366,7 @@ void on_scan() {
     p->samples_touched = ms.samples_touched;
     p->tracking_faults = ms.tracking_faults;
     p->cpu_ns = ms.cpu_ns;
-    p->dram_budget_bytes = ms.dram_budget_units == SIZE_MAX ? published::kNone : ms.dram_budget_units * kUnitSize;
+    p->dram_budget_bytes = ms.dram_budget_units == SIZE_MAX ? live_format::kNone : ms.dram_budget_units * kUnitSize;
     memcpy(p->heat_histogram, ms.heat_histogram, sizeof p->heat_histogram);
     if (measure) {
       put_resident(p, res);
@@ -381,7 +381,7 @@ void on_scan() {
 // The child must not write into its parent's page: it makes its own at once,
 // in the fork handler, before the program can sandbox or drop privileges
 // in the child (no sweep there: that can wait for a process start).
-void publish_fork_child() {
+void live_stats_fork_child() {
   pthread_mutex_init(&g_lock, nullptr);
   if (stats_page *p = P.page.load(std::memory_order_relaxed)) sys::munmap(p, kFileSize);
   if (P.fd >= 0) {
@@ -407,12 +407,12 @@ void publish_fork_child() {
 
 }  // namespace
 
-void publish_init() {
+void live_stats_init() {
   static bool once = false;
   if (once) return;
   once = true;
   if (config_get().stats_off) return;
-  pthread_atfork(nullptr, nullptr, publish_fork_child);
+  pthread_atfork(nullptr, nullptr, live_stats_fork_child);
   size_t res[2];
   heap_resident_split(res);
   heap_counters c;
@@ -431,7 +431,7 @@ void publish_init() {
   mover_set_scan_hook(on_scan);
 }
 
-void publish_resident(const size_t bytes[2]) {
+void live_stats_resident(const size_t bytes[2]) {
   pthread_mutex_lock(&g_lock);
   if (stats_page *p = P.page.load(std::memory_order_relaxed)) {
     write_begin(p);
@@ -442,7 +442,7 @@ void publish_resident(const size_t bytes[2]) {
   pthread_mutex_unlock(&g_lock);
 }
 
-void publish_exit() {
+void live_stats_exit() {
   pthread_mutex_lock(&g_lock);
   P.disabled.store(true, std::memory_order_relaxed);
   // Only if the name is still our file (we hold its lock, so nobody else

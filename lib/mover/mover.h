@@ -42,7 +42,7 @@ struct mover_stats {
 };
 void mover_stats_get(mover_stats *out);
 // Called by the mover thread after each scan, with no lock held (statistics
-// publishing, stats/publish.h).  Set once, before the thread starts.
+// publishing, stats/live_stats.h).  Set once, before the thread starts.
 void mover_set_scan_hook(void (*hook)());
 
 }  // namespace mmtier::detail

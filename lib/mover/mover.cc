@@ -8,13 +8,13 @@
 // number of PMem units and an eighth as many DRAM units.  The number
 // shrinks when the scan's tracking work (both threads, migrations excluded)
 // took more than kCpuHigh of the interval and grows below kCpuLow.
-#include "migrate/mover.h"
+#include "mover/mover.h"
 
 #include "config/config.h"
 #include "heap/faults.h"
 #include "heap/heap.h"
 #include "heap/sample.h"
-#include "migrate/map_guard.h"
+#include "mover/map_guard.h"
 #include "platform/sys.h"
 #include "policy/policy.h"
 #include "support/log.h"

@@ -1,5 +1,5 @@
 // Mapping-count guard of the background mover (see map_guard.h).
-#include "migrate/map_guard.h"
+#include "mover/map_guard.h"
 
 #include "platform/sys.h"
 #include "support/log.h"
