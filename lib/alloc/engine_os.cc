@@ -1,5 +1,8 @@
 // The engine's system calls.  The engine archive is built so that its calls
-// to mmap, munmap, madvise and mprotect come here (cmake/rename_jemalloc.sh).
+// to mmap, munmap, madvise, mprotect and pthread_atfork come here
+// (cmake/rename_jemalloc.sh).  Its fork handlers join mmtier's quiesce
+// sequence at their rank (support/quiesce.h), between the small-object
+// heaps and the heap lock, which its extent hooks take inside its locks.
 // Until the heap's extent hooks are installed the engine allocates its first
 // blocks (the starting thread's cache) with its default hooks; those mappings
 // are placed inside the heap as DRAM, so every block the engine ever hands
@@ -8,6 +11,7 @@
 #include "alloc/engine.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
+#include "support/quiesce.h"
 
 #include <sys/mman.h>
 
@@ -65,6 +69,11 @@ __attribute__((visibility("hidden"))) int mmtier_engine_madvise(void *addr, size
 __attribute__((visibility("hidden"))) int mmtier_engine_mprotect(void *addr, size_t len, int prot) {
   return static_cast<int>(
       as_result(inside(addr, len) ? heap_mprotect(addr, len, prot) : sys::mprotect(addr, len, prot)));
+}
+
+__attribute__((visibility("hidden"))) int mmtier_engine_pthread_atfork(void (*prepare)(), void (*parent)(),
+                                                                         void (*child)()) {
+  return quiesce_register(kRankEngine, {prepare, parent, child, nullptr}) ? 0 : ENOMEM;
 }
 
 }  // extern "C"

@@ -4,6 +4,7 @@
 #include "alloc/small.h"
 
 #include "support/log.h"
+#include "support/quiesce.h"
 #include "support/meta.h"
 
 #include <pthread.h>
@@ -425,7 +426,7 @@ void small_page_retire(small_heap *h, small_page *pg) { page_retire(h, pg); }
 void *small_realloc(void *p, size_t size) {
   const size_t old = small_usable_size(p);
   if (size <= old && (size * 2 > old || old == kClassSizes[0])) return p;
-  void *q = front_malloc(size);
+  void *q = small_or_engine_malloc(size);
   if (!q) return nullptr;
   memcpy(q, p, old < size ? old : size);
   small_free(p);
@@ -439,7 +440,7 @@ void small_collect_abandoned() {
 
 bool small_init() {
   if (pthread_key_create(&g_exit_key, thread_exit) != 0) return false;
-  pthread_atfork(fork_prepare, fork_parent, fork_child);
+  quiesce_register(kRankSmall, {fork_prepare, fork_parent, fork_child, nullptr});
   g_ready.store(true, std::memory_order_release);
   return true;
 }

@@ -148,7 +148,7 @@ inline size_t small_usable_size(const void *p) { return small_page_of(p)->block_
 
 // malloc with the engine ready: small blocks here, the rest (and small ones
 // this thread cannot have) from the general engine.
-inline void *front_malloc(size_t size) {
+inline void *small_or_engine_malloc(size_t size) {
   if (__builtin_expect(size <= kSmallMax, 1)) {
     if (void *p = small_alloc(size)) return p;
   }

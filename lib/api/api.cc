@@ -1,9 +1,9 @@
 // The public C API (include/mmtier/mmtier.h), shared by the preload library
-// and the linked library.  Errors are reported through errno in one place.
+// and the linked library.  Allocation goes through the same front-end as
+// the interposed malloc (front.h).  Errors are reported through errno.
 #include <mmtier/mmtier.h>
 
-#include "alloc/engine.h"
-#include "alloc/small.h"
+#include "api/front.h"
 #include "api/runtime.h"
 #include "heap/heap.h"
 #include "mover/mover.h"
@@ -47,65 +47,38 @@ MMTIER_API size_t mmtier_tier_limit(int tier) {
 }
 
 MMTIER_API void *mmtier_aligned_alloc_on(int tier, size_t alignment, size_t size) {
-  if (!valid_tier(tier) || alignment == 0 || (alignment & (alignment - 1))) return fail(EINVAL);
-  if (!started()) return fail(ENOMEM);
-  if (size > PTRDIFF_MAX) return fail(ENOMEM);
-  int flags = engine_tier_flags(tier);
-  if (alignment > 16) flags |= je_align_flag(alignment);
-  void *p = mmtier_je_mallocx(size ? size : 1, flags);
-  heap_maybe_start();
-  return p ? p : fail(ENOMEM);
+  return front_malloc_on(tier, alignment, size);
 }
 
-MMTIER_API void *mmtier_malloc_on(int tier, size_t size) {
-  return mmtier_aligned_alloc_on(tier, 16, size);
-}
+MMTIER_API void *mmtier_malloc_on(int tier, size_t size) { return front_malloc_on(tier, 16, size); }
 
 MMTIER_API void *mmtier_calloc_on(int tier, size_t count, size_t size) {
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
-  void *p = mmtier_aligned_alloc_on(tier, 16, total);
+  void *p = front_malloc_on(tier, 16, total);
   if (p) memset(p, 0, total);
   return p;
 }
 
 MMTIER_API void *mmtier_malloc(size_t size) {
   if (!started()) return fail(ENOMEM);
-  void *p = front_malloc(size);
-  heap_maybe_start();
-  return p;
+  return front_malloc(size);
 }
 
+// The API takes back only what it handed out: pointers outside the heap are
+// refused (realloc) or ignored (free), whatever the runtime's state.
 MMTIER_API void *mmtier_realloc(void *ptr, size_t size) {
   if (!ptr) return mmtier_malloc(size);
   if (!heap_contains(ptr)) return fail(EINVAL);
-  if (size == 0) {
-    mmtier_free(ptr);
-    return nullptr;
-  }
-  if (size > PTRDIFF_MAX) return fail(ENOMEM);
-  void *q = heap_small_contains(ptr) ? small_realloc(ptr, size) : mmtier_je_realloc(ptr, size);
-  heap_maybe_start();
-  return q ? q : fail(ENOMEM);
+  return front_realloc(ptr, size);
 }
 
 MMTIER_API void mmtier_free(void *ptr) {
-  if (!ptr || !heap_contains(ptr)) return;
-  if (heap_small_contains(ptr)) {
-    small_free(ptr);
-    return;
-  }
-  const int forced = heap_forced_tier(ptr);
-  // A block of a tier arena goes back to this thread's cache for that tier,
-  // where mmtier_malloc_on finds it again.
-  if (forced >= 0) mmtier_je_dallocx(ptr, engine_tier_flags(forced) & ~kJeArenaMask);
-  else mmtier_je_free(ptr);
+  if (ptr && heap_contains(ptr)) front_free(ptr);
 }
 
 MMTIER_API size_t mmtier_usable_size(const void *ptr) {
-  if (!ptr || !heap_contains(ptr)) return 0;
-  if (heap_small_contains(ptr)) return small_usable_size(ptr);
-  return mmtier_je_malloc_usable_size(const_cast<void *>(ptr));
+  return ptr && heap_contains(ptr) ? front_usable_size(ptr) : 0;
 }
 
 MMTIER_API int mmtier_owns(const void *ptr) { return ptr && runtime_ready() && heap_contains(ptr); }

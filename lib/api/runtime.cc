@@ -79,9 +79,6 @@ int runtime_start() {
   config_load();  // exits on invalid configuration
   int result = kUnmanaged;
   if (heap_init()) {
-    // Registered before the engine registers its own handlers, so ours run
-    // after the engine's in prepare (lock order: engine locks, then heap).
-    pthread_atfork(heap_fork_prepare, heap_fork_parent, heap_fork_child);
     if (engine_init()) {
       result = kReady;
       // Without it small blocks come from the engine too: slower, still correct.

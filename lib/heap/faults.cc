@@ -5,11 +5,13 @@
 // after the next read.
 #include "heap/faults.h"
 
-#include "support/layout.h"
+#include "platform/clock.h"
+#include "platform/fd_guard.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
-#include "platform/fd_guard.h"
+#include "support/layout.h"
 #include "support/log.h"
+#include "support/quiesce.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -281,14 +283,16 @@ void faults_counters_get(fault_counters *out) {
   out->postcopy_faults = g_postcopy_faults.load(std::memory_order_relaxed);
   out->wp_faults = g_wp_faults.load(std::memory_order_relaxed);
   out->cpu_ns = 0;
-  if (g_have_cpu_clock.load(std::memory_order_acquire)) {
-    timespec ts;
-    if (clock_gettime(g_cpu_clock.load(std::memory_order_relaxed), &ts) == 0)
-      out->cpu_ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-  }
+  if (g_have_cpu_clock.load(std::memory_order_acquire))
+    out->cpu_ns = sys::clock_ns(g_cpu_clock.load(std::memory_order_relaxed));
 }
 
-void faults_fork_child() {
+namespace {
+
+void start_lock() { pthread_mutex_lock(&g_start_lock); }
+void start_unlock() { pthread_mutex_unlock(&g_start_lock); }
+
+void fork_child() {
   // The parent's descriptor and thread are not ours; registrations did not
   // survive the fork.  Start afresh on first use.
   const int fd = g_fd.exchange(-1, std::memory_order_acq_rel);
@@ -304,5 +308,9 @@ void faults_fork_child() {
   g_samples_n.store(0, std::memory_order_relaxed);
   g_samples_readers.store(0, std::memory_order_relaxed);
 }
+
+}  // namespace
+
+void faults_fork_register() { quiesce_register(kRankFaultsStart, {start_lock, start_unlock, fork_child, nullptr}); }
 
 }  // namespace mmtier::detail

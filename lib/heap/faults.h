@@ -79,8 +79,10 @@ void faults_counters_get(fault_counters *out);
 // older generation is not registered any more.
 uint64_t faults_generation();
 
-// fork: the child has no handler thread and its mappings lost their
-// registration; it starts its own service when it first needs one.
-void faults_fork_child();
+// Registers the service's part of the quiesce sequence (rank
+// kRankFaultsStart: starting the service, which allocates).  In a fork
+// child the service is gone (no handler thread, and its mappings lost
+// their registration); the child starts its own when it first needs one.
+void faults_fork_register();
 
 }  // namespace mmtier::detail

@@ -1,5 +1,6 @@
 // Heap layer: the reserved address range, its units of placement, and every
-// mapping operation on them.  One range of virtual addresses is reserved at
+// mapping operation on them (the layer's files are listed in
+// heap_internal.h).  One range of virtual addresses is reserved at
 // start-up (PROT_NONE, MAP_NORESERVE); all managed memory lives inside it, in
 // 2 MiB units.  A unit is placed on one tier when its first page is needed
 // and keeps its address for life: changing a unit's backing (migration,
@@ -134,7 +135,7 @@ long heap_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
 // reserved addresses: forget whatever was there.
 void heap_forget(void *addr, size_t len);
 
-// --- migration (heap.cc, with the fault service of faults.h)
+// --- migration (migration.cc, with the fault service of faults.h)
 // Whether unit idx can move between tiers: placed by policy, not mixed
 // (frozen by fork or spilled), every live page read/write.
 bool heap_unit_movable(size_t idx);
@@ -161,15 +162,6 @@ void heap_run_start_hook();
 inline void heap_maybe_start() {
   if (__builtin_expect(g_start_due.load(std::memory_order_relaxed), 0)) heap_run_start_hook();
 }
-
-// --- fork
-void heap_fork_prepare();
-void heap_fork_parent();
-void heap_fork_child();
-
-// The heap lock, for the heap layer's own files (sample.cc).
-void heap_lock();
-void heap_unlock();
 
 // --- statistics
 void heap_counters_get(heap_counters *out);

@@ -17,6 +17,12 @@
 
 namespace mmtier::detail {
 
+size_t ratio_share(const config &cfg, size_t units) {
+  const unsigned __int128 sum = uint64_t{cfg.ratio_dram} + cfg.ratio_pmem;
+  if (sum == 0) return 0;
+  return static_cast<size_t>(static_cast<unsigned __int128>(units) * cfg.ratio_dram / sum);
+}
+
 static bool has_room(const placement_input &in, int t) {
   return in.usable[t] && in.units[t] < in.limit_units[t];
 }
@@ -28,10 +34,10 @@ placement_result choose_tier(const placement_input &in, const config &cfg, int f
   } else if (cfg.policy == policy_kind::dram_first) {
     want = kTierDram;
   } else {
-    const unsigned __int128 total = in.policy_units[kTierDram] + in.policy_units[kTierPmem] + 1;
-    const unsigned __int128 dram = in.policy_units[kTierDram] + 1;
+    // With this unit placed: DRAM's count would be dram + 1 of total + 1.
+    const size_t total = in.policy_units[kTierDram] + in.policy_units[kTierPmem] + 1;
+    want = in.policy_units[kTierDram] + 1 <= ratio_share(cfg, total) ? kTierDram : kTierPmem;
     const unsigned __int128 d = cfg.ratio_dram, sum = cfg.ratio_dram + cfg.ratio_pmem;
-    want = dram * sum <= total * d ? kTierDram : kTierPmem;
     if (in.neighbour >= 0 && in.neighbour != want && d != 0 && d != sum) {
       const unsigned __int128 tol = total / 64 > 4 ? total / 64 : 4;
       const unsigned __int128 dram_after = in.policy_units[kTierDram] + (in.neighbour == kTierDram);

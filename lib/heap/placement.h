@@ -24,4 +24,10 @@ struct placement_result {
 
 placement_result choose_tier(const placement_input &in, const config &cfg, int forced);
 
+// DRAM's share under the ratio policy of `units` units placed by policy:
+// floor(units * D / (D + P)).  The one place the ratio is turned into a
+// number of units: placement asks whether one more DRAM unit fits it, the
+// mover's budget (policy/budget.h) is built on it.
+size_t ratio_share(const config &cfg, size_t units);
+
 }  // namespace mmtier::detail

@@ -4,10 +4,10 @@
 #include "heap/sample.h"
 
 #include "heap/faults.h"
-#include "heap/heap.h"
+#include "heap/heap_internal.h"
+#include "platform/pagemap.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
-#include "platform/fd_guard.h"
 #include "support/log.h"
 
 #include <fcntl.h>
@@ -39,8 +39,7 @@ bool g_open = false;
 char *g_side = nullptr;          // kMaxDram side pages
 uint64_t g_side_generation = 0;  // fault service generation it is registered with
 
-int g_pagemap_fd = -1;
-long g_pagemap_pid = 0;
+sys::pagemap_file g_pagemap;  // the heap lock guards it
 
 // Totals over the process's windows (for a debugger; the mover keeps its
 // own counters for the API).
@@ -50,38 +49,9 @@ struct {
   uint64_t touched;  // of which found touched
 } g_counters = {};
 
-constexpr uint64_t kPresent = uint64_t{1} << 63;
-constexpr uint64_t kFile = uint64_t{1} << 61;
-constexpr uint64_t kExclusive = uint64_t{1} << 56;
-
-// Reopens /proc/self/pagemap if this is a new process (an inherited
-// descriptor reads the parent's address space).  Once per window.
-void pagemap_check_pid() {
-  const long pid = sys::getpid();
-  if (g_pagemap_pid != pid && g_pagemap_fd >= 0) {
-    fd_unguard(g_pagemap_fd);
-    sys::close(g_pagemap_fd);
-    g_pagemap_fd = -1;
-  }
-  g_pagemap_pid = pid;
-}
-
-// The pagemap entry of the page at addr (0 when unreadable).
-uint64_t pagemap_entry(uintptr_t addr) {
-  if (g_pagemap_fd < 0) {
-    long fd = sys::openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0) return 0;
-    const int guarded = fd_guard(static_cast<int>(fd));
-    if (guarded < 0) {
-      sys::close(static_cast<int>(fd));
-      return 0;
-    }
-    g_pagemap_fd = guarded;
-  }
-  uint64_t e = 0;
-  if (sys::pread(g_pagemap_fd, &e, sizeof e, static_cast<off_t>((addr >> kPageShift) * 8)) != 8) return 0;
-  return e;
-}
+constexpr uint64_t kPresent = sys::kPagemapPresent;
+constexpr uint64_t kFile = sys::kPagemapFile;
+constexpr uint64_t kExclusive = sys::kPagemapExclusive;
 
 inline uint64_t next_random(uint64_t &x) {
   x ^= x << 13;
@@ -158,7 +128,7 @@ void end_locked(sample_result *out, size_t cap, size_t *count) {
     pmem_sample &s = g_pmem[i];
     if (!s.valid) continue;
     g_heap.units[s.unit].sample = 0;
-    add_result(out, cap, n, s.unit, kTierPmem, (pagemap_entry(s.page) & kPresent) != 0, false);
+    add_result(out, cap, n, s.unit, kTierPmem, (g_pagemap.entry(s.page) & kPresent) != 0, false);
   }
   g_npmem = 0;
   g_open = false;
@@ -177,102 +147,111 @@ size_t pick_page(const unit &u, size_t block, uint64_t &rnd) {
   return SIZE_MAX;
 }
 
+// Up to want live pages of unit u in distinct 64 KiB blocks (a random first
+// block, then a stride coprime with 32), ascending so the DRAM table stays
+// sorted by address; returns how many.
+size_t pick_pages(const unit &u, size_t want, uint64_t &rnd, size_t picks[kMaxPagesPerUnit]) {
+  constexpr size_t kBlocks = kUnitSize / (size_t{16} << kPageShift);  // 64 KiB blocks per unit
+  const size_t first_block = static_cast<size_t>(next_random(rnd) % kBlocks);
+  size_t npicks = 0;
+  for (size_t j = 0; j < want; ++j) {
+    const size_t pg = pick_page(u, (first_block + j * 7) % kBlocks, rnd);
+    if (pg != SIZE_MAX) picks[npicks++] = pg;
+  }
+  for (size_t a = 1; a < npicks; ++a)  // insertion sort of at most 8
+    for (size_t b = a; b > 0 && picks[b - 1] > picks[b]; --b) std::swap(picks[b - 1], picks[b]);
+  return npicks;
+}
+
+// Hides a page of a PMem unit.  Every page of a movable PMem unit is a page
+// of its file (units with anonymous pages, frozen or spilled, never move),
+// and one not mapped now is as good as one unmapped on purpose: no pagemap
+// read first (a system call costs tens of microseconds on the measuring VM,
+// and this is one per sample).
+bool hide_pmem_page(unit &u, size_t idx, uintptr_t page) {
+  if (g_npmem == kMaxPmem) return false;
+  if (sys::madvise(reinterpret_cast<void *>(page), kPageSize, MADV_DONTNEED) < 0) return false;
+  g_pmem[g_npmem++] = {page, static_cast<uint32_t>(idx), true};
+  u.sample = 2;
+  return true;
+}
+
+// Hides a page of a DRAM unit: moves it to a side page, registered so that
+// the first access faults to the fault service.  Only a present page of
+// this process's own (not shared with a child since fork) can move.
+bool hide_dram_page(unit &u, size_t idx, uintptr_t page) {
+  if (g_ndram == kMaxDram || (g_ndram > 0 && g_dram[g_ndram - 1].page >= page)) return false;
+  const uint64_t e = g_pagemap.entry(page);
+  if (!(e & kPresent) || !(e & kExclusive) || (e & kFile)) return false;
+  const int fd = faults_fd();
+  fault_sample &s = g_dram[g_ndram];
+  s.page = page;
+  s.side = reinterpret_cast<uintptr_t>(g_side + g_ndram * kPageSize);
+  s.unit = static_cast<uint32_t>(idx);
+  s.written.store(0, std::memory_order_relaxed);
+  s.state.store(0, std::memory_order_relaxed);
+  // Entries are never reused within a window (the fault service may be
+  // reading them): a page that cannot be sampled leaves an empty entry.
+  ++g_ndram;
+  if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), kPageSize, UFFDIO_REGISTER_MODE_MISSING) < 0)
+    return false;
+  // Published before the page goes: a fault on it finds its entry.
+  s.state.store(kSampleOut, std::memory_order_release);
+  faults_samples_publish(g_dram, g_ndram);
+  void *side = reinterpret_cast<void *>(s.side);
+  size_t done = 0;
+  long r;
+  while ((r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), kPageSize, &done)) == -EAGAIN) sched_yield();
+  if (r == -EEXIST) {
+    // The side page was populated behind our back (a debugger reading it,
+    // mlockall): it holds nothing of ours.
+    sys::madvise(side, kPageSize, MADV_DONTNEED);
+    r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), kPageSize, &done);
+  }
+  if (r < 0) {
+    // Not movable now (shared with a child since fork, pinned, ...).
+    s.state.store(0, std::memory_order_release);
+    sys::uffd::unregister_range(fd, reinterpret_cast<void *>(page), kPageSize);
+    return false;
+  }
+  u.sample = 1;
+  return true;
+}
+
 }  // namespace
 
 size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed) {
-  heap_lock();
-  pagemap_check_pid();
+  heap_lock_guard g;
+  g_pagemap.check_owner();
   if (g_open) end_locked(nullptr, 0, nullptr);
   const bool dram_ok = side_ready();
   uint64_t rnd = seed | 1;
   size_t started = 0;
-  constexpr size_t kBlocks = kUnitSize / (size_t{16} << kPageShift);  // 64 KiB blocks per unit
   for (size_t k = 0; k < n; ++k) {
     const size_t idx = units[k];
     if (!heap_unit_movable(idx)) continue;
     unit &u = g_heap.units[idx];
     const int t = unit_tier(u);
+    if (t == kTierDram && !dram_ok) continue;
     const size_t want = pages[k] < 1 ? 1 : pages[k] > kMaxPagesPerUnit ? kMaxPagesPerUnit : pages[k];
-    // Distinct blocks: a random first block, then a stride coprime with 32;
-    // in ascending order, so the DRAM table stays sorted by address.
-    const size_t first_block = static_cast<size_t>(next_random(rnd) % kBlocks);
     size_t picks[kMaxPagesPerUnit];
-    size_t npicks = 0;
-    for (size_t j = 0; j < want; ++j) {
-      const size_t pg = pick_page(u, (first_block + j * 7) % kBlocks, rnd);
-      if (pg != SIZE_MAX) picks[npicks++] = pg;
-    }
-    for (size_t a = 1; a < npicks; ++a)  // insertion sort of at most 8
-      for (size_t b = a; b > 0 && picks[b - 1] > picks[b]; --b) std::swap(picks[b - 1], picks[b]);
+    const size_t npicks = pick_pages(u, want, rnd, picks);
     for (size_t j = 0; j < npicks; ++j) {
-      const size_t pg = picks[j];
-      const uintptr_t page = g_heap.base + (idx << kUnitShift) + (pg << kPageShift);
-      if (t == kTierPmem) {
-        // Every page of a movable PMem unit is a page of its file (units
-        // with anonymous pages, frozen or spilled, never move), and one not
-        // mapped now is as good as one unmapped on purpose: no pagemap read
-        // first (a system call costs tens of microseconds on the measuring
-        // VM, and this is one per sample).
-        if (g_npmem == kMaxPmem) continue;
-        if (sys::madvise(reinterpret_cast<void *>(page), kPageSize, MADV_DONTNEED) < 0) continue;
-        g_pmem[g_npmem++] = {page, static_cast<uint32_t>(idx), true};
-        u.sample = 2;
-        ++started;
-        continue;
-      }
-      const uint64_t e = pagemap_entry(page);
-      if (t == kTierDram && dram_ok && g_ndram < kMaxDram && (e & kPresent) && (e & kExclusive) &&
-                 !(e & kFile) && (g_ndram == 0 || g_dram[g_ndram - 1].page < page)) {
-        const int fd = faults_fd();
-        fault_sample &s = g_dram[g_ndram];
-        s.page = page;
-        s.side = reinterpret_cast<uintptr_t>(g_side + g_ndram * kPageSize);
-        s.unit = static_cast<uint32_t>(idx);
-        s.written.store(0, std::memory_order_relaxed);
-        s.state.store(0, std::memory_order_relaxed);
-        // Entries are never reused within a window (the fault service may be
-        // reading them): a page that cannot be sampled leaves an empty entry.
-        ++g_ndram;
-        if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), kPageSize, UFFDIO_REGISTER_MODE_MISSING) < 0)
-          continue;
-        // Published before the page goes: a fault on it finds its entry.
-        s.state.store(kSampleOut, std::memory_order_release);
-        faults_samples_publish(g_dram, g_ndram);
-        size_t done = 0;
-        long r;
-        while ((r = sys::uffd::move(fd, reinterpret_cast<void *>(s.side), reinterpret_cast<void *>(page), kPageSize,
-                                    &done)) == -EAGAIN)
-          sched_yield();
-        if (r == -EEXIST) {
-          // The side page was populated behind our back (a debugger reading
-          // it, mlockall): it holds nothing of ours.
-          sys::madvise(reinterpret_cast<void *>(s.side), kPageSize, MADV_DONTNEED);
-          r = sys::uffd::move(fd, reinterpret_cast<void *>(s.side), reinterpret_cast<void *>(page), kPageSize, &done);
-        }
-        if (r < 0) {
-          // Not movable now (shared with a child since fork, pinned, ...).
-          s.state.store(0, std::memory_order_release);
-          sys::uffd::unregister_range(fd, reinterpret_cast<void *>(page), kPageSize);
-          continue;
-        }
-        u.sample = 1;
-        ++started;
-      }
+      const uintptr_t page = reinterpret_cast<uintptr_t>(page_addr(idx, picks[j]));
+      if (t == kTierPmem ? hide_pmem_page(u, idx, page) : hide_dram_page(u, idx, page)) ++started;
     }
   }
   g_open = true;
   ++g_counters.windows;
   g_counters.samples += started;
-  heap_unlock();
   return started;
 }
 
 size_t heap_sample_end(sample_result *out, size_t cap) {
-  heap_lock();
-  pagemap_check_pid();
+  heap_lock_guard g;
+  g_pagemap.check_owner();
   size_t n = 0;
   if (g_open) end_locked(out, cap, &n);
-  heap_unlock();
   return n;
 }
 

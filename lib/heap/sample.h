@@ -38,7 +38,7 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
 // unit sampled (up to cap).  Returns the count.
 size_t heap_sample_end(sample_result *out, size_t cap);
 
-// --- for heap.cc (heap lock held)
+// --- for the heap layer's other files (heap lock held)
 void sample_settle_unit_locked(size_t idx);
 void sample_settle_all_locked();
 void sample_fork_child();

@@ -1,6 +1,7 @@
 // Mapping-count guard of the background mover (see map_guard.h).
 #include "mover/map_guard.h"
 
+#include "platform/proc_maps.h"
 #include "platform/sys.h"
 #include "support/log.h"
 
@@ -12,17 +13,7 @@
 namespace mmtier::detail {
 namespace {
 
-// Lines of /proc/self/maps: one per mapping.
-long count_maps(void *) {
-  long fd = sys::openat(AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return fd;
-  char buf[16384];
-  long lines = 0, r;
-  while ((r = sys::read(static_cast<int>(fd), buf, sizeof buf)) > 0)
-    lines += std::count(buf, buf + r, '\n');
-  sys::close(static_cast<int>(fd));
-  return r < 0 ? r : lines;
-}
+long count_maps(void *) { return sys::count_mappings(); }
 
 long read_max_map_count(void *) {
   long fd = sys::openat(AT_FDCWD, "/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC, 0);

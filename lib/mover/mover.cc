@@ -1,13 +1,5 @@
-// Background mover (see mover.h).
-//
-// Sampling budget per scan.  Hiding a page costs the mover a system call or
-// two (MADV_DONTNEED or UFFDIO_MOVE, each a TLB shootdown, and a pagemap
-// read) and costs the application a refault (PMem, in the kernel) or a
-// round trip to the fault service (DRAM, the expensive one) when the page is
-// touched.  So each scan watches a rotating subset of units: an adaptive
-// number of PMem units and an eighth as many DRAM units.  The number
-// shrinks when the scan's tracking work (both threads, migrations excluded)
-// took more than kCpuHigh of the interval and grows below kCpuLow.
+// Background mover (see mover.h): the thread, its start and its statistics.
+// One scan runs the steps of scan.h: choose, observe, decide, apply.
 #include "mover/mover.h"
 
 #include "config/config.h"
@@ -15,322 +7,172 @@
 #include "heap/heap.h"
 #include "heap/sample.h"
 #include "mover/map_guard.h"
+#include "mover/scan.h"
+#include "platform/clock.h"
 #include "platform/sys.h"
+#include "policy/budget.h"
 #include "policy/policy.h"
 #include "support/log.h"
 #include "support/meta.h"
+#include "support/quiesce.h"
 #include "track/pebs.h"
+#include "track/software_tracker.h"
 
 #include <pthread.h>
 #include <signal.h>
-#include <time.h>
 
 #include <algorithm>
 #include <atomic>
-#include <climits>
 #include <cstring>
 #include <new>
 
 namespace mmtier::detail {
 namespace {
 
-constexpr size_t kMaxListed = size_t{1} << 20;  // units considered per scan (2 TiB)
-constexpr size_t kDramPerScan = 32;  // at most; budget / 8
-// PMem units found touched by a one-page screening sample are watched again
-// in the next window with kConfirmPages pages before the policy hears of
-// them: one page of a cold unit is touched by chance now and then, four
-// rarely.
-constexpr size_t kMaxSuspects = 64;
-constexpr uint8_t kConfirmPages = 4;
-// Observations per scan: the sampled units, or with PEBS every listed unit.
-constexpr size_t kChosenMax = kMaxListed;
-constexpr size_t kPmemMin = 16, kPmemMax = 2048, kPmemStart = 64;
-constexpr double kCpuHigh = 0.02, kCpuLow = 0.012;  // of the scan interval
-
 std::atomic<bool> g_running{false};
 pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_mutex_t g_stats_lock = PTHREAD_MUTEX_INITIALIZER;
 mover_stats g_stats = {};
 std::atomic<uint64_t> g_mover_cpu_ns{0};
-
-migration_policy g_policy;
-map_guard g_maps;  // holds migrations back near vm.max_map_count
 void (*g_scan_hook)() = nullptr;
 
-// Where the PMU allows it, hardware samples of data addresses replace the
-// software sampling windows (lib/track/pebs.h).
-pebs_tracker g_pebs;
-pebs_unit_counts g_pebs_counts;
-bool g_use_pebs = false;
-
-struct buffers {
-  uint32_t *listed;
-  uint8_t *tiers;
-  uint32_t *chosen;
-  uint8_t *pages;
-  sample_result *results;
-  policy_observation *obs;
+// The mover thread's own state.
+struct mover_state {
+  migration_policy policy;
+  map_guard maps;  // holds migrations back near vm.max_map_count
+  software_tracker tracker;
+  // Where the PMU allows it, hardware samples of data addresses replace the
+  // software sampling windows (lib/track/pebs.h).
+  pebs_tracker pmu;
+  pebs_unit_counts pmu_counts;
+  bool use_pmu = false;
+  unit_listing listing;
+  uint32_t *chosen = nullptr;  // software_tracker::kChosenMax
+  uint8_t *pages = nullptr;
+  sample_result *results = nullptr;
+  access_observation *obs = nullptr;  // kMaxListed (the PMU observes every listed unit)
+  uint64_t scans = 0;
+  uint64_t seed = 0x9E3779B97F4A7C15ull;
 };
-buffers g_buf = {};
-
-uint64_t mono_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-uint64_t thread_cpu_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
+mover_state g_mover;
 
 bool buffers_ready() {
-  if (g_buf.listed) return true;
-  g_buf.listed = static_cast<uint32_t *>(meta_map(kMaxListed * sizeof(uint32_t)));
-  g_buf.tiers = static_cast<uint8_t *>(meta_map(kMaxListed));
-  constexpr size_t kChosen = kChosenMax;
-  g_buf.chosen = static_cast<uint32_t *>(meta_map(kChosen * sizeof(uint32_t)));
-  g_buf.pages = static_cast<uint8_t *>(meta_map(kChosen));
-  g_buf.results = static_cast<sample_result *>(meta_map(kChosen * sizeof(sample_result)));
-  g_buf.obs = static_cast<policy_observation *>(meta_map(kChosen * sizeof(policy_observation)));
-  if (!g_buf.listed || !g_buf.tiers || !g_buf.chosen || !g_buf.pages || !g_buf.results || !g_buf.obs) {
-    g_buf = {};
+  mover_state &m = g_mover;
+  if (m.listing.units) return true;
+  m.listing.units = static_cast<uint32_t *>(meta_map(kMaxListed * sizeof(uint32_t)));
+  m.listing.tiers = static_cast<uint8_t *>(meta_map(kMaxListed));
+  m.chosen = static_cast<uint32_t *>(meta_map(software_tracker::kChosenMax * sizeof(uint32_t)));
+  m.pages = static_cast<uint8_t *>(meta_map(software_tracker::kChosenMax));
+  m.results = static_cast<sample_result *>(meta_map(software_tracker::kChosenMax * sizeof(sample_result)));
+  m.obs = static_cast<access_observation *>(meta_map(kMaxListed * sizeof(access_observation)));
+  if (!m.listing.units || !m.listing.tiers || !m.chosen || !m.pages || !m.results || !m.obs) {
+    m.listing.units = nullptr;
     return false;
   }
   return true;
 }
 
-// The DRAM budget in units and the DRAM units now, as the policy counts
-// them (forced units included).  The budget is the tighter of the ratio's
-// share of policy-placed units and MMTIER_DRAM_LIMIT.
-void budget_now(size_t *budget, size_t *dram_now) {
-  heap_counters c;
-  heap_counters_get(&c);
-  const config &cfg = config_get();
-  *dram_now = c.units[kTierDram];
-  long long slack = LLONG_MAX;
-  if (cfg.policy == policy_kind::ratio) {
-    const size_t total = c.policy_units[kTierDram] + c.policy_units[kTierPmem];
-    const uint64_t den = uint64_t{cfg.ratio_dram} + cfg.ratio_pmem;
-    const size_t share = den ? static_cast<size_t>(total * cfg.ratio_dram / den) : 0;
-    slack = static_cast<long long>(share) - static_cast<long long>(c.policy_units[kTierDram]);
-  }
-  if (c.limit_units[kTierDram] != SIZE_MAX)
-    slack = std::min(slack, static_cast<long long>(c.limit_units[kTierDram]) -
-                                static_cast<long long>(c.units[kTierDram]));
-  if (slack == LLONG_MAX) *budget = SIZE_MAX;
-  else *budget = static_cast<size_t>(std::max(0LL, static_cast<long long>(*dram_now) + slack));
-}
-
-// The list of movable units is refreshed every kRelistScans scans, and after
-// any scan that moved a unit (the heap changes slowly; listing walks the
-// whole address bitmap).
-constexpr uint64_t kRelistScans = 8;
-
-struct scan_state {
-  size_t pmem_per_scan = kPmemStart;
-  size_t listed = 0;
-  uint64_t scans = 0;
-  bool relist = true;
-  uint32_t suspects[kMaxSuspects];
-  size_t nsuspects = 0;
-  size_t cursor_pmem = 0, cursor_dram = 0;
-  uint64_t seed = 0x9E3779B97F4A7C15ull;
-};
-
-void sleep_until(uint64_t t) {
-  timespec ts = {static_cast<time_t>(t / 1000000000u), static_cast<long>(t % 1000000000u)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
-  }
-}
-
-// One scan: open a window on a rotating choice of units, wait window_ns,
-// see what was touched, decide, move.
 uint64_t fault_cpu_ns() {
   fault_counters fc;
   faults_counters_get(&fc);
   return fc.cpu_ns;
 }
 
-// Returns whether the scan moved anything.
-bool scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
-  uint64_t cpu0 = thread_cpu_ns();
+// Step 2 with the PMU: every listed unit is observed; one without samples
+// is idle, not unknown.
+size_t observe_pmu(uint64_t interval_ns, size_t *touched) {
+  mover_state &m = g_mover;
+  m.pmu.drain(m.pmu_counts.sink());
+  m.pmu.refresh();
+  size_t nobs = 0, hits = 0;
+  for (size_t i = 0; i < m.listing.n; ++i) {
+    const pebs_unit_observation o = m.pmu_counts.observe(m.listing.units[i], interval_ns);
+    m.obs[nobs++] = {m.listing.units[i], m.listing.tiers[i], true, o.sampled, o.touched, o.written};
+    hits += o.touched != 0;
+  }
+  m.pmu_counts.clear();
+  *touched = hits;
+  return nobs;
+}
+
+// Steps 1 and 2 with software sampling: opens the window on the tracker's
+// choice, waits window_ns and reads it.  *spent_ns gets the CPU time of the
+// work outside the wait.
+size_t observe_software(uint64_t window_ns, size_t *started, size_t *touched, uint64_t *spent_ns) {
+  mover_state &m = g_mover;
+  uint64_t cpu0 = sys::thread_cpu_ns();
+  const size_t n = m.tracker.choose(m.listing.view(), m.chosen, m.pages, software_tracker::kChosenMax);
+  *started = heap_sample_begin(m.chosen, m.pages, n, m.seed++);
+  *spent_ns = sys::thread_cpu_ns() - cpu0;
+  // The window opens when the last page is hidden, so that every sample
+  // gets at least window_ns.
+  sys::sleep_until_mono(sys::mono_ns() + window_ns);
+  cpu0 = sys::thread_cpu_ns();
+  const size_t nres = heap_sample_end(m.results, software_tracker::kChosenMax);
+  const size_t nobs = m.tracker.observe(m.results, nres, m.listing.view(), m.obs, kMaxListed, touched);
+  *spent_ns += sys::thread_cpu_ns() - cpu0;
+  return nobs;
+}
+
+void heat_histogram(uint64_t now, uint64_t hist[kHeatBuckets]) {
+  for (size_t i = 0; i < g_mover.listing.n; ++i) {
+    const size_t b = static_cast<size_t>(g_mover.policy.heat(g_mover.listing.units[i], now) * kHeatBuckets);
+    hist[b < kHeatBuckets ? b : kHeatBuckets - 1]++;
+  }
+}
+
+long migrate_unit(size_t unit, int to) { return heap_migrate(unit, to); }
+
+// One scan; returns whether it moved any data.
+bool scan(uint64_t interval_ns, uint64_t window_ns) {
+  mover_state &m = g_mover;
   const uint64_t fault_cpu0 = fault_cpu_ns();
-  uint64_t now = mono_ns();
-  // 1. The window: a rotating choice of units on each tier.
-  if (st.relist || st.scans % kRelistScans == 0) {
-    st.listed = heap_movable_units(g_buf.listed, g_buf.tiers, kMaxListed);
-    st.relist = false;
-  }
-  const size_t listed = st.listed;
-  size_t started = 0;
+  uint64_t cpu0 = sys::thread_cpu_ns();
+  list_units(m.listing, m.scans, heap_movable_units);
+  size_t started = 0, touched = 0, nobs;
   uint64_t spent = 0;
-  if (g_use_pebs) {
-    spent = thread_cpu_ns() - cpu0;
+  if (m.use_pmu) {
+    nobs = observe_pmu(interval_ns, &touched);
   } else {
-    size_t m = 0, np = 0, nd = 0;
-    for (size_t i = 0; i < st.nsuspects; ++i) g_buf.chosen[m++] = st.suspects[i];
-    auto suspected = [&](uint32_t u) { return std::find(st.suspects, st.suspects + st.nsuspects, u) != st.suspects + st.nsuspects; };
-    if (listed) {
-      for (size_t k = 0; k < listed && np < st.pmem_per_scan; ++k) {
-        const size_t i = (st.cursor_pmem + k) % listed;
-        if (g_buf.tiers[i] == kTierPmem && !suspected(g_buf.listed[i])) {
-          g_buf.chosen[m++] = g_buf.listed[i];
-          ++np;
-          st.cursor_pmem = i + 1;
-        }
-      }
-      const size_t dram_per_scan = std::clamp<size_t>(st.pmem_per_scan / 8, 2, kDramPerScan);
-      for (size_t k = 0; k < listed && nd < dram_per_scan; ++k) {
-        const size_t i = (st.cursor_dram + k) % listed;
-        if (g_buf.tiers[i] == kTierDram && !suspected(g_buf.listed[i])) {
-          g_buf.chosen[m++] = g_buf.listed[i];
-          ++nd;
-          st.cursor_dram = i + 1;
-        }
-      }
-    }
-    // Ascending, each unit once, with its page count (suspects get more).
-    for (size_t i = 0; i < m; ++i) g_buf.pages[i] = 0;
-    std::sort(g_buf.chosen, g_buf.chosen + m);
-    m = static_cast<size_t>(std::unique(g_buf.chosen, g_buf.chosen + m) - g_buf.chosen);
-    for (size_t i = 0; i < m; ++i)
-      g_buf.pages[i] = std::binary_search(st.suspects, st.suspects + st.nsuspects, g_buf.chosen[i]) ? kConfirmPages : 1;
-    started = heap_sample_begin(g_buf.chosen, g_buf.pages, m, st.seed++);
-    spent = thread_cpu_ns() - cpu0;
-    // The window opens when the last page is hidden, so that every sample
-    // gets at least window_ns.
-    sleep_until(mono_ns() + window_ns);
-    cpu0 = thread_cpu_ns();
-    now = mono_ns();
+    spent = sys::thread_cpu_ns() - cpu0;
+    nobs = observe_software(window_ns, &started, &touched, &spent);
+    cpu0 = sys::thread_cpu_ns();
   }
-  // 2. What the window saw.
-  const size_t cap = kPmemMax + kDramPerScan + kMaxSuspects;
-  const size_t nres = g_use_pebs ? 0 : heap_sample_end(g_buf.results, cap);
-  size_t touched = 0, nobs = 0;
-  st.nsuspects = 0;
-  if (g_use_pebs) {
-    // Every unit is observed: one without samples is idle, not unknown.
-    g_pebs.drain(g_pebs_counts.sink());
-    g_pebs.refresh();
-    for (size_t i = 0; i < listed && nobs < kChosenMax; ++i) {
-      const pebs_unit_observation o = g_pebs_counts.observe(g_buf.listed[i], interval_ns);
-      g_buf.obs[nobs++] = {g_buf.listed[i], g_buf.tiers[i], true, o.sampled, o.touched, o.written};
-      touched += o.touched != 0;
-    }
-    g_pebs_counts.clear();
-  }
-  for (size_t i = 0; i < nres; ++i) {
-    const sample_result &r = g_buf.results[i];
-    touched += r.touched;
-    if (r.tier == kTierPmem && r.sampled == 1 && r.touched) {
-      // A screening hit: confirmed (or not) in the next window.
-      if (st.nsuspects < kMaxSuspects) st.suspects[st.nsuspects++] = r.unit;
-      continue;
-    }
-    g_buf.obs[nobs++] = {r.unit, r.tier, true, r.sampled, r.touched, r.written};
-    // Hot data is usually contiguous: the PMem neighbours of a confirmed
-    // hot unit are confirmed next, ahead of the rotation.
-    if (r.tier == kTierPmem && r.sampled > 1 && r.touched * 2 >= r.sampled) {
-      for (uint32_t nb : {r.unit - 1, r.unit + 1}) {
-        const uint32_t *begin = g_buf.listed, *end = g_buf.listed + listed;
-        const uint32_t *at = std::lower_bound(begin, end, nb);
-        if (at == end || *at != nb || g_buf.tiers[at - g_buf.listed] != kTierPmem) continue;
-        if (st.nsuspects < kMaxSuspects && std::find(st.suspects, st.suspects + st.nsuspects, nb) == st.suspects + st.nsuspects)
-          st.suspects[st.nsuspects++] = nb;
-      }
-    }
-  }
-  std::sort(st.suspects, st.suspects + st.nsuspects);
-  g_policy.observe(now, g_buf.obs, nobs);
-  // 3. Decide and move.
-  size_t budget, dram_now;
-  budget_now(&budget, &dram_now);
+  const uint64_t now = sys::mono_ns();
+  heap_counters c;
+  heap_counters_get(&c);
+  const dram_budget b = dram_budget_of(c, config_get());
   policy_migration migs[kPolicyMaxBatch];
-  size_t nm = g_policy.decide(now, budget, dram_now, migs, kPolicyMaxBatch);
-  uint64_t promoted = 0, demoted = 0, failed = 0, bytes = 0;
-  bool held = false;
-  if (nm && !g_maps.allow(nm, now)) {
-    // Too close to vm.max_map_count: the application's own mappings come
-    // first.  Nothing is attempted; the policy hears it as skipped.
-    for (size_t i = 0; i < nm; ++i) g_policy.report(now, migs[i], migration_result::skipped);
-    nm = 0;
-    held = true;
-  }
-  g_maps.moved(nm);
-  for (size_t i = 0; i < nm; ++i) {
-    const policy_migration m = migs[i];
-    if (m.to_tier == kTierDram && dram_now >= budget) {
-      g_policy.report(now, m, migration_result::skipped);
-      continue;
-    }
-    const long r = heap_migrate(m.unit, m.to_tier);
-    MMTIER_DEBUG("mover: unit %u heat %d/1000 to %s: %ld", m.unit,
-                 static_cast<int>(g_policy.heat(m.unit, now) * 1000),
-                 m.to_tier == kTierDram ? "DRAM" : "PMem", r);
-    if (r >= 0) {
-      g_policy.report(now, m, migration_result::done);
-      bytes += static_cast<uint64_t>(r);
-      if (m.to_tier == kTierDram) {
-        ++promoted;
-        ++dram_now;
-      } else {
-        ++demoted;
-        --dram_now;
-      }
-    } else {
-      g_policy.report(now, m, migration_result::failed);
-      ++failed;
-      MMTIER_DEBUG("mover: unit %u to tier %d failed (error %ld)", m.unit, m.to_tier, -r);
-    }
-  }
-  if (promoted + demoted) st.relist = true;
+  const size_t nm = decide(m.policy, now, m.obs, nobs, b, migs);
+  const apply_outcome o = apply(m.policy, m.maps, migs, nm, now, b, migrate_unit);
+  if (o.moved()) m.listing.stale = true;
   uint64_t hist[kHeatBuckets] = {};
-  const bool histogram = st.scans++ % kRelistScans == 0;
-  if (histogram) {
-    for (size_t i = 0; i < listed; ++i) {
-      const double h = g_policy.heat(g_buf.listed[i], now);
-      size_t b = static_cast<size_t>(h * kHeatBuckets);
-      hist[b < kHeatBuckets ? b : kHeatBuckets - 1]++;
-    }
-  }
-  // 4. Keep tracking cheap: scale the PMem sample count to the scan's cost
-  // (migration time excluded: it is paid for by the rate limit).
-  spent += thread_cpu_ns() - cpu0;
-  // Scans that moved data say nothing about tracking's cost: the fault
-  // service is busy with the moves then.  (A decision skipped because DRAM
-  // is full, or one that failed, moved nothing.)
-  const size_t moved = promoted + demoted;
-  if (!moved) {
-    spent += fault_cpu_ns() - fault_cpu0;
-    const double share = static_cast<double>(spent) / static_cast<double>(interval_ns);
-    if (share > kCpuHigh) st.pmem_per_scan = std::max(kPmemMin, st.pmem_per_scan * 3 / 4);
-    else if (share < kCpuLow) st.pmem_per_scan = std::min(kPmemMax, st.pmem_per_scan * 5 / 4 + 1);
-  }
-  g_mover_cpu_ns.store(thread_cpu_ns(), std::memory_order_relaxed);
-  // Only data moved counts as activity: a promotion the budget refuses,
-  // scan after scan, must not keep the interval at its shortest.
-  const bool active = moved != 0;
+  const bool histogram = m.scans++ % kRelistScans == 0;
+  if (histogram) heat_histogram(now, hist);
+  // Keep tracking cheap (migration time excluded: the rate limit pays for
+  // it; scans that moved data say nothing about tracking's cost).
+  spent += sys::thread_cpu_ns() - cpu0;
+  if (!o.moved() && !m.use_pmu) m.tracker.account(spent + fault_cpu_ns() - fault_cpu0, interval_ns);
+  g_mover_cpu_ns.store(sys::thread_cpu_ns(), std::memory_order_relaxed);
 
   pthread_mutex_lock(&g_stats_lock);
   g_stats.scans++;
-  g_stats.promotions += promoted;
-  g_stats.demotions += demoted;
-  g_stats.migrations_failed += failed;
-  g_stats.map_count_holds += held;
-  g_stats.bytes_migrated += bytes;
+  g_stats.promotions += o.promoted;
+  g_stats.demotions += o.demoted;
+  g_stats.migrations_failed += o.failed;
+  g_stats.map_count_holds += o.held;
+  g_stats.bytes_migrated += o.bytes;
   g_stats.samples += started;
   g_stats.samples_touched += touched;
-  g_stats.dram_budget_units = budget;
+  g_stats.dram_budget_units = b.budget;
   if (histogram) memcpy(g_stats.heat_histogram, hist, sizeof hist);
   pthread_mutex_unlock(&g_stats_lock);
-  return active;
+  // Only data moved counts as activity: a promotion the budget refuses,
+  // scan after scan, must not keep the interval at its shortest.
+  return o.moved() != 0;
 }
 
-void *mover_main(void *) {
-  const config &cfg = config_get();
-  const uint64_t interval = cfg.scan_interval_ns;
+bool mover_init(const config &cfg) {
   policy_params p;
   p.migrate_bytes_per_sec = uint64_t{cfg.migrate_mbps} << 20;
   p.sparse_sampling = true;  // units are watched in rotation
@@ -338,36 +180,43 @@ void *mover_main(void *) {
   // is not evidence enough for one (units of similar warmth would trade
   // places on sampling noise).
   p.swap_margin = 0.3;
-  uint64_t now = mono_ns();
-  g_maps.init_default();
-  if (!buffers_ready() || !g_policy.init(p, g_heap.nunits, now)) {
+  g_mover.maps.init_default();
+  if (!buffers_ready() || !g_mover.policy.init(p, g_heap.nunits, sys::mono_ns())) {
     MMTIER_WARN("background mover: no memory for its tables; memory is not moved between tiers");
+    return false;
+  }
+  if (g_mover.pmu.open(pebs_params{}) == pebs_status::ok && g_mover.pmu_counts.init_for_heap()) {
+    g_mover.use_pmu = true;
+    g_mover.pmu.ignore_tid(static_cast<uint32_t>(sys::raw(SYS_gettid)));
+    MMTIER_INFO("mover: hardware sampling of data addresses (%s)", g_mover.pmu.reason());
+  } else {
+    g_mover.pmu.close();
+    MMTIER_INFO("mover: software sampling (%s)", g_mover.pmu.reason());
+  }
+  return true;
+}
+
+void *mover_main(void *) {
+  const config &cfg = config_get();
+  if (!mover_init(cfg)) {
     g_running.store(false, std::memory_order_release);
     return nullptr;
   }
-  if (g_pebs.open(pebs_params{}) == pebs_status::ok && g_pebs_counts.init_for_heap()) {
-    g_use_pebs = true;
-    g_pebs.ignore_tid(static_cast<uint32_t>(sys::raw(SYS_gettid)));
-    MMTIER_INFO("mover: hardware sampling of data addresses (%s)", g_pebs.reason());
-  } else {
-    g_pebs.close();
-    MMTIER_INFO("mover: software sampling (%s)", g_pebs.reason());
-  }
+  const uint64_t interval = cfg.scan_interval_ns;
   // The window is short next to the interval, so that touched-or-not tells
   // hot pages (touched within milliseconds) from merely warm ones.
   const uint64_t window = std::max<uint64_t>(interval / 8, 1000000);
   // A quiet process is scanned less often: after kQuietScans scans that
-  // moved nothing, the interval doubles, up to four
-  // times MMTIER_SCAN_INTERVAL; any work brings it back.  (The sampling
-  // budget is set against the configured interval, so a longer interval
-  // costs proportionally less.)
+  // moved nothing, the interval doubles, up to four times
+  // MMTIER_SCAN_INTERVAL; any work brings it back.  (The sampling budget
+  // is set against the configured interval, so a longer interval costs
+  // proportionally less.)
   constexpr int kQuietScans = 10;
   uint64_t current = interval;
   int quiet = 0;
-  scan_state st;
-  uint64_t next = now;
+  uint64_t next = sys::mono_ns();
   for (;;) {
-    if (scan(st, interval, window)) {
+    if (scan(interval, window)) {
       current = interval;
       quiet = 0;
     } else if (++quiet >= kQuietScans) {
@@ -376,26 +225,37 @@ void *mover_main(void *) {
     }
     if (g_scan_hook) g_scan_hook();
     next += current;
-    now = mono_ns();
+    const uint64_t now = sys::mono_ns();
     if (next < now) next = now + current / 2;  // fell behind: do not try to catch up
-    sleep_until(next);
+    sys::sleep_until_mono(next);
   }
   return nullptr;
 }
 
-// The child has no mover thread; the heap's start hook starts one on its
-// first heap operation.
-void mover_fork_child() {
+// The quiesce sequence (support/quiesce.h): the start lock at
+// kRankMoverStart (starting the thread allocates), the statistics lock at
+// kRankMoverStats (a leaf).
+void start_lock() { pthread_mutex_lock(&g_start_lock); }
+void start_unlock() { pthread_mutex_unlock(&g_start_lock); }
+void stats_lock() { pthread_mutex_lock(&g_stats_lock); }
+void stats_unlock() { pthread_mutex_unlock(&g_stats_lock); }
+
+// The child has no mover thread; the heap's start hook starts one once the
+// child has placed enough memory of its own.
+void fork_child() {
   g_running.store(false, std::memory_order_relaxed);
   pthread_mutex_init(&g_start_lock, nullptr);
-  pthread_mutex_init(&g_stats_lock, nullptr);
   // The parent's policy may have been mid-decision at the fork instant.
-  g_policy.~migration_policy();
-  new (&g_policy) migration_policy();
+  g_mover.policy.~migration_policy();
+  new (&g_mover.policy) migration_policy();
+  g_mover.tracker = software_tracker();
+  g_mover.listing.stale = true;
   g_mover_cpu_ns.store(0, std::memory_order_relaxed);
-  if (g_use_pebs) g_pebs.forget_after_fork();
-  g_use_pebs = false;
+  if (g_mover.use_pmu) g_mover.pmu.forget_after_fork();
+  g_mover.use_pmu = false;
 }
+
+void stats_fork_child() { pthread_mutex_init(&g_stats_lock, nullptr); }
 
 void start_hook() { mover_start(); }
 
@@ -412,7 +272,7 @@ bool mover_start() {
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_t t;
-    int e = pthread_create(&t, nullptr, mover_main, nullptr);
+    const int e = pthread_create(&t, nullptr, mover_main, nullptr);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (e == 0) {
       pthread_setname_np(t, "mmtier-bg");
@@ -435,7 +295,8 @@ void mover_enable() {
   static bool once = false;
   if (once) return;
   once = true;
-  pthread_atfork(nullptr, nullptr, mover_fork_child);
+  quiesce_register(kRankMoverStart, {start_lock, start_unlock, fork_child, nullptr});
+  quiesce_register(kRankMoverStats, {stats_lock, stats_unlock, stats_fork_child, nullptr});
   heap_set_start_hook(start_hook, kMoverStartUnits);
 }
 

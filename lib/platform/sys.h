@@ -76,16 +76,4 @@ inline long unlinkat(int dirfd, const char *path, int flags) {
   return raw(SYS_unlinkat, dirfd, reinterpret_cast<long>(path), flags);
 }
 
-// Protection (PROT_* bits) of the mapping containing addr, from
-// /proc/self/maps; -1 if addr is not mapped.  Slow: for rare paths only.
-int query_prot(const void *addr);
-
-// Whether the page at addr is present and anonymous (not a file page), from
-// /proc/self/pagemap.  Used for units whose file view was frozen by fork.
-struct page_info {
-  bool present;
-  bool file;  // file-backed or shared-anonymous page
-};
-[[nodiscard]] bool pagemap_read(uintptr_t addr, size_t pages, page_info *out);
-
 }  // namespace mmtier::detail::sys

@@ -167,7 +167,7 @@ void migration_policy::rebase(uint64_t shift_ms) {
   });
 }
 
-void migration_policy::observe(uint64_t now_ns, const policy_observation *obs, size_t n) {
+void migration_policy::observe(uint64_t now_ns, const access_observation *obs, size_t n) {
   uint32_t now = clock_ms(now_ns);
   if (last_ns_ != scan_now_ns_) {
     scan_prev_ns_ = scan_now_ns_;
@@ -185,7 +185,7 @@ void migration_policy::observe(uint64_t now_ns, const policy_observation *obs, s
   double write_weight = params_.write_weight_pct / 100.0;
   decayer d(params_.half_life_ns);
   for (size_t i = 0; i < n; ++i) {
-    const policy_observation &o = obs[i];
+    const access_observation &o = obs[i];
     if (o.unit >= max_units_ || (o.tier != kTierDram && o.tier != kTierPmem)) {
       ignored_.fetch_add(1, std::memory_order_relaxed);
       continue;

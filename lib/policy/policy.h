@@ -48,6 +48,7 @@
 
 #include "support/layout.h"
 #include "tier/tier.h"
+#include "track/observation.h"
 
 #include <atomic>
 #include <cstddef>
@@ -87,15 +88,6 @@ struct policy_params {
   bool sparse_sampling = false;
 };
 
-// One sampled unit in one scan.
-struct policy_observation {
-  uint32_t unit;     // unit index in the heap
-  uint8_t tier;      // kTierDram or kTierPmem: where the unit is now
-  bool movable;      // false: the unit has a forced tier and never moves
-  uint16_t sampled;  // pages sampled in this scan (0: no access information)
-  uint16_t touched;  // of those, pages found read or written
-  uint16_t written;  // of those, pages found written
-};
 
 // One decision: move unit to tier to_tier.
 struct policy_migration {
@@ -165,7 +157,7 @@ class migration_policy {
   // the same now_ns; a unit must appear at most once per scan.  The first
   // observation of a unit starts tracking it (heat 0); tier and movable are
   // taken from every observation.
-  void observe(uint64_t now_ns, const policy_observation *obs, size_t n);
+  void observe(uint64_t now_ns, const access_observation *obs, size_t n);
 
   // Writes up to max (capped at kPolicyMaxBatch) migrations to out, in the
   // order they must be applied, and returns how many.  dram_budget_units:

@@ -11,9 +11,11 @@
 #include "config/config.h"
 #include "heap/heap.h"
 #include "mover/mover.h"
+#include "platform/clock.h"
 #include "platform/sys.h"
 #include "platform/fd_guard.h"
 #include "support/log.h"
+#include "support/quiesce.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -60,23 +62,15 @@ struct publisher {
   uint64_t measure_ns = 0;  // how long the mover's last measurement took
 };
 
-publisher P;
+publisher g_pub;
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-
-uint64_t clock_ns(clockid_t c) {
-  timespec ts;
-  clock_gettime(c, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * kSecond + static_cast<uint64_t>(ts.tv_nsec);
-}
-uint64_t mono_ns() { return clock_ns(CLOCK_MONOTONIC); }
-uint64_t real_ns() { return clock_ns(CLOCK_REALTIME); }
 
 void write_begin(stats_page *p) {
   __atomic_store_n(&p->seq, p->seq + 1, __ATOMIC_RELAXED);
   __atomic_thread_fence(__ATOMIC_RELEASE);
 }
 void write_end(stats_page *p) {
-  p->updated_ns = real_ns();
+  p->updated_ns = sys::real_ns();
   __atomic_store_n(&p->seq, p->seq + 1, __ATOMIC_RELEASE);
 }
 
@@ -104,7 +98,7 @@ void fill_identity(stats_page *p, long pid, unsigned uid) {
   p->size = sizeof *p;
   p->pid = static_cast<int32_t>(pid);
   p->uid = uid;
-  p->started_ns = real_ns();
+  p->started_ns = sys::real_ns();
   read_comm(p->comm);
   p->policy = cfg.policy == policy_kind::ratio ? live_format::kPolicyRatio : live_format::kPolicyDramFirst;
   p->ratio_dram = cfg.ratio_dram;
@@ -127,7 +121,7 @@ void fill_identity(stats_page *p, long pid, unsigned uid) {
 // /dev/shm/mmtier-<uid> unusable; that must not put a line on every
 // program's stderr).
 void give_up(bool chosen, const char *what, const char *dir, long err) {
-  P.disabled.store(true, std::memory_order_relaxed);
+  g_pub.disabled.store(true, std::memory_order_relaxed);
   if (chosen) MMTIER_WARN("not publishing live statistics: %s %s (error %ld)", what, dir, err);
   else MMTIER_INFO("not publishing live statistics: %s %s (error %ld); set MMTIER_STATS_DIR", what, dir, err);
 }
@@ -209,7 +203,7 @@ long open_locked(int dfd, const char *name, unsigned uid) {
 void create_locked(bool sweep) {
   const config &cfg = config_get();
   if (cfg.stats_off) {
-    P.disabled.store(true, std::memory_order_relaxed);
+    g_pub.disabled.store(true, std::memory_order_relaxed);
     return;
   }
   const long pid = sys::getpid();
@@ -267,9 +261,9 @@ void create_locked(bool sweep) {
   __atomic_store_n(&page->seq, uint64_t{2}, __ATOMIC_RELEASE);
   if (sweep) sweep_stale(static_cast<int>(dfd), pid);
   sys::close(static_cast<int>(dfd));
-  P.fd = guarded;
-  format(P.path, sizeof P.path, "%s/%s", g_dir, name);
-  P.page.store(page, std::memory_order_release);
+  g_pub.fd = guarded;
+  format(g_pub.path, sizeof g_pub.path, "%s/%s", g_dir, name);
+  g_pub.page.store(page, std::memory_order_release);
 }
 
 void put_counters(stats_page *p, const heap_counters &c) {
@@ -284,17 +278,17 @@ void put_counters(stats_page *p, const heap_counters &c) {
 
 void put_resident(stats_page *p, const size_t res[2]) {
   for (int t = 0; t < live_format::kTiers; ++t) p->tiers[t].resident_bytes = res[t];
-  p->resident_ns = real_ns();
+  p->resident_ns = sys::real_ns();
 }
 
 // The heap's change hook (heap lock held).
 void on_heap_change(const heap_counters &c) {
-  if (P.disabled.load(std::memory_order_relaxed)) return;
+  if (g_pub.disabled.load(std::memory_order_relaxed)) return;
   size_t res[2];
   bool measured = false;
-  const uint64_t now = mono_ns();
-  const uint64_t mover = P.mover_mono.load(std::memory_order_relaxed);
-  const uint64_t resident = P.resident_mono.load(std::memory_order_relaxed);
+  const uint64_t now = sys::mono_ns();
+  const uint64_t mover = g_pub.mover_mono.load(std::memory_order_relaxed);
+  const uint64_t resident = g_pub.resident_mono.load(std::memory_order_relaxed);
   const bool mover_active = mover && now - mover < 2 * kSecond;
   if (!mover_active && c.units[0] + c.units[1] <= kInlineResidentUnits &&
       (!resident || now - resident >= kSecond)) {
@@ -302,12 +296,12 @@ void on_heap_change(const heap_counters &c) {
     measured = true;
   }
   pthread_mutex_lock(&g_lock);
-  if (stats_page *p = P.page.load(std::memory_order_relaxed)) {
+  if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {
     write_begin(p);
     put_counters(p, c);
     if (measured) {
       put_resident(p, res);
-      P.resident_mono.store(now, std::memory_order_relaxed);
+      g_pub.resident_mono.store(now, std::memory_order_relaxed);
     }
     write_end(p);
   }
@@ -316,38 +310,38 @@ void on_heap_change(const heap_counters &c) {
 
 // The mover's scan hook (the mover thread, no lock held).
 void on_scan() {
-  stats_page *page = P.page.load(std::memory_order_acquire);
-  if (!page || P.disabled.load(std::memory_order_relaxed)) return;
+  stats_page *page = g_pub.page.load(std::memory_order_acquire);
+  if (!page || g_pub.disabled.load(std::memory_order_relaxed)) return;
   mover_stats ms;
   mover_stats_get(&ms);
-  const uint64_t now = mono_ns();
+  const uint64_t now = sys::mono_ns();
   // A reader asks for fresh resident figures by counting up refresh_requests.
   const uint64_t asked = __atomic_load_n(&page->refresh_requests, __ATOMIC_RELAXED);
-  if (asked != P.seen_requests) {
-    P.seen_requests = asked;
-    P.asked_mono = now;
+  if (asked != g_pub.seen_requests) {
+    g_pub.seen_requests = asked;
+    g_pub.asked_mono = now;
   }
   // Measuring takes at most 1 % of the mover's time, however large the heap.
-  const uint64_t period = std::max(P.asked_mono && now - P.asked_mono < kAskedWindow ? kAskedPeriod : kIdlePeriod,
-                                   100 * P.measure_ns);
-  const uint64_t last = P.resident_mono.load(std::memory_order_relaxed);
+  const uint64_t period = std::max(g_pub.asked_mono && now - g_pub.asked_mono < kAskedWindow ? kAskedPeriod : kIdlePeriod,
+                                   100 * g_pub.measure_ns);
+  const uint64_t last = g_pub.resident_mono.load(std::memory_order_relaxed);
   const uint64_t age = now - last;
   const bool measure = !last || age >= period;
   size_t res[2];
   if (measure) {
     heap_resident_split(res);
-    P.measure_ns = mono_ns() - now;
+    g_pub.measure_ns = sys::mono_ns() - now;
   }
-  if (!P.rate_mono) {
-    P.rate_mono = now;
-    P.rate_bytes = ms.bytes_migrated;
+  if (!g_pub.rate_mono) {
+    g_pub.rate_mono = now;
+    g_pub.rate_bytes = ms.bytes_migrated;
   }
   uint64_t rate = 0;
   bool new_rate = false;
-  if (now - P.rate_mono >= kSecond) {
-    rate = (ms.bytes_migrated - P.rate_bytes) * kSecond / (now - P.rate_mono);
-    P.rate_mono = now;
-    P.rate_bytes = ms.bytes_migrated;
+  if (now - g_pub.rate_mono >= kSecond) {
+    rate = (ms.bytes_migrated - g_pub.rate_bytes) * kSecond / (now - g_pub.rate_mono);
+    g_pub.rate_mono = now;
+    g_pub.rate_bytes = ms.bytes_migrated;
     new_rate = true;
   }
   pthread_mutex_lock(&g_lock);
@@ -370,39 +364,49 @@ void on_scan() {
     memcpy(p->heat_histogram, ms.heat_histogram, sizeof p->heat_histogram);
     if (measure) {
       put_resident(p, res);
-      P.resident_mono.store(now, std::memory_order_relaxed);
+      g_pub.resident_mono.store(now, std::memory_order_relaxed);
     }
     write_end(p);
   }
-  P.mover_mono.store(now, std::memory_order_relaxed);
+  g_pub.mover_mono.store(now, std::memory_order_relaxed);
   pthread_mutex_unlock(&g_lock);
 }
 
-// The child must not write into its parent's page: it makes its own at once,
-// in the fork handler, before the program can sandbox or drop privileges
-// in the child (no sweep there: that can wait for a process start).
-void live_stats_fork_child() {
+// The quiesce sequence, rank kRankLiveStats (support/quiesce.h).
+void page_lock() { pthread_mutex_lock(&g_lock); }
+void page_unlock() { pthread_mutex_unlock(&g_lock); }
+
+// The child must not write into its parent's page: it drops it, and makes
+// its own once every layer is reset (child_ready), still in the fork
+// handler, before the program can sandbox or drop privileges in the child
+// (no sweep there: that can wait for a process start).
+void fork_child() {
   pthread_mutex_init(&g_lock, nullptr);
-  if (stats_page *p = P.page.load(std::memory_order_relaxed)) sys::munmap(p, kFileSize);
-  if (P.fd >= 0) {
-    fd_unguard(P.fd);
-    sys::close(P.fd);
+  if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) sys::munmap(p, kFileSize);
+  if (g_pub.fd >= 0) {
+    fd_unguard(g_pub.fd);
+    sys::close(g_pub.fd);
   }
-  P.page.store(nullptr, std::memory_order_relaxed);
-  P.fd = -1;
-  P.path[0] = '\0';
-  P.resident_mono.store(0, std::memory_order_relaxed);
-  P.mover_mono.store(0, std::memory_order_relaxed);
-  P.seen_requests = P.asked_mono = P.rate_mono = P.rate_bytes = P.measure_ns = 0;
-  if (P.disabled.load(std::memory_order_relaxed)) return;
+  g_pub.page.store(nullptr, std::memory_order_relaxed);
+  g_pub.fd = -1;
+  g_pub.path[0] = '\0';
+  g_pub.resident_mono.store(0, std::memory_order_relaxed);
+  g_pub.mover_mono.store(0, std::memory_order_relaxed);
+  g_pub.seen_requests = g_pub.asked_mono = g_pub.rate_mono = g_pub.rate_bytes = g_pub.measure_ns = 0;
+}
+
+void fork_child_ready() {
+  if (g_pub.disabled.load(std::memory_order_relaxed)) return;
   heap_counters c;
   heap_counters_get(&c);
+  pthread_mutex_lock(&g_lock);
   create_locked(false);
-  if (stats_page *p = P.page.load(std::memory_order_relaxed)) {
+  if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {
     write_begin(p);
     put_counters(p, c);
     write_end(p);
   }
+  pthread_mutex_unlock(&g_lock);
 }
 
 }  // namespace
@@ -412,19 +416,19 @@ void live_stats_init() {
   if (once) return;
   once = true;
   if (config_get().stats_off) return;
-  pthread_atfork(nullptr, nullptr, live_stats_fork_child);
+  quiesce_register(kRankLiveStats, {page_lock, page_unlock, fork_child, fork_child_ready});
   size_t res[2];
   heap_resident_split(res);
   heap_counters c;
   heap_counters_get(&c);
   pthread_mutex_lock(&g_lock);
   create_locked(true);
-  if (stats_page *p = P.page.load(std::memory_order_relaxed)) {
+  if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {
     write_begin(p);
     put_counters(p, c);
     put_resident(p, res);
     write_end(p);
-    P.resident_mono.store(mono_ns(), std::memory_order_relaxed);
+    g_pub.resident_mono.store(sys::mono_ns(), std::memory_order_relaxed);
   }
   pthread_mutex_unlock(&g_lock);
   heap_set_change_hook(on_heap_change);
@@ -433,27 +437,27 @@ void live_stats_init() {
 
 void live_stats_resident(const size_t bytes[2]) {
   pthread_mutex_lock(&g_lock);
-  if (stats_page *p = P.page.load(std::memory_order_relaxed)) {
+  if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {
     write_begin(p);
     put_resident(p, bytes);
     write_end(p);
-    P.resident_mono.store(mono_ns(), std::memory_order_relaxed);
+    g_pub.resident_mono.store(sys::mono_ns(), std::memory_order_relaxed);
   }
   pthread_mutex_unlock(&g_lock);
 }
 
 void live_stats_exit() {
   pthread_mutex_lock(&g_lock);
-  P.disabled.store(true, std::memory_order_relaxed);
+  g_pub.disabled.store(true, std::memory_order_relaxed);
   // Only if the name is still our file (we hold its lock, so nobody else
   // can have made it theirs; it may be gone, or another's after removal).
   struct stat a, b;
-  if (P.path[0] && sys::raw(SYS_fstat, P.fd, reinterpret_cast<long>(&a)) == 0 &&
-      sys::raw(SYS_newfstatat, AT_FDCWD, reinterpret_cast<long>(P.path), reinterpret_cast<long>(&b),
+  if (g_pub.path[0] && sys::raw(SYS_fstat, g_pub.fd, reinterpret_cast<long>(&a)) == 0 &&
+      sys::raw(SYS_newfstatat, AT_FDCWD, reinterpret_cast<long>(g_pub.path), reinterpret_cast<long>(&b),
                AT_SYMLINK_NOFOLLOW) == 0 &&
       a.st_ino == b.st_ino && a.st_dev == b.st_dev)
-    sys::unlinkat(AT_FDCWD, P.path, 0);
-  P.path[0] = '\0';
+    sys::unlinkat(AT_FDCWD, g_pub.path, 0);
+  g_pub.path[0] = '\0';
   pthread_mutex_unlock(&g_lock);
 }
 

@@ -1,8 +1,9 @@
 // DRAM tier: anonymous private memory.  fork() gives the child a
 // copy-on-write view for free, and the kernel zeroes discarded pages.
-#include "support/layout.h"
-#include "platform/sys.h"
 #include "tier/tier.h"
+
+#include "platform/sys.h"
+#include "support/layout.h"
 
 #include <sys/mman.h>
 
@@ -28,7 +29,8 @@ long dram_discard(tier *, void *addr, size_t len, uint32_t, size_t) {
 
 }  // namespace
 
-const tier_ops dram_tier_ops = {"dram",   dram_open,    dram_slot_alloc, dram_slot_free, dram_reserve,
-                                dram_map, dram_discard, nullptr,         nullptr};
+// Nothing optional: DRAM units need no slots, copies or fork work (the
+// kernel's copy-on-write covers them).
+const tier_ops dram_tier_ops = {"dram", dram_open, dram_slot_alloc, dram_slot_free, dram_reserve, dram_map, dram_discard};
 
 }  // namespace mmtier::detail

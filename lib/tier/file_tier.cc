@@ -5,18 +5,23 @@
 // O_EXCL|O_NOFOLLOW and unlinked at once.  Each unit placed here owns one
 // unit-sized slot; storage is reserved with fallocate at placement so a full
 // filesystem is seen as an error then, never as SIGBUS at first touch.
-#include "support/layout.h"
-#include "platform/sys.h"
+#include "tier/file_tier.h"
+
 #include "platform/fd_guard.h"
+#include "platform/sys.h"
+#include "support/layout.h"
 #include "support/log.h"
 #include "support/meta.h"
-#include "tier/tier.h"
 
 #include <dlfcn.h>
 #include <cerrno>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <new>
 
 #ifndef MAP_SHARED_VALIDATE
 #define MAP_SHARED_VALIDATE 0x03
@@ -58,11 +63,20 @@ long open_unnamed(const char *dir) {
   return fd;
 }
 
+off_t file_off(uint32_t slot, size_t off) { return static_cast<off_t>(uint64_t{slot} * kUnitSize + off); }
+
 long file_open(tier *t, const config &cfg) {
-  format(t->dir, sizeof t->dir, "%s", cfg.pmem_path);
-  long fd = open_unnamed(t->dir);
+  t->usable = false;
+  if (!t->impl) {
+    void *mem = meta_map(sizeof(file_tier_state));
+    if (!mem) return -ENOMEM;
+    t->impl = new (mem) file_tier_state();
+  }
+  file_tier_state *f = file_state(t);
+  format(f->dir, sizeof f->dir, "%s", cfg.pmem_path);
+  long fd = open_unnamed(f->dir);
   if (fd < 0) {
-    MMTIER_WARN("cannot create the PMem file in %s (error %ld); using DRAM only", t->dir, -fd);
+    MMTIER_WARN("cannot create the PMem file in %s (error %ld); using DRAM only", f->dir, -fd);
     return fd;
   }
   const int guarded = fd_guard(static_cast<int>(fd));
@@ -71,14 +85,14 @@ long file_open(tier *t, const config &cfg) {
     MMTIER_WARN("no room to guard the PMem file's descriptor; using DRAM only");
     return guarded;
   }
-  t->fd = guarded;
-  t->free_cap = kMaxSlots;
-  t->free_slots = static_cast<uint32_t *>(meta_map(kMaxSlots * sizeof(uint32_t)));
-  if (!t->free_slots) return -ENOMEM;
+  f->fd = guarded;
+  f->free_cap = kMaxSlots;
+  if (!f->free_slots) f->free_slots = static_cast<uint32_t *>(meta_map(kMaxSlots * sizeof(uint32_t)));
+  if (!f->free_slots) return -ENOMEM;
   // Probe for a real DAX mount: MAP_SYNC is only accepted there.
-  if (sys::ftruncate(t->fd, kUnitSize) == 0) {
+  if (sys::ftruncate(f->fd, kUnitSize) == 0) {
     long m = sys::mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE,
-                       MAP_SHARED_VALIDATE | MAP_SYNC, t->fd, 0);
+                       MAP_SHARED_VALIDATE | MAP_SYNC, f->fd, 0);
     if (!sys::failed(m)) {
       t->dax = true;
       // libpmem confirms the mapping is persistent memory (it is loaded
@@ -86,55 +100,60 @@ long file_open(tier *t, const config &cfg) {
       if (void *lib = dlopen("libpmem.so.1", RTLD_NOW | RTLD_LOCAL)) {
         using is_pmem_fn = int (*)(const void *, size_t);
         if (auto fn = reinterpret_cast<is_pmem_fn>(dlsym(lib, "pmem_is_pmem")))
-          MMTIER_INFO("PMem tier %s: DAX, pmem_is_pmem=%d", t->dir,
+          MMTIER_INFO("PMem tier %s: DAX, pmem_is_pmem=%d", f->dir,
                       fn(reinterpret_cast<void *>(m), kUnitSize));
       }
       sys::munmap(reinterpret_cast<void *>(m), kUnitSize);
     }
-    sys::ftruncate(t->fd, 0);
+    sys::ftruncate(f->fd, 0);
   }
-  MMTIER_INFO("PMem tier in %s (%s)", t->dir, t->dax ? "DAX, MAP_SYNC" : "page cache");
+  MMTIER_INFO("PMem tier in %s (%s)", f->dir, t->dax ? "DAX, MAP_SYNC" : "page cache");
   t->usable = true;
   return 0;
 }
 
 // The next never-used slot, growing the (sparse) file for it if needed.
 long take_fresh(tier *t) {
-  if (t->slot_high >= kMaxSlots) return -ENOSPC;
-  if (t->slot_high >= t->file_slots) {
-    uint64_t want = t->file_slots + kGrowSlots;
-    long r = sys::ftruncate(t->fd, static_cast<off_t>(want * kUnitSize));
+  file_tier_state *f = file_state(t);
+  if (f->slot_high >= kMaxSlots) return -ENOSPC;
+  if (f->slot_high >= f->file_slots) {
+    uint64_t want = f->file_slots + kGrowSlots;
+    long r = sys::ftruncate(f->fd, static_cast<off_t>(want * kUnitSize));
     if (r < 0) return r;
-    t->file_slots = want;
+    f->file_slots = want;
   }
-  return static_cast<long>(t->slot_high++);
+  return static_cast<long>(f->slot_high++);
 }
 
 long file_slot_alloc(tier *t) {
-  if (t->free_count > 0) return t->free_slots[--t->free_count];
+  file_tier_state *f = file_state(t);
+  if (f->free_count > 0) return f->free_slots[--f->free_count];
   return take_fresh(t);
 }
 
 void file_slot_free(tier *t, uint32_t slot) {
+  file_tier_state *f = file_state(t);
   // A slot whose storage could not be given back still holds its data: it
   // is never handed out again (a unit placed there must read zeros).
-  long r = sys::fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                          static_cast<off_t>(uint64_t{slot} * kUnitSize), kUnitSize);
-  if (r == 0 && t->free_count < t->free_cap) t->free_slots[t->free_count++] = slot;
+  long r = sys::fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                          file_off(slot, 0), kUnitSize);
+  if (r == 0 && f->free_count < f->free_cap) f->free_slots[f->free_count++] = slot;
 }
 
 void file_slot_recycle(tier *t, uint32_t slot) {
-  if (t->warm_count < t->warm_limit && t->warm_count < tier::kWarmMax) t->warm_slots[t->warm_count++] = slot;
+  file_tier_state *f = file_state(t);
+  if (f->warm_count < f->warm_limit && f->warm_count < file_tier_state::kWarmMax) f->warm_slots[f->warm_count++] = slot;
   else file_slot_free(t, slot);
 }
 
 long file_slot_take_warm(tier *t) {
-  if (!t->warm_count) return -ENOENT;
+  file_tier_state *f = file_state(t);
+  if (!f->warm_count) return -ENOENT;
   uint32_t low = 0;
-  for (uint32_t i = 1; i < t->warm_count; ++i)
-    if (t->warm_slots[i] < t->warm_slots[low]) low = i;
-  const uint32_t slot = t->warm_slots[low];
-  t->warm_slots[low] = t->warm_slots[--t->warm_count];
+  for (uint32_t i = 1; i < f->warm_count; ++i)
+    if (f->warm_slots[i] < f->warm_slots[low]) low = i;
+  const uint32_t slot = f->warm_slots[low];
+  f->warm_slots[low] = f->warm_slots[--f->warm_count];
   return static_cast<long>(slot);
 }
 
@@ -144,39 +163,42 @@ long file_slot_take_warm(tier *t) {
 constexpr uint32_t kTakeSearch = 1024;
 
 long file_slot_take(tier *t, uint32_t slot, int from) {
-  if (slot < t->slot_high && (from & kTakeWarm)) {
-    for (uint32_t i = 0; i < t->warm_count; ++i)
-      if (t->warm_slots[i] == slot) {
-        t->warm_slots[i] = t->warm_slots[--t->warm_count];
+  file_tier_state *f = file_state(t);
+  if (slot < f->slot_high && (from & kTakeWarm)) {
+    for (uint32_t i = 0; i < f->warm_count; ++i)
+      if (f->warm_slots[i] == slot) {
+        f->warm_slots[i] = f->warm_slots[--f->warm_count];
         return slot;
       }
   }
   if (!(from & kTakeFree)) return -ENOENT;
-  if (slot < t->slot_high) {
-    const uint32_t lowest = t->free_count > kTakeSearch ? t->free_count - kTakeSearch : 0;
-    for (uint32_t i = t->free_count; i-- > lowest;)
-      if (t->free_slots[i] == slot) {
-        for (uint32_t j = i; j + 1 < t->free_count; ++j) t->free_slots[j] = t->free_slots[j + 1];
-        --t->free_count;
+  if (slot < f->slot_high) {
+    const uint32_t lowest = f->free_count > kTakeSearch ? f->free_count - kTakeSearch : 0;
+    for (uint32_t i = f->free_count; i-- > lowest;)
+      if (f->free_slots[i] == slot) {
+        for (uint32_t j = i; j + 1 < f->free_count; ++j) f->free_slots[j] = f->free_slots[j + 1];
+        --f->free_count;
         return slot;
       }
     return -ENOENT;
   }
-  if (slot != t->slot_high) return -ENOENT;
+  if (slot != f->slot_high) return -ENOENT;
   return take_fresh(t);
 }
 
 long file_reserve(tier *t, uint32_t slot, size_t off, size_t len) {
-  long r = sys::fallocate(t->fd, FALLOC_FL_KEEP_SIZE,
-                          static_cast<off_t>(uint64_t{slot} * kUnitSize + off),
+  file_tier_state *f = file_state(t);
+  long r = sys::fallocate(f->fd, FALLOC_FL_KEEP_SIZE,
+                          file_off(slot, off),
                           static_cast<off_t>(len));
   return r == -EOPNOTSUPP ? 0 : r;
 }
 
 long file_map(tier *t, void *addr, size_t len, int prot, uint32_t slot, size_t off) {
+  file_tier_state *f = file_state(t);
   int flags = MAP_FIXED | (t->dax ? (MAP_SHARED_VALIDATE | MAP_SYNC) : MAP_SHARED);
-  long r = sys::mmap(addr, len, prot, flags, t->fd,
-                     static_cast<off_t>(uint64_t{slot} * kUnitSize + off));
+  long r = sys::mmap(addr, len, prot, flags, f->fd,
+                     file_off(slot, off));
   if (sys::failed(r)) return r;
   // Page-table entries of 4 KiB, never one entry for 2 MiB: access sampling
   // unmaps single pages, and on a PMD-mapped large folio (ext4 and xfs make
@@ -186,15 +208,96 @@ long file_map(tier *t, void *addr, size_t len, int prot, uint32_t slot, size_t o
 }
 
 long file_discard(tier *t, void *, size_t len, uint32_t slot, size_t off) {
-  return sys::fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                        static_cast<off_t>(uint64_t{slot} * kUnitSize + off),
+  file_tier_state *f = file_state(t);
+  return sys::fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        file_off(slot, off),
                         static_cast<off_t>(len));
+}
+
+size_t file_warm_limit(tier *t, size_t limit) {
+  file_tier_state *f = file_state(t);
+  f->warm_limit = static_cast<uint32_t>(limit < file_tier_state::kWarmMax ? limit : file_tier_state::kWarmMax);
+  size_t freed = 0;
+  while (f->warm_count > f->warm_limit) {
+    long s = file_slot_take_warm(t);
+    if (s < 0) break;
+    file_slot_free(t, static_cast<uint32_t>(s));
+    ++freed;
+  }
+  return freed;
+}
+
+long file_read(tier *t, uint32_t slot, size_t off, void *dst, size_t len) {
+  const int fd = file_state(t)->fd;
+  for (size_t done = 0; done < len;) {
+    long r = sys::pread(fd, static_cast<char *>(dst) + done, len - done, file_off(slot, off + done));
+    if (r > 0) done += static_cast<size_t>(r);
+    else if (r != -EINTR) return r ? r : -EIO;
+  }
+  return 0;
+}
+
+long file_write(tier *t, uint32_t slot, size_t off, const void *src, size_t len) {
+  const int fd = file_state(t)->fd;
+  for (size_t done = 0; done < len;) {
+    long r = sys::pwrite(fd, static_cast<const char *>(src) + done, len - done, file_off(slot, off + done));
+    if (r > 0) done += static_cast<size_t>(r);
+    else if (r != -EINTR) return r ? r : -EIO;
+  }
+  return 0;
+}
+
+long file_splice_in(tier *t, uint32_t slot, size_t off, int pipe_fd, size_t len) {
+  const int fd = file_state(t)->fd;
+  loff_t at = file_off(slot, off);
+  for (size_t left = len; left > 0;) {
+    long m = sys::raw(SYS_splice, pipe_fd, 0, fd, reinterpret_cast<long>(&at), static_cast<long>(left), 0);
+    if (m == -EINTR) continue;
+    if (m <= 0) return m ? m : -EIO;
+    left -= static_cast<size_t>(m);
+  }
+  return 0;
+}
+
+long file_map_view(tier *t, uint32_t slot) {
+  return sys::mmap(nullptr, kUnitSize, PROT_READ, MAP_SHARED, file_state(t)->fd, file_off(slot, 0));
+}
+
+bool file_maps_storage(const tier *t, const sys::maps_entry &e) {
+  const file_tier_state *f = file_state(t);
+  struct stat st;
+  if (!f || f->fd < 0 || !e.shared || sys::raw(SYS_fstat, f->fd, reinterpret_cast<long>(&st)) < 0) return false;
+  return e.inode == st.st_ino && e.dev_major == major(st.st_dev) && e.dev_minor == minor(st.st_dev);
+}
+
+long file_map_private(tier *t, void *addr, size_t len, int prot, uint32_t slot, size_t off) {
+  long r = sys::mmap(addr, len, prot, MAP_PRIVATE | MAP_FIXED, file_state(t)->fd, file_off(slot, off));
+  return sys::failed(r) ? r : 0;
+}
+
+long file_fork_child(tier *t, const config &cfg) {
+  // The parent's file holds only frozen ranges now; they stay mapped, and
+  // new units go to a file of the child's own.
+  file_tier_state *f = file_state(t);
+  if (!f || f->fd < 0) return 0;
+  fd_unguard(f->fd);
+  sys::close(f->fd);
+  f->fd = -1;
+  f->file_slots = f->slot_high = f->free_count = 0;
+  f->warm_count = 0;
+  t->usable = false;
+  t->dax = false;
+  return file_open(t, cfg);
 }
 
 }  // namespace
 
-const tier_ops file_tier_ops = {"file",      file_open, file_slot_alloc, file_slot_free, file_reserve,
-                                file_map,    file_discard, file_slot_recycle, file_slot_take_warm,
-                                file_slot_take};
+const tier_ops file_tier_ops = {
+    "file",           file_open,           file_slot_alloc, file_slot_free,
+    file_reserve,     file_map,            file_discard,    file_slot_recycle,
+    file_slot_take_warm, file_slot_take,   file_warm_limit, file_read,
+    file_write,       file_splice_in,      file_map_view,   file_maps_storage,
+    file_map_private, file_fork_child,
+};
 
 }  // namespace mmtier::detail

@@ -3,9 +3,14 @@
 // file.  DRAM is anonymous private memory; the PMem tier is a file in
 // MMTIER_PMEM_PATH (a DAX mount on real hardware) mapped MAP_SHARED, where
 // every unit placed on it owns one unit-sized slot of the file.
+//
+// The layers above see a tier only through these operations: what a tier
+// keeps to do its work (a file descriptor, its free and warm slots) is its
+// own (file_tier.h for the file tier, for its tests).
 #pragma once
 
 #include "config/config.h"
+#include "platform/proc_maps.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -32,45 +37,65 @@ struct tier_ops {
   // Makes [off, off + len) of a slot's storage allocated, so that touching
   // it cannot fail later (no SIGBUS on a full filesystem); 0 or -errno.
   long (*reserve)(tier *t, uint32_t slot, size_t off, size_t len);
-  // Maps [off, off + len) of a slot at addr (MAP_FIXED); 0 or -errno.
+  // Maps [off, off + len) of a slot at addr (MAP_FIXED); 0 or -errno.  off
+  // may run past the slot into the following ones (one mapping of
+  // consecutive slots).
   long (*map)(tier *t, void *addr, size_t len, int prot, uint32_t slot, size_t off);
   // Drops the contents of [off, off + len) of a slot mapped at addr: reads
   // return zeros afterwards and the storage is given back; 0 or -errno.
   long (*discard)(tier *t, void *addr, size_t len, uint32_t slot, size_t off);
-  // Optional (nullptr: not offered).  A slot whose unit moved away keeps
-  // its storage in a pool of warm slots (at most warm_limit of them), which
-  // the next unit moving in takes: its pages need no allocation, which is
-  // most of the cost of a demotion.  The pool's overflow is freed.
+
+  // --- optional (nullptr: not offered) -------------------------------------
+  // Warm slots.  A slot whose unit moved away keeps its storage in a pool
+  // (at most the limit set by warm_limit), which the next unit moving in
+  // takes: its pages need no allocation, which is most of the cost of a
+  // demotion.  The pool's overflow is freed.
   void (*slot_recycle)(tier *t, uint32_t slot);
   // The lowest-numbered warm slot (its contents are stale), or -ENOENT.
   // Lowest first: units moving in one after another then get consecutive
   // slots, whose mappings merge.
   long (*slot_take_warm)(tier *t);
-  // Optional.  Takes this particular slot if it is free in one of the ways
-  // `from` allows: kTakeWarm, from the warm pool (contents stale); kTakeFree,
+  // Takes this particular slot if it is free in one of the ways `from`
+  // allows: kTakeWarm, from the warm pool (contents stale); kTakeFree,
   // released (storage given back: reads as zero) or the next never used.
   // Returns the slot or -ENOENT.  Lets a unit take the slot that follows its
   // neighbour's, so that their mappings merge into one.
   long (*slot_take)(tier *t, uint32_t slot, int from);
+  // Sets how many warm slots the pool keeps (capped by the tier) and frees
+  // the ones over it; returns how many it freed.
+  size_t (*warm_limit)(tier *t, size_t limit);
+
+  // Copies between memory and a slot's storage without mapping it (for
+  // migration): 0 or -errno.
+  long (*read)(tier *t, uint32_t slot, size_t off, void *dst, size_t len);
+  long (*write)(tier *t, uint32_t slot, size_t off, const void *src, size_t len);
+  // Moves len bytes out of a pipe into the slot's storage (splice: the
+  // pages go from the pipe to the storage without a copy through a
+  // mapping); 0 or -errno; -EINVAL/-EOPNOTSUPP when this storage cannot
+  // take a splice at all.
+  long (*splice_in)(tier *t, uint32_t slot, size_t off, int pipe_fd, size_t len);
+  // Maps a whole slot read-only at an address of the kernel's choosing (a
+  // second view of the storage); the address, or -errno.
+  long (*map_view)(tier *t, uint32_t slot);
+
+  // fork.  Whether a mapping of this process (a /proc/self/maps entry) is
+  // a shared mapping of this tier's storage.
+  bool (*maps_storage)(const tier *t, const sys::maps_entry &e);
+  // Maps [off, off + len) of the storage at addr MAP_PRIVATE (copy on
+  // write): a view that keeps the storage's contents as of now and takes no
+  // later writes of this process into it.  Addressed like map.
+  long (*map_private)(tier *t, void *addr, size_t len, int prot, uint32_t slot, size_t off);
+  // In a fork child: the storage is the parent's (whatever the child still
+  // maps of it stays mapped); start afresh with storage of its own.
+  long (*fork_child)(tier *t, const config &cfg);
 };
 
 struct tier {
   const tier_ops *ops = nullptr;
   int index = 0;
-  bool usable = false;
-  // file-backed tiers
-  int fd = -1;
-  bool dax = false;            // MAP_SYNC works: real persistent memory
-  uint64_t file_slots = 0;     // slots the file is currently sized for
-  uint64_t slot_high = 0;      // slots ever handed out
-  uint32_t *free_slots = nullptr;  // stack of released slots
-  uint64_t free_count = 0;
-  uint64_t free_cap = 0;
-  static constexpr uint32_t kWarmMax = 128;  // 256 MiB of storage held at most
-  uint32_t warm_slots[kWarmMax] = {};  // slot_recycle's pool
-  uint32_t warm_count = 0;
-  uint32_t warm_limit = 0;  // set by the heap (heap.cc: keep_warm)
-  char dir[kPathMax] = {};
+  bool usable = false;  // can take units now
+  bool dax = false;     // persistent memory mapped directly (MAP_SYNC)
+  void *impl = nullptr; // the tier's own state
 };
 
 extern const tier_ops dram_tier_ops;

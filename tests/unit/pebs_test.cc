@@ -1000,7 +1000,7 @@ TEST(PebsAggregate, ObservationsDriveThePolicyToPromoteTheSampledHotUnit) {
   policy_params pp;
   pp.migrate_bytes_per_sec = 0;
   ASSERT_TRUE(pol->init(pp, kN, 0, pst.data()));
-  policy_observation obs[kN];
+  access_observation obs[kN];
   for (uint32_t u = 0; u < kN; u++) {
     pebs_unit_observation o = c.observe(u, kSec);
     obs[u] = {o.unit, static_cast<uint8_t>(kTierPmem), true, o.sampled, o.touched, o.written};

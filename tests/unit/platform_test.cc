@@ -1,5 +1,7 @@
 // Platform layer (lib/platform/sys.cc): raw system calls report -errno, and
 // the /proc readers see what the kernel sees.
+#include "platform/pagemap.h"
+#include "platform/proc_maps.h"
 #include "platform/sys.h"
 
 #include <gtest/gtest.h>

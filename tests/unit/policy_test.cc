@@ -76,13 +76,13 @@ struct sim {
   }
 
   void observe() {
-    std::vector<policy_observation> obs(n);
+    std::vector<access_observation> obs(n);
     for (size_t u = 0; u < n; ++u) {
       std::binomial_distribution<int> pages(kSampled, touch[u]);
       int t = pages(rng);
       std::binomial_distribution<int> writes(t, 0.5);
       int w = writes(rng);
-      obs[u] = policy_observation{static_cast<uint32_t>(u), tier[u], movable[u] != 0, kSampled,
+      obs[u] = access_observation{static_cast<uint32_t>(u), tier[u], movable[u] != 0, kSampled,
                                   static_cast<uint16_t>(t), static_cast<uint16_t>(w)};
     }
     pol.observe(now, obs.data(), obs.size());
@@ -305,8 +305,8 @@ TEST(PolicyTest, RateBelowOneUnitStillMovesOneUnitAtATime) {
 // Feeds one unit with a constant score at the given scan times.
 void feed(migration_policy &pol, const std::vector<uint64_t> &times, uint16_t touched) {
   for (uint64_t t : times) {
-    policy_observation o{0, kTierPmem, true, kSampled, touched, 0};
-    policy_observation other{1, kTierPmem, true, kSampled, 0, 0};
+    access_observation o{0, kTierPmem, true, kSampled, touched, 0};
+    access_observation other{1, kTierPmem, true, kSampled, 0, 0};
     pol.observe(t, &o, 1);
     pol.observe(t, &other, 1);  // a second call for the same scan
   }
@@ -350,7 +350,7 @@ TEST(PolicyTest, DecayIsExactAcrossIrregularIntervals) {
   }
   idle_random.push_back(10000 * kMs);
   for (uint64_t t : idle_regular) {
-    policy_observation other{1, kTierPmem, true, kSampled, 64, 0};
+    access_observation other{1, kTierPmem, true, kSampled, 64, 0};
     regular.observe(t, &other, 1);
   }
   feed(irregular, idle_random, 0);
@@ -455,7 +455,7 @@ TEST(PolicyTest, SkippedMigrationIsRefundedAndNotBackedOff) {
   migration_policy pol;
   ASSERT_TRUE(pol.init(p, 8, 0, st.data()));
   for (uint64_t i = 1; i <= 50; ++i) {
-    policy_observation obs[3] = {{0, kTierPmem, true, kSampled, 64, 64},
+    access_observation obs[3] = {{0, kTierPmem, true, kSampled, 64, 64},
                                  {1, kTierPmem, true, kSampled, 60, 0},
                                  {2, kTierPmem, true, kSampled, 50, 0}};
     pol.observe(i * kStep, obs, 3);
@@ -511,7 +511,7 @@ TEST(PolicyTest, CountersFollowDecisions) {
   EXPECT_EQ(s.pol.tier(5), -1);
   EXPECT_EQ(s.pol.heat(5, s.now), 0.0);
   EXPECT_EQ(s.pol.counters().units_tracked, 511u);
-  policy_observation bad[2] = {{512, kTierDram, true, 1, 1, 0}, {6, 7, true, 1, 1, 0}};
+  access_observation bad[2] = {{512, kTierDram, true, 1, 1, 0}, {6, 7, true, 1, 1, 0}};
   s.pol.observe(s.now, bad, 2);
   EXPECT_EQ(s.pol.counters().ignored, 2u);
   EXPECT_EQ(s.pol.tier(6), s.tier[6]);
@@ -527,7 +527,7 @@ TEST(PolicyTest, ClockBeyondMillisecondRangeKeepsHeatAndHolds) {
   ASSERT_TRUE(pol.init(p, 4, 0, st.data()));
   const uint64_t t0 = edge - 3 * kSec;
   for (uint64_t i = 0; i < 10; ++i) {
-    policy_observation o{0, kTierPmem, true, kSampled, 64, 0};
+    access_observation o{0, kTierPmem, true, kSampled, 64, 0};
     pol.observe(t0 + i * 100 * kMs, &o, 1);
   }
   const uint64_t t1 = t0 + 900 * kMs;
@@ -537,7 +537,7 @@ TEST(PolicyTest, ClockBeyondMillisecondRangeKeepsHeatAndHolds) {
   ASSERT_EQ(pol.decide(t1, 4, 0, out, 4), 1u);
   pol.report(t1, out[0], migration_result::failed);  // backs off until t1 + 5 s
   // Cross the edge with a scan of another unit.
-  policy_observation other{1, kTierDram, true, kSampled, 0, 0};
+  access_observation other{1, kTierDram, true, kSampled, 0, 0};
   pol.observe(edge + 500 * kMs, &other, 1);
   EXPECT_NEAR(pol.heat(0, edge + 500 * kMs), h1 * std::exp2(-0.26), h1 * 1e-4);
   EXPECT_EQ(pol.decide(t1 + 4900 * kMs, 4, 1, out, 4), 0u) << "back-off lost across the edge";
@@ -549,11 +549,11 @@ TEST(PolicyTest, ClockBeyondMillisecondRangeKeepsHeatAndHolds) {
   migration_policy slow;
   std::vector<uint64_t> st2 = storage_for(2);
   ASSERT_TRUE(slow.init(p, 2, 0, st2.data()));
-  policy_observation o{0, kTierPmem, true, kSampled, 64, 0};
+  access_observation o{0, kTierPmem, true, kSampled, 64, 0};
   slow.observe(86400 * kSec, &o, 1);  // one day in
   const double h = slow.heat(0, 86400 * kSec);
   ASSERT_GT(h, 0.0);
-  policy_observation o1{1, kTierPmem, true, kSampled, 0, 0};
+  access_observation o1{1, kTierPmem, true, kSampled, 0, 0};
   slow.observe(21 * 86400 * kSec, &o1, 1);  // before the edge (24.8 days)
   slow.observe(41 * 86400 * kSec, &o1, 1);  // past it: the clock is rebased
   EXPECT_NEAR(slow.heat(0, 41 * 86400 * kSec), h / 16, h * 1e-4);
@@ -563,7 +563,7 @@ TEST(PolicyTest, MetaStorageCoversFourMillionUnits) {
   const size_t units = size_t{4} << 20;
   migration_policy pol;
   ASSERT_TRUE(pol.init(policy_params{}, units, 0, nullptr));
-  policy_observation o[2] = {{uint32_t(units - 1), kTierPmem, true, kSampled, 64, 0},
+  access_observation o[2] = {{uint32_t(units - 1), kTierPmem, true, kSampled, 64, 0},
                              {uint32_t(units), kTierPmem, true, kSampled, 64, 0}};
   pol.observe(kSec, o, 2);
   EXPECT_EQ(pol.tier(uint32_t(units - 1)), kTierPmem);
@@ -597,7 +597,7 @@ TEST(PolicySparse, RotatingObservationsMeasureTheWholeInterval) {
       now = static_cast<uint64_t>(scan) * step;
       // Unit 3 is watched every tenth scan and always found touched; unit
       // 5 is watched every scan and never touched.
-      std::vector<policy_observation> obs;
+      std::vector<access_observation> obs;
       if (scan % 10 == 0) obs.push_back({3, kTierPmem, true, 1, 1, 0});
       obs.push_back({5, kTierDram, true, 1, 0, 0});
       pol.observe(now, obs.data(), obs.size());

@@ -3,7 +3,8 @@
 // DRAM tier maps anonymous memory.
 #include "support/layout.h"
 #include "platform/sys.h"
-#include "tier/tier.h"
+#include "tier/file_tier.h"
+#include "platform/proc_maps.h"
 
 #include <dirent.h>
 #include <gtest/gtest.h>
@@ -42,7 +43,7 @@ class FileTier : public ::testing::TestWithParam<const char *> {
     ASSERT_EQ(t_.ops->open(&t_, cfg_), 0);
   }
   void TearDown() override {
-    if (t_.fd >= 0) close(t_.fd);
+    if (file_state(&t_)->fd >= 0) close(file_state(&t_)->fd);
     rmdir(dir_);
   }
   char dir_[256];
@@ -54,7 +55,7 @@ TEST_P(FileTier, UnnamedPrivateFile) {
   EXPECT_TRUE(t_.usable);
   EXPECT_EQ(entries(dir_), 0u) << "the file has no name";
   struct stat st;
-  ASSERT_EQ(fstat(t_.fd, &st), 0);
+  ASSERT_EQ(fstat(file_state(&t_)->fd, &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(st.st_nlink, 0u);
 }
@@ -89,18 +90,18 @@ TEST_P(FileTier, AParticularSlotIsTakenFromWhereverItIsFree) {
   EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[1]), kTakeFree), s[1]);
   EXPECT_EQ(t_.ops->slot_alloc(&t_), s[2]) << "the stack keeps its other slots";
   // Warm: only when allowed.
-  t_.warm_limit = 4;
+  t_.ops->warm_limit(&t_, 4);
   t_.ops->slot_recycle(&t_, static_cast<uint32_t>(s[3]));
-  ASSERT_EQ(t_.warm_count, 1u);
+  ASSERT_EQ(file_state(&t_)->warm_count, 1u);
   EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[3]), kTakeFree), -ENOENT);
   EXPECT_EQ(t_.ops->slot_take(&t_, static_cast<uint32_t>(s[3]), kTakeWarm), s[3]);
-  EXPECT_EQ(t_.warm_count, 0u);
+  EXPECT_EQ(file_state(&t_)->warm_count, 0u);
 }
 
 TEST_P(FileTier, WarmSlotsComeBackLowestFirst) {
   long s[3];
   for (long &x : s) x = t_.ops->slot_alloc(&t_);
-  t_.warm_limit = 4;
+  t_.ops->warm_limit(&t_, 4);
   for (int i : {1, 2, 0}) t_.ops->slot_recycle(&t_, static_cast<uint32_t>(s[i]));
   for (long want : s) EXPECT_EQ(t_.ops->slot_take_warm(&t_), want);
   EXPECT_EQ(t_.ops->slot_take_warm(&t_), -ENOENT);
@@ -116,13 +117,86 @@ TEST_P(FileTier, MappedSlotIsSharedWithTheFileAndDiscardsToZero) {
   ASSERT_EQ(t_.ops->map(&t_, p, kUnitSize, PROT_READ | PROT_WRITE, static_cast<uint32_t>(slot), 0), 0);
   memset(p, 0x77, kUnitSize);
   char buf[16] = {};
-  ASSERT_EQ(pread(t_.fd, buf, sizeof buf, static_cast<off_t>(slot) * static_cast<off_t>(kUnitSize) + 8192),
+  ASSERT_EQ(pread(file_state(&t_)->fd, buf, sizeof buf, static_cast<off_t>(slot) * static_cast<off_t>(kUnitSize) + 8192),
             static_cast<ssize_t>(sizeof buf));
   EXPECT_EQ(buf[0], 0x77) << "the mapping writes the file";
   ASSERT_EQ(t_.ops->discard(&t_, p + 8192, 4096, static_cast<uint32_t>(slot), 8192), 0);
   for (size_t i = 8192; i < 8192 + 4096; ++i) ASSERT_EQ(p[i], 0) << i;
   EXPECT_EQ(p[8191], 0x77);
   EXPECT_EQ(p[8192 + 4096], 0x77);
+  sys::munmap(p, kUnitSize);
+}
+
+TEST_P(FileTier, WarmLimitFreesTheOverflowLowestFirst) {
+  long s[3];
+  for (long &x : s) x = t_.ops->slot_alloc(&t_);
+  EXPECT_EQ(t_.ops->warm_limit(&t_, 8), 0u);
+  for (long x : s) t_.ops->slot_recycle(&t_, static_cast<uint32_t>(x));
+  ASSERT_EQ(file_state(&t_)->warm_count, 3u);
+  EXPECT_EQ(t_.ops->warm_limit(&t_, 1), 2u) << "two over the limit are freed";
+  EXPECT_EQ(file_state(&t_)->warm_count, 1u);
+  EXPECT_EQ(t_.ops->slot_take_warm(&t_), s[2]) << "the highest stays: the lower ones went first";
+  EXPECT_EQ(t_.ops->warm_limit(&t_, 1000), 0u);
+  EXPECT_EQ(file_state(&t_)->warm_limit, file_tier_state::kWarmMax) << "capped by the tier";
+}
+
+// The copies migration uses: write and read a slot without mapping it, a
+// second read-only view, and a splice from a pipe.
+TEST_P(FileTier, CopiesInAndOutOfASlotWithoutMappingIt) {
+  const long slot = t_.ops->slot_alloc(&t_);
+  ASSERT_GE(slot, 0);
+  const uint32_t s = static_cast<uint32_t>(slot);
+  std::string in(3 * 4096, 'a');
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<char>('a' + i % 23);
+  ASSERT_EQ(t_.ops->write(&t_, s, 4096, in.data(), in.size()), 0);
+  std::string out(in.size(), '\0');
+  ASSERT_EQ(t_.ops->read(&t_, s, 4096, out.data(), out.size()), 0);
+  EXPECT_EQ(out, in);
+  const long view = t_.ops->map_view(&t_, s);
+  ASSERT_FALSE(sys::failed(view));
+  EXPECT_EQ(memcmp(reinterpret_cast<const char *>(view) + 4096, in.data(), in.size()), 0);
+  EXPECT_EQ(reinterpret_cast<const char *>(view)[0], 0) << "never written: zero";
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  ASSERT_EQ(write(p[1], "spliced!", 8), 8);
+  const long r = t_.ops->splice_in(&t_, s, 100, p[0], 8);
+  close(p[0]);
+  close(p[1]);
+  ASSERT_EQ(r, 0);
+  EXPECT_EQ(memcmp(reinterpret_cast<const char *>(view) + 100, "spliced!", 8), 0);
+  sys::munmap(reinterpret_cast<void *>(view), kUnitSize);
+}
+
+// fork: the tier tells its own shared mappings, and makes a private view
+// that keeps the contents of the moment and takes no later write.
+TEST_P(FileTier, PrivateViewKeepsTheStorageOfTheMoment) {
+  const long slot = t_.ops->slot_alloc(&t_);
+  ASSERT_GE(slot, 0);
+  const uint32_t s = static_cast<uint32_t>(slot);
+  long r = sys::mmap(nullptr, kUnitSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_FALSE(sys::failed(r));
+  char *p = reinterpret_cast<char *>(r);
+  ASSERT_EQ(t_.ops->reserve(&t_, s, 0, kUnitSize), 0);
+  ASSERT_EQ(t_.ops->map(&t_, p, kUnitSize, PROT_READ | PROT_WRITE, s, 0), 0);
+  p[0] = 1;
+  sys::maps_reader maps;
+  ASSERT_EQ(maps.open(), 0);
+  sys::maps_entry e;
+  bool found = false;
+  while (maps.next(&e))
+    if (e.lo == reinterpret_cast<uintptr_t>(p)) found = t_.ops->maps_storage(&t_, e);
+  EXPECT_TRUE(found) << "the shared mapping of the slot is the tier's";
+  ASSERT_EQ(t_.ops->map_private(&t_, p, kUnitSize, PROT_READ | PROT_WRITE, s, 0), 0);
+  EXPECT_EQ(p[0], 1) << "the contents of the moment";
+  p[0] = 2;  // a private copy now
+  char b = 0;
+  ASSERT_EQ(t_.ops->read(&t_, s, 0, &b, 1), 0);
+  EXPECT_EQ(b, 1) << "the write did not reach the storage";
+  ASSERT_EQ(maps.open(), 0);
+  found = false;
+  while (maps.next(&e))
+    if (e.lo == reinterpret_cast<uintptr_t>(p)) found = t_.ops->maps_storage(&t_, e);
+  EXPECT_FALSE(found) << "a private view is not a shared mapping of the storage";
   sys::munmap(p, kUnitSize);
 }
 

@@ -1,0 +1,119 @@
+// Heap layer: fork.  A unit on a file-backed tier is a MAP_SHARED mapping: a
+// child inheriting it would share every later write with its parent.
+// Before fork the heap remaps every shared mapping of the tier's storage
+// inside the reservation MAP_PRIVATE over the same range (no copy: the
+// pages stay in the file), so parent and child both see the storage as it
+// was at the fork instant and their later writes go to private
+// copy-on-write pages, exactly as for anonymous memory.  The ranges of such
+// units are then frozen: never written, punched or reused by either
+// process.  The child takes storage of its own for new units.
+//
+// The heap's part of the quiesce sequence (support/quiesce.h), rank
+// kRankHeap: enter takes the heap lock and, for a fork, settles every
+// sample (a hidden anonymous page would read as zero in the child) and
+// freezes; leave releases the lock; the child resets what belonged to the
+// parent.  The fault service's start lock is registered at its own rank.
+#include "heap/heap_internal.h"
+
+#include "heap/faults.h"
+#include "heap/sample.h"
+#include "platform/proc_maps.h"
+#include "platform/sys.h"
+#include "support/log.h"
+#include "support/quiesce.h"
+
+#include <cerrno>
+
+namespace mmtier::detail {
+namespace {
+
+struct frozen_range {
+  uintptr_t lo, hi;
+  uint64_t off;
+  int prot;
+};
+// Remapping changes the maps file under the reader: ranges are collected
+// first (up to this many per pass), then remapped.  Static: the fork path
+// must not need a large stack.
+frozen_range g_todo[4096];
+
+void freeze_shared_mappings() {
+  tier &pm = pmem_tier();
+  if (!pm.ops->maps_storage || !pm.ops->map_private) return;
+  const uintptr_t lo_heap = g_heap.base, hi_heap = g_heap.base + g_heap.size;
+  for (;;) {
+    sys::maps_reader maps;
+    if (long r = maps.open(); r < 0) {
+      MMTIER_ERROR("fork: cannot read /proc/self/maps (error %ld); file-backed units stay shared", -r);
+      return;
+    }
+    size_t count = 0;
+    bool more = false;
+    sys::maps_entry e;
+    while (maps.next(&e)) {
+      if (e.hi <= lo_heap || e.lo >= hi_heap || !pm.ops->maps_storage(&pm, e)) continue;
+      if (count == sizeof g_todo / sizeof g_todo[0]) {
+        more = true;
+        break;
+      }
+      g_todo[count++] = {e.lo, e.hi, e.offset, e.prot};
+    }
+    maps.close();
+    for (size_t i = 0; i < count; ++i) {
+      const frozen_range &f = g_todo[i];
+      long r = pm.ops->map_private(&pm, reinterpret_cast<void *>(f.lo), f.hi - f.lo, f.prot, 0, f.off);
+      if (r < 0) MMTIER_ERROR("fork: cannot make %p private (error %ld)", reinterpret_cast<void *>(f.lo), -r);
+    }
+    // More mappings than one pass holds: go again over what is left.
+    if (!more) break;
+  }
+  for_set_bits(g_mgr.va_bits, g_heap.nunits, [](size_t i) {
+    unit &u = g_heap.units[i];
+    if (unit_tier(u) == kTierPmem) u.frozen = 1;
+  });
+}
+
+void enter() {
+  heap_lock();
+  if (!g_heap.size || quiesce_reason_now() != quiesce_reason::fork) return;
+  // A hidden page of an anonymous unit would read as zero in the child.
+  sample_settle_all_locked();
+  freeze_shared_mappings();
+  ++g_mgr.counters.forks;
+  g_mgr.counters_changed = true;
+}
+
+void leave() { heap_unlock(); }
+
+void leave_child() {
+  pthread_mutex_init(&g_mgr.lock, nullptr);
+  migration_fork_child();
+  // The fork counted is the parent's; the child's statistics start with its
+  // own first change.
+  g_mgr.counters_changed = false;
+  sample_fork_child();
+  if (g_start.hook) {
+    // The child gets its own mover only once it has placed as much memory
+    // of its own as a fresh process needs: most children exec (or exit)
+    // soon, and should not pay for two threads first.
+    g_start.units += g_mgr.counters.units[kTierDram] + g_mgr.counters.units[kTierPmem];
+    g_start.armed = true;
+    g_start_due.store(false, std::memory_order_relaxed);
+    check_start_hook();
+  }
+  if (!g_heap.size) return;
+  // The parent's storage holds only frozen ranges now; new units go to
+  // storage of the child's own.
+  tier &pm = pmem_tier();
+  if (pm.ops->fork_child && pm.ops->fork_child(&pm, config_get()) < 0) pm.usable = false;
+}
+
+}  // namespace
+
+void heap_fork_register() {
+  faults_fork_register();
+  quiesce_register(kRankHeap, {enter, leave, leave_child, nullptr});
+  quiesce_install_fork_handlers();
+}
+
+}  // namespace mmtier::detail

@@ -1,0 +1,115 @@
+// Heap layer, internal: what the heap's files share and nothing outside the
+// layer may use.
+//   units.cc     the unit manager: the reservation, address space, placing
+//                and releasing pages and units, queries and counters
+//   mappings.cc  the application's anonymous mappings on managed memory
+//   migration.cc retiering a unit at the same address
+//   fork.cc      the fork freeze of file-backed units and the child's reset
+//   sample.cc    access sampling (hidden pages); faults.cc its fault service
+// Every mutation runs under the heap lock (heap_lock_guard); the change
+// hook runs as the lock is released.
+#pragma once
+
+#include "heap/heap.h"
+#include "support/bitmap.h"
+
+#include <pthread.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail {
+
+inline constexpr size_t kPackedCandidates = 8;
+
+// The unit manager's state (units.cc), guarded by its lock.
+struct unit_manager {
+  pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  tier tiers[kTierCount];
+  uint64_t *va_bits = nullptr;  // unit in use
+  size_t va_cursor = 0;         // next-fit cursor of the general zone
+  size_t small_cursor = 0;      // and of the small zone
+  size_t small_units = 0;       // units [0, small_units) are the small zone
+  size_t packed[kPackedCandidates] = {};  // unit indices + 1 with free pages (0: none)
+  size_t packed_next = 0;
+  heap_counters counters = {};
+  bool counters_changed = false;  // since the change hook last ran
+  bool warned_fallback[kTierCount] = {};
+};
+extern unit_manager g_mgr;
+
+// The heap lock.  Released through heap_unlock, which runs the change hook
+// first when a counter changed.
+void heap_lock();
+void heap_unlock();
+struct heap_lock_guard {
+  heap_lock_guard() { heap_lock(); }
+  ~heap_lock_guard() { heap_unlock(); }
+  heap_lock_guard(const heap_lock_guard &) = delete;
+  heap_lock_guard &operator=(const heap_lock_guard &) = delete;
+};
+
+inline uintptr_t unit_addr(size_t idx) { return g_heap.base + (idx << kUnitShift); }
+inline size_t unit_index(uintptr_t a) { return (a - g_heap.base) >> kUnitShift; }
+inline void *page_addr(size_t idx, size_t page) {
+  return reinterpret_cast<void *>(unit_addr(idx) + (page << kPageShift));
+}
+inline tier &tier_of_unit(const unit &u) { return g_mgr.tiers[unit_tier(u)]; }
+inline tier &pmem_tier() { return g_mgr.tiers[kTierPmem]; }
+inline tier &dram_tier() { return g_mgr.tiers[kTierDram]; }
+
+// Calls fn(idx, first_page, npages) for each unit overlapping [addr, addr+len).
+template <class Fn>
+void for_units(uintptr_t addr, size_t len, Fn &&fn) {
+  const uintptr_t end = addr + len;
+  while (addr < end) {
+    const size_t idx = unit_index(addr);
+    const uintptr_t ubase = unit_addr(idx);
+    const uintptr_t uend = ubase + kUnitSize < end ? ubase + kUnitSize : end;
+    fn(idx, (addr - ubase) >> kPageShift, (uend - addr) >> kPageShift);
+    addr = uend;
+  }
+}
+
+// --- units.cc (heap lock held) ----------------------------------------------
+// Makes [addr, addr + len) reserved addresses again (PROT_NONE, no storage).
+long reserve_range(uintptr_t addr, size_t len);
+// Next-fit search for n free units aligned to align units outside the small
+// zone; claims them.  SIZE_MAX if none.
+size_t va_alloc(size_t n, size_t align);
+// A unit's count on tier t changes by delta.
+void count_unit(const unit &u, int t, int delta);
+// Places pages [first, first + n) of unit idx that are not yet live (and
+// the unit, if unplaced).  0 or -errno.
+long place_pages(size_t idx, size_t first, size_t n, int prot);
+// Drops the contents of live pages in [first, first + n) of unit idx.  With
+// unplace they also stop being live, and a unit left with no live page
+// (and, for application units, no owned page) gives its placement back.
+void discard_pages(size_t idx, size_t first, size_t n, bool unplace);
+// Gives a unit's tier placement back; its addresses become reserved again.
+void release_unit(unit &u, size_t idx);
+// The PMem slot that would let unit idx's mapping merge with a neighbour's,
+// taken from the PMem tier if it is free in a way `from` allows
+// (kTakeWarm, kTakeFree); else -ENOENT.
+long pmem_slot_for(size_t idx, int from);
+// The PMem tier keeps at most `limit` warm slots (see migration.cc).
+void keep_warm(size_t limit);
+
+// --- migration.cc -----------------------------------------------------------
+// A fork child demotes through a pipe of its own.
+void migration_fork_child();
+
+// --- fork.cc ----------------------------------------------------------------
+// Registers the heap's part of the quiesce sequence (support/quiesce.h).
+void heap_fork_register();
+
+// --- the start hook (units.cc) ----------------------------------------------
+struct start_hook_state {
+  void (*hook)() = nullptr;
+  size_t units = 0;  // due once this many units are placed
+  bool armed = false;
+};
+extern start_hook_state g_start;
+void check_start_hook();
+
+}  // namespace mmtier::detail

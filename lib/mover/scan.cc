@@ -1,0 +1,58 @@
+// The mover's scan steps (see scan.h).
+#include "mover/scan.h"
+
+#include "support/log.h"
+
+namespace mmtier::detail {
+
+void list_units(unit_listing &l, uint64_t scan_number, size_t (*lister)(uint32_t *, uint8_t *, size_t)) {
+  if (!l.stale && scan_number % kRelistScans != 0) return;
+  l.n = lister(l.units, l.tiers, kMaxListed);
+  l.stale = false;
+}
+
+size_t decide(migration_policy &policy, uint64_t now_ns, const access_observation *obs, size_t n,
+              const dram_budget &b, policy_migration *out) {
+  policy.observe(now_ns, obs, n);
+  return policy.decide(now_ns, b.budget, b.dram_now, out, kPolicyMaxBatch);
+}
+
+apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_migration *migs, size_t n,
+                    uint64_t now_ns, dram_budget b, long (*migrate)(size_t unit, int to)) {
+  apply_outcome o;
+  if (n && !guard.allow(n, now_ns)) {
+    // Too close to vm.max_map_count: the application's own mappings come
+    // first.  Nothing is attempted; the policy hears it as skipped.
+    for (size_t i = 0; i < n; ++i) policy.report(now_ns, migs[i], migration_result::skipped);
+    o.held = true;
+    return o;
+  }
+  guard.moved(n);
+  for (size_t i = 0; i < n; ++i) {
+    const policy_migration m = migs[i];
+    if (m.to_tier == kTierDram && b.dram_now >= b.budget) {
+      policy.report(now_ns, m, migration_result::skipped);
+      continue;
+    }
+    const long r = migrate(m.unit, m.to_tier);
+    MMTIER_DEBUG("mover: unit %u heat %d/1000 to %s: %ld", m.unit, static_cast<int>(policy.heat(m.unit, now_ns) * 1000),
+                 m.to_tier == kTierDram ? "DRAM" : "PMem", r);
+    if (r < 0) {
+      policy.report(now_ns, m, migration_result::failed);
+      ++o.failed;
+      continue;
+    }
+    policy.report(now_ns, m, migration_result::done);
+    o.bytes += static_cast<uint64_t>(r);
+    if (m.to_tier == kTierDram) {
+      ++o.promoted;
+      ++b.dram_now;
+    } else {
+      ++o.demoted;
+      --b.dram_now;
+    }
+  }
+  return o;
+}
+
+}  // namespace mmtier::detail

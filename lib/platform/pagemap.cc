@@ -1,0 +1,88 @@
+// Platform layer: /proc/self/pagemap (see pagemap.h).
+#include "platform/pagemap.h"
+
+#include "platform/fd_guard.h"
+#include "platform/sys.h"
+
+#include <fcntl.h>
+
+#include <cerrno>
+
+namespace mmtier::detail::sys {
+namespace {
+
+constexpr size_t kChunk = 512;
+
+void to_info(const uint64_t *e, size_t n, page_info *out) {
+  for (size_t i = 0; i < n; ++i) out[i] = {(e[i] & kPagemapPresent) != 0, (e[i] & kPagemapFile) != 0};
+}
+
+bool read_info(int fd, uintptr_t addr, size_t pages, page_info *out) {
+  uint64_t chunk[kChunk];
+  for (size_t done = 0; done < pages;) {
+    const size_t n = pages - done < kChunk ? pages - done : kChunk;
+    if (!pagemap_entries(fd, addr + (done << 12), n, chunk)) return false;
+    to_info(chunk, n, out + done);
+    done += n;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool pagemap_entries(int fd, uintptr_t addr, size_t pages, uint64_t *out) {
+  const size_t want = pages * sizeof(uint64_t);
+  size_t got = 0;
+  while (got < want) {
+    long r = pread(fd, reinterpret_cast<char *>(out) + got, want - got,
+                   static_cast<off_t>((addr >> 12) * sizeof(uint64_t) + got));
+    if (r == -EINTR) continue;
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+bool pagemap_read(uintptr_t addr, size_t pages, page_info *out) {
+  long fd = openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const bool ok = read_info(static_cast<int>(fd), addr, pages, out);
+  close(static_cast<int>(fd));
+  return ok;
+}
+
+void pagemap_file::check_owner() {
+  const long pid = getpid();
+  if (pid_ != pid && fd_ >= 0) {
+    fd_unguard(fd_);
+    close(fd_);
+    fd_ = -1;
+  }
+  pid_ = pid;
+}
+
+bool pagemap_file::ready() {
+  if (fd_ >= 0) return true;
+  long fd = openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const int guarded = fd_guard(static_cast<int>(fd));
+  if (guarded < 0) {
+    close(static_cast<int>(fd));
+    return false;
+  }
+  fd_ = guarded;
+  pid_ = getpid();
+  return true;
+}
+
+uint64_t pagemap_file::entry(uintptr_t addr) {
+  uint64_t e = 0;
+  if (!ready() || !pagemap_entries(fd_, addr, 1, &e)) return 0;
+  return e;
+}
+
+bool pagemap_file::info(uintptr_t addr, size_t pages, page_info *out) {
+  return ready() && read_info(fd_, addr, pages, out);
+}
+
+}  // namespace mmtier::detail::sys

@@ -1,0 +1,47 @@
+// Platform layer: the one reader of /proc/self/pagemap, the kernel's view of
+// which pages are present and whether a page is anonymous (a copy-on-write
+// copy after fork) or a page of a file.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail::sys {
+
+inline constexpr uint64_t kPagemapPresent = uint64_t{1} << 63;
+inline constexpr uint64_t kPagemapFile = uint64_t{1} << 61;  // file-backed or shared anonymous
+inline constexpr uint64_t kPagemapExclusive = uint64_t{1} << 56;
+
+struct page_info {
+  bool present;
+  bool file;  // file-backed or shared-anonymous page
+};
+
+// Entries of pages [addr, addr + pages * 4 KiB) through fd (an open
+// /proc/self/pagemap); false if they could not all be read.
+[[nodiscard]] bool pagemap_entries(int fd, uintptr_t addr, size_t pages, uint64_t *out);
+
+// One-shot: opens the file, reads, closes.  For callers on rare paths that
+// hold no lock (tier queries of units frozen by fork).
+[[nodiscard]] bool pagemap_read(uintptr_t addr, size_t pages, page_info *out);
+
+// A descriptor kept open for frequent reads (the sampler reads one entry
+// per sampled page): guarded against the application's close (fd_guard.h)
+// and reopened when the process is not the one that opened it (a fork
+// child's inherited descriptor reads its parent's address space).  Not
+// thread-safe: its owner serialises the calls.
+class pagemap_file {
+ public:
+  // The entry of the page at addr, 0 when unreadable.
+  uint64_t entry(uintptr_t addr);
+  bool info(uintptr_t addr, size_t pages, page_info *out);
+  // Closes the descriptor if this process did not open it.
+  void check_owner();
+
+ private:
+  bool ready();
+  int fd_ = -1;
+  long pid_ = 0;
+};
+
+}  // namespace mmtier::detail::sys

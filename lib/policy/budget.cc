@@ -1,0 +1,25 @@
+// The mover's DRAM budget (see budget.h).
+#include "policy/budget.h"
+
+#include "heap/placement.h"
+
+#include <algorithm>
+#include <climits>
+
+namespace mmtier::detail {
+
+dram_budget dram_budget_of(const heap_counters &c, const config &cfg) {
+  dram_budget b{SIZE_MAX, c.units[kTierDram]};
+  // How many more DRAM units each rule allows (negative: over it).
+  long long slack = LLONG_MAX;
+  if (cfg.policy == policy_kind::ratio) {
+    const size_t share = ratio_share(cfg, c.policy_units[kTierDram] + c.policy_units[kTierPmem]);
+    slack = static_cast<long long>(share) - static_cast<long long>(c.policy_units[kTierDram]);
+  }
+  if (c.limit_units[kTierDram] != SIZE_MAX)
+    slack = std::min(slack, static_cast<long long>(c.limit_units[kTierDram]) - static_cast<long long>(c.units[kTierDram]));
+  if (slack != LLONG_MAX) b.budget = static_cast<size_t>(std::max(0LL, static_cast<long long>(b.dram_now) + slack));
+  return b;
+}
+
+}  // namespace mmtier::detail

@@ -1,0 +1,22 @@
+// The DRAM budget the mover works to, from the heap's counters and the
+// configuration: the tighter of the ratio's share of the units placed by
+// policy (heap/placement.h, ratio_share: the same arithmetic placement
+// uses) and MMTIER_DRAM_LIMIT.  Units with a forced tier count against the
+// limit but not in the ratio.
+#pragma once
+
+#include "config/config.h"
+#include "heap/heap.h"
+
+#include <cstddef>
+
+namespace mmtier::detail {
+
+struct dram_budget {
+  size_t budget;    // DRAM units allowed now (SIZE_MAX: no budget)
+  size_t dram_now;  // DRAM units now, forced ones included
+};
+
+dram_budget dram_budget_of(const heap_counters &c, const config &cfg);
+
+}  // namespace mmtier::detail

@@ -1,0 +1,84 @@
+// Stopping the world safely, then resuming it: the one ordered sequence of
+// every layer's handlers that fork() runs, and that anything else needing
+// the whole process still (a snapshot's capture) runs the same way.
+//
+// Each layer registers, at its start, what it does at a quiesce point: take
+// its locks (`enter`), give them back (`leave`, in the parent of a fork or
+// when the world resumes), or reset them (`leave_child`, in a fork child,
+// where only the forking thread lives on; then `child_ready` for work in the
+// child that needs the other layers).  Handlers run by rank, not by when
+// they were registered: `enter` in ascending rank, `leave` and
+// `leave_child` in descending rank, `child_ready` ascending again, so the
+// ranks are the process's lock order, outermost first.  Once every `enter` has returned, no other thread
+// is inside a critical section of mmtier's, and every thread that wants one
+// waits at its lock.  The order, and why, is in docs/ARCHITECTURE.md
+// ("Stopping the world").
+//
+// One pthread_atfork registration carries the whole sequence, so its order
+// cannot depend on which layer happened to start first.  The allocator
+// engine's own fork handlers join it: the engine's call to pthread_atfork is
+// redirected here (cmake/rename_jemalloc.sh, lib/alloc/engine_os.cc).
+//
+// Nothing here allocates, and running the sequence takes no lock of its own.
+#pragma once
+
+#include <cstdint>
+
+namespace mmtier::detail {
+
+enum class quiesce_reason : uint8_t {
+  none,   // not quiescing
+  fork,   // fork(): the child gets leave_child
+  pause,  // the process stops for a moment and resumes (snapshot capture)
+};
+
+// The lock order, outermost first.
+enum quiesce_rank : uint8_t {
+  kRankMoverStart,   // mover: starting the mover thread (allocates, starts the fault service)
+  kRankFaultsStart,  // heap/faults: starting the fault service thread (allocates)
+  kRankSmall,        // alloc/small: the list of thread heaps (takes the heap lock inside)
+  kRankEngine,       // alloc: the engine's arenas (its extent hooks take the heap lock inside)
+  kRankHeap,         // heap: the heap lock; a fork also settles samples and freezes file units
+  kRankLiveStats,    // stats: the live page's lock (taken inside the heap lock)
+  kRankMoverStats,   // mover: its statistics (a leaf)
+  kRankCount
+};
+
+// Each may be nullptr.
+struct quiesce_handlers {
+  void (*enter)();        // take the layer's locks
+  void (*leave)();        // release them
+  // In a fork child: put the layer's own state right (locks made anew, what
+  // belonged to threads that did not survive dropped).  Calls nothing of
+  // another layer: the layers below may not be reset yet.
+  void (*leave_child)();
+  // In a fork child, once every layer is reset (ascending rank): work that
+  // uses other layers (a statistics page of the child's own).
+  void (*child_ready)();
+};
+
+// Adds a layer's handlers at rank; several at one rank run in the order
+// they were registered (leave in reverse).  At most kQuiescePerRank per
+// rank; false when full.
+inline constexpr int kQuiescePerRank = 2;
+bool quiesce_register(quiesce_rank rank, quiesce_handlers h);
+
+// Runs every enter handler, ascending.
+void quiesce_enter(quiesce_reason why);
+// Runs every leave handler, descending, and ends the quiesce.
+void quiesce_leave();
+// In a fork child: every leave_child handler, descending, then every
+// child_ready handler, ascending.
+void quiesce_leave_child();
+// Why the world is stopped now (for enter handlers whose work depends on it);
+// none outside a quiesce.
+quiesce_reason quiesce_reason_now();
+
+// Registers the sequence with pthread_atfork, once per process.  False if
+// glibc refused (then forks run without it: logged).
+bool quiesce_install_fork_handlers();
+
+// The handlers in the order enter runs them (tests, docs).
+int quiesce_list(quiesce_rank *ranks, int cap);
+
+}  // namespace mmtier::detail

@@ -1,0 +1,31 @@
+// What tracking tells the policy: one observation type for every tracker.
+// The software tracker (software_tracker.h: sampling windows of hidden
+// pages) and the PMU tracker (pmu_counts.h: hardware samples of data
+// addresses) both turn what they saw of a unit into an access_observation;
+// the policy (policy/policy.h) takes nothing else.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail {
+
+// One unit in one scan.
+struct access_observation {
+  uint32_t unit;     // unit index in the heap
+  uint8_t tier;      // kTierDram or kTierPmem: where the unit is now
+  bool movable;      // false: the unit has a forced tier and never moves
+  uint16_t sampled;  // pages sampled in this scan (0: no access information)
+  uint16_t touched;  // of those, pages found read or written
+  uint16_t written;  // of those, pages found written
+};
+
+// The units a scan can watch: ascending unit indices with their tiers (the
+// heap's movable units, heap_movable_units).
+struct unit_list {
+  const uint32_t *units = nullptr;
+  const uint8_t *tiers = nullptr;
+  size_t n = 0;
+};
+
+}  // namespace mmtier::detail

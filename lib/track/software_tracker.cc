@@ -1,0 +1,80 @@
+// The software tracker's rules (see software_tracker.h).
+#include "track/software_tracker.h"
+
+#include "tier/tier.h"
+
+#include <algorithm>
+
+namespace mmtier::detail {
+
+size_t software_tracker::dram_per_scan() const {
+  return std::clamp<size_t>(pmem_per_scan_ / 8, 2, kDramPerScan);
+}
+
+bool software_tracker::suspected(uint32_t unit) const {
+  return std::find(suspects_, suspects_ + nsuspects_, unit) != suspects_ + nsuspects_;
+}
+
+void software_tracker::suspect(uint32_t unit) {
+  if (nsuspects_ < kMaxSuspects && !suspected(unit)) suspects_[nsuspects_++] = unit;
+}
+
+size_t software_tracker::choose(const unit_list &listed, uint32_t *units, uint8_t *pages, size_t cap) {
+  size_t m = 0;
+  for (size_t i = 0; i < nsuspects_ && m < cap; ++i) units[m++] = suspects_[i];
+  // In turn from the list, each tier from its own cursor.
+  const auto rotate = [&](uint8_t tier, size_t want, size_t &cursor) {
+    size_t got = 0;
+    for (size_t k = 0; k < listed.n && got < want && m < cap; ++k) {
+      const size_t i = (cursor + k) % listed.n;
+      if (listed.tiers[i] != tier || suspected(listed.units[i])) continue;
+      units[m++] = listed.units[i];
+      ++got;
+      cursor = i + 1;
+    }
+  };
+  if (listed.n) {
+    rotate(kTierPmem, pmem_per_scan_, cursor_pmem_);
+    rotate(kTierDram, dram_per_scan(), cursor_dram_);
+  }
+  // Ascending, each unit once, with its page count (suspects get more).
+  std::sort(units, units + m);
+  m = static_cast<size_t>(std::unique(units, units + m) - units);
+  for (size_t i = 0; i < m; ++i) pages[i] = suspected(units[i]) ? kConfirmPages : 1;
+  return m;
+}
+
+void software_tracker::suspect_neighbours(uint32_t unit, const unit_list &listed) {
+  for (uint32_t nb : {unit - 1, unit + 1}) {
+    const uint32_t *end = listed.units + listed.n;
+    const uint32_t *at = std::lower_bound(listed.units, end, nb);
+    if (at != end && *at == nb && listed.tiers[at - listed.units] == kTierPmem) suspect(nb);
+  }
+}
+
+size_t software_tracker::observe(const sample_result *results, size_t n, const unit_list &listed,
+                                 access_observation *out, size_t cap, size_t *touched) {
+  nsuspects_ = 0;
+  size_t nobs = 0, hits = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const sample_result &r = results[i];
+    hits += r.touched;
+    if (r.tier == kTierPmem && r.sampled == 1 && r.touched) {
+      suspect(r.unit);  // a screening hit: confirmed (or not) in the next window
+      continue;
+    }
+    if (nobs < cap) out[nobs++] = {r.unit, r.tier, true, r.sampled, r.touched, r.written};
+    if (r.tier == kTierPmem && r.sampled > 1 && r.touched * 2 >= r.sampled) suspect_neighbours(r.unit, listed);
+  }
+  std::sort(suspects_, suspects_ + nsuspects_);
+  if (touched) *touched = hits;
+  return nobs;
+}
+
+void software_tracker::account(uint64_t spent_ns, uint64_t interval_ns) {
+  const double share = static_cast<double>(spent_ns) / static_cast<double>(interval_ns ? interval_ns : 1);
+  if (share > kCpuHigh) pmem_per_scan_ = std::max(kPmemMin, pmem_per_scan_ * 3 / 4);
+  else if (share < kCpuLow) pmem_per_scan_ = std::min(kPmemMax, pmem_per_scan_ * 5 / 4 + 1);
+}
+
+}  // namespace mmtier::detail

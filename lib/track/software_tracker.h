@@ -1,0 +1,78 @@
+// The software tracker: which units to watch in each sampling window, and
+// what a window's results mean, on machines without a PMU.  The mechanism
+// (hiding pages and seeing whether they were touched) is the heap's
+// (heap/sample.h); the rules are here, free of the heap, so each can be
+// tested alone with made-up unit lists and results:
+//
+//   - Rotation.  Each window watches an adaptive number of PMem units and
+//     an eighth as many DRAM units (at least 2, at most kDramPerScan),
+//     taken in turn from the list of movable units, so every unit is
+//     watched every so often whatever the heap's size.
+//   - Screening and confirmation.  A PMem unit is watched with one page; a
+//     one-page sample of a cold unit is touched by chance now and then, so
+//     a PMem unit found touched becomes a suspect and is watched again in
+//     the next window with kConfirmPages pages before the policy hears of
+//     it (four touched pages by chance are rare).
+//   - Neighbours.  Hot data is usually contiguous: the PMem neighbours of a
+//     confirmed hot unit become suspects too, ahead of the rotation.
+//   - Cost.  Hiding a page costs the mover a system call or two (a TLB
+//     shootdown each) and the application a refault or a round trip to the
+//     fault service when the page is touched.  After each scan that moved
+//     nothing, the number of PMem units per window shrinks by a quarter
+//     when tracking took more than kCpuHigh of the scan interval, and grows
+//     by a quarter below kCpuLow.
+#pragma once
+
+#include "heap/sample.h"
+#include "track/observation.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail {
+
+class software_tracker {
+ public:
+  static constexpr size_t kDramPerScan = 32;
+  static constexpr size_t kMaxSuspects = 64;
+  static constexpr uint8_t kConfirmPages = 4;
+  static constexpr size_t kPmemMin = 16, kPmemMax = 2048, kPmemStart = 64;
+  static constexpr double kCpuHigh = 0.02, kCpuLow = 0.012;
+  // Units one window watches at most (and results it can give).
+  static constexpr size_t kChosenMax = kPmemMax + kDramPerScan + kMaxSuspects;
+
+  // Step "choose": the units to watch in the next window (ascending, each
+  // once) with the pages to hide in each; returns how many (<= cap).
+  size_t choose(const unit_list &listed, uint32_t *units, uint8_t *pages, size_t cap);
+
+  // Step "observe": a window's results (heap_sample_end) as observations
+  // for the policy, written to out (<= cap); screening hits are held back
+  // as suspects for the next window.  *touched: pages found touched.
+  size_t observe(const sample_result *results, size_t n, const unit_list &listed, access_observation *out,
+                 size_t cap, size_t *touched);
+
+  // The cost rule: a scan's tracking took spent_ns (both threads) of an
+  // interval of interval_ns.  Scans that moved data say nothing about
+  // tracking's cost (the fault service is busy with the moves): not called
+  // for them.
+  void account(uint64_t spent_ns, uint64_t interval_ns);
+
+  size_t pmem_per_scan() const { return pmem_per_scan_; }
+  size_t dram_per_scan() const;
+  size_t suspects(const uint32_t **out) const {
+    *out = suspects_;
+    return nsuspects_;
+  }
+
+ private:
+  bool suspected(uint32_t unit) const;
+  void suspect(uint32_t unit);
+  void suspect_neighbours(uint32_t unit, const unit_list &listed);
+
+  size_t pmem_per_scan_ = kPmemStart;
+  uint32_t suspects_[kMaxSuspects] = {};
+  size_t nsuspects_ = 0;
+  size_t cursor_pmem_ = 0, cursor_dram_ = 0;
+};
+
+}  // namespace mmtier::detail
