@@ -4,6 +4,7 @@
 #include "track/pebs.h"
 
 #include "heap/heap.h"
+#include "platform/clock.h"
 #include "platform/sys.h"
 #include "support/log.h"
 #include "support/meta.h"
@@ -368,12 +369,6 @@ bool plan_ibs(const pebs_params &p, const char *root, const pebs_cpu_set &online
   out->vendor = pebs_vendor::amd_ibs;
   out->n = 1;
   return true;
-}
-
-uint64_t monotonic_ns() {
-  struct timespec ts {};
-  sys::raw(SYS_clock_gettime, CLOCK_MONOTONIC, reinterpret_cast<long>(&ts));
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 long perf_open(perf_event_attr *a, long pid, int cpu, int group) {
@@ -1054,7 +1049,7 @@ pebs_status pebs_tracker::open(const pebs_params &p) {
     format(saved, sizeof saved, "%s", reason_);
     return fail(bad, "%s", saved);
   }
-  const uint64_t now = chosen_[0].modern ? monotonic_ns() : 0;
+  const uint64_t now = chosen_[0].modern ? sys::mono_ns() : 0;
   threads_.covered(self, now);
 
   // Every other thread alive now gets its own events; threads they create
@@ -1139,7 +1134,7 @@ size_t pebs_tracker::refresh() {
   uint32_t todo[64];
   const size_t m = threads_.scan(tids, n, todo, 64);
   size_t attached = 0;
-  const uint64_t now = chosen_[0].modern ? monotonic_ns() : 0;
+  const uint64_t now = chosen_[0].modern ? sys::mono_ns() : 0;
   for (size_t i = 0; i < m; i++) {
     if (attach(todo[i], false) > 0) {
       threads_.covered(todo[i], now);
