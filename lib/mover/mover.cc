@@ -19,7 +19,8 @@
 #include "policy/policy.h"
 #include "support/log.h"
 #include "support/meta.h"
-#include "track/pebs.h"
+#include "track/pmu_counts.h"
+#include "track/pmu_tracker.h"
 
 #include <pthread.h>
 #include <signal.h>

@@ -7,7 +7,10 @@
 // can), and the whole perf plumbing runs here with software page-fault
 // events, which carry the faulting address the way PEBS samples carry data
 // addresses.
-#include "track/pebs.h"
+#include "track/pmu_counts.h"
+#include "track/pmu_events.h"
+#include "track/pmu_ring.h"
+#include "track/pmu_tracker.h"
 
 #include "policy/policy.h"
 
