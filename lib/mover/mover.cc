@@ -60,8 +60,8 @@ void (*g_scan_hook)() = nullptr;
 
 // Where the PMU allows it, hardware samples of data addresses replace the
 // software sampling windows (lib/track/pebs.h).
-pebs_tracker g_pebs;
-pebs_unit_counts g_pebs_counts;
+pmu_tracker g_pebs;
+pmu_unit_counts g_pebs_counts;
 bool g_use_pebs = false;
 
 struct buffers {
@@ -216,7 +216,7 @@ bool scan(scan_state &st, uint64_t interval_ns, uint64_t window_ns) {
     g_pebs.drain(g_pebs_counts.sink());
     g_pebs.refresh();
     for (size_t i = 0; i < listed && nobs < kChosenMax; ++i) {
-      const pebs_unit_observation o = g_pebs_counts.observe(g_buf.listed[i], interval_ns);
+      const pmu_unit_observation o = g_pebs_counts.observe(g_buf.listed[i], interval_ns);
       g_buf.obs[nobs++] = {g_buf.listed[i], g_buf.tiers[i], true, o.sampled, o.touched, o.written};
       touched += o.touched != 0;
     }
@@ -346,7 +346,7 @@ void *mover_main(void *) {
     g_running.store(false, std::memory_order_release);
     return nullptr;
   }
-  if (g_pebs.open(pebs_params{}) == pebs_status::ok && g_pebs_counts.init_for_heap()) {
+  if (g_pebs.open(pmu_params{}) == pmu_status::ok && g_pebs_counts.init_for_heap()) {
     g_use_pebs = true;
     g_pebs.ignore_tid(static_cast<uint32_t>(sys::raw(SYS_gettid)));
     MMTIER_INFO("mover: hardware sampling of data addresses (%s)", g_pebs.reason());

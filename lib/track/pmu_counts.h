@@ -1,8 +1,8 @@
 // Per-unit access counts for the policy: the samples a tracker delivers
-// (through the sink of pebs_unit_counts) are added up as reads and writes
+// (through the sink of pmu_unit_counts) are added up as reads and writes
 // per unit of the managed range, and each touched unit's counts over an
-// interval become a policy observation (pebs_unit_observation, scaled by
-// pebs_scale).  Nothing here allocates: the counts live in storage the
+// interval become a policy observation (pmu_unit_observation, scaled by
+// pmu_scale).  Nothing here allocates: the counts live in storage the
 // caller gives or in metadata memory.
 #pragma once
 
@@ -14,7 +14,7 @@
 
 namespace mmtier::detail {
 
-struct pebs_unit_count {
+struct pmu_unit_count {
   uint32_t reads;
   uint32_t writes;
 };
@@ -25,14 +25,14 @@ struct pebs_unit_count {
 // full_scale_per_sec (capped at 1), written/sampled the same for stores
 // (written <= touched).  A unit with no samples is observed as idle
 // (touched 0), not as "no information"; interval 0 gives sampled 0.
-struct pebs_unit_observation {
+struct pmu_unit_observation {
   uint32_t unit;
   uint16_t sampled;
   uint16_t touched;
   uint16_t written;
 };
 
-struct pebs_scale {
+struct pmu_scale {
   // Samples per second in one unit that count as "every page touched"
   // (score 1).  Roughly: the rate a unit of the hot set gets with the
   // default periods on a memory-bound thread.
@@ -40,10 +40,10 @@ struct pebs_scale {
   uint16_t sampled = static_cast<uint16_t>(kPagesPerUnit);
 };
 
-class pebs_unit_counts {
+class pmu_unit_counts {
  public:
   static constexpr size_t storage_bytes(size_t max_units) {
-    return max_units * (sizeof(pebs_unit_count) + sizeof(uint32_t));
+    return max_units * (sizeof(pmu_unit_count) + sizeof(uint32_t));
   }
   // Counts for units [0, max_units) of the range starting at base (unit =
   // (addr - base) >> kUnitShift).  storage: storage_bytes(max_units) zeroed
@@ -54,27 +54,26 @@ class pebs_unit_counts {
 
   void add(uint64_t addr, bool is_store);
   // A sink that adds every sample here (ctx = this).
-  pebs_sink sink();
+  pmu_sink sink();
 
-  pebs_unit_count count(uint32_t unit) const;
+  pmu_unit_count count(uint32_t unit) const;
   size_t touched() const { return ntouched_; }  // units with samples since clear()
   uint32_t touched_unit(size_t i) const { return touched_[i]; }
   uint64_t outside() const { return outside_; }  // samples beyond max_units
 
   // The unit's observation for counts gathered over interval_ns.
-  pebs_unit_observation observe(uint32_t unit, uint64_t interval_ns,
-                                const pebs_scale &sc = {}) const;
+  pmu_unit_observation observe(uint32_t unit, uint64_t interval_ns, const pmu_scale &sc = {}) const;
   // Observations of every touched unit, in first-touch order; returns how
   // many were written (at most max).
-  size_t emit(uint64_t interval_ns, pebs_unit_observation *out, size_t max,
-              const pebs_scale &sc = {}) const;
+  size_t emit(uint64_t interval_ns, pmu_unit_observation *out, size_t max,
+              const pmu_scale &sc = {}) const;
   // Zeroes the touched units' counts (cost: the touched units).
   void clear();
 
  private:
   uintptr_t base_ = 0;
   size_t max_units_ = 0;
-  pebs_unit_count *counts_ = nullptr;
+  pmu_unit_count *counts_ = nullptr;
   uint32_t *touched_ = nullptr;
   size_t ntouched_ = 0;
   uint64_t outside_ = 0;

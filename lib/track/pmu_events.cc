@@ -13,7 +13,7 @@
 
 namespace mmtier::detail {
 
-long pebs_read_text(const char *path, char *buf, size_t cap) {
+long pmu_read_text(const char *path, char *buf, size_t cap) {
   long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return fd;
   size_t have = 0;
@@ -32,7 +32,7 @@ long pebs_read_text(const char *path, char *buf, size_t cap) {
   return static_cast<long>(have);
 }
 
-bool pebs_parse_u64(const char *&p, uint64_t *out) {
+bool pmu_parse_u64(const char *&p, uint64_t *out) {
   uint64_t v = 0;
   bool any = false;
   if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
@@ -65,16 +65,16 @@ namespace {
 long read_pmu_file(const char *root, const char *pmu, const char *rel, char *buf, size_t cap) {
   char path[512];
   format(path, sizeof path, "%s/bus/event_source/devices/%s/%s", root, pmu, rel);
-  return pebs_read_text(path, buf, cap);
+  return pmu_read_text(path, buf, cap);
 }
 
 // "a" or "a-b" (a <= b): *lo and *hi, advancing p.
 bool parse_range(const char *&p, uint64_t *lo, uint64_t *hi) {
-  if (!pebs_parse_u64(p, lo)) return false;
+  if (!pmu_parse_u64(p, lo)) return false;
   *hi = *lo;
   if (*p == '-') {
     ++p;
-    if (!pebs_parse_u64(p, hi)) return false;
+    if (!pmu_parse_u64(p, hi)) return false;
   }
   return *lo <= *hi;
 }
@@ -83,7 +83,7 @@ bool read_pmu_u64(const char *root, const char *pmu, const char *rel, uint64_t *
   char buf[64];
   if (read_pmu_file(root, pmu, rel, buf, sizeof buf) <= 0) return false;
   const char *p = buf;
-  return pebs_parse_u64(p, out);
+  return pmu_parse_u64(p, out);
 }
 
 bool pmu_has(const char *root, const char *pmu, const char *rel) {
@@ -100,7 +100,7 @@ bool apply_term(const char *root, const char *pmu, const char *name, uint64_t va
     format(why, cap, "PMU %s has no format for term '%s'", pmu, name);
     return false;
   }
-  if (!pebs_apply_format(fmt, value, cfg)) {
+  if (!pmu_apply_format(fmt, value, cfg)) {
     format(why, cap, "PMU %s: term %s=%llu does not fit format '%s'", pmu, name,
            static_cast<unsigned long long>(value), fmt);
     return false;
@@ -135,7 +135,7 @@ bool apply_event(const char *root, const char *pmu, const char *event, const cha
     uint64_t value = 1;
     if (*p == '=') {
       ++p;
-      if (!pebs_parse_u64(p, &value)) {
+      if (!pmu_parse_u64(p, &value)) {
         format(why, cap, "PMU %s event %s: bad value for %s", pmu, event, name);
         return false;
       }
@@ -162,8 +162,8 @@ bool apply_event(const char *root, const char *pmu, const char *event, const cha
 }
 
 // An Intel precise (PEBS) event of one kind on one PMU.
-void init_precise_spec(pebs_event_spec &e, pebs_kind kind, uint32_t type, uint64_t period,
-                       const pebs_cpu_set &cpus, const char *pmu) {
+void init_precise_spec(pmu_event_spec &e, pmu_kind kind, uint32_t type, uint64_t period,
+                       const pmu_cpu_set &cpus, const char *pmu) {
   e = {};
   e.kind = kind;
   e.type = type;
@@ -177,28 +177,28 @@ void init_precise_spec(pebs_event_spec &e, pebs_kind kind, uint32_t type, uint64
 
 // Adds the PMU's memory events to the plan; false (with why) if it has no
 // mem-loads event or its strings cannot be applied.
-bool plan_intel_pmu(const pebs_params &p, const char *root, const char *pmu,
-                    const pebs_cpu_set &online, pebs_plan *out, char *why, size_t cap) {
+bool plan_intel_pmu(const pmu_params &p, const char *root, const char *pmu,
+                    const pmu_cpu_set &online, pmu_plan *out, char *why, size_t cap) {
   uint64_t type;
   if (!read_pmu_u64(root, pmu, "type", &type)) return false;
   if (!pmu_has(root, pmu, "events/mem-loads")) {
     format(why, cap, "PMU %s has no events/mem-loads (no PEBS load-latency sampling)", pmu);
     return false;
   }
-  pebs_cpu_set cpus{};
+  pmu_cpu_set cpus{};
   char list[512];
   if (read_pmu_file(root, pmu, "cpus", list, sizeof list) > 0) {
-    if (!pebs_parse_cpu_list(list, &cpus)) {
+    if (!pmu_parse_cpu_list(list, &cpus)) {
       format(why, cap, "PMU %s: cannot parse its cpus list", pmu);
       return false;
     }
-    for (size_t i = 0; i < kPebsMaxCpus / 64; i++) cpus.bits[i] &= online.bits[i];
+    for (size_t i = 0; i < kPmuMaxCpus / 64; i++) cpus.bits[i] &= online.bits[i];
   } else {
     cpus = online;
   }
-  if (out->n + 1 > kPebsMaxSpecs) return false;
-  pebs_event_spec &ld = out->ev[out->n];
-  init_precise_spec(ld, pebs_kind::load, static_cast<uint32_t>(type), p.load_period, cpus, pmu);
+  if (out->n + 1 > kPmuMaxSpecs) return false;
+  pmu_event_spec &ld = out->ev[out->n];
+  init_precise_spec(ld, pmu_kind::load, static_cast<uint32_t>(type), p.load_period, cpus, pmu);
   if (!apply_event(root, pmu, "mem-loads", "ldlat", p.load_latency_cycles, ld.config, why, cap))
     return false;
   if (pmu_has(root, pmu, "events/mem-loads-aux")) {
@@ -206,21 +206,21 @@ bool plan_intel_pmu(const pebs_params &p, const char *root, const char *pmu,
     if (!apply_event(root, pmu, "mem-loads-aux", nullptr, 0, ld.aux_config, why, cap)) return false;
   }
   out->n++;
-  if (out->n < kPebsMaxSpecs && pmu_has(root, pmu, "events/mem-stores")) {
-    pebs_event_spec &stv = out->ev[out->n];
-    init_precise_spec(stv, pebs_kind::store, ld.type, p.store_period, cpus, pmu);
+  if (out->n < kPmuMaxSpecs && pmu_has(root, pmu, "events/mem-stores")) {
+    pmu_event_spec &stv = out->ev[out->n];
+    init_precise_spec(stv, pmu_kind::store, ld.type, p.store_period, cpus, pmu);
     if (apply_event(root, pmu, "mem-stores", nullptr, 0, stv.config, why, cap)) out->n++;
   }
   return true;
 }
 
-bool plan_ibs(const pebs_params &p, const char *root, const pebs_cpu_set &online, pebs_plan *out,
+bool plan_ibs(const pmu_params &p, const char *root, const pmu_cpu_set &online, pmu_plan *out,
               char *why, size_t cap) {
   uint64_t type;
   if (!read_pmu_u64(root, "ibs_op", "type", &type)) return false;
-  pebs_event_spec &s = out->ev[0];
+  pmu_event_spec &s = out->ev[0];
   s = {};
-  s.kind = pebs_kind::mixed;
+  s.kind = pmu_kind::mixed;
   s.type = static_cast<uint32_t>(type);
   s.cpus = online;
   format(s.pmu, sizeof s.pmu, "ibs_op");
@@ -238,34 +238,34 @@ bool plan_ibs(const pebs_params &p, const char *root, const pebs_cpu_set &online
   }
   s.period = p.ibs_period & ~uint64_t{15};
   if (s.period < 16) s.period = 16;
-  out->vendor = pebs_vendor::amd_ibs;
+  out->vendor = pmu_vendor::amd_ibs;
   out->n = 1;
   return true;
 }
 
 }  // namespace
 
-const char *pebs_status_name(pebs_status s) {
+const char *pmu_status_name(pmu_status s) {
   switch (s) {
-    case pebs_status::ok: return "ok";
-    case pebs_status::no_pmu: return "no_pmu";
-    case pebs_status::no_permission: return "no_permission";
-    case pebs_status::unsupported_event: return "unsupported_event";
-    case pebs_status::no_kernel_support: return "no_kernel_support";
-    case pebs_status::out_of_resources: return "out_of_resources";
-    case pebs_status::invalid_argument: return "invalid_argument";
-    case pebs_status::closed: return "closed";
+    case pmu_status::ok: return "ok";
+    case pmu_status::no_pmu: return "no_pmu";
+    case pmu_status::no_permission: return "no_permission";
+    case pmu_status::unsupported_event: return "unsupported_event";
+    case pmu_status::no_kernel_support: return "no_kernel_support";
+    case pmu_status::out_of_resources: return "out_of_resources";
+    case pmu_status::invalid_argument: return "invalid_argument";
+    case pmu_status::closed: return "closed";
   }
   return "unknown";
 }
 
-size_t pebs_cpu_set::count() const {
+size_t pmu_cpu_set::count() const {
   size_t n = 0;
   for (uint64_t w : bits) n += static_cast<size_t>(__builtin_popcountll(w));
   return n;
 }
 
-bool pebs_parse_cpu_list(const char *s, pebs_cpu_set *out) {
+bool pmu_parse_cpu_list(const char *s, pmu_cpu_set *out) {
   *out = {};
   const char *p = s;
   while (*p == ' ') ++p;
@@ -273,7 +273,7 @@ bool pebs_parse_cpu_list(const char *s, pebs_cpu_set *out) {
   for (;;) {
     uint64_t a, b;
     if (!parse_range(p, &a, &b)) return false;
-    for (uint64_t c = a; c <= b && c < kPebsMaxCpus; c++) out->add(static_cast<int>(c));
+    for (uint64_t c = a; c <= b && c < kPmuMaxCpus; c++) out->add(static_cast<int>(c));
     if (*p == ',') {
       ++p;
       continue;
@@ -282,7 +282,7 @@ bool pebs_parse_cpu_list(const char *s, pebs_cpu_set *out) {
   }
 }
 
-bool pebs_apply_format(const char *format, uint64_t value, uint64_t cfg[3]) {
+bool pmu_apply_format(const char *format, uint64_t value, uint64_t cfg[3]) {
   const char *p = format;
   if (strncmp(p, "config", 6) != 0) return false;
   p += 6;
@@ -316,16 +316,16 @@ bool pebs_apply_format(const char *format, uint64_t value, uint64_t cfg[3]) {
   return true;
 }
 
-pebs_status pebs_plan_events(const pebs_params &p, pebs_plan *out, char *why, size_t cap) {
+pmu_status pmu_plan_events(const pmu_params &p, pmu_plan *out, char *why, size_t cap) {
   *out = {};
   const char *root = p.sysfs_root ? p.sysfs_root : "/sys";
   char path[512], list[512];
   format(path, sizeof path, "%s/devices/system/cpu/online", root);
-  pebs_cpu_set online{};
-  if (pebs_read_text(path, list, sizeof list) <= 0 || !pebs_parse_cpu_list(list, &online) ||
+  pmu_cpu_set online{};
+  if (pmu_read_text(path, list, sizeof list) <= 0 || !pmu_parse_cpu_list(list, &online) ||
       online.count() == 0) {
     format(why, cap, "cannot read the online CPUs from %s", path);
-    return pebs_status::invalid_argument;
+    return pmu_status::invalid_argument;
   }
   static const char *const kIntelPmus[] = {"cpu", "cpu_core", "cpu_atom"};
   char intel_why[200] = "";
@@ -338,26 +338,26 @@ pebs_status pebs_plan_events(const pebs_params &p, pebs_plan *out, char *why, si
       format(intel_why, sizeof intel_why, "%s", w);
   }
   if (out->n > 0) {
-    out->vendor = pebs_vendor::intel;
-    return pebs_status::ok;
+    out->vendor = pmu_vendor::intel;
+    return pmu_status::ok;
   }
   *out = {};
   char ibs_why[200] = "";
-  if (plan_ibs(p, root, online, out, ibs_why, sizeof ibs_why)) return pebs_status::ok;
+  if (plan_ibs(p, root, online, out, ibs_why, sizeof ibs_why)) return pmu_status::ok;
   *out = {};
   if (ibs_why[0]) {
     format(why, cap, "%s", ibs_why);
-    return pebs_status::unsupported_event;
+    return pmu_status::unsupported_event;
   }
   if (core_pmu) {
     format(why, cap, "%s; no ibs_op PMU",
            intel_why[0] ? intel_why : "no usable PEBS memory events");
-    return pebs_status::unsupported_event;
+    return pmu_status::unsupported_event;
   }
   format(why, cap,
          "no PEBS or IBS PMU in %s/bus/event_source/devices (no cpu/events/mem-loads, no ibs_op)",
          root);
-  return pebs_status::no_pmu;
+  return pmu_status::no_pmu;
 }
 
 }  // namespace mmtier::detail

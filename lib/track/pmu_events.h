@@ -1,6 +1,6 @@
 // Which PMU events the tracker opens: the PMUs the kernel lists in sysfs
 // (a fake root in tests), their CPU lists and format fields, and the plan
-// built from them (pebs_plan_events): one event spec per (PMU, kind), with
+// built from them (pmu_plan_events): one event spec per (PMU, kind), with
 // the encoding, period and precise levels to try.  Also the tracker's
 // parameters and the status every step reports.
 //
@@ -42,10 +42,10 @@
 
 namespace mmtier::detail {
 
-inline constexpr size_t kPebsMaxCpus = 256;  // CPUs sampled at most
-inline constexpr size_t kPebsMaxSpecs = 4;   // (PMU, kind) pairs: hybrid x {load, store}
+inline constexpr size_t kPmuMaxCpus = 256;  // CPUs sampled at most
+inline constexpr size_t kPmuMaxSpecs = 4;   // (PMU, kind) pairs: hybrid x {load, store}
 
-enum class pebs_status : uint8_t {
+enum class pmu_status : uint8_t {
   ok,
   no_pmu,             // no hardware PMU at all, or none with PEBS/IBS
   no_permission,      // perf_event_paranoid / CAP_PERFMON, or the mlock limit
@@ -55,33 +55,33 @@ enum class pebs_status : uint8_t {
   invalid_argument,   // no managed range, bad ring size, ...
   closed,             // not open (after close(), or never opened)
 };
-const char *pebs_status_name(pebs_status s);
+const char *pmu_status_name(pmu_status s);
 
-enum class pebs_vendor : uint8_t { none, intel, amd_ibs };
+enum class pmu_vendor : uint8_t { none, intel, amd_ibs };
 
-struct pebs_cpu_set {
-  uint64_t bits[kPebsMaxCpus / 64] = {};
+struct pmu_cpu_set {
+  uint64_t bits[kPmuMaxCpus / 64] = {};
   bool has(int cpu) const {
-    return cpu >= 0 && static_cast<size_t>(cpu) < kPebsMaxCpus &&
+    return cpu >= 0 && static_cast<size_t>(cpu) < kPmuMaxCpus &&
            (bits[cpu / 64] >> (cpu % 64) & 1) != 0;
   }
   void add(int cpu) {
-    if (cpu >= 0 && static_cast<size_t>(cpu) < kPebsMaxCpus)
+    if (cpu >= 0 && static_cast<size_t>(cpu) < kPmuMaxCpus)
       bits[cpu / 64] |= uint64_t{1} << (cpu % 64);
   }
   size_t count() const;
 };
-// Parses a kernel CPU list ("0-3,8,10-11\n"); CPUs beyond kPebsMaxCpus are
+// Parses a kernel CPU list ("0-3,8,10-11\n"); CPUs beyond kPmuMaxCpus are
 // dropped.  False on a syntax error.
-[[nodiscard]] bool pebs_parse_cpu_list(const char *s, pebs_cpu_set *out);
+[[nodiscard]] bool pmu_parse_cpu_list(const char *s, pmu_cpu_set *out);
 
 // Puts value into cfg[0..2] (config, config1, config2) as a sysfs format
 // line describes it ("config:0-7", "config1:0-15", "config:0-7,32-35",
 // "config:19"): bits spread over the ranges, lowest first.  False if the
 // line is malformed or value does not fit.
-[[nodiscard]] bool pebs_apply_format(const char *format, uint64_t value, uint64_t cfg[3]);
+[[nodiscard]] bool pmu_apply_format(const char *format, uint64_t value, uint64_t cfg[3]);
 
-struct pebs_params {
+struct pmu_params {
   // Managed range; size 0: the heap's range (g_heap) at open().
   uintptr_t base = 0;
   size_t size = 0;
@@ -103,11 +103,11 @@ struct pebs_params {
   // Events to open instead of the ones sysfs suggests (tests use software
   // page-fault events, which carry the fault address, to run the live path
   // on machines without a PMU).  Copied by open().
-  const struct pebs_plan *plan = nullptr;
+  const struct pmu_plan *plan = nullptr;
 };
 
-struct pebs_event_spec {
-  pebs_kind kind;
+struct pmu_event_spec {
+  pmu_kind kind;
   uint32_t type;       // PMU type (sysfs <pmu>/type)
   uint64_t config[3];  // config, config1, config2
   uint64_t period;
@@ -115,27 +115,27 @@ struct pebs_event_spec {
   bool exclude_ok;  // the PMU accepts exclude_* flags
   bool aux_leader;  // needs a counting mem-loads-aux group leader
   uint64_t aux_config[3];
-  pebs_cpu_set cpus;  // CPUs this PMU covers
+  pmu_cpu_set cpus;  // CPUs this PMU covers
   char pmu[16];
 };
 
-struct pebs_plan {
-  pebs_vendor vendor;
+struct pmu_plan {
+  pmu_vendor vendor;
   uint32_t n;
-  pebs_event_spec ev[kPebsMaxSpecs];
+  pmu_event_spec ev[kPmuMaxSpecs];
 };
 
 // Chooses the events from sysfs_root (see the top of this file).  ok, or
 // no_pmu / unsupported_event with a reason in why.
-pebs_status pebs_plan_events(const pebs_params &p, pebs_plan *out, char *why, size_t cap);
+pmu_status pmu_plan_events(const pmu_params &p, pmu_plan *out, char *why, size_t cap);
 
 // --- small readers, shared with the tracker (pmu_tracker.cc)
 
 // Reads a small text file into buf (NUL-terminated, trailing newline kept);
 // its length, or -errno.
-long pebs_read_text(const char *path, char *buf, size_t cap);
+long pmu_read_text(const char *path, char *buf, size_t cap);
 // A decimal or 0x-prefixed hexadecimal number at p, advancing p past its
 // digits.  False if there are none or the value overflows.
-bool pebs_parse_u64(const char *&p, uint64_t *out);
+bool pmu_parse_u64(const char *&p, uint64_t *out);
 
 }  // namespace mmtier::detail

@@ -30,14 +30,14 @@ uint32_t load32(const unsigned char *p) {
 
 // Copies n bytes at free-running position pos out of the ring, in two
 // pieces when they wrap past the end of the data area.  n <= ring.size.
-void copy_out(const pebs_ring_view &r, uint64_t pos, void *dst, size_t n) {
+void copy_out(const pmu_ring_view &r, uint64_t pos, void *dst, size_t n) {
   const size_t off = static_cast<size_t>(pos & (r.size - 1));
   const size_t first = n < r.size - off ? n : static_cast<size_t>(r.size - off);
   memcpy(dst, r.data + off, first);
   if (n > first) memcpy(static_cast<unsigned char *>(dst) + first, r.data, n - first);
 }
 
-pebs_kind kind_of(const pebs_filter &f, uint64_t id) {
+pmu_kind kind_of(const pmu_filter &f, uint64_t id) {
   size_t lo = 0, hi = f.nids;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
@@ -47,14 +47,14 @@ pebs_kind kind_of(const pebs_filter &f, uint64_t id) {
   return lo < f.nids && f.ids[lo].id == id ? f.ids[lo].kind : f.default_kind;
 }
 
-void parse_sample(const unsigned char *rec, size_t n, const pebs_filter &f, const pebs_sink &sink,
-                  pebs_stats *st, size_t *delivered) {
-  const pebs_layout &l = f.layout;
+void parse_sample(const unsigned char *rec, size_t n, const pmu_filter &f, const pmu_sink &sink,
+                  pmu_stats *st, size_t *delivered) {
+  const pmu_layout &l = f.layout;
   if (!l.valid || n < l.min_size) {
     st->malformed++;
     return;
   }
-  pebs_sample s{};
+  pmu_sample s{};
   s.addr = load64(rec + l.addr);
   if (l.pid_tid >= 0) {
     s.pid = load32(rec + l.pid_tid);
@@ -70,12 +70,12 @@ void parse_sample(const unsigned char *rec, size_t n, const pebs_filter &f, cons
       }
     }
   }
-  const pebs_kind kind = l.id >= 0 && f.nids > 0 ? kind_of(f, load64(rec + l.id)) : f.default_kind;
+  const pmu_kind kind = l.id >= 0 && f.nids > 0 ? kind_of(f, load64(rec + l.id)) : f.default_kind;
   const uint64_t op = l.data_src >= 0 ? (load64(rec + l.data_src) >> PERF_MEM_OP_SHIFT) & 0x1f : 0;
   if (op & PERF_MEM_OP_STORE) s.is_store = true;
   else if (op & PERF_MEM_OP_LOAD) s.is_store = false;
-  else if (kind == pebs_kind::load) s.is_store = false;
-  else if (kind == pebs_kind::store) s.is_store = true;
+  else if (kind == pmu_kind::load) s.is_store = false;
+  else if (kind == pmu_kind::store) s.is_store = true;
   else {
     st->non_memory++;
     return;
@@ -97,8 +97,8 @@ void parse_sample(const unsigned char *rec, size_t n, const pebs_filter &f, cons
 
 }  // namespace
 
-pebs_layout pebs_layout_for(uint64_t st) {
-  pebs_layout l{};
+pmu_layout pmu_layout_for(uint64_t st) {
+  pmu_layout l{};
   l.id = l.pid_tid = l.time = l.addr = l.weight = l.data_src = -1;
   int off = sizeof(perf_event_header);
   auto field = [&](uint64_t bit, int16_t *where) {
@@ -135,7 +135,7 @@ pebs_layout pebs_layout_for(uint64_t st) {
   return l;
 }
 
-bool pebs_ring_from_mapping(void *map, size_t len, pebs_ring_view *out) {
+bool pmu_ring_from_mapping(void *map, size_t len, pmu_ring_view *out) {
   *out = {};
   if (!map || len <= kPageSize) return false;
   auto *meta = static_cast<perf_event_mmap_page *>(map);
@@ -153,8 +153,8 @@ bool pebs_ring_from_mapping(void *map, size_t len, pebs_ring_view *out) {
   return true;
 }
 
-size_t pebs_parse_ring(const pebs_ring_view &r, const pebs_filter &f, const pebs_sink &sink,
-                       pebs_stats *st) {
+size_t pmu_parse_ring(const pmu_ring_view &r, const pmu_filter &f, const pmu_sink &sink,
+                      pmu_stats *st) {
   if (!r.meta || !r.data || r.size < sizeof(perf_event_header) || (r.size & (r.size - 1)) != 0)
     return 0;
   // Acquire: the record bytes below data_head are read after it.

@@ -1,10 +1,10 @@
 // PMU sample records and the perf ring buffers they arrive in: what a
-// sample record looks like (pebs_layout), the view of one ring, the parser
-// that consumes it (pebs_parse_ring, shared by the live tracker in
+// sample record looks like (pmu_layout), the view of one ring, the parser
+// that consumes it (pmu_parse_ring, shared by the live tracker in
 // pmu_tracker.h and the tests), the filter that decides which samples are
 // kept, and the sample/sink types every consumer of samples sees.
 //
-// Records.  sample_type is kPebsSampleType: IDENTIFIER (which event: load,
+// Records.  sample_type is kPmuSampleType: IDENTIFIER (which event: load,
 // store or IBS), TID (pid filter, the caller's tid filter), TIME (CLOCK_
 // MONOTONIC with use_clockid), ADDR, WEIGHT (the latency in cycles, 0 when
 // the hardware gives none) and DATA_SRC (whose mem_op says load or store;
@@ -12,7 +12,7 @@
 // THROTTLE and UNTHROTTLE are counted; FORK and EXIT drive the thread set;
 // other records are skipped by their size.
 //
-// Ring protocol (pebs_parse_ring, the one parser the live tracker and the
+// Ring protocol (pmu_parse_ring, the one parser the live tracker and the
 // tests use): data_head is read with acquire ordering, every record in
 // [data_tail, data_head) is consumed, then data_tail is stored with release
 // ordering (the kernel does not overwrite unread data; the data reads are
@@ -36,14 +36,14 @@
 
 namespace mmtier::detail {
 
-inline constexpr uint64_t kPebsSampleType = PERF_SAMPLE_IDENTIFIER | PERF_SAMPLE_TID |
-                                            PERF_SAMPLE_TIME | PERF_SAMPLE_ADDR |
-                                            PERF_SAMPLE_WEIGHT | PERF_SAMPLE_DATA_SRC;
+inline constexpr uint64_t kPmuSampleType = PERF_SAMPLE_IDENTIFIER | PERF_SAMPLE_TID |
+                                           PERF_SAMPLE_TIME | PERF_SAMPLE_ADDR |
+                                           PERF_SAMPLE_WEIGHT | PERF_SAMPLE_DATA_SRC;
 
-enum class pebs_kind : uint8_t { load, store, mixed };
+enum class pmu_kind : uint8_t { load, store, mixed };
 
 // One sample delivered to a sink: an access inside the managed range.
-struct pebs_sample {
+struct pmu_sample {
   uint64_t addr;
   uint64_t time;  // ns (CLOCK_MONOTONIC when use_clockid was accepted)
   uint32_t pid, tid;
@@ -51,15 +51,15 @@ struct pebs_sample {
   bool is_store;
 };
 
-struct pebs_sink {
-  void (*sample)(void *ctx, const pebs_sample &s) = nullptr;
+struct pmu_sink {
+  void (*sample)(void *ctx, const pmu_sample &s) = nullptr;
   // FORK (exit = false) or EXIT records of the filtered process (optional).
   void (*task)(void *ctx, bool exit, uint32_t pid, uint32_t tid, uint64_t time) = nullptr;
   void *ctx = nullptr;
 };
 
 // Counters, accumulated over every parse/drain.
-struct pebs_stats {
+struct pmu_stats {
   uint64_t records;           // records consumed
   uint64_t bytes;             // bytes consumed
   uint64_t samples;           // samples delivered to the sink
@@ -85,34 +85,34 @@ struct pebs_stats {
 // sample_type has a variable-size field (READ, CALLCHAIN, RAW, BRANCH_STACK,
 // REGS_USER, STACK_USER) before WEIGHT/DATA_SRC, which this parser does not
 // walk.
-struct pebs_layout {
+struct pmu_layout {
   bool valid;
   bool weight_struct;  // PERF_SAMPLE_WEIGHT_STRUCT: weight is var1_dw
   uint16_t min_size;   // bytes a sample needs up to its last field used
   int16_t id, pid_tid, time, addr, weight, data_src;
 };
-[[nodiscard]] pebs_layout pebs_layout_for(uint64_t sample_type);
+[[nodiscard]] pmu_layout pmu_layout_for(uint64_t sample_type);
 
-struct pebs_event_id {
+struct pmu_event_id {
   uint64_t id;
-  pebs_kind kind;
+  pmu_kind kind;
 };
 
 // What the parser keeps and how it classifies samples.
-struct pebs_filter {
-  pebs_layout layout{};
+struct pmu_filter {
+  pmu_layout layout{};
   uintptr_t base = 0;  // managed range [base, base + size)
   size_t size = 0;
-  uint32_t pid = 0;                    // 0: any process
-  const pebs_event_id *ids = nullptr;  // sorted by id; a sample's kind
+  uint32_t pid = 0;                   // 0: any process
+  const pmu_event_id *ids = nullptr;  // sorted by id; a sample's kind
   size_t nids = 0;
-  pebs_kind default_kind = pebs_kind::mixed;  // no id, or an id not listed
+  pmu_kind default_kind = pmu_kind::mixed;  // no id, or an id not listed
   const uint32_t *ignore_tids = nullptr;
   size_t nignore = 0;
 };
 
 // A ring: the control page and the data area (a power of two of bytes).
-struct pebs_ring_view {
+struct pmu_ring_view {
   perf_event_mmap_page *meta = nullptr;
   const unsigned char *data = nullptr;
   uint64_t size = 0;
@@ -122,12 +122,12 @@ struct pebs_ring_view {
 // meta->data_offset / data_size, or (kernels before 4.1, where both are 0)
 // right after the first page up to len.  False if they do not describe a
 // power-of-two area inside the mapping.
-[[nodiscard]] bool pebs_ring_from_mapping(void *map, size_t len, pebs_ring_view *out);
+[[nodiscard]] bool pmu_ring_from_mapping(void *map, size_t len, pmu_ring_view *out);
 
 // Consumes every complete record in [data_tail, data_head), calls the sink
 // for each sample the filter keeps, updates st and writes data_tail back.
 // Returns the samples delivered.
-size_t pebs_parse_ring(const pebs_ring_view &ring, const pebs_filter &f, const pebs_sink &sink,
-                       pebs_stats *st);
+size_t pmu_parse_ring(const pmu_ring_view &ring, const pmu_filter &f, const pmu_sink &sink,
+                      pmu_stats *st);
 
 }  // namespace mmtier::detail

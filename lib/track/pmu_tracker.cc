@@ -43,17 +43,17 @@ const char *errno_name(long e) {
   }
 }
 
-pebs_status status_for_errno(long e) {
+pmu_status status_for_errno(long e) {
   switch (e) {
     case EACCES:
-    case EPERM: return pebs_status::no_permission;
-    case ENOSYS: return pebs_status::no_kernel_support;
+    case EPERM: return pmu_status::no_permission;
+    case ENOSYS: return pmu_status::no_kernel_support;
     case EMFILE:
     case ENFILE:
     case ENOMEM:
     case EBUSY:
-    case ENOSPC: return pebs_status::out_of_resources;
-    default: return pebs_status::unsupported_event;
+    case ENOSPC: return pmu_status::out_of_resources;
+    default: return pmu_status::unsupported_event;
   }
 }
 
@@ -97,7 +97,7 @@ size_t list_tids(uint32_t *out, size_t cap) {
       const char *name = buf + off + 19;
       uint64_t tid = 0;
       const char *q = name;
-      if (*q >= '0' && *q <= '9' && pebs_parse_u64(q, &tid) && *q == '\0' && tid <= UINT32_MAX &&
+      if (*q >= '0' && *q <= '9' && pmu_parse_u64(q, &tid) && *q == '\0' && tid <= UINT32_MAX &&
           n < cap)
         out[n++] = static_cast<uint32_t>(tid);
       if (reclen == 0) break;
@@ -116,7 +116,7 @@ constexpr uint8_t kUnseen = 0x80;
 
 // --- thread coverage
 
-size_t pebs_threads::find(uint32_t tid) const {
+size_t pmu_threads::find(uint32_t tid) const {
   size_t lo = 0, hi = n_;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
@@ -126,8 +126,8 @@ size_t pebs_threads::find(uint32_t tid) const {
   return lo;
 }
 
-bool pebs_threads::insert_at(size_t i, uint32_t tid, uint8_t state, uint64_t time) {
-  if (n_ == kPebsMaxThreads) return false;
+bool pmu_threads::insert_at(size_t i, uint32_t tid, uint8_t state, uint64_t time) {
+  if (n_ == kPmuMaxThreads) return false;
   memmove(tid_ + i + 1, tid_ + i, (n_ - i) * sizeof tid_[0]);
   memmove(time_ + i + 1, time_ + i, (n_ - i) * sizeof time_[0]);
   memmove(state_ + i + 1, state_ + i, (n_ - i) * sizeof state_[0]);
@@ -138,14 +138,14 @@ bool pebs_threads::insert_at(size_t i, uint32_t tid, uint8_t state, uint64_t tim
   return true;
 }
 
-void pebs_threads::erase_at(size_t i) {
+void pmu_threads::erase_at(size_t i) {
   memmove(tid_ + i, tid_ + i + 1, (n_ - i - 1) * sizeof tid_[0]);
   memmove(time_ + i, time_ + i + 1, (n_ - i - 1) * sizeof time_[0]);
   memmove(state_ + i, state_ + i + 1, (n_ - i - 1) * sizeof state_[0]);
   n_--;
 }
 
-void pebs_threads::covered(uint32_t tid, uint64_t time) {
+void pmu_threads::covered(uint32_t tid, uint64_t time) {
   size_t i = find(tid);
   if (i < n_ && tid_[i] == tid) {
     state_[i] = kCovered;
@@ -155,12 +155,12 @@ void pebs_threads::covered(uint32_t tid, uint64_t time) {
   insert_at(i, tid, kCovered, time);
 }
 
-void pebs_threads::exited(uint32_t tid, uint64_t time) {
+void pmu_threads::exited(uint32_t tid, uint64_t time) {
   size_t i = find(tid);
   if (i < n_ && tid_[i] == tid && time >= time_[i]) erase_at(i);
 }
 
-size_t pebs_threads::scan(const uint32_t *tids, size_t n, uint32_t *attach, size_t cap) {
+size_t pmu_threads::scan(const uint32_t *tids, size_t n, uint32_t *attach, size_t cap) {
   for (size_t i = 0; i < n_; i++) state_[i] |= kUnseen;
   size_t m = 0;
   for (size_t k = 0; k < n; k++) {
@@ -185,63 +185,63 @@ size_t pebs_threads::scan(const uint32_t *tids, size_t n, uint32_t *attach, size
   return m;
 }
 
-bool pebs_threads::is_covered(uint32_t tid) const {
+bool pmu_threads::is_covered(uint32_t tid) const {
   size_t i = find(tid);
   return i < n_ && tid_[i] == tid && state_[i] == kCovered;
 }
 
-bool pebs_threads::is_pending(uint32_t tid) const {
+bool pmu_threads::is_pending(uint32_t tid) const {
   size_t i = find(tid);
   return i < n_ && tid_[i] == tid && state_[i] == kPending;
 }
 
 // --- live tracker
 
-pebs_status pebs_tracker::fail(pebs_status s, const char *fmt, ...) {
+pmu_status pmu_tracker::fail(pmu_status s, const char *fmt, ...) {
   release(true);
   va_list ap;
   va_start(ap, fmt);
   vformat(reason_, sizeof reason_, fmt, ap);
   va_end(ap);
   status_ = s;
-  MMTIER_DEBUG("pebs: %s: %s", pebs_status_name(s), reason_);
+  MMTIER_DEBUG("pebs: %s: %s", pmu_status_name(s), reason_);
   return s;
 }
 
-void pebs_tracker::release(bool unmap) {
+void pmu_tracker::release(bool unmap) {
   for (size_t i = 0; i < nrings_; i++) {
     if (unmap && rings_[i].map) sys::munmap(rings_[i].map, rings_[i].len);
   }
   for (size_t i = 0; i < nfds_; i++) sys::close(fds_[i].fd);
   nrings_ = nfds_ = nids_ = 0;
   threads_.reset();
-  status_ = pebs_status::closed;
+  status_ = pmu_status::closed;
 }
 
-void pebs_tracker::close() {
+void pmu_tracker::close() {
   release(true);
   format(reason_, sizeof reason_, "closed");
 }
 
-void pebs_tracker::forget_after_fork() {
+void pmu_tracker::forget_after_fork() {
   release(false);
   format(reason_, sizeof reason_, "closed in a fork child");
 }
 
-void pebs_tracker::ignore_tid(uint32_t tid) {
+void pmu_tracker::ignore_tid(uint32_t tid) {
   for (size_t i = 0; i < nignore_; i++)
     if (ignore_[i] == tid) return;
-  if (nignore_ < kPebsMaxIgnoredTids) ignore_[nignore_++] = tid;
+  if (nignore_ < kPmuMaxIgnoredTids) ignore_[nignore_++] = tid;
 }
 
-bool pebs_tracker::add_fd(int fd, int cpu, uint32_t tid) {
-  if (nfds_ == kPebsMaxEvents) return false;
+bool pmu_tracker::add_fd(int fd, int cpu, uint32_t tid) {
+  if (nfds_ == kPmuMaxEvents) return false;
   fds_[nfds_++] = {fd, cpu, tid};
   return true;
 }
 
-void pebs_tracker::add_id(uint64_t id, pebs_kind kind) {
-  if (nids_ == kPebsMaxEvents) return;
+void pmu_tracker::add_id(uint64_t id, pmu_kind kind) {
+  if (nids_ == kPmuMaxEvents) return;
   size_t i = nids_;
   while (i > 0 && ids_[i - 1].id > id) {
     ids_[i] = ids_[i - 1];
@@ -251,14 +251,14 @@ void pebs_tracker::add_id(uint64_t id, pebs_kind kind) {
   nids_++;
 }
 
-pebs_tracker::ring_slot *pebs_tracker::ring_for(int cpu) {
+pmu_tracker::ring_slot *pmu_tracker::ring_for(int cpu) {
   for (size_t i = 0; i < nrings_; i++)
     if (rings_[i].cpu == cpu) return &rings_[i];
   return nullptr;
 }
 
-long pebs_tracker::open_event(const pebs_event_spec &s, size_t spec_index, const attempt &a,
-                              uint32_t tid, int cpu, int group, bool aux) {
+long pmu_tracker::open_event(const pmu_event_spec &s, size_t spec_index, const attempt &a,
+                             uint32_t tid, int cpu, int group, bool aux) {
   perf_event_attr at{};
   at.type = s.type;
   at.size = sizeof at;
@@ -268,7 +268,7 @@ long pebs_tracker::open_event(const pebs_event_spec &s, size_t spec_index, const
   at.config2 = cfg[2];
   if (!aux) {
     at.sample_period = s.period;
-    at.sample_type = kPebsSampleType;
+    at.sample_type = kPmuSampleType;
     // FORK/EXIT records once per fork: from the first spec's events only.
     at.task = spec_index == 0;
   }
@@ -289,14 +289,14 @@ long pebs_tracker::open_event(const pebs_event_spec &s, size_t spec_index, const
 
 // Finds the attempt each spec opens with (on the calling thread and the
 // spec's first CPU); specs that open with none are dropped.
-pebs_status pebs_tracker::probe(uint32_t tid) {
+pmu_status pmu_tracker::probe(uint32_t tid) {
   char first_why[200] = "";
-  pebs_status first_status = pebs_status::unsupported_event;
+  pmu_status first_status = pmu_status::unsupported_event;
   size_t kept = 0;
   for (size_t i = 0; i < plan_.n; i++) {
-    const pebs_event_spec &s = plan_.ev[i];
+    const pmu_event_spec &s = plan_.ev[i];
     int cpu = -1;
-    for (size_t c = 0; c < kPebsMaxCpus && cpu < 0; c++)
+    for (size_t c = 0; c < kPmuMaxCpus && cpu < 0; c++)
       if (s.cpus.has(static_cast<int>(c))) cpu = static_cast<int>(c);
     bool opened = false;
     long perm_err = 0, last_err = 0;
@@ -338,38 +338,38 @@ pebs_status pebs_tracker::probe(uint32_t tid) {
     }
     if (!first_why[0]) {
       long err = perm_err ? perm_err : last_err;
-      first_status = cpu < 0 ? pebs_status::unsupported_event : status_for_errno(err);
+      first_status = cpu < 0 ? pmu_status::unsupported_event : status_for_errno(err);
       char paranoid[16] = "?";
-      if (pebs_read_text("/proc/sys/kernel/perf_event_paranoid", paranoid, sizeof paranoid) > 0)
+      if (pmu_read_text("/proc/sys/kernel/perf_event_paranoid", paranoid, sizeof paranoid) > 0)
         for (char *q = paranoid; *q; q++)
           if (*q == '\n') *q = '\0';
       if (cpu < 0) format(first_why, sizeof first_why, "PMU %s covers no online CPU", s.pmu);
       else
         format(first_why, sizeof first_why,
                "perf_event_open(%s %s, precise_ip=%u%s) failed: %s (perf_event_paranoid=%s)", s.pmu,
-               s.kind == pebs_kind::load    ? "loads"
-               : s.kind == pebs_kind::store ? "stores"
-                                            : "ops",
+               s.kind == pmu_kind::load    ? "loads"
+               : s.kind == pmu_kind::store ? "stores"
+                                           : "ops",
                static_cast<unsigned>(last.precise), last.user_only ? ", user only" : "",
                errno_name(err), paranoid);
     }
   }
   plan_.n = static_cast<uint32_t>(kept);
   if (kept == 0) return fail(first_status, "%s", first_why);
-  return pebs_status::ok;
+  return pmu_status::ok;
 }
 
 // Opens every spec's events for thread tid on each of its CPUs, each writing
 // to its CPU's ring (created by the first event there).  Returns the
 // sampling events opened.
-int pebs_tracker::attach(uint32_t tid, bool first) {
+int pmu_tracker::attach(uint32_t tid, bool first) {
   int opened = 0;
   for (size_t i = 0; i < plan_.n; i++) {
-    const pebs_event_spec &s = plan_.ev[i];
-    for (size_t c = 0; c < kPebsMaxCpus; c++) {
+    const pmu_event_spec &s = plan_.ev[i];
+    for (size_t c = 0; c < kPmuMaxCpus; c++) {
       const int cpu = static_cast<int>(c);
       if (!s.cpus.has(cpu)) continue;
-      if (nfds_ + 2 > kPebsMaxEvents) {
+      if (nfds_ + 2 > kPmuMaxEvents) {
         stats_.attach_failures++;
         continue;
       }
@@ -389,7 +389,7 @@ int pebs_tracker::attach(uint32_t tid, bool first) {
       }
       add_fd(static_cast<int>(fd), cpu, tid);
       ring_slot *r = ring_for(cpu);
-      if (!r && nrings_ < kPebsMaxCpus) {
+      if (!r && nrings_ < kPmuMaxCpus) {
         for (;;) {
           const size_t len = (size_t{ring_pages_} + 1) * kPageSize;
           long m =
@@ -432,7 +432,7 @@ int pebs_tracker::attach(uint32_t tid, bool first) {
   return opened;
 }
 
-pebs_status pebs_tracker::open(const pebs_params &p) {
+pmu_status pmu_tracker::open(const pmu_params &p) {
   release(true);
   stats_ = {};
   params_ = p;
@@ -444,31 +444,31 @@ pebs_status pebs_tracker::open(const pebs_params &p) {
     size_ = g_heap.size;
   }
   if (size_ == 0)
-    return fail(pebs_status::invalid_argument, "no managed range (the heap is not initialised)");
+    return fail(pmu_status::invalid_argument, "no managed range (the heap is not initialised)");
   ring_pages_ = p.ring_pages;
   if (ring_pages_ == 0 || (ring_pages_ & (ring_pages_ - 1)) != 0 || ring_pages_ > (1u << 16))
-    return fail(pebs_status::invalid_argument, "ring_pages %u is not a power of two up to 65536",
+    return fail(pmu_status::invalid_argument, "ring_pages %u is not a power of two up to 65536",
                 ring_pages_);
   pid_ = static_cast<uint32_t>(sys::getpid());
 
   char why[220];
-  pebs_status st;
+  pmu_status st;
   if (p.plan) {
     plan_ = *p.plan;
-    st = plan_.n > 0 && plan_.n <= kPebsMaxSpecs ? pebs_status::ok : pebs_status::invalid_argument;
+    st = plan_.n > 0 && plan_.n <= kPmuMaxSpecs ? pmu_status::ok : pmu_status::invalid_argument;
     format(why, sizeof why, "the given plan has %u event kinds", plan_.n);
   } else {
-    st = pebs_plan_events(params_, &plan_, why, sizeof why);
+    st = pmu_plan_events(params_, &plan_, why, sizeof why);
   }
-  if (st != pebs_status::ok) {
-    if (st == pebs_status::no_pmu) {
+  if (st != pmu_status::ok) {
+    if (st == pmu_status::no_pmu) {
       long c = probe_cycles();
       if (c >= 0)
-        return fail(pebs_status::unsupported_event,
+        return fail(pmu_status::unsupported_event,
                     "%s; the PMU counts cycles but has no memory sampling", why);
       if (c == -ENOSYS)
-        return fail(pebs_status::no_kernel_support, "perf_event_open is not available (ENOSYS)");
-      return fail(pebs_status::no_pmu, "%s; perf_event_open(cpu-cycles) failed: %s", why,
+        return fail(pmu_status::no_kernel_support, "perf_event_open is not available (ENOSYS)");
+      return fail(pmu_status::no_pmu, "%s; perf_event_open(cpu-cycles) failed: %s", why,
                   errno_name(-c));
     }
     return fail(st, "%s", why);
@@ -476,12 +476,12 @@ pebs_status pebs_tracker::open(const pebs_params &p) {
 
   const uint32_t self = static_cast<uint32_t>(sys::raw(SYS_gettid));
   st = probe(self);
-  if (st != pebs_status::ok) return st;
+  if (st != pmu_status::ok) return st;
 
-  status_ = pebs_status::unsupported_event;
+  status_ = pmu_status::unsupported_event;
   format(reason_, sizeof reason_, "no event could be opened on the calling thread");
   if (attach(self, true) == 0 || nrings_ == 0) {
-    const pebs_status bad = status_;
+    const pmu_status bad = status_;
     char saved[sizeof reason_];
     format(saved, sizeof saved, "%s", reason_);
     return fail(bad, "%s", saved);
@@ -491,19 +491,19 @@ pebs_status pebs_tracker::open(const pebs_params &p) {
 
   // Every other thread alive now gets its own events; threads they create
   // from here on inherit them.
-  uint32_t tids[kPebsMaxThreads];
-  const size_t n = list_tids(tids, kPebsMaxThreads);
+  uint32_t tids[kPmuMaxThreads];
+  const size_t n = list_tids(tids, kPmuMaxThreads);
   for (size_t i = 0; i < n; i++) {
     if (tids[i] == self) continue;
     if (attach(tids[i], false) > 0) threads_.covered(tids[i], now);
   }
 
-  status_ = pebs_status::ok;
+  status_ = pmu_status::ok;
   format(reason_, sizeof reason_,
          "%s: %u event kind(s) on %zu CPU ring(s) of %u pages, precise_ip=%u, %s%s",
-         plan_.vendor == pebs_vendor::intel     ? "Intel PEBS"
-         : plan_.vendor == pebs_vendor::amd_ibs ? "AMD IBS"
-                                                : "given events",
+         plan_.vendor == pmu_vendor::intel     ? "Intel PEBS"
+         : plan_.vendor == pmu_vendor::amd_ibs ? "AMD IBS"
+                                               : "given events",
          plan_.n, nrings_, ring_pages_, static_cast<unsigned>(chosen_[0].precise),
          chosen_[0].user_only ? "user-only" : "user+kernel",
          chosen_[0].modern ? "" : ", old kernel (no inherit_thread)");
@@ -511,8 +511,8 @@ pebs_status pebs_tracker::open(const pebs_params &p) {
   return status_;
 }
 
-void pebs_tracker::on_task(void *self, bool exit, uint32_t, uint32_t tid, uint64_t time) {
-  auto *t = static_cast<pebs_tracker *>(self);
+void pmu_tracker::on_task(void *self, bool exit, uint32_t, uint32_t tid, uint64_t time) {
+  auto *t = static_cast<pmu_tracker *>(self);
   if (exit) t->threads_.exited(tid, time);
   else t->threads_.covered(tid, time);
 }
@@ -524,8 +524,8 @@ namespace {
 struct drain_adapter {
   void *tracker;
   void (*on_task)(void *, bool, uint32_t, uint32_t, uint64_t);
-  const pebs_sink *user;
-  static void sample(void *c, const pebs_sample &x) {
+  const pmu_sink *user;
+  static void sample(void *c, const pmu_sample &x) {
     auto *a = static_cast<drain_adapter *>(c);
     if (a->user->sample) a->user->sample(a->user->ctx, x);
   }
@@ -538,36 +538,36 @@ struct drain_adapter {
 
 }  // namespace
 
-size_t pebs_tracker::drain(const pebs_sink &sink) {
+size_t pmu_tracker::drain(const pmu_sink &sink) {
   if (!is_open()) return 0;
-  pebs_filter f;
-  f.layout = pebs_layout_for(kPebsSampleType);
+  pmu_filter f;
+  f.layout = pmu_layout_for(kPmuSampleType);
   f.base = base_;
   f.size = size_;
   f.pid = pid_;
   f.ids = ids_;
   f.nids = nids_;
-  f.default_kind = pebs_kind::mixed;  // an unknown id: DATA_SRC decides
+  f.default_kind = pmu_kind::mixed;  // an unknown id: DATA_SRC decides
   f.ignore_tids = ignore_;
   f.nignore = nignore_;
   drain_adapter ad{this, on_task, &sink};
-  pebs_sink as;
+  pmu_sink as;
   as.sample = drain_adapter::sample;
   as.task = drain_adapter::task;
   as.ctx = &ad;
   size_t total = 0;
   for (size_t i = 0; i < nrings_; i++) {
-    pebs_ring_view v;
-    if (pebs_ring_from_mapping(rings_[i].map, rings_[i].len, &v))
-      total += pebs_parse_ring(v, f, as, &stats_);
+    pmu_ring_view v;
+    if (pmu_ring_from_mapping(rings_[i].map, rings_[i].len, &v))
+      total += pmu_parse_ring(v, f, as, &stats_);
   }
   return total;
 }
 
-size_t pebs_tracker::refresh() {
+size_t pmu_tracker::refresh() {
   if (!is_open()) return 0;
-  uint32_t tids[kPebsMaxThreads];
-  const size_t n = list_tids(tids, kPebsMaxThreads);
+  uint32_t tids[kPmuMaxThreads];
+  const size_t n = list_tids(tids, kPmuMaxThreads);
   uint32_t todo[64];
   const size_t m = threads_.scan(tids, n, todo, 64);
   size_t attached = 0;

@@ -6,7 +6,7 @@
 // software tracker is used instead.
 //
 // This file is the live tracker: it opens the events on the process's
-// threads (pebs_tracker), follows which threads they cover (pebs_threads)
+// threads (pmu_tracker), follows which threads they cover (pmu_threads)
 // and drains the rings.  The events it opens are chosen in pmu_events.h,
 // the rings are parsed by pmu_ring.h, and pmu_counts.h adds the samples up
 // per unit.
@@ -28,7 +28,7 @@
 // never closed before close(): closing them would end the sampling of the
 // threads that inherited them.  Cost: CPUs x kinds descriptors per root
 // thread (128 on a 64-CPU Intel machine started with one thread), at most
-// kPebsMaxEvents; one ring of ring_pages pages per CPU.
+// kPmuMaxEvents; one ring of ring_pages pages per CPU.
 //
 // Availability.  open() reads sysfs first: no PEBS/IBS events listed and a
 // plain cycles counter refused gives no_pmu (this machine: ENOENT); cycles
@@ -57,13 +57,13 @@
 
 namespace mmtier::detail {
 
-inline constexpr size_t kPebsMaxEvents = 1024;   // perf descriptors at most
-inline constexpr size_t kPebsMaxThreads = 4096;  // threads the coverage set follows
-inline constexpr size_t kPebsMaxIgnoredTids = 8;
+inline constexpr size_t kPmuMaxEvents = 1024;   // perf descriptors at most
+inline constexpr size_t kPmuMaxThreads = 4096;  // threads the coverage set follows
+inline constexpr size_t kPmuMaxIgnoredTids = 8;
 
 // --- which threads the events cover (see "Threads" above)
 
-class pebs_threads {
+class pmu_threads {
  public:
   void reset() { n_ = 0; }
   // The thread has events: attached as a root, or a FORK record was seen.
@@ -85,33 +85,33 @@ class pebs_threads {
   bool insert_at(size_t i, uint32_t tid, uint8_t state, uint64_t time);
   void erase_at(size_t i);
 
-  uint32_t tid_[kPebsMaxThreads]{};
-  uint64_t time_[kPebsMaxThreads]{};
-  uint8_t state_[kPebsMaxThreads]{};
+  uint32_t tid_[kPmuMaxThreads]{};
+  uint64_t time_[kPmuMaxThreads]{};
+  uint8_t state_[kPmuMaxThreads]{};
   size_t n_ = 0;
 };
 
 // --- the live tracker
 
-class pebs_tracker {
+class pmu_tracker {
  public:
-  constexpr pebs_tracker() = default;
-  pebs_tracker(const pebs_tracker &) = delete;
-  pebs_tracker &operator=(const pebs_tracker &) = delete;
+  constexpr pmu_tracker() = default;
+  pmu_tracker(const pmu_tracker &) = delete;
+  pmu_tracker &operator=(const pmu_tracker &) = delete;
 
   // Opens the events for this process (see the top of this file).  Never
   // aborts: any failure closes what was opened and returns the status, with
   // reason() saying why in one line.
-  pebs_status open(const pebs_params &p);
-  pebs_status status() const { return status_; }
+  pmu_status open(const pmu_params &p);
+  pmu_status status() const { return status_; }
   const char *reason() const { return reason_; }
-  bool is_open() const { return status_ == pebs_status::ok; }
-  pebs_vendor vendor() const { return plan_.vendor; }
+  bool is_open() const { return status_ == pmu_status::ok; }
+  pmu_vendor vendor() const { return plan_.vendor; }
   size_t cpus() const { return nrings_; }
 
   // Consumes every ring; calls sink.sample for each access in the managed
   // range (and sink.task for FORK/EXIT).  Returns the samples delivered.
-  size_t drain(const pebs_sink &sink);
+  size_t drain(const pmu_sink &sink);
   // Lists this process's threads and gives events to those the inherited
   // events do not cover (call after drain(), once per scan).  Returns the
   // threads attached.
@@ -120,7 +120,7 @@ class pebs_tracker {
   // it from the driving thread, like drain().
   void ignore_tid(uint32_t tid);
 
-  const pebs_stats &stats() const { return stats_; }
+  const pmu_stats &stats() const { return stats_; }
   void close();
   // In a fork child: closes the inherited descriptors, leaves the (not
   // inherited) mappings alone.
@@ -144,36 +144,36 @@ class pebs_tracker {
     uint8_t precise;
   };
 
-  pebs_status fail(pebs_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-  long open_event(const pebs_event_spec &s, size_t spec_index, const attempt &a, uint32_t tid,
+  pmu_status fail(pmu_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+  long open_event(const pmu_event_spec &s, size_t spec_index, const attempt &a, uint32_t tid,
                   int cpu, int group, bool aux);
-  pebs_status probe(uint32_t tid);
+  pmu_status probe(uint32_t tid);
   int attach(uint32_t tid, bool first);
   ring_slot *ring_for(int cpu);
   bool add_fd(int fd, int cpu, uint32_t tid);
-  void add_id(uint64_t id, pebs_kind kind);
+  void add_id(uint64_t id, pmu_kind kind);
   static void on_task(void *self, bool exit, uint32_t pid, uint32_t tid, uint64_t time);
   void release(bool unmap);
 
-  pebs_params params_{};
-  pebs_plan plan_{};
-  pebs_status status_ = pebs_status::closed;
+  pmu_params params_{};
+  pmu_plan plan_{};
+  pmu_status status_ = pmu_status::closed;
   char reason_[320] = "not opened";
-  attempt chosen_[kPebsMaxSpecs]{};
+  attempt chosen_[kPmuMaxSpecs]{};
   uint32_t pid_ = 0;
   uintptr_t base_ = 0;
   size_t size_ = 0;
   uint32_t ring_pages_ = 0;
-  ring_slot rings_[kPebsMaxCpus]{};
+  ring_slot rings_[kPmuMaxCpus]{};
   size_t nrings_ = 0;
-  fd_slot fds_[kPebsMaxEvents]{};
+  fd_slot fds_[kPmuMaxEvents]{};
   size_t nfds_ = 0;
-  pebs_event_id ids_[kPebsMaxEvents]{};
+  pmu_event_id ids_[kPmuMaxEvents]{};
   size_t nids_ = 0;
-  uint32_t ignore_[kPebsMaxIgnoredTids]{};
+  uint32_t ignore_[kPmuMaxIgnoredTids]{};
   size_t nignore_ = 0;
-  pebs_threads threads_{};
-  pebs_stats stats_{};
+  pmu_threads threads_{};
+  pmu_stats stats_{};
 };
 
 }  // namespace mmtier::detail

@@ -19,9 +19,9 @@ using pmu_test::kBase;
 
 constexpr uint64_t kSec = 1'000'000'000;
 
-TEST(PebsAggregate, CountsMapToPolicyObservations) {
-  std::vector<uint64_t> storage((pebs_unit_counts::storage_bytes(8) + 7) / 8);
-  pebs_unit_counts c;
+TEST(PmuAggregate, CountsMapToPolicyObservations) {
+  std::vector<uint64_t> storage((pmu_unit_counts::storage_bytes(8) + 7) / 8);
+  pmu_unit_counts c;
   ASSERT_TRUE(c.init(kBase, 8, storage.data()));
   for (int i = 0; i < 32; i++)
     c.add(kBase + 2 * kUnitSize + static_cast<uint64_t>(i) * 4096, false);
@@ -36,9 +36,9 @@ TEST(PebsAggregate, CountsMapToPolicyObservations) {
   EXPECT_EQ(c.touched_unit(0), 2u);
   EXPECT_EQ(c.touched_unit(1), 5u);
 
-  pebs_scale sc;  // 64 samples/s per unit = every page touched; scale 512
+  pmu_scale sc;  // 64 samples/s per unit = every page touched; scale 512
   ASSERT_EQ(sc.full_scale_per_sec, 64u);
-  pebs_unit_observation o = c.observe(2, kSec, sc);
+  pmu_unit_observation o = c.observe(2, kSec, sc);
   EXPECT_EQ(o.sampled, 512);
   EXPECT_EQ(o.touched, 384);       // 48 samples/s of 64
   EXPECT_EQ(o.written, 128);       // 16 of 64
@@ -52,13 +52,13 @@ TEST(PebsAggregate, CountsMapToPolicyObservations) {
   EXPECT_EQ(o.sampled, 512);
   EXPECT_EQ(o.touched, 0);
   EXPECT_EQ(c.observe(2, 0, sc).sampled, 0) << "no interval, no information";
-  pebs_scale coarse{100, 64};
+  pmu_scale coarse{100, 64};
   o = c.observe(2, 2 * kSec, coarse);  // 24/s of 100, scale 64: 15.36 -> 15
   EXPECT_EQ(o.sampled, 64);
   EXPECT_EQ(o.touched, 15);
   EXPECT_EQ(o.written, 5);  // 8/s of 100: 5.12 -> 5
 
-  pebs_unit_observation out[4];
+  pmu_unit_observation out[4];
   ASSERT_EQ(c.emit(kSec, out, 4, sc), 2u);
   EXPECT_EQ(out[0].unit, 2u);
   EXPECT_EQ(out[1].unit, 5u);
@@ -74,10 +74,10 @@ TEST(PebsAggregate, CountsMapToPolicyObservations) {
   EXPECT_EQ(c.touched_unit(0), 5u);
 }
 
-TEST(PebsAggregate, ObservationsDriveThePolicyToPromoteTheSampledHotUnit) {
+TEST(PmuAggregate, ObservationsDriveThePolicyToPromoteTheSampledHotUnit) {
   constexpr uint32_t kN = 8;
-  std::vector<uint64_t> storage((pebs_unit_counts::storage_bytes(kN) + 7) / 8);
-  pebs_unit_counts c;
+  std::vector<uint64_t> storage((pmu_unit_counts::storage_bytes(kN) + 7) / 8);
+  pmu_unit_counts c;
   ASSERT_TRUE(c.init(kBase, kN, storage.data()));
   for (uint32_t u = 0; u < kN; u++)
     for (int i = 0; i < (u == 6 ? 300 : 2); i++)
@@ -90,7 +90,7 @@ TEST(PebsAggregate, ObservationsDriveThePolicyToPromoteTheSampledHotUnit) {
   ASSERT_TRUE(pol->init(pp, kN, 0, pst.data()));
   policy_observation obs[kN];
   for (uint32_t u = 0; u < kN; u++) {
-    pebs_unit_observation o = c.observe(u, kSec);
+    pmu_unit_observation o = c.observe(u, kSec);
     obs[u] = {o.unit, static_cast<uint8_t>(kTierPmem), true, o.sampled, o.touched, o.written};
   }
   pol->observe(kSec, obs, kN);

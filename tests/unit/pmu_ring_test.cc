@@ -37,21 +37,21 @@ constexpr uint64_t kSrcStoreL1 =
     (uint64_t{PERF_MEM_TLB_HIT | PERF_MEM_TLB_L1} << PERF_MEM_TLB_SHIFT);
 constexpr uint64_t kSrcNA = PERF_MEM_OP_NA;
 
-const pebs_event_id kIds[] = {{kLoadId, pebs_kind::load}, {kStoreId, pebs_kind::store}};
+const pmu_event_id kIds[] = {{kLoadId, pmu_kind::load}, {kStoreId, pmu_kind::store}};
 
-pebs_filter test_filter() {
-  pebs_filter f;
-  f.layout = pebs_layout_for(kPebsSampleType);
+pmu_filter test_filter() {
+  pmu_filter f;
+  f.layout = pmu_layout_for(kPmuSampleType);
   f.base = kBase;
   f.size = kRange;
   f.pid = kPid;
   f.ids = kIds;
   f.nids = 2;
-  f.default_kind = pebs_kind::mixed;
+  f.default_kind = pmu_kind::mixed;
   return f;
 }
 
-// One PERF_RECORD_SAMPLE of kPebsSampleType.
+// One PERF_RECORD_SAMPLE of kPmuSampleType.
 struct gen_sample {
   uint64_t id = kLoadId;
   uint32_t pid = kPid, tid = kPid + 1;
@@ -91,9 +91,9 @@ class ring_image {
   uint64_t head() const { return head_; }
   size_t size() const { return size_; }
 
-  pebs_ring_view view() {
-    pebs_ring_view v;
-    EXPECT_TRUE(pebs_ring_from_mapping(map_, off_ + size_, &v));
+  pmu_ring_view view() {
+    pmu_ring_view v;
+    EXPECT_TRUE(pmu_ring_from_mapping(map_, off_ + size_, &v));
     return v;
   }
 
@@ -152,7 +152,7 @@ class ring_image {
 };
 
 // A recorded ring: the data area of a perf buffer holding nine records of
-// kPebsSampleType (IDENTIFIER | TID | TIME | ADDR | WEIGHT | DATA_SRC),
+// kPmuSampleType (IDENTIFIER | TID | TIME | ADDR | WEIGHT | DATA_SRC),
 // little-endian, laid out per the uapi linux/perf_event.h comments:
 //   struct perf_event_header { u32 type; u16 misc; u16 size; }
 //   SAMPLE:       header, u64 id, u32 pid, u32 tid, u64 time, u64 addr,
@@ -224,7 +224,7 @@ const unsigned char kRecorded[] = {
 };
 static_assert(sizeof kRecorded == 384);
 
-void check_recorded(const capture &c, const pebs_stats &st) {
+void check_recorded(const capture &c, const pmu_stats &st) {
   ASSERT_EQ(c.samples.size(), 3u);
   EXPECT_EQ(c.samples[0].addr, kBase + 0x200040);
   EXPECT_FALSE(c.samples[0].is_store);
@@ -252,8 +252,8 @@ void check_recorded(const capture &c, const pebs_stats &st) {
   EXPECT_EQ(st.malformed, 0u);
 }
 
-TEST(PebsLayout, ProductionSampleTypeOffsetsFollowTheUapiOrder) {
-  pebs_layout l = pebs_layout_for(kPebsSampleType);
+TEST(PmuLayout, ProductionSampleTypeOffsetsFollowTheUapiOrder) {
+  pmu_layout l = pmu_layout_for(kPmuSampleType);
   ASSERT_TRUE(l.valid);
   EXPECT_EQ(l.id, 8);
   EXPECT_EQ(l.pid_tid, 16);
@@ -265,8 +265,8 @@ TEST(PebsLayout, ProductionSampleTypeOffsetsFollowTheUapiOrder) {
   EXPECT_FALSE(l.weight_struct);
 
   // IP, CPU and PERIOD shift the fields after them.
-  pebs_layout m =
-      pebs_layout_for(kPebsSampleType | PERF_SAMPLE_IP | PERF_SAMPLE_CPU | PERF_SAMPLE_PERIOD);
+  pmu_layout m =
+      pmu_layout_for(kPmuSampleType | PERF_SAMPLE_IP | PERF_SAMPLE_CPU | PERF_SAMPLE_PERIOD);
   ASSERT_TRUE(m.valid);
   EXPECT_EQ(m.id, 8);
   EXPECT_EQ(m.pid_tid, 24);
@@ -274,54 +274,54 @@ TEST(PebsLayout, ProductionSampleTypeOffsetsFollowTheUapiOrder) {
   EXPECT_EQ(m.weight, 64);
   EXPECT_EQ(m.data_src, 72);
 
-  pebs_layout w = pebs_layout_for((kPebsSampleType & ~uint64_t{PERF_SAMPLE_WEIGHT}) |
-                                  PERF_SAMPLE_WEIGHT_STRUCT);
+  pmu_layout w =
+      pmu_layout_for((kPmuSampleType & ~uint64_t{PERF_SAMPLE_WEIGHT}) | PERF_SAMPLE_WEIGHT_STRUCT);
   EXPECT_TRUE(w.valid);
   EXPECT_TRUE(w.weight_struct);
   EXPECT_EQ(w.weight, 40);
 
-  EXPECT_FALSE(pebs_layout_for(kPebsSampleType | PERF_SAMPLE_CALLCHAIN).valid)
+  EXPECT_FALSE(pmu_layout_for(kPmuSampleType | PERF_SAMPLE_CALLCHAIN).valid)
       << "a variable-size field before WEIGHT/DATA_SRC";
-  EXPECT_TRUE(pebs_layout_for(PERF_SAMPLE_TID | PERF_SAMPLE_ADDR | PERF_SAMPLE_CALLCHAIN).valid)
+  EXPECT_TRUE(pmu_layout_for(PERF_SAMPLE_TID | PERF_SAMPLE_ADDR | PERF_SAMPLE_CALLCHAIN).valid)
       << "nothing needed after the callchain";
-  EXPECT_FALSE(pebs_layout_for(kPebsSampleType & ~uint64_t{PERF_SAMPLE_ADDR}).valid);
-  EXPECT_FALSE(pebs_layout_for(kPebsSampleType | PERF_SAMPLE_WEIGHT_STRUCT).valid);
+  EXPECT_FALSE(pmu_layout_for(kPmuSampleType & ~uint64_t{PERF_SAMPLE_ADDR}).valid);
+  EXPECT_FALSE(pmu_layout_for(kPmuSampleType | PERF_SAMPLE_WEIGHT_STRUCT).valid);
 }
 
-TEST(PebsRing, MappingGivesTheDataArea) {
+TEST(PmuRing, MappingGivesTheDataArea) {
   alignas(4096) static unsigned char map[3 * 4096];
   memset(map, 0, sizeof map);
   auto *meta = reinterpret_cast<perf_event_mmap_page *>(map);
-  pebs_ring_view v;
+  pmu_ring_view v;
   // Kernels before 4.1 leave data_offset/data_size 0: data follows the page.
-  ASSERT_TRUE(pebs_ring_from_mapping(map, sizeof map, &v));
+  ASSERT_TRUE(pmu_ring_from_mapping(map, sizeof map, &v));
   EXPECT_EQ(v.data, map + 4096);
   EXPECT_EQ(v.size, 2u * 4096);
   meta->data_offset = 4096;
   meta->data_size = 4096;
-  ASSERT_TRUE(pebs_ring_from_mapping(map, sizeof map, &v));
+  ASSERT_TRUE(pmu_ring_from_mapping(map, sizeof map, &v));
   EXPECT_EQ(v.size, 4096u);
   meta->data_size = 3000;  // not a power of two
-  EXPECT_FALSE(pebs_ring_from_mapping(map, sizeof map, &v));
+  EXPECT_FALSE(pmu_ring_from_mapping(map, sizeof map, &v));
   meta->data_size = 4 * 4096;  // beyond the mapping
-  EXPECT_FALSE(pebs_ring_from_mapping(map, sizeof map, &v));
+  EXPECT_FALSE(pmu_ring_from_mapping(map, sizeof map, &v));
   meta->data_offset = 64;  // inside the control page
   meta->data_size = 1024;
-  EXPECT_FALSE(pebs_ring_from_mapping(map, sizeof map, &v));
+  EXPECT_FALSE(pmu_ring_from_mapping(map, sizeof map, &v));
 }
 
-TEST(PebsParse, RecordedRingGivesExactSamplesAndCounters) {
+TEST(PmuParse, RecordedRingGivesExactSamplesAndCounters) {
   ring_image ring(512);
   ring.put(kRecorded, sizeof kRecorded);
   ring.publish();
   capture c;
-  pebs_stats st{};
-  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 3u);
+  pmu_stats st{};
+  EXPECT_EQ(pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st), 3u);
   check_recorded(c, st);
   EXPECT_EQ(ring.meta()->data_tail, sizeof kRecorded);
 }
 
-TEST(PebsParse, RecordedRingAtEveryRotationWrapsCorrectly) {
+TEST(PmuParse, RecordedRingAtEveryRotationWrapsCorrectly) {
   // The same records starting at every 8-byte offset of a 512-byte area (and
   // at free-running positions past 2^40), so every record is split across
   // the end of the area at every possible point, once.
@@ -332,14 +332,14 @@ TEST(PebsParse, RecordedRingAtEveryRotationWrapsCorrectly) {
     ring.put(kRecorded, sizeof kRecorded);
     ring.publish();
     capture c;
-    pebs_stats st{};
-    pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st);
+    pmu_stats st{};
+    pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st);
     check_recorded(c, st);
     EXPECT_EQ(ring.meta()->data_tail, start + sizeof kRecorded);
   }
 }
 
-TEST(PebsParse, RecordSplitAcrossTheEndIsReassembled) {
+TEST(PmuParse, RecordSplitAcrossTheEndIsReassembled) {
   // Starts that split a sample inside its header, between header and id,
   // inside pid/tid, inside addr and just before data_src.
   for (uint64_t back : {4, 8, 12, 20, 28, 36, 52}) {
@@ -359,8 +359,8 @@ TEST(PebsParse, RecordSplitAcrossTheEndIsReassembled) {
     ring.sample(b);
     ring.publish();
     capture c;
-    pebs_stats st{};
-    EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 2u);
+    pmu_stats st{};
+    EXPECT_EQ(pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st), 2u);
     ASSERT_EQ(c.samples.size(), 2u);
     EXPECT_EQ(c.samples[0].addr, a.addr);
     EXPECT_EQ(c.samples[0].tid, a.tid);
@@ -374,19 +374,19 @@ TEST(PebsParse, RecordSplitAcrossTheEndIsReassembled) {
   }
 }
 
-TEST(PebsParse, GeneratedBatchesCountPerUnitExactly) {
+TEST(PmuParse, GeneratedBatchesCountPerUnitExactly) {
   // Forty batches of random records through a 4 KiB ring starting 24 bytes
   // before its end and at a free-running position past 2^40: the ring wraps
   // many times.  Expected counts are kept by the generator.
   std::mt19937_64 rng(20240607);
   ring_image ring(4096, (uint64_t{1} << 40) + 4096 - 24);
-  std::vector<uint64_t> storage((pebs_unit_counts::storage_bytes(kUnits) + 7) / 8);
-  pebs_unit_counts counts;
+  std::vector<uint64_t> storage((pmu_unit_counts::storage_bytes(kUnits) + 7) / 8);
+  pmu_unit_counts counts;
   ASSERT_TRUE(counts.init(kBase, kUnits, storage.data()));
   std::map<uint32_t, std::pair<uint32_t, uint32_t>> expect;  // unit -> reads, writes
   uint64_t foreign = 0, other = 0, lost = 0, samples = 0;
-  pebs_stats st{};
-  const pebs_filter f = test_filter();
+  pmu_stats st{};
+  const pmu_filter f = test_filter();
   for (int batch = 0; batch < 40; batch++) {
     const int n = 1 + static_cast<int>(rng() % 60);  // 60 * 56 + 24 < 4096
     bool lost_done = false;
@@ -431,7 +431,7 @@ TEST(PebsParse, GeneratedBatchesCountPerUnitExactly) {
       ring.sample(s);
     }
     ring.publish();
-    pebs_parse_ring(ring.view(), f, counts.sink(), &st);
+    pmu_parse_ring(ring.view(), f, counts.sink(), &st);
     ASSERT_EQ(ring.meta()->data_tail, ring.head()) << "batch " << batch;
   }
   EXPECT_EQ(st.samples, samples);
@@ -448,7 +448,7 @@ TEST(PebsParse, GeneratedBatchesCountPerUnitExactly) {
   EXPECT_EQ(counts.outside(), 0u);
 }
 
-TEST(PebsParse, DataSourceDecidesLoadOrStoreAndKindIsTheFallback) {
+TEST(PmuParse, DataSourceDecidesLoadOrStoreAndKindIsTheFallback) {
   ring_image ring(1024);
   gen_sample s;
   s.addr = kBase;
@@ -466,8 +466,8 @@ TEST(PebsParse, DataSourceDecidesLoadOrStoreAndKindIsTheFallback) {
   ring.sample(s);
   ring.publish();
   capture c;
-  pebs_stats st{};
-  pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st);
+  pmu_stats st{};
+  pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st);
   ASSERT_EQ(c.samples.size(), 3u);
   EXPECT_TRUE(c.samples[0].is_store);
   EXPECT_TRUE(c.samples[1].is_store);
@@ -475,9 +475,9 @@ TEST(PebsParse, DataSourceDecidesLoadOrStoreAndKindIsTheFallback) {
   EXPECT_EQ(st.non_memory, 2u);
 }
 
-TEST(PebsParse, ForeignProcessesIgnoredThreadsAndOutOfRangeAreDropped) {
+TEST(PmuParse, ForeignProcessesIgnoredThreadsAndOutOfRangeAreDropped) {
   ring_image ring(1024);
-  pebs_filter f = test_filter();
+  pmu_filter f = test_filter();
   const uint32_t ignored[] = {kPid + 9};
   f.ignore_tids = ignored;
   f.nignore = 1;
@@ -497,8 +497,8 @@ TEST(PebsParse, ForeignProcessesIgnoredThreadsAndOutOfRangeAreDropped) {
   ring.sample(s);
   ring.publish();
   capture c;
-  pebs_stats st{};
-  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 1u);
+  pmu_stats st{};
+  EXPECT_EQ(pmu_parse_ring(ring.view(), f, c.sink(), &st), 1u);
   EXPECT_EQ(st.foreign, 3u);
   EXPECT_EQ(st.ignored_tid, 1u);
   EXPECT_EQ(st.other_process, 1u);
@@ -513,19 +513,19 @@ TEST(PebsParse, ForeignProcessesIgnoredThreadsAndOutOfRangeAreDropped) {
   any.publish();
   f.pid = 0;
   capture c2;
-  pebs_stats st2{};
-  EXPECT_EQ(pebs_parse_ring(any.view(), f, c2.sink(), &st2), 1u);
+  pmu_stats st2{};
+  EXPECT_EQ(pmu_parse_ring(any.view(), f, c2.sink(), &st2), 1u);
 }
 
-TEST(PebsParse, TaskRecordsOfTheProcessReachTheSink) {
+TEST(PmuParse, TaskRecordsOfTheProcessReachTheSink) {
   ring_image ring(512);
   ring.task(false, kPid, 5001, 10);
   ring.task(false, 999, 6001, 11);  // another process: not reported
   ring.task(true, kPid, 5001, 12);
   ring.publish();
   capture c;
-  pebs_stats st{};
-  pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st);
+  pmu_stats st{};
+  pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st);
   ASSERT_EQ(c.tasks.size(), 2u);
   EXPECT_FALSE(c.tasks[0].exit);
   EXPECT_EQ(c.tasks[0].tid, 5001u);
@@ -537,42 +537,42 @@ TEST(PebsParse, TaskRecordsOfTheProcessReachTheSink) {
   EXPECT_EQ(st.records, 3u);
 }
 
-TEST(PebsParse, TailIsWrittenBackAndOnlyNewRecordsAreRead) {
+TEST(PmuParse, TailIsWrittenBackAndOnlyNewRecordsAreRead) {
   ring_image ring(512, 40);
   gen_sample a, b, cc, d;
   a.addr = kBase + 1;
   b.addr = kBase + 2;
   cc.addr = kBase + 3;
   d.addr = kBase + 4;
-  const pebs_filter f = test_filter();
-  pebs_stats st{};
+  const pmu_filter f = test_filter();
+  pmu_stats st{};
   capture c;
   ring.sample(a);
   ring.publish();
-  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 1u);
+  EXPECT_EQ(pmu_parse_ring(ring.view(), f, c.sink(), &st), 1u);
   EXPECT_EQ(ring.meta()->data_tail, 40u + 56);
-  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 0u)
+  EXPECT_EQ(pmu_parse_ring(ring.view(), f, c.sink(), &st), 0u)
       << "consumed records are not read again";
   EXPECT_EQ(st.records, 1u);
   ring.sample(b);
   ring.sample(cc);
   ring.publish();
-  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 2u);
+  EXPECT_EQ(pmu_parse_ring(ring.view(), f, c.sink(), &st), 2u);
   ring.sample(d);  // written, head not yet published
-  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 0u);
+  EXPECT_EQ(pmu_parse_ring(ring.view(), f, c.sink(), &st), 0u);
   EXPECT_EQ(ring.meta()->data_tail, 40u + 3 * 56);
   ring.publish();
-  EXPECT_EQ(pebs_parse_ring(ring.view(), f, c.sink(), &st), 1u);
+  EXPECT_EQ(pmu_parse_ring(ring.view(), f, c.sink(), &st), 1u);
   ASSERT_EQ(c.samples.size(), 4u);
   for (size_t i = 0; i < 4; i++) EXPECT_EQ(c.samples[i].addr, kBase + 1 + i);
   EXPECT_EQ(ring.meta()->data_tail, ring.head());
 }
 
-TEST(PebsParse, EmptyRingReadsNothing) {
+TEST(PmuParse, EmptyRingReadsNothing) {
   ring_image ring(256, 1000);
   capture c;
-  pebs_stats st{};
-  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 0u);
+  pmu_stats st{};
+  EXPECT_EQ(pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st), 0u);
   EXPECT_EQ(st.records, 0u);
   EXPECT_EQ(st.corrupt, 0u);
   EXPECT_EQ(ring.meta()->data_tail, 1000u);
@@ -593,62 +593,62 @@ void expect_stops_at_corrupt(uint16_t bad_size, size_t ring_size, uint64_t start
   ring.sample(b);
   ring.publish();
   capture c;
-  pebs_stats st{};
-  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 1u);
+  pmu_stats st{};
+  EXPECT_EQ(pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st), 1u);
   ASSERT_EQ(c.samples.size(), 1u);
   EXPECT_EQ(c.samples[0].addr, kBase + 77);
   EXPECT_EQ(st.corrupt, 1u);
   EXPECT_EQ(ring.meta()->data_tail, ring.head());
   // And the next parse of the same ring is quiet.
-  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 0u);
+  EXPECT_EQ(pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st), 0u);
   EXPECT_EQ(st.corrupt, 1u);
 }
 
-TEST(PebsParse, ZeroOrTinyRecordSizeStopsParsingSafely) {
+TEST(PmuParse, ZeroOrTinyRecordSizeStopsParsingSafely) {
   expect_stops_at_corrupt(0, 256, 0);
   expect_stops_at_corrupt(4, 256, 0);
   expect_stops_at_corrupt(0, 256, 256 - 56);  // the bad header right at the wrap
 }
 
-TEST(PebsParse, RecordLargerThanWhatIsLeftStopsParsingSafely) {
+TEST(PmuParse, RecordLargerThanWhatIsLeftStopsParsingSafely) {
   expect_stops_at_corrupt(0xfff8, 256, 0);  // larger than the whole area
   expect_stops_at_corrupt(0xfff8, 256, 200);
   expect_stops_at_corrupt(200, 256, 0);  // fits the area, not what was published
 }
 
-TEST(PebsParse, TruncatedRecordAtTheHeadIsCorrupt) {
+TEST(PmuParse, TruncatedRecordAtTheHeadIsCorrupt) {
   ring_image ring(256);
   gen_sample a;
   ring.sample(a);
   ring.sample(a);
   ring.publish_at(56 + 24);  // head inside the second record
   capture c;
-  pebs_stats st{};
-  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 1u);
+  pmu_stats st{};
+  EXPECT_EQ(pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st), 1u);
   EXPECT_EQ(st.corrupt, 1u);
   EXPECT_EQ(ring.meta()->data_tail, 56u + 24);
 }
 
-TEST(PebsParse, HeadMoreThanTheAreaAheadDiscardsEverything) {
+TEST(PmuParse, HeadMoreThanTheAreaAheadDiscardsEverything) {
   ring_image ring(256, 64);
   gen_sample a;
   for (int i = 0; i < 4; i++) ring.sample(a);  // 224 bytes
   ring.publish_at(64 + 256 + 8);
   capture c;
-  pebs_stats st{};
-  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 0u);
+  pmu_stats st{};
+  EXPECT_EQ(pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st), 0u);
   EXPECT_EQ(st.corrupt, 1u);
   EXPECT_EQ(st.records, 0u);
   EXPECT_EQ(ring.meta()->data_tail, 64u + 256 + 8);
   // A tail ahead of the head is the same thing.
   ring_image back(256, 512);
   back.publish_at(500);
-  pebs_stats st2{};
-  EXPECT_EQ(pebs_parse_ring(back.view(), test_filter(), c.sink(), &st2), 0u);
+  pmu_stats st2{};
+  EXPECT_EQ(pmu_parse_ring(back.view(), test_filter(), c.sink(), &st2), 0u);
   EXPECT_EQ(st2.corrupt, 1u);
 }
 
-TEST(PebsParse, ShortRecordsAreSkippedBySize) {
+TEST(PmuParse, ShortRecordsAreSkippedBySize) {
   ring_image ring(512);
   ring.header(PERF_RECORD_SAMPLE, 0, 16);  // a sample too short for the layout
   ring.u64(kLoadId);
@@ -661,8 +661,8 @@ TEST(PebsParse, ShortRecordsAreSkippedBySize) {
   ring.sample(a);
   ring.publish();
   capture c;
-  pebs_stats st{};
-  EXPECT_EQ(pebs_parse_ring(ring.view(), test_filter(), c.sink(), &st), 1u);
+  pmu_stats st{};
+  EXPECT_EQ(pmu_parse_ring(ring.view(), test_filter(), c.sink(), &st), 1u);
   EXPECT_EQ(st.malformed, 2u);
   EXPECT_EQ(st.unknown, 1u);
   EXPECT_EQ(st.lost, 0u);

@@ -30,11 +30,11 @@ struct task_event {
 
 // A sink that keeps everything it is given.
 struct capture {
-  std::vector<pebs_sample> samples;
+  std::vector<pmu_sample> samples;
   std::vector<task_event> tasks;
-  pebs_sink sink() {
-    pebs_sink s;
-    s.sample = [](void *c, const pebs_sample &x) {
+  pmu_sink sink() {
+    pmu_sink s;
+    s.sample = [](void *c, const pmu_sample &x) {
       static_cast<capture *>(c)->samples.push_back(x);
     };
     s.task = [](void *c, bool exit, uint32_t pid, uint32_t tid, uint64_t time) {
@@ -48,7 +48,7 @@ struct capture {
 class fake_sysfs {
  public:
   fake_sysfs() {
-    char tmpl[] = "/tmp/mmtier-pebs-sysfs-XXXXXX";
+    char tmpl[] = "/tmp/mmtier-pmu-sysfs-XXXXXX";
     EXPECT_NE(mkdtemp(tmpl), nullptr);
     root_ = tmpl;
   }

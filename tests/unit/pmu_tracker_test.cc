@@ -38,8 +38,8 @@ using pmu_test::task_event;
 
 // --- thread coverage
 
-TEST(PebsThreads, ThreadsWithoutForkRecordsAreAttachedAfterTwoScans) {
-  auto t = std::make_unique<pebs_threads>();
+TEST(PmuThreads, ThreadsWithoutForkRecordsAreAttachedAfterTwoScans) {
+  auto t = std::make_unique<pmu_threads>();
   uint32_t attach[8];
   t->covered(100, 1);  // the thread that opened the events
   const uint32_t scan1[] = {100, 101};
@@ -96,22 +96,22 @@ long open_cycles_counter() {
   return fd;
 }
 
-TEST(PebsTracker, OpenSaysWhyItCannotSampleOrSamplesABusyLoop) {
+TEST(PmuTracker, OpenSaysWhyItCannotSampleOrSamplesABusyLoop) {
   const size_t len = size_t{64} << 20;
   void *m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(m, MAP_FAILED);
-  auto t = std::make_unique<pebs_tracker>();
-  pebs_params p;
+  auto t = std::make_unique<pmu_tracker>();
+  pmu_params p;
   p.base = reinterpret_cast<uintptr_t>(m);
   p.size = len;
-  const pebs_status s = t->open(p);
+  const pmu_status s = t->open(p);
   ASSERT_NE(t->reason(), nullptr);
-  EXPECT_GT(strlen(t->reason()), 10u) << pebs_status_name(s);
-  if (s != pebs_status::ok) {
-    EXPECT_TRUE(s == pebs_status::no_pmu || s == pebs_status::no_permission ||
-                s == pebs_status::unsupported_event || s == pebs_status::no_kernel_support ||
-                s == pebs_status::out_of_resources)
-        << pebs_status_name(s) << ": " << t->reason();
+  EXPECT_GT(strlen(t->reason()), 10u) << pmu_status_name(s);
+  if (s != pmu_status::ok) {
+    EXPECT_TRUE(s == pmu_status::no_pmu || s == pmu_status::no_permission ||
+                s == pmu_status::unsupported_event || s == pmu_status::no_kernel_support ||
+                s == pmu_status::out_of_resources)
+        << pmu_status_name(s) << ": " << t->reason();
     EXPECT_FALSE(t->is_open());
     EXPECT_EQ(t->cpus(), 0u);
     capture c;
@@ -119,7 +119,7 @@ TEST(PebsTracker, OpenSaysWhyItCannotSampleOrSamplesABusyLoop) {
     EXPECT_EQ(t->refresh(), 0u);
     if (!sysfs_lists_memory_sampling() && open_cycles_counter() < 0) {
       // This machine: no PMU at all, and the reason says how that was found.
-      EXPECT_EQ(s, pebs_status::no_pmu) << t->reason();
+      EXPECT_EQ(s, pmu_status::no_pmu) << t->reason();
       EXPECT_NE(std::string(t->reason()).find("cpu-cycles"), std::string::npos) << t->reason();
     }
     t->close();
@@ -127,8 +127,8 @@ TEST(PebsTracker, OpenSaysWhyItCannotSampleOrSamplesABusyLoop) {
     return;
   }
   // A PMU with memory sampling: random accesses over 64 MiB miss the caches.
-  std::vector<uint64_t> storage((pebs_unit_counts::storage_bytes(len >> kUnitShift) + 7) / 8);
-  pebs_unit_counts counts;
+  std::vector<uint64_t> storage((pmu_unit_counts::storage_bytes(len >> kUnitShift) + 7) / 8);
+  pmu_unit_counts counts;
   ASSERT_TRUE(counts.init(p.base, len >> kUnitShift, storage.data()));
   auto *words = static_cast<volatile uint64_t *>(m);
   const size_t nwords = len / 8;
@@ -151,21 +151,21 @@ TEST(PebsTracker, OpenSaysWhyItCannotSampleOrSamplesABusyLoop) {
   munmap(m, len);
 }
 
-TEST(PebsTracker, BadArgumentsAreReportedNotFatal) {
-  static constinit pebs_tracker global;  // a library global needs no constructor call
-  EXPECT_EQ(global.status(), pebs_status::closed);
+TEST(PmuTracker, BadArgumentsAreReportedNotFatal) {
+  static constinit pmu_tracker global;  // a library global needs no constructor call
+  EXPECT_EQ(global.status(), pmu_status::closed);
   EXPECT_FALSE(global.is_open());
-  auto t = std::make_unique<pebs_tracker>();
-  pebs_params p;
+  auto t = std::make_unique<pmu_tracker>();
+  pmu_params p;
   p.base = kBase;
   p.size = kRange;
   p.ring_pages = 3;
-  EXPECT_EQ(t->open(p), pebs_status::invalid_argument);
+  EXPECT_EQ(t->open(p), pmu_status::invalid_argument);
   EXPECT_NE(std::string(t->reason()).find("ring_pages"), std::string::npos) << t->reason();
-  pebs_plan empty{};
+  pmu_plan empty{};
   p.ring_pages = 4;
   p.plan = &empty;
-  EXPECT_EQ(t->open(p), pebs_status::invalid_argument);
+  EXPECT_EQ(t->open(p), pmu_status::invalid_argument);
   EXPECT_FALSE(t->is_open());
 
   // A sysfs without any PMU: no_pmu where the kernel has no PMU either,
@@ -174,14 +174,14 @@ TEST(PebsTracker, BadArgumentsAreReportedNotFatal) {
   fs.write("devices/system/cpu/online", "0\n");
   p.plan = nullptr;
   p.sysfs_root = fs.root();
-  const pebs_status s = t->open(p);
+  const pmu_status s = t->open(p);
   const long cycles = open_cycles_counter();
-  if (cycles >= 0) EXPECT_EQ(s, pebs_status::unsupported_event) << t->reason();
+  if (cycles >= 0) EXPECT_EQ(s, pmu_status::unsupported_event) << t->reason();
   else if (cycles == -1 && errno == ENOSYS)
-    EXPECT_EQ(s, pebs_status::no_kernel_support) << t->reason();
-  else EXPECT_EQ(s, pebs_status::no_pmu) << t->reason();
+    EXPECT_EQ(s, pmu_status::no_kernel_support) << t->reason();
+  else EXPECT_EQ(s, pmu_status::no_pmu) << t->reason();
   t->close();
-  EXPECT_EQ(t->status(), pebs_status::closed);
+  EXPECT_EQ(t->status(), pmu_status::closed);
 }
 
 uint32_t gettid_now() { return static_cast<uint32_t>(syscall(SYS_gettid)); }
@@ -200,7 +200,7 @@ void touch(char *region, uint32_t u, int pages) {
 // production parser on rings the kernel wrote, and a fork child that closes
 // its copies.  Software page-fault events stand in for PEBS: each carries the
 // faulting address, and a first write to an anonymous page faults once.
-TEST(PebsTracker, LivePathWithSoftwarePageFaultEvents) {
+TEST(PmuTracker, LivePathWithSoftwarePageFaultEvents) {
   constexpr uint32_t kN = 8;
   const size_t len = size_t{kN} << kUnitShift;
   // Aligned to a unit so that unit i of the tracker is unit i here.
@@ -215,16 +215,16 @@ TEST(PebsTracker, LivePathWithSoftwarePageFaultEvents) {
     std::ifstream in("/sys/devices/system/cpu/online");
     in.getline(online, sizeof online);
   }
-  pebs_plan plan{};
-  plan.vendor = pebs_vendor::none;
+  pmu_plan plan{};
+  plan.vendor = pmu_vendor::none;
   plan.n = 1;
-  pebs_event_spec &s = plan.ev[0];
-  s.kind = pebs_kind::load;
+  pmu_event_spec &s = plan.ev[0];
+  s.kind = pmu_kind::load;
   s.type = PERF_TYPE_SOFTWARE;
   s.config[0] = PERF_COUNT_SW_PAGE_FAULTS;
   s.period = 1;
   s.exclude_ok = true;
-  ASSERT_TRUE(pebs_parse_cpu_list(online, &s.cpus)) << online;
+  ASSERT_TRUE(pmu_parse_cpu_list(online, &s.cpus)) << online;
   ASSERT_GT(s.cpus.count(), 0u);
   snprintf(s.pmu, sizeof s.pmu, "software");
 
@@ -239,13 +239,13 @@ TEST(PebsTracker, LivePathWithSoftwarePageFaultEvents) {
   });
   while (early_tid.load() == 0) std::this_thread::yield();
 
-  auto t = std::make_unique<pebs_tracker>();
-  pebs_params p;
+  auto t = std::make_unique<pmu_tracker>();
+  pmu_params p;
   p.base = reinterpret_cast<uintptr_t>(region);
   p.size = len;
   p.plan = &plan;
   p.ring_pages = 8;
-  ASSERT_EQ(t->open(p), pebs_status::ok) << t->reason();
+  ASSERT_EQ(t->open(p), pmu_status::ok) << t->reason();
   EXPECT_EQ(t->cpus(), s.cpus.count());
   EXPECT_GE(t->stats().threads_attached, 2u) << "this thread and the early one";
 
@@ -262,16 +262,16 @@ TEST(PebsTracker, LivePathWithSoftwarePageFaultEvents) {
   });
   late.join();
 
-  std::vector<uint64_t> storage((pebs_unit_counts::storage_bytes(kN) + 7) / 8);
-  pebs_unit_counts counts;
+  std::vector<uint64_t> storage((pmu_unit_counts::storage_bytes(kN) + 7) / 8);
+  pmu_unit_counts counts;
   ASSERT_TRUE(counts.init(p.base, kN, storage.data()));
   capture c;
   struct both {
-    pebs_unit_counts *counts;
+    pmu_unit_counts *counts;
     capture *cap;
   } b{&counts, &c};
-  pebs_sink sink;
-  sink.sample = [](void *x, const pebs_sample &smp) {
+  pmu_sink sink;
+  sink.sample = [](void *x, const pmu_sample &smp) {
     auto *bb = static_cast<both *>(x);
     bb->counts->add(smp.addr, smp.is_store);
     bb->cap->samples.push_back(smp);
@@ -289,7 +289,7 @@ TEST(PebsTracker, LivePathWithSoftwarePageFaultEvents) {
     EXPECT_EQ(counts.count(u).writes, 0u);
   }
   size_t late_samples = 0, early_samples = 0;
-  for (const pebs_sample &x : c.samples) {
+  for (const pmu_sample &x : c.samples) {
     EXPECT_EQ(x.pid, static_cast<uint32_t>(getpid()));
     late_samples += x.tid == late_tid.load();
     early_samples += x.tid == early_tid.load();
