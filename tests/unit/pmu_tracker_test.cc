@@ -200,6 +200,7 @@ void touch(char *region, uint32_t u, int pages) {
 // production parser on rings the kernel wrote, and a fork child that closes
 // its copies.  Software page-fault events stand in for PEBS: each carries the
 // faulting address, and a first write to an anonymous page faults once.
+// NOLINTNEXTLINE(readability-function-size): one scenario, each step on the state the last left
 TEST(PmuTracker, LivePathWithSoftwarePageFaultEvents) {
   constexpr uint32_t kN = 8;
   const size_t len = size_t{kN} << kUnitShift;
