@@ -15,7 +15,8 @@
 #include "support/log.h"
 #include "support/meta.h"
 #include "support/quiesce.h"
-#include "track/pebs.h"
+#include "track/pmu_counts.h"
+#include "track/pmu_tracker.h"
 #include "track/software_tracker.h"
 
 #include <pthread.h>
@@ -42,9 +43,9 @@ struct mover_state {
   map_guard maps;  // holds migrations back near vm.max_map_count
   software_tracker tracker;
   // Where the PMU allows it, hardware samples of data addresses replace the
-  // software sampling windows (lib/track/pebs.h).
-  pebs_tracker pmu;
-  pebs_unit_counts pmu_counts;
+  // software sampling windows (track/pmu_tracker.h).
+  pmu_tracker pmu;
+  pmu_unit_counts pmu_counts;
   bool use_pmu = false;
   unit_listing listing;
   uint32_t *chosen = nullptr;  // software_tracker::kChosenMax
@@ -86,7 +87,7 @@ size_t observe_pmu(uint64_t interval_ns, size_t *touched) {
   m.pmu.refresh();
   size_t nobs = 0, hits = 0;
   for (size_t i = 0; i < m.listing.n; ++i) {
-    const pebs_unit_observation o = m.pmu_counts.observe(m.listing.units[i], interval_ns);
+    const pmu_unit_observation o = m.pmu_counts.observe(m.listing.units[i], interval_ns);
     m.obs[nobs++] = {m.listing.units[i], m.listing.tiers[i], true, o.sampled, o.touched, o.written};
     hits += o.touched != 0;
   }
@@ -185,7 +186,7 @@ bool mover_init(const config &cfg) {
     MMTIER_WARN("background mover: no memory for its tables; memory is not moved between tiers");
     return false;
   }
-  if (g_mover.pmu.open(pebs_params{}) == pebs_status::ok && g_mover.pmu_counts.init_for_heap()) {
+  if (g_mover.pmu.open(pmu_params{}) == pmu_status::ok && g_mover.pmu_counts.init_for_heap()) {
     g_mover.use_pmu = true;
     g_mover.pmu.ignore_tid(static_cast<uint32_t>(sys::raw(SYS_gettid)));
     MMTIER_INFO("mover: hardware sampling of data addresses (%s)", g_mover.pmu.reason());
