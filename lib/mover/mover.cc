@@ -79,21 +79,13 @@ uint64_t fault_cpu_ns() {
   return fc.cpu_ns;
 }
 
-// Step 2 with the PMU: every listed unit is observed; one without samples
-// is idle, not unknown.
+// Step 2 with the PMU: the samples since the last scan, for every listed
+// unit.
 size_t observe_pmu(uint64_t interval_ns, size_t *touched) {
   mover_state &m = g_mover;
   m.pmu.drain(m.pmu_counts.sink());
   m.pmu.refresh();
-  size_t nobs = 0, hits = 0;
-  for (size_t i = 0; i < m.listing.n; ++i) {
-    const pmu_unit_observation o = m.pmu_counts.observe(m.listing.units[i], interval_ns);
-    m.obs[nobs++] = {m.listing.units[i], m.listing.tiers[i], true, o.sampled, o.touched, o.written};
-    hits += o.touched != 0;
-  }
-  m.pmu_counts.clear();
-  *touched = hits;
-  return nobs;
+  return m.pmu_counts.observe_listed(m.listing.view(), interval_ns, m.obs, kMaxListed, touched);
 }
 
 // Steps 1 and 2 with software sampling: opens the window on the tracker's

@@ -22,6 +22,7 @@
 // Nothing here allocates, and running the sequence takes no lock of its own.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace mmtier::detail {
@@ -57,12 +58,36 @@ struct quiesce_handlers {
   void (*child_ready)();
 };
 
-// Adds a layer's handlers at rank; several at one rank run in the order
-// they were registered (leave in reverse).  At most kQuiescePerRank per
-// rank; false when full.
-inline constexpr int kQuiescePerRank = 2;
-bool quiesce_register(quiesce_rank rank, quiesce_handlers h);
+// A sequence of handlers by rank.  The process has one (the functions
+// below); tests make their own.
+class quiesce_sequence {
+ public:
+  static constexpr int kPerRank = 2;
+  // Adds handlers at rank; several at one rank run in the order they were
+  // registered (leave in reverse).  False when the rank is full.
+  bool add(quiesce_rank rank, quiesce_handlers h);
+  void enter(quiesce_reason why);
+  void leave();
+  void leave_child();
+  quiesce_reason reason() const { return reason_; }
+  // The ranks of the registered handlers in the order enter runs them.
+  int list(quiesce_rank *ranks, int cap) const;
 
+ private:
+  // Per rank, the handlers in registration order.  A slot is written before
+  // its rank's count is published and never moves, so a fork running the
+  // sequence while a layer registers sees the new handlers or not at all;
+  // each layer registers before its locks can be taken, so a fork that
+  // misses it held nothing of it.  Writers (layer start-up, rare) take a
+  // spin flag; running the sequence takes nothing.
+  quiesce_handlers slots_[kRankCount][kPerRank] = {};
+  std::atomic<int> count_[kRankCount] = {};
+  std::atomic_flag writing_ = ATOMIC_FLAG_INIT;
+  quiesce_reason reason_ = quiesce_reason::none;
+};
+
+// The process's sequence.
+bool quiesce_register(quiesce_rank rank, quiesce_handlers h);
 // Runs every enter handler, ascending.
 void quiesce_enter(quiesce_reason why);
 // Runs every leave handler, descending, and ends the quiesce.
@@ -73,12 +98,11 @@ void quiesce_leave_child();
 // Why the world is stopped now (for enter handlers whose work depends on it);
 // none outside a quiesce.
 quiesce_reason quiesce_reason_now();
+// The ranks registered, in the order enter runs them.
+int quiesce_list(quiesce_rank *ranks, int cap);
 
 // Registers the sequence with pthread_atfork, once per process.  False if
 // glibc refused (then forks run without it: logged).
 bool quiesce_install_fork_handlers();
-
-// The handlers in the order enter runs them (tests, docs).
-int quiesce_list(quiesce_rank *ranks, int cap);
 
 }  // namespace mmtier::detail

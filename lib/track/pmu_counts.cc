@@ -89,4 +89,17 @@ void pmu_unit_counts::clear() {
   outside_ = 0;
 }
 
+size_t pmu_unit_counts::observe_listed(const unit_list &listed, uint64_t interval_ns, access_observation *out,
+                                       size_t cap, size_t *touched, const pmu_scale &sc) {
+  size_t n = 0, hits = 0;
+  for (size_t i = 0; i < listed.n && n < cap; ++i) {
+    const pmu_unit_observation o = observe(listed.units[i], interval_ns, sc);
+    out[n++] = {listed.units[i], listed.tiers[i], true, o.sampled, o.touched, o.written};
+    hits += o.touched != 0;
+  }
+  clear();
+  if (touched) *touched = hits;
+  return n;
+}
+
 }  // namespace mmtier::detail

@@ -1,12 +1,13 @@
 // Per-unit access counts for the policy: the samples a tracker delivers
 // (through the sink of pmu_unit_counts) are added up as reads and writes
 // per unit of the managed range, and each touched unit's counts over an
-// interval become a policy observation (pmu_unit_observation, scaled by
-// pmu_scale).  Nothing here allocates: the counts live in storage the
+// interval become an access observation (track/observation.h, scaled by
+// pmu_scale), the type every tracker gives the policy.  Nothing here allocates: the counts live in storage the
 // caller gives or in metadata memory.
 #pragma once
 
 #include "support/layout.h"
+#include "track/observation.h"
 #include "track/pmu_ring.h"
 
 #include <cstddef>
@@ -20,7 +21,7 @@ struct pmu_unit_count {
 };
 
 // One unit's access information in the policy's terms (the fields of
-// policy_observation, whose tier and movable the caller adds): sampled is
+// access_observation, whose tier and movable observe_listed adds): sampled is
 // the scale, touched/sampled the unit's sample rate as a fraction of
 // full_scale_per_sec (capped at 1), written/sampled the same for stores
 // (written <= touched).  A unit with no samples is observed as idle
@@ -67,6 +68,11 @@ class pmu_unit_counts {
   // many were written (at most max).
   size_t emit(uint64_t interval_ns, pmu_unit_observation *out, size_t max,
               const pmu_scale &sc = {}) const;
+  // Step "observe" with the PMU: an observation of every listed unit (one
+  // without samples is idle, not unknown), written to out (<= cap);
+  // *touched: units with samples.  Then the counts start again.
+  size_t observe_listed(const unit_list &listed, uint64_t interval_ns, access_observation *out, size_t cap,
+                        size_t *touched, const pmu_scale &sc = {});
   // Zeroes the touched units' counts (cost: the touched units).
   void clear();
 

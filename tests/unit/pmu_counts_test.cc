@@ -88,11 +88,20 @@ TEST(PmuAggregate, ObservationsDriveThePolicyToPromoteTheSampledHotUnit) {
   policy_params pp;
   pp.migrate_bytes_per_sec = 0;
   ASSERT_TRUE(pol->init(pp, kN, 0, pst.data()));
-  access_observation obs[kN];
+  uint32_t units[kN];
+  uint8_t tiers[kN];
   for (uint32_t u = 0; u < kN; u++) {
-    pmu_unit_observation o = c.observe(u, kSec);
-    obs[u] = {o.unit, static_cast<uint8_t>(kTierPmem), true, o.sampled, o.touched, o.written};
+    units[u] = u;
+    tiers[u] = kTierPmem;
   }
+  access_observation obs[kN];
+  size_t touched = 0;
+  ASSERT_EQ(c.observe_listed({units, tiers, kN}, kSec, obs, kN, &touched), kN);
+  EXPECT_EQ(touched, kN) << "every unit had samples";
+  EXPECT_EQ(obs[6].unit, 6u);
+  EXPECT_EQ(obs[6].tier, kTierPmem);
+  EXPECT_GT(obs[6].touched, obs[5].touched);
+  EXPECT_EQ(c.touched(), 0u) << "the counts start again";
   pol->observe(kSec, obs, kN);
   policy_migration out[kN];
   const size_t n = pol->decide(kSec, 1, 0, out, kN);

@@ -1,0 +1,132 @@
+// The mover's scan steps (lib/mover/scan): listing, deciding and applying,
+// each alone, with a fake migration, a fake mapping count and a fake clock.
+#include "mover/scan.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
+
+namespace mmtier::detail {
+namespace {
+
+constexpr uint64_t kSec = 1'000'000'000;
+constexpr size_t kUnits = 64;
+
+struct fake_heap {
+  std::vector<int> tier = std::vector<int>(kUnits, kTierPmem);
+  std::vector<size_t> fail;  // units whose migration fails
+  int calls = 0;
+};
+fake_heap *g_fake = nullptr;
+
+long fake_migrate(size_t unit, int to) {
+  ++g_fake->calls;
+  for (size_t f : g_fake->fail)
+    if (f == unit) return -EBUSY;
+  g_fake->tier[unit] = to;
+  return static_cast<long>(kUnitSize);
+}
+
+long many_mappings(void *ctx) { return *static_cast<long *>(ctx); }
+long small_limit(void *) { return 10000; }
+
+struct ScanTest : ::testing::Test {
+  void SetUp() override {
+    g_fake = &heap;
+    policy_params p;
+    p.migrate_bytes_per_sec = 0;
+    storage.resize((migration_policy::storage_bytes(kUnits) + 7) / 8);
+    ASSERT_TRUE(policy->init(p, kUnits, 0, storage.data()));
+    guard.init(many_mappings, small_limit, &mappings);
+  }
+  // Observes units hot (every page touched) or cold on their fake tiers.
+  size_t observe_and_decide(uint64_t now, std::initializer_list<uint32_t> hot, dram_budget b) {
+    std::vector<access_observation> obs;
+    for (uint32_t u = 0; u < kUnits; ++u) {
+      const bool h = std::find(hot.begin(), hot.end(), u) != hot.end();
+      obs.push_back({u, static_cast<uint8_t>(heap.tier[u]), true, 8, static_cast<uint16_t>(h ? 8 : 0), 0});
+    }
+    return decide(*policy, now, obs.data(), obs.size(), b, migs);
+  }
+  fake_heap heap;
+  std::unique_ptr<migration_policy> policy = std::make_unique<migration_policy>();
+  std::vector<uint64_t> storage;
+  map_guard guard;
+  long mappings = 100;
+  policy_migration migs[kPolicyMaxBatch];
+};
+
+TEST_F(ScanTest, DecideThenApplyPromotesTheHotUnitsWithinTheBudget) {
+  uint64_t now = kSec;
+  size_t n = 0;
+  for (int scan = 0; scan < 20 && n == 0; ++scan, now += kSec / 10) n = observe_and_decide(now, {5, 9, 11}, {2, 0});
+  ASSERT_EQ(n, 2u) << "budget 2, DRAM empty: the two hottest of three";
+  const apply_outcome o = apply(*policy, guard, migs, n, now, {2, 0}, fake_migrate);
+  EXPECT_EQ(o.promoted, 2u);
+  EXPECT_EQ(o.bytes, 2 * kUnitSize);
+  EXPECT_FALSE(o.held);
+  EXPECT_EQ(policy->counters().migrations_done, 2u);
+}
+
+TEST_F(ScanTest, ApplySkipsAPromotionThatWouldPassTheBudget) {
+  // An exchange whose demotion fails: the promotion after it is skipped,
+  // not attempted, and refunded to the policy as skipped.
+  heap.tier[3] = kTierDram;
+  heap.fail = {3};
+  const policy_migration exchange[] = {{3, kTierPmem}, {7, kTierDram}};
+  const apply_outcome o = apply(*policy, guard, exchange, 2, kSec, {1, 1}, fake_migrate);
+  EXPECT_EQ(o.failed, 1u);
+  EXPECT_EQ(o.promoted, 0u);
+  EXPECT_EQ(heap.calls, 1) << "only the demotion was tried";
+  EXPECT_EQ(heap.tier[7], kTierPmem);
+}
+
+TEST_F(ScanTest, ApplyHoldsEverythingBackNearTheMappingLimit) {
+  uint64_t now = kSec;
+  size_t n = 0;
+  for (int scan = 0; scan < 20 && n == 0; ++scan, now += kSec / 10) n = observe_and_decide(now, {1, 2}, {10, 0});
+  ASSERT_EQ(n, 2u);
+  mappings = 9500;  // limit 10000, reserve 1250: past the threshold
+  const apply_outcome o = apply(*policy, guard, migs, n, now, {10, 0}, fake_migrate);
+  EXPECT_TRUE(o.held);
+  EXPECT_EQ(o.moved(), 0u);
+  EXPECT_EQ(heap.calls, 0);
+  EXPECT_EQ(policy->counters().migrations_skipped, 2u) << "reported back as skipped";
+  mappings = 100;  // units freed: room again (a count is due a second later)
+  now += 2 * kSec;
+  n = observe_and_decide(now, {1, 2}, {10, 0});
+  ASSERT_EQ(n, 2u) << "skipped units are decided again";
+  const apply_outcome later = apply(*policy, guard, migs, n, now, {10, 0}, fake_migrate);
+  EXPECT_FALSE(later.held);
+  EXPECT_EQ(later.promoted, 2u);
+}
+
+size_t g_listed_calls = 0;
+size_t fake_lister(uint32_t *units, uint8_t *tiers, size_t cap) {
+  ++g_listed_calls;
+  const size_t n = std::min<size_t>(cap, 3);
+  for (size_t i = 0; i < n; ++i) {
+    units[i] = static_cast<uint32_t>(10 + i);
+    tiers[i] = kTierPmem;
+  }
+  return n;
+}
+
+TEST(ScanList, ListsWhenStaleAndEveryFewScans) {
+  std::vector<uint32_t> units(kMaxListed);
+  std::vector<uint8_t> tiers(kMaxListed);
+  unit_listing l;
+  l.units = units.data();
+  l.tiers = tiers.data();
+  g_listed_calls = 0;
+  for (uint64_t scan = 1; scan <= 2 * kRelistScans; ++scan) list_units(l, scan, fake_lister);
+  EXPECT_EQ(g_listed_calls, 3u) << "stale at first, then every kRelistScans scans";
+  EXPECT_EQ(l.n, 3u);
+  l.stale = true;  // a scan moved a unit
+  list_units(l, 2 * kRelistScans + 1, fake_lister);
+  EXPECT_EQ(g_listed_calls, 4u);
+}
+
+}  // namespace
+}  // namespace mmtier::detail
