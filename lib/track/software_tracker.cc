@@ -25,8 +25,9 @@ size_t software_tracker::choose(const unit_list &listed, uint32_t *units, uint8_
   // In turn from the list, each tier from its own cursor.
   const auto rotate = [&](uint8_t tier, size_t want, size_t &cursor) {
     size_t got = 0;
+    const size_t start = cursor;
     for (size_t k = 0; k < listed.n && got < want && m < cap; ++k) {
-      const size_t i = (cursor + k) % listed.n;
+      const size_t i = (start + k) % listed.n;
       if (listed.tiers[i] != tier || suspected(listed.units[i])) continue;
       units[m++] = listed.units[i];
       ++got;

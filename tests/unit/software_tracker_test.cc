@@ -1,0 +1,135 @@
+// The software tracker's rules (lib/track/software_tracker): rotation,
+// screening and confirmation, neighbours, and the cost rule, driven with
+// made-up unit lists and window results (no heap involved).
+#include "track/software_tracker.h"
+
+#include "tier/tier.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+#include <vector>
+
+namespace mmtier::detail {
+namespace {
+
+struct listing {
+  std::vector<uint32_t> units;
+  std::vector<uint8_t> tiers;
+  // PMem units [0, pmem), DRAM units [pmem, pmem + dram).
+  listing(uint32_t pmem, uint32_t dram) {
+    for (uint32_t u = 0; u < pmem + dram; ++u) {
+      units.push_back(u);
+      tiers.push_back(u < pmem ? kTierPmem : kTierDram);
+    }
+  }
+  unit_list view() const { return {units.data(), tiers.data(), units.size()}; }
+};
+
+struct window {
+  std::vector<uint32_t> units = std::vector<uint32_t>(software_tracker::kChosenMax);
+  std::vector<uint8_t> pages = std::vector<uint8_t>(software_tracker::kChosenMax);
+  size_t n = 0;
+  uint8_t pages_of(uint32_t u) const {
+    for (size_t i = 0; i < n; ++i)
+      if (units[i] == u) return pages[i];
+    return 0;
+  }
+};
+
+window choose(software_tracker &t, const listing &l) {
+  window w;
+  w.n = t.choose(l.view(), w.units.data(), w.pages.data(), w.units.size());
+  return w;
+}
+
+TEST(SoftwareTracker, RotationWatchesEveryUnitInTurn) {
+  listing l(1000, 200);
+  software_tracker t;
+  std::set<uint32_t> seen;
+  for (int k = 0; k < 16; ++k) {
+    const window w = choose(t, l);
+    ASSERT_TRUE(std::is_sorted(w.units.begin(), w.units.begin() + w.n));
+    ASSERT_EQ(std::adjacent_find(w.units.begin(), w.units.begin() + w.n), w.units.begin() + w.n) << "each once";
+    size_t pmem = 0, dram = 0;
+    for (size_t i = 0; i < w.n; ++i) {
+      (w.units[i] < 1000 ? pmem : dram)++;
+      EXPECT_EQ(w.pages[i], 1) << "no suspects: one page each";
+      seen.insert(w.units[i]);
+    }
+    EXPECT_EQ(pmem, t.pmem_per_scan());
+    EXPECT_EQ(dram, t.dram_per_scan());
+    EXPECT_EQ(t.dram_per_scan(), std::max<size_t>(2, t.pmem_per_scan() / 8));
+  }
+  // 16 windows of 64 PMem and 8 DRAM units: every PMem unit once (1024 >=
+  // 1000), and the DRAM rotation has gone 128 of 200 round.
+  for (uint32_t u = 0; u < 1000; ++u) EXPECT_TRUE(seen.count(u)) << u;
+  EXPECT_EQ(std::count_if(seen.begin(), seen.end(), [](uint32_t u) { return u >= 1000; }), 128);
+}
+
+TEST(SoftwareTracker, AOnePageHitIsConfirmedWithFourPagesBeforeThePolicyHearsOfIt) {
+  listing l(100, 10);
+  software_tracker t;
+  (void)choose(t, l);
+  const sample_result hit[] = {{42, kTierPmem, 1, 1, 0}, {43, kTierPmem, 1, 0, 0}};
+  access_observation obs[8];
+  size_t touched = 0;
+  ASSERT_EQ(t.observe(hit, 2, l.view(), obs, 8, &touched), 1u) << "the hit is held back";
+  EXPECT_EQ(obs[0].unit, 43u) << "a cold screening sample is an observation (idle)";
+  EXPECT_EQ(obs[0].touched, 0);
+  EXPECT_EQ(touched, 1u);
+  const window w = choose(t, l);
+  EXPECT_EQ(w.pages_of(42), software_tracker::kConfirmPages) << "watched again, with more pages";
+  const sample_result confirm[] = {{42, kTierPmem, 4, 3, 1}};
+  ASSERT_EQ(t.observe(confirm, 1, l.view(), obs, 8, &touched), 1u);
+  EXPECT_EQ(obs[0].unit, 42u);
+  EXPECT_EQ(obs[0].sampled, 4);
+  EXPECT_EQ(obs[0].touched, 3);
+  EXPECT_EQ(obs[0].written, 1);
+}
+
+TEST(SoftwareTracker, AConfirmedHotUnitMakesItsPmemNeighboursSuspects) {
+  listing l(50, 10);  // 0..49 PMem, 50..59 DRAM; 30 missing below
+  l.units.erase(l.units.begin() + 30);
+  l.tiers.erase(l.tiers.begin() + 30);
+  software_tracker t;
+  const sample_result r[] = {{20, kTierPmem, 4, 2, 0},   // hot enough: half touched
+                             {31, kTierPmem, 4, 4, 0},   // 30 is not listed
+                             {49, kTierPmem, 4, 4, 0},   // 50 is DRAM
+                             {10, kTierPmem, 4, 1, 0}};  // not hot
+  access_observation obs[8];
+  ASSERT_EQ(t.observe(r, 4, l.view(), obs, 8, nullptr), 4u);
+  const uint32_t *s;
+  const size_t n = t.suspects(&s);
+  EXPECT_EQ(std::vector<uint32_t>(s, s + n), (std::vector<uint32_t>{19, 21, 32, 48}));
+}
+
+TEST(SoftwareTracker, DramSamplesAreNotScreened) {
+  listing l(10, 10);
+  software_tracker t;
+  const sample_result r[] = {{15, kTierDram, 1, 1, 1}};
+  access_observation obs[2];
+  ASSERT_EQ(t.observe(r, 1, l.view(), obs, 2, nullptr), 1u);
+  EXPECT_EQ(obs[0].tier, kTierDram);
+  const uint32_t *s;
+  EXPECT_EQ(t.suspects(&s), 0u);
+}
+
+TEST(SoftwareTracker, TheCostRuleKeepsTrackingBetweenItsBounds) {
+  software_tracker t;
+  constexpr uint64_t kInterval = 100'000'000;
+  EXPECT_EQ(t.pmem_per_scan(), software_tracker::kPmemStart);
+  t.account(kInterval / 100 * 3, kInterval);  // 3 %: too much
+  EXPECT_EQ(t.pmem_per_scan(), software_tracker::kPmemStart * 3 / 4);
+  t.account(kInterval / 1000 * 15, kInterval);  // 1.5 %: between the bounds
+  EXPECT_EQ(t.pmem_per_scan(), software_tracker::kPmemStart * 3 / 4);
+  for (int i = 0; i < 50; ++i) t.account(kInterval, kInterval);
+  EXPECT_EQ(t.pmem_per_scan(), software_tracker::kPmemMin);
+  for (int i = 0; i < 100; ++i) t.account(0, kInterval);
+  EXPECT_EQ(t.pmem_per_scan(), software_tracker::kPmemMax);
+  EXPECT_EQ(t.dram_per_scan(), software_tracker::kDramPerScan);
+}
+
+}  // namespace
+}  // namespace mmtier::detail
