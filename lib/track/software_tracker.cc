@@ -4,8 +4,18 @@
 #include "tier/tier.h"
 
 #include <algorithm>
+#include <numeric>
 
 namespace mmtier::detail {
+
+size_t spread_stride(size_t n) {
+  if (n < 3) return 1;
+  // About n / phi: consecutive steps land far apart, and a window of
+  // consecutive steps spreads evenly over the whole list.
+  size_t s = static_cast<size_t>(static_cast<double>(n) * 0.6180339887);
+  while (std::gcd(s, n) != 1) ++s;
+  return s;
+}
 
 size_t software_tracker::dram_per_scan() const {
   return std::clamp<size_t>(pmem_per_scan_ / 8, 2, kDramPerScan);
@@ -22,17 +32,18 @@ void software_tracker::suspect(uint32_t unit) {
 size_t software_tracker::choose(const unit_list &listed, uint32_t *units, uint8_t *pages, size_t cap) {
   size_t m = 0;
   for (size_t i = 0; i < nsuspects_ && m < cap; ++i) units[m++] = suspects_[i];
-  // In turn from the list, each tier from its own cursor.
+  // Each tier from its own cursor: a count of steps through the list,
+  // step k visiting entry (k * stride) mod n.
+  const size_t stride = spread_stride(listed.n);
   const auto rotate = [&](uint8_t tier, size_t want, size_t &cursor) {
-    size_t got = 0;
-    const size_t start = cursor;
-    for (size_t k = 0; k < listed.n && got < want && m < cap; ++k) {
-      const size_t i = (start + k) % listed.n;
+    size_t got = 0, k = 0;
+    for (; k < listed.n && got < want && m < cap; ++k) {
+      const size_t i = static_cast<size_t>((uint64_t{cursor + k} % listed.n) * stride % listed.n);
       if (listed.tiers[i] != tier || suspected(listed.units[i])) continue;
       units[m++] = listed.units[i];
       ++got;
-      cursor = i + 1;
     }
+    cursor = (cursor + k) % listed.n;
   };
   if (listed.n) {
     rotate(kTierPmem, pmem_per_scan_, cursor_pmem_);

@@ -6,8 +6,13 @@
 //
 //   - Rotation.  Each window watches an adaptive number of PMem units and
 //     an eighth as many DRAM units (at least 2, at most kDramPerScan),
-//     taken in turn from the list of movable units, so every unit is
-//     watched every so often whatever the heap's size.
+//     taken from the list of movable units in a spread rotation: step k
+//     visits entry (k * stride) mod n, with a stride about n / phi and
+//     coprime with n.  Every unit is watched once per n steps, whatever
+//     the heap's size, and the units of one window lie spread over the
+//     whole heap, so a hot region is met within a window or two wherever
+//     it lies (units taken in address order would reach it only when the
+//     cursor gets there: many seconds on a large heap).
 //   - Screening and confirmation.  A PMem unit is watched with one page; a
 //     one-page sample of a cold unit is touched by chance now and then, so
 //     a PMem unit found touched becomes a suspect and is watched again in
@@ -30,6 +35,10 @@
 #include <cstdint>
 
 namespace mmtier::detail {
+
+// The rotation's stride for a list of n entries (spread_stride(n) and n
+// are coprime).
+size_t spread_stride(size_t n);
 
 class software_tracker {
  public:

@@ -68,6 +68,29 @@ TEST(SoftwareTracker, RotationWatchesEveryUnitInTurn) {
   EXPECT_EQ(std::count_if(seen.begin(), seen.end(), [](uint32_t u) { return u >= 1000; }), 128);
 }
 
+TEST(SoftwareTracker, EachWindowIsSpreadOverTheWholeHeap) {
+  listing l(1000, 0);
+  software_tracker t;
+  for (int k = 0; k < 40; ++k) {
+    const window w = choose(t, l);
+    ASSERT_EQ(w.n, t.pmem_per_scan());
+    // The largest gap between two picks (cyclic) is well under 64 units: a
+    // hot run of 64 neighbouring units is in every window.
+    size_t gap = w.units[0] + 1000 - w.units[w.n - 1];
+    for (size_t i = 1; i < w.n; ++i) gap = std::max<size_t>(gap, w.units[i] - w.units[i - 1]);
+    EXPECT_LT(gap, 64u) << "window " << k;
+  }
+}
+
+TEST(SoftwareTracker, TheStrideVisitsEveryEntryOnce) {
+  for (size_t n : {1u, 2u, 3u, 10u, 64u, 100u, 1000u, 4096u, 65537u}) {
+    const size_t s = spread_stride(n);
+    std::vector<bool> seen(n);
+    for (size_t k = 0; k < n; ++k) seen[k * s % n] = true;
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), true), static_cast<long>(n)) << n;
+  }
+}
+
 TEST(SoftwareTracker, AOnePageHitIsConfirmedWithFourPagesBeforeThePolicyHearsOfIt) {
   listing l(100, 10);
   software_tracker t;
