@@ -792,19 +792,17 @@ def print_table(bench, workloads, rows):
         for w in workloads:
             me = rows[(w.name, "libmmtier")]
             for peer, kind, bound, what in w.targets:
+                if what == "rss":
+                    label = "peak RSS vs %s <= %.2fx" % (peer, bound)
+                elif w.unit == THROUGHPUT:
+                    label = "throughput vs %s >= %.2fx" % (peer, bound)
+                else:
+                    label = "wall time vs %s <= %.2fx" % (peer, bound)
                 p = rows.get((w.name, peer))
                 if p is None:
                     verdict, measured = "n/a (peer not run)", None
                 else:
-                    if what == "rss":
-                        measured = ratio(me.rss, p.rss)
-                        label = "peak RSS vs %s <= %.2fx" % (peer, bound)
-                    elif w.unit == THROUGHPUT:
-                        measured = ratio(me.median, p.median)
-                        label = "throughput vs %s >= %.2fx" % (peer, bound)
-                    else:
-                        measured = ratio(me.median, p.median)
-                        label = "wall time vs %s <= %.2fx" % (peer, bound)
+                    measured = ratio(me.rss, p.rss) if what == "rss" else ratio(me.median, p.median)
                     if me.status != "ok":
                         verdict = "FAIL (libmmtier row failed)"
                     elif measured is None:
