@@ -14,6 +14,10 @@ Allocators (every run starts from an empty environment plus these):
   jemalloc    LD_PRELOAD=libjemalloc.so.2
   libmemtier  LD_PRELOAD=libmemtier.so (memkind) with DRAM + FS_DAX at 1:4
   libmmtier   LD_PRELOAD=<build>/libmmtier.so MMTIER_DRAM_RATIO=1:4
+  libmmtier@LABEL  (--compare LABEL=PATH, repeatable) another build of
+              libmmtier, LD_PRELOAD=PATH with libmmtier's variables: a
+              column of its own in the rotation, and a section comparing
+              libmmtier with it (before/after a change, in one run)
 
 Modes:
   (default)    the workload table (bench/workloads programs, python3,
@@ -26,6 +30,7 @@ Only the Python standard library is used.  See docs/BENCHMARKS.md.
 
 import argparse
 import csv
+import functools
 import hashlib
 import os
 import random
@@ -42,6 +47,7 @@ import time
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 SYS_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 ALLOCATORS = ["glibc", "jemalloc", "libmemtier", "libmmtier"]
+COMPARE_PREFIX = "libmmtier@"   # + LABEL: the builds of --compare LABEL=PATH
 JEMALLOC = LIBDIR + "/libjemalloc.so.2"
 MEMTIER = LIBDIR + "/libmemtier.so"
 
@@ -130,6 +136,29 @@ def fmt_num(v, unit):
 
 def fmt_ratio(r):
     return "-" if r is None else "%.2fx" % r
+
+
+def is_mmtier(alloc):
+    """libmmtier or one of the --compare builds: the same environment and checks."""
+    return alloc == "libmmtier" or alloc.startswith(COMPARE_PREFIX)
+
+
+def fmt_spread(vals, fmt):
+    """min-max of a row's values (each through fmt) and its width relative to their median."""
+    if not vals:
+        return "-"
+    lo, hi, med = min(vals), max(vals), statistics.median(vals)
+    width = "" if not med else " (%.1f%%)" % (100.0 * (hi - lo) / abs(med))
+    return "%s-%s%s" % (fmt(lo), fmt(hi), width)
+
+
+def print_columns(hdr, table):
+    """Left-aligned columns, the last one unpadded."""
+    widths = [max(len(hdr[i]), *(len(t[i]) for t in table)) for i in range(len(hdr) - 1)]
+    line = "  ".join(h.ljust(widths[i]) if i < len(widths) else h for i, h in enumerate(hdr))
+    print("  " + line)
+    for t in table:
+        print("  " + "  ".join(c.ljust(widths[i]) if i < len(widths) else c for i, c in enumerate(t)))
 
 
 def tail(path, lines=3, limit=300):
@@ -259,7 +288,9 @@ class Bench:
         self.libmmtier = os.path.abspath(args.lib) if args.lib else os.path.join(self.build, "libmmtier.so")
         self.workdir = tempfile.mkdtemp(prefix="mmtier-bench-")
         self.pmemdir = tempfile.mkdtemp(prefix="mmtier-bench-pmem-", dir=args.pmem_dir)
-        self.allocators = args.allocators
+        # --compare: (column name, library), the columns after args.allocators.
+        self.compare = [(COMPARE_PREFIX + label, os.path.abspath(path)) for label, path in args.compare]
+        self.allocators = args.allocators + [name for name, _ in self.compare]
         self.run_counter = 0
         self.sql_file = None
         self.runstat = os.path.join(self.build, "bench", "runstat")
@@ -291,8 +322,10 @@ class Bench:
                 "TZ": "UTC"}
 
     def allocator_lib(self, alloc):
-        return {"glibc": None, "jemalloc": JEMALLOC, "libmemtier": MEMTIER,
-                "libmmtier": self.libmmtier}[alloc]
+        libs = {"glibc": None, "jemalloc": JEMALLOC, "libmemtier": MEMTIER,
+                "libmmtier": self.libmmtier}
+        libs.update(self.compare)
+        return libs[alloc]
 
     def allocator_vars(self, alloc, rundir, preload=True):
         """Variables that select the allocator (LD_PRELOAD only if preload)."""
@@ -306,7 +339,7 @@ class Bench:
             env["MEMKIND_MEM_TIERS"] = (
                 "KIND:DRAM,RATIO:1;KIND:FS_DAX,PATH:%s,PMEM_SIZE_LIMIT:4G,RATIO:4;"
                 "POLICY:STATIC_RATIO" % d)
-        elif alloc == "libmmtier":
+        elif is_mmtier(alloc):
             d = os.path.join(self.pmemdir, "mmtier")
             os.makedirs(d, exist_ok=True)
             env["MMTIER_DRAM_RATIO"] = "1:4"
@@ -341,7 +374,7 @@ class Bench:
             err = ""
         if "cannot be preloaded" in err:
             return run.fail("LD_PRELOAD library was not loaded")
-        if alloc == "libmmtier":
+        if is_mmtier(alloc):
             peak = read_mmtier_reports(rundir)
             if peak is None:
                 return run.fail("no mmtier report written: libmmtier not loaded or exit path skipped")
@@ -792,19 +825,17 @@ def print_table(bench, workloads, rows):
         for w in workloads:
             me = rows[(w.name, "libmmtier")]
             for peer, kind, bound, what in w.targets:
+                if what == "rss":
+                    label = "peak RSS vs %s <= %.2fx" % (peer, bound)
+                elif w.unit == THROUGHPUT:
+                    label = "throughput vs %s >= %.2fx" % (peer, bound)
+                else:
+                    label = "wall time vs %s <= %.2fx" % (peer, bound)
                 p = rows.get((w.name, peer))
                 if p is None:
                     verdict, measured = "n/a (peer not run)", None
                 else:
-                    if what == "rss":
-                        measured = ratio(me.rss, p.rss)
-                        label = "peak RSS vs %s <= %.2fx" % (peer, bound)
-                    elif w.unit == THROUGHPUT:
-                        measured = ratio(me.median, p.median)
-                        label = "throughput vs %s >= %.2fx" % (peer, bound)
-                    else:
-                        measured = ratio(me.median, p.median)
-                        label = "wall time vs %s <= %.2fx" % (peer, bound)
+                    measured = ratio(me.rss, p.rss) if what == "rss" else ratio(me.median, p.median)
                     if me.status != "ok":
                         verdict = "FAIL (libmmtier row failed)"
                     elif measured is None:
@@ -815,6 +846,36 @@ def print_table(bench, workloads, rows):
                     else:
                         verdict = "meets" if (measured >= bound if kind == "min" else measured <= bound) else "MISSES"
                 print("  %-13s %-34s measured %-7s %s" % (w.name, label, fmt_ratio(measured), verdict))
+
+    for other, lib in bench.compare:
+        print_compare_table(bench, workloads, rows, other, lib)
+
+
+def better_ratio(mine, other, higher_is_better):
+    """> 1 when mine is the better value, whichever way the unit runs."""
+    return ratio(mine, other) if higher_is_better else ratio(other, mine)
+
+
+def print_compare_table(bench, workloads, rows, other, lib):
+    print()
+    print("libmmtier against %s: median and min-max (width vs median) over %d round(s);"
+          % (other, bench.args.rounds))
+    print("ratio > 1: libmmtier is better (ops/s: libmmtier / %s; s: %s / libmmtier)."
+          % (other, other))
+    print("  libmmtier: %s" % bench.libmmtier)
+    print("  %s: %s" % (other, lib))
+    hdr = ("workload", "unit", "libmmtier", "spread", other, "spread", "ratio", "status")
+    table = []
+    for w in workloads:
+        me, them = rows[(w.name, "libmmtier")], rows[(w.name, other)]
+        num = functools.partial(fmt_num, unit=w.unit)
+        failed = [a for a, r in (("libmmtier", me), (other, them)) if r.status != "ok"]
+        table.append((w.name, w.unit,
+                      fmt_num(me.median, w.unit), fmt_spread([r.value for r in me.ok_runs()], num),
+                      fmt_num(them.median, w.unit), fmt_spread([r.value for r in them.ok_runs()], num),
+                      fmt_ratio(better_ratio(me.median, them.median, w.unit == THROUGHPUT)),
+                      "ok" if not failed else "FAIL (%s row; see the table)" % " and ".join(failed)))
+    print_columns(hdr, table)
 
 
 CSV_FIELDS = ["section", "workload", "allocator", "metric", "unit", "better", "runs", "runs_ok",
@@ -906,7 +967,8 @@ def run_callgrind(bench, args):
     print()
     print("Instructions per malloc+free pair (callgrind, (I(2N) - I(N)) / N, N = %d; "
           "lower is better):" % n)
-    print("  %-10s %-14s %-14s %s" % ("allocator", "64 B", "16..1024 B", "status"))
+    aw = max([10] + [len(a) for a in bench.allocators])
+    print("  %-*s %-14s %-14s %s" % (aw, "allocator", "64 B", "16..1024 B", "status"))
     for alloc in bench.allocators:
         cells, reasons = [], []
         for mode in ("64", "mixed"):
@@ -914,8 +976,24 @@ def run_callgrind(bench, args):
             cells.append("%.1f" % r["value"] if r["value"] is not None else "FAIL")
             if r["reason"]:
                 reasons.append("%s: %s" % ("64 B" if mode == "64" else "mixed", r["reason"]))
-        print("  %-10s %-14s %-14s %s" % (alloc, cells[0], cells[1],
+        print("  %-*s %-14s %-14s %s" % (aw, alloc, cells[0], cells[1],
                                           "ok" if not reasons else "FAIL (" + "; ".join(reasons) + ")"))
+    for other, lib in bench.compare:
+        print()
+        print("libmmtier against %s: instructions per malloc+free pair; "
+              "ratio > 1: libmmtier runs fewer (%s / libmmtier)." % (other, other))
+        print("  libmmtier: %s" % bench.libmmtier)
+        print("  %s: %s" % (other, lib))
+        table = []
+        for mode, size in (("64", "64 B"), ("mixed", "16..1024 B")):
+            me, them = (next(x for x in results if x["mode"] == mode and x["alloc"] == a)
+                        for a in ("libmmtier", other))
+            failed = [a for a, r in (("libmmtier", me), (other, them)) if r["value"] is None]
+            table.append((size, "-" if me["value"] is None else "%.1f" % me["value"],
+                          "-" if them["value"] is None else "%.1f" % them["value"],
+                          fmt_ratio(better_ratio(me["value"], them["value"], False)),
+                          "ok" if not failed else "FAIL (%s)" % " and ".join(failed)))
+        print_columns(("size", "libmmtier", other, "ratio", "status"), table)
     out = []
     for r in results:
         je = next((x for x in results if x["mode"] == r["mode"] and x["alloc"] == "jemalloc"), None)
@@ -1017,17 +1095,37 @@ def run_micro(bench, args):
     print("The first %d columns run bench/micro/malloc_bench under LD_PRELOAD; 'mmtier API' runs "
           "mmtier_api_bench (linked libmmtier_api.so, same loops, mmtier_* calls)." % len(bench.allocators))
     w0 = max([len("benchmark")] + [len(x) for x in names])
-    print("  " + "benchmark".ljust(w0) + "".join(c.rjust(13) for c in columns))
+    cw = max([13] + [len(c) + 2 for c in columns])
+    print("  " + "benchmark".ljust(w0) + "".join(c.rjust(cw) for c in columns))
     out = []
     for name in names:
         cells = []
         for col in columns:
             vals = samples[col].get(name)
             cells.append(("%.2f" % statistics.median(vals)) if vals else "-")
-        print("  " + name.ljust(w0) + "".join(c.rjust(13) for c in cells))
+        print("  " + name.ljust(w0) + "".join(c.rjust(cw) for c in cells))
     for col in columns:
         if reasons[col]:
             print("  %s: FAIL (%s)" % (col, "; ".join(sorted(set(reasons[col])))))
+    for other, lib in bench.compare:
+        print()
+        print("libmmtier against %s: malloc_bench under LD_PRELOAD, ns per item, median and "
+              "min-max (width vs median) over %d round(s);" % (other, args.rounds))
+        print("ratio > 1: libmmtier is faster (%s / libmmtier)." % other)
+        print("  libmmtier: %s" % bench.libmmtier)
+        print("  %s: %s" % (other, lib))
+        table = []
+        for name in names:
+            me, them = samples["libmmtier"].get(name), samples[other].get(name)
+            if not me and not them:
+                continue  # a loop of the API benchmark only
+            failed = [a for a, v in (("libmmtier", me), (other, them)) if not v or reasons[a]]
+            med = [statistics.median(v) if v else None for v in (me, them)]
+            table.append((name, "-" if med[0] is None else "%.2f" % med[0], fmt_spread(me, lambda v: "%.2f" % v),
+                          "-" if med[1] is None else "%.2f" % med[1], fmt_spread(them, lambda v: "%.2f" % v),
+                          fmt_ratio(better_ratio(med[0], med[1], False)),
+                          "ok" if not failed else "FAIL (%s)" % " and ".join(failed)))
+        print_columns(("benchmark", "libmmtier", "spread", other, "spread", "ratio", "status"), table)
     for name in names:
         je = samples["jemalloc"].get(name) if "jemalloc" in samples else None
         gl = samples["glibc"].get(name) if "glibc" in samples else None
@@ -1100,6 +1198,9 @@ def main(argv=None):
     ap.add_argument("--strict", default="",
                     help="exit 3 if a row of one of these allocators (comma-separated) is FAIL")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=PATH",
+                    help="also run the libmmtier.so at PATH, as column libmmtier@LABEL with "
+                         "libmmtier's environment, and compare libmmtier with it (repeatable)")
     args = ap.parse_args(argv)
 
     only = [x for item in args.only for x in item.split(",") if x]
@@ -1112,6 +1213,20 @@ def main(argv=None):
     if bad or not allocs:
         ap.error("unknown allocator(s) %s; known: %s" % (", ".join(bad), ", ".join(ALLOCATORS)))
     args.allocators = allocs
+    compare = []
+    for item in args.compare:
+        label, eq, path = item.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", label) or not path:
+            ap.error("--compare %r: expected LABEL=PATH, LABEL of letters, digits, '.', '_', '+', '-'"
+                     % item)
+        if label in [known for known, _ in compare]:
+            ap.error("--compare: label %s given twice" % label)
+        if not os.path.isfile(path):
+            ap.error("--compare %s: %s is not a file" % (item, path))
+        compare.append((label, path))
+    if compare and "libmmtier" not in allocs:
+        ap.error("--compare compares with libmmtier: keep libmmtier in --allocators")
+    args.compare = compare
     strict = [a for a in args.strict.split(",") if a]
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
@@ -1133,6 +1248,8 @@ def main(argv=None):
     try:
         print("mmtier benchmark driver: " + describe_machine())
         print("libmmtier: %s" % bench.libmmtier)
+        for name, lib in bench.compare:
+            print("%s: %s" % (name, lib))
         if args.callgrind:
             records += run_callgrind(bench, args)
         if args.micro:

@@ -15,6 +15,8 @@ PACKAGES=(
   tmux python3-prometheus-client
   # an xfs file system for the PMem tier in the tracking tests
   xfsprogs
+  # the structure check (scripts/check-structure.sh, ctest structure.check)
+  clang-tidy
 )
 
 missing=()

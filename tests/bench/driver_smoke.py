@@ -5,11 +5,16 @@
 exits 0, prints one table row for every workload under every allocator (ok
 or FAIL with a reason, never missing), writes the same rows to the CSV, that
 the reference allocators (glibc, jemalloc) and libmmtier have no FAIL row
-(--strict), and that it leaves no temporary files behind.
+(--strict), and that it leaves no temporary files behind.  Then runs it
+again with --compare self=<the same libmmtier.so> and checks the column
+libmmtier@self (a row per workload, none FAIL) and the section comparing
+libmmtier with it.
 
 --mode micro-callgrind: runs the driver's --micro and --callgrind modes on
 the tiny size and checks that each reports a number for every allocator that
-is expected to work (glibc, jemalloc, libmmtier, and the linked mmtier API).
+is expected to work (glibc, jemalloc, libmmtier, and the linked mmtier API);
+then both again with only libmmtier and --compare self=<the same library>,
+for the column libmmtier@self and the section comparing the two.
 """
 
 import argparse
@@ -91,6 +96,29 @@ def check_table(args, scratch):
     check(len([r for r in rows if r["section"] == "workload"]) == len(WORKLOADS) * len(ALLOCATORS),
           "CSV has extra workload rows")
     check("Targets of issue 3 for libmmtier" in out, "no target summary in the output")
+    check("libmmtier against" not in out, "a comparison section without --compare")
+
+
+def check_compare(args, scratch):
+    other = "libmmtier@self"
+    out, rows = run_driver(args, ["--compare", "self=" + args.lib,
+                                  "--strict", ",".join(MUST_WORK + [other])],
+                           os.path.join(scratch, "compare"))
+    title = "libmmtier against %s:" % other
+    check(title in out, "no section %r in the output" % title)
+    section = out[out.find(title):] if title in out else ""
+    for w in WORKLOADS:
+        table = re.findall(r"^%s\s+%s\s+\S+\s+(?:ops/s|s)\s+.*\s(ok|FAIL \(.+\))$"
+                           % (re.escape(w), re.escape(other)), out, re.M)
+        check(table == ["ok"], "table rows for %s under %s: %r, expected one ok" % (w, other, table))
+        recs = [r for r in rows if r["section"] == "workload" and r["workload"] == w
+                and r["allocator"] == other]
+        check(len(recs) == 1 and recs[0]["status"] == "ok" and recs[0]["runs"] == "1",
+              "CSV rows for %s under %s: %r" % (w, other, recs))
+        # workload, unit, median, spread, median, spread, ratio, status
+        line = re.findall(r"^\s+%s\s+(?:ops/s|s)\s+\S+\s+\S+ \(\S+%%\)\s+\S+\s+"
+                          r"\S+ \(\S+%%\)\s+\d+\.\d+x\s+ok$" % re.escape(w), section, re.M)
+        check(len(line) == 1, "comparison section has no ok line for %s" % w)
 
 
 def check_modes(args, scratch):
@@ -124,6 +152,26 @@ def check_modes(args, scratch):
             if a in MUST_WORK and rec:
                 check(rec[0]["status"] == "ok" and float(rec[0]["median"]) > 0,
                       "callgrind %s under %s: %s" % (mode, a, rec[0]["reason"]))
+    check("libmmtier against" not in out, "a callgrind comparison section without --compare")
+
+    other = "libmmtier@self"
+    compare = ["--allocators", "libmmtier", "--compare", "self=" + args.lib]
+    # mode, lines of its comparison section, its CSV rows (section, workloads)
+    for mode, lines, csv_rows in (
+            ("--micro", ["malloc_free/16", "churn_16_1024"],
+             ("micro", ["malloc_free/16", "churn_16_1024"])),
+            ("--callgrind", ["64 B", "16..1024 B"], ("callgrind", ["pair_64", "pair_mixed"]))):
+        out, rows = run_driver(args, [mode] + compare, os.path.join(scratch, mode[2:] + "-compare"))
+        title = "libmmtier against %s:" % other
+        check(title in out, "%s: no section %r in the output" % (mode, title))
+        section = out[out.find(title):] if title in out else ""
+        for name in lines:
+            check(re.search(r"^\s+%s\s+.*\s\d+\.\d+x\s+ok$" % re.escape(name), section, re.M),
+                  "%s: comparison section has no ok line for %s" % (mode, name))
+        recs = [r for r in rows if r["section"] == csv_rows[0] and r["workload"] in csv_rows[1]
+                and r["allocator"] == other]
+        check(len(recs) == len(csv_rows[1]) and all(r["status"] == "ok" for r in recs),
+              "%s: CSV rows under %s missing or FAIL: %r" % (mode, other, [r["reason"] for r in recs]))
 
 
 def main():
@@ -137,6 +185,7 @@ def main():
     try:
         if args.mode == "table":
             check_table(args, scratch)
+            check_compare(args, scratch)
         else:
             check_modes(args, scratch)
     finally:
