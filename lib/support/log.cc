@@ -81,6 +81,42 @@ size_t cstrlen(const char *s) {
 
 enum class length_mod { none, l, ll, z };
 
+// Flags, width and length modifier of a conversion; f points after the
+// '%' and is left on the conversion character.
+struct conversion {
+  bool left = false, zero = false;
+  size_t width = 0;
+  length_mod mod = length_mod::none;
+};
+
+conversion parse_conversion(const char *&f) {
+  conversion c;
+  for (;; f++) {
+    if (*f == '-')
+      c.left = true;
+    else if (*f == '0')
+      c.zero = true;
+    else
+      break;
+  }
+  while (*f >= '0' && *f <= '9') {
+    if (c.width < kLineMax * 4) c.width = c.width * 10 + static_cast<size_t>(*f - '0');
+    f++;
+  }
+  if (*f == 'l') {
+    f++;
+    c.mod = length_mod::l;
+    if (*f == 'l') {
+      f++;
+      c.mod = length_mod::ll;
+    }
+  } else if (*f == 'z') {
+    f++;
+    c.mod = length_mod::z;
+  }
+  return c;
+}
+
 void format_into(sink &out, const char *fmt, va_list ap) {
   for (const char *f = fmt; *f != '\0'; f++) {
     if (*f != '%') {
@@ -89,32 +125,10 @@ void format_into(sink &out, const char *fmt, va_list ap) {
     }
     const char *spec = f;  // to echo an unknown conversion verbatim
     f++;
-    bool left = false, zero = false;
-    for (;; f++) {
-      if (*f == '-')
-        left = true;
-      else if (*f == '0')
-        zero = true;
-      else
-        break;
-    }
-    size_t width = 0;
-    while (*f >= '0' && *f <= '9') {
-      if (width < kLineMax * 4) width = width * 10 + static_cast<size_t>(*f - '0');
-      f++;
-    }
-    length_mod mod = length_mod::none;
-    if (*f == 'l') {
-      f++;
-      mod = length_mod::l;
-      if (*f == 'l') {
-        f++;
-        mod = length_mod::ll;
-      }
-    } else if (*f == 'z') {
-      f++;
-      mod = length_mod::z;
-    }
+    const conversion cv = parse_conversion(f);
+    const bool left = cv.left, zero = cv.zero;
+    const size_t width = cv.width;
+    const length_mod mod = cv.mod;
 
     char num[2 + 3 * sizeof(unsigned long long) + 1];
     char *const end = num + sizeof num;
