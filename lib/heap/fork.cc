@@ -101,9 +101,15 @@ void leave_child() {
     g_start_due.store(false, std::memory_order_relaxed);
     check_start_hook();
   }
+}
+
+// Once every layer is reset: opening storage may allocate (on a DAX mount
+// the file tier loads libpmem), which must wait for the engine's locks.
+void child_ready() {
   if (!g_heap.size) return;
   // The parent's storage holds only frozen ranges now; new units go to
   // storage of the child's own.
+  heap_lock_guard g;
   tier &pm = pmem_tier();
   if (pm.ops->fork_child && pm.ops->fork_child(&pm, config_get()) < 0) pm.usable = false;
 }
@@ -112,7 +118,7 @@ void leave_child() {
 
 void heap_fork_register() {
   faults_fork_register();
-  quiesce_register(kRankHeap, {enter, leave, leave_child, nullptr});
+  quiesce_register(kRankHeap, {enter, leave, leave_child, child_ready});
   quiesce_install_fork_handlers();
 }
 
