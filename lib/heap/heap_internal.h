@@ -49,6 +49,15 @@ struct heap_lock_guard {
   heap_lock_guard &operator=(const heap_lock_guard &) = delete;
 };
 
+// The address bitmap: a unit is in use (reserved for an allocator or owned
+// by an application mapping).  Written under the heap lock; written
+// atomically so that a pass over the heap may skip unused groups of 64
+// without the lock.
+inline void va_mark(size_t idx) { __atomic_fetch_or(&g_mgr.va_bits[idx >> 6], uint64_t{1} << (idx & 63), __ATOMIC_RELAXED); }
+inline void va_unmark(size_t idx) {
+  __atomic_fetch_and(&g_mgr.va_bits[idx >> 6], ~(uint64_t{1} << (idx & 63)), __ATOMIC_RELAXED);
+}
+
 inline uintptr_t unit_addr(size_t idx) { return g_heap.base + (idx << kUnitShift); }
 inline size_t unit_index(uintptr_t a) { return (a - g_heap.base) >> kUnitShift; }
 inline void *page_addr(size_t idx, size_t page) {

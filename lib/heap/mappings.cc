@@ -73,7 +73,7 @@ void own_pages(size_t idx, size_t first, size_t n, uint8_t owner) {
   if (u.owner == kOwnerFree) {
     u.owner = owner;
     u.forced1 = 0;
-    bit_set(g_mgr.va_bits, idx);
+    va_mark(idx);
   }
   for (size_t i = first; i < first + n; ++i) {
     if (!bit_get(u.owned_bits, i)) {
@@ -117,7 +117,7 @@ void unmap_app_pages(size_t idx, size_t first, size_t n) {
   if (u.owned == 0) {
     if (unit_tier(u) >= 0) release_unit(u, idx);
     u.owner = kOwnerFree;
-    bit_clear(g_mgr.va_bits, idx);
+    va_unmark(idx);
     for (size_t &c : g_mgr.packed)
       if (c == idx + 1) c = 0;
   } else if (u.owner == kOwnerPacked) {

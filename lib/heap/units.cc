@@ -42,7 +42,7 @@ bool va_free_run(size_t idx, size_t n) {
 }
 
 void va_claim(size_t idx, size_t n) {
-  for (size_t i = idx; i < idx + n; ++i) bit_set(g_mgr.va_bits, i);
+  for (size_t i = idx; i < idx + n; ++i) va_mark(i);
 }
 
 // Next-fit search for n free units aligned to align units in [lo, hi),
@@ -409,7 +409,7 @@ void heap_engine_release(void *addr, size_t size) {
     if (unit_tier(u) >= 0) release_unit(u, idx);
     u.owner = kOwnerFree;
     u.forced1 = 0;
-    bit_clear(g_mgr.va_bits, idx);
+    va_unmark(idx);
   }
 }
 
@@ -448,7 +448,7 @@ void heap_small_release(void *segment) {
   unit &u = g_heap.units[idx];
   if (unit_tier(u) >= 0) release_unit(u, idx);
   u.owner = kOwnerFree;
-  bit_clear(g_mgr.va_bits, idx);
+  va_unmark(idx);
 }
 
 // ---- hooks -------------------------------------------------------------------
@@ -543,17 +543,22 @@ void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount]) {
 
 }  // namespace
 
+// Groups of 64 units with none in use (one word of the address bitmap) are
+// skipped: the reservation holds millions of units, a process a few.
 void heap_resident_split_locked(size_t out[kTierCount]) {
   size_t pages[kTierCount] = {};
-  for (size_t lo = 0; lo < g_heap.nunits; lo += 64) resident_range_locked(lo, std::min(lo + 64, g_heap.nunits), pages);
+  for (size_t lo = 0; lo < g_heap.nunits; lo += 64)
+    if (g_mgr.va_bits[lo >> 6]) resident_range_locked(lo, std::min(lo + 64, g_heap.nunits), pages);
   for (int t = 0; t < kTierCount; ++t) out[t] = pages[t] << kPageShift;
 }
 
 void heap_resident_split(size_t out[kTierCount]) {
   // 64 units at a time, so that a large heap's allocations do not wait for
-  // the whole pass (about 1.5 ms per GiB).
+  // the whole pass (about 1.5 ms per GiB).  A word read without the lock
+  // may be stale: a group that just got its first unit is counted next time.
   size_t pages[kTierCount] = {};
   for (size_t lo = 0; lo < g_heap.nunits; lo += 64) {
+    if (!__atomic_load_n(&g_mgr.va_bits[lo >> 6], __ATOMIC_RELAXED)) continue;
     heap_lock_guard g;
     resident_range_locked(lo, std::min(lo + 64, g_heap.nunits), pages);
   }
