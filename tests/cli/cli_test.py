@@ -900,7 +900,13 @@ def main():
     ARGS, rest = ap.parse_known_args()
     ARGS.mmtier = os.path.abspath(ARGS.mmtier)
     ARGS.lib = os.path.abspath(ARGS.lib)
-    unittest.main(argv=[sys.argv[0], "-v"] + rest)
+    prog = unittest.main(argv=[sys.argv[0], "-v"] + rest, exit=False)
+    r = prog.result
+    if not r.wasSuccessful():
+        sys.exit(1)
+    # A skipped test is reported to ctest as skipped (SKIP_RETURN_CODE),
+    # never as a pass.
+    sys.exit(77 if r.skipped else 0)
 
 
 if __name__ == "__main__":
