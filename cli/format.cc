@@ -4,6 +4,8 @@
 // collector.
 #include "format.h"
 
+#include "support/errors.h"
+
 #include "cli.h"
 
 #include <ctime>
@@ -15,6 +17,12 @@ namespace {
 constexpr const char *kTierKey[pub::kTiers] = {"dram", "pmem"};
 
 std::string u64(uint64_t v) { return strf("%llu", static_cast<unsigned long long>(v)); }
+
+// "ENOSPC", as the library names it.
+std::string errno_text(int err) {
+  char buf[24];
+  return mmtier::detail::errno_name(err, buf);
+}
 
 // A byte figure that may be unknown / unlimited: JSON null then.
 std::string json_opt(uint64_t v) { return v == pub::kNone ? "null" : u64(v); }
@@ -95,6 +103,8 @@ std::string format_detail(const snapshot &s) {
   };
   row("resident", [](const pub::tier_figures &t) { return bytes_or(t.resident_bytes, "-"); });
   row("placed", [](const pub::tier_figures &t) { return human_bytes(t.placed_bytes); });
+  row("  by policy", [](const pub::tier_figures &t) { return human_bytes(t.policy_bytes); });
+  row("  start-up, explicit", [](const pub::tier_figures &t) { return human_bytes(t.placed_bytes - t.policy_bytes); });
   row("peak placed", [](const pub::tier_figures &t) { return human_bytes(t.peak_bytes); });
   row("limit", [](const pub::tier_figures &t) { return bytes_or(t.limit_bytes, "none"); });
   line("resident as of", ago(s.real_ns, p.resident_ns));
@@ -105,6 +115,9 @@ std::string format_detail(const snapshot &s) {
   line("promotions", u64(p.promotions));
   line("demotions", u64(p.demotions));
   line("failed moves", u64(p.migrations_failed));
+  for (const pub::stats_page::failure &f : p.failures)
+    if (f.err) line(("  " + errno_text(f.err)).c_str(), strf("%s: %s", u64(f.count).c_str(), mmtier::detail::migration_failure_meaning(f.err)));
+  if (p.failed_other) line("  other", u64(p.failed_other));
   if (p.map_count_holds) line("held (mappings)", strf("%llu scans near vm.max_map_count", static_cast<unsigned long long>(p.map_count_holds)));
   line("migrated", human_bytes(p.bytes_migrated));
   line("migrate rate", human_bytes(p.migrate_rate_bps) + "/s");
@@ -195,9 +208,10 @@ std::string format_json(const snapshot &s) {
   std::string tiers = "{";
   for (int t = 0; t < pub::kTiers; ++t) {
     const pub::tier_figures &f = p.tiers[t];
-    tiers += strf("%s\"%s\":{\"placed_bytes\":%s,\"peak_placed_bytes\":%s,\"resident_bytes\":%s,\"limit_bytes\":%s}",
-                  t ? "," : "", kTierKey[t], u64(f.placed_bytes).c_str(), u64(f.peak_bytes).c_str(),
-                  json_opt(f.resident_bytes).c_str(), json_opt(f.limit_bytes).c_str());
+    tiers += strf("%s\"%s\":{\"placed_bytes\":%s,\"policy_placed_bytes\":%s,\"peak_placed_bytes\":%s,"
+                  "\"resident_bytes\":%s,\"limit_bytes\":%s}",
+                  t ? "," : "", kTierKey[t], u64(f.placed_bytes).c_str(), u64(f.policy_bytes).c_str(),
+                  u64(f.peak_bytes).c_str(), json_opt(f.resident_bytes).c_str(), json_opt(f.limit_bytes).c_str());
   }
   tiers += "}";
   field("tiers", tiers);
@@ -211,6 +225,13 @@ std::string format_json(const snapshot &s) {
   field("promotions", u64(p.promotions));
   field("demotions", u64(p.demotions));
   field("migrations_failed", u64(p.migrations_failed));
+  {
+    std::string reasons = "{";
+    for (const pub::stats_page::failure &f : p.failures)
+      if (f.err) reasons += strf("%s\"%s\":%s", reasons.size() > 1 ? "," : "", errno_text(f.err).c_str(), u64(f.count).c_str());
+    if (p.failed_other) reasons += strf("%s\"other\":%s", reasons.size() > 1 ? "," : "", u64(p.failed_other).c_str());
+    field("migrations_failed_by_reason", reasons + "}");
+  }
   field("map_count_holds", u64(p.map_count_holds));
   field("migrated_bytes", u64(p.bytes_migrated));
   field("migrate_rate_bytes_per_second", u64(p.migrate_rate_bps));
@@ -289,6 +310,9 @@ std::string format_prometheus(const std::vector<snapshot> &all) {
   per_tier("mmtier_resident_bytes", "Managed bytes resident in memory on a tier (pages present), as last measured.",
            [](const tf &t) { return t.resident_bytes; });
   per_tier("mmtier_placed_bytes", "Bytes of the units placed on a tier.", [](const tf &t) { return t.placed_bytes; });
+  per_tier("mmtier_policy_placed_bytes",
+           "Of the placed bytes, those placed by the ratio or budget (the rest: start-up blocks, explicit placement).",
+           [](const tf &t) { return t.policy_bytes; });
   per_tier("mmtier_peak_placed_bytes", "Most bytes placed on a tier at once.", [](const tf &t) { return t.peak_bytes; });
   per_tier("mmtier_limit_bytes", "Configured limit of a tier (MMTIER_DRAM_LIMIT, MMTIER_PMEM_LIMIT); absent if none.",
            [](const tf &t) { return t.limit_bytes; });
@@ -306,6 +330,17 @@ std::string format_prometheus(const std::vector<snapshot> &all) {
          [](const page &p) { return u64(p.demotions); });
   simple("mmtier_migrations_failed_total", "counter", "Moves attempted that left the unit where it was.",
          [](const page &p) { return u64(p.migrations_failed); });
+  family("mmtier_migrations_failed_by_reason_total", "counter",
+         "Failed moves by reason: the errno name (reason=\"other\": reasons past the first four).",
+         [](const snapshot &s, const std::string &l, std::string *body) {
+           for (const pub::stats_page::failure &f : s.page.failures)
+             if (f.err)
+               *body += strf("mmtier_migrations_failed_by_reason_total{%s,reason=\"%s\"} %s\n", l.c_str(),
+                             errno_text(f.err).c_str(), u64(f.count).c_str());
+           if (s.page.failed_other)
+             *body += strf("mmtier_migrations_failed_by_reason_total{%s,reason=\"other\"} %s\n", l.c_str(),
+                           u64(s.page.failed_other).c_str());
+         });
   simple("mmtier_map_count_holds_total", "counter",
          "Scans whose migrations were held back: the process was near vm.max_map_count.",
          [](const page &p) { return u64(p.map_count_holds); });

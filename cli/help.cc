@@ -250,8 +250,12 @@ JSON
                                 second; null: no limit.
     pmem_path                   Directory of the PMem tier's files.
     tiers                       {"dram": TIER, "pmem": TIER}, each TIER
-                                {"placed_bytes", "peak_placed_bytes",
-                                "resident_bytes", "limit_bytes"}.
+                                {"placed_bytes", "policy_placed_bytes",
+                                "peak_placed_bytes", "resident_bytes",
+                                "limit_bytes"}; policy_placed_bytes: of
+                                placed_bytes, placed by the ratio or
+                                budget (the rest: start-up blocks and
+                                explicit placement, forced to the tier).
     resident_unix_ns            When resident_bytes were measured; null:
                                 never.
     dram_budget_bytes           The mover's DRAM budget; null: none.
@@ -261,6 +265,9 @@ JSON
     mover_running               true while the mover thread runs.
     scans, promotions, demotions, migrations_failed
                                 The mover's counters.
+    migrations_failed_by_reason {"ENOSPC": N, ...}: failed moves by the
+                                errno they failed with (the first four
+                                reasons; "other": the rest).
     map_count_holds             Scans whose migrations were held back
                                 because the process was within an eighth
                                 of vm.max_map_count.
@@ -278,7 +285,8 @@ PROMETHEUS
     and comm (escaped as the format requires).  With no process the output
     is empty.
     Gauges      mmtier_resident_bytes, mmtier_placed_bytes,
-                mmtier_peak_placed_bytes and mmtier_limit_bytes with label
+                mmtier_policy_placed_bytes, mmtier_peak_placed_bytes and
+                mmtier_limit_bytes with label
                 tier="dram"|"pmem" (resident only once measured, limit only
                 when set); mmtier_dram_budget_bytes (when there is one);
                 mmtier_migrate_rate_bytes_per_second; mmtier_mover_running
@@ -288,6 +296,8 @@ PROMETHEUS
                 labels uid, policy, ratio, promote, pmem_path).
     Counters    mmtier_scans_total, mmtier_promotions_total,
                 mmtier_demotions_total, mmtier_migrations_failed_total,
+                mmtier_migrations_failed_by_reason_total (label reason:
+                the errno name, or "other"),
                 mmtier_map_count_holds_total,
                 mmtier_migrated_bytes_total, mmtier_samples_total,
                 mmtier_samples_touched_total, mmtier_tracking_faults_total,

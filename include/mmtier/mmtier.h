@@ -102,6 +102,11 @@ struct mmtier_tiering_stats {
   uint64_t heat_histogram[MMTIER_HEAT_BUCKETS]; /* units by heat, bucket i: [i/8, (i+1)/8) */
   uint64_t map_count_holds;     /* scans whose migrations were held back: the process was
                                    within an eighth of vm.max_map_count (see the README) */
+  /* migrations_failed by reason: the errno of each of the first four
+   * distinct reasons (0: unused) with its count, and the rest together. */
+  int32_t failed_errno[4];
+  uint64_t failed_count[4];
+  uint64_t failed_other;
 };
 
 /* Fills *out (out->size must be set); returns 0, or -1 with errno EINVAL. */

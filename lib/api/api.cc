@@ -145,6 +145,11 @@ MMTIER_API int mmtier_get_tiering_stats(struct mmtier_tiering_stats *out) {
     s.dram_budget_bytes = m.dram_budget_units == SIZE_MAX || !m.scans ? UINT64_MAX : m.dram_budget_units << kUnitShift;
     for (size_t i = 0; i < kHeatBuckets; ++i) s.heat_histogram[i] = m.heat_histogram[i];
     s.map_count_holds = m.map_count_holds;
+    for (int i = 0; i < 4 && i < failure_tally::kMax; ++i) {
+      s.failed_errno[i] = m.failures.err[i];
+      s.failed_count[i] = m.failures.count[i];
+    }
+    s.failed_other = m.failures.other;
   }
   memcpy(out, &s, s.size);
   return 0;

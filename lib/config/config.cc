@@ -50,6 +50,8 @@ constexpr option_info kOptions[] = {
      "Where the process publishes its live statistics for the mmtier command; off: not published."},
     {"MMTIER_MMAP_THRESHOLD", "64K", "a size of at least 4096 (e.g. 64K, 1M)",
      "Anonymous mmaps at least this large are placed on tiers; smaller ones pass through."},
+    {"MMTIER_HIDE_FEATURES", "none", "none, or a comma-separated list of wp-unpopulated, move",
+     "For tests: act as if the kernel lacked these features, to run the paths of older kernels."},
 };
 constexpr size_t kOptionCount = sizeof kOptions / sizeof kOptions[0];
 
@@ -272,11 +274,42 @@ bool parse_stats_dir_opt(const char *name, const char *value, config *out, confi
   return true;
 }
 
+bool parse_hide_features_opt(const char *name, const char *value, config *out, config_error *err) {
+  static constexpr struct {
+    const char *word;
+    uint32_t bit;
+  } kFeatures[] = {{"wp-unpopulated", kHideWpUnpopulated}, {"move", kHideMove}};
+  uint32_t bits = 0;
+  if (!str_eq(value, "none") && value[0] != '\0') {
+    for (const char *p = value;;) {
+      const char *end = p;
+      while (*end && *end != ',') ++end;
+      bool known = false;
+      for (const auto &f : kFeatures) {
+        const size_t n = str_len(f.word);
+        if (static_cast<size_t>(end - p) == n && __builtin_memcmp(p, f.word, n) == 0) {
+          bits |= f.bit;
+          known = true;
+        }
+      }
+      if (!known) {
+        set_error(err, name, value, "expected none, or a comma-separated list of wp-unpopulated, move");
+        return false;
+      }
+      if (!*end) break;
+      p = end + 1;
+    }
+  }
+  out->hide_features = bits;
+  return true;
+}
+
 constexpr option_parser kParsers[] = {
     parse_ratio_opt,  parse_dram_limit_opt, parse_pmem_limit_opt,
     parse_pmem_path_opt, parse_policy_opt,  parse_promote_opt,
     parse_migrate_mbps_opt, parse_scan_interval_opt,
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
+    parse_hide_features_opt,
 };
 static_assert(sizeof kParsers / sizeof kParsers[0] == kOptionCount,
               "one parser per option, in table order");

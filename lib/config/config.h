@@ -45,6 +45,15 @@ struct config {
   // MMTIER_MMAP_THRESHOLD: anonymous mmaps of at least this many bytes are
   // managed (placed on tiers); smaller ones pass through.  Default 64K.
   size_t mmap_threshold = 64 * 1024;
+  // MMTIER_HIDE_FEATURES: kernel features mmtier acts as if it lacked, so
+  // that tests run the paths of older kernels on a new one (kHide* bits).
+  uint32_t hide_features = 0;
+};
+
+// Bits of config::hide_features.
+enum : uint32_t {
+  kHideWpUnpopulated = 1u << 0,  // userfaultfd write-protection of unpopulated pages (6.4)
+  kHideMove = 1u << 1,           // UFFDIO_MOVE (6.8)
 };
 
 // One row of the option table (also used to check the README's table).

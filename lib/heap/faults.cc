@@ -5,6 +5,8 @@
 // after the next read.
 #include "heap/faults.h"
 
+#include "config/config.h"
+
 #include "platform/clock.h"
 #include "platform/fd_guard.h"
 #include "platform/sys.h"
@@ -183,6 +185,10 @@ bool faults_start() {
       if (fd >= 0) {
         sys::raw(SYS_fcntl, fd, F_SETFL, O_NONBLOCK);
         g_features = have & kWanted;
+        // Tests run the paths of older kernels (MMTIER_HIDE_FEATURES).
+        const uint32_t hide = config_get().hide_features;
+        if (hide & kHideWpUnpopulated) g_features &= ~uint64_t{UFFD_FEATURE_WP_UNPOPULATED};
+        if (hide & kHideMove) g_features &= ~uint64_t{UFFD_FEATURE_MOVE};
         if (sys::uffd::api(static_cast<int>(fd), g_features) < 0) {
           sys::close(static_cast<int>(fd));
           fd = -1;

@@ -56,10 +56,14 @@ struct heap_counters {
   size_t units[kTierCount];
   size_t policy_units[kTierCount];  // placed by policy (not forced)
   size_t peak_units[kTierCount];
+  size_t policy_peak_units[kTierCount];  // most placed by policy at once
   size_t limit_units[kTierCount];  // SIZE_MAX: none
   size_t fallbacks;
   size_t mmap_bytes;
   size_t forks;
+  // PMem ran out of room for a placement (a full file system) since its
+  // last unit was released: demotions would fail the same way.
+  bool pmem_full;
 };
 
 struct heap_globals {

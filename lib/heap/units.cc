@@ -90,6 +90,7 @@ long neighbour_slot(size_t idx) {
 // A placement that ran out of room on its tier: counted, and said once.
 void note_fallback(int tier, long err, const char *what) {
   ++g_mgr.counters.fallbacks;
+  if (tier == kTierPmem) g_mgr.counters.pmem_full = true;
   g_mgr.counters_changed = true;
   if (!g_mgr.warned_fallback[tier]) {
     g_mgr.warned_fallback[tier] = true;
@@ -119,6 +120,7 @@ long place_unit(unit &u) {
     if (s < 0) s = g_mgr.tiers[t].ops->slot_alloc(&g_mgr.tiers[t]);
     if (s < 0) {
       if (t == kTierDram) return s;
+      g_mgr.counters.pmem_full = true;
       if (!g_mgr.warned_fallback[t]) {
         g_mgr.warned_fallback[t] = true;
         MMTIER_WARN("PMem tier cannot take more memory (error %ld); placing on DRAM instead", -s);
@@ -206,6 +208,7 @@ void count_unit(const unit &u, int t, int delta) {
   c.units[t] += static_cast<size_t>(delta);
   if (u.by_policy) c.policy_units[t] += static_cast<size_t>(delta);
   if (c.units[t] > c.peak_units[t]) c.peak_units[t] = c.units[t];
+  if (c.policy_units[t] > c.policy_peak_units[t]) c.policy_peak_units[t] = c.policy_units[t];
   g_mgr.counters_changed = true;
 }
 
@@ -279,6 +282,7 @@ void release_unit(unit &u, size_t idx) {
     tier &tt = g_mgr.tiers[t];
     if (!u.frozen && tt.ops->slot_free) tt.ops->slot_free(&tt, u.slot);
     count_unit(u, t, -1);
+    if (t == kTierPmem) g_mgr.counters.pmem_full = false;
     // Warm slots are kept for DRAM units only (migration.cc).
     if (t == kTierDram) keep_warm(g_mgr.counters.policy_units[kTierDram]);
   }

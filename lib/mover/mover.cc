@@ -153,6 +153,7 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   g_stats.promotions += o.promoted;
   g_stats.demotions += o.demoted;
   g_stats.migrations_failed += o.failed;
+  g_stats.failures.merge(o.failures);
   g_stats.map_count_holds += o.held;
   g_stats.bytes_migrated += o.bytes;
   g_stats.samples += started;

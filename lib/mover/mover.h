@@ -7,6 +7,8 @@
 // keeps it off.
 #pragma once
 
+#include "support/errors.h"
+
 #include <cstddef>
 #include <cstdint>
 
@@ -30,6 +32,7 @@ struct mover_stats {
   uint64_t promotions;
   uint64_t demotions;
   uint64_t migrations_failed;
+  failure_tally failures;    // migrations_failed by errno
   uint64_t map_count_holds;  // scans whose migrations waited for mappings (map_guard.h)
   uint64_t bytes_migrated;
   uint64_t samples;          // pages watched

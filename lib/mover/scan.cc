@@ -3,6 +3,8 @@
 
 #include "support/log.h"
 
+#include <cerrno>
+
 namespace mmtier::detail {
 
 void list_units(unit_listing &l, uint64_t scan_number, size_t (*lister)(uint32_t *, uint8_t *, size_t)) {
@@ -17,6 +19,24 @@ size_t decide(migration_policy &policy, uint64_t now_ns, const access_observatio
   return policy.decide(now_ns, b.budget, b.dram_now, out, kPolicyMaxBatch);
 }
 
+namespace {
+
+// Says the first failure of each kind, once per process.
+void say_failure(const policy_migration &m, long r) {
+  static failure_tally said;
+  if (!said.add(static_cast<int32_t>(-r))) return;
+  char ebuf[24];
+  const int err = static_cast<int>(-r);
+  const char *what = m.to_tier == kTierDram ? "a promotion" : "a demotion";
+  if (err == EBUSY)
+    MMTIER_INFO("mover: %s failed: %s (%s)", what, errno_name(err, ebuf), migration_failure_meaning(err));
+  else
+    MMTIER_WARN("mover: %s failed: %s (%s); later failures of this kind are only counted (mmtier stat, MMTIER_REPORT)",
+                what, errno_name(err, ebuf), migration_failure_meaning(err));
+}
+
+}  // namespace
+
 apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_migration *migs, size_t n,
                     uint64_t now_ns, dram_budget b, long (*migrate)(size_t unit, int to)) {
   apply_outcome o;
@@ -30,7 +50,7 @@ apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_mig
   guard.moved(n);
   for (size_t i = 0; i < n; ++i) {
     const policy_migration m = migs[i];
-    if (m.to_tier == kTierDram && b.dram_now >= b.budget) {
+    if ((m.to_tier == kTierDram && b.dram_now >= b.budget) || (m.to_tier == kTierPmem && b.pmem_room == 0)) {
       policy.report(now_ns, m, migration_result::skipped);
       continue;
     }
@@ -40,6 +60,8 @@ apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_mig
     if (r < 0) {
       policy.report(now_ns, m, migration_result::failed);
       ++o.failed;
+      o.failures.add(static_cast<int32_t>(-r));
+      say_failure(m, r);
       continue;
     }
     policy.report(now_ns, m, migration_result::done);
@@ -47,9 +69,11 @@ apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_mig
     if (m.to_tier == kTierDram) {
       ++o.promoted;
       ++b.dram_now;
+      if (b.pmem_room != SIZE_MAX) ++b.pmem_room;
     } else {
       ++o.demoted;
       --b.dram_now;
+      if (b.pmem_room != SIZE_MAX) --b.pmem_room;
     }
   }
   return o;

@@ -19,6 +19,7 @@
 #include "mover/map_guard.h"
 #include "policy/budget.h"
 #include "policy/policy.h"
+#include "support/errors.h"
 #include "track/observation.h"
 #include "track/software_tracker.h"
 
@@ -54,12 +55,17 @@ size_t decide(migration_policy &policy, uint64_t now_ns, const access_observatio
 // Step 4.
 struct apply_outcome {
   uint64_t promoted = 0, demoted = 0, failed = 0, bytes = 0;
+  failure_tally failures;  // the failed ones by errno
   bool held = false;  // the map guard held every migration back
   uint64_t moved() const { return promoted + demoted; }
 };
 // migrate(unit, to): the bytes moved (>= 0) or -errno (heap_migrate, or a
 // test's fake).  A promotion that would take DRAM past the budget (an
-// earlier demotion of the batch failed) is skipped, not attempted.
+// earlier demotion of the batch failed) is skipped, not attempted, and so is
+// a demotion PMem has no room for (b.pmem_room).  The
+// first failure of each errno in the process is said once, with what it
+// means (support/errors.h, migration_failure_meaning); the rest are counted.
+
 apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_migration *migs, size_t n,
                     uint64_t now_ns, dram_budget b, long (*migrate)(size_t unit, int to));
 

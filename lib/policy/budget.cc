@@ -19,6 +19,11 @@ dram_budget dram_budget_of(const heap_counters &c, const config &cfg) {
   if (c.limit_units[kTierDram] != SIZE_MAX)
     slack = std::min(slack, static_cast<long long>(c.limit_units[kTierDram]) - static_cast<long long>(c.units[kTierDram]));
   if (slack != LLONG_MAX) b.budget = static_cast<size_t>(std::max(0LL, static_cast<long long>(b.dram_now) + slack));
+  if (c.pmem_full) b.pmem_room = 0;
+  else if (c.limit_units[kTierPmem] != SIZE_MAX)
+    b.pmem_room = c.limit_units[kTierPmem] > c.units[kTierPmem] ? c.limit_units[kTierPmem] - c.units[kTierPmem] : 0;
+  // Demoting more than PMem can take would only fail.
+  if (b.pmem_room < b.dram_now && b.budget < b.dram_now - b.pmem_room) b.budget = b.dram_now - b.pmem_room;
   return b;
 }
 

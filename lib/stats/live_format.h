@@ -41,9 +41,10 @@
 namespace mmtier::live_format {
 
 inline constexpr uint64_t kMagic = 0x31747473746d6d23ull;  // "#mmtstt1"
-inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersion = 3;
 inline constexpr int kTiers = 2;  // index 0 DRAM, 1 PMem
 inline constexpr int kHeatBuckets = 8;
+inline constexpr int kFailReasons = 4;  // distinct errno values of failed moves kept
 inline constexpr uint64_t kNone = UINT64_MAX;  // no limit / not known
 
 enum : uint32_t { kPolicyRatio = 0, kPolicyDramFirst = 1 };
@@ -51,6 +52,8 @@ enum : uint32_t { kPolicyRatio = 0, kPolicyDramFirst = 1 };
 struct tier_figures {
   uint64_t placed_bytes;    // units placed on the tier now x unit size
   uint64_t peak_bytes;      // most placed at once
+  uint64_t policy_bytes;    // of placed_bytes, placed by policy (the rest: start-up
+                            // blocks and explicit placement, forced to the tier)
   uint64_t resident_bytes;  // pages present, as of resident_ns (kNone: not measured yet)
   uint64_t limit_bytes;     // MMTIER_DRAM_LIMIT / MMTIER_PMEM_LIMIT, kNone if unset
 };
@@ -98,6 +101,15 @@ struct stats_page {
   uint64_t dram_budget_bytes;  // kNone: none
   uint64_t heat_histogram[kHeatBuckets];  // units by heat, bucket i: [i/8, (i+1)/8)
   uint64_t map_count_holds;  // scans whose migrations waited for room under vm.max_map_count
+  // Failed moves by reason: the errno of the first kFailReasons distinct
+  // reasons, each with its count (errno 0: unused); failed_other counts
+  // the rest.  migrations_failed is their sum.
+  struct failure {
+    int32_t err;
+    uint32_t pad;
+    uint64_t count;
+  } failures[kFailReasons];
+  uint64_t failed_other;
 
   // Written by readers (atomically): see "Freshness" above.
   uint64_t refresh_requests;

@@ -270,6 +270,7 @@ void put_counters(stats_page *p, const heap_counters &c) {
   for (int t = 0; t < live_format::kTiers; ++t) {
     p->tiers[t].placed_bytes = uint64_t{c.units[t]} * kUnitSize;
     p->tiers[t].peak_bytes = uint64_t{c.peak_units[t]} * kUnitSize;
+    p->tiers[t].policy_bytes = uint64_t{c.policy_units[t]} * kUnitSize;
   }
   p->fallbacks = c.fallbacks;
   p->mmap_bytes = c.mmap_bytes;
@@ -353,6 +354,9 @@ void on_scan() {
     p->promotions = ms.promotions;
     p->demotions = ms.demotions;
     p->migrations_failed = ms.migrations_failed;
+    for (int i = 0; i < live_format::kFailReasons && i < failure_tally::kMax; ++i)
+      p->failures[i] = {ms.failures.err[i], 0, ms.failures.count[i]};
+    p->failed_other = ms.failures.other;
     p->map_count_holds = ms.map_count_holds;
     p->bytes_migrated = ms.bytes_migrated;
     if (new_rate) p->migrate_rate_bps = rate;

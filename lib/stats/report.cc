@@ -7,6 +7,7 @@
 #include "config/config.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
+#include "support/errors.h"
 #include "support/log.h"
 
 #include <cstring>
@@ -66,8 +67,6 @@ int write_report(int fd) {
   o += format(out + o, sizeof out - o, "  %-5s %12s %12s %12s %12s\n", "tier", "placed-now",
               "placed-peak", "resident-now", "limit");
   const char *names[] = {"DRAM", "PMem"};
-  size_t peak_total = 0;
-  for (int t = 0; t < kTierCount; ++t) peak_total += st.peak_units[t];
   for (int t = 0; t < kTierCount; ++t) {
     human(a, sizeof a, st.units[t] * st.unit_size);
     human(b, sizeof b, st.peak_units[t] * st.unit_size);
@@ -76,11 +75,26 @@ int write_report(int fd) {
     else human(d, sizeof d, st.limit_bytes[t]);
     o += format(out + o, sizeof out - o, "  %-5s %12s %12s %12s %12s\n", names[t], a, b, c, d);
   }
+  // Units placed by policy follow the ratio; the engine's start-up blocks
+  // and explicit placement (mmtier_malloc_on) are forced to a tier and said
+  // apart, so that a small process's start-up DRAM does not read as the
+  // policy's share.
+  heap_counters hc;
+  heap_counters_get(&hc);
+  human(a, sizeof a, hc.policy_units[0] * st.unit_size);
+  human(b, sizeof b, hc.policy_units[1] * st.unit_size);
+  human(c, sizeof c, (hc.units[0] - hc.policy_units[0]) * st.unit_size);
+  human(d, sizeof d, (hc.units[1] - hc.policy_units[1]) * st.unit_size);
+  o += format(out + o, sizeof out - o, "  placed by policy now: DRAM %s, PMem %s; start-up and explicit: DRAM %s, PMem %s\n",
+              a, b, c, d);
+  const size_t policy_peak = hc.policy_peak_units[0] + hc.policy_peak_units[1];
   const size_t res_total = st.resident_bytes[0] + st.resident_bytes[1];
-  o += format(out + o, sizeof out - o,
-              "  DRAM share: %zu%% of placed units at peak, %zu%% of resident now\n",
-              peak_total ? st.peak_units[0] * 100 / peak_total : 0,
-              res_total ? st.resident_bytes[0] * 100 / res_total : 0);
+  if (policy_peak)
+    o += format(out + o, sizeof out - o, "  DRAM share: %zu%% of units placed by policy at peak, %zu%% of resident now\n",
+                hc.policy_peak_units[0] * 100 / policy_peak, res_total ? st.resident_bytes[0] * 100 / res_total : 0);
+  else
+    o += format(out + o, sizeof out - o, "  DRAM share: nothing placed by policy; %zu%% of resident now\n",
+                res_total ? st.resident_bytes[0] * 100 / res_total : 0);
   human(a, sizeof a, st.mapped_mmap_bytes);
   o += format(out + o, sizeof out - o,
               "  managed mmap now: %s, fallbacks to the other tier: %zu, forks: %zu\n", a,
@@ -97,6 +111,18 @@ int write_report(int fd) {
                 a, static_cast<unsigned long long>(ms.samples_touched), static_cast<unsigned long long>(ms.samples),
                 static_cast<unsigned long long>(ms.cpu_ns / 1000000000u),
                 static_cast<unsigned long long>(ms.cpu_ns / 1000000u % 1000u));
+    if (ms.migrations_failed) {
+      o += format(out + o, sizeof out - o, "  mover: failed moves by reason:");
+      char ebuf[24];
+      for (int i = 0; i < failure_tally::kMax; ++i)
+        if (ms.failures.err[i])
+          o += format(out + o, sizeof out - o, " %llu %s (%s);", static_cast<unsigned long long>(ms.failures.count[i]),
+                      errno_name(ms.failures.err[i], ebuf), migration_failure_meaning(ms.failures.err[i]));
+      if (ms.failures.other)
+        o += format(out + o, sizeof out - o, " %llu other;", static_cast<unsigned long long>(ms.failures.other));
+      if (o > 0 && out[o - 1] == ';') --o;
+      o += format(out + o, sizeof out - o, "\n");
+    }
     if (ms.map_count_holds)
       o += format(out + o, sizeof out - o,
                   "  mover: migrations held back in %llu scans: the process was near vm.max_map_count\n",

@@ -13,7 +13,6 @@
 #include "support/log.h"
 #include "support/meta.h"
 
-#include <dlfcn.h>
 #include <cerrno>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -65,6 +64,10 @@ long open_unnamed(const char *dir) {
 
 off_t file_off(uint32_t slot, size_t off) { return static_cast<off_t>(uint64_t{slot} * kUnitSize + off); }
 
+// The directory is checked when the tier opens (a bad one is said at once,
+// and the tier is unusable); the file is made when the first slot is
+// needed, so a process that never places a PMem unit has no file, no
+// descriptor and no DAX probe (most processes of a host are small).
 long file_open(tier *t, const config &cfg) {
   t->usable = false;
   if (!t->impl) {
@@ -74,47 +77,56 @@ long file_open(tier *t, const config &cfg) {
   }
   file_tier_state *f = file_state(t);
   format(f->dir, sizeof f->dir, "%s", cfg.pmem_path);
-  long fd = open_unnamed(f->dir);
-  if (fd < 0) {
-    MMTIER_WARN("cannot create the PMem file in %s (error %ld); using DRAM only", f->dir, -fd);
-    return fd;
+  long dfd = sys::openat(AT_FDCWD, f->dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+  long r = dfd < 0 ? dfd : sys::raw(SYS_faccessat2, dfd, reinterpret_cast<long>("."), W_OK | X_OK, 0);
+  if (r == -ENOSYS) r = sys::raw(SYS_faccessat, dfd, reinterpret_cast<long>("."), W_OK | X_OK);
+  if (dfd >= 0) sys::close(static_cast<int>(dfd));
+  if (r < 0) {
+    MMTIER_WARN("cannot use the PMem directory %s (error %ld); using DRAM only", f->dir, -r);
+    return r;
   }
-  const int guarded = fd_guard(static_cast<int>(fd));
-  if (guarded < 0) {
-    sys::close(static_cast<int>(fd));
-    MMTIER_WARN("no room to guard the PMem file's descriptor; using DRAM only");
-    return guarded;
+  t->usable = true;
+  return 0;
+}
+
+// Makes the tier's file on first use: 0, or -errno with the tier unusable
+// from now on (said once).  Runs inside allocation (a slot for a unit being
+// placed): system calls only, nothing that allocates.
+long file_ready(tier *t) {
+  file_tier_state *f = file_state(t);
+  if (f->fd >= 0) return 0;
+  if (!t->usable) return -ENOSPC;
+  long fd = open_unnamed(f->dir);
+  const int guarded = fd < 0 ? -1 : fd_guard(static_cast<int>(fd));
+  if (fd >= 0 && guarded < 0) sys::close(static_cast<int>(fd));
+  if (!f->free_slots) f->free_slots = static_cast<uint32_t *>(meta_map(kMaxSlots * sizeof(uint32_t)));
+  if (guarded < 0 || !f->free_slots) {
+    t->usable = false;
+    if (fd < 0)
+      MMTIER_WARN("cannot create the PMem file in %s (error %ld); using DRAM only", f->dir, -fd);
+    else
+      MMTIER_WARN("no room for the PMem file's descriptor or slot table; using DRAM only");
+    return fd < 0 ? fd : -ENOMEM;
   }
   f->fd = guarded;
   f->free_cap = kMaxSlots;
-  if (!f->free_slots) f->free_slots = static_cast<uint32_t *>(meta_map(kMaxSlots * sizeof(uint32_t)));
-  if (!f->free_slots) return -ENOMEM;
-  // Probe for a real DAX mount: MAP_SYNC is only accepted there.
+  // A real DAX mount: MAP_SYNC is only accepted there.
   if (sys::ftruncate(f->fd, kUnitSize) == 0) {
-    long m = sys::mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE,
-                       MAP_SHARED_VALIDATE | MAP_SYNC, f->fd, 0);
+    long m = sys::mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC, f->fd, 0);
     if (!sys::failed(m)) {
       t->dax = true;
-      // libpmem confirms the mapping is persistent memory (it is loaded
-      // only here, never on machines without DAX).
-      if (void *lib = dlopen("libpmem.so.1", RTLD_NOW | RTLD_LOCAL)) {
-        using is_pmem_fn = int (*)(const void *, size_t);
-        if (auto fn = reinterpret_cast<is_pmem_fn>(dlsym(lib, "pmem_is_pmem")))
-          MMTIER_INFO("PMem tier %s: DAX, pmem_is_pmem=%d", f->dir,
-                      fn(reinterpret_cast<void *>(m), kUnitSize));
-      }
       sys::munmap(reinterpret_cast<void *>(m), kUnitSize);
     }
     sys::ftruncate(f->fd, 0);
   }
   MMTIER_INFO("PMem tier in %s (%s)", f->dir, t->dax ? "DAX, MAP_SYNC" : "page cache");
-  t->usable = true;
   return 0;
 }
 
 // The next never-used slot, growing the (sparse) file for it if needed.
 long take_fresh(tier *t) {
   file_tier_state *f = file_state(t);
+  if (long r = file_ready(t); r < 0) return r;
   if (f->slot_high >= kMaxSlots) return -ENOSPC;
   if (f->slot_high >= f->file_slots) {
     uint64_t want = f->file_slots + kGrowSlots;
@@ -264,6 +276,7 @@ long file_map_view(tier *t, uint32_t slot) {
 }
 
 bool file_maps_storage(const tier *t, const sys::maps_entry &e) {
+  // (No file yet: nothing maps it.)
   const file_tier_state *f = file_state(t);
   struct stat st;
   if (!f || f->fd < 0 || !e.shared || sys::raw(SYS_fstat, f->fd, reinterpret_cast<long>(&st)) < 0) return false;
@@ -275,9 +288,9 @@ long file_map_private(tier *t, void *addr, size_t len, int prot, uint32_t slot, 
   return sys::failed(r) ? r : 0;
 }
 
-long file_fork_child(tier *t, const config &cfg) {
+long file_fork_child(tier *t, const config &) {
   // The parent's file holds only frozen ranges now; they stay mapped, and
-  // new units go to a file of the child's own.
+  // new units go to a file of the child's own, made when it needs one.
   file_tier_state *f = file_state(t);
   if (!f || f->fd < 0) return 0;
   fd_unguard(f->fd);
@@ -285,9 +298,8 @@ long file_fork_child(tier *t, const config &cfg) {
   f->fd = -1;
   f->file_slots = f->slot_high = f->free_count = 0;
   f->warm_count = 0;
-  t->usable = false;
   t->dax = false;
-  return file_open(t, cfg);
+  return 0;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "platform/clock.h"
 #include "platform/sys.h"
 #include "support/layout.h"
+#include "support/errors.h"
 #include "support/log.h"
 
 #include <fcntl.h>
@@ -20,28 +21,6 @@
 namespace mmtier::detail {
 
 namespace {
-
-const char *errno_name(long e) {
-  switch (e) {
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case ESRCH: return "ESRCH";
-    case E2BIG: return "E2BIG";
-    case EBADF: return "EBADF";
-    case ENOMEM: return "ENOMEM";
-    case EACCES: return "EACCES";
-    case EFAULT: return "EFAULT";
-    case EBUSY: return "EBUSY";
-    case ENODEV: return "ENODEV";
-    case EINVAL: return "EINVAL";
-    case ENFILE: return "ENFILE";
-    case EMFILE: return "EMFILE";
-    case ENOSPC: return "ENOSPC";
-    case ENOSYS: return "ENOSYS";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    default: return "error";
-  }
-}
 
 pmu_status status_for_errno(long e) {
   switch (e) {
@@ -339,7 +318,7 @@ pmu_status pmu_tracker::probe(uint32_t tid) {
     if (!first_why[0]) {
       long err = perm_err ? perm_err : last_err;
       first_status = cpu < 0 ? pmu_status::unsupported_event : status_for_errno(err);
-      char paranoid[16] = "?";
+      char paranoid[16] = "?", ebuf[24];
       if (pmu_read_text("/proc/sys/kernel/perf_event_paranoid", paranoid, sizeof paranoid) > 0)
         for (char *q = paranoid; *q; q++)
           if (*q == '\n') *q = '\0';
@@ -351,7 +330,7 @@ pmu_status pmu_tracker::probe(uint32_t tid) {
                : s.kind == pmu_kind::store ? "stores"
                                            : "ops",
                static_cast<unsigned>(last.precise), last.user_only ? ", user only" : "",
-               errno_name(err), paranoid);
+               errno_name(err, ebuf), paranoid);
     }
   }
   plan_.n = static_cast<uint32_t>(kept);
@@ -405,8 +384,8 @@ int pmu_tracker::attach(uint32_t tid, bool first) {
             continue;
           }
           if (first && nrings_ == 0) {
-            format(reason_, sizeof reason_, "mmap of a perf ring buffer failed: %s",
-                   errno_name(-m));
+            char ebuf[24];
+            format(reason_, sizeof reason_, "mmap of a perf ring buffer failed: %s", errno_name(-m, ebuf));
             status_ = status_for_errno(-m);
           }
           break;
@@ -468,8 +447,8 @@ pmu_status pmu_tracker::open(const pmu_params &p) {
                     "%s; the PMU counts cycles but has no memory sampling", why);
       if (c == -ENOSYS)
         return fail(pmu_status::no_kernel_support, "perf_event_open is not available (ENOSYS)");
-      return fail(pmu_status::no_pmu, "%s; perf_event_open(cpu-cycles) failed: %s", why,
-                  errno_name(-c));
+      char ebuf[24];
+      return fail(pmu_status::no_pmu, "%s; perf_event_open(cpu-cycles) failed: %s", why, errno_name(-c, ebuf));
     }
     return fail(st, "%s", why);
   }

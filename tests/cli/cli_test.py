@@ -12,6 +12,7 @@ tests never see each other's processes.  Waiting is always for an event
 (a line, a file, a screen) with a deadline, never a fixed sleep.
 """
 import argparse
+import errno
 import json
 import os
 import re
@@ -492,17 +493,22 @@ class FormatTest(Base):
               "dram_resident": "none", "pmem_resident": 3 * MiB, "pmem_limit": 1 << 30, "promotions": 11,
               "demotions": 5, "scans": 42, "bytes_migrated": 16 * MiB, "migrate_rate_bps": 123456,
               "mover_running": 1, "dram_budget": 10 * MiB, "policy": 1, "heat0": 9, "heat7": 2,
-              "cpu_ns": 1500000000, "fallbacks": 3, "forks": 1, "mmap_bytes": 4 * MiB, "map_count_holds": 7}
+              "cpu_ns": 1500000000, "fallbacks": 3, "forks": 1, "mmap_bytes": 4 * MiB, "map_count_holds": 7,
+              "dram_policy": 2 * MiB, "pmem_policy": 24 * MiB, "migrations_failed": 6,
+              "fail0_errno": errno.ENOSPC, "fail0_count": 4, "fail1_errno": errno.EOPNOTSUPP, "fail1_count": 1,
+              "failed_other": 1}
 
     def test_json(self):
         f = self.fake(self.FIELDS, comm='a"b\\c')
         j = self.stat_json(f.pid)
         self.assertEqual(j["comm"], 'a"b\\c')
         self.assertEqual(j["tiers"], {
-            "dram": {"placed_bytes": 6 * MiB, "peak_placed_bytes": 8 * MiB, "resident_bytes": None,
-                     "limit_bytes": None},
-            "pmem": {"placed_bytes": 24 * MiB, "peak_placed_bytes": 24 * MiB, "resident_bytes": 3 * MiB,
-                     "limit_bytes": 1 << 30}})
+            "dram": {"placed_bytes": 6 * MiB, "policy_placed_bytes": 2 * MiB, "peak_placed_bytes": 8 * MiB,
+                     "resident_bytes": None, "limit_bytes": None},
+            "pmem": {"placed_bytes": 24 * MiB, "policy_placed_bytes": 24 * MiB, "peak_placed_bytes": 24 * MiB,
+                     "resident_bytes": 3 * MiB, "limit_bytes": 1 << 30}})
+        self.assertEqual(j["migrations_failed"], 6)
+        self.assertEqual(j["migrations_failed_by_reason"], {"ENOSPC": 4, "EOPNOTSUPP": 1, "other": 1})
         expect = {"pid": f.pid, "policy": "dram-first", "promotions": 11, "demotions": 5, "scans": 42,
                   "migrated_bytes": 16 * MiB, "migrate_rate_bytes_per_second": 123456, "mover_running": True,
                   "dram_budget_bytes": 10 * MiB, "heat_histogram": [9, 0, 0, 0, 0, 0, 0, 2],
@@ -538,6 +544,11 @@ class FormatTest(Base):
         self.assertEqual(samples[("mmtier_mover_running",)], 1)
         self.assertEqual(samples[("mmtier_mover_cpu_seconds_total",)], 1.5)
         self.assertEqual(samples[("mmtier_map_count_holds_total",)], 7)
+        self.assertEqual(samples[("mmtier_policy_placed_bytes", ("tier", "dram"))], 2 * MiB)
+        self.assertEqual(samples[("mmtier_migrations_failed_total",)], 6)
+        self.assertEqual(samples[("mmtier_migrations_failed_by_reason_total", ("reason", "ENOSPC"))], 4)
+        self.assertEqual(samples[("mmtier_migrations_failed_by_reason_total", ("reason", "EOPNOTSUPP"))], 1)
+        self.assertEqual(samples[("mmtier_migrations_failed_by_reason_total", ("reason", "other"))], 1)
         self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "0.125"))], 9)
         self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "1"))], 2)
         self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "0.5"))], 0)
@@ -563,6 +574,9 @@ class FormatTest(Base):
         self.assertRegex(r.stdout, r"\nheld \(mappings\) +7 scans near vm\.max_map_count\n")
         self.assertRegex(r.stdout, r"\npolicy +dram-first\n")
         self.assertRegex(r.stdout, r"\npromotions +11\n")
+        self.assertRegex(r.stdout, r"\n  by policy +2\.00 MiB +24\.0 MiB\n")
+        self.assertRegex(r.stdout, r"\nfailed moves +6\n  ENOSPC +4: no room on the target tier")
+        self.assertRegex(r.stdout, r"\n  EOPNOTSUPP +1: the kernel's userfaultfd lacks")
 
     def test_top_rate_from_consecutive_refreshes(self):
         f = self.fake(self.FIELDS)

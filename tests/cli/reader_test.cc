@@ -287,8 +287,8 @@ snapshot sample_snapshot() {
 TEST(Format, UnknownAndUnlimitedFiguresAreNullOrAbsent) {
   snapshot s = sample_snapshot();
   std::string json = format_json(s);
-  EXPECT_NE(json.find("\"dram\":{\"placed_bytes\":4194304,\"peak_placed_bytes\":0,\"resident_bytes\":null,"
-                      "\"limit_bytes\":null}"),
+  EXPECT_NE(json.find("\"dram\":{\"placed_bytes\":4194304,\"policy_placed_bytes\":0,\"peak_placed_bytes\":0,"
+                      "\"resident_bytes\":null,\"limit_bytes\":null}"),
             std::string::npos)
       << json;
   EXPECT_NE(json.find("\"limit_bytes\":1073741824"), std::string::npos);

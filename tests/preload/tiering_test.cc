@@ -259,6 +259,33 @@ int child_closefrom() {
   return pattern_mismatch(p, 96 * kMB, 9) == 96 * kMB ? 0 : 34;
 }
 
+// Moves that fail are counted by reason.  With write-protection of
+// unpopulated pages hidden (MMTIER_HIDE_FEATURES, as on Linux before 6.4)
+// every demotion fails with EOPNOTSUPP: the hot set on PMem makes the mover
+// exchange it against DRAM's cold units, demotion first.
+int child_failures() {
+  hot_block hb;
+  if (!hb.make()) return 10;
+  mmtier_tiering_stats st = {};
+  st.size = sizeof st;
+  if (!hb.hammer_until([&] {
+        tiering_stats()(&st);
+        return st.migrations_failed >= 3;
+      }))
+    return 41;
+  unsigned long long eopnotsupp = 0, by_reason = st.failed_other;
+  for (int i = 0; i < 4; ++i) {
+    by_reason += st.failed_count[i];
+    if (st.failed_errno[i] == EOPNOTSUPP) eopnotsupp = st.failed_count[i];
+  }
+  printf("failed=%llu eopnotsupp=%llu by_reason=%llu demotions=%llu\n", (unsigned long long)st.migrations_failed,
+         eopnotsupp, by_reason, (unsigned long long)st.demotions);
+  // The exit report (this case ends with _exit: written here).
+  using report_fn = int (*)(int);
+  reinterpret_cast<report_fn>(dlsym(RTLD_DEFAULT, "mmtier_report"))(2);
+  return eopnotsupp == st.migrations_failed && by_reason == st.migrations_failed && st.demotions == 0 ? 0 : 40;
+}
+
 // Runs the case named by TIERING_CHILD before gtest sees the arguments.
 __attribute__((constructor(65535))) void maybe_child() {
   const char *c = getenv("TIERING_CHILD");
@@ -271,6 +298,7 @@ __attribute__((constructor(65535))) void maybe_child() {
   else if (!strcmp(c, "fork")) rc = child_fork();
   else if (!strcmp(c, "closefrom")) rc = child_closefrom();
   else if (!strcmp(c, "mapcount")) rc = child_map_count();
+  else if (!strcmp(c, "failures")) rc = child_failures();
   fflush(stdout);
   _exit(rc);
 }
@@ -315,6 +343,26 @@ TEST_F(Tiering, MoverHoldsMigrationsBackNearTheMappingLimit) {
   if (exited_with(r.status, 77)) GTEST_SKIP() << "vm.max_map_count is over 2^20 here";
   EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
   EXPECT_NE(r.err.find("vm.max_map_count"), std::string::npos) << "the pause is logged: " << describe(r);
+}
+
+TEST_F(Tiering, FailedMovesAreSaidOnceAndCountedByReason) {
+  exec_result r = run_case("failures", {"MMTIER_DRAM_LIMIT=24M", "MMTIER_SCAN_INTERVAL=20ms", "MMTIER_MIGRATE_MBPS=0",
+                                        "MMTIER_HIDE_FEATURES=wp-unpopulated"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+  const std::string warning = "mmtier: warn: mover: a demotion failed: EOPNOTSUPP (the kernel's userfaultfd lacks";
+  const size_t first = r.err.find(warning);
+  EXPECT_NE(first, std::string::npos) << describe(r);
+  EXPECT_EQ(r.err.find(warning, first + 1), std::string::npos) << "said once: " << describe(r);
+  EXPECT_NE(r.err.find("failed moves by reason: "), std::string::npos) << "the report: " << describe(r);
+  EXPECT_NE(r.err.find(" EOPNOTSUPP (the kernel's userfaultfd lacks"), std::string::npos) << describe(r);
+}
+
+// PMem at its limit takes no demotion: the mover does not try (DRAM holds
+// what PMem could not, beyond the ratio's share), so nothing fails.
+TEST_F(Tiering, NoDemotionIsTriedWhilePmemHasNoRoom) {
+  exec_result r = run_case("big", {"MMTIER_PMEM_LIMIT=8M", "MMTIER_SCAN_INTERVAL=20ms", "MMTIER_REPORT=stderr"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+  EXPECT_EQ(r.err.find("failed"), std::string::npos) << describe(r);
 }
 
 TEST_F(Tiering, ClosingEveryDescriptorLeavesMmtiersOwnOpen) {

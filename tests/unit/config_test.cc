@@ -153,9 +153,25 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_DRAM_RATIO", "MMTIER_DRAM_LIMIT", "MMTIER_PMEM_LIMIT",
       "MMTIER_PMEM_PATH",  "MMTIER_POLICY",     "MMTIER_PROMOTE",
       "MMTIER_LOG",        "MMTIER_REPORT",     "MMTIER_MMAP_THRESHOLD",
-      "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL", "MMTIER_STATS_DIR",
+      "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL", "MMTIER_STATS_DIR", "MMTIER_HIDE_FEATURES",
   };
   EXPECT_EQ(names, expected);
+}
+
+TEST(ConfigParse, HideFeatures) {
+  config c;
+  config_error e;
+  const char *ok[] = {"MMTIER_HIDE_FEATURES=wp-unpopulated,move", nullptr};
+  ASSERT_TRUE(config_parse(const_cast<char *const *>(ok), false, &c, &e, nullptr)) << e.line;
+  EXPECT_EQ(c.hide_features, kHideWpUnpopulated | kHideMove);
+  const char *none[] = {"MMTIER_HIDE_FEATURES=none", nullptr};
+  ASSERT_TRUE(config_parse(const_cast<char *const *>(none), false, &c, &e, nullptr)) << e.line;
+  EXPECT_EQ(c.hide_features, 0u);
+  const char *bad[] = {"MMTIER_HIDE_FEATURES=move,teleport", nullptr};
+  ASSERT_FALSE(config_parse(const_cast<char *const *>(bad), false, &c, &e, nullptr));
+  EXPECT_STREQ(e.line,
+               "invalid MMTIER_HIDE_FEATURES=\"move,teleport\": expected none, or a comma-separated list of "
+               "wp-unpopulated, move");
 }
 
 // --- config_parse ------------------------------------------------------------

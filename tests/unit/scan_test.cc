@@ -102,6 +102,41 @@ TEST_F(ScanTest, ApplyHoldsEverythingBackNearTheMappingLimit) {
   EXPECT_EQ(later.promoted, 2u);
 }
 
+TEST_F(ScanTest, ApplyCountsFailuresByReason) {
+  heap.tier[3] = heap.tier[4] = heap.tier[5] = kTierDram;
+  heap.fail = {3, 4};
+  const policy_migration batch[] = {{3, kTierPmem}, {4, kTierPmem}, {5, kTierPmem}};
+  const apply_outcome o = apply(*policy, guard, batch, 3, kSec, {0, 3}, fake_migrate);
+  EXPECT_EQ(o.failed, 2u);
+  EXPECT_EQ(o.demoted, 1u);
+  EXPECT_EQ(o.failures.err[0], EBUSY);
+  EXPECT_EQ(o.failures.count[0], 2u);
+  EXPECT_EQ(o.failures.total(), 2u);
+}
+
+TEST(FailureTally, KeepsTheFirstReasonsAndCountsTheRestTogether) {
+  failure_tally t;
+  EXPECT_TRUE(t.add(ENOSPC)) << "first of its kind";
+  EXPECT_FALSE(t.add(ENOSPC));
+  for (int e : {EIO, EBUSY, ENOMEM}) EXPECT_TRUE(t.add(e));
+  EXPECT_TRUE(t.add(EPERM)) << "a fifth reason is new too, counted with the rest";
+  EXPECT_FALSE(t.add(EPERM));
+  EXPECT_EQ(t.err[0], ENOSPC);
+  EXPECT_EQ(t.count[0], 2u);
+  EXPECT_EQ(t.err[3], ENOMEM);
+  EXPECT_EQ(t.other, 2u);
+  EXPECT_EQ(t.total(), 7u);
+  failure_tally u;
+  u.add(ENOSPC);
+  u.merge(t);
+  EXPECT_EQ(u.count[0], 3u);
+  EXPECT_EQ(u.total(), 8u);
+  char buf[24];
+  EXPECT_STREQ(errno_name(ENOSPC, buf), "ENOSPC");
+  EXPECT_STREQ(errno_name(-EOPNOTSUPP, buf), "EOPNOTSUPP");
+  EXPECT_STREQ(errno_name(4095, buf), "errno 4095");
+}
+
 size_t g_listed_calls = 0;
 size_t fake_lister(uint32_t *units, uint8_t *tiers, size_t cap) {
   ++g_listed_calls;

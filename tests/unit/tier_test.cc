@@ -51,7 +51,16 @@ class FileTier : public ::testing::TestWithParam<const char *> {
   tier t_;
 };
 
+TEST_P(FileTier, NoFileUntilTheFirstSlot) {
+  EXPECT_TRUE(t_.usable);
+  EXPECT_EQ(file_state(&t_)->fd, -1) << "opening the tier only checks the directory";
+  EXPECT_EQ(entries(dir_), 0u);
+  ASSERT_GE(t_.ops->slot_alloc(&t_), 0);
+  EXPECT_GE(file_state(&t_)->fd, 64) << "made for the first slot, out of the application's way";
+}
+
 TEST_P(FileTier, UnnamedPrivateFile) {
+  ASSERT_GE(t_.ops->slot_alloc(&t_), 0);
   EXPECT_TRUE(t_.usable);
   EXPECT_EQ(entries(dir_), 0u) << "the file has no name";
   struct stat st;
