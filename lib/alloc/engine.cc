@@ -14,6 +14,7 @@
 #include "heap/heap.h"
 #include "platform/sys.h"
 #include "support/log.h"
+#include "support/quiesce.h"
 
 #include <jemalloc/jemalloc.h>
 #include <pthread.h>
@@ -24,10 +25,13 @@
 // Engine options that the heap depends on, applied after any MALLOC_CONF the
 // user set for some other jemalloc (jemalloc reads this string last):
 // oversize_threshold:0 keeps huge allocations in the hooked arenas instead of
-// a dedicated arena created later with jemalloc's default hooks.
+// a dedicated arena created later with jemalloc's default hooks; narenas:1
+// leaves jemalloc one automatic arena (the hooked arena 0): the others are
+// the engine's own, made when a thread first needs one (see
+// engine_thread_start), never with jemalloc's default hooks.
 extern "C" {
 __attribute__((visibility("hidden"))) const char *mmtier_je_malloc_conf_2_conf_harder =
-    "oversize_threshold:0";
+    "oversize_threshold:0,narenas:1";
 }
 
 namespace mmtier::detail {
@@ -36,7 +40,14 @@ namespace {
 constexpr unsigned kMaxArenas = 4096;
 std::atomic<bool> g_hooks_installed{false};
 int8_t g_arena_forced[kMaxArenas];  // forced tier + 1 per arena index
-unsigned g_tier_arena[kTierCount];
+// Arenas made on first use (index + 1; 0: not made yet), under g_arena_lock:
+// one per tier for explicit placement, and the pool threads are spread over.
+constexpr unsigned kPoolMax = 256;
+std::atomic<unsigned> g_tier_arena1[kTierCount];
+std::atomic<unsigned> g_pool_arena1[kPoolMax];
+unsigned g_pool_size = 1;
+std::atomic<unsigned> g_pool_next{0};
+pthread_mutex_t g_arena_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_key_t g_tier_tcache_key;
 
 // This thread's cache per tier arena: jemalloc tcache id + 1 (0: none yet).
@@ -118,6 +129,47 @@ extent_hooks_t g_hooks = {hook_alloc, hook_dalloc, hook_destroy, hook_commit, ho
                           nullptr /* purge_lazy: not for file-backed units */, hook_purge_forced,
                           hook_split, hook_merge};
 
+// An arena with the heap's hooks: index + 1 into *slot, made now if the
+// slot is empty (making an arena touches tens of pages of metadata: most
+// programs never need the tier arenas, nor more arenas than threads).  1
+// (arena 0, the automatic one) if jemalloc refuses.
+unsigned arena_made(std::atomic<unsigned> &slot, int forced) {
+  unsigned ind = slot.load(std::memory_order_acquire);
+  if (__builtin_expect(ind != 0, 1)) return ind;
+  pthread_mutex_lock(&g_arena_lock);
+  ind = slot.load(std::memory_order_relaxed);
+  if (ind == 0) {
+    extent_hooks_t *hooks = &g_hooks;
+    unsigned made = 0;
+    size_t len = sizeof made;
+    const int r = mmtier_je_mallctl("arenas.create", &made, &len, &hooks, sizeof hooks);
+    if (r == 0 && made < kMaxArenas) {
+      g_arena_forced[made] = static_cast<int8_t>(forced + 1);
+      ind = made + 1;
+    } else {
+      MMTIER_ERROR("allocator engine: cannot create an arena (error %d); arena 0 serves instead", r);
+      ind = 1;
+    }
+    slot.store(ind, std::memory_order_release);
+  }
+  pthread_mutex_unlock(&g_arena_lock);
+  return ind;
+}
+
+// The quiesce sequence, rank kRankEngineArenas: making an arena takes the
+// engine's locks inside this one.
+void arena_lock() { pthread_mutex_lock(&g_arena_lock); }
+void arena_unlock() { pthread_mutex_unlock(&g_arena_lock); }
+void arena_fork_child() { pthread_mutex_init(&g_arena_lock, nullptr); }
+
+unsigned online_cpus() {
+  uint64_t mask[16] = {};
+  const long n = sys::raw(SYS_sched_getaffinity, 0, sizeof mask, reinterpret_cast<long>(mask));
+  unsigned cpus = 0;
+  for (long w = 0; n > 0 && w < n / 8; ++w) cpus += static_cast<unsigned>(__builtin_popcountll(mask[w]));
+  return cpus ? cpus : 1;
+}
+
 }  // namespace
 
 bool engine_init() {
@@ -128,6 +180,8 @@ bool engine_init() {
     MMTIER_ERROR("allocator engine: cannot read opt.narenas");
     return false;
   }
+  // One automatic arena (narenas:1 above); every other arena is made with
+  // the hooks from the start.
   char name[64];
   for (unsigned i = 0; i < narenas; ++i) {
     format(name, sizeof name, "arena.%u.extent_hooks", i);
@@ -137,24 +191,26 @@ bool engine_init() {
       return false;
     }
   }
-  for (int t = 0; t < kTierCount; ++t) {
-    unsigned ind = 0;
-    len = sizeof ind;
-    int r = mmtier_je_mallctl("arenas.create", &ind, &len, &hooks, sizeof hooks);
-    if (r != 0 || ind >= kMaxArenas) {
-      MMTIER_ERROR("allocator engine: cannot create the arena for tier %d (error %d)", t, r);
-      return false;
-    }
-    g_arena_forced[ind] = static_cast<int8_t>(t + 1);
-    g_tier_arena[t] = ind;
-  }
+  g_pool_size = online_cpus() < kPoolMax ? online_cpus() : kPoolMax;
+  quiesce_register(kRankEngineArenas, {arena_lock, arena_unlock, arena_fork_child, nullptr});
   if (pthread_key_create(&g_tier_tcache_key, destroy_tier_tcaches) != 0) return false;
   g_hooks_installed.store(true, std::memory_order_release);
   return true;
 }
 
+unsigned engine_tier_arena(int t) { return arena_made(g_tier_arena1[t], t) - 1; }
+
+void engine_thread_start() {
+  if (!g_hooks_installed.load(std::memory_order_acquire) || g_pool_size < 2) return;
+  // Threads in turn over one arena per CPU; the first share stays arena 0.
+  const unsigned k = g_pool_next.fetch_add(1, std::memory_order_relaxed) % g_pool_size;
+  if (k == 0) return;
+  unsigned ind = arena_made(g_pool_arena1[k], -1) - 1;
+  mmtier_je_mallctl("thread.arena", nullptr, nullptr, &ind, sizeof ind);
+}
+
 int engine_tier_flags(int t) {
-  const int arena = je_arena_flag(g_tier_arena[t]);
+  const int arena = je_arena_flag(engine_tier_arena(t));
   unsigned tc = t_tier_tcache[t];
   if (__builtin_expect(tc == 0, 0)) {
     unsigned id = 0;
@@ -167,7 +223,5 @@ int engine_tier_flags(int t) {
 }
 
 bool engine_hooks_installed() { return g_hooks_installed.load(std::memory_order_acquire); }
-
-unsigned engine_tier_arena(int t) { return g_tier_arena[t]; }
 
 }  // namespace mmtier::detail

@@ -40,8 +40,14 @@ inline constexpr int je_tcache_flag(unsigned tc) { return static_cast<int>((tc +
 // per tier for explicit placement.  Returns false if jemalloc refused.
 [[nodiscard]] bool engine_init();
 
-// Arena whose memory always lives on tier t.
+// Arena whose memory always lives on tier t (made on first use).
 unsigned engine_tier_arena(int t);
+
+// A thread's first allocation from the small-object heaps: binds the
+// thread to one of the engine's arenas, one per CPU, made with the heap's
+// hooks on first use (jemalloc's own automatic arenas beyond arena 0 would
+// be made with its default hooks; it has only arena 0).
+void engine_thread_start();
 
 // Flags for an allocation that must come from tier t's arena: the arena and
 // a thread cache of this thread's that only that arena fills (created on

@@ -372,6 +372,9 @@ small_heap *thread_start() {
     h = nullptr;
   }
   if (h) t_small_heap = h;
+  // The thread's arena for larger blocks, while its allocations still go
+  // elsewhere (t_starting: binding may allocate inside the engine).
+  engine_thread_start();
   t_starting = false;
   return h;
 }

@@ -6,6 +6,7 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cstdlib>
 
 namespace mmtier::detail {
@@ -16,15 +17,28 @@ using handler_fn = void (*)();
 using get_handler_fn = handler_fn (*)();
 using throw_fn = void (*)();
 
+// Found on first use.  Namespace-scope atomics, not function-local statics:
+// those need guard functions, which would pull the C++ exception runtime
+// and its start-up allocation into the library.
+std::atomic<throw_fn> g_throw{nullptr};
+std::atomic<get_handler_fn> g_get_handler{nullptr};
+
 [[noreturn]] void throw_bad_alloc() {
-  static throw_fn fn = reinterpret_cast<throw_fn>(dlsym(RTLD_DEFAULT, "_ZSt17__throw_bad_allocv"));
+  throw_fn fn = g_throw.load(std::memory_order_acquire);
+  if (!fn) {
+    fn = reinterpret_cast<throw_fn>(dlsym(RTLD_DEFAULT, "_ZSt17__throw_bad_allocv"));
+    g_throw.store(fn, std::memory_order_release);
+  }
   if (fn) fn();
   abort();
 }
 
 handler_fn current_new_handler() {
-  static get_handler_fn fn =
-      reinterpret_cast<get_handler_fn>(dlsym(RTLD_DEFAULT, "_ZSt15get_new_handlerv"));
+  get_handler_fn fn = g_get_handler.load(std::memory_order_acquire);
+  if (!fn) {
+    fn = reinterpret_cast<get_handler_fn>(dlsym(RTLD_DEFAULT, "_ZSt15get_new_handlerv"));
+    g_get_handler.store(fn, std::memory_order_release);
+  }
   return fn ? fn() : nullptr;
 }
 

@@ -67,9 +67,11 @@ void freeze_shared_mappings() {
     // More mappings than one pass holds: go again over what is left.
     if (!more) break;
   }
-  for_set_bits(g_mgr.va_bits, g_heap.nunits, [](size_t i) {
-    unit &u = g_heap.units[i];
-    if (unit_tier(u) == kTierPmem) u.frozen = 1;
+  for_used_va_words([](size_t w) {
+    for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
+      unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
+      if (unit_tier(u) == kTierPmem) u.frozen = 1;
+    }
   });
 }
 

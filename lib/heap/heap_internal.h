@@ -26,7 +26,8 @@ inline constexpr size_t kPackedCandidates = 8;
 struct unit_manager {
   pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
   tier tiers[kTierCount];
-  uint64_t *va_bits = nullptr;  // unit in use
+  uint64_t *va_bits = nullptr;     // unit in use
+  uint64_t *va_summary = nullptr;  // bit w: va_bits[w] has a unit in use
   size_t va_cursor = 0;         // next-fit cursor of the general zone
   size_t small_cursor = 0;      // and of the small zone
   size_t small_units = 0;       // units [0, small_units) are the small zone
@@ -50,12 +51,34 @@ struct heap_lock_guard {
 };
 
 // The address bitmap: a unit is in use (reserved for an allocator or owned
-// by an application mapping).  Written under the heap lock; written
-// atomically so that a pass over the heap may skip unused groups of 64
-// without the lock.
-inline void va_mark(size_t idx) { __atomic_fetch_or(&g_mgr.va_bits[idx >> 6], uint64_t{1} << (idx & 63), __ATOMIC_RELAXED); }
+// by an application mapping), and above it a summary with one bit per word
+// of it, so that a pass over the units in use reads a few words, not the
+// whole map (the reservation has millions of units; reading their bitmap
+// would fault in half a megabyte at every process start).  Written under
+// the heap lock; atomically, so that a pass may read them without it.
+inline void va_mark(size_t idx) {
+  const uint64_t old = __atomic_fetch_or(&g_mgr.va_bits[idx >> 6], uint64_t{1} << (idx & 63), __ATOMIC_RELAXED);
+  if (!old) __atomic_fetch_or(&g_mgr.va_summary[idx >> 12], uint64_t{1} << ((idx >> 6) & 63), __ATOMIC_RELAXED);
+}
 inline void va_unmark(size_t idx) {
-  __atomic_fetch_and(&g_mgr.va_bits[idx >> 6], ~(uint64_t{1} << (idx & 63)), __ATOMIC_RELAXED);
+  const uint64_t bit = uint64_t{1} << (idx & 63);
+  const uint64_t old = __atomic_fetch_and(&g_mgr.va_bits[idx >> 6], ~bit, __ATOMIC_RELAXED);
+  if (old == bit)
+    __atomic_fetch_and(&g_mgr.va_summary[idx >> 12], ~(uint64_t{1} << ((idx >> 6) & 63)), __ATOMIC_RELAXED);
+}
+// Calls fn(w) for each word w of the address bitmap with a unit in use,
+// ascending (without the lock: a word just changed may be missed or seen).
+template <class Fn>
+void for_used_va_words(Fn &&fn) {
+  const size_t words = (g_heap.nunits + 63) / 64;
+  for (size_t s = 0; s < (words + 63) / 64; ++s) {
+    uint64_t v = __atomic_load_n(&g_mgr.va_summary[s], __ATOMIC_RELAXED);
+    while (v) {
+      const size_t w = s * 64 + static_cast<size_t>(__builtin_ctzll(v));
+      v &= v - 1;
+      if (w < words) fn(w);
+    }
+  }
 }
 
 inline uintptr_t unit_addr(size_t idx) { return g_heap.base + (idx << kUnitShift); }

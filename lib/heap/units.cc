@@ -328,8 +328,10 @@ bool heap_init() {
     return false;
   }
   g_heap.units = static_cast<unit *>(meta_map(g_heap.nunits * sizeof(unit)));
-  g_mgr.va_bits = static_cast<uint64_t *>(meta_map((g_heap.nunits + 63) / 64 * 8));
-  if (!g_heap.units || !g_mgr.va_bits) {
+  const size_t va_words = (g_heap.nunits + 63) / 64;
+  g_mgr.va_bits = static_cast<uint64_t *>(meta_map(va_words * 8));
+  g_mgr.va_summary = static_cast<uint64_t *>(meta_map((va_words + 63) / 64 * 8));
+  if (!g_heap.units || !g_mgr.va_bits || !g_mgr.va_summary) {
     MMTIER_ERROR("cannot map the unit table");
     sys::munmap(reinterpret_cast<void *>(g_heap.base), g_heap.size);
     g_heap = heap_globals{};
@@ -484,7 +486,7 @@ void heap_counters_get(heap_counters *out) {
 size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap) {
   heap_lock_guard g;
   size_t n = 0;
-  for (size_t w = 0; w < (g_heap.nunits + 63) / 64 && n < cap; ++w) {
+  for_used_va_words([&](size_t w) {
     uint64_t bits = g_mgr.va_bits[w];
     while (bits && n < cap) {
       const size_t idx = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
@@ -494,7 +496,7 @@ size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap) {
       tiers[n] = static_cast<uint8_t>(unit_tier(g_heap.units[idx]));
       ++n;
     }
-  }
+  });
   return n;
 }
 
@@ -547,25 +549,23 @@ void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount]) {
 
 }  // namespace
 
-// Groups of 64 units with none in use (one word of the address bitmap) are
-// skipped: the reservation holds millions of units, a process a few.
+// Only groups of 64 units with one in use are visited (the summary of the
+// address bitmap): the reservation holds millions of units, a process a few.
 void heap_resident_split_locked(size_t out[kTierCount]) {
   size_t pages[kTierCount] = {};
-  for (size_t lo = 0; lo < g_heap.nunits; lo += 64)
-    if (g_mgr.va_bits[lo >> 6]) resident_range_locked(lo, std::min(lo + 64, g_heap.nunits), pages);
+  for_used_va_words([&](size_t w) { resident_range_locked(w * 64, std::min(w * 64 + 64, g_heap.nunits), pages); });
   for (int t = 0; t < kTierCount; ++t) out[t] = pages[t] << kPageShift;
 }
 
 void heap_resident_split(size_t out[kTierCount]) {
   // 64 units at a time, so that a large heap's allocations do not wait for
-  // the whole pass (about 1.5 ms per GiB).  A word read without the lock
-  // may be stale: a group that just got its first unit is counted next time.
+  // the whole pass (about 1.5 ms per GiB).  A group that gets its first
+  // unit during the pass may be missed: it is counted next time.
   size_t pages[kTierCount] = {};
-  for (size_t lo = 0; lo < g_heap.nunits; lo += 64) {
-    if (!__atomic_load_n(&g_mgr.va_bits[lo >> 6], __ATOMIC_RELAXED)) continue;
+  for_used_va_words([&](size_t w) {
     heap_lock_guard g;
-    resident_range_locked(lo, std::min(lo + 64, g_heap.nunits), pages);
-  }
+    resident_range_locked(w * 64, std::min(w * 64 + 64, g_heap.nunits), pages);
+  });
   for (int t = 0; t < kTierCount; ++t) out[t] = pages[t] << kPageShift;
 }
 

@@ -32,6 +32,7 @@ struct page_info {
 // thread-safe: its owner serialises the calls.
 class pagemap_file {
  public:
+  constexpr pagemap_file() = default;
   // The entry of the page at addr, 0 when unreadable.
   uint64_t entry(uintptr_t addr);
   bool info(uintptr_t addr, size_t pages, page_info *out);

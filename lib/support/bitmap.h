@@ -24,18 +24,4 @@ void for_runs(const uint64_t *bits, size_t lo, size_t hi, bool want, Fn &&fn) {
   }
 }
 
-// Calls fn(index) for every set bit of the n-bit array, ascending, skipping
-// empty words at once.
-template <class Fn>
-void for_set_bits(const uint64_t *bits, size_t n, Fn &&fn) {
-  for (size_t w = 0; w < (n + 63) / 64; ++w) {
-    uint64_t v = bits[w];
-    while (v) {
-      const size_t i = w * 64 + static_cast<size_t>(__builtin_ctzll(v));
-      v &= v - 1;
-      if (i < n) fn(i);
-    }
-  }
-}
-
 }  // namespace mmtier::detail

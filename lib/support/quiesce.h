@@ -38,6 +38,7 @@ enum quiesce_rank : uint8_t {
   kRankMoverStart,   // mover: starting the mover thread (allocates, starts the fault service)
   kRankFaultsStart,  // heap/faults: starting the fault service thread (allocates)
   kRankSmall,        // alloc/small: the list of thread heaps (takes the heap lock inside)
+  kRankEngineArenas, // alloc/engine: making an arena (takes the engine's locks inside)
   kRankEngine,       // alloc: the engine's arenas (its extent hooks take the heap lock inside)
   kRankHeap,         // heap: the heap lock; a fork also settles samples and freezes file units
   kRankLiveStats,    // stats: the live page's lock (taken inside the heap lock)

@@ -8,8 +8,12 @@
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 namespace mmtier::detail {
 namespace {
@@ -71,6 +75,39 @@ TEST(Engine, OnlyTierArenaBlocksCountAsExplicitlyPlaced) {
   EXPECT_EQ(heap_forced_tier(startup), -1);
   heap_munmap(startup, 4096);
   mmtier_je_free(policy);
+}
+
+// Threads are spread over arenas of the engine's own, made with the heap's
+// hooks (jemalloc has one automatic arena): every block of every thread
+// lies in the heap, and a second thread does not share arena 0.
+TEST(Engine, ThreadsGetArenasWithTheHeapsHooks) {
+  ASSERT_EQ(runtime_start(), kReady);
+  unsigned narenas = 0;
+  size_t len = sizeof narenas;
+  ASSERT_EQ(mmtier_je_mallctl("opt.narenas", &narenas, &len, nullptr, 0), 0);
+  EXPECT_EQ(narenas, 1u) << "jemalloc makes no automatic arena but arena 0";
+  std::atomic<size_t> outside{0};
+  std::vector<unsigned> arena(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      engine_thread_start();  // as a thread's first small allocation does
+      unsigned a = 0;
+      size_t l = sizeof a;
+      mmtier_je_mallctl("thread.arena", &a, &l, nullptr, 0);
+      arena[t] = a;
+      for (size_t size = 2048; size <= (size_t{8} << 20); size *= 2) {
+        void *p = mmtier_je_malloc(size);
+        if (!heap_contains(p)) outside.fetch_add(1);
+        memset(p, 2, 4096);
+        mmtier_je_free(p);
+      }
+    });
+  for (auto &th : threads) th.join();
+  EXPECT_EQ(outside.load(), 0u);
+  unsigned bound_elsewhere = 0;
+  for (unsigned a : arena) bound_elsewhere += a != 0;
+  if (sysconf(_SC_NPROCESSORS_ONLN) > 1) EXPECT_GE(bound_elsewhere, 1u) << "threads share the arenas in turn";
 }
 
 }  // namespace
