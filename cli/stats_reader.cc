@@ -1,7 +1,7 @@
 // Reading the published statistics of other processes: locating the
-// directory, telling live files from stale ones by their flock, mapping a
-// live page read-only and copying consistent snapshots through its sequence
-// lock.  See lib/stats/live_format.h for the writer's side.
+// directory, telling live files from stale ones (the process of that pid
+// still maps the file), and copying consistent snapshots through the
+// page's sequence lock.  See lib/stats/live_format.h for the writer's side.
 #include "stats_reader.h"
 
 #include "cli.h"
@@ -11,6 +11,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -117,13 +119,38 @@ stats_source::read_status stats_source::read(snapshot *out) const {
   return read_status::ok;
 }
 
+namespace {
+
+// Whether process pid may still own the file with device dev and inode ino:
+// the owner maps its page for as long as it runs (exec drops the mapping),
+// and keeps no descriptor.  False when pid is gone or, its mappings
+// readable, none of them is the file; true when they cannot be read (a
+// process of another user, or one that made itself non-dumpable): a live
+// file is never taken for stale, a stale one of such a pid waits for it to
+// exit.
+bool may_own(int pid, dev_t dev, ino_t ino) {
+  if (kill(pid, 0) != 0 && errno == ESRCH) return false;
+  std::ifstream maps(strf("/proc/%d/maps", pid));
+  if (!maps) return true;
+  const std::string want = strf(" %02x:%02x %llu", major(dev), minor(dev), static_cast<unsigned long long>(ino));
+  for (std::string line; std::getline(maps, line);) {
+    // "lo-hi perm offset maj:min inode [path]"
+    size_t at = 0;
+    for (int field = 0; field < 3 && at != std::string::npos; ++field) at = line.find(' ', at + 1);
+    if (at == std::string::npos) continue;
+    if (line.compare(at, want.size(), want) == 0 &&
+        (line.size() == at + want.size() || line[at + want.size()] == ' '))
+      return true;
+  }
+  return false;  // (a zombie maps nothing)
+}
+
+}  // namespace
+
 bool stats_source::alive() const {
   if (fd_ < 0) return false;
-  if (flock(fd_, LOCK_SH | LOCK_NB) == 0) {
-    flock(fd_, LOCK_UN);
-    return false;
-  }
-  return errno == EWOULDBLOCK;
+  struct stat st;
+  return fstat(fd_, &st) == 0 && may_own(pid_, st.st_dev, st.st_ino);
 }
 
 bool stats_source::request_refresh() const {
@@ -171,21 +198,19 @@ struct stats_opener {
       r.status = open_status::invalid;
       return r;
     }
-    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
-      // No process holds it: stale.  Remove it if the name still refers to
-      // this file (a new process may have replaced it meanwhile).
+    if (!may_own(pid, st.st_dev, st.st_ino)) {
+      // No process maps it: stale.  Removed under the directory's lock (the
+      // writers rename into the directory under it), if the name still
+      // refers to this file.
+      while (flock(dirfd, LOCK_EX) != 0 && errno == EINTR) {
+      }
       struct stat now;
       if (fstatat(dirfd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == st.st_dev &&
-          now.st_ino == st.st_ino)
+          now.st_ino == st.st_ino && !may_own(pid, st.st_dev, st.st_ino))
         unlinkat(dirfd, name, 0);  // may fail (not ours to remove): then it just stays ignored
+      flock(dirfd, LOCK_UN);
       close(fd);
       r.status = open_status::stale;
-      return r;
-    }
-    if (errno != EWOULDBLOCK) {
-      r.error = errno;
-      close(fd);
-      r.status = open_status::invalid;
       return r;
     }
     if (static_cast<uint64_t>(st.st_size) < sizeof(pub::stats_page)) {
@@ -210,8 +235,8 @@ struct stats_opener {
       case stats_source::read_status::busy:
         break;  // a live page being written; the caller retries its reads
       case stats_source::read_status::foreign: {
-        // A writer that has locked its file but not yet written the page
-        // has magic 0; anything else is not ours.
+        // A page mapped but not yet written has magic 0; anything else is
+        // not ours.
         uint64_t magic = 1;
         const bool unwritten = pread(fd, &magic, sizeof magic, 0) == static_cast<ssize_t>(sizeof magic) && magic == 0;
         r.source = stats_source();
@@ -342,7 +367,20 @@ double process_age(int pid) {
 // by `mmtier plot $!` asks right away).
 constexpr double kStartupGrace = 2.0;
 
+// Whether the process maps libmmtier (readable maps only).
+bool maps_libmmtier(int pid) {
+  std::ifstream maps(strf("/proc/%d/maps", pid));
+  for (std::string line; std::getline(maps, line);)
+    if (line.find("/libmmtier.so") != std::string::npos) return true;
+  return false;
+}
+
 [[noreturn]] void not_mmtier(int pid, const proc_info &info, const char *extra = "") {
+  // A small process under libmmtier publishes nothing (lib/stats/live_stats.cc).
+  if (!*extra && maps_libmmtier(pid))
+    throw failure(strf("process %d (%s) runs under libmmtier but publishes no statistics: it has placed less "
+                       "than 16 MiB of memory so far",
+                       pid, info.comm.c_str()));
   throw failure(strf("process %d (%s) is not running under libmmtier%s", pid, info.comm.c_str(), extra));
 }
 

@@ -52,6 +52,10 @@ struct unit {
   uint64_t owned_bits[kBitmapWords];
 };
 
+// A process's first units that would be placed by policy go to DRAM as
+// start-up memory, outside the ratio and never moved (8 MiB).
+inline constexpr size_t kStartupUnits = 4;
+
 struct heap_counters {
   size_t units[kTierCount];
   size_t policy_units[kTierCount];  // placed by policy (not forced)

@@ -34,6 +34,9 @@ struct unit_manager {
   size_t packed[kPackedCandidates] = {};  // unit indices + 1 with free pages (0: none)
   size_t packed_next = 0;
   heap_counters counters = {};
+  // Units still to place on DRAM as start-up memory (see units.cc,
+  // place_unit): not in the ratio, never moved.
+  size_t startup_left = 0;
   bool counters_changed = false;  // since the change hook last ran
   bool warned_fallback[kTierCount] = {};
 };

@@ -110,7 +110,14 @@ long place_unit(unit &u) {
   const size_t idx = static_cast<size_t>(&u - g_heap.units);
   if (idx > 0 && g_heap.units[idx - 1].by_policy && !g_heap.units[idx - 1].frozen)
     in.neighbour = unit_tier(g_heap.units[idx - 1]);
-  placement_result pr = choose_tier(in, config_get(), static_cast<int>(u.forced1) - 1);
+  // Start-up memory: a process's first kStartupUnits units that would be
+  // placed by policy go to DRAM, outside the ratio.  A small process (a
+  // shell tool, a build step) then never touches the PMem tier: no file, no
+  // descriptor, and its report shows nothing placed by policy rather than a
+  // ratio of a handful of units.
+  const bool startup = u.forced1 == 0 && g_mgr.startup_left > 0 && in.usable[kTierDram] &&
+                       in.units[kTierDram] < in.limit_units[kTierDram];
+  placement_result pr = choose_tier(in, config_get(), startup ? kTierDram : static_cast<int>(u.forced1) - 1);
   int t = pr.tier;
   uint32_t slot = 0;
   if (g_mgr.tiers[t].ops->slot_alloc) {
@@ -141,7 +148,8 @@ long place_unit(unit &u) {
     }
   }
   u.slot = slot;
-  u.by_policy = u.forced1 == 0;
+  u.by_policy = u.forced1 == 0 && !startup;
+  if (startup) --g_mgr.startup_left;
   u.tier1.store(static_cast<uint8_t>(t + 1), std::memory_order_release);
   count_unit(u, t, +1);
   check_start_hook();
@@ -347,6 +355,9 @@ bool heap_init() {
   g_mgr.counters.limit_units[kTierPmem] = cfg.pmem_limit == SIZE_MAX ? SIZE_MAX : cfg.pmem_limit >> kUnitShift;
   if (cfg.policy == policy_kind::ratio && cfg.ratio_dram == 0 && !pmem_tier().usable)
     MMTIER_WARN("MMTIER_DRAM_RATIO gives DRAM nothing but the PMem tier is unavailable");
+  // No start-up memory where DRAM is to get nothing.
+  const bool dram_gets_nothing = (cfg.policy == policy_kind::ratio && cfg.ratio_dram == 0) || cfg.dram_limit == 0;
+  g_mgr.startup_left = dram_gets_nothing ? 0 : kStartupUnits;
   heap_fork_register();
   MMTIER_INFO("heap: %zu GiB of addresses at %p, unit %zu KiB", g_heap.size >> 30,
               reinterpret_cast<void *>(g_heap.base), kUnitSize >> 10);

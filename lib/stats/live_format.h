@@ -2,19 +2,24 @@
 // other processes (the mmtier command, monitoring).  This header is the
 // format both sides compile against.
 //
+// Who: a process publishes once it has placed 16 MiB by policy; smaller
+// ones (most processes of a host) publish nothing.
+//
 // Where: one file per process, <dir>/<pid>.stats, where <dir> is
 // MMTIER_STATS_DIR or /dev/shm/mmtier-<euid> (on tmpfs; created mode 0700,
 // refused unless owned by the process's user and closed to others' writes,
 // the default one to group and others entirely).  The file is mode 0600
-// and holds one struct stats_page, mapped shared by its process.
+// and holds one struct stats_page, mapped shared by its process, which
+// keeps no descriptor of it open.
 //
-// Liveness: the process holds an exclusive flock() on the file for as long
-// as it runs (the descriptor is close-on-exec, so exec releases it too).  A
-// reader that can take a shared lock without waiting has found a stale file
-// (its process died, exec'd into something else, or its pid was reused):
-// it ignores the file and may remove it, while it holds that lock and after
-// checking that the name is still that file.  The owner takes its lock
-// after opening the name and starts again if the file was unlinked
+// Liveness: the process maps its file for as long as it runs (exec drops
+// the mapping).  A file is stale when no process of its pid exists, or that
+// process's mappings (/proc/<pid>/maps) are readable and none is the file
+// (it died and the pid was reused, or it exec'd).  A reader that cannot
+// read them takes the file as live.  Files are put into the directory
+// (written under a temporary name, then renamed over the name) and removed
+// from it only under an exclusive flock of the directory itself, so a
+// reader removing a stale file never removes a live one put there
 // meanwhile.  A process removes its own file at exit.
 //
 // Consistency: a sequence lock.  The writer makes `seq` odd, writes, makes

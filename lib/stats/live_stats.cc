@@ -13,7 +13,6 @@
 #include "mover/mover.h"
 #include "platform/clock.h"
 #include "platform/sys.h"
-#include "platform/fd_guard.h"
 #include "support/log.h"
 #include "support/quiesce.h"
 
@@ -46,13 +45,17 @@ constexpr uint64_t kSecond = 1000000000u;
 // reader asked within the last kAskedWindow; never more often than keeps
 // the measuring under 1 % of its time (a pass costs about 1.5 ms per GiB).
 constexpr uint64_t kIdlePeriod = 10 * kSecond, kAskedPeriod = kSecond, kAskedWindow = 10 * kSecond;
+// A process publishes once it has this many units placed by policy (16 MiB):
+// most processes of a host (shell tools, build steps) never get there, and
+// pay for no directory, file or page.
+constexpr size_t kPublishUnits = 8;
 
 // Written under g_lock; the atomics are also read without it.
 struct publisher {
   std::atomic<stats_page *> page{nullptr};  // nullptr: none yet (or none at all)
   std::atomic<bool> disabled{false};        // off, impossible, or exited: never try again
-  int fd = -1;
   char path[kPathMax + 32] = {};
+  uint64_t dev = 0, ino = 0;  // of the file at path (no descriptor is kept)
   std::atomic<uint64_t> resident_mono{0};  // when resident bytes were last measured
   std::atomic<uint64_t> mover_mono{0};     // when the mover last published
   // The mover thread's own.
@@ -132,15 +135,25 @@ char g_dir[kPathMax];
 alignas(8) char g_dents[4096];
 alignas(8) unsigned char g_first[kFileSize];
 
+// The directory's own lock, taken around every rename into it and every
+// removal from it, by writers and by the mmtier command alike: a stale file
+// is only removed while nobody can be putting a live one in its place.
+// Held for a few system calls, never across anything else.
+struct dir_lock {
+  int fd;
+  explicit dir_lock(int dfd) : fd(dfd) {
+    while (sys::raw(SYS_flock, fd, LOCK_EX) == -EINTR) {
+    }
+  }
+  ~dir_lock() { sys::raw(SYS_flock, fd, LOCK_UN); }
+};
+
 // Removes files of processes that are gone, looking at no more than
 // kSweepEntries entries: a process that ends with _exit, or is killed,
 // leaves its file behind (4 KiB of tmpfs each), so every process that
 // starts publishing also cleans up after others.  A pid still in use may be
 // a process that exec'd into something else: the mmtier command removes
-// those (it checks the lock of every file, which costs more system calls).
-// A file is removed only while this process holds its lock and it is still
-// the file of that name; its owner, if one appears, takes the lock after
-// and sees it unlinked (create_locked).
+// those (it reads the process's mappings, which costs more).
 constexpr size_t kSweepEntries = 64;
 
 void sweep_stale(int dfd, long self) {
@@ -156,50 +169,61 @@ void sweep_stale(int dfd, long self) {
     size_t i = 0;
     for (; name[i] >= '0' && name[i] <= '9' && pid < (1L << 40); ++i) pid = pid * 10 + (name[i] - '0');
     if (i == 0 || strcmp(name + i, ".stats") != 0 || pid == self || pid <= 0) continue;
-    if (sys::raw(SYS_kill, pid, 0) != -ESRCH) continue;
-    const long fd = sys::openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
-    if (fd < 0) continue;
-    struct stat a, b;
-    if (sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&a)) == 0 && S_ISREG(a.st_mode) &&
-        sys::raw(SYS_flock, fd, LOCK_EX | LOCK_NB) == 0 &&
-        sys::raw(SYS_newfstatat, dfd, reinterpret_cast<long>(name), reinterpret_cast<long>(&b), AT_SYMLINK_NOFOLLOW) == 0 &&
-        a.st_ino == b.st_ino && a.st_dev == b.st_dev)
-      sys::unlinkat(dfd, name, 0);
-    sys::close(static_cast<int>(fd));
+    if (sys::raw(SYS_kill, pid, 0) == -ESRCH) sys::unlinkat(dfd, name, 0);
   }
 }
 
-// Opens <dir>/<pid>.stats and takes its lock.  A file of that name may be
-// left by an earlier process with this pid (its lock is free), or be held
-// for a moment by a reader removing it (then it is unlinked once we get
-// the lock, and made anew).  Busy for long: another live process has the
-// name (pid namespaces sharing the directory); -EBUSY.
-long open_locked(int dfd, const char *name, unsigned uid) {
-  for (int attempt = 0; attempt < 4; ++attempt) {
-    const long fd = sys::openat(dfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
-    if (fd < 0) return fd;
-    struct stat st;
-    long r = sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st));
-    if (r == 0 && (!S_ISREG(st.st_mode) || st.st_uid != uid)) r = -EPERM;
-    for (int i = 0; r == 0 && i < 50; ++i) {
-      r = sys::raw(SYS_flock, fd, LOCK_EX | LOCK_NB);
-      if (r != -EWOULDBLOCK) break;
-      timespec ms = {0, 1000000};
-      sys::raw(SYS_nanosleep, reinterpret_cast<long>(&ms), 0);
-      r = i == 49 ? -EBUSY : 0;
-    }
-    if (r == 0) r = sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st));
-    if (r == 0 && st.st_nlink > 0) return fd;
-    sys::close(static_cast<int>(fd));
-    if (r < 0) return r;
+// Makes the file <dir>/<pid>.stats with a filled page and maps it: written
+// under a temporary name with write() (a full file system is an error here,
+// never a SIGBUS later; it must be tmpfs or ramfs, where a written page
+// stays written), then renamed over whatever stale file had the name.  The
+// descriptor is closed once the page is mapped: the process keeps nothing
+// open.  Returns the page, or nullptr with *err set.
+stats_page *make_page(int dfd, const char *name, long pid, unsigned uid, long *err) {
+  char tmp[64];
+  format(tmp, sizeof tmp, ".%s.%ld.tmp", name, static_cast<long>(sys::raw(SYS_gettid)));
+  const long fd = sys::openat(dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    *err = fd;
+    return nullptr;
   }
-  return -EAGAIN;
+  // Odd sequence: a reader that sees the page now waits for the end.
+  auto *first = reinterpret_cast<stats_page *>(g_first);
+  memset(g_first, 0, sizeof g_first);
+  fill_identity(first, pid, uid);
+  first->seq = 1;
+  long r = sys::pwrite(static_cast<int>(fd), g_first, kFileSize, 0);
+  void *map = nullptr;
+  if (r == static_cast<long>(kFileSize)) {
+    r = sys::mmap(nullptr, kFileSize, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), 0);
+    if (!sys::failed(r)) map = reinterpret_cast<void *>(r);
+  } else if (r >= 0) {
+    r = -ENOSPC;
+  }
+  struct stat st;
+  if (map && sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) == 0) {
+    dir_lock g(dfd);
+    r = sys::raw(SYS_renameat, dfd, reinterpret_cast<long>(tmp), dfd, reinterpret_cast<long>(name));
+  } else if (map) {
+    r = -EIO;
+  }
+  sys::close(static_cast<int>(fd));
+  if (!map || r < 0) {
+    if (map) sys::munmap(map, kFileSize);
+    sys::unlinkat(dfd, tmp, 0);
+    *err = r < 0 ? r : -EIO;
+    return nullptr;
+  }
+  g_pub.dev = st.st_dev;
+  g_pub.ino = st.st_ino;
+  auto *page = static_cast<stats_page *>(map);
+  __atomic_store_n(&page->seq, uint64_t{2}, __ATOMIC_RELEASE);
+  return page;
 }
 
-// Creates, fills, maps and locks this process's page (sweep: also remove
-// files of dead processes).  The file is filled with write() before it is
-// mapped, so a full file system is an error here and never a SIGBUS later,
-// and it must be on tmpfs (or ramfs), where a written page stays written.
+// Creates and maps this process's page (sweep: also remove files of dead
+// processes), in the directory checked first: it must be on tmpfs, belong
+// to this user and be closed to others' writes.
 void create_locked(bool sweep) {
   const config &cfg = config_get();
   if (cfg.stats_off) {
@@ -231,37 +255,14 @@ void create_locked(bool sweep) {
   }
   char name[48];
   format(name, sizeof name, "%ld.stats", pid);
-  const long fd = open_locked(static_cast<int>(dfd), name, uid);
-  if (fd < 0) {
-    sys::close(static_cast<int>(dfd));
-    return give_up(chosen, fd == -EBUSY ? "another live process holds its file in" : "cannot create a file in", g_dir, -fd);
+  long err = 0;
+  stats_page *page = make_page(static_cast<int>(dfd), name, pid, uid, &err);
+  if (page && sweep) {
+    dir_lock g(static_cast<int>(dfd));
+    sweep_stale(static_cast<int>(dfd), pid);
   }
-  // Odd sequence: a reader that sees the page now waits for the end.
-  auto *first = reinterpret_cast<stats_page *>(g_first);
-  memset(g_first, 0, sizeof g_first);
-  fill_identity(first, pid, uid);
-  first->seq = 1;
-  void *map = MAP_FAILED;
-  r = sys::pwrite(static_cast<int>(fd), g_first, kFileSize, 0);
-  if (r == static_cast<long>(kFileSize)) {
-    r = sys::mmap(nullptr, kFileSize, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), 0);
-    if (!sys::failed(r)) map = reinterpret_cast<void *>(r);
-  } else if (r >= 0) {
-    r = -ENOSPC;
-  }
-  const int guarded = map == MAP_FAILED ? -1 : fd_guard(static_cast<int>(fd));
-  if (guarded < 0) {
-    if (map != MAP_FAILED) sys::munmap(map, kFileSize);
-    sys::unlinkat(static_cast<int>(dfd), name, 0);  // ours: we hold its lock
-    sys::close(static_cast<int>(fd));
-    sys::close(static_cast<int>(dfd));
-    return give_up(chosen, "cannot set up a file in", g_dir, r < 0 ? -r : EMFILE);
-  }
-  auto *page = static_cast<stats_page *>(map);
-  __atomic_store_n(&page->seq, uint64_t{2}, __ATOMIC_RELEASE);
-  if (sweep) sweep_stale(static_cast<int>(dfd), pid);
   sys::close(static_cast<int>(dfd));
-  g_pub.fd = guarded;
+  if (!page) return give_up(chosen, "cannot create a file in", g_dir, -err);
   format(g_pub.path, sizeof g_pub.path, "%s/%s", g_dir, name);
   g_pub.page.store(page, std::memory_order_release);
 }
@@ -282,9 +283,17 @@ void put_resident(stats_page *p, const size_t res[2]) {
   p->resident_ns = sys::real_ns();
 }
 
-// The heap's change hook (heap lock held).
+// The heap's change hook (heap lock held).  The page is made here once the
+// process has placed enough memory by policy (kPublishUnits).
 void on_heap_change(const heap_counters &c) {
   if (g_pub.disabled.load(std::memory_order_relaxed)) return;
+  if (!g_pub.page.load(std::memory_order_relaxed)) {
+    if (c.policy_units[0] + c.policy_units[1] < kPublishUnits) return;
+    pthread_mutex_lock(&g_lock);
+    if (!g_pub.page.load(std::memory_order_relaxed) && !g_pub.disabled.load(std::memory_order_relaxed))
+      create_locked(true);
+    pthread_mutex_unlock(&g_lock);
+  }
   size_t res[2];
   bool measured = false;
   const uint64_t now = sys::mono_ns();
@@ -384,23 +393,25 @@ void page_unlock() { pthread_mutex_unlock(&g_lock); }
 // its own once every layer is reset (child_ready), still in the fork
 // handler, before the program can sandbox or drop privileges in the child
 // (no sweep there: that can wait for a process start).
+bool g_child_publishes = false;  // the parent published: so does the child, at once
+
 void fork_child() {
   pthread_mutex_init(&g_lock, nullptr);
-  if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) sys::munmap(p, kFileSize);
-  if (g_pub.fd >= 0) {
-    fd_unguard(g_pub.fd);
-    sys::close(g_pub.fd);
-  }
+  stats_page *p = g_pub.page.load(std::memory_order_relaxed);
+  g_child_publishes = p != nullptr;
+  if (p) sys::munmap(p, kFileSize);
   g_pub.page.store(nullptr, std::memory_order_relaxed);
-  g_pub.fd = -1;
   g_pub.path[0] = '\0';
+  g_pub.dev = g_pub.ino = 0;
   g_pub.resident_mono.store(0, std::memory_order_relaxed);
   g_pub.mover_mono.store(0, std::memory_order_relaxed);
   g_pub.seen_requests = g_pub.asked_mono = g_pub.rate_mono = g_pub.rate_bytes = g_pub.measure_ns = 0;
 }
 
 void fork_child_ready() {
-  if (g_pub.disabled.load(std::memory_order_relaxed)) return;
+  // A child of a process too small to publish publishes, like any process,
+  // once it places enough memory of its own.
+  if (g_pub.disabled.load(std::memory_order_relaxed) || !g_child_publishes) return;
   heap_counters c;
   heap_counters_get(&c);
   pthread_mutex_lock(&g_lock);
@@ -421,22 +432,22 @@ void live_stats_init() {
   once = true;
   if (config_get().stats_off) return;
   quiesce_register(kRankLiveStats, {page_lock, page_unlock, fork_child, fork_child_ready});
-  size_t res[2];
-  heap_resident_split(res);
-  heap_counters c;
-  heap_counters_get(&c);
-  pthread_mutex_lock(&g_lock);
-  create_locked(true);
-  if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {
-    write_begin(p);
-    put_counters(p, c);
-    put_resident(p, res);
-    write_end(p);
-    g_pub.resident_mono.store(sys::mono_ns(), std::memory_order_relaxed);
-  }
-  pthread_mutex_unlock(&g_lock);
   heap_set_change_hook(on_heap_change);
   mover_set_scan_hook(on_scan);
+  // A process that already placed enough while starting up (memory asked
+  // for by constructors) publishes now.
+  heap_counters c;
+  heap_counters_get(&c);
+  if (c.policy_units[0] + c.policy_units[1] >= kPublishUnits) {
+    pthread_mutex_lock(&g_lock);
+    create_locked(true);
+    if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {
+      write_begin(p);
+      put_counters(p, c);
+      write_end(p);
+    }
+    pthread_mutex_unlock(&g_lock);
+  }
 }
 
 void live_stats_resident(const size_t bytes[2]) {
@@ -453,14 +464,23 @@ void live_stats_resident(const size_t bytes[2]) {
 void live_stats_exit() {
   pthread_mutex_lock(&g_lock);
   g_pub.disabled.store(true, std::memory_order_relaxed);
-  // Only if the name is still our file (we hold its lock, so nobody else
-  // can have made it theirs; it may be gone, or another's after removal).
-  struct stat a, b;
-  if (g_pub.path[0] && sys::raw(SYS_fstat, g_pub.fd, reinterpret_cast<long>(&a)) == 0 &&
-      sys::raw(SYS_newfstatat, AT_FDCWD, reinterpret_cast<long>(g_pub.path), reinterpret_cast<long>(&b),
-               AT_SYMLINK_NOFOLLOW) == 0 &&
-      a.st_ino == b.st_ino && a.st_dev == b.st_dev)
-    sys::unlinkat(AT_FDCWD, g_pub.path, 0);
+  // Only if the name is still our file (it may be gone, removed as stale by
+  // a reader that could not see our mapping, or another's after that).
+  if (g_pub.path[0]) {
+    char *slash = strrchr(g_pub.path, '/');
+    *slash = '\0';
+    const long dfd = sys::openat(AT_FDCWD, g_pub.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+    *slash = '/';
+    if (dfd >= 0) {
+      dir_lock g(static_cast<int>(dfd));
+      struct stat b;
+      if (sys::raw(SYS_newfstatat, dfd, reinterpret_cast<long>(slash + 1), reinterpret_cast<long>(&b),
+                   AT_SYMLINK_NOFOLLOW) == 0 &&
+          b.st_ino == g_pub.ino && b.st_dev == g_pub.dev)
+        sys::unlinkat(static_cast<int>(dfd), slash + 1, 0);
+    }
+    if (dfd >= 0) sys::close(static_cast<int>(dfd));
+  }
   g_pub.path[0] = '\0';
   pthread_mutex_unlock(&g_lock);
 }

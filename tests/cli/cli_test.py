@@ -272,7 +272,7 @@ class RunTest(Base):
         self.assertEqual(r.stdout.split(), ["dram-first", "0", "64M", "1G", "error", self.dir])
         # And the process really runs with them: its published page says so.
         p = subprocess.Popen([ARGS.mmtier, "run", "--dram-ratio", "1:3", "--no-promote", "--stats-dir", self.dir,
-                              "--", ARGS.child, "--mib", "8"],
+                              "--", ARGS.child, "--mib", "24"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=base_env("/nonexistent"))
         try:
             api = json.loads(read_line(p.stdout, 60, "the child"))
@@ -407,7 +407,7 @@ class StatTest(Base):
         self.assertTrue(j["promote"])
 
     def test_all_lists_every_process_once(self):
-        a = self.child(mib=16, env={"MMTIER_PROMOTE": "0"})
+        a = self.child(mib=24, env={"MMTIER_PROMOTE": "0"})
         b = self.child(mib=40, env={"MMTIER_PROMOTE": "0"})
         r = mmtier(["stat", "--all", "--json"], self.dir)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -424,7 +424,7 @@ class StatTest(Base):
 
     def test_prometheus_parses_and_matches_json(self):
         from prometheus_client.parser import text_string_to_metric_families
-        a = self.child(mib=16, env={"MMTIER_PROMOTE": "0", "MMTIER_DRAM_LIMIT": "8M"})
+        a = self.child(mib=24, env={"MMTIER_PROMOTE": "0", "MMTIER_DRAM_LIMIT": "8M"})
         b = self.child(mib=24, env={"MMTIER_PROMOTE": "0"})
         r = mmtier(["stat", "--all", "--prometheus"], self.dir)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -628,6 +628,16 @@ class ErrorsTest(Base):
         self.assertIn("is not running under libmmtier", r.stderr)
         self.assertIn("publishing is off", r.stderr)
 
+    def test_small_process_publishes_nothing(self):
+        # Under libmmtier, but with less than 16 MiB placed: no file, and
+        # the command says why.
+        c = self.child(mib=2, env={"MMTIER_PROMOTE": "0"})
+        self.assertFalse(os.path.exists(os.path.join(self.dir, f"{c.pid}.stats")))
+        r = mmtier(["stat", str(c.pid)], self.dir)
+        self.assert_one_line_error(
+            r, 1, f"mmtier: process {c.pid} (cli_stats_child) runs under libmmtier but publishes no statistics: "
+                  "it has placed less than 16 MiB of memory so far")
+
     def stale_file(self, pid):
         subprocess.run([ARGS.fake, "--dir", self.dir, "--pid", str(pid), "--stale"], check=True, timeout=30)
         path = os.path.join(self.dir, f"{pid}.stats")
@@ -664,7 +674,7 @@ class ErrorsTest(Base):
             self.skipTest("needs root to run the reader as another user")
         if not shutil.which("setpriv"):
             self.fail("setpriv (util-linux) is required")
-        c = self.child(mib=8, env={"MMTIER_PROMOTE": "0"})
+        c = self.child(mib=24, env={"MMTIER_PROMOTE": "0"})
         # The reader as nobody, from a copy of the command anyone can run.
         bindir = tempfile.mkdtemp(prefix="mmtier-cli-bin-")
         self.addCleanup(shutil.rmtree, bindir, True)
@@ -787,7 +797,7 @@ class TopTest(Base):
         self.assertEqual(t.var("cursor_flag"), "1")
 
     def test_interrupt_restores_the_terminal(self):
-        self.child(mib=8, env={"MMTIER_PROMOTE": "0"})
+        self.child(mib=24, env={"MMTIER_PROMOTE": "0"})
         t = Tmux(self, base_env(self.dir))
         top = f"{shlex.quote(ARGS.mmtier)} top --interval 200ms"
         t.start(f"sh -c {shlex.quote('trap : INT; ' + top + '; echo top-exit=$?; stty -a; echo end-of-test; read x')}")
@@ -872,7 +882,7 @@ class PlotTest(Base):
         return p
 
     def test_plot_stops_when_the_process_exits(self):
-        c = self.child(mib=8, env={"MMTIER_PROMOTE": "0"})
+        c = self.child(mib=24, env={"MMTIER_PROMOTE": "0"})
         out = os.path.join(self.dir, "early.svg")
         p = self.start_plot(c, out)
         c.close()
@@ -884,7 +894,7 @@ class PlotTest(Base):
         self.assertEqual(len(series["series-dram-resident"]), len(meta["samples"]))
 
     def test_plot_interrupted_writes_what_it_has(self):
-        c = self.child(mib=8, env={"MMTIER_PROMOTE": "0"})
+        c = self.child(mib=24, env={"MMTIER_PROMOTE": "0"})
         out = os.path.join(self.dir, "interrupted.svg")
         p = self.start_plot(c, out)
         p.send_signal(signal.SIGINT)

@@ -1,7 +1,7 @@
 // Helper for the mmtier command's tests: publishes a statistics page with
 // chosen figures (lib/stats/live_format.h) the way a process under libmmtier
-// does: <dir>/<pid>.stats, mode 0600, an exclusive flock held while it runs
-// and the sequence lock around writes, so the command's output can be
+// does: <dir>/<pid>.stats, mode 0600, mapped (with no descriptor kept) for
+// as long as it runs, and the sequence lock around writes, so the command's output can be
 // checked against exactly known numbers.  Prints "ready" when the page is
 // published, then reads commands on stdin, one per line:
 //   add FIELD N   add N to a counter (and republish), then print "ok"
@@ -9,7 +9,7 @@
 // usage: cli_fake_publisher --dir DIR [--comm NAME] [--pid N] [--stale]
 //                           [FIELD=VALUE ...]
 //   --pid N   name the file and the page for pid N instead of our own
-//   --stale   write the file without holding the lock and exit at once (a
+//   --stale   write the file and exit at once (a
 //             file left by a process that died)
 //   FIELD     one of the names in kFields below; VALUE a number or "none"
 #include "stats/live_format.h"
@@ -151,12 +151,12 @@ int main(int argc, char **argv) {
   std::string path = dir + "/" + std::to_string(pid) + ".stats";
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) die("cannot create the file");
-  if (!stale && flock(fd, LOCK_EX | LOCK_NB) != 0) die("cannot lock the file");
   if (ftruncate(fd, 4096) != 0) die("ftruncate");
   auto *page = static_cast<pub::stats_page *>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
   if (page == MAP_FAILED) die("mmap");
+  close(fd);
   memcpy(page, &g_page, sizeof g_page);
-  if (stale) return 0;  // the lock (never taken) and the file stay as a dead process leaves them
+  if (stale) return 0;  // the file stays as a dead process leaves it
   printf("ready\n");
   fflush(stdout);
 

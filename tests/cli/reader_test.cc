@@ -10,7 +10,7 @@
 #include "top.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
+#include <sys/wait.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 
@@ -45,33 +46,73 @@ class temp_dir {
   std::string path_;
 };
 
-// Publishes a page as a process under libmmtier does: the file locked
-// exclusively for as long as this object lives (its own open file
-// description, so the reader's flock in this same process conflicts).
+// Publishes a page as a process under libmmtier does: a process (a child
+// forked here, whose pid names the file) maps <dir>/<pid>.stats for as long
+// as this object lives, and keeps no descriptor.  This test writes the page
+// through a mapping of its own.  page_pid: the pid the page says (the
+// writer's by default); live = false: the writer process exits at once,
+// leaving the file behind as a killed process would.
 class fake_writer {
  public:
-  fake_writer(const std::string &path, int pid, bool lock = true) : path_(path) {
-    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    EXPECT_GE(fd_, 0);
-    if (lock) EXPECT_EQ(flock(fd_, LOCK_EX | LOCK_NB), 0);
-    EXPECT_EQ(ftruncate(fd_, 4096), 0);
-    page_ = static_cast<pub::stats_page *>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0));
+  explicit fake_writer(const std::string &dir, bool live = true, int page_pid = 0) {
+    int go[2];
+    EXPECT_EQ(pipe(go), 0);
+    const std::string tmp = dir + "/.fake.tmp";
+    const int fd = open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(ftruncate(fd, 4096), 0);
+    int ready[2];
+    EXPECT_EQ(pipe(ready), 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      void *m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      close(fd);
+      if (m == MAP_FAILED) _exit(1);
+      if (!live) munmap(m, 4096);
+      char c = 'r';
+      if (::write(ready[1], &c, 1) != 1) _exit(2);
+      if (!live) _exit(0);
+      close(go[1]);
+      while (read(go[0], &c, 1) > 0) {
+      }
+      _exit(0);
+    }
+    close(go[0]);
+    go_ = go[1];
+    close(ready[1]);
+    char c = 0;
+    EXPECT_EQ(read(ready[0], &c, 1), 1);
+    close(ready[0]);
+    if (!live) waitid(P_PID, static_cast<id_t>(pid_), nullptr, WEXITED | WNOWAIT);  // gone, pid not reused
+    path_ = dir + "/" + std::to_string(pid_) + ".stats";
+    page_ = static_cast<pub::stats_page *>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    close(fd);
     EXPECT_NE(page_, MAP_FAILED);
     memset(page_, 0, sizeof *page_);
     page_->magic = pub::kMagic;
     page_->version = pub::kVersion;
     page_->size = sizeof *page_;
-    page_->pid = pid;
+    page_->pid = page_pid ? page_pid : pid_;
     page_->unit_size = 2 << 20;
     strcpy(page_->comm, "writer");
     strcpy(page_->pmem_path, "/dev/shm");
     for (auto &t : page_->tiers) t.resident_bytes = t.limit_bytes = pub::kNone;
     page_->dram_budget_bytes = pub::kNone;
+    EXPECT_EQ(rename(tmp.c_str(), path_.c_str()), 0);
   }
-  ~fake_writer() {
-    munmap(page_, 4096);
-    close(fd_);
+  ~fake_writer() { stop(); }
+  // The writer process exits (as at the end of a program, without removing
+  // its file).
+  void stop() {
+    if (page_) munmap(page_, 4096);
+    page_ = nullptr;
+    if (go_ >= 0) close(go_);
+    go_ = -1;
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
+    pid_ = -pid_;
   }
+  int pid() const { return pid_ > 0 ? pid_ : -pid_; }
+  const std::string &path() const { return path_; }
   pub::stats_page *page() { return page_; }
   // One write under the sequence lock.
   template <typename F>
@@ -84,7 +125,8 @@ class fake_writer {
 
  private:
   std::string path_;
-  int fd_ = -1;
+  pid_t pid_ = 0;
+  int go_ = -1;
   pub::stats_page *page_ = nullptr;
 };
 
@@ -95,8 +137,8 @@ bool exists(const std::string &path) {
 
 TEST(StatsReader, ReadsALivePage) {
   temp_dir dir;
-  const int pid = 4242;
-  fake_writer w(dir.file(pid), pid);
+  fake_writer w(dir.path());
+  const int pid = w.pid();
   w.write([](pub::stats_page *p) {
     p->tiers[0].placed_bytes = 6 << 20;
     p->tiers[1].resident_bytes = 12345;
@@ -127,8 +169,8 @@ TEST(StatsReader, ReadsALivePage) {
 
 TEST(StatsReader, StaleFileIsIgnoredAndRemoved) {
   temp_dir dir;
-  const int pid = 4243;
-  { fake_writer w(dir.file(pid), pid, /*lock=*/false); }
+  fake_writer w(dir.path(), /*live=*/false);
+  const int pid = w.pid();
   ASSERT_TRUE(exists(dir.file(pid)));
   open_result r = open_stats_file(dir.path(), pid);
   EXPECT_EQ(r.status, open_status::stale);
@@ -138,44 +180,43 @@ TEST(StatsReader, StaleFileIsIgnoredAndRemoved) {
 
 TEST(StatsReader, AliveTurnsFalseWhenTheWriterGoes) {
   temp_dir dir;
-  const int pid = 4244;
-  auto w = std::make_unique<fake_writer>(dir.file(pid), pid);
-  open_result r = open_stats_file(dir.path(), pid);
+  fake_writer w(dir.path());
+  open_result r = open_stats_file(dir.path(), w.pid());
   ASSERT_EQ(r.status, open_status::ok);
   EXPECT_TRUE(r.source.alive());
-  w.reset();  // closes the locked descriptor, as exit does
+  w.stop();  // the process exits (its mapping goes with it)
   EXPECT_FALSE(r.source.alive());
 }
 
 TEST(StatsReader, RejectsAPageOfAnotherPidAFormatOrASymlink) {
   temp_dir dir;
   {
-    fake_writer w(dir.file(100), 101);  // the page says another pid
-    EXPECT_EQ(open_stats_file(dir.path(), 100).status, open_status::invalid);
+    fake_writer w(dir.path(), true, /*page_pid=*/1);  // the page says another pid
+    EXPECT_EQ(open_stats_file(dir.path(), w.pid()).status, open_status::invalid);
   }
   {
-    fake_writer w(dir.file(102), 102);
+    fake_writer w(dir.path());
     w.write([](pub::stats_page *p) { p->version = pub::kVersion + 1; });
-    EXPECT_EQ(open_stats_file(dir.path(), 102).status, open_status::invalid);
+    EXPECT_EQ(open_stats_file(dir.path(), w.pid()).status, open_status::invalid);
   }
   {
-    fake_writer w(dir.file(103), 103);
-    w.write([](pub::stats_page *p) { p->magic = 0; });  // locked but not written yet
-    EXPECT_EQ(open_stats_file(dir.path(), 103).status, open_status::not_ready);
+    fake_writer w(dir.path());
+    w.write([](pub::stats_page *p) { p->magic = 0; });  // mapped but not written yet
+    EXPECT_EQ(open_stats_file(dir.path(), w.pid()).status, open_status::not_ready);
   }
   {
-    fake_writer w(dir.file(104), 104);
-    ASSERT_EQ(symlink(dir.file(104).c_str(), dir.file(105).c_str()), 0);
-    EXPECT_EQ(open_stats_file(dir.path(), 105).status, open_status::invalid);
-    EXPECT_TRUE(exists(dir.file(104)));
+    fake_writer w(dir.path());
+    const int other = w.pid() + 100000;
+    ASSERT_EQ(symlink(w.path().c_str(), dir.file(other).c_str()), 0);
+    EXPECT_EQ(open_stats_file(dir.path(), other).status, open_status::invalid);
+    EXPECT_TRUE(exists(w.path()));
   }
 }
 
 TEST(StatsReader, SnapshotsNeverMixTwoWrites) {
   temp_dir dir;
-  const int pid = 4245;
-  fake_writer w(dir.file(pid), pid);
-  open_result r = open_stats_file(dir.path(), pid);
+  fake_writer w(dir.path());
+  open_result r = open_stats_file(dir.path(), w.pid());
   ASSERT_EQ(r.status, open_status::ok);
   std::atomic<bool> stop{false};
   std::thread writer([&] {
@@ -212,24 +253,25 @@ TEST(StatsReader, SnapshotsNeverMixTwoWrites) {
 
 TEST(StatsReader, OpenAllListsLivePagesByPidAndCleansStaleOnes) {
   temp_dir dir;
-  fake_writer a(dir.file(300), 300), b(dir.file(20), 20);
-  { fake_writer dead(dir.file(77), 77, /*lock=*/false); }
+  fake_writer a(dir.path()), b(dir.path());
+  fake_writer dead(dir.path(), /*live=*/false);
   // Names that are not "<pid>.stats" are none of the reader's business.
-  { fake_writer tmp(dir.path() + "/.400.new", 400); }
-  { fake_writer other(dir.path() + "/x1.stats", 1); }
+  ASSERT_EQ(rename(dead.path().c_str(), (dir.path() + "/.400.new").c_str()), 0);
+  fake_writer dead2(dir.path(), /*live=*/false);
+  { std::ofstream(dir.path() + "/x1.stats") << "x"; }
   std::vector<stats_source> all = open_all({dir.path(), dir.path() + "/missing"});
   ASSERT_EQ(all.size(), 2u);
-  EXPECT_EQ(all[0].pid(), 20);
-  EXPECT_EQ(all[1].pid(), 300);
-  EXPECT_FALSE(exists(dir.file(77)));
+  EXPECT_EQ(all[0].pid(), std::min(a.pid(), b.pid()));
+  EXPECT_EQ(all[1].pid(), std::max(a.pid(), b.pid()));
+  EXPECT_FALSE(exists(dead2.path()));
   EXPECT_TRUE(exists(dir.path() + "/.400.new"));
   EXPECT_TRUE(exists(dir.path() + "/x1.stats"));
 }
 
 TEST(StatsReader, RefreshRequestsNeedAWritableOpen) {
   temp_dir dir;
-  const int pid = 4246;
-  fake_writer w(dir.file(pid), pid);
+  fake_writer w(dir.path());
+  const int pid = w.pid();
   open_result ro = open_stats_file(dir.path(), pid);
   ASSERT_EQ(ro.status, open_status::ok);
   EXPECT_FALSE(ro.source.request_refresh());

@@ -150,9 +150,10 @@ int child_fork() {
     mmtier_tiering_stats st = {};
     st.size = sizeof st;
     if (tiering_stats()(&st) != 0 || st.running != 1) _exit(22);
-    // Move a unit in the middle both ways; the data stays (the child's
-    // view is private: the parent's bytes are checked after).
-    char *mid = static_cast<char *>(p) + 40 * kMB;
+    // Move a unit of its own both ways; the data stays.  (The parent's
+    // units are frozen in the child and stay where they are; its bytes,
+    // the child's private view, are checked after.)
+    char *mid = static_cast<char *>(big) + 24 * kMB;
     if (mover()(mid, 2 * kMB, 0) < 0 || tier_of(mid) != 0) _exit(24);
     memset(mid, 0x5c, 4096);
     if (mover()(mid, 2 * kMB, 1) < 0 || tier_of(mid) != 1) _exit(25);

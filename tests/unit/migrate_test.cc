@@ -21,6 +21,16 @@
 namespace mmtier::detail {
 namespace {
 
+// A process's first units placed by policy are start-up memory, which
+// never moves: the units a test moves come after them.
+void use_up_startup_units() {
+  static void *startup = nullptr;
+  if (!startup)
+    ASSERT_EQ(heap_mmap(nullptr, kStartupUnits * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        &startup),
+              0);
+}
+
 // Sizes scale down under ThreadSanitizer (CI runs this test there too).
 #if defined(__SANITIZE_THREAD__)
 constexpr int kRounds = 6;
@@ -40,6 +50,7 @@ class Migrate : public ::testing::Test {
     ASSERT_EQ(runtime_start(), kReady);
     if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
     ASSERT_TRUE(faults_can_demote()) << "kernel lacks UFFD_FEATURE_WP_UNPOPULATED";
+    use_up_startup_units();
   }
   // n whole units of policy-placed, read/write managed memory.
   char *map_units(size_t n) {

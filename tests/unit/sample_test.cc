@@ -18,6 +18,16 @@
 namespace mmtier::detail {
 namespace {
 
+// A process's first units placed by policy are start-up memory, which
+// never moves: the units a test moves come after them.
+void use_up_startup_units() {
+  static void *startup = nullptr;
+  if (!startup)
+    ASSERT_EQ(heap_mmap(nullptr, kStartupUnits * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        &startup),
+              0);
+}
+
 uint32_t unit_of(const void *p) {
   return static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift);
 }
@@ -28,6 +38,7 @@ class Sample : public ::testing::Test {
     ASSERT_EQ(runtime_start(), kReady);
     if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
     ASSERT_TRUE(faults_can_sample()) << "kernel lacks UFFD_FEATURE_MOVE";
+    use_up_startup_units();
     void *p = nullptr;
     ASSERT_EQ(heap_mmap(nullptr, 2 * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p), 0);
     base = static_cast<unsigned char *>(p);
