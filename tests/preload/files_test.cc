@@ -8,7 +8,9 @@
 #include "preload_api.h"
 
 #include <dirent.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 
 #include <climits>
 #include <string>
@@ -274,3 +276,23 @@ TEST(PmemFile, SymlinkedDirectoryFollowedButSymlinksInsideUntouched) {
 }
 
 }  // namespace
+
+// A PMem directory on a disk file system without DAX is said once, when the
+// tier makes its file; on tmpfs nothing is said.
+TEST(PmemFile, ADiskDirectoryWithoutDaxIsSaidOnce) {
+  temp_dir disk("/var/tmp");
+  ASSERT_FALSE(disk.path.empty()) << strerror(errno);
+  struct statfs sf;
+  ASSERT_EQ(statfs(disk.path.c_str(), &sf), 0);
+  if (sf.f_type == TMPFS_MAGIC) GTEST_SKIP() << "/var/tmp is on tmpfs here";
+  exec_result r = run_tier_probe({"workload", "48"}, {"MMTIER_PMEM_PATH=" + disk.path});
+  ASSERT_TRUE(exited_with(r.status, 0)) << describe(r);
+  const std::string warning = "mmtier: warn: PMem directory " + disk.path + " is on ";
+  EXPECT_EQ(r.err.rfind(warning, 0), 0u) << describe(r);
+  EXPECT_NE(r.err.find("without DAX: PMem pages are written back to its disk"), std::string::npos) << describe(r);
+  EXPECT_EQ(count_lines(r.err), 1u) << "said once: " << describe(r);
+  temp_dir mem("/dev/shm");
+  exec_result m = run_tier_probe({"workload", "48"}, {"MMTIER_PMEM_PATH=" + mem.path});
+  ASSERT_TRUE(exited_with(m.status, 0)) << describe(m);
+  EXPECT_EQ(m.err, "") << describe(m);
+}
