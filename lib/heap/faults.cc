@@ -174,12 +174,19 @@ bool faults_start() {
   pthread_mutex_lock(&g_start_lock);
   bool ok = g_fd.load(std::memory_order_acquire) >= 0;
   if (!ok && !g_failed) {
-    const uint64_t have = sys::uffd::features();
+    long err = 0;
+    const uint64_t have = sys::uffd::features(&err);
     long fd = -1;
-    if ((have & kNeeded) != kNeeded) {
-      MMTIER_WARN("userfaultfd is not available or lacks mremap events (features 0x%lx); "
+    if (err == -EPERM || err == -EACCES) {
+      MMTIER_WARN("this process may not use userfaultfd (uid %ld: vm.unprivileged_userfaultfd is 0 and "
+                  "/dev/userfaultfd is not open to it); memory is placed on the tiers but not moved between "
+                  "them. scripts/install-host.sh opens /dev/userfaultfd to the group mmtier (README: every "
+                  "process on a host)",
+                  static_cast<long>(sys::raw(SYS_geteuid)));
+    } else if ((have & kNeeded) != kNeeded) {
+      MMTIER_WARN("userfaultfd is not available or lacks mremap events (features 0x%lx, error %ld); "
                   "memory is not moved between tiers",
-                  static_cast<unsigned long>(have));
+                  static_cast<unsigned long>(have), -err);
     } else {
       fd = sys::uffd::open();
       if (fd >= 0) {

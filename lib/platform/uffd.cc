@@ -22,17 +22,18 @@ long open() {
   long fd = raw(SYS_userfaultfd, O_CLOEXEC);
   if (fd >= 0 || (fd != -EPERM && fd != -EACCES)) return fd;
   long dev = openat(AT_FDCWD, "/dev/userfaultfd", O_RDWR | O_CLOEXEC, 0);
-  if (dev < 0) return fd;
+  if (dev < 0) return dev == -ENOENT ? fd : dev;  // no device (before 6.1): the system call's answer
   long r = ioctl(static_cast<int>(dev), USERFAULTFD_IOC_NEW, reinterpret_cast<void *>(O_CLOEXEC));
   close(static_cast<int>(dev));
-  if (r >= 0) return r;
-  // Unprivileged and no device access: faults from user mode only.  Kernel
-  // accesses inside system calls would then fail, so this is not usable.
-  return fd;
+  // (Unprivileged and no device access, UFFD_USER_MODE_ONLY would still
+  // be allowed, but kernel accesses inside system calls would then fail:
+  // not usable here.)
+  return r;
 }
 
-uint64_t features() {
+uint64_t features(long *err) {
   long fd = open();
+  if (err) *err = fd < 0 ? fd : 0;
   if (fd < 0) return 0;
   uffdio_api a = {};
   a.api = UFFD_API;

@@ -34,14 +34,16 @@ struct uffdio_move {
 namespace mmtier::detail::sys::uffd {
 
 // A userfaultfd for this process (close-on-exec, blocking reads), trying the
-// device node /dev/userfaultfd when the system call is not allowed to
-// unprivileged processes; with user_only, faults raised by the kernel inside
-// system calls are not delivered (never wanted here).  fd or -errno.
+// device node /dev/userfaultfd (Linux 6.1) when the system call is not
+// allowed to unprivileged processes (vm.unprivileged_userfaultfd=0).  fd, or
+// -errno: -EPERM when the system call refused and there is no device, the
+// device's error (-EACCES: not open to this user) otherwise.
 long open();
 
 // The features this kernel offers (negotiated on a throwaway descriptor:
-// the API can be negotiated only once per descriptor); 0 if none.
-uint64_t features();
+// the API can be negotiated only once per descriptor); 0 if none, with
+// *err (when given) open()'s error.
+uint64_t features(long *err = nullptr);
 // Negotiates the API with exactly the features wanted; the descriptor must
 // not be used if this fails.
 long api(int fd, uint64_t want);
