@@ -91,6 +91,34 @@ inline char *page_area_end(small_segment *seg, size_t i) {
 
 // ---- class queues -----------------------------------------------------------
 
+// The granules of size ((size + 15) / 16) of class c: [first, last].
+struct granule_range {
+  uint8_t first, last;
+};
+constexpr std::array<granule_range, kSmallClasses> make_granule_ranges() {
+  std::array<granule_range, kSmallClasses> r{};
+  for (unsigned c = 0; c < kSmallClasses; ++c) {
+    const unsigned lo = c == 0 ? 0 : kClassSizes[c - 1] / 16 + 1;
+    r[c] = {static_cast<uint8_t>(lo), static_cast<uint8_t>(kClassSizes[c] / 16)};
+  }
+  return r;
+}
+constexpr std::array<granule_range, kSmallClasses> kGranules = make_granule_ranges();
+constexpr bool granules_match_classes() {
+  const auto table = make_class_table();
+  for (unsigned c = 0; c < kSmallClasses; ++c)
+    for (unsigned g = kGranules[c].first; g <= kGranules[c].last; ++g)
+      if (table[g] != c) return false;
+  return kGranules[0].first == 0 && kGranules[kSmallClasses - 1].last == kSmallGranules - 1;
+}
+static_assert(granules_match_classes(), "direct[] covers each granule with its class");
+
+// A new head for class c's queue, seen by malloc's fast path too.
+void set_head(small_heap *h, unsigned c, small_page *pg) {
+  h->pages[c] = pg;
+  for (unsigned g = kGranules[c].first; g <= kGranules[c].last; ++g) h->direct[g] = pg;
+}
+
 void queue_push_front(small_heap *h, small_page *pg) {
   const unsigned c = pg->cls;
   small_page *head = h->pages[c] == &g_small_empty_page ? nullptr : h->pages[c];
@@ -98,7 +126,7 @@ void queue_push_front(small_heap *h, small_page *pg) {
   pg->next = head;
   if (head) head->prev = pg;
   else h->tails[c] = pg;
-  h->pages[c] = pg;
+  set_head(h, c, pg);
 }
 
 void queue_push_back(small_heap *h, small_page *pg) {
@@ -117,7 +145,7 @@ void queue_push_back(small_heap *h, small_page *pg) {
 void queue_remove(small_heap *h, small_page *pg) {
   const unsigned c = pg->cls;
   if (pg->prev) pg->prev->next = pg->next;
-  else h->pages[c] = pg->next ? pg->next : &g_small_empty_page;
+  else set_head(h, c, pg->next ? pg->next : &g_small_empty_page);
   if (pg->next) pg->next->prev = pg->prev;
   else h->tails[c] = pg->prev;
   pg->next = pg->prev = nullptr;

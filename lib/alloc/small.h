@@ -66,7 +66,13 @@ struct small_segment {
 };
 static_assert(sizeof(small_segment) <= kSmallHeaderSize);
 
+inline constexpr size_t kSmallGranules = kSmallMax / 16 + 1;  // (size + 15) / 16 for size <= kSmallMax
+
 struct small_heap {
+  // The queue head of the class of each 16-byte granule of size: malloc's
+  // fast path indexes it by (size + 15) / 16 directly, without the class
+  // table (kept equal to pages[class] by the slow paths that change a head).
+  small_page *direct[kSmallGranules] = {};
   small_page *pages[kSmallClasses] = {};  // queue heads: the page malloc pops from
   small_page *tails[kSmallClasses] = {};
   std::atomic<small_block *> inbox{nullptr};  // blocks other threads freed into our pages
@@ -79,6 +85,7 @@ struct small_heap {
   // Every queue empty: its head is the shared empty page.
   constexpr explicit small_heap(small_page *empty) {
     for (auto &p : pages) p = empty;
+    for (auto &p : direct) p = empty;
   }
 };
 
@@ -115,7 +122,7 @@ inline void small_page_emptied(small_heap *h, small_page *pg) {
 // size <= kSmallMax.  A block from the first page of the class's queue, or
 // nullptr if that page has none ready (then small_alloc_slow).
 inline void *small_alloc_fast(size_t size) {
-  small_page *pg = t_small_heap->pages[small_class(size)];
+  small_page *pg = t_small_heap->direct[(size + 15) >> 4];
   small_block *b = pg->free;
   if (__builtin_expect(b != nullptr, 1)) {
     pg->free = b->next;
