@@ -10,6 +10,7 @@
 #include "stats/live_stats.h"
 #include "stats/report.h"
 #include "support/log.h"
+#include "support/world.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -78,6 +79,7 @@ int runtime_start() {
   t_starting = true;
   config_load();  // exits on invalid configuration
   int result = kUnmanaged;
+  world_register();
   if (heap_init()) {
     if (engine_init()) {
       result = kReady;

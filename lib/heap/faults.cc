@@ -14,6 +14,7 @@
 #include "support/layout.h"
 #include "support/log.h"
 #include "support/quiesce.h"
+#include "support/world.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -126,6 +127,7 @@ bool answer(int fd, uintptr_t addr, uint64_t flags) {
 }
 
 void *handler_main(void *) {
+  world_exempt_self();
   clockid_t cid;
   if (pthread_getcpuclockid(pthread_self(), &cid) == 0) {
     g_cpu_clock.store(cid, std::memory_order_relaxed);

@@ -15,6 +15,7 @@
 #include "support/log.h"
 #include "support/meta.h"
 #include "support/quiesce.h"
+#include "support/world.h"
 #include "track/pmu_counts.h"
 #include "track/pmu_tracker.h"
 #include "track/software_tracker.h"
@@ -191,6 +192,7 @@ bool mover_init(const config &cfg) {
 }
 
 void *mover_main(void *) {
+  world_exempt_self();
   const config &cfg = config_get();
   if (!mover_init(cfg)) {
     g_running.store(false, std::memory_order_release);

@@ -1,0 +1,212 @@
+// Stopping the other threads of the process (see world.h).
+#include "support/world.h"
+
+#include "platform/clock.h"
+#include "platform/sys.h"
+#include "support/log.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+namespace mmtier::detail {
+namespace {
+
+constexpr int kMaxThreads = 4096;
+constexpr int kMaxExempt = 8;
+
+pthread_mutex_t g_stop_lock = PTHREAD_MUTEX_INITIALIZER;  // one stop at a time
+std::atomic<int> g_exempt[kMaxExempt];
+std::atomic<int> g_generation{0};  // of the stop under way
+std::atomic<int> g_released{0};    // generation released (futex word)
+std::atomic<int> g_parked{0};      // threads parked in this stop
+int g_signo = 0;
+struct sigaction g_old;  // the disposition to put back
+int g_signaled[kMaxThreads];
+int g_nsignaled = 0;
+
+long futex(std::atomic<int> *word, int op, int val, const timespec *ts) {
+  return sys::raw(SYS_futex, reinterpret_cast<long>(word), op, val, reinterpret_cast<long>(ts));
+}
+
+void park(int, siginfo_t *, void *) {
+  const int saved = errno;
+  const int gen = g_generation.load(std::memory_order_acquire);
+  g_parked.fetch_add(1, std::memory_order_acq_rel);
+  futex(&g_parked, FUTEX_WAKE_PRIVATE, 1, nullptr);  // the stopper may wait for the count
+  while (g_released.load(std::memory_order_acquire) != gen)
+    futex(&g_released, FUTEX_WAIT_PRIVATE, g_released.load(std::memory_order_relaxed), nullptr);
+  errno = saved;
+}
+
+bool exempt(int tid) {
+  for (auto &e : g_exempt)
+    if (e.load(std::memory_order_relaxed) == tid) return true;
+  return false;
+}
+
+bool signaled(int tid) {
+  for (int i = 0; i < g_nsignaled; ++i)
+    if (g_signaled[i] == tid) return true;
+  return false;
+}
+
+// The highest real-time signal left at its default disposition, installed
+// with the parking handler; 0 if none.
+int take_signal() {
+  for (int s = SIGRTMAX; s > SIGRTMIN + 2; --s) {
+    struct sigaction cur;
+    if (sigaction(s, nullptr, &cur) != 0) continue;
+    if (cur.sa_handler != SIG_DFL || (cur.sa_flags & SA_SIGINFO)) continue;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = park;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    sigfillset(&sa.sa_mask);  // nothing else runs in a parked thread
+    if (sigaction(s, &sa, &g_old) != 0) continue;
+    return s;
+  }
+  return 0;
+}
+
+// Signals every thread of the process not signaled yet (but the caller and
+// mmtier's own); returns how many were signaled now, or -E2BIG.
+long signal_new_threads(long pid, long self) {
+  long dfd = sys::openat(AT_FDCWD, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (dfd < 0) return dfd;
+  alignas(8) char buf[4096];
+  long added = 0;
+  for (;;) {
+    long n = sys::raw(SYS_getdents64, dfd, reinterpret_cast<long>(buf), sizeof buf);
+    if (n <= 0) break;
+    for (long off = 0; off < n;) {
+      const char *rec = buf + off;
+      unsigned short reclen;
+      memcpy(&reclen, rec + 16, sizeof reclen);
+      off += reclen;
+      const char *name = rec + 19;
+      int tid = 0;
+      for (size_t i = 0; name[i] >= '0' && name[i] <= '9'; ++i) tid = tid * 10 + (name[i] - '0');
+      if (tid <= 0 || tid == self || exempt(tid) || signaled(tid)) continue;
+      if (g_nsignaled == kMaxThreads) {
+        sys::close(static_cast<int>(dfd));
+        return -E2BIG;
+      }
+      if (sys::raw(SYS_tgkill, pid, tid, g_signo) == 0) {
+        g_signaled[g_nsignaled++] = tid;
+        ++added;
+      }
+    }
+  }
+  sys::close(static_cast<int>(dfd));
+  return added;
+}
+
+// Signaled threads that still exist (a thread may exit before it parks).
+int live_signaled(long pid) {
+  int live = 0;
+  for (int i = 0; i < g_nsignaled; ++i) live += sys::raw(SYS_tgkill, pid, g_signaled[i], 0) == 0;
+  return live;
+}
+
+// Releases the parked threads and puts the signal's disposition back.  A
+// handler already running is not affected by that; a signal still pending
+// (a thread that had it blocked, after a stop that gave up) is discarded
+// first by SIG_IGN, so it can never take the default action (terminating
+// the process) later.  Parked threads leave the handler on their own; a
+// thread of this stop still in it when the next one starts sees its own
+// generation released and leaves.
+void release_all(bool all_parked) {
+  g_released.store(g_generation.load(std::memory_order_relaxed), std::memory_order_release);
+  futex(&g_released, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr);
+  if (!all_parked) {
+    struct sigaction ign;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigaction(g_signo, &ign, nullptr);
+  }
+  sigaction(g_signo, &g_old, nullptr);
+  g_signo = 0;
+}
+
+// In a fork child: no stop is under way (the only thread alive was not a
+// parked one) and mmtier's threads are gone.
+void fork_child() {
+  pthread_mutex_init(&g_stop_lock, nullptr);
+  for (auto &e : g_exempt) e.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+void world_register() { quiesce_register(kRankWorld, {nullptr, nullptr, fork_child, nullptr}); }
+
+long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats) {
+  const uint64_t t0 = sys::mono_ns();
+  pthread_mutex_lock(&g_stop_lock);
+  quiesce_enter(why);
+  g_signo = take_signal();
+  if (!g_signo) {
+    quiesce_leave();
+    pthread_mutex_unlock(&g_stop_lock);
+    return -ENOSYS;
+  }
+  g_generation.fetch_add(1, std::memory_order_acq_rel);
+  g_parked.store(0, std::memory_order_release);
+  g_nsignaled = 0;
+  const long pid = sys::getpid(), self = sys::raw(SYS_gettid);
+  long err = 0;
+  // Until a listing finds no thread that was not signaled: a thread running
+  // now may start another before it parks.
+  for (;;) {
+    const long added = signal_new_threads(pid, self);
+    if (added < 0) {
+      err = added;
+      break;
+    }
+    // Wait for every signaled thread (that still exists) to park.
+    for (;;) {
+      const int parked = g_parked.load(std::memory_order_acquire);
+      if (parked >= g_nsignaled || parked >= live_signaled(pid)) break;
+      if (sys::mono_ns() - t0 > timeout_ns) {
+        err = -EAGAIN;
+        break;
+      }
+      const timespec ms = {0, 1000000};
+      futex(&g_parked, FUTEX_WAIT_PRIVATE, parked, &ms);
+    }
+    if (err || added == 0) break;
+  }
+  if (err) {
+    release_all(false);
+    quiesce_leave();
+    pthread_mutex_unlock(&g_stop_lock);
+    return err;
+  }
+  if (stats) {
+    stats->threads = static_cast<uint32_t>(g_parked.load(std::memory_order_relaxed));
+    stats->stop_ns = sys::mono_ns() - t0;
+  }
+  return 0;
+}
+
+void world_resume() {
+  release_all(true);
+  quiesce_leave();
+  pthread_mutex_unlock(&g_stop_lock);
+}
+
+void world_exempt_self() {
+  const int tid = static_cast<int>(sys::raw(SYS_gettid));
+  for (auto &e : g_exempt) {
+    int free = 0;
+    if (e.compare_exchange_strong(free, tid)) return;
+  }
+}
+
+}  // namespace mmtier::detail

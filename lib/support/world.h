@@ -1,0 +1,51 @@
+// Stopping every other thread of the process for a short, bounded moment,
+// outside mmtier's own critical sections: the tool for work that must not
+// race with the program's threads and that userfaultfd cannot guard
+// (re-sharing a unit after fork on a DAX file, migration without
+// userfaultfd, a snapshot's capture).
+//
+// world_stop() runs the quiesce sequence's enter handlers (support/
+// quiesce.h: every mmtier lock is then held by the caller, so no other
+// thread is inside one of mmtier's critical sections), then sends each
+// other thread a real-time signal whose handler parks it until
+// world_resume().  A thread blocked in a system call is interrupted and
+// parks; the handler is installed with SA_RESTART, so most calls resume by
+// themselves afterwards (those the kernel never restarts, such as poll,
+// epoll_wait and nanosleep, return EINTR, as for any signal).  A thread
+// that has the signal blocked cannot be stopped: world_stop() then gives
+// up within its timeout, resumes the others and returns -EAGAIN.
+//
+// The signal is the highest real-time signal whose disposition is the
+// default when the stop begins; its previous disposition is restored at
+// resume.  mmtier's own threads run with every signal blocked and are not
+// stopped (they are inside mmtier, and wait at its locks).
+//
+// Nothing here allocates.  One stop at a time (a second caller waits).
+#pragma once
+
+#include "support/quiesce.h"
+
+#include <cstdint>
+
+namespace mmtier::detail {
+
+struct world_stats {
+  uint32_t threads;     // threads parked
+  uint64_t stop_ns;     // from the call to the last thread parked
+};
+
+// Stops every other thread; 0 (stopped: the caller must call world_resume)
+// or -errno with nothing stopped: -EAGAIN (a thread did not park within
+// timeout_ns), -ENOSYS (no real-time signal free).
+long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats = nullptr);
+void world_resume();
+
+// Registers the fork handler (rank kRankWorld); once, at start-up.
+void world_register();
+
+// Threads of mmtier's own, never stopped: registered by the thread itself
+// (the mover, the fault service).  They block every signal anyway; this
+// keeps world_stop from waiting for them.
+void world_exempt_self();
+
+}  // namespace mmtier::detail
