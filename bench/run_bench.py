@@ -4,7 +4,7 @@
 Runs each workload under each allocator in alternation (round-robin: round 1
 runs every workload under every allocator, then round 2, ..., with the order
 of allocators rotated each round so none always goes first), takes medians,
-and prints a table of medians, ratios to jemalloc and glibc, peak RSS and a
+and prints a table of medians, ratios to jemalloc, mimalloc and glibc, peak RSS and a
 status per workload x allocator.  A run that crashes, times out, exits
 non-zero, prints no RESULT line or whose checksum/output differs from the
 glibc run's makes its row FAIL, with the reason; a row is never left out.
@@ -12,6 +12,7 @@ glibc run's makes its row FAIL, with the reason; a row is never left out.
 Allocators (every run starts from an empty environment plus these):
   glibc       no preload
   jemalloc    LD_PRELOAD=libjemalloc.so.2
+  mimalloc    LD_PRELOAD=libmimalloc.so.2 (Debian libmimalloc2.0)
   libmemtier  LD_PRELOAD=libmemtier.so (memkind) with DRAM + FS_DAX at 1:4
   libmmtier   LD_PRELOAD=<build>/libmmtier.so MMTIER_DRAM_RATIO=1:4
   libmmtier@LABEL  (--compare LABEL=PATH, repeatable) another build of
@@ -46,9 +47,10 @@ import time
 
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 SYS_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-ALLOCATORS = ["glibc", "jemalloc", "libmemtier", "libmmtier"]
+ALLOCATORS = ["glibc", "jemalloc", "mimalloc", "libmemtier", "libmmtier"]
 COMPARE_PREFIX = "libmmtier@"   # + LABEL: the builds of --compare LABEL=PATH
 JEMALLOC = LIBDIR + "/libjemalloc.so.2"
+MIMALLOC = LIBDIR + "/libmimalloc.so.2"   # Debian libmimalloc2.0
 MEMTIER = LIBDIR + "/libmemtier.so"
 
 # Parameters per size.  tiny: the CI smoke test (seconds in all);
@@ -73,24 +75,34 @@ THROUGHPUT = "ops/s"
 SECONDS = "s"
 
 
+# The target against mimalloc: libmmtier, tiering on (MMTIER_DRAM_RATIO=1:4
+# as in every libmmtier run here), at least this many times mimalloc's churn
+# throughput at 1 and 2 threads, and as many times fewer instructions per
+# malloc+free pair (--callgrind).
+MIMALLOC_TARGET = 1.10
+
+
 class Workload:
-    def __init__(self, name, kind, unit, targets, describe):
+    def __init__(self, name, kind, unit, targets, describe, mimalloc_targets=()):
         self.name = name
         self.kind = kind          # "program", "python3", "sqlite3", "redis"
         self.unit = unit          # THROUGHPUT (higher is better) or SECONDS (lower)
         self.targets = targets    # issue 3's targets: (peer, "min"/"max", ratio, "speed"/"time"/"rss")
         self.describe = describe
+        self.mimalloc_targets = list(mimalloc_targets)   # the same form, against mimalloc
 
 
 WORKLOADS = [
     Workload("churn_1t", "program", THROUGHPUT,
              [("jemalloc", "min", 0.9, "speed"), ("glibc", "min", 1.5, "speed"),
               ("libmemtier", "min", 8.0, "speed")],
-             "small-object churn 16 B..1 KiB, random free order, 1000 live, 1 thread"),
+             "small-object churn 16 B..1 KiB, random free order, 1000 live, 1 thread",
+             [("mimalloc", "min", MIMALLOC_TARGET, "speed")]),
     Workload("churn_2t", "program", THROUGHPUT,
              [("jemalloc", "min", 0.9, "speed"), ("glibc", "min", 1.5, "speed"),
               ("libmemtier", "min", 8.0, "speed")],
-             "small-object churn 16 B..1 KiB, random free order, 1000 live per thread, 2 threads"),
+             "small-object churn 16 B..1 KiB, random free order, 1000 live per thread, 2 threads",
+             [("mimalloc", "min", MIMALLOC_TARGET, "speed")]),
     Workload("xthread", "program", THROUGHPUT, [("jemalloc", "min", 0.8, "speed")],
              "producer allocates, consumer frees (SPSC ring of 1024), 16 B..1 KiB"),
     Workload("large_malloc", "program", THROUGHPUT, [("jemalloc", "min", 0.9, "speed")],
@@ -322,7 +334,7 @@ class Bench:
                 "TZ": "UTC"}
 
     def allocator_lib(self, alloc):
-        libs = {"glibc": None, "jemalloc": JEMALLOC, "libmemtier": MEMTIER,
+        libs = {"glibc": None, "jemalloc": JEMALLOC, "mimalloc": MIMALLOC, "libmemtier": MEMTIER,
                 "libmmtier": self.libmmtier}
         libs.update(self.compare)
         return libs[alloc]
@@ -700,6 +712,7 @@ class Row:
         self.cpu = None
         self.mmtier_peak = None
         self.vs_jemalloc = None
+        self.vs_mimalloc = None
         self.vs_glibc = None
         self.rss_vs_jemalloc = None
 
@@ -774,10 +787,12 @@ def run_table(bench, args):
         summarise(row)
     for w in workloads:
         je = rows.get((w.name, "jemalloc"))
+        mi = rows.get((w.name, "mimalloc"))
         gl = rows.get((w.name, "glibc"))
         for alloc in bench.allocators:
             row = rows[(w.name, alloc)]
             row.vs_jemalloc = ratio(row.median, je.median if je else None)
+            row.vs_mimalloc = ratio(row.median, mi.median if mi else None)
             row.vs_glibc = ratio(row.median, gl.median if gl else None)
             row.rss_vs_jemalloc = ratio(row.rss, je.rss if je else None)
     return workloads, rows
@@ -789,14 +804,14 @@ def print_table(bench, workloads, rows):
           % (bench.args.rounds, bench.args.size))
     print("ops/s: higher is better (ratio > 1 = faster than the peer); "
           "s: wall time, lower is better (ratio < 1 = faster).")
-    hdr = ("workload", "allocator", "median", "unit", "vs jemalloc", "vs glibc",
+    hdr = ("workload", "allocator", "median", "unit", "vs jemalloc", "vs mimalloc", "vs glibc",
            "peak RSS MiB", "RSS vs je", "status")
     table = []
     for w in workloads:
         for alloc in bench.allocators:
             r = rows[(w.name, alloc)]
             table.append((w.name, alloc, fmt_num(r.median, w.unit), w.unit,
-                          fmt_ratio(r.vs_jemalloc), fmt_ratio(r.vs_glibc),
+                          fmt_ratio(r.vs_jemalloc), fmt_ratio(r.vs_mimalloc), fmt_ratio(r.vs_glibc),
                           "-" if r.rss is None else "%.1f" % (r.rss / 1024.0),
                           fmt_ratio(r.rss_vs_jemalloc),
                           "ok" if r.status == "ok" else "FAIL (%s)" % r.reason))
@@ -820,35 +835,46 @@ def print_table(bench, workloads, rows):
             for name, p in peaks:
                 if p:
                     print("  %-13s DRAM %8.1f MiB   PMem %8.1f MiB" % (name, p[0] / 2**20, p[1] / 2**20))
-        print()
-        print("Targets of issue 3 for libmmtier (MMTIER_DRAM_RATIO=1:4):")
-        for w in workloads:
-            me = rows[(w.name, "libmmtier")]
-            for peer, kind, bound, what in w.targets:
-                if what == "rss":
-                    label = "peak RSS vs %s <= %.2fx" % (peer, bound)
-                elif w.unit == THROUGHPUT:
-                    label = "throughput vs %s >= %.2fx" % (peer, bound)
-                else:
-                    label = "wall time vs %s <= %.2fx" % (peer, bound)
-                p = rows.get((w.name, peer))
-                if p is None:
-                    verdict, measured = "n/a (peer not run)", None
-                else:
-                    measured = ratio(me.rss, p.rss) if what == "rss" else ratio(me.median, p.median)
-                    if me.status != "ok":
-                        verdict = "FAIL (libmmtier row failed)"
-                    elif measured is None:
-                        verdict = "n/a (%s row has no value)" % peer
-                    elif p.status != "ok":
-                        verdict = ("meets" if (measured >= bound if kind == "min" else measured <= bound)
-                                   else "misses") + " (but the %s row is FAIL)" % peer
-                    else:
-                        verdict = "meets" if (measured >= bound if kind == "min" else measured <= bound) else "MISSES"
-                print("  %-13s %-34s measured %-7s %s" % (w.name, label, fmt_ratio(measured), verdict))
+        for title, attr in (("Targets of issue 3 for libmmtier (MMTIER_DRAM_RATIO=1:4):", "targets"),
+                            ("Target against mimalloc for libmmtier, tiering on (MMTIER_DRAM_RATIO=1:4): "
+                             "churn >= %.2fx mimalloc at 1 and 2 threads:" % MIMALLOC_TARGET,
+                             "mimalloc_targets")):
+            lines = [target_line(w, rows, t) for w in workloads for t in getattr(w, attr)]
+            if lines:
+                print()
+                print(title)
+                for l in lines:
+                    print(l)
 
     for other, lib in bench.compare:
         print_compare_table(bench, workloads, rows, other, lib)
+
+
+def target_line(w, rows, target):
+    """One line of a target summary: libmmtier's ratio to the peer and the verdict."""
+    peer, kind, bound, what = target
+    me = rows[(w.name, "libmmtier")]
+    if what == "rss":
+        label = "peak RSS vs %s <= %.2fx" % (peer, bound)
+    elif w.unit == THROUGHPUT:
+        label = "throughput vs %s >= %.2fx" % (peer, bound)
+    else:
+        label = "wall time vs %s <= %.2fx" % (peer, bound)
+    p = rows.get((w.name, peer))
+    if p is None:
+        verdict, measured = "n/a (peer not run)", None
+    else:
+        measured = ratio(me.rss, p.rss) if what == "rss" else ratio(me.median, p.median)
+        if me.status != "ok":
+            verdict = "FAIL (libmmtier row failed)"
+        elif measured is None:
+            verdict = "n/a (%s row has no value)" % peer
+        elif p.status != "ok":
+            verdict = ("meets" if (measured >= bound if kind == "min" else measured <= bound)
+                       else "misses") + " (but the %s row is FAIL)" % peer
+        else:
+            verdict = "meets" if (measured >= bound if kind == "min" else measured <= bound) else "MISSES"
+    return "  %-13s %-34s measured %-7s %s" % (w.name, label, fmt_ratio(measured), verdict)
 
 
 def better_ratio(mine, other, higher_is_better):
@@ -879,7 +905,8 @@ def print_compare_table(bench, workloads, rows, other, lib):
 
 
 CSV_FIELDS = ["section", "workload", "allocator", "metric", "unit", "better", "runs", "runs_ok",
-              "median", "min", "max", "ratio_vs_jemalloc", "ratio_vs_glibc", "peak_rss_kib",
+              "median", "min", "max", "ratio_vs_jemalloc", "ratio_vs_mimalloc", "ratio_vs_glibc",
+              "peak_rss_kib",
               "rss_ratio_vs_jemalloc", "cpu_seconds", "mmtier_dram_peak_bytes",
               "mmtier_pmem_peak_bytes", "status", "reason", "samples"]
 
@@ -898,7 +925,8 @@ def table_csv_rows(bench, workloads, rows):
                 "runs": len(r.runs), "runs_ok": len(ok),
                 "median": r.median, "min": min(vals) if vals else None,
                 "max": max(vals) if vals else None,
-                "ratio_vs_jemalloc": r.vs_jemalloc, "ratio_vs_glibc": r.vs_glibc,
+                "ratio_vs_jemalloc": r.vs_jemalloc, "ratio_vs_mimalloc": r.vs_mimalloc,
+                "ratio_vs_glibc": r.vs_glibc,
                 "peak_rss_kib": r.rss, "rss_ratio_vs_jemalloc": r.rss_vs_jemalloc,
                 "cpu_seconds": r.cpu,
                 "mmtier_dram_peak_bytes": r.mmtier_peak[0] if r.mmtier_peak else None,
@@ -978,6 +1006,23 @@ def run_callgrind(bench, args):
                 reasons.append("%s: %s" % ("64 B" if mode == "64" else "mixed", r["reason"]))
         print("  %-*s %-14s %-14s %s" % (aw, alloc, cells[0], cells[1],
                                           "ok" if not reasons else "FAIL (" + "; ".join(reasons) + ")"))
+    if "libmmtier" in bench.allocators and "mimalloc" in bench.allocators:
+        print()
+        print("libmmtier against mimalloc (tiering on, MMTIER_DRAM_RATIO=1:4): instructions per "
+              "malloc+free pair; ratio = mimalloc / libmmtier, > 1: libmmtier runs fewer; "
+              "target >= %.2fx." % MIMALLOC_TARGET)
+        table = []
+        for mode, size in (("64", "64 B"), ("mixed", "16..1024 B")):
+            me, mi = (next(x for x in results if x["mode"] == mode and x["alloc"] == a)
+                      for a in ("libmmtier", "mimalloc"))
+            r = better_ratio(me["value"], mi["value"], False)
+            failed = [a for a, x in (("libmmtier", me), ("mimalloc", mi)) if x["value"] is None]
+            verdict = ("FAIL (%s)" % " and ".join(failed) if failed else
+                       "meets" if r >= MIMALLOC_TARGET else "MISSES")
+            table.append((size, "-" if me["value"] is None else "%.1f" % me["value"],
+                          "-" if mi["value"] is None else "%.1f" % mi["value"],
+                          fmt_ratio(r), verdict))
+        print_columns(("size", "libmmtier", "mimalloc", "ratio", "target"), table)
     for other, lib in bench.compare:
         print()
         print("libmmtier against %s: instructions per malloc+free pair; "
@@ -997,12 +1042,14 @@ def run_callgrind(bench, args):
     out = []
     for r in results:
         je = next((x for x in results if x["mode"] == r["mode"] and x["alloc"] == "jemalloc"), None)
+        mi = next((x for x in results if x["mode"] == r["mode"] and x["alloc"] == "mimalloc"), None)
         gl = next((x for x in results if x["mode"] == r["mode"] and x["alloc"] == "glibc"), None)
         out.append({
             "section": "callgrind", "workload": "pair_" + r["mode"], "allocator": r["alloc"],
             "metric": "instructions_per_pair", "unit": "instr", "better": "lower",
             "runs": 1, "runs_ok": 1 if r["value"] is not None else 0,
             "median": r["value"], "ratio_vs_jemalloc": ratio(r["value"], je and je["value"]),
+            "ratio_vs_mimalloc": ratio(r["value"], mi and mi["value"]),
             "ratio_vs_glibc": ratio(r["value"], gl and gl["value"]),
             "status": "ok" if r["value"] is not None else "FAIL", "reason": r["reason"],
             "samples": " ".join(str(c) for c in r.get("counts", [])),
@@ -1128,6 +1175,7 @@ def run_micro(bench, args):
         print_columns(("benchmark", "libmmtier", "spread", other, "spread", "ratio", "status"), table)
     for name in names:
         je = samples["jemalloc"].get(name) if "jemalloc" in samples else None
+        mi = samples["mimalloc"].get(name) if "mimalloc" in samples else None
         gl = samples["glibc"].get(name) if "glibc" in samples else None
         for col in columns:
             vals = samples[col].get(name)
@@ -1138,6 +1186,7 @@ def run_micro(bench, args):
                 "runs": args.rounds, "runs_ok": len(vals or []), "median": med,
                 "min": min(vals) if vals else None, "max": max(vals) if vals else None,
                 "ratio_vs_jemalloc": ratio(med, je and statistics.median(je)),
+                "ratio_vs_mimalloc": ratio(med, mi and statistics.median(mi)),
                 "ratio_vs_glibc": ratio(med, gl and statistics.median(gl)),
                 "status": "ok" if vals and not reasons[col] else "FAIL",
                 "reason": "; ".join(sorted(set(reasons[col]))),
