@@ -21,8 +21,9 @@ Allocators (every run starts from an empty environment plus these):
               libmmtier with it (before/after a change, in one run)
 
 Modes:
-  (default)    the workload table (bench/workloads programs, python3,
-               sqlite3, redis-server + redis-benchmark)
+  (default)    the workload table (bench/workloads programs, process
+               start+exit rows, python3, sqlite3, redis-server +
+               redis-benchmark)
   --callgrind  instructions per malloc+free pair under callgrind
   --micro      Google Benchmark loops (bench/micro) under each allocator
 
@@ -59,15 +60,15 @@ SIZES = {
     "tiny": dict(churn_ops=100_000, xthread_objects=50_000, large_malloc=6,
                  large_realloc=2, large_mmap=12, py_n=10_000, py_rounds=2,
                  sqlite_rows=2_000, redis_keys=5_000, redis_requests=2_000,
-                 pairs=20_000, micro_min_time=0.005, timeout=60),
+                 spawn_starts=50, pairs=20_000, micro_min_time=0.005, timeout=60),
     "small": dict(churn_ops=3_000_000, xthread_objects=1_000_000, large_malloc=40,
                   large_realloc=8, large_mmap=100, py_n=60_000, py_rounds=3,
                   sqlite_rows=50_000, redis_keys=100_000, redis_requests=50_000,
-                  pairs=200_000, micro_min_time=0.05, timeout=180),
+                  spawn_starts=500, pairs=200_000, micro_min_time=0.05, timeout=180),
     "full": dict(churn_ops=10_000_000, xthread_objects=2_000_000, large_malloc=80,
                  large_realloc=12, large_mmap=200, py_n=150_000, py_rounds=3,
                  sqlite_rows=150_000, redis_keys=200_000, redis_requests=60_000,
-                 pairs=1_000_000, micro_min_time=0.2, timeout=300),
+                 spawn_starts=2000, pairs=1_000_000, micro_min_time=0.2, timeout=300),
 }
 
 # Units of a workload's value: throughput (higher is better) or wall time.
@@ -111,6 +112,11 @@ WORKLOADS = [
              "realloc growth chains 64 KiB -> 1..64 MiB by 1.5x, contents checked"),
     Workload("large_mmap", "program", THROUGHPUT, [("jemalloc", "min", 0.9, "speed")],
              "anonymous mmap/munmap 64 KiB..16 MiB, pages touched, partial unmaps"),
+    Workload("spawn_true", "program", THROUGHPUT, [],
+             "process start+exit: posix_spawn /bin/true N times in a row, each waited for (starts/s)"),
+    Workload("spawn_small", "program", THROUGHPUT, [],
+             "process start+exit: posix_spawn a small C program (mallocs, qsort, one line on a pipe) "
+             "N times (starts/s)"),
     Workload("python3", "python3", SECONDS,
              [("jemalloc", "max", 1.10, "time"), ("jemalloc", "max", 1.15, "rss")],
              "/usr/bin/python3 builds and drops large dicts and lists (pyalloc.py)"),
@@ -405,6 +411,12 @@ class Bench:
             "large_malloc": [w + "/large", "malloc", str(s["large_malloc"])],
             "large_realloc": [w + "/large", "realloc", str(s["large_realloc"])],
             "large_mmap": [w + "/large", "mmap", str(s["large_mmap"])],
+            # The children inherit the allocator's variables but MMTIER_REPORT:
+            # only the spawn driver writes an exit report, not every start.
+            "spawn_true": [w + "/spawn", "spawn_true", str(s["spawn_starts"]), "--lines", "0",
+                           "--unset", "MMTIER_REPORT", "--", "/bin/true"],
+            "spawn_small": [w + "/spawn", "spawn_small", str(s["spawn_starts"]), "--lines", "1",
+                            "--unset", "MMTIER_REPORT", "--", w + "/small"],
         }[name]
 
     def run_simple(self, workload, alloc, argv, stdin=None):

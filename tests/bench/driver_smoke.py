@@ -27,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 
+# Every workload of the default set; the spawn rows are process start+exit.
 WORKLOADS = ["churn_1t", "churn_2t", "xthread", "large_malloc", "large_realloc", "large_mmap",
-             "python3", "sqlite3", "redis"]
+             "spawn_true", "spawn_small", "python3", "sqlite3", "redis"]
 ALLOCATORS = ["glibc", "jemalloc", "mimalloc", "libmemtier", "libmmtier"]
 MUST_WORK = ["glibc", "jemalloc", "mimalloc", "libmmtier"]
 
