@@ -23,7 +23,9 @@ Allocators (every run starts from an empty environment plus these):
 Modes:
   (default)    the workload table (bench/workloads programs, process
                start+exit rows, python3, sqlite3, redis-server +
-               redis-benchmark)
+               redis-benchmark); the build row (libmmtier compiled from
+               scratch under the allocator, 15-40 s a run on 2 cores) only with
+               --only build or --with-build
   --callgrind  instructions per malloc+free pair under callgrind
   --micro      Google Benchmark loops (bench/micro) under each allocator
 
@@ -84,13 +86,14 @@ MIMALLOC_TARGET = 1.10
 
 
 class Workload:
-    def __init__(self, name, kind, unit, targets, describe, mimalloc_targets=()):
+    def __init__(self, name, kind, unit, targets, describe, mimalloc_targets=(), default=True):
         self.name = name
-        self.kind = kind          # "program", "python3", "sqlite3", "redis"
+        self.kind = kind          # "program", "python3", "sqlite3", "redis", "build"
         self.unit = unit          # THROUGHPUT (higher is better) or SECONDS (lower)
         self.targets = targets    # issue 3's targets: (peer, "min"/"max", ratio, "speed"/"time"/"rss")
         self.describe = describe
         self.mimalloc_targets = list(mimalloc_targets)   # the same form, against mimalloc
+        self.default = default    # in the table without --only (build: only when asked)
 
 
 WORKLOADS = [
@@ -126,8 +129,14 @@ WORKLOADS = [
     Workload("redis", "redis", SECONDS,
              [("jemalloc", "max", 1.10, "time"), ("jemalloc", "max", 1.15, "rss")],
              "redis-server under the allocator; Lua load + redis-benchmark -P 16"),
+    Workload("build", "build", SECONDS, [],
+             "libmmtier built from scratch (cmake + ninja -j2 mmtier) by bash, everything "
+             "under the allocator", default=False),
 ]
 WORKLOAD_NAMES = [w.name for w in WORKLOADS]
+# A build takes 15-40 s on 2 cores, longer on a loaded machine: its own
+# timeout, whatever the size (--timeout overrides).
+BUILD_TIMEOUT = 1200
 
 
 def log(msg):
@@ -311,6 +320,7 @@ class Bench:
         self.allocators = args.allocators + [name for name, _ in self.compare]
         self.run_counter = 0
         self.sql_file = None
+        self.build_src = None
         self.runstat = os.path.join(self.build, "bench", "runstat")
         self.children = []
 
@@ -648,13 +658,87 @@ class Bench:
         run.checksum = "%s/%s" % (digest.strip()[:16], size.strip())
         return None
 
+    def make_build_src(self):
+        """A copy of this source tree (without .git and build trees), made once per
+        driver run, so that every build row compiles the same files even if the
+        tree is edited meanwhile, and no run writes into the tree."""
+        if self.build_src:
+            return self.build_src
+        root = os.path.dirname(self.src)
+
+        def ignore(d, names):
+            skip = {n for n in names if n in (".git", "__pycache__")
+                    or os.path.isfile(os.path.join(d, n, "CMakeCache.txt"))}
+            if os.path.samefile(d, root):
+                skip |= {n for n in names if n.startswith("build") or n == "out"}
+            return skip
+
+        dst = os.path.join(self.workdir, "build-src")
+        shutil.copytree(root, dst, symlinks=True, ignore=ignore)
+        self.build_src = dst
+        return dst
+
+    def run_build(self, workload, alloc):
+        """bash -c 'cmake ... && ninja ... mmtier' with everything under the allocator:
+        bash and all it starts (cmake, ninja, gcc, cc1plus, as, ld) inherit the
+        allocator's variables.  The value is the wall time of the whole build; the
+        checksum, the number of build steps and the library's exported symbols."""
+        src = self.make_build_src()
+        run = Run()
+        rundir = self.new_rundir(workload.name, alloc)
+        tree = tempfile.mkdtemp(prefix="tree-", dir=rundir)
+        out = os.path.join(rundir, "stdout")
+        err = os.path.join(rundir, "stderr")
+        script = ('cmake -S "$1" -B "$2" -G Ninja -DMMTIER_BUILD_TESTS=OFF -DMMTIER_BUILD_BENCH=OFF '
+                  '-DMMTIER_BUILD_CLI=OFF >/dev/null && ninja -C "$2" -j2 mmtier')
+        timeout = self.args.timeout or BUILD_TIMEOUT
+        try:
+            try:
+                child = self.spawn(["/bin/bash", "-c", script, "bash", src, tree], self.base_env(rundir),
+                                   self.allocator_vars(alloc, rundir), rundir, out, err)
+            except OSError as e:
+                return run.fail("cannot start bash: %s" % e), rundir
+            child.wait(timeout)
+            run.wall = child.wall
+            run.maxrss_kib = child.maxrss_kib
+            run.cpu = child.cpu
+            reason = child.failure(timeout)
+            if reason:
+                return run.fail(reason), rundir
+            lib = os.path.join(tree, "libmmtier.so")
+            if not os.path.isfile(lib):
+                return run.fail("the build exited 0 but made no libmmtier.so"), rundir
+            steps = re.findall(r"^\[(\d+)/(\d+)\] ", read_text(out), re.M)
+            if not steps or steps[-1][0] != steps[-1][1]:
+                return run.fail("ninja's output does not end with its last step: %s" % tail(out, 1)), rundir
+            try:
+                nm = subprocess.run(["nm", "-D", "--defined-only", lib], env=self.base_env(rundir),
+                                    capture_output=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                return run.fail("nm on the built libmmtier.so failed: %s" % e), rundir
+            syms = sorted(" ".join(l.split()[-2:]) for l in nm.stdout.decode("utf-8", "replace").splitlines()
+                          if l.strip())
+            if nm.returncode != 0 or not any(s.endswith(" malloc") for s in syms):
+                return run.fail("the built libmmtier.so exports no malloc (nm status %d)" % nm.returncode), rundir
+        finally:
+            # A build tree is tens of MiB: never kept, even with --keep.
+            shutil.rmtree(tree, ignore_errors=True)
+        run.checksum = "%s/%s" % (steps[-1][1], hashlib.sha256("\n".join(syms).encode()).hexdigest()[:16])
+        self.common_checks(run, alloc, rundir, err)
+        if run.reason:
+            return run, rundir
+        run.value = run.wall
+        run.ok = True
+        return run, rundir
+
     def run_one(self, workload, alloc):
         missing = self.missing_lib(alloc)
         if missing:
             return Run().fail(missing)
         try:
             fn = {"program": self.run_program, "python3": self.run_python3,
-                  "sqlite3": self.run_sqlite3, "redis": self.run_redis}[workload.kind]
+                  "sqlite3": self.run_sqlite3, "redis": self.run_redis,
+                  "build": self.run_build}[workload.kind]
             run, rundir = fn(workload, alloc)
         except Exception as e:  # a driver bug must not lose the row
             run, rundir = Run().fail("driver error: %s: %s" % (type(e).__name__, e)), None
@@ -782,7 +866,8 @@ def ratio(a, b):
 
 
 def run_table(bench, args):
-    workloads = [w for w in WORKLOADS if not args.only or w.name in args.only]
+    workloads = [w for w in WORKLOADS if w.name in args.only] if args.only else \
+        [w for w in WORKLOADS if w.default or (args.with_build and w.kind == "build")]
     rows = {(w.name, a): Row(w, a) for w in workloads for a in bench.allocators}
     n = len(bench.allocators)
     for rnd in range(args.rounds):
@@ -1245,7 +1330,11 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5, help="rounds of alternation (default 5)")
     ap.add_argument("--size", choices=sorted(SIZES), default="small", help="problem size (default small)")
     ap.add_argument("--only", action="append", default=[],
-                    help="run only this workload (repeatable, or comma-separated): " + ", ".join(WORKLOAD_NAMES))
+                    help="run only this workload (repeatable, or comma-separated): " + ", ".join(WORKLOAD_NAMES)
+                    + " (build is not in the default set)")
+    ap.add_argument("--with-build", action="store_true",
+                    help="add the build row (libmmtier built from scratch under each allocator, "
+                         "15-40 s a run on 2 cores) to the default set")
     ap.add_argument("--allocators", default=",".join(ALLOCATORS),
                     help="comma-separated subset of " + ",".join(ALLOCATORS))
     ap.add_argument("--csv", default=None, help="write every row to this CSV file")
