@@ -4,7 +4,7 @@
 Runs each workload under each allocator in alternation (round-robin: round 1
 runs every workload under every allocator, then round 2, ..., with the order
 of allocators rotated each round so none always goes first), takes medians,
-and prints a table of medians, ratios to jemalloc and glibc, peak RSS and a
+and prints a table of medians, ratios to jemalloc, mimalloc and glibc, peak RSS and a
 status per workload x allocator.  A run that crashes, times out, exits
 non-zero, prints no RESULT line or whose checksum/output differs from the
 glibc run's makes its row FAIL, with the reason; a row is never left out.
@@ -12,6 +12,7 @@ glibc run's makes its row FAIL, with the reason; a row is never left out.
 Allocators (every run starts from an empty environment plus these):
   glibc       no preload
   jemalloc    LD_PRELOAD=libjemalloc.so.2
+  mimalloc    LD_PRELOAD=libmimalloc.so.2 (Debian libmimalloc2.0)
   libmemtier  LD_PRELOAD=libmemtier.so (memkind) with DRAM + FS_DAX at 1:4
   libmmtier   LD_PRELOAD=<build>/libmmtier.so MMTIER_DRAM_RATIO=1:4
   libmmtier@LABEL  (--compare LABEL=PATH, repeatable) another build of
@@ -20,8 +21,11 @@ Allocators (every run starts from an empty environment plus these):
               libmmtier with it (before/after a change, in one run)
 
 Modes:
-  (default)    the workload table (bench/workloads programs, python3,
-               sqlite3, redis-server + redis-benchmark)
+  (default)    the workload table (bench/workloads programs, process
+               start+exit rows, python3, sqlite3, redis-server +
+               redis-benchmark); the build row (libmmtier compiled from
+               scratch under the allocator, 15-40 s a run on 2 cores) only with
+               --only build or --with-build
   --callgrind  instructions per malloc+free pair under callgrind
   --micro      Google Benchmark loops (bench/micro) under each allocator
 
@@ -46,9 +50,10 @@ import time
 
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 SYS_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-ALLOCATORS = ["glibc", "jemalloc", "libmemtier", "libmmtier"]
+ALLOCATORS = ["glibc", "jemalloc", "mimalloc", "libmemtier", "libmmtier"]
 COMPARE_PREFIX = "libmmtier@"   # + LABEL: the builds of --compare LABEL=PATH
 JEMALLOC = LIBDIR + "/libjemalloc.so.2"
+MIMALLOC = LIBDIR + "/libmimalloc.so.2"   # Debian libmimalloc2.0
 MEMTIER = LIBDIR + "/libmemtier.so"
 
 # Parameters per size.  tiny: the CI smoke test (seconds in all);
@@ -57,15 +62,15 @@ SIZES = {
     "tiny": dict(churn_ops=100_000, xthread_objects=50_000, large_malloc=6,
                  large_realloc=2, large_mmap=12, py_n=10_000, py_rounds=2,
                  sqlite_rows=2_000, redis_keys=5_000, redis_requests=2_000,
-                 pairs=20_000, micro_min_time=0.005, timeout=60),
+                 spawn_starts=50, pairs=20_000, micro_min_time=0.005, timeout=60),
     "small": dict(churn_ops=3_000_000, xthread_objects=1_000_000, large_malloc=40,
                   large_realloc=8, large_mmap=100, py_n=60_000, py_rounds=3,
                   sqlite_rows=50_000, redis_keys=100_000, redis_requests=50_000,
-                  pairs=200_000, micro_min_time=0.05, timeout=180),
+                  spawn_starts=500, pairs=200_000, micro_min_time=0.05, timeout=180),
     "full": dict(churn_ops=10_000_000, xthread_objects=2_000_000, large_malloc=80,
                  large_realloc=12, large_mmap=200, py_n=150_000, py_rounds=3,
                  sqlite_rows=150_000, redis_keys=200_000, redis_requests=60_000,
-                 pairs=1_000_000, micro_min_time=0.2, timeout=300),
+                 spawn_starts=2000, pairs=1_000_000, micro_min_time=0.2, timeout=300),
 }
 
 # Units of a workload's value: throughput (higher is better) or wall time.
@@ -73,24 +78,35 @@ THROUGHPUT = "ops/s"
 SECONDS = "s"
 
 
+# The target against mimalloc: libmmtier, tiering on (MMTIER_DRAM_RATIO=1:4
+# as in every libmmtier run here), at least this many times mimalloc's churn
+# throughput at 1 and 2 threads, and as many times fewer instructions per
+# malloc+free pair (--callgrind).
+MIMALLOC_TARGET = 1.10
+
+
 class Workload:
-    def __init__(self, name, kind, unit, targets, describe):
+    def __init__(self, name, kind, unit, targets, describe, mimalloc_targets=(), default=True):
         self.name = name
-        self.kind = kind          # "program", "python3", "sqlite3", "redis"
+        self.kind = kind          # "program", "python3", "sqlite3", "redis", "build"
         self.unit = unit          # THROUGHPUT (higher is better) or SECONDS (lower)
         self.targets = targets    # issue 3's targets: (peer, "min"/"max", ratio, "speed"/"time"/"rss")
         self.describe = describe
+        self.mimalloc_targets = list(mimalloc_targets)   # the same form, against mimalloc
+        self.default = default    # in the table without --only (build: only when asked)
 
 
 WORKLOADS = [
     Workload("churn_1t", "program", THROUGHPUT,
              [("jemalloc", "min", 0.9, "speed"), ("glibc", "min", 1.5, "speed"),
               ("libmemtier", "min", 8.0, "speed")],
-             "small-object churn 16 B..1 KiB, random free order, 1000 live, 1 thread"),
+             "small-object churn 16 B..1 KiB, random free order, 1000 live, 1 thread",
+             [("mimalloc", "min", MIMALLOC_TARGET, "speed")]),
     Workload("churn_2t", "program", THROUGHPUT,
              [("jemalloc", "min", 0.9, "speed"), ("glibc", "min", 1.5, "speed"),
               ("libmemtier", "min", 8.0, "speed")],
-             "small-object churn 16 B..1 KiB, random free order, 1000 live per thread, 2 threads"),
+             "small-object churn 16 B..1 KiB, random free order, 1000 live per thread, 2 threads",
+             [("mimalloc", "min", MIMALLOC_TARGET, "speed")]),
     Workload("xthread", "program", THROUGHPUT, [("jemalloc", "min", 0.8, "speed")],
              "producer allocates, consumer frees (SPSC ring of 1024), 16 B..1 KiB"),
     Workload("large_malloc", "program", THROUGHPUT, [("jemalloc", "min", 0.9, "speed")],
@@ -99,6 +115,11 @@ WORKLOADS = [
              "realloc growth chains 64 KiB -> 1..64 MiB by 1.5x, contents checked"),
     Workload("large_mmap", "program", THROUGHPUT, [("jemalloc", "min", 0.9, "speed")],
              "anonymous mmap/munmap 64 KiB..16 MiB, pages touched, partial unmaps"),
+    Workload("spawn_true", "program", THROUGHPUT, [],
+             "process start+exit: posix_spawn /bin/true N times in a row, each waited for (starts/s)"),
+    Workload("spawn_small", "program", THROUGHPUT, [],
+             "process start+exit: posix_spawn a small C program (mallocs, qsort, one line on a pipe) "
+             "N times (starts/s)"),
     Workload("python3", "python3", SECONDS,
              [("jemalloc", "max", 1.10, "time"), ("jemalloc", "max", 1.15, "rss")],
              "/usr/bin/python3 builds and drops large dicts and lists (pyalloc.py)"),
@@ -108,8 +129,14 @@ WORKLOADS = [
     Workload("redis", "redis", SECONDS,
              [("jemalloc", "max", 1.10, "time"), ("jemalloc", "max", 1.15, "rss")],
              "redis-server under the allocator; Lua load + redis-benchmark -P 16"),
+    Workload("build", "build", SECONDS, [],
+             "libmmtier built from scratch (cmake + ninja -j2 mmtier) by bash, everything "
+             "under the allocator", default=False),
 ]
 WORKLOAD_NAMES = [w.name for w in WORKLOADS]
+# A build takes 15-40 s on 2 cores, longer on a loaded machine: its own
+# timeout, whatever the size (--timeout overrides).
+BUILD_TIMEOUT = 1200
 
 
 def log(msg):
@@ -293,6 +320,7 @@ class Bench:
         self.allocators = args.allocators + [name for name, _ in self.compare]
         self.run_counter = 0
         self.sql_file = None
+        self.build_src = None
         self.runstat = os.path.join(self.build, "bench", "runstat")
         self.children = []
 
@@ -322,7 +350,7 @@ class Bench:
                 "TZ": "UTC"}
 
     def allocator_lib(self, alloc):
-        libs = {"glibc": None, "jemalloc": JEMALLOC, "libmemtier": MEMTIER,
+        libs = {"glibc": None, "jemalloc": JEMALLOC, "mimalloc": MIMALLOC, "libmemtier": MEMTIER,
                 "libmmtier": self.libmmtier}
         libs.update(self.compare)
         return libs[alloc]
@@ -393,6 +421,12 @@ class Bench:
             "large_malloc": [w + "/large", "malloc", str(s["large_malloc"])],
             "large_realloc": [w + "/large", "realloc", str(s["large_realloc"])],
             "large_mmap": [w + "/large", "mmap", str(s["large_mmap"])],
+            # The children inherit the allocator's variables but MMTIER_REPORT:
+            # only the spawn driver writes an exit report, not every start.
+            "spawn_true": [w + "/spawn", "spawn_true", str(s["spawn_starts"]), "--lines", "0",
+                           "--unset", "MMTIER_REPORT", "--", "/bin/true"],
+            "spawn_small": [w + "/spawn", "spawn_small", str(s["spawn_starts"]), "--lines", "1",
+                            "--unset", "MMTIER_REPORT", "--", w + "/small"],
         }[name]
 
     def run_simple(self, workload, alloc, argv, stdin=None):
@@ -624,13 +658,87 @@ class Bench:
         run.checksum = "%s/%s" % (digest.strip()[:16], size.strip())
         return None
 
+    def make_build_src(self):
+        """A copy of this source tree (without .git and build trees), made once per
+        driver run, so that every build row compiles the same files even if the
+        tree is edited meanwhile, and no run writes into the tree."""
+        if self.build_src:
+            return self.build_src
+        root = os.path.dirname(self.src)
+
+        def ignore(d, names):
+            skip = {n for n in names if n in (".git", "__pycache__")
+                    or os.path.isfile(os.path.join(d, n, "CMakeCache.txt"))}
+            if os.path.samefile(d, root):
+                skip |= {n for n in names if n.startswith("build") or n == "out"}
+            return skip
+
+        dst = os.path.join(self.workdir, "build-src")
+        shutil.copytree(root, dst, symlinks=True, ignore=ignore)
+        self.build_src = dst
+        return dst
+
+    def run_build(self, workload, alloc):
+        """bash -c 'cmake ... && ninja ... mmtier' with everything under the allocator:
+        bash and all it starts (cmake, ninja, gcc, cc1plus, as, ld) inherit the
+        allocator's variables.  The value is the wall time of the whole build; the
+        checksum, the number of build steps and the library's exported symbols."""
+        src = self.make_build_src()
+        run = Run()
+        rundir = self.new_rundir(workload.name, alloc)
+        tree = tempfile.mkdtemp(prefix="tree-", dir=rundir)
+        out = os.path.join(rundir, "stdout")
+        err = os.path.join(rundir, "stderr")
+        script = ('cmake -S "$1" -B "$2" -G Ninja -DMMTIER_BUILD_TESTS=OFF -DMMTIER_BUILD_BENCH=OFF '
+                  '-DMMTIER_BUILD_CLI=OFF >/dev/null && ninja -C "$2" -j2 mmtier')
+        timeout = self.args.timeout or BUILD_TIMEOUT
+        try:
+            try:
+                child = self.spawn(["/bin/bash", "-c", script, "bash", src, tree], self.base_env(rundir),
+                                   self.allocator_vars(alloc, rundir), rundir, out, err)
+            except OSError as e:
+                return run.fail("cannot start bash: %s" % e), rundir
+            child.wait(timeout)
+            run.wall = child.wall
+            run.maxrss_kib = child.maxrss_kib
+            run.cpu = child.cpu
+            reason = child.failure(timeout)
+            if reason:
+                return run.fail(reason), rundir
+            lib = os.path.join(tree, "libmmtier.so")
+            if not os.path.isfile(lib):
+                return run.fail("the build exited 0 but made no libmmtier.so"), rundir
+            steps = re.findall(r"^\[(\d+)/(\d+)\] ", read_text(out), re.M)
+            if not steps or steps[-1][0] != steps[-1][1]:
+                return run.fail("ninja's output does not end with its last step: %s" % tail(out, 1)), rundir
+            try:
+                nm = subprocess.run(["nm", "-D", "--defined-only", lib], env=self.base_env(rundir),
+                                    capture_output=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                return run.fail("nm on the built libmmtier.so failed: %s" % e), rundir
+            syms = sorted(" ".join(l.split()[-2:]) for l in nm.stdout.decode("utf-8", "replace").splitlines()
+                          if l.strip())
+            if nm.returncode != 0 or not any(s.endswith(" malloc") for s in syms):
+                return run.fail("the built libmmtier.so exports no malloc (nm status %d)" % nm.returncode), rundir
+        finally:
+            # A build tree is tens of MiB: never kept, even with --keep.
+            shutil.rmtree(tree, ignore_errors=True)
+        run.checksum = "%s/%s" % (steps[-1][1], hashlib.sha256("\n".join(syms).encode()).hexdigest()[:16])
+        self.common_checks(run, alloc, rundir, err)
+        if run.reason:
+            return run, rundir
+        run.value = run.wall
+        run.ok = True
+        return run, rundir
+
     def run_one(self, workload, alloc):
         missing = self.missing_lib(alloc)
         if missing:
             return Run().fail(missing)
         try:
             fn = {"program": self.run_program, "python3": self.run_python3,
-                  "sqlite3": self.run_sqlite3, "redis": self.run_redis}[workload.kind]
+                  "sqlite3": self.run_sqlite3, "redis": self.run_redis,
+                  "build": self.run_build}[workload.kind]
             run, rundir = fn(workload, alloc)
         except Exception as e:  # a driver bug must not lose the row
             run, rundir = Run().fail("driver error: %s: %s" % (type(e).__name__, e)), None
@@ -700,6 +808,7 @@ class Row:
         self.cpu = None
         self.mmtier_peak = None
         self.vs_jemalloc = None
+        self.vs_mimalloc = None
         self.vs_glibc = None
         self.rss_vs_jemalloc = None
 
@@ -757,7 +866,8 @@ def ratio(a, b):
 
 
 def run_table(bench, args):
-    workloads = [w for w in WORKLOADS if not args.only or w.name in args.only]
+    workloads = [w for w in WORKLOADS if w.name in args.only] if args.only else \
+        [w for w in WORKLOADS if w.default or (args.with_build and w.kind == "build")]
     rows = {(w.name, a): Row(w, a) for w in workloads for a in bench.allocators}
     n = len(bench.allocators)
     for rnd in range(args.rounds):
@@ -774,10 +884,12 @@ def run_table(bench, args):
         summarise(row)
     for w in workloads:
         je = rows.get((w.name, "jemalloc"))
+        mi = rows.get((w.name, "mimalloc"))
         gl = rows.get((w.name, "glibc"))
         for alloc in bench.allocators:
             row = rows[(w.name, alloc)]
             row.vs_jemalloc = ratio(row.median, je.median if je else None)
+            row.vs_mimalloc = ratio(row.median, mi.median if mi else None)
             row.vs_glibc = ratio(row.median, gl.median if gl else None)
             row.rss_vs_jemalloc = ratio(row.rss, je.rss if je else None)
     return workloads, rows
@@ -789,14 +901,14 @@ def print_table(bench, workloads, rows):
           % (bench.args.rounds, bench.args.size))
     print("ops/s: higher is better (ratio > 1 = faster than the peer); "
           "s: wall time, lower is better (ratio < 1 = faster).")
-    hdr = ("workload", "allocator", "median", "unit", "vs jemalloc", "vs glibc",
+    hdr = ("workload", "allocator", "median", "unit", "vs jemalloc", "vs mimalloc", "vs glibc",
            "peak RSS MiB", "RSS vs je", "status")
     table = []
     for w in workloads:
         for alloc in bench.allocators:
             r = rows[(w.name, alloc)]
             table.append((w.name, alloc, fmt_num(r.median, w.unit), w.unit,
-                          fmt_ratio(r.vs_jemalloc), fmt_ratio(r.vs_glibc),
+                          fmt_ratio(r.vs_jemalloc), fmt_ratio(r.vs_mimalloc), fmt_ratio(r.vs_glibc),
                           "-" if r.rss is None else "%.1f" % (r.rss / 1024.0),
                           fmt_ratio(r.rss_vs_jemalloc),
                           "ok" if r.status == "ok" else "FAIL (%s)" % r.reason))
@@ -820,35 +932,46 @@ def print_table(bench, workloads, rows):
             for name, p in peaks:
                 if p:
                     print("  %-13s DRAM %8.1f MiB   PMem %8.1f MiB" % (name, p[0] / 2**20, p[1] / 2**20))
-        print()
-        print("Targets of issue 3 for libmmtier (MMTIER_DRAM_RATIO=1:4):")
-        for w in workloads:
-            me = rows[(w.name, "libmmtier")]
-            for peer, kind, bound, what in w.targets:
-                if what == "rss":
-                    label = "peak RSS vs %s <= %.2fx" % (peer, bound)
-                elif w.unit == THROUGHPUT:
-                    label = "throughput vs %s >= %.2fx" % (peer, bound)
-                else:
-                    label = "wall time vs %s <= %.2fx" % (peer, bound)
-                p = rows.get((w.name, peer))
-                if p is None:
-                    verdict, measured = "n/a (peer not run)", None
-                else:
-                    measured = ratio(me.rss, p.rss) if what == "rss" else ratio(me.median, p.median)
-                    if me.status != "ok":
-                        verdict = "FAIL (libmmtier row failed)"
-                    elif measured is None:
-                        verdict = "n/a (%s row has no value)" % peer
-                    elif p.status != "ok":
-                        verdict = ("meets" if (measured >= bound if kind == "min" else measured <= bound)
-                                   else "misses") + " (but the %s row is FAIL)" % peer
-                    else:
-                        verdict = "meets" if (measured >= bound if kind == "min" else measured <= bound) else "MISSES"
-                print("  %-13s %-34s measured %-7s %s" % (w.name, label, fmt_ratio(measured), verdict))
+        for title, attr in (("Targets of issue 3 for libmmtier (MMTIER_DRAM_RATIO=1:4):", "targets"),
+                            ("Target against mimalloc for libmmtier, tiering on (MMTIER_DRAM_RATIO=1:4): "
+                             "churn >= %.2fx mimalloc at 1 and 2 threads:" % MIMALLOC_TARGET,
+                             "mimalloc_targets")):
+            lines = [target_line(w, rows, t) for w in workloads for t in getattr(w, attr)]
+            if lines:
+                print()
+                print(title)
+                for l in lines:
+                    print(l)
 
     for other, lib in bench.compare:
         print_compare_table(bench, workloads, rows, other, lib)
+
+
+def target_line(w, rows, target):
+    """One line of a target summary: libmmtier's ratio to the peer and the verdict."""
+    peer, kind, bound, what = target
+    me = rows[(w.name, "libmmtier")]
+    if what == "rss":
+        label = "peak RSS vs %s <= %.2fx" % (peer, bound)
+    elif w.unit == THROUGHPUT:
+        label = "throughput vs %s >= %.2fx" % (peer, bound)
+    else:
+        label = "wall time vs %s <= %.2fx" % (peer, bound)
+    p = rows.get((w.name, peer))
+    if p is None:
+        verdict, measured = "n/a (peer not run)", None
+    else:
+        measured = ratio(me.rss, p.rss) if what == "rss" else ratio(me.median, p.median)
+        if me.status != "ok":
+            verdict = "FAIL (libmmtier row failed)"
+        elif measured is None:
+            verdict = "n/a (%s row has no value)" % peer
+        elif p.status != "ok":
+            verdict = ("meets" if (measured >= bound if kind == "min" else measured <= bound)
+                       else "misses") + " (but the %s row is FAIL)" % peer
+        else:
+            verdict = "meets" if (measured >= bound if kind == "min" else measured <= bound) else "MISSES"
+    return "  %-13s %-34s measured %-7s %s" % (w.name, label, fmt_ratio(measured), verdict)
 
 
 def better_ratio(mine, other, higher_is_better):
@@ -879,7 +1002,8 @@ def print_compare_table(bench, workloads, rows, other, lib):
 
 
 CSV_FIELDS = ["section", "workload", "allocator", "metric", "unit", "better", "runs", "runs_ok",
-              "median", "min", "max", "ratio_vs_jemalloc", "ratio_vs_glibc", "peak_rss_kib",
+              "median", "min", "max", "ratio_vs_jemalloc", "ratio_vs_mimalloc", "ratio_vs_glibc",
+              "peak_rss_kib",
               "rss_ratio_vs_jemalloc", "cpu_seconds", "mmtier_dram_peak_bytes",
               "mmtier_pmem_peak_bytes", "status", "reason", "samples"]
 
@@ -898,7 +1022,8 @@ def table_csv_rows(bench, workloads, rows):
                 "runs": len(r.runs), "runs_ok": len(ok),
                 "median": r.median, "min": min(vals) if vals else None,
                 "max": max(vals) if vals else None,
-                "ratio_vs_jemalloc": r.vs_jemalloc, "ratio_vs_glibc": r.vs_glibc,
+                "ratio_vs_jemalloc": r.vs_jemalloc, "ratio_vs_mimalloc": r.vs_mimalloc,
+                "ratio_vs_glibc": r.vs_glibc,
                 "peak_rss_kib": r.rss, "rss_ratio_vs_jemalloc": r.rss_vs_jemalloc,
                 "cpu_seconds": r.cpu,
                 "mmtier_dram_peak_bytes": r.mmtier_peak[0] if r.mmtier_peak else None,
@@ -978,6 +1103,23 @@ def run_callgrind(bench, args):
                 reasons.append("%s: %s" % ("64 B" if mode == "64" else "mixed", r["reason"]))
         print("  %-*s %-14s %-14s %s" % (aw, alloc, cells[0], cells[1],
                                           "ok" if not reasons else "FAIL (" + "; ".join(reasons) + ")"))
+    if "libmmtier" in bench.allocators and "mimalloc" in bench.allocators:
+        print()
+        print("libmmtier against mimalloc (tiering on, MMTIER_DRAM_RATIO=1:4): instructions per "
+              "malloc+free pair; ratio = mimalloc / libmmtier, > 1: libmmtier runs fewer; "
+              "target >= %.2fx." % MIMALLOC_TARGET)
+        table = []
+        for mode, size in (("64", "64 B"), ("mixed", "16..1024 B")):
+            me, mi = (next(x for x in results if x["mode"] == mode and x["alloc"] == a)
+                      for a in ("libmmtier", "mimalloc"))
+            r = better_ratio(me["value"], mi["value"], False)
+            failed = [a for a, x in (("libmmtier", me), ("mimalloc", mi)) if x["value"] is None]
+            verdict = ("FAIL (%s)" % " and ".join(failed) if failed else
+                       "meets" if r >= MIMALLOC_TARGET else "MISSES")
+            table.append((size, "-" if me["value"] is None else "%.1f" % me["value"],
+                          "-" if mi["value"] is None else "%.1f" % mi["value"],
+                          fmt_ratio(r), verdict))
+        print_columns(("size", "libmmtier", "mimalloc", "ratio", "target"), table)
     for other, lib in bench.compare:
         print()
         print("libmmtier against %s: instructions per malloc+free pair; "
@@ -997,12 +1139,14 @@ def run_callgrind(bench, args):
     out = []
     for r in results:
         je = next((x for x in results if x["mode"] == r["mode"] and x["alloc"] == "jemalloc"), None)
+        mi = next((x for x in results if x["mode"] == r["mode"] and x["alloc"] == "mimalloc"), None)
         gl = next((x for x in results if x["mode"] == r["mode"] and x["alloc"] == "glibc"), None)
         out.append({
             "section": "callgrind", "workload": "pair_" + r["mode"], "allocator": r["alloc"],
             "metric": "instructions_per_pair", "unit": "instr", "better": "lower",
             "runs": 1, "runs_ok": 1 if r["value"] is not None else 0,
             "median": r["value"], "ratio_vs_jemalloc": ratio(r["value"], je and je["value"]),
+            "ratio_vs_mimalloc": ratio(r["value"], mi and mi["value"]),
             "ratio_vs_glibc": ratio(r["value"], gl and gl["value"]),
             "status": "ok" if r["value"] is not None else "FAIL", "reason": r["reason"],
             "samples": " ".join(str(c) for c in r.get("counts", [])),
@@ -1128,6 +1272,7 @@ def run_micro(bench, args):
         print_columns(("benchmark", "libmmtier", "spread", other, "spread", "ratio", "status"), table)
     for name in names:
         je = samples["jemalloc"].get(name) if "jemalloc" in samples else None
+        mi = samples["mimalloc"].get(name) if "mimalloc" in samples else None
         gl = samples["glibc"].get(name) if "glibc" in samples else None
         for col in columns:
             vals = samples[col].get(name)
@@ -1138,6 +1283,7 @@ def run_micro(bench, args):
                 "runs": args.rounds, "runs_ok": len(vals or []), "median": med,
                 "min": min(vals) if vals else None, "max": max(vals) if vals else None,
                 "ratio_vs_jemalloc": ratio(med, je and statistics.median(je)),
+                "ratio_vs_mimalloc": ratio(med, mi and statistics.median(mi)),
                 "ratio_vs_glibc": ratio(med, gl and statistics.median(gl)),
                 "status": "ok" if vals and not reasons[col] else "FAIL",
                 "reason": "; ".join(sorted(set(reasons[col]))),
@@ -1184,7 +1330,11 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5, help="rounds of alternation (default 5)")
     ap.add_argument("--size", choices=sorted(SIZES), default="small", help="problem size (default small)")
     ap.add_argument("--only", action="append", default=[],
-                    help="run only this workload (repeatable, or comma-separated): " + ", ".join(WORKLOAD_NAMES))
+                    help="run only this workload (repeatable, or comma-separated): " + ", ".join(WORKLOAD_NAMES)
+                    + " (build is not in the default set)")
+    ap.add_argument("--with-build", action="store_true",
+                    help="add the build row (libmmtier built from scratch under each allocator, "
+                         "15-40 s a run on 2 cores) to the default set")
     ap.add_argument("--allocators", default=",".join(ALLOCATORS),
                     help="comma-separated subset of " + ",".join(ALLOCATORS))
     ap.add_argument("--csv", default=None, help="write every row to this CSV file")

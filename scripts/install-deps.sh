@@ -8,6 +8,8 @@ PACKAGES=(
   # build
   build-essential cmake ninja-build pkg-config
   libjemalloc-dev libjemalloc2 libgtest-dev libbenchmark-dev
+  # a peer allocator of the benchmarks (bench/run_bench.py: the mimalloc column)
+  libmimalloc2.0
   libpmem-dev libmemkind-dev libunwind-dev libboost-dev
   # the real-program suite (tests/programs) and tools
   python3 perl sqlite3 redis-server redis-tools git gcc valgrind coreutils

@@ -4,7 +4,7 @@
 --mode table: runs the driver with --size tiny --rounds 1 and checks that it
 exits 0, prints one table row for every workload under every allocator (ok
 or FAIL with a reason, never missing), writes the same rows to the CSV, that
-the reference allocators (glibc, jemalloc) and libmmtier have no FAIL row
+the reference allocators (glibc, jemalloc, mimalloc) and libmmtier have no FAIL row
 (--strict), and that it leaves no temporary files behind.  Then runs it
 again with --compare self=<the same libmmtier.so> and checks the column
 libmmtier@self (a row per workload, none FAIL) and the section comparing
@@ -12,7 +12,8 @@ libmmtier with it.
 
 --mode micro-callgrind: runs the driver's --micro and --callgrind modes on
 the tiny size and checks that each reports a number for every allocator that
-is expected to work (glibc, jemalloc, libmmtier, and the linked mmtier API);
+is expected to work (glibc, jemalloc, mimalloc, libmmtier, and the linked
+mmtier API), and that the callgrind output compares libmmtier with mimalloc;
 then both again with only libmmtier and --compare self=<the same library>,
 for the column libmmtier@self and the section comparing the two.
 """
@@ -26,10 +27,11 @@ import subprocess
 import sys
 import tempfile
 
+# Every workload of the default set; the spawn rows are process start+exit.
 WORKLOADS = ["churn_1t", "churn_2t", "xthread", "large_malloc", "large_realloc", "large_mmap",
-             "python3", "sqlite3", "redis"]
-ALLOCATORS = ["glibc", "jemalloc", "libmemtier", "libmmtier"]
-MUST_WORK = ["glibc", "jemalloc", "libmmtier"]
+             "spawn_true", "spawn_small", "python3", "sqlite3", "redis"]
+ALLOCATORS = ["glibc", "jemalloc", "mimalloc", "libmemtier", "libmmtier"]
+MUST_WORK = ["glibc", "jemalloc", "mimalloc", "libmmtier"]
 
 failures = []
 
@@ -96,7 +98,15 @@ def check_table(args, scratch):
     check(len([r for r in rows if r["section"] == "workload"]) == len(WORKLOADS) * len(ALLOCATORS),
           "CSV has extra workload rows")
     check("Targets of issue 3 for libmmtier" in out, "no target summary in the output")
-    check("libmmtier against" not in out, "a comparison section without --compare")
+    header = [l for l in out.splitlines() if l.startswith("workload ")]
+    check(len(header) == 1 and "vs mimalloc" in header[0], "table header has no 'vs mimalloc': %r" % header)
+    for w in ("churn_1t", "churn_2t"):
+        check(re.search(r"^  %s\s+throughput vs mimalloc >= 1\.10x\s+measured \d+\.\d+x\s+(meets|MISSES)$"
+                        % w, out, re.M), "no target line against mimalloc for %s" % w)
+        rec = [r for r in rows if r["workload"] == w and r["allocator"] == "libmmtier"]
+        check(len(rec) == 1 and rec[0]["ratio_vs_mimalloc"] != "",
+              "CSV has no ratio_vs_mimalloc for libmmtier in %s" % w)
+    check("libmmtier against libmmtier@" not in out, "a comparison section without --compare")
 
 
 def check_compare(args, scratch):
@@ -152,7 +162,14 @@ def check_modes(args, scratch):
             if a in MUST_WORK and rec:
                 check(rec[0]["status"] == "ok" and float(rec[0]["median"]) > 0,
                       "callgrind %s under %s: %s" % (mode, a, rec[0]["reason"]))
-    check("libmmtier against" not in out, "a callgrind comparison section without --compare")
+    check("libmmtier against libmmtier@" not in out, "a callgrind comparison section without --compare")
+    title = "libmmtier against mimalloc"
+    section = out[out.find(title):] if title in out else ""
+    check(section != "", "callgrind output has no section comparing libmmtier with mimalloc")
+    for size in ("64 B", "16..1024 B"):
+        check(re.search(r"^\s+%s\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d+x\s+(meets|MISSES)$"
+                        % re.escape(size), section, re.M),
+              "callgrind section against mimalloc has no line with both counts for %s" % size)
 
     other = "libmmtier@self"
     compare = ["--allocators", "libmmtier", "--compare", "self=" + args.lib]
