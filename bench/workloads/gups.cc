@@ -66,6 +66,9 @@
 //             [--seconds 30] [--move-at seconds/2, 0 = never] [--threads 1]
 //             [--report-interval 1] [--updates N] [--seed 1] [--no-verify]
 //             [--idle-period 0.05, 0 = no control thread] [--self-test-lost-write]
+// --hot-offset and --move-to take a size or a position: start (offset 0),
+// middle (the hot set centred, rounded down to 4 KiB) or end (the hot set's
+// last byte the footprint's last).  --move-at 0 runs one phase only.
 // prints: per-interval lines, SUMMARY / MODELLED / VERIFY lines and
 //         RESULT gups <updates_per_sec> <checksum>
 #include <dirent.h>
@@ -107,12 +110,28 @@ using get_stats_fn = int (*)(struct mmtier_stats *);
 
 // ---------------------------------------------------------------- options
 
+// Where a hot set lies: a byte offset, or a position resolved once the
+// footprint and the hot set's size are known.
+struct Place {
+  enum Kind { kDefault, kOffset, kStart, kMiddle, kEnd } kind = kDefault;
+  uint64_t offset = 0;  // kOffset
+};
+const char *place_name(Place::Kind k) {
+  switch (k) {
+    case Place::kStart: return "start";
+    case Place::kMiddle: return "middle";
+    case Place::kEnd: return "end";
+    default: return nullptr;
+  }
+}
+
 struct Options {
   uint64_t footprint = 2ULL << 30;
   uint64_t hot = 128ULL << 20;
   double hot_share = 0.9;
-  uint64_t hot_offset = UINT64_MAX;  // default: 3/4 of the footprint
-  uint64_t move_to = UINT64_MAX;     // default: 1/4 of the footprint
+  Place hot_place, move_place;
+  uint64_t hot_offset = 0;           // resolved; default: 3/4 of the footprint
+  uint64_t move_to = 0;              // resolved; default: 1/4 of the footprint
   double seconds = 30;
   double move_at = -1;               // default: seconds / 2 (updates mode: N / 2)
   unsigned threads = 1;
@@ -127,10 +146,13 @@ struct Options {
 [[noreturn]] void usage_exit(const char *msg, const char *arg) {
   if (msg != nullptr) fprintf(stderr, "gups: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
   fprintf(stderr,
-          "usage: gups [--footprint 2G] [--hot 128M] [--hot-share 0.9] [--hot-offset SIZE]\n"
-          "            [--move-to SIZE] [--seconds 30] [--move-at S] [--threads 1]\n"
+          "usage: gups [--footprint 2G] [--hot 128M] [--hot-share 0.9] [--hot-offset SIZE|POS]\n"
+          "            [--move-to SIZE|POS] [--seconds 30] [--move-at S] [--threads 1]\n"
           "            [--report-interval 1] [--updates N] [--seed 1] [--no-verify]\n"
-          "            [--idle-period 0.05] [--self-test-lost-write]\n");
+          "            [--idle-period 0.05] [--self-test-lost-write]\n"
+          "  POS: start, middle or end of the footprint (default: hot set at 3/4, moved to 1/4)\n"
+          "  --move-at: seconds (updates mode: any value > 0 moves after N/2 updates); 0: one phase,\n"
+          "             no move (default: half of --seconds)\n");
   exit(2);
 }
 
@@ -138,6 +160,19 @@ uint64_t parse_size(const char *s) {
   uint64_t v = 0;
   if (const char *why = bench::parse_size(s, &v)) usage_exit(why, s);
   return v;
+}
+
+Place parse_place(const char *s) {
+  Place p;
+  const std::string v = s;
+  if (v == "start") p.kind = Place::kStart;
+  else if (v == "middle") p.kind = Place::kMiddle;
+  else if (v == "end") p.kind = Place::kEnd;
+  else {
+    p.kind = Place::kOffset;
+    p.offset = parse_size(s);
+  }
+  return p;
 }
 
 double parse_double(const char *s) {
@@ -169,8 +204,8 @@ Options parse_args(int argc, char **argv) {
     else if (a == "--footprint") o.footprint = parse_size(value());
     else if (a == "--hot") o.hot = parse_size(value());
     else if (a == "--hot-share") o.hot_share = parse_double(value());
-    else if (a == "--hot-offset") o.hot_offset = parse_size(value());
-    else if (a == "--move-to") o.move_to = parse_size(value());
+    else if (a == "--hot-offset") o.hot_place = parse_place(value());
+    else if (a == "--move-to") o.move_place = parse_place(value());
     else if (a == "--seconds") o.seconds = parse_double(value());
     else if (a == "--move-at") o.move_at = parse_double(value());
     else if (a == "--threads") o.threads = static_cast<unsigned>(parse_size(value()));
@@ -190,13 +225,22 @@ Options parse_args(int argc, char **argv) {
   if (o.hot_share > 1) usage_exit("--hot-share must be in [0, 1]", nullptr);
   if (o.report_interval < 0.01) usage_exit("--report-interval must be at least 0.01", nullptr);
   if (o.updates == 0 && o.seconds <= 0) usage_exit("--seconds must be > 0", nullptr);
-  auto place = [&](uint64_t &off, uint64_t dflt, const char *name) {
-    if (off == UINT64_MAX) off = std::min(dflt, o.footprint - o.hot);
+  auto place = [&](const Place &p, uint64_t dflt, const char *name) {
+    const uint64_t room = o.footprint - o.hot;
+    uint64_t off = 0;
+    switch (p.kind) {
+      case Place::kDefault: off = std::min(dflt, room); break;
+      case Place::kOffset: off = p.offset; break;
+      case Place::kStart: off = 0; break;
+      case Place::kMiddle: off = room / 2 & ~(kPage - 1); break;
+      case Place::kEnd: off = room; break;
+    }
     off &= ~7ULL;
-    if (off > o.footprint - o.hot) usage_exit("hot set does not fit in the footprint at", name);
+    if (off > room) usage_exit("hot set does not fit in the footprint at", name);
+    return off;
   };
-  place(o.hot_offset, o.footprint / 4 * 3, "--hot-offset");
-  place(o.move_to, o.footprint / 4, "--move-to");
+  o.hot_offset = place(o.hot_place, o.footprint / 4 * 3, "--hot-offset");
+  o.move_to = place(o.move_place, o.footprint / 4, "--move-to");
   if (o.move_at < 0) o.move_at = o.updates ? 1 : o.seconds / 2;
   if (o.updates == 0 && o.move_at >= o.seconds) o.move_at = 0;
   return o;
@@ -673,12 +717,17 @@ int main(int argc, char **argv) {
     return 1;
   }
   const uint64_t words = o.footprint / 8;
-  printf("# gups: footprint %s at %p, hot set %s at offset %s", human(o.footprint).c_str(), (void *)base,
-         human(o.hot).c_str(), human(o.hot_offset).c_str());
+  auto where = [](const Place &p) {
+    const char *n = place_name(p.kind);
+    return n ? std::string(" (") + n + ")" : std::string();
+  };
+  printf("# gups: footprint %s at %p, hot set %s at offset %s%s", human(o.footprint).c_str(), (void *)base,
+         human(o.hot).c_str(), human(o.hot_offset).c_str(), where(o.hot_place).c_str());
   if (o.move_at > 0) {
-    if (timed) printf(", moving to offset %s at %.3g s", human(o.move_to).c_str(), o.move_at);
-    else printf(", moving to offset %s after %llu updates per thread", human(o.move_to).c_str(),
-                (unsigned long long)(o.updates / 2));
+    if (timed) printf(", moving to offset %s%s at %.3g s", human(o.move_to).c_str(), where(o.move_place).c_str(),
+                      o.move_at);
+    else printf(", moving to offset %s%s after %llu updates per thread", human(o.move_to).c_str(),
+                where(o.move_place).c_str(), (unsigned long long)(o.updates / 2));
   }
   printf("\n# gups: hot share %.3g, %u thread(s), ", o.hot_share, o.threads);
   if (timed) printf("%.3g s", o.seconds);

@@ -9,7 +9,8 @@ mode (a fixed number of updates per thread) the verification must pass and
 the checksum must be the same with and without the library, and differ for
 another seed; --idle-period 0 (no control thread) must print n/a for the
 control; --self-test-lost-write (one update undone after the run) must
-be caught as MISMATCH with exit status 1.
+be caught as MISMATCH with exit status 1.  --hot-offset/--move-to take the
+positions start, middle and end.
 """
 
 import argparse
@@ -160,6 +161,16 @@ def main():
         r = run(args, counted + ["--seed", "2"], False, pmem)
         _, res = check_common("updates mode, seed 2", r, False, moved=True)
         check(res is not None and res[1] != sums.get(False), "checksum does not depend on the seed")
+
+        # Positions.
+        r = run(args, ["--updates", "1000", "--hot-offset", "end", "--move-to", "start"], False, pmem)
+        check(re.search(r"hot set 4 MiB at offset 60 MiB \(end\), moving to offset 0 B \(start\)", r.stdout)
+              is not None, "positions end/start not resolved")
+        r = run(args, ["--updates", "1000", "--hot-offset", "middle", "--move-to", "end"], False, pmem)
+        check(re.search(r"hot set 4 MiB at offset 30 MiB \(middle\), moving to offset 60 MiB \(end\)", r.stdout)
+              is not None, "position middle not resolved")
+        r = run(args, ["--updates", "1000", "--hot-offset", "centre"], False, pmem)
+        check(r.returncode == 2, "--hot-offset centre: exit status %d, expected 2" % r.returncode)
 
         r = run(args, counted + ["--self-test-lost-write"], True, pmem)
         check(r.returncode == 1, "lost-write self-test: exit status %d, expected 1" % r.returncode)
