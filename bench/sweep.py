@@ -48,6 +48,7 @@ KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 UNIT = 2 * MiB                 # mmtier's unit
 WARM_SLOTS = 256 * MiB         # PMem storage the library may hold for units just moved up
 HOT_SHARE = 0.9                # gups --hot-share (its default)
+STARTUP_GUESS = 8 * MiB        # the library's own DRAM at start-up (the exit report has the real figure)
 
 DEFAULTS = dict(footprints="0.5G,2G,8G,16G", hot_pcts="1,5,20", budgets="1.5,4",
                 skews="uniform,zipf:0.99", positions="start,middle,end", fs="tmpfs,ext4")
@@ -71,6 +72,7 @@ SUMMARY = re.compile(r"^SUMMARY phase ([01]) \(hot set at offset .*?, t=(%s)\.\.
 MOVER = re.compile(r"mover: (\d+) scans, (\d+) promotions, (\d+) demotions, (\d+) failed, (.+?) moved, "
                    r"(\d+) of (\d+) samples touched, (%s) s CPU" % NUM)
 REPORT_HEAD = re.compile(r"^mmtier report \(pid (\d+)\)")
+STARTUP = re.compile(r"start-up and explicit: DRAM (%s) (B|KiB|MiB|GiB|TiB)," % NUM)
 
 child = None                   # the gups process running now (killed on interrupt)
 
@@ -292,7 +294,9 @@ class Result:
               "fill_s", "t95_start", "t95_move", "max_p0", "max_p1", "end_p0", "end_p1", "hot_updates_p0",
               "hot_updates_p1", "bg_p0", "bg_p1", "bg_source_p0", "bg_source_p1", "idle_p0", "idle_p1",
               "updates_per_s", "scans", "promotions", "demotions", "failed", "moved", "samples",
-              "samples_touched", "samples_per_scan", "mover_cpu_s", "wall_s", "exit_status"]
+              "samples_touched", "samples_per_scan", "mover_cpu_s", "startup_dram", "dram_room", "ratio_caps",
+              "note", "wall_s",
+              "exit_status"]
 
     def __init__(self, cell, index, lib, lib_path, seconds):
         self.v = {k: None for k in self.FIELDS}
@@ -301,6 +305,7 @@ class Result:
                       skew=cell.skew, position=cell.position, move_to=MOVES[cell.position] or "1/4",
                       fs=cell.fs, seconds_per_phase=seconds)
         self.cell = cell
+        self.ratio = (1, 4)
         self.intervals = []
 
     def __getitem__(self, k):
@@ -357,6 +362,38 @@ def parse_gups(res, out, err, pid):
             res["samples_touched"], res["samples"] = int(m.group(6)), int(m.group(7))
             res["mover_cpu_s"] = float(m.group(8))
             res["samples_per_scan"] = round(res["samples"] / res["scans"], 1) if res["scans"] else None
+        m = STARTUP.search(line)
+        if m and (report_pid is None or report_pid == pid):
+            scale = {"B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": TiB}[m.group(2)]
+            res["startup_dram"] = int(float(m.group(1)) * scale)
+    startup = res["startup_dram"] if res["startup_dram"] is not None else STARTUP_GUESS
+    room, limit_binds = dram_room(res.cell, startup, res.ratio)
+    res["dram_room"] = room * UNIT
+    res["ratio_caps"] = not limit_binds
+    if res["startup_dram"] is not None:
+        res["note"] = budget_note(res.cell, res["startup_dram"], res.ratio)
+
+
+def dram_room(cell, startup, ratio):
+    """DRAM units the workload's memory can have (lib/policy/budget.cc):
+    MMTIER_DRAM_LIMIT less the library's start-up units, and no more than
+    the ratio's share of the units placed by policy."""
+    limit_room = cell.budget // UNIT - (startup + UNIT - 1) // UNIT
+    d, p = ratio
+    ratio_room = (cell.footprint // UNIT + 1) * d // (d + p) if d + p else 0
+    return max(0, min(limit_room, ratio_room)), limit_room <= ratio_room
+
+
+def budget_note(cell, startup, ratio):
+    """Why the cell cannot reach 95 %, whatever the tracker does, or None."""
+    room, limit_binds = dram_room(cell, startup, ratio)
+    if room * UNIT >= 0.95 * cell.hot:
+        return None
+    if limit_binds:
+        return "the budget holds %d unit(s) after %s of start-up DRAM, less than 95 %% of the hot set" % (
+            room, fmt_size(startup))
+    return ("MMTIER_DRAM_RATIO %d:%d caps DRAM at %d unit(s) of this footprint, below the budget and 95 %% of "
+            "the hot set (--ratio lifts the cap)" % (ratio[0], ratio[1], room))
 
 
 def parse_summary(res, phase, t0, t1, text):
@@ -420,6 +457,7 @@ def judge(res, targets):
 def run_cell(args, cell, index, lib, lib_path, pmem_root, logs):
     global child
     res = Result(cell, index, lib, lib_path, args.seconds)
+    res.ratio = args.ratio
     res["fs_type"] = fs_type(pmem_root)
     why = fits(cell, pmem_root)
     if why:
@@ -429,6 +467,8 @@ def run_cell(args, cell, index, lib, lib_path, pmem_root, logs):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMTIER_") and k != "LD_PRELOAD"}
     env.update(LD_PRELOAD=lib_path, MMTIER_DRAM_LIMIT="%dK" % (cell.budget // KiB), MMTIER_PMEM_PATH=pmem,
                MMTIER_REPORT="stderr")
+    if args.ratio_given:
+        env["MMTIER_DRAM_RATIO"] = "%d:%d" % args.ratio
     env.update(args.env)
     argv = gups_argv(args.gups, cell, args.seconds, args.seed, not args.no_verify)
     timeout = args.timeout or 3 * estimate_seconds(cell, args.seconds, not args.no_verify) + 60
@@ -486,7 +526,7 @@ def run_cell(args, cell, index, lib, lib_path, pmem_root, logs):
 # ---------------------------------------------------------------- table
 
 COLUMNS = [  # (header, width, formatter)
-    ("cell", 4), ("lib", 0), ("footprint", 9), ("hot (%fp)", 13), ("budget", 11), ("skew", 10),
+    ("cell", 4), ("lib", 0), ("footprint", 9), ("hot (%fp)", 13), ("budget", 19), ("skew", 10),
     ("pos", 7), ("fs", 5), ("fill_s", 6), ("t95_start", 9), ("t95_move", 9), ("hot_end%", 9),
     ("bg_cpu%", 11), ("idle_cpu%", 11), ("Mupd/s", 6), ("promo", 6), ("demo", 6), ("smp/scan", 8),
     ("verdict", 0),
@@ -519,10 +559,15 @@ def row_cells(res, lib_width):
 
     bg = "-" if res["bg_p0"] is None and res["bg_p1"] is None else "%s/%s" % (cpu(0), cpu(1))
     verdict = res["verdict"] + ("(%s)" % res["reason"] if res["reason"] and res["verdict"] == "MISS" else "")
+    if res["note"]:
+        verdict += " [DRAM < hot set]"
     if res["verdict"] in ("SKIP", "FAIL"):
         verdict += ": " + res["reason"]
+    budget = "%s=%s" % (fmt_mult(c.budget_mult), fmt_size(c.budget))
+    if res["ratio_caps"]:
+        budget += " (%s)" % fmt_size(res["dram_room"])
     return [str(res["cell"]), res["lib"], fmt_size(c.footprint), "%s (%.3g%%)" % (fmt_size(c.hot), c.hot_pct),
-            "%s=%s" % (fmt_mult(c.budget_mult), fmt_size(c.budget)), c.skew, c.position, c.fs,
+            budget, c.skew, c.position, c.fs,
             fmt_or(res["fill_s"], "%.1f"), t95("t95_start"), t95("t95_move"),
             pair(res["end_p0"], res["end_p1"], "%.0f"), bg, pair(res["idle_p0"], res["idle_p1"], "%.1f"),
             fmt_or(None if res["updates_per_s"] is None else res["updates_per_s"] / 1e6, "%.1f"),
@@ -559,6 +604,11 @@ def print_legend(args):
     print("promo / demo: promotions and demotions over the whole run (exit report); smp/scan: PMem and DRAM "
           "pages hidden per scan; targets: 95 %% within %g s of the start and of the move, bg CPU <= %g %% "
           "in both steady states" % (args.target_seconds, args.target_cpu))
+    print("budget (N): MMTIER_DRAM_RATIO's share of the footprint caps the workload's DRAM at N, below the "
+          "budget (lib/policy/budget.cc; --ratio changes it)")
+    print("[DRAM < hot set]: the DRAM the workload can have holds less than 95 % of the hot set, so "
+          "the cell cannot reach 95 %: the budget less the library's own start-up DRAM (exit report), capped by "
+          "MMTIER_DRAM_RATIO's share of the footprint (the CSV's note says which)")
 
 
 def print_compare(results, libs, lib_width):
@@ -642,6 +692,9 @@ def main(argv=None):
     ap.add_argument("--tmpfs-dir", default="/dev/shm", help="PMem root for fs tmpfs (default /dev/shm)")
     ap.add_argument("--ext4-dir", default=None,
                     help="PMem root for fs ext4 (default BUILD/pmem-disk if on a disk, else /var/tmp)")
+    ap.add_argument("--ratio", default=None, metavar="D:P",
+                    help="MMTIER_DRAM_RATIO for every run (default: the library's, 1:4, which caps the DRAM "
+                         "budget at a fifth of the footprint whatever MMTIER_DRAM_LIMIT says)")
     ap.add_argument("--env", action="append", default=[], metavar="VAR=VALUE",
                     help="extra environment for every run (e.g. MMTIER_SCAN_INTERVAL=50ms; repeatable)")
     ap.add_argument("--seed", type=int, default=1, help="gups --seed (default 1)")
@@ -667,6 +720,11 @@ def main(argv=None):
         if "libmmtier@" + label in [l for l, _ in libs]:
             ap.error("--compare: label %s given twice" % label)
         libs.append(("libmmtier@" + label, os.path.abspath(path)))
+    args.ratio_given = args.ratio is not None
+    m = re.fullmatch(r"(\d+):(\d+)", args.ratio or "1:4")
+    if not m or int(m.group(1)) + int(m.group(2)) == 0:
+        ap.error("--ratio: expected D:P, not both 0")
+    args.ratio = (int(m.group(1)), int(m.group(2)))
     env = {}
     for item in args.env:
         k, eq, v = item.partition("=")
@@ -740,8 +798,14 @@ def main(argv=None):
         len(cells), len(libs), fmt_duration(total), fmt_size(FILL_BYTES_PER_S["tmpfs"]), "%g" % args.seconds))
     if args.dry_run:
         for i, c in enumerate(cells, 1):
-            print("%3d  %s  (needs about %s of memory, about %s per run)" % (
-                i, c.describe(), fmt_size(memory_need(c)), fmt_duration(estimate_seconds(c, args.seconds))))
+            note = budget_note(c, STARTUP_GUESS, args.ratio)
+            room, limit_binds = dram_room(c, STARTUP_GUESS, args.ratio)
+            if not limit_binds and not note:
+                note = "MMTIER_DRAM_RATIO %d:%d caps the workload's DRAM at %s, below the budget" % (
+                    args.ratio[0], args.ratio[1], fmt_size(room * UNIT))
+            print("%3d  %s  (needs about %s of memory, about %s per run)%s" % (
+                i, c.describe(), fmt_size(memory_need(c)), fmt_duration(estimate_seconds(c, args.seconds)),
+                "\n     note: " + note if note else ""))
         return 0
     for _, path in libs:
         if not os.path.isfile(path):
@@ -759,8 +823,9 @@ def main(argv=None):
     print("mmtier sweep: " + describe_machine())
     for label, path in libs:
         print("%s: %s" % (label, path))
-    print("gups: %s; %g s per phase; PMem roots: %s; extra environment: %s" % (
+    print("gups: %s; %g s per phase; PMem roots: %s; MMTIER_DRAM_RATIO %d:%d%s; extra environment: %s" % (
         args.gups, args.seconds, ", ".join("%s %s (%s)" % (k, v, fs_type(v)) for k, v in roots.items()),
+        args.ratio[0], args.ratio[1], "" if args.ratio_given else " (the library's default)",
         " ".join("%s=%s" % kv for kv in sorted(args.env.items())) or "none"))
     print()
     print_header(lib_width)
@@ -782,9 +847,10 @@ def main(argv=None):
                 res = run_cell(args, cell, i, label, path, roots[cell.fs], args.logs)
                 done_est += est
                 results.append(res)
-                log("[%d/%d] %s: %s%s in %s s" % (i, len(cells), label, res["verdict"],
-                                                   " (%s)" % res["reason"] if res["reason"] else "",
-                                                   res["wall_s"] if res["wall_s"] is not None else 0))
+                log("[%d/%d] %s: %s%s in %s s%s" % (i, len(cells), label, res["verdict"],
+                                                     " (%s)" % res["reason"] if res["reason"] else "",
+                                                     res["wall_s"] if res["wall_s"] is not None else 0,
+                                                     "; note: " + res["note"] if res["note"] else ""))
             # Rows of one cell together, in lib order.
             for label, _ in libs:
                 for r in results:

@@ -55,6 +55,8 @@ def main():
     for want in ("512M,", "16G,", "uniform", "zipf:0.99", "start", "middle", "end", "tmpfs", "ext4",
                  "1.5x", "4x"):
         check(any(want in l for l in rows), "quick preset: no cell with %s" % want)
+    check("note: the budget holds 0 unit(s)" in r.stdout and "caps the workload's DRAM" in r.stdout,
+          "quick preset: no notes on the cells whose DRAM cannot hold the hot set or is capped by the ratio")
     r = run(args, ["--preset", "issue", "--dry-run"])
     rows = [l for l in r.stdout.splitlines() if re.match(r"^\s*\d+\s+\S", l)]
     check(r.returncode == 0 and len(rows) == 3, "issue preset: %d cells listed, expected 3" % len(rows))
@@ -79,20 +81,23 @@ def main():
         check(header.split() and all(c in header for c in COLUMNS), "table header lacks columns: %r" % header)
         check(re.findall(r"\S+(?: \(%fp\))?", header) == COLUMNS, "table columns %r, expected %r"
               % (re.findall(r"\S+(?: \(%fp\))?", header), COLUMNS))
-        data = [l for l in lines if re.match(r"^1\s+libmmtier(@self)?\s", l)]
+        row = re.compile(r"^1\s+(libmmtier(?:@self)?)\s+256M\s+26M \(10\.2%\)\s+2x=52M(?: \(\S+\))?\s+zipf:0\.99\s+"
+                         r"end\s+tmpfs\s+" + r"(\S+)\s+" * 10 + r"(.*)$")
+        data = [l for l in lines if re.match(r"^1\s+libmmtier", l)]
         check(len(data) == 2, "%d table rows for cell 1, expected 2 (libmmtier, libmmtier@self)" % len(data))
         for l in data:
-            check(re.search(r"\s256M\s+26M \(10\.2%\)\s+2x=52M\s+zipf:0\.99\s+end\s+tmpfs\s", l) is not None,
-                  "row does not describe the cell: %r" % l)
-            check(re.search(r"\s(PASS|MISS\(\S+\)|SKIP: .*)$", l) is not None, "row verdict: %r" % l)
-            if "SKIP" not in l:
-                fields = l.split()
-                # t95 columns: seconds or >3; shares p0/p1; promotions, demotions numbers.
-                check(re.fullmatch(r"\d+\.\d|>3", fields[10]) and re.fullmatch(r"\d+\.\d|>3", fields[11]),
-                      "t95 columns: %r" % l)
-                check(re.fullmatch(r"\d+/\d+", fields[12]) is not None, "hot_end%% column: %r" % l)
-                check(re.fullmatch(r"\d+", fields[16]) and re.fullmatch(r"\d+", fields[17]),
-                      "promotions/demotions: %r" % l)
+            m = row.match(l)
+            if not check(m is not None, "row does not describe the cell: %r" % l):
+                continue
+            fill, t95s, t95m, hot_end, bg, idle, mupd, promo, demo, smp, verdict = m.groups()[1:]
+            if verdict.startswith("SKIP: "):
+                continue
+            check(re.fullmatch(r"(PASS|MISS\([a-z0-9,]+\))( \[DRAM < hot set\])?", verdict) is not None,
+                  "row verdict: %r" % verdict)
+            check(all(re.fullmatch(r"\d+\.\d|>3", t) for t in (t95s, t95m)), "t95 columns: %r" % l)
+            check(re.fullmatch(r"\d+/\d+", hot_end) is not None, "hot_end%% column: %r" % l)
+            check(re.fullmatch(r"\d+\.\d~?/\d+\.\d~?", bg) is not None, "bg_cpu%% column: %r" % l)
+            check(all(re.fullmatch(r"\d+", x) for x in (promo, demo, smp)), "promo/demo/smp columns: %r" % l)
         check(any(l.startswith("libmmtier against libmmtier@self") for l in lines), "no comparison section")
         check(any(re.match(r"^libmmtier: 1 of 1 cells run; PASS \d, MISS \d, FAIL 0", l) for l in lines)
               or any(re.match(r"^libmmtier: 0 of 1 cells run; .*SKIP 1", l) for l in lines), "no totals line")
