@@ -11,7 +11,23 @@
 // Updates: each thread draws one splitmix64 value per update; its low 32 bits
 // choose hot or cold (against --hot-share scaled to 2^32), its high bits pick
 // the word by multiply-high (no division in the loop).  Cold updates go to the
-// footprint minus the hot set.  Thread t only ever touches words w with
+// footprint minus the hot set.
+//
+// Skew (--skew): inside the hot set the word is uniform by default.  With
+// --skew zipf:S the hot set's 4 KiB pages (counted from its first byte) get
+// Zipf weights 1/rank^S, the ranks shuffled over the pages with the seed so
+// that the hottest pages lie spread over the hot set's units rather than
+// packed into the first one; a hot update draws a second value, picks a page
+// from a Walker alias table built at start (one multiply, one table load and
+// one compare: no division, no search) and a word in that page.  The table
+// lives outside the footprint (its own mmap, not malloc: it is the harness's,
+// not the workload's memory).  With T threads a draw is rounded to a word
+// the thread owns, up to T-1 words away (at most into the next page).  The
+// DRAM shares stay shares of bytes; the MODELLED time weights the hot set's
+// pages by their Zipf weights, and SUMMARY adds the share of the hot set's
+// updates that went to pages on DRAM.
+//
+// Thread t only ever touches words w with
 // w % threads == t, so no two threads race on a word and the final contents
 // depend only on the arguments, the seed and how many updates each thread
 // made in each phase.  An update adds delta(w, i) = w ^ ((i + 1) * K) (i: the
@@ -65,7 +81,11 @@
 //             [--hot-offset 3/4 of footprint] [--move-to 1/4 of footprint]
 //             [--seconds 30] [--move-at seconds/2, 0 = never] [--threads 1]
 //             [--report-interval 1] [--updates N] [--seed 1] [--no-verify]
+//             [--skew uniform | zipf:S]
 //             [--idle-period 0.05, 0 = no control thread] [--self-test-lost-write]
+// --hot-offset and --move-to take a size or a position: start (offset 0),
+// middle (the hot set centred, rounded down to 4 KiB) or end (the hot set's
+// last byte the footprint's last).  --move-at 0 runs one phase only.
 // prints: per-interval lines, SUMMARY / MODELLED / VERIFY lines and
 //         RESULT gups <updates_per_sec> <checksum>
 #include <dirent.h>
@@ -76,12 +96,14 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <atomic>
 #include <limits>
 #include <string>
@@ -107,12 +129,29 @@ using get_stats_fn = int (*)(struct mmtier_stats *);
 
 // ---------------------------------------------------------------- options
 
+// Where a hot set lies: a byte offset, or a position resolved once the
+// footprint and the hot set's size are known.
+struct Place {
+  enum Kind { kDefault, kOffset, kStart, kMiddle, kEnd } kind = kDefault;
+  uint64_t offset = 0;  // kOffset
+};
+const char *place_name(Place::Kind k) {
+  switch (k) {
+    case Place::kStart: return "start";
+    case Place::kMiddle: return "middle";
+    case Place::kEnd: return "end";
+    default: return nullptr;
+  }
+}
+
 struct Options {
   uint64_t footprint = 2ULL << 30;
   uint64_t hot = 128ULL << 20;
   double hot_share = 0.9;
-  uint64_t hot_offset = UINT64_MAX;  // default: 3/4 of the footprint
-  uint64_t move_to = UINT64_MAX;     // default: 1/4 of the footprint
+  Place hot_place, move_place;
+  uint64_t hot_offset = 0;           // resolved; default: 3/4 of the footprint
+  uint64_t move_to = 0;              // resolved; default: 1/4 of the footprint
+  double zipf = -1;                  // --skew zipf:S; < 0: uniform
   double seconds = 30;
   double move_at = -1;               // default: seconds / 2 (updates mode: N / 2)
   unsigned threads = 1;
@@ -127,10 +166,15 @@ struct Options {
 [[noreturn]] void usage_exit(const char *msg, const char *arg) {
   if (msg != nullptr) fprintf(stderr, "gups: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
   fprintf(stderr,
-          "usage: gups [--footprint 2G] [--hot 128M] [--hot-share 0.9] [--hot-offset SIZE]\n"
-          "            [--move-to SIZE] [--seconds 30] [--move-at S] [--threads 1]\n"
+          "usage: gups [--footprint 2G] [--hot 128M] [--hot-share 0.9] [--hot-offset SIZE|POS]\n"
+          "            [--move-to SIZE|POS] [--seconds 30] [--move-at S] [--threads 1]\n"
           "            [--report-interval 1] [--updates N] [--seed 1] [--no-verify]\n"
-          "            [--idle-period 0.05] [--self-test-lost-write]\n");
+          "            [--skew uniform|zipf:S] [--idle-period 0.05] [--self-test-lost-write]\n"
+          "  POS: start, middle or end of the footprint (default: hot set at 3/4, moved to 1/4)\n"
+          "  --move-at: seconds (updates mode: any value > 0 moves after N/2 updates); 0: one phase,\n"
+          "             no move (default: half of --seconds)\n"
+          "  --skew zipf:S: hot updates pick the hot set's 4 KiB pages with Zipf exponent S\n"
+          "             (ranks shuffled over the pages with --seed); default uniform\n");
   exit(2);
 }
 
@@ -138,6 +182,19 @@ uint64_t parse_size(const char *s) {
   uint64_t v = 0;
   if (const char *why = bench::parse_size(s, &v)) usage_exit(why, s);
   return v;
+}
+
+Place parse_place(const char *s) {
+  Place p;
+  const std::string v = s;
+  if (v == "start") p.kind = Place::kStart;
+  else if (v == "middle") p.kind = Place::kMiddle;
+  else if (v == "end") p.kind = Place::kEnd;
+  else {
+    p.kind = Place::kOffset;
+    p.offset = parse_size(s);
+  }
+  return p;
 }
 
 double parse_double(const char *s) {
@@ -169,8 +226,16 @@ Options parse_args(int argc, char **argv) {
     else if (a == "--footprint") o.footprint = parse_size(value());
     else if (a == "--hot") o.hot = parse_size(value());
     else if (a == "--hot-share") o.hot_share = parse_double(value());
-    else if (a == "--hot-offset") o.hot_offset = parse_size(value());
-    else if (a == "--move-to") o.move_to = parse_size(value());
+    else if (a == "--hot-offset") o.hot_place = parse_place(value());
+    else if (a == "--move-to") o.move_place = parse_place(value());
+    else if (a == "--skew") {
+      const std::string v = value();
+      if (v == "uniform") o.zipf = -1;
+      else if (v.rfind("zipf:", 0) == 0 && v.size() > 5) {
+        o.zipf = parse_double(v.c_str() + 5);
+        if (o.zipf > 16) usage_exit("zipf exponent must be in [0, 16]", v.c_str());
+      } else usage_exit("--skew takes uniform or zipf:S", v.c_str());
+    }
     else if (a == "--seconds") o.seconds = parse_double(value());
     else if (a == "--move-at") o.move_at = parse_double(value());
     else if (a == "--threads") o.threads = static_cast<unsigned>(parse_size(value()));
@@ -190,13 +255,24 @@ Options parse_args(int argc, char **argv) {
   if (o.hot_share > 1) usage_exit("--hot-share must be in [0, 1]", nullptr);
   if (o.report_interval < 0.01) usage_exit("--report-interval must be at least 0.01", nullptr);
   if (o.updates == 0 && o.seconds <= 0) usage_exit("--seconds must be > 0", nullptr);
-  auto place = [&](uint64_t &off, uint64_t dflt, const char *name) {
-    if (off == UINT64_MAX) off = std::min(dflt, o.footprint - o.hot);
+  // The table's draws index words of the hot set with 32 bits.
+  if (o.zipf >= 0 && o.hot / 8 >= (1ULL << 32)) usage_exit("--skew zipf needs --hot below 32G", nullptr);
+  auto place = [&](const Place &p, uint64_t dflt, const char *name) {
+    const uint64_t room = o.footprint - o.hot;
+    uint64_t off = 0;
+    switch (p.kind) {
+      case Place::kDefault: off = std::min(dflt, room); break;
+      case Place::kOffset: off = p.offset; break;
+      case Place::kStart: off = 0; break;
+      case Place::kMiddle: off = room / 2 & ~(kPage - 1); break;
+      case Place::kEnd: off = room; break;
+    }
     off &= ~7ULL;
-    if (off > o.footprint - o.hot) usage_exit("hot set does not fit in the footprint at", name);
+    if (off > room) usage_exit("hot set does not fit in the footprint at", name);
+    return off;
   };
-  place(o.hot_offset, o.footprint / 4 * 3, "--hot-offset");
-  place(o.move_to, o.footprint / 4, "--move-to");
+  o.hot_offset = place(o.hot_place, o.footprint / 4 * 3, "--hot-offset");
+  o.move_to = place(o.move_place, o.footprint / 4, "--move-to");
   if (o.move_at < 0) o.move_at = o.updates ? 1 : o.seconds / 2;
   if (o.updates == 0 && o.move_at >= o.seconds) o.move_at = 0;
   return o;
@@ -225,17 +301,122 @@ inline uint64_t weight(uint64_t w) {  // splitmix64 finalizer, odd
   return (z ^ (z >> 31)) | 1;
 }
 
+// Memory of the harness's own (the Zipf tables): straight from the kernel,
+// not through malloc or the interposed mmap, so that mmtier neither places
+// nor counts it.
+void *raw_alloc(size_t bytes) {
+  const long r = syscall(SYS_mmap, nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (r == -1) return nullptr;
+  return reinterpret_cast<void *>(r);
+}
+
+// --skew zipf:S: a Walker alias table over the hot set's 4 KiB pages (page k
+// holds the hot set's words [512 k, 512 k + 512), the last one possibly
+// fewer).  Page k's weight is 1 / rank(k)^S, rank a permutation of 1..n
+// drawn from the seed.  Entry k: the low 32 bits a threshold, the high 32 the
+// alias; a draw x (32 bits) takes column c = x * n >> 32 and keeps it when
+// the fraction (x * n mod 2^32) is below the threshold, else its alias.
+struct ZipfTable {
+  double s = 0;
+  uint64_t npages = 0;
+  uint64_t last_len = 512;  // words in the last page
+  uint64_t *entries = nullptr;
+  double *prob = nullptr;   // each page's share of the hot updates
+
+  bool build(double exponent, uint64_t hot_words, uint64_t seed) {
+    s = exponent;
+    npages = (hot_words + 511) / 512;
+    last_len = hot_words - (npages - 1) * 512;
+    entries = static_cast<uint64_t *>(raw_alloc(npages * sizeof(uint64_t)));
+    prob = static_cast<double *>(raw_alloc(npages * sizeof(double)));
+    uint32_t *rank = static_cast<uint32_t *>(raw_alloc(npages * sizeof(uint32_t)));
+    uint32_t *work = static_cast<uint32_t *>(raw_alloc(npages * sizeof(uint32_t)));
+    if (!entries || !prob || !rank || !work) return false;
+    // Ranks: Fisher-Yates over 0..n-1 with its own stream of the seed.
+    bench::Rng rng(seed * 0x2545f4914f6cdd1dULL + 0x5a17);
+    for (uint64_t k = 0; k < npages; ++k) rank[k] = static_cast<uint32_t>(k);
+    for (uint64_t k = npages - 1; k > 0; --k) std::swap(rank[k], rank[rng.below(k + 1)]);
+    double sum = 0;
+    for (uint64_t k = 0; k < npages; ++k) sum += prob[k] = pow(static_cast<double>(rank[k]) + 1, -s);
+    for (uint64_t k = 0; k < npages; ++k) prob[k] /= sum;
+    // Vose's alias method, on scaled weights n * p (mean 1): columns below
+    // 1 are topped up from one above 1, which becomes their alias.
+    double *scaled = reinterpret_cast<double *>(raw_alloc(npages * sizeof(double)));
+    if (!scaled) return false;
+    uint32_t *small = rank, *large = work;  // rank is done with
+    uint64_t ns = 0, nl = 0;
+    for (uint64_t k = 0; k < npages; ++k) {
+      scaled[k] = prob[k] * static_cast<double>(npages);
+      (scaled[k] < 1 ? small[ns++] : large[nl++]) = static_cast<uint32_t>(k);
+    }
+    auto set = [&](uint64_t k, double p, uint64_t alias) {
+      const double th = std::min(p, 1.0) * 4294967296.0;
+      const uint64_t t32 = th >= 4294967295.0 ? 0xffffffffULL : static_cast<uint64_t>(th);
+      entries[k] = t32 | alias << 32;
+    };
+    while (ns > 0 && nl > 0) {
+      const uint32_t l = small[--ns], g = large[nl - 1];
+      set(l, scaled[l], g);
+      scaled[g] -= 1 - scaled[l];
+      if (scaled[g] < 1) {
+        --nl;
+        small[ns++] = g;
+      }
+    }
+    while (nl > 0) { const uint32_t g = large[--nl]; set(g, 1, g); }
+    while (ns > 0) { const uint32_t l = small[--ns]; set(l, 1, l); }  // rounding leftovers
+    munmap_raw(rank, npages * sizeof(uint32_t));
+    munmap_raw(work, npages * sizeof(uint32_t));
+    munmap_raw(scaled, npages * sizeof(double));
+    return true;
+  }
+  static void munmap_raw(void *p, size_t bytes) { syscall(SYS_munmap, p, bytes); }
+
+  // The hot-set word (0..hot_words) of one draw.
+  inline uint64_t word(uint64_t r) const {
+    const uint64_t prod = (r >> 32) * npages;
+    const uint64_t col = prod >> 32;
+    const uint64_t e = entries[col];
+    // Branch-free: a mispredicted branch here (taken about at random) would
+    // also stall the update's memory access behind it.
+    const uint64_t keep = 0 - static_cast<uint64_t>((prod & 0xffffffffULL) < (e & 0xffffffffULL));
+    const uint64_t page = (col & keep) | ((e >> 32) & ~keep);
+    const uint64_t len = page + 1 == npages ? last_len : 512;
+    return page * 512 + (((r & 0xffffffffULL) * len) >> 32);
+  }
+
+  // Shares of the hot updates: the hottest page, and the hottest 1% and 10%
+  // of pages.
+  void describe(double *top1, double *top_1pct, double *top_10pct) const {
+    std::vector<double> p(prob, prob + npages);
+    std::sort(p.begin(), p.end(), std::greater<double>());
+    double acc = 0;
+    const uint64_t n1 = std::max<uint64_t>(1, npages / 100), n10 = std::max<uint64_t>(1, npages / 10);
+    *top1 = p[0];
+    for (uint64_t k = 0; k < npages; ++k) {
+      acc += p[k];
+      if (k + 1 == n1) *top_1pct = acc;
+      if (k + 1 == n10) *top_10pct = acc;
+    }
+  }
+};
+
 // One thread's update stream in one phase.  Thread t owns the words
 // j * T + t; [hot_j0, hot_j0 + hot_n) are its hot ones, the other cold_n its
 // cold ones.
 struct Stream {
   uint64_t threshold;  // hot if (r & 0xffffffff) < threshold (0..2^32)
   uint64_t hot_j0, hot_n, cold_n, T, t;
+  const ZipfTable *zipf = nullptr;  // --skew zipf: the hot word from the table
+  uint64_t recip_T = 0;             // floor(2^32 / T)
 
   Stream() = default;
-  Stream(uint64_t words, uint64_t hot_word0, uint64_t hot_words, double share, unsigned threads, unsigned self) {
+  Stream(uint64_t words, uint64_t hot_word0, uint64_t hot_words, double share, unsigned threads, unsigned self,
+         const ZipfTable *z) {
     T = threads;
     t = self;
+    zipf = z;
+    recip_T = (1ULL << 32) / T;
     auto first_j = [&](uint64_t w) -> uint64_t { return w <= t ? 0 : (w - t + T - 1) / T; };
     const uint64_t n_total = first_j(words);
     hot_j0 = first_j(hot_word0);
@@ -245,10 +426,19 @@ struct Stream {
     if (hot_n == 0) threshold = 0;
     if (cold_n == 0) threshold = 1ULL << 32;
   }
-  inline uint64_t pick(uint64_t r) const {
+  // One update's word.  Uniform: one draw; zipf: a hot update draws again.
+  inline uint64_t pick(bench::Rng &rng) const {
+    const uint64_t r = rng.next();
     uint64_t j;
     if ((r & 0xffffffffULL) < threshold) {
-      j = hot_j0 + mulhi(r, hot_n);
+      if (zipf == nullptr) {
+        j = hot_j0 + mulhi(r, hot_n);
+      } else {
+        // Hot-set word h -> the thread's j-th word near it: floor(h / T),
+        // by multiply-high (low by at most one).
+        const uint64_t jr = (zipf->word(rng.next()) * recip_T) >> 32;
+        j = hot_j0 + std::min(jr, hot_n - 1);
+      }
     } else {
       j = mulhi(r, cold_n);
       if (j >= hot_j0) j += hot_n;
@@ -317,12 +507,27 @@ void run_worker(Shared &sh, Worker &wk) {
     if (!counted && sh.stop.load(std::memory_order_relaxed)) break;
     const Stream s = wk.stream[phase];
     const uint64_t n = std::min(kBatch, limit - i);
-    for (uint64_t k = 0; k < n; ++k) {
-      const uint64_t w = s.pick(rng.next());
-      const uint64_t d = delta(w, i + k);
-      base[w] += d;  // 8-byte read-modify-write
-      lw = w;
-      ld = d;
+    if (s.zipf == nullptr) {
+      for (uint64_t k = 0; k < n; ++k) {
+        const uint64_t w = s.pick(rng);
+        const uint64_t d = delta(w, i + k);
+        base[w] += d;  // 8-byte read-modify-write
+        lw = w;
+        ld = d;
+      }
+    } else {
+      // Zipf: the batch's words first, then its updates, so that the
+      // table's loads do not queue behind the updates' cache misses (in one
+      // loop the update rate halves).  Same words, same order.
+      uint64_t ws[kBatch];
+      for (uint64_t k = 0; k < n; ++k) ws[k] = s.pick(rng);
+      for (uint64_t k = 0; k < n; ++k) {
+        const uint64_t w = ws[k];
+        const uint64_t d = delta(w, i + k);
+        base[w] += d;
+        lw = w;
+        ld = d;
+      }
     }
     i += n;
     wk.done.store(i, std::memory_order_relaxed);
@@ -338,7 +543,7 @@ void replay(Worker &wk) {
   uint64_t plain = 0, weighted = 0;
   for (uint64_t i = 0; i < wk.total; ++i) {
     const Stream &s = wk.stream[i >= wk.switch_at ? 1 : 0];
-    const uint64_t w = s.pick(rng.next());
+    const uint64_t w = s.pick(rng);
     const uint64_t d = delta(w, i);
     plain += d;
     weighted += d * weight(w);
@@ -365,6 +570,17 @@ double dram_share(uintptr_t lo, uintptr_t hi) {
   uint64_t seen = g_unmanaged_bytes.load(std::memory_order_relaxed);
   if (unmanaged > seen) g_unmanaged_bytes.store(unmanaged, std::memory_order_relaxed);
   return static_cast<double>(dram) / static_cast<double>(hi - lo);
+}
+
+// Zipf mode: the share of the hot updates that go to pages on DRAM (each of
+// the hot set's pages weighted by its probability, its tier read at its
+// first byte).
+double dram_access_share(uintptr_t hot_lo, const ZipfTable &z) {
+  if (g_tier_of == nullptr) return kNaN;
+  double acc = 0;
+  for (uint64_t k = 0; k < z.npages; ++k)
+    if (g_tier_of(reinterpret_cast<const void *>(hot_lo + k * kPage)) == MMTIER_TIER_DRAM) acc += z.prob[k];
+  return acc;
 }
 
 bool read_small(const char *path, char *buf, size_t cap) {
@@ -496,6 +712,7 @@ struct Interval {
   uint64_t updates;
   int phase;
   double hot, all;      // DRAM shares at the end (NaN: n/a)
+  double hot_acc;       // share of the hot updates going to DRAM (zipf: weighted; else = hot)
   double access;        // access-weighted DRAM share at the end
   int64_t bg_ns;        // -1: n/a
   int64_t idle_ns;      // the control thread; -1: n/a
@@ -507,6 +724,7 @@ struct PhaseInfo {
   uint64_t offset = 0;
   std::vector<std::pair<double, double>> samples;  // (seconds since phase start, hot share)
   double converged = -1;                           // seconds since phase start, -1 = not reached
+  double last_hot_acc = kNaN;                      // zipf: the hot updates' DRAM share, last sample
 };
 
 struct Report {
@@ -516,6 +734,7 @@ struct Report {
   uint64_t footprint = 0, hot = 0;
   uint64_t offsets[2] = {0, 0};
   double hot_share = 0;
+  const ZipfTable *zipf = nullptr;
   int64_t start_ns = 0;
   ThreadSetProbe bg;
   IdleControl *idle = nullptr;
@@ -531,10 +750,15 @@ struct Report {
   double hot_dram(int phase) const {
     return dram_share(base + offsets[phase], base + offsets[phase] + hot);
   }
-  double access_share(double hot_s, double all_s) const {
-    if (std::isnan(hot_s) || std::isnan(all_s)) return kNaN;
+  // The share of the hot updates that go to DRAM: hot_s (the bytes' share)
+  // when they are uniform over the hot set.
+  double hot_access(int phase, double hot_s) const {
+    return zipf ? dram_access_share(base + offsets[phase], *zipf) : hot_s;
+  }
+  double access_share(double hot_s, double hot_acc, double all_s) const {
+    if (std::isnan(hot_s) || std::isnan(hot_acc) || std::isnan(all_s)) return kNaN;
     const double cold = (all_s * footprint - hot_s * hot) / static_cast<double>(footprint - hot);
-    return hot_share * hot_s + (1 - hot_share) * std::min(1.0, std::max(0.0, cold));
+    return hot_share * hot_acc + (1 - hot_share) * std::min(1.0, std::max(0.0, cold));
   }
   void phase_sample(int p, double t_since_start, double share) {
     PhaseInfo &ph = phases[p];
@@ -567,14 +791,16 @@ struct Report {
     const double dt = (now - last_ns) * 1e-9;
     const uint64_t dupd = upd - last_updates;
     const double hot_s = hot_dram(cur_phase);
+    const double hot_acc = hot_access(cur_phase, hot_s);
     const double all_s = dram_share(base, base + footprint);
-    const double acc = access_share(hot_s, all_s);
+    const double acc = access_share(hot_s, hot_acc, all_s);
     const int64_t bg_ns = bg.delta();
     const int64_t idle_ns = idle ? idle->delta() : -1;
     const double t = (now - start_ns) * 1e-9;
-    Interval iv{t, dt, dupd, cur_phase, hot_s, all_s, acc, bg_ns, idle_ns};
+    Interval iv{t, dt, dupd, cur_phase, hot_s, all_s, hot_acc, acc, bg_ns, idle_ns};
     intervals.push_back(iv);
     phase_sample(cur_phase, t, hot_s);
+    phases[cur_phase].last_hot_acc = hot_acc;
     if (!std::isnan(acc)) {
       const double p = std::isnan(last_access) ? acc : (last_access + acc) / 2;  // trapezoid
       model_ns += static_cast<double>(dupd) * (p * kDramNs + (1 - p) * kPmemNs);
@@ -608,7 +834,7 @@ struct Report {
     cur_phase = 1;
     const double share = hot_dram(1);
     begin_phase(1, now, share);
-    last_access = access_share(share, dram_share(base, base + footprint));
+    last_access = access_share(share, hot_access(1, share), dram_share(base, base + footprint));
     if (std::isnan(share))
       printf("# t=%.3f s: hot set moved from offset %s to offset %s\n", (now - start_ns) * 1e-9,
              human(offsets[0]).c_str(), human(offsets[1]).c_str());
@@ -667,23 +893,43 @@ int main(int argc, char **argv) {
   g_tier_of = reinterpret_cast<tier_of_fn>(dlsym(RTLD_DEFAULT, "mmtier_tier_of"));
   const get_stats_fn get_stats = reinterpret_cast<get_stats_fn>(dlsym(RTLD_DEFAULT, "mmtier_get_stats"));
 
+  ZipfTable zipf;
+  if (o.zipf >= 0 && !zipf.build(o.zipf, o.hot / 8, o.seed)) {
+    fprintf(stderr, "gups: no memory for the Zipf table of %llu pages\n", (unsigned long long)(o.hot / kPage));
+    return 1;
+  }
+
   uint64_t *base = static_cast<uint64_t *>(malloc(o.footprint));
   if (base == nullptr) {
     fprintf(stderr, "gups: malloc(%llu) failed\n", (unsigned long long)o.footprint);
     return 1;
   }
   const uint64_t words = o.footprint / 8;
-  printf("# gups: footprint %s at %p, hot set %s at offset %s", human(o.footprint).c_str(), (void *)base,
-         human(o.hot).c_str(), human(o.hot_offset).c_str());
+  auto where = [](const Place &p) {
+    const char *n = place_name(p.kind);
+    return n ? std::string(" (") + n + ")" : std::string();
+  };
+  printf("# gups: footprint %s at %p, hot set %s at offset %s%s", human(o.footprint).c_str(), (void *)base,
+         human(o.hot).c_str(), human(o.hot_offset).c_str(), where(o.hot_place).c_str());
   if (o.move_at > 0) {
-    if (timed) printf(", moving to offset %s at %.3g s", human(o.move_to).c_str(), o.move_at);
-    else printf(", moving to offset %s after %llu updates per thread", human(o.move_to).c_str(),
-                (unsigned long long)(o.updates / 2));
+    if (timed) printf(", moving to offset %s%s at %.3g s", human(o.move_to).c_str(), where(o.move_place).c_str(),
+                      o.move_at);
+    else printf(", moving to offset %s%s after %llu updates per thread", human(o.move_to).c_str(),
+                where(o.move_place).c_str(), (unsigned long long)(o.updates / 2));
   }
   printf("\n# gups: hot share %.3g, %u thread(s), ", o.hot_share, o.threads);
   if (timed) printf("%.3g s", o.seconds);
   else printf("%llu updates per thread", (unsigned long long)o.updates);
   printf(", report every %.3g s, seed %llu\n", o.report_interval, (unsigned long long)o.seed);
+  if (o.zipf >= 0) {
+    double top1 = 0, top_1pct = 0, top_10pct = 0;
+    zipf.describe(&top1, &top_1pct, &top_10pct);
+    printf("# skew: zipf %.3g over the hot set's %llu pages (ranks shuffled with the seed): hottest page %.2f%%, "
+           "hottest 1%% of pages %.1f%%, hottest 10%% %.1f%% of the hot updates\n",
+           o.zipf, (unsigned long long)zipf.npages, 100 * top1, 100 * top_1pct, 100 * top_10pct);
+  } else {
+    printf("# skew: uniform over the hot set\n");
+  }
 
   // Write every word once, in address order, before timing.
   const int64_t fill0 = now_ns();
@@ -709,8 +955,9 @@ int main(int argc, char **argv) {
   for (unsigned t = 0; t < o.threads; ++t) {
     Worker &w = workers[t];
     w.seed = o.seed * 1000003ULL + t;
-    w.stream[0] = Stream(words, o.hot_offset / 8, o.hot / 8, o.hot_share, o.threads, t);
-    w.stream[1] = Stream(words, o.move_to / 8, o.hot / 8, o.hot_share, o.threads, t);
+    const ZipfTable *z = o.zipf >= 0 ? &zipf : nullptr;
+    w.stream[0] = Stream(words, o.hot_offset / 8, o.hot / 8, o.hot_share, o.threads, t, z);
+    w.stream[1] = Stream(words, o.move_to / 8, o.hot / 8, o.hot_share, o.threads, t, z);
   }
 
   Report rep;
@@ -722,6 +969,7 @@ int main(int argc, char **argv) {
   rep.offsets[0] = o.hot_offset;
   rep.offsets[1] = o.move_to;
   rep.hot_share = o.hot_share;
+  if (o.zipf >= 0) rep.zipf = &zipf;
 
   rep.bg.delta();  // starts the background threads' CPU count
   if (!rep.bg.seen.empty()) printf("# background threads: %s\n", rep.bg.names().c_str());
@@ -748,7 +996,7 @@ int main(int argc, char **argv) {
   rep.start_ns = start;
   rep.last_ns = start;
   const double hot0 = rep.hot_dram(0);
-  rep.last_access = rep.access_share(hot0, dram_share(rep.base, rep.base + o.footprint));
+  rep.last_access = rep.access_share(hot0, rep.hot_access(0, hot0), dram_share(rep.base, rep.base + o.footprint));
   rep.begin_phase(0, start, hot0);
   sh.go.store(true, std::memory_order_release);
   std::thread reporter([&rep] { rep.run(); });
@@ -793,6 +1041,8 @@ int main(int argc, char **argv) {
       if (ph.converged >= 0) printf("hot-set DRAM share reached 95%% after %.2f s", ph.converged);
       else printf("hot-set DRAM share 95%% not reached (max %.1f%%)", 100 * best);
       if (!std::isnan(last)) printf(", %.1f%% at phase end", 100 * last);
+      if (o.zipf >= 0 && !std::isnan(ph.last_hot_acc))
+        printf(" (pages taking %.1f%% of the hot updates)", 100 * ph.last_hot_acc);
       printf("; steady-state bg CPU ");
     }
     // Steady state: intervals of this phase that begin at or after

@@ -9,7 +9,12 @@ mode (a fixed number of updates per thread) the verification must pass and
 the checksum must be the same with and without the library, and differ for
 another seed; --idle-period 0 (no control thread) must print n/a for the
 control; --self-test-lost-write (one update undone after the run) must
-be caught as MISMATCH with exit status 1.
+be caught as MISMATCH with exit status 1.  --skew zipf:S (hot updates over
+the hot set's pages by a Zipf law): the same formats plus the skew line and
+the hot updates' DRAM share in SUMMARY, a checksum equal with and without
+the library and unlike the uniform one, verification with several threads;
+--hot-offset/--move-to positions start, middle and end; bad --skew values
+rejected with exit status 2.
 """
 
 import argparse
@@ -160,6 +165,42 @@ def main():
         r = run(args, counted + ["--seed", "2"], False, pmem)
         _, res = check_common("updates mode, seed 2", r, False, moved=True)
         check(res is not None and res[1] != sums.get(False), "checksum does not depend on the seed")
+
+        # --skew zipf:S.
+        zipf = ["--skew", "zipf:0.99"]
+        r = run(args, timed + zipf, True, pmem)
+        check_common("time mode, zipf, libmmtier", r, True, moved=True)
+        check(re.search(r"^# skew: zipf 0\.99 over the hot set's 1024 pages .*hottest page %s%%" % NUM,
+                        r.stdout, re.M) is not None, "zipf: no skew line")
+        summaries = [l for l in r.stdout.splitlines() if l.startswith("SUMMARY phase ")]
+        check(summaries and all(re.search(r"at phase end \(pages taking %s%% of the hot updates\)" % NUM, l)
+                                for l in summaries), "zipf: SUMMARY without the hot updates' DRAM share")
+        r = run(args, timed, True, pmem)
+        check(re.search(r"^# skew: uniform over the hot set$", r.stdout, re.M) is not None, "uniform: no skew line")
+        check("of the hot updates" not in r.stdout, "uniform: SUMMARY has the zipf-only figure")
+        zsums = {}
+        for preload in (True, False):
+            tag = "updates mode, zipf, %s" % ("libmmtier" if preload else "no preload")
+            r = run(args, counted + zipf, preload, pmem)
+            _, res = check_common(tag, r, preload, moved=True)
+            if res:
+                zsums[preload] = res[1]
+        check(len(zsums) == 2 and zsums[True] == zsums[False],
+              "zipf checksum differs with and without libmmtier: %s" % zsums)
+        check(zsums.get(False) not in (None, sums.get(False)), "zipf checksum equals the uniform one")
+        r = run(args, ["--updates", "200000", "--threads", "3", "--skew", "zipf:1.5"], False, pmem)
+        check(r.returncode == 0 and "VERIFY ok" in r.stdout, "zipf, 3 threads: verification failed")
+
+        # Positions.
+        r = run(args, ["--updates", "1000", "--hot-offset", "end", "--move-to", "start"], False, pmem)
+        check(re.search(r"hot set 4 MiB at offset 60 MiB \(end\), moving to offset 0 B \(start\)", r.stdout)
+              is not None, "positions end/start not resolved")
+        r = run(args, ["--updates", "1000", "--hot-offset", "middle", "--move-to", "end"], False, pmem)
+        check(re.search(r"hot set 4 MiB at offset 30 MiB \(middle\), moving to offset 60 MiB \(end\)", r.stdout)
+              is not None, "position middle not resolved")
+        for bad in (["--skew", "zipf"], ["--skew", "zipf:x"], ["--skew", "pareto:1"], ["--hot-offset", "centre"]):
+            r = run(args, ["--updates", "1000"] + bad, False, pmem)
+            check(r.returncode == 2, "%s: exit status %d, expected 2" % (" ".join(bad), r.returncode))
 
         r = run(args, counted + ["--self-test-lost-write"], True, pmem)
         check(r.returncode == 1, "lost-write self-test: exit status %d, expected 1" % r.returncode)
