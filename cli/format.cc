@@ -128,6 +128,19 @@ std::string format_detail(const snapshot &s) {
   line("fallbacks", u64(p.fallbacks));
   line("managed mmap", human_bytes(p.mmap_bytes));
   line("forks", u64(p.forks));
+  if (p.frozen_bytes || p.frozen_copied_bytes || p.reshares) {
+    line("  frozen now", strf("%s of PMem units, %s of their pages copied to DRAM (in DRAM's resident)",
+                              human_bytes(p.frozen_bytes).c_str(), human_bytes(p.frozen_copied_bytes).c_str()));
+    line("  re-shared", strf("%llu units, %s copied, in %llu stops (longest %.3f ms, %.3f ms in all)",
+                             static_cast<unsigned long long>(p.reshares), human_bytes(p.reshare_bytes).c_str(),
+                             static_cast<unsigned long long>(p.reshare_stops),
+                             static_cast<double>(p.reshare_pause_max_ns) / 1e6,
+                             static_cast<double>(p.reshare_pause_total_ns) / 1e6));
+    if (p.reshare_stop_refusals || p.reshare_failed)
+      line("  gave up", strf("%llu stops (a thread would not stop), %llu failures",
+                             static_cast<unsigned long long>(p.reshare_stop_refusals),
+                             static_cast<unsigned long long>(p.reshare_failed)));
+  }
   o += "\nheat histogram (units by heat, 0 = cold, 1 = hot)\n";
   uint64_t most = 0;
   for (uint64_t v : p.heat_histogram) most = v > most ? v : most;
@@ -220,6 +233,15 @@ std::string format_json(const snapshot &s) {
   field("fallbacks", u64(p.fallbacks));
   field("mmap_bytes", u64(p.mmap_bytes));
   field("forks", u64(p.forks));
+  field("frozen_bytes", u64(p.frozen_bytes));
+  field("frozen_copied_bytes", u64(p.frozen_copied_bytes));
+  field("reshares", u64(p.reshares));
+  field("reshare_bytes", u64(p.reshare_bytes));
+  field("reshare_stops", u64(p.reshare_stops));
+  field("reshare_pause_max_ns", u64(p.reshare_pause_max_ns));
+  field("reshare_pause_total_ns", u64(p.reshare_pause_total_ns));
+  field("reshare_stop_refusals", u64(p.reshare_stop_refusals));
+  field("reshare_failed", u64(p.reshare_failed));
   field("mover_running", p.mover_running ? "true" : "false");
   field("scans", u64(p.scans));
   field("promotions", u64(p.promotions));
@@ -359,6 +381,20 @@ std::string format_prometheus(const std::vector<snapshot> &all) {
          [](const page &p) { return u64(p.fallbacks); });
   simple("mmtier_mmap_bytes", "gauge", "Bytes of managed anonymous mmaps.", [](const page &p) { return u64(p.mmap_bytes); });
   simple("mmtier_forks_total", "counter", "fork()s that froze file-backed units.", [](const page &p) { return u64(p.forks); });
+  simple("mmtier_frozen_bytes", "gauge", "PMem units frozen by fork now (their pages written since are DRAM copies).",
+         [](const page &p) { return u64(p.frozen_bytes); });
+  simple("mmtier_frozen_copied_bytes", "gauge",
+         "Pages of frozen units copied to DRAM by writes since the fork (part of the DRAM resident bytes).",
+         [](const page &p) { return u64(p.frozen_copied_bytes); });
+  simple("mmtier_reshares_total", "counter", "Units frozen by fork given a shared PMem mapping again.",
+         [](const page &p) { return u64(p.reshares); });
+  simple("mmtier_reshare_bytes_total", "counter", "Bytes copied to re-share units frozen by fork.",
+         [](const page &p) { return u64(p.reshare_bytes); });
+  simple("mmtier_reshare_pause_seconds_total", "counter",
+         "Time the program's threads were stopped to re-share units.",
+         [](const page &p) { return strf("%.9f", static_cast<double>(p.reshare_pause_total_ns) / 1e9); });
+  simple("mmtier_reshare_pause_max_seconds", "gauge", "The longest stop for a re-share.",
+         [](const page &p) { return strf("%.9f", static_cast<double>(p.reshare_pause_max_ns) / 1e9); });
   family("mmtier_unit_heat", "gauge",
          "Units by heat (the decayed share of a unit's sampled pages found touched per scan, 0 cold to 1 hot); "
          "bucket is the upper bound of a heat range of width 0.125.",

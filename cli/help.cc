@@ -262,6 +262,19 @@ JSON
     fallbacks                   Placements that went to the other tier.
     mmap_bytes                  Bytes of managed anonymous mmaps.
     forks                       fork()s that froze file-backed units.
+    frozen_bytes                PMem units a fork froze, now (placed on
+                                PMem; pages written since the fork are
+                                copies in DRAM).
+    frozen_copied_bytes         Those copies (part of the DRAM resident
+                                bytes), as of resident_unix_ns.
+    reshares, reshare_bytes     Frozen units the mover gave a shared PMem
+                                mapping again; bytes copied for it.
+    reshare_stops, reshare_pause_max_ns, reshare_pause_total_ns
+                                The moments every other thread was
+                                stopped for it; the longest; in all.
+    reshare_stop_refusals, reshare_failed
+                                Stops given up (a thread would not stop
+                                in time); other failures.
     mover_running               true while the mover thread runs.
     scans, promotions, demotions, migrations_failed
                                 The mover's counters.
@@ -290,7 +303,9 @@ PROMETHEUS
                 tier="dram"|"pmem" (resident only once measured, limit only
                 when set); mmtier_dram_budget_bytes (when there is one);
                 mmtier_migrate_rate_bytes_per_second; mmtier_mover_running
-                (1 or 0); mmtier_mmap_bytes; mmtier_start_time_seconds;
+                (1 or 0); mmtier_mmap_bytes; mmtier_frozen_bytes;
+                mmtier_frozen_copied_bytes;
+                mmtier_reshare_pause_max_seconds; mmtier_start_time_seconds;
                 mmtier_unit_heat with label bucket="0.125" .. "1" (the
                 upper bound of its heat range); mmtier_info (always 1,
                 labels uid, policy, ratio, promote, pmem_path).
@@ -302,7 +317,9 @@ PROMETHEUS
                 mmtier_migrated_bytes_total, mmtier_samples_total,
                 mmtier_samples_touched_total, mmtier_tracking_faults_total,
                 mmtier_mover_cpu_seconds_total, mmtier_fallbacks_total,
-                mmtier_forks_total.
+                mmtier_forks_total, mmtier_reshares_total,
+                mmtier_reshare_bytes_total,
+                mmtier_reshare_pause_seconds_total.
     For the node exporter's textfile collector, run every 15 s or so (a
     systemd timer, cron):
         mmtier stat --all --prometheus \

@@ -107,6 +107,23 @@ struct mmtier_tiering_stats {
   int32_t failed_errno[4];
   uint64_t failed_count[4];
   uint64_t failed_other;
+  /* Fork.  fork() freezes the process's PMem units (each side keeps its own
+   * view); pages written since are anonymous copies in DRAM until the mover
+   * re-shares the unit on PMem.  frozen_bytes: units frozen now (placed on
+   * PMem); frozen_copied_bytes: their copies in DRAM, as of the last
+   * measurement of resident bytes (mmtier_get_stats, mmtier_report, the
+   * mover's).  reshares: units re-shared, reshare_bytes copied for it;
+   * reshare_stops: moments every other thread was stopped for it, the
+   * longest reshare_pause_max_ns; reshare_stop_refusals: stops given up (a
+   * thread did not stop in time); reshare_failed: other failures. */
+  uint64_t frozen_bytes;
+  uint64_t frozen_copied_bytes;
+  uint64_t reshares;
+  uint64_t reshare_bytes;
+  uint64_t reshare_stops;
+  uint64_t reshare_pause_max_ns;
+  uint64_t reshare_stop_refusals;
+  uint64_t reshare_failed;
 };
 
 /* Fills *out (out->size must be set); returns 0, or -1 with errno EINVAL. */

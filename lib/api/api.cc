@@ -150,6 +150,16 @@ MMTIER_API int mmtier_get_tiering_stats(struct mmtier_tiering_stats *out) {
       s.failed_count[i] = m.failures.count[i];
     }
     s.failed_other = m.failures.other;
+    s.reshares = m.reshares;
+    s.reshare_bytes = m.reshare_bytes;
+    s.reshare_stops = m.reshare_stops;
+    s.reshare_pause_max_ns = m.reshare_pause_max_ns;
+    s.reshare_stop_refusals = m.reshare_stop_refusals;
+    s.reshare_failed = m.reshare_failed;
+    heap_counters c;
+    heap_counters_get(&c);
+    s.frozen_bytes = uint64_t{c.frozen_own + c.frozen_inherited} << kUnitShift;
+    s.frozen_copied_bytes = heap_frozen_copied_last();
   }
   memcpy(out, &s, s.size);
   return 0;

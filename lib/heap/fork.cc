@@ -70,7 +70,10 @@ void freeze_shared_mappings() {
   for_used_va_words([](size_t w) {
     for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
       unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
-      if (unit_tier(u) == kTierPmem) u.frozen = 1;
+      if (unit_tier(u) == kTierPmem && !u.frozen) {
+        u.frozen = kFrozenOwn;
+        ++g_mgr.counters.frozen_own;
+      }
     }
   });
 }
@@ -81,26 +84,53 @@ void enter() {
   // A hidden page of an anonymous unit would read as zero in the child.
   sample_settle_all_locked();
   freeze_shared_mappings();
+  // The child will map frozen ranges of the file: it holds the file (a
+  // lock this process takes for it) until it no longer does, and no slot
+  // of it is reused meanwhile.
+  tier &pm = pmem_tier();
+  if (g_mgr.counters.units[kTierPmem] && pm.ops->fork_prepare) pm.ops->fork_prepare(&pm);
   ++g_mgr.counters.forks;
   g_mgr.counters_changed = true;
 }
 
-void leave() { heap_unlock(); }
+void leave() {
+  tier &pm = pmem_tier();
+  if (g_heap.size && pm.ops->fork_parent) pm.ops->fork_parent(&pm);
+  heap_unlock();
+}
 
 void leave_child() {
   pthread_mutex_init(&g_mgr.lock, nullptr);
+  // Every frozen unit's slot is in a file the child does not own.
+  for_used_va_words([](size_t w) {
+    for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
+      unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
+      if (u.frozen) u.frozen = kFrozenInherited;
+    }
+  });
+  g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
+  g_mgr.counters.frozen_own = 0;
+  g_mgr.counters.reshared = 0;
   migration_fork_child();
   // The fork counted is the parent's; the child's statistics start with its
   // own first change.
   g_mgr.counters_changed = false;
   sample_fork_child();
   if (g_start.hook) {
-    // The child gets its own mover only once it has placed as much memory
-    // of its own as a fresh process needs: most children exec (or exit)
-    // soon, and should not pay for two threads first.
+    // The child gets its own mover once it has placed as much memory of
+    // its own as a fresh process needs: most children exec (or exit) soon,
+    // and should not pay for two threads first.  A child mapping units
+    // frozen by the fork gets one at its next call into mmtier (a
+    // pre-fork worker's copies go back to PMem like its parent's; the
+    // mover waits a while before its first scan, so that a child that
+    // exits soon, a Redis BGSAVE, pays only for the thread).
     g_start.units += g_mgr.counters.units[kTierDram] + g_mgr.counters.units[kTierPmem];
     g_start.armed = true;
     g_start_due.store(false, std::memory_order_relaxed);
+    if (g_mgr.counters.frozen_inherited) {
+      g_start.armed = false;
+      g_start_due.store(true, std::memory_order_relaxed);
+    }
     check_start_hook();
   }
 }

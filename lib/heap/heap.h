@@ -30,6 +30,12 @@ enum unit_owner : uint8_t {
   kOwnerSmall = 4,    // a segment of the small-object allocator
 };
 
+// unit::frozen: 0, or a fork froze the unit's file view: the slot is one of
+// this process's own file (kFrozenOwn: the process forked), or of an
+// ancestor's (kFrozenInherited: the process is a fork child).  Re-sharing
+// (heap_reshare) gives the unit a slot of its own again.
+inline constexpr uint8_t kFrozenOwn = 1, kFrozenInherited = 2;
+
 // Units whose pages belong to an allocator (jemalloc extents or small-object
 // segments), never to an application mapping.
 inline bool owner_is_allocator(uint8_t owner) { return owner == kOwnerEngine || owner == kOwnerSmall; }
@@ -39,7 +45,7 @@ inline bool owner_is_allocator(uint8_t owner) { return owner == kOwnerEngine || 
 struct unit {
   std::atomic<uint8_t> tier1;  // tier + 1; 0 until placed
   uint8_t owner;
-  uint8_t frozen;              // fork froze its file view: never reuse the slot
+  uint8_t frozen;              // fork froze its file view (kFrozen*): its slot is not written, punched or reused
   uint8_t forced1;             // 0: by policy; else the only tier + 1
   uint8_t by_policy;           // its placement counts in the ratio
   uint8_t spilled;             // its tier ran out of room: new pages are DRAM
@@ -68,6 +74,10 @@ struct heap_counters {
   // PMem ran out of room for a placement (a full file system) since its
   // last unit was released: demotions would fail the same way.
   bool pmem_full;
+  // Units frozen by a fork (their file view private; pages written since
+  // are DRAM copies), of this process's own file and of ancestors'.
+  size_t frozen_own, frozen_inherited;
+  size_t reshared;  // frozen units given a slot of their own again
 };
 
 struct heap_globals {
@@ -171,14 +181,45 @@ inline void heap_maybe_start() {
   if (__builtin_expect(g_start_due.load(std::memory_order_relaxed), 0)) heap_run_start_hook();
 }
 
+// --- fork: re-sharing frozen units (migration.cc)
+// Gives frozen units (heap.h: kFrozen*) a shared mapping of PMem again, so
+// that the pages written since the fork, DRAM copies, go back to PMem and
+// the unit rejoins the ones the mover moves.  Each unit is done with every
+// other thread stopped (support/world.h), one unit per stop: on its own
+// slot when no fork child holds the file any more (only the pages changed
+// since the fork are written), else into a fresh slot (the whole unit; the
+// frozen slot is reclaimed once the children let go of the file).  Units
+// are looked at in rotation; one whose pages are all still the file's is
+// left frozen while a child holds the file (it is on PMem already).  Stops
+// after max_units units or max_bytes copied, at the first error, or when
+// no frozen unit is worth it.
+struct reshare_outcome {
+  size_t units = 0;     // re-shared
+  size_t in_place = 0;  // of them, back on their own slot
+  size_t bytes = 0;     // copied
+  uint32_t stops = 0;   // world stops made
+  uint64_t pause_total_ns = 0, pause_max_ns = 0;  // of the stops, as the program saw them
+  long err = 0;         // the error that ended the call (-EAGAIN: the world would not stop)
+};
+reshare_outcome heap_reshare(size_t max_units, size_t max_bytes);
+
 // --- statistics
 void heap_counters_get(heap_counters *out);
 size_t heap_resident_bytes(int tier);
-// Bytes of pages present on each tier (one pass over every unit: about
-// 1.5 ms per GiB here; the heap lock is taken 64 units at a time).  The
-// _locked form is for a caller holding the heap lock (the change hook).
-void heap_resident_split(size_t out[kTierCount]);
-void heap_resident_split_locked(size_t out[kTierCount]);
+// Pages present, as the kernel sees them: bytes[t] on each tier (a unit
+// frozen by fork counts its copies, anonymous pages, as DRAM), and of
+// bytes[kTierDram] the copies in frozen units.
+struct resident_split {
+  size_t bytes[kTierCount] = {};
+  size_t frozen_copied = 0;
+};
+// One pass over every unit: about 1.5 ms per GiB here; the heap lock is
+// taken 64 units at a time.  The _locked form is for a caller holding the
+// heap lock (the change hook).
+resident_split heap_resident_split();
+resident_split heap_resident_split_locked();
+// resident_split::frozen_copied of the last pass.
+size_t heap_frozen_copied_last();
 // The change hook runs, with the heap lock held, before the lock is released
 // after any counter changed (units placed or released on a tier, fallbacks,
 // managed mmap bytes, forks): once per heap operation, in the thread that

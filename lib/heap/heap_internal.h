@@ -5,6 +5,7 @@
 //   mappings.cc  the application's anonymous mappings on managed memory
 //   migration.cc retiering a unit at the same address
 //   fork.cc      the fork freeze of file-backed units and the child's reset
+//   reshare.cc   re-sharing units frozen by fork on PMem again
 //   sample.cc    access sampling (hidden pages); faults.cc its fault service
 // Every mutation runs under the heap lock (heap_lock_guard); the change
 // hook runs as the lock is released.
@@ -123,6 +124,11 @@ long place_pages(size_t idx, size_t first, size_t n, int prot);
 void discard_pages(size_t idx, size_t first, size_t n, bool unplace);
 // Gives a unit's tier placement back; its addresses become reserved again.
 void release_unit(unit &u, size_t idx);
+// The unit is no longer frozen: its frozen slot is kept (keep_slot: the
+// unit is shared on it again), retired (this process's own file: reclaimed
+// once no fork child holds the file) or forgotten (an ancestor's), and the
+// counters follow.
+void unfreeze(unit &u, bool keep_slot = false);
 // The PMem slot that would let unit idx's mapping merge with a neighbour's,
 // taken from the PMem tier if it is free in a way `from` allows
 // (kTakeWarm, kTakeFree); else -ENOENT.
@@ -131,6 +137,17 @@ long pmem_slot_for(size_t idx, int from);
 void keep_warm(size_t limit);
 
 // --- migration.cc -----------------------------------------------------------
+// The means of a demotion, which re-sharing after fork (reshare.cc) uses
+// too.  A slot for unit idx's data (a warm one first), or -errno.
+long demotion_slot(size_t idx);
+// Copies [src, src + len) into the slot at off (through a pipe, else
+// the tier's write); 0 or -errno.
+long copy_to_slot(tier &pm, uint32_t slot, const char *src, size_t len, size_t off);
+// userfaultfd write-protection of unit idx's live runs: the runs
+// protected (all unless *err is set); then, after the swap, the writers
+// woken and the runs not swapped (past mapped_runs) unprotected.
+size_t protect_runs(size_t idx, int fd, long *err);
+void release_writers(size_t idx, int fd, size_t protected_runs, size_t mapped_runs);
 // A fork child demotes through a pipe of its own.
 void migration_fork_child();
 

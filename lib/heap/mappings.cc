@@ -59,8 +59,8 @@ long move_unit_to_dram(size_t idx) {
   const int old = unit_tier(u);
   tier &from = g_mgr.tiers[old];
   if (!u.frozen && from.ops->slot_free) from.ops->slot_free(&from, u.slot);
+  unfreeze(u);
   count_unit(u, old, -1);
-  u.frozen = 0;
   u.spilled = 0;
   u.tier1.store(kTierDram + 1, std::memory_order_release);
   count_unit(u, kTierDram, +1);

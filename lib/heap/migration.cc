@@ -38,10 +38,13 @@
 
 #include "heap/faults.h"
 #include "heap/sample.h"
+#include "platform/clock.h"
 #include "platform/fd_guard.h"
+#include "platform/pagemap.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
 #include "support/log.h"
+#include "support/world.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -50,6 +53,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 namespace mmtier::detail {
 namespace {
@@ -144,11 +148,15 @@ long splice_copy(tier &pm, uint32_t slot, const char *src, size_t len, size_t of
   return 0;
 }
 
+}  // namespace
+
 // The unit's data into its slot (the unit is write-protected meanwhile).
 long copy_to_slot(tier &pm, uint32_t slot, const char *src, size_t len, size_t off) {
   if (splice_copy(pm, slot, src, len, off) == 0) return 0;
   return pm.ops->write(&pm, slot, off, src, len);
 }
+
+namespace {
 
 // The promotion staging area (huge page where the kernel gives one);
 // nullptr if it cannot be had.
@@ -275,6 +283,8 @@ long promote(size_t idx) {
   return static_cast<long>(u.live) << kPageShift;
 }
 
+}  // namespace
+
 // ---- demotion ----------------------------------------------------------
 
 // A slot for unit idx's data.  A warm slot (storage kept from a unit that
@@ -322,6 +332,8 @@ size_t protect_runs(size_t idx, int fd, long *err) {
   return n_protected;
 }
 
+namespace {
+
 // Copies the live runs into the slot and maps it over them; returns how
 // many runs were mapped (all unless *err is set).
 size_t copy_and_map_runs(size_t idx, uint32_t slot, long *err) {
@@ -340,9 +352,11 @@ size_t copy_and_map_runs(size_t idx, uint32_t slot, long *err) {
       *err = pm.ops->map(&pm, page_addr(idx, first), n << kPageShift, PROT_READ | PROT_WRITE, slot, first << kPageShift);
     if (!*err) ++mapped;
   });
-  if (*err) MMTIER_DEBUG("demotion of unit %zu failed (error %ld); it stays on DRAM", idx, -*err);
+  if (*err) MMTIER_DEBUG("copy of unit %zu into slot %u failed (error %ld)", idx, slot, -*err);
   return mapped;
 }
+
+}  // namespace
 
 // Wakes every writer held off (after a failure too: they retry on whatever
 // is mapped), and drops the protection of runs that were not swapped.
@@ -360,6 +374,8 @@ void release_writers(size_t idx, int fd, size_t protected_runs, size_t mapped_ru
     sys::uffd::wake(fd, at, n << kPageShift);
   });
 }
+
+namespace {
 
 long demote(size_t idx) {
   unit &u = g_heap.units[idx];

@@ -289,6 +289,7 @@ void release_unit(unit &u, size_t idx) {
     reserve_range(unit_addr(idx), kUnitSize);
     tier &tt = g_mgr.tiers[t];
     if (!u.frozen && tt.ops->slot_free) tt.ops->slot_free(&tt, u.slot);
+    unfreeze(u);
     count_unit(u, t, -1);
     if (t == kTierPmem) g_mgr.counters.pmem_full = false;
     // Warm slots are kept for DRAM units only (migration.cc).
@@ -300,6 +301,20 @@ void release_unit(unit &u, size_t idx) {
   u.custom_prot = 0;
   u.live = 0;
   memset(u.live_bits, 0, sizeof u.live_bits);
+}
+
+void unfreeze(unit &u, bool keep_slot) {
+  if (!u.frozen) return;
+  tier &pm = pmem_tier();
+  if (u.frozen == kFrozenOwn) {
+    --g_mgr.counters.frozen_own;
+    if (!keep_slot && pm.ops->slot_retire) pm.ops->slot_retire(&pm, u.slot);
+  } else {
+    --g_mgr.counters.frozen_inherited;
+    if (g_mgr.counters.frozen_inherited == 0 && pm.ops->drop_inherited) pm.ops->drop_inherited(&pm);
+  }
+  u.frozen = 0;
+  g_mgr.counters_changed = true;
 }
 
 void check_start_hook() {
@@ -517,7 +532,7 @@ namespace {
 // at most 64) to pages[].  Runs of placed, unmixed units share one mincore
 // call: on the measuring VM a system call costs tens of microseconds,
 // which for a pass over a large heap matters more than the page walk.
-void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount]) {
+void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount], size_t *copied) {
   static unsigned char vec[64 * kPagesPerUnit];  // the heap lock guards them
   static sys::page_info info[kPagesPerUnit];
   size_t run = lo, run_len = 0;  // units [run, run + run_len) wait for one call
@@ -545,8 +560,11 @@ void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount]) {
     if (ut < 0) continue;
     if (unit_mixed(u)) {
       if (sys::pagemap_read(unit_addr(i), kPagesPerUnit, info))
-        for (size_t p = 0; p < kPagesPerUnit; ++p)
-          if (info[p].present) ++pages[info[p].file ? ut : kTierDram];
+        for (size_t p = 0; p < kPagesPerUnit; ++p) {
+          if (!info[p].present) continue;
+          ++pages[info[p].file ? ut : kTierDram];
+          if (!info[p].file && u.frozen) ++*copied;
+        }
       continue;
     }
     // Units between two of the run that are unplaced or mixed are skipped
@@ -558,33 +576,43 @@ void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount]) {
   flush();
 }
 
+std::atomic<size_t> g_frozen_copied_last{0};
+
 }  // namespace
+
+size_t heap_frozen_copied_last() { return g_frozen_copied_last.load(std::memory_order_relaxed); }
 
 // Only groups of 64 units with one in use are visited (the summary of the
 // address bitmap): the reservation holds millions of units, a process a few.
-void heap_resident_split_locked(size_t out[kTierCount]) {
-  size_t pages[kTierCount] = {};
-  for_used_va_words([&](size_t w) { resident_range_locked(w * 64, std::min(w * 64 + 64, g_heap.nunits), pages); });
-  for (int t = 0; t < kTierCount; ++t) out[t] = pages[t] << kPageShift;
+resident_split heap_resident_split_locked() {
+  size_t pages[kTierCount] = {}, copied = 0;
+  for_used_va_words([&](size_t w) { resident_range_locked(w * 64, std::min(w * 64 + 64, g_heap.nunits), pages, &copied); });
+  resident_split r;
+  for (int t = 0; t < kTierCount; ++t) r.bytes[t] = pages[t] << kPageShift;
+  r.frozen_copied = copied << kPageShift;
+  g_frozen_copied_last.store(r.frozen_copied, std::memory_order_relaxed);
+  return r;
 }
 
-void heap_resident_split(size_t out[kTierCount]) {
+resident_split heap_resident_split() {
   // 64 units at a time, so that a large heap's allocations do not wait for
   // the whole pass (about 1.5 ms per GiB).  A group that gets its first
   // unit during the pass may be missed: it is counted next time.
-  size_t pages[kTierCount] = {};
+  size_t pages[kTierCount] = {}, copied = 0;
   for_used_va_words([&](size_t w) {
     heap_lock_guard g;
-    resident_range_locked(w * 64, std::min(w * 64 + 64, g_heap.nunits), pages);
+    resident_range_locked(w * 64, std::min(w * 64 + 64, g_heap.nunits), pages, &copied);
   });
-  for (int t = 0; t < kTierCount; ++t) out[t] = pages[t] << kPageShift;
+  resident_split r;
+  for (int t = 0; t < kTierCount; ++t) r.bytes[t] = pages[t] << kPageShift;
+  r.frozen_copied = copied << kPageShift;
+  g_frozen_copied_last.store(r.frozen_copied, std::memory_order_relaxed);
+  return r;
 }
 
 size_t heap_resident_bytes(int t) {
   if (t < 0 || t >= kTierCount) return 0;
-  size_t r[kTierCount];
-  heap_resident_split(r);
-  return r[t];
+  return heap_resident_split().bytes[t];
 }
 
 }  // namespace mmtier::detail

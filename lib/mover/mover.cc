@@ -12,6 +12,7 @@
 #include "platform/sys.h"
 #include "policy/budget.h"
 #include "policy/policy.h"
+#include "support/errors.h"
 #include "support/log.h"
 #include "support/meta.h"
 #include "support/quiesce.h"
@@ -117,6 +118,32 @@ void heat_histogram(uint64_t now, uint64_t hist[kHeatBuckets]) {
 
 long migrate_unit(size_t unit, int to) { return heap_migrate(unit, to); }
 
+// Re-sharing after fork, within what is left of the scan's share of the
+// migration rate (a stop per unit; at most kReshareMaxUnits per scan keeps
+// the program's pauses spread out).
+constexpr size_t kReshareMaxUnits = 16;
+// How long a fork child's mover waits before its first scan.
+constexpr uint64_t kForkChildFirstScanNs = 2'000'000'000;
+
+reshare_outcome reshare(uint64_t interval_ns, uint64_t moved_bytes) {
+  const uint64_t rate = uint64_t{config_get().migrate_mbps} << 20;
+  uint64_t allowance = rate ? rate * interval_ns / 1000000000u : kReshareMaxUnits * kUnitSize;
+  allowance = allowance > moved_bytes ? allowance - moved_bytes : 0;
+  if (!allowance) return {};
+  const reshare_outcome r = heap_reshare(kReshareMaxUnits, allowance);
+  if (r.err && r.err != -EAGAIN) {
+    static bool said = false;
+    if (!said) {
+      said = true;
+      char name[24];
+      MMTIER_WARN("fork: re-sharing a unit frozen by fork failed (%s); its pages written since the fork stay "
+                  "in DRAM (counted as re-share failures)",
+                  errno_name(r.err, name));
+    }
+  }
+  return r;
+}
+
 // One scan; returns whether it moved any data.
 bool scan(uint64_t interval_ns, uint64_t window_ns) {
   mover_state &m = g_mover;
@@ -139,7 +166,8 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   policy_migration migs[kPolicyMaxBatch];
   const size_t nm = decide(m.policy, now, m.obs, nobs, b, migs);
   const apply_outcome o = apply(m.policy, m.maps, migs, nm, now, b, migrate_unit);
-  if (o.moved()) m.listing.stale = true;
+  const reshare_outcome rs = reshare(interval_ns, o.bytes);
+  if (o.moved() || rs.units) m.listing.stale = true;
   uint64_t hist[kHeatBuckets] = {};
   const bool histogram = m.scans++ % kRelistScans == 0;
   if (histogram) heat_histogram(now, hist);
@@ -161,10 +189,18 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   g_stats.samples_touched += touched;
   g_stats.dram_budget_units = b.budget;
   if (histogram) memcpy(g_stats.heat_histogram, hist, sizeof hist);
+  g_stats.reshares += rs.units;
+  g_stats.reshares_in_place += rs.in_place;
+  g_stats.reshare_bytes += rs.bytes;
+  g_stats.reshare_stops += rs.stops;
+  g_stats.reshare_pause_total_ns += rs.pause_total_ns;
+  g_stats.reshare_pause_max_ns = std::max(g_stats.reshare_pause_max_ns, rs.pause_max_ns);
+  g_stats.reshare_stop_refusals += rs.err == -EAGAIN;
+  g_stats.reshare_failed += rs.err && rs.err != -EAGAIN;
   pthread_mutex_unlock(&g_stats_lock);
   // Only data moved counts as activity: a promotion the budget refuses,
   // scan after scan, must not keep the interval at its shortest.
-  return o.moved() != 0;
+  return o.moved() != 0 || rs.units != 0;
 }
 
 bool mover_init(const config &cfg) {
@@ -211,6 +247,12 @@ void *mover_main(void *) {
   uint64_t current = interval;
   int quiet = 0;
   uint64_t next = sys::mono_ns();
+  // A fork child mapping its parent's frozen units: most such children
+  // (a Redis BGSAVE, a worker given one task) are gone within seconds.
+  heap_counters c;
+  heap_counters_get(&c);
+  if (c.frozen_inherited) next += kForkChildFirstScanNs;
+  sys::sleep_until_mono(next);
   for (;;) {
     if (scan(interval, window)) {
       current = interval;

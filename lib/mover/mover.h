@@ -42,6 +42,13 @@ struct mover_stats {
   uint64_t scan_interval_ns;
   uint64_t dram_budget_units;  // as of the last scan (SIZE_MAX: none)
   uint64_t heat_histogram[kHeatBuckets];  // units by heat, [i/8, (i+1)/8)
+  // Re-sharing after fork (heap_reshare): units given a shared PMem
+  // mapping again, of them on their own slot, bytes copied; the world
+  // stops it made, their longest and total pause; stops refused (a thread
+  // did not park in time); other failures.
+  uint64_t reshares, reshares_in_place, reshare_bytes;
+  uint64_t reshare_stops, reshare_pause_max_ns, reshare_pause_total_ns;
+  uint64_t reshare_stop_refusals, reshare_failed;
 };
 void mover_stats_get(mover_stats *out);
 // Called by the mover thread after each scan, with no lock held (statistics

@@ -46,7 +46,7 @@
 namespace mmtier::live_format {
 
 inline constexpr uint64_t kMagic = 0x31747473746d6d23ull;  // "#mmtstt1"
-inline constexpr uint32_t kVersion = 3;
+inline constexpr uint32_t kVersion = 4;
 inline constexpr int kTiers = 2;  // index 0 DRAM, 1 PMem
 inline constexpr int kHeatBuckets = 8;
 inline constexpr int kFailReasons = 4;  // distinct errno values of failed moves kept
@@ -115,6 +115,25 @@ struct stats_page {
     uint64_t count;
   } failures[kFailReasons];
   uint64_t failed_other;
+
+  // Fork.  A fork freezes the process's PMem units (their file view made
+  // private); the pages written since are anonymous copies, DRAM, until the
+  // mover re-shares the unit.  frozen_bytes (with placement): units frozen
+  // now x unit size, counted in tiers[1].placed_bytes; frozen_copied_bytes
+  // (with the resident figures): the copies, counted in
+  // tiers[0].resident_bytes.  The re-sharing (with the mover's counters):
+  // units re-shared, bytes copied, the world stops made and their longest
+  // and total pause, stops refused (a thread did not park in time), other
+  // failures.
+  uint64_t frozen_bytes;
+  uint64_t frozen_copied_bytes;
+  uint64_t reshares;
+  uint64_t reshare_bytes;
+  uint64_t reshare_stops;
+  uint64_t reshare_pause_max_ns;
+  uint64_t reshare_pause_total_ns;
+  uint64_t reshare_stop_refusals;
+  uint64_t reshare_failed;
 
   // Written by readers (atomically): see "Freshness" above.
   uint64_t refresh_requests;

@@ -276,10 +276,12 @@ void put_counters(stats_page *p, const heap_counters &c) {
   p->fallbacks = c.fallbacks;
   p->mmap_bytes = c.mmap_bytes;
   p->forks = c.forks;
+  p->frozen_bytes = uint64_t{c.frozen_own + c.frozen_inherited} * kUnitSize;
 }
 
-void put_resident(stats_page *p, const size_t res[2]) {
-  for (int t = 0; t < live_format::kTiers; ++t) p->tiers[t].resident_bytes = res[t];
+void put_resident(stats_page *p, const resident_split &res) {
+  for (int t = 0; t < live_format::kTiers; ++t) p->tiers[t].resident_bytes = res.bytes[t];
+  p->frozen_copied_bytes = res.frozen_copied;
   p->resident_ns = sys::real_ns();
 }
 
@@ -294,7 +296,7 @@ void on_heap_change(const heap_counters &c) {
       create_locked(true);
     pthread_mutex_unlock(&g_lock);
   }
-  size_t res[2];
+  resident_split res;
   bool measured = false;
   const uint64_t now = sys::mono_ns();
   const uint64_t mover = g_pub.mover_mono.load(std::memory_order_relaxed);
@@ -302,7 +304,7 @@ void on_heap_change(const heap_counters &c) {
   const bool mover_active = mover && now - mover < 2 * kSecond;
   if (!mover_active && c.units[0] + c.units[1] <= kInlineResidentUnits &&
       (!resident || now - resident >= kSecond)) {
-    heap_resident_split_locked(res);
+    res = heap_resident_split_locked();
     measured = true;
   }
   pthread_mutex_lock(&g_lock);
@@ -337,9 +339,9 @@ void on_scan() {
   const uint64_t last = g_pub.resident_mono.load(std::memory_order_relaxed);
   const uint64_t age = now - last;
   const bool measure = !last || age >= period;
-  size_t res[2];
+  resident_split res;
   if (measure) {
-    heap_resident_split(res);
+    res = heap_resident_split();
     g_pub.measure_ns = sys::mono_ns() - now;
   }
   if (!g_pub.rate_mono) {
@@ -375,6 +377,13 @@ void on_scan() {
     p->cpu_ns = ms.cpu_ns;
     p->dram_budget_bytes = ms.dram_budget_units == SIZE_MAX ? live_format::kNone : ms.dram_budget_units * kUnitSize;
     memcpy(p->heat_histogram, ms.heat_histogram, sizeof p->heat_histogram);
+    p->reshares = ms.reshares;
+    p->reshare_bytes = ms.reshare_bytes;
+    p->reshare_stops = ms.reshare_stops;
+    p->reshare_pause_max_ns = ms.reshare_pause_max_ns;
+    p->reshare_pause_total_ns = ms.reshare_pause_total_ns;
+    p->reshare_stop_refusals = ms.reshare_stop_refusals;
+    p->reshare_failed = ms.reshare_failed;
     if (measure) {
       put_resident(p, res);
       g_pub.resident_mono.store(now, std::memory_order_relaxed);
@@ -450,7 +459,7 @@ void live_stats_init() {
   }
 }
 
-void live_stats_resident(const size_t bytes[2]) {
+void live_stats_resident(const resident_split &bytes) {
   pthread_mutex_lock(&g_lock);
   if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {
     write_begin(p);

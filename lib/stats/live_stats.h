@@ -6,6 +6,8 @@
 // its own or allocates.
 #pragma once
 
+#include "heap/heap.h"
+
 #include <cstddef>
 
 namespace mmtier::detail {
@@ -17,8 +19,8 @@ namespace mmtier::detail {
 // (before the program can sandbox the child or drop its privileges).
 void live_stats_init();
 
-// Publishes per-tier resident bytes just measured (index 0 DRAM, 1 PMem).
-void live_stats_resident(const size_t bytes[2]);
+// Publishes the resident bytes just measured.
+void live_stats_resident(const resident_split &bytes);
 
 // Removes this process's file (at exit; the page stays mapped, so threads
 // still running may go on writing to it).

@@ -14,16 +14,18 @@
 
 namespace mmtier::detail {
 
-void stats_fill(mmtier_stats *out, bool with_resident) {
+void stats_fill(mmtier_stats *out, bool with_resident, resident_split *split) {
   heap_counters c;
   heap_counters_get(&c);
   memset(out, 0, sizeof *out);
   out->unit_size = kUnitSize;
-  size_t resident[kTierCount] = {};
+  resident_split res;
   if (with_resident) {
-    heap_resident_split(resident);
-    live_stats_resident(resident);
+    res = heap_resident_split();
+    live_stats_resident(res);
   }
+  if (split) *split = res;
+  const size_t *resident = res.bytes;
   for (int t = 0; t < kTierCount; ++t) {
     out->units[t] = c.units[t];
     out->peak_units[t] = c.peak_units[t];
@@ -51,11 +53,36 @@ void human(char *buf, size_t cap, size_t bytes) {
   else format(buf, cap, "%zu.%zu %s", whole, tenth, units[u]);
 }
 
+// After a fork: PMem units whose view the fork froze (placed on PMem,
+// counted there) and their pages written since, copies counted in DRAM's
+// resident figure; the mover re-shares them.  Nothing without a fork.
+size_t fork_lines(char *out, size_t cap, const heap_counters &hc, const resident_split &res, const mover_stats &ms) {
+  size_t o = 0;
+  const size_t frozen = hc.frozen_own + hc.frozen_inherited;
+  if (!frozen && !res.frozen_copied && !ms.reshares) return 0;
+  char a[32], b[32], c[32];
+  human(a, sizeof a, frozen * kUnitSize);
+  human(b, sizeof b, res.frozen_copied);
+  human(c, sizeof c, ms.reshare_bytes);
+  o += format(out + o, cap - o,
+              "  fork: %s of PMem units frozen now, %s of their pages copied to DRAM (in DRAM's resident); "
+              "%llu units re-shared (%s copied) in %llu stops, longest %llu us\n",
+              a, b, static_cast<unsigned long long>(ms.reshares), c, static_cast<unsigned long long>(ms.reshare_stops),
+              static_cast<unsigned long long>(ms.reshare_pause_max_ns / 1000));
+  if (ms.reshare_stop_refusals || ms.reshare_failed)
+    o += format(out + o, cap - o,
+                "  fork: re-sharing gave up %llu times (a thread would not stop) and failed %llu times\n",
+                static_cast<unsigned long long>(ms.reshare_stop_refusals),
+                static_cast<unsigned long long>(ms.reshare_failed));
+  return o;
+}
+
 }  // namespace
 
 int write_report(int fd) {
   mmtier_stats st;
-  stats_fill(&st, true);
+  resident_split res;
+  stats_fill(&st, true, &res);
   const config &cfg = config_get();
   char out[4096];
   size_t o = 0;
@@ -101,6 +128,7 @@ int write_report(int fd) {
               st.fallbacks, st.forks);
   mover_stats ms;
   mover_stats_get(&ms);
+  o += fork_lines(out + o, sizeof out - o, hc, res, ms);
   if (ms.scans) {
     human(a, sizeof a, ms.bytes_migrated);
     o += format(out + o, sizeof out - o,

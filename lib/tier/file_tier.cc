@@ -9,6 +9,7 @@
 
 #include "platform/fd_guard.h"
 #include "platform/sys.h"
+#include "support/errors.h"
 #include "support/layout.h"
 #include "support/log.h"
 #include "support/meta.h"
@@ -311,18 +312,118 @@ long file_map_private(tier *t, void *addr, size_t len, int prot, uint32_t slot, 
   return sys::failed(r) ? r : 0;
 }
 
+// A shared lock on the whole file through a descriptor of its own (an open
+// file description of its own: an OFD lock belongs to it, and a fork child
+// holding the same description keeps it).  The descriptor, or -errno.
+long hold_file(int fd) {
+  char path[32];
+  format(path, sizeof path, "/proc/self/fd/%d", fd);
+  long h = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (h < 0) return h;
+  struct flock fl = {};
+  fl.l_type = F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  long r = sys::raw(SYS_fcntl, h, F_OFD_SETLK, reinterpret_cast<long>(&fl));
+  const int guarded = r < 0 ? -1 : fd_guard(static_cast<int>(h));
+  if (guarded < 0) {
+    sys::close(static_cast<int>(h));
+    return r < 0 ? r : -EMFILE;
+  }
+  return guarded;
+}
+
+void file_fork_prepare(tier *t) {
+  file_tier_state *f = file_state(t);
+  if (!f || f->fd < 0 || f->fork_hold >= 0) return;
+  const long h = hold_file(f->fd);
+  if (h >= 0) {
+    f->fork_hold = static_cast<int>(h);
+  } else if (!f->hold_failed) {
+    f->hold_failed = true;
+    char name[24];
+    MMTIER_WARN("fork: cannot hold the PMem file for the child (%s): slots a fork froze are not reused "
+                "by this process",
+                errno_name(-h, name));
+  }
+}
+
+void file_fork_parent(tier *t) {
+  file_tier_state *f = file_state(t);
+  if (!f || f->fork_hold < 0) return;
+  // The child's copy of the descriptor keeps the lock for as long as it
+  // holds it (an OFD lock belongs to the description, not the process).
+  fd_unguard(f->fork_hold);
+  sys::close(f->fork_hold);
+  f->fork_hold = -1;
+}
+
 long file_fork_child(tier *t, const config &) {
   // The parent's file holds only frozen ranges now; they stay mapped, and
   // new units go to a file of the child's own, made when it needs one.
+  // The child keeps the hold the parent took for it until it maps none of
+  // the parent's file.
   file_tier_state *f = file_state(t);
-  if (!f || f->fd < 0) return 0;
+  if (!f) return 0;
+  if (f->fork_hold >= 0) {
+    int k = 0;
+    while (k < file_tier_state::kHeldMax && f->held[k] >= 0) ++k;
+    if (k < file_tier_state::kHeldMax) {
+      f->held[k] = f->fork_hold;
+    } else {
+      // More generations of files mapped at once than the table holds:
+      // the hold stays open (guarded, closed at exec or exit) and the
+      // ancestor never reclaims that file's retired slots; nothing is lost.
+      MMTIER_DEBUG("fork: more than %d ancestors' PMem files held; this hold stays until exit",
+                   file_tier_state::kHeldMax);
+    }
+    f->fork_hold = -1;
+  }
+  if (f->fd < 0) return 0;
   fd_unguard(f->fd);
   sys::close(f->fd);
   f->fd = -1;
   f->file_slots = f->slot_high = f->free_count = 0;
   f->warm_count = 0;
+  f->retired_count = 0;  // slots of the parent's file
+  f->hold_failed = false;
   t->dax = false;
   return 0;
+}
+
+void file_drop_inherited(tier *t) {
+  file_tier_state *f = file_state(t);
+  for (int &h : f->held) {
+    if (h < 0) continue;
+    fd_unguard(h);
+    sys::close(h);
+    h = -1;
+  }
+}
+
+void file_slot_retire(tier *t, uint32_t slot) {
+  file_tier_state *f = file_state(t);
+  if (!f->retired) f->retired = static_cast<uint32_t *>(meta_map(kMaxSlots * sizeof(uint32_t)));
+  if (f->retired && f->retired_count < kMaxSlots) f->retired[f->retired_count++] = slot;
+}
+
+bool file_storage_unheld(tier *t) {
+  file_tier_state *f = file_state(t);
+  if (f->fd < 0 || f->hold_failed) return false;
+  // Would a write lock on the whole file conflict?  Then a fork child
+  // still holds it (and may map any of it).
+  struct flock fl = {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  return sys::raw(SYS_fcntl, f->fd, F_OFD_GETLK, reinterpret_cast<long>(&fl)) == 0 && fl.l_type == F_UNLCK;
+}
+
+size_t file_reclaim_retired(tier *t) {
+  file_tier_state *f = file_state(t);
+  if (!f->retired_count || !file_storage_unheld(t)) return 0;
+  const size_t n = f->retired_count;
+  for (uint64_t i = 0; i < n; ++i) file_slot_free(t, f->retired[i]);
+  f->retired_count = 0;
+  return n;
 }
 
 }  // namespace
@@ -332,7 +433,8 @@ const tier_ops file_tier_ops = {
     file_reserve,     file_map,            file_discard,    file_slot_recycle,
     file_slot_take_warm, file_slot_take,   file_warm_limit, file_read,
     file_write,       file_splice_in,      file_map_view,   file_maps_storage,
-    file_map_private, file_fork_child,
+    file_map_private, file_fork_prepare, file_fork_parent, file_fork_child,
+    file_drop_inherited, file_slot_retire, file_reclaim_retired, file_storage_unheld,
 };
 
 }  // namespace mmtier::detail

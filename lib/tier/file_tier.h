@@ -20,6 +20,20 @@ struct file_tier_state {
   uint32_t warm_slots[kWarmMax] = {};        // slot_recycle's pool
   uint32_t warm_count = 0;
   uint32_t warm_limit = 0;
+  // Slots frozen by this process's forks and since left by their units,
+  // waiting for the fork children to let go of the file.
+  uint32_t *retired = nullptr;
+  uint64_t retired_count = 0;
+  // Ancestors' files this process still maps frozen ranges of: each a
+  // descriptor of its own holding a shared lock on the whole file
+  // (F_OFD_SETLK), which tells the ancestor not to reuse any of it.
+  static constexpr int kHeldMax = 8;
+  int held[kHeldMax] = {-1, -1, -1, -1, -1, -1, -1, -1};
+  // The hold taken for a fork in progress (fork_prepare .. fork_parent).
+  int fork_hold = -1;
+  // A fork child may map the file without a hold (taking one failed): the
+  // retired slots are never reused.
+  bool hold_failed = false;
   char dir[kPathMax] = {};
 };
 

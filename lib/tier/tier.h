@@ -85,9 +85,29 @@ struct tier_ops {
   // write): a view that keeps the storage's contents as of now and takes no
   // later writes of this process into it.  Addressed like map.
   long (*map_private)(tier *t, void *addr, size_t len, int prot, uint32_t slot, size_t off);
+  // Before fork, in the parent: takes a hold on the storage for the child
+  // to come (a shared lock of a description of its own, which the child
+  // inherits); fork_parent lets the parent's copy of it go, after the fork
+  // or its failure.  A storage held by a child is reclaimed by nobody.
+  void (*fork_prepare)(tier *t);
+  void (*fork_parent)(tier *t);
   // In a fork child: the storage is the parent's (whatever the child still
-  // maps of it stays mapped); start afresh with storage of its own.
+  // maps of it stays mapped); start afresh with storage of its own.  The
+  // child keeps the hold fork_prepare took until drop_inherited: the parent
+  // reclaims none of the storage meanwhile.
   long (*fork_child)(tier *t, const config &cfg);
+  // The process no longer maps storage inherited from its ancestors.
+  void (*drop_inherited)(tier *t);
+  // A slot frozen by this process's fork whose unit has moved to another
+  // slot: freed by reclaim_retired once no other process (a fork child)
+  // holds the storage.
+  void (*slot_retire)(tier *t, uint32_t slot);
+  // Frees the retired slots if nobody else holds the storage; returns how
+  // many were freed.
+  size_t (*reclaim_retired)(tier *t);
+  // Whether no other process holds the storage (no fork child maps any of
+  // it), so writing any slot changes no other process's view.
+  bool (*storage_unheld)(tier *t);
 };
 
 struct tier {

@@ -136,17 +136,18 @@ int child_fork() {
   if (!has_thread("mmtier-bg")) return 21;
   pid_t pid = fork();
   if (pid == 0) {
-    // Threads do not survive fork.  A child that only allocates a little
-    // (most exec soon) gets no mover; one that places 32 MiB of its own
-    // does.
+    // Threads do not survive fork.  A child mapping units the fork froze
+    // (the parent's PMem units) gets a mover of its own at its first call
+    // into mmtier, to re-share its copies of them (a pre-fork worker); a
+    // child of a process with none gets one only once it places memory of
+    // its own (PlacesNoMoverInASmallChild below).
     void *q = malloc(100000);
     escape(q);
     free(q);
-    if (has_thread("mmtier-bg")) _exit(21);
+    if (!has_thread("mmtier-bg")) _exit(23);
     void *big = malloc(48 * kMB);
     escape(big);
     memset(big, 2, 48 * kMB);
-    if (!has_thread("mmtier-bg")) _exit(23);
     mmtier_tiering_stats st = {};
     st.size = sizeof st;
     if (tiering_stats()(&st) != 0 || st.running != 1) _exit(22);
@@ -166,6 +167,34 @@ int child_fork() {
     return 28;
   }
   return pattern_mismatch(p, 96 * kMB, 7) == 96 * kMB ? 0 : 29;
+}
+
+// A process with no PMem units forks: the child, which maps nothing
+// frozen, gets no mover for a small allocation (most such children exec
+// or exit soon), only once it places memory of its own.
+int child_fork_small() {
+  void *p = malloc(96 * kMB);
+  if (!p) return 10;
+  escape(p);
+  fill_pattern(p, 96 * kMB, 7);
+  if (!has_thread("mmtier-bg")) return 21;
+  pid_t pid = fork();
+  if (pid == 0) {
+    void *q = malloc(100000);
+    escape(q);
+    free(q);
+    if (has_thread("mmtier-bg")) _exit(31);
+    void *big = malloc(48 * kMB);
+    escape(big);
+    memset(big, 2, 48 * kMB);
+    _exit(has_thread("mmtier-bg") ? 0 : 32);
+  }
+  int st = wait_status(pid);
+  if (!exited_with(st, 0)) {
+    printf("fork child: %s\n", describe_status(st).c_str());
+    return 28;
+  }
+  return 0;
 }
 
 // Lines of /proc/self/maps, and vm.max_map_count.
@@ -299,6 +328,7 @@ __attribute__((constructor(65535))) void maybe_child() {
   else if (!strcmp(c, "fork")) rc = child_fork();
   else if (!strcmp(c, "closefrom")) rc = child_closefrom();
   else if (!strcmp(c, "mapcount")) rc = child_map_count();
+  else if (!strcmp(c, "forksmall")) rc = child_fork_small();
   else if (!strcmp(c, "failures")) rc = child_failures();
   fflush(stdout);
   _exit(rc);
@@ -336,6 +366,12 @@ TEST_F(Tiering, MoverStartsOnlyWithEnoughMemoryAndNotWhenDisabled) {
 
 TEST_F(Tiering, ChildAfterForkRunsItsOwnMoverAndMovesMemory) {
   exec_result r = run_case("fork", {});
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+}
+
+TEST_F(Tiering, PlacesNoMoverInASmallChild) {
+  // dram-first: the parent's memory is all DRAM, so the fork freezes nothing.
+  exec_result r = run_case("forksmall", {"MMTIER_POLICY=dram-first"});
   EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
 }
 

@@ -1,0 +1,343 @@
+// Heap layer: re-sharing units frozen by fork (heap.h, heap_reshare).
+//
+// Before fork the heap makes every shared mapping of PMem private (fork.cc),
+// so that parent and child each keep their own view; a page either side
+// writes afterwards is an anonymous copy, DRAM.  A server that forks
+// regularly (Redis BGSAVE, a pre-fork worker pool) would end with its PMem
+// data in DRAM.  Re-sharing gives such a unit a shared PMem mapping again,
+// at the same addresses:
+//   - on its own slot when no fork child holds the file any more (the
+//     common case: BGSAVE's child has exited): only the pages that are no
+//     longer the file's are written into it, the pages not live punched,
+//     and the slot mapped shared over the unit;
+//   - else on a fresh slot, filled with the whole unit as the process sees
+//     it; the frozen slot is retired and reclaimed once the children let go
+//     of the file (file_tier.cc: each child holds an OFD lock on it).
+// Writers are held off meanwhile: with userfaultfd write-protect where the
+// kernel can protect the frozen mapping (shmem on Linux 5.19+ with
+// write-protect of unpopulated pages), the program's threads go on and
+// only a writer to that unit waits; elsewhere (a DAX or other file
+// system's file, older kernels) every other thread is stopped for the
+// part that must not race (support/world.h), one unit per stop.  The
+// fresh slot is filled before the stop: pages still the file's cannot
+// change (a write makes a copy), so the stop copies only the others.
+#include "heap/heap_internal.h"
+
+#include "heap/faults.h"
+#include "platform/clock.h"
+#include "platform/pagemap.h"
+#include "platform/sys.h"
+#include "support/bitmap.h"
+#include "support/log.h"
+#include "support/world.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace mmtier::detail {
+namespace {
+
+// How long the mover waits for every thread to stop before it gives up on
+// re-sharing this round (a thread blocked with signals masked, ...).
+constexpr uint64_t kReshareStopTimeoutNs = 50'000'000;
+
+// A frozen unit that can be re-shared: placed on PMem, every live page
+// read/write (a new shared mapping would lose another protection).
+bool resharable(const unit &u) {
+  return u.frozen && unit_tier(u) == kTierPmem && !u.custom_prot && !u.spilled && u.live > 0;
+}
+
+// What the kernel has behind a frozen unit's live pages.
+struct frozen_view {
+  bool known = false;
+  size_t copied = 0;  // present anonymous pages: copies written since the fork (DRAM)
+  size_t absent = 0;  // not present: the file's page not faulted in, or an anonymous page never touched
+  uint64_t file_bits[kPagesPerUnit / 64] = {};  // present pages still the file's
+};
+
+sys::page_info g_view_info[kPagesPerUnit];  // the heap lock guards it
+
+frozen_view view_of(size_t idx) {
+  frozen_view v;
+  const unit &u = g_heap.units[idx];
+  if (!sys::pagemap_read(unit_addr(idx), kPagesPerUnit, g_view_info)) return v;
+  v.known = true;
+  for (size_t p = 0; p < kPagesPerUnit; ++p) {
+    if (!bit_get(u.live_bits, p)) continue;
+    const sys::page_info &i = g_view_info[p];
+    if (!i.present) ++v.absent;
+    else if (!i.file) ++v.copied;
+    else bit_set(v.file_bits, p);
+  }
+  return v;
+}
+
+// Whether unit idx may go back onto its own slot: the slot is of this
+// process's file and no fork child holds the file any more (nobody else
+// maps it, so writing it changes no other process's view).
+bool own_slot_free_to_write(const unit &u) {
+  tier &pm = pmem_tier();
+  return u.frozen == kFrozenOwn && pm.ops->storage_unheld && pm.ops->storage_unheld(&pm);
+}
+
+// Worth re-sharing: a unit holding copies in DRAM, or one of the
+// process's own that can go back onto its slot (it rejoins the units the
+// mover moves, and its new pages go to PMem again).
+bool worth_resharing(size_t idx) {
+  const unit &u = g_heap.units[idx];
+  if (!resharable(u)) return false;
+  if (own_slot_free_to_write(u)) return true;
+  const frozen_view v = view_of(idx);
+  return v.known && v.copied > 0;
+}
+
+// Copies the live pages of unit idx that are no longer the file's (copies
+// written since the fork, pages placed since) into the slot; adds the
+// bytes to *copied.  Writers must be held off.  0 or -errno.
+long copy_changed_pages(size_t idx, uint32_t slot, size_t *copied) {
+  const unit &u = g_heap.units[idx];
+  const frozen_view v = view_of(idx);
+  if (!v.known) return -EIO;
+  uint64_t bits[kPagesPerUnit / 64];
+  for (size_t w = 0; w < kPagesPerUnit / 64; ++w) bits[w] = u.live_bits[w] & ~v.file_bits[w];
+  long err = 0;
+  for_runs(bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (err) return;
+    err = copy_to_slot(pmem_tier(), slot, static_cast<const char *>(page_addr(idx, first)), n << kPageShift,
+                       first << kPageShift);
+    if (!err) *copied += n << kPageShift;
+  });
+  return err;
+}
+
+// Maps the live runs of unit idx shared on the slot; the runs mapped (all
+// unless *err is set).
+size_t map_live_runs(size_t idx, uint32_t slot, long *err) {
+  tier &pm = pmem_tier();
+  size_t mapped = 0;
+  for_runs(g_heap.units[idx].live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (!*err)
+      *err = pm.ops->map(&pm, page_addr(idx, first), n << kPageShift, PROT_READ | PROT_WRITE, slot, first << kPageShift);
+    if (!*err) ++mapped;
+  });
+  return mapped;
+}
+
+// A re-share under way: where the unit goes, and what it held when its new
+// slot was filled (outside the writers' hold, so that the hold copies only
+// what may have changed since).
+struct reshare_plan {
+  size_t idx = 0;
+  bool in_place = false;
+  uint32_t slot = 0;
+  bool filled = false;   // the new slot has the whole unit as of the fill
+  bool held = false;     // writers were held off since before the fill
+  uint64_t live[kPagesPerUnit / 64] = {};
+};
+
+// Chooses where unit idx goes (heap lock held).  In place, when no fork
+// child holds the file: the unit's own slot already holds every page
+// still the file's.  Else a fresh slot, into which the whole unit is
+// copied now, while the program runs: pages still the file's cannot change
+// (a write makes a copy), so the hold has to copy only the rest again.
+// 0 or -errno (nothing taken).
+long plan_reshare(size_t idx, reshare_plan *p, size_t *copied) {
+  unit &u = g_heap.units[idx];
+  tier &pm = pmem_tier();
+  if (!pm.usable || !pm.ops->write) return -EOPNOTSUPP;
+  p->idx = idx;
+  p->in_place = own_slot_free_to_write(u);
+  memcpy(p->live, u.live_bits, sizeof p->live);
+  if (p->in_place) {
+    p->slot = u.slot;
+    return 0;
+  }
+  const long s = demotion_slot(idx);
+  if (s < 0) return s;
+  p->slot = static_cast<uint32_t>(s);
+  long err = 0;
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (!err)
+      err = copy_to_slot(pm, p->slot, static_cast<const char *>(page_addr(idx, first)), n << kPageShift,
+                         first << kPageShift);
+  });
+  if (err) {
+    pm.ops->slot_free(&pm, p->slot);
+    return err;
+  }
+  *copied += static_cast<size_t>(u.live) << kPageShift;
+  p->filled = true;
+  return 0;
+}
+
+// Gives a plan's fresh slot back (heap lock held).
+void drop_plan(const reshare_plan &p) {
+  if (!p.in_place) pmem_tier().ops->slot_free(&pmem_tier(), p.slot);
+}
+
+// Carries a plan out with writers held off and the heap lock held: the
+// pages that may have changed are copied, the pages not live punched (in
+// place: the file kept what they held at the fork), and the live runs
+// mapped shared.  Returns the runs mapped; *err 0 or -errno (-EBUSY: the
+// unit changed since the plan: nothing done, the plan dropped).
+size_t finish_reshare(const reshare_plan &p, size_t *copied, long *err) {
+  unit &u = g_heap.units[p.idx];
+  tier &pm = pmem_tier();
+  if (!resharable(u) || memcmp(p.live, u.live_bits, sizeof p.live) != 0 ||
+      (p.in_place && !own_slot_free_to_write(u))) {
+    drop_plan(p);
+    *err = -EBUSY;
+    return 0;
+  }
+  // Filled with writers held off: nothing changed since.
+  if (!(p.filled && p.held)) *err = copy_changed_pages(p.idx, p.slot, copied);
+  if (!*err && p.in_place)
+    for_runs(u.live_bits, 0, kPagesPerUnit, false, [&](size_t first, size_t n) {
+      if (!*err) *err = pm.ops->discard(&pm, nullptr, n << kPageShift, p.slot, first << kPageShift);
+    });
+  if (*err) {
+    // Nothing mapped: the unit stays frozen, its view unchanged.
+    drop_plan(p);
+    return 0;
+  }
+  const size_t mapped = map_live_runs(p.idx, p.slot, err);
+  if (*err && !mapped) {
+    drop_plan(p);
+    return 0;
+  }
+  // Mapped, maybe only in part after a failure: the slot holds the unit's
+  // contents for every run, and runs left private show the same; the unit
+  // stays mixed then.
+  unfreeze(u, /*keep_slot=*/p.in_place);
+  u.slot = p.slot;
+  if (*err) u.spilled = 1;
+  ++g_mgr.counters.reshared;
+  g_mgr.counters_changed = true;
+  return mapped;
+}
+
+// Write-protecting a frozen unit's mapping with userfaultfd: writers wait
+// at the fault service, nothing else stops.  It needs write-protect of
+// unpopulated pages and of the file's own mapping (shmem on Linux 5.19+;
+// not a DAX or other file system's file): tried once, remembered.
+enum class wp_state { unknown, works, fails };
+wp_state g_reshare_wp = wp_state::unknown;
+
+// Re-shares unit idx with its writers held off by userfaultfd (heap lock
+// held).  -ENOTSUP when write-protect cannot hold this mapping.
+long reshare_with_wp(size_t idx, size_t *copied, bool *in_place) {
+  if (g_reshare_wp == wp_state::fails || !faults_can_demote()) return -ENOTSUP;
+  const int fd = faults_fd();
+  long err = 0;
+  const size_t protected_runs = protect_runs(idx, fd, &err);
+  if (err && !protected_runs) {
+    if (g_reshare_wp == wp_state::unknown && (err == -EINVAL || err == -EPERM || err == -ENOTSUP)) {
+      g_reshare_wp = wp_state::fails;
+      MMTIER_INFO("fork: write-protect of frozen PMem mappings unavailable (error %ld); re-sharing stops the "
+                  "program's threads for each unit instead", -err);
+    }
+    return g_reshare_wp == wp_state::fails ? -ENOTSUP : err;
+  }
+  g_reshare_wp = wp_state::works;
+  size_t mapped = 0;
+  reshare_plan plan;
+  plan.held = true;
+  if (!err) err = plan_reshare(idx, &plan, copied);
+  if (!err) {
+    *in_place = plan.in_place;
+    mapped = finish_reshare(plan, copied, &err);
+  }
+  release_writers(idx, fd, protected_runs, mapped);
+  return err;
+}
+
+// Re-shares unit idx with every other thread of the program stopped for
+// the part that must not race with them (support/world.h); the pause goes
+// into *out.  The fresh slot is filled before the stop.
+long reshare_with_stop(size_t idx, reshare_outcome *out, bool *in_place) {
+  reshare_plan plan;
+  {
+    heap_lock_guard g;
+    if (!resharable(g_heap.units[idx])) return -EBUSY;
+    if (long e = plan_reshare(idx, &plan, &out->bytes); e < 0) return e;
+  }
+  const uint64_t t0 = sys::mono_ns();
+  world_stats ws;
+  const long r = world_stop(quiesce_reason::pause, kReshareStopTimeoutNs, &ws);
+  if (r < 0) {
+    heap_lock_guard g;
+    drop_plan(plan);
+    return r;
+  }
+  // The quiesce sequence holds the heap lock now.
+  long err = 0;
+  finish_reshare(plan, &out->bytes, &err);
+  world_resume();
+  const uint64_t pause = sys::mono_ns() - t0;
+  ++out->stops;
+  out->pause_total_ns += pause;
+  if (pause > out->pause_max_ns) out->pause_max_ns = pause;
+  MMTIER_DEBUG("re-share of unit %zu (%s): %ld; %u threads stopped in %llu us, pause %llu us", idx,
+               plan.in_place ? "in place" : "fresh slot", err, ws.threads,
+               static_cast<unsigned long long>(ws.stop_ns / 1000), static_cast<unsigned long long>(pause / 1000));
+  *in_place = plan.in_place;
+  return err;
+}
+
+// The next frozen unit worth re-sharing at or after *cursor, looking at
+// no more than *budget frozen units (heap lock held); SIZE_MAX if none.
+size_t next_to_reshare(size_t *cursor, size_t *budget) {
+  size_t found = SIZE_MAX;
+  for_used_va_words([&](size_t w) {
+    if (found != SIZE_MAX || !*budget || (w + 1) * 64 <= *cursor) return;
+    for (uint64_t bits = g_mgr.va_bits[w]; bits && found == SIZE_MAX && *budget; bits &= bits - 1) {
+      const size_t i = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+      if (i < *cursor || !g_heap.units[i].frozen) continue;
+      --*budget;
+      if (worth_resharing(i)) found = i;
+    }
+  });
+  // Past the last unit: start over next time.
+  *cursor = found == SIZE_MAX ? (*budget ? 0 : *cursor) : found + 1;
+  return found;
+}
+
+}  // namespace
+
+reshare_outcome heap_reshare(size_t max_units, size_t max_bytes) {
+  reshare_outcome out;
+  tier &pm = pmem_tier();
+  {
+    heap_lock_guard g;
+    // Retired slots come back once the fork children let go of the file.
+    if (pm.ops->reclaim_retired) pm.ops->reclaim_retired(&pm);
+    if (!g_mgr.counters.frozen_own && !g_mgr.counters.frozen_inherited) return out;
+  }
+  static size_t cursor = 0;  // the mover's own (the one caller)
+  // Frozen units looked at per call: a pagemap read each (4 KiB).
+  size_t budget = 256;
+  while (out.units < max_units && out.bytes < max_bytes) {
+    size_t idx;
+    long e = -ENOTSUP;
+    bool in_place = false;
+    {
+      heap_lock_guard g;
+      idx = next_to_reshare(&cursor, &budget);
+      if (idx != SIZE_MAX) e = reshare_with_wp(idx, &out.bytes, &in_place);
+    }
+    if (idx == SIZE_MAX) break;
+    if (e == -ENOTSUP) e = reshare_with_stop(idx, &out, &in_place);
+    if (e == -EBUSY) continue;  // changed under the mover: looked at again later
+    if (e < 0) {
+      out.err = e;
+      break;
+    }
+    ++out.units;
+    out.in_place += in_place;
+  }
+  return out;
+}
+
+}  // namespace mmtier::detail
