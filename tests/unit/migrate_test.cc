@@ -6,6 +6,7 @@
 #include "api/runtime.h"
 #include "heap/faults.h"
 #include "heap/heap.h"
+#include "heap_test_util.h"
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -21,15 +22,7 @@
 namespace mmtier::detail {
 namespace {
 
-// A process's first units placed by policy are start-up memory, which
-// never moves: the units a test moves come after them.
-void use_up_startup_units() {
-  static void *startup = nullptr;
-  if (!startup)
-    ASSERT_EQ(heap_mmap(nullptr, kStartupUnits * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                        &startup),
-              0);
-}
+using namespace test;
 
 // Sizes scale down under ThreadSanitizer (CI runs this test there too).
 #if defined(__SANITIZE_THREAD__)
@@ -39,10 +32,6 @@ constexpr uint64_t kWriterOps = 20000;
 constexpr int kRounds = 40;
 constexpr uint64_t kWriterOps = 400000;
 #endif
-
-size_t unit_index_of(const void *p) {
-  return (reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift;
-}
 
 class Migrate : public ::testing::Test {
  protected:
@@ -143,29 +132,6 @@ TEST_F(Migrate, ResidentBytesFollowTheUnit) {
   ASSERT_EQ(heap_migrate(idx, 1 - from), static_cast<long>(kUnitSize));
   EXPECT_GE(heap_resident_bytes(1 - from), before_to + kUnitSize / 2);
   heap_munmap(base, kUnitSize);
-}
-
-// One record: 8 words that are all derived from the same counter, written by
-// one thread only.  A torn record (words from two writes) or a counter lower
-// than the writer's own count means a lost or torn write.
-struct alignas(64) record {
-  uint64_t w[8];
-};
-
-void put(record &r, uint64_t v) {  // v >= 1
-  for (int i = 0; i < 8; ++i) __atomic_store_n(&r.w[i], v * 8 + static_cast<uint64_t>(i), __ATOMIC_RELAXED);
-}
-bool check(const record &r, uint64_t *v) {
-  const uint64_t first = __atomic_load_n(&r.w[0], __ATOMIC_RELAXED);
-  *v = first / 8;
-  if (first == 0) {  // never written: all zero
-    for (int i = 1; i < 8; ++i)
-      if (__atomic_load_n(&r.w[i], __ATOMIC_RELAXED) != 0) return false;
-    return true;
-  }
-  for (int i = 1; i < 8; ++i)
-    if (__atomic_load_n(&r.w[i], __ATOMIC_RELAXED) != first + static_cast<uint64_t>(i)) return false;
-  return first % 8 == 0;
 }
 
 TEST_F(Migrate, ConcurrentWritersAndSystemCallsLoseNothing) {
