@@ -128,12 +128,38 @@ int child_thread_check(size_t mib, bool want_thread) {
 // After fork the child has no mover thread; it starts one once it has
 // placed 32 MiB of its own, and it can move its memory between tiers
 // itself.
-int child_fork() {
+// The parent of the fork cases: 96 MiB malloc'd and written, its mover
+// running; nullptr if not.
+void *fork_parent_block() {
   void *p = malloc(96 * kMB);
-  if (!p) return 10;
+  if (!p) return nullptr;
   escape(p);
   fill_pattern(p, 96 * kMB, 7);
-  if (!has_thread("mmtier-bg")) return 21;
+  return has_thread("mmtier-bg") ? p : nullptr;
+}
+
+// In a fork child: a small allocation, then 48 MiB of its own (returned);
+// whether a mover ran after each.
+struct child_growth {
+  bool mover_after_small, mover_after_big;
+  char *big;
+};
+child_growth grow_child() {
+  child_growth g;
+  void *q = malloc(100000);
+  escape(q);
+  free(q);
+  g.mover_after_small = has_thread("mmtier-bg");
+  g.big = static_cast<char *>(malloc(48 * kMB));
+  escape(g.big);
+  memset(g.big, 2, 48 * kMB);
+  g.mover_after_big = has_thread("mmtier-bg");
+  return g;
+}
+
+int child_fork() {
+  void *p = fork_parent_block();
+  if (!p) return 21;
   pid_t pid = fork();
   if (pid == 0) {
     // Threads do not survive fork.  A child mapping units the fork froze
@@ -141,13 +167,9 @@ int child_fork() {
     // into mmtier, to re-share its copies of them (a pre-fork worker); a
     // child of a process with none gets one only once it places memory of
     // its own (PlacesNoMoverInASmallChild below).
-    void *q = malloc(100000);
-    escape(q);
-    free(q);
-    if (!has_thread("mmtier-bg")) _exit(23);
-    void *big = malloc(48 * kMB);
-    escape(big);
-    memset(big, 2, 48 * kMB);
+    const child_growth g = grow_child();
+    if (!g.mover_after_small) _exit(23);
+    void *big = g.big;
     mmtier_tiering_stats st = {};
     st.size = sizeof st;
     if (tiering_stats()(&st) != 0 || st.running != 1) _exit(22);
@@ -238,21 +260,11 @@ int child_fork_reshare() {
 // frozen, gets no mover for a small allocation (most such children exec
 // or exit soon), only once it places memory of its own.
 int child_fork_small() {
-  void *p = malloc(96 * kMB);
-  if (!p) return 10;
-  escape(p);
-  fill_pattern(p, 96 * kMB, 7);
-  if (!has_thread("mmtier-bg")) return 21;
+  if (!fork_parent_block()) return 21;
   pid_t pid = fork();
   if (pid == 0) {
-    void *q = malloc(100000);
-    escape(q);
-    free(q);
-    if (has_thread("mmtier-bg")) _exit(31);
-    void *big = malloc(48 * kMB);
-    escape(big);
-    memset(big, 2, 48 * kMB);
-    _exit(has_thread("mmtier-bg") ? 0 : 32);
+    const child_growth g = grow_child();
+    _exit(g.mover_after_small ? 31 : g.mover_after_big ? 0 : 32);
   }
   int st = wait_status(pid);
   if (!exited_with(st, 0)) {

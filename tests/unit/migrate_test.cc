@@ -139,79 +139,9 @@ TEST_F(Migrate, ConcurrentWritersAndSystemCallsLoseNothing) {
   constexpr int kWriters = 3;
   char *base = map_units(kUnits);
   ASSERT_NE(base, nullptr);
-  // Records of each writer are spread over every unit (interleaved pages).
-  constexpr size_t kRecordsPerPage = kPageSize / sizeof(record);
-  const size_t pages = kUnits * kPagesPerUnit;
-  auto rec = [&](size_t page, size_t slot) -> record & {
-    return reinterpret_cast<record *>(base + page * kPageSize)[slot];
-  };
-  // The last 64 pages of the last unit are the system-call buffers.
-  const size_t io_first = pages - 64;
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> torn{0}, lost{0}, syscall_errors{0}, io_mismatch{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kWriters; ++t) {
-    threads.emplace_back([&, t] {
-      // Writer t owns slot t of every page below io_first.
-      std::vector<uint64_t> mine(io_first, 0);
-      uint64_t x = 88172645463325252ull + static_cast<uint64_t>(t);
-      for (uint64_t op = 0; op < kWriterOps || !stop.load(std::memory_order_relaxed); ++op) {
-        if (op >= kWriterOps && op % 1024 == 0 && stop.load()) break;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        const size_t page = x % io_first;
-        uint64_t seen;
-        if (!check(rec(page, static_cast<size_t>(t)), &seen)) torn.fetch_add(1);
-        else if (seen != mine[page]) lost.fetch_add(1);
-        put(rec(page, static_cast<size_t>(t)), ++mine[page]);
-      }
-      for (size_t page = 0; page < io_first; ++page) {
-        uint64_t seen;
-        if (!check(rec(page, static_cast<size_t>(t)), &seen) || seen != mine[page]) lost.fetch_add(1);
-      }
-    });
-  }
-  // System calls: write() from one buffer in the units into a pipe and
-  // read() it back into another buffer in the units.
-  threads.emplace_back([&] {
-    int fds[2];
-    if (pipe(fds) != 0) {
-      syscall_errors.fetch_add(1);
-      return;
-    }
-    char *src = base + io_first * kPageSize;
-    char *dst = src + 32 * kPageSize;
-    for (uint64_t round = 1; !stop.load(std::memory_order_relaxed) || round < 200; ++round) {
-      const size_t len = 16 * 1024;
-      const size_t off = (round * 4096 + round * 24) % (32 * kPageSize - len);
-      for (size_t i = 0; i < len; i += 8) {
-        uint64_t v = round * 0x100000001b3ull + i;
-        memcpy(src + off + i, &v, 8);
-      }
-      size_t moved = 0;
-      while (moved < len) {
-        ssize_t n = write(fds[1], src + off + moved, len - moved > 4096 ? 4096 : len - moved);
-        if (n <= 0) {
-          syscall_errors.fetch_add(1);
-          break;
-        }
-        size_t got = 0;
-        while (got < static_cast<size_t>(n)) {
-          ssize_t m = read(fds[0], dst + off + moved + got, static_cast<size_t>(n) - got);
-          if (m <= 0) {
-            syscall_errors.fetch_add(1);
-            break;
-          }
-          got += static_cast<size_t>(m);
-        }
-        moved += static_cast<size_t>(n);
-      }
-      if (memcmp(src + off, dst + off, len) != 0) io_mismatch.fetch_add(1);
-    }
-    close(fds[0]);
-    close(fds[1]);
-  });
+  // Records of each writer are spread over every unit (interleaved pages);
+  // the last 64 pages of the last unit are the system-call buffers.
+  record_load load(base, kUnits * kPagesPerUnit, kWriters, kWriterOps, 200);
   // The mover: every unit, to the other tier and back, kRounds times.
   size_t moves = 0, failures = 0;
   for (int round = 0; round < kRounds; ++round) {
@@ -222,14 +152,13 @@ TEST_F(Migrate, ConcurrentWritersAndSystemCallsLoseNothing) {
       else ++failures;
     }
   }
-  stop = true;
-  for (auto &th : threads) th.join();
+  load.stop();
   EXPECT_EQ(failures, 0u);
   EXPECT_EQ(moves, kRounds * kUnits);
-  EXPECT_EQ(torn.load(), 0u);
-  EXPECT_EQ(lost.load(), 0u);
-  EXPECT_EQ(syscall_errors.load(), 0u);
-  EXPECT_EQ(io_mismatch.load(), 0u);
+  EXPECT_EQ(load.torn.load(), 0u);
+  EXPECT_EQ(load.lost.load(), 0u);
+  EXPECT_EQ(load.syscall_errors.load(), 0u);
+  EXPECT_EQ(load.io_mismatch.load(), 0u);
   fault_counters fc;
   faults_counters_get(&fc);
   RecordProperty("postcopy_faults", static_cast<int>(fc.postcopy_faults));

@@ -119,9 +119,8 @@ class Reshare : public ::testing::Test {
 TEST_F(Reshare, ParentCopiesGoToAFreshSlotWhileTheChildHoldsTheFile) {
   char *base = pmem_units(kUnits);
   ASSERT_NE(base, nullptr);
-  int go[2], done[2];
+  int go[2];
   ASSERT_EQ(pipe(go), 0);
-  ASSERT_EQ(pipe(done), 0);
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
@@ -154,7 +153,7 @@ TEST_F(Reshare, ParentCopiesGoToAFreshSlotWhileTheChildHoldsTheFile) {
   heap_reshare(0, 0);
   EXPECT_EQ(pmem_state()->retired_count, 0u) << "the child is gone: its slots come back";
   EXPECT_EQ(mismatches(base, kUnits, 2), 0u);
-  for (int fd : {go[0], go[1], done[0], done[1]}) close(fd);
+  for (int fd : {go[0], go[1]}) close(fd);
   heap_munmap(base, kUnits * kUnitSize);
 }
 
@@ -242,67 +241,7 @@ TEST_F(Reshare, WritersAndSystemCallsDuringReshareLoseNothing) {
   char *base = pmem_units(kUnits);
   ASSERT_NE(base, nullptr);
   memset(base, 0, kUnits * kUnitSize);
-  constexpr int kWriters = 2;
-  constexpr size_t kRecordsPerPage = kPageSize / sizeof(record);
-  static_assert(kWriters <= kRecordsPerPage);
-  const size_t pages = kUnits * kPagesPerUnit;
-  const size_t io_first = pages - 64;  // the last 64 pages: system-call buffers
-  auto rec = [&](size_t page, size_t slot) -> record & { return reinterpret_cast<record *>(base + page * kPageSize)[slot]; };
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> torn{0}, lost{0}, syscall_errors{0}, io_mismatch{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kWriters; ++t) {
-    threads.emplace_back([&, t] {
-      std::vector<uint64_t> mine(io_first, 0);
-      uint64_t x = 88172645463325252ull + static_cast<uint64_t>(t);
-      while (!stop.load(std::memory_order_relaxed)) {
-        for (int k = 0; k < 1024; ++k) {
-          x ^= x << 13;
-          x ^= x >> 7;
-          x ^= x << 17;
-          const size_t page = x % io_first;
-          uint64_t seen;
-          if (!check(rec(page, static_cast<size_t>(t)), &seen)) torn.fetch_add(1);
-          else if (seen != mine[page]) lost.fetch_add(1);
-          put(rec(page, static_cast<size_t>(t)), ++mine[page]);
-        }
-      }
-      for (size_t page = 0; page < io_first; ++page) {
-        uint64_t seen;
-        if (!check(rec(page, static_cast<size_t>(t)), &seen) || seen != mine[page]) lost.fetch_add(1);
-      }
-    });
-  }
-  threads.emplace_back([&] {
-    int fds[2];
-    if (pipe(fds) != 0) {
-      syscall_errors.fetch_add(1);
-      return;
-    }
-    char *src = base + io_first * kPageSize;
-    char *dst = src + 32 * kPageSize;
-    for (uint64_t round = 1; !stop.load(std::memory_order_relaxed); ++round) {
-      const size_t len = 16 * 1024;
-      const size_t off = (round * 4096 + round * 24) % (32 * kPageSize - len);
-      for (size_t i = 0; i < len; i += 8) {
-        const uint64_t v = round * 0x100000001b3ull + i;
-        memcpy(src + off + i, &v, 8);
-      }
-      if (write(fds[1], src + off, len) != static_cast<ssize_t>(len)) syscall_errors.fetch_add(1);
-      size_t got = 0;
-      while (got < len) {
-        const ssize_t m = read(fds[0], dst + off + got, len - got);
-        if (m <= 0) {
-          syscall_errors.fetch_add(1);
-          break;
-        }
-        got += static_cast<size_t>(m);
-      }
-      if (memcmp(src + off, dst + off, len) != 0) io_mismatch.fetch_add(1);
-    }
-    close(fds[0]);
-    close(fds[1]);
-  });
+  record_load load(base, kUnits * kPagesPerUnit, 2);
   size_t reshared = 0, in_place = 0, still_frozen = 0;
   for (int round = 0; round < kForkRounds; ++round) {
     int go[2];
@@ -327,15 +266,14 @@ TEST_F(Reshare, WritersAndSystemCallsDuringReshareLoseNothing) {
     close(go[0]);
     close(go[1]);
   }
-  stop = true;
-  for (auto &th : threads) th.join();
+  load.stop();
   EXPECT_EQ(still_frozen, 0u);
   EXPECT_GE(reshared, kForkRounds * kUnits);
   EXPECT_GE(in_place, kForkRounds / 2 * kUnits) << "rounds whose child had exited go back in place";
-  EXPECT_EQ(torn.load(), 0u);
-  EXPECT_EQ(lost.load(), 0u);
-  EXPECT_EQ(syscall_errors.load(), 0u);
-  EXPECT_EQ(io_mismatch.load(), 0u);
+  EXPECT_EQ(load.torn.load(), 0u);
+  EXPECT_EQ(load.lost.load(), 0u);
+  EXPECT_EQ(load.syscall_errors.load(), 0u);
+  EXPECT_EQ(load.io_mismatch.load(), 0u);
   heap_reshare(0, 0);
   EXPECT_EQ(pmem_state()->retired_count, 0u) << "every child is gone";
   heap_munmap(base, kUnits * kUnitSize);
