@@ -1,8 +1,8 @@
 """A multiprocessing Pool over a large parent heap, under libmmtier or not.
 
 Run by python3_multiprocessing.sh, which asserts on what this writes.  The
-parent builds a heap of about 400 MiB (7 bytearrays of 48 MiB through malloc,
-1.5 million int objects in pymalloc's mmap'd arenas), starts a Pool of 2
+parent builds a heap of about 230 MiB (5 bytearrays of 40 MiB through malloc,
+1 million int objects in pymalloc's mmap'd arenas), starts a Pool of 2
 workers (fork start method, maxtasksperchild None) and rewrites its heap
 while each worker rewrites its inherited copy: every page of the heap is
 written on each side of the fork.  Each process then goes on rewriting one
@@ -42,9 +42,9 @@ import sys
 import time
 
 MIB = 1 << 20
-N_BLOBS = 7
-BLOB_BYTES = 48 * MIB  # 7 x 48 MiB = 336 MiB through malloc
-N_INTS = 1_500_000     # about 60 MiB of int objects (pymalloc arenas) and list
+N_BLOBS = 5
+BLOB_BYTES = 40 * MIB  # 5 x 40 MiB = 200 MiB through malloc
+N_INTS = 1_000_000     # about 40 MiB of int objects (pymalloc arenas) and list
 
 DRAM_PCT_MAX = float(os.environ.get("MP_DRAM_PCT_MAX", "30"))
 COPIED_MAX = int(os.environ.get("MP_COPIED_MAX", str(16 * MIB)))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # python3 multiprocessing under libmmtier at MMTIER_DRAM_RATIO=1:4: a parent
-# with a heap of about 400 MiB (bytearrays through malloc, int objects in
+# with a heap of about 230 MiB (bytearrays through malloc, int objects in
 # pymalloc's mmap'd arenas) and a long-lived fork Pool of 2 workers, every
 # process rewriting its whole copy of the heap after the fork
 # (python3_multiprocessing.py).  fork() freezes the PMem units and each
