@@ -59,6 +59,9 @@ struct frozen_view {
   // not).
   uint64_t file_bits[kPagesPerUnit / 64] = {};
   uint64_t copy_bits[kPagesPerUnit / 64] = {};  // the copies (present anonymous pages)
+  // On DAX: present pages that are the file's or copies a fork child
+  // shares (sys::file_or_copy); their contents decide.
+  uint64_t unsure_bits[kPagesPerUnit / 64] = {};
 };
 
 sys::page_info g_view_info[kPagesPerUnit];  // the heap lock guards them
@@ -71,13 +74,18 @@ frozen_view view_of(size_t idx) {
   const bool core = sys::raw(SYS_mincore, static_cast<long>(unit_addr(idx)), kUnitSize,
                              reinterpret_cast<long>(g_view_core)) == 0;
   v.known = true;
+  const bool dax = pmem_tier().dax;
   for (size_t p = 0; p < kPagesPerUnit; ++p) {
     if (!bit_get(u.live_bits, p)) continue;
     const sys::page_info &i = g_view_info[p];
-    if (i.present && !i.file) {
+    if (sys::private_copy(i, dax)) {
       ++v.copied;
       bit_set(v.copy_bits, p);
-    } else if (i.present || (core && !i.swapped && (g_view_core[p] & 1))) bit_set(v.file_bits, p);
+    } else if (sys::file_or_copy(i, dax)) {
+      bit_set(v.unsure_bits, p);
+    } else if (i.present || (core && !i.swapped && (g_view_core[p] & 1))) {
+      bit_set(v.file_bits, p);
+    }
   }
   return v;
 }
@@ -101,6 +109,22 @@ bool worth_resharing(size_t idx) {
   return v.known && v.copied > 0;
 }
 
+// Clears from bits the pages of unit idx in unsure whose contents are the
+// slot's (on DAX: the file's own pages, mapped directly).  0 or -errno.
+long drop_unchanged(size_t idx, uint32_t slot, const uint64_t *unsure, uint64_t *bits) {
+  tier &pm = pmem_tier();
+  alignas(64) static char page[kPageSize];  // the heap lock guards it
+  long err = 0;
+  for_runs(unsure, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    for (size_t p = first; p < first + n && !err; ++p) {
+      if (!bit_get(bits, p)) continue;
+      err = pm.ops->read(&pm, slot, p << kPageShift, page, kPageSize);
+      if (!err && memcmp(page, page_addr(idx, p), kPageSize) == 0) bit_clear(bits, p);
+    }
+  });
+  return err;
+}
+
 // Copies the live pages of unit idx that are no longer the file's (copies
 // written since the fork, pages placed since) into the slot; adds the
 // bytes to *copied.  Writers must be held off.  0 or -errno.
@@ -119,7 +143,8 @@ long copy_changed_pages(size_t idx, uint32_t slot, size_t *copied, const frozen_
     const uint64_t file = (v.file_bits[w] | (pre ? pre->file_bits[w] : 0)) & ~v.copy_bits[w];
     bits[w] = u.live_bits[w] & ~file;
   }
-  long err = 0;
+  long err = drop_unchanged(idx, slot, v.unsure_bits, bits);
+  if (err) return err;
   for_runs(bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (err) return;
     err = copy_to_slot(pmem_tier(), slot, static_cast<const char *>(page_addr(idx, first)), n << kPageShift,

@@ -394,7 +394,7 @@ int heap_tier_of(const void *p) {
     // After fork the unit is a private view of its frozen file: pages
     // written since are anonymous DRAM pages (as are a spilled unit's).
     sys::page_info pi;
-    if (sys::pagemap_read(align_down(a, kPageSize), 1, &pi) && pi.present && !pi.file) return kTierDram;
+    if (sys::pagemap_read(align_down(a, kPageSize), 1, &pi) && sys::private_copy(pi, pmem_tier().dax)) return kTierDram;
   }
   return t;
 }
@@ -562,8 +562,9 @@ void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount], size_
       if (sys::pagemap_read(unit_addr(i), kPagesPerUnit, info))
         for (size_t p = 0; p < kPagesPerUnit; ++p) {
           if (!info[p].present) continue;
-          ++pages[info[p].file ? ut : kTierDram];
-          if (!info[p].file && u.frozen) ++*copied;
+          const bool copy = sys::private_copy(info[p], pmem_tier().dax);
+          ++pages[copy ? kTierDram : ut];
+          if (copy && u.frozen) ++*copied;
         }
       continue;
     }

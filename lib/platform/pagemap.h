@@ -15,9 +15,20 @@ inline constexpr uint64_t kPagemapExclusive = uint64_t{1} << 56;
 
 struct page_info {
   bool present;
-  bool file;     // file-backed or shared-anonymous page
-  bool swapped;  // not present: in swap (an anonymous page's data is there)
+  bool file;       // file-backed or shared-anonymous page
+  bool swapped;    // not present: in swap (an anonymous page's data is there)
+  bool exclusive;  // mapped by this process only
 };
+
+// Of a page of a MAP_PRIVATE file mapping: whether it is surely a private
+// copy (an anonymous page written since the mapping was made).  A page of
+// a DAX file has no page cache behind it: pagemap shows it present but
+// neither file nor exclusive, as it shows an anonymous copy that a fork
+// child shares; on DAX only an exclusive one is surely a copy.
+inline bool private_copy(const page_info &i, bool dax) { return i.present && !i.file && (i.exclusive || !dax); }
+// On DAX, a page that is either the file's own or a copy a fork child
+// shares: only its contents can tell.
+inline bool file_or_copy(const page_info &i, bool dax) { return dax && i.present && !i.file && !i.exclusive; }
 
 // Entries of pages [addr, addr + pages * 4 KiB) through fd (an open
 // /proc/self/pagemap); false if they could not all be read.

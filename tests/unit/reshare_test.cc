@@ -51,12 +51,12 @@ void fill(char *base, size_t units, uint64_t gen, size_t page_step = 1) {
 }
 
 // Pages of the range the kernel shows as anonymous copies (present and not
-// the file's); -1 if pagemap could not be read.
+// the file's; on DAX, exclusive too); -1 if pagemap could not be read.
 long anonymous_pages(const char *base, size_t units) {
   std::vector<sys::page_info> info(units * kPagesPerUnit);
   if (!sys::pagemap_read(reinterpret_cast<uintptr_t>(base), info.size(), info.data())) return -1;
   long n = 0;
-  for (const sys::page_info &i : info) n += i.present && !i.file;
+  for (const sys::page_info &i : info) n += sys::private_copy(i, pmem_tier().dax);
   return n;
 }
 
