@@ -15,10 +15,13 @@ defaults below with where each comes from) with the tracker's rules
     over the list of movable units (step k visits entry k * stride mod n):
     every PMem unit is watched once per N_pmem / P windows.
   - Cost rule: after each scan that moved nothing, P shrinks by a quarter
-    when tracking took more than 2 % of I and grows by a quarter (+1) below
-    1.2 %.  "Tracking" is the mover's CPU time for the scan outside the
-    window's sleep (listing, hiding, reading the results, the policy) plus
-    the fault service's CPU in the meantime.
+    when tracking took more than its share of I and grows by a quarter (+1)
+    below three fifths of it.  The share is 2 % in the steady state and 6 %
+    while searching for a hot set (from the start, and for one whole
+    rotation after a burst of 4 promotions within 8 scans).  "Tracking" is
+    the mover's CPU time for the scan outside the window's sleep (listing,
+    hiding, reading the results, the policy) plus the fault service's CPU in
+    the meantime.
   - Work that grows with the heap: the policy's decide() visits every
     tracked unit in every scan (lib/policy/policy.cc: the hottest PMem and
     coldest DRAM units are picked from all of them); the list of movable
@@ -28,8 +31,9 @@ defaults below with where each comes from) with the tracker's rules
     rule still judges cost against I, so P does not change, scans are just
     rarer (cost per second / 4, coverage time x 4).
   - A PMem screening hit (the one page touched) makes the unit a suspect,
-    watched with 4 pages in the next window; its neighbours become suspects
-    when at least half of those pages are touched.  Here a hot unit counts
+    watched with 4 pages in the next window; the PMem units within 4 of it
+    on either side become suspects when at least half of those pages are
+    touched.  Here a hot unit counts
     as found when its confirmation window sees at least one of the 4 pages
     touched (a score of 1/4 is above the policy's promote_min_heat of 1/8).
   - Promotion and demotion share MMTIER_MIGRATE_MBPS (256 MiB/s): moving a
@@ -102,7 +106,8 @@ PAGE = 4096
 PMEM_MIN, PMEM_MAX, PMEM_START = 16, 2048, 64
 DRAM_MIN, DRAM_MAX = 2, 32
 MAX_SUSPECTS, CONFIRM_PAGES = 64, 4
-CPU_HIGH, CPU_LOW = 0.02, 0.012
+NEIGHBOUR_REACH = 4  # PMem units either side of a confirmed hot one that become suspects
+CPU_STEADY, CPU_SEARCH = 0.02, 0.06  # the tracker's shares: steady, and while searching for a hot set
 RELIST_SCANS = 8
 QUIET_FACTOR = 4
 
@@ -187,15 +192,16 @@ class Model:
     def share(self, p):
         return self.scan_cost_s(p) / self.interval + self.a.charge_pct / 100
 
-    def settle(self):
-        """The cost rule from its start (64) for 400 scans: the final P and
-        the range it moves in over the last 40."""
+    def settle(self, high=CPU_STEADY):
+        """The cost rule from its start (64) for 400 scans with the share
+        `high` (above it P shrinks by a quarter, below 3/5 of it P grows by a
+        quarter): the final P and the range it moves in over the last 40."""
         p, seen = PMEM_START, []
         for i in range(400):
             s = self.share(p)
-            if s > CPU_HIGH:
+            if s > high:
                 p = max(PMEM_MIN, p * 3 // 4)
-            elif s < CPU_LOW:
+            elif s < high * 0.6:
                 p = min(PMEM_MAX, p * 5 // 4 + 1)
             if i >= 360:
                 seen.append(p)
@@ -244,7 +250,7 @@ class Model:
                 if touched >= 1:
                     found.add(u)
                 if touched * 2 >= CONFIRM_PAGES:
-                    for nb in (u - 1, u + 1):
+                    for nb in [u + d for r in range(1, NEIGHBOUR_REACH + 1) for d in (-r, r)]:
                         if start <= nb < start + h and nb not in found:
                             new_suspects.append(nb)
             if len(found) >= want:
@@ -373,26 +379,29 @@ def main(argv=None):
     print("(a model, not a measurement: see --help for where each input comes from)")
     print()
     hdr = ["footprint", "units", "PMem units", "per-unit/scan", "P (range)", "D", "scan cost", "bg CPU %",
-           "quiet", "cover once", "quiet", "step gap", "p(hot)", "p(cold)", "find 95%", "move >="]
+           "quiet", "cover once", "quiet", "P search", "CPU search", "cover search", "step gap", "p(hot)",
+           "p(cold)", "find 95%", "move >="]
     rows = []
     for fp in footprints:
         m = Model(a, fp)
         if a.pmem_per_scan:
-            p = lo = hi = a.pmem_per_scan
+            p = lo = hi = ps = a.pmem_per_scan
         else:
             p, lo, hi = m.settle()
+            ps = m.settle(CPU_SEARCH)[0]
         cost = m.scan_cost_s(p)
         cpu = 100 * cost / m.interval
         cover = math.ceil(m.pmem_units / p) * m.interval
         find = "-"
         if not a.no_find:
-            ts = [m.simulate_find(p, seed, a.find_limit) for seed in range(a.seeds)]
+            ts = [m.simulate_find(ps, seed, a.find_limit) for seed in range(a.seeds)]
             med = statistics.median(ts)
             find = fmt_time(med) if not math.isinf(med) else "> " + fmt_time(a.find_limit)
         rows.append([fmt_size(fp), str(m.units), str(m.pmem_units), "%.2f ms" % (m.per_unit_s() * 1e3),
                      "%d (%d-%d)" % (p, lo, hi) if lo != hi else str(p), str(dram_per_scan(p)),
                      "%.2f ms" % (cost * 1e3), "%.2f" % cpu, "%.2f" % (cpu / QUIET_FACTOR), fmt_time(cover),
-                     fmt_time(cover * QUIET_FACTOR), str(m.rotation_inverse()), "%.3f" % m.p_hot, "%.4f" % m.p_cold, find,
+                     fmt_time(cover * QUIET_FACTOR), str(ps), "%.2f" % (100 * m.scan_cost_s(ps) / m.interval),
+                     fmt_time(math.ceil(m.pmem_units / ps) * m.interval), str(m.rotation_inverse()), "%.3f" % m.p_hot, "%.4f" % m.p_cold, find,
                      fmt_time(m.move_bound_s())])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(hdr)]
     print("  ".join(h.ljust(w) for h, w in zip(hdr, widths)).rstrip())
@@ -406,11 +415,13 @@ def main(argv=None):
         "scan cost: one scan's tracking; bg CPU %: scan cost / interval, in % of one core (quiet: the interval at",
         "  4x after 10 scans without a move)",
         "cover once: every PMem unit watched once (N_pmem / P windows)",
+        "P search, CPU search, cover search: the same while searching for a hot set (the share 6 % instead of 2 %:",
+        "  from the start, and for one whole rotation after a burst of promotions)",
         "step gap: rotation steps between the visits of two neighbouring units (the stride's inverse mod the",
         "  number of units); small: a contiguous region is visited in one burst per pass (see --help)",
         "p(hot), p(cold): chance that a hidden page of a hot / cold unit is touched within the window",
-        "find 95%%: simulated time until 95 %% of a contiguous hot set's units are confirmed (median of %d "
-        "placements)" % a.seeds,
+        "find 95%%: simulated time until 95 %% of a contiguous hot set's units are confirmed, searching (median "
+        "of %d placements)" % a.seeds,
         "move >=: moving the hot set in at the migration rate, a demotion for each promotion",
     ]
     print("\n".join(legend))

@@ -144,7 +144,8 @@ reshare_outcome reshare(uint64_t interval_ns, uint64_t moved_bytes) {
   return r;
 }
 
-// One scan; returns whether it moved any data.
+// One scan; returns whether it was busy (moved data, or is searching for
+// a hot set).
 bool scan(uint64_t interval_ns, uint64_t window_ns) {
   mover_state &m = g_mover;
   const uint64_t fault_cpu0 = fault_cpu_ns();
@@ -168,6 +169,7 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   const apply_outcome o = apply(m.policy, m.maps, migs, nm, now, b, migrate_unit);
   const reshare_outcome rs = reshare(interval_ns, o.bytes);
   if (o.moved() || rs.units) m.listing.stale = true;
+  m.tracker.promoted(o.promoted);
   uint64_t hist[kHeatBuckets] = {};
   const bool histogram = m.scans++ % kRelistScans == 0;
   if (histogram) heat_histogram(now, hist);
@@ -198,9 +200,10 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   g_stats.reshare_stop_refusals += rs.err == -EAGAIN;
   g_stats.reshare_failed += rs.err && rs.err != -EAGAIN;
   pthread_mutex_unlock(&g_stats_lock);
-  // Only data moved counts as activity: a promotion the budget refuses,
-  // scan after scan, must not keep the interval at its shortest.
-  return o.moved() != 0 || rs.units != 0;
+  // Only data moved, or a search for a hot set under way, counts as
+  // activity: a promotion the budget refuses, scan after scan, must not
+  // keep the interval at its shortest.
+  return o.moved() != 0 || rs.units != 0 || (!m.use_pmu && m.tracker.searching());
 }
 
 bool mover_init(const config &cfg) {
@@ -239,7 +242,7 @@ void *mover_main(void *) {
   // hot pages (touched within milliseconds) from merely warm ones.
   const uint64_t window = std::max<uint64_t>(interval / 8, 1000000);
   // A quiet process is scanned less often: after kQuietScans scans that
-  // moved nothing, the interval doubles, up to four times
+  // moved nothing and searched for no hot set, the interval doubles, up to four times
   // MMTIER_SCAN_INTERVAL; any work brings it back.  (The sampling budget
   // is set against the configured interval, so a longer interval costs
   // proportionally less.)

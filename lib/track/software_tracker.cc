@@ -44,9 +44,11 @@ size_t software_tracker::choose(const unit_list &listed, uint32_t *units, uint8_
       ++got;
     }
     cursor = (cursor + k) % listed.n;
+    return k;
   };
+  listed_ = std::max<size_t>(listed.n, 1);
   if (listed.n) {
-    rotate(kTierPmem, pmem_per_scan_, cursor_pmem_);
+    steps_since_burst_ = std::min(steps_since_burst_ + rotate(kTierPmem, pmem_per_scan_, cursor_pmem_), listed_);
     rotate(kTierDram, dram_per_scan(), cursor_dram_);
   }
   // Ascending, each unit once, with its page count (suspects get more).
@@ -57,11 +59,13 @@ size_t software_tracker::choose(const unit_list &listed, uint32_t *units, uint8_
 }
 
 void software_tracker::suspect_neighbours(uint32_t unit, const unit_list &listed) {
-  for (uint32_t nb : {unit - 1, unit + 1}) {
-    const uint32_t *end = listed.units + listed.n;
-    const uint32_t *at = std::lower_bound(listed.units, end, nb);
-    if (at != end && *at == nb && listed.tiers[at - listed.units] == kTierPmem) suspect(nb);
-  }
+  const uint32_t *end = listed.units + listed.n;
+  for (uint32_t d = 1; d <= kNeighbourReach; ++d)
+    for (const uint64_t nb : {uint64_t{unit} - d, uint64_t{unit} + d}) {
+      if (nb > UINT32_MAX) continue;  // below 0 (wrapped) or past the last index
+      const uint32_t *at = std::lower_bound(listed.units, end, nb);
+      if (at != end && *at == nb && listed.tiers[at - listed.units] == kTierPmem) suspect(nb);
+    }
 }
 
 size_t software_tracker::observe(const sample_result *results, size_t n, const unit_list &listed,
@@ -83,10 +87,19 @@ size_t software_tracker::observe(const sample_result *results, size_t n, const u
   return nobs;
 }
 
+void software_tracker::promoted(size_t n) {
+  recent_[recent_at_] = static_cast<uint32_t>(std::min<size_t>(n, kSearchBurst));
+  recent_at_ = (recent_at_ + 1) % kBurstScans;
+  if (std::accumulate(recent_, recent_ + kBurstScans, uint32_t{0}) < kSearchBurst) return;
+  steps_since_burst_ = 0;
+  std::fill(recent_, recent_ + kBurstScans, 0u);  // one burst, one search
+}
+
 void software_tracker::account(uint64_t spent_ns, uint64_t interval_ns) {
   const double share = static_cast<double>(spent_ns) / static_cast<double>(interval_ns ? interval_ns : 1);
-  if (share > kCpuHigh) pmem_per_scan_ = std::max(kPmemMin, pmem_per_scan_ * 3 / 4);
-  else if (share < kCpuLow) pmem_per_scan_ = std::min(kPmemMax, pmem_per_scan_ * 5 / 4 + 1);
+  const double high = searching() ? kCpuSearch : kCpuSteady;
+  if (share > high) pmem_per_scan_ = std::max(kPmemMin, pmem_per_scan_ * 3 / 4);
+  else if (share < high * 0.6) pmem_per_scan_ = std::min(kPmemMax, pmem_per_scan_ * 5 / 4 + 1);
 }
 
 }  // namespace mmtier::detail

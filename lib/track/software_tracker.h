@@ -18,14 +18,25 @@
 //     a PMem unit found touched becomes a suspect and is watched again in
 //     the next window with kConfirmPages pages before the policy hears of
 //     it (four touched pages by chance are rare).
-//   - Neighbours.  Hot data is usually contiguous: the PMem neighbours of a
-//     confirmed hot unit become suspects too, ahead of the rotation.
+//   - Neighbours.  Hot data is usually contiguous: the PMem units within
+//     kNeighbourReach of a confirmed hot unit become suspects too, ahead of
+//     the rotation, so a hot region is walked kNeighbourReach units a
+//     window at each end.
 //   - Cost.  Hiding a page costs the mover a system call or two (a TLB
 //     shootdown each) and the application a refault or a round trip to the
 //     fault service when the page is touched.  After each scan that moved
 //     nothing, the number of PMem units per window shrinks by a quarter
-//     when tracking took more than kCpuHigh of the scan interval, and grows
-//     by a quarter below kCpuLow.
+//     when tracking took more than its share of the scan interval, and
+//     grows by a quarter below three fifths of it.
+//   - Searching and steady.  The share is kCpuSearch while a hot set is
+//     being found: from the start, and again after a burst of promotions
+//     (kSearchBurst within kBurstScans scans), until one whole rotation
+//     has passed with no such burst; then kCpuSteady.  So a large heap is
+//     gone over in seconds when a hot set appears (at the start, or when
+//     it moves: the first units of it met at the steady rate move, and the
+//     search is on), and costs little once its placement holds.  A lone
+//     promotion (a cold unit that sampling noise made look warm) starts no
+//     search.
 #pragma once
 
 #include "heap/sample.h"
@@ -44,9 +55,11 @@ class software_tracker {
  public:
   static constexpr size_t kDramPerScan = 32;
   static constexpr size_t kMaxSuspects = 64;
+  static constexpr uint32_t kNeighbourReach = 4;
   static constexpr uint8_t kConfirmPages = 4;
   static constexpr size_t kPmemMin = 16, kPmemMax = 2048, kPmemStart = 64;
-  static constexpr double kCpuHigh = 0.02, kCpuLow = 0.012;
+  static constexpr double kCpuSteady = 0.02, kCpuSearch = 0.06;
+  static constexpr uint32_t kSearchBurst = 4, kBurstScans = 8;
   // Units one window watches at most (and results it can give).
   static constexpr size_t kChosenMax = kPmemMax + kDramPerScan + kMaxSuspects;
 
@@ -66,6 +79,12 @@ class software_tracker {
   // for them.
   void account(uint64_t spent_ns, uint64_t interval_ns);
 
+  // Each scan's promotions (0 too); kSearchBurst of them within the last
+  // kBurstScans scans start a search of one whole rotation.
+  void promoted(size_t n);
+  // Whether a hot set is being found (the share is kCpuSearch).
+  bool searching() const { return steps_since_burst_ < listed_; }
+
   size_t pmem_per_scan() const { return pmem_per_scan_; }
   size_t dram_per_scan() const;
   size_t suspects(const uint32_t **out) const {
@@ -82,6 +101,12 @@ class software_tracker {
   uint32_t suspects_[kMaxSuspects] = {};
   size_t nsuspects_ = 0;
   size_t cursor_pmem_ = 0, cursor_dram_ = 0;
+  // Entries of the list the PMem rotation went over since the last burst
+  // of promotions, and the list's length: searching until the one reaches
+  // the other.
+  size_t steps_since_burst_ = 0, listed_ = 1;
+  uint32_t recent_[kBurstScans] = {};  // promotions of the last scans, a ring
+  size_t recent_at_ = 0;
 };
 
 }  // namespace mmtier::detail

@@ -118,14 +118,17 @@ TEST(SoftwareTracker, AConfirmedHotUnitMakesItsPmemNeighboursSuspects) {
   l.tiers.erase(l.tiers.begin() + 30);
   software_tracker t;
   const sample_result r[] = {{20, kTierPmem, 4, 2, 0},   // hot enough: half touched
+                             {1, kTierPmem, 4, 4, 0},    // none below 0
                              {31, kTierPmem, 4, 4, 0},   // 30 is not listed
                              {49, kTierPmem, 4, 4, 0},   // 50 is DRAM
                              {10, kTierPmem, 4, 1, 0}};  // not hot
   access_observation obs[8];
-  ASSERT_EQ(t.observe(r, 4, l.view(), obs, 8, nullptr), 4u);
+  ASSERT_EQ(t.observe(r, 5, l.view(), obs, 8, nullptr), 5u);
   const uint32_t *s;
   const size_t n = t.suspects(&s);
-  EXPECT_EQ(std::vector<uint32_t>(s, s + n), (std::vector<uint32_t>{19, 21, 32, 48}));
+  // kNeighbourReach (4) either side, listed PMem units only.
+  EXPECT_EQ(std::vector<uint32_t>(s, s + n),
+            (std::vector<uint32_t>{0, 2, 3, 4, 5, 16, 17, 18, 19, 21, 22, 23, 24, 27, 28, 29, 32, 33, 34, 35, 45, 46, 47, 48}));
 }
 
 TEST(SoftwareTracker, DramSamplesAreNotScreened) {
@@ -142,16 +145,60 @@ TEST(SoftwareTracker, DramSamplesAreNotScreened) {
 TEST(SoftwareTracker, TheCostRuleKeepsTrackingBetweenItsBounds) {
   software_tracker t;
   constexpr uint64_t kInterval = 100'000'000;
+  ASSERT_TRUE(t.searching()) << "from the start";
   EXPECT_EQ(t.pmem_per_scan(), software_tracker::kPmemStart);
-  t.account(kInterval / 100 * 3, kInterval);  // 3 %: too much
+  t.account(kInterval / 100 * 7, kInterval);  // 7 %: too much even while searching
   EXPECT_EQ(t.pmem_per_scan(), software_tracker::kPmemStart * 3 / 4);
-  t.account(kInterval / 1000 * 15, kInterval);  // 1.5 %: between the bounds
+  t.account(kInterval / 100 * 4, kInterval);  // 4 %: between the bounds
   EXPECT_EQ(t.pmem_per_scan(), software_tracker::kPmemStart * 3 / 4);
   for (int i = 0; i < 50; ++i) t.account(kInterval, kInterval);
   EXPECT_EQ(t.pmem_per_scan(), software_tracker::kPmemMin);
   for (int i = 0; i < 100; ++i) t.account(0, kInterval);
   EXPECT_EQ(t.pmem_per_scan(), software_tracker::kPmemMax);
   EXPECT_EQ(t.dram_per_scan(), software_tracker::kDramPerScan);
+
+  // One whole rotation with nothing moved: steady, and the bound is lower.
+  listing l(100, 20);
+  choose(t, l);
+  ASSERT_FALSE(t.searching());
+  const size_t before = t.pmem_per_scan();
+  t.account(kInterval / 100 * 3, kInterval);  // 3 %: too much once steady
+  EXPECT_EQ(t.pmem_per_scan(), before * 3 / 4);
+  t.account(kInterval / 1000 * 15, kInterval);  // 1.5 %: between the bounds
+  EXPECT_EQ(t.pmem_per_scan(), before * 3 / 4);
+  t.promoted(software_tracker::kSearchBurst);
+  ASSERT_TRUE(t.searching());
+  t.account(kInterval / 100 * 3, kInterval);  // 3 %: room to grow while searching
+  EXPECT_EQ(t.pmem_per_scan(), before * 3 / 4 * 5 / 4 + 1);
+}
+
+// The search lasts one whole rotation of the list after the last burst of
+// promotions, however many windows that takes; lone promotions, however
+// many over time, start none.
+TEST(SoftwareTracker, ABurstOfPromotionsSearchesOneRotation) {
+  listing l(1000, 200);
+  software_tracker t;
+  size_t windows = 0;
+  while (t.searching() && windows < 1000) {
+    choose(t, l);
+    ++windows;
+  }
+  // 1200 entries, about kPmemStart PMem units (and the DRAM entries
+  // stepped over) per window.
+  EXPECT_GE(windows, 1200 / (software_tracker::kPmemStart * 6 / 5 + 2));
+  EXPECT_LE(windows, 1200 / (software_tracker::kPmemStart * 5 / 6) + 2);
+  for (int scan = 0; scan < 200; ++scan) {
+    t.promoted(scan % 3 == 0 ? 1 : 0);  // one every three scans
+    ASSERT_FALSE(t.searching()) << "scan " << scan;
+  }
+  for (size_t i = 0; i < software_tracker::kBurstScans; ++i) t.promoted(0);
+  t.promoted(software_tracker::kSearchBurst - 1);
+  for (size_t i = 0; i + 2 < software_tracker::kBurstScans; ++i) t.promoted(0);
+  EXPECT_FALSE(t.searching());
+  t.promoted(1);
+  EXPECT_TRUE(t.searching()) << "a burst";
+  choose(t, l);
+  EXPECT_TRUE(t.searching()) << "one window is not a rotation";
 }
 
 }  // namespace
