@@ -22,11 +22,14 @@ defaults below with where each comes from) with the tracker's rules
     the mover's CPU time for the scan outside the window's sleep (listing,
     hiding, reading the results, the policy) plus the fault service's CPU in
     the meantime.
-  - Work that grows with the heap: the policy's decide() visits every
-    tracked unit in every scan (lib/policy/policy.cc: the hottest PMem and
-    coldest DRAM units are picked from all of them); the list of movable
-    units is rebuilt, and a heat histogram of every listed unit taken,
-    every 8 scans (and the list after any scan that moved a unit).
+  - Work that grows with the heap: the list of movable units is rebuilt,
+    and a heat histogram of every listed unit taken, every 8 scans (and
+    the list after any scan that moved a unit).  The policy's decide()
+    looks at its promotion candidates (units observed warm) and, only when
+    something may go down, at the DRAM units (lib/policy/policy.cc): in the
+    steady state modelled here it costs about 0.3 us a scan at any size
+    (policy_bench, policy_decide_steady), so --decide-unit-ns is 0 unless
+    given.
   - After 10 scans that moved nothing the interval doubles, up to 4 I; the
     rule still judges cost against I, so P does not change, scans are just
     rarer (cost per second / 4, coverage time x 4).
@@ -65,9 +68,14 @@ Per-operation inputs, and where they are measured:
                   itself at about 3 % of the mover's 1.2-1.7 % of a core at
                   2 GiB, about 45 us per scan, of which decide's pass and
                   the listing take about 10.  Default 30.
-  --decide-unit-ns  decide()'s pass, per tracked unit and scan.
-                  bench/micro/policy_bench, policy_decide: 3.7-3.8 ns from
-                  128 Ki units up (1e9 / items_per_second).  Default 3.8.
+  --decide-unit-ns  decide(), per tracked unit and scan.  It looks at its
+                  promotion candidates and, only when something may go
+                  down, at the DRAM units: in the steady state about 0.3 us
+                  a scan at any size (bench/micro/policy_bench,
+                  policy_decide_steady); with a seventh of the units warm
+                  and DRAM at its budget 0.7 ns a unit from 128 Ki units up
+                  (policy_decide, 1e9 / items_per_second; 3.8 ns when it
+                  went over every unit).  Default 0.
   --list-unit-ns  per listed unit and rebuild: the heat histogram
                   (policy_bench, policy_heat_pass: 6.7 ns) plus the listing
                   itself (a walk of the address bitmap, not measured apart;
@@ -175,7 +183,7 @@ class Model:
 
     # -- cost of one scan in seconds, and the share of the interval the rule sees
     def per_unit_s(self):
-        """Per scan: decide's pass over every unit, the rebuild amortised."""
+        """Per scan: decide (per unit, if given), the rebuild amortised."""
         return (self.a.decide_unit_ns + self.a.list_unit_ns / RELIST_SCANS) * 1e-9 * self.units
 
     def scan_cost_s(self, p):
@@ -333,8 +341,9 @@ def main(argv=None):
     ap.add_argument("--dram-touched", type=float, default=1.0,
                     help="share of DRAM samples touched in a window (default 1: DRAM holds the hot set)")
     ap.add_argument("--scan-fixed-us", type=float, default=30, help="per-scan fixed cost, us (default 30)")
-    ap.add_argument("--decide-unit-ns", type=float, default=3.8,
-                    help="decide()'s pass per tracked unit per scan, ns (default 3.8)")
+    ap.add_argument("--decide-unit-ns", type=float, default=0,
+                    help="decide() per tracked unit per scan, ns (default 0: the steady state; 0.7 with "
+                         "thousands of warm PMem units and DRAM at its budget, policy_bench policy_decide)")
     ap.add_argument("--list-unit-ns", type=float, default=10,
                     help="listing + heat histogram per unit per rebuild (every 8 scans), ns (default 10)")
     ap.add_argument("--charge-pct", type=float, default=0,
@@ -410,7 +419,7 @@ def main(argv=None):
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
     print()
     legend = [
-        "per-unit/scan: decide's pass over every unit plus the rebuild amortised over 8 scans",
+        "per-unit/scan: decide (--decide-unit-ns per unit) plus the rebuild amortised over 8 scans",
         "P: PMem units watched per window as the cost rule settles it (range over its last 40 scans); D: DRAM units",
         "scan cost: one scan's tracking; bg CPU %: scan cost / interval, in % of one core (quiet: the interval at",
         "  4x after 10 scans without a move)",

@@ -1,7 +1,8 @@
-// Microbenchmarks of the mover's per-scan work that grows with the heap,
-// for bench/scale_model.py's inputs: the policy's decide() visits every
-// tracked unit in every scan, the heat histogram every listed unit every
-// kRelistScans scans, and the software tracker's choose() steps through
+// Microbenchmarks of the mover's per-scan work that may grow with the
+// heap, for bench/scale_model.py's inputs: the policy's decide() (its
+// promotion candidates, and the DRAM units when something may go down),
+// the heat histogram every listed unit every kRelistScans scans, and the
+// software tracker's choose() steps through
 // the rotation until it has its PMem units.  Heaps of 1 Ki to 512 Ki units
 // (2 GiB to 1 TiB of 2 MiB units), 10 % of them on DRAM, every unit
 // tracked; no heap, no threads, no system calls (the mover's real scans
@@ -26,28 +27,31 @@ using namespace mmtier::detail;
 
 constexpr uint64_t kInterval = 100'000'000;  // MMTIER_SCAN_INTERVAL
 
-// A policy tracking n units, one in ten on DRAM, a seventh of them seen
-// touched once.
+// A policy tracking n units, one in ten on DRAM; busy: a seventh of them
+// seen touched once (a worst case: thousands of PMem units warm enough to
+// promote, DRAM at its budget), else none (the steady state: the hot set
+// already on DRAM, the PMem units cold).
 struct TrackedHeap {
   migration_policy *policy = new migration_policy();  // large; never freed
   std::vector<access_observation> obs;
   uint64_t now = 1'000'000'000;
 
-  explicit TrackedHeap(size_t n) : obs(n) {
+  explicit TrackedHeap(size_t n, bool busy = true) : obs(n) {
     policy_params p;
     p.sparse_sampling = true;  // as the mover sets it
     if (!policy->init(p, n, now)) abort();
     for (size_t i = 0; i < n; ++i)
       obs[i] = {static_cast<uint32_t>(i), static_cast<uint8_t>(i % 10 == 0 ? kTierDram : kTierPmem), true, 1,
-                static_cast<uint16_t>(i % 7 == 0), 0};
+                static_cast<uint16_t>(busy && i % 7 == 0), 0};
     for (size_t i = 0; i < n; i += 4096) policy->observe(now, obs.data() + i, std::min<size_t>(4096, n - i));
   }
 };
 
-// One scan's decide(): 16 new observations, then the full pass.
-void policy_decide(benchmark::State &state) {
+// One scan's decide(): 16 new observations, then the choice (the
+// promotion candidates, and the DRAM units when something may go down).
+void decide_scans(benchmark::State &state, bool busy) {
   const size_t n = static_cast<size_t>(state.range(0));
-  TrackedHeap h(n);
+  TrackedHeap h(n, busy);
   policy_migration out[kPolicyMaxBatch];
   size_t k = 0, at = 0;
   for (auto _ : state) {
@@ -61,6 +65,9 @@ void policy_decide(benchmark::State &state) {
   benchmark::DoNotOptimize(k);
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
 }
+
+void policy_decide(benchmark::State &state) { decide_scans(state, true); }
+void policy_decide_steady(benchmark::State &state) { decide_scans(state, false); }
 
 // The heat histogram's pass (mover.cc, heat_histogram): heat() per unit.
 void policy_heat_pass(benchmark::State &state) {
@@ -101,6 +108,7 @@ void heaps(benchmark::internal::Benchmark *b) {
 }
 
 BENCHMARK(policy_decide)->Apply(heaps);
+BENCHMARK(policy_decide_steady)->Apply(heaps);
 BENCHMARK(policy_heat_pass)->Apply(heaps);
 BENCHMARK(tracker_choose)->Apply(heaps);
 

@@ -13,6 +13,7 @@ namespace {
 
 constexpr uint8_t kMovable = 1;
 constexpr uint8_t kBackoff = 2;  // hold_ms is a failure back-off, not residency
+constexpr uint8_t kCandidate = 4;  // in cand_
 
 constexpr uint64_t kNsPerMs = 1'000'000;
 constexpr uint64_t kNsPerSec = 1'000'000'000;
@@ -84,7 +85,9 @@ bool migration_policy::init(const policy_params &p, size_t max_units, uint64_t n
   if (!storage) return false;
   units_ = static_cast<policy_unit_state *>(storage);
   tracked_bits_ = static_cast<uint64_t *>(meta_map((max_units + 63) / 64 * sizeof(uint64_t)));
-  if (!tracked_bits_) return false;
+  dram_bits_ = static_cast<uint64_t *>(meta_map((max_units + 63) / 64 * sizeof(uint64_t)));
+  if (!tracked_bits_ || !dram_bits_) return false;
+  ncand_ = 0;
   max_units_ = max_units;
   limit_ = 0;
   params_ = p;
@@ -143,9 +146,9 @@ uint32_t migration_policy::clock_ms(uint64_t now_ns) {
 // Moves the per-unit clock's origin forward by shift_ms; heat older than the
 // new origin is decayed to it, holds that ended before it are cleared.
 template <class Fn>
-void migration_policy::for_tracked(Fn &&fn) const {
+void migration_policy::for_bits(const uint64_t *map, Fn &&fn) const {
   for (uint32_t w = 0; w < (limit_ + 63) / 64; ++w) {
-    uint64_t bits = tracked_bits_[w];
+    uint64_t bits = map[w];
     while (bits) {
       fn(static_cast<uint32_t>(w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits))));
       bits &= bits - 1;
@@ -153,9 +156,23 @@ void migration_policy::for_tracked(Fn &&fn) const {
   }
 }
 
+void migration_policy::set_dram(uint32_t unit, bool on) {
+  const uint64_t bit = uint64_t{1} << (unit % 64);
+  dram_bits_[unit / 64] = on ? dram_bits_[unit / 64] | bit : dram_bits_[unit / 64] & ~bit;
+}
+
+void migration_policy::note_candidate(uint32_t unit, double heat) {
+  policy_unit_state &s = units_[unit];
+  if ((s.flags & kCandidate) || !(s.flags & kMovable) || s.tier1 - 1 != kTierPmem ||
+      heat < params_.promote_min_heat || ncand_ == kMaxCandidates)
+    return;
+  s.flags |= kCandidate;
+  cand_[ncand_++] = unit;
+}
+
 void migration_policy::rebase(uint64_t shift_ms) {
   decayer d(params_.half_life_ns);
-  for_tracked([&](uint32_t u) {
+  for_bits(tracked_bits_, [&](uint32_t u) {
     policy_unit_state &s = units_[u];
     if (s.heat_ms < shift_ms) {
       s.heat = static_cast<float>(heat_at(s, shift_ms, d));
@@ -212,6 +229,8 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
     s.heat_ms = now;
     s.tier1 = static_cast<uint8_t>(o.tier + 1);
     s.flags = static_cast<uint8_t>(o.movable ? s.flags | kMovable : s.flags & ~kMovable);
+    set_dram(o.unit, o.tier == kTierDram);
+    note_candidate(o.unit, h);
   }
 }
 
@@ -232,22 +251,12 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
   if (params_.migrate_bytes_per_sec) allowed = std::min<uint64_t>(allowed, tokens_ / kUnitSize);
   if (!allowed || !units_) return 0;
 
-  // Select the hottest promotion candidates and the coldest demotion victims.
+  // Select the hottest promotion candidates and, when anything may go
+  // down, the coldest demotion victims.
   size_t np = 0, nv = 0;
-  decayer d(params_.half_life_ns);
-  for_tracked([&](uint32_t u) {
-    const policy_unit_state &s = units_[u];
-    if (!(s.flags & kMovable) || s.pending1) return;
-    bool held = now < s.hold_ms;
-    if (held && (s.flags & kBackoff)) return;
-    float h = static_cast<float>(heat_at(s, now, d));
-    if (s.tier1 - 1 == kTierPmem) {
-      if (held || h < params_.promote_min_heat) return;
-      keep_best(promote_, np, allowed, pick{h, u, false}, hotter_first);
-    } else {
-      keep_best(demote_, nv, allowed, pick{h, u, held}, colder_first);
-    }
-  });
+  pick_candidates(now, allowed, np);
+  if (dram_units_now > dram_budget_units || (np && dram_units_now >= dram_budget_units))
+    pick_victims(now, allowed, nv);
   std::sort_heap(promote_, promote_ + np, hotter_first);
   std::sort_heap(demote_, demote_ + nv, colder_first);
 
@@ -280,6 +289,42 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
   return n;
 }
 
+// The candidates still warm enough into promote_ (the set compacted: a
+// unit gone, moved up, cooled below promote_min_heat or no longer movable
+// leaves it).
+void migration_policy::pick_candidates(uint32_t now, size_t allowed, size_t &np) {
+  decayer d(params_.half_life_ns);
+  size_t kept = 0;
+  for (size_t i = 0; i < ncand_; ++i) {
+    const uint32_t u = cand_[i];
+    policy_unit_state &s = units_[u];
+    // Not flagged: forgotten since, or a second entry of a unit forgotten
+    // and noted again (the first one took the flag off).
+    if (!(s.flags & kCandidate)) continue;
+    s.flags &= static_cast<uint8_t>(~kCandidate);
+    const float h = static_cast<float>(heat_at(s, now, d));
+    if (!(s.flags & kMovable) || s.tier1 - 1 != kTierPmem || h < params_.promote_min_heat) continue;
+    cand_[kept++] = u;
+    if (s.pending1 || now < s.hold_ms) continue;
+    keep_best(promote_, np, allowed, pick{h, u, false}, hotter_first);
+  }
+  ncand_ = kept;
+  for (size_t i = 0; i < ncand_; ++i) units_[cand_[i]].flags |= kCandidate;
+}
+
+// The coldest DRAM units into demote_ (free ones before those within their
+// residency time).
+void migration_policy::pick_victims(uint32_t now, size_t allowed, size_t &nv) {
+  decayer d(params_.half_life_ns);
+  for_bits(dram_bits_, [&](uint32_t u) {
+    const policy_unit_state &s = units_[u];
+    if (!(s.flags & kMovable) || s.pending1) return;
+    const bool held = now < s.hold_ms;
+    if (held && (s.flags & kBackoff)) return;
+    keep_best(demote_, nv, allowed, pick{static_cast<float>(heat_at(s, now, d)), u, held}, colder_first);
+  });
+}
+
 void migration_policy::report(uint64_t now_ns, policy_migration m, migration_result r) {
   uint32_t now = clock_ms(now_ns);
   if (m.unit >= limit_ || !units_[m.unit].tier1 || units_[m.unit].pending1 != m.to_tier + 1) {
@@ -289,13 +334,17 @@ void migration_policy::report(uint64_t now_ns, policy_migration m, migration_res
   policy_unit_state &s = units_[m.unit];
   s.pending1 = 0;
   switch (r) {
-    case migration_result::done:
+    case migration_result::done: {
       s.tier1 = static_cast<uint8_t>(m.to_tier + 1);
       s.fails = 0;
       s.flags &= static_cast<uint8_t>(~kBackoff);
       s.hold_ms = add_sat(now, ms_of(params_.min_residency_ns));
+      set_dram(m.unit, m.to_tier == kTierDram);
+      decayer d(params_.half_life_ns);
+      note_candidate(m.unit, heat_at(s, now, d));  // a warm unit sent down may come back
       done_.fetch_add(1, std::memory_order_relaxed);
       break;
+    }
     case migration_result::failed: {
       if (s.fails < UINT8_MAX) ++s.fails;
       uint64_t backoff = params_.fail_backoff_ns;
@@ -315,8 +364,9 @@ void migration_policy::report(uint64_t now_ns, policy_migration m, migration_res
 
 void migration_policy::forget(uint32_t unit) {
   if (unit >= limit_ || !units_[unit].tier1) return;
-  units_[unit] = policy_unit_state{};
+  units_[unit] = policy_unit_state{};  // out of cand_ too (its entry is dropped at the next decide)
   tracked_bits_[unit / 64] &= ~(uint64_t{1} << (unit % 64));
+  set_dram(unit, false);
   tracked_.fetch_sub(1, std::memory_order_relaxed);
 }
 

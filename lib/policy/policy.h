@@ -193,14 +193,36 @@ class migration_policy {
   uint64_t capacity() const;
   void emit(policy_migration *out, size_t &n, uint32_t unit, int to);
 
-  // Visits every tracked unit (ascending), skipping untracked ranges by
-  // 64 at a time.
+  // Visits every unit of a bitmap (ascending), skipping empty ranges by 64
+  // at a time.
   template <class Fn>
-  void for_tracked(Fn &&fn) const;
+  void for_bits(const uint64_t *bits, Fn &&fn) const;
+  void set_dram(uint32_t unit, bool on);
+  // A unit that may now be promoted (on PMem, movable, heat at least
+  // promote_min_heat) joins the candidates.
+  void note_candidate(uint32_t unit, double heat);
+  void pick_candidates(uint32_t now, size_t allowed, size_t &np);
+  void pick_victims(uint32_t now, size_t allowed, size_t &nv);
+
+ public:
+  // Promotion candidates kept at most (more: the hottest of the others wait
+  // for their next observation).
+  static constexpr size_t kMaxCandidates = 4096;
+
+ private:
 
   policy_params params_{};
   policy_unit_state *units_ = nullptr;
   uint64_t *tracked_bits_ = nullptr;  // one bit per unit: tier1 != 0
+  uint64_t *dram_bits_ = nullptr;     // one bit per unit: tracked, on DRAM
+  // The promotion candidates: the PMem units whose heat was at least
+  // promote_min_heat when last observed or moved.  Heat only rises when a
+  // unit is observed, so no other unit can be one: decide() looks at these
+  // and, only when something may be demoted, at the DRAM units, never at
+  // every unit (its cost follows the hot set and the DRAM budget, not the
+  // heap).
+  uint32_t cand_[kMaxCandidates]{};
+  size_t ncand_ = 0;
   size_t max_units_ = 0;
   uint32_t limit_ = 0;           // highest unit index ever observed + 1
   uint64_t epoch_ns_ = 0;        // ms 0 of the per-unit clock

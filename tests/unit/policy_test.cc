@@ -419,6 +419,49 @@ TEST(PolicyTest, LoweredBudgetDemotesDownToIt) {
   EXPECT_EQ(s.bad, 0u);
 }
 
+// Warm units sent down when the budget dropped are candidates again when it
+// rises, before they are next observed (heat only rises when a unit is
+// observed; a unit moved down keeps what it had).
+TEST(PolicyTest, WarmUnitsDemotedForTheBudgetComeBackWhenItRises) {
+  std::vector<uint64_t> storage = storage_for(8);
+  migration_policy pol;
+  policy_params p = unlimited();
+  p.sparse_sampling = true;  // as the mover sets it
+  ASSERT_TRUE(pol.init(p, 8, 0, storage.data()));
+  uint64_t now = 10 * kSec;
+  const access_observation warm[] = {{1, kTierDram, true, 4, 4, 4}, {2, kTierDram, true, 4, 4, 4}};
+  pol.observe(now, warm, 2);  // heat about 2: every page written
+  policy_migration out[8];
+  ASSERT_EQ(pol.decide(now, 1, 2, out, 8), 1u) << "over budget: one goes down";
+  ASSERT_EQ(out[0].to_tier, kTierPmem);
+  const uint32_t down = out[0].unit;
+  pol.report(now, out[0], migration_result::done);
+  now += 2 * kSec + kMs;  // its residency over; still above promote_min_heat
+  ASSERT_GE(pol.heat(down, now), 0.125);
+  ASSERT_EQ(pol.decide(now, 2, 1, out, 8), 1u) << "the budget rose: the warm unit comes back";
+  EXPECT_EQ(out[0].unit, down);
+  EXPECT_EQ(out[0].to_tier, kTierDram);
+}
+
+// A unit forgotten (unmapped) and observed again before the next decide()
+// is one candidate, decided once.
+TEST(PolicyTest, AUnitForgottenAndSeenAgainIsDecidedOnce) {
+  std::vector<uint64_t> storage = storage_for(8);
+  migration_policy pol;
+  policy_params p = unlimited();
+  p.sparse_sampling = true;
+  ASSERT_TRUE(pol.init(p, 8, 0, storage.data()));
+  const access_observation hot[] = {{4, kTierPmem, true, 4, 4, 0}};
+  pol.observe(kSec, hot, 1);
+  pol.forget(4);
+  pol.observe(kSec + kStep, hot, 1);
+  policy_migration out[8];
+  ASSERT_EQ(pol.decide(kSec + kStep, 4, 0, out, 8), 1u);
+  EXPECT_EQ(out[0].unit, 4u);
+  pol.report(kSec + kStep, out[0], migration_result::done);
+  EXPECT_EQ(pol.decide(kSec + 2 * kStep, 4, 1, out, 8), 0u) << "on DRAM now: nothing left to promote";
+}
+
 TEST(PolicyTest, FailedMigrationsBackOff) {
   policy_params p = unlimited();
   sim s(256, 64, 64, p);
