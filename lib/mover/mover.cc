@@ -125,12 +125,42 @@ constexpr size_t kReshareMaxUnits = 16;
 // How long a fork child's mover waits before its first scan.
 constexpr uint64_t kForkChildFirstScanNs = 2'000'000'000;
 
+// A stop that gave up (a thread that blocks every signal, as Redis's
+// jemalloc background thread does) is tried again after 1 s, then 2, 4, ...
+// up to 64 s: each try costs a unit's copy into a fresh slot and a 50 ms
+// wait.  A stop that succeeds starts over.
+constexpr uint64_t kStopRetryFirstNs = 1'000'000'000, kStopRetryMaxNs = 64'000'000'000;
+struct {
+  uint64_t next_ns = 0, wait_ns = 0;
+  bool said = false;
+} g_stop_retry;
+
+void stop_refused(uint64_t now) {
+  auto &b = g_stop_retry;
+  b.wait_ns = b.wait_ns ? std::min(b.wait_ns * 2, kStopRetryMaxNs) : kStopRetryFirstNs;
+  b.next_ns = now + b.wait_ns;
+  if (b.said) return;
+  b.said = true;
+  char name[32] = "";
+  const long tid = world_signal_blocker(name, sizeof name);
+  if (tid)
+    MMTIER_WARN("fork: re-sharing units frozen by fork needs every thread stopped for a moment, and thread %ld "
+                "(%s) blocks every signal; their pages written since the fork stay in DRAM, tried again less and "
+                "less often (counted as stop refusals)",
+                tid, name);
+  else
+    MMTIER_INFO("fork: a thread did not stop within 50 ms for re-sharing; tried again later");
+}
+
 reshare_outcome reshare(uint64_t interval_ns, uint64_t moved_bytes) {
   const uint64_t rate = uint64_t{config_get().migrate_mbps} << 20;
   uint64_t allowance = rate ? rate * interval_ns / 1000000000u : kReshareMaxUnits * kUnitSize;
   allowance = allowance > moved_bytes ? allowance - moved_bytes : 0;
-  if (!allowance) return {};
+  const uint64_t now = sys::mono_ns();
+  if (!allowance || now < g_stop_retry.next_ns) return {};
   const reshare_outcome r = heap_reshare(kReshareMaxUnits, allowance);
+  if (r.err == -EAGAIN) stop_refused(now);
+  else if (r.stops) g_stop_retry.wait_ns = 0;
   if (r.err && r.err != -EAGAIN) {
     static bool said = false;
     if (!said) {

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 namespace mmtier::detail {
@@ -23,10 +24,16 @@ constexpr int kMaxExempt = 8;
 
 pthread_mutex_t g_stop_lock = PTHREAD_MUTEX_INITIALIZER;  // one stop at a time
 std::atomic<int> g_exempt[kMaxExempt];
-std::atomic<int> g_generation{0};  // of the stop under way
-std::atomic<int> g_released{0};    // generation released (futex word)
-std::atomic<int> g_parked{0};      // threads parked in this stop
+std::atomic<int> g_generation{0};  // of the stop under way (only grows)
+std::atomic<int> g_released{0};    // latest generation released (futex word)
+// Threads parked in the stop under way: its generation's low 16 bits above
+// the count (the futex word), so that a thread late for one stop never
+// counts as parked in the next.
+std::atomic<int> g_parked{0};
+constexpr int kCountBits = 16;
+constexpr int kCountMask = (1 << kCountBits) - 1;
 int g_signo = 0;
+int g_last_signo = 0;  // the signal of the latest stop
 struct sigaction g_old;  // the disposition to put back
 int g_signaled[kMaxThreads];
 int g_nsignaled = 0;
@@ -35,13 +42,35 @@ long futex(std::atomic<int> *word, int op, int val, const timespec *ts) {
   return sys::raw(SYS_futex, reinterpret_cast<long>(word), op, val, reinterpret_cast<long>(ts));
 }
 
+int parked_word(int gen, int count) { return static_cast<int>((static_cast<unsigned>(gen) << kCountBits) | static_cast<unsigned>(count)); }
+
+// Whether generation a is at or after b (generations wrap around).
+bool at_or_after(int a, int b) { return static_cast<int>(static_cast<unsigned>(a) - static_cast<unsigned>(b)) >= 0; }
+
+// The stop signal's handler: counts itself parked in the stop under way and
+// waits until that stop (or a later one) is released.  A signal of an
+// earlier stop that reaches a thread late parks it in the current one (it
+// is stopped now, as that stop needs), or, if none is under way, lets it
+// go at once.
 void park(int, siginfo_t *, void *) {
   const int saved = errno;
-  const int gen = g_generation.load(std::memory_order_acquire);
-  g_parked.fetch_add(1, std::memory_order_acq_rel);
+  int gen;
+  for (;;) {
+    gen = g_generation.load(std::memory_order_acquire);
+    if (g_world_park_hook) g_world_park_hook();
+    int w = g_parked.load(std::memory_order_acquire);
+    if ((w & ~kCountMask) != (parked_word(gen, 0) & ~kCountMask)) {
+      sched_yield();  // the stopper is between its generation and the count's reset
+      continue;
+    }
+    if (g_parked.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel)) break;
+  }
   futex(&g_parked, FUTEX_WAKE_PRIVATE, 1, nullptr);  // the stopper may wait for the count
-  while (g_released.load(std::memory_order_acquire) != gen)
-    futex(&g_released, FUTEX_WAIT_PRIVATE, g_released.load(std::memory_order_relaxed), nullptr);
+  for (;;) {
+    const int r = g_released.load(std::memory_order_acquire);
+    if (at_or_after(r, gen)) break;
+    futex(&g_released, FUTEX_WAIT_PRIVATE, r, nullptr);
+  }
   errno = saved;
 }
 
@@ -144,20 +173,22 @@ void fork_child() {
 
 }  // namespace
 
+void (*g_world_park_hook)() = nullptr;
+
 void world_register() { quiesce_register(kRankWorld, {nullptr, nullptr, fork_child, nullptr}); }
 
 long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats) {
   const uint64_t t0 = sys::mono_ns();
   pthread_mutex_lock(&g_stop_lock);
   quiesce_enter(why);
-  g_signo = take_signal();
+  g_signo = g_last_signo = take_signal();
   if (!g_signo) {
     quiesce_leave();
     pthread_mutex_unlock(&g_stop_lock);
     return -ENOSYS;
   }
-  g_generation.fetch_add(1, std::memory_order_acq_rel);
-  g_parked.store(0, std::memory_order_release);
+  const int gen = g_generation.fetch_add(1, std::memory_order_acq_rel) + 1;
+  g_parked.store(parked_word(gen, 0), std::memory_order_release);
   g_nsignaled = 0;
   const long pid = sys::getpid(), self = sys::raw(SYS_gettid);
   long err = 0;
@@ -171,14 +202,15 @@ long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats) {
     }
     // Wait for every signaled thread (that still exists) to park.
     for (;;) {
-      const int parked = g_parked.load(std::memory_order_acquire);
+      const int word = g_parked.load(std::memory_order_acquire);
+      const int parked = word & kCountMask;
       if (parked >= g_nsignaled || parked >= live_signaled(pid)) break;
       if (sys::mono_ns() - t0 > timeout_ns) {
         err = -EAGAIN;
         break;
       }
       const timespec ms = {0, 1000000};
-      futex(&g_parked, FUTEX_WAIT_PRIVATE, parked, &ms);
+      futex(&g_parked, FUTEX_WAIT_PRIVATE, word, &ms);
     }
     if (err || added == 0) break;
   }
@@ -189,7 +221,7 @@ long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats) {
     return err;
   }
   if (stats) {
-    stats->threads = static_cast<uint32_t>(g_parked.load(std::memory_order_relaxed));
+    stats->threads = static_cast<uint32_t>(g_parked.load(std::memory_order_relaxed) & kCountMask);
     stats->stop_ns = sys::mono_ns() - t0;
   }
   return 0;
@@ -199,6 +231,60 @@ void world_resume() {
   release_all(true);
   quiesce_leave();
   pthread_mutex_unlock(&g_stop_lock);
+}
+
+namespace {
+
+// Whether /proc/self/task/<tid>/status says the thread blocks signo; its
+// name into name[cap].
+bool blocks_signal(long tid, int signo, char *name, size_t cap) {
+  char path[48] = "/proc/self/task/";
+  char digits[24];
+  size_t nd = 0;
+  for (unsigned long v = static_cast<unsigned long>(tid); v || !nd; v /= 10) digits[nd++] = static_cast<char>('0' + v % 10);
+  size_t at = strlen(path);
+  while (nd) path[at++] = digits[--nd];
+  memcpy(path + at, "/status", 8);
+  const long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  char buf[2048];
+  const long n = sys::raw(SYS_read, fd, reinterpret_cast<long>(buf), sizeof buf - 1);
+  sys::close(static_cast<int>(fd));
+  if (n <= 0) return false;
+  buf[n] = 0;
+  if (const char *nm = strstr(buf, "Name:\t")) {
+    size_t i = 0;
+    for (nm += 6; nm[i] && nm[i] != '\n' && i + 1 < cap; ++i) name[i] = nm[i];
+    if (cap) name[i] = 0;
+  }
+  const char *blk = strstr(buf, "SigBlk:\t");
+  if (!blk) return false;
+  const unsigned long long mask = strtoull(blk + 8, nullptr, 16);
+  return signo >= 1 && signo <= 64 && ((mask >> (signo - 1)) & 1);
+}
+
+}  // namespace
+
+long world_signal_blocker(char *name, size_t cap) {
+  const int signo = g_last_signo;
+  if (!signo) return 0;
+  const long self = sys::raw(SYS_gettid);
+  long dfd = sys::openat(AT_FDCWD, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (dfd < 0) return 0;
+  alignas(8) char buf[4096];
+  long found = 0;
+  for (long n; !found && (n = sys::raw(SYS_getdents64, dfd, reinterpret_cast<long>(buf), sizeof buf)) > 0;) {
+    for (long off = 0; off < n && !found;) {
+      const char *rec = buf + off;
+      unsigned short reclen;
+      memcpy(&reclen, rec + 16, sizeof reclen);
+      off += reclen;
+      const long tid = strtol(rec + 19, nullptr, 10);
+      if (tid > 0 && tid != self && !exempt(static_cast<int>(tid)) && blocks_signal(tid, signo, name, cap)) found = tid;
+    }
+  }
+  sys::close(static_cast<int>(dfd));
+  return found;
 }
 
 void world_exempt_self() {

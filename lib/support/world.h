@@ -48,4 +48,14 @@ void world_register();
 // keeps world_stop from waiting for them.
 void world_exempt_self();
 
+// After world_stop() gave up with -EAGAIN: a thread of the process that
+// blocks the stop signal (its tid, its name into name[cap]), 0 if none is
+// found (a thread that was merely slow).
+long world_signal_blocker(char *name, size_t cap);
+
+// Tests only: called in a thread that takes the stop signal, after it has
+// read which stop is under way and before it counts itself parked (a
+// thread delayed there is one that arrives late).
+extern void (*g_world_park_hook)();
+
 }  // namespace mmtier::detail

@@ -9,9 +9,11 @@
 #include "api/runtime.h"
 #include "heap/heap.h"
 #include "platform/clock.h"
+#include "platform/sys.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -117,10 +119,13 @@ TEST(World, AThreadThatBlocksTheSignalMakesTheStopGiveUp) {
   ASSERT_EQ(runtime_start(), kReady);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> count{0};
+  std::atomic<long> blocker_tid{0};
   std::thread blocker([&] {
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    pthread_setname_np(pthread_self(), "sig-blocker");
+    blocker_tid = sys::raw(SYS_gettid);
     while (!stop.load()) count.fetch_add(1);
   });
   workers w;
@@ -128,11 +133,52 @@ TEST(World, AThreadThatBlocksTheSignalMakesTheStopGiveUp) {
   const uint64_t t0 = sys::mono_ns();
   EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond / 10), -EAGAIN);
   EXPECT_LT(sys::mono_ns() - t0, kSecond) << "gives up within its timeout";
+  // Which thread it was, for the one message that says so.
+  char name[32] = "";
+  EXPECT_EQ(world_signal_blocker(name, sizeof name), blocker_tid.load());
+  EXPECT_STREQ(name, "sig-blocker");
   // Everything runs on: the others were released, mmtier's locks too.
   const uint64_t before = w.total();
   while (w.total() < before + 100) std::this_thread::yield();
   stop = true;
   blocker.join();
+}
+
+// A thread that takes a stop's signal but arrives late, after that stop
+// gave up and the next one too, leaves the handler at once and runs on; a
+// later stop parks it as usual.
+std::atomic<int> g_late_tid{0};
+std::atomic<bool> g_late_hold{false};
+void late_arrival() {
+  if (sys::raw(SYS_gettid) != g_late_tid.load()) return;
+  while (g_late_hold.load()) usleep(1000);  // held here until both stops have given up
+}
+
+TEST(World, AThreadLateForAStopThatGaveUpRunsOn) {
+  ASSERT_EQ(runtime_start(), kReady);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> count{0};
+  std::thread late([&] {
+    g_late_tid = static_cast<int>(sys::raw(SYS_gettid));
+    while (!stop.load()) count.fetch_add(1);
+  });
+  while (count.load() == 0) std::this_thread::yield();
+  g_late_hold = true;
+  g_world_park_hook = late_arrival;
+  EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond / 20), -EAGAIN) << "the late thread never counts";
+  EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond / 20), -EAGAIN) << "nor in the next stop";
+  g_late_hold = false;  // it arrives now, two stops late
+  const uint64_t before = count.load();
+  const uint64_t deadline = sys::mono_ns() + 10 * kSecond;
+  while (count.load() < before + 1000 && sys::mono_ns() < deadline) std::this_thread::yield();
+  EXPECT_GE(count.load(), before + 1000) << "the late thread is still parked";
+  g_world_park_hook = nullptr;
+  world_stats st{};
+  EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond, &st), 0) << "and a later stop parks it";
+  if (st.threads) world_resume();
+  EXPECT_EQ(st.threads, 1u);
+  stop = true;
+  late.join();
 }
 
 }  // namespace
