@@ -83,7 +83,10 @@ frozen_view view_of(size_t idx) {
       bit_set(v.copy_bits, p);
     } else if (sys::file_or_copy(i, dax)) {
       bit_set(v.unsure_bits, p);
-    } else if (i.present || (core && !i.swapped && (g_view_core[p] & 1))) {
+    } else if (i.present || (core && !i.swapped && (g_view_core[p] & 1)) || (dax && !i.swapped)) {
+      // Not mapped and not in swap: the mapping reads the file there.  On
+      // DAX mincore cannot say so (no page cache: it reports only what is
+      // mapped), and nothing can write-protect it into a marker.
       bit_set(v.file_bits, p);
     }
   }
