@@ -14,6 +14,7 @@ namespace {
 constexpr uint8_t kMovable = 1;
 constexpr uint8_t kBackoff = 2;  // hold_ms is a failure back-off, not residency
 constexpr uint8_t kCandidate = 4;  // in cand_
+constexpr uint8_t kSentDown = 8;   // last moved down: hold_ms - residency is when
 
 constexpr uint64_t kNsPerMs = 1'000'000;
 constexpr uint64_t kNsPerSec = 1'000'000'000;
@@ -94,8 +95,10 @@ bool migration_policy::init(const policy_params &p, size_t max_units, uint64_t n
   epoch_ns_ = last_ns_ = scan_now_ns_ = scan_prev_ns_ = refill_ns_ = now_ns;
   tokens_ = capacity();
   token_frac_ = 0;
+  boost_ = 0;
+  boost_ns_ = now_ns;
   for (auto *c : {&promotions_, &demotions_, &done_, &failed_, &skipped_, &tracked_, &scans_,
-                  &decides_, &throttled_, &ignored_})
+                  &decides_, &throttled_, &ignored_, &pingpongs_})
     c->store(0, std::memory_order_relaxed);
   return true;
 }
@@ -274,12 +277,13 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
   }
   // 3. At budget: exchange while the candidate is clearly hotter.
   const double ratio = (100.0 + params_.swap_ratio_pct) / 100.0;
+  const double margin = params_.swap_margin + boost_at(last_ns_);
   while (dram == dram_budget_units && pi < np && vi < nv && n + 2 <= allowed) {
     const pick &c = promote_[pi];
     const pick &v = demote_[vi];
     if (v.held) break;
     double ch = c.heat, vh = v.heat;
-    if (ch < vh + params_.swap_margin || ch < vh * ratio) break;
+    if (ch < vh + margin || ch < vh * ratio) break;
     emit(out, n, v.unit, kTierPmem);
     emit(out, n, c.unit, kTierDram);
     ++pi;
@@ -335,6 +339,15 @@ void migration_policy::report(uint64_t now_ns, policy_migration m, migration_res
   s.pending1 = 0;
   switch (r) {
     case migration_result::done: {
+      if (m.to_tier == kTierDram && (s.flags & kSentDown) && params_.pingpong_boost > 0) {
+        const uint32_t down_ms = s.hold_ms - std::min(s.hold_ms, ms_of(params_.min_residency_ns));
+        if (now - std::min(now, down_ms) < ms_of(params_.pingpong_window_ns)) {
+          boost_ = std::min(boost_at(now_ns) + params_.pingpong_boost, params_.pingpong_boost_max);
+          boost_ns_ = std::max(now_ns, boost_ns_);
+          pingpongs_.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      s.flags = static_cast<uint8_t>(m.to_tier == kTierPmem ? s.flags | kSentDown : s.flags & ~kSentDown);
       s.tier1 = static_cast<uint8_t>(m.to_tier + 1);
       s.fails = 0;
       s.flags &= static_cast<uint8_t>(~kBackoff);
@@ -362,6 +375,12 @@ void migration_policy::report(uint64_t now_ns, policy_migration m, migration_res
   }
 }
 
+// The thrashing guard's extra exchange margin at now_ns.
+double migration_policy::boost_at(uint64_t now_ns) const {
+  if (boost_ == 0 || now_ns <= boost_ns_ || params_.boost_half_life_ns == 0) return boost_;
+  return boost_ * std::exp2(-static_cast<double>(now_ns - boost_ns_) / static_cast<double>(params_.boost_half_life_ns));
+}
+
 void migration_policy::forget(uint32_t unit) {
   if (unit >= limit_ || !units_[unit].tier1) return;
   units_[unit] = policy_unit_state{};  // out of cand_ too (its entry is dropped at the next decide)
@@ -386,7 +405,7 @@ policy_counters migration_policy::counters() const {
   auto get = [](const std::atomic<uint64_t> &c) { return c.load(std::memory_order_relaxed); };
   return policy_counters{get(promotions_), get(demotions_), get(done_),     get(failed_),
                          get(skipped_),    get(tracked_),   get(scans_),    get(decides_),
-                         get(throttled_),  get(ignored_)};
+                         get(throttled_),  get(ignored_),   get(pingpongs_)};
 }
 
 }  // namespace mmtier::detail

@@ -71,6 +71,15 @@ struct policy_params {
   // sets of similar heat do not trade places on sampling noise.
   double swap_margin = 0.0625;
   uint32_t swap_ratio_pct = 25;
+  // Thrashing guard: a unit promoted again within pingpong_window_ns of
+  // its demotion adds pingpong_boost to the exchange margin (up to
+  // pingpong_boost_max); the extra margin halves every boost_half_life_ns.
+  // Where sampling cannot tell the units at the edge of the hot set apart,
+  // they stop trading places; 0 turns the guard off.
+  double pingpong_boost = 0.1;
+  double pingpong_boost_max = 1.0;
+  uint64_t pingpong_window_ns = 10'000'000'000;
+  uint64_t boost_half_life_ns = 10'000'000'000;
   // A unit that has just moved (either way) is not moved again before this.
   uint64_t min_residency_ns = 2'000'000'000;
   // After a failed migration the unit is left alone this long, doubling with
@@ -112,6 +121,7 @@ struct policy_counters {
   uint64_t decides;
   uint64_t throttled;         // decides that spent every token they had
   uint64_t ignored;           // observations or reports that made no sense
+  uint64_t pingpongs;         // units promoted again soon after their demotion
 };
 
 // Per-unit state, 16 bytes, in a dense array indexed by unit (zero: unknown).
@@ -203,6 +213,7 @@ class migration_policy {
   void note_candidate(uint32_t unit, double heat);
   void pick_candidates(uint32_t now, size_t allowed, size_t &np);
   void pick_victims(uint32_t now, size_t allowed, size_t &nv);
+  double boost_at(uint64_t now_ns) const;
 
  public:
   // Promotion candidates kept at most (more: the hottest of the others wait
@@ -231,12 +242,14 @@ class migration_policy {
   uint64_t scan_prev_ns_ = 0;    // time of the scan before it
   uint64_t tokens_ = 0;          // bytes
   uint64_t token_frac_ = 0;      // bytes * 1e9 not yet credited
+  double boost_ = 0;             // extra exchange margin as of boost_ns_
+  uint64_t boost_ns_ = 0;
   uint64_t refill_ns_ = 0;
   pick promote_[kPolicyMaxBatch]{};
   pick demote_[kPolicyMaxBatch]{};
 
   std::atomic<uint64_t> promotions_{0}, demotions_{0}, done_{0}, failed_{0}, skipped_{0},
-      tracked_{0}, scans_{0}, decides_{0}, throttled_{0}, ignored_{0};
+      tracked_{0}, scans_{0}, decides_{0}, throttled_{0}, ignored_{0}, pingpongs_{0};
 };
 
 }  // namespace mmtier::detail

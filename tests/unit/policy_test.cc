@@ -225,7 +225,20 @@ TEST(PolicyTest, WithoutHysteresisEqualSetsChurn) {
   p.swap_margin = 0;
   p.swap_ratio_pct = 0;
   p.min_residency_ns = 0;
+  p.pingpong_boost = 0;
   EXPECT_GT(two_equal_sets(p), 1000u);
+}
+
+TEST(PolicyTest, UnitsComingStraightBackRaiseTheBarForExchanges) {
+  // The same churning workload with only the thrashing guard: each unit
+  // promoted again soon after its demotion adds to the exchange margin,
+  // and the trading stops.
+  policy_params p = unlimited();
+  p.swap_margin = 0;
+  p.swap_ratio_pct = 0;
+  p.min_residency_ns = 0;
+  const size_t moved = two_equal_sets(p);
+  EXPECT_LT(moved, 300u);
 }
 
 TEST(PolicyTest, MovedUnitsStayForTheMinimumResidency) {
