@@ -675,7 +675,7 @@ def main(argv=None):
                          "footprint/hot set/budget 1.5G/96M/2x, 4G/128M/3x, 8G/256M/3x, uniform, tmpfs, hot set "
                          "at gups's default place; full (and no preset): every cell of the grid")
     ap.add_argument("--footprints", help="footprints (default %s)" % DEFAULTS["footprints"])
-    ap.add_argument("--hot-pcts", help="hot set sizes in %% of the footprint (default %s)" % DEFAULTS["hot_pcts"])
+    ap.add_argument("--hot-pcts", help="hot set sizes in percent of the footprint (default %s)" % DEFAULTS["hot_pcts"])
     ap.add_argument("--budgets", help="DRAM budgets, multiples of the hot set (default %s)" % DEFAULTS["budgets"])
     ap.add_argument("--skews", help="uniform and/or zipf:S (default %s)" % DEFAULTS["skews"])
     ap.add_argument("--positions", help="of %s (default %s)" % (",".join(POSITIONS), DEFAULTS["positions"]))

@@ -5,13 +5,20 @@
 # with ThreadSanitizer and runs the concurrency tests there (migration under
 # concurrent writers and system calls, sampling, the small-object heaps; at
 # a smaller size).  Exits non-zero if anything failed (or, with
-# MMTIER_REQUIRE_ALL_TESTS=1, was skipped).  Ends with ctest's summary lines
+# REQUIRE_ALL_TESTS=1, was skipped).  Ends with ctest's summary lines
 # of every run, the skipped tests by name, and a final line
 # "N passed, N failed, N skipped" over all.
 # Environment: BUILD_DIR, ASAN_BUILD_DIR, TSAN_BUILD_DIR (default build/,
 # build-asan/, build-tsan/ in the source tree), TEST_LABEL (a ctest -L regex
-# for the first run; default: all).
+# for the first run; default: all), REQUIRE_ALL_TESTS.
 set -uo pipefail
+
+# The tests set the library's variables they test; one left in the caller's
+# environment (MMTIER_LOG=debug in a shell) would change what they see.
+for v in $(compgen -e | grep '^MMTIER_'); do
+  echo "run-tests: $v is set in the environment; unset for the tests"
+  unset "$v"
+done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
@@ -89,7 +96,7 @@ TSAN_OPTIONS=detect_deadlocks=0 BUILD_TARGET=mmtier_unit_tests run_suite tsan "$
 # Summary.  A run without ctest's summary line (build failure, ctest crash)
 # counts as one failure so that the totals can never read as a clean pass.
 # ctest counts a skipped test among the passed; here it is counted apart,
-# and with MMTIER_REQUIRE_ALL_TESTS=1 (CI: .ci/run, on a machine that can
+# and with REQUIRE_ALL_TESTS=1 (CI: .ci/run, on a machine that can
 # run every test) a skipped test fails the run.
 step "summary"
 passed=0 failed=0 skipped=0
@@ -114,8 +121,8 @@ for name in all asan tsan; do
   skipped=$((skipped + nskip))
   ((nfail == 0)) || status=1
 done
-if ((skipped > 0)) && [[ ${MMTIER_REQUIRE_ALL_TESTS:-0} == 1 ]]; then
-  echo "run-tests: $skipped test(s) skipped on a machine that must run them all (MMTIER_REQUIRE_ALL_TESTS=1)"
+if ((skipped > 0)) && [[ ${REQUIRE_ALL_TESTS:-0} == 1 ]]; then
+  echo "run-tests: $skipped test(s) skipped on a machine that must run them all (REQUIRE_ALL_TESTS=1)"
   status=1
 fi
 echo "$passed passed, $failed failed, $skipped skipped"

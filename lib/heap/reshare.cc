@@ -53,23 +53,31 @@ bool resharable(const unit &u) {
 struct frozen_view {
   bool known = false;
   size_t copied = 0;  // present anonymous pages: copies written since the fork (DRAM)
-  size_t absent = 0;  // not present: the file's page not faulted in, or an anonymous page never touched
-  uint64_t file_bits[kPagesPerUnit / 64] = {};  // present pages still the file's
+  // Live pages whose contents are the file's: present file pages, and
+  // pages not mapped whose file page is in memory (mincore says so for a
+  // file mapping only; an anonymous page never touched, or one in swap, is
+  // not).
+  uint64_t file_bits[kPagesPerUnit / 64] = {};
+  uint64_t copy_bits[kPagesPerUnit / 64] = {};  // the copies (present anonymous pages)
 };
 
-sys::page_info g_view_info[kPagesPerUnit];  // the heap lock guards it
+sys::page_info g_view_info[kPagesPerUnit];  // the heap lock guards them
+unsigned char g_view_core[kPagesPerUnit];
 
 frozen_view view_of(size_t idx) {
   frozen_view v;
   const unit &u = g_heap.units[idx];
   if (!sys::pagemap_read(unit_addr(idx), kPagesPerUnit, g_view_info)) return v;
+  const bool core = sys::raw(SYS_mincore, static_cast<long>(unit_addr(idx)), kUnitSize,
+                             reinterpret_cast<long>(g_view_core)) == 0;
   v.known = true;
   for (size_t p = 0; p < kPagesPerUnit; ++p) {
     if (!bit_get(u.live_bits, p)) continue;
     const sys::page_info &i = g_view_info[p];
-    if (!i.present) ++v.absent;
-    else if (!i.file) ++v.copied;
-    else bit_set(v.file_bits, p);
+    if (i.present && !i.file) {
+      ++v.copied;
+      bit_set(v.copy_bits, p);
+    } else if (i.present || (core && !i.swapped && (g_view_core[p] & 1))) bit_set(v.file_bits, p);
   }
   return v;
 }
@@ -96,12 +104,21 @@ bool worth_resharing(size_t idx) {
 // Copies the live pages of unit idx that are no longer the file's (copies
 // written since the fork, pages placed since) into the slot; adds the
 // bytes to *copied.  Writers must be held off.  0 or -errno.
-long copy_changed_pages(size_t idx, uint32_t slot, size_t *copied) {
+//
+// pre: a view taken before writers were held off by write-protect, or
+// nullptr.  Write-protect turns a page not mapped into a marker that
+// pagemap and mincore show as swapped, so the view taken now cannot tell a
+// file page from an anonymous one there; a page the file's before the hold
+// and not a copy now has not changed.
+long copy_changed_pages(size_t idx, uint32_t slot, size_t *copied, const frozen_view *pre) {
   const unit &u = g_heap.units[idx];
   const frozen_view v = view_of(idx);
-  if (!v.known) return -EIO;
+  if (!v.known || (pre && !pre->known)) return -EIO;
   uint64_t bits[kPagesPerUnit / 64];
-  for (size_t w = 0; w < kPagesPerUnit / 64; ++w) bits[w] = u.live_bits[w] & ~v.file_bits[w];
+  for (size_t w = 0; w < kPagesPerUnit / 64; ++w) {
+    const uint64_t file = (v.file_bits[w] | (pre ? pre->file_bits[w] : 0)) & ~v.copy_bits[w];
+    bits[w] = u.live_bits[w] & ~file;
+  }
   long err = 0;
   for_runs(bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (err) return;
@@ -182,7 +199,7 @@ void drop_plan(const reshare_plan &p) {
 // place: the file kept what they held at the fork), and the live runs
 // mapped shared.  Returns the runs mapped; *err 0 or -errno (-EBUSY: the
 // unit changed since the plan: nothing done, the plan dropped).
-size_t finish_reshare(const reshare_plan &p, size_t *copied, long *err) {
+size_t finish_reshare(const reshare_plan &p, const frozen_view *pre, size_t *copied, long *err) {
   unit &u = g_heap.units[p.idx];
   tier &pm = pmem_tier();
   if (!resharable(u) || memcmp(p.live, u.live_bits, sizeof p.live) != 0 ||
@@ -192,7 +209,7 @@ size_t finish_reshare(const reshare_plan &p, size_t *copied, long *err) {
     return 0;
   }
   // Filled with writers held off: nothing changed since.
-  if (!(p.filled && p.held)) *err = copy_changed_pages(p.idx, p.slot, copied);
+  if (!(p.filled && p.held)) *err = copy_changed_pages(p.idx, p.slot, copied, pre);
   if (!*err && p.in_place)
     for_runs(u.live_bits, 0, kPagesPerUnit, false, [&](size_t first, size_t n) {
       if (!*err) *err = pm.ops->discard(&pm, nullptr, n << kPageShift, p.slot, first << kPageShift);
@@ -230,6 +247,7 @@ wp_state g_reshare_wp = wp_state::unknown;
 long reshare_with_wp(size_t idx, size_t *copied, bool *in_place) {
   if (g_reshare_wp == wp_state::fails || !faults_can_demote()) return -ENOTSUP;
   const int fd = faults_fd();
+  const frozen_view pre = view_of(idx);
   long err = 0;
   const size_t protected_runs = protect_runs(idx, fd, &err);
   if (err && !protected_runs) {
@@ -247,7 +265,7 @@ long reshare_with_wp(size_t idx, size_t *copied, bool *in_place) {
   if (!err) err = plan_reshare(idx, &plan, copied);
   if (!err) {
     *in_place = plan.in_place;
-    mapped = finish_reshare(plan, copied, &err);
+    mapped = finish_reshare(plan, &pre, copied, &err);
   }
   release_writers(idx, fd, protected_runs, mapped);
   return err;
@@ -273,7 +291,7 @@ long reshare_with_stop(size_t idx, reshare_outcome *out, bool *in_place) {
   }
   // The quiesce sequence holds the heap lock now.
   long err = 0;
-  finish_reshare(plan, &out->bytes, &err);
+  finish_reshare(plan, nullptr, &out->bytes, &err);
   world_resume();
   const uint64_t pause = sys::mono_ns() - t0;
   ++out->stops;

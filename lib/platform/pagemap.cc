@@ -14,7 +14,8 @@ namespace {
 constexpr size_t kChunk = 512;
 
 void to_info(const uint64_t *e, size_t n, page_info *out) {
-  for (size_t i = 0; i < n; ++i) out[i] = {(e[i] & kPagemapPresent) != 0, (e[i] & kPagemapFile) != 0};
+  for (size_t i = 0; i < n; ++i)
+    out[i] = {(e[i] & kPagemapPresent) != 0, (e[i] & kPagemapFile) != 0, (e[i] & kPagemapSwapped) != 0};
 }
 
 bool read_info(int fd, uintptr_t addr, size_t pages, page_info *out) {

@@ -9,12 +9,14 @@
 namespace mmtier::detail::sys {
 
 inline constexpr uint64_t kPagemapPresent = uint64_t{1} << 63;
+inline constexpr uint64_t kPagemapSwapped = uint64_t{1} << 62;
 inline constexpr uint64_t kPagemapFile = uint64_t{1} << 61;  // file-backed or shared anonymous
 inline constexpr uint64_t kPagemapExclusive = uint64_t{1} << 56;
 
 struct page_info {
   bool present;
-  bool file;  // file-backed or shared-anonymous page
+  bool file;     // file-backed or shared-anonymous page
+  bool swapped;  // not present: in swap (an anonymous page's data is there)
 };
 
 // Entries of pages [addr, addr + pages * 4 KiB) through fd (an open

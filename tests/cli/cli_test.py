@@ -496,7 +496,9 @@ class FormatTest(Base):
               "cpu_ns": 1500000000, "fallbacks": 3, "forks": 1, "mmap_bytes": 4 * MiB, "map_count_holds": 7,
               "dram_policy": 2 * MiB, "pmem_policy": 24 * MiB, "migrations_failed": 6,
               "fail0_errno": errno.ENOSPC, "fail0_count": 4, "fail1_errno": errno.EOPNOTSUPP, "fail1_count": 1,
-              "failed_other": 1}
+              "failed_other": 1, "frozen_bytes": 20 * MiB, "frozen_copied_bytes": 5 * MiB, "reshares": 9,
+              "reshare_bytes": 12 * MiB, "reshare_stops": 4, "reshare_pause_max_ns": 1250000,
+              "reshare_pause_total_ns": 3000000, "reshare_stop_refusals": 2, "reshare_failed": 1}
 
     def test_json(self):
         f = self.fake(self.FIELDS, comm='a"b\\c')
@@ -514,7 +516,9 @@ class FormatTest(Base):
                   "dram_budget_bytes": 10 * MiB, "heat_histogram": [9, 0, 0, 0, 0, 0, 0, 2],
                   "mover_cpu_ns": 1500000000, "fallbacks": 3, "forks": 1, "mmap_bytes": 4 * MiB,
                   "resident_unix_ns": None, "unit_size_bytes": 2 * MiB, "ratio_dram": 1, "ratio_pmem": 4,
-                  "map_count_holds": 7}
+                  "map_count_holds": 7, "frozen_bytes": 20 * MiB, "frozen_copied_bytes": 5 * MiB, "reshares": 9,
+                  "reshare_bytes": 12 * MiB, "reshare_stops": 4, "reshare_pause_max_ns": 1250000,
+                  "reshare_pause_total_ns": 3000000, "reshare_stop_refusals": 2, "reshare_failed": 1}
         for k, v in expect.items():
             self.assertEqual(j[k], v, k)
         for k in j:
@@ -552,6 +556,12 @@ class FormatTest(Base):
         self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "0.125"))], 9)
         self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "1"))], 2)
         self.assertEqual(samples[("mmtier_unit_heat", ("bucket", "0.5"))], 0)
+        self.assertEqual(samples[("mmtier_frozen_bytes",)], 20 * MiB)
+        self.assertEqual(samples[("mmtier_frozen_copied_bytes",)], 5 * MiB)
+        self.assertEqual(samples[("mmtier_reshares_total",)], 9)
+        self.assertEqual(samples[("mmtier_reshare_bytes_total",)], 12 * MiB)
+        self.assertEqual(samples[("mmtier_reshare_pause_seconds_total",)], 0.003)
+        self.assertEqual(samples[("mmtier_reshare_pause_max_seconds",)], 0.00125)
 
     def test_table_and_detail(self):
         f = self.fake(self.FIELDS, comm="tablecheck")
@@ -576,6 +586,9 @@ class FormatTest(Base):
         self.assertRegex(r.stdout, r"\npromotions +11\n")
         self.assertRegex(r.stdout, r"\n  by policy +2\.00 MiB +24\.0 MiB\n")
         self.assertRegex(r.stdout, r"\nfailed moves +6\n  ENOSPC +4: no room on the target tier")
+        self.assertRegex(r.stdout, r"\n  frozen now +20\.0 MiB of PMem units, 5\.00 MiB of their pages copied to DRAM")
+        self.assertRegex(r.stdout, r"\n  re-shared +9 units, 12\.0 MiB copied, in 4 stops \(longest 1\.250 ms, 3\.000 ms in all\)")
+        self.assertRegex(r.stdout, r"\n  gave up +2 stops \(a thread would not stop\), 1 failures")
         self.assertRegex(r.stdout, r"\n  EOPNOTSUPP +1: the kernel's userfaultfd lacks")
 
     def test_top_rate_from_consecutive_refreshes(self):

@@ -128,12 +128,38 @@ int child_thread_check(size_t mib, bool want_thread) {
 // After fork the child has no mover thread; it starts one once it has
 // placed 32 MiB of its own, and it can move its memory between tiers
 // itself.
-int child_fork() {
+// The parent of the fork cases: 96 MiB malloc'd and written, its mover
+// running; nullptr if not.
+void *fork_parent_block() {
   void *p = malloc(96 * kMB);
-  if (!p) return 10;
+  if (!p) return nullptr;
   escape(p);
   fill_pattern(p, 96 * kMB, 7);
-  if (!has_thread("mmtier-bg")) return 21;
+  return has_thread("mmtier-bg") ? p : nullptr;
+}
+
+// In a fork child: a small allocation, then 48 MiB of its own (returned);
+// whether a mover ran after each.
+struct child_growth {
+  bool mover_after_small, mover_after_big;
+  char *big;
+};
+child_growth grow_child() {
+  child_growth g;
+  void *q = malloc(100000);
+  escape(q);
+  free(q);
+  g.mover_after_small = has_thread("mmtier-bg");
+  g.big = static_cast<char *>(malloc(48 * kMB));
+  escape(g.big);
+  memset(g.big, 2, 48 * kMB);
+  g.mover_after_big = has_thread("mmtier-bg");
+  return g;
+}
+
+int child_fork() {
+  void *p = fork_parent_block();
+  if (!p) return 21;
   pid_t pid = fork();
   if (pid == 0) {
     // Threads do not survive fork.  A child mapping units the fork froze
@@ -141,13 +167,9 @@ int child_fork() {
     // into mmtier, to re-share its copies of them (a pre-fork worker); a
     // child of a process with none gets one only once it places memory of
     // its own (PlacesNoMoverInASmallChild below).
-    void *q = malloc(100000);
-    escape(q);
-    free(q);
-    if (!has_thread("mmtier-bg")) _exit(23);
-    void *big = malloc(48 * kMB);
-    escape(big);
-    memset(big, 2, 48 * kMB);
+    const child_growth g = grow_child();
+    if (!g.mover_after_small) _exit(23);
+    void *big = g.big;
     mmtier_tiering_stats st = {};
     st.size = sizeof st;
     if (tiering_stats()(&st) != 0 || st.running != 1) _exit(22);
@@ -169,25 +191,80 @@ int child_fork() {
   return pattern_mismatch(p, 96 * kMB, 7) == 96 * kMB ? 0 : 29;
 }
 
+// A server that forks (a BGSAVE): the parent rewrites its heap while the
+// child keeps the fork instant's view; the parent's mover re-shares the
+// frozen units, so its resident DRAM falls back near the ratio's share, and
+// the API says so (frozen and copied bytes, re-shares).  The child's view
+// must stay intact throughout.
+int child_fork_reshare() {
+  constexpr size_t kSize = 160 * kMB;
+  char *p = static_cast<char *>(malloc(kSize));
+  if (!p) return 10;
+  escape(p);
+  fill_pattern(p, kSize, 7);
+  int go[2];
+  if (pipe(go) != 0) return 11;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    // Told to check by a byte; a parent that gives up early closes its end.
+    close(go[1]);
+    char c;
+    if (read(go[0], &c, 1) != 1) _exit(2);
+    _exit(pattern_mismatch(p, kSize, 7) == kSize ? 0 : 3);
+  }
+  close(go[0]);
+  fill_pattern(p, kSize, 9);
+  const api_table &mm = api();
+  mmtier_tiering_stats st = {};
+  st.size = sizeof st;
+  mmtier_stats ms = {};
+  auto figures = [&](const char *when) {
+    printf("%s: frozen=%llu copied=%llu reshares=%llu stops=%llu dram_res=%zu pmem_res=%zu\n", when,
+           static_cast<unsigned long long>(st.frozen_bytes), static_cast<unsigned long long>(st.frozen_copied_bytes),
+           static_cast<unsigned long long>(st.reshares), static_cast<unsigned long long>(st.reshare_stops),
+           ms.resident_bytes[0], ms.resident_bytes[1]);
+  };
+  // Polls the figures until done() or 30 s.
+  auto wait_for = [&](auto done) {
+    const double deadline = now_s() + 30;
+    while (now_s() < deadline) {
+      usleep(50000);
+      if (mm.get_stats(&ms) != 0 || tiering_stats()(&st) != 0) return false;
+      if (done()) return true;
+    }
+    return false;
+  };
+  // While the child lives: the copies go to fresh slots (units the parent
+  // has not written since stay frozen: they are on PMem already).
+  const bool copies_gone = wait_for([&] { return st.frozen_copied_bytes < 2 * kMB && st.reshares > 0; });
+  figures("child alive");
+  if (!copies_gone) return 13;
+  // DRAM holds about a fifth of what is resident again (start-up memory
+  // and the engine's metadata on top: a third at most).
+  if (ms.resident_bytes[0] * 3 > ms.resident_bytes[0] + ms.resident_bytes[1]) return 14;
+  if (pattern_mismatch(p, kSize, 9) != kSize) return 15;
+  if (write(go[1], "x", 1) != 1) return 16;
+  const int wst = wait_status(pid);
+  if (!exited_with(wst, 0)) {
+    printf("fork child: %s\n", describe_status(wst).c_str());
+    return 17;
+  }
+  // The child is gone: every frozen unit goes back onto its own slot.
+  const bool none_frozen = wait_for([&] { return st.frozen_bytes == 0; });
+  figures("child gone");
+  if (!none_frozen) return 18;
+  return pattern_mismatch(p, kSize, 9) == kSize ? 0 : 19;
+}
+
 // A process with no PMem units forks: the child, which maps nothing
 // frozen, gets no mover for a small allocation (most such children exec
 // or exit soon), only once it places memory of its own.
 int child_fork_small() {
-  void *p = malloc(96 * kMB);
-  if (!p) return 10;
-  escape(p);
-  fill_pattern(p, 96 * kMB, 7);
-  if (!has_thread("mmtier-bg")) return 21;
+  if (!fork_parent_block()) return 21;
   pid_t pid = fork();
   if (pid == 0) {
-    void *q = malloc(100000);
-    escape(q);
-    free(q);
-    if (has_thread("mmtier-bg")) _exit(31);
-    void *big = malloc(48 * kMB);
-    escape(big);
-    memset(big, 2, 48 * kMB);
-    _exit(has_thread("mmtier-bg") ? 0 : 32);
+    const child_growth g = grow_child();
+    _exit(g.mover_after_small ? 31 : g.mover_after_big ? 0 : 32);
   }
   int st = wait_status(pid);
   if (!exited_with(st, 0)) {
@@ -329,6 +406,7 @@ __attribute__((constructor(65535))) void maybe_child() {
   else if (!strcmp(c, "closefrom")) rc = child_closefrom();
   else if (!strcmp(c, "mapcount")) rc = child_map_count();
   else if (!strcmp(c, "forksmall")) rc = child_fork_small();
+  else if (!strcmp(c, "forkreshare")) rc = child_fork_reshare();
   else if (!strcmp(c, "failures")) rc = child_failures();
   fflush(stdout);
   _exit(rc);
@@ -366,6 +444,11 @@ TEST_F(Tiering, MoverStartsOnlyWithEnoughMemoryAndNotWhenDisabled) {
 
 TEST_F(Tiering, ChildAfterForkRunsItsOwnMoverAndMovesMemory) {
   exec_result r = run_case("fork", {});
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+}
+
+TEST_F(Tiering, ForkingParentGetsItsCopiesBackOnPmem) {
+  exec_result r = run_case("forkreshare", {"MMTIER_SCAN_INTERVAL=20ms"});
   EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
 }
 

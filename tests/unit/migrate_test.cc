@@ -6,6 +6,7 @@
 #include "api/runtime.h"
 #include "heap/faults.h"
 #include "heap/heap.h"
+#include "heap_test_util.h"
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -21,15 +22,7 @@
 namespace mmtier::detail {
 namespace {
 
-// A process's first units placed by policy are start-up memory, which
-// never moves: the units a test moves come after them.
-void use_up_startup_units() {
-  static void *startup = nullptr;
-  if (!startup)
-    ASSERT_EQ(heap_mmap(nullptr, kStartupUnits * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                        &startup),
-              0);
-}
+using namespace test;
 
 // Sizes scale down under ThreadSanitizer (CI runs this test there too).
 #if defined(__SANITIZE_THREAD__)
@@ -39,10 +32,6 @@ constexpr uint64_t kWriterOps = 20000;
 constexpr int kRounds = 40;
 constexpr uint64_t kWriterOps = 400000;
 #endif
-
-size_t unit_index_of(const void *p) {
-  return (reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift;
-}
 
 class Migrate : public ::testing::Test {
  protected:
@@ -145,107 +134,14 @@ TEST_F(Migrate, ResidentBytesFollowTheUnit) {
   heap_munmap(base, kUnitSize);
 }
 
-// One record: 8 words that are all derived from the same counter, written by
-// one thread only.  A torn record (words from two writes) or a counter lower
-// than the writer's own count means a lost or torn write.
-struct alignas(64) record {
-  uint64_t w[8];
-};
-
-void put(record &r, uint64_t v) {  // v >= 1
-  for (int i = 0; i < 8; ++i) __atomic_store_n(&r.w[i], v * 8 + static_cast<uint64_t>(i), __ATOMIC_RELAXED);
-}
-bool check(const record &r, uint64_t *v) {
-  const uint64_t first = __atomic_load_n(&r.w[0], __ATOMIC_RELAXED);
-  *v = first / 8;
-  if (first == 0) {  // never written: all zero
-    for (int i = 1; i < 8; ++i)
-      if (__atomic_load_n(&r.w[i], __ATOMIC_RELAXED) != 0) return false;
-    return true;
-  }
-  for (int i = 1; i < 8; ++i)
-    if (__atomic_load_n(&r.w[i], __ATOMIC_RELAXED) != first + static_cast<uint64_t>(i)) return false;
-  return first % 8 == 0;
-}
-
 TEST_F(Migrate, ConcurrentWritersAndSystemCallsLoseNothing) {
   constexpr size_t kUnits = 4;
   constexpr int kWriters = 3;
   char *base = map_units(kUnits);
   ASSERT_NE(base, nullptr);
-  // Records of each writer are spread over every unit (interleaved pages).
-  constexpr size_t kRecordsPerPage = kPageSize / sizeof(record);
-  const size_t pages = kUnits * kPagesPerUnit;
-  auto rec = [&](size_t page, size_t slot) -> record & {
-    return reinterpret_cast<record *>(base + page * kPageSize)[slot];
-  };
-  // The last 64 pages of the last unit are the system-call buffers.
-  const size_t io_first = pages - 64;
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> torn{0}, lost{0}, syscall_errors{0}, io_mismatch{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kWriters; ++t) {
-    threads.emplace_back([&, t] {
-      // Writer t owns slot t of every page below io_first.
-      std::vector<uint64_t> mine(io_first, 0);
-      uint64_t x = 88172645463325252ull + static_cast<uint64_t>(t);
-      for (uint64_t op = 0; op < kWriterOps || !stop.load(std::memory_order_relaxed); ++op) {
-        if (op >= kWriterOps && op % 1024 == 0 && stop.load()) break;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        const size_t page = x % io_first;
-        uint64_t seen;
-        if (!check(rec(page, static_cast<size_t>(t)), &seen)) torn.fetch_add(1);
-        else if (seen != mine[page]) lost.fetch_add(1);
-        put(rec(page, static_cast<size_t>(t)), ++mine[page]);
-      }
-      for (size_t page = 0; page < io_first; ++page) {
-        uint64_t seen;
-        if (!check(rec(page, static_cast<size_t>(t)), &seen) || seen != mine[page]) lost.fetch_add(1);
-      }
-    });
-  }
-  // System calls: write() from one buffer in the units into a pipe and
-  // read() it back into another buffer in the units.
-  threads.emplace_back([&] {
-    int fds[2];
-    if (pipe(fds) != 0) {
-      syscall_errors.fetch_add(1);
-      return;
-    }
-    char *src = base + io_first * kPageSize;
-    char *dst = src + 32 * kPageSize;
-    for (uint64_t round = 1; !stop.load(std::memory_order_relaxed) || round < 200; ++round) {
-      const size_t len = 16 * 1024;
-      const size_t off = (round * 4096 + round * 24) % (32 * kPageSize - len);
-      for (size_t i = 0; i < len; i += 8) {
-        uint64_t v = round * 0x100000001b3ull + i;
-        memcpy(src + off + i, &v, 8);
-      }
-      size_t moved = 0;
-      while (moved < len) {
-        ssize_t n = write(fds[1], src + off + moved, len - moved > 4096 ? 4096 : len - moved);
-        if (n <= 0) {
-          syscall_errors.fetch_add(1);
-          break;
-        }
-        size_t got = 0;
-        while (got < static_cast<size_t>(n)) {
-          ssize_t m = read(fds[0], dst + off + moved + got, static_cast<size_t>(n) - got);
-          if (m <= 0) {
-            syscall_errors.fetch_add(1);
-            break;
-          }
-          got += static_cast<size_t>(m);
-        }
-        moved += static_cast<size_t>(n);
-      }
-      if (memcmp(src + off, dst + off, len) != 0) io_mismatch.fetch_add(1);
-    }
-    close(fds[0]);
-    close(fds[1]);
-  });
+  // Records of each writer are spread over every unit (interleaved pages);
+  // the last 64 pages of the last unit are the system-call buffers.
+  record_load load(base, kUnits * kPagesPerUnit, kWriters, kWriterOps, 200);
   // The mover: every unit, to the other tier and back, kRounds times.
   size_t moves = 0, failures = 0;
   for (int round = 0; round < kRounds; ++round) {
@@ -256,14 +152,13 @@ TEST_F(Migrate, ConcurrentWritersAndSystemCallsLoseNothing) {
       else ++failures;
     }
   }
-  stop = true;
-  for (auto &th : threads) th.join();
+  load.stop();
   EXPECT_EQ(failures, 0u);
   EXPECT_EQ(moves, kRounds * kUnits);
-  EXPECT_EQ(torn.load(), 0u);
-  EXPECT_EQ(lost.load(), 0u);
-  EXPECT_EQ(syscall_errors.load(), 0u);
-  EXPECT_EQ(io_mismatch.load(), 0u);
+  EXPECT_EQ(load.torn.load(), 0u);
+  EXPECT_EQ(load.lost.load(), 0u);
+  EXPECT_EQ(load.syscall_errors.load(), 0u);
+  EXPECT_EQ(load.io_mismatch.load(), 0u);
   fault_counters fc;
   faults_counters_get(&fc);
   RecordProperty("postcopy_faults", static_cast<int>(fc.postcopy_faults));

@@ -5,6 +5,7 @@
 #include "api/runtime.h"
 #include "heap/faults.h"
 #include "heap/heap.h"
+#include "heap_test_util.h"
 #include "heap/sample.h"
 
 #include <gtest/gtest.h>
@@ -18,15 +19,7 @@
 namespace mmtier::detail {
 namespace {
 
-// A process's first units placed by policy are start-up memory, which
-// never moves: the units a test moves come after them.
-void use_up_startup_units() {
-  static void *startup = nullptr;
-  if (!startup)
-    ASSERT_EQ(heap_mmap(nullptr, kStartupUnits * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                        &startup),
-              0);
-}
+using test::use_up_startup_units;
 
 uint32_t unit_of(const void *p) {
   return static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift);
