@@ -24,24 +24,23 @@ share of resident, the bytes of PMem units frozen by fork and their pages
 copied to DRAM, the units re-shared and the longest pause re-sharing took
 (libraries without these counters: "-"), INFO latest_fork_usec and
 used_memory, the server's RSS (/proc), the bytes the PMem tier's files take
-in their file system, the last BGSAVE's seconds and the write rate.
-
---save-schedule instead mirrors how Redis is run: `save 10 1000` (BGSAVE
-whenever 1000 keys changed in 10 s) and writes for --duration seconds,
-sampled every --sample-every seconds.
+in their file system, the last BGSAVE's seconds, the write rate, and the
+longest PING round trip (a probe every 10 ms) since the row before.
 
 Data check: the keyspace, the values and the order of writes are fixed, so
 every run ends with the same data.  At the end the script compares DEBUG
 DIGEST with the run without preload, reads every value back (MGET) and
-compares it with what was written, and (rounds mode) loads each BGSAVE's
-dump.rdb into a plain redis-server and compares its DEBUG DIGEST with the
-digest taken just before the BGSAVE.  The exit status is 1 when a server
-failed (died, a BGSAVE failed, no answer) or the data differed.
+compares it with what was written, and loads each BGSAVE's dump.rdb
+into a plain redis-server and compares its DEBUG DIGEST with the digest
+taken just before the BGSAVE.  A BGSAVE still running after
+--bgsave-timeout seconds counts as hung: its child is killed and the run
+goes on.  The exit status is 1 when a server failed (died, a BGSAVE failed
+or hung, no answer) or the data differed.
 
-Output: one table per PMem directory, the data-check verdicts, the fork
-line of each library's exit report (MMTIER_REPORT).  Progress goes to
-stderr.  Only the Python standard library is used.  See docs/BENCHMARKS.md,
-"Forking servers: Redis BGSAVE (issue 14)".
+Output: one table per PMem directory, the data-check verdicts, the tier
+and fork lines of each library's exit report (MMTIER_REPORT).  Progress
+goes to stderr.  Only the Python standard library is used.  See
+docs/BENCHMARKS.md, "Forking servers: Redis BGSAVE (issue 14)".
 """
 
 import argparse
@@ -68,7 +67,6 @@ BASE_BYTES = 1 << 16          # the random block the values are cut from
 CMDS_PER_CHUNK = 512          # SET commands per socket write
 MGET_BATCH = 512
 SERVER_START_S = 60
-BGSAVE_TIMEOUT_S = 1800
 
 children = []                 # processes to kill on interruption
 
@@ -126,15 +124,6 @@ def fs_type(path):
     except OSError:
         pass
     return kind
-
-
-def is_mountpoint(path):
-    path = os.path.realpath(path)
-    try:
-        with open("/proc/self/mountinfo") as f:
-            return any(line.split()[4].replace("\\040", " ") == path for line in f)
-    except OSError:
-        return False
 
 
 def describe_machine():
@@ -633,30 +622,6 @@ def mmtier_stat(cli, pid, env):
         return None, "bad JSON: %s" % e
 
 
-HUMAN = r"(\d+(?:\.\d+)?) (B|KiB|MiB|GiB|TiB)"
-HUMAN_MULT = {"B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": GiB << 10}
-REPORT_TIER = re.compile(r"^\s+(DRAM|PMem)\s+%s\s+%s\s+%s" % (HUMAN, HUMAN, HUMAN), re.M)
-REPORT_FORK = re.compile(r"fork: %s of PMem units frozen now, %s of their pages copied to DRAM.*?; "
-                         r"(\d+) units re-shared \(%s copied\) in (\d+) stops, longest (\d+) us" % (HUMAN, HUMAN, HUMAN))
-
-
-def human_bytes(num, unit):
-    return int(float(num) * HUMAN_MULT[unit])
-
-
-def parse_report(text):
-    """The figures of an exit report (MMTIER_REPORT), as a stat-like dict."""
-    out = {}
-    for m in REPORT_TIER.finditer(text):
-        out["%s_resident" % m.group(1).lower()] = human_bytes(m.group(6), m.group(7))
-    m = REPORT_FORK.search(text)
-    if m:
-        out.update(frozen=human_bytes(m.group(1), m.group(2)), copied=human_bytes(m.group(3), m.group(4)),
-                   reshares=int(m.group(5)), reshare_bytes=human_bytes(m.group(6), m.group(7)),
-                   reshare_stops=int(m.group(8)), pause_max_us=int(m.group(9)))
-    return out
-
-
 # ---------------------------------------------------------------- one run
 
 class Run:
@@ -676,7 +641,6 @@ class Run:
         self.dbsize = None
         self.values_bad = None
         self.report = None       # the exit report's text
-        self.report_fig = {}
         self.leftover = None
 
     @property
@@ -749,19 +713,47 @@ def brief_row(r):
                mib("rss_bytes")))
 
 
-def wait_bgsave(conn, srv, started_forks):
-    """Until the BGSAVE started has ended; (ok, seconds, status)."""
-    deadline = time.monotonic() + BGSAVE_TIMEOUT_S
-    while time.monotonic() < deadline:
+def child_pids(pid):
+    """The children of process pid (/proc/PID/task/*/children)."""
+    out = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def wait_bgsave(conn, srv, started_forks, timeout):
+    """Until the BGSAVE started has ended; (ok, seconds, status).  A BGSAVE
+    still running after timeout seconds has its child killed, so that the
+    run goes on (the round then counts as failed)."""
+    deadline = time.monotonic() + timeout
+    killed = []
+    while True:
         info = conn.info("persistence")
         stats = conn.info("stats")
         if info.get("rdb_bgsave_in_progress") == "0" and int(stats.get("total_forks", 0)) > started_forks:
-            return info.get("rdb_last_bgsave_status") == "ok", info.get("rdb_last_bgsave_time_sec"), \
-                info.get("rdb_last_bgsave_status")
+            status = info.get("rdb_last_bgsave_status")
+            if killed:
+                status = "hung: still saving after %g s, child %s killed" % (timeout, killed)
+            return info.get("rdb_last_bgsave_status") == "ok" and not killed, \
+                info.get("rdb_last_bgsave_time_sec"), status
         if not srv.alive():
             return False, None, "server gone"
+        if time.monotonic() > deadline:
+            if killed:
+                return False, None, "still saving %g s after its child was killed" % timeout
+            killed = child_pids(srv.pid)
+            for pid in killed:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            log("BGSAVE still running after %g s: killed its child %s" % (timeout, killed))
+            deadline = time.monotonic() + timeout
         time.sleep(0.2)
-    return False, None, "still saving after %d s" % BGSAVE_TIMEOUT_S
 
 
 def run_one(args, data, label, lib, cli, pmem_root, streams):
@@ -802,79 +794,50 @@ def run_one(args, data, label, lib, cli, pmem_root, streams):
         measure(args, run, srv, conn, "after load", pmem_dir, t0, load, prober=prober)
 
         last_round = 0
-        if args.save_schedule:
-            last_round = 1
-            chunks = streams(1)
-            conn.call("CONFIG", "SET", "save", "10 1000")
-            w = SetStream(port, chunks, args.duration)
-            th = threading.Thread(target=w.run, daemon=True)
-            tw = time.monotonic()
-            th.start()
-            k = 1
-            while th.is_alive():
-                th.join(max(0.0, tw + k * args.sample_every - time.monotonic()))
-                if not th.is_alive():
-                    break
+        for r in range(1, args.rounds + 1):
+            chunks = streams(r)
+            digest = conn.call("DEBUG", "DIGEST")
+            digest = digest.decode() if isinstance(digest, bytes) else digest
+            run.round_digests.append(digest)
+            prober.take()      # DEBUG DIGEST holds the server for seconds: not a stall to report
+            forks = int(conn.info("stats").get("total_forks", 0))
+            reply = conn.call("BGSAVE")
+            log("%s: round %d: BGSAVE: %s" % (label, r, reply))
+            writer = None
+            if args.overlap:
+                writer = SetStream(port, chunks, args.write_seconds)
+                th = threading.Thread(target=writer.run, daemon=True)
+                th.start()
+            ok, secs, status = wait_bgsave(conn, srv, forks, args.bgsave_timeout)
+            if not ok:
+                run.failures.append("round %d: BGSAVE %s" % (r, status))
                 if not srv.alive():
-                    break
-                measure(args, run, srv, conn, "t=%ds" % round(time.monotonic() - tw), pmem_dir, t0,
-                        prober=prober)
-                k += 1
-            th.join()
-            if w.failure or w.errors:
-                run.failures.append("writes: %s" % (w.failure or "%d errors, first: %s" % (w.errors, w.first_error)))
-                return run
-            conn.call("CONFIG", "SET", "save", "")
-            # A BGSAVE still under way finishes before the last measurement.
-            while conn.info("persistence").get("rdb_bgsave_in_progress") == "1" and srv.alive():
-                time.sleep(0.2)
-            info = conn.info("persistence")
-            if info.get("rdb_last_bgsave_status") not in (None, "ok"):
-                run.failures.append("a BGSAVE failed (rdb_last_bgsave_status %s)" % info.get("rdb_last_bgsave_status"))
-            time.sleep(args.settle)
-            measure(args, run, srv, conn, "end (%d s of writes)" % round(w.seconds), pmem_dir, t0, w, prober=prober)
-        else:
-            for r in range(1, args.rounds + 1):
-                chunks = streams(r)
-                digest = conn.call("DEBUG", "DIGEST")
-                digest = digest.decode() if isinstance(digest, bytes) else digest
-                run.round_digests.append(digest)
-                forks = int(conn.info("stats").get("total_forks", 0))
-                reply = conn.call("BGSAVE")
-                log("%s: round %d: BGSAVE: %s" % (label, r, reply))
-                writer = None
-                if args.overlap:
-                    writer = SetStream(port, chunks, args.write_seconds)
-                    th = threading.Thread(target=writer.run, daemon=True)
-                    th.start()
-                ok, secs, status = wait_bgsave(conn, srv, forks)
-                if not ok:
-                    run.failures.append("round %d: BGSAVE %s" % (r, status))
-                    if not srv.alive():
-                        return run
-                log("%s: round %d: BGSAVE ended (%s, %s s)" % (label, r, status, secs))
-                if writer is None:
-                    writer = SetStream(port, chunks, args.write_seconds)
-                    writer.run()
-                else:
-                    th.join()
-                if writer.failure or writer.errors:
-                    run.failures.append("round %d writes: %s" % (
-                        r, writer.failure or "%d errors, first: %s" % (writer.errors, writer.first_error)))
                     return run
-                log("%s: round %d: %d SET in %.1f s (%d passes, %.0f SET/s)" % (
-                    label, r, writer.sets, writer.seconds, writer.passes, writer.rate() or 0))
-                time.sleep(args.settle)
-                measure(args, run, srv, conn, "BGSAVE %d + writes" % r, pmem_dir, t0, writer, prober=prober)
-                last_round = r
-                if args.rdb_check:
-                    try:
-                        d = rdb_digest(rundir, plain_env)
-                        run.rdb_checks.append((r, d == digest, d))
-                        if d != digest:
-                            log("%s: round %d: dump.rdb digest %s, the data's at BGSAVE %s" % (label, r, d, digest))
-                    except (RuntimeError, OSError, RedisError) as e:
-                        run.rdb_checks.append((r, False, "check failed: %s" % e))
+            log("%s: round %d: BGSAVE ended (%s, %s s)" % (label, r, status, secs))
+            if writer is None:
+                writer = SetStream(port, chunks, args.write_seconds)
+                writer.run()
+            else:
+                th.join()
+            if writer.failure or writer.errors:
+                run.failures.append("round %d writes: %s" % (
+                    r, writer.failure or "%d errors, first: %s" % (writer.errors, writer.first_error)))
+                return run
+            log("%s: round %d: %d SET in %.1f s (%d passes, %.0f SET/s)" % (
+                label, r, writer.sets, writer.seconds, writer.passes, writer.rate() or 0))
+            time.sleep(args.settle)
+            measure(args, run, srv, conn, "BGSAVE %d + writes" % r, pmem_dir, t0, writer, prober=prober)
+            last_round = r
+            if args.rdb_check and not ok:
+                log("%s: round %d: no dump.rdb check (the BGSAVE failed)" % (label, r))
+            elif args.rdb_check:
+                try:
+                    d = rdb_digest(rundir, plain_env)
+                    run.rdb_checks.append((r, d == digest, d))
+                    if d != digest:
+                        log("%s: round %d: dump.rdb digest %s, the data's at BGSAVE %s" % (label, r, d, digest))
+                except (RuntimeError, OSError, RedisError) as e:
+                    run.rdb_checks.append((r, False, "check failed: %s" % e))
 
         # The data check.
         d = conn.call("DEBUG", "DIGEST")
@@ -912,7 +875,6 @@ def run_one(args, data, label, lib, cli, pmem_root, streams):
                        if f == "report-%d.txt" % srv.pid]
             if reports:
                 run.report = read_text(reports[0])
-                run.report_fig = parse_report(run.report)
             elif lib:
                 run.notes.append("no exit report")
         if pmem_dir:
@@ -962,8 +924,6 @@ COLUMNS = [
     ("save s", 6, lambda r: dash(r.get("bgsave_s")) if r.get("phase", "").startswith("BGSAVE") else "-"),
     ("kSET/s", 6, lambda r: "-" if r.get("sets_per_s") is None else "%.1f" % (r["sets_per_s"] / 1000)),
 ]
-SCHEDULE_COLUMNS = [("forks", 5, lambda r: dash(r.get("total_forks"))),
-                    ("saving", 6, lambda r: "yes" if r.get("bgsave_in_progress") == "1" else "-")]
 
 
 def mib(v):
@@ -975,7 +935,7 @@ def dash(v):
 
 
 def print_table(args, runs, title, lib_width, phase_width):
-    cols = COLUMNS + (SCHEDULE_COLUMNS if args.save_schedule else [])
+    cols = COLUMNS
     print(title)
     head = "%-*s  %-*s" % (lib_width, "library", phase_width, "phase")
     for name, w, _ in cols:
@@ -1050,7 +1010,7 @@ def print_reports(runs):
         lines = []
         if run.report:
             lines = [l.strip() for l in run.report.splitlines()
-                     if re.match(r"\s+(DRAM|PMem)\s|\s+fork:|\s+DRAM share", l)]
+                     if re.match(r"\s+(tier|DRAM|PMem)\s|\s+DRAM share|\s+managed mmap|\s+fork:", l)]
         if run.leftover:
             lines.append("PMem files left behind after exit: %s" % fmt_size(run.leftover))
         for n in run.notes:
@@ -1081,36 +1041,6 @@ def write_csv(path, tables):
                     w.writerow(row)
 
 
-# ---------------------------------------------------------------- ext4 loop mount
-
-def mount_ext4(mnt, image, size):
-    if is_mountpoint(mnt):
-        log("%s is mounted already (%s): used as it is" % (mnt, fs_type(mnt)))
-        return False
-    if os.geteuid() != 0:
-        raise RuntimeError("--ext4-loop needs root (mount -o loop)")
-    os.makedirs(mnt, exist_ok=True)
-    with open(image, "wb") as f:
-        f.truncate(size)
-    for argv in (["mkfs.ext4", "-q", "-F", image], ["mount", "-o", "loop", image, mnt]):
-        r = subprocess.run(argv, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError("%s: %s" % (" ".join(argv), r.stderr.strip()))
-    log("mounted %s (%s ext4 image %s)" % (mnt, fmt_size(size), image))
-    return True
-
-
-def umount_ext4(mnt, image):
-    r = subprocess.run(["umount", mnt], capture_output=True, text=True)
-    if r.returncode != 0:
-        log("umount %s: %s" % (mnt, r.stderr.strip()))
-        return
-    try:
-        os.unlink(image)
-    except OSError:
-        pass
-
-
 # ---------------------------------------------------------------- main
 
 def main(argv=None):
@@ -1119,9 +1049,9 @@ def main(argv=None):
                                  epilog="Example (as run for docs/BENCHMARKS.md):\n"
                                         "  bench/fork_redis.py --lib before=/work/baseline/build/libmmtier.so "
                                         "--lib after=build/libmmtier.so \\\n"
-                                        "      --pmem-dir /dev/shm --ext4-loop /mnt/ext4pm --csv fork_redis.csv\n"
-                                        "The ext4 loop mount by hand instead (as root):\n"
-                                        "  truncate -s 8G /var/tmp/ext4.img; mkfs.ext4 -q /var/tmp/ext4.img; "
+                                        "      --pmem-dir /dev/shm --pmem-dir /var/tmp/pmem-ext4 --csv fork_redis.csv\n"
+                                        "Where no directory is on ext4, a loop mount (as root):\n"
+                                        "  truncate -s 6G /var/tmp/ext4.img; mkfs.ext4 -q /var/tmp/ext4.img; "
                                         "mkdir -p /mnt/ext4pm\n"
                                         "  mount -o loop /var/tmp/ext4.img /mnt/ext4pm    # then --pmem-dir /mnt/ext4pm")
     ap.add_argument("--lib", action="append", default=[], metavar="LABEL=PATH",
@@ -1134,12 +1064,6 @@ def main(argv=None):
     ap.add_argument("--pmem-dir", action="append", default=[], metavar="DIR",
                     help="MMTIER_PMEM_PATH root, one table each (repeatable; default /dev/shm); each run gets a "
                          "fresh directory in it, removed after")
-    ap.add_argument("--ext4-loop", default=None, metavar="MOUNTPOINT",
-                    help="also run on an ext4 file system made for the run: an image file (--ext4-image, "
-                         "--ext4-size) mkfs'd and mounted on MOUNTPOINT with -o loop, unmounted and removed "
-                         "at the end (root only; an existing mount there is used as it is)")
-    ap.add_argument("--ext4-image", default="/var/tmp/fork_redis-ext4.img", help="image file (default %(default)s)")
-    ap.add_argument("--ext4-size", default="8G", help="image size (default %(default)s)")
     ap.add_argument("--data", default="1G", help="bytes of values to load (default %(default)s)")
     ap.add_argument("--value-size", type=int, default=1024, help="bytes per value (default %(default)s)")
     ap.add_argument("--rounds", type=int, default=3, help="BGSAVE + writes rounds (default %(default)s)")
@@ -1148,15 +1072,11 @@ def main(argv=None):
                          "(default %(default)s)")
     ap.add_argument("--overlap", action="store_true",
                     help="start each round's writes right after BGSAVE forks instead of after it ends")
+    ap.add_argument("--bgsave-timeout", type=float, default=600,
+                    help="seconds after which a BGSAVE still running counts as hung: its child is killed and "
+                         "the round fails (default %(default)s)")
     ap.add_argument("--settle", type=float, default=5, help="seconds between the writes and a measurement "
                                                             "(default %(default)s)")
-    ap.add_argument("--save-schedule", action="store_true",
-                    help="instead of the rounds: CONFIG SET save \"10 1000\" after the load and write for "
-                         "--duration seconds, measuring every --sample-every seconds")
-    ap.add_argument("--duration", type=float, default=240, help="--save-schedule: seconds of writes "
-                                                                "(default %(default)s)")
-    ap.add_argument("--sample-every", type=float, default=10, help="--save-schedule: seconds between "
-                                                                   "measurements (default %(default)s)")
     ap.add_argument("--redis-config", action="append", default=[], metavar="'NAME VALUE'",
                     help="extra redis-server configuration for every server run (e.g. 'jemalloc-bg-thread no'; "
                          "repeatable)")
@@ -1196,12 +1116,11 @@ def main(argv=None):
             log("warning: no mmtier CLI for %s: its rows will have only the figures of /proc and INFO" % label)
     try:
         args.data = parse_size(args.data)
-        ext4_size = parse_size(args.ext4_size)
     except ValueError as e:
         ap.error(str(e))
     if args.value_size < 32 or data_keys(args) < 1000:
         ap.error("--value-size at least 32 and --data at least 1000 values")
-    if args.rounds < 0 or args.write_seconds < 0 or args.settle < 0 or args.duration <= 0 or args.sample_every <= 0:
+    if args.rounds < 0 or args.write_seconds < 0 or args.settle < 0 or args.bgsave_timeout <= 0:
         ap.error("negative or zero times/rounds")
     env = {}
     for item in args.env:
@@ -1221,7 +1140,7 @@ def main(argv=None):
         args.cli_env["MMTIER_STATS_DIR"] = env["MMTIER_STATS_DIR"]
     if not os.access(REDIS_SERVER, os.X_OK):
         ap.error("%s not installed (Debian redis-server)" % REDIS_SERVER)
-    roots = args.pmem_dir or (["/dev/shm"] if not args.ext4_loop else [])
+    roots = args.pmem_dir or ["/dev/shm"]
     for root in roots:
         if not os.path.isdir(root):
             ap.error("--pmem-dir %s is not a directory" % root)
@@ -1234,14 +1153,6 @@ def main(argv=None):
         raise KeyboardInterrupt("signal %d" % signum)
     signal.signal(signal.SIGTERM, on_signal)
 
-    mounted = False
-    if args.ext4_loop:
-        try:
-            mounted = mount_ext4(args.ext4_loop, args.ext4_image, ext4_size)
-        except (RuntimeError, OSError) as e:
-            ap.error(str(e))
-        roots.append(args.ext4_loop)
-
     nkeys = data_keys(args)
     avail = meminfo().get("MemAvailable", 0)
     need = int(args.data * 4.5)
@@ -1253,7 +1164,7 @@ def main(argv=None):
     # reading every value back at 100 MiB/s.
     per_round = args.write_seconds + args.settle + 3 + args.data / (80 * MiB) * (2 if args.rdb_check else 1)
     per_run = (args.data / (40 * MiB) + args.settle + 3 + args.data / (100 * MiB)
-               + (args.duration + args.settle + 3 if args.save_schedule else args.rounds * per_round))
+               + args.rounds * per_round)
     nruns = len(libs) * len(roots) + (0 if args.no_none else 1)
     log("%d run(s), about %s each, %s in all (rough)" % (nruns, fmt_duration(per_run), fmt_duration(per_run * nruns)))
 
@@ -1262,8 +1173,7 @@ def main(argv=None):
     cache = {}
     # Every round's stream is kept for the next runs when they all fit in a
     # third of the free memory; else one at a time, rebuilt in each run.
-    nstreams = 2 if args.save_schedule else args.rounds + 1
-    keep_all = nstreams * args.data * 1.1 < avail / 3
+    keep_all = (args.rounds + 1) * args.data * 1.1 < avail / 3
 
     def streams(r):
         if r not in cache:
@@ -1278,10 +1188,8 @@ def main(argv=None):
     print("mmtier fork_redis: " + describe_machine())
     print("redis-server %s (%s); %s of values: %d keys of %d B; %s; MMTIER_DRAM_RATIO %s%s" % (
         redis_version(), REDIS_SERVER, fmt_size(args.data), nkeys, args.value_size,
-        ("save \"10 1000\", writes for %g s, a measurement every %g s" % (args.duration, args.sample_every))
-        if args.save_schedule else
-        ("%d rounds of BGSAVE + %g s of writes%s, settle %g s" % (
-            args.rounds, args.write_seconds, " (overlapping the BGSAVE)" if args.overlap else "", args.settle)),
+        "%d rounds of BGSAVE + %g s of writes%s, settle %g s" % (
+            args.rounds, args.write_seconds, " (overlapping the BGSAVE)" if args.overlap else "", args.settle),
         args.ratio, "; extra environment: " + " ".join("%s=%s" % kv for kv in sorted(env.items())) if env else ""))
     if args.redis_args:
         print("redis-server configuration added: %s" % " ".join(args.redis_args))
@@ -1301,10 +1209,10 @@ def main(argv=None):
             none_run = run_one(args, data, "none", None, None, None, streams)
         for root in roots:
             runs = [none_run] if none_run else []
+            tables.append((root, runs))
             for label, path, cli in libs:
                 log("=== %s on %s (%s)" % (label, root, fs_type(root)))
                 runs.append(run_one(args, data, label, path, cli, root, streams))
-            tables.append((root, runs))
     except KeyboardInterrupt:
         log("interrupted; the tables have the runs that finished")
         status = 130
@@ -1313,9 +1221,6 @@ def main(argv=None):
                 os.killpg(p.pid, signal.SIGKILL)
             except OSError:
                 pass
-    finally:
-        if mounted:
-            umount_ext4(args.ext4_loop, args.ext4_image)
     cache.clear()
 
     if none_run and not tables:
@@ -1328,7 +1233,7 @@ def main(argv=None):
                                          " - the none rows are one run, the same in every table"
                                          if len(tables) > 1 and none_run else "")
         print_table(args, runs, title, lib_width, phase_width)
-        print("Data check (at the end; reference: the none run):")
+        print("Data check (at the end; reference: %s):" % ("the none run" if none_run else "none, --no-none"))
         all_good &= verdicts(args, runs, none_run)
         print("Exit reports (MMTIER_REPORT) and notes:")
         print_reports(runs)
