@@ -60,7 +60,7 @@ import tempfile
 import threading
 import time
 
-KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+from benchenv import GiB, KiB, MiB, cpu_model, fs_type, meminfo, parse_size
 REDIS_SERVER = "/usr/bin/redis-server"
 SYS_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_BYTES = 1 << 16          # the random block the values are cut from
@@ -77,13 +77,6 @@ def log(msg):
 
 # ---------------------------------------------------------------- sizes
 
-def parse_size(text):
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.I)
-    if not m:
-        raise ValueError("not a size: %r" % text)
-    mult = {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": GiB << 10}[m.group(2).upper()]
-    return int(round(float(m.group(1)) * mult))
-
 
 def fmt_size(n):
     for mult, suffix in ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
@@ -99,43 +92,9 @@ def fmt_duration(s):
 
 # ---------------------------------------------------------------- machine
 
-def meminfo():
-    out = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            parts = v.split()
-            if parts:
-                out[k] = int(parts[0]) * KiB
-    return out
-
-
-def fs_type(path):
-    """The file system type of the mount holding path (/proc/self/mountinfo)."""
-    path = os.path.realpath(path)
-    best, kind = "", "?"
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                mnt = left.split()[4].replace("\\040", " ")
-                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                    best, kind = mnt, right.split()[0]
-    except OSError:
-        pass
-    return kind
-
 
 def describe_machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     m = meminfo()
     la = os.getloadavg()
     return "nproc %d, %s, MemTotal %s, MemAvailable %s, kernel %s, load average %.2f %.2f %.2f" % (

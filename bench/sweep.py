@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 
-KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+from benchenv import GiB, KiB, MiB, TiB, cpu_model, fs_type, meminfo, parse_size
 UNIT = 2 * MiB                 # mmtier's unit
 WARM_SLOTS = 256 * MiB         # PMem storage the library may hold for units just moved up
 HOT_SHARE = 0.9                # gups --hot-share (its default)
@@ -82,13 +82,6 @@ def log(msg):
 
 
 # ---------------------------------------------------------------- sizes
-
-def parse_size(text):
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.I)
-    if not m:
-        raise ValueError("not a size: %r" % text)
-    mult = {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": TiB}[m.group(2).upper()]
-    return int(round(float(m.group(1)) * mult))
 
 
 def fmt_size(n):
@@ -203,43 +196,9 @@ def spread(cells, n):
 
 # ---------------------------------------------------------------- machine
 
-def meminfo():
-    out = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            parts = v.split()
-            if parts:
-                out[k] = int(parts[0]) * KiB
-    return out
-
-
-def fs_type(path):
-    """The file system type of the mount holding path (/proc/self/mountinfo)."""
-    path = os.path.realpath(path)
-    best, kind = "", "?"
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                mnt = left.split()[4].replace("\\040", " ")
-                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                    best, kind = mnt, right.split()[0]
-    except OSError:
-        pass
-    return kind
-
 
 def describe_machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     m = meminfo()
     return "nproc %d, %s, MemTotal %s, MemAvailable %s, kernel %s, load %.2f" % (
         os.cpu_count() or 0, cpu, fmt_size(m.get("MemTotal", 0)), fmt_size(m.get("MemAvailable", 0)),
