@@ -26,7 +26,10 @@ bool software_tracker::suspected(uint32_t unit) const {
 }
 
 void software_tracker::suspect(uint32_t unit) {
-  if (nsuspects_ < kMaxSuspects && !suspected(unit)) suspects_[nsuspects_++] = unit;
+  // Suspects cost four pages each: at most half a window's PMem units of
+  // them, so that the cost rule governs them too.
+  const size_t cap = std::clamp<size_t>(pmem_per_scan_ / 2, 4, kMaxSuspects);
+  if (nsuspects_ < cap && !suspected(unit)) suspects_[nsuspects_++] = unit;
 }
 
 size_t software_tracker::choose(const unit_list &listed, uint32_t *units, uint8_t *pages, size_t cap) {
@@ -60,7 +63,8 @@ size_t software_tracker::choose(const unit_list &listed, uint32_t *units, uint8_
 
 void software_tracker::suspect_neighbours(uint32_t unit, const unit_list &listed) {
   const uint32_t *end = listed.units + listed.n;
-  for (uint32_t d = 1; d <= kNeighbourReach; ++d)
+  const uint32_t reach = searching() ? kNeighbourReach : 1;
+  for (uint32_t d = 1; d <= reach; ++d)
     for (const uint64_t nb : {uint64_t{unit} - d, uint64_t{unit} + d}) {
       if (nb > UINT32_MAX) continue;  // below 0 (wrapped) or past the last index
       const uint32_t *at = std::lower_bound(listed.units, end, nb);
@@ -88,6 +92,7 @@ size_t software_tracker::observe(const sample_result *results, size_t n, const u
 }
 
 void software_tracker::promoted(size_t n) {
+  scans_since_promotion_ = n ? 0 : std::min(scans_since_promotion_ + 1, kQuietScans);
   recent_[recent_at_] = static_cast<uint32_t>(std::min<size_t>(n, kSearchBurst));
   recent_at_ = (recent_at_ + 1) % kBurstScans;
   if (std::accumulate(recent_, recent_ + kBurstScans, uint32_t{0}) < kSearchBurst) return;

@@ -21,7 +21,11 @@
 //   - Neighbours.  Hot data is usually contiguous: the PMem units within
 //     kNeighbourReach of a confirmed hot unit become suspects too, ahead of
 //     the rotation, so a hot region is walked kNeighbourReach units a
-//     window at each end.
+//     window at each end while searching (one unit once steady: a hot unit
+//     that cannot move up, DRAM full of hotter ones, would otherwise keep
+//     its neighbours watched with four pages each, window after window).
+//     Suspects are at most half a window's PMem units, so that the cost
+//     rule governs them too.
 //   - Cost.  Hiding a page costs the mover a system call or two (a TLB
 //     shootdown each) and the application a refault or a round trip to the
 //     fault service when the page is touched.  After each scan that moved
@@ -31,7 +35,8 @@
 //   - Searching and steady.  The share is kCpuSearch while a hot set is
 //     being found: from the start, and again after a burst of promotions
 //     (kSearchBurst within kBurstScans scans), until one whole rotation
-//     has passed with no such burst; then kCpuSteady.  So a large heap is
+//     has passed with no such burst or kQuietScans scans with no promotion
+//     at all (the hot set is in); then kCpuSteady.  So a large heap is
 //     gone over in seconds when a hot set appears (at the start, or when
 //     it moves: the first units of it met at the steady rate move, and the
 //     search is on), and costs little once its placement holds.  A lone
@@ -59,7 +64,7 @@ class software_tracker {
   static constexpr uint8_t kConfirmPages = 4;
   static constexpr size_t kPmemMin = 16, kPmemMax = 2048, kPmemStart = 64;
   static constexpr double kCpuSteady = 0.02, kCpuSearch = 0.06;
-  static constexpr uint32_t kSearchBurst = 4, kBurstScans = 8;
+  static constexpr uint32_t kSearchBurst = 4, kBurstScans = 8, kQuietScans = 20;
   // Units one window watches at most (and results it can give).
   static constexpr size_t kChosenMax = kPmemMax + kDramPerScan + kMaxSuspects;
 
@@ -83,7 +88,7 @@ class software_tracker {
   // kBurstScans scans start a search of one whole rotation.
   void promoted(size_t n);
   // Whether a hot set is being found (the share is kCpuSearch).
-  bool searching() const { return steps_since_burst_ < listed_; }
+  bool searching() const { return steps_since_burst_ < listed_ && scans_since_promotion_ < kQuietScans; }
 
   size_t pmem_per_scan() const { return pmem_per_scan_; }
   size_t dram_per_scan() const;
@@ -107,6 +112,7 @@ class software_tracker {
   size_t steps_since_burst_ = 0, listed_ = 1;
   uint32_t recent_[kBurstScans] = {};  // promotions of the last scans, a ring
   size_t recent_at_ = 0;
+  uint32_t scans_since_promotion_ = 0;  // from the start: no promotion yet is no reason to stop
 };
 
 }  // namespace mmtier::detail

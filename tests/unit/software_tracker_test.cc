@@ -131,6 +131,27 @@ TEST(SoftwareTracker, AConfirmedHotUnitMakesItsPmemNeighboursSuspects) {
             (std::vector<uint32_t>{0, 2, 3, 4, 5, 16, 17, 18, 19, 21, 22, 23, 24, 27, 28, 29, 32, 33, 34, 35, 45, 46, 47, 48}));
 }
 
+// Once steady, a confirmed hot unit makes only its next neighbours
+// suspects, and suspects stay within half a window's PMem units.
+TEST(SoftwareTracker, SteadyTrackingSuspectsOnlyTheNextNeighbours) {
+  listing l(50, 10);
+  software_tracker t;
+  choose(t, l);  // the whole list in one window: a rotation, nothing promoted
+  ASSERT_FALSE(t.searching());
+  const sample_result r[] = {{20, kTierPmem, 4, 4, 0}};
+  access_observation obs[4];
+  ASSERT_EQ(t.observe(r, 1, l.view(), obs, 4, nullptr), 1u);
+  const uint32_t *s;
+  const size_t n = t.suspects(&s);
+  EXPECT_EQ(std::vector<uint32_t>(s, s + n), (std::vector<uint32_t>{19, 21}));
+  // Many screening hits: no more suspects than half the window's PMem units.
+  std::vector<sample_result> hits;
+  for (uint32_t u = 0; u < 50; ++u) hits.push_back({u, kTierPmem, 1, 1, 0});
+  std::vector<access_observation> none(64);
+  t.observe(hits.data(), hits.size(), l.view(), none.data(), none.size(), nullptr);
+  EXPECT_EQ(t.suspects(&s), t.pmem_per_scan() / 2);
+}
+
 TEST(SoftwareTracker, DramSamplesAreNotScreened) {
   listing l(10, 10);
   software_tracker t;
@@ -199,6 +220,12 @@ TEST(SoftwareTracker, ABurstOfPromotionsSearchesOneRotation) {
   EXPECT_TRUE(t.searching()) << "a burst";
   choose(t, l);
   EXPECT_TRUE(t.searching()) << "one window is not a rotation";
+  // The hot set is in: scans without a promotion end the search before
+  // the rotation does.
+  for (uint32_t i = 0; i + 1 < software_tracker::kQuietScans; ++i) t.promoted(0);
+  EXPECT_TRUE(t.searching());
+  t.promoted(0);
+  EXPECT_FALSE(t.searching()) << "kQuietScans scans without a promotion";
 }
 
 }  // namespace
