@@ -17,8 +17,9 @@ defaults below with where each comes from) with the tracker's rules
   - Cost rule: after each scan that moved nothing, P shrinks by a quarter
     when tracking took more than its share of I and grows by a quarter (+1)
     below three fifths of it.  The share is 2 % in the steady state and 6 %
-    while searching for a hot set (from the start, and for one whole
-    rotation after a burst of 4 promotions within 8 scans).  "Tracking" is
+    while searching for a hot set (from the start, and after a burst of 4
+    promotions within 8 scans, for one whole rotation or until 20 scans
+    promote nothing).  "Tracking" is
     the mover's CPU time for the scan outside the window's sleep (listing,
     hiding, reading the results, the policy) plus the fault service's CPU in
     the meantime.
@@ -35,8 +36,9 @@ defaults below with where each comes from) with the tracker's rules
     rarer (cost per second / 4, coverage time x 4).
   - A PMem screening hit (the one page touched) makes the unit a suspect,
     watched with 4 pages in the next window; the PMem units within 4 of it
-    on either side become suspects when at least half of those pages are
-    touched.  Here a hot unit counts
+    on either side (while searching; 1 once steady) become suspects when
+    at least half of those pages are touched; suspects are at most half of
+    P.  Here a hot unit counts
     as found when its confirmation window sees at least one of the 4 pages
     touched (a score of 1/4 is above the policy's promote_min_heat of 1/8).
   - Promotion and demotion share MMTIER_MIGRATE_MBPS (256 MiB/s): moving a
@@ -192,7 +194,7 @@ class Model:
         d = dram_per_scan(p)
         # Steady state: the hot set on DRAM, the PMem units cold; screening
         # hits on cold pages become suspects (4 pages each, next window).
-        suspects = min(MAX_SUSPECTS, p * self.p_cold)
+        suspects = min(MAX_SUSPECTS, max(4, p // 2), p * self.p_cold)
         dram_touched = d * a.dram_touched
         return (a.scan_fixed_us * 1e-6 + self.per_unit_s() + p * per_pmem + suspects * CONFIRM_PAGES * per_pmem
                 + d * a.dram_sample_us * 1e-6 + dram_touched * a.fault_us * 1e-6)
@@ -277,7 +279,7 @@ class Model:
                     new_suspects.append(u)
             # At most 64 suspects, cold screening hits taking their share.
             new_suspects = list(dict.fromkeys(new_suspects))
-            room = MAX_SUSPECTS
+            room = min(MAX_SUSPECTS, max(4, p // 2))
             if new_suspects and cold_pos > 0 and len(new_suspects) + cold_pos > room:
                 keep = int(room * len(new_suspects) / (len(new_suspects) + cold_pos))
                 rng.shuffle(new_suspects)
