@@ -146,20 +146,18 @@ int live_signaled(long pid) {
 
 // Releases the parked threads and puts the signal's disposition back.  A
 // handler already running is not affected by that; a signal still pending
-// (a thread that had it blocked, after a stop that gave up) is discarded
-// first by SIG_IGN, so it can never take the default action (terminating
-// the process) later.  Parked threads leave the handler on their own; a
-// thread of this stop still in it when the next one starts sees its own
-// generation released and leaves.
-void release_all(bool all_parked) {
+// is discarded first by SIG_IGN, so it can never take the default action
+// (terminating the process) later: a thread that had it blocked, after a
+// stop that gave up, or one that took an earlier stop's signal late and
+// was signaled again for this stop while still in the handler.  Parked
+// threads leave the handler on their own.
+void release_all() {
   g_released.store(g_generation.load(std::memory_order_relaxed), std::memory_order_release);
   futex(&g_released, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr);
-  if (!all_parked) {
-    struct sigaction ign;
-    memset(&ign, 0, sizeof ign);
-    ign.sa_handler = SIG_IGN;
-    sigaction(g_signo, &ign, nullptr);
-  }
+  struct sigaction ign;
+  memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  sigaction(g_signo, &ign, nullptr);
   sigaction(g_signo, &g_old, nullptr);
   g_signo = 0;
 }
@@ -215,7 +213,7 @@ long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats) {
     if (err || added == 0) break;
   }
   if (err) {
-    release_all(false);
+    release_all();
     quiesce_leave();
     pthread_mutex_unlock(&g_stop_lock);
     return err;
@@ -228,7 +226,7 @@ long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats) {
 }
 
 void world_resume() {
-  release_all(true);
+  release_all();
   quiesce_leave();
   pthread_mutex_unlock(&g_stop_lock);
 }

@@ -181,5 +181,46 @@ TEST(World, AThreadLateForAStopThatGaveUpRunsOn) {
   late.join();
 }
 
+// A thread late for a stop that gave up, signaled again by the next stop
+// while still in the handler, parks in that stop; the signal left pending
+// is discarded when the world resumes (else it would take the default
+// action once the thread leaves the handler: the process would die).
+bool stop_signal_pending() {
+  sigset_t pending;
+  sigpending(&pending);
+  for (int s = SIGRTMIN; s <= SIGRTMAX; ++s)
+    if (sigismember(&pending, s)) return true;
+  return false;
+}
+std::atomic<bool> g_late_once{false};
+void late_until_signaled_again() {
+  if (sys::raw(SYS_gettid) != g_late_tid.load() || g_late_once.exchange(true)) return;  // its first arrival only
+  while (g_late_hold.load() || !stop_signal_pending()) usleep(1000);
+}
+
+TEST(World, ALateThreadSignaledAgainParksInTheNextStopAndSurvivesIt) {
+  ASSERT_EQ(runtime_start(), kReady);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> count{0};
+  std::thread late([&] {
+    g_late_tid = static_cast<int>(sys::raw(SYS_gettid));
+    while (!stop.load()) count.fetch_add(1);
+  });
+  while (count.load() == 0) std::this_thread::yield();
+  g_late_hold = true;
+  g_world_park_hook = late_until_signaled_again;
+  EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond / 20), -EAGAIN) << "held on its way in";
+  g_late_hold = false;  // it goes on once the next stop has signaled it again
+  world_stats st{};
+  ASSERT_EQ(world_stop(quiesce_reason::pause, 5 * kSecond, &st), 0);
+  EXPECT_EQ(st.threads, 1u) << "parked in this stop";
+  const uint64_t frozen = count.load();
+  world_resume();
+  g_world_park_hook = nullptr;
+  while (count.load() < frozen + 1000) std::this_thread::yield();  // alive, and running
+  stop = true;
+  late.join();
+}
+
 }  // namespace
 }  // namespace mmtier::detail
