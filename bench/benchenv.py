@@ -57,3 +57,14 @@ def cpu_model():
     except OSError:
         pass
     return "?"
+
+
+def parse_env(items, error):
+    """VAR=VALUE strings as a dict; error(message) for a malformed one."""
+    env = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            error("--env %r: expected VAR=VALUE" % item)
+        env[k] = v
+    return env

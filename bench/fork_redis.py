@@ -60,7 +60,7 @@ import tempfile
 import threading
 import time
 
-from benchenv import GiB, KiB, MiB, cpu_model, fs_type, meminfo, parse_size
+from benchenv import GiB, KiB, MiB, cpu_model, fs_type, meminfo, parse_env, parse_size
 REDIS_SERVER = "/usr/bin/redis-server"
 SYS_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_BYTES = 1 << 16          # the random block the values are cut from
@@ -1081,13 +1081,7 @@ def main(argv=None):
         ap.error("--value-size at least 32 and --data at least 1000 values")
     if args.rounds < 0 or args.write_seconds < 0 or args.settle < 0 or args.bgsave_timeout <= 0:
         ap.error("negative or zero times/rounds")
-    env = {}
-    for item in args.env:
-        k, eq, v = item.partition("=")
-        if not eq or not k:
-            ap.error("--env %r: expected VAR=VALUE" % item)
-        env[k] = v
-    args.env = env
+    args.env = parse_env(args.env, ap.error)
     args.redis_args = []
     for item in args.redis_config:
         name, _, value = item.strip().partition(" ")

@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 
-from benchenv import GiB, KiB, MiB, TiB, cpu_model, fs_type, meminfo, parse_size
+from benchenv import GiB, KiB, MiB, TiB, cpu_model, fs_type, meminfo, parse_env, parse_size
 UNIT = 2 * MiB                 # mmtier's unit
 WARM_SLOTS = 256 * MiB         # PMem storage the library may hold for units just moved up
 HOT_SHARE = 0.9                # gups --hot-share (its default)
@@ -684,13 +684,7 @@ def main(argv=None):
     if not m or int(m.group(1)) + int(m.group(2)) == 0:
         ap.error("--ratio: expected D:P, not both 0")
     args.ratio = (int(m.group(1)), int(m.group(2)))
-    env = {}
-    for item in args.env:
-        k, eq, v = item.partition("=")
-        if not eq or not k:
-            ap.error("--env %r: expected VAR=VALUE" % item)
-        env[k] = v
-    args.env = env
+    args.env = parse_env(args.env, ap.error)
     if args.seconds <= 0:
         ap.error("--seconds must be > 0")
 

@@ -154,15 +154,28 @@ void late_arrival() {
   while (g_late_hold.load()) usleep(1000);  // held here until both stops have given up
 }
 
-TEST(World, AThreadLateForAStopThatGaveUpRunsOn) {
-  ASSERT_EQ(runtime_start(), kReady);
+// A thread that only counts, the one the hooks below hold back.
+struct late_thread {
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> count{0};
-  std::thread late([&] {
+  std::thread t{[this] {
     g_late_tid = static_cast<int>(sys::raw(SYS_gettid));
     while (!stop.load()) count.fetch_add(1);
-  });
-  while (count.load() == 0) std::this_thread::yield();
+  }};
+  late_thread() {
+    while (count.load() == 0) std::this_thread::yield();
+  }
+  ~late_thread() {
+    g_world_park_hook = nullptr;
+    stop = true;
+    t.join();
+  }
+};
+
+TEST(World, AThreadLateForAStopThatGaveUpRunsOn) {
+  ASSERT_EQ(runtime_start(), kReady);
+  late_thread late;
+  std::atomic<uint64_t> &count = late.count;
   g_late_hold = true;
   g_world_park_hook = late_arrival;
   EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond / 20), -EAGAIN) << "the late thread never counts";
@@ -174,11 +187,10 @@ TEST(World, AThreadLateForAStopThatGaveUpRunsOn) {
   EXPECT_GE(count.load(), before + 1000) << "the late thread is still parked";
   g_world_park_hook = nullptr;
   world_stats st{};
-  EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond, &st), 0) << "and a later stop parks it";
-  if (st.threads) world_resume();
+  const long r = world_stop(quiesce_reason::pause, kSecond, &st);
+  EXPECT_EQ(r, 0) << "and a later stop parks it";
+  if (r == 0) world_resume();
   EXPECT_EQ(st.threads, 1u);
-  stop = true;
-  late.join();
 }
 
 // A thread late for a stop that gave up, signaled again by the next stop
@@ -200,13 +212,8 @@ void late_until_signaled_again() {
 
 TEST(World, ALateThreadSignaledAgainParksInTheNextStopAndSurvivesIt) {
   ASSERT_EQ(runtime_start(), kReady);
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> count{0};
-  std::thread late([&] {
-    g_late_tid = static_cast<int>(sys::raw(SYS_gettid));
-    while (!stop.load()) count.fetch_add(1);
-  });
-  while (count.load() == 0) std::this_thread::yield();
+  late_thread late;
+  std::atomic<uint64_t> &count = late.count;
   g_late_hold = true;
   g_world_park_hook = late_until_signaled_again;
   EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond / 20), -EAGAIN) << "held on its way in";
@@ -218,8 +225,6 @@ TEST(World, ALateThreadSignaledAgainParksInTheNextStopAndSurvivesIt) {
   world_resume();
   g_world_park_hook = nullptr;
   while (count.load() < frozen + 1000) std::this_thread::yield();  // alive, and running
-  stop = true;
-  late.join();
 }
 
 }  // namespace
