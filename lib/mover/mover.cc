@@ -145,8 +145,8 @@ void stop_refused(uint64_t now) {
   const long tid = world_signal_blocker(name, sizeof name);
   if (tid)
     MMTIER_WARN("fork: re-sharing units frozen by fork needs every thread stopped for a moment, and thread %ld "
-                "(%s) blocks every signal; their pages written since the fork stay in DRAM, tried again less and "
-                "less often (counted as stop refusals)",
+                "(%s) blocks the signal that stops it; pages written since the fork stay in DRAM (tried again less "
+                "and less often; counted as stop refusals)",
                 tid, name);
   else
     MMTIER_INFO("fork: a thread did not stop within 50 ms for re-sharing; tried again later");
