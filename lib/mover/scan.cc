@@ -1,6 +1,7 @@
 // The mover's scan steps (see scan.h).
 #include "mover/scan.h"
 
+#include "heap/heap.h"
 #include "support/log.h"
 
 #include <cerrno>
@@ -28,7 +29,10 @@ void say_failure(const policy_migration &m, long r) {
   char ebuf[24];
   const int err = static_cast<int>(-r);
   const char *what = m.to_tier == kTierDram ? "a promotion" : "a demotion";
-  if (err == EBUSY)
+  // A PMem file system found full when placing has been said already.
+  heap_counters c{};
+  if (err == ENOSPC) heap_counters_get(&c);
+  if (err == EBUSY || (err == ENOSPC && c.fallbacks > 0))
     MMTIER_INFO("mover: %s failed: %s (%s)", what, errno_name(err, ebuf), migration_failure_meaning(err));
   else
     MMTIER_WARN("mover: %s failed: %s (%s); later failures of this kind are only counted (mmtier stat, MMTIER_REPORT)",
