@@ -1089,8 +1089,8 @@ def main(argv=None):
             ap.error("--redis-config %r: expected 'NAME VALUE'" % item)
         args.redis_args += ["--" + name.lstrip("-"), value.strip()]
     args.cli_env = {"PATH": SYS_PATH, "LANG": "C"}
-    if "MMTIER_STATS_DIR" in env:
-        args.cli_env["MMTIER_STATS_DIR"] = env["MMTIER_STATS_DIR"]
+    if "MMTIER_STATS_DIR" in args.env:
+        args.cli_env["MMTIER_STATS_DIR"] = args.env["MMTIER_STATS_DIR"]
     if not os.access(REDIS_SERVER, os.X_OK):
         ap.error("%s not installed (Debian redis-server)" % REDIS_SERVER)
     roots = args.pmem_dir or ["/dev/shm"]
@@ -1143,7 +1143,7 @@ def main(argv=None):
         redis_version(), REDIS_SERVER, fmt_size(args.data), nkeys, args.value_size,
         "%d rounds of BGSAVE + %g s of writes%s, settle %g s" % (
             args.rounds, args.write_seconds, " (overlapping the BGSAVE)" if args.overlap else "", args.settle),
-        args.ratio, "; extra environment: " + " ".join("%s=%s" % kv for kv in sorted(env.items())) if env else ""))
+        args.ratio, "; extra environment: " + " ".join("%s=%s" % kv for kv in sorted(args.env.items())) if args.env else ""))
     if args.redis_args:
         print("redis-server configuration added: %s" % " ".join(args.redis_args))
     for label, path, cli in libs:

@@ -218,9 +218,9 @@ bool faults_start() {
       g_fd.store(static_cast<int>(fd), std::memory_order_release);
       sigset_t all, old;
       sigfillset(&all);
-      pthread_sigmask(SIG_SETMASK, &all, &old);
+      sys::thread_sigmask(SIG_SETMASK, &all, &old);
       int e = pthread_create(&g_thread, nullptr, handler_main, nullptr);
-      pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      sys::thread_sigmask(SIG_SETMASK, &old, nullptr);
       if (e == 0) {
         pthread_setname_np(g_thread, "mmtier-uffd");
         pthread_detach(g_thread);

@@ -341,10 +341,10 @@ bool mover_start() {
     g_running.store(true, std::memory_order_release);
     sigset_t all, old;
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
+    sys::thread_sigmask(SIG_SETMASK, &all, &old);
     pthread_t t;
     const int e = pthread_create(&t, nullptr, mover_main, nullptr);
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    sys::thread_sigmask(SIG_SETMASK, &old, nullptr);
     if (e == 0) {
       pthread_setname_np(t, "mmtier-bg");
       pthread_detach(t);

@@ -24,4 +24,14 @@ void *mmap_libc(void *addr, size_t len, int prot, int flags, int fd, off_t off) 
   return reinterpret_cast<void *>(r);
 }
 
+int thread_sigmask(int how, const sigset_t *set, sigset_t *old) {
+  sigset_t own;
+  if (set) {
+    own = *set;
+    for (int s = 32; s < SIGRTMIN; ++s) sigdelset(&own, s);
+  }
+  const long r = raw(SYS_rt_sigprocmask, how, set ? reinterpret_cast<long>(&own) : 0, reinterpret_cast<long>(old), 8);
+  return r < 0 ? static_cast<int>(-r) : 0;
+}
+
 }  // namespace mmtier::detail::sys

@@ -4,6 +4,7 @@
 // on failure.
 #pragma once
 
+#include <signal.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -72,6 +73,10 @@ inline long write(int fd, const void *buf, size_t n) {
   return raw(SYS_write, fd, reinterpret_cast<long>(buf), static_cast<long>(n));
 }
 inline long getpid() { return raw(SYS_getpid); }
+// pthread_sigmask as the C library does it (the signals below SIGRTMIN are
+// its own and never blocked), without going through the symbol, which
+// libmmtier.so interposes: 0 or an errno value.
+int thread_sigmask(int how, const sigset_t *set, sigset_t *old);
 inline long unlinkat(int dirfd, const char *path, int flags) {
   return raw(SYS_unlinkat, dirfd, reinterpret_cast<long>(path), flags);
 }

@@ -285,6 +285,19 @@ long world_signal_blocker(char *name, size_t cap) {
   return found;
 }
 
+int world_sigmask(int how, const sigset_t *set, sigset_t *old) {
+  if (!set || how == SIG_UNBLOCK || !sigismember(set, SIGRTMAX)) return sys::thread_sigmask(how, set, old);
+  for (int s = SIGRTMIN; s < SIGRTMAX; ++s)
+    if (!sigismember(set, s)) return sys::thread_sigmask(how, set, old);  // names some, not all
+  struct sigaction cur;
+  if (sigaction(SIGRTMAX, nullptr, &cur) != 0) return sys::thread_sigmask(how, set, old);
+  const bool ours = (cur.sa_flags & SA_SIGINFO) ? cur.sa_sigaction == park : cur.sa_handler == SIG_DFL;
+  if (!ours) return sys::thread_sigmask(how, set, old);  // the program's signal: as asked
+  sigset_t kept = *set;
+  sigdelset(&kept, SIGRTMAX);
+  return sys::thread_sigmask(how, &kept, old);
+}
+
 void world_exempt_self() {
   const int tid = static_cast<int>(sys::raw(SYS_gettid));
   for (auto &e : g_exempt) {

@@ -25,6 +25,8 @@
 
 #include "support/quiesce.h"
 
+#include <signal.h>
+
 #include <cstdint>
 
 namespace mmtier::detail {
@@ -47,6 +49,17 @@ void world_register();
 // (the mover, the fault service).  They block every signal anyway; this
 // keeps world_stop from waiting for them.
 void world_exempt_self();
+
+// pthread_sigmask for the program (the interposed pthread_sigmask and
+// sigprocmask): as the C library's, but a mask that blocks every real-time
+// signal leaves out the stop signal (SIGRTMAX) while the program has not
+// taken that signal for itself.  Such a thread asked for "no signals" (as
+// jemalloc's background thread, the JVM's and many others do); the stop's
+// handler runs nothing of the program's and returns, so the thread cannot
+// tell, and a stop no longer waits for it in vain.  A mask that names the
+// signal among others, or one applied while the program has a handler on
+// it, is applied as given.  0 or an errno value.
+int world_sigmask(int how, const sigset_t *set, sigset_t *old);
 
 // After world_stop() gave up with -EAGAIN: a thread of the process that
 // blocks the stop signal (its tid, its name into name[cap]), 0 if none is

@@ -196,8 +196,26 @@ int child_fork() {
 // frozen units, so its resident DRAM falls back near the ratio's share, and
 // the API says so (frozen and copied bytes, re-shares).  The child's view
 // must stay intact throughout.
+// With TIERING_BLOCKER set, a thread of the program blocks every signal
+// (as jemalloc's background thread does) and waits in read(): a re-share
+// that needs the world stopped must stop it all the same.
 int child_fork_reshare() {
   constexpr size_t kSize = 160 * kMB;
+  static int idle[2];
+  if (getenv("TIERING_BLOCKER")) {
+    if (pipe(idle) != 0) return 12;
+    pthread_t t;
+    pthread_create(&t, nullptr, [](void *) -> void * {
+      sigset_t all;
+      sigfillset(&all);
+      pthread_sigmask(SIG_SETMASK, &all, nullptr);
+      char c;
+      while (read(idle[0], &c, 1) < 0) {
+      }
+      return nullptr;
+    }, nullptr);
+    pthread_detach(t);
+  }
   char *p = static_cast<char *>(malloc(kSize));
   if (!p) return 10;
   escape(p);
@@ -450,6 +468,15 @@ TEST_F(Tiering, ChildAfterForkRunsItsOwnMoverAndMovesMemory) {
 TEST_F(Tiering, ForkingParentGetsItsCopiesBackOnPmem) {
   exec_result r = run_case("forkreshare", {"MMTIER_SCAN_INTERVAL=20ms"});
   EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+}
+
+// Without write-protect (a DAX file, a kernel before 6.4) the re-share stops
+// the world, and a thread that blocked every signal does not refuse it.
+TEST_F(Tiering, ForkingParentGetsItsCopiesBackWithTheWorldStoppedPastASignalBlockingThread) {
+  exec_result r = run_case("forkreshare", {"MMTIER_SCAN_INTERVAL=20ms", "MMTIER_HIDE_FEATURES=wp-unpopulated",
+                                           "TIERING_BLOCKER=1"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+  EXPECT_EQ(r.err.find("blocks the signal that stops it"), std::string::npos) << describe(r);
 }
 
 TEST_F(Tiering, PlacesNoMoverInASmallChild) {

@@ -227,5 +227,70 @@ TEST(World, ALateThreadSignaledAgainParksInTheNextStopAndSurvivesIt) {
   while (count.load() < frozen + 1000) std::this_thread::yield();  // alive, and running
 }
 
+
+// What the interposed pthread_sigmask does: a thread that blocks every
+// signal through it still takes the stop signal (so a stop stops it), while
+// a mask that names the signal among a few, or one applied while the
+// program has a handler on it, is applied as given.
+sigset_t mask_after(int how, const sigset_t &set) {
+  sigset_t now;
+  sigemptyset(&now);
+  std::thread t([&] {
+    EXPECT_EQ(world_sigmask(how, &set, nullptr), 0);
+    EXPECT_EQ(world_sigmask(SIG_BLOCK, nullptr, &now), 0);
+  });
+  t.join();
+  return now;
+}
+
+TEST(World, AThreadBlockingEverySignalThroughTheInterposedMaskIsStillStopped) {
+  ASSERT_EQ(runtime_start(), kReady);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> count{0};
+  std::atomic<bool> masked{false};
+  std::thread blocker([&] {
+    sigset_t all, now;
+    sigfillset(&all);
+    EXPECT_EQ(world_sigmask(SIG_SETMASK, &all, nullptr), 0);
+    EXPECT_EQ(world_sigmask(SIG_BLOCK, nullptr, &now), 0);
+    EXPECT_TRUE(sigismember(&now, SIGINT) && sigismember(&now, SIGRTMIN) && sigismember(&now, SIGRTMAX - 1));
+    EXPECT_FALSE(sigismember(&now, SIGRTMAX)) << "the stop signal stays deliverable";
+    masked = true;
+    while (!stop.load()) count.fetch_add(1);
+  });
+  while (!masked.load() || count.load() == 0) std::this_thread::yield();
+  world_stats st{};
+  ASSERT_EQ(world_stop(quiesce_reason::pause, kSecond, &st), 0);
+  EXPECT_EQ(st.threads, 1u);
+  const uint64_t frozen = count.load();
+  usleep(20000);
+  EXPECT_EQ(count.load(), frozen) << "stopped";
+  world_resume();
+  while (count.load() < frozen + 1000) std::this_thread::yield();
+  stop = true;
+  blocker.join();
+}
+
+TEST(World, AMaskThatNamesTheStopSignalOrAProgramsOwnSignalIsAppliedAsGiven) {
+  sigset_t few;
+  sigemptyset(&few);
+  sigaddset(&few, SIGRTMAX);
+  sigaddset(&few, SIGUSR1);
+  const sigset_t named = mask_after(SIG_BLOCK, few);
+  EXPECT_TRUE(sigismember(&named, SIGRTMAX)) << "named among a few";
+  struct sigaction mine, old;
+  memset(&mine, 0, sizeof mine);
+  mine.sa_handler = [](int) {};
+  ASSERT_EQ(sigaction(SIGRTMAX, &mine, &old), 0);
+  sigset_t all;
+  sigfillset(&all);
+  const sigset_t now = mask_after(SIG_SETMASK, all);
+  sigaction(SIGRTMAX, &old, nullptr);
+  EXPECT_TRUE(sigismember(&now, SIGRTMAX)) << "the program's own signal, blocked as asked";
+  // And the C library's internal signals are never blocked (as its own
+  // pthread_sigmask does): setuid() in a threaded process needs them.
+  EXPECT_FALSE(sigismember(&now, SIGRTMIN - 1));
+}
+
 }  // namespace
 }  // namespace mmtier::detail
