@@ -531,10 +531,15 @@ namespace {
 // Adds the pages present in units [lo, hi) (lo a multiple of 64, hi - lo
 // at most 64) to pages[].  Runs of placed, unmixed units share one mincore
 // call: on the measuring VM a system call costs tens of microseconds,
-// which for a pass over a large heap matters more than the page walk.
+// which for a pass over a large heap matters more than the page walk.  On
+// a DAX tier a unit's PMem pages are what its slot stores (mincore sees
+// only the pages mapped now; the others are in no cache, only in the
+// storage), and a frozen unit's copies are DRAM on top of that.
 void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount], size_t *copied) {
   static unsigned char vec[64 * kPagesPerUnit];  // the heap lock guards them
   static sys::page_info info[kPagesPerUnit];
+  const tier &pm = pmem_tier();
+  const bool stored = pm.dax && pm.ops && pm.ops->stored;
   size_t run = lo, run_len = 0;  // units [run, run + run_len) wait for one call
   const auto flush = [&]() {
     if (!run_len) return;
@@ -543,7 +548,7 @@ void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount], size_
     for (size_t k = 0; k < run_len; ++k) {
       const unit &u = g_heap.units[run + k];
       const int ut = bit_get(g_mgr.va_bits, run + k) ? unit_tier(u) : -1;
-      if (ut < 0 || unit_mixed(u)) continue;  // a hole in the run, or counted apart
+      if (ut < 0 || unit_mixed(u) || (stored && ut == kTierPmem)) continue;  // a hole in the run, or counted apart
       // Unit by unit if the run could not be taken at once.
       unsigned char *v = vec + k * kPagesPerUnit;
       if (!whole && sys::raw(SYS_mincore, static_cast<long>(unit_addr(run + k)), kUnitSize, reinterpret_cast<long>(v)) < 0)
@@ -558,12 +563,18 @@ void resident_range_locked(size_t lo, size_t hi, size_t pages[kTierCount], size_
     const unit &u = g_heap.units[i];
     const int ut = bit_get(g_mgr.va_bits, i) ? unit_tier(u) : -1;
     if (ut < 0) continue;
+    const bool by_storage = stored && ut == kTierPmem;
+    if (by_storage) {
+      const long b = pm.ops->stored(&pm, u.slot);
+      if (b > 0) pages[kTierPmem] += static_cast<size_t>(b) >> kPageShift;
+      if (!unit_mixed(u)) continue;
+    }
     if (unit_mixed(u)) {
       if (sys::pagemap_read(unit_addr(i), kPagesPerUnit, info))
         for (size_t p = 0; p < kPagesPerUnit; ++p) {
           if (!info[p].present) continue;
-          const bool copy = sys::private_copy(info[p], pmem_tier().dax);
-          ++pages[copy ? kTierDram : ut];
+          const bool copy = sys::private_copy(info[p], pm.dax);
+          if (copy || !by_storage) ++pages[copy ? kTierDram : ut];
           if (copy && u.frozen) ++*copied;
         }
       continue;

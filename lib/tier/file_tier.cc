@@ -295,6 +295,22 @@ long file_splice_in(tier *t, uint32_t slot, size_t off, int pipe_fd, size_t len)
   return 0;
 }
 
+long file_stored(const tier *t, uint32_t slot) {
+  const int fd = file_state(t)->fd;
+  const long end = static_cast<long>(file_off(slot, kUnitSize));
+  long total = 0;
+  for (long at = static_cast<long>(file_off(slot, 0)); at < end;) {
+    const long data = sys::raw(SYS_lseek, fd, at, SEEK_DATA);
+    if (data == -ENXIO || (data >= 0 && data >= end)) break;  // no data from here on
+    if (data < 0) return data;
+    const long hole = sys::raw(SYS_lseek, fd, data, SEEK_HOLE);
+    if (hole < 0) return hole;
+    total += (hole < end ? hole : end) - data;
+    at = hole;
+  }
+  return total;
+}
+
 long file_map_view(tier *t, uint32_t slot) {
   return sys::mmap(nullptr, kUnitSize, PROT_READ, MAP_SHARED, file_state(t)->fd, file_off(slot, 0));
 }
@@ -435,6 +451,7 @@ const tier_ops file_tier_ops = {
     file_write,       file_splice_in,      file_map_view,   file_maps_storage,
     file_map_private, file_fork_prepare, file_fork_parent, file_fork_child,
     file_drop_inherited, file_slot_retire, file_reclaim_retired, file_storage_unheld,
+    file_stored,
 };
 
 }  // namespace mmtier::detail

@@ -108,6 +108,11 @@ struct tier_ops {
   // Whether no other process holds the storage (no fork child maps any of
   // it), so writing any slot changes no other process's view.
   bool (*storage_unheld)(tier *t);
+  // Bytes of a slot's storage that hold data as the file system sees them
+  // (written blocks: SEEK_DATA/SEEK_HOLE), or -errno.  What a unit takes of
+  // a DAX tier, where pages not mapped are not in any cache that mincore
+  // could see: their data lives only in the storage.
+  long (*stored)(const tier *t, uint32_t slot);
 };
 
 struct tier {
