@@ -71,6 +71,7 @@ void park(int, siginfo_t *, void *) {
     if (at_or_after(r, gen)) break;
     futex(&g_released, FUTEX_WAIT_PRIVATE, r, nullptr);
   }
+  if (g_world_unpark_hook) g_world_unpark_hook();
   errno = saved;
 }
 
@@ -172,6 +173,7 @@ void fork_child() {
 }  // namespace
 
 void (*g_world_park_hook)() = nullptr;
+void (*g_world_unpark_hook)() = nullptr;
 
 void world_register() { quiesce_register(kRankWorld, {nullptr, nullptr, fork_child, nullptr}); }
 

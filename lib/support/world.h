@@ -70,5 +70,8 @@ long world_signal_blocker(char *name, size_t cap);
 // read which stop is under way and before it counts itself parked (a
 // thread delayed there is one that arrives late).
 extern void (*g_world_park_hook)();
+// Tests only: called in a parked thread once its stop is released, just
+// before the handler returns (and the signal mask it interrupted is back).
+extern void (*g_world_unpark_hook)();
 
 }  // namespace mmtier::detail

@@ -209,13 +209,24 @@ void late_until_signaled_again() {
   if (sys::raw(SYS_gettid) != g_late_tid.load() || g_late_once.exchange(true)) return;  // its first arrival only
   while (g_late_hold.load() || !stop_signal_pending()) usleep(1000);
 }
+// Released, it leaves the handler only once world_resume() has returned:
+// the signal's disposition is the default again, so a signal still pending
+// would end the process as soon as the handler returns.
+std::atomic<bool> g_resumed{false};
+void late_leaves_after_resume() {
+  if (sys::raw(SYS_gettid) != g_late_tid.load()) return;
+  while (!g_resumed.load()) usleep(1000);
+}
 
 TEST(World, ALateThreadSignaledAgainParksInTheNextStopAndSurvivesIt) {
   ASSERT_EQ(runtime_start(), kReady);
   late_thread late;
   std::atomic<uint64_t> &count = late.count;
+  g_late_once = false;
+  g_resumed = false;
   g_late_hold = true;
   g_world_park_hook = late_until_signaled_again;
+  g_world_unpark_hook = late_leaves_after_resume;
   EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond / 20), -EAGAIN) << "held on its way in";
   g_late_hold = false;  // it goes on once the next stop has signaled it again
   world_stats st{};
@@ -223,8 +234,10 @@ TEST(World, ALateThreadSignaledAgainParksInTheNextStopAndSurvivesIt) {
   EXPECT_EQ(st.threads, 1u) << "parked in this stop";
   const uint64_t frozen = count.load();
   world_resume();
-  g_world_park_hook = nullptr;
+  g_resumed = true;
   while (count.load() < frozen + 1000) std::this_thread::yield();  // alive, and running
+  g_world_park_hook = nullptr;
+  g_world_unpark_hook = nullptr;
 }
 
 
