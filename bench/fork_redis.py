@@ -17,6 +17,12 @@ MMTIER_PMEM_PATH in each --pmem-dir, and measures, side by side:
                       --write-seconds (values derived from key and round),
                       then --settle seconds, then the measurement
 
+With --autosave 'SECONDS CHANGES' the server runs its own save schedule
+instead (redis.conf's save, shortened: '10 1000' saves once 1000 keys
+changed and 10 s passed) and each round is --write-seconds of writes, then
+the BGSAVEs they caused (counted in the row's phase) settled, then the
+measurement; no dump.rdb check there.
+
 What a measurement holds: the DRAM and PMem resident bytes as mmtier
 measures them (`mmtier stat PID --json` of the library's own build, which
 has the figures measured afresh when they are older than 2 s), the DRAM
@@ -684,6 +690,47 @@ def child_pids(pid):
     return out
 
 
+def wait_saves_settled(conn, srv, changes, timeout):
+    """Until no BGSAVE runs and the server's save schedule has no reason to
+    start another (fewer than `changes` keys changed since the last save);
+    (ok, status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not srv.alive():
+            return False, "server gone"
+        info = conn.info("persistence")
+        if info.get("rdb_bgsave_in_progress") == "0" and int(info.get("rdb_changes_since_last_save", 0)) < changes:
+            return info.get("rdb_last_bgsave_status") == "ok", info.get("rdb_last_bgsave_status")
+        time.sleep(0.5)
+    return False, "still saving after %g s" % timeout
+
+
+def autosave_round(args, run, srv, conn, port, r, chunks, label, pmem_dir, t0, prober):
+    """One round under the server's own save schedule (--autosave): the
+    writes, then the saves they caused settled, then the measurement.
+    False when the run cannot go on."""
+    forks = int(conn.info("stats").get("total_forks", 0))
+    writer = SetStream(port, chunks, args.write_seconds)
+    writer.run()
+    if writer.failure or writer.errors:
+        run.failures.append("round %d writes: %s" % (
+            r, writer.failure or "%d errors, first: %s" % (writer.errors, writer.first_error)))
+        return False
+    ok, status = wait_saves_settled(conn, srv, int(args.autosave.split()[1]), args.bgsave_timeout)
+    saves = int(conn.info("stats").get("total_forks", 0)) - forks
+    log("%s: round %d: %d SET in %.1f s (%.0f SET/s), %d BGSAVE by the save schedule, the last %s" % (
+        label, r, writer.sets, writer.seconds, writer.rate() or 0, saves, status))
+    if not ok:
+        run.failures.append("round %d: BGSAVE %s" % (r, status))
+        if not srv.alive():
+            return False
+    if saves == 0:
+        run.failures.append("round %d: the save schedule started no BGSAVE" % r)
+    time.sleep(args.settle)
+    measure(args, run, srv, conn, "round %d: %d BGSAVE + writes" % (r, saves), pmem_dir, t0, writer, prober=prober)
+    return True
+
+
 def wait_bgsave(conn, srv, started_forks, timeout):
     """Until the BGSAVE started has ended; (ok, seconds, status).  A BGSAVE
     still running after timeout seconds has its child killed, so that the
@@ -733,7 +780,7 @@ def run_one(args, data, label, lib, cli, pmem_root, streams):
     srv = port = conn = prober = None
     try:
         try:
-            srv, port = start_redis(rundir, env, ["--save", ""] + args.redis_args, "server")
+            srv, port = start_redis(rundir, env, ["--save", args.autosave or ""] + args.redis_args, "server")
         except RuntimeError as e:
             run.failures.append(str(e))
             return run
@@ -755,6 +802,11 @@ def run_one(args, data, label, lib, cli, pmem_root, streams):
         last_round = 0
         for r in range(1, args.rounds + 1):
             chunks = streams(r)
+            if args.autosave:
+                if not autosave_round(args, run, srv, conn, port, r, chunks, label, pmem_dir, t0, prober):
+                    return run
+                last_round = r
+                continue
             digest = conn.call("DEBUG", "DIGEST")
             digest = digest.decode() if isinstance(digest, bytes) else digest
             run.round_digests.append(digest)
@@ -880,7 +932,7 @@ COLUMNS = [
     ("RSS MiB", 7, lambda r: mib(r.get("rss_bytes"))),
     ("used MiB", 8, lambda r: mib(r.get("used_memory"))),
     ("file MiB", 8, lambda r: mib(r.get("pmem_file_bytes"))),
-    ("save s", 6, lambda r: dash(r.get("bgsave_s")) if r.get("phase", "").startswith("BGSAVE") else "-"),
+    ("save s", 6, lambda r: dash(r.get("bgsave_s")) if "BGSAVE" in r.get("phase", "") else "-"),
     ("kSET/s", 6, lambda r: "-" if r.get("sets_per_s") is None else "%.1f" % (r["sets_per_s"] / 1000)),
 ]
 
@@ -1029,6 +1081,11 @@ def main(argv=None):
     ap.add_argument("--write-seconds", type=float, default=30,
                     help="seconds of writes per round, whole passes over the keyspace, at least one "
                          "(default %(default)s)")
+    ap.add_argument("--autosave", default=None, metavar="'SECONDS CHANGES'",
+                    help="instead of a BGSAVE per round: the server's own save schedule (redis.conf's save, "
+                         "e.g. '10 1000': a BGSAVE once 1000 keys changed and 10 s passed); each round is "
+                         "--write-seconds of writes, the saves they caused settled, then the measurement "
+                         "(no dump.rdb check: the data at a BGSAVE the server started is not known)")
     ap.add_argument("--overlap", action="store_true",
                     help="start each round's writes right after BGSAVE forks instead of after it ends")
     ap.add_argument("--bgsave-timeout", type=float, default=600,
@@ -1082,6 +1139,13 @@ def main(argv=None):
     if args.rounds < 0 or args.write_seconds < 0 or args.settle < 0 or args.bgsave_timeout <= 0:
         ap.error("negative or zero times/rounds")
     args.env = parse_env(args.env, ap.error)
+    if args.autosave is not None:
+        parts = args.autosave.split()
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            ap.error("--autosave %r: expected 'SECONDS CHANGES', two positive integers" % args.autosave)
+        if args.overlap:
+            ap.error("--autosave and --overlap do not go together")
+        args.rdb_check = False
     args.redis_args = []
     for item in args.redis_config:
         name, _, value = item.strip().partition(" ")
@@ -1141,8 +1205,10 @@ def main(argv=None):
     print("mmtier fork_redis: " + describe_machine())
     print("redis-server %s (%s); %s of values: %d keys of %d B; %s; MMTIER_DRAM_RATIO %s%s" % (
         redis_version(), REDIS_SERVER, fmt_size(args.data), nkeys, args.value_size,
-        "%d rounds of BGSAVE + %g s of writes%s, settle %g s" % (
-            args.rounds, args.write_seconds, " (overlapping the BGSAVE)" if args.overlap else "", args.settle),
+        ("%d rounds of %g s of writes under save %s, settle %g s" % (
+            args.rounds, args.write_seconds, args.autosave, args.settle) if args.autosave else
+         "%d rounds of BGSAVE + %g s of writes%s, settle %g s" % (
+            args.rounds, args.write_seconds, " (overlapping the BGSAVE)" if args.overlap else "", args.settle)),
         args.ratio, "; extra environment: " + " ".join("%s=%s" % kv for kv in sorted(args.env.items())) if args.env else ""))
     if args.redis_args:
         print("redis-server configuration added: %s" % " ".join(args.redis_args))
