@@ -154,7 +154,12 @@ void late_arrival() {
   while (g_late_hold.load()) usleep(1000);  // held here until both stops have given up
 }
 
-// A thread that only counts, the one the hooks below hold back.
+std::atomic<bool> g_late_once{false};
+std::atomic<bool> g_resumed{false};
+
+// A thread that only counts, the one the hooks below hold back: they are
+// installed (held) with it and removed (released) when it goes, also when
+// a test stops half-way.
 struct late_thread {
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> count{0};
@@ -162,11 +167,19 @@ struct late_thread {
     g_late_tid = static_cast<int>(sys::raw(SYS_gettid));
     while (!stop.load()) count.fetch_add(1);
   }};
-  late_thread() {
+  late_thread(void (*park_hook)(), void (*unpark_hook)() = nullptr) {
     while (count.load() == 0) std::this_thread::yield();
+    g_late_once = false;
+    g_resumed = false;
+    g_late_hold = true;
+    g_world_park_hook = park_hook;
+    g_world_unpark_hook = unpark_hook;
   }
   ~late_thread() {
     g_world_park_hook = nullptr;
+    g_world_unpark_hook = nullptr;
+    g_late_hold = false;
+    g_resumed = true;
     stop = true;
     t.join();
   }
@@ -174,10 +187,8 @@ struct late_thread {
 
 TEST(World, AThreadLateForAStopThatGaveUpRunsOn) {
   ASSERT_EQ(runtime_start(), kReady);
-  late_thread late;
+  late_thread late(late_arrival);
   std::atomic<uint64_t> &count = late.count;
-  g_late_hold = true;
-  g_world_park_hook = late_arrival;
   EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond / 20), -EAGAIN) << "the late thread never counts";
   EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond / 20), -EAGAIN) << "nor in the next stop";
   g_late_hold = false;  // it arrives now, two stops late
@@ -204,7 +215,6 @@ bool stop_signal_pending() {
     if (sigismember(&pending, s)) return true;
   return false;
 }
-std::atomic<bool> g_late_once{false};
 void late_until_signaled_again() {
   if (sys::raw(SYS_gettid) != g_late_tid.load() || g_late_once.exchange(true)) return;  // its first arrival only
   while (g_late_hold.load() || !stop_signal_pending()) usleep(1000);
@@ -212,7 +222,6 @@ void late_until_signaled_again() {
 // Released, it leaves the handler only once world_resume() has returned:
 // the signal's disposition is the default again, so a signal still pending
 // would end the process as soon as the handler returns.
-std::atomic<bool> g_resumed{false};
 void late_leaves_after_resume() {
   if (sys::raw(SYS_gettid) != g_late_tid.load()) return;
   while (!g_resumed.load()) usleep(1000);
@@ -220,13 +229,8 @@ void late_leaves_after_resume() {
 
 TEST(World, ALateThreadSignaledAgainParksInTheNextStopAndSurvivesIt) {
   ASSERT_EQ(runtime_start(), kReady);
-  late_thread late;
+  late_thread late(late_until_signaled_again, late_leaves_after_resume);
   std::atomic<uint64_t> &count = late.count;
-  g_late_once = false;
-  g_resumed = false;
-  g_late_hold = true;
-  g_world_park_hook = late_until_signaled_again;
-  g_world_unpark_hook = late_leaves_after_resume;
   EXPECT_EQ(world_stop(quiesce_reason::pause, kSecond / 20), -EAGAIN) << "held on its way in";
   g_late_hold = false;  // it goes on once the next stop has signaled it again
   world_stats st{};
@@ -236,8 +240,6 @@ TEST(World, ALateThreadSignaledAgainParksInTheNextStopAndSurvivesIt) {
   world_resume();
   g_resumed = true;
   while (count.load() < frozen + 1000) std::this_thread::yield();  // alive, and running
-  g_world_park_hook = nullptr;
-  g_world_unpark_hook = nullptr;
 }
 
 
