@@ -187,7 +187,7 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
     nobs = observe_pmu(interval_ns, &touched);
   } else {
     spent = sys::thread_cpu_ns() - cpu0;
-    nobs = observe_software(window_ns, &started, &touched, &spent);
+    nobs = observe_software(m.tracker.window_ns(window_ns), &started, &touched, &spent);
     cpu0 = sys::thread_cpu_ns();
   }
   const uint64_t now = sys::mono_ns();
@@ -269,7 +269,8 @@ void *mover_main(void *) {
   }
   const uint64_t interval = cfg.scan_interval_ns;
   // The window is short next to the interval, so that touched-or-not tells
-  // hot pages (touched within milliseconds) from merely warm ones.
+  // hot pages (touched within milliseconds) from merely warm ones; the
+  // tracker scales it to what it sees (1/8 to 4 times this base).
   const uint64_t window = std::max<uint64_t>(interval / 8, 1000000);
   // A quiet process is scanned less often: after kQuietScans scans that
   // moved nothing and searched for no hot set, the interval doubles, up to four times

@@ -18,6 +18,9 @@ constexpr uint8_t kSentDown = 8;   // last moved down: hold_ms - residency is wh
 
 constexpr uint64_t kNsPerMs = 1'000'000;
 constexpr uint64_t kNsPerSec = 1'000'000'000;
+// A chance share above this says the window cannot tell anything apart;
+// capped so that a page touched above it still counts.
+constexpr double kMaxChance = 0.9;
 // The per-unit clock is rebased to kRebaseTo once it reaches kRebaseAt, so
 // that uint32 milliseconds never wrap (about every 12 days).
 constexpr uint64_t kRebaseAt = uint64_t{1} << 31;
@@ -224,9 +227,18 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
       h = heat_at(s, now, d);
     }
     if (o.sampled) {
-      double touched = std::min(o.touched, o.sampled);
-      double written = std::min<double>(o.written, touched);
-      h += w * (touched + written * write_weight) / o.sampled;
+      const double sampled = o.sampled;
+      double touched = std::min(o.touched, o.sampled) / sampled;
+      double written = std::min(o.written, o.touched) / sampled;
+      // Only touches above chance are evidence: rescaled so that every
+      // sampled page touched still scores 1 and the chance share 0.
+      const double chance = std::clamp<double>(o.chance, 0, kMaxChance);
+      if (chance > 0 && touched > 0) {
+        const double above = std::max(0.0, touched - chance) / (1 - chance);
+        written *= above / touched;
+        touched = above;
+      }
+      h += w * (touched + written * write_weight);
     }
     s.heat = static_cast<float>(h);
     s.heat_ms = now;

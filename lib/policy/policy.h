@@ -16,7 +16,10 @@
 // scoring s in every scan tends to heat s whatever the scan intervals are,
 // and a unit scoring s since time 0 has exactly s * (1 - 2^(-t/half_life)).
 // A unit that is not observed in a scan only decays (scored as 0).
-// Heat 1.0 means "every sampled page read in every scan".
+// Heat 1.0 means "every sampled page read in every scan".  An observation
+// may say what share of its pages a cold unit shows touched by chance
+// (access_observation::chance): the score then counts only the share above
+// it, rescaled to 0..1 (a unit touched no more than chance scores 0).
 //
 // Decisions (decide()), with D the caller's count of DRAM units and B the
 // budget:

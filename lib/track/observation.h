@@ -18,6 +18,10 @@ struct access_observation {
   uint16_t sampled;  // pages sampled in this scan (0: no access information)
   uint16_t touched;  // of those, pages found read or written
   uint16_t written;  // of those, pages found written
+  // The share of a unit's sampled pages found touched by chance in this
+  // scan (a cold unit's expectation: the tracker's background); the policy
+  // counts only what was touched above it.  0: every touch counts.
+  float chance = 0;
 };
 
 // The units a scan can watch: ascending unit indices with their tiers (the

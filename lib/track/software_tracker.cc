@@ -1,9 +1,11 @@
 // The software tracker's rules (see software_tracker.h).
 #include "track/software_tracker.h"
 
+#include "support/log.h"
 #include "tier/tier.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 namespace mmtier::detail {
@@ -75,6 +77,14 @@ void software_tracker::suspect_neighbours(uint32_t unit, const unit_list &listed
 size_t software_tracker::observe(const sample_result *results, size_t n, const unit_list &listed,
                                  access_observation *out, size_t cap, size_t *touched) {
   nsuspects_ = 0;
+  // The background first: this window's observations carry it.
+  size_t screened = 0, screen_hits = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (results[i].tier == kTierPmem && results[i].sampled == 1) {
+      ++screened;
+      screen_hits += results[i].touched != 0;
+    }
+  const double chance = smoothed_background(screened, screen_hits);
   size_t nobs = 0, hits = 0;
   for (size_t i = 0; i < n; ++i) {
     const sample_result &r = results[i];
@@ -83,12 +93,42 @@ size_t software_tracker::observe(const sample_result *results, size_t n, const u
       suspect(r.unit);  // a screening hit: confirmed (or not) in the next window
       continue;
     }
-    if (nobs < cap) out[nobs++] = {r.unit, r.tier, true, r.sampled, r.touched, r.written};
+    if (nobs < cap)
+      out[nobs++] = {r.unit, r.tier, true, r.sampled, r.touched, r.written, static_cast<float>(chance)};
     if (r.tier == kTierPmem && r.sampled > 1 && r.touched * 2 >= r.sampled) suspect_neighbours(r.unit, listed);
   }
   std::sort(suspects_, suspects_ + nsuspects_);
   if (touched) *touched = hits;
+  adapt_window(screened);
   return nobs;
+}
+
+double software_tracker::smoothed_background(size_t screened, size_t hits) {
+  if (screened < kBackgroundMinSamples) return background_;
+  const double share = static_cast<double>(hits) / static_cast<double>(screened);
+  background_ = background_known_ ? background_ * 0.7 + share * 0.3 : share;
+  background_known_ = true;
+  return background_;
+}
+
+void software_tracker::adapt_window(size_t screened) {
+  if (screened < kBackgroundMinSamples || !background_known_) return;
+  if (background_ >= kBackgroundLow && background_ <= kBackgroundHigh) return;
+  // A page touched at a steady rate r is missed by a window of length W
+  // with probability e^(-r W): the window that would see kBackgroundAim,
+  // at most a quarter or twice this one per step (the rate is an estimate).
+  const double b = std::clamp(background_, 0.001, 0.999);
+  const double want = std::clamp(std::log1p(-kBackgroundAim) / std::log1p(-b), 0.25, 2.0);
+  const uint32_t next = std::clamp<uint32_t>(static_cast<uint32_t>(std::lround(window_eighths_ * want)), 1,
+                                             kWindowMaxEighths);
+  if (next == window_eighths_) return;
+  MMTIER_DEBUG("tracker: %d%% of screened pages touched by chance: window %u/8 of the base, was %u/8",
+               static_cast<int>(background_ * 100), next, window_eighths_);
+  // The background as the new window will see it, so that the smoothing
+  // does not lag behind the change.
+  const double f = static_cast<double>(next) / window_eighths_;
+  background_ = 1 - std::pow(1 - b, f);
+  window_eighths_ = next;
 }
 
 void software_tracker::promoted(size_t n) {

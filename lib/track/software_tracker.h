@@ -42,6 +42,33 @@
 //     search is on), and costs little once its placement holds.  A lone
 //     promotion (a cold unit that sampling noise made look warm) starts no
 //     search.
+//   - Background and window.  How often a cold page is touched within a
+//     window depends on the workload, not on the heap: a thread making
+//     tens of millions of updates a second over a small heap touches its
+//     cold pages every few milliseconds, one touching a large hot set
+//     thinly leaves its hot pages untouched for longer than a window.  The
+//     share of screening samples (one page of a PMem unit from the
+//     rotation, mostly cold units) found touched is kept as a smoothed
+//     background, and every observation carries it as its chance share:
+//     the policy counts only what was touched above it (policy.h), so a
+//     cold unit confirmed on four pages by chance is not worth an
+//     exchange.  And the window adapts, the way DAMON adapts its sampling
+//     to what it sees: shorter while the background is above
+//     kBackgroundHigh (chance touches drown the signal), back towards the
+//     base window while it is below kBackgroundLow, between 1/8 and
+//     kWindowMaxEighths/8 of the base.  Outside that band the next window
+//     is the one that would see kBackgroundAim if pages were touched at
+//     steady rates (a quarter to twice the last one per step), so a
+//     workload that turns busy is met at the right window within a step
+//     or two.  Not longer than the base: a longer window lets cold units
+//     show two or three of four pages touched by chance (measured: 1.8
+//     times the promotions and 3-5 times the mover's CPU at 4-8 GiB,
+//     uniform), a noise the subtraction of a mean does not remove.  Where
+//     the hot set itself is a large share of the PMem units, the
+//     background stays high at any window (hot pages are touched
+//     within any of them) and the window sits at its floor.  The window
+//     is sleep, not work: the pages hidden per scan, and so the cost rule,
+//     do not depend on it.
 #pragma once
 
 #include "heap/sample.h"
@@ -65,6 +92,10 @@ class software_tracker {
   static constexpr size_t kPmemMin = 16, kPmemMax = 2048, kPmemStart = 64;
   static constexpr double kCpuSteady = 0.02, kCpuSearch = 0.06;
   static constexpr uint32_t kSearchBurst = 4, kBurstScans = 8, kQuietScans = 20;
+  static constexpr double kBackgroundLow = 0.05, kBackgroundHigh = 0.25, kBackgroundAim = 0.12;
+  static constexpr uint32_t kWindowMaxEighths = 8;
+  // Screening samples a window needs for its share to count.
+  static constexpr size_t kBackgroundMinSamples = 8;
   // Units one window watches at most (and results it can give).
   static constexpr size_t kChosenMax = kPmemMax + kDramPerScan + kMaxSuspects;
 
@@ -90,6 +121,11 @@ class software_tracker {
   // Whether a hot set is being found (the share is kCpuSearch).
   bool searching() const { return steps_since_burst_ < listed_ && scans_since_promotion_ < kQuietScans; }
 
+  // The next window's length for a base window of base_ns.
+  uint64_t window_ns(uint64_t base_ns) const { return base_ns * window_eighths_ / 8; }
+  // The smoothed share of screening samples found touched (0 before any).
+  double background() const { return background_; }
+
   size_t pmem_per_scan() const { return pmem_per_scan_; }
   size_t dram_per_scan() const;
   size_t suspects(const uint32_t **out) const {
@@ -102,7 +138,13 @@ class software_tracker {
   void suspect(uint32_t unit);
   void suspect_neighbours(uint32_t unit, const unit_list &listed);
 
+  double smoothed_background(size_t screened, size_t hits);
+  void adapt_window(size_t screened);
+
   size_t pmem_per_scan_ = kPmemStart;
+  double background_ = 0;
+  bool background_known_ = false;
+  uint32_t window_eighths_ = 8;
   uint32_t suspects_[kMaxSuspects] = {};
   size_t nsuspects_ = 0;
   size_t cursor_pmem_ = 0, cursor_dram_ = 0;

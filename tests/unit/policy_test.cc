@@ -665,5 +665,34 @@ TEST(PolicySparse, RotatingObservationsMeasureTheWholeInterval) {
   }
 }
 
+// Touches at the chance share are no evidence: a unit touched on half its
+// pages when chance alone touches half scores nothing, every page touched
+// still scores 1, and in between the share above chance is rescaled.
+TEST(PolicyChance, OnlyTouchesAboveChanceCount) {
+  std::vector<uint64_t> storage(migration_policy::storage_bytes(8) / 8 + 1);
+  migration_policy pol;
+  policy_params p;
+  p.half_life_ns = 0;  // heat is the last score
+  ASSERT_TRUE(pol.init(p, 8, 0, storage.data()));
+  const access_observation obs[] = {
+      {0, kTierPmem, true, 4, 2, 0, 0.5f},  // at chance
+      {1, kTierPmem, true, 4, 4, 0, 0.5f},  // every page
+      {2, kTierPmem, true, 4, 3, 0, 0.5f},  // 0.75: half-way above chance
+      {3, kTierPmem, true, 4, 3, 0, 0.0f},  // no chance given: as touched
+      {4, kTierPmem, true, 4, 4, 4, 0.5f},  // written pages keep their weight
+      {5, kTierPmem, true, 4, 1, 1, 0.5f},  // below chance, written or not
+  };
+  // Twice: the first scan of a policy covers no interval yet.
+  pol.observe(kStep, obs, std::size(obs));
+  pol.observe(2 * kStep, obs, std::size(obs));
+  const uint64_t t = 2 * kStep;
+  EXPECT_DOUBLE_EQ(pol.heat(0, t), 0.0);
+  EXPECT_DOUBLE_EQ(pol.heat(1, t), 1.0);
+  EXPECT_DOUBLE_EQ(pol.heat(2, t), 0.5);
+  EXPECT_DOUBLE_EQ(pol.heat(3, t), 0.75);
+  EXPECT_DOUBLE_EQ(pol.heat(4, t), 2.0);
+  EXPECT_DOUBLE_EQ(pol.heat(5, t), 0.0);
+}
+
 }  // namespace
 }  // namespace mmtier::detail

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <vector>
 
@@ -226,6 +227,110 @@ TEST(SoftwareTracker, ABurstOfPromotionsSearchesOneRotation) {
   EXPECT_TRUE(t.searching());
   t.promoted(0);
   EXPECT_FALSE(t.searching()) << "kQuietScans scans without a promotion";
+}
+
+// One window's screening results: n one-page PMem samples (units from 0),
+// the first k of them touched.
+std::vector<sample_result> screening(uint32_t n, uint32_t k) {
+  std::vector<sample_result> r;
+  for (uint32_t u = 0; u < n; ++u) r.push_back({u, kTierPmem, 1, static_cast<uint8_t>(u < k), 0});
+  return r;
+}
+
+// The share of screening samples touched is the background every
+// observation carries as its chance share; suspects' confirmations and DRAM
+// samples do not move it, and too few samples say nothing.
+TEST(SoftwareTracker, ScreeningHitsSetTheChanceShareOfEveryObservation) {
+  listing l(200, 20);
+  software_tracker t;
+  access_observation obs[256];
+  size_t touched = 0;
+  const auto few = screening(software_tracker::kBackgroundMinSamples - 1, 3);
+  ASSERT_EQ(t.observe(few.data(), few.size(), l.view(), obs, 256, &touched), few.size() - 3);
+  EXPECT_EQ(t.background(), 0.0) << "too few samples to know";
+  EXPECT_EQ(obs[0].chance, 0.0f);
+  auto r = screening(100, 20);
+  r.push_back({150, kTierPmem, 4, 4, 0});  // a confirmation: not screening
+  r.push_back({210, kTierDram, 1, 1, 0});  // DRAM: not screening
+  const size_t n = t.observe(r.data(), r.size(), l.view(), obs, 256, &touched);
+  ASSERT_EQ(n, 82u) << "80 untouched screening samples, the confirmation and the DRAM sample";
+  EXPECT_DOUBLE_EQ(t.background(), 0.2) << "the first known share is taken as it is";
+  for (size_t i = 0; i < n; ++i) EXPECT_FLOAT_EQ(obs[i].chance, 0.2f) << obs[i].unit;
+  // Later windows are smoothed in.
+  const auto quiet = screening(100, 0);
+  (void)t.observe(quiet.data(), quiet.size(), l.view(), obs, 256, &touched);
+  EXPECT_NEAR(t.background(), 0.14, 1e-9);
+}
+
+// The window shrinks while chance touches are common and grows back while
+// they are rare, within its bounds, and holds between the two thresholds.
+TEST(SoftwareTracker, TheWindowFollowsTheBackground) {
+  listing l(200, 20);
+  access_observation obs[256];
+  size_t touched = 0;
+  const uint64_t base = 8'000'000;
+  {
+    software_tracker t;
+    EXPECT_EQ(t.window_ns(base), base);
+    const auto busy = screening(100, 60);
+    uint64_t last = t.window_ns(base);
+    for (int k = 0; k < 40; ++k) {
+      (void)t.observe(busy.data(), busy.size(), l.view(), obs, 256, &touched);
+      EXPECT_LE(t.window_ns(base), last);
+      last = t.window_ns(base);
+    }
+    EXPECT_EQ(last, base / 8) << "at its floor";
+  }
+  {
+    software_tracker t;
+    const auto busy = screening(100, 60), idle = screening(100, 1);
+    for (int k = 0; k < 40; ++k) (void)t.observe(busy.data(), busy.size(), l.view(), obs, 256, &touched);
+    for (int k = 0; k < 40; ++k) (void)t.observe(idle.data(), idle.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(t.window_ns(base), base * software_tracker::kWindowMaxEighths / 8) << "back at its ceiling";
+    for (int k = 0; k < 40; ++k) (void)t.observe(idle.data(), idle.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(t.window_ns(base), base * software_tracker::kWindowMaxEighths / 8) << "and no further";
+  }
+  {
+    software_tracker t;
+    const auto middling = screening(100, 12);
+    for (int k = 0; k < 40; ++k) (void)t.observe(middling.data(), middling.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(t.window_ns(base), base) << "12 % is within the band";
+  }
+}
+
+// Outside the band the next window is the one that would see the aim
+// (12 %) at steady touch rates, at most a quarter or twice the last one;
+// the background is carried over to what the new window will see, not left
+// to lag behind.
+TEST(SoftwareTracker, ChangingTheWindowRescalesTheBackground) {
+  listing l(200, 20);
+  access_observation obs[256];
+  size_t touched = 0;
+  {
+    software_tracker t;
+    const auto busy = screening(100, 30);
+    (void)t.observe(busy.data(), busy.size(), l.view(), obs, 256, &touched);
+    // 30 % in 8/8: ln(0.88) / ln(0.7) = 0.358 of it, 3/8.
+    EXPECT_EQ(t.window_ns(8), 3u);
+    EXPECT_NEAR(t.background(), 1 - std::pow(0.7, 3.0 / 8), 1e-9);
+  }
+  {
+    software_tracker t;
+    const auto busier = screening(100, 64);
+    (void)t.observe(busier.data(), busier.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(t.window_ns(8), 2u) << "a quarter at most in one step";
+    EXPECT_NEAR(t.background(), 1 - std::pow(0.36, 0.25), 1e-9);
+  }
+  {
+    software_tracker t;
+    const auto busier = screening(100, 64), idle = screening(100, 1);
+    (void)t.observe(busier.data(), busier.size(), l.view(), obs, 256, &touched);
+    (void)t.observe(busier.data(), busier.size(), l.view(), obs, 256, &touched);
+    ASSERT_EQ(t.window_ns(16), 2u) << "a quarter of a quarter";
+    for (int k = 0; k < 20 && t.window_ns(16) == 2; ++k)
+      (void)t.observe(idle.data(), idle.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(t.window_ns(16), 4u) << "twice at most in one step";
+  }
 }
 
 }  // namespace
