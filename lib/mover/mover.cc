@@ -219,6 +219,10 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   g_stats.bytes_migrated += o.bytes;
   g_stats.samples += started;
   g_stats.samples_touched += touched;
+  if (!m.use_pmu) {
+    g_stats.window_ns = m.tracker.window_ns(window_ns);
+    g_stats.background_permille = static_cast<uint32_t>(m.tracker.background() * 1000);
+  }
   g_stats.dram_budget_units = b.budget;
   if (histogram) memcpy(g_stats.heat_histogram, hist, sizeof hist);
   g_stats.reshares += rs.units;

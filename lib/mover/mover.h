@@ -42,6 +42,10 @@ struct mover_stats {
   uint64_t scan_interval_ns;
   uint64_t dram_budget_units;  // as of the last scan (SIZE_MAX: none)
   uint64_t heat_histogram[kHeatBuckets];  // units by heat, [i/8, (i+1)/8)
+  // The software tracker's sampling window as of the last scan (ns) and
+  // its background: the share of screening samples touched, in permille.
+  uint64_t window_ns;
+  uint32_t background_permille;
   // Re-sharing after fork (heap_reshare): units given a shared PMem
   // mapping again, of them on their own slot, bytes copied; the world
   // stops it made, their longest and total pause; stops refused (a thread

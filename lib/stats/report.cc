@@ -139,6 +139,12 @@ int write_report(int fd) {
                 a, static_cast<unsigned long long>(ms.samples_touched), static_cast<unsigned long long>(ms.samples),
                 static_cast<unsigned long long>(ms.cpu_ns / 1000000000u),
                 static_cast<unsigned long long>(ms.cpu_ns / 1000000u % 1000u));
+    if (ms.window_ns)
+      o += format(out + o, sizeof out - o,
+                  "  mover: sampling window %llu.%01llu ms, %u.%01u%% of screened pages touched by chance\n",
+                  static_cast<unsigned long long>(ms.window_ns / 1000000u),
+                  static_cast<unsigned long long>(ms.window_ns / 100000u % 10u), ms.background_permille / 10,
+                  ms.background_permille % 10);
     if (ms.migrations_failed) {
       o += format(out + o, sizeof out - o, "  mover: failed moves by reason:");
       char ebuf[24];

@@ -27,11 +27,29 @@ bool software_tracker::suspected(uint32_t unit) const {
   return std::find(suspects_, suspects_ + nsuspects_, unit) != suspects_ + nsuspects_;
 }
 
-void software_tracker::suspect(uint32_t unit) {
+size_t software_tracker::suspect_cap() const {
   // Suspects cost four pages each: at most half a window's PMem units of
   // them, so that the cost rule governs them too.
-  const size_t cap = std::clamp<size_t>(pmem_per_scan_ / 2, 4, kMaxSuspects);
-  if (nsuspects_ < cap && !suspected(unit)) suspects_[nsuspects_++] = unit;
+  return std::clamp<size_t>(pmem_per_scan_ / 2, 4, kMaxSuspects);
+}
+
+bool software_tracker::suspect(uint32_t unit) {
+  if (suspected(unit)) return true;
+  if (nsuspects_ >= suspect_cap()) return false;
+  suspects_[nsuspects_++] = unit;
+  return true;
+}
+
+void software_tracker::take_frontier(const unit_list &listed) {
+  const uint32_t *end = listed.units + listed.n;
+  size_t kept = 0, i = 0;
+  for (; i < nfrontier_ && nsuspects_ < suspect_cap(); ++i) {
+    // Still listed and still on PMem (it may have moved up meanwhile).
+    const uint32_t *at = std::lower_bound(listed.units, end, frontier_[i]);
+    if (at != end && *at == frontier_[i] && listed.tiers[at - listed.units] == kTierPmem) suspect(frontier_[i]);
+  }
+  for (; i < nfrontier_; ++i) frontier_[kept++] = frontier_[i];
+  nfrontier_ = kept;
 }
 
 size_t software_tracker::choose(const unit_list &listed, uint32_t *units, uint8_t *pages, size_t cap) {
@@ -70,7 +88,11 @@ void software_tracker::suspect_neighbours(uint32_t unit, const unit_list &listed
     for (const uint64_t nb : {uint64_t{unit} - d, uint64_t{unit} + d}) {
       if (nb > UINT32_MAX) continue;  // below 0 (wrapped) or past the last index
       const uint32_t *at = std::lower_bound(listed.units, end, nb);
-      if (at != end && *at == nb && listed.tiers[at - listed.units] == kTierPmem) suspect(nb);
+      if (at == end || *at != nb || listed.tiers[at - listed.units] != kTierPmem || suspect(nb)) continue;
+      // No room in the next window: later, unless already waiting or the
+      // frontier is full (then the rotation finds it).
+      if (nfrontier_ < kFrontierMax && std::find(frontier_, frontier_ + nfrontier_, nb) == frontier_ + nfrontier_)
+        frontier_[nfrontier_++] = static_cast<uint32_t>(nb);
     }
 }
 
@@ -97,6 +119,7 @@ size_t software_tracker::observe(const sample_result *results, size_t n, const u
       out[nobs++] = {r.unit, r.tier, true, r.sampled, r.touched, r.written, static_cast<float>(chance)};
     if (r.tier == kTierPmem && r.sampled > 1 && r.touched * 2 >= r.sampled) suspect_neighbours(r.unit, listed);
   }
+  take_frontier(listed);
   std::sort(suspects_, suspects_ + nsuspects_);
   if (touched) *touched = hits;
   adapt_window(screened);
@@ -132,10 +155,13 @@ void software_tracker::adapt_window(size_t screened) {
 }
 
 void software_tracker::promoted(size_t n) {
+  // The first promotion after a quiet spell: the workload has changed (it
+  // has started after its set-up, or turned to other data).
+  const bool after_quiet = n && scans_since_promotion_ >= kQuietScans;
   scans_since_promotion_ = n ? 0 : std::min(scans_since_promotion_ + 1, kQuietScans);
   recent_[recent_at_] = static_cast<uint32_t>(std::min<size_t>(n, kSearchBurst));
   recent_at_ = (recent_at_ + 1) % kBurstScans;
-  if (std::accumulate(recent_, recent_ + kBurstScans, uint32_t{0}) < kSearchBurst) return;
+  if (!after_quiet && std::accumulate(recent_, recent_ + kBurstScans, uint32_t{0}) < kSearchBurst) return;
   steps_since_burst_ = 0;
   std::fill(recent_, recent_ + kBurstScans, 0u);  // one burst, one search
 }

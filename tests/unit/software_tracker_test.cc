@@ -134,6 +134,44 @@ TEST(SoftwareTracker, AConfirmedHotUnitMakesItsPmemNeighboursSuspects) {
 
 // Once steady, a confirmed hot unit makes only its next neighbours
 // suspects, and suspects stay within half a window's PMem units.
+// Neighbours beyond the next window's room for suspects wait in the
+// frontier and become suspects in later windows, oldest first, skipping
+// those that left PMem meanwhile: the walk along a hot region is not cut
+// short by a window that confirmed many of its units.
+TEST(SoftwareTracker, NeighboursWithoutRoomWaitForLaterWindows) {
+  listing l(400, 0);
+  software_tracker t;
+  ASSERT_EQ(t.pmem_per_scan(), software_tracker::kPmemStart);
+  const size_t cap = software_tracker::kPmemStart / 2;  // 32 suspects a window
+  // Ten hot units 20 apart: 80 neighbours for 32 places.
+  std::vector<sample_result> r;
+  for (uint32_t u = 100; u < 300; u += 20) r.push_back({u, kTierPmem, 4, 4, 0});
+  access_observation obs[64];
+  ASSERT_EQ(t.observe(r.data(), r.size(), l.view(), obs, 64, nullptr), r.size());
+  const uint32_t *s;
+  std::set<uint32_t> seen;
+  size_t n = t.suspects(&s);
+  EXPECT_EQ(n, cap);
+  EXPECT_EQ(t.frontier(), 80 - cap);
+  seen.insert(s, s + n);
+  // Meanwhile one waiting neighbour moved up to DRAM.
+  listing moved = l;
+  moved.tiers[297] = kTierDram;
+  for (int k = 0; k < 3; ++k) {
+    ASSERT_EQ(t.observe(nullptr, 0, moved.view(), obs, 64, nullptr), 0u);
+    n = t.suspects(&s);
+    for (size_t i = 0; i < n; ++i) EXPECT_TRUE(seen.insert(s[i]).second) << "each once: " << s[i];
+  }
+  EXPECT_EQ(t.frontier(), 0u);
+  std::set<uint32_t> want;
+  for (uint32_t u = 100; u < 300; u += 20)
+    for (uint32_t d = 1; d <= software_tracker::kNeighbourReach; ++d) {
+      want.insert(u - d);
+      if (u + d != 297) want.insert(u + d);
+    }
+  EXPECT_EQ(seen, want);
+}
+
 TEST(SoftwareTracker, SteadyTrackingSuspectsOnlyTheNextNeighbours) {
   listing l(50, 10);
   software_tracker t;
@@ -227,6 +265,16 @@ TEST(SoftwareTracker, ABurstOfPromotionsSearchesOneRotation) {
   EXPECT_TRUE(t.searching());
   t.promoted(0);
   EXPECT_FALSE(t.searching()) << "kQuietScans scans without a promotion";
+  // The first promotion after such a quiet spell starts a search at once.
+  t.promoted(1);
+  EXPECT_TRUE(t.searching()) << "the workload changed";
+  t.promoted(1);
+  for (uint32_t i = 0; i + 1 < software_tracker::kQuietScans; ++i) t.promoted(0);
+  t.promoted(1);
+  for (int i = 0; i < 200 && t.searching(); ++i) choose(t, l);
+  EXPECT_FALSE(t.searching()) << "the rotation ends it";
+  t.promoted(1);
+  EXPECT_FALSE(t.searching()) << "a promotion after fewer than kQuietScans quiet scans starts none";
 }
 
 // One window's screening results: n one-page PMem samples (units from 0),
