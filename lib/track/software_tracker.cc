@@ -107,6 +107,12 @@ size_t software_tracker::observe(const sample_result *results, size_t n, const u
       screen_hits += results[i].touched != 0;
     }
   const double chance = smoothed_background(screened, screen_hits);
+  // The last window's undecided confirmations: merged with this window's
+  // if their units are in it, forgotten otherwise.
+  held_confirmation undecided[kMaxHeld];
+  const size_t nundecided = nheld_;
+  std::copy(held_, held_ + nheld_, undecided);
+  nheld_ = 0;
   size_t nobs = 0, hits = 0;
   for (size_t i = 0; i < n; ++i) {
     const sample_result &r = results[i];
@@ -115,9 +121,25 @@ size_t software_tracker::observe(const sample_result *results, size_t n, const u
       suspect(r.unit);  // a screening hit: confirmed (or not) in the next window
       continue;
     }
-    if (nobs < cap)
-      out[nobs++] = {r.unit, r.tier, true, r.sampled, r.touched, r.written, static_cast<float>(chance)};
-    if (r.tier == kTierPmem && r.sampled > 1 && r.touched * 2 >= r.sampled) suspect_neighbours(r.unit, listed);
+    uint16_t sampled = r.sampled, hit = r.touched, written = r.written;
+    bool again = false;
+    if (r.tier == kTierPmem && sampled > 1)
+      for (size_t k = 0; k < nundecided; ++k)
+        if (undecided[k].unit == r.unit) {
+          sampled = static_cast<uint16_t>(sampled + undecided[k].sampled);
+          hit = static_cast<uint16_t>(hit + undecided[k].touched);
+          written = static_cast<uint16_t>(written + undecided[k].written);
+          again = true;
+        }
+    // Neither clearly hot nor cold (some pages touched, fewer than half):
+    // watched once more before the policy hears of it.
+    if (r.tier == kTierPmem && sampled > 1 && !again && hit && hit * 2 < sampled && nheld_ < kMaxHeld &&
+        suspect(r.unit)) {
+      held_[nheld_++] = {r.unit, sampled, hit, written};
+      continue;
+    }
+    if (nobs < cap) out[nobs++] = {r.unit, r.tier, true, sampled, hit, written, static_cast<float>(chance)};
+    if (r.tier == kTierPmem && sampled > 1 && hit * 2 >= sampled) suspect_neighbours(r.unit, listed);
   }
   take_frontier(listed);
   std::sort(suspects_, suspects_ + nsuspects_);

@@ -122,7 +122,7 @@ TEST(SoftwareTracker, AConfirmedHotUnitMakesItsPmemNeighboursSuspects) {
                              {1, kTierPmem, 4, 4, 0},    // none below 0
                              {31, kTierPmem, 4, 4, 0},   // 30 is not listed
                              {49, kTierPmem, 4, 4, 0},   // 50 is DRAM
-                             {10, kTierPmem, 4, 1, 0}};  // not hot
+                             {10, kTierPmem, 4, 0, 0}};  // cold
   access_observation obs[8];
   ASSERT_EQ(t.observe(r, 5, l.view(), obs, 8, nullptr), 5u);
   const uint32_t *s;
@@ -170,6 +170,45 @@ TEST(SoftwareTracker, NeighboursWithoutRoomWaitForLaterWindows) {
       if (u + d != 297) want.insert(u + d);
     }
   EXPECT_EQ(seen, want);
+}
+
+// A confirmation with some pages touched but fewer than half is watched
+// once more; the policy hears both windows as one observation, and the
+// merged result decides the neighbours.  Clear results are not held.
+TEST(SoftwareTracker, AnUndecidedConfirmationIsWatchedOnceMoreAndMerged) {
+  listing l(100, 10);
+  software_tracker t;
+  access_observation obs[16];
+  const sample_result first[] = {{40, kTierPmem, 4, 1, 0},   // undecided
+                                 {60, kTierPmem, 4, 0, 0},   // cold
+                                 {70, kTierPmem, 4, 2, 0}};  // hot enough
+  ASSERT_EQ(t.observe(first, 3, l.view(), obs, 16, nullptr), 2u) << "40 held back";
+  EXPECT_EQ(obs[0].unit, 60u);
+  EXPECT_EQ(obs[1].unit, 70u);
+  const window w = choose(t, l);
+  EXPECT_EQ(w.pages_of(40), software_tracker::kConfirmPages) << "watched again";
+  const sample_result second[] = {{40, kTierPmem, 4, 4, 1}};
+  ASSERT_EQ(t.observe(second, 1, l.view(), obs, 16, nullptr), 1u);
+  EXPECT_EQ(obs[0].unit, 40u);
+  EXPECT_EQ(obs[0].sampled, 8);
+  EXPECT_EQ(obs[0].touched, 5);
+  EXPECT_EQ(obs[0].written, 1);
+  const uint32_t *s;
+  const size_t n = t.suspects(&s);
+  EXPECT_TRUE(std::find(s, s + n, 41u) != s + n) << "5 of 8: its neighbours are suspects";
+  // A second undecided look is reported as it is, not held again.
+  const sample_result third[] = {{50, kTierPmem, 4, 1, 0}};
+  ASSERT_EQ(t.observe(third, 1, l.view(), obs, 16, nullptr), 0u);
+  const sample_result fourth[] = {{50, kTierPmem, 4, 0, 0}};
+  ASSERT_EQ(t.observe(fourth, 1, l.view(), obs, 16, nullptr), 1u);
+  EXPECT_EQ(obs[0].sampled, 8);
+  EXPECT_EQ(obs[0].touched, 1);
+  // A held unit missing from the next window is forgotten.
+  ASSERT_EQ(t.observe(third, 1, l.view(), obs, 16, nullptr), 0u);
+  ASSERT_EQ(t.observe(nullptr, 0, l.view(), obs, 16, nullptr), 0u);
+  const sample_result later[] = {{50, kTierPmem, 4, 3, 0}};
+  ASSERT_EQ(t.observe(later, 1, l.view(), obs, 16, nullptr), 1u);
+  EXPECT_EQ(obs[0].sampled, 4) << "not merged with a hold two windows old";
 }
 
 TEST(SoftwareTracker, SteadyTrackingSuspectsOnlyTheNextNeighbours) {
