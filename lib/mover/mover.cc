@@ -274,7 +274,8 @@ void *mover_main(void *) {
   const uint64_t interval = cfg.scan_interval_ns;
   // The window is short next to the interval, so that touched-or-not tells
   // hot pages (touched within milliseconds) from merely warm ones; the
-  // tracker scales it to what it sees (1/8 to 4 times this base).
+  // tracker shortens it, down to 1/8, while cold pages are often touched
+  // within it (software_tracker.h).
   const uint64_t window = std::max<uint64_t>(interval / 8, 1000000);
   // A quiet process is scanned less often: after kQuietScans scans that
   // moved nothing and searched for no hot set, the interval doubles, up to four times
