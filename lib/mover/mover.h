@@ -42,8 +42,8 @@ struct mover_stats {
   uint64_t scan_interval_ns;
   uint64_t dram_budget_units;  // as of the last scan (SIZE_MAX: none)
   uint64_t heat_histogram[kHeatBuckets];  // units by heat, [i/8, (i+1)/8)
-  // The software tracker's sampling window as of the last scan (ns) and
-  // its background: the share of screening samples touched, in permille.
+  // The software tracker's sampling window for the next scan (ns) and its
+  // background: the smoothed share of screening samples touched, permille.
   uint64_t window_ns;
   uint32_t background_permille;
   // Re-sharing after fork (heap_reshare): units given a shared PMem

@@ -229,7 +229,7 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
     if (o.sampled) {
       const double sampled = o.sampled;
       double touched = std::min(o.touched, o.sampled) / sampled;
-      double written = std::min(o.written, o.touched) / sampled;
+      double written = std::min(o.written, std::min(o.touched, o.sampled)) / sampled;
       // Only touches above chance are evidence: rescaled so that every
       // sampled page touched still scores 1 and the chance share 0.
       const double chance = std::clamp<double>(o.chance, 0, kMaxChance);

@@ -18,9 +18,12 @@ struct access_observation {
   uint16_t sampled;  // pages sampled in this scan (0: no access information)
   uint16_t touched;  // of those, pages found read or written
   uint16_t written;  // of those, pages found written
-  // The share of a unit's sampled pages found touched by chance in this
-  // scan (a cold unit's expectation: the tracker's background); the policy
-  // counts only what was touched above it.  0: every touch counts.
+  // The share of a unit's sampled pages a cold unit shows touched by
+  // chance (the tracker's background, smoothed over recent windows); the
+  // policy counts only what was touched above it.  0: every touch counts.
+  // A one-page sample scores 1 or 0 whatever it is, so a cold DRAM unit
+  // still averages about this share while a cold PMem unit confirmed on
+  // four pages scores about 0.
   float chance = 0;
 };
 

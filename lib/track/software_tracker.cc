@@ -89,9 +89,12 @@ void software_tracker::suspect_neighbours(uint32_t unit, const unit_list &listed
       if (nb > UINT32_MAX) continue;  // below 0 (wrapped) or past the last index
       const uint32_t *at = std::lower_bound(listed.units, end, nb);
       if (at == end || *at != nb || listed.tiers[at - listed.units] != kTierPmem || suspect(nb)) continue;
-      // No room in the next window: later, unless already waiting or the
-      // frontier is full (then the rotation finds it).
-      if (nfrontier_ < kFrontierMax && std::find(frontier_, frontier_ + nfrontier_, nb) == frontier_ + nfrontier_)
+      // No room in the next window: later, while searching, unless already
+      // waiting or the frontier is full (then the rotation finds it).  Once
+      // steady, a hot unit that cannot move up would keep the frontier
+      // full of its own neighbours.
+      if (searching() && nfrontier_ < kFrontierMax &&
+          std::find(frontier_, frontier_ + nfrontier_, nb) == frontier_ + nfrontier_)
         frontier_[nfrontier_++] = static_cast<uint32_t>(nb);
     }
 }

@@ -33,10 +33,11 @@
 //     that cannot move up, DRAM full of hotter ones, would otherwise keep
 //     its neighbours watched with four pages each, window after window).
 //     Suspects are at most half a window's PMem units, so that the cost
-//     rule governs them too; neighbours that do not fit in the next
-//     window wait in a frontier (at most kFrontierMax, first in first
-//     out) and fill later windows' room for suspects, so the walk along a
-//     hot region goes on until it meets cold units at both ends.  Without
+//     rule governs them too; while searching, neighbours that do not fit
+//     in the next window wait in a frontier (at most kFrontierMax, first
+//     in first out) and fill later windows' room for suspects after the
+//     screening hits, so the walk along a hot region goes on until it
+//     meets cold units at both ends.  Without
 //     it, a window that confirmed several hot units dropped most of their
 //     neighbours, the walk stopped there, and the rest of the region
 //     waited for the rotation (measured: 16 GiB, a 164 MiB hot set, 14 of

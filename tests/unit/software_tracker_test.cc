@@ -132,8 +132,6 @@ TEST(SoftwareTracker, AConfirmedHotUnitMakesItsPmemNeighboursSuspects) {
             (std::vector<uint32_t>{0, 2, 3, 4, 5, 16, 17, 18, 19, 21, 22, 23, 24, 27, 28, 29, 32, 33, 34, 35, 45, 46, 47, 48}));
 }
 
-// Once steady, a confirmed hot unit makes only its next neighbours
-// suspects, and suspects stay within half a window's PMem units.
 // Neighbours beyond the next window's room for suspects wait in the
 // frontier and become suspects in later windows, oldest first, skipping
 // those that left PMem meanwhile: the walk along a hot region is not cut
@@ -141,76 +139,59 @@ TEST(SoftwareTracker, AConfirmedHotUnitMakesItsPmemNeighboursSuspects) {
 TEST(SoftwareTracker, NeighboursWithoutRoomWaitForLaterWindows) {
   listing l(400, 0);
   software_tracker t;
+  ASSERT_TRUE(t.searching());
   ASSERT_EQ(t.pmem_per_scan(), software_tracker::kPmemStart);
   const size_t cap = software_tracker::kPmemStart / 2;  // 32 suspects a window
-  // Ten hot units 20 apart: 80 neighbours for 32 places.
+  // Ten hot units 20 apart: 80 neighbours (8 each) for 32 places.
   std::vector<sample_result> r;
   for (uint32_t u = 100; u < 300; u += 20) r.push_back({u, kTierPmem, 4, 4, 0});
   access_observation obs[64];
   ASSERT_EQ(t.observe(r.data(), r.size(), l.view(), obs, 64, nullptr), r.size());
-  const uint32_t *s;
-  std::set<uint32_t> seen;
-  size_t n = t.suspects(&s);
-  EXPECT_EQ(n, cap);
+  const auto neighbours_of = [](std::initializer_list<uint32_t> hot, uint32_t except) {
+    std::vector<uint32_t> v;
+    for (uint32_t u : hot)
+      for (uint32_t d = 1; d <= software_tracker::kNeighbourReach; ++d)
+        for (uint32_t nb : {u - d, u + d})
+          if (nb != except) v.push_back(nb);
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  const auto suspects_now = [&t] {
+    const uint32_t *s;
+    const size_t n = t.suspects(&s);
+    return std::vector<uint32_t>(s, s + n);
+  };
+  EXPECT_EQ(suspects_now(), neighbours_of({100, 120, 140, 160}, 0)) << "the first four units' neighbours";
   EXPECT_EQ(t.frontier(), 80 - cap);
-  seen.insert(s, s + n);
-  // Meanwhile one waiting neighbour moved up to DRAM.
+  // Meanwhile a waiting neighbour, the last one queued, moved up to DRAM.
   listing moved = l;
-  moved.tiers[297] = kTierDram;
-  for (int k = 0; k < 3; ++k) {
-    ASSERT_EQ(t.observe(nullptr, 0, moved.view(), obs, 64, nullptr), 0u);
-    n = t.suspects(&s);
-    for (size_t i = 0; i < n; ++i) EXPECT_TRUE(seen.insert(s[i]).second) << "each once: " << s[i];
-  }
+  moved.tiers[284] = kTierDram;
+  ASSERT_EQ(t.observe(nullptr, 0, moved.view(), obs, 64, nullptr), 0u);
+  EXPECT_EQ(suspects_now(), neighbours_of({180, 200, 220, 240}, 0)) << "oldest first";
+  ASSERT_EQ(t.observe(nullptr, 0, moved.view(), obs, 64, nullptr), 0u);
+  EXPECT_EQ(suspects_now(), neighbours_of({260, 280}, 284)) << "the rest, without the one that left PMem";
   EXPECT_EQ(t.frontier(), 0u);
-  std::set<uint32_t> want;
-  for (uint32_t u = 100; u < 300; u += 20)
-    for (uint32_t d = 1; d <= software_tracker::kNeighbourReach; ++d) {
-      want.insert(u - d);
-      if (u + d != 297) want.insert(u + d);
-    }
-  EXPECT_EQ(seen, want);
 }
 
-// A confirmation with some pages touched but fewer than half is watched
-// once more; the policy hears both windows as one observation, and the
-// merged result decides the neighbours.  Clear results are not held.
-TEST(SoftwareTracker, AnUndecidedConfirmationIsWatchedOnceMoreAndMerged) {
-  listing l(100, 10);
+// Once steady, neighbours without room are dropped, not queued: a hot unit
+// that cannot move up would otherwise keep the frontier full of its own
+// neighbours for ever.
+TEST(SoftwareTracker, SteadyTrackingQueuesNoNeighbours) {
+  listing l(400, 0);
   software_tracker t;
-  access_observation obs[16];
-  const sample_result first[] = {{40, kTierPmem, 4, 1, 0},   // undecided
-                                 {60, kTierPmem, 4, 0, 0},   // cold
-                                 {70, kTierPmem, 4, 2, 0}};  // hot enough
-  ASSERT_EQ(t.observe(first, 3, l.view(), obs, 16, nullptr), 2u) << "40 held back";
-  EXPECT_EQ(obs[0].unit, 60u);
-  EXPECT_EQ(obs[1].unit, 70u);
-  const window w = choose(t, l);
-  EXPECT_EQ(w.pages_of(40), software_tracker::kConfirmPages) << "watched again";
-  const sample_result second[] = {{40, kTierPmem, 4, 4, 1}};
-  ASSERT_EQ(t.observe(second, 1, l.view(), obs, 16, nullptr), 1u);
-  EXPECT_EQ(obs[0].unit, 40u);
-  EXPECT_EQ(obs[0].sampled, 8);
-  EXPECT_EQ(obs[0].touched, 5);
-  EXPECT_EQ(obs[0].written, 1);
+  for (uint32_t i = 0; i < software_tracker::kQuietScans; ++i) t.promoted(0);
+  ASSERT_FALSE(t.searching());
+  std::vector<sample_result> r;
+  for (uint32_t u = 100; u < 300; u += 5) r.push_back({u, kTierPmem, 4, 4, 0});
+  access_observation obs[64];
+  ASSERT_EQ(t.observe(r.data(), r.size(), l.view(), obs, 64, nullptr), r.size());
   const uint32_t *s;
-  const size_t n = t.suspects(&s);
-  EXPECT_TRUE(std::find(s, s + n, 41u) != s + n) << "5 of 8: its neighbours are suspects";
-  // A second undecided look is reported as it is, not held again.
-  const sample_result third[] = {{50, kTierPmem, 4, 1, 0}};
-  ASSERT_EQ(t.observe(third, 1, l.view(), obs, 16, nullptr), 0u);
-  const sample_result fourth[] = {{50, kTierPmem, 4, 0, 0}};
-  ASSERT_EQ(t.observe(fourth, 1, l.view(), obs, 16, nullptr), 1u);
-  EXPECT_EQ(obs[0].sampled, 8);
-  EXPECT_EQ(obs[0].touched, 1);
-  // A held unit missing from the next window is forgotten.
-  ASSERT_EQ(t.observe(third, 1, l.view(), obs, 16, nullptr), 0u);
-  ASSERT_EQ(t.observe(nullptr, 0, l.view(), obs, 16, nullptr), 0u);
-  const sample_result later[] = {{50, kTierPmem, 4, 3, 0}};
-  ASSERT_EQ(t.observe(later, 1, l.view(), obs, 16, nullptr), 1u);
-  EXPECT_EQ(obs[0].sampled, 4) << "not merged with a hold two windows old";
+  EXPECT_EQ(t.suspects(&s), software_tracker::kPmemStart / 2);
+  EXPECT_EQ(t.frontier(), 0u);
 }
 
+// Once steady, a confirmed hot unit makes only its next neighbours
+// suspects, and suspects stay within half a window's PMem units.
 TEST(SoftwareTracker, SteadyTrackingSuspectsOnlyTheNextNeighbours) {
   listing l(50, 10);
   software_tracker t;
@@ -304,16 +285,19 @@ TEST(SoftwareTracker, ABurstOfPromotionsSearchesOneRotation) {
   EXPECT_TRUE(t.searching());
   t.promoted(0);
   EXPECT_FALSE(t.searching()) << "kQuietScans scans without a promotion";
-  // The first promotion after such a quiet spell starts a search at once.
-  t.promoted(1);
-  EXPECT_TRUE(t.searching()) << "the workload changed";
-  t.promoted(1);
-  for (uint32_t i = 0; i + 1 < software_tracker::kQuietScans; ++i) t.promoted(0);
+  // Once the rotation is over too, a lone promotion after fewer than
+  // kQuietScans quiet scans starts no search; the first one after
+  // kQuietScans of them does (the workload changed).
   t.promoted(1);
   for (int i = 0; i < 200 && t.searching(); ++i) choose(t, l);
-  EXPECT_FALSE(t.searching()) << "the rotation ends it";
+  ASSERT_FALSE(t.searching()) << "the rotation ends it";
+  for (uint32_t i = 0; i + 1 < software_tracker::kQuietScans; ++i) t.promoted(0);
   t.promoted(1);
-  EXPECT_FALSE(t.searching()) << "a promotion after fewer than kQuietScans quiet scans starts none";
+  EXPECT_FALSE(t.searching()) << "after kQuietScans - 1 quiet scans";
+  for (uint32_t i = 0; i < software_tracker::kQuietScans; ++i) t.promoted(0);
+  ASSERT_FALSE(t.searching());
+  t.promoted(1);
+  EXPECT_TRUE(t.searching()) << "the first promotion after kQuietScans quiet scans";
 }
 
 // One window's screening results: n one-page PMem samples (units from 0),
