@@ -9,7 +9,8 @@
 // process.  The child takes storage of its own for new units.
 //
 // The heap's part of the quiesce sequence (support/quiesce.h), rank
-// kRankHeap: enter takes the heap lock and, for a fork, settles every
+// kRankHeap: enter takes the heap lock and, for a fork (or a snapshot's
+// capture, which forks its writer), settles every
 // sample (a hidden anonymous page would read as zero in the child) and
 // freezes; leave releases the lock; the child resets what belonged to the
 // parent.  The fault service's start lock is registered at its own rank.
@@ -80,7 +81,8 @@ void freeze_shared_mappings() {
 
 void enter() {
   heap_lock();
-  if (!g_heap.size || quiesce_reason_now() != quiesce_reason::fork) return;
+  const quiesce_reason why = quiesce_reason_now();
+  if (!g_heap.size || (why != quiesce_reason::fork && why != quiesce_reason::snapshot)) return;
   // A hidden page of an anonymous unit would read as zero in the child.
   sample_settle_all_locked();
   freeze_shared_mappings();
@@ -89,7 +91,7 @@ void enter() {
   // of it is reused meanwhile.
   tier &pm = pmem_tier();
   if (g_mgr.counters.units[kTierPmem] && pm.ops->fork_prepare) pm.ops->fork_prepare(&pm);
-  ++g_mgr.counters.forks;
+  if (why == quiesce_reason::fork) ++g_mgr.counters.forks;
   g_mgr.counters_changed = true;
 }
 

@@ -29,8 +29,10 @@ namespace mmtier::detail {
 
 enum class quiesce_reason : uint8_t {
   none,   // not quiescing
-  fork,   // fork(): the child gets leave_child
-  pause,  // the process stops for a moment and resumes (snapshot capture)
+  fork,      // fork(): the child gets leave_child
+  pause,     // the process stops for a moment and resumes (re-sharing without write-protect)
+  snapshot,  // a snapshot's capture: stopped, then forked into a writer child that
+             // runs nothing of mmtier's; the parent's side is a fork's
 };
 
 // The lock order, outermost first.

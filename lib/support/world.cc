@@ -36,6 +36,9 @@ int g_signo = 0;
 int g_last_signo = 0;  // the signal of the latest stop
 struct sigaction g_old;  // the disposition to put back
 int g_signaled[kMaxThreads];
+// The stop under way's capture function; written before any thread is
+// signaled, cleared once every thread is released.
+std::atomic<world_capture_fn> g_capture{nullptr};
 int g_nsignaled = 0;
 
 long futex(std::atomic<int> *word, int op, int val, const timespec *ts) {
@@ -52,9 +55,10 @@ bool at_or_after(int a, int b) { return static_cast<int>(static_cast<unsigned>(a
 // earlier stop that reaches a thread late parks it in the current one (it
 // is stopped now, as that stop needs), or, if none is under way, lets it
 // go at once.
-void park(int, siginfo_t *, void *) {
+void park(int, siginfo_t *, void *uc) {
   const int saved = errno;
   int gen;
+  int captured = 0;  // the generation this run captured for (generations start at 1)
   for (;;) {
     gen = g_generation.load(std::memory_order_acquire);
     if (g_world_park_hook) g_world_park_hook();
@@ -62,6 +66,14 @@ void park(int, siginfo_t *, void *) {
     if ((w & ~kCountMask) != (parked_word(gen, 0) & ~kCountMask)) {
       sched_yield();  // the stopper is between its generation and the count's reset
       continue;
+    }
+    // Once per stop: the capture is for the stop this thread parks in.  A
+    // thread late for a stop that gave up may have captured for it; it
+    // captures again for the stop it then parks in, later than that.
+    if (captured != gen) {
+      if (world_capture_fn fn = g_capture.load(std::memory_order_acquire)) fn(uc, static_cast<int>(sys::raw(SYS_gettid)));
+      captured = gen;
+      continue;  // the stop may have moved on meanwhile: read it again
     }
     if (g_parked.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel)) break;
   }
@@ -153,6 +165,7 @@ int live_signaled(long pid) {
 // was signaled again for this stop while still in the handler.  Parked
 // threads leave the handler on their own.
 void release_all() {
+  g_capture.store(nullptr, std::memory_order_release);
   g_released.store(g_generation.load(std::memory_order_relaxed), std::memory_order_release);
   futex(&g_released, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr);
   struct sigaction ign;
@@ -177,7 +190,7 @@ void (*g_world_unpark_hook)() = nullptr;
 
 void world_register() { quiesce_register(kRankWorld, {nullptr, nullptr, fork_child, nullptr}); }
 
-long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats) {
+long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats, world_capture_fn capture) {
   const uint64_t t0 = sys::mono_ns();
   pthread_mutex_lock(&g_stop_lock);
   quiesce_enter(why);
@@ -187,6 +200,7 @@ long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats) {
     pthread_mutex_unlock(&g_stop_lock);
     return -ENOSYS;
   }
+  g_capture.store(capture, std::memory_order_release);
   const int gen = g_generation.fetch_add(1, std::memory_order_acq_rel) + 1;
   g_parked.store(parked_word(gen, 0), std::memory_order_release);
   g_nsignaled = 0;

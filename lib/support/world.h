@@ -36,10 +36,20 @@ struct world_stats {
   uint64_t stop_ns;     // from the call to the last thread parked
 };
 
+// Called in each stopped thread, in the stop signal's handler, with the
+// handler's ucontext_t (the thread's registers, signal mask and FPU state
+// as the kernel saved them on the thread's stack) and the thread's id,
+// before the thread counts itself parked: when world_stop() returns, it
+// has run in every stopped thread exactly once.  Async-signal-safe code
+// only; it must not take a lock of mmtier's (the stopper holds them all).
+using world_capture_fn = void (*)(void *ucontext, int tid);
+
 // Stops every other thread; 0 (stopped: the caller must call world_resume)
 // or -errno with nothing stopped: -EAGAIN (a thread did not park within
-// timeout_ns), -ENOSYS (no real-time signal free).
-long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats = nullptr);
+// timeout_ns), -ENOSYS (no real-time signal free).  With capture, each
+// stopped thread runs it before it parks (see world_capture_fn).
+long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats = nullptr,
+                world_capture_fn capture = nullptr);
 void world_resume();
 
 // Registers the fork handler (rank kRankWorld); once, at start-up.

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -305,6 +306,72 @@ TEST(World, AMaskThatNamesTheStopSignalOrAProgramsOwnSignalIsAppliedAsGiven) {
   // And the C library's internal signals are never blocked (as its own
   // pthread_sigmask does): setuid() in a threaded process needs them.
   EXPECT_FALSE(sigismember(&now, SIGRTMIN - 1));
+}
+
+// The capture hook runs in every stopped thread exactly once per stop,
+// before world_stop returns, with that thread's own tid and the registers
+// it was stopped with (its stack pointer is on its own stack).
+struct captured_thread {
+  int tid;
+  uintptr_t rsp;
+};
+captured_thread g_captured[16];
+std::atomic<int> g_ncaptured{0};
+
+void record_capture(void *uc, int tid) {
+  const int i = g_ncaptured.fetch_add(1, std::memory_order_relaxed);
+  if (i >= 16) return;
+  g_captured[i].tid = tid;
+  g_captured[i].rsp = static_cast<uintptr_t>(static_cast<ucontext_t *>(uc)->uc_mcontext.gregs[REG_RSP]);
+}
+
+TEST(World, TheCaptureRunsInEveryStoppedThreadOnceWithItsOwnRegisters) {
+  ASSERT_EQ(runtime_start(), kReady);
+  constexpr int kThreads = 5;
+  std::atomic<bool> stop{false};
+  std::atomic<int> started{0};
+  struct seen {
+    std::atomic<int> tid{0};
+    std::atomic<uintptr_t> stack{0};  // the address of a local of the thread's
+  } seen[kThreads];
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i)
+    threads.emplace_back([&, i] {
+      volatile int local = 0;
+      seen[i].stack = reinterpret_cast<uintptr_t>(&local);
+      seen[i].tid = static_cast<int>(syscall(SYS_gettid));
+      started.fetch_add(1);
+      while (!stop.load(std::memory_order_relaxed)) local = local + 1;
+    });
+  while (started.load() < kThreads) std::this_thread::yield();
+  for (int round = 0; round < 3; ++round) {
+    g_ncaptured = 0;
+    world_stats st{};
+    ASSERT_EQ(world_stop(quiesce_reason::pause, kSecond, &st, record_capture), 0);
+    const int n = g_ncaptured.load();
+    world_resume();
+    ASSERT_EQ(n, kThreads) << "captured once per stopped thread";
+    EXPECT_EQ(st.threads, static_cast<uint32_t>(kThreads));
+    for (int i = 0; i < kThreads; ++i) {
+      int found = 0;
+      for (int k = 0; k < n; ++k) {
+        if (g_captured[k].tid != seen[i].tid.load()) continue;
+        ++found;
+        // The interrupted code's stack pointer is below its local, and
+        // close to it (a thread's stack, not the handler's or another's).
+        EXPECT_LT(g_captured[k].rsp, seen[i].stack.load());
+        EXPECT_GT(g_captured[k].rsp + 65536, seen[i].stack.load());
+      }
+      EXPECT_EQ(found, 1) << "thread " << i;
+    }
+  }
+  // A stop without a capture calls nothing.
+  g_ncaptured = 0;
+  ASSERT_EQ(world_stop(quiesce_reason::pause, kSecond), 0);
+  world_resume();
+  EXPECT_EQ(g_ncaptured.load(), 0);
+  stop = true;
+  for (auto &t : threads) t.join();
 }
 
 }  // namespace
