@@ -50,6 +50,11 @@ constexpr option_info kOptions[] = {
      "Where the process publishes its live statistics for the mmtier command; off: not published."},
     {"MMTIER_MMAP_THRESHOLD", "64K", "a size of at least 4096 (e.g. 64K, 1M)",
      "Anonymous mmaps at least this large are placed on tiers; smaller ones pass through."},
+    {"MMTIER_SNAPSHOT_DIR", "$XDG_STATE_HOME/mmtier/capsules, else ~/.local/state/mmtier/capsules; "
+     "/var/lib/mmtier/capsules for root",
+     "an absolute directory path (created 0700 if missing)",
+     "Where snapshots of the process are written (mmtier_snapshot); the PMem tier's file system keeps "
+     "them cheapest."},
     {"MMTIER_HIDE_FEATURES", "none", "none, or a comma-separated list of wp-unpopulated, move",
      "For tests: act as if the kernel lacked these features, to run the paths of older kernels."},
 };
@@ -304,12 +309,25 @@ bool parse_hide_features_opt(const char *name, const char *value, config *out, c
   return true;
 }
 
+bool parse_snapshot_dir_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (value[0] != '/') {
+    set_error(err, name, value, "expected an absolute directory path");
+    return false;
+  }
+  if (str_len(value) >= kPathMax) {
+    set_error(err, name, value, "path is too long (at most 4095 bytes)");
+    return false;
+  }
+  copy_str(out->snapshot_dir, sizeof out->snapshot_dir, value);
+  return true;
+}
+
 constexpr option_parser kParsers[] = {
     parse_ratio_opt,  parse_dram_limit_opt, parse_pmem_limit_opt,
     parse_pmem_path_opt, parse_policy_opt,  parse_promote_opt,
     parse_migrate_mbps_opt, parse_scan_interval_opt,
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
-    parse_hide_features_opt,
+    parse_snapshot_dir_opt, parse_hide_features_opt,
 };
 static_assert(sizeof kParsers / sizeof kParsers[0] == kOptionCount,
               "one parser per option, in table order");
@@ -343,6 +361,42 @@ int find_option(const char *name, size_t len) {
 void resolve_default_pmem_path(config *out) {
   if (out->pmem_path_set) return;
   copy_str(out->pmem_path, sizeof out->pmem_path, writable_dir("/dev/shm") ? "/dev/shm" : "/tmp");
+}
+
+// The value of the environment entry NAME=..., or nullptr.
+const char *env_value(char *const *envp, const char *name) {
+  const size_t n = str_len(name);
+  for (char *const *e = envp; e && *e; e++) {
+    size_t i = 0;
+    while (i < n && (*e)[i] == name[i]) i++;
+    if (i == n && (*e)[n] == '=') return *e + n + 1;
+  }
+  return nullptr;
+}
+
+// The capsule directory when MMTIER_SNAPSHOT_DIR is unset: the user's
+// state directory (XDG), /var/lib for root; empty when there is none (a
+// secure-execution process, no HOME): a snapshot then needs the option.
+void resolve_default_snapshot_dir(char *const *envp, bool secure, config *out) {
+  if (out->snapshot_dir[0]) return;
+  const char *base = nullptr, *tail = nullptr;
+  if (::geteuid() == 0) {
+    base = "/var/lib";
+    tail = "/mmtier/capsules";
+  } else if (!secure) {
+    const char *xdg = env_value(envp, "XDG_STATE_HOME");
+    const char *home = env_value(envp, "HOME");
+    if (xdg && xdg[0] == '/') {
+      base = xdg;
+      tail = "/mmtier/capsules";
+    } else if (home && home[0] == '/') {
+      base = home;
+      tail = "/.local/state/mmtier/capsules";
+    }
+  }
+  if (!base || str_len(base) + str_len(tail) >= sizeof out->snapshot_dir) return;
+  copy_str(out->snapshot_dir, sizeof out->snapshot_dir, base);
+  copy_str(out->snapshot_dir + str_len(base), sizeof out->snapshot_dir - str_len(base), tail);
 }
 
 // Reports each MMTIER_* entry whose name is not in the table.
@@ -507,6 +561,7 @@ bool config_parse(char *const *envp, bool secure, config *out, config_error *err
     report_unknown(envp, warn_unknown);
   }
   resolve_default_pmem_path(out);
+  resolve_default_snapshot_dir(envp, secure, out);
   return true;
 }
 

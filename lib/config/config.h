@@ -45,6 +45,10 @@ struct config {
   // MMTIER_MMAP_THRESHOLD: anonymous mmaps of at least this many bytes are
   // managed (placed on tiers); smaller ones pass through.  Default 64K.
   size_t mmap_threshold = 64 * 1024;
+  // MMTIER_SNAPSHOT_DIR: where capsules are written; when unset,
+  // $XDG_STATE_HOME/mmtier/capsules, else $HOME/.local/state/mmtier/capsules,
+  // /var/lib/mmtier/capsules for root; empty when none applies.
+  char snapshot_dir[kPathMax] = {};
   // MMTIER_HIDE_FEATURES: kernel features mmtier acts as if it lacked, so
   // that tests run the paths of older kernels on a new one (kHide* bits).
   uint32_t hide_features = 0;

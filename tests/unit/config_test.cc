@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -154,8 +155,50 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_PMEM_PATH",  "MMTIER_POLICY",     "MMTIER_PROMOTE",
       "MMTIER_LOG",        "MMTIER_REPORT",     "MMTIER_MMAP_THRESHOLD",
       "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL", "MMTIER_STATS_DIR", "MMTIER_HIDE_FEATURES",
+      "MMTIER_SNAPSHOT_DIR",
   };
   EXPECT_EQ(names, expected);
+}
+
+TEST(ConfigParse, SnapshotDir) {
+  config c;
+  config_error e;
+  const char *set[] = {"HOME=/home/u", "MMTIER_SNAPSHOT_DIR=/srv/capsules", nullptr};
+  ASSERT_TRUE(config_parse(const_cast<char *const *>(set), false, &c, &e, nullptr)) << e.line;
+  EXPECT_STREQ(c.snapshot_dir, "/srv/capsules");
+  const char *bad[] = {"MMTIER_SNAPSHOT_DIR=capsules", nullptr};
+  ASSERT_FALSE(config_parse(const_cast<char *const *>(bad), false, &c, &e, nullptr));
+  EXPECT_STREQ(e.line, "invalid MMTIER_SNAPSHOT_DIR=\"capsules\": expected an absolute directory path");
+  if (geteuid() == 0) {
+    const char *home[] = {"HOME=/home/u", nullptr};
+    ASSERT_TRUE(config_parse(const_cast<char *const *>(home), false, &c, &e, nullptr));
+    EXPECT_STREQ(c.snapshot_dir, "/var/lib/mmtier/capsules");
+  }
+  // As a user (in a child, as uid 65534 when this runs as root): the user's
+  // state directory, XDG first (if absolute), then HOME's; none for a
+  // secure-execution process, which reads no environment, or without HOME.
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (geteuid() == 0 && seteuid(65534) != 0) _exit(100);
+    int bad = 0;
+    const char *xdg[] = {"HOME=/home/u", "XDG_STATE_HOME=/state", nullptr};
+    const char *rel[] = {"XDG_STATE_HOME=state", "HOME=/home/u", nullptr};
+    const char *none[] = {"PATH=/bin", nullptr};
+    if (!config_parse(const_cast<char *const *>(xdg), false, &c, &e, nullptr) ||
+        strcmp(c.snapshot_dir, "/state/mmtier/capsules") != 0)
+      bad |= 1;
+    if (!config_parse(const_cast<char *const *>(rel), false, &c, &e, nullptr) ||
+        strcmp(c.snapshot_dir, "/home/u/.local/state/mmtier/capsules") != 0)
+      bad |= 2;
+    if (!config_parse(const_cast<char *const *>(rel), true, &c, &e, nullptr) || c.snapshot_dir[0]) bad |= 4;
+    if (!config_parse(const_cast<char *const *>(none), false, &c, &e, nullptr) || c.snapshot_dir[0]) bad |= 8;
+    _exit(bad);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: XDG, 2: HOME, 4: secure, 8: none, 100: seteuid";
 }
 
 TEST(ConfigParse, HideFeatures) {
