@@ -1,0 +1,336 @@
+// The on-disk format of a snapshot capsule (docs/SNAPSHOTS.md §5), shared
+// by the capture code, the restorer and the mmtier command, the way
+// stats/live_format.h is.  Little-endian, fixed-size records; version 1.
+//
+//   <dir>/<name>.mmtcap/        0700, owner = the process's euid
+//     manifest                  0600  status block | header | table directory | tables
+//     mem                       0600  sparse; region data at 4 KiB-aligned offsets
+//     pmem-<fileid>.tier        0600  hard links to PMem generation files (ZeroIO)
+//     files/<n>                 0600  descriptor contents (deleted files, pipe buffers)
+//
+// The status block is rewritten in place as the capsule progresses
+// (incomplete, complete, durable, or failed with the writer's one line); it
+// has its own CRC.  The header and the table directory are covered by one
+// CRC, each table by its own, and the bytes between the tables are zero:
+// every byte of a manifest is checked.  Nothing here allocates or uses the
+// C library beyond memcpy/memset: the writer child and the restorer use it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace mmtier::capsule {
+
+constexpr char kMagic[8] = {'M', 'M', 'T', 'C', 'A', 'P', '0', '1'};
+constexpr uint32_t kVersion = 1;
+constexpr uint64_t kAlign = 4096;  // of mem offsets and of the tables in the manifest
+constexpr uint64_t kHeaderOffset = 512;  // the header, right after the status block
+constexpr char kSuffix[] = ".mmtcap";
+constexpr char kManifest[] = "manifest";
+constexpr char kMem[] = "mem";
+
+enum class status : uint32_t {
+  incomplete = 1,  // being written: never restored
+  complete = 2,    // every file written and checksummed, not yet flushed to stable storage
+  durable = 3,     // complete and fsync'd
+  failed = 4,      // the writer gave up: line says why
+};
+
+// Offset 0 of the manifest.
+struct status_block {
+  char magic[8];
+  uint32_t version;
+  uint32_t state;     // status
+  int32_t error;      // errno of a failure, else 0
+  uint32_t crc;       // CRC32C of the block with this field 0
+  char line[488];     // NUL-terminated: the writer's last word (failure reason)
+};
+static_assert(sizeof(status_block) == kHeaderOffset);
+
+// Offset kHeaderOffset.  The char arrays are NUL-terminated.
+struct header {
+  uint32_t header_size;     // sizeof(header)
+  uint32_t ntables;         // entries of the directory that follows the header
+  uint32_t crc;             // CRC32C of the header, this field 0, and the directory
+  uint32_t reserved1;
+  uint8_t capsule_id[16];   // random
+  uint64_t created_ns;      // CLOCK_REALTIME at the snapshot instant
+  char mmtier_version[16];
+  uint8_t lib_build_id[20]; // NT_GNU_BUILD_ID of the library that took it
+  uint32_t lib_build_id_len;
+  int32_t pid;              // as the process saw it (inside its PID namespace)
+  uint32_t nthreads;
+  uint64_t starttime;       // /proc/PID/stat field 22, clock ticks since boot
+  char boot_id[40];         // /proc/sys/kernel/random/boot_id, NUL-terminated
+  uint32_t uid, gid, euid, egid;
+  char comm[16];
+  uint32_t cmdline_crc;
+  uint32_t kernel_version_crc;  // of /proc/sys/kernel/version
+  char kernel_release[72];      // uname -r
+  uint64_t vdso_len, vvar_len;
+  uint32_t vdso_crc;
+  uint32_t page_size;       // a power of two >= kAlign: the page of regions and runs
+  uint64_t xcr0;
+  uint32_t cpuid1_ecx, cpuid1_edx, cpuid7_ebx, cpuid7_ecx;
+  char glibc_version[16];
+  int64_t rseq_offset;
+  uint32_t rseq_size;
+  uint32_t reserved0;
+  uint64_t restore_note_addr;  // where the restorer writes its note in the library's data
+  uint64_t mem_size;           // length of the mem file
+  uint64_t paused_ns;          // how long every thread was stopped
+  uint8_t reserved[64];
+};
+// The directory follows at kHeaderOffset + sizeof(header): 8-byte aligned.
+static_assert(sizeof(header) == 416 && sizeof(header) % 8 == 0);
+
+// The directory: one entry per table, after the header.  Kinds a reader
+// does not know are an error in version 1 (a newer writer's capsule).
+enum class table_kind : uint32_t {
+  regions = 1,
+  runs = 2,
+  chunks = 3,
+  files = 4,
+  strings = 5,  // NUL-terminated strings, referenced by offset
+  threads = 6,
+  fds = 7,
+  procstate = 8,
+};
+constexpr uint32_t kTableKinds = 8;
+
+struct table_entry {
+  uint32_t kind;         // table_kind
+  uint32_t record_size;  // sizeof the record (1 for strings)
+  uint64_t count;        // records
+  uint64_t offset;       // in the manifest, kAlign-aligned
+  uint32_t crc;          // CRC32C of count * record_size bytes at offset
+  uint32_t reserved;
+};
+static_assert(sizeof(table_entry) == 32);
+
+enum class region_kind : uint32_t {
+  reserve = 1,  // address space held PROT_NONE, nothing in it
+  unit = 2,     // an mmtier tier unit
+  anon = 3,     // other private anonymous memory
+  stack = 4,
+  brk = 5,
+  file = 6,     // a private file mapping (library, executable, data file)
+  vdso = 7,
+  vvar = 8,
+  stats = 9,    // mmtier's shared statistics page
+};
+
+enum region_flags : uint32_t {
+  kRegionShared = 1u << 0,
+  kRegionGrowsDown = 1u << 1,
+};
+
+// Madvise bits from smaps VmFlags.
+enum region_madv : uint32_t {
+  kMadvHuge = 1u << 0,        // hg
+  kMadvNoHuge = 1u << 1,      // nh
+  kMadvDontDump = 1u << 2,    // dd
+  kMadvWipeOnFork = 1u << 3,  // wf
+  kMadvMergeable = 1u << 4,   // mg
+  kMadvLocked = 1u << 5,      // lo
+};
+
+constexpr uint32_t kNoFile = 0xffffffffu;
+
+struct region {
+  uint64_t start, end;   // page-aligned, start < end
+  uint32_t prot;         // PROT_*
+  uint32_t flags;        // region_flags
+  uint32_t kind;         // region_kind
+  uint32_t madv;         // region_madv
+  uint32_t file;         // index into files, or kNoFile
+  uint32_t name;         // offset into strings ([heap], [stack], a path), or 0 for none
+                         // (strings usually begin with "", which string_at gives for 0 anyway)
+  uint64_t file_offset;  // of a file mapping
+  uint64_t first_run;    // index into runs
+  uint64_t nruns;
+};
+static_assert(sizeof(region) == 64);
+
+enum class run_source : uint32_t {
+  hole = 1,  // never touched: nothing saved (anonymous zero, or the file's content)
+  mem = 2,   // bytes in mem at offset
+  pmem = 3,  // bytes in the PMem generation file `file` at offset (ZeroIO)
+  file = 4,  // the mapped file's own content (unmodified private file pages)
+  zero = 5,  // touched but zero
+};
+
+// Consecutive pages (of header::page_size) of a region with one source; a
+// region's runs cover it exactly, in address order, and the regions' runs
+// follow each other in the runs table in the regions' order.
+struct run {
+  uint64_t page;    // first page, counted from the region's start
+  uint64_t npages;  // > 0
+  uint32_t source;  // run_source
+  uint32_t file;    // for pmem: index into files (not read for the other sources)
+  uint64_t offset;  // for mem and pmem: in mem or in the PMem file, kAlign-aligned
+};
+static_assert(sizeof(run) == 32);
+
+// A CRC32C over a stretch of mem (file == kNoFile) or of a referenced file;
+// offset kAlign-aligned.
+struct chunk {
+  uint32_t file;
+  uint32_t crc;
+  uint64_t offset;
+  uint64_t length;
+};
+static_assert(sizeof(chunk) == 24);
+constexpr uint64_t kChunkBytes = 2u << 20;
+
+enum class file_identity : uint32_t {
+  build_id = 1,  // ELF NT_GNU_BUILD_ID
+  content = 2,   // CRC32C of the whole file (at most 64 MiB)
+  ends = 3,      // size, mtime and CRC32C of the first and last MiB
+  capsule = 4,   // a file of the capsule itself (pmem-<fileid>.tier)
+};
+
+struct file {
+  uint64_t dev, ino, size;
+  int64_t mtime_ns;
+  uint32_t path;         // offset into strings
+  uint32_t identity;     // file_identity
+  uint8_t build_id[20];
+  uint32_t build_id_len; // <= 20
+  uint32_t crc;          // content or ends CRC
+  uint32_t reserved;
+};
+static_assert(sizeof(file) == 72);
+
+// No padding anywhere: every byte a CRC covers is a field the writer set.
+static_assert(std::has_unique_object_representations_v<status_block> &&
+              std::has_unique_object_representations_v<header> &&
+              std::has_unique_object_representations_v<table_entry> &&
+              std::has_unique_object_representations_v<region> && std::has_unique_object_representations_v<run> &&
+              std::has_unique_object_representations_v<chunk> && std::has_unique_object_representations_v<file>);
+
+// A thread as it was stopped (table threads).  Its registers, signal mask
+// and FPU state are also in the stop handler's frame at uc_addr, on the
+// thread's own stack in the image, where the restore resumes it.
+enum thread_flags : uint32_t {
+  kThreadCapturer = 1u << 0,  // took the snapshot (running, not stopped by a signal: uc_addr 0)
+};
+
+struct thread_record {
+  int32_t tid;
+  uint32_t flags;      // thread_flags
+  uint64_t fs_base;    // the thread pointer (TLS)
+  uint64_t uc_addr;    // the handler's ucontext_t
+  uint64_t sigmask;    // blocked signals when it stopped
+  uint64_t gregs[23];  // x86-64 general registers as ucontext's gregs (REG_RIP, REG_RSP, ...)
+};
+static_assert(sizeof(thread_record) == 216);
+
+// Building and reading a manifest.  A manifest is the status block (offset
+// 0), the header (kHeaderOffset), the directory (right after the header)
+// and the tables, each at the first kAlign-aligned offset after the one
+// before it, in the directory's order; the manifest ends where the last
+// table does (or the directory, without tables).  Every byte between them
+// is zero.
+
+struct table_input {
+  table_kind kind;
+  uint32_t record_size;
+  uint64_t count;
+  const void *data;  // count * record_size bytes
+};
+
+// The size manifest_build needs for these tables, or 0 when they are
+// malformed (as manifest_build says) or their size does not fit in 64 bits.
+uint64_t manifest_size(const table_input *tables, uint32_t ntables);
+
+// Writes a whole manifest into out[cap]: status block (state, error and line
+// as given), header (header_size, ntables and crc set here, the rest as in
+// h), directory and tables, with every CRC.  Returns the bytes written, or 0
+// when cap is too small or a table is malformed (an unknown kind, a record
+// size that does not match the kind's: the record's size, 1 for strings,
+// anything but 0 for the kinds of later stages; a kind given twice; no data
+// for a count) or state is none of status's.  The records themselves are
+// not checked: manifest_parse does.  out needs no alignment.
+uint64_t manifest_build(const header &h, const table_input *tables, uint32_t ntables, status state, int32_t error,
+                        const char *line, void *out, uint64_t cap);
+
+// A status block for state (with error and line, cut to 487 bytes; null is
+// ""), its CRC set.  The writer rewrites it in place at offset 0.
+status_block status_make(status state, int32_t error, const char *line);
+
+// Why a manifest cannot be read.
+enum class parse_error : uint32_t {
+  ok = 0,
+  truncated,        // shorter than its own tables say
+  bad_magic,        // not a capsule manifest
+  bad_version,      // another format version
+  status_crc,       // the status block is damaged
+  header_crc,       // the header or the directory is damaged
+  bad_header,       // sizes or counts that cannot be (also: a state that cannot be, an unaligned buffer)
+  unknown_table,    // a table kind this version does not know
+  bad_table,        // a table out of bounds, misaligned, of the wrong record size, or given twice;
+                    // bytes between the tables that are not zero, or bytes after the last one
+  table_crc,        // a table's content is damaged
+  bad_record,       // a region, run, chunk or file that cannot be (out of order, overlapping, out of range)
+};
+
+// One line for an error, e.g. "the header or the table directory is damaged".
+const char *parse_error_text(parse_error e);
+
+// A parsed manifest: pointers into the caller's buffer.
+struct manifest_view {
+  const status_block *status;
+  const header *hdr;
+  const region *regions;
+  uint64_t nregions;
+  const run *runs;
+  uint64_t nruns;
+  const chunk *chunks;
+  uint64_t nchunks;
+  const file *files;
+  uint64_t nfiles;
+  const char *strings;
+  uint64_t strings_len;
+  // Tables of later stages, raw.
+  const table_entry *dir;
+  uint32_t ntables;
+};
+
+// Checks only the status block (what `snapshot list` needs): len, magic,
+// version (before the CRC: another version may checksum otherwise), CRC,
+// a known state, a terminated line.  buf must be 8-byte aligned.  *out is
+// set on success only.
+parse_error status_parse(const void *buf, uint64_t len, const status_block **out);
+
+// Checks everything but the data files, in this order: the status block
+// (status_parse); header_size == sizeof(header), ntables <= kTableKinds
+// (bad_header), the directory within len (truncated), the header CRC; the
+// header's fields (page_size a power of two >= kAlign, lib_build_id_len,
+// terminated strings: bad_header); each table (a known kind, its record
+// size, once only, kAlign-aligned, after the one before it, the bytes in
+// between zero, within len (truncated; bad_table if its end overflows), its
+// CRC), nothing after the last table; then the records:
+// - regions: start < end, page-aligned, ascending and disjoint; a known
+//   kind, flags and madvise bits; prot within PROT_READ|WRITE|EXEC; file
+//   < nfiles or kNoFile; name < strings_len or 0; runs [first_run,
+//   first_run + nruns) right after the previous region's, covering the
+//   region exactly in order, and every run belongs to a region;
+// - runs: a known source, npages > 0; mem: offset aligned and the pages
+//   within mem_size; pmem: offset aligned, file < nfiles, the end within
+//   64 bits;
+// - chunks: offset aligned, the end within 64 bits; of mem (kNoFile):
+//   within mem_size; else file < nfiles;
+// - files: path < strings_len, a known identity, build_id_len <= 20;
+// - strings: ending with NUL.
+// A missing table is empty (null, 0).  buf must be 8-byte aligned.  *out
+// (pointers into buf) is set on success only.  Never reads outside
+// buf[0, len), whatever the bytes.
+parse_error manifest_parse(const void *buf, uint64_t len, manifest_view *out);
+
+// A string of the strings table, or "" if off is out of range or not
+// terminated.
+const char *string_at(const manifest_view &m, uint32_t off);
+
+}  // namespace mmtier::capsule
