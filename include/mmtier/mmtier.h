@@ -132,6 +132,25 @@ MMTIER_API int mmtier_get_tiering_stats(struct mmtier_tiering_stats *out);
 /* Writes a human-readable report of where memory went to fd. */
 MMTIER_API int mmtier_report(int fd);
 
+/* Snapshots: a capsule holding the whole process as of one instant (every
+ * thread stopped together for the pause; the program runs on while a child
+ * process writes the capsule).  See docs/SNAPSHOTS.md.
+ *
+ * mmtier_snapshot takes one into the directory MMTIER_SNAPSHOT_DIR (default
+ * $XDG_STATE_HOME/mmtier/capsules), named NAME.mmtcap; NAME may be NULL
+ * (<command>-<pid>-<UTC time>).  It returns 0 once the capsule is complete
+ * and synced to stable storage, or -1 with errno: EBUSY (a snapshot of this
+ * process is under way), EEXIST (the name is taken), EINVAL (a name other
+ * than 1 to 64 of A-Z a-z 0-9 . _ -, not starting with a dot), ENOENT (no
+ * directory configured), EAGAIN (a thread blocks the stop signal), or the
+ * file system's error; one line on stderr says why, and nothing is left
+ * behind.  Not async-signal-safe. */
+MMTIER_API int mmtier_snapshot(const char *name);
+
+/* The same into DIR (NULL: the configured directory); the capsule's path
+ * into path[cap] when path is not NULL. */
+MMTIER_API int mmtier_snapshot_to(const char *dir, const char *name, char *path, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

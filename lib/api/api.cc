@@ -7,6 +7,8 @@
 #include "api/runtime.h"
 #include "heap/heap.h"
 #include "mover/mover.h"
+#include "snapshot/capture.h"
+#include "support/log.h"
 #include "stats/report.h"
 
 #include <cerrno>
@@ -177,5 +179,28 @@ MMTIER_API int mmtier_report(int fd) {
   }
   return 0;
 }
+
+MMTIER_API int mmtier_snapshot_to(const char *dir, const char *name, char *path, size_t cap) {
+  if (!started()) {
+    errno = ENOMEM;
+    return -1;
+  }
+  snap_result res;
+  snap_result *r = &res;
+  const long e = snapshot_take({name, dir}, r);
+  if (e < 0) {
+    MMTIER_ERROR("snapshot failed: %s", r->line);
+    errno = static_cast<int>(-e);
+    return -1;
+  }
+  if (path && cap) {
+    const size_t n = strnlen(r->path, cap - 1);
+    memcpy(path, r->path, n);
+    path[n] = 0;
+  }
+  return 0;
+}
+
+MMTIER_API int mmtier_snapshot(const char *name) { return mmtier_snapshot_to(nullptr, name, nullptr, 0); }
 
 }  // extern "C"

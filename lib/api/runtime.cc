@@ -1,6 +1,8 @@
 // Runtime start-up and the bootstrap area (see runtime.h).
 #include "api/runtime.h"
 
+#include "api/control.h"
+
 #include "alloc/engine.h"
 #include "alloc/small.h"
 #include "config/config.h"
@@ -28,7 +30,7 @@ std::atomic<bool> g_want_background{false};
 
 void runtime_want_background() {
   g_want_background.store(true, std::memory_order_release);
-  if (runtime_ready()) mover_enable();
+  if (runtime_ready()) mover_enable(control_start);
 }
 
 namespace {
@@ -80,6 +82,7 @@ int runtime_start() {
   config_load();  // exits on invalid configuration
   int result = kUnmanaged;
   world_register();
+  control_register();
   if (heap_init()) {
     if (engine_init()) {
       result = kReady;
@@ -94,7 +97,7 @@ int runtime_start() {
   t_starting = false;
   g_runtime_state.store(result, std::memory_order_release);
   if (result == kReady) live_stats_init();
-  if (result == kReady && g_want_background.load(std::memory_order_acquire)) mover_enable();
+  if (result == kReady && g_want_background.load(std::memory_order_acquire)) mover_enable(control_start);
   return result;
 }
 
@@ -107,7 +110,10 @@ namespace {
 __attribute__((constructor(102))) void start_at_load() { runtime_start(); }
 __attribute__((destructor(101))) void report_at_exit() {
   runtime_exit_report();
-  if (runtime_ready()) live_stats_exit();
+  if (runtime_ready()) {
+    control_exit();
+    live_stats_exit();
+  }
 }
 }  // namespace
 

@@ -334,7 +334,12 @@ void fork_child() {
 
 void stats_fork_child() { pthread_mutex_init(&g_stats_lock, nullptr); }
 
-void start_hook() { mover_start(); }
+void (*g_companion)() = nullptr;  // started with the mover (mover_enable)
+
+void start_hook() {
+  mover_start();
+  if (g_companion) g_companion();
+}
 
 }  // namespace
 
@@ -367,14 +372,16 @@ bool mover_start() {
   return ok;
 }
 
-void mover_enable() {
-  if (!config_get().promote) return;
+void mover_enable(void (*companion)()) {
   static bool once = false;
   if (once) return;
   once = true;
-  quiesce_register(kRankMoverStart, {start_lock, start_unlock, fork_child, nullptr});
-  quiesce_register(kRankMoverStats, {stats_lock, stats_unlock, stats_fork_child, nullptr});
-  heap_set_start_hook(start_hook, kMoverStartUnits);
+  g_companion = companion;
+  if (config_get().promote) {
+    quiesce_register(kRankMoverStart, {start_lock, start_unlock, fork_child, nullptr});
+    quiesce_register(kRankMoverStats, {stats_lock, stats_unlock, stats_fork_child, nullptr});
+  }
+  if (config_get().promote || companion) heap_set_start_hook(start_hook, kMoverStartUnits);
 }
 
 void mover_set_scan_hook(void (*hook)()) { g_scan_hook = hook; }

@@ -16,10 +16,12 @@ namespace mmtier::detail {
 
 // Arranges for the thread to start once the process has kMoverStartUnits
 // units of managed memory (small processes never get a thread), and in a
-// child after fork once it has placed that much of its own.  Nothing
-// happens with MMTIER_PROMOTE=0.
+// child after fork once it has placed that much of its own.  No thread
+// with MMTIER_PROMOTE=0.  companion, if given, is called at the same moment
+// (with or without the mover): the layers above start their own threads
+// with it.  Once; later calls do nothing.
 inline constexpr size_t kMoverStartUnits = 16;  // 32 MiB
-void mover_enable();
+void mover_enable(void (*companion)() = nullptr);
 // Starts the thread now (tests, and the heap's start hook).  False if
 // disabled or impossible (logged once).
 bool mover_start();

@@ -52,6 +52,9 @@ bool parse_line(const char *p, const char *end, maps_entry *e) {
   e->dev_minor = static_cast<uint32_t>(parse_hex(p, end));
   skip(p, end);
   e->inode = parse_dec(p, end);
+  while (p < end && *p == ' ') ++p;
+  e->name = p;
+  e->name_len = static_cast<uint32_t>(end - p);
   return e->hi > e->lo;
 }
 
@@ -101,7 +104,8 @@ bool maps_reader::next(maps_entry *out) {
     if (pos_ == 0 && have_ == sizeof buf_) {
       // A line longer than the buffer: its fixed fields are at its start;
       // the rest (the path) is skipped up to the end of the line.
-      const bool ok = parse_line(buf_, buf_ + have_, out);
+      bool ok = parse_line(buf_, buf_ + have_, out);
+      if (ok) out->name_len = 0;  // cut: the buffer is refilled below
       for (;;) {
         have_ = pos_ = 0;
         if (!fill()) return ok;

@@ -16,6 +16,11 @@ struct maps_entry {
   uint64_t offset;   // file offset of lo
   uint32_t dev_major, dev_minor;
   uint64_t inode;    // 0: not a file
+  // The path or pseudo-name ("[heap]", "[stack]", "[vdso]"), not
+  // terminated, valid until the next call of next(); empty for anonymous
+  // memory, and for a line longer than the reader's buffer.
+  const char *name;
+  uint32_t name_len;
 };
 
 class maps_reader {

@@ -470,6 +470,19 @@ void live_stats_resident(const resident_split &bytes) {
   pthread_mutex_unlock(&g_lock);
 }
 
+bool live_stats_dir(char *out, size_t cap) {
+  pthread_mutex_lock(&g_lock);
+  const char *slash = g_pub.path[0] ? strrchr(g_pub.path, '/') : nullptr;
+  const size_t n = slash ? static_cast<size_t>(slash - g_pub.path) : 0;
+  const bool ok = slash && n < cap;
+  if (ok) {
+    memcpy(out, g_pub.path, n);
+    out[n] = 0;
+  }
+  pthread_mutex_unlock(&g_lock);
+  return ok;
+}
+
 void live_stats_exit() {
   pthread_mutex_lock(&g_lock);
   g_pub.disabled.store(true, std::memory_order_relaxed);

@@ -22,6 +22,10 @@ void live_stats_init();
 // Publishes the resident bytes just measured.
 void live_stats_resident(const resident_split &bytes);
 
+// The directory this process's page is published in (NUL-terminated into
+// out[cap]); false when nothing is published.
+bool live_stats_dir(char *out, size_t cap);
+
 // Removes this process's file (at exit; the page stays mapped, so threads
 // still running may go on writing to it).
 void live_stats_exit();

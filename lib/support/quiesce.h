@@ -38,6 +38,7 @@ enum class quiesce_reason : uint8_t {
 // The lock order, outermost first.
 enum quiesce_rank : uint8_t {
   kRankWorld,        // support/world: one stop at a time (its lock is taken before the sequence runs)
+  kRankControlStart, // api/control: starting the control thread (reads the statistics page's name, allocates)
   kRankMoverStart,   // mover: starting the mover thread (allocates, starts the fault service)
   kRankFaultsStart,  // heap/faults: starting the fault service thread (allocates)
   kRankSmall,        // alloc/small: the list of thread heaps (takes the heap lock inside)

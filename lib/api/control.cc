@@ -1,0 +1,175 @@
+// The control channel (see control.h).
+#include "api/control.h"
+
+#include "api/control_format.h"
+#include "platform/fd_guard.h"
+#include "platform/sys.h"
+#include "snapshot/capture.h"
+#include "stats/live_stats.h"
+#include "support/log.h"
+#include "support/quiesce.h"
+#include "support/world.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+namespace mmtier::detail {
+namespace {
+
+namespace ctl = control;
+
+pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
+bool g_started = false;  // under g_start_lock
+int g_listen = -1;
+char g_path[sizeof(sockaddr_un::sun_path)];
+struct stat g_sock_id;  // the socket file we made (removed only if still ours)
+
+bool peer_allowed(int fd) {
+  ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
+  return cred.uid == 0 || cred.uid == static_cast<uid_t>(sys::raw(SYS_geteuid));
+}
+
+void serve(int fd) {
+  static ctl::request req;  // one connection at a time, on this thread only
+  static ctl::reply rep;
+  memset(&rep, 0, sizeof rep);
+  rep.magic = ctl::kMagic;
+  const long n = recv(fd, &req, sizeof req, 0);
+  if (!peer_allowed(fd)) {
+    rep.error = EPERM;
+    snprintf(rep.line, sizeof rep.line, "not the process's user");
+  } else if (n != static_cast<long>(sizeof req) || req.magic != ctl::kMagic || req.version != ctl::kVersion) {
+    rep.error = EPROTO;
+    snprintf(rep.line, sizeof rep.line, "a request this library does not understand (version %u)", ctl::kVersion);
+  } else if (req.cmd != static_cast<uint32_t>(ctl::command::snapshot)) {
+    rep.error = EOPNOTSUPP;
+    snprintf(rep.line, sizeof rep.line, "unknown command %u", req.cmd);
+  } else {
+    req.name[sizeof req.name - 1] = 0;
+    req.dir[sizeof req.dir - 1] = 0;
+    static snap_result res;
+    const long r = snapshot_take({req.name[0] ? req.name : nullptr, req.dir[0] ? req.dir : nullptr}, &res);
+    rep.error = r < 0 ? static_cast<int32_t>(-r) : 0;
+    rep.paused_ns = res.paused_ns;
+    rep.mem_bytes = res.mem_bytes;
+    rep.threads = res.threads;
+    memcpy(rep.line, res.line, sizeof rep.line);
+    memcpy(rep.path, res.path, sizeof rep.path);
+    if (r < 0) MMTIER_WARN("snapshot requested through the control socket failed: %s", res.line);
+  }
+  send(fd, &rep, sizeof rep, MSG_NOSIGNAL);
+}
+
+void *control_main(void *) {
+  world_exempt_self();
+  for (;;) {
+    const int fd = accept4(g_listen, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EBADF || errno == EINVAL) return nullptr;  // the socket is gone
+      continue;
+    }
+    serve(fd);
+    sys::close(fd);
+  }
+}
+
+// Binds <stats dir>/<pid>.ctl; false (nothing to serve) when the process
+// publishes no statistics or the socket cannot be made.
+bool make_socket() {
+  char dir[sizeof g_path];
+  if (!live_stats_dir(dir, sizeof dir)) return false;
+  sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  const int len = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%ld%s", dir, sys::getpid(), ctl::kSuffix);
+  if (len < 0 || static_cast<size_t>(len) >= sizeof addr.sun_path) {
+    MMTIER_WARN("control socket path in %s is too long; mmtier snapshot cannot reach this process", dir);
+    return false;
+  }
+  const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  unlink(addr.sun_path);  // a dead process's of the same pid
+  // Only the user may connect (the directory is private too).
+  const mode_t old = umask(077);
+  const bool bound = bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) == 0 && listen(fd, 4) == 0;
+  umask(old);
+  if (!bound || stat(addr.sun_path, &g_sock_id) != 0) {
+    MMTIER_WARN("cannot make the control socket %s (%s); mmtier snapshot cannot reach this process", addr.sun_path,
+                strerror(errno));
+    sys::close(fd);
+    return false;
+  }
+  const int guarded = fd_guard(fd);
+  if (guarded < 0) {
+    unlink(addr.sun_path);
+    sys::close(fd);
+    return false;
+  }
+  g_listen = guarded;
+  memcpy(g_path, addr.sun_path, sizeof g_path);
+  return true;
+}
+
+void start_lock() { pthread_mutex_lock(&g_start_lock); }
+void start_unlock() { pthread_mutex_unlock(&g_start_lock); }
+
+// The child has no control thread, and the socket is its parent's: closed
+// (not removed); the child makes its own when it grows as large.
+void fork_child() {
+  pthread_mutex_init(&g_start_lock, nullptr);
+  if (g_listen >= 0) {
+    fd_unguard(g_listen);
+    sys::close(g_listen);
+  }
+  g_listen = -1;
+  g_path[0] = 0;
+  g_started = false;
+}
+
+}  // namespace
+
+void control_register() { quiesce_register(kRankControlStart, {start_lock, start_unlock, fork_child, nullptr}); }
+
+void control_start() {
+  pthread_mutex_lock(&g_start_lock);
+  if (!g_started) {
+    g_started = true;
+    if (make_socket()) {
+      sigset_t all, old;
+      sigfillset(&all);
+      sys::thread_sigmask(SIG_SETMASK, &all, &old);
+      pthread_t t;
+      const int e = pthread_create(&t, nullptr, control_main, nullptr);
+      sys::thread_sigmask(SIG_SETMASK, &old, nullptr);
+      if (e == 0) {
+        pthread_setname_np(t, "mmtier-ctl");
+        pthread_detach(t);
+      } else {
+        MMTIER_WARN("cannot start the control thread (error %d); mmtier snapshot cannot reach this process", e);
+        control_exit();
+      }
+    }
+  }
+  pthread_mutex_unlock(&g_start_lock);
+}
+
+void control_exit() {
+  if (!g_path[0]) return;
+  struct stat now;
+  if (stat(g_path, &now) == 0 && now.st_ino == g_sock_id.st_ino && now.st_dev == g_sock_id.st_dev) unlink(g_path);
+  g_path[0] = 0;
+}
+
+}  // namespace mmtier::detail

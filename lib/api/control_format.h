@@ -1,0 +1,41 @@
+// The control channel's protocol, shared by the library (api/control.cc)
+// and the mmtier command: an AF_UNIX SOCK_SEQPACKET socket
+// <stats dir>/<pid>.ctl next to the process's statistics page, one request
+// and one reply per connection, fixed-size little-endian records.  The
+// kernel's SO_PEERCRED tells the library who connected: the process's own
+// user or root, nobody else.
+#pragma once
+
+#include <cstdint>
+
+namespace mmtier::control {
+
+constexpr uint32_t kMagic = 0x4354544d;  // "MTTC"
+constexpr uint32_t kVersion = 1;
+constexpr char kSuffix[] = ".ctl";
+
+enum class command : uint32_t {
+  snapshot = 1,
+};
+
+struct request {
+  uint32_t magic;
+  uint32_t version;
+  uint32_t cmd;    // command
+  uint32_t flags;  // none yet
+  char name[80];   // capsule name, "" for the default
+  char dir[4096];  // capsule directory, "" for the process's own
+};
+
+struct reply {
+  uint32_t magic;
+  int32_t error;       // 0, or an errno value
+  uint64_t paused_ns;  // every thread stopped
+  uint64_t mem_bytes;  // memory written to the capsule
+  uint32_t threads;
+  uint32_t reserved;
+  char line[256];      // on failure: why
+  char path[4096];     // the capsule
+};
+
+}  // namespace mmtier::control

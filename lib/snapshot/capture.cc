@@ -1,0 +1,319 @@
+// Taking a snapshot (see capture.h): prepare the capsule while the program
+// runs, stop every thread (each records where it stopped), fork the writer
+// from the stopped process, resume, and wait for the writer.
+#include "snapshot/capture.h"
+
+#include "config/config.h"
+#include "heap/heap.h"
+#include "platform/clock.h"
+#include "platform/sys.h"
+#include "snapshot/capsule_dir.h"
+#include "snapshot/writer.h"
+#include "support/log.h"
+#include "support/world.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+namespace mmtier::detail {
+namespace {
+
+namespace cap = capsule;
+
+constexpr int kMaxThreads = 4096;
+constexpr uint64_t kStopTimeoutNs = 1'000'000'000;
+
+pthread_mutex_t g_one = PTHREAD_MUTEX_INITIALIZER;  // one snapshot at a time
+snap_thread g_threads[kMaxThreads];
+std::atomic<int> g_nthreads{0};
+
+uint64_t fs_base() {
+#if defined(__x86_64__)
+  uint64_t v = 0;
+  sys::raw(SYS_arch_prctl, 0x1003 /* ARCH_GET_FS */, reinterpret_cast<long>(&v));
+  return v;
+#else
+  return 0;
+#endif
+}
+
+// In each stopped thread (the stop signal's handler): where it stopped.
+void capture_thread(void *uc, int tid) {
+  const int i = g_nthreads.fetch_add(1, std::memory_order_relaxed);
+  if (i < kMaxThreads) g_threads[i] = {tid, 0, fs_base(), uc};
+}
+
+void set_line(snap_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void set_line(snap_result *r, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->line, sizeof r->line, fmt, ap);
+  va_end(ap);
+}
+
+// Reads a small /proc file into buf (NUL-terminated, trailing newline cut).
+void read_small(const char *path, char *buf, size_t cap) {
+  buf[0] = 0;
+  long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return;
+  long n = sys::read(static_cast<int>(fd), buf, cap - 1);
+  sys::close(static_cast<int>(fd));
+  if (n <= 0) return;
+  buf[n] = 0;
+  if (buf[n - 1] == '\n') buf[n - 1] = 0;
+}
+
+// The header, as much as is known before the stop.
+void fill_header(cap::header *h) {
+  memset(h, 0, sizeof *h);
+  sys::raw(SYS_getrandom, reinterpret_cast<long>(h->capsule_id), sizeof h->capsule_id, 0);
+  h->created_ns = sys::real_ns();
+  snprintf(h->mmtier_version, sizeof h->mmtier_version, "%s", MMTIER_VERSION_STRING);
+  h->pid = static_cast<int32_t>(sys::getpid());
+  char stat[1024];
+  read_small("/proc/self/stat", stat, sizeof stat);
+  // Field 22, counted after the command name's closing parenthesis.
+  if (const char *p = strrchr(stat, ')')) {
+    int field = 2;
+    for (++p; *p && field < 22; ++p)
+      if (*p == ' ') ++field;
+    h->starttime = strtoull(p, nullptr, 10);
+  }
+  read_small("/proc/sys/kernel/random/boot_id", h->boot_id, sizeof h->boot_id);
+  h->uid = static_cast<uint32_t>(getuid());
+  h->gid = static_cast<uint32_t>(getgid());
+  h->euid = static_cast<uint32_t>(geteuid());
+  h->egid = static_cast<uint32_t>(getegid());
+  read_small("/proc/self/comm", h->comm, sizeof h->comm);
+  read_small("/proc/sys/kernel/osrelease", h->kernel_release, sizeof h->kernel_release);
+  h->page_size = 4096;
+}
+
+// The capsule's name when none is given: <comm>-<pid>-<UTC time>.
+void default_name(char *out, size_t cap) {
+  char comm[16];
+  read_small("/proc/self/comm", comm, sizeof comm);
+  for (char *c = comm; *c; ++c)
+    if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_'))
+      *c = '_';
+  const time_t now = static_cast<time_t>(sys::real_ns() / 1000000000);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  snprintf(out, cap, "%s-%ld-%04d%02d%02d-%02d%02d%02d", comm[0] ? comm : "process", sys::getpid(), tm.tm_year + 1900,
+           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+struct prepared {
+  int parent_dirfd = -1;
+  cap::pending pend;
+  int report[2] = {-1, -1};  // the writer's line
+  int pause[2] = {-1, -1};   // the pause's length, to the writer
+};
+
+void close_fd(int &fd) {
+  if (fd >= 0) sys::close(fd);
+  fd = -1;
+}
+
+void release(prepared &p, bool remove) {
+  if (remove)
+    cap::abort(p.parent_dirfd, &p.pend);
+  else
+    cap::release(&p.pend);
+  close_fd(p.report[0]);
+  close_fd(p.report[1]);
+  close_fd(p.pause[0]);
+  close_fd(p.pause[1]);
+  close_fd(p.parent_dirfd);
+}
+
+// P0, with the program running: the directory, the capsule's files, pipes.
+long prepare(const snap_request &req, prepared *p, snap_result *res) {
+  const char *dir = req.dir ? req.dir : config_get().snapshot_dir;
+  if (!dir || !dir[0]) {
+    set_line(res, "no capsule directory: set MMTIER_SNAPSHOT_DIR");
+    return -ENOENT;
+  }
+  char name[80];
+  if (req.name) {
+    if (!cap::valid_name(req.name)) {
+      set_line(res, "invalid capsule name \"%.64s\": use 1 to 64 of A-Z a-z 0-9 . _ -, not starting with a dot",
+               req.name);
+      return -EINVAL;
+    }
+    snprintf(name, sizeof name, "%s", req.name);
+  } else {
+    default_name(name, sizeof name);
+  }
+  if (strlen(dir) + strlen(name) + sizeof cap::kSuffix + 1 > sizeof res->path) {
+    set_line(res, "the capsule directory's path is too long");
+    return -ENAMETOOLONG;
+  }
+  size_t at = 0;
+  for (const char *part : {dir, "/", static_cast<const char *>(name), cap::kSuffix}) {
+    const size_t n = strlen(part);
+    memcpy(res->path + at, part, n);
+    at += n;
+  }
+  res->path[at] = 0;
+  if (int r = cap::make_dirs(dir); r < 0) {
+    set_line(res, "cannot create the capsule directory %s: %s", dir, strerror(-r));
+    return r;
+  }
+  long fd = sys::openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (fd < 0) {
+    set_line(res, "cannot open the capsule directory %s: %s", dir, strerror(static_cast<int>(-fd)));
+    return fd;
+  }
+  p->parent_dirfd = static_cast<int>(fd);
+  if (int r = cap::begin(p->parent_dirfd, name, &p->pend); r < 0) {
+    if (r == -EEXIST)
+      set_line(res, "a capsule named %s exists in %s", name, dir);
+    else
+      set_line(res, "cannot create the capsule in %s: %s", dir, strerror(-r));
+    close_fd(p->parent_dirfd);
+    return r;
+  }
+  if (sys::raw(SYS_pipe2, reinterpret_cast<long>(p->report), O_CLOEXEC | O_NONBLOCK) < 0 ||
+      sys::raw(SYS_pipe2, reinterpret_cast<long>(p->pause), O_CLOEXEC) < 0) {
+    set_line(res, "cannot make a pipe: %s", strerror(errno));
+    release(*p, true);
+    return -EMFILE;
+  }
+  return 0;
+}
+
+// P1: stops the world, forks the writer, resumes.  The writer's pid file
+// descriptor, or -errno.
+long stop_and_fork(writer_args &wa, snap_result *res) {
+  g_nthreads.store(0, std::memory_order_relaxed);
+  world_stats ws{};
+  const uint64_t t0 = sys::mono_ns();
+  if (long r = world_stop(quiesce_reason::snapshot, kStopTimeoutNs, &ws, capture_thread); r < 0) {
+    if (r == -EAGAIN) {
+      char who[32] = "";
+      const long tid = world_signal_blocker(who, sizeof who);
+      if (tid)
+        set_line(res, "thread %ld (%s) blocks the stop signal and cannot be stopped", tid, who);
+      else
+        set_line(res, "a thread did not stop within 1 s");
+    } else {
+      set_line(res, "cannot stop the threads: %s", strerror(static_cast<int>(-r)));
+    }
+    return r;
+  }
+  int n = g_nthreads.load(std::memory_order_acquire);
+  if (n >= kMaxThreads) {
+    world_resume();
+    set_line(res, "more than %d threads", kMaxThreads - 1);
+    return -E2BIG;
+  }
+  g_threads[n++] = {static_cast<int32_t>(sys::raw(SYS_gettid)), cap::kThreadCapturer, fs_base(), nullptr};
+  wa.threads = g_threads;
+  wa.nthreads = static_cast<uint32_t>(n);
+  // The writer must never run a handler of the program's: every signal
+  // blocked across the fork (the child keeps the mask).
+  sigset_t all, old;
+  sigfillset(&all);
+  sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&all), reinterpret_cast<long>(&old), 8);
+  int pidfd = -1;
+  // No exit signal: the program's SIGCHLD handler and its wait() never see
+  // the writer.  Raw clone, not fork(): no atfork handler runs (the stop
+  // already put every layer in its fork state).
+  const long pid = sys::raw(SYS_clone, CLONE_PIDFD, 0, reinterpret_cast<long>(&pidfd), 0, 0);
+  if (pid == 0) writer_start(wa);
+  sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&old), 0, 8);
+  world_resume();
+  res->paused_ns = sys::mono_ns() - t0;
+  res->threads = static_cast<uint32_t>(n);
+  if (pid < 0) {
+    set_line(res, "cannot start the writer process: %s", strerror(static_cast<int>(-pid)));
+    return pid;
+  }
+  return pidfd;
+}
+
+// P3: the writer's exit status (0, or an errno value with its line).
+int wait_writer(int pidfd, prepared &p, snap_result *res) {
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  long r;
+  while ((r = sys::raw(SYS_waitid, P_PIDFD, pidfd, reinterpret_cast<long>(&si), WEXITED | __WALL, 0)) == -EINTR) {
+  }
+  sys::close(pidfd);
+  if (r < 0) {
+    set_line(res, "cannot wait for the writer: %s", strerror(static_cast<int>(-r)));
+    return static_cast<int>(-r);
+  }
+  if (si.si_code != CLD_EXITED) {
+    set_line(res, "the writer was killed by signal %d", si.si_status);
+    return EINTR;
+  }
+  if (si.si_status == 0) return 0;
+  char line[200];
+  const long n = sys::read(p.report[0], line, sizeof line - 1);
+  line[n > 0 ? n : 0] = 0;
+  set_line(res, "%s", n > 0 ? line : "the writer failed");
+  return si.si_status;
+}
+
+}  // namespace
+
+long snapshot_take(const snap_request &req, snap_result *res) {
+  memset(res, 0, sizeof *res);
+  if (pthread_mutex_trylock(&g_one) != 0) {
+    set_line(res, "another snapshot of this process is under way");
+    return -EBUSY;
+  }
+  prepared p;
+  long r = prepare(req, &p, res);
+  if (r < 0) {
+    pthread_mutex_unlock(&g_one);
+    return r;
+  }
+  writer_args wa;
+  memset(&wa, 0, sizeof wa);
+  wa.parent_dirfd = p.parent_dirfd;
+  wa.pend = &p.pend;
+  wa.manifest_fd = p.pend.manifest_fd;
+  wa.mem_fd = p.pend.mem_fd;
+  wa.report_fd = p.report[1];
+  wa.pause_fd = p.pause[0];
+  fill_header(&wa.hdr);
+  wa.heap_lo = g_heap.base;
+  wa.heap_hi = g_heap.base + g_heap.size;
+  const long pidfd = stop_and_fork(wa, res);
+  if (pidfd < 0) {
+    release(p, true);
+    pthread_mutex_unlock(&g_one);
+    return pidfd;
+  }
+  // The writer waits for the pause's length before it writes the manifest.
+  sys::write(p.pause[1], &res->paused_ns, sizeof res->paused_ns);
+  const int err = wait_writer(static_cast<int>(pidfd), p, res);
+  cap::header h;
+  if (!err && sys::pread(p.pend.manifest_fd, &h, sizeof h, sizeof(cap::status_block)) == sizeof h)
+    res->mem_bytes = h.mem_size;
+  release(p, err != 0);
+  pthread_mutex_unlock(&g_one);
+  if (err) return -err;
+  MMTIER_INFO("snapshot %s: %u threads stopped for %llu us, %llu bytes of memory written", res->path, res->threads,
+              static_cast<unsigned long long>(res->paused_ns / 1000), static_cast<unsigned long long>(res->mem_bytes));
+  return 0;
+}
+
+}  // namespace mmtier::detail

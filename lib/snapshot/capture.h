@@ -1,0 +1,39 @@
+// Taking a snapshot of this process (docs/SNAPSHOTS.md §3): every thread
+// stopped together outside mmtier's critical sections, each thread's
+// registers captured where it stopped, then a writer child forked from the
+// stopped process writes the capsule from its copy-on-write image while the
+// program runs on.  The capsule holds the memory as of the stop: writes the
+// program makes after it never reach the capsule, and every write made
+// before it is there.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail {
+
+struct snap_request {
+  const char *name;  // capsule name ([A-Za-z0-9._-], at most 64); nullptr: <comm>-<pid>-<time>
+  const char *dir;   // capsule directory; nullptr: the configured one (MMTIER_SNAPSHOT_DIR)
+};
+
+struct snap_result {
+  uint64_t paused_ns;   // every thread stopped, from the stop's start to the resume
+  uint32_t threads;     // threads captured, the caller's included
+  uint64_t mem_bytes;   // bytes of memory written to the capsule
+  char path[4096];      // the capsule's path
+  char line[256];       // on failure: why, one line
+};
+
+// Takes a snapshot; returns when the capsule is complete (published under
+// its final name, data and manifest written and synced to stable storage).
+// 0, or -errno with result->line saying why and nothing left behind: -EBUSY
+// (another snapshot of this process is under way), -EEXIST (a capsule of
+// that name exists), -EINVAL (a bad name), -ENOENT (no capsule directory
+// configured), -EAGAIN (a thread could not be stopped: result->line names
+// it), or the errno of the file system or of the writer.  Not
+// async-signal-safe; the caller must not hold a lock any other thread
+// needs to reach a point where it can stop.
+long snapshot_take(const snap_request &req, snap_result *result);
+
+}  // namespace mmtier::detail

@@ -1,0 +1,582 @@
+// The snapshot writer child (see writer.h).  It walks its own maps: the
+// layout of the process at the stop.  For each page, pagemap tells whether
+// it holds data of the process's own (an anonymous page, a private copy of
+// a file page, a shared page) or is a file's unmodified page or was never
+// touched; data goes to mem in address order, each stretch of the same
+// source one run, with a CRC32C per 2 MiB of mem.
+#include "snapshot/writer.h"
+
+#include "platform/fd_guard.h"
+#include "platform/pagemap.h"
+#include "platform/proc_maps.h"
+#include "platform/sys.h"
+#include "support/crc32c.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <ucontext.h>
+
+#include <cerrno>
+#include <cstring>
+#include <initializer_list>
+#include <new>
+
+namespace mmtier::detail {
+namespace {
+
+namespace cap = capsule;
+constexpr uint64_t kPage = 4096;
+constexpr size_t kPagemapBatch = 512;  // entries read at once
+
+// Everything the writer changes lives in one range of its own, mapped
+// after the fork and left out of the capsule: a write to the image (a
+// static variable of the library, a buffer from the heap) would change
+// what is being saved.  The range is reserved inaccessible and made
+// writable a slice at a time, so strict overcommit charges only what is
+// used.  Only the stack is shared with the image: the frames the writer
+// pushes lie below the capturing thread's, in memory it no longer uses.
+constexpr uint64_t kSlice = uint64_t{16} << 30;  // address space per growable table
+constexpr int kSlices = 8;
+constexpr uint64_t kGrow = uint64_t{1} << 20;
+
+struct arena {
+  uintptr_t lo = 0, hi = 0;
+  int next = 0;  // slices handed out
+  bool reserve() {
+    const long p = sys::mmap(nullptr, kSlice * kSlices, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (sys::failed(p)) return false;
+    lo = static_cast<uintptr_t>(p);
+    hi = lo + kSlice * kSlices;
+    return true;
+  }
+  char *slice() { return next < kSlices ? reinterpret_cast<char *>(lo + kSlice * next++) : nullptr; }
+};
+// A growable array in a slice of the arena.
+template <class T>
+struct raw_vec {
+  arena *ar = nullptr;
+  T *data = nullptr;
+  uint64_t size = 0, bytes = 0;  // bytes made writable
+  bool push(const T &v) {
+    if ((size + 1) * sizeof(T) > bytes) {
+      if (!data && !(data = reinterpret_cast<T *>(ar->slice()))) return false;
+      if (bytes + kGrow > kSlice ||
+          sys::failed(sys::mprotect(reinterpret_cast<char *>(data) + bytes, kGrow, PROT_READ | PROT_WRITE)))
+        return false;
+      bytes += kGrow;
+    }
+    data[size++] = v;
+    return true;
+  }
+};
+
+// Taken from the arena: fixed buffers.
+struct buffers {
+  char bounce[1 << 20];   // shared pages, copied before they are saved
+  char smaps[1 << 16];    // a window of /proc/self/smaps
+};
+
+struct state {
+  const writer_args *a;
+  arena *ar;
+  buffers *buf;
+  raw_vec<cap::region> regions;
+  raw_vec<cap::run> runs;
+  raw_vec<cap::chunk> chunks;
+  raw_vec<cap::file> files;
+  raw_vec<char> strings;
+  int pagemap_fd = -1;
+  uint64_t mem_off = 0;     // bytes of mem written
+  uint32_t chunk_crc = 0;   // of the chunk being filled
+  char line[256];
+  int err = 0;
+};
+
+bool fail(state &s, int err, const char *what, uintptr_t at = 0) {
+  if (s.err) return false;
+  s.err = err;
+  // "what (error N) at 0x..."
+  size_t n = 0;
+  for (; what[n] && n + 1 < sizeof s.line; ++n) s.line[n] = what[n];
+  char tail[64];
+  size_t t = 0;
+  const char *e = " (errno ";
+  while (*e) tail[t++] = *e++;
+  char d[12];
+  int nd = 0;
+  for (unsigned v = static_cast<unsigned>(err); v || !nd; v /= 10) d[nd++] = static_cast<char>('0' + v % 10);
+  while (nd) tail[t++] = d[--nd];
+  tail[t++] = ')';
+  if (at) {
+    const char *x = " at 0x";
+    while (*x) tail[t++] = *x++;
+    int shift = 60;
+    while (shift > 0 && !((at >> shift) & 0xf)) shift -= 4;
+    for (; shift >= 0; shift -= 4) tail[t++] = "0123456789abcdef"[(at >> shift) & 0xf];
+  }
+  for (size_t i = 0; i < t && n + 1 < sizeof s.line; ++i) s.line[n++] = tail[i];
+  s.line[n] = 0;
+  return false;
+}
+
+uint32_t add_string(state &s, const char *p, uint32_t len) {
+  if (s.strings.size == 0 && !s.strings.push('\0')) return 0;  // offset 0 is ""
+  const uint32_t off = static_cast<uint32_t>(s.strings.size);
+  for (uint32_t i = 0; i < len; ++i)
+    if (!s.strings.push(p[i])) return 0;
+  return s.strings.push('\0') ? off : 0;
+}
+
+bool name_is(const sys::maps_entry &e, const char *lit) {
+  const size_t n = strlen(lit);
+  return e.name_len == n && memcmp(e.name, lit, n) == 0;
+}
+
+// Writes [p, p + len) of the image to mem at mem_off, closing a chunk (with
+// its CRC) at every kChunkBytes boundary of mem.  A shared mapping's pages
+// can change under the writer (the program still writes them): they are
+// copied first, so that the CRC is of what was written.
+bool write_mem(state &s, const char *p, uint64_t len, uintptr_t at, bool shared) {
+  char *bounce = s.buf->bounce;
+  constexpr uint64_t kBounce = sizeof s.buf->bounce;
+  while (len) {
+    const uint64_t in_chunk = s.mem_off % cap::kChunkBytes;
+    uint64_t n = cap::kChunkBytes - in_chunk;
+    if (n > len) n = len;
+    if (shared) {
+      if (n > kBounce) n = kBounce;
+      memcpy(bounce, p, n);
+    }
+    const char *src = shared ? bounce : p;
+    for (uint64_t done = 0; done < n;) {
+      long w = sys::pwrite(s.a->mem_fd, src + done, n - done, static_cast<off_t>(s.mem_off + done));
+      if (w == -EINTR) continue;
+      if (w <= 0) return fail(s, w ? static_cast<int>(-w) : ENOSPC, "cannot write the capsule's memory", at);
+      done += static_cast<uint64_t>(w);
+    }
+    s.chunk_crc = crc32c(s.chunk_crc, src, n);
+    s.mem_off += n;
+    p += n;
+    len -= n;
+    at += n;
+    if (s.mem_off % cap::kChunkBytes == 0 &&
+        !s.chunks.push({cap::kNoFile, s.chunk_crc, s.mem_off - cap::kChunkBytes, cap::kChunkBytes}))
+      return fail(s, ENOMEM, "out of memory for the chunk table");
+    if (s.mem_off % cap::kChunkBytes == 0) s.chunk_crc = 0;
+  }
+  return true;
+}
+
+bool close_last_chunk(state &s) {
+  const uint64_t tail = s.mem_off % cap::kChunkBytes;
+  if (!tail) return true;
+  if (!s.chunks.push({cap::kNoFile, s.chunk_crc, s.mem_off - tail, tail}))
+    return fail(s, ENOMEM, "out of memory for the chunk table");
+  return true;
+}
+
+// The files table's index of the mapped file of e (added on first sight),
+// identified by device, inode, size and modification time.
+uint32_t file_index(state &s, const sys::maps_entry &e) {
+  for (uint64_t i = 0; i < s.files.size; ++i)
+    if (s.files.data[i].ino == e.inode && s.files.data[i].dev == ((uint64_t{e.dev_major} << 32) | e.dev_minor))
+      return static_cast<uint32_t>(i);
+  cap::file f;
+  memset(&f, 0, sizeof f);
+  f.dev = (uint64_t{e.dev_major} << 32) | e.dev_minor;
+  f.ino = e.inode;
+  f.path = add_string(s, e.name, e.name_len);
+  f.identity = static_cast<uint32_t>(cap::file_identity::ends);
+  char path[4096];
+  const uint32_t n = e.name_len < sizeof path - 1 ? e.name_len : sizeof path - 1;
+  memcpy(path, e.name, n);
+  path[n] = 0;
+  struct stat st;
+  if (sys::raw(SYS_newfstatat, AT_FDCWD, reinterpret_cast<long>(path), reinterpret_cast<long>(&st), 0) == 0 &&
+      st.st_ino == e.inode) {
+    f.size = static_cast<uint64_t>(st.st_size);
+    f.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  }
+  if (!s.files.push(f)) {
+    fail(s, ENOMEM, "out of memory for the file table");
+    return cap::kNoFile;
+  }
+  return static_cast<uint32_t>(s.files.size - 1);
+}
+
+enum class page_src : uint8_t { hole, mem, file };
+
+bool zero_page(const char *p) {
+  const uint64_t *w = reinterpret_cast<const uint64_t *>(p);
+  uint64_t any = 0;
+  for (size_t i = 0; i < kPage / 8; ++i) any |= w[i];
+  return !any;
+}
+
+// How the region's pages are told apart.
+struct region_class {
+  bool file_backed;  // a mapping of a file (not anonymous memory)
+  bool shared;
+  bool unit_file;    // a tier unit on the PMem tier's file: its data is the file's
+};
+
+page_src classify(uint64_t pm, const region_class &c, const char *page) {
+  const bool present = pm & sys::kPagemapPresent, swapped = pm & sys::kPagemapSwapped;
+  if (c.unit_file) {
+    // The unit's data is in the file, present in this mapping or not (a
+    // unit frozen by the stop maps the file anew): saved unless zero.
+    // The file is the tier's, which the stop froze; ZeroIO will link it.
+    if (present || swapped) return page_src::mem;
+    return zero_page(page) ? page_src::hole : page_src::mem;
+  }
+  if (!present && !swapped) return page_src::hole;
+  if (swapped) return page_src::mem;  // anonymous data in swap: reading brings it back
+  if (!(pm & sys::kPagemapFile)) return page_src::mem;  // anonymous, or a private copy of a file page
+  // A page of the page cache (or of shared anonymous memory): a private
+  // file mapping's unmodified page is the file's; a shared mapping's
+  // content is saved.
+  return c.file_backed && !c.shared ? page_src::file : page_src::mem;
+}
+
+bool add_run(state &s, cap::region &r, uint64_t page, uint64_t npages, page_src src, uint64_t mem_at) {
+  const uint32_t source = src == page_src::mem    ? static_cast<uint32_t>(cap::run_source::mem)
+                          : src == page_src::file ? static_cast<uint32_t>(cap::run_source::file)
+                                                  : static_cast<uint32_t>(cap::run_source::hole);
+  if (r.nruns) {
+    cap::run &last = s.runs.data[s.runs.size - 1];
+    if (last.source == source && last.page + last.npages == page &&
+        (src != page_src::mem || last.offset + last.npages * kPage == mem_at)) {
+      last.npages += npages;
+      return true;
+    }
+  }
+  if (!s.runs.push({page, npages, source, cap::kNoFile, src == page_src::mem ? mem_at : 0}))
+    return fail(s, ENOMEM, "out of memory for the run table");
+  ++r.nruns;
+  return true;
+}
+
+// The runs of one region, its data written to mem.
+bool save_region(state &s, cap::region &r, const region_class &c) {
+  const uint64_t pages = (r.end - r.start) / kPage;
+  r.first_run = s.runs.size;
+  r.nruns = 0;
+  const bool unreadable = !(r.prot & PROT_READ);
+  bool made_readable = false;
+  uint64_t pm[kPagemapBatch];
+  for (uint64_t p = 0; p < pages; p += kPagemapBatch) {
+    const uint64_t n = pages - p < kPagemapBatch ? pages - p : kPagemapBatch;
+    const uintptr_t at = r.start + p * kPage;
+    if (!sys::pagemap_entries(s.pagemap_fd, at, n, pm)) return fail(s, EIO, "cannot read pagemap", at);
+    const char *page = reinterpret_cast<const char *>(at);
+    for (uint64_t i = 0; i < n;) {
+      const page_src src = classify(pm[i], c, page + i * kPage);
+      uint64_t j = i + 1;
+      while (j < n && classify(pm[j], c, page + j * kPage) == src) ++j;
+      const uintptr_t lo = at + i * kPage;
+      const uint64_t len = (j - i) * kPage;
+      if (src == page_src::mem && unreadable && !made_readable) {
+        // Data behind PROT_NONE (a guard the program made over its own
+        // data): this copy of the image may read it.
+        if (sys::failed(sys::mprotect(reinterpret_cast<void *>(r.start), r.end - r.start, PROT_READ)))
+          return fail(s, EACCES, "cannot read a protected mapping", r.start);
+        made_readable = true;
+      }
+      const uint64_t mem_at = s.mem_off;
+      if (src == page_src::mem && !write_mem(s, reinterpret_cast<const char *>(lo), len, lo, c.shared)) return false;
+      if (!add_run(s, r, p + i, j - i, src, mem_at)) return false;
+      i = j;
+    }
+  }
+  return true;
+}
+
+uint32_t kind_of(const writer_args &a, const sys::maps_entry &e) {
+  if (name_is(e, "[heap]")) return static_cast<uint32_t>(cap::region_kind::brk);
+  if (name_is(e, "[stack]")) return static_cast<uint32_t>(cap::region_kind::stack);
+  if (name_is(e, "[vdso]")) return static_cast<uint32_t>(cap::region_kind::vdso);
+  if (name_is(e, "[vvar]") || name_is(e, "[vvar_vclock]")) return static_cast<uint32_t>(cap::region_kind::vvar);
+  if (e.lo >= a.heap_lo && e.hi <= a.heap_hi)
+    return static_cast<uint32_t>(e.prot ? cap::region_kind::unit : cap::region_kind::reserve);
+
+  if (e.inode) return static_cast<uint32_t>(cap::region_kind::file);
+  return static_cast<uint32_t>(e.prot ? cap::region_kind::anon : cap::region_kind::reserve);
+}
+
+// Whether the mapping starting at lo holds no page at all (smaps: no
+// resident and no swapped kilobyte), read for large mappings only, which
+// pagemap would take long to list: the heap's reservation, a runtime's
+// reserved address space.
+bool smaps_empty(state &s, uintptr_t lo) {
+  long fd = sys::openat(AT_FDCWD, "/proc/self/smaps", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  char want[24];
+  int n = 0;
+  for (int shift = 60; shift >= 0; shift -= 4) {
+    const unsigned d = (lo >> shift) & 0xf;
+    if (n || d || shift == 0) want[n++] = "0123456789abcdef"[d];
+  }
+  want[n++] = '-';
+  char *buf = s.buf->smaps;
+  constexpr long kBuf = sizeof s.buf->smaps;
+  bool in = false, empty = false, done = false;
+  long have = 0;
+  while (!done) {
+    const long r = sys::read(static_cast<int>(fd), buf + have, static_cast<size_t>(kBuf - 1 - have));
+    if (r <= 0) break;
+    have += r;
+    buf[have] = 0;
+    char *line = buf;
+    for (char *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+      *nl = 0;
+      const bool header = (line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f');
+      if (header && strchr(line, '-') && strchr(line, ' ') > strchr(line, '-')) {
+        if (in) {
+          done = true;
+          break;
+        }
+        in = strncmp(line, want, static_cast<size_t>(n)) == 0;
+        if (in) empty = true;
+      } else if (in && (!strncmp(line, "Rss:", 4) || !strncmp(line, "Swap:", 5))) {
+        const char *v = line + 5;
+        while (*v == ' ') ++v;
+        if (*v != '0') empty = false;
+      }
+    }
+    have = static_cast<long>(buf + have - line);
+    memmove(buf, line, static_cast<size_t>(have));
+  }
+  sys::close(static_cast<int>(fd));
+  return in || done ? empty : false;
+}
+
+constexpr uint64_t kLargeRegion = uint64_t{256} << 20;
+
+bool walk_maps(state &s) {
+  sys::maps_reader maps;
+  if (long r = maps.open(); r < 0) return fail(s, static_cast<int>(-r), "cannot read /proc/self/maps");
+  sys::maps_entry e;
+  while (maps.next(&e)) {
+    if (name_is(e, "[vsyscall]")) continue;  // the same fixed page in every process
+    if (e.lo >= s.ar->lo && e.hi <= s.ar->hi) continue;  // the writer's own
+    cap::region r;
+    memset(&r, 0, sizeof r);
+    r.start = e.lo;
+    r.end = e.hi;
+    r.prot = static_cast<uint32_t>(e.prot);
+    r.flags = e.shared ? uint32_t{cap::kRegionShared} : 0u;
+    r.kind = kind_of(*s.a, e);
+    r.file = cap::kNoFile;
+    r.file_offset = e.offset;
+    if (e.name_len) r.name = add_string(s, e.name, e.name_len);
+    const bool kernel = r.kind == static_cast<uint32_t>(cap::region_kind::vdso) ||
+                        r.kind == static_cast<uint32_t>(cap::region_kind::vvar);
+    const bool file_backed = e.inode != 0 && e.name_len && e.name[0] == '/';
+    if (file_backed) r.file = file_index(s, e);
+    if (s.err) return false;
+    const bool nothing = kernel || (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) && e.lo >= s.a->heap_lo &&
+                                     e.hi <= s.a->heap_hi) ||
+                         (r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
+    if (nothing) {
+      // The kernel's own pages (the restore maps those of its kernel), the
+      // heap's free address space, or a large mapping with no page.
+      r.first_run = s.runs.size;
+      r.nruns = 1;
+      if (!s.runs.push({0, (r.end - r.start) / kPage, static_cast<uint32_t>(cap::run_source::hole), cap::kNoFile, 0}))
+        return fail(s, ENOMEM, "out of memory for the run table");
+    } else if (!save_region(s, r, {file_backed, e.shared, file_backed && r.kind == static_cast<uint32_t>(cap::region_kind::unit)})) {
+      return false;
+    }
+    if (!s.regions.push(r)) return fail(s, ENOMEM, "out of memory for the region table");
+  }
+  if (maps.error()) return fail(s, static_cast<int>(-maps.error()), "cannot read /proc/self/maps");
+  return close_last_chunk(s);
+}
+
+// The threads table: each thread's registers and mask as it stopped, read
+// from the handler's frame on its stack (in this image).
+bool thread_table(state &s, raw_vec<cap::thread_record> &out) {
+  for (uint32_t i = 0; i < s.a->nthreads; ++i) {
+    const snap_thread &t = s.a->threads[i];
+    cap::thread_record rec;
+    memset(&rec, 0, sizeof rec);
+    rec.tid = t.tid;
+    rec.flags = t.flags;
+    rec.fs_base = t.fs_base;
+    rec.uc_addr = reinterpret_cast<uint64_t>(t.uc);
+    if (t.uc) {
+      const auto *uc = static_cast<const ucontext_t *>(t.uc);
+#if defined(__x86_64__)
+      static_assert(sizeof rec.gregs == sizeof uc->uc_mcontext.gregs);
+      memcpy(rec.gregs, uc->uc_mcontext.gregs, sizeof rec.gregs);
+#endif
+      memcpy(&rec.sigmask, &uc->uc_sigmask, sizeof rec.sigmask);
+    }
+    if (!out.push(rec)) return fail(s, ENOMEM, "out of memory for the thread table");
+  }
+  return true;
+}
+
+bool write_all(int fd, const void *p, uint64_t len, uint64_t off) {
+  for (uint64_t done = 0; done < len;) {
+    long w = sys::pwrite(fd, static_cast<const char *>(p) + done, len - done, static_cast<off_t>(off + done));
+    if (w == -EINTR) continue;
+    if (w <= 0) return false;
+    done += static_cast<uint64_t>(w);
+  }
+  return true;
+}
+
+bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
+  cap::header h = s.a->hdr;
+  h.nthreads = s.a->nthreads;
+  h.mem_size = s.mem_off;
+  // The parent sends the pause's length once it has resumed (8 bytes).
+  uint64_t paused = 0;
+  for (long n; (n = sys::read(s.a->pause_fd, &paused, sizeof paused)) == -EINTR;) {
+  }
+  h.paused_ns = paused;
+  if (s.strings.size == 0) add_string(s, "", 0);
+  const cap::table_input tables[] = {
+      {cap::table_kind::regions, sizeof(cap::region), s.regions.size, s.regions.data},
+      {cap::table_kind::runs, sizeof(cap::run), s.runs.size, s.runs.data},
+      {cap::table_kind::chunks, sizeof(cap::chunk), s.chunks.size, s.chunks.data},
+      {cap::table_kind::files, sizeof(cap::file), s.files.size, s.files.data},
+      {cap::table_kind::strings, 1, s.strings.size, s.strings.data},
+      {cap::table_kind::threads, sizeof(cap::thread_record), threads.size, threads.data},
+  };
+  constexpr uint32_t kTables = sizeof tables / sizeof tables[0];
+  const uint64_t size = cap::manifest_size(tables, kTables);
+  const uint64_t bytes = (size + kPage - 1) & ~(kPage - 1);
+  const long buf = sys::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (sys::failed(buf)) return fail(s, ENOMEM, "out of memory for the manifest");
+  const uint64_t n = cap::manifest_build(h, tables, kTables, cap::status::complete, 0, "",
+                                         reinterpret_cast<void *>(buf), bytes);
+  if (!n) return fail(s, EINVAL, "the manifest could not be built");
+  if (!write_all(s.a->manifest_fd, reinterpret_cast<void *>(buf), n, 0))
+    return fail(s, ENOSPC, "cannot write the manifest");
+  return true;
+}
+
+bool sync_fd(state &s, int fd, const char *what) {
+  long r = sys::raw(SYS_fsync, fd);
+  if (r < 0 && r != -EINVAL) return fail(s, static_cast<int>(-r), what);
+  return true;
+}
+
+// Publishes the capsule under its final name, then makes it durable: data,
+// manifest, the directory entries, then the status.
+bool publish(state &s) {
+  const writer_args &a = *s.a;
+  if (!sync_fd(s, a.mem_fd, "cannot sync the capsule's memory") ||
+      !sync_fd(s, a.manifest_fd, "cannot sync the manifest"))
+    return false;
+  if (int r = cap::publish(a.parent_dirfd, a.pend, true); r < 0)
+    return fail(s, -r, r == -EEXIST ? "a capsule of that name appeared meanwhile" : "cannot publish the capsule");
+  const cap::status_block st = cap::status_make(cap::status::durable, 0, "");
+  if (!write_all(a.manifest_fd, &st, sizeof st, 0)) return fail(s, EIO, "cannot mark the capsule durable");
+  return sync_fd(s, a.manifest_fd, "cannot sync the manifest");
+}
+
+constexpr uint64_t kStack = uint64_t{1} << 20;
+
+// Closes every descriptor the writer does not need: the program's (a
+// listening socket held by the writer would keep its port, a pipe's write
+// end would delay its reader's end of file for as long as the writer runs)
+// but mmtier's own (the PMem file's hold keeps the frozen slots unused
+// while the writer reads them) and the capsule's.
+void close_others(const writer_args &a) {
+  int keep[72];
+  int n = fd_guard_list(keep, 64);
+  for (int fd : {a.parent_dirfd, a.manifest_fd, a.mem_fd, a.report_fd, a.pause_fd, a.pend->dirfd})
+    if (fd >= 0) keep[n++] = fd;
+  for (int i = 1; i < n; ++i)  // ascending
+    for (int j = i; j > 0 && keep[j - 1] > keep[j]; --j) {
+      const int t = keep[j];
+      keep[j] = keep[j - 1];
+      keep[j - 1] = t;
+    }
+  int from = 0;
+  for (int i = 0; i <= n; ++i) {
+    const int to = i < n ? keep[i] - 1 : INT32_MAX;
+    if (to >= from) {
+      if (sys::raw(SYS_close_range, from, to, 0) == -ENOSYS)
+        for (int fd = from; fd <= to && fd < 4096; ++fd) sys::close(fd);
+    }
+    if (i < n) from = keep[i] + 1;
+  }
+}
+
+int writer_body(state &s) {
+  const writer_args &a = *s.a;
+  close_others(a);
+  sys::raw(SYS_prctl, PR_SET_NAME, reinterpret_cast<long>("mmtier-snapwr"));
+  sys::raw(SYS_setpriority, PRIO_PROCESS, 0, 10);
+  long fd = sys::openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) {
+    fail(s, static_cast<int>(-fd), "cannot open /proc/self/pagemap");
+  } else {
+    s.pagemap_fd = static_cast<int>(fd);
+    raw_vec<cap::thread_record> threads;
+    threads.ar = s.ar;
+    if (walk_maps(s) && thread_table(s, threads) && write_manifest(s, threads)) publish(s);
+  }
+  if (!s.err) return 0;
+  sys::write(a.report_fd, s.line, strlen(s.line));
+  return s.err;
+}
+
+extern "C" int mmtier_writer_entry(state *s) { return writer_body(*s); }
+
+// Runs the writer on a stack of its own and exits with its status: the
+// stack of the thread that took the snapshot is part of the image.
+[[noreturn]] void run_on_stack(char *top, state *s) {
+#if defined(__x86_64__)
+  asm volatile(
+      "mov %%rsi, %%rsp\n\t"
+      "call mmtier_writer_entry\n\t"
+      "mov %%eax, %%edi\n\t"
+      "mov $231, %%eax\n\t"  // exit_group
+      "syscall\n\t"
+      "hlt\n\t" ::"S"(top),
+      "D"(s)
+      : "memory");
+  __builtin_unreachable();
+#else
+  (void)top;
+  sys::raw(SYS_exit_group, writer_body(*s));
+  __builtin_unreachable();
+#endif
+}
+
+[[noreturn]] void give_up(const writer_args &a, const char *line) {
+  sys::write(a.report_fd, line, strlen(line));
+  sys::raw(SYS_exit_group, ENOMEM);
+  __builtin_unreachable();
+}
+
+}  // namespace
+
+void writer_start(const writer_args &a) {
+  arena ar;
+  if (!ar.reserve()) give_up(a, "no address space for the snapshot writer");
+  char *first = ar.slice();
+  const uint64_t need = (kStack + sizeof(state) + sizeof(buffers) + 2 * kPage) & ~(kPage - 1);
+  if (sys::failed(sys::mprotect(first, need, PROT_READ | PROT_WRITE))) give_up(a, "no memory for the snapshot writer");
+  char *top = first + kStack;  // the stack grows down from here
+  state *s = new (top) state();
+  s->buf = reinterpret_cast<buffers *>(top + ((sizeof(state) + 63) & ~uint64_t{63}));
+  s->a = &a;
+  s->ar = new (s->buf + 1) arena(ar);
+  s->regions.ar = s->ar;
+  s->runs.ar = s->ar;
+  s->chunks.ar = s->ar;
+  s->files.ar = s->ar;
+  s->strings.ar = s->ar;
+  run_on_stack(top, s);
+}
+
+}  // namespace mmtier::detail

@@ -1,0 +1,47 @@
+// The snapshot writer: the child forked from the stopped process, which
+// writes the capsule from its copy-on-write image of the process (see
+// capture.h).  It runs only raw system calls and memory it maps itself: the
+// heap's and the allocator's locks in its image are held by the thread that
+// stopped the world, so nothing here may allocate or take a lock.
+#pragma once
+
+#include "snapshot/capsule_dir.h"
+#include "snapshot/capsule_format.h"
+
+#include <cstdint>
+
+namespace mmtier::detail {
+
+// A thread as it was stopped.  uc is the stop handler's ucontext_t on the
+// thread's own stack (inside the image), nullptr for the thread that took
+// the snapshot (it was running the capture, not stopped by a signal).
+struct snap_thread {
+  int32_t tid;
+  uint32_t flags;  // capsule::kThreadCapturer
+  uint64_t fs_base;
+  const void *uc;
+};
+
+struct writer_args {
+  int parent_dirfd;          // the capsule directory
+  capsule::pending *pend;    // the capsule being written, in parent_dirfd
+  int manifest_fd, mem_fd;
+  int report_fd;             // the writer's one line on failure
+  int pause_fd;              // read end: the parent sends the pause's length once it resumed
+  capsule::header hdr;       // filled by the parent before the stop, but for the counts
+  const snap_thread *threads;
+  uint32_t nthreads;
+  uintptr_t heap_lo, heap_hi;  // mmtier's reservation: its mappings are tier units
+};
+
+// Runs in the child and exits it: writes mem and the manifest (status
+// complete), publishes the capsule under its final name, syncs it and
+// marks it durable.  The child goes on if the program dies meanwhile: a
+// capsule whose writer started is finished.  Exit status 0, or an errno
+// value after one line to report_fd (the temporary directory is then the
+// parent's to remove).  Everything the writer changes is memory it maps
+// itself, stack included, left out of the capsule: the image stays as it
+// was at the fork.
+[[noreturn]] void writer_start(const writer_args &a);
+
+}  // namespace mmtier::detail

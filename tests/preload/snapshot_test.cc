@@ -1,0 +1,281 @@
+// Snapshots of a program under LD_PRELOAD=libmmtier.so (mmtier_snapshot_to):
+// the capsule holds the memory of the snapshot instant, not what the
+// program wrote after it, with every thread stopped at one instant; bad
+// requests fail with the documented errno and leave nothing behind.  The
+// capsule is read back with the format's own parser.
+#include "preload_api.h"
+#include "snapshot/capsule_format.h"
+#include "support/crc32c.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+namespace {
+
+namespace cap = mmtier::capsule;
+using snapshot_fn = int (*)(const char *, const char *, char *, size_t);
+
+snapshot_fn snapshot() {
+  return reinterpret_cast<snapshot_fn>(dlsym(RTLD_DEFAULT, "mmtier_snapshot_to"));
+}
+
+std::string read_file(const std::string &path) {
+  std::string out;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[1 << 16];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
+
+struct capsule_dir {
+  std::string path;
+  capsule_dir() {
+    char tmpl[] = "/var/tmp/mmtier-snaptest-XXXXXX";
+    path = mkdtemp(tmpl) ? tmpl : "";
+  }
+  ~capsule_dir() {
+    if (!path.empty()) (void)system(("rm -rf '" + path + "'").c_str());
+  }
+  std::vector<std::string> entries() const {
+    std::vector<std::string> out;
+    if (DIR *d = opendir(path.c_str())) {
+      while (dirent *e = readdir(d))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) out.push_back(e->d_name);
+      closedir(d);
+    }
+    return out;
+  }
+};
+
+// A capsule read back: its manifest parsed, and its memory readable by
+// address.
+struct capsule_reader {
+  std::string manifest;  // 8-byte aligned storage below
+  std::vector<uint64_t> storage;
+  cap::manifest_view m{};
+  int mem_fd = -1;
+  cap::parse_error err = cap::parse_error::truncated;
+
+  explicit capsule_reader(const std::string &dir) {
+    manifest = read_file(dir + "/manifest");
+    storage.resize(manifest.size() / 8 + 1);
+    memcpy(storage.data(), manifest.data(), manifest.size());
+    err = cap::manifest_parse(storage.data(), manifest.size(), &m);
+    mem_fd = open((dir + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  ~capsule_reader() {
+    if (mem_fd >= 0) close(mem_fd);
+  }
+  // The bytes of [addr, addr + len) as the capsule holds them (a hole reads
+  // as zero); false if some page is not in it as data or hole.
+  bool read(uintptr_t addr, void *out, size_t len) const {
+    char *o = static_cast<char *>(out);
+    while (len) {
+      const cap::region *r = nullptr;
+      for (uint64_t i = 0; i < m.nregions; ++i)
+        if (addr >= m.regions[i].start && addr < m.regions[i].end) r = &m.regions[i];
+      if (!r) return false;
+      const uint64_t page = (addr - r->start) / 4096, in = addr % 4096;
+      const size_t n = std::min<size_t>(len, 4096 - in);
+      bool found = false;
+      for (uint64_t k = r->first_run; k < r->first_run + r->nruns; ++k) {
+        const cap::run &u = m.runs[k];
+        if (page < u.page || page >= u.page + u.npages) continue;
+        found = true;
+        if (u.source == static_cast<uint32_t>(cap::run_source::mem)) {
+          if (pread(mem_fd, o, n, static_cast<off_t>(u.offset + (page - u.page) * 4096 + in)) != static_cast<ssize_t>(n))
+            return false;
+        } else if (u.source == static_cast<uint32_t>(cap::run_source::hole)) {
+          memset(o, 0, n);
+        } else {
+          return false;
+        }
+      }
+      if (!found) return false;
+      addr += n;
+      o += n;
+      len -= n;
+    }
+    return true;
+  }
+};
+
+uint64_t pattern(uint64_t i, uint64_t gen) { return (i * 0x9e3779b97f4a7c15ull) ^ (gen << 56); }
+
+// Each worker counts up, writing count k to slot k % kSlots and then k to
+// done: at any instant, the slot of done holds done, and no slot holds more
+// than done + 1 (the write under way).
+constexpr size_t kSlots = 4096;
+struct worker {
+  std::atomic<uint64_t> done{0};
+  std::atomic<int> tid{0};
+  uint64_t *slots = nullptr;
+};
+
+TEST(Snapshot, TheCapsuleHoldsMemoryAsOfTheSnapshotAndEveryThreadAtOneInstant) {
+  ASSERT_TRUE(snapshot()) << "mmtier_snapshot_to is not exported";
+  capsule_dir dir;
+  ASSERT_FALSE(dir.path.empty());
+  // 48 MiB over many units: with the default ratio most are on the PMem tier.
+  const size_t words = (48u << 20) / 8;
+  uint64_t *big = static_cast<uint64_t *>(malloc(words * 8));
+  ASSERT_NE(big, nullptr);
+  for (size_t i = 0; i < words; ++i) big[i] = pattern(i, 1);
+  worker w[3];
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (auto &x : w) {
+    x.slots = static_cast<uint64_t *>(calloc(kSlots, 8));
+    threads.emplace_back([&x, &stop] {
+      x.tid = static_cast<int>(syscall(SYS_gettid));
+      for (uint64_t k = 1; !stop.load(std::memory_order_relaxed); ++k) {
+        reinterpret_cast<volatile uint64_t *>(x.slots)[k % kSlots] = k;
+        x.done.store(k, std::memory_order_release);
+      }
+    });
+  }
+  for (auto &x : w)
+    while (x.done.load() < 100000) std::this_thread::yield();
+  char path[4096] = "";
+  ASSERT_EQ(snapshot()(dir.path.c_str(), "first", path, sizeof path), 0) << strerror(errno);
+  // Written after the snapshot: must not be in the capsule.
+  for (size_t i = 0; i < words; ++i) big[i] = pattern(i, 2);
+  uint64_t after[3];
+  for (int i = 0; i < 3; ++i) after[i] = w[i].done.load();
+  stop = true;
+  for (auto &t : threads) t.join();
+  EXPECT_EQ(std::string(path), dir.path + "/first.mmtcap");
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"first.mmtcap"}) << "nothing else left";
+  struct stat st;
+  ASSERT_EQ(stat(path, &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(stat((std::string(path) + "/mem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  capsule_reader c(path);
+  ASSERT_EQ(c.err, cap::parse_error::ok) << cap::parse_error_text(c.err);
+  EXPECT_EQ(c.m.status->state, static_cast<uint32_t>(cap::status::durable));
+  EXPECT_EQ(c.m.hdr->pid, getpid());
+  EXPECT_GT(c.m.hdr->paused_ns, 0u);
+  // Every chunk of mem matches its CRC.
+  for (uint64_t i = 0; i < c.m.nchunks; ++i) {
+    const cap::chunk &k = c.m.chunks[i];
+    std::string buf(k.length, '\0');
+    ASSERT_EQ(pread(c.mem_fd, buf.data(), k.length, static_cast<off_t>(k.offset)), static_cast<ssize_t>(k.length));
+    EXPECT_EQ(mmtier::detail::crc32c(0, buf.data(), k.length), k.crc) << "chunk " << i;
+  }
+  // The big buffer as of the snapshot, page by page.
+  std::vector<uint64_t> got(words);
+  ASSERT_TRUE(c.read(reinterpret_cast<uintptr_t>(big), got.data(), words * 8));
+  size_t wrong = 0;
+  for (size_t i = 0; i < words; ++i) wrong += got[i] != pattern(i, 1);
+  EXPECT_EQ(wrong, 0u) << "words differing from the snapshot instant";
+  // Each worker stopped at one instant: its slot of done holds done, no slot
+  // holds more than done + 1, and it went on after the snapshot.
+  for (int i = 0; i < 3; ++i) {
+    uint64_t done = 0;
+    ASSERT_TRUE(c.read(reinterpret_cast<uintptr_t>(&w[i].done), &done, 8));
+    std::vector<uint64_t> slots(kSlots);
+    ASSERT_TRUE(c.read(reinterpret_cast<uintptr_t>(w[i].slots), slots.data(), kSlots * 8));
+    EXPECT_GE(done, 100000u);
+    EXPECT_LT(done, after[i]) << "the worker ran on after the snapshot";
+    EXPECT_EQ(slots[done % kSlots], done);
+    uint64_t most = 0;
+    for (uint64_t v : slots) most = std::max(most, v);
+    EXPECT_LE(most, done + 1) << "a write from after the snapshot instant";
+  }
+  // The threads table: every worker, and the caller marked as the capturer.
+  std::set<int> tids;
+  int capturers = 0;
+  const cap::table_entry *threads_table = nullptr;
+  for (uint32_t i = 0; i < c.m.ntables; ++i)
+    if (c.m.dir[i].kind == static_cast<uint32_t>(cap::table_kind::threads)) threads_table = &c.m.dir[i];
+  ASSERT_NE(threads_table, nullptr);
+  ASSERT_EQ(threads_table->record_size, sizeof(cap::thread_record));
+  const auto *recs = reinterpret_cast<const cap::thread_record *>(reinterpret_cast<const char *>(c.storage.data()) +
+                                                                  threads_table->offset);
+  for (uint64_t i = 0; i < threads_table->count; ++i) {
+    tids.insert(recs[i].tid);
+    if (recs[i].flags & cap::kThreadCapturer) {
+      ++capturers;
+      EXPECT_EQ(recs[i].tid, static_cast<int>(syscall(SYS_gettid)));
+    } else {
+      EXPECT_NE(recs[i].gregs[REG_RSP], 0u);
+    }
+  }
+  EXPECT_EQ(capturers, 1);
+  for (auto &x : w) EXPECT_TRUE(tids.count(x.tid.load())) << "worker " << x.tid.load();
+  EXPECT_EQ(c.m.hdr->nthreads, threads_table->count);
+  for (auto &x : w) free(x.slots);
+  free(big);
+}
+
+TEST(Snapshot, BadRequestsFailWithTheirErrnoAndLeaveNothingBehind) {
+  ASSERT_TRUE(snapshot());
+  capsule_dir dir;
+  errno = 0;
+  EXPECT_EQ(snapshot()(dir.path.c_str(), "../escape", nullptr, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(snapshot()(dir.path.c_str(), ".hidden", nullptr, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_TRUE(dir.entries().empty());
+  ASSERT_EQ(snapshot()(dir.path.c_str(), "once", nullptr, 0), 0) << strerror(errno);
+  EXPECT_EQ(snapshot()(dir.path.c_str(), "once", nullptr, 0), -1);
+  EXPECT_EQ(errno, EEXIST);
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"once.mmtcap"});
+  // A directory the process cannot write (as root, a read-only mount is
+  // the only refusal: skipped then).
+  if (geteuid() != 0) {
+    ASSERT_EQ(chmod(dir.path.c_str(), 0500), 0);
+    EXPECT_EQ(snapshot()(dir.path.c_str(), "ro", nullptr, 0), -1);
+    EXPECT_EQ(errno, EACCES);
+    chmod(dir.path.c_str(), 0700);
+    EXPECT_EQ(dir.entries(), std::vector<std::string>{"once.mmtcap"});
+  }
+  // A missing directory is made (0700), with its parents.
+  const std::string deep = dir.path + "/a/b";
+  ASSERT_EQ(snapshot()(deep.c_str(), nullptr, nullptr, 0), 0) << strerror(errno);
+  struct stat st;
+  ASSERT_EQ(stat(deep.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+}
+
+// Repeated snapshots leave no descriptor, mapping or thread behind.
+TEST(Snapshot, RepeatedSnapshotsLeakNothing) {
+  ASSERT_TRUE(snapshot());
+  capsule_dir dir;
+  auto count = [](const char *path) {
+    size_t n = 0;
+    if (DIR *d = opendir(path)) {
+      while (readdir(d)) ++n;
+      closedir(d);
+    }
+    return n;
+  };
+  auto maps = [] {
+    const std::string m = read_file("/proc/self/maps");
+    return std::count(m.begin(), m.end(), '\n');
+  };
+  ASSERT_EQ(snapshot()(dir.path.c_str(), "warm", nullptr, 0), 0);
+  const size_t fds = count("/proc/self/fd"), tasks = count("/proc/self/task");
+  const long vmas = maps();
+  for (int i = 0; i < 10; ++i) {
+    const std::string name = "r" + std::to_string(i);
+    ASSERT_EQ(snapshot()(dir.path.c_str(), name.c_str(), nullptr, 0), 0) << i;
+  }
+  EXPECT_EQ(count("/proc/self/fd"), fds);
+  EXPECT_EQ(count("/proc/self/task"), tasks);
+  EXPECT_LE(maps(), vmas + 2) << "mappings grew";
+  // No writer child is left (not even a zombie).
+  const std::string children = read_file("/proc/self/task/" + std::to_string(getpid()) + "/children");
+  EXPECT_EQ(children, "");
+}
+
+}  // namespace
