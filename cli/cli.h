@@ -32,9 +32,11 @@ int run_main(const args &a);
 int stat_main(const args &a);
 int top_main(const args &a);
 int plot_main(const args &a);
+// `mmtier snapshot list | info | delete` (snapshot.cc).
+int snapshot_main(const args &a);
 
-// Help texts (help.cc).  topic: "", "run", "stat", "top", "plot".  Empty
-// string for an unknown topic.
+// Help texts (help.cc).  topic: "", "run", "stat", "top", "plot",
+// "snapshot".  Empty string for an unknown topic.
 std::string_view help_text(std::string_view topic);
 const char *version_string();
 

@@ -14,6 +14,7 @@ SYNOPSIS
     mmtier stat (PID | --all) [--json | --prometheus] [-o FILE]
     mmtier top [--interval T] [--iterations N]
     mmtier plot PID [--seconds N] [--interval T] [-o FILE.svg]
+    mmtier snapshot (list | info CAPSULE | delete CAPSULE...) [--dir DIR]
     mmtier help [COMMAND]
     mmtier --version
 
@@ -33,6 +34,9 @@ COMMANDS
             use, refreshed every second.
     plot    Sample a process over time and write an SVG chart of its DRAM
             and PMem bytes and its promotions per second.
+    snapshot
+            List, inspect, verify and delete the snapshot capsules of a
+            capsule directory.
     help    Print the manual of a command (as COMMAND --help does).
 
 OPTIONS
@@ -62,6 +66,9 @@ ENVIRONMENT
         means the processes publish nothing.
     MMTIER_LIBRARY
         The libmmtier.so that mmtier run preloads.
+    MMTIER_SNAPSHOT_DIR
+        The directory of the snapshot capsules mmtier snapshot reads (see
+        mmtier snapshot --help for the default).
     The variables that configure the library are listed in mmtier run
     --help.
 
@@ -71,6 +78,7 @@ EXAMPLES
     mmtier stat 4242 --json
     mmtier top
     mmtier plot 4242 --seconds 60 -o hot-set.svg
+    mmtier snapshot list
 )";
 
 constexpr const char kRun[] = R"(NAME
@@ -451,6 +459,113 @@ EXAMPLES
         (a process just started is waited for up to 2 s to publish).
 )";
 
+constexpr const char kSnapshot[] = R"(NAME
+    mmtier snapshot - list, inspect and delete snapshot capsules
+
+SYNOPSIS
+    mmtier snapshot list [--dir DIR] [--json]
+    mmtier snapshot info CAPSULE [--verify] [--json] [--dir DIR]
+    mmtier snapshot delete CAPSULE... [--dir DIR]
+
+DESCRIPTION
+    A snapshot of a process under libmmtier is a capsule: a directory
+    NAME.mmtcap (mode 0700) holding a manifest (the process's header and
+    tables, each with a CRC32C), the memory file mem, and hard links to
+    PMem files.  A capsule is written under a temporary name,
+    .NAME.mmtcap.tmp-PID-HEX (PID: the process snapshotted), and renamed
+    to NAME.mmtcap once complete.
+
+    list    One line per capsule of the capsule directory: its name, when
+            it was taken (local time), the process's pid and command, the
+            bytes it takes on disk (its files' blocks, like du) and its
+            status:
+            incomplete  being written, or given up half-way; a temporary
+                        capsule says whether its writer is still running
+                        or gone (what it left can be deleted)
+            complete    every file written and checksummed, not yet
+                        flushed to stable storage
+            durable     complete and flushed
+            failed      the writer gave up, with its reason
+            damaged     the manifest cannot be read (the reason says
+                        what is wrong), or mem is shorter than it says
+            unreadable  refused: not owned by you, open to others, a
+                        symbolic link; or an error reading it
+    info    The manifest of one capsule in full: process, credentials,
+            time, kernel, boot id, mmtier version, sizes, regions by kind
+            and memory bytes by where they are kept.  Only the manifest is
+            read, unless --verify.
+    delete  Deletes capsules: their files, then the directory.  A
+            directory that holds anything a capsule does not (or no
+            manifest) is not a capsule and is left alone, as is a
+            temporary capsule whose writer is still running.
+
+    CAPSULE is a path (with a slash: ./NAME.mmtcap, /dir/NAME.mmtcap) or
+    a name looked up in the capsule directory: NAME, NAME.mmtcap, or a
+    temporary capsule's name.  Every capsule is opened without following
+    a symbolic link and must belong to the caller (root may open any)
+    and have no group or other permission bits.
+
+OPTIONS
+    --dir DIR
+        The capsule directory instead of the default (see ENVIRONMENT).
+    --json
+        JSON (see JSON below).
+    --verify
+        info: also read mem and check the CRC32C of every chunk of it; the
+        first damaged chunk is named by its offset.
+    -h, --help
+        Print this manual and exit.
+
+JSON
+    list: {"directory": DIR, "capsules": [CAPSULE, ...]} sorted by name,
+    each CAPSULE {"name", "path", "status", "reason" (null but for failed,
+    damaged, unreadable), "created_unix_ns", "pid", "comm" (null when the
+    manifest cannot be read), "disk_bytes", "writer" ({"pid", "running"}
+    for a temporary capsule, else null)}.
+    info: {"path", "status", "reason", "error" (the writer's errno name
+    or null), "pid", "comm", "threads", "uid", "gid", "euid", "egid",
+    "created_unix_ns", "paused_ns", "kernel_release", "boot_id",
+    "mmtier_version", "capsule_id", "page_size", "mem_bytes",
+    "manifest_bytes", "disk_bytes", "regions", "regions_by_kind" {"reserve",
+    "unit", "anon", "stack", "brk", "file", "vdso", "vvar", "stats"},
+    "bytes_by_source" {"hole", "mem", "pmem", "file", "zero"}, "runs",
+    "mem_chunks", "other_chunks", "files", "verified" ({"chunks", "bytes"}
+    with --verify, else null)}.  Sizes in bytes, times in nanoseconds.
+
+EXIT STATUS
+    0    Done (list: also when there is no capsule).
+    1    An error, one line on stderr per capsule:
+             mmtier snapshot: CAPSULE: no such capsule
+             mmtier snapshot: CAPSULE: not owned by you
+             mmtier snapshot: CAPSULE: not a capsule (no manifest)
+             mmtier snapshot: CAPSULE: damaged: the header or the table
+             directory is damaged
+             mmtier snapshot: CAPSULE: mem is damaged: the chunk at offset
+             2097152 (2.00 MiB) has CRC32C ..., the manifest says ...
+         delete goes on with the other capsules and exits 1 if any was
+         not deleted.
+    2    Invalid usage (unknown subcommand or option, no CAPSULE).
+
+FILES
+    $XDG_STATE_HOME/mmtier/capsules, else
+    ~/.local/state/mmtier/capsules
+        The default capsule directory; /var/lib/mmtier/capsules for root.
+
+ENVIRONMENT
+    MMTIER_SNAPSHOT_DIR
+        The capsule directory (an absolute path), as the processes under
+        libmmtier read it; --dir wins over it.
+    XDG_STATE_HOME, HOME
+        Where the default capsule directory is.
+
+EXAMPLES
+    mmtier snapshot list
+    mmtier snapshot info redis-1 --verify
+    mmtier snapshot list --json | jq -r '.capsules[] |
+        select(.status == "failed") | .name'
+    mmtier snapshot delete redis-1 ./old/redis-0.mmtcap
+)";
+
 }  // namespace
 
 std::string_view help_text(std::string_view topic) {
@@ -459,6 +574,7 @@ std::string_view help_text(std::string_view topic) {
   if (topic == "stat") return kStat;
   if (topic == "top") return kTop;
   if (topic == "plot") return kPlot;
+  if (topic == "snapshot") return kSnapshot;
   return {};
 }
 

@@ -1,5 +1,6 @@
-// The mmtier command: dispatches to run, stat, top, plot and help, and
-// turns failures into one line on stderr with the documented exit status.
+// The mmtier command: dispatches to run, stat, top, plot, snapshot and
+// help, and turns failures into one line on stderr with the documented exit
+// status.
 #include "cli.h"
 
 #include <csignal>
@@ -43,6 +44,7 @@ int dispatch(const args &all) {
   if (first == "stat") return stat_main(rest);
   if (first == "top") return top_main(rest);
   if (first == "plot") return plot_main(rest);
+  if (first == "snapshot") return snapshot_main(rest);
   if (!first.empty() && first[0] == '-') throw usage_error("", strf("unknown option %s", first.c_str()));
   throw usage_error("", strf("unknown command \"%s\"", first.c_str()));
 }

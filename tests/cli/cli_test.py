@@ -2,12 +2,13 @@
 """End-to-end tests of the mmtier command (cli/).
 
 Run by ctest, one test class per ctest entry:
-  cli_test.py --mmtier BIN --lib LIBMMTIER --child CHILD --fake FAKE --version V CLASS
+  cli_test.py --mmtier BIN --lib LIBMMTIER --child CHILD --fake FAKE --maker MAKER --version V CLASS
 
 The processes watched are real: cli_stats_child runs under
 LD_PRELOAD=libmmtier.so and prints what the public API says (one JSON line),
 so `mmtier stat` can be compared with it; cli_fake_publisher publishes a page
-with exactly known figures.  Every test uses its own MMTIER_STATS_DIR, so
+with exactly known figures; cli_capsule_maker writes snapshot capsules of
+known contents, status and damage.  Every test uses its own MMTIER_STATS_DIR, so
 tests never see each other's processes.  Waiting is always for an event
 (a line, a file, a screen) with a deadline, never a fixed sleep.
 """
@@ -194,7 +195,7 @@ class HelpTest(Base):
         self.assertEqual(text, self.help("-h"))
         for s in self.SECTIONS + ["COMMANDS", "FILES"]:
             self.assertIn(s, self.sections(text))
-        for cmd in ["run", "stat", "top", "plot"]:
+        for cmd in ["run", "stat", "top", "plot", "snapshot"]:
             self.assertRegex(text, rf"\n    mmtier {cmd} ")
         # Without arguments: the manual on stderr and usage status.
         r = mmtier([], self.dir)
@@ -202,7 +203,7 @@ class HelpTest(Base):
         self.assertEqual(r.stderr, text)
 
     def test_each_command_has_a_manual(self):
-        for cmd in ["run", "stat", "top", "plot"]:
+        for cmd in ["run", "stat", "top", "plot", "snapshot"]:
             text = self.help(cmd, "--help")
             self.assertEqual(text, self.help("help", cmd), cmd)
             self.assertEqual(text, self.help(cmd, "-h"), cmd)
@@ -213,7 +214,7 @@ class HelpTest(Base):
                 self.assertLessEqual(len(line), 80, f"{cmd}: {line!r}")
 
     def test_every_documented_option_is_accepted(self):
-        for cmd in ["stat", "top", "plot", "run"]:
+        for cmd in ["stat", "top", "plot", "run", "snapshot"]:
             text = self.help(cmd, "--help")
             options = text.split("\nOPTIONS\n")[1].split("\nEXIT STATUS\n")[0]
             names = set(re.findall(r"^    (-[a-z], --[-a-z]+|--[-a-z]+)", options, re.M))
@@ -926,6 +927,427 @@ class PlotTest(Base):
         self.assertFalse(os.path.exists(out))
 
 
+# ---------------------------------------------------------------------------
+def short_bytes(n):
+    """The command's short_bytes ("4.13M")."""
+    if n < 1024:
+        return str(n)
+    v, unit = float(n), -1
+    while v >= 1024 and unit < 5:
+        v /= 1024
+        unit += 1
+    u = "KMGTPE"[unit]
+    return f"{v:.0f}{u}" if v >= 99.95 else f"{v:.1f}{u}" if v >= 9.995 else f"{v:.2f}{u}"
+
+
+def du(path):
+    """Bytes on disk of a capsule: the directory and everything in it."""
+    total = os.lstat(path).st_blocks * 512
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            total += os.lstat(os.path.join(root, n)).st_blocks * 512
+    return total
+
+
+class SnapshotTest(Base):
+    """mmtier snapshot list/info/delete against capsules made by
+    cli_capsule_maker (the library's capsule code), each test in its own
+    capsule directory."""
+
+    CREATED_NS = 1700000000123456789
+    MEM = 4 * MiB + 64 * 1024 + 8192 + 32768  # the unit's 4 MiB, anon, the library's COW pages, the stack
+
+    def setUp(self):
+        super().setUp()
+        self.caps = tempfile.mkdtemp(prefix="mmtier-capsules-")
+        self.addCleanup(shutil.rmtree, self.caps, True)
+
+    def make(self, name, *args, caps=None, user=None):
+        cmd = [ARGS.maker, "--dir", caps or self.caps, "--name", name] + [str(a) for a in args]
+        r = subprocess.run(self.as_user(cmd, user), capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout.strip()
+
+    def snap(self, *args, env=None, user=None, cwd=None):
+        e = base_env(self.dir)
+        e["MMTIER_SNAPSHOT_DIR"] = self.caps
+        e.update(env or {})
+        for k in [k for k, v in e.items() if v is None]:
+            del e[k]
+        return subprocess.run(self.as_user([ARGS.mmtier, "snapshot"] + list(args), user), env=e,
+                              capture_output=True, text=True, timeout=60, cwd=cwd)
+
+    def as_user(self, cmd, uid):
+        """cmd run as uid (root only), from copies anyone may run."""
+        if uid is None:
+            return cmd
+        if not hasattr(self, "bindir"):
+            self.bindir = tempfile.mkdtemp(prefix="mmtier-cli-bin-")
+            self.addCleanup(shutil.rmtree, self.bindir, True)
+            os.chmod(self.bindir, 0o755)
+            for exe in (ARGS.mmtier, ARGS.maker):
+                shutil.copy(exe, self.bindir)
+        exe = os.path.join(self.bindir, os.path.basename(cmd[0]))
+        return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", exe] + cmd[1:]
+
+    def need_root(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to run the command as another user")
+        if not shutil.which("setpriv"):
+            self.fail("setpriv (util-linux) is required")
+
+    def list_json(self, *args, **kw):
+        r = self.snap("list", "--json", *args, **kw)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, "")
+        return json.loads(r.stdout)
+
+    def assert_error(self, r, capsule, what, status=1):
+        self.assert_one_line_error(r, status, f"mmtier snapshot: {capsule}: {what}")
+
+    def created_text(self):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.CREATED_NS // 10**9))
+
+    # --- list
+
+    def some_capsules(self):
+        """One capsule of each status, stray temporary ones, and things
+        list must ignore."""
+        self.make("a-durable", "--comm", "redis-server", "--pid", 777)
+        self.make("b-complete", "--status", "complete")
+        self.make("c-failed", "--status", "failed", "--line", "no space left for mem", "--error", errno.ENOSPC)
+        self.make("d-incomplete", "--status", "incomplete")
+        self.make("e-header", "--damage", "header-crc")
+        self.make("f-magic", "--damage", "bad-magic")
+        self.make("g-short", "--damage", "mem-short")
+        self.make("h-table", "--damage", "table-crc")
+        gone = self.make("i-gone", "--tmp")  # the maker's pid: gone once it exits
+        running = self.make("j-running", "--tmp", "--tmp-pid", os.getpid())
+        os.mkdir(os.path.join(self.caps, "notes"))
+        open(os.path.join(self.caps, "readme.txt"), "w").close()
+        os.mkdir(os.path.join(self.caps, "x.mmtcap.bak"))
+        return int(gone.rsplit("-", 2)[1])
+
+    def expected_status(self, gone_pid):
+        return {
+            "a-durable": "durable",
+            "b-complete": "complete",
+            "c-failed": "failed: no space left for mem (ENOSPC)",
+            "d-incomplete": "incomplete",
+            "e-header": "damaged: the header or the table directory is damaged",
+            "f-magic": "damaged: not a capsule manifest",
+            "g-short": f"damaged: mem is {self.MEM - 4096} bytes, shorter than the {self.MEM} the manifest says",
+            "h-table": "damaged: a table's content is damaged",
+            "i-gone": f"incomplete (writer {gone_pid} gone)",
+            "j-running": f"incomplete (writer {os.getpid()} running)",
+        }
+
+    def test_list_table(self):
+        gone = self.some_capsules()
+        r = self.snap("list")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, "")
+        lines = r.stdout.splitlines()
+        header = lines[0]
+        self.assertRegex(header, r"^NAME +CREATED +PID  COMMAND +SIZE  STATUS$")
+        # Every column starts where its title does (PID and SIZE end there).
+        starts = {c: header.index(c) for c in ["CREATED", "COMMAND", "STATUS"]}
+        ends = {c: header.index(c) + len(c) for c in ["PID", "SIZE"]}
+        want = self.expected_status(gone)
+        self.assertEqual([l.split()[0] for l in lines[1:]], sorted(want))
+        for line in lines[1:]:
+            name = line.split()[0]
+            self.assertEqual(line[starts["STATUS"]:], want[name], line)
+            created = line[starts["CREATED"]:starts["CREATED"] + 19].strip()
+            pid = line[:ends["PID"]].split()[-1]
+            comm = line[starts["COMMAND"]:].split()[0]
+            size = line[:ends["SIZE"]].split()[-1]
+            entry = name + ".mmtcap"
+            if name in ("i-gone", "j-running"):
+                entry = [e for e in os.listdir(self.caps) if e.startswith(f".{name}.mmtcap.tmp-")][0]
+            self.assertEqual(size, short_bytes(du(os.path.join(self.caps, entry))), line)
+            if name in ("e-header", "f-magic", "h-table", "i-gone", "j-running"):
+                self.assertEqual((created, pid, comm), ("-", "-", "-"), line)
+            else:
+                self.assertEqual(created, self.created_text(), line)
+                self.assertEqual(pid, "777" if name == "a-durable" else "4242", line)
+                self.assertEqual(comm, "redis-server" if name == "a-durable" else "testprog", line)
+
+    def test_list_json(self):
+        gone = self.some_capsules()
+        j = self.list_json()
+        self.assertEqual(j["directory"], self.caps)
+        caps = j["capsules"]
+        want = self.expected_status(gone)
+        self.assertEqual([c["name"] for c in caps], sorted(want))
+        for c in caps:
+            status, _, reason = want[c["name"]].partition(": ")
+            if c["name"] == "c-failed":
+                reason = "no space left for mem"
+            self.assertEqual(c["status"], status.split(" (")[0], c)
+            self.assertEqual(c["reason"], reason or None, c)
+            self.assertEqual(c["disk_bytes"], du(c["path"]), c)
+            self.assertTrue(os.path.isdir(c["path"]))
+            if c["name"] == "i-gone":
+                self.assertEqual(c["writer"], {"pid": gone, "running": False})
+            elif c["name"] == "j-running":
+                self.assertEqual(c["writer"], {"pid": os.getpid(), "running": True})
+            else:
+                self.assertIsNone(c["writer"])
+            if c["comm"] is not None:
+                self.assertEqual(c["created_unix_ns"], self.CREATED_NS)
+                self.assertEqual(c["pid"], 777 if c["name"] == "a-durable" else 4242)
+
+    def test_list_a_writer_outliving_its_process(self):
+        # The process named in the temporary capsule is gone, but the
+        # writer it forked still holds the manifest open.
+        dead = free_pid()
+        p = subprocess.Popen([ARGS.maker, "--dir", self.caps, "--name", "w", "--tmp", "--tmp-pid", str(dead), "--hold"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.stdin.close)
+        path = read_line(p.stdout, 30, "cli_capsule_maker")
+        p.stdout.close()
+        self.assertEqual(self.list_json()["capsules"][0]["writer"], {"pid": dead, "running": True})
+        r = self.snap("delete", path)
+        self.assert_error(r, path, f"being written (writer {dead} running)")
+        p.stdin.close()
+        p.wait(30)
+        self.assertEqual(self.list_json()["capsules"][0]["writer"], {"pid": dead, "running": False})
+        r = self.snap("delete", path)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertEqual(os.listdir(self.caps), [])
+
+    def test_list_which_directory(self):
+        other = tempfile.mkdtemp(prefix="mmtier-capsules-")
+        self.addCleanup(shutil.rmtree, other, True)
+        self.make("in-env")
+        self.make("in-dir", caps=other)
+        names = lambda j: [c["name"] for c in j["capsules"]]
+        self.assertEqual(names(self.list_json()), ["in-env"])
+        self.assertEqual(names(self.list_json("--dir", other)), ["in-dir"])  # --dir wins
+        self.assertEqual(names(self.list_json(f"--dir={other}")), ["in-dir"])
+        # A directory that does not exist yet: no capsule; given with --dir: an error.
+        missing = os.path.join(other, "none")
+        self.assertEqual(self.list_json(env={"MMTIER_SNAPSHOT_DIR": missing}), {"directory": missing, "capsules": []})
+        r = self.snap("list", "--dir", missing)
+        self.assert_one_line_error(r, 1, f"mmtier: cannot read the capsule directory {missing}: No such file or directory")
+        r = self.snap("list", env={"MMTIER_SNAPSHOT_DIR": "capsules"})
+        self.assert_one_line_error(
+            r, 1, 'mmtier: invalid MMTIER_SNAPSHOT_DIR="capsules": expected an absolute directory path')
+        # Without the variable: the XDG state directory, else HOME's; root's is /var/lib/mmtier/capsules.
+        state = os.path.join(other, "state")
+        if os.geteuid() == 0:
+            self.need_root()
+            os.chown(other, 65534, 65534)  # nobody's HOME and state directory
+            uid = 65534
+        else:
+            uid = None
+        for env, where in [({"XDG_STATE_HOME": state, "HOME": "/nonexistent"}, f"{state}/mmtier/capsules"),
+                           ({"XDG_STATE_HOME": "relative", "HOME": other}, f"{other}/.local/state/mmtier/capsules")]:
+            self.make("found", caps=where, user=uid)
+            j = self.list_json(env=dict(env, MMTIER_SNAPSHOT_DIR=None), user=uid)
+            self.assertEqual(j["directory"], where)
+            self.assertEqual(names(j), ["found"])
+        r = self.snap("list", env={"MMTIER_SNAPSHOT_DIR": None, "HOME": None, "XDG_STATE_HOME": None}, user=uid)
+        self.assert_one_line_error(r, 1, "mmtier: no capsule directory: set HOME or MMTIER_SNAPSHOT_DIR, or give --dir")
+
+    def test_list_refused_capsules(self):
+        self.make("open", "--mode", "750")
+        self.make("target")
+        os.symlink(os.path.join(self.caps, "target.mmtcap"), os.path.join(self.caps, "link.mmtcap"))
+        got = {c["name"]: (c["status"], c["reason"]) for c in self.list_json()["capsules"]}
+        self.assertEqual(got, {
+            "open": ("unreadable", "open to group or others (a capsule must be mode 0700)"),
+            "link": ("unreadable", "is a symbolic link"),
+            "target": ("durable", None)})
+
+    # --- info
+
+    def test_info(self):
+        path = self.make("job", "--comm", "worker", "--pid", 31337, "--threads", 5)
+        r = self.snap("info", "job")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, "")
+        manifest = os.path.getsize(os.path.join(path, "manifest"))
+        want = [
+            ("capsule", path),
+            ("status", "durable"),
+            ("process", "31337 (worker), 5 threads"),
+            ("credentials", "uid 1000, gid 100, euid 1000, egid 100"),
+            ("created", self.created_text()),
+            ("paused", "1.235 ms"),
+            ("kernel", "6.1.0-test-amd64"),
+            ("boot id", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"),
+            ("mmtier version", "0.1.0"),
+            ("capsule id", "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"),
+            ("page size", "4096"),
+            ("mem", "4.10 MiB"),
+            ("manifest", f"{manifest / 1024:.1f} KiB"),
+            ("on disk", None),
+            ("regions", "6: 1 reserve, 1 unit, 1 anon, 1 stack, 1 file, 1 vdso"),
+            ("memory by source", "mem 4.10 MiB, pmem 0 B, file 24.0 KiB, zero 1.00 MiB, hole 1.00 GiB"),
+            ("chunks", "3 of mem, 1 of other files"),
+            ("files", "1"),
+        ]
+        lines = r.stdout.splitlines()
+        self.assertEqual(len(lines), len(want), r.stdout)
+        for line, (key, value) in zip(lines, want):
+            self.assertEqual(line[:18], f"{key:<17} ", line)
+            if value is not None:
+                self.assertEqual(line[18:], value)
+        # The same capsule by each way of naming it.
+        for name, cwd in [("job.mmtcap", None), (path, None), (path + "/", None), ("./job.mmtcap", self.caps)]:
+            r2 = self.snap("info", name, cwd=cwd)
+            self.assertEqual((r2.returncode, r2.stderr), (0, ""), name)
+            self.assertEqual(r2.stdout.splitlines()[1:], lines[1:], name)
+        r2 = self.snap("info", "job", "--dir", self.caps, env={"MMTIER_SNAPSHOT_DIR": None})
+        self.assertEqual(r2.stdout, r.stdout)
+
+    def test_info_json(self):
+        path = self.make("job", "--status", "failed", "--line", "cannot sync the manifest", "--error", errno.EIO)
+        r = self.snap("info", "job", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        j = json.loads(r.stdout)
+        self.assertEqual(j, dict(j, path=path, status="failed", reason="cannot sync the manifest", error="EIO",
+                                 pid=4242, comm="testprog", threads=3, uid=1000, gid=100, euid=1000, egid=100,
+                                 created_unix_ns=self.CREATED_NS, paused_ns=1234567, kernel_release="6.1.0-test-amd64",
+                                 boot_id="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", mmtier_version="0.1.0",
+                                 capsule_id="a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", page_size=4096, mem_bytes=self.MEM,
+                                 manifest_bytes=os.path.getsize(os.path.join(path, "manifest")), disk_bytes=du(path),
+                                 regions=6, runs=9, mem_chunks=3, other_chunks=1, files=1, verified=None))
+        self.assertEqual(j["regions_by_kind"], {"reserve": 1, "unit": 1, "anon": 1, "stack": 1, "brk": 0, "file": 1,
+                                                "vdso": 1, "vvar": 0, "stats": 0})
+        self.assertEqual(j["bytes_by_source"], {"hole": (1 << 30) + 26 * 4096, "mem": self.MEM, "pmem": 0,
+                                                "file": 6 * 4096, "zero": MiB})
+
+    def test_info_verify(self):
+        self.make("good")
+        r = self.snap("info", "good", "--verify")
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertIn("\nverified          3 chunks, 4.10 MiB of mem: every CRC32C matches (other files not checked)\n",
+                      r.stdout)
+        j = json.loads(self.snap("info", "good", "--verify", "--json").stdout)
+        self.assertEqual(j["verified"], {"chunks": 3, "bytes": self.MEM})
+        # One byte of mem's second chunk: only --verify reads mem.
+        self.make("flipped", "--damage", "mem-byte")
+        r = self.snap("info", "flipped")
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        r = self.snap("info", "flipped", "--verify")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, "")
+        self.assertRegex(r.stderr, r"^mmtier snapshot: flipped: mem is damaged: the chunk at offset 2097152 \(2.00 MiB\) "
+                                   r"has CRC32C [0-9a-f]{8}, the manifest says [0-9a-f]{8}\n$")
+        # mem cut short: the manifest alone says so.
+        # Two damaged chunks: the first by offset is named, whatever the
+        # order of the chunks table.
+        self.make("two", "--damage", "mem-bytes", "--reverse-chunks")
+        r = self.snap("info", "two", "--verify")
+        self.assertRegex(r.stderr, r"^mmtier snapshot: two: mem is damaged: the chunk at offset 2097152 \(2.00 MiB\) ")
+        self.make("short", "--damage", "mem-short")
+        r = self.snap("info", "short")
+        self.assert_error(r, "short", f"damaged: mem is {self.MEM - 4096} bytes, shorter than the {self.MEM} "
+                                      "the manifest says")
+        self.make("nomem", "--damage", "no-mem")
+        self.assert_error(self.snap("info", "nomem", "--verify"), "nomem", "damaged: no mem file")
+
+    def test_info_errors(self):
+        for damage, text in [("header-crc", "the header or the table directory is damaged"),
+                             ("status-crc", "the status block is damaged"),
+                             ("bad-magic", "not a capsule manifest"),
+                             ("table-crc", "a table's content is damaged"),
+                             ("truncated", "the manifest is shorter than its own tables say")]:
+            self.make(damage, "--damage", damage)
+            self.assert_error(self.snap("info", damage), damage, f"damaged: {text}")
+            self.assert_error(self.snap("info", damage, "--json"), damage, f"damaged: {text}")
+        self.assert_error(self.snap("info", "nosuch"), "nosuch", "no such capsule")
+        self.assert_error(self.snap("info", "/nonexistent/x.mmtcap"), "/nonexistent/x.mmtcap", "no such capsule")
+        self.make("open", "--mode", "755")
+        self.assert_error(self.snap("info", "open"), "open", "open to group or others (a capsule must be mode 0700)")
+        tmp = self.make("stray", "--tmp")
+        pid = int(tmp.rsplit("-", 2)[1])
+        self.assert_error(self.snap("info", tmp), tmp, f"incomplete (writer {pid} gone)")
+
+    # --- delete
+
+    def test_delete(self):
+        keep = {}
+        for name, args in [("durable", []), ("failed", ["--status", "failed"]), ("damaged", ["--damage", "header-crc"]),
+                           ("more", []), ("bymagic", ["--damage", "bad-magic"]), ("notes", ["--damage", "extra-file"]),
+                           ("open", ["--mode", "700"])]:
+            keep[name] = self.make(name, *args)
+        os.chmod(keep["open"], 0o750)
+        pmem = os.path.join(keep["more"], "pmem-1.tier")
+        open(pmem, "w").close()
+        os.mkdir(os.path.join(keep["more"], "files"))
+        for i in range(3):
+            open(os.path.join(keep["more"], "files", str(i)), "w").close()
+        stray = self.make("stray", "--tmp")
+        running = self.make("busy", "--tmp", "--tmp-pid", os.getpid())
+        r = self.snap("delete", "durable", "failed.mmtcap", keep["damaged"], "nosuch", "more", "bymagic", "notes",
+                      "open", stray, running)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, "")
+        self.assertEqual(r.stderr.splitlines(), [
+            "mmtier snapshot: nosuch: no such capsule",
+            "mmtier snapshot: bymagic: not a capsule (its manifest is not a capsule manifest)",
+            "mmtier snapshot: notes: not a capsule (it holds files a capsule does not have)",
+            "mmtier snapshot: open: open to group or others (a capsule must be mode 0700)",
+            f"mmtier snapshot: {running}: being written (writer {os.getpid()} running)",
+        ])
+        self.assertEqual(sorted(os.listdir(self.caps)),
+                         sorted(["bymagic.mmtcap", "notes.mmtcap", "open.mmtcap", os.path.basename(running)]))
+        # What was refused is untouched.
+        self.assertEqual(sorted(os.listdir(keep["notes"])), ["manifest", "mem", "notes.txt"])
+        self.assertEqual(sorted(os.listdir(keep["bymagic"])), ["manifest", "mem"])
+        r = self.snap("delete", "bymagic")
+        self.assertEqual(r.returncode, 1)
+        # Not a capsule by its name, though it holds what one does.
+        data = os.path.join(self.caps, "data")
+        os.mkdir(data, 0o700)
+        open(os.path.join(data, "manifest"), "w").close()
+        self.assert_error(self.snap("delete", data), data, "not a capsule (its name does not end in .mmtcap)")
+        self.assertTrue(os.path.exists(os.path.join(data, "manifest")))
+        # A symlink to a capsule is refused, the capsule kept.
+        os.symlink(keep["notes"], os.path.join(self.caps, "link.mmtcap"))
+        self.assert_error(self.snap("delete", "link"), "link", "is a symbolic link")
+        self.assertTrue(os.path.isdir(keep["notes"]))
+
+    def test_delete_foreign_capsules(self):
+        self.need_root()
+        os.chmod(self.caps, 0o755)  # the other user may look in
+        theirs = self.make("theirs", "--owner", 65534)
+        mine = self.make("mine")
+        # root may delete any capsule; another user only its own.
+        r = self.snap("delete", "mine", user=65534)
+        self.assert_error(r, "mine", "not owned by you")
+        self.assertTrue(os.path.isdir(mine))
+        got = {c["name"]: (c["status"], c["reason"]) for c in self.list_json(user=65534)["capsules"]}
+        self.assertEqual(got, {"mine": ("unreadable", "not owned by you"), "theirs": ("durable", None)})
+        r = self.snap("delete", "theirs")
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertFalse(os.path.exists(theirs))
+
+    def test_usage(self):
+        for args, msg in [
+            ([], "no subcommand given (list, info or delete)"),
+            (["take"], 'unknown subcommand "take" (list, info or delete)'),
+            (["1234"], 'unknown subcommand "1234" (list, info or delete)'),
+            (["list", "x"], "unexpected argument x"),
+            (["list", "--verify"], "--verify is an option of info"),
+            (["info"], "info: no CAPSULE given"),
+            (["info", "a", "b"], "info: give one CAPSULE"),
+            (["delete"], "delete: no CAPSULE given"),
+            (["delete", "a", "--json"], "--json is an option of list and info"),
+            (["list", "--frob"], "unknown option --frob"),
+            (["list", "--dir"], "option --dir needs a value"),
+        ]:
+            r = self.snap(*args)
+            self.assert_one_line_error(r, 2, f"mmtier snapshot: {msg} (see 'mmtier snapshot --help')")
+        r = self.snap("delete", "--", "--json")
+        self.assert_error(r, "--json", "no such capsule")
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser()
@@ -933,10 +1355,12 @@ def main():
     ap.add_argument("--lib", required=True)
     ap.add_argument("--child", required=True)
     ap.add_argument("--fake", required=True)
+    ap.add_argument("--maker", required=True)
     ap.add_argument("--version", required=True)
     ARGS, rest = ap.parse_known_args()
     ARGS.mmtier = os.path.abspath(ARGS.mmtier)
     ARGS.lib = os.path.abspath(ARGS.lib)
+    ARGS.maker = os.path.abspath(ARGS.maker)
     prog = unittest.main(argv=[sys.argv[0], "-v"] + rest, exit=False)
     r = prog.result
     if not r.wasSuccessful():
