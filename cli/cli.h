@@ -32,8 +32,10 @@ int run_main(const args &a);
 int stat_main(const args &a);
 int top_main(const args &a);
 int plot_main(const args &a);
-// `mmtier snapshot list | info | delete` (snapshot.cc).
+// `mmtier snapshot PID | list | info | delete` (snapshot.cc; taking one:
+// snapshot_take.cc, with the PID's text and the arguments after it).
 int snapshot_main(const args &a);
+int snapshot_take_main(const std::string &pid, const args &a);
 
 // Help texts (help.cc).  topic: "", "run", "stat", "top", "plot",
 // "snapshot".  Empty string for an unknown topic.

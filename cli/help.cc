@@ -14,7 +14,7 @@ SYNOPSIS
     mmtier stat (PID | --all) [--json | --prometheus] [-o FILE]
     mmtier top [--interval T] [--iterations N]
     mmtier plot PID [--seconds N] [--interval T] [-o FILE.svg]
-    mmtier snapshot (list | info CAPSULE | delete CAPSULE...) [--dir DIR]
+    mmtier snapshot (PID | list | info CAPSULE | delete CAPSULE...) [--dir DIR]
     mmtier help [COMMAND]
     mmtier --version
 
@@ -35,8 +35,8 @@ COMMANDS
     plot    Sample a process over time and write an SVG chart of its DRAM
             and PMem bytes and its promotions per second.
     snapshot
-            List, inspect, verify and delete the snapshot capsules of a
-            capsule directory.
+            Take a snapshot of a process (mmtier snapshot PID); list,
+            inspect, verify and delete the capsules of a capsule directory.
     help    Print the manual of a command (as COMMAND --help does).
 
 OPTIONS
@@ -460,9 +460,10 @@ EXAMPLES
 )";
 
 constexpr const char kSnapshot[] = R"(NAME
-    mmtier snapshot - list, inspect and delete snapshot capsules
+    mmtier snapshot - take, list, inspect and delete snapshot capsules
 
 SYNOPSIS
+    mmtier snapshot PID [--name NAME] [--dir DIR] [--json]
     mmtier snapshot list [--dir DIR] [--json]
     mmtier snapshot info CAPSULE [--verify] [--json] [--dir DIR]
     mmtier snapshot delete CAPSULE... [--dir DIR]
@@ -475,6 +476,17 @@ DESCRIPTION
     .NAME.mmtcap.tmp-PID-HEX (PID: the process snapshotted), and renamed
     to NAME.mmtcap once complete.
 
+    PID     Takes a snapshot of process PID, which must run under
+            libmmtier and have placed 32 MiB (it then listens on
+            PID.ctl next to its statistics page).  Every thread of it is
+            stopped together for the pause; it runs on while a child of it
+            writes the capsule.  Prints the capsule's path once the capsule
+            is complete and flushed to stable storage, and on stderr the
+            pause, the threads and the memory written.  The capsule goes
+            to --dir (relative to this command's directory), else to the
+            process's MMTIER_SNAPSHOT_DIR; it is named NAME, else
+            COMMAND-PID-UTCTIME.  Only the process's user and root may.
+            Restoring a capsule is not implemented yet.
     list    One line per capsule of the capsule directory: its name, when
             it was taken (local time), the process's pid and command, the
             bytes it takes on disk (its files' blocks, like du) and its
@@ -508,6 +520,9 @@ DESCRIPTION
 OPTIONS
     --dir DIR
         The capsule directory instead of the default (see ENVIRONMENT).
+    --name NAME
+        PID: the capsule's name: 1 to 64 of A-Z a-z 0-9 . _ -, not
+        starting with a dot.
     --json
         JSON (see JSON below).
     --verify
@@ -517,6 +532,7 @@ OPTIONS
         Print this manual and exit.
 
 JSON
+    PID: {"pid", "path", "paused_ms", "threads", "memory_bytes"}.
     list: {"directory": DIR, "capsules": [CAPSULE, ...]} sorted by name,
     each CAPSULE {"name", "path", "status", "reason" (null but for failed,
     damaged, unreadable), "created_unix_ns", "pid", "comm" (null when the
@@ -543,8 +559,13 @@ EXIT STATUS
              mmtier snapshot: CAPSULE: mem is damaged: the chunk at offset
              2097152 (2.00 MiB) has CRC32C ..., the manifest says ...
          delete goes on with the other capsules and exits 1 if any was
-         not deleted.
+         not deleted.  PID: the snapshot failed (the process says why:
+         a capsule of that name exists, the directory cannot be written,
+         a thread blocks the stop signal, ...); the process runs on and
+         nothing is left behind.
     2    Invalid usage (unknown subcommand or option, no CAPSULE).
+    3    PID cannot be reached: no such process, not under libmmtier
+         (or below 32 MiB placed), or another user's.
 
 FILES
     $XDG_STATE_HOME/mmtier/capsules, else

@@ -688,10 +688,13 @@ int snapshot_main(const args &a) {
       return 0;
     }
   }
+  // mmtier snapshot PID [...]: take one.
+  if (!a.empty() && !a[0].empty() && a[0].find_first_not_of("0123456789") == std::string::npos)
+    return snapshot_take_main(a[0], args(a.begin() + 1, a.end()));
   const options o = parse(a);
-  if (o.sub.empty()) throw usage_error(kCmd, "no subcommand given (list, info or delete)");
+  if (o.sub.empty()) throw usage_error(kCmd, "no subcommand given (PID, list, info or delete)");
   if (o.sub != "list" && o.sub != "info" && o.sub != "delete")
-    throw usage_error(kCmd, strf("unknown subcommand \"%s\" (list, info or delete)", o.sub.c_str()));
+    throw usage_error(kCmd, strf("unknown subcommand \"%s\" (PID, list, info or delete)", o.sub.c_str()));
   if (o.verify && o.sub != "info") throw usage_error(kCmd, "--verify is an option of info");
   if (o.json && o.sub == "delete") throw usage_error(kCmd, "--json is an option of list and info");
   if (o.sub == "list") {

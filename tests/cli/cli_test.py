@@ -1330,9 +1330,11 @@ class SnapshotTest(Base):
 
     def test_usage(self):
         for args, msg in [
-            ([], "no subcommand given (list, info or delete)"),
-            (["take"], 'unknown subcommand "take" (list, info or delete)'),
-            (["1234"], 'unknown subcommand "1234" (list, info or delete)'),
+            ([], "no subcommand given (PID, list, info or delete)"),
+            (["take"], 'unknown subcommand "take" (PID, list, info or delete)'),
+            (["12x"], 'unknown subcommand "12x" (PID, list, info or delete)'),
+            (["0"], 'invalid pid "0"'),
+            (["1234", "--frob"], 'unknown argument "--frob"'),
             (["list", "x"], "unexpected argument x"),
             (["list", "--verify"], "--verify is an option of info"),
             (["info"], "info: no CAPSULE given"),
@@ -1346,6 +1348,115 @@ class SnapshotTest(Base):
             self.assert_one_line_error(r, 2, f"mmtier snapshot: {msg} (see 'mmtier snapshot --help')")
         r = self.snap("delete", "--", "--json")
         self.assert_error(r, "--json", "no such capsule")
+
+
+# ---------------------------------------------------------------------------
+class SnapshotTakeTest(Base):
+    """mmtier snapshot PID: a real process under libmmtier, reached through
+    its control socket; the capsule checked with mmtier snapshot info."""
+
+    def setUp(self):
+        super().setUp()
+        # On a disk file system, as capsules are meant to be.
+        self.caps = tempfile.mkdtemp(prefix="mmtier-take-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, self.caps, True)
+
+    def wait_socket(self, pid):
+        path = os.path.join(self.dir, f"{pid}.ctl")
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path):
+            self.assertLess(time.monotonic(), deadline, "no control socket")
+            time.sleep(0.02)
+        return path
+
+    def test_snapshot_of_a_running_process(self):
+        c = self.child(mib=48)
+        self.wait_socket(c.pid)
+        r = mmtier(["snapshot", str(c.pid), "--dir", self.caps, "--name", "one"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        path = os.path.join(self.caps, "one.mmtcap")
+        self.assertEqual(r.stdout, path + "\n")
+        self.assertRegex(r.stderr, rf"^mmtier snapshot: process {c.pid}: [0-9]+ threads stopped for [0-9.]+ ms; "
+                                   r"[0-9.]+ [KMG]?i?B of memory written\n$")
+        # A complete, verified capsule of that process, which runs on.
+        r = mmtier(["snapshot", "info", path, "--verify", "--json"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        info = json.loads(r.stdout)
+        self.assertEqual(info["pid"], c.pid)
+        self.assertEqual(info["status"], "durable")
+        self.assertGreaterEqual(info["mem_bytes"], 48 * MiB)
+        self.assertEqual(info["verified"]["chunks"], info["mem_chunks"])
+        self.assertIsNotNone(c.stats(), "the process runs on")
+        # The same name again: refused, one line, the first capsule kept.
+        r = mmtier(["snapshot", str(c.pid), "--dir", self.caps, "--name", "one"], self.dir)
+        self.assert_one_line_error(r, 1, f"mmtier: snapshot of process {c.pid} failed: a capsule named one exists "
+                                         f"in {self.caps}")
+        # JSON, a relative directory (taken from the command's cwd), a default name.
+        os.makedirs(os.path.join(self.caps, "rel"))
+        r = mmtier(["snapshot", str(c.pid), "--dir", "rel", "--json"], self.dir, cwd=self.caps)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual(out["pid"], c.pid)
+        self.assertTrue(out["path"].startswith(os.path.join(self.caps, "rel", "cli_stats_child-")), out["path"])
+        self.assertGreater(out["paused_ms"], 0)
+        self.assertGreaterEqual(out["threads"], 1)
+        self.assertTrue(os.path.isdir(out["path"]))
+
+    def test_unreachable_processes(self):
+        pid = free_pid()
+        r = mmtier(["snapshot", str(pid), "--dir", self.caps], self.dir)
+        self.assert_one_line_error(r, 3, f"mmtier: no process {pid}")
+        p = subprocess.Popen(["sleep", "300"], env=base_env(self.dir))
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps], self.dir)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn(f"process {p.pid} is not running under libmmtier", r.stderr)
+        self.assertEqual(len(r.stderr.splitlines()), 1)
+        self.assertEqual(os.listdir(self.caps), [])
+
+    def test_another_users_process(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to run processes as other users")
+        # The process as nobody, with its default (private) statistics directory.
+        env = base_env(self.dir)
+        del env["MMTIER_STATS_DIR"]
+        env["LD_PRELOAD"] = ARGS.lib
+        bindir = tempfile.mkdtemp(prefix="mmtier-take-bin-")
+        self.addCleanup(shutil.rmtree, bindir, True)
+        os.chmod(bindir, 0o755)
+        for src in (ARGS.child, ARGS.lib, ARGS.mmtier):
+            shutil.copy(src, bindir)
+            os.chmod(os.path.join(bindir, os.path.basename(src)), 0o755)
+        env["LD_PRELOAD"] = os.path.join(bindir, os.path.basename(ARGS.lib))
+        p = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              os.path.join(bindir, os.path.basename(ARGS.child))],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        read_line(p.stdout, 60, "cli_stats_child")
+        sock = f"/dev/shm/mmtier-65534/{p.pid}.ctl"
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            self.assertLess(time.monotonic(), deadline, "no control socket")
+            time.sleep(0.02)
+        caps = tempfile.mkdtemp(prefix="mmtier-take-other-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, caps, True)
+        os.chown(caps, 65534, 65534)
+        cli_env = {k: v for k, v in base_env(self.dir).items() if k != "MMTIER_STATS_DIR"}
+        # Another user (not root, not nobody): refused.
+        r = subprocess.run(["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups",
+                            os.path.join(bindir, "mmtier"), "snapshot", str(p.pid), "--dir", caps],
+                           env=cli_env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn(f"process {p.pid} belongs to another user", r.stderr)
+        self.assertEqual(os.listdir(caps), [])
+        # Root may; the capsule belongs to the process's user.
+        r = subprocess.run([ARGS.mmtier, "snapshot", str(p.pid), "--dir", caps, "--name", "theirs"],
+                           env=cli_env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        st = os.stat(os.path.join(caps, "theirs.mmtcap"))
+        self.assertEqual((st.st_uid, st.st_mode & 0o777), (65534, 0o700))
 
 
 def main():

@@ -1,0 +1,141 @@
+// mmtier snapshot PID: asks a process under libmmtier for a snapshot
+// through its control socket (lib/api/control_format.h) and prints the
+// capsule's path once the capsule is complete.
+#include "cli.h"
+#include "stats_reader.h"
+
+#include "api/control_format.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+
+namespace mmtier::cli {
+namespace {
+
+namespace ctl = mmtier::control;
+
+// Exit statuses beyond the usual 1 (failed) and 2 (usage).
+constexpr int kUnreachable = 3;  // not under libmmtier, gone, or another user's
+
+std::string socket_dir(int pid) {
+  struct stat st;
+  if (stat(strf("/proc/%d", pid).c_str(), &st) != 0) throw failure(strf("no process %d", pid), kUnreachable);
+  const stats_location loc = stats_location_from_env();
+  if (loc.off) throw failure("MMTIER_STATS_DIR=off: no control socket to reach a process through", kUnreachable);
+  if (loc.overridden) return loc.dir;
+  return default_stats_dir(st.st_uid);
+}
+
+int connect_to(int pid, const std::string &path) {
+  const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw failure(strf("socket: %s", strerror(errno)));
+  sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) throw failure(strf("%s: path too long", path.c_str()));
+  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0) {
+    const int e = errno;
+    close(fd);
+    if (e == EACCES || e == EPERM)
+      throw failure(strf("process %d belongs to another user: only its user or root may snapshot it", pid),
+                    kUnreachable);
+    if (e == ENOENT || e == ECONNREFUSED)
+      throw failure(strf("process %d is not running under libmmtier, or has not placed 32 MiB yet (no control "
+                         "socket %s)",
+                         pid, path.c_str()),
+                    kUnreachable);
+    throw failure(strf("cannot connect to %s: %s", path.c_str(), strerror(e)), kUnreachable);
+  }
+  // The socket is the process's own, not a stale one of a reused pid.
+  ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != pid) {
+    close(fd);
+    throw failure(strf("%s does not belong to process %d", path.c_str(), pid), kUnreachable);
+  }
+  return fd;
+}
+
+std::string absolute(const std::string &dir) {
+  if (dir.empty() || dir[0] == '/') return dir;
+  char cwd[PATH_MAX];
+  if (!getcwd(cwd, sizeof cwd)) throw failure(strf("getcwd: %s", strerror(errno)));
+  return std::string(cwd) + "/" + dir;
+}
+
+std::string json_string(const std::string &s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      out += strf("\\u%04x", c);
+      continue;
+    }
+    out += c;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+int snapshot_take_main(const std::string &pid_text, const args &a) {
+  const std::string cmd = "snapshot";
+  int pid = 0;
+  if (!parse_pid(pid_text, &pid)) throw usage_error(cmd, strf("invalid pid \"%s\"", pid_text.c_str()));
+  std::string name, dir;
+  bool json = false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (take_option(cmd, a, &i, "--name", &name) || take_option(cmd, a, &i, "--dir", &dir)) continue;
+    if (a[i] == "--json") {
+      json = true;
+      continue;
+    }
+    throw usage_error(cmd, strf("unknown argument \"%s\"", a[i].c_str()));
+  }
+  ctl::request req;
+  memset(&req, 0, sizeof req);
+  if (name.size() >= sizeof req.name) throw usage_error(cmd, "the name is too long (at most 64 characters)");
+  dir = absolute(dir);
+  if (dir.size() >= sizeof req.dir) throw usage_error(cmd, "the directory path is too long");
+  req.magic = ctl::kMagic;
+  req.version = ctl::kVersion;
+  req.cmd = static_cast<uint32_t>(ctl::command::snapshot);
+  memcpy(req.name, name.c_str(), name.size());
+  memcpy(req.dir, dir.c_str(), dir.size());
+  const std::string path = strf("%s/%d%s", socket_dir(pid).c_str(), pid, ctl::kSuffix);
+  const int fd = connect_to(pid, path);
+  if (send(fd, &req, sizeof req, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof req)) {
+    close(fd);
+    throw failure(strf("cannot send the request to process %d: %s", pid, strerror(errno)));
+  }
+  static ctl::reply rep;
+  const ssize_t n = recv(fd, &rep, sizeof rep, 0);
+  close(fd);
+  if (n != static_cast<ssize_t>(sizeof rep) || rep.magic != ctl::kMagic)
+    throw failure(strf("process %d did not answer (it exited, or its libmmtier is another version)", pid));
+  rep.line[sizeof rep.line - 1] = 0;
+  rep.path[sizeof rep.path - 1] = 0;
+  if (rep.error) throw failure(strf("snapshot of process %d failed: %s", pid, sanitize_text(rep.line).c_str()));
+  if (json) {
+    std::cout << strf("{\"pid\": %d, \"path\": %s, \"paused_ms\": %.3f, \"threads\": %u, \"memory_bytes\": %llu}\n",
+                      pid, json_string(rep.path).c_str(), rep.paused_ns / 1e6, rep.threads,
+                      static_cast<unsigned long long>(rep.mem_bytes));
+  } else {
+    std::cout << rep.path << "\n";
+    std::cerr << strf("mmtier snapshot: process %d: %u threads stopped for %.1f ms; %s of memory written\n", pid,
+                      rep.threads, rep.paused_ns / 1e6, human_bytes(rep.mem_bytes).c_str());
+  }
+  return 0;
+}
+
+}  // namespace mmtier::cli
