@@ -142,8 +142,9 @@ MMTIER_API int mmtier_report(int fd);
  * and synced to stable storage, or -1 with errno: EBUSY (a snapshot of this
  * process is under way), EEXIST (the name is taken), EINVAL (a name other
  * than 1 to 64 of A-Z a-z 0-9 . _ -, not starting with a dot), ENOENT (no
- * directory configured), EAGAIN (a thread blocks the stop signal), or the
- * file system's error; one line on stderr says why, and nothing is left
+ * directory configured), EAGAIN (a thread blocks the stop signal),
+ * EOPNOTSUPP (something a capsule cannot hold: a MADV_DONTFORK mapping), or
+ * the file system's error; one line on stderr says why, and nothing is left
  * behind.  Not async-signal-safe. */
 MMTIER_API int mmtier_snapshot(const char *name);
 

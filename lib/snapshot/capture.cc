@@ -23,6 +23,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #ifndef P_PIDFD
@@ -117,6 +118,44 @@ void default_name(char *out, size_t cap) {
            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
+// A mapping the writer would not see: MADV_DONTFORK (smaps VmFlags "dc")
+// keeps it out of every fork child, so a capsule would silently lack it.
+// Its start, or 0 if there is none.
+uintptr_t dontfork_mapping(uintptr_t *end) {
+  long fd = sys::openat(AT_FDCWD, "/proc/self/smaps", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  static char buf[1 << 16];  // under g_one
+  uintptr_t lo = 0, hi = 0, found = 0;
+  long have = 0;
+  for (;;) {
+    const long r = sys::read(static_cast<int>(fd), buf + have, sizeof buf - 1 - static_cast<size_t>(have));
+    if (r <= 0) break;
+    have += r;
+    buf[have] = 0;
+    char *line = buf;
+    for (char *nl; !found && (nl = strchr(line, '\n')); line = nl + 1) {
+      *nl = 0;
+      if (!strncmp(line, "VmFlags:", 8)) {
+        for (const char *f = line + 8; (f = strstr(f, " dc")); f += 3)
+          if (f[3] == ' ' || f[3] == 0) found = lo;
+      } else if (const char *dash = strchr(line, '-'); dash && strchr(line, ' ') > dash && line[0] != ' ') {
+        char *e = nullptr;
+        const unsigned long a = strtoul(line, &e, 16);
+        if (e == dash) {
+          lo = a;
+          hi = strtoul(dash + 1, nullptr, 16);
+        }
+      }
+    }
+    if (found) break;
+    have = static_cast<long>(buf + have - line);
+    memmove(buf, line, static_cast<size_t>(have));
+  }
+  sys::close(static_cast<int>(fd));
+  if (found) *end = hi;
+  return found;
+}
+
 struct prepared {
   int parent_dirfd = -1;
   cap::pending pend;
@@ -143,6 +182,12 @@ void release(prepared &p, bool remove) {
 
 // P0, with the program running: the directory, the capsule's files, pipes.
 long prepare(const snap_request &req, prepared *p, snap_result *res) {
+  uintptr_t end = 0;
+  if (const uintptr_t lo = dontfork_mapping(&end)) {
+    set_line(res, "mapping %#lx-%#lx is MADV_DONTFORK: a snapshot cannot hold it (not supported)",
+             static_cast<unsigned long>(lo), static_cast<unsigned long>(end));
+    return -EOPNOTSUPP;
+  }
   const char *dir = req.dir ? req.dir : config_get().snapshot_dir;
   if (!dir || !dir[0]) {
     set_line(res, "no capsule directory: set MMTIER_SNAPSHOT_DIR");

@@ -31,9 +31,10 @@ struct snap_result {
 // (another snapshot of this process is under way), -EEXIST (a capsule of
 // that name exists), -EINVAL (a bad name), -ENOENT (no capsule directory
 // configured), -EAGAIN (a thread could not be stopped: result->line names
-// it), or the errno of the file system or of the writer.  Not
-// async-signal-safe; the caller must not hold a lock any other thread
-// needs to reach a point where it can stop.
+// it), -EOPNOTSUPP (a mapping a capsule cannot hold: MADV_DONTFORK), or the
+// errno of the file system or of the writer.  Not async-signal-safe; the
+// caller must not hold a lock any other thread needs to reach a point
+// where it can stop.
 long snapshot_take(const snap_request &req, snap_result *result);
 
 }  // namespace mmtier::detail

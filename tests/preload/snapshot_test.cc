@@ -8,6 +8,7 @@
 #include "support/crc32c.h"
 
 #include <dirent.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -245,6 +246,25 @@ TEST(Snapshot, BadRequestsFailWithTheirErrnoAndLeaveNothingBehind) {
   struct stat st;
   ASSERT_EQ(stat(deep.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
+}
+
+// A mapping no fork child sees (MADV_DONTFORK) would be missing from the
+// capsule: the snapshot is refused, naming it, and nothing is left.
+TEST(Snapshot, AMappingHiddenFromForkIsRefused) {
+  ASSERT_TRUE(snapshot());
+  capsule_dir dir;
+  const size_t len = 1 << 20;
+  void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  memset(p, 1, len);
+  ASSERT_EQ(madvise(p, len, MADV_DONTFORK), 0);
+  errno = 0;
+  EXPECT_EQ(snapshot()(dir.path.c_str(), "hidden", nullptr, 0), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  EXPECT_TRUE(dir.entries().empty());
+  ASSERT_EQ(madvise(p, len, MADV_DOFORK), 0);
+  EXPECT_EQ(snapshot()(dir.path.c_str(), "shown", nullptr, 0), 0) << strerror(errno);
+  munmap(p, len);
 }
 
 // Repeated snapshots leave no descriptor, mapping or thread behind.
