@@ -3,6 +3,7 @@
 // program wrote after it, with every thread stopped at one instant; bad
 // requests fail with the documented errno and leave nothing behind.  The
 // capsule is read back with the format's own parser.
+#include "capsule_reader.h"
 #include "preload_api.h"
 #include "snapshot/capsule_format.h"
 #include "support/crc32c.h"
@@ -19,20 +20,12 @@
 namespace {
 
 namespace cap = mmtier::capsule;
+using capsule_test::capsule_reader;
+using capsule_test::read_file;
 using snapshot_fn = int (*)(const char *, const char *, char *, size_t);
 
 snapshot_fn snapshot() {
   return reinterpret_cast<snapshot_fn>(dlsym(RTLD_DEFAULT, "mmtier_snapshot_to"));
-}
-
-std::string read_file(const std::string &path) {
-  std::string out;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
-  char buf[1 << 16];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
-  close(fd);
-  return out;
 }
 
 struct capsule_dir {
@@ -52,59 +45,6 @@ struct capsule_dir {
       closedir(d);
     }
     return out;
-  }
-};
-
-// A capsule read back: its manifest parsed, and its memory readable by
-// address.
-struct capsule_reader {
-  std::string manifest;  // 8-byte aligned storage below
-  std::vector<uint64_t> storage;
-  cap::manifest_view m{};
-  int mem_fd = -1;
-  cap::parse_error err = cap::parse_error::truncated;
-
-  explicit capsule_reader(const std::string &dir) {
-    manifest = read_file(dir + "/manifest");
-    storage.resize(manifest.size() / 8 + 1);
-    memcpy(storage.data(), manifest.data(), manifest.size());
-    err = cap::manifest_parse(storage.data(), manifest.size(), &m);
-    mem_fd = open((dir + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
-  }
-  ~capsule_reader() {
-    if (mem_fd >= 0) close(mem_fd);
-  }
-  // The bytes of [addr, addr + len) as the capsule holds them (a hole reads
-  // as zero); false if some page is not in it as data or hole.
-  bool read(uintptr_t addr, void *out, size_t len) const {
-    char *o = static_cast<char *>(out);
-    while (len) {
-      const cap::region *r = nullptr;
-      for (uint64_t i = 0; i < m.nregions; ++i)
-        if (addr >= m.regions[i].start && addr < m.regions[i].end) r = &m.regions[i];
-      if (!r) return false;
-      const uint64_t page = (addr - r->start) / 4096, in = addr % 4096;
-      const size_t n = std::min<size_t>(len, 4096 - in);
-      bool found = false;
-      for (uint64_t k = r->first_run; k < r->first_run + r->nruns; ++k) {
-        const cap::run &u = m.runs[k];
-        if (page < u.page || page >= u.page + u.npages) continue;
-        found = true;
-        if (u.source == static_cast<uint32_t>(cap::run_source::mem)) {
-          if (pread(mem_fd, o, n, static_cast<off_t>(u.offset + (page - u.page) * 4096 + in)) != static_cast<ssize_t>(n))
-            return false;
-        } else if (u.source == static_cast<uint32_t>(cap::run_source::hole)) {
-          memset(o, 0, n);
-        } else {
-          return false;
-        }
-      }
-      if (!found) return false;
-      addr += n;
-      o += n;
-      len -= n;
-    }
-    return true;
   }
 };
 
@@ -195,9 +135,7 @@ TEST(Snapshot, TheCapsuleHoldsMemoryAsOfTheSnapshotAndEveryThreadAtOneInstant) {
   // The threads table: every worker, and the caller marked as the capturer.
   std::set<int> tids;
   int capturers = 0;
-  const cap::table_entry *threads_table = nullptr;
-  for (uint32_t i = 0; i < c.m.ntables; ++i)
-    if (c.m.dir[i].kind == static_cast<uint32_t>(cap::table_kind::threads)) threads_table = &c.m.dir[i];
+  const cap::table_entry *threads_table = capsule_test::table_of(c, cap::table_kind::threads);
   ASSERT_NE(threads_table, nullptr);
   ASSERT_EQ(threads_table->record_size, sizeof(cap::thread_record));
   const auto *recs = reinterpret_cast<const cap::thread_record *>(reinterpret_cast<const char *>(c.storage.data()) +
