@@ -4,6 +4,7 @@
 #include "api/control_format.h"
 #include "platform/fd_guard.h"
 #include "platform/sys.h"
+#include "platform/thread.h"
 #include "snapshot/capture.h"
 #include "stats/live_stats.h"
 #include "support/log.h"
@@ -147,16 +148,7 @@ void control_start() {
   if (!g_started) {
     g_started = true;
     if (make_socket()) {
-      sigset_t all, old;
-      sigfillset(&all);
-      sys::thread_sigmask(SIG_SETMASK, &all, &old);
-      pthread_t t;
-      const int e = pthread_create(&t, nullptr, control_main, nullptr);
-      sys::thread_sigmask(SIG_SETMASK, &old, nullptr);
-      if (e == 0) {
-        pthread_setname_np(t, "mmtier-ctl");
-        pthread_detach(t);
-      } else {
+      if (const int e = sys::start_service_thread(control_main, "mmtier-ctl"); e != 0) {
         MMTIER_WARN("cannot start the control thread (error %d); mmtier snapshot cannot reach this process", e);
         control_exit();
       }

@@ -10,6 +10,7 @@
 #include "platform/clock.h"
 #include "platform/fd_guard.h"
 #include "platform/sys.h"
+#include "platform/thread.h"
 #include "platform/uffd.h"
 #include "support/layout.h"
 #include "support/log.h"
@@ -37,7 +38,6 @@ uint64_t g_features = 0;
 pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
 bool g_failed = false;  // started and failed: do not retry in this process
 std::atomic<uint64_t> g_generation{0};
-pthread_t g_thread;
 
 // Post-copy window.
 std::atomic<uintptr_t> g_pc_dst{0};
@@ -216,14 +216,8 @@ bool faults_start() {
     if (fd >= 0) {
       g_generation.fetch_add(1, std::memory_order_relaxed);
       g_fd.store(static_cast<int>(fd), std::memory_order_release);
-      sigset_t all, old;
-      sigfillset(&all);
-      sys::thread_sigmask(SIG_SETMASK, &all, &old);
-      int e = pthread_create(&g_thread, nullptr, handler_main, nullptr);
-      sys::thread_sigmask(SIG_SETMASK, &old, nullptr);
+      const int e = sys::start_service_thread(handler_main, "mmtier-uffd");
       if (e == 0) {
-        pthread_setname_np(g_thread, "mmtier-uffd");
-        pthread_detach(g_thread);
         ok = true;
       } else {
         MMTIER_WARN("cannot start the fault service thread (error %d)", e);

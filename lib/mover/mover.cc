@@ -10,6 +10,7 @@
 #include "mover/scan.h"
 #include "platform/clock.h"
 #include "platform/sys.h"
+#include "platform/thread.h"
 #include "policy/budget.h"
 #include "policy/policy.h"
 #include "support/errors.h"
@@ -350,15 +351,8 @@ bool mover_start() {
   bool ok = g_running.load(std::memory_order_acquire);
   if (!ok && faults_start()) {
     g_running.store(true, std::memory_order_release);
-    sigset_t all, old;
-    sigfillset(&all);
-    sys::thread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t t;
-    const int e = pthread_create(&t, nullptr, mover_main, nullptr);
-    sys::thread_sigmask(SIG_SETMASK, &old, nullptr);
+    const int e = sys::start_service_thread(mover_main, "mmtier-bg");
     if (e == 0) {
-      pthread_setname_np(t, "mmtier-bg");
-      pthread_detach(t);
       ok = true;
       pthread_mutex_lock(&g_stats_lock);
       g_stats.scan_interval_ns = cfg.scan_interval_ns;

@@ -2,6 +2,7 @@
 // only, for the snapshot writer's fork child.
 #include "snapshot/capsule_dir.h"
 
+#include "platform/dirent.h"
 #include "platform/sys.h"
 
 #include <dirent.h>
@@ -96,22 +97,8 @@ void close_fd(int *fd) {
 // returns it, or a getdents64 error, or 0.
 template <class F>
 long each_entry(int dirfd, F &&f) {
-  long r = sys::raw(SYS_lseek, dirfd, 0, SEEK_SET);
-  if (r < 0) return r;
-  alignas(8) char buf[2048];
-  for (;;) {
-    const long n = sys::raw(SYS_getdents64, dirfd, reinterpret_cast<long>(buf), sizeof buf);
-    if (n <= 0) return n;
-    for (long off = 0; off < n;) {
-      const char *rec = buf + off;
-      unsigned short reclen;
-      memcpy(&reclen, rec + 16, sizeof reclen);
-      off += reclen;
-      const char *name = rec + 19;
-      if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2]))) continue;
-      if (long s = f(name, static_cast<unsigned char>(rec[18]))) return s;
-    }
-  }
+  const long r = sys::raw(SYS_lseek, dirfd, 0, SEEK_SET);
+  return r < 0 ? r : sys::for_each_dirent(dirfd, f);
 }
 
 // d_type, asked of the file system when the directory does not say.

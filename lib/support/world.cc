@@ -2,6 +2,7 @@
 #include "support/world.h"
 
 #include "platform/clock.h"
+#include "platform/dirent.h"
 #include "platform/sys.h"
 #include "support/log.h"
 
@@ -122,32 +123,20 @@ int take_signal() {
 long signal_new_threads(long pid, long self) {
   long dfd = sys::openat(AT_FDCWD, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (dfd < 0) return dfd;
-  alignas(8) char buf[4096];
   long added = 0;
-  for (;;) {
-    long n = sys::raw(SYS_getdents64, dfd, reinterpret_cast<long>(buf), sizeof buf);
-    if (n <= 0) break;
-    for (long off = 0; off < n;) {
-      const char *rec = buf + off;
-      unsigned short reclen;
-      memcpy(&reclen, rec + 16, sizeof reclen);
-      off += reclen;
-      const char *name = rec + 19;
-      int tid = 0;
-      for (size_t i = 0; name[i] >= '0' && name[i] <= '9'; ++i) tid = tid * 10 + (name[i] - '0');
-      if (tid <= 0 || tid == self || exempt(tid) || signaled(tid)) continue;
-      if (g_nsignaled == kMaxThreads) {
-        sys::close(static_cast<int>(dfd));
-        return -E2BIG;
-      }
-      if (sys::raw(SYS_tgkill, pid, tid, g_signo) == 0) {
-        g_signaled[g_nsignaled++] = tid;
-        ++added;
-      }
+  const long r = sys::for_each_dirent(static_cast<int>(dfd), [&](const char *name, unsigned char) -> long {
+    int tid = 0;
+    for (size_t i = 0; name[i] >= '0' && name[i] <= '9'; ++i) tid = tid * 10 + (name[i] - '0');
+    if (tid <= 0 || tid == self || exempt(tid) || signaled(tid)) return 0;
+    if (g_nsignaled == kMaxThreads) return -E2BIG;
+    if (sys::raw(SYS_tgkill, pid, tid, g_signo) == 0) {
+      g_signaled[g_nsignaled++] = tid;
+      ++added;
     }
-  }
+    return 0;
+  });
   sys::close(static_cast<int>(dfd));
-  return added;
+  return r == -E2BIG ? r : added;
 }
 
 // Signaled threads that still exist (a thread may exit before it parks).
@@ -285,20 +274,12 @@ long world_signal_blocker(char *name, size_t cap) {
   const long self = sys::raw(SYS_gettid);
   long dfd = sys::openat(AT_FDCWD, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (dfd < 0) return 0;
-  alignas(8) char buf[4096];
-  long found = 0;
-  for (long n; !found && (n = sys::raw(SYS_getdents64, dfd, reinterpret_cast<long>(buf), sizeof buf)) > 0;) {
-    for (long off = 0; off < n && !found;) {
-      const char *rec = buf + off;
-      unsigned short reclen;
-      memcpy(&reclen, rec + 16, sizeof reclen);
-      off += reclen;
-      const long tid = strtol(rec + 19, nullptr, 10);
-      if (tid > 0 && tid != self && !exempt(static_cast<int>(tid)) && blocks_signal(tid, signo, name, cap)) found = tid;
-    }
-  }
+  const long found = sys::for_each_dirent(static_cast<int>(dfd), [&](const char *entry, unsigned char) -> long {
+    const long tid = strtol(entry, nullptr, 10);
+    return tid > 0 && tid != self && !exempt(static_cast<int>(tid)) && blocks_signal(tid, signo, name, cap) ? tid : 0;
+  });
   sys::close(static_cast<int>(dfd));
-  return found;
+  return found > 0 ? found : 0;
 }
 
 int world_sigmask(int how, const sigset_t *set, sigset_t *old) {
