@@ -102,10 +102,11 @@ bool make_socket() {
   const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   unlink(addr.sun_path);  // a dead process's of the same pid
-  // Only the user may connect (the directory is private too).
-  const mode_t old = umask(077);
-  const bool bound = bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) == 0 && listen(fd, 4) == 0;
-  umask(old);
+  // Only the user may connect: the socket is made 0600 (connecting needs
+  // write permission on it) and every peer is checked by SO_PEERCRED.  The
+  // process's umask is not touched: other threads may be creating files.
+  const bool bound = bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) == 0 &&
+                     chmod(addr.sun_path, 0600) == 0 && listen(fd, 4) == 0;
   if (!bound || stat(addr.sun_path, &g_sock_id) != 0) {
     MMTIER_WARN("cannot make the control socket %s (%s); mmtier snapshot cannot reach this process", addr.sun_path,
                 strerror(errno));
