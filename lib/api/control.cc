@@ -110,6 +110,7 @@ bool make_socket() {
   if (!bound || stat(addr.sun_path, &g_sock_id) != 0) {
     MMTIER_WARN("cannot make the control socket %s (%s); mmtier snapshot cannot reach this process", addr.sun_path,
                 strerror(errno));
+    unlink(addr.sun_path);  // ours if it is there: any other was removed before the bind
     sys::close(fd);
     return false;
   }
