@@ -233,11 +233,12 @@ long prepare(const snap_request &req, prepared *p, snap_result *res) {
     close_fd(p->parent_dirfd);
     return r;
   }
-  if (sys::raw(SYS_pipe2, reinterpret_cast<long>(p->report), O_CLOEXEC | O_NONBLOCK) < 0 ||
-      sys::raw(SYS_pipe2, reinterpret_cast<long>(p->pause), O_CLOEXEC) < 0) {
-    set_line(res, "cannot make a pipe: %s", strerror(errno));
+  long e = sys::raw(SYS_pipe2, reinterpret_cast<long>(p->report), O_CLOEXEC | O_NONBLOCK);
+  if (e == 0) e = sys::raw(SYS_pipe2, reinterpret_cast<long>(p->pause), O_CLOEXEC);
+  if (e < 0) {
+    set_line(res, "cannot make a pipe: %s", strerror(static_cast<int>(-e)));
     release(*p, true);
-    return -EMFILE;
+    return e;
   }
   return 0;
 }
