@@ -545,8 +545,10 @@ JSON
     "manifest_bytes", "disk_bytes", "regions", "regions_by_kind" {"reserve",
     "unit", "anon", "stack", "brk", "file", "vdso", "vvar", "stats"},
     "bytes_by_source" {"hole", "mem", "pmem", "file", "zero"}, "runs",
-    "mem_chunks", "other_chunks", "files", "verified" ({"chunks", "bytes"}
-    with --verify, else null)}.  Sizes in bytes, times in nanoseconds.
+    "mem_chunks", "other_chunks", "files", "process_state"
+    ({"signals_handled", "signals_ignored", "umask", "cwd"} as in the
+    pause, or null), "verified" ({"chunks", "bytes"} with --verify, else
+    null)}.  Sizes in bytes, times in nanoseconds.
 
 EXIT STATUS
     0    Done (list: also when there is no capsule).

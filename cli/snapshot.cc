@@ -503,6 +503,35 @@ std::string sources_text(const tally &t) {
   return s;
 }
 
+// The procstate table's record, or null (a capsule without one, or with a
+// record of another size).
+const cap::procstate_record *procstate(const cap::manifest_view &m) {
+  for (uint32_t i = 0; i < m.ntables; ++i) {
+    const cap::table_entry &e = m.dir[i];
+    if (e.kind == static_cast<uint32_t>(cap::table_kind::procstate) && e.count == 1 &&
+        e.record_size == sizeof(cap::procstate_record))
+      return reinterpret_cast<const cap::procstate_record *>(reinterpret_cast<const char *>(m.status) + e.offset);
+  }
+  return nullptr;
+}
+
+// Signals with a handler of the program's, and ignored ones.
+void signal_counts(const cap::procstate_record &p, unsigned *handled, unsigned *ignored) {
+  *handled = *ignored = 0;
+  for (const cap::sigaction_record &a : p.sigactions) {
+    *handled += a.handler > 1;
+    *ignored += a.handler == 1;
+  }
+}
+
+// "3 handled, 1 ignored; umask 0022; cwd /srv"
+std::string procstate_text(const cap::manifest_view &m, const cap::procstate_record &p) {
+  unsigned handled, ignored;
+  signal_counts(p, &handled, &ignored);
+  return strf("signals: %u handled, %u ignored; umask %04o; cwd %s", handled, ignored, p.umask,
+              sanitize_text(cap::string_at(m, p.cwd)).c_str());
+}
+
 struct info_input {
   located where;
   const examined *e;
@@ -536,6 +565,7 @@ std::string info_text(const info_input &in) {
   line("chunks", strf("%llu of mem, %llu of other files", static_cast<unsigned long long>(t.mem_chunks),
                       static_cast<unsigned long long>(t.other_chunks)));
   line("files", u64(m.nfiles));
+  if (const cap::procstate_record *p = procstate(m)) line("process state", procstate_text(m, *p));
   if (in.v)
     line("verified", strf("%llu chunks, %s of mem: every CRC32C matches%s", static_cast<unsigned long long>(in.v->chunks),
                           human_bytes(in.v->bytes).c_str(), t.other_chunks ? " (other files not checked)" : ""));
@@ -581,6 +611,14 @@ std::string info_json(const info_input &in) {
   field("mem_chunks", u64(t.mem_chunks));
   field("other_chunks", u64(t.other_chunks));
   field("files", u64(m.nfiles));
+  if (const cap::procstate_record *p = procstate(m)) {
+    unsigned handled, ignored;
+    signal_counts(*p, &handled, &ignored);
+    field("process_state", strf("{\"signals_handled\":%u,\"signals_ignored\":%u,\"umask\":%u,\"cwd\":%s}", handled,
+                                ignored, p->umask, json_string(cap::string_at(m, p->cwd)).c_str()));
+  } else {
+    field("process_state", "null");
+  }
   field("verified", in.v ? strf("{\"chunks\":%s,\"bytes\":%s}", u64(in.v->chunks).c_str(), u64(in.v->bytes).c_str()) : "null");
   return o + "}\n";
 }

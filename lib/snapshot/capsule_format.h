@@ -227,6 +227,38 @@ struct thread_record {
 };
 static_assert(sizeof(thread_record) == 216);
 
+// The process's own state (table procstate, one record), as it was in the
+// pause: what a restore sets before the program runs again.
+struct sigaction_record {
+  uint64_t handler;   // SIG_DFL 0, SIG_IGN 1, else the handler's address
+  uint64_t flags;     // SA_* as the kernel keeps them (SA_RESTORER included)
+  uint64_t restorer;
+  uint64_t mask;      // signals blocked while the handler runs
+};
+static_assert(sizeof(sigaction_record) == 32);
+
+struct rlimit_record {
+  uint64_t cur, max;  // RLIM_INFINITY as ~0
+};
+
+struct itimer_record {
+  int64_t interval_us, value_us;  // ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
+};
+
+constexpr uint32_t kSignals = 64;
+constexpr uint32_t kRlimits = 16;
+
+struct procstate_record {
+  uint32_t umask;
+  uint32_t personality;
+  uint32_t cwd;        // offset into strings
+  uint32_t reserved;
+  sigaction_record sigactions[kSignals];  // signal N at N - 1
+  rlimit_record rlimits[kRlimits];        // RLIMIT_* order
+  itimer_record itimers[3];
+};
+static_assert(sizeof(procstate_record) == 16 + 32 * 64 + 16 * 16 + 16 * 3);
+
 // Building and reading a manifest.  A manifest is the status block (offset
 // 0), the header (kHeaderOffset), the directory (right after the header)
 // and the tables, each at the first kAlign-aligned offset after the one

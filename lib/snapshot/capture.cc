@@ -78,6 +78,42 @@ void read_small(const char *path, char *buf, size_t cap) {
   if (buf[n - 1] == '\n') buf[n - 1] = 0;
 }
 
+cap::procstate_record g_proc;  // under g_one
+char g_cwd[4096];
+
+// The process's own state, in the pause (the program cannot change it
+// meanwhile): signal dispositions, limits, interval timers, umask, cwd.
+void capture_procstate() {
+  cap::procstate_record &p = g_proc;
+  memset(&p, 0, sizeof p);
+  for (uint32_t sig = 1; sig <= cap::kSignals; ++sig) {
+    struct {
+      uint64_t handler, flags, restorer, mask;
+    } k = {};
+    if (sys::raw(SYS_rt_sigaction, sig, 0, reinterpret_cast<long>(&k), 8) == 0)
+      p.sigactions[sig - 1] = {k.handler, k.flags, k.restorer, k.mask};
+  }
+  for (uint32_t r = 0; r < cap::kRlimits; ++r) {
+    struct {
+      uint64_t cur, max;
+    } lim = {};
+    if (sys::raw(SYS_prlimit64, 0, r, 0, reinterpret_cast<long>(&lim)) == 0) p.rlimits[r] = {lim.cur, lim.max};
+  }
+  for (int w = 0; w < 3; ++w) {
+    struct {
+      long is, ius, vs, vus;
+    } it = {};
+    if (sys::raw(SYS_getitimer, w, reinterpret_cast<long>(&it)) == 0)
+      p.itimers[w] = {it.is * 1000000 + it.ius, it.vs * 1000000 + it.vus};
+  }
+  p.personality = static_cast<uint32_t>(sys::raw(SYS_personality, 0xffffffff));
+  if (sys::raw(SYS_getcwd, reinterpret_cast<long>(g_cwd), sizeof g_cwd) < 0) g_cwd[0] = 0;
+  // "Umask:\t0022" in status (the umask call would have to set one).
+  char status[4096];
+  read_small("/proc/self/status", status, sizeof status);
+  if (const char *u = strstr(status, "Umask:\t")) p.umask = static_cast<uint32_t>(strtoul(u + 7, nullptr, 8));
+}
+
 // The header, as much as is known before the stop.
 void fill_header(cap::header *h) {
   memset(h, 0, sizeof *h);
@@ -271,6 +307,9 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
   g_threads[n++] = {static_cast<int32_t>(sys::raw(SYS_gettid)), cap::kThreadCapturer, fs_base(), nullptr};
   wa.threads = g_threads;
   wa.nthreads = static_cast<uint32_t>(n);
+  capture_procstate();
+  wa.proc = &g_proc;
+  wa.cwd = g_cwd;
   // The writer must never run a handler of the program's: every signal
   // blocked across the fork (the child keeps the mask).
   sigset_t all, old;

@@ -454,7 +454,9 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
   for (long n; (n = sys::read(s.a->pause_fd, &paused, sizeof paused)) == -EINTR;) {
   }
   h.paused_ns = paused;
-  if (s.strings.size == 0) add_string(s, "", 0);
+  cap::procstate_record proc = *s.a->proc;
+  proc.cwd = add_string(s, s.a->cwd, static_cast<uint32_t>(strlen(s.a->cwd)));
+  if (s.err) return false;
   const cap::table_input tables[] = {
       {cap::table_kind::regions, sizeof(cap::region), s.regions.size, s.regions.data},
       {cap::table_kind::runs, sizeof(cap::run), s.runs.size, s.runs.data},
@@ -462,6 +464,7 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
       {cap::table_kind::files, sizeof(cap::file), s.files.size, s.files.data},
       {cap::table_kind::strings, 1, s.strings.size, s.strings.data},
       {cap::table_kind::threads, sizeof(cap::thread_record), threads.size, threads.data},
+      {cap::table_kind::procstate, sizeof(cap::procstate_record), 1, &proc},
   };
   constexpr uint32_t kTables = sizeof tables / sizeof tables[0];
   const uint64_t size = cap::manifest_size(tables, kTables);

@@ -31,6 +31,8 @@ struct writer_args {
   capsule::header hdr;       // filled by the parent before the stop, but for the counts
   const snap_thread *threads;
   uint32_t nthreads;
+  const capsule::procstate_record *proc;  // as captured in the pause, cwd offset unset
+  const char *cwd;
   uintptr_t heap_lo, heap_hi;  // mmtier's reservation: its mappings are tier units
 };
 

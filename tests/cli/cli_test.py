@@ -1386,6 +1386,11 @@ class SnapshotTakeTest(Base):
         self.assertEqual(info["status"], "durable")
         self.assertGreaterEqual(info["mem_bytes"], 48 * MiB)
         self.assertEqual(info["verified"]["chunks"], info["mem_chunks"])
+        with open(f"/proc/{c.pid}/status") as f:
+            umask = int(re.search(r"^Umask:\s+([0-7]+)$", f.read(), re.M).group(1), 8)
+        self.assertEqual(info["process_state"], {"signals_handled": info["process_state"]["signals_handled"],
+                                                 "signals_ignored": info["process_state"]["signals_ignored"],
+                                                 "umask": umask, "cwd": os.readlink(f"/proc/{c.pid}/cwd")})
         self.assertIsNotNone(c.stats(), "the process runs on")
         # The same name again: refused, one line, the first capsule kept.
         r = mmtier(["snapshot", str(c.pid), "--dir", self.caps, "--name", "one"], self.dir)

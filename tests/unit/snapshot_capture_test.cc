@@ -3,7 +3,8 @@
 // that run through the snapshot, are in the capsule as of the snapshot
 // instant; a record torn or newer than its thread's count at that instant
 // would be a write from after it, and the stopped threads' registers point
-// into their own stacks.
+// into their own stacks; the process's signal dispositions, limits, umask
+// and cwd are recorded as they were.
 #include "api/runtime.h"
 #include "capsule_reader.h"
 #include "heap/heap.h"
@@ -11,6 +12,9 @@
 #include "snapshot/capture.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -69,9 +73,26 @@ TEST(SnapshotCapture, UnitsOnBothTiersAsOfTheInstantWithEveryThread) {
     while (c.load() < 2 * kPages) std::this_thread::yield();
   for (int tier = 0; tier < 2; ++tier)
     for (size_t u = 0; u < kUnits; ++u) ASSERT_EQ(heap_tier_of(static_cast<char *>(mem[tier]) + u * kUnitSize), tier);
+  // Process state the capsule records: a handler, a limit, the umask, cwd.
+  struct sigaction sa = {}, old_sa;
+  sa.sa_handler = [](int) {};
+  sa.sa_flags = SA_RESTART;
+  sigaddset(&sa.sa_mask, SIGUSR2);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, &old_sa), 0);
+  struct rlimit old_core, core;
+  ASSERT_EQ(getrlimit(RLIMIT_CORE, &old_core), 0);
+  core = {4096 * 3, old_core.rlim_max};
+  ASSERT_EQ(setrlimit(RLIMIT_CORE, &core), 0);
+  const mode_t old_umask = umask(027);
+  char cwd[4096];
+  ASSERT_NE(getcwd(cwd, sizeof cwd), nullptr);
   temp_dir dir;
   snap_result res;
-  ASSERT_EQ(snapshot_take({"cap", dir.path.c_str()}, &res), 0) << res.line;
+  const long taken = snapshot_take({"cap", dir.path.c_str()}, &res);
+  umask(old_umask);
+  setrlimit(RLIMIT_CORE, &old_core);
+  sigaction(SIGUSR1, &old_sa, nullptr);
+  ASSERT_EQ(taken, 0) << res.line;
   uint64_t after[kWriters];
   for (int t = 0; t < kWriters; ++t) after[t] = count[t].load();
   stop = true;
@@ -120,6 +141,20 @@ TEST(SnapshotCapture, UnitsOnBothTiersAsOfTheInstantWithEveryThread) {
     }
     EXPECT_TRUE(found) << "writer " << t << " has no thread record";
   }
+  const cap::table_entry *pt = capsule_test::table_of(c, cap::table_kind::procstate);
+  ASSERT_NE(pt, nullptr);
+  ASSERT_EQ(pt->record_size, sizeof(cap::procstate_record));
+  ASSERT_EQ(pt->count, 1u);
+  const auto &proc =
+      *reinterpret_cast<const cap::procstate_record *>(reinterpret_cast<const char *>(c.storage.data()) + pt->offset);
+  EXPECT_EQ(proc.sigactions[SIGUSR1 - 1].handler, reinterpret_cast<uint64_t>(sa.sa_handler));
+  EXPECT_TRUE(proc.sigactions[SIGUSR1 - 1].flags & SA_RESTART);
+  EXPECT_EQ(proc.sigactions[SIGUSR1 - 1].mask, uint64_t{1} << (SIGUSR2 - 1));
+  EXPECT_EQ(proc.sigactions[SIGTERM - 1].handler, reinterpret_cast<uint64_t>(SIG_DFL));
+  EXPECT_EQ(proc.rlimits[RLIMIT_CORE].cur, 4096u * 3);
+  EXPECT_EQ(proc.rlimits[RLIMIT_CORE].max, static_cast<uint64_t>(old_core.rlim_max));
+  EXPECT_EQ(proc.umask, 027u);
+  EXPECT_STREQ(cap::string_at(c.m, proc.cwd), cwd);
   for (void *m : mem) EXPECT_EQ(heap_munmap(m, kUnits * kUnitSize), 0);
 }
 
