@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -81,6 +82,9 @@ void *control_main(void *) {
       if (errno == EBADF || errno == EINVAL) return nullptr;  // the socket is gone
       continue;
     }
+    // A client that connects and sends nothing must not hold the channel.
+    const timeval limit = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
     serve(fd);
     sys::close(fd);
   }
