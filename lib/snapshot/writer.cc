@@ -50,6 +50,9 @@ struct arena {
     if (sys::failed(p)) return false;
     lo = static_cast<uintptr_t>(p);
     hi = lo + kSlice * kSlices;
+    // A flag no mapping of the image has: the kernel never merges the
+    // range with a neighbour, so the maps walk sees it apart and skips it.
+    sys::madvise(reinterpret_cast<void *>(lo), hi - lo, MADV_DONTDUMP);
     return true;
   }
   char *slice() { return next < kSlices ? reinterpret_cast<char *>(lo + kSlice * next++) : nullptr; }
@@ -276,6 +279,13 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
   r.nruns = 0;
   const bool unreadable = !(r.prot & PROT_READ);
   bool made_readable = false;
+  // A PMem unit's pages are read whether present or not (classify): an
+  // inaccessible one is made readable in this copy first.
+  if (unreadable && c.unit_file) {
+    if (sys::failed(sys::mprotect(reinterpret_cast<void *>(r.start), r.end - r.start, PROT_READ)))
+      return fail(s, EACCES, "cannot read a protected mapping", r.start);
+    made_readable = true;
+  }
   uint64_t pm[kPagemapBatch];
   for (uint64_t p = 0; p < pages; p += kPagemapBatch) {
     const uint64_t n = pages - p < kPagemapBatch ? pages - p : kPagemapBatch;
@@ -301,6 +311,9 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
       i = j;
     }
   }
+  // Back as it was: a readable neighbour would otherwise merge with it, and
+  // the maps walk, which resumes by address, would see the region twice.
+  if (made_readable) sys::mprotect(reinterpret_cast<void *>(r.start), r.end - r.start, static_cast<int>(r.prot));
   return true;
 }
 
@@ -392,18 +405,21 @@ bool walk_maps(state &s) {
     const bool file_backed = e.inode != 0 && e.name_len && e.name[0] == '/';
     if (file_backed) r.file = file_index(s, e);
     if (s.err) return false;
-    const bool nothing = kernel || (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) && e.lo >= s.a->heap_lo &&
-                                     e.hi <= s.a->heap_hi) ||
-                         (r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
+    const bool nothing = kernel || (r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
     if (nothing) {
-      // The kernel's own pages (the restore maps those of its kernel), the
-      // heap's free address space, or a large mapping with no page.
+      // The kernel's own pages (the restore maps those of its kernel), or a
+      // large mapping with no page (the heap's free address space).
       r.first_run = s.runs.size;
       r.nruns = 1;
       if (!s.runs.push({0, (r.end - r.start) / kPage, static_cast<uint32_t>(cap::run_source::hole), cap::kNoFile, 0}))
         return fail(s, ENOMEM, "out of memory for the run table");
-    } else if (!save_region(s, r, {file_backed, e.shared, file_backed && r.kind == static_cast<uint32_t>(cap::region_kind::unit)})) {
+    } else if (!save_region(s, r, {file_backed, e.shared, file_backed && e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi})) {
       return false;
+    } else if (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) &&
+               (r.nruns != 1 || s.runs.data[r.first_run].source != static_cast<uint32_t>(cap::run_source::hole))) {
+      // Inaccessible, but holding data (the program protected its own pages).
+      r.kind = static_cast<uint32_t>(e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi ? cap::region_kind::unit
+                                                                                 : cap::region_kind::anon);
     }
     if (!s.regions.push(r)) return fail(s, ENOMEM, "out of memory for the region table");
   }

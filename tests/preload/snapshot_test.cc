@@ -205,6 +205,37 @@ TEST(Snapshot, AMappingHiddenFromForkIsRefused) {
   munmap(p, len);
 }
 
+// Data the program put behind PROT_NONE (a guard over its own pages) is in
+// the capsule, and the mapping's protection is recorded as it was: in a
+// heap unit (a mapping above MMTIER_MMAP_THRESHOLD) and outside the heap.
+TEST(Snapshot, DataBehindProtNoneIsSaved) {
+  ASSERT_TRUE(snapshot());
+  capsule_dir dir;
+  const size_t lens[] = {256 << 10, 32 << 10};
+  char *maps[2];
+  for (int k = 0; k < 2; ++k) {
+    maps[k] = static_cast<char *>(mmap(nullptr, lens[k], PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    ASSERT_NE(maps[k], MAP_FAILED);
+    for (size_t i = 0; i < lens[k]; ++i) maps[k][i] = static_cast<char>(i * 7 + 3 + k);
+    ASSERT_EQ(mprotect(maps[k], lens[k], PROT_NONE), 0);
+  }
+  char path[4096];
+  ASSERT_EQ(snapshot()(dir.path.c_str(), "guarded", path, sizeof path), 0) << strerror(errno);
+  capsule_reader c(path);
+  ASSERT_EQ(c.err, cap::parse_error::ok) << cap::parse_error_text(c.err);
+  for (int k = 0; k < 2; ++k) {
+    std::string got(lens[k], '\0');
+    ASSERT_TRUE(c.read(reinterpret_cast<uintptr_t>(maps[k]), got.data(), lens[k])) << k;
+    size_t wrong = 0;
+    for (size_t i = 0; i < lens[k]; ++i) wrong += got[i] != static_cast<char>(i * 7 + 3 + k);
+    EXPECT_EQ(wrong, 0u) << (k ? "outside the heap" : "in a heap unit");
+    const uintptr_t a = reinterpret_cast<uintptr_t>(maps[k]);
+    for (uint64_t i = 0; i < c.m.nregions; ++i)
+      if (c.m.regions[i].start <= a && a < c.m.regions[i].end) EXPECT_EQ(c.m.regions[i].prot, 0u) << k;
+    munmap(maps[k], lens[k]);
+  }
+}
+
 // Repeated snapshots leave no descriptor, mapping or thread behind.
 TEST(Snapshot, RepeatedSnapshotsLeakNothing) {
   ASSERT_TRUE(snapshot());
