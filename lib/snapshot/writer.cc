@@ -324,7 +324,6 @@ uint32_t kind_of(const writer_args &a, const sys::maps_entry &e) {
   if (name_is(e, "[vvar]") || name_is(e, "[vvar_vclock]")) return static_cast<uint32_t>(cap::region_kind::vvar);
   if (e.lo >= a.heap_lo && e.hi <= a.heap_hi)
     return static_cast<uint32_t>(e.prot ? cap::region_kind::unit : cap::region_kind::reserve);
-
   if (e.inode) return static_cast<uint32_t>(cap::region_kind::file);
   return static_cast<uint32_t>(e.prot ? cap::region_kind::anon : cap::region_kind::reserve);
 }
