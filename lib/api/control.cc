@@ -4,9 +4,9 @@
 #include "api/control_format.h"
 #include "platform/fd_guard.h"
 #include "platform/sys.h"
-#include "platform/thread.h"
 #include "snapshot/capture.h"
 #include "stats/live_stats.h"
+#include "support/thread.h"
 #include "support/log.h"
 #include "support/quiesce.h"
 #include "support/world.h"
@@ -74,7 +74,6 @@ void serve(int fd) {
 }
 
 void *control_main(void *) {
-  world_exempt_self();
   for (;;) {
     const int fd = accept4(g_listen, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
@@ -154,7 +153,7 @@ void control_start() {
   if (!g_started) {
     g_started = true;
     if (make_socket()) {
-      if (const int e = sys::start_service_thread(control_main, "mmtier-ctl"); e != 0) {
+      if (const int e = start_service_thread(control_main, "mmtier-ctl"); e != 0) {
         MMTIER_WARN("cannot start the control thread (error %d); mmtier snapshot cannot reach this process", e);
         control_exit();
       }

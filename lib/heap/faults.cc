@@ -10,8 +10,8 @@
 #include "platform/clock.h"
 #include "platform/fd_guard.h"
 #include "platform/sys.h"
-#include "platform/thread.h"
 #include "platform/uffd.h"
+#include "support/thread.h"
 #include "support/layout.h"
 #include "support/log.h"
 #include "support/quiesce.h"
@@ -127,7 +127,6 @@ bool answer(int fd, uintptr_t addr, uint64_t flags) {
 }
 
 void *handler_main(void *) {
-  world_exempt_self();
   clockid_t cid;
   if (pthread_getcpuclockid(pthread_self(), &cid) == 0) {
     g_cpu_clock.store(cid, std::memory_order_relaxed);
@@ -216,7 +215,7 @@ bool faults_start() {
     if (fd >= 0) {
       g_generation.fetch_add(1, std::memory_order_relaxed);
       g_fd.store(static_cast<int>(fd), std::memory_order_release);
-      const int e = sys::start_service_thread(handler_main, "mmtier-uffd");
+      const int e = start_service_thread(handler_main, "mmtier-uffd");
       if (e == 0) {
         ok = true;
       } else {

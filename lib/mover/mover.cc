@@ -10,9 +10,9 @@
 #include "mover/scan.h"
 #include "platform/clock.h"
 #include "platform/sys.h"
-#include "platform/thread.h"
 #include "policy/budget.h"
 #include "policy/policy.h"
+#include "support/thread.h"
 #include "support/errors.h"
 #include "support/log.h"
 #include "support/meta.h"
@@ -266,7 +266,6 @@ bool mover_init(const config &cfg) {
 }
 
 void *mover_main(void *) {
-  world_exempt_self();
   const config &cfg = config_get();
   if (!mover_init(cfg)) {
     g_running.store(false, std::memory_order_release);
@@ -351,7 +350,7 @@ bool mover_start() {
   bool ok = g_running.load(std::memory_order_acquire);
   if (!ok && faults_start()) {
     g_running.store(true, std::memory_order_release);
-    const int e = sys::start_service_thread(mover_main, "mmtier-bg");
+    const int e = start_service_thread(mover_main, "mmtier-bg");
     if (e == 0) {
       ok = true;
       pthread_mutex_lock(&g_stats_lock);
