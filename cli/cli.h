@@ -36,6 +36,8 @@ int plot_main(const args &a);
 // snapshot_take.cc, with the PID's text and the arguments after it).
 int snapshot_main(const args &a);
 int snapshot_take_main(const std::string &pid, const args &a);
+// `mmtier restore CAPSULE` (restore.cc).
+int restore_main(const args &a);
 
 // Help texts (help.cc).  topic: "", "run", "stat", "top", "plot",
 // "snapshot".  Empty string for an unknown topic.

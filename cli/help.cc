@@ -15,6 +15,7 @@ SYNOPSIS
     mmtier top [--interval T] [--iterations N]
     mmtier plot PID [--seconds N] [--interval T] [-o FILE.svg]
     mmtier snapshot (PID | list | info CAPSULE | delete CAPSULE...) [--dir DIR]
+    mmtier restore CAPSULE [--detach]
     mmtier help [COMMAND]
     mmtier --version
 
@@ -37,6 +38,7 @@ COMMANDS
     snapshot
             Take a snapshot of a process (mmtier snapshot PID); list,
             inspect, verify and delete the capsules of a capsule directory.
+    restore Bring a process back from a capsule, with its PID.
     help    Print the manual of a command (as COMMAND --help does).
 
 OPTIONS
@@ -589,6 +591,54 @@ EXAMPLES
     mmtier snapshot delete redis-1 ./old/redis-0.mmtcap
 )";
 
+constexpr const char kRestore[] = R"(NAME
+    mmtier restore - bring a process back from a snapshot capsule
+
+SYNOPSIS
+    mmtier restore CAPSULE [--dir DIR] [--detach] [--verify full|meta]
+
+DESCRIPTION
+    Starts the process a capsule holds again, from the instant of the
+    snapshot: every memory mapping at its address and protection, every
+    thread with its registers, signal mask, thread pointer, robust futex
+    list, rseq registration and name, the signal dispositions, interval
+    timers, resource limits, umask and working directory.  The process
+    keeps its PID and thread IDs: it runs in a new PID namespace (with a
+    user namespace of its own when not run as root, where the user is
+    itself), under a small init that forwards SIGTERM, SIGINT, SIGHUP,
+    SIGQUIT, SIGUSR1 and SIGUSR2 to it.  Its standard input, output and
+    error are this command's.  A program that took the snapshot itself
+    sees mmtier_snapshot() return MMTIER_SNAPSHOT_RESTORED.
+
+    Before anything starts, the capsule is checked, and the restore is
+    refused with one line if: it is not the user's (root may restore any),
+    its manifest is damaged, it is incomplete or failed, it was not synced
+    and the machine rebooted, it was taken on another kernel build (the
+    vDSO differs), a mapped file (executable, library) changed or is gone,
+    the process it was taken of still runs, or (--verify full, the
+    default) a checksum of its memory does not match.
+
+    CAPSULE is a path, or a name in the capsule directory (see mmtier
+    snapshot --help).
+
+OPTIONS
+    --dir DIR       The capsule directory for a CAPSULE given by name.
+    --detach        Print the restored process's host PID once it runs
+                    and exit, leaving it running.
+    --verify MODE   full (default): check every checksum of the memory
+                    first; meta: only the manifest's.
+
+EXIT STATUS
+    Without --detach, the restored process's exit status (128 + N when
+    signal N killed it).  1 when the restore is refused or fails (nothing
+    of the program ran), 2 for invalid usage.
+
+LIMITS
+    Descriptors other than the standard streams, pending signals, POSIX
+    timers, child processes and PMem files referenced in place are not
+    restored yet.  The memory is read in full before the process runs.
+)";
+
 }  // namespace
 
 std::string_view help_text(std::string_view topic) {
@@ -598,6 +648,7 @@ std::string_view help_text(std::string_view topic) {
   if (topic == "top") return kTop;
   if (topic == "plot") return kPlot;
   if (topic == "snapshot") return kSnapshot;
+  if (topic == "restore") return kRestore;
   return {};
 }
 

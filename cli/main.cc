@@ -45,6 +45,7 @@ int dispatch(const args &all) {
   if (first == "top") return top_main(rest);
   if (first == "plot") return plot_main(rest);
   if (first == "snapshot") return snapshot_main(rest);
+  if (first == "restore") return restore_main(rest);
   if (!first.empty() && first[0] == '-') throw usage_error("", strf("unknown option %s", first.c_str()));
   throw usage_error("", strf("unknown command \"%s\"", first.c_str()));
 }

@@ -4,6 +4,7 @@
 // manifest in full (and with --verify checks the CRC of every chunk of
 // its memory), delete removes capsules with the owner and mode checks a
 // restore makes and never deletes what is not a capsule.
+#include "capsule_read.h"
 #include "cli.h"
 #include "format.h"
 
@@ -35,10 +36,6 @@ namespace {
 namespace cap = mmtier::capsule;
 
 const std::string kCmd = "snapshot";
-// A manifest is tables of fixed records; a larger file is not one worth
-// reading into memory.
-constexpr uint64_t kManifestMax = 1ull << 30;
-constexpr size_t kVerifyBuffer = 1 << 20;
 
 struct options {
   std::string sub;
@@ -47,17 +44,6 @@ struct options {
   bool dir_set = false, json = false, verify = false;
 };
 
-// A descriptor closed with its scope.
-struct fd_holder {
-  int fd = -1;
-  fd_holder() = default;
-  explicit fd_holder(int f) : fd(f) {}
-  fd_holder(const fd_holder &) = delete;
-  fd_holder &operator=(const fd_holder &) = delete;
-  ~fd_holder() {
-    if (fd >= 0) close(fd);
-  }
-};
 
 std::string u64(uint64_t v) { return strf("%llu", static_cast<unsigned long long>(v)); }
 
@@ -81,54 +67,10 @@ void report(const std::string &capsule, const std::string &what) {
   fprintf(stderr, "mmtier snapshot: %s: %s\n", capsule.c_str(), what.c_str());
 }
 
-// The capsule directory: --dir, else MMTIER_SNAPSHOT_DIR (checked as the
-// library checks it), else the user's default.
-std::string capsule_dir(const options &o) {
-  if (o.dir_set) return o.dir;
-  if (const char *env = getenv("MMTIER_SNAPSHOT_DIR")) {
-    std::string entry = std::string("MMTIER_SNAPSHOT_DIR=") + env;
-    char *envp[] = {entry.data(), nullptr};
-    detail::config c;
-    detail::config_error err;
-    if (!detail::config_parse(envp, false, &c, &err, nullptr)) throw failure(err.line);
-    return c.snapshot_dir;
-  }
-  char buf[detail::kPathMax];
-  const int r = cap::default_dir(geteuid(), getenv("XDG_STATE_HOME"), getenv("HOME"), buf, sizeof buf);
-  if (r == -ENOENT) throw failure("no capsule directory: set HOME or MMTIER_SNAPSHOT_DIR, or give --dir");
-  if (r < 0) throw failure("the default capsule directory's path is too long: set MMTIER_SNAPSHOT_DIR");
-  return buf;
-}
 
 // --- reading a capsule
 
-struct manifest_file {
-  std::vector<uint64_t> words;  // 8-byte aligned, as manifest_parse needs
-  uint64_t len = 0;
-  const void *data() const { return words.data(); }
-};
 
-// The manifest of the capsule dirfd: 0 or -errno (-EFBIG: beyond kManifestMax).
-int read_manifest(int dirfd, manifest_file *m) {
-  fd_holder fd(openat(dirfd, cap::kManifest, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
-  if (fd.fd < 0) return -errno;
-  struct stat st;
-  if (fstat(fd.fd, &st) != 0) return -errno;
-  if (!S_ISREG(st.st_mode)) return -EINVAL;
-  const auto size = static_cast<uint64_t>(st.st_size);
-  if (size > kManifestMax) return -EFBIG;
-  m->words.assign((size + 7) / 8 + 1, 0);
-  auto *p = reinterpret_cast<char *>(m->words.data());
-  m->len = 0;
-  while (m->len < size) {
-    const ssize_t n = pread(fd.fd, p + m->len, size - m->len, static_cast<off_t>(m->len));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -errno;
-    if (n == 0) break;  // cut short meanwhile: the parser says so
-    m->len += static_cast<uint64_t>(n);
-  }
-  return 0;
-}
 
 // Bytes on disk of the capsule, like du: the directory, its files and files/.
 uint64_t disk_bytes(int dirfd, int depth = 0) {
@@ -299,31 +241,7 @@ std::string status_phrase(const examined &e) {
 
 // --- finding a capsule given on the command line
 
-struct located {
-  std::string parent;  // the directory holding it
-  std::string entry;   // its name there
-  std::string path;
-};
 
-// A path (with a slash) as it is; a name in the capsule directory: NAME,
-// NAME.mmtcap, or a temporary capsule's name.
-located locate(const std::string &arg, const options &o) {
-  std::string a = arg;
-  while (a.size() > 1 && a.back() == '/') a.pop_back();
-  located l;
-  const size_t slash = a.rfind('/');
-  if (slash != std::string::npos) {
-    l.parent = slash == 0 ? "/" : a.substr(0, slash);
-    l.entry = a.substr(slash + 1);
-    l.path = a;
-    return l;
-  }
-  l.parent = capsule_dir(o);
-  l.entry = a;
-  if (cap::valid_name(a.c_str()) && !cap::capsule_entry(a.c_str(), nullptr)) l.entry += cap::kSuffix;
-  l.path = l.parent + "/" + l.entry;
-  return l;
-}
 
 // Opens the capsule's parent directory; -errno.
 int open_parent(const located &l) {
@@ -331,11 +249,6 @@ int open_parent(const located &l) {
   return fd < 0 ? -errno : fd;
 }
 
-std::string open_error(int err, const char *why) {
-  if (why) return why;
-  if (err == -ENOENT) return "no such capsule";
-  return strerror(-err);
-}
 
 // --- list
 
@@ -415,7 +328,7 @@ std::string list_json(const std::string &dir, const std::vector<row> &rows) {
 }
 
 int list_main(const options &o) {
-  const std::string dir = capsule_dir(o);
+  const std::string dir = capsule_dir(o.dir_set, o.dir);
   const std::vector<row> rows = scan(dir, o.dir_set);
   const std::string text = o.json ? list_json(dir, rows) : list_table(rows);
   fwrite(text.data(), 1, text.size(), stdout);
@@ -444,44 +357,7 @@ tally count(const cap::manifest_view &m) {
   return t;
 }
 
-struct verified {
-  uint64_t chunks = 0, bytes = 0;
-};
 
-// Checks the CRC of every chunk of mem, in the order of their offsets;
-// throws failure naming the first that does not match.
-verified verify_mem(int dirfd, const cap::manifest_view &m) {
-  std::vector<const cap::chunk *> order;
-  for (uint64_t i = 0; i < m.nchunks; ++i)
-    if (m.chunks[i].file == cap::kNoFile) order.push_back(&m.chunks[i]);
-  std::stable_sort(order.begin(), order.end(), [](auto *a, auto *b) { return a->offset < b->offset; });
-  fd_holder fd(openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
-  if (fd.fd < 0) throw failure(strf("cannot read mem: %s", strerror(errno)));
-  posix_fadvise(fd.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  std::vector<char> buf(kVerifyBuffer);
-  verified v;
-  for (const cap::chunk *c : order) {
-    uint32_t crc = 0;
-    for (uint64_t done = 0; done < c->length;) {
-      const size_t want = static_cast<size_t>(std::min<uint64_t>(c->length - done, buf.size()));
-      const ssize_t n = pread(fd.fd, buf.data(), want, static_cast<off_t>(c->offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw failure(strf("cannot read mem: %s", strerror(errno)));
-      if (n == 0)
-        throw failure(strf("mem is damaged: it ends at byte %llu, inside the chunk at offset %llu",
-                           static_cast<unsigned long long>(c->offset + done),
-                           static_cast<unsigned long long>(c->offset)));
-      crc = detail::crc32c(crc, buf.data(), static_cast<size_t>(n));
-      done += static_cast<uint64_t>(n);
-    }
-    if (crc != c->crc)
-      throw failure(strf("mem is damaged: the chunk at offset %llu (%s) has CRC32C %08x, the manifest says %08x",
-                         static_cast<unsigned long long>(c->offset), human_bytes(c->length).c_str(), crc, c->crc));
-    ++v.chunks;
-    v.bytes += c->length;
-  }
-  return v;
-}
 
 std::string hex(const uint8_t *p, size_t n) {
   std::string s;
@@ -625,7 +501,7 @@ std::string info_json(const info_input &in) {
 
 int info_main(const options &o) {
   const std::string &arg = o.capsules[0];
-  const located l = locate(arg, o);
+  const located l = locate(arg, o.dir_set, o.dir);
   fd_holder parent;
   int dirfd = -1;
   const char *why = nullptr;
@@ -663,7 +539,7 @@ int info_main(const options &o) {
 
 // Deletes one capsule; false after saying why not.
 bool delete_one(const std::string &arg, const options &o) {
-  const located l = locate(arg, o);
+  const located l = locate(arg, o.dir_set, o.dir);
   const int parent = open_parent(l);
   if (parent < 0) {
     report(arg, open_error(parent, nullptr));

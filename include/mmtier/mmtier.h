@@ -145,7 +145,12 @@ MMTIER_API int mmtier_report(int fd);
  * directory configured), EAGAIN (a thread blocks the stop signal),
  * EOPNOTSUPP (something a capsule cannot hold: a MADV_DONTFORK mapping), or
  * the file system's error; one line on stderr says why, and nothing is left
- * behind.  Not async-signal-safe. */
+ * behind.  Not async-signal-safe.
+ *
+ * Like fork, it returns twice: a process restored from the capsule
+ * (`mmtier restore`) resumes inside this call, which then returns
+ * MMTIER_SNAPSHOT_RESTORED. */
+#define MMTIER_SNAPSHOT_RESTORED 1
 MMTIER_API int mmtier_snapshot(const char *name);
 
 /* The same into DIR (NULL: the configured directory); the capsule's path

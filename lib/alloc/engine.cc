@@ -192,7 +192,7 @@ bool engine_init() {
     }
   }
   g_pool_size = online_cpus() < kPoolMax ? online_cpus() : kPoolMax;
-  quiesce_register(kRankEngineArenas, {arena_lock, arena_unlock, arena_fork_child, nullptr});
+  quiesce_register(kRankEngineArenas, {arena_lock, arena_unlock, arena_fork_child, nullptr, arena_unlock});
   if (pthread_key_create(&g_tier_tcache_key, destroy_tier_tcaches) != 0) return false;
   g_hooks_installed.store(true, std::memory_order_release);
   return true;

@@ -73,7 +73,9 @@ __attribute__((visibility("hidden"))) int mmtier_engine_mprotect(void *addr, siz
 
 __attribute__((visibility("hidden"))) int mmtier_engine_pthread_atfork(void (*prepare)(), void (*parent)(),
                                                                          void (*child)()) {
-  return quiesce_register(kRankEngine, {prepare, parent, child, nullptr}) ? 0 : ENOMEM;
+  // A restored process has every thread the engine knew: the parent's
+  // handler (unlock) is right; the child's would drop the other threads.
+  return quiesce_register(kRankEngine, {prepare, parent, child, nullptr, parent}) ? 0 : ENOMEM;
 }
 
 }  // extern "C"

@@ -471,7 +471,8 @@ void small_collect_abandoned() {
 
 bool small_init() {
   if (pthread_key_create(&g_exit_key, thread_exit) != 0) return false;
-  quiesce_register(kRankSmall, {fork_prepare, fork_parent, fork_child, nullptr});
+  // Restored: every thread and its heap are back.
+  quiesce_register(kRankSmall, {fork_prepare, fork_parent, fork_child, nullptr, fork_parent});
   g_ready.store(true, std::memory_order_release);
   return true;
 }

@@ -198,7 +198,7 @@ MMTIER_API int mmtier_snapshot_to(const char *dir, const char *name, char *path,
     memcpy(path, r->path, n);
     path[n] = 0;
   }
-  return 0;
+  return e == 1 ? MMTIER_SNAPSHOT_RESTORED : 0;
 }
 
 MMTIER_API int mmtier_snapshot(const char *name) { return mmtier_snapshot_to(nullptr, name, nullptr, 0); }

@@ -42,7 +42,9 @@ bool peer_allowed(int fd) {
   return cred.uid == 0 || cred.uid == static_cast<uid_t>(sys::raw(SYS_geteuid));
 }
 
-void serve(int fd) {
+// False when this thread is the one a restored process resumed in (the
+// connection was the dead original's).
+bool serve(int fd) {
   static ctl::request req;  // one connection at a time, on this thread only
   static ctl::reply rep;
   memset(&rep, 0, sizeof rep);
@@ -62,6 +64,7 @@ void serve(int fd) {
     req.dir[sizeof req.dir - 1] = 0;
     static snap_result res;
     const long r = snapshot_take({req.name[0] ? req.name : nullptr, req.dir[0] ? req.dir : nullptr}, &res);
+    if (r == 1) return false;
     rep.error = r < 0 ? static_cast<int32_t>(-r) : 0;
     rep.paused_ns = res.paused_ns;
     rep.mem_bytes = res.mem_bytes;
@@ -71,6 +74,7 @@ void serve(int fd) {
     if (r < 0) MMTIER_WARN("snapshot requested through the control socket failed: %s", res.line);
   }
   send(fd, &rep, sizeof rep, MSG_NOSIGNAL);
+  return true;
 }
 
 void *control_main(void *) {
@@ -84,7 +88,9 @@ void *control_main(void *) {
     // A client that connects and sends nothing must not hold the channel.
     const timeval limit = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-    serve(fd);
+    // Restored: the socket and the connection were the original's; this
+    // process makes its own control thread when it next grows.
+    if (!serve(fd)) return nullptr;
     sys::close(fd);
   }
 }
@@ -146,7 +152,7 @@ void fork_child() {
 
 }  // namespace
 
-void control_register() { quiesce_register(kRankControlStart, {start_lock, start_unlock, fork_child, nullptr}); }
+void control_register() { quiesce_register(kRankControlStart, {start_lock, start_unlock, fork_child, nullptr, nullptr}); }
 
 void control_start() {
   pthread_mutex_lock(&g_start_lock);

@@ -319,6 +319,6 @@ void fork_child() {
 
 }  // namespace
 
-void faults_fork_register() { quiesce_register(kRankFaultsStart, {start_lock, start_unlock, fork_child, nullptr}); }
+void faults_fork_register() { quiesce_register(kRankFaultsStart, {start_lock, start_unlock, fork_child, nullptr, nullptr}); }
 
 }  // namespace mmtier::detail

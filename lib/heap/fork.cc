@@ -137,6 +137,39 @@ void leave_child() {
   }
 }
 
+// In a restored process (the stop's thread holds the heap lock).  Every
+// frozen unit maps a private copy of its pages (the restore copied them
+// from the capsule): inherited, as in a fork child, and re-shared into
+// storage of this process by the mover.  Every other thread of the
+// program is alive, so nothing of theirs is dropped; what the dead
+// original's mmtier threads and descriptors held is forgotten.
+void restored() {
+  if (g_heap.size) {
+    for_used_va_words([](size_t w) {
+      for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
+        unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
+        if (unit_tier(u) == kTierPmem && !u.frozen) u.frozen = kFrozenOwn;  // its file is gone too
+        if (u.frozen) u.frozen = kFrozenInherited;
+      }
+    });
+    g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
+    g_mgr.counters.frozen_own = 0;
+    g_mgr.counters.reshared = 0;
+    tier &pm = pmem_tier();
+    if (pm.ops->restored) pm.ops->restored(&pm);
+    migration_fork_child();
+    sample_restored();
+    g_mgr.counters_changed = true;
+    if (g_start.hook) {
+      // The mover and the fault service start again at the next call into
+      // mmtier: the frozen units want re-sharing.
+      g_start.armed = false;
+      g_start_due.store(true, std::memory_order_relaxed);
+    }
+  }
+  heap_unlock();
+}
+
 // Once every layer is reset: opening storage may allocate (on a DAX mount
 // the file tier loads libpmem), which must wait for the engine's locks.
 void child_ready() {
@@ -152,7 +185,7 @@ void child_ready() {
 
 void heap_fork_register() {
   faults_fork_register();
-  quiesce_register(kRankHeap, {enter, leave, leave_child, child_ready});
+  quiesce_register(kRankHeap, {enter, leave, leave_child, child_ready, restored});
   quiesce_install_fork_handlers();
 }
 

@@ -288,4 +288,9 @@ void sample_fork_child() {
   g_side_generation = 0;
 }
 
+void sample_restored() {
+  sample_fork_child();
+  g_pagemap.forget();
+}
+
 }  // namespace mmtier::detail

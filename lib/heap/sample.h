@@ -42,5 +42,8 @@ size_t heap_sample_end(sample_result *out, size_t cap);
 void sample_settle_unit_locked(size_t idx);
 void sample_settle_all_locked();
 void sample_fork_child();
+// In a restored process: as in a fork child, and the pagemap descriptor is
+// the dead original's.
+void sample_restored();
 
 }  // namespace mmtier::detail

@@ -371,8 +371,8 @@ void mover_enable(void (*companion)()) {
   once = true;
   g_companion = companion;
   if (config_get().promote) {
-    quiesce_register(kRankMoverStart, {start_lock, start_unlock, fork_child, nullptr});
-    quiesce_register(kRankMoverStats, {stats_lock, stats_unlock, stats_fork_child, nullptr});
+    quiesce_register(kRankMoverStart, {start_lock, start_unlock, fork_child, nullptr, nullptr});
+    quiesce_register(kRankMoverStats, {stats_lock, stats_unlock, stats_fork_child, nullptr, nullptr});
   }
   if (config_get().promote || companion) heap_set_start_hook(start_hook, kMoverStartUnits);
 }

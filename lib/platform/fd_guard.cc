@@ -60,4 +60,8 @@ int fd_guard_list(int *out, int cap) {
   return n;
 }
 
+void fd_guard_forget_all() {
+  for (auto &slot : g_fds) slot.store(-1, std::memory_order_relaxed);
+}
+
 }  // namespace mmtier::detail

@@ -18,5 +18,8 @@ void fd_unguard(int fd);
 bool fd_guarded(int fd);
 // The guarded descriptors, ascending; returns how many (at most cap).
 int fd_guard_list(int *out, int cap);
+// In a process restored from a snapshot, where none of them exists: guards
+// nothing any more (closes nothing: the numbers may be the program's).
+void fd_guard_forget_all();
 
 }  // namespace mmtier::detail

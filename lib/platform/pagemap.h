@@ -51,6 +51,8 @@ class pagemap_file {
   bool info(uintptr_t addr, size_t pages, page_info *out);
   // Closes the descriptor if this process did not open it.
   void check_owner();
+  // In a restored process: the descriptor does not exist (nothing closed).
+  void forget() { fd_ = -1; }
 
  private:
   bool ready();

@@ -23,7 +23,7 @@
 namespace mmtier::capsule {
 
 constexpr char kMagic[8] = {'M', 'M', 'T', 'C', 'A', 'P', '0', '1'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: threads carry their resume points, the process its mm layout
 constexpr uint64_t kAlign = 4096;  // of mem offsets and of the tables in the manifest
 constexpr uint64_t kHeaderOffset = 512;  // the header, right after the status block
 constexpr char kSuffix[] = ".mmtcap";
@@ -222,10 +222,22 @@ struct thread_record {
   uint32_t flags;      // thread_flags
   uint64_t fs_base;    // the thread pointer (TLS)
   uint64_t uc_addr;    // the handler's ucontext_t
-  uint64_t sigmask;    // blocked signals when it stopped
+  uint64_t sigmask;    // blocked signals when it stopped (the capturer: its mask outside the capture)
   uint64_t gregs[23];  // x86-64 general registers as ucontext's gregs (REG_RIP, REG_RSP, ...)
+  // Where the thread resumes (platform/resume_point.h, 72 bytes: rbx rbp
+  // r12-r15 rsp rip, then mxcsr and the x87 control word): in the stop
+  // handler's frame for a stopped thread, in the capture for the capturer.
+  uint64_t resume[9];
+  uint64_t clear_tid;              // set_tid_address (glibc: &pthread->tid)
+  uint64_t robust_head, robust_len;  // set_robust_list
+  uint64_t rseq_area;              // rseq registration (0: none)
+  uint32_t rseq_len, rseq_sig;
+  uint64_t altstack_sp, altstack_size;  // sigaltstack (flags SS_DISABLE: none)
+  uint32_t altstack_flags;
+  uint32_t reserved;
+  char name[16];                   // PR_GET_NAME, NUL-terminated
 };
-static_assert(sizeof(thread_record) == 216);
+static_assert(sizeof(thread_record) == 368);
 
 // The process's own state (table procstate, one record), as it was in the
 // pause: what a restore sets before the program runs again.
@@ -248,16 +260,32 @@ struct itimer_record {
 constexpr uint32_t kSignals = 64;
 constexpr uint32_t kRlimits = 16;
 
+enum proc_flags : uint32_t {
+  kProcUnrestorable = 1u << 0,  // taken under a sanitizer (its shadow memory is not in the capsule)
+};
+
+// The kernel's view of the address space (PR_SET_MM_MAP): /proc/PID/stat
+// fields 26-28 and 45-51, brk, the auxiliary vector.
+enum mm_field : uint32_t {
+  kMmStartCode, kMmEndCode, kMmStartData, kMmEndData, kMmStartBrk, kMmBrk, kMmStartStack,
+  kMmArgStart, kMmArgEnd, kMmEnvStart, kMmEnvEnd, kMmFields
+};
+constexpr uint32_t kAuxvWords = 64;
+
 struct procstate_record {
   uint32_t umask;
   uint32_t personality;
   uint32_t cwd;        // offset into strings
-  uint32_t reserved;
+  uint32_t flags;      // proc_flags
   sigaction_record sigactions[kSignals];  // signal N at N - 1
   rlimit_record rlimits[kRlimits];        // RLIMIT_* order
   itimer_record itimers[3];
+  uint64_t mm[kMmFields];
+  uint32_t auxv_words;  // of auxv, pairs ending with AT_NULL
+  uint32_t exe;         // /proc/self/exe: offset into strings
+  uint64_t auxv[kAuxvWords];
 };
-static_assert(sizeof(procstate_record) == 16 + 32 * 64 + 16 * 16 + 16 * 3);
+static_assert(sizeof(procstate_record) == 16 + 32 * 64 + 16 * 16 + 16 * 3 + 8 * 11 + 8 + 8 * 64);
 
 // Building and reading a manifest.  A manifest is the status block (offset
 // 0), the header (kHeaderOffset), the directory (right after the header)

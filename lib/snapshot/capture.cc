@@ -6,11 +6,20 @@
 #include "config/config.h"
 #include "heap/heap.h"
 #include "platform/clock.h"
+#include "platform/fd_guard.h"
+#include "platform/proc_maps.h"
+#include "platform/resume_point.h"
 #include "platform/sys.h"
 #include "snapshot/capsule_dir.h"
+#include "snapshot/restore_note.h"
 #include "snapshot/writer.h"
+#include "support/crc32c.h"
 #include "support/log.h"
 #include "support/world.h"
+
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -30,7 +39,17 @@
 #define P_PIDFD 3
 #endif
 
+// glibc's rseq registration (2.35 and later): where in each thread's TLS
+// the area is, and its size; absent from older glibc (weak: null).
+extern "C" {
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+}
+
 namespace mmtier::detail {
+
+restore_note g_restore_note;
+
 namespace {
 
 namespace cap = capsule;
@@ -52,10 +71,63 @@ uint64_t fs_base() {
 #endif
 }
 
-// In each stopped thread (the stop signal's handler): where it stopped.
-void capture_thread(void *uc, int tid) {
+constexpr uint32_t kRseqSig = 0x53053053;  // x86-64's RSEQ_SIG
+constexpr long kRseqUnregister = 1;
+
+// The kernel's per-thread state a restore sets again, read by the thread
+// itself (async-signal-safe).
+void thread_state(snap_thread &t) {
+  sys::raw(SYS_prctl, PR_GET_TID_ADDRESS, reinterpret_cast<long>(&t.clear_tid));
+  size_t len = 0;
+  sys::raw(SYS_get_robust_list, 0, reinterpret_cast<long>(&t.robust_head), reinterpret_cast<long>(&len));
+  t.robust_len = len;
+  stack_t ss;
+  memset(&ss, 0, sizeof ss);
+  if (sys::raw(SYS_sigaltstack, 0, reinterpret_cast<long>(&ss)) == 0) {
+    t.altstack_sp = reinterpret_cast<uint64_t>(ss.ss_sp);
+    t.altstack_size = ss.ss_size;
+    t.altstack_flags = static_cast<uint32_t>(ss.ss_flags & ~SS_ONSTACK);
+  } else {
+    t.altstack_flags = SS_DISABLE;
+  }
+  sys::raw(SYS_prctl, PR_GET_NAME, reinterpret_cast<long>(t.name));
+  // glibc's registration, confirmed by the kernel: registering the same
+  // area again says EBUSY.  (A thread without one would be registered by
+  // the probe, and is unregistered at once.)
+  if (&__rseq_size && &__rseq_offset && __rseq_size && t.fs_base) {
+    const uint64_t area = t.fs_base + static_cast<uint64_t>(__rseq_offset);
+    for (uint32_t len32 : {32u, static_cast<uint32_t>(__rseq_size)}) {
+      const long r = sys::raw(SYS_rseq, static_cast<long>(area), len32, 0, kRseqSig);
+      if (r == 0) sys::raw(SYS_rseq, static_cast<long>(area), len32, kRseqUnregister, kRseqSig);
+      if (r == -EBUSY) {
+        t.rseq_area = area;
+        t.rseq_len = len32;
+        t.rseq_sig = kRseqSig;
+        break;
+      }
+    }
+  }
+}
+
+// In each stopped thread (the stop signal's handler): where it stopped,
+// and where a restore resumes it.
+resume_point *capture_thread(void *uc, int tid) {
   const int i = g_nthreads.fetch_add(1, std::memory_order_relaxed);
-  if (i < kMaxThreads) g_threads[i] = {tid, 0, fs_base(), uc};
+  if (i >= kMaxThreads) return nullptr;
+  snap_thread &t = g_threads[i];
+  memset(&t, 0, sizeof t);
+  t.tid = tid;
+  t.fs_base = fs_base();
+  t.uc = uc;
+  thread_state(t);
+  return kResumePoints ? &t.rp : nullptr;
+}
+
+// A thread of a restored process landing where it was stopped: off the
+// restorer's range.
+void landed() {
+  if (__atomic_sub_fetch(&g_restore_note.users, 1, __ATOMIC_ACQ_REL) == 0)
+    sys::raw(SYS_futex, reinterpret_cast<long>(&g_restore_note.users), FUTEX_WAKE_PRIVATE, 1);
 }
 
 void set_line(snap_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -80,6 +152,7 @@ void read_small(const char *path, char *buf, size_t cap) {
 
 cap::procstate_record g_proc;  // under g_one
 char g_cwd[4096];
+char g_exe[4096];
 
 // The process's own state, in the pause (the program cannot change it
 // meanwhile): signal dispositions, limits, interval timers, umask, cwd.
@@ -112,6 +185,35 @@ void capture_procstate() {
   char status[4096];
   read_small("/proc/self/status", status, sizeof status);
   if (const char *u = strstr(status, "Umask:\t")) p.umask = static_cast<uint32_t>(strtoul(u + 7, nullptr, 8));
+  // The layout the kernel keeps (PR_SET_MM_MAP at restore): stat fields
+  // 26-28 and 45-51, counted after the command's closing parenthesis.
+  char stat[1024];
+  read_small("/proc/self/stat", stat, sizeof stat);
+  if (const char *s = strrchr(stat, ')')) {
+    uint64_t field[53] = {};
+    int f = 2;
+    for (++s; *s && f < 52;) {
+      while (*s == ' ') ++s;
+      ++f;
+      field[f] = strtoull(s, nullptr, 10);
+      while (*s && *s != ' ') ++s;
+    }
+    const int at[cap::kMmFields] = {26, 27, 45, 46, 47, 0, 28, 48, 49, 50, 51};
+    for (uint32_t k = 0; k < cap::kMmFields; ++k) p.mm[k] = at[k] ? field[at[k]] : 0;
+  }
+  p.mm[cap::kMmBrk] = static_cast<uint64_t>(sys::raw(SYS_brk, 0));
+  const long afd = sys::openat(AT_FDCWD, "/proc/self/auxv", O_RDONLY | O_CLOEXEC, 0);
+  if (afd >= 0) {
+    const long n = sys::read(static_cast<int>(afd), p.auxv, sizeof p.auxv);
+    sys::close(static_cast<int>(afd));
+    if (n > 0) p.auxv_words = static_cast<uint32_t>(n / 8);
+  }
+  const long n = sys::raw(SYS_readlink, reinterpret_cast<long>("/proc/self/exe"), reinterpret_cast<long>(g_exe),
+                          sizeof g_exe - 1);
+  g_exe[n > 0 ? n : 0] = 0;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  p.flags |= cap::kProcUnrestorable;
+#endif
 }
 
 // The header, as much as is known before the stop.
@@ -137,7 +239,28 @@ void fill_header(cap::header *h) {
   h->egid = static_cast<uint32_t>(getegid());
   read_small("/proc/self/comm", h->comm, sizeof h->comm);
   read_small("/proc/sys/kernel/osrelease", h->kernel_release, sizeof h->kernel_release);
+  char version[512];
+  read_small("/proc/sys/kernel/version", version, sizeof version);
+  h->kernel_version_crc = crc32c(0, version, strlen(version));
+  // The kernel's vDSO: a restore needs the same one (the program's libc
+  // holds addresses inside it).
+  sys::maps_reader maps;
+  if (maps.open() == 0) {
+    sys::maps_entry e;
+    while (maps.next(&e)) {
+      const bool vdso = e.name_len == 6 && !memcmp(e.name, "[vdso]", 6);
+      const bool vvar = e.name_len >= 6 && !memcmp(e.name, "[vvar", 5);
+      if (vdso) {
+        h->vdso_len = e.hi - e.lo;
+        h->vdso_crc = crc32c(0, reinterpret_cast<const void *>(e.lo), e.hi - e.lo);
+      } else if (vvar) {
+        h->vvar_len += e.hi - e.lo;
+      }
+    }
+    maps.close();
+  }
   h->page_size = 4096;
+  h->restore_note_addr = reinterpret_cast<uint64_t>(&g_restore_note);
 }
 
 // The capsule's name when none is given: <comm>-<pid>-<UTC time>.
@@ -279,9 +402,28 @@ long prepare(const snap_request &req, prepared *p, snap_result *res) {
   return 0;
 }
 
+constexpr long kRestored = -100000;  // stop_and_fork: this is a restored process
+
+// The capturer in a restored process, resumed in stop_and_fork with the
+// world stopped as it was at the snapshot: waits for every thread to be
+// off the restorer's range and removes it, then puts every layer right
+// and lets the others go (quiesce_restored).  Nothing of the snapshot's
+// descriptors exists here.
+void restored(uint64_t mask) {
+  fd_guard_forget_all();
+  landed();
+  for (int u; (u = __atomic_load_n(&g_restore_note.users, __ATOMIC_ACQUIRE)) > 0;)
+    sys::raw(SYS_futex, reinterpret_cast<long>(&g_restore_note.users), FUTEX_WAIT_PRIVATE, u, 0);
+  if (g_restore_note.magic == kRestoreNoteMagic && g_restore_note.b_len)
+    sys::munmap(reinterpret_cast<void *>(g_restore_note.b_lo), g_restore_note.b_len);
+  quiesce_restored();
+  sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&mask), 0, 8);
+}
+
 // P1: stops the world, forks the writer, resumes.  The writer's pid file
-// descriptor, or -errno.
+// descriptor, or -errno, or kRestored.
 long stop_and_fork(writer_args &wa, snap_result *res) {
+  g_world_landed_hook = landed;
   g_nthreads.store(0, std::memory_order_relaxed);
   world_stats ws{};
   const uint64_t t0 = sys::mono_ns();
@@ -304,17 +446,30 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
     set_line(res, "more than %d threads", kMaxThreads - 1);
     return -E2BIG;
   }
-  g_threads[n++] = {static_cast<int32_t>(sys::raw(SYS_gettid)), cap::kThreadCapturer, fs_base(), nullptr};
+  snap_thread &me = g_threads[n++];
+  memset(&me, 0, sizeof me);
+  me.tid = static_cast<int32_t>(sys::raw(SYS_gettid));
+  me.flags = cap::kThreadCapturer;
+  me.fs_base = fs_base();
+  thread_state(me);
   wa.threads = g_threads;
   wa.nthreads = static_cast<uint32_t>(n);
   capture_procstate();
   wa.proc = &g_proc;
   wa.cwd = g_cwd;
+  wa.exe = g_exe;
   // The writer must never run a handler of the program's: every signal
   // blocked across the fork (the child keeps the mask).
   sigset_t all, old;
   sigfillset(&all);
   sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&all), reinterpret_cast<long>(&old), 8);
+  memcpy(&me.sigmask, &old, sizeof me.sigmask);
+  // A restore resumes this thread here, in this frame (live in the image:
+  // the fork below is made from it).
+  if (kResumePoints && mmtier_resume_point_save(&me.rp)) {
+    restored(g_threads[wa.nthreads - 1].sigmask);
+    return kRestored;
+  }
   int pidfd = -1;
   // No exit signal: the program's SIGCHLD handler and its wait() never see
   // the writer.  Raw clone, not fork(): no atfork handler runs (the stop
@@ -382,6 +537,12 @@ long snapshot_take(const snap_request &req, snap_result *res) {
   wa.heap_lo = g_heap.base;
   wa.heap_hi = g_heap.base + g_heap.size;
   const long pidfd = stop_and_fork(wa, res);
+  if (pidfd == kRestored) {
+    // The snapshot's files and pipes were the dead original's.
+    pthread_mutex_unlock(&g_one);
+    MMTIER_INFO("restored from snapshot %s", res->path);
+    return 1;
+  }
   if (pidfd < 0) {
     release(p, true);
     pthread_mutex_unlock(&g_one);

@@ -35,6 +35,11 @@ struct snap_result {
 // errno of the file system or of the writer.  Not async-signal-safe; the
 // caller must not hold a lock any other thread needs to reach a point
 // where it can stop.
+//
+// In a process restored from the capsule, the call returns again, with 1
+// (result as it was at the snapshot): the thread resumes where it took
+// the snapshot, after every layer was put right for the restored process
+// (quiesce_restored) and the other threads were let go.
 long snapshot_take(const snap_request &req, snap_result *result);
 
 }  // namespace mmtier::detail

@@ -437,6 +437,20 @@ bool thread_table(state &s, raw_vec<cap::thread_record> &out) {
     rec.flags = t.flags;
     rec.fs_base = t.fs_base;
     rec.uc_addr = reinterpret_cast<uint64_t>(t.uc);
+    rec.sigmask = t.sigmask;
+    static_assert(sizeof rec.resume == sizeof t.rp);
+    memcpy(rec.resume, &t.rp, sizeof rec.resume);
+    rec.clear_tid = t.clear_tid;
+    rec.robust_head = t.robust_head;
+    rec.robust_len = t.robust_len;
+    rec.rseq_area = t.rseq_area;
+    rec.rseq_len = t.rseq_len;
+    rec.rseq_sig = t.rseq_sig;
+    rec.altstack_sp = t.altstack_sp;
+    rec.altstack_size = t.altstack_size;
+    rec.altstack_flags = t.altstack_flags;
+    memcpy(rec.name, t.name, sizeof rec.name);
+    rec.name[sizeof rec.name - 1] = 0;
     if (t.uc) {
       const auto *uc = static_cast<const ucontext_t *>(t.uc);
 #if defined(__x86_64__)
@@ -471,6 +485,7 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
   h.paused_ns = paused;
   cap::procstate_record proc = *s.a->proc;
   proc.cwd = add_string(s, s.a->cwd, static_cast<uint32_t>(strlen(s.a->cwd)));
+  proc.exe = add_string(s, s.a->exe, static_cast<uint32_t>(strlen(s.a->exe)));
   if (s.err) return false;
   const cap::table_input tables[] = {
       {cap::table_kind::regions, sizeof(cap::region), s.regions.size, s.regions.data},

@@ -5,6 +5,7 @@
 // stopped the world, so nothing here may allocate or take a lock.
 #pragma once
 
+#include "platform/resume_point.h"
 #include "snapshot/capsule_dir.h"
 #include "snapshot/capsule_format.h"
 
@@ -20,6 +21,14 @@ struct snap_thread {
   uint32_t flags;  // capsule::kThreadCapturer
   uint64_t fs_base;
   const void *uc;
+  uint64_t sigmask;  // the capturer's (a stopped thread's is in uc)
+  resume_point rp;   // where a restore resumes it
+  uint64_t clear_tid, robust_head, robust_len;
+  uint64_t rseq_area;
+  uint32_t rseq_len, rseq_sig;
+  uint64_t altstack_sp, altstack_size;
+  uint32_t altstack_flags;
+  char name[16];
 };
 
 struct writer_args {
@@ -33,6 +42,7 @@ struct writer_args {
   uint32_t nthreads;
   const capsule::procstate_record *proc;  // as captured in the pause, cwd offset unset
   const char *cwd;
+  const char *exe;             // /proc/self/exe
   uintptr_t heap_lo, heap_hi;  // mmtier's reservation: its mappings are tier units
 };
 

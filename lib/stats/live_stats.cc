@@ -440,7 +440,7 @@ void live_stats_init() {
   if (once) return;
   once = true;
   if (config_get().stats_off) return;
-  quiesce_register(kRankLiveStats, {page_lock, page_unlock, fork_child, fork_child_ready});
+  quiesce_register(kRankLiveStats, {page_lock, page_unlock, fork_child, fork_child_ready, nullptr});
   heap_set_change_hook(on_heap_change);
   mover_set_scan_hook(on_scan);
   // A process that already placed enough while starting up (memory asked

@@ -49,6 +49,23 @@ void quiesce_sequence::leave_child() {
   }
 }
 
+void quiesce_sequence::restored() {
+  for (int r = kRankCount; r-- > 0;)
+    for (int i = count_[r].load(std::memory_order_acquire); i-- > 0;) {
+      const quiesce_handlers &h = slots_[r][i];
+      if (h.restored)
+        h.restored();
+      else if (h.leave_child)
+        h.leave_child();
+    }
+  reason_ = quiesce_reason::none;
+  for (int r = 0; r < kRankCount; ++r) {
+    const int n = count_[r].load(std::memory_order_acquire);
+    for (int i = 0; i < n; ++i)
+      if (slots_[r][i].child_ready) slots_[r][i].child_ready();
+  }
+}
+
 int quiesce_sequence::list(quiesce_rank *ranks, int cap) const {
   int k = 0;
   for (int r = 0; r < kRankCount; ++r) {
@@ -77,6 +94,7 @@ bool quiesce_register(quiesce_rank rank, quiesce_handlers h) {
 void quiesce_enter(quiesce_reason why) { g_sequence.enter(why); }
 void quiesce_leave() { g_sequence.leave(); }
 void quiesce_leave_child() { g_sequence.leave_child(); }
+void quiesce_restored() { g_sequence.restored(); }
 quiesce_reason quiesce_reason_now() { return g_sequence.reason(); }
 int quiesce_list(quiesce_rank *ranks, int cap) { return g_sequence.list(ranks, cap); }
 

@@ -59,8 +59,18 @@ struct quiesce_handlers {
   // another layer: the layers below may not be reset yet.
   void (*leave_child)();
   // In a fork child, once every layer is reset (ascending rank): work that
-  // uses other layers (a statistics page of the child's own).
+  // uses other layers (a statistics page of the child's own).  Also run in
+  // a restored process, after restored.
   void (*child_ready)();
+  // In a process restored from a snapshot (descending rank, with the world
+  // stopped by the thread that took the snapshot, which holds every lock
+  // the enter handlers took): every thread of the program is alive again,
+  // but mmtier's own threads, descriptors and kernel registrations
+  // (userfaultfd, shared mappings) are not.  Forget those without closing
+  // anything (their numbers are no longer the library's) and release the
+  // layer's locks.  nullptr: leave_child does (a layer whose state belongs
+  // to mmtier's own threads only).
+  void (*restored)() = nullptr;
 };
 
 // A sequence of handlers by rank.  The process has one (the functions
@@ -74,6 +84,7 @@ class quiesce_sequence {
   void enter(quiesce_reason why);
   void leave();
   void leave_child();
+  void restored();
   quiesce_reason reason() const { return reason_; }
   // The ranks of the registered handlers in the order enter runs them.
   int list(quiesce_rank *ranks, int cap) const;
@@ -100,6 +111,10 @@ void quiesce_leave();
 // In a fork child: every leave_child handler, descending, then every
 // child_ready handler, ascending.
 void quiesce_leave_child();
+// In a restored process, by the thread that took the snapshot: every
+// restored (or leave_child) handler, descending, then every child_ready
+// handler, ascending.  The world stop ends in the first (rank kRankWorld).
+void quiesce_restored();
 // Why the world is stopped now (for enter handlers whose work depends on it);
 // none outside a quiesce.
 quiesce_reason quiesce_reason_now();

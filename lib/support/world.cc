@@ -72,7 +72,25 @@ void park(int, siginfo_t *, void *uc) {
     // thread late for a stop that gave up may have captured for it; it
     // captures again for the stop it then parks in, later than that.
     if (captured != gen) {
-      if (world_capture_fn fn = g_capture.load(std::memory_order_acquire)) fn(uc, static_cast<int>(sys::raw(SYS_gettid)));
+      if (world_capture_fn fn = g_capture.load(std::memory_order_acquire)) {
+        if (resume_point *rp = fn(uc, static_cast<int>(sys::raw(SYS_gettid)))) {
+          if (mmtier_resume_point_save(rp)) {
+            // A restored process: this thread starts here, stopped in the
+            // stop the snapshot was taken in, and waits for its release.
+            // Only what was set before the save is read.
+            if (g_world_landed_hook) g_world_landed_hook();
+            const int stop = g_generation.load(std::memory_order_acquire);
+            for (;;) {
+              const int r = g_released.load(std::memory_order_acquire);
+              if (at_or_after(r, stop)) break;
+              futex(&g_released, FUTEX_WAIT_PRIVATE, r, nullptr);
+            }
+            if (g_world_unpark_hook) g_world_unpark_hook();
+            errno = saved;
+            return;
+          }
+        }
+      }
       captured = gen;
       continue;  // the stop may have moved on meanwhile: read it again
     }
@@ -176,8 +194,22 @@ void fork_child() {
 
 void (*g_world_park_hook)() = nullptr;
 void (*g_world_unpark_hook)() = nullptr;
+void (*g_world_landed_hook)() = nullptr;
 
-void world_register() { quiesce_register(kRankWorld, {nullptr, nullptr, fork_child, nullptr}); }
+namespace {
+
+// In a restored process, last of the restored handlers: the stop the
+// snapshot was taken in ends (the thread that took it holds the stop's
+// lock), and mmtier's threads, which were exempt, are gone.
+void restored() {
+  release_all();
+  for (auto &e : g_exempt) e.store(0, std::memory_order_relaxed);
+  pthread_mutex_unlock(&g_stop_lock);
+}
+
+}  // namespace
+
+void world_register() { quiesce_register(kRankWorld, {nullptr, nullptr, fork_child, nullptr, restored}); }
 
 long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats, world_capture_fn capture) {
   const uint64_t t0 = sys::mono_ns();

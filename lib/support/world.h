@@ -23,6 +23,7 @@
 // Nothing here allocates.  One stop at a time (a second caller waits).
 #pragma once
 
+#include "platform/resume_point.h"
 #include "support/quiesce.h"
 
 #include <signal.h>
@@ -42,7 +43,13 @@ struct world_stats {
 // before the thread counts itself parked: when world_stop() returns, it
 // has run in every stopped thread exactly once.  Async-signal-safe code
 // only; it must not take a lock of mmtier's (the stopper holds them all).
-using world_capture_fn = void (*)(void *ucontext, int tid);
+// It returns where the thread's resume point goes (platform/
+// resume_point.h), or nullptr for none: the handler saves it in its own
+// frame, which stays live until the thread is released.  A thread of a
+// restored process starts there: it runs g_world_landed_hook and then
+// waits, parked, for the restored process's release (quiesce_restored).
+using world_capture_fn = resume_point *(*)(void *ucontext, int tid);
+extern void (*g_world_landed_hook)();
 
 // Stops every other thread; 0 (stopped: the caller must call world_resume)
 // or -errno with nothing stopped: -EAGAIN (a thread did not park within

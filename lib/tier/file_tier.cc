@@ -442,6 +442,19 @@ size_t file_reclaim_retired(tier *t) {
   return n;
 }
 
+void file_restored(tier *t) {
+  file_tier_state *f = file_state(t);
+  if (!f) return;
+  for (int &h : f->held) h = -1;
+  f->fork_hold = -1;
+  f->fd = -1;
+  f->file_slots = f->slot_high = f->free_count = 0;
+  f->warm_count = 0;
+  f->retired_count = 0;
+  f->hold_failed = false;
+  t->dax = false;
+}
+
 }  // namespace
 
 const tier_ops file_tier_ops = {
@@ -451,7 +464,7 @@ const tier_ops file_tier_ops = {
     file_write,       file_splice_in,      file_map_view,   file_maps_storage,
     file_map_private, file_fork_prepare, file_fork_parent, file_fork_child,
     file_drop_inherited, file_slot_retire, file_reclaim_retired, file_storage_unheld,
-    file_stored,
+    file_stored,      file_restored,
 };
 
 }  // namespace mmtier::detail

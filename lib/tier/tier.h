@@ -113,6 +113,12 @@ struct tier_ops {
   // a DAX tier, where pages not mapped are not in any cache that mincore
   // could see: their data lives only in the storage.
   long (*stored)(const tier *t, uint32_t slot);
+  // In a process restored from a snapshot: the storage and every hold on
+  // it belong to the dead original, their descriptors do not exist here
+  // (closes nothing), and no unit maps the storage any more (the restore
+  // copied its pages).  Start afresh, as a fork child with nothing
+  // inherited.
+  void (*restored)(tier *t);
 };
 
 struct tier {

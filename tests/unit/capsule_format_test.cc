@@ -328,7 +328,8 @@ TEST(CapsuleStatus, Rejected) {
   };
   check("magic", parse_error::bad_magic, [](image &m) { m.status()->magic[7] = '2'; }, true);
   check("magic, first byte", parse_error::bad_magic, [](image &m) { m.status()->magic[0] = 'm'; }, false);
-  check("version 2", parse_error::bad_version, [](image &m) { m.status()->version = 2; }, true);
+  check("the next version", parse_error::bad_version, [](image &m) { m.status()->version = kVersion + 1; }, true);
+  check("version 1 (no resume points)", parse_error::bad_version, [](image &m) { m.status()->version = 1; }, true);
   check("version 0", parse_error::bad_version, [](image &m) { m.status()->version = 0; }, false);
   check("damaged error", parse_error::status_crc, [](image &m) { m.status()->error = 1; }, false);
   check("damaged line", parse_error::status_crc, [](image &m) { m.status()->line[400] = 'x'; }, false);

@@ -318,11 +318,14 @@ struct captured_thread {
 captured_thread g_captured[16];
 std::atomic<int> g_ncaptured{0};
 
-void record_capture(void *uc, int tid) {
+resume_point g_points[16];
+
+resume_point *record_capture(void *uc, int tid) {
   const int i = g_ncaptured.fetch_add(1, std::memory_order_relaxed);
-  if (i >= 16) return;
+  if (i >= 16) return nullptr;
   g_captured[i].tid = tid;
   g_captured[i].rsp = static_cast<uintptr_t>(static_cast<ucontext_t *>(uc)->uc_mcontext.gregs[REG_RSP]);
+  return &g_points[i];
 }
 
 TEST(World, TheCaptureRunsInEveryStoppedThreadOnceWithItsOwnRegisters) {
@@ -361,6 +364,13 @@ TEST(World, TheCaptureRunsInEveryStoppedThreadOnceWithItsOwnRegisters) {
         // close to it (a thread's stack, not the handler's or another's).
         EXPECT_LT(g_captured[k].rsp, seen[i].stack.load());
         EXPECT_GT(g_captured[k].rsp + 65536, seen[i].stack.load());
+        // The resume point is in the stop handler's frame, below the
+        // interrupted code on the same stack, and returns into the handler.
+        if (kResumePoints) {
+          EXPECT_LT(g_points[k].rsp, g_captured[k].rsp);
+          EXPECT_GT(g_points[k].rsp + 65536, g_captured[k].rsp);
+          EXPECT_NE(g_points[k].rip, 0u);
+        }
       }
       EXPECT_EQ(found, 1) << "thread " << i;
     }

@@ -1,0 +1,121 @@
+// See capsule_read.h.
+#include "capsule_read.h"
+
+#include "cli.h"
+#include "format.h"
+
+#include "config/config.h"
+#include "snapshot/capsule_dir.h"
+#include "support/crc32c.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace mmtier::cli {
+
+namespace cap = mmtier::capsule;
+
+namespace {
+constexpr size_t kVerifyBuffer = 1 << 20;
+}  // namespace
+
+std::string capsule_dir(bool dir_set, const std::string &dir) {
+  if (dir_set) return dir;
+  if (const char *env = getenv("MMTIER_SNAPSHOT_DIR")) {
+    std::string entry = std::string("MMTIER_SNAPSHOT_DIR=") + env;
+    char *envp[] = {entry.data(), nullptr};
+    detail::config c;
+    detail::config_error err;
+    if (!detail::config_parse(envp, false, &c, &err, nullptr)) throw failure(err.line);
+    return c.snapshot_dir;
+  }
+  char buf[detail::kPathMax];
+  const int r = cap::default_dir(geteuid(), getenv("XDG_STATE_HOME"), getenv("HOME"), buf, sizeof buf);
+  if (r == -ENOENT) throw failure("no capsule directory: set HOME or MMTIER_SNAPSHOT_DIR, or give --dir");
+  if (r < 0) throw failure("the default capsule directory's path is too long: set MMTIER_SNAPSHOT_DIR");
+  return buf;
+}
+
+int read_manifest(int dirfd, manifest_file *m) {
+  fd_holder fd(openat(dirfd, cap::kManifest, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+  if (fd.fd < 0) return -errno;
+  struct stat st;
+  if (fstat(fd.fd, &st) != 0) return -errno;
+  if (!S_ISREG(st.st_mode)) return -EINVAL;
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (size > kManifestMax) return -EFBIG;
+  m->words.assign((size + 7) / 8 + 1, 0);
+  auto *p = reinterpret_cast<char *>(m->words.data());
+  m->len = 0;
+  while (m->len < size) {
+    const ssize_t n = pread(fd.fd, p + m->len, size - m->len, static_cast<off_t>(m->len));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    if (n == 0) break;  // cut short meanwhile: the parser says so
+    m->len += static_cast<uint64_t>(n);
+  }
+  return 0;
+}
+
+located locate(const std::string &arg, bool dir_set, const std::string &dir) {
+  std::string a = arg;
+  while (a.size() > 1 && a.back() == '/') a.pop_back();
+  located l;
+  const size_t slash = a.rfind('/');
+  if (slash != std::string::npos) {
+    l.parent = slash == 0 ? "/" : a.substr(0, slash);
+    l.entry = a.substr(slash + 1);
+    l.path = a;
+    return l;
+  }
+  l.parent = capsule_dir(dir_set, dir);
+  l.entry = a;
+  if (cap::valid_name(a.c_str()) && !cap::capsule_entry(a.c_str(), nullptr)) l.entry += cap::kSuffix;
+  l.path = l.parent + "/" + l.entry;
+  return l;
+}
+
+std::string open_error(int err, const char *why) {
+  if (why) return why;
+  if (err == -ENOENT) return "no such capsule";
+  return strerror(-err);
+}
+
+verified verify_mem(int dirfd, const cap::manifest_view &m) {
+  std::vector<const cap::chunk *> order;
+  for (uint64_t i = 0; i < m.nchunks; ++i)
+    if (m.chunks[i].file == cap::kNoFile) order.push_back(&m.chunks[i]);
+  std::stable_sort(order.begin(), order.end(), [](auto *a, auto *b) { return a->offset < b->offset; });
+  fd_holder fd(openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+  if (fd.fd < 0) throw failure(strf("cannot read mem: %s", strerror(errno)));
+  posix_fadvise(fd.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  std::vector<char> buf(kVerifyBuffer);
+  verified v;
+  for (const cap::chunk *c : order) {
+    uint32_t crc = 0;
+    for (uint64_t done = 0; done < c->length;) {
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(c->length - done, buf.size()));
+      const ssize_t n = pread(fd.fd, buf.data(), want, static_cast<off_t>(c->offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw failure(strf("cannot read mem: %s", strerror(errno)));
+      if (n == 0)
+        throw failure(strf("mem is damaged: it ends at byte %llu, inside the chunk at offset %llu",
+                           static_cast<unsigned long long>(c->offset + done),
+                           static_cast<unsigned long long>(c->offset)));
+      crc = detail::crc32c(crc, buf.data(), static_cast<size_t>(n));
+      done += static_cast<uint64_t>(n);
+    }
+    if (crc != c->crc)
+      throw failure(strf("mem is damaged: the chunk at offset %llu (%s) has CRC32C %08x, the manifest says %08x",
+                         static_cast<unsigned long long>(c->offset), human_bytes(c->length).c_str(), crc, c->crc));
+    ++v.chunks;
+    v.bytes += c->length;
+  }
+  return v;
+}
+
+}  // namespace mmtier::cli

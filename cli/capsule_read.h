@@ -1,0 +1,65 @@
+// Reading a capsule from the command: finding it, its manifest, the
+// checks of its memory.  Shared by `mmtier snapshot` and `mmtier restore`.
+#pragma once
+
+#include "snapshot/capsule_format.h"
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mmtier::cli {
+
+// A descriptor closed with its scope.
+struct fd_holder {
+  int fd = -1;
+  fd_holder() = default;
+  explicit fd_holder(int f) : fd(f) {}
+  fd_holder(const fd_holder &) = delete;
+  fd_holder &operator=(const fd_holder &) = delete;
+  ~fd_holder() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+// The capsule directory: the given one, else MMTIER_SNAPSHOT_DIR (checked as
+// the library checks it), else the user's default.  Throws failure.
+std::string capsule_dir(bool dir_set, const std::string &dir);
+
+// A manifest is tables of fixed records; a larger file is not one worth
+// reading into memory.
+constexpr uint64_t kManifestMax = 1ull << 30;
+
+struct manifest_file {
+  std::vector<uint64_t> words;  // 8-byte aligned, as manifest_parse needs
+  uint64_t len = 0;
+  const void *data() const { return words.data(); }
+};
+
+// The manifest of the capsule dirfd: 0 or -errno (-EFBIG: beyond kManifestMax).
+int read_manifest(int dirfd, manifest_file *m);
+
+struct located {
+  std::string parent;  // the directory holding it
+  std::string entry;   // its name there
+  std::string path;
+};
+
+// A path (with a slash) as it is; a name in the capsule directory: NAME,
+// NAME.mmtcap, or a temporary capsule's name.
+located locate(const std::string &arg, bool dir_set, const std::string &dir);
+
+// One line for an open_checked failure.
+std::string open_error(int err, const char *why);
+
+struct verified {
+  uint64_t chunks = 0, bytes = 0;
+};
+
+// Checks the CRC of every chunk of mem, in the order of their offsets;
+// throws failure naming the first that does not match.
+verified verify_mem(int dirfd, const capsule::manifest_view &m);
+
+}  // namespace mmtier::cli

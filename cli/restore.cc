@@ -1,0 +1,679 @@
+// `mmtier restore CAPSULE`: brings a process back from a capsule
+// (docs/SNAPSHOTS.md §6).  The command checks the capsule (owner, status,
+// kernel, every mapped file, every CRC), makes a user (when not root), PID
+// and mount namespace so the process gets its own PID and TIDs, and starts
+// in it a small init (PID 1) whose child takes the capsule's PID.  That
+// child puts back the descriptors, working directory and umask, then jumps
+// into the restorer (restorer/blob.cc), which replaces its memory with the
+// capsule's and resumes every thread where it was stopped.  The command
+// reports "ok" or the restorer's one line, then waits for the process (or,
+// with --detach, leaves it running).
+#include "capsule_read.h"
+#include "cli.h"
+#include "format.h"
+
+#include "restorer/plan.h"
+#include "snapshot/capsule_dir.h"
+#include "snapshot/capsule_format.h"
+#include "support/crc32c.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+extern "C" {
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+}
+extern "C" const char mmtier_restorer_blob[];
+extern "C" const char mmtier_restorer_blob_end[];
+
+namespace mmtier::cli {
+namespace {
+
+namespace cap = mmtier::capsule;
+namespace rs = mmtier::restorer;
+
+constexpr uint64_t kPage = 4096;
+
+struct options {
+  std::string capsule, dir;
+  bool dir_set = false, detach = false, verify = true;
+};
+
+std::string read_text(const char *path) {
+  std::ifstream f(path);
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return s;
+}
+
+// A table the view keeps raw (threads, procstate, fds).
+const cap::table_entry *table(const cap::manifest_view &m, cap::table_kind k) {
+  for (uint32_t i = 0; i < m.ntables; ++i)
+    if (m.dir[i].kind == static_cast<uint32_t>(k)) return &m.dir[i];
+  return nullptr;
+}
+template <class T>
+const T *records(const cap::manifest_view &m, cap::table_kind k, uint64_t *n) {
+  const cap::table_entry *e = table(m, k);
+  *n = 0;
+  if (!e || e->record_size != sizeof(T)) return nullptr;
+  *n = e->count;
+  return reinterpret_cast<const T *>(reinterpret_cast<const char *>(m.status) + e->offset);
+}
+
+struct vdso_info {
+  uint64_t vdso_lo = 0, vdso_hi = 0;
+  uint64_t vvar_lo[2] = {}, vvar_hi[2] = {};
+  int nvvar = 0;
+  uint32_t crc = 0;
+};
+
+// This process's vDSO and vvar mappings, and the vDSO's CRC.
+vdso_info own_vdso() {
+  vdso_info v;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    unsigned long lo = 0, hi = 0;
+    if (sscanf(line.c_str(), "%lx-%lx", &lo, &hi) != 2) continue;
+    if (line.find("[vdso]") != std::string::npos) {
+      v.vdso_lo = lo;
+      v.vdso_hi = hi;
+    } else if (line.find("[vvar") != std::string::npos && v.nvvar < 2) {
+      v.vvar_lo[v.nvvar] = lo;
+      v.vvar_hi[v.nvvar++] = hi;
+    }
+  }
+  if (v.vdso_hi) v.crc = detail::crc32c(0, reinterpret_cast<const void *>(v.vdso_lo), v.vdso_hi - v.vdso_lo);
+  return v;
+}
+
+// Field 22 of /proc/PID/stat (start time in clock ticks since boot), 0 if
+// there is no such process.
+uint64_t start_ticks(long pid) {
+  const std::string s = read_text(strf("/proc/%ld/stat", pid).c_str());
+  const size_t paren = s.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream in(s.substr(paren + 2));
+  std::string f;
+  for (int i = 3; i <= 22 && in >> f; ++i) {
+  }
+  return strtoull(f.c_str(), nullptr, 10);
+}
+
+// A mapped file as the capsule saw it: the same file (device, inode, size,
+// modification time) or a refusal naming it.
+std::string file_changed(const cap::manifest_view &m, const cap::file &f) {
+  const char *path = cap::string_at(m, f.path);
+  struct stat st;
+  if (stat(path, &st) != 0) return strf("%s is gone (%s)", path, strerror(errno));
+  const int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  const uint64_t dev = (uint64_t{major(st.st_dev)} << 32) | minor(st.st_dev);
+  if (st.st_ino != f.ino || dev != f.dev || static_cast<uint64_t>(st.st_size) != f.size || mtime != f.mtime_ns)
+    return strf("%s changed since the snapshot (another file, size or modification time)", path);
+  return "";
+}
+
+bool is_stats_page(const char *path) {
+  const size_t n = strlen(path);
+  return strstr(path, "/mmtier-") && n > 6 && !strcmp(path + n - 6, ".stats");
+}
+
+// Everything the command checks and prepares before any process changes.
+struct image {
+  located where;
+  int dirfd = -1;
+  manifest_file file;
+  cap::manifest_view m{};
+  const cap::procstate_record *proc = nullptr;
+  const cap::thread_record *threads = nullptr;
+  uint64_t nthreads = 0;
+  vdso_info vdso;
+  uint64_t vdso_lo = 0, vvar_lo = 0, vvar_hi = 0;  // the capsule's
+};
+
+[[noreturn]] void refuse(const image &im, const std::string &why) {
+  throw failure(strf("restore of %s refused: %s", im.where.path.c_str(), why.c_str()));
+}
+
+void check(image &im, const options &o) {
+  const int parent = open(im.where.parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (parent < 0) refuse(im, strf("cannot open %s: %s", im.where.parent.c_str(), strerror(errno)));
+  const char *why = nullptr;
+  const int r = cap::open_checked(parent, im.where.entry.c_str(), &im.dirfd, &why);
+  close(parent);
+  if (r < 0) refuse(im, open_error(r, why));
+  if (int e = read_manifest(im.dirfd, &im.file); e < 0) refuse(im, strf("cannot read the manifest: %s", strerror(-e)));
+  const cap::parse_error pe = cap::manifest_parse(im.file.data(), im.file.len, &im.m);
+  if (pe != cap::parse_error::ok) refuse(im, strf("the manifest is unusable: %s", cap::parse_error_text(pe)));
+  const cap::manifest_view &m = im.m;
+  const cap::header &h = *m.hdr;
+  const auto state = static_cast<cap::status>(m.status->state);
+  if (state == cap::status::failed) refuse(im, strf("the snapshot failed: %s", m.status->line));
+  if (state == cap::status::incomplete) refuse(im, "the capsule is incomplete (its writer did not finish)");
+  if (state == cap::status::complete && read_text("/proc/sys/kernel/random/boot_id") != h.boot_id)
+    refuse(im, "the capsule was never synced to stable storage and the machine rebooted since");
+  if (geteuid() != 0 && h.euid != geteuid()) refuse(im, strf("the capsule is of user %u", h.euid));
+  uint64_t n = 0;
+  im.proc = records<cap::procstate_record>(m, cap::table_kind::procstate, &n);
+  if (!im.proc || n != 1) refuse(im, "the capsule has no process state");
+  if (im.proc->flags & cap::kProcUnrestorable)
+    refuse(im, "the snapshot was taken under a sanitizer, whose memory is not in the capsule");
+  im.threads = records<cap::thread_record>(m, cap::table_kind::threads, &im.nthreads);
+  if (!im.threads || !im.nthreads) refuse(im, "the capsule has no threads");
+  bool leader = false;
+  for (uint64_t i = 0; i < im.nthreads; ++i) {
+    if (im.threads[i].tid == h.pid) leader = true;
+    if (!im.threads[i].resume[7]) refuse(im, strf("thread %d has no resume point", im.threads[i].tid));
+  }
+  if (!leader) refuse(im, strf("the thread %d, whose id is the process's, was not running", h.pid));
+  if (h.pid <= 1) refuse(im, "the process was the init of its PID namespace");
+  // The same kernel: the program's C library holds addresses in the vDSO.
+  const std::string release = read_text("/proc/sys/kernel/osrelease");
+  const std::string version = read_text("/proc/sys/kernel/version");
+  if (release != h.kernel_release || detail::crc32c(0, version.data(), version.size()) != h.kernel_version_crc)
+    refuse(im, strf("the capsule was taken on kernel %s (%s build), this is %s", h.kernel_release,
+                    release == h.kernel_release ? "another" : "that", release.c_str()));
+  im.vdso = own_vdso();
+  if (im.vdso.vdso_hi - im.vdso.vdso_lo != h.vdso_len || im.vdso.crc != h.vdso_crc)
+    refuse(im, "the vDSO of this kernel differs from the capsule's");
+  for (uint64_t i = 0; i < m.nregions; ++i) {
+    const cap::region &g = m.regions[i];
+    const auto kind = static_cast<cap::region_kind>(g.kind);
+    if (kind == cap::region_kind::vdso) im.vdso_lo = g.start;
+    if (kind == cap::region_kind::vvar) {
+      if (!im.vvar_lo) im.vvar_lo = g.start;
+      im.vvar_hi = g.end;
+    }
+  }
+  uint64_t own_vvar = 0;
+  for (int k = 0; k < im.vdso.nvvar; ++k) own_vvar += im.vdso.vvar_hi[k] - im.vdso.vvar_lo[k];
+  if (!im.vdso_lo || own_vvar != h.vvar_len || (im.vvar_lo && im.vvar_hi - im.vvar_lo != own_vvar))
+    refuse(im, "the capsule's vDSO and vvar layout differs from this kernel's");
+  // Every mapped file as it was.
+  for (uint64_t i = 0; i < m.nfiles; ++i) {
+    bool used = false;
+    for (uint64_t k = 0; k < m.nregions && !used; ++k) {
+      const cap::region &g = m.regions[k];
+      used = g.file == i && static_cast<cap::region_kind>(g.kind) == cap::region_kind::file &&
+             !(g.flags & cap::kRegionShared);
+    }
+    if (!used) continue;
+    if (std::string why = file_changed(m, m.files[i]); !why.empty()) refuse(im, why);
+  }
+  for (uint64_t i = 0; i < m.nruns; ++i)
+    if (m.runs[i].source == static_cast<uint32_t>(cap::run_source::pmem))
+      refuse(im, "the capsule refers to PMem files, which this version does not restore");
+  // The original must be gone: two processes would own the same state.
+  if (read_text("/proc/sys/kernel/random/boot_id") == h.boot_id && h.starttime &&
+      start_ticks(h.pid) == h.starttime)
+    refuse(im, strf("process %d, which the snapshot was taken of, is still running: stop it first", h.pid));
+  if (o.verify) {
+    try {
+      verify_mem(im.dirfd, m);
+    } catch (const failure &e) {
+      refuse(im, e.what());
+    }
+  }
+}
+
+// ---- in the restored process, before the jump
+
+struct interval {
+  uint64_t lo, hi;
+};
+
+// The mappings of this process (raw reads: called when nothing may
+// allocate any more), excluding the kernel's own ([vdso], [vvar], [vsyscall]).
+size_t read_own_maps(interval *out, size_t cap, bool *kernel, size_t nkernel_cap, interval *kernel_out,
+                     size_t *nkernel) {
+  const int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  static char buf[1 << 20];
+  size_t have = 0;
+  for (ssize_t r; (r = read(fd, buf + have, sizeof buf - 1 - have)) > 0;) have += static_cast<size_t>(r);
+  close(fd);
+  buf[have] = 0;
+  size_t n = 0;
+  *nkernel = 0;
+  for (char *line = buf; *line;) {
+    char *nl = strchr(line, '\n');
+    if (nl) *nl = 0;
+    unsigned long lo = 0, hi = 0;
+    if (sscanf(line, "%lx-%lx", &lo, &hi) == 2) {
+      const bool special = strstr(line, "[vdso]") || strstr(line, "[vvar") || strstr(line, "[vsyscall]");
+      if (special) {
+        if (!strstr(line, "[vsyscall]") && *nkernel < nkernel_cap) kernel_out[(*nkernel)++] = {lo, hi};
+      } else if (n < cap) {
+        out[n++] = {lo, hi};
+      }
+    }
+    if (!nl) break;
+    line = nl + 1;
+  }
+  (void)kernel;
+  return n;
+}
+
+// A gap of len bytes that overlaps neither a mapping of the capsule nor one
+// of this process.
+uint64_t find_gap(const image &im, uint64_t len) {
+  std::vector<interval> busy;
+  for (uint64_t i = 0; i < im.m.nregions; ++i) busy.push_back({im.m.regions[i].start, im.m.regions[i].end});
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    unsigned long lo = 0, hi = 0;
+    if (sscanf(line.c_str(), "%lx-%lx", &lo, &hi) == 2) busy.push_back({lo, hi});
+  }
+  std::sort(busy.begin(), busy.end(), [](const interval &a, const interval &b) { return a.lo < b.lo; });
+  // Below the usual places of libraries and stacks, above the low 4 GiB.
+  uint64_t at = uint64_t{1} << 32;
+  const uint64_t guard = uint64_t{1} << 20;
+  for (const interval &b : busy) {
+    if (b.hi + guard <= at) continue;
+    if (b.lo >= at + len + guard) return at;
+    at = std::max(at, (b.hi + guard + 0x1fffff) & ~uint64_t{0x1fffff});
+  }
+  return at + len < (uint64_t{1} << 47) ? at : 0;
+}
+
+// Writes the one line and exits: a failure before the restorer runs.
+[[noreturn]] void die(int err_fd, const std::string &line) {
+  const std::string l = line + "\n";
+  if (write(err_fd, l.data(), l.size()) < 0) {
+  }
+  _exit(1);
+}
+
+// A descriptor moved to at least `floor`, close-on-exec; the old one closed.
+int move_high(int fd, int floor) {
+  if (fd < 0) return fd;
+  const int n = fcntl(fd, F_DUPFD_CLOEXEC, floor);
+  close(fd);
+  return n;
+}
+
+[[noreturn]] void become(const image &im, int err_fd, int host_pid) {
+  const cap::manifest_view &m = im.m;
+  const cap::header &h = *m.hdr;
+  const cap::procstate_record &ps = *im.proc;
+  // Every descriptor of this command but the capsule's and the error pipe
+  // goes first; the program's come back at their numbers.
+  const int floor = 1024;
+  err_fd = move_high(err_fd, floor);
+  const int dirfd = move_high(dup(im.dirfd), floor);
+  const int stdio_copy[3] = {move_high(dup(0), floor), move_high(dup(1), floor), move_high(dup(2), floor)};
+  for (int fd = 0; fd < floor; ++fd) close(fd);
+  // The program's standard streams are this command's.
+  for (int k = 0; k < 3; ++k) dup2(stdio_copy[k], k);
+  for (int k = 0; k < 3; ++k) close(stdio_copy[k]);
+  const int mem_fd = openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (mem_fd < 0) die(err_fd, strf("cannot open the capsule's mem: %s", strerror(errno)));
+  if (chdir(cap::string_at(m, ps.cwd)) != 0)
+    die(err_fd, strf("cannot enter the working directory %s: %s", cap::string_at(m, ps.cwd), strerror(errno)));
+  umask(ps.umask);
+  // The mapped files, each opened once.
+  std::vector<int> file_fd(m.nfiles, -1);
+  std::vector<int> to_close = {mem_fd, dirfd};
+  for (uint64_t i = 0; i < m.nregions; ++i) {
+    const cap::region &g = m.regions[i];
+    if (static_cast<cap::region_kind>(g.kind) != cap::region_kind::file || g.file == cap::kNoFile ||
+        (g.flags & cap::kRegionShared) || file_fd[g.file] >= 0)
+      continue;
+    const char *path = cap::string_at(m, m.files[g.file].path);
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_ino != m.files[g.file].ino)
+      die(err_fd, strf("cannot open %s as it was at the snapshot", path));
+    file_fd[g.file] = fd;
+    to_close.push_back(fd);
+  }
+  int exe_fd = -1;
+  if (ps.exe) {
+    exe_fd = open(cap::string_at(m, ps.exe), O_RDONLY | O_CLOEXEC);
+    if (exe_fd >= 0) to_close.push_back(exe_fd);
+  }
+  // The plan's map and copy operations.
+  std::vector<rs::map_op> maps;
+  std::vector<rs::copy_op> copies;
+  for (uint64_t i = 0; i < m.nregions; ++i) {
+    const cap::region &g = m.regions[i];
+    const auto kind = static_cast<cap::region_kind>(g.kind);
+    if (kind == cap::region_kind::vdso || kind == cap::region_kind::vvar) continue;
+    rs::map_op op{};
+    op.start = g.start;
+    op.end = g.end;
+    op.prot = g.prot;
+    op.madv = g.madv;
+    op.fd = -1;
+    const bool shared = g.flags & cap::kRegionShared;
+    const char *path = g.file != cap::kNoFile ? cap::string_at(m, m.files[g.file].path) : "";
+    switch (kind) {
+      case cap::region_kind::reserve:
+        op.kind = static_cast<uint32_t>(rs::map_kind::reserve);
+        break;
+      case cap::region_kind::stack:
+        op.kind = static_cast<uint32_t>(rs::map_kind::stack);
+        break;
+      case cap::region_kind::file:
+        if (!shared) {
+          op.kind = static_cast<uint32_t>(rs::map_kind::file);
+          op.fd = file_fd[g.file];
+          op.file_offset = g.file_offset;
+        } else if (!strncmp(path, "/dev/zero", 9) || !strncmp(path, "/SYSV", 5)) {
+          op.kind = static_cast<uint32_t>(rs::map_kind::anon_shared);
+        } else if (is_stats_page(path)) {
+          op.kind = static_cast<uint32_t>(rs::map_kind::anon);  // mmtier's statistics: made anew
+        } else {
+          die(err_fd, strf("mapping %#llx-%#llx is a shared mapping of %s (not supported)",
+                           static_cast<unsigned long long>(g.start), static_cast<unsigned long long>(g.end), path));
+        }
+        break;
+      default:  // unit, anon, brk, stats: private memory of the process's own
+        op.kind = static_cast<uint32_t>(rs::map_kind::anon);
+        break;
+    }
+    op.first_copy = copies.size();
+    for (uint64_t k = 0; k < g.nruns; ++k) {
+      const cap::run &r = m.runs[g.first_run + k];
+      if (r.source != static_cast<uint32_t>(cap::run_source::mem)) continue;
+      const uint64_t addr = g.start + r.page * h.page_size, len = r.npages * h.page_size;
+      if (copies.size() > op.first_copy && copies.back().addr + copies.back().len == addr &&
+          copies.back().mem_off + copies.back().len == r.offset)
+        copies.back().len += len;
+      else
+        copies.push_back({addr, len, r.offset});
+    }
+    op.ncopies = copies.size() - op.first_copy;
+    if (op.kind == static_cast<uint32_t>(rs::map_kind::reserve) && op.ncopies)
+      op.kind = static_cast<uint32_t>(rs::map_kind::anon);
+    maps.push_back(op);
+  }
+  // B: the restorer's code, the plan and its tables, a stack per thread.
+  const uint64_t code_len = static_cast<uint64_t>(mmtier_restorer_blob_end - mmtier_restorer_blob);
+  const uint64_t code_bytes = (code_len + kPage - 1) & ~(kPage - 1);
+  uint64_t data_bytes = sizeof(rs::plan) + maps.size() * sizeof(rs::map_op) + copies.size() * sizeof(rs::copy_op) +
+                        im.nthreads * sizeof(rs::thread_op) + 4096 * 16 + kPage;
+  data_bytes = (data_bytes + kPage - 1) & ~(kPage - 1);
+  const uint64_t stacks = (im.nthreads + 1) * rs::kThreadStack;
+  const uint64_t b_len = code_bytes + data_bytes + stacks;
+  const uint64_t b = find_gap(im, b_len);
+  if (!b) die(err_fd, "no room for the restorer in the capsule's address space");
+  void *bp = mmap(reinterpret_cast<void *>(b), b_len, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (bp != reinterpret_cast<void *>(b)) die(err_fd, strf("cannot map the restorer: %s", strerror(errno)));
+  memcpy(bp, mmtier_restorer_blob, code_len);
+  if (mprotect(bp, code_bytes, PROT_READ | PROT_EXEC) != 0)
+    die(err_fd, strf("cannot make the restorer executable: %s", strerror(errno)));
+  char *data = static_cast<char *>(bp) + code_bytes;
+  auto *p = new (data) rs::plan{};
+  char *next = data + sizeof(rs::plan);
+  auto place = [&](size_t bytes) {
+    char *at = next;
+    next += (bytes + 15) & ~size_t{15};
+    return at;
+  };
+  p->magic = rs::kPlanMagic;
+  p->b_lo = b;
+  p->b_len = b_len;
+  p->mem_fd = mem_fd;
+  p->err_fd = err_fd;
+  p->pid = h.pid;
+  p->host_pid = host_pid;
+  p->drop_caps = geteuid() != 0;
+  p->maps = reinterpret_cast<rs::map_op *>(place(maps.size() * sizeof(rs::map_op)));
+  memcpy(p->maps, maps.data(), maps.size() * sizeof(rs::map_op));
+  p->nmaps = static_cast<uint32_t>(maps.size());
+  p->copies = reinterpret_cast<rs::copy_op *>(place(copies.size() * sizeof(rs::copy_op)));
+  memcpy(p->copies, copies.data(), copies.size() * sizeof(rs::copy_op));
+  p->ncopies = static_cast<uint32_t>(copies.size());
+  p->threads = reinterpret_cast<rs::thread_op *>(place(im.nthreads * sizeof(rs::thread_op)));
+  p->nthreads = static_cast<uint32_t>(im.nthreads);
+  const uint64_t stack_base = b + code_bytes + data_bytes;
+  for (uint64_t i = 0; i < im.nthreads; ++i) {
+    const cap::thread_record &t = im.threads[i];
+    rs::thread_op &op = p->threads[i];
+    op = {};
+    op.tid = t.tid;
+    op.leader = t.tid == h.pid;
+    op.fs_base = t.fs_base;
+    memcpy(op.resume, t.resume, sizeof op.resume);
+    op.clear_tid = t.clear_tid;
+    op.robust_head = t.robust_head;
+    op.robust_len = t.robust_len;
+    op.rseq_area = t.rseq_area;
+    op.rseq_len = t.rseq_len;
+    op.rseq_sig = t.rseq_sig;
+    op.altstack_sp = t.altstack_sp;
+    op.altstack_size = t.altstack_size;
+    op.altstack_flags = t.altstack_flags;
+    memcpy(op.name, t.name, sizeof op.name);
+    op.stack_top = stack_base + (i + 2) * rs::kThreadStack;  // the first stack is the leader's
+  }
+  for (uint32_t s = 0; s < 64; ++s) {
+    const cap::sigaction_record &a = ps.sigactions[s];
+    p->sigactions[s] = {a.handler, a.flags, a.restorer, a.mask};
+  }
+  for (uint32_t r = 0; r < 16; ++r) {
+    p->rlimits[r][0] = ps.rlimits[r].cur;
+    p->rlimits[r][1] = ps.rlimits[r].max;
+  }
+  for (int w = 0; w < 3; ++w) {
+    p->itimers[w][0] = ps.itimers[w].interval_us;
+    p->itimers[w][1] = ps.itimers[w].value_us;
+  }
+  memcpy(p->mm, ps.mm, sizeof p->mm);
+  memcpy(p->auxv, ps.auxv, sizeof p->auxv);
+  p->auxv_words = ps.auxv_words;
+  p->exe_fd = exe_fd;
+  p->note_addr = h.restore_note_addr;
+  p->nclose = 0;
+  for (int fd : to_close)
+    if (fd >= 0 && p->nclose < 63) p->close_fds[p->nclose++] = fd;
+  p->close_fds[p->nclose++] = err_fd;
+  // The kernel's mappings, moved by one offset to where the capsule had them.
+  interval kernel[4];
+  size_t nkernel = 0;
+  static interval own[1 << 14];
+  const size_t nown = read_own_maps(own, sizeof own / sizeof *own, nullptr, 4, kernel, &nkernel);
+  const int64_t delta = static_cast<int64_t>(im.vvar_lo ? im.vvar_lo : im.vdso_lo) -
+                        static_cast<int64_t>(im.vdso.nvvar ? im.vdso.vvar_lo[0] : im.vdso.vdso_lo);
+  for (size_t k = 0; k < nkernel && k < 4; ++k)
+    p->moves[p->nmoves++] = {kernel[k].lo, kernel[k].hi, static_cast<uint64_t>(static_cast<int64_t>(kernel[k].lo) + delta)};
+  // A move onto an overlapping range is refused by the kernel: those go
+  // through a free range first (after B).
+  bool overlap = false;
+  for (size_t k = 0; k < nkernel; ++k)
+    for (size_t j = 0; j < nkernel; ++j)
+      if (p->moves[k].to < kernel[j].hi && p->moves[k].to + (kernel[k].hi - kernel[k].lo) > kernel[j].lo &&
+          delta != 0)
+        overlap = true;
+  if (overlap) die(err_fd, "the vDSO must move onto itself (not supported)");
+  auto *unmap = reinterpret_cast<uint64_t(*)[2]>(place(nown * 16));
+  p->unmap = unmap;
+  for (size_t k = 0; k < nown; ++k) {
+    if (own[k].lo >= b && own[k].hi <= b + b_len) continue;
+    unmap[p->nunmap][0] = own[k].lo;
+    unmap[p->nunmap][1] = own[k].hi;
+    ++p->nunmap;
+  }
+  if (next > data + data_bytes) die(err_fd, "the restorer's plan does not fit");
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, nullptr);
+  // The kernel would write this thread's rseq area (in the command's TLS,
+  // about to be unmapped) at the next preemption and kill it for the fault.
+  if (&__rseq_size && &__rseq_offset && __rseq_size) {
+    char *area = static_cast<char *>(__builtin_thread_pointer()) + __rseq_offset;
+    for (unsigned len : {32u, __rseq_size})
+      if (syscall(SYS_rseq, area, len, 1 /* RSEQ_FLAG_UNREGISTER */, 0x53053053) == 0) break;
+  }
+  const uint64_t top = stack_base + rs::kThreadStack - 8;  // as after a call
+  asm volatile(
+      "movq %0, %%rsp\n\t"
+      "xorl %%ebp, %%ebp\n\t"
+      "jmpq *%1\n\t" ::"r"(top),
+      "r"(b), "D"(p)
+      : "memory");
+  __builtin_unreachable();
+}
+
+// ---- the namespaces and the init
+
+long clone3_with_tid(int tid) {
+  struct clone_args ca;
+  memset(&ca, 0, sizeof ca);
+  ca.exit_signal = SIGCHLD;
+  pid_t want = tid;
+  ca.set_tid = reinterpret_cast<uint64_t>(&want);
+  ca.set_tid_size = 1;
+  return syscall(SYS_clone3, &ca, sizeof ca);
+}
+
+volatile pid_t g_child = 0;
+void forward(int sig) {
+  if (g_child > 0) kill(g_child, sig);
+}
+
+// PID 1 of the new namespace: its own /proc, the program's process with
+// the capsule's PID, then a reaper that ends with it.
+[[noreturn]] void init_main(const image &im, int err_fd) {
+  if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+      mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+    die(err_fd, strf("cannot mount /proc for the restored process: %s", strerror(errno)));
+  const long pid = clone3_with_tid(im.m.hdr->pid);
+  if (pid < 0) die(err_fd, strf("cannot give the process its PID %d: %s", im.m.hdr->pid, strerror(errno)));
+  if (pid == 0) become(im, err_fd, 0);
+  close(err_fd);
+  g_child = static_cast<pid_t>(pid);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) signal(sig, forward);
+  int status = 0;
+  for (;;) {
+    int st = 0;
+    const pid_t w = wait(&st);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) break;
+    if (w == g_child) status = st;
+  }
+  if (WIFSIGNALED(status)) _exit(128 + WTERMSIG(status));
+  _exit(WEXITSTATUS(status));
+}
+
+void write_file(const char *path, const std::string &text) {
+  const int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    const int e = errno;
+    if (fd >= 0) close(fd);
+    throw failure(strf("cannot write %s: %s", path, strerror(e)));
+  }
+  close(fd);
+}
+
+// A user namespace (unless root) where this user is itself, then a PID
+// namespace for the children to come (init makes the mount namespace).
+void enter_namespaces() {
+  const uid_t uid = geteuid();
+  const gid_t gid = getegid();
+  if (uid != 0) {
+    if (unshare(CLONE_NEWUSER) != 0)
+      throw failure(strf("cannot give the restored process its PIDs: a user namespace is needed (%s)",
+                         strerror(errno)));
+    write_file("/proc/self/setgroups", "deny");
+    write_file("/proc/self/uid_map", strf("%u %u 1", uid, uid));
+    write_file("/proc/self/gid_map", strf("%u %u 1", gid, gid));
+  }
+  if (unshare(CLONE_NEWPID) != 0)
+    throw failure(strf("cannot make a PID namespace for the restored process: %s", strerror(errno)));
+}
+
+// The host PID of init's child (the restored process), 0 if unknown.
+long child_of(pid_t init) {
+  const std::string s = read_text(strf("/proc/%d/task/%d/children", init, init).c_str());
+  return strtol(s.c_str(), nullptr, 10);
+}
+
+}  // namespace
+
+int restore_main(const args &a) {
+  options o;
+  for (size_t i = 0; i < a.size(); ++i) {
+    std::string v;
+    if (take_option("restore", a, &i, "--dir", &v)) {
+      o.dir = v;
+      o.dir_set = true;
+    } else if (a[i] == "--detach") {
+      o.detach = true;
+    } else if (take_option("restore", a, &i, "--verify", &v)) {
+      if (v != "full" && v != "meta") throw usage_error("restore", "--verify takes full or meta");
+      o.verify = v == "full";
+    } else if (a[i] == "-h" || a[i] == "--help") {
+      fputs(std::string(help_text("restore")).c_str(), stdout);
+      return 0;
+    } else if (!a[i].empty() && a[i][0] == '-') {
+      throw usage_error("restore", strf("unknown option %s", a[i].c_str()));
+    } else if (o.capsule.empty()) {
+      o.capsule = a[i];
+    } else {
+      throw usage_error("restore", "give one capsule");
+    }
+  }
+  if (o.capsule.empty()) throw usage_error("restore", "give the capsule to restore");
+  image im;
+  im.where = locate(o.capsule, o.dir_set, o.dir);
+  check(im, o);
+  int err[2];
+  if (pipe2(err, O_CLOEXEC) != 0) throw failure(strf("cannot make a pipe: %s", strerror(errno)));
+  fflush(nullptr);
+  enter_namespaces();
+  const pid_t init = fork();
+  if (init < 0) throw failure(strf("cannot start the restored process: %s", strerror(errno)));
+  if (init == 0) {
+    close(err[0]);
+    init_main(im, err[1]);
+  }
+  close(err[1]);
+  std::string line;
+  char c;
+  while (read(err[0], &c, 1) == 1 && c != '\n') line += c;
+  close(err[0]);
+  if (line != "ok") {
+    int st = 0;
+    waitpid(init, &st, 0);
+    throw failure(strf("restore of %s failed: %s", im.where.path.c_str(),
+                       line.empty() ? "the restored process died before it was ready" : line.c_str()));
+  }
+  const long host = child_of(init);
+  fprintf(stderr, "mmtier restore: %s: process %d restored (host pid %ld), %llu threads\n", im.where.path.c_str(),
+          im.m.hdr->pid, host, static_cast<unsigned long long>(im.nthreads));
+  if (o.detach) {
+    printf("%ld\n", host);
+    return 0;
+  }
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) signal(sig, SIG_IGN);
+  int st = 0;
+  while (waitpid(init, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+}  // namespace mmtier::cli

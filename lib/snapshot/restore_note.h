@@ -1,0 +1,24 @@
+// The note a restore leaves in the restored process: the restorer
+// (restorer/blob.cc) writes it at the address the capsule's header gives
+// (header::restore_note_addr) before any thread of the program runs again,
+// and the threads read it as they land (capture.cc).  restorer/plan.h
+// repeats the layout.
+#pragma once
+
+#include <cstdint>
+
+namespace mmtier::detail {
+
+constexpr uint64_t kRestoreNoteMagic = 0x65746f4e74736552ull;  // "RestNote"
+
+struct restore_note {
+  uint64_t magic;        // kRestoreNoteMagic once a restore wrote it
+  uint64_t b_lo, b_len;  // the restorer's own range: unmapped once every thread has left it
+  int32_t users;         // threads still on their way out of it (a futex word)
+  int32_t host_pid;      // the process's id outside its PID namespace (0: the same)
+};
+static_assert(sizeof(restore_note) == 32);
+
+extern restore_note g_restore_note;
+
+}  // namespace mmtier::detail

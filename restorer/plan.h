@@ -1,0 +1,102 @@
+// What `mmtier restore` hands the restorer (blob.cc): everything it needs
+// to turn the process it runs in into the one of a capsule, laid out in the
+// restorer's own range B, which no mapping of the capsule overlaps.  The
+// restorer runs without the C library, on B's stack, after the command's
+// own mappings are gone; every pointer here points into B.
+#pragma once
+
+#include <stdint.h>
+
+namespace mmtier::restorer {
+
+constexpr uint64_t kPlanMagic = 0x6e616c5074736552ull;  // "RestPlan"
+constexpr uint64_t kThreadStack = 64 * 1024;           // per thread, in B
+
+enum class map_kind : uint32_t {
+  reserve = 1,      // inaccessible address space, nothing in it
+  anon = 2,         // private anonymous memory (copies from mem)
+  anon_shared = 3,  // shared anonymous memory (copies from mem)
+  file = 4,         // a private mapping of a file (copies: its changed pages)
+  stack = 5,        // the main stack: anonymous, growing down
+};
+
+struct map_op {
+  uint64_t start, end;
+  uint32_t prot;        // PROT_* at the end
+  uint32_t kind;        // map_kind
+  uint32_t madv;        // capsule::region_madv
+  int32_t fd;           // kind file: the mapped file, opened read-only
+  uint64_t file_offset;
+  uint64_t first_copy, ncopies;
+};
+
+// Pages read from the capsule's mem file into place.
+struct copy_op {
+  uint64_t addr, len, mem_off;
+};
+
+// A kernel mapping ([vvar], [vdso]) moved to where the capsule had it.
+struct move_op {
+  uint64_t lo, hi, to;
+};
+
+struct thread_op {
+  int32_t tid;
+  uint32_t leader;      // the thread whose tid is the process's id (the restorer's own)
+  uint64_t fs_base;
+  uint64_t resume[9];   // platform/resume_point.h
+  uint64_t clear_tid, robust_head, robust_len;
+  uint64_t rseq_area;
+  uint32_t rseq_len, rseq_sig;
+  uint64_t altstack_sp, altstack_size;
+  uint32_t altstack_flags;
+  uint32_t reserved;
+  char name[16];
+  uint64_t stack_top;   // in B
+};
+
+struct kernel_sigaction {
+  uint64_t handler, flags, restorer, mask;
+};
+
+// The note the restored library reads (lib/snapshot/restore_note.h).
+struct restore_note {
+  uint64_t magic;
+  uint64_t b_lo, b_len;
+  int32_t users;
+  int32_t host_pid;
+};
+constexpr uint64_t kRestoreNoteMagic = 0x65746f4e74736552ull;
+
+constexpr uint32_t kMmFields = 11;
+constexpr uint32_t kAuxvWords = 64;
+
+struct plan {
+  uint64_t magic;
+  uint64_t b_lo, b_len;
+  int32_t mem_fd;        // the capsule's mem
+  int32_t err_fd;        // one line to the restoring command: "ok", or why not
+  int32_t pid;
+  int32_t host_pid;
+  uint32_t drop_caps;    // drop every capability before the program runs
+  uint32_t nthreads, nmaps, ncopies, nunmap, nmoves, nclose;
+  thread_op *threads;
+  map_op *maps;
+  copy_op *copies;
+  uint64_t (*unmap)[2];  // the command's mappings: removed first
+  move_op moves[4];
+  int32_t close_fds[64]; // the restore's own descriptors, closed before the program runs
+  kernel_sigaction sigactions[64];
+  uint64_t rlimits[16][2];
+  int64_t itimers[3][2]; // interval, value (microseconds)
+  uint64_t mm[kMmFields];
+  uint64_t auxv[kAuxvWords];
+  uint32_t auxv_words;
+  int32_t exe_fd;        // -1: leave /proc/self/exe as it is
+  uint64_t note_addr;
+  // Shared between the restorer's threads.
+  int32_t ready;         // threads set up (futex word)
+  int32_t go;            // 1: every thread jumps (futex word)
+};
+
+}  // namespace mmtier::restorer
