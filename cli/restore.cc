@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -131,11 +132,6 @@ std::string file_changed(const cap::manifest_view &m, const cap::file &f) {
   if (st.st_ino != f.ino || dev != f.dev || static_cast<uint64_t>(st.st_size) != f.size || mtime != f.mtime_ns)
     return strf("%s changed since the snapshot (another file, size or modification time)", path);
   return "";
-}
-
-bool is_stats_page(const char *path) {
-  const size_t n = strlen(path);
-  return strstr(path, "/mmtier-") && n > 6 && !strcmp(path + n - 6, ".stats");
 }
 
 // Everything the command checks and prepares before any process changes.
@@ -313,16 +309,29 @@ int move_high(int fd, int floor) {
   return n;
 }
 
-[[noreturn]] void become(const image &im, int err_fd, int host_pid) {
+[[noreturn]] void become(const image &im, int err_fd, int host_pid, bool detach) {
   const cap::manifest_view &m = im.m;
   const cap::header &h = *m.hdr;
   const cap::procstate_record &ps = *im.proc;
   // Every descriptor of this command but the capsule's and the error pipe
   // goes first; the program's come back at their numbers.
-  const int floor = 1024;
+  // The restore's own descriptors sit above every number of the program's,
+  // within this process's limit (the restorer sets the capsule's last).
+  struct rlimit nofile;
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  nofile.rlim_cur = nofile.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &nofile);
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  const int floor = static_cast<int>(std::min<rlim_t>(1024, nofile.rlim_cur > 128 ? nofile.rlim_cur - 64 : 64));
   err_fd = move_high(err_fd, floor);
+  if (err_fd < 0) _exit(1);
   const int dirfd = move_high(dup(im.dirfd), floor);
-  const int stdio_copy[3] = {move_high(dup(0), floor), move_high(dup(1), floor), move_high(dup(2), floor)};
+  // The standard streams: this command's, or /dev/null for a detached
+  // process (nobody reads this command's output after it exits).
+  const int null_fd = detach ? open("/dev/null", O_RDWR | O_CLOEXEC) : -1;
+  const int stdio_copy[3] = {move_high(dup(detach ? null_fd : 0), floor), move_high(dup(detach ? null_fd : 1), floor),
+                             move_high(dup(detach ? null_fd : 2), floor)};
+  if (dirfd < 0) die(err_fd, strf("cannot keep the capsule open: %s", strerror(errno)));
   for (int fd = 0; fd < floor; ++fd) close(fd);
   // The program's standard streams are this command's.
   for (int k = 0; k < 3; ++k) dup2(stdio_copy[k], k);
@@ -382,14 +391,17 @@ int move_high(int fd, int floor) {
           op.file_offset = g.file_offset;
         } else if (!strncmp(path, "/dev/zero", 9) || !strncmp(path, "/SYSV", 5)) {
           op.kind = static_cast<uint32_t>(rs::map_kind::anon_shared);
-        } else if (is_stats_page(path)) {
-          op.kind = static_cast<uint32_t>(rs::map_kind::anon);  // mmtier's statistics: made anew
         } else {
           die(err_fd, strf("mapping %#llx-%#llx is a shared mapping of %s (not supported)",
                            static_cast<unsigned long long>(g.start), static_cast<unsigned long long>(g.end), path));
         }
         break;
-      default:  // unit, anon, brk, stats: private memory of the process's own
+      case cap::region_kind::stats:
+        // mmtier's statistics page: not restored.  The restored library
+        // forgets it before anything reads it (its restore handler runs
+        // first) and publishes a page of its own.
+        continue;
+      default:  // unit, anon, brk: private memory of the process's own
         op.kind = static_cast<uint32_t>(rs::map_kind::anon);
         break;
     }
@@ -449,6 +461,7 @@ int move_high(int fd, int floor) {
   p->ncopies = static_cast<uint32_t>(copies.size());
   p->threads = reinterpret_cast<rs::thread_op *>(place(im.nthreads * sizeof(rs::thread_op)));
   p->nthreads = static_cast<uint32_t>(im.nthreads);
+  p->nusers = p->nthreads;  // every thread leaves the restorer's range before it goes
   const uint64_t stack_base = b + code_bytes + data_bytes;
   for (uint64_t i = 0; i < im.nthreads; ++i) {
     const cap::thread_record &t = im.threads[i];
@@ -557,14 +570,19 @@ void forward(int sig) {
 
 // PID 1 of the new namespace: its own /proc, the program's process with
 // the capsule's PID, then a reaper that ends with it.
-[[noreturn]] void init_main(const image &im, int err_fd) {
+[[noreturn]] void init_main(const image &im, int err_fd, bool detach) {
   if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
       mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     die(err_fd, strf("cannot mount /proc for the restored process: %s", strerror(errno)));
   const long pid = clone3_with_tid(im.m.hdr->pid);
   if (pid < 0) die(err_fd, strf("cannot give the process its PID %d: %s", im.m.hdr->pid, strerror(errno)));
-  if (pid == 0) become(im, err_fd, 0);
+  if (pid == 0) become(im, err_fd, 0, detach);
   close(err_fd);
+  if (detach) {
+    const int null_fd = open("/dev/null", O_RDWR);
+    for (int k = 0; k < 3; ++k) dup2(null_fd, k);
+    if (null_fd > 2) close(null_fd);
+  }
   g_child = static_cast<pid_t>(pid);
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) signal(sig, forward);
   int status = 0;
@@ -649,7 +667,7 @@ int restore_main(const args &a) {
   if (init < 0) throw failure(strf("cannot start the restored process: %s", strerror(errno)));
   if (init == 0) {
     close(err[0]);
-    init_main(im, err[1]);
+    init_main(im, err[1], o.detach);
   }
   close(err[1]);
   std::string line;
@@ -663,8 +681,10 @@ int restore_main(const args &a) {
                        line.empty() ? "the restored process died before it was ready" : line.c_str()));
   }
   const long host = child_of(init);
+  uint64_t program_threads = 0;
+  for (uint64_t i = 0; i < im.nthreads; ++i) program_threads += !(im.threads[i].flags & cap::kThreadService);
   fprintf(stderr, "mmtier restore: %s: process %d restored (host pid %ld), %llu threads\n", im.where.path.c_str(),
-          im.m.hdr->pid, host, static_cast<unsigned long long>(im.nthreads));
+          im.m.hdr->pid, host, static_cast<unsigned long long>(program_threads));
   if (o.detach) {
     printf("%ld\n", host);
     return 0;

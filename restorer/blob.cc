@@ -336,7 +336,7 @@ extern "C" [[noreturn]] __attribute__((section(".text.entry"))) void restorer_en
   if (p->note_addr) {
     note->b_lo = p->b_lo;
     note->b_len = p->b_len;
-    note->users = static_cast<int32_t>(p->nthreads);
+    note->users = static_cast<int32_t>(p->nusers);
     note->host_pid = p->host_pid;
     note->magic = kRestoreNoteMagic;
   }

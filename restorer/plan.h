@@ -80,6 +80,7 @@ struct plan {
   int32_t host_pid;
   uint32_t drop_caps;    // drop every capability before the program runs
   uint32_t nthreads, nmaps, ncopies, nunmap, nmoves, nclose;
+  uint32_t nusers;       // threads that leave B and say so (the note's users)
   thread_op *threads;
   map_op *maps;
   copy_op *copies;

@@ -9,6 +9,7 @@
 #include "mover/mover.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
+#include "snapshot/capture.h"
 #include "stats/live_stats.h"
 #include "stats/report.h"
 #include "support/log.h"
@@ -96,7 +97,10 @@ int runtime_start() {
   }
   t_starting = false;
   g_runtime_state.store(result, std::memory_order_release);
-  if (result == kReady) live_stats_init();
+  if (result == kReady) {
+    g_snapshot_stats_page = live_stats_page;
+    live_stats_init();
+  }
   if (result == kReady && g_want_background.load(std::memory_order_acquire)) mover_enable(control_start);
   return result;
 }

@@ -160,12 +160,10 @@ void restored() {
     migration_fork_child();
     sample_restored();
     g_mgr.counters_changed = true;
-    if (g_start.hook) {
-      // The mover and the fault service start again at the next call into
-      // mmtier: the frozen units want re-sharing.
-      g_start.armed = false;
-      g_start_due.store(true, std::memory_order_relaxed);
-    }
+    // The mover and the fault service start again once the restore's
+    // caller raises g_start_due (the dead original's service threads must
+    // end first: new ones would take their TIDs and stacks).
+    g_start.armed = false;
   }
   heap_unlock();
 }

@@ -323,6 +323,7 @@ void fork_child() {
   g_running.store(false, std::memory_order_relaxed);
   pthread_mutex_init(&g_start_lock, nullptr);
   // The parent's policy may have been mid-decision at the fork instant.
+  g_mover.policy.release();
   g_mover.policy.~migration_policy();
   new (&g_mover.policy) migration_policy();
   g_mover.tracker = software_tracker();

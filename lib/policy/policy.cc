@@ -2,6 +2,7 @@
 // time-weighted decay, the token bucket, and the three-phase decision.
 #include "policy/policy.h"
 
+#include "platform/sys.h"
 #include "support/meta.h"
 
 #include <algorithm>
@@ -82,9 +83,23 @@ bool colder_first(const migration_policy::pick &a, const migration_policy::pick 
 
 }  // namespace
 
+void migration_policy::release() {
+  const size_t bits = (max_units_ + 63) / 64 * sizeof(uint64_t);
+  const auto pages = [](size_t n) { return (n + 4095) & ~size_t{4095}; };
+  if (units_ && owns_units_) sys::munmap(units_, pages(storage_bytes(max_units_)));
+  if (tracked_bits_) sys::munmap(tracked_bits_, pages(bits));
+  if (dram_bits_) sys::munmap(dram_bits_, pages(bits));
+  units_ = nullptr;
+  tracked_bits_ = dram_bits_ = nullptr;
+  owns_units_ = false;
+  max_units_ = 0;
+}
+
 bool migration_policy::init(const policy_params &p, size_t max_units, uint64_t now_ns,
                             void *storage) {
   if (max_units == 0 || max_units > (size_t{1} << 32)) return false;
+  release();
+  owns_units_ = !storage;
   if (!storage) storage = meta_map(storage_bytes(max_units));
   if (!storage) return false;
   units_ = static_cast<policy_unit_state *>(storage);

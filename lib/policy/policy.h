@@ -161,6 +161,10 @@ class migration_policy {
   // max_units is 0 or above 2^32, or no storage could be had.
   [[nodiscard]] bool init(const policy_params &p, size_t max_units, uint64_t now_ns,
                           void *storage = nullptr);
+  // Gives back the memory init took from meta_map; the policy is then
+  // uninitialised (a fork child or a restored process starts anew, and
+  // would otherwise leave the old storage mapped for good).
+  void release();
 
   // Replaces the parameters (e.g. a new rate); unit state is kept.
   void set_params(const policy_params &p, uint64_t now_ns);
@@ -229,6 +233,7 @@ class migration_policy {
   policy_unit_state *units_ = nullptr;
   uint64_t *tracked_bits_ = nullptr;  // one bit per unit: tier1 != 0
   uint64_t *dram_bits_ = nullptr;     // one bit per unit: tracked, on DRAM
+  bool owns_units_ = false;           // units_ came from meta_map
   // The promotion candidates: the PMem units whose heat was at least
   // promote_min_heat when last observed or moved.  Heat only rises when a
   // unit is observed, so no other unit can be one: decide() looks at these

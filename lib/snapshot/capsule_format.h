@@ -215,6 +215,7 @@ static_assert(std::has_unique_object_representations_v<status_block> &&
 // thread's own stack in the image, where the restore resumes it.
 enum thread_flags : uint32_t {
   kThreadCapturer = 1u << 0,  // took the snapshot (running, not stopped by a signal: uc_addr 0)
+  kThreadService = 1u << 1,   // one of mmtier's own (not stopped): a restore starts it only to let it end
 };
 
 struct thread_record {

@@ -15,6 +15,7 @@
 #include "snapshot/writer.h"
 #include "support/crc32c.h"
 #include "support/log.h"
+#include "support/thread.h"
 #include "support/world.h"
 
 #include <linux/futex.h>
@@ -49,6 +50,7 @@ extern const unsigned int __rseq_size __attribute__((weak));
 namespace mmtier::detail {
 
 restore_note g_restore_note;
+uintptr_t (*g_snapshot_stats_page)() = nullptr;
 
 namespace {
 
@@ -60,6 +62,7 @@ constexpr uint64_t kStopTimeoutNs = 1'000'000'000;
 pthread_mutex_t g_one = PTHREAD_MUTEX_INITIALIZER;  // one snapshot at a time
 snap_thread g_threads[kMaxThreads];
 std::atomic<int> g_nthreads{0};
+int g_nthreads_total = 0;  // in the table, the capturer's and service threads included
 
 uint64_t fs_base() {
 #if defined(__x86_64__)
@@ -417,6 +420,24 @@ void restored(uint64_t mask) {
   if (g_restore_note.magic == kRestoreNoteMagic && g_restore_note.b_len)
     sys::munmap(reinterpret_cast<void *>(g_restore_note.b_lo), g_restore_note.b_len);
   quiesce_restored();
+  // The dead original's service threads, started only to end, are gone
+  // before the program goes on (a stop right away would wait for them).
+  const int n = g_nthreads_total;
+  for (int i = 0; i < n; ++i) {
+    if (!(g_threads[i].flags & cap::kThreadService) || !g_threads[i].clear_tid) continue;
+    // The kernel clears the word at the thread's exit; the C library may
+    // then give its stack, word included, to a new thread at once.
+    // A new thread of the program could take both (its TID is free once
+    // the old one ended): a bounded wait.
+    auto *word = reinterpret_cast<int *>(g_threads[i].clear_tid);
+    const int tid = g_threads[i].tid;
+    const timespec step = {0, 100'000'000};
+    for (int k = 0; k < 20 && __atomic_load_n(word, __ATOMIC_ACQUIRE) == tid; ++k)
+      sys::raw(SYS_futex, reinterpret_cast<long>(word), FUTEX_WAIT, tid, reinterpret_cast<long>(&step));
+  }
+  // Now mmtier's own threads may start again (the frozen units want
+  // re-sharing).
+  g_start_due.store(true, std::memory_order_release);
   sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&mask), 0, 8);
 }
 
@@ -446,6 +467,24 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
     set_line(res, "more than %d threads", kMaxThreads - 1);
     return -E2BIG;
   }
+  // mmtier's own threads, which ran on: a restore lets each one end as the
+  // C library expects of a detached thread.
+  service_thread services[8];
+  const int nservices = service_threads(services, 8);
+  for (int k = 0; k < nservices && n < kMaxThreads - 1; ++k) {
+    snap_thread &t = g_threads[n++];
+    memset(&t, 0, sizeof t);
+    t.tid = services[k].tid;
+    t.flags = cap::kThreadService;
+    t.fs_base = services[k].fs_base;
+    t.clear_tid = services[k].clear_tid;
+    t.robust_head = services[k].robust_head;
+    t.robust_len = services[k].robust_len;
+    t.rp = services[k].rp;
+    t.altstack_flags = SS_DISABLE;
+    t.sigmask = ~uint64_t{0};
+    memcpy(t.name, "mmtier-service", 15);
+  }
   snap_thread &me = g_threads[n++];
   memset(&me, 0, sizeof me);
   me.tid = static_cast<int32_t>(sys::raw(SYS_gettid));
@@ -454,10 +493,12 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
   thread_state(me);
   wa.threads = g_threads;
   wa.nthreads = static_cast<uint32_t>(n);
+  g_nthreads_total = n;
   capture_procstate();
   wa.proc = &g_proc;
   wa.cwd = g_cwd;
   wa.exe = g_exe;
+  wa.stats_page = g_snapshot_stats_page ? g_snapshot_stats_page() : 0;
   // The writer must never run a handler of the program's: every signal
   // blocked across the fork (the child keeps the mask).
   sigset_t all, old;

@@ -42,4 +42,8 @@ struct snap_result {
 // (quiesce_restored) and the other threads were let go.
 long snapshot_take(const snap_request &req, snap_result *result);
 
+// Where the statistics page is (a layer above publishes it): read in the
+// pause; its region is recorded as kind stats, which a restore leaves out.
+extern uintptr_t (*g_snapshot_stats_page)();
+
 }  // namespace mmtier::detail

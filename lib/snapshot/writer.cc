@@ -318,6 +318,7 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
 }
 
 uint32_t kind_of(const writer_args &a, const sys::maps_entry &e) {
+  if (a.stats_page && e.lo == a.stats_page) return static_cast<uint32_t>(cap::region_kind::stats);
   if (name_is(e, "[heap]")) return static_cast<uint32_t>(cap::region_kind::brk);
   if (name_is(e, "[stack]")) return static_cast<uint32_t>(cap::region_kind::stack);
   if (name_is(e, "[vdso]")) return static_cast<uint32_t>(cap::region_kind::vdso);

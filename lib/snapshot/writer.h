@@ -44,6 +44,7 @@ struct writer_args {
   const char *cwd;
   const char *exe;             // /proc/self/exe
   uintptr_t heap_lo, heap_hi;  // mmtier's reservation: its mappings are tier units
+  uintptr_t stats_page;        // mmtier's statistics page (0: none)
 };
 
 // Runs in the child and exits it: writes mem and the manifest (status

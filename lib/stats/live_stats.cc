@@ -424,6 +424,12 @@ void fork_child_ready() {
   heap_counters c;
   heap_counters_get(&c);
   pthread_mutex_lock(&g_lock);
+  // A restored process's heap may have published already (its change hook
+  // runs as the heap lock is given back): one page, never two.
+  if (g_pub.page.load(std::memory_order_relaxed)) {
+    pthread_mutex_unlock(&g_lock);
+    return;
+  }
   create_locked(false);
   if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {
     write_begin(p);
@@ -469,6 +475,8 @@ void live_stats_resident(const resident_split &bytes) {
   }
   pthread_mutex_unlock(&g_lock);
 }
+
+uintptr_t live_stats_page() { return reinterpret_cast<uintptr_t>(g_pub.page.load(std::memory_order_relaxed)); }
 
 bool live_stats_dir(char *out, size_t cap) {
   pthread_mutex_lock(&g_lock);

@@ -25,6 +25,9 @@ void live_stats_resident(const resident_split &bytes);
 // The directory this process's page is published in (NUL-terminated into
 // out[cap]); false when nothing is published.
 bool live_stats_dir(char *out, size_t cap);
+// The address of the published page (0: none), for a snapshot, which
+// records it as mmtier's own (a restored process publishes its own).
+uintptr_t live_stats_page();
 
 // Removes this process's file (at exit; the page stays mapped, so threads
 // still running may go on writing to it).

@@ -77,9 +77,11 @@ void park(int, siginfo_t *, void *uc) {
           if (mmtier_resume_point_save(rp)) {
             // A restored process: this thread starts here, stopped in the
             // stop the snapshot was taken in, and waits for its release.
-            // Only what was set before the save is read.
-            if (g_world_landed_hook) g_world_landed_hook();
+            // Only what was set before the save is read.  The stop's
+            // generation first: once every thread has landed, the process
+            // may start its next stop.
             const int stop = g_generation.load(std::memory_order_acquire);
+            if (g_world_landed_hook) g_world_landed_hook();
             for (;;) {
               const int r = g_released.load(std::memory_order_acquire);
               if (at_or_after(r, stop)) break;
@@ -202,8 +204,10 @@ namespace {
 // snapshot was taken in ends (the thread that took it holds the stop's
 // lock), and mmtier's threads, which were exempt, are gone.
 void restored() {
-  release_all();
+  // Forgotten before the release: a released thread may start mmtier's
+  // threads again at once, and they register here.
   for (auto &e : g_exempt) e.store(0, std::memory_order_relaxed);
+  release_all();
   pthread_mutex_unlock(&g_stop_lock);
 }
 

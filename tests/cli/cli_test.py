@@ -1464,6 +1464,195 @@ class SnapshotTakeTest(Base):
         self.assertEqual((st.st_uid, st.st_mode & 0o777), (65534, 0o700))
 
 
+# ---------------------------------------------------------------------------
+class RestoreTest(Base):
+    """mmtier restore: real processes (cli_restore_child) snapshotted, killed
+    and brought back with their PID, TIDs, memory and threads; and every
+    refusal, with its one line, before anything runs."""
+
+    def setUp(self):
+        super().setUp()
+        self.caps = tempfile.mkdtemp(prefix="mmtier-restore-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, self.caps, True)
+        self.report = os.path.join(self.caps, "report")
+        os.chmod(self.caps, 0o700)
+
+    def env(self):
+        e = base_env(self.dir)
+        e.update({"LD_PRELOAD": ARGS.lib, "MMTIER_SNAPSHOT_DIR": self.caps})
+        return e
+
+    def lines(self):
+        try:
+            with open(self.report) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def wait_line(self, pattern, what, timeout=60):
+        return wait_until(lambda: next((m for m in (re.search(pattern, l) for l in self.lines()) if m), None),
+                          timeout, what)
+
+    def start(self, *args, binary=None, **kw):
+        p = subprocess.Popen([binary or ARGS.restore_child, *args, self.report], env=self.env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        return p
+
+    def kill(self, p):
+        p.kill()
+        p.wait()
+
+    def restore(self, capsule, *extra, **kw):
+        return subprocess.run([ARGS.mmtier, "restore", capsule, *extra], env=base_env(self.dir),
+                              capture_output=True, text=True, timeout=120, **kw)
+
+    def test_restored_after_kill_with_its_pid_tids_memory_and_threads(self):
+        p = self.start("self", "one")
+        m = self.wait_line(r"^snapshot taken pid=(\d+)$", "the snapshot")
+        self.assertEqual(int(m.group(1)), p.pid)
+        # Killed as a crash would: the capsule is all that is left.
+        self.kill(p)
+        capsule = os.path.join(self.caps, "one.mmtcap")
+        r = self.restore(capsule)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(capsule)}: process {p.pid} restored "
+                                   r"\(host pid [0-9]+\), 4 threads\n")
+        # Its own checks: the buffer as of the snapshot (the original's later
+        # rewrite is not in it), the workers with their TIDs and still
+        # running, the mutex a thread held across the snapshot free again.
+        self.assertEqual(self.lines()[-1],
+                         f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
+        # The capsule is untouched: restored again, the same.
+        r = self.restore("one", "--dir", self.caps)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.lines()[-1],
+                         f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
+
+    def test_external_snapshot_kill_restore_detached(self):
+        p = self.start("serve")
+        self.wait_line(r"^serving pid=", "the start")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 30, "the control socket")
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "ext"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        p.send_signal(signal.SIGUSR1)
+        before = self.wait_line(r"^state pid=(\d+) tids=([0-9,]+) generation=(\d+) buffer=ok", "the state")
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, "ext.mmtcap"), "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        # The restored process runs on as the same process: asked through
+        # its host PID, it answers with its own PID and TIDs.
+        n = len(self.lines())
+        os.kill(host, signal.SIGUSR1)
+        m = wait_until(lambda: len(self.lines()) > n and re.search(
+            r"^state pid=(\d+) tids=([0-9,]+) generation=(\d+) buffer=(\w+)", self.lines()[-1]), 30, "the answer")
+        self.assertEqual(m.group(1), before.group(1))
+        self.assertEqual(m.group(2), before.group(2))
+        self.assertEqual(m.group(4), "ok")
+        with open(f"/proc/{host}/status") as f:
+            self.assertIn("NSpid:\t" + str(host) + "\t" + before.group(1), f.read())
+        os.kill(host, signal.SIGKILL)
+
+    def test_twenty_cycles_keep_mappings_and_descriptors(self):
+        p = self.start("cycles", "21")
+        self.wait_line(r"^cycle 1 taken", "the first snapshot")
+        self.kill(p)
+        for i in range(1, 21):
+            r = self.restore(os.path.join(self.caps, f"c{i}.mmtcap"))
+            self.assertEqual(r.returncode, 0, f"cycle {i}: {r.stderr}")
+            self.assertRegex(self.lines()[-1], rf"^cycle {i + 1} taken ")
+        counts = [tuple(map(int, re.search(r"maps=(\d+) fds=(\d+) rss_kib=(\d+)", l).groups()))
+                  for l in self.lines() if l.startswith("cycle ")]
+        self.assertEqual(len(counts), 21)
+        maps = [c[0] for c in counts]
+        fds = [c[1] for c in counts]
+        rss = [c[2] for c in counts]
+        # Nothing accumulates: the mappings of the last ten processes are
+        # never fewer than those of the first ten restored ones at their
+        # fewest (a unit being re-shared splits a mapping for a while), no
+        # process has more descriptors than the original (which had its
+        # mover's; a restored one starts it again lazily), and resident
+        # memory does not grow from one generation to the next.
+        self.assertLessEqual(min(maps[11:]), min(maps[1:11]), counts)
+        self.assertLessEqual(max(fds[1:]), fds[0], counts)
+        self.assertLessEqual(min(rss[11:]), max(rss[1:11]) + 4096, counts)
+
+    def test_unprivileged_user_restores_in_a_user_namespace(self):
+        if os.geteuid() != 0:
+            self.skipTest("run as root to test as another user")
+        nobody = 65534
+        os.chown(self.caps, nobody, nobody)
+        os.chmod(self.dir, 0o777)
+
+        def drop():
+            os.setgid(nobody)
+            os.setgroups([])
+            os.setuid(nobody)
+        p = self.start("self", "nb", preexec_fn=drop)
+        self.wait_line(r"^snapshot taken", "the snapshot")
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, "nb.mmtcap"), preexec_fn=drop)
+        if "user namespace is needed" in r.stderr:
+            self.skipTest(r.stderr.strip())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.lines()[-1], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
+        # Root may restore it; another user may not.
+        r = subprocess.run([ARGS.mmtier, "restore", os.path.join(self.caps, "nb.mmtcap")], env=base_env(self.dir),
+                           capture_output=True, text=True, timeout=60, preexec_fn=lambda: (os.setgid(1), os.setgroups([]), os.setuid(1)))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("refused", r.stderr)
+
+    def snapshot_of(self, name, binary=None):
+        p = self.start("self", name, binary=binary)
+        self.wait_line(rf"^snapshot taken pid={p.pid}$", "the snapshot")
+        return p, os.path.join(self.caps, name + ".mmtcap")
+
+    def assert_refused(self, capsule, why, *extra):
+        r = self.restore(capsule, *extra)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stdout, "")
+        self.assertRegex(r.stderr, rf"^mmtier: restore of {re.escape(capsule)} refused: {why}\n$")
+
+    def test_refusals_leave_nothing_running(self):
+        # The original still runs.
+        p, cap = self.snapshot_of("live")
+        self.assert_refused(cap, rf"process {p.pid}, which the snapshot was taken of, is still running: stop it first")
+        self.kill(p)
+        # A binary that changed since.
+        exe = os.path.join(self.caps, "child-copy")
+        shutil.copy(ARGS.restore_child, exe)
+        p2, cap2 = self.snapshot_of("changed", binary=exe)
+        self.kill(p2)
+        with open(exe, "ab") as f:
+            f.write(b"\0")
+        self.assert_refused(cap2, rf"{re.escape(exe)} changed since the snapshot .*")
+        # Damaged memory: one byte of mem.
+        mem = os.path.join(cap, "mem")
+        with open(mem, "r+b") as f:
+            f.seek(4096 * 3)
+            b = f.read(1)
+            f.seek(4096 * 3)
+            f.write(bytes([b[0] ^ 1]))
+        self.assert_refused(cap, r"mem is damaged: the chunk at offset 0 .*")
+        # --verify meta skips the data but not the manifest.
+        manifest = os.path.join(cap, "manifest")
+        with open(manifest, "r+b") as f:
+            f.truncate(os.path.getsize(manifest) - 1)
+        self.assert_refused(cap, r"the manifest is unusable: .*")
+        # Another format version (the status block's version field).
+        p3, cap3 = self.snapshot_of("ver")
+        self.kill(p3)
+        with open(os.path.join(cap3, "manifest"), "r+b") as f:
+            f.seek(8)
+            f.write((99).to_bytes(4, "little"))
+        self.assert_refused(cap3, r"the manifest is unusable: .*version.*")
+        self.assert_refused(os.path.join(self.caps, "none.mmtcap"), r"no such capsule")
+        # Nothing was started by any of them.
+        self.assertFalse([l for l in self.lines() if l.startswith("restored")])
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser()
@@ -1472,6 +1661,7 @@ def main():
     ap.add_argument("--child", required=True)
     ap.add_argument("--fake", required=True)
     ap.add_argument("--maker", required=True)
+    ap.add_argument("--restore-child", required=True)
     ap.add_argument("--version", required=True)
     ARGS, rest = ap.parse_known_args()
     ARGS.mmtier = os.path.abspath(ARGS.mmtier)

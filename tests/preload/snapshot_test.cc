@@ -142,11 +142,20 @@ TEST(Snapshot, TheCapsuleHoldsMemoryAsOfTheSnapshotAndEveryThreadAtOneInstant) {
                                                                   threads_table->offset);
   for (uint64_t i = 0; i < threads_table->count; ++i) {
     tids.insert(recs[i].tid);
+    // Every thread can be resumed: a return address and a stack.
+    EXPECT_NE(recs[i].resume[6], 0u) << "thread " << recs[i].tid;
+    EXPECT_NE(recs[i].resume[7], 0u) << "thread " << recs[i].tid;
+    EXPECT_NE(recs[i].fs_base, 0u);
     if (recs[i].flags & cap::kThreadCapturer) {
       ++capturers;
       EXPECT_EQ(recs[i].tid, static_cast<int>(syscall(SYS_gettid)));
+    } else if (recs[i].flags & cap::kThreadService) {
+      // mmtier's own, which ran on: named, not stopped.
+      EXPECT_EQ(recs[i].uc_addr, 0u);
     } else {
       EXPECT_NE(recs[i].gregs[REG_RSP], 0u);
+      // Stopped in the stop handler, below where it was interrupted.
+      EXPECT_LT(recs[i].resume[6], recs[i].gregs[REG_RSP]);
     }
   }
   EXPECT_EQ(capturers, 1);
