@@ -405,7 +405,10 @@ bool walk_maps(state &s) {
     const bool file_backed = e.inode != 0 && e.name_len && e.name[0] == '/';
     if (file_backed) r.file = file_index(s, e);
     if (s.err) return false;
-    const bool nothing = kernel || (r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
+    // A PMem unit's data is its file's, mapped or not (the stop's freeze
+    // maps the file anew: nothing resident yet): never skipped as empty.
+    const bool unit_file = file_backed && e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi;
+    const bool nothing = kernel || (!unit_file && r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
     if (nothing) {
       // The kernel's own pages (the restore maps those of its kernel), or a
       // large mapping with no page (the heap's free address space).
@@ -413,7 +416,7 @@ bool walk_maps(state &s) {
       r.nruns = 1;
       if (!s.runs.push({0, (r.end - r.start) / kPage, static_cast<uint32_t>(cap::run_source::hole), cap::kNoFile, 0}))
         return fail(s, ENOMEM, "out of memory for the run table");
-    } else if (!save_region(s, r, {file_backed, e.shared, file_backed && e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi})) {
+    } else if (!save_region(s, r, {file_backed, e.shared, unit_file})) {
       return false;
     } else if (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) &&
                (r.nruns != 1 || s.runs.data[r.first_run].source != static_cast<uint32_t>(cap::run_source::hole))) {
