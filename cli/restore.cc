@@ -143,6 +143,8 @@ struct image {
   const cap::procstate_record *proc = nullptr;
   const cap::thread_record *threads = nullptr;
   uint64_t nthreads = 0;
+  const cap::fd_record *fds = nullptr;
+  uint64_t nfds = 0;
   vdso_info vdso;
   uint64_t vdso_lo = 0, vvar_lo = 0, vvar_hi = 0;  // the capsule's
 };
@@ -176,6 +178,7 @@ void check(image &im, const options &o) {
     refuse(im, "the snapshot was taken under a sanitizer, whose memory is not in the capsule");
   im.threads = records<cap::thread_record>(m, cap::table_kind::threads, &im.nthreads);
   if (!im.threads || !im.nthreads) refuse(im, "the capsule has no threads");
+  im.fds = records<cap::fd_record>(m, cap::table_kind::fds, &im.nfds);
   bool leader = false;
   for (uint64_t i = 0; i < im.nthreads; ++i) {
     if (im.threads[i].tid == h.pid) leader = true;
@@ -211,7 +214,7 @@ void check(image &im, const options &o) {
     for (uint64_t k = 0; k < m.nregions && !used; ++k) {
       const cap::region &g = m.regions[k];
       used = g.file == i && static_cast<cap::region_kind>(g.kind) == cap::region_kind::file &&
-             !(g.flags & cap::kRegionShared);
+             (!(g.flags & cap::kRegionShared) || !(g.prot & PROT_WRITE));
     }
     if (!used) continue;
     if (std::string why = file_changed(m, m.files[i]); !why.empty()) refuse(im, why);
@@ -309,6 +312,65 @@ int move_high(int fd, int floor) {
   return n;
 }
 
+// The program's descriptors at their numbers: files and directories
+// reopened by path (the same inode, at the same offset), devices reopened;
+// a pipe, socket or terminal on 0-2 is the restoring command's stream;
+// anything else cannot be brought back yet, which fails the restore.  Each
+// is opened above floor first, then moved into place, so no number of the
+// program's is taken by one opened on the way.  A capsule without a table:
+// 0-2 are the command's.
+void restore_fds(const image &im, const int stdio[3], int floor, int err_fd) {
+  std::vector<std::pair<int, int>> placed;  // (program's number, temporary)
+  bool std_done[3] = {};
+  for (uint64_t i = 0; i < im.nfds; ++i) {
+    const cap::fd_record &r = im.fds[i];
+    const char *path = cap::string_at(im.m, r.path);
+    const auto kind = static_cast<cap::fd_kind>(r.kind);
+    int fd = -1;
+    if (kind == cap::fd_kind::other || (kind == cap::fd_kind::device && !strncmp(path, "/dev/pts/", 9))) {
+      if (r.fd > 2)
+        die(err_fd, strf("descriptor %d (%s) cannot be restored yet: only files, directories, devices and the "
+                         "standard streams are",
+                         r.fd, path));
+      fd = fcntl(stdio[r.fd], F_DUPFD_CLOEXEC, floor);
+    } else {
+      const int flags = static_cast<int>(r.flags) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+      const int opened = open(path, flags | O_CLOEXEC | (kind == cap::fd_kind::dir ? O_DIRECTORY : 0));
+      if (opened < 0) die(err_fd, strf("cannot reopen descriptor %d, %s: %s", r.fd, path, strerror(errno)));
+      struct stat st;
+      if (kind == cap::fd_kind::file &&
+          (fstat(opened, &st) != 0 || st.st_ino != r.ino || static_cast<uint64_t>(st.st_dev) != r.dev))
+        die(err_fd, strf("descriptor %d: %s is another file than at the snapshot", r.fd, path));
+      // A file the program writes is cut back to its size at the snapshot:
+      // what the original wrote after it is not the restored program's.
+      const int mode = static_cast<int>(r.flags) & O_ACCMODE;
+      if (kind == cap::fd_kind::file && mode != O_RDONLY && static_cast<uint64_t>(st.st_size) > r.size &&
+          ftruncate(opened, static_cast<off_t>(r.size)) != 0)
+        die(err_fd, strf("descriptor %d: cannot cut %s back to its size at the snapshot: %s", r.fd, path,
+                         strerror(errno)));
+      if (kind == cap::fd_kind::file && lseek(opened, static_cast<off_t>(r.offset), SEEK_SET) < 0)
+        die(err_fd, strf("descriptor %d: cannot seek %s: %s", r.fd, path, strerror(errno)));
+      fd = move_high(opened, floor);
+    }
+    if (fd < 0) die(err_fd, strf("cannot restore descriptor %d: %s", r.fd, strerror(errno)));
+    placed.push_back({r.fd, fd});
+    if (r.fd >= 0 && r.fd < 3) std_done[r.fd] = true;
+  }
+  // A stream the program had closed stays closed, unless the capsule
+  // predates descriptor tables.
+  if (!im.fds)
+    for (int k = 0; k < 3; ++k)
+      if (!std_done[k]) placed.push_back({k, fcntl(stdio[k], F_DUPFD_CLOEXEC, floor)});
+  for (const auto &[want, tmp] : placed) {
+    bool cloexec = false;
+    for (uint64_t i = 0; i < im.nfds; ++i)
+      if (im.fds[i].fd == want) cloexec = im.fds[i].cloexec;
+    if (dup3(tmp, want, cloexec ? O_CLOEXEC : 0) != want)
+      die(err_fd, strf("cannot place descriptor %d: %s", want, strerror(errno)));
+    close(tmp);
+  }
+}
+
 [[noreturn]] void become(const image &im, int err_fd, int host_pid, bool detach) {
   const cap::manifest_view &m = im.m;
   const cap::header &h = *m.hdr;
@@ -333,8 +395,7 @@ int move_high(int fd, int floor) {
                              move_high(dup(detach ? null_fd : 2), floor)};
   if (dirfd < 0) die(err_fd, strf("cannot keep the capsule open: %s", strerror(errno)));
   for (int fd = 0; fd < floor; ++fd) close(fd);
-  // The program's standard streams are this command's.
-  for (int k = 0; k < 3; ++k) dup2(stdio_copy[k], k);
+  restore_fds(im, stdio_copy, floor, err_fd);
   for (int k = 0; k < 3; ++k) close(stdio_copy[k]);
   const int mem_fd = openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (mem_fd < 0) die(err_fd, strf("cannot open the capsule's mem: %s", strerror(errno)));
@@ -347,7 +408,7 @@ int move_high(int fd, int floor) {
   for (uint64_t i = 0; i < m.nregions; ++i) {
     const cap::region &g = m.regions[i];
     if (static_cast<cap::region_kind>(g.kind) != cap::region_kind::file || g.file == cap::kNoFile ||
-        (g.flags & cap::kRegionShared) || file_fd[g.file] >= 0)
+        ((g.flags & cap::kRegionShared) && (g.prot & PROT_WRITE)) || file_fd[g.file] >= 0)
       continue;
     const char *path = cap::string_at(m, m.files[g.file].path);
     const int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -391,6 +452,14 @@ int move_high(int fd, int floor) {
           op.file_offset = g.file_offset;
         } else if (!strncmp(path, "/dev/zero", 9) || !strncmp(path, "/SYSV", 5)) {
           op.kind = static_cast<uint32_t>(rs::map_kind::anon_shared);
+        } else if (!(g.prot & PROT_WRITE) && file_fd[g.file] >= 0) {
+          // Read-only and shared: the file's pages, as before (its
+          // identity was checked).
+          op.kind = static_cast<uint32_t>(rs::map_kind::file_shared);
+          op.fd = file_fd[g.file];
+          op.file_offset = g.file_offset;
+          maps.push_back(op);
+          continue;
         } else {
           die(err_fd, strf("mapping %#llx-%#llx is a shared mapping of %s (not supported)",
                            static_cast<unsigned long long>(g.start), static_cast<unsigned long long>(g.end), path));
@@ -545,8 +614,8 @@ int move_high(int fd, int floor) {
   asm volatile(
       "movq %0, %%rsp\n\t"
       "xorl %%ebp, %%ebp\n\t"
-      "jmpq *%1\n\t" ::"r"(top),
-      "r"(b), "D"(p)
+      "jmpq *%1\n\t" ::"a"(top),  // fixed registers: neither may be rbp, which is cleared
+      "c"(b), "D"(p)
       : "memory");
   __builtin_unreachable();
 }

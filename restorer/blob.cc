@@ -121,6 +121,11 @@ void map_region(plan *p, const map_op &m) {
       flags |= kMapPrivate;
       fd = m.fd;
       break;
+    case map_kind::file_shared:
+      if (m.ncopies || (m.prot & kProtWrite)) fail(p, "a shared file mapping to be written", 0, m.start);
+      flags |= kMapShared;
+      fd = m.fd;
+      break;
     default:
       fail(p, "a mapping of an unknown kind", 0, m.start);
   }

@@ -63,7 +63,7 @@ bool serve(int fd) {
     req.name[sizeof req.name - 1] = 0;
     req.dir[sizeof req.dir - 1] = 0;
     static snap_result res;
-    const long r = snapshot_take({req.name[0] ? req.name : nullptr, req.dir[0] ? req.dir : nullptr}, &res);
+    const long r = snapshot_take({req.name[0] ? req.name : nullptr, req.dir[0] ? req.dir : nullptr, fd}, &res);
     if (r == 1) return false;
     rep.error = r < 0 ? static_cast<int32_t>(-r) : 0;
     rep.paused_ns = res.paused_ns;

@@ -288,6 +288,26 @@ struct procstate_record {
 };
 static_assert(sizeof(procstate_record) == 16 + 32 * 64 + 16 * 16 + 16 * 3 + 8 * 11 + 8 + 8 * 64);
 
+// A descriptor of the program's (table fds), as it was in the pause.
+enum class fd_kind : uint32_t {
+  file = 1,    // a regular file: reopened by path, its identity checked, at its offset
+  dir = 2,     // a directory
+  device = 3,  // a character device (/dev/null, /dev/urandom, a terminal): reopened by path
+  other = 4,   // a pipe, socket, epoll, eventfd...: not restored yet (0-2: the restoring command's)
+};
+
+struct fd_record {
+  int32_t fd;
+  uint32_t kind;     // fd_kind
+  uint32_t flags;    // F_GETFL
+  uint32_t cloexec;  // F_GETFD & FD_CLOEXEC
+  uint64_t offset;   // of a file
+  uint64_t dev, ino, size;
+  uint32_t path;     // /proc/self/fd/N's link: offset into strings
+  uint32_t reserved;
+};
+static_assert(sizeof(fd_record) == 56 && std::has_unique_object_representations_v<fd_record>);
+
 // Building and reading a manifest.  A manifest is the status block (offset
 // 0), the header (kHeaderOffset), the directory (right after the header)
 // and the tables, each at the first kAlign-aligned offset after the one

@@ -6,6 +6,7 @@
 #include "config/config.h"
 #include "heap/heap.h"
 #include "platform/clock.h"
+#include "platform/dirent.h"
 #include "platform/fd_guard.h"
 #include "platform/proc_maps.h"
 #include "platform/resume_point.h"
@@ -21,6 +22,7 @@
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -151,6 +153,69 @@ void read_small(const char *path, char *buf, size_t cap) {
   if (n <= 0) return;
   buf[n] = 0;
   if (buf[n - 1] == '\n') buf[n - 1] = 0;
+}
+
+constexpr int kMaxFds = 4096;
+cap::fd_record g_fds[kMaxFds];  // under g_one
+uint32_t g_nfds = 0;
+char g_fd_paths[1 << 20];
+uint32_t g_fd_paths_len = 0;
+
+// The program's descriptors, in the pause (offsets and flags are shared
+// with the writer, which must not read them later): all but mmtier's own
+// and the snapshot's (skip).
+void capture_fds(const int *skip, int nskip) {
+  g_nfds = 0;
+  g_fd_paths_len = 1;
+  g_fd_paths[0] = 0;
+  int guarded[64];
+  const int nguarded = fd_guard_list(guarded, 64);
+  const long dfd = sys::openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (dfd < 0) return;
+  sys::for_each_dirent(static_cast<int>(dfd), [&](const char *name, unsigned char) -> long {
+    if (name[0] < '0' || name[0] > '9') return 0;
+    const int fd = static_cast<int>(strtol(name, nullptr, 10));
+    if (fd == dfd || g_nfds == kMaxFds) return 0;
+    for (int k = 0; k < nskip; ++k)
+      if (skip[k] == fd) return 0;
+    for (int k = 0; k < nguarded; ++k)
+      if (guarded[k] == fd) return 0;
+    cap::fd_record &r = g_fds[g_nfds];
+    memset(&r, 0, sizeof r);
+    r.fd = fd;
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    char *path = g_fd_paths + g_fd_paths_len;
+    const size_t room = sizeof g_fd_paths - g_fd_paths_len;
+    if (room < 4097) return 0;
+    const long n = sys::raw(SYS_readlink, reinterpret_cast<long>(link), reinterpret_cast<long>(path), 4096);
+    if (n < 0) return 0;
+    path[n] = 0;
+    r.path = g_fd_paths_len;
+    g_fd_paths_len += static_cast<uint32_t>(n) + 1;
+    struct stat st;
+    if (sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) != 0) return 0;
+    r.flags = static_cast<uint32_t>(sys::raw(SYS_fcntl, fd, F_GETFL));
+    r.cloexec = static_cast<uint32_t>(sys::raw(SYS_fcntl, fd, F_GETFD)) & FD_CLOEXEC;
+    r.dev = st.st_dev;
+    r.ino = st.st_ino;
+    r.size = static_cast<uint64_t>(st.st_size);
+    const bool named = path[0] == '/' && !strstr(path, " (deleted)");
+    if (S_ISREG(st.st_mode) && named) {
+      r.kind = static_cast<uint32_t>(cap::fd_kind::file);
+      const long off = sys::raw(SYS_lseek, fd, 0, SEEK_CUR);
+      r.offset = off > 0 ? static_cast<uint64_t>(off) : 0;
+    } else if (S_ISDIR(st.st_mode) && named) {
+      r.kind = static_cast<uint32_t>(cap::fd_kind::dir);
+    } else if (S_ISCHR(st.st_mode) && named) {
+      r.kind = static_cast<uint32_t>(cap::fd_kind::device);
+    } else {
+      r.kind = static_cast<uint32_t>(cap::fd_kind::other);
+    }
+    ++g_nfds;
+    return 0;
+  });
+  sys::close(static_cast<int>(dfd));
 }
 
 cap::procstate_record g_proc;  // under g_one
@@ -499,6 +564,14 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
   wa.cwd = g_cwd;
   wa.exe = g_exe;
   wa.stats_page = g_snapshot_stats_page ? g_snapshot_stats_page() : 0;
+  {
+    const int skip[] = {wa.parent_dirfd, wa.pend->dirfd, wa.manifest_fd, wa.mem_fd, wa.report_fd, wa.pause_fd,
+                        wa.report_read_fd, wa.pause_write_fd, wa.own_fd};
+    capture_fds(skip, sizeof skip / sizeof *skip);
+    wa.fds = g_fds;
+    wa.nfds = g_nfds;
+    wa.fd_paths = g_fd_paths;
+  }
   // The writer must never run a handler of the program's: every signal
   // blocked across the fork (the child keeps the mask).
   sigset_t all, old;
@@ -574,6 +647,9 @@ long snapshot_take(const snap_request &req, snap_result *res) {
   wa.mem_fd = p.pend.mem_fd;
   wa.report_fd = p.report[1];
   wa.pause_fd = p.pause[0];
+  wa.report_read_fd = p.report[0];
+  wa.own_fd = req.own_fd;
+  wa.pause_write_fd = p.pause[1];
   fill_header(&wa.hdr);
   wa.heap_lo = g_heap.base;
   wa.heap_hi = g_heap.base + g_heap.size;

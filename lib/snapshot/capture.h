@@ -15,6 +15,7 @@ namespace mmtier::detail {
 struct snap_request {
   const char *name;  // capsule name ([A-Za-z0-9._-], at most 64); nullptr: <comm>-<pid>-<time>
   const char *dir;   // capsule directory; nullptr: the configured one (MMTIER_SNAPSHOT_DIR)
+  int own_fd = -1;   // a descriptor of mmtier's that is not the program's (the control connection)
 };
 
 struct snap_result {

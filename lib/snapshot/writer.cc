@@ -490,6 +490,14 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
   cap::procstate_record proc = *s.a->proc;
   proc.cwd = add_string(s, s.a->cwd, static_cast<uint32_t>(strlen(s.a->cwd)));
   proc.exe = add_string(s, s.a->exe, static_cast<uint32_t>(strlen(s.a->exe)));
+  raw_vec<cap::fd_record> fds;
+  fds.ar = s.ar;
+  for (uint32_t i = 0; i < s.a->nfds; ++i) {
+    cap::fd_record r = s.a->fds[i];
+    const char *path = s.a->fd_paths + r.path;
+    r.path = add_string(s, path, static_cast<uint32_t>(strlen(path)));
+    if (!fds.push(r)) return fail(s, ENOMEM, "out of memory for the descriptor table");
+  }
   if (s.err) return false;
   const cap::table_input tables[] = {
       {cap::table_kind::regions, sizeof(cap::region), s.regions.size, s.regions.data},
@@ -499,6 +507,7 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
       {cap::table_kind::strings, 1, s.strings.size, s.strings.data},
       {cap::table_kind::threads, sizeof(cap::thread_record), threads.size, threads.data},
       {cap::table_kind::procstate, sizeof(cap::procstate_record), 1, &proc},
+      {cap::table_kind::fds, sizeof(cap::fd_record), fds.size, fds.size ? static_cast<const void *>(fds.data) : &proc},
   };
   constexpr uint32_t kTables = sizeof tables / sizeof tables[0];
   const uint64_t size = cap::manifest_size(tables, kTables);

@@ -37,6 +37,8 @@ struct writer_args {
   int manifest_fd, mem_fd;
   int report_fd;             // the writer's one line on failure
   int pause_fd;              // read end: the parent sends the pause's length once it resumed
+  int report_read_fd, pause_write_fd;  // the parent's ends (not the program's descriptors)
+  int own_fd;                // snap_request::own_fd
   capsule::header hdr;       // filled by the parent before the stop, but for the counts
   const snap_thread *threads;
   uint32_t nthreads;
@@ -45,6 +47,9 @@ struct writer_args {
   const char *exe;             // /proc/self/exe
   uintptr_t heap_lo, heap_hi;  // mmtier's reservation: its mappings are tier units
   uintptr_t stats_page;        // mmtier's statistics page (0: none)
+  const capsule::fd_record *fds;  // the program's descriptors, path = offset into fd_paths
+  uint32_t nfds;
+  const char *fd_paths;
 };
 
 // Runs in the child and exits it: writes mem and the manifest (status

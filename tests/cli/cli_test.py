@@ -1605,6 +1605,40 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 1)
         self.assertIn("refused", r.stderr)
 
+    def test_python_continues_from_the_snapshot_with_its_file(self):
+        """python3 appending progress lines to an open file: snapshotted from
+        outside mid-way, killed later, restored: it goes on from the snapshot
+        point, and the file holds each step once, in order."""
+        out = os.path.join(self.caps, "progress.txt")
+        prog = (
+            "import sys, time\n"
+            "ballast = bytearray(b'p') * (64 << 20)\n"  # enough placed to open the control socket
+            "f = open(sys.argv[1], 'w')\n"
+            "total = 0\n"
+            "for i in range(400):\n"
+            "    total += i * i\n"
+            "    f.write(f'step {i} {total}\\n'); f.flush()\n"
+            "    time.sleep(0.01)\n"
+            "f.write(f'done {total} {len(ballast)}\\n'); f.close()\n")
+        p = subprocess.Popen([sys.executable, "-c", prog, out], env=self.env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+        wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 200, 60, "some progress")
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "py"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        at_snapshot = len(open(out).read().splitlines())
+        wait_until(lambda: len(open(out).read().splitlines()) > at_snapshot + 20, 60, "progress after the snapshot")
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, "py.mmtcap"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = open(out).read().splitlines()
+        total = 0
+        for i in range(400):
+            total += i * i
+            self.assertEqual(lines[i], f"step {i} {total}")
+        self.assertEqual(lines[400:], [f"done {total} {64 << 20}"])
+
     def snapshot_of(self, name, binary=None):
         p = self.start("self", name, binary=binary)
         self.wait_line(rf"^snapshot taken pid={p.pid}$", "the snapshot")
