@@ -343,8 +343,10 @@ void restore_fds(const image &im, const int stdio[3], int floor, int err_fd) {
         die(err_fd, strf("descriptor %d: %s is another file than at the snapshot", r.fd, path));
       // A file the program writes is cut back to its size at the snapshot:
       // what the original wrote after it is not the restored program's.
+      // Not a standard stream: a log file there is usually shared with
+      // other processes (a shell's redirection), whose output stays.
       const int mode = static_cast<int>(r.flags) & O_ACCMODE;
-      if (kind == cap::fd_kind::file && mode != O_RDONLY && static_cast<uint64_t>(st.st_size) > r.size &&
+      if (kind == cap::fd_kind::file && r.fd > 2 && mode != O_RDONLY && static_cast<uint64_t>(st.st_size) > r.size &&
           ftruncate(opened, static_cast<off_t>(r.size)) != 0)
         die(err_fd, strf("descriptor %d: cannot cut %s back to its size at the snapshot: %s", r.fd, path,
                          strerror(errno)));
