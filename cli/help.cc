@@ -624,7 +624,8 @@ DESCRIPTION
 OPTIONS
     --dir DIR       The capsule directory for a CAPSULE given by name.
     --detach        Print the restored process's host PID once it runs
-                    and exit, leaving it running.
+                    and exit, leaving it running, its standard streams
+                    on /dev/null.
     --verify MODE   full (default): check every checksum of the memory
                     first; meta: only the manifest's.
 
@@ -633,10 +634,19 @@ EXIT STATUS
     signal N killed it).  1 when the restore is refused or fails (nothing
     of the program ran), 2 for invalid usage.
 
+DESCRIPTORS
+    Files, directories and devices are reopened at their numbers, flags
+    and offsets (the same inode, or the restore is refused); a file the
+    process writes, other than a standard stream, is cut back to its size
+    at the snapshot.  A pipe, socket or terminal on 0, 1 or 2 becomes this
+    command's (/dev/null with --detach).
+
 LIMITS
-    Descriptors other than the standard streams, pending signals, POSIX
-    timers, child processes and PMem files referenced in place are not
-    restored yet.  The memory is read in full before the process runs.
+    Other descriptors (sockets, pipes, epoll, eventfd above 2), pending
+    signals, POSIX timers, child processes and PMem files referenced in
+    place are not restored yet: a capsule holding such a descriptor is
+    refused, naming it.  The memory is read in full before the process
+    runs.
 )";
 
 }  // namespace
