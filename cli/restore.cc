@@ -542,16 +542,7 @@ void restore_fds(const image &im, const int stdio[3], int floor, int err_fd) {
     op.leader = t.tid == h.pid;
     op.fs_base = t.fs_base;
     memcpy(op.resume, t.resume, sizeof op.resume);
-    op.clear_tid = t.clear_tid;
-    op.robust_head = t.robust_head;
-    op.robust_len = t.robust_len;
-    op.rseq_area = t.rseq_area;
-    op.rseq_len = t.rseq_len;
-    op.rseq_sig = t.rseq_sig;
-    op.altstack_sp = t.altstack_sp;
-    op.altstack_size = t.altstack_size;
-    op.altstack_flags = t.altstack_flags;
-    memcpy(op.name, t.name, sizeof op.name);
+    cap::copy_thread_state(op, t);
     op.stack_top = stack_base + (i + 2) * rs::kThreadStack;  // the first stack is the leader's
   }
   for (uint32_t s = 0; s < 64; ++s) {

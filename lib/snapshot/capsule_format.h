@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 namespace mmtier::capsule {
@@ -239,6 +240,25 @@ struct thread_record {
   char name[16];                   // PR_GET_NAME, NUL-terminated
 };
 static_assert(sizeof(thread_record) == 368);
+
+// Copies the per-thread kernel state a restore sets again (clear-tid
+// address, robust list, rseq registration, alternate stack, name) between
+// the records that carry it: the capture's, the capsule's, the plan's.
+template <class To, class From>
+void copy_thread_state(To &to, const From &from) {
+  to.clear_tid = from.clear_tid;
+  to.robust_head = from.robust_head;
+  to.robust_len = from.robust_len;
+  to.rseq_area = from.rseq_area;
+  to.rseq_len = from.rseq_len;
+  to.rseq_sig = from.rseq_sig;
+  to.altstack_sp = from.altstack_sp;
+  to.altstack_size = from.altstack_size;
+  to.altstack_flags = from.altstack_flags;
+  static_assert(sizeof to.name == sizeof from.name);
+  memcpy(to.name, from.name, sizeof to.name);
+  to.name[sizeof to.name - 1] = 0;
+}
 
 // The process's own state (table procstate, one record), as it was in the
 // pause: what a restore sets before the program runs again.

@@ -444,17 +444,7 @@ bool thread_table(state &s, raw_vec<cap::thread_record> &out) {
     rec.sigmask = t.sigmask;
     static_assert(sizeof rec.resume == sizeof t.rp);
     memcpy(rec.resume, &t.rp, sizeof rec.resume);
-    rec.clear_tid = t.clear_tid;
-    rec.robust_head = t.robust_head;
-    rec.robust_len = t.robust_len;
-    rec.rseq_area = t.rseq_area;
-    rec.rseq_len = t.rseq_len;
-    rec.rseq_sig = t.rseq_sig;
-    rec.altstack_sp = t.altstack_sp;
-    rec.altstack_size = t.altstack_size;
-    rec.altstack_flags = t.altstack_flags;
-    memcpy(rec.name, t.name, sizeof rec.name);
-    rec.name[sizeof rec.name - 1] = 0;
+    cap::copy_thread_state(rec, t);
     if (t.uc) {
       const auto *uc = static_cast<const ucontext_t *>(t.uc);
 #if defined(__x86_64__)
