@@ -408,7 +408,61 @@ void release(prepared &p, bool remove) {
 }
 
 // P0, with the program running: the directory, the capsule's files, pipes.
+// What no restore can bring back, found with the program running: a child
+// process (a capsule holds one process), and kernel objects of a kind that
+// cannot be made again (io_uring, another userfaultfd, perf events, BPF,
+// pidfds, inotify and fanotify).  0, or -EOPNOTSUPP with the line naming it.
+long unsupported(const snap_request &req, snap_result *res) {
+  long found = 0;
+  const long tdir = sys::openat(AT_FDCWD, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (tdir >= 0) {
+    sys::for_each_dirent(static_cast<int>(tdir), [&](const char *name, unsigned char) -> long {
+      if (name[0] < '0' || name[0] > '9' || found) return 0;
+      char path[64], buf[256];
+      snprintf(path, sizeof path, "/proc/self/task/%s/children", name);
+      read_small(path, buf, sizeof buf);
+      if (buf[0]) {
+        const long child = strtol(buf, nullptr, 10);
+        set_line(res, "process %ld is a child of this one: a capsule holds one process (not supported)", child);
+        found = -EOPNOTSUPP;
+      }
+      return 0;
+    });
+    sys::close(static_cast<int>(tdir));
+  }
+  if (found) return found;
+  int guarded[64];
+  const int nguarded = fd_guard_list(guarded, 64);
+  const long dfd = sys::openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (dfd < 0) return 0;
+  static constexpr const char *kNever[] = {"anon_inode:[io_uring]", "anon_inode:[userfaultfd]", "anon_inode:[perf_event]",
+                                           "anon_inode:bpf",        "anon_inode:[pidfd]",       "anon_inode:inotify",
+                                           "anon_inode:[fanotify]", "anon_inode:[bpf"};
+  sys::for_each_dirent(static_cast<int>(dfd), [&](const char *name, unsigned char) -> long {
+    if (name[0] < '0' || name[0] > '9' || found) return 0;
+    const int fd = static_cast<int>(strtol(name, nullptr, 10));
+    if (fd == dfd || fd == req.own_fd) return 0;
+    for (int k = 0; k < nguarded; ++k)
+      if (guarded[k] == fd) return 0;
+    char link[64], target[256];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    const long n = sys::raw(SYS_readlink, reinterpret_cast<long>(link), reinterpret_cast<long>(target),
+                            sizeof target - 1);
+    if (n <= 0) return 0;
+    target[n] = 0;
+    for (const char *kind : kNever)
+      if (!strncmp(target, kind, strlen(kind))) {
+        set_line(res, "descriptor %d is %s, which a restore cannot make again (not supported)", fd, target);
+        found = -EOPNOTSUPP;
+      }
+    return 0;
+  });
+  sys::close(static_cast<int>(dfd));
+  return found;
+}
+
 long prepare(const snap_request &req, prepared *p, snap_result *res) {
+  if (long r = unsupported(req, res); r < 0) return r;
   uintptr_t end = 0;
   if (const uintptr_t lo = dontfork_mapping(&end)) {
     set_line(res, "mapping %#lx-%#lx is MADV_DONTFORK: a snapshot cannot hold it (not supported)",

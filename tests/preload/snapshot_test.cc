@@ -12,6 +12,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <set>
@@ -212,6 +214,48 @@ TEST(Snapshot, AMappingHiddenFromForkIsRefused) {
   ASSERT_EQ(madvise(p, len, MADV_DOFORK), 0);
   EXPECT_EQ(snapshot()(dir.path.c_str(), "shown", nullptr, 0), 0) << strerror(errno);
   munmap(p, len);
+}
+
+// What no restore can bring back is refused before anything stops, with
+// one line naming it, and the program goes on: a child process, an
+// io_uring instance.
+TEST(Snapshot, WhatNoRestoreCanMakeIsRefused) {
+  ASSERT_TRUE(snapshot());
+  capsule_dir dir;
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(go[1]);
+    char c;
+    while (read(go[0], &c, 1) < 0) {
+    }
+    _exit(0);
+  }
+  errno = 0;
+  EXPECT_EQ(snapshot()(dir.path.c_str(), "parent", nullptr, 0), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  EXPECT_TRUE(dir.entries().empty());
+  close(go[1]);
+  int st = 0;
+  ASSERT_EQ(waitpid(child, &st, 0), child);
+  close(go[0]);
+  // An io_uring instance (where the kernel allows one).
+  struct {
+    uint32_t sq_entries, cq_entries, flags, sq_thread_cpu, sq_thread_idle, features, wq_fd, resv[3];
+    uint64_t sq_off[5], cq_off[5];
+  } params = {};
+  const long ring = syscall(SYS_io_uring_setup, 4, &params);
+  if (ring >= 0) {
+    errno = 0;
+    EXPECT_EQ(snapshot()(dir.path.c_str(), "ring", nullptr, 0), -1);
+    EXPECT_EQ(errno, EOPNOTSUPP);
+    EXPECT_TRUE(dir.entries().empty());
+    close(static_cast<int>(ring));
+  }
+  // Without them, a snapshot is taken.
+  EXPECT_EQ(snapshot()(dir.path.c_str(), "alone", nullptr, 0), 0) << strerror(errno);
 }
 
 // Data the program put behind PROT_NONE (a guard over its own pages) is in
