@@ -17,6 +17,7 @@
 #include "snapshot/capsule_format.h"
 #include "support/crc32c.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <sched.h>
@@ -121,6 +122,26 @@ uint64_t start_ticks(long pid) {
   return strtoull(f.c_str(), nullptr, 10);
 }
 
+// The process the capsule was taken of, if it still runs: the one with its
+// start time and command, whatever PID namespace it is in (a restored
+// process's PID differs outside its own); its PID here, or 0.
+long still_running(const cap::header &h) {
+  if (start_ticks(h.pid) == h.starttime) return h.pid;
+  DIR *d = opendir("/proc");
+  if (!d) return 0;
+  long found = 0;
+  while (dirent *e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const long pid = strtol(e->d_name, nullptr, 10);
+    if (start_ticks(pid) == h.starttime && read_text(strf("/proc/%ld/comm", pid).c_str()) == h.comm) {
+      found = pid;
+      break;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
 // A mapped file as the capsule saw it: the same file (device, inode, size,
 // modification time) or a refusal naming it.
 std::string file_changed(const cap::manifest_view &m, const cap::file &f) {
@@ -223,9 +244,14 @@ void check(image &im, const options &o) {
     if (m.runs[i].source == static_cast<uint32_t>(cap::run_source::pmem))
       refuse(im, "the capsule refers to PMem files, which this version does not restore");
   // The original must be gone: two processes would own the same state.
-  if (read_text("/proc/sys/kernel/random/boot_id") == h.boot_id && h.starttime &&
-      start_ticks(h.pid) == h.starttime)
-    refuse(im, strf("process %d, which the snapshot was taken of, is still running: stop it first", h.pid));
+  if (read_text("/proc/sys/kernel/random/boot_id") == h.boot_id && h.starttime) {
+    if (const long running = still_running(h))
+      refuse(im, running == h.pid
+                     ? strf("process %d, which the snapshot was taken of, is still running: stop it first", h.pid)
+                     : strf("process %d, which the snapshot was taken of, is still running (host pid %ld): stop it "
+                            "first",
+                            h.pid, running));
+  }
   if (o.verify) {
     try {
       verify_mem(im.dirfd, m);
@@ -386,7 +412,11 @@ void restore_fds(const image &im, const int stdio[3], int floor, int err_fd) {
   nofile.rlim_cur = nofile.rlim_max;
   setrlimit(RLIMIT_NOFILE, &nofile);
   getrlimit(RLIMIT_NOFILE, &nofile);
-  const int floor = static_cast<int>(std::min<rlim_t>(1024, nofile.rlim_cur > 128 ? nofile.rlim_cur - 64 : 64));
+  int highest = 0;
+  for (uint64_t i = 0; i < im.nfds; ++i) highest = std::max(highest, static_cast<int>(im.fds[i].fd));
+  const rlim_t room = nofile.rlim_cur > 128 ? nofile.rlim_cur - 64 : 64;
+  const int floor = static_cast<int>(std::min<rlim_t>(std::max<rlim_t>(1024, static_cast<rlim_t>(highest) + 1), room));
+  if (highest >= floor) die(err_fd, strf("descriptor %d is above what this process may open", highest));
   err_fd = move_high(err_fd, floor);
   if (err_fd < 0) _exit(1);
   const int dirfd = move_high(dup(im.dirfd), floor);
@@ -632,13 +662,37 @@ void forward(int sig) {
 
 // PID 1 of the new namespace: its own /proc, the program's process with
 // the capsule's PID, then a reaper that ends with it.
+// This process's ID in the outermost PID namespace of host_proc (a /proc
+// of the host's, opened before the namespace's own was mounted), 0 if
+// unknown: "NSpid:" lists it first.
+long host_pid_of_self(int host_proc) {
+  const int fd = openat(host_proc, "self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[4096];
+  const ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *ns = strstr(buf, "\nNSpid:");
+  return ns ? strtol(ns + 8, nullptr, 10) : 0;
+}
+
 [[noreturn]] void init_main(const image &im, int err_fd, bool detach) {
+  // The host's /proc, kept open across the mount below: the restored
+  // process reads its host PID there (its statistics and control socket
+  // are named by it).
+  const int host_proc = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
       mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     die(err_fd, strf("cannot mount /proc for the restored process: %s", strerror(errno)));
   const long pid = clone3_with_tid(im.m.hdr->pid);
   if (pid < 0) die(err_fd, strf("cannot give the process its PID %d: %s", im.m.hdr->pid, strerror(errno)));
-  if (pid == 0) become(im, err_fd, 0, detach);
+  if (pid == 0) {
+    const long host = host_proc >= 0 ? host_pid_of_self(host_proc) : 0;
+    if (host_proc >= 0) close(host_proc);
+    become(im, err_fd, static_cast<int>(host), detach);
+  }
+  if (host_proc >= 0) close(host_proc);
   close(err_fd);
   if (detach) {
     const int null_fd = open("/dev/null", O_RDWR);

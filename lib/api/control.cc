@@ -103,7 +103,7 @@ bool make_socket() {
   sockaddr_un addr;
   memset(&addr, 0, sizeof addr);
   addr.sun_family = AF_UNIX;
-  const int len = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%ld%s", dir, sys::getpid(), ctl::kSuffix);
+  const int len = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%ld%s", dir, sys::host_pid(), ctl::kSuffix);
   if (len < 0 || static_cast<size_t>(len) >= sizeof addr.sun_path) {
     MMTIER_WARN("control socket path in %s is too long; mmtier snapshot cannot reach this process", dir);
     return false;

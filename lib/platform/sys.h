@@ -73,6 +73,12 @@ inline long write(int fd, const void *buf, size_t n) {
   return raw(SYS_write, fd, reinterpret_cast<long>(buf), static_cast<long>(n));
 }
 inline long getpid() { return raw(SYS_getpid); }
+// The process's ID as the host sees it, for the names other processes look
+// it up by (its statistics page, its control socket): getpid(), but in a
+// process restored into a PID namespace of its own, the ID it has outside
+// (set_host_pid; not inherited by a fork child, whose getpid() differs).
+long host_pid();
+void set_host_pid(long pid);
 // pthread_sigmask as the C library does it (the signals below SIGRTMIN are
 // its own and never blocked), without going through the symbol, which
 // libmmtier.so interposes: 0 or an errno value.

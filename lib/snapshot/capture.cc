@@ -533,6 +533,8 @@ constexpr long kRestored = -100000;  // stop_and_fork: this is a restored proces
 // descriptors exists here.
 void restored(uint64_t mask) {
   fd_guard_forget_all();
+  if (g_restore_note.magic == kRestoreNoteMagic && g_restore_note.host_pid > 0)
+    sys::set_host_pid(g_restore_note.host_pid);
   landed();
   for (int u; (u = __atomic_load_n(&g_restore_note.users, __ATOMIC_ACQUIRE)) > 0;)
     sys::raw(SYS_futex, reinterpret_cast<long>(&g_restore_note.users), FUTEX_WAIT_PRIVATE, u, 0);

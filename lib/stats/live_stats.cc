@@ -230,7 +230,7 @@ void create_locked(bool sweep) {
     g_pub.disabled.store(true, std::memory_order_relaxed);
     return;
   }
-  const long pid = sys::getpid();
+  const long pid = sys::host_pid();
   const unsigned uid = static_cast<unsigned>(sys::raw(SYS_geteuid));
   const bool chosen = cfg.stats_dir[0] != '\0';
   if (chosen) copy_name(g_dir, sizeof g_dir, cfg.stats_dir);

@@ -1553,6 +1553,16 @@ class RestoreTest(Base):
         self.assertEqual(m.group(4), "ok")
         with open(f"/proc/{host}/status") as f:
             self.assertIn("NSpid:\t" + str(host) + "\t" + before.group(1), f.read())
+        # From outside it is known by its host PID: its control socket and
+        # statistics are named by it, so it can be snapshotted again ...
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{host}.ctl")), 30, "the restored control socket")
+        r = mmtier(["snapshot", str(host), "--dir", self.caps, "--name", "again"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.stat_json(host)["pid"], host)
+        # ... and that capsule is not restored while the process runs.
+        again = os.path.join(self.caps, "again.mmtcap")
+        self.assert_refused(again, rf"process {before.group(1)}, which the snapshot was taken of, is still running "
+                                   rf"\(host pid {host}\): stop it first")
         os.kill(host, signal.SIGKILL)
 
     def test_twenty_cycles_keep_mappings_and_descriptors(self):
