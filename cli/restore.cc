@@ -211,8 +211,9 @@ void check(image &im, const options &o) {
   const std::string release = read_text("/proc/sys/kernel/osrelease");
   const std::string version = read_text("/proc/sys/kernel/version");
   if (release != h.kernel_release || detail::crc32c(0, version.data(), version.size()) != h.kernel_version_crc)
-    refuse(im, strf("the capsule was taken on kernel %s (%s build), this is %s", h.kernel_release,
-                    release == h.kernel_release ? "another" : "that", release.c_str()));
+    refuse(im, release == h.kernel_release
+                   ? strf("the capsule was taken on another build of kernel %s", h.kernel_release)
+                   : strf("the capsule was taken on kernel %s, this is %s", h.kernel_release, release.c_str()));
   im.vdso = own_vdso();
   if (im.vdso.vdso_hi - im.vdso.vdso_lo != h.vdso_len || im.vdso.crc != h.vdso_crc)
     refuse(im, "the vDSO of this kernel differs from the capsule's");
@@ -269,8 +270,7 @@ struct interval {
 
 // The mappings of this process (raw reads: called when nothing may
 // allocate any more), excluding the kernel's own ([vdso], [vvar], [vsyscall]).
-size_t read_own_maps(interval *out, size_t cap, bool *kernel, size_t nkernel_cap, interval *kernel_out,
-                     size_t *nkernel) {
+size_t read_own_maps(interval *out, size_t cap, size_t nkernel_cap, interval *kernel_out, size_t *nkernel) {
   const int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
   static char buf[1 << 20];
@@ -295,7 +295,6 @@ size_t read_own_maps(interval *out, size_t cap, bool *kernel, size_t nkernel_cap
     if (!nl) break;
     line = nl + 1;
   }
-  (void)kernel;
   return n;
 }
 
@@ -600,7 +599,7 @@ void restore_fds(const image &im, const int stdio[3], int floor, int err_fd) {
   interval kernel[4];
   size_t nkernel = 0;
   static interval own[1 << 14];
-  const size_t nown = read_own_maps(own, sizeof own / sizeof *own, nullptr, 4, kernel, &nkernel);
+  const size_t nown = read_own_maps(own, sizeof own / sizeof *own, 4, kernel, &nkernel);
   const int64_t delta = static_cast<int64_t>(im.vvar_lo ? im.vvar_lo : im.vdso_lo) -
                         static_cast<int64_t>(im.vdso.nvvar ? im.vdso.vvar_lo[0] : im.vdso.vdso_lo);
   for (size_t k = 0; k < nkernel && k < 4; ++k)
