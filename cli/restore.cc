@@ -11,6 +11,7 @@
 #include "capsule_read.h"
 #include "cli.h"
 #include "format.h"
+#include "restore_fds.h"
 
 #include "restorer/plan.h"
 #include "snapshot/capsule_dir.h"
@@ -166,9 +167,21 @@ struct image {
   uint64_t nthreads = 0;
   const cap::fd_record *fds = nullptr;
   uint64_t nfds = 0;
+  const unsigned char *fd_data = nullptr;
+  uint64_t fd_data_len = 0;
   vdso_info vdso;
   uint64_t vdso_lo = 0, vvar_lo = 0, vvar_hi = 0;  // the capsule's
 };
+
+fd_image fd_view(const image &im) {
+  fd_image v;
+  v.m = &im.m;
+  v.fds = im.fds;
+  v.nfds = im.nfds;
+  v.data = im.fd_data;
+  v.data_len = im.fd_data_len;
+  return v;
+}
 
 [[noreturn]] void refuse(const image &im, const std::string &why) {
   throw failure(strf("restore of %s refused: %s", im.where.path.c_str(), why.c_str()));
@@ -200,6 +213,10 @@ void check(image &im, const options &o) {
   im.threads = records<cap::thread_record>(m, cap::table_kind::threads, &im.nthreads);
   if (!im.threads || !im.nthreads) refuse(im, "the capsule has no threads");
   im.fds = records<cap::fd_record>(m, cap::table_kind::fds, &im.nfds);
+  im.fd_data = records<unsigned char>(m, cap::table_kind::fd_data, &im.fd_data_len);
+  if (const cap::table_entry *e = table(m, cap::table_kind::fds); e && !im.fds)
+    refuse(im, strf("the descriptor table's records are %u bytes, not %zu", e->record_size, sizeof(cap::fd_record)));
+  if (const std::string e = fd_check(fd_view(im)); !e.empty()) refuse(im, e);
   bool leader = false;
   for (uint64_t i = 0; i < im.nthreads; ++i) {
     if (im.threads[i].tid == h.pid) leader = true;
@@ -337,67 +354,6 @@ int move_high(int fd, int floor) {
   return n;
 }
 
-// The program's descriptors at their numbers: files and directories
-// reopened by path (the same inode, at the same offset), devices reopened;
-// a pipe, socket or terminal on 0-2 is the restoring command's stream;
-// anything else cannot be brought back yet, which fails the restore.  Each
-// is opened above floor first, then moved into place, so no number of the
-// program's is taken by one opened on the way.  A capsule without a table:
-// 0-2 are the command's.
-void restore_fds(const image &im, const int stdio[3], int floor, int err_fd) {
-  std::vector<std::pair<int, int>> placed;  // (program's number, temporary)
-  bool std_done[3] = {};
-  for (uint64_t i = 0; i < im.nfds; ++i) {
-    const cap::fd_record &r = im.fds[i];
-    const char *path = cap::string_at(im.m, r.path);
-    const auto kind = static_cast<cap::fd_kind>(r.kind);
-    int fd = -1;
-    if (kind == cap::fd_kind::other || (kind == cap::fd_kind::device && !strncmp(path, "/dev/pts/", 9))) {
-      if (r.fd > 2)
-        die(err_fd, strf("descriptor %d (%s) cannot be restored yet: only files, directories, devices and the "
-                         "standard streams are",
-                         r.fd, path));
-      fd = fcntl(stdio[r.fd], F_DUPFD_CLOEXEC, floor);
-    } else {
-      const int flags = static_cast<int>(r.flags) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
-      const int opened = open(path, flags | O_CLOEXEC | (kind == cap::fd_kind::dir ? O_DIRECTORY : 0));
-      if (opened < 0) die(err_fd, strf("cannot reopen descriptor %d, %s: %s", r.fd, path, strerror(errno)));
-      struct stat st;
-      if (kind == cap::fd_kind::file &&
-          (fstat(opened, &st) != 0 || st.st_ino != r.ino || static_cast<uint64_t>(st.st_dev) != r.dev))
-        die(err_fd, strf("descriptor %d: %s is another file than at the snapshot", r.fd, path));
-      // A file the program writes is cut back to its size at the snapshot:
-      // what the original wrote after it is not the restored program's.
-      // Not a standard stream: a log file there is usually shared with
-      // other processes (a shell's redirection), whose output stays.
-      const int mode = static_cast<int>(r.flags) & O_ACCMODE;
-      if (kind == cap::fd_kind::file && r.fd > 2 && mode != O_RDONLY && static_cast<uint64_t>(st.st_size) > r.size &&
-          ftruncate(opened, static_cast<off_t>(r.size)) != 0)
-        die(err_fd, strf("descriptor %d: cannot cut %s back to its size at the snapshot: %s", r.fd, path,
-                         strerror(errno)));
-      if (kind == cap::fd_kind::file && lseek(opened, static_cast<off_t>(r.offset), SEEK_SET) < 0)
-        die(err_fd, strf("descriptor %d: cannot seek %s: %s", r.fd, path, strerror(errno)));
-      fd = move_high(opened, floor);
-    }
-    if (fd < 0) die(err_fd, strf("cannot restore descriptor %d: %s", r.fd, strerror(errno)));
-    placed.push_back({r.fd, fd});
-    if (r.fd >= 0 && r.fd < 3) std_done[r.fd] = true;
-  }
-  // A stream the program had closed stays closed, unless the capsule
-  // predates descriptor tables.
-  if (!im.fds)
-    for (int k = 0; k < 3; ++k)
-      if (!std_done[k]) placed.push_back({k, fcntl(stdio[k], F_DUPFD_CLOEXEC, floor)});
-  for (const auto &[want, tmp] : placed) {
-    bool cloexec = false;
-    for (uint64_t i = 0; i < im.nfds; ++i)
-      if (im.fds[i].fd == want) cloexec = im.fds[i].cloexec;
-    if (dup3(tmp, want, cloexec ? O_CLOEXEC : 0) != want)
-      die(err_fd, strf("cannot place descriptor %d: %s", want, strerror(errno)));
-    close(tmp);
-  }
-}
-
 [[noreturn]] void become(const image &im, int err_fd, int host_pid, bool detach) {
   const cap::manifest_view &m = im.m;
   const cap::header &h = *m.hdr;
@@ -426,7 +382,7 @@ void restore_fds(const image &im, const int stdio[3], int floor, int err_fd) {
                              move_high(dup(detach ? null_fd : 2), floor)};
   if (dirfd < 0) die(err_fd, strf("cannot keep the capsule open: %s", strerror(errno)));
   for (int fd = 0; fd < floor; ++fd) close(fd);
-  restore_fds(im, stdio_copy, floor, err_fd);
+  if (const std::string e = fd_restore(fd_view(im), stdio_copy, floor); !e.empty()) die(err_fd, e);
   for (int k = 0; k < 3; ++k) close(stdio_copy[k]);
   const int mem_fd = openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (mem_fd < 0) die(err_fd, strf("cannot open the capsule's mem: %s", strerror(errno)));

@@ -30,6 +30,7 @@ uint32_t kind_record_size(uint32_t kind) {
     case table_kind::chunks: return sizeof(chunk);
     case table_kind::files: return sizeof(file);
     case table_kind::strings: return 1;
+    case table_kind::fd_data: return 1;
     default: return 0;
   }
 }

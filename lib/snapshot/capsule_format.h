@@ -24,7 +24,7 @@
 namespace mmtier::capsule {
 
 constexpr char kMagic[8] = {'M', 'M', 'T', 'C', 'A', 'P', '0', '1'};
-constexpr uint32_t kVersion = 2;  // 2: threads carry their resume points, the process its mm layout
+constexpr uint32_t kVersion = 3;  // 2: threads carry their resume points, the process its mm layout; 3: descriptors their kernel objects
 constexpr uint64_t kAlign = 4096;  // of mem offsets and of the tables in the manifest
 constexpr uint64_t kHeaderOffset = 512;  // the header, right after the status block
 constexpr char kSuffix[] = ".mmtcap";
@@ -97,8 +97,9 @@ enum class table_kind : uint32_t {
   threads = 6,
   fds = 7,
   procstate = 8,
+  fd_data = 9,  // bytes: what each descriptor's kind keeps (fd_record::detail)
 };
-constexpr uint32_t kTableKinds = 8;
+constexpr uint32_t kTableKinds = 9;
 
 struct table_entry {
   uint32_t kind;         // table_kind
@@ -310,10 +311,16 @@ static_assert(sizeof(procstate_record) == 16 + 32 * 64 + 16 * 16 + 16 * 3 + 8 * 
 
 // A descriptor of the program's (table fds), as it was in the pause.
 enum class fd_kind : uint32_t {
-  file = 1,    // a regular file: reopened by path, its identity checked, at its offset
-  dir = 2,     // a directory
-  device = 3,  // a character device (/dev/null, /dev/urandom, a terminal): reopened by path
-  other = 4,   // a pipe, socket, epoll, eventfd...: not restored yet (0-2: the restoring command's)
+  file = 1,      // a regular file: reopened by path, its identity checked, at its offset
+  dir = 2,       // a directory
+  device = 3,    // a character device (/dev/null, /dev/urandom, a terminal): reopened by path
+  other = 4,     // a pipe or socket to a terminal or another process on 0-2: the restoring command's
+  pipe = 5,      // a pipe or FIFO end: detail fd_pipe (+ the bytes buffered in it, on one end per pipe)
+  eventfd = 6,   // detail fd_eventfd
+  timerfd = 7,   // detail fd_timerfd
+  signalfd = 8,  // detail fd_signalfd
+  epoll = 9,     // detail: an fd_epoll_entry per registration
+  socket = 10,   // detail fd_socket (+ the bytes queued to it, for one end of a pair within the process)
 };
 
 struct fd_record {
@@ -324,9 +331,80 @@ struct fd_record {
   uint64_t offset;   // of a file
   uint64_t dev, ino, size;
   uint32_t path;     // /proc/self/fd/N's link: offset into strings
+  int32_t same_as;   // an earlier record's fd of the same open file (a dup), or -1
+  uint64_t detail;   // offset into fd_data, 8-aligned
+  uint64_t detail_len;
+};
+static_assert(sizeof(fd_record) == 72 && std::has_unique_object_representations_v<fd_record>);
+
+struct fd_pipe {
+  uint64_t id;        // the pipe's inode: the ends of one pipe share it
+  uint32_t capacity;  // F_GETPIPE_SZ
+  uint32_t fifo;      // 1: a named FIFO (the record's path)
+  uint64_t queued;    // bytes buffered, right after this (on the first end of each pipe only)
+};
+static_assert(sizeof(fd_pipe) == 24 && std::has_unique_object_representations_v<fd_pipe>);
+
+struct fd_eventfd {
+  uint64_t count;
+  uint32_t semaphore;  // EFD_SEMAPHORE (as the kernel shows it: 6.3 and later; else 0)
   uint32_t reserved;
 };
-static_assert(sizeof(fd_record) == 56 && std::has_unique_object_representations_v<fd_record>);
+static_assert(sizeof(fd_eventfd) == 16 && std::has_unique_object_representations_v<fd_eventfd>);
+
+struct fd_timerfd {
+  int32_t clockid;
+  uint32_t settime_flags;  // TFD_TIMER_*: absolute values are kept as such only on the realtime clocks
+  uint64_t ticks;          // expirations not read yet
+  int64_t value_sec, value_nsec;  // what is left (or the absolute time, with TFD_TIMER_ABSTIME)
+  int64_t interval_sec, interval_nsec;
+};
+static_assert(sizeof(fd_timerfd) == 48 && std::has_unique_object_representations_v<fd_timerfd>);
+
+struct fd_signalfd {
+  uint64_t mask;  // bit N - 1: signal N
+};
+
+struct fd_epoll_entry {
+  int32_t tfd;  // the registered descriptor's number
+  uint32_t events;
+  uint64_t data;
+  uint64_t ino;  // of the registered file, to tell a reused number
+};
+static_assert(sizeof(fd_epoll_entry) == 24 && std::has_unique_object_representations_v<fd_epoll_entry>);
+
+enum class socket_state : uint32_t {
+  unbound = 0,    // socket() only
+  bound = 1,      // bound, not listening, not connected
+  listening = 2,  // rebound and listening again at restore
+  connected = 3,  // to a peer outside the process: a datagram socket reconnects, a stream one comes back
+                  // closed (its reads see the end, its writes EPIPE)
+  pair = 4,       // a Unix socket whose peer is one of the program's: fd_socket::pair
+};
+
+enum socket_options : uint32_t {
+  kSockReuseAddr = 1u << 0,
+  kSockReusePort = 1u << 1,
+  kSockKeepAlive = 1u << 2,
+  kSockNoDelay = 1u << 3,
+  kSockV6Only = 1u << 4,
+  kSockBroadcast = 1u << 5,
+  kSockPassCred = 1u << 6,
+};
+
+struct fd_socket {
+  int32_t domain, type, protocol;
+  uint32_t state;    // socket_state
+  uint32_t backlog;  // of a listening socket
+  uint32_t options;  // socket_options
+  uint32_t local_len, peer_len;
+  unsigned char local[128], peer[128];  // sockaddrs
+  uint64_t pair;     // the peer's inode (state pair)
+  uint64_t queued;   // bytes right after this: a stream's queued bytes; a datagram socket's messages,
+                     // each a uint32 length and its bytes
+};
+static_assert(sizeof(fd_socket) == 304 && std::has_unique_object_representations_v<fd_socket>);
+
 
 // Building and reading a manifest.  A manifest is the status block (offset
 // 0), the header (kHeaderOffset), the directory (right after the header)

@@ -12,6 +12,7 @@
 #include "platform/resume_point.h"
 #include "platform/sys.h"
 #include "snapshot/capsule_dir.h"
+#include "snapshot/fd_capture.h"
 #include "snapshot/restore_note.h"
 #include "snapshot/writer.h"
 #include "support/crc32c.h"
@@ -153,69 +154,6 @@ void read_small(const char *path, char *buf, size_t cap) {
   if (n <= 0) return;
   buf[n] = 0;
   if (buf[n - 1] == '\n') buf[n - 1] = 0;
-}
-
-constexpr int kMaxFds = 4096;
-cap::fd_record g_fds[kMaxFds];  // under g_one
-uint32_t g_nfds = 0;
-char g_fd_paths[1 << 20];
-uint32_t g_fd_paths_len = 0;
-
-// The program's descriptors, in the pause (offsets and flags are shared
-// with the writer, which must not read them later): all but mmtier's own
-// and the snapshot's (skip).
-void capture_fds(const int *skip, int nskip) {
-  g_nfds = 0;
-  g_fd_paths_len = 1;
-  g_fd_paths[0] = 0;
-  int guarded[64];
-  const int nguarded = fd_guard_list(guarded, 64);
-  const long dfd = sys::openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-  if (dfd < 0) return;
-  sys::for_each_dirent(static_cast<int>(dfd), [&](const char *name, unsigned char) -> long {
-    if (name[0] < '0' || name[0] > '9') return 0;
-    const int fd = static_cast<int>(strtol(name, nullptr, 10));
-    if (fd == dfd || g_nfds == kMaxFds) return 0;
-    for (int k = 0; k < nskip; ++k)
-      if (skip[k] == fd) return 0;
-    for (int k = 0; k < nguarded; ++k)
-      if (guarded[k] == fd) return 0;
-    cap::fd_record &r = g_fds[g_nfds];
-    memset(&r, 0, sizeof r);
-    r.fd = fd;
-    char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    char *path = g_fd_paths + g_fd_paths_len;
-    const size_t room = sizeof g_fd_paths - g_fd_paths_len;
-    if (room < 4097) return 0;
-    const long n = sys::raw(SYS_readlink, reinterpret_cast<long>(link), reinterpret_cast<long>(path), 4096);
-    if (n < 0) return 0;
-    path[n] = 0;
-    r.path = g_fd_paths_len;
-    g_fd_paths_len += static_cast<uint32_t>(n) + 1;
-    struct stat st;
-    if (sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) != 0) return 0;
-    r.flags = static_cast<uint32_t>(sys::raw(SYS_fcntl, fd, F_GETFL));
-    r.cloexec = static_cast<uint32_t>(sys::raw(SYS_fcntl, fd, F_GETFD)) & FD_CLOEXEC;
-    r.dev = st.st_dev;
-    r.ino = st.st_ino;
-    r.size = static_cast<uint64_t>(st.st_size);
-    const bool named = path[0] == '/' && !strstr(path, " (deleted)");
-    if (S_ISREG(st.st_mode) && named) {
-      r.kind = static_cast<uint32_t>(cap::fd_kind::file);
-      const long off = sys::raw(SYS_lseek, fd, 0, SEEK_CUR);
-      r.offset = off > 0 ? static_cast<uint64_t>(off) : 0;
-    } else if (S_ISDIR(st.st_mode) && named) {
-      r.kind = static_cast<uint32_t>(cap::fd_kind::dir);
-    } else if (S_ISCHR(st.st_mode) && named) {
-      r.kind = static_cast<uint32_t>(cap::fd_kind::device);
-    } else {
-      r.kind = static_cast<uint32_t>(cap::fd_kind::other);
-    }
-    ++g_nfds;
-    return 0;
-  });
-  sys::close(static_cast<int>(dfd));
 }
 
 cap::procstate_record g_proc;  // under g_one
@@ -435,9 +373,6 @@ long unsupported(const snap_request &req, snap_result *res) {
   const int nguarded = fd_guard_list(guarded, 64);
   const long dfd = sys::openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (dfd < 0) return 0;
-  static constexpr const char *kNever[] = {"anon_inode:[io_uring]", "anon_inode:[userfaultfd]", "anon_inode:[perf_event]",
-                                           "anon_inode:bpf",        "anon_inode:[pidfd]",       "anon_inode:inotify",
-                                           "anon_inode:[fanotify]", "anon_inode:[bpf"};
   sys::for_each_dirent(static_cast<int>(dfd), [&](const char *name, unsigned char) -> long {
     if (name[0] < '0' || name[0] > '9' || found) return 0;
     const int fd = static_cast<int>(strtol(name, nullptr, 10));
@@ -450,11 +385,7 @@ long unsupported(const snap_request &req, snap_result *res) {
                             sizeof target - 1);
     if (n <= 0) return 0;
     target[n] = 0;
-    for (const char *kind : kNever)
-      if (!strncmp(target, kind, strlen(kind))) {
-        set_line(res, "descriptor %d is %s, which a restore cannot make again (not supported)", fd, target);
-        found = -EOPNOTSUPP;
-      }
+    found = fd_unsupported(fd, target, res->line, sizeof res->line);
     return 0;
   });
   sys::close(static_cast<int>(dfd));
@@ -623,10 +554,11 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
   {
     const int skip[] = {wa.parent_dirfd, wa.pend->dirfd, wa.manifest_fd, wa.mem_fd, wa.report_fd, wa.pause_fd,
                         wa.report_read_fd, wa.pause_write_fd, wa.own_fd};
-    capture_fds(skip, sizeof skip / sizeof *skip);
-    wa.fds = g_fds;
-    wa.nfds = g_nfds;
-    wa.fd_paths = g_fd_paths;
+    if (long r = fd_capture(skip, sizeof skip / sizeof *skip, &wa.fds, res->line, sizeof res->line); r < 0) {
+      world_resume();
+      fd_capture_release();
+      return r;
+    }
   }
   // The writer must never run a handler of the program's: every signal
   // blocked across the fork (the child keeps the mask).
@@ -637,6 +569,7 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
   // A restore resumes this thread here, in this frame (live in the image:
   // the fork below is made from it).
   if (kResumePoints && mmtier_resume_point_save(&me.rp)) {
+    fd_capture_forget();  // its range was not the image's
     restored(g_threads[wa.nthreads - 1].sigmask);
     return kRestored;
   }
@@ -648,6 +581,7 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
   if (pid == 0) writer_start(wa);
   sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&old), 0, 8);
   world_resume();
+  fd_capture_release();  // the writer has its copy
   res->paused_ns = sys::mono_ns() - t0;
   res->threads = static_cast<uint32_t>(n);
   if (pid < 0) {

@@ -385,6 +385,7 @@ bool walk_maps(state &s) {
   while (maps.next(&e)) {
     if (name_is(e, "[vsyscall]")) continue;  // the same fixed page in every process
     if (e.lo >= s.ar->lo && e.hi <= s.ar->hi) continue;  // the writer's own
+    if (e.lo >= s.a->fds.scratch_lo && e.hi <= s.a->fds.scratch_hi) continue;  // the descriptor tables
 #if defined(__SANITIZE_ADDRESS__) && defined(__x86_64__)
     // AddressSanitizer's shadow (tests only): the sanitizer's own memory,
     // terabytes of address space, not the program's.
@@ -482,9 +483,9 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
   proc.exe = add_string(s, s.a->exe, static_cast<uint32_t>(strlen(s.a->exe)));
   raw_vec<cap::fd_record> fds;
   fds.ar = s.ar;
-  for (uint32_t i = 0; i < s.a->nfds; ++i) {
-    cap::fd_record r = s.a->fds[i];
-    const char *path = s.a->fd_paths + r.path;
+  for (uint32_t i = 0; i < s.a->fds.nfds; ++i) {
+    cap::fd_record r = s.a->fds.fds[i];
+    const char *path = s.a->fds.paths + r.path;
     r.path = add_string(s, path, static_cast<uint32_t>(strlen(path)));
     if (!fds.push(r)) return fail(s, ENOMEM, "out of memory for the descriptor table");
   }
@@ -498,6 +499,7 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
       {cap::table_kind::threads, sizeof(cap::thread_record), threads.size, threads.data},
       {cap::table_kind::procstate, sizeof(cap::procstate_record), 1, &proc},
       {cap::table_kind::fds, sizeof(cap::fd_record), fds.size, fds.size ? static_cast<const void *>(fds.data) : &proc},
+      {cap::table_kind::fd_data, 1, s.a->fds.data_len, s.a->fds.data_len ? static_cast<const void *>(s.a->fds.data) : &proc},
   };
   constexpr uint32_t kTables = sizeof tables / sizeof tables[0];
   const uint64_t size = cap::manifest_size(tables, kTables);

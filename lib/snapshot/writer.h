@@ -8,6 +8,7 @@
 #include "platform/resume_point.h"
 #include "snapshot/capsule_dir.h"
 #include "snapshot/capsule_format.h"
+#include "snapshot/fd_capture.h"
 
 #include <cstdint>
 
@@ -47,9 +48,7 @@ struct writer_args {
   const char *exe;             // /proc/self/exe
   uintptr_t heap_lo, heap_hi;  // mmtier's reservation: its mappings are tier units
   uintptr_t stats_page;        // mmtier's statistics page (0: none)
-  const capsule::fd_record *fds;  // the program's descriptors, path = offset into fd_paths
-  uint32_t nfds;
-  const char *fd_paths;
+  fd_table fds;                   // the program's descriptors (its scratch range is not the image's)
 };
 
 // Runs in the child and exits it: writes mem and the manifest (status

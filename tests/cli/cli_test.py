@@ -1529,6 +1529,20 @@ class RestoreTest(Base):
         self.assertEqual(self.lines()[-1],
                          f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
 
+    def test_kernel_objects_come_back(self):
+        # Pipes and socket pairs with their bytes, an eventfd's count, a
+        # timer, a signalfd, an epoll set with all of them registered, the
+        # listening and UDP sockets at their ports, a dup: each as it was at
+        # the snapshot, not as the original left it after.
+        p = self.start("kernel", "objs")
+        self.wait_line(r"^snapshot taken pid=", "the snapshot")
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, "objs.mmtcap"))
+        self.assertEqual(r.returncode, 0, r.stderr + "\n".join(self.lines()))
+        self.assertEqual(self.lines()[-2], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
+        self.assertEqual(self.lines()[-1], "kernel pipe=ok eventfd=ok timer=ok signalfd=ok pair=ok listen=ok "
+                                           "conn=ended udp=ok dup=ok")
+
     def test_external_snapshot_kill_restore_detached(self):
         p = self.start("serve")
         self.wait_line(r"^serving pid=", "the start")

@@ -11,13 +11,26 @@
 //                                    restored process takes the next and exits
 //   restore_child serve REPORT       runs until killed; SIGUSR1 appends its state
 //                                    (pid, tids, generation, buffer check) to REPORT
+//   restore_child kernel NAME REPORT as self, with kernel objects across the
+//                                    snapshot: a pipe and a socket pair holding
+//                                    bytes, an eventfd, a timer, a signalfd, an
+//                                    epoll set of all of them, listening TCP and
+//                                    bound UDP sockets, a TCP connection, a dup;
+//                                    the restored process checks each one
 //
 // REPORT is appended to (opened, written, closed each time): one line per
 // event, so the test reads what both the original and the restored process
 // said.
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -168,6 +181,137 @@ int count_fds() {
   return n;
 }
 
+// The kernel objects of mode kernel, and what the restored process finds.
+struct kernel_objects {
+  int pipe_rd, pipe_wr, pipe_dup, efd, tfd, sfd, pair[2], listener, client, conn, udp, ep;
+  int port, udp_port;
+};
+
+int bound_port(int fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
+  return ntohs(a.sin_port);
+}
+
+sockaddr_in loopback(int port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  return a;
+}
+
+kernel_objects make_objects() {
+  kernel_objects k{};
+  int p[2];
+  if (pipe2(p, O_NONBLOCK) != 0) abort();
+  k.pipe_rd = p[0];
+  k.pipe_wr = p[1];
+  if (write(k.pipe_wr, "hello-pipe", 10) != 10) abort();
+  k.pipe_dup = dup(k.pipe_rd);
+  k.efd = eventfd(0, EFD_NONBLOCK);
+  const uint64_t five = 5;
+  if (write(k.efd, &five, 8) != 8) abort();
+  k.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+  const itimerspec its = {{0, 10'000'000}, {0, 10'000'000}};
+  timerfd_settime(k.tfd, 0, &its, nullptr);
+  sigset_t usr2;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  k.sfd = signalfd(-1, &usr2, SFD_NONBLOCK);
+  socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, k.pair);
+  if (write(k.pair[0], "pair-data", 9) != 9) abort();
+  k.listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  const int one = 1;
+  setsockopt(k.listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a = loopback(0);
+  if (bind(k.listener, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 || listen(k.listener, 16) != 0) abort();
+  k.port = bound_port(k.listener);
+  k.client = socket(AF_INET, SOCK_STREAM, 0);
+  a = loopback(k.port);
+  if (connect(k.client, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) abort();
+  while ((k.conn = accept4(k.listener, nullptr, nullptr, SOCK_NONBLOCK)) < 0) usleep(1000);
+  k.udp = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  a = loopback(0);
+  bind(k.udp, reinterpret_cast<sockaddr *>(&a), sizeof a);
+  k.udp_port = bound_port(k.udp);
+  k.ep = epoll_create1(0);
+  const int watched[] = {k.pipe_rd, k.efd, k.listener, k.tfd, k.sfd, k.pair[1]};
+  for (int i = 0; i < 6; ++i) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = static_cast<uint64_t>(i + 1);
+    epoll_ctl(k.ep, EPOLL_CTL_ADD, watched[i], &ev);
+  }
+  return k;
+}
+
+// In the restored process: each object as it was at the snapshot, and working.
+std::string check_objects(const kernel_objects &k) {
+  std::string out;
+  bool seen[7] = {};
+  bool pipe_ok = false, efd_ok = false, timer_ok = false, pair_ok = false, sig_ok = false, listen_ok = false;
+  kill(getpid(), SIGUSR2);
+  int client = -1;
+  for (int round = 0; round < 400; ++round) {
+    if (seen[1] && seen[2] && seen[4] && seen[6] && seen[5] && client < 0) {
+      client = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a = loopback(k.port);
+      if (connect(client, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) break;
+    }
+    epoll_event evs[8];
+    const int n = epoll_wait(k.ep, evs, 8, 10);
+    for (int i = 0; i < n; ++i) {
+      const uint64_t id = evs[i].data.u64;
+      char buf[64] = {};
+      if (id == 1 && !seen[1]) pipe_ok = read(k.pipe_rd, buf, sizeof buf) == 10 && !memcmp(buf, "hello-pipe", 10);
+      if (id == 2 && !seen[2]) {
+        uint64_t v = 0;
+        efd_ok = read(k.efd, &v, 8) == 8 && v == 5;
+      }
+      if (id == 4) {
+        uint64_t ticks = 0;
+        timer_ok = timer_ok || (read(k.tfd, &ticks, 8) == 8 && ticks >= 1);
+      }
+      if (id == 5 && !seen[5]) {
+        signalfd_siginfo si{};
+        sig_ok = read(k.sfd, &si, sizeof si) == sizeof si && si.ssi_signo == SIGUSR2;
+      }
+      if (id == 6 && !seen[6]) pair_ok = read(k.pair[1], buf, sizeof buf) == 9 && !memcmp(buf, "pair-data", 9);
+      if (id == 3 && !seen[3]) {
+        const int c = accept(k.listener, nullptr, nullptr);
+        listen_ok = c >= 0 && write(client, "ping", 4) == 4 && read(c, buf, 4) == 4 && !memcmp(buf, "ping", 4);
+        if (c >= 0) close(c);
+      }
+      if (id < 7) seen[id] = true;
+    }
+    if (seen[1] && seen[2] && seen[3] && seen[4] && seen[5] && seen[6]) break;
+  }
+  if (client >= 0) close(client);
+  // The connection's other side ended with the original: the end of the stream.
+  char b;
+  const ssize_t conn = read(k.conn, &b, 1);
+  // The bound UDP socket takes datagrams at its port again.
+  const int s = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a = loopback(k.udp_port);
+  sendto(s, "u", 1, 0, reinterpret_cast<sockaddr *>(&a), sizeof a);
+  close(s);
+  bool udp_ok = false;
+  for (int i = 0; i < 200 && !udp_ok; ++i) {
+    udp_ok = recv(k.udp, &b, 1, 0) == 1 && b == 'u';
+    if (!udp_ok) usleep(5000);
+  }
+  // A dup shares its open file: the status flags of the original.
+  const bool dup_ok = (fcntl(k.pipe_dup, F_GETFL) & O_NONBLOCK) && (fcntl(k.pipe_rd, F_SETFL, 0) == 0) &&
+                      !(fcntl(k.pipe_dup, F_GETFL) & O_NONBLOCK);
+  out += std::string("pipe=") + (pipe_ok ? "ok" : "bad") + " eventfd=" + (efd_ok ? "ok" : "bad") +
+         " timer=" + (timer_ok ? "ok" : "bad") + " signalfd=" + (sig_ok ? "ok" : "bad") +
+         " pair=" + (pair_ok ? "ok" : "bad") + " listen=" + (listen_ok ? "ok" : "bad") +
+         " conn=" + (conn == 0 ? "ended" : "bad") + " udp=" + (udp_ok ? "ok" : "bad") + " dup=" + (dup_ok ? "ok" : "bad");
+  return out;
+}
+
 volatile sig_atomic_t g_usr1 = 0;
 void on_usr1(int) { g_usr1 = 1; }
 
@@ -182,6 +326,13 @@ int main(int argc, char **argv) {
   g_report = argv[argc - 1];
   g_buf = static_cast<unsigned char *>(malloc(kBuf));
   fill(1);
+  if (mode == "kernel") {
+    // SIGUSR2 goes to the signalfd only: blocked in every thread.
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &usr2, nullptr);
+  }
   start_threads();
   const int tids[3] = {g_tids[0], g_tids[1], g_tids[2]};
   if (mode == "self") {
@@ -194,6 +345,30 @@ int main(int argc, char **argv) {
     }
     // The original: writes after the snapshot must not reach the capsule.
     fill(2);
+    report("snapshot taken pid=%d", getpid());
+    for (;;) pause();
+  }
+  if (mode == "kernel") {
+    const kernel_objects k = make_objects();
+    const int r = find_snapshot()(argv[2]);
+    if (r == 1) {
+      const std::string objects = check_objects(k);
+      const int status = restored_checks(1, tids);
+      report("kernel %s", objects.c_str());
+      return status || objects.find("bad") != std::string::npos ? 1 : 0;
+    }
+    if (r != 0) {
+      report("snapshot failed");
+      return 1;
+    }
+    // The original uses its objects up and changes them: none of it may
+    // reach the capsule.
+    char buf[64];
+    if (read(k.pipe_rd, buf, sizeof buf) < 0 || write(k.pipe_wr, "later", 5) < 0 || read(k.pair[1], buf, sizeof buf) < 0) {
+    }
+    uint64_t v = 100;
+    if (read(k.efd, &v, 8) < 0 || write(k.efd, &v, 8) < 0) {
+    }
     report("snapshot taken pid=%d", getpid());
     for (;;) pause();
   }

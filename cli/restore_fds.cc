@@ -1,0 +1,455 @@
+// Making the program's descriptors again (see restore_fds.h).
+#include "restore_fds.h"
+
+#include "cli.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <vector>
+
+#ifndef TFD_IOC_SET_TICKS
+#define TFD_IOC_SET_TICKS _IOW('T', 0, uint64_t)  // linux/timerfd.h, which clashes with the C library's
+#endif
+
+namespace mmtier::cli {
+namespace {
+
+namespace cap = mmtier::capsule;
+
+struct failed {
+  std::string line;
+};
+
+[[noreturn]] void fail(const std::string &line) { throw failed{line}; }
+
+std::string why() { return strerror(errno); }
+
+uint64_t min_detail(cap::fd_kind k) {
+  switch (k) {
+    case cap::fd_kind::pipe: return sizeof(cap::fd_pipe);
+    case cap::fd_kind::eventfd: return sizeof(cap::fd_eventfd);
+    case cap::fd_kind::timerfd: return sizeof(cap::fd_timerfd);
+    case cap::fd_kind::signalfd: return sizeof(cap::fd_signalfd);
+    case cap::fd_kind::socket: return sizeof(cap::fd_socket);
+    default: return 0;
+  }
+}
+
+template <class T>
+const T *detail(const fd_image &im, const cap::fd_record &r) {
+  return reinterpret_cast<const T *>(im.data + r.detail);
+}
+
+// A descriptor moved to at least floor, close-on-exec; the old one closed.
+int high(int fd, int floor, const char *what, int want) {
+  if (fd < 0) fail(strf("descriptor %d: cannot make its %s: %s", want, what, why().c_str()));
+  const int n = fcntl(fd, F_DUPFD_CLOEXEC, floor);
+  const int e = errno;
+  close(fd);
+  errno = e;
+  if (n < 0) fail(strf("descriptor %d: no room above %d: %s", want, floor, why().c_str()));
+  return n;
+}
+
+// The status flags the program had (O_NONBLOCK, O_APPEND...).
+void set_flags(int fd, const cap::fd_record &r) {
+  const int keep = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME;
+  fcntl(fd, F_SETFL, static_cast<int>(r.flags) & keep);
+}
+
+struct maker {
+  const fd_image &im;
+  int floor;
+  struct pipe_ends {
+    int rd, wr;
+    bool rd_given = false, wr_given = false;  // each once; a second open end of one mode is opened anew
+  };
+  std::map<uint64_t, pipe_ends> pipes;  // pipe id: its ends, temporaries
+  std::map<uint64_t, int> pair_ends;              // a pair's inode: its end, made with its peer
+  std::vector<int> spare;                         // temporaries closed at the end
+
+  int reopen(int fd, int flags, int want) {
+    const std::string link = strf("/proc/self/fd/%d", fd);
+    return high(open(link.c_str(), flags | O_CLOEXEC), floor, "pipe end", want);
+  }
+
+  int pipe_end(const cap::fd_record &r) {
+    const auto *d = detail<cap::fd_pipe>(im, r);
+    const char *path = cap::string_at(*im.m, r.path);
+    auto it = pipes.find(d->id);
+    if (it == pipes.end()) {
+      int rd, wr;
+      if (d->fifo) {
+        // Both ends through one read-write open (never blocks, never ENXIO).
+        const int both = high(open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC), floor, "FIFO", r.fd);
+        rd = wr = both;
+      } else {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) != 0) fail(strf("descriptor %d: cannot make a pipe: %s", r.fd, why().c_str()));
+        rd = high(p[0], floor, "pipe", r.fd);
+        wr = high(p[1], floor, "pipe", r.fd);
+      }
+      if (d->capacity) fcntl(wr, F_SETPIPE_SZ, static_cast<int>(d->capacity));
+      if (d->queued) {
+        const int fl = fcntl(wr, F_GETFL);
+        fcntl(wr, F_SETFL, fl | O_NONBLOCK);
+        const auto *bytes = reinterpret_cast<const char *>(d + 1);
+        for (uint64_t done = 0; done < d->queued;) {
+          const ssize_t w = write(wr, bytes + done, d->queued - done);
+          if (w <= 0)
+            fail(strf("descriptor %d: cannot put back the %llu bytes its pipe held: %s", r.fd,
+                      static_cast<unsigned long long>(d->queued), w < 0 ? why().c_str() : "full"));
+          done += static_cast<uint64_t>(w);
+        }
+        fcntl(wr, F_SETFL, fl);
+      }
+      spare.push_back(rd);
+      if (wr != rd) spare.push_back(wr);
+      it = pipes.emplace(d->id, pipe_ends{rd, wr}).first;
+    }
+    pipe_ends &e = it->second;
+    const int mode = static_cast<int>(r.flags) & O_ACCMODE;
+    int fd;
+    if (mode == O_RDONLY && e.rd != e.wr && !e.rd_given) {
+      fd = fcntl(e.rd, F_DUPFD_CLOEXEC, floor);
+      e.rd_given = true;
+    } else if (mode == O_WRONLY && e.rd != e.wr && !e.wr_given) {
+      fd = fcntl(e.wr, F_DUPFD_CLOEXEC, floor);
+      e.wr_given = true;
+    } else {
+      // Another open of the pipe (its own status flags), or a FIFO's end.
+      fd = reopen(e.rd, mode | O_NONBLOCK, r.fd);
+    }
+    if (fd < 0) fail(strf("descriptor %d: cannot make its pipe end: %s", r.fd, why().c_str()));
+    return fd;
+  }
+
+  int eventfd_of(const cap::fd_record &r) {
+    const auto *d = detail<cap::fd_eventfd>(im, r);
+    const int fd = high(eventfd(0, EFD_CLOEXEC | (d->semaphore ? EFD_SEMAPHORE : 0)), floor, "eventfd", r.fd);
+    if (d->count && write(fd, &d->count, sizeof d->count) != sizeof d->count)
+      fail(strf("descriptor %d: cannot set its eventfd's count: %s", r.fd, why().c_str()));
+    return fd;
+  }
+
+  int timerfd_of(const cap::fd_record &r) {
+    const auto *d = detail<cap::fd_timerfd>(im, r);
+    const int fd = high(timerfd_create(d->clockid, TFD_CLOEXEC), floor, "timer", r.fd);
+    itimerspec its{};
+    its.it_value = {static_cast<time_t>(d->value_sec), static_cast<long>(d->value_nsec)};
+    its.it_interval = {static_cast<time_t>(d->interval_sec), static_cast<long>(d->interval_nsec)};
+    bool armed = d->value_sec || d->value_nsec;
+    if (d->ticks) {
+      // Expirations the program had not read: set as they were where the
+      // kernel allows it (checkpoint/restore kernels), else one at once.
+      uint64_t ticks = d->ticks;
+      if (ioctl(fd, TFD_IOC_SET_TICKS, &ticks) != 0 && !armed) {
+        its.it_value = {0, 1};
+        armed = true;
+      }
+    }
+    if (armed && timerfd_settime(fd, static_cast<int>(d->settime_flags & TFD_TIMER_ABSTIME), &its, nullptr) != 0)
+      fail(strf("descriptor %d: cannot set its timer: %s", r.fd, why().c_str()));
+    return fd;
+  }
+
+  int signalfd_of(const cap::fd_record &r) {
+    const auto *d = detail<cap::fd_signalfd>(im, r);
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s = 1; s <= 64; ++s)
+      if (d->mask & (uint64_t{1} << (s - 1))) sigaddset(&set, s);
+    return high(signalfd(-1, &set, SFD_CLOEXEC), floor, "signalfd", r.fd);
+  }
+
+  void options(int fd, const cap::fd_socket &d) {
+    const int one = 1;
+    if (d.options & cap::kSockReuseAddr) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (d.options & cap::kSockReusePort) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (d.options & cap::kSockKeepAlive) setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    if (d.options & cap::kSockBroadcast) setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one);
+    if (d.options & cap::kSockPassCred) setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);
+    if (d.options & cap::kSockNoDelay) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (d.domain == AF_INET6) {
+      const int v6 = (d.options & cap::kSockV6Only) ? 1 : 0;
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof v6);
+    }
+  }
+
+  // Binds to the address the socket had.  A Unix socket's file left by the
+  // killed original (nobody answers on it) is removed first.
+  void bind_to(int fd, const cap::fd_socket &d, int want) {
+    const auto *sa = reinterpret_cast<const sockaddr *>(d.local);
+    if (bind(fd, sa, d.local_len) == 0) return;
+    const int err = errno;
+    const auto *un = reinterpret_cast<const sockaddr_un *>(d.local);
+    if (err == EADDRINUSE && d.domain == AF_UNIX && d.local_len > sizeof(sa_family_t) && un->sun_path[0]) {
+      struct stat st;
+      const int probe = socket(AF_UNIX, d.type | SOCK_CLOEXEC, 0);
+      const bool stale = lstat(un->sun_path, &st) == 0 && S_ISSOCK(st.st_mode) && probe >= 0 &&
+                         connect(probe, sa, d.local_len) != 0 && errno == ECONNREFUSED;
+      if (probe >= 0) close(probe);
+      if (stale && unlink(un->sun_path) == 0 && bind(fd, sa, d.local_len) == 0) return;
+      errno = err;
+    }
+    errno = err;
+    fail(strf("descriptor %d: cannot bind its socket to %s again: %s", want, address(d.local, d.local_len).c_str(),
+              why().c_str()));
+  }
+
+  static std::string address(const unsigned char *a, uint32_t len) {
+    const auto *sa = reinterpret_cast<const sockaddr *>(a);
+    char host[64] = "";
+    if (sa->sa_family == AF_INET && len >= sizeof(sockaddr_in)) {
+      const auto *in = reinterpret_cast<const sockaddr_in *>(a);
+      inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+      return strf("%s:%u", host, ntohs(in->sin_port));
+    }
+    if (sa->sa_family == AF_INET6 && len >= sizeof(sockaddr_in6)) {
+      const auto *in = reinterpret_cast<const sockaddr_in6 *>(a);
+      inet_ntop(AF_INET6, &in->sin6_addr, host, sizeof host);
+      return strf("[%s]:%u", host, ntohs(in->sin6_port));
+    }
+    if (sa->sa_family == AF_UNIX && len > sizeof(sa_family_t)) {
+      const auto *un = reinterpret_cast<const sockaddr_un *>(a);
+      if (!un->sun_path[0])
+        return "@" + std::string(un->sun_path + 1, len - sizeof(sa_family_t) - 1);
+      return std::string(un->sun_path, strnlen(un->sun_path, len - sizeof(sa_family_t)));
+    }
+    return "an unnamed address";
+  }
+
+  // What was queued to this end, sent again through its peer.
+  void requeue(int peer, const cap::fd_socket &d, int want) {
+    if (!d.queued) return;
+    const auto *p = reinterpret_cast<const unsigned char *>(&d + 1);
+    bool ok = true;
+    if (d.type == SOCK_STREAM) {
+      for (uint64_t done = 0; ok && done < d.queued;) {
+        const ssize_t w = send(peer, p + done, d.queued - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ok = w > 0;
+        if (ok) done += static_cast<uint64_t>(w);
+      }
+    } else {
+      for (uint64_t at = 0; ok && at + 4 <= d.queued;) {
+        uint32_t len;
+        memcpy(&len, p + at, 4);
+        ok = at + 4 + len <= d.queued && send(peer, p + at + 4, len, MSG_DONTWAIT | MSG_NOSIGNAL) == len;
+        at += 4 + len;
+      }
+    }
+    if (!ok) fail(strf("descriptor %d: cannot queue its %llu bytes again: %s", want,
+                       static_cast<unsigned long long>(d.queued), why().c_str()));
+  }
+
+  int socket_of(const cap::fd_record &r) {
+    const auto &d = *detail<cap::fd_socket>(im, r);
+    const auto state = static_cast<cap::socket_state>(d.state);
+    if (state == cap::socket_state::pair) {
+      if (auto it = pair_ends.find(r.ino); it != pair_ends.end()) {
+        const int fd = it->second;
+        pair_ends.erase(it);
+        return fd;
+      }
+      int sv[2];
+      if (socketpair(AF_UNIX, d.type | SOCK_CLOEXEC, 0, sv) != 0)
+        fail(strf("descriptor %d: cannot make its socket pair: %s", r.fd, why().c_str()));
+      const int mine = high(sv[0], floor, "socket pair", r.fd), theirs = high(sv[1], floor, "socket pair", r.fd);
+      requeue(theirs, d, r.fd);
+      // The peer's queue, sent through this end, when its record comes.
+      for (uint64_t j = 0; j < im.nfds; ++j) {
+        const cap::fd_record &o = im.fds[j];
+        if (o.same_as < 0 && o.kind == r.kind && o.ino == d.pair) requeue(mine, *detail<cap::fd_socket>(im, o), o.fd);
+      }
+      pair_ends[d.pair] = theirs;
+      return mine;
+    }
+    const int fd = high(socket(d.domain, d.type | SOCK_CLOEXEC, d.protocol), floor, "socket", r.fd);
+    options(fd, d);
+    const auto *sa = reinterpret_cast<const sockaddr *>(d.local);
+    const bool named = d.local_len > sizeof(sa_family_t) &&
+                       (sa->sa_family == AF_UNIX || (sa->sa_family == AF_INET
+                                                         ? reinterpret_cast<const sockaddr_in *>(d.local)->sin_port
+                                                         : reinterpret_cast<const sockaddr_in6 *>(d.local)->sin6_port));
+    switch (state) {
+      case cap::socket_state::listening:
+        bind_to(fd, d, r.fd);
+        if (listen(fd, static_cast<int>(d.backlog)) != 0)
+          fail(strf("descriptor %d: cannot listen on %s again: %s", r.fd, address(d.local, d.local_len).c_str(),
+                    why().c_str()));
+        break;
+      case cap::socket_state::bound: bind_to(fd, d, r.fd); break;
+      case cap::socket_state::connected:
+        if (d.type == SOCK_DGRAM) {
+          // A datagram socket's peer is only an address: connected again
+          // (a Unix peer that is gone leaves it unconnected).
+          if (named) bind_to(fd, d, r.fd);
+          if (connect(fd, reinterpret_cast<const sockaddr *>(d.peer), d.peer_len) != 0 && d.domain != AF_UNIX)
+            fail(strf("descriptor %d: cannot connect its socket to %s again: %s", r.fd,
+                      address(d.peer, d.peer_len).c_str(), why().c_str()));
+        } else {
+          // A connection's other side saw it end when the original died:
+          // closed both ways, reads see the end of the stream.
+          shutdown(fd, SHUT_RDWR);
+        }
+        break;
+      default: break;
+    }
+    return fd;
+  }
+};
+
+}  // namespace
+
+std::string fd_check(const fd_image &im) {
+  std::map<int, const cap::fd_record *> by_fd;
+  for (uint64_t i = 0; i < im.nfds; ++i) {
+    const cap::fd_record &r = im.fds[i];
+    const auto kind = static_cast<cap::fd_kind>(r.kind);
+    if (r.kind < static_cast<uint32_t>(cap::fd_kind::file) || r.kind > static_cast<uint32_t>(cap::fd_kind::socket))
+      return strf("descriptor %d is of a kind this command does not know (%u)", r.fd, r.kind);
+    if (r.fd < 0 || by_fd.count(r.fd)) return strf("descriptor %d is in the table twice", r.fd);
+    if (r.same_as >= 0) {
+      auto it = by_fd.find(r.same_as);
+      if (it == by_fd.end() || it->second->kind != r.kind || it->second->same_as >= 0)
+        return strf("descriptor %d is a copy of descriptor %d, which is not before it", r.fd, r.same_as);
+    } else if (r.kind != static_cast<uint32_t>(cap::fd_kind::other)) {
+      const uint64_t need = min_detail(kind);
+      if (r.detail % 8 || r.detail > im.data_len || r.detail_len > im.data_len - r.detail || r.detail_len < need)
+        return strf("descriptor %d's details lie outside the capsule's table", r.fd);
+      uint64_t extra = 0;
+      if (kind == cap::fd_kind::pipe) extra = detail<cap::fd_pipe>(im, r)->queued;
+      if (kind == cap::fd_kind::socket) extra = detail<cap::fd_socket>(im, r)->queued;
+      if (kind == cap::fd_kind::epoll && r.detail_len % sizeof(cap::fd_epoll_entry))
+        return strf("descriptor %d's epoll set is malformed", r.fd);
+      if (extra > r.detail_len - need) return strf("descriptor %d's buffered bytes lie outside the capsule", r.fd);
+      if (kind == cap::fd_kind::socket) {
+        const auto *d = detail<cap::fd_socket>(im, r);
+        if (d->local_len > sizeof d->local || d->peer_len > sizeof d->peer || d->state > 4)
+          return strf("descriptor %d's socket is malformed", r.fd);
+      }
+    }
+    by_fd[r.fd] = &r;
+  }
+  return "";
+}
+
+std::string fd_restore(const fd_image &im, const int stdio[3], int floor) {
+  maker mk{im, floor, {}, {}, {}};
+  std::vector<std::pair<int, int>> placed;  // (program's number, temporary)
+  std::map<int, int> tmp_of;
+  bool std_done[3] = {};
+  try {
+    for (uint64_t i = 0; i < im.nfds; ++i) {
+      const cap::fd_record &r = im.fds[i];
+      const char *path = cap::string_at(*im.m, r.path);
+      const auto kind = static_cast<cap::fd_kind>(r.kind);
+      int fd = -1;
+      if (r.same_as >= 0) {
+        fd = fcntl(tmp_of.at(r.same_as), F_DUPFD_CLOEXEC, floor);
+      } else if (kind == cap::fd_kind::other || (kind == cap::fd_kind::device && !strncmp(path, "/dev/pts/", 9))) {
+        if (r.fd > 2)
+          fail(strf("descriptor %d (%s) cannot be restored: a deleted or unnamed file, or an object of a kind "
+                    "not made again",
+                    r.fd, path));
+        fd = fcntl(stdio[r.fd], F_DUPFD_CLOEXEC, floor);
+      } else if (kind == cap::fd_kind::file || kind == cap::fd_kind::dir || kind == cap::fd_kind::device) {
+        const int flags = static_cast<int>(r.flags) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+        const int opened = open(path, flags | O_CLOEXEC | (kind == cap::fd_kind::dir ? O_DIRECTORY : 0));
+        if (opened < 0) fail(strf("cannot reopen descriptor %d, %s: %s", r.fd, path, why().c_str()));
+        struct stat st;
+        if (kind == cap::fd_kind::file &&
+            (fstat(opened, &st) != 0 || st.st_ino != r.ino || static_cast<uint64_t>(st.st_dev) != r.dev))
+          fail(strf("descriptor %d: %s is another file than at the snapshot", r.fd, path));
+        // A file the program writes is cut back to its size at the snapshot:
+        // what the original wrote after it is not the restored program's.
+        // Not a standard stream: a log file there is usually shared with
+        // other processes (a shell's redirection), whose output stays.
+        const int mode = static_cast<int>(r.flags) & O_ACCMODE;
+        if (kind == cap::fd_kind::file && r.fd > 2 && mode != O_RDONLY && static_cast<uint64_t>(st.st_size) > r.size &&
+            ftruncate(opened, static_cast<off_t>(r.size)) != 0)
+          fail(strf("descriptor %d: cannot cut %s back to its size at the snapshot: %s", r.fd, path, why().c_str()));
+        if (kind == cap::fd_kind::file && lseek(opened, static_cast<off_t>(r.offset), SEEK_SET) < 0)
+          fail(strf("descriptor %d: cannot seek %s: %s", r.fd, path, why().c_str()));
+        fd = high(opened, floor, "file", r.fd);
+      } else {
+        switch (kind) {
+          case cap::fd_kind::pipe: fd = mk.pipe_end(r); break;
+          case cap::fd_kind::eventfd: fd = mk.eventfd_of(r); break;
+          case cap::fd_kind::timerfd: fd = mk.timerfd_of(r); break;
+          case cap::fd_kind::signalfd: fd = mk.signalfd_of(r); break;
+          case cap::fd_kind::epoll: fd = high(epoll_create1(EPOLL_CLOEXEC), floor, "epoll set", r.fd); break;
+          case cap::fd_kind::socket: fd = mk.socket_of(r); break;
+          default: break;
+        }
+        if (fd >= 0) set_flags(fd, r);
+      }
+      if (fd < 0) fail(strf("cannot restore descriptor %d: %s", r.fd, why().c_str()));
+      placed.push_back({r.fd, fd});
+      tmp_of[r.fd] = fd;
+      if (r.fd >= 0 && r.fd < 3) std_done[r.fd] = true;
+    }
+    // A stream the program had closed stays closed, unless the capsule
+    // predates descriptor tables.
+    if (!im.fds)
+      for (int k = 0; k < 3; ++k)
+        if (!std_done[k]) placed.push_back({k, fcntl(stdio[k], F_DUPFD_CLOEXEC, floor)});
+    for (const auto &[want, tmp] : placed) {
+      bool cloexec = false;
+      for (uint64_t i = 0; i < im.nfds; ++i)
+        if (im.fds[i].fd == want) cloexec = im.fds[i].cloexec;
+      if (dup3(tmp, want, cloexec ? O_CLOEXEC : 0) != want)
+        fail(strf("cannot place descriptor %d: %s", want, why().c_str()));
+      close(tmp);
+    }
+    for (int fd : mk.spare) close(fd);
+    for (const auto &[ino, fd] : mk.pair_ends) close(fd);
+    // Every registration, on the numbers the program knows (an epoll set
+    // keys them by number).  A number the program closed after it
+    // registered (the file lives on under another): that one.
+    for (uint64_t i = 0; i < im.nfds; ++i) {
+      const cap::fd_record &r = im.fds[i];
+      if (r.kind != static_cast<uint32_t>(cap::fd_kind::epoll) || r.same_as >= 0) continue;
+      const auto *e = detail<cap::fd_epoll_entry>(im, r);
+      for (uint64_t k = 0; k < r.detail_len / sizeof *e; ++k) {
+        int target = -1;
+        for (uint64_t j = 0; j < im.nfds && target < 0; ++j)
+          if (im.fds[j].fd == e[k].tfd && im.fds[j].ino == e[k].ino) target = e[k].tfd;
+        for (uint64_t j = 0; j < im.nfds && target < 0; ++j)
+          if (im.fds[j].ino == e[k].ino) target = im.fds[j].fd;
+        if (target < 0)
+          fail(strf("descriptor %d: its epoll set holds descriptor %d, which is gone", r.fd, e[k].tfd));
+        epoll_event ev{};
+        ev.events = e[k].events;
+        ev.data.u64 = e[k].data;
+        if (epoll_ctl(r.fd, EPOLL_CTL_ADD, target, &ev) != 0)
+          fail(strf("descriptor %d: cannot register descriptor %d in its epoll set again: %s", r.fd, target,
+                    why().c_str()));
+      }
+    }
+  } catch (const failed &f) {
+    return f.line;
+  } catch (const std::out_of_range &) {
+    return "the descriptor table refers to a descriptor it does not hold";
+  }
+  return "";
+}
+
+}  // namespace mmtier::cli

@@ -1,0 +1,41 @@
+// The program's descriptors as a snapshot takes them, in its pause: for
+// each, what a restore needs to make it again (capsule_format.h, fd_kind):
+// a file's path and offset, a pipe's buffered bytes, an eventfd's count, a
+// timer's settings, an epoll set's registrations, a socket's addresses and
+// state.  Descriptors that share one open file (dup) are recorded as such.
+#pragma once
+
+#include "snapshot/capsule_format.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mmtier::detail {
+
+struct fd_table {
+  const capsule::fd_record *fds;
+  uint32_t nfds;
+  const char *paths;          // fd_record::path: offset into it
+  const unsigned char *data;  // fd_record::detail: offset into it
+  uint64_t data_len;
+  uintptr_t scratch_lo, scratch_hi;  // the memory holding all of it (not the image's)
+};
+
+// In the pause, every other thread stopped: every descriptor but skip's and
+// mmtier's own.  0, or -errno with a line naming the descriptor that cannot
+// be taken (a datagram pair with descriptors in flight, a socket of a family
+// no restore makes...).  No allocation: the tables live in a reserved range
+// of their own, which the writer leaves out of the capsule.
+long fd_capture(const int *skip, int nskip, fd_table *out, char *line, size_t cap);
+
+// Gives that range back (after the writer was forked with its copy).
+void fd_capture_release();
+// Forgets it without unmapping: in a restored process, which never had it.
+void fd_capture_forget();
+
+// With the program running, before the pause: 0, or -EOPNOTSUPP with a line
+// when descriptor fd (its /proc/self/fd link is target) is of a kind no
+// restore can make again.
+long fd_unsupported(int fd, const char *target, char *line, size_t cap);
+
+}  // namespace mmtier::detail
