@@ -111,11 +111,12 @@ vdso_info own_vdso() {
 }
 
 // Field 22 of /proc/PID/stat (start time in clock ticks since boot), 0 if
-// there is no such process.
+// there is no such process or it has ended (a zombie its parent has not
+// reaped yet: killed, it runs no more).
 uint64_t start_ticks(long pid) {
   const std::string s = read_text(strf("/proc/%ld/stat", pid).c_str());
   const size_t paren = s.rfind(')');
-  if (paren == std::string::npos) return 0;
+  if (paren == std::string::npos || paren + 2 >= s.size() || s[paren + 2] == 'Z' || s[paren + 2] == 'X') return 0;
   std::istringstream in(s.substr(paren + 2));
   std::string f;
   for (int i = 3; i <= 22 && in >> f; ++i) {

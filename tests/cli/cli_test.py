@@ -14,6 +14,7 @@ tests never see each other's processes.  Waiting is always for an event
 """
 import argparse
 import errno
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import select
 import shlex
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -1465,6 +1467,53 @@ class SnapshotTakeTest(Base):
 
 
 # ---------------------------------------------------------------------------
+
+def _try_connect(port):
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=30)
+    except OSError:
+        return None
+    try:
+        if _resp(c, "PING") == "PONG":
+            return c
+    except OSError:
+        pass
+    c.close()
+    return None
+
+
+def _resp(conn, *args):
+    """One Redis command over RESP: its reply (str, int, None or a list)."""
+    out = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    conn.sendall(out.encode())
+    f = conn.makefile("rb")
+    try:
+        return _reply(f)
+    finally:
+        f.close()
+
+
+def _reply(f):
+    line = f.readline()
+    if not line:
+        raise OSError("the connection ended")
+    kind, rest = line[:1], line[1:-2].decode()
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise AssertionError(f"redis: {rest}")
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode()
+    if kind == b"*":
+        return [_reply(f) for _ in range(int(rest))]
+    raise AssertionError(f"redis: unexpected reply {line!r}")
+
 class RestoreTest(Base):
     """mmtier restore: real processes (cli_restore_child) snapshotted, killed
     and brought back with their PID, TIDs, memory and threads; and every
@@ -1542,6 +1591,66 @@ class RestoreTest(Base):
         self.assertEqual(self.lines()[-2], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
         self.assertEqual(self.lines()[-1], "kernel pipe=ok eventfd=ok timer=ok signalfd=ok pair=ok listen=ok "
                                            "conn=ended udp=ok dup=ok")
+
+    def test_redis_under_load_restored_with_the_snapshot_points_data(self):
+        """redis-server holding keys, snapshotted from outside while
+        redis-benchmark writes to it, changed after, killed with SIGKILL:
+        restored, it holds exactly the keys and values of the snapshot point
+        and serves new connections (its listening socket, epoll set and
+        pipes made again)."""
+        server, bench = shutil.which("redis-server"), shutil.which("redis-benchmark")
+        if not server or not bench:
+            self.skipTest("redis-server and redis-benchmark are not installed")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        keys = 200000
+        p = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                              "--enable-debug-command", "yes"], env=self.env(), cwd=self.caps,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+
+        def client():
+            return wait_until(lambda: _try_connect(port), 30, "redis to answer")
+
+        c = client()
+        self.assertEqual(_resp(c, "DEBUG", "POPULATE", str(keys), "key", "16"), "OK")
+
+        def checksum(conn):
+            h = hashlib.sha256()
+            for lo in range(0, keys, 2000):
+                vals = _resp(conn, "MGET", *[f"key:{i}" for i in range(lo, min(keys, lo + 2000))])
+                for v in vals:
+                    h.update(b"\0" if v is None else v.encode() + b"\1")
+            return h.hexdigest()
+
+        before = checksum(c)
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 30, "the control socket")
+        load = subprocess.Popen([bench, "-p", str(port), "-t", "set", "-r", "100000", "-n", "100000000", "-P", "8",
+                                 "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (load.poll() is None and load.kill(), load.wait()))
+        wait_until(lambda: int(_resp(c, "DBSIZE")) > keys, 30, "the load to write")
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "redis"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # After the snapshot point: none of this may come back.
+        self.assertEqual(_resp(c, "SET", "key:0", "changed"), "OK")
+        self.assertEqual(_resp(c, "DEL", "key:1"), 1)
+        self.assertEqual(_resp(c, "SET", "later", "1"), "OK")
+        c.close()
+        self.kill(p)
+        load.kill()
+        load.wait()
+        r = self.restore(os.path.join(self.caps, "redis.mmtcap"), "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        c = client()
+        self.addCleanup(c.close)
+        self.assertEqual(checksum(c), before)
+        self.assertIsNone(_resp(c, "GET", "later"))
+        self.assertEqual(_resp(c, "SET", "new", "v"), "OK")
+        self.assertEqual(_resp(c, "GET", "new"), "v")
+        self.assertIn(f"process_id:{p.pid}", _resp(c, "INFO", "server"))
 
     def test_external_snapshot_kill_restore_detached(self):
         p = self.start("serve")
