@@ -608,6 +608,12 @@ long take_details(uint32_t n) {
     }
     if (outside) r.kind = static_cast<uint32_t>(cap::fd_kind::other);
   }
+  // A copy above 2 of such a stream is the command's stream too.
+  for (uint32_t i = 0; i < n; ++i) {
+    cap::fd_record &r = *rec(i);
+    for (uint32_t j = 0; r.same_as >= 0 && j < n; ++j)
+      if (rec(j)->fd == r.same_as) r.kind = rec(j)->kind;
+  }
   return 0;
 }
 
