@@ -165,11 +165,20 @@ long list_fds(const int *skip, int nskip, uint32_t *count) {
     memset(r, 0, sizeof *r);
     r->fd = fd;
     r->same_as = -1;
-    char link[48];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    const long len = sys::raw(SYS_readlink, reinterpret_cast<long>(link), reinterpret_cast<long>(path), 4096);
+    // A socket's link says only its inode: made here, not read (a server
+    // holds thousands, and every system call is paid in the pause).
     struct stat st;
-    if (len < 0 || sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) != 0) {
+    long len = -1;
+    if (sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) == 0) {
+      if (S_ISSOCK(st.st_mode)) {
+        len = snprintf(path, 4096, "socket:[%lu]", static_cast<unsigned long>(st.st_ino));
+      } else {
+        char link[48];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        len = sys::raw(SYS_readlink, reinterpret_cast<long>(link), reinterpret_cast<long>(path), 4096);
+      }
+    }
+    if (len < 0) {
       // Closed meanwhile by nobody (every thread is stopped): not ours.
       g_s.recs.used -= sizeof *r;
       g_s.paths.used -= 4097;
@@ -215,34 +224,73 @@ long list_fds(const int *skip, int nskip, uint32_t *count) {
   return err;
 }
 
+bool ino_less(const cap::fd_record &a, const cap::fd_record &b) {
+  return a.ino != b.ino ? a.ino < b.ino : a.dev != b.dev ? a.dev < b.dev : a.fd < b.fd;
+}
+
+// Sorts idx[0, n) by their records' inode (heapsort: no allocation, n log n).
+void sort_by_ino(uint32_t *idx, uint32_t n) {
+  auto less = [&](uint32_t x, uint32_t y) { return ino_less(*rec(idx[x]), *rec(idx[y])); };
+  auto sift = [&](uint32_t root, uint32_t end) {
+    for (uint32_t child; (child = 2 * root + 1) < end; root = child) {
+      if (child + 1 < end && less(child, child + 1)) ++child;
+      if (!less(root, child)) return;
+      const uint32_t t = idx[root];
+      idx[root] = idx[child];
+      idx[child] = t;
+    }
+  };
+  for (uint32_t i = n / 2; i-- > 0;) sift(i, n);
+  for (uint32_t end = n; end-- > 1;) {
+    const uint32_t t = idx[0];
+    idx[0] = idx[end];
+    idx[end] = t;
+    sift(0, end);
+  }
+}
+
 // Records that are one open file (dup, fork's sharing): the later ones
-// point at the first.  kcmp tells; without it (a kernel built without
-// checkpoint/restore), one socket or pipe end per inode and access mode.
-void find_dups(uint32_t n) {
+// point at the first.  Only records of one inode can be; kcmp tells which
+// are; without it (a kernel built without checkpoint/restore), one socket
+// or pipe end per inode and access mode.
+long find_dups(uint32_t n) {
+  const uint64_t mark = g_s.data.used;
+  auto *idx = reinterpret_cast<uint32_t *>(g_s.data.take(uint64_t{n} * 4 + 4, 8));
+  if (!idx) return fail("out of room for the descriptors");
+  for (uint32_t i = 0; i < n; ++i) idx[i] = i;
+  sort_by_ino(idx, n);
   const long pid = sys::getpid();
   bool have_kcmp = true;
-  for (uint32_t i = 1; i < n; ++i) {
-    cap::fd_record &a = *rec(i);
-    if (a.kind == static_cast<uint32_t>(cap::fd_kind::other)) continue;
-    for (uint32_t j = 0; j < i; ++j) {
-      const cap::fd_record &b = *rec(j);
-      if (b.same_as >= 0 || b.ino != a.ino || b.dev != a.dev || b.kind != a.kind) continue;
-      bool same = false;
-      if (have_kcmp) {
-        const long r = sys::raw(SYS_kcmp, pid, pid, KCMP_FILE, a.fd, b.fd);
-        if (r == -ENOSYS || r == -EPERM) have_kcmp = false;
-        same = r == 0;
-      }
-      if (!have_kcmp)
-        same = (a.kind == static_cast<uint32_t>(cap::fd_kind::socket) ||
-                a.kind == static_cast<uint32_t>(cap::fd_kind::pipe)) &&
-               (a.flags & O_ACCMODE) == (b.flags & O_ACCMODE);
-      if (same) {
-        a.same_as = b.fd;
-        break;
+  for (uint32_t lo = 0, hi; lo < n; lo = hi) {
+    hi = lo + 1;
+    while (hi < n && rec(idx[hi])->ino == rec(idx[lo])->ino && rec(idx[hi])->dev == rec(idx[lo])->dev) ++hi;
+    // Within one inode, in the table's order (by number): a copy points
+    // at the first of its open file.
+    for (uint32_t x = lo + 1; x < hi; ++x) {
+      cap::fd_record &a = *rec(idx[x]);
+      if (a.kind == static_cast<uint32_t>(cap::fd_kind::other)) continue;
+      for (uint32_t y = lo; y < x; ++y) {
+        const cap::fd_record &b = *rec(idx[y]);
+        if (b.same_as >= 0 || b.kind != a.kind) continue;
+        bool same = false;
+        if (have_kcmp) {
+          const long r = sys::raw(SYS_kcmp, pid, pid, KCMP_FILE, a.fd, b.fd);
+          if (r == -ENOSYS || r == -EPERM) have_kcmp = false;
+          same = r == 0;
+        }
+        if (!have_kcmp)
+          same = (a.kind == static_cast<uint32_t>(cap::fd_kind::socket) ||
+                  a.kind == static_cast<uint32_t>(cap::fd_kind::pipe)) &&
+                 (a.flags & O_ACCMODE) == (b.flags & O_ACCMODE);
+        if (same) {
+          a.same_as = b.fd;
+          break;
+        }
       }
     }
   }
+  g_s.data.used = mark;
+  return 0;
 }
 
 // A pipe end: its capacity and, on the first end of each pipe, a copy of
@@ -502,18 +550,28 @@ long take_socket(cap::fd_record &r, int &nl, uint32_t n) {
   auto *d = detail<cap::fd_socket>(r);
   if (!d) return fail("out of room for the descriptors");
   const int fd = r.fd;
-  d->domain = sockopt(fd, SOL_SOCKET, SO_DOMAIN);
+  // A server's many connections come back closed: their peer's family and
+  // their type are all there is to know (every system call is paid in
+  // the pause, thousands of times).
+  socklen_t len = sizeof d->peer;
+  if (sys::raw(SYS_getpeername, fd, reinterpret_cast<long>(d->peer), reinterpret_cast<long>(&len)) == 0)
+    d->peer_len = len;
   d->type = sockopt(fd, SOL_SOCKET, SO_TYPE);
-  d->protocol = sockopt(fd, SOL_SOCKET, SO_PROTOCOL);
+  const int peer_family = d->peer_len ? reinterpret_cast<const sockaddr *>(d->peer)->sa_family : AF_UNSPEC;
+  if ((peer_family == AF_INET || peer_family == AF_INET6) && d->type == SOCK_STREAM) {
+    d->domain = peer_family;
+    d->protocol = IPPROTO_TCP;
+    d->state = static_cast<uint32_t>(cap::socket_state::connected);
+    return 0;
+  }
+  d->domain = sockopt(fd, SOL_SOCKET, SO_DOMAIN);
   if (d->domain != AF_UNIX && d->domain != AF_INET && d->domain != AF_INET6)
     return fail("descriptor %d is a socket of address family %d, which a restore cannot make again (not supported)",
                 fd, d->domain);
-  socklen_t len = sizeof d->local;
+  d->protocol = sockopt(fd, SOL_SOCKET, SO_PROTOCOL);
+  len = sizeof d->local;
   if (sys::raw(SYS_getsockname, fd, reinterpret_cast<long>(d->local), reinterpret_cast<long>(&len)) == 0)
     d->local_len = len;
-  len = sizeof d->peer;
-  if (sys::raw(SYS_getpeername, fd, reinterpret_cast<long>(d->peer), reinterpret_cast<long>(&len)) == 0)
-    d->peer_len = len;
   uint32_t o = 0;
   if (sockopt(fd, SOL_SOCKET, SO_REUSEADDR)) o |= cap::kSockReuseAddr;
   if (sockopt(fd, SOL_SOCKET, SO_REUSEPORT)) o |= cap::kSockReusePort;
@@ -630,7 +688,7 @@ long fd_capture(const int *skip, int nskip, fd_table *out, char *line, size_t ca
   g_s.recs.used = g_s.paths.used = g_s.data.used = 0;
   uint32_t n = 0;
   if (long r = list_fds(skip, nskip, &n); r < 0) return r;
-  find_dups(n);
+  if (long r = find_dups(n); r < 0) return r;
   if (long r = take_details(n); r < 0) return r;
   out->fds = rec(0);
   out->nfds = n;
