@@ -200,7 +200,7 @@ long list_fds(const int *skip, int nskip, uint32_t *count) {
       r->offset = off > 0 ? static_cast<uint64_t>(off) : 0;
     } else if (S_ISDIR(st.st_mode) && named) {
       kind = cap::fd_kind::dir;
-    } else if (S_ISCHR(st.st_mode) && named) {
+    } else if ((S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) && named) {
       kind = cap::fd_kind::device;
     } else if (S_ISFIFO(st.st_mode)) {
       kind = cap::fd_kind::pipe;
@@ -718,6 +718,15 @@ long fd_unsupported(int fd, const char *target, char *line, size_t cap) {
       if (!strcmp(target, k)) return 0;
     return fail("descriptor %d is %s, which a restore cannot make again (not supported)", fd, target);
   }
+  // A deleted or unnamed file (memfd, O_TMPFILE) above the standard
+  // streams: its content is not in a capsule (0-2 become the restoring
+  // command's streams).
+  struct stat st;
+  if (fd > 2 && sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) == 0 && S_ISREG(st.st_mode) &&
+      (target[0] != '/' || strstr(target, " (deleted)")))
+    return fail("descriptor %d is %s, a deleted or unnamed file whose content a restore cannot bring back "
+                "(not supported)",
+                fd, target);
   if (!strncmp(target, "socket:", 7)) {
     const int domain = sockopt(fd, SOL_SOCKET, SO_DOMAIN);
     if (domain != AF_UNIX && domain != AF_INET && domain != AF_INET6)

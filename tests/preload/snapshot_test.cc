@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -257,6 +258,23 @@ TEST(Snapshot, WhatNoRestoreCanMakeIsRefused) {
     EXPECT_EQ(errno, EOPNOTSUPP);
     EXPECT_TRUE(dir.entries().empty());
     close(static_cast<int>(ring));
+  }
+  // A memfd and a netlink socket: no content in a capsule, no family a
+  // restore makes.
+  const int mfd = static_cast<int>(syscall(SYS_memfd_create, "refused", 0));
+  ASSERT_GE(mfd, 0);
+  errno = 0;
+  EXPECT_EQ(snapshot()(dir.path.c_str(), "memfd", nullptr, 0), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  EXPECT_TRUE(dir.entries().empty());
+  close(mfd);
+  const int nl = socket(AF_NETLINK, SOCK_RAW, 0);
+  if (nl >= 0) {
+    errno = 0;
+    EXPECT_EQ(snapshot()(dir.path.c_str(), "netlink", nullptr, 0), -1);
+    EXPECT_EQ(errno, EOPNOTSUPP);
+    EXPECT_TRUE(dir.entries().empty());
+    close(nl);
   }
   // Without them, a snapshot is taken.
   EXPECT_EQ(snapshot()(dir.path.c_str(), "alone", nullptr, 0), 0) << strerror(errno);
