@@ -548,6 +548,11 @@ int move_high(int fd, int floor) {
   p->auxv_words = ps.auxv_words;
   p->exe_fd = exe_fd;
   p->note_addr = h.restore_note_addr;
+  uint64_t nsig = 0;
+  if (const auto *sig = records<cap::signal_record>(m, cap::table_kind::signals, &nsig)) {
+    p->nsignals = static_cast<uint32_t>(std::min<uint64_t>(nsig, 32));
+    for (uint32_t i = 0; i < p->nsignals; ++i) memcpy(p->signals[i], sig[i].info, sizeof p->signals[i]);
+  }
   p->nclose = 0;
   for (int fd : to_close)
     if (fd >= 0 && p->nclose < 63) p->close_fds[p->nclose++] = fd;

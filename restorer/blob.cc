@@ -215,6 +215,14 @@ void set_process_state(plan *p) {
   }
   // Limits above what this process may raise stay where they are.
   for (long r = 0; r < 16; ++r) sc(__NR_prlimit64, 0, r, reinterpret_cast<long>(p->rlimits[r]), 0);
+  // Pending signals, from the leader (whose PID the kernel lets queue any
+  // siginfo to itself); every signal is blocked until the threads jump.
+  for (uint32_t i = 0; i < p->nsignals && i < 32; ++i) {
+    int32_t signo;
+    __builtin_memcpy(&signo, p->signals[i], 4);
+    const long r = sc(__NR_rt_sigqueueinfo, p->pid, signo, reinterpret_cast<long>(p->signals[i]));
+    if (failed(r)) fail(p, "cannot queue a pending signal again", -r, static_cast<uint64_t>(signo));
+  }
 }
 
 void futex_wait(int32_t *w, int32_t v) { sc(__NR_futex, reinterpret_cast<long>(w), FUTEX_WAIT, v, 0); }

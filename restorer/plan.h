@@ -96,6 +96,9 @@ struct plan {
   uint32_t auxv_words;
   int32_t exe_fd;        // -1: leave /proc/self/exe as it is
   uint64_t note_addr;
+  uint32_t nsignals;     // pending for the process, queued again before the jump
+  uint32_t reserved;
+  unsigned char signals[32][128];  // siginfo
   // Shared between the restorer's threads.
   int32_t ready;         // threads set up (futex word)
   int32_t go;            // 1: every thread jumps (futex word)

@@ -98,8 +98,9 @@ enum class table_kind : uint32_t {
   fds = 7,
   procstate = 8,
   fd_data = 9,  // bytes: what each descriptor's kind keeps (fd_record::detail)
+  signals = 10,  // signal_record: signals pending for the whole process, in order
 };
-constexpr uint32_t kTableKinds = 9;
+constexpr uint32_t kTableKinds = 10;
 
 struct table_entry {
   uint32_t kind;         // table_kind
@@ -336,6 +337,13 @@ struct fd_record {
   uint64_t detail_len;
 };
 static_assert(sizeof(fd_record) == 72 && std::has_unique_object_representations_v<fd_record>);
+
+// A signal pending for the process (not one of its threads) at the
+// snapshot: the kernel's siginfo, queued again before the program runs.
+struct signal_record {
+  unsigned char info[128];
+};
+static_assert(sizeof(signal_record) == 128);
 
 struct fd_pipe {
   uint64_t id;        // the pipe's inode: the ends of one pipe share it

@@ -156,6 +156,51 @@ void read_small(const char *path, char *buf, size_t cap) {
   if (buf[n - 1] == '\n') buf[n - 1] = 0;
 }
 
+// Signals pending for the whole process, in the pause.  The kernel shows
+// them only by taking them: each is taken (sigtimedwait) and queued again
+// at once, so the program still gets it.  A siginfo that only the process's
+// own leader may queue (a kernel's or kill()'s), queued from another thread,
+// becomes a kill() by the process itself.
+constexpr uint32_t kMaxPending = 32;
+cap::signal_record g_pending[kMaxPending];  // under g_one
+uint32_t g_npending = 0;
+
+long capture_pending(snap_result *res) {
+  g_npending = 0;
+  char buf[2048];
+  read_small("/proc/self/status", buf, sizeof buf);
+  const char *shd = strstr(buf, "ShdPnd:");
+  const uint64_t mask = shd ? strtoull(shd + 7, nullptr, 16) : 0;
+  if (!mask) return 0;
+  siginfo_t taken[kMaxPending + 1];
+  uint32_t n = 0;
+  for (int sig = 1; sig <= 64 && n <= kMaxPending; ++sig) {
+    if (!(mask & (uint64_t{1} << (sig - 1))) || sig == SIGKILL || sig == SIGSTOP) continue;
+    uint64_t one = uint64_t{1} << (sig - 1);
+    const struct timespec zero = {0, 0};
+    while (n <= kMaxPending &&
+           sys::raw(SYS_rt_sigtimedwait, reinterpret_cast<long>(&one), reinterpret_cast<long>(&taken[n]),
+                    reinterpret_cast<long>(&zero), 8) == sig)
+      ++n;
+  }
+  const long self = sys::getpid();
+  const bool leader = sys::raw(SYS_gettid) == self;
+  for (uint32_t i = 0; i < n; ++i) {
+    siginfo_t &si = taken[i];
+    if (leader || (si.si_code < 0 && si.si_code != SI_TKILL))
+      sys::raw(SYS_rt_sigqueueinfo, self, si.si_signo, reinterpret_cast<long>(&si));
+    else
+      sys::raw(SYS_kill, self, si.si_signo);
+    if (i < kMaxPending) memcpy(g_pending[i].info, &si, sizeof g_pending[i].info);
+  }
+  if (n > kMaxPending) {
+    set_line(res, "more than %u signals are pending for the process (not supported)", kMaxPending);
+    return -EOPNOTSUPP;
+  }
+  g_npending = n;
+  return 0;
+}
+
 cap::procstate_record g_proc;  // under g_one
 char g_cwd[4096];
 char g_exe[4096];
@@ -547,6 +592,12 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
   wa.nthreads = static_cast<uint32_t>(n);
   g_nthreads_total = n;
   capture_procstate();
+  if (long r = capture_pending(res); r < 0) {
+    world_resume();
+    return r;
+  }
+  wa.signals = g_pending;
+  wa.nsignals = g_npending;
   wa.proc = &g_proc;
   wa.cwd = g_cwd;
   wa.exe = g_exe;

@@ -1579,7 +1579,8 @@ class RestoreTest(Base):
                          f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
 
     def test_kernel_objects_come_back(self):
-        # Pipes and socket pairs with their bytes, an eventfd's count, a
+        # Queued signals pending for the process, pipes and socket pairs
+        # with their bytes, an eventfd's count, a
         # timer, a signalfd, an epoll set with all of them registered, the
         # listening and UDP sockets at their ports, a dup: each as it was at
         # the snapshot, not as the original left it after.
@@ -1589,7 +1590,7 @@ class RestoreTest(Base):
         r = self.restore(os.path.join(self.caps, "objs.mmtcap"))
         self.assertEqual(r.returncode, 0, r.stderr + "\n".join(self.lines()))
         self.assertEqual(self.lines()[-2], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
-        self.assertEqual(self.lines()[-1], "kernel pipe=ok eventfd=ok timer=ok signalfd=ok pair=ok listen=ok "
+        self.assertEqual(self.lines()[-1], "kernel signals=ok pipe=ok eventfd=ok timer=ok signalfd=ok pair=ok listen=ok "
                                            "conn=ended udp=ok dup=ok")
 
     def test_redis_under_load_restored_with_the_snapshot_points_data(self):

@@ -305,6 +305,17 @@ std::string check_objects(const kernel_objects &k) {
   // A dup shares its open file: the status flags of the original.
   const bool dup_ok = (fcntl(k.pipe_dup, F_GETFL) & O_NONBLOCK) && (fcntl(k.pipe_rd, F_SETFL, 0) == 0) &&
                       !(fcntl(k.pipe_dup, F_GETFL) & O_NONBLOCK);
+  // The signals pending at the snapshot, in order, with their values.
+  sigset_t rt;
+  sigemptyset(&rt);
+  sigaddset(&rt, SIGRTMIN + 1);
+  const timespec zero = {0, 0};
+  siginfo_t si[3] = {};
+  int got = 0;
+  while (got < 3 && sigtimedwait(&rt, &si[got], &zero) == SIGRTMIN + 1) ++got;
+  const bool sig_pending_ok = got == 2 && si[0].si_value.sival_int == 42 && si[1].si_value.sival_int == 43 &&
+                              si[0].si_pid == getpid();
+  out += std::string("signals=") + (sig_pending_ok ? "ok" : "bad") + " ";
   out += std::string("pipe=") + (pipe_ok ? "ok" : "bad") + " eventfd=" + (efd_ok ? "ok" : "bad") +
          " timer=" + (timer_ok ? "ok" : "bad") + " signalfd=" + (sig_ok ? "ok" : "bad") +
          " pair=" + (pair_ok ? "ok" : "bad") + " listen=" + (listen_ok ? "ok" : "bad") +
@@ -331,6 +342,7 @@ int main(int argc, char **argv) {
     sigset_t usr2;
     sigemptyset(&usr2);
     sigaddset(&usr2, SIGUSR2);
+    sigaddset(&usr2, SIGRTMIN + 1);
     pthread_sigmask(SIG_BLOCK, &usr2, nullptr);
   }
   start_threads();
@@ -350,6 +362,12 @@ int main(int argc, char **argv) {
   }
   if (mode == "kernel") {
     const kernel_objects k = make_objects();
+    // Two queued signals pending across the snapshot, blocked everywhere.
+    for (int v : {42, 43}) {
+      sigval val{};
+      val.sival_int = v;
+      sigqueue(getpid(), SIGRTMIN + 1, val);
+    }
     const int r = find_snapshot()(argv[2]);
     if (r == 1) {
       const std::string objects = check_objects(k);
