@@ -339,14 +339,22 @@ long take_pipe(cap::fd_record &r, uint32_t i, uint32_t n) {
   return err;
 }
 
-long take_eventfd(cap::fd_record &r) {
+// A detail of T filled from the descriptor's fdinfo by fill(buf, d).
+template <class T, class F>
+long from_fdinfo(cap::fd_record &r, const char *what, F &&fill) {
   char buf[512];
-  if (read_fdinfo(r.fd, buf, sizeof buf) < 0) return fail("cannot read descriptor %d's eventfd", r.fd);
-  auto *d = detail<cap::fd_eventfd>(r);
+  if (read_fdinfo(r.fd, buf, sizeof buf) < 0) return fail("cannot read descriptor %d's %s", r.fd, what);
+  T *d = detail<T>(r);
   if (!d) return fail("out of room for the descriptors");
-  d->count = hex_field(buf, "eventfd-count:", 0);
-  d->semaphore = static_cast<uint32_t>(dec_field(buf, "eventfd-semaphore:", 0));
+  fill(buf, d);
   return 0;
+}
+
+long take_eventfd(cap::fd_record &r) {
+  return from_fdinfo<cap::fd_eventfd>(r, "eventfd", [](const char *buf, cap::fd_eventfd *d) {
+    d->count = hex_field(buf, "eventfd-count:", 0);
+    d->semaphore = static_cast<uint32_t>(dec_field(buf, "eventfd-semaphore:", 0));
+  });
 }
 
 // "(sec, nsec)" after key.
@@ -359,11 +367,7 @@ void pair_field(const char *buf, const char *key, int64_t *a, int64_t *b) {
   if (end && *end == ',') *b = strtoll(end + 1, nullptr, 10);
 }
 
-long take_timerfd(cap::fd_record &r) {
-  char buf[512];
-  if (read_fdinfo(r.fd, buf, sizeof buf) < 0) return fail("cannot read descriptor %d's timer", r.fd);
-  auto *d = detail<cap::fd_timerfd>(r);
-  if (!d) return fail("out of room for the descriptors");
+void timer_from(const char *buf, cap::fd_timerfd *d) {
   d->clockid = static_cast<int32_t>(dec_field(buf, "clockid:", CLOCK_MONOTONIC));
   d->ticks = static_cast<uint64_t>(dec_field(buf, "ticks:", 0));
   d->settime_flags = static_cast<uint32_t>(strtoul(field(buf, "settime flags:") ?: "0", nullptr, 8));
@@ -385,16 +389,13 @@ long take_timerfd(cap::fd_record &r) {
   } else {
     d->settime_flags &= ~kAbs;
   }
-  return 0;
 }
 
+long take_timerfd(cap::fd_record &r) { return from_fdinfo<cap::fd_timerfd>(r, "timer", timer_from); }
+
 long take_signalfd(cap::fd_record &r) {
-  char buf[256];
-  if (read_fdinfo(r.fd, buf, sizeof buf) < 0) return fail("cannot read descriptor %d's signalfd", r.fd);
-  auto *d = detail<cap::fd_signalfd>(r);
-  if (!d) return fail("out of room for the descriptors");
-  d->mask = hex_field(buf, "sigmask:", 0);
-  return 0;
+  return from_fdinfo<cap::fd_signalfd>(
+      r, "signalfd", [](const char *buf, cap::fd_signalfd *d) { d->mask = hex_field(buf, "sigmask:", 0); });
 }
 
 // One entry per "tfd:" line of the fdinfo, read a piece at a time (a set
