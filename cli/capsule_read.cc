@@ -85,10 +85,13 @@ std::string open_error(int err, const char *why) {
   return strerror(-err);
 }
 
-verified verify_mem(int dirfd, const cap::manifest_view &m) {
+verified verify_mem(int dirfd, const cap::manifest_view &m, const std::vector<uint8_t> *only) {
   std::vector<const cap::chunk *> order;
-  for (uint64_t i = 0; i < m.nchunks; ++i)
-    if (m.chunks[i].file == cap::kNoFile) order.push_back(&m.chunks[i]);
+  for (uint64_t i = 0; i < m.nchunks; ++i) {
+    const uint64_t k = m.chunks[i].offset / cap::kChunkBytes;
+    if (m.chunks[i].file == cap::kNoFile && (!only || (k < only->size() && (*only)[k])))
+      order.push_back(&m.chunks[i]);
+  }
   std::stable_sort(order.begin(), order.end(), [](auto *a, auto *b) { return a->offset < b->offset; });
   fd_holder fd(openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
   if (fd.fd < 0) throw failure(strf("cannot read mem: %s", strerror(errno)));

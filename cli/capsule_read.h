@@ -58,8 +58,9 @@ struct verified {
   uint64_t chunks = 0, bytes = 0;
 };
 
-// Checks the CRC of every chunk of mem, in the order of their offsets;
-// throws failure naming the first that does not match.
-verified verify_mem(int dirfd, const capsule::manifest_view &m);
+// Checks the CRC of every chunk of mem (or, with only, of the chunks at
+// offset k * kChunkBytes where only[k] is set), in the order of their
+// offsets; throws failure naming the first that does not match.
+verified verify_mem(int dirfd, const capsule::manifest_view &m, const std::vector<uint8_t> *only = nullptr);
 
 }  // namespace mmtier::cli

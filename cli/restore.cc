@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "format.h"
 #include "restore_fds.h"
+#include "restore_lazy.h"
 
 #include "restorer/plan.h"
 #include "snapshot/capsule_dir.h"
@@ -27,10 +28,12 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,7 +61,8 @@ constexpr uint64_t kPage = 4096;
 
 struct options {
   std::string capsule, dir;
-  bool dir_set = false, detach = false, verify = true;
+  bool dir_set = false, detach = false, verify = true, verify_set = false, lazy = false;
+  uint64_t fill_rate = 0;  // bytes per second, 0: no limit
 };
 
 std::string read_text(const char *path) {
@@ -273,7 +277,11 @@ void check(image &im, const options &o) {
   }
   if (o.verify) {
     try {
-      verify_mem(im.dirfd, m);
+      // A lazy restore checks the chunks it leaves to the fill as it
+      // serves them; the rest here, as an eager one does.
+      std::vector<uint8_t> eager;
+      if (o.lazy && !o.verify_set) eager = eager_chunks(m);
+      verify_mem(im.dirfd, m, o.lazy && !o.verify_set ? &eager : nullptr);
     } catch (const failure &e) {
       refuse(im, e.what());
     }
@@ -355,7 +363,7 @@ int move_high(int fd, int floor) {
   return n;
 }
 
-[[noreturn]] void become(const image &im, int err_fd, int host_pid, bool detach) {
+[[noreturn]] void become(const image &im, int err_fd, int host_pid, bool detach, int lazy_fd) {
   const cap::manifest_view &m = im.m;
   const cap::header &h = *m.hdr;
   const cap::procstate_record &ps = *im.proc;
@@ -375,6 +383,7 @@ int move_high(int fd, int floor) {
   if (highest >= floor) die(err_fd, strf("descriptor %d is above what this process may open", highest));
   err_fd = move_high(err_fd, floor);
   if (err_fd < 0) _exit(1);
+  if (lazy_fd >= 0 && (lazy_fd = move_high(lazy_fd, floor)) < 0) die(err_fd, "cannot keep the lazy restore's socket");
   const int dirfd = move_high(dup(im.dirfd), floor);
   // The standard streams: this command's, or /dev/null for a detached
   // process (nobody reads this command's output after it exits).
@@ -476,6 +485,9 @@ int move_high(int fd, int floor) {
     op.ncopies = copies.size() - op.first_copy;
     if (op.kind == static_cast<uint32_t>(rs::map_kind::reserve) && op.ncopies)
       op.kind = static_cast<uint32_t>(rs::map_kind::anon);
+    // Left to init's fill (restore_lazy.cc decides the same for the same
+    // region): mapped empty, registered for missing pages.
+    op.lazy = lazy_fd >= 0 && op.kind == static_cast<uint32_t>(rs::map_kind::anon) && lazy_region(g, m.runs);
     maps.push_back(op);
   }
   // B: the restorer's code, the plan and its tables, a stack per thread.
@@ -547,6 +559,7 @@ int move_high(int fd, int floor) {
   memcpy(p->auxv, ps.auxv, sizeof p->auxv);
   p->auxv_words = ps.auxv_words;
   p->exe_fd = exe_fd;
+  p->lazy_fd = lazy_fd;
   p->note_addr = h.restore_note_addr;
   uint64_t nsig = 0;
   if (const auto *sig = records<cap::signal_record>(m, cap::table_kind::signals, &nsig)) {
@@ -557,6 +570,7 @@ int move_high(int fd, int floor) {
   for (int fd : to_close)
     if (fd >= 0 && p->nclose < 63) p->close_fds[p->nclose++] = fd;
   p->close_fds[p->nclose++] = err_fd;
+  if (lazy_fd >= 0) p->close_fds[p->nclose++] = lazy_fd;
   // The kernel's mappings, moved by one offset to where the capsule had them.
   interval kernel[4];
   size_t nkernel = 0;
@@ -638,7 +652,52 @@ long host_pid_of_self(int host_proc) {
   return ns ? strtol(ns + 8, nullptr, 10) : 0;
 }
 
-[[noreturn]] void init_main(const image &im, int err_fd, bool detach) {
+// Init's part of a lazy restore: the restorer's userfaultfd, then the fill
+// (restore_lazy.cc) until the memory is all there.  A damaged chunk ends
+// init, and with it every process of the namespace, before the program
+// sees a byte of it.
+void serve_lazily(const image &im, int sock, bool detach, uint64_t fill_rate) {
+  char byte;
+  iovec iov = {&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  }
+  close(sock);
+  const cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
+  if (!c || c->cmsg_type != SCM_RIGHTS) return;  // the restore failed before: the command says why
+  int uffd;
+  memcpy(&uffd, CMSG_DATA(c), sizeof uffd);
+  const int mem_fd = openat(im.dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  lazy_result r;
+  if (mem_fd < 0)
+    r.error = strf("cannot open the capsule's mem: %s", strerror(errno));
+  else
+    r = lazy_serve(im.m, mem_fd, uffd, fill_rate);
+  if (mem_fd >= 0) close(mem_fd);
+  if (!r.error.empty()) {
+    const std::string line = strf("mmtier restore: %s: %s; the restored processes are killed before they see it", im.where.path.c_str(),
+                                  r.error.c_str());
+    if (detach)
+      syslog(LOG_ERR, "%s", line.c_str());
+    else
+      fprintf(stderr, "%s\n", line.c_str());
+    _exit(1);  // the namespace's init: every process in it ends
+  }
+  if (!detach)
+    fprintf(stderr, "mmtier restore: lazy fill %s in %.2f s: %s copied, %llu faults served, %llu zero pages, %llu "
+                    "forked children filled\n",
+            r.processes_gone ? "ended with the processes" : "done", r.seconds, human_bytes(r.bytes).c_str(),
+            static_cast<unsigned long long>(r.faults), static_cast<unsigned long long>(r.zero_pages),
+            static_cast<unsigned long long>(r.forks));
+}
+
+[[noreturn]] void init_main(const image &im, int err_fd, bool detach, bool lazy, uint64_t fill_rate) {
   // The host's /proc, kept open across the mount below: the restored
   // process reads its host PID there (its statistics and control socket
   // are named by it).
@@ -646,22 +705,29 @@ long host_pid_of_self(int host_proc) {
   if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
       mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     die(err_fd, strf("cannot mount /proc for the restored process: %s", strerror(errno)));
+  int sock[2] = {-1, -1};
+  if (lazy && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) != 0)
+    die(err_fd, strf("cannot make a socket for the lazy restore: %s", strerror(errno)));
   const long pid = clone3_with_tid(im.m.hdr->pid);
   if (pid < 0) die(err_fd, strf("cannot give the process its PID %d: %s", im.m.hdr->pid, strerror(errno)));
   if (pid == 0) {
     const long host = host_proc >= 0 ? host_pid_of_self(host_proc) : 0;
     if (host_proc >= 0) close(host_proc);
-    become(im, err_fd, static_cast<int>(host), detach);
+    become(im, err_fd, static_cast<int>(host), detach, sock[1]);
   }
   if (host_proc >= 0) close(host_proc);
   close(err_fd);
+  g_child = static_cast<pid_t>(pid);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) signal(sig, forward);
   if (detach) {
     const int null_fd = open("/dev/null", O_RDWR);
     for (int k = 0; k < 3; ++k) dup2(null_fd, k);
     if (null_fd > 2) close(null_fd);
   }
-  g_child = static_cast<pid_t>(pid);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) signal(sig, forward);
+  if (lazy) {
+    close(sock[1]);
+    serve_lazily(im, sock[0], detach, fill_rate);
+  }
   int status = 0;
   for (;;) {
     int st = 0;
@@ -718,9 +784,19 @@ int restore_main(const args &a) {
       o.dir_set = true;
     } else if (a[i] == "--detach") {
       o.detach = true;
+    } else if (a[i] == "--lazy") {
+      o.lazy = true;
+    } else if (take_option("restore", a, &i, "--fill-rate", &v)) {
+      char *end = nullptr;
+      errno = 0;
+      const unsigned long long mib = strtoull(v.c_str(), &end, 10);
+      if (v.empty() || *end || errno || !mib || mib > (1ull << 30))
+        throw usage_error("restore", "--fill-rate takes MiB per second, a whole number from 1");
+      o.fill_rate = mib << 20;
     } else if (take_option("restore", a, &i, "--verify", &v)) {
       if (v != "full" && v != "meta") throw usage_error("restore", "--verify takes full or meta");
       o.verify = v == "full";
+      o.verify_set = true;
     } else if (a[i] == "-h" || a[i] == "--help") {
       fputs(std::string(help_text("restore")).c_str(), stdout);
       return 0;
@@ -735,6 +811,13 @@ int restore_main(const args &a) {
   if (o.capsule.empty()) throw usage_error("restore", "give the capsule to restore");
   image im;
   im.where = locate(o.capsule, o.dir_set, o.dir);
+  if (o.fill_rate && !o.lazy) throw usage_error("restore", "--fill-rate paces a --lazy restore");
+  if (o.lazy) {
+    if (const std::string why = lazy_unavailable(); !why.empty()) {
+      fprintf(stderr, "mmtier restore: restoring eagerly: %s\n", why.c_str());
+      o.lazy = false;
+    }
+  }
   check(im, o);
   int err[2];
   if (pipe2(err, O_CLOEXEC) != 0) throw failure(strf("cannot make a pipe: %s", strerror(errno)));
@@ -744,7 +827,7 @@ int restore_main(const args &a) {
   if (init < 0) throw failure(strf("cannot start the restored process: %s", strerror(errno)));
   if (init == 0) {
     close(err[0]);
-    init_main(im, err[1], o.detach);
+    init_main(im, err[1], o.detach, o.lazy, o.fill_rate);
   }
   close(err[1]);
   std::string line;

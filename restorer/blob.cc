@@ -20,6 +20,8 @@
 #include <linux/prctl.h>
 #include <linux/sched.h>
 #include <linux/signal.h>
+#include <linux/ioctl.h>
+#include <linux/userfaultfd.h>
 
 using namespace mmtier::restorer;
 
@@ -138,9 +140,9 @@ void map_region(plan *p, const map_op &m) {
   // is the dominant cost of an eager restore).  A region the program asked
   // not to have them keeps its wish.
   const bool anon = kind == map_kind::anon || kind == map_kind::stack;
-  if (anon && len >= (uint64_t{2} << 20) && m.ncopies && !(m.madv & 2 /* kMadvNoHuge */))
+  if (anon && len >= (uint64_t{2} << 20) && m.ncopies && !m.lazy && !(m.madv & 2 /* kMadvNoHuge */))
     sc(__NR_madvise, static_cast<long>(m.start), static_cast<long>(len), 14 /* MADV_HUGEPAGE */);
-  for (uint64_t i = 0; i < m.ncopies; ++i) {
+  for (uint64_t i = 0; !m.lazy && i < m.ncopies; ++i) {
     const copy_op &c = p->copies[m.first_copy + i];
     read_exact(p, c.addr, c.len, c.mem_off);
   }
@@ -154,6 +156,57 @@ void map_region(plan *p, const map_op &m) {
   for (int b = 0; b < 5; ++b)
     if (m.madv & (1u << b)) sc(__NR_madvise, static_cast<long>(m.start), static_cast<long>(len), advice[b]);
   if (m.madv & (1u << 5)) sc(__NR_mlock, static_cast<long>(m.start), static_cast<long>(len));
+}
+
+// A lazy restore: one userfaultfd for every lazy map, registered for
+// missing pages and handed to the command's init (cli/restore_lazy.cc),
+// which fills them from the capsule while the program runs.  It asks for
+// fork, mremap, munmap and MADV_DONTNEED events, so that a child's memory
+// is filled too and memory the program gave back stays zero.  Nothing here
+// keeps the descriptor: when init is done it closes it and the kernel
+// unregisters everything.
+void hand_over_faults(plan *p) {
+  if (p->lazy_fd < 0) return;
+  const long uffd = sc(__NR_userfaultfd, 02000000 /* O_CLOEXEC */ | 04000 /* O_NONBLOCK */);
+  if (failed(uffd)) fail(p, "cannot make a userfaultfd for the lazy restore", -uffd, 0);
+  uffdio_api api = {};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+                 UFFD_FEATURE_EVENT_UNMAP;
+  long r = sc(__NR_ioctl, uffd, static_cast<long>(UFFDIO_API), reinterpret_cast<long>(&api));
+  if (failed(r)) fail(p, "the kernel refuses the userfaultfd events a lazy restore needs", -r, 0);
+  for (uint32_t i = 0; i < p->nmaps; ++i) {
+    const map_op &m = p->maps[i];
+    if (!m.lazy) continue;
+    uffdio_register reg = {};
+    reg.range.start = m.start;
+    reg.range.len = m.end - m.start;
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    r = sc(__NR_ioctl, uffd, static_cast<long>(UFFDIO_REGISTER), reinterpret_cast<long>(&reg));
+    if (failed(r)) fail(p, "cannot register memory for the lazy restore", -r, m.start);
+  }
+  struct {
+    uint64_t len;
+    int32_t level, type;
+    int32_t fd, pad;
+  } cm = {20 /* CMSG_LEN(sizeof(int)) */, 1 /* SOL_SOCKET */, 1 /* SCM_RIGHTS */, static_cast<int32_t>(uffd), 0};
+  char byte = 'u';
+  struct {
+    void *base;
+    uint64_t len;
+  } iov = {&byte, 1};
+  struct {
+    void *name;
+    uint32_t namelen, pad0;
+    void *iov;
+    uint64_t iovlen;
+    void *control;
+    uint64_t controllen;
+    int32_t flags, pad1;
+  } msg = {nullptr, 0, 0, &iov, 1, &cm, 24 /* CMSG_SPACE(sizeof(int)) */, 0, 0};
+  r = sc(__NR_sendmsg, p->lazy_fd, reinterpret_cast<long>(&msg), 0x4000 /* MSG_NOSIGNAL */);
+  if (failed(r)) fail(p, "cannot hand the lazy restore's faults to the command", -r, 0);
+  sc(__NR_close, uffd);
 }
 
 void move_kernel_mappings(plan *p) {
@@ -350,6 +403,7 @@ extern "C" [[noreturn]] __attribute__((section(".text.entry"))) void restorer_en
     sc(__NR_munmap, static_cast<long>(p->unmap[i][0]), static_cast<long>(p->unmap[i][1] - p->unmap[i][0]));
   move_kernel_mappings(p);
   for (uint32_t i = 0; i < p->nmaps; ++i) map_region(p, p->maps[i]);
+  hand_over_faults(p);
   set_mm(p);
   set_process_state(p);
   auto *note = reinterpret_cast<restore_note *>(p->note_addr);

@@ -29,6 +29,8 @@ struct map_op {
   int32_t fd;           // kind file: the mapped file, opened read-only
   uint64_t file_offset;
   uint64_t first_copy, ncopies;
+  uint32_t lazy;        // 1: registered with the userfaultfd, its copies left to the command (lazy restore)
+  uint32_t reserved;
 };
 
 // Pages read from the capsule's mem file into place.
@@ -95,6 +97,8 @@ struct plan {
   uint64_t auxv[kAuxvWords];
   uint32_t auxv_words;
   int32_t exe_fd;        // -1: leave /proc/self/exe as it is
+  int32_t lazy_fd;       // a socket to the command's init: the userfaultfd of the lazy maps goes there (-1: eager)
+  uint32_t reserved2;
   uint64_t note_addr;
   uint32_t nsignals;     // pending for the process, queued again before the jump
   uint32_t reserved;

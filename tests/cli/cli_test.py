@@ -1593,6 +1593,59 @@ class RestoreTest(Base):
         self.assertEqual(self.lines()[-1], "kernel signals=ok pipe=ok eventfd=ok timer=ok signalfd=ok pair=ok listen=ok "
                                            "conn=ended udp=ok dup=ok")
 
+    def test_lazy_restore_fills_memory_while_the_program_runs(self):
+        """restore --lazy: the large regions are filled from the capsule while
+        the program runs (paced to 1 MiB/s so that the program's own checks
+        run during the fill): memory given back meanwhile stays zero, moved
+        memory keeps its bytes, a child forked meanwhile sees the snapshot's
+        memory, and everything else is as after an eager restore."""
+        p = self.start("lazy", "lz")
+        self.wait_line(r"^snapshot taken pid=", "the snapshot")
+        self.kill(p)
+        capsule = os.path.join(self.caps, "lz.mmtcap")
+        r = self.restore(capsule, "--lazy", "--fill-rate", "1")
+        if "restoring eagerly" in r.stderr:
+            self.skipTest(r.stderr.strip())
+        self.assertEqual(r.returncode, 0, r.stderr + "\n".join(self.lines()))
+        self.assertEqual(self.lines()[-2], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
+        self.assertEqual(self.lines()[-1], "lazy dontneed=ok mremap=ok fork=ok")
+        m = re.search(r"lazy fill (?:done|ended with the processes) in [0-9.]+ s: .* copied, (\d+) faults served, "
+                      r"(\d+) zero pages, (\d+) forked children filled", r.stderr)
+        self.assertTrue(m, r.stderr)
+        # The program faulted on memory the fill had not reached, gave some
+        # back (zero pages served after it), and forked during the fill.
+        self.assertGreater(int(m.group(1)), 0, r.stderr)
+        self.assertGreaterEqual(int(m.group(2)), 1024, r.stderr)
+        self.assertGreaterEqual(int(m.group(3)), 1, r.stderr)
+
+    def test_lazy_restore_of_a_damaged_chunk_kills_the_process(self):
+        """A chunk left to the lazy fill is checked when it is first needed:
+        damaged, the restored process is killed before it sees a byte of it,
+        with one line naming the chunk."""
+        p = self.start("lazy", "bad")
+        self.wait_line(r"^snapshot taken pid=", "the snapshot")
+        self.kill(p)
+        capsule = os.path.join(self.caps, "bad.mmtcap")
+        mem = os.path.join(capsule, "mem")
+        with open(mem, "r+b") as f:
+            data = f.read()
+            # The 8 MiB mapping of 0x5a: the program checks its second half.
+            at = data.find(b"\x5a" * 65536)
+            self.assertGreaterEqual(at, 0)
+            f.seek(at + (6 << 20))
+            f.write(b"\x5b")
+        r = self.restore(capsule, "--lazy", "--fill-rate", "1")
+        if "restoring eagerly" in r.stderr:
+            self.skipTest(r.stderr.strip())
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"mem is damaged: the chunk at offset [0-9]+ has CRC32C [0-9a-f]{8}, the manifest "
+                                   r"says [0-9a-f]{8}; the restored processes are killed before they see it")
+        self.assertFalse(any(l.startswith("lazy ") for l in self.lines()), self.lines())
+        # An eager restore refuses it before anything runs.
+        r = self.restore(capsule)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("refused: mem is damaged", r.stderr)
+
     def test_redis_under_load_restored_with_the_snapshot_points_data(self):
         """redis-server holding keys, snapshotted from outside while
         redis-benchmark writes to it, changed after, killed with SIGKILL:
@@ -1732,6 +1785,12 @@ class RestoreTest(Base):
         if "user namespace is needed" in r.stderr:
             self.skipTest(r.stderr.strip())
         self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.lines()[-1], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
+        # --lazy needs what only a privileged user gets (kernel faults and
+        # fork events on a userfaultfd): otherwise one line, and eagerly.
+        r = self.restore(os.path.join(self.caps, "nb.mmtcap"), "--lazy", preexec_fn=drop)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stderr, r"restoring eagerly: |lazy fill")
         self.assertEqual(self.lines()[-1], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
         # Root may restore it; another user may not.
         r = subprocess.run([ARGS.mmtier, "restore", os.path.join(self.caps, "nb.mmtcap")], env=base_env(self.dir),

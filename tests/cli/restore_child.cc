@@ -11,6 +11,11 @@
 //                                    restored process takes the next and exits
 //   restore_child serve REPORT       runs until killed; SIGUSR1 appends its state
 //                                    (pid, tids, generation, buffer check) to REPORT
+//   restore_child lazy NAME REPORT   as self, with two more 8 MiB mappings; the
+//                                    restored process (restored with --lazy) gives
+//                                    half of one back (MADV_DONTNEED), moves the
+//                                    other (mremap) and forks a child that checks
+//                                    the memory too, while the fill may still run
 //   restore_child kernel NAME REPORT as self, with kernel objects across the
 //                                    snapshot: a pipe and a socket pair holding
 //                                    bytes, an eventfd, a timer, a signalfd, an
@@ -27,6 +32,8 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -323,6 +330,33 @@ std::string check_objects(const kernel_objects &k) {
   return out;
 }
 
+// The lazy mode's mappings: `given` all 0x5a, `moved` a pattern.
+constexpr size_t kLazyMap = 8u << 20;
+unsigned char moved_byte(size_t i) { return static_cast<unsigned char>(i * 7 + i / 4096); }
+
+bool pattern_ok(const unsigned char *m) {
+  for (size_t i = 0; i < kLazyMap; ++i)
+    if (m[i] != moved_byte(i)) return false;
+  return true;
+}
+
+std::string lazy_checks(unsigned char *given, unsigned char *moved) {
+  // Half of `given` given back: zero from then on, the other half kept.
+  bool given_ok = madvise(given, kLazyMap / 2, MADV_DONTNEED) == 0;
+  for (size_t i = 0; i < kLazyMap && given_ok; ++i) given_ok = given[i] == (i < kLazyMap / 2 ? 0 : 0x5a);
+  // `moved` grown and moved: its bytes at the new place, zeros after them.
+  auto *to = static_cast<unsigned char *>(mremap(moved, kLazyMap, 2 * kLazyMap, MREMAP_MAYMOVE));
+  bool moved_ok = to != MAP_FAILED && pattern_ok(to);
+  for (size_t i = kLazyMap; i < 2 * kLazyMap && moved_ok; ++i) moved_ok = to[i] == 0;
+  // A child sees the snapshot's memory as the parent does.
+  const pid_t c = fork();
+  if (c == 0) _exit(check(1) < 0 && to != MAP_FAILED && pattern_ok(to) && given[0] == 0 && given[kLazyMap - 1] == 0x5a ? 0 : 1);
+  int st = 1;
+  const bool fork_ok = c > 0 && waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  return std::string("dontneed=") + (given_ok ? "ok" : "bad") + " mremap=" + (moved_ok ? "ok" : "bad") +
+         " fork=" + (fork_ok ? "ok" : "bad");
+}
+
 volatile sig_atomic_t g_usr1 = 0;
 void on_usr1(int) { g_usr1 = 1; }
 
@@ -356,6 +390,31 @@ int main(int argc, char **argv) {
       return 1;
     }
     // The original: writes after the snapshot must not reach the capsule.
+    fill(2);
+    report("snapshot taken pid=%d", getpid());
+    for (;;) pause();
+  }
+  if (mode == "lazy") {
+    auto *given = static_cast<unsigned char *>(
+        mmap(nullptr, kLazyMap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    auto *moved = static_cast<unsigned char *>(
+        mmap(nullptr, kLazyMap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (given == MAP_FAILED || moved == MAP_FAILED) return 1;
+    memset(given, 0x5a, kLazyMap);
+    for (size_t i = 0; i < kLazyMap; ++i) moved[i] = moved_byte(i);
+    const int r = find_snapshot()(argv[2]);
+    if (r == 1) {
+      const std::string lazy = lazy_checks(given, moved);
+      const int status = restored_checks(1, tids);
+      report("lazy %s", lazy.c_str());
+      return status || lazy.find("bad") != std::string::npos ? 1 : 0;
+    }
+    if (r != 0) {
+      report("snapshot failed");
+      return 1;
+    }
+    memset(given, 0x11, kLazyMap);
+    memset(moved, 0x22, kLazyMap);
     fill(2);
     report("snapshot taken pid=%d", getpid());
     for (;;) pause();
