@@ -596,6 +596,7 @@ constexpr const char kRestore[] = R"(NAME
 
 SYNOPSIS
     mmtier restore CAPSULE [--dir DIR] [--detach] [--verify full|meta]
+                   [--lazy [--fill-rate MIB]]
 
 DESCRIPTION
     Starts the process a capsule holds again, from the instant of the
@@ -627,7 +628,24 @@ OPTIONS
                     and exit, leaving it running, its standard streams
                     on /dev/null.
     --verify MODE   full (default): check every checksum of the memory
-                    first; meta: only the manifest's.
+                    first; meta: only the manifest's.  With --lazy the
+                    default checks what is restored before the process
+                    runs; the rest is checked as it is filled.
+    --lazy          Start the process before its memory is back: its
+                    own regions of 2 MiB and more are mapped empty and
+                    filled from the capsule while it runs (a page it
+                    touches, with its 2 MiB chunk, at once; the rest in
+                    the background).  A chunk whose checksum does not
+                    match kills the restored processes, with one line,
+                    before any of them sees it.  Memory given back
+                    (MADV_DONTNEED, munmap) stays zero; mremap and fork
+                    during the fill are followed.  Needs CAP_SYS_PTRACE
+                    (root) for a userfaultfd that takes faults in system
+                    calls and reports forks; without it, one line and an
+                    eager restore.  Without --detach, a line when the
+                    fill is done.
+    --fill-rate MIB Cap the background fill of --lazy at MIB MiB/s
+                    (faults are served at once).
 
 EXIT STATUS
     Without --detach, the restored process's exit status (128 + N when
@@ -638,15 +656,19 @@ DESCRIPTORS
     Files, directories and devices are reopened at their numbers, flags
     and offsets (the same inode, or the restore is refused); a file the
     process writes, other than a standard stream, is cut back to its size
-    at the snapshot.  A pipe, socket or terminal on 0, 1 or 2 becomes this
-    command's (/dev/null with --detach).
+    at the snapshot.  Pipes and FIFOs come back with their buffered bytes,
+    eventfds with their counts, timerfds with their remaining time and
+    unread ticks, signalfds, epoll sets with every registration, socket
+    pairs with their queues, listening and bound sockets rebound to their
+    addresses.  A stream connection to another process comes back closed
+    (the program reads its end).  A pipe, socket or terminal on 0, 1 or 2
+    to another process becomes this command's (/dev/null with --detach).
+    Signals pending for the process come back pending.
 
 LIMITS
-    Other descriptors (sockets, pipes, epoll, eventfd above 2), pending
-    signals, POSIX timers, child processes and PMem files referenced in
-    place are not restored yet: a capsule holding such a descriptor is
-    refused, naming it.  The memory is read in full before the process
-    runs.
+    Signals pending for one thread, POSIX timers, child processes, the
+    contents of deleted files and PMem files referenced in place are not
+    restored yet: taking such a snapshot fails, naming what.
 )";
 
 }  // namespace

@@ -566,6 +566,15 @@ int move_high(int fd, int floor) {
     p->nsignals = static_cast<uint32_t>(std::min<uint64_t>(nsig, 32));
     for (uint32_t i = 0; i < p->nsignals; ++i) memcpy(p->signals[i], sig[i].info, sizeof p->signals[i]);
   }
+  uint64_t ntimers = 0;
+  if (const auto *tm = records<cap::timer_record>(m, cap::table_kind::timers, &ntimers)) {
+    if (ntimers > rs::kMaxTimers) die(err_fd, strf("the capsule holds %llu POSIX timers, more than %u",
+                                                   static_cast<unsigned long long>(ntimers), rs::kMaxTimers));
+    std::vector<cap::timer_record> sorted(tm, tm + ntimers);
+    std::sort(sorted.begin(), sorted.end(), [](const auto &a, const auto &b) { return a.id < b.id; });
+    for (const cap::timer_record &t : sorted)
+      p->timers[p->ntimers++] = {t.id, t.clock, t.notify, t.signo, t.tid, 0, t.value, t.interval_ns, t.value_ns};
+  }
   p->nclose = 0;
   for (int fd : to_close)
     if (fd >= 0 && p->nclose < 63) p->close_fds[p->nclose++] = fd;

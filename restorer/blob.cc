@@ -278,6 +278,58 @@ void set_process_state(plan *p) {
   }
 }
 
+// The POSIX timers, with their ids: asked for by id where the kernel
+// takes one (PR_TIMER_CREATE_RESTORE_IDS, 6.16), else made in id order from
+// a process that has none, with fillers for the ids in between (the kernel
+// hands ids out in increasing order), which go again.  Then each is armed
+// with what it had left.  By the leader, once every thread exists (a timer
+// may signal one of them).
+void make_timers(plan *p) {
+  if (!p->ntimers) return;
+  struct sigevent_k {
+    uint64_t value;
+    int32_t signo, notify, tid, pad[11];
+  };
+  static_assert(sizeof(sigevent_k) == 64);
+  const bool by_id = sc(__NR_prctl, 77 /* PR_TIMER_CREATE_RESTORE_IDS */, 1 /* ON */) == 0;
+  int32_t fillers[64];
+  uint32_t nfillers = 0;
+  int32_t next = 0;
+  for (uint32_t i = 0; i < p->ntimers && i < kMaxTimers; ++i) {
+    const timer_op &t = p->timers[i];
+    while (!by_id && next < t.id) {
+      sigevent_k none = {};
+      none.notify = 1;  // SIGEV_NONE
+      int32_t id = -1;
+      const long r = sc(__NR_timer_create, 1 /* CLOCK_MONOTONIC */, reinterpret_cast<long>(&none),
+                        reinterpret_cast<long>(&id));
+      if (failed(r) || id >= t.id || nfillers == 64) fail(p, "cannot give a POSIX timer its id", -r, t.id);
+      fillers[nfillers++] = id;
+      next = id + 1;
+    }
+    sigevent_k ev = {};
+    ev.value = t.value;
+    ev.signo = t.signo;
+    ev.notify = t.notify;
+    ev.tid = t.tid;
+    int32_t id = t.id;
+    const long r = sc(__NR_timer_create, t.clock, reinterpret_cast<long>(&ev), reinterpret_cast<long>(&id));
+    if (failed(r)) fail(p, "cannot make a POSIX timer again", -r, static_cast<uint64_t>(t.id));
+    if (id != t.id) fail(p, "a POSIX timer did not get its id", 0, static_cast<uint64_t>(t.id));
+    next = id + 1;
+  }
+  if (by_id) sc(__NR_prctl, 77, 0 /* OFF */);
+  for (uint32_t i = 0; i < nfillers; ++i) sc(__NR_timer_delete, fillers[i]);
+  for (uint32_t i = 0; i < p->ntimers && i < kMaxTimers; ++i) {
+    const timer_op &t = p->timers[i];
+    if (!t.value_ns) continue;
+    const long its[4] = {t.interval_ns / 1000000000, t.interval_ns % 1000000000, t.value_ns / 1000000000,
+                         t.value_ns % 1000000000};
+    const long r = sc(__NR_timer_settime, t.id, 0, reinterpret_cast<long>(its), 0);
+    if (failed(r)) fail(p, "cannot arm a POSIX timer again", -r, static_cast<uint64_t>(t.id));
+  }
+}
+
 void futex_wait(int32_t *w, int32_t v) { sc(__NR_futex, reinterpret_cast<long>(w), FUTEX_WAIT, v, 0); }
 void futex_wake(int32_t *w) { sc(__NR_futex, reinterpret_cast<long>(w), FUTEX_WAKE, 0x7fffffff); }
 
@@ -341,6 +393,7 @@ struct cap_data {
       if (r >= static_cast<int32_t>(p->nthreads) - 1) break;
       futex_wait(&p->ready, r);
     }
+    make_timers(p);
     // Every thread is ready: the command hears "ok" and the restore's own
     // descriptors go; then every thread goes on as the program.
     sc(__NR_write, p->err_fd, reinterpret_cast<long>("ok\n"), 3);

@@ -58,6 +58,15 @@ struct thread_op {
   uint64_t stack_top;   // in B
 };
 
+// A POSIX timer made again (capsule::timer_record), in increasing id order.
+struct timer_op {
+  int32_t id, clock, notify, signo, tid;
+  uint32_t reserved;
+  uint64_t value;
+  int64_t interval_ns, value_ns;
+};
+constexpr uint32_t kMaxTimers = 32;
+
 struct kernel_sigaction {
   uint64_t handler, flags, restorer, mask;
 };
@@ -103,6 +112,9 @@ struct plan {
   uint32_t nsignals;     // pending for the process, queued again before the jump
   uint32_t reserved;
   unsigned char signals[32][128];  // siginfo
+  uint32_t ntimers;
+  uint32_t reserved3;
+  timer_op timers[kMaxTimers];
   // Shared between the restorer's threads.
   int32_t ready;         // threads set up (futex word)
   int32_t go;            // 1: every thread jumps (futex word)

@@ -99,8 +99,9 @@ enum class table_kind : uint32_t {
   procstate = 8,
   fd_data = 9,  // bytes: what each descriptor's kind keeps (fd_record::detail)
   signals = 10,  // signal_record: signals pending for the whole process, in order
+  timers = 11,   // timer_record: POSIX timers (timer_create), by id
 };
-constexpr uint32_t kTableKinds = 10;
+constexpr uint32_t kTableKinds = 11;
 
 struct table_entry {
   uint32_t kind;         // table_kind
@@ -344,6 +345,22 @@ struct signal_record {
   unsigned char info[128];
 };
 static_assert(sizeof(signal_record) == 128);
+
+// A POSIX timer of the process (timer_create), as /proc/PID/timers and
+// timer_gettime showed it in the pause: made again with its id, its clock,
+// its notification and the time it had left.  Overruns are not kept.
+struct timer_record {
+  int32_t id;
+  int32_t clock;       // clockid_t
+  int32_t notify;      // SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD_ID 4
+  int32_t signo;
+  int32_t tid;         // SIGEV_THREAD_ID: the thread signalled
+  uint32_t reserved;
+  uint64_t value;      // sigev_value
+  int64_t interval_ns;
+  int64_t value_ns;    // left until it fires (0: disarmed)
+};
+static_assert(sizeof(timer_record) == 48 && std::has_unique_object_representations_v<timer_record>);
 
 struct fd_pipe {
   uint64_t id;        // the pipe's inode: the ends of one pipe share it

@@ -502,6 +502,8 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
       {cap::table_kind::fd_data, 1, s.a->fds.data_len, s.a->fds.data_len ? static_cast<const void *>(s.a->fds.data) : &proc},
       {cap::table_kind::signals, sizeof(cap::signal_record), s.a->nsignals,
        s.a->nsignals ? static_cast<const void *>(s.a->signals) : &proc},
+      {cap::table_kind::timers, sizeof(cap::timer_record), s.a->ntimers,
+       s.a->ntimers ? static_cast<const void *>(s.a->timers) : &proc},
   };
   constexpr uint32_t kTables = sizeof tables / sizeof tables[0];
   const uint64_t size = cap::manifest_size(tables, kTables);

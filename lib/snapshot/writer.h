@@ -48,6 +48,8 @@ struct writer_args {
   const char *exe;             // /proc/self/exe
   const capsule::signal_record *signals;  // pending for the process
   uint32_t nsignals;
+  const capsule::timer_record *timers;    // POSIX timers, by id
+  uint32_t ntimers;
   uintptr_t heap_lo, heap_hi;  // mmtier's reservation: its mappings are tier units
   uintptr_t stats_page;        // mmtier's statistics page (0: none)
   fd_table fds;                   // the program's descriptors (its scratch range is not the image's)

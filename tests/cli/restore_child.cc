@@ -192,6 +192,7 @@ int count_fds() {
 struct kernel_objects {
   int pipe_rd, pipe_wr, pipe_dup, efd, tfd, sfd, pair[2], listener, client, conn, udp, ep;
   int port, udp_port;
+  timer_t ticking, idle;  // POSIX timers: SIGRTMIN+2 every 20 ms (value 77); SIGEV_NONE, 1000 s
 };
 
 int bound_port(int fd) {
@@ -243,6 +244,20 @@ kernel_objects make_objects() {
   a = loopback(0);
   bind(k.udp, reinterpret_cast<sockaddr *>(&a), sizeof a);
   k.udp_port = bound_port(k.udp);
+  // POSIX timers, with a gap in their ids (the first one made is gone).
+  timer_t gone;
+  sigevent none{};
+  none.sigev_notify = SIGEV_NONE;
+  if (timer_create(CLOCK_MONOTONIC, &none, &gone) != 0) abort();
+  sigevent ev{};
+  ev.sigev_notify = SIGEV_SIGNAL;
+  ev.sigev_signo = SIGRTMIN + 2;
+  ev.sigev_value.sival_int = 77;
+  if (timer_create(CLOCK_MONOTONIC, &ev, &k.ticking) != 0 || timer_create(CLOCK_REALTIME, &none, &k.idle) != 0)
+    abort();
+  timer_delete(gone);
+  const itimerspec every20 = {{0, 20000000}, {0, 20000000}}, later = {{0, 0}, {1000, 0}};
+  if (timer_settime(k.ticking, 0, &every20, nullptr) != 0 || timer_settime(k.idle, 0, &later, nullptr) != 0) abort();
   k.ep = epoll_create1(0);
   const int watched[] = {k.pipe_rd, k.efd, k.listener, k.tfd, k.sfd, k.pair[1]};
   for (int i = 0; i < 6; ++i) {
@@ -323,6 +338,20 @@ std::string check_objects(const kernel_objects &k) {
   const bool sig_pending_ok = got == 2 && si[0].si_value.sival_int == 42 && si[1].si_value.sival_int == 43 &&
                               si[0].si_pid == getpid();
   out += std::string("signals=") + (sig_pending_ok ? "ok" : "bad") + " ";
+  // The POSIX timers at their ids: the ticking one signals again with its
+  // value, the idle one has its time left.
+  itimerspec its{};
+  bool ptimer_ok = timer_gettime(k.ticking, &its) == 0 && its.it_interval.tv_nsec == 20000000 &&
+                   timer_gettime(k.idle, &its) == 0 && its.it_value.tv_sec > 900 && its.it_value.tv_sec <= 1000;
+  sigset_t tick;
+  sigemptyset(&tick);
+  sigaddset(&tick, SIGRTMIN + 2);
+  const timespec two = {2, 0};
+  siginfo_t ti{};
+  ptimer_ok = ptimer_ok && sigtimedwait(&tick, &ti, &two) == SIGRTMIN + 2 && ti.si_value.sival_int == 77;
+  // And another tick after that one: it is armed, not just pending.
+  ptimer_ok = ptimer_ok && sigtimedwait(&tick, &ti, &two) == SIGRTMIN + 2 && ti.si_code == SI_TIMER;
+  out += std::string("ptimers=") + (ptimer_ok ? "ok" : "bad") + " ";
   out += std::string("pipe=") + (pipe_ok ? "ok" : "bad") + " eventfd=" + (efd_ok ? "ok" : "bad") +
          " timer=" + (timer_ok ? "ok" : "bad") + " signalfd=" + (sig_ok ? "ok" : "bad") +
          " pair=" + (pair_ok ? "ok" : "bad") + " listen=" + (listen_ok ? "ok" : "bad") +
@@ -377,6 +406,7 @@ int main(int argc, char **argv) {
     sigemptyset(&usr2);
     sigaddset(&usr2, SIGUSR2);
     sigaddset(&usr2, SIGRTMIN + 1);
+    sigaddset(&usr2, SIGRTMIN + 2);
     pthread_sigmask(SIG_BLOCK, &usr2, nullptr);
   }
   start_threads();

@@ -276,6 +276,22 @@ TEST(Snapshot, WhatNoRestoreCanMakeIsRefused) {
     EXPECT_TRUE(dir.entries().empty());
     close(nl);
   }
+  // A signal pending for one thread alone (blocked there, sent to it).
+  {
+    sigset_t usr1, old;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &usr1, &old), 0);
+    ASSERT_EQ(syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGUSR1), 0);
+    errno = 0;
+    EXPECT_EQ(snapshot()(dir.path.c_str(), "thread-signal", nullptr, 0), -1);
+    EXPECT_EQ(errno, EOPNOTSUPP);
+    EXPECT_TRUE(dir.entries().empty());
+    siginfo_t si;
+    const timespec zero = {0, 0};
+    EXPECT_EQ(sigtimedwait(&usr1, &si, &zero), SIGUSR1);  // still pending: nothing was taken from it
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
   // Without them, a snapshot is taken.
   EXPECT_EQ(snapshot()(dir.path.c_str(), "alone", nullptr, 0), 0) << strerror(errno);
 }
