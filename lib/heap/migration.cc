@@ -324,8 +324,12 @@ size_t protect_runs(size_t idx, int fd, long *err) {
     if (*err) return;
     void *at = page_addr(idx, first);
     const size_t len = n << kPageShift;
+    // A run registered with another userfaultfd (EBUSY: a lazy restore's
+    // fill still owns it) is left alone: unregistering it here would
+    // take it from that owner.
     *err = sys::uffd::register_range(fd, at, len, UFFDIO_REGISTER_MODE_WP);
-    if (!*err) *err = sys::uffd::write_protect(fd, at, len, true);
+    if (*err) return;
+    *err = sys::uffd::write_protect(fd, at, len, true);
     if (!*err) ++n_protected;
     else sys::uffd::unregister_range(fd, at, len);
   });
