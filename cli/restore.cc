@@ -560,6 +560,9 @@ int move_high(int fd, int floor) {
   p->auxv_words = ps.auxv_words;
   p->exe_fd = exe_fd;
   p->lazy_fd = lazy_fd;
+  p->note_size = h.restore_note_size;
+  // In the guard find_gap leaves after B: free in the capsule's layout.
+  p->sentinel = lazy_fd >= 0 ? b + b_len : 0;
   p->note_addr = h.restore_note_addr;
   uint64_t nsig = 0;
   if (const auto *sig = records<cap::signal_record>(m, cap::table_kind::signals, &nsig)) {
@@ -666,8 +669,8 @@ long host_pid_of_self(int host_proc) {
 // init, and with it every process of the namespace, before the program
 // sees a byte of it.
 void serve_lazily(const image &im, int sock, bool detach, uint64_t fill_rate) {
-  char byte;
-  iovec iov = {&byte, 1};
+  uint64_t sentinel = 0;
+  iovec iov = {&sentinel, sizeof sentinel};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
   msghdr msg = {};
   msg.msg_iov = &iov;
@@ -679,7 +682,7 @@ void serve_lazily(const image &im, int sock, bool detach, uint64_t fill_rate) {
   }
   close(sock);
   const cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
-  if (!c || c->cmsg_type != SCM_RIGHTS) return;  // the restore failed before: the command says why
+  if (!c || c->cmsg_type != SCM_RIGHTS || n != sizeof sentinel) return;  // the restore failed before: the command says why
   int uffd;
   memcpy(&uffd, CMSG_DATA(c), sizeof uffd);
   const int mem_fd = openat(im.dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -687,7 +690,7 @@ void serve_lazily(const image &im, int sock, bool detach, uint64_t fill_rate) {
   if (mem_fd < 0)
     r.error = strf("cannot open the capsule's mem: %s", strerror(errno));
   else
-    r = lazy_serve(im.m, mem_fd, uffd, fill_rate);
+    r = lazy_serve(im.m, mem_fd, uffd, sentinel, fill_rate);
   if (mem_fd >= 0) close(mem_fd);
   if (!r.error.empty()) {
     const std::string line = strf("mmtier restore: %s: %s; the restored processes are killed before they see it", im.where.path.c_str(),
@@ -828,6 +831,13 @@ int restore_main(const args &a) {
     }
   }
   check(im, o);
+  if (o.lazy && im.m.hdr->restore_note_size < sizeof(rs::restore_note)) {
+    // Its library could not tell a snapshot of its own from a fill still
+    // under way (it would save missing pages as never touched).
+    fprintf(stderr, "mmtier restore: restoring eagerly: the capsule's library is older than lazy restore\n");
+    o.lazy = false;
+    if (!o.verify_set) verify_mem(im.dirfd, im.m);
+  }
   int err[2];
   if (pipe2(err, O_CLOEXEC) != 0) throw failure(strf("cannot make a pipe: %s", strerror(errno)));
   fflush(nullptr);

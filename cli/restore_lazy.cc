@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -68,8 +69,8 @@ enum class step { ok, retry, gone };
 
 class server {
  public:
-  server(const cap::manifest_view &m, int mem_fd, uint64_t fill_rate)
-      : m_(m), mem_fd_(mem_fd), fill_rate_(fill_rate) {}
+  server(const cap::manifest_view &m, int mem_fd, uint64_t sentinel, uint64_t fill_rate)
+      : m_(m), mem_fd_(mem_fd), sentinel_(sentinel), fill_rate_(fill_rate) {}
 
   lazy_result run(int uffd);
 
@@ -93,6 +94,7 @@ class server {
 
   const cap::manifest_view &m_;
   int mem_fd_;
+  uint64_t sentinel_;
   uint64_t fill_rate_;                           // bytes per second of the background fill, 0: no limit
   uint64_t filled_bytes_ = 0;                    // by the background fill
   std::vector<piece> pieces_;                    // by addr
@@ -457,17 +459,48 @@ lazy_result server::run(int uffd) {
     }
     if (!res_.error.empty()) break;
   }
-  // Done (or nobody left): unregister what is still registered, read what
-  // came meanwhile (a child forked now has everything its parent has),
-  // then close.
-  for (auto &sp : spaces_) {
-    if (sp->gone) continue;
-    for (const reloc &r : sp->relocs) {
-      uffdio_range u = {r.cur_lo, r.cur_hi - r.cur_lo};
-      ioctl(sp->uffd, UFFDIO_UNREGISTER, &u);
+  // Done (or nobody left).  In every process: the sentinel in, so that
+  // the library knows (restore_note.h), then everything unregistered; a
+  // fork before that gave a new space, which gets the same; after it, a
+  // fork makes no userfaultfd.  Then the descriptors go.
+  std::vector<uint8_t> finished;
+  if (!res_.error.empty()) {
+    // Nothing may run on with a page the fill did not give it (closing
+    // the userfaultfds would make those zero): this runs as the PID
+    // namespace's init, and kill(-1) reaches every other process in it.
+    kill(-1, SIGKILL);
+    finished.assign(spaces_.size(), 1);
+  }
+  for (bool more = res_.error.empty(); more;) {
+    more = false;
+    for (size_t i = 0; i < spaces_.size(); ++i) drain(i);
+    finished.resize(spaces_.size(), 0);
+    for (size_t i = 0; i < spaces_.size(); ++i) {
+      space &sp = *spaces_[i];
+      if (finished[i] || sp.gone) continue;
+      finished[i] = 1;
+      more = true;
+      if (sentinel_ && res_.error.empty()) {
+        static const char page[kPg] = {'d'};
+        for (int tries = 0; tries < 1000; ++tries) {
+          uffdio_copy c = {};
+          c.dst = sentinel_;
+          c.src = reinterpret_cast<uint64_t>(page);
+          c.len = kPg;
+          if (ioctl(sp.uffd, UFFDIO_COPY, &c) == 0 || (errno != EAGAIN && errno != EINTR)) break;
+          drain(i);
+        }
+      }
+      for (const reloc &r : sp.relocs) {
+        uffdio_range u = {r.cur_lo, r.cur_hi - r.cur_lo};
+        ioctl(sp.uffd, UFFDIO_UNREGISTER, &u);
+      }
+      if (sentinel_) {
+        uffdio_range u = {sentinel_, kPg};
+        ioctl(sp.uffd, UFFDIO_UNREGISTER, &u);
+      }
     }
   }
-  for (size_t i = 0; i < spaces_.size(); ++i) drain(i);
   for (auto &sp : spaces_) close(sp->uffd);
   res_.seconds = now_s() - t0;
   return res_;
@@ -534,8 +567,8 @@ std::vector<uint8_t> eager_chunks(const cap::manifest_view &m) {
   return out;
 }
 
-lazy_result lazy_serve(const cap::manifest_view &m, int mem_fd, int uffd, uint64_t fill_rate) {
-  server s(m, mem_fd, fill_rate);
+lazy_result lazy_serve(const cap::manifest_view &m, int mem_fd, int uffd, uint64_t sentinel, uint64_t fill_rate) {
+  server s(m, mem_fd, sentinel, fill_rate);
   return s.run(uffd);
 }
 

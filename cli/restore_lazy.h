@@ -41,8 +41,12 @@ struct lazy_result {
 // (mem_fd) until every lazy region of every process sharing the capsule's
 // memory (the program and the children it forks meanwhile) is filled, then
 // closes every userfaultfd, which unregisters them.  Each chunk's CRC is
-// checked before any of its bytes reach a process.  fill_rate (bytes per
+// checked before any of its bytes reach a process; a damaged one kills
+// every other process of the PID namespace (this runs as its init) before
+// anything is unregistered.  fill_rate (bytes per
 // second, 0: no limit) paces the background fill; faults are served at once.
-lazy_result lazy_serve(const capsule::manifest_view &m, int mem_fd, int uffd, uint64_t fill_rate);
+// sentinel: the page the restorer registered and left missing, copied in
+// (in every process) once all is filled: how the library knows.
+lazy_result lazy_serve(const capsule::manifest_view &m, int mem_fd, int uffd, uint64_t sentinel, uint64_t fill_rate);
 
 }  // namespace mmtier::cli

@@ -175,8 +175,12 @@ void hand_over_faults(plan *p) {
                  UFFD_FEATURE_EVENT_UNMAP;
   long r = sc(__NR_ioctl, uffd, static_cast<long>(UFFDIO_API), reinterpret_cast<long>(&api));
   if (failed(r)) fail(p, "the kernel refuses the userfaultfd events a lazy restore needs", -r, 0);
-  for (uint32_t i = 0; i < p->nmaps; ++i) {
-    const map_op &m = p->maps[i];
+  // The sentinel: registered, never touched; the fill copies it in last.
+  r = sc(__NR_mmap, static_cast<long>(p->sentinel), 4096, kProtRead, kMapPrivate | kMapAnon | kMapFixedNoReplace, -1, 0);
+  if (static_cast<uint64_t>(r) != p->sentinel) fail(p, "cannot map the lazy restore's sentinel", failed(r) ? -r : 0, p->sentinel);
+  for (uint32_t i = 0; i <= p->nmaps; ++i) {
+    const map_op sentinel = {p->sentinel, p->sentinel + 4096, 0, 0, 0, -1, 0, 0, 0, 1, 0};
+    const map_op &m = i < p->nmaps ? p->maps[i] : sentinel;
     if (!m.lazy) continue;
     uffdio_register reg = {};
     reg.range.start = m.start;
@@ -190,11 +194,11 @@ void hand_over_faults(plan *p) {
     int32_t level, type;
     int32_t fd, pad;
   } cm = {20 /* CMSG_LEN(sizeof(int)) */, 1 /* SOL_SOCKET */, 1 /* SCM_RIGHTS */, static_cast<int32_t>(uffd), 0};
-  char byte = 'u';
+  uint64_t where = p->sentinel;
   struct {
     void *base;
     uint64_t len;
-  } iov = {&byte, 1};
+  } iov = {&where, sizeof where};
   struct {
     void *name;
     uint32_t namelen, pad0;
@@ -465,6 +469,7 @@ extern "C" [[noreturn]] __attribute__((section(".text.entry"))) void restorer_en
     note->b_len = p->b_len;
     note->users = static_cast<int32_t>(p->nusers);
     note->host_pid = p->host_pid;
+    if (p->note_size >= sizeof(restore_note)) note->lazy_sentinel = p->lazy_fd >= 0 ? p->sentinel : 0;
     note->magic = kRestoreNoteMagic;
   }
   thread_op *leader = nullptr;

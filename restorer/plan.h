@@ -77,6 +77,7 @@ struct restore_note {
   uint64_t b_lo, b_len;
   int32_t users;
   int32_t host_pid;
+  uint64_t lazy_sentinel;  // written only when note_size says the library has it
 };
 constexpr uint64_t kRestoreNoteMagic = 0x65746f4e74736552ull;
 
@@ -107,7 +108,8 @@ struct plan {
   uint32_t auxv_words;
   int32_t exe_fd;        // -1: leave /proc/self/exe as it is
   int32_t lazy_fd;       // a socket to the command's init: the userfaultfd of the lazy maps goes there (-1: eager)
-  uint32_t reserved2;
+  uint32_t note_size;    // the capsule's library's sizeof(restore_note)
+  uint64_t sentinel;     // lazy: a page left missing until the fill is done (restore_note::lazy_sentinel)
   uint64_t note_addr;
   uint32_t nsignals;     // pending for the process, queued again before the jump
   uint32_t reserved;

@@ -88,8 +88,8 @@ void *control_main(void *) {
     // A client that connects and sends nothing must not hold the channel.
     const timeval limit = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-    // Restored: the socket and the connection were the original's; this
-    // process makes its own control thread when it next grows.
+    // Restored: the socket and the connection were the original's; the
+    // restore has started this process's own control thread already.
     if (!serve(fd)) return nullptr;
     sys::close(fd);
   }

@@ -81,7 +81,9 @@ struct header {
   uint64_t restore_note_addr;  // where the restorer writes its note in the library's data
   uint64_t mem_size;           // length of the mem file
   uint64_t paused_ns;          // how long every thread was stopped
-  uint8_t reserved[64];
+  uint32_t restore_note_size;  // sizeof the library's restore note (0: older than the lazy restore's field)
+  uint32_t reserved2;
+  uint8_t reserved[56];
 };
 // The directory follows at kHeaderOffset + sizeof(header): 8-byte aligned.
 static_assert(sizeof(header) == 416 && sizeof(header) % 8 == 0);

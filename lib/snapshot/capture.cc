@@ -364,6 +364,7 @@ void fill_header(cap::header *h) {
   h->created_ns = sys::real_ns();
   snprintf(h->mmtier_version, sizeof h->mmtier_version, "%s", MMTIER_VERSION_STRING);
   h->pid = static_cast<int32_t>(sys::getpid());
+  h->restore_note_size = sizeof(restore_note);
   char stat[1024];
   read_small("/proc/self/stat", stat, sizeof stat);
   // Field 22, counted after the command name's closing parenthesis.
@@ -764,10 +765,30 @@ int wait_writer(int pidfd, prepared &p, snap_result *res) {
 
 }  // namespace
 
+bool lazy_fill_pending() {
+  const uint64_t s = __atomic_load_n(&g_restore_note.lazy_sentinel, __ATOMIC_ACQUIRE);
+  if (!s) return false;
+  unsigned char in = 0;
+  if (sys::raw(SYS_mincore, static_cast<long>(s), 4096, reinterpret_cast<long>(&in)) == 0 && !(in & 1)) return true;
+  // In (or gone): the fill has ended.
+  uint64_t expected = s;
+  if (__atomic_compare_exchange_n(&g_restore_note.lazy_sentinel, &expected, uint64_t{0}, false, __ATOMIC_ACQ_REL,
+                                  __ATOMIC_ACQUIRE))
+    sys::munmap(reinterpret_cast<void *>(s), 4096);
+  return false;
+}
+
 long snapshot_take(const snap_request &req, snap_result *res) {
   memset(res, 0, sizeof *res);
   if (pthread_mutex_trylock(&g_one) != 0) {
     set_line(res, "another snapshot of this process is under way");
+    return -EBUSY;
+  }
+  if (lazy_fill_pending()) {
+    // Its missing pages would be saved as never touched.
+    pthread_mutex_unlock(&g_one);
+    set_line(res, "a lazy restore (mmtier restore --lazy) is still filling this process's memory; try again once "
+                  "it is done");
     return -EBUSY;
   }
   prepared p;
@@ -795,6 +816,10 @@ long snapshot_take(const snap_request &req, snap_result *res) {
     // The snapshot's files and pipes were the dead original's.
     pthread_mutex_unlock(&g_one);
     MMTIER_INFO("restored from snapshot %s", res->path);
+    // mmtier's threads (mover, control socket) start again now, not at the
+    // program's next allocation slow path: an idle restored server must
+    // answer `mmtier snapshot` too.
+    heap_maybe_start();
     return 1;
   }
   if (pidfd < 0) {

@@ -16,8 +16,17 @@ struct restore_note {
   uint64_t b_lo, b_len;  // the restorer's own range: unmapped once every thread has left it
   int32_t users;         // threads still on their way out of it (a futex word)
   int32_t host_pid;      // the process's id outside its PID namespace (0: the same)
+  // A lazy restore (mmtier restore --lazy): a page the fill leaves missing
+  // until every byte of the process is in place, then copies in; 0 when the
+  // restore was eager or the library has seen the fill end.
+  uint64_t lazy_sentinel;
 };
-static_assert(sizeof(restore_note) == 32);
+static_assert(sizeof(restore_note) == 40);
+
+// Whether a lazy restore is still filling this process's memory (its
+// missing pages would be taken for never-touched ones by a snapshot).
+// Once it has ended: false, and the sentinel page is gone.
+bool lazy_fill_pending();
 
 extern restore_note g_restore_note;
 

@@ -1832,6 +1832,74 @@ class RestoreTest(Base):
             self.assertEqual(lines[i], f"step {i} {total}")
         self.assertEqual(lines[400:], [f"done {total} {64 << 20}"])
 
+    def test_snapshot_waits_for_the_lazy_fill_and_then_holds_everything(self):
+        """A process restored with --lazy whose memory is still being filled
+        refuses a snapshot (its missing pages would be saved as never
+        touched); its data is whole when it reads it; once the fill is done a
+        snapshot holds all of it, and restores to the same data."""
+        report = os.path.join(self.caps, "sums")
+        prog = (
+            "import hashlib, os, random, signal, sys, time\n"
+            "random.seed(7)\n"
+            "data = bytearray(random.randbytes(64 << 20))\n"
+            "def say(*_):\n"
+            "    with open(sys.argv[1], 'a') as f:\n"
+            "        f.write(f'{os.getpid()} {hashlib.sha256(data).hexdigest()}\\n')\n"
+            "signal.signal(signal.SIGUSR1, say)\n"
+            "say()\n"
+            "while True:\n"
+            "    time.sleep(0.05)\n")
+        p = subprocess.Popen([sys.executable, "-c", prog, report], env=self.env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        wait_until(lambda: os.path.exists(report) and os.path.getsize(report) > 0, 60, "the first sum")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+        want = open(report).read().split()[1]
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "held"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.kill(p)
+        # Paced to 1 MiB/s: the idle program's 64 MiB stay missing for a minute.
+        lz = subprocess.Popen([ARGS.mmtier, "restore", os.path.join(self.caps, "held.mmtcap"), "--lazy",
+                               "--fill-rate", "1"], env=base_env(self.dir), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (lz.poll() is None and lz.kill(), lz.wait()))
+        first = lz.stderr.readline()
+        if "restoring eagerly" in first:
+            self.skipTest(first.strip())
+        host = int(re.search(r"host pid (\d+)", first).group(1))
+        self.addCleanup(lambda: subprocess.run(["kill", "-9", str(host)], capture_output=True))
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{host}.ctl")), 60, "the restored control socket")
+        r = mmtier(["snapshot", str(host), "--dir", self.caps, "--name", "early"], self.dir)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("a lazy restore (mmtier restore --lazy) is still filling this process's memory", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.caps, "early.mmtcap")))
+        # Read through: every byte as at the snapshot.
+        os.kill(host, signal.SIGUSR1)
+        wait_until(lambda: len(open(report).read().splitlines()) >= 2, 60, "the restored sum")
+        self.assertEqual(open(report).read().splitlines()[-1].split()[1], want)
+        os.kill(host, signal.SIGKILL)
+        lz.wait(timeout=60)
+        # Restored again without a pace: the fill ends, then a snapshot
+        # holds everything.
+        lz = subprocess.Popen([ARGS.mmtier, "restore", os.path.join(self.caps, "held.mmtcap"), "--lazy"],
+                              env=base_env(self.dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (lz.poll() is None and lz.kill(), lz.wait()))
+        host = int(re.search(r"host pid (\d+)", lz.stderr.readline()).group(1))
+        self.addCleanup(lambda: subprocess.run(["kill", "-9", str(host)], capture_output=True))
+        self.assertRegex(lz.stderr.readline(), r"lazy fill done in")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{host}.ctl")), 60, "the restored control socket")
+        r = mmtier(["snapshot", str(host), "--dir", self.caps, "--name", "late"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        os.kill(host, signal.SIGKILL)
+        lz.wait(timeout=60)
+        r = self.restore(os.path.join(self.caps, "late.mmtcap"), "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        again = int(r.stdout.split()[-1])
+        self.addCleanup(lambda: subprocess.run(["kill", "-9", str(again)], capture_output=True))
+        os.kill(again, signal.SIGUSR1)
+        wait_until(lambda: len(open(report).read().splitlines()) >= 3, 60, "the sum after the second restore")
+        self.assertEqual(open(report).read().splitlines()[-1].split()[1], want)
+
     def snapshot_of(self, name, binary=None):
         p = self.start("self", name, binary=binary)
         self.wait_line(rf"^snapshot taken pid={p.pid}$", "the snapshot")
