@@ -665,10 +665,15 @@ DESCRIPTORS
     to another process becomes this command's (/dev/null with --detach).
     Signals pending for the process come back pending.
 
+    Deleted files, O_TMPFILE files and memfds come back unnamed with
+    their bytes as at the snapshot (up to 64 MiB together), a memfd with
+    its name and seals.  POSIX timers come back at their ids with the time
+    they had left.
+
 LIMITS
-    Signals pending for one thread, POSIX timers, child processes, the
-    contents of deleted files and PMem files referenced in place are not
-    restored yet: taking such a snapshot fails, naming what.
+    Signals pending for one thread, child processes, more than 64 MiB of
+    unnamed files and PMem files referenced in place are not restored:
+    taking such a snapshot fails, naming what.
 )";
 
 }  // namespace

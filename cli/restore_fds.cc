@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -48,6 +49,7 @@ uint64_t min_detail(cap::fd_kind k) {
     case cap::fd_kind::timerfd: return sizeof(cap::fd_timerfd);
     case cap::fd_kind::signalfd: return sizeof(cap::fd_signalfd);
     case cap::fd_kind::socket: return sizeof(cap::fd_socket);
+    case cap::fd_kind::unnamed: return sizeof(cap::fd_unnamed);
     default: return 0;
   }
 }
@@ -88,6 +90,59 @@ struct maker {
   int reopen(int fd, int flags, int want) {
     const std::string link = strf("/proc/self/fd/%d", fd);
     return high(open(link.c_str(), flags | O_CLOEXEC), floor, "pipe end", want);
+  }
+
+  // A deleted file, O_TMPFILE file or memfd: made unnamed again (a memfd
+  // with its name and seals; a file as O_TMPFILE in its directory, else in
+  // the temporary directory), its bytes written, then opened with the
+  // program's access mode at its offset.
+  int unnamed_of(const cap::fd_record &r) {
+    const auto *d = detail<cap::fd_unnamed>(im, r);
+    std::string path = cap::string_at(*im.m, r.path);
+    if (const size_t del = path.rfind(" (deleted)"); del != std::string::npos) path.resize(del);
+    int fd = -1;
+    if (d->memfd) {
+      const std::string name = path.substr(7);  // after "/memfd:"
+      fd = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    } else {
+      const size_t slash = path.rfind('/');
+      const std::string dir = slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash);
+      fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+      if (fd < 0) {
+        const char *tmp = getenv("TMPDIR");
+        fd = open(tmp && *tmp ? tmp : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+      }
+    }
+    if (fd < 0) fail(strf("descriptor %d: cannot make the unnamed file %s again: %s", r.fd, path.c_str(), why().c_str()));
+    const char *bytes = reinterpret_cast<const char *>(d + 1);
+    for (uint64_t done = 0; done < d->size;) {
+      const ssize_t w = pwrite(fd, bytes + done, d->size - done, static_cast<off_t>(done));
+      if (w <= 0) {
+        const std::string e = why();
+        close(fd);
+        fail(strf("descriptor %d: cannot write the content of %s again: %s", r.fd, path.c_str(), e.c_str()));
+      }
+      done += static_cast<uint64_t>(w);
+    }
+    if (d->memfd && d->seals && fcntl(fd, F_ADD_SEALS, static_cast<int>(d->seals)) != 0) {
+      const std::string e = why();
+      close(fd);
+      fail(strf("descriptor %d: cannot seal %s again: %s", r.fd, path.c_str(), e.c_str()));
+    }
+    int out = fd;
+    const int mode = static_cast<int>(r.flags) & O_ACCMODE;
+    if (mode != O_RDWR) {
+      out = open(strf("/proc/self/fd/%d", fd).c_str(), mode | O_CLOEXEC);
+      const std::string e = why();
+      close(fd);
+      if (out < 0) fail(strf("descriptor %d: cannot open %s again as it was: %s", r.fd, path.c_str(), e.c_str()));
+    }
+    if (lseek(out, static_cast<off_t>(r.offset), SEEK_SET) < 0) {
+      const std::string e = why();
+      close(out);
+      fail(strf("descriptor %d: cannot seek %s: %s", r.fd, path.c_str(), e.c_str()));
+    }
+    return high(out, floor, "unnamed file", r.fd);
   }
 
   int pipe_end(const cap::fd_record &r) {
@@ -323,7 +378,7 @@ std::string fd_check(const fd_image &im) {
   for (uint64_t i = 0; i < im.nfds; ++i) {
     const cap::fd_record &r = im.fds[i];
     const auto kind = static_cast<cap::fd_kind>(r.kind);
-    if (r.kind < static_cast<uint32_t>(cap::fd_kind::file) || r.kind > static_cast<uint32_t>(cap::fd_kind::socket))
+    if (r.kind < static_cast<uint32_t>(cap::fd_kind::file) || r.kind > static_cast<uint32_t>(cap::fd_kind::unnamed))
       return strf("descriptor %d is of a kind this command does not know (%u)", r.fd, r.kind);
     if (r.fd < 0 || by_fd.count(r.fd)) return strf("descriptor %d is in the table twice", r.fd);
     if (r.same_as >= 0) {
@@ -337,6 +392,7 @@ std::string fd_check(const fd_image &im) {
       uint64_t extra = 0;
       if (kind == cap::fd_kind::pipe) extra = detail<cap::fd_pipe>(im, r)->queued;
       if (kind == cap::fd_kind::socket) extra = detail<cap::fd_socket>(im, r)->queued;
+      if (kind == cap::fd_kind::unnamed) extra = detail<cap::fd_unnamed>(im, r)->size;
       if (kind == cap::fd_kind::epoll && r.detail_len % sizeof(cap::fd_epoll_entry))
         return strf("descriptor %d's epoll set is malformed", r.fd);
       if (extra > r.detail_len - need) return strf("descriptor %d's buffered bytes lie outside the capsule", r.fd);
@@ -397,6 +453,7 @@ std::string fd_restore(const fd_image &im, const int stdio[3], int floor) {
           case cap::fd_kind::signalfd: fd = mk.signalfd_of(r); break;
           case cap::fd_kind::epoll: fd = high(epoll_create1(EPOLL_CLOEXEC), floor, "epoll set", r.fd); break;
           case cap::fd_kind::socket: fd = mk.socket_of(r); break;
+          case cap::fd_kind::unnamed: fd = mk.unnamed_of(r); break;
           default: break;
         }
         if (fd >= 0) set_flags(fd, r);

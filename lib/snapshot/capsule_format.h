@@ -325,6 +325,7 @@ enum class fd_kind : uint32_t {
   signalfd = 8,  // detail fd_signalfd
   epoll = 9,     // detail: an fd_epoll_entry per registration
   socket = 10,   // detail fd_socket (+ the bytes queued to it, for one end of a pair within the process)
+  unnamed = 11,  // a deleted file, an O_TMPFILE file or a memfd: detail fd_unnamed + its bytes
 };
 
 struct fd_record {
@@ -363,6 +364,15 @@ struct timer_record {
   int64_t value_ns;    // left until it fires (0: disarmed)
 };
 static_assert(sizeof(timer_record) == 48 && std::has_unique_object_representations_v<timer_record>);
+
+// An unnamed regular file's content, whole, as it was in the pause.
+struct fd_unnamed {
+  uint64_t size;   // bytes right after this
+  uint32_t seals;  // F_GET_SEALS of a memfd (F_SEAL_SEAL alone: made without sealing)
+  uint32_t memfd;  // 1: a memfd (the record's path is /memfd:NAME (deleted))
+};
+static_assert(sizeof(fd_unnamed) == 16 && std::has_unique_object_representations_v<fd_unnamed>);
+constexpr uint64_t kUnnamedMax = uint64_t{64} << 20;  // of every unnamed file of a snapshot, together
 
 struct fd_pipe {
   uint64_t id;        // the pipe's inode: the ends of one pipe share it

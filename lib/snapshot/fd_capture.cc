@@ -194,8 +194,9 @@ long list_fds(const int *skip, int nskip, uint32_t *count) {
     r->size = static_cast<uint64_t>(st.st_size);
     const bool named = path[0] == '/' && !strstr(path, " (deleted)");
     cap::fd_kind kind = cap::fd_kind::other;
-    if (S_ISREG(st.st_mode) && named) {
-      kind = cap::fd_kind::file;
+    if (S_ISREG(st.st_mode) && (named || fd > 2)) {
+      // Unnamed above the standard streams: its bytes go into the capsule.
+      kind = named ? cap::fd_kind::file : cap::fd_kind::unnamed;
       const long off = sys::raw(SYS_lseek, fd, 0, SEEK_CUR);
       r->offset = off > 0 ? static_cast<uint64_t>(off) : 0;
     } else if (S_ISDIR(st.st_mode) && named) {
@@ -627,7 +628,39 @@ long take_socket(cap::fd_record &r, int &nl, uint32_t n) {
 // file; then what stays the restoring command's: a pipe or connected
 // socket on 0-2 whose peer is not the program's (a shell's pipe, a
 // journal's socket).
+// A deleted file, O_TMPFILE file or memfd: its bytes, whole (read through
+// a descriptor of its own: the program's may be write-only, and its offset
+// must not move), and a memfd's seals.
+long take_unnamed(cap::fd_record &r, uint64_t *total) {
+  const char *path = g_s.paths.base + r.path;
+  if (r.size > cap::kUnnamedMax - *total)
+    return fail("descriptor %d is %s, an unnamed file of %llu bytes: a snapshot keeps at most %llu MiB of such files",
+                r.fd, path, static_cast<unsigned long long>(r.size),
+                static_cast<unsigned long long>(cap::kUnnamedMax >> 20));
+  auto *d = detail<cap::fd_unnamed>(r, r.size);
+  if (!d) return fail("out of room for the content of descriptor %d", r.fd);
+  d->size = r.size;
+  d->memfd = !strncmp(path, "/memfd:", 7);
+  const long seals = d->memfd ? sys::raw(SYS_fcntl, r.fd, F_GET_SEALS) : 0;
+  d->seals = seals > 0 ? static_cast<uint32_t>(seals) : 0;
+  char link[48];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", r.fd);
+  const long in = sys::openat(AT_FDCWD, link, O_RDONLY | O_CLOEXEC, 0);
+  if (in < 0) return fail("cannot read descriptor %d (%s): error %ld", r.fd, path, -in);
+  auto *out = reinterpret_cast<char *>(d + 1);
+  uint64_t got = 0;
+  for (long m; got < r.size && (m = sys::pread(static_cast<int>(in), out + got, r.size - got,
+                                                static_cast<off_t>(got))) > 0;)
+    got += static_cast<uint64_t>(m);
+  sys::close(static_cast<int>(in));
+  if (got != r.size) return fail("cannot read the %llu bytes of descriptor %d (%s)",
+                                 static_cast<unsigned long long>(r.size), r.fd, path);
+  *total += r.size;
+  return 0;
+}
+
 long take_details(uint32_t n) {
+  uint64_t unnamed = 0;
   int nl = -1;
   long err = 0;
   for (uint32_t i = 0; i < n && !err; ++i) {
@@ -640,6 +673,7 @@ long take_details(uint32_t n) {
       case cap::fd_kind::signalfd: err = take_signalfd(r); break;
       case cap::fd_kind::epoll: err = take_epoll(r); break;
       case cap::fd_kind::socket: err = take_socket(r, nl, n); break;
+      case cap::fd_kind::unnamed: err = take_unnamed(r, &unnamed); break;
       default: break;
     }
   }
@@ -719,15 +753,6 @@ long fd_unsupported(int fd, const char *target, char *line, size_t cap) {
       if (!strcmp(target, k)) return 0;
     return fail("descriptor %d is %s, which a restore cannot make again (not supported)", fd, target);
   }
-  // A deleted or unnamed file (memfd, O_TMPFILE) above the standard
-  // streams: its content is not in a capsule (0-2 become the restoring
-  // command's streams).
-  struct stat st;
-  if (fd > 2 && sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) == 0 && S_ISREG(st.st_mode) &&
-      (target[0] != '/' || strstr(target, " (deleted)")))
-    return fail("descriptor %d is %s, a deleted or unnamed file whose content a restore cannot bring back "
-                "(not supported)",
-                fd, target);
   if (!strncmp(target, "socket:", 7)) {
     const int domain = sockopt(fd, SOL_SOCKET, SO_DOMAIN);
     if (domain != AF_UNIX && domain != AF_INET && domain != AF_INET6)

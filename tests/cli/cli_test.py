@@ -1590,8 +1590,8 @@ class RestoreTest(Base):
         r = self.restore(os.path.join(self.caps, "objs.mmtcap"))
         self.assertEqual(r.returncode, 0, r.stderr + "\n".join(self.lines()))
         self.assertEqual(self.lines()[-2], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
-        self.assertEqual(self.lines()[-1], "kernel signals=ok ptimers=ok pipe=ok eventfd=ok timer=ok signalfd=ok pair=ok "
-                                           "listen=ok conn=ended udp=ok dup=ok")
+        self.assertEqual(self.lines()[-1], "kernel signals=ok ptimers=ok unnamed=ok pipe=ok eventfd=ok timer=ok "
+                                           "signalfd=ok pair=ok listen=ok conn=ended udp=ok dup=ok")
 
     def test_lazy_restore_fills_memory_while_the_program_runs(self):
         """restore --lazy: the large regions are filled from the capsule while

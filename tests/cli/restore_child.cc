@@ -193,6 +193,7 @@ struct kernel_objects {
   int pipe_rd, pipe_wr, pipe_dup, efd, tfd, sfd, pair[2], listener, client, conn, udp, ep;
   int port, udp_port;
   timer_t ticking, idle;  // POSIX timers: SIGRTMIN+2 every 20 ms (value 77); SIGEV_NONE, 1000 s
+  int memfd, tmpfile, deleted;  // unnamed files: a sealed memfd, an O_TMPFILE file at offset 3, a deleted one (append)
 };
 
 int bound_port(int fd) {
@@ -244,6 +245,14 @@ kernel_objects make_objects() {
   a = loopback(0);
   bind(k.udp, reinterpret_cast<sockaddr *>(&a), sizeof a);
   k.udp_port = bound_port(k.udp);
+  // Unnamed files, their bytes only in the capsule.
+  k.memfd = memfd_create("restore-child", MFD_ALLOW_SEALING);
+  if (k.memfd < 0 || write(k.memfd, "memfd-bytes", 11) != 11 || fcntl(k.memfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) abort();
+  k.tmpfile = open(getenv("MMTIER_SNAPSHOT_DIR"), O_TMPFILE | O_RDWR, 0600);
+  if (k.tmpfile < 0 || write(k.tmpfile, "tmpfile-bytes", 13) != 13 || lseek(k.tmpfile, 3, SEEK_SET) != 3) abort();
+  const std::string removed = std::string(getenv("MMTIER_SNAPSHOT_DIR")) + "/deleted-file";
+  k.deleted = open(removed.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  if (k.deleted < 0 || write(k.deleted, "deleted-bytes", 13) != 13 || unlink(removed.c_str()) != 0) abort();
   // POSIX timers, with a gap in their ids (the first one made is gone).
   timer_t gone;
   sigevent none{};
@@ -352,6 +361,18 @@ std::string check_objects(const kernel_objects &k) {
   // And another tick after that one: it is armed, not just pending.
   ptimer_ok = ptimer_ok && sigtimedwait(&tick, &ti, &two) == SIGRTMIN + 2 && ti.si_code == SI_TIMER;
   out += std::string("ptimers=") + (ptimer_ok ? "ok" : "bad") + " ";
+  // The unnamed files: their bytes at the snapshot, their seals, offsets
+  // and access modes.
+  char ub[32] = {};
+  bool unnamed_ok = pread(k.memfd, ub, sizeof ub, 0) == 11 && !memcmp(ub, "memfd-bytes", 11) &&
+                    fcntl(k.memfd, F_GET_SEALS) == F_SEAL_SHRINK && ftruncate(k.memfd, 1) != 0;
+  unnamed_ok = unnamed_ok && lseek(k.tmpfile, 0, SEEK_CUR) == 3 && pread(k.tmpfile, ub, sizeof ub, 0) == 13 &&
+               !memcmp(ub, "tmpfile-bytes", 13);
+  const int back = open(("/proc/self/fd/" + std::to_string(k.deleted)).c_str(), O_RDONLY);
+  unnamed_ok = unnamed_ok && (fcntl(k.deleted, F_GETFL) & (O_ACCMODE | O_APPEND)) == (O_WRONLY | O_APPEND) &&
+               back >= 0 && pread(back, ub, sizeof ub, 0) == 13 && !memcmp(ub, "deleted-bytes", 13);
+  if (back >= 0) close(back);
+  out += std::string("unnamed=") + (unnamed_ok ? "ok" : "bad") + " ";
   out += std::string("pipe=") + (pipe_ok ? "ok" : "bad") + " eventfd=" + (efd_ok ? "ok" : "bad") +
          " timer=" + (timer_ok ? "ok" : "bad") + " signalfd=" + (sig_ok ? "ok" : "bad") +
          " pair=" + (pair_ok ? "ok" : "bad") + " listen=" + (listen_ok ? "ok" : "bad") +
@@ -475,6 +496,8 @@ int main(int argc, char **argv) {
     }
     uint64_t v = 100;
     if (read(k.efd, &v, 8) < 0 || write(k.efd, &v, 8) < 0) {
+    }
+    if (pwrite(k.memfd, "LATER", 5, 0) < 0 || pwrite(k.tmpfile, "LATER", 5, 0) < 0 || write(k.deleted, "LATER", 5) < 0) {
     }
     report("snapshot taken pid=%d", getpid());
     for (;;) pause();

@@ -259,10 +259,11 @@ TEST(Snapshot, WhatNoRestoreCanMakeIsRefused) {
     EXPECT_TRUE(dir.entries().empty());
     close(static_cast<int>(ring));
   }
-  // A memfd and a netlink socket: no content in a capsule, no family a
-  // restore makes.
+  // A memfd larger than a capsule keeps (unnamed files' bytes are copied
+  // in the pause) and a netlink socket (no family a restore makes).
   const int mfd = static_cast<int>(syscall(SYS_memfd_create, "refused", 0));
   ASSERT_GE(mfd, 0);
+  ASSERT_EQ(ftruncate(mfd, (64 << 20) + 4096), 0);
   errno = 0;
   EXPECT_EQ(snapshot()(dir.path.c_str(), "memfd", nullptr, 0), -1);
   EXPECT_EQ(errno, EOPNOTSUPP);
