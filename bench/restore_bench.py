@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Restore until the program answers: mmtier restore (eager and --lazy)
+against redis-server loading its own RDB file of the same data (issue 15).
+
+One redis-server (Debian's /usr/bin/redis-server) runs under libmmtier and
+is filled with DEBUG POPULATE (--keys keys of --value bytes); its DEBUG
+DIGEST is taken, then a capsule (`mmtier snapshot PID`) and an RDB file
+(SAVE) of the same data; then it is killed with SIGKILL.  Each of --rounds
+rounds then measures, in this order:
+
+  eager   `mmtier restore CAPSULE --detach`: seconds from the command's
+          start until PING answers PONG on a new connection
+  lazy    `mmtier restore CAPSULE --lazy`: seconds until PONG, and until
+          the restore reports its fill done (every byte in place)
+  rdb     a plain redis-server started on the RDB file: seconds until PONG
+          (it answers -LOADING until the file is loaded)
+
+After each, DEBUG DIGEST must equal the original's (for the lazy restore,
+taken once the fill is done: the digest reads every value), then the
+server is killed.  With --cold the page cache is dropped before each
+(root only; the capsule and the RDB file are then read from the disk, as
+after a reboot).  Output: a Markdown table of medians (min .. max) and the
+sizes.  Progress goes to stderr.  Only the Python standard library is used.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def resp(conn, *args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    conn.sendall(out)
+    f = conn.makefile("rb")
+    line = f.readline().rstrip(b"\r\n")
+    kind, rest = line[:1], line[1:]
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2].decode()
+    if kind == b":":
+        return int(rest)
+    return rest.decode() if kind == b"+" else ("ERR " + rest.decode())
+
+
+def ask(port, *args, timeout=600):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+        return resp(c, *args)
+
+
+def wait_pong(port, t0, limit=900):
+    """Seconds from t0 until PING answers PONG on a fresh connection."""
+    while time.monotonic() - t0 < limit:
+        try:
+            if ask(port, "PING", timeout=5) == "PONG":
+                return time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(0.002)
+    raise SystemExit(f"no PONG on port {port} within {limit} s")
+
+
+def kill_wait(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for _ in range(3000):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+
+
+def drop_caches(cold):
+    if cold:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+
+
+def fmt(xs):
+    return f"{statistics.median(xs):.2f} ({min(xs):.2f} .. {max(xs):.2f})"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--keys", type=int, default=1000000)
+    ap.add_argument("--value", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--port", type=int, default=7411)
+    ap.add_argument("--dir", default="/var/tmp", help="where the capsule and the RDB file go (a real disk)")
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before each restore (root)")
+    a = ap.parse_args()
+    mmtier = os.path.abspath(os.path.join(a.build, "mmtier"))
+    lib = os.path.abspath(os.path.join(a.build, "libmmtier.so"))
+    work = tempfile.mkdtemp(prefix="restore-bench-", dir=a.dir)
+    os.chmod(work, 0o700)
+    try:
+        env = dict(os.environ, LD_PRELOAD=lib, MMTIER_SNAPSHOT_DIR=work)
+        srv = subprocess.Popen(["/usr/bin/redis-server", "--port", str(a.port), "--save", "", "--appendonly", "no",
+                                "--dir", work, "--enable-debug-command", "yes", "--daemonize", "no"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_pong(a.port, time.monotonic(), 60)
+        log(f"populating {a.keys} keys of {a.value} bytes")
+        ask(a.port, "DEBUG", "POPULATE", a.keys, "key", a.value)
+        digest = ask(a.port, "DEBUG", "DIGEST")
+        with open(f"/proc/{srv.pid}/status") as f:
+            rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) * 1024
+        out = subprocess.run([mmtier, "snapshot", str(srv.pid), "--name", "r", "--dir", work], capture_output=True,
+                             text=True, check=True)
+        capsule = out.stdout.strip().splitlines()[-1]
+        ask(a.port, "SAVE")
+        kill_wait(srv.pid)
+        srv.wait()
+        mem = os.path.getsize(os.path.join(capsule, "mem"))
+        rdb = os.path.getsize(os.path.join(work, "dump.rdb"))
+        log(f"resident {rss / 2**30:.2f} GiB, capsule mem {mem / 2**30:.2f} GiB, RDB {rdb / 2**30:.2f} GiB")
+        res = {"eager": [], "lazy": [], "lazy_full": [], "rdb": []}
+        bad = []
+        for rnd in range(a.rounds):
+            drop_caches(a.cold)
+            t0 = time.monotonic()
+            r = subprocess.run([mmtier, "restore", capsule, "--detach"], capture_output=True, text=True)
+            if r.returncode:
+                raise SystemExit(r.stderr)
+            res["eager"].append(wait_pong(a.port, t0))
+            if ask(a.port, "DEBUG", "DIGEST") != digest:
+                bad.append(f"eager round {rnd}")
+            kill_wait(int(r.stdout.split()[-1]))
+            time.sleep(0.5)
+
+            drop_caches(a.cold)
+            t0 = time.monotonic()
+            p = subprocess.Popen([mmtier, "restore", capsule, "--lazy"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+            first = p.stderr.readline()
+            m = re.search(r"host pid (\d+)", first)
+            if not m:
+                raise SystemExit(first + p.stderr.read())
+            res["lazy"].append(wait_pong(a.port, t0))
+            line = p.stderr.readline()
+            m2 = re.search(r"lazy fill done in", line)
+            if not m2:
+                raise SystemExit(line + p.stderr.read())
+            res["lazy_full"].append(time.monotonic() - t0)
+            log(line.strip())
+            if ask(a.port, "DEBUG", "DIGEST") != digest:
+                bad.append(f"lazy round {rnd}")
+            kill_wait(int(m.group(1)))
+            p.wait()
+            time.sleep(0.5)
+
+            drop_caches(a.cold)
+            t0 = time.monotonic()
+            plain = subprocess.Popen(["/usr/bin/redis-server", "--port", str(a.port), "--save", "", "--appendonly",
+                                      "no", "--dir", work, "--enable-debug-command", "yes"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while True:
+                try:
+                    if ask(a.port, "PING", timeout=5) == "PONG":
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.002)
+            res["rdb"].append(time.monotonic() - t0)
+            if ask(a.port, "DEBUG", "DIGEST") != digest:
+                bad.append(f"rdb round {rnd}")
+            kill_wait(plain.pid)
+            plain.wait()
+            log(f"round {rnd}: eager {res['eager'][-1]:.2f} s, lazy {res['lazy'][-1]:.2f} s "
+                f"(filled at {res['lazy_full'][-1]:.2f} s), RDB {res['rdb'][-1]:.2f} s")
+        print(f"redis-server, {a.keys} keys of {a.value} bytes: resident {rss / 2**30:.2f} GiB, capsule mem "
+              f"{mem / 2**30:.2f} GiB, RDB file {rdb / 2**30:.2f} GiB; page cache {'dropped' if a.cold else 'warm'}; "
+              f"{a.rounds} rounds, seconds, median (min .. max)\n")
+        print("| method | until PING answers | until every byte is in place |")
+        print("|---|---:|---:|")
+        print(f"| mmtier restore (eager) | {fmt(res['eager'])} | same |")
+        print(f"| mmtier restore --lazy | {fmt(res['lazy'])} | {fmt(res['lazy_full'])} |")
+        print(f"| redis-server loading its RDB file | {fmt(res['rdb'])} | same |")
+        print(f"\ndata: DEBUG DIGEST {'equal to the original' if not bad else 'DIFFERS in ' + ', '.join(bad)} "
+              "after every restore and load")
+        return 1 if bad else 0
+    finally:
+        shutil.rmtree(work, True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
