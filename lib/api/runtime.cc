@@ -1,4 +1,5 @@
 // Runtime start-up and the bootstrap area (see runtime.h).
+#include "api/trigger.h"
 #include "api/runtime.h"
 
 #include "api/control.h"
@@ -100,6 +101,7 @@ int runtime_start() {
   if (result == kReady) {
     g_snapshot_stats_page = live_stats_page;
     live_stats_init();
+    trigger_init();
   }
   if (result == kReady && g_want_background.load(std::memory_order_acquire)) mover_enable(control_start);
   return result;

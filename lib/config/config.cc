@@ -55,6 +55,10 @@ constexpr option_info kOptions[] = {
      "an absolute directory path (created 0700 if missing)",
      "Where snapshots of the process are written (mmtier_snapshot); the PMem tier's file system keeps "
      "them cheapest."},
+    {"MMTIER_SNAPSHOT_SIGNAL", "none",
+     "none, or HUP, INT, QUIT, USR1, USR2, ALRM, TERM, PWR (SIG prefix allowed), or a number: those, or 34..63",
+     "A signal that takes a snapshot (in MMTIER_SNAPSHOT_DIR) before it does what the program set it to do: "
+     "with TERM, a snapshot and then the exit."},
     {"MMTIER_HIDE_FEATURES", "none", "none, or a comma-separated list of wp-unpopulated, move",
      "For tests: act as if the kernel lacked these features, to run the paths of older kernels."},
 };
@@ -322,12 +326,44 @@ bool parse_snapshot_dir_opt(const char *name, const char *value, config *out, co
   return true;
 }
 
+bool parse_snapshot_signal_opt(const char *name, const char *value, config *out, config_error *err) {
+  static constexpr struct {
+    const char *word;
+    int sig;
+  } kNames[] = {{"HUP", 1}, {"INT", 2}, {"QUIT", 3}, {"USR1", 10}, {"USR2", 12}, {"ALRM", 14}, {"TERM", 15},
+                {"PWR", 30}};
+  if (str_eq(value, "none")) {
+    out->snapshot_signal = 0;
+    return true;
+  }
+  const char *word = value;
+  if (word[0] == 'S' && word[1] == 'I' && word[2] == 'G') word += 3;
+  for (const auto &n : kNames) {
+    if (str_eq(word, n.word)) {
+      out->snapshot_signal = n.sig;
+      return true;
+    }
+  }
+  int sig = 0;
+  const char *p = value;
+  for (; *p >= '0' && *p <= '9' && sig < 1000; ++p) sig = sig * 10 + (*p - '0');
+  bool ok = *p == 0 && p != value && ((sig >= 34 && sig <= 63));
+  for (const auto &n : kNames) ok |= *p == 0 && p != value && sig == n.sig;
+  if (!ok) {
+    set_error(err, name, value,
+              "expected none, HUP, INT, QUIT, USR1, USR2, ALRM, TERM, PWR, or a number: those, or 34..63");
+    return false;
+  }
+  out->snapshot_signal = sig;
+  return true;
+}
+
 constexpr option_parser kParsers[] = {
     parse_ratio_opt,  parse_dram_limit_opt, parse_pmem_limit_opt,
     parse_pmem_path_opt, parse_policy_opt,  parse_promote_opt,
     parse_migrate_mbps_opt, parse_scan_interval_opt,
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
-    parse_snapshot_dir_opt, parse_hide_features_opt,
+    parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_hide_features_opt,
 };
 static_assert(sizeof kParsers / sizeof kParsers[0] == kOptionCount,
               "one parser per option, in table order");

@@ -49,6 +49,10 @@ struct config {
   // $XDG_STATE_HOME/mmtier/capsules, else $HOME/.local/state/mmtier/capsules,
   // /var/lib/mmtier/capsules for root; empty when none applies.
   char snapshot_dir[kPathMax] = {};
+  // MMTIER_SNAPSHOT_SIGNAL: a signal that takes a snapshot before it does
+  // what the program set it to do (0: none).  HUP, INT, QUIT, USR1, USR2,
+  // ALRM, TERM, PWR or a real-time signal below the one mmtier stops with.
+  int snapshot_signal = 0;
   // MMTIER_HIDE_FEATURES: kernel features mmtier acts as if it lacked, so
   // that tests run the paths of older kernels on a new one (kHide* bits).
   uint32_t hide_features = 0;

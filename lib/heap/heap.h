@@ -176,10 +176,15 @@ size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap);
 // call after an allocator's slow path has returned, never from inside one.
 void heap_set_start_hook(void (*hook)(), size_t min_units);
 extern std::atomic<bool> g_start_due;
+extern std::atomic<bool> g_extra_due;
 void heap_run_start_hook();
 inline void heap_maybe_start() {
-  if (__builtin_expect(g_start_due.load(std::memory_order_relaxed), 0)) heap_run_start_hook();
+  if (__builtin_expect(g_start_due.load(std::memory_order_relaxed) | g_extra_due.load(std::memory_order_relaxed), 0))
+    heap_run_start_hook();
 }
+// Runs fn once, from the next heap_maybe_start() (a thread to start, away
+// from the allocator's slow paths), whatever the start hook's count.
+void heap_start_soon(void (*fn)());
 
 // --- fork: re-sharing frozen units (migration.cc)
 // Gives frozen units (heap.h: kFrozen*) a shared mapping of PMem again, so

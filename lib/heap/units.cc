@@ -485,8 +485,18 @@ void heap_small_release(void *segment) {
 
 // ---- hooks -------------------------------------------------------------------
 
+std::atomic<bool> g_extra_due{false};
+std::atomic<void (*)()> g_extra_fn{nullptr};
+
 void heap_run_start_hook() {
+  if (g_extra_due.exchange(false, std::memory_order_acq_rel))
+    if (void (*fn)() = g_extra_fn.load(std::memory_order_acquire)) fn();
   if (g_start_due.exchange(false, std::memory_order_acq_rel) && g_start.hook) g_start.hook();
+}
+
+void heap_start_soon(void (*fn)()) {
+  g_extra_fn.store(fn, std::memory_order_release);
+  g_extra_due.store(true, std::memory_order_release);
 }
 
 void heap_set_start_hook(void (*hook)(), size_t min_units) {

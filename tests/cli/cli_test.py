@@ -1900,6 +1900,53 @@ class RestoreTest(Base):
         wait_until(lambda: len(open(report).read().splitlines()) >= 3, 60, "the sum after the second restore")
         self.assertEqual(open(report).read().splitlines()[-1].split()[1], want)
 
+    def test_snapshot_signal_takes_a_snapshot_then_does_what_the_program_set(self):
+        """MMTIER_SNAPSHOT_SIGNAL: the signal takes a snapshot, then the
+        program's own handler runs (USR2), or its default action ends the
+        process once the capsule is complete (TERM); restored, the process
+        goes on from before the signal."""
+        out = os.path.join(self.caps, "sig.txt")
+        prog = (
+            "import os, signal, sys, time\n"
+            "ballast = bytearray(b'x') * (40 << 20)\n"
+            "def note(s):\n"
+            "    with open(sys.argv[1], 'a') as f: f.write(s + '\\n')\n"
+            "signal.signal(signal.SIGUSR2, lambda s, f: note(f'handler {os.getpid()}'))\n"
+            "note(f'start {os.getpid()}')\n"
+            "i = 0\n"
+            "while True:\n"
+            "    time.sleep(0.02); i += 1\n"
+            "    if i % 10 == 0: note(f'tick {os.getpid()} {i}')\n")
+        def lines():
+            return open(out).read().splitlines() if os.path.exists(out) else []
+        for sig, name in ((signal.SIGUSR2, "USR2"), (signal.SIGTERM, "TERM")):
+            env = dict(self.env(), MMTIER_SNAPSHOT_SIGNAL=name)
+            p = subprocess.Popen([sys.executable, "-c", prog, out], env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+            self.addCleanup(lambda p=p: (p.poll() is None and p.kill(), p.wait()))
+            wait_until(lambda: f"start {p.pid}" in lines(), 60, "the program's start")
+            wait_until(lambda: any(l.startswith(f"tick {p.pid}") for l in lines()), 60, "a tick")
+            p.send_signal(sig)
+            if sig == signal.SIGUSR2:
+                wait_until(lambda: f"handler {p.pid}" in lines(), 60, "the program's handler")
+                p.kill()
+                p.wait()
+            else:
+                self.assertEqual(p.wait(timeout=120), -signal.SIGTERM, p.stderr.read())
+            caps = [c for c in os.listdir(self.caps) if c.startswith(f"python3-{p.pid}-") and c.endswith(".mmtcap")]
+            self.assertEqual(len(caps), 1, os.listdir(self.caps))
+            r = mmtier(["snapshot", "info", os.path.join(self.caps, caps[0]), "--json"], self.dir)
+            self.assertEqual(json.loads(r.stdout)["status"], "durable", r.stdout)
+        # The TERM capsule restored: the program goes on (the signal is
+        # behind it), ticking under its own PID.
+        r = self.restore(os.path.join(self.caps, caps[0]), "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout.split()[-1])
+        self.addCleanup(lambda: subprocess.run(["kill", "-9", str(host)], capture_output=True))
+        before = len(lines())
+        wait_until(lambda: len(lines()) > before + 2, 60, "ticks of the restored process")
+        self.assertTrue(lines()[-1].startswith(f"tick {p.pid} "), lines()[-3:])
+
     def snapshot_of(self, name, binary=None):
         p = self.start("self", name, binary=binary)
         self.wait_line(rf"^snapshot taken pid={p.pid}$", "the snapshot")

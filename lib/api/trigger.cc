@@ -1,0 +1,233 @@
+// MMTIER_SNAPSHOT_SIGNAL (trigger.h).
+#include "api/trigger.h"
+
+#include "config/config.h"
+#include "heap/heap.h"
+#include "platform/fd_guard.h"
+#include "platform/sys.h"
+#include "snapshot/capture.h"
+#include "support/log.h"
+#include "support/quiesce.h"
+#include "support/thread.h"
+
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+// The C library's own sigaction (the exported one is the program's, ours).
+extern "C" int __sigaction(int sig, const struct sigaction *act, struct sigaction *old);
+
+namespace mmtier::detail {
+namespace {
+
+int g_sig = 0;
+std::atomic<int> g_efd{-1};            // the thread's wake-up (guarded); -1: no thread to take a snapshot
+std::atomic<int> g_pass{0};            // re-raised deliveries that go straight to the program's action
+siginfo_t g_info;                      // the first signal's, for the program's handler
+std::atomic<bool> g_info_set{false};
+pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
+bool g_starting = false;               // under g_start_lock
+
+// The program's action for the signal: two slots, the handler reads the
+// current one without a lock; writers take g_set_lock.
+struct sigaction g_prog[2];
+std::atomic<int> g_cur{0};
+pthread_mutex_t g_set_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct sigaction program_action() { return g_prog[g_cur.load(std::memory_order_acquire)]; }
+
+// What the program set the signal to do, from its handler: the program's
+// handler with its mask, or the default action once this handler returns.
+void run_program_action(int sig, siginfo_t *si, void *uc) {
+  const struct sigaction a = program_action();
+  if (a.sa_handler == SIG_IGN) return;
+  if (a.sa_handler == SIG_DFL) {
+    // Every signal this takes ends the process by default: that happens
+    // when this handler returns (the signal is blocked until then).
+    struct sigaction d;
+    memset(&d, 0, sizeof d);
+    d.sa_handler = SIG_DFL;
+    __sigaction(sig, &d, nullptr);
+    sys::raw(SYS_tgkill, sys::getpid(), sys::raw(SYS_gettid), sig);
+    return;
+  }
+  sigset_t mask = a.sa_mask, old;
+  if (a.sa_flags & SA_NODEFER) sigdelset(&mask, sig);
+  sys::raw(SYS_rt_sigprocmask, SIG_BLOCK, reinterpret_cast<long>(&mask), reinterpret_cast<long>(&old), 8);
+  if (a.sa_flags & SA_NODEFER) {
+    sigset_t self;
+    sigemptyset(&self);
+    sigaddset(&self, sig);
+    sys::raw(SYS_rt_sigprocmask, SIG_UNBLOCK, reinterpret_cast<long>(&self), 0, 8);
+  }
+  if (a.sa_flags & SA_RESETHAND) {
+    // No lock in a handler: one slot written, as the kernel would reset it.
+    const int next = 1 - g_cur.load(std::memory_order_relaxed);
+    memset(&g_prog[next], 0, sizeof g_prog[next]);
+    g_prog[next].sa_handler = SIG_DFL;
+    g_cur.store(next, std::memory_order_release);
+  }
+  if (a.sa_flags & SA_SIGINFO)
+    a.sa_sigaction(sig, si, uc);
+  else
+    a.sa_handler(sig);
+  sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&old), 0, 8);
+}
+
+void on_signal(int sig, siginfo_t *si, void *uc) {
+  const int saved = errno;
+  int pass = g_pass.load(std::memory_order_acquire);
+  while (pass > 0 && !g_pass.compare_exchange_weak(pass, pass - 1, std::memory_order_acq_rel)) {
+  }
+  if (pass > 0) {
+    // After the snapshot: the program's handler, with the first signal's
+    // siginfo (the re-raise's would name mmtier's own process).
+    run_program_action(sig, g_info_set.exchange(false, std::memory_order_acq_rel) ? &g_info : si, uc);
+    errno = saved;
+    return;
+  }
+  const int fd = g_efd.load(std::memory_order_acquire);
+  if (fd < 0) {
+    // No thread to take it (too early, a fresh fork child): the signal
+    // does what the program set.
+    run_program_action(sig, si, uc);
+    errno = saved;
+    return;
+  }
+  if (!g_info_set.load(std::memory_order_acquire)) {
+    g_info = *si;
+    g_info_set.store(true, std::memory_order_release);
+  }
+  const uint64_t one = 1;
+  sys::write(fd, &one, sizeof one);
+  errno = saved;
+}
+
+void *trigger_main(void *) {
+  const int fd = g_efd.load(std::memory_order_acquire);
+  for (;;) {
+    uint64_t n = 0;
+    const long r = sys::read(fd, &n, sizeof n);
+    if (r == -EINTR) continue;
+    if (r != static_cast<long>(sizeof n)) return nullptr;
+    snap_result res;
+    const long s = snapshot_take({nullptr, nullptr, -1}, &res);
+    if (s == 1) return nullptr;  // restored: this process's own thread is started anew
+    if (s < 0)
+      MMTIER_WARN("snapshot on signal %d failed: %s", g_sig, res.line);
+    else
+      MMTIER_INFO("snapshot on signal %d: %s", g_sig, res.path);
+    // Then what the program set the signal to do.
+    const struct sigaction a = program_action();
+    if (a.sa_handler == SIG_IGN) {
+      g_info_set.store(false, std::memory_order_release);
+      continue;
+    }
+    if (a.sa_handler == SIG_DFL) {
+      struct sigaction d;
+      memset(&d, 0, sizeof d);
+      d.sa_handler = SIG_DFL;
+      __sigaction(g_sig, &d, nullptr);
+      sys::raw(SYS_kill, sys::getpid(), g_sig);  // ends the process
+      return nullptr;
+    }
+    g_pass.fetch_add(1, std::memory_order_acq_rel);
+    sys::raw(SYS_kill, sys::getpid(), g_sig);
+  }
+}
+
+// From heap_maybe_start(): the wake-up descriptor and the thread.
+void start_thread() {
+  pthread_mutex_lock(&g_start_lock);
+  if (g_efd.load(std::memory_order_acquire) < 0 && !g_starting) {
+    g_starting = true;
+    const int raw = eventfd(0, EFD_CLOEXEC);
+    const int fd = raw >= 0 ? fd_guard(raw) : -1;
+    if (fd < 0) {
+      MMTIER_WARN("MMTIER_SNAPSHOT_SIGNAL: no descriptor for the snapshot thread; signal %d takes no snapshot", g_sig);
+    } else {
+      g_efd.store(fd, std::memory_order_release);  // the thread reads it first thing
+      if (const int e = start_service_thread(trigger_main, "mmtier-sig"); e != 0) {
+        MMTIER_WARN("MMTIER_SNAPSHOT_SIGNAL: cannot start the snapshot thread (error %d); signal %d takes no "
+                    "snapshot",
+                    e, g_sig);
+        g_efd.store(-1, std::memory_order_release);
+        fd_unguard(fd);
+        sys::close(fd);
+      }
+    }
+    g_starting = false;
+  }
+  pthread_mutex_unlock(&g_start_lock);
+}
+
+void start_lock() { pthread_mutex_lock(&g_start_lock); }
+void start_unlock() { pthread_mutex_unlock(&g_start_lock); }
+
+// A fork child: the descriptor is the parent's (a signal here would make
+// the parent take a snapshot); the child gets its own thread soon.
+void fork_child() {
+  pthread_mutex_init(&g_start_lock, nullptr);
+  pthread_mutex_init(&g_set_lock, nullptr);
+  g_starting = false;
+  const int fd = g_efd.exchange(-1, std::memory_order_acq_rel);
+  if (fd >= 0) {
+    fd_unguard(fd);
+    sys::close(fd);
+  }
+  g_pass.store(0, std::memory_order_relaxed);
+  g_info_set.store(false, std::memory_order_relaxed);
+  heap_start_soon(start_thread);
+}
+
+// A restored process: the descriptor was the dead original's (its number
+// may be the program's now: forgotten, not closed), and so was the thread.
+void restored() {
+  pthread_mutex_init(&g_start_lock, nullptr);
+  pthread_mutex_init(&g_set_lock, nullptr);
+  g_starting = false;
+  g_efd.store(-1, std::memory_order_release);
+  g_pass.store(0, std::memory_order_relaxed);
+  g_info_set.store(false, std::memory_order_relaxed);
+  heap_start_soon(start_thread);
+}
+
+}  // namespace
+
+int trigger_signal() { return g_sig; }
+
+void trigger_init() {
+  const int sig = config_get().snapshot_signal;
+  if (!sig || g_sig) return;
+  struct sigaction mine, old;
+  memset(&mine, 0, sizeof mine);
+  mine.sa_sigaction = on_signal;
+  mine.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+  sigemptyset(&mine.sa_mask);
+  if (__sigaction(sig, &mine, &old) != 0) {
+    MMTIER_WARN("MMTIER_SNAPSHOT_SIGNAL: cannot handle signal %d; it takes no snapshot", sig);
+    return;
+  }
+  g_prog[0] = old;  // what was there (inherited SIG_IGN stays the program's)
+  g_sig = sig;
+  quiesce_register(kRankControlStart, {start_lock, start_unlock, fork_child, nullptr, restored});
+  heap_start_soon(start_thread);
+}
+
+int trigger_sigaction(const struct sigaction *act, struct sigaction *old) {
+  pthread_mutex_lock(&g_set_lock);
+  const int cur = g_cur.load(std::memory_order_acquire);
+  if (old) *old = g_prog[cur];
+  if (act) {
+    g_prog[1 - cur] = *act;
+    g_cur.store(1 - cur, std::memory_order_release);
+  }
+  pthread_mutex_unlock(&g_set_lock);
+  return 0;
+}
+
+}  // namespace mmtier::detail
