@@ -167,7 +167,7 @@ uint32_t g_npending = 0;
 
 long capture_pending(snap_result *res) {
   g_npending = 0;
-  char buf[2048];
+  char buf[8192];  // the Groups line of a user in many groups comes before ShdPnd
   read_small("/proc/self/status", buf, sizeof buf);
   const char *shd = strstr(buf, "ShdPnd:");
   const uint64_t mask = shd ? strtoull(shd + 7, nullptr, 16) : 0;
@@ -204,92 +204,6 @@ long capture_pending(snap_result *res) {
 constexpr uint32_t kMaxTimers = 32;
 cap::timer_record g_timers[kMaxTimers];  // under g_one
 uint32_t g_ntimers;
-
-const char *after(const char *s, const char *key) {
-  const char *at = strstr(s, key);
-  return at ? at + strlen(key) : nullptr;
-}
-
-// POSIX timers, in the pause: /proc/self/timers names each (id, signal and
-// value, notification, clock), timer_gettime says what it has left.  And
-// signals pending for one thread alone, which a restore does not queue
-// again: the snapshot fails, naming the thread.
-long capture_timers(snap_result *res) {
-  g_ntimers = 0;
-  static char buf[16384];  // under g_one
-  size_t have = 0;
-  const long fd = sys::openat(AT_FDCWD, "/proc/self/timers", O_RDONLY | O_CLOEXEC, 0);
-  if (fd >= 0) {
-    for (long n; have < sizeof buf - 1 &&
-                 (n = sys::read(static_cast<int>(fd), buf + have, sizeof buf - 1 - have)) > 0;)
-      have += static_cast<size_t>(n);
-    sys::close(static_cast<int>(fd));
-  }
-  buf[have] = 0;
-  if (have >= sizeof buf - 1) {
-    set_line(res, "more than %u POSIX timers (not supported)", kMaxTimers);
-    return -EOPNOTSUPP;
-  }
-  for (const char *rec = strstr(buf, "ID: "); rec; rec = strstr(rec + 4, "\nID: ")) {
-    if (*rec == '\n') ++rec;
-    if (g_ntimers == kMaxTimers) {
-      set_line(res, "more than %u POSIX timers (not supported)", kMaxTimers);
-      return -EOPNOTSUPP;
-    }
-    cap::timer_record &t = g_timers[g_ntimers];
-    memset(&t, 0, sizeof t);
-    t.id = static_cast<int32_t>(strtol(rec + 4, nullptr, 10));
-    const char *next = strstr(rec + 4, "\nID: ");
-    const char *sig = after(rec, "signal: ");
-    const char *notify = after(rec, "notify: ");
-    const char *clock = after(rec, "ClockID: ");
-    if (!sig || !notify || !clock || (next && (sig > next || notify > next || clock > next))) {
-      set_line(res, "POSIX timer %d: /proc/self/timers is not as expected", t.id);
-      return -EOPNOTSUPP;
-    }
-    char *end = nullptr;
-    t.signo = static_cast<int32_t>(strtol(sig, &end, 10));
-    t.value = *end == '/' ? strtoull(end + 1, nullptr, 16) : 0;
-    t.clock = static_cast<int32_t>(strtol(clock, nullptr, 10));
-    const bool none = !strncmp(notify, "none/", 5), by_tid = strstr(notify, "/tid.") && strstr(notify, "/tid.") < next;
-    if (!none && strncmp(notify, "signal/", 7)) {
-      set_line(res, "POSIX timer %d notifies as %.16s (not supported)", t.id, notify);
-      return -EOPNOTSUPP;
-    }
-    t.notify = none ? SIGEV_NONE : by_tid ? 4 /* SIGEV_THREAD_ID */ : SIGEV_SIGNAL;
-    if (by_tid) t.tid = static_cast<int32_t>(strtol(strstr(notify, "/tid.") + 5, nullptr, 10));
-    struct {
-      long is, ins, vs, vns;
-    } its = {};
-    if (sys::raw(SYS_timer_gettime, t.id, reinterpret_cast<long>(&its)) != 0) {
-      set_line(res, "POSIX timer %d: timer_gettime failed", t.id);
-      return -EOPNOTSUPP;
-    }
-    t.interval_ns = its.is * 1000000000 + its.ins;
-    t.value_ns = its.vs * 1000000000 + its.vns;
-    ++g_ntimers;
-  }
-  // Signals pending for single threads (the stop signal aside).
-  long found = 0;
-  const long tdir = sys::openat(AT_FDCWD, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-  if (tdir < 0) return 0;
-  sys::for_each_dirent(static_cast<int>(tdir), [&](const char *name, unsigned char) -> long {
-    if (name[0] < '0' || name[0] > '9' || found) return 0;
-    char path[64], status[2048];
-    snprintf(path, sizeof path, "/proc/self/task/%s/status", name);
-    read_small(path, status, sizeof status);
-    const char *p = after(status, "\nSigPnd:");
-    uint64_t mask = p ? strtoull(p, nullptr, 16) : 0;
-    mask &= ~(uint64_t{1} << (SIGRTMAX - 1));
-    if (mask) {
-      set_line(res, "thread %s has signal %d pending for it alone (not supported)", name, __builtin_ctzll(mask) + 1);
-      found = -EOPNOTSUPP;
-    }
-    return 0;
-  });
-  sys::close(static_cast<int>(tdir));
-  return found;
-}
 
 cap::procstate_record g_proc;  // under g_one
 char g_cwd[4096];
@@ -629,6 +543,22 @@ void restored(uint64_t mask) {
   sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&mask), 0, 8);
 }
 
+// In the pause: the process's own state, its pending signals and its
+// POSIX timers, into wa.
+long capture_process(writer_args &wa, snap_result *res) {
+  capture_procstate();
+  if (long r = capture_pending(res); r < 0) return r;
+  if (long r = capture_timers(g_timers, kMaxTimers, &g_ntimers, res->line, sizeof res->line); r < 0) return r;
+  wa.signals = g_pending;
+  wa.nsignals = g_npending;
+  wa.timers = g_timers;
+  wa.ntimers = g_ntimers;
+  wa.proc = &g_proc;
+  wa.cwd = g_cwd;
+  wa.exe = g_exe;
+  return 0;
+}
+
 // P1: stops the world, forks the writer, resumes.  The writer's pid file
 // descriptor, or -errno, or kRestored.
 long stop_and_fork(writer_args &wa, snap_result *res) {
@@ -682,22 +612,10 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
   wa.threads = g_threads;
   wa.nthreads = static_cast<uint32_t>(n);
   g_nthreads_total = n;
-  capture_procstate();
-  if (long r = capture_pending(res); r < 0) {
+  if (long r = capture_process(wa, res); r < 0) {
     world_resume();
     return r;
   }
-  if (long r = capture_timers(res); r < 0) {
-    world_resume();
-    return r;
-  }
-  wa.signals = g_pending;
-  wa.nsignals = g_npending;
-  wa.timers = g_timers;
-  wa.ntimers = g_ntimers;
-  wa.proc = &g_proc;
-  wa.cwd = g_cwd;
-  wa.exe = g_exe;
   wa.stats_page = g_snapshot_stats_page ? g_snapshot_stats_page() : 0;
   {
     const int skip[] = {wa.parent_dirfd, wa.pend->dirfd, wa.manifest_fd, wa.mem_fd, wa.report_fd, wa.pause_fd,

@@ -7,6 +7,8 @@
 // before it is there.
 #pragma once
 
+#include "snapshot/capsule_format.h"
+
 #include <cstddef>
 #include <cstdint>
 
@@ -42,6 +44,11 @@ struct snap_result {
 // the snapshot, after every layer was put right for the restored process
 // (quiesce_restored) and the other threads were let go.
 long snapshot_take(const snap_request &req, snap_result *result);
+
+// In the pause: the process's POSIX timers into timers[0, *count) (at most
+// max), and a check that no signal is pending for a single thread.  0, or
+// -EOPNOTSUPP with line saying why (timers_capture.cc).
+long capture_timers(capsule::timer_record *timers, uint32_t max, uint32_t *count, char *line, size_t line_cap);
 
 // Where the statistics page is (a layer above publishes it): read in the
 // pause; its region is recorded as kind stats, which a restore leaves out.

@@ -155,9 +155,26 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_PMEM_PATH",  "MMTIER_POLICY",     "MMTIER_PROMOTE",
       "MMTIER_LOG",        "MMTIER_REPORT",     "MMTIER_MMAP_THRESHOLD",
       "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL", "MMTIER_STATS_DIR", "MMTIER_HIDE_FEATURES",
-      "MMTIER_SNAPSHOT_DIR",
+      "MMTIER_SNAPSHOT_DIR", "MMTIER_SNAPSHOT_SIGNAL",
   };
   EXPECT_EQ(names, expected);
+}
+
+TEST(ConfigParse, SnapshotSignal) {
+  config c;
+  config_error e;
+  for (const auto &[value, sig] : std::vector<std::pair<const char *, int>>{
+           {"TERM", 15}, {"SIGTERM", 15}, {"USR2", 12}, {"HUP", 1}, {"PWR", 30}, {"40", 40}, {"15", 15}, {"none", 0}}) {
+    const std::string env = std::string("MMTIER_SNAPSHOT_SIGNAL=") + value;
+    const char *set[] = {env.c_str(), nullptr};
+    ASSERT_TRUE(config_parse(const_cast<char *const *>(set), false, &c, &e, nullptr)) << value << ": " << e.line;
+    EXPECT_EQ(c.snapshot_signal, sig) << value;
+  }
+  for (const char *value : {"KILL", "9", "64", "SEGV", "11", "0", "TERM2", "", "sigterm"}) {
+    const std::string env = std::string("MMTIER_SNAPSHOT_SIGNAL=") + value;
+    const char *set[] = {env.c_str(), nullptr};
+    EXPECT_FALSE(config_parse(const_cast<char *const *>(set), false, &c, &e, nullptr)) << value;
+  }
 }
 
 TEST(ConfigParse, SnapshotDir) {
