@@ -210,18 +210,48 @@ struct maker {
     itimerspec its{};
     its.it_value = {static_cast<time_t>(d->value_sec), static_cast<long>(d->value_nsec)};
     its.it_interval = {static_cast<time_t>(d->interval_sec), static_cast<long>(d->interval_nsec)};
-    bool armed = d->value_sec || d->value_nsec;
+    const bool interval = its.it_interval.tv_sec || its.it_interval.tv_nsec;
+    // A periodic timer that fired and was not read yet is not re-armed by
+    // the kernel until it is (fdinfo shows it_value 0): its next
+    // expiration is an interval away.
+    if (!its.it_value.tv_sec && !its.it_value.tv_nsec && interval) its.it_value = its.it_interval;
+    const bool armed = its.it_value.tv_sec || its.it_value.tv_nsec;
+    // fdinfo gives the time left; an absolute timer (kept absolute for
+    // TFD_TIMER_CANCEL_ON_SET) gets it added to its clock's now.
+    const int flags = static_cast<int>(d->settime_flags & (TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET));
+    auto arm = [&](itimerspec t) {
+      if (flags & TFD_TIMER_ABSTIME) {
+        timespec now{};
+        clock_gettime(static_cast<clockid_t>(d->clockid), &now);
+        t.it_value.tv_sec += now.tv_sec;
+        t.it_value.tv_nsec += now.tv_nsec;
+        if (t.it_value.tv_nsec >= 1000000000) {
+          t.it_value.tv_nsec -= 1000000000;
+          ++t.it_value.tv_sec;
+        }
+      }
+      if (timerfd_settime(fd, flags, &t, nullptr) != 0)
+        fail(strf("descriptor %d: cannot set its timer: %s", r.fd, why().c_str()));
+    };
+    // Armed first: setting a timer clears the expirations counted.
+    if (armed) arm(its);
     if (d->ticks) {
       // Expirations the program had not read: set as they were where the
-      // kernel allows it (checkpoint/restore kernels), else one at once.
+      // kernel allows it (checkpoint/restore kernels), else one at once
+      // (then the interval, if any).
       uint64_t ticks = d->ticks;
-      if (ioctl(fd, TFD_IOC_SET_TICKS, &ticks) != 0 && !armed) {
-        its.it_value = {0, 1};
-        armed = true;
+      if (ioctl(fd, TFD_IOC_SET_TICKS, &ticks) != 0) {
+        itimerspec now = its;
+        now.it_value = {0, 1};
+        const int saved = flags;
+        if (saved & TFD_TIMER_ABSTIME) {
+          if (timerfd_settime(fd, 0, &now, nullptr) != 0)
+            fail(strf("descriptor %d: cannot set its timer: %s", r.fd, why().c_str()));
+        } else {
+          arm(now);
+        }
       }
     }
-    if (armed && timerfd_settime(fd, static_cast<int>(d->settime_flags & TFD_TIMER_ABSTIME), &its, nullptr) != 0)
-      fail(strf("descriptor %d: cannot set its timer: %s", r.fd, why().c_str()));
     return fd;
   }
 
@@ -350,7 +380,18 @@ struct maker {
           fail(strf("descriptor %d: cannot listen on %s again: %s", r.fd, address(d.local, d.local_len).c_str(),
                     why().c_str()));
         break;
-      case cap::socket_state::bound: bind_to(fd, d, r.fd); break;
+      case cap::socket_state::bound:
+        // A TCP connection reset before the snapshot looks bound (no peer,
+        // the server's port): its port is a listener's, taken again, and
+        // the program only has an error left to read from it.
+        if (d.domain != AF_UNIX && d.type == SOCK_STREAM) {
+          if (bind(fd, reinterpret_cast<const sockaddr *>(d.local), d.local_len) != 0 && errno != EADDRINUSE)
+            fail(strf("descriptor %d: cannot bind its socket to %s again: %s", r.fd,
+                      address(d.local, d.local_len).c_str(), why().c_str()));
+        } else {
+          bind_to(fd, d, r.fd);
+        }
+        break;
       case cap::socket_state::connected:
         if (d.type == SOCK_DGRAM) {
           // A datagram socket's peer is only an address: connected again

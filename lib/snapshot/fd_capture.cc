@@ -406,7 +406,13 @@ long take_epoll(cap::fd_record &r) {
   snprintf(path, sizeof path, "/proc/self/fdinfo/%d", r.fd);
   const long f = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
   if (f < 0) return fail("cannot read descriptor %d's epoll set", r.fd);
-  r.detail = (g_s.data.used + 7) & ~uint64_t{7};
+  // Aligned and taken (an empty set takes nothing: its offset must still
+  // lie within the table).
+  if (!g_s.data.take(0, 8)) {
+    sys::close(static_cast<int>(f));
+    return fail("out of room for descriptor %d's epoll set", r.fd);
+  }
+  r.detail = g_s.data.used;
   r.detail_len = 0;
   char buf[8192];
   size_t have = 0;
@@ -507,7 +513,12 @@ long take_queue(cap::fd_record &r, cap::fd_socket *&d) {
     r.detail_len += d->queued;
     return 0;
   }
-  const int old_off = sockopt(r.fd, SOL_SOCKET, SO_PEEK_OFF);
+  // The program's peek offset, put back after (-1, off, when unknown).
+  int old_off = -1;
+  socklen_t old_len = sizeof old_off;
+  if (sys::raw(SYS_getsockopt, r.fd, SOL_SOCKET, SO_PEEK_OFF, reinterpret_cast<long>(&old_off),
+               reinterpret_cast<long>(&old_len)) != 0)
+    old_off = -1;
   int zero = 0;
   if (sys::raw(SYS_setsockopt, r.fd, SOL_SOCKET, SO_PEEK_OFF, reinterpret_cast<long>(&zero), sizeof zero) != 0)
     return fail("cannot read the messages queued to descriptor %d", r.fd);
@@ -519,7 +530,7 @@ long take_queue(cap::fd_record &r, cap::fd_socket *&d) {
       break;
     }
     iovec iov = {at + 4, 65536};
-    char ctl[64];
+    char ctl[64] = {};
     msghdr mh{};
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
@@ -529,8 +540,9 @@ long take_queue(cap::fd_record &r, cap::fd_socket *&d) {
     if (n < 0 || n > 65536 || (mh.msg_flags & MSG_CTRUNC) || mh.msg_controllen) {
       g_s.data.used -= 4 + 65536;
       if (n >= 0) err = fail("descriptor %d has a message queued with descriptors or more than 64 KiB (not supported)", r.fd);
-      if (mh.msg_controllen) {
-        // Descriptors passed in it were installed by the peek: closed again.
+      if (n >= 0 && mh.msg_controllen) {
+        // Descriptors passed in it were installed by the peek: closed again
+        // (after a failed recvmsg the kernel leaves msg_controllen as given).
         for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
           if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
             for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++k)
@@ -596,13 +608,16 @@ long take_socket(cap::fd_record &r, int &nl, uint32_t n) {
       return fail("cannot ask the kernel about descriptor %d's peer (sock_diag): %s", fd,
                   strerror(static_cast<int>(-e)));
     if (listening && backlog) d->backlog = backlog;
-  } else if (listening && d->type == SOCK_STREAM) {
+  }
+  bool tcp_in_flight = false;  // a TCP socket past connect() with no peer now: connecting, reset, closing
+  if (d->domain != AF_UNIX && d->type == SOCK_STREAM) {
     tcp_info ti{};
     socklen_t tl = sizeof ti;
     if (sys::raw(SYS_getsockopt, fd, IPPROTO_TCP, TCP_INFO, reinterpret_cast<long>(&ti), reinterpret_cast<long>(&tl)) ==
-            0 &&
-        ti.tcpi_sacked)
-      d->backlog = ti.tcpi_sacked;  // a listener's sk_max_ack_backlog
+        0) {
+      if (listening && ti.tcpi_sacked) d->backlog = ti.tcpi_sacked;  // a listener's sk_max_ack_backlog
+      tcp_in_flight = !listening && ti.tcpi_state != 7 /* TCP_CLOSE */;
+    }
   }
   bool in_process = false;
   for (uint32_t j = 0; peer_ino && j < n; ++j)
@@ -611,7 +626,7 @@ long take_socket(cap::fd_record &r, int &nl, uint32_t n) {
     d->state = static_cast<uint32_t>(cap::socket_state::listening);
   else if (in_process)
     d->state = static_cast<uint32_t>(cap::socket_state::pair);
-  else if (d->peer_len > sizeof(sa_family_t) || peer_ino)
+  else if (d->peer_len > sizeof(sa_family_t) || peer_ino || tcp_in_flight)
     d->state = static_cast<uint32_t>(cap::socket_state::connected);
   else if (d->local_len && has_port(d->local, d->local_len))
     d->state = static_cast<uint32_t>(cap::socket_state::bound);

@@ -1612,10 +1612,11 @@ class RestoreTest(Base):
         m = re.search(r"lazy fill (?:done|ended with the processes) in [0-9.]+ s: .* copied, (\d+) faults served, "
                       r"(\d+) zero pages, (\d+) forked children filled", r.stderr)
         self.assertTrue(m, r.stderr)
-        # The program faulted on memory the fill had not reached, gave some
-        # back (zero pages served after it), and forked during the fill.
+        # The program faulted on memory the fill had not reached and forked
+        # during the fill.  (Memory it gave back reads as zero either way:
+        # through zero pages the fill serves, or through a fresh mapping
+        # where libmmtier replaced a unit's pages; the program checks it.)
         self.assertGreater(int(m.group(1)), 0, r.stderr)
-        self.assertGreaterEqual(int(m.group(2)), 1024, r.stderr)
         self.assertGreaterEqual(int(m.group(3)), 1, r.stderr)
 
     def test_lazy_restore_of_a_damaged_chunk_kills_the_process(self):
