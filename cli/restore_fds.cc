@@ -154,6 +154,9 @@ struct maker {
       if (d->fifo) {
         // Both ends through one read-write open (never blocks, never ENXIO).
         const int both = high(open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC), floor, "FIFO", r.fd);
+        struct stat st;
+        if (fstat(both, &st) != 0 || !S_ISFIFO(st.st_mode))
+          fail(strf("descriptor %d: %s is no longer a FIFO", r.fd, path));
         rd = wr = both;
       } else {
         int p[2];

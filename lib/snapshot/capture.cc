@@ -187,9 +187,11 @@ long capture_pending(snap_result *res) {
   const bool leader = sys::raw(SYS_gettid) == self;
   for (uint32_t i = 0; i < n; ++i) {
     siginfo_t &si = taken[i];
-    if (leader || (si.si_code < 0 && si.si_code != SI_TKILL))
-      sys::raw(SYS_rt_sigqueueinfo, self, si.si_signo, reinterpret_cast<long>(&si));
-    else
+    // Queued again with its siginfo where the kernel lets this thread
+    // (the leader: any; another: a user one); else, or when the queue is
+    // full (RLIMIT_SIGPENDING), at least the signal.
+    if (!(leader || (si.si_code < 0 && si.si_code != SI_TKILL)) ||
+        sys::raw(SYS_rt_sigqueueinfo, self, si.si_signo, reinterpret_cast<long>(&si)) != 0)
       sys::raw(SYS_kill, self, si.si_signo);
     if (i < kMaxPending) memcpy(g_pending[i].info, &si, sizeof g_pending[i].info);
   }
