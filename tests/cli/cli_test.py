@@ -1556,6 +1556,13 @@ class RestoreTest(Base):
         return subprocess.run([ARGS.mmtier, "restore", capsule, *extra], env=base_env(self.dir),
                               capture_output=True, text=True, timeout=120, **kw)
 
+    def python(self, prog, *args, env=None):
+        """python3 -c PROG ARGS under libmmtier, killed at the test's end."""
+        p = subprocess.Popen([sys.executable, "-c", prog, *args], env=env or self.env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        return p
+
     def test_restored_after_kill_with_its_pid_tids_memory_and_threads(self):
         p = self.start("self", "one")
         m = self.wait_line(r"^snapshot taken pid=(\d+)$", "the snapshot")
@@ -1814,9 +1821,7 @@ class RestoreTest(Base):
             "    f.write(f'step {i} {total}\\n'); f.flush()\n"
             "    time.sleep(0.01)\n"
             "f.write(f'done {total} {len(ballast)}\\n'); f.close()\n")
-        p = subprocess.Popen([sys.executable, "-c", prog, out], env=self.env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        p = self.python(prog, out)
         wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
         wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 200, 60, "some progress")
         r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "py"], self.dir)
@@ -1850,9 +1855,7 @@ class RestoreTest(Base):
             "say()\n"
             "while True:\n"
             "    time.sleep(0.05)\n")
-        p = subprocess.Popen([sys.executable, "-c", prog, report], env=self.env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        p = self.python(prog, report)
         wait_until(lambda: os.path.exists(report) and os.path.getsize(report) > 0, 60, "the first sum")
         wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
         want = open(report).read().split()[1]
@@ -1922,9 +1925,7 @@ class RestoreTest(Base):
             return open(out).read().splitlines() if os.path.exists(out) else []
         for sig, name in ((signal.SIGUSR2, "USR2"), (signal.SIGTERM, "TERM")):
             env = dict(self.env(), MMTIER_SNAPSHOT_SIGNAL=name)
-            p = subprocess.Popen([sys.executable, "-c", prog, out], env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)
-            self.addCleanup(lambda p=p: (p.poll() is None and p.kill(), p.wait()))
+            p = self.python(prog, out, env=env)
             wait_until(lambda: f"start {p.pid}" in lines(), 60, "the program's start")
             wait_until(lambda: any(l.startswith(f"tick {p.pid}") for l in lines()), 60, "a tick")
             p.send_signal(sig)
