@@ -13,7 +13,7 @@ takes a snapshot (`mmtier snapshot PID --dir DIR`), waits for it to
 complete, deletes it and sleeps --every seconds, for as long as the
 benchmark runs; the BGSAVE mode does the same with BGSAVE, waiting for it
 to end (INFO persistence).  The pauses (the capsules' paused_ns, INFO
-latest_fork_usec) are reported too.  Output: a Markdown table of medians.
+stats latest_fork_usec) are reported too.  Output: a Markdown table of medians.
 Only the Python standard library is used.
 """
 
@@ -51,8 +51,8 @@ def ask(port, *args):
         return line[1:].decode()
 
 
-def info(port, key):
-    for line in ask(port, "INFO", "persistence").splitlines():
+def info(port, key, section="persistence"):
+    for line in ask(port, "INFO", section).splitlines():
         if line.startswith(key + ":"):
             return line.split(":", 1)[1]
     return None
@@ -116,7 +116,7 @@ def main():
                             ask(a.port, "BGSAVE")
                             while info(a.port, "rdb_bgsave_in_progress") == "1":
                                 time.sleep(0.01)
-                            pauses["bgsave"].append(int(info(a.port, "latest_fork_usec") or 0) / 1000)
+                            pauses["bgsave"].append(int(info(a.port, "latest_fork_usec", "stats") or 0) / 1000)
                         k += 1
                         stop.wait(a.every)
 
