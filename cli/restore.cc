@@ -580,7 +580,7 @@ int move_high(int fd, int floor) {
   }
   p->nclose = 0;
   for (int fd : to_close)
-    if (fd >= 0 && p->nclose < 63) p->close_fds[p->nclose++] = fd;
+    if (fd >= 0 && p->nclose < 62) p->close_fds[p->nclose++] = fd;  // room for err_fd and lazy_fd
   p->close_fds[p->nclose++] = err_fd;
   if (lazy_fd >= 0) p->close_fds[p->nclose++] = lazy_fd;
   // The kernel's mappings, moved by one offset to where the capsule had them.

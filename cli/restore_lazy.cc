@@ -222,11 +222,12 @@ step server::copy_orig(space &s, uint64_t orig, const char *src, uint64_t len) {
       while (off < end && is_done(s, first_pg + off / kPg)) off += kPg;
       uint64_t stop = off;
       while (stop < end && !is_done(s, first_pg + stop / kPg)) stop += kPg;
+      uint64_t most = ~uint64_t{0};  // one page at a time once a range spanned a VMA boundary
       while (off < stop) {
         uffdio_copy c = {};
         c.dst = part.cur_lo + (off - (part.orig_lo - orig));
         c.src = reinterpret_cast<uint64_t>(src + off);
-        c.len = stop - off;
+        c.len = std::min(stop - off, most);
         const int r = ioctl(s.uffd, UFFDIO_COPY, &c);
         if (r == 0) {
           set_done_range(s, first_pg + off / kPg, (stop - off) / kPg);
@@ -252,9 +253,15 @@ step server::copy_orig(space &s, uint64_t orig, const char *src, uint64_t len) {
           off += kPg;
           continue;
         }
-        // ENOENT, EFAULT: no longer registered memory of this process.
-        set_done_range(s, first_pg + off / kPg, (stop - off) / kPg);
-        off = stop;
+        // ENOENT, EFAULT: a range must lie in one VMA (mprotect, madvise
+        // or mlock may have split the region): page by page; a single
+        // page so refused is no longer registered memory of this process.
+        if (c.len > kPg) {
+          most = kPg;
+          continue;
+        }
+        set_done(s, first_pg + off / kPg);
+        off += kPg;
       }
     }
   }
@@ -302,6 +309,9 @@ step server::zero_page(space &s, uint64_t page) {
 
 step server::fault(space &s, uint64_t addr) {
   const uint64_t page = addr & ~(kPg - 1);
+  // The sentinel is copied in last, which wakes whoever touched it: a zero
+  // page now would tell the library the fill has ended.
+  if (sentinel_ && page == sentinel_) return step::ok;
   uint64_t orig = 0;
   const piece *p = to_orig(s, page, &orig) ? piece_at(orig) : nullptr;
   if (!p || is_done(s, (p->mem_off + (orig - p->addr)) / kPg)) return zero_page(s, page);
@@ -482,7 +492,7 @@ lazy_result server::run(int uffd) {
       more = true;
       if (sentinel_ && res_.error.empty()) {
         static const char page[kPg] = {'d'};
-        for (int tries = 0; tries < 1000; ++tries) {
+        for (;;) {
           uffdio_copy c = {};
           c.dst = sentinel_;
           c.src = reinterpret_cast<uint64_t>(page);
@@ -526,6 +536,9 @@ bool lazy_region(const cap::region &g, const cap::run *runs) {
     return false;
   if ((g.prot & (PROT_READ | PROT_WRITE)) != (PROT_READ | PROT_WRITE) || g.end - g.start < kLazyMinBytes)
     return false;
+  // Locked memory is populated (with zero pages) as the restorer maps it,
+  // before any fill could reach it: restored eagerly.
+  if (g.madv & cap::kMadvLocked) return false;
   for (uint64_t k = 0; k < g.nruns; ++k)
     if (runs[g.first_run + k].source == static_cast<uint32_t>(cap::run_source::mem)) return true;
   return false;

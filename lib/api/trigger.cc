@@ -26,9 +26,10 @@ namespace {
 
 int g_sig = 0;
 std::atomic<int> g_efd{-1};            // the thread's wake-up (guarded); -1: no thread to take a snapshot
-std::atomic<int> g_pass{0};            // re-raised deliveries that go straight to the program's action
+constexpr int kPassMark = 0x6d6d7472;  // si_value of a re-raise: straight to the program's action
 siginfo_t g_info;                      // the first signal's, for the program's handler
 std::atomic<bool> g_info_set{false};
+std::atomic<long> g_tid{0};            // the thread a thread-directed signal was for (0: the process)
 pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
 bool g_starting = false;               // under g_start_lock
 
@@ -36,9 +37,37 @@ bool g_starting = false;               // under g_start_lock
 // current one without a lock; writers take g_set_lock.
 struct sigaction g_prog[2];
 std::atomic<int> g_cur{0};
+std::atomic<bool> g_reset{false};      // SA_RESETHAND ran: SIG_DFL until the program sets another action
 pthread_mutex_t g_set_lock = PTHREAD_MUTEX_INITIALIZER;
 
-struct sigaction program_action() { return g_prog[g_cur.load(std::memory_order_acquire)]; }
+struct sigaction program_action() {
+  if (g_reset.load(std::memory_order_acquire)) {
+    struct sigaction d;
+    memset(&d, 0, sizeof d);
+    d.sa_handler = SIG_DFL;
+    return d;
+  }
+  return g_prog[g_cur.load(std::memory_order_acquire)];
+}
+
+bool is_pass(const siginfo_t *si) {
+  return si && si->si_code == SI_QUEUE && si->si_pid == sys::getpid() && si->si_value.sival_int == kPassMark;
+}
+
+// The signal again, marked, to the thread it was for (or the process):
+// the handler sends it straight to the program's action.
+void reraise(int sig) {
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  si.si_signo = sig;
+  si.si_code = SI_QUEUE;
+  si.si_pid = static_cast<pid_t>(sys::getpid());
+  si.si_uid = static_cast<uid_t>(sys::raw(SYS_getuid));
+  si.si_value.sival_int = kPassMark;
+  const long tid = g_tid.exchange(0, std::memory_order_acq_rel);
+  if (tid && sys::raw(SYS_rt_tgsigqueueinfo, sys::getpid(), tid, sig, reinterpret_cast<long>(&si)) == 0) return;
+  sys::raw(SYS_rt_sigqueueinfo, sys::getpid(), sig, reinterpret_cast<long>(&si));
+}
 
 // What the program set the signal to do, from its handler: the program's
 // handler with its mask, or the default action once this handler returns.
@@ -64,13 +93,7 @@ void run_program_action(int sig, siginfo_t *si, void *uc) {
     sigaddset(&self, sig);
     sys::raw(SYS_rt_sigprocmask, SIG_UNBLOCK, reinterpret_cast<long>(&self), 0, 8);
   }
-  if (a.sa_flags & SA_RESETHAND) {
-    // No lock in a handler: one slot written, as the kernel would reset it.
-    const int next = 1 - g_cur.load(std::memory_order_relaxed);
-    memset(&g_prog[next], 0, sizeof g_prog[next]);
-    g_prog[next].sa_handler = SIG_DFL;
-    g_cur.store(next, std::memory_order_release);
-  }
+  if (a.sa_flags & SA_RESETHAND) g_reset.store(true, std::memory_order_release);  // no lock in a handler
   if (a.sa_flags & SA_SIGINFO)
     a.sa_sigaction(sig, si, uc);
   else
@@ -80,10 +103,7 @@ void run_program_action(int sig, siginfo_t *si, void *uc) {
 
 void on_signal(int sig, siginfo_t *si, void *uc) {
   const int saved = errno;
-  int pass = g_pass.load(std::memory_order_acquire);
-  while (pass > 0 && !g_pass.compare_exchange_weak(pass, pass - 1, std::memory_order_acq_rel)) {
-  }
-  if (pass > 0) {
+  if (is_pass(si)) {
     // After the snapshot: the program's handler, with the first signal's
     // siginfo (the re-raise's would name mmtier's own process).
     run_program_action(sig, g_info_set.exchange(false, std::memory_order_acq_rel) ? &g_info : si, uc);
@@ -100,6 +120,7 @@ void on_signal(int sig, siginfo_t *si, void *uc) {
   }
   if (!g_info_set.load(std::memory_order_acquire)) {
     g_info = *si;
+    g_tid.store(si->si_code == SI_TKILL ? sys::raw(SYS_gettid) : 0, std::memory_order_release);
     g_info_set.store(true, std::memory_order_release);
   }
   const uint64_t one = 1;
@@ -135,8 +156,7 @@ void *trigger_main(void *) {
       sys::raw(SYS_kill, sys::getpid(), g_sig);  // ends the process
       return nullptr;
     }
-    g_pass.fetch_add(1, std::memory_order_acq_rel);
-    sys::raw(SYS_kill, sys::getpid(), g_sig);
+    reraise(g_sig);
   }
 }
 
@@ -179,7 +199,6 @@ void fork_child() {
     fd_unguard(fd);
     sys::close(fd);
   }
-  g_pass.store(0, std::memory_order_relaxed);
   g_info_set.store(false, std::memory_order_relaxed);
   heap_start_soon(start_thread);
 }
@@ -191,7 +210,6 @@ void restored() {
   pthread_mutex_init(&g_set_lock, nullptr);
   g_starting = false;
   g_efd.store(-1, std::memory_order_release);
-  g_pass.store(0, std::memory_order_relaxed);
   g_info_set.store(false, std::memory_order_relaxed);
   heap_start_soon(start_thread);
 }
@@ -212,21 +230,42 @@ void trigger_init() {
     MMTIER_WARN("MMTIER_SNAPSHOT_SIGNAL: cannot handle signal %d; it takes no snapshot", sig);
     return;
   }
-  g_prog[0] = old;  // what was there (inherited SIG_IGN stays the program's)
+  g_prog[0] = old;  // what was there
   g_sig = sig;
+  if (old.sa_handler == SIG_IGN) __sigaction(sig, &old, nullptr);  // inherited ignored: stays ignored
   quiesce_register(kRankControlStart, {start_lock, start_unlock, fork_child, nullptr, restored});
   heap_start_soon(start_thread);
 }
 
 int trigger_sigaction(const struct sigaction *act, struct sigaction *old) {
+  // The signal blocked meanwhile: a handler of the program's that sets it
+  // again (signal(sig, h) in h) must not meet this lock held.
+  sigset_t self, mask;
+  sigemptyset(&self);
+  sigaddset(&self, g_sig);
+  sys::raw(SYS_rt_sigprocmask, SIG_BLOCK, reinterpret_cast<long>(&self), reinterpret_cast<long>(&mask), 8);
   pthread_mutex_lock(&g_set_lock);
-  const int cur = g_cur.load(std::memory_order_acquire);
-  if (old) *old = g_prog[cur];
+  if (old) *old = program_action();
   if (act) {
+    const int cur = g_cur.load(std::memory_order_acquire);
     g_prog[1 - cur] = *act;
     g_cur.store(1 - cur, std::memory_order_release);
+    g_reset.store(false, std::memory_order_release);
+    // Ignored, the kernel ignores it (and so do the programs it execs);
+    // otherwise the handler is mmtier's.
+    struct sigaction mine;
+    memset(&mine, 0, sizeof mine);
+    if (act->sa_handler == SIG_IGN) {
+      mine.sa_handler = SIG_IGN;
+    } else {
+      mine.sa_sigaction = on_signal;
+      mine.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    }
+    sigemptyset(&mine.sa_mask);
+    __sigaction(g_sig, &mine, nullptr);
   }
   pthread_mutex_unlock(&g_set_lock);
+  sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&mask), 0, 8);
   return 0;
 }
 

@@ -88,7 +88,7 @@ long capture_timers(cap::timer_record *timers, uint32_t max, uint32_t *count, ch
     t.signo = static_cast<int32_t>(strtol(sig, &end, 10));
     t.value = *end == '/' ? strtoull(end + 1, nullptr, 16) : 0;
     t.clock = static_cast<int32_t>(strtol(clock, nullptr, 10));
-    const bool none = !strncmp(notify, "none/", 5), by_tid = strstr(notify, "/tid.") && strstr(notify, "/tid.") < next;
+    const bool none = !strncmp(notify, "none/", 5), by_tid = strstr(notify, "/tid.") && (!next || strstr(notify, "/tid.") < next);
     if (!none && strncmp(notify, "signal/", 7)) {
       set_line(line, line_cap, "POSIX timer %d notifies as %.16s (not supported)", t.id, notify);
       return -EOPNOTSUPP;
