@@ -126,6 +126,7 @@ def main():
         out = subprocess.run([mmtier, "snapshot", str(srv.pid), "--name", "r", "--dir", work], capture_output=True,
                              text=True, check=True)
         capsule = out.stdout.strip().splitlines()[-1]
+        log(out.stderr.strip())  # the pause and the bytes written
         ask(a.port, "SAVE")
         kill_wait(srv.pid)
         srv.wait()
