@@ -55,6 +55,9 @@ void write_file_atomically(const std::string &path, const std::string &text);
 
 // "48.0 MiB", "1.50 GiB", "512 B".
 std::string human_bytes(uint64_t bytes);
+
+// A small text file's content, trailing newlines cut ("" when unreadable).
+std::string read_text(const char *path);
 // "48.0M", "1.5G", "512K", "0": at most 6 characters.
 std::string short_bytes(uint64_t bytes);
 // "12.3", "1.2k", "3.4M".

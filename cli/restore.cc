@@ -65,13 +65,6 @@ struct options {
   uint64_t fill_rate = 0;  // bytes per second, 0: no limit
 };
 
-std::string read_text(const char *path) {
-  std::ifstream f(path);
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  return s;
-}
-
 // A table the view keeps raw (threads, procstate, fds).
 const cap::table_entry *table(const cap::manifest_view &m, cap::table_kind k) {
   for (uint32_t i = 0; i < m.ntables; ++i)

@@ -516,17 +516,6 @@ lazy_result server::run(int uffd) {
   return res_;
 }
 
-std::string sysctl_value(const char *path) {
-  char b[32] = {};
-  const int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "unknown";
-  const ssize_t n = read(fd, b, sizeof b - 1);
-  close(fd);
-  std::string v(b, n > 0 ? static_cast<size_t>(n) : 0);
-  while (!v.empty() && v.back() == '\n') v.pop_back();
-  return v.empty() ? "unknown" : v;
-}
-
 }  // namespace
 
 bool lazy_region(const cap::region &g, const cap::run *runs) {
@@ -549,7 +538,7 @@ std::string lazy_unavailable() {
   if (fd < 0)
     return strf("the kernel gives this user no userfaultfd that takes faults in system calls (%s; "
                 "vm.unprivileged_userfaultfd is %s)",
-                strerror(errno), sysctl_value("/proc/sys/vm/unprivileged_userfaultfd").c_str());
+                strerror(errno), read_text("/proc/sys/vm/unprivileged_userfaultfd").c_str());
   uffdio_api api = {};
   api.api = UFFD_API;
   api.features = kEvents;

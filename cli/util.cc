@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 
 namespace mmtier::cli {
 
@@ -203,6 +204,13 @@ void write_file_atomically(const std::string &path, const std::string &text) {
     unlink(tmp.c_str());
     throw failure(strf("cannot write %s: %s", path.c_str(), strerror(e)));
   }
+}
+
+std::string read_text(const char *path) {
+  std::ifstream f(path);
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return s;
 }
 
 }  // namespace mmtier::cli
