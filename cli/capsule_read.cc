@@ -85,6 +85,34 @@ std::string open_error(int err, const char *why) {
   return strerror(-err);
 }
 
+namespace {
+
+// CRC32C of [off, off + len) of fd; throws failure when it ends early.
+uint32_t crc_of(int fd, uint64_t off, uint64_t len, std::vector<char> &buf, const std::string &what) {
+  uint32_t crc = 0;
+  for (uint64_t done = 0; done < len;) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(len - done, buf.size()));
+    const ssize_t n = pread(fd, buf.data(), want, static_cast<off_t>(off + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw failure(strf("cannot read %s: %s", what.c_str(), strerror(errno)));
+    if (n == 0)
+      throw failure(strf("%s is damaged: it ends at byte %llu, inside the chunk at offset %llu", what.c_str(),
+                         static_cast<unsigned long long>(off + done), static_cast<unsigned long long>(off)));
+    crc = detail::crc32c(crc, buf.data(), static_cast<size_t>(n));
+    done += static_cast<uint64_t>(n);
+  }
+  return crc;
+}
+
+void check_crc(const cap::chunk &c, uint32_t crc, const std::string &what) {
+  if (crc != c.crc)
+    throw failure(strf("%s is damaged: the chunk at offset %llu (%s) has CRC32C %08x, the manifest says %08x",
+                       what.c_str(), static_cast<unsigned long long>(c.offset), human_bytes(c.length).c_str(), crc,
+                       c.crc));
+}
+
+}  // namespace
+
 verified verify_mem(int dirfd, const cap::manifest_view &m, const std::vector<uint8_t> *only) {
   std::vector<const cap::chunk *> order;
   for (uint64_t i = 0; i < m.nchunks; ++i) {
@@ -99,25 +127,54 @@ verified verify_mem(int dirfd, const cap::manifest_view &m, const std::vector<ui
   std::vector<char> buf(kVerifyBuffer);
   verified v;
   for (const cap::chunk *c : order) {
-    uint32_t crc = 0;
-    for (uint64_t done = 0; done < c->length;) {
-      const size_t want = static_cast<size_t>(std::min<uint64_t>(c->length - done, buf.size()));
-      const ssize_t n = pread(fd.fd, buf.data(), want, static_cast<off_t>(c->offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw failure(strf("cannot read mem: %s", strerror(errno)));
-      if (n == 0)
-        throw failure(strf("mem is damaged: it ends at byte %llu, inside the chunk at offset %llu",
-                           static_cast<unsigned long long>(c->offset + done),
-                           static_cast<unsigned long long>(c->offset)));
-      crc = detail::crc32c(crc, buf.data(), static_cast<size_t>(n));
-      done += static_cast<uint64_t>(n);
-    }
-    if (crc != c->crc)
-      throw failure(strf("mem is damaged: the chunk at offset %llu (%s) has CRC32C %08x, the manifest says %08x",
-                         static_cast<unsigned long long>(c->offset), human_bytes(c->length).c_str(), crc, c->crc));
+    check_crc(*c, crc_of(fd.fd, c->offset, c->length, buf, "mem"), "mem");
     ++v.chunks;
     v.bytes += c->length;
   }
+  return v;
+}
+
+int open_linked(int dirfd, const cap::manifest_view &m, uint32_t file) {
+  if (file >= m.nfiles || m.files[file].identity != static_cast<uint32_t>(cap::file_identity::capsule))
+    throw failure(strf("the manifest refers to file %u as one of the capsule's, which it is not", file));
+  const char *name = cap::string_at(m, m.files[file].path);
+  if (!cap::pmem_file_name(name))
+    throw failure(strf("the manifest names \"%s\" as a PMem file of the capsule", name));
+  const int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw failure(strf("cannot open the capsule's %s: %s", name, strerror(errno)));
+  struct stat st, dir;
+  if (fstat(fd, &st) != 0 || fstat(dirfd, &dir) != 0 || !S_ISREG(st.st_mode) || st.st_uid != dir.st_uid) {
+    close(fd);
+    throw failure(strf("the capsule's %s is not a regular file of the capsule's owner", name));
+  }
+  return fd;
+}
+
+verified verify_linked(int dirfd, const cap::manifest_view &m) {
+  std::vector<int> fds(m.nfiles, -1);
+  std::vector<char> buf(kVerifyBuffer);
+  verified v;
+  try {
+    for (uint64_t i = 0; i < m.nchunks; ++i) {
+      const cap::chunk &c = m.chunks[i];
+      if (c.file == cap::kNoFile || c.file >= m.nfiles ||
+          m.files[c.file].identity != static_cast<uint32_t>(cap::file_identity::capsule))
+        continue;
+      if (fds[c.file] < 0) fds[c.file] = open_linked(dirfd, m, c.file);
+      const std::string what = cap::string_at(m, m.files[c.file].path);
+      check_crc(c, crc_of(fds[c.file], c.offset, c.length, buf, what), what);
+      ++v.linked_chunks;
+      v.linked_bytes += c.length;
+    }
+  } catch (...) {
+    for (int fd : fds)
+      if (fd >= 0) close(fd);
+    throw;
+  }
+  for (int fd : fds)
+    if (fd >= 0) close(fd);
+  v.chunks = v.linked_chunks;
+  v.bytes = v.linked_bytes;
   return v;
 }
 

@@ -56,11 +56,21 @@ std::string open_error(int err, const char *why);
 
 struct verified {
   uint64_t chunks = 0, bytes = 0;
+  uint64_t linked_chunks = 0, linked_bytes = 0;  // of them, in the capsule's PMem files (verify_linked)
 };
 
 // Checks the CRC of every chunk of mem (or, with only, of the chunks at
 // offset k * kChunkBytes where only[k] is set), in the order of their
 // offsets; throws failure naming the first that does not match.
 verified verify_mem(int dirfd, const capsule::manifest_view &m, const std::vector<uint8_t> *only = nullptr);
+
+// The capsule's own PMem file `file` (a files-table entry with identity
+// capsule, pmem-<k>.tier, a regular file of the capsule's owner), opened
+// read-only; throws failure saying what is wrong.
+int open_linked(int dirfd, const capsule::manifest_view &m, uint32_t file);
+
+// Checks the CRC of every chunk of the capsule's linked PMem files (ZeroIO;
+// the chunks of other files are not looked at).
+verified verify_linked(int dirfd, const capsule::manifest_view &m);
 
 }  // namespace mmtier::cli

@@ -256,9 +256,24 @@ void check(image &im, const options &o) {
     if (!used) continue;
     if (std::string why = file_changed(m, m.files[i]); !why.empty()) refuse(im, why);
   }
-  for (uint64_t i = 0; i < m.nruns; ++i)
-    if (m.runs[i].source == static_cast<uint32_t>(cap::run_source::pmem))
-      refuse(im, "the capsule refers to PMem files, which this version does not restore");
+  // ZeroIO: every PMem run lies in a region mapped on a PMem file of the
+  // capsule's own, which is there.
+  try {
+    for (uint64_t i = 0; i < m.nregions; ++i) {
+      const cap::region &g = m.regions[i];
+      for (uint64_t k = 0; k < g.nruns; ++k)
+        if (m.runs[g.first_run + k].source == static_cast<uint32_t>(cap::run_source::pmem) &&
+            (g.file >= m.nfiles || m.files[g.file].identity != static_cast<uint32_t>(cap::file_identity::capsule)))
+          refuse(im, strf("the manifest's region %#llx-%#llx refers to PMem data but to no PMem file",
+                          static_cast<unsigned long long>(g.start), static_cast<unsigned long long>(g.end)));
+    }
+    for (uint64_t i = 0; i < m.nfiles; ++i)
+      if (m.files[i].identity == static_cast<uint32_t>(cap::file_identity::capsule))
+        close(open_linked(im.dirfd, m, static_cast<uint32_t>(i)));
+  } catch (const failure &e) {
+    if (!strncmp(e.what(), "restore of ", 11)) throw;
+    refuse(im, e.what());
+  }
   // The original must be gone: two processes would own the same state.
   if (read_text("/proc/sys/kernel/random/boot_id") == h.boot_id && h.starttime) {
     if (const long running = still_running(h))
@@ -275,6 +290,7 @@ void check(image &im, const options &o) {
       std::vector<uint8_t> eager;
       if (o.lazy && !o.verify_set) eager = eager_chunks(m);
       verify_mem(im.dirfd, m, o.lazy && !o.verify_set ? &eager : nullptr);
+      verify_linked(im.dirfd, m);
     } catch (const failure &e) {
       refuse(im, e.what());
     }
@@ -462,6 +478,22 @@ int move_high(int fd, int floor) {
         continue;
       default:  // unit, anon, brk: private memory of the process's own
         op.kind = static_cast<uint32_t>(rs::map_kind::anon);
+        if (g.file != cap::kNoFile && g.file < m.nfiles &&
+            m.files[g.file].identity == static_cast<uint32_t>(cap::file_identity::capsule)) {
+          // A PMem unit whose data the capsule links (ZeroIO): the file
+          // mapped privately, as the frozen unit was, its copies on top.
+          if (file_fd[g.file] < 0) {
+            try {
+              file_fd[g.file] = open_linked(dirfd, m, g.file);
+            } catch (const failure &e) {
+              die(err_fd, e.what());
+            }
+            to_close.push_back(file_fd[g.file]);
+          }
+          op.kind = static_cast<uint32_t>(rs::map_kind::file);
+          op.fd = file_fd[g.file];
+          op.file_offset = g.file_offset;
+        }
         break;
     }
     op.first_copy = copies.size();
@@ -480,7 +512,7 @@ int move_high(int fd, int floor) {
       op.kind = static_cast<uint32_t>(rs::map_kind::anon);
     // Left to init's fill (restore_lazy.cc decides the same for the same
     // region): mapped empty, registered for missing pages.
-    op.lazy = lazy_fd >= 0 && op.kind == static_cast<uint32_t>(rs::map_kind::anon) && lazy_region(g, m.runs);
+    op.lazy = lazy_fd >= 0 && op.kind == static_cast<uint32_t>(rs::map_kind::anon) && lazy_region(m, g);
     maps.push_back(op);
   }
   // B: the restorer's code, the plan and its tables, a stack per thread.

@@ -373,7 +373,7 @@ lazy_result server::run(int uffd) {
   uint64_t mem_end = 0;
   for (uint64_t i = 0; i < m_.nregions; ++i) {
     const cap::region &g = m_.regions[i];
-    if (!lazy_region(g, m_.runs)) continue;
+    if (!lazy_region(m_, g)) continue;
     first->relocs.push_back({g.start, g.end, g.start});
     for (uint64_t k = 0; k < g.nruns; ++k) {
       const cap::run &r = m_.runs[g.first_run + k];
@@ -518,7 +518,8 @@ lazy_result server::run(int uffd) {
 
 }  // namespace
 
-bool lazy_region(const cap::region &g, const cap::run *runs) {
+bool lazy_region(const cap::manifest_view &m, const cap::region &g) {
+  const cap::run *runs = m.runs;
   const auto kind = static_cast<cap::region_kind>(g.kind);
   if (kind != cap::region_kind::unit && kind != cap::region_kind::anon && kind != cap::region_kind::brk &&
       kind != cap::region_kind::reserve)
@@ -528,6 +529,9 @@ bool lazy_region(const cap::region &g, const cap::run *runs) {
   // Locked memory is populated (with zero pages) as the restorer maps it,
   // before any fill could reach it: restored eagerly.
   if (g.madv & cap::kMadvLocked) return false;
+  // A unit mapped on a linked PMem file (ZeroIO) is the file's already:
+  // its few copies are restored eagerly.
+  if (g.file < m.nfiles && m.files[g.file].identity == static_cast<uint32_t>(cap::file_identity::capsule)) return false;
   for (uint64_t k = 0; k < g.nruns; ++k)
     if (runs[g.first_run + k].source == static_cast<uint32_t>(cap::run_source::mem)) return true;
   return false;
@@ -556,7 +560,7 @@ std::vector<uint8_t> eager_chunks(const cap::manifest_view &m) {
   std::vector<uint8_t> out;
   for (uint64_t i = 0; i < m.nregions; ++i) {
     const cap::region &g = m.regions[i];
-    if (lazy_region(g, m.runs)) continue;
+    if (lazy_region(m, g)) continue;
     for (uint64_t k = 0; k < g.nruns; ++k) {
       const cap::run &r = m.runs[g.first_run + k];
       if (r.source != static_cast<uint32_t>(cap::run_source::mem)) continue;

@@ -16,7 +16,7 @@ namespace mmtier::cli {
 // Whether the restorer leaves region g to the lazy fill: private memory of
 // the program's own (a tier unit, anonymous memory, brk), readable and
 // writable, at least 2 MiB, with bytes in mem.
-bool lazy_region(const capsule::region &g, const capsule::run *runs);
+bool lazy_region(const capsule::manifest_view &m, const capsule::region &g);
 
 // Empty when this process may make the userfaultfd a lazy restore needs
 // (faults taken in the kernel too, and fork, mremap, munmap and

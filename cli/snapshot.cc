@@ -443,8 +443,11 @@ std::string info_text(const info_input &in) {
   line("files", u64(m.nfiles));
   if (const cap::procstate_record *p = procstate(m)) line("process state", procstate_text(m, *p));
   if (in.v)
-    line("verified", strf("%llu chunks, %s of mem: every CRC32C matches%s", static_cast<unsigned long long>(in.v->chunks),
-                          human_bytes(in.v->bytes).c_str(), t.other_chunks ? " (other files not checked)" : ""));
+    line("verified",
+         strf("%llu chunks, %s of mem%s: every CRC32C matches%s", static_cast<unsigned long long>(in.v->chunks),
+              human_bytes(in.v->bytes - in.v->linked_bytes).c_str(),
+              in.v->linked_chunks ? strf(" and %s of linked PMem", human_bytes(in.v->linked_bytes).c_str()).c_str() : "",
+              t.other_chunks > in.v->linked_chunks ? " (other files not checked)" : ""));
   return o;
 }
 
@@ -523,6 +526,11 @@ int info_main(const options &o) {
   if (o.verify) {
     try {
       v = verify_mem(dir.fd, e.view);
+      const verified linked = verify_linked(dir.fd, e.view);
+      v.chunks += linked.chunks;
+      v.bytes += linked.bytes;
+      v.linked_chunks = linked.linked_chunks;
+      v.linked_bytes = linked.linked_bytes;
     } catch (const failure &f) {
       report(arg, f.what());
       return 1;

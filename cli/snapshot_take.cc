@@ -126,14 +126,20 @@ int snapshot_take_main(const std::string &pid_text, const args &a) {
   rep.line[sizeof rep.line - 1] = 0;
   rep.path[sizeof rep.path - 1] = 0;
   if (rep.error) throw failure(strf("snapshot of process %d failed: %s", pid, sanitize_text(rep.line).c_str()));
+  rep.pmem_note[sizeof rep.pmem_note - 1] = 0;
   if (json) {
-    std::cout << strf("{\"pid\": %d, \"path\": %s, \"paused_ms\": %.3f, \"threads\": %u, \"memory_bytes\": %llu}\n",
+    std::cout << strf("{\"pid\": %d, \"path\": %s, \"paused_ms\": %.3f, \"threads\": %u, \"memory_bytes\": %llu, "
+                      "\"pmem_linked_bytes\": %llu, \"pmem_note\": %s}\n",
                       pid, json_string(rep.path).c_str(), rep.paused_ns / 1e6, rep.threads,
-                      static_cast<unsigned long long>(rep.mem_bytes));
+                      static_cast<unsigned long long>(rep.mem_bytes), static_cast<unsigned long long>(rep.pmem_linked),
+                      rep.pmem_note[0] ? json_string(sanitize_text(rep.pmem_note)).c_str() : "null");
   } else {
     std::cout << rep.path << "\n";
-    std::cerr << strf("mmtier snapshot: process %d: %u threads stopped for %.1f ms; %s of memory written\n", pid,
-                      rep.threads, rep.paused_ns / 1e6, human_bytes(rep.mem_bytes).c_str());
+    std::string linked;
+    if (rep.pmem_linked) linked = strf(", %s of PMem linked, not copied", human_bytes(rep.pmem_linked).c_str());
+    std::cerr << strf("mmtier snapshot: process %d: %u threads stopped for %.1f ms; %s of memory written%s\n", pid,
+                      rep.threads, rep.paused_ns / 1e6, human_bytes(rep.mem_bytes).c_str(), linked.c_str());
+    if (rep.pmem_note[0]) std::cerr << "mmtier snapshot: " << sanitize_text(rep.pmem_note) << "\n";
   }
   return 0;
 }

@@ -68,6 +68,8 @@ bool serve(int fd) {
     rep.error = r < 0 ? static_cast<int32_t>(-r) : 0;
     rep.paused_ns = res.paused_ns;
     rep.mem_bytes = res.mem_bytes;
+    rep.pmem_linked = res.pmem_linked;
+    memcpy(rep.pmem_note, res.pmem_note, sizeof rep.pmem_note);
     rep.threads = res.threads;
     memcpy(rep.line, res.line, sizeof rep.line);
     memcpy(rep.path, res.path, sizeof rep.path);

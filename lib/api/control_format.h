@@ -11,7 +11,7 @@
 namespace mmtier::control {
 
 constexpr uint32_t kMagic = 0x4354544d;  // "MTTC"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: the reply says what ZeroIO linked
 constexpr char kSuffix[] = ".ctl";
 
 enum class command : uint32_t {
@@ -36,6 +36,8 @@ struct reply {
   uint32_t reserved;
   char line[256];      // on failure: why
   char path[4096];     // the capsule
+  uint64_t pmem_linked;  // PMem bytes linked, not copied (ZeroIO)
+  char pmem_note[160];   // why PMem units were copied, or ""
 };
 
 }  // namespace mmtier::control

@@ -23,6 +23,8 @@
 #include "support/log.h"
 #include "support/quiesce.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 
 namespace mmtier::detail {
@@ -79,6 +81,18 @@ void freeze_shared_mappings() {
   });
 }
 
+// Every frozen unit's slot is in storage this process no longer owns.
+void frozen_become_inherited() {
+  for_used_va_words([](size_t w) {
+    for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
+      unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
+      if (u.frozen) u.frozen = kFrozenInherited;
+    }
+  });
+  g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
+  g_mgr.counters.frozen_own = 0;
+}
+
 void enter() {
   heap_lock();
   const quiesce_reason why = quiesce_reason_now();
@@ -103,15 +117,7 @@ void leave() {
 
 void leave_child() {
   pthread_mutex_init(&g_mgr.lock, nullptr);
-  // Every frozen unit's slot is in a file the child does not own.
-  for_used_va_words([](size_t w) {
-    for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
-      unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
-      if (u.frozen) u.frozen = kFrozenInherited;
-    }
-  });
-  g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
-  g_mgr.counters.frozen_own = 0;
+  frozen_become_inherited();
   g_mgr.counters.reshared = 0;
   migration_fork_child();
   // The fork counted is the parent's; the child's statistics start with its
@@ -139,8 +145,9 @@ void leave_child() {
 
 // In a restored process (the stop's thread holds the heap lock).  Every
 // frozen unit maps a private copy of its pages (the restore copied them
-// from the capsule): inherited, as in a fork child, and re-shared into
-// storage of this process by the mover.  Every other thread of the
+// from the capsule) or the capsule's linked PMem file privately (ZeroIO):
+// the capsule's, and re-shared into storage of this process by the mover
+// once it holds copies or is in use (reshare.cc).  Every other thread of the
 // program is alive, so nothing of theirs is dropped; what the dead
 // original's mmtier threads and descriptors held is forgotten.
 void restored() {
@@ -149,7 +156,7 @@ void restored() {
       for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
         unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
         if (unit_tier(u) == kTierPmem && !u.frozen) u.frozen = kFrozenOwn;  // its file is gone too
-        if (u.frozen) u.frozen = kFrozenInherited;
+        if (u.frozen) u.frozen = kFrozenCapsule;
       }
     });
     g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
@@ -180,6 +187,41 @@ void child_ready() {
 }
 
 }  // namespace
+
+bool heap_pmem_storage_each(void (*fn)(void *ctx, int fd, int k), void *ctx) {
+  heap_lock_guard g;
+  tier &pm = pmem_tier();
+  if (!g_heap.size || !pm.ops->storage_fds || !pm.ops->hand_over) return false;
+  int fds[16];
+  bool can = false;
+  const int n = pm.ops->storage_fds(&pm, fds, 16, &can);
+  for (int k = 0; k < n; ++k)
+    if (fds[k] >= 0) fn(ctx, fds[k], k);
+  return can;
+}
+
+bool heap_snapshot_hand_over(uint64_t dev, uint64_t ino) {
+  tier &pm = pmem_tier();
+  if (!g_heap.size || !pm.ops->storage_fds || !pm.ops->hand_over) return false;
+  int fd = -1;
+  struct stat st;
+  bool can = false;
+  if (pm.ops->storage_fds(&pm, &fd, 1, &can) < 1 || !can || fd < 0 || sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) < 0 ||
+      st.st_dev != dev || st.st_ino != ino || !pm.ops->hand_over(&pm))
+    return false;
+  // The stop froze every unit on the file: the capsule's now.
+  for_used_va_words([](size_t w) {
+    for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
+      unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
+      if (u.frozen == kFrozenOwn) u.frozen = kFrozenCapsule;
+    }
+  });
+  g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
+  g_mgr.counters.frozen_own = 0;
+  g_mgr.counters_changed = true;
+  MMTIER_DEBUG("snapshot: the PMem file went to the capsule; new units go to a new one");
+  return true;
+}
 
 void heap_fork_register() {
   faults_fork_register();

@@ -32,9 +32,12 @@ enum unit_owner : uint8_t {
 
 // unit::frozen: 0, or a fork froze the unit's file view: the slot is one of
 // this process's own file (kFrozenOwn: the process forked), or of an
-// ancestor's (kFrozenInherited: the process is a fork child).  Re-sharing
-// (heap_reshare) gives the unit a slot of its own again.
-inline constexpr uint8_t kFrozenOwn = 1, kFrozenInherited = 2;
+// ancestor's (kFrozenInherited: the process is a fork child), or of a file
+// a snapshot's capsule links (kFrozenCapsule: handed over at a ZeroIO
+// snapshot, or mapped from the capsule by a restore; counted with the
+// inherited ones).  Re-sharing (heap_reshare) gives the unit a slot of its
+// own again.
+inline constexpr uint8_t kFrozenOwn = 1, kFrozenInherited = 2, kFrozenCapsule = 3;
 
 // Units whose pages belong to an allocator (jemalloc extents or small-object
 // segments), never to an application mapping.
@@ -207,6 +210,21 @@ struct reshare_outcome {
   long err = 0;         // the error that ended the call (-EAGAIN: the world would not stop)
 };
 reshare_outcome heap_reshare(size_t max_units, size_t max_bytes);
+
+// --- snapshots (ZeroIO: the PMem storage is linked into the capsule, not
+// copied)
+// Calls fn for each descriptor of PMem storage this process maps units of
+// (tier_ops::storage_fds): its own first (k 0, skipped when it has none),
+// then each ancestor's it holds (k 1..), with the heap lock held, so that a
+// descriptor named to fn stays open while fn runs.  Returns whether the
+// own storage could be handed over at the next snapshot stop (room for its
+// hold).
+bool heap_pmem_storage_each(void (*fn)(void *ctx, int fd, int k), void *ctx);
+// In a snapshot's stop (the heap lock held by it, every PMem unit frozen):
+// hands the own storage, if it is the file (dev, ino), over to the capsule
+// that linked it (tier_ops::hand_over): its units become inherited frozen
+// units, which the process never writes back into it.  Whether it did.
+bool heap_snapshot_hand_over(uint64_t dev, uint64_t ino);
 
 // --- statistics
 void heap_counters_get(heap_counters *out);

@@ -62,6 +62,9 @@ struct frozen_view {
   // On DAX: present pages that are the file's or copies a fork child
   // shares (sys::file_or_copy); their contents decide.
   uint64_t unsure_bits[kPagesPerUnit / 64] = {};
+  // Live pages mapped that are not surely copies: read (or written, on DAX)
+  // through the frozen mapping since it was made.
+  size_t mapped = 0;
 };
 
 sys::page_info g_view_info[kPagesPerUnit];  // the heap lock guards them
@@ -78,6 +81,7 @@ frozen_view view_of(size_t idx) {
   for (size_t p = 0; p < kPagesPerUnit; ++p) {
     if (!bit_get(u.live_bits, p)) continue;
     const sys::page_info &i = g_view_info[p];
+    if (i.present && !sys::private_copy(i, dax)) ++v.mapped;
     if (sys::private_copy(i, dax)) {
       ++v.copied;
       bit_set(v.copy_bits, p);
@@ -101,15 +105,23 @@ bool own_slot_free_to_write(const unit &u) {
   return u.frozen == kFrozenOwn && pm.ops->storage_unheld && pm.ops->storage_unheld(&pm);
 }
 
-// Worth re-sharing: a unit holding copies in DRAM, or one of the
-// process's own that can go back onto its slot (it rejoins the units the
-// mover moves, and its new pages go to PMem again).
+// A unit of a capsule's file (kFrozenCapsule) that has been read this much
+// since it was frozen is in use: copied into storage of the process's own,
+// it rejoins the units the mover places (a frozen unit is never sampled or
+// moved, so a hot one would stay on PMem).  One never read costs nothing
+// and stays.  A fork child's inherited units are left alone: a child that
+// reads everything once (a Redis BGSAVE) must not copy the heap.
+constexpr size_t kCapsuleInUsePages = kPagesPerUnit / 8;
+
+// Worth re-sharing: a unit holding copies in DRAM, one of the process's own
+// that can go back onto its slot (it rejoins the units the mover moves, and
+// its new pages go to PMem again), or a capsule's in use.
 bool worth_resharing(size_t idx) {
   const unit &u = g_heap.units[idx];
   if (!resharable(u)) return false;
   if (own_slot_free_to_write(u)) return true;
   const frozen_view v = view_of(idx);
-  return v.known && v.copied > 0;
+  return v.known && (v.copied > 0 || (u.frozen == kFrozenCapsule && v.mapped >= kCapsuleInUsePages));
 }
 
 // Clears from bits the pages of unit idx in unsure whose contents are the

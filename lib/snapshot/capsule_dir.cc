@@ -178,10 +178,7 @@ int refusal(const struct stat &st, const char **why) {
   return r;
 }
 
-bool pmem_name(const char *name) {
-  const size_t n = str_len(name), p = sizeof kPmemPrefix - 1, s = sizeof kPmemSuffix - 1;
-  return n > p + s && memcmp(name, kPmemPrefix, p) == 0 && ends_with(name, n, kPmemSuffix, s);
-}
+bool pmem_name(const char *name) { return pmem_file_name(name); }
 
 // Whether files/ of a capsule holds only regular files named by numbers.
 bool files_dir_ok(int dirfd) {
@@ -302,6 +299,12 @@ int make_dirs(const char *path) {
     if (r < 0) return static_cast<int>(r);
   }
   return 0;
+}
+
+bool pmem_file_name(const char *name) {
+  const size_t n = str_len(name), p = sizeof kPmemPrefix - 1, s = sizeof kPmemSuffix - 1;
+  return n > p + s && n - p - s <= 10 && memcmp(name, kPmemPrefix, p) == 0 && ends_with(name, n, kPmemSuffix, s) &&
+         all_digits(name + p, n - p - s);
 }
 
 bool valid_name(const char *name) {

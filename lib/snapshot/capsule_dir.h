@@ -54,6 +54,10 @@ int make_dirs(const char *path);
 // dot (a dot starts the temporary names).
 bool valid_name(const char *name);
 
+// Whether name is a linked PMem file's name in a capsule: "pmem-<k>.tier",
+// k of 1 to 10 digits.
+bool pmem_file_name(const char *name);
+
 // Whether entry is a capsule's directory name, "<name>.mmtcap" with a
 // valid name; the name goes to name_out[kNameMax + 1] when given.
 bool capsule_entry(const char *entry, char *name_out);

@@ -83,7 +83,8 @@ struct header {
   uint64_t paused_ns;          // how long every thread was stopped
   uint32_t restore_note_size;  // sizeof the library's restore note (0: older than the lazy restore's field)
   uint32_t reserved2;
-  uint8_t reserved[56];
+  uint64_t pmem_linked;        // bytes of pmem runs: PMem data the capsule links, not copies (ZeroIO)
+  uint8_t reserved[48];
 };
 // The directory follows at kHeaderOffset + sizeof(header): 8-byte aligned.
 static_assert(sizeof(header) == 416 && sizeof(header) % 8 == 0);

@@ -15,6 +15,7 @@
 #include "snapshot/fd_capture.h"
 #include "snapshot/restore_note.h"
 #include "snapshot/writer.h"
+#include "snapshot/zeroio.h"
 #include "support/crc32c.h"
 #include "support/log.h"
 #include "support/thread.h"
@@ -628,6 +629,9 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
       return r;
     }
   }
+  // Every PMem unit is frozen now: the linked PMem file becomes the
+  // capsule's.
+  pmem_hand_over(&wa, res);
   // The writer must never run a handler of the program's: every signal
   // blocked across the fork (the child keeps the mask).
   sigset_t all, old;
@@ -741,6 +745,7 @@ long snapshot_take(const snap_request &req, snap_result *res) {
   fill_header(&wa.hdr);
   wa.heap_lo = g_heap.base;
   wa.heap_hi = g_heap.base + g_heap.size;
+  pmem_link_storage(p.pend.dirfd, &wa, res);
   const long pidfd = stop_and_fork(wa, res);
   if (pidfd == kRestored) {
     // The snapshot's files and pipes were the dead original's.
@@ -761,13 +766,17 @@ long snapshot_take(const snap_request &req, snap_result *res) {
   sys::write(p.pause[1], &res->paused_ns, sizeof res->paused_ns);
   const int err = wait_writer(static_cast<int>(pidfd), p, res);
   cap::header h;
-  if (!err && sys::pread(p.pend.manifest_fd, &h, sizeof h, sizeof(cap::status_block)) == sizeof h)
+  if (!err && sys::pread(p.pend.manifest_fd, &h, sizeof h, sizeof(cap::status_block)) == sizeof h) {
     res->mem_bytes = h.mem_size;
+    res->pmem_linked = h.pmem_linked;
+  }
   release(p, err != 0);
   pthread_mutex_unlock(&g_one);
   if (err) return -err;
-  MMTIER_INFO("snapshot %s: %u threads stopped for %llu us, %llu bytes of memory written", res->path, res->threads,
-              static_cast<unsigned long long>(res->paused_ns / 1000), static_cast<unsigned long long>(res->mem_bytes));
+  MMTIER_INFO("snapshot %s: %u threads stopped for %llu us, %llu bytes of memory written, %llu bytes of PMem linked",
+              res->path, res->threads, static_cast<unsigned long long>(res->paused_ns / 1000),
+              static_cast<unsigned long long>(res->mem_bytes), static_cast<unsigned long long>(res->pmem_linked));
+  if (res->pmem_note[0]) MMTIER_INFO("snapshot %s: %s", res->path, res->pmem_note);
   return 0;
 }
 

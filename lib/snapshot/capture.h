@@ -24,6 +24,8 @@ struct snap_result {
   uint64_t paused_ns;   // every thread stopped, from the stop's start to the resume
   uint32_t threads;     // threads captured, the caller's included
   uint64_t mem_bytes;   // bytes of memory written to the capsule
+  uint64_t pmem_linked; // bytes of PMem units the capsule links instead of copying (ZeroIO)
+  char pmem_note[160];  // why PMem units were copied rather than linked, or ""
   char path[4096];      // the capsule's path
   char line[256];       // on failure: why, one line
 };

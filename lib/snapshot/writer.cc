@@ -6,6 +6,8 @@
 // source one run, with a CRC32C per 2 MiB of mem.
 #include "snapshot/writer.h"
 
+#include "snapshot/writer_state.h"
+
 #include "platform/fd_guard.h"
 #include "platform/pagemap.h"
 #include "platform/proc_maps.h"
@@ -25,80 +27,9 @@
 #include <new>
 
 namespace mmtier::detail {
-namespace {
+namespace writer {
 
-namespace cap = capsule;
-constexpr uint64_t kPage = 4096;
-constexpr size_t kPagemapBatch = 4096;  // entries read at once
-
-// Everything the writer changes lives in one range of its own, mapped
-// after the fork and left out of the capsule: a write to the image (a
-// static variable of the library, a buffer from the heap) would change
-// what is being saved.  The range is reserved inaccessible and made
-// writable a slice at a time, so strict overcommit charges only what is
-// used.  Only the stack is shared with the image: the frames the writer
-// pushes lie below the capturing thread's, in memory it no longer uses.
-constexpr uint64_t kSlice = uint64_t{16} << 30;  // address space per growable table
-constexpr int kSlices = 8;
-constexpr uint64_t kGrow = uint64_t{1} << 20;
-
-struct arena {
-  uintptr_t lo = 0, hi = 0;
-  int next = 0;  // slices handed out
-  bool reserve() {
-    const long p = sys::mmap(nullptr, kSlice * kSlices, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (sys::failed(p)) return false;
-    lo = static_cast<uintptr_t>(p);
-    hi = lo + kSlice * kSlices;
-    // A flag no mapping of the image has: the kernel never merges the
-    // range with a neighbour, so the maps walk sees it apart and skips it.
-    sys::madvise(reinterpret_cast<void *>(lo), hi - lo, MADV_DONTDUMP);
-    return true;
-  }
-  char *slice() { return next < kSlices ? reinterpret_cast<char *>(lo + kSlice * next++) : nullptr; }
-};
-// A growable array in a slice of the arena.
-template <class T>
-struct raw_vec {
-  arena *ar = nullptr;
-  T *data = nullptr;
-  uint64_t size = 0, bytes = 0;  // bytes made writable
-  bool push(const T &v) {
-    if ((size + 1) * sizeof(T) > bytes) {
-      if (!data && !(data = reinterpret_cast<T *>(ar->slice()))) return false;
-      if (bytes + kGrow > kSlice ||
-          sys::failed(sys::mprotect(reinterpret_cast<char *>(data) + bytes, kGrow, PROT_READ | PROT_WRITE)))
-        return false;
-      bytes += kGrow;
-    }
-    data[size++] = v;
-    return true;
-  }
-};
-
-// Taken from the arena: fixed buffers.
-struct buffers {
-  char bounce[1 << 20];   // image pages on their way to mem
-  char smaps[1 << 16];    // a window of /proc/self/smaps
-};
-
-struct state {
-  const writer_args *a;
-  arena *ar;
-  buffers *buf;
-  raw_vec<cap::region> regions;
-  raw_vec<cap::run> runs;
-  raw_vec<cap::chunk> chunks;
-  raw_vec<cap::file> files;
-  raw_vec<char> strings;
-  int pagemap_fd = -1;
-  uint64_t mem_off = 0;     // bytes of mem written
-  uint32_t chunk_crc = 0;   // of the chunk being filled
-  char line[256];
-  int err = 0;
-};
-
-bool fail(state &s, int err, const char *what, uintptr_t at = 0) {
+bool fail(state &s, int err, const char *what, uintptr_t at) {
   if (s.err) return false;
   s.err = err;
   // "what (error N) at 0x..."
@@ -220,7 +151,6 @@ uint32_t file_index(state &s, const sys::maps_entry &e) {
   return static_cast<uint32_t>(s.files.size - 1);
 }
 
-enum class page_src : uint8_t { hole, mem, file };
 
 __attribute__((no_sanitize("address", "hwaddress"))) bool zero_page(const char *p) {
   const uint64_t *w = reinterpret_cast<const uint64_t *>(p);
@@ -254,19 +184,23 @@ page_src classify(uint64_t pm, const region_class &c, const char *page) {
   return c.file_backed && !c.shared ? page_src::file : page_src::mem;
 }
 
-bool add_run(state &s, cap::region &r, uint64_t page, uint64_t npages, page_src src, uint64_t mem_at) {
+// A run of npages from page; at: its offset in mem (mem) or in the linked
+// file (pmem).
+bool add_run(state &s, cap::region &r, uint64_t page, uint64_t npages, page_src src, uint64_t at) {
   const uint32_t source = src == page_src::mem    ? static_cast<uint32_t>(cap::run_source::mem)
                           : src == page_src::file ? static_cast<uint32_t>(cap::run_source::file)
+                          : src == page_src::pmem ? static_cast<uint32_t>(cap::run_source::pmem)
                                                   : static_cast<uint32_t>(cap::run_source::hole);
+  const bool offset = src == page_src::mem || src == page_src::pmem;
   if (r.nruns) {
     cap::run &last = s.runs.data[s.runs.size - 1];
     if (last.source == source && last.page + last.npages == page &&
-        (src != page_src::mem || last.offset + last.npages * kPage == mem_at)) {
+        (!offset || last.offset + last.npages * kPage == at)) {
       last.npages += npages;
       return true;
     }
   }
-  if (!s.runs.push({page, npages, source, cap::kNoFile, src == page_src::mem ? mem_at : 0}))
+  if (!s.runs.push({page, npages, source, cap::kNoFile, offset ? at : 0}))
     return fail(s, ENOMEM, "out of memory for the run table");
   ++r.nruns;
   return true;
@@ -317,6 +251,7 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
   return true;
 }
 
+// ---- ZeroIO: units mapped on a linked PMem file
 uint32_t kind_of(const writer_args &a, const sys::maps_entry &e) {
   if (a.stats_page && e.lo == a.stats_page) return static_cast<uint32_t>(cap::region_kind::stats);
   if (name_is(e, "[heap]")) return static_cast<uint32_t>(cap::region_kind::brk);
@@ -404,11 +339,13 @@ bool walk_maps(state &s) {
     const bool kernel = r.kind == static_cast<uint32_t>(cap::region_kind::vdso) ||
                         r.kind == static_cast<uint32_t>(cap::region_kind::vvar);
     const bool file_backed = e.inode != 0 && e.name_len && e.name[0] == '/';
-    if (file_backed) r.file = file_index(s, e);
-    if (s.err) return false;
     // A PMem unit's data is its file's, mapped or not (the stop's freeze
     // maps the file anew: nothing resident yet): never skipped as empty.
     const bool unit_file = file_backed && e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi;
+    // On a file the capsule links (ZeroIO): referred to, not copied.
+    const int link = unit_file && !e.shared ? link_of(s, e) : -1;
+    if (file_backed && link < 0) r.file = file_index(s, e);
+    if (s.err) return false;
     const bool nothing = kernel || (!unit_file && r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
     if (nothing) {
       // The kernel's own pages (the restore maps those of its kernel), or a
@@ -417,6 +354,8 @@ bool walk_maps(state &s) {
       r.nruns = 1;
       if (!s.runs.push({0, (r.end - r.start) / kPage, static_cast<uint32_t>(cap::run_source::hole), cap::kNoFile, 0}))
         return fail(s, ENOMEM, "out of memory for the run table");
+    } else if (link >= 0) {
+      if (!save_linked_region(s, r, link)) return false;
     } else if (!save_region(s, r, {file_backed, e.shared, unit_file})) {
       return false;
     } else if (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) &&
@@ -473,6 +412,7 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
   cap::header h = s.a->hdr;
   h.nthreads = s.a->nthreads;
   h.mem_size = s.mem_off;
+  h.pmem_linked = s.pmem_linked;
   // The parent sends the pause's length once it has resumed (8 bytes).
   uint64_t paused = 0;
   for (long n; (n = sys::read(s.a->pause_fd, &paused, sizeof paused)) == -EINTR;) {
@@ -531,6 +471,10 @@ bool publish(state &s) {
   if (!sync_fd(s, a.mem_fd, "cannot sync the capsule's memory") ||
       !sync_fd(s, a.manifest_fd, "cannot sync the manifest"))
     return false;
+  // The linked PMem files' data (on a disk file system, their page cache;
+  // on DAX, the CPU caches; on tmpfs nothing).
+  for (uint32_t i = 0; i < a.nlinks; ++i)
+    if (s.link_file[i] != cap::kNoFile && !sync_fd(s, s.link_fd[i], "cannot sync a linked PMem file")) return false;
   if (int r = cap::publish(a.parent_dirfd, a.pend, true); r < 0)
     return fail(s, -r, r == -EEXIST ? "a capsule of that name appeared meanwhile" : "cannot publish the capsule");
   const cap::status_block st = cap::status_make(cap::status::durable, 0, "");
@@ -579,7 +523,9 @@ int writer_body(state &s) {
     s.pagemap_fd = static_cast<int>(fd);
     raw_vec<cap::thread_record> threads;
     threads.ar = s.ar;
-    if (walk_maps(s) && thread_table(s, threads) && write_manifest(s, threads)) publish(s);
+    open_links(s);
+    if (walk_maps(s)) unlink_unused(s);
+    if (!s.err && thread_table(s, threads) && write_manifest(s, threads)) publish(s);
   }
   if (!s.err) return 0;
   sys::write(a.report_fd, s.line, strlen(s.line));
@@ -615,9 +561,10 @@ extern "C" int mmtier_writer_entry(state *s) { return writer_body(*s); }
   __builtin_unreachable();
 }
 
-}  // namespace
+}  // namespace writer
 
 void writer_start(const writer_args &a) {
+  using namespace writer;
   arena ar;
   if (!ar.reserve()) give_up(a, "no address space for the snapshot writer");
   char *first = ar.slice();

@@ -32,6 +32,16 @@ struct snap_thread {
   char name[16];
 };
 
+// PMem storage linked into the capsule (ZeroIO) as pmem-<k>.tier: the
+// file of device dev (major << 32 | minor, as the files table has it) and
+// inode ino.  The writer saves the units mapped on it as references into
+// it, not as copies.
+struct pmem_link {
+  uint64_t dev, ino;
+  uint32_t k;
+};
+constexpr uint32_t kMaxPmemLinks = 16;
+
 struct writer_args {
   int parent_dirfd;          // the capsule directory
   capsule::pending *pend;    // the capsule being written, in parent_dirfd
@@ -53,6 +63,8 @@ struct writer_args {
   uintptr_t heap_lo, heap_hi;  // mmtier's reservation: its mappings are tier units
   uintptr_t stats_page;        // mmtier's statistics page (0: none)
   fd_table fds;                   // the program's descriptors (its scratch range is not the image's)
+  pmem_link links[kMaxPmemLinks];  // in the capsule's directory (pend->dirfd)
+  uint32_t nlinks;
 };
 
 // Runs in the child and exits it: writes mem and the manifest (status

@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <linux/falloc.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
@@ -142,8 +143,13 @@ long file_ready(tier *t) {
     }
     sys::ftruncate(f->fd, 0);
   }
-  MMTIER_INFO("PMem tier in %s (%s)", f->dir, t->dax ? "DAX, MAP_SYNC" : "page cache");
-  if (!t->dax) warn_if_disk(f->fd, f->dir);
+  // Said of the first file only: a fork child's or the one after a
+  // snapshot took the last (ZeroIO) is in the same directory.
+  if (!f->announced) {
+    MMTIER_INFO("PMem tier in %s (%s)", f->dir, t->dax ? "DAX, MAP_SYNC" : "page cache");
+    if (!t->dax) warn_if_disk(f->fd, f->dir);
+    f->announced = true;
+  }
   return 0;
 }
 
@@ -425,6 +431,10 @@ void file_slot_retire(tier *t, uint32_t slot) {
 bool file_storage_unheld(tier *t) {
   file_tier_state *f = file_state(t);
   if (f->fd < 0 || f->hold_failed) return false;
+  // Linked into a capsule (a descendant's ZeroIO snapshot mapped frozen
+  // ranges of it): the capsule holds it for as long as it exists.
+  struct stat st;
+  if (sys::raw(SYS_fstat, f->fd, reinterpret_cast<long>(&st)) < 0 || st.st_nlink > 0) return false;
   // Would a write lock on the whole file conflict?  Then a fork child
   // still holds it (and may map any of it).
   struct flock fl = {};
@@ -455,6 +465,48 @@ void file_restored(tier *t) {
   t->dax = false;
 }
 
+int file_storage_fds(const tier *t, int *out, int cap, bool *can_hand_over) {
+  const file_tier_state *f = file_state(t);
+  *can_hand_over = false;
+  int n = 0;
+  if (!f || cap <= 0) return 0;
+  out[n++] = f->fd;
+  int held = 0;
+  for (int h : f->held)
+    if (h >= 0) {
+      ++held;
+      if (n < cap) out[n++] = h;
+    }
+  *can_hand_over = f->fd >= 0 && held < file_tier_state::kHeldMax;
+  return n;
+}
+
+bool file_hand_over(tier *t) {
+  file_tier_state *f = file_state(t);
+  if (!f || f->fd < 0) return false;
+  int k = 0;
+  while (k < file_tier_state::kHeldMax && f->held[k] >= 0) ++k;
+  if (k == file_tier_state::kHeldMax) return false;
+  if (f->fork_hold >= 0) {
+    f->held[k] = f->fork_hold;  // the writer's copy of the description goes with it; this one stays
+    f->fork_hold = -1;
+  } else {
+    const long h = hold_file(f->fd);
+    if (h < 0) return false;
+    f->held[k] = static_cast<int>(h);
+  }
+  // As a fork child leaves its parent's file: mapped where mapped, never
+  // written again; new units go to a file made when one is needed.
+  fd_unguard(f->fd);
+  sys::close(f->fd);
+  f->fd = -1;
+  f->file_slots = f->slot_high = f->free_count = 0;
+  f->warm_count = 0;
+  f->retired_count = 0;
+  f->hold_failed = false;
+  return true;
+}
+
 }  // namespace
 
 const tier_ops file_tier_ops = {
@@ -464,7 +516,7 @@ const tier_ops file_tier_ops = {
     file_write,       file_splice_in,      file_map_view,   file_maps_storage,
     file_map_private, file_fork_prepare, file_fork_parent, file_fork_child,
     file_drop_inherited, file_slot_retire, file_reclaim_retired, file_storage_unheld,
-    file_stored,      file_restored,
+    file_stored,      file_restored,       file_storage_fds, file_hand_over,
 };
 
 }  // namespace mmtier::detail

@@ -34,6 +34,7 @@ struct file_tier_state {
   // A fork child may map the file without a hold (taking one failed): the
   // retired slots are never reused.
   bool hold_failed = false;
+  bool announced = false;  // the tier's directory and kind were said
   char dir[kPathMax] = {};
 };
 

@@ -116,9 +116,23 @@ struct tier_ops {
   // In a process restored from a snapshot: the storage and every hold on
   // it belong to the dead original, their descriptors do not exist here
   // (closes nothing), and no unit maps the storage any more (the restore
-  // copied its pages).  Start afresh, as a fork child with nothing
-  // inherited.
+  // copied its pages or maps the capsule's copy of them).  Start afresh,
+  // as a fork child with nothing inherited.
   void (*restored)(tier *t);
+
+  // Snapshots (ZeroIO).  The descriptors of the storage this process maps
+  // units of: its own first (-1 when it has none yet), then each
+  // ancestor's it holds.  Returns how many were written (<= cap);
+  // *can_hand_over: whether hand_over would succeed now (own storage, room
+  // for its hold).
+  int (*storage_fds)(const tier *t, int *out, int cap, bool *can_hand_over);
+  // At a snapshot's stop, between fork_prepare and fork_parent, once every
+  // unit on the storage maps it MAP_PRIVATE: the storage now belongs to
+  // the capsule, which links it.  The process never writes, punches or
+  // reuses any of it again, keeps mapping what it maps of it, holds it as
+  // it holds an ancestor's, and starts afresh with storage of its own.
+  // false (nothing changed) when it has no storage or no room for the hold.
+  bool (*hand_over)(tier *t);
 };
 
 struct tier {

@@ -1378,8 +1378,14 @@ class SnapshotTakeTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         path = os.path.join(self.caps, "one.mmtcap")
         self.assertEqual(r.stdout, path + "\n")
+        # Its PMem tier (/dev/shm by default) is linked into a capsule on
+        # the same file system, else copied, and the command says why.
+        pmem_elsewhere = os.stat(self.caps).st_dev != os.stat("/dev/shm").st_dev
         self.assertRegex(r.stderr, rf"^mmtier snapshot: process {c.pid}: [0-9]+ threads stopped for [0-9.]+ ms; "
-                                   r"[0-9.]+ [KMG]?i?B of memory written\n$")
+                                   r"[0-9.]+ [KMG]?i?B of memory written" +
+                                   ("\n" r"mmtier snapshot: PMem units copied: the PMem tier \(/dev/shm\) is on another "
+                                    r"file system than the capsule\n$" if pmem_elsewhere else
+                                    r", [0-9.]+ [KMG]?i?B of PMem linked, not copied\n$"))
         # A complete, verified capsule of that process, which runs on.
         r = mmtier(["snapshot", "info", path, "--verify", "--json"], self.dir)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -1529,6 +1535,7 @@ class RestoreTest(Base):
     def env(self):
         e = base_env(self.dir)
         e.update({"LD_PRELOAD": ARGS.lib, "MMTIER_SNAPSHOT_DIR": self.caps})
+        e.update(getattr(self, "extra_env", {}))
         return e
 
     def lines(self):
@@ -1749,6 +1756,83 @@ class RestoreTest(Base):
         self.assert_refused(again, rf"process {before.group(1)}, which the snapshot was taken of, is still running "
                                    rf"\(host pid {host}\): stop it first")
         os.kill(host, signal.SIGKILL)
+
+    def test_zeroio_links_pmem_and_each_capsule_keeps_its_instant(self):
+        # The PMem tier on the capsules' file system: a snapshot links the
+        # PMem file instead of copying its units, and the program's writes
+        # after it never reach the capsule.
+        pmem = tempfile.mkdtemp(prefix="mmtier-pmem-", dir=os.path.dirname(self.caps))
+        self.addCleanup(shutil.rmtree, pmem, True)
+        self.extra_env = {"MMTIER_PMEM_PATH": pmem, "MMTIER_DRAM_RATIO": "1:8"}
+        p = self.start("serve")
+        self.wait_line(r"^serving pid=", "the start")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 30, "the control socket")
+
+        def snapshot(name):
+            r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", name, "--json"], self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return json.loads(r.stdout)
+
+        def state():
+            n = len(self.lines())
+            p.send_signal(signal.SIGUSR1)
+            return wait_until(lambda: len(self.lines()) > n and re.search(
+                r"^state pid=(\d+) tids=([0-9,]+) generation=(\d+) buffer=ok", self.lines()[-1]), 30, "the state")
+
+        a = snapshot("a")
+        # Most of the 32 MiB buffer is on PMem (1:8): linked, not written.
+        self.assertIsNone(a["pmem_note"])
+        self.assertGreaterEqual(a["pmem_linked_bytes"], 16 * MiB, a)
+        self.assertLess(a["memory_bytes"], a["pmem_linked_bytes"], a)
+        a_dir = os.path.join(self.caps, "a.mmtcap")
+        self.assertIn("pmem-0.tier", os.listdir(a_dir))
+        self.assertEqual(os.stat(os.path.join(a_dir, "pmem-0.tier")).st_mode & 0o777, 0o600)
+        # The program goes on rewriting its buffer (each generation a new
+        # pattern), then a second snapshot: it links the PMem file the
+        # first one handed over wherever units still map it, and the new one.
+        gen_a = int(state().group(3))
+        wait_until(lambda: int(state().group(3)) >= gen_a + 3, 30, "three more generations")
+        b = snapshot("b")
+        self.assertGreater(b["pmem_linked_bytes"], 0, b)
+        b_dir = os.path.join(self.caps, "b.mmtcap")
+        # Deleting a breaks nothing of b (its links are its own).
+        r = mmtier(["snapshot", "delete", "a", "--dir", self.caps], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = mmtier(["snapshot", "info", b_dir, "--verify", "--json"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        info = json.loads(r.stdout)
+        self.assertEqual(info["verified"]["chunks"], info["mem_chunks"] + info["other_chunks"])
+        self.assertEqual(info["bytes_by_source"]["pmem"], b["pmem_linked_bytes"])
+        before = state()
+        self.kill(p)
+        r = self.restore(b_dir, "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        n = len(self.lines())
+        os.kill(host, signal.SIGUSR1)
+        m = wait_until(lambda: len(self.lines()) > n and re.search(
+            r"^state pid=(\d+) tids=([0-9,]+) generation=(\d+) buffer=(\w+)", self.lines()[-1]), 30, "the answer")
+        self.assertEqual((m.group(1), m.group(2), m.group(4)), (before.group(1), before.group(2), "ok"))
+        os.kill(host, signal.SIGKILL)
+        # A damaged linked file is refused before anything runs.
+        # (A byte changed in every 2 MiB of data of every linked file.)
+        for name in (f for f in os.listdir(b_dir) if f.startswith("pmem-")):
+            with open(os.path.join(b_dir, name), "r+b") as f:
+                at, end = 0, os.fstat(f.fileno()).st_size
+                while at < end:
+                    try:
+                        at = os.lseek(f.fileno(), at, os.SEEK_DATA)
+                    except OSError:
+                        break
+                    f.seek(at)
+                    byte = f.read(1)
+                    f.seek(at)
+                    f.write(bytes([byte[0] ^ 0xff]))
+                    at = (at // (2 * MiB) + 1) * 2 * MiB
+        r = self.restore(b_dir)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"refused: pmem-[0-9]+\.tier is damaged: the chunk at offset [0-9]+ ")
 
     def test_twenty_cycles_keep_mappings_and_descriptors(self):
         p = self.start("cycles", "21")

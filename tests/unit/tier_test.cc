@@ -8,6 +8,7 @@
 #include "platform/proc_maps.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 
 #include <cerrno>
@@ -227,6 +228,55 @@ TEST_P(FileTier, PrivateViewKeepsTheStorageOfTheMoment) {
     if (e.lo == reinterpret_cast<uintptr_t>(p)) found = t_.ops->maps_storage(&t_, e);
   EXPECT_FALSE(found) << "a private view is not a shared mapping of the storage";
   sys::munmap(p, kUnitSize);
+}
+
+// ZeroIO: the file linked into a capsule changes hands.  The tier names
+// its file, gives it up (held, as an ancestor's), takes a new one for the
+// next slot, and never counts a linked file as free to write.
+TEST_P(FileTier, HandedOverFileIsHeldAndNeverWrittenAgain) {
+  int fds[16];
+  bool can = true;
+  EXPECT_EQ(t_.ops->storage_fds(&t_, fds, 16, &can), 1);
+  EXPECT_EQ(fds[0], -1) << "no file before the first slot";
+  EXPECT_FALSE(can);
+  EXPECT_FALSE(t_.ops->hand_over(&t_)) << "nothing to hand over";
+  const long slot = t_.ops->slot_alloc(&t_);
+  ASSERT_GE(slot, 0);
+  ASSERT_EQ(t_.ops->write(&t_, static_cast<uint32_t>(slot), 0, "snap", 4), 0);
+  ASSERT_EQ(t_.ops->storage_fds(&t_, fds, 16, &can), 1);
+  ASSERT_GE(fds[0], 0);
+  EXPECT_TRUE(can);
+  EXPECT_TRUE(t_.ops->storage_unheld(&t_)) << "an unlinked file nobody holds";
+  // Linked (as a capsule links it): no longer free to write in place.
+  const std::string link = std::string(dir_) + "/pmem-0.tier";
+  ASSERT_EQ(linkat(AT_FDCWD, ("/proc/self/fd/" + std::to_string(fds[0])).c_str(), AT_FDCWD, link.c_str(),
+                   AT_SYMLINK_FOLLOW), 0) << strerror(errno);
+  EXPECT_FALSE(t_.ops->storage_unheld(&t_)) << "a capsule links it";
+  struct stat linked;
+  ASSERT_EQ(stat(link.c_str(), &linked), 0);
+  ASSERT_TRUE(t_.ops->hand_over(&t_));
+  EXPECT_EQ(file_state(&t_)->fd, -1) << "a new file only when a slot is needed";
+  ASSERT_EQ(t_.ops->storage_fds(&t_, fds, 16, &can), 2);
+  EXPECT_EQ(fds[0], -1);
+  struct stat held;
+  ASSERT_EQ(fstat(fds[1], &held), 0);
+  EXPECT_EQ(held.st_ino, linked.st_ino) << "the handed-over file is held";
+  // The next slot is in a new file, from slot 0 again; the old one keeps
+  // its bytes.
+  EXPECT_EQ(t_.ops->slot_alloc(&t_), 0);
+  ASSERT_EQ(t_.ops->write(&t_, 0, 0, "next", 4), 0);
+  struct stat now;
+  ASSERT_EQ(fstat(file_state(&t_)->fd, &now), 0);
+  EXPECT_NE(now.st_ino, linked.st_ino);
+  char b[5] = {};
+  const int lf = open(link.c_str(), O_RDONLY);
+  ASSERT_GE(lf, 0);
+  EXPECT_EQ(pread(lf, b, 4, static_cast<off_t>(slot) * kUnitSize), 4);
+  EXPECT_STREQ(b, "snap");
+  close(lf);
+  unlink(link.c_str());
+  t_.ops->drop_inherited(&t_);
+  EXPECT_EQ(t_.ops->storage_fds(&t_, fds, 16, &can), 1) << "no hold left";
 }
 
 // tmpfs and ext4 here; and the directory MMTIER_PMEM_PATH names when it is
