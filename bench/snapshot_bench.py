@@ -142,27 +142,36 @@ def summarize(rows, key):
 def print_workload_table(results):
     print("| R (GiB) | writing threads | fork ms, median (min .. max) | fork CPU ms | pause ms, median (min .. max) "
           "| snapshot caller CPU ms | pause / fork | target 5+5R ms | completion ms, median (min .. max) | GB/s "
-          "| writer CPU ms | GB per writer CPU-second | written / resident |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+          "| writer CPU ms | GB per writer CPU-second | written / resident | DRAM written / resident "
+          "| PMem written / resident | PMem linked / resident |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for gib, threads, rows, err in results:
         if not rows:
-            print("| %g | %d | FAIL: %s | | | | | | | | | | |" % (gib, threads, err))
+            print("| %g | %d | FAIL: %s | | | | | | | | | | | | | |" % (gib, threads, err))
             continue
         f, fmin, fmax = summarize(rows, "fork_ms")
         p, pmin, pmax = summarize(rows, "pause_ms")
         c, cmin, cmax = summarize(rows, "complete_ms")
         gcpu = med([r["mem_bytes"] / r["writer_cpu_ms"] / 1e6 for r in rows if r.get("writer_cpu_ms")])
         wr = med([r["mem_bytes"] / r["rss_bytes"] for r in rows if r.get("rss_bytes")])
+        # Per tier: DRAM is the anonymous resident memory, PMem the shared
+        # (the tier's file pages); what the capsule links is PMem, what it
+        # writes beyond the DRAM resident is PMem copied.
+        dram = med([min(r["mem_bytes"], r["rss_anon_bytes"]) / r["rss_anon_bytes"]
+                    for r in rows if r.get("rss_anon_bytes")])
+        pm_w = med([max(0, r["mem_bytes"] - r["rss_anon_bytes"]) / r["rss_shmem_bytes"]
+                    for r in rows if r.get("rss_shmem_bytes")])
+        pm_l = med([r.get("pmem_linked_bytes", 0) / r["rss_shmem_bytes"] for r in rows if r.get("rss_shmem_bytes")])
         t = target_ms(gib)
         print("| %g | %d | %s (%s .. %s) | %s | %s (%s .. %s) | %s | %.2f | %.2f: %s | %s (%s .. %s) | %.2f | %s "
-              "| %s | %s |" % (
+              "| %s | %s | %s | %s | %s |" % (
                   gib, threads, fmt(f), fmt(fmin), fmt(fmax), fmt(summarize(rows, "fork_cpu_ms")[0]), fmt(p),
                   fmt(pmin), fmt(pmax), fmt(summarize(rows, "caller_cpu_ms")[0]), p / f if f else 0, t,
                   "meets" if p <= t else "misses (%.1fx)" % (p / t), fmt(c, 0), fmt(cmin, 0), fmt(cmax, 0),
                   summarize(rows, "gbps")[0], fmt(summarize(rows, "writer_cpu_ms")[0], 0), fmt(gcpu, 2),
-                  fmt(wr, 2)))
+                  fmt(wr, 2), fmt(dram, 2), fmt(pm_w, 2), fmt(pm_l, 2)))
         if err:
-            print("| %g | %d | %s | | | | | | | | | | |" % (gib, threads, err))
+            print("| %g | %d | %s | | | | | | | | | | | | | |" % (gib, threads, err))
 
 
 # ---------------------------------------------------------------- part 2: redis

@@ -30,6 +30,8 @@
 //             written to the capsule's mem file) come from the capsule's
 //             header (struct mmtier::capsule::header at offset 512 of its
 //             manifest).  gbps = mem_bytes / complete time, in GB/s (1e9).
+//             pmem_linked_bytes: PMem units the capsule links instead of
+//             copying (ZeroIO: the capsule on the PMem tier's file system).
 //             writer_cpu_ms: the writer child's CPU time (user + system,
 //             from getrusage(RUSAGE_CHILDREN) around the call: the call
 //             reaps it); caller_cpu_ms: the calling thread's CPU time in
@@ -236,7 +238,7 @@ struct SnapResult {
   double complete_s;
   double writer_cpu_s;  // CPU time of the writer child (reaped within the call)
   double caller_cpu_s;  // CPU time of the calling thread in the call
-  uint64_t paused_ns, mem_size;
+  uint64_t paused_ns, mem_size, pmem_linked;
   uint32_t state;
 };
 
@@ -276,6 +278,7 @@ SnapResult time_snapshot(snapshot_fn snap, const std::string &dir, const char *n
   close(fd);
   out.paused_ns = h.paused_ns;
   out.mem_size = h.mem_size;
+  out.pmem_linked = h.pmem_linked;
   out.state = sb.state;
   if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
     fprintf(stderr, "snapshot: cannot delete %s: %s\n", path, strerror(errno));
@@ -337,11 +340,11 @@ int main(int argc, char **argv) {
         "{\"round\":%d,\"gib\":%g,\"fork_ms\":%.3f,\"fork_cpu_ms\":%.3f,\"pause_ms\":%.3f,\"complete_ms\":%.3f,"
         "\"mem_bytes\":%llu,\"gbps\":%.3f,\"writer_cpu_ms\":%.1f,\"caller_cpu_ms\":%.1f,\"rss_bytes\":%llu,"
         "\"rss_anon_bytes\":%llu,\"rss_shmem_bytes\":%llu,\"threads\":%d,\"worker_pages_per_s\":%.0f,"
-        "\"capsule_state\":%u}\n",
+        "\"capsule_state\":%u,\"pmem_linked_bytes\":%llu}\n",
         round, o.gib, f.wall_s * 1e3, f.cpu_s * 1e3, static_cast<double>(s.paused_ns) / 1e6, s.complete_s * 1e3,
         static_cast<ull>(s.mem_size), gbps, s.writer_cpu_s * 1e3, s.caller_cpu_s * 1e3, static_cast<ull>(st.rss),
         static_cast<ull>(st.anon), static_cast<ull>(st.shmem), o.threads,
-        elapsed > 0 ? static_cast<double>(g_worker_pages.load()) / elapsed : 0, s.state);
+        elapsed > 0 ? static_cast<double>(g_worker_pages.load()) / elapsed : 0, s.state, static_cast<ull>(s.pmem_linked));
     fflush(stdout);
   }
 

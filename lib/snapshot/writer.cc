@@ -72,7 +72,21 @@ bool name_is(const sys::maps_entry &e, const char *lit) {
 // Reads of the image: any memory of the process, some of which is not the
 // program's to read under a sanitizer (AddressSanitizer's own shadow), so
 // uninstrumented and never a library call the sanitizer intercepts.
-__attribute__((no_sanitize("address", "hwaddress"))) void copy_image(char *dst, const char *src, uint64_t n) {
+// Through /proc/self/mem where it can: the kernel reads the pages without
+// mapping them into the writer, where each first touch of a page of the
+// image would be a fault (measured on this VM: 7.3 GB/s against 0.9 GB/s
+// for 4 KiB pages a fork child reads).
+__attribute__((no_sanitize("address", "hwaddress"))) void copy_image(const state &s, char *dst, const char *src,
+                                                                     uint64_t n) {
+  while (n && s.self_mem_fd >= 0) {
+    const long r = sys::pread(s.self_mem_fd, dst, n, static_cast<off_t>(reinterpret_cast<uintptr_t>(src)));
+    if (r == -EINTR) continue;
+    if (r <= 0) break;
+    dst += r;
+    src += r;
+    n -= static_cast<uint64_t>(r);
+  }
+  if (!n) return;
 #if defined(__x86_64__)
   asm volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
 #else
@@ -93,7 +107,7 @@ bool write_mem(state &s, const char *p, uint64_t len, uintptr_t at) {
     uint64_t n = cap::kChunkBytes - in_chunk;
     if (n > len) n = len;
     if (n > kBounce) n = kBounce;
-    copy_image(bounce, p, n);
+    copy_image(s, bounce, p, n);
     const char *src = bounce;
     for (uint64_t done = 0; done < n;) {
       long w = sys::pwrite(s.a->mem_fd, src + done, n - done, static_cast<off_t>(s.mem_off + done));
@@ -152,8 +166,10 @@ uint32_t file_index(state &s, const sys::maps_entry &e) {
 }
 
 
-__attribute__((no_sanitize("address", "hwaddress"))) bool zero_page(const char *p) {
-  const uint64_t *w = reinterpret_cast<const uint64_t *>(p);
+bool zero_page(state &s, const char *p) {
+  char *buf = s.buf->page;
+  copy_image(s, buf, p, kPage);
+  const uint64_t *w = reinterpret_cast<const uint64_t *>(buf);
   uint64_t any = 0;
   for (size_t i = 0; i < kPage / 8; ++i) any |= w[i];
   return !any;
@@ -166,14 +182,14 @@ struct region_class {
   bool unit_file;    // a tier unit on the PMem tier's file: its data is the file's
 };
 
-page_src classify(uint64_t pm, const region_class &c, const char *page) {
+page_src classify(state &s, uint64_t pm, const region_class &c, const char *page) {
   const bool present = pm & sys::kPagemapPresent, swapped = pm & sys::kPagemapSwapped;
   if (c.unit_file) {
     // The unit's data is in the file, present in this mapping or not (a
     // unit frozen by the stop maps the file anew): saved unless zero.
     // The file is the tier's, which the stop froze; ZeroIO will link it.
     if (present || swapped) return page_src::mem;
-    return zero_page(page) ? page_src::hole : page_src::mem;
+    return zero_page(s, page) ? page_src::hole : page_src::mem;
   }
   if (!present && !swapped) return page_src::hole;
   if (swapped) return page_src::mem;  // anonymous data in swap: reading brings it back
@@ -227,9 +243,9 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
     if (!sys::pagemap_entries(s.pagemap_fd, at, n, pm)) return fail(s, EIO, "cannot read pagemap", at);
     const char *page = reinterpret_cast<const char *>(at);
     for (uint64_t i = 0; i < n;) {
-      const page_src src = classify(pm[i], c, page + i * kPage);
+      const page_src src = classify(s, pm[i], c, page + i * kPage);
       uint64_t j = i + 1;
-      while (j < n && classify(pm[j], c, page + j * kPage) == src) ++j;
+      while (j < n && classify(s, pm[j], c, page + j * kPage) == src) ++j;
       const uintptr_t lo = at + i * kPage;
       const uint64_t len = (j - i) * kPage;
       if (src == page_src::mem && unreadable && !made_readable) {
@@ -521,6 +537,8 @@ int writer_body(state &s) {
     fail(s, static_cast<int>(-fd), "cannot open /proc/self/pagemap");
   } else {
     s.pagemap_fd = static_cast<int>(fd);
+    const long mem = sys::openat(AT_FDCWD, "/proc/self/mem", O_RDONLY | O_CLOEXEC, 0);
+    s.self_mem_fd = mem < 0 ? -1 : static_cast<int>(mem);
     raw_vec<cap::thread_record> threads;
     threads.ar = s.ar;
     open_links(s);

@@ -79,7 +79,7 @@ struct data_map {
 bool same_as_file(state &s, int fd, uint64_t off, const char *p) {
   char *buf = s.buf->bounce;
   if (sys::pread(fd, buf, kPage, static_cast<off_t>(off)) != static_cast<long>(kPage)) return false;
-  copy_image(buf + kPage, p, kPage);
+  copy_image(s, buf + kPage, p, kPage);
   return memcmp(buf, buf + kPage, kPage) == 0;
 }
 

@@ -69,6 +69,7 @@ struct raw_vec {
 struct buffers {
   char bounce[1 << 20];   // image pages on their way to mem
   char smaps[1 << 16];    // a window of /proc/self/smaps
+  alignas(64) char page[4096];  // one page of the image, looked at
 };
 
 struct state {
@@ -81,6 +82,7 @@ struct state {
   raw_vec<cap::file> files;
   raw_vec<char> strings;
   int pagemap_fd = -1;
+  int self_mem_fd = -1;  // /proc/self/mem: the image read without faulting it in (copy_image)
   // ZeroIO: the linked PMem files (writer_args::links), opened; their
   // entries in the files table (kNoFile until a region maps one).
   int link_fd[kMaxPmemLinks];
@@ -100,7 +102,7 @@ bool fail(state &s, int err, const char *what, uintptr_t at = 0);
 // Adds a string to the strings table; its offset (0 on failure).
 uint32_t add_string(state &s, const char *p, uint32_t len);
 // Copies n bytes of the image (any memory of the process).
-void copy_image(char *dst, const char *src, uint64_t n);
+void copy_image(const state &s, char *dst, const char *src, uint64_t n);
 // Writes [p, p + len) of the image to mem, a CRC per chunk.
 bool write_mem(state &s, const char *p, uint64_t len, uintptr_t at);
 // A run of npages from page of region r; at: its offset in mem (mem) or in
