@@ -14,15 +14,19 @@
 #include "heap/heap_internal.h"
 #include "heap_test_util.h"
 #include "platform/pagemap.h"
+#include "support/world.h"
 #include "tier/file_tier.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -276,6 +280,83 @@ TEST_F(Reshare, WritersAndSystemCallsDuringReshareLoseNothing) {
   EXPECT_EQ(load.io_mismatch.load(), 0u);
   heap_reshare(0, 0);
   EXPECT_EQ(pmem_state()->retired_count, 0u) << "every child is gone";
+  heap_munmap(base, kUnits * kUnitSize);
+}
+
+// A ZeroIO snapshot's part in the heap: the stop freezes the units and
+// hands the PMem file over to the capsule that linked it.  The file keeps
+// the units' bytes of that instant whatever the program does after;
+// a unit written or read since is re-shared into the process's new file,
+// one left alone stays frozen at no cost.
+TEST_F(Reshare, HandedOverFileKeepsTheInstantAndOnlyUnitsInUseComeBack) {
+  char *base = pmem_units(kUnits);
+  ASSERT_NE(base, nullptr);
+  uint32_t slots[kUnits];
+  {
+    heap_lock_guard g;
+    for (size_t u = 0; u < kUnits; ++u) slots[u] = g_heap.units[unit_index_of(base + u * kUnitSize)].slot;
+  }
+  // Linked as the capsule links it (lib/snapshot/zeroio.cc).
+  struct ctx_t {
+    int fd = -1;
+  } ctx;
+  ASSERT_TRUE(heap_pmem_storage_each([](void *c, int fd, int k) {
+    if (k == 0) static_cast<ctx_t *>(c)->fd = fd;
+  }, &ctx));
+  ASSERT_GE(ctx.fd, 0);
+  struct stat st;
+  ASSERT_EQ(fstat(ctx.fd, &st), 0);
+  // In the PMem directory: a capsule on the tier's file system.
+  std::string tmpl = std::string(pmem_state()->dir) + "/mmtier-zeroio-XXXXXX";
+  std::vector<char> dirbuf(tmpl.begin(), tmpl.end());
+  dirbuf.push_back(0);
+  char *dir = dirbuf.data();
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string link = std::string(dir) + "/pmem-0.tier";
+  if (linkat(AT_FDCWD, ("/proc/self/fd/" + std::to_string(ctx.fd)).c_str(), AT_FDCWD, link.c_str(),
+             AT_SYMLINK_FOLLOW) != 0) {
+    rmdir(dir);
+    GTEST_SKIP() << "the PMem file cannot be linked: " << strerror(errno);
+  }
+  ASSERT_EQ(world_stop(quiesce_reason::snapshot, 1'000'000'000), 0);
+  const bool handed = heap_snapshot_hand_over(st.st_dev, st.st_ino);
+  world_resume();
+  ASSERT_TRUE(handed);
+  {
+    heap_lock_guard g;
+    for (size_t u = 0; u < kUnits; ++u)
+      EXPECT_EQ(g_heap.units[unit_index_of(base + u * kUnitSize)].frozen, kFrozenCapsule) << u;
+  }
+  // Nothing touched since: nothing worth copying.
+  EXPECT_EQ(heap_reshare(SIZE_MAX, SIZE_MAX).units, 0u);
+  // Unit 0 read through, unit 1 written once; 2 and 3 left alone.
+  volatile uint64_t sum = 0;
+  for (size_t i = 0; i < kUnitSize / 8; i += 512) sum = sum + reinterpret_cast<const uint64_t *>(base)[i];
+  reinterpret_cast<uint64_t *>(base + kUnitSize)[0] = pattern(0, 7);
+  reshare_outcome o = heap_reshare(SIZE_MAX, SIZE_MAX);
+  EXPECT_EQ(o.err, 0);
+  EXPECT_EQ(o.units, 2u);
+  EXPECT_EQ(frozen_units(base, kUnits), 2u) << "units nobody touched stay on the capsule's file";
+  reinterpret_cast<uint64_t *>(base + kUnitSize)[0] = pattern(0, 1);
+  // The program rewrites everything: the capsule's file is not changed.
+  fill(base, kUnits, 2);
+  reshare_all(base, kUnits);
+  EXPECT_EQ(frozen_units(base, kUnits), 0u);
+  EXPECT_EQ(mismatches(base, kUnits, 2), 0u);
+  const int lf = open(link.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(lf, 0);
+  std::vector<char> unit(kUnitSize);
+  for (size_t u = 0; u < kUnits; ++u) {
+    ASSERT_EQ(pread(lf, unit.data(), kUnitSize, static_cast<off_t>(slots[u]) * kUnitSize),
+              static_cast<ssize_t>(kUnitSize));
+    const auto *w = reinterpret_cast<const uint64_t *>(unit.data());
+    size_t bad = 0;
+    for (size_t i = 0; i < kUnitSize / 8; i += 511) bad += w[i] != pattern(u * kUnitSize / 8 + i, 1);
+    EXPECT_EQ(bad, 0u) << "unit " << u << " in the capsule's file";
+  }
+  close(lf);
+  unlink(link.c_str());
+  rmdir(dir);
   heap_munmap(base, kUnits * kUnitSize);
 }
 
