@@ -484,7 +484,12 @@ DESCRIPTION
             stopped together for the pause; it runs on while a child of it
             writes the capsule.  Prints the capsule's path once the capsule
             is complete and flushed to stable storage, and on stderr the
-            pause, the threads and the memory written.  The capsule goes
+            pause, the threads, the memory written and the PMem linked.
+            When the capsule directory is on the file system of the PMem
+            tier (MMTIER_PMEM_PATH), PMem units are not copied: the capsule
+            hard-links the PMem file (ZeroIO) and the process goes on with
+            a new one; otherwise a second line says why they were copied.
+            The capsule goes
             to --dir (relative to this command's directory), else to the
             process's MMTIER_SNAPSHOT_DIR; it is named NAME, else
             COMMAND-PID-UTCTIME.  Only the process's user and root may.
@@ -595,8 +600,8 @@ constexpr const char kRestore[] = R"(NAME
     mmtier restore - bring a process back from a snapshot capsule
 
 SYNOPSIS
-    mmtier restore CAPSULE [--dir DIR] [--detach] [--verify full|meta]
-                   [--lazy [--fill-rate MIB]]
+    mmtier restore CAPSULE [--dir DIR] [--detach] [--pid-namespace]
+                   [--verify full|meta] [--lazy [--fill-rate MIB]]
 
 DESCRIPTION
     Starts the process a capsule holds again, from the instant of the
@@ -604,10 +609,11 @@ DESCRIPTION
     thread with its registers, signal mask, thread pointer, robust futex
     list, rseq registration and name, the signal dispositions, interval
     timers, resource limits, umask and working directory.  The process
-    keeps its PID and thread IDs: it runs in a new PID namespace (with a
-    user namespace of its own when not run as root, where the user is
-    itself), under a small init that forwards SIGTERM, SIGINT, SIGHUP,
-    SIGQUIT, SIGUSR1 and SIGUSR2 to it.  Its standard input, output and
+    keeps its PID and thread IDs: run as root while they are all free,
+    in this PID namespace; else in a new PID namespace (with a user
+    namespace of its own when not run as root, where the user is
+    itself).  Its parent, a small supervisor (or the namespace's init),
+    forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it.  Its standard input, output and
     error are this command's.  A program that took the snapshot itself
     sees mmtier_snapshot() return MMTIER_SNAPSHOT_RESTORED.
 
@@ -627,6 +633,8 @@ OPTIONS
     --detach        Print the restored process's host PID once it runs
                     and exit, leaving it running, its standard streams
                     on /dev/null.
+    --pid-namespace Always in a new PID namespace, even as root with the
+                    PID and thread IDs free here.
     --verify MODE   full (default): check every checksum of the memory
                     first; meta: only the manifest's.  With --lazy the
                     default checks what is restored before the process

@@ -62,6 +62,7 @@ constexpr uint64_t kPage = 4096;
 struct options {
   std::string capsule, dir;
   bool dir_set = false, detach = false, verify = true, verify_set = false, lazy = false;
+  bool pid_namespace = false;  // always a new PID namespace, even where the PIDs are free
   uint64_t fill_rate = 0;  // bytes per second, 0: no limit
 };
 
@@ -734,14 +735,21 @@ void serve_lazily(const image &im, int sock, bool detach, uint64_t fill_rate) {
             static_cast<unsigned long long>(r.forks));
 }
 
-[[noreturn]] void init_main(const image &im, int err_fd, bool detach, bool lazy, uint64_t fill_rate) {
+// The restored process's parent: PID 1 of its new PID namespace, or (in
+// the host's, host_ns) a plain supervisor.  Either way it makes the
+// process, serves a lazy restore, forwards signals and reaps.
+[[noreturn]] void init_main(const image &im, int err_fd, bool detach, bool lazy, uint64_t fill_rate, bool host_ns) {
   // The host's /proc, kept open across the mount below: the restored
   // process reads its host PID there (its statistics and control socket
   // are named by it).
   const int host_proc = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-      mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+  if (!host_ns && (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+                   mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0))
     die(err_fd, strf("cannot mount /proc for the restored process: %s", strerror(errno)));
+  // In the host's namespace the process's orphans come back here, as they
+  // would to a namespace's init: a damaged lazy chunk must end them all.
+  if (host_ns && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+    die(err_fd, strf("cannot become the restored process's subreaper: %s", strerror(errno)));
   int sock[2] = {-1, -1};
   if (lazy && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) != 0)
     die(err_fd, strf("cannot make a socket for the lazy restore: %s", strerror(errno)));
@@ -804,6 +812,18 @@ void enter_namespaces() {
     throw failure(strf("cannot make a PID namespace for the restored process: %s", strerror(errno)));
 }
 
+// Whether the process can have its PID and TIDs in this PID namespace (the
+// host's): root (clone3 set_tid needs CAP_SYS_ADMIN there), and every one
+// of them free.
+bool host_ids_free(const image &im) {
+  if (geteuid() != 0) return false;
+  auto is_free = [](int id) { return kill(id, 0) != 0 && errno == ESRCH; };
+  if (!is_free(im.m.hdr->pid)) return false;
+  for (uint64_t i = 0; i < im.nthreads; ++i)
+    if (!is_free(im.threads[i].tid)) return false;
+  return true;
+}
+
 // The host PID of init's child (the restored process), 0 if unknown.
 long child_of(pid_t init) {
   const std::string s = read_text(strf("/proc/%d/task/%d/children", init, init).c_str());
@@ -830,6 +850,8 @@ int restore_main(const args &a) {
       if (v.empty() || *end || errno || !mib || mib > (1ull << 30))
         throw usage_error("restore", "--fill-rate takes MiB per second, a whole number from 1");
       o.fill_rate = mib << 20;
+    } else if (a[i] == "--pid-namespace") {
+      o.pid_namespace = true;
     } else if (take_option("restore", a, &i, "--verify", &v)) {
       if (v != "full" && v != "meta") throw usage_error("restore", "--verify takes full or meta");
       o.verify = v == "full";
@@ -866,12 +888,15 @@ int restore_main(const args &a) {
   int err[2];
   if (pipe2(err, O_CLOEXEC) != 0) throw failure(strf("cannot make a pipe: %s", strerror(errno)));
   fflush(nullptr);
-  enter_namespaces();
+  // As root, at the original numbers in this PID namespace when they are
+  // free; else (or with --pid-namespace) in a new one.
+  const bool host_ns = !o.pid_namespace && host_ids_free(im);
+  if (!host_ns) enter_namespaces();
   const pid_t init = fork();
   if (init < 0) throw failure(strf("cannot start the restored process: %s", strerror(errno)));
   if (init == 0) {
     close(err[0]);
-    init_main(im, err[1], o.detach, o.lazy, o.fill_rate);
+    init_main(im, err[1], o.detach, o.lazy, o.fill_rate, host_ns);
   }
   close(err[1]);
   std::string line;

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "support/crc32c.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -19,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +36,50 @@ namespace mmtier::cli {
 namespace cap = mmtier::capsule;
 
 namespace {
+
+// The processes below this one: read from /proc/PID/task/TID/children,
+// depth first.
+void descendants(pid_t pid, std::vector<pid_t> *out) {
+  const std::string tasks = strf("/proc/%d/task", pid);
+  DIR *d = opendir(tasks.c_str());
+  if (!d) return;
+  std::vector<pid_t> kids;
+  while (dirent *e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const std::string list = read_text((tasks + "/" + e->d_name + "/children").c_str());
+    for (const char *p = list.c_str(); *p;) {
+      char *end;
+      const long k = strtol(p, &end, 10);
+      if (end == p) break;
+      kids.push_back(static_cast<pid_t>(k));
+      p = end;
+    }
+  }
+  closedir(d);
+  for (pid_t k : kids) {
+    out->push_back(k);
+    descendants(k, out);
+  }
+}
+
+// Ends every process of the restore at once.  As the PID namespace's init,
+// kill(-1) reaches every other process in it; as the supervisor in the
+// host's namespace (a subreaper: orphans come back to it), its
+// descendants, again until none is left (one may fork meanwhile).
+void kill_restored() {
+  if (getpid() == 1) {
+    kill(-1, SIGKILL);
+    return;
+  }
+  for (int round = 0; round < 100; ++round) {
+    std::vector<pid_t> all;
+    descendants(getpid(), &all);
+    if (all.empty()) return;
+    for (pid_t p : all) kill(p, SIGKILL);
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+  }
+}
 
 constexpr uint64_t kLazyMinBytes = uint64_t{2} << 20;
 constexpr uint64_t kPg = 4096;
@@ -476,9 +522,8 @@ lazy_result server::run(int uffd) {
   std::vector<uint8_t> finished;
   if (!res_.error.empty()) {
     // Nothing may run on with a page the fill did not give it (closing
-    // the userfaultfds would make those zero): this runs as the PID
-    // namespace's init, and kill(-1) reaches every other process in it.
-    kill(-1, SIGKILL);
+    // the userfaultfds would make those zero).
+    kill_restored();
     finished.assign(spaces_.size(), 1);
   }
   for (bool more = res_.error.empty(); more;) {

@@ -13,6 +13,7 @@ tests never see each other's processes.  Waiting is always for an event
 (a line, a file, a screen) with a deadline, never a fixed sleep.
 """
 import argparse
+import contextlib
 import errno
 import hashlib
 import json
@@ -1579,8 +1580,11 @@ class RestoreTest(Base):
         capsule = os.path.join(self.caps, "one.mmtcap")
         r = self.restore(capsule)
         self.assertEqual(r.returncode, 0, r.stderr)
+        # As root, with its PID free, it is restored at its own PID in this
+        # PID namespace (else in a new one, below).
+        host = rf"{p.pid}" if os.geteuid() == 0 else r"[0-9]+"
         self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(capsule)}: process {p.pid} restored "
-                                   r"\(host pid [0-9]+\), 4 threads\n")
+                                   rf"\(host pid {host}\), 4 threads\n")
         # Its own checks: the buffer as of the snapshot (the original's later
         # rewrite is not in it), the workers with their TIDs and still
         # running, the mutex a thread held across the snapshot free again.
@@ -1730,7 +1734,9 @@ class RestoreTest(Base):
         p.send_signal(signal.SIGUSR1)
         before = self.wait_line(r"^state pid=(\d+) tids=([0-9,]+) generation=(\d+) buffer=ok", "the state")
         self.kill(p)
-        r = self.restore(os.path.join(self.caps, "ext.mmtcap"), "--detach")
+        # In a PID namespace of its own (--pid-namespace; also where its PID
+        # is taken): the same PID inside, another outside.
+        r = self.restore(os.path.join(self.caps, "ext.mmtcap"), "--detach", "--pid-namespace")
         self.assertEqual(r.returncode, 0, r.stderr)
         host = int(r.stdout)
         self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
@@ -1833,6 +1839,40 @@ class RestoreTest(Base):
         r = self.restore(b_dir)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertRegex(r.stderr, r"refused: pmem-[0-9]+\.tier is damaged: the chunk at offset [0-9]+ ")
+
+    def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
+        if os.geteuid() != 0:
+            self.skipTest("run as root: set_tid in the host's PID namespace needs CAP_SYS_ADMIN")
+        p = self.start("serve")
+        self.wait_line(r"^serving pid=", "the start")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 30, "the control socket")
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "h"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.kill(p)
+        capsule = os.path.join(self.caps, "h.mmtcap")
+
+        def restored():
+            r = self.restore(capsule, "--detach")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            host = int(r.stdout)
+            self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+            with open(f"/proc/{host}/status") as f:
+                nspid = re.search(r"^NSpid:\t(.*)$", f.read(), re.M).group(1)
+            n = len(self.lines())
+            os.kill(host, signal.SIGUSR1)
+            m = wait_until(lambda: len(self.lines()) > n and re.search(
+                r"^state pid=(\d+) tids=[0-9,]+ generation=\d+ buffer=(\w+)", self.lines()[-1]), 30, "the answer")
+            self.assertEqual((int(m.group(1)), m.group(2)), (p.pid, "ok"))
+            return host, nspid
+
+        # Its PID is free: it gets it here, in the host's namespace.
+        host, nspid = restored()
+        self.assertEqual((host, nspid), (p.pid, str(p.pid)))
+        # Restored again while that one runs: the PID is taken, so a PID
+        # namespace of its own, where it is p.pid again.
+        host2, nspid2 = restored()
+        self.assertNotEqual(host2, p.pid)
+        self.assertEqual(nspid2, f"{host2}\t{p.pid}")
 
     def test_twenty_cycles_keep_mappings_and_descriptors(self):
         p = self.start("cycles", "21")
@@ -1946,6 +1986,10 @@ class RestoreTest(Base):
         r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "held"], self.dir)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.kill(p)
+        # The killed original's socket stays behind; restored at the same
+        # host PID (as root), the process makes its own.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.dir, f"{p.pid}.ctl"))
         # Paced to 1 MiB/s: the idle program's 64 MiB stay missing for a minute.
         lz = subprocess.Popen([ARGS.mmtier, "restore", os.path.join(self.caps, "held.mmtcap"), "--lazy",
                                "--fill-rate", "1"], env=base_env(self.dir), stdout=subprocess.DEVNULL,
@@ -1967,6 +2011,8 @@ class RestoreTest(Base):
         self.assertEqual(open(report).read().splitlines()[-1].split()[1], want)
         os.kill(host, signal.SIGKILL)
         lz.wait(timeout=60)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.dir, f"{host}.ctl"))
         # Restored again without a pace: the fill ends, then a snapshot
         # holds everything.
         lz = subprocess.Popen([ARGS.mmtier, "restore", os.path.join(self.caps, "held.mmtcap"), "--lazy"],
