@@ -13,6 +13,7 @@
 #include "platform/sys.h"
 #include "snapshot/capsule_dir.h"
 #include "snapshot/fd_capture.h"
+#include "snapshot/proc_text.h"
 #include "snapshot/restore_note.h"
 #include "snapshot/writer.h"
 #include "snapshot/zeroio.h"
@@ -143,18 +144,6 @@ void set_line(snap_result *r, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(r->line, sizeof r->line, fmt, ap);
   va_end(ap);
-}
-
-// Reads a small /proc file into buf (NUL-terminated, trailing newline cut).
-void read_small(const char *path, char *buf, size_t cap) {
-  buf[0] = 0;
-  long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return;
-  long n = sys::read(static_cast<int>(fd), buf, cap - 1);
-  sys::close(static_cast<int>(fd));
-  if (n <= 0) return;
-  buf[n] = 0;
-  if (buf[n - 1] == '\n') buf[n - 1] = 0;
 }
 
 // Signals pending for the whole process, in the pause.  The kernel shows

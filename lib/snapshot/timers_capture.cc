@@ -4,13 +4,13 @@
 #include "platform/dirent.h"
 #include "platform/sys.h"
 #include "snapshot/capsule_format.h"
+#include "snapshot/proc_text.h"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 
 #include <cerrno>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,25 +20,6 @@ namespace mmtier::detail {
 namespace cap = mmtier::capsule;
 
 namespace {
-
-void set_line(char *line, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void set_line(char *line, size_t cap, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, cap, fmt, ap);
-  va_end(ap);
-}
-
-void read_small(const char *path, char *buf, size_t cap) {
-  buf[0] = 0;
-  const long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return;
-  size_t have = 0;
-  for (long n; have < cap - 1 && (n = sys::read(static_cast<int>(fd), buf + have, cap - 1 - have)) > 0;)
-    have += static_cast<size_t>(n);
-  sys::close(static_cast<int>(fd));
-  buf[have] = 0;
-}
 
 const char *after(const char *s, const char *key) {
   const char *at = strstr(s, key);
@@ -64,13 +45,13 @@ long capture_timers(cap::timer_record *timers, uint32_t max, uint32_t *count, ch
   }
   buf[have] = 0;
   if (have >= sizeof buf - 1) {
-    set_line(line, line_cap, "more than %u POSIX timers (not supported)", max);
+    snprintf(line, line_cap, "more than %u POSIX timers (not supported)", max);
     return -EOPNOTSUPP;
   }
   for (const char *rec = strstr(buf, "ID: "); rec; rec = strstr(rec + 4, "\nID: ")) {
     if (*rec == '\n') ++rec;
     if (*count == max) {
-      set_line(line, line_cap, "more than %u POSIX timers (not supported)", max);
+      snprintf(line, line_cap, "more than %u POSIX timers (not supported)", max);
       return -EOPNOTSUPP;
     }
     cap::timer_record &t = timers[*count];
@@ -81,7 +62,7 @@ long capture_timers(cap::timer_record *timers, uint32_t max, uint32_t *count, ch
     const char *notify = after(rec, "notify: ");
     const char *clock = after(rec, "ClockID: ");
     if (!sig || !notify || !clock || (next && (sig > next || notify > next || clock > next))) {
-      set_line(line, line_cap, "POSIX timer %d: /proc/self/timers is not as expected", t.id);
+      snprintf(line, line_cap, "POSIX timer %d: /proc/self/timers is not as expected", t.id);
       return -EOPNOTSUPP;
     }
     char *end = nullptr;
@@ -90,7 +71,7 @@ long capture_timers(cap::timer_record *timers, uint32_t max, uint32_t *count, ch
     t.clock = static_cast<int32_t>(strtol(clock, nullptr, 10));
     const bool none = !strncmp(notify, "none/", 5), by_tid = strstr(notify, "/tid.") && (!next || strstr(notify, "/tid.") < next);
     if (!none && strncmp(notify, "signal/", 7)) {
-      set_line(line, line_cap, "POSIX timer %d notifies as %.16s (not supported)", t.id, notify);
+      snprintf(line, line_cap, "POSIX timer %d notifies as %.16s (not supported)", t.id, notify);
       return -EOPNOTSUPP;
     }
     t.notify = none ? SIGEV_NONE : by_tid ? 4 /* SIGEV_THREAD_ID */ : SIGEV_SIGNAL;
@@ -99,7 +80,7 @@ long capture_timers(cap::timer_record *timers, uint32_t max, uint32_t *count, ch
       long is, ins, vs, vns;
     } its = {};
     if (sys::raw(SYS_timer_gettime, t.id, reinterpret_cast<long>(&its)) != 0) {
-      set_line(line, line_cap, "POSIX timer %d: timer_gettime failed", t.id);
+      snprintf(line, line_cap, "POSIX timer %d: timer_gettime failed", t.id);
       return -EOPNOTSUPP;
     }
     t.interval_ns = its.is * 1000000000 + its.ins;
@@ -119,7 +100,7 @@ long capture_timers(cap::timer_record *timers, uint32_t max, uint32_t *count, ch
     uint64_t mask = p ? strtoull(p, nullptr, 16) : 0;
     mask &= ~(uint64_t{1} << (SIGRTMAX - 1));
     if (mask) {
-      set_line(line, line_cap, "thread %s has signal %d pending for it alone (not supported)", name, __builtin_ctzll(mask) + 1);
+      snprintf(line, line_cap, "thread %s has signal %d pending for it alone (not supported)", name, __builtin_ctzll(mask) + 1);
       found = -EOPNOTSUPP;
     }
     return 0;

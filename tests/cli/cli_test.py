@@ -1571,6 +1571,19 @@ class RestoreTest(Base):
         self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
         return p
 
+    def restore_and_ask(self, capsule, *extra):
+        """Restores CAPSULE (a serve child's) detached and asks it with
+        SIGUSR1 for its state: (its host PID, the state line's match)."""
+        r = self.restore(capsule, "--detach", *extra)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        n = len(self.lines())
+        os.kill(host, signal.SIGUSR1)
+        m = wait_until(lambda: len(self.lines()) > n and re.search(
+            r"^state pid=(\d+) tids=([0-9,]+) generation=(\d+) buffer=(\w+)", self.lines()[-1]), 30, "the answer")
+        return host, m
+
     def test_restored_after_kill_with_its_pid_tids_memory_and_threads(self):
         p = self.start("self", "one")
         m = self.wait_line(r"^snapshot taken pid=(\d+)$", "the snapshot")
@@ -1736,16 +1749,9 @@ class RestoreTest(Base):
         self.kill(p)
         # In a PID namespace of its own (--pid-namespace; also where its PID
         # is taken): the same PID inside, another outside.
-        r = self.restore(os.path.join(self.caps, "ext.mmtcap"), "--detach", "--pid-namespace")
-        self.assertEqual(r.returncode, 0, r.stderr)
-        host = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
         # The restored process runs on as the same process: asked through
         # its host PID, it answers with its own PID and TIDs.
-        n = len(self.lines())
-        os.kill(host, signal.SIGUSR1)
-        m = wait_until(lambda: len(self.lines()) > n and re.search(
-            r"^state pid=(\d+) tids=([0-9,]+) generation=(\d+) buffer=(\w+)", self.lines()[-1]), 30, "the answer")
+        host, m = self.restore_and_ask(os.path.join(self.caps, "ext.mmtcap"), "--pid-namespace")
         self.assertEqual(m.group(1), before.group(1))
         self.assertEqual(m.group(2), before.group(2))
         self.assertEqual(m.group(4), "ok")
@@ -1811,14 +1817,7 @@ class RestoreTest(Base):
         self.assertEqual(info["bytes_by_source"]["pmem"], b["pmem_linked_bytes"])
         before = state()
         self.kill(p)
-        r = self.restore(b_dir, "--detach")
-        self.assertEqual(r.returncode, 0, r.stderr)
-        host = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
-        n = len(self.lines())
-        os.kill(host, signal.SIGUSR1)
-        m = wait_until(lambda: len(self.lines()) > n and re.search(
-            r"^state pid=(\d+) tids=([0-9,]+) generation=(\d+) buffer=(\w+)", self.lines()[-1]), 30, "the answer")
+        host, m = self.restore_and_ask(b_dir)
         self.assertEqual((m.group(1), m.group(2), m.group(4)), (before.group(1), before.group(2), "ok"))
         os.kill(host, signal.SIGKILL)
         # A damaged linked file is refused before anything runs.
@@ -1852,18 +1851,10 @@ class RestoreTest(Base):
         capsule = os.path.join(self.caps, "h.mmtcap")
 
         def restored():
-            r = self.restore(capsule, "--detach")
-            self.assertEqual(r.returncode, 0, r.stderr)
-            host = int(r.stdout)
-            self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+            host, m = self.restore_and_ask(capsule)
+            self.assertEqual((int(m.group(1)), m.group(4)), (p.pid, "ok"))
             with open(f"/proc/{host}/status") as f:
-                nspid = re.search(r"^NSpid:\t(.*)$", f.read(), re.M).group(1)
-            n = len(self.lines())
-            os.kill(host, signal.SIGUSR1)
-            m = wait_until(lambda: len(self.lines()) > n and re.search(
-                r"^state pid=(\d+) tids=[0-9,]+ generation=\d+ buffer=(\w+)", self.lines()[-1]), 30, "the answer")
-            self.assertEqual((int(m.group(1)), m.group(2)), (p.pid, "ok"))
-            return host, nspid
+                return host, re.search(r"^NSpid:\t(.*)$", f.read(), re.M).group(1)
 
         # Its PID is free: it gets it here, in the host's namespace.
         host, nspid = restored()
