@@ -671,7 +671,8 @@ DESCRIPTORS
     addresses.  A stream connection to another process comes back closed
     (the program reads its end).  A pipe, socket or terminal on 0, 1 or 2
     to another process becomes this command's (/dev/null with --detach).
-    Signals pending for the process come back pending.
+    Signals pending for the process come back pending, and those pending
+    for a single thread pending for that thread, in order.
 
     Deleted files, O_TMPFILE files and memfds come back unnamed with
     their bytes as at the snapshot (up to 64 MiB together), a memfd with
@@ -679,9 +680,9 @@ DESCRIPTORS
     they had left.
 
 LIMITS
-    Signals pending for one thread, child processes, more than 64 MiB of
-    unnamed files and PMem files referenced in place are not restored:
-    taking such a snapshot fails, naming what.
+    Child processes, more than 64 MiB of unnamed files and more than 32
+    signals pending for single threads are not restored: taking such a
+    snapshot fails, naming what.
 )";
 
 }  // namespace

@@ -595,6 +595,14 @@ int move_high(int fd, int floor) {
     p->nsignals = static_cast<uint32_t>(std::min<uint64_t>(nsig, 32));
     for (uint32_t i = 0; i < p->nsignals; ++i) memcpy(p->signals[i], sig[i].info, sizeof p->signals[i]);
   }
+  uint64_t ntsig = 0;
+  if (const auto *ts = records<cap::thread_signal_record>(m, cap::table_kind::thread_signals, &ntsig)) {
+    p->nthread_signals = static_cast<uint32_t>(std::min<uint64_t>(ntsig, 32));
+    for (uint32_t i = 0; i < p->nthread_signals; ++i) {
+      p->thread_signals[i].tid = ts[i].tid;
+      memcpy(p->thread_signals[i].info, ts[i].info, sizeof p->thread_signals[i].info);
+    }
+  }
   uint64_t ntimers = 0;
   if (const auto *tm = records<cap::timer_record>(m, cap::table_kind::timers, &ntimers)) {
     if (ntimers > rs::kMaxTimers) die(err_fd, strf("the capsule holds %llu POSIX timers, more than %u",

@@ -282,6 +282,19 @@ void set_process_state(plan *p) {
   }
 }
 
+// Signals pending for single threads, each queued to its thread (the
+// leader is of the process: any siginfo is accepted), once every thread
+// exists; every signal is blocked until the threads jump.
+void queue_thread_signals(plan *p) {
+  for (uint32_t i = 0; i < p->nthread_signals && i < 32; ++i) {
+    int32_t signo;
+    __builtin_memcpy(&signo, p->thread_signals[i].info, 4);
+    const long r = sc(__NR_rt_tgsigqueueinfo, p->pid, p->thread_signals[i].tid, signo,
+                      reinterpret_cast<long>(p->thread_signals[i].info));
+    if (failed(r)) fail(p, "cannot queue a signal pending for a thread again", -r, static_cast<uint64_t>(signo));
+  }
+}
+
 // The POSIX timers, with their ids: asked for by id where the kernel
 // takes one (PR_TIMER_CREATE_RESTORE_IDS, 6.16), else made in id order from
 // a process that has none, with fillers for the ids in between (the kernel
@@ -398,6 +411,7 @@ struct cap_data {
       futex_wait(&p->ready, r);
     }
     make_timers(p);
+    queue_thread_signals(p);
     // Every thread is ready: the command hears "ok" and the restore's own
     // descriptors go; then every thread goes on as the program.
     sc(__NR_write, p->err_fd, reinterpret_cast<long>("ok\n"), 3);

@@ -115,8 +115,13 @@ struct plan {
   uint32_t reserved;
   unsigned char signals[32][128];  // siginfo
   uint32_t ntimers;
-  uint32_t reserved3;
+  uint32_t nthread_signals;  // pending for single threads, queued to each once all exist
   timer_op timers[kMaxTimers];
+  struct {
+    int32_t tid;
+    uint32_t reserved;
+    unsigned char info[128];  // siginfo
+  } thread_signals[32];
   // Shared between the restorer's threads.
   int32_t ready;         // threads set up (futex word)
   int32_t go;            // 1: every thread jumps (futex word)

@@ -103,8 +103,9 @@ enum class table_kind : uint32_t {
   fd_data = 9,  // bytes: what each descriptor's kind keeps (fd_record::detail)
   signals = 10,  // signal_record: signals pending for the whole process, in order
   timers = 11,   // timer_record: POSIX timers (timer_create), by id
+  thread_signals = 12,  // thread_signal_record: signals pending for one thread, in order
 };
-constexpr uint32_t kTableKinds = 11;
+constexpr uint32_t kTableKinds = 12;
 
 struct table_entry {
   uint32_t kind;         // table_kind
@@ -349,6 +350,15 @@ struct signal_record {
   unsigned char info[128];
 };
 static_assert(sizeof(signal_record) == 128);
+
+// A signal pending for one thread alone (pthread_kill, tgkill, a timer's
+// SIGEV_THREAD_ID), queued again to that thread at restore.
+struct thread_signal_record {
+  int32_t tid;
+  uint32_t reserved;
+  unsigned char info[128];  // siginfo_t
+};
+static_assert(sizeof(thread_signal_record) == 136);
 
 // A POSIX timer of the process (timer_create), as /proc/PID/timers and
 // timer_gettime showed it in the pause: made again with its id, its clock,

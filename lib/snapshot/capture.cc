@@ -14,6 +14,7 @@
 #include "snapshot/capsule_dir.h"
 #include "snapshot/fd_capture.h"
 #include "snapshot/proc_text.h"
+#include "snapshot/thread_signals.h"
 #include "snapshot/restore_note.h"
 #include "snapshot/writer.h"
 #include "snapshot/zeroio.h"
@@ -120,6 +121,7 @@ void thread_state(snap_thread &t) {
 // In each stopped thread (the stop signal's handler): where it stopped,
 // and where a restore resumes it.
 resume_point *capture_thread(void *uc, int tid) {
+  thread_signals_take(tid);
   const int i = g_nthreads.fetch_add(1, std::memory_order_relaxed);
   if (i >= kMaxThreads) return nullptr;
   snap_thread &t = g_threads[i];
@@ -539,6 +541,17 @@ void restored(uint64_t mask) {
 // POSIX timers, into wa.
 long capture_process(writer_args &wa, snap_result *res) {
   capture_procstate();
+  // The capturing thread's own first: taking the process's would take its
+  // own before them.
+  thread_signals_take(static_cast<int>(sys::raw(SYS_gettid)));
+  bool overflow = false;
+  const cap::thread_signal_record *ts = nullptr;
+  wa.nthread_signals = thread_signals_taken(&ts, &overflow);
+  wa.thread_signals = ts;
+  if (overflow) {
+    set_line(res, "more than %u signals are pending for single threads (not supported)", kMaxThreadSignals);
+    return -EOPNOTSUPP;
+  }
   if (long r = capture_pending(res); r < 0) return r;
   if (long r = capture_timers(g_timers, kMaxTimers, &g_ntimers, res->line, sizeof res->line); r < 0) return r;
   wa.signals = g_pending;
@@ -556,6 +569,7 @@ long capture_process(writer_args &wa, snap_result *res) {
 long stop_and_fork(writer_args &wa, snap_result *res) {
   g_world_landed_hook = landed;
   g_nthreads.store(0, std::memory_order_relaxed);
+  thread_signals_reset();
   world_stats ws{};
   const uint64_t t0 = sys::mono_ns();
   if (long r = world_stop(quiesce_reason::snapshot, kStopTimeoutNs, &ws, capture_thread); r < 0) {

@@ -460,6 +460,8 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
        s.a->nsignals ? static_cast<const void *>(s.a->signals) : &proc},
       {cap::table_kind::timers, sizeof(cap::timer_record), s.a->ntimers,
        s.a->ntimers ? static_cast<const void *>(s.a->timers) : &proc},
+      {cap::table_kind::thread_signals, sizeof(cap::thread_signal_record), s.a->nthread_signals,
+       s.a->nthread_signals ? static_cast<const void *>(s.a->thread_signals) : &proc},
   };
   constexpr uint32_t kTables = sizeof tables / sizeof tables[0];
   const uint64_t size = cap::manifest_size(tables, kTables);

@@ -60,6 +60,8 @@ struct writer_args {
   uint32_t nsignals;
   const capsule::timer_record *timers;    // POSIX timers, by id
   uint32_t ntimers;
+  const capsule::thread_signal_record *thread_signals;  // pending for single threads
+  uint32_t nthread_signals;
   uintptr_t heap_lo, heap_hi;  // mmtier's reservation: its mappings are tier units
   uintptr_t stats_page;        // mmtier's statistics page (0: none)
   fd_table fds;                   // the program's descriptors (its scratch range is not the image's)

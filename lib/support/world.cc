@@ -213,6 +213,8 @@ void restored() {
 
 }  // namespace
 
+int world_stop_signal() { return g_signo; }
+
 void world_register() { quiesce_register(kRankWorld, {nullptr, nullptr, fork_child, nullptr, restored}); }
 
 long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats, world_capture_fn capture) {

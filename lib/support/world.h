@@ -58,6 +58,9 @@ extern void (*g_world_landed_hook)();
 long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats = nullptr,
                 world_capture_fn capture = nullptr);
 void world_resume();
+// The signal of the stop under way (0 between stops): its handler parks
+// each thread.
+int world_stop_signal();
 
 // Registers the fork handler (rank kRankWorld); once, at start-up.
 void world_register();

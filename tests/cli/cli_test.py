@@ -1610,8 +1610,9 @@ class RestoreTest(Base):
                          f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
 
     def test_kernel_objects_come_back(self):
-        # Queued signals pending for the process, pipes and socket pairs
-        # with their bytes, an eventfd's count, a
+        # Queued signals pending for the process and for single threads
+        # (the holder thread, and the thread that took the snapshot), pipes
+        # and socket pairs with their bytes, an eventfd's count, a
         # timer, a signalfd, an epoll set with all of them registered, the
         # listening and UDP sockets at their ports, a dup: each as it was at
         # the snapshot, not as the original left it after.
@@ -1622,7 +1623,7 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr + "\n".join(self.lines()))
         self.assertEqual(self.lines()[-2], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
         self.assertEqual(self.lines()[-1], "kernel signals=ok ptimers=ok unnamed=ok pipe=ok eventfd=ok timer=ok "
-                                           "signalfd=ok pair=ok listen=ok conn=ended udp=ok dup=ok")
+                                           "signalfd=ok pair=ok listen=ok conn=ended udp=ok dup=ok tsig=ok")
 
     def test_lazy_restore_fills_memory_while_the_program_runs(self):
         """restore --lazy: the large regions are filled from the capsule while

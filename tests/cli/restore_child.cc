@@ -114,11 +114,23 @@ void *storm(void *arg) {
 }
 
 // Holds the mutex until the process was restored (or is told to stop).
+std::atomic<int> g_holder_signal{-1};  // the value of a SIGRTMIN+3 pending for the holder, once restored
+
 void *holder(void *) {
   g_tids[2] = gettid_now();
   std::lock_guard<std::mutex> g(g_held);
   g_holding = true;
   while (!g_restored.load() && !g_stop.load()) usleep(1000);
+  if (g_restored) {
+    // A signal queued to this thread alone before the snapshot (kernel
+    // mode) is pending for it again.
+    sigset_t rt3;
+    sigemptyset(&rt3);
+    sigaddset(&rt3, SIGRTMIN + 3);
+    const timespec zero = {0, 0};
+    siginfo_t si{};
+    if (sigtimedwait(&rt3, &si, &zero) == SIGRTMIN + 3 && si.si_code == SI_QUEUE) g_holder_signal = si.si_value.sival_int;
+  }
   return nullptr;
 }
 
@@ -434,6 +446,7 @@ int main(int argc, char **argv) {
     sigaddset(&usr2, SIGUSR2);
     sigaddset(&usr2, SIGRTMIN + 1);
     sigaddset(&usr2, SIGRTMIN + 2);
+    sigaddset(&usr2, SIGRTMIN + 3);
     pthread_sigmask(SIG_BLOCK, &usr2, nullptr);
   }
   start_threads();
@@ -484,10 +497,22 @@ int main(int argc, char **argv) {
       val.sival_int = v;
       sigqueue(getpid(), SIGRTMIN + 1, val);
     }
+    // And one queued to the holder thread alone, one to this thread alone
+    // (the one that takes the snapshot).
+    pthread_sigqueue(g_threads[2], SIGRTMIN + 3, sigval{44});
+    pthread_sigqueue(pthread_self(), SIGRTMIN + 3, sigval{45});
     const int r = find_snapshot()(argv[2]);
     if (r == 1) {
-      const std::string objects = check_objects(k);
+      std::string objects = check_objects(k);
+      sigset_t rt3;
+      sigemptyset(&rt3);
+      sigaddset(&rt3, SIGRTMIN + 3);
+      const timespec zero = {0, 0};
+      siginfo_t si{};
+      const bool mine = sigtimedwait(&rt3, &si, &zero) == SIGRTMIN + 3 && si.si_value.sival_int == 45 &&
+                        sigtimedwait(&rt3, &si, &zero) < 0;
       const int status = restored_checks(1, tids);
+      objects += std::string(" tsig=") + (mine && g_holder_signal == 44 ? "ok" : "bad");
       report("kernel %s", objects.c_str());
       return status || objects.find("bad") != std::string::npos ? 1 : 0;
     }

@@ -277,20 +277,27 @@ TEST(Snapshot, WhatNoRestoreCanMakeIsRefused) {
     EXPECT_TRUE(dir.entries().empty());
     close(nl);
   }
-  // A signal pending for one thread alone (blocked there, sent to it).
+  // More signals pending for single threads than a capsule holds (33
+  // queued to this thread, blocked here): refused, and every one still
+  // pending, in order.
   {
-    sigset_t usr1, old;
-    sigemptyset(&usr1);
-    sigaddset(&usr1, SIGUSR1);
-    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &usr1, &old), 0);
-    ASSERT_EQ(syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGUSR1), 0);
+    const int rt = SIGRTMIN + 4;
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, rt);
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &set, &old), 0);
+    for (int i = 0; i < 33; ++i) ASSERT_EQ(pthread_sigqueue(pthread_self(), rt, sigval{i}), 0);
     errno = 0;
-    EXPECT_EQ(snapshot()(dir.path.c_str(), "thread-signal", nullptr, 0), -1);
+    EXPECT_EQ(snapshot()(dir.path.c_str(), "thread-signals", nullptr, 0), -1);
     EXPECT_EQ(errno, EOPNOTSUPP);
     EXPECT_TRUE(dir.entries().empty());
     siginfo_t si;
     const timespec zero = {0, 0};
-    EXPECT_EQ(sigtimedwait(&usr1, &si, &zero), SIGUSR1);  // still pending: nothing was taken from it
+    for (int i = 0; i < 33; ++i) {
+      ASSERT_EQ(sigtimedwait(&set, &si, &zero), rt) << i;
+      EXPECT_EQ(si.si_value.sival_int, i);
+    }
+    EXPECT_EQ(sigtimedwait(&set, &si, &zero), -1);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
   }
   // Without them, a snapshot is taken.

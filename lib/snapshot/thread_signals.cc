@@ -1,0 +1,147 @@
+// Signals pending for one thread (see thread_signals.h).
+#include "snapshot/thread_signals.h"
+
+#include "platform/sys.h"
+#include "support/world.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstring>
+
+namespace mmtier::detail {
+namespace {
+
+namespace cap = capsule;
+
+cap::thread_signal_record g_records[kMaxThreadSignals];
+std::atomic<uint32_t> g_count{0};  // slots claimed (may pass kMaxThreadSignals: overflow)
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// The thread's own pending set (the "SigPnd:" line of its status), read
+// a window at a time: the handler may run on a small alternate stack.
+uint64_t own_pending() {
+  const long fd = sys::openat(AT_FDCWD, "/proc/thread-self/status", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  static constexpr char kKey[] = "\nSigPnd:\t";
+  constexpr size_t kKeyLen = sizeof kKey - 1;
+  char win[256];
+  size_t have = 0;
+  uint64_t mask = 0;
+  bool found = false;
+  for (;;) {
+    const long n = sys::read(static_cast<int>(fd), win + have, sizeof win - 1 - have);
+    if (n <= 0) break;
+    have += static_cast<size_t>(n);
+    win[have] = 0;
+    // The key and its 16 digits wholly in the window.
+    for (size_t i = 0; i + kKeyLen + 16 <= have; ++i) {
+      if (memcmp(win + i, kKey, kKeyLen) != 0) continue;
+      for (size_t d = 0; d < 16; ++d) {
+        const int v = hex_digit(win[i + kKeyLen + d]);
+        if (v < 0) break;
+        mask = (mask << 4) | static_cast<uint64_t>(v);
+      }
+      found = true;
+      break;
+    }
+    if (found) break;
+    // Keep the tail that may hold the start of the key and its digits.
+    const size_t keep = kKeyLen + 16 < have ? kKeyLen + 16 : have;
+    memmove(win, win + have - keep, keep);
+    have = keep;
+  }
+  sys::close(static_cast<int>(fd));
+  return mask;
+}
+
+// Queues a taken signal again to the thread (to itself any siginfo is
+// accepted; should the queue be full, at least the signal).
+void requeue(long pid, int tid, const void *info) {
+  int signo;
+  memcpy(&signo, info, sizeof signo);
+  if (sys::raw(SYS_rt_tgsigqueueinfo, pid, tid, signo, reinterpret_cast<long>(info)) != 0)
+    sys::raw(SYS_tgkill, pid, tid, signo);
+}
+
+}  // namespace
+
+void thread_signals_reset() { g_count.store(0, std::memory_order_relaxed); }
+
+void thread_signals_take(int tid) {
+  const uint64_t stop = world_stop_signal() > 0 ? uint64_t{1} << (world_stop_signal() - 1) : 0;
+  const uint64_t pending = own_pending() & ~stop;
+  if (!pending) return;
+  // Taken one by one, straight into the table (the stack may be small),
+  // while the thread's own set still shows the signal (an instance the
+  // process has pending too stays with the process); then all queued again
+  // in the order taken.  Past the table's room they go to a buffer that can
+  // hold as many as the user may have queued (RLIMIT_SIGPENDING), so that
+  // a refused snapshot leaves every queue as it was.
+  uint8_t mine[kMaxThreadSignals];
+  uint32_t n = 0;
+  siginfo_t *extra = nullptr;
+  uint64_t nextra = 0, extra_cap = 0;
+  for (int sig = 1; sig <= 64; ++sig) {
+    const uint64_t one = uint64_t{1} << (sig - 1);
+    if (!(pending & one) || sig == SIGKILL || sig == SIGSTOP) continue;
+    const struct timespec zero = {0, 0};
+    while (own_pending() & one) {
+      void *into;
+      uint32_t at = kMaxThreadSignals;
+      if (!extra) at = g_count.fetch_add(1, std::memory_order_relaxed);
+      if (at < kMaxThreadSignals) {
+        memset(&g_records[at], 0, sizeof g_records[at]);
+        into = g_records[at].info;
+      } else {
+        if (!extra) {
+          struct {
+            uint64_t cur, max;
+          } lim = {4096, 4096};
+          sys::raw(SYS_prlimit64, 0, RLIMIT_SIGPENDING, 0, reinterpret_cast<long>(&lim));
+          extra_cap = lim.cur < (uint64_t{1} << 20) ? lim.cur + 1 : uint64_t{1} << 20;
+          const long m = sys::mmap(nullptr, extra_cap * sizeof(siginfo_t), PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+          if (sys::failed(m)) break;
+          extra = reinterpret_cast<siginfo_t *>(m);
+        }
+        if (nextra == extra_cap) break;
+        into = &extra[nextra];
+      }
+      if (sys::raw(SYS_rt_sigtimedwait, reinterpret_cast<long>(&one), reinterpret_cast<long>(into),
+                   reinterpret_cast<long>(&zero), 8) != sig)
+        break;  // gone meanwhile (a claimed table slot stays empty: tid 0)
+      if (into == &extra[nextra])
+        ++nextra;
+      else {
+        g_records[at].tid = tid;
+        mine[n++] = static_cast<uint8_t>(at);
+      }
+    }
+  }
+  const long pid = sys::getpid();
+  for (uint32_t i = 0; i < n; ++i) requeue(pid, tid, g_records[mine[i]].info);
+  for (uint64_t i = 0; i < nextra; ++i) requeue(pid, tid, &extra[i]);
+  if (extra) sys::munmap(extra, extra_cap * sizeof(siginfo_t));
+}
+
+uint32_t thread_signals_taken(const cap::thread_signal_record **out, bool *overflow) {
+  const uint32_t claimed = g_count.load(std::memory_order_acquire);
+  *overflow = claimed > kMaxThreadSignals;
+  // Records left empty (a signal gone before it was taken) are dropped.
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < claimed && i < kMaxThreadSignals; ++i)
+    if (g_records[i].tid) g_records[n++] = g_records[i];
+  *out = g_records;
+  return n;
+}
+
+}  // namespace mmtier::detail
