@@ -78,6 +78,10 @@ void thread_signals_reset() { g_count.store(0, std::memory_order_relaxed); }
 
 void thread_signals_take(int tid) {
   const uint64_t stop = world_stop_signal() > 0 ? uint64_t{1} << (world_stop_signal() - 1) : 0;
+  // Nothing pending for the thread or the process that it blocks (the
+  // usual case): no /proc read in the pause.
+  uint64_t any = 0;
+  if (sys::raw(SYS_rt_sigpending, reinterpret_cast<long>(&any), 8) == 0 && !(any & ~stop)) return;
   const uint64_t pending = own_pending() & ~stop;
   if (!pending) return;
   // Taken one by one, straight into the table (the stack may be small),

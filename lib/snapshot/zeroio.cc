@@ -22,6 +22,7 @@ struct link_ctx {
   writer_args *wa;
   bool other_fs = false;
   int err = 0;  // the first linkat failure
+  int err_k = 0;  // of which file
 };
 
 void link_one(void *c, int fd, int k) {
@@ -40,7 +41,10 @@ void link_one(void *c, int fd, int k) {
   const long r = sys::raw(SYS_linkat, AT_FDCWD, reinterpret_cast<long>(from), x->dirfd, reinterpret_cast<long>(name),
                           AT_SYMLINK_FOLLOW);
   if (r < 0) {
-    if (!x->err) x->err = static_cast<int>(-r);
+    if (!x->err) {
+      x->err = static_cast<int>(-r);
+      x->err_k = k;
+    }
     return;
   }
   pmem_link &l = x->wa->links[x->wa->nlinks++];
@@ -77,7 +81,9 @@ void pmem_link_storage(int capsule_dirfd, writer_args *wa, snap_result *res) {
              "PMem units copied: the PMem tier (%.64s) is on another file system than the capsule",
              config_get().pmem_path);
   else if (x.err && !res->pmem_note[0])
-    snprintf(res->pmem_note, sizeof res->pmem_note, "PMem units copied: cannot link the PMem file: %s",
+    snprintf(res->pmem_note, sizeof res->pmem_note, "%s: cannot link %s: %s",
+             x.err_k ? "PMem units of an earlier file copied" : "PMem units copied",
+             !x.err_k ? "the PMem file" : x.err == ENOENT ? "it (the capsules that linked it are deleted)" : "it",
              strerror(x.err));
 }
 
