@@ -412,6 +412,7 @@ int move_high(int fd, int floor) {
   // The mapped files, each opened once.
   std::vector<int> file_fd(m.nfiles, -1);
   std::vector<int> to_close = {mem_fd, dirfd};
+  std::vector<int> pmem_keep;  // the capsule's PMem files the library keeps
   for (uint64_t i = 0; i < m.nregions; ++i) {
     const cap::region &g = m.regions[i];
     if (static_cast<cap::region_kind>(g.kind) != cap::region_kind::file || g.file == cap::kNoFile ||
@@ -489,7 +490,12 @@ int move_high(int fd, int floor) {
             } catch (const failure &e) {
               die(err_fd, e.what());
             }
-            to_close.push_back(file_fd[g.file]);
+            // Left open for the library to hold (restore_note) when it
+            // knows of them.
+            if (h.restore_note_size >= rs::kNoteWithPmemFds && pmem_keep.size() < 8)
+              pmem_keep.push_back(file_fd[g.file]);
+            else
+              to_close.push_back(file_fd[g.file]);
           }
           op.kind = static_cast<uint32_t>(rs::map_kind::file);
           op.fd = file_fd[g.file];
@@ -587,6 +593,8 @@ int move_high(int fd, int floor) {
   p->exe_fd = exe_fd;
   p->lazy_fd = lazy_fd;
   p->note_size = h.restore_note_size;
+  p->npmem_fds = static_cast<uint32_t>(pmem_keep.size());
+  for (size_t i = 0; i < pmem_keep.size(); ++i) p->pmem_fds[i] = pmem_keep[i];
   // In the guard find_gap leaves after B: free in the capsule's layout.
   p->sentinel = lazy_fd >= 0 ? b + b_len : 0;
   p->note_addr = h.restore_note_addr;
@@ -886,7 +894,7 @@ int restore_main(const args &a) {
     }
   }
   check(im, o);
-  if (o.lazy && im.m.hdr->restore_note_size < sizeof(rs::restore_note)) {
+  if (o.lazy && im.m.hdr->restore_note_size < rs::kNoteWithLazySentinel) {
     // Its library could not tell a snapshot of its own from a fill still
     // under way (it would save missing pages as never touched).
     fprintf(stderr, "mmtier restore: restoring eagerly: the capsule's library is older than lazy restore\n");

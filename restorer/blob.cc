@@ -483,7 +483,11 @@ extern "C" [[noreturn]] __attribute__((section(".text.entry"))) void restorer_en
     note->b_len = p->b_len;
     note->users = static_cast<int32_t>(p->nusers);
     note->host_pid = p->host_pid;
-    if (p->note_size >= sizeof(restore_note)) note->lazy_sentinel = p->lazy_fd >= 0 ? p->sentinel : 0;
+    if (p->note_size >= kNoteWithLazySentinel) note->lazy_sentinel = p->lazy_fd >= 0 ? p->sentinel : 0;
+    if (p->note_size >= kNoteWithPmemFds) {
+      note->npmem_fds = p->npmem_fds;
+      for (uint32_t i = 0; i < p->npmem_fds && i < 8; ++i) note->pmem_fds[i] = p->pmem_fds[i];
+    }
     note->magic = kRestoreNoteMagic;
   }
   thread_op *leader = nullptr;

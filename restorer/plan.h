@@ -78,7 +78,12 @@ struct restore_note {
   int32_t users;
   int32_t host_pid;
   uint64_t lazy_sentinel;  // written only when note_size says the library has it
+  int32_t pmem_fds[8];     // likewise
+  uint32_t npmem_fds;
+  uint32_t reserved;
 };
+constexpr uint32_t kNoteWithLazySentinel = 40;  // note_size from which the library has lazy_sentinel
+constexpr uint32_t kNoteWithPmemFds = 80;       // and pmem_fds
 constexpr uint64_t kRestoreNoteMagic = 0x65746f4e74736552ull;
 
 constexpr uint32_t kMmFields = 11;
@@ -116,6 +121,9 @@ struct plan {
   unsigned char signals[32][128];  // siginfo
   uint32_t ntimers;
   uint32_t nthread_signals;  // pending for single threads, queued to each once all exist
+  int32_t pmem_fds[8];       // the capsule's PMem files, kept open for the library (restore_note)
+  uint32_t npmem_fds;
+  uint32_t reserved4;
   timer_op timers[kMaxTimers];
   struct {
     int32_t tid;

@@ -223,6 +223,17 @@ bool heap_snapshot_hand_over(uint64_t dev, uint64_t ino) {
   return true;
 }
 
+void heap_adopt_capsule_storage(const int *fds, size_t n) {
+  heap_lock_guard g;
+  tier &pm = pmem_tier();
+  for (size_t i = 0; i < n; ++i) {
+    if (fds[i] < 0) continue;
+    const bool kept = g_heap.size && g_mgr.counters.frozen_inherited && pm.ops->adopt_held &&
+                      pm.ops->adopt_held(&pm, fds[i]);
+    if (!kept) sys::close(fds[i]);
+  }
+}
+
 void heap_fork_register() {
   faults_fork_register();
   quiesce_register(kRankHeap, {enter, leave, leave_child, child_ready, restored});

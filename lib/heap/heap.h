@@ -225,6 +225,12 @@ bool heap_pmem_storage_each(void (*fn)(void *ctx, int fd, int k), void *ctx);
 // that linked it (tier_ops::hand_over): its units become inherited frozen
 // units, which the process never writes back into it.  Whether it did.
 bool heap_snapshot_hand_over(uint64_t dev, uint64_t ino);
+// In a restored process (once every layer was put right): the capsule's
+// PMem files its units map, left open by the restore, are held as an
+// earlier snapshot's files are, so that the next snapshot links them
+// again.  Descriptors that cannot be held (no unit of the capsule's left,
+// no room) are closed.
+void heap_adopt_capsule_storage(const int *fds, size_t n);
 
 // --- statistics
 void heap_counters_get(heap_counters *out);

@@ -516,6 +516,9 @@ void restored(uint64_t mask) {
   if (g_restore_note.magic == kRestoreNoteMagic && g_restore_note.b_len)
     sys::munmap(reinterpret_cast<void *>(g_restore_note.b_lo), g_restore_note.b_len);
   quiesce_restored();
+  // ZeroIO: the capsule's PMem files, held for the next snapshot to link.
+  if (g_restore_note.magic == kRestoreNoteMagic && g_restore_note.npmem_fds <= 8)
+    heap_adopt_capsule_storage(g_restore_note.pmem_fds, g_restore_note.npmem_fds);
   // The dead original's service threads, started only to end, are gone
   // before the program goes on (a stop right away would wait for them).
   const int n = g_nthreads_total;

@@ -20,8 +20,14 @@ struct restore_note {
   // until every byte of the process is in place, then copies in; 0 when the
   // restore was eager or the library has seen the fill end.
   uint64_t lazy_sentinel;
+  // ZeroIO: the capsule's PMem files the restore mapped units from, left
+  // open for the library to hold as it holds an earlier snapshot's file
+  // (its next snapshot links them again instead of copying the units).
+  int32_t pmem_fds[8];
+  uint32_t npmem_fds;
+  uint32_t reserved;
 };
-static_assert(sizeof(restore_note) == 40);
+static_assert(sizeof(restore_note) == 80);
 
 // Whether a lazy restore is still filling this process's memory (its
 // missing pages would be taken for never-touched ones by a snapshot).

@@ -507,6 +507,18 @@ bool file_hand_over(tier *t) {
   return true;
 }
 
+bool file_adopt_held(tier *t, int fd) {
+  file_tier_state *f = file_state(t);
+  if (!f) return false;
+  int k = 0;
+  while (k < file_tier_state::kHeldMax && f->held[k] >= 0) ++k;
+  if (k == file_tier_state::kHeldMax) return false;
+  const int guarded = fd_guard(fd);
+  if (guarded < 0) return false;
+  f->held[k] = guarded;
+  return true;
+}
+
 }  // namespace
 
 const tier_ops file_tier_ops = {
@@ -517,6 +529,7 @@ const tier_ops file_tier_ops = {
     file_map_private, file_fork_prepare, file_fork_parent, file_fork_child,
     file_drop_inherited, file_slot_retire, file_reclaim_retired, file_storage_unheld,
     file_stored,      file_restored,       file_storage_fds, file_hand_over,
+    file_adopt_held,
 };
 
 }  // namespace mmtier::detail

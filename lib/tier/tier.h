@@ -133,6 +133,10 @@ struct tier_ops {
   // it holds an ancestor's, and starts afresh with storage of its own.
   // false (nothing changed) when it has no storage or no room for the hold.
   bool (*hand_over)(tier *t);
+  // In a restored process: fd (a capsule's PMem file, which units map
+  // privately) is held as an earlier snapshot's file is.  false (fd left
+  // to the caller) when there is no room.
+  bool (*adopt_held)(tier *t, int fd);
 };
 
 struct tier {

@@ -1786,11 +1786,14 @@ class RestoreTest(Base):
             self.assertEqual(r.returncode, 0, r.stderr)
             return json.loads(r.stdout)
 
-        def state():
+        def state_of(pid):
             n = len(self.lines())
-            p.send_signal(signal.SIGUSR1)
+            os.kill(pid, signal.SIGUSR1)
             return wait_until(lambda: len(self.lines()) > n and re.search(
                 r"^state pid=(\d+) tids=([0-9,]+) generation=(\d+) buffer=ok", self.lines()[-1]), 30, "the state")
+
+        def state():
+            return state_of(p.pid)
 
         a = snapshot("a")
         # Most of the 32 MiB buffer is on PMem (1:8): linked, not written.
@@ -1818,8 +1821,25 @@ class RestoreTest(Base):
         self.assertEqual(info["bytes_by_source"]["pmem"], b["pmem_linked_bytes"])
         before = state()
         self.kill(p)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.dir, f"{p.pid}.ctl"))  # the killed original's
         host, m = self.restore_and_ask(b_dir)
         self.assertEqual((m.group(1), m.group(2), m.group(4)), (before.group(1), before.group(2), "ok"))
+        # The restored process holds b's PMem files: its own snapshot links
+        # them again rather than copying the units it has not touched.
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{host}.ctl")), 30, "the restored control socket")
+        r = mmtier(["snapshot", str(host), "--dir", self.caps, "--name", "c", "--json"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        c = json.loads(r.stdout)
+        self.assertIsNone(c["pmem_note"], c)
+        self.assertGreater(c["pmem_linked_bytes"], 0, c)
+        c_state = state_of(host)
+        os.kill(host, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.dir, f"{host}.ctl"))
+        host, m = self.restore_and_ask(os.path.join(self.caps, "c.mmtcap"))
+        self.assertEqual((m.group(1), m.group(4)), (before.group(1), "ok"))
+        self.assertGreaterEqual(int(m.group(3)), int(c_state.group(3)))
         os.kill(host, signal.SIGKILL)
         # A damaged linked file is refused before anything runs.
         # (A byte changed in every 2 MiB of data of every linked file.)
@@ -1839,6 +1859,68 @@ class RestoreTest(Base):
         r = self.restore(b_dir)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertRegex(r.stderr, r"refused: pmem-[0-9]+\.tier is damaged: the chunk at offset [0-9]+ ")
+
+    def test_zeroio_restored_process_links_the_capsule_file_again(self):
+        # A restored process holds the capsule's PMem file its units map:
+        # its own snapshot links that file again (the same inode) instead
+        # of copying the units it has not touched, and deleting the first
+        # capsule breaks nothing.
+        pmem = tempfile.mkdtemp(prefix="mmtier-pmem-", dir=os.path.dirname(self.caps))
+        self.addCleanup(shutil.rmtree, pmem, True)
+        env = dict(self.env(), MMTIER_PMEM_PATH=pmem, MMTIER_DRAM_RATIO="1:8")
+        sums = os.path.join(self.caps, "sums")
+        prog = ("import hashlib, os, signal, sys, time\n"
+                "data = bytearray(os.urandom(64 << 20))\n"
+                "def say(*_):\n"
+                "    with open(sys.argv[1], 'a') as f:\n"
+                "        f.write(f'{os.getpid()} {hashlib.sha256(data).hexdigest()}\\n')\n"
+                "signal.signal(signal.SIGUSR1, say)\n"
+                "say()\n"
+                "while True:\n"
+                "    time.sleep(0.05)\n")
+        p = self.python(prog, sums, env=env)
+        wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
+        want = open(sums).read().split()[1]
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+
+        def snapshot(pid, name):
+            r = mmtier(["snapshot", str(pid), "--dir", self.caps, "--name", name, "--json"], self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return json.loads(r.stdout)
+
+        def sum_of(pid):
+            n = len(open(sums).read().splitlines())
+            os.kill(pid, signal.SIGUSR1)
+            wait_until(lambda: len(open(sums).read().splitlines()) > n, 60, "the sum")
+            return open(sums).read().splitlines()[-1].split()[1]
+
+        a = snapshot(p.pid, "a")
+        self.assertGreaterEqual(a["pmem_linked_bytes"], 48 * MiB, a)
+        a_file = os.stat(os.path.join(self.caps, "a.mmtcap", "pmem-0.tier"))
+        self.kill(p)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.dir, f"{p.pid}.ctl"))
+        r = self.restore(os.path.join(self.caps, "a.mmtcap"), "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{host}.ctl")), 60, "the restored control socket")
+        b = snapshot(host, "b")
+        self.assertIsNone(b["pmem_note"], b)
+        b_dir = os.path.join(self.caps, "b.mmtcap")
+        inodes = {os.stat(os.path.join(b_dir, f)).st_ino for f in os.listdir(b_dir) if f.startswith("pmem-")}
+        self.assertIn(a_file.st_ino, inodes, "b links a's PMem file")
+        self.assertGreaterEqual(b["pmem_linked_bytes"], 48 * MiB, b)
+        os.kill(host, signal.SIGKILL)
+        r = mmtier(["snapshot", "delete", "a", "--dir", self.caps], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.dir, f"{host}.ctl"))
+        r = self.restore(b_dir, "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        again = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{again}") and os.kill(again, signal.SIGKILL))
+        self.assertEqual(sum_of(again), want)
 
     def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
         if os.geteuid() != 0:
