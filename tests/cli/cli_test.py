@@ -1828,12 +1828,12 @@ class RestoreTest(Base):
         # The restored process holds b's PMem files: its own snapshot links
         # them again rather than copying the units it has not touched.
         wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{host}.ctl")), 30, "the restored control socket")
+        c_state = state_of(host)  # a generation at or before c's instant
         r = mmtier(["snapshot", str(host), "--dir", self.caps, "--name", "c", "--json"], self.dir)
         self.assertEqual(r.returncode, 0, r.stderr)
         c = json.loads(r.stdout)
         self.assertIsNone(c["pmem_note"], c)
         self.assertGreater(c["pmem_linked_bytes"], 0, c)
-        c_state = state_of(host)
         os.kill(host, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.dir, f"{host}.ctl"))
