@@ -1521,6 +1521,21 @@ def _reply(f):
         return [_reply(f) for _ in range(int(rest))]
     raise AssertionError(f"redis: unexpected reply {line!r}")
 
+# python3 holding 64 MiB of random bytes: appends "PID SHA-256" of them to
+# argv[1] at the start and at each SIGUSR1, and otherwise sleeps.
+HASHING_PROG = (
+    "import hashlib, os, random, signal, sys, time\n"
+    "random.seed(7)\n"
+    "data = bytearray(random.randbytes(64 << 20))\n"
+    "def say(*_):\n"
+    "    with open(sys.argv[1], 'a') as f:\n"
+    "        f.write(f'{os.getpid()} {hashlib.sha256(data).hexdigest()}\\n')\n"
+    "signal.signal(signal.SIGUSR1, say)\n"
+    "say()\n"
+    "while True:\n"
+    "    time.sleep(0.05)\n")
+
+
 class RestoreTest(Base):
     """mmtier restore: real processes (cli_restore_child) snapshotted, killed
     and brought back with their PID, TIDs, memory and threads; and every
@@ -1869,16 +1884,7 @@ class RestoreTest(Base):
         self.addCleanup(shutil.rmtree, pmem, True)
         env = dict(self.env(), MMTIER_PMEM_PATH=pmem, MMTIER_DRAM_RATIO="1:8")
         sums = os.path.join(self.caps, "sums")
-        prog = ("import hashlib, os, signal, sys, time\n"
-                "data = bytearray(os.urandom(64 << 20))\n"
-                "def say(*_):\n"
-                "    with open(sys.argv[1], 'a') as f:\n"
-                "        f.write(f'{os.getpid()} {hashlib.sha256(data).hexdigest()}\\n')\n"
-                "signal.signal(signal.SIGUSR1, say)\n"
-                "say()\n"
-                "while True:\n"
-                "    time.sleep(0.05)\n")
-        p = self.python(prog, sums, env=env)
+        p = self.python(HASHING_PROG, sums, env=env)
         wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
         want = open(sums).read().split()[1]
         wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
@@ -2042,18 +2048,7 @@ class RestoreTest(Base):
         touched); its data is whole when it reads it; once the fill is done a
         snapshot holds all of it, and restores to the same data."""
         report = os.path.join(self.caps, "sums")
-        prog = (
-            "import hashlib, os, random, signal, sys, time\n"
-            "random.seed(7)\n"
-            "data = bytearray(random.randbytes(64 << 20))\n"
-            "def say(*_):\n"
-            "    with open(sys.argv[1], 'a') as f:\n"
-            "        f.write(f'{os.getpid()} {hashlib.sha256(data).hexdigest()}\\n')\n"
-            "signal.signal(signal.SIGUSR1, say)\n"
-            "say()\n"
-            "while True:\n"
-            "    time.sleep(0.05)\n")
-        p = self.python(prog, report)
+        p = self.python(HASHING_PROG, report)
         wait_until(lambda: os.path.exists(report) and os.path.getsize(report) > 0, 60, "the first sum")
         wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
         want = open(report).read().split()[1]
