@@ -147,6 +147,14 @@ int open_linked(int dirfd, const cap::manifest_view &m, uint32_t file) {
     close(fd);
     throw failure(strf("the capsule's %s is not a regular file of the capsule's owner", name));
   }
+  // A shared lock on the whole file, as the library holds the files it
+  // maps frozen ranges of: the process that made the file (a fork
+  // ancestor) never writes or reuses it while anything maps it through
+  // this description, even once no capsule links it any more.
+  struct flock fl = {};
+  fl.l_type = F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  fcntl(fd, F_OFD_SETLK, &fl);
   return fd;
 }
 

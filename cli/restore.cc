@@ -260,17 +260,40 @@ void check(image &im, const options &o) {
   // ZeroIO: every PMem run lies in a region mapped on a PMem file of the
   // capsule's own, which is there.
   try {
+    std::vector<uint64_t> need(m.nfiles, 0);  // bytes of each linked file the regions map
     for (uint64_t i = 0; i < m.nregions; ++i) {
       const cap::region &g = m.regions[i];
-      for (uint64_t k = 0; k < g.nruns; ++k)
-        if (m.runs[g.first_run + k].source == static_cast<uint32_t>(cap::run_source::pmem) &&
-            (g.file >= m.nfiles || m.files[g.file].identity != static_cast<uint32_t>(cap::file_identity::capsule)))
-          refuse(im, strf("the manifest's region %#llx-%#llx refers to PMem data but to no PMem file",
+      const bool linked =
+          g.file < m.nfiles && m.files[g.file].identity == static_cast<uint32_t>(cap::file_identity::capsule);
+      for (uint64_t k = 0; k < g.nruns; ++k) {
+        const cap::run &r = m.runs[g.first_run + k];
+        if (r.source != static_cast<uint32_t>(cap::run_source::pmem)) continue;
+        // Mapped from the file at the region's offset: a run's bytes are
+        // where the mapping puts them (its CRCs are of those).
+        if (!linked || r.offset != g.file_offset + r.page * h.page_size)
+          refuse(im, strf("the manifest's region %#llx-%#llx refers to PMem data it does not map",
                           static_cast<unsigned long long>(g.start), static_cast<unsigned long long>(g.end)));
+      }
+      if (linked) need[g.file] = std::max(need[g.file], g.file_offset + (g.end - g.start));
     }
-    for (uint64_t i = 0; i < m.nfiles; ++i)
-      if (m.files[i].identity == static_cast<uint32_t>(cap::file_identity::capsule))
-        close(open_linked(im.dirfd, m, static_cast<uint32_t>(i)));
+    for (uint64_t i = 0; i < m.nfiles; ++i) {
+      if (m.files[i].identity != static_cast<uint32_t>(cap::file_identity::capsule)) continue;
+      const int fd = open_linked(im.dirfd, m, static_cast<uint32_t>(i));
+      struct stat st;
+      const bool others = fstat(fd, &st) != 0 || st.st_uid != geteuid();
+      const bool short_file = !others && static_cast<uint64_t>(st.st_size) < need[i];
+      close(fd);
+      // Past its end a mapping of it reads as SIGBUS.
+      if (short_file)
+        refuse(im, strf("its PMem file %s is shorter than the regions that map it",
+                        cap::string_at(m, m.files[i].path)));
+      // Mapped into this user's process (root restoring another user's
+      // capsule), the file's owner could change its memory by writing it.
+      if (others)
+        refuse(im, strf("its PMem file %s belongs to user %u, whose writes to it would reach the restored process; "
+                        "restore it as that user",
+                        cap::string_at(m, m.files[i].path), static_cast<unsigned>(st.st_uid)));
+    }
   } catch (const failure &e) {
     if (!strncmp(e.what(), "restore of ", 11)) throw;
     refuse(im, e.what());
@@ -486,10 +509,12 @@ int move_high(int fd, int floor) {
           // mapped privately, as the frozen unit was, its copies on top.
           if (file_fd[g.file] < 0) {
             try {
-              file_fd[g.file] = open_linked(dirfd, m, g.file);
+              // Above the program's numbers, as the restore's own are.
+              file_fd[g.file] = move_high(open_linked(dirfd, m, g.file), floor);
             } catch (const failure &e) {
               die(err_fd, e.what());
             }
+            if (file_fd[g.file] < 0) die(err_fd, strf("cannot keep the capsule's PMem file open: %s", strerror(errno)));
             // Left open for the library to hold (restore_note) when it
             // knows of them.
             if (h.restore_note_size >= rs::kNoteWithPmemFds && pmem_keep.size() < 8)
@@ -833,7 +858,10 @@ void enter_namespaces() {
 // of them free.
 bool host_ids_free(const image &im) {
   if (geteuid() != 0) return false;
-  auto is_free = [](int id) { return kill(id, 0) != 0 && errno == ESRCH; };
+  // No process, thread, process group or session has the number.
+  auto is_free = [](int id) {
+    return kill(id, 0) != 0 && errno == ESRCH && kill(-id, 0) != 0 && errno == ESRCH && getsid(id) < 0;
+  };
   if (!is_free(im.m.hdr->pid)) return false;
   for (uint64_t i = 0; i < im.nthreads; ++i)
     if (!is_free(im.threads[i].tid)) return false;

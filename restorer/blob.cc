@@ -282,16 +282,17 @@ void set_process_state(plan *p) {
   }
 }
 
-// Signals pending for single threads, each queued to its thread (the
-// leader is of the process: any siginfo is accepted), once every thread
-// exists; every signal is blocked until the threads jump.
-void queue_thread_signals(plan *p) {
+// The signals pending for thread tid alone, queued again by that thread
+// itself: only to itself does the kernel take every siginfo (a kernel's, a
+// tgkill's); every signal is blocked until the threads jump.  Should the
+// queue be full, at least the signal.
+void queue_own_signals(plan *p, int32_t tid) {
   for (uint32_t i = 0; i < p->nthread_signals && i < 32; ++i) {
+    if (p->thread_signals[i].tid != tid) continue;
     int32_t signo;
     __builtin_memcpy(&signo, p->thread_signals[i].info, 4);
-    const long r = sc(__NR_rt_tgsigqueueinfo, p->pid, p->thread_signals[i].tid, signo,
-                      reinterpret_cast<long>(p->thread_signals[i].info));
-    if (failed(r)) fail(p, "cannot queue a signal pending for a thread again", -r, static_cast<uint64_t>(signo));
+    if (failed(sc(__NR_rt_tgsigqueueinfo, p->pid, tid, signo, reinterpret_cast<long>(p->thread_signals[i].info))))
+      sc(__NR_tgkill, p->pid, tid, signo);
   }
 }
 
@@ -411,7 +412,7 @@ struct cap_data {
       futex_wait(&p->ready, r);
     }
     make_timers(p);
-    queue_thread_signals(p);
+    queue_own_signals(p, t->tid);
     // Every thread is ready: the command hears "ok" and the restore's own
     // descriptors go; then every thread goes on as the program.
     sc(__NR_write, p->err_fd, reinterpret_cast<long>("ok\n"), 3);
@@ -419,6 +420,7 @@ struct cap_data {
     __atomic_store_n(&p->go, 1, __ATOMIC_RELEASE);
     futex_wake(&p->go);
   } else {
+    queue_own_signals(p, t->tid);
     __atomic_add_fetch(&p->ready, 1, __ATOMIC_ACQ_REL);
     futex_wake(&p->ready);
     while (!__atomic_load_n(&p->go, __ATOMIC_ACQUIRE)) futex_wait(&p->go, 0);

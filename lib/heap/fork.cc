@@ -39,16 +39,21 @@ struct frozen_range {
 // first (up to this many per pass), then remapped.  Static: the fork path
 // must not need a large stack.
 frozen_range g_todo[4096];
+// Whether the last freeze made every shared mapping of the storage private
+// (a snapshot hands the storage over only then).
+bool g_freeze_complete = false;
 
 void freeze_shared_mappings() {
+  g_freeze_complete = false;
   tier &pm = pmem_tier();
   if (!pm.ops->maps_storage || !pm.ops->map_private) return;
+  bool complete = true;
   const uintptr_t lo_heap = g_heap.base, hi_heap = g_heap.base + g_heap.size;
   for (;;) {
     sys::maps_reader maps;
     if (long r = maps.open(); r < 0) {
       MMTIER_ERROR("fork: cannot read /proc/self/maps (error %ld); file-backed units stay shared", -r);
-      return;
+      return;  // incomplete
     }
     size_t count = 0;
     bool more = false;
@@ -65,11 +70,15 @@ void freeze_shared_mappings() {
     for (size_t i = 0; i < count; ++i) {
       const frozen_range &f = g_todo[i];
       long r = pm.ops->map_private(&pm, reinterpret_cast<void *>(f.lo), f.hi - f.lo, f.prot, 0, f.off);
-      if (r < 0) MMTIER_ERROR("fork: cannot make %p private (error %ld)", reinterpret_cast<void *>(f.lo), -r);
+      if (r < 0) {
+        MMTIER_ERROR("fork: cannot make %p private (error %ld)", reinterpret_cast<void *>(f.lo), -r);
+        complete = false;
+      }
     }
     // More mappings than one pass holds: go again over what is left.
     if (!more) break;
   }
+  g_freeze_complete = complete;
   for_used_va_words([](size_t w) {
     for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
       unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
@@ -188,27 +197,27 @@ void child_ready() {
 
 }  // namespace
 
-bool heap_pmem_storage_each(void (*fn)(void *ctx, int fd, int k), void *ctx) {
+void heap_pmem_storage_each(void (*fn)(void *ctx, int fd, int k), void *ctx) {
   heap_lock_guard g;
   tier &pm = pmem_tier();
-  if (!g_heap.size || !pm.ops->storage_fds || !pm.ops->hand_over) return false;
+  if (!g_heap.size || !pm.ops->storage_fds) return;
   int fds[16];
   bool can = false;
   const int n = pm.ops->storage_fds(&pm, fds, 16, &can);
   for (int k = 0; k < n; ++k)
     if (fds[k] >= 0) fn(ctx, fds[k], k);
-  return can;
 }
 
-bool heap_snapshot_hand_over(uint64_t dev, uint64_t ino) {
+int heap_snapshot_hand_over(bool (*link)(void *ctx, int fd), void *ctx) {
   tier &pm = pmem_tier();
-  if (!g_heap.size || !pm.ops->storage_fds || !pm.ops->hand_over) return false;
+  if (!g_heap.size || !pm.ops->storage_fds || !pm.ops->hand_over) return 0;
   int fd = -1;
-  struct stat st;
   bool can = false;
-  if (pm.ops->storage_fds(&pm, &fd, 1, &can) < 1 || !can || fd < 0 || sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) < 0 ||
-      st.st_dev != dev || st.st_ino != ino || !pm.ops->hand_over(&pm))
-    return false;
+  if (pm.ops->storage_fds(&pm, &fd, 1, &can) < 1 || fd < 0) return 0;
+  if (!g_freeze_complete || !can) return -EBUSY;
+  if (!link(ctx, fd)) return -ENOLINK;
+  if (!pm.ops->hand_over(&pm)) return -EIO;
+  ++g_mgr.storage_generation;
   // The stop froze every unit on the file: the capsule's now.
   for_used_va_words([](size_t w) {
     for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
@@ -220,7 +229,7 @@ bool heap_snapshot_hand_over(uint64_t dev, uint64_t ino) {
   g_mgr.counters.frozen_own = 0;
   g_mgr.counters_changed = true;
   MMTIER_DEBUG("snapshot: the PMem file went to the capsule; new units go to a new one");
-  return true;
+  return 1;
 }
 
 void heap_adopt_capsule_storage(const int *fds, size_t n) {

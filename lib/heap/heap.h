@@ -216,15 +216,18 @@ reshare_outcome heap_reshare(size_t max_units, size_t max_bytes);
 // Calls fn for each descriptor of PMem storage this process maps units of
 // (tier_ops::storage_fds): its own first (k 0, skipped when it has none),
 // then each ancestor's it holds (k 1..), with the heap lock held, so that a
-// descriptor named to fn stays open while fn runs.  Returns whether the
-// own storage could be handed over at the next snapshot stop (room for its
-// hold).
-bool heap_pmem_storage_each(void (*fn)(void *ctx, int fd, int k), void *ctx);
-// In a snapshot's stop (the heap lock held by it, every PMem unit frozen):
-// hands the own storage, if it is the file (dev, ino), over to the capsule
-// that linked it (tier_ops::hand_over): its units become inherited frozen
-// units, which the process never writes back into it.  Whether it did.
-bool heap_snapshot_hand_over(uint64_t dev, uint64_t ino);
+// descriptor named to fn stays open while fn runs.
+void heap_pmem_storage_each(void (*fn)(void *ctx, int fd, int k), void *ctx);
+// In a snapshot's stop (the heap lock held by it): if the freeze made every
+// PMem unit private and the tier can hand its own storage over, calls link
+// with its descriptor; if link says it linked it into the capsule, hands it
+// over (tier_ops::hand_over): its units become kFrozenCapsule units, which
+// the process never writes back into it.  1 when it did; 0 when there is
+// no own storage; -EBUSY when it cannot now (the freeze was incomplete, or
+// the tier holds as many files as it can); -ENOLINK when link did not link
+// it; -EIO when link did but the storage could not change hands (the link
+// must be undone).
+int heap_snapshot_hand_over(bool (*link)(void *ctx, int fd), void *ctx);
 // In a restored process (once every layer was put right): the capsule's
 // PMem files its units map, left open by the restore, are held as an
 // earlier snapshot's files are, so that the next snapshot links them

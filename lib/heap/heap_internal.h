@@ -40,6 +40,9 @@ struct unit_manager {
   size_t startup_left = 0;
   bool counters_changed = false;  // since the change hook last ran
   bool warned_fallback[kTierCount] = {};
+  // Bumped when the PMem storage changes hands (a ZeroIO snapshot): a slot
+  // chosen before belongs to storage the process no longer owns.
+  uint64_t storage_generation = 0;
 };
 extern unit_manager g_mgr;
 

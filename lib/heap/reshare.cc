@@ -192,6 +192,7 @@ struct reshare_plan {
   bool filled = false;   // the new slot has the whole unit as of the fill
   bool held = false;     // writers were held off since before the fill
   uint64_t live[kPagesPerUnit / 64] = {};
+  uint64_t generation = 0;  // g_mgr.storage_generation when the slot was chosen
 };
 
 // Chooses where unit idx goes (heap lock held).  In place, when no fork
@@ -205,6 +206,7 @@ long plan_reshare(size_t idx, reshare_plan *p, size_t *copied) {
   tier &pm = pmem_tier();
   if (!pm.usable || !pm.ops->write) return -EOPNOTSUPP;
   p->idx = idx;
+  p->generation = g_mgr.storage_generation;
   p->in_place = own_slot_free_to_write(u);
   memcpy(p->live, u.live_bits, sizeof p->live);
   if (p->in_place) {
@@ -231,7 +233,8 @@ long plan_reshare(size_t idx, reshare_plan *p, size_t *copied) {
 
 // Gives a plan's fresh slot back (heap lock held).
 void drop_plan(const reshare_plan &p) {
-  if (!p.in_place) pmem_tier().ops->slot_free(&pmem_tier(), p.slot);
+  // A slot of storage handed over since is not this process's to free.
+  if (!p.in_place && p.generation == g_mgr.storage_generation) pmem_tier().ops->slot_free(&pmem_tier(), p.slot);
 }
 
 // Carries a plan out with writers held off and the heap lock held: the
@@ -242,7 +245,7 @@ void drop_plan(const reshare_plan &p) {
 size_t finish_reshare(const reshare_plan &p, const frozen_view *pre, size_t *copied, long *err) {
   unit &u = g_heap.units[p.idx];
   tier &pm = pmem_tier();
-  if (!resharable(u) || memcmp(p.live, u.live_bits, sizeof p.live) != 0 ||
+  if (!resharable(u) || memcmp(p.live, u.live_bits, sizeof p.live) != 0 || p.generation != g_mgr.storage_generation ||
       (p.in_place && !own_slot_free_to_write(u))) {
     drop_plan(p);
     *err = -EBUSY;

@@ -544,9 +544,11 @@ void restored(uint64_t mask) {
 // POSIX timers, into wa.
 long capture_process(writer_args &wa, snap_result *res) {
   capture_procstate();
-  // The capturing thread's own first: taking the process's would take its
-  // own before them.
-  thread_signals_take(static_cast<int>(sys::raw(SYS_gettid)));
+  // The capturing thread's own first, held back until the process's are
+  // taken (taking those takes the thread's own first).
+  thread_signals_take(static_cast<int>(sys::raw(SYS_gettid)), true);
+  const long pending = capture_pending(res);
+  thread_signals_requeue_deferred();
   bool overflow = false;
   const cap::thread_signal_record *ts = nullptr;
   wa.nthread_signals = thread_signals_taken(&ts, &overflow);
@@ -555,7 +557,7 @@ long capture_process(writer_args &wa, snap_result *res) {
     set_line(res, "more than %u signals are pending for single threads (not supported)", kMaxThreadSignals);
     return -EOPNOTSUPP;
   }
-  if (long r = capture_pending(res); r < 0) return r;
+  if (pending < 0) return pending;
   if (long r = capture_timers(g_timers, kMaxTimers, &g_ntimers, res->line, sizeof res->line); r < 0) return r;
   wa.signals = g_pending;
   wa.nsignals = g_npending;

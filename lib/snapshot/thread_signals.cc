@@ -19,6 +19,10 @@ namespace cap = capsule;
 
 cap::thread_signal_record g_records[kMaxThreadSignals];
 std::atomic<uint32_t> g_count{0};  // slots claimed (may pass kMaxThreadSignals: overflow)
+// The capturing thread's, taken but not yet queued again (defer).
+uint8_t g_deferred[kMaxThreadSignals];
+uint32_t g_ndeferred = 0;
+int g_deferred_tid = 0;
 
 int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -74,9 +78,12 @@ void requeue(long pid, int tid, const void *info) {
 
 }  // namespace
 
-void thread_signals_reset() { g_count.store(0, std::memory_order_relaxed); }
+void thread_signals_reset() {
+  g_count.store(0, std::memory_order_relaxed);
+  g_ndeferred = 0;
+}
 
-void thread_signals_take(int tid) {
+void thread_signals_take(int tid, bool defer) {
   const uint64_t stop = world_stop_signal() > 0 ? uint64_t{1} << (world_stop_signal() - 1) : 0;
   // Nothing pending for the thread or the process that it blocks (the
   // usual case): no /proc read in the pause.
@@ -132,9 +139,21 @@ void thread_signals_take(int tid) {
     }
   }
   const long pid = sys::getpid();
+  if (defer && !extra) {
+    memcpy(g_deferred, mine, n);
+    g_ndeferred = n;
+    g_deferred_tid = tid;
+    return;
+  }
   for (uint32_t i = 0; i < n; ++i) requeue(pid, tid, g_records[mine[i]].info);
   for (uint64_t i = 0; i < nextra; ++i) requeue(pid, tid, &extra[i]);
   if (extra) sys::munmap(extra, extra_cap * sizeof(siginfo_t));
+}
+
+void thread_signals_requeue_deferred() {
+  const long pid = sys::getpid();
+  for (uint32_t i = 0; i < g_ndeferred; ++i) requeue(pid, g_deferred_tid, g_records[g_deferred[i]].info);
+  g_ndeferred = 0;
 }
 
 uint32_t thread_signals_taken(const cap::thread_signal_record **out, bool *overflow) {

@@ -22,7 +22,11 @@ void thread_signals_reset();
 // takes and queues again each signal pending for it alone, but the stop's
 // own; records them.  Async-signal-safe, little stack (it may run on an
 // alternate signal stack).
-void thread_signals_take(int tid);
+// defer (the capturing thread): queued again only by
+// thread_signals_requeue_deferred, so that taking the process's pending
+// signals next does not take them again (its own come first).
+void thread_signals_take(int tid, bool defer = false);
+void thread_signals_requeue_deferred();
 
 // The records of the last stop; *overflow: more than kMaxThreadSignals
 // were pending (all were queued again; the snapshot must refuse).

@@ -370,15 +370,16 @@ bool walk_maps(state &s) {
       r.nruns = 1;
       if (!s.runs.push({0, (r.end - r.start) / kPage, static_cast<uint32_t>(cap::run_source::hole), cap::kNoFile, 0}))
         return fail(s, ENOMEM, "out of memory for the run table");
-    } else if (link >= 0) {
-      if (!save_linked_region(s, r, link)) return false;
-    } else if (!save_region(s, r, {file_backed, e.shared, unit_file})) {
-      return false;
-    } else if (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) &&
-               (r.nruns != 1 || s.runs.data[r.first_run].source != static_cast<uint32_t>(cap::run_source::hole))) {
-      // Inaccessible, but holding data (the program protected its own pages).
-      r.kind = static_cast<uint32_t>(e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi ? cap::region_kind::unit
-                                                                                 : cap::region_kind::anon);
+    } else {
+      if (link >= 0 ? !save_linked_region(s, r, link) : !save_region(s, r, {file_backed, e.shared, unit_file}))
+        return false;
+      if (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) &&
+          (r.nruns != 1 || s.runs.data[r.first_run].source != static_cast<uint32_t>(cap::run_source::hole))) {
+        // Inaccessible, but holding data (the program protected its own
+        // pages, PMem ones included).
+        r.kind = static_cast<uint32_t>(e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi ? cap::region_kind::unit
+                                                                                   : cap::region_kind::anon);
+      }
     }
     if (!s.regions.push(r)) return fail(s, ENOMEM, "out of memory for the region table");
   }

@@ -21,23 +21,23 @@ struct link_ctx {
   dev_t dir_dev;
   writer_args *wa;
   bool other_fs = false;
-  int err = 0;  // the first linkat failure
+  int err = 0;    // the first linkat failure
   int err_k = 0;  // of which file
 };
 
-void link_one(void *c, int fd, int k) {
-  auto *x = static_cast<link_ctx *>(c);
+// Links the PMem file fd into the capsule as pmem-<k>.tier (an O_TMPFILE,
+// or one linked into an earlier capsule: linkat through /proc gives it a
+// name) and adds it to wa->links.
+bool link_into(link_ctx *x, int fd, int k) {
   struct stat st;
-  if (sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) < 0 || x->wa->nlinks == kMaxPmemLinks) return;
+  if (sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) < 0 || x->wa->nlinks == kMaxPmemLinks) return false;
   if (st.st_dev != x->dir_dev) {
     x->other_fs = true;
-    return;
+    return false;
   }
   char from[40], name[32];
   snprintf(from, sizeof from, "/proc/self/fd/%d", fd);
   snprintf(name, sizeof name, "pmem-%d.tier", k);
-  // The storage is an O_TMPFILE file (or one already linked into an
-  // earlier capsule): linkat through /proc gives it a name.
   const long r = sys::raw(SYS_linkat, AT_FDCWD, reinterpret_cast<long>(from), x->dirfd, reinterpret_cast<long>(name),
                           AT_SYMLINK_FOLLOW);
   if (r < 0) {
@@ -45,37 +45,31 @@ void link_one(void *c, int fd, int k) {
       x->err = static_cast<int>(-r);
       x->err_k = k;
     }
-    return;
+    return false;
   }
   pmem_link &l = x->wa->links[x->wa->nlinks++];
   l.dev = (uint64_t{major(st.st_dev)} << 32) | minor(st.st_dev);
   l.ino = st.st_ino;
   l.k = static_cast<uint32_t>(k);
+  return true;
 }
 
-void unlink_k(int dirfd, uint32_t k) {
-  char name[32];
-  snprintf(name, sizeof name, "pmem-%u.tier", k);
-  sys::unlinkat(dirfd, name, 0);
-}
-
-}  // namespace
-
-void pmem_link_storage(int capsule_dirfd, writer_args *wa, snap_result *res) {
-  wa->nlinks = 0;
-  struct stat dst;
-  if (sys::raw(SYS_fstat, capsule_dirfd, reinterpret_cast<long>(&dst)) < 0) return;
-  link_ctx x{capsule_dirfd, dst.st_dev, wa};
-  const bool can_hand_over = heap_pmem_storage_each(link_one, &x);
-  if (wa->nlinks && wa->links[0].k == 0 && !can_hand_over) {
-    // Held files of earlier snapshots fill the table: the own file could
-    // not change hands, so its units are copied this time.
-    unlink_k(capsule_dirfd, 0);
-    memmove(&wa->links[0], &wa->links[1], (wa->nlinks - 1) * sizeof wa->links[0]);
-    --wa->nlinks;
-    snprintf(res->pmem_note, sizeof res->pmem_note,
-             "PMem units copied: the files of earlier snapshots are all still mapped");
+// Before the stop: the files held (k >= 1).  The own file (k 0) is linked
+// in the stop, where it is handed over at once: a link made and then
+// dropped would leave the O_TMPFILE unlinkable for good.
+void link_held(void *c, int fd, int k) {
+  auto *x = static_cast<link_ctx *>(c);
+  if (k > 0) {
+    link_into(x, fd, k);
+    return;
   }
+  struct stat st;
+  if (sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) == 0 && st.st_dev != x->dir_dev) x->other_fs = true;
+}
+
+bool link_own(void *c, int fd) { return link_into(static_cast<link_ctx *>(c), fd, 0); }
+
+void note(snap_result *res, const link_ctx &x) {
   if (x.other_fs)
     snprintf(res->pmem_note, sizeof res->pmem_note,
              "PMem units copied: the PMem tier (%.64s) is on another file system than the capsule",
@@ -87,14 +81,41 @@ void pmem_link_storage(int capsule_dirfd, writer_args *wa, snap_result *res) {
              strerror(x.err));
 }
 
+link_ctx g_ctx;  // from P0 to the stop, under the snapshot's lock
+
+}  // namespace
+
+void pmem_link_storage(int capsule_dirfd, writer_args *wa, snap_result *res) {
+  wa->nlinks = 0;
+  g_ctx = link_ctx{-1, 0, wa};
+  struct stat dst;
+  if (sys::raw(SYS_fstat, capsule_dirfd, reinterpret_cast<long>(&dst)) < 0) return;
+  g_ctx.dirfd = capsule_dirfd;
+  g_ctx.dir_dev = dst.st_dev;
+  heap_pmem_storage_each(link_held, &g_ctx);
+  note(res, g_ctx);
+}
+
 void pmem_hand_over(writer_args *wa, snap_result *res) {
-  if (!wa->nlinks || wa->links[0].k != 0) return;
-  if (heap_snapshot_hand_over(makedev(wa->links[0].dev >> 32, wa->links[0].dev & 0xffffffffu), wa->links[0].ino)) return;
-  // Not linked after all (its hold could not be taken): the writer copies
-  // the units and removes the link.
-  memmove(&wa->links[0], &wa->links[1], (wa->nlinks - 1) * sizeof wa->links[0]);
-  --wa->nlinks;
-  snprintf(res->pmem_note, sizeof res->pmem_note, "PMem units copied: the PMem file could not change hands");
+  if (g_ctx.dirfd < 0 || g_ctx.wa != wa || g_ctx.other_fs) return;
+  const uint32_t before = wa->nlinks;
+  const int r = heap_snapshot_hand_over(link_own, &g_ctx);
+  if (r == 1) {
+    // The own file first, as k 0.
+    const pmem_link own = wa->links[before];
+    memmove(&wa->links[1], &wa->links[0], before * sizeof wa->links[0]);
+    wa->links[0] = own;
+  } else if (r == -EIO) {
+    // Linked, but it could not change hands (its hold): copied after all.
+    --wa->nlinks;
+    sys::unlinkat(g_ctx.dirfd, "pmem-0.tier", 0);
+    snprintf(res->pmem_note, sizeof res->pmem_note, "PMem units copied: the PMem file could not change hands");
+  } else if (r == -EBUSY) {
+    snprintf(res->pmem_note, sizeof res->pmem_note,
+             "PMem units copied: the PMem files of earlier snapshots are all still in use");
+  } else if (r == -ENOLINK) {
+    note(res, g_ctx);
+  }
 }
 
 }  // namespace mmtier::detail

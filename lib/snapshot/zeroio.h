@@ -3,11 +3,12 @@
 // that holds the storage.
 //
 //   P0 (program running)  pmem_link_storage: each PMem file the process
-//                         maps units of (its own, and the ones it holds of
-//                         earlier snapshots and of ancestors) is hard-linked
-//                         into the capsule being made as pmem-<k>.tier.
-//   the stop              pmem_hand_over: the process's own file goes to
-//                         the capsule (heap_snapshot_hand_over): every unit
+//                         holds (of earlier snapshots and of ancestors) is
+//                         hard-linked into the capsule being made as
+//                         pmem-<k>.tier.
+//   the stop              pmem_hand_over: the process's own file is linked
+//                         as pmem-0.tier and goes to the capsule
+//                         (heap_snapshot_hand_over) at once: every unit
 //                         on it is frozen MAP_PRIVATE already, and the
 //                         process never writes, punches or reuses any of the
 //                         file again; new units go to a new file, a unit

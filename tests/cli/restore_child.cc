@@ -128,8 +128,18 @@ void *holder(void *) {
     sigemptyset(&rt3);
     sigaddset(&rt3, SIGRTMIN + 3);
     const timespec zero = {0, 0};
-    siginfo_t si{};
-    if (sigtimedwait(&rt3, &si, &zero) == SIGRTMIN + 3 && si.si_code == SI_QUEUE) g_holder_signal = si.si_value.sival_int;
+    siginfo_t si{}, second{};
+    // The queued one with its value, then the pthread_kill (SI_TKILL, or
+    // SI_USER on newer kernels: a siginfo only the thread itself may queue
+    // again).
+    if (sigtimedwait(&rt3, &si, &zero) != SIGRTMIN + 3 || si.si_code != SI_QUEUE)
+      g_holder_signal = -2;
+    else if (sigtimedwait(&rt3, &second, &zero) != SIGRTMIN + 3)
+      g_holder_signal = -3;
+    else if ((second.si_code != SI_TKILL && second.si_code != SI_USER) || second.si_pid != getpid())
+      g_holder_signal = -100 - second.si_code;
+    else
+      g_holder_signal = si.si_value.sival_int;
   }
   return nullptr;
 }
@@ -500,6 +510,7 @@ int main(int argc, char **argv) {
     // And one queued to the holder thread alone, one to this thread alone
     // (the one that takes the snapshot).
     pthread_sigqueue(g_threads[2], SIGRTMIN + 3, sigval{44});
+    pthread_kill(g_threads[2], SIGRTMIN + 3);
     pthread_sigqueue(pthread_self(), SIGRTMIN + 3, sigval{45});
     const int r = find_snapshot()(argv[2]);
     if (r == 1) {
@@ -512,7 +523,10 @@ int main(int argc, char **argv) {
       const bool mine = sigtimedwait(&rt3, &si, &zero) == SIGRTMIN + 3 && si.si_value.sival_int == 45 &&
                         sigtimedwait(&rt3, &si, &zero) < 0;
       const int status = restored_checks(1, tids);
-      objects += std::string(" tsig=") + (mine && g_holder_signal == 44 ? "ok" : "bad");
+      objects += std::string(" tsig=") + (mine && g_holder_signal == 44
+                                              ? "ok"
+                                              : "bad(mine=" + std::to_string(mine) +
+                                                    ",holder=" + std::to_string(g_holder_signal.load()) + ")");
       report("kernel %s", objects.c_str());
       return status || objects.find("bad") != std::string::npos ? 1 : 0;
     }
