@@ -49,7 +49,6 @@ uint32_t link_file_index(state &s, int i) {
 }
 
 // Where the file has data (SEEK_DATA/SEEK_HOLE), looked up a stretch at a
-
 // time: whether off is in data, and the stretch [lo, hi) it lies in.
 struct data_map {
   int fd;
@@ -72,9 +71,7 @@ struct data_map {
 };
 
 // Whether the page at p (a present page that is not the page cache's: a
-
 // private copy, or on DAX the file's own page mapped directly) holds what
-
 // the file holds at off.
 bool same_as_file(state &s, int fd, uint64_t off, const char *p) {
   char *buf = s.buf->bounce;
@@ -104,10 +101,6 @@ bool pmem_chunks(state &s, int i, uint32_t file, uint64_t off, uint64_t len) {
   }
   return true;
 }
-
-// A unit mapped on link i: each page the file's (a pmem run at its file
-
-// offset, or a hole where the file has none) or a private copy made since
 
 }  // namespace
 
@@ -145,6 +138,8 @@ void unlink_unused(state &s) {
   }
 }
 
+// A unit mapped on link i: each page the file's (a pmem run at its file
+// offset, or a hole where the file has none) or a private copy made since
 // an earlier freeze (mem).
 bool save_linked_region(state &s, cap::region &r, int i) {
   r.file = link_file_index(s, i);
