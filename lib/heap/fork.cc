@@ -90,12 +90,13 @@ void freeze_shared_mappings() {
   });
 }
 
-// Every frozen unit's slot is in storage this process no longer owns.
-void frozen_become_inherited() {
-  for_used_va_words([](size_t w) {
+// Every frozen unit (of kind `only`, when not 0) becomes `to`: its slot is
+// in storage this process no longer owns, counted with the inherited ones.
+void refreeze(uint8_t only, uint8_t to) {
+  for_used_va_words([only, to](size_t w) {
     for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
       unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
-      if (u.frozen) u.frozen = kFrozenInherited;
+      if (u.frozen && (!only || u.frozen == only)) u.frozen = to;
     }
   });
   g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
@@ -126,7 +127,7 @@ void leave() {
 
 void leave_child() {
   pthread_mutex_init(&g_mgr.lock, nullptr);
-  frozen_become_inherited();
+  refreeze(0, kFrozenInherited);
   g_mgr.counters.reshared = 0;
   migration_fork_child();
   // The fork counted is the parent's; the child's statistics start with its
@@ -219,14 +220,7 @@ int heap_snapshot_hand_over(bool (*link)(void *ctx, int fd), void *ctx) {
   if (!pm.ops->hand_over(&pm)) return -EIO;
   ++g_mgr.storage_generation;
   // The stop froze every unit on the file: the capsule's now.
-  for_used_va_words([](size_t w) {
-    for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
-      unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
-      if (u.frozen == kFrozenOwn) u.frozen = kFrozenCapsule;
-    }
-  });
-  g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
-  g_mgr.counters.frozen_own = 0;
+  refreeze(kFrozenOwn, kFrozenCapsule);
   g_mgr.counters_changed = true;
   MMTIER_DEBUG("snapshot: the PMem file went to the capsule; new units go to a new one");
   return 1;

@@ -48,8 +48,7 @@ struct snap_result {
 long snapshot_take(const snap_request &req, snap_result *result);
 
 // In the pause: the process's POSIX timers into timers[0, *count) (at most
-// max), and a check that no signal is pending for a single thread.  0, or
-// -EOPNOTSUPP with line saying why (timers_capture.cc).
+// max).  0, or -EOPNOTSUPP with line saying why (timers_capture.cc).
 long capture_timers(capsule::timer_record *timers, uint32_t max, uint32_t *count, char *line, size_t line_cap);
 
 // Where the statistics page is (a layer above publishes it): read in the

@@ -1,10 +1,8 @@
 // POSIX timers and per-thread pending signals, in the pause (capture.cc).
 #include "snapshot/capture.h"
 
-#include "platform/dirent.h"
 #include "platform/sys.h"
 #include "snapshot/capsule_format.h"
-#include "snapshot/proc_text.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -29,9 +27,7 @@ const char *after(const char *s, const char *key) {
 }  // namespace
 
 // POSIX timers, in the pause: /proc/self/timers names each (id, signal and
-// value, notification, clock), timer_gettime says what it has left.  And
-// signals pending for one thread alone, which a restore does not queue
-// again: the snapshot fails, naming the thread.
+// value, notification, clock), timer_gettime says what it has left.
 long capture_timers(cap::timer_record *timers, uint32_t max, uint32_t *count, char *line, size_t line_cap) {
   *count = 0;
   static char buf[16384];  // under the snapshot's one-at-a-time lock
