@@ -113,24 +113,101 @@ void check_crc(const cap::chunk &c, uint32_t crc, const std::string &what) {
 
 }  // namespace
 
-verified verify_mem(int dirfd, const cap::manifest_view &m, const std::vector<uint8_t> *only) {
-  std::vector<const cap::chunk *> order;
-  for (uint64_t i = 0; i < m.nchunks; ++i) {
-    const uint64_t k = m.chunks[i].offset / cap::kChunkBytes;
-    if (m.chunks[i].file == cap::kNoFile && (!only || (k < only->size() && (*only)[k])))
-      order.push_back(&m.chunks[i]);
+bool is_base_file(const cap::manifest_view &m, uint32_t file) {
+  return file < m.nfiles && m.files[file].identity == static_cast<uint32_t>(cap::file_identity::capsule) &&
+         cap::base_file_name(cap::string_at(m, m.files[file].path));
+}
+
+uint64_t data_layout::of_run(const cap::run &r) const {
+  if (r.source == static_cast<uint32_t>(cap::run_source::mem)) return r.offset;
+  return r.file < base.size() && base[r.file] != kNone ? base[r.file] + r.offset : kNone;
+}
+
+uint64_t data_layout::of_chunk(const cap::chunk &c) const {
+  if (c.file == cap::kNoFile) return c.offset;
+  return c.file < base.size() && base[c.file] != kNone ? base[c.file] + c.offset : kNone;
+}
+
+data_layout layout_of(const cap::manifest_view &m) {
+  data_layout l;
+  l.base.assign(m.nfiles, data_layout::kNone);
+  // How far each file's data goes: runs and chunks both say.
+  std::vector<uint64_t> len(m.nfiles, 0);
+  uint64_t mem_len = m.hdr->mem_size;
+  for (uint64_t i = 0; i < m.nruns; ++i) {
+    const cap::run &r = m.runs[i];
+    if (r.source == static_cast<uint32_t>(cap::run_source::base) && r.file < m.nfiles)
+      len[r.file] = std::max(len[r.file], r.offset + r.npages * m.hdr->page_size);
   }
-  std::stable_sort(order.begin(), order.end(), [](auto *a, auto *b) { return a->offset < b->offset; });
-  fd_holder fd(openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
-  if (fd.fd < 0) throw failure(strf("cannot read mem: %s", strerror(errno)));
-  posix_fadvise(fd.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  for (uint64_t i = 0; i < m.nchunks; ++i) {
+    const cap::chunk &c = m.chunks[i];
+    if (c.file == cap::kNoFile)
+      mem_len = std::max(mem_len, c.offset + c.length);
+    else if (c.file < m.nfiles)
+      len[c.file] = std::max(len[c.file], c.offset + c.length);
+  }
+  auto up = [](uint64_t v) { return (v + cap::kChunkBytes - 1) / cap::kChunkBytes * cap::kChunkBytes; };
+  uint64_t at = up(mem_len);
+  for (uint64_t f = 0; f < m.nfiles; ++f) {
+    if (!is_base_file(m, static_cast<uint32_t>(f)) || !len[f]) continue;
+    if (at > (uint64_t{1} << 62) || len[f] > (uint64_t{1} << 62))
+      throw failure("the manifest's runs lie beyond any file's size");
+    l.base[f] = at;
+    at = up(at + len[f]);
+  }
+  l.end = at;
+  return l;
+}
+
+void data_files::close_all() {
+  if (mem >= 0) close(mem);
+  mem = -1;
+  for (int &fd : base)
+    if (fd >= 0) close(fd), fd = -1;
+}
+
+data_files open_data(int dirfd, const cap::manifest_view &m, const data_layout &l) {
+  data_files d;
+  d.base.assign(m.nfiles, -1);
+  d.mem = openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (d.mem < 0) throw failure(strf("cannot read mem: %s", strerror(errno)));
+  try {
+    for (uint64_t f = 0; f < m.nfiles; ++f)
+      if (l.base[f] != data_layout::kNone) d.base[f] = open_linked(dirfd, m, static_cast<uint32_t>(f));
+  } catch (...) {
+    d.close_all();
+    throw;
+  }
+  return d;
+}
+
+verified verify_mem(int dirfd, const cap::manifest_view &m, const std::vector<uint8_t> *only) {
+  const data_layout l = layout_of(m);
+  std::vector<std::pair<uint64_t, const cap::chunk *>> order;
+  for (uint64_t i = 0; i < m.nchunks; ++i) {
+    const uint64_t at = l.of_chunk(m.chunks[i]);
+    if (at == data_layout::kNone) continue;
+    const uint64_t k = at / cap::kChunkBytes;
+    if (!only || (k < only->size() && (*only)[k])) order.push_back({at, &m.chunks[i]});
+  }
+  std::stable_sort(order.begin(), order.end(), [](auto &a, auto &b) { return a.first < b.first; });
+  data_files d = open_data(dirfd, m, l);
+  posix_fadvise(d.mem, 0, 0, POSIX_FADV_SEQUENTIAL);
   std::vector<char> buf(kVerifyBuffer);
   verified v;
-  for (const cap::chunk *c : order) {
-    check_crc(*c, crc_of(fd.fd, c->offset, c->length, buf, "mem"), "mem");
-    ++v.chunks;
-    v.bytes += c->length;
+  try {
+    for (const auto &[at, c] : order) {
+      const std::string what = c->file == cap::kNoFile ? "mem" : cap::string_at(m, m.files[c->file].path);
+      check_crc(*c, crc_of(d.fd(c->file), c->offset, c->length, buf, what), what);
+      ++v.chunks;
+      v.bytes += c->length;
+      if (c->file != cap::kNoFile) ++v.base_chunks, v.base_bytes += c->length;
+    }
+  } catch (...) {
+    d.close_all();
+    throw;
   }
+  d.close_all();
   return v;
 }
 
@@ -138,8 +215,8 @@ int open_linked(int dirfd, const cap::manifest_view &m, uint32_t file) {
   if (file >= m.nfiles || m.files[file].identity != static_cast<uint32_t>(cap::file_identity::capsule))
     throw failure(strf("the manifest refers to file %u as one of the capsule's, which it is not", file));
   const char *name = cap::string_at(m, m.files[file].path);
-  if (!cap::pmem_file_name(name))
-    throw failure(strf("the manifest names \"%s\" as a PMem file of the capsule", name));
+  if (!cap::pmem_file_name(name) && !cap::base_file_name(name))
+    throw failure(strf("the manifest names \"%s\" as a file of the capsule", name));
   const int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw failure(strf("cannot open the capsule's %s: %s", name, strerror(errno)));
   struct stat st, dir;
@@ -166,7 +243,7 @@ verified verify_linked(int dirfd, const cap::manifest_view &m) {
     for (uint64_t i = 0; i < m.nchunks; ++i) {
       const cap::chunk &c = m.chunks[i];
       if (c.file == cap::kNoFile || c.file >= m.nfiles ||
-          m.files[c.file].identity != static_cast<uint32_t>(cap::file_identity::capsule))
+          m.files[c.file].identity != static_cast<uint32_t>(cap::file_identity::capsule) || is_base_file(m, c.file))
         continue;
       if (fds[c.file] < 0) fds[c.file] = open_linked(dirfd, m, c.file);
       const std::string what = cap::string_at(m, m.files[c.file].path);

@@ -57,20 +57,53 @@ std::string open_error(int err, const char *why);
 struct verified {
   uint64_t chunks = 0, bytes = 0;
   uint64_t linked_chunks = 0, linked_bytes = 0;  // of them, in the capsule's PMem files (verify_linked)
+  uint64_t base_chunks = 0, base_bytes = 0;      // of them, in earlier capsules' mem (verify_mem)
 };
 
-// Checks the CRC of every chunk of mem (or, with only, of the chunks at
-// offset k * kChunkBytes where only[k] is set), in the order of their
-// offsets; throws failure naming the first that does not match.
+// Where the bytes of mem and base runs are, as one range of "data
+// offsets": the capsule's mem from 0, then each earlier capsule's mem it
+// links (mem-<id>, incremental) from the next 2 MiB boundary on, so that
+// every chunk of them is chunk k = data offset / kChunkBytes of one range.
+struct data_layout {
+  static constexpr uint64_t kNone = ~uint64_t{0};
+  std::vector<uint64_t> base;  // per files index: where a linked mem starts, or kNone
+  uint64_t end = 0;            // every data offset is below
+  // The data offset of a run's first byte (a mem or base run).
+  uint64_t of_run(const capsule::run &r) const;
+  // The data offset of a chunk of mem or of a linked mem, or kNone (a
+  // chunk of a PMem file).
+  uint64_t of_chunk(const capsule::chunk &c) const;
+};
+data_layout layout_of(const capsule::manifest_view &m);
+
+// The files of a data layout, opened: mem and each linked earlier mem
+// (open_linked).  fd(file) is mem's for kNoFile.  Throws failure.
+struct data_files {
+  int mem = -1;
+  std::vector<int> base;  // per files index, -1 where not a linked mem
+  int fd(uint32_t file) const { return file == capsule::kNoFile ? mem : base[file]; }
+  void close_all();
+};
+data_files open_data(int dirfd, const capsule::manifest_view &m, const data_layout &l);
+
+// Checks the CRC of every chunk of mem and of the earlier capsules' mem it
+// links (or, with only, of the chunks k = data offset / kChunkBytes where
+// only[k] is set), in the order of their data offsets; throws failure
+// naming the first that does not match.
 verified verify_mem(int dirfd, const capsule::manifest_view &m, const std::vector<uint8_t> *only = nullptr);
 
-// The capsule's own PMem file `file` (a files-table entry with identity
-// capsule, pmem-<k>.tier, a regular file of the capsule's owner), opened
-// read-only; throws failure saying what is wrong.
+// A file of the capsule's own `file` (a files-table entry with identity
+// capsule: a PMem file pmem-<k>.tier or an earlier capsule's mem,
+// mem-<id>; a regular file of the capsule's owner), opened read-only;
+// throws failure saying what is wrong.
 int open_linked(int dirfd, const capsule::manifest_view &m, uint32_t file);
 
+// Whether files entry `file` is an earlier capsule's mem (mem-<id>).
+bool is_base_file(const capsule::manifest_view &m, uint32_t file);
+
 // Checks the CRC of every chunk of the capsule's linked PMem files (ZeroIO;
-// the chunks of other files are not looked at).
+// the chunks of other files, linked mem files included, are not looked
+// at: verify_mem checks those).
 verified verify_linked(int dirfd, const capsule::manifest_view &m);
 
 }  // namespace mmtier::cli

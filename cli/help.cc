@@ -465,7 +465,7 @@ constexpr const char kSnapshot[] = R"(NAME
     mmtier snapshot - take, list, inspect and delete snapshot capsules
 
 SYNOPSIS
-    mmtier snapshot PID [--name NAME] [--dir DIR] [--json]
+    mmtier snapshot PID [--name NAME] [--dir DIR] [--full] [--json]
     mmtier snapshot list [--dir DIR] [--json]
     mmtier snapshot info CAPSULE [--verify] [--json] [--dir DIR]
     mmtier snapshot delete CAPSULE... [--dir DIR]
@@ -474,9 +474,9 @@ DESCRIPTION
     A snapshot of a process under libmmtier is a capsule: a directory
     NAME.mmtcap (mode 0700) holding a manifest (the process's header and
     tables, each with a CRC32C), the memory file mem, and hard links to
-    PMem files.  A capsule is written under a temporary name,
-    .NAME.mmtcap.tmp-PID-HEX (PID: the process snapshotted), and renamed
-    to NAME.mmtcap once complete.
+    PMem files and to earlier capsules' mem files.  A capsule is written
+    under a temporary name, .NAME.mmtcap.tmp-PID-HEX (PID: the process
+    snapshotted), and renamed to NAME.mmtcap once complete.
 
     PID     Takes a snapshot of process PID, which must run under
             libmmtier and have placed 32 MiB (it then listens on
@@ -489,15 +489,23 @@ DESCRIPTION
             tier (MMTIER_PMEM_PATH), PMem units are not copied: the capsule
             hard-links the PMem file (ZeroIO) and the process goes on with
             a new one; otherwise a second line says why they were copied.
-            The capsule goes
+            Snapshots are incremental: when the last capsule the process
+            completed is in the same directory, only the pages changed
+            since (compared by a 128-bit hash per page) are written, and
+            the capsule hard-links the earlier capsules' mem files that
+            hold the rest (mem-ID), so deleting any capsule never breaks
+            another; stderr says how much was unchanged.  After
+            MMTIER_SNAPSHOT_CHAIN such files, or with --full, every page is
+            written.  The capsule goes
             to --dir (relative to this command's directory), else to the
             process's MMTIER_SNAPSHOT_DIR; it is named NAME, else
             COMMAND-PID-UTCTIME.  Only the process's user and root may.
-            Restoring a capsule is not implemented yet.
+            mmtier restore brings a capsule back (mmtier restore --help).
     list    One line per capsule of the capsule directory: its name, when
             it was taken (local time), the process's pid and command, the
-            bytes it takes on disk (its files' blocks, like du) and its
-            status:
+            bytes it takes on disk (its files' blocks, like du), of them
+            the bytes in files other capsules or the PMem tier link too
+            (SHARED), and its status:
             incomplete  being written, or given up half-way; a temporary
                         capsule says whether its writer is still running
                         or gone (what it left can be deleted)
@@ -530,28 +538,36 @@ OPTIONS
     --name NAME
         PID: the capsule's name: 1 to 64 of A-Z a-z 0-9 . _ -, not
         starting with a dot.
+    --full
+        PID: write every page, none referred to in an earlier capsule.
     --json
         JSON (see JSON below).
     --verify
-        info: also read mem and check the CRC32C of every chunk of it; the
-        first damaged chunk is named by its offset.
+        info: also read mem (and the earlier capsules' mem and the PMem
+        files it links) and check the CRC32C of every chunk; the first
+        damaged chunk is named by its file and offset.
     -h, --help
         Print this manual and exit.
 
 JSON
-    PID: {"pid", "path", "paused_ms", "threads", "memory_bytes"}.
+    PID: {"pid", "path", "paused_ms", "threads", "memory_bytes" (written),
+    "shared_bytes" (unchanged since earlier capsules, linked),
+    "pmem_linked_bytes", "pmem_note" (why PMem was copied, or null)}.
     list: {"directory": DIR, "capsules": [CAPSULE, ...]} sorted by name,
     each CAPSULE {"name", "path", "status", "reason" (null but for failed,
     damaged, unreadable), "created_unix_ns", "pid", "comm" (null when the
-    manifest cannot be read), "disk_bytes", "writer" ({"pid", "running"}
+    manifest cannot be read), "disk_bytes", "shared_disk_bytes", "writer"
+    ({"pid", "running"}
     for a temporary capsule, else null)}.
     info: {"path", "status", "reason", "error" (the writer's errno name
     or null), "pid", "comm", "threads", "uid", "gid", "euid", "egid",
     "created_unix_ns", "paused_ns", "kernel_release", "boot_id",
     "mmtier_version", "capsule_id", "page_size", "mem_bytes",
-    "manifest_bytes", "disk_bytes", "regions", "regions_by_kind" {"reserve",
-    "unit", "anon", "stack", "brk", "file", "vdso", "vvar", "stats"},
-    "bytes_by_source" {"hole", "mem", "pmem", "file", "zero"}, "runs",
+    "manifest_bytes", "disk_bytes", "shared_disk_bytes", "shared_bytes",
+    "base_id" (the capsule it was built on, or null), "regions",
+    "regions_by_kind" {"reserve", "unit", "anon", "stack", "brk", "file",
+    "vdso", "vvar", "stats"}, "bytes_by_source" {"hole", "mem", "pmem",
+    "file", "zero", "base"}, "runs",
     "mem_chunks", "other_chunks", "files", "process_state"
     ({"signals_handled", "signals_ignored", "umask", "cwd"} as in the
     pause, or null), "verified" ({"chunks", "bytes"} with --verify, else
@@ -585,6 +601,9 @@ ENVIRONMENT
     MMTIER_SNAPSHOT_DIR
         The capsule directory (an absolute path), as the processes under
         libmmtier read it; --dir wins over it.
+    MMTIER_SNAPSHOT_CHAIN
+        As the processes read it: how many capsules' mem files one
+        capsule may refer to before a snapshot is written in full.
     XDG_STATE_HOME, HOME
         Where the default capsule directory is.
 

@@ -267,6 +267,15 @@ void check(image &im, const options &o) {
           g.file < m.nfiles && m.files[g.file].identity == static_cast<uint32_t>(cap::file_identity::capsule);
       for (uint64_t k = 0; k < g.nruns; ++k) {
         const cap::run &r = m.runs[g.first_run + k];
+        if (r.source == static_cast<uint32_t>(cap::run_source::base)) {
+          // Incremental: bytes an earlier capsule wrote, in its mem linked here.
+          if (!is_base_file(m, r.file))
+            refuse(im, strf("the manifest's region %#llx-%#llx refers to data in a file that is not an earlier "
+                            "capsule's mem",
+                            static_cast<unsigned long long>(g.start), static_cast<unsigned long long>(g.end)));
+          need[r.file] = std::max(need[r.file], r.offset + r.npages * h.page_size);
+          continue;
+        }
         if (r.source != static_cast<uint32_t>(cap::run_source::pmem)) continue;
         // Mapped from the file at the region's offset: a run's bytes are
         // where the mapping puts them (its CRCs are of those).
@@ -285,7 +294,9 @@ void check(image &im, const options &o) {
       close(fd);
       // Past its end a mapping of it reads as SIGBUS.
       if (short_file)
-        refuse(im, strf("its PMem file %s is shorter than the regions that map it",
+        refuse(im, strf(is_base_file(m, static_cast<uint32_t>(i))
+                            ? "its earlier capsule's mem %s is shorter than the runs that refer to it"
+                            : "its PMem file %s is shorter than the regions that map it",
                         cap::string_at(m, m.files[i].path)));
       // Mapped into this user's process (root restoring another user's
       // capsule), the file's owner could change its memory by writing it.
@@ -454,6 +465,22 @@ int move_high(int fd, int floor) {
     exe_fd = open(cap::string_at(m, ps.exe), O_RDONLY | O_CLOEXEC);
     if (exe_fd >= 0) to_close.push_back(exe_fd);
   }
+  // Earlier capsules' mem files an incremental capsule links, opened once
+  // each (above the program's numbers).
+  std::vector<int> base_fds(m.nfiles, -1);
+  auto base_fd = [&](uint32_t file) {
+    if (file >= m.nfiles) die(err_fd, "the manifest refers to a file it does not have");
+    if (base_fds[file] < 0) {
+      try {
+        base_fds[file] = move_high(open_linked(dirfd, m, file), floor);
+      } catch (const failure &e) {
+        die(err_fd, e.what());
+      }
+      if (base_fds[file] < 0) die(err_fd, strf("cannot keep an earlier capsule's mem open: %s", strerror(errno)));
+      to_close.push_back(base_fds[file]);
+    }
+    return base_fds[file];
+  };
   // The plan's map and copy operations.
   std::vector<rs::map_op> maps;
   std::vector<rs::copy_op> copies;
@@ -531,13 +558,17 @@ int move_high(int fd, int floor) {
     op.first_copy = copies.size();
     for (uint64_t k = 0; k < g.nruns; ++k) {
       const cap::run &r = m.runs[g.first_run + k];
-      if (r.source != static_cast<uint32_t>(cap::run_source::mem)) continue;
+      int fd = mem_fd;
+      if (r.source == static_cast<uint32_t>(cap::run_source::base))
+        fd = base_fd(r.file);
+      else if (r.source != static_cast<uint32_t>(cap::run_source::mem))
+        continue;
       const uint64_t addr = g.start + r.page * h.page_size, len = r.npages * h.page_size;
       if (copies.size() > op.first_copy && copies.back().addr + copies.back().len == addr &&
-          copies.back().mem_off + copies.back().len == r.offset)
+          copies.back().fd == fd && copies.back().mem_off + copies.back().len == r.offset)
         copies.back().len += len;
       else
-        copies.push_back({addr, len, r.offset});
+        copies.push_back({addr, len, r.offset, fd, 0});
     }
     op.ncopies = copies.size() - op.first_copy;
     if (op.kind == static_cast<uint32_t>(rs::map_kind::reserve) && op.ncopies)
@@ -752,13 +783,14 @@ void serve_lazily(const image &im, int sock, bool detach, uint64_t fill_rate) {
   if (!c || c->cmsg_type != SCM_RIGHTS || n != sizeof sentinel) return;  // the restore failed before: the command says why
   int uffd;
   memcpy(&uffd, CMSG_DATA(c), sizeof uffd);
-  const int mem_fd = openat(im.dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   lazy_result r;
-  if (mem_fd < 0)
-    r.error = strf("cannot open the capsule's mem: %s", strerror(errno));
-  else
-    r = lazy_serve(im.m, mem_fd, uffd, sentinel, fill_rate);
-  if (mem_fd >= 0) close(mem_fd);
+  try {
+    data_files files = open_data(im.dirfd, im.m, layout_of(im.m));
+    r = lazy_serve(im.m, files, uffd, sentinel, fill_rate);
+    files.close_all();
+  } catch (const failure &e) {
+    r.error = e.what();
+  }
   if (!r.error.empty()) {
     const std::string line = strf("mmtier restore: %s: %s; the restored processes are killed before they see it", im.where.path.c_str(),
                                   r.error.c_str());

@@ -115,8 +115,8 @@ enum class step { ok, retry, gone };
 
 class server {
  public:
-  server(const cap::manifest_view &m, int mem_fd, uint64_t sentinel, uint64_t fill_rate)
-      : m_(m), mem_fd_(mem_fd), sentinel_(sentinel), fill_rate_(fill_rate) {}
+  server(const cap::manifest_view &m, const data_files &files, uint64_t sentinel, uint64_t fill_rate)
+      : m_(m), files_(files), layout_(layout_of(m)), sentinel_(sentinel), fill_rate_(fill_rate) {}
 
   lazy_result run(int uffd);
 
@@ -139,7 +139,8 @@ class server {
   void wake(const space &s, uint64_t page);
 
   const cap::manifest_view &m_;
-  int mem_fd_;
+  const data_files &files_;
+  data_layout layout_;  // piece::mem_off and the chunk numbers are its data offsets
   uint64_t sentinel_;
   uint64_t fill_rate_;                           // bytes per second of the background fill, 0: no limit
   uint64_t filled_bytes_ = 0;                    // by the background fill
@@ -223,12 +224,14 @@ bool server::load(uint64_t k) {
                       static_cast<unsigned long long>(k * cap::kChunkBytes));
     return false;
   }
+  const std::string what = c->file == cap::kNoFile ? "mem" : cap::string_at(m_, m_.files[c->file].path);
   for (uint64_t got = 0; got < c->length;) {
-    const ssize_t n = pread(mem_fd_, buf_.data() + got, c->length - got, static_cast<off_t>(c->offset + got));
+    const ssize_t n =
+        pread(files_.fd(c->file), buf_.data() + got, c->length - got, static_cast<off_t>(c->offset + got));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      res_.error = n < 0 ? strf("cannot read mem: %s", strerror(errno))
-                         : strf("mem is damaged: it ends inside the chunk at offset %llu",
+      res_.error = n < 0 ? strf("cannot read %s: %s", what.c_str(), strerror(errno))
+                         : strf("%s is damaged: it ends inside the chunk at offset %llu", what.c_str(),
                                 static_cast<unsigned long long>(c->offset));
       return false;
     }
@@ -237,8 +240,8 @@ bool server::load(uint64_t k) {
   if (!verified_[k]) {
     const uint32_t crc = detail::crc32c(0, buf_.data(), c->length);
     if (crc != c->crc) {
-      res_.error = strf("mem is damaged: the chunk at offset %llu has CRC32C %08x, the manifest says %08x",
-                        static_cast<unsigned long long>(c->offset), crc, c->crc);
+      res_.error = strf("%s is damaged: the chunk at offset %llu has CRC32C %08x, the manifest says %08x",
+                        what.c_str(), static_cast<unsigned long long>(c->offset), crc, c->crc);
       return false;
     }
     verified_[k] = 1;
@@ -423,27 +426,34 @@ lazy_result server::run(int uffd) {
     first->relocs.push_back({g.start, g.end, g.start});
     for (uint64_t k = 0; k < g.nruns; ++k) {
       const cap::run &r = m_.runs[g.first_run + k];
-      if (r.source != static_cast<uint32_t>(cap::run_source::mem)) continue;
+      if (r.source != static_cast<uint32_t>(cap::run_source::mem) &&
+          r.source != static_cast<uint32_t>(cap::run_source::base))
+        continue;
+      const uint64_t at = layout_.of_run(r);
+      if (at == data_layout::kNone) {
+        res_.error = "the manifest refers to data in a file that is not an earlier capsule's mem";
+        return res_;
+      }
       const uint64_t addr = g.start + r.page * page_size, len = r.npages * page_size;
       if (!pieces_.empty() && pieces_.back().addr + pieces_.back().len == addr &&
-          pieces_.back().mem_off + pieces_.back().len == r.offset)
+          pieces_.back().mem_off + pieces_.back().len == at)
         pieces_.back().len += len;
       else
-        pieces_.push_back({addr, len, r.offset});
-      mem_end = std::max(mem_end, r.offset + len);
+        pieces_.push_back({addr, len, at});
+      mem_end = std::max(mem_end, at + len);
     }
   }
-  for (uint64_t i = 0; i < m_.nchunks; ++i)
-    if (m_.chunks[i].file == cap::kNoFile) mem_end = std::max(mem_end, m_.chunks[i].offset + m_.chunks[i].length);
+  mem_end = std::max(mem_end, layout_.end);
   const uint64_t nchunks = (mem_end + cap::kChunkBytes - 1) / cap::kChunkBytes;
   chunk_of_.assign(nchunks, nullptr);
   verified_.assign(nchunks, 0);
   chunk_pieces_.resize(nchunks);
   for (uint64_t i = 0; i < m_.nchunks; ++i) {
     const cap::chunk &c = m_.chunks[i];
-    if (c.file == cap::kNoFile && c.offset % cap::kChunkBytes == 0 && c.length <= cap::kChunkBytes &&
-        c.offset / cap::kChunkBytes < nchunks)
-      chunk_of_[c.offset / cap::kChunkBytes] = &c;
+    const uint64_t at = layout_.of_chunk(c);
+    if (at != data_layout::kNone && at % cap::kChunkBytes == 0 && c.length <= cap::kChunkBytes &&
+        at / cap::kChunkBytes < nchunks)
+      chunk_of_[at / cap::kChunkBytes] = &c;
   }
   for (uint32_t i = 0; i < pieces_.size(); ++i)
     for (uint64_t k = pieces_[i].mem_off / cap::kChunkBytes;
@@ -578,7 +588,9 @@ bool lazy_region(const cap::manifest_view &m, const cap::region &g) {
   // its few copies are restored eagerly.
   if (g.file < m.nfiles && m.files[g.file].identity == static_cast<uint32_t>(cap::file_identity::capsule)) return false;
   for (uint64_t k = 0; k < g.nruns; ++k)
-    if (runs[g.first_run + k].source == static_cast<uint32_t>(cap::run_source::mem)) return true;
+    if (runs[g.first_run + k].source == static_cast<uint32_t>(cap::run_source::mem) ||
+        runs[g.first_run + k].source == static_cast<uint32_t>(cap::run_source::base))
+      return true;
   return false;
 }
 
@@ -602,24 +614,30 @@ std::string lazy_unavailable() {
 }
 
 std::vector<uint8_t> eager_chunks(const cap::manifest_view &m) {
+  const data_layout l = layout_of(m);
   std::vector<uint8_t> out;
   for (uint64_t i = 0; i < m.nregions; ++i) {
     const cap::region &g = m.regions[i];
     if (lazy_region(m, g)) continue;
     for (uint64_t k = 0; k < g.nruns; ++k) {
       const cap::run &r = m.runs[g.first_run + k];
-      if (r.source != static_cast<uint32_t>(cap::run_source::mem)) continue;
+      if (r.source != static_cast<uint32_t>(cap::run_source::mem) &&
+          r.source != static_cast<uint32_t>(cap::run_source::base))
+        continue;
+      const uint64_t at = l.of_run(r);
+      if (at == data_layout::kNone) continue;  // refused by the restore's checks
       const uint64_t len = r.npages * m.hdr->page_size;
-      const uint64_t last = (r.offset + len - 1) / cap::kChunkBytes;
+      const uint64_t last = (at + len - 1) / cap::kChunkBytes;
       if (out.size() <= last) out.resize(last + 1, 0);
-      for (uint64_t c = r.offset / cap::kChunkBytes; c <= last; ++c) out[c] = 1;
+      for (uint64_t c = at / cap::kChunkBytes; c <= last; ++c) out[c] = 1;
     }
   }
   return out;
 }
 
-lazy_result lazy_serve(const cap::manifest_view &m, int mem_fd, int uffd, uint64_t sentinel, uint64_t fill_rate) {
-  server s(m, mem_fd, sentinel, fill_rate);
+lazy_result lazy_serve(const cap::manifest_view &m, const data_files &files, int uffd, uint64_t sentinel,
+                       uint64_t fill_rate) {
+  server s(m, files, sentinel, fill_rate);
   return s.run(uffd);
 }
 

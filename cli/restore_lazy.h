@@ -7,6 +7,8 @@
 
 #include "snapshot/capsule_format.h"
 
+#include "capsule_read.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -23,8 +25,9 @@ bool lazy_region(const capsule::manifest_view &m, const capsule::region &g);
 // MADV_DONTNEED events); else why not, in a phrase.
 std::string lazy_unavailable();
 
-// Per chunk of mem (offset k * kChunkBytes): 1 where bytes of a region
-// restored eagerly lie (checked before the restore), else 0.
+// Per chunk of the data layout (data offset k * kChunkBytes, capsule_read.h):
+// 1 where bytes of a region restored eagerly lie (checked before the
+// restore), else 0.
 std::vector<uint8_t> eager_chunks(const capsule::manifest_view &m);
 
 struct lazy_result {
@@ -38,7 +41,7 @@ struct lazy_result {
 };
 
 // Serves uffd (the restorer's, see restorer/blob.cc) from the capsule's mem
-// (mem_fd) until every lazy region of every process sharing the capsule's
+// and the earlier capsules' mem it links (files) until every lazy region of every process sharing the capsule's
 // memory (the program and the children it forks meanwhile) is filled, then
 // closes every userfaultfd, which unregisters them.  Each chunk's CRC is
 // checked before any of its bytes reach a process; a damaged one kills
@@ -47,6 +50,7 @@ struct lazy_result {
 // second, 0: no limit) paces the background fill; faults are served at once.
 // sentinel: the page the restorer registered and left missing, copied in
 // (in every process) once all is filled: how the library knows.
-lazy_result lazy_serve(const capsule::manifest_view &m, int mem_fd, int uffd, uint64_t sentinel, uint64_t fill_rate);
+lazy_result lazy_serve(const capsule::manifest_view &m, const data_files &files, int uffd, uint64_t sentinel,
+                       uint64_t fill_rate);
 
 }  // namespace mmtier::cli

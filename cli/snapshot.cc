@@ -72,8 +72,10 @@ void report(const std::string &capsule, const std::string &what) {
 
 
 
-// Bytes on disk of the capsule, like du: the directory, its files and files/.
-uint64_t disk_bytes(int dirfd, int depth = 0) {
+// Bytes on disk of the capsule, like du: the directory, its files and
+// files/; of them, in files that have other links too (earlier capsules'
+// mem an incremental capsule shares, PMem files) to *shared.
+uint64_t disk_bytes(int dirfd, uint64_t *shared, int depth = 0) {
   struct stat st;
   uint64_t sum = fstat(dirfd, &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
   const int dup_fd = dup(dirfd);
@@ -89,9 +91,10 @@ uint64_t disk_bytes(int dirfd, int depth = 0) {
     if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (S_ISDIR(st.st_mode) && depth < 1) {
       fd_holder sub(openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (sub.fd >= 0) sum += disk_bytes(sub.fd, depth + 1);
+      if (sub.fd >= 0) sum += disk_bytes(sub.fd, shared, depth + 1);
     } else {
       sum += static_cast<uint64_t>(st.st_blocks) * 512;
+      if (S_ISREG(st.st_mode) && st.st_nlink > 1) *shared += static_cast<uint64_t>(st.st_blocks) * 512;
     }
   }
   closedir(d);
@@ -166,6 +169,7 @@ struct examined {
   bool parsed = false;
   cap::manifest_view view{};  // into file, when parsed
   uint64_t disk = 0;
+  uint64_t shared = 0;  // of disk, in files linked elsewhere too
   bool tmp = false;
   long writer_pid = 0;
   bool writer_running = false;
@@ -194,7 +198,7 @@ std::string mem_problem(int dirfd, const cap::header &h) {
 }
 
 void examine(int dirfd, examined *e) {
-  e->disk = disk_bytes(dirfd);
+  e->disk = disk_bytes(dirfd, &e->shared);
   if (e->tmp) e->writer_running = writer_running(e->writer_pid, dirfd);
   const int r = read_manifest(dirfd, &e->file);
   if (r < 0) {
@@ -298,12 +302,14 @@ std::string list_table(const std::vector<row> &rows) {
   size_t w = 4;
   for (const row &r : rows) w = std::max(w, r.name.size());
   const int nw = static_cast<int>(w);
-  std::string o = strf("%-*s  %-19s  %7s  %-15s  %6s  %s\n", nw, "NAME", "CREATED", "PID", "COMMAND", "SIZE", "STATUS");
+  std::string o = strf("%-*s  %-19s  %7s  %-15s  %6s  %6s  %s\n", nw, "NAME", "CREATED", "PID", "COMMAND", "SIZE",
+                       "SHARED", "STATUS");
   for (const row &r : rows) {
     const cap::header *h = r.e.parsed ? r.e.view.hdr : nullptr;
-    o += strf("%-*s  %-19s  %7s  %-15s  %6s  %s\n", nw, r.name.c_str(), h ? local_time(h->created_ns).c_str() : "-",
-              h ? strf("%d", h->pid).c_str() : "-", h ? field_text(h->comm).c_str() : "-",
-              short_bytes(r.e.disk).c_str(), status_phrase(r.e).c_str());
+    o += strf("%-*s  %-19s  %7s  %-15s  %6s  %6s  %s\n", nw, r.name.c_str(),
+              h ? local_time(h->created_ns).c_str() : "-", h ? strf("%d", h->pid).c_str() : "-",
+              h ? field_text(h->comm).c_str() : "-", short_bytes(r.e.disk).c_str(), short_bytes(r.e.shared).c_str(),
+              status_phrase(r.e).c_str());
   }
   return o;
 }
@@ -316,11 +322,11 @@ std::string list_json(const std::string &dir, const std::vector<row> &rows) {
     const row &r = rows[i];
     const cap::header *h = r.e.parsed ? r.e.view.hdr : nullptr;
     o += strf("%s{\"name\":%s,\"path\":%s,\"status\":%s,\"reason\":%s,\"created_unix_ns\":%s,\"pid\":%s,"
-              "\"comm\":%s,\"disk_bytes\":%s,\"writer\":%s}",
+              "\"comm\":%s,\"disk_bytes\":%s,\"shared_disk_bytes\":%s,\"writer\":%s}",
               i ? "," : "", json_string(r.name).c_str(), json_string(dir + "/" + r.entry).c_str(),
               json_string(r.e.status).c_str(), json_or_null(r.e.reason).c_str(), h ? u64(h->created_ns).c_str() : "null",
               h ? strf("%d", h->pid).c_str() : "null", h ? json_string(field_text(h->comm)).c_str() : "null",
-              u64(r.e.disk).c_str(),
+              u64(r.e.disk).c_str(), u64(r.e.shared).c_str(),
               r.e.tmp ? strf("{\"pid\":%ld,\"running\":%s}", r.e.writer_pid, r.e.writer_running ? "true" : "false").c_str()
                       : "null");
   }
@@ -339,7 +345,7 @@ int list_main(const options &o) {
 // --- info
 
 constexpr const char *kRegionKinds[] = {"reserve", "unit", "anon", "stack", "brk", "file", "vdso", "vvar", "stats"};
-constexpr const char *kSources[] = {"hole", "mem", "pmem", "file", "zero"};
+constexpr const char *kSources[] = {"hole", "mem", "pmem", "file", "zero", "base"};
 constexpr size_t kNumKinds = sizeof kRegionKinds / sizeof *kRegionKinds;
 constexpr size_t kNumSources = sizeof kSources / sizeof *kSources;
 
@@ -374,8 +380,8 @@ std::string kinds_text(const tally &t) {
 
 std::string sources_text(const tally &t) {
   std::string s;
-  for (size_t k : {1, 2, 3, 4, 0})  // data first, untouched last
-    s += strf("%s%s %s", s.empty() ? "" : ", ", kSources[k], human_bytes(t.bytes[k]).c_str());
+  for (size_t k : {1, 5, 2, 3, 4, 0})  // data first, untouched last; base only in incremental capsules
+    if (k != 5 || t.bytes[k]) s += strf("%s%s %s", s.empty() ? "" : ", ", kSources[k], human_bytes(t.bytes[k]).c_str());
   return s;
 }
 
@@ -433,8 +439,13 @@ std::string info_text(const info_input &in) {
   line("capsule id", hex(h.capsule_id, sizeof h.capsule_id));
   line("page size", u64(h.page_size));
   line("mem", human_bytes(h.mem_size));
+  if (h.shared)
+    line("built on", strf("capsule %s: %s unchanged since, in earlier capsules' mem (base)",
+                          hex(h.base_id, sizeof h.base_id).c_str(), human_bytes(h.shared).c_str()));
   line("manifest", human_bytes(in.manifest_bytes));
-  line("on disk", human_bytes(in.e->disk));
+  line("on disk", in.e->shared ? strf("%s, %s of it shared with other capsules or the PMem tier",
+                                       human_bytes(in.e->disk).c_str(), human_bytes(in.e->shared).c_str())
+                                 : human_bytes(in.e->disk));
   line("regions", strf("%llu%s%s", static_cast<unsigned long long>(m.nregions), m.nregions ? ": " : "",
                        kinds_text(t).c_str()));
   line("memory by source", sources_text(t));
@@ -444,10 +455,12 @@ std::string info_text(const info_input &in) {
   if (const cap::procstate_record *p = procstate(m)) line("process state", procstate_text(m, *p));
   if (in.v)
     line("verified",
-         strf("%llu chunks, %s of mem%s: every CRC32C matches%s", static_cast<unsigned long long>(in.v->chunks),
-              human_bytes(in.v->bytes - in.v->linked_bytes).c_str(),
+         strf("%llu chunks, %s of mem%s%s: every CRC32C matches%s", static_cast<unsigned long long>(in.v->chunks),
+              human_bytes(in.v->bytes - in.v->linked_bytes - in.v->base_bytes).c_str(),
+              in.v->base_chunks ? strf(", %s of earlier capsules' mem", human_bytes(in.v->base_bytes).c_str()).c_str()
+                                : "",
               in.v->linked_chunks ? strf(" and %s of linked PMem", human_bytes(in.v->linked_bytes).c_str()).c_str() : "",
-              t.other_chunks > in.v->linked_chunks ? " (other files not checked)" : ""));
+              t.other_chunks > in.v->linked_chunks + in.v->base_chunks ? " (other files not checked)" : ""));
   return o;
 }
 
@@ -480,6 +493,9 @@ std::string info_json(const info_input &in) {
   field("mem_bytes", u64(h.mem_size));
   field("manifest_bytes", u64(in.manifest_bytes));
   field("disk_bytes", u64(in.e->disk));
+  field("shared_disk_bytes", u64(in.e->shared));
+  field("shared_bytes", u64(h.shared));
+  field("base_id", h.shared ? json_string(hex(h.base_id, sizeof h.base_id)) : "null");
   std::string kinds = "{", sources = "{";
   for (size_t k = 0; k < kNumKinds; ++k) kinds += strf("%s\"%s\":%s", k ? "," : "", kRegionKinds[k], u64(t.regions[k]).c_str());
   for (size_t k = 0; k < kNumSources; ++k) sources += strf("%s\"%s\":%s", k ? "," : "", kSources[k], u64(t.bytes[k]).c_str());

@@ -93,11 +93,11 @@ int snapshot_take_main(const std::string &pid_text, const args &a) {
   int pid = 0;
   if (!parse_pid(pid_text, &pid)) throw usage_error(cmd, strf("invalid pid \"%s\"", pid_text.c_str()));
   std::string name, dir;
-  bool json = false;
+  bool json = false, full = false;
   for (size_t i = 0; i < a.size(); ++i) {
     if (take_option(cmd, a, &i, "--name", &name) || take_option(cmd, a, &i, "--dir", &dir)) continue;
-    if (a[i] == "--json") {
-      json = true;
+    if (a[i] == "--json" || a[i] == "--full") {
+      (a[i] == "--json" ? json : full) = true;
       continue;
     }
     throw usage_error(cmd, strf("unknown argument \"%s\"", a[i].c_str()));
@@ -110,6 +110,7 @@ int snapshot_take_main(const std::string &pid_text, const args &a) {
   req.magic = ctl::kMagic;
   req.version = ctl::kVersion;
   req.cmd = static_cast<uint32_t>(ctl::command::snapshot);
+  req.flags = full ? uint32_t{ctl::kFull} : 0u;
   memcpy(req.name, name.c_str(), name.size());
   memcpy(req.dir, dir.c_str(), dir.size());
   const std::string path = strf("%s/%d%s", socket_dir(pid).c_str(), pid, ctl::kSuffix);
@@ -129,14 +130,16 @@ int snapshot_take_main(const std::string &pid_text, const args &a) {
   rep.pmem_note[sizeof rep.pmem_note - 1] = 0;
   if (json) {
     std::cout << strf("{\"pid\": %d, \"path\": %s, \"paused_ms\": %.3f, \"threads\": %u, \"memory_bytes\": %llu, "
-                      "\"pmem_linked_bytes\": %llu, \"pmem_note\": %s}\n",
+                      "\"shared_bytes\": %llu, \"pmem_linked_bytes\": %llu, \"pmem_note\": %s}\n",
                       pid, json_string(rep.path).c_str(), rep.paused_ns / 1e6, rep.threads,
-                      static_cast<unsigned long long>(rep.mem_bytes), static_cast<unsigned long long>(rep.pmem_linked),
+                      static_cast<unsigned long long>(rep.mem_bytes), static_cast<unsigned long long>(rep.shared),
+                      static_cast<unsigned long long>(rep.pmem_linked),
                       rep.pmem_note[0] ? json_string(sanitize_text(rep.pmem_note)).c_str() : "null");
   } else {
     std::cout << rep.path << "\n";
     std::string linked;
-    if (rep.pmem_linked) linked = strf(", %s of PMem linked, not copied", human_bytes(rep.pmem_linked).c_str());
+    if (rep.shared) linked = strf(", %s unchanged since earlier capsules", human_bytes(rep.shared).c_str());
+    if (rep.pmem_linked) linked += strf(", %s of PMem linked, not copied", human_bytes(rep.pmem_linked).c_str());
     std::cerr << strf("mmtier snapshot: process %d: %u threads stopped for %.1f ms; %s of memory written%s\n", pid,
                       rep.threads, rep.paused_ns / 1e6, human_bytes(rep.mem_bytes).c_str(), linked.c_str());
     if (rep.pmem_note[0]) std::cerr << "mmtier snapshot: " << sanitize_text(rep.pmem_note) << "\n";

@@ -87,9 +87,9 @@ constexpr long kPrSetMm = 35, kPrSetMmMap = 14;
 
 bool failed(long r) { return static_cast<unsigned long>(r) > static_cast<unsigned long>(-4096); }
 
-void read_exact(plan *p, uint64_t addr, uint64_t len, uint64_t off) {
+void read_exact(plan *p, int fd, uint64_t addr, uint64_t len, uint64_t off) {
   while (len) {
-    long r = sc(__NR_pread64, p->mem_fd, static_cast<long>(addr), static_cast<long>(len), static_cast<long>(off));
+    long r = sc(__NR_pread64, fd, static_cast<long>(addr), static_cast<long>(len), static_cast<long>(off));
     if (r == -4) continue;  // EINTR
     if (r <= 0) fail(p, "cannot read the capsule's memory", r ? -r : 5, addr);
     addr += static_cast<uint64_t>(r);
@@ -144,7 +144,7 @@ void map_region(plan *p, const map_op &m) {
     sc(__NR_madvise, static_cast<long>(m.start), static_cast<long>(len), 14 /* MADV_HUGEPAGE */);
   for (uint64_t i = 0; !m.lazy && i < m.ncopies; ++i) {
     const copy_op &c = p->copies[m.first_copy + i];
-    read_exact(p, c.addr, c.len, c.mem_off);
+    read_exact(p, c.fd, c.addr, c.len, c.mem_off);
   }
   if (prot != static_cast<long>(m.prot)) {
     const long e = sc(__NR_mprotect, static_cast<long>(m.start), static_cast<long>(len), static_cast<long>(m.prot));

@@ -33,9 +33,12 @@ struct map_op {
   uint32_t reserved;
 };
 
-// Pages read from the capsule's mem file into place.
+// Pages read from the capsule's mem file (or an earlier capsule's mem it
+// links: an incremental capsule) into place.
 struct copy_op {
   uint64_t addr, len, mem_off;
+  int32_t fd;  // the file read
+  uint32_t reserved;
 };
 
 // A kernel mapping ([vvar], [vdso]) moved to where the capsule had it.

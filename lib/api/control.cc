@@ -63,12 +63,14 @@ bool serve(int fd) {
     req.name[sizeof req.name - 1] = 0;
     req.dir[sizeof req.dir - 1] = 0;
     static snap_result res;
-    const long r = snapshot_take({req.name[0] ? req.name : nullptr, req.dir[0] ? req.dir : nullptr, fd}, &res);
+    const long r = snapshot_take(
+        {req.name[0] ? req.name : nullptr, req.dir[0] ? req.dir : nullptr, fd, (req.flags & ctl::kFull) != 0}, &res);
     if (r == 1) return false;
     rep.error = r < 0 ? static_cast<int32_t>(-r) : 0;
     rep.paused_ns = res.paused_ns;
     rep.mem_bytes = res.mem_bytes;
     rep.pmem_linked = res.pmem_linked;
+    rep.shared = res.shared;
     memcpy(rep.pmem_note, res.pmem_note, sizeof rep.pmem_note);
     rep.threads = res.threads;
     memcpy(rep.line, res.line, sizeof rep.line);

@@ -11,18 +11,22 @@
 namespace mmtier::control {
 
 constexpr uint32_t kMagic = 0x4354544d;  // "MTTC"
-constexpr uint32_t kVersion = 2;  // 2: the reply says what ZeroIO linked
+constexpr uint32_t kVersion = 3;  // 2: the reply says what ZeroIO linked; 3: --full, and what is shared
 constexpr char kSuffix[] = ".ctl";
 
 enum class command : uint32_t {
   snapshot = 1,
 };
 
+enum request_flags : uint32_t {
+  kFull = 1u << 0,  // a full capsule: every page written, none referred to in an earlier one
+};
+
 struct request {
   uint32_t magic;
   uint32_t version;
   uint32_t cmd;    // command
-  uint32_t flags;  // none yet
+  uint32_t flags;  // request_flags
   char name[80];   // capsule name, "" for the default
   char dir[4096];  // capsule directory, "" for the process's own
 };
@@ -38,6 +42,7 @@ struct reply {
   char path[4096];     // the capsule
   uint64_t pmem_linked;  // PMem bytes linked, not copied (ZeroIO)
   char pmem_note[160];   // why PMem units were copied, or ""
+  uint64_t shared;       // memory unchanged since earlier capsules, referred to, not written (incremental)
 };
 
 }  // namespace mmtier::control

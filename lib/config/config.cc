@@ -59,6 +59,9 @@ constexpr option_info kOptions[] = {
      "none, or HUP, INT, QUIT, USR1, USR2, ALRM, TERM, PWR (SIG prefix allowed), or a number: those, or 34..63",
      "A signal that takes a snapshot (in MMTIER_SNAPSHOT_DIR) before it does what the program set it to do: "
      "with TERM, a snapshot and then the exit."},
+    {"MMTIER_SNAPSHOT_CHAIN", "8", "an integer from 1 to 16",
+     "How many capsules' data files a snapshot may refer to: a snapshot writes only the pages changed since the "
+     "last one the process took in the same directory, until that would make N, then a full one; 1: always full."},
     {"MMTIER_HIDE_FEATURES", "none", "none, or a comma-separated list of wp-unpopulated, move",
      "For tests: act as if the kernel lacked these features, to run the paths of older kernels."},
 };
@@ -215,6 +218,18 @@ bool parse_migrate_mbps_opt(const char *name, const char *value, config *out, co
   return true;
 }
 
+bool parse_snapshot_chain_opt(const char *name, const char *value, config *out, config_error *err) {
+  uint32_t v = 0;
+  size_t i = 0;
+  for (; value[i] >= '0' && value[i] <= '9' && v <= 16; ++i) v = v * 10 + static_cast<uint32_t>(value[i] - '0');
+  if (i == 0 || value[i] != '\0' || v < 1 || v > 16) {
+    set_error(err, name, value, "expected an integer from 1 to 16");
+    return false;
+  }
+  out->snapshot_chain = v;
+  return true;
+}
+
 bool parse_scan_interval_opt(const char *name, const char *value, config *out, config_error *err) {
   uint64_t ns = 0;
   if (!parse_duration(value, &ns) || ns < 1'000'000 || ns > 60'000'000'000) {
@@ -363,7 +378,7 @@ constexpr option_parser kParsers[] = {
     parse_pmem_path_opt, parse_policy_opt,  parse_promote_opt,
     parse_migrate_mbps_opt, parse_scan_interval_opt,
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
-    parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_hide_features_opt,
+    parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_snapshot_chain_opt, parse_hide_features_opt,
 };
 static_assert(sizeof kParsers / sizeof kParsers[0] == kOptionCount,
               "one parser per option, in table order");

@@ -53,6 +53,10 @@ struct config {
   // what the program set it to do (0: none).  HUP, INT, QUIT, USR1, USR2,
   // ALRM, TERM, PWR or a real-time signal below the one mmtier stops with.
   int snapshot_signal = 0;
+  // MMTIER_SNAPSHOT_CHAIN: how many capsules' data files (the capsule's own
+  // mem and earlier ones' it refers to) an incremental snapshot may refer
+  // to before a full one is written; 1: every snapshot is full.
+  uint32_t snapshot_chain = 8;
   // MMTIER_HIDE_FEATURES: kernel features mmtier acts as if it lacked, so
   // that tests run the paths of older kernels on a new one (kHide* bits).
   uint32_t hide_features = 0;

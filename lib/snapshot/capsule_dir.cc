@@ -178,7 +178,7 @@ int refusal(const struct stat &st, const char **why) {
   return r;
 }
 
-bool pmem_name(const char *name) { return pmem_file_name(name); }
+bool pmem_name(const char *name) { return pmem_file_name(name) || base_file_name(name); }
 
 // Whether files/ of a capsule holds only regular files named by numbers.
 bool files_dir_ok(int dirfd) {
@@ -305,6 +305,24 @@ bool pmem_file_name(const char *name) {
   const size_t n = str_len(name), p = sizeof kPmemPrefix - 1, s = sizeof kPmemSuffix - 1;
   return n > p + s && n - p - s <= 10 && memcmp(name, kPmemPrefix, p) == 0 && ends_with(name, n, kPmemSuffix, s) &&
          all_digits(name + p, n - p - s);
+}
+
+bool base_file_name(const char *name) {
+  const size_t n = str_len(name), p = sizeof kBasePrefix - 1;
+  if (n != p + 32 || memcmp(name, kBasePrefix, p) != 0) return false;
+  for (size_t i = p; i < n; ++i)
+    if (!is_hex(name[i])) return false;
+  return true;
+}
+
+void base_file_name_of(const uint8_t id[16], char out[40]) {
+  memcpy(out, kBasePrefix, sizeof kBasePrefix - 1);
+  char *o = out + sizeof kBasePrefix - 1;
+  for (int i = 0; i < 16; ++i) {
+    *o++ = "0123456789abcdef"[id[i] >> 4];
+    *o++ = "0123456789abcdef"[id[i] & 15];
+  }
+  *o = 0;
 }
 
 bool valid_name(const char *name) {

@@ -58,6 +58,12 @@ bool valid_name(const char *name);
 // k of 1 to 10 digits.
 bool pmem_file_name(const char *name);
 
+// Whether name is an earlier capsule's mem linked into a capsule
+// (incremental): "mem-" and the 32 lowercase hex digits of that capsule's
+// id.  base_file_name_of writes the name of capsule id into out.
+bool base_file_name(const char *name);
+void base_file_name_of(const uint8_t id[16], char out[40]);
+
 // Whether entry is a capsule's directory name, "<name>.mmtcap" with a
 // valid name; the name goes to name_out[kNameMax + 1] when given.
 bool capsule_entry(const char *entry, char *name_out);

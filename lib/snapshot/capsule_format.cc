@@ -15,7 +15,7 @@ using detail::crc32c;
 
 constexpr uint64_t kDirOffset = kHeaderOffset + sizeof(header);
 constexpr uint32_t kRegionKinds = 9;   // region_kind::stats
-constexpr uint32_t kRunSources = 5;    // run_source::zero
+constexpr uint32_t kRunSources = 6;    // run_source::base
 constexpr uint32_t kIdentities = 4;    // file_identity::capsule
 constexpr uint32_t kRegionFlags = kRegionShared | kRegionGrowsDown;
 constexpr uint32_t kRegionMadv =
@@ -31,6 +31,7 @@ uint32_t kind_record_size(uint32_t kind) {
     case table_kind::files: return sizeof(file);
     case table_kind::strings: return 1;
     case table_kind::fd_data: return 1;
+    case table_kind::page_hashes: return sizeof(page_hash_record);
     default: return 0;
   }
 }
@@ -136,6 +137,10 @@ void attach(manifest_view *v, const table_entry &e, const unsigned char *p) {
       v->strings = reinterpret_cast<const char *>(p);
       v->strings_len = e.count;
       break;
+    case table_kind::page_hashes:
+      v->page_hashes = reinterpret_cast<const page_hash_record *>(p);
+      v->npage_hashes = e.count;
+      break;
     default: break;  // later stages' tables: through dir
   }
 }
@@ -167,7 +172,7 @@ parse_error check_tables(const unsigned char *b, uint64_t len, const header &h, 
 
 // The runs of r, runs[first, first + n): contiguous from page 0 to the
 // region's last page, each of a known source, its data where it may be.
-bool runs_cover(const manifest_view &m, const region &r, uint64_t page) {
+bool runs_cover(const manifest_view &m, const region &r, uint64_t page, uint64_t *hashed) {
   const uint64_t pages = (r.end - r.start) / page;
   uint64_t next = 0;
   for (uint64_t i = r.first_run; i < r.first_run + r.nruns; ++i) {
@@ -177,12 +182,16 @@ bool runs_cover(const manifest_view &m, const region &r, uint64_t page) {
     next += u.npages;
     if (u.source < 1 || u.source > kRunSources) return false;
     const auto src = static_cast<run_source>(u.source);
-    if (src != run_source::mem && src != run_source::pmem) continue;
+    if (src != run_source::mem && src != run_source::pmem && src != run_source::base) continue;
+    if (src != run_source::pmem) *hashed += u.npages;
     // pages <= 2^64 / page, so this product cannot overflow; the sum can.
     bytes = u.npages * page;
     if (u.offset % kAlign || __builtin_add_overflow(u.offset, bytes, &end)) return false;
     if (src == run_source::mem && end > m.hdr->mem_size) return false;
     if (src == run_source::pmem && u.file >= m.nfiles) return false;
+    if (src == run_source::base &&
+        (u.file >= m.nfiles || m.files[u.file].identity != static_cast<uint32_t>(file_identity::capsule)))
+      return false;
   }
   return next == pages;
 }
@@ -193,7 +202,7 @@ bool string_ok(const manifest_view &m, uint32_t off) { return off < m.strings_le
 // other in the runs table, covering them exactly; every run some region's.
 parse_error check_regions(const manifest_view &m) {
   const uint64_t page = m.hdr->page_size;
-  uint64_t prev_end = 0, next_run = 0;
+  uint64_t prev_end = 0, next_run = 0, hashed = 0;
   for (uint64_t i = 0; i < m.nregions; ++i) {
     const region &r = m.regions[i];
     if (r.start >= r.end || ((r.start | r.end) & (page - 1)) || r.start < prev_end) return parse_error::bad_record;
@@ -203,12 +212,15 @@ parse_error check_regions(const manifest_view &m) {
     if ((r.file != kNoFile && r.file >= m.nfiles) || (r.name != 0 && !string_ok(m, r.name)))
       return parse_error::bad_record;
     // next_run <= nruns holds here, so the subtraction cannot wrap.
-    if (r.first_run != next_run || r.nruns > m.nruns - next_run || !runs_cover(m, r, page))
+    if (r.first_run != next_run || r.nruns > m.nruns - next_run || !runs_cover(m, r, page, &hashed))
       return parse_error::bad_record;
     next_run += r.nruns;
     prev_end = r.end;
   }
-  return next_run == m.nruns ? parse_error::ok : parse_error::bad_record;
+  if (next_run != m.nruns) return parse_error::bad_record;
+  // A page hash for every page of the mem and base runs, when there are
+  // any (a capsule of an older writer has none: nothing builds on it).
+  return m.npage_hashes == 0 || m.npage_hashes == hashed ? parse_error::ok : parse_error::bad_record;
 }
 
 parse_error check_others(const manifest_view &m) {

@@ -6,6 +6,7 @@
 //     manifest                  0600  status block | header | table directory | tables
 //     mem                       0600  sparse; region data at 4 KiB-aligned offsets
 //     pmem-<fileid>.tier        0600  hard links to PMem generation files (ZeroIO)
+//     mem-<capsule id>          0600  hard links to earlier capsules' mem files (incremental)
 //     files/<n>                 0600  descriptor contents (deleted files, pipe buffers)
 //
 // The status block is rewritten in place as the capsule progresses
@@ -30,6 +31,7 @@ constexpr uint64_t kHeaderOffset = 512;  // the header, right after the status b
 constexpr char kSuffix[] = ".mmtcap";
 constexpr char kManifest[] = "manifest";
 constexpr char kMem[] = "mem";
+constexpr char kBasePrefix[] = "mem-";  // + 32 hex digits: an earlier capsule's mem, linked (incremental)
 
 enum class status : uint32_t {
   incomplete = 1,  // being written: never restored
@@ -84,7 +86,9 @@ struct header {
   uint32_t restore_note_size;  // sizeof the library's restore note (0: older than the lazy restore's field)
   uint32_t reserved2;
   uint64_t pmem_linked;        // bytes of pmem runs: PMem data the capsule links, not copies (ZeroIO)
-  uint8_t reserved[48];
+  uint64_t shared;             // bytes of base runs: data an earlier capsule wrote (incremental)
+  uint8_t base_id[16];         // capsule_id of the capsule it was built on, zero for a full one
+  uint8_t reserved[24];
 };
 // The directory follows at kHeaderOffset + sizeof(header): 8-byte aligned.
 static_assert(sizeof(header) == 416 && sizeof(header) % 8 == 0);
@@ -104,8 +108,9 @@ enum class table_kind : uint32_t {
   signals = 10,  // signal_record: signals pending for the whole process, in order
   timers = 11,   // timer_record: POSIX timers (timer_create), by id
   thread_signals = 12,  // thread_signal_record: signals pending for one thread, in order
+  page_hashes = 13,     // page_hash_record: one per page of the mem and base runs, in run order
 };
-constexpr uint32_t kTableKinds = 12;
+constexpr uint32_t kTableKinds = 13;
 
 struct table_entry {
   uint32_t kind;         // table_kind
@@ -167,6 +172,8 @@ enum class run_source : uint32_t {
   pmem = 3,  // bytes in the PMem generation file `file` at offset (ZeroIO)
   file = 4,  // the mapped file's own content (unmodified private file pages)
   zero = 5,  // touched but zero
+  base = 6,  // bytes in an earlier capsule's mem file `file` (mem-<id>) at offset: unchanged since
+             // that capsule (incremental)
 };
 
 // Consecutive pages (of header::page_size) of a region with one source; a
@@ -176,10 +183,18 @@ struct run {
   uint64_t page;    // first page, counted from the region's start
   uint64_t npages;  // > 0
   uint32_t source;  // run_source
-  uint32_t file;    // for pmem: index into files (not read for the other sources)
-  uint64_t offset;  // for mem and pmem: in mem or in the PMem file, kAlign-aligned
+  uint32_t file;    // for pmem and base: index into files (not read for the other sources)
+  uint64_t offset;  // for mem, pmem and base: in mem or in the file, kAlign-aligned
 };
 static_assert(sizeof(run) == 32);
+
+// A page's 128-bit hash (support/page_hash.h), one per page of the mem and
+// base runs in the order of the runs table: what the next incremental
+// snapshot compares the process's pages with.
+struct page_hash_record {
+  uint64_t lo, hi;
+};
+static_assert(sizeof(page_hash_record) == 16);
 
 // A CRC32C over a stretch of mem (file == kNoFile) or of a referenced file;
 // offset kAlign-aligned.
@@ -196,7 +211,7 @@ enum class file_identity : uint32_t {
   build_id = 1,  // ELF NT_GNU_BUILD_ID
   content = 2,   // CRC32C of the whole file (at most 64 MiB)
   ends = 3,      // size, mtime and CRC32C of the first and last MiB
-  capsule = 4,   // a file of the capsule itself (pmem-<fileid>.tier)
+  capsule = 4,   // a file of the capsule itself (pmem-<fileid>.tier, mem-<capsule id>)
 };
 
 struct file {
@@ -520,6 +535,8 @@ struct manifest_view {
   uint64_t nfiles;
   const char *strings;
   uint64_t strings_len;
+  const page_hash_record *page_hashes;
+  uint64_t npage_hashes;
   // Tables of later stages, raw.
   const table_entry *dir;
   uint32_t ntables;

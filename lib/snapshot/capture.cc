@@ -12,6 +12,7 @@
 #include "platform/resume_point.h"
 #include "platform/sys.h"
 #include "snapshot/capsule_dir.h"
+#include "snapshot/chain.h"
 #include "snapshot/fd_capture.h"
 #include "snapshot/proc_text.h"
 #include "snapshot/thread_signals.h"
@@ -327,46 +328,11 @@ void default_name(char *out, size_t cap) {
            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
-// A mapping the writer would not see: MADV_DONTFORK (smaps VmFlags "dc")
-// keeps it out of every fork child, so a capsule would silently lack it.
-// Its start, or 0 if there is none.
-uintptr_t dontfork_mapping(uintptr_t *end) {
-  long fd = sys::openat(AT_FDCWD, "/proc/self/smaps", O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  static char buf[1 << 16];  // under g_one
-  uintptr_t lo = 0, hi = 0, found = 0;
-  long have = 0;
-  for (;;) {
-    const long r = sys::read(static_cast<int>(fd), buf + have, sizeof buf - 1 - static_cast<size_t>(have));
-    if (r <= 0) break;
-    have += r;
-    buf[have] = 0;
-    char *line = buf;
-    for (char *nl; !found && (nl = strchr(line, '\n')); line = nl + 1) {
-      *nl = 0;
-      if (!strncmp(line, "VmFlags:", 8)) {
-        for (const char *f = line + 8; (f = strstr(f, " dc")); f += 3)
-          if (f[3] == ' ' || f[3] == 0) found = lo;
-      } else if (const char *dash = strchr(line, '-'); dash && strchr(line, ' ') > dash && line[0] != ' ') {
-        char *e = nullptr;
-        const unsigned long a = strtoul(line, &e, 16);
-        if (e == dash) {
-          lo = a;
-          hi = strtoul(dash + 1, nullptr, 16);
-        }
-      }
-    }
-    if (found) break;
-    have = static_cast<long>(buf + have - line);
-    memmove(buf, line, static_cast<size_t>(have));
-  }
-  sys::close(static_cast<int>(fd));
-  if (found) *end = hi;
-  return found;
-}
-
 struct prepared {
   int parent_dirfd = -1;
+  uint64_t parent_dev = 0, parent_ino = 0;
+  char name[80] = {};
+  int base_dirfd = -1;  // the capsule this one builds on (incremental), or -1
   cap::pending pend;
   int report[2] = {-1, -1};  // the writer's line
   int pause[2] = {-1, -1};   // the pause's length, to the writer
@@ -386,7 +352,12 @@ void release(prepared &p, bool remove) {
   close_fd(p.report[1]);
   close_fd(p.pause[0]);
   close_fd(p.pause[1]);
+  close_fd(p.base_dirfd);
   close_fd(p.parent_dirfd);
+}
+
+void remember(const prepared &p, const cap::header &h) {
+  chain_remember(p.parent_dev, p.parent_ino, p.name, h.capsule_id);
 }
 
 // P0, with the program running: the directory, the capsule's files, pipes.
@@ -481,6 +452,14 @@ long prepare(const snap_request &req, prepared *p, snap_result *res) {
     return fd;
   }
   p->parent_dirfd = static_cast<int>(fd);
+  struct stat dst;
+  if (sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&dst)) == 0) {
+    p->parent_dev = dst.st_dev;
+    p->parent_ino = dst.st_ino;
+  }
+  memcpy(p->name, name, sizeof p->name);
+  if (!req.full && config_get().snapshot_chain > 1)
+    p->base_dirfd = chain_open_base(p->parent_dirfd, p->parent_dev, p->parent_ino);
   if (int r = cap::begin(p->parent_dirfd, name, &p->pend); r < 0) {
     if (r == -EEXIST)
       set_line(res, "a capsule named %s exists in %s", name, dir);
@@ -629,8 +608,8 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
   }
   wa.stats_page = g_snapshot_stats_page ? g_snapshot_stats_page() : 0;
   {
-    const int skip[] = {wa.parent_dirfd, wa.pend->dirfd, wa.manifest_fd, wa.mem_fd, wa.report_fd, wa.pause_fd,
-                        wa.report_read_fd, wa.pause_write_fd, wa.own_fd};
+    const int skip[] = {wa.parent_dirfd, wa.pend->dirfd, wa.manifest_fd,    wa.mem_fd, wa.report_fd,
+                        wa.pause_fd,     wa.report_read_fd, wa.pause_write_fd, wa.own_fd, wa.base_dirfd};
     if (long r = fd_capture(skip, sizeof skip / sizeof *skip, &wa.fds, res->line, sizeof res->line); r < 0) {
       world_resume();
       fd_capture_release();
@@ -754,9 +733,14 @@ long snapshot_take(const snap_request &req, snap_result *res) {
   wa.heap_lo = g_heap.base;
   wa.heap_hi = g_heap.base + g_heap.size;
   pmem_link_storage(p.pend.dirfd, &wa, res);
+  wa.base_dirfd = p.base_dirfd;
+  chain_base_id(wa.base_id);
+  wa.base_max_files = config_get().snapshot_chain;
   const long pidfd = stop_and_fork(wa, res);
   if (pidfd == kRestored) {
-    // The snapshot's files and pipes were the dead original's.
+    // The snapshot's files and pipes were the dead original's.  Its next
+    // snapshot builds on the capsule it came back from.
+    remember(p, wa.hdr);
     pthread_mutex_unlock(&g_one);
     MMTIER_INFO("restored from snapshot %s", res->path);
     // mmtier's threads (mover, control socket) start again now, not at the
@@ -777,13 +761,17 @@ long snapshot_take(const snap_request &req, snap_result *res) {
   if (!err && sys::pread(p.pend.manifest_fd, &h, sizeof h, sizeof(cap::status_block)) == sizeof h) {
     res->mem_bytes = h.mem_size;
     res->pmem_linked = h.pmem_linked;
+    res->shared = h.shared;
+    remember(p, h);
   }
   release(p, err != 0);
   pthread_mutex_unlock(&g_one);
   if (err) return -err;
-  MMTIER_INFO("snapshot %s: %u threads stopped for %llu us, %llu bytes of memory written, %llu bytes of PMem linked",
+  MMTIER_INFO("snapshot %s: %u threads stopped for %llu us, %llu bytes of memory written, %llu bytes shared with "
+              "earlier capsules, %llu bytes of PMem linked",
               res->path, res->threads, static_cast<unsigned long long>(res->paused_ns / 1000),
-              static_cast<unsigned long long>(res->mem_bytes), static_cast<unsigned long long>(res->pmem_linked));
+              static_cast<unsigned long long>(res->mem_bytes), static_cast<unsigned long long>(res->shared),
+              static_cast<unsigned long long>(res->pmem_linked));
   if (res->pmem_note[0]) MMTIER_INFO("snapshot %s: %s", res->path, res->pmem_note);
   return 0;
 }

@@ -18,12 +18,14 @@ struct snap_request {
   const char *name;  // capsule name ([A-Za-z0-9._-], at most 64); nullptr: <comm>-<pid>-<time>
   const char *dir;   // capsule directory; nullptr: the configured one (MMTIER_SNAPSHOT_DIR)
   int own_fd = -1;   // a descriptor of mmtier's that is not the program's (the control connection)
+  bool full = false; // write every page, not only those changed since the last capsule (MMTIER_SNAPSHOT_CHAIN)
 };
 
 struct snap_result {
   uint64_t paused_ns;   // every thread stopped, from the stop's start to the resume
   uint32_t threads;     // threads captured, the caller's included
   uint64_t mem_bytes;   // bytes of memory written to the capsule
+  uint64_t shared;      // bytes of memory unchanged since earlier capsules, referred to (incremental)
   uint64_t pmem_linked; // bytes of PMem units the capsule links instead of copying (ZeroIO)
   char pmem_note[160];  // why PMem units were copied rather than linked, or ""
   char path[4096];      // the capsule's path

@@ -13,6 +13,7 @@
 #include "platform/proc_maps.h"
 #include "platform/sys.h"
 #include "support/crc32c.h"
+#include "support/page_hash.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -94,36 +95,74 @@ __attribute__((no_sanitize("address", "hwaddress"))) void copy_image(const state
 #endif
 }
 
-// Writes [p, p + len) of the image to mem at mem_off, closing a chunk (with
-// its CRC) at every kChunkBytes boundary of mem.  The pages go through a
-// buffer of the writer's: a shared mapping's pages can change under it
-// (the program still writes them), and the CRC must be of what was
-// written.
-bool write_mem(state &s, const char *p, uint64_t len, uintptr_t at) {
-  char *bounce = s.buf->bounce;
-  constexpr uint64_t kBounce = sizeof s.buf->bounce;
+// Writes buf[0, len) (the writer's own memory: image pages copied out, so
+// that a shared mapping changing under it cannot make the CRC differ from
+// what was written) to mem at mem_off, closing a chunk (with its CRC) at
+// every kChunkBytes boundary of mem.
+bool put_mem(state &s, const char *buf, uint64_t len, uintptr_t at) {
   while (len) {
-    const uint64_t in_chunk = s.mem_off % cap::kChunkBytes;
-    uint64_t n = cap::kChunkBytes - in_chunk;
+    uint64_t n = cap::kChunkBytes - s.mem_off % cap::kChunkBytes;
     if (n > len) n = len;
-    if (n > kBounce) n = kBounce;
-    copy_image(s, bounce, p, n);
-    const char *src = bounce;
     for (uint64_t done = 0; done < n;) {
-      long w = sys::pwrite(s.a->mem_fd, src + done, n - done, static_cast<off_t>(s.mem_off + done));
+      long w = sys::pwrite(s.a->mem_fd, buf + done, n - done, static_cast<off_t>(s.mem_off + done));
       if (w == -EINTR) continue;
       if (w <= 0) return fail(s, w ? static_cast<int>(-w) : ENOSPC, "cannot write the capsule's memory", at);
       done += static_cast<uint64_t>(w);
     }
-    s.chunk_crc = crc32c(s.chunk_crc, src, n);
+    s.chunk_crc = crc32c(s.chunk_crc, buf, n);
     s.mem_off += n;
-    p += n;
+    buf += n;
     len -= n;
     at += n;
-    if (s.mem_off % cap::kChunkBytes == 0 &&
-        !s.chunks.push({cap::kNoFile, s.chunk_crc, s.mem_off - cap::kChunkBytes, cap::kChunkBytes}))
-      return fail(s, ENOMEM, "out of memory for the chunk table");
-    if (s.mem_off % cap::kChunkBytes == 0) s.chunk_crc = 0;
+    if (s.mem_off % cap::kChunkBytes == 0) {
+      if (!s.chunks.push({cap::kNoFile, s.chunk_crc, s.mem_off - cap::kChunkBytes, cap::kChunkBytes}))
+        return fail(s, ENOMEM, "out of memory for the chunk table");
+      s.chunk_crc = 0;
+    }
+  }
+  return true;
+}
+
+// The pages are read a bounce buffer at a time; within it, each stretch of
+// changed pages is one write and one mem run, each stretch of unchanged
+// ones base runs.
+bool save_data(state &s, cap::region &r, uint64_t page, uint64_t npages, uintptr_t addr) {
+  constexpr uint64_t kBounce = sizeof s.buf->bounce;
+  char *buf = s.buf->bounce;
+  while (npages) {
+    const uint64_t n = npages < kBounce / kPage ? npages : kBounce / kPage;
+    copy_image(s, buf, reinterpret_cast<const char *>(addr), n * kPage);
+    uint64_t changed = 0;  // pages at the end of the block not written yet
+    for (uint64_t i = 0; i <= n; ++i) {
+      uint32_t file = cap::kNoFile;
+      uint64_t off = 0;
+      bool same = false;
+      if (i < n) {
+        const page_digest d = page_hash(buf + i * kPage, kPage);
+        const cap::page_hash_record rec{d.lo, d.hi};
+        if (!s.hashes.push(rec)) return fail(s, ENOMEM, "out of memory for the page hashes");
+        same = s.base.ok && base_match(s, addr + i * kPage, rec, &file, &off);
+        if (s.err) return false;
+        if (!same) {
+          ++changed;
+          continue;
+        }
+      }
+      if (changed) {
+        const uint64_t first = i - changed, mem_at = s.mem_off;
+        if (!put_mem(s, buf + first * kPage, changed * kPage, addr + first * kPage) ||
+            !add_run(s, r, page + first, changed, page_src::mem, mem_at))
+          return false;
+        changed = 0;
+      }
+      if (same) {
+        if (!add_run(s, r, page + i, 1, page_src::base, off, file)) return false;
+        s.shared += kPage;
+      }
+    }
+    page += n;
+    npages -= n;
+    addr += n * kPage;
   }
   return true;
 }
@@ -202,21 +241,22 @@ page_src classify(state &s, uint64_t pm, const region_class &c, const char *page
 
 // A run of npages from page; at: its offset in mem (mem) or in the linked
 // file (pmem).
-bool add_run(state &s, cap::region &r, uint64_t page, uint64_t npages, page_src src, uint64_t at) {
+bool add_run(state &s, cap::region &r, uint64_t page, uint64_t npages, page_src src, uint64_t at, uint32_t file) {
   const uint32_t source = src == page_src::mem    ? static_cast<uint32_t>(cap::run_source::mem)
                           : src == page_src::file ? static_cast<uint32_t>(cap::run_source::file)
                           : src == page_src::pmem ? static_cast<uint32_t>(cap::run_source::pmem)
+                          : src == page_src::base ? static_cast<uint32_t>(cap::run_source::base)
                                                   : static_cast<uint32_t>(cap::run_source::hole);
-  const bool offset = src == page_src::mem || src == page_src::pmem;
+  const bool offset = src == page_src::mem || src == page_src::pmem || src == page_src::base;
   if (r.nruns) {
     cap::run &last = s.runs.data[s.runs.size - 1];
-    if (last.source == source && last.page + last.npages == page &&
+    if (last.source == source && last.page + last.npages == page && last.file == file &&
         (!offset || last.offset + last.npages * kPage == at)) {
       last.npages += npages;
       return true;
     }
   }
-  if (!s.runs.push({page, npages, source, cap::kNoFile, offset ? at : 0}))
+  if (!s.runs.push({page, npages, source, file, offset ? at : 0}))
     return fail(s, ENOMEM, "out of memory for the run table");
   ++r.nruns;
   return true;
@@ -247,7 +287,6 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
       uint64_t j = i + 1;
       while (j < n && classify(s, pm[j], c, page + j * kPage) == src) ++j;
       const uintptr_t lo = at + i * kPage;
-      const uint64_t len = (j - i) * kPage;
       if (src == page_src::mem && unreadable && !made_readable) {
         // Data behind PROT_NONE (a guard the program made over its own
         // data): this copy of the image may read it.
@@ -255,9 +294,8 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
           return fail(s, EACCES, "cannot read a protected mapping", r.start);
         made_readable = true;
       }
-      const uint64_t mem_at = s.mem_off;
-      if (src == page_src::mem && !write_mem(s, reinterpret_cast<const char *>(lo), len, lo)) return false;
-      if (!add_run(s, r, p + i, j - i, src, mem_at)) return false;
+      if (src == page_src::mem ? !save_data(s, r, p + i, j - i, lo) : !add_run(s, r, p + i, j - i, src, 0))
+        return false;
       i = j;
     }
   }
@@ -430,6 +468,8 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
   h.nthreads = s.a->nthreads;
   h.mem_size = s.mem_off;
   h.pmem_linked = s.pmem_linked;
+  h.shared = s.shared;
+  if (s.shared) memcpy(h.base_id, s.a->base_id, sizeof h.base_id);
   // The parent sends the pause's length once it has resumed (8 bytes).
   uint64_t paused = 0;
   for (long n; (n = sys::read(s.a->pause_fd, &paused, sizeof paused)) == -EINTR;) {
@@ -463,6 +503,8 @@ bool write_manifest(state &s, raw_vec<cap::thread_record> &threads) {
        s.a->ntimers ? static_cast<const void *>(s.a->timers) : &proc},
       {cap::table_kind::thread_signals, sizeof(cap::thread_signal_record), s.a->nthread_signals,
        s.a->nthread_signals ? static_cast<const void *>(s.a->thread_signals) : &proc},
+      {cap::table_kind::page_hashes, sizeof(cap::page_hash_record), s.hashes.size,
+       s.hashes.size ? static_cast<const void *>(s.hashes.data) : &proc},
   };
   constexpr uint32_t kTables = sizeof tables / sizeof tables[0];
   const uint64_t size = cap::manifest_size(tables, kTables);
@@ -511,7 +553,7 @@ constexpr uint64_t kStack = uint64_t{1} << 20;
 void close_others(const writer_args &a) {
   int keep[72];
   int n = fd_guard_list(keep, 64);
-  for (int fd : {a.parent_dirfd, a.manifest_fd, a.mem_fd, a.report_fd, a.pause_fd, a.pend->dirfd})
+  for (int fd : {a.parent_dirfd, a.manifest_fd, a.mem_fd, a.report_fd, a.pause_fd, a.pend->dirfd, a.base_dirfd})
     if (fd >= 0) keep[n++] = fd;
   for (int i = 1; i < n; ++i)  // ascending
     for (int j = i; j > 0 && keep[j - 1] > keep[j]; --j) {
@@ -545,7 +587,8 @@ int writer_body(state &s) {
     raw_vec<cap::thread_record> threads;
     threads.ar = s.ar;
     open_links(s);
-    if (walk_maps(s)) unlink_unused(s);
+    open_base(s);
+    if (walk_maps(s) && base_chunks(s)) unlink_unused(s);
     if (!s.err && thread_table(s, threads) && write_manifest(s, threads)) publish(s);
   }
   if (!s.err) return 0;
@@ -601,6 +644,7 @@ void writer_start(const writer_args &a) {
   s->chunks.ar = s->ar;
   s->files.ar = s->ar;
   s->strings.ar = s->ar;
+  s->hashes.ar = s->ar;
   run_on_stack(top, s);
 }
 

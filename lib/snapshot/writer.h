@@ -67,6 +67,12 @@ struct writer_args {
   fd_table fds;                   // the program's descriptors (its scratch range is not the image's)
   pmem_link links[kMaxPmemLinks];  // in the capsule's directory (pend->dirfd)
   uint32_t nlinks;
+  // Incremental: the capsule this one builds on (-1: a full capsule), its
+  // id, and how many data files a capsule may refer to before a full one
+  // is written instead.
+  int base_dirfd;
+  uint8_t base_id[16];
+  uint32_t base_max_files;
 };
 
 // Runs in the child and exits it: writes mem and the manifest (status

@@ -167,9 +167,10 @@ bool save_linked_region(state &s, cap::region &r, int i) {
                         ((pm[j] & sys::kPagemapPresent) && !(pm[j] & sys::kPagemapFile) &&
                          !same_as_file(s, s.link_fd[i], off, page));
       page_src src = copy ? page_src::mem : dm.at(off) ? page_src::pmem : page_src::hole;
-      const uint64_t mem_at = s.mem_off;
-      if (src == page_src::mem) ok = write_mem(s, page, kPage, at + j * kPage);
-      if (ok) ok = add_run(s, r, p + j, 1, src, src == page_src::pmem ? off : mem_at);
+      if (src == page_src::mem)
+        ok = save_data(s, r, p + j, 1, at + j * kPage);
+      else
+        ok = add_run(s, r, p + j, 1, src, src == page_src::pmem ? off : 0);
       if (ok && src == page_src::pmem) s.pmem_linked += kPage;
     }
   }

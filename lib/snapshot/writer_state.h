@@ -28,7 +28,7 @@ constexpr size_t kPagemapBatch = 4096;  // entries read at once
 // used.  Only the stack is shared with the image: the frames the writer
 // pushes lie below the capturing thread's, in memory it no longer uses.
 constexpr uint64_t kSlice = uint64_t{16} << 30;  // address space per growable table
-constexpr int kSlices = 8;
+constexpr int kSlices = 16;
 constexpr uint64_t kGrow = uint64_t{1} << 20;
 
 struct arena {
@@ -72,6 +72,29 @@ struct buffers {
   alignas(64) char page[4096];  // one page of the image, looked at
 };
 
+// Incremental: the capsule this one builds on (writer_args::base_dirfd),
+// its manifest mapped read-only, and the files of its data this capsule
+// links (its mem, and the earlier capsules' it refers to itself).
+constexpr uint32_t kMaxBaseFiles = 16;
+struct base_file {
+  uint32_t bf;        // the file's index in the base's files table; cap::kNoFile: the base's own mem
+  uint32_t file;      // its index in this capsule's files table
+  uint8_t *used;      // a byte per 2 MiB chunk of the file: a run of this capsule lies in it
+  uint64_t nchunks;
+};
+struct base_state {
+  bool ok = false;
+  cap::manifest_view v{};
+  // The lookup's cursor (addresses only grow): region, run, and the page
+  // hashes before that run.
+  uint64_t region = 0, run = 0, hashed = 0;
+  uintptr_t last = 0;
+  base_file files[kMaxBaseFiles];
+  uint32_t nfiles = 0;
+  char *bitmaps = nullptr;  // a slice of the arena: the used maps
+  uint64_t bitmap_bytes = 0, bitmap_cap = 0;
+};
+
 struct state {
   const writer_args *a;
   arena *ar;
@@ -81,6 +104,9 @@ struct state {
   raw_vec<cap::chunk> chunks;
   raw_vec<cap::file> files;
   raw_vec<char> strings;
+  raw_vec<cap::page_hash_record> hashes;  // one per page of the mem and base runs
+  base_state base;
+  uint64_t shared = 0;      // bytes of base runs
   int pagemap_fd = -1;
   int self_mem_fd = -1;  // /proc/self/mem: the image read without faulting it in (copy_image)
   // ZeroIO: the linked PMem files (writer_args::links), opened; their
@@ -94,7 +120,8 @@ struct state {
   int err = 0;
 };
 
-enum class page_src : uint8_t { hole, mem, file, pmem };
+enum class page_src : uint8_t { hole, mem, file, pmem, base };
+
 
 // Records the first failure (errno err, what, at an address when given) as
 // the writer's one line; false.
@@ -103,11 +130,25 @@ bool fail(state &s, int err, const char *what, uintptr_t at = 0);
 uint32_t add_string(state &s, const char *p, uint32_t len);
 // Copies n bytes of the image (any memory of the process).
 void copy_image(const state &s, char *dst, const char *src, uint64_t n);
-// Writes [p, p + len) of the image to mem, a CRC per chunk.
-bool write_mem(state &s, const char *p, uint64_t len, uintptr_t at);
+// Saves npages of the image from addr, pages page.. of region r, whose
+// data is the process's own: each page hashed, and either found unchanged
+// in the base (a base run) or written to mem.
+bool save_data(state &s, capsule::region &r, uint64_t page, uint64_t npages, uintptr_t addr);
 // A run of npages from page of region r; at: its offset in mem (mem) or in
-// the linked file (pmem).
-bool add_run(state &s, capsule::region &r, uint64_t page, uint64_t npages, page_src src, uint64_t at);
+// the linked file (pmem, base: file is its files index).
+bool add_run(state &s, capsule::region &r, uint64_t page, uint64_t npages, page_src src, uint64_t at,
+             uint32_t file = capsule::kNoFile);
+
+// ---- Incremental (writer_base.cc)
+// Maps the base's manifest and checks it will do (else the capsule is a
+// full one: base.ok stays false).
+void open_base(state &s);
+// Whether the page at addr, of hash d, is the base's page there unchanged:
+// then *file (this capsule's files index, the file linked on first use) and
+// *off say where its bytes are.
+bool base_match(state &s, uintptr_t addr, const cap::page_hash_record &d, uint32_t *file, uint64_t *off);
+// The base's CRCs of the chunks this capsule's base runs lie in.
+bool base_chunks(state &s);
 
 // ---- ZeroIO (writer_linked.cc)
 // Opens the links (-1 for one that cannot be read: its units are copied).

@@ -1052,10 +1052,10 @@ class SnapshotTest(Base):
         self.assertEqual(r.stderr, "")
         lines = r.stdout.splitlines()
         header = lines[0]
-        self.assertRegex(header, r"^NAME +CREATED +PID  COMMAND +SIZE  STATUS$")
-        # Every column starts where its title does (PID and SIZE end there).
+        self.assertRegex(header, r"^NAME +CREATED +PID  COMMAND +SIZE  SHARED  STATUS$")
+        # Every column starts where its title does (PID, SIZE and SHARED end there).
         starts = {c: header.index(c) for c in ["CREATED", "COMMAND", "STATUS"]}
-        ends = {c: header.index(c) + len(c) for c in ["PID", "SIZE"]}
+        ends = {c: header.index(c) + len(c) for c in ["PID", "SIZE", "SHARED"]}
         want = self.expected_status(gone)
         self.assertEqual([l.split()[0] for l in lines[1:]], sorted(want))
         for line in lines[1:]:
@@ -1065,6 +1065,8 @@ class SnapshotTest(Base):
             pid = line[:ends["PID"]].split()[-1]
             comm = line[starts["COMMAND"]:].split()[0]
             size = line[:ends["SIZE"]].split()[-1]
+            # Nothing of these capsules is linked elsewhere.
+            self.assertEqual(line[:ends["SHARED"]].split()[-1], "0", line)
             entry = name + ".mmtcap"
             if name in ("i-gone", "j-running"):
                 entry = [e for e in os.listdir(self.caps) if e.startswith(f".{name}.mmtcap.tmp-")][0]
@@ -1090,6 +1092,7 @@ class SnapshotTest(Base):
             self.assertEqual(c["status"], status.split(" (")[0], c)
             self.assertEqual(c["reason"], reason or None, c)
             self.assertEqual(c["disk_bytes"], du(c["path"]), c)
+            self.assertEqual(c["shared_disk_bytes"], 0, c)
             self.assertTrue(os.path.isdir(c["path"]))
             if c["name"] == "i-gone":
                 self.assertEqual(c["writer"], {"pid": gone, "running": False})
@@ -1218,11 +1221,12 @@ class SnapshotTest(Base):
                                  boot_id="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", mmtier_version="0.1.0",
                                  capsule_id="a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", page_size=4096, mem_bytes=self.MEM,
                                  manifest_bytes=os.path.getsize(os.path.join(path, "manifest")), disk_bytes=du(path),
+                                 shared_disk_bytes=0, shared_bytes=0, base_id=None,
                                  regions=6, runs=9, mem_chunks=3, other_chunks=1, files=1, verified=None))
         self.assertEqual(j["regions_by_kind"], {"reserve": 1, "unit": 1, "anon": 1, "stack": 1, "brk": 0, "file": 1,
                                                 "vdso": 1, "vvar": 0, "stats": 0})
         self.assertEqual(j["bytes_by_source"], {"hole": (1 << 30) + 26 * 4096, "mem": self.MEM, "pmem": 0,
-                                                "file": 6 * 4096, "zero": MiB})
+                                                "file": 6 * 4096, "zero": MiB, "base": 0})
 
     def test_info_verify(self):
         self.make("good")
@@ -1534,6 +1538,19 @@ HASHING_PROG = (
     "say()\n"
     "while True:\n"
     "    time.sleep(0.05)\n")
+
+
+# HASHING_PROG that also changes its data: at each SIGUSR2 one byte in
+# every 100th page (1 %), then "PID poked" to argv[1].
+POKING_PROG = HASHING_PROG.replace(
+    "signal.signal(signal.SIGUSR1, say)\n",
+    "signal.signal(signal.SIGUSR1, say)\n"
+    "def poke(*_):\n"
+    "    for i in range(0, len(data), 100 * 4096):\n"
+    "        data[i] ^= 0x5a\n"
+    "    with open(sys.argv[1], 'a') as f:\n"
+    "        f.write(f'{os.getpid()} poked\\n')\n"
+    "signal.signal(signal.SIGUSR2, poke)\n")
 
 
 class RestoreTest(Base):
@@ -1927,6 +1944,97 @@ class RestoreTest(Base):
         again = int(r.stdout)
         self.addCleanup(lambda: os.path.exists(f"/proc/{again}") and os.kill(again, signal.SIGKILL))
         self.assertEqual(sum_of(again), want)
+
+    def test_incremental_snapshots_write_what_changed_and_survive_their_bases(self):
+        # Each snapshot after the first writes only the pages changed since
+        # the one before and links the earlier capsules' mem for the rest:
+        # deleting those capsules breaks nothing, and a restore (eager or
+        # lazy) brings back the last one's instant.
+        sums = os.path.join(self.caps, "sums")
+        p = self.python(POKING_PROG, sums)
+        wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+
+        def snapshot(name, *extra):
+            r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", name, "--json", *extra], self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return json.loads(r.stdout)
+
+        def lines():
+            with open(sums) as f:
+                return f.read().splitlines()
+
+        def signal_and_wait(sig, pid=None):
+            n = len(lines())
+            os.kill(pid or p.pid, sig)
+            wait_until(lambda: len(lines()) > n, 60, "the answer")
+            return lines()[-1].split()[1]
+
+        def ended(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().split(") ")[1][0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        def info(name):
+            r = mmtier(["snapshot", "info", name, "--dir", self.caps, "--json"], self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return json.loads(r.stdout)
+
+        a = snapshot("a")
+        self.assertEqual(a["shared_bytes"], 0, a)
+        self.assertGreaterEqual(a["memory_bytes"], 64 * MiB, a)
+        signal_and_wait(signal.SIGUSR2)
+        b = snapshot("b")
+        # 1 % of the 64 MiB changed (and what the interpreter wrote meanwhile).
+        self.assertLess(b["memory_bytes"], 8 * MiB, b)
+        self.assertGreaterEqual(b["shared_bytes"], 56 * MiB, b)
+        a_id = info("a")["capsule_id"]
+        self.assertEqual(info("b")["base_id"], a_id)
+        self.assertIn(f"mem-{a_id}", os.listdir(os.path.join(self.caps, "b.mmtcap")))
+        signal_and_wait(signal.SIGUSR2)
+        c = snapshot("c")
+        self.assertLess(c["memory_bytes"], 8 * MiB, c)
+        c_dir = os.path.join(self.caps, "c.mmtcap")
+        b_id = info("b")["capsule_id"]
+        self.assertEqual(sorted(f for f in os.listdir(c_dir) if f.startswith("mem-")),
+                         sorted([f"mem-{a_id}", f"mem-{b_id}"]))
+        want = signal_and_wait(signal.SIGUSR1)
+        # --full writes every page again and refers to none.
+        d = snapshot("d", "--full")
+        self.assertEqual(d["shared_bytes"], 0, d)
+        self.assertGreaterEqual(d["memory_bytes"], 64 * MiB, d)
+        self.assertFalse([f for f in os.listdir(os.path.join(self.caps, "d.mmtcap")) if f.startswith("mem-")])
+        # The capsules c builds on are deleted: c still holds all it needs.
+        for name in ("a", "b"):
+            r = mmtier(["snapshot", "delete", name, "--dir", self.caps], self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        r = mmtier(["snapshot", "info", "c", "--dir", self.caps, "--verify", "--json"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["verified"]["chunks"], info("c")["mem_chunks"] + info("c")["other_chunks"])
+        self.kill(p)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.dir, f"{p.pid}.ctl"))
+        for how in ([], ["--lazy"]):
+            r = self.restore(c_dir, "--detach", *how)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            host = int(r.stdout)
+            self.addCleanup(lambda h=host: os.path.exists(f"/proc/{h}") and os.kill(h, signal.SIGKILL))
+            self.assertEqual(signal_and_wait(signal.SIGUSR1, host), want, how)
+            os.kill(host, signal.SIGKILL)
+            wait_until(lambda h=host: ended(h), 30, "the end")
+        # An earlier capsule's mem damaged (a byte in every 2 MiB) is
+        # refused before anything runs.
+        with open(os.path.join(c_dir, f"mem-{a_id}"), "r+b") as f:
+            for at in range(0, os.fstat(f.fileno()).st_size, 2 * MiB):
+                f.seek(at)
+                byte = f.read(1)
+                f.seek(at)
+                f.write(bytes([byte[0] ^ 0xff]))
+        r = self.restore(c_dir)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, rf"refused: mem-{a_id} is damaged: the chunk at offset [0-9]+ ")
 
     def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
         if os.geteuid() != 0:

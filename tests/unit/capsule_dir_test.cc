@@ -121,6 +121,18 @@ TEST(CapsuleDir, Names) {
                           ".redis.mmtcap.tmp1-ab", "..mmtcap.tmp-1-ab", ".redis.mmtcap", ".redis.mmtcap.tmp-1-ab/",
                           ".redis.mmtcap.tmp-12345678901-ab"})
     EXPECT_FALSE(tmp_entry(bad, name, &pid)) << bad;
+
+  // An earlier capsule's mem, linked into an incremental one: mem- and
+  // the 32 hex digits of that capsule's id.
+  const uint8_t id[16] = {0x00, 0x01, 0x22, 0xab, 0xcd, 0xef, 0x10, 0xff, 9, 8, 7, 6, 5, 4, 3, 0xa0};
+  char base[40];
+  base_file_name_of(id, base);
+  EXPECT_STREQ(base, "mem-000122abcdef10ff09080706050403a0");
+  EXPECT_TRUE(base_file_name(base));
+  for (const char *bad : {"mem", "mem-", "mem-000122abcdef10ff09080706050403a", "mem-000122abcdef10ff09080706050403a00",
+                          "mem-000122ABCDEF10ff09080706050403a0", "mem-000122abcdef10ff09080706050403g0",
+                          "Mem-000122abcdef10ff09080706050403a0", "pmem-1.tier"})
+    EXPECT_FALSE(base_file_name(bad)) << bad;
 }
 
 TEST(CapsuleDir, MakeDirs) {
@@ -314,6 +326,7 @@ TEST(CapsuleDir, RemoveDeletesACapsule) {
   write_file(dir + "/mem", std::string(10000, 'm'));
   write_file(dir + "/pmem-3.tier", "p");
   write_file(dir + "/pmem-12.tier", "p");
+  write_file(dir + "/mem-000122abcdef10ff09080706050403a0", "b");
   ASSERT_EQ(mkdir((dir + "/files").c_str(), 0700), 0);
   for (int i = 0; i < 40; ++i) write_file(dir + "/files/" + std::to_string(i), "f");
   make_capsule(s, "kept");

@@ -55,6 +55,7 @@ struct sample {
   std::vector<file> files;
   std::vector<char> strings;
   std::vector<unsigned char> threads;
+  std::vector<page_hash_record> hashes;  // a page_hashes table when not empty
   status state = status::complete;
   bool runs_last = false;  // the runs table last in the manifest, nothing after it
 
@@ -133,6 +134,8 @@ struct sample {
         {table_kind::strings, 1, strings.size(), strings.data()},
         {table_kind::threads, static_cast<uint32_t>(kThreadRecord), threads.size() / kThreadRecord, threads.data()},
     };
+    if (!hashes.empty())
+      t.push_back({table_kind::page_hashes, sizeof(page_hash_record), hashes.size(), hashes.data()});
     if (runs_last) std::rotate(t.begin() + 1, t.begin() + 2, t.end());
     return t;
   }
@@ -550,7 +553,14 @@ TEST(CapsuleRecords, Rejected) {
        }},
       {"runs swapped", [](sample &s) { std::swap(s.runs[0], s.runs[1]); }},
       {"source 0", [](sample &s) { s.runs[1].source = 0; }},
-      {"source 6", [](sample &s) { s.runs[1].source = 6; }},
+      {"source 7", [](sample &s) { s.runs[1].source = 7; }},
+      {"base kNoFile", [](sample &s) { s.runs[1].source = 6, s.runs[1].file = kNoFile; }},
+      {"base file beyond", [](sample &s) { s.runs[1].source = 6, s.runs[1].file = 2; }},
+      {"base file not the capsule's", [](sample &s) { s.runs[1].source = 6, s.runs[1].file = 0; }},
+      {"base offset unaligned", [](sample &s) { s.runs[1].source = 6, s.runs[1].file = 1, s.runs[1].offset = 8; }},
+      {"page hashes too few", [](sample &s) { s.hashes.resize(5); }},
+      {"page hashes too many", [](sample &s) { s.hashes.resize(7); }},
+      {"page hashes for pmem too", [](sample &s) { s.hashes.resize(10); }},
       {"mem offset unaligned", [](sample &s) { s.runs[5].offset += 512; }},
       {"mem beyond mem_size", [](sample &s) { s.runs[5].offset += kPage; }},
       {"mem_size short", [](sample &s) { s.h.mem_size -= 1; }},
@@ -586,6 +596,10 @@ TEST(CapsuleRecords, Rejected) {
       {"last string", [](sample &s) { s.regions[0].name = static_cast<uint32_t>(s.strings.size() - 1); }},
       {"chunk to the end of mem", [](sample &s) { s.chunks[0].offset = 5 * kPage, s.chunks[0].length = kPage; }},
       {"any file offset for holes", [](sample &s) { s.runs[3].offset = 12345, s.runs[3].file = 7; }},
+      {"base run in a capsule file", [](sample &s) { s.runs[1].source = 6, s.runs[1].file = 1, s.runs[1].offset = 0; }},
+      // Mem pages: 2 + 4.
+      {"a page hash per mem page", [](sample &s) { s.hashes.resize(6); }},
+      {"and per base page", [](sample &s) { s.runs[1].source = 6, s.runs[1].file = 1, s.hashes.resize(8); }},
       {"no runs for no regions", [](sample &s) { s.regions.clear(), s.runs.clear(); }},
       {"name 0 without strings",
        [](sample &s) {
