@@ -15,6 +15,13 @@ rounds then measures, in this order:
   rdb     a plain redis-server started on the RDB file: seconds until PONG
           (it answers -LOADING until the file is loaded)
 
+With --autosave instead, the server runs under `mmtier run --autosave
+EVERY` (a snapshot every EVERY, after a crash the newest restored by the
+supervisor, lazily); each round waits for a periodic snapshot taken after
+the data was loaded, kills the server with SIGKILL and measures the
+seconds until PING answers PONG again (the supervisor noticing the death,
+picking the capsule, restoring), then checks DEBUG DIGEST.
+
 After each, DEBUG DIGEST must equal the original's (for the lazy restore,
 taken once the fill is done: the digest reads every value), then the
 server is killed.  With --cold the page cache is dropped before each
@@ -98,6 +105,52 @@ def fmt(xs):
     return f"{statistics.median(xs):.2f} ({min(xs):.2f} .. {max(xs):.2f})"
 
 
+def autosave(a, mmtier, work):
+    """The --autosave measurement (see the module's text)."""
+    env = dict(os.environ, MMTIER_SNAPSHOT_DIR=work)
+    sup = subprocess.Popen([mmtier, "run", "--autosave", a.autosave, "--keep", "2", "--max-restarts",
+                            str(a.rounds + 1), "--", "/usr/bin/redis-server", "--port", str(a.port), "--save", "",
+                            "--appendonly", "no", "--dir", work, "--enable-debug-command", "yes"],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_pong(a.port, time.monotonic(), 60)
+        log(f"populating {a.keys} keys of {a.value} bytes")
+        ask(a.port, "DEBUG", "POPULATE", a.keys, "key", a.value)
+        digest = ask(a.port, "DEBUG", "DIGEST")
+        pid = int(ask(a.port, "INFO", "server").split("process_id:")[1].split()[0])
+        times, bad = [], []
+        host = pid
+        for rnd in range(a.rounds):
+            loaded = time.time()
+            # A periodic snapshot that holds the data: one begun after it was loaded.
+            while not any(e.startswith(f"auto-{pid}-") and e.endswith(".mmtcap") and
+                          os.path.getmtime(os.path.join(work, e)) > loaded + 1 for e in os.listdir(work)):
+                time.sleep(0.1)
+            t0 = time.monotonic()
+            os.kill(host, signal.SIGKILL)
+            line = ""
+            while "restored (host pid" not in line:
+                line = sup.stderr.readline()
+                if not line:
+                    raise SystemExit("the supervisor ended")
+                log(line.strip())
+            host = int(re.search(r"host pid (\d+)", line).group(1))
+            times.append(wait_pong(a.port, t0))
+            if ask(a.port, "DEBUG", "DIGEST") != digest:
+                bad.append(f"round {rnd}")
+            log(f"round {rnd}: answering {times[-1]:.2f} s after the kill")
+        print(f"redis-server, {a.keys} keys of {a.value} bytes, under mmtier run --autosave {a.autosave}: "
+              f"SIGKILL to PONG, {a.rounds} rounds, seconds: {fmt(times)}")
+        print(f"data: DEBUG DIGEST {'equal to the original' if not bad else 'DIFFERS in ' + ', '.join(bad)}")
+        return 1 if bad else 0
+    finally:
+        sup.send_signal(signal.SIGINT)
+        try:
+            sup.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            sup.kill()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build")
@@ -107,12 +160,15 @@ def main():
     ap.add_argument("--port", type=int, default=7411)
     ap.add_argument("--dir", default="/var/tmp", help="where the capsule and the RDB file go (a real disk)")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each restore (root)")
+    ap.add_argument("--autosave", metavar="EVERY", help="measure mmtier run --autosave EVERY instead (e.g. 5s)")
     a = ap.parse_args()
     mmtier = os.path.abspath(os.path.join(a.build, "mmtier"))
     lib = os.path.abspath(os.path.join(a.build, "libmmtier.so"))
     work = tempfile.mkdtemp(prefix="restore-bench-", dir=a.dir)
     os.chmod(work, 0o700)
     try:
+        if a.autosave:
+            return autosave(a, mmtier, work)
         env = dict(os.environ, LD_PRELOAD=lib, MMTIER_SNAPSHOT_DIR=work)
         srv = subprocess.Popen(["/usr/bin/redis-server", "--port", str(a.port), "--save", "", "--appendonly", "no",
                                 "--dir", work, "--enable-debug-command", "yes", "--daemonize", "no"],

@@ -8,6 +8,7 @@
 #include "snapshot/capsule_dir.h"
 #include "support/crc32c.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -261,6 +262,31 @@ verified verify_linked(int dirfd, const cap::manifest_view &m) {
   v.chunks = v.linked_chunks;
   v.bytes = v.linked_bytes;
   return v;
+}
+
+std::string newest_capsule(const std::string &dir, const std::string &prefix, uint64_t *created) {
+  std::string best;
+  *created = 0;
+  DIR *d = opendir(dir.c_str());
+  if (!d) return best;
+  while (dirent *e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0 || !cap::capsule_entry(name.c_str(), nullptr)) continue;
+    int fd = -1;
+    if (cap::open_checked(dirfd(d), name.c_str(), &fd) != 0) continue;
+    fd_holder holder(fd);
+    manifest_file m;
+    cap::manifest_view v;
+    if (read_manifest(fd, &m) != 0 || cap::manifest_parse(m.data(), m.len, &v) != cap::parse_error::ok ||
+        v.status->state != static_cast<uint32_t>(cap::status::durable))
+      continue;
+    if (v.hdr->created_ns >= *created) {
+      *created = v.hdr->created_ns;
+      best = dir + "/" + name;
+    }
+  }
+  closedir(d);
+  return best;
 }
 
 }  // namespace mmtier::cli

@@ -98,6 +98,12 @@ verified verify_mem(int dirfd, const capsule::manifest_view &m, const std::vecto
 // throws failure saying what is wrong.
 int open_linked(int dirfd, const capsule::manifest_view &m, uint32_t file);
 
+// The path of the newest durable capsule of dir (by the creation time in
+// its manifest) whose name starts with prefix, its time to *created; ""
+// when there is none.  Capsules that cannot be opened or read are passed
+// over.
+std::string newest_capsule(const std::string &dir, const std::string &prefix, uint64_t *created);
+
 // Whether files entry `file` is an earlier capsule's mem (mem-<id>).
 bool is_base_file(const capsule::manifest_view &m, uint32_t file);
 

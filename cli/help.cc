@@ -90,6 +90,8 @@ SYNOPSIS
     mmtier run [--dram-ratio D:P | --dram-limit SIZE] [--pmem-limit SIZE]
                [--pmem-path DIR] [--policy ratio|dram-first] [--no-promote]
                [--log LEVEL] [--report DEST] [--stats-dir DIR|off]
+               [--snapshot-dir DIR] [--snapshot-every DUR] [--keep N]
+               [--autosave DUR [--max-restarts N] [--restart-window DUR]]
                [--] COMMAND [ARGS...]
 
 DESCRIPTION
@@ -110,6 +112,22 @@ DESCRIPTION
     The options end at "--" or at the first argument that is not an option.
     COMMAND is looked up in PATH.  A set-user-ID COMMAND runs without
     libmmtier: the dynamic loader ignores such a preload for it.
+
+    With --autosave, mmtier stays as COMMAND's parent instead: COMMAND
+    takes a snapshot at every interval (auto-PID-UTCTIME in the capsule
+    directory, the newest --keep kept, each writing only what changed
+    since the last), and when it dies of a crash (SIGSEGV, SIGBUS, SIGILL,
+    SIGFPE, SIGABRT, SIGSYS, SIGTRAP, or SIGKILL, which the OOM killer
+    sends) mmtier restores the newest complete one with mmtier restore
+    --detach, says so on stderr, and supervises the restored process the
+    same way.  SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to mmtier are
+    passed on and end the supervision: with SIGTERM COMMAND takes a last
+    snapshot before it ends (MMTIER_SNAPSHOT_SIGNAL=TERM, unless set
+    otherwise); SIGUSR1 and SIGUSR2 are passed on.  After --max-restarts
+    restores within --restart-window, or when there is no snapshot to
+    restore, mmtier gives up and exits with COMMAND's status.  After a
+    reboot, mmtier restore brings back the newest (mmtier snapshot list
+    shows them).
 
 OPTIONS
     --dram-ratio D:P
@@ -144,6 +162,21 @@ OPTIONS
         absolute path; created mode 0700 if missing), or off for nowhere.
         mmtier stat, top and plot find it only with the same
         MMTIER_STATS_DIR in their environment.
+    --snapshot-dir DIR
+        MMTIER_SNAPSHOT_DIR.  Where COMMAND's snapshots go (an absolute
+        path).
+    --snapshot-every DUR
+        MMTIER_SNAPSHOT_EVERY.  COMMAND takes a snapshot at this interval
+        (1s to 24h: 30s, 10m, 1h) once it has placed 32 MiB.
+    --keep N
+        MMTIER_SNAPSHOT_KEEP.  How many of those it keeps (default 10; 3
+        with --autosave).
+    --autosave DUR
+        Periodic snapshots at DUR, and restore after a crash (above).
+    --max-restarts N
+        --autosave: restores allowed within the window (default 5).
+    --restart-window DUR
+        --autosave: the window (default 600s).
     -h, --help
         Print this manual and exit.
 
@@ -184,6 +217,9 @@ EXAMPLES
         The first GiB in DRAM, the rest in PMem.
     mmtier run --dram-ratio 1:3 --no-promote --report stderr -- sort big.txt
         A fixed split, and a report of where memory went at exit.
+    mmtier run --autosave 10s -- redis-server --port 6379
+        A snapshot every 10 s; after a crash Redis is back with the data
+        of the last one.
 )";
 
 constexpr const char kStat[] = R"(NAME
@@ -619,8 +655,11 @@ constexpr const char kRestore[] = R"(NAME
     mmtier restore - bring a process back from a snapshot capsule
 
 SYNOPSIS
-    mmtier restore CAPSULE [--dir DIR] [--detach] [--pid-namespace]
-                   [--verify full|meta] [--lazy [--fill-rate MIB]]
+    mmtier restore CAPSULE [--dir DIR]
+                   [--detach [--keep-stdio] [--pid-file PATH]]
+                   [--pid-namespace] [--verify full|meta]
+                   [--lazy [--fill-rate MIB]]
+    mmtier restore --latest [PREFIX] [--dir DIR] [OPTIONS]
 
 DESCRIPTION
     Starts the process a capsule holds again, from the instant of the
@@ -652,8 +691,17 @@ OPTIONS
     --detach        Print the restored process's host PID once it runs
                     and exit, leaving it running, its standard streams
                     on /dev/null.
+    --keep-stdio    With --detach: the restored process keeps this
+                    command's standard streams instead of /dev/null.
+    --pid-file PATH With --detach: write the host PID to PATH (replaced
+                    whole) instead of standard output.
     --pid-namespace Always in a new PID namespace, even as root with the
                     PID and thread IDs free here.
+    --latest        Restore the newest durable capsule of the capsule
+                    directory (by the time it was taken), of those whose
+                    names start with PREFIX when given (auto-PID- for the
+                    periodic snapshots of process PID): after a reboot,
+                    what mmtier run --autosave would have restored.
     --verify MODE   full (default): check every checksum of the memory
                     first; meta: only the manifest's.  With --lazy the
                     default checks what is restored before the process

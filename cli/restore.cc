@@ -63,6 +63,9 @@ struct options {
   std::string capsule, dir;
   bool dir_set = false, detach = false, verify = true, verify_set = false, lazy = false;
   bool pid_namespace = false;  // always a new PID namespace, even where the PIDs are free
+  bool latest = false;         // the newest durable capsule (named as the argument starts)
+  bool keep_stdio = false;     // --detach, but the standard streams stay this command's
+  std::string pid_file;        // --detach: the host pid goes there, not to stdout
   uint64_t fill_rate = 0;  // bytes per second, 0: no limit
 };
 
@@ -928,6 +931,12 @@ int restore_main(const args &a) {
       o.fill_rate = mib << 20;
     } else if (a[i] == "--pid-namespace") {
       o.pid_namespace = true;
+    } else if (a[i] == "--latest") {
+      o.latest = true;
+    } else if (a[i] == "--keep-stdio") {
+      o.keep_stdio = true;
+    } else if (take_option("restore", a, &i, "--pid-file", &v)) {
+      o.pid_file = v;
     } else if (take_option("restore", a, &i, "--verify", &v)) {
       if (v != "full" && v != "meta") throw usage_error("restore", "--verify takes full or meta");
       o.verify = v == "full";
@@ -943,10 +952,23 @@ int restore_main(const args &a) {
       throw usage_error("restore", "give one capsule");
     }
   }
+  if (o.latest) {
+    // After a reboot: the newest complete capsule (whose name starts with
+    // the argument, when one is given), as `mmtier run --autosave` picks.
+    const std::string dir = capsule_dir(o.dir_set, o.dir);
+    uint64_t created = 0;
+    const std::string path = newest_capsule(dir, o.capsule, &created);
+    if (path.empty())
+      throw failure(o.capsule.empty() ? strf("no durable capsule in %s", dir.c_str())
+                                      : strf("no durable capsule named %s... in %s", o.capsule.c_str(), dir.c_str()));
+    o.capsule = path;
+  }
   if (o.capsule.empty()) throw usage_error("restore", "give the capsule to restore");
   image im;
   im.where = locate(o.capsule, o.dir_set, o.dir);
   if (o.fill_rate && !o.lazy) throw usage_error("restore", "--fill-rate paces a --lazy restore");
+  if ((o.keep_stdio || !o.pid_file.empty()) && !o.detach)
+    throw usage_error("restore", "--keep-stdio and --pid-file go with --detach");
   if (o.lazy) {
     if (const std::string why = lazy_unavailable(); !why.empty()) {
       fprintf(stderr, "mmtier restore: restoring eagerly: %s\n", why.c_str());
@@ -972,7 +994,8 @@ int restore_main(const args &a) {
   if (init < 0) throw failure(strf("cannot start the restored process: %s", strerror(errno)));
   if (init == 0) {
     close(err[0]);
-    init_main(im, err[1], o.detach, o.lazy, o.fill_rate, host_ns);
+    // Detached, the streams go to /dev/null unless kept.
+    init_main(im, err[1], o.detach && !o.keep_stdio, o.lazy, o.fill_rate, host_ns);
   }
   close(err[1]);
   std::string line;
@@ -991,7 +1014,10 @@ int restore_main(const args &a) {
   fprintf(stderr, "mmtier restore: %s: process %d restored (host pid %ld), %llu threads\n", im.where.path.c_str(),
           im.m.hdr->pid, host, static_cast<unsigned long long>(program_threads));
   if (o.detach) {
-    printf("%ld\n", host);
+    if (o.pid_file.empty())
+      printf("%ld\n", host);
+    else
+      write_file_atomically(o.pid_file, strf("%ld\n", host));
     return 0;
   }
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) signal(sig, SIG_IGN);

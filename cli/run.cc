@@ -3,7 +3,10 @@
 // gives the library's message; libmmtier.so is found next to the command
 // (build tree) or where it was installed and prepended to LD_PRELOAD; then
 // the command replaces this process (execvp), so its exit status and
-// signals are the command's own.
+// signals are the command's own.  With --autosave this process stays, as
+// the command's supervisor (autosave.cc).
+#include "autosave.h"
+#include "capsule_read.h"
 #include "cli.h"
 
 #include "config/config.h"
@@ -88,7 +91,8 @@ std::string find_library() {
 int run_main(const args &a) {
   const std::string cmd = "run";
   std::vector<std::pair<std::string, std::string>> vars;  // in option order, later ones win
-  bool ratio = false, limit = false;
+  bool ratio = false, limit = false, autosave = false, keep = false;
+  autosave_options as;
   auto set = [&vars](const char *name, const std::string &value) {
     for (auto &v : vars)
       if (v.first == name) {
@@ -129,6 +133,24 @@ int run_main(const args &a) {
       set("MMTIER_REPORT", v);
     } else if (take_option(cmd, a, &i, "--stats-dir", &v)) {
       set("MMTIER_STATS_DIR", v);
+    } else if (take_option(cmd, a, &i, "--snapshot-dir", &v)) {
+      set("MMTIER_SNAPSHOT_DIR", v);
+    } else if (take_option(cmd, a, &i, "--snapshot-every", &v)) {
+      set("MMTIER_SNAPSHOT_EVERY", v);
+    } else if (take_option(cmd, a, &i, "--keep", &v)) {
+      set("MMTIER_SNAPSHOT_KEEP", v);
+      keep = true;
+    } else if (take_option(cmd, a, &i, "--autosave", &v)) {
+      set("MMTIER_SNAPSHOT_EVERY", v);
+      autosave = true;
+    } else if (take_option(cmd, a, &i, "--max-restarts", &v)) {
+      if (!parse_pid(v, &as.max_restarts) || as.max_restarts > 1000)
+        throw usage_error(cmd, strf("--max-restarts: expected an integer from 1 to 1000, not \"%s\"", v.c_str()));
+    } else if (take_option(cmd, a, &i, "--restart-window", &v)) {
+      double sec = 0;
+      if (!parse_duration_seconds(v, &sec) || sec < 1 || sec > 86400)
+        throw usage_error(cmd, strf("--restart-window: expected a duration from 1s to 86400s, not \"%s\"", v.c_str()));
+      as.window_ns = static_cast<uint64_t>(sec * 1e9);
     } else if (arg.size() > 1 && arg[0] == '-') {
       throw usage_error(cmd, strf("unknown option %s", arg.c_str()));
     } else {
@@ -138,6 +160,12 @@ int run_main(const args &a) {
   if (ratio && limit)
     throw usage_error(cmd, "--dram-ratio and --dram-limit cannot be used together (ratio placement or a DRAM limit)");
   if (i >= a.size()) throw usage_error(cmd, "no command given");
+  if (autosave) {
+    // A few recent snapshots are what a restore needs; the stop signal
+    // takes a last one before the program ends.
+    if (!keep) set("MMTIER_SNAPSHOT_KEEP", "3");
+    if (!getenv("MMTIER_SNAPSHOT_SIGNAL")) set("MMTIER_SNAPSHOT_SIGNAL", "TERM");
+  }
 
   // The environment the command gets: ours, with the options' variables
   // replaced, and the library first in LD_PRELOAD.
@@ -184,6 +212,12 @@ int run_main(const args &a) {
   std::vector<char *> argv;
   for (size_t k = i; k < a.size(); ++k) argv.push_back(const_cast<char *>(a[k].c_str()));
   argv.push_back(nullptr);
+  if (autosave) {
+    // Where the program writes its capsules: what it will read.
+    as.dir = parsed.snapshot_dir;
+    if (as.dir.empty()) throw failure("--autosave: no capsule directory: set HOME or give --snapshot-dir");
+    return supervise(argv.data(), envp.data(), as);
+  }
   fflush(nullptr);
   execvpe(argv[0], argv.data(), envp.data());
   int e = errno;

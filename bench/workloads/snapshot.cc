@@ -50,7 +50,16 @@
 // worker_pages_per_s: pages written by all workers per second over the run
 // so far; capsule_state: the status block's state (2 complete, 3 durable).
 //
-// usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0]
+// With --changed P (percent, > 0) each round measures incremental
+// snapshots instead of fork: a snapshot A of the block as it is (kept), then
+// one word written in P % of its pages (chosen at random, the same in every
+// run), then snapshot B, which builds on A; the line gives both:
+//   {"round":I,"gib":R,"changed_pct":P,"full_complete_ms":..,"full_mem_bytes":..,
+//    "full_pause_ms":..,"inc_complete_ms":..,"inc_pause_ms":..,"inc_mem_bytes":..,
+//    "inc_shared_bytes":..,"inc_writer_cpu_ms":..,"full_writer_cpu_ms":..,"rss_bytes":..}
+// Both capsules are deleted after the round.
+//
+// usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0] [--changed P]
 // exits 0; 2 on bad usage; 3 when not under libmmtier; 1 when a fork or a
 // snapshot fails (the JSON line so far is not printed).
 #include <dlfcn.h>
@@ -84,12 +93,13 @@ struct Options {
   int threads = 2;
   int rounds = 5;
   double write_mbps = 0;
+  double changed = 0;  // percent of pages written between two snapshots (incremental mode)
   std::string dir;
 };
 
 [[noreturn]] void usage(const char *msg) {
   if (msg) fprintf(stderr, "snapshot: %s\n", msg);
-  fprintf(stderr, "usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0]\n");
+  fprintf(stderr, "usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0] [--changed P]\n");
   exit(2);
 }
 
@@ -119,6 +129,8 @@ Options parse(int argc, char **argv) {
       o.write_mbps = parse_double(val());
     else if (a == "--dir")
       o.dir = val();
+    else if (a == "--changed")
+      o.changed = parse_double(val());
     else if (a == "-h" || a == "--help")
       usage(nullptr);
     else
@@ -128,6 +140,7 @@ Options parse(int argc, char **argv) {
   if (o.dir.empty()) usage("--dir is required");
   if (o.rounds < 1) usage("--rounds must be at least 1");
   if (o.threads > 64) usage("--threads: at most 64");
+  if (o.changed > 100) usage("--changed: a percentage, at most 100");
   return o;
 }
 
@@ -238,8 +251,9 @@ struct SnapResult {
   double complete_s;
   double writer_cpu_s;  // CPU time of the writer child (reaped within the call)
   double caller_cpu_s;  // CPU time of the calling thread in the call
-  uint64_t paused_ns, mem_size, pmem_linked;
+  uint64_t paused_ns, mem_size, pmem_linked, shared;
   uint32_t state;
+  char path[4096];
 };
 
 double children_cpu_seconds() {
@@ -251,7 +265,15 @@ double children_cpu_seconds() {
 
 int remove_entry(const char *path, const struct stat *, int, struct FTW *) { return remove(path); }
 
-SnapResult time_snapshot(snapshot_fn snap, const std::string &dir, const char *name) {
+void delete_capsule(const char *path) {
+  if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+    fprintf(stderr, "snapshot: cannot delete %s: %s\n", path, strerror(errno));
+    exit(1);
+  }
+}
+
+// keep: the capsule is left for the caller to delete (delete_capsule).
+SnapResult time_snapshot(snapshot_fn snap, const std::string &dir, const char *name, bool keep = false) {
   char path[4096];
   const double c0 = children_cpu_seconds();
   const double m0 = thread_cpu_seconds();
@@ -264,7 +286,8 @@ SnapResult time_snapshot(snapshot_fn snap, const std::string &dir, const char *n
     fprintf(stderr, "snapshot: mmtier_snapshot_to(%s, %s): %s\n", dir.c_str(), name, strerror(errno));
     exit(1);
   }
-  SnapResult out = {t1 - t0, c1 - c0, m1 - m0, 0, 0, 0};
+  SnapResult out = {t1 - t0, c1 - c0, m1 - m0, 0, 0, 0, 0, 0, {}};
+  snprintf(out.path, sizeof out.path, "%s", path);
   const std::string manifest = std::string(path) + "/" + mmtier::capsule::kManifest;
   const int fd = open(manifest.c_str(), O_RDONLY | O_CLOEXEC);
   mmtier::capsule::status_block sb;
@@ -279,12 +302,39 @@ SnapResult time_snapshot(snapshot_fn snap, const std::string &dir, const char *n
   out.paused_ns = h.paused_ns;
   out.mem_size = h.mem_size;
   out.pmem_linked = h.pmem_linked;
+  out.shared = h.shared;
   out.state = sb.state;
-  if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
-    fprintf(stderr, "snapshot: cannot delete %s: %s\n", path, strerror(errno));
-    exit(1);
-  }
+  if (!keep) delete_capsule(path);
   return out;
+}
+
+// Incremental mode: one round, see the header.
+void incremental_round(snapshot_fn snap, const Options &o, int round) {
+  char a[64], b[64];
+  snprintf(a, sizeof a, "bench-%d-%d-a", static_cast<int>(getpid()), round);
+  snprintf(b, sizeof b, "bench-%d-%d-b", static_cast<int>(getpid()), round);
+  retouch();  // every page changed since any earlier round's capsules
+  const Status st = read_status();
+  const SnapResult full = time_snapshot(snap, o.dir, a, true);
+  bench::Rng rng(0x5eed + static_cast<uint64_t>(round));
+  const uint64_t want = static_cast<uint64_t>(static_cast<double>(g_pages) * o.changed / 100.0);
+  for (uint64_t i = 0; i < want; ++i) {
+    const size_t p = static_cast<size_t>(rng.below(g_pages));
+    volatile uint64_t *w = reinterpret_cast<volatile uint64_t *>(g_mem + p * kPage) + 2;
+    *w = *w + 1;
+  }
+  const SnapResult inc = time_snapshot(snap, o.dir, b, true);
+  delete_capsule(inc.path);
+  delete_capsule(full.path);
+  using ull = unsigned long long;
+  printf("{\"round\":%d,\"gib\":%g,\"changed_pct\":%g,\"full_complete_ms\":%.3f,\"full_mem_bytes\":%llu,"
+         "\"full_pause_ms\":%.3f,\"full_writer_cpu_ms\":%.1f,\"inc_complete_ms\":%.3f,\"inc_pause_ms\":%.3f,"
+         "\"inc_mem_bytes\":%llu,\"inc_shared_bytes\":%llu,\"inc_writer_cpu_ms\":%.1f,\"rss_bytes\":%llu}\n",
+         round, o.gib, o.changed, full.complete_s * 1e3, static_cast<ull>(full.mem_size),
+         static_cast<double>(full.paused_ns) / 1e6, full.writer_cpu_s * 1e3, inc.complete_s * 1e3,
+         static_cast<double>(inc.paused_ns) / 1e6, static_cast<ull>(inc.mem_size), static_cast<ull>(inc.shared),
+         inc.writer_cpu_s * 1e3, static_cast<ull>(st.rss));
+  fflush(stdout);
 }
 
 }  // namespace
@@ -318,7 +368,8 @@ int main(int argc, char **argv) {
   }
   const double start = bench::now_seconds();
 
-  for (int round = 0; round < o.rounds; ++round) {
+  for (int round = 0; o.changed > 0 && round < o.rounds; ++round) incremental_round(snap, o, round);
+  for (int round = 0; o.changed <= 0 && round < o.rounds; ++round) {
     ForkResult f{};
     SnapResult s{};
     Status st{};

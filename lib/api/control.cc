@@ -5,6 +5,9 @@
 #include "platform/fd_guard.h"
 #include "platform/sys.h"
 #include "snapshot/capture.h"
+#include "snapshot/periodic.h"
+#include "config/config.h"
+#include "platform/clock.h"
 #include "stats/live_stats.h"
 #include "support/thread.h"
 #include "support/log.h"
@@ -12,6 +15,7 @@
 #include "support/world.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -34,6 +38,7 @@ bool g_started = false;  // under g_start_lock
 int g_listen = -1;
 char g_path[sizeof(sockaddr_un::sun_path)];
 struct stat g_sock_id;  // the socket file we made (removed only if still ours)
+bool g_forked = false;  // a fork() child: no periodic snapshots of its own
 
 bool peer_allowed(int fd) {
   ucred cred;
@@ -81,11 +86,36 @@ bool serve(int fd) {
   return true;
 }
 
-void *control_main(void *) {
+// Waits for a connection until the next periodic snapshot is due
+// (MMTIER_SNAPSHOT_EVERY), taking it when it is.  False when this thread is
+// the one a restored process resumed in.
+bool wait_for_connection(uint64_t *next_ns) {
+  const uint64_t every = g_forked ? 0 : config_get().snapshot_every_ns;
   for (;;) {
+    int timeout_ms = -1;
+    if (every) {
+      const uint64_t now = sys::mono_ns();
+      if (!*next_ns) *next_ns = now + every;
+      if (now >= *next_ns) {
+        if (periodic_snapshot() == 1) return false;
+        *next_ns = sys::mono_ns() + every;
+        continue;
+      }
+      timeout_ms = static_cast<int>((*next_ns - now) / 1000000 + 1);
+    }
+    pollfd p = {g_listen, POLLIN, 0};
+    const int r = poll(&p, 1, timeout_ms);
+    if (r > 0 || (r < 0 && errno != EINTR)) return true;  // accept says what it is
+  }
+}
+
+void *control_main(void *) {
+  uint64_t next_ns = 0;
+  for (;;) {
+    if (!wait_for_connection(&next_ns)) return nullptr;
     const int fd = accept4(g_listen, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) continue;
       if (errno == EBADF || errno == EINVAL) return nullptr;  // the socket is gone
       continue;
     }
@@ -112,7 +142,9 @@ bool make_socket() {
     MMTIER_WARN("control socket path in %s is too long; mmtier snapshot cannot reach this process", dir);
     return false;
   }
-  const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  // Non-blocking: a connection that goes away between the poll and the
+  // accept must not hold the thread (and the periodic snapshots) in accept.
+  const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return false;
   unlink(addr.sun_path);  // a dead process's of the same pid
   // Only the user may connect: the socket is made 0600 (connecting needs
@@ -142,7 +174,8 @@ void start_lock() { pthread_mutex_lock(&g_start_lock); }
 void start_unlock() { pthread_mutex_unlock(&g_start_lock); }
 
 // The child has no control thread, and the socket is its parent's: closed
-// (not removed); the child makes its own when it grows as large.
+// (not removed); the child makes its own when it grows as large.  It takes
+// no periodic snapshots: those are the parent's.
 void fork_child() {
   pthread_mutex_init(&g_start_lock, nullptr);
   if (g_listen >= 0) {
@@ -152,11 +185,24 @@ void fork_child() {
   g_listen = -1;
   g_path[0] = 0;
   g_started = false;
+  g_forked = true;
+}
+
+// A restored process: no control thread and no socket of its own yet (the
+// descriptor was the original's); it starts them again, and its periodic
+// snapshots go on.
+void restored() {
+  pthread_mutex_init(&g_start_lock, nullptr);
+  g_listen = -1;  // forgotten, not closed: the number is not the library's any more
+  g_path[0] = 0;
+  g_started = false;
 }
 
 }  // namespace
 
-void control_register() { quiesce_register(kRankControlStart, {start_lock, start_unlock, fork_child, nullptr, nullptr}); }
+void control_register() {
+  quiesce_register(kRankControlStart, {start_lock, start_unlock, fork_child, nullptr, restored});
+}
 
 void control_start() {
   pthread_mutex_lock(&g_start_lock);

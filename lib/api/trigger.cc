@@ -11,6 +11,7 @@
 #include "support/thread.h"
 
 #include <pthread.h>
+#include <time.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 
@@ -136,7 +137,14 @@ void *trigger_main(void *) {
     if (r == -EINTR) continue;
     if (r != static_cast<long>(sizeof n)) return nullptr;
     snap_result res;
-    const long s = snapshot_take({nullptr, nullptr, -1}, &res);
+    // A snapshot under way (a periodic one, one asked for through the
+    // control socket) is waited for, up to two minutes: the signal's is
+    // the last word before the program acts on it.
+    long s;
+    for (int tries = 0; (s = snapshot_take({nullptr, nullptr, -1}, &res)) == -EBUSY && tries < 2400; ++tries) {
+      const struct timespec wait = {0, 50'000'000};
+      nanosleep(&wait, nullptr);
+    }
     if (s == 1) return nullptr;  // restored: this process's own thread is started anew
     if (s < 0)
       MMTIER_WARN("snapshot on signal %d failed: %s", g_sig, res.line);

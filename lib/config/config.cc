@@ -59,6 +59,11 @@ constexpr option_info kOptions[] = {
      "none, or HUP, INT, QUIT, USR1, USR2, ALRM, TERM, PWR (SIG prefix allowed), or a number: those, or 34..63",
      "A signal that takes a snapshot (in MMTIER_SNAPSHOT_DIR) before it does what the program set it to do: "
      "with TERM, a snapshot and then the exit."},
+    {"MMTIER_SNAPSHOT_EVERY", "off", "off, or a duration from 1s to 24h with an s, m or h suffix (e.g. 30s, 10m)",
+     "Takes a snapshot at this interval (named auto-PID-UTCTIME, in MMTIER_SNAPSHOT_DIR) once the process has placed "
+     "32 MiB, keeping the newest MMTIER_SNAPSHOT_KEEP."},
+    {"MMTIER_SNAPSHOT_KEEP", "10", "an integer from 1 to 10000",
+     "How many of its periodic snapshots a process keeps: after each, its older ones are deleted."},
     {"MMTIER_SNAPSHOT_CHAIN", "8", "an integer from 1 to 16",
      "How many capsules' data files a snapshot may refer to: a snapshot writes only the pages changed since the "
      "last one the process took in the same directory, until that would make N, then a full one; 1: always full."},
@@ -215,6 +220,37 @@ bool parse_migrate_mbps_opt(const char *name, const char *value, config *out, co
     return false;
   }
   out->migrate_mbps = static_cast<uint32_t>(v);
+  return true;
+}
+
+bool parse_snapshot_every_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (str_eq(value, "off")) {
+    out->snapshot_every_ns = 0;
+    return true;
+  }
+  uint64_t v = 0, unit = 0;
+  size_t i = 0;
+  for (; value[i] >= '0' && value[i] <= '9' && v <= 86400; ++i) v = v * 10 + static_cast<uint64_t>(value[i] - '0');
+  if (str_eq(value + i, "s")) unit = 1;
+  if (str_eq(value + i, "m")) unit = 60;
+  if (str_eq(value + i, "h")) unit = 3600;
+  if (i == 0 || !unit || v * unit < 1 || v * unit > 86400) {
+    set_error(err, name, value, "expected off, or a duration from 1s to 24h with an s, m or h suffix (e.g. 30s, 10m)");
+    return false;
+  }
+  out->snapshot_every_ns = v * unit * 1000000000ull;
+  return true;
+}
+
+bool parse_snapshot_keep_opt(const char *name, const char *value, config *out, config_error *err) {
+  uint32_t v = 0;
+  size_t i = 0;
+  for (; value[i] >= '0' && value[i] <= '9' && v <= 10000; ++i) v = v * 10 + static_cast<uint32_t>(value[i] - '0');
+  if (i == 0 || value[i] != '\0' || v < 1 || v > 10000) {
+    set_error(err, name, value, "expected an integer from 1 to 10000");
+    return false;
+  }
+  out->snapshot_keep = v;
   return true;
 }
 
@@ -378,7 +414,8 @@ constexpr option_parser kParsers[] = {
     parse_pmem_path_opt, parse_policy_opt,  parse_promote_opt,
     parse_migrate_mbps_opt, parse_scan_interval_opt,
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
-    parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_snapshot_chain_opt, parse_hide_features_opt,
+    parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_snapshot_every_opt, parse_snapshot_keep_opt,
+    parse_snapshot_chain_opt, parse_hide_features_opt,
 };
 static_assert(sizeof kParsers / sizeof kParsers[0] == kOptionCount,
               "one parser per option, in table order");

@@ -57,6 +57,10 @@ struct config {
   // mem and earlier ones' it refers to) an incremental snapshot may refer
   // to before a full one is written; 1: every snapshot is full.
   uint32_t snapshot_chain = 8;
+  // MMTIER_SNAPSHOT_EVERY: the interval of periodic snapshots (0: off);
+  // MMTIER_SNAPSHOT_KEEP: how many of them the process keeps.
+  uint64_t snapshot_every_ns = 0;
+  uint32_t snapshot_keep = 10;
   // MMTIER_HIDE_FEATURES: kernel features mmtier acts as if it lacked, so
   // that tests run the paths of older kernels on a new one (kHide* bits).
   uint32_t hide_features = 0;

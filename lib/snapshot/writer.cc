@@ -126,7 +126,14 @@ bool put_mem(state &s, const char *buf, uint64_t len, uintptr_t at) {
 // The pages are read a bounce buffer at a time; within it, each stretch of
 // changed pages is one write and one mem run, each stretch of unchanged
 // ones base runs.
-bool save_data(state &s, cap::region &r, uint64_t page, uint64_t npages, uintptr_t addr) {
+bool all_zero(const char *p) {
+  const uint64_t *w = reinterpret_cast<const uint64_t *>(p);
+  uint64_t any = 0;
+  for (size_t i = 0; i < kPage / 8; ++i) any |= w[i];
+  return !any;
+}
+
+bool save_data(state &s, cap::region &r, uint64_t page, uint64_t npages, uintptr_t addr, bool zero_holes) {
   constexpr uint64_t kBounce = sizeof s.buf->bounce;
   char *buf = s.buf->bounce;
   while (npages) {
@@ -136,13 +143,19 @@ bool save_data(state &s, cap::region &r, uint64_t page, uint64_t npages, uintptr
     for (uint64_t i = 0; i <= n; ++i) {
       uint32_t file = cap::kNoFile;
       uint64_t off = 0;
-      bool same = false;
-      if (i < n) {
-        const page_digest d = page_hash(buf + i * kPage, kPage);
-        const cap::page_hash_record rec{d.lo, d.hi};
-        if (!s.hashes.push(rec)) return fail(s, ENOMEM, "out of memory for the page hashes");
-        same = s.base.ok && base_match(s, addr + i * kPage, rec, &file, &off);
-        if (s.err) return false;
+      bool same = false, hole = false;
+      if (i < n && zero_holes && all_zero(buf + i * kPage)) {
+        hole = true;
+      } else if (i < n) {
+        // No hashes where no snapshot will build on this one
+        // (MMTIER_SNAPSHOT_CHAIN=1): the hash is a fifth of the writer's work.
+        if (s.a->base_max_files > 1) {
+          const page_digest d = page_hash(buf + i * kPage, kPage);
+          const cap::page_hash_record rec{d.lo, d.hi};
+          if (!s.hashes.push(rec)) return fail(s, ENOMEM, "out of memory for the page hashes");
+          same = s.base.ok && base_match(s, addr + i * kPage, rec, &file, &off);
+          if (s.err) return false;
+        }
         if (!same) {
           ++changed;
           continue;
@@ -159,6 +172,7 @@ bool save_data(state &s, cap::region &r, uint64_t page, uint64_t npages, uintptr
         if (!add_run(s, r, page + i, 1, page_src::base, off, file)) return false;
         s.shared += kPage;
       }
+      if (hole && !add_run(s, r, page + i, 1, page_src::hole, 0)) return false;
     }
     page += n;
     npages -= n;
@@ -205,15 +219,6 @@ uint32_t file_index(state &s, const sys::maps_entry &e) {
 }
 
 
-bool zero_page(state &s, const char *p) {
-  char *buf = s.buf->page;
-  copy_image(s, buf, p, kPage);
-  const uint64_t *w = reinterpret_cast<const uint64_t *>(buf);
-  uint64_t any = 0;
-  for (size_t i = 0; i < kPage / 8; ++i) any |= w[i];
-  return !any;
-}
-
 // How the region's pages are told apart.
 struct region_class {
   bool file_backed;  // a mapping of a file (not anonymous memory)
@@ -221,15 +226,8 @@ struct region_class {
   bool unit_file;    // a tier unit on the PMem tier's file: its data is the file's
 };
 
-page_src classify(state &s, uint64_t pm, const region_class &c, const char *page) {
+page_src classify(uint64_t pm, const region_class &c) {
   const bool present = pm & sys::kPagemapPresent, swapped = pm & sys::kPagemapSwapped;
-  if (c.unit_file) {
-    // The unit's data is in the file, present in this mapping or not (a
-    // unit frozen by the stop maps the file anew): saved unless zero.
-    // The file is the tier's, which the stop froze; ZeroIO will link it.
-    if (present || swapped) return page_src::mem;
-    return zero_page(s, page) ? page_src::hole : page_src::mem;
-  }
   if (!present && !swapped) return page_src::hole;
   if (swapped) return page_src::mem;  // anonymous data in swap: reading brings it back
   if (!(pm & sys::kPagemapFile)) return page_src::mem;  // anonymous, or a private copy of a file page
@@ -269,23 +267,26 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
   r.nruns = 0;
   const bool unreadable = !(r.prot & PROT_READ);
   bool made_readable = false;
-  // A PMem unit's pages are read whether present or not (classify): an
-  // inaccessible one is made readable in this copy first.
-  if (unreadable && c.unit_file) {
-    if (sys::failed(sys::mprotect(reinterpret_cast<void *>(r.start), r.end - r.start, PROT_READ)))
+  // A PMem unit's data is in the file, present in this mapping or not (a
+  // unit frozen by the stop maps the file anew): every page is read, a
+  // zero one is a hole (the unit is restored as anonymous memory).  An
+  // inaccessible unit is made readable in this copy first.
+  if (c.unit_file) {
+    if (unreadable && sys::failed(sys::mprotect(reinterpret_cast<void *>(r.start), r.end - r.start, PROT_READ)))
       return fail(s, EACCES, "cannot read a protected mapping", r.start);
-    made_readable = true;
+    const bool ok = save_data(s, r, 0, pages, r.start, true);
+    if (unreadable) sys::mprotect(reinterpret_cast<void *>(r.start), r.end - r.start, static_cast<int>(r.prot));
+    return ok;
   }
   uint64_t pm[kPagemapBatch];
   for (uint64_t p = 0; p < pages; p += kPagemapBatch) {
     const uint64_t n = pages - p < kPagemapBatch ? pages - p : kPagemapBatch;
     const uintptr_t at = r.start + p * kPage;
     if (!sys::pagemap_entries(s.pagemap_fd, at, n, pm)) return fail(s, EIO, "cannot read pagemap", at);
-    const char *page = reinterpret_cast<const char *>(at);
     for (uint64_t i = 0; i < n;) {
-      const page_src src = classify(s, pm[i], c, page + i * kPage);
+      const page_src src = classify(pm[i], c);
       uint64_t j = i + 1;
-      while (j < n && classify(s, pm[j], c, page + j * kPage) == src) ++j;
+      while (j < n && classify(pm[j], c) == src) ++j;
       const uintptr_t lo = at + i * kPage;
       if (src == page_src::mem && unreadable && !made_readable) {
         // Data behind PROT_NONE (a guard the program made over its own
@@ -294,7 +295,7 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
           return fail(s, EACCES, "cannot read a protected mapping", r.start);
         made_readable = true;
       }
-      if (src == page_src::mem ? !save_data(s, r, p + i, j - i, lo) : !add_run(s, r, p + i, j - i, src, 0))
+      if (src == page_src::mem ? !save_data(s, r, p + i, j - i, lo, false) : !add_run(s, r, p + i, j - i, src, 0))
         return false;
       i = j;
     }

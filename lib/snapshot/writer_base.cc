@@ -57,8 +57,12 @@ bool base_usable(const writer_args &a, const cap::manifest_view &v) {
 base_file *link_base(state &s, uint32_t bf) {
   base_state &b = s.base;
   for (uint32_t i = 0; i < b.nfiles; ++i)
-    if (b.files[i].bf == bf) return &b.files[i];
+    if (b.files[i].bf == bf) return b.files[i].file == cap::kNoFile ? nullptr : &b.files[i];
   if (b.nfiles == kMaxBaseFiles) return nullptr;
+  // Until it is linked, a failure is remembered: its pages are written,
+  // and the link is not tried again for each of them.
+  b.files[b.nfiles] = {bf, cap::kNoFile, nullptr, 0};
+  ++b.nfiles;
   char name[40];
   const char *from = cap::kMem;
   if (bf == cap::kNoFile) {
@@ -89,9 +93,7 @@ base_file *link_base(state &s, uint32_t bf) {
     fail(s, ENOMEM, "out of memory for the file table");
     return nullptr;
   }
-  base_file &e = b.files[b.nfiles];
-  e.bf = bf;
-  e.file = static_cast<uint32_t>(s.files.size - 1);
+  base_file &e = b.files[b.nfiles - 1];
   e.nchunks = (f.size + cap::kChunkBytes - 1) / cap::kChunkBytes;
   // Its used map, a byte per chunk, in the arena's slice for them.
   const uint64_t need = (b.bitmap_bytes + e.nchunks + kPage - 1) & ~(kPage - 1);
@@ -105,7 +107,7 @@ base_file *link_base(state &s, uint32_t bf) {
   }
   e.used = reinterpret_cast<uint8_t *>(b.bitmaps + b.bitmap_bytes);
   b.bitmap_bytes += e.nchunks;
-  ++b.nfiles;
+  e.file = static_cast<uint32_t>(s.files.size - 1);
   return &e;
 }
 
@@ -168,7 +170,9 @@ bool base_chunks(state &s) {
     const cap::chunk &c = b.v.chunks[i];
     for (uint32_t k = 0; k < b.nfiles; ++k) {
       const base_file &e = b.files[k];
-      if (e.bf != c.file || c.offset / cap::kChunkBytes >= e.nchunks || !e.used[c.offset / cap::kChunkBytes]) continue;
+      if (e.file == cap::kNoFile || e.bf != c.file || c.offset / cap::kChunkBytes >= e.nchunks ||
+          !e.used[c.offset / cap::kChunkBytes])
+        continue;
       if (!s.chunks.push({e.file, c.crc, c.offset, c.length}))
         return fail(s, ENOMEM, "out of memory for the chunk table");
     }

@@ -168,7 +168,7 @@ bool save_linked_region(state &s, cap::region &r, int i) {
                          !same_as_file(s, s.link_fd[i], off, page));
       page_src src = copy ? page_src::mem : dm.at(off) ? page_src::pmem : page_src::hole;
       if (src == page_src::mem)
-        ok = save_data(s, r, p + j, 1, at + j * kPage);
+        ok = save_data(s, r, p + j, 1, at + j * kPage, false);
       else
         ok = add_run(s, r, p + j, 1, src, src == page_src::pmem ? off : 0);
       if (ok && src == page_src::pmem) s.pmem_linked += kPage;

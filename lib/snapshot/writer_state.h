@@ -69,7 +69,6 @@ struct raw_vec {
 struct buffers {
   char bounce[1 << 20];   // image pages on their way to mem
   char smaps[1 << 16];    // a window of /proc/self/smaps
-  alignas(64) char page[4096];  // one page of the image, looked at
 };
 
 // Incremental: the capsule this one builds on (writer_args::base_dirfd),
@@ -132,8 +131,9 @@ uint32_t add_string(state &s, const char *p, uint32_t len);
 void copy_image(const state &s, char *dst, const char *src, uint64_t n);
 // Saves npages of the image from addr, pages page.. of region r, whose
 // data is the process's own: each page hashed, and either found unchanged
-// in the base (a base run) or written to mem.
-bool save_data(state &s, capsule::region &r, uint64_t page, uint64_t npages, uintptr_t addr);
+// in the base (a base run) or written to mem; with zero_holes, a page of
+// zeros is a hole run instead.
+bool save_data(state &s, capsule::region &r, uint64_t page, uint64_t npages, uintptr_t addr, bool zero_holes);
 // A run of npages from page of region r; at: its offset in mem (mem) or in
 // the linked file (pmem, base: file is its files index).
 bool add_run(state &s, capsule::region &r, uint64_t page, uint64_t npages, page_src src, uint64_t at,

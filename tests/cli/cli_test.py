@@ -81,6 +81,15 @@ def wait_until(predicate, timeout, what, step=0.05):
         time.sleep(step)
 
 
+def text_of(path):
+    """A file's text ("" when it is not there)."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def free_pid():
     """A pid no process has: one of a child that has been reaped."""
     while True:
@@ -2035,6 +2044,94 @@ class RestoreTest(Base):
         r = self.restore(c_dir)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertRegex(r.stderr, rf"refused: mem-{a_id} is damaged: the chunk at offset [0-9]+ ")
+
+    def autosave(self, sums, *opts):
+        """mmtier run --autosave 1s OPTS -- python3 POKING_PROG SUMS, its
+        stderr to a file: (the supervisor, the program's pid, the log's path)."""
+        log = os.path.join(self.caps, "supervisor.log")
+        env = self.env()
+        del env["LD_PRELOAD"]  # mmtier run preloads the library itself
+        with open(log, "w") as err:
+            sup = subprocess.Popen([ARGS.mmtier, "run", "--autosave", "1s", *opts, "--", sys.executable, "-c",
+                                    POKING_PROG, sums], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        self.addCleanup(lambda: (sup.poll() is None and sup.kill(), sup.wait()))
+        wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
+        with open(sums) as f:
+            pid = int(f.read().split()[0])
+        self.addCleanup(lambda: os.path.exists(f"/proc/{pid}") and os.kill(pid, signal.SIGKILL))
+        return sup, pid, log
+
+    def auto_capsules(self, pid):
+        r = mmtier(["snapshot", "list", "--dir", self.caps, "--json"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [c for c in json.loads(r.stdout)["capsules"]
+                if c["name"].startswith(f"auto-{pid}-") and c["status"] == "durable"]
+
+    def test_autosave_restores_a_crashed_program_from_its_newest_snapshot(self):
+        # The program snapshots itself every second (keeping 2); killed as
+        # the OOM killer kills, it is back with the state of its newest
+        # snapshot; killed again past --max-restarts, the supervisor gives up.
+        sums = os.path.join(self.caps, "sums")
+        sup, pid, log = self.autosave(sums, "--keep", "2", "--max-restarts", "1")
+
+        def lines():
+            with open(sums) as f:
+                return f.read().splitlines()
+
+        def signal_and_wait(target, sig):
+            n = len(lines())
+            os.kill(target, sig)
+            wait_until(lambda: len(lines()) > n, 60, "the answer")
+            return lines()[-1].split()[1]
+
+        wait_until(lambda: self.auto_capsules(pid), 60, "a periodic snapshot")
+        signal_and_wait(pid, signal.SIGUSR2)  # the data changes
+        poked = time.time_ns()
+        want = signal_and_wait(pid, signal.SIGUSR1)
+        wait_until(lambda: any(c["created_unix_ns"] > poked for c in self.auto_capsules(pid)), 60,
+                   "a snapshot after the change")
+        # Retention: at most the newest 2 (a third may be in the making).
+        wait_until(lambda: len(self.auto_capsules(pid)) == 2, 30, "two periodic snapshots")
+        self.assertLessEqual(len(self.auto_capsules(pid)), 2)
+        os.kill(pid, signal.SIGKILL)
+        m = wait_until(lambda: re.search(r"^mmtier run: process %d restored \(host pid (\d+)\)$" % pid,
+                                         text_of(log), re.M), 60, "the restore")
+        host = int(m.group(1))
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.assertRegex(text_of(log), r"mmtier run: process %d died of signal 9 \(Killed\); restoring "
+                                       r"\S+/auto-%d-\d{8}-\d{6}\.mmtcap \(taken [0-9.]+ s before\)" % (pid, pid))
+        self.assertEqual(signal_and_wait(host, signal.SIGUSR1), want)
+        # The restored process goes on taking its snapshots, under the same names.
+        restored_at = time.time_ns()
+        wait_until(lambda: any(c["created_unix_ns"] > restored_at for c in self.auto_capsules(pid)), 60,
+                   "a snapshot of the restored process")
+        os.kill(host, signal.SIGKILL)
+        self.assertEqual(sup.wait(timeout=60), 128 + signal.SIGKILL)
+        self.assertRegex(text_of(log), r"giving up: 1 restores within 600 s")
+        # As after a reboot: the newest of its capsules, by name prefix.
+        r = self.restore(f"auto-{pid}-", "--latest", "--dir", self.caps, "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        again = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{again}") and os.kill(again, signal.SIGKILL))
+        self.assertEqual(signal_and_wait(again, signal.SIGUSR1), want)
+        r = self.restore("nothing-", "--latest", "--dir", self.caps)
+        self.assertEqual((r.returncode, r.stderr.strip()),
+                         (1, f"mmtier: no durable capsule named nothing-... in {self.caps}"))
+
+    def test_autosave_stops_when_asked_with_a_last_snapshot(self):
+        # SIGTERM to the supervisor reaches the program, which takes a last
+        # snapshot and ends; nothing is restored.
+        sums = os.path.join(self.caps, "sums")
+        sup, pid, log = self.autosave(sums)
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{pid}.ctl")), 60, "the control socket")
+        sup.send_signal(signal.SIGTERM)
+        self.assertEqual(sup.wait(timeout=60), 128 + signal.SIGTERM)
+        r = mmtier(["snapshot", "list", "--dir", self.caps, "--json"], self.dir)
+        names = [c["name"] for c in json.loads(r.stdout)["capsules"] if c["status"] == "durable"]
+        self.assertTrue([n for n in names if re.match(r"python3-%d-\d{8}-\d{6}$" % pid, n)], names)
+        self.assertNotIn("restor", text_of(log))
+        stat = text_of(f"/proc/{pid}/stat")
+        self.assertTrue(not stat or stat.split(") ")[1][0] == "Z", stat)
 
     def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
         if os.geteuid() != 0:

@@ -156,6 +156,7 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_LOG",        "MMTIER_REPORT",     "MMTIER_MMAP_THRESHOLD",
       "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL", "MMTIER_STATS_DIR", "MMTIER_HIDE_FEATURES",
       "MMTIER_SNAPSHOT_DIR", "MMTIER_SNAPSHOT_SIGNAL", "MMTIER_SNAPSHOT_CHAIN",
+      "MMTIER_SNAPSHOT_EVERY", "MMTIER_SNAPSHOT_KEEP",
   };
   EXPECT_EQ(names, expected);
 }
@@ -175,6 +176,37 @@ TEST(ConfigParse, SnapshotSignal) {
     const char *set[] = {env.c_str(), nullptr};
     EXPECT_FALSE(config_parse(const_cast<char *const *>(set), false, &c, &e, nullptr)) << value;
   }
+}
+
+TEST(ConfigParse, SnapshotEveryKeepAndChain) {
+  config c;
+  config_error e;
+  auto parse = [&](const std::string &entry) {
+    const char *set[] = {entry.c_str(), nullptr};
+    return config_parse(const_cast<char *const *>(set), false, &c, &e, nullptr);
+  };
+  EXPECT_EQ(c.snapshot_every_ns, 0u);
+  EXPECT_EQ(c.snapshot_keep, 10u);
+  EXPECT_EQ(c.snapshot_chain, 8u);
+  for (const auto &[value, s] : std::vector<std::pair<const char *, uint64_t>>{
+           {"1s", 1}, {"30s", 30}, {"10m", 600}, {"24h", 86400}, {"86400s", 86400}, {"off", 0}}) {
+    ASSERT_TRUE(parse(std::string("MMTIER_SNAPSHOT_EVERY=") + value)) << value << ": " << e.line;
+    EXPECT_EQ(c.snapshot_every_ns, s * 1000000000ull) << value;
+  }
+  for (const char *value : {"0s", "25h", "86401s", "100ms", "10", "s", "1d", "", "-1s", "99999999999999999999s"})
+    EXPECT_FALSE(parse(std::string("MMTIER_SNAPSHOT_EVERY=") + value)) << value;
+  EXPECT_STREQ(e.line, "invalid MMTIER_SNAPSHOT_EVERY=\"99999999999999999999s\": expected off, or a duration from 1s "
+                       "to 24h with an s, m or h suffix (e.g. 30s, 10m)");
+  ASSERT_TRUE(parse("MMTIER_SNAPSHOT_KEEP=1"));
+  EXPECT_EQ(c.snapshot_keep, 1u);
+  ASSERT_TRUE(parse("MMTIER_SNAPSHOT_KEEP=10000"));
+  EXPECT_EQ(c.snapshot_keep, 10000u);
+  for (const char *value : {"0", "10001", "", "x", "5 "}) EXPECT_FALSE(parse(std::string("MMTIER_SNAPSHOT_KEEP=") + value));
+  ASSERT_TRUE(parse("MMTIER_SNAPSHOT_CHAIN=1"));
+  EXPECT_EQ(c.snapshot_chain, 1u);
+  ASSERT_TRUE(parse("MMTIER_SNAPSHOT_CHAIN=16"));
+  EXPECT_EQ(c.snapshot_chain, 16u);
+  for (const char *value : {"0", "17", "", "8x"}) EXPECT_FALSE(parse(std::string("MMTIER_SNAPSHOT_CHAIN=") + value));
 }
 
 TEST(ConfigParse, SnapshotDir) {
