@@ -128,13 +128,14 @@ def autosave(a, mmtier, work):
                 time.sleep(0.1)
             t0 = time.monotonic()
             os.kill(host, signal.SIGKILL)
-            line = ""
-            while "restored (host pid" not in line:
+            m = None
+            while not m:  # the supervisor's own line, once the restore is done
                 line = sup.stderr.readline()
                 if not line:
                     raise SystemExit("the supervisor ended")
                 log(line.strip())
-            host = int(re.search(r"host pid (\d+)", line).group(1))
+                m = re.match(r"mmtier run: process \d+ restored \(host pid (\d+)\)", line)
+            host = int(m.group(1))
             times.append(wait_pong(a.port, t0))
             if ask(a.port, "DEBUG", "DIGEST") != digest:
                 bad.append(f"round {rnd}")

@@ -50,16 +50,6 @@ bool crash_signal(int sig) {
   }
 }
 
-// A process's parent, from /proc (0 if gone).
-pid_t parent_of(pid_t pid) {
-  const std::string stat = read_text(strf("/proc/%d/stat", pid).c_str());
-  const size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return 0;
-  int ppid = 0;
-  char state = 0;
-  return sscanf(stat.c_str() + paren + 1, " %c %d", &state, &ppid) == 2 ? ppid : 0;
-}
-
 // `mmtier restore CAPSULE --detach --keep-stdio --lazy`, this command's own
 // binary: the restored program's output goes where the original's went
 // (this process's streams), its memory is filled while it runs, and its
@@ -82,7 +72,7 @@ bool restore(const std::string &capsule, const std::string &dir, pid_t *host, pi
   const std::string text = read_text(pid_file.c_str());
   unlink(pid_file.c_str());
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !parse_pid(text, host)) return false;
-  *init = parent_of(*host);
+  *init = parent_pid(*host);
   return *init > 0;
 }
 

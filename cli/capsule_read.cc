@@ -264,11 +264,10 @@ verified verify_linked(int dirfd, const cap::manifest_view &m) {
   return v;
 }
 
-std::string newest_capsule(const std::string &dir, const std::string &prefix, uint64_t *created) {
-  std::string best;
-  *created = 0;
+std::vector<durable_capsule> durable_capsules(const std::string &dir, const std::string &prefix, int pid) {
+  std::vector<durable_capsule> out;
   DIR *d = opendir(dir.c_str());
-  if (!d) return best;
+  if (!d) return out;
   while (dirent *e = readdir(d)) {
     const std::string name = e->d_name;
     if (name.compare(0, prefix.size(), prefix) != 0 || !cap::capsule_entry(name.c_str(), nullptr)) continue;
@@ -278,15 +277,21 @@ std::string newest_capsule(const std::string &dir, const std::string &prefix, ui
     manifest_file m;
     cap::manifest_view v;
     if (read_manifest(fd, &m) != 0 || cap::manifest_parse(m.data(), m.len, &v) != cap::parse_error::ok ||
-        v.status->state != static_cast<uint32_t>(cap::status::durable))
+        v.status->state != static_cast<uint32_t>(cap::status::durable) || (pid && v.hdr->pid != pid))
       continue;
-    if (v.hdr->created_ns >= *created) {
-      *created = v.hdr->created_ns;
-      best = dir + "/" + name;
-    }
+    out.push_back({dir + "/" + name, v.hdr->created_ns});
   }
   closedir(d);
-  return best;
+  std::stable_sort(out.begin(), out.end(), [](const durable_capsule &x, const durable_capsule &y) {
+    return x.created != y.created ? x.created > y.created : x.path > y.path;
+  });
+  return out;
+}
+
+std::string newest_capsule(const std::string &dir, const std::string &prefix, uint64_t *created) {
+  const std::vector<durable_capsule> all = durable_capsules(dir, prefix, 0);
+  *created = all.empty() ? 0 : all[0].created;
+  return all.empty() ? "" : all[0].path;
 }
 
 }  // namespace mmtier::cli

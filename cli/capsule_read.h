@@ -104,6 +104,14 @@ int open_linked(int dirfd, const capsule::manifest_view &m, uint32_t file);
 // over.
 std::string newest_capsule(const std::string &dir, const std::string &prefix, uint64_t *created);
 
+// Every durable capsule of dir whose name starts with prefix (and, pid not
+// 0, taken of a process that saw itself as pid), newest first.
+struct durable_capsule {
+  std::string path;
+  uint64_t created;  // CLOCK_REALTIME ns
+};
+std::vector<durable_capsule> durable_capsules(const std::string &dir, const std::string &prefix, int pid);
+
 // Whether files entry `file` is an earlier capsule's mem (mem-<id>).
 bool is_base_file(const capsule::manifest_view &m, uint32_t file);
 

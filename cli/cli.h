@@ -38,6 +38,8 @@ int snapshot_main(const args &a);
 int snapshot_take_main(const std::string &pid, const args &a);
 // `mmtier restore CAPSULE` (restore.cc).
 int restore_main(const args &a);
+// `mmtier rollback PID --to CAPSULE|-N` (rollback.cc).
+int rollback_main(const args &a);
 
 // Help texts (help.cc).  topic: "", "run", "stat", "top", "plot",
 // "snapshot".  Empty string for an unknown topic.
@@ -69,6 +71,11 @@ bool parse_duration_seconds(const std::string &text, double *seconds);
 bool parse_decimal(const std::string &text, double *out);
 // A pid: decimal, > 0, fits in pid_t.
 bool parse_pid(const std::string &text, int *pid);
+// The PID process host (a host PID) sees itself as: the last of NSpid in
+// its status; 0 if it is gone.
+long own_pid(int host);
+// A process's parent (its host PID), 0 if it is gone.
+int parent_pid(int pid);
 // CLOCK_MONOTONIC / CLOCK_REALTIME in nanoseconds.
 uint64_t monotonic_ns();
 uint64_t realtime_ns();

@@ -16,6 +16,7 @@ SYNOPSIS
     mmtier plot PID [--seconds N] [--interval T] [-o FILE.svg]
     mmtier snapshot (PID | list | info CAPSULE | delete CAPSULE...) [--dir DIR]
     mmtier restore CAPSULE [--detach]
+    mmtier rollback PID --to CAPSULE|-N
     mmtier help [COMMAND]
     mmtier --version
 
@@ -39,6 +40,8 @@ COMMANDS
             Take a snapshot of a process (mmtier snapshot PID); list,
             inspect, verify and delete the capsules of a capsule directory.
     restore Bring a process back from a capsule, with its PID.
+    rollback
+            Take a running process back to one of its snapshots.
     help    Print the manual of a command (as COMMAND --help does).
 
 OPTIONS
@@ -502,7 +505,7 @@ constexpr const char kSnapshot[] = R"(NAME
 
 SYNOPSIS
     mmtier snapshot PID [--name NAME] [--dir DIR] [--full] [--json]
-    mmtier snapshot list [--dir DIR] [--json]
+    mmtier snapshot list [PID] [--dir DIR] [--json]
     mmtier snapshot info CAPSULE [--verify] [--json] [--dir DIR]
     mmtier snapshot delete CAPSULE... [--dir DIR]
 
@@ -541,7 +544,8 @@ DESCRIPTION
             it was taken (local time), the process's pid and command, the
             bytes it takes on disk (its files' blocks, like du), of them
             the bytes in files other capsules or the PMem tier link too
-            (SHARED), and its status:
+            (SHARED), and its status; with PID, only the capsules of that
+            process (the PID it saw itself as: a restored one keeps it):
             incomplete  being written, or given up half-way; a temporary
                         capsule says whether its writer is still running
                         or gone (what it left can be deleted)
@@ -651,6 +655,57 @@ EXAMPLES
     mmtier snapshot delete redis-1 ./old/redis-0.mmtcap
 )";
 
+constexpr const char kRollback[] = R"(NAME
+    mmtier rollback - take a running process back to one of its snapshots
+
+SYNOPSIS
+    mmtier rollback PID --to CAPSULE|-N [--dir DIR] [--lazy]
+
+DESCRIPTION
+    Replaces the running process PID with the state of one of its
+    snapshots: the program sees itself back at that instant.  The capsule
+    is checked first, as mmtier restore checks it (its owner, its
+    checksums, the files it maps, the kernel); only then is PID ended
+    (SIGKILL) and the capsule restored in its place, detached: as root at
+    the same PID in this PID namespace once it is free, else in a PID
+    namespace of its own where it is the same PID to itself.  What the
+    process did after the snapshot is gone, as after a crash; its clients
+    see their connections reset.
+
+    --to -N picks the N-th newest durable capsule taken of that process
+    (-1: the newest) in the capsule directory; --to CAPSULE names one (a
+    path, or a name in the capsule directory), which must have been taken
+    of that process.  A process supervised by mmtier (mmtier run
+    --autosave) is refused: the supervisor would restore it again.
+
+OPTIONS
+    --to CAPSULE|-N
+        The snapshot to go back to.
+    --dir DIR
+        The capsule directory; default: the process's own
+        MMTIER_SNAPSHOT_DIR, else the user's default (see mmtier snapshot
+        --help).
+    --lazy
+        Restore lazily (see mmtier restore --help).
+    -h, --help
+        Print this manual and exit.
+
+EXIT STATUS
+    0    Rolled back: the restored process's host PID is on stdout.
+    1    An error or a refusal, one line on stderr; the process still
+         runs, unless the restore itself failed after it was ended.
+    2    Invalid usage.
+
+ENVIRONMENT
+    MMTIER_SNAPSHOT_DIR
+        The capsule directory when the process has none of its own.
+
+EXAMPLES
+    mmtier snapshot list 4242
+    mmtier rollback 4242 --to -2
+        Back to the second newest snapshot of process 4242.
+)";
+
 constexpr const char kRestore[] = R"(NAME
     mmtier restore - bring a process back from a snapshot capsule
 
@@ -695,6 +750,9 @@ OPTIONS
                     command's standard streams instead of /dev/null.
     --pid-file PATH With --detach: write the host PID to PATH (replaced
                     whole) instead of standard output.
+    --replace PID   End the running process PID, the capsule's (as it
+                    sees itself), once every check has passed, and restore
+                    in its place (what mmtier rollback does).
     --pid-namespace Always in a new PID namespace, even as root with the
                     PID and thread IDs free here.
     --latest        Restore the newest durable capsule of the capsule
@@ -762,6 +820,7 @@ std::string_view help_text(std::string_view topic) {
   if (topic == "plot") return kPlot;
   if (topic == "snapshot") return kSnapshot;
   if (topic == "restore") return kRestore;
+  if (topic == "rollback") return kRollback;
   return {};
 }
 

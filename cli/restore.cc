@@ -20,6 +20,7 @@
 #include "support/crc32c.h"
 
 #include <dirent.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <sched.h>
@@ -66,6 +67,7 @@ struct options {
   bool latest = false;         // the newest durable capsule (named as the argument starts)
   bool keep_stdio = false;     // --detach, but the standard streams stay this command's
   std::string pid_file;        // --detach: the host pid goes there, not to stdout
+  int replace = 0;             // a running process (host pid) the restore kills first (rollback)
   uint64_t fill_rate = 0;  // bytes per second, 0: no limit
 };
 
@@ -123,6 +125,16 @@ uint64_t start_ticks(long pid) {
   for (int i = 3; i <= 22 && in >> f; ++i) {
   }
   return strtoull(f.c_str(), nullptr, 10);
+}
+
+// Whether process pid has SIGKILL pending (it is ending).
+bool killed(long pid) {
+  const std::string status = read_text(strf("/proc/%ld/status", pid).c_str());
+  for (const char *key : {"\nShdPnd:", "\nSigPnd:"}) {
+    const size_t at = status.find(key);
+    if (at != std::string::npos && (strtoull(status.c_str() + at + 8, nullptr, 16) >> (SIGKILL - 1)) & 1) return true;
+  }
+  return false;
 }
 
 // The process the capsule was taken of, if it still runs: the one with its
@@ -314,7 +326,14 @@ void check(image &im, const options &o) {
   }
   // The original must be gone: two processes would own the same state.
   if (read_text("/proc/sys/kernel/random/boot_id") == h.boot_id && h.starttime) {
-    if (const long running = still_running(h))
+    long running = still_running(h);
+    // Killed a moment ago (`kill -9 PID; mmtier restore`): a process with
+    // SIGKILL pending is ending; it is waited for, up to 5 s.
+    for (int i = 0; running && running != o.replace && i < 500 && killed(running); ++i) {
+      usleep(10000);
+      running = still_running(h);
+    }
+    if (running && running != o.replace)
       refuse(im, running == h.pid
                      ? strf("process %d, which the snapshot was taken of, is still running: stop it first", h.pid)
                      : strf("process %d, which the snapshot was taken of, is still running (host pid %ld): stop it "
@@ -903,6 +922,33 @@ bool host_ids_free(const image &im) {
   return true;
 }
 
+// --replace: the process to end must be the capsule's, as it sees itself.
+void check_replaced(const image &im, int host) {
+  const long pid = own_pid(host);
+  if (!pid) throw failure(strf("process %d is not running", host));
+  if (pid != im.m.hdr->pid)
+    refuse(im, strf("it was taken of process %d, not of process %d (which is %ld to itself)", im.m.hdr->pid, host,
+                    pid));
+  if (kill(host, 0) != 0) throw failure(strf("cannot end process %d: %s", host, strerror(errno)));
+}
+
+// --replace: ends the process (SIGKILL) once the capsule passed every
+// check, and waits until it is gone: reaped by its parent, its PID free
+// again (at most 3 s; else the restore takes a PID namespace of its own).
+void end_replaced(int host) {
+  const int fd = static_cast<int>(syscall(SYS_pidfd_open, host, 0));
+  if (fd < 0 || syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0) != 0) {
+    const int e = errno;
+    if (fd >= 0) close(fd);
+    throw failure(strf("cannot end process %d: %s", host, strerror(e)));
+  }
+  pollfd p = {fd, POLLIN, 0};
+  while (poll(&p, 1, 10000) < 0 && errno == EINTR) {
+  }
+  close(fd);
+  for (int i = 0; i < 300 && kill(host, 0) == 0; ++i) usleep(10000);
+}
+
 // The host PID of init's child (the restored process), 0 if unknown.
 long child_of(pid_t init) {
   const std::string s = read_text(strf("/proc/%d/task/%d/children", init, init).c_str());
@@ -937,6 +983,8 @@ int restore_main(const args &a) {
       o.keep_stdio = true;
     } else if (take_option("restore", a, &i, "--pid-file", &v)) {
       o.pid_file = v;
+    } else if (take_option("restore", a, &i, "--replace", &v)) {
+      if (!parse_pid(v, &o.replace)) throw usage_error("restore", strf("--replace takes a PID, not \"%s\"", v.c_str()));
     } else if (take_option("restore", a, &i, "--verify", &v)) {
       if (v != "full" && v != "meta") throw usage_error("restore", "--verify takes full or meta");
       o.verify = v == "full";
@@ -976,6 +1024,7 @@ int restore_main(const args &a) {
     }
   }
   check(im, o);
+  if (o.replace) check_replaced(im, o.replace);
   if (o.lazy && im.m.hdr->restore_note_size < rs::kNoteWithLazySentinel) {
     // Its library could not tell a snapshot of its own from a fill still
     // under way (it would save missing pages as never touched).
@@ -983,6 +1032,8 @@ int restore_main(const args &a) {
     o.lazy = false;
     if (!o.verify_set) verify_mem(im.dirfd, im.m);
   }
+  // Rollback: every check passed; only now the running process ends.
+  if (o.replace) end_replaced(o.replace);
   int err[2];
   if (pipe2(err, O_CLOEXEC) != 0) throw failure(strf("cannot make a pipe: %s", strerror(errno)));
   fflush(nullptr);

@@ -59,6 +59,22 @@ std::string self_dir() {
   return dir_of(buf);
 }
 
+// The options that set their variable to their value: the variable's name
+// when a[*i] is one (its value taken), else null.
+const char *plain_option(const std::string &cmd, const args &a, size_t *i, std::string *v) {
+  static constexpr struct {
+    const char *option, *variable;
+  } kPlain[] = {
+      {"--pmem-limit", "MMTIER_PMEM_LIMIT"},     {"--pmem-path", "MMTIER_PMEM_PATH"},
+      {"--policy", "MMTIER_POLICY"},             {"--log", "MMTIER_LOG"},
+      {"--report", "MMTIER_REPORT"},             {"--stats-dir", "MMTIER_STATS_DIR"},
+      {"--snapshot-dir", "MMTIER_SNAPSHOT_DIR"}, {"--snapshot-every", "MMTIER_SNAPSHOT_EVERY"},
+  };
+  for (const auto &p : kPlain)
+    if (take_option(cmd, a, i, p.option, v)) return p.variable;
+  return nullptr;
+}
+
 }  // namespace
 
 // The library `run` preloads (see `mmtier run --help`, FILES).
@@ -119,24 +135,10 @@ int run_main(const args &a) {
     } else if (take_option(cmd, a, &i, "--dram-limit", &v)) {
       set("MMTIER_DRAM_LIMIT", v);
       limit = true;
-    } else if (take_option(cmd, a, &i, "--pmem-limit", &v)) {
-      set("MMTIER_PMEM_LIMIT", v);
-    } else if (take_option(cmd, a, &i, "--pmem-path", &v)) {
-      set("MMTIER_PMEM_PATH", v);
-    } else if (take_option(cmd, a, &i, "--policy", &v)) {
-      set("MMTIER_POLICY", v);
+    } else if (const char *var = plain_option(cmd, a, &i, &v)) {
+      set(var, v);
     } else if (arg == "--no-promote") {
       set("MMTIER_PROMOTE", "0");
-    } else if (take_option(cmd, a, &i, "--log", &v)) {
-      set("MMTIER_LOG", v);
-    } else if (take_option(cmd, a, &i, "--report", &v)) {
-      set("MMTIER_REPORT", v);
-    } else if (take_option(cmd, a, &i, "--stats-dir", &v)) {
-      set("MMTIER_STATS_DIR", v);
-    } else if (take_option(cmd, a, &i, "--snapshot-dir", &v)) {
-      set("MMTIER_SNAPSHOT_DIR", v);
-    } else if (take_option(cmd, a, &i, "--snapshot-every", &v)) {
-      set("MMTIER_SNAPSHOT_EVERY", v);
     } else if (take_option(cmd, a, &i, "--keep", &v)) {
       set("MMTIER_SNAPSHOT_KEEP", v);
       keep = true;

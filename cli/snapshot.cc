@@ -333,9 +333,14 @@ std::string list_json(const std::string &dir, const std::vector<row> &rows) {
   return o + "]}\n";
 }
 
-int list_main(const options &o) {
+// pid: only the capsules of that process (as it saw itself; 0: all).
+int list_main(const options &o, int pid) {
   const std::string dir = capsule_dir(o.dir_set, o.dir);
-  const std::vector<row> rows = scan(dir, o.dir_set);
+  std::vector<row> rows = scan(dir, o.dir_set);
+  if (pid)
+    rows.erase(std::remove_if(rows.begin(), rows.end(),
+                              [pid](const row &r) { return !r.e.parsed || r.e.view.hdr->pid != pid; }),
+               rows.end());
   const std::string text = o.json ? list_json(dir, rows) : list_table(rows);
   fwrite(text.data(), 1, text.size(), stdout);
   if (fflush(stdout) != 0) throw failure(strf("writing the output: %s", strerror(errno)));
@@ -636,8 +641,10 @@ int snapshot_main(const args &a) {
   if (o.verify && o.sub != "info") throw usage_error(kCmd, "--verify is an option of info");
   if (o.json && o.sub == "delete") throw usage_error(kCmd, "--json is an option of list and info");
   if (o.sub == "list") {
-    if (!o.capsules.empty()) throw usage_error(kCmd, strf("unexpected argument %s", o.capsules[0].c_str()));
-    return list_main(o);
+    int pid = 0;
+    if (o.capsules.size() > 1 || (o.capsules.size() == 1 && !parse_pid(o.capsules[0], &pid)))
+      throw usage_error(kCmd, strf("unexpected argument %s", o.capsules.back().c_str()));
+    return list_main(o, pid);
   }
   if (o.capsules.empty()) throw usage_error(kCmd, strf("%s: no CAPSULE given", o.sub.c_str()));
   if (o.sub == "info") {

@@ -213,4 +213,25 @@ std::string read_text(const char *path) {
   return s;
 }
 
+long own_pid(int host) {
+  const std::string status = read_text(strf("/proc/%d/status", host).c_str());
+  const size_t at = status.find("\nNSpid:");
+  if (at == std::string::npos) return 0;
+  const size_t end = status.find('\n', at + 7);
+  const std::string line = status.substr(at + 7, end == std::string::npos ? std::string::npos : end - at - 7);
+  const size_t last = line.find_last_not_of(" \t");
+  if (last == std::string::npos) return 0;
+  const size_t start = line.find_last_of(" \t", last);
+  return strtol(line.c_str() + (start == std::string::npos ? 0 : start + 1), nullptr, 10);
+}
+
+int parent_pid(int pid) {
+  const std::string stat = read_text(strf("/proc/%d/stat", pid).c_str());
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  int ppid = 0;
+  char state = 0;
+  return sscanf(stat.c_str() + paren + 1, " %c %d", &state, &ppid) == 2 ? ppid : 0;
+}
+
 }  // namespace mmtier::cli

@@ -242,28 +242,27 @@ bool parse_snapshot_every_opt(const char *name, const char *value, config *out, 
   return true;
 }
 
-bool parse_snapshot_keep_opt(const char *name, const char *value, config *out, config_error *err) {
+// A whole number from lo to hi into *out; else why, with the option's
+// error.
+bool parse_count(const char *name, const char *value, uint32_t lo, uint32_t hi, const char *why, uint32_t *out,
+                 config_error *err) {
   uint32_t v = 0;
   size_t i = 0;
-  for (; value[i] >= '0' && value[i] <= '9' && v <= 10000; ++i) v = v * 10 + static_cast<uint32_t>(value[i] - '0');
-  if (i == 0 || value[i] != '\0' || v < 1 || v > 10000) {
-    set_error(err, name, value, "expected an integer from 1 to 10000");
+  for (; value[i] >= '0' && value[i] <= '9' && v <= hi; ++i) v = v * 10 + static_cast<uint32_t>(value[i] - '0');
+  if (i == 0 || value[i] != '\0' || v < lo || v > hi) {
+    set_error(err, name, value, why);
     return false;
   }
-  out->snapshot_keep = v;
+  *out = v;
   return true;
 }
 
+bool parse_snapshot_keep_opt(const char *name, const char *value, config *out, config_error *err) {
+  return parse_count(name, value, 1, 10000, "expected an integer from 1 to 10000", &out->snapshot_keep, err);
+}
+
 bool parse_snapshot_chain_opt(const char *name, const char *value, config *out, config_error *err) {
-  uint32_t v = 0;
-  size_t i = 0;
-  for (; value[i] >= '0' && value[i] <= '9' && v <= 16; ++i) v = v * 10 + static_cast<uint32_t>(value[i] - '0');
-  if (i == 0 || value[i] != '\0' || v < 1 || v > 16) {
-    set_error(err, name, value, "expected an integer from 1 to 16");
-    return false;
-  }
-  out->snapshot_chain = v;
-  return true;
+  return parse_count(name, value, 1, 16, "expected an integer from 1 to 16", &out->snapshot_chain, err);
 }
 
 bool parse_scan_interval_opt(const char *name, const char *value, config *out, config_error *err) {

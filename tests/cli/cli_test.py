@@ -28,6 +28,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import xml.etree.ElementTree as ET
@@ -1556,7 +1557,7 @@ POKING_PROG = HASHING_PROG.replace(
     "signal.signal(signal.SIGUSR1, say)\n"
     "def poke(*_):\n"
     "    for i in range(0, len(data), 100 * 4096):\n"
-    "        data[i] ^= 0x5a\n"
+    "        data[i] = (data[i] + 1) & 0xff\n"
     "    with open(sys.argv[1], 'a') as f:\n"
     "        f.write(f'{os.getpid()} poked\\n')\n"
     "signal.signal(signal.SIGUSR2, poke)\n")
@@ -2062,10 +2063,12 @@ class RestoreTest(Base):
         return sup, pid, log
 
     def auto_capsules(self, pid):
-        r = mmtier(["snapshot", "list", "--dir", self.caps, "--json"], self.dir)
+        """The durable periodic capsules of pid (mmtier snapshot list PID)."""
+        r = mmtier(["snapshot", "list", str(pid), "--dir", self.caps, "--json"], self.dir)
         self.assertEqual(r.returncode, 0, r.stderr)
-        return [c for c in json.loads(r.stdout)["capsules"]
-                if c["name"].startswith(f"auto-{pid}-") and c["status"] == "durable"]
+        caps = json.loads(r.stdout)["capsules"]
+        self.assertEqual([c for c in caps if c["pid"] != pid], [])
+        return [c for c in caps if c["name"].startswith(f"auto-{pid}-") and c["status"] == "durable"]
 
     def test_autosave_restores_a_crashed_program_from_its_newest_snapshot(self):
         # The program snapshots itself every second (keeping 2); killed as
@@ -2093,6 +2096,12 @@ class RestoreTest(Base):
         # Retention: at most the newest 2 (a third may be in the making).
         wait_until(lambda: len(self.auto_capsules(pid)) == 2, 30, "two periodic snapshots")
         self.assertLessEqual(len(self.auto_capsules(pid)), 2)
+        # A rollback would race the supervisor: refused, the program runs on.
+        r = subprocess.run([ARGS.mmtier, "rollback", str(pid), "--to", "-1", "--dir", self.caps],
+                           env=base_env(self.dir), capture_output=True, text=True, timeout=60)
+        self.assertEqual((r.returncode, r.stderr),
+                         (1, f"mmtier: process {pid} is supervised by mmtier run --autosave (process {sup.pid}), "
+                             "which would restore it again: end the supervision first\n"))
         os.kill(pid, signal.SIGKILL)
         m = wait_until(lambda: re.search(r"^mmtier run: process %d restored \(host pid (\d+)\)$" % pid,
                                          text_of(log), re.M), 60, "the restore")
@@ -2132,6 +2141,71 @@ class RestoreTest(Base):
         self.assertNotIn("restor", text_of(log))
         stat = text_of(f"/proc/{pid}/stat")
         self.assertTrue(not stat or stat.split(") ")[1][0] == "Z", stat)
+
+    def test_rollback_takes_the_running_process_back_to_a_snapshot(self):
+        # Three states, two snapshots: rollback to the older (--to -2) and
+        # then by name; the process keeps its PID (as root, in this PID
+        # namespace); a capsule of another process is refused and the
+        # process runs on (a process under --autosave: the autosave test).
+        sums = os.path.join(self.caps, "sums")
+        p = self.python(POKING_PROG, sums)
+        # Reaped as soon as it ends, as a shell would: its PID is free again.
+        threading.Thread(target=p.wait, daemon=True).start()
+        wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+
+        def lines():
+            return text_of(sums).splitlines()
+
+        def ask(target, sig):
+            n = len(lines())
+            os.kill(target, sig)
+            wait_until(lambda: len(lines()) > n, 60, "the answer")
+            return lines()[-1].split()[1]
+
+        def snapshot(name):
+            r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", name], self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+        def rollback(pid, *args):
+            r = subprocess.run([ARGS.mmtier, "rollback", str(pid), "--dir", self.caps, *args], env=base_env(self.dir),
+                               capture_output=True, text=True, timeout=120)
+            return r
+
+        h0 = ask(p.pid, signal.SIGUSR1)
+        snapshot("r0")
+        ask(p.pid, signal.SIGUSR2)
+        h1 = ask(p.pid, signal.SIGUSR1)
+        snapshot("r1")
+        ask(p.pid, signal.SIGUSR2)
+        self.assertEqual(len({h0, h1, ask(p.pid, signal.SIGUSR1)}), 3)
+        # Refused: a capsule of another process; the process runs on.
+        other = self.python(HASHING_PROG, os.path.join(self.caps, "other"))
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{other.pid}.ctl")), 60, "the other's socket")
+        r = mmtier(["snapshot", str(other.pid), "--dir", self.caps, "--name", "x"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = rollback(p.pid, "--to", "x")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stderr, f"mmtier: refused: {self.caps}/x.mmtcap was taken of process {other.pid}, not of "
+                                   f"process {p.pid} (which is {p.pid} to itself)\n")
+        self.assertTrue(os.path.exists(f"/proc/{p.pid}"))
+        r = rollback(p.pid, "--to", "-3")
+        self.assertEqual((r.returncode, r.stderr.strip()),
+                         (1, f"mmtier: process {p.pid} has 2 durable capsules in {self.caps}, not 3"))
+        # Back to the older one.
+        r = rollback(p.pid, "--to", "-2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        if os.geteuid() == 0:
+            self.assertEqual(host, p.pid)
+        self.assertEqual(ask(host, signal.SIGUSR1), h0)
+        # And forward again by name: the restored process is rolled back too.
+        r = rollback(host, "--to", "r1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        again = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{again}") and os.kill(again, signal.SIGKILL))
+        self.assertEqual(ask(again, signal.SIGUSR1), h1)
 
     def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
         if os.geteuid() != 0:
