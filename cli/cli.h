@@ -40,6 +40,8 @@ int snapshot_take_main(const std::string &pid, const args &a);
 int restore_main(const args &a);
 // `mmtier rollback PID --to CAPSULE|-N` (rollback.cc).
 int rollback_main(const args &a);
+// `mmtier capsule pack|unpack` (capsule_pack.cc).
+int capsule_main(const args &a);
 
 // Help texts (help.cc).  topic: "", "run", "stat", "top", "plot",
 // "snapshot".  Empty string for an unknown topic.

@@ -17,6 +17,7 @@ SYNOPSIS
     mmtier snapshot (PID | list | info CAPSULE | delete CAPSULE...) [--dir DIR]
     mmtier restore CAPSULE [--detach]
     mmtier rollback PID --to CAPSULE|-N
+    mmtier capsule (pack CAPSULE | unpack [FILE])
     mmtier help [COMMAND]
     mmtier --version
 
@@ -42,6 +43,7 @@ COMMANDS
     restore Bring a process back from a capsule, with its PID.
     rollback
             Take a running process back to one of its snapshots.
+    capsule Pack a capsule into one tar stream, or unpack one, to move it.
     help    Print the manual of a command (as COMMAND --help does).
 
 OPTIONS
@@ -706,6 +708,53 @@ EXAMPLES
         Back to the second newest snapshot of process 4242.
 )";
 
+constexpr const char kCapsule[] = R"(NAME
+    mmtier capsule - a capsule as one tar stream, to move it to another host
+
+SYNOPSIS
+    mmtier capsule pack CAPSULE [--dir DIR] [-o FILE]
+    mmtier capsule unpack [FILE|-] [--dir DIR]
+
+DESCRIPTION
+    pack writes a durable capsule as a tar stream (GNU tar, holes kept) to
+    FILE or to standard output (not to a terminal).  The stream is
+    self-contained: the earlier capsules' mem files and the PMem files the
+    capsule refers to are in its directory as hard links, and go in with
+    it.
+
+    unpack reads such a stream (FILE, or standard input) into the capsule
+    directory: first into a private directory there, where it must be one
+    NAME.mmtcap holding nothing but a capsule's files, whose manifest
+    parses and is durable and whose every checksum matches; only then is
+    it renamed to NAME.mmtcap (never over an existing one), and its path
+    printed.  Files get the capsule's modes (0700, 0600) and the caller as
+    owner.  mmtier restore brings it back on a host with the same
+    binaries, libraries and kernel build.
+
+OPTIONS
+    --dir DIR
+        The capsule directory (default: see mmtier snapshot --help).
+    -o FILE
+        pack: write to FILE (created, never replaced) instead of stdout.
+    -h, --help
+        Print this manual and exit.
+
+EXIT STATUS
+    0    Done.
+    1    An error, one line on stderr (not a durable capsule, a damaged
+         stream, a checksum that does not match, a name taken); nothing
+         is left behind.
+    2    Invalid usage.
+
+ENVIRONMENT
+    MMTIER_SNAPSHOT_DIR
+        The capsule directory, as for mmtier snapshot.
+
+EXAMPLES
+    mmtier capsule pack redis-1 | ssh host2 mmtier capsule unpack
+    ssh host2 mmtier restore redis-1 --detach
+)";
+
 constexpr const char kRestore[] = R"(NAME
     mmtier restore - bring a process back from a snapshot capsule
 
@@ -726,9 +775,10 @@ DESCRIPTION
     in this PID namespace; else in a new PID namespace (with a user
     namespace of its own when not run as root, where the user is
     itself).  Its parent, a small supervisor (or the namespace's init),
-    forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it.  Its standard input, output and
-    error are this command's.  A program that took the snapshot itself
-    sees mmtier_snapshot() return MMTIER_SNAPSHOT_RESTORED.
+    forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it.
+    Its standard input, output and error are this command's.  A program
+    that took the snapshot itself sees mmtier_snapshot() return
+    MMTIER_SNAPSHOT_RESTORED.
 
     Before anything starts, the capsule is checked, and the restore is
     refused with one line if: it is not the user's (root may restore any),
@@ -808,6 +858,15 @@ LIMITS
     Child processes, more than 64 MiB of unnamed files and more than 32
     signals pending for single threads are not restored: taking such a
     snapshot fails, naming what.
+
+ENVIRONMENT
+    MMTIER_SNAPSHOT_DIR
+        The capsule directory for a CAPSULE given by name (--dir wins).
+
+EXAMPLES
+    mmtier restore redis-1 --detach
+    mmtier restore --latest auto-4242- --lazy
+        After a reboot: the newest periodic snapshot of process 4242.
 )";
 
 }  // namespace
@@ -821,6 +880,7 @@ std::string_view help_text(std::string_view topic) {
   if (topic == "snapshot") return kSnapshot;
   if (topic == "restore") return kRestore;
   if (topic == "rollback") return kRollback;
+  if (topic == "capsule") return kCapsule;
   return {};
 }
 

@@ -848,7 +848,13 @@ void serve_lazily(const image &im, int sock, bool detach, uint64_t fill_rate) {
   int sock[2] = {-1, -1};
   if (lazy && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) != 0)
     die(err_fd, strf("cannot make a socket for the lazy restore: %s", strerror(errno)));
-  const long pid = clone3_with_tid(im.m.hdr->pid);
+  long pid = clone3_with_tid(im.m.hdr->pid);
+  // A PID found free a moment ago may still be on its way out (a process
+  // just killed and reaped: `rollback`, `kill -9; mmtier restore`).
+  for (int i = 0; pid < 0 && errno == EEXIST && i < 300; ++i) {
+    usleep(10000);
+    pid = clone3_with_tid(im.m.hdr->pid);
+  }
   if (pid < 0) die(err_fd, strf("cannot give the process its PID %d: %s", im.m.hdr->pid, strerror(errno)));
   if (pid == 0) {
     const long host = host_proc >= 0 ? host_pid_of_self(host_proc) : 0;

@@ -481,6 +481,11 @@ int open_checked(int at, const char *path, int *dirfd_out, const char **why) {
   return 0;
 }
 
+int check_capsule(int dirfd, const char **why) {
+  if (why) *why = nullptr;
+  return check_contents(dirfd, why);
+}
+
 int remove(int parent_dirfd, const char *entry, const char **why) {
   if (why) *why = nullptr;
   if (!capsule_entry(entry, nullptr) && !tmp_entry(entry, nullptr, nullptr)) {

@@ -122,11 +122,16 @@ int open_checked(int at, const char *path, int *dirfd_out, const char **why = nu
 // "<name>.mmtcap", or a temporary one).  First the checks of open_checked,
 // then the contents: a capsule has a manifest (a regular file, starting
 // with kMagic if it has 8 bytes), and besides it only a regular mem,
-// regular pmem-<id>.tier files and a directory files/ of regular files
-// named by numbers.  Anything else, or a name that is not a capsule's,
+// regular pmem-<id>.tier and mem-<capsule id> files and a directory files/
+// of regular files named by numbers.  Anything else, or a name that is not a capsule's,
 // refuses the delete (kErrNotCapsule) before anything is removed: unknown
 // data is never deleted.  Then mem, the PMem files, files/ and last the
 // manifest (a delete cut short can be run again), and the directory.
 int remove(int parent_dirfd, const char *entry, const char **why = nullptr);
+
+// The contents check of remove alone, on an opened capsule directory: 0,
+// or kErrNotCapsule with why set (anything a capsule does not hold, a
+// symbolic link or a directory where a file must be, no manifest).
+int check_capsule(int dirfd, const char **why = nullptr);
 
 }  // namespace mmtier::capsule

@@ -216,7 +216,7 @@ class HelpTest(Base):
         self.assertEqual(r.stderr, text)
 
     def test_each_command_has_a_manual(self):
-        for cmd in ["run", "stat", "top", "plot", "snapshot"]:
+        for cmd in ["run", "stat", "top", "plot", "snapshot", "restore", "rollback", "capsule"]:
             text = self.help(cmd, "--help")
             self.assertEqual(text, self.help("help", cmd), cmd)
             self.assertEqual(text, self.help(cmd, "-h"), cmd)
@@ -2206,6 +2206,78 @@ class RestoreTest(Base):
         again = int(r.stdout)
         self.addCleanup(lambda: os.path.exists(f"/proc/{again}") and os.kill(again, signal.SIGKILL))
         self.assertEqual(ask(again, signal.SIGUSR1), h1)
+
+    def test_capsule_pack_and_unpack_move_an_incremental_capsule_whole(self):
+        # b builds on a; packed, both deleted, unpacked elsewhere (as on
+        # another host): b restores with its instant.  A stream that holds
+        # anything but one capsule, or a damaged one, is refused and leaves
+        # nothing.
+        sums = os.path.join(self.caps, "sums")
+        p = self.python(POKING_PROG, sums)
+        threading.Thread(target=p.wait, daemon=True).start()
+        wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+
+        def ask(target, sig):
+            n = len(text_of(sums).splitlines())
+            os.kill(target, sig)
+            wait_until(lambda: len(text_of(sums).splitlines()) > n, 60, "the answer")
+            return text_of(sums).splitlines()[-1].split()[1]
+
+        for name in ("a", "b"):
+            ask(p.pid, signal.SIGUSR2)
+            r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", name, "--json"], self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGreater(json.loads(r.stdout)["shared_bytes"], 32 * MiB)
+        want = ask(p.pid, signal.SIGUSR1)
+        tarball = os.path.join(self.caps, "b.tar")
+        r = mmtier(["capsule", "pack", "b", "--dir", self.caps, "-o", tarball], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for name in ("a", "b"):
+            r = mmtier(["snapshot", "delete", name, "--dir", self.caps], self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.kill(p)
+        there = tempfile.mkdtemp(prefix="mmtier-there-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, there, True)
+        r = mmtier(["capsule", "unpack", tarball, "--dir", there], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), os.path.join(there, "b.mmtcap"))
+        self.assertEqual(os.stat(os.path.join(there, "b.mmtcap")).st_mode & 0o777, 0o700)
+        with open(tarball, "rb") as f, subprocess.Popen([ARGS.mmtier, "capsule", "unpack", "--dir", there],
+                                                         stdin=f, stderr=subprocess.PIPE, text=True,
+                                                         env=base_env(self.dir)) as q:
+            self.assertEqual(q.wait(timeout=120), 1)
+            self.assertIn("b.mmtcap exists already", q.stderr.read())
+        host, _ = None, None
+        r = self.restore(os.path.join(there, "b.mmtcap"), "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.assertEqual(ask(host, signal.SIGUSR1), want)
+        # A stream with something else in it, and one with a damaged mem.
+        work = tempfile.mkdtemp(prefix="mmtier-tar-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, work, True)
+        subprocess.run(["tar", "-C", work, "-xf", tarball], check=True)
+        with open(os.path.join(work, "b.mmtcap", "notes.txt"), "w") as f:
+            f.write("x")
+        bad = os.path.join(work, "bad.tar")
+        subprocess.run(["tar", "-C", work, "-cf", bad, "b.mmtcap"], check=True)
+        elsewhere = tempfile.mkdtemp(prefix="mmtier-else-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, elsewhere, True)
+        r = mmtier(["capsule", "unpack", bad, "--dir", elsewhere], self.dir)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"b\.mmtcap: not a capsule \(it holds files a capsule does not have\)\n$")
+        os.unlink(os.path.join(work, "b.mmtcap", "notes.txt"))
+        with open(os.path.join(work, "b.mmtcap", "mem"), "r+b") as f:
+            f.seek(100)
+            byte = f.read(1)
+            f.seek(100)
+            f.write(bytes([byte[0] ^ 1]))
+        subprocess.run(["tar", "-C", work, "-cf", bad + "2", "b.mmtcap"], check=True)
+        r = mmtier(["capsule", "unpack", bad + "2", "--dir", elsewhere], self.dir)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("mem is damaged: the chunk at offset 0", r.stderr)
+        self.assertEqual(os.listdir(elsewhere), [])
 
     def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
         if os.geteuid() != 0:
