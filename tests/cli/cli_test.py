@@ -1626,6 +1626,24 @@ class RestoreTest(Base):
             r"^state pid=(\d+) tids=([0-9,]+) generation=(\d+) buffer=(\w+)", self.lines()[-1]), 30, "the answer")
         return host, m
 
+    def poking(self, sums):
+        """POKING_PROG under libmmtier, reaped as soon as it ends (as a shell
+        would: its PID is free again), once it has said its first sum and
+        listens on its control socket."""
+        p = self.python(POKING_PROG, sums)
+        threading.Thread(target=p.wait, daemon=True).start()
+        wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+        return p
+
+    def answer(self, sums, target, sig):
+        """Sends sig to a POKING_PROG (or HASHING_PROG) process and waits for
+        its line in sums: the sum it says (SIGUSR1), or "poked" (SIGUSR2)."""
+        n = len(text_of(sums).splitlines())
+        os.kill(target, sig)
+        wait_until(lambda: len(text_of(sums).splitlines()) > n, 60, "the answer")
+        return text_of(sums).splitlines()[-1].split()[1]
+
     def test_restored_after_kill_with_its_pid_tids_memory_and_threads(self):
         p = self.start("self", "one")
         m = self.wait_line(r"^snapshot taken pid=(\d+)$", "the snapshot")
@@ -2148,20 +2166,10 @@ class RestoreTest(Base):
         # namespace); a capsule of another process is refused and the
         # process runs on (a process under --autosave: the autosave test).
         sums = os.path.join(self.caps, "sums")
-        p = self.python(POKING_PROG, sums)
-        # Reaped as soon as it ends, as a shell would: its PID is free again.
-        threading.Thread(target=p.wait, daemon=True).start()
-        wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
-        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
-
-        def lines():
-            return text_of(sums).splitlines()
+        p = self.poking(sums)
 
         def ask(target, sig):
-            n = len(lines())
-            os.kill(target, sig)
-            wait_until(lambda: len(lines()) > n, 60, "the answer")
-            return lines()[-1].split()[1]
+            return self.answer(sums, target, sig)
 
         def snapshot(name):
             r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", name], self.dir)
@@ -2213,16 +2221,10 @@ class RestoreTest(Base):
         # anything but one capsule, or a damaged one, is refused and leaves
         # nothing.
         sums = os.path.join(self.caps, "sums")
-        p = self.python(POKING_PROG, sums)
-        threading.Thread(target=p.wait, daemon=True).start()
-        wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
-        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+        p = self.poking(sums)
 
         def ask(target, sig):
-            n = len(text_of(sums).splitlines())
-            os.kill(target, sig)
-            wait_until(lambda: len(text_of(sums).splitlines()) > n, 60, "the answer")
-            return text_of(sums).splitlines()[-1].split()[1]
+            return self.answer(sums, target, sig)
 
         for name in ("a", "b"):
             ask(p.pid, signal.SIGUSR2)
