@@ -117,7 +117,7 @@ int supervise(char *const *argv, char *const *envp, const autosave_options &o) {
     while (!restores.empty() && now - restores.front() > o.window_ns) restores.pop_front();
     if (static_cast<int>(restores.size()) >= o.max_restarts) {
       fprintf(stderr, "mmtier run: process %d died of signal %d (%s); giving up: %zu restores within %.0f s\n",
-              static_cast<int>(waitee), sig, strsignal(sig), restores.size(), static_cast<double>(o.window_ns) / 1e9);
+              static_cast<int>(first), sig, strsignal(sig), restores.size(), static_cast<double>(o.window_ns) / 1e9);
       return status;
     }
     uint64_t created = 0;
