@@ -86,6 +86,9 @@ int supervise(char *const *argv, char *const *envp, const autosave_options &o) {
   sigemptyset(&sa.sa_mask);
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaction(sig, &sa, nullptr);
   fflush(nullptr);
+  // Only capsules taken since: a leftover of an earlier process that had
+  // the same PID (before a reboot, after the PIDs wrapped) is not its.
+  const uint64_t started = realtime_ns();
   const pid_t first = fork();
   if (first < 0) throw failure(strf("cannot start %s: %s", argv[0], strerror(errno)));
   if (first == 0) {
@@ -121,7 +124,8 @@ int supervise(char *const *argv, char *const *envp, const autosave_options &o) {
       return status;
     }
     uint64_t created = 0;
-    const std::string capsule = newest_capsule(o.dir, prefix, &created);
+    std::string capsule = newest_capsule(o.dir, prefix, &created);
+    if (created < started) capsule.clear();
     if (capsule.empty()) {
       fprintf(stderr, "mmtier run: process %d died of signal %d (%s); no snapshot of it to restore in %s\n",
               static_cast<int>(first), sig, strsignal(sig), o.dir.c_str());

@@ -665,10 +665,13 @@ SYNOPSIS
 
 DESCRIPTION
     Replaces the running process PID with the state of one of its
-    snapshots: the program sees itself back at that instant.  The capsule
-    is checked first, as mmtier restore checks it (its owner, its
-    checksums, the files it maps, the kernel); only then is PID ended
-    (SIGKILL) and the capsule restored in its place, detached: as root at
+    snapshots: the program sees itself back at that instant.  PID is
+    stopped (SIGSTOP) while the capsule is checked, as mmtier restore
+    checks it (its owner, its checksums, the files it maps, the kernel),
+    and must be the capsule's program (the PID it sees itself as, its
+    command, executable and user); if anything refuses, it continues.
+    Only then is PID ended (SIGKILL) and the capsule restored in its
+    place, detached: as root at
     the same PID in this PID namespace once it is free, else in a PID
     namespace of its own where it is the same PID to itself.  What the
     process did after the snapshot is gone, as after a crash; its clients

@@ -20,6 +20,7 @@
 #include "support/crc32c.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <poll.h>
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -700,7 +701,7 @@ int move_high(int fd, int floor) {
   }
   p->nclose = 0;
   for (int fd : to_close)
-    if (fd >= 0 && p->nclose < 62) p->close_fds[p->nclose++] = fd;  // room for err_fd and lazy_fd
+    if (fd >= 0 && p->nclose < rs::kMaxClose - 2) p->close_fds[p->nclose++] = fd;  // room for err_fd and lazy_fd
   p->close_fds[p->nclose++] = err_fd;
   if (lazy_fd >= 0) p->close_fds[p->nclose++] = lazy_fd;
   // The kernel's mappings, moved by one offset to where the capsule had them.
@@ -928,28 +929,55 @@ bool host_ids_free(const image &im) {
   return true;
 }
 
-// --replace: the process to end must be the capsule's, as it sees itself.
-void check_replaced(const image &im, int host) {
-  const long pid = own_pid(host);
-  if (!pid) throw failure(strf("process %d is not running", host));
-  if (pid != im.m.hdr->pid)
-    refuse(im, strf("it was taken of process %d, not of process %d (which is %ld to itself)", im.m.hdr->pid, host,
-                    pid));
-  if (kill(host, 0) != 0) throw failure(strf("cannot end process %d: %s", host, strerror(errno)));
+// --replace: the process to end must be the capsule's program: the PID it
+// sees itself as, its command, its executable and its user, all as the
+// capsule has them (a PID reused by another program is never taken for
+// it).  Returns a pidfd of it, opened before those checks: what is ended is
+// the process checked, even if its PID is reused meanwhile.
+int check_replaced(const image &im, int host) {
+  const int fd = static_cast<int>(syscall(SYS_pidfd_open, host, 0));
+  if (fd < 0) throw failure(strf("process %d is not running", host));
+  try {
+    const long pid = own_pid(host);
+    if (pid != im.m.hdr->pid)
+      refuse(im, strf("it was taken of process %d, not of process %d (which is %ld to itself)", im.m.hdr->pid, host,
+                      pid));
+    const std::string comm = read_text(strf("/proc/%d/comm", host).c_str());
+    if (comm != im.m.hdr->comm)
+      refuse(im, strf("process %d runs %s, the capsule's process ran %s", host, comm.c_str(), im.m.hdr->comm));
+    char exe[PATH_MAX];
+    const ssize_t n = readlink(strf("/proc/%d/exe", host).c_str(), exe, sizeof exe - 1);
+    const std::string want = im.proc && im.proc->exe ? cap::string_at(im.m, im.proc->exe) : "";
+    if (n > 0 && !want.empty() && std::string(exe, static_cast<size_t>(n)) != want)
+      refuse(im, strf("process %d runs %.*s, the capsule's process ran %s", host, static_cast<int>(n), exe,
+                      want.c_str()));
+    const std::string status = read_text(strf("/proc/%d/status", host).c_str());
+    const size_t uid_at = status.find("\nUid:");
+    unsigned real = 0, effective = ~0u;
+    if (uid_at == std::string::npos || sscanf(status.c_str() + uid_at + 5, "%u %u", &real, &effective) != 2 ||
+        effective != im.m.hdr->euid)
+      refuse(im, strf("process %d is not of the capsule's user", host));
+    if (syscall(SYS_pidfd_send_signal, fd, 0, nullptr, 0) != 0)
+      throw failure(strf("cannot end process %d: %s", host, strerror(errno)));
+  } catch (...) {
+    close(fd);
+    throw;
+  }
+  return fd;
 }
 
-// --replace: ends the process (SIGKILL) once the capsule passed every
-// check, and waits until it is gone: reaped by its parent, its PID free
-// again (at most 3 s; else the restore takes a PID namespace of its own).
-void end_replaced(int host) {
-  const int fd = static_cast<int>(syscall(SYS_pidfd_open, host, 0));
-  if (fd < 0 || syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0) != 0) {
+// --replace: ends the process (SIGKILL through its pidfd) once the capsule
+// passed every check, waits for its end, then until it is reaped by its
+// parent, its PID free again (at most 3 s; else the restore takes a PID
+// namespace of its own).
+void end_replaced(int fd, int host) {
+  if (syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0) != 0) {
     const int e = errno;
-    if (fd >= 0) close(fd);
+    close(fd);
     throw failure(strf("cannot end process %d: %s", host, strerror(e)));
   }
   pollfd p = {fd, POLLIN, 0};
-  while (poll(&p, 1, 10000) < 0 && errno == EINTR) {
+  while (poll(&p, 1, -1) < 0 && errno == EINTR) {
   }
   close(fd);
   for (int i = 0; i < 300 && kill(host, 0) == 0; ++i) usleep(10000);
@@ -1030,7 +1058,7 @@ int restore_main(const args &a) {
     }
   }
   check(im, o);
-  if (o.replace) check_replaced(im, o.replace);
+  const int replaced_fd = o.replace ? check_replaced(im, o.replace) : -1;
   if (o.lazy && im.m.hdr->restore_note_size < rs::kNoteWithLazySentinel) {
     // Its library could not tell a snapshot of its own from a fill still
     // under way (it would save missing pages as never touched).
@@ -1039,7 +1067,7 @@ int restore_main(const args &a) {
     if (!o.verify_set) verify_mem(im.dirfd, im.m);
   }
   // Rollback: every check passed; only now the running process ends.
-  if (o.replace) end_replaced(o.replace);
+  if (replaced_fd >= 0) end_replaced(replaced_fd, o.replace);
   int err[2];
   if (pipe2(err, O_CLOEXEC) != 0) throw failure(strf("cannot make a pipe: %s", strerror(errno)));
   fflush(nullptr);

@@ -10,6 +10,9 @@
 #include "snapshot/capsule_dir.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -113,7 +116,24 @@ int rollback_main(const args &a) {
   }
   args r = {capsule, "--replace", std::to_string(pid), "--detach"};
   if (lazy) r.push_back("--lazy");
-  return restore_main(r);
+  // Stopped while the capsule is checked: it takes no snapshot and prunes
+  // none meanwhile (its periodic ones could delete the chosen capsule); if
+  // the checks refuse, it goes on.
+  const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0 || syscall(SYS_pidfd_send_signal, fd, SIGSTOP, nullptr, 0) != 0) {
+    const int e = errno;
+    if (fd >= 0) close(fd);
+    throw failure(strf("cannot stop process %d: %s", pid, strerror(e)));
+  }
+  try {
+    const int status = restore_main(r);
+    close(fd);
+    return status;
+  } catch (...) {
+    syscall(SYS_pidfd_send_signal, fd, SIGCONT, nullptr, 0);
+    close(fd);
+    throw;
+  }
 }
 
 }  // namespace mmtier::cli

@@ -89,6 +89,7 @@ constexpr uint32_t kNoteWithLazySentinel = 40;  // note_size from which the libr
 constexpr uint32_t kNoteWithPmemFds = 80;       // and pmem_fds
 constexpr uint64_t kRestoreNoteMagic = 0x65746f4e74736552ull;
 
+constexpr uint32_t kMaxClose = 256;  // plan::close_fds
 constexpr uint32_t kMmFields = 11;
 constexpr uint32_t kAuxvWords = 64;
 
@@ -107,7 +108,7 @@ struct plan {
   copy_op *copies;
   uint64_t (*unmap)[2];  // the command's mappings: removed first
   move_op moves[4];
-  int32_t close_fds[64]; // the restore's own descriptors, closed before the program runs
+  int32_t close_fds[256]; // the restore's own descriptors, closed before the program runs
   kernel_sigaction sigactions[64];
   uint64_t rlimits[16][2];
   int64_t itimers[3][2]; // interval, value (microseconds)

@@ -213,6 +213,10 @@ void control_start() {
         MMTIER_WARN("cannot start the control thread (error %d); mmtier snapshot cannot reach this process", e);
         control_exit();
       }
+    } else if (config_get().snapshot_every_ns && !g_forked) {
+      // The periodic snapshots are the control thread's.
+      MMTIER_WARN("MMTIER_SNAPSHOT_EVERY: no control socket (MMTIER_STATS_DIR is off or unusable): this process "
+                  "takes no periodic snapshots");
     }
   }
   pthread_mutex_unlock(&g_start_lock);

@@ -65,8 +65,9 @@ constexpr option_info kOptions[] = {
     {"MMTIER_SNAPSHOT_KEEP", "10", "an integer from 1 to 10000",
      "How many of its periodic snapshots a process keeps: after each, its older ones are deleted."},
     {"MMTIER_SNAPSHOT_CHAIN", "8", "an integer from 1 to 16",
-     "How many capsules' data files a snapshot may refer to: a snapshot writes only the pages changed since the "
-     "last one the process took in the same directory, until that would make N, then a full one; 1: always full."},
+     "How many data files a capsule's memory may be in, its own counted: a snapshot writes only the pages changed "
+     "since the last one the process took in the same directory, until that would make more than N, then a full "
+     "one; 1: always full."},
     {"MMTIER_HIDE_FEATURES", "none", "none, or a comma-separated list of wp-unpopulated, move",
      "For tests: act as if the kernel lacked these features, to run the paths of older kernels."},
 };

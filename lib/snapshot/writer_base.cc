@@ -43,7 +43,8 @@ bool base_usable(const writer_args &a, const cap::manifest_view &v) {
     return false;
   uint32_t files = 1;
   for (uint64_t i = 0; i < v.nfiles; ++i) files += data_file(v, static_cast<uint32_t>(i)) ? 1 : 0;
-  if (files > a.base_max_files || files > kMaxBaseFiles) return false;
+  // This capsule would refer to all of them: at most base_max_files.
+  if (files >= a.base_max_files || files >= kMaxBaseFiles) return false;
   for (uint64_t i = 0; i < v.nchunks; ++i) {
     const cap::chunk &c = v.chunks[i];
     if (data_file(v, c.file) && (c.offset % cap::kChunkBytes || c.length > cap::kChunkBytes)) return false;
@@ -153,12 +154,13 @@ bool base_match(state &s, uintptr_t addr, const cap::page_hash_record &d, uint32
   if (k >= v.npage_hashes || v.page_hashes[k].lo != d.lo || v.page_hashes[k].hi != d.hi) return false;
   const uint32_t bf = u.source == static_cast<uint32_t>(cap::run_source::mem) ? cap::kNoFile : u.file;
   if (!data_file(v, bf)) return false;
+  const uint64_t at = u.offset + (page - u.page) * kPage;
   base_file *e = link_base(s, bf);
   if (!e) return false;
-  *file = e->file;
-  *off = u.offset + (page - u.page) * kPage;
-  const uint64_t chunk = *off / cap::kChunkBytes;
+  const uint64_t chunk = at / cap::kChunkBytes;
   if (chunk >= e->nchunks) return false;  // past the file's end: written instead
+  *file = e->file;
+  *off = at;
   e->used[chunk] = 1;
   return true;
 }

@@ -2201,6 +2201,21 @@ class RestoreTest(Base):
         r = rollback(p.pid, "--to", "-3")
         self.assertEqual((r.returncode, r.stderr.strip()),
                          (1, f"mmtier: process {p.pid} has 2 durable capsules in {self.caps}, not 3"))
+        # Refused by the restore's own checks (a damaged capsule) while the
+        # process was stopped: it is let go again and answers.
+        snapshot("bad")
+        with open(os.path.join(self.caps, "bad.mmtcap", "mem"), "r+b") as f:
+            f.seek(4096)
+            byte = f.read(1)
+            f.seek(4096)
+            f.write(bytes([byte[0] ^ 1]))
+        r = rollback(p.pid, "--to", "bad")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("mem is damaged", r.stderr)
+        self.assertNotEqual(text_of(f"/proc/{p.pid}/stat").split(") ")[1][0], "T")
+        self.assertEqual(ask(p.pid, signal.SIGUSR1), ask(p.pid, signal.SIGUSR1))
+        r = mmtier(["snapshot", "delete", "bad", "--dir", self.caps], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
         # Back to the older one.
         r = rollback(p.pid, "--to", "-2")
         self.assertEqual(r.returncode, 0, r.stderr)
