@@ -993,15 +993,20 @@ long child_of(pid_t init) {
 
 int restore_main(const args &a) {
   options o;
+  // The options that only set a flag.
+  const std::pair<const char *, bool *> flags[] = {{"--detach", &o.detach},         {"--lazy", &o.lazy},
+                                                   {"--pid-namespace", &o.pid_namespace}, {"--latest", &o.latest},
+                                                   {"--keep-stdio", &o.keep_stdio}};
   for (size_t i = 0; i < a.size(); ++i) {
     std::string v;
-    if (take_option("restore", a, &i, "--dir", &v)) {
+    bool *flag = nullptr;
+    for (const auto &[name, member] : flags)
+      if (a[i] == name) flag = member;
+    if (flag) {
+      *flag = true;
+    } else if (take_option("restore", a, &i, "--dir", &v)) {
       o.dir = v;
       o.dir_set = true;
-    } else if (a[i] == "--detach") {
-      o.detach = true;
-    } else if (a[i] == "--lazy") {
-      o.lazy = true;
     } else if (take_option("restore", a, &i, "--fill-rate", &v)) {
       char *end = nullptr;
       errno = 0;
@@ -1009,12 +1014,6 @@ int restore_main(const args &a) {
       if (v.empty() || *end || errno || !mib || mib > (1ull << 30))
         throw usage_error("restore", "--fill-rate takes MiB per second, a whole number from 1");
       o.fill_rate = mib << 20;
-    } else if (a[i] == "--pid-namespace") {
-      o.pid_namespace = true;
-    } else if (a[i] == "--latest") {
-      o.latest = true;
-    } else if (a[i] == "--keep-stdio") {
-      o.keep_stdio = true;
     } else if (take_option("restore", a, &i, "--pid-file", &v)) {
       o.pid_file = v;
     } else if (take_option("restore", a, &i, "--replace", &v)) {
