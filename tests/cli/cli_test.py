@@ -87,7 +87,7 @@ def text_of(path):
     try:
         with open(path) as f:
             return f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # the latter: a /proc file of a process gone while read
         return ""
 
 
@@ -1999,11 +1999,8 @@ class RestoreTest(Base):
             return lines()[-1].split()[1]
 
         def ended(pid):
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    return f.read().split(") ")[1][0] == "Z"
-            except FileNotFoundError:
-                return True
+            stat = text_of(f"/proc/{pid}/stat")
+            return not stat or stat.split(") ")[1][0] == "Z"
 
         def info(name):
             r = mmtier(["snapshot", "info", name, "--dir", self.caps, "--json"], self.dir)
