@@ -42,6 +42,8 @@ int restore_main(const args &a);
 int rollback_main(const args &a);
 // `mmtier capsule pack|unpack` (capsule_pack.cc).
 int capsule_main(const args &a);
+// `mmtier clone CAPSULE [--count N]` (clone.cc).
+int clone_main(const args &a);
 
 // Help texts (help.cc).  topic: "", "run", "stat", "top", "plot",
 // "snapshot".  Empty string for an unknown topic.

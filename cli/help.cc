@@ -16,7 +16,8 @@ SYNOPSIS
     mmtier plot PID [--seconds N] [--interval T] [-o FILE.svg]
     mmtier snapshot (PID | list | info CAPSULE | delete CAPSULE...) [--dir DIR]
     mmtier restore CAPSULE [--detach]
-    mmtier rollback PID --to CAPSULE|-N
+    mmtier rollback PID --to CAPSULE|-N [--as-new]
+    mmtier clone CAPSULE [--count N] [--port-map FROM:TO,...]
     mmtier capsule (pack CAPSULE | unpack [FILE])
     mmtier help [COMMAND]
     mmtier --version
@@ -43,6 +44,8 @@ COMMANDS
     restore Bring a process back from a capsule, with its PID.
     rollback
             Take a running process back to one of its snapshots.
+    clone   Start thin clones of a capsule: processes that share its
+            memory until each writes it.
     capsule Pack a capsule into one tar stream, or unpack one, to move it.
     help    Print the manual of a command (as COMMAND --help does).
 
@@ -662,6 +665,8 @@ constexpr const char kRollback[] = R"(NAME
 
 SYNOPSIS
     mmtier rollback PID --to CAPSULE|-N [--dir DIR] [--lazy]
+    mmtier rollback PID --to CAPSULE|-N --as-new [--port-map FROM:TO,...]
+                    [--netns NAME] [--dir DIR]
 
 DESCRIPTION
     Replaces the running process PID with the state of one of its
@@ -683,6 +688,11 @@ DESCRIPTION
     of that process.  A process supervised by mmtier (mmtier run
     --autosave) is refused: the supervisor would restore it again.
 
+    --as-new leaves PID running and starts the snapshot beside it, as a
+    thin clone (see mmtier clone --help): in a PID namespace of its own,
+    its listening ports moved with --port-map or its sockets in another
+    network namespace with --netns (else they clash with PID's).
+
 OPTIONS
     --to CAPSULE|-N
         The snapshot to go back to.
@@ -692,6 +702,13 @@ OPTIONS
         --help).
     --lazy
         Restore lazily (see mmtier restore --help).
+    --as-new
+        Keep PID running; start the snapshot beside it (mmtier clone).
+    --port-map FROM:TO,...
+        With --as-new: listen on port TO where the snapshot listened on
+        FROM.
+    --netns NAME
+        With --as-new: make its sockets in network namespace NAME.
     -h, --help
         Print this manual and exit.
 
@@ -709,6 +726,76 @@ EXAMPLES
     mmtier snapshot list 4242
     mmtier rollback 4242 --to -2
         Back to the second newest snapshot of process 4242.
+    mmtier rollback 4242 --to -1 --as-new --port-map 6379:6390
+        Its newest snapshot beside it, listening on port 6390.
+)";
+
+constexpr const char kClone[] = R"(NAME
+    mmtier clone - start thin clones of a capsule
+
+SYNOPSIS
+    mmtier clone CAPSULE [--count N] [--port-map FROM:TO[,FROM:TO...]]
+                 [--netns NAME[,NAME...]] [--dir DIR] [--json]
+
+DESCRIPTION
+    Starts N processes from one capsule, each detached, in a PID
+    namespace of its own where it has the capsule's PID; the process the
+    capsule was taken of may go on running.  A clone's heap (the memory
+    libmmtier placed) is not copied: its pages are mapped privately from
+    the capsule's files, shared by every clone until one writes a page,
+    which then becomes that clone's own (copy on write).  Ten clones of a
+    program holding 1 GiB use a little more than 1 GiB together (see PSS
+    in /proc/PID/smaps_rollup), and each starts in about the time its
+    descriptors and threads take, whatever its size.  Memory outside the
+    heap (thread stacks, the C library's own) is copied per clone.
+
+    Listening sockets would clash: --port-map moves each port FROM the
+    capsule listened on to TO for the first clone, TO+1 for the second,
+    and so on; --netns makes each clone's sockets in a network namespace
+    (one for all, or one per clone: a name made by `ip netns add`, or a
+    path such as /proc/PID/ns/net).
+
+    The first clone is checked as mmtier restore checks a capsule,
+    checksums included; the others reuse that check.  All or nothing:
+    if a clone cannot start, those this command started are ended and it
+    exits 1 with that clone's reason.  The capsule's files stay in use
+    while clones run; deleting the capsule frees its space only when the
+    last clone ends.  A clone takes no periodic snapshots of its own
+    (MMTIER_SNAPSHOT_EVERY), which would be named as the original's.
+
+OPTIONS
+    --count N
+        Start N clones (1 to 1000; default 1, or one per --netns name).
+    --port-map FROM:TO[,FROM:TO...]
+        Clone K (from 1) listens on port TO+K-1 where the capsule's
+        process listened on FROM.
+    --netns NAME[,NAME...]
+        The network namespace of every clone, or of each in turn.  Only
+        its owner may enter one (root for those of ip netns).
+    --dir DIR
+        The capsule directory for a CAPSULE given by name.
+    --json
+        Print the clones as JSON: clone, pid, ports, netns, start_seconds.
+    -h, --help
+        Print this manual and exit.
+
+EXIT STATUS
+    0    Every clone runs; one line per clone on stdout: its host PID,
+         ports and start time.
+    1    An error, one line on stderr; no clone of this command is left
+         running.
+    2    Invalid usage.
+
+ENVIRONMENT
+    MMTIER_SNAPSHOT_DIR
+        The capsule directory for a CAPSULE given by name (--dir wins).
+
+EXAMPLES
+    mmtier clone redis-1 --count 10 --port-map 6379:7001
+        Ten clones of redis-1 on ports 7001 to 7010.
+    ip netns add c1; ip netns add c2
+    mmtier clone redis-1 --netns c1,c2
+        Two clones, each on port 6379 of its own namespace.
 )";
 
 constexpr const char kCapsule[] = R"(NAME
@@ -765,7 +852,8 @@ SYNOPSIS
     mmtier restore CAPSULE [--dir DIR]
                    [--detach [--keep-stdio] [--pid-file PATH]]
                    [--pid-namespace] [--verify full|meta]
-                   [--lazy [--fill-rate MIB]]
+                   [--lazy [--fill-rate MIB]] [--clone]
+                   [--port-map FROM:TO,...] [--netns NAME]
     mmtier restore --latest [PREFIX] [--dir DIR] [OPTIONS]
 
 DESCRIPTION
@@ -806,6 +894,14 @@ OPTIONS
     --replace PID   End the running process PID, the capsule's (as it
                     sees itself), once every check has passed, and restore
                     in its place (what mmtier rollback does).
+    --clone         A thin clone beside the capsule's process, which may
+                    still run: always in a PID namespace of its own, its
+                    heap mapped from the capsule, shared until written
+                    (what mmtier clone does; never --lazy).
+    --port-map FROM:TO,...
+                    Bind the sockets the capsule had on port FROM to TO.
+    --netns NAME    Make the descriptors in network namespace NAME (a
+                    name of ip netns, or a path).
     --pid-namespace Always in a new PID namespace, even as root with the
                     PID and thread IDs free here.
     --latest        Restore the newest durable capsule of the capsule
@@ -883,6 +979,7 @@ std::string_view help_text(std::string_view topic) {
   if (topic == "snapshot") return kSnapshot;
   if (topic == "restore") return kRestore;
   if (topic == "rollback") return kRollback;
+  if (topic == "clone") return kClone;
   if (topic == "capsule") return kCapsule;
   return {};
 }

@@ -69,6 +69,9 @@ struct options {
   bool keep_stdio = false;     // --detach, but the standard streams stay this command's
   std::string pid_file;        // --detach: the host pid goes there, not to stdout
   int replace = 0;             // a running process (host pid) the restore kills first (rollback)
+  bool clone = false;          // a thin clone: beside the original, the heap's pages shared with the capsule
+  std::string netns;           // a network namespace (a path, or a name under /run/netns) to restore into
+  port_map ports;              // listening ports moved (FROM:TO)
   uint64_t fill_rate = 0;  // bytes per second, 0: no limit
 };
 
@@ -186,6 +189,8 @@ struct image {
   uint64_t fd_data_len = 0;
   vdso_info vdso;
   uint64_t vdso_lo = 0, vvar_lo = 0, vvar_hi = 0;  // the capsule's
+  bool clone = false;                              // options::clone
+  const port_map *ports = nullptr;                 // options::ports
 };
 
 fd_image fd_view(const image &im) {
@@ -195,6 +200,7 @@ fd_image fd_view(const image &im) {
   v.nfds = im.nfds;
   v.data = im.fd_data;
   v.data_len = im.fd_data_len;
+  v.ports = im.ports;
   return v;
 }
 
@@ -325,8 +331,9 @@ void check(image &im, const options &o) {
     if (!strncmp(e.what(), "restore of ", 11)) throw;
     refuse(im, e.what());
   }
-  // The original must be gone: two processes would own the same state.
-  if (read_text("/proc/sys/kernel/random/boot_id") == h.boot_id && h.starttime) {
+  // The original must be gone: two processes would own the same state (a
+  // thin clone is a process of its own, beside it).
+  if (!o.clone && read_text("/proc/sys/kernel/random/boot_id") == h.boot_id && h.starttime) {
     long running = still_running(h);
     // Killed a moment ago (`kill -9 PID; mmtier restore`): a process with
     // SIGKILL pending is ending; it is waited for, up to 5 s.
@@ -507,6 +514,15 @@ int move_high(int fd, int floor) {
   // The plan's map and copy operations.
   std::vector<rs::map_op> maps;
   std::vector<rs::copy_op> copies;
+  // A thin clone maps the heap's runs from the capsule (each a mapping of
+  // its own) within half of what the kernel allows a process, and runs of
+  // at least kShareMin: a shorter one is read, its few pages private.
+  constexpr uint64_t kShareMin = 64 << 10;
+  uint64_t share_left = 0;
+  if (im.clone) {
+    const long most = atol(read_text("/proc/sys/vm/max_map_count").c_str());
+    share_left = most > 2 * static_cast<long>(m.nregions) ? static_cast<uint64_t>(most) / 2 - m.nregions : 0;
+  }
   for (uint64_t i = 0; i < m.nregions; ++i) {
     const cap::region &g = m.regions[i];
     const auto kind = static_cast<cap::region_kind>(g.kind);
@@ -594,6 +610,18 @@ int move_high(int fd, int floor) {
         copies.push_back({addr, len, r.offset, fd, 0});
     }
     op.ncopies = copies.size() - op.first_copy;
+    for (uint64_t k = op.first_copy; kind == cap::region_kind::unit && k < copies.size() && share_left; ++k)
+      if (copies[k].len >= kShareMin && copies[k].mem_off % kPage == 0) {
+        copies[k].map = 1;
+        op.no_huge = 1;
+        --share_left;
+      }
+    // Huge pages fill a large region at a fault per 2 MiB, but one where
+    // the copies cover less than half would grow by up to 2 MiB per 4 KiB
+    // copied; and a page that maps the capsule is no anonymous one.
+    uint64_t copied = 0;
+    for (uint64_t k = op.first_copy; k < copies.size(); ++k) copied += copies[k].len;
+    if (copied * 2 < g.end - g.start) op.no_huge = 1;
     if (op.kind == static_cast<uint32_t>(rs::map_kind::reserve) && op.ncopies)
       op.kind = static_cast<uint32_t>(rs::map_kind::anon);
     // Left to init's fill (restore_lazy.cc decides the same for the same
@@ -673,6 +701,7 @@ int move_high(int fd, int floor) {
   p->lazy_fd = lazy_fd;
   p->note_size = h.restore_note_size;
   p->npmem_fds = static_cast<uint32_t>(pmem_keep.size());
+  p->note_flags = im.clone ? rs::kNoteThinClone : 0;
   for (size_t i = 0; i < pmem_keep.size(); ++i) p->pmem_fds[i] = pmem_keep[i];
   // In the guard find_gap leaves after B: free in the capsule's layout.
   p->sentinel = lazy_fd >= 0 ? b + b_len : 0;
@@ -914,6 +943,20 @@ void enter_namespaces() {
     throw failure(strf("cannot make a PID namespace for the restored process: %s", strerror(errno)));
 }
 
+// --netns: a path (/proc/PID/ns/net, a bind mount) or a name `ip netns`
+// made (/run/netns/NAME); the restored process's sockets are made there.
+void enter_netns(const std::string &name) {
+  const std::string path = name.find('/') == std::string::npos ? "/run/netns/" + name : name;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw failure(strf("cannot open the network namespace %s: %s", path.c_str(), strerror(errno)));
+  const int r = setns(fd, CLONE_NEWNET);
+  const int e = errno;
+  close(fd);
+  if (r != 0)
+    throw failure(strf("cannot enter the network namespace %s: %s", path.c_str(),
+                       e == EPERM ? "only its owner may (run as root)" : e == EINVAL ? "not a network namespace" : strerror(e)));
+}
+
 // Whether the process can have its PID and TIDs in this PID namespace (the
 // host's): root (clone3 set_tid needs CAP_SYS_ADMIN there), and every one
 // of them free.
@@ -996,7 +1039,7 @@ int restore_main(const args &a) {
   // The options that only set a flag.
   const std::pair<const char *, bool *> flags[] = {{"--detach", &o.detach},         {"--lazy", &o.lazy},
                                                    {"--pid-namespace", &o.pid_namespace}, {"--latest", &o.latest},
-                                                   {"--keep-stdio", &o.keep_stdio}};
+                                                   {"--keep-stdio", &o.keep_stdio}, {"--clone", &o.clone}};
   for (size_t i = 0; i < a.size(); ++i) {
     std::string v;
     bool *flag = nullptr;
@@ -1016,6 +1059,12 @@ int restore_main(const args &a) {
       o.fill_rate = mib << 20;
     } else if (take_option("restore", a, &i, "--pid-file", &v)) {
       o.pid_file = v;
+    } else if (take_option("restore", a, &i, "--port-map", &v)) {
+      if (!parse_port_map(v, &o.ports))
+        throw usage_error("restore", strf("--port-map takes FROM:TO[,FROM:TO...], not \"%s\"", v.c_str()));
+    } else if (take_option("restore", a, &i, "--netns", &v)) {
+      if (v.empty()) throw usage_error("restore", "--netns takes a network namespace's name or path");
+      o.netns = v;
     } else if (take_option("restore", a, &i, "--replace", &v)) {
       if (!parse_pid(v, &o.replace)) throw usage_error("restore", strf("--replace takes a PID, not \"%s\"", v.c_str()));
     } else if (take_option("restore", a, &i, "--verify", &v)) {
@@ -1050,6 +1099,10 @@ int restore_main(const args &a) {
   if (o.fill_rate && !o.lazy) throw usage_error("restore", "--fill-rate paces a --lazy restore");
   if ((o.keep_stdio || !o.pid_file.empty()) && !o.detach)
     throw usage_error("restore", "--keep-stdio and --pid-file go with --detach");
+  if (o.clone && o.lazy) throw usage_error("restore", "a --clone maps its memory: it is never --lazy");
+  if (o.clone && o.replace) throw usage_error("restore", "a --clone ends no process: not with --replace");
+  im.clone = o.clone;
+  im.ports = o.ports.empty() ? nullptr : &o.ports;
   if (o.lazy) {
     if (const std::string why = lazy_unavailable(); !why.empty()) {
       fprintf(stderr, "mmtier restore: restoring eagerly: %s\n", why.c_str());
@@ -1057,6 +1110,8 @@ int restore_main(const args &a) {
     }
   }
   check(im, o);
+  if (o.clone && im.m.hdr->restore_note_size < rs::kNoteWithFlags)
+    refuse(im, "its library is older than thin clones (a clone's heap would not know its pages are the capsule's)");
   const int replaced_fd = o.replace ? check_replaced(im, o.replace) : -1;
   if (o.lazy && im.m.hdr->restore_note_size < rs::kNoteWithLazySentinel) {
     // Its library could not tell a snapshot of its own from a fill still
@@ -1072,7 +1127,12 @@ int restore_main(const args &a) {
   fflush(nullptr);
   // As root, at the original numbers in this PID namespace when they are
   // free; else (or with --pid-namespace) in a new one.
-  const bool host_ns = !o.pid_namespace && host_ids_free(im);
+  // A clone takes its PID in a namespace of its own: the original or
+  // another clone may have it.
+  const bool host_ns = !o.pid_namespace && !o.clone && host_ids_free(im);
+  // Before a user namespace of its own: the network namespace is the
+  // host user's.
+  if (!o.netns.empty()) enter_netns(o.netns);
   if (!host_ns) enter_namespaces();
   const pid_t init = fork();
   if (init < 0) throw failure(strf("cannot start the restored process: %s", strerror(errno)));

@@ -19,7 +19,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -284,7 +287,8 @@ struct maker {
   // Binds to the address the socket had.  A Unix socket's file left by the
   // killed original (nobody answers on it) is removed first.
   void bind_to(int fd, const cap::fd_socket &d, int want) {
-    const auto *sa = reinterpret_cast<const sockaddr *>(d.local);
+    sockaddr_storage moved;
+    const auto *sa = local_of(d, &moved);
     if (bind(fd, sa, d.local_len) == 0) return;
     const int err = errno;
     const auto *un = reinterpret_cast<const sockaddr_un *>(d.local);
@@ -298,8 +302,24 @@ struct maker {
       errno = err;
     }
     errno = err;
-    fail(strf("descriptor %d: cannot bind its socket to %s again: %s", want, address(d.local, d.local_len).c_str(),
-              why().c_str()));
+    fail(strf("descriptor %d: cannot bind its socket to %s again: %s", want,
+              address(reinterpret_cast<const unsigned char *>(sa), d.local_len).c_str(), why().c_str()));
+  }
+
+  // The socket's local address, its port moved when the port map names it
+  // (copied into *room).
+  const sockaddr *local_of(const cap::fd_socket &d, sockaddr_storage *room) const {
+    const auto *sa = reinterpret_cast<const sockaddr *>(d.local);
+    if (!im.ports || (d.domain != AF_INET && d.domain != AF_INET6) || d.local_len > sizeof *room) return sa;
+    memcpy(room, d.local, d.local_len);
+    in_port_t *port = d.domain == AF_INET ? &reinterpret_cast<sockaddr_in *>(room)->sin_port
+                                          : &reinterpret_cast<sockaddr_in6 *>(room)->sin6_port;
+    for (const auto &[from, to] : *im.ports)
+      if (ntohs(*port) == from) {
+        *port = htons(to);
+        return reinterpret_cast<const sockaddr *>(room);
+      }
+    return sa;
   }
 
   static std::string address(const unsigned char *a, uint32_t len) {
@@ -388,7 +408,8 @@ struct maker {
         // the server's port): its port is a listener's, taken again, and
         // the program only has an error left to read from it.
         if (d.domain != AF_UNIX && d.type == SOCK_STREAM) {
-          if (bind(fd, reinterpret_cast<const sockaddr *>(d.local), d.local_len) != 0 && errno != EADDRINUSE)
+          sockaddr_storage moved;
+          if (bind(fd, local_of(d, &moved), d.local_len) != 0 && errno != EADDRINUSE)
             fail(strf("descriptor %d: cannot bind its socket to %s again: %s", r.fd,
                       address(d.local, d.local_len).c_str(), why().c_str()));
         } else {
@@ -551,6 +572,29 @@ std::string fd_restore(const fd_image &im, const int stdio[3], int floor) {
     return "the descriptor table refers to a descriptor it does not hold";
   }
   return "";
+}
+
+}  // namespace mmtier::cli
+
+namespace mmtier::cli {
+
+bool parse_port_map(const std::string &text, port_map *out) {
+  out->clear();
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t comma = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, comma - at);
+    unsigned from = 0, to = 0;
+    int used = 0;
+    if (sscanf(item.c_str(), "%5u:%5u%n", &from, &to, &used) != 2 || used != static_cast<int>(item.size()) ||
+        !isdigit(static_cast<unsigned char>(item[0])) || !from || !to || from > 65535 || to > 65535)
+      return false;
+    for (const auto &p : *out)
+      if (p.first == from) return false;
+    out->emplace_back(static_cast<uint16_t>(from), static_cast<uint16_t>(to));
+    at = comma + 1;
+  }
+  return !out->empty();
 }
 
 }  // namespace mmtier::cli

@@ -9,8 +9,18 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace mmtier::cli {
+
+// Listening ports a restore moves (`--port-map FROM:TO,...`): a socket the
+// capsule has bound to port FROM (TCP or UDP, IPv4 or IPv6) is bound to TO.
+using port_map = std::vector<std::pair<uint16_t, uint16_t>>;
+
+// "FROM:TO[,FROM:TO...]" into *out; false if it is not that (ports 1-65535,
+// each FROM once).
+bool parse_port_map(const std::string &text, port_map *out);
 
 struct fd_image {
   const capsule::manifest_view *m = nullptr;
@@ -18,6 +28,7 @@ struct fd_image {
   uint64_t nfds = 0;
   const unsigned char *data = nullptr;  // the fd_data table
   uint64_t data_len = 0;
+  const port_map *ports = nullptr;  // or none moved
 };
 
 // Before anything is made: "" or why the table cannot be restored (a

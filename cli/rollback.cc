@@ -58,8 +58,8 @@ int autosave_supervisor(int pid) {
 
 int rollback_main(const args &a) {
   const std::string cmd = "rollback";
-  std::string pid_text, to, dir;
-  bool dir_set = false, lazy = false;
+  std::string pid_text, to, dir, port_map, netns;
+  bool dir_set = false, lazy = false, as_new = false;
   for (size_t i = 0; i < a.size(); ++i) {
     std::string v;
     if (a[i] == "-h" || a[i] == "--help") {
@@ -70,6 +70,9 @@ int rollback_main(const args &a) {
       dir_set = true;
     } else if (a[i] == "--lazy") {
       lazy = true;
+    } else if (a[i] == "--as-new") {
+      as_new = true;
+    } else if (take_option(cmd, a, &i, "--port-map", &port_map) || take_option(cmd, a, &i, "--netns", &netns)) {
     } else if (!a[i].empty() && a[i][0] == '-') {
       throw usage_error(cmd, strf("unknown option %s", a[i].c_str()));
     } else if (pid_text.empty()) {
@@ -81,10 +84,13 @@ int rollback_main(const args &a) {
   int pid = 0;
   if (!parse_pid(pid_text, &pid)) throw usage_error(cmd, "give the PID of the process to roll back");
   if (to.empty()) throw usage_error(cmd, "give --to CAPSULE, or --to -N for its N-th newest snapshot");
+  if (!as_new && (!port_map.empty() || !netns.empty()))
+    throw usage_error(cmd, "--port-map and --netns go with --as-new");
+  if (as_new && lazy) throw usage_error(cmd, "--as-new maps the snapshot's memory: it is never --lazy");
   const long self = own_pid(pid);
   if (!self) throw failure(strf("process %d is not running", pid));
   // An autosave supervisor would restore it again behind our back.
-  if (const int sup = autosave_supervisor(pid))
+  if (const int sup = as_new ? 0 : autosave_supervisor(pid))
     throw failure(strf("process %d is supervised by mmtier run --autosave (process %d), which would restore it "
                        "again: end the supervision first",
                        pid, sup));
@@ -113,6 +119,13 @@ int rollback_main(const args &a) {
         throw failure(strf("refused: %s was taken of process %d, not of process %d (which is %ld to itself)",
                            l.path.c_str(), v.hdr->pid, pid, self));
     }
+  }
+  if (as_new) {
+    // Beside it: a thin clone, PID left running.
+    args c = {capsule};
+    if (!port_map.empty()) c.insert(c.end(), {"--port-map", port_map});
+    if (!netns.empty()) c.insert(c.end(), {"--netns", netns});
+    return clone_main(c);
   }
   args r = {capsule, "--replace", std::to_string(pid), "--detach"};
   if (lazy) r.push_back("--lazy");

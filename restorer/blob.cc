@@ -52,7 +52,7 @@ inline long sc(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e = 
 
 constexpr long kProtRead = 1, kProtWrite = 2;
 constexpr long kMapShared = 0x01, kMapPrivate = 0x02, kMapAnon = 0x20, kMapGrowsDown = 0x100, kMapNoReserve = 0x4000;
-constexpr long kMapFixedNoReplace = 0x100000;
+constexpr long kMapFixed = 0x10, kMapFixedNoReplace = 0x100000;
 constexpr long kArchSetFs = 0x1002;
 constexpr long kPrSetMm = 35, kPrSetMmMap = 14;
 
@@ -140,11 +140,17 @@ void map_region(plan *p, const map_op &m) {
   // is the dominant cost of an eager restore).  A region the program asked
   // not to have them keeps its wish.
   const bool anon = kind == map_kind::anon || kind == map_kind::stack;
-  if (anon && len >= (uint64_t{2} << 20) && m.ncopies && !m.lazy && !(m.madv & 2 /* kMadvNoHuge */))
+  if (anon && len >= (uint64_t{2} << 20) && m.ncopies && !m.lazy && !m.no_huge && !(m.madv & 2 /* kMadvNoHuge */))
     sc(__NR_madvise, static_cast<long>(m.start), static_cast<long>(len), 14 /* MADV_HUGEPAGE */);
   for (uint64_t i = 0; !m.lazy && i < m.ncopies; ++i) {
     const copy_op &c = p->copies[m.first_copy + i];
-    read_exact(p, c.fd, c.addr, c.len, c.mem_off);
+    if (!c.map) {
+      read_exact(p, c.fd, c.addr, c.len, c.mem_off);
+      continue;
+    }
+    const long q = sc(__NR_mmap, static_cast<long>(c.addr), static_cast<long>(c.len), prot, kMapPrivate | kMapFixed,
+                      c.fd, static_cast<long>(c.mem_off));
+    if (failed(q)) fail(p, "cannot map the capsule's memory", -q, c.addr);
   }
   if (prot != static_cast<long>(m.prot)) {
     const long e = sc(__NR_mprotect, static_cast<long>(m.start), static_cast<long>(len), static_cast<long>(m.prot));
@@ -490,6 +496,7 @@ extern "C" [[noreturn]] __attribute__((section(".text.entry"))) void restorer_en
       note->npmem_fds = p->npmem_fds;
       for (uint32_t i = 0; i < p->npmem_fds && i < 8; ++i) note->pmem_fds[i] = p->pmem_fds[i];
     }
+    if (p->note_size >= kNoteWithFlags) note->flags = p->note_flags;
     note->magic = kRestoreNoteMagic;
   }
   thread_op *leader = nullptr;

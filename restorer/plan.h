@@ -30,7 +30,7 @@ struct map_op {
   uint64_t file_offset;
   uint64_t first_copy, ncopies;
   uint32_t lazy;        // 1: registered with the userfaultfd, its copies left to the command (lazy restore)
-  uint32_t reserved;
+  uint32_t no_huge;     // 1: no huge pages asked for (see restore.cc)
 };
 
 // Pages read from the capsule's mem file (or an earlier capsule's mem it
@@ -38,7 +38,7 @@ struct map_op {
 struct copy_op {
   uint64_t addr, len, mem_off;
   int32_t fd;  // the file read
-  uint32_t reserved;
+  uint32_t map;  // 1: the file mapped privately over addr (a thin clone shares its pages until written), not read
 };
 
 // A kernel mapping ([vvar], [vdso]) moved to where the capsule had it.
@@ -84,9 +84,13 @@ struct restore_note {
   int32_t pmem_fds[8];     // likewise
   uint32_t npmem_fds;
   uint32_t reserved;
+  uint32_t flags;          // likewise
+  uint32_t reserved2;
 };
 constexpr uint32_t kNoteWithLazySentinel = 40;  // note_size from which the library has lazy_sentinel
 constexpr uint32_t kNoteWithPmemFds = 80;       // and pmem_fds
+constexpr uint32_t kNoteWithFlags = 88;         // and flags (a thin clone)
+constexpr uint32_t kNoteThinClone = 1;          // restore_note::flags
 constexpr uint64_t kRestoreNoteMagic = 0x65746f4e74736552ull;
 
 constexpr uint32_t kMaxClose = 256;  // plan::close_fds
@@ -127,7 +131,7 @@ struct plan {
   uint32_t nthread_signals;  // pending for single threads, queued to each once all exist
   int32_t pmem_fds[8];       // the capsule's PMem files, kept open for the library (restore_note)
   uint32_t npmem_fds;
-  uint32_t reserved4;
+  uint32_t note_flags;       // restore_note::flags
   timer_op timers[kMaxTimers];
   struct {
     int32_t tid;

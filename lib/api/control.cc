@@ -6,6 +6,7 @@
 #include "platform/sys.h"
 #include "snapshot/capture.h"
 #include "snapshot/periodic.h"
+#include "snapshot/restore_note.h"
 #include "config/config.h"
 #include "platform/clock.h"
 #include "stats/live_stats.h"
@@ -38,7 +39,9 @@ bool g_started = false;  // under g_start_lock
 int g_listen = -1;
 char g_path[sizeof(sockaddr_un::sun_path)];
 struct stat g_sock_id;  // the socket file we made (removed only if still ours)
-bool g_forked = false;  // a fork() child: no periodic snapshots of its own
+// A fork() child, or a thin clone (its snapshots would be named and pruned
+// as the original's): no periodic snapshots of its own.
+bool g_no_periodic = false;
 
 bool peer_allowed(int fd) {
   ucred cred;
@@ -90,7 +93,7 @@ bool serve(int fd) {
 // (MMTIER_SNAPSHOT_EVERY), taking it when it is.  False when this thread is
 // the one a restored process resumed in.
 bool wait_for_connection(uint64_t *next_ns) {
-  const uint64_t every = g_forked ? 0 : config_get().snapshot_every_ns;
+  const uint64_t every = g_no_periodic ? 0 : config_get().snapshot_every_ns;
   for (;;) {
     int timeout_ms = -1;
     if (every) {
@@ -185,17 +188,18 @@ void fork_child() {
   g_listen = -1;
   g_path[0] = 0;
   g_started = false;
-  g_forked = true;
+  g_no_periodic = true;
 }
 
 // A restored process: no control thread and no socket of its own yet (the
 // descriptor was the original's); it starts them again, and its periodic
-// snapshots go on.
+// snapshots go on (not a thin clone's).
 void restored() {
   pthread_mutex_init(&g_start_lock, nullptr);
   g_listen = -1;  // forgotten, not closed: the number is not the library's any more
   g_path[0] = 0;
   g_started = false;
+  if (g_restore_note.magic == kRestoreNoteMagic && (g_restore_note.flags & kNoteThinClone)) g_no_periodic = true;
 }
 
 }  // namespace
@@ -213,7 +217,7 @@ void control_start() {
         MMTIER_WARN("cannot start the control thread (error %d); mmtier snapshot cannot reach this process", e);
         control_exit();
       }
-    } else if (config_get().snapshot_every_ns && !g_forked) {
+    } else if (config_get().snapshot_every_ns && !g_no_periodic) {
       // The periodic snapshots are the control thread's.
       MMTIER_WARN("MMTIER_SNAPSHOT_EVERY: no control socket (MMTIER_STATS_DIR is off or unusable): this process "
                   "takes no periodic snapshots");

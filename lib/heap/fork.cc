@@ -166,7 +166,12 @@ void restored() {
       for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
         unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
         if (unit_tier(u) == kTierPmem && !u.frozen) u.frozen = kFrozenOwn;  // its file is gone too
-        if (u.frozen) u.frozen = kFrozenCapsule;
+        if (u.frozen) {
+          u.frozen = kFrozenCapsule;
+        } else if (g_mgr.thin_clone && unit_tier(u) >= 0 && u.live) {
+          u.frozen = kFrozenCapsule;  // a DRAM unit mapping the capsule's pages
+          ++g_mgr.counters.frozen_inherited;
+        }
       }
     });
     g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
@@ -236,6 +241,8 @@ void heap_adopt_capsule_storage(const int *fds, size_t n) {
     if (!kept) sys::close(fds[i]);
   }
 }
+
+void heap_note_thin_clone() { g_mgr.thin_clone = true; }
 
 void heap_fork_register() {
   faults_fork_register();

@@ -234,6 +234,14 @@ int heap_snapshot_hand_over(bool (*link)(void *ctx, int fd), void *ctx);
 // again.  Descriptors that cannot be held (no unit of the capsule's left,
 // no room) are closed.
 void heap_adopt_capsule_storage(const int *fds, size_t n);
+// Before the restored handlers run, in a thin clone (`mmtier restore
+// --clone`): its units' pages are private mappings of the capsule's memory,
+// shared with every other clone until written.  Each unit becomes a frozen
+// one of the capsule's (kFrozenCapsule): a page it drops becomes a fresh
+// zero page, never the capsule's again; it is re-shared into storage of
+// the clone's own once written, not when only read (which would copy what
+// the clones share); a DRAM one stays where it is.
+void heap_note_thin_clone();
 
 // --- statistics
 void heap_counters_get(heap_counters *out);

@@ -43,6 +43,9 @@ struct unit_manager {
   // Bumped when the PMem storage changes hands (a ZeroIO snapshot): a slot
   // chosen before belongs to storage the process no longer owns.
   uint64_t storage_generation = 0;
+  // A thin clone (heap_note_thin_clone): its units map the capsule's pages,
+  // shared with the other clones; reading them copies none.
+  bool thin_clone = false;
 };
 extern unit_manager g_mgr;
 

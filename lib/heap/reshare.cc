@@ -110,7 +110,8 @@ bool own_slot_free_to_write(const unit &u) {
 // it rejoins the units the mover places (a frozen unit is never sampled or
 // moved, so a hot one would stay on PMem).  One never read costs nothing
 // and stays.  A fork child's inherited units are left alone: a child that
-// reads everything once (a Redis BGSAVE) must not copy the heap.
+// reads everything once (a Redis BGSAVE) must not copy the heap; so are a
+// thin clone's, which share the capsule's pages with the other clones.
 constexpr size_t kCapsuleInUsePages = kPagesPerUnit / 8;
 
 // Worth re-sharing: a unit holding copies in DRAM, one of the process's own
@@ -121,6 +122,9 @@ bool worth_resharing(size_t idx) {
   if (!resharable(u)) return false;
   if (own_slot_free_to_write(u)) return true;
   const frozen_view v = view_of(idx);
+  // A thin clone's unit: once at least half its live pages are copies (a
+  // write to every unit must not copy the whole heap the clones share).
+  if (g_mgr.thin_clone && u.frozen == kFrozenCapsule) return v.known && v.copied * 2 >= u.live;
   return v.known && (v.copied > 0 || (u.frozen == kFrozenCapsule && v.mapped >= kCapsuleInUsePages));
 }
 

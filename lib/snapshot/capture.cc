@@ -494,6 +494,7 @@ void restored(uint64_t mask) {
     sys::raw(SYS_futex, reinterpret_cast<long>(&g_restore_note.users), FUTEX_WAIT_PRIVATE, u, 0);
   if (g_restore_note.magic == kRestoreNoteMagic && g_restore_note.b_len)
     sys::munmap(reinterpret_cast<void *>(g_restore_note.b_lo), g_restore_note.b_len);
+  if (g_restore_note.magic == kRestoreNoteMagic && (g_restore_note.flags & kNoteThinClone)) heap_note_thin_clone();
   quiesce_restored();
   // ZeroIO: the capsule's PMem files, held for the next snapshot to link.
   if (g_restore_note.magic == kRestoreNoteMagic && g_restore_note.npmem_fds <= 8)

@@ -26,8 +26,16 @@ struct restore_note {
   int32_t pmem_fds[8];
   uint32_t npmem_fds;
   uint32_t reserved;
+  uint32_t flags;  // kNoteThinClone
+  uint32_t reserved2;
 };
-static_assert(sizeof(restore_note) == 80);
+static_assert(sizeof(restore_note) == 88);
+
+// restore_note::flags.  A thin clone (`mmtier clone`): the heap's units map
+// the capsule's memory privately, shared with every other clone of it until
+// written; the process takes no periodic snapshots (their names and pruning
+// are the original's).
+constexpr uint32_t kNoteThinClone = 1;
 
 // Whether a lazy restore is still filling this process's memory (its
 // missing pages would be taken for never-touched ones by a snapshot).

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import re
 import select
 import shlex
@@ -216,7 +217,7 @@ class HelpTest(Base):
         self.assertEqual(r.stderr, text)
 
     def test_each_command_has_a_manual(self):
-        for cmd in ["run", "stat", "top", "plot", "snapshot", "restore", "rollback", "capsule"]:
+        for cmd in ["run", "stat", "top", "plot", "snapshot", "restore", "rollback", "capsule", "clone"]:
             text = self.help(cmd, "--help")
             self.assertEqual(text, self.help("help", cmd), cmd)
             self.assertEqual(text, self.help(cmd, "-h"), cmd)
@@ -1563,6 +1564,78 @@ POKING_PROG = HASHING_PROG.replace(
     "signal.signal(signal.SIGUSR2, poke)\n")
 
 
+# python3 holding 64 MiB of random bytes and serving them on TCP port
+# argv[1] (0: any) of 127.0.0.1, one line per request: "sum" (SHA-256 of
+# the bytes), "poke" (one byte in every 100th page changed), "pid" (the PID
+# it sees itself as).  Writes "PID PORT" to argv[2] once it listens.
+SERVING_PROG = (
+    "import hashlib, os, random, socket, sys\n"
+    "random.seed(7)\n"
+    "data = bytearray(random.randbytes(64 << 20))\n"
+    "s = socket.socket()\n"
+    "s.bind(('127.0.0.1', int(sys.argv[1])))\n"
+    "s.listen(8)\n"
+    "with open(sys.argv[2] + '.new', 'w') as f:\n"
+    "    f.write(f'{os.getpid()} {s.getsockname()[1]}\\n')\n"
+    "os.rename(sys.argv[2] + '.new', sys.argv[2])\n"
+    "while True:\n"
+    "    c, _ = s.accept()\n"
+    "    with c, c.makefile('rw') as f:\n"
+    "        for line in f:\n"
+    "            if line.startswith('sum'):\n"
+    "                f.write(hashlib.sha256(data).hexdigest() + '\\n')\n"
+    "            elif line.startswith('poke'):\n"
+    "                for i in range(0, len(data), 100 * 4096):\n"
+    "                    data[i] = (data[i] + 1) & 0xff\n"
+    "                f.write('poked\\n')\n"
+    "            else:\n"
+    "                f.write(f'{os.getpid()}\\n')\n"
+    "            f.flush()\n")
+
+
+def ask_line(port, request, netns=None):
+    """One request to a SERVING_PROG on port (in network namespace netns,
+    a path, when given): its answer."""
+    code = ("import socket, sys\n"
+            "c = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=30)\n"
+            "f = c.makefile('rw'); f.write(sys.argv[2] + '\\n'); f.flush(); print(f.readline().strip())\n")
+    if netns:
+        r = subprocess.run(["nsenter", f"--net={netns}", sys.executable, "-c", code, str(port), request],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode:
+            raise OSError(r.stderr)
+        return r.stdout.strip()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as c, c.makefile("rw") as f:
+        f.write(request + "\n")
+        f.flush()
+        return f.readline().strip()
+
+
+def free_ports(n):
+    """A base port b with b .. b+n-1 free on 127.0.0.1 now."""
+    for _ in range(200):
+        b = random.randint(20000, 60000 - n)
+        socks = []
+        try:
+            for k in range(n):
+                t = socket.socket()
+                socks.append(t)
+                t.bind(("127.0.0.1", b + k))
+            return b
+        except OSError:
+            pass
+        finally:
+            for t in socks:
+                t.close()
+    raise AssertionError("no free ports")
+
+
+def pss_rss(pid):
+    """(Pss, Rss) of process pid in bytes, from smaps_rollup."""
+    text = text_of(f"/proc/{pid}/smaps_rollup")
+    return tuple(int(re.search(rf"^{k}:\s+(\d+)", text, re.M).group(1)) * 1024 for k in ("Pss", "Rss"))
+
+
 class RestoreTest(Base):
     """mmtier restore: real processes (cli_restore_child) snapshotted, killed
     and brought back with their PID, TIDs, memory and threads; and every
@@ -2293,6 +2366,121 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("mem is damaged: the chunk at offset 0", r.stderr)
         self.assertEqual(os.listdir(elsewhere), [])
+
+    def serving(self):
+        """SERVING_PROG under libmmtier on a free port: (process, port)."""
+        info = os.path.join(self.caps, "serving")
+        p = self.python(SERVING_PROG, "0", info)
+        threading.Thread(target=p.wait, daemon=True).start()
+        wait_until(lambda: os.path.exists(info), 60, "the server's port")
+        pid, port = map(int, text_of(info).split())
+        self.assertEqual(pid, p.pid)
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+        return p, port
+
+    def test_thin_clones_share_memory_until_written_and_serve_their_own_writes(self):
+        # Three clones of a capsule while its process still runs: each is
+        # that process to itself, on a port of its own, with its data;
+        # together they use little more memory than one; a write stays
+        # the writer's.
+        p, port = self.serving()
+        want = ask_line(port, "sum")
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "c"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        base = free_ports(5) + 1
+        r = mmtier(["clone", "c", "--dir", self.caps, "--count", "3", "--port-map", f"{port}:{base}", "--json"],
+                   self.dir, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        clones = json.loads(r.stdout)
+        for c in clones:
+            self.addCleanup(lambda pid=c["pid"]: os.path.exists(f"/proc/{pid}") and os.kill(pid, signal.SIGKILL))
+        self.assertEqual([(c["clone"], c["ports"]) for c in clones],
+                         [(k + 1, [[port, base + k]]) for k in range(3)])
+        self.assertEqual(len({c["pid"] for c in clones} | {p.pid}), 4)
+        for c in clones:
+            self.assertEqual(ask_line(base + c["clone"] - 1, "pid"), str(p.pid))
+            self.assertEqual(ask_line(base + c["clone"] - 1, "sum"), want)
+        # Every clone has read all of its data: the pages are the
+        # capsule's, shared; copies would make the sum 3x one's RSS.
+        pss = [pss_rss(c["pid"]) for c in clones]
+        self.assertGreater(pss[0][1], 64 * MiB)
+        self.assertLess(sum(x[0] for x in pss), 1.5 * pss[0][1], pss)
+        # A write is the writer's own, and costs about what it wrote.
+        anon = lambda pid: int(re.search(r"^Pss_Anon:\s+(\d+)", text_of(f"/proc/{pid}/smaps_rollup"),
+                                         re.M).group(1)) * 1024
+        before = anon(clones[0]["pid"])
+        self.assertEqual(ask_line(base, "poke"), "poked")
+        poked = ask_line(base, "sum")
+        self.assertNotEqual(poked, want)
+        self.assertEqual([ask_line(base + k, "sum") for k in (1, 2)], [want, want])
+        self.assertEqual(ask_line(port, "sum"), want)
+        self.assertLess(anon(clones[0]["pid"]) - before, 16 * MiB)
+        # All or nothing: the second clone's port is taken (by clone 1),
+        # so the first, started on a free one, is ended too.
+        r = mmtier(["clone", "c", "--dir", self.caps, "--count", "2", "--port-map", f"{port}:{base - 1}"],
+                   self.dir, timeout=300)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"^mmtier: clone 2 of 2 did not start \(the 1 started were ended\): restore of "
+                                   r".*c\.mmtcap failed: descriptor \d+: cannot bind its socket to "
+                                   rf"127\.0\.0\.1:{base} again: Address already in use\n$")
+        def ended():
+            try:
+                ask_line(base - 1, "sum")
+            except OSError:
+                return True
+            return False
+
+        wait_until(ended, 30, "the end of the clone started first")
+        # Rollback beside the running process: a clone of its snapshot.
+        r = mmtier(["rollback", str(p.pid), "--to", "c", "--dir", self.caps, "--as-new", "--port-map",
+                    f"{port}:{base + 3}"], self.dir, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = re.match(rf"clone 1: pid (\d+), ports {port}->{base + 3}, started in ", r.stdout)
+        self.assertTrue(m, r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{m.group(1)}") and os.kill(int(m.group(1)), signal.SIGKILL))
+        self.assertEqual(ask_line(base + 3, "sum"), want)
+        self.assertIsNone(p.poll())
+        # Usage: a --port-map that is not one, --as-new with --lazy.
+        r = mmtier(["clone", "c", "--dir", self.caps, "--port-map", "80"], self.dir)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--port-map takes FROM:TO[,FROM:TO...], not \"80\"", r.stderr)
+        r = mmtier(["rollback", str(p.pid), "--to", "c", "--as-new", "--lazy"], self.dir)
+        self.assertEqual(r.returncode, 2, r.stderr)
+
+    def test_thin_clones_in_network_namespaces_keep_their_port(self):
+        if os.geteuid() != 0:
+            self.skipTest("run as root: entering another network namespace needs CAP_SYS_ADMIN over it")
+        p, port = self.serving()
+        want = ask_line(port, "sum")
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "n"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # Two network namespaces, each held by a process with its
+        # loopback up (SIOCSIFFLAGS IFF_UP|IFF_RUNNING on lo).
+        up = ("import fcntl, socket, struct, sys, time\n"
+              "s = socket.socket()\n"
+              "fcntl.ioctl(s, 0x8914, struct.pack('16sH14x', b'lo', 0x41))\n"
+              "print('up', flush=True)\n"
+              "time.sleep(600)\n")
+        holders = []
+        for _ in range(2):
+            h = subprocess.Popen(["unshare", "--net", sys.executable, "-c", up], stdout=subprocess.PIPE, text=True)
+            self.addCleanup(lambda h=h: (h.kill(), h.wait(), h.stdout.close()))
+            self.assertEqual(read_line(h.stdout, 30, "the namespace's loopback"), "up")
+            holders.append(f"/proc/{h.pid}/ns/net")
+        r = mmtier(["clone", "n", "--dir", self.caps, "--netns", ",".join(holders), "--json"], self.dir, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        clones = json.loads(r.stdout)
+        for c in clones:
+            self.addCleanup(lambda pid=c["pid"]: os.path.exists(f"/proc/{pid}") and os.kill(pid, signal.SIGKILL))
+        self.assertEqual([(c["clone"], c["netns"], c["ports"]) for c in clones],
+                         [(1, holders[0], []), (2, holders[1], [])])
+        # The same port in each namespace, the original's on the host.
+        self.assertEqual(ask_line(port, "poke"), "poked")
+        self.assertEqual([ask_line(port, "sum", netns=n) for n in holders], [want, want])
+        self.assertNotEqual(ask_line(port, "sum"), want)
+        r = mmtier(["clone", "n", "--dir", self.caps, "--netns", "/proc/self/ns/nothing"], self.dir)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("cannot open the network namespace /proc/self/ns/nothing", r.stderr)
 
     def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
         if os.geteuid() != 0:
