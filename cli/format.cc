@@ -141,6 +141,25 @@ std::string format_detail(const snapshot &s) {
                              static_cast<unsigned long long>(p.reshare_stop_refusals),
                              static_cast<unsigned long long>(p.reshare_failed)));
   }
+  if (p.snapshots || p.snapshots_failed) {
+    line("snapshots", strf("%llu taken, %llu failed, %s written in all, pauses %.3f ms longest, %.3f ms in all",
+                           static_cast<unsigned long long>(p.snapshots),
+                           static_cast<unsigned long long>(p.snapshots_failed),
+                           human_bytes(p.snapshot_written_bytes).c_str(),
+                           static_cast<double>(p.snapshot_pause_max_ns) / 1e6,
+                           static_cast<double>(p.snapshot_pause_total_ns) / 1e6));
+    if (p.snapshot_last_ns) {
+      const time_t t = static_cast<time_t>(p.snapshot_last_ns / 1000000000);
+      struct tm tm;
+      char when[32];
+      strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+      line("  last", strf("%s, paused %.3f ms, %s written, %s shared, %s of PMem linked", when,
+                          static_cast<double>(p.snapshot_last_pause_ns) / 1e6,
+                          human_bytes(p.snapshot_last_written_bytes).c_str(),
+                          human_bytes(p.snapshot_last_shared_bytes).c_str(),
+                          human_bytes(p.snapshot_last_linked_bytes).c_str()));
+    }
+  }
   o += "\nheat histogram (units by heat, 0 = cold, 1 = hot)\n";
   uint64_t most = 0;
   for (uint64_t v : p.heat_histogram) most = v > most ? v : most;
@@ -242,6 +261,16 @@ std::string format_json(const snapshot &s) {
   field("reshare_pause_total_ns", u64(p.reshare_pause_total_ns));
   field("reshare_stop_refusals", u64(p.reshare_stop_refusals));
   field("reshare_failed", u64(p.reshare_failed));
+  field("snapshots", u64(p.snapshots));
+  field("snapshots_failed", u64(p.snapshots_failed));
+  field("snapshot_last_unix_ns", p.snapshot_last_ns ? u64(p.snapshot_last_ns) : "null");
+  field("snapshot_last_pause_ns", u64(p.snapshot_last_pause_ns));
+  field("snapshot_last_written_bytes", u64(p.snapshot_last_written_bytes));
+  field("snapshot_last_shared_bytes", u64(p.snapshot_last_shared_bytes));
+  field("snapshot_last_linked_bytes", u64(p.snapshot_last_linked_bytes));
+  field("snapshot_pause_max_ns", u64(p.snapshot_pause_max_ns));
+  field("snapshot_pause_total_ns", u64(p.snapshot_pause_total_ns));
+  field("snapshot_written_bytes", u64(p.snapshot_written_bytes));
   field("mover_running", p.mover_running ? "true" : "false");
   field("scans", u64(p.scans));
   field("promotions", u64(p.promotions));
@@ -395,6 +424,28 @@ std::string format_prometheus(const std::vector<snapshot> &all) {
          [](const page &p) { return strf("%.9f", static_cast<double>(p.reshare_pause_total_ns) / 1e9); });
   simple("mmtier_reshare_pause_max_seconds", "gauge", "The longest stop for a re-share.",
          [](const page &p) { return strf("%.9f", static_cast<double>(p.reshare_pause_max_ns) / 1e9); });
+  simple("mmtier_snapshots_total", "counter", "Durable snapshots (capsules) taken of the process.",
+         [](const page &p) { return u64(p.snapshots); });
+  simple("mmtier_snapshots_failed_total", "counter", "Snapshots of the process that failed.",
+         [](const page &p) { return u64(p.snapshots_failed); });
+  simple("mmtier_snapshot_last_success_timestamp_seconds", "gauge",
+         "When the last durable snapshot was taken (Unix time; 0: never).",
+         [](const page &p) { return strf("%.3f", static_cast<double>(p.snapshot_last_ns) / 1e9); });
+  simple("mmtier_snapshot_last_pause_seconds", "gauge", "How long the last snapshot stopped the program's threads.",
+         [](const page &p) { return strf("%.9f", static_cast<double>(p.snapshot_last_pause_ns) / 1e9); });
+  simple("mmtier_snapshot_pause_max_seconds", "gauge", "The longest snapshot pause.",
+         [](const page &p) { return strf("%.9f", static_cast<double>(p.snapshot_pause_max_ns) / 1e9); });
+  simple("mmtier_snapshot_pause_seconds_total", "counter", "Time snapshots stopped the program's threads.",
+         [](const page &p) { return strf("%.9f", static_cast<double>(p.snapshot_pause_total_ns) / 1e9); });
+  simple("mmtier_snapshot_last_written_bytes", "gauge", "Memory bytes the last snapshot wrote.",
+         [](const page &p) { return u64(p.snapshot_last_written_bytes); });
+  simple("mmtier_snapshot_last_shared_bytes", "gauge",
+         "Memory bytes the last snapshot referred to in earlier capsules instead of writing (incremental).",
+         [](const page &p) { return u64(p.snapshot_last_shared_bytes); });
+  simple("mmtier_snapshot_last_linked_bytes", "gauge", "PMem bytes the last snapshot linked instead of copying.",
+         [](const page &p) { return u64(p.snapshot_last_linked_bytes); });
+  simple("mmtier_snapshot_written_bytes_total", "counter", "Memory bytes written by every snapshot.",
+         [](const page &p) { return u64(p.snapshot_written_bytes); });
   family("mmtier_unit_heat", "gauge",
          "Units by heat (the decayed share of a unit's sampled pages found touched per scan, 0 cold to 1 hot); "
          "bucket is the upper bound of a heat range of width 0.125.",

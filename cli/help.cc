@@ -329,6 +329,18 @@ JSON
     reshare_stop_refusals, reshare_failed
                                 Stops given up (a thread would not stop
                                 in time); other failures.
+    snapshots, snapshots_failed Durable snapshots taken of the process;
+                                attempts that failed.
+    snapshot_last_unix_ns       When the last durable one was taken;
+                                null: never.
+    snapshot_last_pause_ns, snapshot_last_written_bytes,
+    snapshot_last_shared_bytes, snapshot_last_linked_bytes
+                                Its pause, memory bytes written, bytes
+                                referred to in earlier capsules, PMem
+                                bytes linked.
+    snapshot_pause_max_ns, snapshot_pause_total_ns,
+    snapshot_written_bytes      The longest pause; all pauses; all bytes
+                                written.
     mover_running               true while the mover thread runs.
     scans, promotions, demotions, migrations_failed
                                 The mover's counters.
@@ -360,6 +372,12 @@ PROMETHEUS
                 (1 or 0); mmtier_mmap_bytes; mmtier_frozen_bytes;
                 mmtier_frozen_copied_bytes;
                 mmtier_reshare_pause_max_seconds; mmtier_start_time_seconds;
+                mmtier_snapshot_last_success_timestamp_seconds (0:
+                never), mmtier_snapshot_last_pause_seconds,
+                mmtier_snapshot_pause_max_seconds,
+                mmtier_snapshot_last_written_bytes,
+                mmtier_snapshot_last_shared_bytes,
+                mmtier_snapshot_last_linked_bytes;
                 mmtier_unit_heat with label bucket="0.125" .. "1" (the
                 upper bound of its heat range); mmtier_info (always 1,
                 labels uid, policy, ratio, promote, pmem_path).
@@ -373,7 +391,10 @@ PROMETHEUS
                 mmtier_mover_cpu_seconds_total, mmtier_fallbacks_total,
                 mmtier_forks_total, mmtier_reshares_total,
                 mmtier_reshare_bytes_total,
-                mmtier_reshare_pause_seconds_total.
+                mmtier_reshare_pause_seconds_total, mmtier_snapshots_total,
+                mmtier_snapshots_failed_total,
+                mmtier_snapshot_pause_seconds_total,
+                mmtier_snapshot_written_bytes_total.
     For the node exporter's textfile collector, run every 15 s or so (a
     systemd timer, cron):
         mmtier stat --all --prometheus \

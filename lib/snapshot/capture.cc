@@ -700,7 +700,9 @@ bool lazy_fill_pending() {
   return false;
 }
 
-long snapshot_take(const snap_request &req, snap_result *res) {
+namespace {
+
+long take(const snap_request &req, snap_result *res) {
   memset(res, 0, sizeof *res);
   if (pthread_mutex_trylock(&g_one) != 0) {
     set_line(res, "another snapshot of this process is under way");
@@ -775,6 +777,14 @@ long snapshot_take(const snap_request &req, snap_result *res) {
               static_cast<unsigned long long>(res->pmem_linked));
   if (res->pmem_note[0]) MMTIER_INFO("snapshot %s: %s", res->path, res->pmem_note);
   return 0;
+}
+
+}  // namespace
+
+long snapshot_take(const snap_request &req, snap_result *res) {
+  const long r = take(req, res);
+  if (r != 1) snapshot_count(r, *res);  // 1: this is the restored process
+  return r;
 }
 
 }  // namespace mmtier::detail

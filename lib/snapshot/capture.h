@@ -53,6 +53,18 @@ long snapshot_take(const snap_request &req, snap_result *result);
 // max).  0, or -EOPNOTSUPP with line saying why (timers_capture.cc).
 long capture_timers(capsule::timer_record *timers, uint32_t max, uint32_t *count, char *line, size_t line_cap);
 
+// What this process's snapshots did so far (stats/live_format.h has the
+// meaning of each; a restored process goes on from its original's).
+struct snapshot_counters {
+  uint64_t taken, failed, last_ns, last_pause_ns, last_written, last_shared, last_linked;
+  uint64_t pause_max_ns, pause_total_ns, written;
+};
+void snapshot_counters_get(snapshot_counters *out);
+// Counts a snapshot that ended with r (snapshot_take's value) and res.
+void snapshot_count(long r, const snap_result &res);
+// Called (no lock held) each time a snapshot ends, for the statistics page.
+extern void (*g_snapshot_done_hook)();
+
 // Where the statistics page is (a layer above publishes it): read in the
 // pause; its region is recorded as kind stats, which a restore leaves out.
 extern uintptr_t (*g_snapshot_stats_page)();

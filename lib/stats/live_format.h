@@ -46,7 +46,7 @@
 namespace mmtier::live_format {
 
 inline constexpr uint64_t kMagic = 0x31747473746d6d23ull;  // "#mmtstt1"
-inline constexpr uint32_t kVersion = 4;
+inline constexpr uint32_t kVersion = 5;
 inline constexpr int kTiers = 2;  // index 0 DRAM, 1 PMem
 inline constexpr int kHeatBuckets = 8;
 inline constexpr int kFailReasons = 4;  // distinct errno values of failed moves kept
@@ -137,6 +137,23 @@ struct stats_page {
 
   // Written by readers (atomically): see "Freshness" above.
   uint64_t refresh_requests;
+
+  // Snapshots of the process (mmtier snapshot, periodic ones, the API),
+  // written as each ends: durable capsules written; attempts that failed
+  // (one refused because another was under way is not counted); when the
+  // last durable one was taken (CLOCK_REALTIME, 0: never), its pause, its
+  // memory bytes written, shared with earlier capsules and PMem linked;
+  // the longest and total pause, the bytes written in all.
+  uint64_t snapshots;
+  uint64_t snapshots_failed;
+  uint64_t snapshot_last_ns;
+  uint64_t snapshot_last_pause_ns;
+  uint64_t snapshot_last_written_bytes;
+  uint64_t snapshot_last_shared_bytes;
+  uint64_t snapshot_last_linked_bytes;
+  uint64_t snapshot_pause_max_ns;
+  uint64_t snapshot_pause_total_ns;
+  uint64_t snapshot_written_bytes;
 };
 
 // Copies a consistent snapshot of the page in the stats file open on fd,

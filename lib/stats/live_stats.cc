@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "heap/heap.h"
 #include "mover/mover.h"
+#include "snapshot/capture.h"
 #include "platform/clock.h"
 #include "platform/sys.h"
 #include "support/log.h"
@@ -285,6 +286,32 @@ void put_resident(stats_page *p, const resident_split &res) {
   p->resident_ns = sys::real_ns();
 }
 
+void put_snapshots(stats_page *p) {
+  snapshot_counters s;
+  snapshot_counters_get(&s);
+  p->snapshots = s.taken;
+  p->snapshots_failed = s.failed;
+  p->snapshot_last_ns = s.last_ns;
+  p->snapshot_last_pause_ns = s.last_pause_ns;
+  p->snapshot_last_written_bytes = s.last_written;
+  p->snapshot_last_shared_bytes = s.last_shared;
+  p->snapshot_last_linked_bytes = s.last_linked;
+  p->snapshot_pause_max_ns = s.pause_max_ns;
+  p->snapshot_pause_total_ns = s.pause_total_ns;
+  p->snapshot_written_bytes = s.written;
+}
+
+// The snapshot layer's hook, as a snapshot ends (no lock held).
+void on_snapshot() {
+  pthread_mutex_lock(&g_lock);
+  if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {
+    write_begin(p);
+    put_snapshots(p);
+    write_end(p);
+  }
+  pthread_mutex_unlock(&g_lock);
+}
+
 // The heap's change hook (heap lock held).  The page is made here once the
 // process has placed enough memory by policy (kPublishUnits).
 void on_heap_change(const heap_counters &c) {
@@ -311,6 +338,7 @@ void on_heap_change(const heap_counters &c) {
   if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {
     write_begin(p);
     put_counters(p, c);
+    put_snapshots(p);
     if (measured) {
       put_resident(p, res);
       g_pub.resident_mono.store(now, std::memory_order_relaxed);
@@ -384,6 +412,7 @@ void on_scan() {
     p->reshare_pause_total_ns = ms.reshare_pause_total_ns;
     p->reshare_stop_refusals = ms.reshare_stop_refusals;
     p->reshare_failed = ms.reshare_failed;
+    put_snapshots(p);
     if (measure) {
       put_resident(p, res);
       g_pub.resident_mono.store(now, std::memory_order_relaxed);
@@ -449,6 +478,7 @@ void live_stats_init() {
   quiesce_register(kRankLiveStats, {page_lock, page_unlock, fork_child, fork_child_ready, nullptr});
   heap_set_change_hook(on_heap_change);
   mover_set_scan_hook(on_scan);
+  __atomic_store_n(&g_snapshot_done_hook, &on_snapshot, __ATOMIC_RELEASE);
   // A process that already placed enough while starting up (memory asked
   // for by constructors) publishes now.
   heap_counters c;

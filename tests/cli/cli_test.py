@@ -2482,6 +2482,34 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("cannot open the network namespace /proc/self/ns/nothing", r.stderr)
 
+    def test_stat_counts_the_snapshots_of_a_process(self):
+        # Two taken (the second incremental), one failed (its name is
+        # taken): mmtier stat, its JSON and Prometheus say so.
+        sums = os.path.join(self.caps, "sums")
+        p = self.poking(sums)
+        for name in ("s1", "s2", "s2"):
+            r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", name, "--json"], self.dir)
+            self.assertEqual(r.returncode, 0 if r.stdout else 1, r.stderr)
+            if r.stdout:
+                last = json.loads(r.stdout)
+        r = mmtier(["stat", str(p.pid), "--json"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        s = json.loads(r.stdout)
+        self.assertEqual((s["snapshots"], s["snapshots_failed"]), (2, 1))
+        self.assertEqual(s["snapshot_last_written_bytes"], last["memory_bytes"])
+        self.assertEqual(s["snapshot_last_shared_bytes"], last["shared_bytes"])
+        self.assertGreater(s["snapshot_last_shared_bytes"], 0)
+        self.assertGreater(s["snapshot_written_bytes"], s["snapshot_last_written_bytes"])
+        self.assertGreaterEqual(s["snapshot_pause_total_ns"], s["snapshot_pause_max_ns"])
+        self.assertGreater(s["snapshot_pause_max_ns"], 0)
+        self.assertLess(abs(s["snapshot_last_unix_ns"] / 1e9 - time.time()), 120)
+        r = mmtier(["stat", str(p.pid), "--prometheus"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, rf'(?m)^mmtier_snapshots_total\{{pid="{p.pid}",[^}}]*\}} 2$')
+        self.assertRegex(r.stdout, rf'(?m)^mmtier_snapshots_failed_total\{{pid="{p.pid}",[^}}]*\}} 1$')
+        r = mmtier(["stat", str(p.pid)], self.dir)
+        self.assertRegex(r.stdout, r"(?m)^snapshots +2 taken, 1 failed, ")
+
     def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
         if os.geteuid() != 0:
             self.skipTest("run as root: set_tid in the host's PID namespace needs CAP_SYS_ADMIN")
