@@ -2510,6 +2510,48 @@ class RestoreTest(Base):
         r = mmtier(["stat", str(p.pid)], self.dir)
         self.assertRegex(r.stdout, r"(?m)^snapshots +2 taken, 1 failed, ")
 
+    def test_the_boot_unit_restores_the_newest_capsule_of_its_prefix(self):
+        # mmtier-restore@PREFIX.service as systemd would run it after a
+        # reboot: its ExecStart, %i the prefix, the directory from the
+        # environment file; the newest of the process's capsules comes
+        # back, and the unit's PIDFile names it.
+        unit = os.path.join(os.path.dirname(os.path.abspath(ARGS.mmtier)), "mmtier-restore@.service")
+        text = text_of(unit)
+        if shutil.which("systemd-analyze"):
+            here = tempfile.mkdtemp(prefix="mmtier-unit-")
+            self.addCleanup(shutil.rmtree, here, True)
+            exe = re.search(r"(?m)^ExecStart=(\S+)", text).group(1)
+            for name in ("mmtier-restore@.service", "mmtier-restore@auto-1-.service"):
+                with open(os.path.join(here, name), "w") as f:
+                    f.write(text.replace(exe, os.path.abspath(ARGS.mmtier)))
+            r = subprocess.run(["systemd-analyze", "verify", os.path.join(here, "mmtier-restore@auto-1-.service")],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual((r.returncode, r.stderr), (0, ""))
+        sums = os.path.join(self.caps, "sums")
+        p = self.poking(sums)
+        prefix = f"auto-{p.pid}-"
+        for k in (1, 2):
+            self.answer(sums, p.pid, signal.SIGUSR2)
+            r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", f"{prefix}{k}"], self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        want = self.answer(sums, p.pid, signal.SIGUSR1)
+        self.answer(sums, p.pid, signal.SIGUSR2)  # after the newest snapshot: lost
+        self.kill(p)
+        run_dir = os.path.join(self.caps, "run")
+        os.mkdir(run_dir)
+        line = re.search(r"(?m)^ExecStart=(.*)$", text).group(1).replace("%i", prefix)
+        pid_file = re.search(r"(?m)^PIDFile=(.*)$", text).group(1).replace("%i", prefix)
+        argv = [a.replace("/run/mmtier-restore", run_dir) for a in shlex.split(line)]
+        self.assertEqual(os.path.basename(argv[0]), "mmtier")
+        env = base_env(self.dir)
+        env["MMTIER_SNAPSHOT_DIR"] = self.caps  # what /etc/mmtier/restore.env sets
+        r = subprocess.run([ARGS.mmtier] + argv[1:], env=env, capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"{prefix}2.mmtcap: process {p.pid} restored", r.stderr)
+        host = int(text_of(pid_file.replace("/run/mmtier-restore", run_dir)))
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.assertEqual(self.answer(sums, host, signal.SIGUSR1), want)
+
     def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
         if os.geteuid() != 0:
             self.skipTest("run as root: set_tid in the host's PID namespace needs CAP_SYS_ADMIN")
