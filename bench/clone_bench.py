@@ -11,8 +11,9 @@ starts N clones, and the bench measures:
           restore command's run: checks, descriptors, mappings, threads)
   answer  seconds from the command's start until every clone answers PING
   PSS     the sum over the clones of Pss from /proc/PID/smaps_rollup,
-          against the original's resident size (VmRSS), taken three
-          times: once each clone answered --reads GETs of random keys;
+          against the original's resident size (VmRSS), taken four
+          times: once every clone answers PING; once each answered
+          --reads GETs of random keys;
           once each wrote --writes keys of its own (SET; every clone must
           read its own values and none of the others'); and once each ran
           DEBUG DIGEST, which reads every value.  Redis writes to what it
@@ -91,6 +92,7 @@ def main():
             wait_pong(c["ports"][0][1], t0)
         answered = time.monotonic() - t0
         starts = [c["start_seconds"] for c in clones]
+        pss_start = sum(pss_of(c["pid"]) for c in clones)
         rng = random.Random(1)
         for c in clones:
             with socket.create_connection(("127.0.0.1", c["ports"][0][1])) as conn:
@@ -117,10 +119,11 @@ def main():
         g = 2 ** 30
         print(f"redis-server, {a.keys} keys of {a.value} bytes: original resident {rss / g:.2f} GiB; "
               f"capsule in {a.dir}; {a.count} clones\n")
-        print(f"| start each, s (min .. max) | all answer PING, s | PSS sum, GiB (x original RSS): "
-              f"after {a.reads} GETs each | after {a.writes} SETs each | after DEBUG DIGEST in each |")
-        print("|---:|---:|---:|---:|---:|")
-        print(f"| {min(starts):.2f} .. {max(starts):.2f} | {answered:.2f} | {pss_read / g:.2f} ({pss_read / rss:.2f}) "
+        print(f"| start each, s (min .. max) | all answer PING, s | PSS sum, GiB (x original RSS): started "
+              f"| after {a.reads} GETs each | after {a.writes} SETs each | after DEBUG DIGEST in each |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        print(f"| {min(starts):.2f} .. {max(starts):.2f} | {answered:.2f} | {pss_start / g:.2f} ({pss_start / rss:.2f}) "
+              f"| {pss_read / g:.2f} ({pss_read / rss:.2f}) "
               f"| {pss_written / g:.2f} ({pss_written / rss:.2f}) | {pss_all / g:.2f} ({pss_all / rss:.2f}) |")
         print(f"\ndata: DEBUG DIGEST {'equal to the original in every clone' if not bad else f'DIFFERS in {bad}'}; "
               f"each clone reads its own writes: {'yes' if own else 'NO'}; "
