@@ -54,28 +54,6 @@ int run_tar(const std::vector<std::string> &args, int in_fd, int out_fd) {
 
 int remove_entry(const char *path, const struct stat *, int, struct FTW *) { return ::remove(path); }
 
-// The capsule at l, opened, parsed and durable; throws failure.
-void check_capsule_at(const located &l, bool verify) {
-  int fd = -1;
-  const char *why = nullptr;
-  if (const int r = cap::open_checked(AT_FDCWD, l.path.c_str(), &fd, &why); r != 0)
-    throw failure(strf("%s: %s", l.path.c_str(), open_error(r, why).c_str()));
-  fd_holder holder(fd);
-  if (const int r = cap::check_capsule(fd, &why); r != 0)
-    throw failure(strf("%s: %s", l.path.c_str(), open_error(r, why).c_str()));
-  manifest_file m;
-  cap::manifest_view v;
-  if (read_manifest(fd, &m) != 0) throw failure(strf("%s: cannot read its manifest", l.path.c_str()));
-  if (const cap::parse_error e = cap::manifest_parse(m.data(), m.len, &v); e != cap::parse_error::ok)
-    throw failure(strf("%s: damaged: %s", l.path.c_str(), cap::parse_error_text(e)));
-  if (v.status->state != static_cast<uint32_t>(cap::status::durable))
-    throw failure(strf("%s: not durable (a capsule is moved once it is complete and synced)", l.path.c_str()));
-  if (verify) {
-    verify_mem(fd, v);
-    verify_linked(fd, v);
-  }
-}
-
 int pack(const std::string &capsule, bool dir_set, const std::string &dir, const std::string &out) {
   const located l = locate(capsule, dir_set, dir);
   check_capsule_at(l, false);
@@ -153,6 +131,27 @@ int unpack(const std::string &in, bool dir_set, const std::string &dir_opt) {
 }
 
 }  // namespace
+
+void check_capsule_at(const located &l, bool verify) {
+  int fd = -1;
+  const char *why = nullptr;
+  if (const int r = cap::open_checked(AT_FDCWD, l.path.c_str(), &fd, &why); r != 0)
+    throw failure(strf("%s: %s", l.path.c_str(), open_error(r, why).c_str()));
+  fd_holder holder(fd);
+  if (const int r = cap::check_capsule(fd, &why); r != 0)
+    throw failure(strf("%s: %s", l.path.c_str(), open_error(r, why).c_str()));
+  manifest_file m;
+  cap::manifest_view v;
+  if (read_manifest(fd, &m) != 0) throw failure(strf("%s: cannot read its manifest", l.path.c_str()));
+  if (const cap::parse_error e = cap::manifest_parse(m.data(), m.len, &v); e != cap::parse_error::ok)
+    throw failure(strf("%s: damaged: %s", l.path.c_str(), cap::parse_error_text(e)));
+  if (v.status->state != static_cast<uint32_t>(cap::status::durable))
+    throw failure(strf("%s: not durable (a capsule is moved once it is complete and synced)", l.path.c_str()));
+  if (verify) {
+    verify_mem(fd, v);
+    verify_linked(fd, v);
+  }
+}
 
 int capsule_main(const args &a) {
   const std::string cmd = "capsule";

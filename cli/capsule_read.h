@@ -47,6 +47,10 @@ struct located {
   std::string path;
 };
 
+// The capsule at l, opened, parsed and durable, and with verify every
+// checksum of its data right; throws failure naming what is not.
+void check_capsule_at(const located &l, bool verify);
+
 // A path (with a slash) as it is; a name in the capsule directory: NAME,
 // NAME.mmtcap, or a temporary capsule's name.
 located locate(const std::string &arg, bool dir_set, const std::string &dir);

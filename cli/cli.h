@@ -44,6 +44,10 @@ int rollback_main(const args &a);
 int capsule_main(const args &a);
 // `mmtier clone CAPSULE [--count N]` (clone.cc).
 int clone_main(const args &a);
+// `mmtier migrate PID --to HOST:PORT`, `mmtier receive --listen PORT`
+// (migrate.cc).
+int migrate_main(const args &a);
+int receive_main(const args &a);
 
 // Help texts (help.cc).  topic: "", "run", "stat", "top", "plot",
 // "snapshot".  Empty string for an unknown topic.
@@ -80,6 +84,11 @@ bool parse_pid(const std::string &text, int *pid);
 long own_pid(int host);
 // A process's parent (its host PID), 0 if it is gone.
 int parent_pid(int pid);
+// MMTIER_SNAPSHOT_DIR as process pid started with it, or "".
+std::string snapshot_dir_of(int pid);
+// The `mmtier run --autosave` among pid's nearest ancestors (its parent,
+// or a restore's supervisor's parent), or 0.
+int autosave_supervisor(int pid);
 // CLOCK_MONOTONIC / CLOCK_REALTIME in nanoseconds.
 uint64_t monotonic_ns();
 uint64_t realtime_ns();

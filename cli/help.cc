@@ -18,6 +18,8 @@ SYNOPSIS
     mmtier restore CAPSULE [--detach]
     mmtier rollback PID --to CAPSULE|-N [--as-new]
     mmtier clone CAPSULE [--count N] [--port-map FROM:TO,...]
+    mmtier migrate PID --to HOST:PORT --token TOKEN
+    mmtier receive --listen [ADDRESS:]PORT [--dir DIR]
     mmtier capsule (pack CAPSULE | unpack [FILE])
     mmtier help [COMMAND]
     mmtier --version
@@ -46,6 +48,9 @@ COMMANDS
             Take a running process back to one of its snapshots.
     clone   Start thin clones of a capsule: processes that share its
             memory until each writes it.
+    migrate Move a running process to another host (where mmtier
+            receive waits).
+    receive Wait for one migration and run the process it brings.
     capsule Pack a capsule into one tar stream, or unpack one, to move it.
     help    Print the manual of a command (as COMMAND --help does).
 
@@ -751,6 +756,127 @@ EXAMPLES
         Its newest snapshot beside it, listening on port 6390.
 )";
 
+constexpr const char kMigrate[] = R"(NAME
+    mmtier migrate - move a running process to another host
+
+SYNOPSIS
+    mmtier migrate PID --to HOST:PORT --token TOKEN [--rounds N]
+                   [--eager] [--dir DIR] [--json]
+
+DESCRIPTION
+    Moves process PID, running under libmmtier, to the host where
+    `mmtier receive --listen PORT` waits (same binaries, libraries and
+    kernel build; its PMem tier's directory must exist there).  While
+    the program runs, snapshots are taken into a private directory under
+    the capsule directory and sent over one TCP connection: a first one,
+    then incremental ones, each sending only what changed since the one
+    before (a file already sent is named, not sent again; holes are not
+    sent).  When a round sends less than 16 MiB, sends more than 80 % of
+    the one before (the program writes faster than the link), or after
+    --rounds rounds, a last snapshot is taken with the program held
+    stopped: nothing it does after that instant can be lost.  Its
+    changes are sent, the receiver checks the capsule's every checksum and
+    restores it (lazily by default), and only once the process runs there
+    is PID ended (SIGKILL).  The time PID is stopped (the downtime) is
+    that last snapshot, its changes and the restore.
+
+    If anything fails before that (the connection, the receiver's checks,
+    the restore there), PID goes on where it stopped and the receiver
+    removes what it received and ends what it started.  The private
+    directory is removed either way.
+
+    The stream is not encrypted and the token is its only
+    authentication: use it on a network you trust, or through a tunnel.
+
+OPTIONS
+    --to HOST:PORT
+        Where mmtier receive listens ([ADDRESS]:PORT for IPv6).
+    --token TOKEN
+        The token mmtier receive printed (or was given).
+    --rounds N
+        At most N rounds while the program runs (0 to 20, default 4);
+        0 is a plain stop, copy, start.
+    --eager
+        The receiver restores eagerly (every byte in place before the
+        program runs) instead of lazily.
+    --dir DIR
+        The capsule directory the private directory is made in (default:
+        the process's MMTIER_SNAPSHOT_DIR, else the user's default).
+    --json
+        Print the outcome as JSON: pid, to, target_pid, rounds (each
+        written_bytes, sent_bytes, seconds), sent_bytes,
+        downtime_seconds, seconds.
+    -h, --help
+        Print this manual and exit.
+
+EXIT STATUS
+    0    The process runs on the target; its PID there is on stdout, a
+         line per round and a summary on stderr.
+    1    An error, one line on stderr saying where the process runs.
+    2    Invalid usage.
+    3    PID cannot be reached (not under libmmtier, another user's).
+
+ENVIRONMENT
+    MMTIER_STATS_DIR
+        Where the process's control socket is (as for mmtier snapshot).
+    MMTIER_SNAPSHOT_DIR
+        The capsule directory when the process has none of its own.
+
+EXAMPLES
+    host2$ mmtier receive --listen 7000
+    mmtier receive: listening on 0.0.0.0:7000; token 5f0c...; ...
+    host1$ mmtier migrate 4242 --to host2:7000 --token 5f0c...
+)";
+
+constexpr const char kReceive[] = R"(NAME
+    mmtier receive - wait for a migration and run the process it brings
+
+SYNOPSIS
+    mmtier receive --listen [ADDRESS:]PORT [--token TOKEN] [--dir DIR]
+
+DESCRIPTION
+    Listens on PORT (all addresses unless ADDRESS is given; 0: any free
+    port) for one migration sent by mmtier migrate, and prints a line
+    with the address, the port and the token on stderr.  A connection
+    without the token is turned away and the wait goes on.  The
+    capsules are received into a private directory under DIR, each
+    checked (manifest, every checksum) before it is published in DIR;
+    the last is restored (mmtier restore --detach --migrated, lazily
+    unless the source said --eager), its PID printed on stdout, and once
+    the source says its process ended, the earlier rounds' capsules are
+    removed: the last one stays, as the process's newest capsule.
+
+    If the source gives up or the stream breaks before the process runs
+    here, nothing of the migration is left.  If it breaks after (the
+    source's end is then unknown), the process restored here is ended
+    and its capsule kept, to be restored by hand if the source's process
+    is gone.  Then the command exits.
+
+OPTIONS
+    --listen [ADDRESS:]PORT
+        Where to listen.
+    --token TOKEN
+        The token the source must give (at least 16 characters); by
+        default a random one, printed.
+    --dir DIR
+        The capsule directory (default: MMTIER_SNAPSHOT_DIR, else the
+        user's default).
+    -h, --help
+        Print this manual and exit.
+
+EXIT STATUS
+    0    The process runs here (its PID on stdout).
+    1    An error or a failed migration, one line on stderr.
+    2    Invalid usage.
+
+ENVIRONMENT
+    MMTIER_SNAPSHOT_DIR
+        The capsule directory (--dir wins).
+
+EXAMPLES
+    mmtier receive --listen 7000 --dir /mnt/pmem/capsules
+)";
+
 constexpr const char kClone[] = R"(NAME
     mmtier clone - start thin clones of a capsule
 
@@ -923,6 +1049,10 @@ OPTIONS
                     Bind the sockets the capsule had on port FROM to TO.
     --netns NAME    Make the descriptors in network namespace NAME (a
                     name of ip netns, or a path).
+    --migrated      The capsule's process is held stopped by mmtier
+                    migrate, which ends it once this restore succeeded:
+                    its still running is no refusal (what mmtier receive
+                    does).
     --pid-namespace Always in a new PID namespace, even as root with the
                     PID and thread IDs free here.
     --latest        Restore the newest durable capsule of the capsule
@@ -1001,6 +1131,8 @@ std::string_view help_text(std::string_view topic) {
   if (topic == "restore") return kRestore;
   if (topic == "rollback") return kRollback;
   if (topic == "clone") return kClone;
+  if (topic == "migrate") return kMigrate;
+  if (topic == "receive") return kReceive;
   if (topic == "capsule") return kCapsule;
   return {};
 }

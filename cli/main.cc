@@ -49,6 +49,8 @@ int dispatch(const args &all) {
   if (first == "rollback") return rollback_main(rest);
   if (first == "capsule") return capsule_main(rest);
   if (first == "clone") return clone_main(rest);
+  if (first == "migrate") return migrate_main(rest);
+  if (first == "receive") return receive_main(rest);
   if (!first.empty() && first[0] == '-') throw usage_error("", strf("unknown option %s", first.c_str()));
   throw usage_error("", strf("unknown command \"%s\"", first.c_str()));
 }

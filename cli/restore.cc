@@ -70,6 +70,7 @@ struct options {
   std::string pid_file;        // --detach: the host pid goes there, not to stdout
   int replace = 0;             // a running process (host pid) the restore kills first (rollback)
   bool clone = false;          // a thin clone: beside the original, the heap's pages shared with the capsule
+  bool migrated = false;       // mmtier receive: the original is held stopped by mmtier migrate, which ends it
   std::string netns;           // a network namespace (a path, or a name under /run/netns) to restore into
   port_map ports;              // listening ports moved (FROM:TO)
   uint64_t fill_rate = 0;  // bytes per second, 0: no limit
@@ -332,8 +333,9 @@ void check(image &im, const options &o) {
     refuse(im, e.what());
   }
   // The original must be gone: two processes would own the same state (a
-  // thin clone is a process of its own, beside it).
-  if (!o.clone && read_text("/proc/sys/kernel/random/boot_id") == h.boot_id && h.starttime) {
+  // thin clone is a process of its own, beside it; a migrated one's
+  // original is held stopped until this restore succeeded, then ended).
+  if (!o.clone && !o.migrated && read_text("/proc/sys/kernel/random/boot_id") == h.boot_id && h.starttime) {
     long running = still_running(h);
     // Killed a moment ago (`kill -9 PID; mmtier restore`): a process with
     // SIGKILL pending is ending; it is waited for, up to 5 s.
@@ -1039,7 +1041,8 @@ int restore_main(const args &a) {
   // The options that only set a flag.
   const std::pair<const char *, bool *> flags[] = {{"--detach", &o.detach},         {"--lazy", &o.lazy},
                                                    {"--pid-namespace", &o.pid_namespace}, {"--latest", &o.latest},
-                                                   {"--keep-stdio", &o.keep_stdio}, {"--clone", &o.clone}};
+                                                   {"--keep-stdio", &o.keep_stdio}, {"--clone", &o.clone},
+                                                   {"--migrated", &o.migrated}};
   for (size_t i = 0; i < a.size(); ++i) {
     std::string v;
     bool *flag = nullptr;

@@ -22,40 +22,6 @@
 
 namespace mmtier::cli {
 
-namespace {
-
-// MMTIER_SNAPSHOT_DIR as process pid started with it, or "".
-std::string snapshot_dir_of(int pid) {
-  FILE *f = fopen(strf("/proc/%d/environ", pid).c_str(), "re");
-  if (!f) return "";
-  std::string env;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) env.append(buf, n);
-  fclose(f);
-  const std::string key = "MMTIER_SNAPSHOT_DIR=";
-  for (size_t at = 0; at < env.size(); at = env.find('\0', at) + 1) {
-    if (env.compare(at, key.size(), key) == 0) return env.substr(at + key.size(), env.find('\0', at) - at - key.size());
-    if (env.find('\0', at) == std::string::npos) break;
-  }
-  return "";
-}
-
-// The `mmtier run --autosave` among pid's nearest ancestors (its parent,
-// or a restore's supervisor's parent), or 0.
-int autosave_supervisor(int pid) {
-  for (int up = parent_pid(pid), depth = 0; up > 1 && depth < 4; up = parent_pid(up), ++depth) {
-    std::string cmdline = read_text(strf("/proc/%d/cmdline", up).c_str());
-    for (char &c : cmdline)
-      if (c == '\0') c = ' ';
-    if (read_text(strf("/proc/%d/comm", up).c_str()) == "mmtier" && cmdline.find(" run ") != std::string::npos &&
-        cmdline.find(" --autosave") != std::string::npos)
-      return up;
-  }
-  return 0;
-}
-
-}  // namespace
-
 int rollback_main(const args &a) {
   const std::string cmd = "rollback";
   std::string pid_text, to, dir, port_map, netns;

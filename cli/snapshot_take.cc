@@ -2,6 +2,7 @@
 // through its control socket (lib/api/control_format.h) and prints the
 // capsule's path once the capsule is complete.
 #include "cli.h"
+#include "control_client.h"
 #include "stats_reader.h"
 
 #include "api/control_format.h"
@@ -88,6 +89,43 @@ std::string json_string(const std::string &s) {
 
 }  // namespace
 
+int ask_snapshot(int pid, const std::string &name, const std::string &dir_in, uint32_t flags, control::reply *rep) {
+  const std::string cmd = "snapshot";
+  ctl::request req;
+  memset(&req, 0, sizeof req);
+  if (name.size() >= sizeof req.name) throw usage_error(cmd, "the name is too long (at most 64 characters)");
+  const std::string dir = absolute(dir_in);
+  if (dir.size() >= sizeof req.dir) throw usage_error(cmd, "the directory path is too long");
+  req.magic = ctl::kMagic;
+  // The version that has the flags asked for: a library older than them
+  // refuses the request instead of ignoring them.
+  req.version = (flags & ctl::kHold) ? ctl::kVersionHold : ctl::kVersion;
+  req.cmd = static_cast<uint32_t>(ctl::command::snapshot);
+  req.flags = flags;
+  memcpy(req.name, name.c_str(), name.size());
+  memcpy(req.dir, dir.c_str(), dir.size());
+  const std::string path = strf("%s/%d%s", socket_dir(pid).c_str(), pid, ctl::kSuffix);
+  const int fd = connect_to(pid, path);
+  if (send(fd, &req, sizeof req, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof req)) {
+    const int e = errno;
+    close(fd);
+    throw failure(strf("cannot send the request to process %d: %s", pid, strerror(e)));
+  }
+  const ssize_t n = recv(fd, rep, sizeof *rep, 0);
+  if (n != static_cast<ssize_t>(sizeof *rep) || rep->magic != ctl::kMagic) {
+    close(fd);
+    throw failure(strf("process %d did not answer (it exited, or its libmmtier is another version)", pid));
+  }
+  rep->line[sizeof rep->line - 1] = 0;
+  rep->path[sizeof rep->path - 1] = 0;
+  rep->pmem_note[sizeof rep->pmem_note - 1] = 0;
+  if (rep->error) {
+    close(fd);
+    throw failure(strf("snapshot of process %d failed: %s", pid, sanitize_text(rep->line).c_str()));
+  }
+  return fd;
+}
+
 int snapshot_take_main(const std::string &pid_text, const args &a) {
   const std::string cmd = "snapshot";
   int pid = 0;
@@ -102,32 +140,8 @@ int snapshot_take_main(const std::string &pid_text, const args &a) {
     }
     throw usage_error(cmd, strf("unknown argument \"%s\"", a[i].c_str()));
   }
-  ctl::request req;
-  memset(&req, 0, sizeof req);
-  if (name.size() >= sizeof req.name) throw usage_error(cmd, "the name is too long (at most 64 characters)");
-  dir = absolute(dir);
-  if (dir.size() >= sizeof req.dir) throw usage_error(cmd, "the directory path is too long");
-  req.magic = ctl::kMagic;
-  req.version = ctl::kVersion;
-  req.cmd = static_cast<uint32_t>(ctl::command::snapshot);
-  req.flags = full ? uint32_t{ctl::kFull} : 0u;
-  memcpy(req.name, name.c_str(), name.size());
-  memcpy(req.dir, dir.c_str(), dir.size());
-  const std::string path = strf("%s/%d%s", socket_dir(pid).c_str(), pid, ctl::kSuffix);
-  const int fd = connect_to(pid, path);
-  if (send(fd, &req, sizeof req, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof req)) {
-    close(fd);
-    throw failure(strf("cannot send the request to process %d: %s", pid, strerror(errno)));
-  }
   static ctl::reply rep;
-  const ssize_t n = recv(fd, &rep, sizeof rep, 0);
-  close(fd);
-  if (n != static_cast<ssize_t>(sizeof rep) || rep.magic != ctl::kMagic)
-    throw failure(strf("process %d did not answer (it exited, or its libmmtier is another version)", pid));
-  rep.line[sizeof rep.line - 1] = 0;
-  rep.path[sizeof rep.path - 1] = 0;
-  if (rep.error) throw failure(strf("snapshot of process %d failed: %s", pid, sanitize_text(rep.line).c_str()));
-  rep.pmem_note[sizeof rep.pmem_note - 1] = 0;
+  close(ask_snapshot(pid, name, dir, full ? uint32_t{ctl::kFull} : 0u, &rep));
   if (json) {
     std::cout << strf("{\"pid\": %d, \"path\": %s, \"paused_ms\": %.3f, \"threads\": %u, \"memory_bytes\": %llu, "
                       "\"shared_bytes\": %llu, \"pmem_linked_bytes\": %llu, \"pmem_note\": %s}\n",

@@ -13,8 +13,9 @@ PACKAGES=(
   libpmem-dev libmemkind-dev libunwind-dev libboost-dev
   # the real-program suite (tests/programs) and tools
   python3 perl sqlite3 redis-server redis-tools git gcc valgrind coreutils
-  # the mmtier command's tests (tests/cli)
-  tmux python3-prometheus-client
+  # the mmtier command's tests (tests/cli); iproute2 and util-linux make the
+  # two "hosts" of the migration test (network and mount namespaces)
+  tmux python3-prometheus-client iproute2 util-linux
   # an xfs file system for the PMem tier in the tracking tests
   xfsprogs
   # the structure check (scripts/check-structure.sh, ctest structure.check)

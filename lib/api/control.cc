@@ -50,6 +50,27 @@ bool peer_allowed(int fd) {
   return cred.uid == 0 || cred.uid == static_cast<uid_t>(sys::raw(SYS_geteuid));
 }
 
+// A held snapshot (kHold) is durable and every other thread stopped: the
+// reply goes out, then the client decides.  kCommit: the process ends
+// (SIGKILL: it must not run on; nothing of it may run an exit handler
+// with its threads stopped), after saying kEnded.  Anything else, or the
+// client's end (however long it takes): every thread goes on.  Only raw
+// system calls here: every mmtier lock is held by this thread.
+void held_decision(int fd) {
+  const timeval forever = {0, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
+  char c = 0;
+  long n;
+  while ((n = recv(fd, &c, 1, 0)) < 0 && errno == EINTR) {
+  }
+  if (n == 1 && c == ctl::kCommit) {
+    const char ended = ctl::kEnded;
+    send(fd, &ended, 1, MSG_NOSIGNAL);
+    sys::raw(SYS_kill, sys::raw(SYS_getpid), SIGKILL);
+  }
+  snapshot_hold_end(true);
+}
+
 // False when this thread is the one a restored process resumed in (the
 // connection was the dead original's).
 bool serve(int fd) {
@@ -61,7 +82,9 @@ bool serve(int fd) {
   if (!peer_allowed(fd)) {
     rep.error = EPERM;
     snprintf(rep.line, sizeof rep.line, "not the process's user");
-  } else if (n != static_cast<long>(sizeof req) || req.magic != ctl::kMagic || req.version != ctl::kVersion) {
+  } else if (n != static_cast<long>(sizeof req) || req.magic != ctl::kMagic ||
+             (req.version != ctl::kVersion && req.version != ctl::kVersionHold) ||
+             ((req.flags & ctl::kHold) && req.version != ctl::kVersionHold)) {
     rep.error = EPROTO;
     snprintf(rep.line, sizeof rep.line, "a request this library does not understand (version %u)", ctl::kVersion);
   } else if (req.cmd != static_cast<uint32_t>(ctl::command::snapshot)) {
@@ -71,8 +94,10 @@ bool serve(int fd) {
     req.name[sizeof req.name - 1] = 0;
     req.dir[sizeof req.dir - 1] = 0;
     static snap_result res;
-    const long r = snapshot_take(
-        {req.name[0] ? req.name : nullptr, req.dir[0] ? req.dir : nullptr, fd, (req.flags & ctl::kFull) != 0}, &res);
+    const bool hold = (req.flags & ctl::kHold) != 0;
+    const long r = snapshot_take({req.name[0] ? req.name : nullptr, req.dir[0] ? req.dir : nullptr, fd,
+                                  (req.flags & ctl::kFull) != 0, hold},
+                                 &res);
     if (r == 1) return false;
     rep.error = r < 0 ? static_cast<int32_t>(-r) : 0;
     rep.paused_ns = res.paused_ns;
@@ -84,6 +109,11 @@ bool serve(int fd) {
     memcpy(rep.line, res.line, sizeof rep.line);
     memcpy(rep.path, res.path, sizeof rep.path);
     if (r < 0) MMTIER_WARN("snapshot requested through the control socket failed: %s", res.line);
+    if (r == 0 && hold) {
+      send(fd, &rep, sizeof rep, MSG_NOSIGNAL);
+      held_decision(fd);
+      return true;
+    }
   }
   send(fd, &rep, sizeof rep, MSG_NOSIGNAL);
   return true;

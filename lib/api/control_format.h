@@ -12,6 +12,9 @@ namespace mmtier::control {
 
 constexpr uint32_t kMagic = 0x4354544d;  // "MTTC"
 constexpr uint32_t kVersion = 3;  // 2: the reply says what ZeroIO linked; 3: --full, and what is shared
+// 4: kHold.  A request of version 3 is still served (a command sends 4 only
+// when it holds, so that a library older than the hold refuses it).
+constexpr uint32_t kVersionHold = 4;
 constexpr char kSuffix[] = ".ctl";
 
 enum class command : uint32_t {
@@ -20,7 +23,14 @@ enum class command : uint32_t {
 
 enum request_flags : uint32_t {
   kFull = 1u << 0,  // a full capsule: every page written, none referred to in an earlier one
+  // Hold the program stopped once the capsule is durable (a migration's
+  // last round).  After the reply, the client sends one byte: kCommit ends
+  // the process (the library answers kEnded first), anything else, or the
+  // connection's end, lets it go on.
+  kHold = 1u << 1,
 };
+
+constexpr char kCommit = 'c', kEnded = 'k';
 
 struct request {
   uint32_t magic;

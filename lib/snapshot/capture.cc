@@ -67,6 +67,8 @@ constexpr int kMaxThreads = 4096;
 constexpr uint64_t kStopTimeoutNs = 1'000'000'000;
 
 pthread_mutex_t g_one = PTHREAD_MUTEX_INITIALIZER;  // one snapshot at a time
+bool g_held = false;         // a snapshot's hold is under way (snap_request::hold)
+snap_result g_held_result;   // its result, counted when it ends
 snap_thread g_threads[kMaxThreads];
 std::atomic<int> g_nthreads{0};
 int g_nthreads_total = 0;  // in the table, the capturer's and service threads included
@@ -551,7 +553,7 @@ long capture_process(writer_args &wa, snap_result *res) {
 
 // P1: stops the world, forks the writer, resumes.  The writer's pid file
 // descriptor, or -errno, or kRestored.
-long stop_and_fork(writer_args &wa, snap_result *res) {
+long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
   g_world_landed_hook = landed;
   g_nthreads.store(0, std::memory_order_relaxed);
   thread_signals_reset();
@@ -640,7 +642,7 @@ long stop_and_fork(writer_args &wa, snap_result *res) {
   const long pid = sys::raw(SYS_clone, CLONE_PIDFD, 0, reinterpret_cast<long>(&pidfd), 0, 0);
   if (pid == 0) writer_start(wa);
   sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&old), 0, 8);
-  world_resume();
+  if (!hold || pid < 0) world_resume();
   fd_capture_release();  // the writer has its copy
   res->paused_ns = sys::mono_ns() - t0;
   res->threads = static_cast<uint32_t>(n);
@@ -676,29 +678,6 @@ int wait_writer(int pidfd, prepared &p, snap_result *res) {
 }
 
 }  // namespace
-
-bool lazy_fill_pending() {
-  const uint64_t s = __atomic_load_n(&g_restore_note.lazy_sentinel, __ATOMIC_ACQUIRE);
-  if (!s) return false;
-  // In, or swapped out since (bit 63 present, 62 swapped): pagemap, not
-  // mincore, which says 0 for a page in swap.
-  uint64_t entry = 0;
-  const long pm = sys::openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
-  if (pm >= 0) {
-    const long got = sys::pread(static_cast<int>(pm), &entry, sizeof entry, static_cast<off_t>(s / 4096 * 8));
-    sys::close(static_cast<int>(pm));
-    if (got != static_cast<long>(sizeof entry) || !(entry >> 62)) return true;
-  } else {
-    unsigned char in = 0;
-    if (sys::raw(SYS_mincore, static_cast<long>(s), 4096, reinterpret_cast<long>(&in)) == 0 && !(in & 1)) return true;
-  }
-  // In (or gone): the fill has ended.
-  uint64_t expected = s;
-  if (__atomic_compare_exchange_n(&g_restore_note.lazy_sentinel, &expected, uint64_t{0}, false, __ATOMIC_ACQ_REL,
-                                  __ATOMIC_ACQUIRE))
-    sys::munmap(reinterpret_cast<void *>(s), 4096);
-  return false;
-}
 
 namespace {
 
@@ -739,7 +718,7 @@ long take(const snap_request &req, snap_result *res) {
   wa.base_dirfd = p.base_dirfd;
   chain_base_id(wa.base_id);
   wa.base_max_files = config_get().snapshot_chain;
-  const long pidfd = stop_and_fork(wa, res);
+  const long pidfd = stop_and_fork(wa, res, req.hold);
   if (pidfd == kRestored) {
     // The snapshot's files and pipes were the dead original's.  Its next
     // snapshot builds on the capsule it came back from.
@@ -768,6 +747,10 @@ long take(const snap_request &req, snap_result *res) {
     remember(p, h);
   }
   release(p, err != 0);
+  if (req.hold) {
+    if (err) world_resume();  // no capsule: the program goes on
+    else g_held = true;       // until snapshot_hold_end
+  }
   pthread_mutex_unlock(&g_one);
   if (err) return -err;
   MMTIER_INFO("snapshot %s: %u threads stopped for %llu us, %llu bytes of memory written, %llu bytes shared with "
@@ -783,8 +766,19 @@ long take(const snap_request &req, snap_result *res) {
 
 long snapshot_take(const snap_request &req, snap_result *res) {
   const long r = take(req, res);
-  if (r != 1) snapshot_count(r, *res);  // 1: this is the restored process
+  if (r == 0 && g_held)
+    g_held_result = *res;  // counted once the threads go on: the page's lock is held now
+  else if (r != 1)         // 1: this is the restored process
+    snapshot_count(r, *res);
   return r;
+}
+
+void snapshot_hold_end(bool resume) {
+  if (!g_held) return;
+  g_held = false;
+  if (!resume) return;
+  world_resume();
+  snapshot_count(0, g_held_result);
 }
 
 }  // namespace mmtier::detail

@@ -19,6 +19,12 @@ struct snap_request {
   const char *dir;   // capsule directory; nullptr: the configured one (MMTIER_SNAPSHOT_DIR)
   int own_fd = -1;   // a descriptor of mmtier's that is not the program's (the control connection)
   bool full = false; // write every page, not only those changed since the last capsule (MMTIER_SNAPSHOT_CHAIN)
+  // Keep every other thread stopped once the capsule is durable (0
+  // returned): the program does nothing after the instant the capsule
+  // holds until the caller ends the hold (snapshot_hold_end), resuming it
+  // or ending the process (a migration).  Every mmtier lock stays held by
+  // the caller meanwhile.  On failure the threads go on as usual.
+  bool hold = false;
 };
 
 struct snap_result {
@@ -60,6 +66,10 @@ struct snapshot_counters {
   uint64_t pause_max_ns, pause_total_ns, written;
 };
 void snapshot_counters_get(snapshot_counters *out);
+// Ends the hold of a snapshot taken with snap_request::hold: every thread
+// goes on (resume), or nothing is done and the caller ends the process
+// (the snapshot is then not counted: nobody would read it).
+void snapshot_hold_end(bool resume);
 // Counts a snapshot that ended with r (snapshot_take's value) and res.
 void snapshot_count(long r, const snap_result &res);
 // Called (no lock held) each time a snapshot ends, for the statistics page.

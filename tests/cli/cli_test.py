@@ -217,7 +217,7 @@ class HelpTest(Base):
         self.assertEqual(r.stderr, text)
 
     def test_each_command_has_a_manual(self):
-        for cmd in ["run", "stat", "top", "plot", "snapshot", "restore", "rollback", "capsule", "clone"]:
+        for cmd in ["run", "stat", "top", "plot", "snapshot", "restore", "rollback", "capsule", "clone", "migrate", "receive"]:
             text = self.help(cmd, "--help")
             self.assertEqual(text, self.help("help", cmd), cmd)
             self.assertEqual(text, self.help(cmd, "-h"), cmd)
@@ -2551,6 +2551,130 @@ class RestoreTest(Base):
         host = int(text_of(pid_file.replace("/run/mmtier-restore", run_dir)))
         self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
         self.assertEqual(self.answer(sums, host, signal.SIGUSR1), want)
+
+    def two_hosts(self):
+        """Two "hosts" on this machine: network namespaces joined by a veth
+        pair (A 10.231.N.1, B 10.231.N.2), each with a mount namespace of
+        its own where a tmpfs is mounted at the same directory D (PMem
+        tier, capsules, statistics).  Returns (run, D, address of B), run(h,
+        argv, **kw) running argv on host h ("a" or "b")."""
+        tag = f"{os.getpid() % 10000:04d}{random.randint(0, 99):02d}"
+        net = random.randint(1, 250)
+        d = tempfile.mkdtemp(prefix="mmtier-hosts-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, d, True)
+        holders = {}
+        for h in ("a", "b"):
+            subprocess.run(["ip", "netns", "add", f"mmt{tag}{h}"], check=True)
+            self.addCleanup(subprocess.run, ["ip", "netns", "del", f"mmt{tag}{h}"])
+        subprocess.run(["ip", "link", "add", f"mv{tag}a", "type", "veth", "peer", "name", f"mv{tag}b"], check=True)
+        for k, h in enumerate(("a", "b")):
+            ns, dev, addr = f"mmt{tag}{h}", f"mv{tag}{h}", f"10.231.{net}.{k + 1}/24"
+            for cmd in (["link", "set", dev, "netns", ns], ["-n", ns, "addr", "add", addr, "dev", dev],
+                        ["-n", ns, "link", "set", dev, "up"], ["-n", ns, "link", "set", "lo", "up"]):
+                subprocess.run(["ip"] + cmd, check=True)
+            q = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "sh",
+                                  "-c", f"mount -t tmpfs none {d} && mkdir -m 700 {d}/pmem {d}/caps {d}/stats && "
+                                  "echo ready && exec sleep 600"], stdout=subprocess.PIPE, text=True)
+            self.addCleanup(lambda q=q: (q.kill(), q.wait(), q.stdout.close()))
+            self.assertEqual(read_line(q.stdout, 30, f"host {h}"), "ready")
+            holders[h] = q.pid
+
+        def run(h, argv, popen=False, **kw):
+            # The variables set inside: nsenter itself must not start
+            # under libmmtier, with paths of the other mount namespace.
+            extra = [f"{k}={v}" for k, v in kw.pop("env", {}).items()]
+            full = ["nsenter", "-t", str(holders[h]), "-m", "-n", "env"] + extra + argv
+            env = base_env(f"{d}/stats")
+            if popen:
+                return subprocess.Popen(full, env=env, **kw)
+            return subprocess.run(full, env=env, capture_output=True, text=True, timeout=120, **kw)
+
+        return run, d, f"10.231.{net}.2"
+
+    def test_migrate_moves_a_process_to_another_host_and_a_failure_leaves_it_running(self):
+        if os.geteuid() != 0 or not shutil.which("ip"):
+            self.skipTest("run as root with iproute2: the two hosts are network and mount namespaces")
+        run, d, b_addr = self.two_hosts()
+        info = os.path.join(self.caps, "info")
+        env = {"LD_PRELOAD": ARGS.lib, "MMTIER_PMEM_PATH": f"{d}/pmem", "MMTIER_SNAPSHOT_DIR": f"{d}/caps"}
+        p = run("a", [sys.executable, "-c", SERVING_PROG, "7000", info], popen=True, env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        wait_until(lambda: os.path.exists(info), 60, "the server")
+        self.assertEqual(text_of(info).split(), [str(p.pid), "7000"])
+        wait_until(lambda: run("a", ["test", "-S", f"{d}/stats/{p.pid}.ctl"]).returncode == 0, 60, "its control socket")
+
+        def ask(h, request):
+            code = ("import socket, sys\n"
+                    "c = socket.create_connection(('127.0.0.1', 7000), timeout=30)\n"
+                    "f = c.makefile('rw'); f.write(sys.argv[1] + '\\n'); f.flush(); print(f.readline().strip())\n")
+            r = run(h, [sys.executable, "-c", code, request])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return r.stdout.strip()
+
+        def receive():
+            q = run("b", [ARGS.mmtier, "receive", "--listen", f"{b_addr}:0", "--dir", f"{d}/caps"], popen=True,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.addCleanup(lambda: (q.poll() is None and q.kill(), q.wait(), q.stdout.close(), q.stderr.close()))
+            m = re.match(rf"mmtier receive: listening on {re.escape(b_addr)}:(\d+); token (\w+); capsules into "
+                         rf"{re.escape(d)}/caps$", read_line(q.stderr, 30, "the receiver"))
+            self.assertTrue(m)
+            return q, f"{b_addr}:{m.group(1)}", m.group(2)
+
+        def migrate(to, token, *extra):
+            return run("a", [ARGS.mmtier, "migrate", str(p.pid), "--to", to, "--token", token, *extra])
+
+        self.assertEqual(ask("a", "poke"), "poked")
+        want = ask("a", "sum")
+        # A wrong token: turned away, the receiver waits on, the process
+        # runs on untouched.
+        q, to, token = receive()
+        r = migrate(to, "0" * 32)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, rf"^mmtier: migration of process {p.pid} failed: hello: the receiver says: not a "
+                                   r"migration with this receiver's token; it runs on here\n$")
+        self.assertEqual(ask("a", "sum"), want)
+        # The restore there fails (its port is taken on B): the process,
+        # held meanwhile, goes on here; nothing is left there.
+        blocker = run("b", [sys.executable, "-c", "import socket, time\ns = socket.socket()\n"
+                            "s.bind(('127.0.0.1', 7000)); s.listen(1); print('bound', flush=True); time.sleep(600)"],
+                      popen=True, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (blocker.poll() is None and blocker.kill(), blocker.wait(), blocker.stdout.close()))
+        self.assertEqual(read_line(blocker.stdout, 30, "the blocker"), "bound")
+        r = migrate(to, token)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"mmtier migrate: held round \d+: ")
+        self.assertRegex(r.stderr, r"(?m)^mmtier: migration of process \d+ failed: restore: the receiver says: the "
+                                   r"restore of .* failed .*; it runs on here\n")
+        self.assertEqual(q.wait(timeout=60), 1)
+        self.assertIn("nothing of it is left here", q.stderr.read())
+        self.assertIsNone(p.poll())
+        self.assertEqual(ask("a", "sum"), want)
+        self.assertEqual(run("b", ["ls", "-A", f"{d}/caps"]).stdout, "")
+        self.assertEqual(run("a", ["ls", "-A", f"{d}/caps"]).stdout, "")
+        blocker.kill()
+        blocker.wait()
+        # Now it moves: its state, its PID to itself, its port there; the
+        # source has ended and left no file; the last capsule stays on B.
+        self.assertEqual(ask("a", "poke"), "poked")
+        want = ask("a", "sum")
+        q, to, token = receive()
+        r = migrate(to, token, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual(q.wait(timeout=60), 0)
+        self.assertEqual(int(q.stdout.read()), out["target_pid"])
+        self.assertEqual(p.wait(timeout=30), -signal.SIGKILL)
+        self.assertGreaterEqual(len(out["rounds"]), 2)
+        self.assertEqual(out["sent_bytes"], sum(x["sent_bytes"] for x in out["rounds"]))
+        self.assertGreater(out["rounds"][0]["sent_bytes"], 48 * MiB)  # the 64 MiB of data, once
+        self.assertLess(out["rounds"][-1]["sent_bytes"], 8 * MiB)  # the last round: what changed
+        self.assertEqual(ask("b", "sum"), want)
+        self.assertEqual(ask("b", "pid"), str(p.pid))
+        self.assertEqual(run("a", ["ls", "-A", f"{d}/caps"]).stdout, "")
+        self.assertRegex(run("b", ["ls", "-A", f"{d}/caps"]).stdout, rf"^mig-{p.pid}-\d+\.mmtcap\n$")
+        self.addCleanup(lambda: os.path.exists(f"/proc/{out['target_pid']}") and
+                        os.kill(out["target_pid"], signal.SIGKILL))
 
     def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
         if os.geteuid() != 0:
