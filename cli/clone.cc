@@ -4,10 +4,11 @@
 // its descriptors made again (listening ports moved by --port-map, or its
 // sockets made in another network namespace by --netns), and its heap's
 // pages mapped privately from the capsule instead of copied, so that every
-// clone shares them with the others until it writes one (docs/SNAPSHOTS.md
-// §9).  The first clone checks every CRC of the capsule; the others only
-// its manifest.  All or nothing: if one clone cannot start, the ones this
-// command started are ended and it fails with that clone's reason.
+// clone shares them with the others until it writes one (docs/
+// ARCHITECTURE.md, "Thin clones").  The first clone checks every CRC of
+// the capsule; the others only its manifest.  All or nothing: if one clone
+// cannot start, the ones this command started are ended and it fails with
+// that clone's reason.
 #include "cli.h"
 #include "restore_fds.h"
 

@@ -1,5 +1,6 @@
 // `mmtier migrate PID --to HOST:PORT` and `mmtier receive --listen PORT`:
-// a process moved to another host with its state (docs/SNAPSHOTS.md §10).
+// a process moved to another host with its state (docs/ARCHITECTURE.md,
+// "App Migration").
 //
 // The source sends capsules over one TCP connection while the program
 // runs: a first snapshot, then incremental ones (each writes what changed
@@ -312,6 +313,8 @@ int migrate_main(const args &a) {
   const std::string own = o.dir_set ? o.dir : snapshot_dir_of(o.pid);
   const std::string base = capsule_dir(!own.empty(), own);
   const std::string stage = strf("%s/.migrate-%d-%s", base.c_str(), o.pid, random_hex(4).c_str());
+  if (const int e = cap::make_dirs(base.c_str()); e < 0)
+    throw failure(strf("cannot make the capsule directory %s: %s", base.c_str(), strerror(-e)));
   if (mkdir(stage.c_str(), 0700) != 0) throw failure(strf("cannot make %s: %s", stage.c_str(), strerror(errno)));
   stream s;
   int held = -1;  // the held snapshot's control connection
