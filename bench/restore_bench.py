@@ -14,6 +14,9 @@ rounds then measures, in this order:
           the restore reports its fill done (every byte in place)
   rdb     a plain redis-server started on the RDB file: seconds until PONG
           (it answers -LOADING until the file is loaded)
+  aof     with --aof: a plain redis-server started with appendonly on, on
+          an append-only file of the same data written without an RDB
+          preamble (its commands replayed): seconds until PONG
 
 With --autosave instead, the server runs under `mmtier run --autosave
 EVERY` (a snapshot every EVERY, after a crash the newest restored by the
@@ -162,6 +165,7 @@ def main():
     ap.add_argument("--dir", default="/var/tmp", help="where the capsule and the RDB file go (a real disk)")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each restore (root)")
     ap.add_argument("--autosave", metavar="EVERY", help="measure mmtier run --autosave EVERY instead (e.g. 5s)")
+    ap.add_argument("--aof", action="store_true", help="also redis-server replaying an append-only file")
     a = ap.parse_args()
     mmtier = os.path.abspath(os.path.join(a.build, "mmtier"))
     lib = os.path.abspath(os.path.join(a.build, "libmmtier.so"))
@@ -185,12 +189,25 @@ def main():
         capsule = out.stdout.strip().splitlines()[-1]
         log(out.stderr.strip())  # the pause and the bytes written
         ask(a.port, "SAVE")
+        aof = 0
+        if a.aof:
+            # A pure append-only file (no RDB preamble) of the same data.
+            ask(a.port, "CONFIG", "SET", "aof-use-rdb-preamble", "no")
+            ask(a.port, "CONFIG", "SET", "appendonly", "yes")
+            while True:
+                info = ask(a.port, "INFO", "persistence")
+                if ("aof_rewrite_in_progress:0" in info and "aof_rewrite_scheduled:0" in info and
+                        "aof_enabled:1" in info and "aof_last_bgrewrite_status:ok" in info):
+                    break
+                time.sleep(0.1)
+            aof_dir = os.path.join(work, "appendonlydir")
+            aof = sum(os.path.getsize(os.path.join(aof_dir, f)) for f in os.listdir(aof_dir))
         kill_wait(srv.pid)
         srv.wait()
         mem = os.path.getsize(os.path.join(capsule, "mem"))
         rdb = os.path.getsize(os.path.join(work, "dump.rdb"))
         log(f"resident {rss / 2**30:.2f} GiB, capsule mem {mem / 2**30:.2f} GiB, RDB {rdb / 2**30:.2f} GiB")
-        res = {"eager": [], "lazy": [], "lazy_full": [], "rdb": []}
+        res = {"eager": [], "lazy": [], "lazy_full": [], "rdb": [], "aof": []}
         bad = []
         for rnd in range(a.rounds):
             drop_caches(a.cold)
@@ -242,6 +259,19 @@ def main():
                 bad.append(f"rdb round {rnd}")
             kill_wait(plain.pid)
             plain.wait()
+            if a.aof:
+                time.sleep(0.5)
+                drop_caches(a.cold)
+                t0 = time.monotonic()
+                plain = subprocess.Popen(["/usr/bin/redis-server", "--port", str(a.port), "--save", "",
+                                          "--appendonly", "yes", "--aof-use-rdb-preamble", "no", "--dir", work,
+                                          "--enable-debug-command", "yes"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                res["aof"].append(wait_pong(a.port, t0))
+                if ask(a.port, "DEBUG", "DIGEST") != digest:
+                    bad.append(f"aof round {rnd}")
+                kill_wait(plain.pid)
+                plain.wait()
             log(f"round {rnd}: eager {res['eager'][-1]:.2f} s, lazy {res['lazy'][-1]:.2f} s "
                 f"(filled at {res['lazy_full'][-1]:.2f} s), RDB {res['rdb'][-1]:.2f} s")
         print(f"redis-server, {a.keys} keys of {a.value} bytes: resident {rss / 2**30:.2f} GiB, capsule mem "
@@ -252,6 +282,9 @@ def main():
         print(f"| mmtier restore (eager) | {fmt(res['eager'])} | same |")
         print(f"| mmtier restore --lazy | {fmt(res['lazy'])} | {fmt(res['lazy_full'])} |")
         print(f"| redis-server loading its RDB file | {fmt(res['rdb'])} | same |")
+        if a.aof:
+            print(f"| redis-server replaying its append-only file ({aof / 2**30:.2f} GiB) | {fmt(res['aof'])} "
+                  "| same |")
         print(f"\ndata: DEBUG DIGEST {'equal to the original' if not bad else 'DIFFERS in ' + ', '.join(bad)} "
               "after every restore and load")
         return 1 if bad else 0

@@ -352,7 +352,10 @@ int migrate_main(const args &a) {
       round_report r;
       const uint64_t t0 = monotonic_ns();
       if (final) t_hold = t0;
-      const int fd = ask_snapshot(o.pid, name, stage, final ? uint32_t{ctl::kHold} : 0u, &rep);
+      // PMem units copied, not linked: each round then refers to the pages
+      // the one before sent, where a linked file would be re-shared into a
+      // new one, sent again whole.
+      const int fd = ask_snapshot(o.pid, name, stage, ctl::kCopyPmem | (final ? uint32_t{ctl::kHold} : 0u), &rep);
       if (final)
         held = fd;
       else

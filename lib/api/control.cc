@@ -96,7 +96,7 @@ bool serve(int fd) {
     static snap_result res;
     const bool hold = (req.flags & ctl::kHold) != 0;
     const long r = snapshot_take({req.name[0] ? req.name : nullptr, req.dir[0] ? req.dir : nullptr, fd,
-                                  (req.flags & ctl::kFull) != 0, hold},
+                                  (req.flags & ctl::kFull) != 0, hold, (req.flags & ctl::kCopyPmem) != 0},
                                  &res);
     if (r == 1) return false;
     rep.error = r < 0 ? static_cast<int32_t>(-r) : 0;

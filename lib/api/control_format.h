@@ -28,6 +28,9 @@ enum request_flags : uint32_t {
   // the process (the library answers kEnded first), anything else, or the
   // connection's end, lets it go on.
   kHold = 1u << 1,
+  // Copy the PMem units into the capsule (hashed, incremental) instead of
+  // linking the PMem files (snap_request::copy_pmem).
+  kCopyPmem = 1u << 2,
 };
 
 constexpr char kCommit = 'c', kEnded = 'k';

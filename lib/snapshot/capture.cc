@@ -714,7 +714,7 @@ long take(const snap_request &req, snap_result *res) {
   fill_header(&wa.hdr);
   wa.heap_lo = g_heap.base;
   wa.heap_hi = g_heap.base + g_heap.size;
-  pmem_link_storage(p.pend.dirfd, &wa, res);
+  pmem_link_storage(req.copy_pmem ? -1 : p.pend.dirfd, &wa, res);  // -1: nothing linked
   wa.base_dirfd = p.base_dirfd;
   chain_base_id(wa.base_id);
   wa.base_max_files = config_get().snapshot_chain;

@@ -25,6 +25,11 @@ struct snap_request {
   // or ending the process (a migration).  Every mmtier lock stays held by
   // the caller meanwhile.  On failure the threads go on as usual.
   bool hold = false;
+  // Copy the PMem units' pages into the capsule like any others (hashed,
+  // so that the next capsule refers to those unchanged), instead of
+  // linking the PMem files (ZeroIO): a migration's rounds, where a linked
+  // file handed over would be copied again whole by the next re-share.
+  bool copy_pmem = false;
 };
 
 struct snap_result {

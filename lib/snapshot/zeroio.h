@@ -31,7 +31,7 @@
 
 namespace mmtier::detail {
 
-// P0: links what can be linked into capsule_dirfd (wa->links).
+// P0: links what can be linked into capsule_dirfd (wa->links); -1: nothing.
 void pmem_link_storage(int capsule_dirfd, writer_args *wa, snap_result *res);
 
 // In the stop, before the writer is forked: hands the own file over if it
