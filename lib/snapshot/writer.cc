@@ -20,6 +20,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
 
 #include <cerrno>
@@ -68,6 +70,11 @@ uint32_t add_string(state &s, const char *p, uint32_t len) {
 bool name_is(const sys::maps_entry &e, const char *lit) {
   const size_t n = strlen(lit);
   return e.name_len == n && memcmp(e.name, lit, n) == 0;
+}
+
+bool name_starts(const sys::maps_entry &e, const char *lit) {
+  const size_t n = strlen(lit);
+  return e.name_len >= n && memcmp(e.name, lit, n) == 0;
 }
 
 // Reads of the image: any memory of the process, some of which is not the
@@ -306,6 +313,43 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
   return true;
 }
 
+// Shared anonymous memory (/dev/zero, System V shared memory), which the
+// restore makes again with its bytes.  The writer is a fork, and a fork
+// gets no page table entries of a shared mapping (they fault in on use),
+// so pagemap says nothing here: the pages of the shared object in memory
+// are what mincore reports, saved (a zero one is a hole, as is every page
+// not in memory).  A page swapped out is not in memory: where the host has
+// swap, every page is read.
+bool shared_anon(const sys::maps_entry &e) {
+  return e.shared && e.name_len && (name_starts(e, "/dev/zero") || name_starts(e, "/SYSV"));
+}
+
+bool save_shared_anon(state &s, cap::region &r) {
+  const uint64_t pages = (r.end - r.start) / kPage;
+  r.first_run = s.runs.size;
+  r.nruns = 0;
+  struct sysinfo si;
+  if (sys::raw(SYS_sysinfo, reinterpret_cast<long>(&si)) != 0 || si.totalswap != 0)
+    return save_data(s, r, 0, pages, r.start, true);
+  unsigned char in[kPagemapBatch];
+  for (uint64_t p = 0; p < pages; p += kPagemapBatch) {
+    const uint64_t n = pages - p < kPagemapBatch ? pages - p : kPagemapBatch;
+    const uintptr_t at = r.start + p * kPage;
+    if (sys::raw(SYS_mincore, static_cast<long>(at), static_cast<long>(n * kPage), reinterpret_cast<long>(in)) != 0)
+      return fail(s, EIO, "cannot tell which pages of shared memory are in memory", at);
+    for (uint64_t i = 0; i < n;) {
+      const bool resident = in[i] & 1;
+      uint64_t j = i + 1;
+      while (j < n && (in[j] & 1) == resident) ++j;
+      if (resident ? !save_data(s, r, p + i, j - i, at + i * kPage, true)
+                   : !add_run(s, r, p + i, j - i, page_src::hole, 0, cap::kNoFile))
+        return false;
+      i = j;
+    }
+  }
+  return true;
+}
+
 // ---- ZeroIO: units mapped on a linked PMem file
 uint32_t kind_of(const writer_args &a, const sys::maps_entry &e) {
   if (a.stats_page && e.lo == a.stats_page) return static_cast<uint32_t>(cap::region_kind::stats);
@@ -401,7 +445,9 @@ bool walk_maps(state &s) {
     const int link = unit_file && !e.shared ? link_of(s, e) : -1;
     if (file_backed && link < 0) r.file = file_index(s, e);
     if (s.err) return false;
-    const bool nothing = kernel || (!unit_file && r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
+    // (The fork's smaps show no page of a shared mapping: never empty.)
+    const bool shm = shared_anon(e);
+    const bool nothing = kernel || (!unit_file && !shm && r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
     if (nothing) {
       // The kernel's own pages (the restore maps those of its kernel), or a
       // large mapping with no page (the heap's free address space).
@@ -410,7 +456,8 @@ bool walk_maps(state &s) {
       if (!s.runs.push({0, (r.end - r.start) / kPage, static_cast<uint32_t>(cap::run_source::hole), cap::kNoFile, 0}))
         return fail(s, ENOMEM, "out of memory for the run table");
     } else {
-      if (link >= 0 ? !save_linked_region(s, r, link) : !save_region(s, r, {file_backed, e.shared, unit_file}))
+      if (shm ? !save_shared_anon(s, r)
+              : link >= 0 ? !save_linked_region(s, r, link) : !save_region(s, r, {file_backed, e.shared, unit_file}))
         return false;
       if (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) &&
           (r.nruns != 1 || s.runs.data[r.first_run].source != static_cast<uint32_t>(cap::run_source::hole))) {

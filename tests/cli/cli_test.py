@@ -1566,12 +1566,16 @@ POKING_PROG = HASHING_PROG.replace(
 
 # python3 holding 64 MiB of random bytes and serving them on TCP port
 # argv[1] (0: any) of 127.0.0.1, one line per request: "sum" (SHA-256 of
-# the bytes), "poke" (one byte in every 100th page changed), "pid" (the PID
-# it sees itself as).  Writes "PID PORT" to argv[2] once it listens.
+# the bytes), "poke" (one byte in every 100th page changed), "drop" (16
+# MiB of a private anonymous mapping filled with 0xab given back with
+# MADV_DONTNEED: the count of its bytes not zero after), "pid" (the PID it
+# sees itself as).  Writes "PID PORT" to argv[2] once it listens.
 SERVING_PROG = (
-    "import hashlib, os, random, socket, sys\n"
+    "import hashlib, mmap, os, random, socket, sys\n"
     "random.seed(7)\n"
     "data = bytearray(random.randbytes(64 << 20))\n"
+    "anon = mmap.mmap(-1, 16 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+    "anon.write(b'\\xab' * (16 << 20))\n"
     "s = socket.socket()\n"
     "s.bind(('127.0.0.1', int(sys.argv[1])))\n"
     "s.listen(8)\n"
@@ -1588,6 +1592,9 @@ SERVING_PROG = (
     "                for i in range(0, len(data), 100 * 4096):\n"
     "                    data[i] = (data[i] + 1) & 0xff\n"
     "                f.write('poked\\n')\n"
+    "            elif line.startswith('drop'):\n"
+    "                anon.madvise(mmap.MADV_DONTNEED)\n"
+    "                f.write(f'{(16 << 20) - anon[:].count(0)}\\n')\n"
     "            else:\n"
     "                f.write(f'{os.getpid()}\\n')\n"
     "            f.flush()\n")
@@ -2415,6 +2422,10 @@ class RestoreTest(Base):
         self.assertEqual([ask_line(base + k, "sum") for k in (1, 2)], [want, want])
         self.assertEqual(ask_line(port, "sum"), want)
         self.assertLess(anon(clones[0]["pid"]) - before, 16 * MiB)
+        # Memory given back reads as zeros, as anonymous memory does, not
+        # as the capsule's bytes the clone's pages were mapped from.
+        self.assertEqual(ask_line(base + 1, "drop"), "0")
+        self.assertEqual(ask_line(port, "drop"), "0")
         # All or nothing: the second clone's port is taken (by clone 1),
         # so the first, started on a free one, is ended too.
         r = mmtier(["clone", "c", "--dir", self.caps, "--count", "2", "--port-map", f"{port}:{base - 1}"],
@@ -2675,6 +2686,44 @@ class RestoreTest(Base):
         self.assertRegex(run("b", ["ls", "-A", f"{d}/caps"]).stdout, rf"^mig-{p.pid}-\d+\.mmtcap\n$")
         self.addCleanup(lambda: os.path.exists(f"/proc/{out['target_pid']}") and
                         os.kill(out["target_pid"], signal.SIGKILL))
+
+    def test_shared_anonymous_memory_comes_back_with_its_bytes(self):
+        # MAP_SHARED | MAP_ANONYMOUS memory: the capsule's writer, a fork,
+        # has no page table entries of it; its bytes must still be saved
+        # (all of a written 16 MiB, nothing of 64 MiB only read: zeros).
+        prog = ("import mmap, os, signal, sys, time\n"
+                "a = mmap.mmap(-1, 16 << 20)\n"
+                "a.write(b'\\xab' * (16 << 20))\n"
+                "a[5] = 0x11\n"
+                "untouched = mmap.mmap(-1, 64 << 20)\n"
+                "keep = bytearray(os.urandom(40 << 20))\n"
+                "def say(*_):\n"
+                "    with open(sys.argv[1], 'a') as f:\n"
+                "        f.write(f'{os.getpid()} {(16 << 20) - a[:].count(0xab)} {a[5]} {untouched[:].count(0)}\\n')\n"
+                "signal.signal(signal.SIGUSR1, say)\n"
+                "say()\n"
+                "while True:\n"
+                "    time.sleep(0.05)\n")
+        said = os.path.join(self.caps, "said")
+        p = self.python(prog, said)
+        threading.Thread(target=p.wait, daemon=True).start()
+        wait_until(lambda: os.path.exists(said) and text_of(said), 60, "the first line")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+        self.assertEqual(text_of(said).split(), [str(p.pid), "1", "17", str(64 << 20)])
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "shm", "--json"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # 40 MiB private, 16 MiB shared and the rest: not the 64 MiB of zeros.
+        out = json.loads(r.stdout)
+        self.assertLess(out["memory_bytes"] + out["pmem_linked_bytes"], 100 * MiB)
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, "shm.mmtcap"), "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        n = len(text_of(said).splitlines())
+        os.kill(host, signal.SIGUSR1)
+        wait_until(lambda: len(text_of(said).splitlines()) > n, 60, "the restored process's line")
+        self.assertEqual(text_of(said).splitlines()[-1].split(), [str(p.pid), "1", "17", str(64 << 20)])
 
     def test_root_restores_at_the_host_pid_else_in_a_pid_namespace(self):
         if os.geteuid() != 0:
