@@ -48,6 +48,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -171,6 +172,19 @@ struct migrate_options {
 struct round_report {
   uint64_t written = 0, sent = 0;  // memory the snapshot wrote; file bytes sent
   double seconds = 0;
+  // Progress on stderr every 2 s of a long round (not with --json).
+  bool progress = false;
+  int round = 0;
+  uint64_t total = 0, last_ns = 0;  // bytes to send in this round (allocated blocks)
+  void tick() {
+    if (!progress) return;
+    const uint64_t now = monotonic_ns();
+    if (!last_ns) last_ns = now;
+    if (now - last_ns < 2'000'000'000) return;
+    last_ns = now;
+    fprintf(stderr, "mmtier migrate: round %d: %s of about %s sent\n", round, human_bytes(sent).c_str(),
+            human_bytes(std::max(total, sent)).c_str());
+  }
 };
 
 int connect_tcp(const std::string &host, const std::string &port) {
@@ -205,6 +219,11 @@ void send_capsule(stream &s, const std::string &path, const std::string &name,
   while (dirent *e = readdir(d))
     if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) files.push_back(e->d_name);
   closedir(d);
+  for (const std::string &f : files) {
+    struct stat st;
+    if (lstat((path + "/" + f).c_str(), &st) == 0 && !sent->count({st.st_dev, st.st_ino}))
+      rep->total += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
   std::vector<char> buf(kBlock);
   for (const std::string &f : files) {
     const std::string fp = path + "/" + f;
@@ -247,6 +266,7 @@ void send_capsule(stream &s, const std::string &path, const std::string &name,
         s.put(buf.data(), static_cast<size_t>(n));
         s.sent += static_cast<uint64_t>(n);
         rep->sent += static_cast<uint64_t>(n);
+        rep->tick();
         p += n;
       }
       at = hole;
@@ -351,6 +371,8 @@ int migrate_main(const args &a) {
       const std::string name = strf("mig-%d-%d", static_cast<int>(self), k);
       static ctl::reply rep;
       round_report r;
+      r.progress = !o.json;
+      r.round = k;
       const uint64_t t0 = monotonic_ns();
       if (final) t_hold = t0;
       // PMem units copied, not linked: each round then refers to the pages
