@@ -56,13 +56,19 @@ bool crash_signal(int sig) {
 // init is adopted by this process (a subreaper) once the command exits.
 // The program's host pid (through a pid file in the capsule directory)
 // and that init.
+std::string status_file(const std::string &dir) {
+  return strf("%s/.autosave-%d.status", dir.c_str(), static_cast<int>(getpid()));
+}
+
 bool restore(const std::string &capsule, const std::string &dir, pid_t *host, pid_t *init) {
   const std::string pid_file = strf("%s/.autosave-%d.pid", dir.c_str(), static_cast<int>(getpid()));
+  const std::string status = status_file(dir);
+  unlink(status.c_str());
   const pid_t pid = fork();
   if (pid < 0) return false;
   if (pid == 0) {
     const char *argv[] = {"mmtier", "restore", capsule.c_str(), "--detach", "--keep-stdio", "--lazy",
-                          "--pid-file", pid_file.c_str(), nullptr};
+                          "--pid-file", pid_file.c_str(), "--status-file", status.c_str(), nullptr};
     execv("/proc/self/exe", const_cast<char *const *>(argv));
     _exit(127);
   }
@@ -108,11 +114,23 @@ int supervise(char *const *argv, char *const *envp, const autosave_options &o) {
     if (w < 0 && errno == EINTR) continue;
     if (w < 0) return 1;
     if (w != waitee) continue;  // an orphan of the program's, adopted and reaped
-    // How it ended: a restore's init ends with the program's status, or
-    // 128 + the signal that killed it.
+    // How it ended: a restore's init says it in the status file (else its
+    // own status is the program's, or 128 + the signal that killed it).
     int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
-    const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + sig;
-    if (restored && WIFEXITED(st) && code > 128 && code < 128 + 65) sig = code - 128;
+    int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + sig;
+    if (restored) {
+      const std::string said = read_text(status_file(o.dir).c_str());
+      unlink(status_file(o.dir).c_str());
+      int n = 0;
+      if (sscanf(said.c_str(), "signal %d", &n) == 1) {
+        sig = n;
+      } else if (sscanf(said.c_str(), "exit %d", &n) == 1) {
+        sig = 0;
+        code = n;
+      } else if (WIFEXITED(st) && code > 128 && code < 128 + 65) {
+        sig = code - 128;
+      }
+    }
     const int status = sig ? 128 + sig : code;
     g_target = 0;
     if (!sig || !crash_signal(sig) || g_stopping) return status;

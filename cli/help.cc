@@ -997,7 +997,8 @@ constexpr const char kRestore[] = R"(NAME
 
 SYNOPSIS
     mmtier restore CAPSULE [--dir DIR]
-                   [--detach [--keep-stdio] [--pid-file PATH]]
+                   [--detach [--keep-stdio] [--pid-file PATH]
+                    [--status-file PATH]]
                    [--pid-namespace] [--verify full|meta]
                    [--lazy [--fill-rate MIB]] [--clone]
                    [--port-map FROM:TO,...] [--netns NAME]
@@ -1038,6 +1039,11 @@ OPTIONS
                     command's standard streams instead of /dev/null.
     --pid-file PATH With --detach: write the host PID to PATH (replaced
                     whole) instead of standard output.
+    --status-file PATH
+                    With --detach: when the restored process ends, write
+                    how to PATH: "exit N" or "signal N" (its supervisor,
+                    init, ends with N or 128 + N, which cannot tell an
+                    exit status of 129 from SIGHUP).
     --replace PID   End the running process PID, the capsule's (as it
                     sees itself), once every check has passed, and restore
                     in its place (what mmtier rollback does).

@@ -68,6 +68,7 @@ struct options {
   bool latest = false;         // the newest durable capsule (named as the argument starts)
   bool keep_stdio = false;     // --detach, but the standard streams stay this command's
   std::string pid_file;        // --detach: the host pid goes there, not to stdout
+  std::string status_file;     // --detach: how the program ended goes there when it does
   int replace = 0;             // a running process (host pid) the restore kills first (rollback)
   bool clone = false;          // a thin clone: beside the original, the heap's pages shared with the capsule
   bool migrated = false;       // mmtier receive: the original is held stopped by mmtier migrate, which ends it
@@ -784,6 +785,8 @@ int move_high(int fd, int floor) {
 
 // ---- the namespaces and the init
 
+std::string g_status_file;  // options::status_file, for init
+
 long clone3_with_tid(int tid) {
   struct clone_args ca;
   memset(&ca, 0, sizeof ca);
@@ -913,6 +916,14 @@ void serve_lazily(const image &im, int sock, bool detach, uint64_t fill_rate) {
     if (w < 0 && errno == EINTR) continue;
     if (w < 0) break;
     if (w == g_child) status = st;
+  }
+  // Said plainly where asked: an exit status of 129 is not a signal.
+  if (!g_status_file.empty()) {
+    try {
+      write_file_atomically(g_status_file, WIFSIGNALED(status) ? strf("signal %d\n", WTERMSIG(status))
+                                                               : strf("exit %d\n", WEXITSTATUS(status)));
+    } catch (const failure &) {
+    }
   }
   if (WIFSIGNALED(status)) _exit(128 + WTERMSIG(status));
   _exit(WEXITSTATUS(status));
@@ -1062,6 +1073,8 @@ int restore_main(const args &a) {
       o.fill_rate = mib << 20;
     } else if (take_option("restore", a, &i, "--pid-file", &v)) {
       o.pid_file = v;
+    } else if (take_option("restore", a, &i, "--status-file", &v)) {
+      o.status_file = v;
     } else if (take_option("restore", a, &i, "--port-map", &v)) {
       if (!parse_port_map(v, &o.ports))
         throw usage_error("restore", strf("--port-map takes FROM:TO[,FROM:TO...], not \"%s\"", v.c_str()));
@@ -1100,8 +1113,9 @@ int restore_main(const args &a) {
   image im;
   im.where = locate(o.capsule, o.dir_set, o.dir);
   if (o.fill_rate && !o.lazy) throw usage_error("restore", "--fill-rate paces a --lazy restore");
-  if ((o.keep_stdio || !o.pid_file.empty()) && !o.detach)
-    throw usage_error("restore", "--keep-stdio and --pid-file go with --detach");
+  if ((o.keep_stdio || !o.pid_file.empty() || !o.status_file.empty()) && !o.detach)
+    throw usage_error("restore", "--keep-stdio, --pid-file and --status-file go with --detach");
+  g_status_file = o.status_file;
   if (o.clone && o.lazy) throw usage_error("restore", "a --clone maps its memory: it is never --lazy");
   if (o.clone && o.replace) throw usage_error("restore", "a --clone ends no process: not with --replace");
   im.clone = o.clone;

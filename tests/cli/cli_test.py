@@ -2142,14 +2142,17 @@ class RestoreTest(Base):
         self.assertRegex(r.stderr, rf"refused: mem-{a_id} is damaged: the chunk at offset [0-9]+ ")
 
     def autosave(self, sums, *opts):
-        """mmtier run --autosave 1s OPTS -- python3 POKING_PROG SUMS, its
-        stderr to a file: (the supervisor, the program's pid, the log's path)."""
+        """mmtier run --autosave 1s OPTS -- python3 POKING_PROG SUMS (which
+        also exits with status 139 at SIGHUP), its stderr to a file: (the
+        supervisor, the program's pid, the log's path)."""
         log = os.path.join(self.caps, "supervisor.log")
         env = self.env()
         del env["LD_PRELOAD"]  # mmtier run preloads the library itself
         with open(log, "w") as err:
             sup = subprocess.Popen([ARGS.mmtier, "run", "--autosave", "1s", *opts, "--", sys.executable, "-c",
-                                    POKING_PROG, sums], env=env, stdout=subprocess.DEVNULL, stderr=err)
+                                    POKING_PROG.replace("say()\nwhile", "signal.signal(signal.SIGHUP, "
+                                                        "lambda *_: os._exit(139))\nsay()\nwhile"),
+                                    sums], env=env, stdout=subprocess.DEVNULL, stderr=err)
         self.addCleanup(lambda: (sup.poll() is None and sup.kill(), sup.wait()))
         wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
         with open(sums) as f:
@@ -2222,6 +2225,24 @@ class RestoreTest(Base):
         r = self.restore("nothing-", "--latest", "--dir", self.caps)
         self.assertEqual((r.returncode, r.stderr.strip()),
                          (1, f"mmtier: no durable capsule named nothing-... in {self.caps}"))
+
+    def test_autosave_takes_an_exit_status_for_what_it_is(self):
+        # Restored once, the program exits with status 139: an exit, not
+        # SIGSEGV (128 + 11), so the supervisor ends with it, restoring
+        # nothing.
+        sums = os.path.join(self.caps, "sums")
+        sup, pid, log = self.autosave(sums, "--max-restarts", "3")
+        wait_until(lambda: self.auto_capsules(pid), 60, "a periodic snapshot")
+        os.kill(pid, signal.SIGKILL)
+        m = wait_until(lambda: re.search(r"^mmtier run: process %d restored \(host pid (\d+)\)$" % pid,
+                                         text_of(log), re.M), 60, "the restore")
+        host = int(m.group(1))
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.answer(sums, host, signal.SIGUSR1)  # running, its handlers in place
+        os.kill(host, signal.SIGHUP)
+        self.assertEqual(sup.wait(timeout=60), 139)
+        self.assertEqual(text_of(log).count("restoring"), 1, text_of(log))
+        self.assertNotIn("signal 11", text_of(log))
 
     def test_autosave_stops_when_asked_with_a_last_snapshot(self):
         # SIGTERM to the supervisor reaches the program, which takes a last
