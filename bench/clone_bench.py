@@ -41,7 +41,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from restore_bench import ask, kill_wait, log, resp, wait_pong  # noqa: E402
+from restore_bench import ask, kill_wait, populated_capsule, resp, wait_pong  # noqa: E402
 
 
 def pss_of(pid):
@@ -66,20 +66,7 @@ def main():
     os.chmod(work, 0o700)
     clones = []
     try:
-        env = dict(os.environ, LD_PRELOAD=lib, MMTIER_SNAPSHOT_DIR=work)
-        srv = subprocess.Popen(["/usr/bin/redis-server", "--port", str(a.port), "--save", "", "--appendonly", "no",
-                                "--dir", work, "--enable-debug-command", "yes", "--daemonize", "no"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_pong(a.port, time.monotonic(), 60)
-        log(f"populating {a.keys} keys of {a.value} bytes")
-        ask(a.port, "DEBUG", "POPULATE", a.keys, "key", a.value)
-        digest = ask(a.port, "DEBUG", "DIGEST")
-        with open(f"/proc/{srv.pid}/status") as f:
-            rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) * 1024
-        out = subprocess.run([mmtier, "snapshot", str(srv.pid), "--name", "r", "--dir", work], capture_output=True,
-                             text=True, check=True)
-        capsule = out.stdout.strip().splitlines()[-1]
-        log(out.stderr.strip())
+        srv, digest, rss, capsule = populated_capsule(a, mmtier, lib, work)
         kill_wait(srv.pid)
         srv.wait()
         t0 = time.monotonic()

@@ -108,6 +108,26 @@ def fmt(xs):
     return f"{statistics.median(xs):.2f} ({min(xs):.2f} .. {max(xs):.2f})"
 
 
+def populated_capsule(a, mmtier, lib, work):
+    """redis-server under libmmtier on a.port, with a.keys keys of a.value
+    bytes, snapshotted into work: (the server, its DEBUG DIGEST, its
+    resident bytes, the capsule's path).  The server still runs."""
+    env = dict(os.environ, LD_PRELOAD=lib, MMTIER_SNAPSHOT_DIR=work)
+    srv = subprocess.Popen(["/usr/bin/redis-server", "--port", str(a.port), "--save", "", "--appendonly", "no",
+                            "--dir", work, "--enable-debug-command", "yes", "--daemonize", "no"],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_pong(a.port, time.monotonic(), 60)
+    log(f"populating {a.keys} keys of {a.value} bytes")
+    ask(a.port, "DEBUG", "POPULATE", a.keys, "key", a.value)
+    digest = ask(a.port, "DEBUG", "DIGEST")
+    with open(f"/proc/{srv.pid}/status") as f:
+        rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) * 1024
+    out = subprocess.run([mmtier, "snapshot", str(srv.pid), "--name", "r", "--dir", work], capture_output=True,
+                         text=True, check=True)
+    log(out.stderr.strip())  # the pause and the bytes written
+    return srv, digest, rss, out.stdout.strip().splitlines()[-1]
+
+
 def autosave(a, mmtier, work):
     """The --autosave measurement (see the module's text)."""
     env = dict(os.environ, MMTIER_SNAPSHOT_DIR=work)
@@ -174,20 +194,7 @@ def main():
     try:
         if a.autosave:
             return autosave(a, mmtier, work)
-        env = dict(os.environ, LD_PRELOAD=lib, MMTIER_SNAPSHOT_DIR=work)
-        srv = subprocess.Popen(["/usr/bin/redis-server", "--port", str(a.port), "--save", "", "--appendonly", "no",
-                                "--dir", work, "--enable-debug-command", "yes", "--daemonize", "no"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_pong(a.port, time.monotonic(), 60)
-        log(f"populating {a.keys} keys of {a.value} bytes")
-        ask(a.port, "DEBUG", "POPULATE", a.keys, "key", a.value)
-        digest = ask(a.port, "DEBUG", "DIGEST")
-        with open(f"/proc/{srv.pid}/status") as f:
-            rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) * 1024
-        out = subprocess.run([mmtier, "snapshot", str(srv.pid), "--name", "r", "--dir", work], capture_output=True,
-                             text=True, check=True)
-        capsule = out.stdout.strip().splitlines()[-1]
-        log(out.stderr.strip())  # the pause and the bytes written
+        srv, digest, rss, capsule = populated_capsule(a, mmtier, lib, work)
         ask(a.port, "SAVE")
         aof = 0
         if a.aof:

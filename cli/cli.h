@@ -84,6 +84,8 @@ bool parse_pid(const std::string &text, int *pid);
 long own_pid(int host);
 // A process's parent (its host PID), 0 if it is gone.
 int parent_pid(int pid);
+// Whether a holds -h or --help: then the manual of topic is printed.
+bool asked_for_help(const args &a, const char *topic);
 // MMTIER_SNAPSHOT_DIR as process pid started with it, or "".
 std::string snapshot_dir_of(int pid);
 // The `mmtier run --autosave` among pid's nearest ancestors (its parent,

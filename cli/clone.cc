@@ -172,11 +172,7 @@ clone_options parse(const args &a) {
 }  // namespace
 
 int clone_main(const args &a) {
-  for (const std::string &s : a)
-    if (s == "-h" || s == "--help") {
-      fputs(std::string(help_text("clone")).c_str(), stdout);
-      return 0;
-    }
+  if (asked_for_help(a, "clone")) return 0;
   const clone_options o = parse(a);
   std::vector<started> clones;
   for (int k = 0; k < o.count; ++k) {

@@ -290,8 +290,10 @@ migrate_options parse_migrate(const args &a) {
       continue;
     if (take_option(cmd, a, &i, "--dir", &o.dir)) {
       o.dir_set = true;
-    } else if (a[i] == "--eager" || a[i] == "--json") {
-      (a[i] == "--eager" ? o.lazy : o.json) = a[i] == "--json";
+    } else if (a[i] == "--eager") {
+      o.lazy = false;
+    } else if (a[i] == "--json") {
+      o.json = true;
     } else if (!a[i].empty() && a[i][0] == '-') {
       throw usage_error(cmd, strf("unknown option %s", a[i].c_str()));
     } else if (pid.empty()) {
@@ -317,11 +319,7 @@ migrate_options parse_migrate(const args &a) {
 }  // namespace
 
 int migrate_main(const args &a) {
-  for (const std::string &s : a)
-    if (s == "-h" || s == "--help") {
-      fputs(std::string(help_text("migrate")).c_str(), stdout);
-      return 0;
-    }
+  if (asked_for_help(a, "migrate")) return 0;
   const migrate_options o = parse_migrate(a);
   const long self = own_pid(o.pid);
   if (!self) throw failure(strf("process %d is not running", o.pid));
@@ -663,11 +661,7 @@ receive_options parse_receive(const args &a) {
 }  // namespace
 
 int receive_main(const args &a) {
-  for (const std::string &s : a)
-    if (s == "-h" || s == "--help") {
-      fputs(std::string(help_text("receive")).c_str(), stdout);
-      return 0;
-    }
+  if (asked_for_help(a, "receive")) return 0;
   receive_options o = parse_receive(a);
   receiver r;
   r.dir = capsule_dir(o.dir_set, o.dir);

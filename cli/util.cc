@@ -234,6 +234,15 @@ int parent_pid(int pid) {
   return sscanf(stat.c_str() + paren + 1, " %c %d", &state, &ppid) == 2 ? ppid : 0;
 }
 
+bool asked_for_help(const args &a, const char *topic) {
+  for (const std::string &s : a)
+    if (s == "-h" || s == "--help") {
+      fputs(std::string(help_text(topic)).c_str(), stdout);
+      return true;
+    }
+  return false;
+}
+
 // MMTIER_SNAPSHOT_DIR as process pid started with it, or "".
 std::string snapshot_dir_of(int pid) {
   FILE *f = fopen(strf("/proc/%d/environ", pid).c_str(), "re");
