@@ -23,7 +23,11 @@ EVERY` (a snapshot every EVERY, after a crash the newest restored by the
 supervisor, lazily); each round waits for a periodic snapshot taken after
 the data was loaded, kills the server with SIGKILL and measures the
 seconds until PING answers PONG again (the supervisor noticing the death,
-picking the capsule, restoring), then checks DEBUG DIGEST.
+picking the capsule, restoring), then checks DEBUG DIGEST.  With --load,
+a client writes SET w-N as fast as it is answered meanwhile (reconnecting
+after the kill); instead of the digest, every write answered before the
+restored capsule's instant must be there, and the writes lost (answered
+after it, before the kill) are counted.
 
 After each, DEBUG DIGEST must equal the original's (for the lazy restore,
 taken once the fill is done: the digest reads every value), then the
@@ -34,6 +38,7 @@ sizes.  Progress goes to stderr.  Only the Python standard library is used.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -43,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 
@@ -128,6 +134,27 @@ def populated_capsule(a, mmtier, lib, work):
     return srv, digest, rss, out.stdout.strip().splitlines()[-1]
 
 
+class Writer(threading.Thread):
+    """SET w-N v-N, one at a time, as fast as answered; reconnects after
+    an error.  acks[N] = when w-N was answered (time.time_ns())."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.acks, self.stop = port, [], False
+
+    def run(self):
+        while not self.stop:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as c:
+                    while not self.stop:
+                        i = len(self.acks)
+                        if resp(c, "SET", f"w-{i}", f"v-{i}") != "OK":
+                            break
+                        self.acks.append(time.time_ns())
+            except OSError:
+                time.sleep(0.001)
+
+
 def autosave(a, mmtier, work):
     """The --autosave measurement (see the module's text)."""
     env = dict(os.environ, MMTIER_SNAPSHOT_DIR=work)
@@ -141,8 +168,11 @@ def autosave(a, mmtier, work):
         ask(a.port, "DEBUG", "POPULATE", a.keys, "key", a.value)
         digest = ask(a.port, "DEBUG", "DIGEST")
         pid = int(ask(a.port, "INFO", "server").split("process_id:")[1].split()[0])
-        times, bad = [], []
+        times, bad, lost = [], [], []
         host = pid
+        writer = Writer(a.port) if a.load else None
+        if writer:
+            writer.start()
         for rnd in range(a.rounds):
             loaded = time.time()
             # A periodic snapshot that holds the data: one begun after it was loaded.
@@ -150,22 +180,41 @@ def autosave(a, mmtier, work):
                           os.path.getmtime(os.path.join(work, e)) > loaded + 1 for e in os.listdir(work)):
                 time.sleep(0.1)
             t0 = time.monotonic()
+            acked_at_kill = len(writer.acks) if writer else 0
             os.kill(host, signal.SIGKILL)
             m = None
+            capsule = None
             while not m:  # the supervisor's own line, once the restore is done
                 line = sup.stderr.readline()
                 if not line:
                     raise SystemExit("the supervisor ended")
                 log(line.strip())
+                c = re.search(r"; restoring (\S+) \(taken", line)
+                capsule = c.group(1) if c else capsule
                 m = re.match(r"mmtier run: process \d+ restored \(host pid (\d+)\)", line)
             host = int(m.group(1))
             times.append(wait_pong(a.port, t0))
-            if ask(a.port, "DEBUG", "DIGEST") != digest:
+            if writer:
+                info = json.loads(subprocess.run([mmtier, "snapshot", "info", capsule, "--json"], capture_output=True,
+                                                 text=True, check=True).stdout)
+                before = [i for i in range(acked_at_kill) if writer.acks[i] < info["created_unix_ns"]]
+                if before and ask(a.port, "GET", f"w-{before[-1]}") != f"v-{before[-1]}":
+                    bad.append(f"round {rnd}")
+                lost.append(acked_at_kill - len(before))
+            elif ask(a.port, "DEBUG", "DIGEST") != digest:
                 bad.append(f"round {rnd}")
             log(f"round {rnd}: answering {times[-1]:.2f} s after the kill")
-        print(f"redis-server, {a.keys} keys of {a.value} bytes, under mmtier run --autosave {a.autosave}: "
-              f"SIGKILL to PONG, {a.rounds} rounds, seconds: {fmt(times)}")
-        print(f"data: DEBUG DIGEST {'equal to the original' if not bad else 'DIFFERS in ' + ', '.join(bad)}")
+        if writer:
+            writer.stop = True
+        print(f"redis-server, {a.keys} keys of {a.value} bytes, under mmtier run --autosave {a.autosave}"
+              f"{' with a client writing all along' if writer else ''}: SIGKILL to PONG, {a.rounds} rounds, seconds: "
+              f"{fmt(times)}")
+        if writer:
+            print(f"data: every write answered before the restored snapshot's instant there: "
+                  f"{'yes' if not bad else 'NO in ' + ', '.join(bad)}; writes lost (answered after it, before the "
+                  f"kill), per round: {lost}; writes answered in all: {len(writer.acks)}")
+        else:
+            print(f"data: DEBUG DIGEST {'equal to the original' if not bad else 'DIFFERS in ' + ', '.join(bad)}")
         return 1 if bad else 0
     finally:
         sup.send_signal(signal.SIGINT)
@@ -186,6 +235,7 @@ def main():
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each restore (root)")
     ap.add_argument("--autosave", metavar="EVERY", help="measure mmtier run --autosave EVERY instead (e.g. 5s)")
     ap.add_argument("--aof", action="store_true", help="also redis-server replaying an append-only file")
+    ap.add_argument("--load", action="store_true", help="--autosave: a client writes all along")
     a = ap.parse_args()
     mmtier = os.path.abspath(os.path.join(a.build, "mmtier"))
     lib = os.path.abspath(os.path.join(a.build, "libmmtier.so"))
