@@ -18,7 +18,7 @@ SYNOPSIS
     mmtier restore CAPSULE [--detach]
     mmtier rollback PID --to CAPSULE|-N [--as-new]
     mmtier clone CAPSULE [--count N] [--port-map FROM:TO,...]
-    mmtier migrate PID --to HOST:PORT --token TOKEN
+    mmtier migrate PID --to HOST:PORT --token-file FILE
     mmtier receive --listen [ADDRESS:]PORT [--dir DIR]
     mmtier capsule (pack CAPSULE | unpack [FILE])
     mmtier help [COMMAND]
@@ -760,8 +760,8 @@ constexpr const char kMigrate[] = R"(NAME
     mmtier migrate - move a running process to another host
 
 SYNOPSIS
-    mmtier migrate PID --to HOST:PORT --token TOKEN [--rounds N]
-                   [--eager] [--dir DIR] [--json]
+    mmtier migrate PID --to HOST:PORT (--token-file FILE | --token TOKEN)
+                   [--rounds N] [--eager] [--dir DIR] [--json]
 
 DESCRIPTION
     Moves process PID, running under libmmtier, to the host where
@@ -775,27 +775,39 @@ DESCRIPTION
     the one before (the program writes faster than the link), or after
     --rounds rounds, a last snapshot is taken with the program held
     stopped: nothing it does after that instant can be lost.  Its
-    changes are sent, the receiver checks the capsule's every checksum and
-    restores it (lazily by default), and only once the process runs there
-    is PID ended (SIGKILL).  The time PID is stopped (the downtime) is
-    that last snapshot, its changes and the restore.
+    changes are sent, the receiver checks the checksums of what it
+    received and restores it (lazily by default), and only once the
+    process runs there is PID ended (SIGKILL).  The time PID is stopped
+    (the downtime) is that last snapshot, its changes and the restore.
+    Stop signals to this command wait meanwhile.
 
     If anything fails before that (the connection, the receiver's checks,
     the restore there), PID goes on where it stopped and the receiver
-    removes what it received and ends what it started.  The private
-    directory is removed either way.
+    removes what it received and ends what it started.  A hold is bounded:
+    after 600 s without a decision (a stuck network: a silent peer is an
+    error after about a minute) PID goes on and the migration fails.  If
+    the connection breaks after PID ended and before the receiver heard
+    it, the receiver stops its process (SIGSTOP) rather than lose it or
+    run it twice, and says how to continue it.  The private directory is
+    removed either way.
 
     The stream is not encrypted and the token is its only
-    authentication: use it on a network you trust, or through a tunnel.
+    authentication: use it on a network you trust, or through a tunnel;
+    give it in a file (--token-file), not on the command line, which
+    every user of the host can read.
 
 OPTIONS
     --to HOST:PORT
         Where mmtier receive listens ([ADDRESS]:PORT for IPv6).
+    --token-file FILE
+        A file whose first line is the token mmtier receive printed (or
+        was given).
     --token TOKEN
-        The token mmtier receive printed (or was given).
+        The token itself (visible to every user of the host in ps).
     --rounds N
-        At most N rounds while the program runs (0 to 20, default 4);
-        0 is a plain stop, copy, start.
+        At most N rounds while the program runs (0 to 6, default 4; each
+        builds on the ones before, within MMTIER_SNAPSHOT_CHAIN); 0 is a
+        plain stop, copy, start.
     --eager
         The receiver restores eagerly (every byte in place before the
         program runs) instead of lazily.
@@ -825,14 +837,16 @@ ENVIRONMENT
 EXAMPLES
     host2$ mmtier receive --listen 7000
     mmtier receive: listening on 0.0.0.0:7000; token 5f0c...; ...
-    host1$ mmtier migrate 4242 --to host2:7000 --token 5f0c...
+    host1$ echo 5f0c... > token; mmtier migrate 4242 --to host2:7000 \
+               --token-file token
 )";
 
 constexpr const char kReceive[] = R"(NAME
     mmtier receive - wait for a migration and run the process it brings
 
 SYNOPSIS
-    mmtier receive --listen [ADDRESS:]PORT [--token TOKEN] [--dir DIR]
+    mmtier receive --listen [ADDRESS:]PORT [--token-file FILE | --token T]
+                   [--dir DIR]
 
 DESCRIPTION
     Listens on PORT (all addresses unless ADDRESS is given; 0: any free
@@ -848,16 +862,16 @@ DESCRIPTION
 
     If the source gives up or the stream breaks before the process runs
     here, nothing of the migration is left.  If it breaks after (the
-    source's end is then unknown), the process restored here is ended
-    and its capsule kept, to be restored by hand if the source's process
-    is gone.  Then the command exits.
+    source's end is then unknown), the process restored here is stopped
+    (SIGSTOP) and its capsule kept: continue it (kill -CONT) if the
+    source's process is gone, else end it.  Then the command exits.
 
 OPTIONS
     --listen [ADDRESS:]PORT
         Where to listen.
-    --token TOKEN
-        The token the source must give (at least 16 characters); by
-        default a random one, printed.
+    --token-file FILE, --token TOKEN
+        The token the source must give (at least 16 characters; the first
+        line of FILE); by default a random one, printed.
     --dir DIR
         The capsule directory (default: MMTIER_SNAPSHOT_DIR, else the
         user's default).

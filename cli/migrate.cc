@@ -162,6 +162,24 @@ bool plain_name(const std::string &s) {
 
 // ---- the source ------------------------------------------------------------
 
+constexpr int kMaxRounds = 6;
+
+// The first line of file (a token kept out of the command line, which
+// every user of the host can read).
+std::string token_from(const std::string &file) {
+  std::string t = read_text(file.c_str());
+  t = t.substr(0, t.find('\n'));
+  if (t.empty()) throw failure(strf("no token in %s", file.c_str()));
+  return t;
+}
+
+// Equal, in a time that does not tell how much of a is b.
+bool same_token(const std::string &a, const std::string &b) {
+  unsigned char diff = a.size() != b.size();
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
 struct migrate_options {
   int pid = 0;
   std::string host, port, token, dir;
@@ -187,6 +205,20 @@ struct round_report {
   }
 };
 
+// A migration's connection: small messages go at once, and a peer gone
+// silent (a broken network, a host down) is an error within about a minute
+// instead of a wait for ever (the held program's hold is bounded too).
+void tune_tcp(int fd) {
+  const int one = 1, idle = 10, interval = 5, count = 6;
+  const unsigned user_timeout_ms = 60000;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+}
+
 int connect_tcp(const std::string &host, const std::string &port) {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
@@ -196,6 +228,7 @@ int connect_tcp(const std::string &host, const std::string &port) {
   int fd = -1, err = 0;
   for (addrinfo *a = res; a && fd < 0; a = a->ai_next) {
     fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) err = errno;
     if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
       err = errno;
       close(fd);
@@ -204,8 +237,7 @@ int connect_tcp(const std::string &host, const std::string &port) {
   }
   freeaddrinfo(res);
   if (fd < 0) throw failure(strf("cannot connect to %s:%s: %s", host.c_str(), port.c_str(), strerror(err)));
-  const int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  tune_tcp(fd);
   return fd;
 }
 
@@ -227,15 +259,13 @@ void send_capsule(stream &s, const std::string &path, const std::string &name,
   std::vector<char> buf(kBlock);
   for (const std::string &f : files) {
     const std::string fp = path + "/" + f;
-    const int fd = open(fp.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    const fd_holder holder(open(fp.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    const int fd = holder.fd;
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      if (fd >= 0) close(fd);
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
       throw failure(strf("%s: not a regular file of a capsule", fp.c_str()));
-    }
     const auto key = std::make_pair(st.st_dev, st.st_ino);
     if (auto it = sent->find(key); it != sent->end()) {
-      close(fd);
       s.u8('L');
       s.str(name);
       s.str(f);
@@ -257,10 +287,7 @@ void send_capsule(stream &s, const std::string &path, const std::string &name,
       if (hole < 0) hole = st.st_size;
       for (off_t p = data; p < hole;) {
         const ssize_t n = pread(fd, buf.data(), static_cast<size_t>(std::min<off_t>(hole - p, kBlock)), p);
-        if (n <= 0) {
-          close(fd);
-          throw failure(strf("cannot read %s: %s", fp.c_str(), n < 0 ? strerror(errno) : "it shrank"));
-        }
+        if (n <= 0) throw failure(strf("cannot read %s: %s", fp.c_str(), n < 0 ? strerror(errno) : "it shrank"));
         s.u64(static_cast<uint64_t>(p));
         s.u64(static_cast<uint64_t>(n));
         s.put(buf.data(), static_cast<size_t>(n));
@@ -271,7 +298,6 @@ void send_capsule(stream &s, const std::string &path, const std::string &name,
       }
       at = hole;
     }
-    close(fd);
     s.u64(0);
     s.u64(0);
   }
@@ -285,9 +311,14 @@ migrate_options parse_migrate(const args &a) {
   migrate_options o;
   std::string pid, to, rounds;
   for (size_t i = 0; i < a.size(); ++i) {
+    std::string file;
     if (take_option(cmd, a, &i, "--to", &to) || take_option(cmd, a, &i, "--token", &o.token) ||
         take_option(cmd, a, &i, "--rounds", &rounds))
       continue;
+    if (take_option(cmd, a, &i, "--token-file", &file)) {
+      o.token = token_from(file);
+      continue;
+    }
     if (take_option(cmd, a, &i, "--dir", &o.dir)) {
       o.dir_set = true;
     } else if (a[i] == "--eager") {
@@ -309,9 +340,11 @@ migrate_options parse_migrate(const args &a) {
   o.host = to.substr(0, colon);
   if (o.host.size() > 2 && o.host.front() == '[' && o.host.back() == ']') o.host = o.host.substr(1, o.host.size() - 2);
   o.port = to.substr(colon + 1);
-  if (o.token.empty()) throw usage_error(cmd, "give --token, as mmtier receive printed it");
-  if (!rounds.empty() && (!parse_pid(rounds, &o.rounds) || o.rounds > 20) && rounds != "0")
-    throw usage_error(cmd, "--rounds takes 0 to 20");
+  if (o.token.empty()) throw usage_error(cmd, "give --token-file (or --token), as mmtier receive printed it");
+  // Each round builds on the ones before: more than MMTIER_SNAPSHOT_CHAIN
+  // (8 by default) would make the held one a full capsule.
+  if (!rounds.empty() && (!parse_pid(rounds, &o.rounds) || o.rounds > kMaxRounds) && rounds != "0")
+    throw usage_error(cmd, strf("--rounds takes 0 to %d", kMaxRounds));
   if (rounds == "0") o.rounds = 0;
   return o;
 }
@@ -363,16 +396,27 @@ int migrate_main(const args &a) {
     const uint64_t t_start = monotonic_ns();
     uint64_t t_hold = 0;
     std::string last;
+    // Names of this migration's own (the PID may come back to the target
+    // later, where its last capsule stays).
+    const std::string id = random_hex(3);
     int precopy = o.rounds;
     for (int k = 1;; ++k) {
       const bool final = k > precopy;
-      const std::string name = strf("mig-%d-%d", static_cast<int>(self), k);
+      const std::string name = strf("mig-%d-%s-%d", static_cast<int>(self), id.c_str(), k);
       static ctl::reply rep;
       round_report r;
       r.progress = !o.json;
       r.round = k;
       const uint64_t t0 = monotonic_ns();
-      if (final) t_hold = t0;
+      if (final) {
+        t_hold = t0;
+        // From the hold on, an interrupt must not leave the outcome half
+        // decided: the usual stop signals wait until it is (they act then).
+        sigset_t stops;
+        sigemptyset(&stops);
+        for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&stops, sig);
+        sigprocmask(SIG_BLOCK, &stops, nullptr);
+      }
       // PMem units copied, not linked: each round then refers to the pages
       // the one before sent, where a linked file would be re-shared into a
       // new one, sent again whole.
@@ -400,22 +444,36 @@ int migrate_main(const args &a) {
     s.answer("restore");
     const uint64_t target_pid = s.g64();
     const uint64_t t_run = monotonic_ns();
-    // The program runs there: the source ends (it says so first).
+    // The program runs there: the source ends.  kEnded says the library
+    // took the commit and ends the process; the connection's end without
+    // it, that its hold had run out (its deadline) and it goes on: then
+    // the copy there goes.
     const char commit = ctl::kCommit;
     char ended = 0;
     if (send(held, &commit, 1, MSG_NOSIGNAL) == 1) {
-      const timeval limit = {10, 0};
+      const timeval limit = {30, 0};
       setsockopt(held, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
       if (recv(held, &ended, 1, 0) != 1) ended = 0;
     }
-    pollfd pf = {pidfd, POLLIN, 0};
-    const bool gone = ended == ctl::kEnded ? poll(&pf, 1, 10000) == 1 : poll(&pf, 1, 0) == 1;
-    if (!gone) throw failure(strf("process %d did not end: the one restored there is ended", o.pid));
+    if (ended != ctl::kEnded)
+      throw failure(strf("process %d did not take the commit (its hold had ended)", o.pid));
     committed = true;
+    // However long a large process takes to go, it is gone before this
+    // command says so (the kill the library sent itself, sent again).
+    syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+    pollfd pf = {pidfd, POLLIN, 0};
+    while (poll(&pf, 1, -1) < 0 && errno == EINTR) {
+    }
     close(held);
     held = -1;
-    s.u8('D');
-    s.answer("done");
+    try {
+      s.u8('D');
+      s.answer("done");
+    } catch (const failure &e) {
+      throw failure(strf("%s after the process ended here; pid %llu there did not hear it: if the receiver stopped "
+                         "it (it says so), continue it with kill -CONT",
+                         e.what(), static_cast<unsigned long long>(target_pid)));
+    }
     uint64_t total = 0;
     for (const round_report &r : rounds) total += r.sent;
     const double downtime = static_cast<double>(t_run - t_hold) / 1e9;
@@ -442,8 +500,8 @@ int migrate_main(const args &a) {
     return 0;
   } catch (const failure &e) {
     cleanup();
-    throw failure(strf("migration of process %d failed: %s; %s", o.pid, e.what(),
-                       committed ? "it runs on the target" : "it runs on here"));
+    throw failure(strf("migration of process %d failed: %s%s", o.pid, e.what(),
+                       committed ? "" : "; it runs on here"));
   }
 }
 
@@ -583,7 +641,8 @@ struct receiver {
       const pid_t pid = fork();
       if (pid == 0) {
         dup2(out[1], 1);
-        const char *argv[] = {"mmtier", "restore", path.c_str(), "--detach", "--migrated",
+        // Every chunk was checked as it was received.
+        const char *argv[] = {"mmtier", "restore", path.c_str(), "--detach", "--migrated", "--verify", "meta",
                               lazy ? "--lazy" : nullptr, nullptr};
         execv("/proc/self/exe", const_cast<char *const *>(argv));
         _exit(127);
@@ -618,11 +677,13 @@ struct receiver {
   }
 
   // A failure or an abort: the process restored here (if any) ends, and
-  // the capsules go, unless keep: the connection broke after the restore,
-  // and the source may have ended (its capsule is then all that is left).
+  // the capsules go; unless keep: the connection broke after the restore,
+  // and the source may have ended: the process here is stopped (SIGSTOP),
+  // neither lost nor running beside a source that went on.
   void undo(bool keep) {
     if (restored > 0) {
-      kill(static_cast<pid_t>(restored), SIGKILL);
+      kill(static_cast<pid_t>(restored), keep ? SIGSTOP : SIGKILL);
+      if (keep) return;
       restored = 0;
     }
     if (keep) return;
@@ -637,6 +698,11 @@ receive_options parse_receive(const args &a) {
   std::string listen_on;
   for (size_t i = 0; i < a.size(); ++i) {
     if (take_option(cmd, a, &i, "--listen", &listen_on) || take_option(cmd, a, &i, "--token", &o.token)) continue;
+    std::string file;
+    if (take_option(cmd, a, &i, "--token-file", &file)) {
+      o.token = token_from(file);
+      continue;
+    }
     if (take_option(cmd, a, &i, "--dir", &o.dir)) {
       o.dir_set = true;
       continue;
@@ -702,13 +768,14 @@ int receive_main(const args &a) {
     getnameinfo(reinterpret_cast<sockaddr *>(&peer), plen, host, sizeof host, nullptr, 0, NI_NUMERICHOST);
     r.s = stream();
     r.s.fd = fd;
+    tune_tcp(fd);
     try {
       char hello[8];
       const timeval limit = {30, 0};
       setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
       r.s.get(hello, 8);
       const std::string token = r.s.gstr(256);
-      if (memcmp(hello, kHello, 8) != 0 || token != o.token) {
+      if (memcmp(hello, kHello, 8) != 0 || !same_token(token, o.token)) {
         r.s.error("not a migration with this receiver's token");
         close(fd);
         fprintf(stderr, "mmtier receive: turned away %s (no migration with the token)\n", host);
@@ -752,9 +819,9 @@ int receive_main(const args &a) {
     close(r.s.fd);
     remove_tree(r.stage);
     if (keep)
-      throw failure(strf("migration received: %s after the restore; the process restored here was ended, its "
-                         "capsule %s/%s.mmtcap kept (restore it if the source's process is gone)",
-                         e.what(), r.dir.c_str(), r.published.back().c_str()));
+      throw failure(strf("migration received: %s after the restore; the process restored here, pid %ld, is stopped "
+                         "(SIGSTOP): if the source's process has ended, continue it with kill -CONT %ld, else end it",
+                         e.what(), r.restored, r.restored));
     throw failure(strf("migration received: %s; nothing of it is left here", e.what()));
   }
   close(r.s.fd);

@@ -53,12 +53,16 @@ bool peer_allowed(int fd) {
 // A held snapshot (kHold) is durable and every other thread stopped: the
 // reply goes out, then the client decides.  kCommit: the process ends
 // (SIGKILL: it must not run on; nothing of it may run an exit handler
-// with its threads stopped), after saying kEnded.  Anything else, or the
-// client's end (however long it takes): every thread goes on.  Only raw
-// system calls here: every mmtier lock is held by this thread.
+// with its threads stopped), after saying kEnded.  Anything else, the
+// client's end, or kHoldLimit without a word: every thread goes on (a
+// client stuck on a broken network must not stop the program for good;
+// its late commit then finds the connection closed).  Only raw system
+// calls here: every mmtier lock is held by this thread.
+constexpr time_t kHoldLimitS = 600;
+
 void held_decision(int fd) {
-  const timeval forever = {0, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
+  const timeval limit = {kHoldLimitS, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
   char c = 0;
   long n;
   while ((n = recv(fd, &c, 1, 0)) < 0 && errno == EINTR) {

@@ -2691,7 +2691,10 @@ class RestoreTest(Base):
         self.assertEqual(ask("a", "poke"), "poked")
         want = ask("a", "sum")
         q, to, token = receive()
-        r = migrate(to, token, "--json")
+        token_file = os.path.join(self.caps, "token")  # out of the command line others can read
+        with open(token_file, "w") as f:
+            f.write(token + "\n")
+        r = run("a", [ARGS.mmtier, "migrate", str(p.pid), "--to", to, "--token-file", token_file, "--json"])
         self.assertEqual(r.returncode, 0, r.stderr)
         out = json.loads(r.stdout)
         self.assertEqual(q.wait(timeout=60), 0)
@@ -2704,7 +2707,7 @@ class RestoreTest(Base):
         self.assertEqual(ask("b", "sum"), want)
         self.assertEqual(ask("b", "pid"), str(p.pid))
         self.assertEqual(run("a", ["ls", "-A", f"{d}/caps"]).stdout, "")
-        self.assertRegex(run("b", ["ls", "-A", f"{d}/caps"]).stdout, rf"^mig-{p.pid}-\d+\.mmtcap\n$")
+        self.assertRegex(run("b", ["ls", "-A", f"{d}/caps"]).stdout, rf"^mig-{p.pid}-[0-9a-f]{{6}}-\d+\.mmtcap\n$")
         self.addCleanup(lambda: os.path.exists(f"/proc/{out['target_pid']}") and
                         os.kill(out["target_pid"], signal.SIGKILL))
 
