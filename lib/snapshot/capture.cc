@@ -619,6 +619,7 @@ long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
       return r;
     }
   }
+  shared_copy_take(&wa.shared);
   // Every PMem unit is frozen now: the linked PMem file becomes the
   // capsule's.
   pmem_hand_over(&wa, res);
@@ -644,6 +645,7 @@ long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
   sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&old), 0, 8);
   if (!hold || pid < 0) world_resume();
   fd_capture_release();  // the writer has its copy
+  shared_copy_release(&wa.shared);
   res->paused_ns = sys::mono_ns() - t0;
   res->threads = static_cast<uint32_t>(n);
   if (pid < 0) {

@@ -140,12 +140,13 @@ bool all_zero(const char *p) {
   return !any;
 }
 
-bool save_data(state &s, cap::region &r, uint64_t page, uint64_t npages, uintptr_t addr, bool zero_holes) {
+bool save_data(state &s, cap::region &r, uint64_t page, uint64_t npages, uintptr_t addr, bool zero_holes,
+               uintptr_t src) {
   constexpr uint64_t kBounce = sizeof s.buf->bounce;
   char *buf = s.buf->bounce;
   while (npages) {
     const uint64_t n = npages < kBounce / kPage ? npages : kBounce / kPage;
-    copy_image(s, buf, reinterpret_cast<const char *>(addr), n * kPage);
+    copy_image(s, buf, reinterpret_cast<const char *>(src ? src : addr), n * kPage);
     uint64_t changed = 0;  // pages at the end of the block not written yet
     for (uint64_t i = 0; i <= n; ++i) {
       uint32_t file = cap::kNoFile;
@@ -184,6 +185,7 @@ bool save_data(state &s, cap::region &r, uint64_t page, uint64_t npages, uintptr
     page += n;
     npages -= n;
     addr += n * kPage;
+    if (src) src += n * kPage;
   }
   return true;
 }
@@ -328,6 +330,14 @@ bool save_shared_anon(state &s, cap::region &r) {
   const uint64_t pages = (r.end - r.start) / kPage;
   r.first_run = s.runs.size;
   r.nruns = 0;
+  // As it was in the pause (shared_copy.h): zeros where nothing was in memory.
+  if (const uintptr_t copy = shared_copy_of(s.a->shared, r.start, r.end))
+    return save_data(s, r, 0, pages, r.start, true, copy);
+  // Left out of the pause (too many, too large): as it is now, readable
+  // in this fork whatever the program's protection.
+  if (!(r.prot & PROT_READ) &&
+      sys::failed(sys::mprotect(reinterpret_cast<void *>(r.start), r.end - r.start, PROT_READ)))
+    return fail(s, EACCES, "cannot read a protected mapping", r.start);
   struct sysinfo si;
   if (sys::raw(SYS_sysinfo, reinterpret_cast<long>(&si)) != 0 || si.totalswap != 0)
     return save_data(s, r, 0, pages, r.start, true);
@@ -420,6 +430,7 @@ bool walk_maps(state &s) {
     if (name_is(e, "[vsyscall]")) continue;  // the same fixed page in every process
     if (e.lo >= s.ar->lo && e.hi <= s.ar->hi) continue;  // the writer's own
     if (e.lo >= s.a->fds.scratch_lo && e.hi <= s.a->fds.scratch_hi) continue;  // the descriptor tables
+    if (e.lo >= s.a->shared.scratch_lo && e.hi <= s.a->shared.scratch_hi) continue;  // shared memory's copies
 #if defined(__SANITIZE_ADDRESS__) && defined(__x86_64__)
     // AddressSanitizer's shadow (tests only): the sanitizer's own memory,
     // terabytes of address space, not the program's.

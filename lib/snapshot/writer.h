@@ -5,6 +5,8 @@
 // stopped the world, so nothing here may allocate or take a lock.
 #pragma once
 
+#include "snapshot/shared_copy.h"
+
 #include "platform/resume_point.h"
 #include "snapshot/capsule_dir.h"
 #include "snapshot/capsule_format.h"
@@ -73,6 +75,9 @@ struct writer_args {
   int base_dirfd;
   uint8_t base_id[16];
   uint32_t base_max_files;
+  // Shared anonymous memory as it was in the pause (its scratch range is
+  // not the image's).
+  shared_copies shared;
 };
 
 // Runs in the child and exits it: writes mem and the manifest (status

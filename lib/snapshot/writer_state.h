@@ -132,8 +132,10 @@ void copy_image(const state &s, char *dst, const char *src, uint64_t n);
 // Saves npages of the image from addr, pages page.. of region r, whose
 // data is the process's own: each page hashed, and either found unchanged
 // in the base (a base run) or written to mem; with zero_holes, a page of
-// zeros is a hole run instead.
-bool save_data(state &s, capsule::region &r, uint64_t page, uint64_t npages, uintptr_t addr, bool zero_holes);
+// zeros is a hole run instead.  Read from src when not 0 (a copy of those
+// pages made in the pause: shared memory).
+bool save_data(state &s, capsule::region &r, uint64_t page, uint64_t npages, uintptr_t addr, bool zero_holes,
+               uintptr_t src = 0);
 // A run of npages from page of region r; at: its offset in mem (mem) or in
 // the linked file (pmem, base: file is its files index).
 bool add_run(state &s, capsule::region &r, uint64_t page, uint64_t npages, page_src src, uint64_t at,

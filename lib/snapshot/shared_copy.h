@@ -1,0 +1,45 @@
+// Snapshot layer: shared anonymous memory copied in the pause.
+//
+// The capsule's writer is a fork, and a fork shares a MAP_SHARED mapping
+// with the program instead of copying it: read after the pause, such
+// memory (/dev/zero, System V shared memory) would hold the program's
+// later writes beside a heap frozen at the pause.  So in the pause each
+// such region's pages in memory are copied into one private scratch
+// mapping, which the fork then holds as of the pause; the writer saves
+// them from there.
+#pragma once
+
+#include <cstdint>
+
+namespace mmtier::detail {
+
+struct shared_copy_entry {
+  uintptr_t lo, hi;  // the region
+  uint64_t off;      // its copy, at scratch_lo + off
+};
+
+struct shared_copies {
+  static constexpr uint32_t kMax = 32;
+  static constexpr uint64_t kMaxBytes = uint64_t{256} << 20;  // of regions copied in the pause
+  uintptr_t scratch_lo = 0, scratch_hi = 0;
+  shared_copy_entry e[kMax];
+  uint32_t n = 0;
+  // Shared anonymous regions left out (more than kMax, or more than
+  // kMaxBytes together): the writer reads them after the pause.
+  uint32_t left_out = 0;
+};
+
+// In the pause: copies every shared anonymous region's pages in memory
+// (mincore; without it, and on a host with swap, every page) through
+// /proc/self/mem (a region's protection does not matter).  Never fails:
+// what cannot be copied is left out.  Nothing here allocates but the
+// scratch mapping.
+void shared_copy_take(shared_copies *c);
+
+// The copy of the region [lo, hi), or 0.
+uintptr_t shared_copy_of(const shared_copies &c, uintptr_t lo, uintptr_t hi);
+
+// After the fork, in the program: the scratch mapping goes.
+void shared_copy_release(shared_copies *c);
+
+}  // namespace mmtier::detail
