@@ -518,13 +518,14 @@ int move_high(int fd, int floor) {
   std::vector<rs::map_op> maps;
   std::vector<rs::copy_op> copies;
   // A thin clone maps the heap's runs from the capsule (each a mapping of
-  // its own) within half of what the kernel allows a process, and runs of
-  // at least kShareMin: a shorter one is read, its few pages private.
+  // its own) within an eighth of what the kernel allows a process (the
+  // program and the heap's own splits need the rest), and runs of at least
+  // kShareMin: a shorter one is read, its few pages private.
   constexpr uint64_t kShareMin = 64 << 10;
   uint64_t share_left = 0;
   if (im.clone) {
     const long most = atol(read_text("/proc/sys/vm/max_map_count").c_str());
-    share_left = most > 2 * static_cast<long>(m.nregions) ? static_cast<uint64_t>(most) / 2 - m.nregions : 0;
+    share_left = most > 8 * static_cast<long>(m.nregions) ? static_cast<uint64_t>(most) / 8 - m.nregions : 0;
   }
   for (uint64_t i = 0; i < m.nregions; ++i) {
     const cap::region &g = m.regions[i];

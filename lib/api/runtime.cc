@@ -85,6 +85,7 @@ int runtime_start() {
   int result = kUnmanaged;
   world_register();
   control_register();
+  snapshot_counters_register();
   if (heap_init()) {
     if (engine_init()) {
       result = kReady;

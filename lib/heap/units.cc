@@ -256,6 +256,24 @@ long place_pages(size_t idx, size_t first, size_t n, int prot) {
   return err;
 }
 
+namespace {
+
+// A dropped range of a frozen or spilled unit that could not get fresh
+// pages (no mapping left under vm.max_map_count): zeros written in place,
+// so that it never shows the file's bytes again (a private copy of zeros;
+// the memory comes back once the unit is re-shared or released).
+void zero_in_place(void *addr, size_t len, int prot) {
+  const bool writable = prot & PROT_WRITE;
+  if (!writable && sys::mprotect(addr, len, PROT_READ | PROT_WRITE) < 0) {
+    MMTIER_WARN("cannot clear %zu bytes given back at %p (no mapping left); they keep their contents", len, addr);
+    return;
+  }
+  memset(addr, 0, len);
+  if (!writable) sys::mprotect(addr, len, prot);
+}
+
+}  // namespace
+
 void discard_pages(size_t idx, size_t first, size_t n, bool unplace) {
   unit &u = g_heap.units[idx];
   if (unit_tier(u) < 0) return;
@@ -270,7 +288,7 @@ void discard_pages(size_t idx, size_t first, size_t n, bool unplace) {
       // unit's file storage back).
       int prot = unplace ? PROT_READ | PROT_WRITE : sys::query_prot(addr);
       if (prot < 0) prot = PROT_READ | PROT_WRITE;
-      dram_tier().ops->map(&dram_tier(), addr, len, prot, 0, 0);
+      if (dram_tier().ops->map(&dram_tier(), addr, len, prot, 0, 0) < 0) zero_in_place(addr, len, prot);
       if (!u.frozen) t.ops->discard(&t, addr, len, u.slot, a << kPageShift);
     } else {
       t.ops->discard(&t, addr, len, u.slot, a << kPageShift);

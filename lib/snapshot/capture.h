@@ -75,6 +75,8 @@ void snapshot_counters_get(snapshot_counters *out);
 // goes on (resume), or nothing is done and the caller ends the process
 // (the snapshot is then not counted: nobody would read it).
 void snapshot_hold_end(bool resume);
+// Registers the counters' lock in the quiesce sequence; once, at start-up.
+void snapshot_counters_register();
 // Counts a snapshot that ended with r (snapshot_take's value) and res.
 void snapshot_count(long r, const snap_result &res);
 // Called (no lock held) each time a snapshot ends, for the statistics page.

@@ -3,6 +3,7 @@
 #include "snapshot/capture.h"
 
 #include "platform/clock.h"
+#include "support/quiesce.h"
 
 #include <pthread.h>
 
@@ -15,11 +16,19 @@ void (*g_snapshot_done_hook)() = nullptr;
 
 namespace {
 
-// Never held across a snapshot's pause: a restored process finds it free.
+// A leaf (taken inside the statistics page's lock), in the quiesce
+// sequence: a fork or a world stop takes it, so a fork child or a
+// restored process never finds it held by a thread it does not have.
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 snapshot_counters g_counters;
 
+void lock() { pthread_mutex_lock(&g_lock); }
+void unlock() { pthread_mutex_unlock(&g_lock); }
+void made_anew() { pthread_mutex_init(&g_lock, nullptr); }
+
 }  // namespace
+
+void snapshot_counters_register() { quiesce_register(kRankMoverStats, {lock, unlock, made_anew, nullptr, made_anew}); }
 
 void snapshot_count(long r, const snap_result &res) {
   if (r == -EBUSY) return;  // another one was under way: nothing was attempted
