@@ -2232,7 +2232,11 @@ class RestoreTest(Base):
         # nothing.
         sums = os.path.join(self.caps, "sums")
         sup, pid, log = self.autosave(sums, "--max-restarts", "3")
-        wait_until(lambda: self.auto_capsules(pid), 60, "a periodic snapshot")
+        # One taken once its handlers are in place (a slow start may see
+        # the first before: restored, it would die of the SIGUSR1 below).
+        ready = time.time_ns()
+        wait_until(lambda: any(c["created_unix_ns"] > ready for c in self.auto_capsules(pid)), 60,
+                   "a periodic snapshot with its handlers")
         os.kill(pid, signal.SIGKILL)
         m = wait_until(lambda: re.search(r"^mmtier run: process %d restored \(host pid (\d+)\)$" % pid,
                                          text_of(log), re.M), 60, "the restore")
