@@ -367,7 +367,21 @@ int migrate_main(const args &a) {
   const std::string stage = strf("%s/.migrate-%d-%s", base.c_str(), o.pid, random_hex(4).c_str());
   if (const int e = cap::make_dirs(base.c_str()); e < 0)
     throw failure(strf("cannot make the capsule directory %s: %s", base.c_str(), strerror(-e)));
-  if (mkdir(stage.c_str(), 0700) != 0) throw failure(strf("cannot make %s: %s", stage.c_str(), strerror(errno)));
+  if (mkdir(stage.c_str(), 0700) != 0) {
+    const int e = errno;
+    close(pidfd);
+    throw failure(strf("cannot make %s: %s", stage.c_str(), strerror(e)));
+  }
+  // The process writes its capsules there: root migrating another user's
+  // process gives it that user's.
+  struct stat ps;
+  if (geteuid() == 0 && stat(strf("/proc/%d", o.pid).c_str(), &ps) == 0 && ps.st_uid != 0 &&
+      chown(stage.c_str(), ps.st_uid, ps.st_gid) != 0) {
+    const int e = errno;
+    rmdir(stage.c_str());
+    close(pidfd);
+    throw failure(strf("cannot give %s to the process's user: %s", stage.c_str(), strerror(e)));
+  }
   stream s;
   int held = -1;  // the held snapshot's control connection
   bool committed = false;
