@@ -855,16 +855,18 @@ DESCRIPTION
     without the token is turned away and the wait goes on.  The
     capsules are received into a private directory under DIR, each
     checked (manifest, every checksum) before it is published in DIR;
-    the last is restored (mmtier restore --detach --migrated, lazily
-    unless the source said --eager), its PID printed on stdout, and once
-    the source says its process ended, the earlier rounds' capsules are
-    removed: the last one stays, as the process's newest capsule.
+    the last is restored stopped (mmtier restore --detach --stopped
+    --migrated, lazily unless the source said --eager); once the source
+    says its process ended, the process here goes on (SIGCONT), its PID
+    is printed on stdout, and the earlier rounds' capsules are removed:
+    the last one stays, as the process's newest capsule.
 
     If the source gives up or the stream breaks before the process runs
     here, nothing of the migration is left.  If it breaks after (the
-    source's end is then unknown), the process restored here is stopped
-    (SIGSTOP) and its capsule kept: continue it (kill -CONT) if the
-    source's process is gone, else end it.  Then the command exits.
+    source's end is then unknown), the process restored here stays
+    stopped, never run, and its capsule is kept: continue it (kill -CONT)
+    if the source's process is gone, else end it.  Then the command
+    exits.
 
 OPTIONS
     --listen [ADDRESS:]PORT
@@ -1069,6 +1071,9 @@ OPTIONS
                     Bind the sockets the capsule had on port FROM to TO.
     --netns NAME    Make the descriptors in network namespace NAME (a
                     name of ip netns, or a path).
+    --stopped       With --detach: the restored process stops (SIGSTOP)
+                    before any of its threads runs the program; it goes
+                    on at SIGCONT (which a handler of its own then sees).
     --migrated      The capsule's process is held stopped by mmtier
                     migrate, which ends it once this restore succeeded:
                     its still running is no refusal (what mmtier receive

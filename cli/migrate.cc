@@ -656,8 +656,9 @@ struct receiver {
       if (pid == 0) {
         dup2(out[1], 1);
         // Every chunk was checked as it was received.
-        const char *argv[] = {"mmtier", "restore", path.c_str(), "--detach", "--migrated", "--verify", "meta",
-                              lazy ? "--lazy" : nullptr, nullptr};
+        // Stopped until the source has ended ('D'): never two running copies.
+        const char *argv[] = {"mmtier", "restore", path.c_str(), "--detach", "--stopped", "--migrated",
+                              "--verify", "meta", lazy ? "--lazy" : nullptr, nullptr};
         execv("/proc/self/exe", const_cast<char *const *>(argv));
         _exit(127);
       }
@@ -683,21 +684,24 @@ struct receiver {
     s.flush();
   }
 
-  // Done: the capsules before the restored one go (it links what it needs).
+  // Done: the source has ended; the process here goes on, and the capsules
+  // before its own go (it links what it needs).
   void done() {
+    kill(static_cast<pid_t>(restored), SIGCONT);
     for (size_t i = 0; i + 1 < published.size(); ++i) remove_tree(dir + "/" + published[i] + ".mmtcap");
     s.ok();
     s.flush();
   }
 
-  // A failure or an abort: the process restored here (if any) ends, and
-  // the capsules go; unless keep: the connection broke after the restore,
-  // and the source may have ended: the process here is stopped (SIGSTOP),
-  // neither lost nor running beside a source that went on.
+  // A failure or an abort: the process restored here (if any; stopped
+  // before it ran) ends, and the capsules go; unless keep: the connection
+  // broke after the restore, and the source may have ended: the process
+  // here stays stopped, neither lost nor running beside a source that went
+  // on.
   void undo(bool keep) {
     if (restored > 0) {
-      kill(static_cast<pid_t>(restored), keep ? SIGSTOP : SIGKILL);
       if (keep) return;
+      kill(static_cast<pid_t>(restored), SIGKILL);
       restored = 0;
     }
     if (keep) return;
@@ -834,7 +838,7 @@ int receive_main(const args &a) {
     remove_tree(r.stage);
     if (keep)
       throw failure(strf("migration received: %s after the restore; the process restored here, pid %ld, is stopped "
-                         "(SIGSTOP): if the source's process has ended, continue it with kill -CONT %ld, else end it",
+                         "before it ran: if the source's process has ended, continue it with kill -CONT %ld, else end it",
                          e.what(), r.restored, r.restored));
     throw failure(strf("migration received: %s; nothing of it is left here", e.what()));
   }

@@ -72,6 +72,7 @@ struct options {
   int replace = 0;             // a running process (host pid) the restore kills first (rollback)
   bool clone = false;          // a thin clone: beside the original, the heap's pages shared with the capsule
   bool migrated = false;       // mmtier receive: the original is held stopped by mmtier migrate, which ends it
+  bool stopped = false;        // --detach: the process stops before it runs, until SIGCONT
   std::string netns;           // a network namespace (a path, or a name under /run/netns) to restore into
   port_map ports;              // listening ports moved (FROM:TO)
   uint64_t fill_rate = 0;  // bytes per second, 0: no limit
@@ -192,6 +193,7 @@ struct image {
   vdso_info vdso;
   uint64_t vdso_lo = 0, vvar_lo = 0, vvar_hi = 0;  // the capsule's
   bool clone = false;                              // options::clone
+  bool stopped = false;                            // options::stopped
   const port_map *ports = nullptr;                 // options::ports
 };
 
@@ -706,6 +708,7 @@ int move_high(int fd, int floor) {
   p->note_size = h.restore_note_size;
   p->npmem_fds = static_cast<uint32_t>(pmem_keep.size());
   p->note_flags = im.clone ? rs::kNoteThinClone : 0;
+  p->start_stopped = im.stopped;
   for (size_t i = 0; i < pmem_keep.size(); ++i) p->pmem_fds[i] = pmem_keep[i];
   // In the guard find_gap leaves after B: free in the capsule's layout.
   p->sentinel = lazy_fd >= 0 ? b + b_len : 0;
@@ -1054,7 +1057,7 @@ int restore_main(const args &a) {
   const std::pair<const char *, bool *> flags[] = {{"--detach", &o.detach},         {"--lazy", &o.lazy},
                                                    {"--pid-namespace", &o.pid_namespace}, {"--latest", &o.latest},
                                                    {"--keep-stdio", &o.keep_stdio}, {"--clone", &o.clone},
-                                                   {"--migrated", &o.migrated}};
+                                                   {"--migrated", &o.migrated}, {"--stopped", &o.stopped}};
   for (size_t i = 0; i < a.size(); ++i) {
     std::string v;
     bool *flag = nullptr;
@@ -1114,8 +1117,9 @@ int restore_main(const args &a) {
   image im;
   im.where = locate(o.capsule, o.dir_set, o.dir);
   if (o.fill_rate && !o.lazy) throw usage_error("restore", "--fill-rate paces a --lazy restore");
-  if ((o.keep_stdio || !o.pid_file.empty() || !o.status_file.empty()) && !o.detach)
-    throw usage_error("restore", "--keep-stdio, --pid-file and --status-file go with --detach");
+  if ((o.keep_stdio || !o.pid_file.empty() || !o.status_file.empty() || o.stopped) && !o.detach)
+    throw usage_error("restore", "--keep-stdio, --pid-file, --status-file and --stopped go with --detach");
+  im.stopped = o.stopped;
   g_status_file = o.status_file;
   if (o.clone && o.lazy) throw usage_error("restore", "a --clone maps its memory: it is never --lazy");
   if (o.clone && o.replace) throw usage_error("restore", "a --clone ends no process: not with --replace");

@@ -423,6 +423,9 @@ struct cap_data {
     // descriptors go; then every thread goes on as the program.
     sc(__NR_write, p->err_fd, reinterpret_cast<long>("ok\n"), 3);
     for (uint32_t i = 0; i < p->nclose; ++i) sc(__NR_close, p->close_fds[i]);
+    // Held until continued (a migration's target until its source ended):
+    // every thread stops here, none has run the program yet.
+    if (p->start_stopped) sc(__NR_kill, sc(__NR_getpid), 19 /* SIGSTOP */);
     __atomic_store_n(&p->go, 1, __ATOMIC_RELEASE);
     futex_wake(&p->go);
   } else {

@@ -125,7 +125,7 @@ struct plan {
   uint64_t sentinel;     // lazy: a page left missing until the fill is done (restore_note::lazy_sentinel)
   uint64_t note_addr;
   uint32_t nsignals;     // pending for the process, queued again before the jump
-  uint32_t reserved;
+  uint32_t start_stopped;  // 1: the process stops (SIGSTOP) before any thread runs the program
   unsigned char signals[32][128];  // siginfo
   uint32_t ntimers;
   uint32_t nthread_signals;  // pending for single threads, queued to each once all exist

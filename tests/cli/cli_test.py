@@ -2546,6 +2546,31 @@ class RestoreTest(Base):
         r = mmtier(["stat", str(p.pid)], self.dir)
         self.assertRegex(r.stdout, r"(?m)^snapshots +2 taken, 1 failed, ")
 
+    def test_restore_stopped_runs_nothing_until_continued(self):
+        # --stopped (a migration's target): the process stops before any
+        # thread runs the program; a signal waits; SIGCONT lets it go on.
+        sums = os.path.join(self.caps, "sums")
+        p = self.poking(sums)
+        want = self.answer(sums, p.pid, signal.SIGUSR1)
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "st"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, "st.mmtcap"), "--detach", "--stopped")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        state = lambda: re.search(r"^State:\s+(\S)", text_of(f"/proc/{host}/status"), re.M).group(1)
+        wait_until(lambda: state() == "T", 30, "the restored process stopped")
+        n = len(text_of(sums).splitlines())
+        os.kill(host, signal.SIGUSR1)
+        self.assertEqual(state(), "T")
+        self.assertEqual(len(text_of(sums).splitlines()), n)
+        os.kill(host, signal.SIGCONT)
+        wait_until(lambda: len(text_of(sums).splitlines()) > n, 60, "the answer once continued")
+        self.assertEqual(text_of(sums).splitlines()[-1].split()[1], want)
+        r = self.restore(os.path.join(self.caps, "st.mmtcap"), "--stopped")
+        self.assertEqual(r.returncode, 2, r.stderr)
+
     def test_the_boot_unit_restores_the_newest_capsule_of_its_prefix(self):
         # mmtier-restore@PREFIX.service as systemd would run it after a
         # reboot: its ExecStart, %i the prefix, the directory from the
