@@ -687,6 +687,7 @@ struct receiver {
   // Done: the source has ended; the process here goes on, and the capsules
   // before its own go (it links what it needs).
   void done() {
+    if (restored <= 0) throw failure("a malformed stream (done before a restore)");
     kill(static_cast<pid_t>(restored), SIGCONT);
     for (size_t i = 0; i + 1 < published.size(); ++i) remove_tree(dir + "/" + published[i] + ".mmtcap");
     s.ok();
