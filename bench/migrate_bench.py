@@ -80,7 +80,7 @@ class Hosts:
 
     def cmd(self, h, argv, env=None):
         extra = [f"{k}={v}" for k, v in (env or {}).items()]
-        return ["nsenter", "-t", str(self.holders[h].pid), "-m", "-n", "env",
+        return ["nsenter", "-t", str(self.holders[h].pid), "-m", "-n", "-r", "env",
                 f"MMTIER_STATS_DIR={self.d}/stats"] + extra + argv
 
     def run(self, h, argv, env=None, timeout=3600):

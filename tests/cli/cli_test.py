@@ -2644,7 +2644,9 @@ class RestoreTest(Base):
             # The variables set inside: nsenter itself must not start
             # under libmmtier, with paths of the other mount namespace.
             extra = [f"{k}={v}" for k, v in kw.pop("env", {}).items()]
-            full = ["nsenter", "-t", str(holders[h]), "-m", "-n", "env"] + extra + argv
+            # -r: the holder's root (setns into a mount namespace otherwise
+            # starts at the namespace's own root, not a chroot's).
+            full = ["nsenter", "-t", str(holders[h]), "-m", "-n", "-r", "env"] + extra + argv
             env = base_env(f"{d}/stats")
             if popen:
                 return subprocess.Popen(full, env=env, **kw)
