@@ -18,14 +18,6 @@ namespace {
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kBatch = 512;  // pages per mincore call
 
-bool shared_anon(const sys::maps_entry &e) {
-  auto starts = [&](const char *lit) {
-    const size_t n = strlen(lit);
-    return e.name_len >= n && memcmp(e.name, lit, n) == 0;
-  };
-  return e.shared && e.name_len && (starts("/dev/zero") || starts("/SYSV"));
-}
-
 // Copies [lo, lo + len) of this process into to, through mem_fd.
 void copy_range(int mem_fd, uintptr_t lo, uint64_t len, char *to) {
   while (len) {
@@ -39,6 +31,14 @@ void copy_range(int mem_fd, uintptr_t lo, uint64_t len, char *to) {
 
 }  // namespace
 
+bool shared_anonymous(const sys::maps_entry &e) {
+  auto starts = [&](const char *lit) {
+    const size_t n = strlen(lit);
+    return e.name_len >= n && memcmp(e.name, lit, n) == 0;
+  };
+  return e.shared && e.name_len && (starts("/dev/zero") || starts("/SYSV"));
+}
+
 void shared_copy_take(shared_copies *c) {
   *c = shared_copies{};
   uint64_t total = 0;
@@ -47,7 +47,7 @@ void shared_copy_take(shared_copies *c) {
     if (maps.open() < 0) return;
     sys::maps_entry e;
     while (maps.next(&e)) {
-      if (!shared_anon(e)) continue;
+      if (!shared_anonymous(e)) continue;
       if (c->n == shared_copies::kMax || total + (e.hi - e.lo) > shared_copies::kMaxBytes) {
         ++c->left_out;
         continue;

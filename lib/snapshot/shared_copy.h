@@ -9,9 +9,15 @@
 // them from there.
 #pragma once
 
+#include "platform/proc_maps.h"
+
 #include <cstdint>
 
 namespace mmtier::detail {
+
+// Whether e is shared anonymous memory (/dev/zero, System V shared
+// memory): what a restore makes again with its bytes.
+bool shared_anonymous(const sys::maps_entry &e);
 
 struct shared_copy_entry {
   uintptr_t lo, hi;  // the region

@@ -72,10 +72,6 @@ bool name_is(const sys::maps_entry &e, const char *lit) {
   return e.name_len == n && memcmp(e.name, lit, n) == 0;
 }
 
-bool name_starts(const sys::maps_entry &e, const char *lit) {
-  const size_t n = strlen(lit);
-  return e.name_len >= n && memcmp(e.name, lit, n) == 0;
-}
 
 // Reads of the image: any memory of the process, some of which is not the
 // program's to read under a sanitizer (AddressSanitizer's own shadow), so
@@ -322,10 +318,6 @@ bool save_region(state &s, cap::region &r, const region_class &c) {
 // are what mincore reports, saved (a zero one is a hole, as is every page
 // not in memory).  A page swapped out is not in memory: where the host has
 // swap, every page is read.
-bool shared_anon(const sys::maps_entry &e) {
-  return e.shared && e.name_len && (name_starts(e, "/dev/zero") || name_starts(e, "/SYSV"));
-}
-
 bool save_shared_anon(state &s, cap::region &r) {
   const uint64_t pages = (r.end - r.start) / kPage;
   r.first_run = s.runs.size;
@@ -457,7 +449,7 @@ bool walk_maps(state &s) {
     if (file_backed && link < 0) r.file = file_index(s, e);
     if (s.err) return false;
     // (The fork's smaps show no page of a shared mapping: never empty.)
-    const bool shm = shared_anon(e);
+    const bool shm = shared_anonymous(e);
     const bool nothing = kernel || (!unit_file && !shm && r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
     if (nothing) {
       // The kernel's own pages (the restore maps those of its kernel), or a
