@@ -69,6 +69,17 @@ std::string heat_list(const pub::stats_page &p) {
 
 }  // namespace
 
+// The word for a kernel_lacks bit (JSON and Prometheus).
+const char *lack_name(uint32_t bit) {
+  switch (bit) {
+    case mmtier::detail::kLackUserfaultfd: return "userfaultfd";
+    case mmtier::detail::kLackWriteProtect: return "write-protect";
+    case mmtier::detail::kLackWpUnpopulated: return "wp-unpopulated";
+    case mmtier::detail::kLackMove: return "move";
+    default: return "unknown";
+  }
+}
+
 const char *policy_name(uint32_t policy) {
   switch (policy) {
     case pub::kPolicyRatio: return "ratio";
@@ -112,6 +123,8 @@ std::string format_detail(const snapshot &s) {
   o += "\n";
   line("mover", strf("%s, %llu scans", p.mover_running ? "running" : "not running",
                      static_cast<unsigned long long>(p.scans)));
+  for (uint32_t b = 1; b < (1u << mmtier::detail::kLackBits); b <<= 1)
+    if (p.kernel_lacks & b) line("kernel", mmtier::detail::kernel_lack_meaning(b));
   line("promotions", u64(p.promotions));
   line("demotions", u64(p.demotions));
   line("failed moves", u64(p.migrations_failed));
@@ -272,6 +285,12 @@ std::string format_json(const snapshot &s) {
   field("snapshot_pause_total_ns", u64(p.snapshot_pause_total_ns));
   field("snapshot_written_bytes", u64(p.snapshot_written_bytes));
   field("mover_running", p.mover_running ? "true" : "false");
+  {
+    std::string lacks = "[";
+    for (uint32_t b = 1; b < (1u << mmtier::detail::kLackBits); b <<= 1)
+      if (p.kernel_lacks & b) lacks += strf("%s\"%s\"", lacks.size() > 1 ? "," : "", lack_name(b));
+    field("kernel_lacks", lacks + "]");
+  }
   field("scans", u64(p.scans));
   field("promotions", u64(p.promotions));
   field("demotions", u64(p.demotions));
@@ -371,6 +390,14 @@ std::string format_prometheus(const std::vector<snapshot> &all) {
          [](const snapshot &s, const std::string &l, std::string *body) {
            if (s.page.dram_budget_bytes != pub::kNone)
              *body += strf("mmtier_dram_budget_bytes{%s} %s\n", l.c_str(), u64(s.page.dram_budget_bytes).c_str());
+         });
+  family("mmtier_kernel_lacks", "gauge",
+         "1 for each kernel feature the process lacks (feature: userfaultfd, write-protect, wp-unpopulated, move); "
+         "absent when it lacks none.",
+         [](const snapshot &s, const std::string &l, std::string *body) {
+           for (uint32_t b = 1; b < (1u << mmtier::detail::kLackBits); b <<= 1)
+             if (s.page.kernel_lacks & b)
+               *body += strf("mmtier_kernel_lacks{%s,feature=\"%s\"} 1\n", l.c_str(), lack_name(b));
          });
   simple("mmtier_mover_running", "gauge", "1 while the background mover thread runs, else 0.",
          [](const page &p) { return std::string(p.mover_running ? "1" : "0"); });

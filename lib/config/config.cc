@@ -68,7 +68,7 @@ constexpr option_info kOptions[] = {
      "How many data files a capsule's memory may be in, its own counted: a snapshot writes only the pages changed "
      "since the last one the process took in the same directory, until that would make more than N, then a full "
      "one; 1: always full."},
-    {"MMTIER_HIDE_FEATURES", "none", "none, or a comma-separated list of wp-unpopulated, move",
+    {"MMTIER_HIDE_FEATURES", "none", "none, or a comma-separated list of wp-unpopulated, move, write-protect",
      "For tests: act as if the kernel lacked these features, to run the paths of older kernels."},
 };
 constexpr size_t kOptionCount = sizeof kOptions / sizeof kOptions[0];
@@ -338,7 +338,8 @@ bool parse_hide_features_opt(const char *name, const char *value, config *out, c
   static constexpr struct {
     const char *word;
     uint32_t bit;
-  } kFeatures[] = {{"wp-unpopulated", kHideWpUnpopulated}, {"move", kHideMove}};
+  } kFeatures[] = {
+      {"wp-unpopulated", kHideWpUnpopulated}, {"move", kHideMove}, {"write-protect", kHideWriteProtect}};
   uint32_t bits = 0;
   if (!str_eq(value, "none") && value[0] != '\0') {
     for (const char *p = value;;) {
@@ -353,7 +354,7 @@ bool parse_hide_features_opt(const char *name, const char *value, config *out, c
         }
       }
       if (!known) {
-        set_error(err, name, value, "expected none, or a comma-separated list of wp-unpopulated, move");
+        set_error(err, name, value, "expected none, or a comma-separated list of wp-unpopulated, move, write-protect");
         return false;
       }
       if (!*end) break;

@@ -70,6 +70,7 @@ struct config {
 enum : uint32_t {
   kHideWpUnpopulated = 1u << 0,  // userfaultfd write-protection of unpopulated pages (6.4)
   kHideMove = 1u << 1,           // UFFDIO_MOVE (6.8)
+  kHideWriteProtect = 1u << 2,   // userfaultfd write-protection of anonymous pages (5.7)
 };
 
 // One row of the option table (also used to check the README's table).

@@ -12,6 +12,7 @@
 #include "platform/sys.h"
 #include "platform/uffd.h"
 #include "support/thread.h"
+#include "support/errors.h"
 #include "support/layout.h"
 #include "support/log.h"
 #include "support/quiesce.h"
@@ -31,7 +32,8 @@ namespace mmtier::detail {
 namespace {
 
 constexpr uint64_t kNeeded = UFFD_FEATURE_EVENT_REMAP;
-constexpr uint64_t kWanted = UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_MOVE | UFFD_FEATURE_WP_UNPOPULATED;
+constexpr uint64_t kWanted =
+    UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_MOVE | UFFD_FEATURE_WP_UNPOPULATED;
 
 std::atomic<int> g_fd{-1};
 uint64_t g_features = 0;
@@ -44,6 +46,10 @@ std::atomic<uintptr_t> g_pc_dst{0};
 std::atomic<uintptr_t> g_pc_src{0};
 std::atomic<size_t> g_pc_len{0};
 
+// Hold window: missing faults inside wait for the mover's wake.
+std::atomic<uintptr_t> g_hold_dst{0};
+std::atomic<size_t> g_hold_len{0};
+
 // Sample table and the handler's use of it.
 std::atomic<fault_sample *> g_samples{nullptr};
 std::atomic<size_t> g_samples_n{0};
@@ -54,6 +60,14 @@ std::atomic<clockid_t> g_cpu_clock{0};
 std::atomic<bool> g_have_cpu_clock{false};
 
 alignas(kPageSize) const unsigned char g_zero_page[kPageSize] = {};
+
+uint32_t faults_lacks_of(uint64_t features) {
+  uint32_t lacks = 0;
+  if (!(features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) lacks |= kLackWriteProtect;
+  if (!(features & UFFD_FEATURE_WP_UNPOPULATED)) lacks |= kLackWpUnpopulated;
+  if (!(features & UFFD_FEATURE_MOVE)) lacks |= kLackMove;
+  return lacks;
+}
 
 fault_sample *find_sample(fault_sample *t, size_t n, uintptr_t page) {
   size_t lo = 0, hi = n;
@@ -104,6 +118,12 @@ bool answer(int fd, uintptr_t addr, uint64_t flags) {
     }
   }
   g_samples_readers.fetch_sub(1, std::memory_order_release);
+  // A page of a unit being demoted where write-protect cannot cover
+  // missing pages: it waits like a write (the mover wakes it).
+  if (page - g_hold_dst.load(std::memory_order_seq_cst) < g_hold_len.load(std::memory_order_seq_cst)) {
+    g_wp_faults.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
   // Inside the post-copy window?
   const uintptr_t dst = g_pc_dst.load(std::memory_order_acquire);
   const size_t len = g_pc_len.load(std::memory_order_acquire);
@@ -197,6 +217,8 @@ bool faults_start() {
         const uint32_t hide = config_get().hide_features;
         if (hide & kHideWpUnpopulated) g_features &= ~uint64_t{UFFD_FEATURE_WP_UNPOPULATED};
         if (hide & kHideMove) g_features &= ~uint64_t{UFFD_FEATURE_MOVE};
+        if (hide & kHideWriteProtect)
+          g_features &= ~uint64_t{UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_UNPOPULATED};
         if (sys::uffd::api(static_cast<int>(fd), g_features) < 0) {
           sys::close(static_cast<int>(fd));
           fd = -1;
@@ -213,6 +235,16 @@ bool faults_start() {
       fd = guarded;
     }
     if (fd >= 0) {
+      // Said once per process (not again in a fork child).
+      static bool said = false;
+      if (!said) {
+        said = true;
+        // What cannot work is a warning; a fallback's cost, information.
+        const uint32_t lacks = faults_lacks_of(g_features);
+        if (lacks & kLackWriteProtect) MMTIER_WARN("%s", kernel_lack_meaning(kLackWriteProtect));
+        else if (lacks & kLackWpUnpopulated) MMTIER_INFO("%s", kernel_lack_meaning(kLackWpUnpopulated));
+        if (lacks & kLackMove) MMTIER_INFO("%s", kernel_lack_meaning(kLackMove));
+      }
       g_generation.fetch_add(1, std::memory_order_relaxed);
       g_fd.store(static_cast<int>(fd), std::memory_order_release);
       const int e = start_service_thread(handler_main, "mmtier-uffd");
@@ -234,8 +266,25 @@ uint64_t faults_generation() { return g_generation.load(std::memory_order_acquir
 
 bool faults_ready() { return g_fd.load(std::memory_order_acquire) >= 0; }
 int faults_fd() { return g_fd.load(std::memory_order_acquire); }
-bool faults_can_demote() { return faults_ready() && (g_features & UFFD_FEATURE_WP_UNPOPULATED); }
-bool faults_can_sample() { return faults_ready() && (g_features & UFFD_FEATURE_MOVE); }
+bool faults_can_demote() { return faults_ready() && (g_features & UFFD_FEATURE_PAGEFAULT_FLAG_WP); }
+bool faults_wp_unpopulated() { return faults_ready() && (g_features & UFFD_FEATURE_WP_UNPOPULATED); }
+bool faults_can_move() { return faults_ready() && (g_features & UFFD_FEATURE_MOVE); }
+bool faults_can_sample() { return faults_can_move() || faults_can_demote(); }
+
+uint32_t faults_kernel_lacks() {
+  if (!faults_ready()) return g_failed ? kLackUserfaultfd : 0;
+  return faults_lacks_of(g_features);
+}
+
+void faults_hold_open(void *addr, size_t len) {
+  g_hold_dst.store(reinterpret_cast<uintptr_t>(addr), std::memory_order_seq_cst);
+  g_hold_len.store(len, std::memory_order_seq_cst);
+}
+
+void faults_hold_close() {
+  g_hold_len.store(0, std::memory_order_seq_cst);
+  g_hold_dst.store(0, std::memory_order_seq_cst);
+}
 
 void faults_postcopy_open(void *dst, const void *src, size_t len) {
   g_pc_src.store(reinterpret_cast<uintptr_t>(src), std::memory_order_relaxed);
@@ -253,7 +302,7 @@ long faults_sample_restore(fault_sample &s) {
   void *page = reinterpret_cast<void *>(s.page);
   void *side = reinterpret_cast<void *>(s.side);
   size_t done = 0;
-  long r = sys::uffd::move(fd, page, side, kPageSize, &done);
+  long r = faults_can_move() ? sys::uffd::move(fd, page, side, kPageSize, &done) : -EOPNOTSUPP;
   if (r == 0 || r == -EAGAIN) return r;
   if (r != -EEXIST) {
     // The side page cannot move (shared since fork, swapped, flags changed
@@ -312,6 +361,7 @@ void fork_child() {
   g_failed = false;
   g_have_cpu_clock.store(false, std::memory_order_relaxed);
   faults_postcopy_close();
+  faults_hold_close();
   g_samples.store(nullptr, std::memory_order_relaxed);
   g_samples_n.store(0, std::memory_order_relaxed);
   g_samples_readers.store(0, std::memory_order_relaxed);

@@ -10,8 +10,9 @@
 //     and the sample counts as touched;
 //   - a page inside the post-copy window (a unit being promoted): copied in
 //     from the window's source;
-//   - a write-protect fault (a unit being demoted): not answered; the mover
-//     wakes every waiter once the unit is on its new tier;
+//   - a write-protect fault (a unit being demoted), or a missing page inside
+//     the hold window: not answered; the mover wakes every waiter once the
+//     unit is on its new tier;
 //   - any other missing page of a registered range (never touched before):
 //     the zero page, or a zeroed page for a write.
 #pragma once
@@ -28,12 +29,27 @@ namespace mmtier::detail {
 [[nodiscard]] bool faults_start();
 bool faults_ready();
 int faults_fd();
-// Whether units can be write-protected before they exist page by page
-// (UFFD_FEATURE_WP_UNPOPULATED): demotion needs it.
+// Whether anonymous pages can be write-protected (Linux 5.7): demotion
+// needs it.  Where pages that do not exist yet cannot be (before 6.4,
+// faults_wp_unpopulated false), the unit is also registered for missing
+// pages and a hold window keeps their faults waiting.
 bool faults_can_demote();
-// Whether pages can be moved out and back (UFFD_FEATURE_MOVE): sampling of
-// anonymous units needs it.
+bool faults_wp_unpopulated();
+// Whether pages can be moved out and back (UFFD_FEATURE_MOVE, 6.8).
+bool faults_can_move();
+// Whether anonymous pages can be sampled: moved out and back, or (before
+// 6.8) write-protected, copied out, dropped and copied back.
 bool faults_can_sample();
+
+// What the kernel lacks (support/errors.h kLack* bits, after what
+// MMTIER_HIDE_FEATURES hides); 0 before the service was first started.
+uint32_t faults_kernel_lacks();
+
+// The hold window (one at a time, the mover's): while open, missing faults
+// in [addr, addr + len) are not answered; they wait for the mover's wake,
+// as writes to write-protected pages do.
+void faults_hold_open(void *addr, size_t len);
+void faults_hold_close();
 
 // The post-copy window (one at a time): while open, missing faults in
 // [dst, dst + len) are filled from src + (address - dst).

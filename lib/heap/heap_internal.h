@@ -12,6 +12,7 @@
 #pragma once
 
 #include "heap/heap.h"
+#include "platform/pagemap.h"
 #include "support/bitmap.h"
 
 #include <pthread.h>
@@ -142,10 +143,16 @@ long pmem_slot_for(size_t idx, int from);
 // The PMem tier keeps at most `limit` warm slots (see migration.cc).
 void keep_warm(size_t limit);
 
+// --- sample.cc --------------------------------------------------------------
+// The heap's pagemap reader (the heap lock guards it; reopened in a fork
+// child, forgotten in a restored process).
+sys::pagemap_file &heap_pagemap();
+
 // --- migration.cc -----------------------------------------------------------
 // The means of a demotion, which re-sharing after fork (reshare.cc) uses
-// too.  A slot for unit idx's data (a warm one first), or -errno.
-long demotion_slot(size_t idx);
+// too.  A slot for unit idx's data (a warm one first: *was_warm), or
+// -errno.
+long demotion_slot(size_t idx, bool *was_warm = nullptr);
 // Copies [src, src + len) into the slot at off (through a pipe, else
 // the tier's write); 0 or -errno.
 long copy_to_slot(tier &pm, uint32_t slot, const char *src, size_t len, size_t off);

@@ -11,8 +11,12 @@
 //     the bulk copy fills the rest.  Nothing can write the slot once its run
 //     is replaced, so the copy reads a stable source.
 //   demotion (DRAM -> PMem) holds writers off with userfaultfd
-//     write-protection of the live runs, writes them into a slot, maps the
-//     slot over them and wakes the writers, who retry on the new mapping.
+//     write-protection of the live runs, writes the pages that hold data
+//     into a slot, maps the slot over them and wakes the writers, who retry
+//     on the new mapping.  Before Linux 6.4 a page that does not exist yet
+//     cannot be write-protected: the runs are registered for missing pages
+//     as well, and a fault on one waits in the fault service's hold window
+//     until the wake.
 //
 // Copies.  Where the cost of a migration goes is the first access to each
 // page through a mapping that has not touched it: on a machine with shadow
@@ -293,12 +297,13 @@ long promote(size_t idx) {
 // warm one.  Only without warm slots, the neighbour's follower if it is
 // free, then any slot.  A warm slot's pages the unit does not use are
 // punched: they must read as zero when placed later.
-long demotion_slot(size_t idx) {
+long demotion_slot(size_t idx, bool *was_warm) {
   const unit &u = g_heap.units[idx];
   tier &pm = pmem_tier();
   long s = pmem_slot_for(idx, kTakeWarm);
   if (s < 0 && pm.ops->slot_take_warm) s = pm.ops->slot_take_warm(&pm);
   const bool warm = s >= 0;
+  if (was_warm) *was_warm = warm;
   if (s < 0) s = pmem_slot_for(idx, kTakeFree);
   if (s >= 0 && warm) {
     long bad = 0;
@@ -319,6 +324,8 @@ long demotion_slot(size_t idx) {
 // returns how many runs were protected (all unless *err is set).
 size_t protect_runs(size_t idx, int fd, long *err) {
   const unit &u = g_heap.units[idx];
+  const uint64_t mode =
+      UFFDIO_REGISTER_MODE_WP | (faults_wp_unpopulated() ? 0 : uint64_t{UFFDIO_REGISTER_MODE_MISSING});
   size_t n_protected = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (*err) return;
@@ -327,7 +334,7 @@ size_t protect_runs(size_t idx, int fd, long *err) {
     // A run registered with another userfaultfd (EBUSY: a lazy restore's
     // fill still owns it) is left alone: unregistering it here would
     // take it from that owner.
-    *err = sys::uffd::register_range(fd, at, len, UFFDIO_REGISTER_MODE_WP);
+    *err = sys::uffd::register_range(fd, at, len, mode);
     if (*err) return;
     *err = sys::uffd::write_protect(fd, at, len, true);
     if (!*err) ++n_protected;
@@ -338,18 +345,54 @@ size_t protect_runs(size_t idx, int fd, long *err) {
 
 namespace {
 
+// The live pages of unit idx that hold data (present or swapped): the
+// others were never written or were dropped, and read as zero.  Read once
+// the unit is protected, when no page can appear any more.  False if
+// pagemap cannot tell.
+bool data_pages(size_t idx, uint64_t bits[kPagesPerUnit / 64]) {
+  static sys::page_info info[kPagesPerUnit];  // the heap lock guards it
+  sys::pagemap_file &pagemap = heap_pagemap();
+  pagemap.check_owner();
+  if (!pagemap.info(reinterpret_cast<uintptr_t>(page_addr(idx, 0)), kPagesPerUnit, info)) return false;
+  const unit &u = g_heap.units[idx];
+  for (size_t w = 0; w < kPagesPerUnit / 64; ++w) {
+    uint64_t b = 0;
+    for (size_t i = 0; i < 64; ++i) {
+      const sys::page_info &p = info[w * 64 + i];
+      if (p.present || p.swapped) b |= uint64_t{1} << i;
+    }
+    bits[w] = b & u.live_bits[w];
+  }
+  return true;
+}
+
 // Copies the live runs into the slot and maps it over them; returns how
-// many runs were mapped (all unless *err is set).
-size_t copy_and_map_runs(size_t idx, uint32_t slot, long *err) {
+// many runs were mapped (all unless *err is set).  Pages without data are
+// not copied (a warm slot's are punched: they must read as zero); where a
+// fault on one could not be held (the hold window is closed), every live
+// page is copied, reading a missing one as zero.
+size_t copy_and_map_runs(size_t idx, uint32_t slot, bool warm, bool held, long *err) {
   const unit &u = g_heap.units[idx];
   tier &pm = pmem_tier();
+  uint64_t data[kPagesPerUnit / 64];
+  if (!data_pages(idx, data)) {
+    // Reading a missing page here would wait in the hold window forever.
+    if (held) *err = -EIO;
+    else __builtin_memcpy(data, u.live_bits, sizeof data);
+  }
   // Writing the storage allocates its pages and copies in one pass (a full
   // filesystem is an error here, never a SIGBUS later).
-  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+  for_runs(data, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (!*err)
       *err = copy_to_slot(pm, slot, static_cast<const char *>(page_addr(idx, first)), n << kPageShift,
                           first << kPageShift);
   });
+  if (warm && !*err) {
+    for (size_t w = 0; w < kPagesPerUnit / 64; ++w) data[w] = u.live_bits[w] & ~data[w];
+    for_runs(data, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+      if (!*err) *err = pm.ops->discard(&pm, nullptr, n << kPageShift, slot, first << kPageShift);
+    });
+  }
   size_t mapped = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (!*err)
@@ -386,12 +429,20 @@ long demote(size_t idx) {
   tier &pm = pmem_tier();
   if (!pm.usable || !faults_can_demote() || !pm.ops->write) return -EOPNOTSUPP;
   const int fd = faults_fd();
-  const long s = demotion_slot(idx);
+  bool warm = false;
+  const long s = demotion_slot(idx, &warm);
   if (s < 0) return s;
   const uint32_t slot = static_cast<uint32_t>(s);
+  // Before 6.4: missing pages are held by the hold window, not by
+  // write-protect.
+  const bool held = !faults_wp_unpopulated();
+  if (held) faults_hold_open(page_addr(idx, 0), kUnitSize);
   long err = 0;
   const size_t protected_runs = protect_runs(idx, fd, &err);
-  const size_t mapped_runs = err ? 0 : copy_and_map_runs(idx, slot, &err);
+  const size_t mapped_runs = err ? 0 : copy_and_map_runs(idx, slot, warm, held, &err);
+  // Closed before the wake: a fault read after it is answered (the range
+  // is a file mapping now, or the anonymous run again, unregistered).
+  if (held) faults_hold_close();
   release_writers(idx, fd, protected_runs, mapped_runs);
   if (err && mapped_runs) {
     // Some runs are on the new slot already, with writes made since: keep

@@ -178,6 +178,43 @@ bool hide_pmem_page(unit &u, size_t idx, uintptr_t page) {
   return true;
 }
 
+// Moves a DRAM page to its side page (Linux 6.8); 0 or -errno.
+long move_out(int fd, void *side, uintptr_t page) {
+  size_t done = 0;
+  long r;
+  while ((r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), kPageSize, &done)) == -EAGAIN) sched_yield();
+  if (r == -EEXIST) {
+    // The side page was populated behind our back (a debugger reading it,
+    // mlockall): it holds nothing of ours.
+    sys::madvise(side, kPageSize, MADV_DONTNEED);
+    r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), kPageSize, &done);
+  }
+  return r;
+}
+
+// Without UFFDIO_MOVE: write-protects the page (a writer waits at the fault
+// service), copies it to its side page, drops it and wakes the writers, who
+// fault on the missing page and have it copied back.  0 or -errno (the page
+// is then as it was, unprotected).
+long copy_out(int fd, void *side, uintptr_t page) {
+  void *p = reinterpret_cast<void *>(page);
+  long r = sys::uffd::write_protect(fd, p, kPageSize, true);
+  if (r < 0) return r;
+  size_t done = 0;
+  while ((r = sys::uffd::copy(fd, side, p, kPageSize, &done)) == -EAGAIN) sched_yield();
+  if (r == -EEXIST) {
+    sys::madvise(side, kPageSize, MADV_DONTNEED);  // as in move_out
+    r = sys::uffd::copy(fd, side, p, kPageSize, &done);
+  }
+  if (r == 0) r = sys::madvise(p, kPageSize, MADV_DONTNEED);
+  if (r < 0) {
+    sys::madvise(side, kPageSize, MADV_DONTNEED);
+    sys::uffd::write_protect(fd, p, kPageSize, false);
+  }
+  sys::uffd::wake(fd, p, kPageSize);
+  return r;
+}
+
 // Hides a page of a DRAM unit: moves it to a side page, registered so that
 // the first access faults to the fault service.  Only a present page of
 // this process's own (not shared with a child since fork) can move.
@@ -195,21 +232,14 @@ bool hide_dram_page(unit &u, size_t idx, uintptr_t page) {
   // Entries are never reused within a window (the fault service may be
   // reading them): a page that cannot be sampled leaves an empty entry.
   ++g_ndram;
-  if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), kPageSize, UFFDIO_REGISTER_MODE_MISSING) < 0)
-    return false;
+  const bool by_move = faults_can_move();
+  const uint64_t mode = UFFDIO_REGISTER_MODE_MISSING | (by_move ? 0 : uint64_t{UFFDIO_REGISTER_MODE_WP});
+  if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), kPageSize, mode) < 0) return false;
   // Published before the page goes: a fault on it finds its entry.
   s.state.store(kSampleOut, std::memory_order_release);
   faults_samples_publish(g_dram, g_ndram);
   void *side = reinterpret_cast<void *>(s.side);
-  size_t done = 0;
-  long r;
-  while ((r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), kPageSize, &done)) == -EAGAIN) sched_yield();
-  if (r == -EEXIST) {
-    // The side page was populated behind our back (a debugger reading it,
-    // mlockall): it holds nothing of ours.
-    sys::madvise(side, kPageSize, MADV_DONTNEED);
-    r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), kPageSize, &done);
-  }
+  long r = by_move ? move_out(fd, side, page) : copy_out(fd, side, page);
   if (r < 0) {
     // Not movable now (shared with a child since fork, pinned, ...).
     s.state.store(0, std::memory_order_release);
@@ -221,6 +251,8 @@ bool hide_dram_page(unit &u, size_t idx, uintptr_t page) {
 }
 
 }  // namespace
+
+sys::pagemap_file &heap_pagemap() { return g_pagemap; }
 
 size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed) {
   heap_lock_guard g;

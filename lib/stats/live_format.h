@@ -92,7 +92,7 @@ struct stats_page {
 
   // The background mover (written after each scan).
   uint32_t mover_running;
-  uint32_t pad0;
+  uint32_t kernel_lacks;  // what the kernel lacks (support/errors.h kLack* bits); 0: all there or not known
   uint64_t scans;
   uint64_t promotions;
   uint64_t demotions;

@@ -9,6 +9,7 @@
 #include "stats/live_format.h"
 
 #include "config/config.h"
+#include "heap/faults.h"
 #include "heap/heap.h"
 #include "mover/mover.h"
 #include "snapshot/capture.h"
@@ -388,6 +389,7 @@ void on_scan() {
   if (stats_page *p = page) {
     write_begin(p);
     p->mover_running = ms.running;
+    p->kernel_lacks = faults_kernel_lacks();
     p->scan_interval_ns = ms.scan_interval_ns;
     p->scans = ms.scans;
     p->promotions = ms.promotions;

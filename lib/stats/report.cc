@@ -5,6 +5,7 @@
 #include "stats/live_stats.h"
 
 #include "config/config.h"
+#include "heap/faults.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
 #include "support/errors.h"
@@ -162,6 +163,9 @@ int write_report(int fd) {
                   "  mover: migrations held back in %llu scans: the process was near vm.max_map_count\n",
                   static_cast<unsigned long long>(ms.map_count_holds));
   }
+  const uint32_t lacks = faults_kernel_lacks();
+  for (uint32_t b = 1; b < (1u << kLackBits); b <<= 1)
+    if (lacks & b) o += format(out + o, sizeof out - o, "  kernel: %s\n", kernel_lack_meaning(b));
   size_t done = 0;
   while (done < o) {
     long n = sys::write(fd, out + done, o - done);

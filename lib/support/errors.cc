@@ -39,11 +39,26 @@ const char *errno_name(long err, char buf[24]) {
   }
 }
 
+const char *kernel_lack_meaning(uint32_t bit) {
+  switch (bit) {
+    case kLackUserfaultfd:
+      return "moves unavailable: no userfaultfd this process may use; memory stays where it was placed";
+    case kLackWriteProtect:
+      return "demotion unavailable: needs userfaultfd write-protect (Linux 5.7); memory only moves up";
+    case kLackWpUnpopulated:
+      return "no write-protect of unpopulated pages (Linux 6.4): demotion holds missing pages by fault, "
+             "fork copies are re-shared with the threads stopped";
+    case kLackMove:
+      return "no UFFDIO_MOVE (Linux 6.8): DRAM pages are sampled by copy, at about twice the cost";
+    default: return "an unknown feature";
+  }
+}
+
 const char *migration_failure_meaning(int err) {
   switch (err < 0 ? -err : err) {
     case EOPNOTSUPP:
       return "the kernel's userfaultfd lacks what this move needs (demotion: write-protection of "
-             "unpopulated pages, Linux 6.4), or there is no userfaultfd at all";
+             "anonymous pages, Linux 5.7), or there is no userfaultfd at all";
     case ENOSPC: return "no room on the target tier (its limit, or a full PMem file system)";
     case ENOMEM: return "no memory for the move, or no more mappings (vm.max_map_count)";
     case EBUSY: return "the unit changed under the mover (freed, remapped or frozen by a fork): not an error";

@@ -17,6 +17,18 @@ const char *errno_name(long err, char buf[24]);
 // (the exit report, the mover's warning and the mmtier command say it).
 const char *migration_failure_meaning(int err);
 
+// What the running kernel lacks that mmtier would use (bits; the stats
+// page's kernel_lacks carries them).  Each has a fallback or a cost, said
+// by kernel_lack_meaning(bit).
+enum : uint32_t {
+  kLackUserfaultfd = 1u << 0,    // no usable userfaultfd: nothing moves between tiers
+  kLackWriteProtect = 1u << 1,   // no write-protect of anonymous pages (5.7): no demotion
+  kLackWpUnpopulated = 1u << 2,  // no write-protect of unpopulated pages (6.4)
+  kLackMove = 1u << 3,           // no UFFDIO_MOVE (6.8)
+};
+inline constexpr uint32_t kLackBits = 4;
+const char *kernel_lack_meaning(uint32_t bit);
+
 // Failures counted by errno: the first kMax distinct values each with its
 // count, the rest together.
 struct failure_tally {

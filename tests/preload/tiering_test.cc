@@ -384,9 +384,9 @@ int child_closefrom() {
   return pattern_mismatch(p, 96 * kMB, 9) == 96 * kMB ? 0 : 34;
 }
 
-// Moves that fail are counted by reason.  With write-protection of
-// unpopulated pages hidden (MMTIER_HIDE_FEATURES, as on Linux before 6.4)
-// every demotion fails with EOPNOTSUPP: the hot set on PMem makes the mover
+// Moves that fail are counted by reason.  With userfaultfd write-protection
+// hidden (MMTIER_HIDE_FEATURES, as on Linux before 5.7) every demotion
+// fails with EOPNOTSUPP: the hot set on PMem makes the mover
 // exchange it against DRAM's cold units, demotion first.
 int child_failures() {
   hot_block hb;
@@ -494,7 +494,7 @@ TEST_F(Tiering, MoverHoldsMigrationsBackNearTheMappingLimit) {
 
 TEST_F(Tiering, FailedMovesAreSaidOnceAndCountedByReason) {
   exec_result r = run_case("failures", {"MMTIER_DRAM_LIMIT=24M", "MMTIER_SCAN_INTERVAL=20ms", "MMTIER_MIGRATE_MBPS=0",
-                                        "MMTIER_HIDE_FEATURES=wp-unpopulated"});
+                                        "MMTIER_HIDE_FEATURES=write-protect"});
   EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
   const std::string warning = "mmtier: warn: mover: a demotion failed: EOPNOTSUPP (the kernel's userfaultfd lacks";
   const size_t first = r.err.find(warning);
@@ -502,6 +502,12 @@ TEST_F(Tiering, FailedMovesAreSaidOnceAndCountedByReason) {
   EXPECT_EQ(r.err.find(warning, first + 1), std::string::npos) << "said once: " << describe(r);
   EXPECT_NE(r.err.find("failed moves by reason: "), std::string::npos) << "the report: " << describe(r);
   EXPECT_NE(r.err.find(" EOPNOTSUPP (the kernel's userfaultfd lacks"), std::string::npos) << describe(r);
+  // What the kernel lacks is said once at start-up and in the report.
+  const std::string lack = "demotion unavailable: needs userfaultfd write-protect (Linux 5.7)";
+  const size_t said = r.err.find("mmtier: warn: " + lack);
+  EXPECT_NE(said, std::string::npos) << describe(r);
+  EXPECT_EQ(r.err.find("mmtier: warn: " + lack, said + 1), std::string::npos) << "said once: " << describe(r);
+  EXPECT_NE(r.err.find("  kernel: " + lack), std::string::npos) << "the report: " << describe(r);
 }
 
 // PMem at its limit takes no demotion: the mover does not try (DRAM holds

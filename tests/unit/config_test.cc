@@ -263,7 +263,7 @@ TEST(ConfigParse, HideFeatures) {
   ASSERT_FALSE(config_parse(const_cast<char *const *>(bad), false, &c, &e, nullptr));
   EXPECT_STREQ(e.line,
                "invalid MMTIER_HIDE_FEATURES=\"move,teleport\": expected none, or a comma-separated list of "
-               "wp-unpopulated, move");
+               "wp-unpopulated, move, write-protect");
 }
 
 // --- config_parse ------------------------------------------------------------
