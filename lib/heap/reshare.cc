@@ -292,7 +292,7 @@ wp_state g_reshare_wp = wp_state::unknown;
 // Re-shares unit idx with its writers held off by userfaultfd (heap lock
 // held).  -ENOTSUP when write-protect cannot hold this mapping.
 long reshare_with_wp(size_t idx, size_t *copied, bool *in_place) {
-  if (g_reshare_wp == wp_state::fails || !faults_can_demote()) return -ENOTSUP;
+  if (g_reshare_wp == wp_state::fails || !faults_wp_unpopulated()) return -ENOTSUP;
   const int fd = faults_fd();
   const frozen_view pre = view_of(idx);
   long err = 0;

@@ -477,6 +477,12 @@ TEST_F(Tiering, ForkingParentGetsItsCopiesBackWithTheWorldStoppedPastASignalBloc
                                            "TIERING_BLOCKER=1"});
   EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
   EXPECT_EQ(r.err.find("blocks the signal that stops it"), std::string::npos) << describe(r);
+  // Re-shared with the world stopped, never write-protect (which cannot
+  // hold a write to a page that does not exist yet).
+  unsigned long long stops = 0, most = 0;
+  for (size_t at = 0; (at = r.out.find(" stops=", at)) != std::string::npos; ++at)
+    if (sscanf(r.out.c_str() + at, " stops=%llu", &stops) == 1 && stops > most) most = stops;
+  EXPECT_GT(most, 0u) << describe(r);
 }
 
 TEST_F(Tiering, PlacesNoMoverInASmallChild) {
