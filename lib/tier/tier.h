@@ -143,7 +143,7 @@ struct tier {
   const tier_ops *ops = nullptr;
   int index = 0;
   bool usable = false;  // can take units now
-  bool dax = false;     // persistent memory mapped directly (MAP_SYNC)
+  bool dax = false;     // persistent memory mapped directly (a DAX mount: MAP_SYNC accepted)
   void *impl = nullptr; // the tier's own state
 };
 
