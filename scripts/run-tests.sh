@@ -8,9 +8,12 @@
 # REQUIRE_ALL_TESTS=1, was skipped).  Ends with ctest's summary lines
 # of every run, the skipped tests by name, and a final line
 # "N passed, N failed, N skipped" over all.
+# Then the suites of a virtual machine with Debian's 6.1 kernel, an fsdax
+# NVDIMM and a CPU-less NUMA node (scripts/vm-test.sh).
 # Environment: BUILD_DIR, ASAN_BUILD_DIR, TSAN_BUILD_DIR (default build/,
 # build-asan/, build-tsan/ in the source tree), TEST_LABEL (a ctest -L regex
-# for the first run; default: all), REQUIRE_ALL_TESTS.
+# for the first run; default: all), VM_TESTS (0: no virtual machine),
+# REQUIRE_ALL_TESTS.
 set -uo pipefail
 
 # The tests set the library's variables they test; one left in the caller's
@@ -93,6 +96,23 @@ BUILD_TARGET=mmtier_unit_tests run_suite asan "$ASAN_BUILD_DIR" "-DMMTIER_SANITI
 TSAN_OPTIONS=detect_deadlocks=0 BUILD_TARGET=mmtier_unit_tests run_suite tsan "$TSAN_BUILD_DIR" \
   -DMMTIER_SANITIZE=thread -DMMTIER_BUILD_BENCH=OFF -- -L unit -R '^(Migrate|Sample|Small)\.' -E 'AfterFork'
 
+# The suites that need another kernel and memory this host lacks (Debian's
+# 6.1 kernel, an fsdax NVDIMM, a CPU-less NUMA node): in a virtual machine
+# booted on the build above (scripts/vm-test.sh; VM_TESTS=0 leaves it
+# out).  It prints a summary line in ctest's form.
+vm_skipped=""
+if [[ ${VM_TESTS:-1} != 0 ]]; then
+  step "vm: scripts/vm-test.sh --build $BUILD_DIR"
+  "$ROOT/scripts/vm-test.sh" --build "$BUILD_DIR" 2>&1 | tee "$LOGS/vm.log"
+  rc=${PIPESTATUS[0]}
+  if ((rc == 77)); then
+    vm_skipped="the virtual-machine suites ($(grep -m1 'cannot start' "$LOGS/vm.log" | sed 's/^vm-test: //'))"
+  elif ((rc != 0)); then
+    echo "run-tests: vm: scripts/vm-test.sh exited with status $rc"
+    status=1
+  fi
+fi
+
 # Summary.  A run without ctest's summary line (build failure, ctest crash)
 # counts as one failure so that the totals can never read as a clean pass.
 # ctest counts a skipped test among the passed; here it is counted apart,
@@ -100,7 +120,9 @@ TSAN_OPTIONS=detect_deadlocks=0 BUILD_TARGET=mmtier_unit_tests run_suite tsan "$
 # run every test) a skipped test fails the run.
 step "summary"
 passed=0 failed=0 skipped=0
-for name in all asan tsan; do
+names=(all asan tsan)
+[[ ${VM_TESTS:-1} != 0 && -z $vm_skipped ]] && names+=(vm)
+for name in "${names[@]}"; do
   line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$LOGS/$name.log" | tail -n 1)
   if [[ -z $line ]]; then
     echo "$name: no ctest summary (see the output above)"
@@ -121,6 +143,10 @@ for name in all asan tsan; do
   skipped=$((skipped + nskip))
   ((nfail == 0)) || status=1
 done
+if [[ -n $vm_skipped ]]; then
+  echo "vm: skipped: $vm_skipped"
+  skipped=$((skipped + 1))
+fi
 if ((skipped > 0)) && [[ ${REQUIRE_ALL_TESTS:-0} == 1 ]]; then
   echo "run-tests: $skipped test(s) skipped on a machine that must run them all (REQUIRE_ALL_TESTS=1)"
   status=1

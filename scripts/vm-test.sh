@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Runs chosen test suites inside a virtual machine that has what users'
+# machines have and this host may not: Debian 12's stock kernel (6.1: no
+# userfaultfd write-protect of unpopulated pages, no UFFDIO_MOVE), an
+# emulated NVDIMM converted to fsdax with ext4 mounted -o dax, and a second
+# NUMA node without CPUs (how Linux shows CXL memory).  The guest sees the
+# host's root read-only over virtio-9p, so it runs this build tree's
+# binaries as they are.  Without /dev/kvm qemu emulates the CPU (TCG): a
+# boot takes about 10 s and tests run several times slower than here.
+#
+# usage: scripts/vm-test.sh [--build DIR] [--work DIR] [--suites "LIST"]
+#                           [--kernel VERSION] [--timeout SECONDS]
+#   suites (scripts/vm/guest.sh): fallbacks (migration and sampling unit
+#   tests on the 6.1 kernel, PMem on tmpfs and on DAX), tiering (the
+#   tiering tests with the PMem tier on DAX), program (python3 on DAX, on
+#   tmpfs and alone: same answer, times), gups (the hot-set workload on
+#   DAX: promotions and demotions, none failed), numa (the PMem tier on a
+#   tmpfs bound to the CPU-less node: its pages land there).  Default: all.
+# Installs its packages when run as root (qemu-system-x86, a Debian 6.1
+# kernel image, busybox-static, ndctl, cpio).  Prints the guest's results,
+# then a line in ctest's form "N% tests passed, N tests failed out of N";
+# exits 0 if every check passed, 1 if one failed, 77 if the machine
+# cannot be started here.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=$ROOT/build
+WORK=
+SUITES="fallbacks tiering program gups numa"
+KVER=
+TIMEOUT=1200
+while (($#)); do
+  case $1 in
+    --build) BUILD=$(cd "$2" && pwd); shift 2 ;;
+    --work) WORK=$2; shift 2 ;;
+    --suites) SUITES=$2; shift 2 ;;
+    --kernel) KVER=$2; shift 2 ;;
+    --timeout) TIMEOUT=$2; shift 2 ;;
+    -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "vm-test: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+WORK=${WORK:-$BUILD/vm}
+cant() { echo "vm-test: cannot start the machine: $*" >&2; exit 77; }
+
+# --- prerequisites ------------------------------------------------------
+newest_kernel() { # the newest 6.1 kernel image installed, as its version
+  ls /boot/vmlinuz-6.1.*-amd64 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -1
+}
+[[ -z $KVER ]] && KVER=$(newest_kernel)
+need=()
+command -v qemu-system-x86_64 > /dev/null || need+=(qemu-system-x86)
+[[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -qx insmod || need+=(busybox-static)
+command -v ndctl > /dev/null || need+=(ndctl)
+command -v cpio > /dev/null || need+=(cpio)
+command -v mkfs.ext4 > /dev/null || need+=(e2fsprogs)
+if [[ -z $KVER ]]; then
+  pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' 2>/dev/null | cut -d' ' -f1 | sort -V | tail -1)
+  need+=("${pkg:-linux-image-amd64}")
+fi
+if ((${#need[@]})); then
+  [[ $(id -u) == 0 ]] || cant "missing ${need[*]} (run as root to install them)"
+  echo "vm-test: installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" < /dev/null > /dev/null ||
+    { apt-get update -q > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${need[@]}" < /dev/null > /dev/null; } || cant "apt-get install ${need[*]} failed"
+  [[ -z $KVER ]] && KVER=$(newest_kernel)
+fi
+[[ -n $KVER && -r /boot/vmlinuz-$KVER ]] || cant "no readable /boot/vmlinuz-6.1.*-amd64"
+MODS=/lib/modules/$KVER/kernel
+[[ -d $MODS ]] || cant "no modules in $MODS"
+for f in "$BUILD/libmmtier.so" "$BUILD/tests/mmtier_unit_tests" "$BUILD/tests/preload/tiering_test" \
+  "$BUILD/bench/workloads/gups"; do
+  [[ -e $f ]] || { echo "vm-test: $f not built (build first: scripts/build.sh $BUILD)" >&2; exit 2; }
+done
+
+# --- the initramfs: busybox, the 9p modules, init -------------------------
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+initrd=$WORK/initramfs-$KVER.cpio.gz
+if [[ ! -s $initrd || $ROOT/scripts/vm/init -nt $initrd ]]; then
+  tree=$(mktemp -d)
+  mkdir -p "$tree"/{bin,dev,proc,sys,root,modules}
+  cp /bin/busybox "$tree/bin/busybox"
+  cp "$ROOT/scripts/vm/init" "$tree/init"
+  chmod 755 "$tree/init"
+  # In load order.
+  for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_pci_modern_dev \
+    drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache \
+    net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
+    f=$(ls "$MODS/$m.ko"* 2>/dev/null | head -1)
+    [[ -n $f ]] || continue  # built into this kernel
+    case $f in
+      *.xz) xz -dc "$f" > "$tree/modules/$(basename "$m").ko" ;;
+      *.zst) zstd -qdc "$f" > "$tree/modules/$(basename "$m").ko" ;;
+      *) cp "$f" "$tree/modules/" ;;
+    esac
+    echo "$(basename "$m").ko" >> "$tree/modules.list"
+  done
+  touch "$tree/modules.list"
+  (cd "$tree" && find . | cpio -o -H newc --quiet | gzip -1) > "$initrd"
+  rm -rf "$tree"
+fi
+
+# --- the machine -----------------------------------------------------------
+# The NVDIMM's backing file keeps its fsdax namespace between runs.
+[[ -f $WORK/nvdimm.img ]] || truncate -s 2G "$WORK/nvdimm.img"
+printf 'BUILD=%q\nSUITES=%q\nGUPS_SECONDS=%q\n' "$BUILD" "$SUITES" "${GUPS_SECONDS:-40}" > "$WORK/args"
+rm -f "$WORK/results"
+cp "$ROOT/scripts/vm/guest.sh" "$WORK/guest.sh"
+accel=(-accel tcg,thread=multi -cpu max)
+[[ -w /dev/kvm ]] && accel=(-accel kvm -cpu host)
+echo "vm-test: booting $KVER (${accel[1]%%,*}), suites: $SUITES; console in $WORK/console.log"
+start=$SECONDS
+set +e
+timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
+  -machine pc,nvdimm=on "${accel[@]}" -smp 2 \
+  -m 6G,slots=2,maxmem=16G \
+  -object memory-backend-ram,id=ram0,size=3G -numa node,nodeid=0,cpus=0-1,memdev=ram0 \
+  -object memory-backend-ram,id=ram1,size=3G -numa node,nodeid=1,memdev=ram1 \
+  -object memory-backend-file,id=nv0,share=on,mem-path="$WORK/nvdimm.img",size=2G \
+  -device nvdimm,id=nvdimm0,memdev=nv0,node=0 \
+  -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap,id=fs0 \
+  -virtfs local,path="$WORK",mount_tag=work,security_model=none,id=fs1 \
+  -kernel "/boot/vmlinuz-$KVER" -initrd "$initrd" \
+  -append "console=ttyS0 rdinit=/init loglevel=4 mitigations=off vmtest.script=/tmp/vmwork/guest.sh" \
+  -nographic -no-reboot < /dev/null > "$WORK/console.log" 2>&1
+rc=$?
+set -e
+echo "vm-test: the machine ran $((SECONDS - start)) s (qemu exit $rc)"
+[[ -f $WORK/results ]] || { tail -20 "$WORK/console.log"; echo "vm-test: no results from the guest"; exit 1; }
+
+# --- results ----------------------------------------------------------------
+sed -n 's/^INFO /  /p' "$WORK/results"
+grep -E '^(PASS|FAIL) ' "$WORK/results" | sed 's/^/  /'
+npass=$(grep -c '^PASS ' "$WORK/results" || true)
+nfail=$(grep -c '^FAIL ' "$WORK/results" || true)
+grep -q 'vm-guest: done' "$WORK/console.log" || { echo "vm-test: the guest did not finish (timeout $TIMEOUT s?)"; nfail=$((nfail + 1)); }
+total=$((npass + nfail))
+pct=$((total ? npass * 100 / total : 0))
+echo "$pct% tests passed, $nfail tests failed out of $total"
+((nfail == 0 && total > 0))
