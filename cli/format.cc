@@ -106,7 +106,7 @@ std::string format_detail(const snapshot &s) {
                                      p.migrate_limit_bps ? human_bytes(p.migrate_limit_bps).c_str() : "unlimited")
                               : std::string("off (MMTIER_PROMOTE=0)"));
   line("unit size", human_bytes(p.unit_size));
-  line("PMem files in", s.pmem_path);
+  line("PMem tier in", s.pmem_path);
   o += "\n";
   o += strf("%-17s %14s %14s\n", "", "DRAM", "PMem");
   auto row = [&](const char *key, auto get) {

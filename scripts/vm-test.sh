@@ -14,8 +14,9 @@
 #   tests on the 6.1 kernel, PMem on tmpfs and on DAX), tiering (the
 #   tiering tests with the PMem tier on DAX), program (python3 on DAX, on
 #   tmpfs and alone: same answer, times), gups (the hot-set workload on
-#   DAX: promotions and demotions, none failed), numa (the PMem tier on a
-#   tmpfs bound to the CPU-less node: its pages land there).  Default: all.
+#   DAX: promotions and demotions, none failed), numa (the slow tier as the
+#   CPU-less node: pages where their tier says, the workload and python3
+#   on it).  Default: all.
 # Installs its packages when run as root (qemu-system-x86, a Debian 6.1
 # kernel image, busybox-static, ndctl, cpio).  Prints the guest's results,
 # then a line in ctest's form "N% tests passed, N tests failed out of N";
@@ -50,7 +51,10 @@ newest_kernel() { # the newest 6.1 kernel image installed, as its version
 [[ -z $KVER ]] && KVER=$(newest_kernel)
 need=()
 command -v qemu-system-x86_64 > /dev/null || need+=(qemu-system-x86)
-[[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -qx insmod || need+=(busybox-static)
+# A static busybox (the initramfs has no libc); Debian's busybox package is
+# dynamic.
+static_busybox() { [[ -x /bin/busybox ]] && ! LC_ALL=C ldd /bin/busybox > /dev/null 2>&1; }
+static_busybox || need+=(busybox-static)
 command -v ndctl > /dev/null || need+=(ndctl)
 command -v cpio > /dev/null || need+=(cpio)
 command -v mkfs.ext4 > /dev/null || need+=(e2fsprogs)

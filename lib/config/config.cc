@@ -33,6 +33,9 @@ constexpr option_info kOptions[] = {
      "Most bytes placed in PMem; beyond it allocations go to DRAM, and 0 gives PMem nothing."},
     {"MMTIER_PMEM_PATH", "/dev/shm, else /tmp", "an existing writable directory",
      "Directory holding the PMem tier's files (a DAX mount on real hardware)."},
+    {"MMTIER_SLOW_NODE", "auto", "auto, off, or a NUMA node number",
+     "The slow tier as a NUMA node's memory (CXL memory, KMEM DAX) instead of a file: auto takes a node "
+     "without CPUs (the farthest) when MMTIER_PMEM_PATH is unset; off always uses the file."},
     {"MMTIER_POLICY", "ratio", "ratio | dram-first",
      "ratio splits memory by MMTIER_DRAM_RATIO; dram-first fills DRAM up to its limit, then PMem."},
     {"MMTIER_PROMOTE", "1", "0 | 1",
@@ -185,6 +188,26 @@ bool parse_pmem_path_opt(const char *name, const char *value, config *out, confi
   }
   copy_str(out->pmem_path, sizeof out->pmem_path, value);
   out->pmem_path_set = true;
+  return true;
+}
+
+bool parse_slow_node_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (str_eq(value, "auto")) {
+    out->slow_node = kSlowNodeAuto;
+    return true;
+  }
+  if (str_eq(value, "off")) {
+    out->slow_node = kSlowNodeOff;
+    return true;
+  }
+  long n = 0;
+  const char *p = value;
+  while (*p >= '0' && *p <= '9' && n < kMaxNodes) n = n * 10 + (*p++ - '0');
+  if (p == value || *p || n >= kMaxNodes) {
+    set_error(err, name, value, "expected auto, off, or a NUMA node number below 1024");
+    return false;
+  }
+  out->slow_node = static_cast<int>(n);
   return true;
 }
 
@@ -412,7 +435,7 @@ bool parse_snapshot_signal_opt(const char *name, const char *value, config *out,
 
 constexpr option_parser kParsers[] = {
     parse_ratio_opt,  parse_dram_limit_opt, parse_pmem_limit_opt,
-    parse_pmem_path_opt, parse_policy_opt,  parse_promote_opt,
+    parse_pmem_path_opt, parse_slow_node_opt, parse_policy_opt,  parse_promote_opt,
     parse_migrate_mbps_opt, parse_scan_interval_opt,
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
     parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_snapshot_every_opt, parse_snapshot_keep_opt,

@@ -13,6 +13,8 @@ namespace mmtier::detail {
 enum class policy_kind : uint8_t { ratio, dram_first };
 
 inline constexpr size_t kPathMax = 4096;
+inline constexpr int kSlowNodeAuto = -1, kSlowNodeOff = -2;
+inline constexpr int kMaxNodes = 1024;  // NUMA nodes mmtier addresses (node numbers below it)
 
 struct config {
   // MMTIER_DRAM_RATIO=D:P  (default 1:4)
@@ -26,6 +28,10 @@ struct config {
   // pmem_path_set tells which.
   char pmem_path[kPathMax] = {};
   bool pmem_path_set = false;
+  // MMTIER_SLOW_NODE: the slow tier is this NUMA node's memory instead of a
+  // file (>= 0); kSlowNodeAuto: a node without CPUs when there is one and
+  // MMTIER_PMEM_PATH is unset; kSlowNodeOff: never.
+  int slow_node = -1;
   policy_kind policy = policy_kind::ratio;  // MMTIER_POLICY=ratio|dram-first
   bool promote = true;                      // MMTIER_PROMOTE=0|1
   // MMTIER_MIGRATE_MBPS: most MiB per second moved between tiers; 0 means

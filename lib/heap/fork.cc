@@ -153,6 +153,25 @@ void leave_child() {
   }
 }
 
+// Node tiers: the restore wrote every unit's pages afresh, wherever the
+// kernel put them, and the memory policies of the original's mappings are
+// gone.  Each unit's live runs are bound to its tier again and its pages
+// moved there (a thin clone's frozen units keep the capsule's pages).
+void rebind_node_units() {
+  for_used_va_words([](size_t w) {
+    for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
+      const size_t idx = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+      unit &u = g_heap.units[idx];
+      const int t = unit_tier(u);
+      if (t < 0 || u.frozen || !u.live) continue;
+      tier &tt = g_mgr.tiers[t];
+      for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+        tt.ops->move_in(&tt, page_addr(idx, first), n << kPageShift);
+      });
+    }
+  });
+}
+
 // In a restored process (the stop's thread holds the heap lock).  Every
 // frozen unit maps a private copy of its pages (the restore copied them
 // from the capsule) or the capsule's linked PMem file privately (ZeroIO):
@@ -165,7 +184,8 @@ void restored() {
     for_used_va_words([](size_t w) {
       for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
         unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
-        if (unit_tier(u) == kTierPmem && !u.frozen) u.frozen = kFrozenOwn;  // its file is gone too
+        if (unit_tier(u) == kTierPmem && !pmem_tier().anonymous && !u.frozen)
+          u.frozen = kFrozenOwn;  // its file is gone too
         if (u.frozen) {
           u.frozen = kFrozenCapsule;
         } else if (g_mgr.thin_clone && unit_tier(u) >= 0 && u.live) {
@@ -179,6 +199,7 @@ void restored() {
     g_mgr.counters.reshared = 0;
     tier &pm = pmem_tier();
     if (pm.ops->restored) pm.ops->restored(&pm);
+    if (pm.anonymous) rebind_node_units();
     migration_fork_child();
     sample_restored();
     g_mgr.counters_changed = true;

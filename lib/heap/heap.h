@@ -117,6 +117,8 @@ inline bool heap_small_contains(const void *p) {
 
 // Tier of the byte at p: 0 DRAM, 1 PMem, -1 not managed or not placed.
 int heap_tier_of(const void *p);
+// The NUMA node the PMem tier is (MMTIER_SLOW_NODE), or -1: a file.
+int heap_slow_node();
 
 // The tier of the engine arena p's unit belongs to when that arena is forced
 // to one tier (explicit placement), else -1.  p must be in the heap.

@@ -468,9 +468,29 @@ bool heap_unit_movable(size_t idx) {
          u.owner != kOwnerFree;
 }
 
+namespace {
+
+// Between node tiers: the kernel moves the pages where they are.  Pages it
+// cannot move now (pinned by I/O in flight) stay on their node: the unit is
+// counted on its new tier all the same.
+long move_in_place(size_t idx, int to) {
+  unit &u = g_heap.units[idx];
+  tier &t = g_mgr.tiers[to];
+  long err = 0;
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (!err) err = t.ops->move_in(&t, page_addr(idx, first), n << kPageShift);
+  });
+  if (err) return err;
+  retier(u, to, 0);
+  return static_cast<long>(u.live) << kPageShift;
+}
+
+}  // namespace
+
 long heap_migrate(size_t idx, int to) {
   if (to != kTierDram && to != kTierPmem) return -EINVAL;
-  if (!faults_start()) return -EOPNOTSUPP;
+  const bool in_place = g_mgr.tiers[kTierDram].ops->move_in && g_mgr.tiers[kTierPmem].ops->move_in;
+  if (!in_place && !faults_start()) return -EOPNOTSUPP;
   heap_lock_guard g;
   if (!heap_unit_movable(idx)) return -EBUSY;
   sample_settle_unit_locked(idx);
@@ -479,6 +499,7 @@ long heap_migrate(size_t idx, int to) {
   // The tiers' limits hold for migration as for placement.
   const heap_counters &c = g_mgr.counters;
   if (c.limit_units[to] != SIZE_MAX && c.units[to] >= c.limit_units[to]) return -ENOSPC;
+  if (in_place) return move_in_place(idx, to);
   return to == kTierDram ? promote(idx) : demote(idx);
 }
 

@@ -46,7 +46,8 @@ constexpr uint64_t kReshareStopTimeoutNs = 50'000'000;
 // A frozen unit that can be re-shared: placed on PMem, every live page
 // read/write (a new shared mapping would lose another protection).
 bool resharable(const unit &u) {
-  return u.frozen && unit_tier(u) == kTierPmem && !u.custom_prot && !u.spilled && u.live > 0;
+  return u.frozen && unit_tier(u) == kTierPmem && !pmem_tier().anonymous && !u.custom_prot && !u.spilled &&
+         u.live > 0;
 }
 
 // What the kernel has behind a frozen unit's live pages.

@@ -121,8 +121,9 @@ void end_locked(sample_result *out, size_t cap, size_t *count) {
     if (s.state.load(std::memory_order_acquire) == 0) continue;
     settle_dram(s);
     const bool touched = s.state.load(std::memory_order_acquire) == kSampleTouched;
-    g_heap.units[s.unit].sample = 0;
-    add_result(out, cap, n, s.unit, kTierDram, touched, s.written.load() != 0);
+    unit &u = g_heap.units[s.unit];
+    u.sample = 0;
+    add_result(out, cap, n, s.unit, static_cast<uint8_t>(unit_tier(u)), touched, s.written.load() != 0);
   }
   faults_samples_retract();
   g_ndram = 0;
@@ -266,13 +267,16 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
     if (!heap_unit_movable(idx)) continue;
     unit &u = g_heap.units[idx];
     const int t = unit_tier(u);
-    if (t == kTierDram && !dram_ok) continue;
+    // Anonymous units (DRAM, and both node tiers) are sampled through the
+    // fault service; a file's pages by unmapping them.
+    const bool anon = t == kTierDram || g_mgr.tiers[t].anonymous;
+    if (anon && !dram_ok) continue;
     const size_t want = pages[k] < 1 ? 1 : pages[k] > kMaxPagesPerUnit ? kMaxPagesPerUnit : pages[k];
     size_t picks[kMaxPagesPerUnit];
     const size_t npicks = pick_pages(u, want, rnd, picks);
     for (size_t j = 0; j < npicks; ++j) {
       const uintptr_t page = reinterpret_cast<uintptr_t>(page_addr(idx, picks[j]));
-      if (t == kTierPmem ? hide_pmem_page(u, idx, page) : hide_dram_page(u, idx, page)) ++started;
+      if (anon ? hide_dram_page(u, idx, page) : hide_pmem_page(u, idx, page)) ++started;
     }
   }
   g_open = true;

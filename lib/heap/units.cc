@@ -379,9 +379,11 @@ bool heap_init() {
     return false;
   }
   const config &cfg = config_get();
-  dram_tier().ops = &dram_tier_ops;
+  // Slow memory that is a NUMA node makes both tiers node tiers.
+  const bool nodes = node_tier_choose(cfg) >= 0;
+  dram_tier().ops = nodes ? &node_fast_tier_ops : &dram_tier_ops;
   dram_tier().index = kTierDram;
-  pmem_tier().ops = &file_tier_ops;
+  pmem_tier().ops = nodes ? &node_slow_tier_ops : &file_tier_ops;
   pmem_tier().index = kTierPmem;
   for (auto &t : g_mgr.tiers) (void)t.ops->open(&t, cfg);
   g_mgr.counters.limit_units[kTierDram] = cfg.dram_limit == SIZE_MAX ? SIZE_MAX : cfg.dram_limit >> kUnitShift;
@@ -415,6 +417,11 @@ int heap_tier_of(const void *p) {
     if (sys::pagemap_read(align_down(a, kPageSize), 1, &pi) && sys::private_copy(pi, pmem_tier().dax)) return kTierDram;
   }
   return t;
+}
+
+int heap_slow_node() {
+  const tier &pm = pmem_tier();
+  return pm.anonymous && pm.usable ? pm.node : -1;
 }
 
 size_t heap_tier_limit(int t) {

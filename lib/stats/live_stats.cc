@@ -112,7 +112,13 @@ void fill_identity(stats_page *p, long pid, unsigned uid) {
   p->unit_size = kUnitSize;
   p->scan_interval_ns = cfg.scan_interval_ns;
   p->migrate_limit_bps = uint64_t{cfg.migrate_mbps} << 20;
-  copy_name(p->pmem_path, sizeof p->pmem_path, cfg.pmem_path);
+  if (const int node = heap_slow_node(); node >= 0) {
+    char name[32];
+    format(name, sizeof name, "NUMA node %d", node);
+    copy_name(p->pmem_path, sizeof p->pmem_path, name);
+  } else {
+    copy_name(p->pmem_path, sizeof p->pmem_path, cfg.pmem_path);
+  }
   for (int t = 0; t < live_format::kTiers; ++t) {
     const size_t limit = heap_tier_limit(t);
     p->tiers[t].limit_bytes = limit == SIZE_MAX ? live_format::kNone : limit;

@@ -1,8 +1,9 @@
 // Tier layer: where the pages of a unit live.  A tier is a runtime ops table
-// plus its state, so a new kind of tier (a CXL/NUMA node, ...) is one new
-// file.  DRAM is anonymous private memory; the PMem tier is a file in
-// MMTIER_PMEM_PATH (a DAX mount on real hardware) mapped MAP_SHARED, where
-// every unit placed on it owns one unit-sized slot of the file.
+// plus its state, so a new kind of tier is one new file.  DRAM is anonymous
+// private memory; the PMem tier is a file in MMTIER_PMEM_PATH (a DAX mount
+// on real hardware) mapped MAP_SHARED, where every unit placed on it owns
+// one unit-sized slot of the file; or, where slow memory is a NUMA node,
+// both tiers are anonymous memory bound to their nodes (node_tier.cc).
 //
 // The layers above see a tier only through these operations: what a tier
 // keeps to do its work (a file descriptor, its free and warm slots) is its
@@ -137,6 +138,13 @@ struct tier_ops {
   // privately) is held as an earlier snapshot's file is.  false (fd left
   // to the caller) when there is no room.
   bool (*adopt_held)(tier *t, int fd);
+
+  // NUMA-node tiers (node_tier.cc).  Moves the pages of [addr, addr + len),
+  // anonymous memory of the other node tier, onto this tier's nodes where
+  // they are: the kernel migrates them (mbind MPOL_MF_MOVE) while any
+  // thread goes on using them, and the range takes this tier's policy for
+  // pages made later.  0 or -errno.
+  long (*move_in)(tier *t, void *addr, size_t len);
 };
 
 struct tier {
@@ -144,10 +152,22 @@ struct tier {
   int index = 0;
   bool usable = false;  // can take units now
   bool dax = false;     // persistent memory mapped directly (a DAX mount: MAP_SYNC accepted)
+  bool anonymous = false;  // units are anonymous memory of the process (no file, no slots): a node tier
+  int node = -1;        // a node tier's node (the slow one's), for what is said of it
   void *impl = nullptr; // the tier's own state
 };
 
 extern const tier_ops dram_tier_ops;
 extern const tier_ops file_tier_ops;
+// The two tiers of a machine whose slow memory is a NUMA node (CXL memory,
+// KMEM DAX): the nodes with CPUs, and the slow node.
+extern const tier_ops node_fast_tier_ops;
+extern const tier_ops node_slow_tier_ops;
+
+// The slow node MMTIER_SLOW_NODE asks for on this machine: the number
+// given, or with auto (and MMTIER_PMEM_PATH unset) the node with memory and
+// no CPUs farthest from the first node with CPUs; -1 for none (the file
+// tier).  Says once why a node given cannot be used.
+int node_tier_choose(const config &cfg);
 
 }  // namespace mmtier::detail

@@ -145,31 +145,33 @@ suite_gups() {
   else fail gups.dax "promotions $p, demotions $d, failed $f"; fi
 }
 
-# The CPU-less node as the slow tier, through a tmpfs whose pages live
-# there (the README's stand-in until a NUMA-node tier exists): the PMem
-# units' pages must be on that node.
+# The CPU-less node as the slow tier (MMTIER_SLOW_NODE=auto takes it when
+# MMTIER_PMEM_PATH is unset): every page where its tier says, the moves
+# done by the kernel, the hot-set workload and a real program on it.
 suite_numa() {
   local slow
   slow=$(for n in /sys/devices/system/node/node[0-9]*; do [ -z "$(cat "$n/cpulist")" ] && basename "$n"; done | head -1)
-  [ -n "$slow" ] || { fail numa.tmpfs "no NUMA node without CPUs"; return; }
-  mkdir -p /mnt/slow
-  mount -t tmpfs -o "mpol=bind:${slow#node},size=2G" none /mnt/slow || { fail numa.tmpfs "cannot mount"; return; }
-  local log=$W/logs/numa.tmpfs.log
-  # A process holding 256 MiB at 1:4 reads, before it exits, how much of
-  # the slow node's memory is shmem (its PMem file's pages).
-  env LD_PRELOAD="$LIB" MMTIER_PMEM_PATH=/mnt/slow MMTIER_DRAM_RATIO=1:4 MMTIER_REPORT=stderr python3 -c "
-import re
-before = int(re.search(r'Shmem:\s+(\d+)', open('/sys/devices/system/node/$slow/meminfo').read()).group(1))
-b = bytearray(256 << 20)
-for i in range(0, len(b), 4096): b[i] = 1
-after = int(re.search(r'Shmem:\s+(\d+)', open('/sys/devices/system/node/$slow/meminfo').read()).group(1))
-print('slow-node shmem grew by %d MiB' % ((after - before) >> 10))
-" > "$log" 2>&1
-  local grew
-  grew=$(sed -n 's/^slow-node shmem grew by \([0-9]*\) MiB/\1/p' "$log")
-  info numa.tmpfs "${grew:-?} MiB of the slow node taken by the PMem file (of 256 MiB at 1:4)"
-  if [ -n "$grew" ] && [ "$grew" -ge 150 ]; then pass numa.tmpfs; else fail numa.tmpfs "logs/numa.tmpfs.log"; fi
-  umount /mnt/slow
+  [ -n "$slow" ] || { fail numa "no NUMA node without CPUs"; return; }
+  check numa.unit env MMTIER_SLOW_NODE=auto "$BUILD/tests/mmtier_unit_tests" \
+    --gtest_filter='NodeTier.*:Migrate.*:Sample.*'
+  local log=$W/logs/numa.gups.log
+  env LD_PRELOAD="$LIB" MMTIER_DRAM_LIMIT=96M MMTIER_REPORT=stderr MMTIER_LOG=info \
+    "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" > "$log" 2>&1
+  local line p d f
+  line=$(grep -E '^  mover: [0-9]+ scans' "$log" | tail -1)
+  p=$(sed -E 's/.* ([0-9]+) promotions.*/\1/' <<< "$line")
+  d=$(sed -E 's/.* ([0-9]+) demotions.*/\1/' <<< "$line")
+  f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<< "$line")
+  info numa.gups.mover "${line# *}"
+  grep '^SUMMARY' "$log" | while read -r s; do info numa.gups.summary "$s"; done
+  if ! grep -q "PMem tier: NUMA node ${slow#node}" "$log"; then fail numa.gups "the slow tier is not $slow"
+  elif [ -z "$line" ]; then fail numa.gups "no mover line in the report"
+  elif [ "$p" -gt 0 ] && [ "$d" -gt 0 ] && [ "$f" -eq 0 ]; then pass numa.gups
+  else fail numa.gups "promotions $p, demotions $d, failed $f"; fi
+  local want out
+  want=$(python3 -c "$PY")
+  out=$(env LD_PRELOAD="$LIB" MMTIER_DRAM_RATIO=1:4 python3 -c "$PY" 2> "$W/logs/numa.python.log")
+  if [ "$out" = "$want" ]; then pass numa.python; else fail numa.python "answer $out, want $want"; fi
 }
 
 for s in $SUITES; do

@@ -156,7 +156,7 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_LOG",        "MMTIER_REPORT",     "MMTIER_MMAP_THRESHOLD",
       "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL", "MMTIER_STATS_DIR", "MMTIER_HIDE_FEATURES",
       "MMTIER_SNAPSHOT_DIR", "MMTIER_SNAPSHOT_SIGNAL", "MMTIER_SNAPSHOT_CHAIN",
-      "MMTIER_SNAPSHOT_EVERY", "MMTIER_SNAPSHOT_KEEP",
+      "MMTIER_SNAPSHOT_EVERY", "MMTIER_SNAPSHOT_KEEP", "MMTIER_SLOW_NODE",
   };
   EXPECT_EQ(names, expected);
 }
@@ -264,6 +264,23 @@ TEST(ConfigParse, HideFeatures) {
   EXPECT_STREQ(e.line,
                "invalid MMTIER_HIDE_FEATURES=\"move,teleport\": expected none, or a comma-separated list of "
                "wp-unpopulated, move, write-protect");
+}
+
+TEST(ConfigParse, SlowNode) {
+  config c;
+  config_error e;
+  EXPECT_EQ(c.slow_node, kSlowNodeAuto);
+  const char *two[] = {"MMTIER_SLOW_NODE=2", nullptr};
+  ASSERT_TRUE(config_parse(const_cast<char *const *>(two), false, &c, &e, nullptr)) << e.line;
+  EXPECT_EQ(c.slow_node, 2);
+  const char *off[] = {"MMTIER_SLOW_NODE=off", nullptr};
+  ASSERT_TRUE(config_parse(const_cast<char *const *>(off), false, &c, &e, nullptr)) << e.line;
+  EXPECT_EQ(c.slow_node, kSlowNodeOff);
+  for (const char *bad : {"MMTIER_SLOW_NODE=1024", "MMTIER_SLOW_NODE=-1", "MMTIER_SLOW_NODE=cxl", "MMTIER_SLOW_NODE="}) {
+    const char *env[] = {bad, nullptr};
+    EXPECT_FALSE(config_parse(const_cast<char *const *>(env), false, &c, &e, nullptr)) << bad;
+  }
+  EXPECT_NE(std::string(e.line).find("expected auto, off, or a NUMA node number below 1024"), std::string::npos);
 }
 
 // --- config_parse ------------------------------------------------------------

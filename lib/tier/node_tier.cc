@@ -1,0 +1,237 @@
+// NUMA-node tiers: where the slow memory is a NUMA node of its own (a CXL
+// memory expander, or persistent memory onlined as system RAM with KMEM
+// DAX), both tiers are the process's anonymous private memory, each range
+// bound to its nodes with mbind: the fast tier to the nodes with CPUs, the
+// slow tier to the slow node.  A unit moves between them where it is: the
+// kernel migrates its pages (MPOL_MF_MOVE) while the program goes on
+// using them, with no file, no second mapping and no userfaultfd; fork
+// gives the child copy-on-write pages as for any anonymous memory.
+//
+// The policy is MPOL_PREFERRED (the fast tier: MPOL_PREFERRED_MANY over
+// every node with CPUs, Linux 5.15+): a node that is full gives its pages
+// to the next one instead of failing the fault, and budgets, not the
+// kernel, keep each tier within its share.
+#include "tier/tier.h"
+
+#include "platform/sys.h"
+#include "support/layout.h"
+#include "support/log.h"
+#include "support/meta.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <new>
+
+namespace mmtier::detail {
+namespace {
+
+constexpr int kMpolPreferred = 1;
+constexpr int kMpolPreferredMany = 5;  // Linux 5.15
+constexpr unsigned kMpolMfMove = 1u << 1;
+constexpr size_t kMaskWords = kMaxNodes / 64;
+
+struct node_mask {
+  unsigned long bits[kMaskWords] = {};
+  void set(int n) { bits[n / 64] |= 1ul << (n % 64); }
+  bool has(int n) const { return (bits[n / 64] >> (n % 64)) & 1; }
+  bool empty() const {
+    for (unsigned long w : bits)
+      if (w) return false;
+    return true;
+  }
+  int first() const {
+    for (int n = 0; n < kMaxNodes; ++n)
+      if (has(n)) return n;
+    return -1;
+  }
+};
+
+struct node_tier_state {
+  node_mask nodes;   // where this tier's pages go
+  int mode = kMpolPreferred;
+};
+
+node_tier_state *state(tier *t) { return static_cast<node_tier_state *>(t->impl); }
+
+// A node list of sysfs ("0-1,3") as a mask; false if unreadable.
+bool read_list(const char *path, node_mask *out) {
+  char buf[512];
+  long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  long n = sys::read(static_cast<int>(fd), buf, sizeof buf - 1);
+  sys::close(static_cast<int>(fd));
+  if (n < 0) return false;
+  buf[n] = '\0';
+  *out = node_mask();
+  for (const char *p = buf; *p >= '0' && *p <= '9';) {
+    long lo = 0, hi;
+    while (*p >= '0' && *p <= '9') lo = lo * 10 + (*p++ - '0');
+    hi = lo;
+    if (*p == '-') {
+      hi = 0;
+      ++p;
+      while (*p >= '0' && *p <= '9') hi = hi * 10 + (*p++ - '0');
+    }
+    for (long k = lo; k <= hi && k < kMaxNodes; ++k) out->set(static_cast<int>(k));
+    if (*p == ',') ++p;
+  }
+  return true;
+}
+
+// The distance from node `from` to node `to` (sysfs), or -1.
+long distance(int from, int to) {
+  char path[96], buf[4096];
+  format(path, sizeof path, "/sys/devices/system/node/node%d/distance", from);
+  long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  long n = sys::read(static_cast<int>(fd), buf, sizeof buf - 1);
+  sys::close(static_cast<int>(fd));
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  // One figure per online node, in node order: the online mask says which.
+  node_mask online;
+  if (!read_list("/sys/devices/system/node/online", &online)) return -1;
+  const char *p = buf;
+  for (int k = 0; k < kMaxNodes; ++k) {
+    if (!online.has(k)) continue;
+    while (*p == ' ') ++p;
+    long d = 0;
+    if (*p < '0' || *p > '9') return -1;
+    while (*p >= '0' && *p <= '9') d = d * 10 + (*p++ - '0');
+    if (k == to) return d;
+  }
+  return -1;
+}
+
+bool machine_nodes(node_mask *memory, node_mask *cpus) {
+  return read_list("/sys/devices/system/node/has_memory", memory) &&
+         read_list("/sys/devices/system/node/has_cpu", cpus);
+}
+
+long mbind(void *addr, size_t len, int mode, const node_mask &m, unsigned flags) {
+  return sys::raw(SYS_mbind, reinterpret_cast<long>(addr), static_cast<long>(len), mode,
+                  reinterpret_cast<long>(m.bits), kMaxNodes, flags);
+}
+
+long node_open(tier *t, const config &cfg, bool slow) {
+  t->usable = false;
+  t->anonymous = true;
+  if (!t->impl) {
+    void *mem = meta_map(sizeof(node_tier_state));
+    if (!mem) return -ENOMEM;
+    t->impl = new (mem) node_tier_state();
+  }
+  node_tier_state *s = state(t);
+  node_mask memory, cpus;
+  const int slow_node = node_tier_choose(cfg);
+  if (slow_node < 0 || !machine_nodes(&memory, &cpus)) return -ENODEV;
+  s->nodes = node_mask();
+  if (slow) {
+    s->nodes.set(slow_node);
+    s->mode = kMpolPreferred;
+    t->node = slow_node;
+  } else {
+    for (int n = 0; n < kMaxNodes; ++n)
+      if (cpus.has(n) && memory.has(n) && n != slow_node) s->nodes.set(n);
+    if (s->nodes.empty()) {
+      // The slow node is the only one (asked for by number, as tests do on
+      // a machine of one node): both tiers there, nothing is faster.
+      s->nodes.set(slow_node);
+      MMTIER_WARN("MMTIER_SLOW_NODE=%d: no other node has memory and CPUs; both tiers are on node %d", slow_node,
+                  slow_node);
+    }
+    // One node: the preferred policy; several: all of them (5.15+), else
+    // the first (said once when a range is first bound).
+    s->mode = kMpolPreferredMany;
+    t->node = s->nodes.first();
+  }
+  t->usable = true;
+  if (slow) MMTIER_INFO("PMem tier: NUMA node %d (memory without CPUs), pages moved by the kernel", slow_node);
+  return 0;
+}
+
+long fast_open(tier *t, const config &cfg) { return node_open(t, cfg, false); }
+long slow_open(tier *t, const config &cfg) { return node_open(t, cfg, true); }
+
+long node_slot_alloc(tier *) { return 0; }
+void node_slot_free(tier *, uint32_t) {}
+long node_reserve(tier *, uint32_t, size_t, size_t) { return 0; }
+
+// Binds a range to the tier's nodes (moving what is there when move).
+long bind(tier *t, void *addr, size_t len, bool move) {
+  node_tier_state *s = state(t);
+  const unsigned flags = move ? kMpolMfMove : 0;
+  long r = mbind(addr, len, s->mode, s->nodes, flags);
+  if (r == -EINVAL && s->mode == kMpolPreferredMany) {
+    // Before 5.15: the first node with CPUs.
+    const int first = s->nodes.first();
+    s->nodes = node_mask();
+    s->nodes.set(first);
+    s->mode = kMpolPreferred;
+    MMTIER_INFO("DRAM tier: NUMA node %d only (MPOL_PREFERRED_MANY needs Linux 5.15)", first);
+    r = mbind(addr, len, s->mode, s->nodes, flags);
+  }
+  return r;
+}
+
+long node_map(tier *t, void *addr, size_t len, int prot, uint32_t, size_t) {
+  long r = sys::mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  if (sys::failed(r)) return r;
+  return bind(t, addr, len, false);
+}
+
+long node_discard(tier *, void *addr, size_t len, uint32_t, size_t) {
+  return sys::madvise(addr, len, MADV_DONTNEED);
+}
+
+long node_move_in(tier *t, void *addr, size_t len) { return bind(t, addr, len, true); }
+
+constexpr tier_ops make_ops(const char *kind, long (*open)(tier *, const config &)) {
+  tier_ops o = {};
+  o.kind = kind;
+  o.open = open;
+  o.slot_alloc = node_slot_alloc;
+  o.slot_free = node_slot_free;
+  o.reserve = node_reserve;
+  o.map = node_map;
+  o.discard = node_discard;
+  o.move_in = node_move_in;
+  return o;
+}
+
+}  // namespace
+
+const tier_ops node_fast_tier_ops = make_ops("node", fast_open);
+const tier_ops node_slow_tier_ops = make_ops("node", slow_open);
+
+int node_tier_choose(const config &cfg) {
+  if (cfg.slow_node == kSlowNodeOff || (cfg.slow_node == kSlowNodeAuto && cfg.pmem_path_set)) return -1;
+  node_mask memory, cpus;
+  if (!machine_nodes(&memory, &cpus)) return -1;  // no NUMA in this kernel
+  const int home = cpus.first();
+  if (cfg.slow_node >= 0) {
+    if (memory.has(cfg.slow_node)) return cfg.slow_node;
+    static bool said = false;
+    if (!said) {
+      said = true;
+      MMTIER_WARN("MMTIER_SLOW_NODE=%d: that node has no memory; the PMem tier is the file in %s", cfg.slow_node,
+                  cfg.pmem_path);
+    }
+    return -1;
+  }
+  int best = -1;
+  long best_d = -1;
+  for (int n = 0; n < kMaxNodes; ++n) {
+    if (!memory.has(n) || cpus.has(n)) continue;
+    const long d = home >= 0 ? distance(home, n) : 0;
+    if (best < 0 || d > best_d) {
+      best = n;
+      best_d = d;
+    }
+  }
+  return best;
+}
+
+}  // namespace mmtier::detail
