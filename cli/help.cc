@@ -307,7 +307,7 @@ JSON
     scan_interval_ns            MMTIER_SCAN_INTERVAL.
     migrate_limit_bytes_per_second  MMTIER_MIGRATE_MBPS in bytes per
                                 second; null: no limit.
-    pmem_path                   Directory of the PMem tier's files, or "NUMA node N".
+    pmem_path                   The PMem tier's directory, or "NUMA node N".
     tiers                       {"dram": TIER, "pmem": TIER}, each TIER
                                 {"placed_bytes", "policy_placed_bytes",
                                 "peak_placed_bytes", "resident_bytes",

@@ -174,6 +174,50 @@ suite_numa() {
   if [ "$out" = "$want" ]; then pass numa.python; else fail numa.python "answer $out, want $want"; fi
 }
 
+# Not in the default set (docs/BENCHMARKS.md, "Kernels and memory of the
+# field"): side by side in this guest, an allocation-heavy python3 with the
+# PMem tier on DAX, on tmpfs and on the CPU-less node, and alone; GUPS
+# with the slow tier on each of them.
+PY_HEAVY='
+import random
+random.seed(1)
+d = {}
+for i in range(400000):
+    d[i] = [str(i)] * 3
+    if i % 2 == 0:
+        d.pop(random.randrange(i + 1), None)
+print(len(d), sum(len(v) for v in d.values()))'
+suite_compare() {
+  local t0 t1 out name
+  for run in 1 2; do
+    t0=$(now); python3 -c "$PY_HEAVY" > /dev/null; t1=$(now)
+    info "compare.python.none.$run" "$(secs "$t0" "$t1") s"
+    for name in dax tmpfs node; do
+      local env=(LD_PRELOAD="$LIB" MMTIER_DRAM_RATIO=1:4)
+      case $name in
+        dax) env+=(MMTIER_PMEM_PATH=$DAX) ;;
+        tmpfs) env+=(MMTIER_PMEM_PATH=/dev/shm/heap) ;;
+        node) env+=(MMTIER_SLOW_NODE=auto) ;;
+      esac
+      t0=$(now); env "${env[@]}" python3 -c "$PY_HEAVY" > /dev/null; t1=$(now)
+      info "compare.python.$name.$run" "$(secs "$t0" "$t1") s"
+    done
+  done
+  for name in dax tmpfs node; do
+    local env=(LD_PRELOAD="$LIB" MMTIER_DRAM_LIMIT=96M MMTIER_REPORT=stderr)
+    case $name in
+      dax) env+=(MMTIER_PMEM_PATH=$DAX) ;;
+      tmpfs) env+=(MMTIER_PMEM_PATH=/dev/shm/heap) ;;
+      node) env+=(MMTIER_SLOW_NODE=auto) ;;
+    esac
+    env "${env[@]}" "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" \
+      > "$W/logs/compare.gups.$name.log" 2>&1
+    grep -E '^  mover: [0-9]+ scans' "$W/logs/compare.gups.$name.log" | sed 's/^ *//' |
+      while read -r l; do info "compare.gups.$name" "$l"; done
+    grep '^SUMMARY' "$W/logs/compare.gups.$name.log" | while read -r l; do info "compare.gups.$name" "$l"; done
+  done
+}
+
 for s in $SUITES; do
   t0=$(now)
   if declare -F "suite_$s" > /dev/null; then "suite_$s"; else fail "$s" "no such suite"; fi
