@@ -16,7 +16,8 @@
 #   tmpfs and alone: same answer, times), gups (the hot-set workload on
 #   DAX: promotions and demotions, none failed), numa (the slow tier as the
 #   CPU-less node: pages where their tier says, the workload and python3
-#   on it).  Default: all.
+#   on it), programs (the real-program suite with the slow tier on DAX and
+#   on the node; long).  Default: all but programs and compare.
 # Installs its packages when run as root (qemu-system-x86, a Debian 6.1
 # kernel image, busybox-static, ndctl, cpio).  Prints the guest's results,
 # then a line in ctest's form "N% tests passed, N tests failed out of N";
@@ -27,7 +28,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$ROOT/build
 WORK=
-SUITES="fallbacks tiering program gups numa"
+SUITES="fallbacks tiering program gups numa"  # and: programs, compare
 KVER=
 TIMEOUT=1200
 while (($#)); do
@@ -109,7 +110,7 @@ fi
 # --- the machine -----------------------------------------------------------
 # The NVDIMM's backing file keeps its fsdax namespace between runs.
 [[ -f $WORK/nvdimm.img ]] || truncate -s 2G "$WORK/nvdimm.img"
-printf 'BUILD=%q\nSUITES=%q\nGUPS_SECONDS=%q\n' "$BUILD" "$SUITES" "${GUPS_SECONDS:-40}" > "$WORK/args"
+printf 'BUILD=%q\nSRC=%q\nSUITES=%q\nGUPS_SECONDS=%q\n' "$BUILD" "$ROOT" "$SUITES" "${GUPS_SECONDS:-40}" > "$WORK/args"
 rm -f "$WORK/results"
 cp "$ROOT/scripts/vm/guest.sh" "$WORK/guest.sh"
 accel=(-accel tcg,thread=multi -cpu max)

@@ -127,22 +127,30 @@ suite_program() {
   done
 }
 
-# The hot-set workload: promotions and demotions both happen, none fails.
-suite_gups() {
-  [ -n "$DAX" ] || { fail gups.dax "no DAX mount"; return; }
-  local log=$W/logs/gups.dax.log
-  env LD_PRELOAD="$LIB" MMTIER_PMEM_PATH=$DAX MMTIER_DRAM_LIMIT=96M MMTIER_REPORT=stderr \
+# gups_check NAME [ENV...]: the hot-set workload under mmtier with ENV;
+# passes when promotions and demotions both happened and none failed.
+gups_check() {
+  local name=$1 log=$W/logs/$1.log
+  shift
+  env LD_PRELOAD="$LIB" MMTIER_DRAM_LIMIT=96M MMTIER_REPORT=stderr MMTIER_LOG=info "$@" \
     "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" > "$log" 2>&1
   local line p d f
   line=$(grep -E '^  mover: [0-9]+ scans' "$log" | tail -1)
   p=$(sed -E 's/.* ([0-9]+) promotions.*/\1/' <<< "$line")
   d=$(sed -E 's/.* ([0-9]+) demotions.*/\1/' <<< "$line")
   f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<< "$line")
-  info gups.dax.mover "${line# *}"
-  grep '^SUMMARY' "$log" | while read -r s; do info gups.dax.summary "$s"; done
-  if [ -z "$line" ]; then fail gups.dax "no mover line in the report"
-  elif [ "$p" -gt 0 ] && [ "$d" -gt 0 ] && [ "$f" -eq 0 ]; then pass gups.dax
-  else fail gups.dax "promotions $p, demotions $d, failed $f"; fi
+  info "$name.mover" "${line# *}"
+  grep '^SUMMARY' "$log" | while read -r s; do info "$name.summary" "$s"; done
+  if [ -z "$line" ]; then fail "$name" "no mover line in the report"
+  elif [ "$p" -gt 0 ] && [ "$d" -gt 0 ] && [ "$f" -eq 0 ]; then pass "$name"
+  else fail "$name" "promotions $p, demotions $d, failed $f"; fi
+}
+
+# The hot-set workload on DAX: promotions and demotions both happen, none
+# fails.
+suite_gups() {
+  [ -n "$DAX" ] || { fail gups.dax "no DAX mount"; return; }
+  gups_check gups.dax MMTIER_PMEM_PATH=$DAX
 }
 
 # The CPU-less node as the slow tier (MMTIER_SLOW_NODE=auto takes it when
@@ -154,24 +162,26 @@ suite_numa() {
   [ -n "$slow" ] || { fail numa "no NUMA node without CPUs"; return; }
   check numa.unit env MMTIER_SLOW_NODE=auto "$BUILD/tests/mmtier_unit_tests" \
     --gtest_filter='NodeTier.*:Migrate.*:Sample.*'
-  local log=$W/logs/numa.gups.log
-  env LD_PRELOAD="$LIB" MMTIER_DRAM_LIMIT=96M MMTIER_REPORT=stderr MMTIER_LOG=info \
-    "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" > "$log" 2>&1
-  local line p d f
-  line=$(grep -E '^  mover: [0-9]+ scans' "$log" | tail -1)
-  p=$(sed -E 's/.* ([0-9]+) promotions.*/\1/' <<< "$line")
-  d=$(sed -E 's/.* ([0-9]+) demotions.*/\1/' <<< "$line")
-  f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<< "$line")
-  info numa.gups.mover "${line# *}"
-  grep '^SUMMARY' "$log" | while read -r s; do info numa.gups.summary "$s"; done
-  if ! grep -q "PMem tier: NUMA node ${slow#node}" "$log"; then fail numa.gups "the slow tier is not $slow"
-  elif [ -z "$line" ]; then fail numa.gups "no mover line in the report"
-  elif [ "$p" -gt 0 ] && [ "$d" -gt 0 ] && [ "$f" -eq 0 ]; then pass numa.gups
-  else fail numa.gups "promotions $p, demotions $d, failed $f"; fi
+  gups_check numa.gups MMTIER_SLOW_NODE=auto
+  grep -q "PMem tier: NUMA node ${slow#node}" "$W/logs/numa.gups.log" || fail numa.gups "the slow tier is not $slow"
   local want out
   want=$(python3 -c "$PY")
   out=$(env LD_PRELOAD="$LIB" MMTIER_DRAM_RATIO=1:4 python3 -c "$PY" 2> "$W/logs/numa.python.log")
   if [ "$out" = "$want" ]; then pass numa.python; else fail numa.python "answer $out, want $want"; fi
+}
+
+# The real-program suite (tests/programs: byte-identical output with and
+# without mmtier, the 1:9 run's memory on the slow tier) with the slow
+# tier on DAX and on the CPU-less node.
+suite_programs() {
+  local p where
+  for where in dax node; do
+    [ "$where" = dax ] && [ -z "$DAX" ] && { fail programs.dax "no DAX mount"; continue; }
+    for p in python3 perl sqlite3 redis gcc git sort bash python3_multiprocessing; do
+      check "programs.$where.$p" env PROGRAMS_MMTIER_ENV="$(slow_env $where)" PROGRAMS_RUN_TIMEOUT=600 \
+        bash "$SRC/tests/programs/$p.sh" "$LIB"
+    done
+  done
 }
 
 # Not in the default set (docs/BENCHMARKS.md, "Kernels and memory of the
@@ -187,35 +197,27 @@ for i in range(400000):
     if i % 2 == 0:
         d.pop(random.randrange(i + 1), None)
 print(len(d), sum(len(v) for v in d.values()))'
+# The environment that puts the slow tier on $1: dax, tmpfs or node.
+slow_env() {
+  case $1 in
+    dax) echo "MMTIER_PMEM_PATH=$DAX" ;;
+    tmpfs) echo "MMTIER_PMEM_PATH=/dev/shm/heap" ;;
+    node) echo "MMTIER_SLOW_NODE=auto" ;;
+  esac
+}
 suite_compare() {
-  local t0 t1 out name
+  local t0 t1 name run
   for run in 1 2; do
     t0=$(now); python3 -c "$PY_HEAVY" > /dev/null; t1=$(now)
     info "compare.python.none.$run" "$(secs "$t0" "$t1") s"
     for name in dax tmpfs node; do
-      local env=(LD_PRELOAD="$LIB" MMTIER_DRAM_RATIO=1:4)
-      case $name in
-        dax) env+=(MMTIER_PMEM_PATH=$DAX) ;;
-        tmpfs) env+=(MMTIER_PMEM_PATH=/dev/shm/heap) ;;
-        node) env+=(MMTIER_SLOW_NODE=auto) ;;
-      esac
-      t0=$(now); env "${env[@]}" python3 -c "$PY_HEAVY" > /dev/null; t1=$(now)
+      t0=$(now)
+      env LD_PRELOAD="$LIB" MMTIER_DRAM_RATIO=1:4 "$(slow_env $name)" python3 -c "$PY_HEAVY" > /dev/null
+      t1=$(now)
       info "compare.python.$name.$run" "$(secs "$t0" "$t1") s"
     done
   done
-  for name in dax tmpfs node; do
-    local env=(LD_PRELOAD="$LIB" MMTIER_DRAM_LIMIT=96M MMTIER_REPORT=stderr)
-    case $name in
-      dax) env+=(MMTIER_PMEM_PATH=$DAX) ;;
-      tmpfs) env+=(MMTIER_PMEM_PATH=/dev/shm/heap) ;;
-      node) env+=(MMTIER_SLOW_NODE=auto) ;;
-    esac
-    env "${env[@]}" "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" \
-      > "$W/logs/compare.gups.$name.log" 2>&1
-    grep -E '^  mover: [0-9]+ scans' "$W/logs/compare.gups.$name.log" | sed 's/^ *//' |
-      while read -r l; do info "compare.gups.$name" "$l"; done
-    grep '^SUMMARY' "$W/logs/compare.gups.$name.log" | while read -r l; do info "compare.gups.$name" "$l"; done
-  done
+  for name in dax tmpfs node; do gups_check "compare.gups.$name" "$(slow_env $name)"; done
 }
 
 for s in $SUITES; do

@@ -8,7 +8,9 @@
 # the largest placed peak must have at least 60% of it on PMem.
 #
 # Usage of a program script: bash <program>.sh /abs/path/libmmtier.so
-# Set PROGRAMS_KEEP_TMP=1 to keep the work directory for inspection.
+# Set PROGRAMS_KEEP_TMP=1 to keep the work directory for inspection, and
+# PROGRAMS_MMTIER_ENV="MMTIER_X=... ..." to add settings to the runs under
+# libmmtier.
 
 set -euo pipefail
 
@@ -84,6 +86,14 @@ set_mode() {
                          "MMTIER_REPORT=$dir/reports/report.%p") ;;
     *) fail "unknown mode $MODE" ;;
   esac
+  # PROGRAMS_MMTIER_ENV: more MMTIER_* settings for the runs under
+  # libmmtier (the slow tier on a DAX mount or a NUMA node, in
+  # scripts/vm-test.sh).
+  if [[ $MODE != reference && -n ${PROGRAMS_MMTIER_ENV:-} ]]; then
+    local extra
+    read -r -a extra <<< "$PROGRAMS_MMTIER_ENV"
+    MODE_ENV+=("${extra[@]}")
+  fi
   mkdir -p "$dir/reports"
 }
 
