@@ -703,7 +703,7 @@ long take(const snap_request &req, snap_result *res) {
     return r;
   }
   writer_args wa;
-  memset(&wa, 0, sizeof wa);
+  memset(static_cast<void *>(&wa), 0, sizeof wa);  // every field zero, whatever its initializer
   wa.parent_dirfd = p.parent_dirfd;
   wa.pend = &p.pend;
   wa.manifest_fd = p.pend.manifest_fd;
