@@ -94,7 +94,15 @@ long write_protect(int fd, void *addr, size_t len, bool protect) {
   wp.range.start = u64(addr);
   wp.range.len = len;
   wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
-  return ioctl(fd, UFFDIO_WRITEPROTECT, &wp);
+  long r = ioctl(fd, UFFDIO_WRITEPROTECT, &wp);
+  // Before Linux 6.3 one call covers one kernel mapping: a range past its
+  // end is -ENOENT.  Halved until each part lies in one mapping.
+  constexpr size_t kPage = 4096;
+  if (r != -ENOENT || len <= kPage) return r;
+  const size_t half = (len / 2 + kPage - 1) & ~(kPage - 1);
+  r = write_protect(fd, addr, half, protect);
+  if (r == 0) r = write_protect(fd, static_cast<char *>(addr) + half, len - half, protect);
+  return r;
 }
 
 long wake(int fd, void *addr, size_t len) {

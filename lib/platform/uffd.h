@@ -57,6 +57,9 @@ long zeropage(int fd, void *dst, size_t len);
 // Moves the pages at src (anonymous, present, exclusive) to the missing
 // pages at dst; *done gets the bytes moved.
 long move(int fd, void *dst, void *src, size_t len, size_t *done);
+// Write-protects (or not) [addr, addr + len); a range the kernel holds in
+// several mappings is done in parts where one call covers only one (before
+// Linux 6.3).
 long write_protect(int fd, void *addr, size_t len, bool protect);
 long wake(int fd, void *addr, size_t len);
 
