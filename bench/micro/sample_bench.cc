@@ -1,8 +1,8 @@
 // The cost of sampling a DRAM unit's page: one window hides pages of 32
 // DRAM units (8 pages each, none touched meanwhile) and ends, putting them
 // back.  On Linux 6.8+ a page moves out and back with UFFDIO_MOVE; before
-// (Debian 12's 6.1, RHEL 9's 5.14) it is write-protected, copied out,
-// dropped and copied back.  Run it twice to compare the two paths on one
+// (Debian 12's 6.1, RHEL 9's 5.14) it is write-protected where it is and
+// unprotected at the end.  Run it twice to compare the two paths on one
 // machine:
 //   build/bench/micro/sample_bench
 //   MMTIER_HIDE_FEATURES=wp-unpopulated,move build/bench/micro/sample_bench
@@ -56,7 +56,7 @@ void BM_SampleDramWindow(benchmark::State &state) {
     heap_sample_end(out, kUnits);
   }
   state.SetItemsProcessed(static_cast<int64_t>(sampled));
-  state.SetLabel(faults_can_move() ? "UFFDIO_MOVE" : "write-protect and copy");
+  state.SetLabel(faults_can_move() ? "UFFDIO_MOVE" : "write-protect in place");
   heap_munmap(base, kUnits * kUnitSize);
 }
 BENCHMARK(BM_SampleDramWindow)->Unit(benchmark::kMicrosecond);

@@ -32,8 +32,8 @@ namespace mmtier::detail {
 namespace {
 
 constexpr uint64_t kNeeded = UFFD_FEATURE_EVENT_REMAP;
-constexpr uint64_t kWanted =
-    UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_MOVE | UFFD_FEATURE_WP_UNPOPULATED;
+constexpr uint64_t kWanted = UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_THREAD_ID |
+                             UFFD_FEATURE_MOVE | UFFD_FEATURE_WP_UNPOPULATED;
 
 std::atomic<int> g_fd{-1};
 uint64_t g_features = 0;
@@ -46,9 +46,11 @@ std::atomic<uintptr_t> g_pc_dst{0};
 std::atomic<uintptr_t> g_pc_src{0};
 std::atomic<size_t> g_pc_len{0};
 
-// Hold window: missing faults inside wait for the mover's wake.
+// Hold window: missing faults inside wait for the mover's wake, but the
+// mover's own (its thread id: g_hold_tid).
 std::atomic<uintptr_t> g_hold_dst{0};
 std::atomic<size_t> g_hold_len{0};
+std::atomic<uint32_t> g_hold_tid{0};
 
 // Sample table and the handler's use of it.
 std::atomic<fault_sample *> g_samples{nullptr};
@@ -84,11 +86,39 @@ fault_sample *find_sample(fault_sample *t, size_t n, uintptr_t page) {
   return nullptr;
 }
 
-// Answers one missing-page fault; false to retry later (-EAGAIN).
-bool answer(int fd, uintptr_t addr, uint64_t flags) {
+// A write-protect fault on a page sampled in place: the page is
+// unprotected, its waiters woken, and the sample counts as written.
+// False if the page is not such a sample.
+bool answer_watched(int fd, uintptr_t page) {
+  bool found = false;
+  g_samples_readers.fetch_add(1, std::memory_order_seq_cst);
+  if (fault_sample *t = g_samples.load(std::memory_order_seq_cst)) {
+    fault_sample *s = find_sample(t, g_samples_n.load(std::memory_order_acquire), page);
+    if (s && s->by_wp) {
+      found = true;
+      uint8_t want = kSampleOut;
+      if (s->state.compare_exchange_strong(want, kSampleMoving, std::memory_order_acq_rel)) {
+        faults_sample_restore(*s);
+        s->written.store(1, std::memory_order_relaxed);
+        s->state.store(kSampleTouched, std::memory_order_release);
+        g_sample_faults.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        sys::uffd::wake(fd, reinterpret_cast<void *>(page), kPageSize);  // the sampler unprotects it
+      }
+    }
+  }
+  g_samples_readers.fetch_sub(1, std::memory_order_release);
+  if (found) g_faults.fetch_add(1, std::memory_order_relaxed);
+  return found;
+}
+
+// Answers one missing-page fault of thread ptid (0: not known); false to
+// retry later (-EAGAIN).
+bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
   const uintptr_t page = align_down(addr, kPageSize);
   void *p = reinterpret_cast<void *>(page);
   if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+    if (answer_watched(fd, page)) return true;
     // A write to a unit being demoted: it waits for the mover's wake.
     g_wp_faults.fetch_add(1, std::memory_order_relaxed);
     return true;
@@ -121,6 +151,17 @@ bool answer(int fd, uintptr_t addr, uint64_t flags) {
   // A page of a unit being demoted where write-protect cannot cover
   // missing pages: it waits like a write (the mover wakes it).
   if (page - g_hold_dst.load(std::memory_order_seq_cst) < g_hold_len.load(std::memory_order_seq_cst)) {
+    // The mover reading a page that went away after it looked (a raw
+    // madvise past mmtier): held, it would wait for itself.  It gets the
+    // zeros the page now holds, write-protected so a writer still waits.
+    if (ptid && ptid == g_hold_tid.load(std::memory_order_acquire)) {
+      size_t done = 0;
+      long r = sys::uffd::copy_protected(fd, p, g_zero_page, kPageSize, &done);
+      if (r == -EAGAIN) return false;
+      if (r < 0) sys::uffd::wake(fd, p, kPageSize);
+      g_faults.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
     g_wp_faults.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
@@ -158,6 +199,7 @@ void *handler_main(void *) {
   struct pending {
     uintptr_t addr;
     uint64_t flags;
+    uint32_t ptid;
   } retry[256];
   size_t nretry = 0;
   for (;;) {
@@ -171,13 +213,15 @@ void *handler_main(void *) {
     // Retries first (their mremap event has been read by now, or soon).
     size_t keep = 0;
     for (size_t i = 0; i < nretry; ++i)
-      if (!answer(fd, retry[i].addr, retry[i].flags)) retry[keep++] = retry[i];
+      if (!answer(fd, retry[i].addr, retry[i].flags, retry[i].ptid)) retry[keep++] = retry[i];
     nretry = keep;
     for (size_t i = 0; i < count; ++i) {
       const uffd_msg &m = msgs[i];
       if (m.event != UFFD_EVENT_PAGEFAULT) continue;  // REMAP: reading it is the answer
-      if (!answer(fd, m.arg.pagefault.address, m.arg.pagefault.flags)) {
-        if (nretry < sizeof retry / sizeof retry[0]) retry[nretry++] = {m.arg.pagefault.address, m.arg.pagefault.flags};
+      const uint32_t ptid = (g_features & UFFD_FEATURE_THREAD_ID) ? m.arg.pagefault.feat.ptid : 0;
+      if (!answer(fd, m.arg.pagefault.address, m.arg.pagefault.flags, ptid)) {
+        if (nretry < sizeof retry / sizeof retry[0])
+          retry[nretry++] = {m.arg.pagefault.address, m.arg.pagefault.flags, ptid};
         else sys::uffd::wake(fd, reinterpret_cast<void *>(align_down(m.arg.pagefault.address, kPageSize)), kPageSize);
       }
     }
@@ -277,6 +321,7 @@ uint32_t faults_kernel_lacks() {
 }
 
 void faults_hold_open(void *addr, size_t len) {
+  g_hold_tid.store(static_cast<uint32_t>(sys::raw(SYS_gettid)), std::memory_order_release);
   g_hold_dst.store(reinterpret_cast<uintptr_t>(addr), std::memory_order_seq_cst);
   g_hold_len.store(len, std::memory_order_seq_cst);
 }
@@ -301,6 +346,12 @@ long faults_sample_restore(fault_sample &s) {
   const int fd = g_fd.load(std::memory_order_acquire);
   void *page = reinterpret_cast<void *>(s.page);
   void *side = reinterpret_cast<void *>(s.side);
+  if (s.by_wp) {
+    const long r = sys::uffd::write_protect(fd, page, kPageSize, false);
+    if (r < 0) MMTIER_ERROR("sampling: cannot unprotect page %p (error %ld)", page, -r);
+    sys::uffd::wake(fd, page, kPageSize);
+    return r;
+  }
   size_t done = 0;
   long r = faults_can_move() ? sys::uffd::move(fd, page, side, kPageSize, &done) : -EOPNOTSUPP;
   if (r == 0 || r == -EAGAIN) return r;
@@ -308,7 +359,9 @@ long faults_sample_restore(fault_sample &s) {
     // The side page cannot move (shared since fork, swapped, flags changed
     // under it): copy it back, then drop the side copy.
     r = sys::uffd::copy(fd, page, side, kPageSize, &done);
-    if (r == -EAGAIN) return r;
+    // No memory for the page now (a cgroup at its limit): the data stays at
+    // the side until a later try; giving up would lose it.
+    if (r == -EAGAIN || r == -ENOMEM) return -EAGAIN;
     if (r == 0) {
       sys::madvise(side, kPageSize, MADV_DONTNEED);
       return 0;

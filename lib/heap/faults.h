@@ -38,7 +38,7 @@ bool faults_wp_unpopulated();
 // Whether pages can be moved out and back (UFFD_FEATURE_MOVE, 6.8).
 bool faults_can_move();
 // Whether anonymous pages can be sampled: moved out and back, or (before
-// 6.8) write-protected, copied out, dropped and copied back.
+// 6.8) write-protected in place, which sees writes only.
 bool faults_can_sample();
 
 // What the kernel lacks (support/errors.h kLack* bits, after what
@@ -56,7 +56,8 @@ void faults_hold_close();
 void faults_postcopy_open(void *dst, const void *src, size_t len);
 void faults_postcopy_close();
 
-// A sampled anonymous page: moved out to side by the sampler.
+// A sampled anonymous page: moved out to side by the sampler, or (by_wp)
+// write-protected where it is.
 enum sample_state : uint8_t {
   kSampleOut = 1,      // at side; a fault moves it back
   kSampleTouched = 2,  // moved back by a fault
@@ -67,11 +68,13 @@ struct fault_sample {
   uintptr_t page;
   uintptr_t side;
   uint32_t unit;
+  bool by_wp;                    // write-protected in place (before 6.8), not moved out
   std::atomic<uint8_t> state;
   std::atomic<uint8_t> written;  // the touching access was a write
 };
 // Puts a sampled page back (the caller moved its state from kSampleOut to
-// kSampleMoving): UFFDIO_MOVE, or a copy when the side page cannot move.
+// kSampleMoving): UFFDIO_MOVE, or a copy when the side page cannot move;
+// a page write-protected in place is unprotected.
 // -EAGAIN: try again later; other errors are logged (the data stays in the
 // side page).  Wakes the page's waiters either way.
 long faults_sample_restore(fault_sample &s);

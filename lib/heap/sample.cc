@@ -193,32 +193,10 @@ long move_out(int fd, void *side, uintptr_t page) {
   return r;
 }
 
-// Without UFFDIO_MOVE: write-protects the page (a writer waits at the fault
-// service), copies it to its side page, drops it and wakes the writers, who
-// fault on the missing page and have it copied back.  0 or -errno (the page
-// is then as it was, unprotected).
-long copy_out(int fd, void *side, uintptr_t page) {
-  void *p = reinterpret_cast<void *>(page);
-  long r = sys::uffd::write_protect(fd, p, kPageSize, true);
-  if (r < 0) return r;
-  size_t done = 0;
-  while ((r = sys::uffd::copy(fd, side, p, kPageSize, &done)) == -EAGAIN) sched_yield();
-  if (r == -EEXIST) {
-    sys::madvise(side, kPageSize, MADV_DONTNEED);  // as in move_out
-    r = sys::uffd::copy(fd, side, p, kPageSize, &done);
-  }
-  if (r == 0) r = sys::madvise(p, kPageSize, MADV_DONTNEED);
-  if (r < 0) {
-    sys::madvise(side, kPageSize, MADV_DONTNEED);
-    sys::uffd::write_protect(fd, p, kPageSize, false);
-  }
-  sys::uffd::wake(fd, p, kPageSize);
-  return r;
-}
-
 // Hides a page of a DRAM unit: moves it to a side page, registered so that
-// the first access faults to the fault service.  Only a present page of
-// this process's own (not shared with a child since fork) can move.
+// the first access faults to the fault service (before 6.8: write-protects
+// it, so that the first write does).  Only a present page of this
+// process's own (not shared with a child since fork) is sampled.
 bool hide_dram_page(unit &u, size_t idx, uintptr_t page) {
   if (g_ndram == kMaxDram || (g_ndram > 0 && g_dram[g_ndram - 1].page >= page)) return false;
   const uint64_t e = g_pagemap.entry(page);
@@ -233,14 +211,19 @@ bool hide_dram_page(unit &u, size_t idx, uintptr_t page) {
   // Entries are never reused within a window (the fault service may be
   // reading them): a page that cannot be sampled leaves an empty entry.
   ++g_ndram;
+  // Without UFFDIO_MOVE (before 6.8) the page stays where it is, write-
+  // protected: a write is seen, a read is not.  Copying it out and dropping
+  // it would lose what a device writes into it meanwhile (an O_DIRECT read
+  // in flight pins the page, which a move refuses and a drop does not).
   const bool by_move = faults_can_move();
-  const uint64_t mode = UFFDIO_REGISTER_MODE_MISSING | (by_move ? 0 : uint64_t{UFFDIO_REGISTER_MODE_WP});
+  s.by_wp = !by_move;
+  const uint64_t mode = by_move ? UFFDIO_REGISTER_MODE_MISSING : UFFDIO_REGISTER_MODE_WP;
   if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), kPageSize, mode) < 0) return false;
   // Published before the page goes: a fault on it finds its entry.
   s.state.store(kSampleOut, std::memory_order_release);
   faults_samples_publish(g_dram, g_ndram);
-  void *side = reinterpret_cast<void *>(s.side);
-  long r = by_move ? move_out(fd, side, page) : copy_out(fd, side, page);
+  long r = by_move ? move_out(fd, reinterpret_cast<void *>(s.side), page)
+                   : sys::uffd::write_protect(fd, reinterpret_cast<void *>(page), kPageSize, true);
   if (r < 0) {
     // Not movable now (shared with a child since fork, pinned, ...).
     s.state.store(0, std::memory_order_release);

@@ -62,14 +62,27 @@ long unregister_range(int fd, void *addr, size_t len) {
   return ioctl(fd, UFFDIO_UNREGISTER, &range);
 }
 
-long copy(int fd, void *dst, const void *src, size_t len, size_t *done) {
+namespace {
+
+long copy_mode(int fd, void *dst, const void *src, size_t len, size_t *done, uint64_t mode) {
   uffdio_copy c = {};
   c.dst = u64(dst);
   c.src = u64(src);
   c.len = len;
+  c.mode = mode;
   long r = ioctl(fd, UFFDIO_COPY, &c);
   *done = c.copy > 0 ? static_cast<size_t>(c.copy) : 0;
   return r < 0 ? r : 0;
+}
+
+}  // namespace
+
+long copy(int fd, void *dst, const void *src, size_t len, size_t *done) {
+  return copy_mode(fd, dst, src, len, done, 0);
+}
+
+long copy_protected(int fd, void *dst, const void *src, size_t len, size_t *done) {
+  return copy_mode(fd, dst, src, len, done, UFFDIO_COPY_MODE_WP);
 }
 
 long zeropage(int fd, void *dst, size_t len) {

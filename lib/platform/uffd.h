@@ -53,6 +53,8 @@ long unregister_range(int fd, void *addr, size_t len);
 // Copies len bytes from src into the missing pages at dst; *done gets the
 // bytes copied (also on -EEXIST, where a page already existed).
 long copy(int fd, void *dst, const void *src, size_t len, size_t *done);
+// The same, the pages copied in write-protected (UFFDIO_COPY_MODE_WP).
+long copy_protected(int fd, void *dst, const void *src, size_t len, size_t *done);
 long zeropage(int fd, void *dst, size_t len);
 // Moves the pages at src (anonymous, present, exclusive) to the missing
 // pages at dst; *done gets the bytes moved.

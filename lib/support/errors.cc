@@ -49,7 +49,7 @@ const char *kernel_lack_meaning(uint32_t bit) {
       return "no write-protect of unpopulated pages (Linux 6.4): demotion holds missing pages by fault, "
              "fork copies are re-shared with the threads stopped";
     case kLackMove:
-      return "no UFFDIO_MOVE (Linux 6.8): DRAM pages are sampled by copy, at about 1.6x the CPU per page";
+      return "no UFFDIO_MOVE (Linux 6.8): DRAM pages are sampled by write-protect, which sees writes, not reads";
     default: return "an unknown feature";
   }
 }

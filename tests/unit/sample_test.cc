@@ -1,5 +1,6 @@
-// Access sampling (lib/heap/sample.*): a window sees reads, writes and
-// kernel accesses inside system calls on both tiers, never changes a byte,
+// Access sampling (lib/heap/sample.*): a window sees reads (of DRAM pages
+// with UFFDIO_MOVE only), writes and kernel accesses inside system calls
+// on both tiers, never changes a byte,
 // and a heap operation, or fork, during a window never brings back stale
 // data or shows a hidden page as zeros.
 #include "api/runtime.h"
@@ -30,7 +31,7 @@ class Sample : public ::testing::Test {
   void SetUp() override {
     ASSERT_EQ(runtime_start(), kReady);
     if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
-    ASSERT_TRUE(faults_can_sample()) << "kernel lacks UFFD_FEATURE_MOVE";
+    ASSERT_TRUE(faults_can_sample()) << "kernel lacks userfaultfd write-protect";
     use_up_startup_units();
     void *p = nullptr;
     ASSERT_EQ(heap_mmap(nullptr, 2 * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p), 0);
@@ -74,7 +75,9 @@ TEST_F(Sample, ReadsOfOneTierShowOnlyThere) {
   sample_result r[4];
   size_t n = heap_sample_end(r, 4);
   ASSERT_EQ(n, 2u);
-  EXPECT_TRUE(result_for(r, n, dram).touched);
+  // Before 6.8 (no UFFDIO_MOVE) a DRAM page is sampled by write-protect in
+  // place: a read is not seen.
+  EXPECT_EQ(result_for(r, n, dram).touched, faults_can_move());
   EXPECT_FALSE(result_for(r, n, dram).written);
   EXPECT_FALSE(result_for(r, n, pmem).touched);
 
@@ -82,7 +85,9 @@ TEST_F(Sample, ReadsOfOneTierShowOnlyThere) {
   for (size_t pg = 0; pg < kPagesPerUnit; ++pg) g_sink = pmem[pg * kPageSize + 5];
   n = heap_sample_end(r, 4);
   EXPECT_FALSE(result_for(r, n, dram).touched);
-  EXPECT_TRUE(result_for(r, n, pmem).touched);
+  // A PMem page of a file is unmapped and seen on any access; one of a
+  // NUMA node is anonymous memory, sampled as DRAM's is.
+  EXPECT_EQ(result_for(r, n, pmem).touched, faults_can_move() || heap_slow_node() < 0);
   EXPECT_EQ(intact(), 2 * kUnitSize);
 }
 
