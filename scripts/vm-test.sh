@@ -21,8 +21,8 @@
 # Installs its packages when run as root (qemu-system-x86, a Debian 6.1
 # kernel image, busybox-static, ndctl, cpio).  Prints the guest's results,
 # then a line in ctest's form "N% tests passed, N tests failed out of N";
-# exits 0 if every check passed, 1 if one failed, 77 if the machine
-# cannot be started here.
+# exits 0 if every check passed, 1 if one failed (or the guest gave no
+# results), 77 if what the machine needs is missing and cannot be installed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,8 +46,8 @@ WORK=${WORK:-$BUILD/vm}
 cant() { echo "vm-test: cannot start the machine: $*" >&2; exit 77; }
 
 # --- prerequisites ------------------------------------------------------
-newest_kernel() { # the newest 6.1 kernel image installed, as its version
-  ls /boot/vmlinuz-6.1.*-amd64 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -1
+newest_kernel() { # the newest 6.1 kernel image installed, as its version ("" if none)
+  { compgen -G '/boot/vmlinuz-6.1.*-amd64' || true; } | sed 's|/boot/vmlinuz-||' | sort -V | tail -1
 }
 [[ -z $KVER ]] && KVER=$(newest_kernel)
 need=()
@@ -93,7 +93,7 @@ if [[ ! -s $initrd || $ROOT/scripts/vm/init -nt $initrd ]]; then
   for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_pci_modern_dev \
     drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache \
     net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
-    f=$(ls "$MODS/$m.ko"* 2>/dev/null | head -1)
+    f=$({ compgen -G "$MODS/$m.ko*" || true; } | head -1)
     [[ -n $f ]] || continue  # built into this kernel
     case $f in
       *.xz) xz -dc "$f" > "$tree/modules/$(basename "$m").ko" ;;

@@ -386,6 +386,15 @@ bool heap_init() {
   pmem_tier().ops = nodes ? &node_slow_tier_ops : &file_tier_ops;
   pmem_tier().index = kTierPmem;
   for (auto &t : g_mgr.tiers) (void)t.ops->open(&t, cfg);
+  if (nodes && (!dram_tier().usable || !pmem_tier().usable)) {
+    MMTIER_WARN("the NUMA-node tiers cannot be used here; the PMem tier is the file in %s", cfg.pmem_path);
+    dram_tier() = tier{};
+    pmem_tier() = tier{};
+    dram_tier().ops = &dram_tier_ops;
+    pmem_tier().ops = &file_tier_ops;
+    pmem_tier().index = kTierPmem;
+    for (auto &t : g_mgr.tiers) (void)t.ops->open(&t, cfg);
+  }
   g_mgr.counters.limit_units[kTierDram] = cfg.dram_limit == SIZE_MAX ? SIZE_MAX : cfg.dram_limit >> kUnitShift;
   g_mgr.counters.limit_units[kTierPmem] = cfg.pmem_limit == SIZE_MAX ? SIZE_MAX : cfg.pmem_limit >> kUnitShift;
   if (cfg.policy == policy_kind::ratio && cfg.ratio_dram == 0 && !pmem_tier().usable)

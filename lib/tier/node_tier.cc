@@ -110,9 +110,27 @@ bool machine_nodes(node_mask *memory, node_mask *cpus) {
          read_list("/sys/devices/system/node/has_cpu", cpus);
 }
 
+// maxnode: the kernel reads maxnode - 1 bits.
 long mbind(void *addr, size_t len, int mode, const node_mask &m, unsigned flags) {
   return sys::raw(SYS_mbind, reinterpret_cast<long>(addr), static_cast<long>(len), mode,
-                  reinterpret_cast<long>(m.bits), kMaxNodes, flags);
+                  reinterpret_cast<long>(m.bits), kMaxNodes + 1, flags);
+}
+
+// The nodes this process may allocate on (its cpuset's), or false.
+bool allowed_nodes(node_mask *out) {
+  constexpr long kMemsAllowed = 4;  // MPOL_F_MEMS_ALLOWED
+  *out = node_mask();
+  return sys::raw(SYS_get_mempolicy, 0, reinterpret_cast<long>(out->bits), kMaxNodes + 1, 0, kMemsAllowed) == 0;
+}
+
+// Whether MPOL_PREFERRED_MANY is known to this kernel (5.15+), tried on a
+// page of its own.
+bool have_preferred_many(const node_mask &m) {
+  long p = sys::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (sys::failed(p)) return false;
+  const bool ok = mbind(reinterpret_cast<void *>(p), 4096, kMpolPreferredMany, m, 0) == 0;
+  sys::munmap(reinterpret_cast<void *>(p), 4096);
+  return ok;
 }
 
 long node_open(tier *t, const config &cfg, bool slow) {
@@ -142,9 +160,15 @@ long node_open(tier *t, const config &cfg, bool slow) {
       MMTIER_WARN("MMTIER_SLOW_NODE=%d: no other node has memory and CPUs; both tiers are on node %d", slow_node,
                   slow_node);
     }
-    // One node: the preferred policy; several: all of them (5.15+), else
-    // the first (said once when a range is first bound).
+    // Several nodes: all of them (5.15+), else the first.
     s->mode = kMpolPreferredMany;
+    if (!have_preferred_many(s->nodes)) {
+      const int first = s->nodes.first();
+      s->nodes = node_mask();
+      s->nodes.set(first);
+      s->mode = kMpolPreferred;
+      MMTIER_INFO("DRAM tier: NUMA node %d only (MPOL_PREFERRED_MANY needs Linux 5.15)", first);
+    }
     t->node = s->nodes.first();
   }
   t->usable = true;
@@ -162,18 +186,7 @@ long node_reserve(tier *, uint32_t, size_t, size_t) { return 0; }
 // Binds a range to the tier's nodes (moving what is there when move).
 long bind(tier *t, void *addr, size_t len, bool move) {
   node_tier_state *s = state(t);
-  const unsigned flags = move ? kMpolMfMove : 0;
-  long r = mbind(addr, len, s->mode, s->nodes, flags);
-  if (r == -EINVAL && s->mode == kMpolPreferredMany) {
-    // Before 5.15: the first node with CPUs.
-    const int first = s->nodes.first();
-    s->nodes = node_mask();
-    s->nodes.set(first);
-    s->mode = kMpolPreferred;
-    MMTIER_INFO("DRAM tier: NUMA node %d only (MPOL_PREFERRED_MANY needs Linux 5.15)", first);
-    r = mbind(addr, len, s->mode, s->nodes, flags);
-  }
-  return r;
+  return mbind(addr, len, s->mode, s->nodes, move ? kMpolMfMove : 0);
 }
 
 long node_map(tier *t, void *addr, size_t len, int prot, uint32_t, size_t) {
@@ -208,8 +221,11 @@ const tier_ops node_slow_tier_ops = make_ops("node", slow_open);
 
 int node_tier_choose(const config &cfg) {
   if (cfg.slow_node == kSlowNodeOff || (cfg.slow_node == kSlowNodeAuto && cfg.pmem_path_set)) return -1;
-  node_mask memory, cpus;
+  node_mask memory, cpus, allowed;
   if (!machine_nodes(&memory, &cpus)) return -1;  // no NUMA in this kernel
+  // Only nodes this process's cpuset allows.
+  if (allowed_nodes(&allowed))
+    for (size_t w = 0; w < kMaskWords; ++w) memory.bits[w] &= allowed.bits[w];
   const int home = cpus.first();
   if (cfg.slow_node >= 0) {
     if (memory.has(cfg.slow_node)) return cfg.slow_node;

@@ -128,7 +128,8 @@ suite_program() {
 }
 
 # gups_check NAME [ENV...]: the hot-set workload under mmtier with ENV;
-# passes when promotions and demotions both happened and none failed.
+# passes when promotions and demotions both happened and none failed (and
+# its output has $GUPS_EXPECT, when set).
 gups_check() {
   local name=$1 log=$W/logs/$1.log
   shift
@@ -142,6 +143,7 @@ gups_check() {
   info "$name.mover" "${line# *}"
   grep '^SUMMARY' "$log" | while read -r s; do info "$name.summary" "$s"; done
   if [ -z "$line" ]; then fail "$name" "no mover line in the report"
+  elif [ -n "${GUPS_EXPECT:-}" ] && ! grep -q "$GUPS_EXPECT" "$log"; then fail "$name" "no \"$GUPS_EXPECT\""
   elif [ "$p" -gt 0 ] && [ "$d" -gt 0 ] && [ "$f" -eq 0 ]; then pass "$name"
   else fail "$name" "promotions $p, demotions $d, failed $f"; fi
 }
@@ -162,8 +164,7 @@ suite_numa() {
   [ -n "$slow" ] || { fail numa "no NUMA node without CPUs"; return; }
   check numa.unit env MMTIER_SLOW_NODE=auto "$BUILD/tests/mmtier_unit_tests" \
     --gtest_filter='NodeTier.*:Migrate.*:Sample.*'
-  gups_check numa.gups MMTIER_SLOW_NODE=auto
-  grep -q "PMem tier: NUMA node ${slow#node}" "$W/logs/numa.gups.log" || fail numa.gups "the slow tier is not $slow"
+  GUPS_EXPECT="PMem tier: NUMA node ${slow#node}" gups_check numa.gups MMTIER_SLOW_NODE=auto
   local want out
   want=$(python3 -c "$PY")
   out=$(env LD_PRELOAD="$LIB" MMTIER_DRAM_RATIO=1:4 python3 -c "$PY" 2> "$W/logs/numa.python.log")
@@ -218,6 +219,18 @@ suite_compare() {
     done
   done
   for name in dax tmpfs node; do gups_check "compare.gups.$name" "$(slow_env $name)"; done
+}
+
+suite_debug() {
+  ulimit -c unlimited
+  echo "/tmp/vmwork/core.%p" > /proc/sys/kernel/core_pattern
+  local r
+  for r in 1 2; do
+    check "debug.tmpfs.$r" env PROGRAMS_MMTIER_ENV="MMTIER_PMEM_PATH=/dev/shm/heap" bash "$SRC/tests/programs/python3.sh" "$LIB"
+    check "debug.dax.nopromote.$r" env PROGRAMS_MMTIER_ENV="MMTIER_PMEM_PATH=$DAX MMTIER_PROMOTE=0" bash "$SRC/tests/programs/python3.sh" "$LIB"
+    check "debug.dax.$r" env PROGRAMS_MMTIER_ENV="MMTIER_PMEM_PATH=$DAX" bash "$SRC/tests/programs/python3.sh" "$LIB"
+  done
+  ls -la /tmp/vmwork/core.* 2>/dev/null | while read -r l; do info debug.core "$l"; done
 }
 
 for s in $SUITES; do
