@@ -346,6 +346,8 @@ void on_heap_change(const heap_counters &c) {
     write_begin(p);
     put_counters(p, c);
     put_snapshots(p);
+    // Also when the mover never runs (no userfaultfd: "moves unavailable").
+    p->kernel_lacks = faults_kernel_lacks();
     if (measured) {
       put_resident(p, res);
       g_pub.resident_mono.store(now, std::memory_order_relaxed);

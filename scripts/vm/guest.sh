@@ -221,18 +221,6 @@ suite_compare() {
   for name in dax tmpfs node; do gups_check "compare.gups.$name" "$(slow_env $name)"; done
 }
 
-suite_debug() {
-  ulimit -c unlimited
-  echo "/tmp/vmwork/core.%p" > /proc/sys/kernel/core_pattern
-  local r
-  for r in 1 2; do
-    check "debug.tmpfs.$r" env PROGRAMS_MMTIER_ENV="MMTIER_PMEM_PATH=/dev/shm/heap" bash "$SRC/tests/programs/python3.sh" "$LIB"
-    check "debug.dax.nopromote.$r" env PROGRAMS_MMTIER_ENV="MMTIER_PMEM_PATH=$DAX MMTIER_PROMOTE=0" bash "$SRC/tests/programs/python3.sh" "$LIB"
-    check "debug.dax.$r" env PROGRAMS_MMTIER_ENV="MMTIER_PMEM_PATH=$DAX" bash "$SRC/tests/programs/python3.sh" "$LIB"
-  done
-  ls -la /tmp/vmwork/core.* 2>/dev/null | while read -r l; do info debug.core "$l"; done
-}
-
 for s in $SUITES; do
   t0=$(now)
   if declare -F "suite_$s" > /dev/null; then "suite_$s"; else fail "$s" "no such suite"; fi
