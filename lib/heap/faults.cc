@@ -94,7 +94,10 @@ bool answer_watched(int fd, uintptr_t page) {
   g_samples_readers.fetch_add(1, std::memory_order_seq_cst);
   if (fault_sample *t = g_samples.load(std::memory_order_seq_cst)) {
     fault_sample *s = find_sample(t, g_samples_n.load(std::memory_order_acquire), page);
-    if (s && s->by_wp) {
+    // Only while the sample holds the page: once it is back, a write-protect
+    // fault there is a demotion's.
+    const uint8_t st = s ? s->state.load(std::memory_order_acquire) : 0;
+    if (s && s->by_wp && (st == kSampleOut || st == kSampleMoving)) {
       found = true;
       uint8_t want = kSampleOut;
       if (s->state.compare_exchange_strong(want, kSampleMoving, std::memory_order_acq_rel)) {
