@@ -22,6 +22,7 @@ bool quiesce_sequence::add(quiesce_rank rank, quiesce_handlers h) {
 }
 
 void quiesce_sequence::enter(quiesce_reason why) {
+  pthread_mutex_lock(&entry_);
   reason_ = why;
   for (int r = 0; r < kRankCount; ++r) {
     const int n = count_[r].load(std::memory_order_acquire);
@@ -35,6 +36,7 @@ void quiesce_sequence::leave() {
     for (int i = count_[r].load(std::memory_order_acquire); i-- > 0;)
       if (slots_[r][i].leave) slots_[r][i].leave();
   reason_ = quiesce_reason::none;
+  pthread_mutex_unlock(&entry_);
 }
 
 void quiesce_sequence::leave_child() {
@@ -42,6 +44,7 @@ void quiesce_sequence::leave_child() {
     for (int i = count_[r].load(std::memory_order_acquire); i-- > 0;)
       if (slots_[r][i].leave_child) slots_[r][i].leave_child();
   reason_ = quiesce_reason::none;
+  pthread_mutex_init(&entry_, nullptr);
   for (int r = 0; r < kRankCount; ++r) {
     const int n = count_[r].load(std::memory_order_acquire);
     for (int i = 0; i < n; ++i)
@@ -50,6 +53,10 @@ void quiesce_sequence::leave_child() {
 }
 
 void quiesce_sequence::restored() {
+  // Only this thread runs yet (the others are parked): the sequence's lock,
+  // whatever the image held, is made anew as this quiesce's.
+  pthread_mutex_init(&entry_, nullptr);
+  pthread_mutex_lock(&entry_);
   for (int r = kRankCount; r-- > 0;)
     for (int i = count_[r].load(std::memory_order_acquire); i-- > 0;) {
       const quiesce_handlers &h = slots_[r][i];
@@ -59,6 +66,7 @@ void quiesce_sequence::restored() {
         h.leave_child();
     }
   reason_ = quiesce_reason::none;
+  pthread_mutex_unlock(&entry_);
   for (int r = 0; r < kRankCount; ++r) {
     const int n = count_[r].load(std::memory_order_acquire);
     for (int i = 0; i < n; ++i)

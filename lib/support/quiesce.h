@@ -19,8 +19,16 @@
 // engine's own fork handlers join it: the engine's call to pthread_atfork is
 // redirected here (cmake/rename_jemalloc.sh, lib/alloc/engine_os.cc).
 //
-// Nothing here allocates, and running the sequence takes no lock of its own.
+// Nothing here allocates.  Running the sequence takes one lock of its own
+// first, outermost of all: two quiesces never overlap (a fork in one thread
+// and a world stop in another), so the reason the enter handlers read is
+// always their own quiesce's.  Without it a fork that began while a stop
+// held the layers' locks read the stop's reason (or none, once it ended)
+// and skipped what only a fork does: its PMem mappings went shared into the
+// child.
 #pragma once
+
+#include <pthread.h>
 
 #include <atomic>
 #include <cstdint>
@@ -85,6 +93,8 @@ class quiesce_sequence {
   void leave();
   void leave_child();
   void restored();
+  // Why the sequence is entered now: for its enter handlers (the holder of
+  // the sequence); none outside a quiesce.
   quiesce_reason reason() const { return reason_; }
   // The ranks of the registered handlers in the order enter runs them.
   int list(quiesce_rank *ranks, int cap) const;
@@ -99,6 +109,10 @@ class quiesce_sequence {
   quiesce_handlers slots_[kRankCount][kPerRank] = {};
   std::atomic<int> count_[kRankCount] = {};
   std::atomic_flag writing_ = ATOMIC_FLAG_INIT;
+  // Held from the start of enter to the end of leave: the reason is written
+  // under it.  Made anew in a fork child (the forking thread held it);
+  // released in a restored process (the snapshot was taken holding it).
+  pthread_mutex_t entry_ = PTHREAD_MUTEX_INITIALIZER;
   quiesce_reason reason_ = quiesce_reason::none;
 };
 

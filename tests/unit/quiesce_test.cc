@@ -7,8 +7,16 @@
 #include "api/runtime.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <cstdio>
+#include <cstring>
 #include <string>
+#include <thread>
 
 namespace mmtier::detail {
 namespace {
@@ -50,6 +58,55 @@ TEST(Quiesce, SeveralAtOneRankKeepTheirOrderAndTheRankHasRoom) {
   EXPECT_EQ(g_log, "ABba");
   quiesce_rank ranks[4];
   EXPECT_EQ(q.list(ranks, 4), 2);
+}
+
+// Two quiesces at once: a fork in one thread while a world stop holds the
+// layers' locks in another.  Each layer's enter handlers must read their own
+// quiesce's reason (the heap freezes PMem mappings for a fork only): the
+// fork's are run once the stop has left, and read "fork".
+quiesce_sequence g_q;
+pthread_mutex_t g_layer = PTHREAD_MUTEX_INITIALIZER;
+quiesce_reason g_seen[2];
+int g_nseen = 0;
+
+void take_layer() { pthread_mutex_lock(&g_layer); }
+void give_layer() { pthread_mutex_unlock(&g_layer); }
+void record_reason() {
+  if (g_nseen < 2) g_seen[g_nseen++] = g_q.reason();
+}
+
+// Whether thread tid of this process is blocked (state S or D).
+bool blocked(long tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+  FILE *f = fopen(path, "r");
+  if (!f) return false;
+  char buf[512] = {};
+  const size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  const char *close = n ? strrchr(buf, ')') : nullptr;
+  return close && (close[2] == 'S' || close[2] == 'D');
+}
+
+TEST(Quiesce, AQuiesceBegunDuringAnotherReadsItsOwnReason) {
+  ASSERT_TRUE(g_q.add(kRankSmall, {take_layer, give_layer, nullptr, nullptr}));
+  ASSERT_TRUE(g_q.add(kRankHeap, {record_reason, nullptr, nullptr, nullptr}));
+  g_q.enter(quiesce_reason::pause);
+  std::atomic<long> tid{0};
+  std::thread forker([&] {
+    tid.store(syscall(SYS_gettid));
+    g_q.enter(quiesce_reason::fork);
+    g_q.leave();
+  });
+  // The forker has entered and waits (for the sequence, or a layer's lock).
+  while (!tid.load() || !blocked(tid.load())) sched_yield();
+  EXPECT_EQ(g_q.reason(), quiesce_reason::pause) << "the stop's reason, not the waiting fork's";
+  g_q.leave();
+  forker.join();
+  ASSERT_EQ(g_nseen, 2);
+  EXPECT_EQ(g_seen[0], quiesce_reason::pause);
+  EXPECT_EQ(g_seen[1], quiesce_reason::fork) << "the fork's handlers ran with its reason";
+  EXPECT_EQ(g_q.reason(), quiesce_reason::none);
 }
 
 TEST(Quiesce, TheProcessSequenceHoldsEveryLayerInLockOrder) {

@@ -20,11 +20,14 @@
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -281,6 +284,58 @@ TEST_F(Reshare, WritersAndSystemCallsDuringReshareLoseNothing) {
   heap_reshare(0, 0);
   EXPECT_EQ(pmem_state()->retired_count, 0u) << "every child is gone";
   heap_munmap(base, kUnits * kUnitSize);
+}
+
+// Whether thread tid of this process is blocked (state S or D).
+bool thread_blocked(long tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[512] = {};
+  const ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  const char *close_paren = n > 0 ? strrchr(buf, ')') : nullptr;
+  return close_paren && (close_paren[2] == 'S' || close_paren[2] == 'D');
+}
+
+// A fork that begins while the threads are stopped for a re-share (the
+// mover's world stop, which runs the same quiesce sequence) waits for the
+// stop to end and is then a fork like any other: its units are frozen, so
+// what the child writes stays the child's.  (It once read the stop's reason
+// and left the PMem mappings shared with the child.)
+TEST_F(Reshare, AForkBegunDuringAStopStillKeepsTheChildsWritesApart) {
+  char *base = pmem_units(1);
+  ASSERT_NE(base, nullptr);
+  std::atomic<long> tid{0};
+  std::atomic<bool> go{false};
+  std::atomic<int> child_status{-1};
+  std::thread forker([&] {
+    // Not stopped itself: it must be inside fork() while the stop holds.
+    world_exempt_self();
+    tid.store(syscall(SYS_gettid));
+    while (!go.load()) sched_yield();
+    const pid_t pid = fork();
+    if (pid == 0) {
+      fill(base, 1, 2);
+      _exit(mismatches(base, 1, 2) == 0 ? 0 : 1);
+    }
+    int st = -1;
+    if (pid > 0 && waitpid(pid, &st, 0) == pid) child_status.store(st);
+  });
+  while (!tid.load()) sched_yield();
+  world_stats ws;
+  ASSERT_EQ(world_stop(quiesce_reason::pause, 5'000'000'000ull, &ws), 0);
+  go.store(true);
+  // The forker has begun its fork and waits for the stop.
+  while (!thread_blocked(tid.load())) sched_yield();
+  world_resume();
+  forker.join();
+  ASSERT_TRUE(WIFEXITED(child_status.load()));
+  EXPECT_EQ(WEXITSTATUS(child_status.load()), 0) << "the child saw its own writes";
+  EXPECT_EQ(mismatches(base, 1, 1), 0u) << "the parent does not see the child's writes";
+  EXPECT_EQ(frozen_units(base, 1), 1u) << "the fork froze the unit";
+  heap_munmap(base, kUnitSize);
 }
 
 // A ZeroIO snapshot's part in the heap: the stop freezes the units and
