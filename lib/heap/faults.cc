@@ -319,7 +319,7 @@ bool faults_can_move() { return faults_ready() && (g_features & UFFD_FEATURE_MOV
 bool faults_can_sample() { return faults_can_move() || faults_can_demote(); }
 
 uint32_t faults_kernel_lacks() {
-  if (!faults_ready()) return g_failed ? kLackUserfaultfd : 0;
+  if (!faults_ready()) return g_failed ? static_cast<uint32_t>(kLackUserfaultfd) : 0u;
   return faults_lacks_of(g_features);
 }
 

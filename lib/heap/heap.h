@@ -169,6 +169,10 @@ bool heap_unit_movable(size_t idx);
 // while the unit is copied into its new file slot and mapped over itself.
 // Returns the bytes moved (>= 0).
 long heap_migrate(size_t idx, int to);
+// Tests only: called by a demotion with the unit's address once it has read
+// which pages hold data and before it copies them (a page dropped there is
+// one that went away behind mmtier's back, as a raw madvise does).
+extern void (*g_demote_copy_hook)(void *unit);
 // Lists the units that can move now, ascending, with their tiers; returns
 // how many (at most cap).
 size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap);

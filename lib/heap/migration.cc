@@ -380,6 +380,7 @@ size_t copy_and_map_runs(size_t idx, uint32_t slot, bool warm, bool held, long *
     if (held) *err = -EIO;
     else __builtin_memcpy(data, u.live_bits, sizeof data);
   }
+  if (g_demote_copy_hook) g_demote_copy_hook(page_addr(idx, 0));
   // Writing the storage allocates its pages and copies in one pass (a full
   // filesystem is an error here, never a SIGBUS later).
   for_runs(data, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
@@ -404,6 +405,8 @@ size_t copy_and_map_runs(size_t idx, uint32_t slot, bool warm, bool held, long *
 }
 
 }  // namespace
+
+void (*g_demote_copy_hook)(void *unit) = nullptr;
 
 // Wakes every writer held off (after a failure too: they retry on whatever
 // is mapped), and drops the protection of runs that were not swapped.

@@ -380,11 +380,13 @@ bool heap_init() {
   }
   const config &cfg = config_get();
   // Slow memory that is a NUMA node makes both tiers node tiers.
-  const bool nodes = node_tier_choose(cfg) >= 0;
+  const int slow_node = node_tier_choose(cfg);
+  const bool nodes = slow_node >= 0;
   dram_tier().ops = nodes ? &node_fast_tier_ops : &dram_tier_ops;
   dram_tier().index = kTierDram;
   pmem_tier().ops = nodes ? &node_slow_tier_ops : &file_tier_ops;
   pmem_tier().index = kTierPmem;
+  dram_tier().node = pmem_tier().node = slow_node;
   for (auto &t : g_mgr.tiers) (void)t.ops->open(&t, cfg);
   if (nodes && (!dram_tier().usable || !pmem_tier().usable)) {
     MMTIER_WARN("the NUMA-node tiers cannot be used here; the PMem tier is the file in %s", cfg.pmem_path);

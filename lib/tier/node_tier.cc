@@ -133,7 +133,7 @@ bool have_preferred_many(const node_mask &m) {
   return ok;
 }
 
-long node_open(tier *t, const config &cfg, bool slow) {
+long node_open(tier *t, bool slow) {
   t->usable = false;
   t->anonymous = true;
   if (!t->impl) {
@@ -143,7 +143,9 @@ long node_open(tier *t, const config &cfg, bool slow) {
   }
   node_tier_state *s = state(t);
   node_mask memory, cpus;
-  const int slow_node = node_tier_choose(cfg);
+  // Chosen once by the heap before the tiers open (node_tier_choose reads
+  // sysfs and may warn).
+  const int slow_node = t->node;
   if (slow_node < 0 || !machine_nodes(&memory, &cpus)) return -ENODEV;
   s->nodes = node_mask();
   if (slow) {
@@ -176,8 +178,8 @@ long node_open(tier *t, const config &cfg, bool slow) {
   return 0;
 }
 
-long fast_open(tier *t, const config &cfg) { return node_open(t, cfg, false); }
-long slow_open(tier *t, const config &cfg) { return node_open(t, cfg, true); }
+long fast_open(tier *t, const config &) { return node_open(t, false); }
+long slow_open(tier *t, const config &) { return node_open(t, true); }
 
 long node_slot_alloc(tier *) { return 0; }
 void node_slot_free(tier *, uint32_t) {}

@@ -153,7 +153,7 @@ struct tier {
   bool usable = false;  // can take units now
   bool dax = false;     // persistent memory mapped directly (a DAX mount: MAP_SYNC accepted)
   bool anonymous = false;  // units are anonymous memory of the process (no file, no slots): a node tier
-  int node = -1;        // a node tier's node (the slow one's), for what is said of it
+  int node = -1;        // a node tier's node; before its open, the slow node chosen (node_tier_choose)
   void *impl = nullptr; // the tier's own state
 };
 
