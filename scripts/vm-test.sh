@@ -9,7 +9,7 @@
 # boot takes about 10 s and tests run several times slower than here.
 #
 # usage: scripts/vm-test.sh [--build DIR] [--work DIR] [--suites "LIST"]
-#                           [--kernel VERSION] [--timeout SECONDS]
+#                           [--kernel VERSION] [--timeout SECONDS] [--kmem]
 #   suites (scripts/vm/guest.sh): fallbacks (migration and sampling unit
 #   tests on the 6.1 kernel, PMem on tmpfs and on DAX), tiering (the
 #   tiering tests with the PMem tier on DAX), program (python3 on DAX, on
@@ -17,7 +17,14 @@
 #   DAX: promotions and demotions, none failed), numa (the slow tier as the
 #   CPU-less node: pages where their tier says, the workload and python3
 #   on it), programs (the real-program suite with the slow tier on DAX and
-#   on the node; long).  Default: all but programs and compare.
+#   on the node; long), compare (python3 and GUPS with the slow tier on DAX,
+#   tmpfs and the node, side by side), kerneltier (needs --kmem: GUPS under
+#   the kernel's own tiering, mmtier's NUMA-node tier and memkind on a KMEM
+#   DAX node).  Default: all but programs, compare and kerneltier.
+#   --kmem: node 1 has no RAM of its own but a second NVDIMM, which the
+#   kerneltier suite onlines as system RAM (a KMEM DAX node, in a lower
+#   memory tier); KT_FOOTPRINT, KT_HOT, KT_DRAM and KT_FREE_MB pass through,
+#   and PROGRAMS_WHERE (dax, node or both: the programs suite's slow tiers).
 # Installs its packages when run as root (qemu-system-x86, a Debian 6.1
 # kernel image, busybox-static, ndctl, cpio).  Prints the guest's results,
 # then a line in ctest's form "N% tests passed, N tests failed out of N";
@@ -31,6 +38,7 @@ WORK=
 SUITES="fallbacks tiering program gups numa"  # and: programs, compare
 KVER=
 TIMEOUT=1200
+KMEM=0
 while (($#)); do
   case $1 in
     --build) BUILD=$(cd "$2" && pwd); shift 2 ;;
@@ -38,6 +46,7 @@ while (($#)); do
     --suites) SUITES=$2; shift 2 ;;
     --kernel) KVER=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
+    --kmem) KMEM=1; shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "vm-test: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -58,6 +67,7 @@ static_busybox() { [[ -x /bin/busybox ]] && ! LC_ALL=C ldd /bin/busybox > /dev/n
 static_busybox || need+=(busybox-static)
 command -v ndctl > /dev/null || need+=(ndctl)
 command -v cpio > /dev/null || need+=(cpio)
+((KMEM)) && ! command -v daxctl > /dev/null && need+=(daxctl)
 command -v mkfs.ext4 > /dev/null || need+=(e2fsprogs)
 if [[ -z $KVER ]]; then
   pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' 2>/dev/null | cut -d' ' -f1 | sort -V | tail -1)
@@ -110,7 +120,19 @@ fi
 # --- the machine -----------------------------------------------------------
 # The NVDIMM's backing file keeps its fsdax namespace between runs.
 [[ -f $WORK/nvdimm.img ]] || truncate -s 2G "$WORK/nvdimm.img"
-printf 'BUILD=%q\nSRC=%q\nSUITES=%q\nGUPS_SECONDS=%q\n' "$BUILD" "$ROOT" "$SUITES" "${GUPS_SECONDS:-40}" > "$WORK/args"
+printf 'BUILD=%q\nSRC=%q\nSUITES=%q\nGUPS_SECONDS=%q\nKMEM=%q\n' "$BUILD" "$ROOT" "$SUITES" "${GUPS_SECONDS:-40}" \
+  "$KMEM" > "$WORK/args"
+for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
+# Node 1: 3 GiB of RAM, or (--kmem) none but a second NVDIMM.
+node1=(-object memory-backend-ram,id=ram1,size=3G -numa node,nodeid=1,memdev=ram1)
+mem=6G
+if ((KMEM)); then
+  [[ -f $WORK/nvdimm1.img ]] || truncate -s 3G "$WORK/nvdimm1.img"
+  node1=(-numa node,nodeid=1
+    -object memory-backend-file,id=nv1,share=on,mem-path="$WORK/nvdimm1.img",size=3G
+    -device nvdimm,id=nvdimm1,memdev=nv1,node=1)
+  mem=3G
+fi
 rm -f "$WORK/results"
 cp "$ROOT/scripts/vm/guest.sh" "$WORK/guest.sh"
 accel=(-accel tcg,thread=multi -cpu max)
@@ -120,9 +142,9 @@ start=$SECONDS
 set +e
 timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
   -machine pc,nvdimm=on "${accel[@]}" -smp 2 \
-  -m 6G,slots=2,maxmem=16G \
+  -m "$mem",slots=2,maxmem=16G \
   -object memory-backend-ram,id=ram0,size=3G -numa node,nodeid=0,cpus=0-1,memdev=ram0 \
-  -object memory-backend-ram,id=ram1,size=3G -numa node,nodeid=1,memdev=ram1 \
+  "${node1[@]}" \
   -object memory-backend-file,id=nv0,share=on,mem-path="$WORK/nvdimm.img",size=2G \
   -device nvdimm,id=nvdimm0,memdev=nv0,node=0 \
   -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap,id=fs0 \

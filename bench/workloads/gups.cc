@@ -161,6 +161,7 @@ struct Options {
   bool verify = true;
   bool lose_write = false;
   double idle_period = 0.05;         // the control thread's sleep; 0: no control
+  int slow_node = -1;                // --slow-node N: tiers by NUMA node (runs without mmtier)
 };
 
 [[noreturn]] void usage_exit(const char *msg, const char *arg) {
@@ -170,11 +171,14 @@ struct Options {
           "            [--move-to SIZE|POS] [--seconds 30] [--move-at S] [--threads 1]\n"
           "            [--report-interval 1] [--updates N] [--seed 1] [--no-verify]\n"
           "            [--skew uniform|zipf:S] [--idle-period 0.05] [--self-test-lost-write]\n"
+          "            [--slow-node N]\n"
           "  POS: start, middle or end of the footprint (default: hot set at 3/4, moved to 1/4)\n"
           "  --move-at: seconds (updates mode: any value > 0 moves after N/2 updates); 0: one phase,\n"
           "             no move (default: half of --seconds)\n"
           "  --skew zipf:S: hot updates pick the hot set's 4 KiB pages with Zipf exponent S\n"
-          "             (ranks shuffled over the pages with --seed); default uniform\n");
+          "             (ranks shuffled over the pages with --seed); default uniform\n"
+          "  --slow-node N: a page's tier is the NUMA node the kernel holds it on (N: PMem, any\n"
+          "             other: DRAM), for the kernel's own tiering or memkind; else mmtier_tier_of\n");
   exit(2);
 }
 
@@ -243,6 +247,7 @@ Options parse_args(int argc, char **argv) {
     else if (a == "--updates") o.updates = parse_size(value());
     else if (a == "--seed") o.seed = parse_size(value());
     else if (a == "--idle-period") o.idle_period = parse_double(value());
+    else if (a == "--slow-node") o.slow_node = static_cast<int>(parse_size(value()));
     else if (a == "--no-verify" && !has_val) o.verify = false;
     else if (a == "--self-test-lost-write" && !has_val) o.lose_write = true;
     else usage_exit("unknown argument", argv[i]);
@@ -556,17 +561,51 @@ void replay(Worker &wk) {
 
 tier_of_fn g_tier_of = nullptr;
 std::atomic<uint64_t> g_unmanaged_bytes{0};
+int g_slow_node = -1;
+
+// --slow-node: the tier of the page at p by the node the kernel holds it on
+// (move_pages without nodes only asks); -1 if the page is not present.
+int node_tier_of(const void *p) {
+  void *page = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(p) & ~(kPage - 1));
+  int status = -1;
+  if (syscall(SYS_move_pages, 0, 1UL, &page, nullptr, &status, 0) != 0 || status < 0) return -1;
+  return status == g_slow_node ? MMTIER_TIER_PMEM : MMTIER_TIER_DRAM;
+}
 
 // DRAM share of the bytes in [lo, hi), by mmtier_tier_of on every 4 KiB page.
 double dram_share(uintptr_t lo, uintptr_t hi) {
   if (g_tier_of == nullptr || hi <= lo) return kNaN;
   uint64_t dram = 0, unmanaged = 0;
+  // By node: move_pages asks for many pages at once.
+  constexpr size_t kBatch = 4096;
+  static void *pages[kBatch];
+  static int status[kBatch];
+  size_t n = 0;
+  uintptr_t batch_lo = 0;
+  auto flush = [&] {
+    if (n && syscall(SYS_move_pages, 0, n, pages, nullptr, status, 0) != 0)
+      for (size_t i = 0; i < n; ++i) status[i] = -1;
+    for (size_t i = 0; i < n; ++i) {
+      const uintptr_t p = batch_lo + i * kPage;
+      const uint64_t len = std::min(p + kPage, hi) - std::max(p, lo);
+      if (status[i] < 0) unmanaged += len;
+      else if (status[i] != g_slow_node) dram += len;
+    }
+    n = 0;
+  };
   for (uintptr_t p = lo & ~(kPage - 1); p < hi; p += kPage) {
+    if (g_slow_node >= 0) {
+      if (n == 0) batch_lo = p;
+      pages[n++] = reinterpret_cast<void *>(p);
+      if (n == kBatch) flush();
+      continue;
+    }
     const uintptr_t a = std::max(p, lo), b = std::min(p + kPage, hi);
     const int tier = g_tier_of(reinterpret_cast<const void *>(a));
     if (tier == MMTIER_TIER_DRAM) dram += b - a;
     else if (tier < 0) unmanaged += b - a;
   }
+  flush();
   uint64_t seen = g_unmanaged_bytes.load(std::memory_order_relaxed);
   if (unmanaged > seen) g_unmanaged_bytes.store(unmanaged, std::memory_order_relaxed);
   return static_cast<double>(dram) / static_cast<double>(hi - lo);
@@ -891,6 +930,11 @@ int main(int argc, char **argv) {
   const bool timed = o.updates == 0;
 
   g_tier_of = reinterpret_cast<tier_of_fn>(dlsym(RTLD_DEFAULT, "mmtier_tier_of"));
+  if (o.slow_node >= 0) {
+    g_slow_node = o.slow_node;
+    g_tier_of = node_tier_of;
+    printf("# tiers: by NUMA node (node %d is PMem, any other DRAM)\n", o.slow_node);
+  }
   const get_stats_fn get_stats = reinterpret_cast<get_stats_fn>(dlsym(RTLD_DEFAULT, "mmtier_get_stats"));
 
   ZipfTable zipf;

@@ -176,7 +176,7 @@ suite_numa() {
 # tier on DAX and on the CPU-less node.
 suite_programs() {
   local p where
-  for where in dax node; do
+  for where in ${PROGRAMS_WHERE:-dax node}; do
     [ "$where" = dax ] && [ -z "$DAX" ] && { fail programs.dax "no DAX mount"; continue; }
     for p in python3 perl sqlite3 redis gcc git sort bash python3_multiprocessing; do
       check "programs.$where.$p" env PROGRAMS_MMTIER_ENV="$(slow_env $where)" PROGRAMS_RUN_TIMEOUT=600 \
@@ -219,6 +219,74 @@ suite_compare() {
     done
   done
   for name in dax tmpfs node; do gups_check "compare.gups.$name" "$(slow_env $name)"; done
+}
+
+# Not in the default set; needs vm-test.sh --kmem (docs/BENCHMARKS.md, "The
+# NUMA-node tier against the kernel's tiering and memkind"): a second NVDIMM
+# on node 1, made a KMEM DAX node (devdax, onlined as system RAM: the kernel
+# puts it in a lower memory tier), and node 0 filled with huge pages but for
+# KT_FREE_MB; then GUPS (KT_FOOTPRINT, KT_HOT) under the kernel's own
+# tiering (numa_balancing=2 with demotion), under mmtier's NUMA-node tier
+# (KT_DRAM budget) and under memkind's libmemtier with a KMEM_DAX tier.
+# Placement is read from the kernel (gups --slow-node 1).
+kt_gups() {
+  local name=$1 log=$W/logs/$1.log c0 c1
+  shift
+  c0=$(awk '/^cpu / { print $2 + $3, $4 + $7 + $8 }' /proc/stat)
+  env "$@" "$BUILD/bench/workloads/gups" --footprint "${KT_FOOTPRINT:-1G}" --hot "${KT_HOT:-64M}" \
+    --seconds "${GUPS_SECONDS:-40}" --slow-node 1 > "$log" 2>&1
+  local rc=$?
+  c1=$(awk '/^cpu / { print $2 + $3, $4 + $7 + $8 }' /proc/stat)
+  grep '^SUMMARY' "$log" | while read -r s; do info "$name.summary" "$s"; done
+  grep -E '^  mover: [0-9]+ scans' "$log" | while read -r s; do info "$name.mover" "$s"; done
+  # The whole machine's CPU over the run, in seconds: user, and system
+  # (page faults, hinting faults, migration, kswapd, interrupts).
+  info "$name.cpu" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    printf "user %.1f s, system %.1f s", (y[1] - x[1]) / 100, (y[2] - x[2]) / 100 }')"
+  if [ "${KT_PEER:-0}" = 1 ]; then info "$name.exit" "$rc"  # a peer's crash is not a failure of ours
+  elif [ $rc -eq 0 ]; then pass "$name"
+  else fail "$name" "exit $rc (logs/$name.log)"; fi
+}
+suite_kerneltier() {
+  [ "${KMEM:-0}" = 1 ] || { fail kerneltier "needs vm-test.sh --kmem"; return; }
+  modprobe -a dax_pmem device_dax kmem 2>/dev/null
+  udevadm settle 2>/dev/null || sleep 1
+  local r ns dev tiers
+  # The region whose memory belongs to node 1 (its target node: node 1 is
+  # offline until the memory is onlined, so numa_node says the nearest).
+  for r in /sys/bus/nd/devices/region*; do
+    [ "$(cat "$r/target_node" 2>/dev/null)" = 1 ] || continue
+    ns=$(basename "$(ls -d "$r"/namespace*.0 | head -1)")
+  done
+  [ -n "${ns:-}" ] || { fail kerneltier.kmem "no NVDIMM region for node 1 ($(grep -H . /sys/bus/nd/devices/region*/*_node 2>/dev/null | tr '\n' ' '))"; return; }
+  ndctl list -n "$ns" 2>/dev/null | grep -q '"mode":"devdax"' ||
+    ndctl create-namespace -f -e "$ns" -m devdax > "$W/logs/kerneltier.ndctl.log" 2>&1 ||
+    { fail kerneltier.kmem "ndctl could not make $ns devdax"; return; }
+  dev=$(ndctl list -n "$ns" 2>/dev/null | sed -nE 's/.*"chardev":"(dax[0-9.]+)".*/\1/p')
+  [ -n "$dev" ] || { fail kerneltier.kmem "no dax device for $ns"; return; }
+  daxctl reconfigure-device -m system-ram "$dev" >> "$W/logs/kerneltier.ndctl.log" 2>&1 ||
+    { fail kerneltier.kmem "daxctl could not online $dev"; return; }
+  info kerneltier.node1 "$(awk '/MemTotal/ { print $4, $5 }' /sys/devices/system/node/node1/meminfo)"
+  tiers=$(for t in /sys/devices/virtual/memory_tiering/memory_tier*; do
+    echo "$(basename "$t"): nodes $(cat "$t/nodelist")"; done | tr '\n' ' ')
+  info kerneltier.tiers "$tiers"
+  [ "$(ls -d /sys/devices/virtual/memory_tiering/memory_tier* 2>/dev/null | wc -l)" -ge 2 ] &&
+    pass kerneltier.kmem || fail kerneltier.kmem "node 1 is not in a lower memory tier ($tiers)"
+  # Node 0 filled but for KT_FREE_MB: the fast memory both contenders have.
+  local free_kb pages
+  free_kb=$(awk '/MemFree/ { print $4 }' /sys/devices/system/node/node0/meminfo)
+  pages=$(( (free_kb - ${KT_FREE_MB:-256} * 1024) / 2048 ))
+  [ "$pages" -gt 0 ] && echo "$pages" > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages
+  info kerneltier.node0 "$(cat /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages) huge pages held, $(awk '/MemFree/ { print $4, $5 }' /sys/devices/system/node/node0/meminfo) free"
+  echo 1 > /sys/kernel/mm/numa/demotion_enabled 2>/dev/null
+  echo 2 > /proc/sys/kernel/numa_balancing 2>/dev/null
+  info kerneltier.kernel "numa_balancing=$(cat /proc/sys/kernel/numa_balancing) demotion_enabled=$(cat /sys/kernel/mm/numa/demotion_enabled 2>/dev/null)"
+  kt_gups kerneltier.kernel
+  echo 0 > /proc/sys/kernel/numa_balancing
+  kt_gups kerneltier.mmtier LD_PRELOAD="$LIB" MMTIER_SLOW_NODE=1 MMTIER_DRAM_LIMIT="${KT_DRAM:-192M}" \
+    MMTIER_REPORT=stderr MMTIER_LOG=info
+  KT_PEER=1 kt_gups kerneltier.memkind LD_PRELOAD=libmemtier.so \
+    MEMKIND_MEM_TIERS="KIND:DRAM,RATIO:1;KIND:KMEM_DAX,RATIO:4;POLICY:STATIC_RATIO"
 }
 
 for s in $SUITES; do
