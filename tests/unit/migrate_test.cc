@@ -53,6 +53,18 @@ class Migrate : public ::testing::Test {
 
 uint64_t pattern(uint64_t word) { return word * 0x9E3779B97F4A7C15ull ^ 0x5bd1e995; }
 
+// One unit of managed memory filled with pattern() (by byte offset), on
+// DRAM; its index into *idx.  nullptr if it could not be had.
+char *patterned_dram_unit(size_t *idx) {
+  void *p = nullptr;
+  if (heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p) != 0 || !p) return nullptr;
+  char *base = static_cast<char *>(p);
+  for (size_t i = 0; i < kUnitSize; i += 8) *reinterpret_cast<uint64_t *>(base + i) = pattern(i);
+  *idx = unit_index_of(base);
+  if (heap_tier_of(base) != kTierDram && heap_migrate(*idx, kTierDram) < 0) return nullptr;
+  return base;
+}
+
 TEST_F(Migrate, EveryByteSurvivesBothDirections) {
   constexpr size_t kUnits = 4;
   char *base = map_units(kUnits);
@@ -87,11 +99,9 @@ TEST_F(Migrate, EveryByteSurvivesBothDirections) {
 // splits it) is write-protected and demoted whole: before Linux 6.3 one
 // write-protect call covers one mapping only (-ENOENT past its end).
 TEST_F(Migrate, DemotesARunTheKernelHoldsInSeveralMappings) {
-  char *base = map_units(1);
+  size_t idx = 0;
+  char *base = patterned_dram_unit(&idx);
   ASSERT_NE(base, nullptr);
-  for (size_t i = 0; i < kUnitSize; i += 8) *reinterpret_cast<uint64_t *>(base + i) = pattern(i);
-  const size_t idx = unit_index_of(base);
-  if (heap_tier_of(base) != kTierDram) ASSERT_GE(heap_migrate(idx, kTierDram), 0);
   ASSERT_EQ(heap_madvise(base + kUnitSize / 2, 4096, MADV_RANDOM), 0);
   ASSERT_EQ(heap_madvise(base + kUnitSize / 4, 8192, MADV_SEQUENTIAL), 0);
   ASSERT_TRUE(heap_unit_movable(idx));
@@ -117,11 +127,9 @@ void drop_page(void *) {
 }
 
 TEST_F(Migrate, APageDroppedBehindMmtierDuringADemotionReadsAsZero) {
-  char *base = map_units(1);
+  size_t idx = 0;
+  char *base = patterned_dram_unit(&idx);
   ASSERT_NE(base, nullptr);
-  for (size_t i = 0; i < kUnitSize; i += 8) *reinterpret_cast<uint64_t *>(base + i) = pattern(i);
-  const size_t idx = unit_index_of(base);
-  if (heap_tier_of(base) != kTierDram) ASSERT_GE(heap_migrate(idx, kTierDram), 0);
   ASSERT_TRUE(heap_unit_movable(idx));
   constexpr size_t kDroppedPage = 5;
   g_dropped = base + kDroppedPage * 4096;
