@@ -162,6 +162,7 @@ struct Options {
   bool lose_write = false;
   double idle_period = 0.05;         // the control thread's sleep; 0: no control
   int slow_node = -1;                // --slow-node N: tiers by NUMA node (runs without mmtier)
+  double write_share = 1;            // --write-share: the share of operations that update
 };
 
 [[noreturn]] void usage_exit(const char *msg, const char *arg) {
@@ -171,14 +172,16 @@ struct Options {
           "            [--move-to SIZE|POS] [--seconds 30] [--move-at S] [--threads 1]\n"
           "            [--report-interval 1] [--updates N] [--seed 1] [--no-verify]\n"
           "            [--skew uniform|zipf:S] [--idle-period 0.05] [--self-test-lost-write]\n"
-          "            [--slow-node N]\n"
+          "            [--slow-node N] [--write-share 1]\n"
           "  POS: start, middle or end of the footprint (default: hot set at 3/4, moved to 1/4)\n"
           "  --move-at: seconds (updates mode: any value > 0 moves after N/2 updates); 0: one phase,\n"
           "             no move (default: half of --seconds)\n"
           "  --skew zipf:S: hot updates pick the hot set's 4 KiB pages with Zipf exponent S\n"
           "             (ranks shuffled over the pages with --seed); default uniform\n"
           "  --slow-node N: a page's tier is the NUMA node the kernel holds it on (N: PMem, any\n"
-          "             other: DRAM), for the kernel's own tiering or memkind; else mmtier_tier_of\n");
+          "             other: DRAM), for the kernel's own tiering or memkind; else mmtier_tier_of\n"
+          "  --write-share F: operation i updates its word when i mod 1000 < 1000 F, else only\n"
+          "             reads it (a read-mostly load); default 1, every operation updates\n");
   exit(2);
 }
 
@@ -248,6 +251,7 @@ Options parse_args(int argc, char **argv) {
     else if (a == "--seed") o.seed = parse_size(value());
     else if (a == "--idle-period") o.idle_period = parse_double(value());
     else if (a == "--slow-node") o.slow_node = static_cast<int>(parse_size(value()));
+    else if (a == "--write-share") o.write_share = parse_double(value());
     else if (a == "--no-verify" && !has_val) o.verify = false;
     else if (a == "--self-test-lost-write" && !has_val) o.lose_write = true;
     else usage_exit("unknown argument", argv[i]);
@@ -258,6 +262,7 @@ Options parse_args(int argc, char **argv) {
   if (o.hot < kPage) usage_exit("--hot must be at least 4K", nullptr);
   if (o.footprint < o.hot + kPage) usage_exit("--footprint must exceed --hot by at least 4K", nullptr);
   if (o.hot_share > 1) usage_exit("--hot-share must be in [0, 1]", nullptr);
+  if (o.write_share > 1) usage_exit("--write-share must be in [0, 1]", nullptr);
   if (o.report_interval < 0.01) usage_exit("--report-interval must be at least 0.01", nullptr);
   if (o.updates == 0 && o.seconds <= 0) usage_exit("--seconds must be > 0", nullptr);
   // The table's draws index words of the hot set with 32 bits.
@@ -299,6 +304,10 @@ inline uint64_t mulhi(uint64_t a, uint64_t b) {
 }
 inline uint64_t init_value(uint64_t w, uint64_t seed) { return (w + seed) * kInitMul; }
 inline uint64_t delta(uint64_t w, uint64_t i) { return w ^ ((i + 1) * kDeltaMul); }
+// --write-share: whether operation i updates (else it only reads).
+uint64_t g_write_permille = 1000;
+std::atomic<uint64_t> g_read_sink{0};  // the reads' sum, so that they are not dropped
+inline bool writes(uint64_t i) { return g_write_permille >= 1000 || i % 1000 < g_write_permille; }
 inline uint64_t weight(uint64_t w) {  // splitmix64 finalizer, odd
   uint64_t z = w + 0x9e3779b97f4a7c15ULL;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -490,7 +499,7 @@ void run_worker(Shared &sh, Worker &wk) {
   const uint64_t limit = counted ? o.updates : UINT64_MAX;
   const uint64_t switch_target = (counted && o.move_at > 0) ? o.updates / 2 : UINT64_MAX;
   int phase = 0;
-  uint64_t i = 0, lw = 0, ld = 0;
+  uint64_t i = 0, lw = 0, ld = 0, sink = 0;
   while (!sh.go.load(std::memory_order_acquire)) sched_yield();
   while (i < limit) {
     if (phase == 0) {
@@ -516,6 +525,10 @@ void run_worker(Shared &sh, Worker &wk) {
       for (uint64_t k = 0; k < n; ++k) {
         const uint64_t w = s.pick(rng);
         const uint64_t d = delta(w, i + k);
+        if (!writes(i + k)) {
+          sink += base[w];
+          continue;
+        }
         base[w] += d;  // 8-byte read-modify-write
         lw = w;
         ld = d;
@@ -529,6 +542,10 @@ void run_worker(Shared &sh, Worker &wk) {
       for (uint64_t k = 0; k < n; ++k) {
         const uint64_t w = ws[k];
         const uint64_t d = delta(w, i + k);
+        if (!writes(i + k)) {
+          sink += base[w];
+          continue;
+        }
         base[w] += d;
         lw = w;
         ld = d;
@@ -537,6 +554,7 @@ void run_worker(Shared &sh, Worker &wk) {
     i += n;
     wk.done.store(i, std::memory_order_relaxed);
   }
+  g_read_sink.fetch_add(sink, std::memory_order_relaxed);
   wk.total = i;
   wk.last_w = lw;
   wk.last_delta = ld;
@@ -549,6 +567,7 @@ void replay(Worker &wk) {
   for (uint64_t i = 0; i < wk.total; ++i) {
     const Stream &s = wk.stream[i >= wk.switch_at ? 1 : 0];
     const uint64_t w = s.pick(rng);
+    if (!writes(i)) continue;
     const uint64_t d = delta(w, i);
     plain += d;
     weighted += d * weight(w);
@@ -930,6 +949,7 @@ int main(int argc, char **argv) {
   const bool timed = o.updates == 0;
 
   g_tier_of = reinterpret_cast<tier_of_fn>(dlsym(RTLD_DEFAULT, "mmtier_tier_of"));
+  g_write_permille = static_cast<uint64_t>(o.write_share * 1000 + 0.5);
   if (o.slow_node >= 0) {
     g_slow_node = o.slow_node;
     g_tier_of = node_tier_of;
@@ -961,7 +981,7 @@ int main(int argc, char **argv) {
     else printf(", moving to offset %s%s after %llu updates per thread", human(o.move_to).c_str(),
                 where(o.move_place).c_str(), (unsigned long long)(o.updates / 2));
   }
-  printf("\n# gups: hot share %.3g, %u thread(s), ", o.hot_share, o.threads);
+  printf("\n# gups: hot share %.3g, write share %.3g, %u thread(s), ", o.hot_share, o.write_share, o.threads);
   if (timed) printf("%.3g s", o.seconds);
   else printf("%llu updates per thread", (unsigned long long)o.updates);
   printf(", report every %.3g s, seed %llu\n", o.report_interval, (unsigned long long)o.seed);
