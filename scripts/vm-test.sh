@@ -24,7 +24,8 @@
 #   --kmem: node 1 has no RAM of its own but a second NVDIMM, which the
 #   kerneltier suite onlines as system RAM (a KMEM DAX node, in a lower
 #   memory tier); KT_FOOTPRINT, KT_HOT, KT_DRAM and KT_FREE_MB pass through,
-#   and PROGRAMS_WHERE (dax, node or both: the programs suite's slow tiers).
+#   and PROGRAMS_WHERE (dax, node or both: the programs suite's slow tiers)
+#   and PROGRAMS_ONLY (which of its programs).
 # Installs its packages when run as root (qemu-system-x86, a Debian 6.1
 # kernel image, busybox-static, ndctl, cpio).  Prints the guest's results,
 # then a line in ctest's form "N% tests passed, N tests failed out of N";
@@ -122,7 +123,7 @@ fi
 [[ -f $WORK/nvdimm.img ]] || truncate -s 2G "$WORK/nvdimm.img"
 printf 'BUILD=%q\nSRC=%q\nSUITES=%q\nGUPS_SECONDS=%q\nKMEM=%q\n' "$BUILD" "$ROOT" "$SUITES" "${GUPS_SECONDS:-40}" \
   "$KMEM" > "$WORK/args"
-for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
+for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE PROGRAMS_ONLY; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
 # Node 1: 3 GiB of RAM, or (--kmem) none but a second NVDIMM.
 node1=(-object memory-backend-ram,id=ram1,size=3G -numa node,nodeid=1,memdev=ram1)
 mem=6G
@@ -144,9 +145,9 @@ timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
   -machine pc,nvdimm=on "${accel[@]}" -smp 2 \
   -m "$mem",slots=2,maxmem=16G \
   -object memory-backend-ram,id=ram0,size=3G -numa node,nodeid=0,cpus=0-1,memdev=ram0 \
-  "${node1[@]}" \
   -object memory-backend-file,id=nv0,share=on,mem-path="$WORK/nvdimm.img",size=2G \
   -device nvdimm,id=nvdimm0,memdev=nv0,node=0 \
+  "${node1[@]}" \
   -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap,id=fs0 \
   -virtfs local,path="$WORK",mount_tag=work,security_model=none,id=fs1 \
   -virtfs local,path="$ROOT",mount_tag=src,security_model=none,readonly=on,multidevs=remap,id=fs2 \

@@ -250,7 +250,13 @@ Options parse_args(int argc, char **argv) {
     else if (a == "--updates") o.updates = parse_size(value());
     else if (a == "--seed") o.seed = parse_size(value());
     else if (a == "--idle-period") o.idle_period = parse_double(value());
-    else if (a == "--slow-node") o.slow_node = static_cast<int>(parse_size(value()));
+    else if (a == "--slow-node") {
+      const char *v = value();
+      char *end = nullptr;
+      const long n = strtol(v, &end, 10);
+      if (end == v || *end != '\0' || n < 0 || n > 1023) usage_exit("--slow-node takes a node number", v);
+      o.slow_node = static_cast<int>(n);
+    }
     else if (a == "--write-share") o.write_share = parse_double(value());
     else if (a == "--no-verify" && !has_val) o.verify = false;
     else if (a == "--self-test-lost-write" && !has_val) o.lose_write = true;
@@ -307,7 +313,7 @@ inline uint64_t delta(uint64_t w, uint64_t i) { return w ^ ((i + 1) * kDeltaMul)
 // --write-share: whether operation i updates (else it only reads).
 uint64_t g_write_permille = 1000;
 std::atomic<uint64_t> g_read_sink{0};  // the reads' sum, so that they are not dropped
-inline bool writes(uint64_t i) { return g_write_permille >= 1000 || i % 1000 < g_write_permille; }
+inline bool writes(uint64_t i, uint64_t permille) { return permille >= 1000 || i % 1000 < permille; }
 inline uint64_t weight(uint64_t w) {  // splitmix64 finalizer, odd
   uint64_t z = w + 0x9e3779b97f4a7c15ULL;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -500,6 +506,7 @@ void run_worker(Shared &sh, Worker &wk) {
   const uint64_t switch_target = (counted && o.move_at > 0) ? o.updates / 2 : UINT64_MAX;
   int phase = 0;
   uint64_t i = 0, lw = 0, ld = 0, sink = 0;
+  const uint64_t permille = g_write_permille;  // a local: the updates could alias a global
   while (!sh.go.load(std::memory_order_acquire)) sched_yield();
   while (i < limit) {
     if (phase == 0) {
@@ -525,7 +532,7 @@ void run_worker(Shared &sh, Worker &wk) {
       for (uint64_t k = 0; k < n; ++k) {
         const uint64_t w = s.pick(rng);
         const uint64_t d = delta(w, i + k);
-        if (!writes(i + k)) {
+        if (!writes(i + k, permille)) {
           sink += base[w];
           continue;
         }
@@ -542,7 +549,7 @@ void run_worker(Shared &sh, Worker &wk) {
       for (uint64_t k = 0; k < n; ++k) {
         const uint64_t w = ws[k];
         const uint64_t d = delta(w, i + k);
-        if (!writes(i + k)) {
+        if (!writes(i + k, permille)) {
           sink += base[w];
           continue;
         }
@@ -567,7 +574,7 @@ void replay(Worker &wk) {
   for (uint64_t i = 0; i < wk.total; ++i) {
     const Stream &s = wk.stream[i >= wk.switch_at ? 1 : 0];
     const uint64_t w = s.pick(rng);
-    if (!writes(i)) continue;
+    if (!writes(i, g_write_permille)) continue;
     const uint64_t d = delta(w, i);
     plain += d;
     weighted += d * weight(w);

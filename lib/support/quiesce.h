@@ -20,7 +20,8 @@
 // redirected here (cmake/rename_jemalloc.sh, lib/alloc/engine_os.cc).
 //
 // Nothing here allocates.  Running the sequence takes one lock of its own
-// first, outermost of all: two quiesces never overlap (a fork in one thread
+// first, outermost of the sequence (a world stop takes its own stop lock
+// before it): two quiesces never overlap (a fork in one thread
 // and a world stop in another), so the reason the enter handlers read is
 // always their own quiesce's.  Without it a fork that began while a stop
 // held the layers' locks read the stop's reason (or none, once it ended)

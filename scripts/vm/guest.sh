@@ -45,6 +45,8 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 now() { cut -d' ' -f1 /proc/uptime; }
 
 ip link set lo up 2>/dev/null
+# Process substitution (the bash program test) needs /dev/fd.
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 info kernel "$(uname -r)"
 for n in /sys/devices/system/node/node[0-9]*; do
   info "$(basename "$n")" "cpus [$(cat "$n/cpulist")] $(awk '/MemTotal/ { print $4, $5 }' "$n/meminfo")"
@@ -178,7 +180,7 @@ suite_programs() {
   local p where
   for where in ${PROGRAMS_WHERE:-dax node}; do
     [ "$where" = dax ] && [ -z "$DAX" ] && { fail programs.dax "no DAX mount"; continue; }
-    for p in python3 perl sqlite3 redis gcc git sort bash python3_multiprocessing; do
+    for p in ${PROGRAMS_ONLY:-python3 perl sqlite3 redis gcc git sort bash python3_multiprocessing}; do
       check "programs.$where.$p" env PROGRAMS_MMTIER_ENV="$(slow_env $where)" PROGRAMS_RUN_TIMEOUT=600 \
         bash "$SRC/tests/programs/$p.sh" "$LIB"
     done
@@ -287,6 +289,9 @@ suite_kerneltier() {
     MMTIER_REPORT=stderr MMTIER_LOG=info
   KT_PEER=1 kt_gups kerneltier.memkind LD_PRELOAD=libmemtier.so \
     MEMKIND_MEM_TIERS="KIND:DRAM,RATIO:1;KIND:KMEM_DAX,RATIO:4;POLICY:STATIC_RATIO"
+  # Node 0 given back for the suites after this one.
+  echo 0 > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages
+  echo 0 > /sys/kernel/mm/numa/demotion_enabled 2>/dev/null
 }
 
 for s in $SUITES; do

@@ -64,7 +64,7 @@ TEST(Quiesce, SeveralAtOneRankKeepTheirOrderAndTheRankHasRoom) {
 // layers' locks in another.  Each layer's enter handlers must read their own
 // quiesce's reason (the heap freezes PMem mappings for a fork only): the
 // fork's are run once the stop has left, and read "fork".
-quiesce_sequence g_q;
+quiesce_sequence *g_q = nullptr;  // each run's own
 pthread_mutex_t g_layer = PTHREAD_MUTEX_INITIALIZER;
 quiesce_reason g_seen[2];
 int g_nseen = 0;
@@ -72,7 +72,7 @@ int g_nseen = 0;
 void take_layer() { pthread_mutex_lock(&g_layer); }
 void give_layer() { pthread_mutex_unlock(&g_layer); }
 void record_reason() {
-  if (g_nseen < 2) g_seen[g_nseen++] = g_q.reason();
+  if (g_nseen < 2) g_seen[g_nseen++] = g_q->reason();
 }
 
 // Whether thread tid of this process is blocked (state S or D).
@@ -89,24 +89,27 @@ bool blocked(long tid) {
 }
 
 TEST(Quiesce, AQuiesceBegunDuringAnotherReadsItsOwnReason) {
-  ASSERT_TRUE(g_q.add(kRankSmall, {take_layer, give_layer, nullptr, nullptr}));
-  ASSERT_TRUE(g_q.add(kRankHeap, {record_reason, nullptr, nullptr, nullptr}));
-  g_q.enter(quiesce_reason::pause);
+  quiesce_sequence q;
+  g_q = &q;
+  g_nseen = 0;
+  ASSERT_TRUE(q.add(kRankSmall, {take_layer, give_layer, nullptr, nullptr}));
+  ASSERT_TRUE(q.add(kRankHeap, {record_reason, nullptr, nullptr, nullptr}));
+  q.enter(quiesce_reason::pause);
   std::atomic<long> tid{0};
   std::thread forker([&] {
     tid.store(syscall(SYS_gettid));
-    g_q.enter(quiesce_reason::fork);
-    g_q.leave();
+    q.enter(quiesce_reason::fork);
+    q.leave();
   });
   // The forker has entered and waits (for the sequence, or a layer's lock).
   while (!tid.load() || !blocked(tid.load())) sched_yield();
-  EXPECT_EQ(g_q.reason(), quiesce_reason::pause) << "the stop's reason, not the waiting fork's";
-  g_q.leave();
+  EXPECT_EQ(q.reason(), quiesce_reason::pause) << "the stop's reason, not the waiting fork's";
+  q.leave();
   forker.join();
   ASSERT_EQ(g_nseen, 2);
   EXPECT_EQ(g_seen[0], quiesce_reason::pause);
   EXPECT_EQ(g_seen[1], quiesce_reason::fork) << "the fork's handlers ran with its reason";
-  EXPECT_EQ(g_q.reason(), quiesce_reason::none);
+  EXPECT_EQ(q.reason(), quiesce_reason::none);
 }
 
 TEST(Quiesce, TheProcessSequenceHoldsEveryLayerInLockOrder) {
