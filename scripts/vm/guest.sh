@@ -45,8 +45,6 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 now() { cut -d' ' -f1 /proc/uptime; }
 
 ip link set lo up 2>/dev/null
-# Process substitution (the bash program test) needs /dev/fd.
-[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 info kernel "$(uname -r)"
 for n in /sys/devices/system/node/node[0-9]*; do
   info "$(basename "$n")" "cpus [$(cat "$n/cpulist")] $(awk '/MemTotal/ { print $4, $5 }' "$n/meminfo")"

@@ -4,12 +4,14 @@
 
 #include "heap/heap.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -27,6 +29,20 @@ inline void use_up_startup_units() {
 }
 
 inline size_t unit_index_of(const void *p) { return (reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift; }
+
+// Whether thread tid of this process is blocked (state S or D in
+// /proc/self/task/TID/stat).
+inline bool thread_blocked(long tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[512] = {};
+  const ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  const char *close_paren = n > 0 ? strrchr(buf, ')') : nullptr;
+  return close_paren && (close_paren[2] == 'S' || close_paren[2] == 'D');
+}
 
 // A record of 8 words written as one: v * 8 + i in word i.  A record
 // whose words disagree was torn; one older than its writer's own count

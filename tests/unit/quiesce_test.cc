@@ -5,6 +5,7 @@
 #include "support/quiesce.h"
 
 #include "api/runtime.h"
+#include "heap_test_util.h"
 
 #include <gtest/gtest.h>
 #include <pthread.h>
@@ -13,8 +14,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdio>
-#include <cstring>
 #include <string>
 #include <thread>
 
@@ -75,19 +74,6 @@ void record_reason() {
   if (g_nseen < 2) g_seen[g_nseen++] = g_q->reason();
 }
 
-// Whether thread tid of this process is blocked (state S or D).
-bool blocked(long tid) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
-  FILE *f = fopen(path, "r");
-  if (!f) return false;
-  char buf[512] = {};
-  const size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  const char *close = n ? strrchr(buf, ')') : nullptr;
-  return close && (close[2] == 'S' || close[2] == 'D');
-}
-
 TEST(Quiesce, AQuiesceBegunDuringAnotherReadsItsOwnReason) {
   quiesce_sequence q;
   g_q = &q;
@@ -102,7 +88,7 @@ TEST(Quiesce, AQuiesceBegunDuringAnotherReadsItsOwnReason) {
     q.leave();
   });
   // The forker has entered and waits (for the sequence, or a layer's lock).
-  while (!tid.load() || !blocked(tid.load())) sched_yield();
+  while (!tid.load() || !test::thread_blocked(tid.load())) sched_yield();
   EXPECT_EQ(q.reason(), quiesce_reason::pause) << "the stop's reason, not the waiting fork's";
   q.leave();
   forker.join();

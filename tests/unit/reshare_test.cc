@@ -286,19 +286,6 @@ TEST_F(Reshare, WritersAndSystemCallsDuringReshareLoseNothing) {
   heap_munmap(base, kUnits * kUnitSize);
 }
 
-// Whether thread tid of this process is blocked (state S or D).
-bool thread_blocked(long tid) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
-  const int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[512] = {};
-  const ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  const char *close_paren = n > 0 ? strrchr(buf, ')') : nullptr;
-  return close_paren && (close_paren[2] == 'S' || close_paren[2] == 'D');
-}
-
 // A fork that begins while the threads are stopped for a re-share (the
 // mover's world stop, which runs the same quiesce sequence) waits for the
 // stop to end and is then a fork like any other: its units are frozen, so
