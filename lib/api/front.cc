@@ -85,6 +85,7 @@ void *front_malloc_slow(size_t size, size_t align) {
     }
   }
   if (align == 16 && size < 16) size = 16;  // the engine's 8-byte class is only 8-aligned
+  if (s == kReady) heap_before_large(size);
   void *p = align <= 16 ? mmtier_je_malloc(size) : mmtier_je_aligned_alloc(align, size);
   if (!p && s == kReady) {
     // The placement the policy chose had no room: DRAM always can.
@@ -120,6 +121,7 @@ void *front_calloc_slow(size_t total) {
     }
   }
   if (__builtin_expect(runtime_ready(), 1)) {
+    heap_before_large(total);
     void *p = mmtier_je_calloc(1, total);
     heap_maybe_start();
     if (p) return p;
@@ -140,6 +142,7 @@ void *front_realloc(void *p, size_t size) {
     q = small_realloc(p, size);
     if (!q) errno = ENOMEM;
   } else if (heap_contains(p)) {
+    heap_before_large(size);
     q = realloc_engine(p, size);
   } else {
     q = realloc_foreign(p, size);
@@ -164,6 +167,7 @@ void *front_malloc_on(int tier, size_t align, size_t size) {
   if (size > PTRDIFF_MAX) return fail(ENOMEM);
   int flags = engine_tier_flags(tier);
   if (align > 16) flags |= je_align_flag(align);
+  heap_before_large(size);
   void *p = mmtier_je_mallocx(size ? size : 1, flags);
   heap_maybe_start();
   return p ? p : fail(ENOMEM);

@@ -59,6 +59,7 @@ inline void *front_malloc(size_t size) {
     return front_small_miss(size);
   }
   if (__builtin_expect(runtime_ready(), 1)) {
+    heap_before_large(size);
     void *p = mmtier_je_malloc(size);
     // The block may have grown the heap past the point where the mover
     // starts: start it now that no allocator is running.

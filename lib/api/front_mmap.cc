@@ -81,6 +81,7 @@ void *front_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
       return MAP_FAILED;
     }
     void *out = nullptr;
+    if (prot != PROT_NONE) heap_before_large(len);
     long r = heap_mmap(addr, len, prot, flags, &out);
     heap_maybe_start();  // as in malloc
     if (r == 0) return out;
@@ -112,7 +113,10 @@ int front_munmap(void *addr, size_t len) {
 int front_mprotect(void *addr, size_t len, int prot) {
   return range_call(
       addr, len, false, [prot](void *a, size_t l) { return sys::mprotect(a, l, prot); },
-      [prot](void *a, size_t l) { return heap_mprotect(a, l, prot); });
+      [prot](void *a, size_t l) {
+        if (prot != PROT_NONE && heap_contains(a)) heap_before_large(l);  // may place reserved pages
+        return heap_mprotect(a, l, prot);
+      });
 }
 
 int front_madvise(void *addr, size_t len, int advice) {

@@ -33,6 +33,10 @@ constexpr option_info kOptions[] = {
      "Most bytes placed in PMem; beyond it allocations go to DRAM, and 0 gives PMem nothing."},
     {"MMTIER_PMEM_PATH", "/dev/shm, else /tmp", "an existing writable directory",
      "Directory holding the PMem tier's files (a DAX mount on real hardware)."},
+    {"MMTIER_PMEM_RESERVE", "touch", "touch | place",
+     "When a PMem unit's file storage is allocated: touch, at the first access to the unit (memory allocated "
+     "and never used costs nothing, as anonymous memory); place, when the unit is placed (all of an "
+     "allocation's PMem share at once, so a full file system is seen at allocation)."},
     {"MMTIER_SLOW_NODE", "auto", "auto, off, or a NUMA node number",
      "The slow tier as a NUMA node's memory (CXL memory, KMEM DAX) instead of a file: auto takes a node "
      "without CPUs (the farthest) when MMTIER_PMEM_PATH is unset; off always uses the file."},
@@ -218,6 +222,18 @@ bool parse_policy_opt(const char *name, const char *value, config *out, config_e
     out->policy = policy_kind::dram_first;
   } else {
     set_error(err, name, value, "expected ratio or dram-first");
+    return false;
+  }
+  return true;
+}
+
+bool parse_pmem_reserve_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (str_eq(value, "touch")) {
+    out->pmem_reserve_at_touch = true;
+  } else if (str_eq(value, "place")) {
+    out->pmem_reserve_at_touch = false;
+  } else {
+    set_error(err, name, value, "expected touch or place");
     return false;
   }
   return true;
@@ -435,7 +451,7 @@ bool parse_snapshot_signal_opt(const char *name, const char *value, config *out,
 
 constexpr option_parser kParsers[] = {
     parse_ratio_opt,  parse_dram_limit_opt, parse_pmem_limit_opt,
-    parse_pmem_path_opt, parse_slow_node_opt, parse_policy_opt,  parse_promote_opt,
+    parse_pmem_path_opt, parse_pmem_reserve_opt, parse_slow_node_opt, parse_policy_opt,  parse_promote_opt,
     parse_migrate_mbps_opt, parse_scan_interval_opt,
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
     parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_snapshot_every_opt, parse_snapshot_keep_opt,

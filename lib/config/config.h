@@ -28,6 +28,9 @@ struct config {
   // pmem_path_set tells which.
   char pmem_path[kPathMax] = {};
   bool pmem_path_set = false;
+  // MMTIER_PMEM_RESERVE=touch|place: a PMem unit's file storage is
+  // allocated at its first access (true) or when it is placed.
+  bool pmem_reserve_at_touch = true;
   // MMTIER_SLOW_NODE: the slow tier is this NUMA node's memory instead of a
   // file (>= 0); kSlowNodeAuto: a node without CPUs when there is one and
   // MMTIER_PMEM_PATH is unset; kSlowNodeOff: never.

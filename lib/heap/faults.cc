@@ -4,6 +4,7 @@
 // space is changing under an mremap whose event is still unread) is retried
 // after the next read.
 #include "heap/faults.h"
+#include "heap/heap_internal.h"
 
 #include "config/config.h"
 
@@ -36,6 +37,9 @@ constexpr uint64_t kWanted = UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_PAGEFAULT_F
                              UFFD_FEATURE_MOVE | UFFD_FEATURE_WP_UNPOPULATED;
 
 std::atomic<int> g_fd{-1};
+// The handler thread reads the descriptor (set once it runs, cleared when
+// it stops): a fault taken before would wait for a thread not there yet.
+std::atomic<bool> g_serving{false};
 uint64_t g_features = 0;
 pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
 bool g_failed = false;  // started and failed: do not retry in this process
@@ -171,6 +175,12 @@ bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
   // Inside the post-copy window?
   const uintptr_t dst = g_pc_dst.load(std::memory_order_acquire);
   const size_t len = g_pc_len.load(std::memory_order_acquire);
+  // The first access to a PMem unit whose storage waits for it.
+  if (page - dst >= len) {
+    const int pending = heap_pending_fault(fd, page);
+    if (pending == -EAGAIN) return false;
+    if (pending > 0) return true;  // counted by the heap (pmem_first_touches), not as tracking
+  }
   if (page - dst < len) {
     const uintptr_t src = g_pc_src.load(std::memory_order_acquire) + (page - dst);
     r = sys::uffd::copy(fd, p, reinterpret_cast<const void *>(src), kPageSize, &done);
@@ -197,6 +207,7 @@ void *handler_main(void *) {
     g_have_cpu_clock.store(true, std::memory_order_release);
   }
   const int fd = g_fd.load(std::memory_order_acquire);
+  g_serving.store(true, std::memory_order_release);
   constexpr size_t kBatch = 64;
   uffd_msg msgs[kBatch];
   struct pending {
@@ -231,6 +242,7 @@ void *handler_main(void *) {
   }
   // Nothing moves any more: new migrations and samples see no service.
   MMTIER_ERROR("fault service stopped reading its userfaultfd; memory is not moved between tiers any more");
+  g_serving.store(false, std::memory_order_release);
   g_fd.store(-1, std::memory_order_release);
   return nullptr;
 }
@@ -312,6 +324,7 @@ bool faults_start() {
 uint64_t faults_generation() { return g_generation.load(std::memory_order_acquire); }
 
 bool faults_ready() { return g_fd.load(std::memory_order_acquire) >= 0; }
+bool faults_serving() { return faults_ready() && g_serving.load(std::memory_order_acquire); }
 int faults_fd() { return g_fd.load(std::memory_order_acquire); }
 bool faults_can_demote() { return faults_ready() && (g_features & UFFD_FEATURE_PAGEFAULT_FLAG_WP); }
 bool faults_wp_unpopulated() { return faults_ready() && (g_features & UFFD_FEATURE_WP_UNPOPULATED); }
@@ -408,6 +421,7 @@ void start_unlock() { pthread_mutex_unlock(&g_start_lock); }
 void fork_child() {
   // The parent's descriptor and thread are not ours; registrations did not
   // survive the fork.  Start afresh on first use.
+  g_serving.store(false, std::memory_order_relaxed);
   const int fd = g_fd.exchange(-1, std::memory_order_acq_rel);
   if (fd >= 0) {
     fd_unguard(fd);

@@ -27,6 +27,8 @@ namespace mmtier::detail {
 // again in a child after fork).  False if the kernel offers no userfaultfd
 // with the features needed; the reason is logged once.
 [[nodiscard]] bool faults_start();
+// The handler thread is running (a fault taken now is answered).
+bool faults_serving();
 bool faults_ready();
 int faults_fd();
 // Whether anonymous pages can be write-protected (Linux 5.7): demotion

@@ -81,8 +81,12 @@ void freeze_shared_mappings() {
   g_freeze_complete = complete;
   for_used_va_words([](size_t w) {
     for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
-      unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
+      const size_t idx = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+      unit &u = g_heap.units[idx];
       if (unit_tier(u) == kTierPmem && !u.frozen) {
+        // A unit whose storage waited for its first access: its untouched
+        // anonymous pages are private already, and stay as they are.
+        unpend_locked(idx);
         u.frozen = kFrozenOwn;
         ++g_mgr.counters.frozen_own;
       }

@@ -54,6 +54,11 @@ struct unit {
   uint8_t spilled;             // its tier ran out of room: new pages are DRAM
   uint8_t custom_prot;         // a protection other than read/write, or advice a new mapping would lose
   uint8_t sample;              // access sampling holds one of its pages (sample.h)
+  // A PMem unit whose storage waits for its first access: its live pages
+  // are untouched anonymous memory registered with the fault service
+  // (units.cc, "Storage at first touch").  Read without the lock by the
+  // fault service (atomically).
+  uint8_t pending;
   uint32_t slot;             // slot in the tier's file (file-backed tiers)
   uint16_t live;             // pages placed (mapped on the tier)
   uint16_t owned;            // pages owned by application mappings
@@ -81,6 +86,9 @@ struct heap_counters {
   // are DRAM copies), of this process's own file and of ancestors'.
   size_t frozen_own, frozen_inherited;
   size_t reshared;  // frozen units given a slot of their own again
+  // PMem units given their storage at their first access (units.cc,
+  // "Storage at first touch").
+  size_t pmem_first_touches;
 };
 
 struct heap_globals {
@@ -187,6 +195,15 @@ void heap_set_start_hook(void (*hook)(), size_t min_units);
 extern std::atomic<bool> g_start_due;
 extern std::atomic<bool> g_extra_due;
 void heap_run_start_hook();
+// Before an allocation of `bytes`: when placing it would make the start
+// hook due, the fault service starts first, so that it is there to give
+// this allocation's PMem units their storage at first touch
+// (MMTIER_PMEM_RESERVE=touch) rather than all of it at placement.  Called
+// by the entry points before the allocator, like heap_maybe_start after it.
+void heap_before_large_slow(size_t bytes);
+inline void heap_before_large(size_t bytes) {
+  if (__builtin_expect(bytes >= 2 * kUnitSize, 0)) heap_before_large_slow(bytes);
+}
 inline void heap_maybe_start() {
   if (__builtin_expect(g_start_due.load(std::memory_order_relaxed) | g_extra_due.load(std::memory_order_relaxed), 0))
     heap_run_start_hook();
@@ -252,6 +269,8 @@ void heap_note_thin_clone();
 // --- statistics
 void heap_counters_get(heap_counters *out);
 size_t heap_resident_bytes(int tier);
+// PMem units placed whose storage waits for their first access.
+size_t heap_pending_units();
 // Pages present, as the kernel sees them: bytes[t] on each tier (a unit
 // frozen by fork counts its copies, anonymous pages, as DRAM), and of
 // bytes[kTierDram] the copies in frozen units.

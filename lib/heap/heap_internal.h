@@ -2,6 +2,7 @@
 // layer may use.
 //   units.cc     the unit manager: the reservation, address space, placing
 //                and releasing pages and units, queries and counters
+//   first_touch.cc  PMem storage allocated at a unit's first access
 //   mappings.cc  the application's anonymous mappings on managed memory
 //   migration.cc retiering a unit at the same address
 //   fork.cc      the fork freeze of file-backed units and the child's reset
@@ -142,6 +143,36 @@ void unfreeze(unit &u, bool keep_slot = false);
 long pmem_slot_for(size_t idx, int from);
 // The PMem tier keeps at most `limit` warm slots (see migration.cc).
 void keep_warm(size_t limit);
+// A placement that ran out of room on its tier: counted, and said once.
+void note_fallback(int tier, long err, const char *what);
+
+// --- first_touch.cc (heap lock held) -----------------------------------------
+// Whether a fresh PMem unit placed with prot waits for its first access for
+// its storage (MMTIER_PMEM_RESERVE=touch, a file tier, the fault service
+// running).
+bool pending_eligible(int prot);
+// Marks u pending or not (and keeps the count the fault service reads).
+void set_pending(unit &u, bool on);
+// Untouched anonymous pages for [addr, addr + len) of a pending unit,
+// registered with the fault service; 0 or -errno (nothing registered).
+long map_pending(void *addr, size_t len);
+// Storage at first touch: a pending unit (unit::pending) gets its file
+// storage and mappings now, as at its first access; a unit that cannot get
+// them becomes a DRAM unit.  Every path that holds the heap lock and would
+// touch a pending unit's pages, or change them in a way its file mapping
+// would not keep, calls this first (the fault service needs the lock to
+// answer a pending unit's fault).  No-op for a unit that is not pending.
+void materialize_locked(size_t idx);
+// A pending unit becomes a DRAM unit (its untouched anonymous pages are
+// DRAM's already); waiters woken.
+void pending_to_dram(size_t idx);
+// A pending unit stops waiting without storage (a fork or a snapshot
+// freezes it: its untouched anonymous pages are its private copies).
+void unpend_locked(size_t idx);
+// The fault service's answer to a missing-page fault at page: 1 when it
+// was a pending unit's (the unit materialized, its waiters woken), 0 when
+// it was not, -EAGAIN when the heap lock is taken (try again later).
+int heap_pending_fault(int fd, uintptr_t page);
 
 // --- sample.cc --------------------------------------------------------------
 // The heap's pagemap reader (the heap lock guards it; reopened in a fork

@@ -28,6 +28,7 @@ namespace {
 long move_unit_to_dram(size_t idx) {
   unit &u = g_heap.units[idx];
   sample_settle_unit_locked(idx);
+  materialize_locked(idx);  // the copy reads its pages under the lock
   const uintptr_t ubase = unit_addr(idx);
   long tmp = sys::mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (sys::failed(tmp)) return tmp;
@@ -207,7 +208,11 @@ long heap_mmap(void *hint, size_t len, int prot, int flags, void **out, int forc
     for_units(addr, len, [&](size_t idx, size_t first, size_t n) { unmap_app_pages(idx, first, n); });
     return r;
   }
-  if (flags & MAP_POPULATE) sys::madvise(reinterpret_cast<void *>(addr), len, MADV_POPULATE_WRITE);
+  if (flags & MAP_POPULATE) {
+    // Populating touches every page, under this lock: storage first.
+    for_units(addr, len, [](size_t idx, size_t, size_t) { materialize_locked(idx); });
+    sys::madvise(reinterpret_cast<void *>(addr), len, MADV_POPULATE_WRITE);
+  }
   *out = reinterpret_cast<void *>(addr);
   return 0;
 }
@@ -260,7 +265,12 @@ long heap_mprotect(void *addr, size_t len, int prot) {
                     return;
                   }
               }
-              if (prot != (PROT_READ | PROT_WRITE)) u.custom_prot = 1;
+              if (prot != (PROT_READ | PROT_WRITE)) {
+                u.custom_prot = 1;
+                // The file mapping a pending unit gets at its first access
+                // is read/write: it takes its storage now instead.
+                materialize_locked(idx);
+              }
               // Live pages change protection in place; pages that were only
               // reserved are placed now that they become accessible.
               for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
@@ -298,6 +308,12 @@ long heap_madvise(void *addr, size_t len, int advice) {
                   advice != MADV_WILLNEED && advice != MADV_COLD && advice != MADV_PAGEOUT &&
                   advice != MADV_POPULATE_READ && advice != MADV_POPULATE_WRITE)
                 u.custom_prot = 1;
+              // Advice the mapping keeps, or that populates pages (a fault
+              // the fault service would answer under this lock): a
+              // pending unit takes its storage first.
+              if (advice != MADV_NORMAL && advice != MADV_RANDOM && advice != MADV_SEQUENTIAL &&
+                  advice != MADV_WILLNEED && advice != MADV_COLD && advice != MADV_PAGEOUT)
+                materialize_locked(idx);
               const uintptr_t ubase = unit_addr(idx);
               for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
                 long r = sys::madvise(reinterpret_cast<void *>(ubase + (a << kPageShift)),

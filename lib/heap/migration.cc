@@ -503,6 +503,8 @@ long heap_migrate(size_t idx, int to) {
   const heap_counters &c = g_mgr.counters;
   if (c.limit_units[to] != SIZE_MAX && c.units[to] >= c.limit_units[to]) return -ENOSPC;
   if (in_place) return move_in_place(idx, to);
+  // Never touched: DRAM's untouched pages are the ones it has already.
+  if (g_heap.units[idx].pending) return pending_to_dram(idx), 0;
   return to == kTierDram ? promote(idx) : demote(idx);
 }
 

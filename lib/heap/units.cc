@@ -4,6 +4,8 @@
 // counters and the hooks other layers attach to the heap.
 #include "heap/heap_internal.h"
 
+#include "config/config.h"
+#include "heap/faults.h"
 #include "heap/placement.h"
 #include "heap/sample.h"
 #include "platform/pagemap.h"
@@ -87,17 +89,6 @@ long neighbour_slot(size_t idx) {
   return -1;
 }
 
-// A placement that ran out of room on its tier: counted, and said once.
-void note_fallback(int tier, long err, const char *what) {
-  ++g_mgr.counters.fallbacks;
-  if (tier == kTierPmem) g_mgr.counters.pmem_full = true;
-  g_mgr.counters_changed = true;
-  if (!g_mgr.warned_fallback[tier]) {
-    g_mgr.warned_fallback[tier] = true;
-    MMTIER_WARN("%s (error %ld); placing on DRAM instead", what, -err);
-  }
-}
-
 // Places an unplaced unit on a tier; returns the tier or -errno.
 long place_unit(unit &u) {
   placement_input in;
@@ -164,6 +155,11 @@ long map_pages(unit &u, size_t idx, size_t first, size_t n, int prot) {
   void *addr = page_addr(idx, first);
   const size_t len = n << kPageShift, off = first << kPageShift;
   if (unit_mixed(u)) return dram_tier().ops->map(&dram_tier(), addr, len, prot, 0, 0);
+  if (u.pending) {
+    if (prot == (PROT_READ | PROT_WRITE) && map_pending(addr, len) == 0) return 0;
+    materialize_locked(idx);
+    if (unit_tier(u) == kTierDram || unit_mixed(u)) return dram_tier().ops->map(&dram_tier(), addr, len, prot, 0, 0);
+  }
   long r = t.ops->reserve(&t, u.slot, off, len);
   // Room held for demotions comes second to memory asked for now.
   if (r == -ENOSPC && t.ops->warm_limit && t.ops->warm_limit(&t, 0) > 0) r = t.ops->reserve(&t, u.slot, off, len);
@@ -191,6 +187,17 @@ void spill(unit &u, long err) {
 }  // namespace
 
 // ---- shared with the layer's other files (heap_internal.h) ----------------
+
+void note_fallback(int tier, long err, const char *what) {
+  ++g_mgr.counters.fallbacks;
+  if (tier == kTierPmem) g_mgr.counters.pmem_full = true;
+  g_mgr.counters_changed = true;
+  if (!g_mgr.warned_fallback[tier]) {
+    g_mgr.warned_fallback[tier] = true;
+    MMTIER_WARN("%s (error %ld); placing on DRAM instead", what, -err);
+  }
+}
+
 
 void heap_lock() { pthread_mutex_lock(&g_mgr.lock); }
 
@@ -237,6 +244,7 @@ long place_pages(size_t idx, size_t first, size_t n, int prot) {
   if (unit_tier(u) < 0) {
     long t = place_unit(u);
     if (t < 0) return t;
+    if (t == kTierPmem && pending_eligible(prot)) set_pending(u, true);
   }
   long err = 0;
   for_runs(u.live_bits, first, first + n, false, [&](size_t a, size_t c) {
@@ -282,7 +290,10 @@ void discard_pages(size_t idx, size_t first, size_t n, bool unplace) {
   for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
     void *addr = page_addr(idx, a);
     const size_t len = c << kPageShift;
-    if (unit_mixed(u)) {
+    if (u.pending) {
+      // Untouched (a touch would have given the unit its storage): they
+      // read zero already, and the file holds nothing for them.
+    } else if (unit_mixed(u)) {
       // Cannot punch a frozen file, and a spilled unit's pages may be
       // anonymous: replace with fresh anonymous pages (and give a spilled
       // unit's file storage back).
@@ -304,7 +315,8 @@ void discard_pages(size_t idx, size_t first, size_t n, bool unplace) {
 void release_unit(unit &u, size_t idx) {
   const int t = unit_tier(u);
   if (t >= 0) {
-    reserve_range(unit_addr(idx), kUnitSize);
+    reserve_range(unit_addr(idx), kUnitSize);  // also ends a pending unit's registration
+    set_pending(u, false);
     tier &tt = g_mgr.tiers[t];
     if (!u.frozen && tt.ops->slot_free) tt.ops->slot_free(&tt, u.slot);
     unfreeze(u);
@@ -528,6 +540,22 @@ void heap_run_start_hook() {
   if (g_extra_due.exchange(false, std::memory_order_acq_rel))
     if (void (*fn)() = g_extra_fn.load(std::memory_order_acquire)) fn();
   if (g_start_due.exchange(false, std::memory_order_acq_rel) && g_start.hook) g_start.hook();
+}
+
+void heap_before_large_slow(size_t bytes) {
+  if (faults_ready() || !__atomic_load_n(&g_start.armed, __ATOMIC_RELAXED)) return;
+  const config &cfg = config_get();
+  if (!cfg.promote || !cfg.pmem_reserve_at_touch) return;
+  bool due;
+  {
+    heap_lock_guard g;
+    const heap_counters &c = g_mgr.counters;
+    due = g_start.armed && c.units[kTierDram] + c.units[kTierPmem] + bytes / kUnitSize >= g_start.units;
+  }
+  // Only the fault service, which the mover starts first anyway: the rest
+  // of the start (the mover, the control thread, which wants the statistics
+  // page this allocation publishes) follows it as before.
+  if (due) (void)faults_start();
 }
 
 void heap_start_soon(void (*fn)()) {

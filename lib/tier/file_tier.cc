@@ -3,8 +3,10 @@
 // so nothing is left behind when the process exits, crashes or is killed;
 // where O_TMPFILE is unsupported a randomly named file is created with
 // O_EXCL|O_NOFOLLOW and unlinked at once.  Each unit placed here owns one
-// unit-sized slot; storage is reserved with fallocate at placement so a full
-// filesystem is seen as an error then, never as SIGBUS at first touch.
+// unit-sized slot; storage is reserved with fallocate (reserve) before
+// pages are mapped, so a full filesystem is seen as an error then, never as
+// SIGBUS at first touch (the heap calls it at a unit's first access:
+// heap/first_touch.cc).
 #include "tier/file_tier.h"
 
 #include "platform/fd_guard.h"

@@ -124,8 +124,9 @@ TEST(Placement, FullPmemSpillsToDramWithOneWarning) {
 
 // A PMem directory whose filesystem really fills up (a 48 MiB tmpfs): the
 // program completes with its data intact, one warning, and DRAM holds the
-// rest.  Storage is reserved when a unit is placed, so a full filesystem is
-// an error at placement, never SIGBUS at first touch.
+// rest.  Storage is allocated with fallocate at a unit's first touch (or
+// at placement), so a full filesystem sends the unit to DRAM then, never
+// SIGBUS.
 TEST(Placement, FullPmemFilesystemSpillsToDramWithOneWarning) {
   if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
   char dir[] = "/tmp/mmtier-full-XXXXXX";
@@ -142,6 +143,35 @@ TEST(Placement, FullPmemFilesystemSpillsToDramWithOneWarning) {
   EXPECT_NE(w.child.err.find("PMem"), std::string::npos) << describe(w.child);
   EXPECT_LE(w.pmem, 48 * kMiB) << describe(w.child);
   EXPECT_GE(double(w.dram), 0.9 * double(w.live) - double(48 * kMiB)) << describe(w.child);
+}
+
+// Memory allocated and not used takes no PMem storage (as anonymous memory
+// takes no RAM): a 1 GiB block of which one page in 64 units is written
+// fits a 48 MiB tmpfs, without a warning; with storage at placement
+// (MMTIER_PMEM_RESERVE=place) the same block fills it.
+TEST(Placement, UntouchedMemoryTakesNoPmemStorage) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
+  char dir[] = "/tmp/mmtier-sparse-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  if (mount("tmpfs", dir, "tmpfs", 0, "size=48m") != 0) {
+    rmdir(dir);
+    GTEST_SKIP() << "cannot mount tmpfs here";
+  }
+  const std::string path = std::string("MMTIER_PMEM_PATH=") + dir;
+  exec_result touch = run_tier_probe({"sparse", "1024", dir}, {"MMTIER_DRAM_RATIO=1:9", path});
+  exec_result place =
+      run_tier_probe({"sparse", "1024", dir}, {"MMTIER_DRAM_RATIO=1:9", "MMTIER_PMEM_RESERVE=place", path});
+  umount(dir);
+  rmdir(dir);
+  ASSERT_TRUE(exited_with(touch.status, 0)) << describe(touch);
+  EXPECT_NE(touch.out.find("verified\n"), std::string::npos) << describe(touch);
+  EXPECT_EQ(touch.err, "") << describe(touch);
+  // 8 units touched, at most 7 of them on PMem.
+  EXPECT_LE(number_after(touch.out, "used"), 16 * kMiB) << describe(touch);
+  ASSERT_TRUE(exited_with(place.status, 0)) << describe(place);
+  EXPECT_NE(place.out.find("verified\n"), std::string::npos) << describe(place);
+  EXPECT_NE(place.err.find("PMem tier is full"), std::string::npos) << describe(place);
+  EXPECT_GE(number_after(place.out, "used"), 40 * kMiB) << describe(place);
 }
 
 bool has_line_starting(const std::string &text, const std::string &prefix) {

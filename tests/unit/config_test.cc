@@ -152,7 +152,7 @@ TEST(ConfigOptions, TableIsComplete) {
   }
   const std::set<std::string> expected = {
       "MMTIER_DRAM_RATIO", "MMTIER_DRAM_LIMIT", "MMTIER_PMEM_LIMIT",
-      "MMTIER_PMEM_PATH",  "MMTIER_POLICY",     "MMTIER_PROMOTE",
+      "MMTIER_PMEM_PATH",  "MMTIER_PMEM_RESERVE", "MMTIER_POLICY",     "MMTIER_PROMOTE",
       "MMTIER_LOG",        "MMTIER_REPORT",     "MMTIER_MMAP_THRESHOLD",
       "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL", "MMTIER_STATS_DIR", "MMTIER_HIDE_FEATURES",
       "MMTIER_SNAPSHOT_DIR", "MMTIER_SNAPSHOT_SIGNAL", "MMTIER_SNAPSHOT_CHAIN",
@@ -391,6 +391,8 @@ TEST(ConfigParse, EachGoodValue) {
       {"MMTIER_PMEM_LIMIT=none", [](const config &c) { EXPECT_EQ(c.pmem_limit, SIZE_MAX); }},
       {"MMTIER_POLICY=ratio", [](const config &c) { EXPECT_EQ(c.policy, policy_kind::ratio); }},
       {"MMTIER_POLICY=dram-first", [](const config &c) { EXPECT_EQ(c.policy, policy_kind::dram_first); }},
+      {"MMTIER_PMEM_RESERVE=place", [](const config &c) { EXPECT_FALSE(c.pmem_reserve_at_touch); }},
+      {"MMTIER_PMEM_RESERVE=touch", [](const config &c) { EXPECT_TRUE(c.pmem_reserve_at_touch); }},
       {"MMTIER_PROMOTE=0", [](const config &c) { EXPECT_FALSE(c.promote); }},
       {"MMTIER_PROMOTE=1", [](const config &c) { EXPECT_TRUE(c.promote); }},
       {"MMTIER_LOG=error", [](const config &c) { EXPECT_EQ(c.log, log_level::error); }},
@@ -502,6 +504,7 @@ TEST(ConfigParse, EachBadValue) {
       {"MMTIER_POLICY", "", "expected ratio or dram-first"},
       {"MMTIER_POLICY", "dram_first", "expected ratio or dram-first"},
       {"MMTIER_POLICY", "Ratio", "expected ratio or dram-first"},
+      {"MMTIER_PMEM_RESERVE", "lazy", "expected touch or place"},
       {"MMTIER_PROMOTE", "", "expected 0 or 1"},
       {"MMTIER_PROMOTE", "yes", "expected 0 or 1"},
       {"MMTIER_PROMOTE", "2", "expected 0 or 1"},

@@ -11,6 +11,12 @@
  *                             "live=B dram=B pmem=B", the placed bytes
  *                             per tier, and "verified" when
  *                             every live byte still holds what was written.
+ *   sparse MIB DIR            one malloc of MIB MiB of which one byte in
+ *                             every 64th 2 MiB unit is written (as sort
+ *                             uses its buffer); prints "used=B", the bytes
+ *                             in use on DIR's file system while it holds
+ *                             the block, and "verified" when the bytes
+ *                             written read back and others read zero.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -21,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 typedef size_t (*resident_fn)(int);
@@ -212,6 +219,25 @@ static int do_workload(size_t mib) {
   return 0;
 }
 
+static int do_sparse(size_t mib, const char *dir) {
+  const size_t unit = (size_t)2 << 20, n = mib << 20;
+  unsigned char *p = malloc(n);
+  if (!p) {
+    fprintf(stderr, "tier_probe: malloc of %zu MiB failed\n", mib);
+    return 2;
+  }
+  for (size_t off = 0; off + unit <= n; off += 64 * unit) p[off + 4096] = (unsigned char)(off / unit + 1);
+  int ok = 1;
+  for (size_t off = 0; off + unit <= n; off += 64 * unit)
+    if (p[off + 4096] != (unsigned char)(off / unit + 1) || p[off + 4095] != 0) ok = 0;
+  struct statvfs sv;
+  if (statvfs(dir, &sv) != 0) return 3;
+  printf("used=%llu\n", (unsigned long long)(sv.f_blocks - sv.f_bfree) * sv.f_frsize);
+  if (ok) printf("verified\n");
+  free(p);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "main") == 0) {
     printf("main ran\n");
@@ -219,6 +245,7 @@ int main(int argc, char **argv) {
   }
   if (argc >= 4 && strcmp(argv[1], "hold") == 0) return do_hold(strtoul(argv[2], NULL, 10), argv[3]);
   if (argc >= 3 && strcmp(argv[1], "workload") == 0) return do_workload(strtoul(argv[2], NULL, 10));
-  fprintf(stderr, "usage: tier_probe main | hold MIB exit|abort | workload MIB\n");
+  if (argc >= 4 && strcmp(argv[1], "sparse") == 0) return do_sparse(strtoul(argv[2], NULL, 10), argv[3]);
+  fprintf(stderr, "usage: tier_probe main | hold MIB exit|abort | workload MIB | sparse MIB DIR\n");
   return 64;
 }

@@ -1,0 +1,192 @@
+// Storage at first touch (lib/heap/first_touch.cc): a PMem unit's file
+// storage is allocated at the first access to the unit, not when it is
+// placed, so memory allocated and never used costs nothing; every way of
+// reaching a pending unit's pages (a thread, the kernel in a system call,
+// several threads at once, a protection change, advice, a move, a fork)
+// sees zeros until written and keeps what was written.
+#include "api/runtime.h"
+#include "heap/faults.h"
+#include "heap/heap.h"
+#include "heap_test_util.h"
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace mmtier::detail {
+namespace {
+
+class FirstTouch : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_EQ(runtime_start(), kReady);
+    ASSERT_TRUE(faults_start());
+    // The handler thread says it reads the descriptor once it runs.
+    for (int i = 0; i < 1000000 && !faults_serving(); ++i) sched_yield();
+    ASSERT_TRUE(faults_serving());
+  }
+
+  // n units of an application mapping placed on PMem.
+  char *map_pmem(size_t n) {
+    void *p = nullptr;
+    EXPECT_EQ(heap_mmap(nullptr, n * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p, kTierPmem),
+              0);
+    return static_cast<char *>(p);
+  }
+};
+
+// Bytes of storage held by this process's unnamed regular files (the PMem
+// tier's file is one): a difference of two readings is what a test did.
+size_t unnamed_file_bytes() {
+  size_t total = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return 0;
+  while (dirent *e = readdir(d)) {
+    struct stat st;
+    if (e->d_name[0] == '.' || fstat(atoi(e->d_name), &st) != 0) continue;
+    if (S_ISREG(st.st_mode) && st.st_nlink == 0) total += static_cast<size_t>(st.st_blocks) * 512;
+  }
+  closedir(d);
+  return total;
+}
+
+bool zero(const char *p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (p[i]) return false;
+  return true;
+}
+
+TEST_F(FirstTouch, UntouchedPmemMemoryTakesNoStorageUntilItsUnitIsTouched) {
+  constexpr size_t kUnits = 32;
+  const size_t pending0 = heap_pending_units();
+  const size_t storage0 = unnamed_file_bytes();
+  char *p = map_pmem(kUnits);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(heap_pending_units(), pending0 + kUnits);
+  EXPECT_LT(unnamed_file_bytes(), storage0 + kUnitSize) << "placing 64 MiB allocated its storage";
+  for (size_t u = 0; u < kUnits; ++u) ASSERT_EQ(heap_tier_of(p + u * kUnitSize), kTierPmem) << u;
+  // A write to unit 3 and a read of unit 17: each gives its unit storage.
+  p[3 * kUnitSize + 12345] = 42;
+  EXPECT_EQ(p[17 * kUnitSize + 999], 0);
+  EXPECT_EQ(heap_pending_units(), pending0 + kUnits - 2);
+  const size_t storage = unnamed_file_bytes();
+  EXPECT_GE(storage, storage0 + 2 * kUnitSize);
+  EXPECT_LT(storage, storage0 + 3 * kUnitSize);
+  EXPECT_EQ(p[3 * kUnitSize + 12345], 42);
+  EXPECT_TRUE(zero(p + 3 * kUnitSize, 12345));
+  EXPECT_TRUE(zero(p + 17 * kUnitSize, kUnitSize));
+  ASSERT_EQ(heap_tier_of(p + 3 * kUnitSize), kTierPmem);
+  // Dropping pages of a pending unit leaves it pending and zero.
+  ASSERT_EQ(heap_madvise(p + 5 * kUnitSize, kUnitSize, MADV_DONTNEED), 0);
+  EXPECT_EQ(heap_pending_units(), pending0 + kUnits - 2);
+  EXPECT_TRUE(zero(p + 5 * kUnitSize, kUnitSize));
+  EXPECT_EQ(heap_pending_units(), pending0 + kUnits - 3) << "the read above is a first touch";
+  // A protection the file mapping must carry: storage now, contents kept.
+  ASSERT_EQ(heap_mprotect(p + 7 * kUnitSize, kUnitSize, PROT_READ), 0);
+  EXPECT_EQ(heap_pending_units(), pending0 + kUnits - 4);
+  EXPECT_TRUE(zero(p + 7 * kUnitSize, kUnitSize));
+  ASSERT_EQ(heap_mprotect(p + 7 * kUnitSize, kUnitSize, PROT_READ | PROT_WRITE), 0);
+  p[7 * kUnitSize] = 7;
+  EXPECT_EQ(p[7 * kUnitSize], 7);
+  // Advice that populates pages, taken under the heap lock: no deadlock.
+  ASSERT_EQ(heap_madvise(p + 9 * kUnitSize, kUnitSize, MADV_POPULATE_WRITE), 0);
+  EXPECT_EQ(heap_pending_units(), pending0 + kUnits - 5);
+  EXPECT_TRUE(zero(p + 9 * kUnitSize, kUnitSize));
+  ASSERT_EQ(heap_munmap(p, kUnits * kUnitSize), 0);
+  EXPECT_EQ(heap_pending_units(), pending0);
+  EXPECT_LT(unnamed_file_bytes(), storage0 + kUnitSize) << "storage given back";
+}
+
+TEST_F(FirstTouch, TheKernelWritingInsideASystemCallGivesTheUnitStorage) {
+  char *p = map_pmem(2);
+  ASSERT_NE(p, nullptr);
+  const size_t pending0 = heap_pending_units();
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const char msg[] = "written by read(2)";
+  ASSERT_EQ(write(fds[1], msg, sizeof msg), static_cast<ssize_t>(sizeof msg));
+  ASSERT_EQ(read(fds[0], p + kUnitSize + 4000, sizeof msg), static_cast<ssize_t>(sizeof msg));
+  close(fds[0]);
+  close(fds[1]);
+  EXPECT_STREQ(p + kUnitSize + 4000, msg);
+  EXPECT_EQ(heap_pending_units(), pending0 - 1);
+  EXPECT_EQ(heap_tier_of(p + kUnitSize), kTierPmem);
+  heap_munmap(p, 2 * kUnitSize);
+}
+
+TEST_F(FirstTouch, ThreadsTouchingOneUnitAtOnceAllKeepTheirWrites) {
+  constexpr size_t kThreads = 4;
+  for (int round = 0; round < 20; ++round) {
+    char *p = map_pmem(1);
+    ASSERT_NE(p, nullptr);
+    std::atomic<bool> go{false};
+    std::vector<std::thread> ts;
+    for (size_t t = 0; t < kThreads; ++t)
+      ts.emplace_back([&, t] {
+        while (!go.load(std::memory_order_acquire)) {
+        }
+        for (size_t pg = t; pg < kPagesPerUnit; pg += kThreads) p[pg * 4096 + t] = static_cast<char>(t + 1);
+      });
+    go.store(true, std::memory_order_release);
+    for (auto &t : ts) t.join();
+    for (size_t pg = 0; pg < kPagesPerUnit; ++pg)
+      ASSERT_EQ(p[pg * 4096 + pg % kThreads], static_cast<char>(pg % kThreads + 1)) << "round " << round << " page " << pg;
+    EXPECT_EQ(heap_tier_of(p), kTierPmem);
+    heap_munmap(p, kUnitSize);
+  }
+}
+
+TEST_F(FirstTouch, AForkKeepsEachSidesWritesToUntouchedUnitsItsOwn) {
+  char *p = map_pmem(2);
+  ASSERT_NE(p, nullptr);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The child writes first, into both units; the parent must not see it.
+    p[100] = 'c';
+    p[kUnitSize + 100] = 'c';
+    _exit(p[100] == 'c' && p[kUnitSize + 100] == 'c' && p[200] == 0 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(p[100], 0);
+  EXPECT_EQ(p[kUnitSize + 100], 0);
+  p[100] = 'p';
+  EXPECT_EQ(p[100], 'p');
+  EXPECT_TRUE(zero(p + kUnitSize, kUnitSize));
+  heap_munmap(p, 2 * kUnitSize);
+}
+
+TEST_F(FirstTouch, MovingAnUntouchedUnitToDramCopiesNothingAndKeepsItUsable) {
+  test::use_up_startup_units();
+  constexpr size_t kUnits = 10;
+  void *q = nullptr;
+  // Placed by policy (the mover moves only those): most on PMem at 1:4.
+  ASSERT_EQ(heap_mmap(nullptr, kUnits * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &q), 0);
+  char *p = static_cast<char *>(q);
+  char *u = nullptr;
+  for (size_t i = 0; i < kUnits && !u; ++i)
+    if (heap_tier_of(p + i * kUnitSize) == kTierPmem) u = p + i * kUnitSize;
+  ASSERT_NE(u, nullptr) << "no unit of ten on PMem";
+  const size_t pending0 = heap_pending_units();
+  ASSERT_GE(heap_migrate(test::unit_index_of(u), kTierDram), 0);
+  EXPECT_EQ(heap_tier_of(u), kTierDram);
+  EXPECT_EQ(heap_pending_units(), pending0 - 1);
+  EXPECT_TRUE(zero(u, kUnitSize));
+  u[5] = 5;
+  EXPECT_EQ(u[5], 5);
+  heap_munmap(p, kUnits * kUnitSize);
+}
+
+}  // namespace
+}  // namespace mmtier::detail
