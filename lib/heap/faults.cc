@@ -20,6 +20,7 @@
 #include "support/world.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -39,7 +40,7 @@ constexpr uint64_t kWanted = UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_PAGEFAULT_F
 std::atomic<int> g_fd{-1};
 // The handler thread reads the descriptor (set once it runs, cleared when
 // it stops): a fault taken before would wait for a thread not there yet.
-std::atomic<bool> g_serving{false};
+std::atomic<int> g_serving{0};  // a futex word: faults_start waits for it
 uint64_t g_features = 0;
 pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
 bool g_failed = false;  // started and failed: do not retry in this process
@@ -207,7 +208,8 @@ void *handler_main(void *) {
     g_have_cpu_clock.store(true, std::memory_order_release);
   }
   const int fd = g_fd.load(std::memory_order_acquire);
-  g_serving.store(true, std::memory_order_release);
+  g_serving.store(1, std::memory_order_release);
+  sys::raw(SYS_futex, reinterpret_cast<long>(&g_serving), FUTEX_WAKE_PRIVATE, INT32_MAX);
   constexpr size_t kBatch = 64;
   uffd_msg msgs[kBatch];
   struct pending {
@@ -242,7 +244,7 @@ void *handler_main(void *) {
   }
   // Nothing moves any more: new migrations and samples see no service.
   MMTIER_ERROR("fault service stopped reading its userfaultfd; memory is not moved between tiers any more");
-  g_serving.store(false, std::memory_order_release);
+  g_serving.store(0, std::memory_order_release);
   g_fd.store(-1, std::memory_order_release);
   return nullptr;
 }
@@ -309,6 +311,13 @@ bool faults_start() {
       const int e = start_service_thread(handler_main, "mmtier-uffd");
       if (e == 0) {
         ok = true;
+        // Until the thread reads the descriptor, a fault would wait for it:
+        // placement gives storage at first touch only once it does (a
+        // second at most; a busy machine may take that long to run it).
+        const timespec step = {0, 10'000'000};
+        for (int i = 0; i < 100 && !g_serving.load(std::memory_order_acquire); ++i)
+          sys::raw(SYS_futex, reinterpret_cast<long>(&g_serving), FUTEX_WAIT_PRIVATE, 0,
+                   reinterpret_cast<long>(&step));
       } else {
         MMTIER_WARN("cannot start the fault service thread (error %d)", e);
         g_fd.store(-1, std::memory_order_release);
@@ -324,7 +333,7 @@ bool faults_start() {
 uint64_t faults_generation() { return g_generation.load(std::memory_order_acquire); }
 
 bool faults_ready() { return g_fd.load(std::memory_order_acquire) >= 0; }
-bool faults_serving() { return faults_ready() && g_serving.load(std::memory_order_acquire); }
+bool faults_serving() { return faults_ready() && g_serving.load(std::memory_order_acquire) != 0; }
 int faults_fd() { return g_fd.load(std::memory_order_acquire); }
 bool faults_can_demote() { return faults_ready() && (g_features & UFFD_FEATURE_PAGEFAULT_FLAG_WP); }
 bool faults_wp_unpopulated() { return faults_ready() && (g_features & UFFD_FEATURE_WP_UNPOPULATED); }
@@ -421,7 +430,7 @@ void start_unlock() { pthread_mutex_unlock(&g_start_lock); }
 void fork_child() {
   // The parent's descriptor and thread are not ours; registrations did not
   // survive the fork.  Start afresh on first use.
-  g_serving.store(false, std::memory_order_relaxed);
+  g_serving.store(0, std::memory_order_relaxed);
   const int fd = g_fd.exchange(-1, std::memory_order_acq_rel);
   if (fd >= 0) {
     fd_unguard(fd);
