@@ -100,10 +100,25 @@ if [[ ! -s $initrd || $ROOT/scripts/vm/init -nt $initrd ]]; then
   cp /bin/busybox "$tree/bin/busybox"
   cp "$ROOT/scripts/vm/init" "$tree/init"
   chmod 755 "$tree/init"
-  # In load order.
-  for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_pci_modern_dev \
+  # In load order: each module after what modules.dep says it needs (which
+  # differs between 6.1 updates: virtio needs virtio_ring in later ones).
+  order=()
+  add_mod() {
+    local m=$1 dep d
+    [[ " ${order[*]} " == *" $m "* ]] && return
+    dep=$(sed -nE "s|^kernel/$m\.ko[^:]*:(.*)|\1|p" "/lib/modules/$KVER/modules.dep" 2>/dev/null)
+    for d in $dep; do
+      d=${d#kernel/}
+      add_mod "${d%.ko*}"
+    done
+    order+=("$m")
+  }
+  for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
     drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache \
     net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
+    add_mod "$m"
+  done
+  for m in "${order[@]}"; do
     f=$({ compgen -G "$MODS/$m.ko*" || true; } | head -1)
     [[ -n $f ]] || continue  # built into this kernel
     case $f in
