@@ -122,6 +122,23 @@ TEST(Placement, FullPmemSpillsToDramWithOneWarning) {
   expect_capped(w, w.pmem, pmem_limit, w.dram, "DRAM does not hold the excess");
 }
 
+// A 48 MiB tmpfs mounted on a fresh directory, gone with the object.
+struct small_tmpfs {
+  char dir[32] = "/tmp/mmtier-small-XXXXXX";
+  bool made = false, is_mounted = false;
+  small_tmpfs() {
+    made = mkdtemp(dir) != nullptr;
+    is_mounted = made && mount("tmpfs", dir, "tmpfs", 0, "size=48m") == 0;
+  }
+  ~small_tmpfs() { unmount(); }
+  bool mounted() const { return is_mounted; }
+  void unmount() {
+    if (is_mounted) umount(dir);
+    if (made) rmdir(dir);
+    is_mounted = made = false;
+  }
+};
+
 // A PMem directory whose filesystem really fills up (a 48 MiB tmpfs): the
 // program completes with its data intact, one warning, and DRAM holds the
 // rest.  Storage is allocated with fallocate at a unit's first touch (or
@@ -129,15 +146,10 @@ TEST(Placement, FullPmemSpillsToDramWithOneWarning) {
 // SIGBUS.
 TEST(Placement, FullPmemFilesystemSpillsToDramWithOneWarning) {
   if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
-  char dir[] = "/tmp/mmtier-full-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  if (mount("tmpfs", dir, "tmpfs", 0, "size=48m") != 0) {
-    rmdir(dir);
-    GTEST_SKIP() << "cannot mount tmpfs here";
-  }
-  workload_result w = run_workload(384, {"MMTIER_DRAM_RATIO=1:9", std::string("MMTIER_PMEM_PATH=") + dir});
-  umount(dir);
-  rmdir(dir);
+  small_tmpfs fs;
+  if (!fs.mounted()) GTEST_SKIP() << "cannot mount tmpfs here";
+  workload_result w = run_workload(384, {"MMTIER_DRAM_RATIO=1:9", std::string("MMTIER_PMEM_PATH=") + fs.dir});
+  fs.unmount();
   ASSERT_TRUE(w.ok) << "program failed or data was not verified\n" << describe(w.child);
   EXPECT_EQ(count_lines(w.child.err), 1u) << describe(w.child);
   EXPECT_NE(w.child.err.find("PMem"), std::string::npos) << describe(w.child);
@@ -151,18 +163,13 @@ TEST(Placement, FullPmemFilesystemSpillsToDramWithOneWarning) {
 // (MMTIER_PMEM_RESERVE=place) the same block fills it.
 TEST(Placement, UntouchedMemoryTakesNoPmemStorage) {
   if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
-  char dir[] = "/tmp/mmtier-sparse-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  if (mount("tmpfs", dir, "tmpfs", 0, "size=48m") != 0) {
-    rmdir(dir);
-    GTEST_SKIP() << "cannot mount tmpfs here";
-  }
-  const std::string path = std::string("MMTIER_PMEM_PATH=") + dir;
-  exec_result touch = run_tier_probe({"sparse", "1024", dir}, {"MMTIER_DRAM_RATIO=1:9", path});
+  small_tmpfs fs;
+  if (!fs.mounted()) GTEST_SKIP() << "cannot mount tmpfs here";
+  const std::string path = std::string("MMTIER_PMEM_PATH=") + fs.dir;
+  exec_result touch = run_tier_probe({"sparse", "1024", fs.dir}, {"MMTIER_DRAM_RATIO=1:9", path});
   exec_result place =
-      run_tier_probe({"sparse", "1024", dir}, {"MMTIER_DRAM_RATIO=1:9", "MMTIER_PMEM_RESERVE=place", path});
-  umount(dir);
-  rmdir(dir);
+      run_tier_probe({"sparse", "1024", fs.dir}, {"MMTIER_DRAM_RATIO=1:9", "MMTIER_PMEM_RESERVE=place", path});
+  fs.unmount();
   ASSERT_TRUE(exited_with(touch.status, 0)) << describe(touch);
   EXPECT_NE(touch.out.find("verified\n"), std::string::npos) << describe(touch);
   EXPECT_EQ(touch.err, "") << describe(touch);
