@@ -78,19 +78,18 @@ void materialize_locked(size_t idx) {
     note_fallback(kTierPmem, err, "PMem tier is full");
     pending_to_dram(idx);
     return;
-  } else {
-    // The slot mapped over the untouched pages (which ends their
-    // registration); a run that cannot be mapped (no mapping left under
-    // vm.max_map_count) keeps its anonymous pages, and the unit is then
-    // spilled.
-    for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t a, size_t c) {
-      void *addr = page_addr(idx, a);
-      if (t.ops->map(&t, addr, c << kPageShift, PROT_READ | PROT_WRITE, u.slot, a << kPageShift) < 0) {
-        if (fd >= 0) sys::uffd::unregister_range(fd, addr, c << kPageShift);
-        u.spilled = 1;
-      }
-    });
   }
+  // The slot mapped over the untouched pages (which ends their
+  // registration); a run that cannot be mapped (no mapping left under
+  // vm.max_map_count) keeps its anonymous pages, and the unit is then
+  // spilled.
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t a, size_t c) {
+    void *addr = page_addr(idx, a);
+    if (t.ops->map(&t, addr, c << kPageShift, PROT_READ | PROT_WRITE, u.slot, a << kPageShift) < 0) {
+      if (fd >= 0) sys::uffd::unregister_range(fd, addr, c << kPageShift);
+      u.spilled = 1;
+    }
+  });
   set_pending(u, false);
   ++g_mgr.counters.pmem_first_touches;
   g_mgr.counters_changed = true;
