@@ -20,7 +20,9 @@
 #   on the node; long), compare (python3 and GUPS with the slow tier on DAX,
 #   tmpfs and the node, side by side), kerneltier (needs --kmem: GUPS under
 #   the kernel's own tiering, mmtier's NUMA-node tier and memkind on a KMEM
-#   DAX node).  Default: all but programs, compare and kerneltier.
+#   DAX node), script (runs WORK/script.sh in the guest, for
+#   investigations).  Default: all but programs, compare, kerneltier and
+#   script.
 #   --kmem: node 1 has no RAM of its own but a second NVDIMM, which the
 #   kerneltier suite onlines as system RAM (a KMEM DAX node, in a lower
 #   memory tier); KT_FOOTPRINT, KT_HOT, KT_DRAM and KT_FREE_MB pass through,

@@ -292,6 +292,14 @@ suite_kerneltier() {
   echo 0 > /sys/kernel/mm/numa/demotion_enabled 2>/dev/null
 }
 
+# For investigations, not in the default set: runs the host's
+# $WORK/script.sh in this guest (with LIB, BUILD, SRC, DAX and W set); its
+# exit status is the result, its output logs/script.log.
+suite_script() {
+  [ -r "$W/script.sh" ] || { fail script "no $W/script.sh"; return; }
+  check script env LIB="$LIB" BUILD="$BUILD" SRC="$SRC" DAX="$DAX" W="$W" bash "$W/script.sh"
+}
+
 for s in $SUITES; do
   t0=$(now)
   if declare -F "suite_$s" > /dev/null; then "suite_$s"; else fail "$s" "no such suite"; fi
