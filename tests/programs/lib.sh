@@ -86,15 +86,20 @@ set_mode() {
                          "MMTIER_REPORT=$dir/reports/report.%p") ;;
     *) fail "unknown mode $MODE" ;;
   esac
-  # PROGRAMS_MMTIER_ENV: more MMTIER_* settings for the runs under
-  # libmmtier (the slow tier on a DAX mount or a NUMA node, in
-  # scripts/vm-test.sh).
-  if [[ $MODE != reference && -n ${PROGRAMS_MMTIER_ENV:-} ]]; then
+  [[ $MODE != reference ]] && add_mmtier_env
+  mkdir -p "$dir/reports"
+}
+
+# PROGRAMS_MMTIER_ENV: more MMTIER_* settings for the runs under libmmtier
+# (the slow tier on a DAX mount or a NUMA node, in scripts/vm-test.sh),
+# added to MODE_ENV.  A test that sets MODE_ENV itself calls this too.
+add_mmtier_env() {
+  if [[ -n ${PROGRAMS_MMTIER_ENV:-} ]]; then
     local extra
     read -r -a extra <<< "$PROGRAMS_MMTIER_ENV"
     MODE_ENV+=("${extra[@]}")
   fi
-  mkdir -p "$dir/reports"
+  return 0
 }
 
 # run CMD ARGS...: runs a program in the current mode (under libmmtier unless

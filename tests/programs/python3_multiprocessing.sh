@@ -44,6 +44,7 @@ mkdir -p "$DIR/reports"
 MODE_ENV=("LD_PRELOAD=$MMTIER_LIB" MMTIER_DRAM_RATIO=1:4 "MMTIER_REPORT=$DIR/reports/report.%p"
           "MP_FIGURES=$DIR/figures.json" "MP_REPORT_DIR=$DIR/reports"
           "MP_DRAM_PCT_MAX=$DRAM_PCT_MAX" "MP_COPIED_MAX=$COPIED_MAX")
+add_mmtier_env
 
 start=$SECONDS
 rc=0
