@@ -41,8 +41,10 @@ std::atomic<size_t> g_pending_units{0};
 
 bool pending_eligible(int prot) {
   const tier &t = pmem_tier();
-  return config_get().pmem_reserve_at_touch && prot == (PROT_READ | PROT_WRITE) && t.ops->reserve &&
-         t.ops->slot_alloc && faults_serving();
+  // A file tier only: a node tier's units are anonymous memory, lazy by
+  // nature.
+  return config_get().pmem_reserve_at_touch && prot == (PROT_READ | PROT_WRITE) && !t.anonymous &&
+         t.ops->reserve && t.ops->slot_alloc && faults_serving();
 }
 
 void set_pending(unit &u, bool on) {
@@ -57,6 +59,12 @@ void set_pending(unit &u, bool on) {
 long map_pending(void *addr, size_t len) {
   long r = dram_tier().ops->map(&dram_tier(), addr, len, PROT_READ | PROT_WRITE, 0, 0);
   if (r < 0) return r;
+  // Pages present already (mlockall(MCL_FUTURE) populates every new
+  // mapping): writes to them would never reach the fault service.
+  unsigned char present = 0;
+  if (sys::raw(SYS_mincore, reinterpret_cast<long>(addr), kPageSize, reinterpret_cast<long>(&present)) == 0 &&
+      (present & 1))
+    return -EBUSY;
   return sys::uffd::register_range(faults_fd(), addr, len, UFFDIO_REGISTER_MODE_MISSING);
 }
 

@@ -81,12 +81,8 @@ void freeze_shared_mappings() {
   g_freeze_complete = complete;
   for_used_va_words([](size_t w) {
     for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1) {
-      const size_t idx = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
-      unit &u = g_heap.units[idx];
+      unit &u = g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
       if (unit_tier(u) == kTierPmem && !u.frozen) {
-        // A unit whose storage waited for its first access: its untouched
-        // anonymous pages are private already, and stay as they are.
-        unpend_locked(idx);
         u.frozen = kFrozenOwn;
         ++g_mgr.counters.frozen_own;
       }
@@ -113,6 +109,14 @@ void enter() {
   if (!g_heap.size || (why != quiesce_reason::fork && why != quiesce_reason::snapshot)) return;
   // A hidden page of an anonymous unit would read as zero in the child.
   sample_settle_all_locked();
+  // A unit whose storage waits for its first access: its untouched
+  // anonymous pages are private already and stay as they are, unregistered
+  // (the child has no registration; it is frozen below like every PMem
+  // unit).  Before the freeze, which may give up early.
+  for_used_va_words([](size_t w) {
+    for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1)
+      unpend_locked(w * 64 + static_cast<size_t>(__builtin_ctzll(bits)));
+  });
   freeze_shared_mappings();
   // The child will map frozen ranges of the file: it holds the file (a
   // lock this process takes for it) until it no longer does, and no slot

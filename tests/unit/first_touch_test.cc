@@ -167,6 +167,23 @@ TEST_F(FirstTouch, AForkKeepsEachSidesWritesToUntouchedUnitsItsOwn) {
   heap_munmap(p, 2 * kUnitSize);
 }
 
+// With mlockall(MCL_FUTURE) every new mapping is populated at once: such
+// pages cannot wait for a first touch, and the unit gets its storage as it
+// is placed (a write to them would otherwise bypass the fault service).
+TEST_F(FirstTouch, LockedFutureMappingsGetStorageAtPlacement) {
+  if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0) GTEST_SKIP() << "mlockall: " << strerror(errno);
+  const size_t pending0 = heap_pending_units();
+  char *p = map_pmem(2);
+  munlockall();
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(heap_pending_units(), pending0);
+  EXPECT_EQ(heap_tier_of(p + kUnitSize), kTierPmem);
+  p[kUnitSize + 3] = 3;
+  ASSERT_EQ(heap_madvise(p + kUnitSize, kUnitSize, MADV_DONTNEED), 0);
+  EXPECT_TRUE(zero(p + kUnitSize, kUnitSize)) << "a drop must reach the unit's storage";
+  heap_munmap(p, 2 * kUnitSize);
+}
+
 TEST_F(FirstTouch, MovingAnUntouchedUnitToDramCopiesNothingAndKeepsItUsable) {
   test::use_up_startup_units();
   constexpr size_t kUnits = 10;
