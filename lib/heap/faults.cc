@@ -147,12 +147,21 @@ bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
         if (flags & UFFD_PAGEFAULT_FLAG_WRITE) s->written.store(1, std::memory_order_relaxed);
         s->state.store(kSampleTouched, std::memory_order_release);
         g_sample_faults.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        sys::uffd::wake(fd, p, kPageSize);  // the sampler moves (or moved) it back
+        g_samples_readers.fetch_sub(1, std::memory_order_release);
+        g_faults.fetch_add(1, std::memory_order_relaxed);
+        return true;
       }
-      g_samples_readers.fetch_sub(1, std::memory_order_release);
-      g_faults.fetch_add(1, std::memory_order_relaxed);
-      return true;
+      if (want == kSampleMoving) {
+        // Whoever took it from kSampleOut puts it back and wakes it.
+        sys::uffd::wake(fd, p, kPageSize);
+        g_samples_readers.fetch_sub(1, std::memory_order_release);
+        g_faults.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+      // Back already: the entry no longer holds the page.  A fault there
+      // now is another's (the page dropped since, or a unit that became
+      // pending in the same window); answered below, not woken to refault
+      // until the table is retracted.
     }
   }
   g_samples_readers.fetch_sub(1, std::memory_order_release);
@@ -244,7 +253,10 @@ void *handler_main(void *) {
   }
   // Nothing moves any more: new migrations and samples see no service.
   MMTIER_ERROR("fault service stopped reading its userfaultfd; memory is not moved between tiers any more");
+  // No new unit waits for a first touch; those waiting become DRAM, their
+  // faulting threads woken (else they would wait for ever).
   g_serving.store(0, std::memory_order_release);
+  heap_pending_abandon();
   g_fd.store(-1, std::memory_order_release);
   return nullptr;
 }

@@ -150,6 +150,17 @@ int heap_pending_fault(int fd, uintptr_t page) {
   return 1;
 }
 
+void heap_pending_abandon() {
+  if (!g_pending_units.load(std::memory_order_relaxed)) return;
+  heap_lock();
+  for_used_va_words([](size_t w) {
+    for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1)
+      pending_to_dram(w * 64 + static_cast<size_t>(__builtin_ctzll(bits)));
+  });
+  g_mgr.counters_changed = true;
+  heap_unlock();
+}
+
 size_t heap_pending_units() { return g_pending_units.load(std::memory_order_relaxed); }
 
 }  // namespace mmtier::detail

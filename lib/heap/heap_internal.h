@@ -173,6 +173,11 @@ void unpend_locked(size_t idx);
 // was a pending unit's (the unit materialized, its waiters woken), 0 when
 // it was not, -EAGAIN when the heap lock is taken (try again later).
 int heap_pending_fault(int fd, uintptr_t page);
+// The fault service stops (its thread could not read its descriptor any
+// more): no first touch would be answered, so every pending unit becomes
+// DRAM and its waiters are woken.  Called by the service's thread, which
+// answers nothing from then on.
+void heap_pending_abandon();
 
 // --- sample.cc --------------------------------------------------------------
 // The heap's pagemap reader (the heap lock guards it; reopened in a fork

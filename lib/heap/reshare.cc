@@ -216,7 +216,18 @@ long plan_reshare(size_t idx, reshare_plan *p, size_t *copied) {
   memcpy(p->live, u.live_bits, sizeof p->live);
   if (p->in_place) {
     p->slot = u.slot;
-    return 0;
+    // The slot may have holes under live pages: pages placed after the
+    // fork (anonymous then), or a unit still waiting for its first touch
+    // when it was frozen.  The copy skips a page that reads as the hole's
+    // zeros, and a write there once mapped must not meet a full file
+    // system (a SIGBUS): storage for every live run now (the finish
+    // checks that the live pages are still these).
+    long err = 0;
+    if (pm.ops->reserve_keep)
+      for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+        if (!err) err = pm.ops->reserve_keep(&pm, p->slot, first << kPageShift, n << kPageShift);
+      });
+    return err;
   }
   const long s = demotion_slot(idx);
   if (s < 0) return s;

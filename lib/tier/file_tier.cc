@@ -259,6 +259,11 @@ long file_reserve(tier *t, uint32_t slot, size_t off, size_t len) {
   return r;
 }
 
+long file_reserve_keep(tier *t, uint32_t slot, size_t off, size_t len) {
+  const long r = sys::fallocate(file_state(t)->fd, FALLOC_FL_KEEP_SIZE, file_off(slot, off), static_cast<off_t>(len));
+  return r == -EOPNOTSUPP ? 0 : r;
+}
+
 long file_map(tier *t, void *addr, size_t len, int prot, uint32_t slot, size_t off) {
   file_tier_state *f = file_state(t);
   // Never MAP_SYNC, also on DAX: it makes every first write to a page wait
@@ -556,7 +561,7 @@ const tier_ops file_tier_ops = {
     file_map_private, file_fork_prepare, file_fork_parent, file_fork_child,
     file_drop_inherited, file_slot_retire, file_reclaim_retired, file_storage_unheld,
     file_stored,      file_restored,       file_storage_fds, file_hand_over,
-    file_adopt_held,
+    file_adopt_held,  nullptr /* move_in */, file_reserve_keep,
 };
 
 }  // namespace mmtier::detail

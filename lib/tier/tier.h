@@ -145,6 +145,13 @@ struct tier_ops {
   // thread goes on using them, and the range takes this tier's policy for
   // pages made later.  0 or -errno.
   long (*move_in)(tier *t, void *addr, size_t len);
+
+  // Allocates storage for whatever of [off, off + len) of a slot has none
+  // (a hole), keeping every byte of the rest, which reserve may overwrite
+  // (on DAX it writes zeros); 0 or -errno.  For a unit mapped again on a
+  // slot it already has (re-sharing in place), parts of which were never
+  // given storage.
+  long (*reserve_keep)(tier *t, uint32_t slot, size_t off, size_t len);
 };
 
 struct tier {

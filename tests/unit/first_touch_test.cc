@@ -10,11 +10,13 @@
 #include "heap_test_util.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -166,6 +168,79 @@ TEST_F(FirstTouch, AForkKeepsEachSidesWritesToUntouchedUnitsItsOwn) {
   EXPECT_EQ(p[100], 'p');
   EXPECT_TRUE(zero(p + kUnitSize, kUnitSize));
   heap_munmap(p, 2 * kUnitSize);
+}
+
+// A debugger or a profiler reads another process's memory through
+// process_vm_readv or /proc/PID/mem.  process_vm_readv lets the fault
+// service answer: an untouched unit reads as zeros.  /proc/PID/mem (gdb,
+// ptrace) reaches pages without letting a userfaultfd answer, so there an
+// untouched unit is an I/O error (documented; MMTIER_PMEM_RESERVE=place
+// avoids it): never other data, and the unit stays whole for its program.
+TEST_F(FirstTouch, ReadsFromOutsideSeeZerosOrACleanError) {
+  char *p = map_pmem(3);
+  ASSERT_NE(p, nullptr);
+  char buf[64];
+  memset(buf, 1, sizeof buf);
+  iovec local = {buf, sizeof buf}, remote = {p + kUnitSize + 8192, sizeof buf};
+  ASSERT_EQ(process_vm_readv(getpid(), &local, 1, &remote, 1, 0), static_cast<ssize_t>(sizeof buf)) << strerror(errno);
+  EXPECT_TRUE(zero(buf, sizeof buf));
+  const int fd = open("/proc/self/mem", O_RDWR);
+  ASSERT_GE(fd, 0);
+  const off_t at = static_cast<off_t>(reinterpret_cast<uintptr_t>(p + 4096));
+  memset(buf, 1, sizeof buf);
+  ssize_t n = pread(fd, buf, sizeof buf, at);
+  if (n < 0) {
+    EXPECT_EQ(errno, EIO);
+  } else {
+    EXPECT_EQ(n, static_cast<ssize_t>(sizeof buf));
+    EXPECT_TRUE(zero(buf, sizeof buf));
+  }
+  const char v[] = "set by a debugger";
+  n = pwrite(fd, v, sizeof v, at + 100);
+  if (n < 0) EXPECT_EQ(errno, EIO);
+  else EXPECT_STREQ(p + 4096 + 100, v);
+  // Once the program has touched the unit, both ways work.
+  if (n < 0) EXPECT_TRUE(zero(p, kUnitSize));
+  p[4096 + 100] = 0;
+  memset(buf, 1, sizeof buf);
+  ASSERT_EQ(pread(fd, buf, sizeof buf, at), static_cast<ssize_t>(sizeof buf)) << strerror(errno);
+  EXPECT_TRUE(zero(buf, sizeof buf));
+  ASSERT_EQ(pwrite(fd, v, sizeof v, at + 100), static_cast<ssize_t>(sizeof v)) << strerror(errno);
+  EXPECT_STREQ(p + 4096 + 100, v);
+  close(fd);
+  for (size_t u = 0; u < 3; ++u) EXPECT_EQ(heap_tier_of(p + u * kUnitSize), kTierPmem) << u;
+  heap_munmap(p, 3 * kUnitSize);
+}
+
+// If the fault service stops (its descriptor unreadable), no first touch
+// would ever be answered: the units waiting for one become DRAM, and a
+// thread touching them goes on.  In a child: the service stays down there.
+TEST_F(FirstTouch, UnitsWaitingForAFirstTouchBecomeDramWhenTheServiceStops) {
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (!faults_start() || !faults_serving()) _exit(2);
+    char *p = map_pmem(4);
+    if (!p || heap_pending_units() < 4) _exit(3);
+    // Reads fail from now on: the service's thread leaves its loop.
+    const int bad = open("/dev/null", O_WRONLY);
+    if (bad < 0 || syscall(SYS_dup3, bad, faults_fd(), O_CLOEXEC) < 0) _exit(4);
+    // A first touch ends the wait the thread is in (on the old descriptor,
+    // which its closing then answers); it finds the new one unreadable.
+    p[0] = 1;
+    for (int i = 0; i < 10000 && (faults_serving() || heap_pending_units() > 0); ++i) usleep(1000);
+    if (heap_pending_units() != 0) _exit(5);
+    if (p[0] != 1) _exit(6);
+    for (size_t u = 0; u < 4; ++u)
+      if (heap_tier_of(p + u * kUnitSize) != kTierDram) _exit(7);
+    p[kUnitSize + 5] = 5;
+    if (p[kUnitSize + 5] != 5 || !zero(p + 2 * kUnitSize, 2 * kUnitSize)) _exit(8);
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 // With mlockall(MCL_FUTURE) every new mapping is populated at once: such

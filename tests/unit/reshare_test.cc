@@ -192,6 +192,41 @@ TEST_F(Reshare, InPlaceOnceNoChildHoldsTheFile) {
   heap_munmap(base, kUnits * kUnitSize);
 }
 
+// A unit still waiting for its first touch at the fork (first_touch.cc)
+// has no storage on its slot; neither has a page placed after the fork.
+// Mapped shared in place again, a write to such a page would find a full
+// file system as a SIGBUS: the re-share gives every live page storage.
+TEST_F(Reshare, InPlaceGivesStorageToPagesThatHadNone) {
+  const size_t pending0 = heap_pending_units();
+  void *q = nullptr;
+  ASSERT_EQ(heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &q, kTierPmem), 0);
+  char *p = static_cast<char *>(q);
+  if (heap_pending_units() != pending0 + 1) {
+    heap_munmap(p, kUnitSize);
+    GTEST_SKIP() << "no storage at first touch here (no fault service)";
+  }
+  struct stat st0;
+  ASSERT_EQ(fstat(pmem_state()->fd, &st0), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) _exit(0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_EQ(frozen_units(p, 1), 1u);
+  p[5 * 4096] = 5;  // a copy: worth re-sharing
+  const reshare_outcome o = reshare_all(p, 1);
+  ASSERT_EQ(frozen_units(p, 1), 0u) << "error " << o.err;
+  EXPECT_EQ(o.in_place, 1u);
+  struct stat st;
+  ASSERT_EQ(fstat(pmem_state()->fd, &st), 0);
+  EXPECT_GE((st.st_blocks - st0.st_blocks) * 512, static_cast<long>(kUnitSize)) << "live pages mapped on holes";
+  EXPECT_EQ(p[5 * 4096], 5);
+  EXPECT_EQ(p[6 * 4096], 0);
+  p[7 * 4096] = 7;
+  EXPECT_EQ(p[7 * 4096], 7);
+  heap_munmap(p, kUnitSize);
+}
+
 TEST_F(Reshare, ChildResharesItsOwnCopiesAndLetsTheParentsFileGo) {
   char *base = pmem_units(kUnits);
   ASSERT_NE(base, nullptr);
