@@ -337,11 +337,16 @@ std::string prometheus_label_value(std::string_view s) {
   return o;
 }
 
-std::string format_prometheus(const std::vector<snapshot> &all) {
+std::string format_prometheus(const std::vector<snapshot> &all, const std::function<std::string(int pid)> &extra_labels) {
   if (all.empty()) return {};
   std::string o;
-  auto labels = [](const snapshot &s) {
-    return strf("pid=\"%d\",comm=\"%s\"", s.page.pid, prometheus_label_value(s.comm).c_str());
+  auto labels = [&](const snapshot &s) {
+    std::string l = strf("pid=\"%d\",comm=\"%s\"", s.page.pid, prometheus_label_value(s.comm).c_str());
+    if (extra_labels) {
+      const std::string more = extra_labels(s.page.pid);
+      if (!more.empty()) l += "," + more;
+    }
+    return l;
   };
   // One family: HELP, TYPE, then one sample per process (and label set).
   auto family = [&](const char *name, const char *type, const char *help, auto samples) {

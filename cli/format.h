@@ -4,6 +4,7 @@
 
 #include "stats_reader.h"
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,7 +23,10 @@ std::string format_json_all(const std::vector<snapshot> &all);
 
 // Prometheus text exposition format (version 0.0.4), every family with
 // HELP and TYPE; empty when there are no processes.
-std::string format_prometheus(const std::vector<snapshot> &all);
+// extra_labels: more labels for a process ("container=\"...\"", or ""),
+// after pid and comm (the node agent's container and pod).
+std::string format_prometheus(const std::vector<snapshot> &all,
+                              const std::function<std::string(int pid)> &extra_labels = {});
 
 // Escaping.
 std::string json_string(std::string_view s);           // with the quotes

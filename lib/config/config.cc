@@ -75,6 +75,16 @@ constexpr option_info kOptions[] = {
      "How many data files a capsule's memory may be in, its own counted: a snapshot writes only the pages changed "
      "since the last one the process took in the same directory, until that would make more than N, then a full "
      "one; 1: always full."},
+    {"MMTIER_AGENT_SOCKET", "/run/mmtier/agent.sock", "off, or an absolute socket path shorter than 108 bytes",
+     "The node agent (mmtierd) to take a DRAM budget from: a process whose mover runs registers there when the "
+     "socket exists, and works alone when it does not."},
+    {"MMTIER_QOS_CLASS", "burstable", "guaranteed | burstable | best-effort",
+     "The process's class in the node's DRAM: guaranteed keeps MMTIER_QOS_DRAM, burstable shares what the "
+     "guarantees leave by MMTIER_QOS_WEIGHT, best-effort gets DRAM nobody else wants."},
+    {"MMTIER_QOS_DRAM", "none", "a size (e.g. 512M, 4G), or none",
+     "The DRAM guaranteed to a process of class guaranteed (required there; ignored in the other classes)."},
+    {"MMTIER_QOS_WEIGHT", "100", "an integer from 1 to 10000",
+     "A burstable process's weight: the DRAM the guarantees leave is shared in proportion to it."},
     {"MMTIER_HIDE_FEATURES", "none", "none, or a comma-separated list of wp-unpopulated, move, write-protect",
      "For tests: act as if the kernel lacked these features, to run the paths of older kernels."},
 };
@@ -373,6 +383,41 @@ bool parse_stats_dir_opt(const char *name, const char *value, config *out, confi
   return true;
 }
 
+bool parse_agent_socket_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (str_eq(value, "off")) {
+    out->agent_socket[0] = '\0';
+    return true;
+  }
+  if (value[0] != '/' || str_len(value) >= sizeof out->agent_socket) {
+    set_error(err, name, value, "expected off, or an absolute socket path shorter than 108 bytes");
+    return false;
+  }
+  copy_str(out->agent_socket, sizeof out->agent_socket, value);
+  return true;
+}
+
+bool parse_qos_class_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (str_eq(value, "guaranteed")) {
+    out->qos_class = 0;
+  } else if (str_eq(value, "burstable")) {
+    out->qos_class = 1;
+  } else if (str_eq(value, "best-effort") || str_eq(value, "besteffort")) {
+    out->qos_class = 2;
+  } else {
+    set_error(err, name, value, "expected guaranteed, burstable or best-effort");
+    return false;
+  }
+  return true;
+}
+
+bool parse_qos_dram_opt(const char *name, const char *value, config *out, config_error *err) {
+  return parse_limit(name, value, &out->qos_dram, err);
+}
+
+bool parse_qos_weight_opt(const char *name, const char *value, config *out, config_error *err) {
+  return parse_count(name, value, 1, 10000, "expected an integer from 1 to 10000", &out->qos_weight, err);
+}
+
 bool parse_hide_features_opt(const char *name, const char *value, config *out, config_error *err) {
   static constexpr struct {
     const char *word;
@@ -455,7 +500,8 @@ constexpr option_parser kParsers[] = {
     parse_migrate_mbps_opt, parse_scan_interval_opt,
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
     parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_snapshot_every_opt, parse_snapshot_keep_opt,
-    parse_snapshot_chain_opt, parse_hide_features_opt,
+    parse_snapshot_chain_opt, parse_agent_socket_opt, parse_qos_class_opt, parse_qos_dram_opt,
+    parse_qos_weight_opt, parse_hide_features_opt,
 };
 static_assert(sizeof kParsers / sizeof kParsers[0] == kOptionCount,
               "one parser per option, in table order");
@@ -690,6 +736,10 @@ bool config_parse(char *const *envp, bool secure, config *out, config_error *err
   }
   resolve_default_pmem_path(out);
   resolve_default_snapshot_dir(envp, secure, out);
+  if (out->qos_class == 0 && out->qos_dram == SIZE_MAX) {
+    set_error(err, "MMTIER_QOS_CLASS", "guaranteed", "a guaranteed process needs MMTIER_QOS_DRAM (the DRAM guaranteed)");
+    return false;
+  }
   return true;
 }
 

@@ -70,6 +70,15 @@ struct config {
   // MMTIER_SNAPSHOT_KEEP: how many of them the process keeps.
   uint64_t snapshot_every_ns = 0;
   uint32_t snapshot_keep = 10;
+  // MMTIER_AGENT_SOCKET: the node agent's socket (stats/agent_format.h);
+  // empty: "off", no agent is asked.
+  char agent_socket[108] = "/run/mmtier/agent.sock";
+  // MMTIER_QOS_CLASS: 0 guaranteed, 1 burstable, 2 best-effort
+  // (agent_format::qos_class); MMTIER_QOS_DRAM: the guarantee (bytes,
+  // SIZE_MAX: none); MMTIER_QOS_WEIGHT: the burstable weight.
+  uint32_t qos_class = 1;
+  size_t qos_dram = SIZE_MAX;
+  uint32_t qos_weight = 100;
   // MMTIER_HIDE_FEATURES: kernel features mmtier acts as if it lacked, so
   // that tests run the paths of older kernels on a new one (kHide* bits).
   uint32_t hide_features = 0;

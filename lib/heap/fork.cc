@@ -135,6 +135,9 @@ void leave() {
 
 void leave_child() {
   pthread_mutex_init(&g_mgr.lock, nullptr);
+  // The node agent's budget was the parent's; the child asks for its own.
+  g_mgr.node_dram_units = SIZE_MAX;
+  apply_dram_limit();
   refreeze(0, kFrozenInherited);
   g_mgr.counters.reshared = 0;
   migration_fork_child();
@@ -205,6 +208,9 @@ void restored() {
     g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
     g_mgr.counters.frozen_own = 0;
     g_mgr.counters.reshared = 0;
+    // The dead original's node budget: this process asks the agent anew.
+    g_mgr.node_dram_units = SIZE_MAX;
+    apply_dram_limit();
     tier &pm = pmem_tier();
     if (pm.ops->restored) pm.ops->restored(&pm);
     if (pm.anonymous) rebind_node_units();

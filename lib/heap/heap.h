@@ -266,6 +266,13 @@ void heap_adopt_capsule_storage(const int *fds, size_t n);
 // the clones share); a DRAM one stays where it is.
 void heap_note_thin_clone();
 
+// The DRAM units the node agent allows this process (SIZE_MAX: no node
+// budget).  Placement and the mover keep to the tighter of it and
+// MMTIER_DRAM_LIMIT (counters.limit_units[kTierDram]); units over it are
+// demoted by the mover at its rate limit.  A fork child and a restored
+// process start without one.
+void heap_set_node_dram_limit(size_t units);
+
 // --- statistics
 void heap_counters_get(heap_counters *out);
 size_t heap_resident_bytes(int tier);

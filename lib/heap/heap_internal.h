@@ -48,8 +48,15 @@ struct unit_manager {
   // A thin clone (heap_note_thin_clone): its units map the capsule's pages,
   // shared with the other clones; reading them copies none.
   bool thin_clone = false;
+  // The DRAM units the node agent allows this process (SIZE_MAX: none;
+  // heap_set_node_dram_limit).  counters.limit_units[kTierDram] is the
+  // tighter of it and MMTIER_DRAM_LIMIT.
+  size_t node_dram_units = SIZE_MAX;
 };
 extern unit_manager g_mgr;
+// counters.limit_units[kTierDram] from MMTIER_DRAM_LIMIT and the node's
+// budget (heap lock held).
+void apply_dram_limit();
 
 // The heap lock.  Released through heap_unlock, which runs the change hook
 // first when a counter changed.

@@ -409,7 +409,7 @@ bool heap_init() {
     pmem_tier().index = kTierPmem;
     for (auto &t : g_mgr.tiers) (void)t.ops->open(&t, cfg);
   }
-  g_mgr.counters.limit_units[kTierDram] = cfg.dram_limit == SIZE_MAX ? SIZE_MAX : cfg.dram_limit >> kUnitShift;
+  apply_dram_limit();
   g_mgr.counters.limit_units[kTierPmem] = cfg.pmem_limit == SIZE_MAX ? SIZE_MAX : cfg.pmem_limit >> kUnitShift;
   if (cfg.policy == policy_kind::ratio && cfg.ratio_dram == 0 && !pmem_tier().usable)
     MMTIER_WARN("MMTIER_DRAM_RATIO gives DRAM nothing but the PMem tier is unavailable");
@@ -577,6 +577,20 @@ void heap_set_change_hook(void (*hook)(const heap_counters &)) {
 }
 
 // ---- statistics --------------------------------------------------------------
+
+void apply_dram_limit() {
+  const size_t dram_limit = config_get().dram_limit;
+  const size_t own = dram_limit == SIZE_MAX ? SIZE_MAX : dram_limit >> kUnitShift;
+  const size_t limit = std::min(own, g_mgr.node_dram_units);
+  if (g_mgr.counters.limit_units[kTierDram] != limit) g_mgr.counters_changed = true;
+  g_mgr.counters.limit_units[kTierDram] = limit;
+}
+
+void heap_set_node_dram_limit(size_t units) {
+  heap_lock_guard g;
+  g_mgr.node_dram_units = units;
+  apply_dram_limit();
+}
 
 void heap_counters_get(heap_counters *out) {
   heap_lock_guard g;

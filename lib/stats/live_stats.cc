@@ -6,6 +6,8 @@
 // held) and only around stores into the page.
 #include "stats/live_stats.h"
 
+#include "stats/agent_client.h"
+
 #include "stats/live_format.h"
 
 #include "config/config.h"
@@ -359,6 +361,7 @@ void on_heap_change(const heap_counters &c) {
 
 // The mover's scan hook (the mover thread, no lock held).
 void on_scan() {
+  agent_client_tick();
   stats_page *page = g_pub.page.load(std::memory_order_acquire);
   if (!page || g_pub.disabled.load(std::memory_order_relaxed)) return;
   mover_stats ms;
@@ -484,10 +487,12 @@ void live_stats_init() {
   static bool once = false;
   if (once) return;
   once = true;
+  // The node agent's client runs after each scan, also without a page.
+  agent_client_register();
+  mover_set_scan_hook(on_scan);
   if (config_get().stats_off) return;
   quiesce_register(kRankLiveStats, {page_lock, page_unlock, fork_child, fork_child_ready, nullptr});
   heap_set_change_hook(on_heap_change);
-  mover_set_scan_hook(on_scan);
   __atomic_store_n(&g_snapshot_done_hook, &on_snapshot, __ATOMIC_RELEASE);
   // A process that already placed enough while starting up (memory asked
   // for by constructors) publishes now.

@@ -156,7 +156,8 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_LOG",        "MMTIER_REPORT",     "MMTIER_MMAP_THRESHOLD",
       "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL", "MMTIER_STATS_DIR", "MMTIER_HIDE_FEATURES",
       "MMTIER_SNAPSHOT_DIR", "MMTIER_SNAPSHOT_SIGNAL", "MMTIER_SNAPSHOT_CHAIN",
-      "MMTIER_SNAPSHOT_EVERY", "MMTIER_SNAPSHOT_KEEP", "MMTIER_SLOW_NODE",
+      "MMTIER_SNAPSHOT_EVERY", "MMTIER_SNAPSHOT_KEEP", "MMTIER_SLOW_NODE", "MMTIER_AGENT_SOCKET",
+      "MMTIER_QOS_CLASS", "MMTIER_QOS_DRAM", "MMTIER_QOS_WEIGHT",
   };
   EXPECT_EQ(names, expected);
 }
@@ -248,6 +249,40 @@ TEST(ConfigParse, SnapshotDir) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "1: XDG, 2: HOME, 4: secure, 8: none, 100: seteuid";
+}
+
+TEST(ConfigParse, NodeAgentAndQos) {
+  config c;
+  config_error e;
+  auto parse = [&](std::initializer_list<const char *> vars) {
+    std::vector<const char *> env(vars);
+    env.push_back(nullptr);
+    return config_parse(const_cast<char *const *>(env.data()), false, &c, &e, nullptr);
+  };
+  ASSERT_TRUE(parse({}));
+  EXPECT_STREQ(c.agent_socket, "/run/mmtier/agent.sock");
+  EXPECT_EQ(c.qos_class, 1u);
+  EXPECT_EQ(c.qos_weight, 100u);
+  ASSERT_TRUE(parse({"MMTIER_AGENT_SOCKET=off", "MMTIER_QOS_CLASS=best-effort", "MMTIER_QOS_WEIGHT=10000"})) << e.line;
+  EXPECT_STREQ(c.agent_socket, "");
+  EXPECT_EQ(c.qos_class, 2u);
+  EXPECT_EQ(c.qos_weight, 10000u);
+  ASSERT_TRUE(parse({"MMTIER_AGENT_SOCKET=/tmp/a.sock", "MMTIER_QOS_CLASS=guaranteed", "MMTIER_QOS_DRAM=4G"})) << e.line;
+  EXPECT_STREQ(c.agent_socket, "/tmp/a.sock");
+  EXPECT_EQ(c.qos_class, 0u);
+  EXPECT_EQ(c.qos_dram, size_t{4} << 30);
+  ASSERT_FALSE(parse({"MMTIER_QOS_CLASS=guaranteed"}));
+  EXPECT_STREQ(e.line,
+               "invalid MMTIER_QOS_CLASS=\"guaranteed\": a guaranteed process needs MMTIER_QOS_DRAM (the DRAM guaranteed)");
+  ASSERT_FALSE(parse({"MMTIER_QOS_CLASS=gold"}));
+  EXPECT_STREQ(e.line, "invalid MMTIER_QOS_CLASS=\"gold\": expected guaranteed, burstable or best-effort");
+  ASSERT_FALSE(parse({"MMTIER_QOS_WEIGHT=0"}));
+  EXPECT_STREQ(e.line, "invalid MMTIER_QOS_WEIGHT=\"0\": expected an integer from 1 to 10000");
+  ASSERT_FALSE(parse({"MMTIER_AGENT_SOCKET=run/agent.sock"}));
+  EXPECT_STREQ(e.line,
+               "invalid MMTIER_AGENT_SOCKET=\"run/agent.sock\": expected off, or an absolute socket path shorter than "
+               "108 bytes");
+  ASSERT_FALSE(parse({"MMTIER_QOS_DRAM=lots"}));
 }
 
 TEST(ConfigParse, HideFeatures) {

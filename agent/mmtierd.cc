@@ -1,0 +1,666 @@
+// mmtierd: the node agent.  Owns the node's DRAM budget and shares it among
+// the processes under libmmtier that register on its socket (protocol:
+// lib/stats/agent_format.h; sharing: qos.h), and serves the metrics of every
+// mmtier process on the node over HTTP (/metrics, Prometheus text format;
+// /status, JSON; /healthz).  One thread, one epoll loop; it never runs
+// anything a client sends.
+//
+//   mmtierd --node-dram 64G [--socket PATH] [--listen ADDR:PORT|off]
+//           [--guaranteed-max PCT] [--guaranteed-uids UID,...]
+#include "qos.h"
+
+#include "config/config.h"
+#include "format.h"
+#include "stats/agent_format.h"
+#include "stats_reader.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace af = mmtier::agent_format;
+namespace qa = mmtier::agent;
+
+volatile sig_atomic_t g_stop = 0;
+
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void say(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("mmtierd: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+std::string strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string strf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char buf[1024];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+uint64_t mono_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+struct options {
+  uint64_t node_dram = 0;
+  std::string socket = af::kDefaultSocket;
+  std::string listen = "127.0.0.1:9464";
+  uint32_t guaranteed_max_pct = 90;
+  std::vector<uint32_t> guaranteed_uids;
+};
+
+// Where a process runs, from /proc/PID/cgroup: a container's id (docker,
+// containerd, CRI-O, podman) and a Kubernetes pod's uid, where the cgroup
+// path names them.
+struct place {
+  std::string container, pod;
+};
+
+bool hex_id(const std::string &s) {
+  if (s.size() < 12) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+place place_of(int pid) {
+  place p;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+  std::string line, path;
+  while (std::getline(in, line)) {
+    // cgroup v2: "0::/path"; v1: the memory controller's line.
+    const size_t c = line.find(':', line.find(':') + 1);
+    if (c == std::string::npos) continue;
+    if (line.compare(0, 3, "0::") == 0 || line.find(":memory:") != std::string::npos) path = line.substr(c + 1);
+  }
+  size_t start = 0;
+  while (start < path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string::npos) end = path.size();
+    std::string seg = path.substr(start, end - start);
+    start = end + 1;
+    if (seg.size() > 6 && seg.compare(seg.size() - 6, 6, ".slice") == 0) seg.resize(seg.size() - 6);
+    if (seg.size() > 6 && seg.compare(seg.size() - 6, 6, ".scope") == 0) seg.resize(seg.size() - 6);
+    const size_t pod = seg.rfind("pod");
+    if (pod != std::string::npos && (pod == 0 || seg[pod - 1] == '-') && seg.size() - pod > 10) {
+      p.pod = seg.substr(pod + 3);
+      for (char &ch : p.pod)
+        if (ch == '_') ch = '-';  // the systemd driver writes the uid's dashes as underscores
+      continue;
+    }
+    for (const char *prefix : {"docker-", "cri-containerd-", "crio-", "libpod-", ""}) {
+      const size_t n = strlen(prefix);
+      if (seg.compare(0, n, prefix) == 0 && hex_id(seg.substr(n))) {
+        p.container = seg.substr(n, 12);
+        break;
+      }
+    }
+  }
+  return p;
+}
+
+// A registered process.
+struct member {
+  int fd = -1;
+  bool hello = false;
+  int pid = 0;
+  uint32_t uid = 0;
+  std::string comm;
+  place where;
+  qa::claim claim;
+  uint64_t dram = 0, pmem = 0;
+  uint64_t held_budget = af::kNone;
+  qa::grant grant;
+  bool sent = false;       // a budget was sent
+  uint64_t sent_budget = 0;
+  uint32_t sent_qos = 0;
+  std::string sent_note;
+};
+
+// An HTTP connection: the request read so far.
+struct http_conn {
+  int fd = -1;
+  std::string in;
+  uint64_t since_ns = 0;
+};
+
+class agent {
+ public:
+  explicit agent(const options &o) : opt_(o) {}
+  int run();
+
+ private:
+  bool open_socket();
+  bool open_http();
+  void accept_members();
+  void accept_http();
+  void on_member(int fd);
+  void on_http(int fd);
+  void drop_member(int fd, const char *why);
+  void rebalance();
+  std::string metrics() const;
+  std::string status() const;
+  void serve_http(http_conn &c);
+
+  options opt_;
+  int ep_ = -1, unix_ = -1, tcp_ = -1;
+  std::map<int, member> members_;
+  std::map<int, http_conn> http_;
+  bool dirty_ = false;   // claims changed since the last rebalance
+  bool urgent_ = false;  // a process came or went: rebalance now
+  uint64_t generation_ = 0;
+  uint64_t rebalances_ = 0;
+  uint64_t rejected_ = 0;
+};
+
+bool agent::open_socket() {
+  const std::string &path = opt_.socket;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path) {
+    say("socket path %s is empty or too long", path.c_str());
+    return false;
+  }
+  memcpy(addr.sun_path, path.c_str(), path.size());
+  const size_t slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    const std::string dir = path.substr(0, slash);
+    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      say("cannot make %s: %s", dir.c_str(), strerror(errno));
+      return false;
+    }
+  }
+  unix_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (unix_ < 0) return false;
+  // A socket file left by an agent that died is removed; one that answers
+  // is another agent's.
+  const int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (probe >= 0 && connect(probe, reinterpret_cast<sockaddr *>(&addr), sizeof addr) == 0) {
+    close(probe);
+    say("another mmtierd serves %s", path.c_str());
+    return false;
+  }
+  if (probe >= 0) close(probe);
+  unlink(path.c_str());
+  // Any user's process may register (SO_PEERCRED says who it is); only
+  // this agent may have made the file.
+  if (bind(unix_, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 || chmod(path.c_str(), 0666) != 0 ||
+      listen(unix_, 64) != 0) {
+    say("cannot serve %s: %s", path.c_str(), strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+bool agent::open_http() {
+  if (opt_.listen == "off") return true;
+  const size_t colon = opt_.listen.rfind(':');
+  if (colon == std::string::npos) {
+    say("--listen %s: expected ADDRESS:PORT or off", opt_.listen.c_str());
+    return false;
+  }
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  const std::string host = opt_.listen.substr(0, colon);
+  const int port = atoi(opt_.listen.c_str() + colon + 1);
+  if (port < 0 || port > 65535 || inet_pton(AF_INET, host.empty() ? "0.0.0.0" : host.c_str(), &a.sin_addr) != 1) {
+    say("--listen %s: expected an IPv4 ADDRESS:PORT or off", opt_.listen.c_str());
+    return false;
+  }
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  tcp_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  const int one = 1;
+  setsockopt(tcp_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (tcp_ < 0 || bind(tcp_, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 || listen(tcp_, 16) != 0) {
+    say("cannot listen on %s: %s", opt_.listen.c_str(), strerror(errno));
+    return false;
+  }
+  if (port == 0) {  // tests: the port the kernel chose, on stdout
+    socklen_t len = sizeof a;
+    getsockname(tcp_, reinterpret_cast<sockaddr *>(&a), &len);
+    printf("listening on port %d\n", ntohs(a.sin_port));
+    fflush(stdout);
+  }
+  return true;
+}
+
+void agent::accept_members() {
+  for (;;) {
+    const int fd = accept4(unix_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) {
+      close(fd);
+      continue;
+    }
+    member m;
+    m.fd = fd;
+    m.pid = cred.pid;
+    m.uid = cred.uid;
+    members_[fd] = m;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+  }
+}
+
+void agent::accept_http() {
+  for (;;) {
+    const int fd = accept4(tcp_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    http_conn c;
+    c.fd = fd;
+    c.since_ns = mono_ns();
+    http_[fd] = c;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+  }
+}
+
+void agent::drop_member(int fd, const char *why) {
+  auto it = members_.find(fd);
+  if (it == members_.end()) return;
+  if (why) say("pid %d: %s; connection closed", it->second.pid, why);
+  if (it->second.hello) dirty_ = urgent_ = true;
+  epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+  close(fd);
+  members_.erase(it);
+}
+
+void agent::on_member(int fd) {
+  auto it = members_.find(fd);
+  if (it == members_.end()) return;
+  member &m = it->second;
+  for (;;) {
+    af::message msg;
+    const ssize_t n = recv(fd, &msg, sizeof msg, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n <= 0) {
+      drop_member(fd, nullptr);  // the process is gone (or closed it)
+      return;
+    }
+    // Anything but a well-formed record of this version ends the
+    // conversation: a client that does not speak the protocol gets nothing.
+    const bool ok = n == static_cast<ssize_t>(sizeof msg) && msg.magic == af::kMagic && msg.version == af::kVersion &&
+                    (msg.type == af::kHello ? !m.hello : msg.type == af::kReport && m.hello) && msg.qos <= af::kBestEffort;
+    if (!ok) {
+      ++rejected_;
+      drop_member(fd, "malformed or unexpected message");
+      return;
+    }
+    if (msg.type == af::kHello) {
+      m.hello = true;
+      m.claim.qos = msg.qos;
+      m.claim.guarantee = msg.qos == af::kGuaranteed ? msg.guarantee_bytes : 0;
+      m.claim.weight = msg.weight < 1 ? 1 : msg.weight > 10000 ? 10000 : msg.weight;
+      m.claim.start_time = msg.start_time;
+      m.claim.pid = m.pid;
+      m.claim.uid = m.uid;
+      m.held_budget = msg.held_budget_bytes;
+      // The name /proc gives (the process's, not a thread's), else its own word.
+      std::ifstream comm("/proc/" + std::to_string(m.pid) + "/comm");
+      if (!std::getline(comm, m.comm) || m.comm.empty()) {
+        msg.comm[sizeof msg.comm - 1] = 0;
+        m.comm = msg.comm;
+      }
+      m.where = place_of(m.pid);
+    }
+    // A demand above what the process has placed in all is not believed:
+    // it could not use that DRAM.
+    const uint64_t placed = msg.dram_bytes + msg.pmem_bytes;
+    const uint64_t demand = msg.demand_bytes > placed ? placed : msg.demand_bytes;
+    if (demand != m.claim.demand) dirty_ = true;
+    if (msg.type == af::kHello) dirty_ = urgent_ = true;
+    m.claim.demand = demand;
+    m.dram = msg.dram_bytes;
+    m.pmem = msg.pmem_bytes;
+  }
+}
+
+void agent::rebalance() {
+  dirty_ = urgent_ = false;
+  std::vector<qa::claim> claims;
+  std::vector<member *> who;
+  for (auto &[fd, m] : members_)
+    if (m.hello) {
+      claims.push_back(m.claim);
+      who.push_back(&m);
+    }
+  qa::node_policy pol;
+  pol.node_dram = opt_.node_dram;
+  pol.guaranteed_max_pct = opt_.guaranteed_max_pct;
+  pol.guaranteed_uids = opt_.guaranteed_uids;
+  const std::vector<qa::grant> grants = qa::allocate(pol, claims);
+  ++generation_;
+  ++rebalances_;
+  for (size_t i = 0; i < who.size(); ++i) {
+    member &m = *who[i];
+    m.grant = grants[i];
+    if (m.sent && m.sent_budget == m.grant.budget && m.sent_qos == m.grant.qos && m.sent_note == m.grant.note) continue;
+    af::message b{};
+    b.magic = af::kMagic;
+    b.version = af::kVersion;
+    b.type = af::kBudget;
+    b.qos = m.grant.qos;
+    b.budget_bytes = m.grant.budget;
+    b.generation = generation_;
+    snprintf(b.note, sizeof b.note, "%s", m.grant.note.c_str());
+    if (send(m.fd, &b, sizeof b, MSG_DONTWAIT | MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof b)) {
+      m.sent = true;
+      m.sent_budget = m.grant.budget;
+      m.sent_qos = m.grant.qos;
+      m.sent_note = m.grant.note;
+    }
+  }
+}
+
+std::string agent::metrics() const {
+  namespace cli = mmtier::cli;
+  // Every process's own statistics (the pages they publish), labelled with
+  // its container and pod where known.
+  std::vector<cli::snapshot> snaps;
+  for (cli::stats_source &src : cli::open_all(cli::stats_dirs_for_all(cli::stats_location_from_env()))) {
+    cli::snapshot s;
+    if (src.read(&s) == cli::stats_source::read_status::ok) snaps.push_back(std::move(s));
+  }
+  auto labels_of = [](const place &p) {
+    std::string l;
+    if (!p.container.empty()) l += "container=\"" + cli::prometheus_label_value(p.container) + "\"";
+    if (!p.pod.empty()) l += std::string(l.empty() ? "" : ",") + "pod=\"" + cli::prometheus_label_value(p.pod) + "\"";
+    return l;
+  };
+  std::map<int, std::string> extra;
+  for (const auto &[fd, m] : members_) extra[m.pid] = labels_of(m.where);
+  std::string o = cli::format_prometheus(snaps, [&](int pid) {
+    auto it = extra.find(pid);
+    return it != extra.end() ? it->second : labels_of(place_of(pid));
+  });
+  // The node's ledger.
+  uint64_t granted = 0, guaranteed = 0;
+  size_t count[3] = {};
+  for (const auto &[fd, m] : members_) {
+    if (!m.hello) continue;
+    granted += m.grant.budget;
+    if (m.grant.qos == qa::kGuaranteed) guaranteed += m.grant.budget;
+    ++count[m.grant.qos < 3 ? m.grant.qos : 1];
+  }
+  o += "# HELP mmtier_node_dram_budget_bytes DRAM the node agent shares among the registered processes.\n"
+       "# TYPE mmtier_node_dram_budget_bytes gauge\n";
+  o += strf("mmtier_node_dram_budget_bytes %llu\n", static_cast<unsigned long long>(opt_.node_dram));
+  o += "# HELP mmtier_node_dram_granted_bytes DRAM budgets granted now, all classes.\n"
+       "# TYPE mmtier_node_dram_granted_bytes gauge\n";
+  o += strf("mmtier_node_dram_granted_bytes %llu\n", static_cast<unsigned long long>(granted));
+  o += "# HELP mmtier_node_dram_guaranteed_bytes DRAM guaranteed now.\n"
+       "# TYPE mmtier_node_dram_guaranteed_bytes gauge\n";
+  o += strf("mmtier_node_dram_guaranteed_bytes %llu\n", static_cast<unsigned long long>(guaranteed));
+  o += "# HELP mmtier_node_processes Registered processes by the class they are served in.\n"
+       "# TYPE mmtier_node_processes gauge\n";
+  for (uint32_t c = 0; c < 3; ++c) o += strf("mmtier_node_processes{class=\"%s\"} %zu\n", qa::class_name(c), count[c]);
+  o += "# HELP mmtier_agent_rebalances_total Times the agent shared the node's DRAM anew.\n"
+       "# TYPE mmtier_agent_rebalances_total counter\n";
+  o += strf("mmtier_agent_rebalances_total %llu\n", static_cast<unsigned long long>(rebalances_));
+  o += "# HELP mmtier_agent_rejected_messages_total Malformed or unexpected messages (their connections closed).\n"
+       "# TYPE mmtier_agent_rejected_messages_total counter\n";
+  o += strf("mmtier_agent_rejected_messages_total %llu\n", static_cast<unsigned long long>(rejected_));
+  auto per_process = [&](const char *name, const char *help, auto get) {
+    o += strf("# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+    for (const auto &[fd, m] : members_) {
+      if (!m.hello) continue;
+      std::string l = strf("pid=\"%d\",comm=\"%s\",uid=\"%u\",class=\"%s\"", m.pid,
+                           cli::prometheus_label_value(m.comm).c_str(), m.uid, qa::class_name(m.grant.qos));
+      const std::string more = labels_of(m.where);
+      if (!more.empty()) l += "," + more;
+      o += strf("%s{%s} %llu\n", name, l.c_str(), static_cast<unsigned long long>(get(m)));
+    }
+  };
+  per_process("mmtier_qos_dram_budget_bytes", "DRAM the node agent grants the process.",
+              [](const member &m) { return m.grant.budget; });
+  per_process("mmtier_qos_demand_bytes", "DRAM the process's own policy would give it (as it reports, capped by what it placed).",
+              [](const member &m) { return m.claim.demand; });
+  per_process("mmtier_qos_dram_bytes", "DRAM units the process holds (as it reports).", [](const member &m) { return m.dram; });
+  per_process("mmtier_qos_pmem_bytes", "PMem units the process holds (as it reports).", [](const member &m) { return m.pmem; });
+  per_process("mmtier_qos_guarantee_bytes", "DRAM guarantee the process asked for (0: none).",
+              [](const member &m) { return m.claim.guarantee; });
+  per_process("mmtier_qos_weight", "Burstable weight of the process.", [](const member &m) { return uint64_t{m.claim.weight}; });
+  return o;
+}
+
+std::string agent::status() const {
+  namespace cli = mmtier::cli;
+  std::string o = strf("{\"node_dram\":%llu,\"generation\":%llu,\"processes\":[",
+                       static_cast<unsigned long long>(opt_.node_dram), static_cast<unsigned long long>(generation_));
+  bool first = true;
+  for (const auto &[fd, m] : members_) {
+    if (!m.hello) continue;
+    o += first ? "" : ",";
+    first = false;
+    o += strf("{\"pid\":%d,\"uid\":%u,\"comm\":%s,\"asked_class\":\"%s\",\"class\":\"%s\",\"guarantee\":%llu,"
+              "\"weight\":%u,\"demand\":%llu,\"dram\":%llu,\"pmem\":%llu,\"budget\":%llu,\"container\":%s,\"pod\":%s,"
+              "\"note\":%s}",
+              m.pid, m.uid, cli::json_string(m.comm).c_str(), qa::class_name(m.claim.qos), qa::class_name(m.grant.qos),
+              static_cast<unsigned long long>(m.claim.guarantee), m.claim.weight,
+              static_cast<unsigned long long>(m.claim.demand), static_cast<unsigned long long>(m.dram),
+              static_cast<unsigned long long>(m.pmem), static_cast<unsigned long long>(m.grant.budget),
+              cli::json_string(m.where.container).c_str(), cli::json_string(m.where.pod).c_str(),
+              cli::json_string(m.grant.note).c_str());
+  }
+  o += "]}\n";
+  return o;
+}
+
+void agent::serve_http(http_conn &c) {
+  // "GET /path HTTP/1.x"; nothing else is served.
+  const size_t sp1 = c.in.find(' '), sp2 = c.in.find(' ', sp1 + 1);
+  std::string code = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+  const std::string method = c.in.substr(0, sp1);
+  std::string path = sp1 != std::string::npos && sp2 != std::string::npos ? c.in.substr(sp1 + 1, sp2 - sp1 - 1) : "";
+  path = path.substr(0, path.find('?'));
+  if (method != "GET") {
+    code = "405 Method Not Allowed";
+    body = "only GET\n";
+  } else if (path == "/metrics") {
+    body = metrics();
+  } else if (path == "/status") {
+    type = "application/json";
+    body = status();
+  } else if (path == "/healthz") {
+    body = "ok\n";
+  } else {
+    code = "404 Not Found";
+    body = "/metrics, /status, /healthz\n";
+  }
+  const std::string head = "HTTP/1.0 " + code + "\r\nContent-Type: " + type +
+                           "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
+  const std::string all = head + body;
+  // Blocking for the reply (a few KiB per process): a reader that does not
+  // read gets 2 s.
+  const int flags = fcntl(c.fd, F_GETFL);
+  fcntl(c.fd, F_SETFL, flags & ~O_NONBLOCK);
+  const timeval limit = {2, 0};
+  setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+  size_t off = 0;
+  while (off < all.size()) {
+    const ssize_t w = send(c.fd, all.data() + off, all.size() - off, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    off += static_cast<size_t>(w);
+  }
+}
+
+void agent::on_http(int fd) {
+  auto it = http_.find(fd);
+  if (it == http_.end()) return;
+  http_conn &c = it->second;
+  char buf[2048];
+  const ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  bool done = n <= 0;
+  if (n > 0) {
+    c.in.append(buf, static_cast<size_t>(n));
+    if (c.in.find("\r\n\r\n") != std::string::npos || c.in.find("\n\n") != std::string::npos) {
+      serve_http(c);
+      done = true;
+    } else if (c.in.size() > 8192) {
+      done = true;  // not a request this agent serves
+    }
+  }
+  if (done) {
+    epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+    close(fd);
+    http_.erase(it);
+  }
+}
+
+int agent::run() {
+  if (!open_socket() || !open_http()) return 1;
+  ep_ = epoll_create1(EPOLL_CLOEXEC);
+  for (int fd : {unix_, tcp_}) {
+    if (fd < 0) continue;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  say("sharing %llu MiB of DRAM; processes register at %s%s%s", static_cast<unsigned long long>(opt_.node_dram >> 20),
+      opt_.socket.c_str(), tcp_ >= 0 ? "; metrics on http://" : "", tcp_ >= 0 ? (opt_.listen + "/metrics").c_str() : "");
+  uint64_t last_rebalance = 0;
+  while (!g_stop) {
+    epoll_event evs[64];
+    const int n = epoll_wait(ep_, evs, 64, 200);
+    for (int i = 0; i < n; ++i) {
+      const int fd = evs[i].data.fd;
+      if (fd == unix_) accept_members();
+      else if (fd == tcp_) accept_http();
+      else if (members_.count(fd)) on_member(fd);
+      else on_http(fd);
+    }
+    // Slow HTTP clients are cut off.
+    const uint64_t now = mono_ns();
+    for (auto it = http_.begin(); it != http_.end();) {
+      if (now - it->second.since_ns > 5'000'000'000ull) {
+        epoll_ctl(ep_, EPOLL_CTL_DEL, it->first, nullptr);
+        close(it->first);
+        it = http_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    // A process that starts or exits is answered at once; demand changes
+    // at most five times a second.
+    if (dirty_ && (urgent_ || now - last_rebalance >= 200'000'000ull)) {
+      rebalance();
+      last_rebalance = now;
+    }
+  }
+  unlink(opt_.socket.c_str());
+  say("stopped");
+  return 0;
+}
+
+void usage(FILE *f) {
+  fputs("usage: mmtierd --node-dram SIZE [--socket PATH] [--listen ADDRESS:PORT|off]\n"
+        "               [--guaranteed-max PCT] [--guaranteed-uids UID,...]\n"
+        "  --node-dram SIZE      DRAM shared by the processes under libmmtier (e.g. 64G); or MMTIER_NODE_DRAM\n"
+        "  --socket PATH         where processes register (default /run/mmtier/agent.sock; MMTIER_AGENT_SOCKET)\n"
+        "  --listen ADDR:PORT    HTTP: /metrics, /status, /healthz (default 127.0.0.1:9464; off)\n"
+        "  --guaranteed-max PCT  at most this share of the node's DRAM is guaranteed (default 90)\n"
+        "  --guaranteed-uids L   only these users' processes may hold a guarantee (default: every user)\n",
+        f);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  options o;
+  if (const char *e = getenv("MMTIER_AGENT_SOCKET"); e && *e) o.socket = e;
+  const char *node = getenv("MMTIER_NODE_DRAM");
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> const char * {
+      if (i + 1 >= argc) {
+        say("%s needs a value", a.c_str());
+        exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--node-dram") node = value();
+    else if (a == "--socket") o.socket = value();
+    else if (a == "--listen") o.listen = value();
+    else if (a == "--guaranteed-max") {
+      const int v = atoi(value());
+      if (v < 0 || v > 100) {
+        say("--guaranteed-max: expected 0..100");
+        return 2;
+      }
+      o.guaranteed_max_pct = static_cast<uint32_t>(v);
+    } else if (a == "--guaranteed-uids") {
+      std::string list = value();
+      size_t start = 0;
+      while (start <= list.size()) {
+        const size_t end = list.find(',', start);
+        const std::string item = list.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        char *rest = nullptr;
+        const unsigned long uid = strtoul(item.c_str(), &rest, 10);
+        if (item.empty() || *rest) {
+          say("--guaranteed-uids: %s is not a uid", item.c_str());
+          return 2;
+        }
+        o.guaranteed_uids.push_back(static_cast<uint32_t>(uid));
+        if (end == std::string::npos) break;
+        start = end + 1;
+      }
+    } else if (a == "--help" || a == "-h") {
+      usage(stdout);
+      return 0;
+    } else {
+      say("unknown option %s", a.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+  size_t bytes = 0;
+  if (!node || !mmtier::detail::parse_size(node, &bytes) || bytes == 0) {
+    say("the node's DRAM budget is needed: --node-dram SIZE or MMTIER_NODE_DRAM (e.g. 64G)%s%s", node ? ", not " : "",
+        node ? node : "");
+    return 2;
+  }
+  o.node_dram = bytes;
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { g_stop = 1; };
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  agent a(o);
+  return a.run();
+}

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""The node agent end to end: mmtierd sharing a node's DRAM among real
+processes under libmmtier (qos_child), processes keeping to their budgets,
+rebalancing when one exits, an agent restart, and bad input on its socket.
+Waits are bounded polls of the agent's /status, never fixed sleeps."""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+ARGS = None
+MiB = 1 << 20
+UNIT = 2 * MiB
+# A process's start-up units (its first 8 MiB) and the library's own
+# explicit ones are DRAM and never moved: a budget below them leaves them.
+STARTUP = 8 * UNIT
+
+# lib/stats/agent_format.h, struct message
+MSG = struct.Struct("<IIIIQIIQQQQQQQ16s160s")
+MAGIC, VERSION = 0x51544D4D, 1
+HELLO, REPORT, BUDGET = 1, 2, 3
+NONE = (1 << 64) - 1
+
+
+def wait_until(pred, timeout, what, step=0.1):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = pred()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError("not within %.0f s: %s (last: %r)" % (timeout, what, last))
+
+
+class Agent:
+    def __init__(self, sock, node="256M", extra=()):
+        self.sock = sock
+        self.proc = subprocess.Popen([ARGS.mmtierd, "--node-dram", node, "--socket", sock,
+                                      "--listen", "127.0.0.1:0", *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on port"), line + self.proc.stderr.read()
+        self.port = int(line.split()[-1])
+
+    def get(self, path):
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path), timeout=5) as r:
+            return r.status, r.read().decode()
+
+    def status(self):
+        return json.loads(self.get("/status")[1])
+
+    def by_pid(self):
+        return {p["pid"]: p for p in self.status()["processes"]}
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+        return self.proc.stderr.read()
+
+
+class Child:
+    def __init__(self, sock, mib=384, env=None):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("MMTIER_")}
+        e.update({"LD_PRELOAD": ARGS.lib, "MMTIER_AGENT_SOCKET": sock, "MMTIER_DRAM_RATIO": "1:1",
+                  "MMTIER_STATS_DIR": "off", "MMTIER_LOG": "info"})
+        e.update(env or {})
+        self.proc = subprocess.Popen([ARGS.child, str(mib)], env=e, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+        self.pid = self.proc.pid
+
+    def end(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(30)
+        return self.proc.stderr.read()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mmtierd-")
+        self.sock = os.path.join(self.dir, "agent.sock")
+        self.children = []
+        self.agent = None
+
+    def tearDown(self):
+        for c in self.children:
+            if c.proc.poll() is None:
+                c.kill()
+        if self.agent:
+            self.agent.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def child(self, **kw):
+        c = Child(self.sock, **kw)
+        self.children.append(c)
+        return c
+
+    def registered(self, n):
+        return wait_until(lambda: len(self.agent.status()["processes"]) == n and self.agent.by_pid(),
+                          30, "%d processes registered" % n)
+
+    def assert_kept(self, pids, slack=STARTUP):
+        """Each process's DRAM comes down to its budget (the mover demotes
+        at its rate limit); its start-up units may stay over a budget
+        smaller than them."""
+        seen = {}
+
+        def kept():
+            st = self.agent.by_pid()
+            seen.update({p: (st[p]["class"], st[p]["budget"] // MiB, st[p]["dram"] // MiB) for p in pids})
+            return all(st[p]["dram"] <= max(st[p]["budget"], slack) + UNIT for p in pids) and st
+        try:
+            return wait_until(kept, 30, "DRAM within budgets")
+        except AssertionError as e:
+            raise AssertionError("%s; class, budget, DRAM (MiB) per pid: %r" % (e, seen)) from None
+
+
+class QosTest(Base):
+    def test_classes_weights_guarantee_and_rebalance(self):
+        self.agent = Agent(self.sock, node="256M")
+        a = self.child(env={"MMTIER_QOS_CLASS": "guaranteed", "MMTIER_QOS_DRAM": "64M"})
+        b = self.child(env={"MMTIER_QOS_WEIGHT": "200"})
+        c = self.child(env={"MMTIER_QOS_WEIGHT": "100"})
+        d = self.child(env={"MMTIER_QOS_CLASS": "best-effort"})
+        st = self.registered(4)
+        budgets = wait_until(lambda: (lambda s: all(s[p.pid]["budget"] or p is d for p in (a, b, c)) and s)(self.agent.by_pid()),
+                             10, "budgets granted")
+        self.assertEqual(budgets[a.pid]["class"], "guaranteed")
+        self.assertEqual(budgets[a.pid]["budget"], 64 * MiB)
+        # 192 MiB left, shared 2:1 by weight (each wants more than that).
+        self.assertAlmostEqual(budgets[b.pid]["budget"] / budgets[c.pid]["budget"], 2.0, delta=0.2)
+        self.assertLessEqual(budgets[b.pid]["budget"] + budgets[c.pid]["budget"], 192 * MiB)
+        self.assertGreaterEqual(budgets[b.pid]["budget"] + budgets[c.pid]["budget"], 192 * MiB - 2 * UNIT)
+        self.assertEqual(budgets[d.pid]["budget"], 0)
+        st = self.assert_kept([a.pid, b.pid, c.pid, d.pid])
+        # The guarantee holder keeps its DRAM: it placed 64 MiB there and
+        # nothing takes it away.
+        self.assertGreaterEqual(st[a.pid]["dram"], 64 * MiB - UNIT)
+        # B dies: C and D share what it had, at once.
+        t0 = time.monotonic()
+        b.kill()
+        st = wait_until(lambda: (lambda s: b.pid not in s and s[c.pid]["budget"] >= 180 * MiB and s)(self.agent.by_pid()),
+                        10, "C given B's share")
+        print("rebalanced %.2f s after a process died" % (time.monotonic() - t0), file=sys.stderr)
+        self.assertEqual(st[a.pid]["budget"], 64 * MiB)
+        self.assertLessEqual(st[c.pid]["budget"] + st[d.pid]["budget"], 192 * MiB)
+        # A new burstable process takes its share back from C and D.
+        e = self.child(env={"MMTIER_QOS_WEIGHT": "100"})
+        st = wait_until(lambda: (lambda s: e.pid in s and s[e.pid]["budget"] > 0 and s)(self.agent.by_pid()), 10,
+                        "the new process served")
+        self.assertAlmostEqual(st[c.pid]["budget"] / st[e.pid]["budget"], 1.0, delta=0.1)
+        self.assertEqual(st[d.pid]["budget"], 0)
+        self.assert_kept([a.pid, c.pid, d.pid, e.pid])
+        # The processes said so themselves.
+        for ch in (a, c, d, e):
+            self.assertIn("node agent: registered", ch.end())
+        # Metrics of the ledger.
+        code, text = self.agent.get("/metrics")
+        self.assertEqual(code, 200)
+        self.assertIn("mmtier_node_dram_budget_bytes %d" % (256 * MiB), text)
+        self.assertIn('mmtier_node_processes{class="guaranteed"}', text)
+
+    def test_no_agent_means_working_alone_and_a_restart_keeps_budgets(self):
+        # No agent yet: the process runs on its own policy (1:1, no budget).
+        a = self.child(env={"MMTIER_QOS_CLASS": "guaranteed", "MMTIER_QOS_DRAM": "32M"})
+        b = self.child(mib=256)
+        self.agent = Agent(self.sock, node="128M")
+        st = self.registered(2)
+        st = wait_until(lambda: (lambda s: s[b.pid]["budget"] > 0 and s)(self.agent.by_pid()), 10, "budgets")
+        self.assertEqual(st[a.pid]["budget"], 32 * MiB)
+        before = self.assert_kept([a.pid, b.pid])
+        err = self.agent.stop()
+        self.assertIn("stopped", err)
+        self.assertFalse(os.path.exists(self.sock))
+        # Away: the processes keep their budgets (30 s) and reconnect.
+        self.agent = Agent(self.sock, node="128M")
+        t0 = time.monotonic()
+        st = wait_until(lambda: (lambda s: len(s) == 2 and s[b.pid]["budget"] > 0 and s)(self.agent.by_pid()), 15,
+                        "both registered again")
+        print("re-registered %.2f s after the agent restarted" % (time.monotonic() - t0), file=sys.stderr)
+        self.assertEqual(st[a.pid]["budget"], 32 * MiB, st)
+        self.assertEqual(st[a.pid]["class"], "guaranteed")
+        self.assertLessEqual(st[b.pid]["dram"], before[b.pid]["budget"] + UNIT)
+
+
+class BadInputTest(Base):
+    def raw(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(self.sock)
+        s.settimeout(5)
+        return s
+
+    def hello(self, **f):
+        v = dict(magic=MAGIC, version=VERSION, type=HELLO, qos=1, guarantee=0, weight=100, reserved=0, demand=0,
+                 dram=0, pmem=0, held=NONE, budget=0, generation=0, start=0, comm=b"fake", note=b"")
+        v.update(f)
+        return MSG.pack(*v.values())
+
+    def test_garbage_closes_the_connection_and_counts(self):
+        self.agent = Agent(self.sock)
+        s = self.raw()
+        s.send(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertEqual(s.recv(4096), b"")  # closed, nothing granted
+        s = self.raw()
+        s.send(self.hello(magic=1))
+        self.assertEqual(s.recv(4096), b"")
+        s = self.raw()
+        s.send(self.hello(type=REPORT))  # a report before hello
+        self.assertEqual(s.recv(4096), b"")
+        self.assertIn("mmtier_agent_rejected_messages_total 3", self.agent.get("/metrics")[1])
+        self.assertEqual(self.agent.status()["processes"], [])
+        code, _ = 0, None
+        try:
+            self.agent.get("/nothing")
+        except urllib.error.HTTPError as e:
+            code = e.code
+        self.assertEqual(code, 404)
+
+    def test_claims_get_nothing_they_should_not(self):
+        self.agent = Agent(self.sock, node="256M", extra=("--guaranteed-max", "50"))
+        # A guarantee beyond what the node may guarantee: burstable, with a
+        # note; a demand beyond what it placed: not believed.
+        s = self.raw()
+        s.send(self.hello(qos=0, guarantee=200 * MiB, demand=100 << 30, dram=16 * MiB, pmem=48 * MiB))
+        m = MSG.unpack(s.recv(4096))
+        self.assertEqual(m[2], BUDGET)
+        self.assertEqual(m[3], 1)  # served as burstable
+        self.assertIn(b"not granted", m[15])
+        self.assertEqual(m[11], 64 * MiB)  # all it placed, not 100 GiB
+        st = self.agent.status()["processes"][0]
+        self.assertEqual(st["pid"], os.getpid())  # from SO_PEERCRED
+        self.assertEqual(st["demand"], 64 * MiB)
+        s.close()
+        wait_until(lambda: self.agent.status()["processes"] == [], 10, "gone when its connection ends")
+
+    def test_a_second_agent_on_the_same_socket_refuses(self):
+        self.agent = Agent(self.sock)
+        p = subprocess.run([ARGS.mmtierd, "--node-dram", "1G", "--socket", self.sock, "--listen", "off"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("another mmtierd serves", p.stderr)
+        p = subprocess.run([ARGS.mmtierd, "--socket", self.sock + "2"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--node-dram", p.stderr)
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mmtierd", required=True)
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--child", required=True)
+    ARGS, rest = ap.parse_known_args()
+    unittest.main(argv=[sys.argv[0], "-v", *rest])
+
+
+if __name__ == "__main__":
+    main()
