@@ -84,6 +84,7 @@ const char *policy_name(uint32_t policy) {
   switch (policy) {
     case pub::kPolicyRatio: return "ratio";
     case pub::kPolicyDramFirst: return "dram-first";
+    case pub::kPolicyBandwidth: return "bandwidth";
   }
   return "unknown";
 }
@@ -100,7 +101,7 @@ std::string format_detail(const snapshot &s) {
   line("started", strf("%s (%s), updated %s", local_time(p.started_ns).c_str(), ago(s.real_ns, p.started_ns).c_str(),
                        ago(s.real_ns, p.updated_ns).c_str()));
   std::string policy = policy_name(p.policy);
-  if (p.policy == pub::kPolicyRatio) policy += strf(" %u:%u (DRAM:PMem)", p.ratio_dram, p.ratio_pmem);
+  if (p.policy == pub::kPolicyRatio || p.policy == pub::kPolicyBandwidth) policy += strf(" %u:%u (DRAM:PMem)", p.ratio_dram, p.ratio_pmem);
   line("policy", policy);
   line("promotion", p.promote ? strf("on, scan every %s, at most %s/s moved", duration_text(p.scan_interval_ns).c_str(),
                                      p.migrate_limit_bps ? human_bytes(p.migrate_limit_bps).c_str() : "unlimited")

@@ -40,8 +40,9 @@ constexpr option_info kOptions[] = {
     {"MMTIER_SLOW_NODE", "auto", "auto, off, or a NUMA node number",
      "The slow tier as a NUMA node's memory (CXL memory, KMEM DAX) instead of a file: auto takes a node "
      "without CPUs (the farthest) when MMTIER_PMEM_PATH is unset; off always uses the file."},
-    {"MMTIER_POLICY", "ratio", "ratio | dram-first",
-     "ratio splits memory by MMTIER_DRAM_RATIO; dram-first fills DRAM up to its limit, then PMem."},
+    {"MMTIER_POLICY", "ratio", "ratio | dram-first | bandwidth",
+     "ratio splits memory by MMTIER_DRAM_RATIO and the mover keeps hot memory in DRAM; dram-first fills DRAM up "
+     "to its limit, then PMem; bandwidth interleaves units by MMTIER_DRAM_RATIO and the mover leaves them there."},
     {"MMTIER_PROMOTE", "1", "0 | 1",
      "1: a background thread moves hot units to DRAM and cold ones to PMem; 0: memory stays where "
      "placement put it."},
@@ -230,8 +231,10 @@ bool parse_policy_opt(const char *name, const char *value, config *out, config_e
     out->policy = policy_kind::ratio;
   } else if (str_eq(value, "dram-first")) {
     out->policy = policy_kind::dram_first;
+  } else if (str_eq(value, "bandwidth")) {
+    out->policy = policy_kind::bandwidth;
   } else {
-    set_error(err, name, value, "expected ratio or dram-first");
+    set_error(err, name, value, "expected ratio, dram-first or bandwidth");
     return false;
   }
   return true;

@@ -10,7 +10,14 @@
 
 namespace mmtier::detail {
 
-enum class policy_kind : uint8_t { ratio, dram_first };
+// ratio: MMTIER_DRAM_RATIO, in runs of units, the mover moving hot units
+// to DRAM within the budget (the latency policy); dram_first: DRAM up to
+// its limit; bandwidth: MMTIER_DRAM_RATIO unit by unit, which the mover
+// leaves as placed (it only demotes down to a budget).
+enum class policy_kind : uint8_t { ratio, dram_first, bandwidth };
+
+// Whether the policy splits memory by MMTIER_DRAM_RATIO.
+inline bool policy_splits(policy_kind p) { return p != policy_kind::dram_first; }
 
 inline constexpr size_t kPathMax = 4096;
 inline constexpr int kSlowNodeAuto = -1, kSlowNodeOff = -2;
@@ -35,7 +42,7 @@ struct config {
   // file (>= 0); kSlowNodeAuto: a node without CPUs when there is one and
   // MMTIER_PMEM_PATH is unset; kSlowNodeOff: never.
   int slow_node = -1;
-  policy_kind policy = policy_kind::ratio;  // MMTIER_POLICY=ratio|dram-first
+  policy_kind policy = policy_kind::ratio;  // MMTIER_POLICY=ratio|dram-first|bandwidth
   bool promote = true;                      // MMTIER_PROMOTE=0|1
   // MMTIER_MIGRATE_MBPS: most MiB per second moved between tiers; 0 means
   // no limit.

@@ -10,6 +10,8 @@
 // units, at least 4), so that neighbouring units form long runs of one tier:
 // fewer kernel mappings (vm.max_map_count) and fewer to remap at fork, while
 // the share stays within about 1.6 percentage points of the ratio.
+// bandwidth: the ratio's rule unit by unit, without runs: the tiers
+// interleave at 2 MiB (each unit a mapping of its own).
 // dram-first: DRAM until its budget, then PMem.
 // Both honour MMTIER_DRAM_LIMIT (the smaller DRAM budget wins); memory beyond
 // the DRAM budget goes to PMem; when PMem cannot take it, DRAM does.
@@ -38,7 +40,9 @@ placement_result choose_tier(const placement_input &in, const config &cfg, int f
     const size_t total = in.policy_units[kTierDram] + in.policy_units[kTierPmem] + 1;
     want = in.policy_units[kTierDram] + 1 <= ratio_share(cfg, total) ? kTierDram : kTierPmem;
     const unsigned __int128 d = cfg.ratio_dram, sum = cfg.ratio_dram + cfg.ratio_pmem;
-    if (in.neighbour >= 0 && in.neighbour != want && d != 0 && d != sum) {
+    // bandwidth: unit by unit, so that a range streamed through draws on
+    // both tiers at once.
+    if (cfg.policy != policy_kind::bandwidth && in.neighbour >= 0 && in.neighbour != want && d != 0 && d != sum) {
       const unsigned __int128 tol = total / 64 > 4 ? total / 64 : 4;
       const unsigned __int128 dram_after = in.policy_units[kTierDram] + (in.neighbour == kTierDram);
       // |dram_after - total * d / sum| <= tol, in integers.

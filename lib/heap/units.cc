@@ -411,10 +411,10 @@ bool heap_init() {
   }
   apply_dram_limit();
   g_mgr.counters.limit_units[kTierPmem] = cfg.pmem_limit == SIZE_MAX ? SIZE_MAX : cfg.pmem_limit >> kUnitShift;
-  if (cfg.policy == policy_kind::ratio && cfg.ratio_dram == 0 && !pmem_tier().usable)
+  if (policy_splits(cfg.policy) && cfg.ratio_dram == 0 && !pmem_tier().usable)
     MMTIER_WARN("MMTIER_DRAM_RATIO gives DRAM nothing but the PMem tier is unavailable");
   // No start-up memory where DRAM is to get nothing.
-  const bool dram_gets_nothing = (cfg.policy == policy_kind::ratio && cfg.ratio_dram == 0) || cfg.dram_limit == 0;
+  const bool dram_gets_nothing = (policy_splits(cfg.policy) && cfg.ratio_dram == 0) || cfg.dram_limit == 0;
   g_mgr.startup_left = dram_gets_nothing ? 0 : kStartupUnits;
   heap_fork_register();
   MMTIER_INFO("heap: %zu GiB of addresses at %p, unit %zu KiB", g_heap.size >> 30,

@@ -110,6 +110,18 @@ size_t observe_software(uint64_t window_ns, size_t *started, size_t *touched, ui
   return nobs;
 }
 
+// The bandwidth policy: no access is tracked (nothing hidden, no fault);
+// the units listed are handed to the policy with no access information,
+// so that it knows which are on DRAM and demotes down to a budget
+// (MMTIER_DRAM_LIMIT, the node agent's), and promotes nothing.
+size_t observe_listing() {
+  mover_state &m = g_mover;
+  const size_t n = std::min(m.listing.n, kMaxListed);
+  for (size_t i = 0; i < n; ++i)
+    m.obs[i] = access_observation{m.listing.units[i], m.listing.tiers[i], true, 0, 0, 0, 0};
+  return n;
+}
+
 void heat_histogram(uint64_t now, uint64_t hist[kHeatBuckets]) {
   for (size_t i = 0; i < g_mover.listing.n; ++i) {
     const size_t b = static_cast<size_t>(g_mover.policy.heat(g_mover.listing.units[i], now) * kHeatBuckets);
@@ -184,7 +196,10 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   list_units(m.listing, m.scans, heap_movable_units);
   size_t started = 0, touched = 0, nobs;
   uint64_t spent = 0;
-  if (m.use_pmu) {
+  const bool track = config_get().policy != policy_kind::bandwidth;
+  if (!track) {
+    nobs = observe_listing();
+  } else if (m.use_pmu) {
     nobs = observe_pmu(interval_ns, &touched);
   } else {
     spent = sys::thread_cpu_ns() - cpu0;
@@ -207,7 +222,7 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   // Keep tracking cheap (migration time excluded: the rate limit pays for
   // it; scans that moved data say nothing about tracking's cost).
   spent += sys::thread_cpu_ns() - cpu0;
-  if (!o.moved() && !m.use_pmu) m.tracker.account(spent + fault_cpu_ns() - fault_cpu0, interval_ns);
+  if (track && !o.moved() && !m.use_pmu) m.tracker.account(spent + fault_cpu_ns() - fault_cpu0, interval_ns);
   g_mover_cpu_ns.store(sys::thread_cpu_ns(), std::memory_order_relaxed);
 
   pthread_mutex_lock(&g_stats_lock);
@@ -238,7 +253,7 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   // Only data moved, or a search for a hot set under way, counts as
   // activity: a promotion the budget refuses, scan after scan, must not
   // keep the interval at its shortest.
-  return o.moved() != 0 || rs.units != 0 || (!m.use_pmu && m.tracker.searching());
+  return o.moved() != 0 || rs.units != 0 || (track && !m.use_pmu && m.tracker.searching());
 }
 
 bool mover_init(const config &cfg) {
@@ -254,7 +269,9 @@ bool mover_init(const config &cfg) {
     MMTIER_WARN("background mover: no memory for its tables; memory is not moved between tiers");
     return false;
   }
-  if (g_mover.pmu.open(pmu_params{}) == pmu_status::ok && g_mover.pmu_counts.init_for_heap()) {
+  if (cfg.policy == policy_kind::bandwidth) {
+    MMTIER_INFO("mover: bandwidth policy: units stay where placed, no access tracking");
+  } else if (g_mover.pmu.open(pmu_params{}) == pmu_status::ok && g_mover.pmu_counts.init_for_heap()) {
     g_mover.use_pmu = true;
     g_mover.pmu.ignore_tid(static_cast<uint32_t>(sys::raw(SYS_gettid)));
     MMTIER_INFO("mover: hardware sampling of data addresses (%s)", g_mover.pmu.reason());

@@ -12,7 +12,7 @@ dram_budget dram_budget_of(const heap_counters &c, const config &cfg) {
   dram_budget b{SIZE_MAX, c.units[kTierDram]};
   // How many more DRAM units each rule allows (negative: over it).
   long long slack = LLONG_MAX;
-  if (cfg.policy == policy_kind::ratio) {
+  if (policy_splits(cfg.policy)) {
     const size_t share = ratio_share(cfg, c.policy_units[kTierDram] + c.policy_units[kTierPmem]);
     slack = static_cast<long long>(share) - static_cast<long long>(c.policy_units[kTierDram]);
   }

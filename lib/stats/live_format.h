@@ -52,7 +52,7 @@ inline constexpr int kHeatBuckets = 8;
 inline constexpr int kFailReasons = 4;  // distinct errno values of failed moves kept
 inline constexpr uint64_t kNone = UINT64_MAX;  // no limit / not known
 
-enum : uint32_t { kPolicyRatio = 0, kPolicyDramFirst = 1 };
+enum : uint32_t { kPolicyRatio = 0, kPolicyDramFirst = 1, kPolicyBandwidth = 2 };
 
 struct tier_figures {
   uint64_t placed_bytes;    // units placed on the tier now x unit size

@@ -107,7 +107,9 @@ void fill_identity(stats_page *p, long pid, unsigned uid) {
   p->uid = uid;
   p->started_ns = sys::real_ns();
   read_comm(p->comm);
-  p->policy = cfg.policy == policy_kind::ratio ? live_format::kPolicyRatio : live_format::kPolicyDramFirst;
+  p->policy = cfg.policy == policy_kind::ratio       ? live_format::kPolicyRatio
+              : cfg.policy == policy_kind::bandwidth ? live_format::kPolicyBandwidth
+                                                     : live_format::kPolicyDramFirst;
   p->ratio_dram = cfg.ratio_dram;
   p->ratio_pmem = cfg.ratio_pmem;
   p->promote = cfg.promote;

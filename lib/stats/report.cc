@@ -88,7 +88,9 @@ int write_report(int fd) {
   char out[4096];
   size_t o = 0;
   char a[32], b[32], c[32], d[32];
-  const char *policy = cfg.policy == policy_kind::ratio ? "ratio" : "dram-first";
+  const char *policy = cfg.policy == policy_kind::ratio       ? "ratio"
+                       : cfg.policy == policy_kind::bandwidth ? "bandwidth"
+                                                              : "dram-first";
   o += format(out + o, sizeof out - o,
               "mmtier report (pid %ld): policy %s, DRAM:PMem ratio %u:%u, unit %zu KiB\n",
               sys::getpid(), policy, cfg.ratio_dram, cfg.ratio_pmem, st.unit_size >> 10);

@@ -199,6 +199,25 @@ class QosTest(Base):
         self.assertLessEqual(st[b.pid]["dram"], before[b.pid]["budget"] + UNIT)
 
 
+class BandwidthTest(Base):
+    def test_bandwidth_policy_is_left_alone_but_keeps_to_a_budget(self):
+        """MMTIER_POLICY=bandwidth: units interleaved by the ratio, no
+        promotion however hot, demotions only down to a budget."""
+        self.agent = Agent(self.sock, node="64M")
+        b = self.child(env={"MMTIER_POLICY": "bandwidth", "MMTIER_REPORT": "stderr"})
+        st = self.registered(1)
+        st = wait_until(lambda: (lambda s: s[b.pid]["budget"] > 0 and s)(self.agent.by_pid()), 10, "a budget")
+        self.assertEqual(st[b.pid]["budget"], 64 * MiB)
+        self.assert_kept([b.pid])
+        err = b.end()
+        self.assertIn("policy bandwidth", err)
+        self.assertIn("no access tracking", err)
+        mover = [l for l in err.splitlines() if "mover:" in l and "promotions" in l]
+        self.assertEqual(len(mover), 1, err)
+        self.assertIn(" 0 promotions", mover[0])
+        self.assertNotIn(" 0 demotions", mover[0])  # it did come down to the budget
+
+
 class BadInputTest(Base):
     def raw(self):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

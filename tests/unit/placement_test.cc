@@ -80,6 +80,29 @@ TEST(Placement, NeighboursFormRunsAndKeepTheShare) {
   }
 }
 
+// The bandwidth policy: the ratio unit by unit, whatever the neighbour:
+// at 1:1 the tiers alternate, at 1:3 every fourth unit is DRAM.
+TEST(Placement, BandwidthInterleavesUnitByUnit) {
+  for (auto [d, p] : {std::pair{1u, 1u}, {1u, 3u}}) {
+    config c = make_config(d, p);
+    c.policy = policy_kind::bandwidth;
+    placement_input in = fresh();
+    int prev = -1;
+    size_t since_dram = 0, longest_pmem_run = 0;
+    for (size_t i = 1; i <= 1024; ++i) {
+      in.neighbour = prev;
+      placement_result r = choose_tier(in, c, -1);
+      ++in.units[r.tier];
+      ++in.policy_units[r.tier];
+      prev = r.tier;
+      since_dram = r.tier == kTierDram ? 0 : since_dram + 1;
+      longest_pmem_run = std::max(longest_pmem_run, since_dram);
+      ASSERT_LE(std::abs(double(in.units[kTierDram]) - double(i) * d / (d + p)), 1.0) << d << ":" << p << " i=" << i;
+    }
+    EXPECT_EQ(longest_pmem_run, size_t{p}) << d << ":" << p;
+  }
+}
+
 TEST(Placement, ZeroSidesOfTheRatio) {
   placement_input in = fresh();
   EXPECT_EQ(place(in, make_config(0, 1), 100), 0u);
