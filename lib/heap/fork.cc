@@ -135,6 +135,7 @@ void leave() {
 
 void leave_child() {
   pthread_mutex_init(&g_mgr.lock, nullptr);
+  g_mgr.counters.units_at_fork = g_mgr.counters.units[kTierDram] + g_mgr.counters.units[kTierPmem];
   // The node agent's budget was the parent's; the child asks for its own.
   g_mgr.node_dram_units = SIZE_MAX;
   apply_dram_limit();
@@ -208,8 +209,10 @@ void restored() {
     g_mgr.counters.frozen_inherited += g_mgr.counters.frozen_own;
     g_mgr.counters.frozen_own = 0;
     g_mgr.counters.reshared = 0;
-    // The dead original's node budget: this process asks the agent anew.
+    // The dead original's node budget: this process asks the agent anew,
+    // as a process of its own.
     g_mgr.node_dram_units = SIZE_MAX;
+    g_mgr.counters.units_at_fork = 0;
     apply_dram_limit();
     tier &pm = pmem_tier();
     if (pm.ops->restored) pm.ops->restored(&pm);

@@ -85,6 +85,9 @@ struct heap_counters {
   // Units frozen by a fork (their file view private; pages written since
   // are DRAM copies), of this process's own file and of ancestors'.
   size_t frozen_own, frozen_inherited;
+  // A fork child: the units it was born with, its parent's (0: not a fork
+  // child).
+  size_t units_at_fork;
   size_t reshared;  // frozen units given a slot of their own again
   // PMem units given their storage at their first access (units.cc,
   // "Storage at first touch").

@@ -3,6 +3,7 @@
 
 #include "config/config.h"
 #include "heap/heap.h"
+#include "mover/mover.h"
 #include "platform/clock.h"
 #include "platform/fd_guard.h"
 #include "platform/sys.h"
@@ -36,6 +37,7 @@ struct client {
   uint64_t last_demand = 0;
   uint64_t lost_ns = 0;  // when the connection ended while a budget was held (0: not)
   char last_note[sizeof(af::message::note)] = {};
+  bool said_inherited = false;
 };
 client g_client;  // the mover's thread only (a fork child's handler resets it)
 
@@ -113,9 +115,27 @@ void disconnect(uint64_t now, bool had_budget) {
   MMTIER_INFO("node agent: connection ended; %s", had_budget ? "the budget is kept while it is away" : "working alone");
 }
 
+// A fork child mapping mostly its parent's memory (a Redis BGSAVE, a
+// worker given one task) is part of its parent: registered, it would take
+// a share of the node from the parent while it runs.  It registers once it
+// has placed memory of its own as a fresh process with a mover has.
+bool mostly_inherited() {
+  heap_counters c;
+  heap_counters_get(&c);
+  const size_t all = c.units[kTierDram] + c.units[kTierPmem];
+  const size_t own = all > c.units_at_fork ? all - c.units_at_fork : 0;
+  if (!c.units_at_fork || own >= kMoverStartUnits) return false;
+  if (!g_client.said_inherited) {
+    g_client.said_inherited = true;
+    MMTIER_DEBUG("node agent: not registering yet: %zu of %zu units came with the fork", all - own, all);
+  }
+  return true;
+}
+
 bool connect_agent(uint64_t now) {
   const config &cfg = config_get();
   g_client.next_try_ns = now + kRetryNs;
+  if (mostly_inherited()) return false;
   // Cheap when there is no agent: one failed stat every few seconds.
   struct stat st;
   if (sys::raw(SYS_newfstatat, AT_FDCWD, reinterpret_cast<long>(cfg.agent_socket), reinterpret_cast<long>(&st), 0) != 0)

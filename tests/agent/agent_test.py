@@ -70,12 +70,12 @@ class Agent:
 
 
 class Child:
-    def __init__(self, sock, mib=384, env=None):
+    def __init__(self, sock, mib=384, env=None, args=()):
         e = {k: v for k, v in os.environ.items() if not k.startswith("MMTIER_")}
         e.update({"LD_PRELOAD": ARGS.lib, "MMTIER_AGENT_SOCKET": sock, "MMTIER_DRAM_RATIO": "1:1",
                   "MMTIER_STATS_DIR": "off", "MMTIER_LOG": "info"})
         e.update(env or {})
-        self.proc = subprocess.Popen([ARGS.child, str(mib)], env=e, stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([ARGS.child, str(mib), *args], env=e, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready"
         self.pid = self.proc.pid
@@ -197,6 +197,29 @@ class QosTest(Base):
         self.assertEqual(st[a.pid]["budget"], 32 * MiB, st)
         self.assertEqual(st[a.pid]["class"], "guaranteed")
         self.assertLessEqual(st[b.pid]["dram"], before[b.pid]["budget"] + UNIT)
+
+
+class ForkTest(Base):
+    def test_a_fork_child_sharing_its_parents_memory_does_not_take_a_share(self):
+        """A worker forked from a registered process maps mostly its
+        parent's memory: it does not register (a Redis BGSAVE must not
+        halve its server's budget), and says so."""
+        self.agent = Agent(self.sock, node="256M")
+        c = Child(self.sock, env={"MMTIER_LOG": "debug"}, args=["fork"])
+        self.children.append(c)
+        line = c.proc.stdout.readline().split()
+        self.assertEqual(line[0], "forked")
+        child_pid = int(line[1])
+        st = self.registered(1)
+        self.assertIn(c.pid, st)
+        err = []
+
+        def said():
+            err.append(os.read(c.proc.stderr.fileno(), 65536).decode(errors="replace"))
+            return "not registering yet" in "".join(err)
+        wait_until(said, 30, "the fork child's word that it does not register")
+        self.assertEqual(list(self.agent.by_pid()), [c.pid])
+        self.assertNotEqual(child_pid, c.pid)
 
 
 class BandwidthTest(Base):
