@@ -2,13 +2,16 @@
 // the processes under libmmtier that register on its socket (protocol:
 // lib/stats/agent_format.h; sharing: qos.h), and serves the metrics of every
 // mmtier process on the node over HTTP (/metrics, Prometheus text format;
-// /status, JSON; /healthz).  One thread, one epoll loop; it never runs
+// /status, JSON; /healthz), and takes the periodic snapshots of the
+// processes that offer them, one at a time across the node (through each
+// one's control socket).  One thread, one epoll loop; it never runs
 // anything a client sends.
 //
 //   mmtierd --node-dram 64G [--socket PATH] [--listen ADDR:PORT|off]
 //           [--guaranteed-max PCT] [--guaranteed-uids UID,...]
 #include "qos.h"
 
+#include "api/control_format.h"
 #include "config/config.h"
 #include "format.h"
 #include "stats/agent_format.h"
@@ -142,7 +145,24 @@ struct member {
   bool sent = false;       // a budget was sent
   uint64_t sent_budget = 0;
   uint32_t sent_qos = 0;
+  uint32_t sent_flags = 0;
   std::string sent_note;
+  // Periodic snapshots the agent takes for it (through its control socket).
+  uint64_t snapshot_every_ns = 0;
+  std::string control_path;  // checked: <dir>/<pid>.ctl, a socket of the process's user
+  uint64_t next_due_ns = 0;
+  uint64_t snapshots = 0, snapshot_failures = 0;
+  uint64_t last_snapshot_real_ns = 0;
+  std::string last_error;
+};
+
+// A periodic snapshot under way: the connection to the process's control
+// socket, whose reply says when the capsule is durable.
+struct snapshot_call {
+  int fd = -1;
+  int member_fd = -1;  // the registration it is for (-1 once that ended)
+  int pid = 0;
+  uint64_t started_ns = 0;
 };
 
 // An HTTP connection: the request read so far.
@@ -169,6 +189,9 @@ class agent {
   std::string metrics() const;
   std::string status() const;
   void serve_http(http_conn &c);
+  void note_offer(member &m, uint64_t every, const char *path);
+  void start_snapshot(uint64_t now);
+  void end_snapshot(bool timed_out);
 
   options opt_;
   int ep_ = -1, unix_ = -1, tcp_ = -1;
@@ -179,7 +202,98 @@ class agent {
   uint64_t generation_ = 0;
   uint64_t rebalances_ = 0;
   uint64_t rejected_ = 0;
+  snapshot_call snap_;  // one at a time across the node
+  uint64_t snapshots_ok_ = 0, snapshots_failed_ = 0;
 };
+
+uint64_t real_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// A process's control socket, as it says: taken only when it is
+// <dir>/<its pid>.ctl, a socket owned by its user, so that no process can
+// make the agent ask another for snapshots.
+bool control_path_ok(const std::string &path, int pid, uint32_t uid) {
+  const std::string tail = "/" + std::to_string(pid) + mmtier::control::kSuffix;
+  if (path.size() <= tail.size() || path[0] != '/' || path.compare(path.size() - tail.size(), tail.size(), tail) != 0)
+    return false;
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid == uid;
+}
+
+void agent::note_offer(member &m, uint64_t every, const char *path) {
+  std::string p(path, strnlen(path, sizeof(af::message::control_path)));
+  if (every < 1000000000ull || !control_path_ok(p, m.pid, m.uid)) {
+    every = 0;
+    p.clear();
+  }
+  if (every == m.snapshot_every_ns && p == m.control_path) return;
+  m.snapshot_every_ns = every;
+  m.control_path = p;
+  m.next_due_ns = every ? mono_ns() + every : 0;
+  dirty_ = urgent_ = true;  // the budget's flag changes
+}
+
+void agent::start_snapshot(uint64_t now) {
+  member *due = nullptr;
+  for (auto &[fd, m] : members_)
+    if (m.hello && m.snapshot_every_ns && m.next_due_ns <= now && (!due || m.next_due_ns < due->next_due_ns)) due = &m;
+  if (!due) return;
+  member &m = *due;
+  m.next_due_ns = now + m.snapshot_every_ns;
+  const int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", m.control_path.c_str());
+  mmtier::control::request req{};
+  req.magic = mmtier::control::kMagic;
+  req.version = mmtier::control::kVersion;
+  req.cmd = static_cast<uint32_t>(mmtier::control::command::snapshot);
+  req.flags = mmtier::control::kPeriodic;
+  if (s < 0 || connect(s, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 ||
+      send(s, &req, sizeof req, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof req)) {
+    ++m.snapshot_failures;
+    ++snapshots_failed_;
+    m.last_error = std::string("cannot reach its control socket: ") + strerror(errno);
+    if (s >= 0) close(s);
+    return;
+  }
+  snap_ = snapshot_call{s, m.fd, m.pid, now};
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = s;
+  epoll_ctl(ep_, EPOLL_CTL_ADD, s, &ev);
+}
+
+void agent::end_snapshot(bool timed_out) {
+  mmtier::control::reply rep{};
+  const ssize_t n = timed_out ? -1 : recv(snap_.fd, &rep, sizeof rep, MSG_DONTWAIT);
+  if (n < 0 && !timed_out && (errno == EAGAIN || errno == EINTR)) return;
+  auto it = members_.find(snap_.member_fd);
+  member *m = it != members_.end() && it->second.pid == snap_.pid ? &it->second : nullptr;
+  const bool ok = n >= static_cast<ssize_t>(offsetof(mmtier::control::reply, line)) && rep.magic == mmtier::control::kMagic &&
+                  rep.error == 0;
+  if (ok) ++snapshots_ok_;
+  else ++snapshots_failed_;
+  if (m) {
+    if (ok) {
+      ++m->snapshots;
+      m->last_snapshot_real_ns = real_ns();
+      m->last_error.clear();
+    } else {
+      ++m->snapshot_failures;
+      rep.line[sizeof rep.line - 1] = 0;
+      m->last_error = timed_out ? "no reply within 15 min"
+                      : n <= 0  ? "the process closed its control socket"
+                                : (rep.line[0] ? rep.line : strerror(rep.error));
+    }
+  }
+  epoll_ctl(ep_, EPOLL_CTL_DEL, snap_.fd, nullptr);
+  close(snap_.fd);
+  snap_ = snapshot_call{};
+}
 
 bool agent::open_socket() {
   const std::string &path = opt_.socket;
@@ -337,6 +451,8 @@ void agent::on_member(int fd) {
       }
       m.where = place_of(m.pid);
     }
+    msg.control_path[sizeof msg.control_path - 1] = 0;
+    note_offer(m, msg.snapshot_every_ns, msg.control_path);
     // A demand above what the process has placed in all is not believed:
     // it could not use that DRAM.
     const uint64_t placed = msg.dram_bytes + msg.pmem_bytes;
@@ -368,7 +484,10 @@ void agent::rebalance() {
   for (size_t i = 0; i < who.size(); ++i) {
     member &m = *who[i];
     m.grant = grants[i];
-    if (m.sent && m.sent_budget == m.grant.budget && m.sent_qos == m.grant.qos && m.sent_note == m.grant.note) continue;
+    const uint32_t flags = m.snapshot_every_ns ? af::kSchedulesSnapshots : 0;
+    if (m.sent && m.sent_budget == m.grant.budget && m.sent_qos == m.grant.qos && m.sent_note == m.grant.note &&
+        m.sent_flags == flags)
+      continue;
     af::message b{};
     b.magic = af::kMagic;
     b.version = af::kVersion;
@@ -376,12 +495,14 @@ void agent::rebalance() {
     b.qos = m.grant.qos;
     b.budget_bytes = m.grant.budget;
     b.generation = generation_;
+    b.flags = flags;
     snprintf(b.note, sizeof b.note, "%s", m.grant.note.c_str());
     if (send(m.fd, &b, sizeof b, MSG_DONTWAIT | MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof b)) {
       m.sent = true;
       m.sent_budget = m.grant.budget;
       m.sent_qos = m.grant.qos;
       m.sent_note = m.grant.note;
+      m.sent_flags = flags;
     }
   }
 }
@@ -434,6 +555,10 @@ std::string agent::metrics() const {
   o += "# HELP mmtier_agent_rejected_messages_total Malformed or unexpected messages (their connections closed).\n"
        "# TYPE mmtier_agent_rejected_messages_total counter\n";
   o += strf("mmtier_agent_rejected_messages_total %llu\n", static_cast<unsigned long long>(rejected_));
+  o += "# HELP mmtier_agent_snapshots_total Periodic snapshots the agent asked processes for, by result.\n"
+       "# TYPE mmtier_agent_snapshots_total counter\n";
+  o += strf("mmtier_agent_snapshots_total{result=\"ok\"} %llu\n", static_cast<unsigned long long>(snapshots_ok_));
+  o += strf("mmtier_agent_snapshots_total{result=\"failed\"} %llu\n", static_cast<unsigned long long>(snapshots_failed_));
   auto per_process = [&](const char *name, const char *help, auto get) {
     o += strf("# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
     for (const auto &[fd, m] : members_) {
@@ -468,13 +593,16 @@ std::string agent::status() const {
     first = false;
     o += strf("{\"pid\":%d,\"uid\":%u,\"comm\":%s,\"asked_class\":\"%s\",\"class\":\"%s\",\"guarantee\":%llu,"
               "\"weight\":%u,\"demand\":%llu,\"dram\":%llu,\"pmem\":%llu,\"budget\":%llu,\"container\":%s,\"pod\":%s,"
-              "\"note\":%s}",
+              "\"note\":%s,\"snapshot_every_s\":%.3f,\"snapshots\":%llu,\"snapshot_failures\":%llu,"
+              "\"last_snapshot\":%.3f,\"snapshot_error\":%s}",
               m.pid, m.uid, cli::json_string(m.comm).c_str(), qa::class_name(m.claim.qos), qa::class_name(m.grant.qos),
               static_cast<unsigned long long>(m.claim.guarantee), m.claim.weight,
               static_cast<unsigned long long>(m.claim.demand), static_cast<unsigned long long>(m.dram),
               static_cast<unsigned long long>(m.pmem), static_cast<unsigned long long>(m.grant.budget),
               cli::json_string(m.where.container).c_str(), cli::json_string(m.where.pod).c_str(),
-              cli::json_string(m.grant.note).c_str());
+              cli::json_string(m.grant.note).c_str(), static_cast<double>(m.snapshot_every_ns) / 1e9,
+              static_cast<unsigned long long>(m.snapshots), static_cast<unsigned long long>(m.snapshot_failures),
+              static_cast<double>(m.last_snapshot_real_ns) / 1e9, cli::json_string(m.last_error).c_str());
   }
   o += "]}\n";
   return o;
@@ -562,6 +690,7 @@ int agent::run() {
       const int fd = evs[i].data.fd;
       if (fd == unix_) accept_members();
       else if (fd == tcp_) accept_http();
+      else if (fd == snap_.fd) end_snapshot(false);
       else if (members_.count(fd)) on_member(fd);
       else on_http(fd);
     }
@@ -576,6 +705,10 @@ int agent::run() {
         ++it;
       }
     }
+    // Periodic snapshots, one at a time across the node (their pauses and
+    // their writing never coincide).
+    if (snap_.fd >= 0 && now - snap_.started_ns > 900'000'000'000ull) end_snapshot(true);
+    if (snap_.fd < 0) start_snapshot(now);
     // A process that starts or exits is answered at once; demand changes
     // at most five times a second.
     if (dirty_ && (urgent_ || now - last_rebalance >= 200'000'000ull)) {

@@ -9,6 +9,7 @@
 #include "snapshot/restore_note.h"
 #include "config/config.h"
 #include "platform/clock.h"
+#include "stats/agent_client.h"
 #include "stats/live_stats.h"
 #include "support/thread.h"
 #include "support/log.h"
@@ -97,6 +98,15 @@ bool serve(int fd) {
   } else {
     req.name[sizeof req.name - 1] = 0;
     req.dir[sizeof req.dir - 1] = 0;
+    if (req.flags & ctl::kPeriodic) {
+      // Asked for by the node agent: named and pruned as the timer's own.
+      const long r = g_no_periodic ? -EPERM : periodic_snapshot();
+      if (r == 1) return false;
+      rep.error = r < 0 ? static_cast<int32_t>(-r) : 0;
+      if (g_no_periodic) snprintf(rep.line, sizeof rep.line, "this process takes no periodic snapshots");
+      send(fd, &rep, sizeof rep, MSG_NOSIGNAL);
+      return true;
+    }
     static snap_result res;
     const bool hold = (req.flags & ctl::kHold) != 0;
     const long r = snapshot_take({req.name[0] ? req.name : nullptr, req.dir[0] ? req.dir : nullptr, fd,
@@ -127,9 +137,14 @@ bool serve(int fd) {
 // (MMTIER_SNAPSHOT_EVERY), taking it when it is.  False when this thread is
 // the one a restored process resumed in.
 bool wait_for_connection(uint64_t *next_ns) {
-  const uint64_t every = g_no_periodic ? 0 : config_get().snapshot_every_ns;
+  const uint64_t configured = g_no_periodic ? 0 : config_get().snapshot_every_ns;
   for (;;) {
-    int timeout_ms = -1;
+    // While the node agent takes them (one process at a time across the
+    // node), this timer waits, looking again every second.
+    const bool agent = configured && agent_client_schedules_snapshots();
+    const uint64_t every = agent ? 0 : configured;
+    int timeout_ms = agent ? 1000 : -1;
+    if (agent) *next_ns = 0;  // from the hand-back on, a whole interval
     if (every) {
       const uint64_t now = sys::mono_ns();
       if (!*next_ns) *next_ns = now + every;
@@ -247,6 +262,7 @@ void control_start() {
   if (!g_started) {
     g_started = true;
     if (make_socket()) {
+      if (config_get().snapshot_every_ns && !g_no_periodic) agent_client_offer_snapshots(g_path);
       if (const int e = start_service_thread(control_main, "mmtier-ctl"); e != 0) {
         MMTIER_WARN("cannot start the control thread (error %d); mmtier snapshot cannot reach this process", e);
         control_exit();

@@ -31,6 +31,11 @@ enum request_flags : uint32_t {
   // Copy the PMem units into the capsule (hashed, incremental) instead of
   // linking the PMem files (snap_request::copy_pmem).
   kCopyPmem = 1u << 2,
+  // One of the process's periodic snapshots (MMTIER_SNAPSHOT_EVERY), asked
+  // for by the node agent, which schedules them across the node: named and
+  // pruned as the process's own timer would (snapshot/periodic.h); name
+  // and dir are ignored.
+  kPeriodic = 1u << 3,
 };
 
 constexpr char kCommit = 'c', kEnded = 'k';

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 
@@ -40,6 +41,12 @@ struct client {
   bool said_inherited = false;
 };
 client g_client;  // the mover's thread only (a fork child's handler resets it)
+
+// The snapshots offered (under g_state_lock) and whether the agent takes
+// them.
+char g_offer_path[sizeof(af::message::control_path)] = {};
+bool g_offer_sent = false;  // the agent has the offer as it is now (atomic accesses)
+std::atomic<bool> g_schedules{false};
 
 pthread_mutex_t g_state_lock = PTHREAD_MUTEX_INITIALIZER;
 agent_client_state g_state;  // under g_state_lock: for readers (the report)
@@ -74,6 +81,14 @@ af::message blank(uint32_t type) {
   m.magic = af::kMagic;
   m.version = af::kVersion;
   m.type = type;
+  // Every hello and report carries the snapshot offer as it is now.
+  pthread_mutex_lock(&g_state_lock);
+  if (g_offer_path[0]) {
+    m.snapshot_every_ns = config_get().snapshot_every_ns;
+    memcpy(m.control_path, g_offer_path, sizeof m.control_path);
+  }
+  pthread_mutex_unlock(&g_state_lock);
+  __atomic_store_n(&g_offer_sent, true, __ATOMIC_RELEASE);
   return m;
 }
 
@@ -109,6 +124,8 @@ void disconnect(uint64_t now, bool had_budget) {
   g_client.fd = -1;
   g_client.next_try_ns = now + kRetryNs;
   if (had_budget) g_client.lost_ns = now;
+  // The process's own timer takes its snapshots again.
+  g_schedules.store(false, std::memory_order_release);
   agent_client_state s;
   agent_client_get(&s);
   set_state(false, s.has_budget, s.budget_bytes, s.granted_class, false);
@@ -182,6 +199,9 @@ void apply_budget(const af::message &m) {
   heap_set_node_dram_limit(none ? SIZE_MAX : static_cast<size_t>(m.budget_bytes >> kUnitShift));
   set_state(true, !none, none ? 0 : m.budget_bytes, m.qos, true);
   g_client.lost_ns = 0;
+  const bool schedules = (m.flags & af::kSchedulesSnapshots) != 0;
+  if (schedules != g_schedules.exchange(schedules, std::memory_order_acq_rel))
+    MMTIER_INFO("node agent: %s the periodic snapshots", schedules ? "takes over" : "hands back");
   char note[sizeof m.note];
   memcpy(note, m.note, sizeof note);
   note[sizeof note - 1] = 0;
@@ -212,6 +232,10 @@ void fork_child() {
   g_client = client{};
   pthread_mutex_init(&g_state_lock, nullptr);
   g_state = agent_client_state{};
+  // The periodic snapshots are the parent's.
+  g_offer_path[0] = 0;
+  g_offer_sent = false;
+  g_schedules.store(false, std::memory_order_relaxed);
 }
 
 // A restored process: the descriptor was the dead original's (forgotten,
@@ -220,6 +244,11 @@ void restored() {
   g_client = client{};
   pthread_mutex_init(&g_state_lock, nullptr);
   g_state = agent_client_state{};
+  // The control socket is made anew (and offered again) by the control
+  // thread of the restored process.
+  g_offer_path[0] = 0;
+  g_offer_sent = false;
+  g_schedules.store(false, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -228,6 +257,20 @@ void agent_client_register() {
   if (!config_get().agent_socket[0]) return;
   quiesce_register(kRankControlStart, {nullptr, nullptr, fork_child, nullptr, restored});
 }
+
+void agent_client_offer_snapshots(const char *control_path) {
+  pthread_mutex_lock(&g_state_lock);
+  const size_t n = control_path ? strlen(control_path) : 0;
+  if (n < sizeof g_offer_path) {
+    memcpy(g_offer_path, control_path ? control_path : "", n);
+    g_offer_path[n] = 0;
+  }
+  pthread_mutex_unlock(&g_state_lock);
+  __atomic_store_n(&g_offer_sent, false, __ATOMIC_RELEASE);  // the next tick tells the agent
+  if (!control_path) g_schedules.store(false, std::memory_order_release);
+}
+
+bool agent_client_schedules_snapshots() { return g_schedules.load(std::memory_order_acquire); }
 
 void agent_client_get(agent_client_state *out) {
   pthread_mutex_lock(&g_state_lock);
@@ -260,7 +303,8 @@ void agent_client_tick() {
   uint64_t demand, dram, pmem;
   figures(&demand, &dram, &pmem);
   const uint64_t step = uint64_t{1} << kUnitShift;
-  const bool changed = demand > g_client.last_demand + step || demand + step < g_client.last_demand;
+  const bool changed = demand > g_client.last_demand + step || demand + step < g_client.last_demand ||
+                       !__atomic_load_n(&g_offer_sent, __ATOMIC_ACQUIRE);
   if (!changed && now - g_client.last_report_ns < kReportNs) return;
   af::message r = blank(af::kReport);
   r.demand_bytes = demand;

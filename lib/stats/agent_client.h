@@ -30,4 +30,12 @@ struct agent_client_state {
 };
 void agent_client_get(agent_client_state *out);
 
+// The control thread offers the process's periodic snapshots
+// (MMTIER_SNAPSHOT_EVERY) to the agent, with the socket the agent asks for
+// them through (nullptr: none to offer).  Any thread.
+void agent_client_offer_snapshots(const char *control_path);
+// Whether the agent takes the process's periodic snapshots now (the
+// control thread's own timer waits meanwhile).  Any thread.
+bool agent_client_schedules_snapshots();
+
 }  // namespace mmtier::detail

@@ -38,7 +38,7 @@ struct message {
   uint32_t qos;       // hello: the class asked for; budget: the class granted
   uint64_t guarantee_bytes;  // hello: the guarantee asked for (kGuaranteed)
   uint32_t weight;    // hello: burstable weight, 1..10000
-  uint32_t reserved;
+  uint32_t flags;     // budget: kSchedulesSnapshots
   // hello, report: the DRAM the process's own policy gives it now
   // (MMTIER_DRAM_RATIO's share, MMTIER_DRAM_LIMIT): what it would use
   // alone.
@@ -53,6 +53,19 @@ struct message {
   uint64_t start_time;    // hello: /proc/self/stat starttime (clock ticks after boot)
   char comm[16];          // hello
   char note[160];         // budget: why the class or guarantee was not granted, or ""
+  // hello, report: the interval of the periodic snapshots the process
+  // takes (MMTIER_SNAPSHOT_EVERY; 0: none) and its control socket
+  // (api/control_format.h), through which the agent asks for them
+  // instead, one process at a time across the node.
+  uint64_t snapshot_every_ns;
+  char control_path[108];
+};
+
+// message::flags of a budget.
+enum : uint32_t {
+  // The agent takes this process's periodic snapshots (through its control
+  // socket, kPeriodic): the process's own timer waits while it does.
+  kSchedulesSnapshots = 1u << 0,
 };
 
 }  // namespace mmtier::agent_format

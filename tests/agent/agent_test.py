@@ -25,7 +25,7 @@ UNIT = 2 * MiB
 STARTUP = 8 * UNIT
 
 # lib/stats/agent_format.h, struct message
-MSG = struct.Struct("<IIIIQIIQQQQQQQ16s160s")
+MSG = struct.Struct("<IIIIQIIQQQQQQQ16s160sQ108s4x")
 MAGIC, VERSION = 0x51544D4D, 1
 HELLO, REPORT, BUDGET = 1, 2, 3
 NONE = (1 << 64) - 1
@@ -222,6 +222,49 @@ class ForkTest(Base):
         self.assertNotEqual(child_pid, c.pid)
 
 
+class ScheduleTest(Base):
+    def capsules(self, d, pid):
+        try:
+            return len([n for n in os.listdir(d) if n.startswith("auto-%d-" % pid) and n.endswith(".mmtcap")])
+        except FileNotFoundError:
+            return 0
+
+    def test_the_agent_takes_periodic_snapshots_one_at_a_time_and_hands_them_back(self):
+        """Processes with MMTIER_SNAPSHOT_EVERY offer their periodic
+        snapshots to the agent, which takes them through their control
+        sockets one process at a time; their own timers wait meanwhile and
+        take over again when the agent goes away."""
+        stats = tempfile.mkdtemp(prefix="mmtierd-stats-", dir="/dev/shm")
+        self.addCleanup(shutil.rmtree, stats, True)
+        self.agent = Agent(self.sock, node="256M")
+        kids, dirs = [], []
+        for i in range(2):
+            d = os.path.join(self.dir, "caps%d" % i)
+            dirs.append(d)
+            kids.append(self.child(mib=96, env={"MMTIER_SNAPSHOT_EVERY": "2s", "MMTIER_SNAPSHOT_DIR": d,
+                                                "MMTIER_STATS_DIR": stats}))
+        st = wait_until(lambda: (lambda s: len(s) == 2 and all(p["snapshots"] >= 3 for p in s.values()) and s)(
+            self.agent.by_pid()), 60, "three snapshots of each taken by the agent")
+        for k, d in zip(kids, dirs):
+            self.assertEqual(st[k.pid]["snapshot_every_s"], 2.0)
+            self.assertEqual(st[k.pid]["snapshot_failures"], 0, st[k.pid]["snapshot_error"])
+            # Only the agent's: the process's own timer waited (one more
+            # may be durable and not yet answered).
+            n = self.capsules(d, k.pid)
+            self.assertGreaterEqual(n, st[k.pid]["snapshots"])
+            self.assertLessEqual(n, self.agent.by_pid()[k.pid]["snapshots"] + 1)
+        self.assertIn('mmtier_agent_snapshots_total{result="ok"}', self.agent.get("/metrics")[1])
+        # The agent goes: each process's own timer takes over.
+        before = [self.capsules(d, k.pid) for k, d in zip(kids, dirs)]
+        self.agent.stop()
+        self.agent = None
+        wait_until(lambda: all(self.capsules(d, k.pid) >= b + 2 for k, d, b in zip(kids, dirs, before)), 30,
+                   "snapshots by the processes' own timers")
+        for k in kids:
+            err = k.end()
+            self.assertIn("node agent: takes over the periodic snapshots", err)
+
+
 class BandwidthTest(Base):
     def test_bandwidth_policy_is_left_alone_but_keeps_to_a_budget(self):
         """MMTIER_POLICY=bandwidth: units interleaved by the ratio, no
@@ -249,8 +292,9 @@ class BadInputTest(Base):
         return s
 
     def hello(self, **f):
-        v = dict(magic=MAGIC, version=VERSION, type=HELLO, qos=1, guarantee=0, weight=100, reserved=0, demand=0,
-                 dram=0, pmem=0, held=NONE, budget=0, generation=0, start=0, comm=b"fake", note=b"")
+        v = dict(magic=MAGIC, version=VERSION, type=HELLO, qos=1, guarantee=0, weight=100, flags=0, demand=0,
+                 dram=0, pmem=0, held=NONE, budget=0, generation=0, start=0, comm=b"fake", note=b"", every=0,
+                 control=b"")
         v.update(f)
         return MSG.pack(*v.values())
 
@@ -278,8 +322,13 @@ class BadInputTest(Base):
         self.agent = Agent(self.sock, node="256M", extra=("--guaranteed-max", "50"))
         # A guarantee beyond what the node may guarantee: burstable, with a
         # note; a demand beyond what it placed: not believed.
+        # A control socket that is not its own (another pid's name, or a
+        # file that is no socket) gets no snapshots asked of anyone.
+        other = os.path.join(self.dir, "1.ctl")
+        open(other, "w").close()
         s = self.raw()
-        s.send(self.hello(qos=0, guarantee=200 * MiB, demand=100 << 30, dram=16 * MiB, pmem=48 * MiB))
+        s.send(self.hello(qos=0, guarantee=200 * MiB, demand=100 << 30, dram=16 * MiB, pmem=48 * MiB,
+                          every=2 * 10**9, control=other.encode()))
         m = MSG.unpack(s.recv(4096))
         self.assertEqual(m[2], BUDGET)
         self.assertEqual(m[3], 1)  # served as burstable
@@ -288,6 +337,8 @@ class BadInputTest(Base):
         st = self.agent.status()["processes"][0]
         self.assertEqual(st["pid"], os.getpid())  # from SO_PEERCRED
         self.assertEqual(st["demand"], 64 * MiB)
+        self.assertEqual(st["snapshot_every_s"], 0)
+        self.assertEqual(m[6] & 1, 0)  # flags: the agent does not take its snapshots
         s.close()
         wait_until(lambda: self.agent.status()["processes"] == [], 10, "gone when its connection ends")
 
