@@ -1,6 +1,8 @@
 // Statistics and the exit report (see report.h).
 #include "stats/report.h"
 
+#include "stats/agent_client.h"
+
 #include "mover/mover.h"
 #include "stats/live_stats.h"
 
@@ -76,6 +78,19 @@ size_t fork_lines(char *out, size_t cap, const heap_counters &hc, const resident
                 static_cast<unsigned long long>(ms.reshare_stop_refusals),
                 static_cast<unsigned long long>(ms.reshare_failed));
   return o;
+}
+
+// The node agent's budget, when the process had one (agent_client.h).
+size_t agent_line(char *out, size_t cap) {
+  agent_client_state ag;
+  agent_client_get(&ag);
+  if (!ag.budgets) return 0;
+  static const char *const kClass[] = {"guaranteed", "burstable", "best-effort"};
+  char a[32];
+  human(a, sizeof a, ag.budget_bytes);
+  return format(out, cap, "  node agent: %s, class %s, %llu budgets received%s\n", ag.has_budget ? a : "no budget",
+                kClass[ag.granted_class < 3 ? ag.granted_class : 1], static_cast<unsigned long long>(ag.budgets),
+                ag.connected ? "" : " (not connected at exit)");
 }
 
 }  // namespace
@@ -165,6 +180,7 @@ int write_report(int fd) {
                   "  mover: migrations held back in %llu scans: the process was near vm.max_map_count\n",
                   static_cast<unsigned long long>(ms.map_count_holds));
   }
+  o += agent_line(out + o, sizeof out - o);
   const uint32_t lacks = faults_kernel_lacks();
   for (uint32_t b = 1; b < (1u << kLackBits); b <<= 1)
     if (lacks & b) o += format(out + o, sizeof out - o, "  kernel: %s\n", kernel_lack_meaning(b));

@@ -278,6 +278,7 @@ class BandwidthTest(Base):
         err = b.end()
         self.assertIn("policy bandwidth", err)
         self.assertIn("no access tracking", err)
+        self.assertIn("node agent: 64.0 MiB, class burstable", err)
         mover = [l for l in err.splitlines() if "mover:" in l and "promotions" in l]
         self.assertEqual(len(mover), 1, err)
         self.assertIn(" 0 promotions", mover[0])

@@ -72,6 +72,15 @@ def read_line(stream, timeout, what):
         buf += b
 
 
+def kill_if_alive(pid):
+    """SIGKILL for a process a test may have left running (cleanup): one
+    that has ended meanwhile is no error."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def wait_until(predicate, timeout, what, step=0.05):
     deadline = time.monotonic() + timeout
     while True:
@@ -1699,7 +1708,7 @@ class RestoreTest(Base):
         r = self.restore(capsule, "--detach", *extra)
         self.assertEqual(r.returncode, 0, r.stderr)
         host = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(host))
         n = len(self.lines())
         os.kill(host, signal.SIGUSR1)
         m = wait_until(lambda: len(self.lines()) > n and re.search(
@@ -1870,7 +1879,7 @@ class RestoreTest(Base):
         r = self.restore(os.path.join(self.caps, "redis.mmtcap"), "--detach")
         self.assertEqual(r.returncode, 0, r.stderr)
         host = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(host))
         c = client()
         self.addCleanup(c.close)
         self.assertEqual(checksum(c), before)
@@ -2034,7 +2043,7 @@ class RestoreTest(Base):
         r = self.restore(os.path.join(self.caps, "a.mmtcap"), "--detach")
         self.assertEqual(r.returncode, 0, r.stderr)
         host = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(host))
         wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{host}.ctl")), 60, "the restored control socket")
         b = snapshot(host, "b")
         self.assertIsNone(b["pmem_note"], b)
@@ -2050,7 +2059,7 @@ class RestoreTest(Base):
         r = self.restore(b_dir, "--detach")
         self.assertEqual(r.returncode, 0, r.stderr)
         again = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{again}") and os.kill(again, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(again))
         self.assertEqual(sum_of(again), want)
 
     def test_incremental_snapshots_write_what_changed_and_survive_their_bases(self):
@@ -2125,7 +2134,7 @@ class RestoreTest(Base):
             r = self.restore(c_dir, "--detach", *how)
             self.assertEqual(r.returncode, 0, r.stderr)
             host = int(r.stdout)
-            self.addCleanup(lambda h=host: os.path.exists(f"/proc/{h}") and os.kill(h, signal.SIGKILL))
+            self.addCleanup(lambda h=host: kill_if_alive(h))
             self.assertEqual(signal_and_wait(signal.SIGUSR1, host), want, how)
             os.kill(host, signal.SIGKILL)
             wait_until(lambda h=host: ended(h), 30, "the end")
@@ -2157,7 +2166,7 @@ class RestoreTest(Base):
         wait_until(lambda: os.path.exists(sums) and os.path.getsize(sums) > 0, 60, "the first sum")
         with open(sums) as f:
             pid = int(f.read().split()[0])
-        self.addCleanup(lambda: os.path.exists(f"/proc/{pid}") and os.kill(pid, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(pid))
         return sup, pid, log
 
     def auto_capsules(self, pid):
@@ -2204,7 +2213,7 @@ class RestoreTest(Base):
         m = wait_until(lambda: re.search(r"^mmtier run: process %d restored \(host pid (\d+)\)$" % pid,
                                          text_of(log), re.M), 60, "the restore")
         host = int(m.group(1))
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(host))
         self.assertRegex(text_of(log), r"mmtier run: process %d died of signal 9 \(Killed\); restoring "
                                        r"\S+/auto-%d-\d{8}-\d{6}\.mmtcap \(taken [0-9.]+ s before\)" % (pid, pid))
         self.assertEqual(signal_and_wait(host, signal.SIGUSR1), want)
@@ -2220,7 +2229,7 @@ class RestoreTest(Base):
         r = self.restore(f"auto-{pid}-", "--latest", "--dir", self.caps, "--detach")
         self.assertEqual(r.returncode, 0, r.stderr)
         again = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{again}") and os.kill(again, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(again))
         self.assertEqual(signal_and_wait(again, signal.SIGUSR1), want)
         r = self.restore("nothing-", "--latest", "--dir", self.caps)
         self.assertEqual((r.returncode, r.stderr.strip()),
@@ -2241,7 +2250,7 @@ class RestoreTest(Base):
         m = wait_until(lambda: re.search(r"^mmtier run: process %d restored \(host pid (\d+)\)$" % pid,
                                          text_of(log), re.M), 60, "the restore")
         host = int(m.group(1))
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(host))
         self.answer(sums, host, signal.SIGUSR1)  # running, its handlers in place
         os.kill(host, signal.SIGHUP)
         self.assertEqual(sup.wait(timeout=60), 139)
@@ -2322,7 +2331,7 @@ class RestoreTest(Base):
         r = rollback(p.pid, "--to", "-2")
         self.assertEqual(r.returncode, 0, r.stderr)
         host = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(host))
         if os.geteuid() == 0:
             self.assertEqual(host, p.pid)
         self.assertEqual(ask(host, signal.SIGUSR1), h0)
@@ -2330,7 +2339,7 @@ class RestoreTest(Base):
         r = rollback(host, "--to", "r1")
         self.assertEqual(r.returncode, 0, r.stderr)
         again = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{again}") and os.kill(again, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(again))
         self.assertEqual(ask(again, signal.SIGUSR1), h1)
 
     def test_capsule_pack_and_unpack_move_an_incremental_capsule_whole(self):
@@ -2372,7 +2381,7 @@ class RestoreTest(Base):
         r = self.restore(os.path.join(there, "b.mmtcap"), "--detach")
         self.assertEqual(r.returncode, 0, r.stderr)
         host = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(host))
         self.assertEqual(ask(host, signal.SIGUSR1), want)
         # A stream with something else in it, and one with a damaged mem.
         work = tempfile.mkdtemp(prefix="mmtier-tar-", dir="/var/tmp")
@@ -2425,7 +2434,7 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         clones = json.loads(r.stdout)
         for c in clones:
-            self.addCleanup(lambda pid=c["pid"]: os.path.exists(f"/proc/{pid}") and os.kill(pid, signal.SIGKILL))
+            self.addCleanup(lambda pid=c["pid"]: kill_if_alive(pid))
         self.assertEqual([(c["clone"], c["ports"]) for c in clones],
                          [(k + 1, [[port, base + k]]) for k in range(3)])
         self.assertEqual(len({c["pid"] for c in clones} | {p.pid}), 4)
@@ -2473,7 +2482,7 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         m = re.match(rf"clone 1: pid (\d+), ports {port}->{base + 3}, started in ", r.stdout)
         self.assertTrue(m, r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{m.group(1)}") and os.kill(int(m.group(1)), signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(int(m.group(1))))
         self.assertEqual(ask_line(base + 3, "sum"), want)
         self.assertIsNone(p.poll())
         # Usage: a --port-map that is not one, --as-new with --lazy.
@@ -2507,7 +2516,7 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         clones = json.loads(r.stdout)
         for c in clones:
-            self.addCleanup(lambda pid=c["pid"]: os.path.exists(f"/proc/{pid}") and os.kill(pid, signal.SIGKILL))
+            self.addCleanup(lambda pid=c["pid"]: kill_if_alive(pid))
         self.assertEqual([(c["clone"], c["netns"], c["ports"]) for c in clones],
                          [(1, holders[0], []), (2, holders[1], [])])
         # The same port in each namespace, the original's on the host.
@@ -2558,7 +2567,7 @@ class RestoreTest(Base):
         r = self.restore(os.path.join(self.caps, "st.mmtcap"), "--detach", "--stopped")
         self.assertEqual(r.returncode, 0, r.stderr)
         host = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(host))
         state = lambda: re.search(r"^State:\s+(\S)", text_of(f"/proc/{host}/status"), re.M).group(1)
         wait_until(lambda: state() == "T", 30, "the restored process stopped")
         n = len(text_of(sums).splitlines())
@@ -2610,7 +2619,7 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn(f"{prefix}2.mmtcap: process {p.pid} restored", r.stderr)
         host = int(text_of(pid_file.replace("/run/mmtier-restore", run_dir)))
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(host))
         self.assertEqual(self.answer(sums, host, signal.SIGUSR1), want)
 
     def two_hosts(self):
@@ -2774,7 +2783,7 @@ class RestoreTest(Base):
         r = self.restore(os.path.join(self.caps, "shm.mmtcap"), "--detach")
         self.assertEqual(r.returncode, 0, r.stderr)
         host = int(r.stdout)
-        self.addCleanup(lambda: os.path.exists(f"/proc/{host}") and os.kill(host, signal.SIGKILL))
+        self.addCleanup(lambda: kill_if_alive(host))
         n = len(text_of(said).splitlines())
         os.kill(host, signal.SIGUSR1)
         wait_until(lambda: len(text_of(said).splitlines()) > n, 60, "the restored process's line")
