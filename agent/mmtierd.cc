@@ -484,7 +484,7 @@ void agent::rebalance() {
   for (size_t i = 0; i < who.size(); ++i) {
     member &m = *who[i];
     m.grant = grants[i];
-    const uint32_t flags = m.snapshot_every_ns ? af::kSchedulesSnapshots : 0;
+    const uint32_t flags = m.snapshot_every_ns ? uint32_t{af::kSchedulesSnapshots} : 0u;
     if (m.sent && m.sent_budget == m.grant.budget && m.sent_qos == m.grant.qos && m.sent_note == m.grant.note &&
         m.sent_flags == flags)
       continue;
@@ -537,28 +537,24 @@ std::string agent::metrics() const {
     if (m.grant.qos == qa::kGuaranteed) guaranteed += m.grant.budget;
     ++count[m.grant.qos < 3 ? m.grant.qos : 1];
   }
-  o += "# HELP mmtier_node_dram_budget_bytes DRAM the node agent shares among the registered processes.\n"
-       "# TYPE mmtier_node_dram_budget_bytes gauge\n";
-  o += strf("mmtier_node_dram_budget_bytes %llu\n", static_cast<unsigned long long>(opt_.node_dram));
-  o += "# HELP mmtier_node_dram_granted_bytes DRAM budgets granted now, all classes.\n"
-       "# TYPE mmtier_node_dram_granted_bytes gauge\n";
-  o += strf("mmtier_node_dram_granted_bytes %llu\n", static_cast<unsigned long long>(granted));
-  o += "# HELP mmtier_node_dram_guaranteed_bytes DRAM guaranteed now.\n"
-       "# TYPE mmtier_node_dram_guaranteed_bytes gauge\n";
-  o += strf("mmtier_node_dram_guaranteed_bytes %llu\n", static_cast<unsigned long long>(guaranteed));
-  o += "# HELP mmtier_node_processes Registered processes by the class they are served in.\n"
-       "# TYPE mmtier_node_processes gauge\n";
-  for (uint32_t c = 0; c < 3; ++c) o += strf("mmtier_node_processes{class=\"%s\"} %zu\n", qa::class_name(c), count[c]);
-  o += "# HELP mmtier_agent_rebalances_total Times the agent shared the node's DRAM anew.\n"
-       "# TYPE mmtier_agent_rebalances_total counter\n";
-  o += strf("mmtier_agent_rebalances_total %llu\n", static_cast<unsigned long long>(rebalances_));
-  o += "# HELP mmtier_agent_rejected_messages_total Malformed or unexpected messages (their connections closed).\n"
-       "# TYPE mmtier_agent_rejected_messages_total counter\n";
-  o += strf("mmtier_agent_rejected_messages_total %llu\n", static_cast<unsigned long long>(rejected_));
-  o += "# HELP mmtier_agent_snapshots_total Periodic snapshots the agent asked processes for, by result.\n"
-       "# TYPE mmtier_agent_snapshots_total counter\n";
-  o += strf("mmtier_agent_snapshots_total{result=\"ok\"} %llu\n", static_cast<unsigned long long>(snapshots_ok_));
-  o += strf("mmtier_agent_snapshots_total{result=\"failed\"} %llu\n", static_cast<unsigned long long>(snapshots_failed_));
+  // One family: HELP and TYPE, then its samples ("{labels} value" each).
+  auto family = [&](const char *name, const char *type, const char *help,
+                    std::initializer_list<std::pair<std::string, uint64_t>> samples) {
+    o += strf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (const auto &[labels, v] : samples)
+      o += strf("%s%s %llu\n", name, labels.c_str(), static_cast<unsigned long long>(v));
+  };
+  family("mmtier_node_dram_budget_bytes", "gauge", "DRAM the node agent shares among the registered processes.",
+         {{"", opt_.node_dram}});
+  family("mmtier_node_dram_granted_bytes", "gauge", "DRAM budgets granted now, all classes.", {{"", granted}});
+  family("mmtier_node_dram_guaranteed_bytes", "gauge", "DRAM guaranteed now.", {{"", guaranteed}});
+  family("mmtier_node_processes", "gauge", "Registered processes by the class they are served in.",
+         {{"{class=\"guaranteed\"}", count[0]}, {"{class=\"burstable\"}", count[1]}, {"{class=\"best-effort\"}", count[2]}});
+  family("mmtier_agent_rebalances_total", "counter", "Times the agent shared the node's DRAM anew.", {{"", rebalances_}});
+  family("mmtier_agent_rejected_messages_total", "counter",
+         "Malformed or unexpected messages (their connections closed).", {{"", rejected_}});
+  family("mmtier_agent_snapshots_total", "counter", "Periodic snapshots the agent asked processes for, by result.",
+         {{"{result=\"ok\"}", snapshots_ok_}, {"{result=\"failed\"}", snapshots_failed_}});
   auto per_process = [&](const char *name, const char *help, auto get) {
     o += strf("# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
     for (const auto &[fd, m] : members_) {

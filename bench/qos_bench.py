@@ -121,28 +121,24 @@ def main():
           % round(a.tolerance * 100))
     print("|---|---|---|---|---|")
     try:
-        t = time.monotonic()
-        g = r.start("G", {"MMTIER_QOS_CLASS": "guaranteed", "MMTIER_QOS_DRAM": a.guarantee})
-        tb, tc, st = r.settle("G starts", [g.pid], since=t)
-        r.row("G (guaranteed %s) starts" % a.guarantee, tb, tc, st, [g.pid])
-        t = time.monotonic()
-        b1 = r.start("B1", {"MMTIER_QOS_WEIGHT": "200"})
-        tb, tc, st = r.settle("B1", [g.pid, b1.pid], since=t)
-        r.row("B1 (burstable, weight 200) starts", tb, tc, st, [g.pid, b1.pid])
-        t = time.monotonic()
-        b2 = r.start("B2", {"MMTIER_QOS_WEIGHT": "100"})
-        tb, tc, st = r.settle("B2", [g.pid, b1.pid, b2.pid], since=t)
-        r.row("B2 (burstable, weight 100) starts", tb, tc, st, [g.pid, b1.pid, b2.pid])
+        def event(what, start=None, env=None, kill=None, pids=()):
+            t = time.monotonic()
+            p = r.start(start, env) if start else None
+            if kill:
+                kill.kill()
+                kill.wait()
+            want = list(pids) + ([p.pid] if p else [])
+            tb, tc, st = r.settle(what, want, since=t)
+            r.row(what, tb, tc, st, want)
+            return p, st
+
+        g, _ = event("G (guaranteed %s) starts" % a.guarantee, "G",
+                     {"MMTIER_QOS_CLASS": "guaranteed", "MMTIER_QOS_DRAM": a.guarantee})
+        b1, _ = event("B1 (burstable, weight 200) starts", "B1", {"MMTIER_QOS_WEIGHT": "200"}, pids=[g.pid])
+        b2, st = event("B2 (burstable, weight 100) starts", "B2", {"MMTIER_QOS_WEIGHT": "100"}, pids=[g.pid, b1.pid])
         share = st[b1.pid]["budget"] / max(1, st[b2.pid]["budget"])
-        t = time.monotonic()
-        b1.kill()
-        b1.wait()
-        tb, tc, st = r.settle("B1 dies", [g.pid, b2.pid], since=t)
-        r.row("B1 killed (SIGKILL)", tb, tc, st, [g.pid, b2.pid])
-        t = time.monotonic()
-        be = r.start("E", {"MMTIER_QOS_CLASS": "best-effort"})
-        tb, tc, st = r.settle("E", [g.pid, b2.pid, be.pid], since=t)
-        r.row("E (best-effort) starts", tb, tc, st, [g.pid, b2.pid, be.pid])
+        event("B1 killed (SIGKILL)", kill=b1, pids=[g.pid, b2.pid])
+        event("E (best-effort) starts", "E", {"MMTIER_QOS_CLASS": "best-effort"}, pids=[g.pid, b2.pid])
         print()
         print("B1:B2 budget ratio while both ran: %.3f (weights 2:1)" % share)
     finally:

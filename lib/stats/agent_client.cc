@@ -224,32 +224,29 @@ void drop_budget() {
 // In a fork child: the connection is the parent's (closed here, not shut
 // down: the parent keeps it); the child registers itself once its own
 // mover runs.  Its budget was reset by the heap.
-void fork_child() {
-  if (g_client.fd >= 0) {
-    fd_unguard(g_client.fd);
-    sys::close(g_client.fd);
-  }
+// Nothing registered, nothing offered (a fork child's periodic snapshots
+// are its parent's; a restored process's control thread makes its socket
+// anew and offers them again).
+void reset_state() {
   g_client = client{};
   pthread_mutex_init(&g_state_lock, nullptr);
   g_state = agent_client_state{};
-  // The periodic snapshots are the parent's.
   g_offer_path[0] = 0;
   g_offer_sent = false;
   g_schedules.store(false, std::memory_order_relaxed);
 }
 
+void fork_child() {
+  if (g_client.fd >= 0) {
+    fd_unguard(g_client.fd);
+    sys::close(g_client.fd);
+  }
+  reset_state();
+}
+
 // A restored process: the descriptor was the dead original's (forgotten,
 // not closed).
-void restored() {
-  g_client = client{};
-  pthread_mutex_init(&g_state_lock, nullptr);
-  g_state = agent_client_state{};
-  // The control socket is made anew (and offered again) by the control
-  // thread of the restored process.
-  g_offer_path[0] = 0;
-  g_offer_sent = false;
-  g_schedules.store(false, std::memory_order_relaxed);
-}
+void restored() { reset_state(); }
 
 }  // namespace
 
