@@ -22,6 +22,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -78,6 +79,7 @@ struct options {
   std::string listen = "127.0.0.1:9464";
   uint32_t guaranteed_max_pct = 90;
   std::vector<uint32_t> guaranteed_uids;
+  size_t max_per_user = 4096;  // registrations one user may hold
 };
 
 // Where a process runs, from /proc/PID/cgroup: a container's id (docker,
@@ -180,6 +182,7 @@ class agent {
  private:
   bool open_socket();
   bool open_http();
+  int accept_or_shed(int listen_fd);
   void accept_members();
   void accept_http();
   void on_member(int fd);
@@ -203,6 +206,9 @@ class agent {
   uint64_t rebalances_ = 0;
   uint64_t rejected_ = 0;
   snapshot_call snap_;  // one at a time across the node
+  static constexpr size_t kMaxMembers = 16384;
+  bool refused_said_ = false;
+  int spare_ = open("/dev/null", O_RDONLY | O_CLOEXEC);  // given up to refuse a connection when out of descriptors
   uint64_t snapshots_ok_ = 0, snapshots_failed_ = 0;
 };
 
@@ -366,13 +372,41 @@ bool agent::open_http() {
   return true;
 }
 
+// The next connection waiting on listen_fd, or -1 when none is.  Out of
+// descriptors (accept says so whether or not a connection waits), one that
+// waits is taken with the spare descriptor and closed: left pending, it
+// would wake the loop for ever.
+int agent::accept_or_shed(int listen_fd) {
+  for (;;) {
+    const int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0 || (errno != EMFILE && errno != ENFILE) || spare_ < 0) return fd;
+    close(spare_);
+    const int shed = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (shed >= 0) close(shed);
+    spare_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (shed < 0) return -1;
+    ++rejected_;
+  }
+}
+
 void agent::accept_members() {
   for (;;) {
-    const int fd = accept4(unix_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    const int fd = accept_or_shed(unix_);
     if (fd < 0) return;
     ucred cred{};
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) {
+      close(fd);
+      continue;
+    }
+    // No user holds more than a share of the agent's descriptors: one that
+    // opens connections in a loop is refused, the others are served.
+    size_t of_uid = 0;
+    for (const auto &[other, mm] : members_) of_uid += mm.uid == cred.uid;
+    if (members_.size() >= kMaxMembers || of_uid >= opt_.max_per_user) {
+      ++rejected_;
+      if (!refused_said_) say("uid %u: too many registrations (%zu); refused", cred.uid, of_uid);
+      refused_said_ = true;
       close(fd);
       continue;
     }
@@ -390,7 +424,7 @@ void agent::accept_members() {
 
 void agent::accept_http() {
   for (;;) {
-    const int fd = accept4(tcp_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    const int fd = accept_or_shed(tcp_);
     if (fd < 0) return;
     http_conn c;
     c.fd = fd;
@@ -719,12 +753,13 @@ int agent::run() {
 
 void usage(FILE *f) {
   fputs("usage: mmtierd --node-dram SIZE [--socket PATH] [--listen ADDRESS:PORT|off]\n"
-        "               [--guaranteed-max PCT] [--guaranteed-uids UID,...]\n"
+        "               [--guaranteed-max PCT] [--guaranteed-uids UID,...] [--max-per-user N]\n"
         "  --node-dram SIZE      DRAM shared by the processes under libmmtier (e.g. 64G); or MMTIER_NODE_DRAM\n"
         "  --socket PATH         where processes register (default /run/mmtier/agent.sock; MMTIER_AGENT_SOCKET)\n"
         "  --listen ADDR:PORT    HTTP: /metrics, /status, /healthz (default 127.0.0.1:9464; off)\n"
         "  --guaranteed-max PCT  at most this share of the node's DRAM is guaranteed (default 90)\n"
-        "  --guaranteed-uids L   only these users' processes may hold a guarantee (default: every user)\n",
+        "  --guaranteed-uids L   only these users' processes may hold a guarantee (default: every user)\n"
+        "  --max-per-user N      registrations one user may hold at once (default 4096)\n",
         f);
 }
 
@@ -753,6 +788,13 @@ int main(int argc, char **argv) {
         return 2;
       }
       o.guaranteed_max_pct = static_cast<uint32_t>(v);
+    } else if (a == "--max-per-user") {
+      const long v = atol(value());
+      if (v < 1) {
+        say("--max-per-user: expected a positive number");
+        return 2;
+      }
+      o.max_per_user = static_cast<size_t>(v);
     } else if (a == "--guaranteed-uids") {
       std::string list = value();
       size_t start = 0;
@@ -790,6 +832,12 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // A descriptor per registered process: as many as the hard limit allows.
+  rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   agent a(o);
   return a.run();
 }

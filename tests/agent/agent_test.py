@@ -43,11 +43,11 @@ def wait_until(pred, timeout, what, step=0.1):
 
 
 class Agent:
-    def __init__(self, sock, node="256M", extra=()):
+    def __init__(self, sock, node="256M", extra=(), preexec=None):
         self.sock = sock
         self.proc = subprocess.Popen([ARGS.mmtierd, "--node-dram", node, "--socket", sock,
                                       "--listen", "127.0.0.1:0", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
         line = self.proc.stdout.readline()
         assert line.startswith("listening on port"), line + self.proc.stderr.read()
         self.port = int(line.split()[-1])
@@ -342,6 +342,46 @@ class BadInputTest(Base):
         self.assertEqual(m[6] & 1, 0)  # flags: the agent does not take its snapshots
         s.close()
         wait_until(lambda: self.agent.status()["processes"] == [], 10, "gone when its connection ends")
+
+    def test_one_user_cannot_take_every_registration_or_descriptor(self):
+        # --max-per-user: the user's next connection is closed at once.
+        self.agent = Agent(self.sock, extra=("--max-per-user", "3"))
+        held = [self.raw() for _ in range(3)]
+        for s in held:
+            s.send(self.hello())
+            self.assertEqual(MSG.unpack(s.recv(4096))[2], BUDGET)
+        s = self.raw()
+        self.assertEqual(s.recv(4096), b"")
+        self.assertIn("mmtier_agent_rejected_messages_total 1", self.agent.get("/metrics")[1])
+        self.agent.stop()
+        # Out of descriptors (a low limit here): each connection it cannot
+        # hold is closed, not left pending (which would keep the loop
+        # awake), and the agent serves again once registrations end.
+        import resource
+        self.agent = Agent(self.sock, extra=("--listen", "127.0.0.1:0"),
+                           preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24)))
+        conns = [self.raw() for _ in range(30)]
+        served = closed = 0
+        for s in conns:
+            s.settimeout(5)  # a connection left pending would time out here
+            try:
+                s.send(self.hello())
+                r = s.recv(4096)
+                served += len(r) == MSG.size
+                closed += r == b""
+            except (ConnectionResetError, BrokenPipeError):
+                closed += 1
+        self.assertGreater(served, 0)
+        self.assertEqual(served + closed, len(conns))
+        self.assertGreater(closed, 0)
+        for s in conns:
+            s.close()
+        def healthy():
+            try:
+                return self.agent.get("/healthz")[0]
+            except OSError:  # shed while the agent still had no descriptor
+                return None
+        self.assertEqual(wait_until(healthy, 10, "HTTP served again"), 200)
 
     def test_a_second_agent_on_the_same_socket_refuses(self):
         self.agent = Agent(self.sock)
