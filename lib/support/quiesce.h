@@ -86,7 +86,7 @@ struct quiesce_handlers {
 // below); tests make their own.
 class quiesce_sequence {
  public:
-  static constexpr int kPerRank = 2;
+  static constexpr int kPerRank = 4;
   // Adds handlers at rank; several at one rank run in the order they were
   // registered (leave in reverse).  False when the rank is full.
   bool add(quiesce_rank rank, quiesce_handlers h);

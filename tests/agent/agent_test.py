@@ -265,6 +265,24 @@ class ScheduleTest(Base):
             self.assertIn("node agent: takes over the periodic snapshots", err)
 
 
+class EverythingOnTest(Base):
+    def test_every_layer_registers_its_fork_handlers(self):
+        """With the agent's client, the control thread and the snapshot
+        signal's trigger all on, each layer's fork and restore handlers
+        find room in the quiesce sequence (three share one rank): no error
+        at all, and a fork child runs on."""
+        self.agent = Agent(self.sock)
+        stats = tempfile.mkdtemp(prefix="mmtierd-stats-", dir="/dev/shm")
+        self.addCleanup(shutil.rmtree, stats, True)
+        c = Child(self.sock, env={"MMTIER_SNAPSHOT_SIGNAL": "USR2", "MMTIER_SNAPSHOT_EVERY": "1h",
+                                  "MMTIER_STATS_DIR": stats, "MMTIER_SNAPSHOT_DIR": self.dir}, args=["fork"])
+        self.children.append(c)
+        self.assertEqual(c.proc.stdout.readline().split()[0], "forked")
+        self.registered(1)
+        err = c.end()
+        self.assertNotIn("error", err)
+
+
 class BandwidthTest(Base):
     def test_bandwidth_policy_is_left_alone_but_keeps_to_a_budget(self):
         """MMTIER_POLICY=bandwidth: units interleaved by the ratio, no

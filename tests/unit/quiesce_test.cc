@@ -51,12 +51,14 @@ TEST(Quiesce, SeveralAtOneRankKeepTheirOrderAndTheRankHasRoom) {
   quiesce_sequence q;
   ASSERT_TRUE(q.add(kRankHeap, {mark<'A'>, mark<'a'>, nullptr, nullptr}));
   ASSERT_TRUE(q.add(kRankHeap, {mark<'B'>, mark<'b'>, nullptr, nullptr}));
-  EXPECT_FALSE(q.add(kRankHeap, {mark<'C'>, nullptr, nullptr, nullptr})) << "full";
+  ASSERT_TRUE(q.add(kRankHeap, {mark<'C'>, mark<'c'>, nullptr, nullptr}));
+  ASSERT_TRUE(q.add(kRankHeap, {mark<'D'>, mark<'d'>, nullptr, nullptr}));
+  EXPECT_FALSE(q.add(kRankHeap, {mark<'E'>, nullptr, nullptr, nullptr})) << "full";
   q.enter(quiesce_reason::pause);
   q.leave();
-  EXPECT_EQ(g_log, "ABba");
-  quiesce_rank ranks[4];
-  EXPECT_EQ(q.list(ranks, 4), 2);
+  EXPECT_EQ(g_log, "ABCDdcba");
+  quiesce_rank ranks[8];
+  EXPECT_EQ(q.list(ranks, 8), 4);
 }
 
 // Two quiesces at once: a fork in one thread while a world stop holds the
