@@ -65,7 +65,12 @@ class Agent:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # never left behind, whatever state it is in
+                self.proc.wait(10)
+                raise AssertionError("mmtierd did not end on SIGTERM within 10 s")
         return self.proc.stderr.read()
 
 
