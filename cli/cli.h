@@ -48,6 +48,8 @@ int clone_main(const args &a);
 // (migrate.cc).
 int migrate_main(const args &a);
 int receive_main(const args &a);
+// mmtier inject: Kubernetes YAML put under libmmtier (runs cli/inject.py).
+int inject_main(const args &a);
 
 // Help texts (help.cc).  topic: "", "run", "stat", "top", "plot",
 // "snapshot".  Empty string for an unknown topic.

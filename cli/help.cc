@@ -21,6 +21,7 @@ SYNOPSIS
     mmtier migrate PID --to HOST:PORT --token-file FILE
     mmtier receive --listen [ADDRESS:]PORT [--dir DIR]
     mmtier capsule (pack CAPSULE | unpack [FILE])
+    mmtier inject [-f FILE] [-o FILE]
     mmtier help [COMMAND]
     mmtier --version
 
@@ -52,6 +53,8 @@ COMMANDS
             receive waits).
     receive Wait for one migration and run the process it brings.
     capsule Pack a capsule into one tar stream, or unpack one, to move it.
+    inject  Rewrite Kubernetes YAML so that the pods whose mmtier.io/
+            annotations ask for it run under libmmtier.
     help    Print the manual of a command (as COMMAND --help does).
 
 OPTIONS
@@ -1144,6 +1147,102 @@ EXAMPLES
         After a reboot: the newest periodic snapshot of process 4242.
 )";
 
+constexpr const char kInject[] = R"(NAME
+    mmtier inject - put Kubernetes pods under libmmtier, as their
+    annotations ask
+
+SYNOPSIS
+    mmtier inject [-f FILE|-] [-o FILE] [--lib-dir DIR] [--agent-dir DIR]
+
+DESCRIPTION
+    Reads Kubernetes YAML (several documents, Lists too) and rewrites every
+    Pod, and the pod template of every Deployment, StatefulSet, DaemonSet,
+    ReplicaSet, ReplicationController, Job and CronJob, whose mmtier.io/
+    annotations ask for it; everything else passes through unchanged.  To
+    each chosen container it adds LD_PRELOAD=/opt/mmtier/lib/libmmtier.so
+    (first; the container's own entries kept), the MMTIER_* variables of
+    the annotations, and read-only hostPath mounts of the node's library
+    directory (installed there by the node agent's DaemonSet,
+    deploy/kubernetes) and of the agent's socket directory.  The pod waits
+    in ContainerCreating until its node has the library.  Offline, like
+    istioctl kube-inject:
+
+        mmtier inject -f app.yaml | kubectl apply -f -
+
+    Running it again on its own output changes nothing; after a change of
+    annotations it replaces what it added before (recorded in the
+    annotation mmtier.io/injected).  Annotation values are checked as the
+    library checks its variables: a bad one is an error naming it, and
+    nothing is written.
+
+ANNOTATIONS
+    On the pod (a workload's pod template), or on the workload itself as a
+    default for its template.
+    mmtier.io/inject: "true" | "false"
+        "true" injects with the library's defaults; "false" never injects
+        (and takes an earlier injection out).  Any annotation below also
+        asks for injection.
+    mmtier.io/dram-ratio: "D:P"          MMTIER_DRAM_RATIO
+    mmtier.io/dram-limit: SIZE|none      MMTIER_DRAM_LIMIT
+    mmtier.io/pmem-limit: SIZE|none      MMTIER_PMEM_LIMIT
+    mmtier.io/policy: latency|bandwidth|dram-first
+                                         MMTIER_POLICY (latency: ratio)
+    mmtier.io/class: guaranteed|burstable|best-effort
+                                         MMTIER_QOS_CLASS
+    mmtier.io/guaranteed-dram: SIZE      MMTIER_QOS_DRAM (guaranteed only)
+    mmtier.io/weight: 1..10000           MMTIER_QOS_WEIGHT
+    mmtier.io/snapshot-every: DUR        MMTIER_SNAPSHOT_EVERY
+    mmtier.io/snapshot-keep: N           MMTIER_SNAPSHOT_KEEP
+    mmtier.io/migrate-mbps: N            MMTIER_MIGRATE_MBPS
+    mmtier.io/log: error|warn|info|debug MMTIER_LOG
+    mmtier.io/pmem-volume: VOLUME
+        A volume of the pod (a PMem-CSI volume, a hostPath on a DAX file
+        system) mounted at /mnt/mmtier/pmem for the PMem tier
+        (MMTIER_PMEM_PATH).  Without it the library's default applies
+        (a CPU-less NUMA node if there is one, else /dev/shm, which a
+        container limits to 64 MiB by default).
+    mmtier.io/snapshot-volume: VOLUME
+        A volume (a persistent volume claim, a StatefulSet's claim
+        template) mounted at /var/lib/mmtier/capsules for the snapshot
+        capsules (MMTIER_SNAPSHOT_DIR).  The same volume as pmem-volume
+        puts the capsules in /mnt/mmtier/pmem/capsules, on the PMem
+        tier's own file system, where a snapshot links the tier's file
+        instead of copying it.
+    mmtier.io/containers: "NAME,..."
+        Only these containers (default: every container; init containers
+        never).
+    SIZE: 512M, 4G, or a Kubernetes quantity 4Gi (binary units: 4G and
+    4Gi are both 4 GiB).  DUR: 30s, 10m, 1h (1s to 24h).
+
+OPTIONS
+    -f, --filename FILE  The YAML to read (default: standard input).
+    -o, --output FILE    Where to write it (default: standard output).
+    --lib-dir DIR        The node's directory of libmmtier.so
+                         (default /opt/mmtier/lib).
+    --agent-dir DIR      The node's directory of the agent's socket
+                         (default /run/mmtier).
+    -h, --help           Print this manual and exit.
+
+LIMITS
+    The library is the node's build: the container's C library must be
+    glibc 2.35 or later (Debian 12, Ubuntu 22.04, Fedora 36 and later);
+    a musl image (Alpine) or glibc 2.34 (UBI 9) cannot load it, and the
+    program would not start.  Give such pods mmtier.io/inject: "false",
+    or build them on the mmtier image (deploy/container).  A container
+    that sets LD_PRELOAD with valueFrom, or sets an MMTIER_* variable
+    differently from its annotation, is an error.
+
+EXIT STATUS
+    0 on success; 1 on an error (invalid YAML, a bad annotation, a volume
+    that the pod does not have), reported in one line on stderr; 2 on
+    invalid usage; 127 when python3 cannot be found.  It needs python3
+    and its yaml module (Debian: python3-yaml).
+
+EXAMPLES
+    mmtier inject -f deploy/kubernetes/examples/redis-hostpath.yaml
+    kubectl get deploy web -o yaml | mmtier inject | kubectl apply -f -
+)";
+
 }  // namespace
 
 std::string_view help_text(std::string_view topic) {
@@ -1159,6 +1258,7 @@ std::string_view help_text(std::string_view topic) {
   if (topic == "migrate") return kMigrate;
   if (topic == "receive") return kReceive;
   if (topic == "capsule") return kCapsule;
+  if (topic == "inject") return kInject;
   return {};
 }
 

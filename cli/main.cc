@@ -51,6 +51,7 @@ int dispatch(const args &all) {
   if (first == "clone") return clone_main(rest);
   if (first == "migrate") return migrate_main(rest);
   if (first == "receive") return receive_main(rest);
+  if (first == "inject") return inject_main(rest);
   if (!first.empty() && first[0] == '-') throw usage_error("", strf("unknown option %s", first.c_str()));
   throw usage_error("", strf("unknown command \"%s\"", first.c_str()));
 }

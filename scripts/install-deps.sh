@@ -20,7 +20,30 @@ PACKAGES=(
   xfsprogs
   # the structure check (scripts/check-structure.sh, ctest structure.check)
   clang-tidy
+  # the Kubernetes layer's checks (tests/kubernetes): mmtier inject's YAML,
+  # a schema validator (the Python client's models)
+  python3-yaml python3-kubernetes
 )
+
+# kubectl renders the kustomizations (kubectl kustomize), Node.js runs the
+# other schema validator (kubernetes-models, from npm, below).  Debian's
+# packages provide them; a kubectl or a Node.js from elsewhere (whose
+# nodejs package may conflict with Debian's npm) does as well.
+if ! command -v kubectl > /dev/null; then PACKAGES+=(kubernetes-client); fi
+if ! command -v node > /dev/null; then PACKAGES+=(nodejs); fi
+if ! command -v npm > /dev/null; then PACKAGES+=(npm); fi
+
+# The schema validators' npm packages, pinned by tests/kubernetes's
+# package-lock.json, into tests/kubernetes/node_modules.
+npm_checks() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/kubernetes"
+  if [[ -d $dir/node_modules/kubernetes-models && $dir/node_modules/.package-lock.json -nt $dir/package-lock.json ]]; then
+    return
+  fi
+  echo "install-deps: npm ci in $dir"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) < /dev/null
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -31,6 +54,7 @@ done
 
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#PACKAGES[@]} packages are installed"
+  npm_checks
   exit 0
 fi
 
@@ -55,3 +79,4 @@ trap remove_policy EXIT
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}" < /dev/null
 echo "install-deps: installed ${missing[*]}"
+npm_checks

@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""mmtier inject: put the containers of Kubernetes workloads under libmmtier.
+
+Reads Kubernetes YAML (one or more documents, `List`s too), and for every
+Pod, and every pod template of a Deployment, StatefulSet, DaemonSet,
+ReplicaSet, ReplicationController, Job or CronJob, whose annotations ask for
+it (see ANNOTATIONS), adds to the chosen containers:
+
+  * LD_PRELOAD=<lib-dir>/libmmtier.so (first; entries already there kept),
+  * the MMTIER_* variables the annotations name,
+  * read-only hostPath mounts of the library directory the node agent's
+    DaemonSet installs (/opt/mmtier/lib on the node, --lib-dir) and of the
+    agent's socket directory (/run/mmtier, --agent-dir), both at those
+    same paths in the container,
+  * the PMem volume and the capsule volume, when named.
+
+Everything else passes through unchanged, in order.  Injection is
+idempotent: what an earlier injection added is recorded in the annotation
+mmtier.io/injected and taken out before injecting again.  Offline, like
+`istioctl kube-inject`; the output is for `kubectl apply -f -`.
+
+`mmtier help inject` (the mmtier command) prints the manual; this file is
+run by it.
+"""
+
+import argparse
+import json
+import re
+import sys
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - depends on the machine
+    sys.stderr.write("mmtier inject: needs Python's yaml module (Debian: apt-get install python3-yaml)\n")
+    sys.exit(1)
+
+PREFIX = "mmtier.io/"
+RECORD = PREFIX + "injected"
+RECORD_VERSION = 1
+LIB_VOLUME = "mmtier-lib"
+RUN_VOLUME = "mmtier-run"
+LIB_MOUNT = "/opt/mmtier/lib"  # in the container: LD_PRELOAD's path
+RUN_MOUNT = "/run/mmtier"  # in the container: the library's default agent socket directory
+PMEM_MOUNT = "/mnt/mmtier/pmem"
+CAPSULE_MOUNT = "/var/lib/mmtier/capsules"
+
+# Kinds whose pod template is at these keys.
+TEMPLATE_PATHS = {
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "ReplicationController": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+
+
+class InjectError(Exception):
+    pass
+
+
+# --- annotation values, checked as the library would check them ----------
+
+# The library's sizes: digits, then K, M, G or T (binary, any case),
+# optionally followed by B or iB; or a plain B.  A Kubernetes quantity's Ki,
+# Mi, Gi, Ti is accepted too and written as K, M, G, T.
+SIZE_RE = re.compile(r"^([0-9]+)(?:([kmgtKMGT])(i|[iI][bB]|[bB])?|[bB])?$")
+DURATION_RE = re.compile(r"^[0-9]+(s|m|h)$")
+
+
+def check_ratio(v):
+    m = re.fullmatch(r"([0-9]+):([0-9]+)", v)
+    if not m or int(m.group(1)) > 1000000 or int(m.group(2)) > 1000000 or (int(m.group(1)) == 0 and int(m.group(2)) == 0):
+        raise ValueError("expected D:P, integers 0..1000000, not both 0 (like 1:4)")
+    return v
+
+
+def check_size(v):
+    m = SIZE_RE.match(v)
+    if not m:
+        raise ValueError("expected a size like 512M, 4G or 4Gi (binary units)")
+    if m.group(3) == "i":
+        return m.group(1) + m.group(2)
+    return v
+
+
+def check_size_or_none(v):
+    return v if v in ("none", "0") else check_size(v)
+
+
+def check_duration(v):
+    if not DURATION_RE.match(v):
+        raise ValueError("expected a duration from 1s to 24h, like 30s, 10m or 1h")
+    n, unit = int(v[:-1]), v[-1]
+    seconds = n * {"s": 1, "m": 60, "h": 3600}[unit]
+    if seconds < 1 or seconds > 86400:
+        raise ValueError("expected a duration from 1s to 24h, like 30s, 10m or 1h")
+    return v
+
+
+def check_int(lo, hi):
+    def check(v):
+        if not re.fullmatch(r"[0-9]+", v) or not lo <= int(v) <= hi:
+            raise ValueError("expected an integer from %d to %d" % (lo, hi))
+        return v
+
+    return check
+
+
+def check_choice(mapping):
+    def check(v):
+        if v not in mapping:
+            raise ValueError("expected one of " + ", ".join(mapping))
+        return mapping[v]
+
+    return check
+
+
+# annotation -> (variable, check).  The checks return the variable's value.
+ENV_ANNOTATIONS = {
+    "dram-ratio": ("MMTIER_DRAM_RATIO", check_ratio),
+    "dram-limit": ("MMTIER_DRAM_LIMIT", check_size_or_none),
+    "pmem-limit": ("MMTIER_PMEM_LIMIT", check_size_or_none),
+    "policy": ("MMTIER_POLICY", check_choice({"latency": "ratio", "ratio": "ratio", "dram-first": "dram-first",
+                                              "bandwidth": "bandwidth"})),
+    "class": ("MMTIER_QOS_CLASS", check_choice({"guaranteed": "guaranteed", "burstable": "burstable",
+                                                "best-effort": "best-effort"})),
+    "guaranteed-dram": ("MMTIER_QOS_DRAM", check_size),
+    "weight": ("MMTIER_QOS_WEIGHT", check_int(1, 10000)),
+    "snapshot-every": ("MMTIER_SNAPSHOT_EVERY", check_duration),
+    "snapshot-keep": ("MMTIER_SNAPSHOT_KEEP", check_int(1, 10000)),
+    "migrate-mbps": ("MMTIER_MIGRATE_MBPS", check_int(0, 1000000)),
+    "log": ("MMTIER_LOG", check_choice({k: k for k in ("error", "warn", "info", "debug")})),
+}
+OTHER_ANNOTATIONS = {"inject", "containers", "pmem-volume", "snapshot-volume", "injected"}
+
+
+def read_annotations(meta, where):
+    """The mmtier.io/ annotations of an object's metadata, checked."""
+    ann = (meta or {}).get("annotations") or {}
+    ours = {k[len(PREFIX):]: v for k, v in ann.items() if isinstance(k, str) and k.startswith(PREFIX)}
+    for name, value in ours.items():
+        if name not in ENV_ANNOTATIONS and name not in OTHER_ANNOTATIONS:
+            known = ", ".join(PREFIX + n for n in sorted(list(ENV_ANNOTATIONS) + list(OTHER_ANNOTATIONS - {"injected"})))
+            raise InjectError("%s: unknown annotation %s%s (known: %s)" % (where, PREFIX, name, known))
+        if not isinstance(value, str):
+            raise InjectError("%s: annotation %s%s must be a string (quote it: \"%s\")" % (where, PREFIX, name, value))
+    return ours
+
+
+def wants_injection(ann, where):
+    flag = ann.get("inject")
+    if flag is not None and flag not in ("true", "false"):
+        raise InjectError("%s: annotation %sinject must be \"true\" or \"false\", not %r" % (where, PREFIX, flag))
+    if flag == "false":
+        return False
+    return flag == "true" or any(k in ENV_ANNOTATIONS or k in ("pmem-volume", "snapshot-volume") for k in ann)
+
+
+# --- undoing an earlier injection ------------------------------------------
+
+
+def undo(pod_meta, spec):
+    ann = (pod_meta or {}).get("annotations") or {}
+    text = ann.get(RECORD)
+    if text is None:
+        return
+    try:
+        record = json.loads(text)
+        containers = record["containers"]
+    except (ValueError, KeyError, TypeError):
+        raise InjectError("annotation %s is not what mmtier inject writes; remove it by hand" % RECORD)
+    by_name = {c.get("name"): c for c in spec.get("containers") or []}
+    for cname, added in containers.items():
+        c = by_name.get(cname)
+        if c is None:
+            continue
+        env = [e for e in c.get("env") or [] if e.get("name") not in added.get("env", [])]
+        if "ld_preload" in added:
+            old = added["ld_preload"]
+            env = [e for e in env if e.get("name") != "LD_PRELOAD"]
+            if old is not None:
+                env.insert(added.get("ld_preload_index", len(env)), {"name": "LD_PRELOAD", "value": old})
+        set_or_drop(c, "env", env)
+        mounts = [m for m in c.get("volumeMounts") or [] if m.get("mountPath") not in added.get("mounts", [])]
+        set_or_drop(c, "volumeMounts", mounts)
+    vols = [v for v in spec.get("volumes") or [] if v.get("name") not in record.get("volumes", [])]
+    set_or_drop(spec, "volumes", vols)
+    del ann[RECORD]
+    if not ann:
+        del pod_meta["annotations"]
+
+
+def set_or_drop(obj, key, items):
+    if items:
+        obj[key] = items
+    elif key in obj:
+        del obj[key]
+
+
+# --- injecting --------------------------------------------------------------
+
+
+def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
+    """Injects one pod (its metadata and spec).  `defaults` are the
+    annotations of the enclosing workload, overridden by the template's;
+    `claim_volumes` the volumes a StatefulSet's claim templates add."""
+    if pod_meta is None:
+        raise InjectError("%s: no metadata" % where)
+    undo(pod_meta, spec)
+    ann = dict(defaults)
+    ann.update(read_annotations(pod_meta, where))
+    if not wants_injection(ann, where):
+        return False
+
+    env_values = []
+    for name, (var, check) in ENV_ANNOTATIONS.items():
+        if name in ann:
+            try:
+                env_values.append((var, check(ann[name])))
+            except ValueError as e:
+                raise InjectError("%s: annotation %s%s=%r: %s" % (where, PREFIX, name, ann[name], e))
+    env_map = dict(env_values)
+    if env_map.get("MMTIER_QOS_CLASS") == "guaranteed" and "MMTIER_QOS_DRAM" not in env_map:
+        raise InjectError("%s: %sclass: guaranteed needs %sguaranteed-dram (the DRAM it is guaranteed)"
+                          % (where, PREFIX, PREFIX))
+    if "MMTIER_QOS_DRAM" in env_map and env_map.get("MMTIER_QOS_CLASS") != "guaranteed":
+        raise InjectError("%s: %sguaranteed-dram is only for %sclass: guaranteed" % (where, PREFIX, PREFIX))
+
+    containers = spec.get("containers") or []
+    if not containers:
+        raise InjectError("%s: the pod has no containers" % where)
+    names = [c.get("name") for c in containers]
+    chosen = names
+    if "containers" in ann:
+        chosen = [n.strip() for n in ann["containers"].split(",") if n.strip()]
+        unknown = [n for n in chosen if n not in names]
+        if unknown or not chosen:
+            raise InjectError("%s: annotation %scontainers names %s, but the pod's containers are %s"
+                              % (where, PREFIX, ", ".join(unknown) or "none", ", ".join(names)))
+
+    volumes = spec.get("volumes") or []
+    vol_names = {v.get("name") for v in volumes} | set(claim_volumes)
+    for ours in (LIB_VOLUME, RUN_VOLUME):
+        if ours in vol_names:
+            raise InjectError("%s: the pod already has a volume named %s; mmtier inject needs that name" % (where, ours))
+    for key in ("pmem-volume", "snapshot-volume"):
+        if key in ann and ann[key] not in vol_names:
+            raise InjectError("%s: annotation %s%s names volume %r, which the pod does not have (its volumes: %s)"
+                              % (where, PREFIX, key, ann[key], ", ".join(sorted(n for n in vol_names if n)) or "none"))
+    extra_mounts = []  # (volume, mountPath); variables in extra_env
+    extra_env = []
+    if "pmem-volume" in ann:
+        extra_mounts.append((ann["pmem-volume"], PMEM_MOUNT))
+        extra_env.append(("MMTIER_PMEM_PATH", PMEM_MOUNT))
+    if "snapshot-volume" in ann:
+        if ann["snapshot-volume"] == ann.get("pmem-volume"):
+            # One mount of one file system: a snapshot then links the PMem
+            # tier's file into the capsule instead of copying it (ZeroIO).
+            extra_env.append(("MMTIER_SNAPSHOT_DIR", PMEM_MOUNT + "/capsules"))
+        else:
+            extra_mounts.append((ann["snapshot-volume"], CAPSULE_MOUNT))
+            extra_env.append(("MMTIER_SNAPSHOT_DIR", CAPSULE_MOUNT))
+
+    record = {"version": RECORD_VERSION, "volumes": [LIB_VOLUME, RUN_VOLUME], "containers": {}}
+    for c in containers:
+        if c.get("name") not in chosen:
+            continue
+        cwhere = "%s, container %s" % (where, c.get("name"))
+        added = {"env": [], "mounts": []}
+        env = list(c.get("env") or [])
+        existing = {e.get("name"): i for i, e in enumerate(env)}
+
+        # LD_PRELOAD: ours first, the container's own entries kept.
+        lib = LIB_MOUNT + "/libmmtier.so"
+        if "LD_PRELOAD" in existing:
+            i = existing["LD_PRELOAD"]
+            old = env[i]
+            if "value" not in old:
+                raise InjectError("%s: LD_PRELOAD comes from valueFrom; set it as a value to combine it with libmmtier"
+                                  % cwhere)
+            added["ld_preload"] = old["value"]
+            added["ld_preload_index"] = i
+            rest = [p for p in re.split(r"[: ]+", old["value"] or "") if p and p != lib]
+            env[i] = {"name": "LD_PRELOAD", "value": " ".join([lib] + rest)}
+        else:
+            added["ld_preload"] = None
+            env.append({"name": "LD_PRELOAD", "value": lib})
+
+        wanted = list(env_values) + extra_env
+        for var, value in wanted:
+            if var in existing:
+                have = env[existing[var]]
+                if have.get("value") != value:
+                    raise InjectError("%s: sets %s=%r itself, but the annotations ask for %r; keep one of them"
+                                      % (cwhere, var, have.get("value", "<valueFrom>"), value))
+                continue  # already there, the container's own: left as it is
+            env.append({"name": var, "value": value})
+            added["env"].append(var)
+        c["env"] = env
+
+        mounts = list(c.get("volumeMounts") or [])
+        taken = {m.get("mountPath") for m in mounts}
+        wanted_mounts = [{"name": LIB_VOLUME, "mountPath": LIB_MOUNT, "readOnly": True},
+                         {"name": RUN_VOLUME, "mountPath": RUN_MOUNT, "readOnly": True}]
+        wanted_mounts += [{"name": vol, "mountPath": path} for vol, path in extra_mounts]
+        for m in wanted_mounts:
+            if m["mountPath"] in taken:
+                raise InjectError("%s: already mounts something at %s, where mmtier inject mounts %s"
+                                  % (cwhere, m["mountPath"], m["name"]))
+            mounts.append(m)
+            added["mounts"].append(m["mountPath"])
+        c["volumeMounts"] = mounts
+        record["containers"][c.get("name")] = added
+
+    volumes.append({"name": LIB_VOLUME, "hostPath": {"path": opts.lib_dir, "type": "Directory"}})
+    volumes.append({"name": RUN_VOLUME, "hostPath": {"path": opts.agent_dir, "type": "DirectoryOrCreate"}})
+    spec["volumes"] = volumes
+    pod_meta.setdefault("annotations", {})[RECORD] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return True
+
+
+def describe(doc):
+    meta = doc.get("metadata") or {}
+    return "%s %s" % (doc.get("kind"), meta.get("name", "<no name>"))
+
+
+def inject_object(doc, opts, counts):
+    if not isinstance(doc, dict):
+        return doc
+    kind = doc.get("kind")
+    if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list)):
+        doc["items"] = [inject_object(item, opts, counts) for item in doc["items"]]
+        return doc
+    counts["seen"] += 1
+    where = describe(doc)
+    if kind == "Pod":
+        spec = doc.get("spec")
+        if not isinstance(spec, dict):
+            raise InjectError("%s: no spec" % where)
+        doc.setdefault("metadata", {})
+        if inject_pod(doc["metadata"], spec, {}, where, opts):
+            counts["injected"] += 1
+        return doc
+    if kind in TEMPLATE_PATHS:
+        node = doc
+        for key in TEMPLATE_PATHS[kind]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(node.get("spec"), dict):
+            raise InjectError("%s: no pod template at %s" % (where, ".".join(TEMPLATE_PATHS[kind])))
+        defaults = read_annotations(doc.get("metadata"), where)
+        defaults.pop("injected", None)
+        claims = []
+        if kind == "StatefulSet":
+            claims = [(t.get("metadata") or {}).get("name") for t in (doc["spec"].get("volumeClaimTemplates") or [])]
+        node.setdefault("metadata", {})
+        if inject_pod(node["metadata"], node["spec"], defaults, where, opts, claims):
+            counts["injected"] += 1
+        return doc
+    return doc
+
+
+def main(argv):
+    p = argparse.ArgumentParser(prog="mmtier inject", add_help=True,
+                                description="Put the containers of Kubernetes workloads under libmmtier, "
+                                "as their mmtier.io/ annotations ask (see mmtier help inject).")
+    p.add_argument("-f", "--filename", default="-", help="the YAML to read (default: standard input)")
+    p.add_argument("-o", "--output", default="-", help="where to write it (default: standard output)")
+    p.add_argument("--lib-dir", default="/opt/mmtier/lib",
+                   help="the node's directory holding libmmtier.so (default /opt/mmtier/lib)")
+    p.add_argument("--agent-dir", default="/run/mmtier",
+                   help="the node's directory of the agent's socket (default /run/mmtier)")
+    opts = p.parse_args(argv)
+    for d in (opts.lib_dir, opts.agent_dir):
+        if not d.startswith("/"):
+            p.error("%s: expected an absolute path" % d)
+    opts.lib_dir = opts.lib_dir.rstrip("/") or "/"
+    opts.agent_dir = opts.agent_dir.rstrip("/") or "/"
+
+    try:
+        if opts.filename == "-":
+            text = sys.stdin.read()
+        else:
+            with open(opts.filename, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as e:
+        sys.stderr.write("mmtier inject: %s: %s\n" % (opts.filename, e.strerror))
+        return 1
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as e:
+        sys.stderr.write("mmtier inject: %s: not valid YAML: %s\n" % (opts.filename, str(e).replace("\n", " ")))
+        return 1
+    counts = {"injected": 0, "seen": 0}
+    try:
+        out = [inject_object(d, opts, counts) for d in docs if d is not None]
+    except InjectError as e:
+        sys.stderr.write("mmtier inject: %s\n" % e)
+        return 1
+    text = yaml.safe_dump_all(out, sort_keys=False, default_flow_style=False, explicit_start=len(out) > 1)
+    if opts.output == "-":
+        sys.stdout.write(text)
+    else:
+        try:
+            with open(opts.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            sys.stderr.write("mmtier inject: %s: %s\n" % (opts.output, e.strerror))
+            return 1
+    sys.stderr.write("mmtier inject: %d of %d objects put under libmmtier\n" % (counts["injected"], counts["seen"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
