@@ -207,6 +207,7 @@ class agent {
   uint64_t rejected_ = 0;
   snapshot_call snap_;  // one at a time across the node
   static constexpr size_t kMaxMembers = 16384;
+  bool unseen_said_ = false;  // said once: a process registered from an unseen PID namespace
   bool refused_said_ = false;
   int spare_ = open("/dev/null", O_RDONLY | O_CLOEXEC);  // given up to refuse a connection when out of descriptors
   uint64_t snapshots_ok_ = 0, snapshots_failed_ = 0;
@@ -396,6 +397,13 @@ void agent::accept_members() {
     ucred cred{};
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) {
+      // pid 0: the process is in a PID namespace this agent cannot see
+      // into (a container's, with the agent outside the host's).
+      if (cred.pid == 0 && !unseen_said_)
+        say("a process this agent cannot see registered (its PID namespace is not within the agent's): run mmtierd "
+            "in the host's PID namespace (hostPID: true, podman run --pid=host); refused");
+      unseen_said_ = unseen_said_ || cred.pid == 0;
+      ++rejected_;
       close(fd);
       continue;
     }
@@ -756,18 +764,80 @@ void usage(FILE *f) {
         "               [--guaranteed-max PCT] [--guaranteed-uids UID,...] [--max-per-user N]\n"
         "  --node-dram SIZE      DRAM shared by the processes under libmmtier (e.g. 64G); or MMTIER_NODE_DRAM\n"
         "  --socket PATH         where processes register (default /run/mmtier/agent.sock; MMTIER_AGENT_SOCKET)\n"
-        "  --listen ADDR:PORT    HTTP: /metrics, /status, /healthz (default 127.0.0.1:9464; off)\n"
-        "  --guaranteed-max PCT  at most this share of the node's DRAM is guaranteed (default 90)\n"
-        "  --guaranteed-uids L   only these users' processes may hold a guarantee (default: every user)\n"
-        "  --max-per-user N      registrations one user may hold at once (default 4096)\n",
+        "  --listen ADDR:PORT    HTTP: /metrics, /status, /healthz (default 127.0.0.1:9464; off; MMTIERD_LISTEN)\n"
+        "  --guaranteed-max PCT  at most this share of the node's DRAM is guaranteed (default 90;\n"
+        "                        MMTIERD_GUARANTEED_MAX)\n"
+        "  --guaranteed-uids L   only these users' processes may hold a guarantee (default: every user;\n"
+        "                        MMTIERD_GUARANTEED_UIDS)\n"
+        "  --max-per-user N      registrations one user may hold at once (default 4096; MMTIERD_MAX_PER_USER)\n"
+        "The command line wins over the environment.\n",
         f);
+}
+
+// A whole decimal number in [lo, hi], or false ("90x", "$(VAR)", "" are
+// not numbers: a setting that did not expand must not become 0).
+bool parse_count(const char *text, long lo, long hi, long *out) {
+  if (text == nullptr || *text < '0' || *text > '9') return false;
+  char *end = nullptr;
+  errno = 0;
+  const long v = strtol(text, &end, 10);
+  if (errno != 0 || *end != '\0' || v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+bool set_guaranteed_max(options &o, const char *text, const char *from) {
+  long v = 0;
+  if (!parse_count(text, 0, 100, &v)) {
+    say("%s: expected 0..100, not \"%s\"", from, text);
+    return false;
+  }
+  o.guaranteed_max_pct = static_cast<uint32_t>(v);
+  return true;
+}
+
+bool set_max_per_user(options &o, const char *text, const char *from) {
+  long v = 0;
+  if (!parse_count(text, 1, 1L << 30, &v)) {
+    say("%s: expected a positive number, not \"%s\"", from, text);
+    return false;
+  }
+  o.max_per_user = static_cast<size_t>(v);
+  return true;
+}
+
+bool set_guaranteed_uids(options &o, const std::string &list, const char *from) {
+  o.guaranteed_uids.clear();
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t end = list.find(',', start);
+    const std::string item = list.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    long uid = 0;
+    if (!parse_count(item.c_str(), 0, 0xfffffffeL, &uid)) {
+      say("%s: %s is not a uid", from, item.c_str());
+      return false;
+    }
+    o.guaranteed_uids.push_back(static_cast<uint32_t>(uid));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return true;
 }
 
 }  // namespace
 
 int main(int argc, char **argv) {
   options o;
+  // Every option can come from the environment too (a container's
+  // settings from a ConfigMap); the command line wins.
   if (const char *e = getenv("MMTIER_AGENT_SOCKET"); e && *e) o.socket = e;
+  if (const char *e = getenv("MMTIERD_LISTEN"); e && *e) o.listen = e;
+  if (const char *e = getenv("MMTIERD_GUARANTEED_MAX"); e && *e && !set_guaranteed_max(o, e, "MMTIERD_GUARANTEED_MAX"))
+    return 2;
+  if (const char *e = getenv("MMTIERD_MAX_PER_USER"); e && *e && !set_max_per_user(o, e, "MMTIERD_MAX_PER_USER"))
+    return 2;
+  if (const char *e = getenv("MMTIERD_GUARANTEED_UIDS"); e && *e && !set_guaranteed_uids(o, e, "MMTIERD_GUARANTEED_UIDS"))
+    return 2;
   const char *node = getenv("MMTIER_NODE_DRAM");
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -782,35 +852,11 @@ int main(int argc, char **argv) {
     else if (a == "--socket") o.socket = value();
     else if (a == "--listen") o.listen = value();
     else if (a == "--guaranteed-max") {
-      const int v = atoi(value());
-      if (v < 0 || v > 100) {
-        say("--guaranteed-max: expected 0..100");
-        return 2;
-      }
-      o.guaranteed_max_pct = static_cast<uint32_t>(v);
+      if (!set_guaranteed_max(o, value(), "--guaranteed-max")) return 2;
     } else if (a == "--max-per-user") {
-      const long v = atol(value());
-      if (v < 1) {
-        say("--max-per-user: expected a positive number");
-        return 2;
-      }
-      o.max_per_user = static_cast<size_t>(v);
+      if (!set_max_per_user(o, value(), "--max-per-user")) return 2;
     } else if (a == "--guaranteed-uids") {
-      std::string list = value();
-      size_t start = 0;
-      while (start <= list.size()) {
-        const size_t end = list.find(',', start);
-        const std::string item = list.substr(start, end == std::string::npos ? std::string::npos : end - start);
-        char *rest = nullptr;
-        const unsigned long uid = strtoul(item.c_str(), &rest, 10);
-        if (item.empty() || *rest) {
-          say("--guaranteed-uids: %s is not a uid", item.c_str());
-          return 2;
-        }
-        o.guaranteed_uids.push_back(static_cast<uint32_t>(uid));
-        if (end == std::string::npos) break;
-        start = end + 1;
-      }
+      if (!set_guaranteed_uids(o, value(), "--guaranteed-uids")) return 2;
     } else if (a == "--help" || a == "-h") {
       usage(stdout);
       return 0;

@@ -24,7 +24,6 @@ run by it.
 """
 
 import argparse
-import json
 import re
 import sys
 
@@ -133,7 +132,15 @@ ENV_ANNOTATIONS = {
     "migrate-mbps": ("MMTIER_MIGRATE_MBPS", check_int(0, 1000000)),
     "log": ("MMTIER_LOG", check_choice({k: k for k in ("error", "warn", "info", "debug")})),
 }
-OTHER_ANNOTATIONS = {"inject", "containers", "pmem-volume", "snapshot-volume", "injected"}
+# The variables an injection may add, in the order of the record's bits
+# (never reordered: a record written earlier must read the same).
+RECORD_VARS = [var for var, _ in ENV_ANNOTATIONS.values()] + ["MMTIER_PMEM_PATH", "MMTIER_SNAPSHOT_DIR"]
+OTHER_ANNOTATIONS = {"inject", "containers", "pmem-volume", "snapshot-volume", "userfaultfd", "injected"}
+# The seccomp profile the node agent's DaemonSet installs for the kubelet.
+SECCOMP_PROFILE = "mmtier-tiering.json"
+# Record bits before the variables': the LD_PRELOAD entry, the seccomp
+# profile, the capability.
+BIT_PRELOAD, BIT_SECCOMP, BIT_PTRACE, FIRST_VAR_BIT = 1, 2, 4, 3
 
 
 def read_annotations(meta, where):
@@ -155,10 +162,27 @@ def wants_injection(ann, where):
         raise InjectError("%s: annotation %sinject must be \"true\" or \"false\", not %r" % (where, PREFIX, flag))
     if flag == "false":
         return False
-    return flag == "true" or any(k in ENV_ANNOTATIONS or k in ("pmem-volume", "snapshot-volume") for k in ann)
+    return flag == "true" or any(k in ENV_ANNOTATIONS or k in ("pmem-volume", "snapshot-volume", "userfaultfd")
+                                 for k in ann)
 
 
 # --- undoing an earlier injection ------------------------------------------
+
+
+def parse_record(text):
+    """The record "1;NAME=HEX;..." -> {container name: bit mask}: BIT_PRELOAD,
+    the LD_PRELOAD entry was added (not only prefixed); BIT_SECCOMP, the
+    seccomp profile; BIT_PTRACE, the capability; bit FIRST_VAR_BIT + k,
+    RECORD_VARS[k] was added.  Short, because some tools (podman 4.3's kube play) limit
+    annotation values to 63 characters."""
+    parts = text.split(";")
+    if parts[0] != str(RECORD_VERSION):
+        raise ValueError(text)
+    out = {}
+    for part in parts[1:]:
+        name, _, mask = part.rpartition("=")
+        out[name] = int(mask, 16)
+    return out
 
 
 def undo(pod_meta, spec):
@@ -167,26 +191,40 @@ def undo(pod_meta, spec):
     if text is None:
         return
     try:
-        record = json.loads(text)
-        containers = record["containers"]
-    except (ValueError, KeyError, TypeError):
-        raise InjectError("annotation %s is not what mmtier inject writes; remove it by hand" % RECORD)
-    by_name = {c.get("name"): c for c in spec.get("containers") or []}
-    for cname, added in containers.items():
-        c = by_name.get(cname)
-        if c is None:
+        containers = parse_record(text)
+    except ValueError:
+        raise InjectError("annotation %s=%r is not what mmtier inject writes; remove it by hand" % (RECORD, text))
+    ours = (LIB_MOUNT, RUN_MOUNT, PMEM_MOUNT, CAPSULE_MOUNT)
+    lib = LIB_MOUNT + "/libmmtier.so"
+    for c in spec.get("containers") or []:
+        if c.get("name") not in containers:
             continue
-        env = [e for e in c.get("env") or [] if e.get("name") not in added.get("env", [])]
-        if "ld_preload" in added:
-            old = added["ld_preload"]
-            env = [e for e in env if e.get("name") != "LD_PRELOAD"]
-            if old is not None:
-                env.insert(added.get("ld_preload_index", len(env)), {"name": "LD_PRELOAD", "value": old})
+        mask = containers[c.get("name")]
+        added = {var for k, var in enumerate(RECORD_VARS) if mask & (1 << (FIRST_VAR_BIT + k))}
+        env = []
+        for e in c.get("env") or []:
+            if e.get("name") in added:
+                continue
+            if e.get("name") == "LD_PRELOAD":
+                if mask & BIT_PRELOAD:
+                    continue
+                value = e.get("value") or ""
+                if value.startswith(lib + " "):
+                    e = dict(e, value=value[len(lib) + 1:])
+            env.append(e)
         set_or_drop(c, "env", env)
-        mounts = [m for m in c.get("volumeMounts") or [] if m.get("mountPath") not in added.get("mounts", [])]
-        set_or_drop(c, "volumeMounts", mounts)
-    vols = [v for v in spec.get("volumes") or [] if v.get("name") not in record.get("volumes", [])]
-    set_or_drop(spec, "volumes", vols)
+        set_or_drop(c, "volumeMounts", [m for m in c.get("volumeMounts") or [] if m.get("mountPath") not in ours])
+        sc = c.get("securityContext") or {}
+        if mask & BIT_SECCOMP:
+            sc.pop("seccompProfile", None)
+        if mask & BIT_PTRACE:
+            caps = sc.get("capabilities") or {}
+            set_or_drop(caps, "add", [x for x in caps.get("add") or [] if x != "SYS_PTRACE"])
+            if not caps:
+                sc.pop("capabilities", None)
+        if "securityContext" in c and not sc:
+            del c["securityContext"]
+    set_or_drop(spec, "volumes", [v for v in spec.get("volumes") or [] if v.get("name") not in (LIB_VOLUME, RUN_VOLUME)])
     del ann[RECORD]
     if not ann:
         del pod_meta["annotations"]
@@ -263,12 +301,12 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
             extra_mounts.append((ann["snapshot-volume"], CAPSULE_MOUNT))
             extra_env.append(("MMTIER_SNAPSHOT_DIR", CAPSULE_MOUNT))
 
-    record = {"version": RECORD_VERSION, "volumes": [LIB_VOLUME, RUN_VOLUME], "containers": {}}
+    record = []
     for c in containers:
         if c.get("name") not in chosen:
             continue
         cwhere = "%s, container %s" % (where, c.get("name"))
-        added = {"env": [], "mounts": []}
+        mask = 0
         env = list(c.get("env") or [])
         existing = {e.get("name"): i for i, e in enumerate(env)}
 
@@ -280,12 +318,12 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
             if "value" not in old:
                 raise InjectError("%s: LD_PRELOAD comes from valueFrom; set it as a value to combine it with libmmtier"
                                   % cwhere)
-            added["ld_preload"] = old["value"]
-            added["ld_preload_index"] = i
-            rest = [p for p in re.split(r"[: ]+", old["value"] or "") if p and p != lib]
-            env[i] = {"name": "LD_PRELOAD", "value": " ".join([lib] + rest)}
+            # Kept as it was after ours, so that undoing gives it back.
+            env[i] = {"name": "LD_PRELOAD", "value": (lib + " " + old["value"]) if old["value"] else lib}
+            if not old["value"]:
+                mask |= BIT_PRELOAD
         else:
-            added["ld_preload"] = None
+            mask |= BIT_PRELOAD
             env.append({"name": "LD_PRELOAD", "value": lib})
 
         wanted = list(env_values) + extra_env
@@ -297,7 +335,7 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
                                       % (cwhere, var, have.get("value", "<valueFrom>"), value))
                 continue  # already there, the container's own: left as it is
             env.append({"name": var, "value": value})
-            added["env"].append(var)
+            mask |= 1 << (FIRST_VAR_BIT + RECORD_VARS.index(var))
         c["env"] = env
 
         mounts = list(c.get("volumeMounts") or [])
@@ -310,15 +348,60 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
                 raise InjectError("%s: already mounts something at %s, where mmtier inject mounts %s"
                                   % (cwhere, m["mountPath"], m["name"]))
             mounts.append(m)
-            added["mounts"].append(m["mountPath"])
         c["volumeMounts"] = mounts
-        record["containers"][c.get("name")] = added
+        mask |= grant_userfaultfd(c, spec, ann.get("userfaultfd", "node"), cwhere)
+        record.append("%s=%x" % (c.get("name"), mask))
 
     volumes.append({"name": LIB_VOLUME, "hostPath": {"path": opts.lib_dir, "type": "Directory"}})
     volumes.append({"name": RUN_VOLUME, "hostPath": {"path": opts.agent_dir, "type": "DirectoryOrCreate"}})
     spec["volumes"] = volumes
-    pod_meta.setdefault("annotations", {})[RECORD] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    pod_meta.setdefault("annotations", {})[RECORD] = ";".join([str(RECORD_VERSION)] + record)
     return True
+
+
+def run_as(c, spec):
+    """The uid a container runs as, if the spec says (None: the image's)."""
+    for ctx in (c.get("securityContext") or {}, spec.get("securityContext") or {}):
+        if "runAsUser" in ctx:
+            return ctx["runAsUser"]
+    return None
+
+
+def grant_userfaultfd(c, spec, how, where):
+    """What lets the container's processes use userfaultfd, by the
+    annotation mmtier.io/userfaultfd: "node" adds nothing (the node allows
+    it: vm.unprivileged_userfaultfd=1 and a seccomp profile without
+    userfaultfd blocked); "profile" the seccomp profile SECCOMP_PROFILE;
+    "capability" that and CAP_SYS_PTRACE, which counts only for root.
+    Returns the record bits."""
+    if how not in ("node", "profile", "capability"):
+        raise InjectError("%s: annotation %suserfaultfd=%r: expected node, profile or capability" % (where, PREFIX, how))
+    if how == "node":
+        return 0
+    bits = 0
+    sc = c.setdefault("securityContext", {})
+    if sc.get("privileged"):
+        return 0  # nothing is filtered or withheld
+    have = sc.get("seccompProfile")
+    if have is None:
+        sc["seccompProfile"] = {"type": "Localhost", "localhostProfile": SECCOMP_PROFILE}
+        bits |= BIT_SECCOMP
+    elif have.get("type") != "Unconfined" and have.get("localhostProfile") != SECCOMP_PROFILE:
+        raise InjectError("%s: has its own seccomp profile %s, and %suserfaultfd=%s would replace it; allow "
+                          "userfaultfd, move_pages, migrate_pages and mbind in it and use %suserfaultfd: node"
+                          % (where, have.get("localhostProfile") or have.get("type"), PREFIX, how, PREFIX))
+    if how == "capability":
+        uid = run_as(c, spec)
+        if uid not in (None, 0) or (c.get("securityContext") or {}).get("runAsNonRoot") or \
+                (spec.get("securityContext") or {}).get("runAsNonRoot"):
+            raise InjectError("%s: runs as a user other than root, for whom CAP_SYS_PTRACE is not effective: use "
+                              "%suserfaultfd: profile with the node's vm.unprivileged_userfaultfd=1 (the "
+                              "unprivileged-userfaultfd overlay of deploy/kubernetes)" % (where, PREFIX))
+        caps = sc.setdefault("capabilities", {})
+        if "SYS_PTRACE" not in (caps.get("add") or []):
+            caps.setdefault("add", []).append("SYS_PTRACE")
+            bits |= BIT_PTRACE
+    return bits
 
 
 def describe(doc):

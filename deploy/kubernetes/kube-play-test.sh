@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Runs the Kubernetes layer for real with `podman kube play`, as root, on a
+# host where podman runs containers (deploy/container/README.md: "What
+# runs a container here"):
+#
+#   1. the node agent's pod, from the DaemonSet of deploy/kubernetes/base
+#      as `kubectl kustomize` renders it (its pod template made a Pod; the
+#      ConfigMap given to podman), whose init container installs the
+#      library into a scratch "node" directory;
+#   2. a Redis pod written with mmtier.io/ annotations only, put through
+#      `mmtier inject` (the node directories moved to the scratch one);
+#
+# then checks, from the host: the Redis process maps the injected library,
+# registered with the agent in its annotation's class, is in the agent's
+# /status and /metrics under its host pid with its container, and
+# `mmtier stat` reads it.  Needs the images of deploy/container/
+# build-image.sh.  Exits 0 with "kube-play-test: PASS", else 1.
+#
+#     deploy/kubernetes/kube-play-test.sh [BUILD_DIR]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=$(cd "${1:-$ROOT/build}" && pwd)
+MMTIER=$BUILD/mmtier
+: "${CONTAINERS_CONF:=/var/tmp/mmtier-container/containers.conf}"
+export CONTAINERS_CONF
+NODE=$(mktemp -d /var/tmp/mmtier-kube-node.XXXXXX)
+WORK=$NODE/manifests
+# The PMem tier: a tmpfs directory standing in for a DAX mount.
+PMEM=$(mktemp -d /dev/shm/mmtier-kube-pmem.XXXXXX)
+mkdir -p "$WORK" "$NODE/opt/mmtier" "$NODE/run/mmtier" "$NODE/var/lib/kubelet/seccomp"
+say() { echo "kube-play-test: $*"; }
+fail() { say "FAIL: $*"; exit 1; }
+
+cleanup() {
+  local p
+  [[ -n ${KEEP:-} ]] || { podman pod rm -f redis-annotated; podman rm -f mmtier-agent-mmtierd; } > /dev/null 2>&1 || true
+  [[ -n ${KEEP:-} ]] || rm -rf "$NODE" "$PMEM"
+}
+trap cleanup EXIT
+{ podman pod rm -f redis-annotated; podman rm -f mmtier-agent-mmtierd; } > /dev/null 2>&1 || true
+
+(($(id -u) == 0)) || fail "run as root (host PID namespace, hostPath volumes)"
+for image in localhost/mmtier:latest localhost/mmtier-redis:latest; do
+  podman image exists "$image" || fail "no image $image: run deploy/container/build-image.sh first"
+done
+
+# 1. The agent, as the DaemonSet of deploy/kubernetes/base renders: each of
+# its containers (the init container, then mmtierd) run with podman run,
+# with the image, command, arguments, environment (ConfigMap keys
+# resolved), volumes, capabilities, user and read-only root the manifest
+# gives, in the host's PID namespace as hostPID says; only the host
+# directories are moved under the scratch node, and the HTTP port to the
+# host network.  (podman 4.3's kube play ignores hostPID and reruns init
+# containers, so it cannot play this pod as the manifest means it.)
+kubectl kustomize "$ROOT/deploy/kubernetes/base" > "$WORK/base.yaml"
+python3 - "$WORK" "$NODE" > "$WORK/agent-run.sh" << 'EOF'
+import os, shlex, sys, yaml
+work, node = sys.argv[1], sys.argv[2]
+docs = [d for d in yaml.safe_load_all(open(work + "/base.yaml")) if d]
+maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+maps["mmtierd"]["node-dram"] = "256M"
+ds = next(d for d in docs if d["kind"] == "DaemonSet")
+spec = ds["spec"]["template"]["spec"]
+assert spec.get("hostPID") is True, "the DaemonSet must run in the host's PID namespace"
+vols = {}
+for v in spec["volumes"]:
+    if "hostPath" in v:
+        vols[v["name"]] = node + v["hostPath"]["path"] if v["hostPath"]["path"] != "/dev/shm" else "/dev/shm"
+    elif "configMap" in v:
+        d = os.path.join(work, "configmap-" + v["name"])
+        os.makedirs(d, exist_ok=True)
+        for key, text in maps[v["configMap"]["name"]].items():
+            open(os.path.join(d, key), "w").write(text)
+        vols[v["name"]] = d
+print("set -e")
+for kind, c in [("init", c) for c in spec.get("initContainers", [])] + [("main", c) for c in spec["containers"]]:
+    cmd = ["podman", "run", "--name", "mmtier-agent-" + c["name"], "--pid=host", "--network=host"]
+    cmd += ["--rm"] if kind == "init" else ["-d"]
+    sc = c.get("securityContext", {})
+    if "runAsUser" in sc:
+        cmd += ["--user", str(sc["runAsUser"])]
+    if sc.get("readOnlyRootFilesystem"):
+        cmd += ["--read-only"]
+    if sc.get("allowPrivilegeEscalation") is False:
+        cmd += ["--security-opt", "no-new-privileges"]
+    for cap in sc.get("capabilities", {}).get("drop", []):
+        cmd += ["--cap-drop", cap]
+    for cap in sc.get("capabilities", {}).get("add", []):
+        cmd += ["--cap-add", cap]
+    for e in c.get("env", []):
+        if "value" in e:
+            value = e["value"]
+        else:
+            ref = e["valueFrom"]["configMapKeyRef"]
+            value = maps[ref["name"]][ref["key"]]
+        cmd += ["-e", "%s=%s" % (e["name"], value)]
+    for m in c.get("volumeMounts", []):
+        cmd += ["-v", "%s:%s%s" % (vols[m["name"]], m["mountPath"], ":ro" if m.get("readOnly") else "")]
+    if c.get("command"):
+        cmd += ["--entrypoint", c["command"][0]]
+    cmd.append(c["image"])
+    cmd += c.get("command", [])[1:]
+    cmd += [a if a != "0.0.0.0:9464" else "127.0.0.1:19464" for a in c.get("args", [])]
+    print(" ".join(shlex.quote(x) for x in cmd))
+EOF
+say "starting the agent's containers as the DaemonSet says (the init container installs the library)"
+bash "$WORK/agent-run.sh" > "$WORK/agent-run.out" 2>&1 || { cat "$WORK/agent-run.out"; fail "running the agent's containers"; }
+deadline=$((SECONDS + 60))
+until curl -sf http://127.0.0.1:19464/healthz > /dev/null; do
+  ((SECONDS < deadline)) || { podman logs mmtier-agent-mmtierd 2>&1 | tail -20; fail "the agent never answered /healthz"; }
+  sleep 0.5
+done
+[[ -f $NODE/opt/mmtier/lib/libmmtier.so && -x $NODE/opt/mmtier/bin/mmtier ]] ||
+  fail "the init container did not install the library and command into the node directory"
+cmp -s "$NODE/opt/mmtier/lib/libmmtier.so" "$BUILD/libmmtier.so" || fail "the installed library is not this build's"
+cmp -s "$NODE/var/lib/kubelet/seccomp/mmtier-tiering.json" "$ROOT/deploy/kubernetes/base/seccomp/tiering.json" ||
+  fail "the init container did not install the seccomp profile for the kubelet"
+say "agent up; library installed in $NODE/opt/mmtier/lib"
+
+# 2. Redis, annotations only, through mmtier inject.
+cat > "$WORK/redis.yaml" << 'EOF'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: redis-annotated
+  annotations:
+    mmtier.io/class: guaranteed
+    mmtier.io/guaranteed-dram: 64Mi
+    mmtier.io/dram-ratio: "1:4"
+    mmtier.io/pmem-volume: pmem
+    mmtier.io/userfaultfd: capability
+spec:
+  containers:
+    - name: redis
+      image: localhost/mmtier-redis:latest
+      command: ["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
+  volumes:
+    - name: pmem
+      hostPath:
+        path: PMEM_DIR
+        type: Directory
+EOF
+sed -i "s|PMEM_DIR|$PMEM|" "$WORK/redis.yaml"
+"$MMTIER" inject -f "$WORK/redis.yaml" --lib-dir "$NODE/opt/mmtier/lib" --agent-dir "$NODE/run/mmtier" \
+  -o "$WORK/redis-injected.yaml"
+# podman 4.3 takes a container's seccomp profile only from the annotation
+# Kubernetes read before 1.19, not from securityContext.seccompProfile:
+# add it, naming the same profile.
+python3 - "$WORK/redis-injected.yaml" << 'EOF'
+import sys, yaml
+path = sys.argv[1]
+pod = yaml.safe_load(open(path))
+for c in pod["spec"]["containers"]:
+    prof = (c.get("securityContext") or {}).get("seccompProfile")
+    if prof and prof.get("type") == "Localhost":
+        pod["metadata"]["annotations"]["container.seccomp.security.alpha.kubernetes.io/" + c["name"]] = \
+            "localhost/" + prof["localhostProfile"]
+yaml.safe_dump(pod, open(path, "w"))
+EOF
+podman kube play --seccomp-profile-root "$NODE/var/lib/kubelet/seccomp" "$WORK/redis-injected.yaml" > "$WORK/redis-play.out" ||
+  { cat "$WORK/redis-play.out"; fail "podman kube play of the injected pod"; }
+ctr=redis-annotated-redis
+deadline=$((SECONDS + 60))
+until podman exec "$ctr" redis-cli ping 2> /dev/null | grep -q PONG; do
+  ((SECONDS < deadline)) || { podman logs "$ctr" 2>&1 | tail; fail "redis never answered"; }
+  sleep 0.5
+done
+pid=$(podman inspect -f '{{.State.Pid}}' "$ctr")
+say "redis runs, host pid $pid"
+grep -q "$NODE/opt/mmtier/lib/libmmtier.so\|/opt/mmtier/lib/libmmtier.so" "/proc/$pid/maps" ||
+  fail "redis does not map the injected library"
+# (Redis overwrites its /proc/PID/environ with its process title: ask the
+# container's configuration.)
+podman exec "$ctr" env | grep -q "^MMTIER_QOS_CLASS=guaranteed$" || fail "no MMTIER_QOS_CLASS in the container"
+
+# Enough memory to be managed and to register (32 MiB): 300 000 keys of
+# 512 bytes (Redis 7 refuses DEBUG POPULATE by default).
+keys=$(podman exec "$ctr" redis-cli EVAL \
+  "for i = 1, 300000 do redis.call('SET', 'key:' .. i, string.rep('x', 512)) end return redis.call('DBSIZE')" 0)
+[[ $keys == 300000 ]] || fail "filling redis: $keys"
+deadline=$((SECONDS + 30))
+status=""
+until [[ $status == *"\"pid\":$pid,"* ]]; do
+  ((SECONDS < deadline)) || { echo "$status"; fail "redis never registered with the agent"; }
+  sleep 0.5
+  status=$(curl -sf http://127.0.0.1:19464/status || true)
+done
+python3 - "$pid" "$status" << 'EOF'
+import json, sys
+pid, status = int(sys.argv[1]), json.loads(sys.argv[2])
+members = status.get("processes") or status.get("members") or []
+m = next(p for p in members if p.get("pid") == pid)
+assert m.get("class") == "guaranteed", m
+assert m.get("container"), m
+print("kube-play-test: /status: pid %d class %s container %s budget %s" % (pid, m["class"], m["container"], m.get("budget")))
+EOF
+curl -sf http://127.0.0.1:19464/metrics | grep -q "pid=\"$pid\"" || fail "no series of pid $pid in /metrics"
+"$MMTIER" stat "$pid" > "$WORK/stat.out" 2>&1 || { cat "$WORK/stat.out"; fail "mmtier stat $pid from the host"; }
+cat "$WORK/stat.out"
+say "PASS"
