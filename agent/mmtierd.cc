@@ -561,7 +561,7 @@ std::string agent::metrics() const {
   auto labels_of = [](const place &p) {
     std::string l;
     if (!p.container.empty()) l += "container=\"" + cli::prometheus_label_value(p.container) + "\"";
-    if (!p.pod.empty()) l += std::string(l.empty() ? "" : ",") + "pod=\"" + cli::prometheus_label_value(p.pod) + "\"";
+    if (!p.pod.empty()) l += std::string(l.empty() ? "" : ",") + "pod_uid=\"" + cli::prometheus_label_value(p.pod) + "\"";
     return l;
   };
   std::map<int, std::string> extra;

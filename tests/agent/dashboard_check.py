@@ -194,7 +194,7 @@ def check(dash, families):
     ds = variables.get("datasource")
     if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
         problems.append("templating: no datasource variable 'datasource' of type datasource, query prometheus")
-    for want in ("instance", "comm", "pod"):
+    for want in ("instance", "comm", "pod_uid"):
         if want not in variables:
             problems.append("templating: no variable %r" % want)
     for name, v in variables.items():
