@@ -43,11 +43,12 @@ def wait_until(pred, timeout, what, step=0.1):
 
 
 class Agent:
-    def __init__(self, sock, node="256M", extra=(), preexec=None):
+    def __init__(self, sock, node="256M", extra=(), preexec=None, env=None):
         self.sock = sock
         self.proc = subprocess.Popen([ARGS.mmtierd, "--node-dram", node, "--socket", sock,
                                       "--listen", "127.0.0.1:0", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec,
+                                     env=dict(os.environ, **(env or {})))
         line = self.proc.stdout.readline()
         assert line.startswith("listening on port"), line + self.proc.stderr.read()
         self.port = int(line.split()[-1])
@@ -365,6 +366,31 @@ class BadInputTest(Base):
         self.assertEqual(m[6] & 1, 0)  # flags: the agent does not take its snapshots
         s.close()
         wait_until(lambda: self.agent.status()["processes"] == [], 10, "gone when its connection ends")
+
+    def test_settings_from_the_environment_and_strict_numbers(self):
+        # What a container passes from a ConfigMap: bad values (a number
+        # with junk, an unexpanded $(VAR), out of range) stop the agent
+        # with the setting named, never turn into 0.
+        for env, args, said in (({"MMTIERD_GUARANTEED_MAX": "90x"}, (), "MMTIERD_GUARANTEED_MAX"),
+                                ({}, ("--guaranteed-max", "$(MMTIERD_GUARANTEED_MAX)"), "--guaranteed-max"),
+                                ({"MMTIERD_MAX_PER_USER": "0"}, (), "MMTIERD_MAX_PER_USER"),
+                                ({"MMTIERD_GUARANTEED_UIDS": "0,x"}, (), "MMTIERD_GUARANTEED_UIDS"),
+                                ({}, ("--max-per-user", "12abc"), "--max-per-user")):
+            p = subprocess.run([ARGS.mmtierd, "--node-dram", "256M", "--socket", self.sock, "--listen", "off",
+                                *args], env=dict(os.environ, **env), capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 2, (env, args, p.stderr))
+            self.assertIn(said, p.stderr)
+        # A good one applies; the command line wins over it.
+        for env, args, served in (({"MMTIERD_GUARANTEED_MAX": "50"}, (), 1),
+                                  ({"MMTIERD_GUARANTEED_MAX": "50"}, ("--guaranteed-max", "100"), 0)):
+            self.agent = Agent(self.sock, node="256M", extra=args, env=env)
+            s = self.raw()
+            s.send(self.hello(qos=0, guarantee=200 * MiB, demand=200 * MiB, dram=100 * MiB, pmem=100 * MiB))
+            m = MSG.unpack(s.recv(4096))
+            self.assertEqual(m[3], served, (env, args))  # 0 guaranteed, 1 burstable
+            s.close()
+            self.agent.stop()
+            self.agent = None
 
     def test_one_user_cannot_take_every_registration_or_descriptor(self):
         # --max-per-user: the user's next connection is closed at once.
