@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -36,6 +37,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -554,10 +556,25 @@ std::string agent::metrics() const {
   // Every process's own statistics (the pages they publish), labelled with
   // its container and pod where known.
   std::vector<cli::snapshot> snaps;
-  for (cli::stats_source &src : cli::open_all(cli::stats_dirs_for_all(cli::stats_location_from_env()))) {
+  std::vector<cli::stats_source> sources = cli::open_all(cli::stats_dirs_for_all(cli::stats_location_from_env()));
+  // The registered processes in containers: their pages are in their own
+  // /dev/shm, under the pids they see (only these are looked for there,
+  // not every process on the host).
+  std::set<int> found;
+  for (const cli::stats_source &src : sources) found.insert(src.pid());
+  for (const auto &[fd, m] : members_) {
+    if (!m.hello || found.count(m.pid)) continue;
+    cli::open_result r = cli::open_stats_contained(m.pid);
+    if (r.status == cli::open_status::ok) {
+      found.insert(m.pid);
+      sources.push_back(std::move(r.source));
+    }
+  }
+  for (cli::stats_source &src : sources) {
     cli::snapshot s;
     if (src.read(&s) == cli::stats_source::read_status::ok) snaps.push_back(std::move(s));
   }
+  std::sort(snaps.begin(), snaps.end(), [](const cli::snapshot &a, const cli::snapshot &b) { return a.pid() < b.pid(); });
   auto labels_of = [](const place &p) {
     std::string l;
     if (!p.container.empty()) l += "container=\"" + cli::prometheus_label_value(p.container) + "\"";
@@ -630,7 +647,7 @@ std::string agent::status() const {
     o += first ? "" : ",";
     first = false;
     o += strf("{\"pid\":%d,\"uid\":%u,\"comm\":%s,\"asked_class\":\"%s\",\"class\":\"%s\",\"guarantee\":%llu,"
-              "\"weight\":%u,\"demand\":%llu,\"dram\":%llu,\"pmem\":%llu,\"budget\":%llu,\"container\":%s,\"pod\":%s,"
+              "\"weight\":%u,\"demand\":%llu,\"dram\":%llu,\"pmem\":%llu,\"budget\":%llu,\"container\":%s,\"pod_uid\":%s,"
               "\"note\":%s,\"snapshot_every_s\":%.3f,\"snapshots\":%llu,\"snapshot_failures\":%llu,"
               "\"last_snapshot\":%.3f,\"snapshot_error\":%s}",
               m.pid, m.uid, cli::json_string(m.comm).c_str(), qa::class_name(m.claim.qos), qa::class_name(m.grant.qos),

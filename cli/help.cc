@@ -420,11 +420,18 @@ EXIT STATUS
 FILES
     /dev/shm/mmtier-UID/PID.stats   The statistics of process PID of
                                     effective user UID.
+    /proc/PID/root/DIR/N.stats      Those of a process in a container
+                                    (PID and mount namespaces of its
+                                    own), found for mmtier stat PID:
+                                    DIR its statistics directory, N the
+                                    pid it sees itself as.  Shown under
+                                    PID; --all does not list them.
 
 ENVIRONMENT
     MMTIER_STATS_DIR    Read the statistics files in this directory instead
                         (only there, also for --all); "off": there are
-                        none.
+                        none.  A process in a container is read in its
+                        own directory whatever this says.
 
 EXAMPLES
     mmtier stat 4242

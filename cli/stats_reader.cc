@@ -8,6 +8,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -22,6 +24,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 namespace mmtier::cli {
@@ -85,7 +88,7 @@ std::vector<std::string> stats_dirs_for_all(const stats_location &loc) {
 // --- stats_source
 
 stats_source::stats_source(stats_source &&o) noexcept
-    : fd_(o.fd_), writable_(o.writable_), pid_(o.pid_), path_(std::move(o.path_)) {
+    : fd_(o.fd_), writable_(o.writable_), pid_(o.pid_), page_pid_(o.page_pid_), path_(std::move(o.path_)) {
   o.fd_ = -1;
 }
 
@@ -95,6 +98,7 @@ stats_source &stats_source::operator=(stats_source &&o) noexcept {
     fd_ = o.fd_;
     writable_ = o.writable_;
     pid_ = o.pid_;
+    page_pid_ = o.page_pid_;
     path_ = std::move(o.path_);
     o.fd_ = -1;
   }
@@ -113,6 +117,9 @@ stats_source::read_status stats_source::read(snapshot *out) const {
   if (r == 0) return read_status::busy;
   out->mono_ns = monotonic_ns();
   out->real_ns = realtime_ns();
+  // A process in a PID namespace of its own writes the pid it sees there;
+  // readers show the pid they see.
+  if (page_pid_ != pid_ && out->page.pid == page_pid_) out->page.pid = pid_;
   const pub::stats_page &p = out->page;
   out->comm = sanitize_text(std::string_view(p.comm, strnlen(p.comm, sizeof p.comm)));
   out->pmem_path = sanitize_text(std::string_view(p.pmem_path, strnlen(p.pmem_path, sizeof p.pmem_path)));
@@ -178,8 +185,10 @@ const char *open_status_name(open_status s) {
 
 struct stats_opener {
   // Opens name (a "<pid>.stats") in the directory dirfd (path dir, for
-  // messages).
-  static open_result open_at(int dirfd, const std::string &dir, const char *name, int pid, bool writable) {
+  // messages).  page_pid: the pid the page says, when the process sees
+  // itself under another (a PID namespace of its own); 0: pid.
+  static open_result open_at(int dirfd, const std::string &dir, const char *name, int pid, bool writable,
+                             int page_pid = 0) {
     open_result r;
     constexpr int kFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
     int fd = writable ? openat(dirfd, name, O_RDWR | kFlags) : -1;
@@ -221,12 +230,13 @@ struct stats_opener {
     r.source.fd_ = fd;
     r.source.writable_ = writable;
     r.source.pid_ = pid;
+    r.source.page_pid_ = page_pid ? page_pid : pid;
     r.source.path_ = dir + "/" + name;
     // Check the content: the format, and that it is the page of that pid.
     snapshot s;
     switch (r.source.read(&s)) {
       case stats_source::read_status::ok:
-        if (s.page.pid != pid) {
+        if (s.page.pid != pid) {  // read() shows page_pid as pid
           r.source = stats_source();
           r.status = open_status::invalid;
           return r;
@@ -286,6 +296,115 @@ open_result open_stats_file(const std::string &dir, int pid, bool writable) {
   }
   std::string name = strf("%d.stats", pid);
   r = stats_opener::open_at(dirfd, dir, name.c_str(), pid, writable);
+  close(dirfd);
+  return r;
+}
+
+namespace {
+
+ino_t ns_inode(const std::string &link) {
+  struct stat st;
+  return stat(link.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+// Where a process in namespaces of its own keeps its page, as it sees it.
+struct contained_view {
+  int inner_pid = 0;     // its pid in its own PID namespace
+  uid_t host_uid = 0;    // its effective uid, as this reader sees it
+  uid_t inner_uid = 0;   // the same in its user namespace
+  std::string dir;       // its statistics directory, in its mount namespace
+  bool overridden = false;
+};
+
+bool contained(int pid, contained_view *v) {
+  const std::string base = strf("/proc/%d", pid);
+  const ino_t its_pid = ns_inode(base + "/ns/pid"), its_mnt = ns_inode(base + "/ns/mnt");
+  if (its_pid == 0 || its_mnt == 0) return false;
+  if (its_pid == ns_inode("/proc/self/ns/pid") && its_mnt == ns_inode("/proc/self/ns/mnt")) return false;
+  std::ifstream status(base + "/status");
+  bool uid_seen = false;
+  for (std::string line; std::getline(status, line);) {
+    if (line.compare(0, 4, "Uid:") == 0) {
+      unsigned real = 0, eff = 0;
+      uid_seen = sscanf(line.c_str() + 4, "%u %u", &real, &eff) == 2;
+      v->host_uid = eff;
+    } else if (line.compare(0, 6, "NSpid:") == 0) {
+      // Its pid in each PID namespace from this reader's down to its own.
+      std::istringstream ids(line.substr(6));
+      for (int id; ids >> id;) v->inner_pid = id;
+    }
+  }
+  if (!uid_seen || v->inner_pid <= 0) return false;
+  // Its uid in its user namespace ("inside outside count" lines).
+  v->inner_uid = v->host_uid;
+  std::ifstream map(base + "/uid_map");
+  for (unsigned long in = 0, out = 0, count = 0; map >> in >> out >> count;)
+    if (v->host_uid >= out && v->host_uid - out < count) v->inner_uid = static_cast<uid_t>(in + (v->host_uid - out));
+  // Its MMTIER_STATS_DIR, as its environment began (a program that
+  // rewrites that area for its title loses it: then the default).
+  std::ifstream env(base + "/environ", std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
+  constexpr std::string_view kVar = "MMTIER_STATS_DIR=";
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find('\0', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string_view entry(text.data() + at, end - at);
+    if (entry.substr(0, kVar.size()) == kVar) {
+      const std::string_view value = entry.substr(kVar.size());
+      if (value == "off") return false;
+      if (!value.empty() && value[0] == '/') {
+        v->dir = std::string(value);
+        v->overridden = true;
+      }
+    }
+    at = end + 1;
+  }
+  if (!v->overridden) v->dir = default_stats_dir(v->inner_uid);
+  return true;
+}
+
+// Opens path (absolute, in the process's mount namespace) under its root
+// directory rootfd, every symbolic link resolved inside that root: what a
+// container's files name can never lead out of it.
+int open_in_root(int rootfd, const std::string &path, int flags) {
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  const std::string rel = path.substr(path.find_first_not_of('/'));
+  const long fd = syscall(SYS_openat2, rootfd, rel.c_str(), &how, sizeof how);
+  return fd < 0 ? -1 : static_cast<int>(fd);
+}
+
+}  // namespace
+
+open_result open_stats_contained(int pid, bool writable) {
+  open_result r;
+  contained_view v;
+  if (!contained(pid, &v)) return r;  // missing
+  const std::string root = strf("/proc/%d/root", pid);
+  const int rootfd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) {
+    r.error = errno;
+    r.status = errno == EACCES || errno == EPERM ? open_status::denied : open_status::missing;
+    return r;
+  }
+  const int dirfd = open_in_root(rootfd, v.dir, O_RDONLY | O_DIRECTORY);
+  const int err = errno;
+  close(rootfd);
+  if (dirfd < 0) {
+    r.error = err;
+    r.status = err == EACCES || err == EPERM ? open_status::denied : open_status::missing;
+    return r;
+  }
+  // The default layout's rule (open_stats_dir): its owner's, closed to
+  // everyone else.
+  struct stat st;
+  if (!v.overridden && (fstat(dirfd, &st) != 0 || st.st_uid != v.host_uid || (st.st_mode & 077) != 0)) {
+    close(dirfd);
+    return r;  // missing
+  }
+  const std::string name = strf("%d.stats", v.inner_pid);
+  r = stats_opener::open_at(dirfd, root + v.dir, name.c_str(), pid, writable, v.inner_pid);
   close(dirfd);
   return r;
 }
@@ -406,8 +525,16 @@ stats_source open_process(int pid, bool writable) {
       case open_status::ok:
         return std::move(r.source);
       case open_status::missing:
-      case open_status::stale:
+      case open_status::stale: {
         if (!read_proc(pid).exists) throw failure(strf("no process with pid %d", pid));
+        // A process in a container: its page is in its own /dev/shm (or
+        // MMTIER_STATS_DIR), under its own pid.
+        open_result c = open_stats_contained(pid, writable);
+        if (c.status == open_status::ok) return std::move(c.source);
+        if (c.status == open_status::denied)
+          throw failure(strf("permission denied: cannot read the statistics of process %d, in a container "
+                             "(its root directory /proc/%d/root needs the process's user or root)",
+                             pid, pid));
         // A process that changed its user after it started publishing (a
         // daemon dropping privileges) has its file in its first user's
         // directory: root may look in every one.
@@ -426,6 +553,7 @@ stats_source open_process(int pid, bool writable) {
           break;
         }
         not_mmtier(pid, info);
+      }
       case open_status::denied:
         throw failure(strf("permission denied: cannot read the statistics of process %d (owned by uid %u)", pid,
                            static_cast<unsigned>(info.euid)));

@@ -86,7 +86,8 @@ class stats_source {
   friend struct stats_opener;
   int fd_ = -1;  // read with pread, never mapped (the owner can truncate it)
   bool writable_ = false;
-  int pid_ = 0;
+  int pid_ = 0;       // as this reader sees it
+  int page_pid_ = 0;  // as the process sees itself (another PID namespace)
   std::string path_;
 };
 
@@ -111,6 +112,13 @@ struct open_result {
 // repeatedly: top, plot); `stat` only reads.
 open_result open_stats_file(const std::string &dir, int pid, bool writable = false);
 
+// The page of a process (pid as this reader sees it) that lives in PID or
+// mount namespaces of its own (a container): found through /proc/PID/root
+// in its statistics directory (its MMTIER_STATS_DIR, else
+// /dev/shm/mmtier-<its uid>) under the pid it sees itself as, every link
+// resolved inside its root.  missing when it shares this reader's
+// namespaces.  The source's pid is this reader's.
+open_result open_stats_contained(int pid, bool writable = false);
 // Every live page in dirs (ascending pid); stale files are removed.
 std::vector<stats_source> open_all(const std::vector<std::string> &dirs, bool writable = false);
 

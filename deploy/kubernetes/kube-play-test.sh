@@ -195,7 +195,8 @@ assert m.get("class") == "guaranteed", m
 assert m.get("container"), m
 print("kube-play-test: /status: pid %d class %s container %s budget %s" % (pid, m["class"], m["container"], m.get("budget")))
 EOF
-curl -sf http://127.0.0.1:19464/metrics | grep -q "pid=\"$pid\"" || fail "no series of pid $pid in /metrics"
+curl -sf http://127.0.0.1:19464/metrics | grep -q "^mmtier_placed_bytes{pid=\"$pid\"," ||
+  fail "the statistics of pid $pid (read through its /proc/PID/root) are not in /metrics"
 "$MMTIER" stat "$pid" > "$WORK/stat.out" 2>&1 || { cat "$WORK/stat.out"; fail "mmtier stat $pid from the host"; }
 cat "$WORK/stat.out"
 say "PASS"

@@ -289,6 +289,36 @@ class EverythingOnTest(Base):
         self.assertNotIn("error", err)
 
 
+class ContainerTest(Base):
+    def test_a_process_in_a_container_is_served_with_its_statistics(self):
+        """A registered process in PID and mount namespaces of its own, with
+        its own /dev/shm (a container): the agent knows it by its host pid
+        (SO_PEERCRED) and finds its statistics page through /proc/PID/root,
+        under the pid it sees itself as, for /metrics."""
+        if os.geteuid() != 0:
+            self.skipTest("namespaces need root")
+        self.agent = Agent(self.sock)
+        e = {k: v for k, v in os.environ.items() if not k.startswith("MMTIER_")}
+        script = ('mount -t tmpfs tmpfs /dev/shm && exec env LD_PRELOAD="$0" MMTIER_AGENT_SOCKET="$1" '
+                  'MMTIER_DRAM_RATIO=1:1 "$2" 96')
+        p = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--propagation", "private", "sh", "-c",
+                              script, ARGS.lib, self.sock, ARGS.child], env=e, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (p.kill(), p.wait()))
+        self.assertEqual(p.stdout.readline().strip(), "ready")
+        with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
+            (host,) = [int(x) for x in f.read().split()]
+        self.assertNotEqual(host, 1)
+        st = wait_until(lambda: self.agent.by_pid().get(host), 30, "registered under its host pid")
+        self.assertEqual(st["comm"], os.path.basename(ARGS.child)[:15])
+        line = 'mmtier_placed_bytes{pid="%d",' % host
+        text = wait_until(lambda: (lambda t: line in t and t)(self.agent.get("/metrics")[1]), 10,
+                          "its statistics page served")
+        placed = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(line))
+        self.assertGreaterEqual(placed, 96 * MiB)
+        self.assertNotIn('pid="1"', text)  # never under the pid it sees
+
+
 class BandwidthTest(Base):
     def test_bandwidth_policy_is_left_alone_but_keeps_to_a_budget(self):
         """MMTIER_POLICY=bandwidth: units interleaved by the ratio, no

@@ -430,6 +430,50 @@ class StatTest(Base):
             self.assertLessEqual(j[k], after[ak], k)
         self.assertTrue(j["promote"])
 
+    def test_a_process_in_a_container_by_its_host_pid(self):
+        # PID and mount namespaces of its own with its own /dev/shm (what a
+        # container has): its page is under the pid it sees (1) in a
+        # directory the host cannot see.  `mmtier stat HOSTPID` finds it
+        # through /proc/PID/root: in the default directory, and in a
+        # MMTIER_STATS_DIR of its own.
+        if os.geteuid() != 0:
+            self.skipTest("namespaces need root")
+        for inner_dir in (None, "/dev/shm/own-stats"):
+            script = "mount -t tmpfs tmpfs /dev/shm && "
+            if inner_dir:
+                script += "mkdir -m 0700 %s && export MMTIER_STATS_DIR=%s && " % (inner_dir, inner_dir)
+            else:
+                script += "unset MMTIER_STATS_DIR && "
+            script += 'exec env LD_PRELOAD="$0" MMTIER_PROMOTE=0 "$@"'
+            e = base_env(self.dir)
+            p = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--propagation", "private",
+                                  "sh", "-c", script, ARGS.lib, ARGS.child, "--mib", "48"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+            self.addCleanup(lambda p=p: (p.kill(), p.wait()))
+            api = json.loads(read_line(p.stdout, 60, "cli_stats_child in its namespaces"))
+            self.assertEqual(api["pid"], 1)  # as it sees itself
+            children = text_of("/proc/%d/task/%d/children" % (p.pid, p.pid)).split()
+            self.assertEqual(len(children), 1, children)
+            host = int(children[0])
+            nspid = [l for l in text_of("/proc/%d/status" % host).splitlines() if l.startswith("NSpid:")][0]
+            self.assertEqual(nspid.split()[1:], [str(host), "1"])
+            # The reader's own MMTIER_STATS_DIR (self.dir) does not matter.
+            j = self.stat_json(host)
+            self.assertEqual(j["pid"], host)
+            unit = api["unit_size"]
+            for tier in ("dram", "pmem"):
+                self.assertEqual(j["tiers"][tier]["placed_bytes"], api[tier]["units"] * unit, tier)
+            self.assertGreater(j["tiers"]["pmem"]["placed_bytes"], 0)
+            r = mmtier(["stat", str(host)], self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("%d (cli_stats_child)" % host, r.stdout)
+            p.stdin.write(b"exit\n")
+            p.stdin.flush()
+            self.assertEqual(p.wait(20), 0)
+        # Gone: no such process, not a stale answer.
+        r = mmtier(["stat", str(host)], self.dir)
+        self.assertEqual(r.returncode, 1)
+
     def test_all_lists_every_process_once(self):
         a = self.child(mib=24, env={"MMTIER_PROMOTE": "0"})
         b = self.child(mib=40, env={"MMTIER_PROMOTE": "0"})
