@@ -223,13 +223,20 @@ uint64_t real_ns() {
 
 // A process's control socket, as it says: taken only when it is
 // <dir>/<its pid>.ctl, a socket owned by its user, so that no process can
-// make the agent ask another for snapshots.
+// make the agent ask another for snapshots.  The path and the pid are the
+// process's own: in a container, the pid it sees, and the path looked up
+// in its root (every link resolved inside it).
 bool control_path_ok(const std::string &path, int pid, uint32_t uid) {
-  const std::string tail = "/" + std::to_string(pid) + mmtier::control::kSuffix;
+  const int inner = mmtier::cli::pid_inside(pid);
+  const std::string tail = "/" + std::to_string(inner > 0 ? inner : pid) + mmtier::control::kSuffix;
   if (path.size() <= tail.size() || path[0] != '/' || path.compare(path.size() - tail.size(), tail.size(), tail) != 0)
     return false;
+  const int fd = mmtier::cli::open_in_process_root(pid, path, O_PATH | O_NOFOLLOW);
+  if (fd < 0) return false;
   struct stat st;
-  return lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid == uid;
+  const bool ok = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid == uid;
+  close(fd);
+  return ok;
 }
 
 void agent::note_offer(member &m, uint64_t every, const char *path) {
@@ -252,10 +259,13 @@ void agent::start_snapshot(uint64_t now) {
   if (!due) return;
   member &m = *due;
   m.next_due_ns = now + m.snapshot_every_ns;
-  const int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  // Reached as the process sees it (in a container: in its root), by the
+  // descriptor of the socket file.
+  const int at = mmtier::cli::open_in_process_root(m.pid, m.control_path, O_PATH | O_NOFOLLOW);
+  const int s = at < 0 ? -1 : socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", m.control_path.c_str());
+  snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d", at);
   mmtier::control::request req{};
   req.magic = mmtier::control::kMagic;
   req.version = mmtier::control::kVersion;
@@ -267,8 +277,10 @@ void agent::start_snapshot(uint64_t now) {
     ++snapshots_failed_;
     m.last_error = std::string("cannot reach its control socket: ") + strerror(errno);
     if (s >= 0) close(s);
+    if (at >= 0) close(at);
     return;
   }
+  close(at);
   snap_ = snapshot_call{s, m.fd, m.pid, now};
   epoll_event ev{};
   ev.events = EPOLLIN;

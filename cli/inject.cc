@@ -47,6 +47,9 @@ int inject_main(const args &a) {
   std::vector<const char *> argv{"python3", script.c_str()};
   for (const std::string &s : a) argv.push_back(s.c_str());
   argv.push_back(nullptr);
+  // The system's python3 first: the one the distribution's yaml module
+  // (python3-yaml) is installed for; else the first on PATH.
+  execv("/usr/bin/python3", const_cast<char *const *>(argv.data()));
   execvp("python3", const_cast<char *const *>(argv.data()));
   throw failure(strf("inject: cannot run python3 (%s); it needs python3 and its yaml module "
                      "(Debian: apt-get install python3 python3-yaml)",

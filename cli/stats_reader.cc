@@ -377,6 +377,31 @@ int open_in_root(int rootfd, const std::string &path, int flags) {
 
 }  // namespace
 
+int pid_inside(int pid) {
+  std::ifstream status(strf("/proc/%d/status", pid));
+  int inner = 0;
+  for (std::string line; std::getline(status, line);)
+    if (line.compare(0, 6, "NSpid:") == 0) {
+      std::istringstream ids(line.substr(6));
+      for (int id; ids >> id;) inner = id;
+    }
+  return inner;
+}
+
+int open_in_process_root(int pid, const std::string &path, int flags) {
+  if (path.empty() || path[0] != '/') {
+    errno = EINVAL;
+    return -1;
+  }
+  const int rootfd = open(strf("/proc/%d/root", pid).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) return -1;
+  const int fd = open_in_root(rootfd, path, flags);
+  const int err = errno;
+  close(rootfd);
+  errno = err;
+  return fd;
+}
+
 open_result open_stats_contained(int pid, bool writable) {
   open_result r;
   contained_view v;

@@ -119,6 +119,13 @@ open_result open_stats_file(const std::string &dir, int pid, bool writable = fal
 // resolved inside its root.  missing when it shares this reader's
 // namespaces.  The source's pid is this reader's.
 open_result open_stats_contained(int pid, bool writable = false);
+// The pid a process sees itself as (the last of NSpid in its status; its
+// pid here when it shares this PID namespace); 0 when gone.
+int pid_inside(int pid);
+// Opens path as process pid sees it (its mount namespace and root),
+// every link resolved inside that root (openat2 RESOLVE_IN_ROOT): what a
+// container's files name cannot lead out of it.  -1 with errno.
+int open_in_process_root(int pid, const std::string &path, int flags);
 // Every live page in dirs (ascending pid); stale files are removed.
 std::vector<stats_source> open_all(const std::vector<std::string> &dirs, bool writable = false);
 

@@ -290,15 +290,13 @@ class EverythingOnTest(Base):
 
 
 class ContainerTest(Base):
-    def test_a_process_in_a_container_is_served_with_its_statistics(self):
-        """A registered process in PID and mount namespaces of its own, with
-        its own /dev/shm (a container): the agent knows it by its host pid
-        (SO_PEERCRED) and finds its statistics page through /proc/PID/root,
-        under the pid it sees itself as, for /metrics."""
+    def contained_child(self, env=None):
+        """A child under libmmtier in PID and mount namespaces of its own,
+        with its own /dev/shm (a container); its host pid."""
         if os.geteuid() != 0:
             self.skipTest("namespaces need root")
-        self.agent = Agent(self.sock)
         e = {k: v for k, v in os.environ.items() if not k.startswith("MMTIER_")}
+        e.update(env or {})
         script = ('mount -t tmpfs tmpfs /dev/shm && exec env LD_PRELOAD="$0" MMTIER_AGENT_SOCKET="$1" '
                   'MMTIER_DRAM_RATIO=1:1 "$2" 96')
         p = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--propagation", "private", "sh", "-c",
@@ -309,6 +307,29 @@ class ContainerTest(Base):
         with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
             (host,) = [int(x) for x in f.read().split()]
         self.assertNotEqual(host, 1)
+        return host
+
+    def test_its_periodic_snapshots_are_taken_by_the_agent(self):
+        """Its control socket is in its own /dev/shm and names the pid it
+        sees: the agent checks and reaches it through /proc/PID/root, and
+        takes its snapshots."""
+        self.agent = Agent(self.sock)
+        caps = os.path.join(self.dir, "capsules")
+        os.mkdir(caps)
+        host = self.contained_child({"MMTIER_SNAPSHOT_EVERY": "1s", "MMTIER_SNAPSHOT_DIR": caps})
+        st = wait_until(lambda: (lambda p: p and p["snapshots"] >= 2 and p)(self.agent.by_pid().get(host)), 30,
+                        "two snapshots taken by the agent")
+        self.assertEqual(st["snapshot_every_s"], 1.0)
+        self.assertEqual(st["snapshot_failures"], 0, st["snapshot_error"])
+        # Named by the pid it sees, in its capsule directory.
+        self.assertTrue([n for n in os.listdir(caps) if n.startswith("auto-1-")], os.listdir(caps))
+
+    def test_a_process_in_a_container_is_served_with_its_statistics(self):
+        """The agent knows it by its host pid (SO_PEERCRED) and finds its
+        statistics page through /proc/PID/root, under the pid it sees
+        itself as, for /metrics."""
+        self.agent = Agent(self.sock)
+        host = self.contained_child()
         st = wait_until(lambda: self.agent.by_pid().get(host), 30, "registered under its host pid")
         self.assertEqual(st["comm"], os.path.basename(ARGS.child)[:15])
         line = 'mmtier_placed_bytes{pid="%d",' % host
