@@ -1160,6 +1160,7 @@ constexpr const char kInject[] = R"(NAME
 
 SYNOPSIS
     mmtier inject [-f FILE|-] [-o FILE] [--lib-dir DIR] [--agent-dir DIR]
+    mmtier inject --webhook [ADDRESS]:PORT --tls-cert FILE --tls-key FILE
 
 DESCRIPTION
     Reads Kubernetes YAML (several documents, Lists too) and rewrites every
@@ -1172,7 +1173,7 @@ DESCRIPTION
     directory (installed there by the node agent's DaemonSet,
     deploy/kubernetes) and of the agent's socket directory.  The pod waits
     in ContainerCreating until its node has the library.  Offline, like
-    istioctl kube-inject:
+    istioctl kube-inject (or in the cluster, with --webhook):
 
         mmtier inject -f app.yaml | kubectl apply -f -
 
@@ -1228,6 +1229,20 @@ OPTIONS
                          (default /opt/mmtier/lib).
     --agent-dir DIR      The node's directory of the agent's socket
                          (default /run/mmtier).
+    --webhook [ADDRESS]:PORT
+                         Serve the same as a mutating admission webhook
+                         over HTTPS instead: POST /mutate takes an
+                         AdmissionReview (admission.k8s.io/v1); a Pod
+                         being created whose annotations ask for it is
+                         answered with a JSON patch giving what the
+                         offline command writes, one with a bad
+                         annotation is refused with its message, any
+                         other request is allowed unchanged.  GET
+                         /healthz answers ok.  deploy/kubernetes/webhook
+                         deploys it.
+    --tls-cert FILE, --tls-key FILE
+                         --webhook: the server's certificate and key
+                         (PEM).
     -h, --help           Print this manual and exit.
 
 LIMITS

@@ -24,6 +24,7 @@ run by it.
 """
 
 import argparse
+import json
 import re
 import sys
 
@@ -444,6 +445,106 @@ def inject_object(doc, opts, counts):
     return doc
 
 
+# --- the same as a mutating admission webhook ---------------------------
+
+
+def admission_response(review, opts):
+    """The AdmissionReview (admission.k8s.io/v1) answering one: a Pod whose
+    annotations ask for it gets a JSON patch that replaces its spec and
+    annotations with the injected ones; a bad annotation is refused with
+    inject's message; anything else is allowed unchanged."""
+    import base64
+    import copy
+    req = review.get("request") or {}
+    resp = {"uid": req.get("uid", ""), "allowed": True}
+    obj = req.get("object")
+    if req.get("operation") == "CREATE" and isinstance(obj, dict) and obj.get("kind", "Pod") == "Pod" \
+            and isinstance(obj.get("spec"), dict):
+        pod = copy.deepcopy(obj)
+        pod.setdefault("kind", "Pod")
+        meta = pod.setdefault("metadata", {})
+        name = meta.get("name") or meta.get("generateName") or "<unnamed>"
+        try:
+            changed = inject_pod(meta, pod["spec"], {}, "Pod %s/%s" % (req.get("namespace", ""), name), opts)
+        except InjectError as e:
+            resp["allowed"] = False
+            resp["status"] = {"code": 400, "message": "mmtier: %s" % e}
+            changed = False
+        if changed:
+            patch = [{"op": "replace", "path": "/spec", "value": pod["spec"]},
+                     {"op": "add", "path": "/metadata/annotations", "value": meta["annotations"]}]
+            resp["patchType"] = "JSONPatch"
+            resp["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp}
+
+
+def serve_webhook(opts):
+    """HTTPS on opts.listen: POST /mutate takes an AdmissionReview; GET
+    /healthz says ok.  One request at a time per thread, bodies of at most
+    4 MiB, 10 s to send one."""
+    import http.server
+    import socketserver
+    import ssl
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = 10
+
+        def reply(self, code, body, ctype="application/json"):
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path == "/healthz":
+                self.reply(200, "ok\n", "text/plain")
+            else:
+                self.reply(404, "not found\n", "text/plain")
+
+        def do_POST(self):
+            if self.path.split("?")[0] != "/mutate":
+                self.reply(404, "not found\n", "text/plain")
+                return
+            try:
+                n = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                n = -1
+            if n <= 0 or n > 4 << 20:
+                self.reply(400, "a body of 1 byte to 4 MiB is needed\n", "text/plain")
+                return
+            try:
+                review = json.loads(self.rfile.read(n))
+                if not isinstance(review, dict) or review.get("kind") != "AdmissionReview":
+                    raise ValueError("not an AdmissionReview")
+            except ValueError as e:
+                self.reply(400, "%s\n" % e, "text/plain")
+                return
+            self.reply(200, json.dumps(admission_response(review, opts)))
+
+        def log_message(self, fmt, *args):
+            pass
+
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    host, _, port = opts.webhook.rpartition(":")
+    server = Server((host or "0.0.0.0", int(port)), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    sys.stderr.write("mmtier inject: admission webhook on https://%s:%d/mutate\n" % server.server_address[:2])
+    sys.stderr.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv):
     p = argparse.ArgumentParser(prog="mmtier inject", add_help=True,
                                 description="Put the containers of Kubernetes workloads under libmmtier, "
@@ -454,12 +555,26 @@ def main(argv):
                    help="the node's directory holding libmmtier.so (default /opt/mmtier/lib)")
     p.add_argument("--agent-dir", default="/run/mmtier",
                    help="the node's directory of the agent's socket (default /run/mmtier)")
+    p.add_argument("--webhook", metavar="[ADDRESS]:PORT",
+                   help="serve the same as a mutating admission webhook over HTTPS (POST /mutate)")
+    p.add_argument("--tls-cert", help="--webhook: the server's certificate (PEM)")
+    p.add_argument("--tls-key", help="--webhook: its private key (PEM)")
     opts = p.parse_args(argv)
+    if opts.webhook and not (opts.tls_cert and opts.tls_key):
+        p.error("--webhook needs --tls-cert and --tls-key")
+    if opts.webhook and not re.fullmatch(r"[^:]*:[0-9]{1,5}", opts.webhook):
+        p.error("--webhook: expected [ADDRESS]:PORT")
     for d in (opts.lib_dir, opts.agent_dir):
         if not d.startswith("/"):
             p.error("%s: expected an absolute path" % d)
     opts.lib_dir = opts.lib_dir.rstrip("/") or "/"
     opts.agent_dir = opts.agent_dir.rstrip("/") or "/"
+    if opts.webhook:
+        try:
+            return serve_webhook(opts)
+        except OSError as e:  # ssl.SSLError is one too
+            sys.stderr.write("mmtier inject: --webhook %s: %s\n" % (opts.webhook, e))
+            return 1
 
     try:
         if opts.filename == "-":

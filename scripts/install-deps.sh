@@ -23,6 +23,8 @@ PACKAGES=(
   # the Kubernetes layer's checks (tests/kubernetes): mmtier inject's YAML,
   # a schema validator (the Python client's models)
   python3-yaml python3-kubernetes
+  # the admission webhook's certificate (deploy/kubernetes/webhook/install.sh)
+  openssl
 )
 
 # kubectl renders the kustomizations (kubectl kustomize), Node.js runs the

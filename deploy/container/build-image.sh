@@ -7,10 +7,11 @@
 # 1. localhost/debian:bookworm: debootstrap --variant=minbase bookworm into
 #    $WORK/bookworm-rootfs, tarred and imported with `podman import`
 #    (skipped when the image exists);
-# 2. stages libmmtier.so, mmtier and mmtierd from BUILD_DIR into
+# 2. stages libmmtier.so, mmtier, mmtierd and mmtier-inject from BUILD_DIR into
 #    $WORK/context/bin next to the Containerfile;
-# 3. builds localhost/mmtier:latest (stage runtime, ENTRYPOINT mmtierd) and
-#    localhost/mmtier-redis:latest (stage redis-example).
+# 3. builds localhost/mmtier:latest (stage runtime, ENTRYPOINT mmtierd),
+#    localhost/mmtier-redis:latest (stage redis-example) and
+#    localhost/mmtier-webhook:latest (stage webhook: mmtier inject --webhook).
 #
 # Environment: MMTIER_CONTAINER_WORK (default /var/tmp/mmtier-container),
 # DEBIAN_MIRROR (default http://deb.debian.org/debian), ISOLATION (buildah's
@@ -76,7 +77,7 @@ ctx=$work/context
 rm -rf "$ctx"
 mkdir -p "$ctx/bin"
 cp "$here/Containerfile" "$ctx/Containerfile"
-for f in libmmtier.so mmtier mmtierd; do cp -L "$build_dir/$f" "$ctx/bin/$f"; done
+for f in libmmtier.so mmtier mmtierd mmtier-inject; do cp -L "$build_dir/$f" "$ctx/bin/$f"; done
 say "staged $(cd "$ctx/bin" && ls | tr '\n' ' ')from $build_dir into $ctx"
 
 # 3. The images.
@@ -87,5 +88,6 @@ bud() {  # bud TARGET TAG
 }
 bud runtime localhost/mmtier:latest
 bud redis-example localhost/mmtier-redis:latest
+bud webhook localhost/mmtier-webhook:latest
 buildah images --format '{{.Name}}:{{.Tag}} {{.ID}} {{.Size}}' | grep -E 'localhost/(mmtier|debian)' | sed 's/^/build-image: image /'
 say "done"

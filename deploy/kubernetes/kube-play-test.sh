@@ -34,11 +34,11 @@ fail() { say "FAIL: $*"; exit 1; }
 
 cleanup() {
   local p
-  [[ -n ${KEEP:-} ]] || { podman pod rm -f redis-annotated; podman rm -f mmtier-agent-mmtierd; } > /dev/null 2>&1 || true
+  [[ -n ${KEEP:-} ]] || { podman pod rm -f redis-annotated; podman rm -f mmtier-agent-mmtierd mmtier-webhook-test; } > /dev/null 2>&1 || true
   [[ -n ${KEEP:-} ]] || rm -rf "$NODE" "$PMEM"
 }
 trap cleanup EXIT
-{ podman pod rm -f redis-annotated; podman rm -f mmtier-agent-mmtierd; } > /dev/null 2>&1 || true
+{ podman pod rm -f redis-annotated; podman rm -f mmtier-agent-mmtierd mmtier-webhook-test; } > /dev/null 2>&1 || true
 
 (($(id -u) == 0)) || fail "run as root (host PID namespace, hostPath volumes)"
 for image in localhost/mmtier:latest localhost/mmtier-redis:latest; do
@@ -144,6 +144,7 @@ EOF
 sed -i "s|PMEM_DIR|$PMEM|" "$WORK/redis.yaml"
 "$MMTIER" inject -f "$WORK/redis.yaml" --lib-dir "$NODE/opt/mmtier/lib" --agent-dir "$NODE/run/mmtier" \
   -o "$WORK/redis-injected.yaml"
+"$MMTIER" inject -f "$WORK/redis.yaml" -o "$WORK/redis-injected-offline.yaml" 2> /dev/null
 # podman 4.3 takes a container's seccomp profile only from the annotation
 # Kubernetes read before 1.19, not from securityContext.seccompProfile:
 # add it, naming the same profile.
@@ -199,4 +200,57 @@ curl -sf http://127.0.0.1:19464/metrics | grep -q "^mmtier_placed_bytes{pid=\"$p
   fail "the statistics of pid $pid (read through its /proc/PID/root) are not in /metrics"
 "$MMTIER" stat "$pid" > "$WORK/stat.out" 2>&1 || { cat "$WORK/stat.out"; fail "mmtier stat $pid from the host"; }
 cat "$WORK/stat.out"
+# 3. The admission webhook, from its image as its Deployment runs it (user
+# 65534, read-only root, no capabilities), with the certificate
+# webhook/install.sh makes: its answer for the annotated pod, applied,
+# must be what mmtier inject wrote offline.
+"$ROOT/deploy/kubernetes/webhook/install.sh" --render "$WORK/webhook" > /dev/null
+python3 - "$WORK" << 'EOF'
+import base64, os, sys, yaml
+work = sys.argv[1]
+docs = list(yaml.safe_load_all(open(work + "/webhook/webhook.yaml")))
+secret = next(d for d in docs if d["kind"] == "Secret")
+os.makedirs(work + "/tls", exist_ok=True)
+for name in ("tls.crt", "tls.key"):
+    open("%s/tls/%s" % (work, name), "wb").write(base64.b64decode(secret["data"][name]))
+    os.chmod("%s/tls/%s" % (work, name), 0o644)
+hook = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
+open(work + "/ca.crt", "wb").write(base64.b64decode(hook["webhooks"][0]["clientConfig"]["caBundle"]))
+dep = next(d for d in docs if d["kind"] == "Deployment")
+c = dep["spec"]["template"]["spec"]["containers"][0]
+open(work + "/webhook-command", "w").write("\n".join(c["command"]) + "\n")
+EOF
+mapfile -t wh_cmd < "$WORK/webhook-command"
+podman run -d --name mmtier-webhook-test --user 65534 --read-only --cap-drop ALL \
+  --security-opt no-new-privileges -p 127.0.0.1:18443:8443 -v "$WORK/tls:/tls:ro" \
+  --entrypoint "${wh_cmd[0]}" localhost/mmtier-webhook:latest "${wh_cmd[@]:1}" > /dev/null ||
+  fail "starting the webhook's container"
+deadline=$((SECONDS + 30))
+until curl -sf --cacert "$WORK/ca.crt" --resolve mmtier-webhook.mmtier-system.svc:18443:127.0.0.1 \
+  https://mmtier-webhook.mmtier-system.svc:18443/healthz > /dev/null; do
+  ((SECONDS < deadline)) || { podman logs mmtier-webhook-test 2>&1 | tail; fail "the webhook never answered"; }
+  sleep 0.5
+done
+python3 - "$WORK" << 'EOF'
+import base64, json, ssl, sys, urllib.request, yaml
+work = sys.argv[1]
+pod = yaml.safe_load(open(work + "/redis.yaml"))
+review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+          "request": {"uid": "kube-play", "operation": "CREATE", "namespace": "default", "object": pod}}
+ctx = ssl.create_default_context(cafile=work + "/ca.crt")
+ctx.check_hostname = False  # the certificate names the service; the CA is checked
+req = urllib.request.Request("https://127.0.0.1:18443/mutate", data=json.dumps(review).encode(),
+                             headers={"Content-Type": "application/json"})
+resp = json.load(urllib.request.urlopen(req, context=ctx, timeout=30))["response"]
+assert resp["allowed"] and resp["uid"] == "kube-play", resp
+for op in json.loads(base64.b64decode(resp["patch"])):
+    keys = op["path"].lstrip("/").split("/")
+    node = pod
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = op["value"]
+offline = yaml.safe_load(open(work + "/redis-injected-offline.yaml"))
+assert pod == offline, "the webhook's pod differs from mmtier inject's"
+print("kube-play-test: the webhook's patch gives the offline injection")
+EOF
 say "PASS"

@@ -25,6 +25,7 @@ import glob
 import json
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -374,6 +375,129 @@ spec:
         self.assertIn("MMTIER_DRAM_RATIO", p.stderr)
 
 
+def json_patch(doc, patch):
+    """Applies the operations a webhook answers with (add and replace of a
+    member, at paths of plain keys) to a copy of doc."""
+    doc = copy.deepcopy(doc)
+    for op in patch:
+        keys = op["path"].lstrip("/").split("/")
+        node = doc
+        for k in keys[:-1]:
+            node = node[k.replace("~1", "/").replace("~0", "~")]
+        last = keys[-1].replace("~1", "/").replace("~0", "~")
+        if op["op"] == "replace" and last not in node:
+            raise AssertionError("replace of a missing member %s" % op["path"])
+        if op["op"] not in ("add", "replace"):
+            raise AssertionError("unexpected operation %r" % op)
+        node[last] = op["value"]
+    return doc
+
+
+class WebhookTest(unittest.TestCase):
+    """`mmtier inject --webhook` over HTTPS with the certificate
+    deploy/kubernetes/webhook/install.sh makes, checked against its CA and
+    the service's name: its answer to an AdmissionReview is the offline
+    injection, as a JSON patch."""
+
+    @classmethod
+    def setUpClass(cls):
+        import base64
+        import socket
+        cls.dir = tempfile.mkdtemp(prefix="mmtier-webhook-")
+        p = subprocess.run([os.path.join(ARGS.deploy, "webhook", "install.sh"), "--render", cls.dir],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        docs = list(yaml.safe_load_all(open(os.path.join(cls.dir, "webhook.yaml"))))
+        secret = next(d for d in docs if d["kind"] == "Secret")
+        hook = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
+        for name in ("tls.crt", "tls.key"):
+            with open(os.path.join(cls.dir, name), "wb") as f:
+                f.write(base64.b64decode(secret["data"][name]))
+        with open(os.path.join(cls.dir, "ca.crt"), "wb") as f:
+            f.write(base64.b64decode(hook["webhooks"][0]["clientConfig"]["caBundle"]))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            cls.port = s.getsockname()[1]
+        cls.server = subprocess.Popen([ARGS.mmtier, "inject", "--webhook", "127.0.0.1:%d" % cls.port,
+                                       "--tls-cert", os.path.join(cls.dir, "tls.crt"),
+                                       "--tls-key", os.path.join(cls.dir, "tls.key")],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = cls.server.stderr.readline()
+        assert "admission webhook on" in line, line
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.terminate()
+        cls.server.wait(10)
+        cls.server.stderr.close()
+        cls.server.stdout.close()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def post(self, body, path="/mutate"):
+        import http.client
+        import ssl
+        ctx = ssl.create_default_context(cafile=os.path.join(self.dir, "ca.crt"))
+        # The name the API server checks: the service's.
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=ctx)
+        conn.sock = ctx.wrap_socket(__import__("socket").create_connection(("127.0.0.1", self.port), 30),
+                                    server_hostname="mmtier-webhook.mmtier-system.svc")
+        conn.request("POST" if body is not None else "GET", path, body=body,
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read().decode()
+        conn.close()
+        return r.status, data
+
+    def review(self, pod, operation="CREATE"):
+        import base64
+        rev = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+               "request": {"uid": "0b1c", "operation": operation, "namespace": "prod", "object": pod}}
+        status, body = self.post(json.dumps(rev))
+        self.assertEqual(status, 200, body)
+        out = json.loads(body)
+        self.assertEqual((out["apiVersion"], out["kind"]), ("admission.k8s.io/v1", "AdmissionReview"))
+        resp = out["response"]
+        self.assertEqual(resp["uid"], "0b1c")
+        patch = json.loads(base64.b64decode(resp["patch"])) if "patch" in resp else None
+        if patch is not None:
+            self.assertEqual(resp["patchType"], "JSONPatch")
+        return resp, patch
+
+    def test_an_annotated_pod_gets_the_offline_injection(self):
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"generateName": "web-", "annotations": template(yaml.safe_load(DEPLOYMENT))["metadata"]["annotations"]},
+               "spec": template(yaml.safe_load(DEPLOYMENT))["spec"]}
+        resp, patch = self.review(pod)
+        self.assertTrue(resp["allowed"])
+        (offline,) = inject(yaml.safe_dump(pod))
+        self.assertEqual(json_patch(pod, patch), offline)
+
+    def test_other_requests_pass_unchanged(self):
+        plain = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                 "spec": {"containers": [{"name": "c", "image": "x"}]}}
+        resp, patch = self.review(plain)
+        self.assertEqual((resp["allowed"], patch), (True, None))
+        annotated = copy.deepcopy(plain)
+        annotated["metadata"]["annotations"] = {"mmtier.io/dram-ratio": "1:4"}
+        resp, patch = self.review(annotated, operation="UPDATE")  # only creation is rewritten
+        self.assertEqual((resp["allowed"], patch), (True, None))
+
+    def test_a_bad_annotation_refuses_the_pod_with_its_reason(self):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"mmtier.io/weight": "0"}},
+               "spec": {"containers": [{"name": "c", "image": "x"}]}}
+        resp, patch = self.review(pod)
+        self.assertFalse(resp["allowed"])
+        self.assertIsNone(patch)
+        self.assertEqual(resp["status"]["code"], 400)
+        self.assertIn("mmtier.io/weight", resp["status"]["message"])
+
+    def test_bad_requests_and_health(self):
+        self.assertEqual(self.post("not json")[0], 400)
+        self.assertEqual(self.post(json.dumps({"kind": "Pod"}))[0], 400)
+        self.assertEqual(self.post("{}", path="/other")[0], 404)
+        self.assertEqual(self.post(None, path="/healthz"), (200, "ok\n"))
+
+
 def kustomizations():
     return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(ARGS.deploy, "**", "kustomization.yaml"),
                                                         recursive=True))
@@ -415,15 +539,33 @@ class SchemaTest(unittest.TestCase):
 
     def test_kustomizations_render_and_validate(self):
         dirs = kustomizations()
-        self.assertGreaterEqual(len(dirs), 3, dirs)  # the base and its overlays
+        self.assertGreaterEqual(len(dirs), 4, dirs)  # the base, its overlays, the webhook
         for d in dirs:
             p = subprocess.run(["kubectl", "kustomize", d], capture_output=True, text=True, timeout=120)
             self.assertEqual(p.returncode, 0, "kubectl kustomize %s: %s" % (d, p.stderr))
             rendered = self.write(os.path.basename(d) + ".yaml", p.stdout)
             kinds = [doc["kind"] for doc in yaml.safe_load_all(p.stdout) if doc]
-            for kind in ("Namespace", "ServiceAccount", "ConfigMap", "DaemonSet", "Service"):
+            wanted = ("Namespace", "ServiceAccount", "ConfigMap", "DaemonSet", "Service")
+            if os.path.basename(d) == "webhook":
+                wanted = ("Deployment", "Service", "MutatingWebhookConfiguration")
+            for kind in wanted:
                 self.assertIn(kind, kinds, d)
-            self.assert_valid(rendered, 5)
+            self.assert_valid(rendered, len(wanted))
+
+    def test_the_webhook_as_installed_validates(self):
+        # What install.sh applies: the objects with the CA filled in, and
+        # the Secret with the certificate.
+        p = subprocess.run([os.path.join(ARGS.deploy, "webhook", "install.sh"), "--render", self.dir.name],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        path = os.path.join(self.dir.name, "webhook.yaml")
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)  # it holds the private key
+        docs = [d for d in yaml.safe_load_all(open(path, encoding="utf-8")) if d]
+        self.assertEqual(sorted(d["kind"] for d in docs),
+                         ["Deployment", "MutatingWebhookConfiguration", "Secret", "Service"])
+        hook = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
+        self.assertTrue(hook["webhooks"][0]["clientConfig"]["caBundle"])
+        self.assert_valid(path, 4)
 
     def test_examples_and_their_injection_validate(self):
         files = examples()
