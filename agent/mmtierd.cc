@@ -261,7 +261,15 @@ void agent::start_snapshot(uint64_t now) {
   m.next_due_ns = now + m.snapshot_every_ns;
   // Reached as the process sees it (in a container: in its root), by the
   // descriptor of the socket file.
-  const int at = mmtier::cli::open_in_process_root(m.pid, m.control_path, O_PATH | O_NOFOLLOW);
+  // Checked again: the file at the path may have been replaced since the
+  // offer.
+  int at = mmtier::cli::open_in_process_root(m.pid, m.control_path, O_PATH | O_NOFOLLOW);
+  struct stat st;
+  if (at >= 0 && (fstat(at, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != m.uid)) {
+    close(at);
+    at = -1;
+    errno = EPERM;
+  }
   const int s = at < 0 ? -1 : socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;

@@ -356,6 +356,7 @@ bool contained(int pid, contained_view *v) {
         v->dir = std::string(value);
         v->overridden = true;
       }
+      break;  // the first, as getenv() finds it
     }
     at = end + 1;
   }
@@ -370,7 +371,8 @@ int open_in_root(int rootfd, const std::string &path, int flags) {
   open_how how{};
   how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
   how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-  const std::string rel = path.substr(path.find_first_not_of('/'));
+  const size_t first = path.find_first_not_of('/');
+  const std::string rel = first == std::string::npos ? "." : path.substr(first);  // "/" is the root itself
   const long fd = syscall(SYS_openat2, rootfd, rel.c_str(), &how, sizeof how);
   return fd < 0 ? -1 : static_cast<int>(fd);
 }

@@ -338,6 +338,14 @@ class ContainerTest(Base):
         placed = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(line))
         self.assertGreaterEqual(placed, 96 * MiB)
         self.assertNotIn('pid="1"', text)  # never under the pid it sees
+        # What a container names is its own affair: a statistics directory
+        # of "/" (nothing published) costs the agent nothing.
+        odd = self.contained_child({"MMTIER_STATS_DIR": "/"})
+        wait_until(lambda: self.agent.by_pid().get(odd), 30, "the second one registered")
+        text = self.agent.get("/metrics")[1]
+        self.assertIn(line, text)
+        self.assertNotIn('mmtier_placed_bytes{pid="%d",' % odd, text)
+        self.assertIsNone(self.agent.proc.poll())
 
 
 class BandwidthTest(Base):
