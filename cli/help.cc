@@ -1170,7 +1170,7 @@ DESCRIPTION
     each chosen container it adds LD_PRELOAD=/opt/mmtier/lib/libmmtier.so
     (first; the container's own entries kept), the MMTIER_* variables of
     the annotations, and read-only hostPath mounts of the node's library
-    directory (installed there by the node agent's DaemonSet,
+    file (installed there by the node agent's DaemonSet,
     deploy/kubernetes) and of the agent's socket directory.  The pod waits
     in ContainerCreating until its node has the library.  Offline, like
     istioctl kube-inject (or in the cluster, with --webhook):
@@ -1185,7 +1185,7 @@ DESCRIPTION
 
 ANNOTATIONS
     On the pod (a workload's pod template), or on the workload itself as a
-    default for its template.
+    default for its template (not seen by --webhook, which sees pods).
     mmtier.io/inject: "true" | "false"
         "true" injects with the library's defaults; "false" never injects
         (and takes an earlier injection out).  Any annotation below also
@@ -1216,6 +1216,11 @@ ANNOTATIONS
         puts the capsules in /mnt/mmtier/pmem/capsules, on the PMem
         tier's own file system, where a snapshot links the tier's file
         instead of copying it.
+    mmtier.io/userfaultfd: node|profile|capability
+        What lets the container move pages (userfaultfd, which container
+        runtimes' seccomp profiles refuse): node (default) adds nothing;
+        profile the seccomp profile mmtier-tiering.json the DaemonSet
+        installs; capability that and SYS_PTRACE (root containers only).
     mmtier.io/containers: "NAME,..."
         Only these containers (default: every container; init containers
         never).

@@ -39,7 +39,8 @@ RECORD = PREFIX + "injected"
 RECORD_VERSION = 1
 LIB_VOLUME = "mmtier-lib"
 RUN_VOLUME = "mmtier-run"
-LIB_MOUNT = "/opt/mmtier/lib"  # in the container: LD_PRELOAD's path
+LIB_MOUNT = "/opt/mmtier/lib"  # in the container: LD_PRELOAD's directory
+LIB_FILE = LIB_MOUNT + "/libmmtier.so"  # mounted alone: the pod waits until the node has it
 RUN_MOUNT = "/run/mmtier"  # in the container: the library's default agent socket directory
 PMEM_MOUNT = "/mnt/mmtier/pmem"
 CAPSULE_MOUNT = "/var/lib/mmtier/capsules"
@@ -195,8 +196,8 @@ def undo(pod_meta, spec):
         containers = parse_record(text)
     except ValueError:
         raise InjectError("annotation %s=%r is not what mmtier inject writes; remove it by hand" % (RECORD, text))
-    ours = (LIB_MOUNT, RUN_MOUNT, PMEM_MOUNT, CAPSULE_MOUNT)
-    lib = LIB_MOUNT + "/libmmtier.so"
+    ours = (LIB_FILE, RUN_MOUNT, PMEM_MOUNT, CAPSULE_MOUNT)
+    lib = LIB_FILE
     for c in spec.get("containers") or []:
         if c.get("name") not in containers:
             continue
@@ -229,6 +230,14 @@ def undo(pod_meta, spec):
     del ann[RECORD]
     if not ann:
         del pod_meta["annotations"]
+
+
+def member(obj, key, empty):
+    """obj[key], made `empty` when absent or null (YAML's `key:` alone)."""
+    value = obj.get(key)
+    if value is None:
+        value = obj[key] = empty
+    return value
 
 
 def set_or_drop(obj, key, items):
@@ -312,7 +321,7 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
         existing = {e.get("name"): i for i, e in enumerate(env)}
 
         # LD_PRELOAD: ours first, the container's own entries kept.
-        lib = LIB_MOUNT + "/libmmtier.so"
+        lib = LIB_FILE
         if "LD_PRELOAD" in existing:
             i = existing["LD_PRELOAD"]
             old = env[i]
@@ -341,7 +350,7 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
 
         mounts = list(c.get("volumeMounts") or [])
         taken = {m.get("mountPath") for m in mounts}
-        wanted_mounts = [{"name": LIB_VOLUME, "mountPath": LIB_MOUNT, "readOnly": True},
+        wanted_mounts = [{"name": LIB_VOLUME, "mountPath": LIB_FILE, "readOnly": True},
                          {"name": RUN_VOLUME, "mountPath": RUN_MOUNT, "readOnly": True}]
         wanted_mounts += [{"name": vol, "mountPath": path} for vol, path in extra_mounts]
         for m in wanted_mounts:
@@ -353,10 +362,13 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
         mask |= grant_userfaultfd(c, spec, ann.get("userfaultfd", "node"), cwhere)
         record.append("%s=%x" % (c.get("name"), mask))
 
-    volumes.append({"name": LIB_VOLUME, "hostPath": {"path": opts.lib_dir, "type": "Directory"}})
+    # The file itself (type File): a pod scheduled before the node's agent
+    # installed it waits (the kubelet retries the mount) instead of running
+    # without it, and a container keeps the copy it started with.
+    volumes.append({"name": LIB_VOLUME, "hostPath": {"path": opts.lib_dir + "/libmmtier.so", "type": "File"}})
     volumes.append({"name": RUN_VOLUME, "hostPath": {"path": opts.agent_dir, "type": "DirectoryOrCreate"}})
     spec["volumes"] = volumes
-    pod_meta.setdefault("annotations", {})[RECORD] = ";".join([str(RECORD_VERSION)] + record)
+    member(pod_meta, "annotations", {})[RECORD] = ";".join([str(RECORD_VERSION)] + record)
     return True
 
 
@@ -380,7 +392,7 @@ def grant_userfaultfd(c, spec, how, where):
     if how == "node":
         return 0
     bits = 0
-    sc = c.setdefault("securityContext", {})
+    sc = member(c, "securityContext", {})
     if sc.get("privileged"):
         return 0  # nothing is filtered or withheld
     have = sc.get("seccompProfile")
@@ -398,9 +410,9 @@ def grant_userfaultfd(c, spec, how, where):
             raise InjectError("%s: runs as a user other than root, for whom CAP_SYS_PTRACE is not effective: use "
                               "%suserfaultfd: profile with the node's vm.unprivileged_userfaultfd=1 (the "
                               "unprivileged-userfaultfd overlay of deploy/kubernetes)" % (where, PREFIX))
-        caps = sc.setdefault("capabilities", {})
+        caps = member(sc, "capabilities", {})
         if "SYS_PTRACE" not in (caps.get("add") or []):
-            caps.setdefault("add", []).append("SYS_PTRACE")
+            member(caps, "add", []).append("SYS_PTRACE")
             bits |= BIT_PTRACE
     return bits
 
@@ -423,7 +435,7 @@ def inject_object(doc, opts, counts):
         spec = doc.get("spec")
         if not isinstance(spec, dict):
             raise InjectError("%s: no spec" % where)
-        doc.setdefault("metadata", {})
+        member(doc, "metadata", {})
         if inject_pod(doc["metadata"], spec, {}, where, opts):
             counts["injected"] += 1
         return doc
@@ -438,7 +450,7 @@ def inject_object(doc, opts, counts):
         claims = []
         if kind == "StatefulSet":
             claims = [(t.get("metadata") or {}).get("name") for t in (doc["spec"].get("volumeClaimTemplates") or [])]
-        node.setdefault("metadata", {})
+        member(node, "metadata", {})
         if inject_pod(node["metadata"], node["spec"], defaults, where, opts, claims):
             counts["injected"] += 1
         return doc
@@ -452,17 +464,19 @@ def admission_response(review, opts):
     """The AdmissionReview (admission.k8s.io/v1) answering one: a Pod whose
     annotations ask for it gets a JSON patch that replaces its spec and
     annotations with the injected ones; a bad annotation is refused with
-    inject's message; anything else is allowed unchanged."""
+    inject's message; anything else is allowed unchanged, and so is a pod
+    that already carries an injection (mmtier inject ran offline on its
+    workload, whose own annotations the pod does not carry; or this
+    webhook is invoked again after another one changed the pod)."""
     import base64
     import copy
     req = review.get("request") or {}
     resp = {"uid": req.get("uid", ""), "allowed": True}
     obj = req.get("object")
     if req.get("operation") == "CREATE" and isinstance(obj, dict) and obj.get("kind", "Pod") == "Pod" \
-            and isinstance(obj.get("spec"), dict):
+            and isinstance(obj.get("spec"), dict) and RECORD not in ((obj.get("metadata") or {}).get("annotations") or {}):
         pod = copy.deepcopy(obj)
-        pod.setdefault("kind", "Pod")
-        meta = pod.setdefault("metadata", {})
+        meta = member(pod, "metadata", {})
         name = meta.get("name") or meta.get("generateName") or "<unnamed>"
         try:
             changed = inject_pod(meta, pod["spec"], {}, "Pod %s/%s" % (req.get("namespace", ""), name), opts)
@@ -503,10 +517,15 @@ def serve_webhook(opts):
             else:
                 self.reply(404, "not found\n", "text/plain")
 
+        def setup(self):
+            # The TLS handshake here, in this connection's thread, with a
+            # time limit: a client that connects and says nothing holds
+            # only its own thread, never the server's accept.
+            self.request.settimeout(self.timeout)
+            self.request = ctx.wrap_socket(self.request, server_side=True)
+            super().setup()
+
         def do_POST(self):
-            if self.path.split("?")[0] != "/mutate":
-                self.reply(404, "not found\n", "text/plain")
-                return
             try:
                 n = int(self.headers.get("Content-Length", "0"))
             except ValueError:
@@ -514,14 +533,24 @@ def serve_webhook(opts):
             if n <= 0 or n > 4 << 20:
                 self.reply(400, "a body of 1 byte to 4 MiB is needed\n", "text/plain")
                 return
+            body = self.rfile.read(n)  # read before any answer: TLS closes badly over unread data
+            if self.path.split("?")[0] != "/mutate":
+                self.reply(404, "not found\n", "text/plain")
+                return
             try:
-                review = json.loads(self.rfile.read(n))
+                review = json.loads(body)
                 if not isinstance(review, dict) or review.get("kind") != "AdmissionReview":
                     raise ValueError("not an AdmissionReview")
             except ValueError as e:
                 self.reply(400, "%s\n" % e, "text/plain")
                 return
-            self.reply(200, json.dumps(admission_response(review, opts)))
+            try:
+                answer = admission_response(review, opts)
+            except Exception as e:  # noqa: BLE001 - a pod is never refused for a fault of the webhook's
+                sys.stderr.write("mmtier inject: webhook: %s: %r\n" % (type(e).__name__, e))
+                answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                          "response": {"uid": str((review.get("request") or {}).get("uid", "")), "allowed": True}}
+            self.reply(200, json.dumps(answer))
 
         def log_message(self, fmt, *args):
             pass
@@ -530,12 +559,14 @@ def serve_webhook(opts):
         daemon_threads = True
         allow_reuse_address = True
 
+        def handle_error(self, request, client_address):
+            pass  # a failed handshake or a dropped client: nothing to say
+
     host, _, port = opts.webhook.rpartition(":")
-    server = Server((host or "0.0.0.0", int(port)), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server = Server((host or "0.0.0.0", int(port)), Handler)
     sys.stderr.write("mmtier inject: admission webhook on https://%s:%d/mutate\n" % server.server_address[:2])
     sys.stderr.flush()
     try:

@@ -187,8 +187,10 @@ struct stats_opener {
   // Opens name (a "<pid>.stats") in the directory dirfd (path dir, for
   // messages).  page_pid: the pid the page says, when the process sees
   // itself under another (a PID namespace of its own); 0: pid.
+  // may_remove: a stale file is removed (never in a directory a container
+  // chose: the agent, running as root, would remove files for it).
   static open_result open_at(int dirfd, const std::string &dir, const char *name, int pid, bool writable,
-                             int page_pid = 0) {
+                             int page_pid = 0, bool may_remove = true) {
     open_result r;
     constexpr int kFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
     int fd = writable ? openat(dirfd, name, O_RDWR | kFlags) : -1;
@@ -210,14 +212,17 @@ struct stats_opener {
     if (!may_own(pid, st.st_dev, st.st_ino)) {
       // No process maps it: stale.  Removed under the directory's lock (the
       // writers rename into the directory under it), if the name still
-      // refers to this file.
-      while (flock(dirfd, LOCK_EX) != 0 && errno == EINTR) {
+      // refers to this file; not waited for: whoever holds the lock for
+      // long (a writer stopped, or one holding it on purpose) must not hold
+      // a reader, and the file is only left for a later look.
+      int locked = -1;
+      while (may_remove && (locked = flock(dirfd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR) {
       }
       struct stat now;
-      if (fstatat(dirfd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == st.st_dev &&
+      if (locked == 0 && fstatat(dirfd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == st.st_dev &&
           now.st_ino == st.st_ino && !may_own(pid, st.st_dev, st.st_ino))
         unlinkat(dirfd, name, 0);  // may fail (not ours to remove): then it just stays ignored
-      flock(dirfd, LOCK_UN);
+      if (locked == 0) flock(dirfd, LOCK_UN);
       close(fd);
       r.status = open_status::stale;
       return r;
@@ -423,15 +428,16 @@ open_result open_stats_contained(int pid, bool writable) {
     r.status = err == EACCES || err == EPERM ? open_status::denied : open_status::missing;
     return r;
   }
-  // The default layout's rule (open_stats_dir): its owner's, closed to
-  // everyone else.
+  // The library's rule for a statistics directory (live_stats.cc): the
+  // process's user's; the default one closed to everyone else, a chosen
+  // one at least to their writes.
   struct stat st;
-  if (!v.overridden && (fstat(dirfd, &st) != 0 || st.st_uid != v.host_uid || (st.st_mode & 077) != 0)) {
+  if (fstat(dirfd, &st) != 0 || st.st_uid != v.host_uid || (st.st_mode & (v.overridden ? 022 : 077)) != 0) {
     close(dirfd);
     return r;  // missing
   }
   const std::string name = strf("%d.stats", v.inner_pid);
-  r = stats_opener::open_at(dirfd, root + v.dir, name.c_str(), pid, writable, v.inner_pid);
+  r = stats_opener::open_at(dirfd, root + v.dir, name.c_str(), pid, writable, v.inner_pid, false);
   close(dirfd);
   return r;
 }

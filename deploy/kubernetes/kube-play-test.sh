@@ -111,7 +111,7 @@ until curl -sf http://127.0.0.1:19464/healthz > /dev/null; do
   ((SECONDS < deadline)) || { podman logs mmtier-agent-mmtierd 2>&1 | tail -20; fail "the agent never answered /healthz"; }
   sleep 0.5
 done
-[[ -f $NODE/opt/mmtier/lib/libmmtier.so && -x $NODE/opt/mmtier/bin/mmtier ]] ||
+[[ -f $NODE/opt/mmtier/lib/libmmtier.so && -x $NODE/opt/mmtier/bin/mmtier && ! -e $NODE/opt/mmtier/lib/libmmtier.so.new ]] ||
   fail "the init container did not install the library and command into the node directory"
 cmp -s "$NODE/opt/mmtier/lib/libmmtier.so" "$BUILD/libmmtier.so" || fail "the installed library is not this build's"
 cmp -s "$NODE/var/lib/kubelet/seccomp/mmtier-tiering.json" "$ROOT/deploy/kubernetes/base/seccomp/tiering.json" ||
@@ -144,7 +144,8 @@ EOF
 sed -i "s|PMEM_DIR|$PMEM|" "$WORK/redis.yaml"
 "$MMTIER" inject -f "$WORK/redis.yaml" --lib-dir "$NODE/opt/mmtier/lib" --agent-dir "$NODE/run/mmtier" \
   -o "$WORK/redis-injected.yaml"
-"$MMTIER" inject -f "$WORK/redis.yaml" -o "$WORK/redis-injected-offline.yaml" 2> /dev/null
+"$MMTIER" inject -f "$WORK/redis.yaml" -o "$WORK/redis-injected-offline.yaml" 2> "$WORK/inject.err" ||
+  { cat "$WORK/inject.err"; fail "mmtier inject"; }
 # podman 4.3 takes a container's seccomp profile only from the annotation
 # Kubernetes read before 1.19, not from securityContext.seccompProfile:
 # add it, naming the same profile.
@@ -196,7 +197,8 @@ assert m.get("class") == "guaranteed", m
 assert m.get("container"), m
 print("kube-play-test: /status: pid %d class %s container %s budget %s" % (pid, m["class"], m["container"], m.get("budget")))
 EOF
-curl -sf http://127.0.0.1:19464/metrics | grep -q "^mmtier_placed_bytes{pid=\"$pid\"," ||
+metrics=$(curl -sf http://127.0.0.1:19464/metrics) || fail "no /metrics"
+grep -q "^mmtier_placed_bytes{pid=\"$pid\"," <<< "$metrics" ||
   fail "the statistics of pid $pid (read through its /proc/PID/root) are not in /metrics"
 "$MMTIER" stat "$pid" > "$WORK/stat.out" 2>&1 || { cat "$WORK/stat.out"; fail "mmtier stat $pid from the host"; }
 cat "$WORK/stat.out"

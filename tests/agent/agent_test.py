@@ -299,7 +299,7 @@ class ContainerTest(Base):
         e.update(env or {})
         script = ('mount -t tmpfs tmpfs /dev/shm && exec env LD_PRELOAD="$0" MMTIER_AGENT_SOCKET="$1" '
                   'MMTIER_DRAM_RATIO=1:1 "$2" 96')
-        p = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--propagation", "private", "sh", "-c",
+        p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "sh", "-c",
                               script, ARGS.lib, self.sock, ARGS.child], env=e, stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: (p.kill(), p.wait()))

@@ -446,7 +446,7 @@ class StatTest(Base):
                 script += "unset MMTIER_STATS_DIR && "
             script += 'exec env LD_PRELOAD="$0" MMTIER_PROMOTE=0 "$@"'
             e = base_env(self.dir)
-            p = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--propagation", "private",
+            p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private",
                                   "sh", "-c", script, ARGS.lib, ARGS.child, "--mib", "48"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
             self.addCleanup(lambda p=p: (p.kill(), p.wait()))

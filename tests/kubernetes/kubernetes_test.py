@@ -100,11 +100,13 @@ class InjectTest(unittest.TestCase):
             self.assertEqual(env["MMTIER_QOS_CLASS"], "burstable")
             self.assertEqual(env["MMTIER_QOS_WEIGHT"], "300")
             mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-            self.assertEqual(mounts["/opt/mmtier/lib"], {"name": "mmtier-lib", "mountPath": "/opt/mmtier/lib",
+            self.assertEqual(mounts["/opt/mmtier/lib/libmmtier.so"], {"name": "mmtier-lib",
+                                                                      "mountPath": "/opt/mmtier/lib/libmmtier.so",
                                                          "readOnly": True})
             self.assertEqual(mounts["/run/mmtier"]["name"], "mmtier-run")
         vols = {v["name"]: v for v in spec["volumes"]}
-        self.assertEqual(vols["mmtier-lib"]["hostPath"], {"path": "/opt/mmtier/lib", "type": "Directory"})
+        # The file itself: a pod waits until its node has it.
+        self.assertEqual(vols["mmtier-lib"]["hostPath"], {"path": "/opt/mmtier/lib/libmmtier.so", "type": "File"})
         self.assertEqual(vols["mmtier-run"]["hostPath"], {"path": "/run/mmtier", "type": "DirectoryOrCreate"})
         record = template(doc)["metadata"]["annotations"]["mmtier.io/injected"]
         # Short enough for tools that hold annotations to label lengths
@@ -114,7 +116,7 @@ class InjectTest(unittest.TestCase):
     def test_node_directories_can_be_moved(self):
         (doc,) = inject(DEPLOYMENT, "--lib-dir", "/usr/local/lib/mmtier", "--agent-dir", "/var/run/mmtierd")
         vols = {v["name"]: v for v in template(doc)["spec"]["volumes"]}
-        self.assertEqual(vols["mmtier-lib"]["hostPath"]["path"], "/usr/local/lib/mmtier")
+        self.assertEqual(vols["mmtier-lib"]["hostPath"]["path"], "/usr/local/lib/mmtier/libmmtier.so")
         self.assertEqual(vols["mmtier-run"]["hostPath"]["path"], "/var/run/mmtierd")
         # In the container they stay where the library looks.
         c = template(doc)["spec"]["containers"][1]
@@ -312,6 +314,19 @@ spec:
         self.assertEqual(p.returncode, 1)
         self.assertIn("MMTIER_DRAM_RATIO", p.stderr)
 
+    def test_null_fields_are_absent_ones(self):
+        # The template's annotations and a container's securityContext
+        # written as "key:" alone; the workload's annotations as defaults.
+        doc = yaml.safe_load(DEPLOYMENT)
+        doc["metadata"]["annotations"] = {"mmtier.io/dram-ratio": "1:2", "mmtier.io/userfaultfd": "profile"}
+        template(doc)["metadata"]["annotations"] = None
+        template(doc)["spec"]["containers"][1]["securityContext"] = None
+        (out,) = inject(yaml.safe_dump(doc))
+        c = template(out)["spec"]["containers"][1]
+        self.assertEqual(env_of(c)["MMTIER_DRAM_RATIO"], "1:2")
+        self.assertEqual(c["securityContext"]["seccompProfile"]["localhostProfile"], "mmtier-tiering.json")
+        self.assertIn("mmtier.io/injected", template(out)["metadata"]["annotations"])
+
     def test_bad_input_is_one_line_and_no_output(self):
         cases = {
             "mmtier.io/dram-ratio": ("1/4", "mmtier.io/dram-ratio"),
@@ -353,12 +368,12 @@ spec:
             "mmtier.io/dram-ratio": "2:3", "mmtier.io/dram-limit": "1Gi", "mmtier.io/pmem-limit": "none",
             "mmtier.io/policy": "latency", "mmtier.io/class": "guaranteed", "mmtier.io/guaranteed-dram": "512Mi",
             "mmtier.io/snapshot-every": "10m", "mmtier.io/snapshot-keep": "3", "mmtier.io/migrate-mbps": "128",
-            "mmtier.io/log": "info"}
+            "mmtier.io/weight": "5", "mmtier.io/log": "warn"}
         (out,) = inject(yaml.safe_dump(doc))
         env = env_of(template(out)["spec"]["containers"][1])
         mm = {k: v for k, v in env.items() if k.startswith("MMTIER_")}
-        self.assertEqual(len(mm), 10, mm)
-        with tempfile.TemporaryDirectory() as d:
+        self.assertEqual(len(mm), 11, mm)
+        with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
             run_env = {k: v for k, v in os.environ.items() if not k.startswith("MMTIER_")}
             run_env.update(mm)
             run_env.update({"LD_PRELOAD": ARGS.lib, "MMTIER_AGENT_SOCKET": "off", "MMTIER_SNAPSHOT_DIR": d,
@@ -367,7 +382,7 @@ spec:
                                timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(p.stdout, "started\n")
-        self.assertNotIn("invalid", p.stderr)
+        self.assertEqual(p.stderr, "")  # MMTIER_LOG=warn: not a warning about any of them
         # And one it rejects is caught before: the library's own message
         # for the same value, so the two agree on at least this.
         bad_env = dict(run_env, MMTIER_DRAM_RATIO="1/4", MMTIER_PMEM_PATH="/tmp", MMTIER_SNAPSHOT_DIR="/tmp")
@@ -402,7 +417,6 @@ class WebhookTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         import base64
-        import socket
         cls.dir = tempfile.mkdtemp(prefix="mmtier-webhook-")
         p = subprocess.run([os.path.join(ARGS.deploy, "webhook", "install.sh"), "--render", cls.dir],
                            capture_output=True, text=True, timeout=120)
@@ -415,15 +429,13 @@ class WebhookTest(unittest.TestCase):
                 f.write(base64.b64decode(secret["data"][name]))
         with open(os.path.join(cls.dir, "ca.crt"), "wb") as f:
             f.write(base64.b64decode(hook["webhooks"][0]["clientConfig"]["caBundle"]))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            cls.port = s.getsockname()[1]
-        cls.server = subprocess.Popen([ARGS.mmtier, "inject", "--webhook", "127.0.0.1:%d" % cls.port,
+        cls.server = subprocess.Popen([ARGS.mmtier, "inject", "--webhook", "127.0.0.1:0",
                                        "--tls-cert", os.path.join(cls.dir, "tls.crt"),
                                        "--tls-key", os.path.join(cls.dir, "tls.key")],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = cls.server.stderr.readline()
         assert "admission webhook on" in line, line
+        cls.port = int(line.rsplit(":", 1)[1].split("/")[0])
 
     @classmethod
     def tearDownClass(cls):
@@ -490,6 +502,44 @@ class WebhookTest(unittest.TestCase):
         self.assertIsNone(patch)
         self.assertEqual(resp["status"]["code"], 400)
         self.assertIn("mmtier.io/weight", resp["status"]["message"])
+
+    def test_a_silent_client_holds_up_nobody(self):
+        import socket
+        idle = socket.create_connection(("127.0.0.1", self.port), 10)  # connects, never speaks TLS
+        self.addCleanup(idle.close)
+        self.assertEqual(self.post(None, path="/healthz"), (200, "ok\n"))
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"mmtier.io/weight": "5"}},
+               "spec": {"containers": [{"name": "c", "image": "x"}]}}
+        resp, patch = self.review(pod)
+        self.assertTrue(resp["allowed"])
+        self.assertIsNotNone(patch)
+
+    def test_a_pod_injected_offline_is_left_as_it_is(self):
+        # Its workload went through mmtier inject, with defaults on the
+        # workload that the pod does not carry: injecting it again here
+        # would lose them.
+        doc = yaml.safe_load(DEPLOYMENT)
+        doc["metadata"]["annotations"] = {"mmtier.io/log": "info"}
+        (out,) = inject(yaml.safe_dump(doc))
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": template(out)["metadata"], "spec": template(out)["spec"]}
+        self.assertEqual(env_of(pod["spec"]["containers"][0])["MMTIER_LOG"], "info")
+        resp, patch = self.review(pod)
+        self.assertEqual((resp["allowed"], patch), (True, None))
+
+    def test_null_fields(self):
+        # YAML's "key:" alone is null: as if absent, never a failure.
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "p", "annotations": {"mmtier.io/userfaultfd": "capability"}},
+               "spec": {"containers": [{"name": "c", "image": "x", "env": None, "volumeMounts": None,
+                                        "securityContext": {"capabilities": {"add": None}}}], "volumes": None}}
+        resp, patch = self.review(pod)
+        self.assertTrue(resp["allowed"])
+        c = json_patch(pod, patch)["spec"]["containers"][0]
+        self.assertEqual(c["securityContext"]["capabilities"]["add"], ["SYS_PTRACE"])
+        pod["spec"]["containers"][0]["securityContext"] = None
+        resp, patch = self.review(pod)
+        self.assertEqual(json_patch(pod, patch)["spec"]["containers"][0]["securityContext"]["seccompProfile"]["type"],
+                         "Localhost")
 
     def test_bad_requests_and_health(self):
         self.assertEqual(self.post("not json")[0], 400)

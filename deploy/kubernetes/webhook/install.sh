@@ -8,9 +8,9 @@
 #     deploy/kubernetes/webhook/install.sh --render DIR # write DIR/webhook.yaml instead
 #
 # --render applies nothing: the file holds the private key, keep it as a
-# secret.  Run it again to renew the certificate (ten years; the webhook's
-# pods read it when they start: kubectl -n mmtier-system rollout restart
-# deploy/mmtier-webhook).  Then label the namespaces whose pods it should
+# secret.  Run it again to renew the certificate (ten years; it restarts the
+# webhook's pods, which read it when they start; after --render, restart
+# them yourself once applied).  Then label the namespaces whose pods it should
 # see: kubectl label namespace NAME mmtier.io/injection=enabled
 set -euo pipefail
 
@@ -26,6 +26,7 @@ fi
 for tool in openssl kubectl python3; do
   command -v "$tool" > /dev/null || { echo "install.sh: $tool is needed" >&2; exit 1; }
 done
+python3 -c 'import yaml' 2> /dev/null || { echo "install.sh: python3's yaml module is needed (python3-yaml)" >&2; exit 1; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -60,5 +61,8 @@ if [[ -n $render ]]; then
   echo "install.sh: wrote $render/webhook.yaml (it holds the private key)"
 else
   kubectl apply -f "$work/webhook.yaml"
+  # The pods read the certificate when they start; the caBundle just
+  # changed to the new CA.
+  kubectl -n mmtier-system rollout restart deploy/mmtier-webhook
   kubectl -n mmtier-system rollout status deploy/mmtier-webhook
 fi
