@@ -226,17 +226,27 @@ uint64_t real_ns() {
 // make the agent ask another for snapshots.  The path and the pid are the
 // process's own: in a container, the pid it sees, and the path looked up
 // in its root (every link resolved inside it).
+// The socket file at path, as process pid sees it, if it is a socket of
+// user uid: an O_PATH descriptor, else -1.
+int open_control_socket(int pid, const std::string &path, uint32_t uid) {
+  const int fd = mmtier::cli::open_in_process_root(pid, path, O_PATH | O_NOFOLLOW);
+  struct stat st;
+  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != uid)) {
+    close(fd);
+    errno = EPERM;
+    return -1;
+  }
+  return fd;
+}
+
 bool control_path_ok(const std::string &path, int pid, uint32_t uid) {
   const int inner = mmtier::cli::pid_inside(pid);
   const std::string tail = "/" + std::to_string(inner > 0 ? inner : pid) + mmtier::control::kSuffix;
   if (path.size() <= tail.size() || path[0] != '/' || path.compare(path.size() - tail.size(), tail.size(), tail) != 0)
     return false;
-  const int fd = mmtier::cli::open_in_process_root(pid, path, O_PATH | O_NOFOLLOW);
-  if (fd < 0) return false;
-  struct stat st;
-  const bool ok = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid == uid;
-  close(fd);
-  return ok;
+  const int fd = open_control_socket(pid, path, uid);
+  if (fd >= 0) close(fd);
+  return fd >= 0;
 }
 
 void agent::note_offer(member &m, uint64_t every, const char *path) {
@@ -263,13 +273,7 @@ void agent::start_snapshot(uint64_t now) {
   // descriptor of the socket file.
   // Checked again: the file at the path may have been replaced since the
   // offer.
-  int at = mmtier::cli::open_in_process_root(m.pid, m.control_path, O_PATH | O_NOFOLLOW);
-  struct stat st;
-  if (at >= 0 && (fstat(at, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != m.uid)) {
-    close(at);
-    at = -1;
-    errno = EPERM;
-  }
+  const int at = open_control_socket(m.pid, m.control_path, m.uid);
   const int s = at < 0 ? -1 : socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;

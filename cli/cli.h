@@ -86,6 +86,9 @@ bool parse_pid(const std::string &text, int *pid);
 long own_pid(int host);
 // A process's parent (its host PID), 0 if it is gone.
 int parent_pid(int pid);
+// The directory of this command's executable (from /proc/self/exe), or ""
+// when it cannot be read.
+std::string self_dir();
 // Whether a holds -h or --help: then the manual of topic is printed.
 bool asked_for_help(const args &a, const char *topic);
 // MMTIER_SNAPSHOT_DIR as process pid started with it, or "".

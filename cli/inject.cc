@@ -17,18 +17,9 @@
 namespace mmtier::cli {
 namespace {
 
-std::string exe_dir() {
-  char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return {};
-  buf[n] = '\0';
-  std::string path(buf);
-  return path.substr(0, path.rfind('/'));
-}
-
 // Next to this command in a build tree; under libexec when installed.
 std::string find_script() {
-  const std::string dir = exe_dir();
+  const std::string dir = self_dir();
   for (const std::string &candidate :
        {dir + "/mmtier-inject", dir + "/../libexec/mmtier/mmtier-inject", std::string(MMTIER_INSTALL_FULL_LIBEXECDIR) + "/mmtier/mmtier-inject"})
     if (access(candidate.c_str(), R_OK) == 0) return candidate;

@@ -51,14 +51,6 @@ std::string absolute(const std::string &path) {
   return std::string(buf) + (strcmp(buf, "/") == 0 ? "" : "/") + base;
 }
 
-std::string self_dir() {
-  char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return {};
-  buf[n] = '\0';
-  return dir_of(buf);
-}
-
 // The options that set their variable to their value: the variable's name
 // when a[*i] is one (its value taken), else null.
 const char *plain_option(const std::string &cmd, const args &a, size_t *i, std::string *v) {

@@ -326,20 +326,10 @@ bool contained(int pid, contained_view *v) {
   const ino_t its_pid = ns_inode(base + "/ns/pid"), its_mnt = ns_inode(base + "/ns/mnt");
   if (its_pid == 0 || its_mnt == 0) return false;
   if (its_pid == ns_inode("/proc/self/ns/pid") && its_mnt == ns_inode("/proc/self/ns/mnt")) return false;
-  std::ifstream status(base + "/status");
-  bool uid_seen = false;
-  for (std::string line; std::getline(status, line);) {
-    if (line.compare(0, 4, "Uid:") == 0) {
-      unsigned real = 0, eff = 0;
-      uid_seen = sscanf(line.c_str() + 4, "%u %u", &real, &eff) == 2;
-      v->host_uid = eff;
-    } else if (line.compare(0, 6, "NSpid:") == 0) {
-      // Its pid in each PID namespace from this reader's down to its own.
-      std::istringstream ids(line.substr(6));
-      for (int id; ids >> id;) v->inner_pid = id;
-    }
-  }
-  if (!uid_seen || v->inner_pid <= 0) return false;
+  const proc_info info = read_proc(pid);
+  v->inner_pid = pid_inside(pid);
+  if (!info.exists || v->inner_pid <= 0) return false;
+  v->host_uid = info.euid;
   // Its uid in its user namespace ("inside outside count" lines).
   v->inner_uid = v->host_uid;
   std::ifstream map(base + "/uid_map");
@@ -413,19 +403,10 @@ open_result open_stats_contained(int pid, bool writable) {
   open_result r;
   contained_view v;
   if (!contained(pid, &v)) return r;  // missing
-  const std::string root = strf("/proc/%d/root", pid);
-  const int rootfd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (rootfd < 0) {
+  const int dirfd = open_in_process_root(pid, v.dir, O_RDONLY | O_DIRECTORY);
+  if (dirfd < 0) {
     r.error = errno;
     r.status = errno == EACCES || errno == EPERM ? open_status::denied : open_status::missing;
-    return r;
-  }
-  const int dirfd = open_in_root(rootfd, v.dir, O_RDONLY | O_DIRECTORY);
-  const int err = errno;
-  close(rootfd);
-  if (dirfd < 0) {
-    r.error = err;
-    r.status = err == EACCES || err == EPERM ? open_status::denied : open_status::missing;
     return r;
   }
   // The library's rule for a statistics directory (live_stats.cc): the
@@ -437,7 +418,7 @@ open_result open_stats_contained(int pid, bool writable) {
     return r;  // missing
   }
   const std::string name = strf("%d.stats", v.inner_pid);
-  r = stats_opener::open_at(dirfd, root + v.dir, name.c_str(), pid, writable, v.inner_pid, false);
+  r = stats_opener::open_at(dirfd, strf("/proc/%d/root", pid) + v.dir, name.c_str(), pid, writable, v.inner_pid, false);
   close(dirfd);
   return r;
 }

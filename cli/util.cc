@@ -225,6 +225,16 @@ long own_pid(int host) {
   return strtol(line.c_str() + (start == std::string::npos ? 0 : start + 1), nullptr, 10);
 }
 
+std::string self_dir() {
+  char buf[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return {};
+  buf[n] = '\0';
+  const char *slash = strrchr(buf, '/');
+  if (slash == nullptr) return ".";
+  return slash == buf ? std::string("/") : std::string(buf, static_cast<size_t>(slash - buf));
+}
+
 int parent_pid(int pid) {
   const std::string stat = read_text(strf("/proc/%d/stat", pid).c_str());
   const size_t paren = stat.rfind(')');
