@@ -17,6 +17,7 @@
 #include "restorer/plan.h"
 #include "snapshot/capsule_dir.h"
 #include "snapshot/capsule_format.h"
+#include "snapshot/file_identity.h"
 #include "support/crc32c.h"
 
 #include <dirent.h>
@@ -58,6 +59,7 @@ namespace {
 
 namespace cap = mmtier::capsule;
 namespace rs = mmtier::restorer;
+namespace snap = mmtier::snapshot;
 
 constexpr uint64_t kPage = 4096;
 
@@ -166,15 +168,43 @@ long still_running(const cap::header &h) {
 
 // A mapped file as the capsule saw it: the same file (device, inode, size,
 // modification time) or a refusal naming it.
-std::string file_changed(const cap::manifest_view &m, const cap::file &f) {
-  const char *path = cap::string_at(m, f.path);
+// Whether fd, opened at path, holds what f records of the file mapped at
+// the snapshot: the same inode, size and modification time, or (another
+// mount of the same image, another host, a package reinstalled from the
+// same build) the same size and content identity: the ELF build id, else
+// the modification time and the CRC of both ends.  "" when it does, else
+// why not.
+std::string file_differs(int fd, const cap::file &f, const char *path) {
   struct stat st;
-  if (stat(path, &st) != 0) return strf("%s is gone (%s)", path, strerror(errno));
+  if (fstat(fd, &st) != 0) return strf("cannot read %s: %s", path, strerror(errno));
   const int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   const uint64_t dev = (uint64_t{major(st.st_dev)} << 32) | minor(st.st_dev);
-  if (st.st_ino != f.ino || dev != f.dev || static_cast<uint64_t>(st.st_size) != f.size || mtime != f.mtime_ns)
-    return strf("%s changed since the snapshot (another file, size or modification time)", path);
-  return "";
+  if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != f.size)
+    return strf("%s changed since the snapshot (its size)", path);
+  if (st.st_ino == f.ino && dev == f.dev && mtime == f.mtime_ns) return "";
+  auto read = [fd](void *buf, uint64_t n, uint64_t off) {
+    return static_cast<long>(pread(fd, buf, n, static_cast<off_t>(off)));
+  };
+  std::vector<char> scratch(snap::kIdentityEnds);
+  switch (static_cast<cap::file_identity>(f.identity)) {
+    case cap::file_identity::build_id: {
+      uint8_t id[20];
+      uint32_t len = 0;
+      if (snap::elf_build_id(read, f.size, scratch.data(), scratch.size(), id, &len) && len == f.build_id_len &&
+          memcmp(id, f.build_id, len) == 0)
+        return "";
+      return strf("%s is another build than the one mapped at the snapshot (its build id differs)", path);
+    }
+    case cap::file_identity::ends: {
+      uint32_t crc = 0;
+      if (mtime == f.mtime_ns && snap::ends_crc(read, f.size, scratch.data(), scratch.size(), &crc) && crc == f.crc)
+        return "";
+      return strf("%s changed since the snapshot (its %s)", path, mtime != f.mtime_ns ? "modification time" : "content");
+    }
+    default:
+      return strf("%s changed since the snapshot (another file or modification time; its content was not recorded)",
+                  path);
+  }
 }
 
 // Everything the command checks and prepares before any process changes.
@@ -281,7 +311,12 @@ void check(image &im, const options &o) {
              (!(g.flags & cap::kRegionShared) || !(g.prot & PROT_WRITE));
     }
     if (!used) continue;
-    if (std::string why = file_changed(m, m.files[i]); !why.empty()) refuse(im, why);
+    const char *path = cap::string_at(m, m.files[i].path);
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) refuse(im, strf("%s is gone (%s)", path, strerror(errno)));
+    const std::string why = file_differs(fd, m.files[i], path);
+    close(fd);
+    if (!why.empty()) refuse(im, why);
   }
   // ZeroIO: every PMem run lies in a region mapped on a PMem file of the
   // capsule's own, which is there.
@@ -489,9 +524,8 @@ int move_high(int fd, int floor) {
       continue;
     const char *path = cap::string_at(m, m.files[g.file].path);
     const int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || st.st_ino != m.files[g.file].ino)
-      die(err_fd, strf("cannot open %s as it was at the snapshot", path));
+    if (fd < 0) die(err_fd, strf("cannot open %s: %s", path, strerror(errno)));
+    if (std::string why = file_differs(fd, m.files[g.file], path); !why.empty()) die(err_fd, why);
     file_fd[g.file] = fd;
     to_close.push_back(fd);
   }

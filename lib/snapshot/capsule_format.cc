@@ -16,7 +16,7 @@ using detail::crc32c;
 constexpr uint64_t kDirOffset = kHeaderOffset + sizeof(header);
 constexpr uint32_t kRegionKinds = 9;   // region_kind::stats
 constexpr uint32_t kRunSources = 6;    // run_source::base
-constexpr uint32_t kIdentities = 4;    // file_identity::capsule
+constexpr uint32_t kIdentities = 5;    // file_identity::inode
 constexpr uint32_t kRegionFlags = kRegionShared | kRegionGrowsDown;
 constexpr uint32_t kRegionMadv =
     kMadvHuge | kMadvNoHuge | kMadvDontDump | kMadvWipeOnFork | kMadvMergeable | kMadvLocked;

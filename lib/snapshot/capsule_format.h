@@ -208,10 +208,11 @@ static_assert(sizeof(chunk) == 24);
 constexpr uint64_t kChunkBytes = 2u << 20;
 
 enum class file_identity : uint32_t {
-  build_id = 1,  // ELF NT_GNU_BUILD_ID
-  content = 2,   // CRC32C of the whole file (at most 64 MiB)
-  ends = 3,      // size, mtime and CRC32C of the first and last MiB
+  build_id = 1,  // size and the ELF GNU build id (snapshot/file_identity.h)
+  content = 2,   // CRC32C of the whole file (at most 64 MiB; not written)
+  ends = 3,      // size, mtime and CRC32C of the first and last 64 KiB (snapshot/file_identity.h)
   capsule = 4,   // a file of the capsule itself (pmem-<fileid>.tier, mem-<capsule id>)
+  inode = 5,     // device, inode, size and mtime only: its content could not be read at the snapshot
 };
 
 struct file {

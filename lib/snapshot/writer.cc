@@ -7,6 +7,7 @@
 #include "snapshot/writer.h"
 
 #include "snapshot/writer_state.h"
+#include "snapshot/file_identity.h"
 
 #include "platform/fd_guard.h"
 #include "platform/pagemap.h"
@@ -195,7 +196,8 @@ bool close_last_chunk(state &s) {
 }
 
 // The files table's index of the mapped file of e (added on first sight),
-// identified by device, inode, size and modification time.
+// identified by device, inode, size and modification time; its content
+// identity comes after the walk (identify_files).
 uint32_t file_index(state &s, const sys::maps_entry &e) {
   for (uint64_t i = 0; i < s.files.size; ++i)
     if (s.files.data[i].ino == e.inode && s.files.data[i].dev == ((uint64_t{e.dev_major} << 32) | e.dev_minor))
@@ -205,7 +207,7 @@ uint32_t file_index(state &s, const sys::maps_entry &e) {
   f.dev = (uint64_t{e.dev_major} << 32) | e.dev_minor;
   f.ino = e.inode;
   f.path = add_string(s, e.name, e.name_len);
-  f.identity = static_cast<uint32_t>(cap::file_identity::ends);
+  f.identity = static_cast<uint32_t>(cap::file_identity::inode);
   char path[4096];
   const uint32_t n = e.name_len < sizeof path - 1 ? e.name_len : sizeof path - 1;
   memcpy(path, e.name, n);
@@ -223,6 +225,29 @@ uint32_t file_index(state &s, const sys::maps_entry &e) {
   return static_cast<uint32_t>(s.files.size - 1);
 }
 
+// The content identity of every mapped file still at its path (build id or
+// ends CRC, snapshot/file_identity.h), so that a restore elsewhere (another
+// mount of the same image, another host) can tell the same content from
+// another file.  Read through the page cache: a few KiB for an ELF file,
+// 128 KiB for another.
+void identify_files(state &s) {
+  const uint32_t inode = static_cast<uint32_t>(cap::file_identity::inode);
+  for (uint64_t i = 0; i < s.files.size; ++i) {
+    cap::file &f = s.files.data[i];
+    if (f.identity != inode || !f.size) continue;  // a capsule's own file, or not found at its path
+    const long fd = sys::openat(AT_FDCWD, s.strings.data + f.path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) continue;
+    struct stat st;
+    if (sys::raw(SYS_fstat, fd, reinterpret_cast<long>(&st)) == 0 && st.st_ino == f.ino &&
+        static_cast<uint64_t>(st.st_size) == f.size) {
+      auto read = [fd](void *buf, uint64_t n, uint64_t off) {
+        return sys::pread(static_cast<int>(fd), buf, n, static_cast<off_t>(off));
+      };
+      snapshot::identify(read, f, s.buf->bounce, sizeof s.buf->bounce);
+    }
+    sys::close(static_cast<int>(fd));
+  }
+}
 
 // How the region's pages are told apart.
 struct region_class {
@@ -473,6 +498,7 @@ bool walk_maps(state &s) {
     if (!s.regions.push(r)) return fail(s, ENOMEM, "out of memory for the region table");
   }
   if (maps.error()) return fail(s, static_cast<int>(-maps.error()), "cannot read /proc/self/maps");
+  identify_files(s);
   return close_last_chunk(s);
 }
 

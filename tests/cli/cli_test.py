@@ -22,6 +22,7 @@ import random
 import re
 import select
 import shlex
+import struct
 import shutil
 import signal
 import socket
@@ -3063,6 +3064,69 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertEqual(r.stdout, "")
         self.assertRegex(r.stderr, rf"^mmtier: restore of {re.escape(capsule)} refused: {why}\n$")
+
+    def test_mapped_files_are_known_by_their_content(self):
+        # The program and a data file it maps, each replaced by a copy of
+        # itself (another inode, as a new container's mount or another host
+        # gives them, the same bytes and times): restored, since the content
+        # is the same.
+        exe = os.path.join(self.caps, "child-copy")
+        data = os.path.join(self.caps, "data")
+        shutil.copy(ARGS.restore_child, exe)
+        with open(data, "wb") as f:
+            f.write(os.urandom(300 << 10))
+        self.extra_env = {"RESTORE_CHILD_MAP": data}
+        p, cap = self.snapshot_of("moved", binary=exe)
+        self.kill(p)
+
+        def renew(path, change=None, mtime_ns=None):
+            """PATH replaced by a copy with change(bytes) applied, its mode and
+            times kept (or mtime_ns).  The old file stays (under another
+            name): a freed inode number could come back for the copy."""
+            st = os.stat(path)
+            os.link(path, f"{path}.{st.st_ino}")
+            with open(path, "rb") as f:
+                b = bytearray(f.read())
+            if change:
+                change(b)
+            tmp = path + ".new"
+            with open(tmp, "wb") as f:
+                f.write(b)
+            os.chmod(tmp, st.st_mode)
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns if mtime_ns is None else mtime_ns))
+            os.replace(tmp, path)
+            self.assertNotEqual(os.stat(path).st_ino, st.st_ino)
+
+        renew(exe)
+        renew(data)
+        r = self.restore(cap)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.lines()[-1], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
+        # The data file with other bytes at its start, its size and time kept.
+        original = open(data, "rb").read()
+
+        def flip_first(b):
+            b[0] ^= 1
+
+        renew(data, flip_first)
+        self.assert_refused(cap, rf"{re.escape(data)} changed since the snapshot \(its content\)")
+        # Its bytes back, its modification time not.
+        os.link(data, f"{data}.{os.stat(data).st_ino}")
+        with open(data + ".new", "wb") as f:
+            f.write(original)
+        os.replace(data + ".new", data)
+        self.assert_refused(cap, rf"{re.escape(data)} changed since the snapshot \(its modification time\)")
+        # The program: another build of the same size (one byte of its build id).
+        head = struct.pack("<III", 4, 20, 3) + b"GNU\0"
+
+        def other_build(b):
+            at = b.find(head)
+            self.assertGreater(at, 0, "no GNU build id note in the test program")
+            b[at + len(head)] ^= 1
+
+        renew(exe, other_build)
+        self.assert_refused(cap, rf"{re.escape(exe)} is another build than the one mapped at the snapshot "
+                                 rf"\(its build id differs\)")
 
     def test_refusals_leave_nothing_running(self):
         # The original still runs.

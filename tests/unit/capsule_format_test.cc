@@ -576,7 +576,7 @@ TEST(CapsuleRecords, Rejected) {
       {"chunk file", [](sample &s) { s.chunks[1].file = 2; }},
       {"file path", [](sample &s) { s.files[0].path = static_cast<uint32_t>(s.strings.size()); }},
       {"file identity 0", [](sample &s) { s.files[0].identity = 0; }},
-      {"file identity 5", [](sample &s) { s.files[0].identity = 5; }},
+      {"file identity 6", [](sample &s) { s.files[0].identity = 6; }},
       {"file build_id_len", [](sample &s) { s.files[0].build_id_len = 21; }},
       {"strings unterminated", [](sample &s) { s.strings.push_back('x'); }},
       {"file path 0 without strings",
