@@ -1029,6 +1029,7 @@ SYNOPSIS
                    [--lazy [--fill-rate MIB]] [--clone]
                    [--port-map FROM:TO,...] [--netns NAME]
     mmtier restore --latest [PREFIX] [--dir DIR] [OPTIONS]
+    mmtier restore --latest [PREFIX] [--dir DIR] --or-run PROGRAM [ARG...]
 
 DESCRIPTION
     Starts the process a capsule holds again, from the instant of the
@@ -1036,11 +1037,17 @@ DESCRIPTION
     thread with its registers, signal mask, thread pointer, robust futex
     list, rseq registration and name, the signal dispositions, interval
     timers, resource limits, umask and working directory.  The process
-    keeps its PID and thread IDs: run as root while they are all free,
-    in this PID namespace; else in a new PID namespace (with a user
-    namespace of its own when not run as root, where the user is
-    itself).  Its parent, a small supervisor (or the namespace's init),
-    forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it.
+    keeps its PID and thread IDs: in this PID namespace while they are
+    all free there and the command may give them (root, or
+    CAP_CHECKPOINT_RESTORE); in a container's PID namespace without that
+    capability, when every ID is still to come (the ones before it are
+    used up in order); else in a new PID namespace (with a user namespace
+    of its own when not run as root, where the user is itself).  Its
+    parent, a small supervisor (or the namespace's init), forwards
+    SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it.  When
+    the capsule's PID is this command's own (the first process of a new
+    container whose program was its first), the command becomes the
+    process itself: no supervisor, always eager.
     Its standard input, output and error are this command's.  A program
     that took the snapshot itself sees mmtier_snapshot() return
     MMTIER_SNAPSHOT_RESTORED.
@@ -1049,7 +1056,10 @@ DESCRIPTION
     refused with one line if: it is not the user's (root may restore any),
     its manifest is damaged, it is incomplete or failed, it was not synced
     and the machine rebooted, it was taken on another kernel build (the
-    vDSO differs), a mapped file (executable, library) changed or is gone,
+    vDSO differs), a mapped file (executable, library) changed or is gone
+    (a file at another inode, as in a new container or on another host,
+    counts as the same when its size and ELF build id are, or its size,
+    modification time and first and last 64 KiB),
     the process it was taken of still runs, or (--verify full, the
     default) a checksum of its memory does not match.
 
@@ -1095,6 +1105,12 @@ OPTIONS
                     names start with PREFIX when given (auto-PID- for the
                     periodic snapshots of process PID): after a reboot,
                     what mmtier run --autosave would have restored.
+    --or-run PROGRAM [ARG...]
+                    With --latest, as a container's command: restore the
+                    newest capsule, or, when there is none or the restore
+                    is refused or fails before the program runs, say why
+                    in one line and run PROGRAM afresh (exec, same PID).
+                    Everything after it is the program and its arguments.
     --verify MODE   full (default): check every checksum of the memory
                     first; meta: only the manifest's.  With --lazy the
                     default checks what is restored before the process
@@ -1152,6 +1168,9 @@ EXAMPLES
     mmtier restore redis-1 --detach
     mmtier restore --latest auto-4242- --lazy
         After a reboot: the newest periodic snapshot of process 4242.
+    mmtier restore --latest --dir /capsules --or-run redis-server
+        A container's command: its Redis back from the newest capsule,
+        else a fresh one.
 )";
 
 constexpr const char kInject[] = R"(NAME

@@ -78,6 +78,7 @@ struct options {
   std::string netns;           // a network namespace (a path, or a name under /run/netns) to restore into
   port_map ports;              // listening ports moved (FROM:TO)
   uint64_t fill_rate = 0;  // bytes per second, 0: no limit
+  args or_run;             // --or-run: the program run afresh when there is no capsule to restore
 };
 
 // A table the view keeps raw (threads, procstate, fds).
@@ -224,6 +225,8 @@ struct image {
   uint64_t vdso_lo = 0, vvar_lo = 0, vvar_hi = 0;  // the capsule's
   bool clone = false;                              // options::clone
   bool stopped = false;                            // options::stopped
+  bool in_order = false;  // no clone3 set_tid here: ids come from the kernel in order (pid_plan)
+  bool in_place = false;  // this command becomes the process: its PID is the capsule's
   const port_map *ports = nullptr;                 // options::ports
 };
 
@@ -278,7 +281,7 @@ void check(image &im, const options &o) {
     if (!im.threads[i].resume[7]) refuse(im, strf("thread %d has no resume point", im.threads[i].tid));
   }
   if (!leader) refuse(im, strf("the thread %d, whose id is the process's, was not running", h.pid));
-  if (h.pid <= 1) refuse(im, "the process was the init of its PID namespace");
+  if (h.pid < 1) refuse(im, strf("the process's id %d is not a process id", h.pid));
   // The same kernel: the program's C library holds addresses in the vDSO.
   const std::string release = read_text("/proc/sys/kernel/osrelease");
   const std::string version = read_text("/proc/sys/kernel/version");
@@ -516,6 +519,12 @@ int move_high(int fd, int floor) {
   // The mapped files, each opened once.
   std::vector<int> file_fd(m.nfiles, -1);
   std::vector<int> to_close = {mem_fd, dirfd};
+  int last_pid_fd = -1;
+  if (im.in_order) {
+    last_pid_fd = move_high(open("/proc/sys/kernel/ns_last_pid", O_RDONLY | O_CLOEXEC), floor);
+    if (last_pid_fd < 0) die(err_fd, strf("cannot read /proc/sys/kernel/ns_last_pid: %s", strerror(errno)));
+    to_close.push_back(last_pid_fd);
+  }
   std::vector<int> pmem_keep;  // the capsule's PMem files the library keeps
   for (uint64_t i = 0; i < m.nregions; ++i) {
     const cap::region &g = m.regions[i];
@@ -701,6 +710,8 @@ int move_high(int fd, int floor) {
   p->pid = h.pid;
   p->host_pid = host_pid;
   p->drop_caps = geteuid() != 0;
+  p->last_pid_fd = last_pid_fd;
+  p->say_ok = !im.in_place;
   p->maps = reinterpret_cast<rs::map_op *>(place(maps.size() * sizeof(rs::map_op)));
   memcpy(p->maps, maps.data(), maps.size() * sizeof(rs::map_op));
   p->nmaps = static_cast<uint32_t>(maps.size());
@@ -825,6 +836,34 @@ int move_high(int fd, int floor) {
 
 std::string g_status_file;  // options::status_file, for init
 
+// The last id the kernel gave in this PID namespace, -1 if unknown.
+long ns_last_pid() {
+  try {
+    return std::stol(read_text("/proc/sys/kernel/ns_last_pid"));
+  } catch (...) {
+    return -1;
+  }
+}
+
+// A child process whose PID is tid, made without clone3 set_tid: the ids
+// below it used up by children that end at once, until the kernel's next
+// is tid (fork's result then says whether another process took it).
+long fork_at_next(int tid) {
+  for (;;) {
+    const long last = ns_last_pid();
+    if (last < 0 || last >= tid) {
+      errno = EEXIST;
+      return -1;
+    }
+    if (last == tid - 1) return fork();
+    const pid_t b = fork();
+    if (b < 0) return -1;
+    if (b == 0) _exit(0);
+    while (waitpid(b, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
 long clone3_with_tid(int tid) {
   struct clone_args ca;
   memset(&ca, 0, sizeof ca);
@@ -921,14 +960,16 @@ void serve_lazily(const image &im, int sock, bool detach, uint64_t fill_rate) {
   int sock[2] = {-1, -1};
   if (lazy && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) != 0)
     die(err_fd, strf("cannot make a socket for the lazy restore: %s", strerror(errno)));
-  long pid = clone3_with_tid(im.m.hdr->pid);
+  long pid = im.in_order ? fork_at_next(im.m.hdr->pid) : clone3_with_tid(im.m.hdr->pid);
   // A PID found free a moment ago may still be on its way out (a process
   // just killed and reaped: `rollback`, `kill -9; mmtier restore`).
-  for (int i = 0; pid < 0 && errno == EEXIST && i < 300; ++i) {
+  for (int i = 0; !im.in_order && pid < 0 && errno == EEXIST && i < 300; ++i) {
     usleep(10000);
     pid = clone3_with_tid(im.m.hdr->pid);
   }
   if (pid < 0) die(err_fd, strf("cannot give the process its PID %d: %s", im.m.hdr->pid, strerror(errno)));
+  if (pid == 0 && getpid() != im.m.hdr->pid)
+    die(err_fd, strf("cannot give the process its PID %d: another process took it meanwhile", im.m.hdr->pid));
   if (pid == 0) {
     const long host = host_proc >= 0 ? host_pid_of_self(host_proc) : 0;
     if (host_proc >= 0) close(host_proc);
@@ -1008,18 +1049,54 @@ void enter_netns(const std::string &name) {
                        e == EPERM ? "only its owner may (run as root)" : e == EINVAL ? "not a network namespace" : strerror(e)));
 }
 
-// Whether the process can have its PID and TIDs in this PID namespace (the
-// host's): root (clone3 set_tid needs CAP_SYS_ADMIN there), and every one
-// of them free.
-bool host_ids_free(const image &im) {
-  if (geteuid() != 0) return false;
-  // No process, thread, process group or session has the number.
+// Whether this process may choose the ids of the processes it makes in its
+// PID namespace (clone3 set_tid): CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE.
+bool can_set_tid() {
+  const std::string status = read_text("/proc/self/status");
+  const size_t at = status.find("\nCapEff:");
+  if (at == std::string::npos) return false;
+  const unsigned long long eff = strtoull(status.c_str() + at + 8, nullptr, 16);
+  return (eff >> 21 /* CAP_SYS_ADMIN */ & 1) || (eff >> 40 /* CAP_CHECKPOINT_RESTORE */ & 1);
+}
+
+// Whether this PID namespace is not the host's (a container's): the
+// initial one's inode number is fixed (PROC_PID_INIT_INO).
+bool nested_pid_namespace() {
+  struct stat st;
+  return stat("/proc/self/ns/pid", &st) == 0 && st.st_ino != 0xEFFFFFFCu;
+}
+
+// Where the process gets its PID and TIDs, in this PID namespace when each
+// is free there (no process, thread, process group or session has it; the
+// capsule's PID may be this command's own: it then becomes the process in
+// place, as a container's first process whose program was the first):
+// - with clone3 set_tid (root, CAP_CHECKPOINT_RESTORE), anywhere;
+// - without it, in a container's namespace when every id is past the
+//   kernel's last one: the ids come in order (the ones between used up);
+// returns false for a new PID namespace.
+bool pid_plan(image &im, const options &o) {
+  if (o.pid_namespace || o.clone) return false;
   auto is_free = [](int id) {
     return kill(id, 0) != 0 && errno == ESRCH && kill(-id, 0) != 0 && errno == ESRCH && getsid(id) < 0;
   };
-  if (!is_free(im.m.hdr->pid)) return false;
+  const int pid = im.m.hdr->pid;
+  const bool self = pid == getpid() && !o.detach && !o.replace && !o.migrated;
+  if (!self && !is_free(pid)) return false;
   for (uint64_t i = 0; i < im.nthreads; ++i)
-    if (!is_free(im.threads[i].tid)) return false;
+    if (im.threads[i].tid != pid && !is_free(im.threads[i].tid)) return false;
+  if (can_set_tid()) {
+    im.in_place = self;
+    return true;
+  }
+  if (!nested_pid_namespace()) return false;
+  // In order: every id the kernel is still to give (the supervisor made
+  // before the process takes one).
+  const long last = ns_last_pid() + (self ? 0 : 1);
+  if (last < 0 || (!self && pid <= last)) return false;
+  for (uint64_t i = 0; i < im.nthreads; ++i)
+    if (im.threads[i].tid != pid && im.threads[i].tid <= last) return false;
+  im.in_order = true;
+  im.in_place = self;
   return true;
 }
 
@@ -1085,6 +1162,8 @@ long child_of(pid_t init) {
 
 }  // namespace
 
+int restore_capsule(options &o);
+
 int restore_main(const args &a) {
   options o;
   // The options that only set a flag.
@@ -1099,6 +1178,10 @@ int restore_main(const args &a) {
       if (a[i] == name) flag = member;
     if (flag) {
       *flag = true;
+    } else if (a[i] == "--or-run") {
+      o.or_run.assign(a.begin() + static_cast<std::ptrdiff_t>(i) + 1, a.end());
+      if (o.or_run.empty()) throw usage_error("restore", "--or-run takes the program to run and its arguments");
+      break;
     } else if (take_option("restore", a, &i, "--dir", &v)) {
       o.dir = v;
       o.dir_set = true;
@@ -1136,6 +1219,28 @@ int restore_main(const args &a) {
       throw usage_error("restore", "give one capsule");
     }
   }
+  if (o.or_run.empty()) return restore_capsule(o);
+  // A container's command: its program comes back from the newest capsule,
+  // or, when there is none or it cannot be restored, starts afresh (said in
+  // one line: a new image, another kernel).  Nothing of a restore is left
+  // running when it gives up before the program runs.
+  if (!o.latest) throw usage_error("restore", "--or-run goes with --latest");
+  if (o.detach || o.replace || o.clone || o.migrated)
+    throw usage_error("restore", "--or-run runs the program here: not with --detach, --replace, --clone or --migrated");
+  try {
+    return restore_capsule(o);
+  } catch (const failure &e) {
+    fprintf(stderr, "mmtier restore: %s; starting %s afresh\n", e.what(), o.or_run[0].c_str());
+  }
+  fflush(nullptr);
+  std::vector<char *> argv;
+  for (std::string &w : o.or_run) argv.push_back(w.data());
+  argv.push_back(nullptr);
+  execvp(argv[0], argv.data());
+  throw failure(strf("cannot run %s: %s", o.or_run[0].c_str(), strerror(errno)), 127);
+}
+
+int restore_capsule(options &o) {
   if (o.latest) {
     // After a reboot: the newest complete capsule (whose name starts with
     // the argument, when one is given), as `mmtier run --autosave` picks.
@@ -1185,10 +1290,36 @@ int restore_main(const args &a) {
   // free; else (or with --pid-namespace) in a new one.
   // A clone takes its PID in a namespace of its own: the original or
   // another clone may have it.
-  const bool host_ns = !o.pid_namespace && !o.clone && host_ids_free(im);
+  const bool host_ns = pid_plan(im, o);
+  // The init of its PID namespace is only ever restored as the init of
+  // one: by this command as a new namespace's first process.
+  if (im.m.hdr->pid == 1 && !im.in_place)
+    refuse(im, "the process was the init of its PID namespace: restore it as the first process of a new one (the "
+               "container's command, or unshare --pid --fork mmtier restore)");
   // Before a user namespace of its own: the network namespace is the
   // host user's.
   if (!o.netns.empty()) enter_netns(o.netns);
+  if (im.in_place) {
+    // This command is the process (its PID is the capsule's): no
+    // supervisor, nothing to serve a lazy fill, no one to say "ok" to.
+    if (o.lazy) {
+      fprintf(stderr, "mmtier restore: restoring eagerly: the process is restored in place (PID %d)\n", getpid());
+      if (!o.verify_set) verify_mem(im.dirfd, im.m);  // the lazy check left the lazy chunks to the fill
+    }
+    const int host_proc = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const long host = host_proc >= 0 ? host_pid_of_self(host_proc) : 0;
+    if (host_proc >= 0) close(host_proc);
+    uint64_t program_threads = 0;
+    for (uint64_t i = 0; i < im.nthreads; ++i) program_threads += !(im.threads[i].flags & cap::kThreadService);
+    fprintf(stderr, "mmtier restore: %s: process %d restored in place (this command becomes it), %llu threads\n",
+            im.where.path.c_str(), im.m.hdr->pid, static_cast<unsigned long long>(program_threads));
+    fflush(nullptr);
+    close(err[0]);
+    close(err[1]);
+    const int err_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    if (err_fd < 0) throw failure(strf("cannot keep the error stream: %s", strerror(errno)));
+    become(im, err_fd, static_cast<int>(host), false, -1);
+  }
   if (!host_ns) enter_namespaces();
   const pid_t init = fork();
   if (init < 0) throw failure(strf("cannot start the restored process: %s", strerror(errno)));
@@ -1220,7 +1351,10 @@ int restore_main(const args &a) {
       write_file_atomically(o.pid_file, strf("%ld\n", host));
     return 0;
   }
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) signal(sig, SIG_IGN);
+  // A terminal's signals reach the process itself; as the first process of
+  // a container (PID 1), the runtime's reach only this command: passed on.
+  g_child = getpid() == 1 ? init : 0;
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) signal(sig, getpid() == 1 ? forward : SIG_IGN);
   int st = 0;
   while (waitpid(init, &st, 0) < 0 && errno == EINTR) {
   }

@@ -421,7 +421,7 @@ struct cap_data {
     queue_own_signals(p, t->tid);
     // Every thread is ready: the command hears "ok" and the restore's own
     // descriptors go; then every thread goes on as the program.
-    sc(__NR_write, p->err_fd, reinterpret_cast<long>("ok\n"), 3);
+    if (p->say_ok) sc(__NR_write, p->err_fd, reinterpret_cast<long>("ok\n"), 3);
     for (uint32_t i = 0; i < p->nclose; ++i) sc(__NR_close, p->close_fds[i]);
     // Held until continued (a migration's target until its source ended):
     // every thread stops here, none has run the program yet.
@@ -466,6 +466,46 @@ restorer_clone3:
 
 namespace {
 
+// The last id the kernel gave in this PID namespace; -1 if unknown.
+long last_pid(const plan *p) {
+  char buf[24];
+  const long n = sc(__NR_pread64, p->last_pid_fd, reinterpret_cast<long>(buf), sizeof buf - 1, 0);
+  if (failed(n) || n <= 0) return -1;
+  long v = 0;
+  for (long i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i) v = v * 10 + (buf[i] - '0');
+  return v;
+}
+
+[[noreturn]] void burner_exit(void *) {
+  sc(__NR_exit, 0);
+  __builtin_unreachable();
+}
+
+// Without clone3 set_tid: the ids below tid are used up, each by a thread
+// that ends at once, until the kernel's next id is tid.  Another process
+// starting meanwhile in the namespace takes one: the thread then has
+// another id, and the restore fails.
+void reach_tid(plan *p, int32_t tid, uint64_t stack_top) {
+  for (;;) {
+    const long last = last_pid(p);
+    if (last < 0) fail(p, "cannot read the namespace's last process id", 0, 0);
+    if (last == tid - 1) return;
+    if (last >= tid)
+      fail(p, "cannot give a thread its id: the kernel's ids are past it (another process started)", 0,
+           static_cast<uint64_t>(tid));
+    clone_args_k ca = {};
+    ca.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_CHILD_CLEARTID;
+    ca.stack = stack_top - 4096;
+    ca.stack_size = 4096 - 128;
+    ca.child_tid = reinterpret_cast<uint64_t>(&p->burn_tid);
+    __atomic_store_n(&p->burn_tid, 1, __ATOMIC_RELEASE);
+    const long r = restorer_clone3(&ca, sizeof ca, burner_exit, nullptr);
+    if (failed(r)) fail(p, "cannot start a thread", -r, 0);
+    // Its stack is the next thread's: it has ended before that starts.
+    while (__atomic_load_n(&p->burn_tid, __ATOMIC_ACQUIRE)) futex_wait(&p->burn_tid, 1);
+  }
+}
+
 struct start_arg {
   plan *p;
   thread_op *t;
@@ -503,12 +543,24 @@ extern "C" [[noreturn]] __attribute__((section(".text.entry"))) void restorer_en
     note->magic = kRestoreNoteMagic;
   }
   thread_op *leader = nullptr;
-  for (uint32_t i = 0; i < p->nthreads; ++i) {
-    thread_op *t = &p->threads[i];
-    if (t->leader) {
-      leader = t;
-      continue;
+  for (uint32_t i = 0; i < p->nthreads; ++i)
+    if (p->threads[i].leader) leader = &p->threads[i];
+  if (!leader) fail(p, "no thread has the process's id", 0, 0);
+  for (uint32_t k = 0, made = 0; k < p->nthreads; ++k) {
+    // In id order when the ids come in order, else as listed.
+    thread_op *t = nullptr;
+    if (p->last_pid_fd < 0) {
+      t = &p->threads[k];
+    } else {
+      for (uint32_t i = 0; i < p->nthreads; ++i) {
+        thread_op *c = &p->threads[i];
+        if (c->leader || (made && c->tid <= static_cast<int32_t>(made))) continue;
+        if (!t || c->tid < t->tid) t = c;
+      }
+      if (!t) break;
+      made = static_cast<uint32_t>(t->tid);
     }
+    if (t->leader) continue;
     // Each thread's start argument sits at the top of its own stack.
     auto *a = reinterpret_cast<start_arg *>(t->stack_top - 64);
     a->p = p;
@@ -519,11 +571,15 @@ extern "C" [[noreturn]] __attribute__((section(".text.entry"))) void restorer_en
     ca.stack = t->stack_top - kThreadStack;
     ca.stack_size = kThreadStack - 128;
     ca.tls = t->fs_base;
-    ca.set_tid = reinterpret_cast<uint64_t>(&tid);
-    ca.set_tid_size = 1;
+    if (p->last_pid_fd < 0) {
+      ca.set_tid = reinterpret_cast<uint64_t>(&tid);
+      ca.set_tid_size = 1;
+    } else {
+      reach_tid(p, t->tid, t->stack_top);
+    }
     const long r = restorer_clone3(&ca, sizeof ca, thread_start, a);
     if (failed(r)) fail(p, "cannot start a thread with its id", -r, static_cast<uint64_t>(t->tid));
+    if (r != t->tid) fail(p, "a thread got another id (another process started meanwhile)", 0, static_cast<uint64_t>(r));
   }
-  if (!leader) fail(p, "no thread has the process's id", 0, 0);
   become(p, leader);
 }

@@ -105,6 +105,10 @@ struct plan {
   int32_t pid;
   int32_t host_pid;
   uint32_t drop_caps;    // drop every capability before the program runs
+  int32_t last_pid_fd;   // /proc/sys/kernel/ns_last_pid when thread ids come in order (no clone3 set_tid: no
+                         // CAP_CHECKPOINT_RESTORE), else -1
+  uint32_t say_ok;       // write "ok" to err_fd once every thread is ready (0: the command is the process)
+  int32_t burn_tid;      // a burner thread's id word (CLONE_CHILD_CLEARTID)
   uint32_t nthreads, nmaps, ncopies, nunmap, nmoves, nclose;
   uint32_t nusers;       // threads that leave B and say so (the note's users)
   thread_op *threads;

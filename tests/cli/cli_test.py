@@ -3128,6 +3128,77 @@ class RestoreTest(Base):
         self.assert_refused(cap, rf"{re.escape(exe)} is another build than the one mapped at the snapshot "
                                  rf"\(its build id differs\)")
 
+    def test_a_container_process_comes_back_without_choosing_its_ids(self):
+        """As in a new container: a fresh PID namespace whose root lacks
+        CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE, so no clone3 set_tid.  The
+        namespace's first process comes back in place (the command becomes
+        it), another at its PID; the threads' ids come in order."""
+        if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"):
+            self.skipTest("needs root, unshare and setpriv")
+        fresh = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+        no_caps = ["setpriv", "--bounding-set=-sys_admin,-checkpoint_restore", "--"]
+        child = shlex.join(["env", f"LD_PRELOAD={ARGS.lib}", f"MMTIER_SNAPSHOT_DIR={self.caps}",
+                            ARGS.restore_child, "self", "NAME", self.report])
+
+        def original(name, before):
+            """The child, after `before` (processes that used up PIDs), in a
+            fresh namespace; its PID there once it took its snapshot."""
+            p = subprocess.Popen([*fresh, "sh", "-c", f"{before}{child.replace('NAME', name)} & wait"],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+            m = self.wait_line(rf"^snapshot taken pid=(\d+)$", "the snapshot")
+            os.truncate(self.report, 0)
+            self.kill(p)
+            return int(m.group(1)), os.path.join(self.caps, name + ".mmtcap")
+
+        def restore(cap, before="", *extra):
+            cmd = [ARGS.mmtier, "restore", *([cap] if cap else []), *extra]
+            argv = [*fresh, *no_caps, *cmd] if not before else [*fresh, "sh", "-c", before + shlex.join(no_caps + cmd)]
+            return subprocess.run(argv, env=base_env(self.dir), stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=120)
+
+        # The first process of its namespace.  (The shell's `& wait` puts it
+        # at PID 2: exec'd instead, below.)
+        p = subprocess.Popen([*fresh, "sh", "-c", "exec " + child.replace("NAME", "first")],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        self.wait_line(r"^snapshot taken pid=1$", "the snapshot")
+        os.truncate(self.report, 0)
+        self.kill(p)
+        first = os.path.join(self.caps, "first.mmtcap")
+        r = restore(first)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(first)}: process 1 restored in place "
+                                   r"\(this command becomes it\), 4 threads\n")
+        self.assertEqual(self.lines()[-1], "restored pid=1 generation=1 buffer=ok tids=same workers=running")
+        # As a container's command: the newest capsule of a prefix, else the
+        # program afresh (exec'd: the namespace's first process still).
+        os.truncate(self.report, 0)
+        r = restore(None, "", "--latest", "first", "--dir", self.caps, "--or-run", "sh", "-c", "echo afresh $$")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "")
+        self.assertEqual(self.lines()[-1], "restored pid=1 generation=1 buffer=ok tids=same workers=running")
+        empty = tempfile.mkdtemp(dir=self.caps)
+        r = restore(None, "", "--latest", "--dir", empty, "--or-run", "sh", "-c", "echo afresh $$")
+        self.assertEqual((r.returncode, r.stdout), (0, "afresh 1\n"), r.stderr)
+        self.assertEqual(r.stderr, f"mmtier restore: no durable capsule in {empty}; starting sh afresh\n")
+        # Outside a fresh namespace's first process, the init of a namespace is refused.
+        self.assert_refused(first, r"the process was the init of its PID namespace: .*")
+        # A later process: the supervisor takes the next PID, the ones up to
+        # the process's are used up.
+        pid, later = original("later", "/bin/true; /bin/true; ")
+        self.assertGreaterEqual(pid, 4)
+        os.truncate(self.report, 0)
+        r = restore(later)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(later)}: process {pid} restored \(host pid {pid}\), 4 threads\n")
+        self.assertEqual(self.lines()[-1], f"restored pid={pid} generation=1 buffer=ok tids=same workers=running")
+        # Ids the kernel has given already cannot come in order, and without
+        # the capability there is no namespace of its own to make.
+        r = restore(later, "/bin/true; " * (pid + 2))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("cannot make a PID namespace for the restored process: Operation not permitted", r.stderr)
+
     def test_refusals_leave_nothing_running(self):
         # The original still runs.
         p, cap = self.snapshot_of("live")
