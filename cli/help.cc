@@ -1235,6 +1235,17 @@ ANNOTATIONS
         puts the capsules in /mnt/mmtier/pmem/capsules, on the PMem
         tier's own file system, where a snapshot links the tier's file
         instead of copying it.
+    mmtier.io/restore: latest|off
+        latest: the container comes back from the newest capsule on its
+        snapshot-volume when it starts (restarted, or its pod rescheduled
+        with that volume): its command becomes
+        /opt/mmtier/bin/mmtier restore --latest --dir CAPSULES --or-run
+        COMMAND..., which restores the program as the container's first
+        process, or, with no capsule or one that cannot be restored (a
+        new image), says why and runs COMMAND afresh.  Needs
+        snapshot-volume (the pod's own: a StatefulSet's claim template)
+        and the container's command in the spec; mounts the node's
+        mmtier command (--bin-dir).  off (default): nothing.
     mmtier.io/userfaultfd: node|profile|capability
         What lets the container move pages (userfaultfd, which container
         runtimes' seccomp profiles refuse): node (default) adds nothing;
@@ -1253,6 +1264,8 @@ OPTIONS
                          (default /opt/mmtier/lib).
     --agent-dir DIR      The node's directory of the agent's socket
                          (default /run/mmtier).
+    --bin-dir DIR        The node's directory of the mmtier command, for
+                         mmtier.io/restore (default /opt/mmtier/bin).
     --webhook [ADDRESS]:PORT
                          Serve the same as a mutating admission webhook
                          over HTTPS instead: POST /mutate takes an

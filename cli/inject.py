@@ -42,6 +42,8 @@ RUN_VOLUME = "mmtier-run"
 LIB_MOUNT = "/opt/mmtier/lib"  # in the container: LD_PRELOAD's directory
 LIB_FILE = LIB_MOUNT + "/libmmtier.so"  # mounted alone: the pod waits until the node has it
 RUN_MOUNT = "/run/mmtier"  # in the container: the library's default agent socket directory
+BIN_VOLUME = "mmtier-bin"
+BIN_FILE = "/opt/mmtier/bin/mmtier"  # mmtier restore --or-run, the command of a container restored at start
 PMEM_MOUNT = "/mnt/mmtier/pmem"
 CAPSULE_MOUNT = "/var/lib/mmtier/capsules"
 
@@ -137,12 +139,19 @@ ENV_ANNOTATIONS = {
 # The variables an injection may add, in the order of the record's bits
 # (never reordered: a record written earlier must read the same).
 RECORD_VARS = [var for var, _ in ENV_ANNOTATIONS.values()] + ["MMTIER_PMEM_PATH", "MMTIER_SNAPSHOT_DIR"]
-OTHER_ANNOTATIONS = {"inject", "containers", "pmem-volume", "snapshot-volume", "userfaultfd", "injected"}
+OTHER_ANNOTATIONS = {"inject", "containers", "pmem-volume", "snapshot-volume", "userfaultfd", "restore", "injected"}
 # The seccomp profile the node agent's DaemonSet installs for the kubelet.
 SECCOMP_PROFILE = "mmtier-tiering.json"
 # Record bits before the variables': the LD_PRELOAD entry, the seccomp
 # profile, the capability.
 BIT_PRELOAD, BIT_SECCOMP, BIT_PTRACE, FIRST_VAR_BIT = 1, 2, 4, 3
+# Past the variables' bits: the command wrapped in mmtier restore --or-run.
+BIT_RESTORE = 1 << 24
+
+
+def restore_prefix(capsule_dir):
+    """What mmtier.io/restore: latest puts before a container's command."""
+    return [BIN_FILE, "restore", "--latest", "--dir", capsule_dir, "--or-run"]
 
 
 def read_annotations(meta, where):
@@ -164,7 +173,7 @@ def wants_injection(ann, where):
         raise InjectError("%s: annotation %sinject must be \"true\" or \"false\", not %r" % (where, PREFIX, flag))
     if flag == "false":
         return False
-    return flag == "true" or any(k in ENV_ANNOTATIONS or k in ("pmem-volume", "snapshot-volume", "userfaultfd")
+    return flag == "true" or any(k in ENV_ANNOTATIONS or k in ("pmem-volume", "snapshot-volume", "userfaultfd", "restore")
                                  for k in ann)
 
 
@@ -196,7 +205,7 @@ def undo(pod_meta, spec):
         containers = parse_record(text)
     except ValueError:
         raise InjectError("annotation %s=%r is not what mmtier inject writes; remove it by hand" % (RECORD, text))
-    ours = (LIB_FILE, RUN_MOUNT, PMEM_MOUNT, CAPSULE_MOUNT)
+    ours = (LIB_FILE, RUN_MOUNT, PMEM_MOUNT, CAPSULE_MOUNT, BIN_FILE)
     lib = LIB_FILE
     for c in spec.get("containers") or []:
         if c.get("name") not in containers:
@@ -216,6 +225,10 @@ def undo(pod_meta, spec):
             env.append(e)
         set_or_drop(c, "env", env)
         set_or_drop(c, "volumeMounts", [m for m in c.get("volumeMounts") or [] if m.get("mountPath") not in ours])
+        command = c.get("command") or []
+        if mask & BIT_RESTORE and len(command) > 6 and command[:4] == restore_prefix("")[:4] and \
+                command[5] == "--or-run":
+            c["command"] = command[6:]
         sc = c.get("securityContext") or {}
         if mask & BIT_SECCOMP:
             sc.pop("seccompProfile", None)
@@ -226,7 +239,8 @@ def undo(pod_meta, spec):
                 sc.pop("capabilities", None)
         if "securityContext" in c and not sc:
             del c["securityContext"]
-    set_or_drop(spec, "volumes", [v for v in spec.get("volumes") or [] if v.get("name") not in (LIB_VOLUME, RUN_VOLUME)])
+    set_or_drop(spec, "volumes", [v for v in spec.get("volumes") or []
+                                  if v.get("name") not in (LIB_VOLUME, RUN_VOLUME, BIN_VOLUME)])
     del ann[RECORD]
     if not ann:
         del pod_meta["annotations"]
@@ -290,7 +304,13 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
 
     volumes = spec.get("volumes") or []
     vol_names = {v.get("name") for v in volumes} | set(claim_volumes)
-    for ours in (LIB_VOLUME, RUN_VOLUME):
+    restore = ann.get("restore", "off")
+    if restore not in ("latest", "off"):
+        raise InjectError("%s: annotation %srestore=%r: expected latest or off" % (where, PREFIX, restore))
+    if restore == "latest" and "snapshot-volume" not in ann:
+        raise InjectError("%s: %srestore: latest restores from the capsules on %ssnapshot-volume; name that volume"
+                          % (where, PREFIX, PREFIX))
+    for ours in (LIB_VOLUME, RUN_VOLUME, BIN_VOLUME):
         if ours in vol_names:
             raise InjectError("%s: the pod already has a volume named %s; mmtier inject needs that name" % (where, ours))
     for key in ("pmem-volume", "snapshot-volume"):
@@ -353,11 +373,22 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
         wanted_mounts = [{"name": LIB_VOLUME, "mountPath": LIB_FILE, "readOnly": True},
                          {"name": RUN_VOLUME, "mountPath": RUN_MOUNT, "readOnly": True}]
         wanted_mounts += [{"name": vol, "mountPath": path} for vol, path in extra_mounts]
+        if restore == "latest":
+            wanted_mounts.append({"name": BIN_VOLUME, "mountPath": BIN_FILE, "readOnly": True})
         for m in wanted_mounts:
             if m["mountPath"] in taken:
                 raise InjectError("%s: already mounts something at %s, where mmtier inject mounts %s"
                                   % (cwhere, m["mountPath"], m["name"]))
             mounts.append(m)
+        if restore == "latest":
+            # The container's command comes back from its newest capsule, or
+            # starts afresh (mmtier restore --or-run execs it: same PID).
+            if not c.get("command"):
+                raise InjectError("%s: %srestore: latest needs the container's command in the pod spec (the image's "
+                                  "entrypoint cannot be read here); give it as command" % (cwhere, PREFIX))
+            capsule_dir = dict(extra_env)["MMTIER_SNAPSHOT_DIR"]
+            c["command"] = restore_prefix(capsule_dir) + list(c["command"])
+            mask |= BIT_RESTORE
         c["volumeMounts"] = mounts
         mask |= grant_userfaultfd(c, spec, ann.get("userfaultfd", "node"), cwhere)
         record.append("%s=%x" % (c.get("name"), mask))
@@ -367,6 +398,8 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
     # without it, and a container keeps the copy it started with.
     volumes.append({"name": LIB_VOLUME, "hostPath": {"path": opts.lib_dir + "/libmmtier.so", "type": "File"}})
     volumes.append({"name": RUN_VOLUME, "hostPath": {"path": opts.agent_dir, "type": "DirectoryOrCreate"}})
+    if restore == "latest":
+        volumes.append({"name": BIN_VOLUME, "hostPath": {"path": opts.bin_dir + "/mmtier", "type": "File"}})
     spec["volumes"] = volumes
     member(pod_meta, "annotations", {})[RECORD] = ";".join([str(RECORD_VERSION)] + record)
     return True
@@ -584,6 +617,8 @@ def main(argv):
     p.add_argument("-o", "--output", default="-", help="where to write it (default: standard output)")
     p.add_argument("--lib-dir", default="/opt/mmtier/lib",
                    help="the node's directory holding libmmtier.so (default /opt/mmtier/lib)")
+    p.add_argument("--bin-dir", default="/opt/mmtier/bin",
+                   help="the node's directory holding the mmtier command, for mmtier.io/restore (default /opt/mmtier/bin)")
     p.add_argument("--agent-dir", default="/run/mmtier",
                    help="the node's directory of the agent's socket (default /run/mmtier)")
     p.add_argument("--webhook", metavar="[ADDRESS]:PORT",

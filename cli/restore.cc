@@ -79,6 +79,7 @@ struct options {
   port_map ports;              // listening ports moved (FROM:TO)
   uint64_t fill_rate = 0;  // bytes per second, 0: no limit
   args or_run;             // --or-run: the program run afresh when there is no capsule to restore
+  uint32_t program_crc = 0;  // its command line's CRC (as the capsule's header has it)
 };
 
 // A table the view keeps raw (threads, procstate, fds).
@@ -263,6 +264,10 @@ void check(image &im, const options &o) {
   if (state == cap::status::complete && read_text("/proc/sys/kernel/random/boot_id") != h.boot_id)
     refuse(im, "the capsule was never synced to stable storage and the machine rebooted since");
   if (geteuid() != 0 && h.euid != geteuid()) refuse(im, strf("the capsule is of user %u", h.euid));
+  // --or-run: the capsule must be of the program asked for, with the same
+  // arguments (a pod whose command changed starts afresh, not as before).
+  if (!o.or_run.empty() && h.cmdline_crc && h.cmdline_crc != o.program_crc)
+    refuse(im, "its process was started with another command line than the one given to run");
   uint64_t n = 0;
   im.proc = records<cap::procstate_record>(m, cap::table_kind::procstate, &n);
   if (!im.proc || n != 1) refuse(im, "the capsule has no process state");
@@ -1255,6 +1260,8 @@ int restore_capsule(options &o) {
   if (o.capsule.empty()) throw usage_error("restore", "give the capsule to restore");
   image im;
   im.where = locate(o.capsule, o.dir_set, o.dir);
+  o.program_crc = 0;
+  for (const std::string &w : o.or_run) o.program_crc = detail::crc32c(o.program_crc, w.c_str(), w.size() + 1);
   if (o.fill_rate && !o.lazy) throw usage_error("restore", "--fill-rate paces a --lazy restore");
   if ((o.keep_stdio || !o.pid_file.empty() || !o.status_file.empty() || o.stopped) && !o.detach)
     throw usage_error("restore", "--keep-stdio, --pid-file, --status-file and --stopped go with --detach");

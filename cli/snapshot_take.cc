@@ -104,8 +104,19 @@ int ask_snapshot(int pid, const std::string &name, const std::string &dir_in, ui
   req.flags = flags;
   memcpy(req.name, name.c_str(), name.size());
   memcpy(req.dir, dir.c_str(), dir.size());
-  const std::string path = strf("%s/%d%s", socket_dir(pid).c_str(), pid, ctl::kSuffix);
-  const int fd = connect_to(pid, path);
+  std::string path = strf("%s/%d%s", socket_dir(pid).c_str(), pid, ctl::kSuffix);
+  // A process in a container: its socket in its own statistics directory,
+  // under the pid it sees itself as, found through its root.
+  const int contained = open_control_contained(pid, ctl::kSuffix);
+  if (contained >= 0) path = strf("/proc/self/fd/%d", contained);
+  int fd;
+  try {
+    fd = connect_to(pid, path);
+  } catch (...) {
+    if (contained >= 0) close(contained);
+    throw;
+  }
+  if (contained >= 0) close(contained);
   if (send(fd, &req, sizeof req, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof req)) {
     const int e = errno;
     close(fd);

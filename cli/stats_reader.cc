@@ -423,6 +423,22 @@ open_result open_stats_contained(int pid, bool writable) {
   return r;
 }
 
+int open_control_contained(int pid, const char *suffix) {
+  contained_view v;
+  if (!contained(pid, &v)) {
+    errno = ENOENT;
+    return -1;
+  }
+  const int fd = open_in_process_root(pid, strf("%s/%d%s", v.dir.c_str(), v.inner_pid, suffix), O_PATH | O_NOFOLLOW);
+  struct stat st;
+  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != v.host_uid)) {
+    close(fd);
+    errno = EPERM;
+    return -1;
+  }
+  return fd;
+}
+
 std::vector<stats_source> open_all(const std::vector<std::string> &dirs, bool writable) {
   std::vector<stats_source> out;
   for (const std::string &dir : dirs) {

@@ -126,6 +126,12 @@ int pid_inside(int pid);
 // every link resolved inside that root (openat2 RESOLVE_IN_ROOT): what a
 // container's files name cannot lead out of it.  -1 with errno.
 int open_in_process_root(int pid, const std::string &path, int flags);
+// The control socket <its statistics directory>/<its pid><suffix> of a
+// process in a container, found as open_stats_contained finds its page: an
+// O_PATH descriptor of it when it is a socket of the process's user (to
+// connect through /proc/self/fd/N), else -1 with errno (ENOENT when the
+// process shares this reader's namespaces).
+int open_control_contained(int pid, const char *suffix);
 // Every live page in dirs (ascending pid); stale files are removed.
 std::vector<stats_source> open_all(const std::vector<std::string> &dirs, bool writable = false);
 

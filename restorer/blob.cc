@@ -464,6 +464,37 @@ restorer_clone3:
   .size restorer_clone3, .-restorer_clone3
 )");
 
+// clone(2) with a function to run on the new stack: what a container's
+// seccomp profile leaves when it answers clone3 with ENOSYS (the ids in
+// order need no set_tid).  flags, the stack's top, the child's tid word,
+// the thread pointer, fn, arg.
+extern "C" long restorer_clone(unsigned long flags, uint64_t stack_top, int32_t *child_tid, uint64_t tls,
+                               void (*fn)(void *), void *arg);
+asm(R"(
+  .text
+  .type restorer_clone, @function
+restorer_clone:
+  subq $16, %rsi
+  movq %r8, 0(%rsi)
+  movq %r9, 8(%rsi)
+  movq %rdx, %r10
+  movq %rcx, %r8
+  xorl %edx, %edx
+  movl $56, %eax
+  syscall
+  testq %rax, %rax
+  jnz 1f
+  popq %rax
+  popq %rdi
+  xorl %ebp, %ebp
+  andq $-16, %rsp
+  callq *%rax
+  ud2
+1:
+  ret
+  .size restorer_clone, .-restorer_clone
+)");
+
 namespace {
 
 // The last id the kernel gave in this PID namespace; -1 if unknown.
@@ -493,13 +524,10 @@ void reach_tid(plan *p, int32_t tid, uint64_t stack_top) {
     if (last >= tid)
       fail(p, "cannot give a thread its id: the kernel's ids are past it (another process started)", 0,
            static_cast<uint64_t>(tid));
-    clone_args_k ca = {};
-    ca.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_CHILD_CLEARTID;
-    ca.stack = stack_top - 4096;
-    ca.stack_size = 4096 - 128;
-    ca.child_tid = reinterpret_cast<uint64_t>(&p->burn_tid);
     __atomic_store_n(&p->burn_tid, 1, __ATOMIC_RELEASE);
-    const long r = restorer_clone3(&ca, sizeof ca, burner_exit, nullptr);
+    const long r = restorer_clone(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |
+                                      CLONE_CHILD_CLEARTID,
+                                  stack_top - 128, &p->burn_tid, 0, burner_exit, nullptr);
     if (failed(r)) fail(p, "cannot start a thread", -r, 0);
     // Its stack is the next thread's: it has ended before that starts.
     while (__atomic_load_n(&p->burn_tid, __ATOMIC_ACQUIRE)) futex_wait(&p->burn_tid, 1);
@@ -571,13 +599,17 @@ extern "C" [[noreturn]] __attribute__((section(".text.entry"))) void restorer_en
     ca.stack = t->stack_top - kThreadStack;
     ca.stack_size = kThreadStack - 128;
     ca.tls = t->fs_base;
+    long r;
     if (p->last_pid_fd < 0) {
       ca.set_tid = reinterpret_cast<uint64_t>(&tid);
       ca.set_tid_size = 1;
+      r = restorer_clone3(&ca, sizeof ca, thread_start, a);
     } else {
+      // In order: clone(2), which a container's seccomp profile allows
+      // where it answers clone3 with ENOSYS.
       reach_tid(p, t->tid, t->stack_top);
+      r = restorer_clone(ca.flags, t->stack_top - 128, nullptr, t->fs_base, thread_start, a);
     }
-    const long r = restorer_clone3(&ca, sizeof ca, thread_start, a);
     if (failed(r)) fail(p, "cannot start a thread with its id", -r, static_cast<uint64_t>(t->tid));
     if (r != t->tid) fail(p, "a thread got another id (another process started meanwhile)", 0, static_cast<uint64_t>(r));
   }

@@ -34,7 +34,7 @@ fail() { say "FAIL: $*"; exit 1; }
 
 cleanup() {
   local p
-  [[ -n ${KEEP:-} ]] || { podman pod rm -f redis-annotated; podman rm -f mmtier-agent-mmtierd mmtier-webhook-test; } > /dev/null 2>&1 || true
+  [[ -n ${KEEP:-} ]] || { podman pod rm -f redis-annotated redis-restore; podman rm -f mmtier-agent-mmtierd mmtier-webhook-test; } > /dev/null 2>&1 || true
   [[ -n ${KEEP:-} ]] || rm -rf "$NODE" "$PMEM"
 }
 trap cleanup EXIT
@@ -255,4 +255,77 @@ offline = yaml.safe_load(open(work + "/redis-injected-offline.yaml"))
 assert pod == offline, "the webhook's pod differs from mmtier inject's"
 print("kube-play-test: the webhook's patch gives the offline injection")
 EOF
+# 4. A pod that comes back from its capsules: mmtier.io/restore wraps
+# Redis's command in `mmtier restore --latest --or-run`; the first start
+# finds no capsule and runs Redis afresh; a snapshot is taken from the
+# host; the pod is removed and played again (a new container: a new PID
+# namespace, a new overlay mount, root without CAP_SYS_ADMIN or
+# CAP_CHECKPOINT_RESTORE, the runtime's default seccomp profile), and Redis
+# is back from the capsule as the container's first process, with the
+# keys written before the snapshot and not the one written after.
+cat > "$WORK/redis-restore.yaml" << 'EOF'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: redis-restore
+  annotations:
+    mmtier.io/dram-ratio: "1:4"
+    mmtier.io/pmem-volume: pmem
+    mmtier.io/snapshot-volume: capsules
+    mmtier.io/restore: latest
+spec:
+  containers:
+    - name: redis
+      image: localhost/mmtier-redis:latest
+      command: ["redis-server", "--protected-mode", "no", "--port", "6380", "--save", "", "--appendonly", "no"]
+  volumes:
+    - name: pmem
+      hostPath: {path: PMEM_DIR, type: Directory}
+    - name: capsules
+      hostPath: {path: CAPSULE_DIR, type: Directory}
+EOF
+CAPS=$NODE/capsules
+mkdir -m 700 "$CAPS"
+sed -i "s|PMEM_DIR|$PMEM|; s|CAPSULE_DIR|$CAPS|" "$WORK/redis-restore.yaml"
+"$MMTIER" inject -f "$WORK/redis-restore.yaml" --lib-dir "$NODE/opt/mmtier/lib" --agent-dir "$NODE/run/mmtier" \
+  --bin-dir "$NODE/opt/mmtier/bin" -o "$WORK/redis-restore-injected.yaml"
+rctr=redis-restore-redis
+play_restore() {
+  podman kube play "$WORK/redis-restore-injected.yaml" > "$WORK/redis-restore-play.out" ||
+    { cat "$WORK/redis-restore-play.out"; fail "podman kube play of the restoring pod"; }
+  local deadline=$((SECONDS + 60))
+  until podman exec "$rctr" redis-cli -p 6380 ping 2> /dev/null | grep -q PONG; do
+    ((SECONDS < deadline)) || { podman logs "$rctr" 2>&1 | tail; fail "the restoring pod's redis never answered"; }
+    sleep 0.5
+  done
+}
+play_restore
+podman logs "$rctr" > "$WORK/redis-restore.log" 2>&1
+grep -q "no durable capsule in /var/lib/mmtier/capsules; starting redis-server afresh" "$WORK/redis-restore.log" ||
+  { tail "$WORK/redis-restore.log"; fail "the first start did not say it ran redis afresh"; }
+[[ $(podman exec "$rctr" cat /proc/1/comm) == redis-server ]] || fail "redis is not the container's first process"
+# (32 MiB placed: the library's control socket is there.)
+podman exec "$rctr" redis-cli -p 6380 EVAL \
+  "for i = 1, 100000 do redis.call('SET', 'before:' .. i, i .. string.rep('x', 512)) end return 1" 0 > /dev/null
+rpid=$(podman inspect -f '{{.State.Pid}}' "$rctr")
+deadline=$((SECONDS + 30))
+until podman exec "$rctr" sh -c 'test -S /dev/shm/mmtier-0/1.ctl'; do
+  ((SECONDS < deadline)) || fail "the restoring pod's redis never opened its control socket"
+  sleep 0.5
+done
+"$MMTIER" snapshot "$rpid" --name pod-1 > "$WORK/snapshot.out" 2>&1 || { cat "$WORK/snapshot.out"; fail "mmtier snapshot $rpid"; }
+[[ -d $CAPS/pod-1.mmtcap ]] || { cat "$WORK/snapshot.out"; ls -la "$CAPS"; fail "no capsule on the pod's snapshot volume"; }
+podman exec "$rctr" redis-cli -p 6380 SET after 1 > /dev/null
+podman pod rm -f redis-restore > /dev/null
+play_restore
+podman logs "$rctr" > "$WORK/redis-restore.log" 2>&1
+grep -q "pod-1.mmtcap: process 1 restored in place" "$WORK/redis-restore.log" ||
+  { tail "$WORK/redis-restore.log"; fail "the new container did not restore redis from its capsule"; }
+[[ $(podman exec "$rctr" redis-cli -p 6380 DBSIZE) == 100000 && $(podman exec "$rctr" redis-cli -p 6380 GETRANGE before:77 0 1) == 77 &&
+  -z $(podman exec "$rctr" redis-cli -p 6380 GET after) ]] || fail "the restored redis does not hold the snapshot's keys"
+rpid2=$(podman inspect -f '{{.State.Pid}}' "$rctr")
+grep -q "/opt/mmtier/lib/libmmtier.so" "/proc/$rpid2/maps" || fail "the restored redis does not map the library"
+say "a new container of the pod restored redis (host pid $rpid2) from its capsule: 100000 keys, none after the snapshot"
+podman pod rm -f redis-restore > /dev/null
+
 say "PASS"

@@ -68,7 +68,7 @@ struct header {
   char boot_id[40];         // /proc/sys/kernel/random/boot_id, NUL-terminated
   uint32_t uid, gid, euid, egid;
   char comm[16];
-  uint32_t cmdline_crc;
+  uint32_t cmdline_crc;     // CRC32C of argv as the process started (each word and its NUL); 0: unknown
   uint32_t kernel_version_crc;  // of /proc/sys/kernel/version
   char kernel_release[72];      // uname -r
   uint64_t vdso_len, vvar_len;

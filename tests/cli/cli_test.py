@@ -3174,10 +3174,16 @@ class RestoreTest(Base):
         # As a container's command: the newest capsule of a prefix, else the
         # program afresh (exec'd: the namespace's first process still).
         os.truncate(self.report, 0)
-        r = restore(None, "", "--latest", "first", "--dir", self.caps, "--or-run", "sh", "-c", "echo afresh $$")
+        r = restore(None, "", "--latest", "first", "--dir", self.caps, "--or-run", ARGS.restore_child, "self", "first",
+                    self.report)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout, "")
         self.assertEqual(self.lines()[-1], "restored pid=1 generation=1 buffer=ok tids=same workers=running")
+        # Another command line (a pod whose command changed): afresh.
+        r = restore(None, "", "--latest", "first", "--dir", self.caps, "--or-run", "sh", "-c", "echo afresh $$")
+        self.assertEqual((r.returncode, r.stdout), (0, "afresh 1\n"), r.stderr)
+        self.assertRegex(r.stderr, r"^mmtier restore: restore of .*/first.mmtcap refused: its process was started "
+                                   r"with another command line than the one given to run; starting sh afresh\n$")
         empty = tempfile.mkdtemp(dir=self.caps)
         r = restore(None, "", "--latest", "--dir", empty, "--or-run", "sh", "-c", "echo afresh $$")
         self.assertEqual((r.returncode, r.stdout), (0, "afresh 1\n"), r.stderr)
@@ -3193,6 +3199,24 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(later)}: process {pid} restored \(host pid {pid}\), 4 threads\n")
         self.assertEqual(self.lines()[-1], f"restored pid={pid} generation=1 buffer=ok tids=same workers=running")
+        # A process in its own PID and mount namespaces with its own
+        # /dev/shm (a container's) is snapshotted from the host by its host
+        # PID: its control socket is found through its root.
+        e = base_env(self.dir)
+        e.pop("MMTIER_STATS_DIR", None)
+        script = ('mount -t tmpfs tmpfs /dev/shm && exec env LD_PRELOAD="$0" MMTIER_SNAPSHOT_DIR="$1" "$2" serve "$3"')
+        p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private",
+                              "sh", "-c", script, ARGS.lib, self.caps, ARGS.restore_child, self.report],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        self.wait_line(r"^serving pid=1\b", "the contained process")
+        host = int(text_of(f"/proc/{p.pid}/task/{p.pid}/children").split()[0])
+        r = wait_until(lambda: (lambda r: r if r.returncode == 0 else None)(
+            mmtier(["snapshot", str(host), "--name", "contained"], self.dir)), 30, "a snapshot from the host")
+        info = json.loads(mmtier(["snapshot", "info", os.path.join(self.caps, "contained.mmtcap"), "--json"],
+                                 self.dir).stdout)
+        self.assertEqual((info["status"], info["pid"]), ("durable", 1), info)
+        self.kill(p)
         # Ids the kernel has given already cannot come in order, and without
         # the capability there is no namespace of its own to make.
         r = restore(later, "/bin/true; " * (pid + 2))

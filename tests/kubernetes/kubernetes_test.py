@@ -261,6 +261,58 @@ spec:
         c = template(out)["spec"]["containers"][0]
         self.assertIn({"name": "caps", "mountPath": "/var/lib/mmtier/capsules"}, c["volumeMounts"])
 
+    def test_restore_wraps_the_command_and_is_undone(self):
+        text = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata:
+      labels: {a: b}
+      annotations: {mmtier.io/snapshot-volume: caps, mmtier.io/restore: latest, mmtier.io/snapshot-every: 5m}
+    spec:
+      containers:
+        - {name: db, image: x, command: [redis-server, --port, "6379"], args: [--save, ""]}
+  volumeClaimTemplates:
+    - metadata: {name: caps}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"""
+        (out,) = inject(text, "--bin-dir", "/usr/local/mmtier/bin")
+        c = template(out)["spec"]["containers"][0]
+        self.assertEqual(c["command"], ["/opt/mmtier/bin/mmtier", "restore", "--latest", "--dir",
+                                        "/var/lib/mmtier/capsules", "--or-run", "redis-server", "--port", "6379"])
+        self.assertEqual(c["args"], ["--save", ""])
+        self.assertIn({"name": "mmtier-bin", "mountPath": "/opt/mmtier/bin/mmtier", "readOnly": True},
+                      c["volumeMounts"])
+        self.assertIn({"name": "mmtier-bin", "hostPath": {"path": "/usr/local/mmtier/bin/mmtier", "type": "File"}},
+                      template(out)["spec"]["volumes"])
+        # Injected again: the same; restore off: the command as it was.
+        (again,) = inject(yaml.safe_dump(out), "--bin-dir", "/usr/local/mmtier/bin")
+        self.assertEqual(again, out)
+        template(out)["metadata"]["annotations"]["mmtier.io/restore"] = "off"
+        (off,) = inject(yaml.safe_dump(out))
+        c = template(off)["spec"]["containers"][0]
+        self.assertEqual(c["command"], ["redis-server", "--port", "6379"])
+        self.assertNotIn("mmtier-bin", [v["name"] for v in template(off)["spec"]["volumes"]])
+        self.assertNotIn("/opt/mmtier/bin/mmtier", [m["mountPath"] for m in c["volumeMounts"]])
+        # What it needs, said in one line each.
+        doc = yaml.safe_load(text)
+        del template(doc)["spec"]["containers"][0]["command"]
+        p = run_inject(yaml.safe_dump(doc), check=False)
+        self.assertEqual((p.returncode, p.stdout), (1, ""))
+        self.assertIn("mmtier.io/restore: latest needs the container's command in the pod spec", p.stderr)
+        doc = yaml.safe_load(text)
+        del template(doc)["metadata"]["annotations"]["mmtier.io/snapshot-volume"]
+        p = run_inject(yaml.safe_dump(doc), check=False)
+        self.assertIn("mmtier.io/restore: latest restores from the capsules on mmtier.io/snapshot-volume", p.stderr)
+        doc = yaml.safe_load(text)
+        template(doc)["metadata"]["annotations"]["mmtier.io/restore"] = "yes"
+        p = run_inject(yaml.safe_dump(doc), check=False)
+        self.assertIn("annotation mmtier.io/restore='yes': expected latest or off", p.stderr)
+
     def test_userfaultfd_profile_and_capability(self):
         doc = yaml.safe_load(DEPLOYMENT)
         template(doc)["metadata"]["annotations"]["mmtier.io/userfaultfd"] = "capability"
