@@ -469,10 +469,32 @@ uint64_t find_gap(const image &im, uint64_t len) {
   return at + len < (uint64_t{1} << 47) ? at : 0;
 }
 
-// Writes the one line and exits: a failure before the restorer runs.
+// --or-run restoring in place: the program to run afresh when the restore
+// gives up before the restorer runs, and copies of the command's standard
+// streams (once the program's descriptors took 0-2).
+const args *g_fallback = nullptr;
+int g_fallback_stdio[3] = {-1, -1, -1};
+
+// Writes the one line and exits: a failure before the restorer runs.  In
+// place with --or-run, the program starts afresh instead (nothing of the
+// restore has run; its descriptors go).
 [[noreturn]] void die(int err_fd, const std::string &line) {
-  const std::string l = line + "\n";
+  std::string l = line + "\n";
+  if (g_fallback) l = "mmtier restore: " + line + "; starting " + (*g_fallback)[0] + " afresh\n";
   if (write(err_fd, l.data(), l.size()) < 0) {
+  }
+  if (g_fallback) {
+    for (int k = 0; k < 3; ++k)
+      if (g_fallback_stdio[k] >= 0) dup2(g_fallback_stdio[k], k);
+    syscall(SYS_close_range, 3u, ~0u, 0u);
+    std::vector<char *> argv;
+    for (const std::string &w : *g_fallback) argv.push_back(const_cast<char *>(w.c_str()));
+    argv.push_back(nullptr);
+    execvp(argv[0], argv.data());
+    const std::string e = strf("mmtier: cannot run %s: %s\n", argv[0], strerror(errno));
+    if (write(2, e.data(), e.size()) < 0) {
+    }
+    _exit(127);
   }
   _exit(1);
 }
@@ -515,7 +537,12 @@ int move_high(int fd, int floor) {
   if (dirfd < 0) die(err_fd, strf("cannot keep the capsule open: %s", strerror(errno)));
   for (int fd = 0; fd < floor; ++fd) close(fd);
   if (const std::string e = fd_restore(fd_view(im), stdio_copy, floor); !e.empty()) die(err_fd, e);
-  for (int k = 0; k < 3; ++k) close(stdio_copy[k]);
+  for (int k = 0; k < 3; ++k) {
+    if (g_fallback)
+      g_fallback_stdio[k] = stdio_copy[k];  // closed by the restorer before the program runs
+    else
+      close(stdio_copy[k]);
+  }
   const int mem_fd = openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (mem_fd < 0) die(err_fd, strf("cannot open the capsule's mem: %s", strerror(errno)));
   if (chdir(cap::string_at(m, ps.cwd)) != 0)
@@ -524,6 +551,8 @@ int move_high(int fd, int floor) {
   // The mapped files, each opened once.
   std::vector<int> file_fd(m.nfiles, -1);
   std::vector<int> to_close = {mem_fd, dirfd};
+  for (int fd : g_fallback_stdio)
+    if (fd >= 0) to_close.push_back(fd);
   int last_pid_fd = -1;
   if (im.in_order) {
     last_pid_fd = move_high(open("/proc/sys/kernel/ns_last_pid", O_RDONLY | O_CLOEXEC), floor);
@@ -1318,8 +1347,9 @@ int restore_capsule(options &o) {
     if (host_proc >= 0) close(host_proc);
     uint64_t program_threads = 0;
     for (uint64_t i = 0; i < im.nthreads; ++i) program_threads += !(im.threads[i].flags & cap::kThreadService);
-    fprintf(stderr, "mmtier restore: %s: process %d restored in place (this command becomes it), %llu threads\n",
+    fprintf(stderr, "mmtier restore: %s: restoring process %d in place (this command becomes it), %llu threads\n",
             im.where.path.c_str(), im.m.hdr->pid, static_cast<unsigned long long>(program_threads));
+    if (!o.or_run.empty()) g_fallback = &o.or_run;
     fflush(nullptr);
     close(err[0]);
     close(err[1]);

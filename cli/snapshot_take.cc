@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <iostream>
 
 namespace mmtier::cli {
@@ -104,19 +105,26 @@ int ask_snapshot(int pid, const std::string &name, const std::string &dir_in, ui
   req.flags = flags;
   memcpy(req.name, name.c_str(), name.size());
   memcpy(req.dir, dir.c_str(), dir.size());
-  std::string path = strf("%s/%d%s", socket_dir(pid).c_str(), pid, ctl::kSuffix);
-  // A process in a container: its socket in its own statistics directory,
-  // under the pid it sees itself as, found through its root.
-  const int contained = open_control_contained(pid, ctl::kSuffix);
-  if (contained >= 0) path = strf("/proc/self/fd/%d", contained);
-  int fd;
+  const std::string path = strf("%s/%d%s", socket_dir(pid).c_str(), pid, ctl::kSuffix);
+  int fd = -1;
   try {
     fd = connect_to(pid, path);
-  } catch (...) {
-    if (contained >= 0) close(contained);
-    throw;
+  } catch (const failure &) {
+    // A process in a container: its socket in its own statistics
+    // directory, under the pid it sees itself as, found through its root
+    // (where a socket left by an earlier process of that pid is refused by
+    // the peer check).
+    const std::exception_ptr first = std::current_exception();
+    const int contained = open_control_contained(pid, ctl::kSuffix);
+    if (contained < 0) std::rethrow_exception(first);
+    try {
+      fd = connect_to(pid, strf("/proc/self/fd/%d", contained));
+    } catch (const failure &) {
+      close(contained);
+      std::rethrow_exception(first);
+    }
+    close(contained);
   }
-  if (contained >= 0) close(contained);
   if (send(fd, &req, sizeof req, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof req)) {
     const int e = errno;
     close(fd);

@@ -35,7 +35,7 @@ cd "$ROOT" || exit 1
 
 MAX_FILE_LINES=800
 MAX_FUNCTION_LINES=100
-CLI_ALLOWED="config/config.h support/log.h support/errors.h stats/live_format.h snapshot/capsule_format.h snapshot/capsule_dir.h support/crc32c.h api/control_format.h restorer/plan.h"
+CLI_ALLOWED="config/config.h support/log.h support/errors.h stats/live_format.h snapshot/capsule_format.h snapshot/capsule_dir.h snapshot/file_identity.h support/crc32c.h api/control_format.h restorer/plan.h"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/check-structure.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT

@@ -319,7 +319,7 @@ podman exec "$rctr" redis-cli -p 6380 SET after 1 > /dev/null
 podman pod rm -f redis-restore > /dev/null
 play_restore
 podman logs "$rctr" > "$WORK/redis-restore.log" 2>&1
-grep -q "pod-1.mmtcap: process 1 restored in place" "$WORK/redis-restore.log" ||
+grep -q "pod-1.mmtcap: restoring process 1 in place" "$WORK/redis-restore.log" ||
   { tail "$WORK/redis-restore.log"; fail "the new container did not restore redis from its capsule"; }
 [[ $(podman exec "$rctr" redis-cli -p 6380 DBSIZE) == 100000 && $(podman exec "$rctr" redis-cli -p 6380 GETRANGE before:77 0 1) == 77 &&
   -z $(podman exec "$rctr" redis-cli -p 6380 GET after) ]] || fail "the restored redis does not hold the snapshot's keys"

@@ -268,24 +268,6 @@ void capture_procstate() {
 #endif
 }
 
-// CRC32C of the command line the process was started with (argv, each
-// word followed by its NUL), read once as the library loads: a program
-// may rewrite its argv later (Redis writes its process title over it).
-// 0 when unknown.  What `mmtier restore --or-run` compares with the
-// command it was asked to run.
-uint32_t g_launch_cmdline_crc = 0;
-
-__attribute__((constructor(103))) void record_launch_cmdline() {
-  const long fd = sys::openat(AT_FDCWD, "/proc/self/cmdline", O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return;
-  char buf[4096];
-  uint32_t crc = 0;
-  long n;
-  while ((n = sys::read(static_cast<int>(fd), buf, sizeof buf)) > 0) crc = crc32c(crc, buf, static_cast<size_t>(n));
-  sys::close(static_cast<int>(fd));
-  if (n == 0) g_launch_cmdline_crc = crc;
-}
-
 // The header, as much as is known before the stop.
 void fill_header(cap::header *h) {
   memset(h, 0, sizeof *h);
@@ -309,7 +291,7 @@ void fill_header(cap::header *h) {
   h->euid = static_cast<uint32_t>(geteuid());
   h->egid = static_cast<uint32_t>(getegid());
   read_small("/proc/self/comm", h->comm, sizeof h->comm);
-  h->cmdline_crc = g_launch_cmdline_crc;
+  h->cmdline_crc = launch_cmdline_crc();
   read_small("/proc/sys/kernel/osrelease", h->kernel_release, sizeof h->kernel_release);
   char version[512];
   read_small("/proc/sys/kernel/version", version, sizeof version);

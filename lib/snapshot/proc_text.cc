@@ -1,6 +1,7 @@
 #include "snapshot/proc_text.h"
 
 #include "platform/sys.h"
+#include "support/crc32c.h"
 
 #include <fcntl.h>
 
@@ -58,5 +59,22 @@ uintptr_t dontfork_mapping(uintptr_t *end) {
   if (found) *end = hi;
   return found;
 }
+
+namespace {
+uint32_t g_launch_cmdline_crc = 0;
+
+__attribute__((constructor(103))) void record_launch_cmdline() {
+  const long fd = sys::openat(AT_FDCWD, "/proc/self/cmdline", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return;
+  char buf[4096];
+  uint32_t crc = 0;
+  long n;
+  while ((n = sys::read(static_cast<int>(fd), buf, sizeof buf)) > 0) crc = crc32c(crc, buf, static_cast<size_t>(n));
+  sys::close(static_cast<int>(fd));
+  if (n == 0) g_launch_cmdline_crc = crc;
+}
+}  // namespace
+
+uint32_t launch_cmdline_crc() { return g_launch_cmdline_crc; }
 
 }  // namespace mmtier::detail

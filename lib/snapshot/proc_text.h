@@ -17,4 +17,11 @@ void read_small(const char *path, char *buf, size_t cap);
 // Uses a static buffer: one caller at a time.
 uintptr_t dontfork_mapping(uintptr_t *end);
 
+// CRC32C of the command line the process was started with (argv, each
+// word followed by its NUL), read once as the library loads: a program may
+// rewrite its argv later (Redis writes its process title over it).  0 when
+// unknown.  What `mmtier restore --or-run` compares with the command it
+// was asked to run.
+uint32_t launch_cmdline_crc();
+
 }  // namespace mmtier::detail

@@ -3137,8 +3137,9 @@ class RestoreTest(Base):
             self.skipTest("needs root, unshare and setpriv")
         fresh = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
         no_caps = ["setpriv", "--bounding-set=-sys_admin,-checkpoint_restore", "--"]
-        child = shlex.join(["env", f"LD_PRELOAD={ARGS.lib}", f"MMTIER_SNAPSHOT_DIR={self.caps}",
-                            ARGS.restore_child, "self", "NAME", self.report])
+        rc = os.path.abspath(ARGS.restore_child)  # run from other directories too
+        child = shlex.join(["env", f"LD_PRELOAD={os.path.abspath(ARGS.lib)}", f"MMTIER_SNAPSHOT_DIR={self.caps}",
+                            rc, "self", "NAME", self.report])
 
         def original(name, before):
             """The child, after `before` (processes that used up PIDs), in a
@@ -3157,25 +3158,27 @@ class RestoreTest(Base):
             return subprocess.run(argv, env=base_env(self.dir), stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, timeout=120)
 
-        # The first process of its namespace.  (The shell's `& wait` puts it
-        # at PID 2: exec'd instead, below.)
-        p = subprocess.Popen([*fresh, "sh", "-c", "exec " + child.replace("NAME", "first")],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
-        self.wait_line(r"^snapshot taken pid=1$", "the snapshot")
-        os.truncate(self.report, 0)
-        self.kill(p)
-        first = os.path.join(self.caps, "first.mmtcap")
+        def first_process(name, cwd=None):
+            """The first process of its namespace (the shell's `& wait` would
+            put it at PID 2: exec'd instead); its capsule."""
+            p = subprocess.Popen([*fresh, "sh", "-c", "exec " + child.replace("NAME", name)], cwd=cwd,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+            self.wait_line(r"^snapshot taken pid=1$", "the snapshot")
+            os.truncate(self.report, 0)
+            self.kill(p)
+            return os.path.join(self.caps, name + ".mmtcap")
+
+        first = first_process("first")
         r = restore(first)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(first)}: process 1 restored in place "
+        self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(first)}: restoring process 1 in place "
                                    r"\(this command becomes it\), 4 threads\n")
         self.assertEqual(self.lines()[-1], "restored pid=1 generation=1 buffer=ok tids=same workers=running")
         # As a container's command: the newest capsule of a prefix, else the
         # program afresh (exec'd: the namespace's first process still).
         os.truncate(self.report, 0)
-        r = restore(None, "", "--latest", "first", "--dir", self.caps, "--or-run", ARGS.restore_child, "self", "first",
-                    self.report)
+        r = restore(None, "", "--latest", "first", "--dir", self.caps, "--or-run", rc, "self", "first", self.report)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout, "")
         self.assertEqual(self.lines()[-1], "restored pid=1 generation=1 buffer=ok tids=same workers=running")
@@ -3188,6 +3191,18 @@ class RestoreTest(Base):
         r = restore(None, "", "--latest", "--dir", empty, "--or-run", "sh", "-c", "echo afresh $$")
         self.assertEqual((r.returncode, r.stdout), (0, "afresh 1\n"), r.stderr)
         self.assertEqual(r.stderr, f"mmtier restore: no durable capsule in {empty}; starting sh afresh\n")
+        # In place, a restore that gives up before the restorer runs (its
+        # working directory is gone) runs the program afresh too.
+        gone = tempfile.mkdtemp(dir=self.caps)
+        stray = first_process("stray", cwd=gone)
+        os.rmdir(gone)
+        r = restore(None, "", "--latest", "stray", "--dir", self.caps, "--or-run", rc, "self", "stray", self.report)
+        self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(stray)}: restoring process 1 in place .*\n"
+                                   rf"mmtier restore: cannot enter the working directory {re.escape(gone)}: No such "
+                                   rf"file or directory; starting {re.escape(rc)} afresh\n"
+                                   r"restore_child: not running under libmmtier\n$")
+        # (Afresh, without LD_PRELOAD here: the program says so and ends.)
+        self.assertEqual(r.returncode, 2, r.stderr)
         # Outside a fresh namespace's first process, the init of a namespace is refused.
         self.assert_refused(first, r"the process was the init of its PID namespace: .*")
         # A later process: the supervisor takes the next PID, the ones up to
