@@ -72,6 +72,28 @@ def run_inject(text, *extra, check=True):
     return p
 
 
+def statefulset(annotations, container):
+    """A StatefulSet with one container (flow YAML) whose pod template has
+    these annotations (flow YAML), and a claim template named caps."""
+    return """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata:
+      labels: {a: b}
+      annotations: %s
+    spec:
+      containers: [%s]
+  volumeClaimTemplates:
+    - metadata: {name: caps}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+""" % (annotations, container)
+
+
 def inject(text, *extra):
     return list(yaml.safe_load_all(run_inject(text, *extra).stdout))
 
@@ -240,46 +262,14 @@ spec:
         self.assertEqual([m["name"] for m in c["volumeMounts"]].count("pmem"), 1)
 
     def test_statefulset_claim_templates_are_volumes(self):
-        text = """
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: db}
-spec:
-  serviceName: db
-  selector: {matchLabels: {a: b}}
-  template:
-    metadata:
-      labels: {a: b}
-      annotations: {mmtier.io/snapshot-volume: caps}
-    spec:
-      containers: [{name: db, image: x}]
-  volumeClaimTemplates:
-    - metadata: {name: caps}
-      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
-"""
+        text = statefulset("{mmtier.io/snapshot-volume: caps}", "{name: db, image: x}")
         (out,) = inject(text)
         c = template(out)["spec"]["containers"][0]
         self.assertIn({"name": "caps", "mountPath": "/var/lib/mmtier/capsules"}, c["volumeMounts"])
 
     def test_restore_wraps_the_command_and_is_undone(self):
-        text = """
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: db}
-spec:
-  serviceName: db
-  selector: {matchLabels: {a: b}}
-  template:
-    metadata:
-      labels: {a: b}
-      annotations: {mmtier.io/snapshot-volume: caps, mmtier.io/restore: latest, mmtier.io/snapshot-every: 5m}
-    spec:
-      containers:
-        - {name: db, image: x, command: [redis-server, --port, "6379"], args: [--save, ""]}
-  volumeClaimTemplates:
-    - metadata: {name: caps}
-      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
-"""
+        text = statefulset("{mmtier.io/snapshot-volume: caps, mmtier.io/restore: latest, mmtier.io/snapshot-every: 5m}",
+                           '{name: db, image: x, command: [redis-server, --port, "6379"], args: [--save, ""]}')
         (out,) = inject(text, "--bin-dir", "/usr/local/mmtier/bin")
         c = template(out)["spec"]["containers"][0]
         self.assertEqual(c["command"], ["/opt/mmtier/bin/mmtier", "restore", "--latest", "--dir",
