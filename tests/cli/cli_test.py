@@ -3145,7 +3145,7 @@ class RestoreTest(Base):
             """The child, after `before` (processes that used up PIDs), in a
             fresh namespace; its PID there once it took its snapshot."""
             p = subprocess.Popen([*fresh, "sh", "-c", f"{before}{child.replace('NAME', name)} & wait"],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 env=base_env(self.dir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
             m = self.wait_line(rf"^snapshot taken pid=(\d+)$", "the snapshot")
             os.truncate(self.report, 0)
@@ -3161,8 +3161,10 @@ class RestoreTest(Base):
         def first_process(name, cwd=None):
             """The first process of its namespace (the shell's `& wait` would
             put it at PID 2: exec'd instead); its capsule."""
+            # (Its statistics in the test's directory: under the pid it sees,
+            # 1, a page in the host's shared one would outlive it.)
             p = subprocess.Popen([*fresh, "sh", "-c", "exec " + child.replace("NAME", name)], cwd=cwd,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 env=base_env(self.dir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
             self.wait_line(r"^snapshot taken pid=1$", "the snapshot")
             os.truncate(self.report, 0)
