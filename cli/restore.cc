@@ -287,6 +287,11 @@ void check(image &im, const options &o) {
   }
   if (!leader) refuse(im, strf("the thread %d, whose id is the process's, was not running", h.pid));
   if (h.pid < 1) refuse(im, strf("the process's id %d is not a process id", h.pid));
+  // The init of its PID namespace comes back only in place, as the first
+  // process of a new one (refused here, before a --replace ends anything).
+  if (h.pid == 1 && (o.replace || o.detach || o.clone || o.migrated || o.pid_namespace || getpid() != 1))
+    refuse(im, "the process was the init of its PID namespace: restore it as the first process of a new one (the "
+               "container's command, or unshare --pid --fork mmtier restore)");
   // The same kernel: the program's C library holds addresses in the vDSO.
   const std::string release = read_text("/proc/sys/kernel/osrelease");
   const std::string version = read_text("/proc/sys/kernel/version");
@@ -487,6 +492,7 @@ int g_fallback_stdio[3] = {-1, -1, -1};
     for (int k = 0; k < 3; ++k)
       if (g_fallback_stdio[k] >= 0) dup2(g_fallback_stdio[k], k);
     syscall(SYS_close_range, 3u, ~0u, 0u);
+    signal(SIGPIPE, SIG_DFL);
     std::vector<char *> argv;
     for (const std::string &w : *g_fallback) argv.push_back(const_cast<char *>(w.c_str()));
     argv.push_back(nullptr);
@@ -534,15 +540,15 @@ int move_high(int fd, int floor) {
   const int null_fd = detach ? open("/dev/null", O_RDWR | O_CLOEXEC) : -1;
   const int stdio_copy[3] = {move_high(dup(detach ? null_fd : 0), floor), move_high(dup(detach ? null_fd : 1), floor),
                              move_high(dup(detach ? null_fd : 2), floor)};
+  // In place with --or-run: the command's streams for the program run
+  // afresh if anything below fails (closed by the restorer otherwise).
+  if (g_fallback)
+    for (int k = 0; k < 3; ++k) g_fallback_stdio[k] = stdio_copy[k];
   if (dirfd < 0) die(err_fd, strf("cannot keep the capsule open: %s", strerror(errno)));
   for (int fd = 0; fd < floor; ++fd) close(fd);
   if (const std::string e = fd_restore(fd_view(im), stdio_copy, floor); !e.empty()) die(err_fd, e);
-  for (int k = 0; k < 3; ++k) {
-    if (g_fallback)
-      g_fallback_stdio[k] = stdio_copy[k];  // closed by the restorer before the program runs
-    else
-      close(stdio_copy[k]);
-  }
+  if (!g_fallback)
+    for (int k = 0; k < 3; ++k) close(stdio_copy[k]);
   const int mem_fd = openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (mem_fd < 0) die(err_fd, strf("cannot open the capsule's mem: %s", strerror(errno)));
   if (chdir(cap::string_at(m, ps.cwd)) != 0)
@@ -1267,6 +1273,7 @@ int restore_main(const args &a) {
     fprintf(stderr, "mmtier restore: %s; starting %s afresh\n", e.what(), o.or_run[0].c_str());
   }
   fflush(nullptr);
+  signal(SIGPIPE, SIG_DFL);  // the command ignores it; the program must not inherit that
   std::vector<char *> argv;
   for (std::string &w : o.or_run) argv.push_back(w.data());
   argv.push_back(nullptr);
