@@ -1267,6 +1267,26 @@ int restore_main(const args &a) {
   if (!o.latest) throw usage_error("restore", "--or-run goes with --latest");
   if (o.detach || o.replace || o.clone || o.migrated)
     throw usage_error("restore", "--or-run runs the program here: not with --detach, --replace, --clone or --migrated");
+  // A container's LD_PRELOAD names libmmtier for the program: the command
+  // itself runs without it (its threads would outlive an in-place restore),
+  // and hands the value back to the program it runs afresh.
+  constexpr const char *kKept = "_MMTIER_RESTORE_LD_PRELOAD";
+  if (const char *pre = getenv("LD_PRELOAD"); pre && strstr(pre, "libmmtier") && !getenv(kKept)) {
+    setenv(kKept, pre, 1);
+    unsetenv("LD_PRELOAD");
+    std::vector<std::string> words = {"mmtier", "restore"};
+    words.insert(words.end(), a.begin(), a.end());
+    std::vector<char *> argv;
+    for (std::string &w : words) argv.push_back(w.data());
+    argv.push_back(nullptr);
+    execv("/proc/self/exe", argv.data());
+    setenv("LD_PRELOAD", pre, 1);  // could not: go on as it is
+    unsetenv(kKept);
+  }
+  if (const char *kept = getenv(kKept)) {
+    setenv("LD_PRELOAD", kept, 1);  // for the program run afresh; an in-place restore has its own environment
+    unsetenv(kKept);
+  }
   try {
     return restore_capsule(o);
   } catch (const failure &e) {
