@@ -229,14 +229,7 @@ uint64_t real_ns() {
 // The socket file at path, as process pid sees it, if it is a socket of
 // user uid: an O_PATH descriptor, else -1.
 int open_control_socket(int pid, const std::string &path, uint32_t uid) {
-  const int fd = mmtier::cli::open_in_process_root(pid, path, O_PATH | O_NOFOLLOW);
-  struct stat st;
-  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != uid)) {
-    close(fd);
-    errno = EPERM;
-    return -1;
-  }
-  return fd;
+  return mmtier::cli::open_socket_in_root(pid, path, static_cast<uid_t>(uid));
 }
 
 bool control_path_ok(const std::string &path, int pid, uint32_t uid) {

@@ -429,9 +429,13 @@ int open_control_contained(int pid, const char *suffix) {
     errno = ENOENT;
     return -1;
   }
-  const int fd = open_in_process_root(pid, strf("%s/%d%s", v.dir.c_str(), v.inner_pid, suffix), O_PATH | O_NOFOLLOW);
+  return open_socket_in_root(pid, strf("%s/%d%s", v.dir.c_str(), v.inner_pid, suffix), v.host_uid);
+}
+
+int open_socket_in_root(int pid, const std::string &path, uid_t uid) {
+  const int fd = open_in_process_root(pid, path, O_PATH | O_NOFOLLOW);
   struct stat st;
-  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != v.host_uid)) {
+  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != uid)) {
     close(fd);
     errno = EPERM;
     return -1;

@@ -132,6 +132,9 @@ int open_in_process_root(int pid, const std::string &path, int flags);
 // connect through /proc/self/fd/N), else -1 with errno (ENOENT when the
 // process shares this reader's namespaces).
 int open_control_contained(int pid, const char *suffix);
+// The socket file at path as process pid sees it, if it is a socket owned
+// by uid: an O_PATH descriptor, else -1 (errno EPERM when it is not).
+int open_socket_in_root(int pid, const std::string &path, uid_t uid);
 // Every live page in dirs (ascending pid); stale files are removed.
 std::vector<stats_source> open_all(const std::vector<std::string> &dirs, bool writable = false);
 
