@@ -758,14 +758,24 @@ int agent::run() {
   while (!g_stop) {
     epoll_event evs[64];
     const int n = epoll_wait(ep_, evs, 64, 200);
+    int http_ready[64];
+    int n_http = 0;
     for (int i = 0; i < n; ++i) {
       const int fd = evs[i].data.fd;
       if (fd == unix_) accept_members();
       else if (fd == tcp_) accept_http();
       else if (fd == snap_.fd) end_snapshot(false);
       else if (members_.count(fd)) on_member(fd);
-      else on_http(fd);
+      else http_ready[n_http++] = fd;
     }
+    // A process that came or went is shared in before a status request of
+    // the same wake-up is answered: the ledger never shows a registered
+    // process without its grant.
+    if (urgent_) {
+      rebalance();
+      last_rebalance = mono_ns();
+    }
+    for (int i = 0; i < n_http; ++i) on_http(http_ready[i]);
     // Slow HTTP clients are cut off.
     const uint64_t now = mono_ns();
     for (auto it = http_.begin(); it != http_.end();) {
