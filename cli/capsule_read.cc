@@ -279,7 +279,7 @@ std::vector<durable_capsule> durable_capsules(const std::string &dir, const std:
     if (read_manifest(fd, &m) != 0 || cap::manifest_parse(m.data(), m.len, &v) != cap::parse_error::ok ||
         v.status->state != static_cast<uint32_t>(cap::status::durable) || (pid && v.hdr->pid != pid))
       continue;
-    out.push_back({dir + "/" + name, v.hdr->created_ns});
+    out.push_back({dir + "/" + name, v.hdr->created_ns, v.hdr->cmdline_crc});
   }
   closedir(d);
   std::stable_sort(out.begin(), out.end(), [](const durable_capsule &x, const durable_capsule &y) {

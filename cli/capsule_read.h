@@ -113,6 +113,7 @@ std::string newest_capsule(const std::string &dir, const std::string &prefix, ui
 struct durable_capsule {
   std::string path;
   uint64_t created;  // CLOCK_REALTIME ns
+  uint32_t cmdline_crc;  // of its process's command line at start (0: not known)
 };
 std::vector<durable_capsule> durable_capsules(const std::string &dir, const std::string &prefix, int pid);
 

@@ -578,7 +578,9 @@ DESCRIPTION
             MMTIER_SNAPSHOT_CHAIN such files, or with --full, every page is
             written.  The capsule goes
             to --dir (relative to this command's directory), else to the
-            process's MMTIER_SNAPSHOT_DIR; it is named NAME, else
+            process's MMTIER_SNAPSHOT_DIR; for a process in a container
+            (PID its host pid), --dir is an absolute path as the process
+            sees it, and so is the path printed; it is named NAME, else
             COMMAND-PID-UTCTIME.  Only the process's user and root may.
             mmtier restore brings a capsule back (mmtier restore --help).
     list    One line per capsule of the capsule directory: its name, when
@@ -1107,9 +1109,15 @@ OPTIONS
                     what mmtier run --autosave would have restored.
     --or-run PROGRAM [ARG...]
                     With --latest, as a container's command: restore the
-                    newest capsule, or, when there is none or the restore
-                    is refused or fails before the program runs, say why
-                    in one line and run PROGRAM afresh (exec, same PID).
+                    newest capsule of this command line, or, when there is
+                    none or the restore is refused or fails before the
+                    program runs, say why in one line and run PROGRAM
+                    afresh (exec, same PID).  Restored in place (the
+                    command is PID 1), a capsule holds a file
+                    restore-attempt until the program is ready; one whose
+                    marker is left (its restore failed past the point of
+                    return, the container restarted) is passed over, with
+                    one line; remove the file to try it again.
                     Everything after it is the program and its arguments.
     --verify MODE   full (default): check every checksum of the memory
                     first; meta: only the manifest's.  With --lazy the

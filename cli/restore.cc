@@ -325,7 +325,7 @@ void check(image &im, const options &o) {
     }
     if (!used) continue;
     const char *path = cap::string_at(m, m.files[i].path);
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);  // whatever the path now names
     if (fd < 0) refuse(im, strf("%s is gone (%s)", path, strerror(errno)));
     const std::string why = file_differs(fd, m.files[i], path);
     close(fd);
@@ -479,6 +479,7 @@ uint64_t find_gap(const image &im, uint64_t len) {
 // streams (once the program's descriptors took 0-2).
 const args *g_fallback = nullptr;
 int g_fallback_stdio[3] = {-1, -1, -1};
+int g_marker_dirfd = -1;  // the capsule whose attempt marker this restore left (removed when it gives up)
 
 // Writes the one line and exits: a failure before the restorer runs.  In
 // place with --or-run, the program starts afresh instead (nothing of the
@@ -488,10 +489,15 @@ int g_fallback_stdio[3] = {-1, -1, -1};
   if (g_fallback) l = "mmtier restore: " + line + "; starting " + (*g_fallback)[0] + " afresh\n";
   if (write(err_fd, l.data(), l.size()) < 0) {
   }
+  if (g_marker_dirfd >= 0) unlinkat(g_marker_dirfd, rs::kAttemptMarker, 0);
   if (g_fallback) {
     for (int k = 0; k < 3; ++k)
       if (g_fallback_stdio[k] >= 0) dup2(g_fallback_stdio[k], k);
-    syscall(SYS_close_range, 3u, ~0u, 0u);
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {  // a seccomp profile may refuse it
+      struct rlimit nofile;
+      const rlim_t most = getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024;
+      for (rlim_t fd = 3; fd < most && fd < (1u << 20); ++fd) close(static_cast<int>(fd));
+    }
     signal(SIGPIPE, SIG_DFL);
     std::vector<char *> argv;
     for (const std::string &w : *g_fallback) argv.push_back(const_cast<char *>(w.c_str()));
@@ -546,7 +552,8 @@ int move_high(int fd, int floor) {
     for (int k = 0; k < 3; ++k) g_fallback_stdio[k] = stdio_copy[k];
   if (dirfd < 0) die(err_fd, strf("cannot keep the capsule open: %s", strerror(errno)));
   for (int fd = 0; fd < floor; ++fd) close(fd);
-  if (const std::string e = fd_restore(fd_view(im), stdio_copy, floor); !e.empty()) die(err_fd, e);
+  std::vector<fd_cut> cuts;
+  if (const std::string e = fd_restore(fd_view(im), stdio_copy, floor, &cuts); !e.empty()) die(err_fd, e);
   if (!g_fallback)
     for (int k = 0; k < 3; ++k) close(stdio_copy[k]);
   const int mem_fd = openat(dirfd, cap::kMem, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -572,7 +579,7 @@ int move_high(int fd, int floor) {
         ((g.flags & cap::kRegionShared) && (g.prot & PROT_WRITE)) || file_fd[g.file] >= 0)
       continue;
     const char *path = cap::string_at(m, m.files[g.file].path);
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) die(err_fd, strf("cannot open %s: %s", path, strerror(errno)));
     if (std::string why = file_differs(fd, m.files[g.file], path); !why.empty()) die(err_fd, why);
     file_fd[g.file] = fd;
@@ -852,6 +859,45 @@ int move_high(int fd, int floor) {
     ++p->nunmap;
   }
   if (next > data + data_bytes) die(err_fd, "the restorer's plan does not fit");
+  // In place, nothing falls back once the restorer runs: a marker in the
+  // capsule says the attempt began, and the restorer removes it when the
+  // program is ready.  Found at the next start (the restorer failed, the
+  // container restarted), the capsule is passed over instead of failing
+  // the same way again.
+  p->marker_dirfd = -1;
+  if (im.in_place) {
+    const int mk = openat(dirfd, rs::kAttemptMarker, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (mk >= 0) {
+      struct timespec now;
+      clock_gettime(CLOCK_REALTIME, &now);
+      const std::string text = strf("restore in place began at %lld (host pid %d)\n", static_cast<long long>(now.tv_sec), host_pid);
+      const bool ok = write(mk, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+      close(mk);
+      if (ok) {
+        g_marker_dirfd = dirfd;
+        p->marker_dirfd = dirfd;
+        memcpy(p->marker_name, rs::kAttemptMarker, sizeof rs::kAttemptMarker);
+      }
+    }
+    if (p->marker_dirfd < 0) {
+      const std::string l = strf("mmtier restore: cannot mark the attempt in %s (%s): if it fails, the next start "
+                                 "tries the same capsule again\n", im.where.path.c_str(), strerror(errno));
+      if (write(err_fd, l.data(), l.size()) < 0) {
+      }
+    }
+  }
+  // Last, the files the program writes are cut back to their size at the
+  // snapshot.  A failure after one was cut runs nothing afresh (the file
+  // is no longer what the program left): the marker stays, the next start
+  // passes the capsule over.
+  for (size_t k = 0; k < cuts.size(); ++k)
+    if (const std::string e = fd_cut_back({cuts[k]}); !e.empty()) {
+      if (k > 0) {
+        g_fallback = nullptr;
+        g_marker_dirfd = -1;
+      }
+      die(err_fd, e);
+    }
   sigset_t all;
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, nullptr);
@@ -1099,6 +1145,14 @@ bool can_set_tid() {
   return (eff >> 21 /* CAP_SYS_ADMIN */ & 1) || (eff >> 40 /* CAP_CHECKPOINT_RESTORE */ & 1);
 }
 
+// Whether clone3 reaches the kernel: a seccomp filter may answer ENOSYS
+// for it (container runtimes' profiles did, to make the C library fall
+// back to clone), and a capability alone would then promise ids the
+// restorer cannot set.  With no arguments the kernel says EINVAL.
+bool clone3_usable() {
+  return syscall(SYS_clone3, nullptr, 0) < 0 && errno != ENOSYS;
+}
+
 // Whether this PID namespace is not the host's (a container's): the
 // initial one's inode number is fixed (PROC_PID_INIT_INO).
 bool nested_pid_namespace() {
@@ -1124,7 +1178,7 @@ bool pid_plan(image &im, const options &o) {
   if (!self && !is_free(pid)) return false;
   for (uint64_t i = 0; i < im.nthreads; ++i)
     if (im.threads[i].tid != pid && !is_free(im.threads[i].tid)) return false;
-  if (can_set_tid()) {
+  if (can_set_tid() && clone3_usable()) {
     im.in_place = self;
     return true;
   }
@@ -1302,22 +1356,45 @@ int restore_main(const args &a) {
 }
 
 int restore_capsule(options &o) {
+  o.program_crc = 0;
+  for (const std::string &w : o.or_run) o.program_crc = detail::crc32c(o.program_crc, w.c_str(), w.size() + 1);
   if (o.latest) {
     // After a reboot: the newest complete capsule (whose name starts with
     // the argument, when one is given), as `mmtier run --autosave` picks.
+    // A container's command (--or-run) takes the newest of its own command
+    // line, passing over one whose last restore in place did not complete.
     const std::string dir = capsule_dir(o.dir_set, o.dir);
-    uint64_t created = 0;
-    const std::string path = newest_capsule(dir, o.capsule, &created);
-    if (path.empty())
-      throw failure(o.capsule.empty() ? strf("no durable capsule in %s", dir.c_str())
-                                      : strf("no durable capsule named %s... in %s", o.capsule.c_str(), dir.c_str()));
+    const std::string named = o.capsule.empty() ? "" : strf(" named %s...", o.capsule.c_str());
+    std::string path;
+    unsigned other = 0, unfinished = 0;
+    for (const durable_capsule &c : durable_capsules(dir, o.capsule, 0)) {
+      if (!o.or_run.empty() && c.cmdline_crc && c.cmdline_crc != o.program_crc) {
+        ++other;
+        continue;
+      }
+      if (!o.or_run.empty() && faccessat(AT_FDCWD, (c.path + "/" + rs::kAttemptMarker).c_str(), F_OK, 0) == 0) {
+        ++unfinished;
+        fprintf(stderr,
+                "mmtier restore: %s: its last restore in place did not complete (%s/%s says when): passed over\n",
+                c.path.c_str(), c.path.c_str(), rs::kAttemptMarker);
+        continue;
+      }
+      path = c.path;
+      break;
+    }
+    if (path.empty()) {
+      std::string why = strf("no durable capsule%s in %s", named.c_str(), dir.c_str());
+      if (other || unfinished)
+        why = strf("no durable capsule%s in %s to restore (%u of another command line, %u whose restore did not "
+                   "complete)",
+                   named.c_str(), dir.c_str(), other, unfinished);
+      throw failure(why);
+    }
     o.capsule = path;
   }
   if (o.capsule.empty()) throw usage_error("restore", "give the capsule to restore");
   image im;
   im.where = locate(o.capsule, o.dir_set, o.dir);
-  o.program_crc = 0;
-  for (const std::string &w : o.or_run) o.program_crc = detail::crc32c(o.program_crc, w.c_str(), w.size() + 1);
   if (o.fill_rate && !o.lazy) throw usage_error("restore", "--fill-rate paces a --lazy restore");
   if ((o.keep_stdio || !o.pid_file.empty() || !o.status_file.empty() || o.stopped) && !o.detach)
     throw usage_error("restore", "--keep-stdio, --pid-file, --status-file and --stopped go with --detach");

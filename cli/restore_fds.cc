@@ -472,7 +472,8 @@ std::string fd_check(const fd_image &im) {
   return "";
 }
 
-std::string fd_restore(const fd_image &im, const int stdio[3], int floor) {
+std::string fd_restore(const fd_image &im, const int stdio[3], int floor, std::vector<fd_cut> *cuts) {
+  cuts->clear();
   maker mk{im, floor, {}, {}, {}};
   std::vector<std::pair<int, int>> placed;  // (program's number, temporary)
   std::map<int, int> tmp_of;
@@ -499,14 +500,13 @@ std::string fd_restore(const fd_image &im, const int stdio[3], int floor) {
         if (kind == cap::fd_kind::file &&
             (fstat(opened, &st) != 0 || st.st_ino != r.ino || static_cast<uint64_t>(st.st_dev) != r.dev))
           fail(strf("descriptor %d: %s is another file than at the snapshot", r.fd, path));
-        // A file the program writes is cut back to its size at the snapshot:
-        // what the original wrote after it is not the restored program's.
-        // Not a standard stream: a log file there is usually shared with
-        // other processes (a shell's redirection), whose output stays.
+        // A file the program writes is cut back to its size at the snapshot
+        // (fd_cut_back, last).  Not a standard stream: a log file there is
+        // usually shared with other processes (a shell's redirection),
+        // whose output stays.
         const int mode = static_cast<int>(r.flags) & O_ACCMODE;
-        if (kind == cap::fd_kind::file && r.fd > 2 && mode != O_RDONLY && static_cast<uint64_t>(st.st_size) > r.size &&
-            ftruncate(opened, static_cast<off_t>(r.size)) != 0)
-          fail(strf("descriptor %d: cannot cut %s back to its size at the snapshot: %s", r.fd, path, why().c_str()));
+        if (kind == cap::fd_kind::file && r.fd > 2 && mode != O_RDONLY && static_cast<uint64_t>(st.st_size) > r.size)
+          cuts->push_back({r.fd, r.size, path});
         if (kind == cap::fd_kind::file && lseek(opened, static_cast<off_t>(r.offset), SEEK_SET) < 0)
           fail(strf("descriptor %d: cannot seek %s: %s", r.fd, path, why().c_str()));
         fd = high(opened, floor, "file", r.fd);
@@ -571,6 +571,13 @@ std::string fd_restore(const fd_image &im, const int stdio[3], int floor) {
   } catch (const std::out_of_range &) {
     return "the descriptor table refers to a descriptor it does not hold";
   }
+  return "";
+}
+
+std::string fd_cut_back(const std::vector<fd_cut> &cuts) {
+  for (const fd_cut &c : cuts)
+    if (ftruncate(c.fd, static_cast<off_t>(c.size)) != 0)
+      return strf("descriptor %d: cannot cut %s back to its size at the snapshot: %s", c.fd, c.path, why().c_str());
   return "";
 }
 

@@ -39,6 +39,19 @@ std::string fd_check(const fd_image &im);
 // Makes every descriptor at its number; stdio are the command's streams for
 // what stays theirs.  Each is made above floor first, then moved into place.
 // "" or the line saying which descriptor could not be made and why.
-std::string fd_restore(const fd_image &im, const int stdio[3], int floor);
+// Nothing is changed on disk: the files the program writes that grew since
+// the snapshot are listed in *cuts (its number, its size then), for
+// fd_cut_back once nothing else can fail.
+struct fd_cut {
+  int fd;
+  uint64_t size;
+  const char *path;
+};
+std::string fd_restore(const fd_image &im, const int stdio[3], int floor, std::vector<fd_cut> *cuts);
+
+// Cuts each file back to its size at the snapshot (what the original wrote
+// after it is not the restored program's); "" or the line saying which
+// could not be.
+std::string fd_cut_back(const std::vector<fd_cut> &cuts);
 
 }  // namespace mmtier::cli

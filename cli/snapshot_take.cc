@@ -104,7 +104,6 @@ int ask_snapshot(int pid, const std::string &name, const std::string &dir_in, ui
   req.cmd = static_cast<uint32_t>(ctl::command::snapshot);
   req.flags = flags;
   memcpy(req.name, name.c_str(), name.size());
-  memcpy(req.dir, dir.c_str(), dir.size());
   const std::string path = strf("%s/%d%s", socket_dir(pid).c_str(), pid, ctl::kSuffix);
   int fd = -1;
   try {
@@ -124,7 +123,15 @@ int ask_snapshot(int pid, const std::string &name, const std::string &dir_in, ui
       std::rethrow_exception(first);
     }
     close(contained);
+    // The process writes where it sees the directory: a path of its own
+    // mount namespace, which a directory relative to this command's is not.
+    if (!dir_in.empty() && dir_in[0] != '/') {
+      close(fd);
+      throw usage_error(cmd, strf("process %d runs in a container: give --dir as an absolute path as the process sees "
+                                  "it (in its mount namespace)", pid));
+    }
   }
+  memcpy(req.dir, dir.c_str(), dir.size());
   if (send(fd, &req, sizeof req, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof req)) {
     const int e = errno;
     close(fd);

@@ -422,6 +422,7 @@ struct cap_data {
     // Every thread is ready: the command hears "ok" and the restore's own
     // descriptors go; then every thread goes on as the program.
     if (p->say_ok) sc(__NR_write, p->err_fd, reinterpret_cast<long>("ok\n"), 3);
+    if (p->marker_dirfd >= 0) sc(__NR_unlinkat, p->marker_dirfd, reinterpret_cast<long>(p->marker_name), 0);
     for (uint32_t i = 0; i < p->nclose; ++i) sc(__NR_close, p->close_fds[i]);
     // Held until continued (a migration's target until its source ended):
     // every thread stops here, none has run the program yet.

@@ -94,6 +94,11 @@ constexpr uint32_t kNoteThinClone = 1;          // restore_note::flags
 constexpr uint64_t kRestoreNoteMagic = 0x65746f4e74736552ull;
 
 constexpr uint32_t kMaxClose = 256;  // plan::close_fds
+// In a capsule: left by a restore in place (a container's command, which
+// has no supervisor to fall back to once the restorer runs) until the
+// restored program is ready; found at the next start, the capsule's
+// restore did not complete and it is passed over.
+constexpr char kAttemptMarker[] = "restore-attempt";
 constexpr uint32_t kMmFields = 11;
 constexpr uint32_t kAuxvWords = 64;
 
@@ -136,6 +141,8 @@ struct plan {
   int32_t pmem_fds[8];       // the capsule's PMem files, kept open for the library (restore_note)
   uint32_t npmem_fds;
   uint32_t note_flags;       // restore_note::flags
+  int32_t marker_dirfd;      // the capsule, whose marker_name is removed once every thread is ready (-1: none)
+  char marker_name[32];      // an in-place restore's attempt marker (kAttemptMarker)
   timer_op timers[kMaxTimers];
   struct {
     int32_t tid;

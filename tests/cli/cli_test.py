@@ -3158,12 +3158,15 @@ class RestoreTest(Base):
             return subprocess.run(argv, env=base_env(self.dir), stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, timeout=120)
 
-        def first_process(name, cwd=None):
+        def first_process(name, cwd=None, log=None):
             """The first process of its namespace (the shell's `& wait` would
             put it at PID 2: exec'd instead); its capsule."""
             # (Its statistics in the test's directory: under the pid it sees,
             # 1, a page in the host's shared one would outlive it.)
-            p = subprocess.Popen([*fresh, "sh", "-c", "exec " + child.replace("NAME", name)], cwd=cwd,
+            cmd = child.replace("NAME", name)
+            if log:
+                cmd = cmd.replace("env ", "env " + shlex.quote("RESTORE_CHILD_LOG=" + log) + " ", 1)
+            p = subprocess.Popen([*fresh, "sh", "-c", "exec " + cmd], cwd=cwd,
                                  env=base_env(self.dir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
             self.wait_line(r"^snapshot taken pid=1$", "the snapshot")
@@ -3171,12 +3174,18 @@ class RestoreTest(Base):
             self.kill(p)
             return os.path.join(self.caps, name + ".mmtcap")
 
-        first = first_process("first")
+        first_log = os.path.join(self.dir, "first.log")
+        first = first_process("first", log=first_log)
+        self.assertEqual(text_of(first_log), "before\nafter\n")
         r = restore(first)
         self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(text_of(first_log), "before\n")  # cut back to its size at the snapshot
         self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(first)}: restoring process 1 in place "
                                    r"\(this command becomes it\), 4 threads\n")
         self.assertEqual(self.lines()[-1], "restored pid=1 generation=1 buffer=ok tids=same workers=running")
+        # The attempt's marker went once the program was ready.
+        marker = os.path.join(first, "restore-attempt")
+        self.assertFalse(os.path.exists(marker))
         # As a container's command: the newest capsule of a prefix, else the
         # program afresh (exec'd: the namespace's first process still).
         os.truncate(self.report, 0)
@@ -3184,19 +3193,41 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout, "")
         self.assertEqual(self.lines()[-1], "restored pid=1 generation=1 buffer=ok tids=same workers=running")
-        # Another command line (a pod whose command changed): afresh.
+        # Another command line (a pod whose command changed): afresh; its
+        # capsules are not this command's.
         r = restore(None, "", "--latest", "first", "--dir", self.caps, "--or-run", "sh", "-c", "echo afresh $$")
         self.assertEqual((r.returncode, r.stdout), (0, "afresh 1\n"), r.stderr)
-        self.assertRegex(r.stderr, r"^mmtier restore: restore of .*/first.mmtcap refused: its process was started "
-                                   r"with another command line than the one given to run; starting sh afresh\n$")
+        self.assertEqual(r.stderr, f"mmtier restore: no durable capsule named first... in {self.caps} to restore (1 of "
+                                   "another command line, 0 whose restore did not complete); starting sh afresh\n")
         empty = tempfile.mkdtemp(dir=self.caps)
         r = restore(None, "", "--latest", "--dir", empty, "--or-run", "sh", "-c", "echo afresh $$")
         self.assertEqual((r.returncode, r.stdout), (0, "afresh 1\n"), r.stderr)
         self.assertEqual(r.stderr, f"mmtier restore: no durable capsule in {empty}; starting sh afresh\n")
+        # Past the point of no return in place (the restorer cannot map the
+        # memory under a limit of the address space), the restore fails and
+        # leaves its marker in the capsule...
+        r = restore(None, "exec prlimit --as=%d " % (256 << 20), "--latest", "first", "--dir", self.caps, "--or-run",
+                    rc, "self", "first", self.report)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(first)}: restoring process 1 in place .*\n"
+                                   r"cannot map memory \(errno 12\) at 0x[0-9a-f]+\n$")
+        self.assertRegex(text_of(marker), r"^restore in place began at \d+ \(host pid \d+\)\n$")
+        # ... and at the next start the capsule is passed over: the program
+        # starts afresh rather than failing the same way again.
+        r = restore(None, "", "--latest", "first", "--dir", self.caps, "--or-run", rc, "self", "first", self.report)
+        self.assertEqual(r.stderr,
+                         f"mmtier restore: {first}: its last restore in place did not complete ({marker} says when): "
+                         f"passed over\nmmtier restore: no durable capsule named first... in {self.caps} to restore "
+                         f"(0 of another command line, 1 whose restore did not complete); starting {rc} afresh\n"
+                         "restore_child: not running under libmmtier\n")
+        os.unlink(marker)
         # In place, a restore that gives up before the restorer runs (its
-        # working directory is gone) runs the program afresh too.
+        # working directory is gone) runs the program afresh too, with the
+        # files it writes as the original left them (not cut back to the
+        # snapshot: the program runs afresh, not from it).
         gone = tempfile.mkdtemp(dir=self.caps)
-        stray = first_process("stray", cwd=gone)
+        log = os.path.join(self.dir, "stray.log")
+        stray = first_process("stray", cwd=gone, log=log)
         os.rmdir(gone)
         r = restore(None, "", "--latest", "stray", "--dir", self.caps, "--or-run", rc, "self", "stray", self.report)
         self.assertRegex(r.stderr, rf"^mmtier restore: {re.escape(stray)}: restoring process 1 in place .*\n"
@@ -3205,6 +3236,8 @@ class RestoreTest(Base):
                                    r"restore_child: not running under libmmtier\n$")
         # (Afresh, without LD_PRELOAD here: the program says so and ends.)
         self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(text_of(log), "before\nafter\n")
+        self.assertFalse(os.path.exists(os.path.join(stray, "restore-attempt")))
         # Outside a fresh namespace's first process, the init of a namespace is refused.
         self.assert_refused(first, r"the process was the init of its PID namespace: .*")
         # A later process: the supervisor takes the next PID, the ones up to

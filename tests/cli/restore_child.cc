@@ -475,6 +475,16 @@ int main(int argc, char **argv) {
       }
       close(fd);
     }
+    // RESTORE_CHILD_LOG=FILE: a file the program appends to, a line before
+    // the snapshot and one after (a restore cuts it back to the first).
+    int log = -1;
+    if (const char *f = getenv("RESTORE_CHILD_LOG")) {
+      log = open(f, O_WRONLY | O_APPEND | O_CREAT, 0600);
+      if (log < 0 || write(log, "before\n", 7) != 7) {
+        report("cannot write %s", f);
+        return 1;
+      }
+    }
     const snapshot_fn snap = find_snapshot();
     const int r = snap(argv[2]);
     if (r == 1) return restored_checks(1, tids);
@@ -484,6 +494,7 @@ int main(int argc, char **argv) {
     }
     // The original: writes after the snapshot must not reach the capsule.
     fill(2);
+    if (log >= 0 && write(log, "after\n", 6) != 6) report("cannot write the log");
     report("snapshot taken pid=%d", getpid());
     for (;;) pause();
   }
