@@ -246,6 +246,14 @@ fd_image fd_view(const image &im) {
   throw failure(strf("restore of %s refused: %s", im.where.path.c_str(), why.c_str()));
 }
 
+// _MMTIER_RESTORE_TIMERS_IN_ORDER=1: the restorer makes POSIX timers the
+// way kernels before 6.16 need (ids used up in order) even where the kernel
+// could make them at their ids, so that path runs on any kernel.
+bool timers_in_order() {
+  const char *v = getenv("_MMTIER_RESTORE_TIMERS_IN_ORDER");
+  return v && !strcmp(v, "1");
+}
+
 void check(image &im, const options &o) {
   const int parent = open(im.where.parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (parent < 0) refuse(im, strf("cannot open %s: %s", im.where.parent.c_str(), strerror(errno)));
@@ -286,6 +294,24 @@ void check(image &im, const options &o) {
     if (!im.threads[i].resume[7]) refuse(im, strf("thread %d has no resume point", im.threads[i].tid));
   }
   if (!leader) refuse(im, strf("the thread %d, whose id is the process's, was not running", h.pid));
+  // POSIX timers: before Linux 6.16 a timer's id is reached by using up
+  // every id below it (restorer make_timers), a few microseconds each.
+  uint64_t ntimers = 0;
+  if (const auto *tm = records<cap::timer_record>(m, cap::table_kind::timers, &ntimers)) {
+    if (ntimers > rs::kMaxTimers)
+      refuse(im, strf("the capsule holds %llu POSIX timers, more than %u", static_cast<unsigned long long>(ntimers),
+                      rs::kMaxTimers));
+    int32_t highest = -1;
+    for (uint64_t i = 0; i < ntimers; ++i) highest = std::max(highest, tm[i].id);
+    constexpr int32_t kInOrderMost = 1 << 20;
+    if (highest >= kInOrderMost) {
+      const bool by_id = !timers_in_order() && prctl(77 /* PR_TIMER_CREATE_RESTORE_IDS */, 1) == 0;
+      if (by_id) prctl(77, 0);
+      else
+        refuse(im, strf("its POSIX timer id %d is beyond what this kernel lets a restore reach (before Linux 6.16 "
+                        "the %d ids below it would be made first)", highest, highest));
+    }
+  }
   if (h.pid < 1) refuse(im, strf("the process's id %d is not a process id", h.pid));
   // The init of its PID namespace comes back only in place, as the first
   // process of a new one (refused here, before a --replace ends anything).
@@ -800,6 +826,7 @@ int move_high(int fd, int floor) {
   p->note_size = h.restore_note_size;
   p->npmem_fds = static_cast<uint32_t>(pmem_keep.size());
   p->note_flags = im.clone ? rs::kNoteThinClone : 0;
+  p->timers_in_order = timers_in_order();
   p->start_stopped = im.stopped;
   for (size_t i = 0; i < pmem_keep.size(); ++i) p->pmem_fds[i] = pmem_keep[i];
   // In the guard find_gap leaves after B: free in the capsule's layout.
@@ -820,8 +847,6 @@ int move_high(int fd, int floor) {
   }
   uint64_t ntimers = 0;
   if (const auto *tm = records<cap::timer_record>(m, cap::table_kind::timers, &ntimers)) {
-    if (ntimers > rs::kMaxTimers) die(err_fd, strf("the capsule holds %llu POSIX timers, more than %u",
-                                                   static_cast<unsigned long long>(ntimers), rs::kMaxTimers));
     std::vector<cap::timer_record> sorted(tm, tm + ntimers);
     std::sort(sorted.begin(), sorted.end(), [](const auto &a, const auto &b) { return a.id < b.id; });
     for (const cap::timer_record &t : sorted)

@@ -315,9 +315,10 @@ void make_timers(plan *p) {
     int32_t signo, notify, tid, pad[11];
   };
   static_assert(sizeof(sigevent_k) == 64);
-  const bool by_id = sc(__NR_prctl, 77 /* PR_TIMER_CREATE_RESTORE_IDS */, 1 /* ON */) == 0;
-  int32_t fillers[64];
-  uint32_t nfillers = 0;
+  // Linux 6.16 makes a timer at the id asked for; before, ids come from
+  // a per-process counter that only goes up (wrapping at INT_MAX), so the
+  // ids below each one are used up by timers made and deleted at once.
+  const bool by_id = !p->timers_in_order && sc(__NR_prctl, 77 /* PR_TIMER_CREATE_RESTORE_IDS */, 1 /* ON */) == 0;
   int32_t next = 0;
   for (uint32_t i = 0; i < p->ntimers && i < kMaxTimers; ++i) {
     const timer_op &t = p->timers[i];
@@ -327,8 +328,8 @@ void make_timers(plan *p) {
       int32_t id = -1;
       const long r = sc(__NR_timer_create, 1 /* CLOCK_MONOTONIC */, reinterpret_cast<long>(&none),
                         reinterpret_cast<long>(&id));
-      if (failed(r) || id >= t.id || nfillers == 64) fail(p, "cannot give a POSIX timer its id", -r, t.id);
-      fillers[nfillers++] = id;
+      if (failed(r) || id >= t.id) fail(p, "cannot give a POSIX timer its id", -r, static_cast<uint64_t>(t.id));
+      sc(__NR_timer_delete, id);
       next = id + 1;
     }
     sigevent_k ev = {};
@@ -343,7 +344,6 @@ void make_timers(plan *p) {
     next = id + 1;
   }
   if (by_id) sc(__NR_prctl, 77, 0 /* OFF */);
-  for (uint32_t i = 0; i < nfillers; ++i) sc(__NR_timer_delete, fillers[i]);
   for (uint32_t i = 0; i < p->ntimers && i < kMaxTimers; ++i) {
     const timer_op &t = p->timers[i];
     if (!t.value_ns) continue;

@@ -141,6 +141,8 @@ struct plan {
   int32_t pmem_fds[8];       // the capsule's PMem files, kept open for the library (restore_note)
   uint32_t npmem_fds;
   uint32_t note_flags;       // restore_note::flags
+  uint32_t timers_in_order;  // POSIX timers by using up the ids below each, as before Linux 6.16, even where the
+                             // kernel could make them at their ids (a test of that path)
   int32_t marker_dirfd;      // the capsule, whose marker_name is removed once every thread is ready (-1: none)
   char marker_name[32];      // an in-place restore's attempt marker (kAttemptMarker)
   timer_op timers[kMaxTimers];

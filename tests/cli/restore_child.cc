@@ -277,10 +277,16 @@ kernel_objects make_objects() {
   const std::string removed = std::string(getenv("MMTIER_SNAPSHOT_DIR")) + "/deleted-file";
   k.deleted = open(removed.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
   if (k.deleted < 0 || write(k.deleted, "deleted-bytes", 13) != 13 || unlink(removed.c_str()) != 0) abort();
-  // POSIX timers, with a gap in their ids (the first one made is gone).
+  // POSIX timers, with a gap in their ids (the first one made is gone),
+  // after 100 made and deleted: ids past what the restore's older way of
+  // reaching them could once hold (a server that makes a timer per job).
   timer_t gone;
   sigevent none{};
   none.sigev_notify = SIGEV_NONE;
+  for (int i = 0; i < 100; ++i) {
+    if (timer_create(CLOCK_MONOTONIC, &none, &gone) != 0) abort();
+    timer_delete(gone);
+  }
   if (timer_create(CLOCK_MONOTONIC, &none, &gone) != 0) abort();
   sigevent ev{};
   ev.sigev_notify = SIGEV_SIGNAL;
