@@ -406,8 +406,10 @@ struct maker {
       case cap::socket_state::bound:
         // A TCP connection reset before the snapshot looks bound (no peer,
         // the server's port): its port is a listener's, taken again, and
-        // the program only has an error left to read from it.
-        if (d.domain != AF_UNIX && d.type == SOCK_STREAM) {
+        // the program only has an error left to read from it.  One the
+        // program only bound (no segment ever) gets its port or the restore
+        // fails.
+        if (d.domain != AF_UNIX && d.type == SOCK_STREAM && !(d.options & cap::kSockOnlyBound)) {
           sockaddr_storage moved;
           if (bind(fd, local_of(d, &moved), d.local_len) != 0 && errno != EADDRINUSE)
             fail(strf("descriptor %d: cannot bind its socket to %s again: %s", r.fd,

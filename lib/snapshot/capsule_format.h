@@ -454,6 +454,11 @@ enum socket_options : uint32_t {
   kSockV6Only = 1u << 4,
   kSockBroadcast = 1u << 5,
   kSockPassCred = 1u << 6,
+  // A bound TCP socket that never sent or received a segment: bound by the
+  // program (to listen or connect from that port later), not what a
+  // connection reset before the snapshot leaves.  Its port is bound again
+  // or the restore fails.
+  kSockOnlyBound = 1u << 7,
 };
 
 struct fd_socket {

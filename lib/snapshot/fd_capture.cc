@@ -617,6 +617,8 @@ long take_socket(cap::fd_record &r, int &nl, uint32_t n) {
         0) {
       if (listening && ti.tcpi_sacked) d->backlog = ti.tcpi_sacked;  // a listener's sk_max_ack_backlog
       tcp_in_flight = !listening && ti.tcpi_state != 7 /* TCP_CLOSE */;
+      if (!listening && ti.tcpi_state == 7 && ti.tcpi_segs_out == 0 && ti.tcpi_segs_in == 0)
+        d->options |= cap::kSockOnlyBound;
     }
   }
   bool in_process = false;

@@ -1812,16 +1812,27 @@ class RestoreTest(Base):
         # the snapshot, not as the original left it after.
         p = self.start("kernel", "objs")
         self.wait_line(r"^snapshot taken pid=", "the snapshot")
+        port = int(self.wait_line(r"^bound port=(\d+)$", "the bound socket's port").group(1))
         self.kill(p)
         # Once as this kernel allows, once as kernels before 6.16 need (the
         # POSIX timers' ids, above 100, reached by using up the ids below).
+        capsule = os.path.join(self.caps, "objs.mmtcap")
         for in_order in ("0", "1"):
             env = dict(base_env(self.dir), _MMTIER_RESTORE_TIMERS_IN_ORDER=in_order)
-            r = self.restore(os.path.join(self.caps, "objs.mmtcap"), env=env)
+            r = self.restore(capsule, env=env)
             self.assertEqual(r.returncode, 0, r.stderr + "\n".join(self.lines()))
             self.assertEqual(self.lines()[-2], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
             self.assertEqual(self.lines()[-1], "kernel signals=ok ptimers=ok unnamed=ok pipe=ok eventfd=ok timer=ok "
-                                               "signalfd=ok pair=ok listen=ok conn=ended udp=ok dup=ok tsig=ok")
+                                               "signalfd=ok pair=ok listen=ok conn=ended udp=ok dup=ok bound=ok "
+                                               "tsig=ok")
+        # A socket the program only bound gets its port or nothing: with
+        # the port taken, the restore fails and says which descriptor.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", port))
+            r = self.restore(capsule)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, rf"descriptor \d+: cannot bind its socket to 127\.0\.0\.1:{port} again: Address "
+                                   r"already in use\n$")
 
     def test_lazy_restore_fills_memory_while_the_program_runs(self):
         """restore --lazy: the large regions are filled from the capsule while

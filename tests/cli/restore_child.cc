@@ -216,6 +216,7 @@ int count_fds() {
 struct kernel_objects {
   int pipe_rd, pipe_wr, pipe_dup, efd, tfd, sfd, pair[2], listener, client, conn, udp, ep;
   int port, udp_port;
+  int only_bound, only_bound_port;  // a TCP socket bound, neither listening nor connected
   timer_t ticking, idle;  // POSIX timers: SIGRTMIN+2 every 20 ms (value 77); SIGEV_NONE, 1000 s
   int memfd, tmpfile, deleted;  // unnamed files: a sealed memfd, an O_TMPFILE file at offset 3, a deleted one (append)
 };
@@ -269,6 +270,11 @@ kernel_objects make_objects() {
   a = loopback(0);
   bind(k.udp, reinterpret_cast<sockaddr *>(&a), sizeof a);
   k.udp_port = bound_port(k.udp);
+  k.only_bound = socket(AF_INET, SOCK_STREAM, 0);
+  a = loopback(0);
+  if (bind(k.only_bound, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) abort();
+  k.only_bound_port = bound_port(k.only_bound);
+  report("bound port=%d", k.only_bound_port);
   // Unnamed files, their bytes only in the capsule.
   k.memfd = memfd_create("restore-child", MFD_ALLOW_SEALING);
   if (k.memfd < 0 || write(k.memfd, "memfd-bytes", 11) != 11 || fcntl(k.memfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) abort();
@@ -412,6 +418,9 @@ std::string check_objects(const kernel_objects &k) {
          " timer=" + (timer_ok ? "ok" : "bad") + " signalfd=" + (sig_ok ? "ok" : "bad") +
          " pair=" + (pair_ok ? "ok" : "bad") + " listen=" + (listen_ok ? "ok" : "bad") +
          " conn=" + (conn == 0 ? "ended" : "bad") + " udp=" + (udp_ok ? "ok" : "bad") + " dup=" + (dup_ok ? "ok" : "bad");
+  // The socket only bound has its port, and listens on it when asked.
+  const bool bound_ok = bound_port(k.only_bound) == k.only_bound_port && listen(k.only_bound, 4) == 0;
+  out += std::string(" bound=") + (bound_ok ? "ok" : "bad");
   return out;
 }
 
