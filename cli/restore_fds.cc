@@ -89,6 +89,7 @@ struct maker {
   std::map<uint64_t, pipe_ends> pipes;  // pipe id: its ends, temporaries
   std::map<uint64_t, int> pair_ends;              // a pair's inode: its end, made with its peer
   std::vector<int> spare;                         // temporaries closed at the end
+  std::map<std::pair<uint64_t, uint64_t>, int> unnamed;  // an unnamed file's (dev, inode): it, made (in spare)
 
   int reopen(int fd, int flags, int want) {
     const std::string link = strf("/proc/self/fd/%d", fd);
@@ -103,8 +104,28 @@ struct maker {
     const auto *d = detail<cap::fd_unnamed>(im, r);
     std::string path = cap::string_at(*im.m, r.path);
     if (const size_t del = path.rfind(" (deleted)"); del != std::string::npos) path.resize(del);
+    // Made once per file: a second open of it (another open file, not a
+    // dup) opens the one made again, so writes through either are seen
+    // through both, as they were.
+    const auto key = std::make_pair(r.dev, r.ino);
+    auto made = unnamed.find(key);
+    if (made == unnamed.end()) made = unnamed.emplace(key, make_unnamed(r, *d, path)).first;
+    const int mode = static_cast<int>(r.flags) & O_ACCMODE;
+    const int out = open(strf("/proc/self/fd/%d", made->second).c_str(), mode | O_CLOEXEC);
+    if (out < 0) fail(strf("descriptor %d: cannot open %s again as it was: %s", r.fd, path.c_str(), why().c_str()));
+    if (lseek(out, static_cast<off_t>(r.offset), SEEK_SET) < 0) {
+      const std::string e = why();
+      close(out);
+      fail(strf("descriptor %d: cannot seek %s: %s", r.fd, path.c_str(), e.c_str()));
+    }
+    return high(out, floor, "unnamed file", r.fd);
+  }
+
+  // The unnamed file with its bytes and seals, read-write, above floor
+  // (closed at the end with the other temporaries).
+  int make_unnamed(const cap::fd_record &r, const cap::fd_unnamed &d, const std::string &path) {
     int fd = -1;
-    if (d->memfd) {
+    if (d.memfd) {
       const std::string name = path.substr(7);  // after "/memfd:"
       fd = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
     } else {
@@ -117,35 +138,17 @@ struct maker {
       }
     }
     if (fd < 0) fail(strf("descriptor %d: cannot make the unnamed file %s again: %s", r.fd, path.c_str(), why().c_str()));
-    const char *bytes = reinterpret_cast<const char *>(d + 1);
-    for (uint64_t done = 0; done < d->size;) {
-      const ssize_t w = pwrite(fd, bytes + done, d->size - done, static_cast<off_t>(done));
-      if (w <= 0) {
-        const std::string e = why();
-        close(fd);
-        fail(strf("descriptor %d: cannot write the content of %s again: %s", r.fd, path.c_str(), e.c_str()));
-      }
+    fd = high(fd, floor, "unnamed file", r.fd);
+    spare.push_back(fd);
+    const char *bytes = reinterpret_cast<const char *>(&d + 1);
+    for (uint64_t done = 0; done < d.size;) {
+      const ssize_t w = pwrite(fd, bytes + done, d.size - done, static_cast<off_t>(done));
+      if (w <= 0) fail(strf("descriptor %d: cannot write the content of %s again: %s", r.fd, path.c_str(), why().c_str()));
       done += static_cast<uint64_t>(w);
     }
-    if (d->memfd && d->seals && fcntl(fd, F_ADD_SEALS, static_cast<int>(d->seals)) != 0) {
-      const std::string e = why();
-      close(fd);
-      fail(strf("descriptor %d: cannot seal %s again: %s", r.fd, path.c_str(), e.c_str()));
-    }
-    int out = fd;
-    const int mode = static_cast<int>(r.flags) & O_ACCMODE;
-    if (mode != O_RDWR) {
-      out = open(strf("/proc/self/fd/%d", fd).c_str(), mode | O_CLOEXEC);
-      const std::string e = why();
-      close(fd);
-      if (out < 0) fail(strf("descriptor %d: cannot open %s again as it was: %s", r.fd, path.c_str(), e.c_str()));
-    }
-    if (lseek(out, static_cast<off_t>(r.offset), SEEK_SET) < 0) {
-      const std::string e = why();
-      close(out);
-      fail(strf("descriptor %d: cannot seek %s: %s", r.fd, path.c_str(), e.c_str()));
-    }
-    return high(out, floor, "unnamed file", r.fd);
+    if (d.memfd && d.seals && fcntl(fd, F_ADD_SEALS, static_cast<int>(d.seals)) != 0)
+      fail(strf("descriptor %d: cannot seal %s again: %s", r.fd, path.c_str(), why().c_str()));
+    return fd;
   }
 
   int pipe_end(const cap::fd_record &r) {
@@ -476,7 +479,7 @@ std::string fd_check(const fd_image &im) {
 
 std::string fd_restore(const fd_image &im, const int stdio[3], int floor, std::vector<fd_cut> *cuts) {
   cuts->clear();
-  maker mk{im, floor, {}, {}, {}};
+  maker mk{im, floor, {}, {}, {}, {}};
   std::vector<std::pair<int, int>> placed;  // (program's number, temporary)
   std::map<int, int> tmp_of;
   bool std_done[3] = {};

@@ -219,6 +219,7 @@ struct kernel_objects {
   int only_bound, only_bound_port;  // a TCP socket bound, neither listening nor connected
   timer_t ticking, idle;  // POSIX timers: SIGRTMIN+2 every 20 ms (value 77); SIGEV_NONE, 1000 s
   int memfd, tmpfile, deleted;  // unnamed files: a sealed memfd, an O_TMPFILE file at offset 3, a deleted one (append)
+  int memfd_again;              // the memfd opened a second time (another open file of the same memfd)
 };
 
 int bound_port(int fd) {
@@ -278,6 +279,8 @@ kernel_objects make_objects() {
   // Unnamed files, their bytes only in the capsule.
   k.memfd = memfd_create("restore-child", MFD_ALLOW_SEALING);
   if (k.memfd < 0 || write(k.memfd, "memfd-bytes", 11) != 11 || fcntl(k.memfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) abort();
+  k.memfd_again = open(("/proc/self/fd/" + std::to_string(k.memfd)).c_str(), O_RDWR);
+  if (k.memfd_again < 0) abort();
   k.tmpfile = open(getenv("MMTIER_SNAPSHOT_DIR"), O_TMPFILE | O_RDWR, 0600);
   if (k.tmpfile < 0 || write(k.tmpfile, "tmpfile-bytes", 13) != 13 || lseek(k.tmpfile, 3, SEEK_SET) != 3) abort();
   const std::string removed = std::string(getenv("MMTIER_SNAPSHOT_DIR")) + "/deleted-file";
@@ -407,6 +410,10 @@ std::string check_objects(const kernel_objects &k) {
   char ub[32] = {};
   bool unnamed_ok = pread(k.memfd, ub, sizeof ub, 0) == 11 && !memcmp(ub, "memfd-bytes", 11) &&
                     fcntl(k.memfd, F_GET_SEALS) == F_SEAL_SHRINK && ftruncate(k.memfd, 1) != 0;
+  // Its second open is of the same memfd: a write through one is read
+  // through the other, at an offset of its own.
+  unnamed_ok = unnamed_ok && lseek(k.memfd_again, 0, SEEK_CUR) == 0 && pwrite(k.memfd_again, "M", 1, 0) == 1 &&
+               pread(k.memfd, ub, 1, 0) == 1 && ub[0] == 'M';
   unnamed_ok = unnamed_ok && lseek(k.tmpfile, 0, SEEK_CUR) == 3 && pread(k.tmpfile, ub, sizeof ub, 0) == 13 &&
                !memcmp(ub, "tmpfile-bytes", 13);
   const int back = open(("/proc/self/fd/" + std::to_string(k.deleted)).c_str(), O_RDONLY);
