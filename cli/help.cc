@@ -1135,7 +1135,10 @@ OPTIONS
                     (root) for a userfaultfd that takes faults in system
                     calls and reports forks; without it, one line and an
                     eager restore.  Without --detach, a line when the
-                    fill is done.
+                    fill is done.  Not the default: an eager restore
+                    checks every checksum before the program runs, so a
+                    damaged capsule is refused before anything of the
+                    program ran.
     --fill-rate MIB Cap the background fill of --lazy at MIB MiB/s
                     (faults are served at once).
 
