@@ -264,7 +264,16 @@ def set_or_drop(obj, key, items):
 # --- injecting --------------------------------------------------------------
 
 
-def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
+def exec_hooks(c):
+    """What runs a command inside container c: its exec probes and hooks."""
+    found = [name for name in ("startupProbe", "readinessProbe", "livenessProbe")
+             if isinstance(c.get(name), dict) and "exec" in c[name]]
+    lifecycle = c.get("lifecycle") if isinstance(c.get("lifecycle"), dict) else {}
+    found += ["lifecycle.%s" % h for h in ("postStart",) if isinstance(lifecycle.get(h), dict) and "exec" in lifecycle[h]]
+    return found
+
+
+def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=(), warnings=None):
     """Injects one pod (its metadata and spec).  `defaults` are the
     annotations of the enclosing workload, overridden by the template's;
     `claim_volumes` the volumes a StatefulSet's claim templates add."""
@@ -389,6 +398,16 @@ def inject_pod(pod_meta, spec, defaults, where, opts, claim_volumes=()):
             capsule_dir = dict(extra_env)["MMTIER_SNAPSHOT_DIR"]
             c["command"] = restore_prefix(capsule_dir) + list(c["command"])
             mask |= BIT_RESTORE
+            # A command run in the container while its program is restored
+            # takes a process id in its PID namespace: without clone3
+            # set_tid, one the restore still needs for a thread makes it
+            # start the program afresh.
+            hooks = exec_hooks(c)
+            if hooks and warnings is not None:
+                warnings.append("%s: %s runs a command in the container (exec) that can start while the program "
+                                "is restored and take a thread id the restore needs, which then starts it afresh; "
+                                "prefer tcpSocket or httpGet, or an initialDelaySeconds past the restore"
+                                % (cwhere, ", ".join(hooks)))
         c["volumeMounts"] = mounts
         mask |= grant_userfaultfd(c, spec, ann.get("userfaultfd", "node"), cwhere)
         record.append("%s=%x" % (c.get("name"), mask))
@@ -469,7 +488,7 @@ def inject_object(doc, opts, counts):
         if not isinstance(spec, dict):
             raise InjectError("%s: no spec" % where)
         member(doc, "metadata", {})
-        if inject_pod(doc["metadata"], spec, {}, where, opts):
+        if inject_pod(doc["metadata"], spec, {}, where, opts, warnings=counts.setdefault("warnings", [])):
             counts["injected"] += 1
         return doc
     if kind in TEMPLATE_PATHS:
@@ -484,7 +503,8 @@ def inject_object(doc, opts, counts):
         if kind == "StatefulSet":
             claims = [(t.get("metadata") or {}).get("name") for t in (doc["spec"].get("volumeClaimTemplates") or [])]
         member(node, "metadata", {})
-        if inject_pod(node["metadata"], node["spec"], defaults, where, opts, claims):
+        if inject_pod(node["metadata"], node["spec"], defaults, where, opts, claims,
+                      warnings=counts.setdefault("warnings", [])):
             counts["injected"] += 1
         return doc
     return doc
@@ -511,8 +531,10 @@ def admission_response(review, opts):
         pod = copy.deepcopy(obj)
         meta = member(pod, "metadata", {})
         name = meta.get("name") or meta.get("generateName") or "<unnamed>"
+        warnings = []
         try:
-            changed = inject_pod(meta, pod["spec"], {}, "Pod %s/%s" % (req.get("namespace", ""), name), opts)
+            changed = inject_pod(meta, pod["spec"], {}, "Pod %s/%s" % (req.get("namespace", ""), name), opts,
+                                 warnings=warnings)
         except InjectError as e:
             resp["allowed"] = False
             resp["status"] = {"code": 400, "message": "mmtier: %s" % e}
@@ -522,6 +544,8 @@ def admission_response(review, opts):
                      {"op": "add", "path": "/metadata/annotations", "value": meta["annotations"]}]
             resp["patchType"] = "JSONPatch"
             resp["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+            if warnings:
+                resp["warnings"] = ["mmtier: %s" % w for w in warnings]
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp}
 
 
@@ -672,6 +696,8 @@ def main(argv):
         except OSError as e:
             sys.stderr.write("mmtier inject: %s: %s\n" % (opts.output, e.strerror))
             return 1
+    for w in counts.get("warnings", []):
+        sys.stderr.write("mmtier inject: warning: %s\n" % w)
     sys.stderr.write("mmtier inject: %d of %d objects put under libmmtier\n" % (counts["injected"], counts["seen"]))
     return 0
 

@@ -228,6 +228,7 @@ struct image {
   bool stopped = false;                            // options::stopped
   bool in_order = false;  // no clone3 set_tid here: ids come from the kernel in order (pid_plan)
   bool in_place = false;  // this command becomes the process: its PID is the capsule's
+  std::string ids_why;    // why the process cannot have its ids here (pid_plan returned false)
   const port_map *ports = nullptr;                 // options::ports
 };
 
@@ -1200,20 +1201,42 @@ bool pid_plan(image &im, const options &o) {
   };
   const int pid = im.m.hdr->pid;
   const bool self = pid == getpid() && !o.detach && !o.replace && !o.migrated;
-  if (!self && !is_free(pid)) return false;
+  if (!self && !is_free(pid)) {
+    im.ids_why = strf("its PID %d is taken", pid);
+    return false;
+  }
   for (uint64_t i = 0; i < im.nthreads; ++i)
-    if (im.threads[i].tid != pid && !is_free(im.threads[i].tid)) return false;
+    if (im.threads[i].tid != pid && !is_free(im.threads[i].tid)) {
+      im.ids_why = strf("its thread id %d is taken", im.threads[i].tid);
+      return false;
+    }
   if (can_set_tid() && clone3_usable()) {
     im.in_place = self;
     return true;
   }
-  if (!nested_pid_namespace()) return false;
+  if (!nested_pid_namespace()) {
+    im.ids_why = "no clone3 set_tid here (CAP_CHECKPOINT_RESTORE, clone3 allowed) and this is the host's PID namespace";
+    return false;
+  }
   // In order: every id the kernel is still to give (the supervisor made
   // before the process takes one).
   const long last = ns_last_pid() + (self ? 0 : 1);
-  if (last < 0 || (!self && pid <= last)) return false;
+  if (last < 0) {
+    im.ids_why = "cannot read /proc/sys/kernel/ns_last_pid";
+    return false;
+  }
+  if (!self && pid <= last) {
+    im.ids_why = strf("no clone3 set_tid here, and the namespace gave ids up to %ld already, its PID %d among them",
+                      last, pid);
+    return false;
+  }
   for (uint64_t i = 0; i < im.nthreads; ++i)
-    if (im.threads[i].tid != pid && im.threads[i].tid <= last) return false;
+    if (im.threads[i].tid != pid && im.threads[i].tid <= last) {
+      im.ids_why = strf("no clone3 set_tid here, and the namespace gave ids up to %ld already, its thread id %d "
+                        "among them (a process started in it meanwhile)",
+                        last, im.threads[i].tid);
+      return false;
+    }
   im.in_order = true;
   im.in_place = self;
   return true;
@@ -1459,8 +1482,10 @@ int restore_capsule(options &o) {
   // The init of its PID namespace is only ever restored as the init of
   // one: by this command as a new namespace's first process.
   if (im.m.hdr->pid == 1 && !im.in_place)
-    refuse(im, "the process was the init of its PID namespace: restore it as the first process of a new one (the "
-               "container's command, or unshare --pid --fork mmtier restore)");
+    refuse(im, getpid() == 1 && !im.ids_why.empty()
+                   ? "the process was the init of its PID namespace and cannot be restored in place: " + im.ids_why
+                   : "the process was the init of its PID namespace: restore it as the first process of a new one "
+                     "(the container's command, or unshare --pid --fork mmtier restore)");
   // Before a user namespace of its own: the network namespace is the
   // host user's.
   if (!o.netns.empty()) enter_netns(o.netns);

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs inside the virtual machine of scripts/vm-test.sh (Debian's 6.1
-# kernel, an emulated NVDIMM, a CPU-less NUMA node), chrooted into the
-# host's root.  Reads /tmp/vmwork/args (BUILD=, SUITES=), prepares the
+# kernel, an emulated NVDIMM, a CPU-less NUMA node), in the host's root
+# (read-only; tmpfs where tests write).  Reads /tmp/vmwork/args (BUILD=, SUITES=), prepares the
 # NVDIMM as fsdax with ext4 mounted -o dax at /mnt/pmem, runs each suite and
 # writes one line per check to /tmp/vmwork/results: "PASS name", "FAIL name:
 # why" or "INFO name: text"; each suite's output goes to /tmp/vmwork/logs/.

@@ -298,6 +298,18 @@ spec:
         del template(doc)["metadata"]["annotations"]["mmtier.io/snapshot-volume"]
         p = run_inject(yaml.safe_dump(doc), check=False)
         self.assertIn("mmtier.io/restore: latest restores from the capsules on mmtier.io/snapshot-volume", p.stderr)
+        # An exec probe can start while the program is restored: injected,
+        # with one warning naming it (none for a tcpSocket probe).
+        doc = yaml.safe_load(text)
+        c = template(doc)["spec"]["containers"][0]
+        c["readinessProbe"] = {"exec": {"command": ["redis-cli", "ping"]}}
+        c["livenessProbe"] = {"tcpSocket": {"port": 6379}}
+        p = run_inject(yaml.safe_dump(doc))
+        self.assertEqual(p.stderr.count("warning"), 1, p.stderr)
+        self.assertRegex(p.stderr, r"mmtier inject: warning: StatefulSet \S+, container db: readinessProbe runs a "
+                                   r"command in the container \(exec\) that can start while the program is restored")
+        del c["readinessProbe"]
+        self.assertNotIn("warning", run_inject(yaml.safe_dump(doc)).stderr)
         doc = yaml.safe_load(text)
         template(doc)["metadata"]["annotations"]["mmtier.io/restore"] = "yes"
         p = run_inject(yaml.safe_dump(doc), check=False)
