@@ -61,6 +61,14 @@ apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_mig
     const long r = migrate(m.unit, m.to_tier);
     MMTIER_DEBUG("mover: unit %u heat %d/1000 to %s: %ld", m.unit, static_cast<int>(policy.heat(m.unit, now_ns) * 1000),
                  m.to_tier == kTierDram ? "DRAM" : "PMem", r);
+    if (r == -ENOSPC && m.to_tier == kTierDram) {
+      // DRAM at its limit: the program's own allocations took the room
+      // since the budget was read.  Nothing failed; the batch's other
+      // promotions wait for the next scan, as over the budget.
+      policy.report(now_ns, m, migration_result::skipped);
+      b.dram_now = b.budget;
+      continue;
+    }
     if (r < 0) {
       policy.report(now_ns, m, migration_result::failed);
       ++o.failed;

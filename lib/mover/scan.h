@@ -62,7 +62,9 @@ struct apply_outcome {
 // migrate(unit, to): the bytes moved (>= 0) or -errno (heap_migrate, or a
 // test's fake).  A promotion that would take DRAM past the budget (an
 // earlier demotion of the batch failed) is skipped, not attempted, and so is
-// a demotion PMem has no room for (b.pmem_room).  The
+// a demotion PMem has no room for (b.pmem_room); a promotion the heap
+// refuses at the DRAM limit (ENOSPC: allocations took the room since the
+// budget was read) is skipped too, with the batch's later ones.  The
 // first failure of each errno in the process is said once, with what it
 // means (support/errors.h, migration_failure_meaning); the rest are counted.
 

@@ -17,6 +17,7 @@ struct fake_heap {
   std::vector<int> tier = std::vector<int>(kUnits, kTierPmem);
   std::vector<size_t> fail;  // units whose migration fails
   int calls = 0;
+  int dram_room = kUnits;  // promotions the DRAM limit still takes
 };
 fake_heap *g_fake = nullptr;
 
@@ -24,6 +25,7 @@ long fake_migrate(size_t unit, int to) {
   ++g_fake->calls;
   for (size_t f : g_fake->fail)
     if (f == unit) return -EBUSY;
+  if (to == kTierDram && g_fake->dram_room-- <= 0) return -ENOSPC;
   g_fake->tier[unit] = to;
   return static_cast<long>(kUnitSize);
 }
@@ -80,6 +82,23 @@ TEST_F(ScanTest, ApplySkipsAPromotionThatWouldPassTheBudget) {
   EXPECT_EQ(o.promoted, 0u);
   EXPECT_EQ(heap.calls, 1) << "only the demotion was tried";
   EXPECT_EQ(heap.tier[7], kTierPmem);
+}
+
+TEST_F(ScanTest, APromotionRefusedAtTheDramLimitIsSkippedNotFailed) {
+  // The program's allocations filled DRAM after the budget was read: the
+  // heap refuses the second promotion (ENOSPC); it and the third are
+  // skipped, nothing counts as failed, and the demotion still runs.
+  heap.tier[20] = kTierDram;
+  heap.dram_room = 1;
+  const policy_migration batch[] = {{5, kTierDram}, {6, kTierDram}, {7, kTierDram}, {20, kTierPmem}};
+  const apply_outcome o = apply(*policy, guard, batch, 4, kSec, {4, 1}, fake_migrate);
+  EXPECT_EQ(o.promoted, 1u);
+  EXPECT_EQ(o.demoted, 1u);
+  EXPECT_EQ(o.failed, 0u);
+  EXPECT_EQ(o.failures.total(), 0u);
+  EXPECT_EQ(heap.calls, 3) << "the third promotion was not tried";
+  EXPECT_EQ(heap.tier[6], kTierPmem);
+  EXPECT_EQ(heap.tier[20], kTierPmem);
 }
 
 TEST_F(ScanTest, ApplyHoldsEverythingBackNearTheMappingLimit) {
