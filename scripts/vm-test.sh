@@ -16,7 +16,8 @@
 #   tmpfs and alone: same answer, times), gups (the hot-set workload on
 #   DAX: promotions and demotions, none failed), numa (the slow tier as the
 #   CPU-less node: pages where their tier says, the workload and python3
-#   on it), programs (the real-program suite with the slow tier on DAX and
+#   on it), restore (snapshot restore with this kernel's paths: POSIX
+#   timers, a container's PID namespace, a migration), programs (the real-program suite with the slow tier on DAX and
 #   on the node; long), compare (python3 and GUPS with the slow tier on DAX,
 #   tmpfs and the node, side by side), kerneltier (needs --kmem: GUPS under
 #   the kernel's own tiering, mmtier's NUMA-node tier and memkind on a KMEM
@@ -38,7 +39,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$ROOT/build
 WORK=
-SUITES="fallbacks tiering program gups numa"  # and: programs, compare
+SUITES="fallbacks tiering program gups numa restore"  # and: programs, compare
 KVER=
 TIMEOUT=1200
 KMEM=0
@@ -88,7 +89,7 @@ fi
 MODS=/lib/modules/$KVER/kernel
 [[ -d $MODS ]] || cant "no modules in $MODS"
 for f in "$BUILD/libmmtier.so" "$BUILD/tests/mmtier_unit_tests" "$BUILD/tests/preload/tiering_test" \
-  "$BUILD/bench/workloads/gups"; do
+  "$BUILD/bench/workloads/gups" "$BUILD/mmtier" "$BUILD/tests/cli/cli_restore_child"; do
   [[ -e $f ]] || { echo "vm-test: $f not built (build first: scripts/build.sh $BUILD)" >&2; exit 2; }
 done
 

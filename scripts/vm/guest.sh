@@ -292,6 +292,21 @@ suite_kerneltier() {
   echo 0 > /sys/kernel/mm/numa/demotion_enabled 2>/dev/null
 }
 
+# Restore on this kernel (no PR_TIMER_CREATE_RESTORE_IDS: POSIX timers
+# reached in order), in a fresh container's PID namespace without set_tid
+# (in place and in order), and a migration between two network and mount
+# namespaces: the cli tests that cover them.
+suite_restore() {
+  local b=$BUILD v
+  v=$(sed -n 's/^CMAKE_PROJECT_VERSION:STATIC=//p' "$b/CMakeCache.txt")
+  check restore env -C "$SRC" python3 tests/cli/cli_test.py --mmtier "$b/mmtier" --lib "$b/libmmtier.so.$v" \
+    --child "$b/tests/cli/cli_stats_child" --fake "$b/tests/cli/cli_fake_publisher" \
+    --maker "$b/tests/cli/cli_capsule_maker" --restore-child "$b/tests/cli/cli_restore_child" --version "$v" -v \
+    RestoreTest.test_kernel_objects_come_back \
+    RestoreTest.test_a_container_process_comes_back_without_choosing_its_ids \
+    RestoreTest.test_migrate_moves_a_process_to_another_host_and_a_failure_leaves_it_running
+}
+
 # For investigations, not in the default set: runs the host's
 # $WORK/script.sh in this guest (with LIB, BUILD, SRC, DAX and W set); its
 # exit status is the result, its output logs/script.log.
