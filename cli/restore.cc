@@ -1496,6 +1496,10 @@ int restore_capsule(options &o) {
       fprintf(stderr, "mmtier restore: restoring eagerly: the process is restored in place (PID %d)\n", getpid());
       if (!o.verify_set) verify_mem(im.dirfd, im.m);  // the lazy check left the lazy chunks to the fill
     }
+    // The restorer replaces this process's memory: no other thread of it
+    // may run on (a library preloaded into the command would have them).
+    if (const std::string st = read_text("/proc/self/status"); st.find("\nThreads:\t1\n") == std::string::npos)
+      refuse(im, "this command runs more than one thread and cannot become the process in place");
     const int host_proc = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     const long host = host_proc >= 0 ? host_pid_of_self(host_proc) : 0;
     if (host_proc >= 0) close(host_proc);
