@@ -503,8 +503,16 @@ std::string fd_restore(const fd_image &im, const int stdio[3], int floor, std::v
         if (opened < 0) fail(strf("cannot reopen descriptor %d, %s: %s", r.fd, path, why().c_str()));
         struct stat st;
         if (kind == cap::fd_kind::file &&
-            (fstat(opened, &st) != 0 || st.st_ino != r.ino || static_cast<uint64_t>(st.st_dev) != r.dev))
-          fail(strf("descriptor %d: %s is another file than at the snapshot", r.fd, path));
+            (fstat(opened, &st) != 0 || st.st_ino != r.ino || static_cast<uint64_t>(st.st_dev) != r.dev)) {
+          // Another inode: a file read only is the same when its size and
+          // modification time are (a new container's overlay, a copy with
+          // its times); one the program writes must be the very file.
+          const int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+          const bool same = (static_cast<int>(r.flags) & O_ACCMODE) == O_RDONLY &&
+                            r.detail_len >= sizeof(cap::fd_file) && static_cast<uint64_t>(st.st_size) == r.size &&
+                            mtime == detail<cap::fd_file>(im, r)->mtime_ns;
+          if (!same) fail(strf("descriptor %d: %s is another file than at the snapshot", r.fd, path));
+        }
         // A file the program writes is cut back to its size at the snapshot
         // (fd_cut_back, last).  Not a standard stream: a log file there is
         // usually shared with other processes (a shell's redirection),

@@ -392,6 +392,16 @@ struct timer_record {
 };
 static_assert(sizeof(timer_record) == 48 && std::has_unique_object_representations_v<timer_record>);
 
+// A named regular file's modification time (fd_kind::file; capsules of
+// before it have no detail): a file opened read-only is known again by
+// its size and this when its device and inode changed (a new container's
+// overlay mount, a copy made with its times).
+struct fd_file {
+  int64_t mtime_ns;
+  uint64_t reserved;
+};
+static_assert(sizeof(fd_file) == 16 && std::has_unique_object_representations_v<fd_file>);
+
 // An unnamed regular file's content, whole, as it was in the pause.
 struct fd_unnamed {
   uint64_t size;   // bytes right after this

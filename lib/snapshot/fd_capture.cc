@@ -199,6 +199,14 @@ long list_fds(const int *skip, int nskip, uint32_t *count) {
       kind = named ? cap::fd_kind::file : cap::fd_kind::unnamed;
       const long off = sys::raw(SYS_lseek, fd, 0, SEEK_CUR);
       r->offset = off > 0 ? static_cast<uint64_t>(off) : 0;
+      if (named) {
+        auto *d = detail<cap::fd_file>(*r);
+        if (!d) {
+          err = fail("out of room for the descriptors");
+          return 0;
+        }
+        d->mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+      }
     } else if (S_ISDIR(st.st_mode) && named) {
       kind = cap::fd_kind::dir;
     } else if ((S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) && named) {

@@ -3081,16 +3081,17 @@ class RestoreTest(Base):
         self.assertRegex(r.stderr, rf"^mmtier: restore of {re.escape(capsule)} refused: {why}\n$")
 
     def test_mapped_files_are_known_by_their_content(self):
-        # The program and a data file it maps, each replaced by a copy of
-        # itself (another inode, as a new container's mount or another host
-        # gives them, the same bytes and times): restored, since the content
-        # is the same.
+        # The program and a data file it maps and keeps open read-only,
+        # each replaced by a copy of itself (another inode, as a new
+        # container's mount or another host gives them, the same bytes and
+        # times): restored, since the content is the same.
         exe = os.path.join(self.caps, "child-copy")
         data = os.path.join(self.caps, "data")
         shutil.copy(ARGS.restore_child, exe)
         with open(data, "wb") as f:
             f.write(os.urandom(300 << 10))
-        self.extra_env = {"RESTORE_CHILD_MAP": data}
+        log = os.path.join(self.caps, "log")
+        self.extra_env = {"RESTORE_CHILD_MAP": data, "RESTORE_CHILD_KEEP": "1", "RESTORE_CHILD_LOG": log}
         p, cap = self.snapshot_of("moved", binary=exe)
         self.kill(p)
 
@@ -3117,6 +3118,13 @@ class RestoreTest(Base):
         r = self.restore(cap)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.lines()[-1], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
+        # A file the program writes must be the very file: a copy with its
+        # size and times is not.
+        renew(log)
+        r = self.restore(cap)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, rf"^mmtier: restore of {re.escape(cap)} failed: descriptor \d+: {re.escape(log)} is "
+                                   r"another file than at the snapshot\n$")
         # The data file with other bytes at its start, its size and time kept.
         original = open(data, "rb").read()
 

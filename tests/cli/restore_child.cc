@@ -486,7 +486,8 @@ int main(int argc, char **argv) {
   const int tids[3] = {g_tids[0], g_tids[1], g_tids[2]};
   if (mode == "self") {
     // RESTORE_CHILD_MAP=FILE: a data file mapped read-only across the
-    // snapshot, as a program maps its locale or data files.
+    // snapshot, as a program maps its locale or data files (and, with
+    // RESTORE_CHILD_KEEP=1, kept open read-only as a JVM keeps its jars).
     if (const char *f = getenv("RESTORE_CHILD_MAP")) {
       const int fd = open(f, O_RDONLY | O_CLOEXEC);
       struct stat st;
@@ -495,7 +496,7 @@ int main(int argc, char **argv) {
         report("cannot map %s", f);
         return 1;
       }
-      close(fd);
+      if (!getenv("RESTORE_CHILD_KEEP")) close(fd);  // else also a descriptor, read-only
     }
     // RESTORE_CHILD_LOG=FILE: a file the program appends to, a line before
     // the snapshot and one after (a restore cuts it back to the first).
