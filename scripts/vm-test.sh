@@ -60,7 +60,7 @@ cant() { echo "vm-test: cannot start the machine: $*" >&2; exit 77; }
 
 # --- prerequisites ------------------------------------------------------
 newest_kernel() { # the newest 6.1 kernel image installed, as its version ("" if none)
-  { compgen -G '/boot/vmlinuz-6.1.*-amd64' || true; } | sed 's|/boot/vmlinuz-||' | sort -V | tail -1
+  { compgen -G '/boot/vmlinuz-6.1.0-*-amd64' || true; } | sed 's|/boot/vmlinuz-||' | sort -V | tail -1
 }
 [[ -z $KVER ]] && KVER=$(newest_kernel)
 need=()
@@ -85,7 +85,7 @@ if ((${#need[@]})); then
         "${need[@]}" < /dev/null > /dev/null; } || cant "apt-get install ${need[*]} failed"
   [[ -z $KVER ]] && KVER=$(newest_kernel)
 fi
-[[ -n $KVER && -r /boot/vmlinuz-$KVER ]] || cant "no readable /boot/vmlinuz-6.1.*-amd64"
+[[ -n $KVER && -r /boot/vmlinuz-$KVER ]] || cant "no readable /boot/vmlinuz-${KVER:-6.1.0-*-amd64}"
 MODS=/lib/modules/$KVER/kernel
 [[ -d $MODS ]] || cant "no modules in $MODS"
 for f in "$BUILD/libmmtier.so" "$BUILD/tests/mmtier_unit_tests" "$BUILD/tests/preload/tiering_test" \
