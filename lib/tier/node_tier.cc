@@ -80,6 +80,36 @@ bool read_list(const char *path, node_mask *out) {
   return true;
 }
 
+// The first bytes of a small file (sysfs, procfs), NUL-terminated; "" if
+// unreadable.
+void read_word(const char *path, char *buf, size_t cap) {
+  buf[0] = '\0';
+  const long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return;
+  const long n = sys::read(static_cast<int>(fd), buf, cap - 1);
+  sys::close(static_cast<int>(fd));
+  buf[n > 0 ? n : 0] = '\0';
+}
+
+// Whether the kernel tiers memory itself: reclaim demoting pages to a
+// slower node (demotion_enabled, 5.15) or NUMA balancing promoting them
+// (numa_balancing's memory-tiering bit 2, 6.0).  Both move this process's
+// pages between its tiers behind the mover.
+void say_kernel_tiering() {
+  char demotion[16], balancing[16];
+  read_word("/sys/kernel/mm/numa/demotion_enabled", demotion, sizeof demotion);
+  read_word("/proc/sys/kernel/numa_balancing", balancing, sizeof balancing);
+  const bool demotes = demotion[0] == 't' || demotion[0] == '1';
+  const bool promotes = (balancing[0] - '0') & 2;
+  if (!demotes && !promotes)
+    return;
+  MMTIER_WARN("the kernel tiers memory itself (%s%s%s): it moves pages between the nodes of both tiers behind "
+              "mmtier's mover and budget; turn it off (echo false > /sys/kernel/mm/numa/demotion_enabled, "
+              "sysctl kernel.numa_balancing=0 or 1) or leave the slow node to it (MMTIER_SLOW_NODE=off)",
+              demotes ? "demotion_enabled" : "", demotes && promotes ? ", " : "",
+              promotes ? "numa_balancing=2" : "");
+}
+
 // The distance from node `from` to node `to` (sysfs), or -1.
 long distance(int from, int to) {
   char path[96], buf[4096];
@@ -174,7 +204,10 @@ long node_open(tier *t, bool slow) {
     t->node = s->nodes.first();
   }
   t->usable = true;
-  if (slow) MMTIER_INFO("PMem tier: NUMA node %d (memory without CPUs), pages moved by the kernel", slow_node);
+  if (slow) {
+    MMTIER_INFO("PMem tier: NUMA node %d (memory without CPUs), pages moved by the kernel", slow_node);
+    say_kernel_tiering();
+  }
   return 0;
 }
 

@@ -233,7 +233,7 @@ kt_gups() {
   local name=$1 log=$W/logs/$1.log c0 c1
   shift
   c0=$(awk '/^cpu / { print $2 + $3, $4 + $7 + $8 }' /proc/stat)
-  env "$@" "$BUILD/bench/workloads/gups" --footprint "${KT_FOOTPRINT:-1G}" --hot "${KT_HOT:-64M}" \
+  env "$@" ${KT_WRAP:-} "$BUILD/bench/workloads/gups" --footprint "${KT_FOOTPRINT:-1G}" --hot "${KT_HOT:-64M}" \
     --seconds "${GUPS_SECONDS:-40}" --slow-node 1 > "$log" 2>&1
   local rc=$?
   c1=$(awk '/^cpu / { print $2 + $3, $4 + $7 + $8 }' /proc/stat)
@@ -264,6 +264,10 @@ suite_kerneltier() {
     { fail kerneltier.kmem "ndctl could not make $ns devdax"; return; }
   dev=$(ndctl list -n "$ns" 2>/dev/null | sed -nE 's/.*"chardev":"(dax[0-9.]+)".*/\1/p')
   [ -n "$dev" ] || { fail kerneltier.kmem "no dax device for $ns"; return; }
+  # (A kernel whose policy onlines hot-added memory itself, as Debian's
+  # 6.12 does, makes daxctl refuse: the onlining is left to daxctl.)
+  local auto=/sys/devices/system/memory/auto_online_blocks
+  [ -w "$auto" ] && [ "$(cat "$auto")" != offline ] && echo offline > "$auto"
   daxctl reconfigure-device -m system-ram "$dev" >> "$W/logs/kerneltier.ndctl.log" 2>&1 ||
     { fail kerneltier.kmem "daxctl could not online $dev"; return; }
   info kerneltier.node1 "$(awk '/MemTotal/ { print $4, $5 }' /sys/devices/system/node/node1/meminfo)"
@@ -283,13 +287,28 @@ suite_kerneltier() {
   info kerneltier.kernel "numa_balancing=$(cat /proc/sys/kernel/numa_balancing) demotion_enabled=$(cat /sys/kernel/mm/numa/demotion_enabled 2>/dev/null)"
   kt_gups kerneltier.kernel
   echo 0 > /proc/sys/kernel/numa_balancing
+  # mmtier with the kernel's demotion still on (it says so), then alone.
+  kt_gups kerneltier.mmtier-demoting LD_PRELOAD="$LIB" MMTIER_SLOW_NODE=1 MMTIER_DRAM_LIMIT="${KT_DRAM:-192M}" \
+    MMTIER_REPORT=stderr MMTIER_LOG=info
+  grep -q "the kernel tiers memory itself (demotion_enabled)" "$W/logs/kerneltier.mmtier-demoting.log" &&
+    pass kerneltier.warned || fail kerneltier.warned "no warning of the kernel's demotion"
+  echo 0 > /sys/kernel/mm/numa/demotion_enabled 2>/dev/null
   kt_gups kerneltier.mmtier LD_PRELOAD="$LIB" MMTIER_SLOW_NODE=1 MMTIER_DRAM_LIMIT="${KT_DRAM:-192M}" \
     MMTIER_REPORT=stderr MMTIER_LOG=info
   KT_PEER=1 kt_gups kerneltier.memkind LD_PRELOAD=libmemtier.so \
     MEMKIND_MEM_TIERS="KIND:DRAM,RATIO:1;KIND:KMEM_DAX,RATIO:4;POLICY:STATIC_RATIO"
+  # Linux 6.9 and later: the kernel's weighted interleave at memkind's 1:4
+  # (a page's node by its weight, whatever its heat).
+  local wi=/sys/kernel/mm/mempolicy/weighted_interleave
+  if [ -w "$wi/node0" ] && [ -w "$wi/node1" ]; then
+    echo 1 > "$wi/node0" && echo 4 > "$wi/node1"
+    info kerneltier.weighted.weights "node0 $(cat "$wi/node0"), node1 $(cat "$wi/node1")"
+    KT_WRAP="$BUILD/bench/mpol_exec weighted-interleave 0,1" kt_gups kerneltier.weighted
+  else
+    info kerneltier.weighted "no weighted interleave on $(uname -r) (Linux 6.9)"
+  fi
   # Node 0 given back for the suites after this one.
   echo 0 > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages
-  echo 0 > /sys/kernel/mm/numa/demotion_enabled 2>/dev/null
 }
 
 # Restore on this kernel (no PR_TIMER_CREATE_RESTORE_IDS: POSIX timers
