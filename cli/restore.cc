@@ -1172,11 +1172,12 @@ bool can_set_tid() {
 }
 
 // Whether clone3 reaches the kernel: a seccomp filter may answer ENOSYS
-// for it (container runtimes' profiles did, to make the C library fall
-// back to clone), and a capability alone would then promise ids the
-// restorer cannot set.  With no arguments the kernel says EINVAL.
+// for it (container runtimes' profiles do, to make the C library fall
+// back to clone) or EPERM (a profile's default), and a capability alone
+// would then promise ids the restorer cannot set.  With no arguments the
+// kernel itself says EINVAL.
 bool clone3_usable() {
-  return syscall(SYS_clone3, nullptr, 0) < 0 && errno != ENOSYS;
+  return syscall(SYS_clone3, nullptr, 0) < 0 && errno == EINVAL;
 }
 
 // Whether this PID namespace is not the host's (a container's): the
