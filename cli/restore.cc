@@ -896,9 +896,11 @@ int move_high(int fd, int floor) {
     if (mk >= 0) {
       struct timespec now;
       clock_gettime(CLOCK_REALTIME, &now);
-      const std::string text = strf("restore in place began at %lld (host pid %d)\n", static_cast<long long>(now.tv_sec), host_pid);
+      const std::string text =
+          strf("restore in place began at %lld (host pid %d)\n", static_cast<long long>(now.tv_sec), host_pid);
       const bool ok = write(mk, text.data(), text.size()) == static_cast<ssize_t>(text.size());
       close(mk);
+      if (!ok) unlinkat(dirfd, rs::kAttemptMarker, 0);  // half-written: never left for the next start to trust
       if (ok) {
         g_marker_dirfd = dirfd;
         p->marker_dirfd = dirfd;
