@@ -94,11 +94,12 @@ constexpr uint32_t kNoteThinClone = 1;          // restore_note::flags
 constexpr uint64_t kRestoreNoteMagic = 0x65746f4e74736552ull;
 
 constexpr uint32_t kMaxClose = 256;  // plan::close_fds
+constexpr uint32_t kMaxCuts = 64;    // plan::cuts
 // In a capsule: left by a restore in place (a container's command, which
 // has no supervisor to fall back to once the restorer runs) until the
 // restored program is ready; found at the next start, the capsule's
 // restore did not complete and it is passed over.
-constexpr char kAttemptMarker[] = "restore-attempt";
+constexpr char kAttemptMarker[] = "restore-attempt";  // = capsule::kAttemptMarker (freestanding: no include)
 constexpr uint32_t kMmFields = 11;
 constexpr uint32_t kAuxvWords = 64;
 
@@ -141,6 +142,15 @@ struct plan {
   int32_t pmem_fds[8];       // the capsule's PMem files, kept open for the library (restore_note)
   uint32_t npmem_fds;
   uint32_t note_flags;       // restore_note::flags
+  // Files the program writes that grew since the snapshot, cut back to
+  // their size then by the leader once every thread is ready (nothing of
+  // the restore can fail after that but this): its number, the size.
+  uint32_t ncuts;
+  struct {
+    int32_t fd;
+    uint32_t reserved;
+    uint64_t size;
+  } cuts[kMaxCuts];
   uint32_t timers_in_order;  // POSIX timers by using up the ids below each, as before Linux 6.16, even where the
                              // kernel could make them at their ids (a test of that path)
   int32_t marker_dirfd;      // the capsule, whose marker_name is removed once every thread is ready (-1: none)

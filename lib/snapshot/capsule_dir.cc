@@ -200,7 +200,7 @@ int check_contents(int dirfd, const char **why) {
       manifest = type == DT_REG;
       return manifest ? 0 : 1;
     }
-    if (str_eq(name, kMem) || pmem_name(name)) return type == DT_REG ? 0 : 1;
+    if (str_eq(name, kMem) || pmem_name(name) || str_eq(name, kAttemptMarker)) return type == DT_REG ? 0 : 1;
     if (str_eq(name, kFilesDir)) return type == DT_DIR && files_dir_ok(dirfd) ? 0 : 1;
     return 1;
   });

@@ -32,6 +32,9 @@ constexpr char kSuffix[] = ".mmtcap";
 constexpr char kManifest[] = "manifest";
 constexpr char kMem[] = "mem";
 constexpr char kBasePrefix[] = "mem-";  // + 32 hex digits: an earlier capsule's mem, linked (incremental)
+// Left by `mmtier restore` in place until the restored program is ready
+// (restorer/plan.h kAttemptMarker, the same name): part of a capsule.
+constexpr char kAttemptMarker[] = "restore-attempt";
 
 enum class status : uint32_t {
   incomplete = 1,  // being written: never restored
