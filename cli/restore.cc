@@ -60,6 +60,8 @@ namespace {
 namespace cap = mmtier::capsule;
 namespace rs = mmtier::restorer;
 namespace snap = mmtier::snapshot;
+static_assert(std::string_view(rs::kAttemptMarker) == std::string_view(cap::kAttemptMarker),
+              "the restorer removes the marker the capsule knows");
 
 constexpr uint64_t kPage = 4096;
 
@@ -306,8 +308,9 @@ void check(image &im, const options &o) {
     for (uint64_t i = 0; i < ntimers; ++i) highest = std::max(highest, tm[i].id);
     constexpr int32_t kInOrderMost = 1 << 20;
     if (highest >= kInOrderMost) {
-      const bool by_id = !timers_in_order() && prctl(77 /* PR_TIMER_CREATE_RESTORE_IDS */, 1) == 0;
-      if (by_id) prctl(77, 0);
+      // (Arguments 3-5 zero: the kernel refuses the option otherwise.)
+      const bool by_id = !timers_in_order() && prctl(77 /* PR_TIMER_CREATE_RESTORE_IDS */, 1, 0, 0, 0) == 0;
+      if (by_id) prctl(77, 0, 0, 0, 0);
       else
         refuse(im, strf("its POSIX timer id %d is beyond what this kernel lets a restore reach (before Linux 6.16 "
                         "the %d ids below it would be made first)", highest, highest));
@@ -885,6 +888,17 @@ int move_high(int fd, int floor) {
     ++p->nunmap;
   }
   if (next > data + data_bytes) die(err_fd, "the restorer's plan does not fit");
+  // The files the program writes are cut back to their size at the
+  // snapshot by the restorer, last (a restore that gives up before leaves
+  // them as the original did).
+  if (cuts.size() > rs::kMaxCuts)
+    die(err_fd, strf("%zu files the program writes grew since the snapshot, more than %u cut back at restore",
+                     cuts.size(), rs::kMaxCuts));
+  p->ncuts = static_cast<uint32_t>(cuts.size());
+  for (size_t k = 0; k < cuts.size(); ++k) {
+    p->cuts[k].fd = cuts[k].fd;
+    p->cuts[k].size = cuts[k].size;
+  }
   // In place, nothing falls back once the restorer runs: a marker in the
   // capsule says the attempt began, and the restorer removes it when the
   // program is ready.  Found at the next start (the restorer failed, the
@@ -914,18 +928,6 @@ int move_high(int fd, int floor) {
       }
     }
   }
-  // Last, the files the program writes are cut back to their size at the
-  // snapshot.  A failure after one was cut runs nothing afresh (the file
-  // is no longer what the program left): the marker stays, the next start
-  // passes the capsule over.
-  for (size_t k = 0; k < cuts.size(); ++k)
-    if (const std::string e = fd_cut_back({cuts[k]}); !e.empty()) {
-      if (k > 0) {
-        g_fallback = nullptr;
-        g_marker_dirfd = -1;
-      }
-      die(err_fd, e);
-    }
   sigset_t all;
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, nullptr);

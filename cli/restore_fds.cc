@@ -514,7 +514,7 @@ std::string fd_restore(const fd_image &im, const int stdio[3], int floor, std::v
           if (!same) fail(strf("descriptor %d: %s is another file than at the snapshot", r.fd, path));
         }
         // A file the program writes is cut back to its size at the snapshot
-        // (fd_cut_back, last).  Not a standard stream: a log file there is
+        // (by the restorer, last).  Not a standard stream: a log file there is
         // usually shared with other processes (a shell's redirection),
         // whose output stays.
         const int mode = static_cast<int>(r.flags) & O_ACCMODE;
@@ -584,13 +584,6 @@ std::string fd_restore(const fd_image &im, const int stdio[3], int floor, std::v
   } catch (const std::out_of_range &) {
     return "the descriptor table refers to a descriptor it does not hold";
   }
-  return "";
-}
-
-std::string fd_cut_back(const std::vector<fd_cut> &cuts) {
-  for (const fd_cut &c : cuts)
-    if (ftruncate(c.fd, static_cast<off_t>(c.size)) != 0)
-      return strf("descriptor %d: cannot cut %s back to its size at the snapshot: %s", c.fd, c.path, why().c_str());
   return "";
 }
 

@@ -40,18 +40,14 @@ std::string fd_check(const fd_image &im);
 // what stays theirs.  Each is made above floor first, then moved into place.
 // "" or the line saying which descriptor could not be made and why.
 // Nothing is changed on disk: the files the program writes that grew since
-// the snapshot are listed in *cuts (its number, its size then), for
-// fd_cut_back once nothing else can fail.
+// the snapshot are listed in *cuts (its number, its size then), for the
+// restorer to cut back once nothing else can fail (what the original wrote
+// after the snapshot is not the restored program's).
 struct fd_cut {
   int fd;
   uint64_t size;
   const char *path;
 };
 std::string fd_restore(const fd_image &im, const int stdio[3], int floor, std::vector<fd_cut> *cuts);
-
-// Cuts each file back to its size at the snapshot (what the original wrote
-// after it is not the restored program's); "" or the line saying which
-// could not be.
-std::string fd_cut_back(const std::vector<fd_cut> &cuts);
 
 }  // namespace mmtier::cli

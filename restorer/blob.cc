@@ -419,6 +419,13 @@ struct cap_data {
     }
     make_timers(p);
     queue_own_signals(p, t->tid);
+    // The last change outside the process, once nothing else can fail: the
+    // files it writes cut back to their size at the snapshot.
+    for (uint32_t i = 0; i < p->ncuts && i < kMaxCuts; ++i) {
+      const long r = sc(__NR_ftruncate, p->cuts[i].fd, static_cast<long>(p->cuts[i].size));
+      if (failed(r)) fail(p, "cannot cut a file the program writes back to its size at the snapshot", -r,
+                          static_cast<uint64_t>(p->cuts[i].fd));
+    }
     // Every thread is ready: the command hears "ok" and the restore's own
     // descriptors go; then every thread goes on as the program.
     if (p->say_ok) sc(__NR_write, p->err_fd, reinterpret_cast<long>("ok\n"), 3);

@@ -171,7 +171,7 @@ timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
   -virtfs local,path="$ROOT",mount_tag=src,security_model=none,readonly=on,multidevs=remap,id=fs2 \
   -virtfs local,path="$BUILD",mount_tag=build,security_model=none,readonly=on,multidevs=remap,id=fs3 \
   -kernel "/boot/vmlinuz-$KVER" -initrd "$initrd" \
-  -append "console=ttyS0 rdinit=/init loglevel=4 mitigations=off vmtest.script=/tmp/vmwork/guest.sh vmtest.src=$ROOT vmtest.build=$BUILD" \
+  -append "console=ttyS0 rdinit=/init loglevel=4 mitigations=off panic=-1 vmtest.script=/tmp/vmwork/guest.sh vmtest.src=$ROOT vmtest.build=$BUILD" \
   -nographic -no-reboot < /dev/null > "$WORK/console.log" 2>&1
 rc=$?
 set -e

@@ -3243,6 +3243,11 @@ class RestoreTest(Base):
                          f"passed over\nmmtier restore: no durable capsule named first... in {self.caps} to restore "
                          f"(0 of another command line, 1 whose restore did not complete); starting {rc} afresh\n"
                          "restore_child: not running under libmmtier\n")
+        # The marker is part of the capsule: it can still be packed (and
+        # deleted, as its pruning does).
+        r = subprocess.run([ARGS.mmtier, "capsule", "pack", first], env=base_env(self.dir), capture_output=True,
+                           timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
         os.unlink(marker)
         # In place, a restore that gives up before the restorer runs (its
         # working directory is gone) runs the program afresh too, with the
