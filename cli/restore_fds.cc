@@ -519,7 +519,7 @@ std::string fd_restore(const fd_image &im, const int stdio[3], int floor, std::v
         // whose output stays.
         const int mode = static_cast<int>(r.flags) & O_ACCMODE;
         if (kind == cap::fd_kind::file && r.fd > 2 && mode != O_RDONLY && static_cast<uint64_t>(st.st_size) > r.size)
-          cuts->push_back({r.fd, r.size, path});
+          cuts->push_back({r.fd, r.size});
         if (kind == cap::fd_kind::file && lseek(opened, static_cast<off_t>(r.offset), SEEK_SET) < 0)
           fail(strf("descriptor %d: cannot seek %s: %s", r.fd, path, why().c_str()));
         fd = high(opened, floor, "file", r.fd);

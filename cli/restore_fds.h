@@ -46,7 +46,6 @@ std::string fd_check(const fd_image &im);
 struct fd_cut {
   int fd;
   uint64_t size;
-  const char *path;
 };
 std::string fd_restore(const fd_image &im, const int stdio[3], int floor, std::vector<fd_cut> *cuts);
 

@@ -55,15 +55,22 @@ struct node_tier_state {
 
 node_tier_state *state(tier *t) { return static_cast<node_tier_state *>(t->impl); }
 
+// The first bytes of a small file (sysfs, procfs), NUL-terminated (""
+// when it cannot be read); false if it cannot be read.
+bool read_word(const char *path, char *buf, size_t cap) {
+  buf[0] = '\0';
+  const long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const long n = sys::read(static_cast<int>(fd), buf, cap - 1);
+  sys::close(static_cast<int>(fd));
+  buf[n > 0 ? n : 0] = '\0';
+  return n >= 0;
+}
+
 // A node list of sysfs ("0-1,3") as a mask; false if unreadable.
 bool read_list(const char *path, node_mask *out) {
   char buf[512];
-  long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return false;
-  long n = sys::read(static_cast<int>(fd), buf, sizeof buf - 1);
-  sys::close(static_cast<int>(fd));
-  if (n < 0) return false;
-  buf[n] = '\0';
+  if (!read_word(path, buf, sizeof buf)) return false;
   *out = node_mask();
   for (const char *p = buf; *p >= '0' && *p <= '9';) {
     long lo = 0, hi;
@@ -78,17 +85,6 @@ bool read_list(const char *path, node_mask *out) {
     if (*p == ',') ++p;
   }
   return true;
-}
-
-// The first bytes of a small file (sysfs, procfs), NUL-terminated; "" if
-// unreadable.
-void read_word(const char *path, char *buf, size_t cap) {
-  buf[0] = '\0';
-  const long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return;
-  const long n = sys::read(static_cast<int>(fd), buf, cap - 1);
-  sys::close(static_cast<int>(fd));
-  buf[n > 0 ? n : 0] = '\0';
 }
 
 // Whether the kernel tiers memory itself: reclaim demoting pages to a
@@ -114,12 +110,7 @@ void say_kernel_tiering() {
 long distance(int from, int to) {
   char path[96], buf[4096];
   format(path, sizeof path, "/sys/devices/system/node/node%d/distance", from);
-  long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  long n = sys::read(static_cast<int>(fd), buf, sizeof buf - 1);
-  sys::close(static_cast<int>(fd));
-  if (n <= 0) return -1;
-  buf[n] = '\0';
+  if (!read_word(path, buf, sizeof buf) || !buf[0]) return -1;
   // One figure per online node, in node order: the online mask says which.
   node_mask online;
   if (!read_list("/sys/devices/system/node/online", &online)) return -1;
