@@ -9,7 +9,7 @@
 # boot takes about 10 s and tests run several times slower than here.
 #
 # usage: scripts/vm-test.sh [--build DIR] [--work DIR] [--suites "LIST"]
-#                           [--kernel VERSION] [--timeout SECONDS] [--kmem]
+#                           [--kernel VERSION | --ubuntu SERIES] [--timeout SECONDS] [--kmem]
 #   suites (scripts/vm/guest.sh): fallbacks (migration and sampling unit
 #   tests on the 6.1 kernel, PMem on tmpfs and on DAX), tiering (the
 #   tiering tests with the PMem tier on DAX), program (python3 on DAX, on
@@ -24,11 +24,19 @@
 #   DAX node), script (runs WORK/script.sh in the guest, for
 #   investigations).  Default: all but programs, compare, kerneltier and
 #   script.
+#   --kernel VERSION: an installed Debian kernel (/boot/vmlinuz-VERSION and
+#   its modules); default the newest 6.1.  --ubuntu jammy|noble: the newest
+#   generic kernel of that Ubuntu release instead (jammy: 5.15, noble: 6.8),
+#   fetched from archive.ubuntu.com into WORK/kernels (image, modules and
+#   modules-extra unpacked there, nothing installed on the host; kept for
+#   later runs); the guest's /lib/modules is that directory.
 #   --kmem: node 1 has no RAM of its own but a second NVDIMM, which the
 #   kerneltier suite onlines as system RAM (a KMEM DAX node, in a lower
 #   memory tier); KT_FOOTPRINT, KT_HOT, KT_DRAM and KT_FREE_MB pass through,
 #   and PROGRAMS_WHERE (dax, node or both: the programs suite's slow tiers)
-#   and PROGRAMS_ONLY (which of its programs).
+#   and PROGRAMS_ONLY (which of its programs); PRESSURE_FREE_MB (node 0's
+#   free memory in the numa suite's pressure check) and PRESSURE_LIB
+#   (another libmmtier.so for that check, to compare).
 # Installs its packages when run as root (qemu-system-x86, a Debian 6.1
 # kernel image, busybox-static, ndctl, cpio).  Prints the guest's results,
 # then a line in ctest's form "N% tests passed, N tests failed out of N";
@@ -41,6 +49,7 @@ BUILD=$ROOT/build
 WORK=
 SUITES="fallbacks tiering program gups numa restore"  # and: programs, compare
 KVER=
+UBUNTU=
 TIMEOUT=1200
 KMEM=0
 while (($#)); do
@@ -49,6 +58,7 @@ while (($#)); do
     --work) WORK=$2; shift 2 ;;
     --suites) SUITES=$2; shift 2 ;;
     --kernel) KVER=$2; shift 2 ;;
+    --ubuntu) UBUNTU=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --kmem) KMEM=1; shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -62,7 +72,8 @@ cant() { echo "vm-test: cannot start the machine: $*" >&2; exit 77; }
 newest_kernel() { # the newest 6.1 kernel image installed, as its version ("" if none)
   { compgen -G '/boot/vmlinuz-6.1.0-*-amd64' || true; } | sed 's|/boot/vmlinuz-||' | sort -V | tail -1
 }
-[[ -z $KVER ]] && KVER=$(newest_kernel)
+[[ -n $KVER && -n $UBUNTU ]] && { echo "vm-test: --kernel and --ubuntu exclude each other" >&2; exit 2; }
+[[ -z $KVER && -z $UBUNTU ]] && KVER=$(newest_kernel)
 need=()
 command -v qemu-system-x86_64 > /dev/null || need+=(qemu-system-x86)
 # A static busybox (the initramfs has no libc); Debian's busybox package is
@@ -73,7 +84,7 @@ command -v ndctl > /dev/null || need+=(ndctl)
 command -v cpio > /dev/null || need+=(cpio)
 ((KMEM)) && ! command -v daxctl > /dev/null && need+=(daxctl)
 command -v mkfs.ext4 > /dev/null || need+=(e2fsprogs)
-if [[ -z $KVER ]]; then
+if [[ -z $KVER && -z $UBUNTU ]]; then
   pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' 2>/dev/null | cut -d' ' -f1 | sort -V | tail -1)
   need+=("${pkg:-linux-image-amd64}")
 fi
@@ -83,10 +94,56 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" < /dev/null > /dev/null ||
     { apt-get update -q > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         "${need[@]}" < /dev/null > /dev/null; } || cant "apt-get install ${need[*]} failed"
-  [[ -z $KVER ]] && KVER=$(newest_kernel)
+  [[ -z $KVER && -z $UBUNTU ]] && KVER=$(newest_kernel)
 fi
-[[ -n $KVER && -r /boot/vmlinuz-$KVER ]] || cant "no readable /boot/vmlinuz-${KVER:-6.1.0-*-amd64}"
-MODS=/lib/modules/$KVER/kernel
+mkdir -p "${WORK}"
+WORK=$(cd "$WORK" && pwd)
+KROOT=  # where the kernel's boot/ and lib/modules/ are: / for an installed one
+GUEST_MODULES=  # the guest's path of a fetched kernel's lib/modules
+if [[ -n $UBUNTU ]]; then
+  # Ubuntu's generic kernel of that release, from its archive: the newest
+  # linux-image-unsigned-V-N-generic in SERIES-updates (else SERIES) whose V
+  # is the release's own kernel (not a hardware-enablement one).
+  case $UBUNTU in
+    jammy) base=5.15.0 ;;
+    noble) base=6.8.0 ;;
+    *) echo "vm-test: --ubuntu takes jammy (5.15) or noble (6.8), not $UBUNTU" >&2; exit 2 ;;
+  esac
+  mirror=${UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}
+  kdir=$WORK/kernels/$UBUNTU
+  mkdir -p "$kdir"
+  if [[ ! -f $kdir/version ]]; then
+    command -v curl > /dev/null || cant "--ubuntu needs curl"
+    for pocket in "$UBUNTU-updates" "$UBUNTU"; do
+      curl -fsS --max-time 120 "$mirror/dists/$pocket/main/binary-amd64/Packages.gz" | gzip -dc > "$kdir/Packages" ||
+        continue
+      abi=$(sed -nE "s/^Package: linux-image-unsigned-($base-[0-9]+)-generic$/\1/p" "$kdir/Packages" | sort -V | tail -1)
+      [[ -n $abi ]] && break
+    done
+    [[ -n ${abi:-} ]] || cant "no $base generic kernel found in $mirror for $UBUNTU"
+    rm -rf "$kdir/root"
+    mkdir -p "$kdir/root"
+    for p in image-unsigned modules modules-extra; do
+      f=$(awk -v P="Package: linux-$p-$abi-generic" '$0 == P { f = 1 } f && /^Filename:/ { print $2; exit }' "$kdir/Packages")
+      [[ -n $f ]] || cant "no linux-$p-$abi-generic in $mirror"
+      echo "vm-test: fetching $(basename "$f")"
+      curl -fsS --max-time 600 "$mirror/$f" -o "$kdir/pkg.deb" || cant "cannot fetch $mirror/$f"
+      dpkg-deb -x "$kdir/pkg.deb" "$kdir/root" || cant "cannot unpack $f"
+      rm -f "$kdir/pkg.deb"
+    done
+    # The packages make modules.dep at installation; unpacked, it is made here.
+    depmod -b "$kdir/root" "$abi-generic" || cant "depmod failed for $abi-generic"
+    echo "$abi-generic" > "$kdir/version"
+  fi
+  KVER=$(cat "$kdir/version")
+  KROOT=$kdir/root
+  GUEST_MODULES=/tmp/vmwork/kernels/$UBUNTU/root/lib/modules
+fi
+KIMG=$KROOT/boot/vmlinuz-$KVER
+[[ -n $KVER ]] || cant "no /boot/vmlinuz-6.1.0-*-amd64"
+[[ -r $KIMG ]] || cant "no readable $KIMG"
+MODROOT=$KROOT/lib/modules/$KVER
+MODS=$MODROOT/kernel
 [[ -d $MODS ]] || cant "no modules in $MODS"
 for f in "$BUILD/libmmtier.so" "$BUILD/tests/mmtier_unit_tests" "$BUILD/tests/preload/tiering_test" \
   "$BUILD/bench/workloads/gups" "$BUILD/mmtier" "$BUILD/tests/cli/cli_restore_child"; do
@@ -94,8 +151,6 @@ for f in "$BUILD/libmmtier.so" "$BUILD/tests/mmtier_unit_tests" "$BUILD/tests/pr
 done
 
 # --- the initramfs: busybox, the 9p modules, init -------------------------
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
 initrd=$WORK/initramfs-$KVER.cpio.gz
 if [[ ! -s $initrd || $ROOT/scripts/vm/init -nt $initrd ]]; then
   tree=$(mktemp -d)
@@ -109,7 +164,7 @@ if [[ ! -s $initrd || $ROOT/scripts/vm/init -nt $initrd ]]; then
   add_mod() {
     local m=$1 dep d
     [[ " ${order[*]} " == *" $m "* ]] && return
-    dep=$(sed -nE "s|^kernel/$m\.ko[^:]*:(.*)|\1|p" "/lib/modules/$KVER/modules.dep" 2>/dev/null)
+    dep=$(sed -nE "s|^kernel/$m\.ko[^:]*:(.*)|\1|p" "$MODROOT/modules.dep" 2>/dev/null)
     for d in $dep; do
       d=${d#kernel/}
       add_mod "${d%.ko*}"
@@ -141,7 +196,7 @@ fi
 [[ -f $WORK/nvdimm.img ]] || truncate -s 2G "$WORK/nvdimm.img"
 printf 'BUILD=%q\nSRC=%q\nSUITES=%q\nGUPS_SECONDS=%q\nKMEM=%q\n' "$BUILD" "$ROOT" "$SUITES" "${GUPS_SECONDS:-40}" \
   "$KMEM" > "$WORK/args"
-for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE PROGRAMS_ONLY; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
+for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE PROGRAMS_ONLY PRESSURE_FREE_MB PRESSURE_LIB; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
 # Node 1: 3 GiB of RAM, or (--kmem) none but a second NVDIMM.
 node1=(-object memory-backend-ram,id=ram1,size=3G -numa node,nodeid=1,memdev=ram1)
 mem=6G
@@ -170,8 +225,8 @@ timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
   -virtfs local,path="$WORK",mount_tag=work,security_model=none,id=fs1 \
   -virtfs local,path="$ROOT",mount_tag=src,security_model=none,readonly=on,multidevs=remap,id=fs2 \
   -virtfs local,path="$BUILD",mount_tag=build,security_model=none,readonly=on,multidevs=remap,id=fs3 \
-  -kernel "/boot/vmlinuz-$KVER" -initrd "$initrd" \
-  -append "console=ttyS0 rdinit=/init loglevel=4 mitigations=off panic=-1 vmtest.script=/tmp/vmwork/guest.sh vmtest.src=$ROOT vmtest.build=$BUILD" \
+  -kernel "$KIMG" -initrd "$initrd" \
+  -append "console=ttyS0 rdinit=/init loglevel=4 mitigations=off panic=-1 vmtest.script=/tmp/vmwork/guest.sh vmtest.src=$ROOT vmtest.build=$BUILD${GUEST_MODULES:+ vmtest.modules=$GUEST_MODULES}" \
   -nographic -no-reboot < /dev/null > "$WORK/console.log" 2>&1
 rc=$?
 set -e
