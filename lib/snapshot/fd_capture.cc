@@ -237,9 +237,11 @@ bool ino_less(const cap::fd_record &a, const cap::fd_record &b) {
   return a.ino != b.ino ? a.ino < b.ino : a.dev != b.dev ? a.dev < b.dev : a.fd < b.fd;
 }
 
-// Sorts idx[0, n) by their records' inode (heapsort: no allocation, n log n).
-void sort_by_ino(uint32_t *idx, uint32_t n) {
-  auto less = [&](uint32_t x, uint32_t y) { return ino_less(*rec(idx[x]), *rec(idx[y])); };
+// Sorts idx[0, n) by less(record index, record index) (heapsort: no
+// allocation, n log n).
+template <class Less>
+void sort_idx(uint32_t *idx, uint32_t n, Less &&before) {
+  auto less = [&](uint32_t x, uint32_t y) { return before(idx[x], idx[y]); };
   auto sift = [&](uint32_t root, uint32_t end) {
     for (uint32_t child; (child = 2 * root + 1) < end; root = child) {
       if (child + 1 < end && less(child, child + 1)) ++child;
@@ -258,10 +260,17 @@ void sort_by_ino(uint32_t *idx, uint32_t n) {
   }
 }
 
+// Sorts idx[0, n) by their records' inode.
+void sort_by_ino(uint32_t *idx, uint32_t n) {
+  sort_idx(idx, n, [](uint32_t a, uint32_t b) { return ino_less(*rec(a), *rec(b)); });
+}
+
 // Records that are one open file (dup, fork's sharing): the later ones
 // point at the first.  Only records of one inode can be; kcmp tells which
 // are; without it (a kernel built without checkpoint/restore), one socket
 // or pipe end per inode and access mode.
+constexpr uint32_t kPairwiseMax = 16;  // records of one inode compared pair by pair
+
 long find_dups(uint32_t n) {
   const uint64_t mark = g_s.data.used;
   auto *idx = reinterpret_cast<uint32_t *>(g_s.data.take(uint64_t{n} * 4 + 4, 8));
@@ -273,6 +282,37 @@ long find_dups(uint32_t n) {
   for (uint32_t lo = 0, hi; lo < n; lo = hi) {
     hi = lo + 1;
     while (hi < n && rec(idx[hi])->ino == rec(idx[lo])->ino && rec(idx[hi])->dev == rec(idx[lo])->dev) ++hi;
+    // Many records of one inode (eventfds, timerfds, epoll sets and
+    // signalfds all share the anonymous inode): sorted by kind and by the
+    // kernel's order of their open files (kcmp orders them), then number,
+    // the copies of each file follow its first in n log n queries instead
+    // of a query per pair.
+    if (have_kcmp && hi - lo > kPairwiseMax) {
+      bool ordered = true;
+      const auto file_less = [&](uint32_t a, uint32_t b) {
+        const cap::fd_record &x = *rec(a), &y = *rec(b);
+        if (x.kind != y.kind) return x.kind < y.kind;
+        const long r = sys::raw(SYS_kcmp, pid, pid, KCMP_FILE, x.fd, y.fd);
+        if (r < 0 || r > 2) ordered = false;  // no order: the pairs below decide
+        if (r == 1 || r == 2) return r == 1;
+        return x.fd < y.fd;
+      };
+      sort_idx(idx + lo, hi - lo, file_less);
+      if (ordered) {
+        for (uint32_t x = lo + 1, first = lo; x < hi; ++x) {
+          cap::fd_record &a = *rec(idx[x]);
+          const cap::fd_record &b = *rec(idx[first]);
+          if (a.kind != static_cast<uint32_t>(cap::fd_kind::other) && a.kind == b.kind &&
+              sys::raw(SYS_kcmp, pid, pid, KCMP_FILE, a.fd, b.fd) == 0)
+            a.same_as = b.fd;
+          else
+            first = x;
+        }
+        continue;
+      }
+      // By number again, for the pairs.
+      sort_idx(idx + lo, hi - lo, [](uint32_t a, uint32_t b) { return rec(a)->fd < rec(b)->fd; });
+    }
     // Within one inode, in the table's order (by number): a copy points
     // at the first of its open file.
     for (uint32_t x = lo + 1; x < hi; ++x) {
@@ -407,9 +447,61 @@ long take_signalfd(cap::fd_record &r) {
       r, "signalfd", [](const char *buf, cap::fd_signalfd *d) { d->mask = hex_field(buf, "sigmask:", 0); });
 }
 
+// The record of descriptor fd (records are in ascending order of number,
+// as /proc/self/fd lists them), or nullptr.
+const cap::fd_record *record_of(int fd, uint32_t n) {
+  uint32_t lo = 0, hi = n;
+  while (lo < hi) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    if (rec(mid)->fd < fd) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo < n && rec(lo)->fd == fd) return rec(lo);
+  for (uint32_t i = 0; i < n; ++i)  // not in order after all
+    if (rec(i)->fd == fd) return rec(i);
+  return nullptr;
+}
+
+// An epoll set keys a registration by file and number, and the number may
+// since hold another file (closed, reused) while the registered file lives
+// on under another number.  Each entry's tfd becomes the number that holds
+// its file now: a socket's inode is its own, so the number holding that
+// inode is right; any other file (the anonymous inode every eventfd,
+// timerfd, signalfd and epoll set shares; a pipe's two ends) is compared
+// by the kernel (kcmp KCMP_EPOLL_TFD).  Last entry first: an entry's place
+// among those of its number (toff) counts the entries before it, still
+// unchanged.
+long resolve_epoll(const cap::fd_record &r, cap::fd_epoll_entry *e, size_t count, uint32_t n, bool *have_kcmp) {
+  const long pid = sys::getpid();
+  for (size_t k = count; k-- > 0;) {
+    const cap::fd_record *at = record_of(e[k].tfd, n);
+    if (at && at->ino == e[k].ino && at->kind == static_cast<uint32_t>(cap::fd_kind::socket)) continue;
+    if (!*have_kcmp) continue;  // the restore matches by number and inode
+    kcmp_epoll_slot slot{static_cast<uint32_t>(r.fd), static_cast<uint32_t>(e[k].tfd), 0};
+    for (size_t j = 0; j < k; ++j) slot.toff += e[j].tfd == e[k].tfd;
+    const auto same = [&](int fd) {
+      const long c = sys::raw(SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, fd, reinterpret_cast<long>(&slot));
+      if (c == -ENOSYS || c == -EPERM) *have_kcmp = false;
+      return c == 0;
+    };
+    if (at && at->ino == e[k].ino && same(at->fd)) continue;
+    if (!*have_kcmp) continue;
+    int32_t holder = -1;
+    for (uint32_t i = 0; i < n && holder < 0 && *have_kcmp; ++i)
+      if (rec(i)->ino == e[k].ino && rec(i)->fd != e[k].tfd && same(rec(i)->fd)) holder = rec(i)->fd;
+    if (!*have_kcmp) continue;
+    if (holder < 0)
+      return fail("descriptor %d's epoll set holds a file registered as descriptor %d, which no descriptor of the "
+                  "process holds now (closed here, open elsewhere): a restore could not register it again",
+                  r.fd, e[k].tfd);
+    e[k].tfd = holder;
+  }
+  return 0;
+}
+
 // One entry per "tfd:" line of the fdinfo, read a piece at a time (a set
 // of a hundred thousand registrations is several MiB of text).
-long take_epoll(cap::fd_record &r) {
+long take_epoll(cap::fd_record &r, uint32_t n, bool *have_kcmp) {
   char path[48];
   snprintf(path, sizeof path, "/proc/self/fdinfo/%d", r.fd);
   const long f = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
@@ -453,7 +545,9 @@ long take_epoll(cap::fd_record &r) {
     if (have == sizeof buf - 1) have = 0;  // a line longer than any the kernel writes
   }
   sys::close(static_cast<int>(f));
-  return err;
+  if (err) return err;
+  return resolve_epoll(r, reinterpret_cast<cap::fd_epoll_entry *>(g_s.data.base + r.detail),
+                       r.detail_len / sizeof(cap::fd_epoll_entry), n, have_kcmp);
 }
 
 // sock_diag about one Unix socket: its peer's inode and, listening, its
@@ -688,6 +782,7 @@ long take_details(uint32_t n) {
   uint64_t unnamed = 0;
   int nl = -1;
   long err = 0;
+  bool have_kcmp = true;
   for (uint32_t i = 0; i < n && !err; ++i) {
     cap::fd_record &r = *rec(i);
     if (r.same_as >= 0) continue;
@@ -696,7 +791,7 @@ long take_details(uint32_t n) {
       case cap::fd_kind::eventfd: err = take_eventfd(r); break;
       case cap::fd_kind::timerfd: err = take_timerfd(r); break;
       case cap::fd_kind::signalfd: err = take_signalfd(r); break;
-      case cap::fd_kind::epoll: err = take_epoll(r); break;
+      case cap::fd_kind::epoll: err = take_epoll(r, n, &have_kcmp); break;
       case cap::fd_kind::socket: err = take_socket(r, nl, n); break;
       case cap::fd_kind::unnamed: err = take_unnamed(r, &unnamed); break;
       default: break;

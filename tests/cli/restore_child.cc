@@ -220,6 +220,12 @@ struct kernel_objects {
   timer_t ticking, idle;  // POSIX timers: SIGRTMIN+2 every 20 ms (value 77); SIGEV_NONE, 1000 s
   int memfd, tmpfile, deleted;  // unnamed files: a sealed memfd, an O_TMPFILE file at offset 3, a deleted one (append)
   int memfd_again;              // the memfd opened a second time (another open file of the same memfd)
+  // More anonymous-inode files than the capture compares pair by pair:
+  // eventfds counting i + 1, one of them held twice (many_dup), and an
+  // epoll set (ep2) whose one registration, data 42, is of an eventfd
+  // (count 4) registered as number many[3] and since moved to number
+  // moved, while number many[3] holds another eventfd (count 100).
+  int many[24], many_dup, moved, ep2;
 };
 
 int bound_port(int fd) {
@@ -306,6 +312,18 @@ kernel_objects make_objects() {
   timer_delete(gone);
   const itimerspec every20 = {{0, 20000000}, {0, 20000000}}, later = {{0, 0}, {1000, 0}};
   if (timer_settime(k.ticking, 0, &every20, nullptr) != 0 || timer_settime(k.idle, 0, &later, nullptr) != 0) abort();
+  for (int i = 0; i < 24; ++i)
+    if ((k.many[i] = eventfd(static_cast<unsigned>(i + 1), 0)) < 0) abort();
+  k.many_dup = dup(k.many[7]);
+  k.ep2 = epoll_create1(0);
+  epoll_event reg{};
+  reg.events = EPOLLIN;
+  reg.data.u64 = 42;
+  if (k.many_dup < 0 || k.ep2 < 0 || epoll_ctl(k.ep2, EPOLL_CTL_ADD, k.many[3], &reg) != 0) abort();
+  const int other = eventfd(100, 0);
+  k.moved = dup(k.many[3]);
+  if (other < 0 || k.moved < 0 || dup2(other, k.many[3]) != k.many[3]) abort();
+  close(other);
   k.ep = epoll_create1(0);
   const int watched[] = {k.pipe_rd, k.efd, k.listener, k.tfd, k.sfd, k.pair[1]};
   for (int i = 0; i < 6; ++i) {
@@ -425,6 +443,17 @@ std::string check_objects(const kernel_objects &k) {
          " timer=" + (timer_ok ? "ok" : "bad") + " signalfd=" + (sig_ok ? "ok" : "bad") +
          " pair=" + (pair_ok ? "ok" : "bad") + " listen=" + (listen_ok ? "ok" : "bad") +
          " conn=" + (conn == 0 ? "ended" : "bad") + " udp=" + (udp_ok ? "ok" : "bad") + " dup=" + (dup_ok ? "ok" : "bad");
+  // The many eventfds: each its own count, the copy one file with its
+  // first; the registration on the file it was made for, not on the one
+  // that now has its number.
+  epoll_event ready{};
+  uint64_t v = 0;
+  bool many_ok = epoll_wait(k.ep2, &ready, 1, 1000) == 1 && ready.data.u64 == 42 && read(k.moved, &v, 8) == 8 &&
+                 v == 4 && epoll_wait(k.ep2, &ready, 1, 0) == 0 && read(k.many[3], &v, 8) == 8 && v == 100;
+  many_ok = many_ok && write(k.many_dup, &(v = 1), 8) == 8;
+  for (int i = 0; i < 24 && many_ok; ++i)
+    if (i != 3) many_ok = read(k.many[i], &v, 8) == 8 && v == static_cast<uint64_t>(i + 1 + (i == 7));
+  out += std::string(" many=") + (many_ok ? "ok" : "bad");
   // The socket only bound has its port, and listens on it when asked.
   const bool bound_ok = bound_port(k.only_bound) == k.only_bound_port && listen(k.only_bound, 4) == 0;
   out += std::string(" bound=") + (bound_ok ? "ok" : "bad");
