@@ -16,14 +16,15 @@
 #   tmpfs and alone: same answer, times), gups (the hot-set workload on
 #   DAX: promotions and demotions, none failed), numa (the slow tier as the
 #   CPU-less node: pages where their tier says, the workload and python3
-#   on it), restore (snapshot restore with this kernel's paths: POSIX
+#   on it, the workload with node 0 held but for 64 MiB), restore (snapshot restore with this kernel's paths: POSIX
 #   timers, a container's PID namespace, a migration), programs (the real-program suite with the slow tier on DAX and
 #   on the node; long), compare (python3 and GUPS with the slow tier on DAX,
 #   tmpfs and the node, side by side), kerneltier (needs --kmem: GUPS under
 #   the kernel's own tiering, mmtier's NUMA-node tier and memkind on a KMEM
-#   DAX node), script (runs WORK/script.sh in the guest, for
-#   investigations).  Default: all but programs, compare, kerneltier and
-#   script.
+#   DAX node), sweep (bench/sweep.py at the guest's sizes with the slow
+#   tier on tmpfs, on DAX and on the node; SWEEP_SECONDS per phase),
+#   script (runs WORK/script.sh in the guest, for investigations).
+#   Default: all but programs, compare, kerneltier, sweep and script.
 #   --kernel VERSION: an installed Debian kernel (/boot/vmlinuz-VERSION and
 #   its modules); default the newest 6.1.  --ubuntu jammy|noble: the newest
 #   generic kernel of that Ubuntu release instead (jammy: 5.15, noble: 6.8),
@@ -34,8 +35,8 @@
 #   kerneltier suite onlines as system RAM (a KMEM DAX node, in a lower
 #   memory tier); KT_FOOTPRINT, KT_HOT, KT_DRAM and KT_FREE_MB pass through,
 #   and PROGRAMS_WHERE (dax, node or both: the programs suite's slow tiers)
-#   and PROGRAMS_ONLY (which of its programs); PRESSURE_FREE_MB (node 0's
-#   free memory in the numa suite's pressure check) and PRESSURE_LIB
+#   and PROGRAMS_ONLY (which of its programs); PRESSURE_ROOM_MB (node 0's
+#   room in the numa suite's pressure check) and PRESSURE_LIB
 #   (another libmmtier.so for that check, to compare).
 # Installs its packages when run as root (qemu-system-x86, a Debian 6.1
 # kernel image, busybox-static, ndctl, cpio).  Prints the guest's results,
@@ -196,7 +197,7 @@ fi
 [[ -f $WORK/nvdimm.img ]] || truncate -s 2G "$WORK/nvdimm.img"
 printf 'BUILD=%q\nSRC=%q\nSUITES=%q\nGUPS_SECONDS=%q\nKMEM=%q\n' "$BUILD" "$ROOT" "$SUITES" "${GUPS_SECONDS:-40}" \
   "$KMEM" > "$WORK/args"
-for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE PROGRAMS_ONLY PRESSURE_FREE_MB PRESSURE_LIB; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
+for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE PROGRAMS_ONLY PRESSURE_ROOM_MB PRESSURE_LIB SWEEP_SECONDS; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
 # Node 1: 3 GiB of RAM, or (--kmem) none but a second NVDIMM.
 node1=(-object memory-backend-ram,id=ram1,size=3G -numa node,nodeid=1,memdev=ram1)
 mem=6G

@@ -180,6 +180,17 @@ bool heap_unit_movable(size_t idx);
 // while the unit is copied into its new file slot and mapped over itself.
 // Returns the bytes moved (>= 0).
 long heap_migrate(size_t idx, int to);
+// Units tier `to` can take now beside what it holds, as the tier sees its
+// memory (a NUMA node other processes fill), or SIZE_MAX when the tier
+// does not know: the budgets alone bound it.
+size_t heap_tier_room_units(int to);
+// Node tiers: a unit counted on DRAM whose pages the kernel took from the
+// slow node (the fast nodes were full when they were first touched: their
+// policy is "preferred", a fault does not fail) is counted where its pages
+// are, on PMem, and its stragglers follow.  Looks at up to n DRAM units
+// per call, in turn (one page of each, one system call); returns how many
+// it counted again.  0 when the tiers are not nodes.
+size_t heap_recount_node_units(size_t n);
 // Tests only: called by a demotion with the unit's address once it has read
 // which pages hold data and before it copies them (a page dropped there is
 // one that went away behind mmtier's back, as a raw madvise does).

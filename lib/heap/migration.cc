@@ -508,6 +508,73 @@ long heap_migrate(size_t idx, int to) {
   return to == kTierDram ? promote(idx) : demote(idx);
 }
 
+size_t heap_tier_room_units(int to) {
+  if (to != kTierDram && to != kTierPmem) return SIZE_MAX;
+  tier &t = g_mgr.tiers[to];
+  if (!t.usable || !t.ops->room) return SIZE_MAX;
+  heap_lock_guard g;  // the tier's room figure is kept with its moves
+  const long long r = t.ops->room(&t);
+  return r < 0 ? SIZE_MAX : static_cast<size_t>(r) >> kUnitShift;
+}
+
+size_t heap_recount_node_units(size_t n) {
+  tier &dram = g_mgr.tiers[kTierDram];
+  if (!dram.usable || !dram.ops->lies_on || !g_mgr.tiers[kTierPmem].ops->move_in) return 0;
+  constexpr size_t kBatch = 64, kLook = 8;
+  static size_t cursor;  // where the last call stopped (the mover's thread only)
+  if (n > kBatch) n = kBatch;
+  size_t idx[kBatch];
+  void *pages[kBatch];
+  int where[kBatch];
+  size_t found = 0, recounted = 0;
+  heap_lock_guard g;
+  // The next n DRAM units with a live page, from the cursor on (the units
+  // in use only: the reservation's other units cost nothing).
+  const auto collect = [&](size_t from, size_t to) {
+    for_used_va_words([&](size_t w) {
+      for (uint64_t bits = g_mgr.va_bits[w]; bits && found < n; bits &= bits - 1) {
+        const size_t i = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+        if (i < from || i >= to) continue;
+        const unit &u = g_heap.units[i];
+        if (unit_tier(u) != kTierDram || !heap_unit_movable(i)) continue;
+        size_t first = kPagesPerUnit;
+        for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t a, size_t) {
+          if (first == kPagesPerUnit) first = a;
+        });
+        if (first == kPagesPerUnit) continue;
+        idx[found] = i;
+        pages[found++] = page_addr(i, first);
+      }
+    });
+  };
+  const size_t from = cursor < g_heap.nunits ? cursor : 0;
+  collect(from, g_heap.nunits);
+  if (found < n) collect(0, from);
+  cursor = found ? idx[found - 1] + 1 : 0;
+  if (!found || dram.ops->lies_on(&dram, pages, found, where) != 0) return 0;
+  for (size_t k = 0; k < found; ++k) {
+    if (where[k] != 0) continue;
+    // Elsewhere: a few live pages across the unit decide.
+    const unit &u = g_heap.units[idx[k]];
+    void *look[kLook];
+    int at[kLook];
+    size_t m = 0;
+    for (size_t p = 0; p < kPagesPerUnit && m < kLook; p += kPagesPerUnit / kLook)
+      if (bit_get(u.live_bits, p)) look[m++] = page_addr(idx[k], p);
+    if (m == 0 || dram.ops->lies_on(&dram, look, m, at) != 0) continue;
+    size_t off = 1;  // the page found elsewhere
+    for (size_t j = 0; j < m; ++j) off += at[j] == 0;
+    if (2 * off <= m + 1) continue;
+    // Counted on PMem, bound to the slow node (what is not there yet
+    // follows) at no cost to the budgets' moves.
+    if (move_in_place(idx[k], kTierPmem) >= 0) {
+      ++recounted;
+      MMTIER_DEBUG("heap: unit %zu counted on PMem: the kernel put its pages on the slow node", idx[k]);
+    }
+  }
+  return recounted;
+}
+
 void migration_fork_child() {
   // The parent demotes through the same pipe: the child makes its own.
   pipe_drop();

@@ -207,9 +207,17 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
     cpu0 = sys::thread_cpu_ns();
   }
   const uint64_t now = sys::mono_ns();
+  // Units the kernel placed on the slow node are counted there first.
+  heap_recount_node_units(64);
   heap_counters c;
   heap_counters_get(&c);
-  const dram_budget b = dram_budget_of(c, config_get());
+  dram_budget b = dram_budget_of(c, config_get());
+  // A DRAM tier that is a NUMA node has what other processes leave of it:
+  // the budget is no more than what it holds and what still fits, so that
+  // the policy exchanges (demotes cold units to make room) instead of
+  // asking for promotions the node would refuse.
+  const size_t room = heap_tier_room_units(kTierDram);
+  if (room != SIZE_MAX && b.budget > b.dram_now + room) b.budget = b.dram_now + room;
   policy_migration migs[kPolicyMaxBatch];
   const size_t nm = decide(m.policy, now, m.obs, nobs, b, migs);
   const apply_outcome o = apply(m.policy, m.maps, migs, nm, now, b, migrate_unit);

@@ -10,7 +10,19 @@
 // The policy is MPOL_PREFERRED (the fast tier: MPOL_PREFERRED_MANY over
 // every node with CPUs, Linux 5.15+): a node that is full gives its pages
 // to the next one instead of failing the fault, and budgets, not the
-// kernel, keep each tier within its share.
+// kernel, keep each tier within its share.  A move is different: into a
+// node at its watermarks the kernel would take the new pages from the
+// other node, copying the unit to where it already is while the mover
+// counts it moved.  So a move first looks at the room its nodes have
+// above their high watermarks (node_room), and is refused with ENOSPC
+// when the unit does not fit: the mover then takes it as DRAM at its
+// limit and makes room by demoting first.
+//
+// Pages another process maps too (a fork's copy-on-write pages not yet
+// written by either) move only with MPOL_MF_MOVE_ALL, which needs
+// CAP_SYS_NICE: taken when the process has it, else those pages stay
+// where they are until one side writes them (the copy is made on the
+// unit's tier).
 #include "tier/tier.h"
 
 #include "platform/sys.h"
@@ -18,7 +30,10 @@
 #include "support/log.h"
 #include "support/meta.h"
 
+#include "platform/clock.h"
+
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -30,6 +45,7 @@ namespace {
 constexpr int kMpolPreferred = 1;
 constexpr int kMpolPreferredMany = 5;  // Linux 5.15
 constexpr unsigned kMpolMfMove = 1u << 1;
+constexpr unsigned kMpolMfMoveAll = 1u << 2;
 constexpr size_t kMaskWords = kMaxNodes / 64;
 
 struct node_mask {
@@ -51,6 +67,13 @@ struct node_mask {
 struct node_tier_state {
   node_mask nodes;   // where this tier's pages go
   int mode = kMpolPreferred;
+  unsigned move_flag = kMpolMfMove;  // kMpolMfMoveAll with CAP_SYS_NICE
+  // The room of the nodes for moves in: free bytes above the zones' high
+  // watermarks, as read at room_ns and less what moved in since.
+  uint64_t high_bytes = 0;  // what the nodes' zones keep (high_watermarks), read at open
+  int64_t room = 0;
+  uint64_t room_ns = 0;
+  bool said_full = false;
 };
 
 node_tier_state *state(tier *t) { return static_cast<node_tier_state *>(t->impl); }
@@ -85,6 +108,168 @@ bool read_list(const char *path, node_mask *out) {
     if (*p == ',') ++p;
   }
   return true;
+}
+
+bool starts(const char *s, const char *prefix) {
+  while (*prefix)
+    if (*s++ != *prefix++) return false;
+  return true;
+}
+
+}  // namespace
+
+long long node_meminfo_free(const char *text) {
+  // "Node 0 MemFree:        2837364 kB"
+  for (const char *p = text; *p; ++p) {
+    if (p[0] != 'M' || !starts(p, "MemFree:")) continue;
+    p += 8;
+    while (*p == ' ') ++p;
+    if (*p < '0' || *p > '9') return -1;
+    long long kb = 0;
+    while (*p >= '0' && *p <= '9') kb = kb * 10 + (*p++ - '0');
+    return kb * 1024;
+  }
+  return -1;
+}
+
+void zoneinfo_line(const char *line, size_t len, int *node, uint64_t *high_pages, const bool *want) {
+  const char *p = line, *end = line + len;
+  if (len > 5 && starts(p, "Node ")) {
+    // "Node 0, zone   Normal": the zone's node.
+    p += 5;
+    int n = 0;
+    while (p < end && *p >= '0' && *p <= '9' && n < kMaxNodes) n = n * 10 + (*p++ - '0');
+    *node = n < kMaxNodes ? n : -1;
+    return;
+  }
+  // "        high     1234" (a zone's watermark; the per-CPU lists'
+  // "high:" has a colon) and "        protection: (0, 2889, 2889)" (the
+  // pages the zone keeps from allocations that could use a higher zone:
+  // the largest counts, a user page being such an allocation).
+  while (p < end && *p == ' ') ++p;
+  if (*node < 0 || !want[*node]) return;
+  if (end - p > 5 && starts(p, "high ")) {
+    p += 5;
+    while (p < end && *p == ' ') ++p;
+    uint64_t v = 0;
+    while (p < end && *p >= '0' && *p <= '9') v = v * 10 + static_cast<uint64_t>(*p++ - '0');
+    *high_pages += v;
+  } else if (end - p > 12 && starts(p, "protection:")) {
+    uint64_t most = 0;
+    for (p += 11; p < end;) {
+      if (*p < '0' || *p > '9') {
+        ++p;
+        continue;
+      }
+      uint64_t v = 0;
+      while (p < end && *p >= '0' && *p <= '9') v = v * 10 + static_cast<uint64_t>(*p++ - '0');
+      if (v > most) most = v;
+    }
+    *high_pages += most;
+  }
+}
+
+namespace {
+
+// What the zones of the nodes in m keep from a user page, in bytes (0 if
+// /proc/zoneinfo cannot be read): their high watermarks (below them
+// kswapd reclaims and allocations start going elsewhere) and their
+// protection (a DMA zone's free pages are kept for allocations that need
+// them: on a small node they are most of what looks free).  Read line by line through a small
+// buffer (the file grows with the number of CPUs).
+uint64_t high_watermarks(const node_mask &m) {
+  const long fd = sys::openat(AT_FDCWD, "/proc/zoneinfo", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  static bool want[kMaxNodes];
+  for (int n = 0; n < kMaxNodes; ++n) want[n] = m.has(n);
+  char buf[4096];
+  size_t have = 0;
+  int node = -1;
+  uint64_t pages = 0;
+  for (;;) {
+    const long r = sys::read(static_cast<int>(fd), buf + have, sizeof buf - have);
+    if (r <= 0) break;
+    have += static_cast<size_t>(r);
+    size_t start = 0;
+    for (size_t i = 0; i < have; ++i) {
+      if (buf[i] != '\n') continue;
+      zoneinfo_line(buf + start, i - start, &node, &pages, want);
+      start = i + 1;
+    }
+    if (start == 0 && have == sizeof buf) start = have;  // a line longer than the buffer: dropped
+    __builtin_memmove(buf, buf + start, have - start);
+    have -= start;
+  }
+  sys::close(static_cast<int>(fd));
+  return pages * 4096;
+}
+
+// Free bytes of the nodes in m (their sysfs meminfo), or -1.
+int64_t nodes_free(const node_mask &m) {
+  int64_t sum = 0;
+  for (int n = 0; n < kMaxNodes; ++n) {
+    if (!m.has(n)) continue;
+    char path[80], buf[2048];
+    format(path, sizeof path, "/sys/devices/system/node/node%d/meminfo", n);
+    if (!read_word(path, buf, sizeof buf)) return -1;
+    const long long f = node_meminfo_free(buf);
+    if (f < 0) return -1;
+    sum += f;
+  }
+  return sum;
+}
+
+// The room of the tier's nodes for len bytes, in bytes (-1: unknown).
+// The figure is read again when 100 ms old, or when it is short of len
+// (then at most every 10 ms): between readings, what moved in is taken
+// off it.
+long long node_room_for(tier *t, size_t len) {
+  node_tier_state *s = state(t);
+  const uint64_t now = sys::mono_ns();
+  const uint64_t age = now - s->room_ns;
+  if (s->room_ns == 0 || age > 100'000'000 || (s->room < static_cast<int64_t>(len) && age > 10'000'000)) {
+    const int64_t f = nodes_free(s->nodes);
+    if (f < 0) return -1;
+    s->room = f - static_cast<int64_t>(s->high_bytes);
+    s->room_ns = now;
+  }
+  return s->room > 0 ? s->room : 0;
+}
+
+long long node_room(tier *t) { return node_room_for(t, 0); }
+
+long node_lies_on(tier *t, void *const *pages, size_t n, int *out) {
+  const long r = sys::raw(SYS_move_pages, 0, static_cast<long>(n), reinterpret_cast<long>(pages), 0,
+                          reinterpret_cast<long>(out), 0);
+  if (r < 0) return r;
+  const node_tier_state *s = state(t);
+  for (size_t i = 0; i < n; ++i)
+    out[i] = out[i] < 0 ? -1 : (out[i] < kMaxNodes && s->nodes.has(out[i])) ? 1 : 0;
+  return 0;
+}
+
+// Whether len bytes fit in the tier's nodes (unknown: the kernel decides).
+bool room_for(tier *t, size_t len) {
+  node_tier_state *s = state(t);
+  const long long room = node_room_for(t, len);
+  if (room < 0 || room >= static_cast<long long>(len)) return true;
+  if (!s->said_full) {
+    s->said_full = true;
+    MMTIER_INFO("%s tier: NUMA node %d has %lld MiB free above its watermarks and reserves; moves into it wait for room "
+                "(the mover demotes first)",
+                t->index == kTierDram ? "DRAM" : "PMem", s->nodes.first(),
+                room >> 20);
+  }
+  return false;
+}
+
+// Whether the process may move pages other processes map too
+// (MPOL_MF_MOVE_ALL): CAP_SYS_NICE in its effective set.
+bool have_sys_nice() {
+  __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct d[2] = {};
+  if (sys::raw(SYS_capget, reinterpret_cast<long>(&h), reinterpret_cast<long>(d)) != 0) return false;
+  return (d[CAP_SYS_NICE / 32].effective >> (CAP_SYS_NICE % 32)) & 1;
 }
 
 // Whether the kernel tiers memory itself: reclaim demoting pages to a
@@ -194,6 +379,9 @@ long node_open(tier *t, bool slow) {
     }
     t->node = s->nodes.first();
   }
+  s->high_bytes = high_watermarks(s->nodes);
+  s->room_ns = 0;
+  s->move_flag = have_sys_nice() ? kMpolMfMoveAll : kMpolMfMove;
   t->usable = true;
   if (slow) {
     MMTIER_INFO("PMem tier: NUMA node %d (memory without CPUs), pages moved by the kernel", slow_node);
@@ -212,7 +400,14 @@ long node_reserve(tier *, uint32_t, size_t, size_t) { return 0; }
 // Binds a range to the tier's nodes (moving what is there when move).
 long bind(tier *t, void *addr, size_t len, bool move) {
   node_tier_state *s = state(t);
-  return mbind(addr, len, s->mode, s->nodes, move ? kMpolMfMove : 0);
+  long r = mbind(addr, len, s->mode, s->nodes, move ? s->move_flag : 0);
+  if (r == -EPERM && move && s->move_flag == kMpolMfMoveAll) {
+    // CAP_SYS_NICE of a user namespace: the kernel asks for the initial
+    // namespace's.  Shared pages stay, as without the capability.
+    s->move_flag = kMpolMfMove;
+    r = mbind(addr, len, s->mode, s->nodes, kMpolMfMove);
+  }
+  return r;
 }
 
 long node_map(tier *t, void *addr, size_t len, int prot, uint32_t, size_t) {
@@ -225,7 +420,12 @@ long node_discard(tier *, void *addr, size_t len, uint32_t, size_t) {
   return sys::madvise(addr, len, MADV_DONTNEED);
 }
 
-long node_move_in(tier *t, void *addr, size_t len) { return bind(t, addr, len, true); }
+long node_move_in(tier *t, void *addr, size_t len) {
+  if (!room_for(t, len)) return -ENOSPC;
+  const long r = bind(t, addr, len, true);
+  if (r == 0) state(t)->room -= static_cast<int64_t>(len);
+  return r;
+}
 
 constexpr tier_ops make_ops(const char *kind, long (*open)(tier *, const config &)) {
   tier_ops o = {};
@@ -237,6 +437,8 @@ constexpr tier_ops make_ops(const char *kind, long (*open)(tier *, const config 
   o.map = node_map;
   o.discard = node_discard;
   o.move_in = node_move_in;
+  o.room = node_room;
+  o.lies_on = node_lies_on;
   return o;
 }
 

@@ -152,6 +152,15 @@ struct tier_ops {
   // slot it already has (re-sharing in place), parts of which were never
   // given storage.
   long (*reserve_keep)(tier *t, uint32_t slot, size_t off, size_t len);
+
+  // Bytes the tier can take now, or -1 when it does not know (the budgets
+  // alone bound it).  A node tier: its nodes' free memory above what their
+  // zones keep, which other processes may have taken.
+  long long (*room)(tier *t);
+  // For each of n pages, whether it lies on the tier's memory: 1 yes, 0
+  // no (elsewhere), -1 not known (not present); 0 or -errno.  A node tier
+  // asks the kernel (move_pages without nodes).
+  long (*lies_on)(tier *t, void *const *pages, size_t n, int *out);
 };
 
 struct tier {
@@ -176,5 +185,14 @@ extern const tier_ops node_slow_tier_ops;
 // no CPUs farthest from the first node with CPUs; -1 for none (the file
 // tier).  Says once why a node given cannot be used.
 int node_tier_choose(const config &cfg);
+
+// The node tier's readers of the kernel's figures (exposed for tests):
+// MemFree of a node's sysfs meminfo text in bytes, or -1; and one line of
+// /proc/zoneinfo (without its newline), which adds the high watermark and
+// the largest protection of a zone of a node in `want` (kMaxNodes flags)
+// to *high_pages, *node carrying the current zone's node from line to line
+// (start it at -1).
+long long node_meminfo_free(const char *text);
+void zoneinfo_line(const char *line, size_t len, int *node, uint64_t *high_pages, const bool *want);
 
 }  // namespace mmtier::detail

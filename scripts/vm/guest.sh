@@ -169,6 +169,45 @@ suite_numa() {
   want=$(python3 -c "$PY")
   out=$(env LD_PRELOAD="$LIB" MMTIER_DRAM_RATIO=1:4 python3 -c "$PY" 2> "$W/logs/numa.python.log")
   if [ "$out" = "$want" ]; then pass numa.python; else fail numa.python "answer $out, want $want"; fi
+  numa_pressure "${slow#node}"
+}
+
+# The fast node nearly full (huge pages held by the kernel leave
+# PRESSURE_ROOM_MB, 64 by default, above what node 0's zones keep: their
+# high watermarks and protection), under a DRAM budget of twice that: a
+# promotion must not be counted when the kernel would take its pages from
+# the slow node.  The hot set's share on node 0, read from the kernel
+# (gups --slow-node), reaches 95 % in both phases; the library says once
+# that moves wait for room.  PRESSURE_LIB runs another build of the
+# library (a comparison).
+numa_pressure() {
+  local slow=$1 hp=/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages
+  local log=$W/logs/numa.pressure.log free_kb keep_kb pages line
+  [ -w "$hp" ] || { fail numa.pressure "cannot hold node 0's memory ($hp)"; return; }
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  keep_kb=$(awk '/^Node/ { n = $2 } n == "0," && $1 == "high" { k += $2 }
+    n == "0," && $1 == "protection:" { m = 0; gsub(/[(),]/, " "); for (i = 2; i <= NF; i++) if ($i > m) m = $i; k += m }
+    END { print k * 4 }' /proc/zoneinfo)
+  free_kb=$(awk '/MemFree/ { print $4 }' /sys/devices/system/node/node0/meminfo)
+  pages=$(( (free_kb - keep_kb - ${PRESSURE_ROOM_MB:-64} * 1024) / 2048 ))
+  [ "$pages" -gt 0 ] && echo "$pages" > "$hp"
+  info numa.pressure.node0 "$(cat "$hp") huge pages held, $(awk '/MemFree/ { print $4, $5 }' /sys/devices/system/node/node0/meminfo) free, $keep_kb kB kept by the zones"
+  env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
+    MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * ${PRESSURE_ROOM_MB:-64}))M MMTIER_REPORT=stderr MMTIER_LOG=info \
+    "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow" \
+    > "$log" 2>&1
+  local rc=$?
+  echo 0 > "$hp"
+  line=$(grep -E '^  mover: [0-9]+ scans' "$log" | tail -1)
+  info numa.pressure.mover "${line# *}"
+  grep '^SUMMARY' "$log" | while read -r s; do info numa.pressure.summary "$s"; done
+  local reached
+  reached=$(grep -c '^SUMMARY phase .*reached 95%' "$log")
+  if [ $rc -ne 0 ]; then fail numa.pressure "gups exit $rc (logs/numa.pressure.log)"
+  elif [ "$reached" -ne 2 ]; then fail numa.pressure "the hot set did not reach 95 % on node 0 in both phases"
+  elif ! grep -q 'MiB free above its watermarks and reserves; moves into it wait' "$log"; then
+    fail numa.pressure "node 0 was never short of room (nothing tested: lower PRESSURE_ROOM_MB)"
+  else pass numa.pressure; fi
 }
 
 # The real-program suite (tests/programs: byte-identical output with and
@@ -324,6 +363,41 @@ suite_restore() {
     RestoreTest.test_kernel_objects_come_back \
     RestoreTest.test_a_container_process_comes_back_without_choosing_its_ids \
     RestoreTest.test_migrate_moves_a_process_to_another_host_and_a_failure_leaves_it_running
+}
+
+# Not in the default set: the sweep of bench/sweep.py at this machine's
+# sizes (0.5 and 1 GiB footprints, hot sets of 5 and 20 %, a budget of
+# twice the hot set, 20 s phases) with the slow tier as a file on tmpfs,
+# as a file on the DAX mount and as the CPU-less node: every run moves
+# memory both ways and none fails (its table and verdicts are info lines;
+# the 5 s target is the host's, not the emulator's).
+suite_sweep() {
+  local slow tier csv
+  slow=$(for n in /sys/devices/system/node/node[0-9]*; do [ -z "$(cat "$n/cpulist")" ] && basename "$n"; done | head -1)
+  for tier in tmpfs dax node; do
+    local args=(--footprints 0.5G,1G --hot-pcts 5,20 --budgets 2 --skews uniform --positions default
+      --ratio 1:1 --no-verify --seconds "${SWEEP_SECONDS:-20}" --build "$BUILD" --tmpfs-dir /tmp)
+    case $tier in
+      tmpfs) args+=(--fs tmpfs) ;;
+      dax) [ -n "$DAX" ] || { fail sweep.dax "no DAX mount"; continue; }
+        args+=(--fs ext4 --ext4-dir "$DAX") ;;
+      node) [ -n "$slow" ] || { fail sweep.node "no NUMA node without CPUs"; continue; }
+        args+=(--fs tmpfs --env "MMTIER_SLOW_NODE=${slow#node}") ;;
+    esac
+    csv=$W/logs/sweep.$tier.csv
+    env -C "$SRC" python3 bench/sweep.py "${args[@]}" --csv "$csv" --logs "$W/logs/sweep.$tier" \
+      > "$W/logs/sweep.$tier.table" 2> "$W/logs/sweep.$tier.err"
+    while read -r l; do info "sweep.$tier" "$l"; done < "$W/logs/sweep.$tier.table"
+    local bad
+    bad=$(python3 -c '
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+bad = [r["footprint"] + "/" + r["hot"] + ": " + (r["reason"] or r["verdict"]) for r in rows
+       if r["verdict"] in ("FAIL", "SKIP", "N/A") or int(r["promotions"] or 0) == 0
+       or int(r["demotions"] or 0) == 0 or int(r["failed"] or 0) > 0]
+print("; ".join(bad) if rows else "no rows")' "$csv" 2>&1)
+    if [ -z "$bad" ]; then pass "sweep.$tier"; else fail "sweep.$tier" "$bad"; fi
+  done
 }
 
 # For investigations, not in the default set: runs the host's

@@ -7,6 +7,7 @@
 // the child's (the slow tier is anonymous memory: nothing is frozen).
 #include "api/runtime.h"
 #include "heap/heap.h"
+#include "tier/tier.h"
 #include "heap_test_util.h"
 
 #include <gtest/gtest.h>
@@ -126,6 +127,146 @@ TEST_F(NodeTier, ForkFreezesNothingAndEachSideKeepsItsWrites) {
   EXPECT_EQ(heap_tier_of(base), kTierPmem);
   EXPECT_EQ(off_node(base, slow), 0u);
   heap_munmap(base, 2 * kUnitSize);
+}
+
+// Whether this process has CAP_SYS_NICE in its effective set.
+bool have_sys_nice() {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return false;
+  char line[256];
+  unsigned long long eff = 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "CapEff: %llx", &eff) == 1) break;
+  fclose(f);
+  return (eff >> 23) & 1;  // CAP_SYS_NICE
+}
+
+// Pages a fork child still shares (neither side wrote them since) move
+// with the unit when the process may move other processes' pages
+// (CAP_SYS_NICE: MPOL_MF_MOVE_ALL); without it they stay where they were.
+TEST_F(NodeTier, PagesSharedWithAForkChildMoveWhenTheProcessMayMoveThem) {
+  // Run where the two tiers are two nodes (the virtual machine's numa
+  // suite); ctest's node.* on one node leaves it out.
+  ASSERT_NE(slow, fast) << "needs a slow node apart from the fast one";
+  char *base = map_units(1);
+  ASSERT_NE(base, nullptr);
+  memset(base, 3, kUnitSize);
+  if (heap_tier_of(base) != kTierDram) ASSERT_GE(heap_migrate(unit_index_of(base), kTierDram), 0);
+  ASSERT_EQ(off_node(base, fast), 0u);
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Holds the pages shared, reading nothing, until the parent has moved.
+    char c;
+    close(go[1]);
+    _exit(read(go[0], &c, 1) == 0 ? 0 : 1);
+  }
+  close(go[0]);
+  const long r = heap_migrate(unit_index_of(base), kTierPmem);
+  const size_t stayed = off_node(base, slow);
+  close(go[1]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_GE(r, 0);
+  EXPECT_EQ(heap_tier_of(base), kTierPmem);
+  if (have_sys_nice())
+    EXPECT_EQ(stayed, 0u) << "MPOL_MF_MOVE_ALL moves the pages the child shares";
+  else
+    EXPECT_EQ(stayed, kPagesPerUnit) << "without CAP_SYS_NICE shared pages stay (MPOL_MF_MOVE)";
+  for (size_t i = 0; i < kUnitSize; i += 4096) ASSERT_EQ(base[i], 3);
+  heap_munmap(base, kUnitSize);
+}
+
+// A unit counted on DRAM whose pages are on the slow node (the kernel took
+// them there when the fast node was full at their first touch; here they
+// are moved behind the library's back) is counted on PMem by the mover's
+// audit, and its stragglers follow; a unit where it belongs is left alone.
+TEST_F(NodeTier, AUnitWhosePagesLieOnTheSlowNodeIsCountedThere) {
+  // Run where the two tiers are two nodes (see above).
+  ASSERT_NE(slow, fast) << "needs a slow node apart from the fast one";
+  char *base = map_units(2);
+  ASSERT_NE(base, nullptr);
+  memset(base, 5, 2 * kUnitSize);
+  for (int k = 0; k < 2; ++k)
+    if (heap_tier_of(base + k * kUnitSize) != kTierDram)
+      ASSERT_GE(heap_migrate(unit_index_of(base + k * kUnitSize), kTierDram), 0);
+  // All but the last 16 pages of the first unit to the slow node.
+  unsigned long mask[16] = {};
+  mask[slow / 64] |= 1ul << (slow % 64);
+  constexpr long kMpolBind = 2, kMfMove = 1 << 1;
+  ASSERT_EQ(syscall(SYS_mbind, base, kUnitSize - 16 * 4096, kMpolBind, mask, 1024 + 1, kMfMove), 0);
+  ASSERT_GT(off_node(base, fast), kPagesPerUnit / 2);
+  size_t recounted = 0;
+  for (size_t i = 0; i < (size_t{1} << 20) / 64 && heap_tier_of(base) == kTierDram; ++i)
+    recounted += heap_recount_node_units(64);
+  EXPECT_GE(recounted, 1u);
+  EXPECT_EQ(heap_tier_of(base), kTierPmem);
+  EXPECT_EQ(off_node(base, slow), 0u) << "the pages left on the fast node follow";
+  EXPECT_EQ(heap_tier_of(base + kUnitSize), kTierDram) << "a unit where it belongs stays counted there";
+  EXPECT_EQ(off_node(base + kUnitSize, fast), 0u);
+  for (size_t i = 0; i < 2 * kUnitSize; i += 4096) ASSERT_EQ(base[i], 5);
+  heap_munmap(base, 2 * kUnitSize);
+}
+
+// The figures a move into a node looks at first: the node's free memory
+// (its sysfs meminfo) and what its zones keep (/proc/zoneinfo),
+// read from texts of the kernel's form.
+TEST(NodeRoom, MemFreeIsReadFromANodesMeminfo) {
+  const char *text =
+      "Node 1 MemTotal:        3045860 kB\n"
+      "Node 1 MemFree:         2837364 kB\n"
+      "Node 1 MemUsed:          208496 kB\n";
+  EXPECT_EQ(node_meminfo_free(text), 2837364LL * 1024);
+  EXPECT_EQ(node_meminfo_free("Node 0 MemTotal: 5 kB\n"), -1);
+  EXPECT_EQ(node_meminfo_free("Node 0 MemFree: x kB\n"), -1);
+}
+
+TEST(NodeRoom, WatermarksAndProtectionAreSummedOverTheWantedNodesZones) {
+  const char *lines[] = {
+      "Node 0, zone      DMA",
+      "  per-node stats",
+      "      nr_inactive_anon 10",
+      "  pages free     3840",
+      "        boost    0",
+      "        min      33",
+      "        low      41",
+      "        high     49",
+      "        spanned  4095",
+      "        protection: (0, 2889, 2889, 2889, 2889)",
+      "  pagesets",
+      "    cpu: 0",
+      "              count: 0",
+      "              high:  0",
+      "Node 0, zone    DMA32",
+      "  pages free     700000",
+      "        min      5000",
+      "        low      6250",
+      "        high     7500",
+      "        protection: (0, 0, 0, 0, 0)",
+      "    cpu: 0",
+      "              high:  378",
+      "Node 1, zone   Normal",
+      "  pages free     760000",
+      "        min      4000",
+      "        low      5000",
+      "        high     6000",
+  };
+  static bool want[kMaxNodes];
+  want[0] = true;
+  int node = -1;
+  uint64_t high = 0;
+  for (const char *l : lines) zoneinfo_line(l, strlen(l), &node, &high, want);
+  // Node 0's two zones (the DMA zone's watermark and its protection for
+  // allocations that could use DMA32); node 1 not wanted; no per-CPU "high:".
+  EXPECT_EQ(high, 49u + 2889u + 7500u);
+  want[0] = false;
+  want[1] = true;
+  node = -1;
+  high = 0;
+  for (const char *l : lines) zoneinfo_line(l, strlen(l), &node, &high, want);
+  EXPECT_EQ(high, 6000u);
 }
 
 }  // namespace
