@@ -63,7 +63,8 @@ apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_mig
                  m.to_tier == kTierDram ? "DRAM" : "PMem", r);
     if (r == -ENOSPC && m.to_tier == kTierDram) {
       // DRAM at its limit: the program's own allocations took the room
-      // since the budget was read.  Nothing failed; the batch's other
+      // since the budget was read, or a fast NUMA node has no room for the
+      // unit (other processes hold it).  Nothing failed; the batch's other
       // promotions wait for the next scan, as over the budget.
       policy.report(now_ns, m, migration_result::skipped);
       b.dram_now = b.budget;
