@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 // The C library's own sigaction (the exported one is the program's, ours).
@@ -27,6 +28,13 @@ namespace {
 
 int g_sig = 0;
 std::atomic<int> g_efd{-1};            // the thread's wake-up (guarded); -1: no thread to take a snapshot
+std::atomic<long> g_efd_pid{0};        // the process g_efd belongs to (a fork child inherits it until its hook)
+// A restored process until its thread is back (within milliseconds: the
+// restore starts it): a signal then waits for the thread (g_deferred)
+// instead of acting without a snapshot.
+std::atomic<bool> g_defer{false};
+std::atomic<bool> g_deferred{false};
+long g_test_delay_ms = 0;  // tests: _MMTIER_TRIGGER_START_DELAY_MS holds a restored process's start back
 constexpr int kPassMark = 0x6d6d7472;  // si_value of a re-raise: straight to the program's action
 siginfo_t g_info;                      // the first signal's, for the program's handler
 std::atomic<bool> g_info_set{false};
@@ -111,8 +119,12 @@ void on_signal(int sig, siginfo_t *si, void *uc) {
     errno = saved;
     return;
   }
-  const int fd = g_efd.load(std::memory_order_acquire);
-  if (fd < 0) {
+  int fd = g_efd.load(std::memory_order_acquire);
+  // A fork child before its fork handler ran holds its parent's
+  // descriptor: writing it would make the parent take a snapshot.
+  if (fd >= 0 && g_efd_pid.load(std::memory_order_acquire) != sys::raw(SYS_getpid)) fd = -1;
+  const bool defer = fd < 0 && g_defer.load(std::memory_order_acquire);
+  if (fd < 0 && !defer) {
     // No thread to take it (too early, a fresh fork child): the signal
     // does what the program set.
     run_program_action(sig, si, uc);
@@ -123,6 +135,16 @@ void on_signal(int sig, siginfo_t *si, void *uc) {
     g_info = *si;
     g_tid.store(si->si_code == SI_TKILL ? sys::raw(SYS_gettid) : 0, std::memory_order_release);
     g_info_set.store(true, std::memory_order_release);
+  }
+  if (defer) {
+    // Restored, the thread about to start: it takes this one first.
+    g_deferred.store(true, std::memory_order_release);
+    // It may have started meanwhile and seen nothing.
+    fd = g_efd.load(std::memory_order_acquire);
+    if (fd < 0 || !g_deferred.exchange(false, std::memory_order_acq_rel)) {
+      errno = saved;
+      return;
+    }
   }
   const uint64_t one = 1;
   sys::write(fd, &one, sizeof one);
@@ -170,6 +192,10 @@ void *trigger_main(void *) {
 
 // From heap_maybe_start(): the wake-up descriptor and the thread.
 void start_thread() {
+  if (g_test_delay_ms > 0 && g_defer.load(std::memory_order_acquire)) {
+    const struct timespec t = {g_test_delay_ms / 1000, (g_test_delay_ms % 1000) * 1'000'000};
+    nanosleep(&t, nullptr);
+  }
   pthread_mutex_lock(&g_start_lock);
   if (g_efd.load(std::memory_order_acquire) < 0 && !g_starting) {
     g_starting = true;
@@ -178,6 +204,7 @@ void start_thread() {
     if (fd < 0) {
       MMTIER_WARN("MMTIER_SNAPSHOT_SIGNAL: no descriptor for the snapshot thread; signal %d takes no snapshot", g_sig);
     } else {
+      g_efd_pid.store(sys::raw(SYS_getpid), std::memory_order_release);
       g_efd.store(fd, std::memory_order_release);  // the thread reads it first thing
       if (const int e = start_service_thread(trigger_main, "mmtier-sig"); e != 0) {
         MMTIER_WARN("MMTIER_SNAPSHOT_SIGNAL: cannot start the snapshot thread (error %d); signal %d takes no "
@@ -189,6 +216,14 @@ void start_thread() {
       }
     }
     g_starting = false;
+  }
+  // A signal that came while the thread was not there yet: to the thread
+  // if it started, else to what the program set (the marked re-raise).
+  g_defer.store(false, std::memory_order_release);
+  if (g_deferred.exchange(false, std::memory_order_acq_rel)) {
+    const int fd = g_efd.load(std::memory_order_acquire);
+    const uint64_t one = 1;
+    if (fd < 0 || sys::write(fd, &one, sizeof one) != sizeof one) reraise(g_sig);
   }
   pthread_mutex_unlock(&g_start_lock);
 }
@@ -213,10 +248,14 @@ void fork_child() {
 
 // A restored process: the descriptor was the dead original's (its number
 // may be the program's now: forgotten, not closed), and so was the thread.
+// The restore starts it again right after this (heap_maybe_start after
+// the restore): a signal meanwhile waits for it.
 void restored() {
   pthread_mutex_init(&g_start_lock, nullptr);
   pthread_mutex_init(&g_set_lock, nullptr);
   g_starting = false;
+  g_deferred.store(false, std::memory_order_relaxed);
+  g_defer.store(true, std::memory_order_release);
   g_efd.store(-1, std::memory_order_release);
   g_info_set.store(false, std::memory_order_relaxed);
   heap_start_soon(start_thread);
@@ -240,6 +279,7 @@ void trigger_init() {
   }
   g_prog[0] = old;  // what was there
   g_sig = sig;
+  if (const char *d = getenv("_MMTIER_TRIGGER_START_DELAY_MS")) g_test_delay_ms = strtol(d, nullptr, 10);
   if (old.sa_handler == SIG_IGN) __sigaction(sig, &old, nullptr);  // inherited ignored: stays ignored
   quiesce_register(kRankControlStart, {start_lock, start_unlock, fork_child, nullptr, restored});
   heap_start_soon(start_thread);

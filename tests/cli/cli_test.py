@@ -3068,6 +3068,27 @@ class RestoreTest(Base):
         before = len(lines())
         wait_until(lambda: len(lines()) > before + 2, 60, "ticks of the restored process")
         self.assertTrue(lines()[-1].startswith(f"tick {p.pid} "), lines()[-3:])
+        subprocess.run(["kill", "-9", str(host)], capture_output=True)
+        # A signal in the moment after a restore, before mmtier's snapshot
+        # thread is back (held back 3 s here by a test setting the original
+        # started with): it waits for the thread, which takes a snapshot
+        # first; then the default action ends the process.
+        env = dict(self.env(), MMTIER_SNAPSHOT_SIGNAL="TERM", _MMTIER_TRIGGER_START_DELAY_MS="3000")
+        p = self.python(prog, out, env=env)
+        wait_until(lambda: any(l.startswith(f"tick {p.pid}") for l in lines()), 60, "a tick")
+        first = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "early"], self.dir)
+        self.assertEqual(first.returncode, 0, first.stderr)
+        p.kill()
+        p.wait()
+        r = self.restore(os.path.join(self.caps, "early.mmtcap"), "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout.split()[-1])
+        self.addCleanup(lambda: subprocess.run(["kill", "-9", str(host)], capture_output=True))
+        os.kill(host, signal.SIGTERM)
+        caps = lambda: [c for c in os.listdir(self.caps) if c.startswith(f"python3-{p.pid}-") and c.endswith(".mmtcap")]
+        wait_until(lambda: not os.path.exists(f"/proc/{host}") or open(f"/proc/{host}/stat").read().split()[2] == "Z",
+                   60, "the end of the restored process")
+        self.assertEqual(len(caps()), 1, os.listdir(self.caps))
 
     def snapshot_of(self, name, binary=None):
         p = self.start("self", name, binary=binary)
