@@ -587,6 +587,109 @@ long unix_diag(int nl, uint64_t ino, uint64_t *peer, uint32_t *backlog) {
   return 0;
 }
 
+// The peers and backlogs of many Unix sockets from one sock_diag dump of
+// the namespace's Unix sockets (a query each is two system calls in the
+// pause), sorted by inode.  peer kNotSeen: not in the dump (asked alone).
+struct unix_peer {
+  uint64_t ino, peer;
+  uint32_t backlog, pad;
+};
+constexpr uint64_t kNotSeen = ~uint64_t{0};
+constexpr uint32_t kUnixAskEach = 16;  // sockets asked one by one up to this many
+struct unix_peers {
+  unix_peer *v = nullptr;
+  uint32_t n = 0;
+  size_t bytes = 0;
+};
+
+unix_peer *find_peer(const unix_peers &t, uint64_t ino) {
+  uint32_t lo = 0, hi = t.n;
+  while (lo < hi) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    if (t.v[mid].ino < ino) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < t.n && t.v[lo].ino == ino ? &t.v[lo] : nullptr;
+}
+
+// The table for the socket records' inodes; empty (each asked alone)
+// when there are no more than kUnixAskEach or the dump fails.
+unix_peers unix_dump(int nl, uint32_t n) {
+  unix_peers t;
+  uint32_t socks = 0;
+  for (uint32_t i = 0; i < n; ++i) socks += rec(i)->kind == static_cast<uint32_t>(cap::fd_kind::socket);
+  if (socks <= kUnixAskEach) return t;
+  t.bytes = (uint64_t{socks} * sizeof(unix_peer) + 4095) & ~size_t{4095};
+  const long m = sys::mmap(nullptr, t.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (sys::failed(m)) return unix_peers{};
+  t.v = reinterpret_cast<unix_peer *>(m);
+  for (uint32_t i = 0; i < n; ++i)
+    if (rec(i)->kind == static_cast<uint32_t>(cap::fd_kind::socket)) t.v[t.n++] = {rec(i)->ino, kNotSeen, 0, 0};
+  // Sorted by inode (insertion into the sorted prefix, with a shell sort's
+  // gaps: no allocation), copies dropped.
+  for (uint32_t gap = t.n / 2; gap > 0; gap /= 2)
+    for (uint32_t i = gap; i < t.n; ++i)
+      for (uint32_t j = i; j >= gap && t.v[j - gap].ino > t.v[j].ino; j -= gap) {
+        const unix_peer x = t.v[j];
+        t.v[j] = t.v[j - gap];
+        t.v[j - gap] = x;
+      }
+  uint32_t u = 0;
+  for (uint32_t i = 0; i < t.n; ++i)
+    if (!u || t.v[u - 1].ino != t.v[i].ino) t.v[u++] = t.v[i];
+  t.n = u;
+  struct {
+    nlmsghdr h;
+    unix_diag_req r;
+  } q;
+  memset(&q, 0, sizeof q);
+  q.h.nlmsg_len = sizeof q;
+  q.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  q.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  q.r.sdiag_family = AF_UNIX;
+  q.r.udiag_states = ~0u;
+  q.r.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
+  sockaddr_nl to{};
+  to.nl_family = AF_NETLINK;
+  bool done = false;
+  if (sys::raw(SYS_sendto, nl, reinterpret_cast<long>(&q), sizeof q, 0, reinterpret_cast<long>(&to), sizeof to) >= 0) {
+    alignas(8) static char buf[32768];  // the capturing thread's only (one snapshot at a time)
+    while (!done) {
+      long got = sys::raw(SYS_recvfrom, nl, reinterpret_cast<long>(buf), sizeof buf, 0, 0, 0);
+      if (got <= 0) break;
+      int left = static_cast<int>(got);
+      for (auto *h = reinterpret_cast<nlmsghdr *>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+        if (h->nlmsg_type == NLMSG_DONE) {
+          done = true;
+          break;
+        }
+        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) {  // an error: ask each alone
+          left = 0;
+          got = -1;
+          break;
+        }
+        auto *msg = static_cast<unix_diag_msg *>(NLMSG_DATA(h));
+        unix_peer *e = find_peer(t, msg->udiag_ino);
+        if (!e) continue;
+        e->peer = 0;
+        int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *msg));
+        for (auto *a = reinterpret_cast<rtattr *>(msg + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+          if (a->rta_type == UNIX_DIAG_PEER) e->peer = *static_cast<uint32_t *>(RTA_DATA(a));
+          if (a->rta_type == UNIX_DIAG_RQLEN) e->backlog = static_cast<unix_diag_rqlen *>(RTA_DATA(a))->udiag_wqueue;
+        }
+      }
+      if (got < 0) break;
+    }
+  }
+  if (!done) {
+    // Part of a dump is no answer: the socket's own queries decide.  What
+    // is left of it in the socket is read by nobody: a fresh one for them.
+    sys::munmap(t.v, t.bytes);
+    return unix_peers{};
+  }
+  return t;
+}
+
 bool has_port(const unsigned char *sa, uint32_t len) {
   const int family = reinterpret_cast<const sockaddr *>(sa)->sa_family;
   if (family == AF_INET && len >= sizeof(sockaddr_in)) return reinterpret_cast<const sockaddr_in *>(sa)->sin_port;
@@ -662,7 +765,16 @@ long take_queue(cap::fd_record &r, cap::fd_socket *&d) {
   return err;
 }
 
-long take_socket(cap::fd_record &r, int &nl, uint32_t n) {
+// The netlink socket for sock_diag (made on first use), and the table of
+// one dump when the process has many sockets.
+struct diag_state {
+  int nl = -1;
+  uint32_t asked = 0;  // Unix sockets asked about alone
+  bool dumped = false;
+  unix_peers peers;
+};
+
+long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n) {
   auto *d = detail<cap::fd_socket>(r);
   if (!d) return fail("out of room for the descriptors");
   const int fd = r.fd;
@@ -701,14 +813,33 @@ long take_socket(cap::fd_record &r, int &nl, uint32_t n) {
   d->backlog = 128;
   uint64_t peer_ino = 0;
   if (d->domain == AF_UNIX) {
+    int &nl = diag.nl;
     if (nl < 0) {
       nl = static_cast<int>(sys::raw(SYS_socket, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
       if (nl < 0) return fail("cannot ask the kernel about descriptor %d's peer (sock_diag): %s", fd, strerror(-nl));
     }
+    // The first few asked alone; past them, one dump for the rest.
+    if (!diag.dumped && diag.asked >= kUnixAskEach) {
+      diag.dumped = true;
+      diag.peers = unix_dump(nl, n);
+      if (!diag.peers.n) {
+        // A failed dump may leave its answer queued: a fresh socket.
+        sys::close(nl);
+        nl = static_cast<int>(sys::raw(SYS_socket, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+        if (nl < 0) return fail("cannot ask the kernel about descriptor %d's peer (sock_diag): %s", fd, strerror(-nl));
+      }
+    }
     uint32_t backlog = 0;
-    if (long e = unix_diag(nl, r.ino, &peer_ino, &backlog); e < 0)
+    const unix_peer *known = diag.peers.n ? find_peer(diag.peers, r.ino) : nullptr;
+    if (known && known->peer != kNotSeen) {
+      peer_ino = known->peer;
+      backlog = known->backlog;
+    } else if (long e = unix_diag(nl, r.ino, &peer_ino, &backlog); e < 0) {
       return fail("cannot ask the kernel about descriptor %d's peer (sock_diag): %s", fd,
                   strerror(static_cast<int>(-e)));
+    } else {
+      ++diag.asked;
+    }
     if (listening && backlog) d->backlog = backlog;
   }
   bool tcp_in_flight = false;  // a TCP socket past connect() with no peer now: connecting, reset, closing
@@ -780,7 +911,7 @@ long take_unnamed(cap::fd_record &r, uint64_t *total) {
 
 long take_details(uint32_t n) {
   uint64_t unnamed = 0;
-  int nl = -1;
+  diag_state diag;
   long err = 0;
   bool have_kcmp = true;
   for (uint32_t i = 0; i < n && !err; ++i) {
@@ -792,12 +923,13 @@ long take_details(uint32_t n) {
       case cap::fd_kind::timerfd: err = take_timerfd(r); break;
       case cap::fd_kind::signalfd: err = take_signalfd(r); break;
       case cap::fd_kind::epoll: err = take_epoll(r, n, &have_kcmp); break;
-      case cap::fd_kind::socket: err = take_socket(r, nl, n); break;
+      case cap::fd_kind::socket: err = take_socket(r, diag, n); break;
       case cap::fd_kind::unnamed: err = take_unnamed(r, &unnamed); break;
       default: break;
     }
   }
-  if (nl >= 0) sys::close(nl);
+  if (diag.nl >= 0) sys::close(diag.nl);
+  if (diag.peers.v) sys::munmap(diag.peers.v, diag.peers.bytes);
   if (err) return err;
   for (uint32_t i = 0; i < n; ++i) {
     cap::fd_record &r = *rec(i);

@@ -226,6 +226,9 @@ struct kernel_objects {
   // (count 4) registered as number many[3] and since moved to number
   // moved, while number many[3] holds another eventfd (count 100).
   int many[24], many_dup, moved, ep2;
+  // More Unix sockets than the capture asks about one by one: 20 stream
+  // pairs, "p<i>" queued towards the second end of each.
+  int pairs[20][2];
 };
 
 int bound_port(int fd) {
@@ -324,6 +327,12 @@ kernel_objects make_objects() {
   k.moved = dup(k.many[3]);
   if (other < 0 || k.moved < 0 || dup2(other, k.many[3]) != k.many[3]) abort();
   close(other);
+  for (int i = 0; i < 20; ++i) {
+    const std::string b = "p" + std::to_string(i);
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, k.pairs[i]) != 0 ||
+        write(k.pairs[i][0], b.data(), b.size()) != static_cast<ssize_t>(b.size()))
+      abort();
+  }
   k.ep = epoll_create1(0);
   const int watched[] = {k.pipe_rd, k.efd, k.listener, k.tfd, k.sfd, k.pair[1]};
   for (int i = 0; i < 6; ++i) {
@@ -454,6 +463,15 @@ std::string check_objects(const kernel_objects &k) {
   for (int i = 0; i < 24 && many_ok; ++i)
     if (i != 3) many_ok = read(k.many[i], &v, 8) == 8 && v == static_cast<uint64_t>(i + 1 + (i == 7));
   out += std::string(" many=") + (many_ok ? "ok" : "bad");
+  // Each pair's ends are each other's, with the bytes queued between them.
+  bool pairs_ok = true;
+  for (int i = 0; i < 20 && pairs_ok; ++i) {
+    const std::string b = "p" + std::to_string(i);
+    char got[8] = {};
+    pairs_ok = read(k.pairs[i][1], got, sizeof got) == static_cast<ssize_t>(b.size()) && b == got &&
+               write(k.pairs[i][1], "r", 1) == 1 && read(k.pairs[i][0], got, 1) == 1 && got[0] == 'r';
+  }
+  out += std::string(" pairs=") + (pairs_ok ? "ok" : "bad");
   // The socket only bound has its port, and listens on it when asked.
   const bool bound_ok = bound_port(k.only_bound) == k.only_bound_port && listen(k.only_bound, 4) == 0;
   out += std::string(" bound=") + (bound_ok ? "ok" : "bad");
