@@ -550,9 +550,9 @@ long take_epoll(cap::fd_record &r, uint32_t n, bool *have_kcmp) {
                        r.detail_len / sizeof(cap::fd_epoll_entry), n, have_kcmp);
 }
 
-// sock_diag about one Unix socket: its peer's inode and, listening, its
-// backlog.  0 or -errno.
-long unix_diag(int nl, uint64_t ino, uint64_t *peer, uint32_t *backlog) {
+// Asks sock_diag about one Unix socket (ino), or about all of the
+// namespace's (ino 0: a dump): peers and queue lengths.  0 or -EIO.
+long unix_diag_ask(int nl, uint64_t ino) {
   struct {
     nlmsghdr h;
     unix_diag_req r;
@@ -560,15 +560,33 @@ long unix_diag(int nl, uint64_t ino, uint64_t *peer, uint32_t *backlog) {
   memset(&q, 0, sizeof q);
   q.h.nlmsg_len = sizeof q;
   q.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  q.h.nlmsg_flags = NLM_F_REQUEST;
+  q.h.nlmsg_flags = NLM_F_REQUEST | (ino ? 0 : NLM_F_DUMP);
   q.r.sdiag_family = AF_UNIX;
   q.r.udiag_ino = static_cast<uint32_t>(ino);
+  q.r.udiag_states = ino ? 0 : ~0u;
   q.r.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
   q.r.udiag_cookie[0] = q.r.udiag_cookie[1] = ~0u;
   sockaddr_nl to{};
   to.nl_family = AF_NETLINK;
   if (sys::raw(SYS_sendto, nl, reinterpret_cast<long>(&q), sizeof q, 0, reinterpret_cast<long>(&to), sizeof to) < 0)
     return -EIO;
+  return 0;
+}
+
+// A sock_diag answer's peer inode and queue length (a listener's backlog).
+void unix_diag_attrs(const nlmsghdr *h, uint64_t *peer, uint32_t *backlog) {
+  auto *m = static_cast<const unix_diag_msg *>(NLMSG_DATA(h));
+  int left = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+  for (auto *a = reinterpret_cast<const rtattr *>(m + 1); RTA_OK(a, left); a = RTA_NEXT(a, left)) {
+    if (a->rta_type == UNIX_DIAG_PEER) *peer = *static_cast<const uint32_t *>(RTA_DATA(a));
+    if (a->rta_type == UNIX_DIAG_RQLEN) *backlog = static_cast<const unix_diag_rqlen *>(RTA_DATA(a))->udiag_wqueue;
+  }
+}
+
+// sock_diag about one Unix socket: its peer's inode and, listening, its
+// backlog.  0 or -errno.
+long unix_diag(int nl, uint64_t ino, uint64_t *peer, uint32_t *backlog) {
+  if (unix_diag_ask(nl, ino) < 0) return -EIO;
   alignas(8) char buf[4096];
   const long n = sys::raw(SYS_recvfrom, nl, reinterpret_cast<long>(buf), sizeof buf, 0, 0, 0);
   if (n < static_cast<long>(sizeof(nlmsghdr))) return -EIO;
@@ -578,12 +596,7 @@ long unix_diag(int nl, uint64_t ino, uint64_t *peer, uint32_t *backlog) {
     return e->error ? e->error : -EIO;
   }
   if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len > static_cast<uint32_t>(n)) return -EIO;
-  auto *m = static_cast<unix_diag_msg *>(NLMSG_DATA(h));
-  int left = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
-  for (auto *a = reinterpret_cast<rtattr *>(m + 1); RTA_OK(a, left); a = RTA_NEXT(a, left)) {
-    if (a->rta_type == UNIX_DIAG_PEER) *peer = *static_cast<uint32_t *>(RTA_DATA(a));
-    if (a->rta_type == UNIX_DIAG_RQLEN) *backlog = static_cast<unix_diag_rqlen *>(RTA_DATA(a))->udiag_wqueue;
-  }
+  unix_diag_attrs(h, peer, backlog);
   return 0;
 }
 
@@ -638,21 +651,8 @@ unix_peers unix_dump(int nl, uint32_t n) {
   for (uint32_t i = 0; i < t.n; ++i)
     if (!u || t.v[u - 1].ino != t.v[i].ino) t.v[u++] = t.v[i];
   t.n = u;
-  struct {
-    nlmsghdr h;
-    unix_diag_req r;
-  } q;
-  memset(&q, 0, sizeof q);
-  q.h.nlmsg_len = sizeof q;
-  q.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  q.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  q.r.sdiag_family = AF_UNIX;
-  q.r.udiag_states = ~0u;
-  q.r.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
-  sockaddr_nl to{};
-  to.nl_family = AF_NETLINK;
   bool done = false;
-  if (sys::raw(SYS_sendto, nl, reinterpret_cast<long>(&q), sizeof q, 0, reinterpret_cast<long>(&to), sizeof to) >= 0) {
+  if (unix_diag_ask(nl, 0) == 0) {
     alignas(8) static char buf[32768];  // the capturing thread's only (one snapshot at a time)
     while (!done) {
       long got = sys::raw(SYS_recvfrom, nl, reinterpret_cast<long>(buf), sizeof buf, 0, 0, 0);
@@ -668,15 +668,10 @@ unix_peers unix_dump(int nl, uint32_t n) {
           got = -1;
           break;
         }
-        auto *msg = static_cast<unix_diag_msg *>(NLMSG_DATA(h));
-        unix_peer *e = find_peer(t, msg->udiag_ino);
+        unix_peer *e = find_peer(t, static_cast<const unix_diag_msg *>(NLMSG_DATA(h))->udiag_ino);
         if (!e) continue;
         e->peer = 0;
-        int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *msg));
-        for (auto *a = reinterpret_cast<rtattr *>(msg + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-          if (a->rta_type == UNIX_DIAG_PEER) e->peer = *static_cast<uint32_t *>(RTA_DATA(a));
-          if (a->rta_type == UNIX_DIAG_RQLEN) e->backlog = static_cast<unix_diag_rqlen *>(RTA_DATA(a))->udiag_wqueue;
-        }
+        unix_diag_attrs(h, &e->peer, &e->backlog);
       }
       if (got < 0) break;
     }
