@@ -70,7 +70,7 @@ struct node_tier_state {
   unsigned move_flag = kMpolMfMove;  // kMpolMfMoveAll with CAP_SYS_NICE
   // The room of the nodes for moves in: free bytes above the zones' high
   // watermarks, as read at room_ns and less what moved in since.
-  uint64_t high_bytes = 0;  // what the nodes' zones keep (high_watermarks), read at open
+  uint64_t keep_bytes = 0;  // what the nodes' zones keep from user pages (zones_keep), read at open
   int64_t room = 0;
   uint64_t room_ns = 0;
   bool said_full = false;
@@ -175,9 +175,9 @@ namespace {
 // /proc/zoneinfo cannot be read): their high watermarks (below them
 // kswapd reclaims and allocations start going elsewhere) and their
 // protection (a DMA zone's free pages are kept for allocations that need
-// them: on a small node they are most of what looks free).  Read line by line through a small
-// buffer (the file grows with the number of CPUs).
-uint64_t high_watermarks(const node_mask &m) {
+// them: on a small node they are most of what looks free).  Read line by
+// line through a small buffer (the file grows with the number of CPUs).
+uint64_t zones_keep(const node_mask &m) {
   const long fd = sys::openat(AT_FDCWD, "/proc/zoneinfo", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return 0;
   static bool want[kMaxNodes];
@@ -230,7 +230,7 @@ long long node_room_for(tier *t, size_t len) {
   if (s->room_ns == 0 || age > 100'000'000 || (s->room < static_cast<int64_t>(len) && age > 10'000'000)) {
     const int64_t f = nodes_free(s->nodes);
     if (f < 0) return -1;
-    s->room = f - static_cast<int64_t>(s->high_bytes);
+    s->room = f - static_cast<int64_t>(s->keep_bytes);
     s->room_ns = now;
   }
   return s->room > 0 ? s->room : 0;
@@ -379,7 +379,7 @@ long node_open(tier *t, bool slow) {
     }
     t->node = s->nodes.first();
   }
-  s->high_bytes = high_watermarks(s->nodes);
+  s->keep_bytes = zones_keep(s->nodes);
   s->room_ns = 0;
   s->move_flag = have_sys_nice() ? kMpolMfMoveAll : kMpolMfMove;
   t->usable = true;
