@@ -1,0 +1,98 @@
+// The pieces of the descriptor capture (fd_capture.cc) that its socket
+// part (fd_socket.cc) shares: the scratch tables in their reserved range,
+// the failure line, the records and their details.  Internal to the
+// snapshot layer, used in the pause only (no allocation).
+#pragma once
+
+#include "platform/sys.h"
+#include "snapshot/capsule_format.h"
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace mmtier::detail::fdcap {
+
+namespace cap = capsule;
+
+constexpr uint64_t kStep = uint64_t{1} << 20;
+constexpr uint64_t kRecordsMax = uint64_t{64} << 20;  // about 900 000 descriptors
+constexpr uint64_t kPathsMax = uint64_t{256} << 20;
+constexpr uint64_t kDataMax = uint64_t{1} << 30;  // buffered bytes and details
+
+// A slice of the reserved range, made writable a step at a time (strict
+// overcommit charges only what is used).
+struct area {
+  char *base = nullptr;
+  uint64_t used = 0, writable = 0, limit = 0;
+  char *take(uint64_t n, uint64_t align = 1) {
+    const uint64_t at = (used + align - 1) & ~(align - 1);
+    if (at + n > limit || at + n < at) return nullptr;
+    while (at + n > writable) {
+      if (sys::failed(sys::mprotect(base + writable, kStep, PROT_READ | PROT_WRITE))) return nullptr;
+      writable += kStep;
+    }
+    used = at + n;
+    return base + at;
+  }
+};
+
+struct scratch {
+  uintptr_t lo = 0, hi = 0;
+  area recs, paths, data;
+};
+extern scratch g_s;  // under the snapshot's one-at-a-time lock
+
+// Writes the line a failed capture gives (printf-style); -EOPNOTSUPP.
+__attribute__((format(printf, 1, 2))) long fail(const char *fmt, ...);
+
+inline cap::fd_record *rec(uint32_t i) { return reinterpret_cast<cap::fd_record *>(g_s.recs.base) + i; }
+
+// A detail of T (zeroed) plus extra bytes after it, 8-aligned; the record
+// points at it.
+template <class T>
+T *detail(cap::fd_record &r, uint64_t extra = 0) {
+  char *p = g_s.data.take(sizeof(T) + extra, 8);
+  if (!p) return nullptr;
+  memset(p, 0, sizeof(T));
+  r.detail = static_cast<uint64_t>(p - g_s.data.base);
+  r.detail_len = sizeof(T) + extra;
+  return reinterpret_cast<T *>(p);
+}
+// An int socket option of fd (0 when it cannot be read).
+inline int sockopt(int fd, int level, int name) {
+  int v = 0;
+  socklen_t len = sizeof v;
+  return sys::raw(SYS_getsockopt, fd, level, name, reinterpret_cast<long>(&v), reinterpret_cast<long>(&len)) == 0 ? v
+                                                                                                                  : 0;
+}
+
+// The sockets' part (fd_socket.cc).  The table of one sock_diag dump: a
+// Unix socket's peer and backlog by inode, sorted; peer kNotSeen: not in
+// the dump (asked alone).
+struct unix_peer {
+  uint64_t ino, peer;
+  uint32_t backlog, pad;
+};
+struct unix_peers {
+  unix_peer *v = nullptr;
+  uint32_t n = 0;
+  size_t bytes = 0;
+};
+// The netlink socket for sock_diag (made on first use), and the table of
+// one dump when the process has many sockets.
+struct diag_state {
+  int nl = -1;
+  uint32_t asked = 0;  // Unix sockets asked about alone
+  bool dumped = false;
+  unix_peers peers;
+};
+// A socket's family, type, addresses, options, state and (a pair within
+// the process) its queue; records [0, n) are the process's descriptors.
+long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n);
+// Closes and frees what diag holds.
+void diag_end(diag_state &diag);
+
+}  // namespace mmtier::detail::fdcap
