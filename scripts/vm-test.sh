@@ -22,12 +22,14 @@
 #   tmpfs and the node, side by side), kerneltier (needs --kmem: GUPS under
 #   the kernel's own tiering, mmtier's NUMA-node tier and memkind on a KMEM
 #   DAX node), sweep (bench/sweep.py at the guest's sizes with the slow
-#   tier on tmpfs, on DAX and on the node; SWEEP_SECONDS per phase),
+#   tier on tmpfs, on DAX and on the node; SWEEP_SECONDS per phase,
+#   SWEEP_TIERS some of tmpfs dax node),
 #   script (runs WORK/script.sh in the guest, for investigations).
 #   Default: all but programs, compare, kerneltier, sweep and script.
 #   --kernel VERSION: an installed Debian kernel (/boot/vmlinuz-VERSION and
-#   its modules); default the newest 6.1.  --ubuntu jammy|noble: the newest
-#   generic kernel of that Ubuntu release instead (jammy: 5.15, noble: 6.8),
+#   its modules); default the newest 6.1.  --ubuntu jammy|noble|focal: the
+#   newest kernel of that Ubuntu release instead (jammy: 5.15 generic,
+#   noble: 6.8 generic, focal: 5.14 oem, the base of RHEL 9's kernel),
 #   fetched from archive.ubuntu.com into WORK/kernels (image, modules and
 #   modules-extra unpacked there, nothing installed on the host; kept for
 #   later runs); the guest's /lib/modules is that directory.
@@ -102,13 +104,15 @@ WORK=$(cd "$WORK" && pwd)
 KROOT=  # where the kernel's boot/ and lib/modules/ are: / for an installed one
 GUEST_MODULES=  # the guest's path of a fetched kernel's lib/modules
 if [[ -n $UBUNTU ]]; then
-  # Ubuntu's generic kernel of that release, from its archive: the newest
-  # linux-image-unsigned-V-N-generic in SERIES-updates (else SERIES) whose V
-  # is the release's own kernel (not a hardware-enablement one).
+  # Ubuntu's kernel of that release, from its archive: the newest
+  # linux-image-unsigned-V-N-FLAVOUR in SERIES-updates (else SERIES) whose V
+  # is the one asked for (not a hardware-enablement kernel).
+  flavour=generic
   case $UBUNTU in
     jammy) base=5.15.0 ;;
     noble) base=6.8.0 ;;
-    *) echo "vm-test: --ubuntu takes jammy (5.15) or noble (6.8), not $UBUNTU" >&2; exit 2 ;;
+    focal) base=5.14.0 flavour=oem ;;  # 20.04's OEM kernel: Linux 5.14, RHEL 9's base
+    *) echo "vm-test: --ubuntu takes jammy (5.15), noble (6.8) or focal (5.14), not $UBUNTU" >&2; exit 2 ;;
   esac
   mirror=${UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}
   kdir=$WORK/kernels/$UBUNTU
@@ -118,23 +122,24 @@ if [[ -n $UBUNTU ]]; then
     for pocket in "$UBUNTU-updates" "$UBUNTU"; do
       curl -fsS --max-time 120 "$mirror/dists/$pocket/main/binary-amd64/Packages.gz" | gzip -dc > "$kdir/Packages" ||
         continue
-      abi=$(sed -nE "s/^Package: linux-image-unsigned-($base-[0-9]+)-generic$/\1/p" "$kdir/Packages" | sort -V | tail -1)
+      abi=$(sed -nE "s/^Package: linux-image-unsigned-($base-[0-9]+)-$flavour$/\1/p" "$kdir/Packages" | sort -V | tail -1)
       [[ -n $abi ]] && break
     done
-    [[ -n ${abi:-} ]] || cant "no $base generic kernel found in $mirror for $UBUNTU"
+    [[ -n ${abi:-} ]] || cant "no $base $flavour kernel found in $mirror for $UBUNTU"
     rm -rf "$kdir/root"
     mkdir -p "$kdir/root"
     for p in image-unsigned modules modules-extra; do
-      f=$(awk -v P="Package: linux-$p-$abi-generic" '$0 == P { f = 1 } f && /^Filename:/ { print $2; exit }' "$kdir/Packages")
-      [[ -n $f ]] || cant "no linux-$p-$abi-generic in $mirror"
+      f=$(awk -v P="Package: linux-$p-$abi-$flavour" '$0 == P { f = 1 } f && /^Filename:/ { print $2; exit }' "$kdir/Packages")
+      [[ -z $f && $p == modules-extra ]] && continue  # a flavour without it
+      [[ -n $f ]] || cant "no linux-$p-$abi-$flavour in $mirror"
       echo "vm-test: fetching $(basename "$f")"
       curl -fsS --max-time 600 "$mirror/$f" -o "$kdir/pkg.deb" || cant "cannot fetch $mirror/$f"
       dpkg-deb -x "$kdir/pkg.deb" "$kdir/root" || cant "cannot unpack $f"
       rm -f "$kdir/pkg.deb"
     done
     # The packages make modules.dep at installation; unpacked, it is made here.
-    depmod -b "$kdir/root" "$abi-generic" || cant "depmod failed for $abi-generic"
-    echo "$abi-generic" > "$kdir/version"
+    depmod -b "$kdir/root" "$abi-$flavour" || cant "depmod failed for $abi-$flavour"
+    echo "$abi-$flavour" > "$kdir/version"
   fi
   KVER=$(cat "$kdir/version")
   KROOT=$kdir/root
@@ -197,7 +202,7 @@ fi
 [[ -f $WORK/nvdimm.img ]] || truncate -s 2G "$WORK/nvdimm.img"
 printf 'BUILD=%q\nSRC=%q\nSUITES=%q\nGUPS_SECONDS=%q\nKMEM=%q\n' "$BUILD" "$ROOT" "$SUITES" "${GUPS_SECONDS:-40}" \
   "$KMEM" > "$WORK/args"
-for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE PROGRAMS_ONLY PRESSURE_ROOM_MB PRESSURE_LIB SWEEP_SECONDS; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
+for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE PROGRAMS_ONLY PRESSURE_ROOM_MB PRESSURE_LIB SWEEP_SECONDS SWEEP_TIERS; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
 # Node 1: 3 GiB of RAM, or (--kmem) none but a second NVDIMM.
 node1=(-object memory-backend-ram,id=ram1,size=3G -numa node,nodeid=1,memdev=ram1)
 mem=6G
