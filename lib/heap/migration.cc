@@ -572,6 +572,13 @@ size_t heap_recount_node_units(size_t n) {
       MMTIER_DEBUG("heap: unit %zu counted on PMem: the kernel put its pages on the slow node", idx[k]);
     }
   }
+  static bool said;  // the mover's thread only
+  if (recounted && !said) {
+    said = true;
+    MMTIER_INFO("DRAM tier: units placed while NUMA node %d was full lie on the slow node: counted on PMem (the "
+                "mover promotes them when they are hot and room returns)",
+                dram.node);
+  }
   return recounted;
 }
 
