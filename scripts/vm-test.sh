@@ -38,8 +38,8 @@
 #   memory tier); KT_FOOTPRINT, KT_HOT, KT_DRAM and KT_FREE_MB pass through,
 #   and PROGRAMS_WHERE (dax, node or both: the programs suite's slow tiers)
 #   and PROGRAMS_ONLY (which of its programs); PRESSURE_ROOM_MB (node 0's
-#   room in the numa suite's pressure check) and PRESSURE_LIB
-#   (another libmmtier.so for that check, to compare).
+#   room in the numa suite's pressure and holes checks) and PRESSURE_LIB
+#   (another libmmtier.so for those checks, to compare).
 # Installs its packages when run as root (qemu-system-x86, a Debian 6.1
 # kernel image, busybox-static, ndctl, cpio).  Prints the guest's results,
 # then a line in ctest's form "N% tests passed, N tests failed out of N";

@@ -523,13 +523,14 @@ size_t heap_recount_node_units(size_t n) {
   constexpr size_t kBatch = 64, kLook = 8;
   static size_t cursor;  // where the last call stopped (the mover's thread only)
   if (n > kBatch) n = kBatch;
-  size_t idx[kBatch];
-  void *pages[kBatch];
-  int where[kBatch];
-  size_t found = 0, recounted = 0;
+  size_t idx[kBatch], looks[kBatch];
+  void *pages[kBatch * kLook];
+  int where[kBatch * kLook];
+  size_t found = 0, asked = 0, recounted = 0;
   heap_lock_guard g;
   // The next n DRAM units with a live page, from the cursor on (the units
-  // in use only: the reservation's other units cost nothing).
+  // in use only: the reservation's other units cost nothing), and up to
+  // kLook of their live pages spread across each.
   const auto collect = [&](size_t from, size_t to) {
     for_used_va_words([&](size_t w) {
       for (uint64_t bits = g_mgr.va_bits[w]; bits && found < n; bits &= bits - 1) {
@@ -537,13 +538,13 @@ size_t heap_recount_node_units(size_t n) {
         if (i < from || i >= to) continue;
         const unit &u = g_heap.units[i];
         if (unit_tier(u) != kTierDram || !heap_unit_movable(i)) continue;
-        size_t first = kPagesPerUnit;
-        for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t a, size_t) {
-          if (first == kPagesPerUnit) first = a;
-        });
-        if (first == kPagesPerUnit) continue;
+        size_t m = 0;
+        for (size_t p = 0; p < kPagesPerUnit && m < kLook; p += kPagesPerUnit / kLook)
+          if (bit_get(u.live_bits, p)) pages[asked + m++] = page_addr(i, p);
+        if (m == 0) continue;
         idx[found] = i;
-        pages[found++] = page_addr(i, first);
+        looks[found++] = m;
+        asked += m;
       }
     });
   };
@@ -551,22 +552,26 @@ size_t heap_recount_node_units(size_t n) {
   collect(from, g_heap.nunits);
   if (found < n) collect(0, from);
   cursor = found ? idx[found - 1] + 1 : 0;
-  if (!found || dram.ops->lies_on(&dram, pages, found, where) != 0) return 0;
-  for (size_t k = 0; k < found; ++k) {
-    if (where[k] != 0) continue;
-    // Elsewhere: a few live pages across the unit decide.
-    const unit &u = g_heap.units[idx[k]];
-    void *look[kLook];
-    int at[kLook];
-    size_t m = 0;
-    for (size_t p = 0; p < kPagesPerUnit && m < kLook; p += kPagesPerUnit / kLook)
-      if (bit_get(u.live_bits, p)) look[m++] = page_addr(idx[k], p);
-    if (m == 0 || dram.ops->lies_on(&dram, look, m, at) != 0) continue;
-    size_t off = 1;  // the page found elsewhere
-    for (size_t j = 0; j < m; ++j) off += at[j] == 0;
-    if (2 * off <= m + 1) continue;
-    // Counted on PMem, bound to the slow node (what is not there yet
-    // follows) at no cost to the budgets' moves.
+  if (!found || dram.ops->lies_on(&dram, pages, asked, where) != 0) return 0;
+  for (size_t k = 0, at = 0; k < found; at += looks[k++]) {
+    size_t off = 0, known = 0;
+    for (size_t j = at; j < at + looks[k]; ++j) {
+      known += where[j] >= 0;
+      off += where[j] == 0;
+    }
+    if (off == 0) continue;
+    unit &u = g_heap.units[idx[k]];
+    if (2 * off <= known) {
+      // Some of its pages elsewhere (a move that found the node short, or
+      // pages made while it was full): moved to DRAM when there is room
+      // (move_pages leaves those already there).
+      for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t len) {
+        dram.ops->move_in(&dram, page_addr(idx[k], first), len << kPageShift);
+      });
+      continue;
+    }
+    // Most of it elsewhere: counted on PMem, bound to the slow node (what
+    // is not there yet follows) at no cost to the budgets' moves.
     if (move_in_place(idx[k], kTierPmem) >= 0) {
       ++recounted;
       MMTIER_DEBUG("heap: unit %zu counted on PMem: the kernel put its pages on the slow node", idx[k]);

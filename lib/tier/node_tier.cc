@@ -3,20 +3,24 @@
 // DAX), both tiers are the process's anonymous private memory, each range
 // bound to its nodes with mbind: the fast tier to the nodes with CPUs, the
 // slow tier to the slow node.  A unit moves between them where it is: the
-// kernel migrates its pages (MPOL_MF_MOVE) while the program goes on
-// using them, with no file, no second mapping and no userfaultfd; fork
-// gives the child copy-on-write pages as for any anonymous memory.
+// kernel migrates its pages (move_pages) while the program goes on using
+// them, with no file, no second mapping and no userfaultfd; fork gives the
+// child copy-on-write pages as for any anonymous memory.
 //
 // The policy is MPOL_PREFERRED (the fast tier: MPOL_PREFERRED_MANY over
 // every node with CPUs, Linux 5.15+): a node that is full gives its pages
 // to the next one instead of failing the fault, and budgets, not the
-// kernel, keep each tier within its share.  A move is different: into a
-// node at its watermarks the kernel would take the new pages from the
-// other node, copying the unit to where it already is while the mover
-// counts it moved.  So a move first looks at the room its nodes have
-// above their high watermarks (node_room), and is refused with ENOSPC
-// when the unit does not fit: the mover then takes it as DRAM at its
-// limit and makes room by demoting first.
+// kernel, keep each tier within its share.  A move is different: it must
+// land where the mover counts it.  mbind's MPOL_MF_MOVE takes the new
+// pages by the policy, so into a node at its watermarks it copies the unit
+// onto the other node again (a huge page whose node has no free 2 MiB
+// block does so even above the watermarks).  move_pages takes them from
+// the node asked for or fails (a huge page is split and tried page by
+// page), and says what did not move.  So a move first looks at the room
+// its nodes have above their high watermarks (node_room) and is refused
+// with ENOSPC when the unit does not fit, or when most of its pages could
+// not be moved: the mover then takes the tier as full and makes room by
+// demoting first.  The range's policy is set after its pages moved.
 //
 // Pages another process maps too (a fork's copy-on-write pages not yet
 // written by either) move only with MPOL_MF_MOVE_ALL, which needs
@@ -73,6 +77,7 @@ struct node_tier_state {
   uint64_t keep_bytes = 0;  // what the nodes' zones keep from user pages (zones_keep), read at open
   int64_t room = 0;
   uint64_t room_ns = 0;
+  int target = 0;  // where moves in go: the node with the most free memory at room_ns
   bool said_full = false;
 };
 
@@ -204,9 +209,10 @@ uint64_t zones_keep(const node_mask &m) {
   return pages * 4096;
 }
 
-// Free bytes of the nodes in m (their sysfs meminfo), or -1.
-int64_t nodes_free(const node_mask &m) {
-  int64_t sum = 0;
+// Free bytes of the nodes in m (their sysfs meminfo), or -1; *most: the
+// node with the most.
+int64_t nodes_free(const node_mask &m, int *most) {
+  int64_t sum = 0, best = -1;
   for (int n = 0; n < kMaxNodes; ++n) {
     if (!m.has(n)) continue;
     char path[80], buf[2048];
@@ -215,6 +221,10 @@ int64_t nodes_free(const node_mask &m) {
     const long long f = node_meminfo_free(buf);
     if (f < 0) return -1;
     sum += f;
+    if (f > best) {
+      best = f;
+      *most = n;
+    }
   }
   return sum;
 }
@@ -228,7 +238,7 @@ long long node_room_for(tier *t, size_t len) {
   const uint64_t now = sys::mono_ns();
   const uint64_t age = now - s->room_ns;
   if (s->room_ns == 0 || age > 100'000'000 || (s->room < static_cast<int64_t>(len) && age > 10'000'000)) {
-    const int64_t f = nodes_free(s->nodes);
+    const int64_t f = nodes_free(s->nodes, &s->target);
     if (f < 0) return -1;
     s->room = f - static_cast<int64_t>(s->keep_bytes);
     s->room_ns = now;
@@ -381,6 +391,7 @@ long node_open(tier *t, bool slow) {
   }
   s->keep_bytes = zones_keep(s->nodes);
   s->room_ns = 0;
+  s->target = s->nodes.first();
   s->move_flag = have_sys_nice() ? kMpolMfMoveAll : kMpolMfMove;
   t->usable = true;
   if (slow) {
@@ -397,34 +408,84 @@ long node_slot_alloc(tier *) { return 0; }
 void node_slot_free(tier *, uint32_t) {}
 long node_reserve(tier *, uint32_t, size_t, size_t) { return 0; }
 
-// Binds a range to the tier's nodes (moving what is there when move).
-long bind(tier *t, void *addr, size_t len, bool move) {
-  node_tier_state *s = state(t);
-  long r = mbind(addr, len, s->mode, s->nodes, move ? s->move_flag : 0);
-  if (r == -EPERM && move && s->move_flag == kMpolMfMoveAll) {
-    // CAP_SYS_NICE of a user namespace: the kernel asks for the initial
-    // namespace's.  Shared pages stay, as without the capability.
-    s->move_flag = kMpolMfMove;
-    r = mbind(addr, len, s->mode, s->nodes, kMpolMfMove);
-  }
-  return r;
+// Binds a range to the tier's nodes: where its pages are made from now on.
+long bind(tier *t, void *addr, size_t len) {
+  const node_tier_state *s = state(t);
+  return mbind(addr, len, s->mode, s->nodes, 0);
 }
 
 long node_map(tier *t, void *addr, size_t len, int prot, uint32_t, size_t) {
   long r = sys::mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   if (sys::failed(r)) return r;
-  return bind(t, addr, len, false);
+  return bind(t, addr, len);
 }
 
 long node_discard(tier *, void *addr, size_t len, uint32_t, size_t) {
   return sys::madvise(addr, len, MADV_DONTNEED);
 }
 
+// Moves the pages of [addr, addr + len) onto node `to` with move_pages,
+// whose new pages come from that node or not at all (a huge page that does
+// not fit is split and its pages tried one by one).  Counts the present
+// pages and those that still lie off the tier's nodes; 0 or -errno.
+long move_pages_to(node_tier_state *s, char *addr, size_t len, int to, size_t *present, size_t *off) {
+  constexpr size_t kBatch = kUnitSize >> 12;
+  void *pages[kBatch];
+  int nodes[kBatch], status[kBatch];
+  *present = *off = 0;
+  for (size_t done = 0; done < len;) {
+    const size_t n = (len - done) >> 12 < kBatch ? (len - done) >> 12 : kBatch;
+    for (size_t i = 0; i < n; ++i) {
+      pages[i] = addr + done + (i << 12);
+      nodes[i] = to;
+    }
+    long r = sys::raw(SYS_move_pages, 0, static_cast<long>(n), reinterpret_cast<long>(pages),
+                      reinterpret_cast<long>(nodes), reinterpret_cast<long>(status), s->move_flag);
+    if (r == -EPERM && s->move_flag == kMpolMfMoveAll) {
+      // CAP_SYS_NICE of a user namespace: the kernel asks for the initial
+      // namespace's.  Shared pages stay, as without the capability.
+      s->move_flag = kMpolMfMove;
+      r = sys::raw(SYS_move_pages, 0, static_cast<long>(n), reinterpret_cast<long>(pages),
+                   reinterpret_cast<long>(nodes), reinterpret_cast<long>(status), s->move_flag);
+    }
+    // Positive: pages the kernel could not move (it stops at the first
+    // batch that failed); -ENOMEM: no page on the node for one of them.
+    // Where every page lies now is asked again: the status of a huge
+    // page's tail pages does not say.
+    if (r < 0 && r != -ENOMEM) return r;
+    if (r != 0 && sys::raw(SYS_move_pages, 0, static_cast<long>(n), reinterpret_cast<long>(pages), 0,
+                           reinterpret_cast<long>(status), 0) != 0)
+      return -EIO;
+    for (size_t i = 0; i < n; ++i) {
+      if (status[i] == -ENOENT || status[i] == -EFAULT) continue;  // not present
+      ++*present;
+      // Moved, else where it lies (a page shared with another process
+      // the kernel would not move, -EACCES, stays until one side writes
+      // it: not for want of room).
+      if (r != 0 && status[i] >= 0 && (status[i] >= kMaxNodes || !s->nodes.has(status[i]))) ++*off;
+    }
+    done += n << 12;
+  }
+  return 0;
+}
+
 long node_move_in(tier *t, void *addr, size_t len) {
   if (!room_for(t, len)) return -ENOSPC;
-  const long r = bind(t, addr, len, true);
-  if (r == 0) state(t)->room -= static_cast<int64_t>(len);
-  return r;
+  node_tier_state *s = state(t);
+  size_t present = 0, off = 0;
+  long r = move_pages_to(s, static_cast<char *>(addr), len, s->target, &present, &off);
+  if (r != 0) return r;
+  if (2 * off > present) {
+    // Most of it did not fit: the node is at its watermarks (other
+    // processes, or the figure was old).  What moved stays; the unit is
+    // counted where it was, and no more moves are tried until the nodes'
+    // free memory is read again.
+    s->room = 0;
+    return -ENOSPC;
+  }
+  s->room -= static_cast<int64_t>(len);
+  // Pages made later: on the tier's nodes.
+  return bind(t, addr, len);
 }
 
 constexpr tier_ops make_ops(const char *kind, long (*open)(tier *, const config &)) {

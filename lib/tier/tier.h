@@ -141,9 +141,11 @@ struct tier_ops {
 
   // NUMA-node tiers (node_tier.cc).  Moves the pages of [addr, addr + len),
   // anonymous memory of the other node tier, onto this tier's nodes where
-  // they are: the kernel migrates them (mbind MPOL_MF_MOVE) while any
-  // thread goes on using them, and the range takes this tier's policy for
-  // pages made later.  0 or -errno.
+  // they are: the kernel migrates them (move_pages) while any thread goes
+  // on using them, and the range takes this tier's policy for pages made
+  // later.  0, -ENOSPC when the nodes have no room for it (nothing asked
+  // of the kernel, or most of its pages could not be given a page there:
+  // the range keeps its policy), or -errno.
   long (*move_in)(tier *t, void *addr, size_t len);
 
   // Allocates storage for whatever of [off, off + len) of a slot has none

@@ -170,6 +170,26 @@ suite_numa() {
   out=$(env LD_PRELOAD="$LIB" MMTIER_DRAM_RATIO=1:4 python3 -c "$PY" 2> "$W/logs/numa.python.log")
   if [ "$out" = "$want" ]; then pass numa.python; else fail numa.python "answer $out, want $want"; fi
   numa_pressure "${slow#node}"
+  numa_holes "${slow#node}"
+}
+
+# What node 0's zones keep from user pages (high watermarks and the
+# largest protection of each zone; node0_keep_kb min: with the min
+# watermarks, below which an allocation waits for reclaim), in kB; and
+# hold_node0 KB: node 0's free memory held with huge pages but for KB
+# above what its zones keep.
+node0_keep_kb() {
+  awk -v w="${1:-high}" '/^Node/ { n = $2 } n == "0," && $1 == w { k += $2 }
+    n == "0," && $1 == "protection:" { m = 0; gsub(/[(),]/, " "); for (i = 2; i <= NF; i++) if ($i > m) m = $i; k += m }
+    END { print k * 4 }' /proc/zoneinfo
+}
+NODE0_HP=/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages
+hold_node0() {
+  local free_kb pages
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  free_kb=$(awk '/MemFree/ { print $4 }' /sys/devices/system/node/node0/meminfo)
+  pages=$(( (free_kb - $(node0_keep_kb) - $1) / 2048 ))
+  [ "$pages" -gt 0 ] && echo "$pages" > "$NODE0_HP"
 }
 
 # The fast node nearly full (huge pages held by the kernel leave
@@ -183,17 +203,10 @@ suite_numa() {
 # counted on PMem, where the kernel put them.  PRESSURE_LIB runs another
 # build of the library (a comparison).
 numa_pressure() {
-  local slow=$1 hp=/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages
-  local log=$W/logs/numa.pressure.log free_kb keep_kb pages line
+  local slow=$1 hp=$NODE0_HP log=$W/logs/numa.pressure.log line
   [ -w "$hp" ] || { fail numa.pressure "cannot hold node 0's memory ($hp)"; return; }
-  sync; echo 3 > /proc/sys/vm/drop_caches
-  keep_kb=$(awk '/^Node/ { n = $2 } n == "0," && $1 == "high" { k += $2 }
-    n == "0," && $1 == "protection:" { m = 0; gsub(/[(),]/, " "); for (i = 2; i <= NF; i++) if ($i > m) m = $i; k += m }
-    END { print k * 4 }' /proc/zoneinfo)
-  free_kb=$(awk '/MemFree/ { print $4 }' /sys/devices/system/node/node0/meminfo)
-  pages=$(( (free_kb - keep_kb - ${PRESSURE_ROOM_MB:-96} * 1024) / 2048 ))
-  [ "$pages" -gt 0 ] && echo "$pages" > "$hp"
-  info numa.pressure.node0 "$(cat "$hp") huge pages held, $(awk '/MemFree/ { print $4, $5 }' /sys/devices/system/node/node0/meminfo) free, $keep_kb kB kept by the zones"
+  hold_node0 $(( ${PRESSURE_ROOM_MB:-96} * 1024 ))
+  info numa.pressure.node0 "$(cat "$hp") huge pages held, $(awk '/MemFree/ { print $4, $5 }' /sys/devices/system/node/node0/meminfo) free, $(node0_keep_kb) kB kept by the zones"
   env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
     MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * ${PRESSURE_ROOM_MB:-96}))M MMTIER_REPORT=stderr MMTIER_LOG=info \
     "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow" \
@@ -212,6 +225,47 @@ numa_pressure() {
   elif ! grep -q 'lie on the slow node: counted on PMem' "$log"; then
     fail numa.pressure "no unit placed on DRAM while node 0 was full was counted where the kernel put it"
   else pass numa.pressure; fi
+}
+
+# Node 0 with room only in holes of one page (scripts/vm/holes.py: about
+# 96 MiB above what its zones keep, between 4 KiB pages locked where
+# compaction may not move them): no huge page fits there, so a unit made
+# of one (the guest's THP is "always") can only move in page by page.  The hot-set
+# workload under a DRAM limit of twice the room reaches 95 % on node 0 in
+# both phases, read from the kernel.
+numa_holes() {
+  local slow=$1 hp=$NODE0_HP log=$W/logs/numa.holes.log line room=${PRESSURE_ROOM_MB:-96} unevictable
+  [ -w "$hp" ] || { fail numa.holes "cannot hold node 0's memory ($hp)"; return; }
+  unevictable=$(cat /proc/sys/vm/compact_unevictable_allowed)
+  echo 0 > /proc/sys/vm/compact_unevictable_allowed
+  # The holder takes node 0 down to 4 MiB above its min watermarks and
+  # gives half back: room above what the zones keep, in holes.
+  local keep_kb min_kb take_kb
+  keep_kb=$(node0_keep_kb) min_kb=$(node0_keep_kb min)
+  hold_node0 $(( 2 * room * 1024 + keep_kb - min_kb - 4096 ))
+  take_kb=$(( $(awk '/MemFree/ { print $4 }' /sys/devices/system/node/node0/meminfo) - min_kb - 4096 ))
+  exec 7> >(python3 "$SRC/scripts/vm/holes.py" $((take_kb / 1024)) > "$W/logs/numa.holes.holder.log" 2>&1)
+  local t=0
+  until grep -q ready "$W/logs/numa.holes.holder.log" 2> /dev/null || [ $t -ge 600 ]; do sleep 0.1; t=$((t + 1)); done
+  info numa.holes.node0 "$(cat "$hp") huge pages held, $(awk '/MemFree/ { print $4, $5 }' /sys/devices/system/node/node0/meminfo) free, $(node0_keep_kb) kB kept by the zones; free blocks by order: $(awk '$2 == "0," { for (i = 5; i <= NF; i++) s[i] += $i } END { for (i = 5; i <= 15; i++) printf "%d ", s[i] }' /proc/buddyinfo)"
+  local split0
+  split0=$(awk '$1 == "thp_split_page" { print $2 }' /proc/vmstat)
+  env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
+    MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * room))M MMTIER_REPORT=stderr MMTIER_LOG=info \
+    "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow" \
+    > "$log" 2>&1
+  local rc=$?
+  exec 7>&-
+  echo 0 > "$hp"
+  echo "$unevictable" > /proc/sys/vm/compact_unevictable_allowed
+  line=$(grep -E '^  mover: [0-9]+ scans' "$log" | tail -1)
+  info numa.holes.mover "${line# *}; $(( $(awk '$1 == "thp_split_page" { print $2 }' /proc/vmstat) - split0 )) huge pages split"
+  grep '^SUMMARY' "$log" | while read -r s; do info numa.holes.summary "$s"; done
+  if ! grep -q ready "$W/logs/numa.holes.holder.log"; then fail numa.holes "the holder did not start (logs/numa.holes.holder.log)"
+  elif [ $rc -ne 0 ]; then fail numa.holes "gups exit $rc (logs/numa.holes.log)"
+  elif [ "$(grep -c '^SUMMARY phase .*reached 95%' "$log")" -ne 2 ]; then
+    fail numa.holes "the hot set did not reach 95 % on node 0 in both phases"
+  else pass numa.holes; fi
 }
 
 # The real-program suite (tests/programs: byte-identical output with and
