@@ -433,17 +433,18 @@ const cap::fd_record *record_of(int fd, uint32_t n) {
 // its file now: a socket's inode is its own, so the number holding that
 // inode is right; any other file (the anonymous inode every eventfd,
 // timerfd, signalfd and epoll set shares; a pipe's two ends) is compared
-// by the kernel (kcmp KCMP_EPOLL_TFD).  Last entry first: an entry's place
-// among those of its number (toff) counts the entries before it, still
-// unchanged.
-long resolve_epoll(const cap::fd_record &r, cap::fd_epoll_entry *e, size_t count, uint32_t n, bool *have_kcmp) {
+// by the kernel (kcmp KCMP_EPOLL_TFD), which finds an entry by its number
+// and its place among the entries of that number in the set's order, the
+// fdinfo's (toff).  Last entry first, so that the numbers of those before
+// it are still the set's.
+long resolve_epoll_entries(const cap::fd_record &r, cap::fd_epoll_entry *e, const uint32_t *toff, size_t count,
+                           uint32_t n, bool *have_kcmp) {
   const long pid = sys::getpid();
   for (size_t k = count; k-- > 0;) {
     const cap::fd_record *at = record_of(e[k].tfd, n);
     if (at && at->ino == e[k].ino && at->kind == static_cast<uint32_t>(cap::fd_kind::socket)) continue;
     if (!*have_kcmp) continue;  // the restore matches by number and inode
-    kcmp_epoll_slot slot{static_cast<uint32_t>(r.fd), static_cast<uint32_t>(e[k].tfd), 0};
-    for (size_t j = 0; j < k; ++j) slot.toff += e[j].tfd == e[k].tfd;
+    kcmp_epoll_slot slot{static_cast<uint32_t>(r.fd), static_cast<uint32_t>(e[k].tfd), toff[k]};
     const auto same = [&](int fd) {
       const long c = sys::raw(SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, fd, reinterpret_cast<long>(&slot));
       if (c == -ENOSYS || c == -EPERM) *have_kcmp = false;
@@ -462,6 +463,27 @@ long resolve_epoll(const cap::fd_record &r, cap::fd_epoll_entry *e, size_t count
     e[k].tfd = holder;
   }
   return 0;
+}
+
+// Every entry's toff at once: their indices sorted by number (scratch
+// space after the entries, given back).
+long resolve_epoll(const cap::fd_record &r, cap::fd_epoll_entry *e, size_t count, uint32_t n, bool *have_kcmp) {
+  if (!*have_kcmp || count == 0) return 0;  // the restore matches by number and inode
+  if (count > UINT32_MAX / 2) return fail("descriptor %d's epoll set is too large", r.fd);
+  const uint64_t mark = g_s.data.used;
+  auto *idx = reinterpret_cast<uint32_t *>(g_s.data.take(2 * count * sizeof(uint32_t), 4));
+  if (!idx) return fail("out of room for descriptor %d's epoll set", r.fd);
+  uint32_t *toff = idx + count;
+  for (uint32_t k = 0; k < count; ++k) idx[k] = k;
+  sort_idx(idx, static_cast<uint32_t>(count),
+           [e](uint32_t a, uint32_t b) { return e[a].tfd != e[b].tfd ? e[a].tfd < e[b].tfd : a < b; });
+  for (uint32_t i = 0, first = 0; i < count; ++i) {
+    if (i && e[idx[i]].tfd != e[idx[i - 1]].tfd) first = i;
+    toff[idx[i]] = i - first;
+  }
+  const long err = resolve_epoll_entries(r, e, toff, count, n, have_kcmp);
+  g_s.data.used = mark;
+  return err;
 }
 
 // One entry per "tfd:" line of the fdinfo, read a piece at a time (a set

@@ -222,9 +222,10 @@ struct kernel_objects {
   int memfd_again;              // the memfd opened a second time (another open file of the same memfd)
   // More anonymous-inode files than the capture compares pair by pair:
   // eventfds counting i + 1, one of them held twice (many_dup), and an
-  // epoll set (ep2) whose one registration, data 42, is of an eventfd
-  // (count 4) registered as number many[3] and since moved to number
-  // moved, while number many[3] holds another eventfd (count 100).
+  // epoll set (ep2) with two registrations of number many[3]: data 42,
+  // an eventfd (count 4) registered under it and since moved to number
+  // moved, and data 43, the eventfd (count 100) that holds number many[3]
+  // now (the kernel tells them apart by their place among that number's).
   int many[24], many_dup, moved, ep2;
   // More Unix sockets than the capture asks about one by one: 20 stream
   // pairs, "p<i>" queued towards the second end of each.
@@ -327,6 +328,8 @@ kernel_objects make_objects() {
   k.moved = dup(k.many[3]);
   if (other < 0 || k.moved < 0 || dup2(other, k.many[3]) != k.many[3]) abort();
   close(other);
+  reg.data.u64 = 43;
+  if (epoll_ctl(k.ep2, EPOLL_CTL_ADD, k.many[3], &reg) != 0) abort();
   for (int i = 0; i < 20; ++i) {
     const std::string b = "p" + std::to_string(i);
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, k.pairs[i]) != 0 ||
@@ -453,12 +456,14 @@ std::string check_objects(const kernel_objects &k) {
          " pair=" + (pair_ok ? "ok" : "bad") + " listen=" + (listen_ok ? "ok" : "bad") +
          " conn=" + (conn == 0 ? "ended" : "bad") + " udp=" + (udp_ok ? "ok" : "bad") + " dup=" + (dup_ok ? "ok" : "bad");
   // The many eventfds: each its own count, the copy one file with its
-  // first; the registration on the file it was made for, not on the one
-  // that now has its number.
-  epoll_event ready{};
+  // first; each registration on the file it was made for: reading the one
+  // now at number moved leaves only 43 ready, reading number many[3] none.
+  epoll_event ready[2]{};
   uint64_t v = 0;
-  bool many_ok = epoll_wait(k.ep2, &ready, 1, 1000) == 1 && ready.data.u64 == 42 && read(k.moved, &v, 8) == 8 &&
-                 v == 4 && epoll_wait(k.ep2, &ready, 1, 0) == 0 && read(k.many[3], &v, 8) == 8 && v == 100;
+  bool many_ok = epoll_wait(k.ep2, ready, 2, 1000) == 2 && ready[0].data.u64 + ready[1].data.u64 == 85 &&
+                 read(k.moved, &v, 8) == 8 && v == 4 && epoll_wait(k.ep2, ready, 2, 0) == 1 &&
+                 ready[0].data.u64 == 43 && read(k.many[3], &v, 8) == 8 && v == 100 &&
+                 epoll_wait(k.ep2, ready, 2, 0) == 0;
   many_ok = many_ok && write(k.many_dup, &(v = 1), 8) == 8;
   for (int i = 0; i < 24 && many_ok; ++i)
     if (i != 3) many_ok = read(k.many[i], &v, 8) == 8 && v == static_cast<uint64_t>(i + 1 + (i == 7));
