@@ -294,9 +294,12 @@ long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n) {
         d->options |= cap::kSockOnlyBound;
     }
   }
+  // Whether the peer is one of the process's sockets: the dump's table
+  // holds every socket record's inode (sorted); before it, the records.
   bool in_process = false;
-  for (uint32_t j = 0; peer_ino && j < n; ++j)
-    if (rec(j)->kind == static_cast<uint32_t>(cap::fd_kind::socket) && rec(j)->ino == peer_ino) in_process = true;
+  if (peer_ino && diag.peers.n) in_process = find_peer(diag.peers, peer_ino) != nullptr;
+  for (uint32_t j = 0; peer_ino && !diag.peers.n && j < n && !in_process; ++j)
+    in_process = rec(j)->kind == static_cast<uint32_t>(cap::fd_kind::socket) && rec(j)->ino == peer_ino;
   if (listening)
     d->state = static_cast<uint32_t>(cap::socket_state::listening);
   else if (in_process)
