@@ -212,6 +212,16 @@ long take_queue(cap::fd_record &r, cap::fd_socket *&d) {
   return err;
 }
 
+// Whether a Unix socket's peer (its inode) is one of the process's
+// sockets: the dump's table holds every socket record's inode (sorted);
+// before the dump, the records.
+bool peer_in_process(const diag_state &diag, uint64_t peer_ino, uint32_t n) {
+  if (diag.peers.n) return find_peer(diag.peers, peer_ino) != nullptr;
+  for (uint32_t j = 0; j < n; ++j)
+    if (rec(j)->kind == static_cast<uint32_t>(cap::fd_kind::socket) && rec(j)->ino == peer_ino) return true;
+  return false;
+}
+
 }  // namespace
 
 long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n) {
@@ -294,12 +304,7 @@ long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n) {
         d->options |= cap::kSockOnlyBound;
     }
   }
-  // Whether the peer is one of the process's sockets: the dump's table
-  // holds every socket record's inode (sorted); before it, the records.
-  bool in_process = false;
-  if (peer_ino && diag.peers.n) in_process = find_peer(diag.peers, peer_ino) != nullptr;
-  for (uint32_t j = 0; peer_ino && !diag.peers.n && j < n && !in_process; ++j)
-    in_process = rec(j)->kind == static_cast<uint32_t>(cap::fd_kind::socket) && rec(j)->ino == peer_ino;
+  const bool in_process = peer_ino && peer_in_process(diag, peer_ino, n);
   if (listening)
     d->state = static_cast<uint32_t>(cap::socket_state::listening);
   else if (in_process)
