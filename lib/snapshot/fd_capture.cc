@@ -236,6 +236,16 @@ void sort_by_ino(uint32_t *idx, uint32_t n) {
 // or pipe end per inode and access mode.
 constexpr uint32_t kPairwiseMax = 16;  // records of one inode compared pair by pair
 
+// The eventfd-id line of an eventfd's fdinfo (Linux 5.2); false without.
+bool eventfd_id(int fd, uint64_t *id) {
+  char buf[512];
+  if (read_fdinfo(fd, buf, sizeof buf) < 0) return false;
+  const char *p = field(buf, "eventfd-id:");
+  if (!p) return false;
+  *id = strtoull(p, nullptr, 10);
+  return true;
+}
+
 long find_dups(uint32_t n) {
   const uint64_t mark = g_s.data.used;
   auto *idx = reinterpret_cast<uint32_t *>(g_s.data.take(uint64_t{n} * 4 + 4, 8));
@@ -244,6 +254,7 @@ long find_dups(uint32_t n) {
   sort_by_ino(idx, n);
   const long pid = sys::getpid();
   bool have_kcmp = true;
+  uint64_t *ids = nullptr;  // eventfd-id by record, for the groups sorted
   for (uint32_t lo = 0, hi; lo < n; lo = hi) {
     hi = lo + 1;
     while (hi < n && rec(idx[hi])->ino == rec(idx[lo])->ino && rec(idx[hi])->dev == rec(idx[lo])->dev) ++hi;
@@ -253,10 +264,22 @@ long find_dups(uint32_t n) {
     // the copies of each file follow its first in n log n queries instead
     // of a query per pair.
     if (have_kcmp && hi - lo > kPairwiseMax) {
+      // An eventfd's fdinfo names its context (eventfd-id, one per open
+      // file): eventfds are ordered and matched by it, without a query.
+      if (!ids && (ids = reinterpret_cast<uint64_t *>(g_s.data.take(uint64_t{n} * 8, 8))) == nullptr)
+        return fail("out of room for the descriptors");
+      bool by_id = true;
+      for (uint32_t x = lo; x < hi && by_id; ++x)
+        if (rec(idx[x])->kind == static_cast<uint32_t>(cap::fd_kind::eventfd))
+          by_id = eventfd_id(rec(idx[x])->fd, &ids[idx[x]]);
+      const auto eventfds = [&](const cap::fd_record &x) {
+        return by_id && x.kind == static_cast<uint32_t>(cap::fd_kind::eventfd);
+      };
       bool ordered = true;
       const auto file_less = [&](uint32_t a, uint32_t b) {
         const cap::fd_record &x = *rec(a), &y = *rec(b);
         if (x.kind != y.kind) return x.kind < y.kind;
+        if (eventfds(x)) return ids[a] != ids[b] ? ids[a] < ids[b] : x.fd < y.fd;
         const long r = sys::raw(SYS_kcmp, pid, pid, KCMP_FILE, x.fd, y.fd);
         if (r < 0 || r > 2) ordered = false;  // no order: the pairs below decide
         if (r == 1 || r == 2) return r == 1;
@@ -268,7 +291,7 @@ long find_dups(uint32_t n) {
           cap::fd_record &a = *rec(idx[x]);
           const cap::fd_record &b = *rec(idx[first]);
           if (a.kind != static_cast<uint32_t>(cap::fd_kind::other) && a.kind == b.kind &&
-              sys::raw(SYS_kcmp, pid, pid, KCMP_FILE, a.fd, b.fd) == 0)
+              (eventfds(a) ? ids[idx[x]] == ids[idx[first]] : sys::raw(SYS_kcmp, pid, pid, KCMP_FILE, a.fd, b.fd) == 0))
             a.same_as = b.fd;
           else
             first = x;
@@ -596,9 +619,8 @@ long take_details(uint32_t n) {
   for (uint32_t i = 0; i < n; ++i) {
     cap::fd_record &r = *rec(i);
     if (r.fd > 2) continue;
-    const cap::fd_record *lead = &r;
-    for (uint32_t j = 0; r.same_as >= 0 && j < n; ++j)
-      if (rec(j)->fd == r.same_as) lead = rec(j);
+    const cap::fd_record *lead = r.same_as >= 0 ? record_of(r.same_as, n) : &r;
+    if (!lead) lead = &r;
     bool outside = false;
     if (r.kind == static_cast<uint32_t>(cap::fd_kind::pipe)) {
       // The other end among the program's descriptors?
@@ -618,8 +640,8 @@ long take_details(uint32_t n) {
   // A copy above 2 of such a stream is the command's stream too.
   for (uint32_t i = 0; i < n; ++i) {
     cap::fd_record &r = *rec(i);
-    for (uint32_t j = 0; r.same_as >= 0 && j < n; ++j)
-      if (rec(j)->fd == r.same_as) r.kind = rec(j)->kind;
+    if (r.same_as < 0) continue;
+    if (const cap::fd_record *lead = record_of(r.same_as, n)) r.kind = lead->kind;
   }
   return 0;
 }
