@@ -39,12 +39,16 @@ struct frozen_range {
 // first (up to this many per pass), then remapped.  Static: the fork path
 // must not need a large stack.
 frozen_range g_todo[4096];
+constexpr size_t kFreezePiece = size_t{16} << 20;
 // Whether the last freeze made every shared mapping of the storage private
 // (a snapshot hands the storage over only then).
 bool g_freeze_complete = false;
+// Bytes of mappings the last freeze made private.
+size_t g_frozen_bytes = 0;
 
 void freeze_shared_mappings() {
   g_freeze_complete = false;
+  g_frozen_bytes = 0;
   tier &pm = pmem_tier();
   if (!pm.ops->maps_storage || !pm.ops->map_private) return;
   bool complete = true;
@@ -69,10 +73,19 @@ void freeze_shared_mappings() {
     maps.close();
     for (size_t i = 0; i < count; ++i) {
       const frozen_range &f = g_todo[i];
-      long r = pm.ops->map_private(&pm, reinterpret_cast<void *>(f.lo), f.hi - f.lo, f.prot, 0, f.off);
-      if (r < 0) {
-        MMTIER_ERROR("fork: cannot make %p private (error %ld)", reinterpret_cast<void *>(f.lo), -r);
-        complete = false;
+      // In pieces: remapping a piece drops its page table entries, and a
+      // thread touching it meanwhile waits for that piece only (the
+      // pre-freeze runs beside the program).  Neighbouring pieces of one
+      // file merge again into one mapping.
+      for (uintptr_t at = f.lo; at < f.hi; at += kFreezePiece) {
+        const size_t len = f.hi - at < kFreezePiece ? f.hi - at : kFreezePiece;
+        long r = pm.ops->map_private(&pm, reinterpret_cast<void *>(at), len, f.prot, 0, f.off + (at - f.lo));
+        if (r < 0) {
+          MMTIER_ERROR("fork: cannot make %p private (error %ld)", reinterpret_cast<void *>(at), -r);
+          complete = false;
+        } else {
+          g_frozen_bytes += len;
+        }
       }
     }
     // More mappings than one pass holds: go again over what is left.
@@ -251,6 +264,15 @@ void heap_pmem_storage_each(void (*fn)(void *ctx, int fd, int k), void *ctx) {
   for (int k = 0; k < n; ++k)
     if (fds[k] >= 0) fn(ctx, fds[k], k);
 }
+
+size_t heap_snapshot_prefreeze() {
+  heap_lock_guard g;
+  if (!g_heap.size) return 0;
+  freeze_shared_mappings();
+  return g_frozen_bytes;
+}
+
+size_t heap_snapshot_frozen_in_stop() { return g_frozen_bytes; }
 
 int heap_snapshot_hand_over(bool (*link)(void *ctx, int fd), void *ctx) {
   tier &pm = pmem_tier();

@@ -256,6 +256,19 @@ reshare_outcome heap_reshare(size_t max_units, size_t max_bytes);
 // then each ancestor's it holds (k 1..), with the heap lock held, so that a
 // descriptor named to fn stays open while fn runs.
 void heap_pmem_storage_each(void (*fn)(void *ctx, int fd, int k), void *ctx);
+// Before a snapshot's stop, beside the running program: makes the PMem
+// units' shared mappings private now (the freeze a fork or the stop does,
+// a piece at a time), so that the stop freezes only what was shared since.
+// Dropping a unit's page table entries is the costly part (about 10 ms per
+// GiB of present pages here); done here, it is out of the pause.  Correct
+// without a stop: a unit's later writes go to private copies, which the
+// stop's fork keeps and the writer saves as the unit's own pages.  The
+// bytes of mappings it made private.
+size_t heap_snapshot_prefreeze();
+// In a snapshot's stop (the heap lock held by it), after the freeze: the
+// bytes of mappings the stop had to make private (shared since the
+// pre-freeze: units placed or re-shared meanwhile).
+size_t heap_snapshot_frozen_in_stop();
 // In a snapshot's stop (the heap lock held by it): if the freeze made every
 // PMem unit private and the tier can hand its own storage over, calls link
 // with its descriptor; if link says it linked it into the capsule, hands it

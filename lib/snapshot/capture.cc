@@ -552,6 +552,29 @@ long capture_process(writer_args &wa, snap_result *res) {
   return 0;
 }
 
+// mmtier's own threads, which ran on, after the n stopped ones: a restore
+// lets each one end as the C library expects of a detached thread.  The
+// new count.
+int add_service_threads(int n) {
+  service_thread services[8];
+  const int nservices = service_threads(services, 8);
+  for (int k = 0; k < nservices && n < kMaxThreads - 1; ++k) {
+    snap_thread &t = g_threads[n++];
+    memset(&t, 0, sizeof t);
+    t.tid = services[k].tid;
+    t.flags = cap::kThreadService;
+    t.fs_base = services[k].fs_base;
+    t.clear_tid = services[k].clear_tid;
+    t.robust_head = services[k].robust_head;
+    t.robust_len = services[k].robust_len;
+    t.rp = services[k].rp;
+    t.altstack_flags = SS_DISABLE;
+    t.sigmask = ~uint64_t{0};
+    memcpy(t.name, "mmtier-service", 15);
+  }
+  return n;
+}
+
 // P1: stops the world, forks the writer, resumes.  The writer's pid file
 // descriptor, or -errno, or kRestored.
 long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
@@ -579,24 +602,7 @@ long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
     set_line(res, "more than %d threads", kMaxThreads - 1);
     return -E2BIG;
   }
-  // mmtier's own threads, which ran on: a restore lets each one end as the
-  // C library expects of a detached thread.
-  service_thread services[8];
-  const int nservices = service_threads(services, 8);
-  for (int k = 0; k < nservices && n < kMaxThreads - 1; ++k) {
-    snap_thread &t = g_threads[n++];
-    memset(&t, 0, sizeof t);
-    t.tid = services[k].tid;
-    t.flags = cap::kThreadService;
-    t.fs_base = services[k].fs_base;
-    t.clear_tid = services[k].clear_tid;
-    t.robust_head = services[k].robust_head;
-    t.robust_len = services[k].robust_len;
-    t.rp = services[k].rp;
-    t.altstack_flags = SS_DISABLE;
-    t.sigmask = ~uint64_t{0};
-    memcpy(t.name, "mmtier-service", 15);
-  }
+  n = add_service_threads(n);
   snap_thread &me = g_threads[n++];
   memset(&me, 0, sizeof me);
   me.tid = static_cast<int32_t>(sys::raw(SYS_gettid));
@@ -620,6 +626,7 @@ long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
       return r;
     }
   }
+  res->frozen_in_stop = heap_snapshot_frozen_in_stop();
   shared_copy_take(&wa.shared);
   // Every PMem unit is frozen now: the linked PMem file becomes the
   // capsule's.
@@ -721,6 +728,7 @@ long take(const snap_request &req, snap_result *res) {
   wa.base_dirfd = p.base_dirfd;
   chain_base_id(wa.base_id);
   wa.base_max_files = config_get().snapshot_chain;
+  res->frozen_before = heap_snapshot_prefreeze();
   const long pidfd = stop_and_fork(wa, res, req.hold);
   if (pidfd == kRestored) {
     // The snapshot's files and pipes were the dead original's.  Its next
@@ -757,10 +765,12 @@ long take(const snap_request &req, snap_result *res) {
   pthread_mutex_unlock(&g_one);
   if (err) return -err;
   MMTIER_INFO("snapshot %s: %u threads stopped for %llu us, %llu bytes of memory written, %llu bytes shared with "
-              "earlier capsules, %llu bytes of PMem linked",
+              "earlier capsules, %llu bytes of PMem linked; PMem mappings frozen: %llu bytes before the stop, %llu in "
+              "it",
               res->path, res->threads, static_cast<unsigned long long>(res->paused_ns / 1000),
               static_cast<unsigned long long>(res->mem_bytes), static_cast<unsigned long long>(res->shared),
-              static_cast<unsigned long long>(res->pmem_linked));
+              static_cast<unsigned long long>(res->pmem_linked), static_cast<unsigned long long>(res->frozen_before),
+              static_cast<unsigned long long>(res->frozen_in_stop));
   if (res->pmem_note[0]) MMTIER_INFO("snapshot %s: %s", res->path, res->pmem_note);
   return 0;
 }
