@@ -92,6 +92,12 @@ class record_load {
       if (th.joinable()) th.join();
   }
   std::atomic<uint64_t> torn{0}, lost{0}, syscall_errors{0}, io_mismatch{0};
+  std::atomic<uint64_t> updates{0};  // records written, by all writers
+  // Returns once the writers have written n more records than when called.
+  void wait_updates(uint64_t n) const {
+    const uint64_t from = updates.load(std::memory_order_relaxed);
+    while (updates.load(std::memory_order_relaxed) < from + n) std::this_thread::yield();
+  }
 
  private:
   record &rec(size_t page, size_t slot) { return reinterpret_cast<record *>(base_ + page * 4096)[slot]; }
@@ -110,6 +116,7 @@ class record_load {
       if (!check(rec(page, slot), &seen)) torn.fetch_add(1);
       else if (seen != mine[page]) lost.fetch_add(1);
       put(rec(page, slot), ++mine[page]);
+      updates.fetch_add(1, std::memory_order_relaxed);
     }
     for (size_t page = 0; page < io_first_; ++page) {
       uint64_t seen;
