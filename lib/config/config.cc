@@ -50,6 +50,10 @@ constexpr option_info kOptions[] = {
      "Most data moved between the tiers per second by promotion and demotion."},
     {"MMTIER_SCAN_INTERVAL", "100ms", "a duration from 1ms to 60s (us, ms or s suffix)",
      "Time between two access scans of the background thread."},
+    {"MMTIER_HUGE_PAGES", "units", "units | kernel",
+     "units: a DRAM unit mapped whole (an allocation of 2 MiB or more) is advised for a transparent huge page "
+     "(MADV_HUGEPAGE), unless the system's setting is never; kernel: nothing advised, the system's setting "
+     "decides."},
     {"MMTIER_LOG", "warn", "error | warn | info | debug",
      "Least severe level of message written to stderr."},
     {"MMTIER_REPORT", "off", "off, stderr, or a file path (%p becomes the pid)",
@@ -247,6 +251,18 @@ bool parse_pmem_reserve_opt(const char *name, const char *value, config *out, co
     out->pmem_reserve_at_touch = false;
   } else {
     set_error(err, name, value, "expected touch or place");
+    return false;
+  }
+  return true;
+}
+
+bool parse_huge_pages_opt(const char *name, const char *value, config *out, config_error *err) {
+  if (str_eq(value, "units")) {
+    out->huge_units = true;
+  } else if (str_eq(value, "kernel")) {
+    out->huge_units = false;
+  } else {
+    set_error(err, name, value, "expected units or kernel");
     return false;
   }
   return true;
@@ -500,7 +516,7 @@ bool parse_snapshot_signal_opt(const char *name, const char *value, config *out,
 constexpr option_parser kParsers[] = {
     parse_ratio_opt,  parse_dram_limit_opt, parse_pmem_limit_opt,
     parse_pmem_path_opt, parse_pmem_reserve_opt, parse_slow_node_opt, parse_policy_opt,  parse_promote_opt,
-    parse_migrate_mbps_opt, parse_scan_interval_opt,
+    parse_migrate_mbps_opt, parse_scan_interval_opt, parse_huge_pages_opt,
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
     parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_snapshot_every_opt, parse_snapshot_keep_opt,
     parse_snapshot_chain_opt, parse_agent_socket_opt, parse_qos_class_opt, parse_qos_dram_opt,

@@ -50,6 +50,9 @@ struct config {
   // MMTIER_SCAN_INTERVAL: time between two access scans of the background
   // thread, in nanoseconds (given as 100ms, 1s, 500us; 1 ms .. 60 s).
   uint64_t scan_interval_ns = 100'000'000;
+  // MMTIER_HUGE_PAGES=units|kernel: DRAM units mapped whole are advised
+  // for a transparent huge page (true), or left to the system's setting.
+  bool huge_units = true;
   log_level log = log_level::warn;          // MMTIER_LOG=error|warn|info|debug
   // MMTIER_REPORT: "" (off), "stderr", or a file path; "%p" in the path is
   // replaced by the pid.  A report of where memory went is written at exit.

@@ -76,18 +76,21 @@ uint32_t faults_lacks_of(uint64_t features) {
   return lacks;
 }
 
+bool sample_holds(const fault_sample &s, uintptr_t page) { return page - s.page < (s.len ? s.len : kPageSize); }
+
+// The entry whose range holds page (entries never overlap).
 fault_sample *find_sample(fault_sample *t, size_t n, uintptr_t page) {
-  size_t lo = 0, hi = n;
+  size_t lo = 0, hi = n;  // the first entry starting after page
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
-    if (t[mid].page < page) lo = mid + 1;
+    if (t[mid].page <= page) lo = mid + 1;
     else hi = mid;
   }
-  if (lo < n && t[lo].page == page) return &t[lo];
+  if (lo > 0 && sample_holds(t[lo - 1], page)) return &t[lo - 1];
   // The sampler keeps the table sorted; should it ever not be, answering a
   // hidden page with a zero page would lose its data: look at every entry.
   for (size_t i = 0; i < n; ++i)
-    if (t[i].page == page) return &t[i];
+    if (sample_holds(t[i], page)) return &t[i];
   return nullptr;
 }
 
@@ -106,6 +109,7 @@ bool answer_watched(int fd, uintptr_t page) {
       found = true;
       uint8_t want = kSampleOut;
       if (s->state.compare_exchange_strong(want, kSampleMoving, std::memory_order_acq_rel)) {
+        s->touch_ns.store(sys::mono_ns(), std::memory_order_relaxed);
         faults_sample_restore(*s);
         s->written.store(1, std::memory_order_relaxed);
         s->state.store(kSampleTouched, std::memory_order_release);
@@ -139,6 +143,7 @@ bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
     if (fault_sample *s = find_sample(t, g_samples_n.load(std::memory_order_acquire), page)) {
       uint8_t want = kSampleOut;
       if (s->state.compare_exchange_strong(want, kSampleMoving, std::memory_order_acq_rel)) {
+        if (!s->touch_ns.load(std::memory_order_relaxed)) s->touch_ns.store(sys::mono_ns(), std::memory_order_relaxed);
         if (faults_sample_restore(*s) == -EAGAIN) {
           s->state.store(kSampleOut, std::memory_order_release);
           g_samples_readers.fetch_sub(1, std::memory_order_release);
@@ -383,31 +388,43 @@ long faults_sample_restore(fault_sample &s) {
   const int fd = g_fd.load(std::memory_order_acquire);
   void *page = reinterpret_cast<void *>(s.page);
   void *side = reinterpret_cast<void *>(s.side);
+  const size_t len = s.len ? s.len : kPageSize;
   if (s.by_wp) {
-    const long r = sys::uffd::write_protect(fd, page, kPageSize, false);
+    const long r = sys::uffd::write_protect(fd, page, len, false);
     if (r < 0) MMTIER_ERROR("sampling: cannot unprotect page %p (error %ld)", page, -r);
-    sys::uffd::wake(fd, page, kPageSize);
+    sys::uffd::wake(fd, page, len);
     return r;
   }
-  size_t done = 0;
-  long r = faults_can_move() ? sys::uffd::move(fd, page, side, kPageSize, &done) : -EOPNOTSUPP;
-  if (r == 0 || r == -EAGAIN) return r;
+  // A whole unit moves back as one huge page, or (split at the side) page
+  // by page: what is back already (s.back) is never asked again, a retry
+  // goes on from there.
+  size_t done = 0, at = s.back;
+  long r = -EOPNOTSUPP;
+  while (faults_can_move()) {
+    r = sys::uffd::move(fd, static_cast<char *>(page) + at, static_cast<char *>(side) + at, len - at, &done);
+    at += done;
+    s.back = static_cast<uint32_t>(at);
+    if (r == 0 || at == len) return 0;
+    if (r != -EAGAIN || done == 0) break;
+  }
+  if (r == -EAGAIN) return r;
   if (r != -EEXIST) {
     // The side page cannot move (shared since fork, swapped, flags changed
     // under it): copy it back, then drop the side copy.
-    r = sys::uffd::copy(fd, page, side, kPageSize, &done);
+    r = sys::uffd::copy(fd, static_cast<char *>(page) + at, static_cast<char *>(side) + at, len - at, &done);
+    s.back = static_cast<uint32_t>(at + done);
     // No memory for the page now (a cgroup at its limit): the data stays at
     // the side until a later try; giving up would lose it.
     if (r == -EAGAIN || r == -ENOMEM) return -EAGAIN;
     if (r == 0) {
-      sys::madvise(side, kPageSize, MADV_DONTNEED);
+      sys::madvise(side, len, MADV_DONTNEED);
       return 0;
     }
   }
   // -EEXIST: something mapped the page while its data was at the side;
   // nothing here may have done that, and overwriting it could lose a write.
   MMTIER_ERROR("sampling: cannot put page %p back (error %ld); its data stays at %p", page, -r, side);
-  sys::uffd::wake(fd, page, kPageSize);
+  sys::uffd::wake(fd, page, len);
   return r;
 }
 

@@ -66,13 +66,20 @@ enum sample_state : uint8_t {
   kSampleBack = 3,     // moved back by the sampler, untouched
   kSampleMoving = 4,   // being moved back (by whoever took it from kSampleOut)
 };
+// A sample is one page, or a whole unit mapped by one huge page (len
+// kUnitSize: moved out and back, or write-protected, as one page-table
+// entry, so that sampling never splits it).
 struct fault_sample {
   uintptr_t page;
   uintptr_t side;
   uint32_t unit;
+  uint32_t len;                  // bytes: one page, or a whole unit
+  uint32_t back;                 // bytes moved back so far (by whoever holds kSampleMoving)
+  uint64_t out_ns;               // when it went out (sys::mono_ns)
   bool by_wp;                    // write-protected in place (before 6.8), not moved out
   std::atomic<uint8_t> state;
   std::atomic<uint8_t> written;  // the touching access was a write
+  std::atomic<uint64_t> touch_ns;  // when the fault service saw the first access
 };
 // Puts a sampled page back (the caller moved its state from kSampleOut to
 // kSampleMoving): UFFDIO_MOVE, or a copy when the side page cannot move;

@@ -5,6 +5,7 @@
 
 #include "heap/faults.h"
 #include "heap/heap_internal.h"
+#include "platform/clock.h"
 #include "platform/pagemap.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
@@ -38,8 +39,26 @@ constinit pmem_sample g_pmem[kMaxPmem] = {};
 size_t g_npmem = 0;
 bool g_open = false;
 
-char *g_side = nullptr;          // kMaxDram side pages
+char *g_side = nullptr;          // kMaxDram side pages, then the probe (measure_allowance)
 uint64_t g_side_generation = 0;  // fault service generation it is registered with
+// Whole-unit samples (a unit mapped by one huge page, moved out as one):
+// unit-aligned side slots, so that the huge page stays whole there.
+constexpr size_t kMaxWhole = 32;
+char *g_side_whole = nullptr;  // kMaxWhole slots, or nullptr (units sampled by pages)
+size_t g_nwhole = 0;           // slots used in this window
+// A whole-unit sample counts as touched when its first access came within
+// 1/512th of the window (from the moment every sample of the window is
+// out), plus an allowance for the time the access took to reach the fault
+// service (see whole_touched): what a fault of the sampler's own took to be
+// answered as the window began (the probe: g_side's last page) three times
+// over, at least kAllowanceFloorNs; on a virtual machine
+// tens of microseconds while the service's CPU is busy, hundreds while it
+// is idle (woken from a halted virtual CPU).  A first write into a unit
+// moved out also waits for the kernel to get and clear a huge page (which
+// it then drops, as the page is missing): g_huge_clear_ns more.
+constexpr uint64_t kAllowanceFloorNs = 50'000;
+uint64_t g_allowance_ns = kAllowanceFloorNs;
+uint64_t g_huge_clear_ns = UINT64_MAX;  // not measured yet
 
 constinit sys::pagemap_file g_pagemap;  // the heap lock guards it
 
@@ -65,15 +84,32 @@ inline uint64_t next_random(uint64_t &x) {
 bool side_ready() {
   if (!faults_can_sample()) return false;
   if (!g_side) {
-    long r = sys::mmap(nullptr, kMaxDram * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    long r = sys::mmap(nullptr, (kMaxDram + 1) * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (sys::failed(r)) return false;
     g_side = reinterpret_cast<char *>(r);
+  }
+  if (!g_side_whole && faults_can_move()) {
+    // Unit-aligned: a huge page moves only between aligned places.
+    const size_t len = (kMaxWhole + 1) * kUnitSize;
+    long r = sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (!sys::failed(r)) {
+      const uintptr_t lo = static_cast<uintptr_t>(r), at = align_up(lo, kUnitSize);
+      if (at > lo) sys::munmap(reinterpret_cast<void *>(lo), at - lo);
+      if (at + kMaxWhole * kUnitSize < lo + len)
+        sys::munmap(reinterpret_cast<void *>(at + kMaxWhole * kUnitSize), lo + len - at - kMaxWhole * kUnitSize);
+      g_side_whole = reinterpret_cast<char *>(at);
+    }
   }
   const uint64_t gen = faults_generation();
   if (g_side_generation != gen) {
     // The side pages are the destination of every move out: registered.
-    if (sys::uffd::register_range(faults_fd(), g_side, kMaxDram * kPageSize, UFFDIO_REGISTER_MODE_MISSING) < 0)
+    if (sys::uffd::register_range(faults_fd(), g_side, (kMaxDram + 1) * kPageSize, UFFDIO_REGISTER_MODE_MISSING) < 0)
       return false;
+    if (g_side_whole &&
+        sys::uffd::register_range(faults_fd(), g_side_whole, kMaxWhole * kUnitSize, UFFDIO_REGISTER_MODE_MISSING) < 0) {
+      sys::munmap(g_side_whole, kMaxWhole * kUnitSize);
+      g_side_whole = nullptr;
+    }
     g_side_generation = gen;
   }
   return true;
@@ -95,7 +131,55 @@ void settle_dram(fault_sample &s) {
     s.state.store(kSampleBack, std::memory_order_release);
     break;
   }
-  sys::uffd::unregister_range(faults_fd(), reinterpret_cast<void *>(s.page), kPageSize);
+  sys::uffd::unregister_range(faults_fd(), reinterpret_cast<void *>(s.page), s.len);
+}
+
+// The fault service's answering time now: a read of the probe page (a
+// missing page of g_side: answered with the zero page), timed, then dropped
+// for the next time.
+void measure_allowance() {
+  volatile char *probe = g_side + kMaxDram * kPageSize;
+  const uint64_t t0 = sys::mono_ns();
+  (void)*probe;
+  const uint64_t took = sys::mono_ns() - t0;
+  sys::madvise(const_cast<char *>(probe), kPageSize, MADV_DONTNEED);
+  g_allowance_ns = std::max(kAllowanceFloorNs, 3 * took);
+}
+
+// What the kernel takes to give a write a fresh huge page: timed once, on
+// an aligned scratch unit (0 when it gets no huge page there).
+void measure_huge_clear() {
+  g_huge_clear_ns = 0;
+  const size_t len = 2 * kUnitSize;
+  long r = sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (sys::failed(r)) return;
+  char *at = reinterpret_cast<char *>(align_up(static_cast<uintptr_t>(r), kUnitSize));
+  sys::madvise(at, kUnitSize, MADV_HUGEPAGE);
+  const uint64_t t0 = sys::mono_ns();
+  *reinterpret_cast<volatile char *>(at) = 1;
+  const uint64_t took = sys::mono_ns() - t0;
+  if (g_pagemap.huge(reinterpret_cast<uintptr_t>(at), kUnitSize) == 1) g_huge_clear_ns = took;
+  sys::munmap(reinterpret_cast<void *>(r), len);
+  MMTIER_DEBUG("sampling: a fresh huge page for a write takes %llu us here",
+               static_cast<unsigned long long>(g_huge_clear_ns / 1000));
+}
+
+// Whether a whole-unit sample, out since s.out_ns until end_ns and first
+// touched at s.touch_ns, counts as the touch of one page hidden as long.
+// If the unit's accesses are spread over its 512 pages, the chance that a
+// given page is reached within a time T is the chance that the unit is
+// reached within T/512: the first access within that, not within T,
+// keeps a unit's figure that of one page (a unit touched at all within a
+// window would make every lukewarm unit look hot).  The allowance covers
+// the time the fault service takes to see the access.
+bool whole_touched(const fault_sample &s, uint64_t end_ns) {
+  if (s.state.load(std::memory_order_acquire) != kSampleTouched) return false;
+  const uint64_t out = end_ns > s.out_ns ? end_ns - s.out_ns : 0;
+  const uint64_t first = s.touch_ns.load(std::memory_order_relaxed);
+  if (first <= s.out_ns) return true;  // before the window was fully out
+  const bool cleared = !s.by_wp && s.written.load(std::memory_order_relaxed);  // a write into a moved-out unit
+  const uint64_t allowance = g_allowance_ns + (cleared ? g_huge_clear_ns : 0);
+  return first - s.out_ns <= out / kPagesPerUnit + allowance;
 }
 
 // Appends the result of one page to out, merging pages of the same unit
@@ -116,17 +200,20 @@ void add_result(sample_result *out, size_t cap, size_t &n, uint32_t unit, uint8_
 
 void end_locked(sample_result *out, size_t cap, size_t *count) {
   size_t n = 0;
+  const uint64_t end_ns = sys::mono_ns();
   for (size_t i = 0; i < g_ndram; ++i) {
     fault_sample &s = g_dram[i];
     if (s.state.load(std::memory_order_acquire) == 0) continue;
     settle_dram(s);
-    const bool touched = s.state.load(std::memory_order_acquire) == kSampleTouched;
+    const bool touched = s.len == kPageSize ? s.state.load(std::memory_order_acquire) == kSampleTouched
+                                             : whole_touched(s, end_ns);
     unit &u = g_heap.units[s.unit];
     u.sample = 0;
-    add_result(out, cap, n, s.unit, static_cast<uint8_t>(unit_tier(u)), touched, s.written.load() != 0);
+    add_result(out, cap, n, s.unit, static_cast<uint8_t>(unit_tier(u)), touched, touched && s.written.load() != 0);
   }
   faults_samples_retract();
   g_ndram = 0;
+  g_nwhole = 0;
   for (size_t i = 0; i < g_npmem; ++i) {
     pmem_sample &s = g_pmem[i];
     if (!s.valid) continue;
@@ -180,15 +267,31 @@ bool hide_pmem_page(unit &u, size_t idx, uintptr_t page) {
 }
 
 // Moves a DRAM page to its side page (Linux 6.8); 0 or -errno.
-long move_out(int fd, void *side, uintptr_t page) {
+long move_out(int fd, void *side, uintptr_t page, size_t len) {
   size_t done = 0;
   long r;
-  while ((r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), kPageSize, &done)) == -EAGAIN) sched_yield();
-  if (r == -EEXIST) {
+  while ((r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), len, &done)) == -EAGAIN && done == 0)
+    sched_yield();
+  if (r == -EEXIST && done == 0) {
     // The side page was populated behind our back (a debugger reading it,
     // mlockall): it holds nothing of ours.
-    sys::madvise(side, kPageSize, MADV_DONTNEED);
-    r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), kPageSize, &done);
+    sys::madvise(side, len, MADV_DONTNEED);
+    r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), len, &done);
+  }
+  if (r < 0 && done > 0) {
+    // Part of a unit went (its huge page was split meanwhile): back with
+    // it before the sample is given up.
+    for (size_t total = 0, back = 0; total < done; total += back) {
+      const long b = sys::uffd::move(fd, reinterpret_cast<char *>(page) + total, static_cast<char *>(side) + total,
+                                     done - total, &back);
+      if (b == 0) break;
+      if (b != -EAGAIN) {
+        MMTIER_ERROR("sampling: cannot put %p back (error %ld); its data stays at %p",
+                     reinterpret_cast<void *>(page + total), -b, static_cast<char *>(side) + total);
+        break;
+      }
+      if (!back) sched_yield();
+    }
   }
   return r;
 }
@@ -197,15 +300,22 @@ long move_out(int fd, void *side, uintptr_t page) {
 // the first access faults to the fault service (before 6.8: write-protects
 // it, so that the first write does).  Only a present page of this
 // process's own (not shared with a child since fork) is sampled.
-bool hide_dram_page(unit &u, size_t idx, uintptr_t page) {
+//
+// len kUnitSize: the whole unit, as one (see hide_dram_unit).
+bool hide_dram_page(unit &u, size_t idx, uintptr_t page, size_t len = kPageSize) {
   if (g_ndram == kMaxDram || (g_ndram > 0 && g_dram[g_ndram - 1].page >= page)) return false;
   const uint64_t e = g_pagemap.entry(page);
   if (!(e & kPresent) || !(e & kExclusive) || (e & kFile)) return false;
   const int fd = faults_fd();
   fault_sample &s = g_dram[g_ndram];
   s.page = page;
-  s.side = reinterpret_cast<uintptr_t>(g_side + g_ndram * kPageSize);
+  s.side = len == kPageSize ? reinterpret_cast<uintptr_t>(g_side + g_ndram * kPageSize)
+                            : reinterpret_cast<uintptr_t>(g_side_whole + g_nwhole * kUnitSize);
   s.unit = static_cast<uint32_t>(idx);
+  s.len = static_cast<uint32_t>(len);
+  s.back = 0;
+  s.out_ns = sys::mono_ns();
+  s.touch_ns.store(0, std::memory_order_relaxed);
   s.written.store(0, std::memory_order_relaxed);
   s.state.store(0, std::memory_order_relaxed);
   // Entries are never reused within a window (the fault service may be
@@ -218,20 +328,48 @@ bool hide_dram_page(unit &u, size_t idx, uintptr_t page) {
   const bool by_move = faults_can_move();
   s.by_wp = !by_move;
   const uint64_t mode = by_move ? UFFDIO_REGISTER_MODE_MISSING : UFFDIO_REGISTER_MODE_WP;
-  if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), kPageSize, mode) < 0) return false;
+  if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), len, mode) < 0) return false;
   // Published before the page goes: a fault on it finds its entry.
   s.state.store(kSampleOut, std::memory_order_release);
   faults_samples_publish(g_dram, g_ndram);
-  long r = by_move ? move_out(fd, reinterpret_cast<void *>(s.side), page)
-                   : sys::uffd::write_protect(fd, reinterpret_cast<void *>(page), kPageSize, true);
+  long r = by_move ? move_out(fd, reinterpret_cast<void *>(s.side), page, len)
+                   : sys::uffd::write_protect(fd, reinterpret_cast<void *>(page), len, true);
   if (r < 0) {
     // Not movable now (shared with a child since fork, pinned, ...).
     s.state.store(0, std::memory_order_release);
-    sys::uffd::unregister_range(fd, reinterpret_cast<void *>(page), kPageSize);
+    sys::uffd::unregister_range(fd, reinterpret_cast<void *>(page), len);
     return false;
   }
+  if (len != kPageSize) ++g_nwhole;
   u.sample = 1;
   return true;
+}
+
+// Whether any of units[0, n) may be sampled whole (hide_dram_unit).
+bool whole_candidates(const uint32_t *units, size_t n) {
+  for (size_t k = 0; k < n; ++k) {
+    if (!heap_unit_movable(units[k])) continue;
+    const unit &u = g_heap.units[units[k]];
+    const int t = unit_tier(u);
+    if ((t == kTierDram || g_mgr.tiers[t].anonymous) && u.live == kPagesPerUnit) return true;
+  }
+  return false;
+}
+
+// A unit sampled whole, as one page: a unit mapped by one huge page, which
+// hiding one of its small pages would split for good (and with it the
+// fork's and the TLB's gain: a snapshot's pause grows by the page-table
+// entries), or, where pages are write-protected in place (before 6.8), any
+// unit whose pages are all in use (one call and one TLB flush, and a huge
+// page stays whole).  Whether the page is huge is asked of PAGEMAP_SCAN;
+// where it cannot say, units are sampled by pages.  See whole_touched for
+// what such a sample counts as.
+bool hide_dram_unit(unit &u, size_t idx) {
+  if (u.live != kPagesPerUnit) return false;
+  const uintptr_t at = unit_addr(idx);
+  if (faults_can_move() && (!g_side_whole || g_nwhole == kMaxWhole || g_pagemap.huge(at, kUnitSize) != 1))
+    return false;
+  return hide_dram_page(u, idx, at, kUnitSize);
 }
 
 }  // namespace
@@ -243,6 +381,11 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
   g_pagemap.check_owner();
   if (g_open) end_locked(nullptr, 0, nullptr);
   const bool dram_ok = side_ready();
+  if (dram_ok && whole_candidates(units, n)) {
+    // Before anything is hidden: the time it takes is not a sample's.
+    if (faults_can_move() && g_huge_clear_ns == UINT64_MAX) measure_huge_clear();
+    measure_allowance();
+  }
   uint64_t rnd = seed | 1;
   size_t started = 0;
   for (size_t k = 0; k < n; ++k) {
@@ -254,6 +397,10 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
     // fault service; a file's pages by unmapping them.
     const bool anon = t == kTierDram || g_mgr.tiers[t].anonymous;
     if (anon && !dram_ok) continue;
+    if (anon && hide_dram_unit(u, idx)) {
+      ++started;
+      continue;
+    }
     const size_t want = pages[k] < 1 ? 1 : pages[k] > kMaxPagesPerUnit ? kMaxPagesPerUnit : pages[k];
     size_t picks[kMaxPagesPerUnit];
     const size_t npicks = pick_pages(u, want, rnd, picks);
@@ -262,6 +409,12 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
       if (anon ? hide_dram_page(u, idx, page) : hide_pmem_page(u, idx, page)) ++started;
     }
   }
+  // A whole sample's time out counts from here: what the sampler does
+  // after hiding it (more pages hidden, each with a TLB flush) is not the
+  // program's time to touch it.
+  const uint64_t all_out = sys::mono_ns();
+  for (size_t i = 0; i < g_ndram; ++i)
+    if (g_dram[i].len != kPageSize) g_dram[i].out_ns = all_out;
   g_open = true;
   ++g_counters.windows;
   g_counters.samples += started;

@@ -7,6 +7,11 @@
 //   - a page of an anonymous (DRAM) unit is moved to a side page with
 //     UFFDIO_MOVE; an access faults to the fault service (faults.h), which
 //     moves it back at once and records the access (and whether it wrote).
+//   - a DRAM unit mapped by one transparent huge page is moved out whole,
+//     as that one page-table entry (hiding one small page would split the
+//     huge page for good); its first access within 1/512th of the window
+//     counts as one page touched (sample.cc, whole_touched).  Before 6.8 a
+//     DRAM unit whose pages are all in use is write-protected whole.
 // Units frozen by fork or spilled are never sampled.  Any heap operation on a
 // unit first settles its sample (the hidden page comes back), so nothing else
 // in the heap ever sees a hidden page; fork settles all of them.

@@ -5,6 +5,7 @@
 #include "platform/sys.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 
 #include <cerrno>
 
@@ -12,6 +13,20 @@ namespace mmtier::detail::sys {
 namespace {
 
 constexpr size_t kChunk = 512;
+
+// PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h), not in every build
+// host's headers.
+struct page_region {
+  uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, pm_scan_arg);
+constexpr uint64_t kPageIsHuge = uint64_t{1} << 6;
+// -1 not known yet, 0 no PAGEMAP_SCAN, 1 there.
+int g_scan = -1;
 
 void to_info(const uint64_t *e, size_t n, page_info *out) {
   for (size_t i = 0; i < n; ++i)
@@ -81,6 +96,29 @@ uint64_t pagemap_file::entry(uintptr_t addr) {
   uint64_t e = 0;
   if (!ready() || !pagemap_entries(fd_, addr, 1, &e)) return 0;
   return e;
+}
+
+int pagemap_file::huge(uintptr_t addr, size_t len) {
+  if (g_scan == 0) return -ENOTTY;
+  if (!ready()) return -EBADF;
+  // The huge parts of the range, as regions; whole when one region covers it.
+  page_region r[2] = {};
+  pm_scan_arg a = {};
+  a.size = sizeof a;
+  a.start = addr;
+  a.end = addr + len;
+  a.vec = reinterpret_cast<uintptr_t>(r);
+  a.vec_len = 2;
+  a.category_mask = kPageIsHuge;
+  a.return_mask = kPageIsHuge;
+  const long n = raw(SYS_ioctl, fd_, static_cast<long>(kPagemapScan), reinterpret_cast<long>(&a));
+  if (n == -ENOTTY && g_scan < 0) {
+    g_scan = 0;
+    return -ENOTTY;
+  }
+  if (n < 0) return static_cast<int>(n);
+  g_scan = 1;
+  return n == 1 && r[0].start == addr && r[0].end == addr + len;
 }
 
 bool pagemap_file::info(uintptr_t addr, size_t pages, page_info *out) {

@@ -49,6 +49,11 @@ class pagemap_file {
   // The entry of the page at addr, 0 when unreadable.
   uint64_t entry(uintptr_t addr);
   bool info(uintptr_t addr, size_t pages, page_info *out);
+  // Whether [addr, addr + len) is mapped by huge pages only (a transparent
+  // huge page mapped whole by one page-table entry: PAGEMAP_SCAN's
+  // PAGE_IS_HUGE, Linux 6.7): 1 yes, 0 no, -ENOTTY when the kernel cannot
+  // tell (older kernels; asked once, then answered without a call).
+  int huge(uintptr_t addr, size_t len);
   // Closes the descriptor if this process did not open it.
   void check_owner();
   // In a restored process: the descriptor does not exist (nothing closed).

@@ -157,7 +157,7 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_MIGRATE_MBPS", "MMTIER_SCAN_INTERVAL", "MMTIER_STATS_DIR", "MMTIER_HIDE_FEATURES",
       "MMTIER_SNAPSHOT_DIR", "MMTIER_SNAPSHOT_SIGNAL", "MMTIER_SNAPSHOT_CHAIN",
       "MMTIER_SNAPSHOT_EVERY", "MMTIER_SNAPSHOT_KEEP", "MMTIER_SLOW_NODE", "MMTIER_AGENT_SOCKET",
-      "MMTIER_QOS_CLASS", "MMTIER_QOS_DRAM", "MMTIER_QOS_WEIGHT",
+      "MMTIER_QOS_CLASS", "MMTIER_QOS_DRAM", "MMTIER_QOS_WEIGHT", "MMTIER_HUGE_PAGES",
   };
   EXPECT_EQ(names, expected);
 }
@@ -429,6 +429,8 @@ TEST(ConfigParse, EachGoodValue) {
       {"MMTIER_POLICY=bandwidth", [](const config &c) { EXPECT_EQ(c.policy, policy_kind::bandwidth); }},
       {"MMTIER_PMEM_RESERVE=place", [](const config &c) { EXPECT_FALSE(c.pmem_reserve_at_touch); }},
       {"MMTIER_PMEM_RESERVE=touch", [](const config &c) { EXPECT_TRUE(c.pmem_reserve_at_touch); }},
+      {"MMTIER_HUGE_PAGES=kernel", [](const config &c) { EXPECT_FALSE(c.huge_units); }},
+      {"MMTIER_HUGE_PAGES=units", [](const config &c) { EXPECT_TRUE(c.huge_units); }},
       {"MMTIER_PROMOTE=0", [](const config &c) { EXPECT_FALSE(c.promote); }},
       {"MMTIER_PROMOTE=1", [](const config &c) { EXPECT_TRUE(c.promote); }},
       {"MMTIER_LOG=error", [](const config &c) { EXPECT_EQ(c.log, log_level::error); }},
@@ -541,6 +543,7 @@ TEST(ConfigParse, EachBadValue) {
       {"MMTIER_POLICY", "dram_first", "expected ratio, dram-first or bandwidth"},
       {"MMTIER_POLICY", "Ratio", "expected ratio, dram-first or bandwidth"},
       {"MMTIER_PMEM_RESERVE", "lazy", "expected touch or place"},
+      {"MMTIER_HUGE_PAGES", "always", "expected units or kernel"},
       {"MMTIER_PROMOTE", "", "expected 0 or 1"},
       {"MMTIER_PROMOTE", "yes", "expected 0 or 1"},
       {"MMTIER_PROMOTE", "2", "expected 0 or 1"},
