@@ -15,7 +15,13 @@ first in even rounds, the snapshot first in odd ones): fork() timed around
 the call in the parent, and mmtier_snapshot_to() timed around the call
 (completion), its pause and bytes read from the capsule's header.  Each
 size runs once for each T of --threads (default 2,0: two workers writing as
-fast as they can, then none, which leaves the writer child a CPU).
+fast as they can, then none, which leaves the writer child a CPU).  With
+--settle S the rounds begin S seconds after the fill (the mover samples and
+moves meanwhile, as in a program that has run a while); the table's "huge
+pages / anonymous" is the share of the process's anonymous memory on
+transparent huge pages just before the snapshot.  With --compare
+LABEL=PATH (repeatable) each size and thread count also runs under that
+library, the libraries alternating, one table row each.
 
 Part 2 (--redis): Debian's redis-server under the same libmmtier, filled with
 DEBUG POPULATE to about R GiB resident (R GiB / REDIS_KEY_BYTES keys of
@@ -101,14 +107,16 @@ def target_ms(gib):
 # ---------------------------------------------------------------- part 1
 
 
-def run_workload(args, gib, threads, work):
+def run_workload(args, gib, threads, work, lib):
     pmem = tempfile.mkdtemp(prefix="snapbench-pmem-", dir=args.pmem_dir)
     caps = tempfile.mkdtemp(prefix="snapbench-caps-", dir=args.capsule_dir)
-    env = base_env(work, pmem, args.lib)
+    env = base_env(work, pmem, lib)
     argv = [args.workload, "--gib", "%g" % gib, "--threads", str(threads), "--rounds", str(args.rounds),
             "--dir", caps]
     if args.write_mbps:
         argv += ["--write-mbps", "%g" % args.write_mbps]
+    if args.settle:
+        argv += ["--settle", "%g" % args.settle]
     log("%s %s" % (env_text(env), " ".join(argv)))
     rows, err = [], None
     try:
@@ -140,15 +148,17 @@ def summarize(rows, key):
 
 
 def print_workload_table(results):
-    print("| R (GiB) | writing threads | fork ms, median (min .. max) | fork CPU ms | pause ms, median (min .. max) "
+    print("| lib | R (GiB) | writing threads | huge pages / anonymous | fork ms, median (min .. max) | fork CPU ms "
+          "| pause ms, median (min .. max) "
           "| snapshot caller CPU ms | pause / fork | target 5+5R ms | completion ms, median (min .. max) | GB/s "
           "| writer CPU ms | GB per writer CPU-second | written / resident | DRAM written / resident "
           "| PMem written / resident | PMem linked / resident |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for gib, threads, rows, err in results:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, gib, threads, rows, err in results:
         if not rows:
-            print("| %g | %d | FAIL: %s | | | | | | | | | | | | | |" % (gib, threads, err))
+            print("| %s | %g | %d | FAIL: %s | | | | | | | | | | | | | | |" % (label, gib, threads, err))
             continue
+        huge = med([r.get("anon_huge_bytes", 0) / r["rss_anon_bytes"] for r in rows if r.get("rss_anon_bytes")])
         f, fmin, fmax = summarize(rows, "fork_ms")
         p, pmin, pmax = summarize(rows, "pause_ms")
         c, cmin, cmax = summarize(rows, "complete_ms")
@@ -163,15 +173,16 @@ def print_workload_table(results):
                     for r in rows if r.get("rss_shmem_bytes")])
         pm_l = med([r.get("pmem_linked_bytes", 0) / r["rss_shmem_bytes"] for r in rows if r.get("rss_shmem_bytes")])
         t = target_ms(gib)
-        print("| %g | %d | %s (%s .. %s) | %s | %s (%s .. %s) | %s | %.2f | %.2f: %s | %s (%s .. %s) | %.2f | %s "
-              "| %s | %s | %s | %s | %s |" % (
-                  gib, threads, fmt(f), fmt(fmin), fmt(fmax), fmt(summarize(rows, "fork_cpu_ms")[0]), fmt(p),
+        print("| %s | %g | %d | %s | %s (%s .. %s) | %s | %s (%s .. %s) | %s | %.2f | %.2f: %s | %s (%s .. %s) | %.2f "
+              "| %s | %s | %s | %s | %s | %s |" % (
+                  label, gib, threads, fmt(huge, 2), fmt(f), fmt(fmin), fmt(fmax),
+                  fmt(summarize(rows, "fork_cpu_ms")[0]), fmt(p),
                   fmt(pmin), fmt(pmax), fmt(summarize(rows, "caller_cpu_ms")[0]), p / f if f else 0, t,
                   "meets" if p <= t else "misses (%.1fx)" % (p / t), fmt(c, 0), fmt(cmin, 0), fmt(cmax, 0),
                   summarize(rows, "gbps")[0], fmt(summarize(rows, "writer_cpu_ms")[0], 0), fmt(gcpu, 2),
                   fmt(wr, 2), fmt(dram, 2), fmt(pm_w, 2), fmt(pm_l, 2)))
         if err:
-            print("| %g | %d | %s | | | | | | | | | | | | | |" % (gib, threads, err))
+            print("| %s | %g | %d | %s | | | | | | | | | | | | | | |" % (label, gib, threads, err))
 
 
 # ---------------------------------------------------------------- part 2: redis
@@ -311,6 +322,12 @@ def main():
     ap.add_argument("--no-workload", action="store_true", help="skip part 1 (with --redis)")
     ap.add_argument("--timeout", type=int, default=1200, help="seconds per workload run or Redis command")
     ap.add_argument("--json", help="write every round's figures to this file")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=PATH",
+                    help="also run the workload under the libmmtier.so at PATH, as LABEL (repeatable); the "
+                         "libraries alternate for each size and thread count (part 1 only)")
+    ap.add_argument("--settle", type=float, default=0,
+                    help="seconds the workload waits after its fill before the first round, the mover at work "
+                         "(default 0)")
     args = ap.parse_args()
 
     args.build = os.path.abspath(args.build)
@@ -332,16 +349,31 @@ def main():
         print("Command: python3 bench/snapshot_bench.py " + " ".join(sys.argv[1:]))
         print()
         if not args.no_workload:
+            libs = [("libmmtier", args.lib)]
+            for c in args.compare:
+                label, _, path = c.partition("=")
+                if not label or not os.path.exists(path):
+                    ap.error("--compare %s: expected LABEL=PATH of an existing library" % c)
+                libs.append(("libmmtier@" + label, os.path.abspath(path)))
             results = []
             for gib in sizes:
                 for threads in thread_counts:
-                    rows, err = run_workload(args, gib, threads, work)
-                    results.append((gib, threads, rows, err))
-                    out["workload"] += rows
+                    # Alternating: the main library first in odd configurations, last in even ones.
+                    order = libs if len(results) // len(libs) % 2 == 0 else libs[::-1]
+                    for label, lib in order:
+                        rows, err = run_workload(args, gib, threads, work, lib)
+                        for r in rows:
+                            r["lib"] = label
+                        results.append((label, gib, threads, rows, err))
+                        out["workload"] += rows
+            results.sort(key=lambda x: (x[1], x[2], [l for l, _ in libs].index(x[0])))
             print("Workload: one malloc'd block of R GiB, T writing threads%s, %d rounds, medians; "
-                  "%s bench/workloads/snapshot --gib R --threads T --rounds %d --dir DIR" % (
+                  "%s bench/workloads/snapshot --gib R --threads T --rounds %d --dir DIR%s" % (
                       " (%g MiB/s each)" % args.write_mbps if args.write_mbps else "", args.rounds,
-                      env_text(base_env(work, os.path.join(args.pmem_dir, "DIR"), args.lib)), args.rounds))
+                      env_text(base_env(work, os.path.join(args.pmem_dir, "DIR"), args.lib)), args.rounds,
+                      " --settle %g" % args.settle if args.settle else ""))
+            for label, lib in libs[1:]:
+                print("%s: %s" % (label, lib))
             print()
             print_workload_table(results)
             print()

@@ -12,6 +12,10 @@
 // after pass, for the whole run (at most --write-mbps MiB of pages a second
 // each; 0, the default: as fast as it can).
 //
+// With --settle S the rounds begin S seconds after the fill: the mover
+// samples and moves meanwhile, as in a program that has run for a while
+// (what its sampling does to the block's huge pages shows in the pause).
+//
 // Each of --rounds rounds measures both methods, each right after the main
 // thread has written one word in every page of the block (so every page
 // table entry is writable again: the first fork after writes is the one
@@ -45,6 +49,8 @@
 //    "caller_cpu_ms":..,"rss_bytes":..,"rss_anon_bytes":..,
 //    "rss_shmem_bytes":..,"threads":T,"worker_pages_per_s":..,
 //    "capsule_state":S}
+// anon_huge_bytes: AnonHugePages of /proc/self/smaps_rollup then (memory
+// on transparent huge pages);
 // rss_*: /proc/self/status just before the snapshot (VmRSS, RssAnon,
 // RssShmem: the PMem tier's pages are RssShmem, a tmpfs file);
 // worker_pages_per_s: pages written by all workers per second over the run
@@ -59,7 +65,7 @@
 //    "inc_shared_bytes":..,"inc_writer_cpu_ms":..,"full_writer_cpu_ms":..,"rss_bytes":..}
 // Both capsules are deleted after the round.
 //
-// usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0] [--changed P]
+// usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0] [--changed P] [--settle S]
 // exits 0; 2 on bad usage; 3 when not under libmmtier; 1 when a fork or a
 // snapshot fails (the JSON line so far is not printed).
 #include <dlfcn.h>
@@ -94,12 +100,13 @@ struct Options {
   int rounds = 5;
   double write_mbps = 0;
   double changed = 0;  // percent of pages written between two snapshots (incremental mode)
+  double settle = 0;   // seconds between the fill and the first round
   std::string dir;
 };
 
 [[noreturn]] void usage(const char *msg) {
   if (msg) fprintf(stderr, "snapshot: %s\n", msg);
-  fprintf(stderr, "usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0] [--changed P]\n");
+  fprintf(stderr, "usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0] [--changed P] [--settle S]\n");
   exit(2);
 }
 
@@ -131,6 +138,8 @@ Options parse(int argc, char **argv) {
       o.dir = val();
     else if (a == "--changed")
       o.changed = parse_double(val());
+    else if (a == "--settle")
+      o.settle = parse_double(val());
     else if (a == "-h" || a == "--help")
       usage(nullptr);
     else
@@ -202,7 +211,7 @@ double retouch() {
 // ---------------------------------------------------------------- measurements
 
 struct Status {
-  uint64_t rss = 0, anon = 0, shmem = 0;
+  uint64_t rss = 0, anon = 0, shmem = 0, anon_huge = 0;
 };
 
 Status read_status() {
@@ -217,6 +226,13 @@ Status read_status() {
     if (sscanf(line, "RssShmem: %llu kB", &kb) == 1) s.shmem = kb * 1024;
   }
   fclose(f);
+  if ((f = fopen("/proc/self/smaps_rollup", "r"))) {
+    while (fgets(line, sizeof line, f)) {
+      unsigned long long kb = 0;
+      if (sscanf(line, "AnonHugePages: %llu kB", &kb) == 1) s.anon_huge = kb * 1024;
+    }
+    fclose(f);
+  }
   return s;
 }
 
@@ -366,6 +382,9 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  // The mover at work for a while (sampling, moving) before the first
+  // snapshot, as in a program that has run for some time.
+  if (o.settle > 0) usleep(static_cast<useconds_t>(o.settle * 1e6));
   const double start = bench::now_seconds();
 
   for (int round = 0; o.changed > 0 && round < o.rounds; ++round) incremental_round(snap, o, round);
@@ -391,11 +410,12 @@ int main(int argc, char **argv) {
         "{\"round\":%d,\"gib\":%g,\"fork_ms\":%.3f,\"fork_cpu_ms\":%.3f,\"pause_ms\":%.3f,\"complete_ms\":%.3f,"
         "\"mem_bytes\":%llu,\"gbps\":%.3f,\"writer_cpu_ms\":%.1f,\"caller_cpu_ms\":%.1f,\"rss_bytes\":%llu,"
         "\"rss_anon_bytes\":%llu,\"rss_shmem_bytes\":%llu,\"threads\":%d,\"worker_pages_per_s\":%.0f,"
-        "\"capsule_state\":%u,\"pmem_linked_bytes\":%llu}\n",
+        "\"capsule_state\":%u,\"pmem_linked_bytes\":%llu,\"anon_huge_bytes\":%llu}\n",
         round, o.gib, f.wall_s * 1e3, f.cpu_s * 1e3, static_cast<double>(s.paused_ns) / 1e6, s.complete_s * 1e3,
         static_cast<ull>(s.mem_size), gbps, s.writer_cpu_s * 1e3, s.caller_cpu_s * 1e3, static_cast<ull>(st.rss),
         static_cast<ull>(st.anon), static_cast<ull>(st.shmem), o.threads,
-        elapsed > 0 ? static_cast<double>(g_worker_pages.load()) / elapsed : 0, s.state, static_cast<ull>(s.pmem_linked));
+        elapsed > 0 ? static_cast<double>(g_worker_pages.load()) / elapsed : 0, s.state, static_cast<ull>(s.pmem_linked),
+        static_cast<ull>(st.anon_huge));
     fflush(stdout);
   }
 
