@@ -73,10 +73,12 @@ void freeze_shared_mappings() {
     maps.close();
     for (size_t i = 0; i < count; ++i) {
       const frozen_range &f = g_todo[i];
-      // In pieces: remapping a piece drops its page table entries, and a
-      // thread touching it meanwhile waits for that piece only (the
-      // pre-freeze runs beside the program).  Neighbouring pieces of one
-      // file merge again into one mapping.
+      // In pieces: remapping a piece drops its page table entries under
+      // the address-space lock, and a thread that faults meanwhile (on that
+      // piece; before 6.4, which locks mappings one by one, on any page)
+      // waits for one piece's remap, not the whole tier's (the pre-freeze
+      // runs beside the program).  Neighbouring pieces of one file merge
+      // again into one mapping.
       for (uintptr_t at = f.lo; at < f.hi; at += kFreezePiece) {
         const size_t len = f.hi - at < kFreezePiece ? f.hi - at : kFreezePiece;
         long r = pm.ops->map_private(&pm, reinterpret_cast<void *>(at), len, f.prot, 0, f.off + (at - f.lo));
