@@ -201,9 +201,7 @@ TEST(SampleWhole, AHugeUnitStaysWholeAndOnlyEarlyAccessesCount) {
   for (size_t i = 0; i < kUnitSize; ++i) b[i] = expect(i);
   g_heap.units[unit_of(b)].forced1 = 0;
   g_heap.units[unit_of(b)].by_policy = 1;
-  // (DRAM on a NUMA node, node.: left to the kernel's setting.)
-  if (heap_slow_node() < 0)
-    EXPECT_TRUE(advised_huge(b)) << "a DRAM unit mapped whole is advised for a huge page (MMTIER_HUGE_PAGES=units)";
+  EXPECT_TRUE(advised_huge(b)) << "a DRAM unit mapped whole is advised for a huge page (MMTIER_HUGE_PAGES=units)";
   sys::pagemap_file pm;
   const uintptr_t at = reinterpret_cast<uintptr_t>(b);
   const int huge = pm.huge(at, kUnitSize);
