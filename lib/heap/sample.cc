@@ -351,7 +351,7 @@ bool whole_candidates(const uint32_t *units, size_t n) {
     if (!heap_unit_movable(units[k])) continue;
     const unit &u = g_heap.units[units[k]];
     const int t = unit_tier(u);
-    if ((t == kTierDram || g_mgr.tiers[t].anonymous) && u.live == kPagesPerUnit) return true;
+    if (t == kTierDram && u.live == kPagesPerUnit) return true;
   }
   return false;
 }
@@ -365,7 +365,10 @@ bool whole_candidates(const uint32_t *units, size_t n) {
 // where it cannot say, units are sampled by pages.  See whole_touched for
 // what such a sample counts as.
 bool hide_dram_unit(unit &u, size_t idx) {
-  if (u.live != kPagesPerUnit) return false;
+  // DRAM only: a slow node's units (anonymous too) are where the tracker
+  // screens for hot units page by page, and they are not the ones whose
+  // huge pages a snapshot's fork or the TLB gain from.
+  if (unit_tier(u) != kTierDram || u.live != kPagesPerUnit) return false;
   const uintptr_t at = unit_addr(idx);
   if (faults_can_move() && (!g_side_whole || g_nwhole == kMaxWhole || g_pagemap.huge(at, kUnitSize) != 1))
     return false;
