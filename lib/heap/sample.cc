@@ -50,7 +50,7 @@ size_t g_nwhole = 0;           // slots used in this window
 // 1/512th of the window (from the moment every sample of the window is
 // out), plus an allowance for the time the access took to reach the fault
 // service (see whole_touched): what a fault of the sampler's own took to be
-// answered as the window began (the probe: g_side's last page) three times
+// answered as the window's samples went out (the probe: g_side's last page) three times
 // over, at least kAllowanceFloorNs; on a virtual machine
 // tens of microseconds while the service's CPU is busy, hundreds while it
 // is idle (woken from a halted virtual CPU).  A first write into a unit
@@ -345,17 +345,6 @@ bool hide_dram_page(unit &u, size_t idx, uintptr_t page, size_t len = kPageSize)
   return true;
 }
 
-// Whether any of units[0, n) may be sampled whole (hide_dram_unit).
-bool whole_candidates(const uint32_t *units, size_t n) {
-  for (size_t k = 0; k < n; ++k) {
-    if (!heap_unit_movable(units[k])) continue;
-    const unit &u = g_heap.units[units[k]];
-    const int t = unit_tier(u);
-    if (t == kTierDram && u.live == kPagesPerUnit) return true;
-  }
-  return false;
-}
-
 // A unit sampled whole, as one page: a unit mapped by one huge page, which
 // hiding one of its small pages would split for good (and with it the
 // fork's and the TLB's gain: a snapshot's pause grows by the page-table
@@ -384,11 +373,6 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
   g_pagemap.check_owner();
   if (g_open) end_locked(nullptr, 0, nullptr);
   const bool dram_ok = side_ready();
-  if (dram_ok && whole_candidates(units, n)) {
-    // Before anything is hidden: the time it takes is not a sample's.
-    if (faults_can_move() && g_huge_clear_ns == UINT64_MAX) measure_huge_clear();
-    measure_allowance();
-  }
   uint64_t rnd = seed | 1;
   size_t started = 0;
   for (size_t k = 0; k < n; ++k) {
@@ -412,9 +396,15 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
       if (anon ? hide_dram_page(u, idx, page) : hide_pmem_page(u, idx, page)) ++started;
     }
   }
+  // What whole samples are judged with, once any went out (an access
+  // meanwhile counts as at once: their time out begins below).
+  if (g_nwhole) {
+    if (faults_can_move() && g_huge_clear_ns == UINT64_MAX) measure_huge_clear();
+    measure_allowance();
+  }
   // A whole sample's time out counts from here: what the sampler does
-  // after hiding it (more pages hidden, each with a TLB flush) is not the
-  // program's time to touch it.
+  // after hiding it (more pages hidden, each with a TLB flush, the probe)
+  // is not the program's time to touch it.
   const uint64_t all_out = sys::mono_ns();
   for (size_t i = 0; i < g_ndram; ++i)
     if (g_dram[i].len != kPageSize) g_dram[i].out_ns = all_out;
