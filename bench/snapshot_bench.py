@@ -19,7 +19,10 @@ fast as they can, then none, which leaves the writer child a CPU).  With
 --settle S the rounds begin S seconds after the fill (the mover samples and
 moves meanwhile, as in a program that has run a while); the table's "huge
 pages / anonymous" is the share of the process's anonymous memory on
-transparent huge pages just before the snapshot.  With --compare
+transparent huge pages just before the snapshot.  With --gap G each round
+after the first begins G seconds after the last one (a program snapshotted
+now and then: the mover rebuilds meanwhile the huge pages the writer
+child's copy-on-write split).  With --compare
 LABEL=PATH (repeatable) each size and thread count also runs under that
 library, the libraries alternating, one table row each.
 
@@ -117,6 +120,8 @@ def run_workload(args, gib, threads, work, lib):
         argv += ["--write-mbps", "%g" % args.write_mbps]
     if args.settle:
         argv += ["--settle", "%g" % args.settle]
+    if args.gap:
+        argv += ["--gap", "%g" % args.gap]
     log("%s %s" % (env_text(env), " ".join(argv)))
     rows, err = [], None
     try:
@@ -328,6 +333,8 @@ def main():
     ap.add_argument("--settle", type=float, default=0,
                     help="seconds the workload waits after its fill before the first round, the mover at work "
                          "(default 0)")
+    ap.add_argument("--gap", type=float, default=0,
+                    help="seconds between two rounds, the workers writing and the mover at work (default 0)")
     args = ap.parse_args()
 
     args.build = os.path.abspath(args.build)
@@ -371,7 +378,8 @@ def main():
                   "%s bench/workloads/snapshot --gib R --threads T --rounds %d --dir DIR%s" % (
                       " (%g MiB/s each)" % args.write_mbps if args.write_mbps else "", args.rounds,
                       env_text(base_env(work, os.path.join(args.pmem_dir, "DIR"), args.lib)), args.rounds,
-                      " --settle %g" % args.settle if args.settle else ""))
+                      (" --settle %g" % args.settle if args.settle else "") +
+                      (" --gap %g" % args.gap if args.gap else "")))
             for label, lib in libs[1:]:
                 print("%s: %s" % (label, lib))
             print()

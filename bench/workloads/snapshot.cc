@@ -15,6 +15,10 @@
 // With --settle S the rounds begin S seconds after the fill: the mover
 // samples and moves meanwhile, as in a program that has run for a while
 // (what its sampling does to the block's huge pages shows in the pause).
+// With --gap G each round after the first begins G seconds after the last
+// one ended, the workers writing meanwhile: a program snapshotted now and
+// then, whose mover rebuilds between snapshots the huge pages the last
+// one's writer child cost it.
 //
 // Each of --rounds rounds measures both methods, each right after the main
 // thread has written one word in every page of the block (so every page
@@ -66,6 +70,7 @@
 // Both capsules are deleted after the round.
 //
 // usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0] [--changed P] [--settle S]
+//                 [--gap G]
 // exits 0; 2 on bad usage; 3 when not under libmmtier; 1 when a fork or a
 // snapshot fails (the JSON line so far is not printed).
 #include <dlfcn.h>
@@ -101,12 +106,13 @@ struct Options {
   double write_mbps = 0;
   double changed = 0;  // percent of pages written between two snapshots (incremental mode)
   double settle = 0;   // seconds between the fill and the first round
+  double gap = 0;      // seconds between two rounds
   std::string dir;
 };
 
 [[noreturn]] void usage(const char *msg) {
   if (msg) fprintf(stderr, "snapshot: %s\n", msg);
-  fprintf(stderr, "usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0] [--changed P] [--settle S]\n");
+  fprintf(stderr, "usage: snapshot --gib R --dir DIR [--threads 2] [--rounds 5] [--write-mbps 0] [--changed P] [--settle S] [--gap G]\n");
   exit(2);
 }
 
@@ -140,6 +146,8 @@ Options parse(int argc, char **argv) {
       o.changed = parse_double(val());
     else if (a == "--settle")
       o.settle = parse_double(val());
+    else if (a == "--gap")
+      o.gap = parse_double(val());
     else if (a == "-h" || a == "--help")
       usage(nullptr);
     else
@@ -394,6 +402,7 @@ int main(int argc, char **argv) {
     Status st{};
     char name[64];
     snprintf(name, sizeof name, "bench-%d-%d", static_cast<int>(getpid()), round);
+    if (round > 0 && o.gap > 0) usleep(static_cast<useconds_t>(o.gap * 1e6));
     for (int step = 0; step < 2; ++step) {
       retouch();
       if ((step == 0) == (round % 2 == 0)) {

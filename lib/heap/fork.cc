@@ -139,6 +139,7 @@ void enter() {
   tier &pm = pmem_tier();
   if (g_mgr.counters.units[kTierPmem] && pm.ops->fork_prepare) pm.ops->fork_prepare(&pm);
   if (why == quiesce_reason::fork) ++g_mgr.counters.forks;
+  ++g_mgr.fork_epoch;
   g_mgr.counters_changed = true;
 }
 
@@ -156,6 +157,7 @@ void leave_child() {
   apply_dram_limit();
   refreeze(0, kFrozenInherited);
   g_mgr.counters.reshared = 0;
+  heap_rehuge_fork_child();
   migration_fork_child();
   // The fork counted is the parent's; the child's statistics start with its
   // own first change.

@@ -59,6 +59,7 @@ struct unit {
   // (units.cc, "Storage at first touch").  Read without the lock by the
   // fault service (atomically).
   uint8_t pending;
+  uint8_t rehuge;            // to be collapsed into a huge page (huge.cc)
   uint32_t slot;             // slot in the tier's file (file-backed tiers)
   uint16_t live;             // pages placed (mapped on the tier)
   uint16_t owned;            // pages owned by application mappings
@@ -248,6 +249,25 @@ struct reshare_outcome {
   long err = 0;         // the error that ended the call (-EAGAIN: the world would not stop)
 };
 reshare_outcome heap_reshare(size_t max_units, size_t max_bytes);
+
+// --- huge pages rebuilt (huge.cc)
+// Collapses DRAM units in full use that lost their huge page (split by a
+// fork's copy-on-write, or filled page by page by a promotion) into one
+// huge page again (MADV_COLLAPSE, Linux 6.1; MMTIER_HUGE_PAGES=units).
+// After each fork or snapshot every unit is looked at once, in rotation;
+// else only promoted units.  A unit is collapsed only when all its pages
+// are present and this process's alone: the call stops at the first unit
+// a fork child still shares (`shared`: try again later).  At most
+// max_bytes collapsed and max_looks units looked at per call.
+struct rehuge_outcome {
+  size_t units = 0;   // collapsed into a huge page
+  size_t failed = 0;  // the kernel refused (left on small pages)
+  size_t bytes = 0;   // copied by the collapses (both kinds)
+  size_t looked = 0;  // candidates looked at
+  bool shared = false;  // stopped at a unit a fork child shares
+  long err = 0;         // stopped at a passing failure (-EAGAIN, -ENOMEM, -EBUSY)
+};
+rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks);
 
 // --- snapshots (ZeroIO: the PMem storage is linked into the capsule, not
 // copied)

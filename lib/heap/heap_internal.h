@@ -7,6 +7,7 @@
 //   migration.cc retiering a unit at the same address
 //   fork.cc      the fork freeze of file-backed units and the child's reset
 //   reshare.cc   re-sharing units frozen by fork on PMem again
+//   huge.cc      huge pages rebuilt after a fork or a promotion
 //   sample.cc    access sampling (hidden pages); faults.cc its fault service
 // Every mutation runs under the heap lock (heap_lock_guard); the change
 // hook runs as the lock is released.
@@ -52,6 +53,9 @@ struct unit_manager {
   // heap_set_node_dram_limit).  counters.limit_units[kTierDram] is the
   // tighter of it and MMTIER_DRAM_LIMIT.
   size_t node_dram_units = SIZE_MAX;
+  // Bumped by every fork and snapshot (and a restore): the units' huge
+  // pages may have been split since (huge.cc).
+  uint64_t fork_epoch = 0;
 };
 extern unit_manager g_mgr;
 // counters.limit_units[kTierDram] from MMTIER_DRAM_LIMIT and the node's
@@ -206,6 +210,13 @@ size_t protect_runs(size_t idx, int fd, long *err);
 void release_writers(size_t idx, int fd, size_t protected_runs, size_t mapped_runs);
 // A fork child demotes through a pipe of its own.
 void migration_fork_child();
+
+// --- huge.cc ----------------------------------------------------------------
+// Unit idx (just promoted, in full use) is to be collapsed into a huge
+// page (heap lock held).
+void heap_rehuge_mark(size_t idx);
+// In a fork child: no sweep of the parent's units.
+void heap_rehuge_fork_child();
 
 // --- fork.cc ----------------------------------------------------------------
 // Registers the heap's part of the quiesce sequence (support/quiesce.h).

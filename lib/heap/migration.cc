@@ -284,6 +284,8 @@ long promote(size_t idx) {
     return err ? err : -EIO;
   }
   retier(u, kTierDram, 0);
+  // Filled page by page: one huge page again later (huge.cc).
+  if (u.live == kPagesPerUnit) heap_rehuge_mark(idx);
   return static_cast<long>(u.live) << kPageShift;
 }
 

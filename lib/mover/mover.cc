@@ -187,6 +187,34 @@ reshare_outcome reshare(uint64_t interval_ns, uint64_t moved_bytes) {
   return r;
 }
 
+// Huge pages rebuilt (heap_rehuge) with what is left of the scan's share
+// of the migration rate after moves and re-sharing.  While a fork child
+// still shares the units (a snapshot's writer, a Redis BGSAVE), or the
+// kernel has no huge page free, the next try waits 0.5 s, then 1, 2, ...
+// up to 8 s; a call that gets on starts over.
+constexpr uint64_t kRehugeRetryFirstNs = 500'000'000, kRehugeRetryMaxNs = 8'000'000'000;
+constexpr size_t kRehugeMaxLooks = 4096;  // units looked at per scan (a pagemap read each)
+struct {
+  uint64_t next_ns = 0, wait_ns = 0;
+} g_rehuge_retry;
+
+rehuge_outcome rehuge(uint64_t interval_ns, uint64_t moved_bytes) {
+  const uint64_t rate = uint64_t{config_get().migrate_mbps} << 20;
+  uint64_t allowance = rate ? rate * interval_ns / 1000000000u : 16 * kUnitSize;
+  allowance = allowance > moved_bytes ? allowance - moved_bytes : 0;
+  const uint64_t now = sys::mono_ns();
+  auto &b = g_rehuge_retry;
+  if (allowance < kUnitSize || now < b.next_ns) return {};
+  const rehuge_outcome r = heap_rehuge(allowance, kRehugeMaxLooks);
+  if (r.shared || r.err) {
+    b.wait_ns = b.wait_ns ? std::min(b.wait_ns * 2, kRehugeRetryMaxNs) : kRehugeRetryFirstNs;
+    b.next_ns = now + b.wait_ns;
+  } else if (r.looked) {
+    b.wait_ns = 0;
+  }
+  return r;
+}
+
 // One scan; returns whether it was busy (moved data, or is searching for
 // a hot set).
 bool scan(uint64_t interval_ns, uint64_t window_ns) {
@@ -222,6 +250,7 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   const size_t nm = decide(m.policy, now, m.obs, nobs, b, migs);
   const apply_outcome o = apply(m.policy, m.maps, migs, nm, now, b, migrate_unit);
   const reshare_outcome rs = reshare(interval_ns, o.bytes);
+  const rehuge_outcome rh = rehuge(interval_ns, o.bytes + rs.bytes);
   if (o.moved() || rs.units) m.listing.stale = true;
   m.tracker.promoted(o.promoted);
   uint64_t hist[kHeatBuckets] = {};
@@ -257,11 +286,14 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   g_stats.reshare_pause_max_ns = std::max(g_stats.reshare_pause_max_ns, rs.pause_max_ns);
   g_stats.reshare_stop_refusals += rs.err == -EAGAIN;
   g_stats.reshare_failed += rs.err && rs.err != -EAGAIN;
+  g_stats.rehuged += rh.units;
+  g_stats.rehuge_failed += rh.failed;
+  g_stats.rehuge_bytes += rh.bytes;
   pthread_mutex_unlock(&g_stats_lock);
   // Only data moved, or a search for a hot set under way, counts as
   // activity: a promotion the budget refuses, scan after scan, must not
   // keep the interval at its shortest.
-  return o.moved() != 0 || rs.units != 0 || (track && !m.use_pmu && m.tracker.searching());
+  return o.moved() != 0 || rs.units != 0 || rh.units != 0 || (track && !m.use_pmu && m.tracker.searching());
 }
 
 bool mover_init(const config &cfg) {

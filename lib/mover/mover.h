@@ -55,6 +55,9 @@ struct mover_stats {
   uint64_t reshares, reshares_in_place, reshare_bytes;
   uint64_t reshare_stops, reshare_pause_max_ns, reshare_pause_total_ns;
   uint64_t reshare_stop_refusals, reshare_failed;
+  // Huge pages rebuilt (heap_rehuge): DRAM units collapsed into one huge
+  // page again, collapses the kernel refused, bytes the collapses copied.
+  uint64_t rehuged, rehuge_failed, rehuge_bytes;
 };
 void mover_stats_get(mover_stats *out);
 // Called by the mover thread after each scan, with no lock held (statistics

@@ -93,6 +93,52 @@ size_t agent_line(char *out, size_t cap) {
                 ag.connected ? "" : " (not connected at exit)");
 }
 
+// The mover's lines: its work, its window, why moves failed or waited,
+// and the huge pages it rebuilt.  Nothing before its first scan.
+size_t mover_lines(char *out, size_t cap, const mover_stats &ms) {
+  if (!ms.scans) return 0;
+  size_t o = 0;
+  char a[32];
+  human(a, sizeof a, ms.bytes_migrated);
+  o += format(out + o, cap - o,
+              "  mover: %llu scans, %llu promotions, %llu demotions, %llu failed, %s moved, "
+              "%llu of %llu samples touched, %llu.%03llu s CPU\n",
+              static_cast<unsigned long long>(ms.scans), static_cast<unsigned long long>(ms.promotions),
+              static_cast<unsigned long long>(ms.demotions), static_cast<unsigned long long>(ms.migrations_failed),
+              a, static_cast<unsigned long long>(ms.samples_touched), static_cast<unsigned long long>(ms.samples),
+              static_cast<unsigned long long>(ms.cpu_ns / 1000000000u),
+              static_cast<unsigned long long>(ms.cpu_ns / 1000000u % 1000u));
+  if (ms.window_ns)
+    o += format(out + o, cap - o,
+                "  mover: sampling window %llu.%01llu ms, %u.%01u%% of screened pages touched by chance\n",
+                static_cast<unsigned long long>(ms.window_ns / 1000000u),
+                static_cast<unsigned long long>(ms.window_ns / 100000u % 10u), ms.background_permille / 10,
+                ms.background_permille % 10);
+  if (ms.migrations_failed) {
+    o += format(out + o, cap - o, "  mover: failed moves by reason:");
+    char ebuf[24];
+    for (int i = 0; i < failure_tally::kMax; ++i)
+      if (ms.failures.err[i])
+        o += format(out + o, cap - o, " %llu %s (%s);", static_cast<unsigned long long>(ms.failures.count[i]),
+                    errno_name(ms.failures.err[i], ebuf), migration_failure_meaning(ms.failures.err[i]));
+    if (ms.failures.other)
+      o += format(out + o, cap - o, " %llu other;", static_cast<unsigned long long>(ms.failures.other));
+    if (o > 0 && out[o - 1] == ';') --o;
+    o += format(out + o, cap - o, "\n");
+  }
+  if (ms.rehuged || ms.rehuge_failed) {
+    human(a, sizeof a, ms.rehuged * kUnitSize);
+    o += format(out + o, cap - o,
+                "  mover: %llu units (%s) made one huge page again after forks and promotions, %llu refused\n",
+                static_cast<unsigned long long>(ms.rehuged), a, static_cast<unsigned long long>(ms.rehuge_failed));
+  }
+  if (ms.map_count_holds)
+    o += format(out + o, cap - o,
+                "  mover: migrations held back in %llu scans: the process was near vm.max_map_count\n",
+                static_cast<unsigned long long>(ms.map_count_holds));
+  return o;
+}
+
 }  // namespace
 
 int write_report(int fd) {
@@ -147,39 +193,7 @@ int write_report(int fd) {
   mover_stats ms;
   mover_stats_get(&ms);
   o += fork_lines(out + o, sizeof out - o, hc, res, ms);
-  if (ms.scans) {
-    human(a, sizeof a, ms.bytes_migrated);
-    o += format(out + o, sizeof out - o,
-                "  mover: %llu scans, %llu promotions, %llu demotions, %llu failed, %s moved, "
-                "%llu of %llu samples touched, %llu.%03llu s CPU\n",
-                static_cast<unsigned long long>(ms.scans), static_cast<unsigned long long>(ms.promotions),
-                static_cast<unsigned long long>(ms.demotions), static_cast<unsigned long long>(ms.migrations_failed),
-                a, static_cast<unsigned long long>(ms.samples_touched), static_cast<unsigned long long>(ms.samples),
-                static_cast<unsigned long long>(ms.cpu_ns / 1000000000u),
-                static_cast<unsigned long long>(ms.cpu_ns / 1000000u % 1000u));
-    if (ms.window_ns)
-      o += format(out + o, sizeof out - o,
-                  "  mover: sampling window %llu.%01llu ms, %u.%01u%% of screened pages touched by chance\n",
-                  static_cast<unsigned long long>(ms.window_ns / 1000000u),
-                  static_cast<unsigned long long>(ms.window_ns / 100000u % 10u), ms.background_permille / 10,
-                  ms.background_permille % 10);
-    if (ms.migrations_failed) {
-      o += format(out + o, sizeof out - o, "  mover: failed moves by reason:");
-      char ebuf[24];
-      for (int i = 0; i < failure_tally::kMax; ++i)
-        if (ms.failures.err[i])
-          o += format(out + o, sizeof out - o, " %llu %s (%s);", static_cast<unsigned long long>(ms.failures.count[i]),
-                      errno_name(ms.failures.err[i], ebuf), migration_failure_meaning(ms.failures.err[i]));
-      if (ms.failures.other)
-        o += format(out + o, sizeof out - o, " %llu other;", static_cast<unsigned long long>(ms.failures.other));
-      if (o > 0 && out[o - 1] == ';') --o;
-      o += format(out + o, sizeof out - o, "\n");
-    }
-    if (ms.map_count_holds)
-      o += format(out + o, sizeof out - o,
-                  "  mover: migrations held back in %llu scans: the process was near vm.max_map_count\n",
-                  static_cast<unsigned long long>(ms.map_count_holds));
-  }
+  o += mover_lines(out + o, sizeof out - o, ms);
   o += agent_line(out + o, sizeof out - o);
   const uint32_t lacks = faults_kernel_lacks();
   for (uint32_t b = 1; b < (1u << kLackBits); b <<= 1)
