@@ -52,7 +52,8 @@ constexpr option_info kOptions[] = {
      "Time between two access scans of the background thread."},
     {"MMTIER_HUGE_PAGES", "units", "units | kernel",
      "units: a DRAM unit mapped whole (an allocation of 2 MiB or more) is advised for a transparent huge page "
-     "(MADV_HUGEPAGE), unless the system's setting is never; kernel: nothing advised, the system's setting "
+     "(MADV_HUGEPAGE), unless the system's setting is never, and the mover collapses units in full use split "
+     "by a fork or a promotion into one again (MADV_COLLAPSE); kernel: nothing advised, the system's setting "
      "decides."},
     {"MMTIER_LOG", "warn", "error | warn | info | debug",
      "Least severe level of message written to stderr."},

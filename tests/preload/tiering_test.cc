@@ -191,6 +191,62 @@ int child_fork() {
   return pattern_mismatch(p, 96 * kMB, 7) == 96 * kMB ? 0 : 29;
 }
 
+// The process's memory on transparent huge pages (AnonHugePages of
+// /proc/self/smaps_rollup), in KiB; -1 if unreadable.
+long anon_huge_kb() {
+  FILE *f = fopen("/proc/self/smaps_rollup", "r");
+  if (!f) return -1;
+  char line[256];
+  long kb = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "AnonHugePages: %ld kB", &kb) == 1) break;
+  fclose(f);
+  return kb;
+}
+
+// All on DRAM, on huge pages; a fork child lives while the parent writes
+// every page (the kernel's copy-on-write splits the huge pages); once the
+// child is gone the mover makes them huge again, the bytes intact.  77:
+// no huge pages here to begin with.
+int child_fork_huge() {
+  constexpr size_t kSize = 96 * kMB;
+  char *p = static_cast<char *>(malloc(kSize));
+  if (!p) return 10;
+  escape(p);
+  fill_pattern(p, kSize, 3);
+  const long before = anon_huge_kb();
+  if (before < static_cast<long>(kSize / 2 / 1024)) return 77;
+  int go[2];
+  if (pipe(go) != 0) return 11;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(go[1]);
+    char c;
+    if (read(go[0], &c, 1) != 1) _exit(2);
+    _exit(pattern_mismatch(p, kSize, 3) == kSize ? 0 : 3);
+  }
+  close(go[0]);
+  fill_pattern(p, kSize, 5);
+  const long split = anon_huge_kb();
+  if (write(go[1], "x", 1) != 1) return 12;
+  const int wst = wait_status(pid);
+  if (!exited_with(wst, 0)) {
+    printf("fork child: %s\n", describe_status(wst).c_str());
+    return 13;
+  }
+  long after = split;
+  const double deadline = now_s() + 30;
+  while (now_s() < deadline && after < before - 4 * 1024) {
+    usleep(50000);
+    after = anon_huge_kb();
+  }
+  printf("huge before=%ld split=%ld after=%ld kB\n", before, split, after);
+  if (split > before / 4) return 14;  // the premise: copy-on-write split them
+  if (after < before - 4 * 1024) return 15;
+  if (pattern_mismatch(p, kSize, 5) != kSize) return 16;
+  return 0;
+}
+
 // A server that forks (a BGSAVE): the parent rewrites its heap while the
 // child keeps the fork instant's view; the parent's mover re-shares the
 // frozen units, so its resident DRAM falls back near the ratio's share, and
@@ -425,6 +481,7 @@ __attribute__((constructor(65535))) void maybe_child() {
   else if (!strcmp(c, "mapcount")) rc = child_map_count();
   else if (!strcmp(c, "forksmall")) rc = child_fork_small();
   else if (!strcmp(c, "forkreshare")) rc = child_fork_reshare();
+  else if (!strcmp(c, "forkhuge")) rc = child_fork_huge();
   else if (!strcmp(c, "failures")) rc = child_failures();
   fflush(stdout);
   _exit(rc);
@@ -467,6 +524,14 @@ TEST_F(Tiering, ChildAfterForkRunsItsOwnMoverAndMovesMemory) {
 
 TEST_F(Tiering, ForkingParentGetsItsCopiesBackOnPmem) {
   exec_result r = run_case("forkreshare", {"MMTIER_SCAN_INTERVAL=20ms"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
+}
+
+// Huge pages split by a fork child's copy-on-write are whole again once
+// the child is gone (the mover's rebuild, lib/heap/huge.cc).
+TEST_F(Tiering, HugePagesSplitWhileAForkChildLivedAreRebuilt) {
+  exec_result r = run_case("forkhuge", {"MMTIER_POLICY=dram-first", "MMTIER_SCAN_INTERVAL=20ms"});
+  if (exited_with(r.status, 77)) GTEST_SKIP() << "no transparent huge pages here";
   EXPECT_TRUE(exited_with(r.status, 0)) << describe(r);
 }
 
