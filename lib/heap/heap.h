@@ -256,15 +256,15 @@ reshare_outcome heap_reshare(size_t max_units, size_t max_bytes);
 // huge page again (MADV_COLLAPSE, Linux 6.1; MMTIER_HUGE_PAGES=units).
 // After each fork or snapshot every unit is looked at once, in rotation;
 // else only promoted units.  A unit is collapsed only when all its pages
-// are present and this process's alone: the call stops at the first unit
-// a fork child still shares (`shared`: try again later).  At most
-// max_bytes collapsed and max_looks units looked at per call.
+// are present and this process's alone: a unit a fork child still shares
+// stays marked for a later round (`shared`).  At most max_bytes collapsed
+// and max_looks units in use looked at per call.
 struct rehuge_outcome {
   size_t units = 0;   // collapsed into a huge page
   size_t failed = 0;  // the kernel refused (left on small pages)
   size_t bytes = 0;   // copied by the collapses (both kinds)
   size_t looked = 0;  // candidates looked at
-  bool shared = false;  // stopped at a unit a fork child shares
+  bool shared = false;  // met units a fork child shares (left marked)
   long err = 0;         // stopped at a passing failure (-EAGAIN, -ENOMEM, -EBUSY)
 };
 rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks);

@@ -18,8 +18,8 @@
 //   - present: a unit whose pages were never all written is not filled
 //     (the collapse would commit the rest);
 //   - alone: while a fork child still shares the pages, a collapse would
-//     copy them, doubling the memory; the pass stops there and the mover
-//     tries again later (heap_rehuge's `shared`).
+//     copy them, doubling the memory; the unit stays marked, and the mover
+//     tries again later when a call got nothing done (`shared`).
 // Each collapse holds the heap lock (a free or a migration of the unit
 // cannot race it) and copies 2 MiB: 0.25-0.6 ms here, counted against the
 // migration rate by the mover.
@@ -175,6 +175,7 @@ void heap_rehuge_fork_child() {
 rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks) {
   rehuge_outcome out;
   size_t looks = max_looks;
+  bool wrapped = false;  // at most one round's end per call
   while (out.bytes < max_bytes && looks) {
     heap_lock_guard g;
     if (g_rh.epoch_seen != g_mgr.fork_epoch) {
@@ -191,20 +192,23 @@ rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks) {
     const size_t before = g_rh.cursor;
     const size_t idx = next_candidate(&looks);
     if (idx == SIZE_MAX) {
-      // Out of looks, or a round that began with this call found nothing.
-      if (!looks || before == 0) break;
+      // Out of looks, or the round ended: the next one begins in this call
+      // only if this one did not (the units left marked, shared with a
+      // child, are looked at again in a later call).
+      if (!looks || before == 0 || wrapped) break;
+      wrapped = true;
       continue;
     }
     unit &u = g_heap.units[idx];
     ++out.looked;
     const verdict v = look_at(idx);
     if (v == verdict::shared) {
-      // A fork child still has these pages: the pass ends here and this
-      // unit is looked at first next time.
+      // A fork child still has these pages: looked at again in a later
+      // round (other units may be the process's alone: a long-lived child
+      // of a pre-fork server shares only what neither has written).
       if (!u.rehuge) heap_rehuge_mark(idx);
-      g_rh.cursor = idx;
       out.shared = true;
-      break;
+      continue;
     }
     if (v == verdict::collapse) {
       void *at = reinterpret_cast<void *>(unit_addr(idx));

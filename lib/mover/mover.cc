@@ -188,10 +188,11 @@ reshare_outcome reshare(uint64_t interval_ns, uint64_t moved_bytes) {
 }
 
 // Huge pages rebuilt (heap_rehuge) with what is left of the scan's share
-// of the migration rate after moves and re-sharing.  While a fork child
-// still shares the units (a snapshot's writer, a Redis BGSAVE), or the
-// kernel has no huge page free, the next try waits 0.5 s, then 1, 2, ...
-// up to 8 s; a call that gets on starts over.
+// of the migration rate after moves and re-sharing.  While a call gets
+// nothing done because a fork child still shares the units (a snapshot's
+// writer, a Redis BGSAVE) or the kernel has no huge page free, the next
+// try waits 0.5 s, then 1, 2, ... up to 8 s; a call that gets on starts
+// over.
 constexpr uint64_t kRehugeRetryFirstNs = 500'000'000, kRehugeRetryMaxNs = 8'000'000'000;
 constexpr size_t kRehugeMaxLooks = 4096;  // units looked at per scan (a pagemap read each)
 struct {
@@ -206,7 +207,7 @@ rehuge_outcome rehuge(uint64_t interval_ns, uint64_t moved_bytes) {
   auto &b = g_rehuge_retry;
   if (allowance < kUnitSize || now < b.next_ns) return {};
   const rehuge_outcome r = heap_rehuge(allowance, kRehugeMaxLooks);
-  if (r.shared || r.err) {
+  if ((r.shared || r.err) && !r.units) {
     b.wait_ns = b.wait_ns ? std::min(b.wait_ns * 2, kRehugeRetryMaxNs) : kRehugeRetryFirstNs;
     b.next_ns = now + b.wait_ns;
   } else if (r.looked) {
