@@ -111,14 +111,18 @@ verdict look_at(size_t idx) {
   const uintptr_t at = unit_addr(idx);
   sys::pagemap_file &pm = heap_pagemap();
   pm.check_owner();
-  if (pm.huge(at, kUnitSize) == 1) return verdict::whole;  // 6.7+: asked without reading entries
   if (!pm.info(at, kPagesPerUnit, info)) return verdict::skip;
   bool shared = false;
   for (const sys::page_info &p : info) {
     if (!p.present || p.file) return verdict::skip;  // never all written (or swapped): not filled
     shared |= !p.exclusive;
   }
-  return shared ? verdict::shared : verdict::collapse;
+  // Shared, even if still whole: the program's next write into it splits
+  // it while the child lives.
+  if (shared) return verdict::shared;
+  // Whole already (6.7+: PAGEMAP_SCAN tells; before, the collapse finds it
+  // so in a microsecond).
+  return pm.huge(at, kUnitSize) == 1 ? verdict::whole : verdict::collapse;
 }
 
 // The next used unit at or after g_rh.cursor that is a candidate, or
