@@ -49,6 +49,19 @@ double now_s() {
 
 constexpr size_t kMB = size_t{1} << 20;
 
+// Reads the mover's counters into *st until done() or 5 s; false on a
+// read error or the time out.
+template <class Done>
+bool wait_counters(mmtier_tiering_stats *st, Done done) {
+  const double deadline = now_s() + 5;
+  for (;;) {
+    if (tiering_stats()(st) != 0) return false;
+    if (done()) return true;
+    if (now_s() > deadline) return false;
+    usleep(10000);
+  }
+}
+
 // ---- child cases (TIERING_CHILD=name); the exit status is the verdict ------
 
 // A 96 MiB malloc'd block, written once, whose last 8 MiB are the hot set.
@@ -97,7 +110,9 @@ int child_hot_set() {
   st.size = sizeof st;
   size_t on_dram = 0;
   hb.hammer_until([&] { return (on_dram = hb.on_dram()) == hb.pages; });
-  if (tiering_stats()(&st) != 0) return 11;
+  // The counters are published as a scan ends, after its moves: the last
+  // promotion may show a scan later than its pages.
+  if (!wait_counters(&st, [&] { return st.promotions * (2 * kMB) >= hb.pages * 4096; })) return 11;
   printf("hot_on_dram=%zu/%zu running=%d scans=%llu promotions=%llu demotions=%llu bytes=%llu samples=%llu "
          "touched=%llu budget=%llu\n",
          on_dram, hb.pages, st.running, (unsigned long long)st.scans, (unsigned long long)st.promotions,
@@ -415,7 +430,8 @@ int child_map_count() {
   // Room again: the hot set moves.
   munmap(filler, span);
   if (!hb.hammer_until([&] { return hb.on_dram() == hb.pages; })) return 19;
-  tiering_stats()(&st);
+  // Published as the scan that moved them ends.
+  if (!wait_counters(&st, [&] { return st.promotions > st0.promotions; })) return 21;
   printf("moved: promotions=%llu maps=%ld\n", (unsigned long long)st.promotions, count_maps());
   free(more);
   return st.promotions > st0.promotions ? 0 : 20;
