@@ -302,10 +302,6 @@ def print_redis_table(results, cli_ok, cli_why):
         if rows:
             f, fmin, fmax = summarize(rows, "fork_ms")
             p, pmin, pmax = summarize(rows, "pause_ms")
-        # The workload takes the snapshot first in odd rounds, right after its
-        # own fork() (which froze the PMem units) and the rewrite in even ones.
-        p_first = med([r["pause_ms"] for r in rows if r["round"] % 2 == 1])
-        p_after = med([r["pause_ms"] for r in rows if r["round"] % 2 == 0])
             c = summarize(rows, "complete_ms")[0]
             rss = med([r["rss_bytes"] for r in rows])
             g = med([r["mem_bytes"] / r["complete_ms"] / 1e6 for r in rows
