@@ -67,7 +67,8 @@ bool thp_never() {
 // Whether collapsing can work here, decided once: MMTIER_HUGE_PAGES=units,
 // THP not off, and a collapse of an aligned scratch unit with one page
 // written succeeds (EINVAL before 6.1, or with huge pages disabled for the
-// process).  Says once why not.
+// process).  Says once why not.  A test collapse that finds no huge page
+// free decides nothing: asked again on a later call.
 bool collapse_usable() {
   if (g_rh.can != usable::unknown) return g_rh.can == usable::yes;
   g_rh.can = usable::no;
@@ -84,12 +85,18 @@ bool collapse_usable() {
       *at = 1;
       const long c = sys::madvise(at, kUnitSize, MADV_COLLAPSE);
       sys::munmap(reinterpret_cast<void *>(r), 2 * kUnitSize);
-      if (c == 0) g_rh.can = usable::yes;
-      else if (c == -EINVAL) why = "the kernel cannot collapse pages into a huge page (MADV_COLLAPSE, Linux 6.1), or "
-                                   "huge pages are disabled for this process";
-      else why = "a test collapse failed";
+      if (c == 0) {
+        g_rh.can = usable::yes;
+      } else if (c == -EINVAL) {
+        why = "the kernel cannot collapse pages into a huge page (MADV_COLLAPSE, Linux 6.1), or huge pages are "
+              "disabled for this process";
+      } else {
+        g_rh.can = usable::unknown;  // no huge page free now (ENOMEM, EAGAIN, EBUSY): asked again later
+        return false;
+      }
     } else {
-      why = "no memory for a test collapse";
+      g_rh.can = usable::unknown;
+      return false;
     }
   }
   if (why)
@@ -190,7 +197,9 @@ rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks) {
     }
     if (!g_rh.sweep && !g_rh.marked) break;
     if (!collapse_usable()) {
-      g_rh.sweep = g_rh.marked = false;
+      // Never here: nothing to remember.  Not now: the marks wait.
+      if (g_rh.can == usable::no) g_rh.sweep = g_rh.marked = false;
+      out.err = g_rh.can == usable::no ? 0 : -EAGAIN;
       break;
     }
     const size_t before = g_rh.cursor;
