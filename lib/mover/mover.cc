@@ -253,16 +253,20 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   policy_migration migs[kPolicyMaxBatch];
   const size_t nm = decide(m.policy, now, m.obs, nobs, b, migs);
   const apply_outcome o = apply(m.policy, m.maps, migs, nm, now, b, migrate_unit);
+  // Copies at the migration rate, whose CPU is not tracking's (below).
+  const uint64_t copy_cpu0 = sys::thread_cpu_ns();
   const reshare_outcome rs = reshare(interval_ns, o.bytes);
   const rehuge_outcome rh = rehuge(interval_ns, o.bytes + rs.bytes);
+  const uint64_t copy_cpu = sys::thread_cpu_ns() - copy_cpu0;
   if (o.moved() || rs.units) m.listing.stale = true;
   m.tracker.promoted(o.promoted);
   uint64_t hist[kHeatBuckets] = {};
   const bool histogram = m.scans++ % kRelistScans == 0;
   if (histogram) heat_histogram(now, hist);
   // Keep tracking cheap (migration time excluded: the rate limit pays for
-  // it; scans that moved data say nothing about tracking's cost).
-  spent += sys::thread_cpu_ns() - cpu0;
+  // it; scans that moved data say nothing about tracking's cost; nor do
+  // re-sharing's and the huge-page rebuild's copies).
+  spent += sys::thread_cpu_ns() - cpu0 - copy_cpu;
   if (track && !o.moved() && !m.use_pmu) m.tracker.account(spent + fault_cpu_ns() - fault_cpu0, interval_ns);
   g_mover_cpu_ns.store(sys::thread_cpu_ns(), std::memory_order_relaxed);
 
