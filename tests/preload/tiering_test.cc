@@ -206,6 +206,25 @@ int child_fork() {
   return pattern_mismatch(p, 96 * kMB, 7) == 96 * kMB ? 0 : 29;
 }
 
+// A fork child that keeps the fork instant's view of [p, p + n) and, told
+// by a byte on *go_w, checks that it still holds pattern seed: exits 0 if
+// so, 3 if not, 2 if the parent closed its end first.  The child's pid, or
+// -1.
+pid_t fork_checker(const char *p, size_t n, uint64_t seed, int *go_w) {
+  int go[2];
+  if (pipe(go) != 0) return -1;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(go[1]);
+    char c;
+    if (read(go[0], &c, 1) != 1) _exit(2);
+    _exit(pattern_mismatch(p, n, seed) == n ? 0 : 3);
+  }
+  close(go[0]);
+  *go_w = go[1];
+  return pid;
+}
+
 // The process's memory on transparent huge pages (AnonHugePages of
 // /proc/self/smaps_rollup), in KiB; -1 if unreadable.
 long anon_huge_kb() {
@@ -232,19 +251,12 @@ int child_fork_huge() {
   fill_pattern(p, kSize, 3);
   const long before = anon_huge_kb();
   if (before < static_cast<long>(kSize / 2 / 1024)) return 77;
-  int go[2];
-  if (pipe(go) != 0) return 11;
-  const pid_t pid = fork();
-  if (pid == 0) {
-    close(go[1]);
-    char c;
-    if (read(go[0], &c, 1) != 1) _exit(2);
-    _exit(pattern_mismatch(p, kSize, 3) == kSize ? 0 : 3);
-  }
-  close(go[0]);
+  int go = -1;
+  const pid_t pid = fork_checker(p, kSize, 3, &go);
+  if (pid < 0) return 11;
   for (size_t at = 0; at < kSize; at += 2 * 4096) p[at] = static_cast<char>(p[at] ^ 0x5a);
   const long split = anon_huge_kb();
-  if (write(go[1], "x", 1) != 1) return 12;
+  if (write(go, "x", 1) != 1) return 12;
   const int wst = wait_status(pid);
   if (!exited_with(wst, 0)) {
     printf("fork child: %s\n", describe_status(wst).c_str());
@@ -293,17 +305,9 @@ int child_fork_reshare() {
   if (!p) return 10;
   escape(p);
   fill_pattern(p, kSize, 7);
-  int go[2];
-  if (pipe(go) != 0) return 11;
-  const pid_t pid = fork();
-  if (pid == 0) {
-    // Told to check by a byte; a parent that gives up early closes its end.
-    close(go[1]);
-    char c;
-    if (read(go[0], &c, 1) != 1) _exit(2);
-    _exit(pattern_mismatch(p, kSize, 7) == kSize ? 0 : 3);
-  }
-  close(go[0]);
+  int go = -1;
+  const pid_t pid = fork_checker(p, kSize, 7, &go);
+  if (pid < 0) return 11;
   fill_pattern(p, kSize, 9);
   const api_table &mm = api();
   mmtier_tiering_stats st = {};
@@ -334,7 +338,7 @@ int child_fork_reshare() {
   // and the engine's metadata on top: a third at most).
   if (ms.resident_bytes[0] * 3 > ms.resident_bytes[0] + ms.resident_bytes[1]) return 14;
   if (pattern_mismatch(p, kSize, 9) != kSize) return 15;
-  if (write(go[1], "x", 1) != 1) return 16;
+  if (write(go, "x", 1) != 1) return 16;
   const int wst = wait_status(pid);
   if (!exited_with(wst, 0)) {
     printf("fork child: %s\n", describe_status(wst).c_str());
