@@ -224,11 +224,9 @@ rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks) {
       continue;
     }
     if (v == verdict::collapse) {
-      void *at = reinterpret_cast<void *>(unit_addr(idx));
-      // The advice too: the unit's mapping (a promotion's is new) then
-      // matches its neighbours' and keeps it through later faults.
-      sys::madvise(at, kUnitSize, MADV_HUGEPAGE);
-      const long r = sys::madvise(at, kUnitSize, MADV_COLLAPSE);
+      // No MADV_HUGEPAGE first: the collapse does not need it, and advice
+      // on part of a mapping would split it in three (vm.max_map_count).
+      const long r = sys::madvise(reinterpret_cast<void *>(unit_addr(idx)), kUnitSize, MADV_COLLAPSE);
       if (r == -EAGAIN || r == -ENOMEM || r == -EBUSY) {
         // Try again later (a page locked or in transit; no huge page free;
         // the cgroup's limit).
