@@ -236,8 +236,13 @@ rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks) {
         break;
       }
       out.bytes += kUnitSize;
-      if (r == 0) ++out.units;
-      else ++out.failed;
+      if (r == 0) {
+        ++out.units;
+      } else {
+        ++out.failed;
+        out.refused_err = r;
+        MMTIER_DEBUG("huge pages: the kernel refused to collapse unit %zu (error %ld)", idx, -r);
+      }
     }
     u.rehuge = 0;
   }
