@@ -53,8 +53,9 @@ struct unit_manager {
   // heap_set_node_dram_limit).  counters.limit_units[kTierDram] is the
   // tighter of it and MMTIER_DRAM_LIMIT.
   size_t node_dram_units = SIZE_MAX;
-  // Bumped by every fork and snapshot (and a restore): the units' huge
-  // pages may have been split since (huge.cc).
+  // Bumped by every fork and snapshot (a restored process starts with its
+  // snapshot's bump): the units' huge pages may have been split since
+  // (huge.cc).
   uint64_t fork_epoch = 0;
 };
 extern unit_manager g_mgr;
