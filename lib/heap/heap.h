@@ -266,7 +266,6 @@ struct rehuge_outcome {
   size_t looked = 0;  // candidates looked at
   bool shared = false;  // met units a fork child shares (left marked)
   long err = 0;         // stopped at a passing failure (-EAGAIN, -ENOMEM, -EBUSY)
-  long refused_err = 0;  // the kernel's answer to the last collapse refused
 };
 rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks);
 

@@ -240,7 +240,6 @@ rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks) {
         ++out.units;
       } else {
         ++out.failed;
-        out.refused_err = r;
         MMTIER_DEBUG("huge pages: the kernel refused to collapse unit %zu (error %ld)", idx, -r);
       }
     }

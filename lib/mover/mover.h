@@ -56,8 +56,8 @@ struct mover_stats {
   uint64_t reshare_stops, reshare_pause_max_ns, reshare_pause_total_ns;
   uint64_t reshare_stop_refusals, reshare_failed;
   // Huge pages rebuilt (heap_rehuge): DRAM units collapsed into one huge
-  // page again, collapses the kernel refused, bytes the collapses copied.
-  uint64_t rehuged, rehuge_failed, rehuge_bytes;
+  // page again, and collapses the kernel refused.
+  uint64_t rehuged, rehuge_failed;
 };
 void mover_stats_get(mover_stats *out);
 // Called by the mover thread after each scan, with no lock held (statistics
