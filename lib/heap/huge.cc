@@ -132,6 +132,22 @@ verdict look_at(size_t idx) {
   return pm.huge(at, kUnitSize) == 1 ? verdict::whole : verdict::collapse;
 }
 
+// Collapses unit idx (all its pages present and this process's alone).
+// Before 6.2 the kernel wants one page of the 512 mapped writable, and
+// none is in a unit whose pages were all write-protected since last
+// written: by a fork (pages no child shares any more stay read-only until
+// the next write), or by write-protect sampling (lifting the protection
+// leaves them read-only); it refuses with EINVAL ("no_writable_page").
+// A write fault on the first page (MADV_POPULATE_WRITE, 5.14: the fault
+// without a write, so the program's bytes are not touched) maps it
+// writable, and the collapse is asked once more.
+long collapse(size_t idx) {
+  void *at = reinterpret_cast<void *>(unit_addr(idx));
+  const long r = sys::madvise(at, kUnitSize, MADV_COLLAPSE);
+  if (r != -EINVAL || sys::madvise(at, kPageSize, MADV_POPULATE_WRITE) != 0) return r;
+  return sys::madvise(at, kUnitSize, MADV_COLLAPSE);
+}
+
 // The next used unit at or after g_rh.cursor that is a candidate, or
 // SIZE_MAX: *looks ran out (the cursor where it stopped), or the round
 // ended (the cursor back at 0).  A round is a pass from unit 0 to the end
@@ -226,7 +242,7 @@ rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks) {
     if (v == verdict::collapse) {
       // No MADV_HUGEPAGE first: the collapse does not need it, and advice
       // on part of a mapping would split it in three (vm.max_map_count).
-      const long r = sys::madvise(reinterpret_cast<void *>(unit_addr(idx)), kUnitSize, MADV_COLLAPSE);
+      const long r = collapse(idx);
       if (r == -EAGAIN || r == -ENOMEM || r == -EBUSY) {
         // Try again later (a page locked or in transit; no huge page free;
         // the cgroup's limit).

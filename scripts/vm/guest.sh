@@ -83,9 +83,9 @@ suite_fallbacks() {
   # The paths of this kernel, natively: no write-protect of unpopulated
   # pages (6.4) and no UFFDIO_MOVE (6.8).
   check fallbacks.unit.tmpfs env MMTIER_PMEM_PATH=/dev/shm/heap \
-    "$BUILD/tests/mmtier_unit_tests" --gtest_filter='Migrate.*:Sample.*:Reshare.*:FirstTouch.*'
+    "$BUILD/tests/mmtier_unit_tests" --gtest_filter='Migrate.*:Sample.*:Reshare.*:FirstTouch.*:Rehuge.*'
   [ -n "$DAX" ] && check fallbacks.unit.dax env MMTIER_PMEM_PATH=$DAX \
-    "$BUILD/tests/mmtier_unit_tests" --gtest_filter='Migrate.*:Sample.*:Reshare.*:FirstTouch.*'
+    "$BUILD/tests/mmtier_unit_tests" --gtest_filter='Migrate.*:Sample.*:Reshare.*:FirstTouch.*:Rehuge.*'
 }
 
 suite_tiering() {

@@ -238,6 +238,28 @@ long anon_huge_kb() {
   return kb;
 }
 
+// The mappings over [p, p + len) and their huge pages, for a failure's report.
+void print_huge_maps(const void *p, size_t len) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  if (!f) return;
+  char line[512];
+  unsigned long lo = 0, hi = 0;
+  bool in = false;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  while (fgets(line, sizeof line, f)) {
+    unsigned long x, y;
+    long kb;
+    if (sscanf(line, "%lx-%lx ", &x, &y) == 2 && strchr(line, ' ') == line + strcspn(line, " ")) {
+      lo = x;
+      hi = y;
+      in = hi > a && lo < a + len;
+    } else if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1) {
+      printf("  %lx-%lx (%lu kB): %ld kB huge\n", lo, hi, (hi - lo) / 1024, kb);
+    }
+  }
+  fclose(f);
+}
+
 // All on DRAM, on huge pages; a fork child lives while the parent writes
 // every other page (the kernel's copy-on-write splits the huge pages, and
 // the child still shares the other half, so the mover leaves them); once
@@ -272,7 +294,10 @@ int child_fork_huge() {
   }
   printf("huge before=%ld split=%ld after=%ld kB\n", before, split, after);
   if (split > before / 4) return 14;  // the premise: copy-on-write split them
-  if (after < before - 8 * 1024) return 15;
+  if (after < before - 8 * 1024) {
+    print_huge_maps(p, kSize);
+    return 15;
+  }
   for (size_t at = 0; at < kSize; at += 2 * 4096) p[at] = static_cast<char>(p[at] ^ 0x5a);
   if (pattern_mismatch(p, kSize, 3) != kSize) return 16;
   return 0;
