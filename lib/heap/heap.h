@@ -264,6 +264,7 @@ struct rehuge_outcome {
   size_t failed = 0;  // the kernel refused (left on small pages)
   size_t bytes = 0;   // copied by the collapses (both kinds)
   size_t looked = 0;  // candidates looked at
+  size_t busy = 0;    // being sampled (left marked)
   bool shared = false;  // met units a fork child shares (left marked)
   long err = 0;         // stopped at a passing failure (-EAGAIN, -ENOMEM, -EBUSY)
 };

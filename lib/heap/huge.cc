@@ -106,15 +106,18 @@ bool collapse_usable() {
   return g_rh.can == usable::yes;
 }
 
-enum class verdict : uint8_t { skip, whole, shared, collapse };
+enum class verdict : uint8_t { skip, busy, whole, shared, collapse };
 
 // What to do with unit idx (the heap lock held).
 verdict look_at(size_t idx) {
   static sys::page_info info[kPagesPerUnit];  // the heap lock guards it
   const unit &u = g_heap.units[idx];
-  if (unit_tier(u) != kTierDram || u.live != kPagesPerUnit || u.custom_prot || u.sample || u.pending || u.frozen ||
+  if (unit_tier(u) != kTierDram || u.live != kPagesPerUnit || u.custom_prot || u.pending || u.frozen ||
       u.owner == kOwnerFree)
     return verdict::skip;
+  // Being sampled now (some of its pages hidden, or write-protected): the
+  // sample ends within a window, the unit is looked at again later.
+  if (u.sample) return verdict::busy;
   const uintptr_t at = unit_addr(idx);
   sys::pagemap_file &pm = heap_pagemap();
   pm.check_owner();
@@ -231,6 +234,11 @@ rehuge_outcome heap_rehuge(size_t max_bytes, size_t max_looks) {
     unit &u = g_heap.units[idx];
     ++out.looked;
     const verdict v = look_at(idx);
+    if (v == verdict::busy) {
+      if (!u.rehuge) heap_rehuge_mark(idx);
+      ++out.busy;
+      continue;
+    }
     if (v == verdict::shared) {
       // A fork child still has these pages: looked at again in a later
       // round (other units may be the process's alone: a long-lived child

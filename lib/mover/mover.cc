@@ -208,8 +208,8 @@ rehuge_outcome rehuge(uint64_t interval_ns, uint64_t moved_bytes) {
   if (allowance < kUnitSize || now < b.next_ns) return {};
   const rehuge_outcome r = heap_rehuge(allowance, kRehugeMaxLooks);
   if (r.looked)
-    MMTIER_DEBUG("huge pages: %zu of %zu units looked at rebuilt, %zu refused%s, error %ld", r.units, r.looked,
-                 r.failed, r.shared ? ", some shared with a fork child" : "", r.err);
+    MMTIER_DEBUG("huge pages: %zu of %zu units looked at rebuilt, %zu refused, %zu being sampled%s, error %ld",
+                 r.units, r.looked, r.failed, r.busy, r.shared ? ", some shared with a fork child" : "", r.err);
   if ((r.shared || r.err) && !r.units) {
     b.wait_ns = b.wait_ns ? std::min(b.wait_ns * 2, kRehugeRetryMaxNs) : kRehugeRetryFirstNs;
     b.next_ns = now + b.wait_ns;

@@ -95,13 +95,7 @@ suite_tiering() {
   # which 6.1 has, and needs more hammering than emulation does in its
   # minute); neither depends on the kernel's version.
   check tiering.dax env LD_PRELOAD="$LIB" MMTIER_PMEM_PATH=$DAX "$BUILD/tests/preload/tiering_test" \
-    --gtest_filter='-Tiering.MoverHoldsMigrationsBackNearTheMappingLimit:Tiering.FailedMovesAreSaidOnceAndCountedByReason:Tiering.HugePagesSplit*'
-  # The huge-page rebuild on this kernel, without DRAM sampling: 6.1
-  # refuses (EINVAL) to collapse units that write-protect sampling (its
-  # DRAM sampling before 6.8) has watched; cause not found yet
-  # (docs/ARCHITECTURE.md, known limitations).
-  check tiering.dax.rehuge env LD_PRELOAD="$LIB" MMTIER_PMEM_PATH=$DAX MMTIER_HIDE_FEATURES=write-protect \
-    "$BUILD/tests/preload/tiering_test" --gtest_filter='Tiering.HugePagesSplit*'
+    --gtest_filter='-Tiering.MoverHoldsMigrationsBackNearTheMappingLimit:Tiering.FailedMovesAreSaidOnceAndCountedByReason'
 }
 
 # An allocation-heavy python3 with its PMem tier on DAX, on tmpfs, and

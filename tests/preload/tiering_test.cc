@@ -225,39 +225,32 @@ pid_t fork_checker(const char *p, size_t n, uint64_t seed, int *go_w) {
   return pid;
 }
 
-// The process's memory on transparent huge pages (AnonHugePages of
-// /proc/self/smaps_rollup), in KiB; -1 if unreadable.
-long anon_huge_kb() {
-  FILE *f = fopen("/proc/self/smaps_rollup", "r");
-  if (!f) return -1;
-  char line[256];
-  long kb = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "AnonHugePages: %ld kB", &kb) == 1) break;
-  fclose(f);
-  return kb;
-}
-
-// The mappings over [p, p + len) and their huge pages, for a failure's report.
-void print_huge_maps(const void *p, size_t len) {
+// AnonHugePages of the mappings over [p, p + len) (the block and what
+// shares its mappings: THP always makes the process's other memory huge
+// too, and that memory is not the rebuild's); each printed when print.
+long block_huge_kb(const void *p, size_t len, bool print = false) {
   FILE *f = fopen("/proc/self/smaps", "r");
-  if (!f) return;
+  if (!f) return -1;
   char line[512];
   unsigned long lo = 0, hi = 0;
   bool in = false;
+  long sum = 0;
   const auto a = reinterpret_cast<uintptr_t>(p);
   while (fgets(line, sizeof line, f)) {
     unsigned long x, y;
     long kb;
-    if (sscanf(line, "%lx-%lx ", &x, &y) == 2 && strchr(line, ' ') == line + strcspn(line, " ")) {
+    char c;
+    if (sscanf(line, "%lx-%lx%c", &x, &y, &c) == 3 && c == ' ') {
       lo = x;
       hi = y;
       in = hi > a && lo < a + len;
     } else if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1) {
-      printf("  %lx-%lx (%lu kB): %ld kB huge\n", lo, hi, (hi - lo) / 1024, kb);
+      sum += kb;
+      if (print) printf("  %lx-%lx (%lu kB): %ld kB huge\n", lo, hi, (hi - lo) / 1024, kb);
     }
   }
   fclose(f);
+  return sum;
 }
 
 // All on DRAM, on huge pages; a fork child lives while the parent writes
@@ -271,31 +264,32 @@ int child_fork_huge() {
   if (!p) return 10;
   escape(p);
   fill_pattern(p, kSize, 3);
-  const long before = anon_huge_kb();
+  const long before = block_huge_kb(p, kSize);
   if (before < static_cast<long>(kSize / 2 / 1024)) return 77;
   int go = -1;
   const pid_t pid = fork_checker(p, kSize, 3, &go);
   if (pid < 0) return 11;
   for (size_t at = 0; at < kSize; at += 2 * 4096) p[at] = static_cast<char>(p[at] ^ 0x5a);
-  const long split = anon_huge_kb();
+  const long split = block_huge_kb(p, kSize);
   if (write(go, "x", 1) != 1) return 12;
   const int wst = wait_status(pid);
   if (!exited_with(wst, 0)) {
     printf("fork child: %s\n", describe_status(wst).c_str());
     return 13;
   }
+  // The block's 48 units (96 MiB) back within 8 MiB (its ends may share
+  // a unit with other memory, and the mappings hold more than the block).
+  const long want = static_cast<long>(kSize / 1024) - 8 * 1024;
   long after = split;
   const double deadline = now_s() + 30;
-  // Within 8 MiB of where it was: the block's 48 units (96 MiB) back, give
-  // or take the process's other memory (THP always counts it too).
-  while (now_s() < deadline && after < before - 8 * 1024) {
+  while (now_s() < deadline && after < want) {
     usleep(50000);
-    after = anon_huge_kb();
+    after = block_huge_kb(p, kSize);
   }
   printf("huge before=%ld split=%ld after=%ld kB\n", before, split, after);
   if (split > before / 4) return 14;  // the premise: copy-on-write split them
-  if (after < before - 8 * 1024) {
-    print_huge_maps(p, kSize);
+  if (after < want) {
+    block_huge_kb(p, kSize, true);
     return 15;
   }
   for (size_t at = 0; at < kSize; at += 2 * 4096) p[at] = static_cast<char>(p[at] ^ 0x5a);

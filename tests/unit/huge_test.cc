@@ -6,6 +6,7 @@
 #include "api/runtime.h"
 #include "heap/faults.h"
 #include "heap/heap.h"
+#include "heap/sample.h"
 #include "heap_test_util.h"
 #include "platform/pagemap.h"
 
@@ -90,6 +91,7 @@ rehuge_outcome rehuge_all() {
     sum.units += r.units;
     sum.failed += r.failed;
     sum.looked += r.looked;
+    sum.busy += r.busy;
     sum.shared |= r.shared;
     if (r.err) sum.err = r.err;
     if (r.shared || r.err || r.looked == 0) break;
@@ -216,6 +218,44 @@ TEST_F(Rehuge, AUnitAllReadOnlyAfterALaterForkIsRebuiltToo) {
   EXPECT_EQ(unit_huge(pm, b), 1) << "the unit stayed on small pages";
   size_t wrong = 0;
   for (size_t i = 0; i < kUnitSize; ++i) wrong += b[i] != expect(i, i % (kPageSize / 2) == 0 ? 1 : 0);
+  EXPECT_EQ(wrong, 0u);
+  heap_munmap(p, kUnitSize);
+}
+
+// A unit being sampled when the rebuild comes to it (some of its pages
+// hidden or write-protected for a window) is left for then, not dropped
+// from the round: it is whole once the sample is over.
+TEST_F(Rehuge, AUnitSampledWhenLookedAtIsRebuiltAfterTheSample) {
+  if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
+  // Promoted from PMem (filled page by page, marked for the rebuild); a
+  // unit placed by policy, so the tracker may sample it.
+  void *p = nullptr;
+  ASSERT_EQ(heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p), 0);
+  auto *b = static_cast<unsigned char *>(p);
+  for (size_t i = 0; i < kUnitSize; ++i) b[i] = expect(i, 3);
+  const size_t idx = unit_index_of(b);
+  if (heap_tier_of(b) != kTierPmem) ASSERT_GE(heap_migrate(idx, kTierPmem), 0);
+  ASSERT_GE(heap_migrate(idx, kTierDram), 0);
+  ASSERT_EQ(heap_tier_of(b), kTierDram);
+  sys::pagemap_file pm;
+  if (unit_huge(pm, b) < 0) {
+    heap_munmap(p, kUnitSize);
+    GTEST_SKIP() << "huge pages cannot be told here (PAGEMAP_SCAN, 6.7, or root for page frames)";
+  }
+  ASSERT_EQ(unit_huge(pm, b), 0);
+  const uint32_t unit[1] = {static_cast<uint32_t>(idx)};
+  const uint8_t pages[1] = {4};
+  ASSERT_GT(heap_sample_begin(unit, pages, 1, 11), 0u);
+  rehuge_outcome r = rehuge_all();
+  EXPECT_GE(r.busy, 1u) << "the unit being sampled was not seen as such";
+  EXPECT_EQ(unit_huge(pm, b), 0) << "a unit was collapsed while being sampled";
+  sample_result res[4];
+  heap_sample_end(res, 4);
+  r = rehuge_all();
+  if (r.err == -ENOMEM) GTEST_SKIP() << "no huge page free";
+  EXPECT_EQ(unit_huge(pm, b), 1) << "the unit sampled when first looked at stayed on small pages";
+  size_t wrong = 0;
+  for (size_t i = 0; i < kUnitSize; ++i) wrong += b[i] != expect(i, 3);
   EXPECT_EQ(wrong, 0u);
   heap_munmap(p, kUnitSize);
 }
