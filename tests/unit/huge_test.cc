@@ -86,6 +86,7 @@ size_t present_pages(sys::pagemap_file &pm, const void *p) {
 // bounded; other tests' units may be in the sweep too).
 rehuge_outcome rehuge_all() {
   rehuge_outcome sum;
+  int waits = 0;
   for (int i = 0; i < 64; ++i) {
     const rehuge_outcome r = heap_rehuge(SIZE_MAX, SIZE_MAX);
     sum.units += r.units;
@@ -93,7 +94,13 @@ rehuge_outcome rehuge_all() {
     sum.looked += r.looked;
     sum.busy += r.busy;
     sum.shared |= r.shared;
-    if (r.err) sum.err = r.err;
+    sum.err = r.err;
+    // No huge page free this instant (tests beside this one hold memory):
+    // the call goes on where it stopped once the kernel has one again.
+    if ((r.err == -ENOMEM || r.err == -EAGAIN || r.err == -EBUSY) && ++waits <= 50) {
+      usleep(20000);
+      continue;
+    }
     if (r.shared || r.err || r.looked == 0) break;
   }
   return sum;
@@ -152,6 +159,11 @@ TEST_F(Rehuge, UnitsSplitByAForkAreWholeAgainOnceNoChildSharesThem) {
     if (written(i)) b[i] = expect(i, 1);
   EXPECT_EQ(none_huge(pm, b, kUnits - 1), 1) << "copy-on-write kept a huge page whole";
   rehuge_outcome r = rehuge_all();
+  if (r.err == -ENOMEM) {
+    ASSERT_EQ(write(go[1], "x", 1), 1);
+    waitpid(child, nullptr, 0);
+    GTEST_SKIP() << "no huge page free";
+  }
   EXPECT_TRUE(r.shared) << "the units the child shares were not seen as shared";
   EXPECT_EQ(none_huge(pm, b + kUnitSize, kUnits - 2), 1)
       << "a unit the child still shares was collapsed (its pages copied)";
