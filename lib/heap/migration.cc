@@ -9,7 +9,10 @@
 //     mremap, by anonymous memory registered for missing pages; the fault
 //     service fills any page touched from a second view of the slot, while
 //     the bulk copy fills the rest.  Nothing can write the slot once its run
-//     is replaced, so the copy reads a stable source.
+//     is replaced, so the copy reads a stable source.  A unit in full use
+//     is read into a huge page and moved in whole where the kernel can
+//     move pages (fill_whole, 6.8); else it is filled page by page and
+//     collapsed later (huge.cc).
 //   demotion (DRAM -> PMem) holds writers off with userfaultfd
 //     write-protection of the live runs, writes the pages that hold data
 //     into a slot, maps the slot over them and wakes the writers, who retry
@@ -29,7 +32,8 @@
 //     tier splices them into the slot; 5 GB/s here against 0.5 for pwrite;
 //   - promotion reads the slot into one staging area that stays mapped (and
 //     so stays warm) and copies from there; 3.3 GB/s against 1.2 from a
-//     fresh view of the slot.
+//     fresh view of the slot.  Moved whole, the staging area gives its
+//     huge page away and takes a fresh one (one fault) at the next read.
 // Either falls back to the plain copy when its means are missing.
 //
 // Warm slots.  The PMem tier keeps a warm slot for each unit on DRAM (placed
@@ -40,6 +44,7 @@
 // runs out of room (units.cc, map_pages).
 #include "heap/heap_internal.h"
 
+#include "config/config.h"
 #include "heap/faults.h"
 #include "heap/sample.h"
 #include "platform/clock.h"
@@ -58,6 +63,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
 
 namespace mmtier::detail {
 namespace {
@@ -250,6 +259,62 @@ bool fill_run(size_t idx, int fd, const char *src, size_t first, size_t n) {
   return ok;
 }
 
+// Whether a promoted unit is moved in whole (fill_whole): in full use,
+// where pages can move, and not with MMTIER_HUGE_PAGES=kernel (the
+// system's setting decides).
+bool whole_candidate(const unit &u) {
+  return config_get().huge_units && faults_can_move() && u.live == kPagesPerUnit;
+}
+
+// A unit in full use, swapped for post-copy (one run) with its faults held:
+// the slot read into the staging area, which the kernel backs with one huge
+// page, and that page moved into the unit whole (UFFDIO_MOVE, Linux 6.8:
+// one page-table entry changes hands, nothing is copied again), so the
+// unit is one huge page at once instead of 512 copies collapsed later.
+// Where the move splits it all the same (a page table left at the unit's
+// place), the rest goes page by page.  Returns 1 when the unit is filled
+// and whole, 0 when filled on small pages, -1 when it was not tried (the
+// caller fills the unit its own way).  *ok false when a page could not be
+// filled (its file page is mapped back).
+int fill_whole(size_t idx, int fd, tier &pm, bool *ok) {
+  if (!whole_candidate(g_heap.units[idx])) return -1;
+  const unit &u = g_heap.units[idx];
+  char *st = staging();
+  if (!st || pm.ops->read(&pm, u.slot, 0, st, kUnitSize) < 0) return -1;
+  // The staging area lost its huge page (a move split it, or its place
+  // kept a page table of an earlier mapping, so the read got small
+  // pages): collapsed once, it moves out whole, and each later read gets
+  // a huge page again.
+  bool huge = heap_pagemap().huge(reinterpret_cast<uintptr_t>(st), kUnitSize) == 1;
+  if (!huge) huge = sys::madvise(st, kUnitSize, MADV_COLLAPSE) == 0;
+  char *dst = static_cast<char *>(page_addr(idx, 0));
+  size_t at = 0;
+  bool whole = false;
+  int tries = 0;
+  for (bool first = true; huge && at < kUnitSize; first = false) {
+    size_t done = 0;
+    const long r = sys::uffd::move(fd, dst + at, st + at, kUnitSize - at, &done);
+    at += done;
+    if (r == 0) {
+      whole = first;
+      break;
+    }
+    if (done) tries = 0;
+    if (r == -EEXIST) {
+      at += kPageSize;  // filled meanwhile
+    } else if (r != -EAGAIN || ++tries >= 100) {
+      break;  // the rest is copied below
+    } else {
+      sched_yield();
+    }
+  }
+  *ok = at >= kUnitSize || fill_run(idx, fd, st, at >> kPageShift, kPagesPerUnit - (at >> kPageShift));
+  if (!whole)
+    MMTIER_DEBUG("promotion of unit %zu: on small pages (%s)", idx,
+                 huge ? "the move split the huge page" : "no huge page for the staging area");
+  return whole ? 1 : 0;
+}
+
 long promote(size_t idx) {
   unit &u = g_heap.units[idx];
   tier &pm = pmem_tier();
@@ -260,17 +325,36 @@ long promote(size_t idx) {
   if (sys::failed(a)) return a;
   const char *alias = reinterpret_cast<const char *>(a);
   faults_postcopy_open(page_addr(idx, 0), alias, kUnitSize);
+  // A unit to be moved in whole: a page a fault filled first would split
+  // the huge page (the move cannot put one over it), so the unit's faults
+  // wait for it instead (the hold window, as a demotion's writers do: the
+  // read of 2 MiB and the move, well under a millisecond).
+  const bool held = whole_candidate(u);
+  if (held) faults_hold_open(page_addr(idx, 0), kUnitSize);
   long err = 0;
   const size_t swapped_runs = swap_runs_for_postcopy(idx, fd, &err);
   // Copy whatever the faults did not: also after a failure, for the runs
   // that were swapped (their only copy of the data is the slot).
   bool partial = false;
+  const int whole = swapped_runs == 1 && !err ? [&] {
+    bool ok = true;
+    const int w = fill_whole(idx, fd, pm, &ok);
+    partial = !ok;
+    return w;
+  }() : -1;
   size_t run = 0;
-  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
-    if (run++ >= swapped_runs) return;
-    const char *src = stage(pm, u.slot, first << kPageShift, n << kPageShift);
-    if (!fill_run(idx, fd, src ? src : alias, first, n)) partial = true;
-  });
+  if (whole < 0)
+    for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+      if (run++ >= swapped_runs) return;
+      const char *src = stage(pm, u.slot, first << kPageShift, n << kPageShift);
+      if (!fill_run(idx, fd, src ? src : alias, first, n)) partial = true;
+    });
+  if (held) {
+    // Every page is filled (or its file page mapped back): the waiters
+    // retry on it; one that faults again finds the post-copy window.
+    faults_hold_close();
+    sys::uffd::wake(fd, page_addr(idx, 0), kUnitSize);
+  }
   run = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (run++ < swapped_runs) sys::uffd::unregister_range(fd, page_addr(idx, first), n << kPageShift);
@@ -285,7 +369,7 @@ long promote(size_t idx) {
   }
   retier(u, kTierDram, 0);
   // Filled page by page: one huge page again later (huge.cc).
-  if (u.live == kPagesPerUnit) heap_rehuge_mark(idx);
+  if (u.live == kPagesPerUnit && whole != 1) heap_rehuge_mark(idx);
   return static_cast<long>(u.live) << kPageShift;
 }
 
