@@ -106,6 +106,23 @@ rehuge_outcome rehuge_all() {
   return sum;
 }
 
+// A unit placed by policy (so the tracker may sample it), filled with
+// expect(i, round), on PMem and then promoted back to DRAM; nullptr if a
+// move failed.
+unsigned char *promoted_unit(int round) {
+  void *p = nullptr;
+  if (heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p) != 0) return nullptr;
+  auto *b = static_cast<unsigned char *>(p);
+  for (size_t i = 0; i < kUnitSize; ++i) b[i] = expect(i, round);
+  const size_t idx = unit_index_of(b);
+  if ((heap_tier_of(b) != kTierPmem && heap_migrate(idx, kTierPmem) < 0) || heap_tier_of(b) != kTierPmem ||
+      heap_migrate(idx, kTierDram) < 0 || heap_tier_of(b) != kTierDram) {
+    heap_munmap(p, kUnitSize);
+    return nullptr;
+  }
+  return b;
+}
+
 class Rehuge : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -241,14 +258,10 @@ TEST_F(Rehuge, AUnitSampledWhenLookedAtIsRebuiltAfterTheSample) {
   if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
   // On DRAM by a promotion (a unit placed by policy, so the tracker may
   // sample it), then split: written all over while a fork child lived.
-  void *p = nullptr;
-  ASSERT_EQ(heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p), 0);
-  auto *b = static_cast<unsigned char *>(p);
-  for (size_t i = 0; i < kUnitSize; ++i) b[i] = expect(i, 3);
+  unsigned char *b = promoted_unit(3);
+  ASSERT_NE(b, nullptr) << "the unit could not go to PMem and back";
+  void *p = b;
   const size_t idx = unit_index_of(b);
-  if (heap_tier_of(b) != kTierPmem) ASSERT_GE(heap_migrate(idx, kTierPmem), 0);
-  ASSERT_GE(heap_migrate(idx, kTierDram), 0);
-  ASSERT_EQ(heap_tier_of(b), kTierDram);
   sys::pagemap_file pm;
   if (unit_huge(pm, b) < 0) {
     heap_munmap(p, kUnitSize);
@@ -305,15 +318,9 @@ TEST_F(Rehuge, AUnitNotWhollyWrittenIsNotFilled) {
 
 TEST_F(Rehuge, AUnitPromotedFromPmemIsOneHugePageAgain) {
   if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
-  void *p = nullptr;
-  ASSERT_EQ(heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p), 0);
-  auto *b = static_cast<unsigned char *>(p);
-  for (size_t i = 0; i < kUnitSize; ++i) b[i] = expect(i, 2);
-  const size_t idx = unit_index_of(b);
-  if (heap_tier_of(b) != kTierPmem) ASSERT_GE(heap_migrate(idx, kTierPmem), 0);
-  ASSERT_EQ(heap_tier_of(b), kTierPmem);
-  ASSERT_GE(heap_migrate(idx, kTierDram), 0);
-  ASSERT_EQ(heap_tier_of(b), kTierDram);
+  unsigned char *b = promoted_unit(2);
+  ASSERT_NE(b, nullptr) << "the unit could not go to PMem and back";
+  void *p = b;
   sys::pagemap_file pm;
   const int at_once = unit_huge(pm, b);
   if (at_once < 0) {
