@@ -106,6 +106,19 @@ rehuge_outcome rehuge_all() {
   return sum;
 }
 
+// Whether the kernel gives a huge page to a fresh aligned mapping now
+// (none may be free while tests beside this one hold memory).
+bool huge_page_free(sys::pagemap_file &pm) {
+  void *m = mmap(nullptr, 2 * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return false;
+  char *at = reinterpret_cast<char *>((reinterpret_cast<uintptr_t>(m) + kUnitSize - 1) & ~(kUnitSize - 1));
+  madvise(at, kUnitSize, MADV_HUGEPAGE);
+  at[0] = 1;
+  const bool huge = pm.huge(reinterpret_cast<uintptr_t>(at), kUnitSize) == 1;
+  munmap(m, 2 * kUnitSize);
+  return huge;
+}
+
 // A unit placed by policy (so the tracker may sample it), filled with
 // expect(i, round), on PMem and then promoted back to DRAM; nullptr if a
 // move failed.
@@ -329,7 +342,10 @@ TEST_F(Rehuge, AUnitPromotedFromPmemIsOneHugePageAgain) {
   }
   // Where pages can be moved (6.8) the slot is read into a huge page that
   // is moved into the unit whole: nothing is left to rebuild.
-  if (faults_can_move()) EXPECT_EQ(at_once, 1) << "the promotion left the unit on small pages";
+  if (faults_can_move() && at_once != 1) {
+    if (!huge_page_free(pm)) GTEST_SKIP() << "no huge page free";
+    ADD_FAILURE() << "the promotion left the unit on small pages";
+  }
   const rehuge_outcome r = rehuge_all();
   if (r.err == -ENOMEM) GTEST_SKIP() << "no huge page free";
   EXPECT_EQ(unit_huge(pm, b), 1) << "the promoted unit stayed on small pages";
