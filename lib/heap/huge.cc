@@ -5,8 +5,8 @@
 // child) while the program writes: since 5.8 the kernel copies a written
 // page of a huge page it shares as one 4 KiB page and splits the mapping,
 // so a heap written all over while a child lives ends on small pages for
-// good; and a promotion before 6.8 (or with a page a fault filled first),
-// whose post-copy fills a unit page by page (migration.cc).  Such
+// good; and a promotion before 6.8 (or one whose move split), whose
+// post-copy fills a unit page by page (migration.cc).  Such
 // a unit costs 512 page-table entries where one did: every later fork (a
 // snapshot's pause: about 23 ms per GiB here, against 1 ms on huge pages)
 // and the TLB pay for them.  khugepaged would rebuild them at 16 MiB per
@@ -137,7 +137,7 @@ verdict look_at(size_t idx) {
 }
 
 // Collapses unit idx (all its pages present and this process's alone).
-// Before 6.2 the kernel wants one page of the 512 mapped writable, and
+// Linux 6.1 (not 6.18) wants one page of the 512 mapped writable, and
 // none is in a unit whose pages were all write-protected since last
 // written: by a fork (pages no child shares any more stay read-only until
 // the next write), or by write-protect sampling (lifting the protection

@@ -266,6 +266,18 @@ bool whole_candidate(const unit &u) {
   return config_get().huge_units && faults_can_move() && u.live == kPagesPerUnit;
 }
 
+// The staging area gave its last huge page away: a fresh one, each of its
+// pages written once now, before the unit's faults are held.  The read
+// into it is then as fast as into a page used before (on this VM, with
+// shadow page tables, the first access to each 4 KiB page through a user
+// mapping costs 5-8 us: 1 ms for a fresh huge page, at times 6-8 ms,
+// against 0.4-1 ms for the read into a warm one and the move).
+void warm_staging() {
+  char *st = staging();
+  if (!st) return;
+  for (size_t off = 0; off < kUnitSize; off += kPageSize) static_cast<volatile char *>(st)[off] = 0;
+}
+
 // A unit in full use, swapped for post-copy (one run) with its faults held:
 // the slot read into the staging area, which the kernel backs with one huge
 // page, and that page moved into the unit whole (UFFDIO_MOVE, Linux 6.8:
@@ -276,18 +288,6 @@ bool whole_candidate(const unit &u) {
 // and whole, 0 when filled on small pages, -1 when it was not tried (the
 // caller fills the unit its own way).  *ok false when a page could not be
 // filled (its file page is mapped back).
-// The staging area gave its last huge page away: a fresh one, each of its
-// pages written once now, before the unit's faults are held.  The read
-// into it is then as fast as into a page used before (on this VM, with
-// shadow page tables, the first access to each 4 KiB page through a user
-// mapping costs 5-8 us: 3-6 ms for a fresh huge page, against 0.6 ms for
-// the read into a warm one).
-void warm_staging() {
-  char *st = staging();
-  if (!st) return;
-  for (size_t off = 0; off < kUnitSize; off += kPageSize) static_cast<volatile char *>(st)[off] = 0;
-}
-
 int fill_whole(size_t idx, int fd, tier &pm, bool *ok) {
   if (!whole_candidate(g_heap.units[idx])) return -1;
   const unit &u = g_heap.units[idx];
@@ -340,7 +340,7 @@ long promote(size_t idx) {
   // A unit to be moved in whole: a page a fault filled first would split
   // the huge page (the move cannot put one over it), so the unit's faults
   // wait for it instead (the hold window, as a demotion's writers do: the
-  // read of 2 MiB and the move, well under a millisecond).
+  // read of 2 MiB and the move, 0.4-1 ms here).
   const bool held = whole_candidate(u);
   if (held) warm_staging();
   if (held) faults_hold_open(page_addr(idx, 0), kUnitSize);
