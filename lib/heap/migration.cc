@@ -278,18 +278,17 @@ void warm_staging() {
   for (size_t off = 0; off < kUnitSize; off += kPageSize) static_cast<volatile char *>(st)[off] = 0;
 }
 
-// A unit in full use, swapped for post-copy (one run) with its faults held:
-// the slot read into the staging area, which the kernel backs with one huge
-// page, and that page moved into the unit whole (UFFDIO_MOVE, Linux 6.8:
-// one page-table entry changes hands, nothing is copied again), so the
-// unit is one huge page at once instead of 512 copies collapsed later.
-// Where the move splits it all the same (a page table left at the unit's
-// place), the rest goes page by page.  Returns 1 when the unit is filled
+// A unit whole_candidate says yes to, swapped for post-copy (one run) with
+// its faults held: the slot read into the staging area, which the kernel
+// backs with one huge page, and that page moved into the unit whole
+// (UFFDIO_MOVE, Linux 6.8: one page-table entry changes hands, nothing is
+// copied again), so the unit is one huge page at once instead of 512
+// copies collapsed later.  Where the move splits it all the same (a page
+// table left at the unit's place), the rest goes page by page.  Returns 1 when the unit is filled
 // and whole, 0 when filled on small pages, -1 when it was not tried (the
 // caller fills the unit its own way).  *ok false when a page could not be
 // filled (its file page is mapped back).
 int fill_whole(size_t idx, int fd, tier &pm, bool *ok) {
-  if (!whole_candidate(g_heap.units[idx])) return -1;
   const unit &u = g_heap.units[idx];
   char *st = staging();
   if (!st || pm.ops->read(&pm, u.slot, 0, st, kUnitSize) < 0) return -1;
@@ -349,12 +348,12 @@ long promote(size_t idx) {
   // Copy whatever the faults did not: also after a failure, for the runs
   // that were swapped (their only copy of the data is the slot).
   bool partial = false;
-  const int whole = swapped_runs == 1 && !err ? [&] {
+  int whole = -1;
+  if (held && swapped_runs == 1 && !err) {
     bool ok = true;
-    const int w = fill_whole(idx, fd, pm, &ok);
+    whole = fill_whole(idx, fd, pm, &ok);
     partial = !ok;
-    return w;
-  }() : -1;
+  }
   size_t run = 0;
   if (whole < 0)
     for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {

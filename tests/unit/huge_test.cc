@@ -119,6 +119,21 @@ bool huge_page_free(sys::pagemap_file &pm) {
   return huge;
 }
 
+// Splits the unit at b as a program does that writes while a fork child
+// lives: every step-th byte rewritten (as expect(i, round)) while a child
+// shares the pages, then the child gone.  False if the fork failed.
+bool split_by_fork(unsigned char *b, size_t step, int round) {
+  const pid_t child = fork();
+  if (child < 0) return false;
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  for (size_t i = 0; i < kUnitSize; i += step) b[i] = expect(i, round);
+  kill(child, SIGKILL);
+  return waitpid(child, nullptr, 0) == child;
+}
+
 // A unit placed by policy (so the tracker may sample it), filled with
 // expect(i, round), on PMem and then promoted back to DRAM; nullptr if a
 // move failed.
@@ -238,17 +253,9 @@ TEST_F(Rehuge, AUnitAllReadOnlyAfterALaterForkIsRebuiltToo) {
                               : "no huge pages for the units (THP off, or none free)");
   }
   // Split: every page written while a child shares them.
-  const pid_t first = fork();
-  ASSERT_GE(first, 0);
-  if (first == 0) {
-    pause();
-    _exit(0);
-  }
-  for (size_t i = 0; i < kUnitSize; i += kPageSize / 2) b[i] = expect(i, 1);
-  ASSERT_EQ(kill(first, SIGKILL), 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(first, &status, 0), first);
+  ASSERT_TRUE(split_by_fork(b, kPageSize / 2, 1));
   ASSERT_EQ(unit_huge(pm, b), 0);
+  int status = 0;
   // Write-protected whole by a second fork whose child writes nothing.
   const pid_t second = fork();
   ASSERT_GE(second, 0);
@@ -280,15 +287,7 @@ TEST_F(Rehuge, AUnitSampledWhenLookedAtIsRebuiltAfterTheSample) {
     heap_munmap(p, kUnitSize);
     GTEST_SKIP() << "huge pages cannot be told here (PAGEMAP_SCAN, 6.7, or root for page frames)";
   }
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    pause();
-    _exit(0);
-  }
-  for (size_t i = 0; i < kUnitSize; i += kPageSize) b[i] = expect(i, 3);
-  ASSERT_EQ(kill(child, SIGKILL), 0);
-  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  ASSERT_TRUE(split_by_fork(b, kPageSize, 3));
   ASSERT_EQ(unit_huge(pm, b), 0);
   const uint32_t unit[1] = {static_cast<uint32_t>(idx)};
   const uint8_t pages[1] = {4};
