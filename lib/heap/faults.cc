@@ -62,6 +62,12 @@ std::atomic<fault_sample *> g_samples{nullptr};
 std::atomic<size_t> g_samples_n{0};
 std::atomic<int> g_samples_readers{0};
 
+// Answers against move-outs (faults_moveout_begin): a missing-page fault
+// is answered inside a section the sampler waits for, and not while a
+// move-out is under way (tried again after the next read).
+std::atomic<uint32_t> g_answering{0};
+std::atomic<uint32_t> g_moving_out{0};
+
 std::atomic<uint64_t> g_faults{0}, g_sample_faults{0}, g_postcopy_faults{0}, g_wp_faults{0};
 std::atomic<clockid_t> g_cpu_clock{0};
 std::atomic<bool> g_have_cpu_clock{false};
@@ -124,6 +130,55 @@ bool answer_watched(int fd, uintptr_t page) {
   return found;
 }
 
+// Runs f as an answer (see g_answering); false, without running it, while a
+// sample is going out.  Sequentially consistent on both sides (with
+// faults_moveout_begin): either the sampler sees the answer in flight and
+// waits for it, or the answer sees the move-out and waits its turn.
+template <class F>
+bool answer_section(F &&f) {
+  g_answering.fetch_add(1, std::memory_order_seq_cst);
+  const bool clear = g_moving_out.load(std::memory_order_seq_cst) == 0;
+  if (clear) f();
+  g_answering.fetch_sub(1, std::memory_order_release);
+  return clear;
+}
+
+// A missing-page fault on a sample that is out: 1 answered (moved back
+// here, or being moved back by the sampler, who wakes it), -1 to retry
+// later, 0 when no sample holds the page now (never one, or back already).
+int answer_sample(int fd, uintptr_t page, uint64_t flags) {
+  int result = 0;
+  g_samples_readers.fetch_add(1, std::memory_order_seq_cst);
+  if (fault_sample *t = g_samples.load(std::memory_order_seq_cst)) {
+    if (fault_sample *s = find_sample(t, g_samples_n.load(std::memory_order_acquire), page)) {
+      uint8_t want = kSampleOut;
+      if (s->state.compare_exchange_strong(want, kSampleMoving, std::memory_order_acq_rel)) {
+        if (!s->touch_ns.load(std::memory_order_relaxed)) s->touch_ns.store(sys::mono_ns(), std::memory_order_relaxed);
+        if (faults_sample_restore(*s) == -EAGAIN) {
+          s->state.store(kSampleOut, std::memory_order_release);
+          result = -1;
+        } else {
+          if (flags & UFFD_PAGEFAULT_FLAG_WRITE) s->written.store(1, std::memory_order_relaxed);
+          s->state.store(kSampleTouched, std::memory_order_release);
+          g_sample_faults.fetch_add(1, std::memory_order_relaxed);
+          result = 1;
+        }
+      } else if (want == kSampleMoving) {
+        // Whoever took it from kSampleOut puts it back and wakes it.
+        sys::uffd::wake(fd, reinterpret_cast<void *>(page), kPageSize);
+        result = 1;
+      }
+      // Back already: the entry no longer holds the page.  A fault there
+      // now is another's (the page dropped since, or a unit that became
+      // pending in the same window), or one read together with the fault
+      // that brought it back.
+    }
+  }
+  g_samples_readers.fetch_sub(1, std::memory_order_release);
+  if (result > 0) g_faults.fetch_add(1, std::memory_order_relaxed);
+  return result;
+}
+
 // Answers one missing-page fault of thread ptid (0: not known); false to
 // retry later (-EAGAIN).
 bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
@@ -138,38 +193,9 @@ bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
   long r = 0;
   size_t done = 0;
   // A sampled page?
-  g_samples_readers.fetch_add(1, std::memory_order_seq_cst);
-  if (fault_sample *t = g_samples.load(std::memory_order_seq_cst)) {
-    if (fault_sample *s = find_sample(t, g_samples_n.load(std::memory_order_acquire), page)) {
-      uint8_t want = kSampleOut;
-      if (s->state.compare_exchange_strong(want, kSampleMoving, std::memory_order_acq_rel)) {
-        if (!s->touch_ns.load(std::memory_order_relaxed)) s->touch_ns.store(sys::mono_ns(), std::memory_order_relaxed);
-        if (faults_sample_restore(*s) == -EAGAIN) {
-          s->state.store(kSampleOut, std::memory_order_release);
-          g_samples_readers.fetch_sub(1, std::memory_order_release);
-          return false;
-        }
-        if (flags & UFFD_PAGEFAULT_FLAG_WRITE) s->written.store(1, std::memory_order_relaxed);
-        s->state.store(kSampleTouched, std::memory_order_release);
-        g_sample_faults.fetch_add(1, std::memory_order_relaxed);
-        g_samples_readers.fetch_sub(1, std::memory_order_release);
-        g_faults.fetch_add(1, std::memory_order_relaxed);
-        return true;
-      }
-      if (want == kSampleMoving) {
-        // Whoever took it from kSampleOut puts it back and wakes it.
-        sys::uffd::wake(fd, p, kPageSize);
-        g_samples_readers.fetch_sub(1, std::memory_order_release);
-        g_faults.fetch_add(1, std::memory_order_relaxed);
-        return true;
-      }
-      // Back already: the entry no longer holds the page.  A fault there
-      // now is another's (the page dropped since, or a unit that became
-      // pending in the same window); answered below, not woken to refault
-      // until the table is retracted.
-    }
-  }
-  g_samples_readers.fetch_sub(1, std::memory_order_release);
+  int sampled = 0;
+  if (!answer_section([&] { sampled = answer_sample(fd, page, flags); })) return false;
+  if (sampled) return sampled > 0;
   // A page of a unit being demoted where write-protect cannot cover
   // missing pages: it waits like a write (the mover wakes it).
   if (page - g_hold_dst.load(std::memory_order_seq_cst) < g_hold_len.load(std::memory_order_seq_cst)) {
@@ -200,12 +226,21 @@ bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
     const uintptr_t src = g_pc_src.load(std::memory_order_acquire) + (page - dst);
     r = sys::uffd::copy(fd, p, reinterpret_cast<const void *>(src), kPageSize, &done);
     if (r == 0) g_postcopy_faults.fetch_add(1, std::memory_order_relaxed);
-  } else if (flags & UFFD_PAGEFAULT_FLAG_WRITE) {
-    // Not a sample, not being promoted: a page that never existed (or one
-    // the sampler has already put back: the copy then fails with -EEXIST).
-    r = sys::uffd::copy(fd, p, g_zero_page, kPageSize, &done);
   } else {
-    r = sys::uffd::zeropage(fd, p, kPageSize);
+    // Not a sample, not being promoted: a page that never existed, or one
+    // put back already (the fill then fails with -EEXIST).  Asked again as
+    // one answer with the fill: the page may have gone out since it was
+    // looked at above (a new window), and zeros filled into its hole would
+    // take the place of its data.
+    const bool answered = answer_section([&] {
+      sampled = answer_sample(fd, page, flags);
+      if (sampled) return;
+      if (g_faults_test_hook) g_faults_test_hook(1, page);
+      r = flags & UFFD_PAGEFAULT_FLAG_WRITE ? sys::uffd::copy(fd, p, g_zero_page, kPageSize, &done)
+                                            : sys::uffd::zeropage(fd, p, kPageSize);
+    });
+    if (!answered) return false;
+    if (sampled) return sampled > 0;
   }
   if (r == -EAGAIN) return false;
   // -EEXIST: someone filled the page first; -ENOENT: the range is no longer
@@ -237,6 +272,7 @@ void *handler_main(void *) {
     // With faults waiting for a retry, come back soon even without news.
     long pr = sys::raw(SYS_poll, reinterpret_cast<long>(&pfd), 1, nretry ? 1 : -1);
     if (pr < 0 && pr != -EINTR) break;
+    if (g_faults_test_hook) g_faults_test_hook(0, 0);
     long n = sys::read(fd, msgs, sizeof msgs);
     if (n < 0 && n != -EAGAIN && n != -EINTR) break;
     const size_t count = n > 0 ? static_cast<size_t>(n) / sizeof(uffd_msg) : 0;
@@ -398,35 +434,63 @@ long faults_sample_restore(fault_sample &s) {
   // A whole unit moves back as one huge page, or (split at the side) page
   // by page: what is back already (s.back) is never asked again, a retry
   // goes on from there.
-  size_t done = 0, at = s.back;
+  size_t at = s.back;
   long r = -EOPNOTSUPP;
-  while (faults_can_move()) {
+  bool taken = false;
+  while (faults_can_move() && at < len) {
+    size_t done = 0;
     r = sys::uffd::move(fd, static_cast<char *>(page) + at, static_cast<char *>(side) + at, len - at, &done);
     at += done;
+    if (r == -EEXIST) {
+      // Something mapped this page while its data was at the side (nothing
+      // here may: see faults_moveout_begin), and overwriting it could lose
+      // a write: its data stays at the side, the rest goes back.
+      MMTIER_ERROR("sampling: cannot put page %p back (it was mapped meanwhile); its data stays at %p",
+                   static_cast<char *>(page) + at, static_cast<char *>(side) + at);
+      taken = true;
+      at += kPageSize;
+    } else if (r != 0 && (r != -EAGAIN || done == 0)) {
+      break;
+    }
     s.back = static_cast<uint32_t>(at);
-    if (r == 0 || at == len) return 0;
-    if (r != -EAGAIN || done == 0) break;
+  }
+  if (at >= len) {
+    if (taken) sys::uffd::wake(fd, page, len);
+    return taken ? -EEXIST : 0;
   }
   if (r == -EAGAIN) return r;
-  if (r != -EEXIST) {
-    // The side page cannot move (shared since fork, swapped, flags changed
-    // under it): copy it back, then drop the side copy.
-    r = sys::uffd::copy(fd, static_cast<char *>(page) + at, static_cast<char *>(side) + at, len - at, &done);
-    s.back = static_cast<uint32_t>(at + done);
-    // No memory for the page now (a cgroup at its limit): the data stays at
-    // the side until a later try; giving up would lose it.
-    if (r == -EAGAIN || r == -ENOMEM) return -EAGAIN;
-    if (r == 0) {
-      sys::madvise(side, len, MADV_DONTNEED);
-      return 0;
-    }
+  // The side page cannot move (shared since fork, swapped, flags changed
+  // under it): copy it back, then drop the side copy.
+  size_t done = 0;
+  r = sys::uffd::copy(fd, static_cast<char *>(page) + at, static_cast<char *>(side) + at, len - at, &done);
+  s.back = static_cast<uint32_t>(at + done);
+  // No memory for the page now (a cgroup at its limit): the data stays at
+  // the side until a later try; giving up would lose it.
+  if (r == -EAGAIN || r == -ENOMEM) return -EAGAIN;
+  if (r == 0) {
+    // (A page left at the side above keeps its data there.)
+    if (taken) sys::madvise(static_cast<char *>(side) + at, len - at, MADV_DONTNEED);
+    else sys::madvise(side, len, MADV_DONTNEED);
+    if (taken) sys::uffd::wake(fd, page, len);
+    return taken ? -EEXIST : 0;
   }
-  // -EEXIST: something mapped the page while its data was at the side;
-  // nothing here may have done that, and overwriting it could lose a write.
-  MMTIER_ERROR("sampling: cannot put page %p back (error %ld); its data stays at %p", page, -r, side);
+  // -EEXIST as above (the copy stops at such a page).
+  MMTIER_ERROR("sampling: cannot put page %p back (error %ld); its data stays at %p",
+               static_cast<char *>(page) + s.back, -r, static_cast<char *>(side) + s.back);
   sys::uffd::wake(fd, page, len);
   return r;
 }
+
+void (*g_faults_test_hook)(int where, uintptr_t page) = nullptr;
+
+void faults_moveout_begin() {
+  g_moving_out.fetch_add(1, std::memory_order_seq_cst);
+  // An answer in flight never waits for the sampler (it moves a page back,
+  // or fills one, and returns): this wait is as short as one answer.
+  while (g_answering.load(std::memory_order_seq_cst) != 0) sched_yield();
+}
+
+void faults_moveout_end() { g_moving_out.fetch_sub(1, std::memory_order_release); }
 
 void faults_samples_publish(fault_sample *table, size_t n) {
   g_samples_n.store(n, std::memory_order_release);

@@ -94,6 +94,23 @@ long faults_sample_restore(fault_sample &s);
 void faults_samples_publish(fault_sample *table, size_t n);
 void faults_samples_retract();
 
+// A sample going out.  The sampler calls faults_moveout_begin before its
+// entry says kSampleOut (it returns once the fault service is answering
+// nothing) and faults_moveout_end once the page is out, or back and the
+// entry reset: meanwhile the service answers no missing-page fault (they
+// wait for its next round).  A unit's move can take milliseconds (its huge
+// page split, moved page by page): an answer then would move back part of
+// what is still going out, or fill a hole the move has just made with
+// zeros, and the put-back would find that page taken, the data left at
+// the side.
+void faults_moveout_begin();
+void faults_moveout_end();
+
+// Tests only (nullptr otherwise): called by the fault service before it
+// reads its descriptor (where 0, page 0), and before it fills a missing
+// page that is no sample with zeros (where 1).
+extern void (*g_faults_test_hook)(int where, uintptr_t page);
+
 struct fault_counters {
   uint64_t faults;           // page faults answered (all kinds)
   uint64_t sample_faults;    // sampled pages touched

@@ -266,28 +266,42 @@ bool hide_pmem_page(unit &u, size_t idx, uintptr_t page) {
   return true;
 }
 
-// Moves a DRAM page to its side page (Linux 6.8); 0 or -errno.
+// Moves a DRAM page (or a whole unit) to its side page (Linux 6.8); 0 or
+// -errno, and then nothing is out.  Called between faults_moveout_begin and
+// faults_moveout_end: no fault is answered meanwhile, so nothing moves back
+// what is going out, or fills a hole it leaves.
 long move_out(int fd, void *side, uintptr_t page, size_t len) {
-  size_t done = 0;
-  long r;
-  while ((r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), len, &done)) == -EAGAIN && done == 0)
-    sched_yield();
-  if (r == -EEXIST && done == 0) {
-    // The side page was populated behind our back (a debugger reading it,
-    // mlockall): it holds nothing of ours.
-    sys::madvise(side, len, MADV_DONTNEED);
-    r = sys::uffd::move(fd, side, reinterpret_cast<void *>(page), len, &done);
+  char *to = static_cast<char *>(side);
+  size_t at = 0;
+  long r = 0;
+  bool cleared = false;
+  while (at < len) {
+    size_t done = 0;
+    r = sys::uffd::move(fd, to + at, reinterpret_cast<void *>(page + at), len - at, &done);
+    at += done;
+    if (r == 0) break;
+    if (r == -EAGAIN) {
+      // Busy for now (a page locked, the address space changing until the
+      // fault service reads the event): go on from where it stopped.
+      if (!done) sched_yield();
+    } else if (r == -EEXIST && at == 0 && !cleared) {
+      // The side page was populated behind our back (a debugger reading
+      // it, mlockall): it holds nothing of ours.
+      sys::madvise(side, len, MADV_DONTNEED);
+      cleared = true;
+    } else {
+      break;
+    }
   }
-  if (r < 0 && done > 0) {
-    // Part of a unit went (its huge page was split meanwhile): back with
-    // it before the sample is given up.
-    for (size_t total = 0, back = 0; total < done; total += back) {
-      const long b = sys::uffd::move(fd, reinterpret_cast<char *>(page) + total, static_cast<char *>(side) + total,
-                                     done - total, &back);
+  if (r < 0 && at > 0) {
+    // Part of a unit went (its huge page was split meanwhile, a page of it
+    // pinned): back with it before the sample is given up.
+    for (size_t total = 0, back = 0; total < at; total += back) {
+      const long b = sys::uffd::move(fd, reinterpret_cast<char *>(page) + total, to + total, at - total, &back);
       if (b == 0) break;
       if (b != -EAGAIN) {
         MMTIER_ERROR("sampling: cannot put %p back (error %ld); its data stays at %p",
-                     reinterpret_cast<void *>(page + total), -b, static_cast<char *>(side) + total);
+                     reinterpret_cast<void *>(page + total), -b, to + total);
         break;
       }
       if (!back) sched_yield();
@@ -329,14 +343,17 @@ bool hide_dram_page(unit &u, size_t idx, uintptr_t page, size_t len = kPageSize)
   s.by_wp = !by_move;
   const uint64_t mode = by_move ? UFFDIO_REGISTER_MODE_MISSING : UFFDIO_REGISTER_MODE_WP;
   if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), len, mode) < 0) return false;
-  // Published before the page goes: a fault on it finds its entry.
+  // Published before the page goes, and no fault answered until it is out
+  // (or back): a fault on it then finds its entry, and the page at the side.
+  faults_moveout_begin();
   s.state.store(kSampleOut, std::memory_order_release);
   faults_samples_publish(g_dram, g_ndram);
   long r = by_move ? move_out(fd, reinterpret_cast<void *>(s.side), page, len)
                    : sys::uffd::write_protect(fd, reinterpret_cast<void *>(page), len, true);
+  // Not movable now (shared with a child since fork, pinned, ...).
+  if (r < 0) s.state.store(0, std::memory_order_release);
+  faults_moveout_end();
   if (r < 0) {
-    // Not movable now (shared with a child since fork, pinned, ...).
-    s.state.store(0, std::memory_order_release);
     sys::uffd::unregister_range(fd, reinterpret_cast<void *>(page), len);
     return false;
   }

@@ -16,12 +16,15 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 namespace mmtier::detail {
 namespace {
 
+using test::thread_blocked;
 using test::use_up_startup_units;
 
 uint32_t unit_of(const void *p) {
@@ -187,29 +190,49 @@ bool advised_huge(const void *p) {
 // it and the allowance for the fault's way to the service) counts as a
 // page left untouched.  Writes, not reads: before 6.8 (linux61.) the unit
 // is write-protected, not moved out.
-TEST(SampleWhole, AHugeUnitStaysWholeAndOnlyEarlyAccessesCount) {
-  ASSERT_EQ(runtime_start(), kReady);
-  if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
-  use_up_startup_units();
+unsigned char expect(size_t i) { return static_cast<unsigned char>(i * 13 + 1); }
+
+// A DRAM unit mapped by one huge page, placed as if by the policy, its
+// bytes expect(i); nullptr with *why when there is none (it is unmapped).
+unsigned char *huge_dram_unit(const char **why) {
   // A unit forced onto DRAM (mapped whole, so advised for a huge page),
   // then let go as if the policy had placed it (a forced unit is never
   // sampled).
   void *p = nullptr;
-  ASSERT_EQ(heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p, kTierDram), 0);
+  if (heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p, kTierDram) != 0) {
+    *why = "no unit";
+    return nullptr;
+  }
   auto *b = static_cast<unsigned char *>(p);
-  auto expect = [](size_t i) { return static_cast<unsigned char>(i * 13 + 1); };
   for (size_t i = 0; i < kUnitSize; ++i) b[i] = expect(i);
   g_heap.units[unit_of(b)].forced1 = 0;
   g_heap.units[unit_of(b)].by_policy = 1;
   EXPECT_TRUE(advised_huge(b)) << "a DRAM unit mapped whole is advised for a huge page (MMTIER_HUGE_PAGES=units)";
   sys::pagemap_file pm;
+  const int huge = pm.huge(reinterpret_cast<uintptr_t>(b), kUnitSize);
+  if (huge == 1) return b;
+  heap_munmap(p, kUnitSize);
+  *why = huge < 0 ? "the kernel cannot tell huge pages (PAGEMAP_SCAN, 6.7)"
+                  : "no huge page for the unit (THP off, or none free)";
+  return nullptr;
+}
+
+size_t bytes_wrong(const unsigned char *b) {
+  size_t wrong = 0;
+  for (size_t i = 0; i < kUnitSize; ++i) wrong += b[i] != expect(i);
+  return wrong;
+}
+
+TEST(SampleWhole, AHugeUnitStaysWholeAndOnlyEarlyAccessesCount) {
+  ASSERT_EQ(runtime_start(), kReady);
+  if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
+  use_up_startup_units();
+  const char *why = nullptr;
+  unsigned char *b = huge_dram_unit(&why);
+  if (!b) GTEST_SKIP() << why;
+  void *p = b;
+  sys::pagemap_file pm;
   const uintptr_t at = reinterpret_cast<uintptr_t>(b);
-  const int huge = pm.huge(at, kUnitSize);
-  if (huge != 1) {
-    heap_munmap(p, kUnitSize);
-    GTEST_SKIP() << (huge < 0 ? "the kernel cannot tell huge pages (PAGEMAP_SCAN, 6.7)"
-                              : "no huge page for the unit (THP off, or none free)");
-  }
   const uint32_t unit = unit_of(b);
   const uint8_t four = 4;  // sampled by pages, it would be 4 hidden
   volatile unsigned char *v = b;
@@ -242,10 +265,84 @@ TEST(SampleWhole, AHugeUnitStaysWholeAndOnlyEarlyAccessesCount) {
   ASSERT_EQ(heap_sample_end(r, 2), 1u);
   EXPECT_EQ(r[0].touched, 0) << "a write late in the window counted as a page touched";
   EXPECT_EQ(pm.huge(at, kUnitSize), 1);
-  size_t wrong = 0;
-  for (size_t i = 0; i < kUnitSize; ++i) wrong += b[i] != expect(i);
-  EXPECT_EQ(wrong, 0u);
+  EXPECT_EQ(bytes_wrong(b), 0u);
   heap_munmap(p, kUnitSize);
+}
+
+// The fault service against a unit going out again.  Two threads touch a
+// unit sampled whole; their faults are read together, the first brings the
+// unit back, and the second, answered after it, is no sample's any more:
+// the service fills such a page with zeros if it is missing (and finds it
+// there: -EEXIST).  Held at that fill (test hook), it must not let the
+// sampler end the window and move the unit out again until the fill is
+// done: zeros filled into the hole would take a page's place, its data
+// left at the side.  The hook waits for the sampler at most 300 ms, which
+// it reaches at once unless it waits for the fill.
+std::atomic<bool> g_hold_read{false};  // the service waits before its next read
+std::atomic<bool> g_fill_seen{false};  // it reached a fill inside the unit
+std::atomic<bool> g_out_again{false};  // the sampler moved the unit out again
+uintptr_t g_race_unit = 0;
+
+void race_hook(int where, uintptr_t page) {
+  if (where == 0) {
+    for (int i = 0; i < 10000 && g_hold_read.load(); ++i) usleep(1000);
+    return;
+  }
+  if (page - g_race_unit >= kUnitSize || g_fill_seen.exchange(true)) return;
+  for (int i = 0; i < 300 && !g_out_again.load(); ++i) usleep(1000);
+}
+
+TEST(SampleRace, AnAnswerGivenLateNeverFillsAHoleOfAUnitOutAgain) {
+  ASSERT_EQ(runtime_start(), kReady);
+  if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
+  if (!faults_can_move()) GTEST_SKIP() << "pages sampled in place (before 6.8): none goes out";
+  use_up_startup_units();
+  const char *why = nullptr;
+  unsigned char *b = huge_dram_unit(&why);
+  if (!b) GTEST_SKIP() << why;
+  const uint32_t unit = unit_of(b);
+  const uint8_t one = 1;
+  g_race_unit = reinterpret_cast<uintptr_t>(b);
+  g_faults_test_hook = race_hook;
+  // Both faults must be waiting before the service reads: tried until
+  // they are (the service may read the first alone, before it is held).
+  bool together = false;
+  for (int attempt = 0; attempt < 20 && !together; ++attempt) {
+    g_fill_seen = false;
+    g_out_again = false;
+    ASSERT_EQ(heap_sample_begin(&unit, &one, 1, 300 + attempt), 1u);
+    g_hold_read = true;
+    std::atomic<long> tids[2] = {0, 0};
+    std::atomic<int> finished{0};
+    std::vector<std::thread> touch;
+    for (int k = 0; k < 2; ++k)
+      touch.emplace_back([&, k] {
+        tids[k] = static_cast<long>(gettid());
+        const size_t i = static_cast<size_t>(k + 1) * 100 * kPageSize + 7;
+        if (reinterpret_cast<volatile unsigned char *>(b)[i] != expect(i)) ADD_FAILURE() << "byte " << i;
+        finished.fetch_add(1);
+      });
+    while (finished.load() < 2 && !(tids[0] && tids[1] && thread_blocked(tids[0]) && thread_blocked(tids[1])))
+      sched_yield();
+    together = finished.load() == 0;
+    g_hold_read = false;
+    if (together) {
+      // The second answer's fill: the window ends, the unit goes out again.
+      for (int i = 0; i < 5000 && !g_fill_seen.load(); ++i) usleep(1000);
+      EXPECT_TRUE(g_fill_seen.load()) << "the second fault was not answered as a fill";
+      sample_result r[2];
+      heap_sample_end(r, 2);
+      ASSERT_EQ(heap_sample_begin(&unit, &one, 1, 400 + attempt), 1u);
+      g_out_again = true;
+    }
+    for (std::thread &t : touch) t.join();
+    sample_result r[2];
+    heap_sample_end(r, 2);
+  }
+  g_faults_test_hook = nullptr;
+  EXPECT_TRUE(together) << "the two faults were never read together";
+  EXPECT_EQ(bytes_wrong(b), 0u) << "a fill took the place of a page that was out";
+  heap_munmap(b, kUnitSize);
 }
 
 }  // namespace
