@@ -211,6 +211,13 @@ size_t swap_runs_for_postcopy(size_t idx, int fd, long *err) {
       *err = t;
       return;
     }
+    // A unit in full use is advised for a huge page, as a unit mapped
+    // whole is (dram_map): promoted onto one (fill_whole) or collapsed into
+    // one later, it is sampled whole, moved out as one; a fault on it then,
+    // in a mapping without the advice (THP's madvise setting), takes the
+    // kernel's small-page path, which leaves a page table at the unit's
+    // place, and the put-back splits the huge page into it.
+    if (n == kPagesPerUnit && config_get().huge_units) sys::madvise(reinterpret_cast<void *>(t), len, MADV_HUGEPAGE);
     long r = sys::uffd::register_range(fd, reinterpret_cast<void *>(t), len, UFFDIO_REGISTER_MODE_MISSING);
     if (r == 0) {
       long m = sys::mremap(reinterpret_cast<void *>(t), len, len, MREMAP_MAYMOVE | MREMAP_FIXED, page_addr(idx, first));

@@ -354,5 +354,44 @@ TEST_F(Rehuge, AUnitPromotedFromPmemIsOneHugePageAgain) {
   heap_munmap(p, kUnitSize);
 }
 
+// A promoted unit, one huge page again, sampled whole (moved out as one)
+// and touched while out, by a read and by a write: put back as one huge
+// page each time.  A fault on a unit moved out must not leave a page table
+// at its place (the kernel's small-page path, taken in a mapping not
+// advised for huge pages under THP's madvise setting): the put-back would
+// split the huge page into it.
+TEST_F(Rehuge, APromotedUnitSampledWholeAndTouchedStaysOneHugePage) {
+  if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
+  if (!faults_can_move()) GTEST_SKIP() << "units sampled in place (before 6.8): nothing moves out";
+  unsigned char *b = promoted_unit(4);
+  ASSERT_NE(b, nullptr) << "the unit could not go to PMem and back";
+  void *p = b;
+  sys::pagemap_file pm;
+  rehuge_all();
+  if (unit_huge(pm, b) != 1) {
+    heap_munmap(p, kUnitSize);
+    GTEST_SKIP() << "no huge page for the unit (or they cannot be told here)";
+  }
+  const uint32_t unit[1] = {static_cast<uint32_t>(unit_index_of(b))};
+  const uint8_t pages[1] = {4};
+  volatile unsigned char *v = b;
+  volatile unsigned char sink = 0;
+  for (int w = 0; w < 4; ++w) {
+    ASSERT_EQ(heap_sample_begin(unit, pages, 1, 50 + w), 1u) << "window " << w << ": not sampled whole";
+    const size_t i = static_cast<size_t>(w) * 64 * kPageSize + 5;
+    if (w % 2) v[i] = expect(i, 4);
+    else sink = v[i];
+    sample_result r[2];
+    ASSERT_EQ(heap_sample_end(r, 2), 1u);
+    EXPECT_EQ(unit_huge(pm, b), 1) << "window " << w << " (" << (w % 2 ? "a write" : "a read")
+                                   << " while out) split the unit's huge page";
+  }
+  (void)sink;
+  size_t wrong = 0;
+  for (size_t i = 0; i < kUnitSize; ++i) wrong += b[i] != expect(i, 4);
+  EXPECT_EQ(wrong, 0u);
+  heap_munmap(p, kUnitSize);
+}
+
 }  // namespace
 }  // namespace mmtier::detail
