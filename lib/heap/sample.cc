@@ -45,6 +45,7 @@ uint64_t g_side_generation = 0;  // fault service generation it is registered wi
 // unit-aligned side slots, so that the huge page stays whole there.
 constexpr size_t kMaxWhole = 32;
 char *g_side_whole = nullptr;  // kMaxWhole slots, or nullptr (units sampled by pages)
+bool g_whole_off = false;      // a slot could not be renewed (check_whole): none again
 size_t g_nwhole = 0;           // slots used in this window
 // A whole-unit sample counts as touched when its first access came within
 // 1/512th of the window (from the moment every sample of the window is
@@ -88,7 +89,7 @@ bool side_ready() {
     if (sys::failed(r)) return false;
     g_side = reinterpret_cast<char *>(r);
   }
-  if (!g_side_whole && faults_can_move()) {
+  if (!g_side_whole && !g_whole_off && faults_can_move()) {
     // Unit-aligned: a huge page moves only between aligned places.
     const size_t len = (kMaxWhole + 1) * kUnitSize;
     long r = sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -198,6 +199,29 @@ void add_result(sample_result *out, size_t cap, size_t &n, uint32_t unit, uint8_
   }
 }
 
+// A whole-unit sample back on small pages: something split the huge page
+// while it was out (a fault on it in a mapping not advised for huge pages
+// leaves a page table at the unit's place, and the put-back splits the
+// huge page into it).  The slot keeps a page table then, and would split
+// every unit moved into it later: it is mapped afresh (the kernel frees a
+// page table with the mapping), and the unit is marked to be rebuilt.
+void check_whole(const fault_sample &s) {
+  const unit &u = g_heap.units[s.unit];
+  if (s.by_wp || unit_tier(u) != kTierDram || u.live != kPagesPerUnit || g_pagemap.huge(s.page, kUnitSize) != 0)
+    return;
+  heap_rehuge_mark(s.unit);
+  void *slot = reinterpret_cast<void *>(s.side);
+  const long r = sys::mmap(slot, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                           -1, 0);
+  if (sys::failed(r) || sys::uffd::register_range(faults_fd(), slot, kUnitSize, UFFDIO_REGISTER_MODE_MISSING) < 0) {
+    // Without its slot no unit is sampled whole any more (by pages instead).
+    MMTIER_DEBUG("sampling: cannot renew a side slot (error %ld); units are sampled by pages from now on",
+                 sys::failed(r) ? -r : 0L);
+    g_side_whole = nullptr;
+    g_whole_off = true;
+  }
+}
+
 void end_locked(sample_result *out, size_t cap, size_t *count) {
   size_t n = 0;
   const uint64_t end_ns = sys::mono_ns();
@@ -205,6 +229,7 @@ void end_locked(sample_result *out, size_t cap, size_t *count) {
     fault_sample &s = g_dram[i];
     if (s.state.load(std::memory_order_acquire) == 0) continue;
     settle_dram(s);
+    if (s.len != kPageSize && g_side_whole) check_whole(s);
     const bool touched = s.len == kPageSize ? s.state.load(std::memory_order_acquire) == kSampleTouched
                                              : whole_touched(s, end_ns);
     unit &u = g_heap.units[s.unit];

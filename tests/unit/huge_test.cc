@@ -9,6 +9,7 @@
 #include "heap/sample.h"
 #include "heap_test_util.h"
 #include "platform/pagemap.h"
+#include "platform/sys.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -391,6 +392,54 @@ TEST_F(Rehuge, APromotedUnitSampledWholeAndTouchedStaysOneHugePage) {
   for (size_t i = 0; i < kUnitSize; ++i) wrong += b[i] != expect(i, 4);
   EXPECT_EQ(wrong, 0u);
   heap_munmap(p, kUnitSize);
+}
+
+// A unit split while it was out taints the side slot it went through with
+// a page table (here the split comes from a raw madvise(MADV_NOHUGEPAGE)
+// past mmtier: a fault on the unit then takes the kernel's small-page
+// path, and the put-back splits the huge page into the table it left).
+// The slot is mapped afresh, so the next unit sampled whole through it
+// stays one huge page, and the split unit is marked and rebuilt.
+TEST_F(Rehuge, ASideSlotASplitWentThroughIsRenewed) {
+  if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
+  if (!faults_can_move()) GTEST_SKIP() << "units sampled in place (before 6.8): nothing moves out";
+  void *p = nullptr;
+  ASSERT_EQ(heap_mmap(nullptr, 2 * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p, kTierDram), 0);
+  auto *b = static_cast<unsigned char *>(p);
+  for (size_t i = 0; i < 2 * kUnitSize; ++i) b[i] = expect(i, 5);
+  sys::pagemap_file pm;
+  if (all_huge(pm, b, 2) != 1) {
+    heap_munmap(p, 2 * kUnitSize);
+    GTEST_SKIP() << "no huge pages for the units (or they cannot be told here)";
+  }
+  unsigned char *split = b, *next = b + kUnitSize;
+  uint32_t units[2];
+  for (int k = 0; k < 2; ++k) {
+    const size_t idx = unit_index_of(b + k * kUnitSize);
+    units[k] = static_cast<uint32_t>(idx);
+    g_heap.units[idx].forced1 = 0;  // as if placed by the policy: sampled
+    g_heap.units[idx].by_policy = 1;
+  }
+  const uint8_t pages[1] = {4};
+  volatile unsigned char sink = 0;
+  ASSERT_EQ(sys::madvise(split, kUnitSize, MADV_NOHUGEPAGE), 0);
+  ASSERT_EQ(heap_sample_begin(&units[0], pages, 1, 61), 1u);
+  sink = static_cast<volatile unsigned char *>(split)[5];
+  sample_result r[2];
+  ASSERT_EQ(heap_sample_end(r, 2), 1u);
+  ASSERT_EQ(unit_huge(pm, split), 0) << "the fault left no page table at the unit's place";
+  ASSERT_EQ(sys::madvise(split, kUnitSize, MADV_HUGEPAGE), 0);
+  ASSERT_EQ(heap_sample_begin(&units[1], pages, 1, 62), 1u);
+  sink = static_cast<volatile unsigned char *>(next)[5];
+  ASSERT_EQ(heap_sample_end(r, 2), 1u);
+  (void)sink;
+  EXPECT_EQ(unit_huge(pm, next), 1) << "the side slot split the next unit moved through it";
+  const rehuge_outcome out = rehuge_all();
+  if (out.err != -ENOMEM) EXPECT_EQ(unit_huge(pm, split), 1) << "the split unit was not rebuilt";
+  size_t wrong = 0;
+  for (size_t i = 0; i < 2 * kUnitSize; ++i) wrong += b[i] != expect(i, 5);
+  EXPECT_EQ(wrong, 0u);
+  heap_munmap(p, 2 * kUnitSize);
 }
 
 }  // namespace
