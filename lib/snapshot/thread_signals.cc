@@ -30,14 +30,14 @@ int hex_digit(char c) {
   return -1;
 }
 
-// The thread's own pending set (the "SigPnd:" line of its status), read
-// a window at a time: the handler may run on a small alternate stack.
-uint64_t own_pending() {
-  const long fd = sys::openat(AT_FDCWD, "/proc/thread-self/status", O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  static constexpr char kKey[] = "\nSigPnd:\t";
-  constexpr size_t kKeyLen = sizeof kKey - 1;
+}  // namespace
+
+uint64_t status_signal_mask(const char *path, const char *key) {
+  const size_t key_len = strlen(key);
   char win[256];
+  if (key_len + 16 >= sizeof win) return 0;
+  const long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return 0;
   size_t have = 0;
   uint64_t mask = 0;
   bool found = false;
@@ -47,10 +47,10 @@ uint64_t own_pending() {
     have += static_cast<size_t>(n);
     win[have] = 0;
     // The key and its 16 digits wholly in the window.
-    for (size_t i = 0; i + kKeyLen + 16 <= have; ++i) {
-      if (memcmp(win + i, kKey, kKeyLen) != 0) continue;
+    for (size_t i = 0; i + key_len + 16 <= have; ++i) {
+      if (memcmp(win + i, key, key_len) != 0) continue;
       for (size_t d = 0; d < 16; ++d) {
-        const int v = hex_digit(win[i + kKeyLen + d]);
+        const int v = hex_digit(win[i + key_len + d]);
         if (v < 0) break;
         mask = (mask << 4) | static_cast<uint64_t>(v);
       }
@@ -59,13 +59,18 @@ uint64_t own_pending() {
     }
     if (found) break;
     // Keep the tail that may hold the start of the key and its digits.
-    const size_t keep = kKeyLen + 16 < have ? kKeyLen + 16 : have;
+    const size_t keep = key_len + 16 < have ? key_len + 16 : have;
     memmove(win, win + have - keep, keep);
     have = keep;
   }
   sys::close(static_cast<int>(fd));
   return mask;
 }
+
+namespace {
+
+// The thread's own pending set.
+uint64_t own_pending() { return status_signal_mask("/proc/thread-self/status", "\nSigPnd:\t"); }
 
 // Queues a taken signal again to the thread (to itself any siginfo is
 // accepted; should the queue be full, at least the signal).

@@ -15,6 +15,11 @@ namespace mmtier::detail {
 
 constexpr uint32_t kMaxThreadSignals = 32;
 
+// The signal set on the line that begins with key ("\nShdPnd:\t") of a
+// /proc status file, read a window at a time: async-signal-safe, little
+// stack (a stopped thread's handler may run on a small alternate stack).
+uint64_t status_signal_mask(const char *path, const char *key);
+
 // Before a stop (under the snapshot's lock): no records.
 void thread_signals_reset();
 

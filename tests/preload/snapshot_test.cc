@@ -304,6 +304,40 @@ TEST(Snapshot, WhatNoRestoreCanMakeIsRefused) {
   EXPECT_EQ(snapshot()(dir.path.c_str(), "alone", nullptr, 0), 0) << strerror(errno);
 }
 
+// A signal pending for the whole process (kill() by another process,
+// blocked in every thread) across a snapshot taken by a thread other than
+// the leader: still pending afterwards as its sender sent it (SI_USER, the
+// sender's pid), not as a kill() by the process itself.  Only the leader
+// may queue such a siginfo again; it does, in its stop handler.
+TEST(Snapshot, AProcessSignalFromAnotherProcessKeepsItsSender) {
+  ASSERT_TRUE(snapshot());
+  capsule_dir dir;
+  sigset_t set, old;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR2);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &set, &old), 0);  // the capturing thread inherits it
+  const pid_t sender = fork();
+  ASSERT_GE(sender, 0);
+  if (sender == 0) _exit(kill(getppid(), SIGUSR2) == 0 ? 0 : 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(sender, &status, 0), sender);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  int rc = -1, err = 0;
+  std::thread capturer([&] {
+    rc = snapshot()(dir.path.c_str(), "sender", nullptr, 0);
+    err = errno;
+  });
+  capturer.join();
+  EXPECT_EQ(rc, 0) << strerror(err);
+  siginfo_t si = {};
+  const timespec zero = {0, 0};
+  ASSERT_EQ(sigtimedwait(&set, &si, &zero), SIGUSR2) << "the signal is no longer pending";
+  EXPECT_EQ(si.si_code, SI_USER);
+  EXPECT_EQ(si.si_pid, sender) << "the signal came back as sent by " << si.si_pid;
+  EXPECT_EQ(sigtimedwait(&set, &si, &zero), -1) << "pending twice";
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
 // Data the program put behind PROT_NONE (a guard over its own pages) is in
 // the capsule, and the mapping's protection is recorded as it was: in a
 // heap unit (a mapping above MMTIER_MMAP_THRESHOLD) and outside the heap.
