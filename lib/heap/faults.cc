@@ -235,7 +235,7 @@ bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
     const bool answered = answer_section([&] {
       sampled = answer_sample(fd, page, flags);
       if (sampled) return;
-      if (g_faults_test_hook) g_faults_test_hook(1, page);
+      if (const faults_hook_fn hook = g_faults_test_hook.load(std::memory_order_acquire)) hook(1, page);
       r = flags & UFFD_PAGEFAULT_FLAG_WRITE ? sys::uffd::copy(fd, p, g_zero_page, kPageSize, &done)
                                             : sys::uffd::zeropage(fd, p, kPageSize);
     });
@@ -272,7 +272,7 @@ void *handler_main(void *) {
     // With faults waiting for a retry, come back soon even without news.
     long pr = sys::raw(SYS_poll, reinterpret_cast<long>(&pfd), 1, nretry ? 1 : -1);
     if (pr < 0 && pr != -EINTR) break;
-    if (g_faults_test_hook) g_faults_test_hook(0, 0);
+    if (const faults_hook_fn hook = g_faults_test_hook.load(std::memory_order_acquire)) hook(0, 0);
     long n = sys::read(fd, msgs, sizeof msgs);
     if (n < 0 && n != -EAGAIN && n != -EINTR) break;
     const size_t count = n > 0 ? static_cast<size_t>(n) / sizeof(uffd_msg) : 0;
@@ -481,7 +481,7 @@ long faults_sample_restore(fault_sample &s) {
   return r;
 }
 
-void (*g_faults_test_hook)(int where, uintptr_t page) = nullptr;
+std::atomic<faults_hook_fn> g_faults_test_hook{nullptr};
 
 void faults_moveout_begin() {
   g_moving_out.fetch_add(1, std::memory_order_seq_cst);

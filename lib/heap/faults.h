@@ -109,7 +109,8 @@ void faults_moveout_end();
 // Tests only (nullptr otherwise): called by the fault service before it
 // reads its descriptor (where 0, page 0), and before it fills a missing
 // page that is no sample with zeros (where 1).
-extern void (*g_faults_test_hook)(int where, uintptr_t page);
+using faults_hook_fn = void (*)(int where, uintptr_t page);
+extern std::atomic<faults_hook_fn> g_faults_test_hook;
 
 struct fault_counters {
   uint64_t faults;           // page faults answered (all kinds)
