@@ -192,6 +192,42 @@ hold_node0() {
   [ "$pages" -gt 0 ] && echo "$pages" > "$NODE0_HP"
 }
 
+# The kernel's counters of reclaim, compaction and migration (one line of
+# "name value" pairs), and what changed between two such lines.
+VM_COUNTERS='^(compact_stall|compact_fail|compact_success|allocstall_normal|allocstall_movable|pgscan_direct|pgscan_kswapd|thp_migration_success|thp_migration_fail|thp_migration_split|pgmigrate_fail)$'
+vm_counters() { awk -v re="$VM_COUNTERS" '$1 ~ re { printf "%s %s ", $1, $2 }' /proc/vmstat; }
+vm_delta() {
+  awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); split(b, y, " ")
+    for (i = 1; i < n; i += 2) if (y[i + 1] != x[i + 1]) printf "%s +%d ", x[i], y[i + 1] - x[i + 1] }'
+}
+
+# run_watched LOG CMD...: runs CMD with its output in LOG; should LOG not
+# grow for 8 s meanwhile (the workload reports every second), the kernel
+# stacks of CMD's threads, of kswapd and kcompactd, and the counters above
+# go to LOG.stall once (what the guest was doing when it stood still).
+run_watched() {
+  local log=$1 pid size last=-1 still=0
+  shift
+  "$@" > "$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2> /dev/null; do
+    sleep 1
+    size=$(stat -c %s "$log" 2> /dev/null || echo 0)
+    if [ "$size" = "$last" ]; then still=$((still + 1)); else still=0; fi
+    last=$size
+    if [ "$still" -eq 8 ] && [ ! -e "$log.stall" ]; then
+      {
+        echo "== $(now) s: no output for 8 s; $(vm_counters)"
+        for task in /proc/"$pid"/task/* $(pgrep -x 'kswapd0|kcompactd0|kcompactd1|kswapd1' | sed 's|^|/proc/|'); do
+          echo "-- ${task#/proc/} $(cat "$task/comm" 2> /dev/null) $(cut -d' ' -f3,14,15 "$task/stat" 2> /dev/null)"
+          cat "$task/stack" 2> /dev/null
+        done
+      } > "$log.stall"
+    fi
+  done
+  wait "$pid"
+}
+
 # The fast node nearly full (huge pages held by the kernel leave
 # PRESSURE_ROOM_MB, 96 by default, above what node 0's zones keep: their
 # high watermarks and protection), under a DRAM budget of twice that: a
@@ -207,14 +243,17 @@ numa_pressure() {
   [ -w "$hp" ] || { fail numa.pressure "cannot hold node 0's memory ($hp)"; return; }
   hold_node0 $(( ${PRESSURE_ROOM_MB:-96} * 1024 ))
   info numa.pressure.node0 "$(cat "$hp") huge pages held, $(awk '/MemFree/ { print $4, $5 }' /sys/devices/system/node/node0/meminfo) free, $(node0_keep_kb) kB kept by the zones"
-  env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
+  local c0
+  c0=$(vm_counters)
+  run_watched "$log" env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
     MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * ${PRESSURE_ROOM_MB:-96}))M MMTIER_REPORT=stderr MMTIER_LOG=info \
-    "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow" \
-    > "$log" 2>&1
+    "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow"
   local rc=$?
   echo 0 > "$hp"
   line=$(grep -E '^  mover: [0-9]+ scans' "$log" | tail -1)
   info numa.pressure.mover "${line# *}"
+  info numa.pressure.kernel "$(vm_delta "$c0" "$(vm_counters)")"
+  [ -e "$log.stall" ] && info numa.pressure.stall "the workload stood still (kernel stacks in logs/${log##*/}.stall)"
   grep '^SUMMARY' "$log" | while read -r s; do info numa.pressure.summary "$s"; done
   local reached
   reached=$(grep -c '^SUMMARY phase .*reached 95%' "$log")
@@ -249,13 +288,13 @@ numa_holes() {
   local t=0
   until grep -q ready "$W/logs/numa.holes.holder.log" 2> /dev/null || [ $t -ge 600 ]; do sleep 0.1; t=$((t + 1)); done
   info numa.holes.node0 "$(cat "$hp") huge pages held, $(awk '/MemFree/ { print $4, $5 }' /sys/devices/system/node/node0/meminfo) free, $(node0_keep_kb) kB kept by the zones; free blocks by order: $(awk '$2 == "0," { for (i = 5; i <= NF; i++) s[i] += $i } END { for (i = 5; i <= 15; i++) printf "%d ", s[i] }' /proc/buddyinfo)"
-  local split0 rc=0
+  local split0 rc=0 c0
   split0=$(awk '$1 == "thp_split_page" { print $2 }' /proc/vmstat)
+  c0=$(vm_counters)
   if grep -q ready "$W/logs/numa.holes.holder.log"; then
-    env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
+    run_watched "$log" env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
       MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * room))M MMTIER_REPORT=stderr MMTIER_LOG=info \
-      "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow" \
-      > "$log" 2>&1
+      "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow"
     rc=$?
   fi
   exec 7>&-
@@ -263,6 +302,8 @@ numa_holes() {
   echo "$unevictable" > /proc/sys/vm/compact_unevictable_allowed
   line=$(grep -E '^  mover: [0-9]+ scans' "$log" | tail -1)
   info numa.holes.mover "${line# *}; $(( $(awk '$1 == "thp_split_page" { print $2 }' /proc/vmstat) - split0 )) huge pages split"
+  info numa.holes.kernel "$(vm_delta "$c0" "$(vm_counters)")"
+  [ -e "$log.stall" ] && info numa.holes.stall "the workload stood still (kernel stacks in logs/${log##*/}.stall)"
   grep '^SUMMARY' "$log" | while read -r s; do info numa.holes.summary "$s"; done
   if ! grep -q ready "$W/logs/numa.holes.holder.log"; then fail numa.holes "the holder did not start (logs/numa.holes.holder.log)"
   elif [ $rc -ne 0 ]; then fail numa.holes "gups exit $rc (logs/numa.holes.log)"
