@@ -3,7 +3,8 @@
 # (ctest, all labels), then builds build-asan/ with AddressSanitizer and
 # UndefinedBehaviorSanitizer and runs the unit tests there, and build-tsan/
 # with ThreadSanitizer and runs the concurrency tests there (migration under
-# concurrent writers and system calls, sampling, the small-object heaps; at
+# concurrent writers and system calls, sampling and its race with the fault
+# service, the small-object heaps; at
 # a smaller size).  Exits non-zero if anything failed (or, with
 # REQUIRE_ALL_TESTS=1, was skipped).  Ends with ctest's summary lines
 # of every run, the skipped tests by name, and a final line
@@ -94,7 +95,7 @@ BUILD_TARGET=mmtier_unit_tests run_suite asan "$ASAN_BUILD_DIR" "-DMMTIER_SANITI
 # fork handlers take more), and it cannot start threads in the child of a
 # multi-threaded fork: that one fork test runs in the other suites only.
 TSAN_OPTIONS=detect_deadlocks=0 BUILD_TARGET=mmtier_unit_tests run_suite tsan "$TSAN_BUILD_DIR" \
-  -DMMTIER_SANITIZE=thread -DMMTIER_BUILD_BENCH=OFF -- -L unit -R '^(Migrate|Sample|Small)\.' -E 'AfterFork'
+  -DMMTIER_SANITIZE=thread -DMMTIER_BUILD_BENCH=OFF -- -L unit -R '^(Migrate|Sample|SampleRace|Small)\.' -E 'AfterFork'
 
 # The suites that need another kernel and memory this host lacks (Debian's
 # 6.1 kernel, an fsdax NVDIMM, a CPU-less NUMA node): in a virtual machine
