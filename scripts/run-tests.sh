@@ -4,9 +4,9 @@
 # UndefinedBehaviorSanitizer and runs the unit tests there, and build-tsan/
 # with ThreadSanitizer and runs the concurrency tests there (migration under
 # concurrent writers and system calls, sampling and its race with the fault
-# service, the small-object heaps; at
-# a smaller size).  Exits non-zero if anything failed (or, with
-# REQUIRE_ALL_TESTS=1, was skipped).  Ends with ctest's summary lines
+# service, the small-object heaps; at a smaller size).  Exits non-zero if
+# anything failed (or, with REQUIRE_ALL_TESTS=1, was skipped).  Ends with
+# ctest's summary lines
 # of every run, the skipped tests by name, and a final line
 # "N passed, N failed, N skipped" over all.
 # Then the suites of a virtual machine with Debian's 6.1 kernel, an fsdax
