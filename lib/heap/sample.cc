@@ -215,8 +215,8 @@ void check_whole(const fault_sample &s) {
                            -1, 0);
   if (sys::failed(r) || sys::uffd::register_range(faults_fd(), slot, kUnitSize, UFFDIO_REGISTER_MODE_MISSING) < 0) {
     // Without its slot no unit is sampled whole any more (by pages instead).
-    MMTIER_DEBUG("sampling: cannot renew a side slot (error %ld); units are sampled by pages from now on",
-                 sys::failed(r) ? -r : 0L);
+    MMTIER_INFO("sampling: cannot renew a side slot (error %ld); units are sampled by pages from now on",
+                sys::failed(r) ? -r : 0L);
     g_side_whole = nullptr;
     g_whole_off = true;
   }
