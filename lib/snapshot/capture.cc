@@ -121,61 +121,22 @@ void thread_state(snap_thread &t) {
   }
 }
 
-// Signals pending for the whole process, in the pause.  The kernel shows
-// them only by taking them: each is taken (sigtimedwait) and queued again
-// at once, so the program still gets it.  A siginfo that says it came from
-// the kernel or from kill() (si_code >= 0, or SI_TKILL) may be queued again
-// only by the process's leader thread: the leader does it, in its stop
-// handler (capture_thread), or as the capturer.  Only where the leader is
-// gone (it called pthread_exit) does such a signal come back as a kill()
-// by the process itself.
-constexpr uint32_t kMaxPending = 32;
+// Signals pending for the whole process (thread_signals.h): the capsule's
+// records.
+constexpr uint32_t kMaxPending = kMaxProcessSignals;
 cap::signal_record g_pending[kMaxPending];  // under g_one
 uint32_t g_npending = 0;
-siginfo_t g_taken[kMaxPending + 1];  // under g_one
-uint32_t g_ntaken = 0;
-std::atomic<bool> g_taken_by_leader{false};  // in this stop, by the leader's handler
-
-// Takes them into g_taken, queues each again; async-signal-safe, little
-// stack.  kMaxPending + 1 taken: more were pending (every one queued again).
-void take_pending() {
-  g_ntaken = 0;
-  const uint64_t mask = status_signal_mask("/proc/self/status", "\nShdPnd:\t");
-  if (!mask) return;
-  uint32_t n = 0;
-  for (int sig = 1; sig <= 64 && n <= kMaxPending; ++sig) {
-    if (!(mask & (uint64_t{1} << (sig - 1))) || sig == SIGKILL || sig == SIGSTOP) continue;
-    uint64_t one = uint64_t{1} << (sig - 1);
-    const struct timespec zero = {0, 0};
-    while (n <= kMaxPending &&
-           sys::raw(SYS_rt_sigtimedwait, reinterpret_cast<long>(&one), reinterpret_cast<long>(&g_taken[n]),
-                    reinterpret_cast<long>(&zero), 8) == sig)
-      ++n;
-  }
-  const long self = sys::getpid();
-  const bool leader = sys::raw(SYS_gettid) == self;
-  for (uint32_t i = 0; i < n; ++i) {
-    const siginfo_t &si = g_taken[i];
-    // Queued again with its siginfo where the kernel lets this thread;
-    // else, or when the queue is full (RLIMIT_SIGPENDING), at least the
-    // signal.
-    if (!(leader || (si.si_code < 0 && si.si_code != SI_TKILL)) ||
-        sys::raw(SYS_rt_sigqueueinfo, self, si.si_signo, reinterpret_cast<long>(&si)) != 0)
-      sys::raw(SYS_kill, self, si.si_signo);
-  }
-  g_ntaken = n;
-}
 
 // In each stopped thread (the stop signal's handler): where it stopped,
 // and where a restore resumes it.
 resume_point *capture_thread(void *uc, int tid) {
   if (tid == sys::getpid()) {
-    // The leader also takes the process's (see take_pending), its own
-    // first and held back, as the capturer does in capture_process.
+    // The leader also takes the process's (only it may queue a kill()'s
+    // siginfo again), its own first and held back, as the capturer does
+    // in capture_process.
     thread_signals_take(tid, true);
-    take_pending();
+    process_signals_take();
     thread_signals_requeue_deferred();
-    g_taken_by_leader.store(true, std::memory_order_release);
   } else {
     thread_signals_take(tid);
   }
@@ -207,13 +168,17 @@ void set_line(snap_result *r, const char *fmt, ...) {
 
 long capture_pending(snap_result *res) {
   g_npending = 0;
-  if (!g_taken_by_leader.load(std::memory_order_acquire)) take_pending();
-  const uint32_t n = g_ntaken;
+  const siginfo_t *taken = nullptr;
+  uint32_t n = process_signals_taken(&taken);
+  if (n == UINT32_MAX) {  // not by the leader (it is this thread, or gone)
+    process_signals_take();
+    n = process_signals_taken(&taken);
+  }
   if (n > kMaxPending) {
     set_line(res, "more than %u signals are pending for the process (not supported)", kMaxPending);
     return -EOPNOTSUPP;
   }
-  for (uint32_t i = 0; i < n; ++i) memcpy(g_pending[i].info, &g_taken[i], sizeof g_pending[i].info);
+  for (uint32_t i = 0; i < n; ++i) memcpy(g_pending[i].info, &taken[i], sizeof g_pending[i].info);
   g_npending = n;
   return 0;
 }
@@ -600,7 +565,6 @@ int add_service_threads(int n) {
 long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
   g_world_landed_hook = landed;
   g_nthreads.store(0, std::memory_order_relaxed);
-  g_taken_by_leader.store(false, std::memory_order_relaxed);
   thread_signals_reset();
   world_stats ws{};
   const uint64_t t0 = sys::mono_ns();

@@ -19,6 +19,9 @@ namespace cap = capsule;
 
 cap::thread_signal_record g_records[kMaxThreadSignals];
 std::atomic<uint32_t> g_count{0};  // slots claimed (may pass kMaxThreadSignals: overflow)
+// The process's, taken in this stop (process_signals_take).
+siginfo_t g_process[kMaxProcessSignals + 1];
+std::atomic<uint32_t> g_nprocess{UINT32_MAX};  // UINT32_MAX: not taken yet
 // The capturing thread's, taken but not yet queued again (defer).
 uint8_t g_deferred[kMaxThreadSignals];
 uint32_t g_ndeferred = 0;
@@ -86,6 +89,38 @@ void requeue(long pid, int tid, const void *info) {
 void thread_signals_reset() {
   g_count.store(0, std::memory_order_relaxed);
   g_ndeferred = 0;
+  g_nprocess.store(UINT32_MAX, std::memory_order_relaxed);
+}
+
+void process_signals_take() {
+  uint32_t n = 0;
+  const uint64_t mask = status_signal_mask("/proc/self/status", "\nShdPnd:\t");
+  for (int sig = 1; sig <= 64 && n <= kMaxProcessSignals && mask; ++sig) {
+    if (!(mask & (uint64_t{1} << (sig - 1))) || sig == SIGKILL || sig == SIGSTOP) continue;
+    uint64_t one = uint64_t{1} << (sig - 1);
+    const struct timespec zero = {0, 0};
+    while (n <= kMaxProcessSignals &&
+           sys::raw(SYS_rt_sigtimedwait, reinterpret_cast<long>(&one), reinterpret_cast<long>(&g_process[n]),
+                    reinterpret_cast<long>(&zero), 8) == sig)
+      ++n;
+  }
+  const long self = sys::getpid();
+  const bool leader = sys::raw(SYS_gettid) == self;
+  for (uint32_t i = 0; i < n; ++i) {
+    const siginfo_t &si = g_process[i];
+    // Queued again with its siginfo where the kernel lets this thread;
+    // else, or when the queue is full (RLIMIT_SIGPENDING), at least the
+    // signal.
+    if (!(leader || (si.si_code < 0 && si.si_code != SI_TKILL)) ||
+        sys::raw(SYS_rt_sigqueueinfo, self, si.si_signo, reinterpret_cast<long>(&si)) != 0)
+      sys::raw(SYS_kill, self, si.si_signo);
+  }
+  g_nprocess.store(n, std::memory_order_release);
+}
+
+uint32_t process_signals_taken(const siginfo_t **out) {
+  *out = g_process;
+  return g_nprocess.load(std::memory_order_acquire);
 }
 
 void thread_signals_take(int tid, bool defer) {

@@ -9,6 +9,8 @@
 
 #include "snapshot/capsule_format.h"
 
+#include <signal.h>
+
 #include <cstdint>
 
 namespace mmtier::detail {
@@ -36,5 +38,20 @@ void thread_signals_requeue_deferred();
 // The records of the last stop; *overflow: more than kMaxThreadSignals
 // were pending (all were queued again; the snapshot must refuse).
 uint32_t thread_signals_taken(const capsule::thread_signal_record **out, bool *overflow);
+
+// Signals pending for the whole process.  The kernel shows them only by
+// taking them: each is taken (sigtimedwait) and queued again at once, so
+// the program still gets it.  A siginfo that says it came from the kernel
+// or from kill() (si_code >= 0, or SI_TKILL) may be queued again only by
+// the process's leader thread: the leader takes them in its stop handler,
+// else the capturer does.  Only where the leader is gone (pthread_exit)
+// does such a signal come back as a kill() by the process itself.
+// Async-signal-safe, little stack; once per stop (thread_signals_reset
+// forgets them).
+constexpr uint32_t kMaxProcessSignals = 32;
+void process_signals_take();
+// The ones taken in this stop: how many (kMaxProcessSignals + 1: more were
+// pending, every one queued again), or UINT32_MAX if none were taken yet.
+uint32_t process_signals_taken(const siginfo_t **out);
 
 }  // namespace mmtier::detail
