@@ -291,10 +291,10 @@ void warm_staging() {
 // (UFFDIO_MOVE, Linux 6.8: one page-table entry changes hands, nothing is
 // copied again), so the unit is one huge page at once instead of 512
 // copies collapsed later.  Where the move splits it all the same (a page
-// table left at the unit's place), the rest goes page by page.  Returns 1 when the unit is filled
-// and whole, 0 when filled on small pages, -1 when it was not tried (the
-// caller fills the unit its own way).  *ok false when a page could not be
-// filled (its file page is mapped back).
+// table left at the unit's place), the rest goes page by page.  Returns 1
+// when the unit is filled and whole, 0 when filled on small pages, -1 when
+// it was not tried (the caller fills the unit its own way).  *ok false
+// when a page could not be filled (its file page is mapped back).
 int fill_whole(size_t idx, int fd, tier &pm, bool *ok) {
   const unit &u = g_heap.units[idx];
   char *st = staging();
@@ -348,8 +348,10 @@ long promote(size_t idx) {
   // wait for it instead (the hold window, as a demotion's writers do: the
   // read of 2 MiB and the move, 0.4-1 ms here).
   const bool held = whole_candidate(u);
-  if (held) warm_staging();
-  if (held) faults_hold_open(page_addr(idx, 0), kUnitSize);
+  if (held) {
+    warm_staging();
+    faults_hold_open(page_addr(idx, 0), kUnitSize);
+  }
   long err = 0;
   const size_t swapped_runs = swap_runs_for_postcopy(idx, fd, &err);
   // Copy whatever the faults did not: also after a failure, for the runs

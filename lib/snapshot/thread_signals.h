@@ -4,7 +4,9 @@
 // take it (sigtimedwait takes the thread's own before the process's).  Each
 // is queued again to the same thread at once (rt_tgsigqueueinfo to itself
 // accepts every siginfo), so the program still gets it, and the capsule
-// records it with the thread's TID for the restore to queue again.
+// records it with the thread's TID for the restore to queue again.  And
+// the signals pending for the whole process, taken in the same stop (see
+// process_signals_take below).
 #pragma once
 
 #include "snapshot/capsule_format.h"

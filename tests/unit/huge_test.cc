@@ -26,6 +26,13 @@ using test::use_up_startup_units;
 
 unsigned char expect(size_t i, int round) { return static_cast<unsigned char>(i * 29 + 3 + round); }
 
+// How many of len bytes at b differ from expect(i, round).
+size_t bytes_off(const unsigned char *b, size_t len, int round) {
+  size_t wrong = 0;
+  for (size_t i = 0; i < len; ++i) wrong += b[i] != expect(i, round);
+  return wrong;
+}
+
 // Whether the unit at p is one huge page (1), not (0), or the test cannot
 // tell (-1).  PAGEMAP_SCAN (6.7) says whether one page-table entry maps it;
 // before, as root, the page frames do: its 512 pages are one transparent
@@ -301,9 +308,7 @@ TEST_F(Rehuge, AUnitSampledWhenLookedAtIsRebuiltAfterTheSample) {
   r = rehuge_all();
   if (r.err == -ENOMEM) GTEST_SKIP() << "no huge page free";
   EXPECT_EQ(unit_huge(pm, b), 1) << "the unit sampled when first looked at stayed on small pages";
-  size_t wrong = 0;
-  for (size_t i = 0; i < kUnitSize; ++i) wrong += b[i] != expect(i, 3);
-  EXPECT_EQ(wrong, 0u);
+  EXPECT_EQ(bytes_off(b, kUnitSize, 3), 0u);
   heap_munmap(p, kUnitSize);
 }
 
@@ -349,9 +354,7 @@ TEST_F(Rehuge, AUnitPromotedFromPmemIsOneHugePageAgain) {
   const rehuge_outcome r = rehuge_all();
   if (r.err == -ENOMEM) GTEST_SKIP() << "no huge page free";
   EXPECT_EQ(unit_huge(pm, b), 1) << "the promoted unit stayed on small pages";
-  size_t wrong = 0;
-  for (size_t i = 0; i < kUnitSize; ++i) wrong += b[i] != expect(i, 2);
-  EXPECT_EQ(wrong, 0u);
+  EXPECT_EQ(bytes_off(b, kUnitSize, 2), 0u);
   heap_munmap(p, kUnitSize);
 }
 
@@ -388,9 +391,7 @@ TEST_F(Rehuge, APromotedUnitSampledWholeAndTouchedStaysOneHugePage) {
                                    << " while out) split the unit's huge page";
   }
   (void)sink;
-  size_t wrong = 0;
-  for (size_t i = 0; i < kUnitSize; ++i) wrong += b[i] != expect(i, 4);
-  EXPECT_EQ(wrong, 0u);
+  EXPECT_EQ(bytes_off(b, kUnitSize, 4), 0u);
   heap_munmap(p, kUnitSize);
 }
 
@@ -436,9 +437,7 @@ TEST_F(Rehuge, ASideSlotASplitWentThroughIsRenewed) {
   EXPECT_EQ(unit_huge(pm, next), 1) << "the side slot split the next unit moved through it";
   const rehuge_outcome out = rehuge_all();
   if (out.err != -ENOMEM) EXPECT_EQ(unit_huge(pm, split), 1) << "the split unit was not rebuilt";
-  size_t wrong = 0;
-  for (size_t i = 0; i < 2 * kUnitSize; ++i) wrong += b[i] != expect(i, 5);
-  EXPECT_EQ(wrong, 0u);
+  EXPECT_EQ(bytes_off(b, 2 * kUnitSize, 5), 0u);
   heap_munmap(p, 2 * kUnitSize);
 }
 
