@@ -60,6 +60,7 @@ size_t g_nwhole = 0;           // slots used in this window
 constexpr uint64_t kAllowanceFloorNs = 50'000;
 uint64_t g_allowance_ns = kAllowanceFloorNs;
 uint64_t g_huge_clear_ns = UINT64_MAX;  // not measured yet
+bool g_whole_any_touch = false;         // heap_sample_whole_any_touch (tests)
 
 constinit sys::pagemap_file g_pagemap;  // the heap lock guards it
 
@@ -177,7 +178,7 @@ bool whole_touched(const fault_sample &s, uint64_t end_ns) {
   if (s.state.load(std::memory_order_acquire) != kSampleTouched) return false;
   const uint64_t out = end_ns > s.out_ns ? end_ns - s.out_ns : 0;
   const uint64_t first = s.touch_ns.load(std::memory_order_relaxed);
-  if (first <= s.out_ns) return true;  // before the window was fully out
+  if (first <= s.out_ns || g_whole_any_touch) return true;  // before the window was fully out
   const bool cleared = !s.by_wp && s.written.load(std::memory_order_relaxed);  // a write into a moved-out unit
   const uint64_t allowance = g_allowance_ns + (cleared ? g_huge_clear_ns : 0);
   return first - s.out_ns <= out / kPagesPerUnit + allowance;
@@ -409,6 +410,11 @@ bool hide_dram_unit(unit &u, size_t idx) {
 }  // namespace
 
 sys::pagemap_file &heap_pagemap() { return g_pagemap; }
+
+void heap_sample_whole_any_touch(bool on) {
+  heap_lock_guard g;
+  g_whole_any_touch = on;
+}
 
 size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed) {
   heap_lock_guard g;

@@ -43,6 +43,12 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
 // unit sampled (up to cap).  Returns the count.
 size_t heap_sample_end(sample_result *out, size_t cap);
 
+// For tests: while on, a unit sampled whole counts as touched by any access
+// in the window, not only one the fault service saw soon enough (see
+// whole_touched in sample.cc): a result that does not depend on when the
+// service got to run.
+void heap_sample_whole_any_touch(bool on);
+
 // --- for the heap layer's other files (heap lock held)
 void sample_settle_unit_locked(size_t idx);
 void sample_settle_all_locked();

@@ -38,6 +38,11 @@ class Sample : public ::testing::Test {
     if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
     ASSERT_TRUE(faults_can_sample()) << "kernel lacks userfaultfd write-protect";
     use_up_startup_units();
+    // A unit sampled whole (its DRAM unit, mapped by one huge page, or any
+    // unit before 6.8) counts only an access the fault service saw soon
+    // enough (SampleWhole below); here any access in the window counts, so
+    // that a result does not depend on when the service got to run.
+    heap_sample_whole_any_touch(true);
     void *p = nullptr;
     ASSERT_EQ(heap_mmap(nullptr, 2 * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p), 0);
     base = static_cast<unsigned char *>(p);
@@ -53,6 +58,7 @@ class Sample : public ::testing::Test {
     if (units[0] > units[1]) std::swap(units[0], units[1]);
   }
   void TearDown() override {
+    heap_sample_whole_any_touch(false);
     if (base) heap_munmap(base, 2 * kUnitSize);
   }
   size_t intact() const {
