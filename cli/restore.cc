@@ -220,6 +220,7 @@ struct image {
   const cap::procstate_record *proc = nullptr;
   const cap::thread_record *threads = nullptr;
   uint64_t nthreads = 0;
+  bool leader_gone = false;  // no thread has the process's id (see check)
   const cap::fd_record *fds = nullptr;
   uint64_t nfds = 0;
   const unsigned char *fd_data = nullptr;
@@ -296,7 +297,11 @@ void check(image &im, const options &o) {
     if (im.threads[i].tid == h.pid) leader = true;
     if (!im.threads[i].resume[7]) refuse(im, strf("thread %d has no resume point", im.threads[i].tid));
   }
-  if (!leader) refuse(im, strf("the thread %d, whose id is the process's, was not running", h.pid));
+  // No thread has the process's id: its leader thread had exited (the exit
+  // system call, pthread_exit from main) and the others ran on.  The
+  // restorer's own thread, which has that id, does the leader's part and
+  // exits again.
+  im.leader_gone = !leader;
   // POSIX timers: before Linux 6.16 a timer's id is reached by using up
   // every id below it (restorer make_timers), a few microseconds each.
   uint64_t ntimers = 0;
@@ -759,7 +764,7 @@ int move_high(int fd, int floor) {
   const uint64_t code_len = static_cast<uint64_t>(mmtier_restorer_blob_end - mmtier_restorer_blob);
   const uint64_t code_bytes = (code_len + kPage - 1) & ~(kPage - 1);
   uint64_t data_bytes = sizeof(rs::plan) + maps.size() * sizeof(rs::map_op) + copies.size() * sizeof(rs::copy_op) +
-                        im.nthreads * sizeof(rs::thread_op) + 4096 * 16 + kPage;
+                        (im.nthreads + 1) * sizeof(rs::thread_op) + 4096 * 16 + kPage;
   data_bytes = (data_bytes + kPage - 1) & ~(kPage - 1);
   const uint64_t stacks = (im.nthreads + 1) * rs::kThreadStack;
   const uint64_t b_len = code_bytes + data_bytes + stacks;
@@ -795,9 +800,9 @@ int move_high(int fd, int floor) {
   p->copies = reinterpret_cast<rs::copy_op *>(place(copies.size() * sizeof(rs::copy_op)));
   memcpy(p->copies, copies.data(), copies.size() * sizeof(rs::copy_op));
   p->ncopies = static_cast<uint32_t>(copies.size());
-  p->threads = reinterpret_cast<rs::thread_op *>(place(im.nthreads * sizeof(rs::thread_op)));
-  p->nthreads = static_cast<uint32_t>(im.nthreads);
-  p->nusers = p->nthreads;  // every thread leaves the restorer's range before it goes
+  p->threads = reinterpret_cast<rs::thread_op *>(place((im.nthreads + im.leader_gone) * sizeof(rs::thread_op)));
+  p->nthreads = static_cast<uint32_t>(im.nthreads + im.leader_gone);
+  p->nusers = static_cast<uint32_t>(im.nthreads);  // every thread leaves the restorer's range before it goes
   const uint64_t stack_base = b + code_bytes + data_bytes;
   for (uint64_t i = 0; i < im.nthreads; ++i) {
     const cap::thread_record &t = im.threads[i];
@@ -809,6 +814,15 @@ int move_high(int fd, int floor) {
     memcpy(op.resume, t.resume, sizeof op.resume);
     cap::copy_thread_state(op, t);
     op.stack_top = stack_base + (i + 2) * rs::kThreadStack;  // the first stack is the leader's
+  }
+  if (im.leader_gone) {  // on the restorer's own stack, as a leader is
+    rs::thread_op &op = p->threads[im.nthreads];
+    op = {};
+    op.tid = h.pid;
+    op.leader = 1;
+    op.gone = 1;
+    static_assert(sizeof op.name <= sizeof h.comm);
+    memcpy(op.name, h.comm, sizeof op.name - 1);  // what ps shows of the process
   }
   for (uint32_t s = 0; s < 64; ++s) {
     const cap::sigaction_record &a = ps.sigactions[s];

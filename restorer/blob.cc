@@ -383,11 +383,50 @@ struct cap_data {
   uint32_t effective, permitted, inheritable;
 };
 
+// The leader's part, once every other thread is ready: the timers, its
+// own signals, the files cut back; "ok" to the command; then every thread
+// goes.
+void lead(plan *p, thread_op *t) {
+  while (true) {
+    const int32_t r = __atomic_load_n(&p->ready, __ATOMIC_ACQUIRE);
+    if (r >= static_cast<int32_t>(p->nthreads) - 1) break;
+    futex_wait(&p->ready, r);
+  }
+  make_timers(p);
+  queue_own_signals(p, t->tid);
+  // The last change outside the process, once nothing else can fail: the
+  // files it writes cut back to their size at the snapshot.
+  for (uint32_t i = 0; i < p->ncuts && i < kMaxCuts; ++i) {
+    const long r = sc(__NR_ftruncate, p->cuts[i].fd, static_cast<long>(p->cuts[i].size));
+    if (failed(r)) fail(p, "cannot cut a file the program writes back to its size at the snapshot", -r,
+                        static_cast<uint64_t>(p->cuts[i].fd));
+  }
+  // Every thread is ready: the command hears "ok" and the restore's own
+  // descriptors go; then every thread goes on as the program.
+  if (p->say_ok) sc(__NR_write, p->err_fd, reinterpret_cast<long>("ok\n"), 3);
+  if (p->marker_dirfd >= 0) sc(__NR_unlinkat, p->marker_dirfd, reinterpret_cast<long>(p->marker_name), 0);
+  for (uint32_t i = 0; i < p->nclose; ++i) sc(__NR_close, p->close_fds[i]);
+  // Held until continued (a migration's target until its source ended):
+  // every thread stops here, none has run the program yet.
+  if (p->start_stopped) sc(__NR_kill, sc(__NR_getpid), 19 /* SIGSTOP */);
+  __atomic_store_n(&p->go, 1, __ATOMIC_RELEASE);
+  futex_wake(&p->go);
+}
+
 // The kernel state of the calling thread, as its record says, then the
-// wait for every other thread, then the jump.  Runs in every thread.
+// wait for every other thread, then the jump.  Runs in every thread.  A
+// leader that had exited leads, and exits.
 [[noreturn]] void become(plan *p, thread_op *t) {
   const long tid = sc(__NR_gettid);
   if (tid != t->tid) fail(p, "a thread did not get its id", tid, static_cast<uint64_t>(t->tid));
+  if (t->gone) {
+    __atomic_store_n(&p->gone_tid, static_cast<int32_t>(tid), __ATOMIC_RELEASE);
+    sc(__NR_set_tid_address, reinterpret_cast<long>(&p->gone_tid));
+    sc(__NR_prctl, PR_SET_NAME, reinterpret_cast<long>(t->name));
+    lead(p, t);
+    sc(__NR_exit, 0);
+    __builtin_unreachable();
+  }
   sc(__NR_set_tid_address, static_cast<long>(t->clear_tid));
   if (t->robust_head) sc(__NR_set_robust_list, static_cast<long>(t->robust_head), static_cast<long>(t->robust_len));
   if (t->rseq_area) {
@@ -412,35 +451,15 @@ struct cap_data {
   if (t->leader) {
     if (failed(sc(__NR_arch_prctl, kArchSetFs, static_cast<long>(t->fs_base))))
       fail(p, "cannot set the thread pointer", 0, t->fs_base);
-    while (true) {
-      const int32_t r = __atomic_load_n(&p->ready, __ATOMIC_ACQUIRE);
-      if (r >= static_cast<int32_t>(p->nthreads) - 1) break;
-      futex_wait(&p->ready, r);
-    }
-    make_timers(p);
-    queue_own_signals(p, t->tid);
-    // The last change outside the process, once nothing else can fail: the
-    // files it writes cut back to their size at the snapshot.
-    for (uint32_t i = 0; i < p->ncuts && i < kMaxCuts; ++i) {
-      const long r = sc(__NR_ftruncate, p->cuts[i].fd, static_cast<long>(p->cuts[i].size));
-      if (failed(r)) fail(p, "cannot cut a file the program writes back to its size at the snapshot", -r,
-                          static_cast<uint64_t>(p->cuts[i].fd));
-    }
-    // Every thread is ready: the command hears "ok" and the restore's own
-    // descriptors go; then every thread goes on as the program.
-    if (p->say_ok) sc(__NR_write, p->err_fd, reinterpret_cast<long>("ok\n"), 3);
-    if (p->marker_dirfd >= 0) sc(__NR_unlinkat, p->marker_dirfd, reinterpret_cast<long>(p->marker_name), 0);
-    for (uint32_t i = 0; i < p->nclose; ++i) sc(__NR_close, p->close_fds[i]);
-    // Held until continued (a migration's target until its source ended):
-    // every thread stops here, none has run the program yet.
-    if (p->start_stopped) sc(__NR_kill, sc(__NR_getpid), 19 /* SIGSTOP */);
-    __atomic_store_n(&p->go, 1, __ATOMIC_RELEASE);
-    futex_wake(&p->go);
+    lead(p, t);
   } else {
     queue_own_signals(p, t->tid);
     __atomic_add_fetch(&p->ready, 1, __ATOMIC_ACQ_REL);
     futex_wake(&p->ready);
     while (!__atomic_load_n(&p->go, __ATOMIC_ACQUIRE)) futex_wait(&p->go, 0);
+    // The kernel clears the word at the thread's exit and wakes one waiter.
+    for (int32_t g; (g = __atomic_load_n(&p->gone_tid, __ATOMIC_ACQUIRE)) != 0;) futex_wait(&p->gone_tid, g);
+    futex_wake(&p->gone_tid);
   }
   jump(t->resume);
 }

@@ -56,7 +56,8 @@ struct thread_op {
   uint32_t rseq_len, rseq_sig;
   uint64_t altstack_sp, altstack_size;
   uint32_t altstack_flags;
-  uint32_t reserved;
+  uint32_t gone;        // the leader, which had exited (the exit system call): it does the
+                        // leader's part of the restore, then exits again
   char name[16];
   uint64_t stack_top;   // in B
 };
@@ -164,6 +165,10 @@ struct plan {
   // Shared between the restorer's threads.
   int32_t ready;         // threads set up (futex word)
   int32_t go;            // 1: every thread jumps (futex word)
+  // A leader that had exited (thread_op::gone): its id until it has exited
+  // again (its clear-tid word), so that no thread leaves the restorer's
+  // range, which the last one out removes, while it still runs there.
+  int32_t gone_tid;
 };
 
 }  // namespace mmtier::restorer

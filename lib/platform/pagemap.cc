@@ -61,7 +61,7 @@ bool pagemap_entries(int fd, uintptr_t addr, size_t pages, uint64_t *out) {
 }
 
 bool pagemap_read(uintptr_t addr, size_t pages, page_info *out) {
-  long fd = openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+  long fd = openat(AT_FDCWD, "/proc/thread-self/pagemap", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return false;
   const bool ok = read_info(static_cast<int>(fd), addr, pages, out);
   close(static_cast<int>(fd));
@@ -80,7 +80,7 @@ void pagemap_file::check_owner() {
 
 bool pagemap_file::ready() {
   if (fd_ >= 0) return true;
-  long fd = openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+  long fd = openat(AT_FDCWD, "/proc/thread-self/pagemap", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return false;
   const int guarded = fd_guard(static_cast<int>(fd));
   if (guarded < 0) {

@@ -64,7 +64,7 @@ long maps_reader::open() {
   close();
   err_ = 0;
   have_ = pos_ = 0;
-  long fd = openat(AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
+  long fd = openat(AT_FDCWD, "/proc/thread-self/maps", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return err_ = fd;
   fd_ = static_cast<int>(fd);
   return 0;
@@ -135,7 +135,7 @@ int query_prot(const void *addr) {
 }
 
 long count_mappings() {
-  long fd = openat(AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
+  long fd = openat(AT_FDCWD, "/proc/thread-self/maps", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return fd;
   char buf[16384];
   long lines = 0, n;

@@ -220,12 +220,12 @@ void capture_procstate() {
   if (sys::raw(SYS_getcwd, reinterpret_cast<long>(g_cwd), sizeof g_cwd) < 0) g_cwd[0] = 0;
   // "Umask:\t0022" in status (the umask call would have to set one).
   char status[4096];
-  read_small("/proc/self/status", status, sizeof status);
+  read_small("/proc/thread-self/status", status, sizeof status);
   if (const char *u = strstr(status, "Umask:\t")) p.umask = static_cast<uint32_t>(strtoul(u + 7, nullptr, 8));
   // The layout the kernel keeps (PR_SET_MM_MAP at restore): stat fields
   // 26-28 and 45-51, counted after the command's closing parenthesis.
   char stat[1024];
-  read_small("/proc/self/stat", stat, sizeof stat);
+  read_small("/proc/thread-self/stat", stat, sizeof stat);
   if (const char *s = strrchr(stat, ')')) {
     uint64_t field[53] = {};
     int f = 2;
@@ -239,13 +239,13 @@ void capture_procstate() {
     for (uint32_t k = 0; k < cap::kMmFields; ++k) p.mm[k] = at[k] ? field[at[k]] : 0;
   }
   p.mm[cap::kMmBrk] = static_cast<uint64_t>(sys::raw(SYS_brk, 0));
-  const long afd = sys::openat(AT_FDCWD, "/proc/self/auxv", O_RDONLY | O_CLOEXEC, 0);
+  const long afd = sys::openat(AT_FDCWD, "/proc/thread-self/auxv", O_RDONLY | O_CLOEXEC, 0);
   if (afd >= 0) {
     const long n = sys::read(static_cast<int>(afd), p.auxv, sizeof p.auxv);
     sys::close(static_cast<int>(afd));
     if (n > 0) p.auxv_words = static_cast<uint32_t>(n / 8);
   }
-  const long n = sys::raw(SYS_readlink, reinterpret_cast<long>("/proc/self/exe"), reinterpret_cast<long>(g_exe),
+  const long n = sys::raw(SYS_readlink, reinterpret_cast<long>("/proc/thread-self/exe"), reinterpret_cast<long>(g_exe),
                           sizeof g_exe - 1);
   g_exe[n > 0 ? n : 0] = 0;
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -374,7 +374,7 @@ long unsupported(const snap_request &req, snap_result *res) {
   if (found) return found;
   int guarded[64];
   const int nguarded = fd_guard_list(guarded, 64);
-  const long dfd = sys::openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  const long dfd = sys::openat(AT_FDCWD, "/proc/thread-self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (dfd < 0) return 0;
   sys::for_each_dirent(static_cast<int>(dfd), [&](const char *name, unsigned char) -> long {
     if (name[0] < '0' || name[0] > '9' || found) return 0;
@@ -383,7 +383,7 @@ long unsupported(const snap_request &req, snap_result *res) {
     for (int k = 0; k < nguarded; ++k)
       if (guarded[k] == fd) return 0;
     char link[64], target[256];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    snprintf(link, sizeof link, "/proc/thread-self/fd/%d", fd);
     const long n = sys::raw(SYS_readlink, reinterpret_cast<long>(link), reinterpret_cast<long>(target),
                             sizeof target - 1);
     if (n <= 0) return 0;

@@ -70,7 +70,7 @@ bool reserve() {
 // /proc/self/fdinfo/N into buf (NUL-terminated); its length or -errno.
 long read_fdinfo(int fd, char *buf, size_t cap) {
   char path[48];
-  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  snprintf(path, sizeof path, "/proc/thread-self/fdinfo/%d", fd);
   const long f = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
   if (f < 0) return f;
   long have = 0;
@@ -107,7 +107,7 @@ long dec_field(const char *buf, const char *key, long dflt) {
 long list_fds(const int *skip, int nskip, uint32_t *count) {
   int guarded[64];
   const int nguarded = fd_guard_list(guarded, 64);
-  const long dfd = sys::openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  const long dfd = sys::openat(AT_FDCWD, "/proc/thread-self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (dfd < 0) return fail("cannot list the descriptors: %s", strerror(static_cast<int>(-dfd)));
   uint32_t n = 0;
   long err = 0;
@@ -139,7 +139,7 @@ long list_fds(const int *skip, int nskip, uint32_t *count) {
         len = snprintf(path, 4096, "socket:[%lu]", static_cast<unsigned long>(st.st_ino));
       } else {
         char link[48];
-        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        snprintf(link, sizeof link, "/proc/thread-self/fd/%d", fd);
         len = sys::raw(SYS_readlink, reinterpret_cast<long>(link), reinterpret_cast<long>(path), 4096);
       }
     }
@@ -513,7 +513,7 @@ long resolve_epoll(const cap::fd_record &r, cap::fd_epoll_entry *e, size_t count
 // of a hundred thousand registrations is several MiB of text).
 long take_epoll(cap::fd_record &r, uint32_t n, bool *have_kcmp) {
   char path[48];
-  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", r.fd);
+  snprintf(path, sizeof path, "/proc/thread-self/fdinfo/%d", r.fd);
   const long f = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
   if (f < 0) return fail("cannot read descriptor %d's epoll set", r.fd);
   // Aligned and taken (an empty set takes nothing: its offset must still
@@ -580,7 +580,7 @@ long take_unnamed(cap::fd_record &r, uint64_t *total) {
   const long seals = d->memfd ? sys::raw(SYS_fcntl, r.fd, F_GET_SEALS) : 0;
   d->seals = seals > 0 ? static_cast<uint32_t>(seals) : 0;
   char link[48];
-  snprintf(link, sizeof link, "/proc/self/fd/%d", r.fd);
+  snprintf(link, sizeof link, "/proc/thread-self/fd/%d", r.fd);
   const long in = sys::openat(AT_FDCWD, link, O_RDONLY | O_CLOEXEC, 0);
   if (in < 0) return fail("cannot read descriptor %d (%s): error %ld", r.fd, path, -in);
   auto *out = reinterpret_cast<char *>(d + 1);

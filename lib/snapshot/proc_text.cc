@@ -26,7 +26,7 @@ void read_small(const char *path, char *buf, size_t cap) {
 // keeps it out of every fork child, so a capsule would silently lack it.
 // Its start, or 0 if there is none.
 uintptr_t dontfork_mapping(uintptr_t *end) {
-  long fd = sys::openat(AT_FDCWD, "/proc/self/smaps", O_RDONLY | O_CLOEXEC, 0);
+  long fd = sys::openat(AT_FDCWD, "/proc/thread-self/smaps", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return 0;
   static char buf[1 << 16];  // under the snapshot's lock
   uintptr_t lo = 0, hi = 0, found = 0;
@@ -64,7 +64,7 @@ namespace {
 uint32_t g_launch_cmdline_crc = 0;
 
 __attribute__((constructor(103))) void record_launch_cmdline() {
-  const long fd = sys::openat(AT_FDCWD, "/proc/self/cmdline", O_RDONLY | O_CLOEXEC, 0);
+  const long fd = sys::openat(AT_FDCWD, "/proc/thread-self/cmdline", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return;
   char buf[4096];
   uint32_t crc = 0;

@@ -16,7 +16,7 @@ bool lazy_fill_pending() {
   // In, or swapped out since (bit 63 present, 62 swapped): pagemap, not
   // mincore, which says 0 for a page in swap.
   uint64_t entry = 0;
-  const long pm = sys::openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+  const long pm = sys::openat(AT_FDCWD, "/proc/thread-self/pagemap", O_RDONLY | O_CLOEXEC, 0);
   if (pm >= 0) {
     const long got = sys::pread(static_cast<int>(pm), &entry, sizeof entry, static_cast<off_t>(s / 4096 * 8));
     sys::close(static_cast<int>(pm));

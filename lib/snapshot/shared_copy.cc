@@ -57,7 +57,7 @@ void shared_copy_take(shared_copies *c) {
     }
   }
   if (!c->n) return;
-  const long mem_fd = sys::openat(AT_FDCWD, "/proc/self/mem", O_RDONLY | O_CLOEXEC, 0);
+  const long mem_fd = sys::openat(AT_FDCWD, "/proc/thread-self/mem", O_RDONLY | O_CLOEXEC, 0);
   const long scratch = sys::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                                  -1, 0);
   if (mem_fd < 0 || sys::failed(scratch)) {

@@ -17,6 +17,10 @@ namespace {
 
 namespace cap = capsule;
 
+// The kernel's first real-time signal (glibc's SIGRTMIN is above it, after
+// the ones it keeps for itself).
+constexpr int kFirstRealtime = 32;
+
 cap::thread_signal_record g_records[kMaxThreadSignals];
 std::atomic<uint32_t> g_count{0};  // slots claimed (may pass kMaxThreadSignals: overflow)
 // The process's, taken in this stop (process_signals_take).
@@ -95,8 +99,23 @@ void thread_signals_reset() {
 void process_signals_take() {
   uint32_t n = 0;
   const uint64_t mask = status_signal_mask("/proc/self/status", "\nShdPnd:\t");
+  const long self = sys::getpid();
+  const bool leader = sys::raw(SYS_gettid) == self;
   for (int sig = 1; sig <= 64 && n <= kMaxProcessSignals && mask; ++sig) {
     if (!(mask & (uint64_t{1} << (sig - 1))) || sig == SIGKILL || sig == SIGSTOP) continue;
+    if (!leader && sig < kFirstRealtime) {
+      // Taken by another thread than the leader (the leader is gone), a
+      // kill()'s or the kernel's siginfo could only come back as a kill()
+      // by the process itself: left pending as it is.  A standard signal
+      // is pending once at most; the capsule has it as the process's own.
+      siginfo_t &si = g_process[n++];
+      memset(&si, 0, sizeof si);
+      si.si_signo = sig;
+      si.si_code = SI_USER;
+      si.si_pid = static_cast<pid_t>(self);
+      si.si_uid = static_cast<uid_t>(sys::raw(SYS_getuid));
+      continue;
+    }
     uint64_t one = uint64_t{1} << (sig - 1);
     const struct timespec zero = {0, 0};
     while (n <= kMaxProcessSignals &&
@@ -104,10 +123,9 @@ void process_signals_take() {
                     reinterpret_cast<long>(&zero), 8) == sig)
       ++n;
   }
-  const long self = sys::getpid();
-  const bool leader = sys::raw(SYS_gettid) == self;
   for (uint32_t i = 0; i < n; ++i) {
     const siginfo_t &si = g_process[i];
+    if (!leader && si.si_signo < kFirstRealtime) continue;  // left pending
     // Queued again with its siginfo where the kernel lets this thread;
     // else, or when the queue is full (RLIMIT_SIGPENDING), at least the
     // signal.

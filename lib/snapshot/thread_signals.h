@@ -46,8 +46,11 @@ uint32_t thread_signals_taken(const capsule::thread_signal_record **out, bool *o
 // the program still gets it.  A siginfo that says it came from the kernel
 // or from kill() (si_code >= 0, or SI_TKILL) may be queued again only by
 // the process's leader thread: the leader takes them in its stop handler,
-// else the capturer does.  Only where the leader is gone (pthread_exit)
-// does such a signal come back as a kill() by the process itself.
+// else the capturer does.  Where the leader is gone (pthread_exit), the
+// standard signals (below 32) are not taken but left pending with their
+// siginfo, and the capsule has each as a kill() by the process itself; a
+// real-time one sent by kill() or the kernel comes back as the process's
+// own kill() (one sent by sigqueue() or a timer comes back as it was).
 // Async-signal-safe, little stack; once per stop (thread_signals_reset
 // forgets them).
 constexpr uint32_t kMaxProcessSignals = 32;

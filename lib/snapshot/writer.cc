@@ -395,7 +395,7 @@ uint32_t kind_of(const writer_args &a, const sys::maps_entry &e) {
 // pagemap would take long to list: the heap's reservation, a runtime's
 // reserved address space.
 bool smaps_empty(state &s, uintptr_t lo) {
-  long fd = sys::openat(AT_FDCWD, "/proc/self/smaps", O_RDONLY | O_CLOEXEC, 0);
+  long fd = sys::openat(AT_FDCWD, "/proc/thread-self/smaps", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return false;
   char want[24];
   int n = 0;
@@ -654,12 +654,12 @@ int writer_body(state &s) {
   close_others(a);
   sys::raw(SYS_prctl, PR_SET_NAME, reinterpret_cast<long>("mmtier-snapwr"));
   sys::raw(SYS_setpriority, PRIO_PROCESS, 0, 10);
-  long fd = sys::openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+  long fd = sys::openat(AT_FDCWD, "/proc/thread-self/pagemap", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) {
     fail(s, static_cast<int>(-fd), "cannot open /proc/self/pagemap");
   } else {
     s.pagemap_fd = static_cast<int>(fd);
-    const long mem = sys::openat(AT_FDCWD, "/proc/self/mem", O_RDONLY | O_CLOEXEC, 0);
+    const long mem = sys::openat(AT_FDCWD, "/proc/thread-self/mem", O_RDONLY | O_CLOEXEC, 0);
     s.self_mem_fd = mem < 0 ? -1 : static_cast<int>(mem);
     raw_vec<cap::thread_record> threads;
     threads.ar = s.ar;

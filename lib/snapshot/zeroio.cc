@@ -36,7 +36,7 @@ bool link_into(link_ctx *x, int fd, int k) {
     return false;
   }
   char from[40], name[32];
-  snprintf(from, sizeof from, "/proc/self/fd/%d", fd);
+  snprintf(from, sizeof from, "/proc/thread-self/fd/%d", fd);
   snprintf(name, sizeof name, "pmem-%d.tier", k);
   const long r = sys::raw(SYS_linkat, AT_FDCWD, reinterpret_cast<long>(from), x->dirfd, reinterpret_cast<long>(name),
                           AT_SYMLINK_FOLLOW);

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -41,6 +42,11 @@ int g_signaled[kMaxThreads];
 // signaled, cleared once every thread is released.
 std::atomic<world_capture_fn> g_capture{nullptr};
 int g_nsignaled = 0;
+// The leader thread exited (the exit system call, or pthread_exit from
+// main) while the process lives on: it stays listed as a zombie until the
+// process ends, and takes a signal without ever running a handler.  Found
+// once (forget_gone_leader), then never signaled.
+bool g_leader_gone = false;
 
 long futex(std::atomic<int> *word, int op, int val, const timespec *ts) {
   return sys::raw(SYS_futex, reinterpret_cast<long>(word), op, val, reinterpret_cast<long>(ts));
@@ -147,7 +153,7 @@ long signal_new_threads(long pid, long self) {
   const long r = sys::for_each_dirent(static_cast<int>(dfd), [&](const char *name, unsigned char) -> long {
     int tid = 0;
     for (size_t i = 0; name[i] >= '0' && name[i] <= '9'; ++i) tid = tid * 10 + (name[i] - '0');
-    if (tid <= 0 || tid == self || exempt(tid) || signaled(tid)) return 0;
+    if (tid <= 0 || tid == self || exempt(tid) || signaled(tid) || (tid == pid && g_leader_gone)) return 0;
     if (g_nsignaled == kMaxThreads) return -E2BIG;
     if (sys::raw(SYS_tgkill, pid, tid, g_signo) == 0) {
       g_signaled[g_nsignaled++] = tid;
@@ -164,6 +170,35 @@ int live_signaled(long pid) {
   int live = 0;
   for (int i = 0; i < g_nsignaled; ++i) live += sys::raw(SYS_tgkill, pid, g_signaled[i], 0) == 0;
   return live;
+}
+
+// Whether the thread tid of this process has exited (zombie or dead in
+// /proc/self/task/<tid>/stat: the state after the name's closing paren).
+bool thread_exited(long tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+  const long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return true;
+  char buf[512];
+  const long n = sys::read(static_cast<int>(fd), buf, sizeof buf - 1);
+  sys::close(static_cast<int>(fd));
+  if (n <= 0) return true;
+  buf[n] = 0;
+  const char *paren = strrchr(buf, ')');
+  return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+// A stop slow to complete: if the leader is among the threads signaled and
+// it has exited, it is no thread to wait for (now or in any later stop).
+// Whether it was.
+bool forget_gone_leader(long pid) {
+  for (int i = 0; i < g_nsignaled; ++i) {
+    if (g_signaled[i] != pid || !thread_exited(pid)) continue;
+    g_leader_gone = true;
+    g_signaled[i] = g_signaled[--g_nsignaled];
+    return true;
+  }
+  return false;
 }
 
 // Releases the parked threads and puts the signal's disposition back.  A
@@ -189,6 +224,7 @@ void release_all() {
 // parked one) and mmtier's threads are gone.
 void fork_child() {
   pthread_mutex_init(&g_stop_lock, nullptr);
+  g_leader_gone = false;  // the forking thread leads the child
   for (auto &e : g_exempt) e.store(0, std::memory_order_relaxed);
 }
 
@@ -207,6 +243,7 @@ void restored() {
   // Forgotten before the release: a released thread may start mmtier's
   // threads again at once, and they register here.
   for (auto &e : g_exempt) e.store(0, std::memory_order_relaxed);
+  g_leader_gone = false;  // another process's leader
   release_all();
   pthread_mutex_unlock(&g_stop_lock);
 }
@@ -233,6 +270,7 @@ long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats, wor
   g_nsignaled = 0;
   const long pid = sys::getpid(), self = sys::raw(SYS_gettid);
   long err = 0;
+  bool leader_checked = g_leader_gone;
   // Until a listing finds no thread that was not signaled: a thread running
   // now may start another before it parks.
   for (;;) {
@@ -251,7 +289,11 @@ long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats, wor
         break;
       }
       const timespec ms = {0, 1000000};
-      futex(&g_parked, FUTEX_WAIT_PRIVATE, word, &ms);
+      // Slow to park: once per stop, whether it is a leader that has exited.
+      if (futex(&g_parked, FUTEX_WAIT_PRIVATE, word, &ms) == -ETIMEDOUT && !leader_checked) {
+        leader_checked = true;
+        forget_gone_leader(pid);
+      }
     }
     if (err || added == 0) break;
   }

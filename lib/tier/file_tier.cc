@@ -371,7 +371,7 @@ long file_map_private(tier *t, void *addr, size_t len, int prot, uint32_t slot, 
 // holding the same description keeps it).  The descriptor, or -errno.
 long hold_file(int fd) {
   char path[32];
-  format(path, sizeof path, "/proc/self/fd/%d", fd);
+  format(path, sizeof path, "/proc/thread-self/fd/%d", fd);
   long h = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
   if (h < 0) return h;
   struct flock fl = {};

@@ -1803,6 +1803,21 @@ class RestoreTest(Base):
         self.assertEqual(self.lines()[-1],
                          f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
 
+    def test_a_process_whose_main_thread_exited_is_restored(self):
+        # The leader thread gone (pthread_exit from main, as some servers
+        # do) and the others running on: the snapshot stops them without
+        # waiting for the leader, reads the process through a live thread's
+        # /proc entries (the leader's show no memory, descriptors or
+        # layout), and the restore brings the process back without it.
+        p = self.start("leaderless", "gone")
+        m = self.wait_line(r"^snapshot taken pid=(\d+)$", "the snapshot")
+        self.assertEqual(int(m.group(1)), p.pid)
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, "gone.mmtcap"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.lines()[-1],
+                         f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
+
     def test_kernel_objects_come_back(self):
         # Queued signals pending for the process and for single threads
         # (the holder thread, and the thread that took the snapshot), pipes

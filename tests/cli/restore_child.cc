@@ -16,6 +16,10 @@
 //                                    half of one back (MADV_DONTNEED), moves the
 //                                    other (mremap) and forks a child that checks
 //                                    the memory too, while the fill may still run
+//   restore_child leaderless NAME REPORT
+//                                    as self, but the main thread has exited
+//                                    (the exit system call) and another one
+//                                    takes the snapshot
 //   restore_child kernel NAME REPORT as self, with kernel objects across the
 //                                    snapshot: a pipe and a socket pair holding
 //                                    bytes, an eventfd, a timer, a signalfd, an
@@ -510,6 +514,39 @@ std::string lazy_checks(unsigned char *given, unsigned char *moved) {
          " fork=" + (fork_ok ? "ok" : "bad");
 }
 
+// leaderless: waits until the leader thread has exited (a zombie in the
+// task list), then takes the snapshot as self does.
+struct leaderless_arg {
+  const char *name;
+  int tids[3];
+  pid_t pid;
+};
+
+void *leaderless(void *a) {
+  const auto *arg = static_cast<const leaderless_arg *>(a);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", arg->pid);
+  for (;;) {
+    char buf[512] = {};
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;
+    const ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    const char *paren = n > 0 ? strrchr(buf, ')') : nullptr;
+    if (!paren || paren[2] == 'Z' || paren[2] == 'X') break;
+    usleep(1000);
+  }
+  const int r = find_snapshot()(arg->name);
+  if (r == 1) exit(restored_checks(1, arg->tids));
+  if (r != 0) {
+    report("snapshot failed");
+    exit(1);
+  }
+  fill(2);
+  report("snapshot taken pid=%d", getpid());
+  for (;;) pause();
+}
+
 volatile sig_atomic_t g_usr1 = 0;
 void on_usr1(int) { g_usr1 = 1; }
 
@@ -536,6 +573,12 @@ int main(int argc, char **argv) {
   }
   start_threads();
   const int tids[3] = {g_tids[0], g_tids[1], g_tids[2]};
+  if (mode == "leaderless") {
+    static leaderless_arg arg = {argv[2], {tids[0], tids[1], tids[2]}, getpid()};
+    pthread_t t;
+    if (pthread_create(&t, nullptr, leaderless, &arg) != 0) return 1;
+    syscall(SYS_exit, 0);  // this thread only; the process goes on
+  }
   if (mode == "self") {
     // RESTORE_CHILD_MAP=FILE: a data file mapped read-only across the
     // snapshot, as a program maps its locale or data files (and, with

@@ -338,6 +338,86 @@ TEST(Snapshot, AProcessSignalFromAnotherProcessKeepsItsSender) {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
+// The same where the leader thread is gone (pthread_exit from main, as some
+// servers do; here the exit system call): no thread may queue a kill()'s siginfo again, so a signal
+// that came from another process is not taken at all: it stays pending,
+// from its sender, in the running program (the capsule records it as sent
+// by the process itself).  A signal queued with sigqueue() (si_code < 0)
+// is taken and queued again as it was.  Run in a child: this process's
+// leader is the test's.
+struct leaderless_result {
+  int rc, err;
+  int kill_code, kill_pid, queue_code, queue_value, twice;
+};
+
+void *leaderless_capture(void *arg) {
+  auto *r = static_cast<leaderless_result *>(arg);
+  r->rc = r->err = r->kill_code = r->kill_pid = r->queue_code = r->queue_value = r->twice = -1;
+  const pid_t sender = fork();
+  if (sender == 0) {
+    const pid_t parent = getppid();
+    const int ok = kill(parent, SIGUSR2) == 0 && sigqueue(parent, SIGRTMIN + 3, sigval{77}) == 0;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  if (sender < 0 || waitpid(sender, &status, 0) != sender || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return nullptr;
+  r->rc = snapshot()(static_cast<const char *>(getenv("LEADERLESS_DIR")), "leaderless", nullptr, 0);
+  r->err = errno;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR2);
+  sigaddset(&set, SIGRTMIN + 3);
+  siginfo_t si = {};
+  const timespec zero = {0, 0};
+  for (int k = 0; k < 2; ++k) {
+    const int sig = sigtimedwait(&set, &si, &zero);
+    if (sig == SIGUSR2) {
+      r->kill_code = si.si_code;
+      r->kill_pid = si.si_pid == sender ? 1 : 0;
+    } else if (sig == SIGRTMIN + 3) {
+      r->queue_code = si.si_code;
+      r->queue_value = si.si_value.sival_int;
+    }
+  }
+  r->twice = sigtimedwait(&set, &si, &zero) == -1 ? 0 : 1;
+  return nullptr;
+}
+
+TEST(Snapshot, AProcessSignalKeepsItsSenderWhenTheLeaderThreadIsGone) {
+  ASSERT_TRUE(snapshot());
+  capsule_dir dir;
+  auto *r = static_cast<leaderless_result *>(
+      mmap(nullptr, sizeof(leaderless_result), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(r, MAP_FAILED);
+  memset(r, 0xff, sizeof *r);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    setenv("LEADERLESS_DIR", dir.path.c_str(), 1);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGRTMIN + 3);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);  // in every thread
+    pthread_t t;
+    if (pthread_create(&t, nullptr, leaderless_capture, r) != 0) _exit(2);
+    // The leader thread exits (pthread_exit would unwind through the test
+    // framework's frames); the process lives on in t, and exits with it.
+    syscall(SYS_exit, 0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(r->rc, 0) << strerror(r->err);
+  EXPECT_EQ(r->kill_code, SI_USER);
+  EXPECT_EQ(r->kill_pid, 1) << "the kill() came back as sent by another process than its sender";
+  EXPECT_EQ(r->queue_code, SI_QUEUE);
+  EXPECT_EQ(r->queue_value, 77);
+  EXPECT_EQ(r->twice, 0) << "a signal pending twice";
+  munmap(r, sizeof *r);
+}
+
 // Data the program put behind PROT_NONE (a guard over its own pages) is in
 // the capsule, and the mapping's protection is recorded as it was: in a
 // heap unit (a mapping above MMTIER_MMAP_THRESHOLD) and outside the heap.
