@@ -173,16 +173,18 @@ int live_signaled(long pid) {
 }
 
 // Whether the thread tid of this process has exited (zombie or dead in
-// /proc/self/task/<tid>/stat: the state after the name's closing paren).
+// /proc/self/task/<tid>/stat: the state after the name's closing paren, or
+// no such thread).  Any other failure (out of descriptors, say) says no: a
+// thread taken for gone would never be stopped.
 bool thread_exited(long tid) {
   char path[64];
   snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
   const long fd = sys::openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return true;
+  if (fd < 0) return fd == -ENOENT || fd == -ESRCH;
   char buf[512];
   const long n = sys::read(static_cast<int>(fd), buf, sizeof buf - 1);
   sys::close(static_cast<int>(fd));
-  if (n <= 0) return true;
+  if (n <= 0) return n == -ESRCH;
   buf[n] = 0;
   const char *paren = strrchr(buf, ')');
   return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
