@@ -597,11 +597,13 @@ long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
   wa.threads = g_threads;
   wa.nthreads = static_cast<uint32_t>(n);
   g_nthreads_total = n;
+  const uint64_t t_stopped = sys::mono_ns();
   if (long r = capture_process(wa, res); r < 0) {
     world_resume();
     return r;
   }
   wa.stats_page = g_snapshot_stats_page ? g_snapshot_stats_page() : 0;
+  const uint64_t t_process = sys::mono_ns();
   {
     const int skip[] = {wa.parent_dirfd, wa.pend->dirfd, wa.manifest_fd,    wa.mem_fd, wa.report_fd,
                         wa.pause_fd,     wa.report_read_fd, wa.pause_write_fd, wa.own_fd, wa.base_dirfd};
@@ -611,6 +613,7 @@ long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
       return r;
     }
   }
+  const uint64_t t_fds = sys::mono_ns();
   res->frozen_in_stop = heap_snapshot_frozen_in_stop();
   shared_copy_take(&wa.shared);
   // Every PMem unit is frozen now: the linked PMem file becomes the
@@ -633,14 +636,25 @@ long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
   // No exit signal: the program's SIGCHLD handler and its wait() never see
   // the writer.  Raw clone, not fork(): no atfork handler runs (the stop
   // already put every layer in its fork state).
+  const uint64_t t_fork = sys::mono_ns();
   const long pid = sys::raw(SYS_clone, CLONE_PIDFD, 0, reinterpret_cast<long>(&pidfd), 0, 0);
   if (pid == 0) writer_start(wa);
+  const uint64_t t_forked = sys::mono_ns();
   sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&old), 0, 8);
   if (!hold || pid < 0) world_resume();
   fd_capture_release();  // the writer has its copy
   shared_copy_release(&wa.shared);
   res->paused_ns = sys::mono_ns() - t0;
   res->threads = static_cast<uint32_t>(n);
+  // Where the pause went (MMTIER_LOG=debug), microseconds.
+  MMTIER_DEBUG("snapshot pause %llu us: layers entered %llu (the freeze in the stop, samples settled), threads "
+               "stopped %llu, process state %llu, descriptors %llu, PMem hand-over %llu, the writer's fork %llu",
+               static_cast<unsigned long long>(res->paused_ns / 1000), static_cast<unsigned long long>(ws.enter_ns / 1000),
+               static_cast<unsigned long long>((t_stopped - t0 - ws.enter_ns) / 1000),
+               static_cast<unsigned long long>((t_process - t_stopped) / 1000),
+               static_cast<unsigned long long>((t_fds - t_process) / 1000),
+               static_cast<unsigned long long>((t_fork - t_fds) / 1000),
+               static_cast<unsigned long long>((t_forked - t_fork) / 1000));
   if (pid < 0) {
     set_line(res, "cannot start the writer process: %s", strerror(static_cast<int>(-pid)));
     return pid;

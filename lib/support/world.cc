@@ -260,6 +260,7 @@ long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats, wor
   const uint64_t t0 = sys::mono_ns();
   pthread_mutex_lock(&g_stop_lock);
   quiesce_enter(why);
+  const uint64_t entered = sys::mono_ns();
   g_signo = g_last_signo = take_signal();
   if (!g_signo) {
     quiesce_leave();
@@ -308,6 +309,7 @@ long world_stop(quiesce_reason why, uint64_t timeout_ns, world_stats *stats, wor
   if (stats) {
     stats->threads = static_cast<uint32_t>(g_parked.load(std::memory_order_relaxed) & kCountMask);
     stats->stop_ns = sys::mono_ns() - t0;
+    stats->enter_ns = entered - t0;
   }
   return 0;
 }

@@ -35,6 +35,7 @@ namespace mmtier::detail {
 struct world_stats {
   uint32_t threads;     // threads parked
   uint64_t stop_ns;     // from the call to the last thread parked
+  uint64_t enter_ns;    // of which the quiesce's enter handlers (quiesce.h)
 };
 
 // Called in each stopped thread, in the stop signal's handler, with the
