@@ -16,7 +16,8 @@
 #   tmpfs and alone: same answer, times), gups (the hot-set workload on
 #   DAX: promotions and demotions, none failed), numa (the slow tier as the
 #   CPU-less node: pages where their tier says, the workload and python3
-#   on it, the workload with node 0 held but for 96 MiB), restore (snapshot restore with this kernel's paths: POSIX
+#   on it, the workload with node 0 held but for 96 MiB), pressure (that
+#   last check alone, to repeat it; each run's log kept), restore (snapshot restore with this kernel's paths: POSIX
 #   timers, a container's PID namespace, a migration), programs (the real-program suite with the slow tier on DAX and
 #   on the node; long), compare (python3 and GUPS with the slow tier on DAX,
 #   tmpfs and the node, side by side), kerneltier (needs --kmem: GUPS under

@@ -158,6 +158,19 @@ suite_gups() {
 # The CPU-less node as the slow tier (MMTIER_SLOW_NODE=auto takes it when
 # MMTIER_PMEM_PATH is unset): every page where its tier says, the moves
 # done by the kernel, the hot-set workload and a real program on it.
+# The NUMA-pressure check alone (numa_pressure below), to repeat it:
+# --suites "pressure pressure pressure".
+suite_pressure() {
+  local slow
+  slow=$(for n in /sys/devices/system/node/node[0-9]*; do [ -z "$(cat "$n/cpulist")" ] && basename "$n"; done | head -1)
+  [ -n "$slow" ] || { fail pressure "no NUMA node without CPUs"; return; }
+  numa_pressure "${slow#node}"
+  # Each run's logs kept (the next run writes the same names).
+  local at
+  at=$(date +%s)
+  for f in "$W"/logs/numa.pressure.log "$W"/logs/numa.pressure.log.stall; do [ -e "$f" ] && cp "$f" "$f.$at"; done
+}
+
 suite_numa() {
   local slow
   slow=$(for n in /sys/devices/system/node/node[0-9]*; do [ -z "$(cat "$n/cpulist")" ] && basename "$n"; done | head -1)
@@ -208,6 +221,7 @@ vm_delta() {
 run_watched() {
   local log=$1 pid size last=-1 still=0
   shift
+  rm -f "$log.stall"  # an earlier run's
   "$@" > "$log" 2>&1 &
   pid=$!
   while kill -0 "$pid" 2> /dev/null; do
@@ -221,6 +235,17 @@ run_watched() {
         for task in /proc/"$pid"/task/* $(pgrep -x 'kswapd0|kcompactd0|kcompactd1|kswapd1' | sed 's|^|/proc/|'); do
           echo "-- ${task#/proc/} $(cat "$task/comm" 2> /dev/null) $(cut -d' ' -f3,14,15 "$task/stat" 2> /dev/null)"
           cat "$task/stack" 2> /dev/null
+        done
+        # A running task shows no stack there: the kernel's backtraces of
+        # the CPUs, three times, a second apart, with the system call each
+        # of CMD's threads is in.
+        for k in 1 2 3; do
+          echo "-- sample $k: system calls (number, arguments; 'running' in user space)"
+          for task in /proc/"$pid"/task/*; do echo "$(cat "$task/comm" 2> /dev/null): $(cat "$task/syscall" 2> /dev/null)"; done
+          dmesg -c > /dev/null 2>&1
+          echo l > /proc/sysrq-trigger 2> /dev/null
+          sleep 1
+          dmesg 2> /dev/null | grep -v '^\s*$' | tail -80
         done
       } > "$log.stall"
     fi
