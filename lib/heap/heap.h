@@ -190,8 +190,9 @@ size_t heap_tier_room_units(int to);
 // policy is "preferred", a fault does not fail) is counted where its pages
 // are, on PMem, and its stragglers follow; one with a few pages there has
 // them moved to DRAM when it has room.  Looks at up to n DRAM units per
-// call, in turn (8 pages of each, one system call); returns how many it
-// counted again.  0 when the tiers are not nodes.
+// call, in turn (8 pages of each, one system call), and moves the pages of
+// at most 4 of them (the kernel's moves run under the heap lock); returns
+// how many it counted again.  0 when the tiers are not nodes.
 size_t heap_recount_node_units(size_t n);
 // Tests only: called by a demotion with the unit's address once it has read
 // which pages hold data and before it copies them (a page dropped there is

@@ -634,6 +634,13 @@ size_t heap_recount_node_units(size_t n) {
   void *pages[kBatch * kLook];
   int where[kBatch * kLook];
   size_t found = 0, asked = 0, recounted = 0;
+  // Units whose pages are moved per call: the kernel's moves run with the
+  // heap lock held, and on a node short of memory (or a slow machine) each
+  // unit's can take long; up to 64 at once kept the program's threads
+  // waiting at the lock for tens of seconds (the NUMA-pressure check in
+  // the 6.1 guest).  The rest are looked at again in later scans.
+  constexpr size_t kMovesPerCall = 4;
+  size_t moves = 0;
   heap_lock_guard g;
   // The next n DRAM units with a live page, from the cursor on (the units
   // in use only: the reservation's other units cost nothing), and up to
@@ -667,6 +674,12 @@ size_t heap_recount_node_units(size_t n) {
       off += where[j] == 0;
     }
     if (off == 0) continue;
+    if (moves == kMovesPerCall) {
+      // Looked at first in the next call.
+      cursor = idx[k];
+      break;
+    }
+    ++moves;
     unit &u = g_heap.units[idx[k]];
     if (2 * off <= known) {
       // Some of its pages elsewhere (a move that found the node short, or
