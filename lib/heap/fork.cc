@@ -196,6 +196,7 @@ void rebind_node_units() {
       tier &tt = g_mgr.tiers[t];
       for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
         tt.ops->move_in(&tt, page_addr(idx, first), n << kPageShift);
+        tt.ops->bind(&tt, page_addr(idx, first), n << kPageShift);
       });
     }
   });

@@ -60,6 +60,9 @@ struct unit {
   // fault service (atomically).
   uint8_t pending;
   uint8_t rehuge;            // to be collapsed into a huge page (huge.cc)
+  // The mover's kernel move of its pages is under way, outside the heap
+  // lock (node tiers, node_moves.cc); cleared when the unit is released.
+  uint8_t moving;
   uint32_t slot;             // slot in the tier's file (file-backed tiers)
   uint16_t live;             // pages placed (mapped on the tier)
   uint16_t owned;            // pages owned by application mappings
@@ -181,6 +184,10 @@ bool heap_unit_movable(size_t idx);
 // while the unit is copied into its new file slot and mapped over itself.
 // Returns the bytes moved (>= 0).
 long heap_migrate(size_t idx, int to);
+// For tests: fn(idx) runs while the kernel moves unit idx's pages between
+// NUMA-node tiers, on the moving thread, the heap lock not held (nullptr:
+// nothing).
+void heap_node_move_hook(void (*fn)(size_t idx));
 // Units tier `to` can take now beside what it holds, as the tier sees its
 // memory (a NUMA node other processes fill), or SIZE_MAX when the tier
 // does not know: the budgets alone bound it.
@@ -191,8 +198,9 @@ size_t heap_tier_room_units(int to);
 // are, on PMem, and its stragglers follow; one with a few pages there has
 // them moved to DRAM when it has room.  Looks at up to n DRAM units per
 // call, in turn (8 pages of each, one system call), and moves the pages of
-// at most 4 of them (the kernel's moves run under the heap lock); returns
-// how many it counted again.  0 when the tiers are not nodes.
+// at most 4 of them (outside the heap lock, as heap_migrate's); returns
+// how many it counted again.  0 when the tiers are not nodes.  The mover's
+// thread only.
 size_t heap_recount_node_units(size_t n);
 // Tests only: called by a demotion with the unit's address once it has read
 // which pages hold data and before it copies them (a page dropped there is

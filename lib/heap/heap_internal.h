@@ -5,6 +5,8 @@
 //   first_touch.cc  PMem storage allocated at a unit's first access
 //   mappings.cc  the application's anonymous mappings on managed memory
 //   migration.cc retiering a unit at the same address
+//   node_moves.cc  the same between NUMA-node tiers, where the kernel moves
+//                the pages
 //   fork.cc      the fork freeze of file-backed units and the child's reset
 //   reshare.cc   re-sharing units frozen by fork on PMem again
 //   huge.cc      huge pages rebuilt after a fork or a promotion
@@ -211,6 +213,17 @@ size_t protect_runs(size_t idx, int fd, long *err);
 void release_writers(size_t idx, int fd, size_t protected_runs, size_t mapped_runs);
 // A fork child demotes through a pipe of its own.
 void migration_fork_child();
+// Counts unit u on tier `to`, at slot, instead of its own tier, whose slot
+// is recycled or freed.
+void retier(unit &u, int to, uint32_t slot);
+// Whether unit idx can move to tier `to` now (its samples settled): 1, 0
+// when it is there already, or -errno (-EBUSY: not movable; -ENOSPC: the
+// tier is at its limit).  Heap lock held.
+long migration_check_locked(size_t idx, int to);
+
+// --- node_moves.cc ----------------------------------------------------------
+// heap_migrate between NUMA-node tiers.
+long node_migrate(size_t idx, int to);
 
 // --- huge.cc ----------------------------------------------------------------
 // Unit idx (just promoted, in full use) is to be collapsed into a huge

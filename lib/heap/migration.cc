@@ -2,9 +2,10 @@
 // while any number of threads (and system calls) read and write it (see
 // heap.h, heap_migrate; why it is safe: docs/ARCHITECTURE.md, hazard 4).
 //
-// Both directions run under the heap lock, so no other heap operation sees
-// a unit half-moved.  Only live pages move; a unit's other pages are
-// reserved (PROT_NONE) and stay so.
+// Between file-backed tiers both directions run under the heap lock, so no
+// other heap operation sees a unit half-moved (between NUMA-node tiers the
+// kernel moves the pages, outside it: node_moves.cc).  Only live pages
+// move; a unit's other pages are reserved (PROT_NONE) and stay so.
 //   promotion (PMem -> DRAM) is post-copy: each live run is replaced, in one
 //     mremap, by anonymous memory registered for missing pages; the fault
 //     service fills any page touched from a second view of the slot, while
@@ -79,18 +80,6 @@ struct migration_state {
   char *staging = nullptr;   // one unit, mapped for good
 };
 migration_state g_mig;
-
-void retier(unit &u, int to, uint32_t slot) {
-  const int from = unit_tier(u);
-  tier &old = g_mgr.tiers[from];
-  if (from == kTierPmem) keep_warm(g_mgr.counters.policy_units[kTierDram] + 1);
-  if (old.ops->slot_recycle) old.ops->slot_recycle(&old, u.slot);
-  else if (old.ops->slot_free) old.ops->slot_free(&old, u.slot);
-  count_unit(u, from, -1);
-  u.slot = slot;
-  u.tier1.store(static_cast<uint8_t>(to + 1), std::memory_order_release);
-  count_unit(u, to, +1);
-}
 
 // ---- copies ------------------------------------------------------------
 
@@ -571,6 +560,18 @@ long demote(size_t idx) {
 
 }  // namespace
 
+void retier(unit &u, int to, uint32_t slot) {
+  const int from = unit_tier(u);
+  tier &old = g_mgr.tiers[from];
+  if (from == kTierPmem) keep_warm(g_mgr.counters.policy_units[kTierDram] + 1);
+  if (old.ops->slot_recycle) old.ops->slot_recycle(&old, u.slot);
+  else if (old.ops->slot_free) old.ops->slot_free(&old, u.slot);
+  count_unit(u, from, -1);
+  u.slot = slot;
+  u.tier1.store(static_cast<uint8_t>(to + 1), std::memory_order_release);
+  count_unit(u, to, +1);
+}
+
 bool heap_unit_movable(size_t idx) {
   if (idx >= g_heap.nunits) return false;
   const unit &u = g_heap.units[idx];
@@ -578,38 +579,25 @@ bool heap_unit_movable(size_t idx) {
          u.owner != kOwnerFree;
 }
 
-namespace {
-
-// Between node tiers: the kernel moves the pages where they are.  Pages it
-// cannot move now (pinned by I/O in flight) stay on their node: the unit is
-// counted on its new tier all the same.
-long move_in_place(size_t idx, int to) {
-  unit &u = g_heap.units[idx];
-  tier &t = g_mgr.tiers[to];
-  long err = 0;
-  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
-    if (!err) err = t.ops->move_in(&t, page_addr(idx, first), n << kPageShift);
-  });
-  if (err) return err;
-  retier(u, to, 0);
-  return static_cast<long>(u.live) << kPageShift;
-}
-
-}  // namespace
-
-long heap_migrate(size_t idx, int to) {
-  if (to != kTierDram && to != kTierPmem) return -EINVAL;
-  const bool in_place = g_mgr.tiers[kTierDram].ops->move_in && g_mgr.tiers[kTierPmem].ops->move_in;
-  if (!in_place && !faults_start()) return -EOPNOTSUPP;
-  heap_lock_guard g;
+long migration_check_locked(size_t idx, int to) {
   if (!heap_unit_movable(idx)) return -EBUSY;
   sample_settle_unit_locked(idx);
-  const int from = unit_tier(g_heap.units[idx]);
-  if (from == to) return 0;
+  if (unit_tier(g_heap.units[idx]) == to) return 0;
   // The tiers' limits hold for migration as for placement.
   const heap_counters &c = g_mgr.counters;
   if (c.limit_units[to] != SIZE_MAX && c.units[to] >= c.limit_units[to]) return -ENOSPC;
-  if (in_place) return move_in_place(idx, to);
+  return 1;
+}
+
+long heap_migrate(size_t idx, int to) {
+  if (to != kTierDram && to != kTierPmem) return -EINVAL;
+  // Between node tiers the kernel moves the pages, outside the heap lock
+  // (node_moves.cc).
+  if (g_mgr.tiers[kTierDram].ops->move_in && g_mgr.tiers[kTierPmem].ops->move_in) return node_migrate(idx, to);
+  if (!faults_start()) return -EOPNOTSUPP;
+  heap_lock_guard g;
+  const long ok = migration_check_locked(idx, to);
+  if (ok <= 0) return ok;
   // Never touched: DRAM's untouched pages are the ones it has already.
   if (g_heap.units[idx].pending) return pending_to_dram(idx), 0;
   return to == kTierDram ? promote(idx) : demote(idx);
@@ -619,92 +607,10 @@ size_t heap_tier_room_units(int to) {
   if (to != kTierDram && to != kTierPmem) return SIZE_MAX;
   tier &t = g_mgr.tiers[to];
   if (!t.usable || !t.ops->room) return SIZE_MAX;
-  heap_lock_guard g;  // the tier's room figure is kept with its moves
+  // The tier's room figure is the mover's: its moves and this call run on
+  // its thread.
   const long long r = t.ops->room(&t);
   return r < 0 ? SIZE_MAX : static_cast<size_t>(r) >> kUnitShift;
-}
-
-size_t heap_recount_node_units(size_t n) {
-  tier &dram = g_mgr.tiers[kTierDram];
-  if (!dram.usable || !dram.ops->lies_on || !g_mgr.tiers[kTierPmem].ops->move_in) return 0;
-  constexpr size_t kBatch = 64, kLook = 8;
-  static size_t cursor;  // where the last call stopped (the mover's thread only)
-  if (n > kBatch) n = kBatch;
-  size_t idx[kBatch], looks[kBatch];
-  void *pages[kBatch * kLook];
-  int where[kBatch * kLook];
-  size_t found = 0, asked = 0, recounted = 0;
-  // Units whose pages are moved per call: the kernel's moves run with the
-  // heap lock held, and on a node short of memory (or a slow machine) each
-  // unit's can take long; up to 64 at once kept the program's threads
-  // waiting at the lock for tens of seconds (the NUMA-pressure check in
-  // the 6.1 guest).  The rest are looked at again in later scans.
-  constexpr size_t kMovesPerCall = 4;
-  size_t moves = 0;
-  heap_lock_guard g;
-  // The next n DRAM units with a live page, from the cursor on (the units
-  // in use only: the reservation's other units cost nothing), and up to
-  // kLook of their live pages spread across each.
-  const auto collect = [&](size_t from, size_t to) {
-    for_used_va_words([&](size_t w) {
-      for (uint64_t bits = g_mgr.va_bits[w]; bits && found < n; bits &= bits - 1) {
-        const size_t i = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
-        if (i < from || i >= to) continue;
-        const unit &u = g_heap.units[i];
-        if (unit_tier(u) != kTierDram || !heap_unit_movable(i)) continue;
-        size_t m = 0;
-        for (size_t p = 0; p < kPagesPerUnit && m < kLook; p += kPagesPerUnit / kLook)
-          if (bit_get(u.live_bits, p)) pages[asked + m++] = page_addr(i, p);
-        if (m == 0) continue;
-        idx[found] = i;
-        looks[found++] = m;
-        asked += m;
-      }
-    });
-  };
-  const size_t from = cursor < g_heap.nunits ? cursor : 0;
-  collect(from, g_heap.nunits);
-  if (found < n) collect(0, from);
-  cursor = found ? idx[found - 1] + 1 : 0;
-  if (!found || dram.ops->lies_on(&dram, pages, asked, where) != 0) return 0;
-  for (size_t k = 0, at = 0; k < found; at += looks[k++]) {
-    size_t off = 0, known = 0;
-    for (size_t j = at; j < at + looks[k]; ++j) {
-      known += where[j] >= 0;
-      off += where[j] == 0;
-    }
-    if (off == 0) continue;
-    if (moves == kMovesPerCall) {
-      // Looked at first in the next call.
-      cursor = idx[k];
-      break;
-    }
-    ++moves;
-    unit &u = g_heap.units[idx[k]];
-    if (2 * off <= known) {
-      // Some of its pages elsewhere (a move that found the node short, or
-      // pages made while it was full): moved to DRAM when there is room
-      // (move_pages leaves those already there).
-      for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t len) {
-        dram.ops->move_in(&dram, page_addr(idx[k], first), len << kPageShift);
-      });
-      continue;
-    }
-    // Most of it elsewhere: counted on PMem, bound to the slow node (what
-    // is not there yet follows) at no cost to the budgets' moves.
-    if (move_in_place(idx[k], kTierPmem) >= 0) {
-      ++recounted;
-      MMTIER_DEBUG("heap: unit %zu counted on PMem: the kernel put its pages on the slow node", idx[k]);
-    }
-  }
-  static bool said;  // the mover's thread only
-  if (recounted && !said) {
-    said = true;
-    MMTIER_INFO("DRAM tier: units placed while NUMA node %d was full lie on the slow node: counted on PMem (the "
-                "mover promotes them when they are hot and room returns)",
-                dram.node);
-  }
-  return recounted;
 }
 
 void migration_fork_child() {

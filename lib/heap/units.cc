@@ -326,6 +326,7 @@ void release_unit(unit &u, size_t idx) {
     if (t == kTierDram) keep_warm(g_mgr.counters.policy_units[kTierDram]);
   }
   u.tier1.store(0, std::memory_order_release);
+  u.moving = 0;  // a move under way is void (node_moves.cc)
   u.frozen = 0;
   u.spilled = 0;
   u.custom_prot = 0;

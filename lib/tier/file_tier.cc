@@ -561,7 +561,7 @@ const tier_ops file_tier_ops = {
     file_map_private, file_fork_prepare, file_fork_parent, file_fork_child,
     file_drop_inherited, file_slot_retire, file_reclaim_retired, file_storage_unheld,
     file_stored,      file_restored,       file_storage_fds, file_hand_over,
-    file_adopt_held,  nullptr /* move_in */, file_reserve_keep,
+    file_adopt_held,  nullptr /* move_in */, nullptr /* bind */, file_reserve_keep,
 };
 
 }  // namespace mmtier::detail

@@ -20,7 +20,9 @@
 // its nodes have above their high watermarks (node_room) and is refused
 // with ENOSPC when the unit does not fit, or when most of its pages could
 // not be moved: the mover then takes the tier as full and makes room by
-// demoting first.  The range's policy is set after its pages moved.
+// demoting first.  The range's policy is set after its pages moved (bind),
+// under the heap lock, once the heap has checked that the unit is still the
+// one whose pages moved.
 //
 // Pages another process maps too (a fork's copy-on-write pages not yet
 // written by either) move only with MPOL_MF_MOVE_ALL, which needs
@@ -484,8 +486,7 @@ long node_move_in(tier *t, void *addr, size_t len) {
     return -ENOSPC;
   }
   s->room -= static_cast<int64_t>(len);
-  // Pages made later: on the tier's nodes.
-  return bind(t, addr, len);
+  return 0;
 }
 
 constexpr tier_ops make_ops(const char *kind, long (*open)(tier *, const config &)) {
@@ -498,6 +499,7 @@ constexpr tier_ops make_ops(const char *kind, long (*open)(tier *, const config 
   o.map = node_map;
   o.discard = node_discard;
   o.move_in = node_move_in;
+  o.bind = bind;
   o.room = node_room;
   o.lies_on = node_lies_on;
   return o;

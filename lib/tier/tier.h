@@ -142,11 +142,15 @@ struct tier_ops {
   // NUMA-node tiers (node_tier.cc).  Moves the pages of [addr, addr + len),
   // anonymous memory of the other node tier, onto this tier's nodes where
   // they are: the kernel migrates them (move_pages) while any thread goes
-  // on using them, and the range takes this tier's policy for pages made
-  // later.  0, -ENOSPC when the nodes have no room for it (nothing asked
-  // of the kernel, or most of its pages could not be given a page there:
-  // the range keeps its policy), or -errno.
+  // on using them.  The range's policy is bind's (below).  0, -ENOSPC when
+  // the nodes have no room for it (nothing asked of the kernel, or most of
+  // its pages could not be given a page there), or -errno.  Runs without
+  // the heap lock, on the mover's thread (or before it starts): the tier's
+  // room figure is that thread's.
   long (*move_in)(tier *t, void *addr, size_t len);
+  // The range takes this tier's policy: pages made from now on are made on
+  // its nodes; 0 or -errno.  After move_in, under the heap lock.
+  long (*bind)(tier *t, void *addr, size_t len);
 
   // Allocates storage for whatever of [off, off + len) of a slot has none
   // (a hole), keeping every byte of the rest, which reserve may overwrite

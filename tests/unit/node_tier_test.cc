@@ -11,12 +11,15 @@
 #include "heap_test_util.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <cstring>
 #include <vector>
 
@@ -208,6 +211,115 @@ TEST_F(NodeTier, AUnitWhosePagesLieOnTheSlowNodeIsCountedThere) {
   EXPECT_EQ(off_node(base + kUnitSize, fast), 0u);
   for (size_t i = 0; i < 2 * kUnitSize; i += 4096) ASSERT_EQ(base[i], 5);
   heap_munmap(base, 2 * kUnitSize);
+}
+
+// The kernel's part of a move between node tiers runs without the heap
+// lock (lib/heap/node_moves.cc): what the program does meanwhile neither
+// waits for it nor confuses it.  heap_node_move_hook runs in the middle of
+// the move, on the moving thread.
+struct beside_move {
+  char *unit = nullptr;  // the unit whose pages move
+  int to = -1;
+  size_t calls = 0;
+  bool counted_there = false;  // the unit was counted on its new tier during the move
+  bool finished = false;       // the heap calls of another thread finished during the move
+};
+beside_move g_beside;
+
+// Runs fn on another thread and says whether it finished within 30 s: it
+// cannot while the moving thread holds the heap lock (then it finishes
+// once the move is over, detached).
+bool finishes_beside(void *(*fn)(void *)) {
+  pthread_t th;
+  if (pthread_create(&th, nullptr, fn, nullptr) != 0) return false;
+  timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 30;
+  if (pthread_timedjoin_np(th, nullptr, &until) == 0) return true;
+  pthread_detach(th);
+  return false;
+}
+
+void *map_write_unmap(void *) {
+  void *p = nullptr;
+  if (heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p) != 0) return nullptr;
+  memset(p, 7, kUnitSize);
+  heap_munmap(p, kUnitSize);
+  return nullptr;
+}
+
+void *unmap_the_moving_unit(void *) {
+  heap_munmap(g_beside.unit, kUnitSize);
+  return nullptr;
+}
+
+TEST_F(NodeTier, TheProgramsHeapCallsGoOnWhileAUnitsPagesMove) {
+  char *base = map_units(1);
+  ASSERT_NE(base, nullptr);
+  memset(base, 9, kUnitSize);
+  g_beside = beside_move{base, 1 - heap_tier_of(base)};
+  heap_node_move_hook([](size_t) {
+    ++g_beside.calls;
+    g_beside.counted_there = heap_tier_of(g_beside.unit) == g_beside.to;
+    g_beside.finished = finishes_beside(map_write_unmap);
+  });
+  const long r = heap_migrate(unit_index_of(base), g_beside.to);
+  heap_node_move_hook(nullptr);
+  EXPECT_EQ(r, static_cast<long>(kUnitSize));
+  EXPECT_EQ(g_beside.calls, 1u);
+  EXPECT_TRUE(g_beside.counted_there) << "counted on its new tier from the move's start";
+  EXPECT_TRUE(g_beside.finished) << "another thread's mmap, write and munmap waited for the move";
+  EXPECT_EQ(heap_tier_of(base), g_beside.to);
+  EXPECT_EQ(off_node(base, g_beside.to == kTierPmem ? slow : fast), 0u);
+  for (size_t i = 0; i < kUnitSize; i += 512) ASSERT_EQ(base[i], 9);
+  heap_munmap(base, kUnitSize);
+}
+
+TEST_F(NodeTier, AUnitReleasedWhileItsPagesMoveIsCountedNowhere) {
+  heap_counters before;
+  heap_counters_get(&before);
+  char *base = map_units(1);
+  ASSERT_NE(base, nullptr);
+  memset(base, 4, kUnitSize);
+  g_beside = beside_move{base, 1 - heap_tier_of(base)};
+  heap_node_move_hook([](size_t) { g_beside.finished = finishes_beside(unmap_the_moving_unit); });
+  const long r = heap_migrate(unit_index_of(base), g_beside.to);
+  heap_node_move_hook(nullptr);
+  EXPECT_TRUE(g_beside.finished);
+  EXPECT_EQ(r, -EBUSY) << "the move of a unit released meanwhile is void";
+  EXPECT_LT(heap_tier_of(base), 0) << "the released unit stays released";
+  heap_counters after;
+  heap_counters_get(&after);
+  EXPECT_EQ(after.units[kTierDram], before.units[kTierDram]);
+  EXPECT_EQ(after.units[kTierPmem], before.units[kTierPmem]);
+  // Its addresses serve again, counted once.
+  char *again = map_units(1);
+  ASSERT_NE(again, nullptr);
+  memset(again, 6, kUnitSize);
+  heap_counters_get(&after);
+  EXPECT_EQ(after.units[kTierDram] + after.units[kTierPmem], before.units[kTierDram] + before.units[kTierPmem] + 1);
+  heap_munmap(again, kUnitSize);
+}
+
+// Pages first touched while the unit's other pages move are made on its new
+// tier's node: the range takes the new policy before the kernel moves.
+TEST_F(NodeTier, PagesFirstTouchedWhileAUnitsPagesMoveAreMadeOnItsNewTier) {
+  char *base = map_units(1);
+  ASSERT_NE(base, nullptr);
+  memset(base, 2, kUnitSize / 2);
+  g_beside = beside_move{base, 1 - heap_tier_of(base)};
+  heap_node_move_hook([](size_t) {
+    memset(g_beside.unit + kUnitSize / 2, 3, kUnitSize / 2);
+    ++g_beside.calls;
+  });
+  const long r = heap_migrate(unit_index_of(base), g_beside.to);
+  heap_node_move_hook(nullptr);
+  EXPECT_EQ(r, static_cast<long>(kUnitSize));
+  EXPECT_EQ(g_beside.calls, 1u);
+  EXPECT_EQ(heap_tier_of(base), g_beside.to);
+  EXPECT_EQ(off_node(base, g_beside.to == kTierPmem ? slow : fast), 0u);
+  for (size_t i = 0; i < kUnitSize; i += 512) ASSERT_EQ(base[i], i < kUnitSize / 2 ? 2 : 3) << i;
+  heap_munmap(base, kUnitSize);
 }
 
 // The figures a move into a node looks at first: the node's free memory
