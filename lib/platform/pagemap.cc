@@ -64,18 +64,20 @@ bool pagemap_read(uintptr_t addr, size_t pages, page_info *out) {
   long fd = openat(AT_FDCWD, "/proc/thread-self/pagemap", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return false;
   const bool ok = read_info(static_cast<int>(fd), addr, pages, out);
-  close(static_cast<int>(fd));
+  ::close(static_cast<int>(fd));
   return ok;
 }
 
+void pagemap_file::close() {
+  if (fd_ < 0) return;
+  fd_unguard(fd_);
+  ::close(fd_);
+  fd_ = -1;
+}
+
 void pagemap_file::check_owner() {
-  const long pid = getpid();
-  if (pid_ != pid && fd_ >= 0) {
-    fd_unguard(fd_);
-    close(fd_);
-    fd_ = -1;
-  }
-  pid_ = pid;
+  if (pid_ != getpid()) close();
+  pid_ = getpid();
 }
 
 bool pagemap_file::ready() {
@@ -84,7 +86,7 @@ bool pagemap_file::ready() {
   if (fd < 0) return false;
   const int guarded = fd_guard(static_cast<int>(fd));
   if (guarded < 0) {
-    close(static_cast<int>(fd));
+    ::close(static_cast<int>(fd));
     return false;
   }
   fd_ = guarded;

@@ -56,6 +56,10 @@ class pagemap_file {
   int huge(uintptr_t addr, size_t len);
   // Closes the descriptor if this process did not open it.
   void check_owner();
+  // Closes the descriptor (opened again at the next use).  The heap's
+  // reader lives as long as the process; a reader of a shorter life (a
+  // test's) closes it when done.
+  void close();
   // In a restored process: the descriptor does not exist (nothing closed).
   void forget() { fd_ = -1; }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "heap/heap.h"
+#include "platform/pagemap.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -27,6 +28,15 @@ inline void use_up_startup_units() {
                         &startup),
               0);
 }
+
+// A pagemap reader of a test's own, closed when it goes out of scope (the
+// library's lives as long as the process).
+struct pagemap_reader : sys::pagemap_file {
+  pagemap_reader() = default;
+  pagemap_reader(const pagemap_reader &) = delete;
+  pagemap_reader &operator=(const pagemap_reader &) = delete;
+  ~pagemap_reader() { close(); }
+};
 
 inline size_t unit_index_of(const void *p) { return (reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift; }
 

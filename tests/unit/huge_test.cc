@@ -22,6 +22,7 @@ namespace mmtier::detail {
 namespace {
 
 using test::unit_index_of;
+using test::pagemap_reader;
 using test::use_up_startup_units;
 
 unsigned char expect(size_t i, int round) { return static_cast<unsigned char>(i * 29 + 3 + round); }
@@ -179,7 +180,7 @@ TEST_F(Rehuge, UnitsSplitByAForkAreWholeAgainOnceNoChildSharesThem) {
             0);
   auto *b = static_cast<unsigned char *>(p);
   for (size_t i = 0; i < kUnits * kUnitSize; ++i) b[i] = expect(i, 0);
-  sys::pagemap_file pm;
+  pagemap_reader pm;
   const int huge = all_huge(pm, b, kUnits);
   if (huge != 1) {
     heap_munmap(p, kUnits * kUnitSize);
@@ -253,7 +254,7 @@ TEST_F(Rehuge, AUnitAllReadOnlyAfterALaterForkIsRebuiltToo) {
   ASSERT_EQ(heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p, kTierDram), 0);
   auto *b = static_cast<unsigned char *>(p);
   for (size_t i = 0; i < kUnitSize; ++i) b[i] = expect(i, 0);
-  sys::pagemap_file pm;
+  pagemap_reader pm;
   const int huge = unit_huge(pm, b);
   if (huge != 1) {
     heap_munmap(p, kUnitSize);
@@ -290,7 +291,7 @@ TEST_F(Rehuge, AUnitSampledWhenLookedAtIsRebuiltAfterTheSample) {
   ASSERT_NE(b, nullptr) << "the unit could not go to PMem and back";
   void *p = b;
   const size_t idx = unit_index_of(b);
-  sys::pagemap_file pm;
+  pagemap_reader pm;
   if (unit_huge(pm, b) < 0) {
     heap_munmap(p, kUnitSize);
     GTEST_SKIP() << "huge pages cannot be told here (PAGEMAP_SCAN, 6.7, or root for page frames)";
@@ -320,7 +321,7 @@ TEST_F(Rehuge, AUnitNotWhollyWrittenIsNotFilled) {
   // Half its pages given back to the kernel behind the heap's back (it
   // still counts them placed): they read as zero and take no memory.
   for (size_t pg = 1; pg < kPagesPerUnit; pg += 2) ASSERT_EQ(madvise(b + pg * kPageSize, kPageSize, MADV_DONTNEED), 0);
-  sys::pagemap_file pm;
+  pagemap_reader pm;
   const size_t before = present_pages(pm, b);
   ASSERT_EQ(before, kPagesPerUnit / 2);
   const pid_t child = fork();
@@ -339,7 +340,7 @@ TEST_F(Rehuge, AUnitPromotedFromPmemIsOneHugePageAgain) {
   unsigned char *b = promoted_unit(2);
   ASSERT_NE(b, nullptr) << "the unit could not go to PMem and back";
   void *p = b;
-  sys::pagemap_file pm;
+  pagemap_reader pm;
   const int at_once = unit_huge(pm, b);
   if (at_once < 0) {
     heap_munmap(p, kUnitSize);
@@ -370,7 +371,7 @@ TEST_F(Rehuge, APromotedUnitSampledWholeAndTouchedStaysOneHugePage) {
   unsigned char *b = promoted_unit(4);
   ASSERT_NE(b, nullptr) << "the unit could not go to PMem and back";
   void *p = b;
-  sys::pagemap_file pm;
+  pagemap_reader pm;
   rehuge_all();
   if (unit_huge(pm, b) != 1) {
     heap_munmap(p, kUnitSize);
@@ -408,7 +409,7 @@ TEST_F(Rehuge, ASideSlotASplitWentThroughIsRenewed) {
   ASSERT_EQ(heap_mmap(nullptr, 2 * kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p, kTierDram), 0);
   auto *b = static_cast<unsigned char *>(p);
   for (size_t i = 0; i < 2 * kUnitSize; ++i) b[i] = expect(i, 5);
-  sys::pagemap_file pm;
+  pagemap_reader pm;
   if (all_huge(pm, b, 2) != 1) {
     heap_munmap(p, 2 * kUnitSize);
     GTEST_SKIP() << "no huge pages for the units (or they cannot be told here)";

@@ -25,6 +25,7 @@ namespace mmtier::detail {
 namespace {
 
 using test::thread_blocked;
+using test::pagemap_reader;
 using test::use_up_startup_units;
 
 uint32_t unit_of(const void *p) {
@@ -214,7 +215,7 @@ unsigned char *huge_dram_unit(const char **why) {
   g_heap.units[unit_of(b)].forced1 = 0;
   g_heap.units[unit_of(b)].by_policy = 1;
   EXPECT_TRUE(advised_huge(b)) << "a DRAM unit mapped whole is advised for a huge page (MMTIER_HUGE_PAGES=units)";
-  sys::pagemap_file pm;
+  pagemap_reader pm;
   const int huge = pm.huge(reinterpret_cast<uintptr_t>(b), kUnitSize);
   if (huge == 1) return b;
   heap_munmap(p, kUnitSize);
@@ -237,7 +238,7 @@ TEST(SampleWhole, AHugeUnitStaysWholeAndOnlyEarlyAccessesCount) {
   unsigned char *b = huge_dram_unit(&why);
   if (!b) GTEST_SKIP() << why;
   void *p = b;
-  sys::pagemap_file pm;
+  pagemap_reader pm;
   const uintptr_t at = reinterpret_cast<uintptr_t>(b);
   const uint32_t unit = unit_of(b);
   const uint8_t four = 4;  // sampled by pages, it would be 4 hidden
