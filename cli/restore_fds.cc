@@ -441,6 +441,57 @@ struct maker {
   }
 };
 
+// The messages queued to a bound Unix datagram socket, sent to it again,
+// in their order, each from the program's socket bound to its sender's
+// address (the program's descriptors are in place): a reply goes where it
+// went.  A sender that was not the program's (another process, or an
+// unbound socket) sends from an unbound socket: the program reads the
+// message with no sender address.
+void resend_queues(const fd_image &im) {
+  const auto sender_fd = [&](const unsigned char *addr, uint32_t alen) {
+    for (uint64_t j = 0; j < im.nfds; ++j) {
+      const cap::fd_record &o = im.fds[j];
+      if (o.same_as >= 0 || o.kind != static_cast<uint32_t>(cap::fd_kind::socket)) continue;
+      const auto *od = detail<cap::fd_socket>(im, o);
+      if (od->domain == AF_UNIX && od->type == SOCK_DGRAM && alen > sizeof(sa_family_t) && od->local_len == alen &&
+          !memcmp(od->local, addr, alen))
+        return o.fd;
+    }
+    return -1;
+  };
+  for (uint64_t i = 0; i < im.nfds; ++i) {
+    const cap::fd_record &r = im.fds[i];
+    if (r.same_as >= 0 || r.kind != static_cast<uint32_t>(cap::fd_kind::socket)) continue;
+    const auto &d = *detail<cap::fd_socket>(im, r);
+    if (!(d.options & cap::kSockQueueSenders) || !d.queued) continue;
+    const auto *p = reinterpret_cast<const unsigned char *>(&d + 1);
+    int anon = -1;
+    bool ok = true;
+    for (uint64_t at = 0; ok && at < d.queued;) {
+      uint32_t len = 0, alen = 0;
+      ok = at + 8 <= d.queued;
+      if (ok) {
+        memcpy(&len, p + at, 4);
+        memcpy(&alen, p + at + 4, 4);
+        ok = alen <= sizeof(sockaddr_un) && at + 8 + alen + len <= d.queued;
+      }
+      if (!ok) fail(strf("descriptor %d: its queued messages are malformed", r.fd));
+      int from = sender_fd(p + at + 8, alen);
+      if (from < 0) {
+        if (anon < 0) anon = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        from = anon;
+      }
+      ok = from >= 0 && sendto(from, p + at + 8 + alen, len, MSG_DONTWAIT | MSG_NOSIGNAL,
+                               reinterpret_cast<const sockaddr *>(d.local), d.local_len) == static_cast<ssize_t>(len);
+      at += 8 + alen + len;
+    }
+    if (anon >= 0) close(anon);
+    if (!ok)
+      fail(strf("descriptor %d: cannot queue its %llu bytes of messages again: %s", r.fd,
+                static_cast<unsigned long long>(d.queued), why().c_str()));
+  }
+}
+
 }  // namespace
 
 std::string fd_check(const fd_image &im) {
@@ -579,6 +630,7 @@ std::string fd_restore(const fd_image &im, const int stdio[3], int floor, std::v
                     why().c_str()));
       }
     }
+    resend_queues(im);
   } catch (const failed &f) {
     return f.line;
   } catch (const std::out_of_range &) {

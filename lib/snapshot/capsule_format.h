@@ -472,6 +472,11 @@ enum socket_options : uint32_t {
   // connection reset before the snapshot leaves.  Its port is bound again
   // or the restore fails.
   kSockOnlyBound = 1u << 7,
+  // A bound Unix datagram socket (not a pair's end, not connected) whose
+  // queue was taken with each message's sender: fd_socket::queued holds,
+  // per message, a uint32 length, a uint32 sender address length, the
+  // sender's address and the bytes.
+  kSockQueueSenders = 1u << 8,
 };
 
 struct fd_socket {
@@ -483,7 +488,7 @@ struct fd_socket {
   unsigned char local[128], peer[128];  // sockaddrs
   uint64_t pair;     // the peer's inode (state pair)
   uint64_t queued;   // bytes right after this: a stream's queued bytes; a datagram socket's messages,
-                     // each a uint32 length and its bytes
+                     // each a uint32 length and its bytes (kSockQueueSenders: and its sender)
 };
 static_assert(sizeof(fd_socket) == 304 && std::has_unique_object_representations_v<fd_socket>);
 

@@ -153,8 +153,10 @@ bool has_port(const unsigned char *sa, uint32_t len) {
 }
 
 // The messages or bytes queued to one end of a pair within the process,
-// peeked (SO_PEEK_OFF walks a datagram queue message by message).
-long take_queue(cap::fd_record &r, cap::fd_socket *&d) {
+// peeked (SO_PEEK_OFF walks a datagram queue message by message); with
+// senders, a bound datagram socket's messages and who sent each
+// (kSockQueueSenders).
+long take_queue(cap::fd_record &r, cap::fd_socket *&d, bool senders = false) {
   if (d->type == SOCK_STREAM) {
     int queued = 0;
     if (sys::raw(SYS_ioctl, r.fd, FIONREAD, reinterpret_cast<long>(&queued)) != 0 || queued <= 0) return 0;
@@ -174,23 +176,32 @@ long take_queue(cap::fd_record &r, cap::fd_socket *&d) {
   int zero = 0;
   if (sys::raw(SYS_setsockopt, r.fd, SOL_SOCKET, SO_PEEK_OFF, reinterpret_cast<long>(&zero), sizeof zero) != 0)
     return fail("cannot read the messages queued to descriptor %d", r.fd);
+  if (senders) d->options |= cap::kSockQueueSenders;
+  // Per message: its length, then (senders) the sender's address length
+  // and address, then its bytes.
+  constexpr size_t kMax = 65536, kAddr = sizeof(sockaddr_un);
+  const size_t head = senders ? 8 + kAddr : 4;
   long err = 0;
   for (;;) {
-    char *at = g_s.data.take(4 + 65536);
+    char *at = g_s.data.take(head + kMax);
     if (!at) {
       err = fail("out of room for descriptor %d's queue", r.fd);
       break;
     }
-    iovec iov = {at + 4, 65536};
+    iovec iov = {at + head, kMax};
     char ctl[64] = {};
     msghdr mh{};
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
     mh.msg_control = ctl;
     mh.msg_controllen = sizeof ctl;
+    if (senders) {
+      mh.msg_name = at + 8;
+      mh.msg_namelen = kAddr;
+    }
     const long n = sys::raw(SYS_recvmsg, r.fd, reinterpret_cast<long>(&mh), MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC);
-    if (n < 0 || n > 65536 || (mh.msg_flags & MSG_CTRUNC) || mh.msg_controllen) {
-      g_s.data.used -= 4 + 65536;
+    if (n < 0 || n > static_cast<long>(kMax) || (mh.msg_flags & MSG_CTRUNC) || mh.msg_controllen) {
+      g_s.data.used -= head + kMax;
       if (n >= 0) err = fail("descriptor %d has a message queued with descriptors or more than 64 KiB (not supported)", r.fd);
       if (n >= 0 && mh.msg_controllen) {
         // Descriptors passed in it were installed by the peek: closed again
@@ -204,12 +215,31 @@ long take_queue(cap::fd_record &r, cap::fd_socket *&d) {
     }
     const uint32_t len = static_cast<uint32_t>(n);
     memcpy(at, &len, 4);
-    g_s.data.used -= 65536 - len;
-    d->queued += 4 + len;
-    r.detail_len += 4 + len;
+    size_t used = 4 + len;
+    if (senders) {
+      // The address packed after its length: only what the kernel gave.
+      const uint32_t alen = mh.msg_namelen < kAddr ? mh.msg_namelen : static_cast<uint32_t>(kAddr);
+      memcpy(at + 4, &alen, 4);
+      memmove(at + 8 + alen, at + head, len);
+      used = 8 + alen + len;
+    }
+    g_s.data.used -= head + kMax - used;
+    d->queued += used;
+    r.detail_len += used;
   }
   sys::raw(SYS_setsockopt, r.fd, SOL_SOCKET, SO_PEEK_OFF, reinterpret_cast<long>(&old_off), sizeof old_off);
   return err;
+}
+
+// The queue a capsule keeps: a pair end's, or a bound Unix datagram
+// socket's (what the program's own sockets, or any other, sent it and it
+// has not read yet), with each sender, sent again at restore from the same
+// socket where the sender is the program's.
+long take_kept_queue(cap::fd_record &r, cap::fd_socket *&d) {
+  if (d->state == static_cast<uint32_t>(cap::socket_state::pair)) return take_queue(r, d);
+  if (d->domain == AF_UNIX && d->type == SOCK_DGRAM && d->state == static_cast<uint32_t>(cap::socket_state::bound))
+    return take_queue(r, d, true);
+  return 0;
 }
 
 // Whether a Unix socket's peer (its inode) is one of the process's
@@ -315,11 +345,8 @@ long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n) {
     d->state = static_cast<uint32_t>(cap::socket_state::bound);
   else
     d->state = static_cast<uint32_t>(cap::socket_state::unbound);
-  if (in_process) {
-    d->pair = peer_ino;
-    return take_queue(r, d);
-  }
-  return 0;
+  if (in_process) d->pair = peer_ino;
+  return take_kept_queue(r, d);
 }
 
 void diag_end(diag_state &diag) {

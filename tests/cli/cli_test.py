@@ -1824,7 +1824,8 @@ class RestoreTest(Base):
         # and socket pairs with their bytes, an eventfd's count, a
         # timer, a signalfd, an epoll set with all of them registered, the
         # listening and UDP sockets at their ports, a dup: each as it was at
-        # the snapshot, not as the original left it after.
+        # the snapshot, not as the original left it after; a bound Unix
+        # datagram socket's queued messages, each from its sender.
         p = self.start("kernel", "objs")
         self.wait_line(r"^snapshot taken pid=", "the snapshot")
         port = int(self.wait_line(r"^bound port=(\d+)$", "the bound socket's port").group(1))
@@ -1839,7 +1840,7 @@ class RestoreTest(Base):
             self.assertEqual(self.lines()[-2], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
             self.assertEqual(self.lines()[-1], "kernel signals=ok ptimers=ok unnamed=ok pipe=ok eventfd=ok timer=ok "
                                                "signalfd=ok pair=ok listen=ok conn=ended udp=ok dup=ok many=ok "
-                                               "pairs=ok bound=ok tsig=ok")
+                                               "pairs=ok dgram=ok bound=ok tsig=ok")
         # A socket the program only bound gets its port or nothing: with
         # the port taken, the restore fails and says which descriptor.
         with socket.socket() as taken:

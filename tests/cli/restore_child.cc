@@ -44,12 +44,14 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -234,7 +236,20 @@ struct kernel_objects {
   // More Unix sockets than the capture asks about one by one: 20 stream
   // pairs, "p<i>" queued towards the second end of each.
   int pairs[20][2];
+  // A bound Unix datagram socket (abstract name) with three messages
+  // queued: "d1" and "d3" from dg_from (bound too), "d2" from an unbound
+  // socket since closed.
+  int dg, dg_from;
 };
+
+// An abstract Unix address of this process's: "@mmtier-test-<what>-<pid>".
+sockaddr_un abstract_name(const char *what, socklen_t *len) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  const int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "mmtier-test-%s-%d", what, getpid());
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+  return a;
+}
 
 int bound_port(int fd) {
   sockaddr_in a{};
@@ -340,6 +355,17 @@ kernel_objects make_objects() {
         write(k.pairs[i][0], b.data(), b.size()) != static_cast<ssize_t>(b.size()))
       abort();
   }
+  socklen_t dl = 0, fl = 0;
+  const sockaddr_un da = abstract_name("dg", &dl), fa = abstract_name("dg-from", &fl);
+  k.dg = socket(AF_UNIX, SOCK_DGRAM, 0);
+  k.dg_from = socket(AF_UNIX, SOCK_DGRAM, 0);
+  const int unbound = socket(AF_UNIX, SOCK_DGRAM, 0);
+  const auto *dsa = reinterpret_cast<const sockaddr *>(&da);
+  if (bind(k.dg, dsa, dl) != 0 || bind(k.dg_from, reinterpret_cast<const sockaddr *>(&fa), fl) != 0 ||
+      sendto(k.dg_from, "d1", 2, 0, dsa, dl) != 2 || sendto(unbound, "d2", 2, 0, dsa, dl) != 2 ||
+      sendto(k.dg_from, "d3", 2, 0, dsa, dl) != 2)
+    abort();
+  close(unbound);
   k.ep = epoll_create1(0);
   const int watched[] = {k.pipe_rd, k.efd, k.listener, k.tfd, k.sfd, k.pair[1]};
   for (int i = 0; i < 6; ++i) {
@@ -481,6 +507,28 @@ std::string check_objects(const kernel_objects &k) {
                write(k.pairs[i][1], "r", 1) == 1 && read(k.pairs[i][0], got, 1) == 1 && got[0] == 'r';
   }
   out += std::string(" pairs=") + (pairs_ok ? "ok" : "bad");
+  // The datagrams queued to the bound socket, in order, each from its
+  // sender: a reply to the bound one reaches it; the unbound one's is
+  // unnamed.
+  bool dg_ok = true;
+  socklen_t fl = 0;
+  const sockaddr_un fa = abstract_name("dg-from", &fl);
+  sockaddr_un from1{};
+  for (const char *want : {"d1", "d2", "d3"}) {
+    char got[8] = {};
+    sockaddr_un from{};
+    socklen_t len = sizeof from;
+    const bool named = want[1] != '2';
+    dg_ok = dg_ok && recvfrom(k.dg, got, sizeof got, MSG_DONTWAIT, reinterpret_cast<sockaddr *>(&from), &len) == 2 &&
+            !memcmp(got, want, 2) &&
+            (named ? len == fl && !memcmp(&from, &fa, fl) : len <= sizeof(sa_family_t));
+    if (want[1] == '1') from1 = from;
+  }
+  char extra[8], reply[8] = {};
+  dg_ok = dg_ok && recv(k.dg, extra, sizeof extra, MSG_DONTWAIT) < 0 &&
+          sendto(k.dg, "r", 1, 0, reinterpret_cast<sockaddr *>(&from1), fl) == 1 &&
+          recv(k.dg_from, reply, sizeof reply, MSG_DONTWAIT) == 1 && reply[0] == 'r';
+  out += std::string(" dgram=") + (dg_ok ? "ok" : "bad");
   // The socket only bound has its port, and listens on it when asked.
   const bool bound_ok = bound_port(k.only_bound) == k.only_bound_port && listen(k.only_bound, 4) == 0;
   out += std::string(" bound=") + (bound_ok ? "ok" : "bad");
@@ -679,8 +727,12 @@ int main(int argc, char **argv) {
     // The original uses its objects up and changes them: none of it may
     // reach the capsule.
     char buf[64];
-    if (read(k.pipe_rd, buf, sizeof buf) < 0 || write(k.pipe_wr, "later", 5) < 0 || read(k.pair[1], buf, sizeof buf) < 0) {
+    if (read(k.pipe_rd, buf, sizeof buf) < 0 || write(k.pipe_wr, "later", 5) < 0 || read(k.pair[1], buf, sizeof buf) < 0 ||
+        recv(k.dg, buf, sizeof buf, MSG_DONTWAIT) < 0) {
     }
+    socklen_t dl = 0;
+    const sockaddr_un da = abstract_name("dg", &dl);
+    if (sendto(k.dg_from, "d4", 2, 0, reinterpret_cast<const sockaddr *>(&da), dl) != 2) report("cannot send d4");
     uint64_t v = 100;
     if (read(k.efd, &v, 8) < 0 || write(k.efd, &v, 8) < 0) {
     }
