@@ -211,6 +211,40 @@ std::string file_differs(int fd, const cap::file &f, const char *path) {
   }
 }
 
+// A file the program writes through a shared mapping: its pages are the
+// file's (as for a file it writes with write(), nothing is rolled back),
+// so only the very file will do: the same device and inode, opened for
+// reading and writing.  Its descriptor, or -1 with *why set.
+int open_written_shared(const cap::file &f, const char *path, std::string *why) {
+  const int fd = open(path, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) {
+    *why = strf("%s, which the program writes through a shared mapping, cannot be opened for writing: %s", path,
+                strerror(errno));
+    return -1;
+  }
+  struct stat st;
+  const bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_ino == f.ino &&
+                    ((uint64_t{major(st.st_dev)} << 32) | minor(st.st_dev)) == f.dev;
+  if (!same) {
+    close(fd);
+    *why = strf("%s is another file than the one the program wrote through a shared mapping at the snapshot "
+                "(its writes there are the file's: only that very file will do)",
+                path);
+    return -1;
+  }
+  return fd;
+}
+
+// Shared anonymous memory (/dev/zero, System V's), which the restore makes
+// again with its bytes: not a file.
+bool shared_anonymous_path(const char *path) { return !strncmp(path, "/dev/zero", 9) || !strncmp(path, "/SYSV", 5); }
+
+// Whether region g maps a file shared and writable.
+bool written_shared(const cap::manifest_view &m, const cap::region &g) {
+  return (g.flags & cap::kRegionShared) && (g.prot & PROT_WRITE) && g.file < m.nfiles &&
+         !shared_anonymous_path(cap::string_at(m, m.files[g.file].path));
+}
+
 // Everything the command checks and prepares before any process changes.
 struct image {
   located where;
@@ -352,14 +386,23 @@ void check(image &im, const options &o) {
     refuse(im, "the capsule's vDSO and vvar layout differs from this kernel's");
   // Every mapped file as it was.
   for (uint64_t i = 0; i < m.nfiles; ++i) {
-    bool used = false;
-    for (uint64_t k = 0; k < m.nregions && !used; ++k) {
+    bool used = false, written = false;
+    for (uint64_t k = 0; k < m.nregions; ++k) {
       const cap::region &g = m.regions[k];
-      used = g.file == i && static_cast<cap::region_kind>(g.kind) == cap::region_kind::file &&
-             (!(g.flags & cap::kRegionShared) || !(g.prot & PROT_WRITE));
+      const bool maps_it = g.file == i && static_cast<cap::region_kind>(g.kind) == cap::region_kind::file &&
+                           !((g.flags & cap::kRegionShared) && shared_anonymous_path(cap::string_at(m, m.files[i].path)));
+      used = used || maps_it;
+      written = written || (maps_it && written_shared(m, g));
     }
     if (!used) continue;
     const char *path = cap::string_at(m, m.files[i].path);
+    if (written) {
+      std::string why;
+      const int wfd = open_written_shared(m.files[i], path, &why);
+      if (wfd < 0) refuse(im, why);
+      close(wfd);
+      continue;
+    }
     const int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);  // whatever the path now names
     if (fd < 0) refuse(im, strf("%s is gone (%s)", path, strerror(errno)));
     const std::string why = file_differs(fd, m.files[i], path);
@@ -611,12 +654,22 @@ int move_high(int fd, int floor) {
   for (uint64_t i = 0; i < m.nregions; ++i) {
     const cap::region &g = m.regions[i];
     if (static_cast<cap::region_kind>(g.kind) != cap::region_kind::file || g.file == cap::kNoFile ||
-        ((g.flags & cap::kRegionShared) && (g.prot & PROT_WRITE)) || file_fd[g.file] >= 0)
+        file_fd[g.file] >= 0)
       continue;
     const char *path = cap::string_at(m, m.files[g.file].path);
-    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0) die(err_fd, strf("cannot open %s: %s", path, strerror(errno)));
-    if (std::string why = file_differs(fd, m.files[g.file], path); !why.empty()) die(err_fd, why);
+    if ((g.flags & cap::kRegionShared) && shared_anonymous_path(path)) continue;  // made again, not opened
+    // A file written through a shared mapping anywhere is opened for
+    // writing (the same open serves its other mappings).
+    bool written = false;
+    for (uint64_t k = 0; k < m.nregions && !written; ++k)
+      written = m.regions[k].file == g.file && static_cast<cap::region_kind>(m.regions[k].kind) ==
+                                                   cap::region_kind::file && written_shared(m, m.regions[k]);
+    std::string why;
+    const int fd = written ? open_written_shared(m.files[g.file], path, &why)
+                           : open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) die(err_fd, written ? why : strf("cannot open %s: %s", path, strerror(errno)));
+    if (!written) why = file_differs(fd, m.files[g.file], path);
+    if (!why.empty()) die(err_fd, why);
     file_fd[g.file] = fd;
     to_close.push_back(fd);
   }
@@ -678,18 +731,19 @@ int move_high(int fd, int floor) {
           op.kind = static_cast<uint32_t>(rs::map_kind::file);
           op.fd = file_fd[g.file];
           op.file_offset = g.file_offset;
-        } else if (!strncmp(path, "/dev/zero", 9) || !strncmp(path, "/SYSV", 5)) {
+        } else if (shared_anonymous_path(path)) {
           op.kind = static_cast<uint32_t>(rs::map_kind::anon_shared);
-        } else if (!(g.prot & PROT_WRITE) && file_fd[g.file] >= 0) {
-          // Read-only and shared: the file's pages, as before (its
-          // identity was checked).
+        } else if (file_fd[g.file] >= 0) {
+          // The file's pages, as before: read-only (its identity was
+          // checked), or written through the mapping (the very file, its
+          // writes since the snapshot its own): never the capsule's copies.
           op.kind = static_cast<uint32_t>(rs::map_kind::file_shared);
           op.fd = file_fd[g.file];
           op.file_offset = g.file_offset;
           maps.push_back(op);
           continue;
         } else {
-          die(err_fd, strf("mapping %#llx-%#llx is a shared mapping of %s (not supported)",
+          die(err_fd, strf("mapping %#llx-%#llx is a shared mapping of %s, which is not open",
                            static_cast<unsigned long long>(g.start), static_cast<unsigned long long>(g.end), path));
         }
         break;

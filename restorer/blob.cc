@@ -124,7 +124,7 @@ void map_region(plan *p, const map_op &m) {
       fd = m.fd;
       break;
     case map_kind::file_shared:
-      if (m.ncopies || (m.prot & kProtWrite)) fail(p, "a shared file mapping to be written", 0, m.start);
+      if (m.ncopies) fail(p, "a shared file mapping to be written", 0, m.start);
       flags |= kMapShared;
       fd = m.fd;
       break;

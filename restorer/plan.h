@@ -18,7 +18,7 @@ enum class map_kind : uint32_t {
   anon_shared = 3,  // shared anonymous memory (copies from mem)
   file = 4,         // a private mapping of a file (copies: its changed pages)
   stack = 5,        // the main stack: anonymous, growing down
-  file_shared = 6,  // a read-only shared mapping of a file (its content is the file's: no copies)
+  file_shared = 6,  // a shared mapping of a file (its content is the file's: no copies)
 };
 
 struct map_op {

@@ -13,6 +13,8 @@ PACKAGES=(
   libpmem-dev libmemkind-dev libunwind-dev libboost-dev
   # the real-program suite (tests/programs) and tools
   python3 perl sqlite3 redis-server redis-tools git gcc valgrind coreutils
+  # a JVM for the restore of a Java program (tests/cli: javac compiles it)
+  openjdk-17-jdk-headless
   # the mmtier command's tests (tests/cli); iproute2 and util-linux make the
   # two "hosts" of the migration test (network and mount namespaces)
   tmux python3-prometheus-client iproute2 util-linux

@@ -1697,6 +1697,31 @@ def pss_rss(pid):
     return tuple(int(re.search(rf"^{k}:\s+(\d+)", text, re.M).group(1)) * 1024 for k in ("Pss", "Rss"))
 
 
+# A Java program for the JVM restore test: STEPS lines appended to a file,
+# 10 ms apart, with garbage for the collector and a map kept across steps.
+JVM_STEPS_N = 300
+JVM_STEPS = """
+import java.io.*;
+import java.util.*;
+public class Steps {
+  public static void main(String[] a) throws Exception {
+    PrintWriter out = new PrintWriter(new FileWriter(a[0], true), true);
+    HashMap<Integer, long[]> kept = new HashMap<>();
+    long total = 0;
+    for (int i = 0; i < %d; ++i) {
+      total += (long) i * i;
+      for (int k = 0; k < 2000; ++k) kept.put(k, new long[32]);
+      kept.get(i %% 2000)[0] = total;
+      out.println("step " + i + " " + total);
+      Thread.sleep(10);
+    }
+    out.println("done " + total);
+    out.close();
+  }
+}
+""" % JVM_STEPS_N
+
+
 class RestoreTest(Base):
     """mmtier restore: real processes (cli_restore_child) snapshotted, killed
     and brought back with their PID, TIDs, memory and threads; and every
@@ -2978,6 +3003,47 @@ class RestoreTest(Base):
             total += i * i
             self.assertEqual(lines[i], f"step {i} {total}")
         self.assertEqual(lines[400:], [f"done {total} {64 << 20}"])
+
+    def test_a_jvm_continues_from_the_snapshot_with_its_file(self):
+        """A JVM (its JIT's code, its GC's threads, its performance data
+        file mapped shared and written) appending steps to a file:
+        snapshotted from outside mid-way, killed later, restored: it goes on
+        from the snapshot point, each step once, in order."""
+        src = os.path.join(self.caps, "Steps.java")
+        with open(src, "w") as f:
+            f.write(JVM_STEPS)
+        r = subprocess.run(["javac", "-d", self.caps, src], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = os.path.join(self.caps, "steps.txt")
+        p = subprocess.Popen(["java", "-Xmx128m", "-cp", self.caps, "Steps", out], env=self.env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+        wait_until(lambda: os.path.exists(out) and len(open(out).read().splitlines()) > 20, 60, "some steps")
+        maps = open(f"/proc/{p.pid}/maps").read()
+        self.assertRegex(maps, r"rw-s .*hsperfdata_", "the JVM's performance data, mapped shared and writable")
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "jvm"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        at_snapshot = len(open(out).read().splitlines())
+        wait_until(lambda: len(open(out).read().splitlines()) > at_snapshot + 20, 60, "steps after the snapshot")
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, "jvm.mmtcap"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = open(out).read().splitlines()
+        total = 0
+        for i in range(JVM_STEPS_N):
+            total += i * i
+            self.assertEqual(lines[i], f"step {i} {total}")
+        self.assertEqual(lines[JVM_STEPS_N:], [f"done {total}"])
+        # The restored JVM removed its performance data file as it ended:
+        # a restore now has no file to map shared and says so, before
+        # anything runs.
+        hsperf = re.search(r"rw-s .* (\S*hsperfdata_\S+)", maps).group(1)
+        self.assertFalse(os.path.exists(hsperf))
+        r = self.restore(os.path.join(self.caps, "jvm.mmtcap"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(f"{hsperf}, which the program writes through a shared mapping, cannot be opened for writing: "
+                      "No such file or directory", r.stderr)
 
     def test_snapshot_waits_for_the_lazy_fill_and_then_holds_everything(self):
         """A process restored with --lazy whose memory is still being filled
