@@ -77,6 +77,7 @@ struct fault_sample {
   uint32_t back;                 // bytes moved back so far (by whoever holds kSampleMoving)
   uint64_t out_ns;               // when it went out (sys::mono_ns)
   bool by_wp;                    // write-protected in place (before 6.8), not moved out
+  bool settled;                  // back and unregistered by the sampler (never again: see settle_dram)
   std::atomic<uint8_t> state;
   std::atomic<uint8_t> written;  // the touching access was a write
   std::atomic<uint64_t> touch_ns;  // when the fault service saw the first access

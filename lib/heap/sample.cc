@@ -118,8 +118,14 @@ bool side_ready() {
 }
 
 // Brings a DRAM sample's page back if it is still out (waiting for the
-// fault service if it is moving it right now), then unregisters the page.
+// fault service if it is moving it right now), then unregisters the page,
+// once: a sample settled early (its unit freed, moved or protected) is
+// settled again at the window's end, and by then its addresses may be
+// another unit's, registered for that one's own faults (a PMem unit whose
+// storage waits for its first touch: unregistered, its first writes would
+// land in anonymous pages of its own, lost to the unit).
 void settle_dram(fault_sample &s) {
+  if (s.settled) return;
   for (;;) {
     uint8_t st = s.state.load(std::memory_order_acquire);
     if (st == 0) return;  // never went out
@@ -134,6 +140,7 @@ void settle_dram(fault_sample &s) {
     break;
   }
   sys::uffd::unregister_range(faults_fd(), reinterpret_cast<void *>(s.page), s.len);
+  s.settled = true;
 }
 
 // The fault service's answering time now: a read of the probe page (a
@@ -284,9 +291,11 @@ size_t pick_pages(const unit &u, size_t want, uint64_t &rnd, size_t picks[kMaxPa
 // of its file (units with anonymous pages, frozen or spilled, never move),
 // and one not mapped now is as good as one unmapped on purpose: no pagemap
 // read first (a system call costs tens of microseconds on the measuring VM,
-// and this is one per sample).
+// and this is one per sample).  Not a unit whose storage waits for its
+// first touch: its pages are anonymous (untouched: nothing to see), and
+// dropping one that a write reached some other way would lose the write.
 bool hide_pmem_page(unit &u, size_t idx, uintptr_t page) {
-  if (g_npmem == kMaxPmem) return false;
+  if (g_npmem == kMaxPmem || __atomic_load_n(&u.pending, __ATOMIC_ACQUIRE)) return false;
   if (sys::madvise(reinterpret_cast<void *>(page), kPageSize, MADV_DONTNEED) < 0) return false;
   g_pmem[g_npmem++] = {page, static_cast<uint32_t>(idx), true};
   u.sample = 2;
@@ -368,6 +377,7 @@ bool hide_dram_page(unit &u, size_t idx, uintptr_t page, size_t len = kPageSize)
   // in flight pins the page, which a move refuses and a drop does not).
   const bool by_move = faults_can_move();
   s.by_wp = !by_move;
+  s.settled = false;
   const uint64_t mode = by_move ? UFFDIO_REGISTER_MODE_MISSING : UFFDIO_REGISTER_MODE_WP;
   if (sys::uffd::register_range(fd, reinterpret_cast<void *>(page), len, mode) < 0) return false;
   // Published before the page goes, and no fault answered until it is out

@@ -7,6 +7,7 @@
 #include "api/runtime.h"
 #include "heap/faults.h"
 #include "heap/heap.h"
+#include "heap/sample.h"
 #include "heap_test_util.h"
 
 #include <dirent.h>
@@ -280,6 +281,45 @@ TEST_F(FirstTouch, MovingAnUntouchedUnitToDramCopiesNothingAndKeepsItUsable) {
   u[5] = 5;
   EXPECT_EQ(u[5], 5);
   heap_munmap(p, kUnits * kUnitSize);
+}
+
+// A DRAM unit freed while one of its pages is sampled, its addresses placed
+// again in the same window as a PMem unit waiting for its first touch: the
+// window's end (which puts the sample back and unregisters it, once) leaves
+// the new unit's registration alone, so its first write reaches the fault
+// service, which gives it its storage, and the write is the file's.  (The
+// window's end unregistered the range again: the write landed in an
+// anonymous page of a unit still counted as untouched, and a later PMem
+// sample or first touch dropped it.)
+TEST_F(FirstTouch, AUnitFreedInASampleWindowAndPlacedAgainKeepsItsFirstTouch) {
+  ASSERT_TRUE(faults_can_sample());
+  test::use_up_startup_units();
+  void *v = nullptr;
+  ASSERT_EQ(heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &v), 0);
+  char *d = static_cast<char *>(v);
+  memset(d, 1, kUnitSize);
+  const uint32_t unit = static_cast<uint32_t>(test::unit_index_of(d));
+  if (heap_tier_of(d) != kTierDram) ASSERT_GE(heap_migrate(unit, kTierDram), 0);
+  const uint8_t one = 1;
+  ASSERT_EQ(heap_sample_begin(&unit, &one, 1, 3), 1u);
+  ASSERT_EQ(heap_munmap(d, kUnitSize), 0);
+  void *again = nullptr;
+  ASSERT_EQ(heap_mmap(d, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, &again,
+                      kTierPmem),
+            0);
+  ASSERT_EQ(again, v);
+  const size_t pending = heap_pending_units();
+  sample_result r[2];
+  heap_sample_end(r, 2);
+  d[7 * kPageSize + 3] = 9;
+  EXPECT_EQ(heap_pending_units(), pending - 1) << "the first write did not reach the fault service";
+  EXPECT_EQ(heap_tier_of(d), kTierPmem);
+  test::pagemap_reader pm;
+  EXPECT_NE(pm.entry(reinterpret_cast<uintptr_t>(d + 7 * kPageSize)) & sys::kPagemapFile, 0u)
+      << "the written page is anonymous memory, not the unit's storage";
+  EXPECT_EQ(d[7 * kPageSize + 3], 9);
+  EXPECT_TRUE(zero(d, 7 * kPageSize));
+  heap_munmap(d, kUnitSize);
 }
 
 }  // namespace
