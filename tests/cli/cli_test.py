@@ -2972,6 +2972,19 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 1)
         self.assertIn("refused", r.stderr)
 
+    def snapshot_kill_restore(self, p, out, name):
+        """Snapshots process p (which appends lines to OUT) as NAME, lets it
+        write 20 lines more, kills it and restores it, which runs it to its
+        end: OUT's lines then."""
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", name], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        at_snapshot = len(open(out).read().splitlines())
+        wait_until(lambda: len(open(out).read().splitlines()) > at_snapshot + 20, 60, "lines after the snapshot")
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, f"{name}.mmtcap"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return open(out).read().splitlines()
+
     def test_python_continues_from_the_snapshot_with_its_file(self):
         """python3 appending progress lines to an open file: snapshotted from
         outside mid-way, killed later, restored: it goes on from the snapshot
@@ -2990,14 +3003,7 @@ class RestoreTest(Base):
         p = self.python(prog, out)
         wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
         wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 200, 60, "some progress")
-        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "py"], self.dir)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        at_snapshot = len(open(out).read().splitlines())
-        wait_until(lambda: len(open(out).read().splitlines()) > at_snapshot + 20, 60, "progress after the snapshot")
-        self.kill(p)
-        r = self.restore(os.path.join(self.caps, "py.mmtcap"))
-        self.assertEqual(r.returncode, 0, r.stderr)
-        lines = open(out).read().splitlines()
+        lines = self.snapshot_kill_restore(p, out, "py")
         total = 0
         for i in range(400):
             total += i * i
@@ -3022,14 +3028,7 @@ class RestoreTest(Base):
         wait_until(lambda: os.path.exists(out) and len(open(out).read().splitlines()) > 20, 60, "some steps")
         maps = open(f"/proc/{p.pid}/maps").read()
         self.assertRegex(maps, r"rw-s .*hsperfdata_", "the JVM's performance data, mapped shared and writable")
-        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "jvm"], self.dir)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        at_snapshot = len(open(out).read().splitlines())
-        wait_until(lambda: len(open(out).read().splitlines()) > at_snapshot + 20, 60, "steps after the snapshot")
-        self.kill(p)
-        r = self.restore(os.path.join(self.caps, "jvm.mmtcap"))
-        self.assertEqual(r.returncode, 0, r.stderr)
-        lines = open(out).read().splitlines()
+        lines = self.snapshot_kill_restore(p, out, "jvm")
         total = 0
         for i in range(JVM_STEPS_N):
             total += i * i
