@@ -60,8 +60,9 @@ struct unit {
   // fault service (atomically).
   uint8_t pending;
   uint8_t rehuge;            // to be collapsed into a huge page (huge.cc)
-  // The mover's kernel move of its pages is under way, outside the heap
-  // lock (node tiers, node_moves.cc); cleared when the unit is released.
+  // A kernel move of its pages is under way, outside the heap lock (node
+  // tiers, node_moves.cc): not movable until it ends; cleared when the
+  // unit is released.
   uint8_t moving;
   uint32_t slot;             // slot in the tier's file (file-backed tiers)
   uint16_t live;             // pages placed (mapped on the tier)
@@ -175,7 +176,8 @@ void heap_forget(void *addr, size_t len);
 
 // --- migration (migration.cc, with the fault service of faults.h)
 // Whether unit idx can move between tiers: placed by policy, not mixed
-// (frozen by fork or spilled), every live page read/write.
+// (frozen by fork or spilled), every live page read/write, no move of it
+// under way.
 bool heap_unit_movable(size_t idx);
 // Moves unit idx to tier `to` at the same addresses while any number of
 // threads (and system calls) read and write it.  0, or -errno with the unit

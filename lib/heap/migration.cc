@@ -575,7 +575,7 @@ void retier(unit &u, int to, uint32_t slot) {
 bool heap_unit_movable(size_t idx) {
   if (idx >= g_heap.nunits) return false;
   const unit &u = g_heap.units[idx];
-  return unit_tier(u) >= 0 && u.by_policy && !u.frozen && !u.spilled && !u.custom_prot && u.live > 0 &&
+  return unit_tier(u) >= 0 && u.by_policy && !u.frozen && !u.spilled && !u.custom_prot && !u.moving && u.live > 0 &&
          u.owner != kOwnerFree;
 }
 
@@ -607,8 +607,7 @@ size_t heap_tier_room_units(int to) {
   if (to != kTierDram && to != kTierPmem) return SIZE_MAX;
   tier &t = g_mgr.tiers[to];
   if (!t.usable || !t.ops->room) return SIZE_MAX;
-  // The tier's room figure is the mover's: its moves and this call run on
-  // its thread.
+  // The tier keeps its room figure itself (atomics): no heap lock.
   const long long r = t.ops->room(&t);
   return r < 0 ? SIZE_MAX : static_cast<size_t>(r) >> kUnitShift;
 }

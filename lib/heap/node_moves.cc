@@ -23,9 +23,11 @@
 //      pages that moved stay where they are, as a move under the lock left
 //      them.  Pages the kernel cannot move now (pinned by I/O in flight)
 //      stay on their node: the unit is counted on its new tier all the same.
-// Only the mover's thread moves units, so moves never overlap; the fault
-// service, the sampler and every other heap operation see a unit counted
-// and bound on one tier at every instant.  A released unit's addresses
+// A unit marked moving is not movable (heap_unit_movable): another move of
+// it, the mover's or a program's mmtier_move(), is refused with EBUSY
+// until this one ends.  The fault service, the sampler and every other
+// heap operation see a unit counted and bound on one tier at every
+// instant.  A released unit's addresses
 // taken again while its old pages move are only misplaced (the kernel moves
 // whatever pages lie there): never lost, never miscounted, and the recount
 // below finds a DRAM unit's pages off its node.

@@ -42,6 +42,7 @@
 #include <linux/capability.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cerrno>
 #include <new>
 
@@ -73,14 +74,18 @@ struct node_mask {
 struct node_tier_state {
   node_mask nodes;   // where this tier's pages go
   int mode = kMpolPreferred;
-  unsigned move_flag = kMpolMfMove;  // kMpolMfMoveAll with CAP_SYS_NICE
+  // What follows changes as units move, outside the heap lock (the heap's
+  // node_moves.cc), where the mover's moves and a program's mmtier_move()
+  // may meet: atomics, each figure an estimate that a stale reading only
+  // makes a move try or wait once more.
+  std::atomic<unsigned> move_flag{kMpolMfMove};  // kMpolMfMoveAll with CAP_SYS_NICE
   // The room of the nodes for moves in: free bytes above the zones' high
   // watermarks, as read at room_ns and less what moved in since.
   uint64_t keep_bytes = 0;  // what the nodes' zones keep from user pages (zones_keep), read at open
-  int64_t room = 0;
-  uint64_t room_ns = 0;
-  int target = 0;  // where moves in go: the node with the most free memory at room_ns
-  bool said_full = false;
+  std::atomic<int64_t> room{0};
+  std::atomic<uint64_t> room_ns{0};
+  std::atomic<int> target{0};  // where moves in go: the node with the most free memory at room_ns
+  std::atomic<bool> said_full{false};
 };
 
 node_tier_state *state(tier *t) { return static_cast<node_tier_state *>(t->impl); }
@@ -238,14 +243,18 @@ int64_t nodes_free(const node_mask &m, int *most) {
 long long node_room_for(tier *t, size_t len) {
   node_tier_state *s = state(t);
   const uint64_t now = sys::mono_ns();
-  const uint64_t age = now - s->room_ns;
-  if (s->room_ns == 0 || age > 100'000'000 || (s->room < static_cast<int64_t>(len) && age > 10'000'000)) {
-    const int64_t f = nodes_free(s->nodes, &s->target);
+  const uint64_t at = s->room_ns.load(std::memory_order_relaxed);
+  const uint64_t age = now - at;
+  if (at == 0 || age > 100'000'000 || (s->room.load(std::memory_order_relaxed) < static_cast<int64_t>(len) && age > 10'000'000)) {
+    int most = s->target.load(std::memory_order_relaxed);
+    const int64_t f = nodes_free(s->nodes, &most);
     if (f < 0) return -1;
-    s->room = f - static_cast<int64_t>(s->keep_bytes);
-    s->room_ns = now;
+    s->target.store(most, std::memory_order_relaxed);
+    s->room.store(f - static_cast<int64_t>(s->keep_bytes), std::memory_order_relaxed);
+    s->room_ns.store(now, std::memory_order_relaxed);
   }
-  return s->room > 0 ? s->room : 0;
+  const int64_t room = s->room.load(std::memory_order_relaxed);
+  return room > 0 ? room : 0;
 }
 
 long long node_room(tier *t) { return node_room_for(t, 0); }
@@ -265,8 +274,7 @@ bool room_for(tier *t, size_t len) {
   node_tier_state *s = state(t);
   const long long room = node_room_for(t, len);
   if (room < 0 || room >= static_cast<long long>(len)) return true;
-  if (!s->said_full) {
-    s->said_full = true;
+  if (!s->said_full.exchange(true, std::memory_order_relaxed)) {
     MMTIER_INFO("%s tier: NUMA node %d has %lld MiB free above its watermarks and reserves; moves into it wait for room "
                 "(the mover demotes first)",
                 t->index == kTierDram ? "DRAM" : "PMem", s->nodes.first(),
@@ -392,9 +400,9 @@ long node_open(tier *t, bool slow) {
     t->node = s->nodes.first();
   }
   s->keep_bytes = zones_keep(s->nodes);
-  s->room_ns = 0;
-  s->target = s->nodes.first();
-  s->move_flag = have_sys_nice() ? kMpolMfMoveAll : kMpolMfMove;
+  s->room_ns.store(0, std::memory_order_relaxed);
+  s->target.store(s->nodes.first(), std::memory_order_relaxed);
+  s->move_flag.store(have_sys_nice() ? kMpolMfMoveAll : kMpolMfMove, std::memory_order_relaxed);
   t->usable = true;
   if (slow) {
     MMTIER_INFO("PMem tier: NUMA node %d (memory without CPUs), pages moved by the kernel", slow_node);
@@ -442,13 +450,13 @@ long move_pages_to(node_tier_state *s, char *addr, size_t len, int to, size_t *p
       nodes[i] = to;
     }
     long r = sys::raw(SYS_move_pages, 0, static_cast<long>(n), reinterpret_cast<long>(pages),
-                      reinterpret_cast<long>(nodes), reinterpret_cast<long>(status), s->move_flag);
-    if (r == -EPERM && s->move_flag == kMpolMfMoveAll) {
+                      reinterpret_cast<long>(nodes), reinterpret_cast<long>(status), s->move_flag.load());
+    if (r == -EPERM && s->move_flag.load() == kMpolMfMoveAll) {
       // CAP_SYS_NICE of a user namespace: the kernel asks for the initial
       // namespace's.  Shared pages stay, as without the capability.
-      s->move_flag = kMpolMfMove;
+      s->move_flag.store(kMpolMfMove);
       r = sys::raw(SYS_move_pages, 0, static_cast<long>(n), reinterpret_cast<long>(pages),
-                   reinterpret_cast<long>(nodes), reinterpret_cast<long>(status), s->move_flag);
+                   reinterpret_cast<long>(nodes), reinterpret_cast<long>(status), s->move_flag.load());
     }
     // Positive: pages the kernel could not move (it stops at the first
     // batch that failed); -ENOMEM: no page on the node for one of them.
@@ -475,17 +483,17 @@ long node_move_in(tier *t, void *addr, size_t len) {
   if (!room_for(t, len)) return -ENOSPC;
   node_tier_state *s = state(t);
   size_t present = 0, off = 0;
-  long r = move_pages_to(s, static_cast<char *>(addr), len, s->target, &present, &off);
+  long r = move_pages_to(s, static_cast<char *>(addr), len, s->target.load(std::memory_order_relaxed), &present, &off);
   if (r != 0) return r;
   if (2 * off > present) {
     // Most of it did not fit: the node is at its watermarks (other
     // processes, or the figure was old).  What moved stays; the unit is
     // counted where it was, and no more moves are tried until the nodes'
     // free memory is read again.
-    s->room = 0;
+    s->room.store(0, std::memory_order_relaxed);
     return -ENOSPC;
   }
-  s->room -= static_cast<int64_t>(len);
+  s->room.fetch_sub(static_cast<int64_t>(len), std::memory_order_relaxed);
   return 0;
 }
 

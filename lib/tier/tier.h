@@ -145,8 +145,7 @@ struct tier_ops {
   // on using them.  The range's policy is bind's (below).  0, -ENOSPC when
   // the nodes have no room for it (nothing asked of the kernel, or most of
   // its pages could not be given a page there), or -errno.  Runs without
-  // the heap lock, on the mover's thread (or before it starts): the tier's
-  // room figure is that thread's.
+  // the heap lock (the tier's room figures are atomics).
   long (*move_in)(tier *t, void *addr, size_t len);
   // The range takes this tier's policy: pages made from now on are made on
   // its nodes; 0 or -errno.  After move_in, under the heap lock.

@@ -223,6 +223,7 @@ struct beside_move {
   size_t calls = 0;
   bool counted_there = false;  // the unit was counted on its new tier during the move
   bool finished = false;       // the heap calls of another thread finished during the move
+  long again = 0;              // a second move of the unit asked during the move
 };
 beside_move g_beside;
 
@@ -258,10 +259,11 @@ TEST_F(NodeTier, TheProgramsHeapCallsGoOnWhileAUnitsPagesMove) {
   ASSERT_NE(base, nullptr);
   memset(base, 9, kUnitSize);
   g_beside = beside_move{base, 1 - heap_tier_of(base)};
-  heap_node_move_hook([](size_t) {
+  heap_node_move_hook([](size_t idx) {
     ++g_beside.calls;
     g_beside.counted_there = heap_tier_of(g_beside.unit) == g_beside.to;
     g_beside.finished = finishes_beside(map_write_unmap);
+    g_beside.again = heap_migrate(idx, 1 - g_beside.to);
   });
   const long r = heap_migrate(unit_index_of(base), g_beside.to);
   heap_node_move_hook(nullptr);
@@ -269,6 +271,7 @@ TEST_F(NodeTier, TheProgramsHeapCallsGoOnWhileAUnitsPagesMove) {
   EXPECT_EQ(g_beside.calls, 1u);
   EXPECT_TRUE(g_beside.counted_there) << "counted on its new tier from the move's start";
   EXPECT_TRUE(g_beside.finished) << "another thread's mmap, write and munmap waited for the move";
+  EXPECT_EQ(g_beside.again, -EBUSY) << "a second move of a unit whose pages move";
   EXPECT_EQ(heap_tier_of(base), g_beside.to);
   EXPECT_EQ(off_node(base, g_beside.to == kTierPmem ? slow : fast), 0u);
   for (size_t i = 0; i < kUnitSize; i += 512) ASSERT_EQ(base[i], 9);
