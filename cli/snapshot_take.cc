@@ -37,6 +37,21 @@ std::string socket_dir(int pid) {
   return default_stats_dir(st.st_uid);
 }
 
+// Whether process pid maps libmmtier: 1 yes, 0 no, -1 cannot tell (its
+// maps unreadable).
+int maps_libmmtier(int pid) {
+  FILE *f = fopen(strf("/proc/%d/maps", pid).c_str(), "re");
+  if (!f) return -1;
+  char line[4096];
+  int found = 0;
+  while (!found && fgets(line, sizeof line, f)) {
+    const char *name = strrchr(line, '/');
+    found = name && !strncmp(name, "/libmmtier.so", 13);
+  }
+  fclose(f);
+  return found;
+}
+
 int connect_to(int pid, const std::string &path) {
   const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (fd < 0) throw failure(strf("socket: %s", strerror(errno)));
@@ -51,11 +66,21 @@ int connect_to(int pid, const std::string &path) {
     if (e == EACCES || e == EPERM)
       throw failure(strf("process %d belongs to another user: only its user or root may snapshot it", pid),
                     kUnreachable);
-    if (e == ENOENT || e == ECONNREFUSED)
-      throw failure(strf("process %d is not running under libmmtier, or has not placed 32 MiB yet (no control "
-                         "socket %s)",
+    if (e == ENOENT || e == ECONNREFUSED) {
+      const int mapped = maps_libmmtier(pid);
+      if (mapped > 0)
+        throw failure(strf("process %d runs under libmmtier but has no control socket (%s): it opens one once it "
+                           "has placed 32 MiB (or never, with MMTIER_STATS_DIR=off); a smaller process is "
+                           "snapshotted by a signal: start it with MMTIER_SNAPSHOT_SIGNAL=USR1 (or another free "
+                           "signal) and send it that signal",
+                           pid, path.c_str()),
+                      kUnreachable);
+      throw failure(strf(mapped == 0 ? "process %d is not running under libmmtier (no control socket %s)"
+                                     : "process %d is not running under libmmtier, or has not placed 32 MiB yet "
+                                       "(no control socket %s)",
                          pid, path.c_str()),
                     kUnreachable);
+    }
     throw failure(strf("cannot connect to %s: %s", path.c_str(), strerror(e)), kUnreachable);
   }
   // The socket is the process's own, not a stale one of a reused pid.

@@ -1497,6 +1497,18 @@ class SnapshotTakeTest(Base):
         self.assertIn(f"process {p.pid} is not running under libmmtier", r.stderr)
         self.assertEqual(len(r.stderr.splitlines()), 1)
         self.assertEqual(os.listdir(self.caps), [])
+        # Under libmmtier but small: no control socket yet, and the way to
+        # snapshot it said.
+        small = subprocess.Popen(["sleep", "300"], env=dict(base_env(self.dir), LD_PRELOAD=ARGS.lib))
+        self.addCleanup(small.wait)
+        self.addCleanup(small.kill)
+        wait_until(lambda: "libmmtier" in open(f"/proc/{small.pid}/maps").read(), 30, "the library loaded")
+        r = mmtier(["snapshot", str(small.pid), "--dir", self.caps], self.dir)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertRegex(r.stderr, rf"^mmtier: process {small.pid} runs under libmmtier but has no control socket "
+                                   r"\(.*\): it opens one once it has placed 32 MiB .* start it with "
+                                   r"MMTIER_SNAPSHOT_SIGNAL=USR1 .*\n$")
+        self.assertEqual(os.listdir(self.caps), [])
 
     def test_another_users_process(self):
         if os.geteuid() != 0:
