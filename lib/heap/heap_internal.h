@@ -211,7 +211,8 @@ long copy_to_slot(tier &pm, uint32_t slot, const char *src, size_t len, size_t o
 // woken and the runs not swapped (past mapped_runs) unprotected.
 size_t protect_runs(size_t idx, int fd, long *err);
 void release_writers(size_t idx, int fd, size_t protected_runs, size_t mapped_runs);
-// A fork child demotes through a pipe of its own.
+// A fork child (or a restored process) demotes through a pipe of its own,
+// and has no node-tier move under way.
 void migration_fork_child();
 // Counts unit u on tier `to`, at slot, instead of its own tier, whose slot
 // is recycled or freed.

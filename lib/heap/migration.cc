@@ -615,6 +615,13 @@ size_t heap_tier_room_units(int to) {
 void migration_fork_child() {
   // The parent demotes through the same pipe: the child makes its own.
   pipe_drop();
+  // A node-tier move the parent had under way (its kernel part runs without
+  // the heap lock) is not the child's: the unit stays on the tier the move
+  // counted it on, movable again (node_moves.cc).
+  for_used_va_words([](size_t w) {
+    for (uint64_t bits = g_mgr.va_bits[w]; bits; bits &= bits - 1)
+      g_heap.units[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))].moving = 0;
+  });
 }
 
 }  // namespace mmtier::detail

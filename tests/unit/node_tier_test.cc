@@ -304,6 +304,32 @@ TEST_F(NodeTier, AUnitReleasedWhileItsPagesMoveIsCountedNowhere) {
   heap_munmap(again, kUnitSize);
 }
 
+// A fork while a unit's pages move: the child has no move under way, and
+// its copy of the unit moves as any other.
+TEST_F(NodeTier, AForkDuringAUnitsMoveLeavesTheChildsUnitMovable) {
+  char *base = map_units(1);
+  ASSERT_NE(base, nullptr);
+  memset(base, 8, kUnitSize);
+  g_beside = beside_move{base, 1 - heap_tier_of(base)};
+  heap_node_move_hook([](size_t idx) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const bool movable = heap_unit_movable(idx);
+      const long back = heap_migrate(idx, 1 - g_beside.to);
+      _exit(movable && back == static_cast<long>(kUnitSize) && g_beside.unit[kUnitSize - 1] == 8 ? 0 : 1);
+    }
+    int status = -1;
+    g_beside.finished = pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  });
+  const long r = heap_migrate(unit_index_of(base), g_beside.to);
+  heap_node_move_hook(nullptr);
+  EXPECT_EQ(r, static_cast<long>(kUnitSize));
+  EXPECT_TRUE(g_beside.finished) << "the child's unit was not movable, or its move failed";
+  EXPECT_EQ(heap_tier_of(base), g_beside.to);
+  for (size_t i = 0; i < kUnitSize; i += 512) ASSERT_EQ(base[i], 8);
+  heap_munmap(base, kUnitSize);
+}
+
 // Pages first touched while the unit's other pages move are made on its new
 // tier's node: the range takes the new policy before the kernel moves.
 TEST_F(NodeTier, PagesFirstTouchedWhileAUnitsPagesMoveAreMadeOnItsNewTier) {
