@@ -20,9 +20,10 @@
 // its nodes have above their high watermarks (node_room) and is refused
 // with ENOSPC when the unit does not fit, or when most of its pages could
 // not be moved: the mover then takes the tier as full and makes room by
-// demoting first.  The range's policy is set after its pages moved (bind),
-// under the heap lock, once the heap has checked that the unit is still the
-// one whose pages moved.
+// demoting first.  The range takes the tier's policy (bind) under the heap
+// lock before its pages move, so that pages first touched meanwhile are
+// made on the tier, and its old policy back when the move is refused
+// (lib/heap/node_moves.cc).
 //
 // Pages another process maps too (a fork's copy-on-write pages not yet
 // written by either) move only with MPOL_MF_MOVE_ALL, which needs
