@@ -72,6 +72,9 @@ class NodeTier : public ::testing::Test {
     for (int s : st) off += s != want;
     return off;
   }
+  // One unit filled with `fill`, to be moved to the other tier (g_beside,
+  // below, set for it); nullptr when it could not be had.
+  char *unit_to_move(unsigned char fill);
   int slow = -1, fast = -1;
 };
 
@@ -241,6 +244,14 @@ bool finishes_beside(void *(*fn)(void *)) {
   return false;
 }
 
+char *NodeTier::unit_to_move(unsigned char fill) {
+  char *base = map_units(1);
+  if (!base) return nullptr;
+  memset(base, fill, kUnitSize);
+  g_beside = beside_move{base, 1 - heap_tier_of(base)};
+  return base;
+}
+
 void *map_write_unmap(void *) {
   void *p = nullptr;
   if (heap_mmap(nullptr, kUnitSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p) != 0) return nullptr;
@@ -255,10 +266,8 @@ void *unmap_the_moving_unit(void *) {
 }
 
 TEST_F(NodeTier, TheProgramsHeapCallsGoOnWhileAUnitsPagesMove) {
-  char *base = map_units(1);
+  char *base = unit_to_move(9);
   ASSERT_NE(base, nullptr);
-  memset(base, 9, kUnitSize);
-  g_beside = beside_move{base, 1 - heap_tier_of(base)};
   heap_node_move_hook([](size_t idx) {
     ++g_beside.calls;
     g_beside.counted_there = heap_tier_of(g_beside.unit) == g_beside.to;
@@ -281,10 +290,8 @@ TEST_F(NodeTier, TheProgramsHeapCallsGoOnWhileAUnitsPagesMove) {
 TEST_F(NodeTier, AUnitReleasedWhileItsPagesMoveIsCountedNowhere) {
   heap_counters before;
   heap_counters_get(&before);
-  char *base = map_units(1);
+  char *base = unit_to_move(4);
   ASSERT_NE(base, nullptr);
-  memset(base, 4, kUnitSize);
-  g_beside = beside_move{base, 1 - heap_tier_of(base)};
   heap_node_move_hook([](size_t) { g_beside.finished = finishes_beside(unmap_the_moving_unit); });
   const long r = heap_migrate(unit_index_of(base), g_beside.to);
   heap_node_move_hook(nullptr);
@@ -307,10 +314,8 @@ TEST_F(NodeTier, AUnitReleasedWhileItsPagesMoveIsCountedNowhere) {
 // A fork while a unit's pages move: the child has no move under way, and
 // its copy of the unit moves as any other.
 TEST_F(NodeTier, AForkDuringAUnitsMoveLeavesTheChildsUnitMovable) {
-  char *base = map_units(1);
+  char *base = unit_to_move(8);
   ASSERT_NE(base, nullptr);
-  memset(base, 8, kUnitSize);
-  g_beside = beside_move{base, 1 - heap_tier_of(base)};
   heap_node_move_hook([](size_t idx) {
     const pid_t pid = fork();
     if (pid == 0) {
