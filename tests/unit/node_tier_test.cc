@@ -230,6 +230,10 @@ struct beside_move {
 };
 beside_move g_beside;
 
+// Whether the hook was called for the test's unit (the background mover
+// may move others meanwhile).
+bool the_moving_unit(size_t idx) { return idx == unit_index_of(g_beside.unit); }
+
 // Runs fn on another thread and says whether it finished within 30 s: it
 // cannot while the moving thread holds the heap lock (then it finishes
 // once the move is over, detached).
@@ -269,6 +273,7 @@ TEST_F(NodeTier, TheProgramsHeapCallsGoOnWhileAUnitsPagesMove) {
   char *base = unit_to_move(9);
   ASSERT_NE(base, nullptr);
   heap_node_move_hook([](size_t idx) {
+    if (!the_moving_unit(idx)) return;
     ++g_beside.calls;
     g_beside.counted_there = heap_tier_of(g_beside.unit) == g_beside.to;
     g_beside.finished = finishes_beside(map_write_unmap);
@@ -292,7 +297,9 @@ TEST_F(NodeTier, AUnitReleasedWhileItsPagesMoveIsCountedNowhere) {
   heap_counters_get(&before);
   char *base = unit_to_move(4);
   ASSERT_NE(base, nullptr);
-  heap_node_move_hook([](size_t) { g_beside.finished = finishes_beside(unmap_the_moving_unit); });
+  heap_node_move_hook([](size_t idx) {
+    if (the_moving_unit(idx)) g_beside.finished = finishes_beside(unmap_the_moving_unit);
+  });
   const long r = heap_migrate(unit_index_of(base), g_beside.to);
   heap_node_move_hook(nullptr);
   EXPECT_TRUE(g_beside.finished);
@@ -317,6 +324,7 @@ TEST_F(NodeTier, AForkDuringAUnitsMoveLeavesTheChildsUnitMovable) {
   char *base = unit_to_move(8);
   ASSERT_NE(base, nullptr);
   heap_node_move_hook([](size_t idx) {
+    if (!the_moving_unit(idx)) return;
     const pid_t pid = fork();
     if (pid == 0) {
       const bool movable = heap_unit_movable(idx);
@@ -342,7 +350,8 @@ TEST_F(NodeTier, PagesFirstTouchedWhileAUnitsPagesMoveAreMadeOnItsNewTier) {
   ASSERT_NE(base, nullptr);
   memset(base, 2, kUnitSize / 2);
   g_beside = beside_move{base, 1 - heap_tier_of(base)};
-  heap_node_move_hook([](size_t) {
+  heap_node_move_hook([](size_t idx) {
+    if (!the_moving_unit(idx)) return;
     memset(g_beside.unit + kUnitSize / 2, 3, kUnitSize / 2);
     ++g_beside.calls;
   });
