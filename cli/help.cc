@@ -183,7 +183,8 @@ OPTIONS
         path).
     --snapshot-every DUR
         MMTIER_SNAPSHOT_EVERY.  COMMAND takes a snapshot at this interval
-        (1s to 24h: 30s, 10m, 1h) once it has placed 32 MiB.
+        (1s to 24h: 30s, 10m, 1h) once it has placed 32 MiB
+        (MMTIER_BACKGROUND_AT=0 in the environment: from its start).
     --keep N
         MMTIER_SNAPSHOT_KEEP.  How many of those it keeps (default 10; 3
         with --autosave).
@@ -224,7 +225,9 @@ ENVIRONMENT
                       limit), MMTIER_SCAN_INTERVAL (time between access
                       scans, 1ms..60s, default 100ms), MMTIER_MMAP_THRESHOLD
                       (smallest anonymous mmap placed on tiers, default
-                      64K).
+                      64K), MMTIER_BACKGROUND_AT (memory placed before
+                      mmtier's threads and control socket start, default
+                      32M; 0: at once, for a small process to snapshot).
 
 EXAMPLES
     mmtier run -- python3 train.py
@@ -559,8 +562,9 @@ DESCRIPTION
     snapshotted), and renamed to NAME.mmtcap once complete.
 
     PID     Takes a snapshot of process PID, which must run under
-            libmmtier and have placed 32 MiB (it then listens on
-            PID.ctl next to its statistics page).  Every thread of it is
+            libmmtier and have placed 32 MiB, or have started with
+            MMTIER_BACKGROUND_AT=0 (it then listens on PID.ctl next to
+            its statistics page).  Every thread of it is
             stopped together for the pause; it runs on while a child of it
             writes the capsule.  Prints the capsule's path once the capsule
             is complete and flushed to stable storage, and on stderr the
@@ -673,7 +677,8 @@ EXIT STATUS
          nothing is left behind.
     2    Invalid usage (unknown subcommand or option, no CAPSULE).
     3    PID cannot be reached: no such process, not under libmmtier
-         (or below 32 MiB placed), or another user's.
+         (or below 32 MiB placed, MMTIER_BACKGROUND_AT), or another
+         user's.
 
 FILES
     $XDG_STATE_HOME/mmtier/capsules, else

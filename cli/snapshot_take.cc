@@ -70,9 +70,9 @@ int connect_to(int pid, const std::string &path) {
       const int mapped = maps_libmmtier(pid);
       if (mapped > 0)
         throw failure(strf("process %d runs under libmmtier but has no control socket (%s): it opens one once it "
-                           "has placed 32 MiB (or never, with MMTIER_STATS_DIR=off); a smaller process is "
-                           "snapshotted by a signal: start it with MMTIER_SNAPSHOT_SIGNAL=USR1 (or another free "
-                           "signal) and send it that signal",
+                           "has placed 32 MiB (MMTIER_BACKGROUND_AT; never with MMTIER_STATS_DIR=off); start a "
+                           "smaller process with MMTIER_BACKGROUND_AT=0, or with MMTIER_SNAPSHOT_SIGNAL=USR1 (or "
+                           "another free signal) and send it that signal",
                            pid, path.c_str()),
                       kUnreachable);
       throw failure(strf(mapped == 0 ? "process %d is not running under libmmtier (no control socket %s)"

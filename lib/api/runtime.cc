@@ -32,7 +32,12 @@ std::atomic<bool> g_want_background{false};
 
 void runtime_want_background() {
   g_want_background.store(true, std::memory_order_release);
-  if (runtime_ready()) mover_enable(control_start);
+  if (!runtime_ready()) return;
+  mover_enable(control_start);
+  // MMTIER_BACKGROUND_AT=0: the threads start now, from the library's
+  // constructor, not at the next slow path of an allocation, which an idle
+  // program (a script sleeping between lines) may not reach for a long time.
+  if (config_get().background_at == 0) heap_maybe_start();
 }
 
 namespace {

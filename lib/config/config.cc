@@ -46,6 +46,9 @@ constexpr option_info kOptions[] = {
     {"MMTIER_PROMOTE", "1", "0 | 1",
      "1: a background thread moves hot units to DRAM and cold ones to PMem; 0: memory stays where "
      "placement put it."},
+    {"MMTIER_BACKGROUND_AT", "32M", "a size (e.g. 32M, 1G; K/M/G/T), or 0",
+     "How much memory the process places before mmtier starts its threads: the mover, and the control socket that "
+     "mmtier snapshot and periodic snapshots use (0: at once, so that a small process can be snapshotted too)."},
     {"MMTIER_MIGRATE_MBPS", "256", "an integer 0..1000000 (MiB per second; 0: no limit)",
      "Most data moved between the tiers per second by promotion and demotion."},
     {"MMTIER_SCAN_INTERVAL", "100ms", "a duration from 1ms to 60s (us, ms or s suffix)",
@@ -376,6 +379,16 @@ bool parse_report_opt(const char *name, const char *value, config *out, config_e
   return true;
 }
 
+bool parse_background_at_opt(const char *name, const char *value, config *out, config_error *err) {
+  size_t v;
+  if (!parse_size(value, &v)) {
+    set_error(err, name, value, "expected a size with optional K/M/G/T suffix (e.g. 32M), or 0");
+    return false;
+  }
+  out->background_at = v;
+  return true;
+}
+
 bool parse_mmap_threshold_opt(const char *name, const char *value, config *out, config_error *err) {
   size_t v;
   if (!parse_size(value, &v) || v < kMinMmapThreshold) {
@@ -517,7 +530,7 @@ bool parse_snapshot_signal_opt(const char *name, const char *value, config *out,
 constexpr option_parser kParsers[] = {
     parse_ratio_opt,  parse_dram_limit_opt, parse_pmem_limit_opt,
     parse_pmem_path_opt, parse_pmem_reserve_opt, parse_slow_node_opt, parse_policy_opt,  parse_promote_opt,
-    parse_migrate_mbps_opt, parse_scan_interval_opt, parse_huge_pages_opt,
+    parse_background_at_opt, parse_migrate_mbps_opt, parse_scan_interval_opt, parse_huge_pages_opt,
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
     parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_snapshot_every_opt, parse_snapshot_keep_opt,
     parse_snapshot_chain_opt, parse_agent_socket_opt, parse_qos_class_opt, parse_qos_dram_opt,

@@ -44,6 +44,9 @@ struct config {
   int slow_node = -1;
   policy_kind policy = policy_kind::ratio;  // MMTIER_POLICY=ratio|dram-first|bandwidth
   bool promote = true;                      // MMTIER_PROMOTE=0|1
+  // MMTIER_BACKGROUND_AT: bytes placed before mmtier's threads (the mover,
+  // the control socket) start; 0: at the first allocation.
+  size_t background_at = size_t{32} << 20;
   // MMTIER_MIGRATE_MBPS: most MiB per second moved between tiers; 0 means
   // no limit.
   uint32_t migrate_mbps = 256;

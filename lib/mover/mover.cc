@@ -439,8 +439,10 @@ void mover_enable(void (*companion)()) {
     quiesce_register(kRankMoverStart, {start_lock, start_unlock, fork_child, nullptr, nullptr});
     quiesce_register(kRankMoverStats, {stats_lock, stats_unlock, stats_fork_child, nullptr, nullptr});
   }
-  if (config_get().promote || companion) heap_set_start_hook(start_hook, kMoverStartUnits);
+  if (config_get().promote || companion) heap_set_start_hook(start_hook, mover_start_units());
 }
+
+size_t mover_start_units() { return (config_get().background_at + kUnitSize - 1) >> kUnitShift; }
 
 void mover_set_scan_hook(void (*hook)()) { g_scan_hook = hook; }
 

@@ -14,14 +14,16 @@
 
 namespace mmtier::detail {
 
-// Arranges for the thread to start once the process has kMoverStartUnits
-// units of managed memory (small processes never get a thread), and in a
-// child after fork once it has placed that much of its own.  No thread
-// with MMTIER_PROMOTE=0.  companion, if given, is called at the same moment
+// Arranges for the thread to start once the process has
+// mover_start_units() units of managed memory (MMTIER_BACKGROUND_AT, 32 MiB
+// by default: small processes never get a thread), and in a child after
+// fork once it has placed that much of its own.  No thread with
+// MMTIER_PROMOTE=0.  companion, if given, is called at the same moment
 // (with or without the mover): the layers above start their own threads
 // with it.  Once; later calls do nothing.
-inline constexpr size_t kMoverStartUnits = 16;  // 32 MiB
 void mover_enable(void (*companion)() = nullptr);
+// MMTIER_BACKGROUND_AT in units, rounded up (0: at the first allocation).
+size_t mover_start_units();
 // Starts the thread now (tests, and the heap's start hook).  False if
 // disabled or impossible (logged once).
 bool mover_start();

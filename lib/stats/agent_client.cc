@@ -135,13 +135,16 @@ void disconnect(uint64_t now, bool had_budget) {
 // A fork child mapping mostly its parent's memory (a Redis BGSAVE, a
 // worker given one task) is part of its parent: registered, it would take
 // a share of the node from the parent while it runs.  It registers once it
-// has placed memory of its own as a fresh process with a mover has.
+// has placed 32 MiB of its own (what a fresh process has placed when its
+// mover starts, by default).
+constexpr size_t kOwnUnitsToRegister = 16;  // 32 MiB
+
 bool mostly_inherited() {
   heap_counters c;
   heap_counters_get(&c);
   const size_t all = c.units[kTierDram] + c.units[kTierPmem];
   const size_t own = all > c.units_at_fork ? all - c.units_at_fork : 0;
-  if (!c.units_at_fork || own >= kMoverStartUnits) return false;
+  if (!c.units_at_fork || own >= kOwnUnitsToRegister) return false;
   if (!g_client.said_inherited) {
     g_client.said_inherited = true;
     MMTIER_DEBUG("node agent: not registering yet: %zu of %zu units came with the fork", all - own, all);

@@ -51,8 +51,10 @@ constexpr uint64_t kSecond = 1000000000u;
 constexpr uint64_t kIdlePeriod = 10 * kSecond, kAskedPeriod = kSecond, kAskedWindow = 10 * kSecond;
 // A process publishes once it has this many units placed by policy (16 MiB):
 // most processes of a host (shell tools, build steps) never get there, and
-// pay for no directory, file or page.
+// pay for no directory, file or page.  Sooner when mmtier's threads start
+// sooner (MMTIER_BACKGROUND_AT): the control socket goes next to the page.
 constexpr size_t kPublishUnits = 8;
+size_t publish_units() { return std::min(kPublishUnits, mover_start_units()); }
 
 // Written under g_lock; the atomics are also read without it.
 struct publisher {
@@ -324,11 +326,11 @@ void on_snapshot() {
 }
 
 // The heap's change hook (heap lock held).  The page is made here once the
-// process has placed enough memory by policy (kPublishUnits).
+// process has placed enough memory by policy (publish_units).
 void on_heap_change(const heap_counters &c) {
   if (g_pub.disabled.load(std::memory_order_relaxed)) return;
   if (!g_pub.page.load(std::memory_order_relaxed)) {
-    if (c.policy_units[0] + c.policy_units[1] < kPublishUnits) return;
+    if (c.policy_units[0] + c.policy_units[1] < publish_units()) return;
     pthread_mutex_lock(&g_lock);
     if (!g_pub.page.load(std::memory_order_relaxed) && !g_pub.disabled.load(std::memory_order_relaxed))
       create_locked(true);
@@ -500,7 +502,7 @@ void live_stats_init() {
   // for by constructors) publishes now.
   heap_counters c;
   heap_counters_get(&c);
-  if (c.policy_units[0] + c.policy_units[1] >= kPublishUnits) {
+  if (c.policy_units[0] + c.policy_units[1] >= publish_units()) {
     pthread_mutex_lock(&g_lock);
     create_locked(true);
     if (stats_page *p = g_pub.page.load(std::memory_order_relaxed)) {

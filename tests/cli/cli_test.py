@@ -1506,8 +1506,8 @@ class SnapshotTakeTest(Base):
         r = mmtier(["snapshot", str(small.pid), "--dir", self.caps], self.dir)
         self.assertEqual(r.returncode, 3, r.stderr)
         self.assertRegex(r.stderr, rf"^mmtier: process {small.pid} runs under libmmtier but has no control socket "
-                                   r"\(.*\): it opens one once it has placed 32 MiB .* start it with "
-                                   r"MMTIER_SNAPSHOT_SIGNAL=USR1 .*\n$")
+                                   r"\(.*\): it opens one once it has placed 32 MiB .* start a smaller process "
+                                   r"with MMTIER_BACKGROUND_AT=0, or with MMTIER_SNAPSHOT_SIGNAL=USR1 .*\n$")
         self.assertEqual(os.listdir(self.caps), [])
 
     def test_another_users_process(self):
@@ -3021,6 +3021,35 @@ class RestoreTest(Base):
             total += i * i
             self.assertEqual(lines[i], f"step {i} {total}")
         self.assertEqual(lines[400:], [f"done {total} {64 << 20}"])
+
+    def test_a_small_process_with_its_threads_started_at_once_is_snapshotted(self):
+        """MMTIER_BACKGROUND_AT=0: a process that places far less than 32 MiB
+        (a python3 script appending steps to a file, idle between them) has
+        its control socket from the start, and is snapshotted from outside,
+        killed and restored: it goes on from the snapshot point.  Without
+        the setting it has no socket."""
+        out = os.path.join(self.caps, "small.txt")
+        prog = (
+            "import sys, time\n"
+            "f = open(sys.argv[1], 'w')\n"
+            "total = 0\n"
+            "for i in range(300):\n"
+            "    total += i * i\n"
+            "    f.write(f'step {i} {total}\\n'); f.flush()\n"
+            "    time.sleep(0.01)\n"
+            "f.write(f'done {total}\\n'); f.close()\n")
+        plain = self.python("import time; time.sleep(300)")
+        p = self.python(prog, out, env=dict(self.env(), MMTIER_BACKGROUND_AT="0"))
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+        wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 100, 60, "some progress")
+        self.assertFalse(os.path.exists(os.path.join(self.dir, f"{plain.pid}.ctl")),
+                         "a small process without the setting has no control socket")
+        lines = self.snapshot_kill_restore(p, out, "small")
+        total = 0
+        for i in range(300):
+            total += i * i
+            self.assertEqual(lines[i], f"step {i} {total}")
+        self.assertEqual(lines[300:], [f"done {total}"])
 
     def test_a_jvm_continues_from_the_snapshot_with_its_file(self):
         """A JVM (its JIT's code, its GC's threads, its performance data

@@ -158,6 +158,7 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_SNAPSHOT_DIR", "MMTIER_SNAPSHOT_SIGNAL", "MMTIER_SNAPSHOT_CHAIN",
       "MMTIER_SNAPSHOT_EVERY", "MMTIER_SNAPSHOT_KEEP", "MMTIER_SLOW_NODE", "MMTIER_AGENT_SOCKET",
       "MMTIER_QOS_CLASS", "MMTIER_QOS_DRAM", "MMTIER_QOS_WEIGHT", "MMTIER_HUGE_PAGES",
+      "MMTIER_BACKGROUND_AT",
   };
   EXPECT_EQ(names, expected);
 }
@@ -363,6 +364,7 @@ void expect_defaults(const config &c) {
   EXPECT_EQ(c.log, log_level::warn);
   EXPECT_STREQ(c.report, "");
   EXPECT_EQ(c.mmap_threshold, 64 * K);
+  EXPECT_EQ(c.background_at, 32 * M);
   EXPECT_EQ(c.migrate_mbps, 256u);
   EXPECT_EQ(c.scan_interval_ns, 100'000'000u);
   EXPECT_STREQ(c.stats_dir, "");
@@ -456,6 +458,9 @@ TEST(ConfigParse, EachGoodValue) {
       {"MMTIER_SCAN_INTERVAL=1ms", [](const config &c) { EXPECT_EQ(c.scan_interval_ns, 1'000'000u); }},
       {"MMTIER_SCAN_INTERVAL=2500us", [](const config &c) { EXPECT_EQ(c.scan_interval_ns, 2'500'000u); }},
       {"MMTIER_SCAN_INTERVAL=60s", [](const config &c) { EXPECT_EQ(c.scan_interval_ns, 60'000'000'000u); }},
+      {"MMTIER_BACKGROUND_AT=0", [](const config &c) { EXPECT_EQ(c.background_at, 0u); }},
+      {"MMTIER_BACKGROUND_AT=1G", [](const config &c) { EXPECT_EQ(c.background_at, 1024 * M); }},
+      {"MMTIER_BACKGROUND_AT=3M", [](const config &c) { EXPECT_EQ(c.background_at, 3 * M); }},
   };
   for (const auto &gc : cases) {
     SCOPED_TRACE(gc.entry);
@@ -570,6 +575,9 @@ TEST(ConfigParse, EachBadValue) {
       {"MMTIER_SCAN_INTERVAL", "61s", "expected a duration from 1ms to 60s"},
       {"MMTIER_SCAN_INTERVAL", "1.5s", "expected a duration from 1ms to 60s"},
       {"MMTIER_SCAN_INTERVAL", "99999999999999999999s", "expected a duration from 1ms to 60s"},
+      {"MMTIER_BACKGROUND_AT", "", "expected a size with optional K/M/G/T suffix"},
+      {"MMTIER_BACKGROUND_AT", "-1", "expected a size with optional K/M/G/T suffix"},
+      {"MMTIER_BACKGROUND_AT", "none", "expected a size with optional K/M/G/T suffix"},
       {"MMTIER_PMEM_PATH", "", "expected the path of an existing writable directory"},
       {"MMTIER_PMEM_PATH", std::string(kPathMax, 'p'), "too long"},
   };

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -103,6 +105,17 @@ class record_load {
   }
   std::atomic<uint64_t> torn{0}, lost{0}, syscall_errors{0}, io_mismatch{0};
   std::atomic<uint64_t> updates{0};  // records written, by all writers
+  // What the test is doing (its own numbering: a move's round and unit),
+  // kept with each of the first losses seen.
+  std::atomic<uint64_t> phase{0};
+  // The first losses, one per line: writer, page, the record's value and
+  // the writer's own count, the phase of the record's last write and the
+  // phase when the loss was seen (the write was lost in between).  Empty
+  // without loss.
+  std::string losses() {
+    std::lock_guard<std::mutex> g(loss_lock_);
+    return loss_text_;
+  }
   // Returns once the writers have written n more records than when called.
   void wait_updates(uint64_t n) const {
     const uint64_t from = updates.load(std::memory_order_relaxed);
@@ -114,6 +127,7 @@ class record_load {
 
   void write_records(int t, uint64_t min_ops) {
     std::vector<uint64_t> mine(io_first_, 0);
+    std::vector<uint64_t> when(io_first_, 0);  // the phase of each record's last write
     uint64_t x = 88172645463325252ull + static_cast<uint64_t>(t);
     const size_t slot = static_cast<size_t>(t);
     for (uint64_t op = 0;; ++op) {
@@ -124,14 +138,26 @@ class record_load {
       const size_t page = x % io_first_;
       uint64_t seen;
       if (!check(rec(page, slot), &seen)) torn.fetch_add(1);
-      else if (seen != mine[page]) lost.fetch_add(1);
+      else if (seen != mine[page]) note_loss(t, page, seen, mine[page], when[page], false);
+      when[page] = phase.load(std::memory_order_relaxed);
       put(rec(page, slot), ++mine[page]);
       updates.fetch_add(1, std::memory_order_relaxed);
     }
     for (size_t page = 0; page < io_first_; ++page) {
       uint64_t seen;
-      if (!check(rec(page, slot), &seen) || seen != mine[page]) lost.fetch_add(1);
+      if (!check(rec(page, slot), &seen) || seen != mine[page]) note_loss(t, page, seen, mine[page], when[page], true);
     }
+  }
+
+  void note_loss(int t, size_t page, uint64_t seen, uint64_t want, uint64_t written, bool at_end) {
+    if (lost.fetch_add(1) >= 16) return;
+    char line[192];
+    snprintf(line, sizeof line, "writer %d page %zu (unit %zu): %llu, want %llu; written in phase %llu, seen in %s%llu\n",
+             t, page, page / kPagesPerUnit, static_cast<unsigned long long>(seen),
+             static_cast<unsigned long long>(want), static_cast<unsigned long long>(written),
+             at_end ? "the final check, " : "", static_cast<unsigned long long>(phase.load()));
+    std::lock_guard<std::mutex> g(loss_lock_);
+    loss_text_ += line;
   }
 
   void round_trips(uint64_t min_rounds) {
@@ -177,6 +203,8 @@ class record_load {
   size_t io_first_;
   std::atomic<bool> stop_{false};
   std::vector<std::thread> threads_;
+  std::mutex loss_lock_;
+  std::string loss_text_;
 };
 
 }  // namespace mmtier::detail::test
