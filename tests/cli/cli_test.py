@@ -3051,6 +3051,38 @@ class RestoreTest(Base):
             self.assertEqual(lines[i], f"step {i} {total}")
         self.assertEqual(lines[300:], [f"done {total}"])
 
+    def test_another_process_started_in_the_same_tick_is_not_taken_for_the_original(self):
+        """A restore is refused while the original runs, found by its start
+        time (in clock ticks of 10 ms), command and own PID: two processes
+        of one command started within the same tick are told apart, and the
+        original's twin does not stop its restore."""
+        out = os.path.join(self.caps, "twin.txt")
+        prog = ("import sys, time\n"
+                "f = open(sys.argv[1], 'w')\n"
+                "for i in range(100000):\n"
+                "    f.write(f'{i}\\n'); f.flush(); time.sleep(0.01)\n")
+        env = dict(self.env(), MMTIER_BACKGROUND_AT="0")
+        start = lambda pid: int(text_of(f"/proc/{pid}/stat").rsplit(") ", 1)[1].split()[19])
+        for _ in range(50):
+            twin = self.python("import time; time.sleep(300)", env=env)
+            p = self.python(prog, out, env=env)
+            if start(twin.pid) == start(p.pid):
+                break
+            self.kill(twin)
+            self.kill(p)
+        else:
+            self.skipTest("no two processes started within one clock tick in 50 tries")
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
+        wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 20, 60, "some progress")
+        r = mmtier(["snapshot", str(p.pid), "--dir", self.caps, "--name", "twin"], self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, "twin.mmtcap"), "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        host = int(r.stdout)
+        self.addCleanup(lambda: kill_if_alive(host))
+        self.assertIsNone(twin.poll(), "the twin runs on")
+
     def test_a_jvm_continues_from_the_snapshot_with_its_file(self):
         """A JVM (its JIT's code, its GC's threads, its performance data
         file mapped shared and written) appending steps to a file:
