@@ -150,18 +150,6 @@ bool killed(long pid) {
   return false;
 }
 
-// Process pid's PID in its own (innermost) PID namespace, from the NSpid
-// line of its status; 0 if unknown.
-long own_pid(long pid) {
-  const std::string status = read_text(strf("/proc/%ld/status", pid).c_str());
-  const size_t at = status.find("\nNSpid:");
-  if (at == std::string::npos) return 0;
-  const size_t end = status.find('\n', at + 1);
-  const std::string line = status.substr(at + 7, end == std::string::npos ? std::string::npos : end - at - 7);
-  const size_t last = line.find_last_of(" \t");
-  return strtol(line.c_str() + (last == std::string::npos ? 0 : last + 1), nullptr, 10);
-}
-
 // The process the capsule was taken of, if it still runs: the one with its
 // start time, command and PID as it saw it, whatever PID namespace it is in
 // (a restored process's PID differs outside its own); its PID here, or 0.
@@ -176,7 +164,7 @@ long still_running(const cap::header &h) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     const long pid = strtol(e->d_name, nullptr, 10);
     if (start_ticks(pid) == h.starttime && read_text(strf("/proc/%ld/comm", pid).c_str()) == h.comm &&
-        own_pid(pid) == h.pid) {
+        own_pid(static_cast<int>(pid)) == h.pid) {
       found = pid;
       break;
     }

@@ -2997,30 +2997,38 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         return open(out).read().splitlines()
 
+    @staticmethod
+    def steps_program(n, ballast_mib=0):
+        """python3 appending n lines "step I TOTAL" to the file argv[1], 10 ms
+        apart, then "done TOTAL [BALLAST]", holding ballast_mib MiB placed."""
+        return ("import sys, time\n"
+                f"ballast = bytearray(b'p') * ({ballast_mib} << 20)\n"
+                "f = open(sys.argv[1], 'w')\n"
+                "total = 0\n"
+                f"for i in range({n}):\n"
+                "    total += i * i\n"
+                "    f.write(f'step {i} {total}\\n'); f.flush()\n"
+                "    time.sleep(0.01)\n"
+                "f.write(f'done {total}' + (f' {len(ballast)}' if ballast else '') + '\\n'); f.close()\n")
+
+    def assert_steps(self, lines, n, ballast_mib=0):
+        """lines are steps_program(n)'s whole output, each step once."""
+        total = 0
+        for i in range(n):
+            total += i * i
+            self.assertEqual(lines[i], f"step {i} {total}")
+        self.assertEqual(lines[n:], [f"done {total}" + (f" {ballast_mib << 20}" if ballast_mib else "")])
+
     def test_python_continues_from_the_snapshot_with_its_file(self):
         """python3 appending progress lines to an open file: snapshotted from
         outside mid-way, killed later, restored: it goes on from the snapshot
         point, and the file holds each step once, in order."""
         out = os.path.join(self.caps, "progress.txt")
-        prog = (
-            "import sys, time\n"
-            "ballast = bytearray(b'p') * (64 << 20)\n"  # enough placed to open the control socket
-            "f = open(sys.argv[1], 'w')\n"
-            "total = 0\n"
-            "for i in range(400):\n"
-            "    total += i * i\n"
-            "    f.write(f'step {i} {total}\\n'); f.flush()\n"
-            "    time.sleep(0.01)\n"
-            "f.write(f'done {total} {len(ballast)}\\n'); f.close()\n")
-        p = self.python(prog, out)
+        # 64 MiB placed: enough to open the control socket.
+        p = self.python(self.steps_program(400, ballast_mib=64), out)
         wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
         wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 200, 60, "some progress")
-        lines = self.snapshot_kill_restore(p, out, "py")
-        total = 0
-        for i in range(400):
-            total += i * i
-            self.assertEqual(lines[i], f"step {i} {total}")
-        self.assertEqual(lines[400:], [f"done {total} {64 << 20}"])
+        self.assert_steps(self.snapshot_kill_restore(p, out, "py"), 400, ballast_mib=64)
 
     def test_a_small_process_with_its_threads_started_at_once_is_snapshotted(self):
         """MMTIER_BACKGROUND_AT=0: a process that places far less than 32 MiB
@@ -3029,27 +3037,13 @@ class RestoreTest(Base):
         killed and restored: it goes on from the snapshot point.  Without
         the setting it has no socket."""
         out = os.path.join(self.caps, "small.txt")
-        prog = (
-            "import sys, time\n"
-            "f = open(sys.argv[1], 'w')\n"
-            "total = 0\n"
-            "for i in range(300):\n"
-            "    total += i * i\n"
-            "    f.write(f'step {i} {total}\\n'); f.flush()\n"
-            "    time.sleep(0.01)\n"
-            "f.write(f'done {total}\\n'); f.close()\n")
         plain = self.python("import time; time.sleep(300)")
-        p = self.python(prog, out, env=dict(self.env(), MMTIER_BACKGROUND_AT="0"))
+        p = self.python(self.steps_program(300), out, env=dict(self.env(), MMTIER_BACKGROUND_AT="0"))
         wait_until(lambda: os.path.exists(os.path.join(self.dir, f"{p.pid}.ctl")), 60, "the control socket")
         wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 100, 60, "some progress")
         self.assertFalse(os.path.exists(os.path.join(self.dir, f"{plain.pid}.ctl")),
                          "a small process without the setting has no control socket")
-        lines = self.snapshot_kill_restore(p, out, "small")
-        total = 0
-        for i in range(300):
-            total += i * i
-            self.assertEqual(lines[i], f"step {i} {total}")
-        self.assertEqual(lines[300:], [f"done {total}"])
+        self.assert_steps(self.snapshot_kill_restore(p, out, "small"), 300)
 
     def test_another_process_started_in_the_same_tick_is_not_taken_for_the_original(self):
         """A restore is refused while the original runs, found by its start
@@ -3057,10 +3051,7 @@ class RestoreTest(Base):
         of one command started within the same tick are told apart, and the
         original's twin does not stop its restore."""
         out = os.path.join(self.caps, "twin.txt")
-        prog = ("import sys, time\n"
-                "f = open(sys.argv[1], 'w')\n"
-                "for i in range(100000):\n"
-                "    f.write(f'{i}\\n'); f.flush(); time.sleep(0.01)\n")
+        prog = self.steps_program(100000)
         env = dict(self.env(), MMTIER_BACKGROUND_AT="0")
         start = lambda pid: int(text_of(f"/proc/{pid}/stat").rsplit(") ", 1)[1].split()[19])
         for _ in range(50):
