@@ -46,10 +46,13 @@ pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
 bool g_failed = false;  // started and failed: do not retry in this process
 std::atomic<uint64_t> g_generation{0};
 
-// Post-copy window.
+// Post-copy window.  An answer copies from the promotion's view of the
+// slot, which the promotion unmaps once the window is closed: the close
+// waits for every answer that may still read it (g_pc_answering).
 std::atomic<uintptr_t> g_pc_dst{0};
 std::atomic<uintptr_t> g_pc_src{0};
 std::atomic<size_t> g_pc_len{0};
+std::atomic<uint32_t> g_pc_answering{0};
 
 // Hold window: missing faults inside wait for the mover's wake, but the
 // mover's own (its thread id: g_hold_tid).
@@ -213,20 +216,25 @@ bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
     g_wp_faults.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
-  // Inside the post-copy window?
-  const uintptr_t dst = g_pc_dst.load(std::memory_order_acquire);
-  const size_t len = g_pc_len.load(std::memory_order_acquire);
-  // The first access to a PMem unit whose storage waits for it.
-  if (page - dst >= len) {
-    const int pending = heap_pending_fault(fd, page);
-    if (pending == -EAGAIN) return false;
-    if (pending > 0) return true;  // counted by the heap (pmem_first_touches), not as tracking
-  }
-  if (page - dst < len) {
+  // Inside the post-copy window?  Sequentially consistent with the close
+  // (faults_postcopy_close): either this sees the window closed, or the
+  // close waits until the copy from its view is done.
+  g_pc_answering.fetch_add(1, std::memory_order_seq_cst);
+  const uintptr_t dst = g_pc_dst.load(std::memory_order_seq_cst);
+  const size_t len = g_pc_len.load(std::memory_order_seq_cst);
+  const bool postcopy = page - dst < len;
+  if (postcopy) {
+    if (const faults_hook_fn hook = g_faults_test_hook.load(std::memory_order_acquire)) hook(2, page);
     const uintptr_t src = g_pc_src.load(std::memory_order_acquire) + (page - dst);
     r = sys::uffd::copy(fd, p, reinterpret_cast<const void *>(src), kPageSize, &done);
     if (r == 0) g_postcopy_faults.fetch_add(1, std::memory_order_relaxed);
-  } else {
+  }
+  g_pc_answering.fetch_sub(1, std::memory_order_release);
+  if (!postcopy) {
+    // The first access to a PMem unit whose storage waits for it.
+    const int pending = heap_pending_fault(fd, page);
+    if (pending == -EAGAIN) return false;
+    if (pending > 0) return true;  // counted by the heap (pmem_first_touches), not as tracking
     // Not a sample, not being promoted: a page that never existed, or one
     // put back already (the fill then fails with -EEXIST).  Asked again as
     // one answer with the fill: the page may have gone out since it was
@@ -416,8 +424,11 @@ void faults_postcopy_open(void *dst, const void *src, size_t len) {
 }
 
 void faults_postcopy_close() {
-  g_pc_len.store(0, std::memory_order_release);
-  g_pc_dst.store(0, std::memory_order_release);
+  g_pc_len.store(0, std::memory_order_seq_cst);
+  g_pc_dst.store(0, std::memory_order_seq_cst);
+  // An answer in flight never waits for the promotion: this wait is as
+  // short as one page's copy.
+  while (g_pc_answering.load(std::memory_order_seq_cst) != 0) sched_yield();
 }
 
 long faults_sample_restore(fault_sample &s) {
@@ -532,6 +543,12 @@ void fork_child() {
   pthread_mutex_init(&g_start_lock, nullptr);
   g_failed = false;
   g_have_cpu_clock.store(false, std::memory_order_relaxed);
+  // The parent's handler thread may have been inside an answer at the fork
+  // (or the snapshot): its counts are not this process's, and the waits
+  // on them (a promotion's close, a sample going out) would never end.
+  g_pc_answering.store(0, std::memory_order_relaxed);
+  g_answering.store(0, std::memory_order_relaxed);
+  g_moving_out.store(0, std::memory_order_relaxed);
   faults_postcopy_close();
   faults_hold_close();
   g_samples.store(nullptr, std::memory_order_relaxed);

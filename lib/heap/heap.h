@@ -208,6 +208,10 @@ size_t heap_recount_node_units(size_t n);
 // which pages hold data and before it copies them (a page dropped there is
 // one that went away behind mmtier's back, as a raw madvise does).
 extern void (*g_demote_copy_hook)(void *unit);
+// Tests only: called by a promotion with the unit's address once its pages
+// are missing and registered (its post-copy window open), before it fills
+// them.
+extern void (*g_promote_fill_hook)(void *unit);
 // Lists the units that can move now, ascending, with their tiers; returns
 // how many (at most cap).
 size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap);

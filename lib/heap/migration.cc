@@ -322,6 +322,12 @@ int fill_whole(size_t idx, int fd, tier &pm, bool *ok) {
   return whole ? 1 : 0;
 }
 
+}  // namespace
+
+void (*g_promote_fill_hook)(void *unit) = nullptr;
+
+namespace {
+
 long promote(size_t idx) {
   unit &u = g_heap.units[idx];
   tier &pm = pmem_tier();
@@ -343,6 +349,7 @@ long promote(size_t idx) {
   }
   long err = 0;
   const size_t swapped_runs = swap_runs_for_postcopy(idx, fd, &err);
+  if (g_promote_fill_hook) g_promote_fill_hook(page_addr(idx, 0));
   // Copy whatever the faults did not: also after a failure, for the runs
   // that were swapped (their only copy of the data is the slot).
   bool partial = false;

@@ -238,6 +238,64 @@ TEST_F(Migrate, ConcurrentWritersAndSystemCallsLoseNothing) {
   heap_munmap(base, kUnits * kUnitSize);
 }
 
+// A promotion's post-copy answers copy from its view of the unit's slot,
+// which it unmaps when it ends: it must wait for an answer still copying
+// from there (a copy after the unmap reads whatever is mapped at that
+// address by then).  The fault service is held inside such an answer (test
+// hook) until the promotion returns, for at most a second: the promotion
+// must not return first.  Half a unit, so that it is filled page by page
+// in the post-copy window (a whole unit moved in as one huge page holds
+// its faults instead).
+std::atomic<uintptr_t> g_pc_unit{0};
+std::atomic<bool> g_pc_answer_seen{false}, g_pc_promoted{false}, g_pc_overtaken{false}, g_pc_answer_done{false};
+std::thread g_pc_toucher;
+constexpr size_t kPcPage = 200;
+
+void postcopy_answer_hook(int where, uintptr_t page) {
+  if (where != 2 || page - g_pc_unit.load() >= kUnitSize || g_pc_answer_seen.exchange(true)) return;
+  for (int i = 0; i < 1000 && !g_pc_promoted.load(); ++i) usleep(1000);
+  g_pc_overtaken = g_pc_promoted.load();
+  g_pc_answer_done = true;
+}
+
+// In the promotion, its window open: a read of a page the fill has not
+// reached faults to the service, which is held in its answer.
+void touch_in_window(void *unit) {
+  const char *u = static_cast<const char *>(unit);
+  g_pc_toucher = std::thread([u] {
+    const uint64_t v = *reinterpret_cast<const volatile uint64_t *>(u + kPcPage * kPageSize);
+    if (v != pattern(kPcPage * kPageSize)) ADD_FAILURE() << "the page read during the promotion holds " << v;
+  });
+  for (int i = 0; i < 5000 && !g_pc_answer_seen.load(); ++i) usleep(1000);
+}
+
+TEST_F(Migrate, APromotionWaitsForAnAnswerStillCopyingFromItsViewOfTheSlot) {
+  void *p = nullptr;
+  ASSERT_EQ(heap_mmap(nullptr, kUnitSize / 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, &p), 0);
+  char *base = static_cast<char *>(p);
+  for (size_t i = 0; i < kUnitSize / 2; i += 8) *reinterpret_cast<uint64_t *>(base + i) = pattern(i);
+  const size_t idx = unit_index_of(base);
+  ASSERT_TRUE(heap_unit_movable(idx));
+  if (heap_tier_of(base) != kTierPmem) ASSERT_GE(heap_migrate(idx, kTierPmem), 0);
+  g_pc_unit = reinterpret_cast<uintptr_t>(base);
+  g_pc_answer_seen = g_pc_promoted = g_pc_overtaken = g_pc_answer_done = false;
+  g_faults_test_hook = postcopy_answer_hook;
+  g_promote_fill_hook = touch_in_window;
+  const long moved = heap_migrate(idx, kTierDram);
+  g_pc_promoted = true;
+  g_promote_fill_hook = nullptr;
+  if (g_pc_toucher.joinable()) g_pc_toucher.join();
+  for (int i = 0; i < 5000 && g_pc_answer_seen.load() && !g_pc_answer_done.load(); ++i) usleep(1000);
+  g_faults_test_hook = nullptr;
+  EXPECT_EQ(moved, static_cast<long>(kUnitSize / 2));
+  ASSERT_TRUE(g_pc_answer_seen.load()) << "the read during the promotion was not answered from the slot";
+  EXPECT_FALSE(g_pc_overtaken.load()) << "the promotion ended while an answer was copying from its view";
+  size_t bad = 0;
+  for (size_t i = 0; i < kUnitSize / 2; i += 8) bad += *reinterpret_cast<uint64_t *>(base + i) != pattern(i);
+  EXPECT_EQ(bad, 0u);
+  heap_munmap(base, kUnitSize / 2);
+}
+
 // Writes that are the first touch of a page (never written, or dropped)
 // while its unit is demoted: before Linux 6.4 write-protect cannot cover a
 // page that does not exist, so these are the writes a demotion would lose
