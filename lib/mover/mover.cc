@@ -442,7 +442,10 @@ void mover_enable(void (*companion)()) {
   if (config_get().promote || companion) heap_set_start_hook(start_hook, mover_start_units());
 }
 
-size_t mover_start_units() { return (config_get().background_at + kUnitSize - 1) >> kUnitShift; }
+size_t mover_start_units() {
+  const size_t at = config_get().background_at;
+  return (at >> kUnitShift) + ((at & (kUnitSize - 1)) != 0);
+}
 
 void mover_set_scan_hook(void (*hook)()) { g_scan_hook = hook; }
 
