@@ -96,6 +96,9 @@ constexpr option_info kOptions[] = {
      "A burstable process's weight: the DRAM the guarantees leave is shared in proportion to it."},
     {"MMTIER_HIDE_FEATURES", "none", "none, or a comma-separated list of wp-unpopulated, move, write-protect",
      "For tests: act as if the kernel lacked these features, to run the paths of older kernels."},
+    {"MMTIER_CHECK_MOVES", "0", "0 | 1",
+     "For tests: each demotion reads back what it wrote into PMem and compares it with the unit's pages, "
+     "writers still held off, before it maps it; a page that differs is an error in the log (slow)."},
 };
 constexpr size_t kOptionCount = sizeof kOptions / sizeof kOptions[0];
 
@@ -272,16 +275,22 @@ bool parse_huge_pages_opt(const char *name, const char *value, config *out, conf
   return true;
 }
 
-bool parse_promote_opt(const char *name, const char *value, config *out, config_error *err) {
-  if (str_eq(value, "0")) {
-    out->promote = false;
-  } else if (str_eq(value, "1")) {
-    out->promote = true;
-  } else {
+// "0" or "1" into *out.
+bool parse_flag(const char *name, const char *value, bool *out, config_error *err) {
+  if (!str_eq(value, "0") && !str_eq(value, "1")) {
     set_error(err, name, value, "expected 0 or 1");
     return false;
   }
+  *out = str_eq(value, "1");
   return true;
+}
+
+bool parse_promote_opt(const char *name, const char *value, config *out, config_error *err) {
+  return parse_flag(name, value, &out->promote, err);
+}
+
+bool parse_check_moves_opt(const char *name, const char *value, config *out, config_error *err) {
+  return parse_flag(name, value, &out->check_moves, err);
 }
 
 bool parse_migrate_mbps_opt(const char *name, const char *value, config *out, config_error *err) {
@@ -534,7 +543,7 @@ constexpr option_parser kParsers[] = {
     parse_log_opt,    parse_report_opt,     parse_stats_dir_opt, parse_mmap_threshold_opt,
     parse_snapshot_dir_opt, parse_snapshot_signal_opt, parse_snapshot_every_opt, parse_snapshot_keep_opt,
     parse_snapshot_chain_opt, parse_agent_socket_opt, parse_qos_class_opt, parse_qos_dram_opt,
-    parse_qos_weight_opt, parse_hide_features_opt,
+    parse_qos_weight_opt, parse_hide_features_opt, parse_check_moves_opt,
 };
 static_assert(sizeof kParsers / sizeof kParsers[0] == kOptionCount,
               "one parser per option, in table order");
@@ -706,48 +715,6 @@ bool parse_ratio(const char *text, uint32_t *d, uint32_t *p) {
   *d = part[0];
   *p = part[1];
   return true;
-}
-
-const char *closest_option(const char *name) {
-  // Optimal-string-alignment distance (Levenshtein plus adjacent
-  // transpositions), case-insensitive, with three rolling rows.
-  constexpr size_t kMaxDistance = 3;
-  constexpr size_t kCols = 64;
-  size_t n = str_len(name);
-  const char *best = nullptr;
-  size_t best_dist = kMaxDistance + 1;
-  for (size_t k = 0; k < kOptionCount; k++) {
-    const char *o = kOptions[k].name;
-    size_t m = str_len(o);
-    // Names differing in length by more than the limit cannot be close, and
-    // this bounds n by the longest option name plus 3.
-    if ((n > m ? n - m : m - n) > kMaxDistance || m + 1 > kCols) continue;
-    size_t rows[3][kCols];
-    size_t *prev2 = rows[0], *prev = rows[1], *cur = rows[2];
-    for (size_t j = 0; j <= m; j++) prev[j] = j;
-    for (size_t i = 1; i <= n; i++) {
-      cur[0] = i;
-      for (size_t j = 1; j <= m; j++) {
-        size_t cost = lower(name[i - 1]) == lower(o[j - 1]) ? 0 : 1;
-        size_t v = prev[j - 1] + cost;
-        if (prev[j] + 1 < v) v = prev[j] + 1;
-        if (cur[j - 1] + 1 < v) v = cur[j - 1] + 1;
-        if (i > 1 && j > 1 && lower(name[i - 1]) == lower(o[j - 2]) &&
-            lower(name[i - 2]) == lower(o[j - 1]) && prev2[j - 2] + 1 < v)
-          v = prev2[j - 2] + 1;
-        cur[j] = v;
-      }
-      size_t *t = prev2;
-      prev2 = prev;
-      prev = cur;
-      cur = t;
-    }
-    if (prev[m] < best_dist) {
-      best_dist = prev[m];
-      best = o;
-    }
-  }
-  return best;
 }
 
 bool config_parse(char *const *envp, bool secure, config *out, config_error *err,

@@ -95,6 +95,9 @@ struct config {
   // MMTIER_HIDE_FEATURES: kernel features mmtier acts as if it lacked, so
   // that tests run the paths of older kernels on a new one (kHide* bits).
   uint32_t hide_features = 0;
+  // MMTIER_CHECK_MOVES (tests): each demotion compares what it wrote into
+  // PMem with the unit's pages before it maps it.
+  bool check_moves = false;
 };
 
 // Bits of config::hide_features.

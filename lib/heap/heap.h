@@ -208,10 +208,16 @@ size_t heap_recount_node_units(size_t n);
 // which pages hold data and before it copies them (a page dropped there is
 // one that went away behind mmtier's back, as a raw madvise does).
 extern void (*g_demote_copy_hook)(void *unit);
+// Tests only: called by a demotion once it has copied the unit into its
+// slot, before it checks the copy (MMTIER_CHECK_MOVES) and maps the slot.
+extern void (*g_demote_copied_hook)(void *unit);
 // Tests only: called by a promotion with the unit's address once its pages
 // are missing and registered (its post-copy window open), before it fills
 // them.
 extern void (*g_promote_fill_hook)(void *unit);
+// MMTIER_CHECK_MOVES: pages a demotion found different when it read back
+// what it had written into PMem (0 without the check).
+size_t heap_check_mismatches();
 // Lists the units that can move now, ascending, with their tiers; returns
 // how many (at most cap).
 size_t heap_movable_units(uint32_t *units, uint8_t *tiers, size_t cap);

@@ -469,6 +469,33 @@ bool data_pages(size_t idx, uint64_t bits[kPagesPerUnit / 64]) {
   return true;
 }
 
+std::atomic<size_t> g_check_mismatches{0};
+
+// MMTIER_CHECK_MOVES: the slot's pages read back, against the unit's own
+// (writers are held off, so they are what was copied) and zeros where the
+// unit has no data.  What differs is said and counted (heap_check_mismatches);
+// the demotion goes on.
+void check_copy(size_t idx, uint32_t slot, const uint64_t *data) {
+  tier &pm = pmem_tier();
+  char *back = staging();  // a promotion's, free between moves
+  if (!back || pm.ops->read(&pm, slot, 0, back, kUnitSize) < 0) {
+    MMTIER_ERROR("demotion of unit %zu: cannot read back slot %u to check it", idx, slot);
+    return;
+  }
+  static const char zeros[kPageSize] = {};
+  size_t bad = 0, first = SIZE_MAX;
+  for (size_t p = 0; p < kPagesPerUnit; ++p) {
+    if (!((g_heap.units[idx].live_bits[p / 64] >> (p % 64)) & 1)) continue;
+    const bool has = (data[p / 64] >> (p % 64)) & 1;
+    if (memcmp(back + (p << kPageShift), has ? page_addr(idx, p) : zeros, kPageSize) == 0) continue;
+    if (!bad++) first = p;
+  }
+  if (!bad) return;
+  g_check_mismatches.fetch_add(bad, std::memory_order_relaxed);
+  MMTIER_ERROR("demotion of unit %zu: %zu pages written into PMem slot %u differ from the unit's, the first page %zu",
+               idx, bad, slot, first);
+}
+
 // Copies the live runs into the slot and maps it over them; returns how
 // many runs were mapped (all unless *err is set).  Pages without data are
 // not copied (a warm slot's are punched: they must read as zero); where a
@@ -492,11 +519,14 @@ size_t copy_and_map_runs(size_t idx, uint32_t slot, bool warm, bool held, long *
                           first << kPageShift);
   });
   if (warm && !*err) {
-    for (size_t w = 0; w < kPagesPerUnit / 64; ++w) data[w] = u.live_bits[w] & ~data[w];
-    for_runs(data, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    uint64_t holes[kPagesPerUnit / 64];
+    for (size_t w = 0; w < kPagesPerUnit / 64; ++w) holes[w] = u.live_bits[w] & ~data[w];
+    for_runs(holes, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
       if (!*err) *err = pm.ops->discard(&pm, nullptr, n << kPageShift, slot, first << kPageShift);
     });
   }
+  if (g_demote_copied_hook) g_demote_copied_hook(page_addr(idx, 0));
+  if (!*err && config_get().check_moves) check_copy(idx, slot, data);
   size_t mapped = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
     if (!*err)
@@ -510,6 +540,9 @@ size_t copy_and_map_runs(size_t idx, uint32_t slot, bool warm, bool held, long *
 }  // namespace
 
 void (*g_demote_copy_hook)(void *unit) = nullptr;
+void (*g_demote_copied_hook)(void *unit) = nullptr;
+
+size_t heap_check_mismatches() { return g_check_mismatches.load(std::memory_order_relaxed); }
 
 // Wakes every writer held off (after a failure too: they retry on whatever
 // is mapped), and drops the protection of runs that were not swapped.

@@ -81,11 +81,12 @@ report_has() { grep -q "$2" "$1"; }
 
 suite_fallbacks() {
   # The paths of this kernel, natively: no write-protect of unpopulated
-  # pages (6.4) and no UFFDIO_MOVE (6.8).
-  check fallbacks.unit.tmpfs env MMTIER_PMEM_PATH=/dev/shm/heap \
-    "$BUILD/tests/mmtier_unit_tests" --gtest_filter='Migrate.*:Sample.*:Reshare.*:FirstTouch.*:Rehuge.*'
-  [ -n "$DAX" ] && check fallbacks.unit.dax env MMTIER_PMEM_PATH=$DAX \
-    "$BUILD/tests/mmtier_unit_tests" --gtest_filter='Migrate.*:Sample.*:Reshare.*:FirstTouch.*:Rehuge.*'
+  # pages (6.4) and no UFFDIO_MOVE (6.8).  Demotions check their copies
+  # (MMTIER_CHECK_MOVES): a lost write then says whether the copy was wrong.
+  check fallbacks.unit.tmpfs env MMTIER_PMEM_PATH=/dev/shm/heap MMTIER_CHECK_MOVES=1 \
+    "$BUILD/tests/mmtier_unit_tests" --gtest_filter='Migrate.*:MoveCheck.*:Sample.*:Reshare.*:FirstTouch.*:Rehuge.*'
+  [ -n "$DAX" ] && check fallbacks.unit.dax env MMTIER_PMEM_PATH=$DAX MMTIER_CHECK_MOVES=1 \
+    "$BUILD/tests/mmtier_unit_tests" --gtest_filter='Migrate.*:MoveCheck.*:Sample.*:Reshare.*:FirstTouch.*:Rehuge.*'
 }
 
 suite_tiering() {

@@ -158,7 +158,7 @@ TEST(ConfigOptions, TableIsComplete) {
       "MMTIER_SNAPSHOT_DIR", "MMTIER_SNAPSHOT_SIGNAL", "MMTIER_SNAPSHOT_CHAIN",
       "MMTIER_SNAPSHOT_EVERY", "MMTIER_SNAPSHOT_KEEP", "MMTIER_SLOW_NODE", "MMTIER_AGENT_SOCKET",
       "MMTIER_QOS_CLASS", "MMTIER_QOS_DRAM", "MMTIER_QOS_WEIGHT", "MMTIER_HUGE_PAGES",
-      "MMTIER_BACKGROUND_AT",
+      "MMTIER_BACKGROUND_AT", "MMTIER_CHECK_MOVES",
   };
   EXPECT_EQ(names, expected);
 }
@@ -365,6 +365,7 @@ void expect_defaults(const config &c) {
   EXPECT_STREQ(c.report, "");
   EXPECT_EQ(c.mmap_threshold, 64 * K);
   EXPECT_EQ(c.background_at, 32 * M);
+  EXPECT_FALSE(c.check_moves);
   EXPECT_EQ(c.migrate_mbps, 256u);
   EXPECT_EQ(c.scan_interval_ns, 100'000'000u);
   EXPECT_STREQ(c.stats_dir, "");
@@ -461,6 +462,8 @@ TEST(ConfigParse, EachGoodValue) {
       {"MMTIER_BACKGROUND_AT=0", [](const config &c) { EXPECT_EQ(c.background_at, 0u); }},
       {"MMTIER_BACKGROUND_AT=1G", [](const config &c) { EXPECT_EQ(c.background_at, 1024 * M); }},
       {"MMTIER_BACKGROUND_AT=3M", [](const config &c) { EXPECT_EQ(c.background_at, 3 * M); }},
+      {"MMTIER_CHECK_MOVES=1", [](const config &c) { EXPECT_TRUE(c.check_moves); }},
+      {"MMTIER_CHECK_MOVES=0", [](const config &c) { EXPECT_FALSE(c.check_moves); }},
   };
   for (const auto &gc : cases) {
     SCOPED_TRACE(gc.entry);
@@ -578,6 +581,8 @@ TEST(ConfigParse, EachBadValue) {
       {"MMTIER_BACKGROUND_AT", "", "expected a size with optional K/M/G/T suffix"},
       {"MMTIER_BACKGROUND_AT", "-1", "expected a size with optional K/M/G/T suffix"},
       {"MMTIER_BACKGROUND_AT", "none", "expected a size with optional K/M/G/T suffix"},
+      {"MMTIER_CHECK_MOVES", "yes", "expected 0 or 1"},
+      {"MMTIER_CHECK_MOVES", "", "expected 0 or 1"},
       {"MMTIER_PMEM_PATH", "", "expected the path of an existing writable directory"},
       {"MMTIER_PMEM_PATH", std::string(kPathMax, 'p'), "too long"},
   };

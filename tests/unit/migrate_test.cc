@@ -231,6 +231,7 @@ TEST_F(Migrate, ConcurrentWritersAndSystemCallsLoseNothing) {
   EXPECT_EQ(load.lost.load(), 0u) << load.losses();
   EXPECT_EQ(load.syscall_errors.load(), 0u);
   EXPECT_EQ(load.io_mismatch.load(), 0u);
+  EXPECT_EQ(heap_check_mismatches(), 0u) << "a demotion wrote into PMem what the unit did not hold";
   fault_counters fc;
   faults_counters_get(&fc);
   RecordProperty("postcopy_faults", static_cast<int>(fc.postcopy_faults));
@@ -294,6 +295,38 @@ TEST_F(Migrate, APromotionWaitsForAnAnswerStillCopyingFromItsViewOfTheSlot) {
   for (size_t i = 0; i < kUnitSize / 2; i += 8) bad += *reinterpret_cast<uint64_t *>(base + i) != pattern(i);
   EXPECT_EQ(bad, 0u);
   heap_munmap(base, kUnitSize / 2);
+}
+
+// MMTIER_CHECK_MOVES=1 (these tests run only with it: tests/CMakeLists.txt):
+// a demotion reads back what it wrote into PMem and compares it with the
+// unit's pages.  A page dropped behind mmtier's back after the copy (a raw
+// madvise) now reads as zero in the unit and not in the slot: said and
+// counted, and the unit, once on PMem, holds what was copied.
+class MoveCheck : public Migrate {};
+
+char *g_drop_after_copy = nullptr;
+void drop_after_copy(void *) { syscall(SYS_madvise, g_drop_after_copy, 4096, MADV_DONTNEED); }
+
+TEST_F(MoveCheck, ADemotionSaysWhenWhatItWroteDiffersFromTheUnit) {
+  size_t idx = 0;
+  char *base = patterned_dram_unit(&idx);
+  ASSERT_NE(base, nullptr);
+  ASSERT_TRUE(heap_unit_movable(idx));
+  const size_t before = heap_check_mismatches();
+  g_drop_after_copy = base + 9 * kPageSize;
+  g_demote_copied_hook = drop_after_copy;
+  const long moved = heap_migrate(idx, kTierPmem);
+  g_demote_copied_hook = nullptr;
+  EXPECT_EQ(moved, static_cast<long>(kUnitSize));
+  EXPECT_EQ(heap_check_mismatches(), before + 1) << "MMTIER_CHECK_MOVES is not 1, or the check missed the page";
+  size_t bad = 0;
+  for (size_t i = 0; i < kUnitSize; i += 8) bad += *reinterpret_cast<uint64_t *>(base + i) != pattern(i);
+  EXPECT_EQ(bad, 0u);
+  // An undisturbed demotion finds nothing.
+  ASSERT_GE(heap_migrate(idx, kTierDram), 0);
+  ASSERT_GE(heap_migrate(idx, kTierPmem), 0);
+  EXPECT_EQ(heap_check_mismatches(), before + 1);
+  heap_munmap(base, kUnitSize);
 }
 
 // Writes that are the first touch of a page (never written, or dropped)
