@@ -26,7 +26,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -103,15 +102,14 @@ uint64_t disk_bytes(int dirfd, uint64_t *shared, int depth = 0) {
 
 // When process pid started, in seconds since the epoch; 0 if unknown.
 uint64_t process_start(long pid) {
-  std::ifstream stat_file(strf("/proc/%ld/stat", pid));
-  std::string stat_text((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  const std::string stat_text = read_text(strf("/proc/%ld/stat", pid).c_str());
   const size_t paren = stat_text.rfind(')');
   if (paren == std::string::npos || paren + 2 > stat_text.size()) return 0;
   std::istringstream fields(stat_text.substr(paren + 2));
   std::string f;
   for (int i = 3; i <= 22 && fields >> f; ++i) {
   }
-  std::ifstream proc_stat("/proc/stat");
+  std::istringstream proc_stat(read_text("/proc/stat"));
   std::string key;
   uint64_t btime = 0;
   while (proc_stat >> key)
@@ -129,9 +127,7 @@ bool writer_holds(const struct stat &file) {
   bool found = false;
   while (dirent *e = readdir(proc)) {
     if (found || e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    std::ifstream comm(strf("/proc/%s/comm", e->d_name));
-    std::string name;
-    if (!std::getline(comm, name) || name != "mmtier-snapwr") continue;
+    if (read_text(strf("/proc/%s/comm", e->d_name).c_str()) != "mmtier-snapwr") continue;
     const std::string fds = strf("/proc/%s/fd", e->d_name);
     DIR *d = opendir(fds.c_str());
     if (!d) continue;

@@ -21,7 +21,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <iterator>
 #include <sstream>
 #include <string_view>
@@ -137,8 +136,9 @@ namespace {
 // exit.
 bool may_own(int pid, dev_t dev, ino_t ino) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
-  std::ifstream maps(strf("/proc/%d/maps", pid));
-  if (!maps) return true;
+  const std::string path = strf("/proc/%d/maps", pid);
+  if (access(path.c_str(), R_OK) != 0) return true;
+  std::istringstream maps(read_text(path.c_str()));
   const std::string want = strf(" %02x:%02x %llu", major(dev), minor(dev), static_cast<unsigned long long>(ino));
   for (std::string line; std::getline(maps, line);) {
     // "lo-hi perm offset maj:min inode [path]"
@@ -332,13 +332,12 @@ bool contained(int pid, contained_view *v) {
   v->host_uid = info.euid;
   // Its uid in its user namespace ("inside outside count" lines).
   v->inner_uid = v->host_uid;
-  std::ifstream map(base + "/uid_map");
+  std::istringstream map(read_text((base + "/uid_map").c_str()));
   for (unsigned long in = 0, out = 0, count = 0; map >> in >> out >> count;)
     if (v->host_uid >= out && v->host_uid - out < count) v->inner_uid = static_cast<uid_t>(in + (v->host_uid - out));
   // Its MMTIER_STATS_DIR, as its environment began (a program that
   // rewrites that area for its title loses it: then the default).
-  std::ifstream env(base + "/environ", std::ios::binary);
-  const std::string text((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
+  const std::string text = read_text((base + "/environ").c_str());
   constexpr std::string_view kVar = "MMTIER_STATS_DIR=";
   for (size_t at = 0; at < text.size();) {
     size_t end = text.find('\0', at);
@@ -375,7 +374,7 @@ int open_in_root(int rootfd, const std::string &path, int flags) {
 }  // namespace
 
 int pid_inside(int pid) {
-  std::ifstream status(strf("/proc/%d/status", pid));
+  std::istringstream status(read_text(strf("/proc/%d/status", pid).c_str()));
   int inner = 0;
   for (std::string line; std::getline(status, line);)
     if (line.compare(0, 6, "NSpid:") == 0) {
@@ -481,7 +480,7 @@ proc_info read_proc(int pid) {
   if (stat(base.c_str(), &st) != 0) return info;
   info.exists = true;
   info.euid = st.st_uid;
-  std::ifstream status(base + "/status");
+  std::istringstream status(read_text((base + "/status").c_str()));
   std::string line;
   while (std::getline(status, line)) {
     if (line.compare(0, 4, "Uid:") == 0) {
@@ -490,8 +489,7 @@ proc_info read_proc(int pid) {
       break;
     }
   }
-  std::ifstream comm(base + "/comm");
-  std::getline(comm, info.comm);
+  info.comm = read_text((base + "/comm").c_str());
   info.comm = sanitize_text(info.comm);
   return info;
 }
@@ -500,16 +498,15 @@ namespace {
 
 // Seconds since the process started, from /proc (a large value if unknown).
 double process_age(int pid) {
-  std::ifstream stat(strf("/proc/%d/stat", pid));
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const std::string text = read_text(strf("/proc/%d/stat", pid).c_str());
   size_t paren = text.rfind(')');  // the command name may hold spaces and parentheses
-  if (paren == std::string::npos) return 1e9;
+  if (paren == std::string::npos || paren + 2 > text.size()) return 1e9;
   std::istringstream fields(text.substr(paren + 2));
   std::string f;
   unsigned long long start = 0;
   for (int i = 3; i <= 22 && fields >> f; ++i)
     if (i == 22) start = std::strtoull(f.c_str(), nullptr, 10);
-  std::ifstream up("/proc/uptime");
+  std::istringstream up(read_text("/proc/uptime"));
   double uptime = 0;
   if (!(up >> uptime) || start == 0) return 1e9;
   return uptime - static_cast<double>(start) / static_cast<double>(sysconf(_SC_CLK_TCK));
@@ -522,10 +519,7 @@ constexpr double kStartupGrace = 2.0;
 
 // Whether the process maps libmmtier (readable maps only).
 bool maps_libmmtier(int pid) {
-  std::ifstream maps(strf("/proc/%d/maps", pid));
-  for (std::string line; std::getline(maps, line);)
-    if (line.find("/libmmtier.so") != std::string::npos) return true;
-  return false;
+  return read_text(strf("/proc/%d/maps", pid).c_str()).find("/libmmtier.so") != std::string::npos;
 }
 
 [[noreturn]] void not_mmtier(int pid, const proc_info &info, const char *extra = "") {

@@ -15,7 +15,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <fstream>
 
 namespace mmtier::cli {
 
@@ -207,8 +206,19 @@ void write_file_atomically(const std::string &path, const std::string &text) {
 }
 
 std::string read_text(const char *path) {
-  std::ifstream f(path);
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // read(2), not a stream: a /proc file of a process that ends while it is
+  // read fails with ESRCH, which a file stream throws as an exception.
+  std::string s;
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return s;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    s.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
   while (!s.empty() && s.back() == '\n') s.pop_back();
   return s;
 }
