@@ -137,7 +137,10 @@ namespace {
 bool may_own(int pid, dev_t dev, ino_t ino) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
   const std::string path = strf("/proc/%d/maps", pid);
-  if (access(path.c_str(), R_OK) != 0) return true;
+  // Not readable by us (the kernel's check is at open, not in the mode).
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;
+  close(fd);
   std::istringstream maps(read_text(path.c_str()));
   const std::string want = strf(" %02x:%02x %llu", major(dev), minor(dev), static_cast<unsigned long long>(ino));
   for (std::string line; std::getline(maps, line);) {
