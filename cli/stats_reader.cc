@@ -376,16 +376,7 @@ int open_in_root(int rootfd, const std::string &path, int flags) {
 
 }  // namespace
 
-int pid_inside(int pid) {
-  std::istringstream status(read_text(strf("/proc/%d/status", pid).c_str()));
-  int inner = 0;
-  for (std::string line; std::getline(status, line);)
-    if (line.compare(0, 6, "NSpid:") == 0) {
-      std::istringstream ids(line.substr(6));
-      for (int id; ids >> id;) inner = id;
-    }
-  return inner;
-}
+int pid_inside(int pid) { return static_cast<int>(own_pid(pid)); }
 
 int open_in_process_root(int pid, const std::string &path, int flags) {
   if (path.empty() || path[0] != '/') {
