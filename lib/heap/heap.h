@@ -194,6 +194,10 @@ void heap_node_move_hook(void (*fn)(size_t idx));
 // memory (a NUMA node other processes fill), or SIZE_MAX when the tier
 // does not know: the budgets alone bound it.
 size_t heap_tier_room_units(int to);
+// Units tier `to`'s memory is short of what it keeps, rounded up (0: not
+// short, or the tier does not know): what must leave it before a unit
+// moving in finds room.
+size_t heap_tier_short_units(int to);
 // Node tiers: a unit counted on DRAM whose pages the kernel took from the
 // slow node (the fast nodes were full when they were first touched: their
 // policy is "preferred", a fault does not fail) is counted where its pages

@@ -652,6 +652,14 @@ size_t heap_tier_room_units(int to) {
   return r < 0 ? SIZE_MAX : static_cast<size_t>(r) >> kUnitShift;
 }
 
+size_t heap_tier_short_units(int to) {
+  if (to != kTierDram && to != kTierPmem) return 0;
+  tier &t = g_mgr.tiers[to];
+  if (!t.usable || !t.ops->shortfall) return 0;
+  const long long s = t.ops->shortfall(&t);
+  return s <= 0 ? 0 : (static_cast<size_t>(s) + kUnitSize - 1) >> kUnitShift;
+}
+
 void migration_fork_child() {
   // The parent demotes through the same pipe: the child makes its own.
   pipe_drop();

@@ -247,9 +247,12 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   // A DRAM tier that is a NUMA node has what other processes leave of it:
   // the budget is no more than what it holds and what still fits, so that
   // the policy exchanges (demotes cold units to make room) instead of
-  // asking for promotions the node would refuse.
+  // asking for promotions the node would refuse; below what its zones
+  // keep (the kernel fills a node to its low watermarks before it takes
+  // another), an exchange first demotes what it is short of.
   const size_t room = heap_tier_room_units(kTierDram);
   if (room != SIZE_MAX && b.budget > b.dram_now + room) b.budget = b.dram_now + room;
+  b.dram_short = heap_tier_short_units(kTierDram);
   policy_migration migs[kPolicyMaxBatch];
   const size_t nm = decide(m.policy, now, m.obs, nobs, b, migs);
   const apply_outcome o = apply(m.policy, m.maps, migs, nm, now, b, migrate_unit);

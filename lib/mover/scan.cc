@@ -17,7 +17,7 @@ void list_units(unit_listing &l, uint64_t scan_number, size_t (*lister)(uint32_t
 size_t decide(migration_policy &policy, uint64_t now_ns, const access_observation *obs, size_t n,
               const dram_budget &b, policy_migration *out) {
   policy.observe(now_ns, obs, n);
-  return policy.decide(now_ns, b.budget, b.dram_now, out, kPolicyMaxBatch);
+  return policy.decide(now_ns, b.budget, b.dram_now, out, kPolicyMaxBatch, b.dram_short);
 }
 
 namespace {

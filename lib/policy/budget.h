@@ -19,6 +19,9 @@ struct dram_budget {
   // 0 after a placement found it full.  The budget never asks for more
   // demotions than that, and the mover skips a demotion PMem has no room for.
   size_t pmem_room = SIZE_MAX;
+  // Units DRAM's memory is short of what it keeps (a NUMA node below its
+  // zones' watermarks): demotions the policy makes before a promotion.
+  size_t dram_short = 0;
 };
 
 dram_budget dram_budget_of(const heap_counters &c, const config &cfg);

@@ -272,7 +272,7 @@ void migration_policy::emit(policy_migration *out, size_t &n, uint32_t unit, int
 }
 
 size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_t dram_units_now,
-                                policy_migration *out, size_t max) {
+                                policy_migration *out, size_t max, size_t dram_short_units) {
   uint32_t now = clock_ms(now_ns);
   refill(last_ns_);
   decides_.fetch_add(1, std::memory_order_relaxed);
@@ -291,30 +291,39 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
   std::sort_heap(demote_, demote_ + nv, colder_first);
 
   size_t n = 0, pi = 0, vi = 0;
-  size_t dram = dram_units_now;
+  size_t dram = dram_units_now, budget = dram_budget_units;
+  size_t short_units = std::min(dram_short_units, dram_units_now);
   // 1. Over budget: demote coldest first until within it.
-  while (dram > dram_budget_units && vi < nv && n < allowed) {
+  while (dram > budget && vi < nv && n < allowed) {
     emit(out, n, demote_[vi++].unit, kTierPmem);
     --dram;
+    if (short_units) --short_units;
   }
   // 2. Free budget: promote warm units, hottest first.
-  while (dram < dram_budget_units && pi < np && n < allowed) {
+  while (dram < budget && pi < np && n < allowed) {
     emit(out, n, promote_[pi++].unit, kTierDram);
     ++dram;
   }
-  // 3. At budget: exchange while the candidate is clearly hotter.
+  // 3. At budget: exchange while the candidate is clearly hotter; DRAM's
+  // shortfall first paid by more demotions (lowering the budget with D).
   const double ratio = (100.0 + params_.swap_ratio_pct) / 100.0;
   const double margin = params_.swap_margin + boost_at(last_ns_);
-  while (dram == dram_budget_units && pi < np && vi < nv && n + 2 <= allowed) {
+  while (dram == budget && pi < np && vi < nv && n + 2 <= allowed) {
     const pick &c = promote_[pi];
     const pick &v = demote_[vi];
     if (v.held) break;
     double ch = c.heat, vh = v.heat;
     if (ch < vh + margin || ch < vh * ratio) break;
     emit(out, n, v.unit, kTierPmem);
+    ++vi;
+    if (short_units) {
+      --short_units;
+      --dram;
+      --budget;
+      continue;
+    }
     emit(out, n, c.unit, kTierDram);
     ++pi;
-    ++vi;
   }
   if (n == allowed && allowed < cap) throttled_.fetch_add(1, std::memory_order_relaxed);
   return n;

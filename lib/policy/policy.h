@@ -30,7 +30,14 @@
 //      ones never move up).
 //   3. D == B: exchange pairs, hottest PMem candidate against coldest DRAM
 //      victim, while the candidate is hotter than the victim by swap_margin
-//      and by swap_ratio_pct; each pair is emitted demotion first.
+//      and by swap_ratio_pct; each pair is emitted demotion first.  When
+//      DRAM's memory is short (S units below what it keeps: a NUMA node the
+//      kernel filled to its low watermarks, or other processes did), the
+//      first pairs are preceded by S more demotions, each victim colder
+//      than the candidate by the same margins, since a promotion before
+//      them would find no room; demotions of rule 1 count towards S.  S
+//      lowers D and B alike (the budget is what fits); what the margins or
+//      the rate leave unpaid waits for the next decide.
 // Applied in order, and every migration succeeding, D never exceeds B.  If a
 // demotion fails, the promotion after it would take D to B + 1; a caller
 // that wants D <= B strictly skips a promotion while D >= B (and reports it
@@ -179,9 +186,10 @@ class migration_policy {
   // Writes up to max (capped at kPolicyMaxBatch) migrations to out, in the
   // order they must be applied, and returns how many.  dram_budget_units:
   // the DRAM budget now (SIZE_MAX: none); dram_units_now: units on DRAM now,
-  // forced ones included.  An exchange needs room for two entries.
+  // forced ones included; dram_short_units: DRAM units its memory is short
+  // of (S above).  An exchange needs room for two entries.
   [[nodiscard]] size_t decide(uint64_t now_ns, size_t dram_budget_units, size_t dram_units_now,
-                              policy_migration *out, size_t max);
+                              policy_migration *out, size_t max, size_t dram_short_units = 0);
 
   // The outcome of one migration returned by decide().
   void report(uint64_t now_ns, policy_migration m, migration_result r);

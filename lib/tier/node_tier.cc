@@ -260,6 +260,12 @@ long long node_room_for(tier *t, size_t len) {
 
 long long node_room(tier *t) { return node_room_for(t, 0); }
 
+long long node_shortfall(tier *t) {
+  if (node_room_for(t, 0) < 0) return 0;
+  const int64_t room = state(t)->room.load(std::memory_order_relaxed);
+  return room < 0 ? -room : 0;
+}
+
 long node_lies_on(tier *t, void *const *pages, size_t n, int *out) {
   const long r = sys::raw(SYS_move_pages, 0, static_cast<long>(n), reinterpret_cast<long>(pages), 0,
                           reinterpret_cast<long>(out), 0);
@@ -510,6 +516,7 @@ constexpr tier_ops make_ops(const char *kind, long (*open)(tier *, const config 
   o.move_in = node_move_in;
   o.bind = bind;
   o.room = node_room;
+  o.shortfall = node_shortfall;
   o.lies_on = node_lies_on;
   return o;
 }

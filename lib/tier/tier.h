@@ -162,6 +162,12 @@ struct tier_ops {
   // alone bound it).  A node tier: its nodes' free memory above what their
   // zones keep, which other processes may have taken.
   long long (*room)(tier *t);
+  // Bytes the tier's memory is below what it keeps (0: not short, or not
+  // known).  A node tier: its nodes' free memory under what their zones
+  // keep (the kernel placed the program's pages there down to its low
+  // watermarks, or other processes took it); a move in waits until
+  // demotions have freed that much.
+  long long (*shortfall)(tier *t);
   // For each of n pages, whether it lies on the tier's memory: 1 yes, 0
   // no (elsewhere), -1 not known (not present); 0 or -errno.  A node tier
   // asks the kernel (move_pages without nodes).

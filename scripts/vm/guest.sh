@@ -273,7 +273,7 @@ numa_pressure() {
   local c0
   c0=$(vm_counters)
   run_watched "$log" env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
-    MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * ${PRESSURE_ROOM_MB:-96}))M MMTIER_REPORT=stderr MMTIER_LOG=info \
+    MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * ${PRESSURE_ROOM_MB:-96}))M MMTIER_REPORT=stderr MMTIER_LOG=${PRESSURE_LOG:-info} \
     "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow"
   local rc=$?
   echo 0 > "$hp"
@@ -320,7 +320,7 @@ numa_holes() {
   c0=$(vm_counters)
   if grep -q ready "$W/logs/numa.holes.holder.log"; then
     run_watched "$log" env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
-      MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * room))M MMTIER_REPORT=stderr MMTIER_LOG=info \
+      MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * room))M MMTIER_REPORT=stderr MMTIER_LOG=${PRESSURE_LOG:-info} \
       "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow"
     rc=$?
   fi

@@ -56,6 +56,11 @@ struct sim {
   size_t dram = 0;         // units on DRAM now
   long max_excess = LONG_MIN;  // highest (dram - budget) right after a promotion
   size_t bad = 0;          // invariant violations seen
+  // DRAM as a NUMA node below what its zones keep, in units (the mover's
+  // heap_tier_short_units): the budget is what it holds, a promotion finds
+  // no room (skipped, as the mover's -ENOSPC) and each demotion frees one.
+  size_t node_short = 0;
+  size_t promotions_refused = 0;
 
   sim(size_t units, size_t dram_units, size_t budget_units, const policy_params &p = unlimited())
       : n(units), budget(budget_units), tier(units), movable(units, 1), touch(units, kColdTouch),
@@ -93,7 +98,8 @@ struct sim {
     now += dt;
     observe();
     policy_migration out[kPolicyMaxBatch];
-    size_t k = pol.decide(now, budget, dram, out, kPolicyMaxBatch);
+    const size_t b = node_short ? std::min(budget, dram) : budget;
+    size_t k = pol.decide(now, b, dram, out, kPolicyMaxBatch, node_short);
     std::vector<uint8_t> seen(n, 0);
     for (size_t i = 0; i < k; ++i) {
       const policy_migration m = out[i];
@@ -106,6 +112,11 @@ struct sim {
       }
       seen[m.unit] = 1;
       migration_result r = migrate ? migrate(m) : migration_result::done;
+      if (r == migration_result::done && m.to_tier == kTierDram && node_short) {
+        r = migration_result::skipped;
+        ++promotions_refused;
+      }
+      if (r == migration_result::done && m.to_tier == kTierPmem && node_short) --node_short;
       if (r == migration_result::done) {
         tier[m.unit] = m.to_tier;
         if (m.to_tier == kTierDram) {
@@ -161,6 +172,45 @@ TEST(PolicyTest, HotSetConvergesToDram) {
   // Steady state: nothing moves any more.
   EXPECT_EQ(s.run(200), 0u);
   EXPECT_EQ(s.in_dram(768, 64), 64u);
+}
+
+// DRAM a node the kernel filled below what its zones keep (10 units short):
+// the exchange demotes that much more first, so no promotion is refused for
+// want of room, and the hot set comes in as soon as its heat tells.
+TEST(PolicyTest, AShortNodeIsPaidByDemotionsBeforeAPromotion) {
+  sim s(256, 64, 64);
+  s.node_short = 10;
+  s.set_touch(200, 8, kHotTouch);
+  sim ref(256, 64, 64);  // the same heap with room
+  ref.set_touch(200, 8, kHotTouch);
+  const size_t steps = s.run_until(50, [&] { return s.in_dram(200, 8) == 8; });
+  const size_t ref_steps = ref.run_until(50, [&] { return ref.in_dram(200, 8) == 8; });
+  EXPECT_LE(steps, ref_steps + 1) << "the shortfall delayed the hot set";
+  EXPECT_EQ(s.promotions_refused, 0u);
+  EXPECT_EQ(s.node_short, 0u);
+  EXPECT_EQ(s.bad, 0u);
+  // Cold units only went down: the hot set's 8 and the 10 short.
+  size_t demoted = 0;
+  for (const event &e : s.log) {
+    const bool hot = e.unit >= 200 && e.unit < 208;
+    EXPECT_EQ(hot, e.to == kTierDram) << "unit " << e.unit;
+    demoted += e.to == kTierPmem && e.r == migration_result::done;
+  }
+  EXPECT_EQ(demoted, 18u);
+  EXPECT_EQ(s.dram, 64u - 10u);
+  EXPECT_EQ(s.run(100), 0u);
+}
+
+// Nothing clearly hotter than what DRAM holds: a short node is no reason to
+// demote (the shortfall is paid only for a promotion).
+TEST(PolicyTest, AShortNodeWithoutAHotterCandidateDemotesNothing) {
+  sim s(256, 64, 64);
+  s.node_short = 10;
+  s.set_touch(0, 64, kHotTouch);     // DRAM holds the hot units
+  s.set_touch(100, 16, kHotTouch / 2);  // warm ones on PMem, not clearly hotter
+  EXPECT_EQ(s.run(100), 0u);
+  EXPECT_EQ(s.node_short, 10u);
+  EXPECT_EQ(s.dram, 64u);
 }
 
 TEST(PolicyTest, MovedHotSetConvergesAgainAndOldHotIsDemoted) {
