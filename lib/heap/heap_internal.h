@@ -45,6 +45,7 @@ struct unit_manager {
   size_t startup_left = 0;
   bool counters_changed = false;  // since the change hook last ran
   bool warned_fallback[kTierCount] = {};
+  bool said_dram_room = false;  // units.cc: a DRAM node without room placed units on PMem
   // Bumped when the PMem storage changes hands (a ZeroIO snapshot): a slot
   // chosen before belongs to storage the process no longer owns.
   uint64_t storage_generation = 0;

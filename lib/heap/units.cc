@@ -89,6 +89,28 @@ long neighbour_slot(size_t idx) {
   return -1;
 }
 
+// A unit the policy places on DRAM, when DRAM is a NUMA node without room
+// for it (node_tier.cc: free memory and clean page cache under what its
+// zones keep): PMem, if it can take the unit.  Left to the kernel, its
+// pages would come from the slow node all the same, once huge-page faults
+// had drained the fast node to its min watermark, where the kernel's own
+// allocations wait for reclaim: in the 6.1 guest that froze the whole
+// machine for over a minute.  The mover promotes the hot ones when room
+// returns.
+int dram_room_or_pmem(const placement_input &in) {
+  tier &d = dram_tier();
+  if (!d.ops->claim || !in.usable[kTierPmem] || in.units[kTierPmem] >= in.limit_units[kTierPmem] ||
+      g_mgr.counters.pmem_full || d.ops->claim(&d, kUnitSize))
+    return kTierDram;
+  if (!g_mgr.said_dram_room) {
+    g_mgr.said_dram_room = true;
+    MMTIER_INFO("DRAM tier: NUMA node %d has no room above its watermarks: units placed on PMem until it has "
+                "(the mover promotes the hot ones)",
+                d.node);
+  }
+  return kTierPmem;
+}
+
 // Places an unplaced unit on a tier; returns the tier or -errno.
 long place_unit(unit &u) {
   placement_input in;
@@ -110,6 +132,7 @@ long place_unit(unit &u) {
                        in.units[kTierDram] < in.limit_units[kTierDram];
   placement_result pr = choose_tier(in, config_get(), startup ? kTierDram : static_cast<int>(u.forced1) - 1);
   int t = pr.tier;
+  if (t == kTierDram && u.forced1 == 0 && !startup && !pr.fallback) t = dram_room_or_pmem(in);
   uint32_t slot = 0;
   if (g_mgr.tiers[t].ops->slot_alloc) {
     // A fresh unit reads as zero: a warm slot would need its stale contents

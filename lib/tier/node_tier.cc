@@ -80,10 +80,13 @@ struct node_tier_state {
   // may meet: atomics, each figure an estimate that a stale reading only
   // makes a move try or wait once more.
   std::atomic<unsigned> move_flag{kMpolMfMove};  // kMpolMfMoveAll with CAP_SYS_NICE
-  // The room of the nodes for moves in: free bytes above the zones' high
-  // watermarks, as read at room_ns and less what moved in since.
+  // The room of the nodes for moves in: bytes they can give (free and
+  // clean inactive page cache, which a move's allocation reclaims) above
+  // the zones' high watermarks, as read at room_ns and less what moved in
+  // or was placed since; free_room the same of free memory alone, for
+  // placements (a page fault takes the next node before it reclaims).
   uint64_t keep_bytes = 0;  // what the nodes' zones keep from user pages (zones_keep), read at open
-  std::atomic<int64_t> room{0};
+  std::atomic<int64_t> room{0}, free_room{0};
   std::atomic<uint64_t> room_ns{0};
   std::atomic<int> target{0};  // where moves in go: the node with the most free memory at room_ns
   std::atomic<bool> said_full{false};
@@ -131,11 +134,15 @@ bool starts(const char *s, const char *prefix) {
 
 }  // namespace
 
-long long node_meminfo_free(const char *text) {
-  // "Node 0 MemFree:        2837364 kB"
+namespace {
+
+// A field of a node's meminfo text ("Node 0 MemFree:        2837364 kB"),
+// name with its colon, in bytes; -1 when absent or unreadable.
+long long meminfo_field(const char *text, const char *name) {
+  const size_t len = __builtin_strlen(name);
   for (const char *p = text; *p; ++p) {
-    if (p[0] != 'M' || !starts(p, "MemFree:")) continue;
-    p += 8;
+    if (p[0] != name[0] || !starts(p, name) || (p > text && p[-1] != ' ')) continue;
+    p += len;
     while (*p == ' ') ++p;
     if (*p < '0' || *p > '9') return -1;
     long long kb = 0;
@@ -143,6 +150,20 @@ long long node_meminfo_free(const char *text) {
     return kb * 1024;
   }
   return -1;
+}
+
+}  // namespace
+
+long long node_meminfo_available(const char *text) {
+  const long long free = meminfo_field(text, "MemFree:");
+  if (free < 0) return -1;
+  // Clean page cache on the inactive list: what the kernel reclaims first
+  // for a page asked of this node (a host's node is full of it after a
+  // while; MemFree alone would leave no room there for ever).
+  const long long inactive = meminfo_field(text, "Inactive(file):");
+  const long long dirty = meminfo_field(text, "Dirty:"), writeback = meminfo_field(text, "Writeback:");
+  long long clean = inactive - (dirty > 0 ? dirty : 0) - (writeback > 0 ? writeback : 0);
+  return free + (clean > 0 ? clean : 0);
 }
 
 void zoneinfo_line(const char *line, size_t len, int *node, uint64_t *high_pages, const bool *want) {
@@ -217,17 +238,20 @@ uint64_t zones_keep(const node_mask &m) {
   return pages * 4096;
 }
 
-// Free bytes of the nodes in m (their sysfs meminfo), or -1; *most: the
-// node with the most.
-int64_t nodes_free(const node_mask &m, int *most) {
+// Bytes the nodes in m can give (node_meminfo_available of their sysfs
+// meminfo), or -1; *free: their free bytes alone; *most: the node that can
+// give the most.
+int64_t nodes_free(const node_mask &m, int *most, int64_t *free) {
   int64_t sum = 0, best = -1;
+  *free = 0;
   for (int n = 0; n < kMaxNodes; ++n) {
     if (!m.has(n)) continue;
     char path[80], buf[2048];
     format(path, sizeof path, "/sys/devices/system/node/node%d/meminfo", n);
     if (!read_word(path, buf, sizeof buf)) return -1;
-    const long long f = node_meminfo_free(buf);
+    const long long f = node_meminfo_available(buf);
     if (f < 0) return -1;
+    *free += meminfo_field(buf, "MemFree:");
     sum += f;
     if (f > best) {
       best = f;
@@ -237,28 +261,61 @@ int64_t nodes_free(const node_mask &m, int *most) {
   return sum;
 }
 
-// The room of the tier's nodes for len bytes, in bytes (-1: unknown).
-// The figure is read again when 100 ms old, or when it is short of len
-// (then at most every 10 ms): between readings, what moved in is taken
-// off it.
-long long node_room_for(tier *t, size_t len) {
-  node_tier_state *s = state(t);
+// The room figures of the tier's nodes, read again when 100 ms old, or
+// when the caller finds them short (then at most every 10 ms): between
+// readings, what moved in or was placed is taken off them.  False when
+// they cannot be read.
+std::atomic<long long> g_test_available{-1};  // node_tier_test_available
+
+bool refresh_room(node_tier_state *s, bool short_now) {
+  const long long given = g_test_available.load(std::memory_order_relaxed);
+  if (given >= 0) {
+    s->room.store(given - static_cast<int64_t>(s->keep_bytes), std::memory_order_relaxed);
+    s->free_room.store(given - static_cast<int64_t>(s->keep_bytes), std::memory_order_relaxed);
+    s->room_ns.store(0, std::memory_order_relaxed);  // the kernel's figures read at once without it
+    return true;
+  }
   const uint64_t now = sys::mono_ns();
   const uint64_t at = s->room_ns.load(std::memory_order_relaxed);
   const uint64_t age = now - at;
-  if (at == 0 || age > 100'000'000 || (s->room.load(std::memory_order_relaxed) < static_cast<int64_t>(len) && age > 10'000'000)) {
-    int most = s->target.load(std::memory_order_relaxed);
-    const int64_t f = nodes_free(s->nodes, &most);
-    if (f < 0) return -1;
-    s->target.store(most, std::memory_order_relaxed);
-    s->room.store(f - static_cast<int64_t>(s->keep_bytes), std::memory_order_relaxed);
-    s->room_ns.store(now, std::memory_order_relaxed);
-  }
+  if (at != 0 && age <= 100'000'000 && (!short_now || age <= 10'000'000)) return true;
+  int most = s->target.load(std::memory_order_relaxed);
+  int64_t free = 0;
+  const int64_t f = nodes_free(s->nodes, &most, &free);
+  if (f < 0) return false;
+  s->target.store(most, std::memory_order_relaxed);
+  s->room.store(f - static_cast<int64_t>(s->keep_bytes), std::memory_order_relaxed);
+  s->free_room.store(free - static_cast<int64_t>(s->keep_bytes), std::memory_order_relaxed);
+  s->room_ns.store(now, std::memory_order_relaxed);
+  return true;
+}
+
+// The room of the tier's nodes for a move of len bytes, in bytes (-1:
+// unknown).
+long long node_room_for(tier *t, size_t len) {
+  node_tier_state *s = state(t);
+  if (!refresh_room(s, s->room.load(std::memory_order_relaxed) < static_cast<int64_t>(len))) return -1;
   const int64_t room = s->room.load(std::memory_order_relaxed);
   return room > 0 ? room : 0;
 }
 
+// Takes len bytes moved in or placed off both room figures.
+void take_room(node_tier_state *s, size_t len) {
+  s->room.fetch_sub(static_cast<int64_t>(len), std::memory_order_relaxed);
+  s->free_room.fetch_sub(static_cast<int64_t>(len), std::memory_order_relaxed);
+}
+
 long long node_room(tier *t) { return node_room_for(t, 0); }
+
+// A placement: its pages come from free memory (a fault takes the next
+// node before it reclaims page cache).
+bool node_claim(tier *t, size_t len) {
+  node_tier_state *s = state(t);
+  if (!refresh_room(s, s->free_room.load(std::memory_order_relaxed) < static_cast<int64_t>(len))) return true;
+  if (s->free_room.load(std::memory_order_relaxed) < static_cast<int64_t>(len)) return false;
+  take_room(s, len);
+  return true;
+}
 
 long long node_shortfall(tier *t) {
   if (node_room_for(t, 0) < 0) return 0;
@@ -500,7 +557,7 @@ long node_move_in(tier *t, void *addr, size_t len) {
     s->room.store(0, std::memory_order_relaxed);
     return -ENOSPC;
   }
-  s->room.fetch_sub(static_cast<int64_t>(len), std::memory_order_relaxed);
+  take_room(s, len);
   return 0;
 }
 
@@ -517,11 +574,14 @@ constexpr tier_ops make_ops(const char *kind, long (*open)(tier *, const config 
   o.bind = bind;
   o.room = node_room;
   o.shortfall = node_shortfall;
+  o.claim = node_claim;
   o.lies_on = node_lies_on;
   return o;
 }
 
 }  // namespace
+
+void node_tier_test_available(long long bytes) { g_test_available.store(bytes, std::memory_order_relaxed); }
 
 const tier_ops node_fast_tier_ops = make_ops("node", fast_open);
 const tier_ops node_slow_tier_ops = make_ops("node", slow_open);

@@ -168,6 +168,9 @@ struct tier_ops {
   // watermarks, or other processes took it); a move in waits until
   // demotions have freed that much.
   long long (*shortfall)(tier *t);
+  // Whether len bytes placed on the tier now fit in its memory (unknown:
+  // yes); if so they are taken off its room figure until it is read again.
+  bool (*claim)(tier *t, size_t len);
   // For each of n pages, whether it lies on the tier's memory: 1 yes, 0
   // no (elsewhere), -1 not known (not present); 0 or -errno.  A node tier
   // asks the kernel (move_pages without nodes).
@@ -198,12 +201,17 @@ extern const tier_ops node_slow_tier_ops;
 int node_tier_choose(const config &cfg);
 
 // The node tier's readers of the kernel's figures (exposed for tests):
-// MemFree of a node's sysfs meminfo text in bytes, or -1; and one line of
+// what a node's sysfs meminfo text gives a new page without writing
+// anything back (MemFree and the clean inactive page cache) in bytes, or
+// -1 without MemFree; and one line of
 // /proc/zoneinfo (without its newline), which adds the high watermark and
 // the largest protection of a zone of a node in `want` (kMaxNodes flags)
 // to *high_pages, *node carrying the current zone's node from line to line
 // (start it at -1).
-long long node_meminfo_free(const char *text);
+long long node_meminfo_available(const char *text);
+// For tests: node tiers take `bytes` as their nodes' available memory (the
+// kernel's figures again with -1).
+void node_tier_test_available(long long bytes);
 void zoneinfo_line(const char *line, size_t len, int *node, uint64_t *high_pages, const bool *want);
 
 }  // namespace mmtier::detail

@@ -216,6 +216,38 @@ TEST_F(NodeTier, AUnitWhosePagesLieOnTheSlowNodeIsCountedThere) {
   heap_munmap(base, 2 * kUnitSize);
 }
 
+// A fast node without room (its available memory at what its zones keep,
+// given by the test) gets no new unit: the policy's DRAM units go to PMem
+// rather than to the kernel's fallback, and the node says how far short it
+// is.  With room again, the policy places on DRAM as before.
+TEST_F(NodeTier, UnitsPlacedWhileTheFastNodeHasNoRoomGoToPmem) {
+  // Enough units that the ratio (1:4 by default, runs of a tier within 4
+  // units of it) places several on DRAM.
+  constexpr size_t kUnits = 40;
+  auto dram_units = [](char *base) {
+    size_t n = 0;
+    for (size_t u = 0; u < kUnits; ++u) n += heap_tier_of(base + u * kUnitSize) == kTierDram;
+    return n;
+  };
+  node_tier_test_available(0);
+  char *full = map_units(kUnits);
+  ASSERT_NE(full, nullptr);
+  memset(full, 7, kUnits * kUnitSize);
+  const size_t dram_when_full = dram_units(full);
+  const size_t short_units = heap_tier_short_units(kTierDram);
+  node_tier_test_available(-1);
+  char *roomy = map_units(kUnits);
+  ASSERT_NE(roomy, nullptr);
+  memset(roomy, 8, kUnits * kUnitSize);
+  EXPECT_EQ(dram_when_full, 0u);
+  EXPECT_GT(short_units, 0u) << "a node at 0 bytes is short of what its zones keep";
+  EXPECT_GT(dram_units(roomy), 0u) << "the ratio's DRAM units (MMTIER_DRAM_RATIO) placed on DRAM with room";
+  EXPECT_EQ(heap_tier_short_units(kTierDram) == 0, true) << "a node with room is not short";
+  for (size_t i = 0; i < kUnits * kUnitSize; i += 4096) ASSERT_EQ(full[i], 7);
+  heap_munmap(full, kUnits * kUnitSize);
+  heap_munmap(roomy, kUnits * kUnitSize);
+}
+
 // The kernel's part of a move between node tiers runs without the heap
 // lock (lib/heap/node_moves.cc): what the program does meanwhile neither
 // waits for it nor confuses it.  heap_node_move_hook runs in the middle of
@@ -373,9 +405,24 @@ TEST(NodeRoom, MemFreeIsReadFromANodesMeminfo) {
       "Node 1 MemTotal:        3045860 kB\n"
       "Node 1 MemFree:         2837364 kB\n"
       "Node 1 MemUsed:          208496 kB\n";
-  EXPECT_EQ(node_meminfo_free(text), 2837364LL * 1024);
-  EXPECT_EQ(node_meminfo_free("Node 0 MemTotal: 5 kB\n"), -1);
-  EXPECT_EQ(node_meminfo_free("Node 0 MemFree: x kB\n"), -1);
+  EXPECT_EQ(node_meminfo_available(text), 2837364LL * 1024);
+  EXPECT_EQ(node_meminfo_available("Node 0 MemTotal: 5 kB\n"), -1);
+  EXPECT_EQ(node_meminfo_available("Node 0 MemFree: x kB\n"), -1);
+}
+
+// A node full of page cache has room: the clean part of its inactive file
+// pages, which the kernel reclaims for a page asked of it.
+TEST(NodeRoom, CleanInactivePageCacheCountsAsRoom) {
+  const char *text =
+      "Node 0 MemFree:           40000 kB\n"
+      "Node 0 Active(file):    9000000 kB\n"
+      "Node 0 Inactive(file):  5000000 kB\n"
+      "Node 0 Dirty:             30000 kB\n"
+      "Node 0 Writeback:         10000 kB\n";
+  EXPECT_EQ(node_meminfo_available(text), (40000LL + 5000000 - 30000 - 10000) * 1024);
+  // Dirtier than its inactive list: nothing beyond MemFree.
+  EXPECT_EQ(node_meminfo_available("Node 0 MemFree: 100 kB\nNode 0 Inactive(file): 50 kB\nNode 0 Dirty: 80 kB\n"),
+            100LL * 1024);
 }
 
 TEST(NodeRoom, WatermarksAndProtectionAreSummedOverTheWantedNodesZones) {
