@@ -130,6 +130,7 @@ void heat_histogram(uint64_t now, uint64_t hist[kHeatBuckets]) {
 }
 
 long migrate_unit(size_t unit, int to) { return heap_migrate(unit, to); }
+constexpr uint64_t kMoveTimeMinNs = 200'000'000;  // a scan's moves at least (scan(), apply's time_ns)
 
 // Re-sharing after fork, within what is left of the scan's share of the
 // migration rate (a stop per unit; at most kReshareMaxUnits per scan keeps
@@ -255,7 +256,11 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   b.dram_short = heap_tier_short_units(kTierDram);
   policy_migration migs[kPolicyMaxBatch];
   const size_t nm = decide(m.policy, now, m.obs, nobs, b, migs);
-  const apply_outcome o = apply(m.policy, m.maps, migs, nm, now, b, migrate_unit);
+  // A batch's moves take at most about two intervals (at least 200 ms):
+  // beyond that (a node short of memory, the kernel reclaiming and
+  // compacting for each page moved in) the rest wait for the next scan.
+  const uint64_t move_time = std::max<uint64_t>(2 * interval_ns, kMoveTimeMinNs);
+  const apply_outcome o = apply(m.policy, m.maps, migs, nm, now, b, migrate_unit, move_time, sys::mono_ns);
   // Copies at the migration rate, whose CPU is not tracking's (below).
   const uint64_t copy_cpu0 = sys::thread_cpu_ns();
   const reshare_outcome rs = reshare(interval_ns, o.bytes);

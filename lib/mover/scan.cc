@@ -42,7 +42,8 @@ void say_failure(const policy_migration &m, long r) {
 }  // namespace
 
 apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_migration *migs, size_t n,
-                    uint64_t now_ns, dram_budget b, long (*migrate)(size_t unit, int to)) {
+                    uint64_t now_ns, dram_budget b, long (*migrate)(size_t unit, int to), uint64_t time_ns,
+                    uint64_t (*clock)()) {
   apply_outcome o;
   if (n && !guard.allow(n, now_ns)) {
     // Too close to vm.max_map_count: the application's own mappings come
@@ -52,8 +53,14 @@ apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_mig
     return o;
   }
   guard.moved(n);
+  const uint64_t start = clock ? clock() : 0;
   for (size_t i = 0; i < n; ++i) {
     const policy_migration m = migs[i];
+    if (clock && i > 0 && clock() - start >= time_ns) {
+      policy.report(now_ns, m, migration_result::skipped);
+      ++o.deferred;
+      continue;
+    }
     if ((m.to_tier == kTierDram && b.dram_now >= b.budget) || (m.to_tier == kTierPmem && b.pmem_room == 0)) {
       policy.report(now_ns, m, migration_result::skipped);
       continue;

@@ -55,6 +55,7 @@ size_t decide(migration_policy &policy, uint64_t now_ns, const access_observatio
 // Step 4.
 struct apply_outcome {
   uint64_t promoted = 0, demoted = 0, failed = 0, bytes = 0;
+  uint64_t deferred = 0;  // skipped when the batch's time was up
   failure_tally failures;  // the failed ones by errno
   bool held = false;  // the map guard held every migration back
   uint64_t moved() const { return promoted + demoted; }
@@ -67,8 +68,12 @@ struct apply_outcome {
 // budget was read) is skipped too, with the batch's later ones.  The
 // first failure of each errno in the process is said once, with what it
 // means (support/errors.h, migration_failure_meaning); the rest are counted.
-
+// With a clock, once the batch's migrations have taken time_ns (a node short
+// of memory makes the kernel reclaim and compact for each page it moves in)
+// the rest are skipped for the next scan, which decides again with fresh
+// figures; the first migration is always attempted.
 apply_outcome apply(migration_policy &policy, map_guard &guard, const policy_migration *migs, size_t n,
-                    uint64_t now_ns, dram_budget b, long (*migrate)(size_t unit, int to));
+                    uint64_t now_ns, dram_budget b, long (*migrate)(size_t unit, int to), uint64_t time_ns = 0,
+                    uint64_t (*clock)() = nullptr);
 
 }  // namespace mmtier::detail

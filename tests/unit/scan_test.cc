@@ -101,6 +101,36 @@ TEST_F(ScanTest, APromotionRefusedAtTheDramLimitIsSkippedNotFailed) {
   EXPECT_EQ(heap.tier[20], kTierPmem);
 }
 
+// Moves that take long (a node short of memory: the kernel reclaims and
+// compacts for every page moved in) end the batch once its time is up: the
+// rest are skipped (reported so: refunded) for the next scan to decide.
+uint64_t g_fake_clock = 0;
+uint64_t fake_clock() { return g_fake_clock; }
+long slow_migrate(size_t unit, int to) {
+  g_fake_clock += 150'000'000;  // 150 ms each
+  return fake_migrate(unit, to);
+}
+
+TEST_F(ScanTest, ApplyLeavesTheRestOfASlowBatchForTheNextScan) {
+  const policy_migration batch[] = {{5, kTierDram}, {6, kTierDram}, {7, kTierDram}, {8, kTierDram}};
+  g_fake_clock = kSec;
+  const apply_outcome o = apply(*policy, guard, batch, 4, kSec, {4, 0}, slow_migrate, 200'000'000, fake_clock);
+  EXPECT_EQ(o.promoted, 2u) << "the second move began 150 ms in, the third 300 ms in";
+  EXPECT_EQ(o.deferred, 2u);
+  EXPECT_EQ(o.failed, 0u);
+  EXPECT_EQ(heap.calls, 2);
+  EXPECT_EQ(heap.tier[7], kTierPmem);
+  // However long the first move takes, it is made.
+  const policy_migration one[] = {{9, kTierDram}};
+  const apply_outcome first = apply(*policy, guard, one, 1, kSec, {4, 2}, slow_migrate, 1, fake_clock);
+  EXPECT_EQ(first.promoted, 1u);
+  // Without a clock nothing is deferred.
+  const policy_migration rest[] = {{7, kTierDram}, {8, kTierDram}};
+  const apply_outcome unbounded = apply(*policy, guard, rest, 2, kSec, {6, 3}, slow_migrate);
+  EXPECT_EQ(unbounded.promoted, 2u);
+  EXPECT_EQ(unbounded.deferred, 0u);
+}
+
 TEST_F(ScanTest, ApplyHoldsEverythingBackNearTheMappingLimit) {
   uint64_t now = kSec;
   size_t n = 0;
