@@ -65,7 +65,8 @@ struct apply_outcome {
 // earlier demotion of the batch failed) is skipped, not attempted, and so is
 // a demotion PMem has no room for (b.pmem_room); a promotion the heap
 // refuses at the DRAM limit (ENOSPC: allocations took the room since the
-// budget was read) is skipped too, with the batch's later ones.  The
+// budget was read, or a fast node has none) is skipped too, with the rest
+// of the batch (deferred), demotions included.  The
 // first failure of each errno in the process is said once, with what it
 // means (support/errors.h, migration_failure_meaning); the rest are counted.
 // With a clock, once the batch's migrations have taken time_ns (a node short

@@ -88,6 +88,11 @@ struct node_tier_state {
   uint64_t keep_bytes = 0;  // what the nodes' zones keep from user pages (zones_keep), read at open
   std::atomic<int64_t> room{0}, free_room{0};
   std::atomic<uint64_t> room_ns{0};
+  std::atomic<uint64_t> room_moves{0};  // g_moves as the figures were read
+  // Placed, not yet seen in the nodes' free memory (node_claim): a unit is
+  // placed when it is mapped, its pages are made when first touched.
+  std::atomic<int64_t> claimed{0}, last_free{-1};
+  std::atomic<uint64_t> claimed_ns{0};  // the last placement
   std::atomic<int> target{0};  // where moves in go: the node with the most free memory at room_ns
   std::atomic<bool> said_full{false};
 };
@@ -157,12 +162,18 @@ long long meminfo_field(const char *text, const char *name) {
 long long node_meminfo_available(const char *text) {
   const long long free = meminfo_field(text, "MemFree:");
   if (free < 0) return -1;
-  // Clean page cache on the inactive list: what the kernel reclaims first
-  // for a page asked of this node (a host's node is full of it after a
-  // while; MemFree alone would leave no room there for ever).
+  // Clean page cache on the inactive list that no process maps: what the
+  // kernel reclaims first for a page asked of this node, at no cost to a
+  // running program (a host's node is full of such cache after a while;
+  // MemFree alone would leave no room there for ever).  Mapped file pages
+  // are programs' code and data: reclaiming those for a move made every
+  // program of the 6.1 guest fault them back in.
   const long long inactive = meminfo_field(text, "Inactive(file):");
-  const long long dirty = meminfo_field(text, "Dirty:"), writeback = meminfo_field(text, "Writeback:");
-  long long clean = inactive - (dirty > 0 ? dirty : 0) - (writeback > 0 ? writeback : 0);
+  long long clean = inactive;
+  for (const char *name : {"Dirty:", "Writeback:", "Mapped:"}) {
+    const long long v = meminfo_field(text, name);
+    if (v > 0) clean -= v;
+  }
   return free + (clean > 0 ? clean : 0);
 }
 
@@ -266,6 +277,9 @@ int64_t nodes_free(const node_mask &m, int *most, int64_t *free) {
 // readings, what moved in or was placed is taken off them.  False when
 // they cannot be read.
 std::atomic<long long> g_test_available{-1};  // node_tier_test_available
+// Moves between the node tiers so far: one out of a node is room in it,
+// so a figure found short is read again at once after one.
+std::atomic<uint64_t> g_moves{0};
 
 bool refresh_room(node_tier_state *s, bool short_now) {
   const long long given = g_test_available.load(std::memory_order_relaxed);
@@ -278,15 +292,27 @@ bool refresh_room(node_tier_state *s, bool short_now) {
   const uint64_t now = sys::mono_ns();
   const uint64_t at = s->room_ns.load(std::memory_order_relaxed);
   const uint64_t age = now - at;
-  if (at != 0 && age <= 100'000'000 && (!short_now || age <= 10'000'000)) return true;
+  const uint64_t moves = g_moves.load(std::memory_order_relaxed);
+  if (at != 0 && age <= 100'000'000 &&
+      (!short_now || (age <= 10'000'000 && s->room_moves.load(std::memory_order_relaxed) == moves)))
+    return true;
   int most = s->target.load(std::memory_order_relaxed);
   int64_t free = 0;
   const int64_t f = nodes_free(s->nodes, &most, &free);
   if (f < 0) return false;
   s->target.store(most, std::memory_order_relaxed);
-  s->room.store(f - static_cast<int64_t>(s->keep_bytes), std::memory_order_relaxed);
-  s->free_room.store(free - static_cast<int64_t>(s->keep_bytes), std::memory_order_relaxed);
+  // What free memory fell since the last reading is taken as placed pages
+  // made; what is still claimed a second after the last placement is let go
+  // (a mapping never touched whole).
+  int64_t claimed = s->claimed.load(std::memory_order_relaxed);
+  const int64_t before = s->last_free.exchange(free, std::memory_order_relaxed);
+  if (before > free) claimed -= before - free;
+  if (claimed < 0 || now - s->claimed_ns.load(std::memory_order_relaxed) > 1'000'000'000) claimed = 0;
+  s->claimed.store(claimed, std::memory_order_relaxed);
+  s->room.store(f - static_cast<int64_t>(s->keep_bytes) - claimed, std::memory_order_relaxed);
+  s->free_room.store(free - static_cast<int64_t>(s->keep_bytes) - claimed, std::memory_order_relaxed);
   s->room_ns.store(now, std::memory_order_relaxed);
+  s->room_moves.store(moves, std::memory_order_relaxed);
   return true;
 }
 
@@ -314,6 +340,8 @@ bool node_claim(tier *t, size_t len) {
   if (!refresh_room(s, s->free_room.load(std::memory_order_relaxed) < static_cast<int64_t>(len))) return true;
   if (s->free_room.load(std::memory_order_relaxed) < static_cast<int64_t>(len)) return false;
   take_room(s, len);
+  s->claimed.fetch_add(static_cast<int64_t>(len), std::memory_order_relaxed);
+  s->claimed_ns.store(sys::mono_ns(), std::memory_order_relaxed);
   return true;
 }
 
@@ -544,12 +572,17 @@ long move_pages_to(node_tier_state *s, char *addr, size_t len, int to, size_t *p
 }
 
 long node_move_in(tier *t, void *addr, size_t len) {
-  if (!room_for(t, len)) return -ENOSPC;
   node_tier_state *s = state(t);
+  if (!room_for(t, len)) {
+    MMTIER_DEBUG("node tier %d: no room for %zu KiB (%lld KiB above what the zones keep)", s->nodes.first(), len >> 10,
+                 static_cast<long long>(s->room.load(std::memory_order_relaxed)) / 1024);
+    return -ENOSPC;
+  }
   size_t present = 0, off = 0;
   long r = move_pages_to(s, static_cast<char *>(addr), len, s->target.load(std::memory_order_relaxed), &present, &off);
   if (r != 0) return r;
   if (2 * off > present) {
+    MMTIER_DEBUG("node tier %d: %zu of %zu pages did not fit", s->nodes.first(), off, present);
     // Most of it did not fit: the node is at its watermarks (other
     // processes, or the figure was old).  What moved stays; the unit is
     // counted where it was, and no more moves are tried until the nodes'
@@ -558,6 +591,7 @@ long node_move_in(tier *t, void *addr, size_t len) {
     return -ENOSPC;
   }
   take_room(s, len);
+  g_moves.fetch_add(1, std::memory_order_relaxed);
   return 0;
 }
 

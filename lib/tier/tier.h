@@ -202,7 +202,7 @@ int node_tier_choose(const config &cfg);
 
 // The node tier's readers of the kernel's figures (exposed for tests):
 // what a node's sysfs meminfo text gives a new page without writing
-// anything back (MemFree and the clean inactive page cache) in bytes, or
+// anything back (MemFree and the clean, unmapped inactive page cache) in bytes, or
 // -1 without MemFree; and one line of
 // /proc/zoneinfo (without its newline), which adds the high watermark and
 // the largest protection of a zone of a node in `want` (kMaxNodes flags)

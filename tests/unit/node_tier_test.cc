@@ -410,16 +410,17 @@ TEST(NodeRoom, MemFreeIsReadFromANodesMeminfo) {
   EXPECT_EQ(node_meminfo_available("Node 0 MemFree: x kB\n"), -1);
 }
 
-// A node full of page cache has room: the clean part of its inactive file
-// pages, which the kernel reclaims for a page asked of it.
+// A node full of page cache has room: the clean, unmapped part of its
+// inactive file pages, which the kernel reclaims for a page asked of it.
 TEST(NodeRoom, CleanInactivePageCacheCountsAsRoom) {
   const char *text =
       "Node 0 MemFree:           40000 kB\n"
       "Node 0 Active(file):    9000000 kB\n"
       "Node 0 Inactive(file):  5000000 kB\n"
       "Node 0 Dirty:             30000 kB\n"
-      "Node 0 Writeback:         10000 kB\n";
-  EXPECT_EQ(node_meminfo_available(text), (40000LL + 5000000 - 30000 - 10000) * 1024);
+      "Node 0 Writeback:         10000 kB\n"
+      "Node 0 Mapped:           200000 kB\n";
+  EXPECT_EQ(node_meminfo_available(text), (40000LL + 5000000 - 30000 - 10000 - 200000) * 1024);
   // Dirtier than its inactive list: nothing beyond MemFree.
   EXPECT_EQ(node_meminfo_available("Node 0 MemFree: 100 kB\nNode 0 Inactive(file): 50 kB\nNode 0 Dirty: 80 kB\n"),
             100LL * 1024);

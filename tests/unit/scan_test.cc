@@ -85,20 +85,23 @@ TEST_F(ScanTest, ApplySkipsAPromotionThatWouldPassTheBudget) {
 }
 
 TEST_F(ScanTest, APromotionRefusedAtTheDramLimitIsSkippedNotFailed) {
-  // The program's allocations filled DRAM after the budget was read: the
-  // heap refuses the second promotion (ENOSPC); it and the third are
-  // skipped, nothing counts as failed, and the demotion still runs.
+  // The program's allocations filled DRAM after the budget was read (or a
+  // fast node has no room): the heap refuses the second promotion (ENOSPC);
+  // it and the rest of the batch are skipped, nothing counts as failed, and
+  // the exchange's demotion after it waits too (it would shrink DRAM for a
+  // promotion that finds no room).
   heap.tier[20] = kTierDram;
   heap.dram_room = 1;
-  const policy_migration batch[] = {{5, kTierDram}, {6, kTierDram}, {7, kTierDram}, {20, kTierPmem}};
+  const policy_migration batch[] = {{5, kTierDram}, {6, kTierDram}, {20, kTierPmem}, {7, kTierDram}};
   const apply_outcome o = apply(*policy, guard, batch, 4, kSec, {4, 1}, fake_migrate);
   EXPECT_EQ(o.promoted, 1u);
-  EXPECT_EQ(o.demoted, 1u);
+  EXPECT_EQ(o.demoted, 0u);
+  EXPECT_EQ(o.deferred, 2u);
   EXPECT_EQ(o.failed, 0u);
   EXPECT_EQ(o.failures.total(), 0u);
-  EXPECT_EQ(heap.calls, 3) << "the third promotion was not tried";
+  EXPECT_EQ(heap.calls, 2) << "nothing after the refused promotion was tried";
   EXPECT_EQ(heap.tier[6], kTierPmem);
-  EXPECT_EQ(heap.tier[20], kTierPmem);
+  EXPECT_EQ(heap.tier[20], kTierDram);
 }
 
 // Moves that take long (a node short of memory: the kernel reclaims and
