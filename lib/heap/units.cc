@@ -90,8 +90,9 @@ long neighbour_slot(size_t idx) {
 }
 
 // A unit the policy places on DRAM, when DRAM is a NUMA node without room
-// for it (node_tier.cc: free memory and clean page cache under what its
-// zones keep): PMem, if it can take the unit.  Left to the kernel, its
+// for it (node_tier.cc, node_claim: its free memory, less the units placed
+// there whose pages are not made yet, under what its zones keep): PMem, if
+// it can take the unit.  Left to the kernel, its
 // pages would come from the slow node all the same, once huge-page faults
 // had drained the fast node to its min watermark, where the kernel's own
 // allocations wait for reclaim: in the 6.1 guest that froze the whole

@@ -80,8 +80,8 @@ struct node_tier_state {
   // may meet: atomics, each figure an estimate that a stale reading only
   // makes a move try or wait once more.
   std::atomic<unsigned> move_flag{kMpolMfMove};  // kMpolMfMoveAll with CAP_SYS_NICE
-  // The room of the nodes for moves in: bytes they can give (free and
-  // clean inactive page cache, which a move's allocation reclaims) above
+  // The room of the nodes for moves in: bytes they can give (free, and
+  // clean unmapped inactive page cache, which a move's allocation reclaims) above
   // the zones' high watermarks, as read at room_ns and less what moved in
   // or was placed since; free_room the same of free memory alone, for
   // placements (a page fault takes the next node before it reclaims).
