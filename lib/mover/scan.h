@@ -55,7 +55,7 @@ size_t decide(migration_policy &policy, uint64_t now_ns, const access_observatio
 // Step 4.
 struct apply_outcome {
   uint64_t promoted = 0, demoted = 0, failed = 0, bytes = 0;
-  uint64_t deferred = 0;  // skipped when the batch's time was up
+  uint64_t deferred = 0;  // left for the next scan: the batch's time was up, or a promotion found no room
   failure_tally failures;  // the failed ones by errno
   bool held = false;  // the map guard held every migration back
   uint64_t moved() const { return promoted + demoted; }

@@ -314,6 +314,10 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
     if (v.held) break;
     double ch = c.heat, vh = v.heat;
     if (ch < vh + margin || ch < vh * ratio) break;
+    // Only a cold unit pays the shortfall: victims come coldest first, and
+    // past the cold ones a large shortfall would demote the hot set itself
+    // (its heat dips between samples).  Then the exchanges go on in pairs.
+    if (short_units && vh >= params_.promote_min_heat) short_units = 0;
     emit(out, n, v.unit, kTierPmem);
     ++vi;
     if (short_units) {

@@ -159,17 +159,20 @@ struct tier_ops {
   long (*reserve_keep)(tier *t, uint32_t slot, size_t off, size_t len);
 
   // Bytes the tier can take now, or -1 when it does not know (the budgets
-  // alone bound it).  A node tier: its nodes' free memory above what their
-  // zones keep, which other processes may have taken.
+  // alone bound it).  A node tier: what its nodes can give (free memory and
+  // clean, unmapped page cache) above what their zones keep, less units
+  // placed whose pages are not made yet; other processes may take it.
   long long (*room)(tier *t);
   // Bytes the tier's memory is below what it keeps (0: not short, or not
-  // known).  A node tier: its nodes' free memory under what their zones
+  // known).  A node tier: what its nodes can give under what their zones
   // keep (the kernel placed the program's pages there down to its low
   // watermarks, or other processes took it); a move in waits until
   // demotions have freed that much.
   long long (*shortfall)(tier *t);
-  // Whether len bytes placed on the tier now fit in its memory (unknown:
-  // yes); if so they are taken off its room figure until it is read again.
+  // Whether len bytes placed on the tier now fit in its free memory
+  // (unknown: yes); if so they are held against its room until its free
+  // memory has fallen by as much (the pages made), or a second after the
+  // last placement.
   bool (*claim)(tier *t, size_t len);
   // For each of n pages, whether it lies on the tier's memory: 1 yes, 0
   // no (elsewhere), -1 not known (not present); 0 or -errno.  A node tier

@@ -213,6 +213,29 @@ TEST(PolicyTest, AShortNodeWithoutAHotterCandidateDemotesNothing) {
   EXPECT_EQ(s.dram, 64u);
 }
 
+// A shortfall larger than DRAM's cold units: only cold units pay it; past
+// them the exchanges go on in pairs, as without one, so that a warm unit is
+// never demoted in a batch for want of room the cold ones could not make.
+TEST(PolicyTest, AShortfallIsPaidOnlyWithColdUnits) {
+  sim s(256, 12, 12);
+  s.set_touch(4, 8, 0.4);            // DRAM: 4 cold units, 8 warm ones
+  s.set_touch(200, 8, kHotTouch);    // PMem: 8 hot ones
+  for (int i = 0; i < 20; ++i) {     // heat builds up, nothing decided
+    s.now += kStep;
+    s.observe();
+  }
+  policy_migration out[kPolicyMaxBatch];
+  const size_t k = s.pol.decide(s.now + kStep, 12, 12, out, kPolicyMaxBatch, 10);
+  size_t cold = 0, warm = 0, promoted = 0;
+  for (size_t i = 0; i < k; ++i) {
+    if (out[i].to_tier == kTierDram) ++promoted;
+    else (out[i].unit < 4 ? cold : warm)++;
+  }
+  EXPECT_EQ(cold, 4u) << "the cold units pay what they can";
+  EXPECT_EQ(warm, promoted) << "warm units go only in pairs";
+  EXPECT_GE(promoted, 1u);
+}
+
 TEST(PolicyTest, MovedHotSetConvergesAgainAndOldHotIsDemoted) {
   sim s(1024, 128, 128);
   s.set_touch(768, 96, kHotTouch);
