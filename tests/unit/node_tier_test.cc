@@ -242,7 +242,7 @@ TEST_F(NodeTier, UnitsPlacedWhileTheFastNodeHasNoRoomGoToPmem) {
   EXPECT_EQ(dram_when_full, 0u);
   EXPECT_GT(short_units, 0u) << "a node at 0 bytes is short of what its zones keep";
   EXPECT_GT(dram_units(roomy), 0u) << "the ratio's DRAM units (MMTIER_DRAM_RATIO) placed on DRAM with room";
-  EXPECT_EQ(heap_tier_short_units(kTierDram) == 0, true) << "a node with room is not short";
+  EXPECT_EQ(heap_tier_short_units(kTierDram), 0u) << "a node with room is not short";
   for (size_t i = 0; i < kUnits * kUnitSize; i += 4096) ASSERT_EQ(full[i], 7);
   heap_munmap(full, kUnits * kUnitSize);
   heap_munmap(roomy, kUnits * kUnitSize);
