@@ -308,16 +308,26 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
   // shortfall first paid by more demotions (lowering the budget with D).
   const double ratio = (100.0 + params_.swap_ratio_pct) / 100.0;
   const double margin = params_.swap_margin + boost_at(last_ns_);
+  bool paying_warm = false;  // the shortfall's warm victims were weighed together
   while (dram == budget && pi < np && vi < nv && n + 2 <= allowed) {
     const pick &c = promote_[pi];
     const pick &v = demote_[vi];
     if (v.held) break;
     double ch = c.heat, vh = v.heat;
     if (ch < vh + margin || ch < vh * ratio) break;
-    // Only a cold unit pays the shortfall: victims come coldest first, and
-    // past the cold ones a large shortfall would demote the hot set itself
-    // (its heat dips between samples).  Then the exchanges go on in pairs.
-    if (short_units && vh >= params_.promote_min_heat) short_units = 0;
+    // Cold units pay the shortfall freely.  Past them (victims come coldest
+    // first) the rest of it and the pair's victim must together be clearly
+    // colder than the candidate and fit in the batch, else nothing more
+    // moves: a large shortfall would demote the hot set itself (its heat
+    // dips between samples), and a pair whose promotion finds no room only
+    // shrinks DRAM.
+    if (short_units && !paying_warm && vh >= params_.promote_min_heat) {
+      double total = 0;
+      size_t k = 0;
+      for (; k <= short_units && vi + k < nv && !demote_[vi + k].held; ++k) total += demote_[vi + k].heat;
+      if (k <= short_units || n + short_units + 2 > allowed || ch < total + margin || ch < total * ratio) break;
+      paying_warm = true;
+    }
     emit(out, n, v.unit, kTierPmem);
     ++vi;
     if (short_units) {
@@ -328,6 +338,7 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
     }
     emit(out, n, c.unit, kTierDram);
     ++pi;
+    paying_warm = false;
   }
   if (n == allowed && allowed < cap) throttled_.fetch_add(1, std::memory_order_relaxed);
   return n;

@@ -34,10 +34,12 @@
 //      DRAM's memory is short (S units below what it keeps: a NUMA node the
 //      kernel filled to its low watermarks, or other processes did), the
 //      first pairs are preceded by S more demotions, each victim colder
-//      than the candidate by the same margins and cold (below
-//      promote_min_heat: a warm or hot unit never pays it), since a
-//      promotion before them would find no room; demotions of rule 1 count
-//      towards S.  S
+//      than the candidate by the same margins, since a promotion before
+//      them would find no room; cold victims (below promote_min_heat) pay
+//      freely, warmer ones only if they and the pair's victim are together
+//      clearly colder than the candidate, and otherwise nothing more moves
+//      (no pair whose promotion would find no room); demotions of rule 1
+//      count towards S.  S
 //      lowers D and B alike (the budget is what fits); what the margins or
 //      the rate leave unpaid waits for the next decide.
 // Applied in order, and every migration succeeding, D never exceeds B.  If a
