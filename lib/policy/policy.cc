@@ -338,7 +338,6 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
     }
     emit(out, n, c.unit, kTierDram);
     ++pi;
-    paying_warm = false;
   }
   if (n == allowed && allowed < cap) throttled_.fetch_add(1, std::memory_order_relaxed);
   return n;

@@ -252,7 +252,7 @@ uint64_t zones_keep(const node_mask &m) {
 // Bytes the nodes in m can give (node_meminfo_available of their sysfs
 // meminfo), or -1; *free: their free bytes alone; *most: the node that can
 // give the most.
-int64_t nodes_free(const node_mask &m, int *most, int64_t *free) {
+int64_t nodes_available(const node_mask &m, int *most, int64_t *free) {
   int64_t sum = 0, best = -1;
   *free = 0;
   for (int n = 0; n < kMaxNodes; ++n) {
@@ -298,7 +298,7 @@ bool refresh_room(node_tier_state *s, bool short_now) {
     return true;
   int most = s->target.load(std::memory_order_relaxed);
   int64_t free = 0;
-  const int64_t f = nodes_free(s->nodes, &most, &free);
+  const int64_t f = nodes_available(s->nodes, &most, &free);
   if (f < 0) return false;
   s->target.store(most, std::memory_order_relaxed);
   // What free memory fell since the last reading is taken as placed pages
