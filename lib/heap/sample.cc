@@ -26,6 +26,7 @@ constexpr size_t kMaxPmem = 8192;
 struct pmem_sample {
   uintptr_t page;
   uint32_t unit;
+  uint16_t pages;  // hidden from page on
   bool valid;
 };
 
@@ -252,7 +253,9 @@ void end_locked(sample_result *out, size_t cap, size_t *count) {
     pmem_sample &s = g_pmem[i];
     if (!s.valid) continue;
     g_heap.units[s.unit].sample = 0;
-    add_result(out, cap, n, s.unit, kTierPmem, (g_pagemap.entry(s.page) & kPresent) != 0, false);
+    const bool touched =
+        s.pages == 1 ? (g_pagemap.entry(s.page) & kPresent) != 0 : g_pagemap.present(s.page, s.pages) != 0;
+    add_result(out, cap, n, s.unit, kTierPmem, touched, false);
   }
   g_npmem = 0;
   g_open = false;
@@ -287,17 +290,46 @@ size_t pick_pages(const unit &u, size_t want, uint64_t &rnd, size_t picks[kMaxPa
   return npicks;
 }
 
-// Hides a page of a PMem unit.  Every page of a movable PMem unit is a page
+// Up to want spans of span pages of unit u (span-aligned, distinct, each
+// with a live page; a random first span, then a stride coprime with their
+// number), as the first page of each, ascending; returns how many.
+size_t pick_spans(const unit &u, size_t want, size_t span, uint64_t &rnd, size_t picks[kMaxPagesPerUnit]) {
+  const size_t nspans = kPagesPerUnit / span;  // a power of two
+  const size_t first = static_cast<size_t>(next_random(rnd) % nspans);
+  size_t npicks = 0;
+  for (size_t j = 0; j < want && j < nspans; ++j) {
+    const size_t at = (first + j * 7) % nspans * span;
+    bool live = false;
+    for (size_t i = at; i < at + span && !live; i += 64) {
+      const uint64_t word = u.live_bits[i >> 6];
+      live = span >= 64 ? word != 0 : ((word >> (i & 63)) & ((uint64_t{1} << span) - 1)) != 0;
+    }
+    if (live) picks[npicks++] = at;
+  }
+  for (size_t a = 1; a < npicks; ++a)
+    for (size_t b = a; b > 0 && picks[b - 1] > picks[b]; --b) std::swap(picks[b - 1], picks[b]);
+  return npicks;
+}
+
+// The span a caller asked for, as heap_sample_begin takes it.
+size_t span_pages(uint32_t asked) {
+  if (asked < kPmemSpanMin) return 1;
+  size_t span = kPmemSpanMin;
+  while (span * 2 <= asked && span * 2 <= kPmemSpanMax) span *= 2;
+  return span;
+}
+
+// Hides pages of a PMem unit.  Every page of a movable PMem unit is a page
 // of its file (units with anonymous pages, frozen or spilled, never move),
 // and one not mapped now is as good as one unmapped on purpose: no pagemap
 // read first (a system call costs tens of microseconds on the measuring VM,
 // and this is one per sample).  Not a unit whose storage waits for its
 // first touch: its pages are anonymous (untouched: nothing to see), and
 // dropping one that a write reached some other way would lose the write.
-bool hide_pmem_page(unit &u, size_t idx, uintptr_t page) {
+bool hide_pmem_pages(unit &u, size_t idx, uintptr_t page, size_t pages) {
   if (g_npmem == kMaxPmem || __atomic_load_n(&u.pending, __ATOMIC_ACQUIRE)) return false;
-  if (sys::madvise(reinterpret_cast<void *>(page), kPageSize, MADV_DONTNEED) < 0) return false;
-  g_pmem[g_npmem++] = {page, static_cast<uint32_t>(idx), true};
+  if (sys::madvise(reinterpret_cast<void *>(page), pages * kPageSize, MADV_DONTNEED) < 0) return false;
+  g_pmem[g_npmem++] = {page, static_cast<uint32_t>(idx), static_cast<uint16_t>(pages), true};
   u.sample = 2;
   return true;
 }
@@ -427,12 +459,13 @@ void heap_sample_whole_any_touch(bool on) {
   g_whole_any_touch = on;
 }
 
-size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed) {
+size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed, uint32_t pmem_span) {
   heap_lock_guard g;
   g_pagemap.check_owner();
   if (g_open) end_locked(nullptr, 0, nullptr);
   const bool dram_ok = side_ready();
   uint64_t rnd = seed | 1;
+  const size_t span = span_pages(pmem_span);
   size_t started = 0;
   for (size_t k = 0; k < n; ++k) {
     const size_t idx = units[k];
@@ -449,10 +482,10 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
     }
     const size_t want = pages[k] < 1 ? 1 : pages[k] > kMaxPagesPerUnit ? kMaxPagesPerUnit : pages[k];
     size_t picks[kMaxPagesPerUnit];
-    const size_t npicks = pick_pages(u, want, rnd, picks);
+    const size_t npicks = anon || span == 1 ? pick_pages(u, want, rnd, picks) : pick_spans(u, want, span, rnd, picks);
     for (size_t j = 0; j < npicks; ++j) {
       const uintptr_t page = reinterpret_cast<uintptr_t>(page_addr(idx, picks[j]));
-      if (anon ? hide_dram_page(u, idx, page) : hide_pmem_page(u, idx, page)) ++started;
+      if (anon ? hide_dram_page(u, idx, page) : hide_pmem_pages(u, idx, page, span)) ++started;
     }
   }
   // What whole samples are judged with, once any went out (an access

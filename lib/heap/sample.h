@@ -4,6 +4,8 @@
 //   - a page of a file-backed (PMem) unit is unmapped with MADV_DONTNEED (its
 //     data stays in the file); any access maps it again, which pagemap shows.
 //     The kernel does the refault: no handler, no signal, system calls work.
+//     Where one page is touched too rarely to show, a run of them (a span)
+//     goes out under the same call and shows any access to one of them.
 //   - a page of an anonymous (DRAM) unit is moved to a side page with
 //     UFFDIO_MOVE; an access faults to the fault service (faults.h), which
 //     moves it back at once and records the access (and whether it wrote).
@@ -33,11 +35,18 @@ struct sample_result {
 };
 
 // Starts a window over units[0..n) (ascending unit indices), hiding
-// pages[i] pages (1..kMaxPagesPerUnit, in different 64 KiB blocks: a read
-// refault maps its 64 KiB neighbourhood) of unit i.  Returns the pages
+// pages[i] samples (1..kMaxPagesPerUnit, in different 64 KiB blocks: a read
+// refault maps its 64 KiB neighbourhood) of unit i.  A sample of a file's
+// (PMem) unit is pmem_span pages from a span-aligned page, unmapped with
+// one call and counted touched when any of them is: 1, or a power of two
+// from kPmemSpanMin to kPmemSpanMax (other values are rounded down to one);
+// what a workload that touches its pages too thinly for one page to show
+// within a window still shows (software_tracker.h).  Returns the samples
 // hidden (a unit with no suitable page is skipped).  A window already open
 // is ended first and its results dropped.
-size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed);
+inline constexpr uint32_t kPmemSpanMin = 16, kPmemSpanMax = 128;
+size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed,
+                         uint32_t pmem_span = 1);
 
 // Ends the window: every hidden page is back, out[] gets one result per
 // unit sampled (up to cap).  Returns the count.

@@ -98,7 +98,7 @@ size_t observe_software(uint64_t window_ns, size_t *started, size_t *touched, ui
   mover_state &m = g_mover;
   uint64_t cpu0 = sys::thread_cpu_ns();
   const size_t n = m.tracker.choose(m.listing.view(), m.chosen, m.pages, software_tracker::kChosenMax);
-  *started = heap_sample_begin(m.chosen, m.pages, n, m.seed++);
+  *started = heap_sample_begin(m.chosen, m.pages, n, m.seed++, m.tracker.pmem_span());
   *spent_ns = sys::thread_cpu_ns() - cpu0;
   // The window opens when the last page is hidden, so that every sample
   // gets at least window_ns.
@@ -290,6 +290,7 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   g_stats.samples_touched += touched;
   if (!m.use_pmu) {
     g_stats.window_ns = m.tracker.window_ns(window_ns);
+    g_stats.pmem_span = m.tracker.pmem_span();
     g_stats.background_permille = static_cast<uint32_t>(m.tracker.background() * 1000);
   }
   g_stats.dram_budget_units = b.budget;

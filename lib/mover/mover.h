@@ -46,9 +46,11 @@ struct mover_stats {
   uint64_t scan_interval_ns;
   uint64_t dram_budget_units;  // as of the last scan (SIZE_MAX: none)
   uint64_t heat_histogram[kHeatBuckets];  // units by heat, [i/8, (i+1)/8)
-  // The software tracker's sampling window for the next scan (ns) and its
-  // background: the smoothed share of screening samples touched, permille.
+  // The software tracker's sampling window for the next scan (ns), its
+  // pages per PMem sample, and its background: the smoothed share of
+  // screening samples touched, permille.
   uint64_t window_ns;
+  uint32_t pmem_span;
   uint32_t background_permille;
   // Re-sharing after fork (heap_reshare): units given a shared PMem
   // mapping again, of them on their own slot, bytes copied; the world

@@ -127,4 +127,17 @@ bool pagemap_file::info(uintptr_t addr, size_t pages, page_info *out) {
   return ready() && read_info(fd_, addr, pages, out);
 }
 
+size_t pagemap_file::present(uintptr_t addr, size_t pages) {
+  if (!ready()) return 0;
+  uint64_t chunk[kChunk];
+  size_t n = 0;
+  for (size_t done = 0; done < pages;) {
+    const size_t k = pages - done < kChunk ? pages - done : kChunk;
+    if (!pagemap_entries(fd_, addr + (done << 12), k, chunk)) return 0;
+    for (size_t i = 0; i < k; ++i) n += (chunk[i] & kPagemapPresent) != 0;
+    done += k;
+  }
+  return n;
+}
+
 }  // namespace mmtier::detail::sys

@@ -49,6 +49,9 @@ class pagemap_file {
   // The entry of the page at addr, 0 when unreadable.
   uint64_t entry(uintptr_t addr);
   bool info(uintptr_t addr, size_t pages, page_info *out);
+  // How many of pages [addr, addr + pages * 4 KiB) are present; 0 when
+  // unreadable.
+  size_t present(uintptr_t addr, size_t pages);
   // Whether [addr, addr + len) is mapped by huge pages only (a transparent
   // huge page mapped whole by one page-table entry: PAGEMAP_SCAN's
   // PAGE_IS_HUGE, Linux 6.7): 1 yes, 0 no, -ENOTTY when the kernel cannot

@@ -110,10 +110,11 @@ size_t mover_lines(char *out, size_t cap, const mover_stats &ms) {
               static_cast<unsigned long long>(ms.cpu_ns / 1000000u % 1000u));
   if (ms.window_ns)
     o += format(out + o, cap - o,
-                "  mover: sampling window %llu.%01llu ms, %u.%01u%% of screened pages touched by chance\n",
+                "  mover: sampling window %llu.%01llu ms, %u page(s) a PMem sample, %u.%01u%% of screened samples "
+                "touched by chance\n",
                 static_cast<unsigned long long>(ms.window_ns / 1000000u),
-                static_cast<unsigned long long>(ms.window_ns / 100000u % 10u), ms.background_permille / 10,
-                ms.background_permille % 10);
+                static_cast<unsigned long long>(ms.window_ns / 100000u % 10u), ms.pmem_span ? ms.pmem_span : 1,
+                ms.background_permille / 10, ms.background_permille % 10);
   if (ms.migrations_failed) {
     o += format(out + o, cap - o, "  mover: failed moves by reason:");
     char ebuf[24];

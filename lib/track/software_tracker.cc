@@ -159,8 +159,27 @@ double software_tracker::smoothed_background(size_t screened, size_t hits) {
   return background_;
 }
 
+bool software_tracker::adapt_span() {
+  // The background a span of n pages would see, from this one's.
+  const auto at = [&](uint32_t n) { return 1 - std::pow(1 - background_, static_cast<double>(n) / span_); };
+  uint32_t next = span_;
+  if (background_ > kBackgroundLow && span_ > 1) {
+    next = span_ > kPmemSpanMin ? span_ / 2 : 1;
+  } else if (window_eighths_ == kWindowMaxEighths && span_ < kPmemSpanMax) {
+    const uint32_t wider = span_ > 1 ? span_ * 2 : kPmemSpanMin;
+    if (at(wider) < kBackgroundLow) next = wider;
+  }
+  if (next == span_) return false;
+  MMTIER_DEBUG("tracker: %.2f%% of screened samples touched by chance: %u pages a PMem sample, was %u",
+               background_ * 100, next, span_);
+  background_ = at(next);
+  span_ = next;
+  return true;
+}
+
 void software_tracker::adapt_window(size_t screened) {
   if (screened < kBackgroundMinSamples || !background_known_) return;
+  if (adapt_span()) return;
   if (background_ >= kBackgroundLow && background_ <= kBackgroundHigh) return;
   // A page touched at a steady rate r is missed by a window of length W
   // with probability e^(-r W): the window that would see kBackgroundAim,

@@ -145,6 +145,54 @@ TEST_F(Sample, KernelAccessesInsideSystemCallsAreSeenAndSucceed) {
   EXPECT_EQ(intact(), 2 * kUnitSize);
 }
 
+// A PMem sample of a span hides that many neighbouring pages, span-aligned,
+// and shows an access to any one of them, none outside; a span asked for
+// is rounded down to one the sampler takes.
+TEST_F(Sample, APmemSpanShowsAnAccessToAnyOfItsPages) {
+  if (heap_slow_node() >= 0) GTEST_SKIP() << "the PMem tier is a NUMA node: its units are sampled as DRAM's";
+  pagemap_reader pm;
+  const uint32_t unit = unit_of(pmem);
+  // The unit's pages hidden by a window opened with samples and span.
+  const auto hidden = [&](uint8_t samples, uint32_t span, uint64_t seed, std::vector<size_t> *pages) {
+    for (size_t pg = 0; pg < kPagesPerUnit; ++pg) g_sink = pmem[pg * kPageSize];
+    if (heap_sample_begin(&unit, &samples, 1, seed, span) != samples) return false;
+    std::vector<sys::page_info> info(kPagesPerUnit);
+    if (!pm.info(reinterpret_cast<uintptr_t>(pmem), kPagesPerUnit, info.data())) return false;
+    pages->clear();
+    for (size_t pg = 0; pg < kPagesPerUnit; ++pg)
+      if (!info[pg].present) pages->push_back(pg);
+    return true;
+  };
+  std::vector<size_t> out;
+  sample_result r[4];
+  for (uint64_t w = 0; w < 6; ++w) {
+    ASSERT_TRUE(hidden(1, kPmemSpanMax, 500 + w, &out));
+    ASSERT_EQ(out.size(), kPmemSpanMax);
+    const size_t first = out.front();
+    EXPECT_EQ(first % kPmemSpanMax, 0u) << "span-aligned";
+    EXPECT_EQ(out.back(), first + kPmemSpanMax - 1) << "one run";
+    // Its last page, or the page after it (in the next unit's quarter).
+    const bool inside = w % 2 == 0;
+    g_sink = pmem[((inside ? first + kPmemSpanMax - 1 : (first + kPmemSpanMax) % kPagesPerUnit)) * kPageSize + 1];
+    ASSERT_EQ(heap_sample_end(r, 4), 1u);
+    EXPECT_EQ(r[0].sampled, 1u);
+    EXPECT_EQ(r[0].touched, inside ? 1u : 0u) << "window " << w;
+  }
+  // Two samples: two distinct spans.
+  ASSERT_TRUE(hidden(2, kPmemSpanMin, 600, &out));
+  EXPECT_EQ(out.size(), 2 * kPmemSpanMin);
+  ASSERT_EQ(heap_sample_end(r, 4), 1u);
+  EXPECT_EQ(r[0].sampled, 2u);
+  // Rounded down: 100 pages to 64, 10 to one page.
+  ASSERT_TRUE(hidden(1, 100, 601, &out));
+  EXPECT_EQ(out.size(), 64u);
+  ASSERT_EQ(heap_sample_end(r, 4), 1u);
+  ASSERT_TRUE(hidden(1, 10, 602, &out));
+  EXPECT_EQ(out.size(), 1u);
+  ASSERT_EQ(heap_sample_end(r, 4), 1u);
+  EXPECT_EQ(intact(), 2 * kUnitSize);
+}
+
 TEST_F(Sample, DiscardDuringAWindowReadsZeros) {
   ASSERT_EQ(heap_sample_begin(units, kOne, 2, 5), 2u);
   ASSERT_EQ(heap_madvise(dram, kUnitSize, MADV_DONTNEED), 0);

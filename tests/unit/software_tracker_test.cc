@@ -404,5 +404,57 @@ TEST(SoftwareTracker, ChangingTheWindowRescalesTheBackground) {
   }
 }
 
+// Where even the base window sees next to nothing, a PMem sample widens to
+// a span of neighbouring pages (doubling per scan up to kPmemSpanMax) while
+// the background the wider span would see stays below kBackgroundLow, and
+// narrows again while the background is above it; the window first goes
+// back to its base.
+TEST(SoftwareTracker, ThePmemSpanWidensWhileNothingIsTouched) {
+  listing l(200, 20);
+  access_observation obs[256];
+  size_t touched = 0;
+  const auto quiet = screening(200, 0);
+  {
+    software_tracker t;
+    EXPECT_EQ(t.pmem_span(), 1u);
+    std::vector<uint32_t> spans;
+    for (int k = 0; k < 6; ++k) {
+      (void)t.observe(quiet.data(), quiet.size(), l.view(), obs, 256, &touched);
+      spans.push_back(t.pmem_span());
+    }
+    EXPECT_EQ(spans, (std::vector<uint32_t>{kPmemSpanMin, 32, 64, kPmemSpanMax, kPmemSpanMax, kPmemSpanMax}));
+    // Ten in a hundred touched at the widest span: narrowed step by step
+    // back to one page (the background rescaled at each step), and the
+    // window stays at its base (10 % is within its band).
+    const auto some = screening(100, 10);
+    for (int k = 0; k < 60; ++k) (void)t.observe(some.data(), some.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(t.pmem_span(), 1u);
+    EXPECT_EQ(t.window_ns(8), 8u);
+  }
+  {
+    // One in two hundred touched by chance: 16 pages would see 7.7 %, too
+    // many; the span stays at one page.
+    software_tracker t;
+    const auto thin = screening(200, 1);
+    for (int k = 0; k < 20; ++k) (void)t.observe(thin.data(), thin.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(t.pmem_span(), 1u);
+  }
+  {
+    // A window below its base grows back first.
+    software_tracker t;
+    const auto busy = screening(100, 60);
+    for (int k = 0; k < 40; ++k) (void)t.observe(busy.data(), busy.size(), l.view(), obs, 256, &touched);
+    ASSERT_EQ(t.window_ns(8), 1u);
+    for (int k = 0; k < 40 && t.window_ns(8) < 8; ++k) {
+      (void)t.observe(quiet.data(), quiet.size(), l.view(), obs, 256, &touched);
+      EXPECT_EQ(t.pmem_span(), 1u) << "window " << t.window_ns(8) << "/8";
+    }
+    ASSERT_EQ(t.window_ns(8), 8u);
+    for (int k = 0; k < 40; ++k) (void)t.observe(quiet.data(), quiet.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(t.window_ns(8), 8u);
+    EXPECT_EQ(t.pmem_span(), kPmemSpanMax);
+  }
+}
+
 }  // namespace
 }  // namespace mmtier::detail
