@@ -147,7 +147,7 @@ size_t software_tracker::observe(const sample_result *results, size_t n, const u
   take_frontier(listed);
   std::sort(suspects_, suspects_ + nsuspects_);
   if (touched) *touched = hits;
-  adapt_window(screened);
+  adapt_window(screened, screen_hits);
   return nobs;
 }
 
@@ -159,27 +159,38 @@ double software_tracker::smoothed_background(size_t screened, size_t hits) {
   return background_;
 }
 
-bool software_tracker::adapt_span() {
-  // The background a span of n pages would see, from this one's.
-  const auto at = [&](uint32_t n) { return 1 - std::pow(1 - background_, static_cast<double>(n) / span_); };
+bool software_tracker::adapt_span(size_t screened, size_t hits) {
+  // The background a span of n pages would see, from a share p at this one.
+  const auto at = [&](double p, uint32_t n) { return 1 - std::pow(1 - p, static_cast<double>(n) / span_); };
   uint32_t next = span_;
   if (background_ > kBackgroundLow && span_ > 1) {
     next = span_ > kPmemSpanMin ? span_ / 2 : 1;
-  } else if (window_eighths_ == kWindowMaxEighths && span_ < kPmemSpanMax) {
+  } else if (window_eighths_ < kWindowMaxEighths) {
+    span_screened_ = span_hits_ = 0;  // evidence only from windows at the base
+  } else if (span_ < kPmemSpanMax) {
+    // Wider only on the evidence of every screening sample at this span and
+    // window, one hit more than seen (a few hits in a few hundred must not
+    // pass for none), and with room to spare below kBackgroundLow: a span
+    // that turns out too wide makes cold units look warm until it narrows.
+    span_screened_ += screened;
+    span_hits_ += hits;
     const uint32_t wider = span_ > 1 ? span_ * 2 : kPmemSpanMin;
-    if (at(wider) < kBackgroundLow) next = wider;
+    const double p = static_cast<double>(span_hits_ + 1) / static_cast<double>(span_screened_);
+    if (at(p, wider) < kBackgroundLow / 2) next = wider;
   }
   if (next == span_) return false;
-  MMTIER_DEBUG("tracker: %.2f%% of screened samples touched by chance: %u pages a PMem sample, was %u",
-               background_ * 100, next, span_);
-  background_ = at(next);
+  const auto bp = static_cast<unsigned>(background_ * 10000);  // basis points
+  MMTIER_DEBUG("tracker: %u.%02u%% of screened samples touched by chance: %u page(s) a PMem sample, was %u",
+               bp / 100, bp % 100, next, span_);
+  background_ = at(background_, next);
   span_ = next;
+  span_screened_ = span_hits_ = 0;
   return true;
 }
 
-void software_tracker::adapt_window(size_t screened) {
+void software_tracker::adapt_window(size_t screened, size_t hits) {
   if (screened < kBackgroundMinSamples || !background_known_) return;
-  if (adapt_span()) return;
+  if (adapt_span(screened, hits)) return;
   if (background_ >= kBackgroundLow && background_ <= kBackgroundHigh) return;
   // A page touched at a steady rate r is missed by a window of length W
   // with probability e^(-r W): the window that would see kBackgroundAim,

@@ -97,9 +97,14 @@
 //     a span of kPmemSpanMin..kPmemSpanMax neighbouring pages, unmapped by
 //     one call (one TLB shootdown, as for one page) and touched when any of
 //     them is (heap/sample.h).  It doubles, once the window is at its
-//     base, while the background the wider span would see (pages taken as
-//     touched independently) stays below kBackgroundLow, and halves while
-//     the background is above it.  A confirmation takes kConfirmPages
+//     base, where the background the wider span would see (pages taken as
+//     touched independently, the share at this span counted over all its
+//     windows with one hit more than seen) is below half kBackgroundLow,
+//     and halves while the smoothed background is above kBackgroundLow.
+//     The margin and the count matter: a span that is too wide makes cold
+//     units look warm (a 16 GiB heap whose cold pages show 0.5 % at one
+//     page: a span of 16 widened on a few quiet windows made ten exchanges
+//     of cold units and tripled the steady CPU).  A confirmation takes kConfirmPages
 //     spans, at the widest the whole unit.  Measured on a 16 GiB heap
 //     whose PMem tier is a file on ext4, written back while the program
 //     runs (20 thousand updates a second, its 82 hot units each touched
@@ -182,14 +187,15 @@ class software_tracker {
   void suspect_neighbours(uint32_t unit, const unit_list &listed);
 
   double smoothed_background(size_t screened, size_t hits);
-  void adapt_window(size_t screened);
-  bool adapt_span();
+  void adapt_window(size_t screened, size_t hits);
+  bool adapt_span(size_t screened, size_t hits);
 
   size_t pmem_per_scan_ = kPmemStart;
   double background_ = 0;
   bool background_known_ = false;
   uint32_t window_eighths_ = 8;
   uint32_t span_ = 1;
+  size_t span_screened_ = 0, span_hits_ = 0;  // screening at this span and the base window
   // Suspects from the frontier while there is room, oldest first.
   void take_frontier(const unit_list &listed);
 

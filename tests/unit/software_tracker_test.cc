@@ -405,10 +405,11 @@ TEST(SoftwareTracker, ChangingTheWindowRescalesTheBackground) {
 }
 
 // Where even the base window sees next to nothing, a PMem sample widens to
-// a span of neighbouring pages (doubling per scan up to kPmemSpanMax) while
-// the background the wider span would see stays below kBackgroundLow, and
-// narrows again while the background is above it; the window first goes
-// back to its base.
+// a span of neighbouring pages (doubling up to kPmemSpanMax) where the
+// background the wider span would see, on the evidence of every window at
+// this span with one hit more than seen, stays below half kBackgroundLow;
+// it narrows again while the background is above kBackgroundLow; the
+// window first goes back to its base.
 TEST(SoftwareTracker, ThePmemSpanWidensWhileNothingIsTouched) {
   listing l(200, 20);
   access_observation obs[256];
@@ -418,11 +419,13 @@ TEST(SoftwareTracker, ThePmemSpanWidensWhileNothingIsTouched) {
     software_tracker t;
     EXPECT_EQ(t.pmem_span(), 1u);
     std::vector<uint32_t> spans;
-    for (int k = 0; k < 6; ++k) {
+    for (int k = 0; k < 8; ++k) {
       (void)t.observe(quiet.data(), quiet.size(), l.view(), obs, 256, &touched);
       spans.push_back(t.pmem_span());
     }
-    EXPECT_EQ(spans, (std::vector<uint32_t>{kPmemSpanMin, 32, 64, kPmemSpanMax, kPmemSpanMax, kPmemSpanMax}));
+    // 1 -> 16 needs 1 / n at one page to make less than 2.5 % at 16 (633
+    // samples: four windows of 200); each later doubling, 80.
+    EXPECT_EQ(spans, (std::vector<uint32_t>{1, 1, 1, kPmemSpanMin, 32, 64, kPmemSpanMax, kPmemSpanMax}));
     // Ten in a hundred touched at the widest span: narrowed step by step
     // back to one page (the background rescaled at each step), and the
     // window stays at its base (10 % is within its band).
@@ -433,11 +436,20 @@ TEST(SoftwareTracker, ThePmemSpanWidensWhileNothingIsTouched) {
   }
   {
     // One in two hundred touched by chance: 16 pages would see 7.7 %, too
-    // many; the span stays at one page.
+    // many; the span stays at one page.  Three in a thousand, then none:
+    // wider only once four (one more than seen) in all the samples make
+    // less than 2.5 % at 16 pages, at 2600.
     software_tracker t;
     const auto thin = screening(200, 1);
     for (int k = 0; k < 20; ++k) (void)t.observe(thin.data(), thin.size(), l.view(), obs, 256, &touched);
     EXPECT_EQ(t.pmem_span(), 1u);
+    software_tracker u;
+    const auto rare = screening(1000, 3);
+    (void)u.observe(rare.data(), rare.size(), l.view(), obs, 256, &touched);
+    for (int k = 0; k < 7; ++k) (void)u.observe(quiet.data(), quiet.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(u.pmem_span(), 1u) << "4 in 2400: 16 pages would see 2.6 %";
+    (void)u.observe(quiet.data(), quiet.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(u.pmem_span(), kPmemSpanMin) << "4 in 2600: 2.4 %";
   }
   {
     // A window below its base grows back first.
