@@ -41,6 +41,13 @@ defaults below with where each comes from) with the tracker's rules
     P.  Here a hot unit counts
     as found when its confirmation window sees at least one of the 4 pages
     touched (a score of 1/4 is above the policy's promote_min_heat of 1/8).
+  - Span: where the base window sees next to nothing, a PMem sample is a
+    span of 16..128 neighbouring pages under one shootdown, touched when any
+    of them is.  The tracker doubles it while the background the wider span
+    would see stays below 2.5 % (halves above 5 %); here the span is the
+    widest at which the cold pages' chance stays below 2.5 %, and p(hot),
+    p(cold) are per span.  A wider sample costs --zap-page-us more for
+    each of its pages still mapped (touched since it was last hidden).
   - Promotion and demotion share MMTIER_MIGRATE_MBPS (256 MiB/s): moving a
     hot set of H bytes into a full DRAM takes at least 2 H / rate.
 
@@ -58,6 +65,11 @@ Per-operation inputs, and where they are measured:
                   sample three more (pagemap, uffd register and unregister).
                   A pread loop on this VM: 1.3 us on /dev/zero, 2.4-2.6 us
                   on /proc/self/pagemap.  Default 2.5 (--measure).
+  --zap-page-us   each further mapped page of a span: its page-table entry
+                  zapped, its pagemap entry read.  A loop here (1, 16 and
+                  128 pages of a tmpfs file, all mapped, single-threaded):
+                  2.5, 7.8 and 37.8 us a zap, 1.9, 2.8 and 3.5 us a read,
+                  so about 0.3 us a page.  Default 0.3.
   --dram-sample-us  one DRAM sample in all: moved out (UFFDIO_MOVE, a
                   shootdown) and back at the window's end (another), plus
                   three system calls.  Default 2 * hide + 3 * syscall.
@@ -120,6 +132,8 @@ NEIGHBOUR_REACH = 4  # PMem units either side of a confirmed hot one that become
 CPU_STEADY, CPU_SEARCH = 0.02, 0.06  # the tracker's shares: steady, and while searching for a hot set
 RELIST_SCANS = 8
 QUIET_FACTOR = 4
+SPAN_MIN, SPAN_MAX = 16, 128  # pages of a PMem sample when it widens
+SPAN_WIDEN_BELOW = 0.025      # the background a wider span must stay under
 
 
 def parse_size(text):
@@ -180,8 +194,16 @@ class Model:
         self.interval = a.interval_ms / 1e3
         hot_pages = self.hot_bytes // PAGE
         cold_pages = max(1, (footprint - self.hot_bytes) // PAGE)
-        self.p_hot = touch_prob(a.updates_per_s * a.hot_share / hot_pages, self.window)
-        self.p_cold = touch_prob(a.updates_per_s * (1 - a.hot_share) / cold_pages, self.window)
+        self.hot_rate = a.updates_per_s * a.hot_share / hot_pages
+        self.cold_rate = a.updates_per_s * (1 - a.hot_share) / cold_pages
+        self.span = 1
+        while not a.no_span and self.span < SPAN_MAX:
+            wider = SPAN_MIN if self.span == 1 else 2 * self.span
+            if touch_prob(self.cold_rate * wider, self.window) >= SPAN_WIDEN_BELOW:
+                break
+            self.span = wider
+        self.p_hot = touch_prob(self.hot_rate * self.span, self.window)
+        self.p_cold = touch_prob(self.cold_rate * self.span, self.window)
 
     # -- cost of one scan in seconds, and the share of the interval the rule sees
     def per_unit_s(self):
@@ -190,7 +212,11 @@ class Model:
 
     def scan_cost_s(self, p):
         a = self.a
-        per_pmem = (a.hide_us + a.syscall_us) * 1e-6
+        # A span's further pages cost only while mapped: touched since they
+        # were last hidden, about 512 / span visits of their unit ago.
+        since = math.ceil(self.pmem_units / p) * self.interval * 512 / self.span
+        mapped = (self.span - 1) * touch_prob(self.cold_rate, since)
+        per_pmem = (a.hide_us + a.syscall_us + mapped * a.zap_page_us) * 1e-6
         d = dram_per_scan(p)
         # Steady state: the hot set on DRAM, the PMem units cold; screening
         # hits on cold pages become suspects (4 pages each, next window).
@@ -337,6 +363,8 @@ def main(argv=None):
     ap.add_argument("--footprints", default="2G,16G,256G,1T", help="heap sizes (default 2G,16G,256G,1T)")
     ap.add_argument("--hide-us", type=float, default=43, help="PMem page hide, us (default 43)")
     ap.add_argument("--syscall-us", type=float, default=2.5, help="one cheap system call / pagemap read, us (2.5)")
+    ap.add_argument("--zap-page-us", type=float, default=0.3, help="each further mapped page of a span, us (0.3)")
+    ap.add_argument("--no-span", action="store_true", help="one page a PMem sample, as before the span")
     ap.add_argument("--dram-sample-us", type=float, default=None,
                     help="one DRAM sample in all, us (default 2 * hide + 3 * syscall)")
     ap.add_argument("--fault-us", type=float, default=60, help="fault service per touched DRAM sample, us (60)")
@@ -390,7 +418,7 @@ def main(argv=None):
     print("(a model, not a measurement: see --help for where each input comes from)")
     print()
     hdr = ["footprint", "units", "PMem units", "per-unit/scan", "P (range)", "D", "scan cost", "bg CPU %",
-           "quiet", "cover once", "quiet", "P search", "CPU search", "cover search", "step gap", "p(hot)",
+           "quiet", "cover once", "quiet", "P search", "CPU search", "cover search", "step gap", "span", "p(hot)",
            "p(cold)", "find 95%", "move >="]
     rows = []
     for fp in footprints:
@@ -412,7 +440,7 @@ def main(argv=None):
                      "%d (%d-%d)" % (p, lo, hi) if lo != hi else str(p), str(dram_per_scan(p)),
                      "%.2f ms" % (cost * 1e3), "%.2f" % cpu, "%.2f" % (cpu / QUIET_FACTOR), fmt_time(cover),
                      fmt_time(cover * QUIET_FACTOR), str(ps), "%.2f" % (100 * m.scan_cost_s(ps) / m.interval),
-                     fmt_time(math.ceil(m.pmem_units / ps) * m.interval), str(m.rotation_inverse()), "%.3f" % m.p_hot, "%.4f" % m.p_cold, find,
+                     fmt_time(math.ceil(m.pmem_units / ps) * m.interval), str(m.rotation_inverse()), str(m.span), "%.3f" % m.p_hot, "%.4f" % m.p_cold, find,
                      fmt_time(m.move_bound_s())])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(hdr)]
     print("  ".join(h.ljust(w) for h, w in zip(hdr, widths)).rstrip())
@@ -430,7 +458,9 @@ def main(argv=None):
         "  from the start, and for one whole rotation after a burst of promotions)",
         "step gap: rotation steps between the visits of two neighbouring units (the stride's inverse mod the",
         "  number of units); small: a contiguous region is visited in one burst per pass (see --help)",
-        "p(hot), p(cold): chance that a hidden page of a hot / cold unit is touched within the window",
+        "span: pages of a PMem sample (1, or 16-128 where one page would see next to nothing)",
+        "p(hot), p(cold): chance that a PMem sample (one page or a span) of a hot / cold unit is touched within "
+        "the window",
         "find 95%%: simulated time until 95 %% of a contiguous hot set's units are confirmed, searching (median "
         "of %d placements)" % a.seeds,
         "move >=: moving the hot set in at the migration rate, a demotion for each promotion",
