@@ -97,6 +97,7 @@ size_t observe_pmu(uint64_t interval_ns, size_t *touched) {
 size_t observe_software(uint64_t window_ns, size_t *started, size_t *touched, uint64_t *spent_ns) {
   mover_state &m = g_mover;
   uint64_t cpu0 = sys::thread_cpu_ns();
+  m.tracker.allow_spans(heap_slow_node() < 0);
   const size_t n = m.tracker.choose(m.listing.view(), m.chosen, m.pages, software_tracker::kChosenMax);
   *started = heap_sample_begin(m.chosen, m.pages, n, m.seed++, m.tracker.pmem_span());
   *spent_ns = sys::thread_cpu_ns() - cpu0;

@@ -162,6 +162,7 @@ double software_tracker::smoothed_background(size_t screened, size_t hits) {
 bool software_tracker::adapt_span(size_t screened, size_t hits) {
   // The background a span of n pages would see, from a share p at this one.
   const auto at = [&](double p, uint32_t n) { return 1 - std::pow(1 - p, static_cast<double>(n) / span_); };
+  if (!spans_) return false;
   uint32_t next = span_;
   if (background_ > kBackgroundLow && span_ > 1) {
     next = span_ > kPmemSpanMin ? span_ / 2 : 1;

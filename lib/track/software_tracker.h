@@ -168,6 +168,12 @@ class software_tracker {
   uint64_t window_ns(uint64_t base_ns) const { return base_ns * window_eighths_ / 8; }
   // The next window's pages per PMem sample (heap_sample_begin's span).
   uint32_t pmem_span() const { return span_; }
+  // Whether PMem samples can be spans at all (not where the PMem tier is a
+  // NUMA node: its units are anonymous, sampled a page at a time as DRAM's).
+  void allow_spans(bool on) {
+    spans_ = on;
+    if (!on) span_ = 1;
+  }
   // The smoothed share of screening samples found touched (0 before any).
   double background() const { return background_; }
 
@@ -195,6 +201,7 @@ class software_tracker {
   bool background_known_ = false;
   uint32_t window_eighths_ = 8;
   uint32_t span_ = 1;
+  bool spans_ = true;
   size_t span_screened_ = 0, span_hits_ = 0;  // screening at this span and the base window
   // Suspects from the frontier while there is room, oldest first.
   void take_frontier(const unit_list &listed);

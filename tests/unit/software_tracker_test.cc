@@ -452,6 +452,18 @@ TEST(SoftwareTracker, ThePmemSpanWidensWhileNothingIsTouched) {
     EXPECT_EQ(u.pmem_span(), kPmemSpanMin) << "4 in 2600: 2.4 %";
   }
   {
+    // Not where PMem samples cannot be spans (a node tier's units).
+    software_tracker t;
+    t.allow_spans(false);
+    for (int k = 0; k < 20; ++k) (void)t.observe(quiet.data(), quiet.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(t.pmem_span(), 1u);
+    t.allow_spans(true);
+    for (int k = 0; k < 20; ++k) (void)t.observe(quiet.data(), quiet.size(), l.view(), obs, 256, &touched);
+    EXPECT_EQ(t.pmem_span(), kPmemSpanMax);
+    t.allow_spans(false);
+    EXPECT_EQ(t.pmem_span(), 1u);
+  }
+  {
     // A window below its base grows back first.
     software_tracker t;
     const auto busy = screening(100, 60);
