@@ -290,20 +290,19 @@ size_t pick_pages(const unit &u, size_t want, uint64_t &rnd, size_t picks[kMaxPa
   return npicks;
 }
 
-// Up to want spans of span pages of unit u (span-aligned, distinct, each
-// with a live page; a random first span, then a stride coprime with their
-// number), as the first page of each, ascending; returns how many.
+// Up to want spans of span pages of unit u (span-aligned, distinct, every
+// page live: only the heap's own pages are unmapped; a random first span,
+// then a stride coprime with their number), as the first page of each,
+// ascending; returns how many.
 size_t pick_spans(const unit &u, size_t want, size_t span, uint64_t &rnd, size_t picks[kMaxPagesPerUnit]) {
   const size_t nspans = kPagesPerUnit / span;  // a power of two
   const size_t first = static_cast<size_t>(next_random(rnd) % nspans);
+  const uint64_t mask = span >= 64 ? ~uint64_t{0} : (uint64_t{1} << span) - 1;
   size_t npicks = 0;
   for (size_t j = 0; j < want && j < nspans; ++j) {
     const size_t at = (first + j * 7) % nspans * span;
-    bool live = false;
-    for (size_t i = at; i < at + span && !live; i += 64) {
-      const uint64_t word = u.live_bits[i >> 6];
-      live = span >= 64 ? word != 0 : ((word >> (i & 63)) & ((uint64_t{1} << span) - 1)) != 0;
-    }
+    bool live = true;
+    for (size_t i = at; i < at + span && live; i += 64) live = ((u.live_bits[i >> 6] >> (i & 63)) & mask) == mask;
     if (live) picks[npicks++] = at;
   }
   for (size_t a = 1; a < npicks; ++a)
@@ -464,7 +463,13 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
   g_pagemap.check_owner();
   if (g_open) end_locked(nullptr, 0, nullptr);
   const bool dram_ok = side_ready();
-  uint64_t rnd = seed | 1;
+  // The seed mixed first (splitmix64's finaliser): the shift generator's
+  // first outputs from a small seed have even low bits, so the first unit
+  // of a window would only ever get even blocks and spans.
+  uint64_t rnd = seed + 0x9e3779b97f4a7c15u;
+  rnd = (rnd ^ (rnd >> 30)) * 0xbf58476d1ce4e5b9u;
+  rnd = (rnd ^ (rnd >> 27)) * 0x94d049bb133111ebu;
+  rnd = (rnd ^ (rnd >> 31)) | 1;
   const size_t span = span_pages(pmem_span);
   size_t started = 0;
   for (size_t k = 0; k < n; ++k) {
@@ -482,10 +487,16 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
     }
     const size_t want = pages[k] < 1 ? 1 : pages[k] > kMaxPagesPerUnit ? kMaxPagesPerUnit : pages[k];
     size_t picks[kMaxPagesPerUnit];
-    const size_t npicks = anon || span == 1 ? pick_pages(u, want, rnd, picks) : pick_spans(u, want, span, rnd, picks);
+    // A unit without a whole live span is sampled a page at a time.
+    size_t len = anon ? 1 : span;
+    size_t npicks = len > 1 ? pick_spans(u, want, len, rnd, picks) : 0;
+    if (npicks == 0) {
+      len = 1;
+      npicks = pick_pages(u, want, rnd, picks);
+    }
     for (size_t j = 0; j < npicks; ++j) {
       const uintptr_t page = reinterpret_cast<uintptr_t>(page_addr(idx, picks[j]));
-      if (anon ? hide_dram_page(u, idx, page) : hide_pmem_pages(u, idx, page, span)) ++started;
+      if (anon ? hide_dram_page(u, idx, page) : hide_pmem_pages(u, idx, page, len)) ++started;
     }
   }
   // What whole samples are judged with, once any went out (an access

@@ -104,8 +104,9 @@
 //     The margin and the count matter: a span that is too wide makes cold
 //     units look warm (a 16 GiB heap whose cold pages show 0.5 % at one
 //     page: a span of 16 widened on a few quiet windows made ten exchanges
-//     of cold units and tripled the steady CPU).  A confirmation takes kConfirmPages
-//     spans, at the widest the whole unit.  Measured on a 16 GiB heap
+//     of cold units and tripled the steady CPU).  A confirmation takes
+//     kConfirmPages spans, at the widest the whole unit; a unit without a
+//     whole live span is sampled a page at a time.  Measured on a 16 GiB heap
 //     whose PMem tier is a file on ext4, written back while the program
 //     runs (20 thousand updates a second, its 82 hot units each touched
 //     about 220 times a second): with one page a hot unit showed in one
@@ -172,7 +173,9 @@ class software_tracker {
   // NUMA node: its units are anonymous, sampled a page at a time as DRAM's).
   void allow_spans(bool on) {
     spans_ = on;
-    if (!on) span_ = 1;
+    if (on) return;
+    span_ = 1;
+    span_screened_ = span_hits_ = 0;
   }
   // The smoothed share of screening samples found touched (0 before any).
   double background() const { return background_; }

@@ -205,6 +205,50 @@ TEST_F(Sample, APmemSpanShowsAnAccessToAnyOfItsPages) {
   EXPECT_EQ(intact(), 2 * kUnitSize);
 }
 
+// Only the heap's own pages go out: a span must be live throughout, and a
+// unit whose chosen span is not is sampled a page at a time.
+TEST_F(Sample, APmemSpanIsTakenOnlyWhereEveryPageIsLive) {
+  if (heap_slow_node() >= 0) GTEST_SKIP() << "the PMem tier is a NUMA node: its units are sampled as DRAM's";
+  if (pmem_tier().dax) GTEST_SKIP() << "a DAX unit mapped by one huge page goes out whole";
+  // The PMem unit's pages from 192 on given back: of its spans of 128
+  // pages the first is live throughout, the second in half, the others
+  // not at all.
+  constexpr size_t kHalf = 192;
+  ASSERT_EQ(heap_munmap(pmem + kHalf * kPageSize, (kPagesPerUnit - kHalf) * kPageSize), 0);
+  pagemap_reader pm;
+  const uint32_t unit = unit_of(pmem);
+  const uint8_t one = 1;
+  size_t spans = 0, pages = 0;
+  sample_result r[4];
+  for (uint64_t seed = 0; seed < 24; ++seed) {
+    for (size_t pg = 0; pg < kHalf; ++pg) g_sink = pmem[pg * kPageSize];
+    // A page at a time, the page's 64 KiB block is chosen at random too and
+    // may hold no live page: then nothing is hidden, as before spans.
+    const size_t started = heap_sample_begin(&unit, &one, 1, 700 + seed, kPmemSpanMax);
+    ASSERT_LE(started, 1u);
+    std::vector<sys::page_info> info(kHalf);
+    ASSERT_TRUE(pm.info(reinterpret_cast<uintptr_t>(pmem), kHalf, info.data()));
+    std::vector<size_t> out;
+    for (size_t pg = 0; pg < kHalf; ++pg)
+      if (!info[pg].present) out.push_back(pg);
+    ASSERT_EQ(heap_sample_end(r, 4), started);
+    if (!started) {
+      EXPECT_TRUE(out.empty());
+    } else if (out.size() == kPmemSpanMax) {
+      EXPECT_EQ(out.front(), 0u) << "only the first span is live throughout";
+      ++spans;
+    } else {
+      EXPECT_EQ(out.size(), 1u) << "seed " << seed;
+      ++pages;
+    }
+  }
+  // Each of the four spans is chosen first about as often: both kinds seen.
+  EXPECT_GT(spans, 0u);
+  EXPECT_GT(pages, 0u);
+  base = nullptr;  // partly given back: the test's own unmap below
+  ASSERT_EQ(heap_munmap(pmem - kUnitSize, kUnitSize + kHalf * kPageSize), 0);
+}
+
 TEST_F(Sample, DiscardDuringAWindowReadsZeros) {
   ASSERT_EQ(heap_sample_begin(units, kOne, 2, 5), 2u);
   ASSERT_EQ(heap_madvise(dram, kUnitSize, MADV_DONTNEED), 0);
