@@ -7,6 +7,7 @@
 #include "heap/heap_internal.h"
 #include "platform/clock.h"
 #include "platform/pagemap.h"
+#include "support/mix.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
 #include "support/log.h"
@@ -292,8 +293,8 @@ size_t pick_pages(const unit &u, size_t want, uint64_t &rnd, size_t picks[kMaxPa
 
 // Up to want spans of span pages of unit u (span-aligned, distinct, every
 // page live: only the heap's own pages are unmapped; a random first span,
-// then a stride coprime with their number), as the first page of each,
-// ascending; returns how many.
+// then a stride coprime with their number), as the first page of each;
+// returns how many.
 size_t pick_spans(const unit &u, size_t want, size_t span, uint64_t &rnd, size_t picks[kMaxPagesPerUnit]) {
   const size_t nspans = kPagesPerUnit / span;  // a power of two
   const size_t first = static_cast<size_t>(next_random(rnd) % nspans);
@@ -305,8 +306,6 @@ size_t pick_spans(const unit &u, size_t want, size_t span, uint64_t &rnd, size_t
     for (size_t i = at; i < at + span && live; i += 64) live = ((u.live_bits[i >> 6] >> (i & 63)) & mask) == mask;
     if (live) picks[npicks++] = at;
   }
-  for (size_t a = 1; a < npicks; ++a)
-    for (size_t b = a; b > 0 && picks[b - 1] > picks[b]; --b) std::swap(picks[b - 1], picks[b]);
   return npicks;
 }
 
@@ -463,13 +462,10 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
   g_pagemap.check_owner();
   if (g_open) end_locked(nullptr, 0, nullptr);
   const bool dram_ok = side_ready();
-  // The seed mixed first (splitmix64's finaliser): the shift generator's
-  // first outputs from a small seed have even low bits, so the first unit
-  // of a window would only ever get even blocks and spans.
-  uint64_t rnd = seed + 0x9e3779b97f4a7c15u;
-  rnd = (rnd ^ (rnd >> 30)) * 0xbf58476d1ce4e5b9u;
-  rnd = (rnd ^ (rnd >> 27)) * 0x94d049bb133111ebu;
-  rnd = (rnd ^ (rnd >> 31)) | 1;
+  // The seed mixed first: the shift generator's first outputs from a small
+  // seed have even low bits, so the first unit of a window would only ever
+  // get even blocks and spans.
+  uint64_t rnd = mix64(seed ^ 0x9e3779b97f4a7c15ull) | 1;
   const size_t span = span_pages(pmem_span);
   size_t started = 0;
   for (size_t k = 0; k < n; ++k) {

@@ -34,15 +34,22 @@ void to_info(const uint64_t *e, size_t n, page_info *out) {
               (e[i] & kPagemapExclusive) != 0};
 }
 
-bool read_info(int fd, uintptr_t addr, size_t pages, page_info *out) {
+// Reads the entries of pages [addr, addr + pages * 4 KiB) a chunk at a
+// time, handing each chunk to f(entries, n, first page's index).
+template <class F>
+bool each_chunk(int fd, uintptr_t addr, size_t pages, F f) {
   uint64_t chunk[kChunk];
   for (size_t done = 0; done < pages;) {
     const size_t n = pages - done < kChunk ? pages - done : kChunk;
     if (!pagemap_entries(fd, addr + (done << 12), n, chunk)) return false;
-    to_info(chunk, n, out + done);
+    f(chunk, n, done);
     done += n;
   }
   return true;
+}
+
+bool read_info(int fd, uintptr_t addr, size_t pages, page_info *out) {
+  return each_chunk(fd, addr, pages, [&](const uint64_t *e, size_t n, size_t at) { to_info(e, n, out + at); });
 }
 
 }  // namespace
@@ -128,16 +135,11 @@ bool pagemap_file::info(uintptr_t addr, size_t pages, page_info *out) {
 }
 
 size_t pagemap_file::present(uintptr_t addr, size_t pages) {
-  if (!ready()) return 0;
-  uint64_t chunk[kChunk];
   size_t n = 0;
-  for (size_t done = 0; done < pages;) {
-    const size_t k = pages - done < kChunk ? pages - done : kChunk;
-    if (!pagemap_entries(fd_, addr + (done << 12), k, chunk)) return 0;
-    for (size_t i = 0; i < k; ++i) n += (chunk[i] & kPagemapPresent) != 0;
-    done += k;
-  }
-  return n;
+  const bool ok = ready() && each_chunk(fd_, addr, pages, [&](const uint64_t *e, size_t k, size_t) {
+    for (size_t i = 0; i < k; ++i) n += (e[i] & kPagemapPresent) != 0;
+  });
+  return ok ? n : 0;
 }
 
 }  // namespace mmtier::detail::sys

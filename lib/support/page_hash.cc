@@ -1,5 +1,7 @@
 #include "support/page_hash.h"
 
+#include "support/mix.h"
+
 #include <cstring>
 
 namespace mmtier::detail {
@@ -13,16 +15,6 @@ constexpr uint64_t kM4 = 0xd6e8feb86659fd93ull;
 inline uint64_t rotl(uint64_t v, int r) { return (v << r) | (v >> (64 - r)); }
 
 inline uint64_t round(uint64_t acc, uint64_t w) { return rotl(acc + w * kM2, 31) * kM1; }
-
-// A 64-bit finaliser: every input bit reaches every output bit.
-inline uint64_t avalanche(uint64_t v) {
-  v ^= v >> 33;
-  v *= 0xff51afd7ed558ccdull;
-  v ^= v >> 33;
-  v *= 0xc4ceb9fe1a85ec53ull;
-  v ^= v >> 33;
-  return v;
-}
 
 }  // namespace
 
@@ -45,8 +37,8 @@ page_digest page_hash(const void *data, size_t n) {
     h = rotl(h ^ (w[2] * kM4), 25) * kM3 + w[1];
   }
   const uint64_t len = n;
-  const uint64_t lo = avalanche(rotl(a, 1) + rotl(b, 7) + rotl(c, 12) + rotl(d, 18) + len);
-  const uint64_t hi = avalanche((e ^ rotl(f, 11)) + (rotl(g, 19) ^ rotl(h, 37)) + len * kM1);
+  const uint64_t lo = mix64(rotl(a, 1) + rotl(b, 7) + rotl(c, 12) + rotl(d, 18) + len);
+  const uint64_t hi = mix64((e ^ rotl(f, 11)) + (rotl(g, 19) ^ rotl(h, 37)) + len * kM1);
   return {lo, hi};
 }
 
