@@ -21,6 +21,7 @@
 
 #include <pthread.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 
@@ -158,6 +159,15 @@ void unfreeze(unit &u, bool keep_slot = false);
 long pmem_slot_for(size_t idx, int from);
 // The PMem tier keeps at most `limit` warm slots (see migration.cc).
 void keep_warm(size_t limit);
+// Unit idx becomes anonymous memory of the process if it is not (the
+// kernel takes MADV_WIPEONFORK only there), whatever DRAM's budget: a
+// pending unit takes its untouched pages, a unit on a file tier moves to
+// DRAM through the fault service; one that cannot (frozen by a fork,
+// spilled, no userfaultfd) is copied with every other thread stopped:
+// kNeedsStop unless stopped (the caller then stops them and calls again).
+// 0 or -errno.
+inline constexpr long kNeedsStop = -ERESTART;
+long make_anonymous_locked(size_t idx, bool stopped);
 // A placement that ran out of room on its tier: counted, and said once.
 void note_fallback(int tier, long err, const char *what);
 

@@ -7,9 +7,11 @@
 // page's file offset belongs to its unit).
 #include "heap/heap_internal.h"
 
+#include "heap/faults.h"
 #include "heap/sample.h"
 #include "platform/proc_maps.h"
 #include "platform/sys.h"
+#include "support/world.h"
 
 #include <sys/mman.h>
 
@@ -287,19 +289,33 @@ long heap_mprotect(void *addr, size_t len, int prot) {
   return err;
 }
 
-long heap_madvise(void *addr, size_t len, int advice) {
-  heap_lock_guard g;
+namespace {
+
+// heap_madvise with the heap lock held (by the caller, or by a world stop
+// when stopped).  kNeedsStop: a unit to be wiped in a fork child needs
+// the other threads stopped to become anonymous (nothing after it done).
+long madvise_locked(void *addr, size_t len, int advice, bool stopped) {
   long err = 0;
+  const bool wipe = advice == MADV_WIPEONFORK;
   const bool drop = advice == MADV_DONTNEED || advice == MADV_REMOVE || advice == MADV_FREE ||
                     advice == MADV_DONTNEED_LOCKED;
   for_units(reinterpret_cast<uintptr_t>(addr), align_up(len, kPageSize),
             [&](size_t idx, size_t first, size_t n) {
               unit &u = g_heap.units[idx];
-              if (unit_tier(u) < 0) return;
+              if (unit_tier(u) < 0 || err == kNeedsStop) return;
               sample_settle_unit_locked(idx);
               if (drop) {
                 discard_pages(idx, first, n, false);
                 return;
+              }
+              // The kernel wipes only anonymous memory in a fork child.
+              if (wipe) {
+                const long r = make_anonymous_locked(idx, stopped);
+                if (r == kNeedsStop) err = r;
+                if (r < 0) {
+                  if (!err) err = r;
+                  return;
+                }
               }
               // Advice kept in the mapping (WIPEONFORK, DONTFORK, DONTDUMP,
               // HUGEPAGE, MERGEABLE, ...) would be lost by a migration's new
@@ -321,6 +337,31 @@ long heap_madvise(void *addr, size_t len, int advice) {
                 if (r < 0 && !err) err = r;
               });
             });
+  return err;
+}
+
+// A stop to make memory anonymous is short (a copy of the units to be
+// wiped); a thread that does not park within this gives up the advice
+// (EAGAIN).
+constexpr uint64_t kWipeStopTimeoutNs = 200'000'000;
+
+}  // namespace
+
+long heap_madvise(void *addr, size_t len, int advice) {
+  // Moving a unit to DRAM needs the fault service, started outside the
+  // lock.
+  if (advice == MADV_WIPEONFORK) (void)faults_start();
+  long err;
+  {
+    heap_lock_guard g;
+    err = madvise_locked(addr, len, advice, false);
+  }
+  if (err != kNeedsStop) return err;
+  // Units the fault service cannot move are copied with the program's
+  // other threads stopped (support/world.h; the stop holds the heap lock).
+  if (const long r = world_stop(quiesce_reason::pause, kWipeStopTimeoutNs); r < 0) return r == -EAGAIN ? r : -EINVAL;
+  err = madvise_locked(addr, len, advice, true);
+  world_resume();
   return err;
 }
 

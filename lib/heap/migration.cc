@@ -643,6 +643,71 @@ long heap_migrate(size_t idx, int to) {
   return to == kTierDram ? promote(idx) : demote(idx);
 }
 
+namespace {
+
+// Unit idx's live pages copied into fresh anonymous memory at the same
+// addresses, with every other thread of the program stopped (heap lock
+// held by the stop): for a unit the fault service cannot move (frozen by
+// a fork, spilled, or no userfaultfd).  Only a unit all read/write: other
+// protections per page are not known here.
+long anonymize_stopped(size_t idx) {
+  unit &u = g_heap.units[idx];
+  if (u.custom_prot || u.moving) return -EINVAL;
+  long err = 0;
+  for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
+    if (err) return;
+    void *at = page_addr(idx, first);
+    const size_t len = n << kPageShift;
+    const long fresh = sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sys::failed(fresh)) {
+      err = fresh;
+      return;
+    }
+    memcpy(reinterpret_cast<void *>(fresh), at, len);
+    const long r = sys::mremap(reinterpret_cast<void *>(fresh), len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at);
+    if (sys::failed(r)) {
+      sys::munmap(reinterpret_cast<void *>(fresh), len);
+      err = r;
+    }
+  });
+  // A failure leaves some runs anonymous, the rest as they were: the unit
+  // is then spilled (pages of both kinds), as a promotion that stopped
+  // half-way leaves one.
+  if (err) {
+    u.spilled = 1;
+    return err;
+  }
+  if (u.frozen) {
+    // Its slot is the fork's (retired) or an ancestor's: not this tier's
+    // to free.
+    unfreeze(u);
+    count_unit(u, kTierPmem, -1);
+    u.slot = 0;
+    u.tier1.store(kTierDram + 1, std::memory_order_release);
+    count_unit(u, kTierDram, +1);
+  } else {
+    retier(u, kTierDram, 0);
+  }
+  u.spilled = 0;
+  g_mgr.counters_changed = true;
+  return 0;
+}
+
+}  // namespace
+
+long make_anonymous_locked(size_t idx, bool stopped) {
+  unit &u = g_heap.units[idx];
+  if (unit_tier(u) != kTierPmem || pmem_tier().anonymous) return 0;
+  if (u.pending) return pending_to_dram(idx), 0;
+  sample_settle_unit_locked(idx);
+  if (!u.frozen && !u.spilled && !u.moving && faults_fd() >= 0) {
+    const long r = promote(idx);
+    if (r >= 0) return 0;
+    if (!u.spilled) return r;  // nothing moved
+  }
+  return stopped ? anonymize_stopped(idx) : kNeedsStop;
+}
+
 size_t heap_tier_room_units(int to) {
   if (to != kTierDram && to != kTierPmem) return SIZE_MAX;
   tier &t = g_mgr.tiers[to];

@@ -357,6 +357,93 @@ TEST_F(Fork, RepeatedForksKeepTheParentIntact) {
   pl.release();
 }
 
+// MADV_WIPEONFORK on managed memory (the kernel takes it on anonymous
+// memory only; a unit on the PMem tier's file becomes DRAM first): the
+// call succeeds, the parent keeps its bytes, a fork child reads zero in
+// the range and the bytes around it.  Also for memory a living fork child
+// still shares (frozen units: moved with the threads stopped), whose own
+// copy stays as it was.
+struct wiped_maps {
+  static constexpr size_t kLen = 4 * kMiB, kMaps = 8;
+  unsigned char *p[kMaps] = {};
+  int pmem = 0;
+  wiped_maps() {
+    for (size_t i = 0; i < kMaps; ++i) {
+      void *m = mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (m == MAP_FAILED) continue;
+      p[i] = static_cast<unsigned char *>(m);
+      memset(p[i], 0x77, kLen);
+      pmem += tier_of(p[i] + kLen / 2) == 1;
+    }
+  }
+  ~wiped_maps() {
+    for (unsigned char *m : p)
+      if (m) munmap(m, kLen);
+  }
+  // The wiped range: all but the first and last page.
+  static bool child_sees(const unsigned char *m) {
+    if (m[0] != 0x77 || m[kLen - 1] != 0x77) return false;
+    for (size_t off = 4096; off < kLen - 4096; off += 512)
+      if (m[off]) return false;
+    return true;
+  }
+  static bool whole(const unsigned char *m) {
+    for (size_t off = 0; off < kLen; off += 512)
+      if (m[off] != 0x77) return false;
+    return true;
+  }
+};
+
+void wipe_and_check(wiped_maps &w) {
+  for (size_t i = 0; i < wiped_maps::kMaps; ++i) {
+    ASSERT_NE(w.p[i], nullptr);
+    ASSERT_EQ(madvise(w.p[i] + 4096, wiped_maps::kLen - 8192, MADV_WIPEONFORK), 0)
+        << "map " << i << ": " << strerror(errno);
+    EXPECT_TRUE(wiped_maps::whole(w.p[i])) << "map " << i << " lost bytes to the advice";
+  }
+  const int st = run_in_child([&w] {
+    for (unsigned char *m : w.p)
+      if (!wiped_maps::child_sees(m)) _exit(3);
+  });
+  EXPECT_TRUE(exited_with(st, 0)) << "child " << describe_status(st)
+                                  << (exited_with(st, 3) ? " (saw the parent's bytes where it should see zero)" : "");
+  for (size_t i = 0; i < wiped_maps::kMaps; ++i)
+    EXPECT_TRUE(wiped_maps::whole(w.p[i])) << "map " << i << " changed in the parent";
+}
+
+TEST_F(Fork, WipeOnForkMemoryReadsZeroInTheChildOnEitherTier) {
+  wiped_maps w;
+  ASSERT_GT(w.pmem, 0) << "no map placed on the PMem tier: the test would not test it";
+  wipe_and_check(w);
+}
+
+TEST_F(Fork, WipeOnForkOfMemoryAForkChildStillSharesKeepsThatChildsCopy) {
+  wiped_maps w;
+  ASSERT_GT(w.pmem, 0) << "no map placed on the PMem tier: the test would not test it";
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  const pid_t holder = fork();
+  ASSERT_GE(holder, 0);
+  if (holder == 0) {
+    char c;
+    close(go[1]);
+    if (read(go[0], &c, 1) != 1) _exit(4);
+    for (unsigned char *m : w.p)
+      if (!wiped_maps::whole(m)) _exit(3);
+    _exit(0);
+  }
+  close(go[0]);
+  wipe_and_check(w);
+  // The parent writes after the advice: the holder keeps the fork's bytes.
+  for (unsigned char *m : w.p) memset(m + wiped_maps::kLen / 2, 0x12, 4096);
+  ASSERT_EQ(write(go[1], "g", 1), 1);
+  close(go[1]);
+  int st = 0;
+  ASSERT_EQ(waitpid(holder, &st, 0), holder);
+  EXPECT_TRUE(exited_with(st, 0)) << "holder " << describe_status(st)
+                                  << (exited_with(st, 3) ? " (its copy changed)" : "");
+}
+
 // Puts some memory on both tiers so that fork has file-backed units to
 // handle before the exec.
 struct busy_heap {

@@ -2,7 +2,8 @@
 # mmtier for a user who is not root, on a host configured as Debian ships
 # it (vm.unprivileged_userfaultfd=0, /dev/userfaultfd root:root 0600):
 #   1. before the host is set up, the user's program runs correctly, its
-#      memory is placed, and one warning says why nothing is moved;
+#      memory is placed, and one warning says why nothing is moved (and
+#      memory the program asks to be wiped in a fork child still is);
 #   2. after the set-up step the install performs
 #      (scripts/install-host.sh --uffd-only: /dev/userfaultfd opened to a
 #      group the user belongs to), the preload suite's essential checks pass
@@ -51,6 +52,13 @@ grep -q '^VERIFY ok' <<< "$out" || fail "gups output wrong before set-up: $out"
 n=$(grep -c 'may not use userfaultfd' <<< "$out" || true)
 [[ $n == 1 ]] || fail "expected one warning about userfaultfd, got $n: $out"
 grep -q 'DRAM ' <<< "$out" || fail "no report: $out"
+# Memory to be wiped in a fork child is made anonymous with the threads
+# stopped (no userfaultfd to move it with).
+as_user LD_PRELOAD="$lib" HOME=/nonexistent "$build/tests/preload/fork_test" --gtest_brief=1 \
+  --gtest_filter='Fork.WipeOnFork*' > /tmp/mmtier-unpriv-wipe.log 2>&1 ||
+  { cat /tmp/mmtier-unpriv-wipe.log; fail "fork_test's wipe-on-fork tests as $user before set-up"; }
+tail -n 1 /tmp/mmtier-unpriv-wipe.log
+rm -f /tmp/mmtier-unpriv-wipe.log
 
 echo "== 2. the install's set-up step, the user in its group"
 "$src/scripts/install-host.sh" --uffd-only --uffd-group "$group"
