@@ -3,7 +3,8 @@
 // while the fill runs (UFFD_EVENT_FORK).  Per process ("space") it keeps
 // which pages of mem are done: copied in, or given back by the program
 // (MADV_DONTNEED, munmap), after which a fault there gets a zero page, as
-// the kernel would have given.  Addresses are kept as the capsule had
+// the kernel would have given; a fork child's memory the program asked to
+// be wiped at fork is done from the start.  Addresses are kept as the capsule had
 // them; an mremap of lazy memory is followed by a relocation.  The kernel
 // fails a copy with EAGAIN while a fork, mremap, munmap or madvise event
 // is not read yet, so the done bits always describe the process's memory.
@@ -129,6 +130,7 @@ class server {
   const piece *piece_at(uint64_t orig) const;
   bool to_orig(const space &s, uint64_t cur, uint64_t *orig) const;
   void mark_given_back(space &s, uint64_t lo, uint64_t hi, bool unmapped);
+  void mark_orig_done(space &s, uint64_t olo, uint64_t ohi);
   std::vector<reloc> cut(space &s, uint64_t lo, uint64_t hi);
   bool load(uint64_t k);
   step copy_orig(space &s, uint64_t orig, const char *src, uint64_t len);
@@ -145,6 +147,7 @@ class server {
   uint64_t fill_rate_;                           // bytes per second of the background fill, 0: no limit
   uint64_t filled_bytes_ = 0;                    // by the background fill
   std::vector<piece> pieces_;                    // by addr
+  std::vector<std::pair<uint64_t, uint64_t>> wiped_;  // lazy regions wiped in a fork child
   std::vector<std::vector<uint32_t>> chunk_pieces_;  // per chunk of mem: the pieces in it
   std::vector<const cap::chunk *> chunk_of_;
   std::vector<uint8_t> verified_;
@@ -204,15 +207,18 @@ void server::mark_given_back(space &s, uint64_t lo, uint64_t hi, bool unmapped) 
       if (a < b) parts.push_back({a, b, r.orig_lo + (a - r.cur_lo)});
     }
   }
-  for (const reloc &part : parts) {
-    const uint64_t olo = part.orig_lo, ohi = part.orig_lo + (part.cur_hi - part.cur_lo);
-    auto it = std::upper_bound(pieces_.begin(), pieces_.end(), olo,
-                               [](uint64_t a, const piece &p) { return a < p.addr; });
-    if (it != pieces_.begin()) --it;
-    for (; it != pieces_.end() && it->addr < ohi; ++it) {
-      const uint64_t a = std::max(olo, it->addr), b = std::min(ohi, it->addr + it->len);
-      if (a < b) set_done_range(s, (it->mem_off + (a - it->addr)) / kPg, (b - a) / kPg);
-    }
+  for (const reloc &part : parts) mark_orig_done(s, part.orig_lo, part.orig_lo + (part.cur_hi - part.cur_lo));
+}
+
+// Nothing of the capsule's [olo, ohi) (its addresses) is to be copied
+// into s any more.
+void server::mark_orig_done(space &s, uint64_t olo, uint64_t ohi) {
+  auto it = std::upper_bound(pieces_.begin(), pieces_.end(), olo,
+                             [](uint64_t a, const piece &p) { return a < p.addr; });
+  if (it != pieces_.begin()) --it;
+  for (; it != pieces_.end() && it->addr < ohi; ++it) {
+    const uint64_t a = std::max(olo, it->addr), b = std::min(ohi, it->addr + it->len);
+    if (a < b) set_done_range(s, (it->mem_off + (a - it->addr)) / kPg, (b - a) / kPg);
   }
 }
 
@@ -388,9 +394,12 @@ void server::drain(size_t si) {
           break;
         case UFFD_EVENT_FORK: {
           // The child has what the parent had at the fork: the same done
-          // pages, the same relocations.
+          // pages, the same relocations; but memory the program asked to
+          // be wiped in a fork child (MADV_WIPEONFORK, as the capsule
+          // recorded it) is the kernel's zero pages there.
           auto child = std::make_unique<space>(cur);
           child->uffd = static_cast<int>(msg.arg.fork.ufd);
+          for (const auto &[lo, hi] : wiped_) mark_orig_done(*child, lo, hi);
           spaces_.push_back(std::move(child));
           ++res_.forks;
           break;
@@ -424,6 +433,7 @@ lazy_result server::run(int uffd) {
     const cap::region &g = m_.regions[i];
     if (!lazy_region(m_, g)) continue;
     first->relocs.push_back({g.start, g.end, g.start});
+    if (g.madv & cap::kMadvWipeOnFork) wiped_.emplace_back(g.start, g.end);
     for (uint64_t k = 0; k < g.nruns; ++k) {
       const cap::run &r = m_.runs[g.first_run + k];
       if (r.source != static_cast<uint32_t>(cap::run_source::mem) &&

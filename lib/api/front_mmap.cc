@@ -5,6 +5,7 @@
 #include "config/config.h"
 #include "heap/heap.h"
 #include "platform/sys.h"
+#include "snapshot/proc_text.h"
 
 #include <sys/mman.h>
 
@@ -58,6 +59,8 @@ int range_call(void *addr, size_t len, bool empty_is_error, Out &&outside, In &&
   return static_cast<int>(set_errno(split_call(reinterpret_cast<uintptr_t>(addr), len, outside, inside)));
 }
 
+constexpr int kMapDroppable = 0x08;  // MAP_DROPPABLE, a mapping type of its own
+
 bool managed_request(void *addr, size_t len, int prot, int flags, int fd) {
   if (!runtime_ready()) return false;
   if (!(flags & MAP_ANONYMOUS) || (flags & MAP_TYPE) != MAP_PRIVATE) return false;
@@ -92,6 +95,9 @@ void *front_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
       return MAP_FAILED;
     }
   }
+  // Memory the kernel wipes in a fork child (MAP_DROPPABLE, Linux 6.11):
+  // a snapshot copies it in its pause (snapshot/proc_text.h).
+  if ((flags & MAP_TYPE) == kMapDroppable) fork_advice_changed();
   void *result = sys::mmap_libc(addr, len, prot, flags, fd, off);
   if (result != MAP_FAILED && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && g_heap.size) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(result);
@@ -120,6 +126,7 @@ int front_mprotect(void *addr, size_t len, int prot) {
 }
 
 int front_madvise(void *addr, size_t len, int advice) {
+  if (advice == MADV_WIPEONFORK || advice == MADV_KEEPONFORK) fork_advice_changed();
   return range_call(
       addr, len, false, [advice](void *a, size_t l) { return sys::madvise(a, l, advice); },
       [advice](void *a, size_t l) { return heap_madvise(a, l, advice); });

@@ -302,20 +302,6 @@ void fill_header(cap::header *h) {
   h->restore_note_addr = reinterpret_cast<uint64_t>(&g_restore_note);
 }
 
-// The capsule's name when none is given: <comm>-<pid>-<UTC time>.
-void default_name(char *out, size_t cap) {
-  char comm[16];
-  read_small("/proc/self/comm", comm, sizeof comm);
-  for (char *c = comm; *c; ++c)
-    if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_'))
-      *c = '_';
-  const time_t now = static_cast<time_t>(sys::real_ns() / 1000000000);
-  struct tm tm;
-  gmtime_r(&now, &tm);
-  snprintf(out, cap, "%s-%ld-%04d%02d%02d-%02d%02d%02d", comm[0] ? comm : "process", sys::getpid(), tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
 struct prepared {
   int parent_dirfd = -1;
   uint64_t parent_dev = 0, parent_ino = 0;
@@ -395,14 +381,11 @@ long unsupported(const snap_request &req, snap_result *res) {
   return found;
 }
 
+vm_advice g_advice;  // read before the stop (under g_one; not on a stack)
+
 long prepare(const snap_request &req, prepared *p, snap_result *res) {
   if (long r = unsupported(req, res); r < 0) return r;
-  uintptr_t end = 0;
-  if (const uintptr_t lo = dontfork_mapping(&end)) {
-    set_line(res, "mapping %#lx-%#lx is MADV_DONTFORK: a snapshot cannot hold it (not supported)",
-             static_cast<unsigned long>(lo), static_cast<unsigned long>(end));
-    return -EOPNOTSUPP;
-  }
+  if (long r = read_vm_advice(&g_advice, res->line, sizeof res->line); r < 0) return r;
   const char *dir = req.dir ? req.dir : config_get().snapshot_dir;
   if (!dir || !dir[0]) {
     set_line(res, "no capsule directory: set MMTIER_SNAPSHOT_DIR");
@@ -417,7 +400,7 @@ long prepare(const snap_request &req, prepared *p, snap_result *res) {
     }
     snprintf(name, sizeof name, "%s", req.name);
   } else {
-    default_name(name, sizeof name);
+    default_capsule_name(name, sizeof name);
   }
   if (strlen(dir) + strlen(name) + sizeof cap::kSuffix + 1 > sizeof res->path) {
     set_line(res, "the capsule directory's path is too long");
@@ -510,7 +493,7 @@ void restored(uint64_t mask) {
 
 // In the pause: the process's own state, its pending signals and its
 // POSIX timers, into wa.
-long capture_process(writer_args &wa, snap_result *res) {
+long capture_state(writer_args &wa, snap_result *res) {
   capture_procstate();
   // The capturing thread's own first, held back until the process's are
   // taken (taking those takes the thread's own first).
@@ -535,6 +518,17 @@ long capture_process(writer_args &wa, snap_result *res) {
   wa.cwd = g_cwd;
   wa.exe = g_exe;
   return 0;
+}
+
+// In the pause: memory the writer would see otherwise than the program
+// does (shared_copy.h), then the process's state.  -ESTALE when the
+// program changed what a fork wipes since the advice was read.
+long capture_process(writer_args &wa, snap_result *res) {
+  if (fork_advice_epoch() != wa.advice->epoch) return -ESTALE;
+  if (long r = shared_copy_take(&wa.shared, *wa.advice, res->line, sizeof res->line); r < 0) return r;
+  const long r = capture_state(wa, res);
+  if (r < 0) shared_copy_release(&wa.shared);
+  return r;
 }
 
 // mmtier's own threads, which ran on, after the n stopped ones: a restore
@@ -610,12 +604,12 @@ long stop_and_fork(writer_args &wa, snap_result *res, bool hold) {
     if (long r = fd_capture(skip, sizeof skip / sizeof *skip, &wa.fds, res->line, sizeof res->line); r < 0) {
       world_resume();
       fd_capture_release();
+      shared_copy_release(&wa.shared);
       return r;
     }
   }
   const uint64_t t_fds = sys::mono_ns();
   res->frozen_in_stop = heap_snapshot_frozen_in_stop();
-  shared_copy_take(&wa.shared);
   // Every PMem unit is frozen now: the linked PMem file becomes the
   // capsule's.
   pmem_hand_over(&wa, res);
@@ -727,8 +721,15 @@ long take(const snap_request &req, snap_result *res) {
   wa.base_dirfd = p.base_dirfd;
   chain_base_id(wa.base_id);
   wa.base_max_files = config_get().snapshot_chain;
+  wa.advice = &g_advice;
   res->frozen_before = heap_snapshot_prefreeze();
-  const long pidfd = stop_and_fork(wa, res, req.hold);
+  long pidfd = stop_and_fork(wa, res, req.hold);
+  // The program changed what a fork wipes since the advice was read.
+  for (int again = 0; pidfd == -ESTALE && again < 3; ++again) {
+    const long r = read_vm_advice(&g_advice, res->line, sizeof res->line);
+    pidfd = r < 0 ? r : stop_and_fork(wa, res, req.hold);
+  }
+  if (pidfd == -ESTALE) set_line(res, "the program kept changing which memory a fork wipes during the snapshot");
   if (pidfd == kRestored) {
     // The snapshot's files and pipes were the dead original's.  Its next
     // snapshot builds on the capsule it came back from.

@@ -11,11 +11,42 @@ namespace mmtier::detail {
 // NUL-terminated, a trailing newline cut; "" when it cannot be read.
 void read_small(const char *path, char *buf, size_t cap);
 
-// A mapping the snapshot writer would not see: MADV_DONTFORK (smaps
-// VmFlags "dc") keeps it out of every fork child, so a capsule would
-// silently lack it.  Its start (its end to *end), or 0 if there is none.
+// The advice the kernel keeps per mapping (smaps VmFlags), read once
+// before a snapshot's stop: what a restore applies again (capsule
+// region_madv: hg nh dd wf mg lo), and the mappings a fork child would
+// not see as the program does: MADV_DONTFORK ("dc": not in the child at
+// all, so a capsule would silently lack it) and MADV_WIPEONFORK ("wf":
+// zero in the child, copied in the pause instead).  Mappings with advice
+// are kept in address order, kMax of them; those beyond keep no advice
+// (left_out).
+struct vm_advice_entry {
+  uintptr_t lo, hi;
+  uint32_t madv;  // capsule::region_madv
+};
+struct vm_advice {
+  static constexpr uint32_t kMax = 8192;
+  vm_advice_entry e[kMax];
+  uint32_t n = 0;
+  uint32_t left_out = 0;
+  uintptr_t dontfork_lo = 0, dontfork_hi = 0;  // the first MADV_DONTFORK mapping, or 0
+  uint32_t epoch = 0;                          // fork_advice_epoch() before the read
+};
+// 0; -EIO when smaps cannot be read, -EOPNOTSUPP when a mapping is
+// MADV_DONTFORK (a snapshot cannot hold it), with one line into why.
 // Uses a static buffer: one caller at a time.
-uintptr_t dontfork_mapping(uintptr_t *end);
+long read_vm_advice(vm_advice *out, char *why, size_t cap);
+// The advice of the entry holding all of [lo, hi), or 0.
+uint32_t vm_advice_of(const vm_advice &a, uintptr_t lo, uintptr_t hi);
+
+// Counts the program's requests that change which memory a fork child
+// sees wiped (MADV_WIPEONFORK, MADV_KEEPONFORK, mmap with MAP_DROPPABLE):
+// a snapshot whose advice read is older than the last one reads it again.
+void fork_advice_changed();
+uint32_t fork_advice_epoch();
+
+// The capsule's name when none is given: <comm>-<pid>-<UTC time>, comm's
+// characters outside [A-Za-z0-9_-] as '_'.
+void default_capsule_name(char *out, size_t cap);
 
 // CRC32C of the command line the process was started with (argv, each
 // word followed by its NUL), read once as the library loads: a program may

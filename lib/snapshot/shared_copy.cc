@@ -4,12 +4,15 @@
 
 #include "platform/proc_maps.h"
 #include "platform/sys.h"
+#include "snapshot/capsule_format.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace mmtier::detail {
@@ -39,14 +42,27 @@ bool shared_anonymous(const sys::maps_entry &e) {
   return e.shared && e.name_len && (starts("/dev/zero") || starts("/SYSV"));
 }
 
-void shared_copy_take(shared_copies *c) {
+long shared_copy_take(shared_copies *c, const vm_advice &advice, char *why, size_t cap) {
   *c = shared_copies{};
   uint64_t total = 0;
+  for (uint32_t k = 0; k < advice.n; ++k) {
+    const vm_advice_entry &a = advice.e[k];
+    if (!(a.madv & capsule::kMadvWipeOnFork)) continue;
+    if (c->n == shared_copies::kMax || total + (a.hi - a.lo) > shared_copies::kMaxBytes) {
+      c->n = 0;
+      snprintf(why, cap, "more memory marked MADV_WIPEONFORK than a snapshot copies in its pause (%u mappings or %llu "
+               "MiB; not supported)", shared_copies::kMax, static_cast<unsigned long long>(shared_copies::kMaxBytes >> 20));
+      return -E2BIG;
+    }
+    c->e[c->n++] = {a.lo, a.hi, total};
+    total += a.hi - a.lo;
+  }
+  const uint32_t wiped = c->n;
   {
     sys::maps_reader maps;
-    if (maps.open() < 0) return;
+    const bool listed = maps.open() >= 0;  // else no shared memory is copied
     sys::maps_entry e;
-    while (maps.next(&e)) {
+    while (listed && maps.next(&e)) {
       if (!shared_anonymous(e)) continue;
       if (c->n == shared_copies::kMax || total + (e.hi - e.lo) > shared_copies::kMaxBytes) {
         ++c->left_out;
@@ -56,16 +72,17 @@ void shared_copy_take(shared_copies *c) {
       total += e.hi - e.lo;
     }
   }
-  if (!c->n) return;
+  if (!c->n) return 0;
   const long mem_fd = sys::openat(AT_FDCWD, "/proc/thread-self/mem", O_RDONLY | O_CLOEXEC, 0);
   const long scratch = sys::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                                  -1, 0);
   if (mem_fd < 0 || sys::failed(scratch)) {
     if (mem_fd >= 0) sys::close(static_cast<int>(mem_fd));
     if (!sys::failed(scratch)) sys::munmap(reinterpret_cast<void *>(scratch), total);
-    c->left_out += c->n;
+    c->left_out += c->n - wiped;
     c->n = 0;
-    return;
+    if (wiped) snprintf(why, cap, "no memory to copy the memory marked MADV_WIPEONFORK into in the pause");
+    return wiped ? -ENOMEM : 0;
   }
   c->scratch_lo = static_cast<uintptr_t>(scratch);
   c->scratch_hi = c->scratch_lo + total;
@@ -95,11 +112,12 @@ void shared_copy_take(shared_copies *c) {
     }
   }
   sys::close(static_cast<int>(mem_fd));
+  return 0;
 }
 
 uintptr_t shared_copy_of(const shared_copies &c, uintptr_t lo, uintptr_t hi) {
   for (uint32_t k = 0; k < c.n; ++k)
-    if (c.e[k].lo == lo && c.e[k].hi == hi) return c.scratch_lo + c.e[k].off;
+    if (c.e[k].lo <= lo && hi <= c.e[k].hi) return c.scratch_lo + c.e[k].off + (lo - c.e[k].lo);
   return 0;
 }
 

@@ -463,6 +463,9 @@ bool walk_maps(state &s) {
     r.file = cap::kNoFile;
     r.file_offset = e.offset;
     if (e.name_len) r.name = add_string(s, e.name, e.name_len);
+    r.madv = vm_advice_of(*s.a->advice, e.lo, e.hi);
+    // Zero in this fork: saved from its copy in the pause.
+    const bool wiped = r.madv & cap::kMadvWipeOnFork;
     const bool kernel = r.kind == static_cast<uint32_t>(cap::region_kind::vdso) ||
                         r.kind == static_cast<uint32_t>(cap::region_kind::vvar);
     const bool file_backed = e.inode != 0 && e.name_len && e.name[0] == '/';
@@ -475,7 +478,8 @@ bool walk_maps(state &s) {
     if (s.err) return false;
     // (The fork's smaps show no page of a shared mapping: never empty.)
     const bool shm = shared_anonymous(e);
-    const bool nothing = kernel || (!unit_file && !shm && r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
+    const bool nothing =
+        kernel || (!unit_file && !shm && !wiped && r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
     if (nothing) {
       // The kernel's own pages (the restore maps those of its kernel), or a
       // large mapping with no page (the heap's free address space).
@@ -484,9 +488,17 @@ bool walk_maps(state &s) {
       if (!s.runs.push({0, (r.end - r.start) / kPage, static_cast<uint32_t>(cap::run_source::hole), cap::kNoFile, 0}))
         return fail(s, ENOMEM, "out of memory for the run table");
     } else {
-      if (shm ? !save_shared_anon(s, r)
-              : link >= 0 ? !save_linked_region(s, r, link) : !save_region(s, r, {file_backed, e.shared, unit_file}))
+      if (wiped && !shm) {
+        const uintptr_t copy = shared_copy_of(s.a->shared, r.start, r.end);
+        if (!copy) return fail(s, ESTALE, "memory marked MADV_WIPEONFORK was not copied in the pause", r.start);
+        r.first_run = s.runs.size;
+        r.nruns = 0;
+        if (!save_data(s, r, 0, (r.end - r.start) / kPage, r.start, true, copy)) return false;
+      } else if (shm ? !save_shared_anon(s, r)
+                     : link >= 0 ? !save_linked_region(s, r, link)
+                                 : !save_region(s, r, {file_backed, e.shared, unit_file})) {
         return false;
+      }
       if (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) &&
           (r.nruns != 1 || s.runs.data[r.first_run].source != static_cast<uint32_t>(cap::run_source::hole))) {
         // Inaccessible, but holding data (the program protected its own

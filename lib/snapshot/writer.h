@@ -75,9 +75,11 @@ struct writer_args {
   int base_dirfd;
   uint8_t base_id[16];
   uint32_t base_max_files;
-  // Shared anonymous memory as it was in the pause (its scratch range is
-  // not the image's).
+  // Shared anonymous memory and memory wiped at fork as it was in the
+  // pause (its scratch range is not the image's).
   shared_copies shared;
+  // The advice of the mappings, read before the stop.
+  const vm_advice *advice;
 };
 
 // Runs in the child and exits it: writes mem and the manifest (status

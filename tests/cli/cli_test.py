@@ -1892,7 +1892,8 @@ class RestoreTest(Base):
         the program runs (paced to 1 MiB/s so that the program's own checks
         run during the fill): memory given back meanwhile stays zero, moved
         memory keeps its bytes, a child forked meanwhile sees the snapshot's
-        memory, and everything else is as after an eager restore."""
+        memory but zeros where the program asked MADV_WIPEONFORK, and
+        everything else is as after an eager restore."""
         p = self.start("lazy", "lz")
         self.wait_line(r"^snapshot taken pid=", "the snapshot")
         self.kill(p)
@@ -1902,7 +1903,7 @@ class RestoreTest(Base):
             self.skipTest(r.stderr.strip())
         self.assertEqual(r.returncode, 0, r.stderr + "\n".join(self.lines()))
         self.assertEqual(self.lines()[-2], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
-        self.assertEqual(self.lines()[-1], "lazy dontneed=ok mremap=ok fork=ok")
+        self.assertEqual(self.lines()[-1], "lazy dontneed=ok mremap=ok fork=ok wipe=ok advice=ok")
         m = re.search(r"lazy fill (?:done|ended with the processes) in [0-9.]+ s: .* copied, (\d+) faults served, "
                       r"(\d+) zero pages, (\d+) forked children filled", r.stderr)
         self.assertTrue(m, r.stderr)
@@ -1912,6 +1913,19 @@ class RestoreTest(Base):
         # where libmmtier replaced a unit's pages; the program checks it.)
         self.assertGreater(int(m.group(1)), 0, r.stderr)
         self.assertGreaterEqual(int(m.group(3)), 1, r.stderr)
+
+    def test_advice_and_memory_wiped_at_fork_are_restored(self):
+        """The advice a program gave its memory (here MADV_WIPEONFORK and
+        MADV_DONTDUMP) is the restored mappings' again, and memory wiped in
+        a fork child (which the capsule's writer is) is saved from its copy
+        in the pause: the restored process holds its bytes, a child it
+        forks reads zero there.  An eager restore; the lazy one is above."""
+        p = self.start("lazy", "adv")
+        self.wait_line(r"^snapshot taken pid=", "the snapshot")
+        self.kill(p)
+        r = self.restore(os.path.join(self.caps, "adv.mmtcap"))
+        self.assertEqual(r.returncode, 0, r.stderr + "\n".join(self.lines()))
+        self.assertEqual(self.lines()[-1], "lazy dontneed=ok mremap=ok fork=ok wipe=ok advice=ok")
 
     def test_lazy_restore_of_a_damaged_chunk_kills_the_process(self):
         """A chunk left to the lazy fill is checked when it is first needed:

@@ -16,6 +16,8 @@
 //                                    half of one back (MADV_DONTNEED), moves the
 //                                    other (mremap) and forks a child that checks
 //                                    the memory too, while the fill may still run
+//                                    (a third mapping, wiped at fork, reads zero
+//                                    in the child only; it keeps its advice)
 //   restore_child leaderless NAME REPORT
 //                                    as self, but the main thread has exited
 //                                    (the exit system call) and another one
@@ -545,7 +547,38 @@ bool pattern_ok(const unsigned char *m) {
   return true;
 }
 
-std::string lazy_checks(unsigned char *given, unsigned char *moved) {
+// `wiped` all 0x77, wiped in a fork child (MADV_WIPEONFORK) but for its
+// first and last page.
+bool wiped_ok(const unsigned char *w, bool child) {
+  for (size_t i = 0; i < kLazyMap; i += 512) {
+    const bool edge = i < 4096 || i >= kLazyMap - 4096;
+    if (w[i] != (child && !edge ? 0 : 0x77)) return false;
+  }
+  return true;
+}
+
+// The VmFlags line of the mapping holding addr (/proc/self/smaps), or "".
+std::string vm_flags(const void *addr) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  if (!f) return "";
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  char line[512];
+  bool in = false;
+  std::string out;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) in = a >= lo && a < hi;
+    else if (in && !strncmp(line, "VmFlags:", 8)) out = line + 8;
+  }
+  fclose(f);
+  return out;
+}
+
+std::string lazy_checks(unsigned char *given, unsigned char *moved, unsigned char *wiped) {
+  // The advice the program gave before the snapshot is the mapping's again.
+  const std::string flags = vm_flags(wiped + kLazyMap / 2);
+  const bool advice_ok = flags.find(" wf") != std::string::npos && flags.find(" dd") != std::string::npos;
+  if (!advice_ok) report("wiped map's VmFlags:%s", flags.c_str());
   // Half of `given` given back: zero from then on, the other half kept.
   bool given_ok = madvise(given, kLazyMap / 2, MADV_DONTNEED) == 0;
   for (size_t i = 0; i < kLazyMap && given_ok; ++i) given_ok = given[i] == (i < kLazyMap / 2 ? 0 : 0x5a);
@@ -555,11 +588,23 @@ std::string lazy_checks(unsigned char *given, unsigned char *moved) {
   for (size_t i = kLazyMap; i < 2 * kLazyMap && moved_ok; ++i) moved_ok = to[i] == 0;
   // A child sees the snapshot's memory as the parent does.
   const pid_t c = fork();
-  if (c == 0) _exit(check(1) < 0 && to != MAP_FAILED && pattern_ok(to) && given[0] == 0 && given[kLazyMap - 1] == 0x5a ? 0 : 1);
+  // The wiped range reads zero there, and in the parent keeps its bytes.
+  if (c == 0) {
+    if (!wiped_ok(wiped, true)) _exit(2);
+    _exit(check(1) < 0 && to != MAP_FAILED && pattern_ok(to) && given[0] == 0 && given[kLazyMap - 1] == 0x5a ? 0 : 1);
+  }
   int st = 1;
-  const bool fork_ok = c > 0 && waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  const bool waited = c > 0 && waitpid(c, &st, 0) == c && WIFEXITED(st);
+  const bool fork_ok = waited && WEXITSTATUS(st) != 1;
+  const bool wipe_ok = waited && WEXITSTATUS(st) != 2 && wiped_ok(wiped, false);
+  if (!wipe_ok) {
+    size_t bad = 0;
+    for (size_t i = 0; i < kLazyMap; i += 4096) bad += wiped[i] != 0x77;
+    report("wiped map: the child %s, the parent has %zu of %zu pages changed", waited && WEXITSTATUS(st) == 2 ? "saw bytes" : "passed", bad, kLazyMap / 4096);
+  }
   return std::string("dontneed=") + (given_ok ? "ok" : "bad") + " mremap=" + (moved_ok ? "ok" : "bad") +
-         " fork=" + (fork_ok ? "ok" : "bad");
+         " fork=" + (fork_ok ? "ok" : "bad") + " wipe=" + (wipe_ok ? "ok" : "bad") +
+         " advice=" + (advice_ok ? "ok" : "bad");
 }
 
 // leaderless: waits until the leader thread has exited (a zombie in the
@@ -669,12 +714,20 @@ int main(int argc, char **argv) {
         mmap(nullptr, kLazyMap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     auto *moved = static_cast<unsigned char *>(
         mmap(nullptr, kLazyMap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    if (given == MAP_FAILED || moved == MAP_FAILED) return 1;
+    auto *wiped = static_cast<unsigned char *>(
+        mmap(nullptr, kLazyMap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (given == MAP_FAILED || moved == MAP_FAILED || wiped == MAP_FAILED) return 1;
     memset(given, 0x5a, kLazyMap);
     for (size_t i = 0; i < kLazyMap; ++i) moved[i] = moved_byte(i);
+    memset(wiped, 0x77, kLazyMap);
+    if (madvise(wiped + 4096, kLazyMap - 8192, MADV_WIPEONFORK) != 0 ||
+        madvise(wiped + 4096, kLazyMap - 8192, MADV_DONTDUMP) != 0) {
+      report("madvise(MADV_WIPEONFORK) failed: %s", strerror(errno));
+      return 1;
+    }
     const int r = find_snapshot()(argv[2]);
     if (r == 1) {
-      const std::string lazy = lazy_checks(given, moved);
+      const std::string lazy = lazy_checks(given, moved, wiped);
       const int status = restored_checks(1, tids);
       report("lazy %s", lazy.c_str());
       return status || lazy.find("bad") != std::string::npos ? 1 : 0;
@@ -685,6 +738,7 @@ int main(int argc, char **argv) {
     }
     memset(given, 0x11, kLazyMap);
     memset(moved, 0x22, kLazyMap);
+    memset(wiped, 0x33, kLazyMap);
     fill(2);
     report("snapshot taken pid=%d", getpid());
     for (;;) pause();
