@@ -415,8 +415,11 @@ long grow_in_place(uintptr_t old, size_t old_len, size_t new_len, int prot) {
 
 // Moves the mapping by copying it into a new one (managed when it lands in
 // the reservation), then unmapping the old.
+constexpr int kMremapDontUnmap = 4;  // MREMAP_DONTUNMAP (Linux 5.7)
+
 long move_by_copy(void *old_addr, size_t old_len, size_t new_len, int flags, void *new_addr, int prot,
                   void **out) {
+  const bool keep_old = flags & kMremapDontUnmap;
   const uintptr_t old = reinterpret_cast<uintptr_t>(old_addr);
   void *dst = nullptr;
   long r;
@@ -435,15 +438,21 @@ long move_by_copy(void *old_addr, size_t old_len, size_t new_len, int flags, voi
   }
   if (r < 0) return r;
   const size_t copy = old_len < new_len ? old_len : new_len;
-  // The source is unmapped right after: make all of it readable (guard pages
-  // in the middle included) so the copy cannot fault.
+  // The source is unmapped (or emptied) right after: make all of it
+  // readable (guard pages in the middle included) so the copy cannot fault.
   sys::mprotect(old_addr, copy, PROT_READ);
   memcpy(dst, old_addr, copy);
   if (prot != (PROT_READ | PROT_WRITE)) {
     if (heap_contains(dst)) heap_mprotect(dst, new_len, prot);
     else sys::mprotect(dst, new_len, prot);
   }
-  heap_munmap(old_addr, old_len);
+  if (keep_old) {
+    // MREMAP_DONTUNMAP: the old range stays mapped, reading zero.
+    heap_madvise(old_addr, old_len, MADV_DONTNEED);
+    heap_mprotect(old_addr, old_len, prot);
+  } else {
+    heap_munmap(old_addr, old_len);
+  }
   *out = dst;
   return 0;
 }
@@ -455,15 +464,17 @@ long heap_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
   old_len = align_up(old_len, kPageSize);
   new_len = align_up(new_len, kPageSize);
   if ((old & (kPageSize - 1)) || new_len == 0 || old_len == 0) return -EINVAL;
-  if (flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED)) return -EINVAL;  // DONTUNMAP: not for managed memory
-  if ((flags & MREMAP_FIXED) && !(flags & MREMAP_MAYMOVE)) return -EINVAL;
+  if (flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | kMremapDontUnmap)) return -EINVAL;
+  if ((flags & (MREMAP_FIXED | kMremapDontUnmap)) && !(flags & MREMAP_MAYMOVE)) return -EINVAL;
+  // The old range keeps its pages' places: only a move of the same size.
+  if ((flags & kMremapDontUnmap) && old_len != new_len) return -EINVAL;
   {
     heap_lock_guard g;
     if (!app_range_locked(old, old_len)) return -EFAULT;
   }
   int prot = sys::query_prot(reinterpret_cast<void *>(old + old_len - kPageSize));
   if (prot < 0) prot = PROT_NONE;
-  if (!(flags & MREMAP_FIXED)) {
+  if (!(flags & (MREMAP_FIXED | kMremapDontUnmap))) {
     if (new_len <= old_len) {
       if (new_len < old_len) heap_munmap(reinterpret_cast<void *>(old + new_len), old_len - new_len);
       *out = old_addr;

@@ -284,6 +284,32 @@ TEST_F(MmapSemantics, MremapFixedMovesToTheGivenAddress) {
   munmap(outside, 2 * len);
 }
 
+// MREMAP_DONTUNMAP (Linux 5.7): the pages move, the old range stays mapped
+// with its protection and reads zero; only a move of the same size.
+TEST_F(MmapSemantics, MremapDontUnmapMovesThePagesAndKeepsTheOldRangeEmpty) {
+  constexpr int kDontUnmap = 4;  // MREMAP_DONTUNMAP
+  const size_t len = 4 * kMiB;
+  unsigned char *src = map_anon(len);
+  ASSERT_TRUE(src);
+  ASSERT_NE(tier_of(src), -1);
+  fill_pattern(src, len, 57);
+  errno = 0;
+  EXPECT_EQ(mremap(src, len, 2 * len, MREMAP_MAYMOVE | kDontUnmap), MAP_FAILED);
+  EXPECT_EQ(errno, EINVAL) << "a size change with MREMAP_DONTUNMAP";
+  EXPECT_EQ(mremap(src, len, len, kDontUnmap), MAP_FAILED) << "MREMAP_DONTUNMAP without MREMAP_MAYMOVE";
+  EXPECT_EQ(pattern_mismatch(src, len, 57), len) << "a refused call changed the mapping";
+  void *r = mremap(src, len, len, MREMAP_MAYMOVE | kDontUnmap);
+  ASSERT_NE(r, MAP_FAILED) << strerror(errno);
+  auto *dst = static_cast<unsigned char *>(r);
+  EXPECT_NE(dst, src);
+  EXPECT_EQ(pattern_mismatch(dst, len, 57), len);
+  EXPECT_EQ(zero_mismatch(src, len), len) << "the old range does not read zero";
+  memset(src, 0x31, len);  // still mapped and writable
+  EXPECT_EQ(pattern_mismatch(dst, len, 57), len) << "a write to the old range reached the moved pages";
+  munmap(src, len);
+  munmap(dst, len);
+}
+
 // A moved mapping may hold pages the application made inaccessible (a guard
 // page); the move must still carry every readable byte and not fault.
 TEST_F(MmapSemantics, MremapMovesAMappingWithAGuardPageInside) {
