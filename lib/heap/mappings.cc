@@ -7,6 +7,8 @@
 // page's file offset belongs to its unit).
 #include "heap/heap_internal.h"
 
+#include "config/config.h"
+
 #include "heap/faults.h"
 #include "heap/sample.h"
 #include "platform/proc_maps.h"
@@ -291,12 +293,32 @@ long heap_mprotect(void *addr, size_t len, int prot) {
 
 namespace {
 
+constexpr int kMadvCollapse = 25;  // MADV_COLLAPSE (Linux 6.1)
+
+// Whether advice is kept in the mapping, where a move's new mapping would
+// lose it (WIPEONFORK, DONTFORK, DONTDUMP, HUGEPAGE, NOHUGEPAGE,
+// MERGEABLE, ...): such a unit stays where it is.  Not advice that acts
+// at once (COLLAPSE, POPULATE_*, WILLNEED, COLD, PAGEOUT, the discards),
+// nor advice that puts the mapping's default back (DODUMP, DOFORK,
+// KEEPONFORK, UNMERGEABLE), which a new mapping has anyway.
+bool pins(int advice) {
+  switch (advice) {
+    case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED: case MADV_COLD:
+    case MADV_PAGEOUT: case MADV_POPULATE_READ: case MADV_POPULATE_WRITE: case kMadvCollapse:
+    case MADV_DODUMP: case MADV_DOFORK: case MADV_KEEPONFORK: case MADV_UNMERGEABLE:
+      return false;
+    default:
+      return true;
+  }
+}
+
 // heap_madvise with the heap lock held (by the caller, or by a world stop
 // when stopped).  kNeedsStop: a unit to be wiped in a fork child needs
 // the other threads stopped to become anonymous (nothing after it done).
 long madvise_locked(void *addr, size_t len, int advice, bool stopped) {
   long err = 0;
   const bool wipe = advice == MADV_WIPEONFORK;
+  const bool thp_wish = advice == MADV_HUGEPAGE && config_get().huge_units && !pmem_tier().anonymous;
   const bool drop = advice == MADV_DONTNEED || advice == MADV_REMOVE || advice == MADV_FREE ||
                     advice == MADV_DONTNEED_LOCKED;
   for_units(reinterpret_cast<uintptr_t>(addr), align_up(len, kPageSize),
@@ -317,13 +339,12 @@ long madvise_locked(void *addr, size_t len, int advice, bool stopped) {
                   return;
                 }
               }
-              // Advice kept in the mapping (WIPEONFORK, DONTFORK, DONTDUMP,
-              // HUGEPAGE, MERGEABLE, ...) would be lost by a migration's new
-              // mapping: such a unit stays where it is.
-              if (advice != MADV_NORMAL && advice != MADV_RANDOM && advice != MADV_SEQUENTIAL &&
-                  advice != MADV_WILLNEED && advice != MADV_COLD && advice != MADV_PAGEOUT &&
-                  advice != MADV_POPULATE_READ && advice != MADV_POPULATE_WRITE)
-                u.custom_prot = 1;
+              // Huge pages are the heap's to give: whole DRAM units get them
+              // (MMTIER_HUGE_UNITS), again after every move, and the PMem
+              // tier's mappings never do.  The wish changes nothing then,
+              // and pins nothing (a JVM asks it for its whole heap).
+              if (thp_wish && (unit_tier(u) != kTierDram || unit_mixed(u))) return;
+              if (pins(advice) && !thp_wish) u.custom_prot = 1;
               // Advice the mapping keeps, or that populates pages (a fault
               // the fault service would answer under this lock): a
               // pending unit takes its storage first.

@@ -310,6 +310,45 @@ TEST_F(MmapSemantics, MremapDontUnmapMovesThePagesAndKeepsTheOldRangeEmpty) {
   munmap(dst, len);
 }
 
+// Advice a move's new mapping would lose pins a unit where it is
+// (MADV_DONTDUMP); MADV_HUGEPAGE does not, since whole DRAM units get huge
+// pages anyway (a JVM asks it for its whole heap), nor advice that puts
+// the default back (MADV_DODUMP).
+TEST_F(MmapSemantics, HugePageAdviceLeavesMemoryMovableAndKeptAdvicePinsIt) {
+  auto move = reinterpret_cast<long (*)(const void *, size_t, int)>(dlsym(RTLD_DEFAULT, "mmtier_move"));
+  ASSERT_NE(move, nullptr);
+  const size_t len = 8 * kMiB;
+  struct advised {
+    int advice;
+    bool movable;
+  } cases[] = {{MADV_HUGEPAGE, true}, {MADV_DODUMP, true}, {MADV_DONTDUMP, false}, {MADV_NOHUGEPAGE, false}};
+  // The process's first units are DRAM's and never move (start-up
+  // memory): taken first.
+  unsigned char *startup = map_anon(16 * kMiB);
+  ASSERT_TRUE(startup);
+  memset(startup, 1, 16 * kMiB);
+  for (const advised &c : cases) {
+    unsigned char *p = map_anon(len);
+    ASSERT_TRUE(p);
+    fill_pattern(p, len, 71);
+    if (tier_of(p) != 0 && move(p, len, 0) < 0) GTEST_SKIP() << "mmtier_move: " << strerror(errno);
+    ASSERT_EQ(tier_of(p), 0);
+    ASSERT_EQ(madvise(p, len, c.advice), 0) << c.advice << ": " << strerror(errno);
+    errno = 0;
+    const long moved = move(p, len, 1);
+    if (c.movable) {
+      EXPECT_GT(moved, 0) << "advice " << c.advice << " pinned the memory (" << strerror(errno) << ")";
+      EXPECT_EQ(tier_of(p + len / 2), 1) << "advice " << c.advice;
+    } else {
+      EXPECT_LE(moved, 0) << "advice " << c.advice << " lost by a move";
+      EXPECT_EQ(tier_of(p + len / 2), 0) << "advice " << c.advice;
+    }
+    EXPECT_EQ(pattern_mismatch(p, len, 71), len) << "advice " << c.advice;
+    munmap(p, len);
+  }
+  munmap(startup, 16 * kMiB);
+}
+
 // A moved mapping may hold pages the application made inaccessible (a guard
 // page); the move must still carry every readable byte and not fault.
 TEST_F(MmapSemantics, MremapMovesAMappingWithAGuardPageInside) {
