@@ -418,6 +418,24 @@ TEST(Snapshot, AProcessSignalKeepsItsSenderWhenTheLeaderThreadIsGone) {
   munmap(r, sizeof *r);
 }
 
+// An anonymous mapping whose byte i is i * mul + add.
+char *patterned_map(size_t len, int mul, int add) {
+  auto *m = static_cast<char *>(mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  if (m == MAP_FAILED) return nullptr;
+  for (size_t i = 0; i < len; ++i) m[i] = static_cast<char>(i * mul + add);
+  return m;
+}
+
+// Bytes of [p, p + len) the capsule does not hold as patterned_map wrote
+// them (len when it cannot read them).
+size_t saved_wrong(const capsule_reader &c, const char *p, size_t len, int mul, int add) {
+  std::string got(len, '\0');
+  if (!c.read(reinterpret_cast<uintptr_t>(p), got.data(), len)) return len;
+  size_t wrong = 0;
+  for (size_t i = 0; i < len; ++i) wrong += got[i] != static_cast<char>(i * mul + add);
+  return wrong;
+}
+
 // Data the program put behind PROT_NONE (a guard over its own pages) is in
 // the capsule, and the mapping's protection is recorded as it was: in a
 // heap unit (a mapping above MMTIER_MMAP_THRESHOLD) and outside the heap.
@@ -427,9 +445,8 @@ TEST(Snapshot, DataBehindProtNoneIsSaved) {
   const size_t lens[] = {256 << 10, 32 << 10};
   char *maps[2];
   for (int k = 0; k < 2; ++k) {
-    maps[k] = static_cast<char *>(mmap(nullptr, lens[k], PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    ASSERT_NE(maps[k], MAP_FAILED);
-    for (size_t i = 0; i < lens[k]; ++i) maps[k][i] = static_cast<char>(i * 7 + 3 + k);
+    maps[k] = patterned_map(lens[k], 7, 3 + k);
+    ASSERT_NE(maps[k], nullptr);
     ASSERT_EQ(mprotect(maps[k], lens[k], PROT_NONE), 0);
   }
   char path[4096];
@@ -437,11 +454,7 @@ TEST(Snapshot, DataBehindProtNoneIsSaved) {
   capsule_reader c(path);
   ASSERT_EQ(c.err, cap::parse_error::ok) << cap::parse_error_text(c.err);
   for (int k = 0; k < 2; ++k) {
-    std::string got(lens[k], '\0');
-    ASSERT_TRUE(c.read(reinterpret_cast<uintptr_t>(maps[k]), got.data(), lens[k])) << k;
-    size_t wrong = 0;
-    for (size_t i = 0; i < lens[k]; ++i) wrong += got[i] != static_cast<char>(i * 7 + 3 + k);
-    EXPECT_EQ(wrong, 0u) << (k ? "outside the heap" : "in a heap unit");
+    EXPECT_EQ(saved_wrong(c, maps[k], lens[k], 7, 3 + k), 0u) << (k ? "outside the heap" : "in a heap unit");
     const uintptr_t a = reinterpret_cast<uintptr_t>(maps[k]);
     for (uint64_t i = 0; i < c.m.nregions; ++i)
       if (c.m.regions[i].start <= a && a < c.m.regions[i].end) EXPECT_EQ(c.m.regions[i].prot, 0u) << k;
@@ -460,9 +473,8 @@ TEST(Snapshot, MemoryWipedAtForkIsSavedWithItsAdvice) {
   const size_t lens[] = {4 << 20, 64 << 10};
   char *maps[2];
   for (int k = 0; k < 2; ++k) {
-    maps[k] = static_cast<char *>(mmap(nullptr, lens[k], PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    ASSERT_NE(maps[k], MAP_FAILED);
-    for (size_t i = 0; i < lens[k]; ++i) maps[k][i] = static_cast<char>(i * 5 + 1 + k);
+    maps[k] = patterned_map(lens[k], 5, 1 + k);
+    ASSERT_NE(maps[k], nullptr);
     ASSERT_EQ(madvise(maps[k], lens[k], MADV_WIPEONFORK), 0) << strerror(errno);
     ASSERT_EQ(madvise(maps[k], lens[k], MADV_DONTDUMP), 0) << strerror(errno);
   }
@@ -471,11 +483,7 @@ TEST(Snapshot, MemoryWipedAtForkIsSavedWithItsAdvice) {
   capsule_reader c(path);
   ASSERT_EQ(c.err, cap::parse_error::ok) << cap::parse_error_text(c.err);
   for (int k = 0; k < 2; ++k) {
-    std::string got(lens[k], '\0');
-    ASSERT_TRUE(c.read(reinterpret_cast<uintptr_t>(maps[k]), got.data(), lens[k])) << k;
-    size_t wrong = 0;
-    for (size_t i = 0; i < lens[k]; ++i) wrong += got[i] != static_cast<char>(i * 5 + 1 + k);
-    EXPECT_EQ(wrong, 0u) << (k ? "outside the heap" : "in heap units");
+    EXPECT_EQ(saved_wrong(c, maps[k], lens[k], 5, 1 + k), 0u) << (k ? "outside the heap" : "in heap units");
     const uintptr_t a = reinterpret_cast<uintptr_t>(maps[k]);
     for (uint64_t i = 0; i < c.m.nregions; ++i)
       if (c.m.regions[i].start < a + lens[k] && a < c.m.regions[i].end)
