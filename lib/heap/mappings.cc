@@ -340,7 +340,7 @@ long madvise_locked(void *addr, size_t len, int advice, bool stopped) {
                 }
               }
               // Huge pages are the heap's to give: whole DRAM units get them
-              // (MMTIER_HUGE_UNITS), again after every move, and the PMem
+              // (MMTIER_HUGE_PAGES=units), again after every move, and the PMem
               // tier's mappings never do.  The wish changes nothing then,
               // and pins nothing (a JVM asks it for its whole heap).
               if (thp_wish && (unit_tier(u) != kTierDram || unit_mixed(u))) return;
