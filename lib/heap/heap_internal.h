@@ -163,7 +163,8 @@ void keep_warm(size_t limit);
 // kernel takes MADV_WIPEONFORK only there), whatever DRAM's budget: a
 // pending unit takes its untouched pages, a unit on a file tier moves to
 // DRAM through the fault service; one that cannot (frozen by a fork,
-// spilled, no userfaultfd) is copied with every other thread stopped:
+// spilled, parts of it protected, no userfaultfd) is copied with every
+// other thread stopped, keeping its protections:
 // kNeedsStop unless stopped (the caller then stops them and calls again).
 // 0 or -errno.
 inline constexpr long kNeedsStop = -ERESTART;

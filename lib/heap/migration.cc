@@ -51,6 +51,7 @@
 #include "platform/clock.h"
 #include "platform/fd_guard.h"
 #include "platform/pagemap.h"
+#include "platform/proc_maps.h"
 #include "platform/sys.h"
 #include "platform/uffd.h"
 #include "support/log.h"
@@ -646,28 +647,51 @@ long heap_migrate(size_t idx, int to) {
 namespace {
 
 // Unit idx's live pages copied into fresh anonymous memory at the same
-// addresses, with every other thread of the program stopped (heap lock
-// held by the stop): for a unit the fault service cannot move (frozen by
-// a fork, spilled, or no userfaultfd).  Only a unit all read/write: other
-// protections per page are not known here.
+// addresses and protections, with every other thread of the program
+// stopped (heap lock held by the stop): for a unit the fault service
+// cannot move (frozen by a fork, spilled, parts of it protected, or no
+// userfaultfd).  Other advice the unit's mappings kept is not carried.
+struct prot_part {
+  uintptr_t lo, hi;
+  int prot;
+};
+prot_part g_parts[64];  // the stop holds the heap lock
+
 long anonymize_stopped(size_t idx) {
   unit &u = g_heap.units[idx];
-  if (u.custom_prot || u.moving) return -EINVAL;
+  if (u.moving) return -EINVAL;
+  // The protections of the unit's pages, as the maps say.
+  const uintptr_t ubase = unit_addr(idx), uend = ubase + kUnitSize;
+  size_t nparts = 0;
+  sys::maps_reader maps;
+  if (maps.open() < 0) return -EINVAL;
+  for (sys::maps_entry e; maps.next(&e) && e.lo < uend;) {
+    if (e.hi <= ubase) continue;
+    if (nparts == sizeof g_parts / sizeof *g_parts) return -EINVAL;
+    g_parts[nparts++] = {e.lo > ubase ? e.lo : ubase, e.hi < uend ? e.hi : uend, e.prot};
+  }
   long err = 0;
   for_runs(u.live_bits, 0, kPagesPerUnit, true, [&](size_t first, size_t n) {
-    if (err) return;
-    void *at = page_addr(idx, first);
-    const size_t len = n << kPageShift;
-    const long fresh = sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (sys::failed(fresh)) {
-      err = fresh;
-      return;
-    }
-    memcpy(reinterpret_cast<void *>(fresh), at, len);
-    const long r = sys::mremap(reinterpret_cast<void *>(fresh), len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at);
-    if (sys::failed(r)) {
-      sys::munmap(reinterpret_cast<void *>(fresh), len);
-      err = r;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(page_addr(idx, first)), b = a + (n << kPageShift);
+    for (size_t k = 0; k < nparts && !err; ++k) {
+      const uintptr_t lo = g_parts[k].lo > a ? g_parts[k].lo : a, hi = g_parts[k].hi < b ? g_parts[k].hi : b;
+      if (lo >= hi) continue;
+      void *at = reinterpret_cast<void *>(lo);
+      const size_t len = hi - lo;
+      const int prot = g_parts[k].prot;
+      const long fresh = sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (sys::failed(fresh)) {
+        err = fresh;
+        return;
+      }
+      if (!(prot & PROT_READ)) sys::mprotect(at, len, PROT_READ);
+      memcpy(reinterpret_cast<void *>(fresh), at, len);
+      if (prot != (PROT_READ | PROT_WRITE)) sys::mprotect(reinterpret_cast<void *>(fresh), len, prot);
+      const long r = sys::mremap(reinterpret_cast<void *>(fresh), len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at);
+      if (sys::failed(r)) {
+        sys::munmap(reinterpret_cast<void *>(fresh), len);
+        err = r;
+      }
     }
   });
   // A failure leaves some runs anonymous, the rest as they were: the unit
@@ -700,7 +724,7 @@ long make_anonymous_locked(size_t idx, bool stopped) {
   if (unit_tier(u) != kTierPmem || pmem_tier().anonymous) return 0;
   if (u.pending) return pending_to_dram(idx), 0;
   sample_settle_unit_locked(idx);
-  if (!u.frozen && !u.spilled && !u.moving && faults_fd() >= 0) {
+  if (!u.frozen && !u.spilled && !u.moving && !u.custom_prot && faults_fd() >= 0) {
     const long r = promote(idx);
     if (r >= 0) return 0;
     if (!u.spilled) return r;  // nothing moved

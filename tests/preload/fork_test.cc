@@ -444,6 +444,28 @@ TEST_F(Fork, WipeOnForkOfMemoryAForkChildStillSharesKeepsThatChildsCopy) {
                                   << (exited_with(st, 3) ? " (its copy changed)" : "");
 }
 
+// A guard page the program made inside memory then marked wiped at fork
+// stays a guard (the unit is copied with its protections), and the rest
+// behaves as above.
+TEST_F(Fork, WipeOnForkKeepsAGuardPageInside) {
+  wiped_maps w;
+  ASSERT_GT(w.pmem, 0) << "no map placed on the PMem tier: the test would not test it";
+  const size_t guard = wiped_maps::kLen / 2;
+  for (unsigned char *m : w.p) ASSERT_EQ(mprotect(m + guard, 4096, PROT_NONE), 0);
+  for (unsigned char *m : w.p) ASSERT_EQ(madvise(m, wiped_maps::kLen, MADV_WIPEONFORK), 0) << strerror(errno);
+  for (size_t i = 0; i < wiped_maps::kMaps; ++i) {
+    const int st = run_in_child([&w, i, guard] {
+      const unsigned char v = *static_cast<volatile unsigned char *>(w.p[i] + guard);
+      _exit(v == 0x77 ? 0 : 4);
+    });
+    EXPECT_TRUE(killed_by(st, SIGSEGV)) << "map " << i << ": the guard page reads (" << describe_status(st) << ")";
+  }
+  for (unsigned char *m : w.p) ASSERT_EQ(mprotect(m + guard, 4096, PROT_READ | PROT_WRITE), 0);
+  size_t kept = 0;
+  for (unsigned char *m : w.p) kept += wiped_maps::whole(m);
+  EXPECT_EQ(kept, wiped_maps::kMaps) << "bytes lost in the parent";
+}
+
 // Puts some memory on both tiers so that fork has file-backed units to
 // handle before the exec.
 struct busy_heap {
