@@ -97,8 +97,10 @@ void *front_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
   }
   // Memory the kernel wipes in a fork child (MAP_DROPPABLE, Linux 6.11):
   // a snapshot copies it in its pause (snapshot/proc_text.h).
-  if ((flags & MAP_TYPE) == kMapDroppable) fork_advice_changed();
+  const bool wiped = (flags & MAP_TYPE) == kMapDroppable;
+  if (wiped) fork_advice_begin();
   void *result = sys::mmap_libc(addr, len, prot, flags, fd, off);
+  if (wiped) fork_advice_end();
   if (result != MAP_FAILED && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && g_heap.size) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(result);
     if (a < heap_hi() && a + len > heap_lo()) {
@@ -126,10 +128,13 @@ int front_mprotect(void *addr, size_t len, int prot) {
 }
 
 int front_madvise(void *addr, size_t len, int advice) {
-  if (advice == MADV_WIPEONFORK || advice == MADV_KEEPONFORK) fork_advice_changed();
-  return range_call(
+  const bool wiped = advice == MADV_WIPEONFORK || advice == MADV_KEEPONFORK;
+  if (wiped) fork_advice_begin();
+  const int r = range_call(
       addr, len, false, [advice](void *a, size_t l) { return sys::madvise(a, l, advice); },
       [advice](void *a, size_t l) { return heap_madvise(a, l, advice); });
+  if (wiped) fork_advice_end();
+  return r;
 }
 
 void *front_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr) {

@@ -521,10 +521,12 @@ long capture_state(writer_args &wa, snap_result *res) {
 }
 
 // In the pause: memory the writer would see otherwise than the program
-// does (shared_copy.h), then the process's state.  -ESTALE when the
-// program changed what a fork wipes since the advice was read.
+// does (shared_copy.h), then the process's state.  The advice is read
+// again, every thread stopped, when the program changed what a fork wipes
+// since it was read (or a thread stopped inside such a call).
 long capture_process(writer_args &wa, snap_result *res) {
-  if (fork_advice_epoch() != wa.advice->epoch) return -ESTALE;
+  if (!fork_advice_settled(g_advice.epoch))
+    if (long r = read_vm_advice(&g_advice, res->line, sizeof res->line); r < 0) return r;
   if (long r = shared_copy_take(&wa.shared, *wa.advice, res->line, sizeof res->line); r < 0) return r;
   const long r = capture_state(wa, res);
   if (r < 0) shared_copy_release(&wa.shared);
@@ -723,13 +725,7 @@ long take(const snap_request &req, snap_result *res) {
   wa.base_max_files = config_get().snapshot_chain;
   wa.advice = &g_advice;
   res->frozen_before = heap_snapshot_prefreeze();
-  long pidfd = stop_and_fork(wa, res, req.hold);
-  // The program changed what a fork wipes since the advice was read.
-  for (int again = 0; pidfd == -ESTALE && again < 3; ++again) {
-    const long r = read_vm_advice(&g_advice, res->line, sizeof res->line);
-    pidfd = r < 0 ? r : stop_and_fork(wa, res, req.hold);
-  }
-  if (pidfd == -ESTALE) set_line(res, "the program kept changing which memory a fork wipes during the snapshot");
+  const long pidfd = stop_and_fork(wa, res, req.hold);
   if (pidfd == kRestored) {
     // The snapshot's files and pipes were the dead original's.  Its next
     // snapshot builds on the capsule it came back from.

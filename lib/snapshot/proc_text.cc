@@ -33,6 +33,7 @@ void read_small(const char *path, char *buf, size_t cap) {
 namespace {
 
 std::atomic<uint32_t> g_fork_advice_epoch{0};
+std::atomic<int32_t> g_fork_advice_busy{0};
 
 // The region_madv bits of a VmFlags line's two-letter names; *dontfork
 // set for "dc".
@@ -57,8 +58,21 @@ uint32_t madv_bits(const char *flags, bool *dontfork) {
 
 }  // namespace
 
-void fork_advice_changed() { g_fork_advice_epoch.fetch_add(1, std::memory_order_acq_rel); }
+// Counted before and after each request (the kernel may have applied it
+// when a stop parks its thread on the way back), and how many are under
+// way.
+void fork_advice_begin() {
+  g_fork_advice_busy.fetch_add(1, std::memory_order_acq_rel);
+  g_fork_advice_epoch.fetch_add(1, std::memory_order_acq_rel);
+}
+void fork_advice_end() {
+  g_fork_advice_epoch.fetch_add(1, std::memory_order_acq_rel);
+  g_fork_advice_busy.fetch_sub(1, std::memory_order_acq_rel);
+}
 uint32_t fork_advice_epoch() { return g_fork_advice_epoch.load(std::memory_order_acquire); }
+bool fork_advice_settled(uint32_t epoch) {
+  return g_fork_advice_busy.load(std::memory_order_acquire) == 0 && fork_advice_epoch() == epoch;
+}
 
 long read_vm_advice(vm_advice *out, char *why, size_t cap) {
   out->n = out->left_out = 0;

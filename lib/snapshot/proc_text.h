@@ -38,11 +38,15 @@ long read_vm_advice(vm_advice *out, char *why, size_t cap);
 // The advice of the entry holding all of [lo, hi), or 0.
 uint32_t vm_advice_of(const vm_advice &a, uintptr_t lo, uintptr_t hi);
 
-// Counts the program's requests that change which memory a fork child
+// Brackets the program's requests that change which memory a fork child
 // sees wiped (MADV_WIPEONFORK, MADV_KEEPONFORK, mmap with MAP_DROPPABLE):
-// a snapshot whose advice read is older than the last one reads it again.
-void fork_advice_changed();
+// a snapshot whose advice read is older than one of them, or that stopped
+// a thread inside one, reads the advice again.
+void fork_advice_begin();
+void fork_advice_end();
 uint32_t fork_advice_epoch();
+// In the pause: nothing changed what a fork wipes since epoch was read.
+bool fork_advice_settled(uint32_t epoch);
 
 // The capsule's name when none is given: <comm>-<pid>-<UTC time>, comm's
 // characters outside [A-Za-z0-9_-] as '_'.
