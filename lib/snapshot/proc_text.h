@@ -11,14 +11,15 @@ namespace mmtier::detail {
 // NUL-terminated, a trailing newline cut; "" when it cannot be read.
 void read_small(const char *path, char *buf, size_t cap);
 
-// The advice the kernel keeps per mapping (smaps VmFlags), read once
-// before a snapshot's stop: what a restore applies again (capsule
+// The advice the kernel keeps per mapping (smaps VmFlags), read before a
+// snapshot's stop (and again in the pause when a change of what a fork
+// wipes may have come between): what a restore applies again (capsule
 // region_madv: hg nh dd wf mg lo), and the mappings a fork child would
 // not see as the program does: MADV_DONTFORK ("dc": not in the child at
 // all, so a capsule would silently lack it) and MADV_WIPEONFORK ("wf":
 // zero in the child, copied in the pause instead).  Mappings with advice
 // are kept in address order, kMax of them; those beyond keep no advice
-// (left_out).
+// (left_out), and one of them marked wiped refuses the snapshot.
 struct vm_advice_entry {
   uintptr_t lo, hi;
   uint32_t madv;  // capsule::region_madv
@@ -32,7 +33,8 @@ struct vm_advice {
   uint32_t epoch = 0;                          // fork_advice_epoch() before the read
 };
 // 0; -EIO when smaps cannot be read, -EOPNOTSUPP when a mapping is
-// MADV_DONTFORK (a snapshot cannot hold it), with one line into why.
+// MADV_DONTFORK (a snapshot cannot hold it), -E2BIG when a mapping marked
+// wiped is beyond kMax; with one line into why.
 // Uses a static buffer: one caller at a time.
 long read_vm_advice(vm_advice *out, char *why, size_t cap);
 // The advice of the entry holding all of [lo, hi), or 0.
