@@ -722,7 +722,7 @@ int main(int argc, char **argv) {
     memset(wiped, 0x77, kLazyMap);
     if (madvise(wiped + 4096, kLazyMap - 8192, MADV_WIPEONFORK) != 0 ||
         madvise(wiped + 4096, kLazyMap - 8192, MADV_DONTDUMP) != 0) {
-      report("madvise(MADV_WIPEONFORK) failed: %s", strerror(errno));
+      report("madvise of the wiped mapping failed: %s", strerror(errno));
       return 1;
     }
     const int r = find_snapshot()(argv[2]);
