@@ -27,6 +27,11 @@ namespace mmtier::detail {
 // again in a child after fork).  False if the kernel offers no userfaultfd
 // with the features needed; the reason is logged once.
 [[nodiscard]] bool faults_start();
+// Returns once no faults_start() is under way: the userfaultfds it opens
+// (the features probe, the service's own before it is guarded) are then
+// closed or guarded.  What a snapshot's descriptor check waits for before
+// it takes a userfaultfd for the program's own.
+void faults_start_settle();
 // The handler thread is running (a fault taken now is answered).
 bool faults_serving();
 bool faults_ready();

@@ -358,27 +358,7 @@ long unsupported(const snap_request &req, snap_result *res) {
     sys::close(static_cast<int>(tdir));
   }
   if (found) return found;
-  int guarded[64];
-  const int nguarded = fd_guard_list(guarded, 64);
-  const long dfd = sys::openat(AT_FDCWD, "/proc/thread-self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-  if (dfd < 0) return 0;
-  sys::for_each_dirent(static_cast<int>(dfd), [&](const char *name, unsigned char) -> long {
-    if (name[0] < '0' || name[0] > '9' || found) return 0;
-    const int fd = static_cast<int>(strtol(name, nullptr, 10));
-    if (fd == dfd || fd == req.own_fd) return 0;
-    for (int k = 0; k < nguarded; ++k)
-      if (guarded[k] == fd) return 0;
-    char link[64], target[256];
-    snprintf(link, sizeof link, "/proc/thread-self/fd/%d", fd);
-    const long n = sys::raw(SYS_readlink, reinterpret_cast<long>(link), reinterpret_cast<long>(target),
-                            sizeof target - 1);
-    if (n <= 0) return 0;
-    target[n] = 0;
-    found = fd_unsupported(fd, target, res->line, sizeof res->line);
-    return 0;
-  });
-  sys::close(static_cast<int>(dfd));
-  return found;
+  return fds_unsupported(req.own_fd, res->line, sizeof res->line);
 }
 
 vm_advice g_advice;  // read before the stop (under g_one; not on a stack)

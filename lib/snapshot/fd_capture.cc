@@ -8,6 +8,7 @@
 
 #include "snapshot/fd_capture_parts.h"
 
+#include "heap/faults.h"
 #include "platform/dirent.h"
 #include "platform/fd_guard.h"
 #include "platform/sys.h"
@@ -696,6 +697,44 @@ long fd_unsupported(int fd, const char *target, char *line, size_t cap) {
                   fd, domain);
   }
   return 0;
+}
+
+namespace {
+
+long scan_fds(int own_fd, char *line, size_t cap, bool *uffd) {
+  long found = 0;
+  int guarded[64];
+  const int nguarded = fd_guard_list(guarded, 64);
+  const long dfd = sys::openat(AT_FDCWD, "/proc/thread-self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (dfd < 0) return 0;
+  sys::for_each_dirent(static_cast<int>(dfd), [&](const char *name, unsigned char) -> long {
+    if (name[0] < '0' || name[0] > '9' || found) return 0;
+    const int fd = static_cast<int>(strtol(name, nullptr, 10));
+    if (fd == dfd || fd == own_fd) return 0;
+    for (int k = 0; k < nguarded; ++k)
+      if (guarded[k] == fd) return 0;
+    char link[64], target[256];
+    snprintf(link, sizeof link, "/proc/thread-self/fd/%d", fd);
+    const long n = sys::raw(SYS_readlink, reinterpret_cast<long>(link), reinterpret_cast<long>(target),
+                            sizeof target - 1);
+    if (n <= 0) return 0;
+    target[n] = 0;
+    found = fd_unsupported(fd, target, line, cap);
+    *uffd = found && strstr(target, "[userfaultfd]");
+    return 0;
+  });
+  sys::close(static_cast<int>(dfd));
+  return found;
+}
+
+}  // namespace
+
+long fds_unsupported(int own_fd, char *line, size_t cap) {
+  bool uffd = false;
+  const long found = scan_fds(own_fd, line, cap, &uffd);
+  if (!uffd) return found;
+  faults_start_settle();
+  return scan_fds(own_fd, line, cap, &uffd);
 }
 
 }  // namespace mmtier::detail

@@ -37,5 +37,10 @@ void fd_capture_forget();
 // when descriptor fd (its /proc/self/fd link is target) is of a kind no
 // restore can make again.
 long fd_unsupported(int fd, const char *target, char *line, size_t cap);
+// The same for every descriptor of the process but mmtier's own (guarded)
+// and own_fd.  A userfaultfd not yet guarded may be the fault service's,
+// opened by a start under way in another thread: looked at again once
+// that start is done.
+long fds_unsupported(int own_fd, char *line, size_t cap);
 
 }  // namespace mmtier::detail
