@@ -301,10 +301,17 @@ constexpr int kMadvCollapse = 25;  // MADV_COLLAPSE (Linux 6.1)
 // at once (COLLAPSE, POPULATE_*, WILLNEED, COLD, PAGEOUT, the discards),
 // nor advice that puts the mapping's default back (DODUMP, DOFORK,
 // KEEPONFORK, UNMERGEABLE), which a new mapping has anyway.
+// Advice that only hints at how the pages will be used: the mapping keeps
+// nothing and no page is made.
+bool hint_only(int advice) {
+  return advice == MADV_NORMAL || advice == MADV_RANDOM || advice == MADV_SEQUENTIAL || advice == MADV_WILLNEED ||
+         advice == MADV_COLD || advice == MADV_PAGEOUT;
+}
+
 bool pins(int advice) {
+  if (hint_only(advice)) return false;
   switch (advice) {
-    case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED: case MADV_COLD:
-    case MADV_PAGEOUT: case MADV_POPULATE_READ: case MADV_POPULATE_WRITE: case kMadvCollapse:
+    case MADV_POPULATE_READ: case MADV_POPULATE_WRITE: case kMadvCollapse:
     case MADV_DODUMP: case MADV_DOFORK: case MADV_KEEPONFORK: case MADV_UNMERGEABLE:
       return false;
     default:
@@ -348,9 +355,7 @@ long madvise_locked(void *addr, size_t len, int advice, bool stopped) {
               // Advice the mapping keeps, or that populates pages (a fault
               // the fault service would answer under this lock): a
               // pending unit takes its storage first.
-              if (advice != MADV_NORMAL && advice != MADV_RANDOM && advice != MADV_SEQUENTIAL &&
-                  advice != MADV_WILLNEED && advice != MADV_COLD && advice != MADV_PAGEOUT)
-                materialize_locked(idx);
+              if (!hint_only(advice)) materialize_locked(idx);
               const uintptr_t ubase = unit_addr(idx);
               for_runs(u.live_bits, first, first + n, true, [&](size_t a, size_t c) {
                 long r = sys::madvise(reinterpret_cast<void *>(ubase + (a << kPageShift)),
