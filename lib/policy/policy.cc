@@ -52,9 +52,31 @@ struct decayer {
   }
 };
 
-double heat_at(const policy_unit_state &s, uint64_t now_ms, decayer &d) {
+// Heat decays at the half-life, but for a DRAM unit watched in rotation
+// (sparse sampling): kDramUnseenSlowdown times slower.  Such a unit is seen
+// again only when the rotation comes back to it, seconds later when scans
+// are slow (moves into a full node, a busy machine); decayed at the
+// half-life meanwhile, a hot unit would look cold merely for not having
+// been looked at, and be demoted ahead of cold units seen since.  Not
+// frozen either: a unit no window can sample still cools, in a minute.
+constexpr uint64_t kDramUnseenSlowdown = 16;
+// A DRAM unit's observation moves its heat at most this share of the way:
+// one window's page (or a whole unit's first touch) is thin evidence that a
+// hot unit went cold (a workload touching its pages a few dozen times a
+// second, a fault service late to see the access), and a demotion on it
+// costs two moves; two cold observations in a row halve the heat twice.
+constexpr double kDramObservationWeight = 0.5;
+
+struct heat_clock {
+  decayer pmem, dram;
+  heat_clock(uint64_t half_life_ns, bool sparse)
+      : pmem(half_life_ns), dram(sparse ? half_life_ns * kDramUnseenSlowdown : half_life_ns) {}
+  decayer &of(const policy_unit_state &s) { return s.tier1 == kTierDram + 1 ? dram : pmem; }
+};
+
+double heat_at(const policy_unit_state &s, uint64_t now_ms, heat_clock &c) {
   uint64_t dt = now_ms > s.heat_ms ? now_ms - s.heat_ms : 0;
-  return static_cast<double>(s.heat) * d.factor(dt);
+  return static_cast<double>(s.heat) * c.of(s).factor(dt);
 }
 
 // Keeps the best k entries of a stream in a heap whose top is the worst kept.
@@ -192,7 +214,7 @@ void migration_policy::note_candidate(uint32_t unit, double heat) {
 }
 
 void migration_policy::rebase(uint64_t shift_ms) {
-  decayer d(params_.half_life_ns);
+  heat_clock d(params_.half_life_ns, params_.sparse_sampling);
   for_bits(tracked_bits_, [&](uint32_t u) {
     policy_unit_state &s = units_[u];
     if (s.heat_ms < shift_ms) {
@@ -221,7 +243,7 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
   };
   double weight = weight_of(static_cast<double>(scan_now_ns_ - scan_prev_ns_));
   double write_weight = params_.write_weight_pct / 100.0;
-  decayer d(params_.half_life_ns);
+  heat_clock d(params_.half_life_ns, params_.sparse_sampling);
   for (size_t i = 0; i < n; ++i) {
     const access_observation &o = obs[i];
     if (o.unit >= max_units_ || (o.tier != kTierDram && o.tier != kTierPmem)) {
@@ -240,6 +262,13 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
     } else {
       if (params_.sparse_sampling) w = weight_of(static_cast<double>(now - s.heat_ms) * kNsPerMs);
       h = heat_at(s, now, d);
+    }
+    // A DRAM unit seen again in the rotation: its heat as it stands moves
+    // towards the score by w, at most kDramObservationWeight (heat_clock).
+    const bool dram_seen = params_.sparse_sampling && o.tier == kTierDram && s.tier1 == kTierDram + 1;
+    if (dram_seen) {
+      w = std::min(w, kDramObservationWeight);
+      if (o.sampled) h *= 1 - w;
     }
     if (o.sampled) {
       const double sampled = o.sampled;
@@ -347,7 +376,7 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
 // unit gone, moved up, cooled below promote_min_heat or no longer movable
 // leaves it).
 void migration_policy::pick_candidates(uint32_t now, size_t allowed, size_t &np) {
-  decayer d(params_.half_life_ns);
+  heat_clock d(params_.half_life_ns, params_.sparse_sampling);
   size_t kept = 0;
   for (size_t i = 0; i < ncand_; ++i) {
     const uint32_t u = cand_[i];
@@ -369,7 +398,7 @@ void migration_policy::pick_candidates(uint32_t now, size_t allowed, size_t &np)
 // The coldest DRAM units into demote_ (free ones before those within their
 // residency time).
 void migration_policy::pick_victims(uint32_t now, size_t allowed, size_t &nv) {
-  decayer d(params_.half_life_ns);
+  heat_clock d(params_.half_life_ns, params_.sparse_sampling);
   for_bits(dram_bits_, [&](uint32_t u) {
     const policy_unit_state &s = units_[u];
     if (!(s.flags & kMovable) || s.pending1) return;
@@ -403,7 +432,7 @@ void migration_policy::report(uint64_t now_ns, policy_migration m, migration_res
       s.flags &= static_cast<uint8_t>(~kBackoff);
       s.hold_ms = add_sat(now, ms_of(params_.min_residency_ns));
       set_dram(m.unit, m.to_tier == kTierDram);
-      decayer d(params_.half_life_ns);
+      heat_clock d(params_.half_life_ns, params_.sparse_sampling);
       note_candidate(m.unit, heat_at(s, now, d));  // a warm unit sent down may come back
       done_.fetch_add(1, std::memory_order_relaxed);
       break;
@@ -442,7 +471,7 @@ void migration_policy::forget(uint32_t unit) {
 double migration_policy::heat(uint32_t unit, uint64_t now_ns) const {
   if (unit >= limit_ || !units_[unit].tier1) return 0.0;
   if (now_ns < last_ns_) now_ns = last_ns_;
-  decayer d(params_.half_life_ns);
+  heat_clock d(params_.half_life_ns, params_.sparse_sampling);
   return heat_at(units_[unit], (now_ns - epoch_ns_) / kNsPerMs, d);
 }
 

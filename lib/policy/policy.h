@@ -15,7 +15,11 @@
 // covering an interval I adds score * (1 - 2^(-I/half_life)).  So a unit
 // scoring s in every scan tends to heat s whatever the scan intervals are,
 // and a unit scoring s since time 0 has exactly s * (1 - 2^(-t/half_life)).
-// A unit that is not observed in a scan only decays (scored as 0).
+// A unit that is not observed in a scan only decays (scored as 0).  Under
+// sparse sampling (units watched in rotation) a DRAM unit decays 16 times
+// slower and one observation moves its heat at most halfway to its score
+// (policy.cc, kDramUnseenSlowdown): not being looked at is no evidence of
+// cold, and one window's page little.
 // Heat 1.0 means "every sampled page read in every scan".  An observation
 // may say what share of its pages a cold unit shows touched by chance
 // (access_observation::chance): the score then counts only the share above

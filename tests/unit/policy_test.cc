@@ -738,6 +738,51 @@ TEST(PolicySparse, RotatingObservationsMeasureTheWholeInterval) {
   }
 }
 
+// DRAM units watched in rotation while scans are slow (a move into a full
+// node takes the kernel seconds): each is seen every 8 s, a hot one found
+// touched on every other look (a workload touching each page a few dozen
+// times a second shows in a window about half the time), a cold one on one
+// page in sixteen.  A shortfall and a hotter unit on PMem: only cold units
+// go down.  Decayed at the half-life between looks, and moved all the way
+// by one untouched look, the hot units scored below the cold ones.
+TEST(PolicySparse, HotDramUnitsSeenSeldomAndOnceUntouchedStayAheadOfColdOnes) {
+  policy_params p = unlimited();
+  p.sparse_sampling = true;
+  std::vector<uint64_t> storage = storage_for(16);
+  migration_policy pol;
+  ASSERT_TRUE(pol.init(p, 16, 0, storage.data()));
+  const uint64_t scan = 2 * kSec;
+  int visits[8] = {};
+  uint64_t now = 0;
+  for (int k = 0; k < 16; ++k) {
+    now = static_cast<uint64_t>(k + 1) * scan;
+    std::vector<access_observation> obs;
+    for (uint32_t u = static_cast<uint32_t>(2 * k % 8); u < static_cast<uint32_t>(2 * k % 8 + 2); ++u) {
+      const bool hot = u < 4;
+      const uint16_t touched = hot ? (visits[u]++ % 2 == 0 ? 16 : 0) : 1;
+      obs.push_back({u, kTierDram, true, 16, touched, 0});
+    }
+    for (uint32_t u = 8; u < 16; ++u) obs.push_back({u, kTierPmem, true, 16, static_cast<uint16_t>(u == 12 ? 16 : 0), 0});
+    pol.observe(now, obs.data(), obs.size());
+  }
+  for (uint32_t u = 0; u < 4; ++u) EXPECT_GT(pol.heat(u, now), pol.heat(4, now)) << "hot unit " << u;
+  policy_migration out[kPolicyMaxBatch];
+  const size_t n = pol.decide(now, 8, 8, out, kPolicyMaxBatch, 2);
+  size_t demoted = 0, promoted = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (out[i].to_tier == kTierDram) {
+      EXPECT_EQ(out[i].unit, 12u);
+      ++promoted;
+    } else {
+      EXPECT_GE(out[i].unit, 4u) << "a hot unit demoted";
+      EXPECT_LT(out[i].unit, 8u);
+      ++demoted;
+    }
+  }
+  EXPECT_EQ(demoted, 3u) << "the shortfall of 2 and the pair's victim";
+  EXPECT_EQ(promoted, 1u);
+}
+
 // Touches at the chance share are no evidence: a unit touched on half its
 // pages when chance alone touches half scores nothing, every page touched
 // still scores 1, and in between the share above chance is rescaled.
