@@ -182,12 +182,17 @@ void measure_huge_clear() {
 // reached within T/512: the first access within that, not within T,
 // keeps a unit's figure that of one page (a unit touched at all within a
 // window would make every lukewarm unit look hot).  The allowance covers
-// the time the fault service takes to see the access.
+// the time the fault service takes to see the access.  The time out is
+// the sample's own, from when it went out: an access while later samples
+// were still going out is held to the same scale (counted at once, it made
+// every unit hidden early look hot where hiding is slow: on a busy virtual
+// machine each flush waits for the other CPU, and cold units showed as
+// warm as hot ones).
 bool whole_touched(const fault_sample &s, uint64_t end_ns) {
   if (s.state.load(std::memory_order_acquire) != kSampleTouched) return false;
   const uint64_t out = end_ns > s.out_ns ? end_ns - s.out_ns : 0;
   const uint64_t first = s.touch_ns.load(std::memory_order_relaxed);
-  if (first <= s.out_ns) return true;  // before the window was fully out
+  if (first <= s.out_ns) return true;  // while the sampler measured (heap_sample_begin)
   if (g_whole_any_touch) return true;   // tests: any access counts
   const bool cleared = !s.by_wp && s.written.load(std::memory_order_relaxed);  // a write into a moved-out unit
   const uint64_t allowance = g_allowance_ns + (cleared ? g_huge_clear_ns : 0);
@@ -495,18 +500,17 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
       if (anon ? hide_dram_page(u, idx, page) : hide_pmem_pages(u, idx, page, len)) ++started;
     }
   }
-  // What whole samples are judged with, once any went out (an access
-  // meanwhile counts as at once: their time out begins below).
+  // What whole samples are judged with, once any went out.  Each one's
+  // time out is its own (whole_touched), less the time these measurements
+  // take: the sampler's, not the program's, time to touch it.
   if (g_nwhole) {
+    const uint64_t t0 = sys::mono_ns();
     if (faults_can_move() && g_huge_clear_ns == UINT64_MAX) measure_huge_clear();
     measure_allowance();
+    const uint64_t took = sys::mono_ns() - t0;
+    for (size_t i = 0; i < g_ndram; ++i)
+      if (g_dram[i].len != kPageSize) g_dram[i].out_ns += took;
   }
-  // A whole sample's time out counts from here: what the sampler does
-  // after hiding it (more pages hidden, each with a TLB flush, the probe)
-  // is not the program's time to touch it.
-  const uint64_t all_out = sys::mono_ns();
-  for (size_t i = 0; i < g_ndram; ++i)
-    if (g_dram[i].len != kPageSize) g_dram[i].out_ns = all_out;
   g_open = true;
   ++g_counters.windows;
   g_counters.samples += started;
