@@ -439,79 +439,118 @@ bool smaps_empty(state &s, uintptr_t lo) {
 
 constexpr uint64_t kLargeRegion = uint64_t{256} << 20;
 
+bool save_entry(state &s, const sys::maps_entry &e);
+
+// The snapshot's own memory in this image, never the program's: the
+// writer's arena, the descriptor tables and the copies of shared memory
+// made in the pause.
+struct own_ranges {
+  uintptr_t lo[3], hi[3];
+};
+
+own_ranges own_of(const state &s) {
+  return {{s.ar->lo, s.a->fds.scratch_lo, s.a->shared.scratch_lo}, {s.ar->hi, s.a->fds.scratch_hi, s.a->shared.scratch_hi}};
+}
+
+// Saves the parts of entry e outside the snapshot's own ranges.  The kernel
+// merges an anonymous mapping with a neighbour of the same flags, so one of
+// those ranges can lie inside a larger entry of the program's (the copies
+// of an 80 MiB shared mapping next to an anonymous mapping of its own:
+// saved, zeros and all, in about a third of the runs).
+bool save_outside_own(state &s, sys::maps_entry e, const own_ranges &own, int from) {
+  for (int k = from; k < 3; ++k) {
+    const uintptr_t lo = own.lo[k], hi = own.hi[k];
+    if (lo >= hi || hi <= e.lo || lo >= e.hi) continue;
+    if (e.lo < lo) {
+      sys::maps_entry below = e;
+      below.hi = lo;
+      if (!save_outside_own(s, below, own, k + 1)) return false;
+    }
+    if (hi >= e.hi) return true;
+    e.offset += hi - e.lo;
+    e.lo = hi;
+  }
+  return save_entry(s, e);
+}
+
 bool walk_maps(state &s) {
   sys::maps_reader maps;
   if (long r = maps.open(); r < 0) return fail(s, static_cast<int>(-r), "cannot read /proc/self/maps");
+  const own_ranges own = own_of(s);
   sys::maps_entry e;
   while (maps.next(&e)) {
     if (name_is(e, "[vsyscall]")) continue;  // the same fixed page in every process
-    if (e.lo >= s.ar->lo && e.hi <= s.ar->hi) continue;  // the writer's own
-    if (e.lo >= s.a->fds.scratch_lo && e.hi <= s.a->fds.scratch_hi) continue;  // the descriptor tables
-    if (e.lo >= s.a->shared.scratch_lo && e.hi <= s.a->shared.scratch_hi) continue;  // shared memory's copies
 #if defined(__SANITIZE_ADDRESS__) && defined(__x86_64__)
     // AddressSanitizer's shadow (tests only): the sanitizer's own memory,
     // terabytes of address space, not the program's.
     if (e.lo >= 0x7fff8000 && e.hi <= 0x10007fff8000) continue;
 #endif
-    cap::region r;
-    memset(&r, 0, sizeof r);
-    r.start = e.lo;
-    r.end = e.hi;
-    r.prot = static_cast<uint32_t>(e.prot);
-    r.flags = e.shared ? uint32_t{cap::kRegionShared} : 0u;
-    r.kind = kind_of(*s.a, e);
-    r.file = cap::kNoFile;
-    r.file_offset = e.offset;
-    if (e.name_len) r.name = add_string(s, e.name, e.name_len);
-    r.madv = vm_advice_of(*s.a->advice, e.lo, e.hi);
-    // Zero in this fork: saved from its copy in the pause.
-    const bool wiped = r.madv & cap::kMadvWipeOnFork;
-    const bool kernel = r.kind == static_cast<uint32_t>(cap::region_kind::vdso) ||
-                        r.kind == static_cast<uint32_t>(cap::region_kind::vvar);
-    const bool file_backed = e.inode != 0 && e.name_len && e.name[0] == '/';
-    // A PMem unit's data is its file's, mapped or not (the stop's freeze
-    // maps the file anew: nothing resident yet): never skipped as empty.
-    const bool unit_file = file_backed && e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi;
-    // On a file the capsule links (ZeroIO): referred to, not copied.
-    const int link = unit_file && !e.shared ? link_of(s, e) : -1;
-    if (file_backed && link < 0) r.file = file_index(s, e);
-    if (s.err) return false;
-    // (The fork's smaps show no page of a shared mapping: never empty.)
-    const bool shm = shared_anonymous(e);
-    const bool nothing =
-        kernel || (!unit_file && !shm && !wiped && r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
-    if (nothing) {
-      // The kernel's own pages (the restore maps those of its kernel), or a
-      // large mapping with no page (the heap's free address space).
-      r.first_run = s.runs.size;
-      r.nruns = 1;
-      if (!s.runs.push({0, (r.end - r.start) / kPage, static_cast<uint32_t>(cap::run_source::hole), cap::kNoFile, 0}))
-        return fail(s, ENOMEM, "out of memory for the run table");
-    } else {
-      if (wiped && !shm) {
-        const uintptr_t copy = shared_copy_of(s.a->shared, r.start, r.end);
-        if (!copy) return fail(s, ESTALE, "memory marked MADV_WIPEONFORK was not copied in the pause", r.start);
-        r.first_run = s.runs.size;
-        r.nruns = 0;
-        if (!save_data(s, r, 0, (r.end - r.start) / kPage, r.start, true, copy)) return false;
-      } else if (shm ? !save_shared_anon(s, r)
-                     : link >= 0 ? !save_linked_region(s, r, link)
-                                 : !save_region(s, r, {file_backed, e.shared, unit_file})) {
-        return false;
-      }
-      if (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) &&
-          (r.nruns != 1 || s.runs.data[r.first_run].source != static_cast<uint32_t>(cap::run_source::hole))) {
-        // Inaccessible, but holding data (the program protected its own
-        // pages, PMem ones included).
-        r.kind = static_cast<uint32_t>(e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi ? cap::region_kind::unit
-                                                                                   : cap::region_kind::anon);
-      }
-    }
-    if (!s.regions.push(r)) return fail(s, ENOMEM, "out of memory for the region table");
+    if (!save_outside_own(s, e, own, 0)) return false;
   }
   if (maps.error()) return fail(s, static_cast<int>(-maps.error()), "cannot read /proc/self/maps");
   identify_files(s);
   return close_last_chunk(s);
+}
+
+// One mapping (or the part of one outside the snapshot's own memory): its
+// region and runs.
+bool save_entry(state &s, const sys::maps_entry &e) {
+  cap::region r;
+  memset(&r, 0, sizeof r);
+  r.start = e.lo;
+  r.end = e.hi;
+  r.prot = static_cast<uint32_t>(e.prot);
+  r.flags = e.shared ? uint32_t{cap::kRegionShared} : 0u;
+  r.kind = kind_of(*s.a, e);
+  r.file = cap::kNoFile;
+  r.file_offset = e.offset;
+  if (e.name_len) r.name = add_string(s, e.name, e.name_len);
+  r.madv = vm_advice_of(*s.a->advice, e.lo, e.hi);
+  // Zero in this fork: saved from its copy in the pause.
+  const bool wiped = r.madv & cap::kMadvWipeOnFork;
+  const bool kernel = r.kind == static_cast<uint32_t>(cap::region_kind::vdso) ||
+                      r.kind == static_cast<uint32_t>(cap::region_kind::vvar);
+  const bool file_backed = e.inode != 0 && e.name_len && e.name[0] == '/';
+  // A PMem unit's data is its file's, mapped or not (the stop's freeze
+  // maps the file anew: nothing resident yet): never skipped as empty.
+  const bool unit_file = file_backed && e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi;
+  // On a file the capsule links (ZeroIO): referred to, not copied.
+  const int link = unit_file && !e.shared ? link_of(s, e) : -1;
+  if (file_backed && link < 0) r.file = file_index(s, e);
+  if (s.err) return false;
+  // (The fork's smaps show no page of a shared mapping: never empty.)
+  const bool shm = shared_anonymous(e);
+  const bool nothing =
+      kernel || (!unit_file && !shm && !wiped && r.end - r.start > kLargeRegion && smaps_empty(s, r.start));
+  if (nothing) {
+    // The kernel's own pages (the restore maps those of its kernel), or a
+    // large mapping with no page (the heap's free address space).
+    r.first_run = s.runs.size;
+    r.nruns = 1;
+    if (!s.runs.push({0, (r.end - r.start) / kPage, static_cast<uint32_t>(cap::run_source::hole), cap::kNoFile, 0}))
+      return fail(s, ENOMEM, "out of memory for the run table");
+  } else {
+    if (wiped && !shm) {
+      const uintptr_t copy = shared_copy_of(s.a->shared, r.start, r.end);
+      if (!copy) return fail(s, ESTALE, "memory marked MADV_WIPEONFORK was not copied in the pause", r.start);
+      r.first_run = s.runs.size;
+      r.nruns = 0;
+      if (!save_data(s, r, 0, (r.end - r.start) / kPage, r.start, true, copy)) return false;
+    } else if (shm ? !save_shared_anon(s, r)
+                   : link >= 0 ? !save_linked_region(s, r, link)
+                               : !save_region(s, r, {file_backed, e.shared, unit_file})) {
+      return false;
+    }
+    if (r.kind == static_cast<uint32_t>(cap::region_kind::reserve) &&
+        (r.nruns != 1 || s.runs.data[r.first_run].source != static_cast<uint32_t>(cap::run_source::hole))) {
+      // Inaccessible, but holding data (the program protected its own
+      // pages, PMem ones included).
+      r.kind = static_cast<uint32_t>(e.lo >= s.a->heap_lo && e.hi <= s.a->heap_hi ? cap::region_kind::unit
+                                                                                 : cap::region_kind::anon);
+    }
+  }
+  if (!s.regions.push(r)) return fail(s, ENOMEM, "out of memory for the region table");
+  return true;
 }
 
 // The threads table: each thread's registers and mask as it stopped, read

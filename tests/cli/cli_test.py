@@ -2905,7 +2905,7 @@ class RestoreTest(Base):
         self.assertEqual(r.returncode, 0, r.stderr)
         # 40 MiB private, 16 MiB shared and the rest: not the 64 MiB of zeros.
         out = json.loads(r.stdout)
-        self.assertLess(out["memory_bytes"] + out["pmem_linked_bytes"], 100 * MiB)
+        self.assertLess(out["memory_bytes"] + out["pmem_linked_bytes"], 100 * MiB, json.dumps(out))
         self.kill(p)
         r = self.restore(os.path.join(self.caps, "shm.mmtcap"), "--detach")
         self.assertEqual(r.returncode, 0, r.stderr)
