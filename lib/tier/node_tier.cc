@@ -65,6 +65,11 @@ struct node_mask {
       if (w) return false;
     return true;
   }
+  bool overlaps(const node_mask &o) const {
+    for (size_t w = 0; w < kMaskWords; ++w)
+      if (bits[w] & o.bits[w]) return true;
+    return false;
+  }
   int first() const {
     for (int n = 0; n < kMaxNodes; ++n)
       if (has(n)) return n;
@@ -93,6 +98,15 @@ struct node_tier_state {
   // placed when it is mapped, its pages are made when first touched.
   std::atomic<int64_t> claimed{0}, last_free{-1};
   std::atomic<uint64_t> claimed_ns{0};  // the last placement
+  // Moved out to the other tier's nodes, not yet seen in these nodes' free
+  // memory: the kernel frees a moved huge page onto the moving CPU's
+  // per-CPU list, which MemFree does not count until the list is drained
+  // (6.1 keeps huge pages there; the 6.1 guest's lists held 9-20 MiB), and
+  // the next page that CPU asks of the node comes from that list.  A
+  // promotion right after the demotion that made its room is let in on
+  // it; what is still unseen a second after the last move out is let go.
+  std::atomic<int64_t> released{0};
+  std::atomic<uint64_t> released_ns{0};
   std::atomic<int> target{0};  // where moves in go: the node with the most free memory at room_ns
   std::atomic<bool> said_full{false};
 };
@@ -280,6 +294,9 @@ std::atomic<long long> g_test_available{-1};  // node_tier_test_available
 // Moves between the node tiers so far: one out of a node is room in it,
 // so a figure found short is read again at once after one.
 std::atomic<uint64_t> g_moves{0};
+// The two node tiers' states (fast, slow), for a move out of one to be
+// room in the other (node_tier_state::released).
+std::atomic<node_tier_state *> g_states[2];
 
 bool refresh_room(node_tier_state *s, bool short_now) {
   const long long given = g_test_available.load(std::memory_order_relaxed);
@@ -309,7 +326,11 @@ bool refresh_room(node_tier_state *s, bool short_now) {
   if (before > free) claimed -= before - free;
   if (claimed < 0 || now - s->claimed_ns.load(std::memory_order_relaxed) > 1'000'000'000) claimed = 0;
   s->claimed.store(claimed, std::memory_order_relaxed);
-  s->room.store(f - static_cast<int64_t>(s->keep_bytes) - claimed, std::memory_order_relaxed);
+  int64_t released = s->released.load(std::memory_order_relaxed);
+  if (before >= 0 && free > before) released -= free - before;
+  if (released < 0 || now - s->released_ns.load(std::memory_order_relaxed) > 1'000'000'000) released = 0;
+  s->released.store(released, std::memory_order_relaxed);
+  s->room.store(f - static_cast<int64_t>(s->keep_bytes) - claimed + released, std::memory_order_relaxed);
   s->free_room.store(free - static_cast<int64_t>(s->keep_bytes) - claimed, std::memory_order_relaxed);
   s->room_ns.store(now, std::memory_order_relaxed);
   s->room_moves.store(moves, std::memory_order_relaxed);
@@ -345,9 +366,19 @@ bool node_claim(tier *t, size_t len) {
   return true;
 }
 
+// Says once that the tier's nodes are short of room for moves in.
+void say_full(tier *t, node_tier_state *s) {
+  if (s->said_full.exchange(true, std::memory_order_relaxed)) return;
+  MMTIER_INFO("%s tier: NUMA node %d has %lld MiB free above its watermarks and reserves; moves into it wait for room "
+              "(the mover demotes first)",
+              t->index == kTierDram ? "DRAM" : "PMem", s->nodes.first(),
+              static_cast<long long>(s->room.load(std::memory_order_relaxed)) >> 20);
+}
+
 long long node_shortfall(tier *t) {
   if (node_room_for(t, 0) < 0) return 0;
   const int64_t room = state(t)->room.load(std::memory_order_relaxed);
+  if (room < 0) say_full(t, state(t));
   return room < 0 ? -room : 0;
 }
 
@@ -366,12 +397,7 @@ bool room_for(tier *t, size_t len) {
   node_tier_state *s = state(t);
   const long long room = node_room_for(t, len);
   if (room < 0 || room >= static_cast<long long>(len)) return true;
-  if (!s->said_full.exchange(true, std::memory_order_relaxed)) {
-    MMTIER_INFO("%s tier: NUMA node %d has %lld MiB free above its watermarks and reserves; moves into it wait for room "
-                "(the mover demotes first)",
-                t->index == kTierDram ? "DRAM" : "PMem", s->nodes.first(),
-                room >> 20);
-  }
+  say_full(t, s);
   return false;
 }
 
@@ -492,6 +518,7 @@ long node_open(tier *t, bool slow) {
     t->node = s->nodes.first();
   }
   s->keep_bytes = zones_keep(s->nodes);
+  g_states[slow ? 1 : 0].store(s, std::memory_order_relaxed);
   s->room_ns.store(0, std::memory_order_relaxed);
   s->target.store(s->nodes.first(), std::memory_order_relaxed);
   s->move_flag.store(have_sys_nice() ? kMpolMfMoveAll : kMpolMfMove, std::memory_order_relaxed);
@@ -591,6 +618,13 @@ long node_move_in(tier *t, void *addr, size_t len) {
     return -ENOSPC;
   }
   take_room(s, len);
+  // The pages that moved left the other tier's nodes: room there.
+  for (std::atomic<node_tier_state *> &o : g_states) {
+    node_tier_state *from = o.load(std::memory_order_relaxed);
+    if (!from || from == s || from->nodes.overlaps(s->nodes)) continue;
+    from->released.fetch_add(static_cast<int64_t>((present - off) << 12), std::memory_order_relaxed);
+    from->released_ns.store(sys::mono_ns(), std::memory_order_relaxed);
+  }
   g_moves.fetch_add(1, std::memory_order_relaxed);
   return 0;
 }
