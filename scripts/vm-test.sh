@@ -40,8 +40,10 @@
 #   and PROGRAMS_WHERE (dax, node or both: the programs suite's slow tiers)
 #   and PROGRAMS_ONLY (which of its programs); PRESSURE_ROOM_MB (node 0's
 #   room in the numa suite's pressure and holes checks), PRESSURE_LIB
-#   (another libmmtier.so for those checks, to compare) and PRESSURE_LOG
-#   (their MMTIER_LOG, default info; debug names each move).
+#   (another libmmtier.so for those checks, to compare), PRESSURE_LOG
+#   (their MMTIER_LOG, default info; debug names each move), PRESSURE_MOVES
+#   (the mover's moves a phase of theirs may take, 80) and PRESSURE_SECONDS
+#   (their cap, 150 s).
 # Installs its packages when run as root (qemu-system-x86, a Debian 6.1
 # kernel image, busybox-static, ndctl, cpio).  Prints the guest's results,
 # then a line in ctest's form "N% tests passed, N tests failed out of N";
@@ -204,7 +206,7 @@ fi
 [[ -f $WORK/nvdimm.img ]] || truncate -s 2G "$WORK/nvdimm.img"
 printf 'BUILD=%q\nSRC=%q\nSUITES=%q\nGUPS_SECONDS=%q\nKMEM=%q\n' "$BUILD" "$ROOT" "$SUITES" "${GUPS_SECONDS:-40}" \
   "$KMEM" > "$WORK/args"
-for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE PROGRAMS_ONLY PRESSURE_ROOM_MB PRESSURE_LIB PRESSURE_LOG SWEEP_SECONDS SWEEP_TIERS; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
+for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE PROGRAMS_ONLY PRESSURE_ROOM_MB PRESSURE_LIB PRESSURE_LOG PRESSURE_MOVES PRESSURE_SECONDS SWEEP_SECONDS SWEEP_TIERS; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
 # Node 1: 3 GiB of RAM, or (--kmem) none but a second NVDIMM.
 node1=(-object memory-backend-ram,id=ram1,size=3G -numa node,nodeid=1,memdev=ram1)
 mem=6G

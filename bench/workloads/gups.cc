@@ -75,7 +75,14 @@
 // checksum folded from the final contents of the whole footprint, which
 // depends only on the arguments and the seed (so equal with and without any
 // allocator); in that mode each thread moves its hot set after N/2 of its
-// updates when --move-at is not 0.
+// updates when --move-at is not 0.  --phase-moves N (time mode, under
+// libmmtier) ends each phase by the mover's work instead of the clock: once
+// the hot set has held 95 % of its bytes on DRAM for --settle seconds, or
+// once the mover made N moves (promotions and demotions) since the phase
+// began, whichever comes first; --seconds is then a cap on the whole run.
+// Whether the hot set was found within N moves does not depend on how fast
+// the machine is: a check built on it (the 6.1 guest's NUMA-pressure check)
+// holds on a busy host where each move takes the kernel a second.
 //
 // usage: gups [--footprint 2G] [--hot 128M] [--hot-share 0.9]
 //             [--hot-offset 3/4 of footprint] [--move-to 1/4 of footprint]
@@ -83,6 +90,7 @@
 //             [--report-interval 1] [--updates N] [--seed 1] [--no-verify]
 //             [--skew uniform | zipf:S]
 //             [--idle-period 0.05, 0 = no control thread] [--self-test-lost-write]
+//             [--phase-moves N [--settle 3]]
 // --hot-offset and --move-to take a size or a position: start (offset 0),
 // middle (the hot set centred, rounded down to 4 KiB) or end (the hot set's
 // last byte the footprint's last).  --move-at 0 runs one phase only.
@@ -126,6 +134,7 @@ const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 using tier_of_fn = int (*)(const void *);
 using get_stats_fn = int (*)(struct mmtier_stats *);
+using get_tiering_fn = int (*)(struct mmtier_tiering_stats *);
 
 // ---------------------------------------------------------------- options
 
@@ -162,6 +171,8 @@ struct Options {
   bool lose_write = false;
   double idle_period = 0.05;         // the control thread's sleep; 0: no control
   int slow_node = -1;                // --slow-node N: tiers by NUMA node (runs without mmtier)
+  uint64_t phase_moves = 0;          // --phase-moves N: phases end by the mover's work (0: by the clock)
+  double settle = 3;                 // --settle S: seconds at 95 % that end a phase early
   double write_share = 1;            // --write-share: the share of operations that update
 };
 
@@ -172,7 +183,7 @@ struct Options {
           "            [--move-to SIZE|POS] [--seconds 30] [--move-at S] [--threads 1]\n"
           "            [--report-interval 1] [--updates N] [--seed 1] [--no-verify]\n"
           "            [--skew uniform|zipf:S] [--idle-period 0.05] [--self-test-lost-write]\n"
-          "            [--slow-node N] [--write-share 1]\n"
+          "            [--slow-node N] [--write-share 1] [--phase-moves N [--settle 3]]\n"
           "  POS: start, middle or end of the footprint (default: hot set at 3/4, moved to 1/4)\n"
           "  --move-at: seconds (updates mode: any value > 0 moves after N/2 updates); 0: one phase,\n"
           "             no move (default: half of --seconds)\n"
@@ -258,6 +269,8 @@ Options parse_args(int argc, char **argv) {
       o.slow_node = static_cast<int>(n);
     }
     else if (a == "--write-share") o.write_share = parse_double(value());
+    else if (a == "--phase-moves") o.phase_moves = parse_size(value());
+    else if (a == "--settle") o.settle = parse_double(value());
     else if (a == "--no-verify" && !has_val) o.verify = false;
     else if (a == "--self-test-lost-write" && !has_val) o.lose_write = true;
     else usage_exit("unknown argument", argv[i]);
@@ -291,6 +304,8 @@ Options parse_args(int argc, char **argv) {
   o.move_to = place(o.move_place, o.footprint / 4, "--move-to");
   if (o.move_at < 0) o.move_at = o.updates ? 1 : o.seconds / 2;
   if (o.updates == 0 && o.move_at >= o.seconds) o.move_at = 0;
+  if (o.phase_moves && o.updates) usage_exit("--phase-moves is for time mode (no --updates)", nullptr);
+  if (o.phase_moves && o.move_at == 0) usage_exit("--phase-moves needs two phases (--move-at not 0)", nullptr);
   return o;
 }
 
@@ -790,6 +805,9 @@ struct PhaseInfo {
   std::vector<std::pair<double, double>> samples;  // (seconds since phase start, hot share)
   double converged = -1;                           // seconds since phase start, -1 = not reached
   double last_hot_acc = kNaN;                      // zipf: the hot updates' DRAM share, last sample
+  uint64_t moves0 = 0;                             // --phase-moves: the mover's moves as it began
+  int64_t converged_moves = -1;                    // its moves since then when 95 % was reached
+  bool out_of_moves = false;                       // ended by --phase-moves without settling
 };
 
 struct Report {
@@ -811,6 +829,37 @@ struct Report {
   uint64_t last_updates = 0;
   int64_t last_ns = 0;
   int cur_phase = 0;
+  get_tiering_fn stats = nullptr;  // --phase-moves: mmtier_get_tiering_stats
+  uint64_t phase_moves = 0;
+  double settle = 3;
+  int64_t held_from = -1;        // since when the hot set has held 95 % (-1: not now)
+  bool phase_done = false;       // --phase-moves: the current phase is over (sample)
+
+  // The mover's moves so far (promotions and demotions).
+  uint64_t moves_now() const {
+    struct mmtier_tiering_stats st;
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    return stats && stats(&st) == 0 ? st.promotions + st.demotions : 0;
+  }
+  // --phase-moves: whether the current phase is over at now, its hot set's
+  // share being share: held at 95 % for settle seconds, or phase_moves moves.
+  bool phase_over(int64_t now, double share) {
+    PhaseInfo &ph = phases[cur_phase];
+    const uint64_t moved = moves_now() - ph.moves0;
+    if (ph.converged >= 0 && ph.converged_moves < 0) ph.converged_moves = static_cast<int64_t>(moved);
+    if (!std::isnan(share) && share >= kConverged) {
+      if (held_from < 0) held_from = now;
+    } else {
+      held_from = -1;
+    }
+    if (held_from >= 0 && (now - held_from) * 1e-9 >= settle - 1e-3) return true;
+    if (moved >= phase_moves) {
+      ph.out_of_moves = true;
+      return true;
+    }
+    return false;
+  }
 
   double hot_dram(int phase) const {
     return dram_share(base + offsets[phase], base + offsets[phase] + hot);
@@ -835,6 +884,8 @@ struct Report {
     phases[p].started = true;
     phases[p].start = (at_ns - start_ns) * 1e-9;
     phases[p].offset = offsets[p];
+    phases[p].moves0 = moves_now();
+    held_from = -1;
     phase_sample(p, phases[p].start, share_now);
   }
 
@@ -866,6 +917,7 @@ struct Report {
     intervals.push_back(iv);
     phase_sample(cur_phase, t, hot_s);
     phases[cur_phase].last_hot_acc = hot_acc;
+    if (phase_moves) phase_done = phase_over(now, hot_s);
     if (!std::isnan(acc)) {
       const double p = std::isnan(last_access) ? acc : (last_access + acc) / 2;  // trapezoid
       model_ns += static_cast<double>(dupd) * (p * kDramNs + (1 - p) * kPmemNs);
@@ -914,8 +966,8 @@ struct Report {
     const Options &o = *sh->opt;
     const bool timed = o.updates == 0;
     const int64_t step = static_cast<int64_t>(llround(o.report_interval * 1e9));
-    const int64_t end = timed ? start_ns + static_cast<int64_t>(llround(o.seconds * 1e9)) : INT64_MAX;
-    int64_t move = (timed && o.move_at > 0) ? start_ns + static_cast<int64_t>(llround(o.move_at * 1e9)) : INT64_MAX;
+    int64_t end = timed ? start_ns + static_cast<int64_t>(llround(o.seconds * 1e9)) : INT64_MAX;
+    int64_t move = (timed && o.move_at > 0 && !o.phase_moves) ? start_ns + static_cast<int64_t>(llround(o.move_at * 1e9)) : INT64_MAX;
     const int64_t slack = 1000000;  // events within 1 ms are one event
     int64_t k = 1;
     for (;;) {
@@ -933,12 +985,22 @@ struct Report {
       }
       const int64_t now = now_ns();
       sample(now);
-      if (target + slack >= move && move != INT64_MAX) {
+      if (phase_moves) {
+        // By the mover's work: phase 0's end moves the hot set, phase 1's
+        // ends the run (--seconds caps it).
+        move = INT64_MAX;
+        if (phase_done && cur_phase == 0) {
+          move_now(now);
+          phase_done = false;
+        } else if (phase_done) {
+          end = now;
+        }
+      } else if (target + slack >= move && move != INT64_MAX) {
         move_now(now);
         move = INT64_MAX;
       }
       while (start_ns + k * step <= target + slack) ++k;
-      if (target + slack >= end) {
+      if (target + slack >= end || (phase_moves && end == now)) {
         sh->stop.store(true);
         break;
       }
@@ -983,8 +1045,10 @@ int main(int argc, char **argv) {
   printf("# gups: footprint %s at %p, hot set %s at offset %s%s", human(o.footprint).c_str(), (void *)base,
          human(o.hot).c_str(), human(o.hot_offset).c_str(), where(o.hot_place).c_str());
   if (o.move_at > 0) {
-    if (timed) printf(", moving to offset %s%s at %.3g s", human(o.move_to).c_str(), where(o.move_place).c_str(),
-                      o.move_at);
+    if (timed && o.phase_moves) printf(", moving to offset %s%s when phase 0 ends", human(o.move_to).c_str(),
+                                       where(o.move_place).c_str());
+    else if (timed) printf(", moving to offset %s%s at %.3g s", human(o.move_to).c_str(), where(o.move_place).c_str(),
+                           o.move_at);
     else printf(", moving to offset %s%s after %llu updates per thread", human(o.move_to).c_str(),
                 where(o.move_place).c_str(), (unsigned long long)(o.updates / 2));
   }
@@ -1041,6 +1105,18 @@ int main(int argc, char **argv) {
   rep.offsets[1] = o.move_to;
   rep.hot_share = o.hot_share;
   if (o.zipf >= 0) rep.zipf = &zipf;
+  if (o.phase_moves) {
+    const get_tiering_fn tiering = reinterpret_cast<get_tiering_fn>(dlsym(RTLD_DEFAULT, "mmtier_get_tiering_stats"));
+    if (tiering == nullptr || g_tier_of == nullptr) {
+      fprintf(stderr, "gups: --phase-moves needs the mover's counts and where pages lie (run under libmmtier)\n");
+      return 2;
+    }
+    rep.stats = tiering;
+    rep.phase_moves = o.phase_moves;
+    rep.settle = o.settle;
+    printf("# phases: each ends once the hot set held 95%% on DRAM for %.3g s, or after %llu moves of the mover; "
+           "at most %.3g s in all\n", o.settle, (unsigned long long)o.phase_moves, o.seconds);
+  }
 
   rep.bg.delta();  // starts the background threads' CPU count
   if (!rep.bg.seen.empty()) printf("# background threads: %s\n", rep.bg.names().c_str());
@@ -1111,6 +1187,10 @@ int main(int argc, char **argv) {
         }
       if (ph.converged >= 0) printf("hot-set DRAM share reached 95%% after %.2f s", ph.converged);
       else printf("hot-set DRAM share 95%% not reached (max %.1f%%)", 100 * best);
+      if (rep.phase_moves && ph.converged_moves >= 0)
+        printf(" and %lld moves", static_cast<long long>(ph.converged_moves));
+      else if (rep.phase_moves && ph.out_of_moves)
+        printf(" in %llu moves", static_cast<unsigned long long>(rep.phase_moves));
       if (!std::isnan(last)) printf(", %.1f%% at phase end", 100 * last);
       if (o.zipf >= 0 && !std::isnan(ph.last_hot_acc))
         printf(" (pages taking %.1f%% of the hot updates)", 100 * ph.last_hot_acc);

@@ -259,6 +259,15 @@ run_watched() {
   wait "$pid"
 }
 
+# The phases of the pressure and holes checks: each ends once the hot set
+# held 95 % on node 0 for 3 s, or after PRESSURE_MOVES (80) moves of the
+# mover, about twice what finding it takes (gups --phase-moves), at most
+# PRESSURE_SECONDS (150) in all.  By the mover's work, not the clock: on a busy
+# host each move into the full node takes the emulated kernel a second
+# (docs/BENCHMARKS.md, "A fast node on a busy host"), and 20 s phases then
+# failed with the library's choices right.
+pressure_phases() { echo "--seconds ${PRESSURE_SECONDS:-150} --phase-moves ${PRESSURE_MOVES:-80} --settle 3"; }
+
 # The fast node nearly full (huge pages held by the kernel leave
 # PRESSURE_ROOM_MB, 96 by default, above what node 0's zones keep: their
 # high watermarks and protection), under a DRAM budget of twice that: a
@@ -278,7 +287,7 @@ numa_pressure() {
   c0=$(vm_counters)
   run_watched "$log" env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
     MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * ${PRESSURE_ROOM_MB:-96}))M MMTIER_REPORT=stderr MMTIER_LOG=${PRESSURE_LOG:-info} \
-    "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow"
+    "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M $(pressure_phases) --slow-node "$slow"
   local rc=$?
   echo 0 > "$hp"
   line=$(grep -E '^  mover: [0-9]+ scans' "$log" | tail -1)
@@ -325,7 +334,7 @@ numa_holes() {
   if grep -q ready "$W/logs/numa.holes.holder.log"; then
     run_watched "$log" env LD_PRELOAD="${PRESSURE_LIB:-$LIB}" MMTIER_SLOW_NODE="$slow" \
       MMTIER_DRAM_RATIO=1:1 MMTIER_DRAM_LIMIT=$((2 * room))M MMTIER_REPORT=stderr MMTIER_LOG=${PRESSURE_LOG:-info} \
-      "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M --seconds "${GUPS_SECONDS:-40}" --slow-node "$slow"
+      "$BUILD/bench/workloads/gups" --footprint 512M --hot 32M $(pressure_phases) --slow-node "$slow"
     rc=$?
   fi
   exec 7>&-
