@@ -192,7 +192,7 @@ bool whole_touched(const fault_sample &s, uint64_t end_ns) {
   if (s.state.load(std::memory_order_acquire) != kSampleTouched) return false;
   const uint64_t out = end_ns > s.out_ns ? end_ns - s.out_ns : 0;
   const uint64_t first = s.touch_ns.load(std::memory_order_relaxed);
-  if (first <= s.out_ns) return true;  // while the sampler measured (heap_sample_begin)
+  if (first <= s.out_ns) return true;  // within the sampler's own measuring time: at once
   if (g_whole_any_touch) return true;   // tests: any access counts
   const bool cleared = !s.by_wp && s.written.load(std::memory_order_relaxed);  // a write into a moved-out unit
   const uint64_t allowance = g_allowance_ns + (cleared ? g_huge_clear_ns : 0);
