@@ -1025,6 +1025,11 @@ int main(int argc, char **argv) {
     printf("# tiers: by NUMA node (node %d is PMem, any other DRAM)\n", o.slow_node);
   }
   const get_stats_fn get_stats = reinterpret_cast<get_stats_fn>(dlsym(RTLD_DEFAULT, "mmtier_get_stats"));
+  const get_tiering_fn tiering = reinterpret_cast<get_tiering_fn>(dlsym(RTLD_DEFAULT, "mmtier_get_tiering_stats"));
+  if (o.phase_moves && (tiering == nullptr || g_tier_of == nullptr)) {
+    fprintf(stderr, "gups: --phase-moves needs the mover's counts and where pages lie (run under libmmtier)\n");
+    return 2;
+  }
 
   ZipfTable zipf;
   if (o.zipf >= 0 && !zipf.build(o.zipf, o.hot / 8, o.seed)) {
@@ -1106,11 +1111,6 @@ int main(int argc, char **argv) {
   rep.hot_share = o.hot_share;
   if (o.zipf >= 0) rep.zipf = &zipf;
   if (o.phase_moves) {
-    const get_tiering_fn tiering = reinterpret_cast<get_tiering_fn>(dlsym(RTLD_DEFAULT, "mmtier_get_tiering_stats"));
-    if (tiering == nullptr || g_tier_of == nullptr) {
-      fprintf(stderr, "gups: --phase-moves needs the mover's counts and where pages lie (run under libmmtier)\n");
-      return 2;
-    }
     rep.stats = tiering;
     rep.phase_moves = o.phase_moves;
     rep.settle = o.settle;

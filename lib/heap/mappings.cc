@@ -295,12 +295,6 @@ namespace {
 
 constexpr int kMadvCollapse = 25;  // MADV_COLLAPSE (Linux 6.1)
 
-// Whether advice is kept in the mapping, where a move's new mapping would
-// lose it (WIPEONFORK, DONTFORK, DONTDUMP, HUGEPAGE, NOHUGEPAGE,
-// MERGEABLE, ...): such a unit stays where it is.  Not advice that acts
-// at once (COLLAPSE, POPULATE_*, WILLNEED, COLD, PAGEOUT, the discards),
-// nor advice that puts the mapping's default back (DODUMP, DOFORK,
-// KEEPONFORK, UNMERGEABLE), which a new mapping has anyway.
 // Advice that only hints at how the pages will be used: the mapping keeps
 // nothing and no page is made.
 bool hint_only(int advice) {
@@ -308,6 +302,12 @@ bool hint_only(int advice) {
          advice == MADV_COLD || advice == MADV_PAGEOUT;
 }
 
+// Whether advice is kept in the mapping, where a move's new mapping would
+// lose it (WIPEONFORK, DONTFORK, DONTDUMP, HUGEPAGE, NOHUGEPAGE,
+// MERGEABLE, ...): such a unit stays where it is.  Not advice that acts
+// at once (COLLAPSE, POPULATE_*, WILLNEED, COLD, PAGEOUT, the discards),
+// nor advice that puts the mapping's default back (DODUMP, DOFORK,
+// KEEPONFORK, UNMERGEABLE), which a new mapping has anyway.
 bool pins(int advice) {
   if (hint_only(advice)) return false;
   switch (advice) {

@@ -439,59 +439,6 @@ bool smaps_empty(state &s, uintptr_t lo) {
 
 constexpr uint64_t kLargeRegion = uint64_t{256} << 20;
 
-bool save_entry(state &s, const sys::maps_entry &e);
-
-// The snapshot's own memory in this image, never the program's: the
-// writer's arena, the descriptor tables and the copies of shared memory
-// made in the pause.
-struct own_ranges {
-  uintptr_t lo[3], hi[3];
-};
-
-own_ranges own_of(const state &s) {
-  return {{s.ar->lo, s.a->fds.scratch_lo, s.a->shared.scratch_lo}, {s.ar->hi, s.a->fds.scratch_hi, s.a->shared.scratch_hi}};
-}
-
-// Saves the parts of entry e outside the snapshot's own ranges.  The kernel
-// merges an anonymous mapping with a neighbour of the same flags, so one of
-// those ranges can lie inside a larger entry of the program's (the copies
-// of an 80 MiB shared mapping next to an anonymous mapping of its own:
-// saved, zeros and all, in about a third of the runs).
-bool save_outside_own(state &s, sys::maps_entry e, const own_ranges &own, int from) {
-  for (int k = from; k < 3; ++k) {
-    const uintptr_t lo = own.lo[k], hi = own.hi[k];
-    if (lo >= hi || hi <= e.lo || lo >= e.hi) continue;
-    if (e.lo < lo) {
-      sys::maps_entry below = e;
-      below.hi = lo;
-      if (!save_outside_own(s, below, own, k + 1)) return false;
-    }
-    if (hi >= e.hi) return true;
-    e.offset += hi - e.lo;
-    e.lo = hi;
-  }
-  return save_entry(s, e);
-}
-
-bool walk_maps(state &s) {
-  sys::maps_reader maps;
-  if (long r = maps.open(); r < 0) return fail(s, static_cast<int>(-r), "cannot read /proc/self/maps");
-  const own_ranges own = own_of(s);
-  sys::maps_entry e;
-  while (maps.next(&e)) {
-    if (name_is(e, "[vsyscall]")) continue;  // the same fixed page in every process
-#if defined(__SANITIZE_ADDRESS__) && defined(__x86_64__)
-    // AddressSanitizer's shadow (tests only): the sanitizer's own memory,
-    // terabytes of address space, not the program's.
-    if (e.lo >= 0x7fff8000 && e.hi <= 0x10007fff8000) continue;
-#endif
-    if (!save_outside_own(s, e, own, 0)) return false;
-  }
-  if (maps.error()) return fail(s, static_cast<int>(-maps.error()), "cannot read /proc/self/maps");
-  identify_files(s);
-  return close_last_chunk(s);
-}
-
 // One mapping (or the part of one outside the snapshot's own memory): its
 // region and runs.
 bool save_entry(state &s, const sys::maps_entry &e) {
@@ -551,6 +498,57 @@ bool save_entry(state &s, const sys::maps_entry &e) {
   }
   if (!s.regions.push(r)) return fail(s, ENOMEM, "out of memory for the region table");
   return true;
+}
+
+// The snapshot's own memory in this image, never the program's: the
+// writer's arena, the descriptor tables and the copies of shared memory
+// made in the pause.
+struct own_ranges {
+  uintptr_t lo[3], hi[3];
+};
+
+own_ranges own_of(const state &s) {
+  return {{s.ar->lo, s.a->fds.scratch_lo, s.a->shared.scratch_lo}, {s.ar->hi, s.a->fds.scratch_hi, s.a->shared.scratch_hi}};
+}
+
+// Saves the parts of entry e outside the snapshot's own ranges.  The kernel
+// merges an anonymous mapping with a neighbour of the same flags, so one of
+// those ranges can lie inside a larger entry of the program's (the copies
+// of an 80 MiB shared mapping next to an anonymous mapping of its own:
+// saved, zeros and all, in about a third of the runs).
+bool save_outside_own(state &s, sys::maps_entry e, const own_ranges &own, int from) {
+  for (int k = from; k < 3; ++k) {
+    const uintptr_t lo = own.lo[k], hi = own.hi[k];
+    if (lo >= hi || hi <= e.lo || lo >= e.hi) continue;
+    if (e.lo < lo) {
+      sys::maps_entry below = e;
+      below.hi = lo;
+      if (!save_outside_own(s, below, own, k + 1)) return false;
+    }
+    if (hi >= e.hi) return true;
+    e.offset += hi - e.lo;
+    e.lo = hi;
+  }
+  return save_entry(s, e);
+}
+
+bool walk_maps(state &s) {
+  sys::maps_reader maps;
+  if (long r = maps.open(); r < 0) return fail(s, static_cast<int>(-r), "cannot read /proc/self/maps");
+  const own_ranges own = own_of(s);
+  sys::maps_entry e;
+  while (maps.next(&e)) {
+    if (name_is(e, "[vsyscall]")) continue;  // the same fixed page in every process
+#if defined(__SANITIZE_ADDRESS__) && defined(__x86_64__)
+    // AddressSanitizer's shadow (tests only): the sanitizer's own memory,
+    // terabytes of address space, not the program's.
+    if (e.lo >= 0x7fff8000 && e.hi <= 0x10007fff8000) continue;
+#endif
+    if (!save_outside_own(s, e, own, 0)) return false;
+  }
+  if (maps.error()) return fail(s, static_cast<int>(-maps.error()), "cannot read /proc/self/maps");
+  identify_files(s);
+  return close_last_chunk(s);
 }
 
 // The threads table: each thread's registers and mask as it stopped, read
