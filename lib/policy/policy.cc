@@ -16,6 +16,7 @@ constexpr uint8_t kMovable = 1;
 constexpr uint8_t kBackoff = 2;  // hold_ms is a failure back-off, not residency
 constexpr uint8_t kCandidate = 4;  // in cand_
 constexpr uint8_t kSentDown = 8;   // last moved down: hold_ms - residency is when
+constexpr uint8_t kQuiet = 16;     // DRAM, sparse: the last look scored below promote_min_heat
 
 constexpr uint64_t kNsPerMs = 1'000'000;
 constexpr uint64_t kNsPerSec = 1'000'000'000;
@@ -64,7 +65,15 @@ constexpr uint64_t kDramUnseenSlowdown = 16;
 // one window's page (or a whole unit's first touch) is thin evidence that a
 // hot unit went cold (a workload touching its pages a few dozen times a
 // second, a fault service late to see the access), and a demotion on it
-// costs two moves; two cold observations in a row halve the heat twice.
+// costs two moves.  A second quiet look in a row (both scoring below
+// promote_min_heat) is evidence, if the window it came in shows the
+// program touching DRAM at all: that look counts as for any unit, decayed
+// at the half-life since the first and weighed by its interval, so a hot
+// set that moved away pays a full node's shortfall after two looks rather
+// than cooling over many.  A window with no DRAM sample touched may be one
+// the program did not run in (a busy host: a hot unit sampled whole must
+// be touched within a 512th of the window), and its quiet looks are
+// only thin evidence.
 constexpr double kDramObservationWeight = 0.5;
 
 struct heat_clock {
@@ -77,6 +86,24 @@ struct heat_clock {
 double heat_at(const policy_unit_state &s, uint64_t now_ms, heat_clock &c) {
   uint64_t dt = now_ms > s.heat_ms ? now_ms - s.heat_ms : 0;
   return static_cast<double>(s.heat) * c.of(s).factor(dt);
+}
+
+// An observation's score: the share of sampled pages touched above chance,
+// written pages adding write_weight more; 0 when nothing was sampled.
+double score_of(const access_observation &o, double write_weight) {
+  if (!o.sampled) return 0;
+  const double sampled = o.sampled;
+  double touched = std::min(o.touched, o.sampled) / sampled;
+  double written = std::min(o.written, std::min(o.touched, o.sampled)) / sampled;
+  // Only touches above chance are evidence: rescaled so that every sampled
+  // page touched still scores 1 and the chance share 0.
+  const double chance = std::clamp<double>(o.chance, 0, kMaxChance);
+  if (chance > 0 && touched > 0) {
+    const double above = std::max(0.0, touched - chance) / (1 - chance);
+    written *= above / touched;
+    touched = above;
+  }
+  return touched + written * write_weight;
 }
 
 // Keeps the best k entries of a stream in a heap whose top is the worst kept.
@@ -244,6 +271,8 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
   double weight = weight_of(static_cast<double>(scan_now_ns_ - scan_prev_ns_));
   double write_weight = params_.write_weight_pct / 100.0;
   heat_clock d(params_.half_life_ns, params_.sparse_sampling);
+  bool dram_live = false;  // a DRAM sample touched in this window (kDramObservationWeight)
+  for (size_t i = 0; i < n && !dram_live; ++i) dram_live = obs[i].tier == kTierDram && obs[i].touched;
   for (size_t i = 0; i < n; ++i) {
     const access_observation &o = obs[i];
     if (o.unit >= max_units_ || (o.tier != kTierDram && o.tier != kTierPmem)) {
@@ -263,31 +292,27 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
       if (params_.sparse_sampling) w = weight_of(static_cast<double>(now - s.heat_ms) * kNsPerMs);
       h = heat_at(s, now, d);
     }
+    const double score = score_of(o, write_weight);
+    const bool quiet = o.sampled && score < params_.promote_min_heat;
     // A DRAM unit seen again in the rotation: its heat as it stands moves
-    // towards the score by w, at most kDramObservationWeight (heat_clock).
+    // towards the score by w, at most kDramObservationWeight, unless this
+    // is its second quiet look in a row (kDramObservationWeight).
     const bool dram_seen = params_.sparse_sampling && o.tier == kTierDram && s.tier1 == kTierDram + 1;
-    if (dram_seen) {
+    if (dram_seen && quiet && dram_live && (s.flags & kQuiet)) {
+      h = s.heat * d.pmem.factor(now > s.heat_ms ? now - s.heat_ms : 0);
+      h *= 1 - w;
+    } else if (dram_seen) {
       w = std::min(w, kDramObservationWeight);
       if (o.sampled) h *= 1 - w;
     }
-    if (o.sampled) {
-      const double sampled = o.sampled;
-      double touched = std::min(o.touched, o.sampled) / sampled;
-      double written = std::min(o.written, std::min(o.touched, o.sampled)) / sampled;
-      // Only touches above chance are evidence: rescaled so that every
-      // sampled page touched still scores 1 and the chance share 0.
-      const double chance = std::clamp<double>(o.chance, 0, kMaxChance);
-      if (chance > 0 && touched > 0) {
-        const double above = std::max(0.0, touched - chance) / (1 - chance);
-        written *= above / touched;
-        touched = above;
-      }
-      h += w * (touched + written * write_weight);
-    }
+    h += w * score;
     s.heat = static_cast<float>(h);
     s.heat_ms = now;
     s.tier1 = static_cast<uint8_t>(o.tier + 1);
-    s.flags = static_cast<uint8_t>(o.movable ? s.flags | kMovable : s.flags & ~kMovable);
+    uint8_t f = static_cast<uint8_t>(o.movable ? s.flags | kMovable : s.flags & ~kMovable);
+    if (o.tier != kTierDram || (o.sampled && !quiet)) f &= static_cast<uint8_t>(~kQuiet);
+    if (o.tier == kTierDram && quiet && dram_live) f |= kQuiet;
+    s.flags = f;
     set_dram(o.unit, o.tier == kTierDram);
     note_candidate(o.unit, h);
   }

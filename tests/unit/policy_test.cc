@@ -783,6 +783,59 @@ TEST(PolicySparse, HotDramUnitsSeenSeldomAndOnceUntouchedStayAheadOfColdOnes) {
   EXPECT_EQ(promoted, 1u);
 }
 
+// A hot set that moved away is not guarded for long: after one quiet look
+// the DRAM units it left keep their place against a shortfall, after a
+// second quiet look in a row they pay it as cold units do; but not on
+// looks from windows in which no DRAM sample was touched at all (the
+// program may not have run in them).  Units 0-6 of DRAM were hot and go
+// quiet, unit 7 stays hot unless dram_idle, PMem units 8 and 9 turn hot.
+void quiet_looks_pay_the_shortfall(bool dram_idle) {
+  policy_params p = unlimited();
+  p.sparse_sampling = true;
+  std::vector<uint64_t> storage = storage_for(16);
+  migration_policy pol;
+  ASSERT_TRUE(pol.init(p, 16, 0, storage.data()));
+  const uint64_t scan = 2 * kSec;
+  uint64_t now = 0;
+  auto look = [&](bool moved) {
+    now += scan;
+    std::vector<access_observation> obs;
+    for (uint32_t u = 0; u < 8; ++u) {
+      const bool hot = !moved || (u == 7 && !dram_idle);
+      obs.push_back({u, kTierDram, true, 16, static_cast<uint16_t>(hot ? 16 : 0), 0});
+    }
+    for (uint32_t u = 8; u < 16; ++u)
+      obs.push_back({u, kTierPmem, true, 16, static_cast<uint16_t>(moved && u < 10 ? 16 : 0), 0});
+    pol.observe(now, obs.data(), obs.size());
+  };
+  for (int k = 0; k < 10; ++k) look(false);
+  policy_migration out[kPolicyMaxBatch];
+  look(true);
+  EXPECT_EQ(pol.decide(now, 8, 8, out, kPolicyMaxBatch, 4), 0u) << "one quiet look demoted the old hot set";
+  look(true);
+  const size_t n = pol.decide(now, 8, 8, out, kPolicyMaxBatch, 4);
+  if (dram_idle) {
+    EXPECT_EQ(n, 0u) << "quiet looks from windows with no DRAM touch demoted the old hot set";
+    return;
+  }
+  size_t demoted = 0, promoted = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (out[i].to_tier == kTierDram) {
+      EXPECT_TRUE(out[i].unit == 8 || out[i].unit == 9) << out[i].unit;
+      ++promoted;
+    } else {
+      EXPECT_LT(out[i].unit, 7u);
+      ++demoted;
+    }
+  }
+  EXPECT_EQ(demoted, 6u) << "the shortfall of 4 and two pairs' victims";
+  EXPECT_EQ(promoted, 2u);
+}
+
+TEST(PolicySparse, DramUnitsQuietInTwoLooksInARowPayTheShortfall) { quiet_looks_pay_the_shortfall(false); }
+
+TEST(PolicySparse, QuietLooksFromWindowsWithNoDramTouchKeepTheGuard) { quiet_looks_pay_the_shortfall(true); }
+
 // Touches at the chance share are no evidence: a unit touched on half its
 // pages when chance alone touches half scores nothing, every page touched
 // still scores 1, and in between the share above chance is rescaled.
