@@ -417,4 +417,33 @@ reshare_outcome heap_reshare(size_t max_units, size_t max_bytes) {
   return out;
 }
 
+// Every frozen unit worth it, now, with write-protect alone (heap.h).
+reshare_outcome heap_reshare_now() {
+  reshare_outcome out;
+  {
+    heap_lock_guard g;
+    if (!g_mgr.counters.frozen_own && !g_mgr.counters.frozen_inherited) return out;
+  }
+  size_t cursor = 0, budget = SIZE_MAX;  // one pass, from the first unit
+  while (true) {
+    size_t idx;
+    long e;
+    bool in_place = false;
+    {
+      heap_lock_guard g;
+      idx = next_to_reshare(&cursor, &budget);
+      if (idx == SIZE_MAX) break;
+      e = reshare_with_wp(idx, &out.bytes, &in_place);
+    }
+    if (e == -EBUSY) continue;
+    if (e < 0) {
+      out.err = e;
+      break;
+    }
+    ++out.units;
+    out.in_place += in_place;
+  }
+  return out;
+}
+
 }  // namespace mmtier::detail

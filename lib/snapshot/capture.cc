@@ -704,6 +704,10 @@ long take(const snap_request &req, snap_result *res) {
   chain_base_id(wa.base_id);
   wa.base_max_files = config_get().snapshot_chain;
   wa.advice = &g_advice;
+  // PMem units the program's own fork left private (written since): shared
+  // again first where nothing need stop for it, so that the stop's fork
+  // does not copy their page tables (heap_reshare_now).
+  res->reshared_before = heap_reshare_now().bytes;
   res->frozen_before = heap_snapshot_prefreeze();
   const long pidfd = stop_and_fork(wa, res, req.hold);
   if (pidfd == kRestored) {
@@ -742,11 +746,11 @@ long take(const snap_request &req, snap_result *res) {
   if (err) return -err;
   MMTIER_INFO("snapshot %s: %u threads stopped for %llu us, %llu bytes of memory written, %llu bytes shared with "
               "earlier capsules, %llu bytes of PMem linked; PMem mappings frozen: %llu bytes before the stop, %llu in "
-              "it",
+              "it; %llu bytes copied to share units a fork had left private",
               res->path, res->threads, static_cast<unsigned long long>(res->paused_ns / 1000),
               static_cast<unsigned long long>(res->mem_bytes), static_cast<unsigned long long>(res->shared),
               static_cast<unsigned long long>(res->pmem_linked), static_cast<unsigned long long>(res->frozen_before),
-              static_cast<unsigned long long>(res->frozen_in_stop));
+              static_cast<unsigned long long>(res->frozen_in_stop), static_cast<unsigned long long>(res->reshared_before));
   if (res->pmem_note[0]) MMTIER_INFO("snapshot %s: %s", res->path, res->pmem_note);
   return 0;
 }

@@ -38,6 +38,7 @@ struct snap_result {
   uint64_t mem_bytes;   // bytes of memory written to the capsule
   uint64_t shared;      // bytes of memory unchanged since earlier capsules, referred to (incremental)
   uint64_t pmem_linked; // bytes of PMem units the capsule links instead of copying (ZeroIO)
+  uint64_t reshared_before;  // bytes copied to re-share PMem units frozen by the program's fork, before the stop
   uint64_t frozen_before;  // bytes of PMem-unit mappings made private before the stop, beside the program
   uint64_t frozen_in_stop; // the same in the stop (shared since the pre-freeze)
   char pmem_note[160];  // why PMem units were copied rather than linked, or ""

@@ -192,6 +192,35 @@ TEST_F(Reshare, InPlaceOnceNoChildHoldsTheFile) {
   heap_munmap(base, kUnits * kUnitSize);
 }
 
+// Before a snapshot's stop: every unit the program's fork left private is
+// shared again in one call, in place (the child is gone), with no stop of
+// the program's threads; where write-protect cannot hold the writers off,
+// nothing is done and the call says so.
+TEST_F(Reshare, NowSharesEveryUnitAForkLeftPrivateWithoutAStop) {
+  char *base = pmem_units(kUnits);
+  ASSERT_NE(base, nullptr);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) _exit(0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  fill(base, kUnits, 2);
+  ASSERT_EQ(frozen_units(base, kUnits), kUnits);
+  const reshare_outcome o = heap_reshare_now();
+  EXPECT_EQ(o.stops, 0u) << "the program's threads were stopped";
+  if (o.err == -ENOTSUP) {
+    EXPECT_EQ(o.units, 0u);
+    EXPECT_EQ(frozen_units(base, kUnits), kUnits) << "something was done where write-protect cannot hold";
+  } else {
+    EXPECT_EQ(o.err, 0);
+    EXPECT_EQ(frozen_units(base, kUnits), 0u);
+    EXPECT_GE(o.units, kUnits);
+    EXPECT_EQ(anonymous_pages(base, kUnits), 0) << "every page is the file's again";
+  }
+  EXPECT_EQ(mismatches(base, kUnits, 2), 0u) << "the writes since the fork survive";
+  heap_munmap(base, kUnits * kUnitSize);
+}
+
 // A unit still waiting for its first touch at the fork (first_touch.cc)
 // has no storage on its slot; neither has a page placed after the fork.
 // Mapped shared in place again, a write to such a page would find a full
