@@ -365,13 +365,15 @@ long reshare_with_stop(size_t idx, reshare_outcome *out, bool *in_place) {
 
 // The next frozen unit worth re-sharing at or after *cursor, looking at
 // no more than *budget frozen units (heap lock held); SIZE_MAX if none.
-size_t next_to_reshare(size_t *cursor, size_t *budget) {
+// forks_only: units frozen by a fork alone, not a capsule's.
+size_t next_to_reshare(size_t *cursor, size_t *budget, bool forks_only = false) {
   size_t found = SIZE_MAX;
   for_used_va_words([&](size_t w) {
     if (found != SIZE_MAX || !*budget || (w + 1) * 64 <= *cursor) return;
     for (uint64_t bits = g_mgr.va_bits[w]; bits && found == SIZE_MAX && *budget; bits &= bits - 1) {
       const size_t i = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
-      if (i < *cursor || !g_heap.units[i].frozen) continue;
+      if (i < *cursor || !g_heap.units[i].frozen || (forks_only && g_heap.units[i].frozen == kFrozenCapsule))
+        continue;
       --*budget;
       if (worth_resharing(i)) found = i;
     }
@@ -431,7 +433,7 @@ reshare_outcome heap_reshare_now() {
     bool in_place = false;
     {
       heap_lock_guard g;
-      idx = next_to_reshare(&cursor, &budget);
+      idx = next_to_reshare(&cursor, &budget, true);
       if (idx == SIZE_MAX) break;
       e = reshare_with_wp(idx, &out.bytes, &in_place);
     }
