@@ -383,6 +383,33 @@ size_t next_to_reshare(size_t *cursor, size_t *budget, bool forks_only = false) 
   return found;
 }
 
+// Re-shares frozen units from *cursor on, looking at no more than budget
+// of them, until max_units are or max_bytes copied (into *out): each with
+// write-protect, else with a stop; now: units frozen by a fork alone
+// (next_to_reshare's forks_only), and never a stop.
+void reshare_units(size_t *cursor, size_t budget, size_t max_units, size_t max_bytes, bool now,
+                   reshare_outcome *out) {
+  while (out->units < max_units && out->bytes < max_bytes) {
+    size_t idx;
+    long e = -ENOTSUP;
+    bool in_place = false;
+    {
+      heap_lock_guard g;
+      idx = next_to_reshare(cursor, &budget, now);
+      if (idx != SIZE_MAX) e = reshare_with_wp(idx, &out->bytes, &in_place);
+    }
+    if (idx == SIZE_MAX) break;
+    if (e == -ENOTSUP && !now) e = reshare_with_stop(idx, out, &in_place);
+    if (e == -EBUSY) continue;  // changed meanwhile: looked at again later
+    if (e < 0) {
+      out->err = e;
+      break;
+    }
+    ++out->units;
+    out->in_place += in_place;
+  }
+}
+
 }  // namespace
 
 reshare_outcome heap_reshare(size_t max_units, size_t max_bytes) {
@@ -396,55 +423,20 @@ reshare_outcome heap_reshare(size_t max_units, size_t max_bytes) {
   }
   static size_t cursor = 0;  // the mover's own (the one caller)
   // Frozen units looked at per call: a pagemap read each (4 KiB).
-  size_t budget = 256;
-  while (out.units < max_units && out.bytes < max_bytes) {
-    size_t idx;
-    long e = -ENOTSUP;
-    bool in_place = false;
-    {
-      heap_lock_guard g;
-      idx = next_to_reshare(&cursor, &budget);
-      if (idx != SIZE_MAX) e = reshare_with_wp(idx, &out.bytes, &in_place);
-    }
-    if (idx == SIZE_MAX) break;
-    if (e == -ENOTSUP) e = reshare_with_stop(idx, &out, &in_place);
-    if (e == -EBUSY) continue;  // changed under the mover: looked at again later
-    if (e < 0) {
-      out.err = e;
-      break;
-    }
-    ++out.units;
-    out.in_place += in_place;
-  }
+  reshare_units(&cursor, 256, max_units, max_bytes, false, &out);
   return out;
 }
 
-// Every frozen unit worth it, now, with write-protect alone (heap.h).
+// Every unit frozen by a fork and worth it, now, with write-protect alone
+// (heap.h).
 reshare_outcome heap_reshare_now() {
   reshare_outcome out;
   {
     heap_lock_guard g;
     if (!g_mgr.counters.frozen_own && !g_mgr.counters.frozen_inherited) return out;
   }
-  size_t cursor = 0, budget = SIZE_MAX;  // one pass, from the first unit
-  while (true) {
-    size_t idx;
-    long e;
-    bool in_place = false;
-    {
-      heap_lock_guard g;
-      idx = next_to_reshare(&cursor, &budget, true);
-      if (idx == SIZE_MAX) break;
-      e = reshare_with_wp(idx, &out.bytes, &in_place);
-    }
-    if (e == -EBUSY) continue;
-    if (e < 0) {
-      out.err = e;
-      break;
-    }
-    ++out.units;
-    out.in_place += in_place;
-  }
+  size_t cursor = 0;  // one pass, from the first unit
+  reshare_units(&cursor, SIZE_MAX, SIZE_MAX, SIZE_MAX, true, &out);
   return out;
 }
 

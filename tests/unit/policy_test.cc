@@ -738,6 +738,13 @@ TEST(PolicySparse, RotatingObservationsMeasureTheWholeInterval) {
   }
 }
 
+// A policy of 16 units, no rate limit, units watched in rotation.
+bool start_sparse(migration_policy &pol, std::vector<uint64_t> &storage) {
+  policy_params p = unlimited();
+  p.sparse_sampling = true;
+  return pol.init(p, 16, 0, storage.data());
+}
+
 // DRAM units watched in rotation while scans are slow (a move into a full
 // node takes the kernel seconds): each is seen every 8 s, a hot one found
 // touched on every other look (a workload touching each page a few dozen
@@ -746,11 +753,9 @@ TEST(PolicySparse, RotatingObservationsMeasureTheWholeInterval) {
 // go down.  Decayed at the half-life between looks, and moved all the way
 // by one untouched look, the hot units scored below the cold ones.
 TEST(PolicySparse, HotDramUnitsSeenSeldomAndOnceUntouchedStayAheadOfColdOnes) {
-  policy_params p = unlimited();
-  p.sparse_sampling = true;
   std::vector<uint64_t> storage = storage_for(16);
   migration_policy pol;
-  ASSERT_TRUE(pol.init(p, 16, 0, storage.data()));
+  ASSERT_TRUE(start_sparse(pol, storage));
   const uint64_t scan = 2 * kSec;
   int visits[8] = {};
   uint64_t now = 0;
@@ -790,11 +795,9 @@ TEST(PolicySparse, HotDramUnitsSeenSeldomAndOnceUntouchedStayAheadOfColdOnes) {
 // program may not have run in them).  Units 0-6 of DRAM were hot and go
 // quiet, unit 7 stays hot unless dram_idle, PMem units 8 and 9 turn hot.
 void quiet_looks_pay_the_shortfall(bool dram_idle) {
-  policy_params p = unlimited();
-  p.sparse_sampling = true;
   std::vector<uint64_t> storage = storage_for(16);
   migration_policy pol;
-  ASSERT_TRUE(pol.init(p, 16, 0, storage.data()));
+  ASSERT_TRUE(start_sparse(pol, storage));
   const uint64_t scan = 2 * kSec;
   uint64_t now = 0;
   auto look = [&](bool moved) {
