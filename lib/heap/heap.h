@@ -274,15 +274,17 @@ struct reshare_outcome {
   long err = 0;         // the error that ended the call (-EAGAIN: the world would not stop)
 };
 reshare_outcome heap_reshare(size_t max_units, size_t max_bytes);
-// Before a snapshot's stop: every unit frozen by a fork (not a capsule's:
-// those of a restored process go to the mover at its rate) and worth it
-// re-shared at once, without a byte limit, and only where write-protect
-// holds the writers off (no stop of the program's threads): -ENOTSUP in
-// err, nothing done, where it cannot (Linux before 6.4, a DAX file).  A
-// unit left private costs the stop's fork a page table entry per page (a
-// fork then a rewrite of the program's heap: a 4 KiB private copy of every
-// PMem page); re-shared, the fork copies nothing of it and the capsule
-// links it (ZeroIO).
+// Before a snapshot's stop: every unit the process's own fork froze and
+// worth it re-shared at once, without a byte limit, in place (only the
+// pages written since the fork are written) and so only once no fork child
+// holds the file (else nothing: copying each unit whole into a fresh slot
+// is the mover's work, at its rate; so are a restored process's capsule
+// units), and only where write-protect holds the writers off (no stop of
+// the program's threads): -ENOTSUP in err, nothing done, where it cannot
+// (Linux before 6.4, a DAX file).  A unit left private costs the stop's
+// fork a page table entry per page (a fork then a rewrite of the program's
+// heap: a 4 KiB private copy of every PMem page); re-shared, the fork
+// copies nothing of it and the capsule links it (ZeroIO).
 reshare_outcome heap_reshare_now();
 
 // --- huge pages rebuilt (huge.cc)

@@ -365,15 +365,14 @@ long reshare_with_stop(size_t idx, reshare_outcome *out, bool *in_place) {
 
 // The next frozen unit worth re-sharing at or after *cursor, looking at
 // no more than *budget frozen units (heap lock held); SIZE_MAX if none.
-// forks_only: units frozen by a fork alone, not a capsule's.
-size_t next_to_reshare(size_t *cursor, size_t *budget, bool forks_only = false) {
+// own_only: units frozen by this process's own fork alone.
+size_t next_to_reshare(size_t *cursor, size_t *budget, bool own_only = false) {
   size_t found = SIZE_MAX;
   for_used_va_words([&](size_t w) {
     if (found != SIZE_MAX || !*budget || (w + 1) * 64 <= *cursor) return;
     for (uint64_t bits = g_mgr.va_bits[w]; bits && found == SIZE_MAX && *budget; bits &= bits - 1) {
       const size_t i = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
-      if (i < *cursor || !g_heap.units[i].frozen || (forks_only && g_heap.units[i].frozen == kFrozenCapsule))
-        continue;
+      if (i < *cursor || !g_heap.units[i].frozen || (own_only && g_heap.units[i].frozen != kFrozenOwn)) continue;
       --*budget;
       if (worth_resharing(i)) found = i;
     }
@@ -385,8 +384,8 @@ size_t next_to_reshare(size_t *cursor, size_t *budget, bool forks_only = false) 
 
 // Re-shares frozen units from *cursor on, looking at no more than budget
 // of them, until max_units are or max_bytes copied (into *out): each with
-// write-protect, else with a stop; now: units frozen by a fork alone
-// (next_to_reshare's forks_only), and never a stop.
+// write-protect, else with a stop; now: units frozen by the process's own
+// fork alone (next_to_reshare's own_only), and never a stop.
 void reshare_units(size_t *cursor, size_t budget, size_t max_units, size_t max_bytes, bool now,
                    reshare_outcome *out) {
   while (out->units < max_units && out->bytes < max_bytes) {
@@ -427,13 +426,17 @@ reshare_outcome heap_reshare(size_t max_units, size_t max_bytes) {
   return out;
 }
 
-// Every unit frozen by a fork and worth it, now, with write-protect alone
-// (heap.h).
+// Every unit the process's own fork froze and worth it, now, in place,
+// with write-protect alone (heap.h).
 reshare_outcome heap_reshare_now() {
   reshare_outcome out;
+  tier &pm = pmem_tier();
   {
     heap_lock_guard g;
-    if (!g_mgr.counters.frozen_own && !g_mgr.counters.frozen_inherited) return out;
+    if (!g_mgr.counters.frozen_own) return out;
+    // While a fork child holds the file, each unit would be copied whole
+    // into a fresh slot: the mover's work, at its rate.
+    if (!pm.ops->storage_unheld || !pm.ops->storage_unheld(&pm)) return out;
   }
   size_t cursor = 0;  // one pass, from the first unit
   reshare_units(&cursor, SIZE_MAX, SIZE_MAX, SIZE_MAX, true, &out);

@@ -193,19 +193,28 @@ TEST_F(Reshare, InPlaceOnceNoChildHoldsTheFile) {
 }
 
 // Before a snapshot's stop: every unit the program's fork left private is
-// shared again in one call, in place (the child is gone), with no stop of
-// the program's threads; where write-protect cannot hold the writers off,
-// nothing is done and the call says so.
+// shared again in one call, in place, with no stop of the program's
+// threads, once the child is gone (while it holds the file, nothing: each
+// unit would be copied whole); where write-protect cannot hold the writers
+// off, nothing is done and the call says so.
 TEST_F(Reshare, NowSharesEveryUnitAForkLeftPrivateWithoutAStop) {
   char *base = pmem_units(kUnits);
   ASSERT_NE(base, nullptr);
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
-  if (pid == 0) _exit(0);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  if (pid == 0) _exit(await(go[0]) ? 0 : 3);
   fill(base, kUnits, 2);
   ASSERT_EQ(frozen_units(base, kUnits), kUnits);
+  const reshare_outcome held = heap_reshare_now();
+  EXPECT_EQ(held.units, 0u) << "copied whole while the child holds the file";
+  EXPECT_EQ(held.bytes, 0u);
+  EXPECT_EQ(frozen_units(base, kUnits), kUnits);
+  tell(go[1]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  for (int fd : {go[0], go[1]}) close(fd);
   const reshare_outcome o = heap_reshare_now();
   EXPECT_EQ(o.stops, 0u) << "the program's threads were stopped";
   if (o.err == -ENOTSUP) {
@@ -215,6 +224,7 @@ TEST_F(Reshare, NowSharesEveryUnitAForkLeftPrivateWithoutAStop) {
     EXPECT_EQ(o.err, 0);
     EXPECT_EQ(frozen_units(base, kUnits), 0u);
     EXPECT_GE(o.units, kUnits);
+    EXPECT_EQ(o.in_place, o.units);
     EXPECT_EQ(anonymous_pages(base, kUnits), 0) << "every page is the file's again";
   }
   EXPECT_EQ(mismatches(base, kUnits, 2), 0u) << "the writes since the fork survive";
