@@ -100,6 +100,11 @@ bool await(int fd) {
   return read(fd, &c, 1) == 1;
 }
 
+// A fork with a pipe whose read end the child may wait on (tell(go[1])
+// lets it go on): 0 in the child, the child's pid in the parent, -1 on
+// failure.
+pid_t fork_with_go(int go[2]) { return pipe(go) == 0 ? fork() : -1; }
+
 class Reshare : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -127,8 +132,7 @@ TEST_F(Reshare, ParentCopiesGoToAFreshSlotWhileTheChildHoldsTheFile) {
   char *base = pmem_units(kUnits);
   ASSERT_NE(base, nullptr);
   int go[2];
-  ASSERT_EQ(pipe(go), 0);
-  const pid_t pid = fork();
+  const pid_t pid = fork_with_go(go);
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     // The child's view stays the fork instant's, whatever the parent does.
@@ -201,8 +205,7 @@ TEST_F(Reshare, NowSharesEveryUnitAForkLeftPrivateWithoutAStop) {
   char *base = pmem_units(kUnits);
   ASSERT_NE(base, nullptr);
   int go[2];
-  ASSERT_EQ(pipe(go), 0);
-  const pid_t pid = fork();
+  const pid_t pid = fork_with_go(go);
   ASSERT_GE(pid, 0);
   if (pid == 0) _exit(await(go[0]) ? 0 : 3);
   fill(base, kUnits, 2);
