@@ -64,6 +64,10 @@ struct unit {
   // tiers, node_moves.cc): not movable until it ends; cleared when the
   // unit is released.
   uint8_t moving;
+  // Its DRAM mapping was made whole, with the huge-page advice (units.cc,
+  // advise_run): a run of it mapped again gets the advice too.  Cleared
+  // when it moves or is released.
+  uint8_t huge_advised;
   uint32_t slot;             // slot in the tier's file (file-backed tiers)
   uint16_t live;             // pages placed (mapped on the tier)
   uint16_t owned;            // pages owned by application mappings

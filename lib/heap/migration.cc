@@ -386,6 +386,8 @@ long promote(size_t idx) {
     return err ? err : -EIO;
   }
   retier(u, kTierDram, 0);
+  // Its one run was advised (swap_runs_for_postcopy).
+  u.huge_advised = swapped_runs == 1 && u.live == kPagesPerUnit && config_get().huge_units;
   // Filled page by page: one huge page again later (huge.cc).
   if (u.live == kPagesPerUnit && whole != 1) heap_rehuge_mark(idx);
   return static_cast<long>(u.live) << kPageShift;
@@ -609,6 +611,7 @@ void retier(unit &u, int to, uint32_t slot) {
   else if (old.ops->slot_free) old.ops->slot_free(&old, u.slot);
   count_unit(u, from, -1);
   u.slot = slot;
+  u.huge_advised = 0;
   u.tier1.store(static_cast<uint8_t>(to + 1), std::memory_order_release);
   count_unit(u, to, +1);
 }

@@ -171,6 +171,20 @@ long place_unit(unit &u) {
   return t;
 }
 
+// A DRAM unit mapped whole carries the huge-page advice (dram_map).  A run
+// of it mapped again (pages given back in place, then taken again: an
+// allocator's free and malloc) gets the advice too: its mapping would
+// otherwise differ from the rest of the unit's in that alone and never
+// merge back, one mapping more for every such run, which every snapshot
+// and restore would keep.  A unit first mapped in parts stays without it
+// (the kernel would give a huge page to a part-used unit whose runs merge
+// into one mapping of it, and split it again at the next partial unmap).
+void advise_run(unit &u, size_t n, void *addr) {
+  if (!config_get().huge_units || dram_tier().ops != &dram_tier_ops) return;
+  if (n == kPagesPerUnit) u.huge_advised = 1;
+  else if (u.huge_advised) sys::madvise(addr, n << kPageShift, MADV_HUGEPAGE);
+}
+
 // Maps pages [first, first + n) of a placed unit on its tier with prot.  A
 // mixed unit gets anonymous pages instead: writing a frozen file would show
 // through to the other process, and a spilled unit's tier has no room.
@@ -188,7 +202,9 @@ long map_pages(unit &u, size_t idx, size_t first, size_t n, int prot) {
   // Room held for demotions comes second to memory asked for now.
   if (r == -ENOSPC && t.ops->warm_limit && t.ops->warm_limit(&t, 0) > 0) r = t.ops->reserve(&t, u.slot, off, len);
   if (r < 0) return r;
-  return t.ops->map(&t, addr, len, prot, u.slot, off);
+  r = t.ops->map(&t, addr, len, prot, u.slot, off);
+  if (r == 0 && unit_tier(u) == kTierDram) advise_run(u, n, addr);
+  return r;
 }
 
 // A unit whose tier ran out of room while placing pages: a fresh unit goes
@@ -354,6 +370,7 @@ void release_unit(unit &u, size_t idx) {
   u.frozen = 0;
   u.spilled = 0;
   u.custom_prot = 0;
+  u.huge_advised = 0;
   u.live = 0;
   memset(u.live_bits, 0, sizeof u.live_bits);
 }

@@ -3,6 +3,7 @@
 // (packing, partial unmap, protection, remap) and the fork freeze.
 #include "api/runtime.h"
 #include "heap/heap.h"
+#include "heap_test_util.h"
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -77,6 +78,36 @@ TEST_F(Heap, DiscardReadsZeroOnEveryTier) {
       EXPECT_TRUE(all_bytes(q + 8192 + 3 * 4096, kUnitSize - 8192 - 3 * 4096, 0x5a));
     }
     heap_engine_release(p, units * kUnitSize);
+  }
+}
+
+// Pages of a unit mapped whole, given back in place and taken again (an
+// allocator's free and malloc) keep the unit one mapping: a run mapped
+// again carries the advice the rest has, so the kernel merges it back
+// (pieces differing in their advice alone would stay apart, one mapping
+// more at every turn, and every snapshot and restore would keep them).
+TEST_F(Heap, PagesGivenBackAndTakenAgainKeepTheUnitOneMapping) {
+  for (int tier : {kTierDram, kTierPmem}) {
+    char *p = static_cast<char *>(heap_engine_reserve(nullptr, kUnitSize, kUnitSize, tier));
+    ASSERT_NE(p, nullptr);
+    ASSERT_EQ(heap_commit(p, kUnitSize), 0);
+    memset(p, 0x5a, kUnitSize);
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(p);
+    const size_t whole = test::mappings_in(lo, lo + kUnitSize);
+    for (size_t i = 0; i < 8; ++i) {
+      char *q = p + (16 + 40 * i) * 4096;
+      ASSERT_EQ(heap_discard(q, 3 * 4096, true), 0);
+      ASSERT_EQ(heap_commit(q, 3 * 4096), 0);
+      q[0] = 1;
+    }
+    EXPECT_EQ(test::mappings_in(lo, lo + kUnitSize), whole) << "tier " << tier;
+    for (size_t i = 0; i < 8; ++i) {
+      const char *q = p + (16 + 40 * i) * 4096;
+      EXPECT_EQ(q[0], 1);
+      EXPECT_TRUE(all_bytes(q + 1, 3 * 4096 - 1, 0)) << "pages taken again read zero";
+      EXPECT_TRUE(all_bytes(q + 3 * 4096, 4096, 0x5a)) << "their neighbours keep their data";
+    }
+    heap_engine_release(p, kUnitSize);
   }
 }
 

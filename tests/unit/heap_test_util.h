@@ -42,6 +42,19 @@ struct pagemap_reader : sys::pagemap_file {
 
 inline size_t unit_index_of(const void *p) { return (reinterpret_cast<uintptr_t>(p) - g_heap.base) >> kUnitShift; }
 
+// Kernel mappings that cover [lo, hi).
+inline size_t mappings_in(uintptr_t lo, uintptr_t hi) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (!f) return 0;
+  size_t n = 0;
+  unsigned long a, b;
+  char line[512];
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "%lx-%lx", &a, &b) == 2 && a < hi && b > lo) ++n;
+  fclose(f);
+  return n;
+}
+
 // Whether thread tid of this process is blocked (state S or D in
 // /proc/self/task/TID/stat).
 inline bool thread_blocked(long tid) {

@@ -151,19 +151,6 @@ TEST_F(Migrate, APageDroppedBehindMmtierDuringADemotionReadsAsZero) {
   heap_munmap(base, kUnitSize);
 }
 
-// Kernel mappings that cover [lo, hi).
-size_t mappings_in(uintptr_t lo, uintptr_t hi) {
-  FILE *f = fopen("/proc/self/maps", "r");
-  if (!f) return 0;
-  size_t n = 0;
-  unsigned long a, b;
-  char line[512];
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "%lx-%lx", &a, &b) == 2 && a < hi && b > lo) ++n;
-  fclose(f);
-  return n;
-}
-
 // A demoted unit takes the slot after its neighbour's when it is free, so
 // that their mappings merge: moving every unit up and back down leaves a
 // few mappings, not one per unit (vm.max_map_count).
