@@ -439,6 +439,28 @@ bool smaps_empty(state &s, uintptr_t lo) {
 
 constexpr uint64_t kLargeRegion = uint64_t{256} << 20;
 
+// The advice of the mappings as they were at the stop: this fork's own
+// (the kernel copies a mapping's advice into a fork child with it, and
+// the mappings as they were), read once here, outside the pause.  The
+// table read before the stop is stale for every mapping the program (or
+// the heap, placing a run) made, grew or advised since: a run mapped and
+// advised in that window would find no entry holding it and be restored
+// without its advice, in a mapping of its own, one more at every restore.
+// A fork child is not locked (mlock): that bit comes from the earlier
+// table, as does everything when this fork's smaps cannot be read.
+vm_advice g_fork_advice;  // one writer per fork
+
+void read_fork_advice(state &s) {
+  char why[160];
+  s.fork_advice = read_vm_advice(&g_fork_advice, why, sizeof why) == 0 ? &g_fork_advice : nullptr;
+}
+
+uint32_t advice_of(const state &s, uintptr_t lo, uintptr_t hi) {
+  const uint32_t before = vm_advice_of(*s.a->advice, lo, hi);
+  if (!s.fork_advice) return before;
+  return (vm_advice_of(*s.fork_advice, lo, hi) & ~uint32_t{cap::kMadvLocked}) | (before & cap::kMadvLocked);
+}
+
 // One mapping (or the part of one outside the snapshot's own memory): its
 // region and runs.
 bool save_entry(state &s, const sys::maps_entry &e) {
@@ -452,7 +474,7 @@ bool save_entry(state &s, const sys::maps_entry &e) {
   r.file = cap::kNoFile;
   r.file_offset = e.offset;
   if (e.name_len) r.name = add_string(s, e.name, e.name_len);
-  r.madv = vm_advice_of(*s.a->advice, e.lo, e.hi);
+  r.madv = advice_of(s, e.lo, e.hi);
   // Zero in this fork: saved from its copy in the pause.
   const bool wiped = r.madv & cap::kMadvWipeOnFork;
   const bool kernel = r.kind == static_cast<uint32_t>(cap::region_kind::vdso) ||
@@ -536,6 +558,7 @@ bool walk_maps(state &s) {
   sys::maps_reader maps;
   if (long r = maps.open(); r < 0) return fail(s, static_cast<int>(-r), "cannot read /proc/self/maps");
   const own_ranges own = own_of(s);
+  read_fork_advice(s);
   sys::maps_entry e;
   while (maps.next(&e)) {
     if (name_is(e, "[vsyscall]")) continue;  // the same fixed page in every process

@@ -108,6 +108,7 @@ struct state {
   uint64_t shared = 0;      // bytes of base runs
   int pagemap_fd = -1;
   int self_mem_fd = -1;  // /proc/self/mem: the image read without faulting it in (copy_image)
+  const vm_advice *fork_advice = nullptr;  // this fork's own (writer.cc, advice_of); null: the earlier table
   // ZeroIO: the linked PMem files (writer_args::links), opened; their
   // entries in the files table (kNoFile until a region maps one).
   int link_fd[kMaxPmemLinks];

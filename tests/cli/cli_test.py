@@ -2956,14 +2956,16 @@ class RestoreTest(Base):
         maps = [c[0] for c in counts]
         fds = [c[1] for c in counts]
         rss = [c[2] for c in counts]
-        # Nothing accumulates: the last ten processes have at their fewest
-        # at most a few mappings more than the first ten restored ones at
-        # theirs (units split while the heap frees or re-shares them; a leak
-        # of one mapping per restore would show ten), no process has more
+        # Nothing accumulates: the last ten processes have at their most at
+        # most two mappings more than the first ten restored ones at theirs
+        # (a unit's runs split while the heap frees or re-shares them; a
+        # leak of one mapping per restore would show ten, and runs placed
+        # again without their unit's advice, or restored without the advice
+        # they had at the stop, grew it by 5-14), no process has more
         # descriptors than the original (which had its mover's; a restored
         # one starts it again lazily), and resident memory does not grow
         # from one generation to the next.
-        self.assertLessEqual(min(maps[11:]), min(maps[1:11]) + 4, counts)
+        self.assertLessEqual(max(maps[11:]), max(maps[1:11]) + 2, counts)
         self.assertLessEqual(max(fds[1:]), fds[0], counts)
         self.assertLessEqual(min(rss[11:]), max(rss[1:11]) + 4096, counts)
 

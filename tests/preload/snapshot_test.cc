@@ -551,6 +551,55 @@ TEST(Snapshot, MemoryMarkedWipedDuringTheSnapshotIsStillSaved) {
   munmap(m, len);
 }
 
+// A thread mapping the second page of an advised pair afresh and advising
+// it again while snapshots are taken: each capsule holds the advice each
+// mapping had at the stop, not at an earlier read of the mappings (a page
+// mapped and advised in between would be restored without its advice, in
+// a mapping of its own; a fresh page marked with its old neighbour's).
+TEST(Snapshot, TheAdviceOfMappingsChangedBeforeTheStopIsTheStops) {
+  ASSERT_TRUE(snapshot());
+  const size_t page = 4096;
+  char *m = patterned_map(2 * page, 5, 1);
+  ASSERT_NE(m, nullptr);
+  ASSERT_EQ(madvise(m, 2 * page, MADV_DONTDUMP), 0) << strerror(errno);
+  char *second = m + page;
+  std::atomic<bool> stop{false};
+  std::atomic<unsigned> turns{0};
+  std::thread remapper([&] {
+    while (!stop.load()) {
+      if (mmap(second, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != second) break;
+      madvise(second, page, MADV_DONTDUMP);
+      turns.fetch_add(1);
+    }
+  });
+  for (int i = 0; i < 20; ++i) {
+    capsule_dir dir;
+    char name[16], path[4096];
+    snprintf(name, sizeof name, "a%d", i);
+    ASSERT_EQ(snapshot()(dir.path.c_str(), name, path, sizeof path), 0) << strerror(errno);
+    capsule_reader c(path);
+    ASSERT_EQ(c.err, cap::parse_error::ok) << cap::parse_error_text(c.err);
+    const uintptr_t at = reinterpret_cast<uintptr_t>(second);
+    bool found = false;
+    for (uint64_t k = 0; k < c.m.nregions; ++k) {
+      const cap::region &r = c.m.regions[k];
+      if (r.start > at || at >= r.end) continue;
+      found = true;
+      // Merged with the first page (advised): one mapping, advised.  A
+      // mapping of its own begins at the page: mapped afresh, not yet
+      // advised.
+      const bool with_first = r.start < at;
+      EXPECT_EQ((r.madv & cap::kMadvDontDump) != 0, with_first)
+          << "capsule " << i << ": region " << std::hex << r.start << "-" << r.end << " madv " << r.madv;
+    }
+    EXPECT_TRUE(found) << "capsule " << i << " lacks the page";
+  }
+  stop = true;
+  remapper.join();
+  EXPECT_GT(turns.load(), 20u);
+  munmap(m, 2 * page);
+}
+
 // Repeated snapshots leave no descriptor, mapping or thread behind.
 TEST(Snapshot, RepeatedSnapshotsLeakNothing) {
   ASSERT_TRUE(snapshot());
