@@ -204,7 +204,7 @@ fi
 # --- the machine -----------------------------------------------------------
 # The NVDIMM's backing file keeps its fsdax namespace between runs.
 [[ -f $WORK/nvdimm.img ]] || truncate -s 2G "$WORK/nvdimm.img"
-printf 'BUILD=%q\nSRC=%q\nSUITES=%q\nGUPS_SECONDS=%q\nKMEM=%q\n' "$BUILD" "$ROOT" "$SUITES" "${GUPS_SECONDS:-40}" \
+printf 'BUILD=%q\nSRC=%q\nSUITES=%q\nGUPS_SECONDS=%q\nKMEM=%q\n' "$BUILD" "$ROOT" "$SUITES" "${GUPS_SECONDS:-}" \
   "$KMEM" > "$WORK/args"
 for v in KT_FOOTPRINT KT_HOT KT_DRAM KT_FREE_MB PROGRAMS_WHERE PROGRAMS_ONLY PRESSURE_ROOM_MB PRESSURE_LIB PRESSURE_LOG PRESSURE_MOVES PRESSURE_SECONDS SWEEP_SECONDS SWEEP_TIERS; do [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$WORK/args"; done
 # Node 1: 3 GiB of RAM, or (--kmem) none but a second NVDIMM.
