@@ -74,17 +74,18 @@ bool fork_advice_settled(uint32_t epoch) {
   return g_fork_advice_busy.load(std::memory_order_acquire) == 0 && fork_advice_epoch() == epoch;
 }
 
-long read_vm_advice(vm_advice *out, char *why, size_t cap) {
+long read_vm_advice(vm_advice *out, char *why, size_t cap, char *window) {
   out->n = out->left_out = 0;
   out->dontfork_lo = out->dontfork_hi = 0;
   out->epoch = fork_advice_epoch();
   long fd = sys::openat(AT_FDCWD, "/proc/thread-self/smaps", O_RDONLY | O_CLOEXEC, 0);
-  static char buf[1 << 16];  // under the snapshot's lock
+  static char own[kSmapsWindow];  // under the snapshot's lock
+  char *const buf = window ? window : own;
   uintptr_t lo = 0, hi = 0;
   long have = 0;
   bool ok = fd >= 0, wiped_left_out = false;
   while (ok) {
-    const long r = sys::read(static_cast<int>(fd), buf + have, sizeof buf - 1 - static_cast<size_t>(have));
+    const long r = sys::read(static_cast<int>(fd), buf + have, kSmapsWindow - 1 - static_cast<size_t>(have));
     if (r < 0) ok = false;
     if (r <= 0) break;
     have += r;

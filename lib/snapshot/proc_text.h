@@ -35,8 +35,10 @@ struct vm_advice {
 // 0; -EIO when smaps cannot be read, -EOPNOTSUPP when a mapping is
 // MADV_DONTFORK (a snapshot cannot hold it), -E2BIG when a mapping marked
 // wiped is beyond kMax; with one line into why.
-// Uses a static buffer: one caller at a time.
-long read_vm_advice(vm_advice *out, char *why, size_t cap);
+// Reads smaps through window (kSmapsWindow bytes), or a static buffer of
+// its own when null: one caller at a time then.
+constexpr size_t kSmapsWindow = size_t{1} << 16;
+long read_vm_advice(vm_advice *out, char *why, size_t cap, char *window = nullptr);
 // The advice of the entry holding all of [lo, hi), or 0.
 uint32_t vm_advice_of(const vm_advice &a, uintptr_t lo, uintptr_t hi);
 

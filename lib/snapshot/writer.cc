@@ -439,26 +439,23 @@ bool smaps_empty(state &s, uintptr_t lo) {
 
 constexpr uint64_t kLargeRegion = uint64_t{256} << 20;
 
-// The advice of the mappings as they were at the stop: this fork's own
-// (the kernel copies a mapping's advice into a fork child with it, and
-// the mappings as they were), read once here, outside the pause.  The
-// table read before the stop is stale for every mapping the program (or
-// the heap, placing a run) made, grew or advised since: a run mapped and
-// advised in that window would find no entry holding it and be restored
-// without its advice, in a mapping of its own, one more at every restore.
-// A fork child is not locked (mlock): that bit comes from the earlier
-// table, as does everything when this fork's smaps cannot be read.
-vm_advice g_fork_advice;  // one writer per fork
-
+// The advice of the mappings as they were at the stop: this fork's own (a
+// fork child keeps each mapping's advice), read outside the pause.  The
+// table read before the stop misses a mapping made, grown or advised since
+// (restored without its advice, in a mapping of its own).  It still gives
+// mlock (not inherited) and MADV_WIPEONFORK (what the pause copied), and
+// everything when smaps cannot be read.  Into the writer's own memory: a
+// write to a static of the library would change the image it saves.
 void read_fork_advice(state &s) {
   char why[160];
-  s.fork_advice = read_vm_advice(&g_fork_advice, why, sizeof why) == 0 ? &g_fork_advice : nullptr;
+  s.fork_advice = read_vm_advice(&s.buf->advice, why, sizeof why, s.buf->smaps) == 0 ? &s.buf->advice : nullptr;
 }
 
 uint32_t advice_of(const state &s, uintptr_t lo, uintptr_t hi) {
   const uint32_t before = vm_advice_of(*s.a->advice, lo, hi);
   if (!s.fork_advice) return before;
-  return (vm_advice_of(*s.fork_advice, lo, hi) & ~uint32_t{cap::kMadvLocked}) | (before & cap::kMadvLocked);
+  constexpr uint32_t kEarlier = cap::kMadvLocked | cap::kMadvWipeOnFork;
+  return (vm_advice_of(*s.fork_advice, lo, hi) & ~kEarlier) | (before & kEarlier);
 }
 
 // One mapping (or the part of one outside the snapshot's own memory): its

@@ -68,7 +68,8 @@ struct raw_vec {
 // Taken from the arena: fixed buffers.
 struct buffers {
   char bounce[1 << 20];   // image pages on their way to mem
-  char smaps[1 << 16];    // a window of /proc/self/smaps
+  char smaps[kSmapsWindow];  // a window of /proc/self/smaps
+  vm_advice advice;       // this fork's (writer.cc, advice_of)
 };
 
 // Incremental: the capsule this one builds on (writer_args::base_dirfd),
