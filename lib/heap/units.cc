@@ -178,11 +178,12 @@ long place_unit(unit &u) {
 // merge back, one mapping more for every such run, which every snapshot
 // and restore would keep.  A unit first mapped in parts stays without it
 // (the kernel would give a huge page to a part-used unit whose runs merge
-// into one mapping of it, and split it again at the next partial unmap).
+// into one mapping of it, and split it again at the next partial unmap),
+// and so does one whose protection or advice the program chose.
 void advise_run(unit &u, size_t n, void *addr) {
   if (!config_get().huge_units || dram_tier().ops != &dram_tier_ops) return;
   if (n == kPagesPerUnit) u.huge_advised = 1;
-  else if (u.huge_advised) sys::madvise(addr, n << kPageShift, MADV_HUGEPAGE);
+  else if (u.huge_advised && !u.custom_prot) sys::madvise(addr, n << kPageShift, MADV_HUGEPAGE);
 }
 
 // Maps pages [first, first + n) of a placed unit on its tier with prot.  A
