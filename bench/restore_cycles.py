@@ -110,7 +110,8 @@ def run_one(label, build, args):
             if not wait_pong(port):
                 raise RuntimeError(f"generation {g + 1} does not answer")
             if g > 2:
-                shutil.rmtree(os.path.join(caps, f"g{g - 2}.mmtcap"), ignore_errors=True)
+                subprocess.run([mmtier, "snapshot", "delete", os.path.join(caps, f"g{g - 2}.mmtcap")], env=env,
+                               capture_output=True, timeout=60, check=True)
     finally:
         try:
             os.kill(server_pid(port), signal.SIGKILL)
