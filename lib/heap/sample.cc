@@ -202,7 +202,7 @@ bool whole_touched(const fault_sample &s, uint64_t end_ns) {
 // Appends the result of one page to out, merging pages of the same unit
 // (they are consecutive).
 void add_result(sample_result *out, size_t cap, size_t &n, uint32_t unit, uint8_t tier, bool touched,
-                bool written) {
+                bool written, bool idle = false) {
   if (touched) ++g_counters.touched;
   if (!out) return;
   if (n && out[n - 1].unit == unit) {
@@ -211,7 +211,7 @@ void add_result(sample_result *out, size_t cap, size_t &n, uint32_t unit, uint8_
     r.touched = static_cast<uint8_t>(r.touched + touched);
     r.written = static_cast<uint8_t>(r.written + written);
   } else if (n < cap) {
-    out[n++] = {unit, tier, 1, static_cast<uint8_t>(touched), static_cast<uint8_t>(written)};
+    out[n++] = {unit, tier, 1, static_cast<uint8_t>(touched), static_cast<uint8_t>(written), static_cast<uint8_t>(idle)};
   }
 }
 
@@ -244,13 +244,15 @@ void end_locked(sample_result *out, size_t cap, size_t *count) {
   for (size_t i = 0; i < g_ndram; ++i) {
     fault_sample &s = g_dram[i];
     if (s.state.load(std::memory_order_acquire) == 0) continue;
+    const bool whole_window = !s.settled;  // not settled early (its unit used, a fork)
     settle_dram(s);
     if (s.len != kPageSize && g_side_whole) check_whole(s);
-    const bool touched = s.len == kPageSize ? s.state.load(std::memory_order_acquire) == kSampleTouched
-                                             : whole_touched(s, end_ns);
+    const bool any = s.state.load(std::memory_order_acquire) == kSampleTouched;
+    const bool touched = s.len == kPageSize ? any : whole_touched(s, end_ns);
     unit &u = g_heap.units[s.unit];
     u.sample = 0;
-    add_result(out, cap, n, s.unit, static_cast<uint8_t>(unit_tier(u)), touched, touched && s.written.load() != 0);
+    add_result(out, cap, n, s.unit, static_cast<uint8_t>(unit_tier(u)), touched, touched && s.written.load() != 0,
+               s.len != kPageSize && !any && whole_window);
   }
   faults_samples_retract();
   g_ndram = 0;

@@ -32,6 +32,11 @@ struct sample_result {
   uint8_t sampled;   // pages hidden
   uint8_t touched;   // of those, touched in the window
   uint8_t written;   // of those, first touched by a write (DRAM samples only)
+  // A unit sampled whole that nothing touched at any time in the window
+  // (before 6.8: nothing wrote to), early or late: the strongest sign of a
+  // cold unit a window gives (a late access is not counted touched, but
+  // shows the unit in use).
+  uint8_t idle = 0;
 };
 
 // Starts a window over units[0..n) (ascending unit indices), hiding

@@ -67,13 +67,19 @@ constexpr uint64_t kDramUnseenSlowdown = 16;
 // second, a fault service late to see the access), and a demotion on it
 // costs two moves.  A second quiet look in a row (both scoring below
 // promote_min_heat) is evidence, if the window it came in shows the
-// program touching DRAM at all: that look counts as for any unit, decayed
-// at the half-life since the first and weighed by its interval, so a hot
-// set that moved away pays a full node's shortfall after two looks rather
-// than cooling over many.  A window with no DRAM sample touched may be one
-// the program did not run in (a busy host: a hot unit sampled whole must
-// be touched within a 512th of the window), and its quiet looks are
-// only thin evidence.
+// program running: that look counts as for any unit, decayed at the
+// half-life since the first and weighed by its interval, so a hot set that
+// moved away pays a full node's shortfall after two looks rather than
+// cooling over many.  The program ran if a DRAM sample of the window was
+// touched; without one, the window may be one it did not run in when it
+// mattered (a busy host: a hot unit sampled whole must be touched within a
+// 512th of the window), and a quiet look from it is thin evidence, unless
+// the unit was sampled whole and nothing touched it at any time in the
+// window (access_observation::idle) while a PMem unit of the same window
+// scored hot: the program ran through the window and left this unit
+// alone.  That is the look a hot set that moved away wholly gives (no DRAM
+// unit is touched any more); counted as thin, the old hot units cooled at
+// this guarded rate and the new ones waited seconds for room.
 constexpr double kDramObservationWeight = 0.5;
 
 struct heat_clock {
@@ -271,8 +277,13 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
   double weight = weight_of(static_cast<double>(scan_now_ns_ - scan_prev_ns_));
   double write_weight = params_.write_weight_pct / 100.0;
   heat_clock d(params_.half_life_ns, params_.sparse_sampling);
-  bool dram_live = false;  // a DRAM sample touched in this window (kDramObservationWeight)
-  for (size_t i = 0; i < n && !dram_live; ++i) dram_live = obs[i].tier == kTierDram && obs[i].touched;
+  // The program seen running in this window (kDramObservationWeight): a
+  // DRAM sample touched, or a PMem unit scoring hot.
+  bool dram_live = false, pmem_hot = false;
+  for (size_t i = 0; i < n; ++i) {
+    dram_live = dram_live || (obs[i].tier == kTierDram && obs[i].touched);
+    pmem_hot = pmem_hot || (obs[i].tier == kTierPmem && score_of(obs[i], write_weight) >= params_.promote_min_heat);
+  }
   for (size_t i = 0; i < n; ++i) {
     const access_observation &o = obs[i];
     if (o.unit >= max_units_ || (o.tier != kTierDram && o.tier != kTierPmem)) {
@@ -294,11 +305,12 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
     }
     const double score = score_of(o, write_weight);
     const bool quiet = o.sampled && score < params_.promote_min_heat;
+    const bool sure = dram_live || (o.idle && pmem_hot);  // a quiet look that is evidence
     // A DRAM unit seen again in the rotation: its heat as it stands moves
     // towards the score by w, at most kDramObservationWeight, unless this
     // is its second quiet look in a row (kDramObservationWeight).
     const bool dram_seen = params_.sparse_sampling && o.tier == kTierDram && s.tier1 == kTierDram + 1;
-    if (dram_seen && quiet && dram_live && (s.flags & kQuiet)) {
+    if (dram_seen && quiet && sure && (s.flags & kQuiet)) {
       h = s.heat * d.pmem.factor(now > s.heat_ms ? now - s.heat_ms : 0);
       h *= 1 - w;
     } else if (dram_seen) {
@@ -311,7 +323,7 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
     s.tier1 = static_cast<uint8_t>(o.tier + 1);
     uint8_t f = static_cast<uint8_t>(o.movable ? s.flags | kMovable : s.flags & ~kMovable);
     if (o.tier != kTierDram || (o.sampled && !quiet)) f &= static_cast<uint8_t>(~kQuiet);
-    if (o.tier == kTierDram && quiet && dram_live) f |= kQuiet;
+    if (o.tier == kTierDram && quiet && sure) f |= kQuiet;
     s.flags = f;
     set_dram(o.unit, o.tier == kTierDram);
     note_candidate(o.unit, h);

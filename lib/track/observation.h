@@ -25,6 +25,10 @@ struct access_observation {
   // still averages about this share while a cold PMem unit confirmed on
   // four pages scores about 0.
   float chance = 0;
+  // A unit sampled whole that nothing touched at any time in the window
+  // (sample_result::idle): not thin evidence of a cold unit, as one
+  // untouched page or an access too late to count are.
+  bool idle = false;
 };
 
 // The units a scan can watch: ascending unit indices with their tiers (the

@@ -141,7 +141,8 @@ size_t software_tracker::observe(const sample_result *results, size_t n, const u
       held_[nheld_++] = {r.unit, sampled, hit, written};
       continue;
     }
-    if (nobs < cap) out[nobs++] = {r.unit, r.tier, true, sampled, hit, written, static_cast<float>(chance)};
+    if (nobs < cap)
+      out[nobs++] = {r.unit, r.tier, true, sampled, hit, written, static_cast<float>(chance), r.idle != 0};
     if (r.tier == kTierPmem && sampled > 1 && hit * 2 >= sampled) suspect_neighbours(r.unit, listed);
   }
   take_frontier(listed);

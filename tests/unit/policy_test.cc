@@ -792,9 +792,18 @@ TEST(PolicySparse, HotDramUnitsSeenSeldomAndOnceUntouchedStayAheadOfColdOnes) {
 // the DRAM units it left keep their place against a shortfall, after a
 // second quiet look in a row they pay it as cold units do; but not on
 // looks from windows in which no DRAM sample was touched at all (the
-// program may not have run in them).  Units 0-6 of DRAM were hot and go
-// quiet, unit 7 stays hot unless dram_idle, PMem units 8 and 9 turn hot.
-void quiet_looks_pay_the_shortfall(bool dram_idle) {
+// program may not have run in them), unless the units were sampled whole
+// and not touched at any time in the window (idle) while a PMem unit of
+// the same window scored hot: the program ran, and left them alone.
+// Units 0-6 of DRAM were hot and go quiet, unit 7 stays hot unless
+// dram_idle, PMem units 8 and 9 turn hot unless pmem_cold.
+struct quiet_case {
+  bool dram_idle = false;  // no DRAM sample touched after the move
+  bool whole = false;      // the DRAM looks are of units sampled whole, untouched all window
+  bool pmem_cold = false;  // no PMem unit turns hot either
+};
+
+void quiet_looks_pay_the_shortfall(quiet_case c) {
   std::vector<uint64_t> storage = storage_for(16);
   migration_policy pol;
   ASSERT_TRUE(start_sparse(pol, storage));
@@ -804,11 +813,13 @@ void quiet_looks_pay_the_shortfall(bool dram_idle) {
     now += scan;
     std::vector<access_observation> obs;
     for (uint32_t u = 0; u < 8; ++u) {
-      const bool hot = !moved || (u == 7 && !dram_idle);
-      obs.push_back({u, kTierDram, true, 16, static_cast<uint16_t>(hot ? 16 : 0), 0});
+      const bool hot = !moved || (u == 7 && !c.dram_idle);
+      access_observation o{u, kTierDram, true, 16, static_cast<uint16_t>(hot ? 16 : 0), 0};
+      if (c.whole) o = {u, kTierDram, true, 1, static_cast<uint16_t>(hot), 0, 0, !hot};
+      obs.push_back(o);
     }
     for (uint32_t u = 8; u < 16; ++u)
-      obs.push_back({u, kTierPmem, true, 16, static_cast<uint16_t>(moved && u < 10 ? 16 : 0), 0});
+      obs.push_back({u, kTierPmem, true, 16, static_cast<uint16_t>(moved && u < 10 && !c.pmem_cold ? 16 : 0), 0});
     pol.observe(now, obs.data(), obs.size());
   };
   for (int k = 0; k < 10; ++k) look(false);
@@ -817,8 +828,8 @@ void quiet_looks_pay_the_shortfall(bool dram_idle) {
   EXPECT_EQ(pol.decide(now, 8, 8, out, kPolicyMaxBatch, 4), 0u) << "one quiet look demoted the old hot set";
   look(true);
   const size_t n = pol.decide(now, 8, 8, out, kPolicyMaxBatch, 4);
-  if (dram_idle) {
-    EXPECT_EQ(n, 0u) << "quiet looks from windows with no DRAM touch demoted the old hot set";
+  if (c.dram_idle && (!c.whole || c.pmem_cold)) {
+    EXPECT_EQ(n, 0u) << "quiet looks from windows that show no sign of the program running demoted the old hot set";
     return;
   }
   size_t demoted = 0, promoted = 0;
@@ -827,7 +838,7 @@ void quiet_looks_pay_the_shortfall(bool dram_idle) {
       EXPECT_TRUE(out[i].unit == 8 || out[i].unit == 9) << out[i].unit;
       ++promoted;
     } else {
-      EXPECT_LT(out[i].unit, 7u);
+      EXPECT_LT(out[i].unit, c.dram_idle ? 8u : 7u);
       ++demoted;
     }
   }
@@ -835,9 +846,19 @@ void quiet_looks_pay_the_shortfall(bool dram_idle) {
   EXPECT_EQ(promoted, 2u);
 }
 
-TEST(PolicySparse, DramUnitsQuietInTwoLooksInARowPayTheShortfall) { quiet_looks_pay_the_shortfall(false); }
+TEST(PolicySparse, DramUnitsQuietInTwoLooksInARowPayTheShortfall) { quiet_looks_pay_the_shortfall({}); }
 
-TEST(PolicySparse, QuietLooksFromWindowsWithNoDramTouchKeepTheGuard) { quiet_looks_pay_the_shortfall(true); }
+TEST(PolicySparse, QuietLooksFromWindowsWithNoDramTouchKeepTheGuard) {
+  quiet_looks_pay_the_shortfall({.dram_idle = true});
+}
+
+TEST(PolicySparse, WholeUnitsUntouchedAllWindowPayWhenTheHotSetMovedToPmem) {
+  quiet_looks_pay_the_shortfall({.dram_idle = true, .whole = true});
+}
+
+TEST(PolicySparse, WholeUnitsUntouchedInWindowsWithNothingHotKeepTheGuard) {
+  quiet_looks_pay_the_shortfall({.dram_idle = true, .whole = true, .pmem_cold = true});
+}
 
 // Touches at the chance share are no evidence: a unit touched on half its
 // pages when chance alone touches half scores nothing, every page touched

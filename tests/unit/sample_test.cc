@@ -357,9 +357,11 @@ TEST(SampleWhole, AHugeUnitStaysWholeAndOnlyEarlyAccessesCount) {
     EXPECT_EQ(r[0].sampled, 1);
     if (w % 2 == 0) {
       EXPECT_EQ(r[0].touched, 0) << "window " << w << ": nothing touched the unit";
+      EXPECT_EQ(r[0].idle, 1) << "window " << w << ": a unit nothing touched is not idle";
     } else {
       seen += r[0].touched;
       EXPECT_EQ(r[0].written, r[0].touched);
+      EXPECT_EQ(r[0].idle, 0) << "window " << w << ": a unit written is idle";
     }
     EXPECT_EQ(pm.huge(at, kUnitSize), 1) << "window " << w << " split the huge page";
   }
@@ -375,6 +377,7 @@ TEST(SampleWhole, AHugeUnitStaysWholeAndOnlyEarlyAccessesCount) {
   sample_result r[2];
   ASSERT_EQ(heap_sample_end(r, 2), 1u);
   EXPECT_EQ(r[0].touched, 0) << "a write late in the window counted as a page touched";
+  EXPECT_EQ(r[0].idle, 0) << "a unit written late in the window counted as idle";
   EXPECT_EQ(pm.huge(at, kUnitSize), 1);
   EXPECT_EQ(bytes_wrong(b), 0u);
   heap_munmap(p, kUnitSize);

@@ -214,10 +214,13 @@ TEST(SoftwareTracker, SteadyTrackingSuspectsOnlyTheNextNeighbours) {
 TEST(SoftwareTracker, DramSamplesAreNotScreened) {
   listing l(10, 10);
   software_tracker t;
-  const sample_result r[] = {{15, kTierDram, 1, 1, 1}};
+  // Unit 16 sampled whole and not touched at any time: the policy hears so.
+  const sample_result r[] = {{15, kTierDram, 1, 1, 1}, {16, kTierDram, 1, 0, 0, 1}};
   access_observation obs[2];
-  ASSERT_EQ(t.observe(r, 1, l.view(), obs, 2, nullptr), 1u);
+  ASSERT_EQ(t.observe(r, 2, l.view(), obs, 2, nullptr), 2u);
   EXPECT_EQ(obs[0].tier, kTierDram);
+  EXPECT_FALSE(obs[0].idle);
+  EXPECT_TRUE(obs[1].idle) << "a unit untouched all window reached the policy as thin evidence";
   const uint32_t *s;
   EXPECT_EQ(t.suspects(&s), 0u);
 }
