@@ -41,6 +41,10 @@ std::atomic<int> g_fd{-1};
 // The handler thread reads the descriptor (set once it runs, cleared when
 // it stops): a fault taken before would wait for a thread not there yet.
 std::atomic<int> g_serving{0};  // a futex word: faults_start waits for it
+// Faults read and not all answered yet: a batch in hand, or retries held
+// (faults_caught_up).  Set before the read, so that a fault taken off the
+// descriptor is always either unread or counted here.
+std::atomic<int> g_in_hand{0};
 uint64_t g_features = 0;
 pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
 bool g_failed = false;  // started and failed: do not retry in this process
@@ -281,6 +285,7 @@ void *handler_main(void *) {
     long pr = sys::raw(SYS_poll, reinterpret_cast<long>(&pfd), 1, nretry ? 1 : -1);
     if (pr < 0 && pr != -EINTR) break;
     if (const faults_hook_fn hook = g_faults_test_hook.load(std::memory_order_acquire)) hook(0, 0);
+    g_in_hand.store(1, std::memory_order_seq_cst);
     long n = sys::read(fd, msgs, sizeof msgs);
     if (n < 0 && n != -EAGAIN && n != -EINTR) break;
     const size_t count = n > 0 ? static_cast<size_t>(n) / sizeof(uffd_msg) : 0;
@@ -299,6 +304,7 @@ void *handler_main(void *) {
         else sys::uffd::wake(fd, reinterpret_cast<void *>(align_down(m.arg.pagefault.address, kPageSize)), kPageSize);
       }
     }
+    g_in_hand.store(nretry ? 1 : 0, std::memory_order_release);
   }
   // Nothing moves any more: new migrations and samples see no service.
   MMTIER_ERROR("fault service stopped reading its userfaultfd; memory is not moved between tiers any more");
@@ -405,6 +411,16 @@ bool faults_can_demote() { return faults_ready() && (g_features & UFFD_FEATURE_P
 bool faults_wp_unpopulated() { return faults_ready() && (g_features & UFFD_FEATURE_WP_UNPOPULATED); }
 bool faults_can_move() { return faults_ready() && (g_features & UFFD_FEATURE_MOVE); }
 bool faults_can_sample() { return faults_can_move() || faults_can_demote(); }
+
+bool faults_caught_up() {
+  const int fd = g_fd.load(std::memory_order_acquire);
+  if (fd < 0) return true;
+  // The descriptor first, then the hands: a fault read in between was
+  // counted in hand before the read.
+  pollfd pfd = {fd, POLLIN, 0};
+  if (sys::raw(SYS_poll, reinterpret_cast<long>(&pfd), 1, 0) > 0) return false;
+  return g_in_hand.load(std::memory_order_seq_cst) == 0;
+}
 
 uint32_t faults_kernel_lacks() {
   if (!faults_ready()) return g_failed ? static_cast<uint32_t>(kLackUserfaultfd) : 0u;

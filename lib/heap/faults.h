@@ -48,6 +48,12 @@ bool faults_can_move();
 // 6.8) write-protected in place, which sees writes only.
 bool faults_can_sample();
 
+// Whether every fault taken so far has been answered: none unread on the
+// descriptor, none in the service's hands or waiting for a retry.  A
+// sample whose fault is still waiting looks untouched when its window
+// ends; the sampler asks first (sample.cc, sample_result::idle).
+bool faults_caught_up();
+
 // What the kernel lacks (support/errors.h kLack* bits, after what
 // MMTIER_HIDE_FEATURES hides); 0 before the service was first started.
 uint32_t faults_kernel_lacks();

@@ -60,6 +60,7 @@ size_t g_nwhole = 0;           // slots used in this window
 // moved out also waits for the kernel to get and clear a huge page (which
 // it then drops, as the page is missing): g_huge_clear_ns more.
 constexpr uint64_t kAllowanceFloorNs = 50'000;
+constexpr uint64_t kCatchUpNs = 1'000'000;  // end_locked: the fault service's moment to answer
 uint64_t g_allowance_ns = kAllowanceFloorNs;
 uint64_t g_huge_clear_ns = UINT64_MAX;  // not measured yet
 bool g_whole_any_touch = false;         // heap_sample_whole_any_touch (tests)
@@ -241,6 +242,15 @@ void check_whole(const fault_sample &s) {
 void end_locked(sample_result *out, size_t cap, size_t *count) {
   size_t n = 0;
   const uint64_t end_ns = sys::mono_ns();
+  // A fault still waiting for its answer leaves its sample looking
+  // untouched: no sample of such a window is idle.  The service is given
+  // a moment to finish what it has in hand (it answers in microseconds;
+  // one that has not within kCatchUpNs is held up, and its faults wait).
+  bool answered = faults_caught_up();
+  for (const uint64_t t0 = end_ns; !answered && sys::mono_ns() - t0 < kCatchUpNs;) {
+    sched_yield();
+    answered = faults_caught_up();
+  }
   for (size_t i = 0; i < g_ndram; ++i) {
     fault_sample &s = g_dram[i];
     if (s.state.load(std::memory_order_acquire) == 0) continue;
@@ -252,7 +262,7 @@ void end_locked(sample_result *out, size_t cap, size_t *count) {
     unit &u = g_heap.units[s.unit];
     u.sample = 0;
     add_result(out, cap, n, s.unit, static_cast<uint8_t>(unit_tier(u)), touched, touched && s.written.load() != 0,
-               s.len != kPageSize && !any && whole_window);
+               s.len != kPageSize && !any && whole_window && answered);
   }
   faults_samples_retract();
   g_ndram = 0;

@@ -459,5 +459,45 @@ TEST(SampleRace, AnAnswerGivenLateNeverFillsAHoleOfAUnitOutAgain) {
   heap_munmap(b, kUnitSize);
 }
 
+// A unit sampled whole whose fault is still waiting for the fault service
+// when the window ends (here: held before the service reads it) looks
+// untouched, but it is not idle: the thread touching it was waiting, not
+// leaving it alone (the policy counts an idle look as evidence of a cold
+// unit).
+TEST(SampleWhole, AUnitWhoseFaultIsStillWaitingIsNotIdle) {
+  ASSERT_EQ(runtime_start(), kReady);
+  if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
+  use_up_startup_units();
+  const char *why = nullptr;
+  unsigned char *b = huge_dram_unit(&why);
+  if (!b) GTEST_SKIP() << why;
+  const uint32_t unit = unit_of(b);
+  const uint8_t four = 4;
+  g_race_unit = reinterpret_cast<uintptr_t>(b);
+  g_faults_test_hook = race_hook;
+  ASSERT_EQ(heap_sample_begin(&unit, &four, 1, 500), 1u);
+  g_hold_read = true;
+  std::atomic<long> tid{0};
+  std::atomic<bool> done{false};
+  const size_t i = 9 * kPageSize + 3;
+  std::thread writer([&] {
+    tid = static_cast<long>(gettid());
+    reinterpret_cast<volatile unsigned char *>(b)[i] = expect(i);  // a write: seen before 6.8 too
+    done = true;
+  });
+  while (!done.load() && !(tid.load() && thread_blocked(tid.load()))) sched_yield();
+  const bool waited = !done.load();
+  sample_result r[2];
+  const size_t n = heap_sample_end(r, 2);
+  g_hold_read = false;
+  writer.join();
+  g_faults_test_hook = nullptr;
+  ASSERT_TRUE(waited) << "the write was answered although the service was held";
+  ASSERT_EQ(n, 1u);
+  EXPECT_EQ(r[0].idle, 0) << "a unit whose fault was still waiting at the window's end counted as idle";
+  EXPECT_EQ(bytes_wrong(b), 0u);
+  heap_munmap(b, kUnitSize);
+}
+
 }  // namespace
 }  // namespace mmtier::detail
