@@ -406,18 +406,30 @@ void race_hook(int where, uintptr_t page) {
   for (int i = 0; i < 300 && !g_out_again.load(); ++i) usleep(1000);
 }
 
+// A DRAM unit on one huge page for the tests of the fault service's
+// timing, with race_hook installed; nullptr with *why when there is none.
+unsigned char *race_unit(const char **why) {
+  if (!faults_start()) {
+    *why = "no userfaultfd here";
+    return nullptr;
+  }
+  use_up_startup_units();
+  unsigned char *b = huge_dram_unit(why);
+  if (!b) return nullptr;
+  g_race_unit = reinterpret_cast<uintptr_t>(b);
+  g_faults_test_hook = race_hook;
+  return b;
+}
+
 TEST(SampleRace, AnAnswerGivenLateNeverFillsAHoleOfAUnitOutAgain) {
   ASSERT_EQ(runtime_start(), kReady);
   if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
   if (!faults_can_move()) GTEST_SKIP() << "pages sampled in place (before 6.8): none goes out";
-  use_up_startup_units();
   const char *why = nullptr;
-  unsigned char *b = huge_dram_unit(&why);
+  unsigned char *b = race_unit(&why);
   if (!b) GTEST_SKIP() << why;
   const uint32_t unit = unit_of(b);
   const uint8_t one = 1;
-  g_race_unit = reinterpret_cast<uintptr_t>(b);
-  g_faults_test_hook = race_hook;
   // Both faults must be waiting before the service reads: tried until
   // they are (the service may read the first alone, before it is held).
   bool together = false;
@@ -466,15 +478,11 @@ TEST(SampleRace, AnAnswerGivenLateNeverFillsAHoleOfAUnitOutAgain) {
 // unit).
 TEST(SampleWhole, AUnitWhoseFaultIsStillWaitingIsNotIdle) {
   ASSERT_EQ(runtime_start(), kReady);
-  if (!faults_start()) GTEST_SKIP() << "no userfaultfd here";
-  use_up_startup_units();
   const char *why = nullptr;
-  unsigned char *b = huge_dram_unit(&why);
+  unsigned char *b = race_unit(&why);
   if (!b) GTEST_SKIP() << why;
   const uint32_t unit = unit_of(b);
   const uint8_t four = 4;
-  g_race_unit = reinterpret_cast<uintptr_t>(b);
-  g_faults_test_hook = race_hook;
   ASSERT_EQ(heap_sample_begin(&unit, &four, 1, 500), 1u);
   g_hold_read = true;
   std::atomic<long> tid{0};
