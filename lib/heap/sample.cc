@@ -243,11 +243,17 @@ void end_locked(sample_result *out, size_t cap, size_t *count) {
   size_t n = 0;
   const uint64_t end_ns = sys::mono_ns();
   // A fault still waiting for its answer leaves its sample looking
-  // untouched: no sample of such a window is idle.  The service is given
-  // a moment to finish what it has in hand (it answers in microseconds;
-  // one that has not within kCatchUpNs is held up, and its faults wait).
-  bool answered = faults_caught_up();
-  for (const uint64_t t0 = end_ns; !answered && sys::mono_ns() - t0 < kCatchUpNs;) {
+  // untouched: no sample of such a window is idle.  Asked only when a
+  // whole sample looks untouched; the service is given a moment to finish
+  // what it has in hand (it answers in microseconds; one that has not
+  // within kCatchUpNs is held up, and its faults wait).
+  bool untouched_whole = false;
+  for (size_t i = 0; i < g_ndram && !untouched_whole; ++i) {
+    const uint8_t st = g_dram[i].state.load(std::memory_order_acquire);
+    untouched_whole = g_dram[i].len != kPageSize && st != 0 && st != kSampleTouched;
+  }
+  bool answered = untouched_whole && faults_caught_up();
+  for (const uint64_t t0 = end_ns; untouched_whole && !answered && sys::mono_ns() - t0 < kCatchUpNs;) {
     sched_yield();
     answered = faults_caught_up();
   }
