@@ -60,7 +60,7 @@ size_t g_nwhole = 0;           // slots used in this window
 // moved out also waits for the kernel to get and clear a huge page (which
 // it then drops, as the page is missing): g_huge_clear_ns more.
 constexpr uint64_t kAllowanceFloorNs = 50'000;
-constexpr uint64_t kCatchUpNs = 1'000'000;  // end_locked: the fault service's moment to answer
+constexpr uint64_t kCatchUpNs = 1'000'000;  // service_caught_up: the fault service's moment to answer
 uint64_t g_allowance_ns = kAllowanceFloorNs;
 uint64_t g_huge_clear_ns = UINT64_MAX;  // not measured yet
 bool g_whole_any_touch = false;         // heap_sample_whole_any_touch (tests)
@@ -239,24 +239,35 @@ void check_whole(const fault_sample &s) {
   }
 }
 
-void end_locked(sample_result *out, size_t cap, size_t *count) {
-  size_t n = 0;
-  const uint64_t end_ns = sys::mono_ns();
-  // A fault still waiting for its answer leaves its sample looking
-  // untouched: no sample of such a window is idle.  Asked only when a
-  // whole sample looks untouched; the service is given a moment to finish
-  // what it has in hand (it answers in microseconds; one that has not
-  // within kCatchUpNs is held up, and its faults wait).
+// Whether the fault service has answered every fault taken in this
+// window, asked only when some whole sample looks untouched (the one result
+// that depends on it: sample_result::idle).  Without the heap lock: the
+// service may need it to answer (a first touch), and the program's
+// allocations never wait here.  The service is given a moment to finish
+// what it has in hand (it answers in microseconds; one that has not within
+// kCatchUpNs is held up, and its faults wait).
+bool service_caught_up() {
   bool untouched_whole = false;
   for (size_t i = 0; i < g_ndram && !untouched_whole; ++i) {
     const uint8_t st = g_dram[i].state.load(std::memory_order_acquire);
     untouched_whole = g_dram[i].len != kPageSize && st != 0 && st != kSampleTouched;
   }
-  bool answered = untouched_whole && faults_caught_up();
-  for (const uint64_t t0 = end_ns; untouched_whole && !answered && sys::mono_ns() - t0 < kCatchUpNs;) {
+  if (!untouched_whole) return false;
+  bool answered = faults_caught_up();
+  for (const uint64_t t0 = sys::mono_ns(); !answered && sys::mono_ns() - t0 < kCatchUpNs;) {
     sched_yield();
     answered = faults_caught_up();
   }
+  return answered;
+}
+
+// answered: service_caught_up() just before (no sample is idle otherwise);
+// asked again here, without waiting, for faults taken while the lock was
+// being taken (one answered since has its sample touched).
+void end_locked(sample_result *out, size_t cap, size_t *count, bool answered = false) {
+  size_t n = 0;
+  const uint64_t end_ns = sys::mono_ns();
+  answered = answered && faults_caught_up();
   for (size_t i = 0; i < g_ndram; ++i) {
     fault_sample &s = g_dram[i];
     if (s.state.load(std::memory_order_acquire) == 0) continue;
@@ -536,10 +547,12 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
 }
 
 size_t heap_sample_end(sample_result *out, size_t cap) {
+  // Only the mover opens and ends windows: g_open and the table hold still.
+  const bool answered = g_open && service_caught_up();
   heap_lock_guard g;
   g_pagemap.check_owner();
   size_t n = 0;
-  if (g_open) end_locked(out, cap, &n);
+  if (g_open) end_locked(out, cap, &n, answered);
   return n;
 }
 
