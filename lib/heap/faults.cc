@@ -570,6 +570,7 @@ void fork_child() {
   g_pc_answering.store(0, std::memory_order_relaxed);
   g_answering.store(0, std::memory_order_relaxed);
   g_moving_out.store(0, std::memory_order_relaxed);
+  g_in_hand.store(0, std::memory_order_relaxed);  // else no sample idle until its service answers one
   faults_postcopy_close();
   faults_hold_close();
   g_samples.store(nullptr, std::memory_order_relaxed);
