@@ -891,3 +891,80 @@ TEST(PolicyChance, OnlyTouchesAboveChanceCount) {
 
 }  // namespace
 }  // namespace mmtier::detail
+
+namespace mmtier::detail {
+namespace {
+
+// DRAM units 0-7 seen idle while the program did something else (writing
+// the rest of its heap), then 0-3 turn hot, and PMem units 8 and 9 with
+// them.  Only unit 7 is looked at again before the first decide: it goes
+// down for one candidate; units 0-6, cold as last seen but not seen since,
+// are asked for instead of demoted, and after their looks only the cold
+// ones go.  Without the freshness rule unit 0 (heat 0, lowest index) went
+// down with 7.
+TEST(PolicySparse, VictimsNotSeenLatelyAreLookedAtBeforeTheyGoDown) {
+  std::vector<uint64_t> storage = storage_for(16);
+  migration_policy pol;
+  ASSERT_TRUE(start_sparse(pol, storage));
+  const uint64_t scan = 100'000'000;
+  uint64_t now = kSec;
+  std::vector<access_observation> obs;
+  for (uint32_t u = 0; u < 8; ++u) obs.push_back({u, kTierDram, true, 1, 0, 0, 0, true});
+  for (uint32_t u = 8; u < 16; ++u) obs.push_back({u, kTierPmem, true, 1, 0, 0});
+  pol.observe(now, obs.data(), obs.size());
+  for (int k = 0; k < 20; ++k) {  // two seconds of scans that look at PMem only
+    now += scan;
+    obs.clear();
+    for (uint32_t u = 8; u < 16; ++u) obs.push_back({u, kTierPmem, true, 4, static_cast<uint16_t>(u < 10 ? 4 : 0), 0});
+    pol.observe(now, obs.data(), obs.size());
+  }
+  now += scan;
+  obs = {{7, kTierDram, true, 1, 0, 0, 0, true}};
+  pol.observe(now, obs.data(), obs.size());
+  policy_migration out[kPolicyMaxBatch];
+  size_t n = pol.decide(now, 8, 8, out, kPolicyMaxBatch);
+  ASSERT_EQ(n, 2u);
+  EXPECT_EQ(out[0].unit, 7u);
+  EXPECT_EQ(out[0].to_tier, kTierPmem);
+  EXPECT_EQ(out[1].to_tier, kTierDram);
+  for (size_t i = 0; i < n; ++i) pol.report(now, out[i], migration_result::done);
+  const uint32_t *looks = nullptr;
+  const size_t nlooks = pol.victims_to_look_at(&looks);
+  ASSERT_EQ(nlooks, 7u);
+  for (size_t i = 0; i < nlooks; ++i) EXPECT_LT(looks[i], 7u);
+  // The looks: 0-3 hot, 4-6 still idle.
+  now += scan;
+  obs.clear();
+  for (uint32_t u = 0; u < 7; ++u) obs.push_back({u, kTierDram, true, 1, static_cast<uint16_t>(u < 4), 0, 0, u >= 4});
+  pol.observe(now, obs.data(), obs.size());
+  n = pol.decide(now, 8, 8, out, kPolicyMaxBatch);
+  ASSERT_EQ(n, 2u);
+  EXPECT_GE(out[0].unit, 4u) << "a unit of the hot set went down";
+  EXPECT_LT(out[0].unit, 7u);
+  EXPECT_EQ(pol.victims_to_look_at(&looks), 0u);
+}
+
+// A DRAM unit last seen idle that is now found touched rises as a PMem
+// unit would: only a fall is guarded (kDramObservationWeight).  Held at
+// half the way, it stayed below a PMem unit first seen hot by more than
+// the exchange margin, and the hot set traded places with itself.
+TEST(PolicySparse, AHotLookRaisesADramUnitAllTheWay) {
+  std::vector<uint64_t> storage = storage_for(16);
+  migration_policy pol;
+  policy_params p = unlimited();
+  p.sparse_sampling = true;
+  p.swap_margin = 0.3;
+  ASSERT_TRUE(pol.init(p, 16, 0, storage.data()));
+  uint64_t now = kSec;
+  std::vector<access_observation> obs = {{0, kTierDram, true, 1, 0, 0, 0, true}};
+  pol.observe(now, obs.data(), obs.size());
+  now += 2 * kSec;
+  obs = {{0, kTierDram, true, 1, 1, 0}, {8, kTierPmem, true, 4, 4, 0}};
+  pol.observe(now, obs.data(), obs.size());
+  EXPECT_GT(pol.heat(0, now), 0.7) << "two seconds since its idle look, three quarters of the way";
+  policy_migration out[kPolicyMaxBatch];
+  EXPECT_EQ(pol.decide(now, 1, 1, out, kPolicyMaxBatch), 0u) << "a hot DRAM unit exchanged for a PMem one as hot";
+}
+
+}  // namespace
+}  // namespace mmtier::detail
