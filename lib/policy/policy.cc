@@ -316,7 +316,7 @@ void migration_policy::observe(uint64_t now_ns, const access_observation *obs, s
       h = s.heat * d.pmem.factor(now > s.heat_ms ? now - s.heat_ms : 0);
       h *= 1 - w;
     } else if (dram_seen) {
-      if (score < h) w = std::min(w, kDramObservationWeight);  // only a fall is guarded
+      w = std::min(w, kDramObservationWeight);
       if (o.sampled) h *= 1 - w;
     }
     h += w * score;

@@ -944,27 +944,5 @@ TEST(PolicySparse, VictimsNotSeenLatelyAreLookedAtBeforeTheyGoDown) {
   EXPECT_EQ(pol.victims_to_look_at(&looks), 0u);
 }
 
-// A DRAM unit last seen idle that is now found touched rises as a PMem
-// unit would: only a fall is guarded (kDramObservationWeight).  Held at
-// half the way, it stayed below a PMem unit first seen hot by more than
-// the exchange margin, and the hot set traded places with itself.
-TEST(PolicySparse, AHotLookRaisesADramUnitAllTheWay) {
-  std::vector<uint64_t> storage = storage_for(16);
-  migration_policy pol;
-  policy_params p = unlimited();
-  p.sparse_sampling = true;
-  p.swap_margin = 0.3;
-  ASSERT_TRUE(pol.init(p, 16, 0, storage.data()));
-  uint64_t now = kSec;
-  std::vector<access_observation> obs = {{0, kTierDram, true, 1, 0, 0, 0, true}};
-  pol.observe(now, obs.data(), obs.size());
-  now += 2 * kSec;
-  obs = {{0, kTierDram, true, 1, 1, 0}, {8, kTierPmem, true, 4, 4, 0}};
-  pol.observe(now, obs.data(), obs.size());
-  EXPECT_GT(pol.heat(0, now), 0.7) << "two seconds since its idle look, three quarters of the way";
-  policy_migration out[kPolicyMaxBatch];
-  EXPECT_EQ(pol.decide(now, 1, 1, out, kPolicyMaxBatch), 0u) << "a hot DRAM unit exchanged for a PMem one as hot";
-}
-
 }  // namespace
 }  // namespace mmtier::detail
