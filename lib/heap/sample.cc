@@ -176,19 +176,6 @@ void measure_huge_clear() {
                static_cast<unsigned long long>(g_huge_clear_ns / 1000));
 }
 
-// Whether a whole-unit sample, out since s.out_ns until end_ns and first
-// touched at s.touch_ns, counts as the touch of one page hidden as long.
-// If the unit's accesses are spread over its 512 pages, the chance that a
-// given page is reached within a time T is the chance that the unit is
-// reached within T/512: the first access within that, not within T,
-// keeps a unit's figure that of one page (a unit touched at all within a
-// window would make every lukewarm unit look hot).  The allowance covers
-// the time the fault service takes to see the access.  The time out is
-// the sample's own, from when it went out: an access while later samples
-// were still going out is held to the same scale (counted at once, it made
-// every unit hidden early look hot where hiding is slow: on a busy virtual
-// machine each flush waits for the other CPU, and cold units showed as
-// warm as hot ones).
 // The time from a sample's fault to the service seeing it (the allowance).
 uint64_t allowance_of(const fault_sample &s) {
   const bool cleared = s.len != kPageSize && !s.by_wp && s.written.load(std::memory_order_relaxed);
@@ -215,6 +202,21 @@ uint64_t released_before(const fault_sample &s, uint64_t first) {
   return since;
 }
 
+// Whether a whole-unit sample, out since s.out_ns until end_ns and first
+// touched at s.touch_ns, counts as the touch of one page hidden as long.
+// If the unit's accesses are spread over its 512 pages, the chance that a
+// given page is reached within a time T is the chance that the unit is
+// reached within T/512: the first access within that, not within T,
+// keeps a unit's figure that of one page (a unit touched at all within a
+// window would make every lukewarm unit look hot).  The allowance covers
+// the time the fault service takes to see the access.  The time out is
+// the sample's own, from when it went out: an access while later samples
+// were still going out is held to the same scale (counted at once, it made
+// every unit hidden early look hot where hiding is slow: on a busy virtual
+// machine each flush waits for the other CPU, and cold units showed as
+// warm as hot ones).
+// Timed from the toucher's last release (released_before), not the
+// unit's going out, when that came later.
 bool whole_touched(const fault_sample &s, uint64_t end_ns) {
   if (s.state.load(std::memory_order_acquire) != kSampleTouched) return false;
   const uint64_t out = end_ns > s.out_ns ? end_ns - s.out_ns : 0;

@@ -342,6 +342,7 @@ void migration_policy::emit(policy_migration *out, size_t &n, uint32_t unit, int
 size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_t dram_units_now,
                                 policy_migration *out, size_t max, size_t dram_short_units) {
   uint32_t now = clock_ms(now_ns);
+  nlooks_ = 0;
   refill(last_ns_);
   decides_.fetch_add(1, std::memory_order_relaxed);
   size_t cap = std::min(max, kPolicyMaxBatch);
@@ -352,10 +353,9 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
   // Select the hottest promotion candidates and, when anything may go
   // down, the coldest demotion victims.
   size_t np = 0, nv = 0;
-  nlooks_ = 0;
   pick_candidates(now, allowed, np);
   if (dram_units_now > dram_budget_units || (np && dram_units_now >= dram_budget_units))
-    pick_victims(now, allowed, nv);
+    pick_victims(now, allowed, nv, dram_units_now > dram_budget_units);
   std::sort_heap(promote_, promote_ + np, hotter_first);
   std::sort_heap(demote_, demote_ + nv, colder_first);
 
@@ -443,8 +443,9 @@ void migration_policy::pick_candidates(uint32_t now, size_t allowed, size_t &np)
 
 // The coldest DRAM units into demote_ (free ones before those within their
 // residency time).
-void migration_policy::pick_victims(uint32_t now, size_t allowed, size_t &nv) {
+void migration_policy::pick_victims(uint32_t now, size_t allowed, size_t &nv, bool over) {
   heat_clock d(params_.half_life_ns, params_.sparse_sampling);
+  size_t nstale = 0;
   // Fresh: looked at in this scan or the one before (rule 3).
   const uint64_t fresh_ms = params_.sparse_sampling ? 2 * uint64_t{ms_of(scan_now_ns_ - scan_prev_ns_)} + 1 : UINT64_MAX;
   for_bits(dram_bits_, [&](uint32_t u) {
@@ -453,8 +454,16 @@ void migration_policy::pick_victims(uint32_t now, size_t allowed, size_t &nv) {
     const bool held = now < s.hold_ms;
     if (held && (s.flags & kBackoff)) return;
     const bool stale = now > s.heat_ms && now - s.heat_ms > fresh_ms;
-    keep_best(demote_, nv, allowed, pick{static_cast<float>(heat_at(s, now, d)), u, held, stale}, colder_first);
+    const pick v{static_cast<float>(heat_at(s, now, d)), u, held, stale};
+    // Exchanges only: a stale unit is no victim, but the coldest are asked
+    // for.  Kept apart, so that the victims are the coldest fresh units
+    // and exchanges go on with them while a look is awaited (or never
+    // comes: a unit the sampler cannot watch).
+    if (stale && !over && !held) keep_best(stale_, nstale, kMaxLooks, v, colder_first);
+    else keep_best(demote_, nv, allowed, v, colder_first);
   });
+  std::sort_heap(stale_, stale_ + nstale, colder_first);
+  for (size_t i = 0; i < nstale; ++i) looks_[nlooks_++] = stale_[i].unit;
 }
 
 void migration_policy::report(uint64_t now_ns, policy_migration m, migration_result r) {

@@ -50,9 +50,11 @@
 //      or the one before (its coldness is fresh): a DRAM unit last seen
 //      idle while the program did something else (writing the rest of its
 //      heap, say) may be in the hot set that has since appeared, and at
-//      heat 0 it would go first.  A stale victim is passed over and asked
-//      for (victims_to_look_at()), and decided on after its look.  Rule 1
-//      takes stale victims too (the budget must hold), fresh ones first.
+//      heat 0 it would go first.  Stale units are no victims of an
+//      exchange: the coldest of them are asked for (victims_to_look_at()),
+//      and exchanges go on meanwhile with the coldest fresh units (a unit
+//      the sampler cannot watch would otherwise stop them for good).  Rule
+//      1 takes stale victims too (the budget must hold), fresh ones first.
 // Applied in order, and every migration succeeding, D never exceeds B.  If a
 // demotion fails, the promotion after it would take D to B + 1; a caller
 // that wants D <= B strictly skips a promotion while D >= B (and reports it
@@ -252,7 +254,8 @@ class migration_policy {
   // promote_min_heat) joins the candidates.
   void note_candidate(uint32_t unit, double heat);
   void pick_candidates(uint32_t now, size_t allowed, size_t &np);
-  void pick_victims(uint32_t now, size_t allowed, size_t &nv);
+  // over: DRAM is over its budget (rule 1: stale units are victims too).
+  void pick_victims(uint32_t now, size_t allowed, size_t &nv, bool over);
   double boost_at(uint64_t now_ns) const;
 
  public:
@@ -288,6 +291,7 @@ class migration_policy {
   uint64_t refill_ns_ = 0;
   pick promote_[kPolicyMaxBatch]{};
   pick demote_[kPolicyMaxBatch]{};
+  pick stale_[kMaxLooks]{};  // pick_victims' scratch: the coldest stale units
   uint32_t looks_[kMaxLooks]{};
   size_t nlooks_ = 0;
 
