@@ -176,32 +176,6 @@ void measure_huge_clear() {
                static_cast<unsigned long long>(g_huge_clear_ns / 1000));
 }
 
-// The time from a sample's fault to the service seeing it (the allowance).
-uint64_t allowance_of(const fault_sample &s) {
-  const bool cleared = s.len != kPageSize && !s.by_wp && s.written.load(std::memory_order_relaxed);
-  return g_allowance_ns + (cleared ? g_huge_clear_ns : 0);  // a write into a moved-out unit: a huge page cleared
-}
-
-// When the thread that touched s first was last let go by the service
-// after s went out: a thread that meets several hidden units in a row
-// reaches each only once the ones before are back (a huge page each, after
-// the service has read its fault), and counted from s's going out, a hot
-// unit met late in such a row read as untouched (measured: about half the
-// looks at the hot units on DRAM of a 2 GiB heap, each then a victim at
-// heat 0).  Its time to s is counted from its last release instead.  Only
-// the same thread's answers count (UFFD_FEATURE_THREAD_ID; none without
-// it): another thread's wait is not this one's.
-uint64_t released_before(const fault_sample &s, uint64_t first) {
-  uint64_t since = s.out_ns;
-  if (!s.ptid) return since;
-  for (size_t i = 0; i < g_ndram; ++i) {
-    const fault_sample &f = g_dram[i];
-    if (&f == &s || f.state.load(std::memory_order_acquire) != kSampleTouched || f.ptid != s.ptid) continue;
-    if (f.answered_ns <= first && f.answered_ns > since) since = f.answered_ns;
-  }
-  return since;
-}
-
 // Whether a whole-unit sample, out since s.out_ns until end_ns and first
 // touched at s.touch_ns, counts as the touch of one page hidden as long.
 // If the unit's accesses are spread over its 512 pages, the chance that a
@@ -215,15 +189,15 @@ uint64_t released_before(const fault_sample &s, uint64_t first) {
 // every unit hidden early look hot where hiding is slow: on a busy virtual
 // machine each flush waits for the other CPU, and cold units showed as
 // warm as hot ones).
-// Timed from the toucher's last release (released_before), not the
-// unit's going out, when that came later.
 bool whole_touched(const fault_sample &s, uint64_t end_ns) {
   if (s.state.load(std::memory_order_acquire) != kSampleTouched) return false;
   const uint64_t out = end_ns > s.out_ns ? end_ns - s.out_ns : 0;
   const uint64_t first = s.touch_ns.load(std::memory_order_relaxed);
   if (first <= s.out_ns) return true;  // within the sampler's own measuring time: at once
   if (g_whole_any_touch) return true;   // tests: any access counts
-  return first - released_before(s, first) <= out / kPagesPerUnit + allowance_of(s);
+  const bool cleared = !s.by_wp && s.written.load(std::memory_order_relaxed);  // a write into a moved-out unit
+  const uint64_t allowance = g_allowance_ns + (cleared ? g_huge_clear_ns : 0);
+  return first - s.out_ns <= out / kPagesPerUnit + allowance;
 }
 
 // Appends the result of one page to out, merging pages of the same unit
@@ -457,8 +431,6 @@ bool hide_dram_page(unit &u, size_t idx, uintptr_t page, size_t len = kPageSize)
   s.out_ns = sys::mono_ns();
   s.touch_ns.store(0, std::memory_order_relaxed);
   s.written.store(0, std::memory_order_relaxed);
-  s.ptid = 0;
-  s.answered_ns = 0;
   s.state.store(0, std::memory_order_relaxed);
   // Entries are never reused within a window (the fault service may be
   // reading them): a page that cannot be sampled leaves an empty entry.

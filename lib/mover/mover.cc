@@ -257,11 +257,6 @@ bool scan(uint64_t interval_ns, uint64_t window_ns) {
   b.dram_short = heap_tier_short_units(kTierDram);
   policy_migration migs[kPolicyMaxBatch];
   const size_t nm = decide(m.policy, now, m.obs, nobs, b, migs);
-  if (track && !m.use_pmu) {
-    const uint32_t *looks = nullptr;
-    const size_t nlooks = m.policy.victims_to_look_at(&looks);
-    m.tracker.look_at(looks, nlooks);
-  }
   // A batch's moves take at most about two intervals (at least 200 ms):
   // beyond that (a node short of memory, the kernel reclaiming and
   // compacting for each page moved in) the rest wait for the next scan.

@@ -130,12 +130,10 @@ bool hotter_first(const migration_policy::pick &a, const migration_policy::pick 
   return a.heat != b.heat ? a.heat > b.heat : a.unit < b.unit;
 }
 
-// Free victims before held ones, then coldest first, then those whose
-// coldness was seen recently.
+// Free victims before held ones, then coldest first.
 bool colder_first(const migration_policy::pick &a, const migration_policy::pick &b) {
   if (a.held != b.held) return !a.held;
-  if (a.heat != b.heat) return a.heat < b.heat;
-  return a.stale != b.stale ? !a.stale : a.unit < b.unit;
+  return a.heat != b.heat ? a.heat < b.heat : a.unit < b.unit;
 }
 
 }  // namespace
@@ -342,7 +340,6 @@ void migration_policy::emit(policy_migration *out, size_t &n, uint32_t unit, int
 size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_t dram_units_now,
                                 policy_migration *out, size_t max, size_t dram_short_units) {
   uint32_t now = clock_ms(now_ns);
-  nlooks_ = 0;
   refill(last_ns_);
   decides_.fetch_add(1, std::memory_order_relaxed);
   size_t cap = std::min(max, kPolicyMaxBatch);
@@ -355,7 +352,7 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
   size_t np = 0, nv = 0;
   pick_candidates(now, allowed, np);
   if (dram_units_now > dram_budget_units || (np && dram_units_now >= dram_budget_units))
-    pick_victims(now, allowed, nv, dram_units_now > dram_budget_units);
+    pick_victims(now, allowed, nv);
   std::sort_heap(promote_, promote_ + np, hotter_first);
   std::sort_heap(demote_, demote_ + nv, colder_first);
 
@@ -379,11 +376,6 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
   const double margin = params_.swap_margin + boost_at(last_ns_);
   bool paying_warm = false;  // the shortfall's warm victims were weighed together
   while (dram == budget && pi < np && vi < nv && n + 2 <= allowed) {
-    if (demote_[vi].stale) {
-      if (nlooks_ < kMaxLooks) looks_[nlooks_++] = demote_[vi].unit;
-      ++vi;
-      continue;
-    }
     const pick &c = promote_[pi];
     const pick &v = demote_[vi];
     if (v.held) break;
@@ -398,8 +390,7 @@ size_t migration_policy::decide(uint64_t now_ns, size_t dram_budget_units, size_
     if (short_units && !paying_warm && vh >= params_.promote_min_heat) {
       double total = 0;
       size_t k = 0;
-      for (; k <= short_units && vi + k < nv && !demote_[vi + k].held && !demote_[vi + k].stale; ++k)
-        total += demote_[vi + k].heat;
+      for (; k <= short_units && vi + k < nv && !demote_[vi + k].held; ++k) total += demote_[vi + k].heat;
       if (k <= short_units || n + short_units + 2 > allowed || ch < total + margin || ch < total * ratio) break;
       paying_warm = true;
     }
@@ -435,7 +426,7 @@ void migration_policy::pick_candidates(uint32_t now, size_t allowed, size_t &np)
     if (!(s.flags & kMovable) || s.tier1 - 1 != kTierPmem || h < params_.promote_min_heat) continue;
     cand_[kept++] = u;
     if (s.pending1 || now < s.hold_ms) continue;
-    keep_best(promote_, np, allowed, pick{h, u, false, false}, hotter_first);
+    keep_best(promote_, np, allowed, pick{h, u, false}, hotter_first);
   }
   ncand_ = kept;
   for (size_t i = 0; i < ncand_; ++i) units_[cand_[i]].flags |= kCandidate;
@@ -443,27 +434,15 @@ void migration_policy::pick_candidates(uint32_t now, size_t allowed, size_t &np)
 
 // The coldest DRAM units into demote_ (free ones before those within their
 // residency time).
-void migration_policy::pick_victims(uint32_t now, size_t allowed, size_t &nv, bool over) {
+void migration_policy::pick_victims(uint32_t now, size_t allowed, size_t &nv) {
   heat_clock d(params_.half_life_ns, params_.sparse_sampling);
-  size_t nstale = 0;
-  // Fresh: looked at in this scan or the one before (rule 3).
-  const uint64_t fresh_ms = params_.sparse_sampling ? 2 * uint64_t{ms_of(scan_now_ns_ - scan_prev_ns_)} + 1 : UINT64_MAX;
   for_bits(dram_bits_, [&](uint32_t u) {
     const policy_unit_state &s = units_[u];
     if (!(s.flags & kMovable) || s.pending1) return;
     const bool held = now < s.hold_ms;
     if (held && (s.flags & kBackoff)) return;
-    const bool stale = now > s.heat_ms && now - s.heat_ms > fresh_ms;
-    const pick v{static_cast<float>(heat_at(s, now, d)), u, held, stale};
-    // Exchanges only: a stale unit is no victim, but the coldest are asked
-    // for.  Kept apart, so that the victims are the coldest fresh units
-    // and exchanges go on with them while a look is awaited (or never
-    // comes: a unit the sampler cannot watch).
-    if (stale && !over && !held) keep_best(stale_, nstale, kMaxLooks, v, colder_first);
-    else keep_best(demote_, nv, allowed, v, colder_first);
+    keep_best(demote_, nv, allowed, pick{static_cast<float>(heat_at(s, now, d)), u, held}, colder_first);
   });
-  std::sort_heap(stale_, stale_ + nstale, colder_first);
-  for (size_t i = 0; i < nstale; ++i) looks_[nlooks_++] = stale_[i].unit;
 }
 
 void migration_policy::report(uint64_t now_ns, policy_migration m, migration_result r) {

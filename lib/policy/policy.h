@@ -46,15 +46,6 @@
 //      count towards S.  S
 //      lowers D and B alike (the budget is what fits); what the margins or
 //      the rate leave unpaid waits for the next decide.
-//      Under sparse sampling a victim must have been looked at in this scan
-//      or the one before (its coldness is fresh): a DRAM unit last seen
-//      idle while the program did something else (writing the rest of its
-//      heap, say) may be in the hot set that has since appeared, and at
-//      heat 0 it would go first.  Stale units are no victims of an
-//      exchange: the coldest of them are asked for (victims_to_look_at()),
-//      and exchanges go on meanwhile with the coldest fresh units (a unit
-//      the sampler cannot watch would otherwise stop them for good).  Rule
-//      1 takes stale victims too (the budget must hold), fresh ones first.
 // Applied in order, and every migration succeeding, D never exceeds B.  If a
 // demotion fails, the promotion after it would take D to B + 1; a caller
 // that wants D <= B strictly skips a promotion while D >= B (and reports it
@@ -225,18 +216,8 @@ class migration_policy {
   struct pick {
     float heat;
     uint32_t unit;
-    bool held;   // within its residency time
-    bool stale;  // a DRAM unit not looked at in the last two scans (sparse sampling)
+    bool held;  // within its residency time
   };
-
-  // DRAM units an exchange passed over in the last decide() for want of a
-  // recent look (rule 3's freshness), coldest first: the tracker looks at
-  // them in the next window.
-  static constexpr size_t kMaxLooks = 16;
-  size_t victims_to_look_at(const uint32_t **out) const {
-    *out = looks_;
-    return nlooks_;
-  }
 
  private:
   uint32_t clock_ms(uint64_t now_ns);
@@ -254,8 +235,7 @@ class migration_policy {
   // promote_min_heat) joins the candidates.
   void note_candidate(uint32_t unit, double heat);
   void pick_candidates(uint32_t now, size_t allowed, size_t &np);
-  // over: DRAM is over its budget (rule 1: stale units are victims too).
-  void pick_victims(uint32_t now, size_t allowed, size_t &nv, bool over);
+  void pick_victims(uint32_t now, size_t allowed, size_t &nv);
   double boost_at(uint64_t now_ns) const;
 
  public:
@@ -291,9 +271,6 @@ class migration_policy {
   uint64_t refill_ns_ = 0;
   pick promote_[kPolicyMaxBatch]{};
   pick demote_[kPolicyMaxBatch]{};
-  pick stale_[kMaxLooks]{};  // pick_victims' scratch: the coldest stale units
-  uint32_t looks_[kMaxLooks]{};
-  size_t nlooks_ = 0;
 
   std::atomic<uint64_t> promotions_{0}, demotions_{0}, done_{0}, failed_{0}, skipped_{0},
       tracked_{0}, scans_{0}, decides_{0}, throttled_{0}, ignored_{0}, pingpongs_{0};

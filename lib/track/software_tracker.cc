@@ -52,21 +52,9 @@ void software_tracker::take_frontier(const unit_list &listed) {
   nfrontier_ = kept;
 }
 
-void software_tracker::look_at(const uint32_t *units, size_t n) {
-  nlooks_ = std::min(n, kMaxLooks);
-  std::copy(units, units + nlooks_, looks_);
-}
-
 size_t software_tracker::choose(const unit_list &listed, uint32_t *units, uint8_t *pages, size_t cap) {
   size_t m = 0;
   for (size_t i = 0; i < nsuspects_ && m < cap; ++i) units[m++] = suspects_[i];
-  // The policy's victims, if still listed on DRAM (each asked for once).
-  const uint32_t *end = listed.units + listed.n;
-  for (size_t i = 0; i < nlooks_ && m < cap; ++i) {
-    const uint32_t *at = std::lower_bound(listed.units, end, looks_[i]);
-    if (at != end && *at == looks_[i] && listed.tiers[at - listed.units] == kTierDram) units[m++] = looks_[i];
-  }
-  nlooks_ = 0;
   // Each tier from its own cursor: a count of steps through the list,
   // step k visiting entry (k * stride) mod n.
   const size_t stride = spread_stride(listed.n);

@@ -48,9 +48,6 @@
 //     nothing, the number of PMem units per window shrinks by a quarter
 //     when tracking took more than its share of the scan interval, and
 //     grows by a quarter below three fifths of it.
-//   - Victims.  A DRAM unit the policy would demote but has not seen
-//     lately (policy.h, rule 3) is watched in the next window, whatever the
-//     rotation's place: its coldness is then of now.
 //   - Searching and steady.  The share is kCpuSearch while a hot set is
 //     being found: from the start, and again after a burst of promotions
 //     (kSearchBurst within kBurstScans scans), until one whole rotation
@@ -144,17 +141,11 @@ class software_tracker {
   // Screening samples a window needs for its share to count.
   static constexpr size_t kBackgroundMinSamples = 8;
   // Units one window watches at most (and results it can give).
-  static constexpr size_t kMaxLooks = 16;
-  static constexpr size_t kChosenMax = kPmemMax + kDramPerScan + kMaxSuspects + kMaxLooks;
+  static constexpr size_t kChosenMax = kPmemMax + kDramPerScan + kMaxSuspects;
 
   // Step "choose": the units to watch in the next window (ascending, each
   // once) with the pages to hide in each; returns how many (<= cap).
   size_t choose(const unit_list &listed, uint32_t *units, uint8_t *pages, size_t cap);
-
-  // DRAM units the policy wants looked at before it demotes them
-  // (migration_policy::victims_to_look_at): watched in the next window
-  // beside the rotation, at most kMaxLooks.
-  void look_at(const uint32_t *units, size_t n);
 
   // Step "observe": a window's results (heap_sample_end) as observations
   // for the policy, written to out (<= cap); screening hits are held back
@@ -219,8 +210,6 @@ class software_tracker {
   void take_frontier(const unit_list &listed);
 
   uint32_t suspects_[kMaxSuspects] = {};
-  uint32_t looks_[kMaxLooks] = {};
-  size_t nlooks_ = 0;
   size_t nsuspects_ = 0;
   uint32_t frontier_[kFrontierMax] = {};  // in order of arrival
   struct held_confirmation {

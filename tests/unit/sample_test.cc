@@ -507,56 +507,5 @@ TEST(SampleWhole, AUnitWhoseFaultIsStillWaitingIsNotIdle) {
   heap_munmap(b, kUnitSize);
 }
 
-// A thread that meets two units sampled whole in a row reaches the second
-// only once the first is back: its first touch of the second is late by
-// the first's wait (here the service held 20 ms before it reads), which is
-// not the second unit's coldness.  Counted from the thread's release, the
-// second is touched at once.  Counted from its going out, it read as
-// untouched, and hot units met late in a row of samples were demoted.
-TEST(SampleWhole, AUnitMetRightAfterAnotherCameBackCountsAsTouched) {
-  ASSERT_EQ(runtime_start(), kReady);
-  const char *why = nullptr;
-  unsigned char *a = race_unit(&why);
-  if (!a) GTEST_SKIP() << why;
-  unsigned char *b = huge_dram_unit(&why);
-  if (!b) {
-    g_faults_test_hook = nullptr;
-    heap_munmap(a, kUnitSize);
-    GTEST_SKIP() << why;
-  }
-  uint32_t units[2] = {unit_of(a), unit_of(b)};
-  if (units[0] > units[1]) std::swap(units[0], units[1]);
-  const uint8_t four[2] = {4, 4};
-  ASSERT_EQ(heap_sample_begin(units, four, 2, 600), 2u);
-  g_hold_read = true;
-  std::atomic<long> tid{0};
-  std::atomic<bool> done{false};
-  const size_t i = 5 * kPageSize + 11, j = 17 * kPageSize + 5;
-  std::thread writer([&] {
-    tid = static_cast<long>(gettid());
-    reinterpret_cast<volatile unsigned char *>(a)[i] = expect(i);
-    reinterpret_cast<volatile unsigned char *>(b)[j] = expect(j);
-    done = true;
-  });
-  while (!done.load() && !(tid.load() && thread_blocked(tid.load()))) sched_yield();
-  const bool waited = !done.load();
-  usleep(20000);
-  g_hold_read = false;
-  writer.join();
-  usleep(20000);
-  sample_result r[3];
-  const size_t n = heap_sample_end(r, 3);
-  g_faults_test_hook = nullptr;
-  ASSERT_TRUE(waited) << "the first write was answered although the service was held";
-  ASSERT_EQ(n, 2u);
-  const sample_result &second = r[0].unit == unit_of(b) ? r[0] : r[1];
-  ASSERT_EQ(second.unit, unit_of(b));
-  EXPECT_EQ(second.touched, 1) << "a unit written right after the thread's release counted as untouched";
-  EXPECT_EQ(bytes_wrong(a), 0u);
-  EXPECT_EQ(bytes_wrong(b), 0u);
-  heap_munmap(a, kUnitSize);
-  heap_munmap(b, kUnitSize);
-}
-
 }  // namespace
 }  // namespace mmtier::detail
