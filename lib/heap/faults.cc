@@ -110,7 +110,7 @@ fault_sample *find_sample(fault_sample *t, size_t n, uintptr_t page) {
 // A write-protect fault on a page sampled in place: the page is
 // unprotected, its waiters woken, and the sample counts as written.
 // False if the page is not such a sample.
-bool answer_watched(int fd, uintptr_t page) {
+bool answer_watched(int fd, uintptr_t page, uint32_t ptid, uint64_t read_ns) {
   bool found = false;
   g_samples_readers.fetch_add(1, std::memory_order_seq_cst);
   if (fault_sample *t = g_samples.load(std::memory_order_seq_cst)) {
@@ -122,9 +122,11 @@ bool answer_watched(int fd, uintptr_t page) {
       found = true;
       uint8_t want = kSampleOut;
       if (s->state.compare_exchange_strong(want, kSampleMoving, std::memory_order_acq_rel)) {
-        s->touch_ns.store(sys::mono_ns(), std::memory_order_relaxed);
+        s->touch_ns.store(read_ns, std::memory_order_relaxed);
         faults_sample_restore(*s);
         s->written.store(1, std::memory_order_relaxed);
+        s->ptid = ptid;
+        s->answered_ns = sys::mono_ns();
         s->state.store(kSampleTouched, std::memory_order_release);
         g_sample_faults.fetch_add(1, std::memory_order_relaxed);
       } else {
@@ -153,19 +155,22 @@ bool answer_section(F &&f) {
 // A missing-page fault on a sample that is out: 1 answered (moved back
 // here, or being moved back by the sampler, who wakes it), -1 to retry
 // later, 0 when no sample holds the page now (never one, or back already).
-int answer_sample(int fd, uintptr_t page, uint64_t flags) {
+int answer_sample(int fd, uintptr_t page, uint64_t flags, uint32_t ptid, uint64_t read_ns) {
   int result = 0;
   g_samples_readers.fetch_add(1, std::memory_order_seq_cst);
   if (fault_sample *t = g_samples.load(std::memory_order_seq_cst)) {
     if (fault_sample *s = find_sample(t, g_samples_n.load(std::memory_order_acquire), page)) {
       uint8_t want = kSampleOut;
       if (s->state.compare_exchange_strong(want, kSampleMoving, std::memory_order_acq_rel)) {
-        if (!s->touch_ns.load(std::memory_order_relaxed)) s->touch_ns.store(sys::mono_ns(), std::memory_order_relaxed);
+        if (!s->touch_ns.load(std::memory_order_relaxed)) s->touch_ns.store(read_ns, std::memory_order_relaxed);
+        if (const faults_hook_fn hook = g_faults_test_hook.load(std::memory_order_acquire)) hook(3, page);
         if (faults_sample_restore(*s) == -EAGAIN) {
           s->state.store(kSampleOut, std::memory_order_release);
           result = -1;
         } else {
           if (flags & UFFD_PAGEFAULT_FLAG_WRITE) s->written.store(1, std::memory_order_relaxed);
+          s->ptid = ptid;
+          s->answered_ns = sys::mono_ns();
           s->state.store(kSampleTouched, std::memory_order_release);
           g_sample_faults.fetch_add(1, std::memory_order_relaxed);
           result = 1;
@@ -186,13 +191,14 @@ int answer_sample(int fd, uintptr_t page, uint64_t flags) {
   return result;
 }
 
-// Answers one missing-page fault of thread ptid (0: not known); false to
-// retry later (-EAGAIN).
-bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
+// Answers one missing-page fault of thread ptid (0: not known), read from
+// the userfaultfd at read_ns (a sample's first touch); false to retry later
+// (-EAGAIN).
+bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid, uint64_t read_ns) {
   const uintptr_t page = align_down(addr, kPageSize);
   void *p = reinterpret_cast<void *>(page);
   if (flags & UFFD_PAGEFAULT_FLAG_WP) {
-    if (answer_watched(fd, page)) return true;
+    if (answer_watched(fd, page, ptid, read_ns)) return true;
     // A write to a unit being demoted: it waits for the mover's wake.
     g_wp_faults.fetch_add(1, std::memory_order_relaxed);
     return true;
@@ -201,7 +207,7 @@ bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
   size_t done = 0;
   // A sampled page?
   int sampled = 0;
-  if (!answer_section([&] { sampled = answer_sample(fd, page, flags); })) return false;
+  if (!answer_section([&] { sampled = answer_sample(fd, page, flags, ptid, read_ns); })) return false;
   if (sampled) return sampled > 0;
   // A page of a unit being demoted where write-protect cannot cover
   // missing pages: it waits like a write (the mover wakes it).
@@ -245,7 +251,7 @@ bool answer(int fd, uintptr_t addr, uint64_t flags, uint32_t ptid) {
     // looked at above (a new window), and zeros filled into its hole would
     // take the place of its data.
     const bool answered = answer_section([&] {
-      sampled = answer_sample(fd, page, flags);
+      sampled = answer_sample(fd, page, flags, ptid, read_ns);
       if (sampled) return;
       if (const faults_hook_fn hook = g_faults_test_hook.load(std::memory_order_acquire)) hook(1, page);
       r = flags & UFFD_PAGEFAULT_FLAG_WRITE ? sys::uffd::copy(fd, p, g_zero_page, kPageSize, &done)
@@ -277,6 +283,7 @@ void *handler_main(void *) {
     uintptr_t addr;
     uint64_t flags;
     uint32_t ptid;
+    uint64_t read_ns;
   } retry[256];
   size_t nretry = 0;
   for (;;) {
@@ -289,18 +296,19 @@ void *handler_main(void *) {
     long n = sys::read(fd, msgs, sizeof msgs);
     if (n < 0 && n != -EAGAIN && n != -EINTR) break;
     const size_t count = n > 0 ? static_cast<size_t>(n) / sizeof(uffd_msg) : 0;
+    const uint64_t read_ns = sys::mono_ns();  // when these faults were seen (a retry keeps its own)
     // Retries first (their mremap event has been read by now, or soon).
     size_t keep = 0;
     for (size_t i = 0; i < nretry; ++i)
-      if (!answer(fd, retry[i].addr, retry[i].flags, retry[i].ptid)) retry[keep++] = retry[i];
+      if (!answer(fd, retry[i].addr, retry[i].flags, retry[i].ptid, retry[i].read_ns)) retry[keep++] = retry[i];
     nretry = keep;
     for (size_t i = 0; i < count; ++i) {
       const uffd_msg &m = msgs[i];
       if (m.event != UFFD_EVENT_PAGEFAULT) continue;  // REMAP: reading it is the answer
       const uint32_t ptid = (g_features & UFFD_FEATURE_THREAD_ID) ? m.arg.pagefault.feat.ptid : 0;
-      if (!answer(fd, m.arg.pagefault.address, m.arg.pagefault.flags, ptid)) {
+      if (!answer(fd, m.arg.pagefault.address, m.arg.pagefault.flags, ptid, read_ns)) {
         if (nretry < sizeof retry / sizeof retry[0])
-          retry[nretry++] = {m.arg.pagefault.address, m.arg.pagefault.flags, ptid};
+          retry[nretry++] = {m.arg.pagefault.address, m.arg.pagefault.flags, ptid, read_ns};
         else sys::uffd::wake(fd, reinterpret_cast<void *>(align_down(m.arg.pagefault.address, kPageSize)), kPageSize);
       }
     }

@@ -91,7 +91,11 @@ struct fault_sample {
   bool settled;                  // back and unregistered by the sampler (never again: see settle_dram)
   std::atomic<uint8_t> state;
   std::atomic<uint8_t> written;  // the touching access was a write
-  std::atomic<uint64_t> touch_ns;  // when the fault service saw the first access
+  std::atomic<uint64_t> touch_ns;  // when the fault service read the first access (a retry keeps its first read)
+  // Set before state becomes kSampleTouched by the fault service: the
+  // thread whose access it answered (0: not known) and when it was back.
+  uint32_t ptid;
+  uint64_t answered_ns;
 };
 // Puts a sampled page back (the caller moved its state from kSampleOut to
 // kSampleMoving): UFFDIO_MOVE, or a copy when the side page cannot move;

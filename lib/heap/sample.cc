@@ -62,6 +62,7 @@ size_t g_nwhole = 0;           // slots used in this window
 constexpr uint64_t kAllowanceFloorNs = 50'000;
 constexpr uint64_t kCatchUpNs = 1'000'000;  // service_caught_up: the fault service's moment to answer
 uint64_t g_allowance_ns = kAllowanceFloorNs;
+uint64_t g_probe_ns = 0;  // the probe's round trip, last measured (waited_before)
 uint64_t g_huge_clear_ns = UINT64_MAX;  // not measured yet
 bool g_whole_any_touch = false;         // heap_sample_whole_any_touch (tests)
 
@@ -155,6 +156,7 @@ void measure_allowance() {
   (void)*probe;
   const uint64_t took = sys::mono_ns() - t0;
   sys::madvise(const_cast<char *>(probe), kPageSize, MADV_DONTNEED);
+  g_probe_ns = took;
   g_allowance_ns = std::max(kAllowanceFloorNs, 3 * took);
 }
 
@@ -176,6 +178,44 @@ void measure_huge_clear() {
                static_cast<unsigned long long>(g_huge_clear_ns / 1000));
 }
 
+// What a fault on s took beyond the service's reading it: the way there
+// (the probe's round trip) and, for a write into a unit moved out, the
+// kernel's clearing a huge page first.
+uint64_t delivery_of(const fault_sample &s) {
+  const bool cleared = s.len != kPageSize && !s.by_wp && s.written.load(std::memory_order_relaxed);
+  return g_probe_ns + (cleared ? g_huge_clear_ns : 0);
+}
+
+// The time the thread that first touched s spent waiting for the fault
+// service between s's going out and that touch (read at first): a thread
+// that meets several hidden units in a row reaches each only once the
+// ones before are back (a huge page moved back each), and a hot unit met
+// late in such a row read as untouched, counted from its going out
+// (measured: about half the looks at the hot units on DRAM of a 2 GiB
+// heap, each then a victim at heat 0).  Each earlier answer of the same
+// thread (UFFD_FEATURE_THREAD_ID; none without it) counts from its read,
+// or from s's going out if later, to its answer, plus its way to the
+// service.  Only waits: the thread's running time between them stays
+// counted, so that a cold unit touched by chance long after its going out
+// does not read as touched because the thread was let go just before
+// (counting from the last release instead made every touch soon after a
+// release count: with DRAM write-protected in place, answered in
+// microseconds, that was most of a busy thread's time, and cold units read
+// warm).  Never more than the time up to the thread's last release.
+uint64_t waited_before(const fault_sample &s, uint64_t first) {
+  if (!s.ptid) return 0;
+  uint64_t waited = 0, released = s.out_ns;
+  for (size_t i = 0; i < g_ndram; ++i) {
+    const fault_sample &f = g_dram[i];
+    if (&f == &s || f.state.load(std::memory_order_acquire) != kSampleTouched || f.ptid != s.ptid) continue;
+    if (f.answered_ns > first || f.answered_ns <= s.out_ns) continue;
+    const uint64_t read = std::max(f.touch_ns.load(std::memory_order_relaxed), s.out_ns);
+    waited += f.answered_ns - std::min(read, f.answered_ns) + delivery_of(f);
+    released = std::max(released, f.answered_ns);
+  }
+  return std::min(waited, released - s.out_ns);
+}
+
 // Whether a whole-unit sample, out since s.out_ns until end_ns and first
 // touched at s.touch_ns, counts as the touch of one page hidden as long.
 // If the unit's accesses are spread over its 512 pages, the chance that a
@@ -189,15 +229,17 @@ void measure_huge_clear() {
 // every unit hidden early look hot where hiding is slow: on a busy virtual
 // machine each flush waits for the other CPU, and cold units showed as
 // warm as hot ones).
+// The time to the first touch is the thread's running time: its waits
+// for the service on other samples are not counted (waited_before).
 bool whole_touched(const fault_sample &s, uint64_t end_ns) {
   if (s.state.load(std::memory_order_acquire) != kSampleTouched) return false;
   const uint64_t out = end_ns > s.out_ns ? end_ns - s.out_ns : 0;
   const uint64_t first = s.touch_ns.load(std::memory_order_relaxed);
   if (first <= s.out_ns) return true;  // within the sampler's own measuring time: at once
   if (g_whole_any_touch) return true;   // tests: any access counts
+  const uint64_t ran = first - s.out_ns - waited_before(s, first);
   const bool cleared = !s.by_wp && s.written.load(std::memory_order_relaxed);  // a write into a moved-out unit
-  const uint64_t allowance = g_allowance_ns + (cleared ? g_huge_clear_ns : 0);
-  return first - s.out_ns <= out / kPagesPerUnit + allowance;
+  return ran <= out / kPagesPerUnit + g_allowance_ns + (cleared ? g_huge_clear_ns : 0);
 }
 
 // Appends the result of one page to out, merging pages of the same unit
@@ -431,6 +473,8 @@ bool hide_dram_page(unit &u, size_t idx, uintptr_t page, size_t len = kPageSize)
   s.out_ns = sys::mono_ns();
   s.touch_ns.store(0, std::memory_order_relaxed);
   s.written.store(0, std::memory_order_relaxed);
+  s.ptid = 0;
+  s.answered_ns = 0;
   s.state.store(0, std::memory_order_relaxed);
   // Entries are never reused within a window (the fault service may be
   // reading them): a page that cannot be sampled leaves an empty entry.
@@ -459,6 +503,16 @@ bool hide_dram_page(unit &u, size_t idx, uintptr_t page, size_t len = kPageSize)
     return false;
   }
   if (len != kPageSize) ++g_nwhole;
+  // Out from now, not from before the registration: registering the range
+  // (the address space's write lock, a mapping split) and the move took
+  // about a millisecond for the first unit of a window on this VM (30-50
+  // us for the next ones), in which the program could not reach the unit.
+  // Counted as time out, the first hot unit's first touch came 1.2-1.4 ms
+  // after it went out instead of 30-250 us, and read as untouched; the
+  // first units of a window are those at the heap's low end, so a hot set
+  // at the start of the heap was demoted first.  An access during the move
+  // is read before this and counts at once.
+  s.out_ns = sys::mono_ns();
   u.sample = 1;
   return true;
 }
@@ -502,14 +556,23 @@ size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, 
   uint64_t rnd = mix64(seed ^ 0x9e3779b97f4a7c15ull) | 1;
   const size_t span = span_pages(pmem_span);
   size_t started = 0;
+  // Anonymous units (DRAM, and both node tiers) are sampled through the
+  // fault service; a file's pages by unmapping them.  The files' first:
+  // each unmapping is a TLB shootdown, which on a virtual machine stalls
+  // the program's threads for tens of microseconds, and a whole unit
+  // hidden before hundreds of them (units are asked in address order) is
+  // reached by a hot thread only as they let it.  So the anonymous samples
+  // go out last, still in ascending order, as the fault service's table
+  // needs (one run of the four 'start' cells of docs/BENCHMARKS.md, with
+  // and without: 4, 20, 2, 2 s against 8, 11, 4, 17 s to 95 %).
+  for (int pass = 0; pass < 2; ++pass)
   for (size_t k = 0; k < n; ++k) {
     const size_t idx = units[k];
     if (!heap_unit_movable(idx)) continue;
     unit &u = g_heap.units[idx];
     const int t = unit_tier(u);
-    // Anonymous units (DRAM, and both node tiers) are sampled through the
-    // fault service; a file's pages by unmapping them.
     const bool anon = t == kTierDram || g_mgr.tiers[t].anonymous;
+    if (anon != (pass == 1)) continue;
     if (anon && !dram_ok) continue;
     if (anon && hide_dram_unit(u, idx)) {
       ++started;

@@ -393,6 +393,7 @@ TEST(SampleWhole, AHugeUnitStaysWholeAndOnlyEarlyAccessesCount) {
 // left at the side.  The hook waits for the sampler at most 300 ms, which
 // it reaches at once unless it waits for the fill.
 std::atomic<bool> g_hold_read{false};  // the service waits before its next read
+std::atomic<bool> g_hold_answer{false};  // it waits before it moves back a sample of g_race_unit
 std::atomic<bool> g_fill_seen{false};  // it reached a fill inside the unit
 std::atomic<bool> g_out_again{false};  // the sampler moved the unit out again
 uintptr_t g_race_unit = 0;
@@ -400,6 +401,11 @@ uintptr_t g_race_unit = 0;
 void race_hook(int where, uintptr_t page) {
   if (where == 0) {
     for (int i = 0; i < 10000 && g_hold_read.load(); ++i) usleep(1000);
+    return;
+  }
+  if (where == 3) {
+    if (page - g_race_unit < kUnitSize)
+      for (int i = 0; i < 10000 && g_hold_answer.load(); ++i) usleep(1000);
     return;
   }
   if (page - g_race_unit >= kUnitSize || g_fill_seen.exchange(true)) return;
@@ -504,6 +510,103 @@ TEST(SampleWhole, AUnitWhoseFaultIsStillWaitingIsNotIdle) {
   ASSERT_EQ(n, 1u);
   EXPECT_EQ(r[0].idle, 0) << "a unit whose fault was still waiting at the window's end counted as idle";
   EXPECT_EQ(bytes_wrong(b), 0u);
+  heap_munmap(b, kUnitSize);
+}
+
+// A thread that meets two units sampled whole in a row reaches the second
+// only once the first is back: its first touch of the second is late by
+// its wait for the first (here the service takes 20 ms to move it back),
+// which is not the second unit's coldness.  Counted as the thread's running
+// time, the second is touched at once.  Counted from its going out, it
+// read as untouched, and hot units met late in a row of samples were
+// demoted.
+TEST(SampleWhole, AUnitMetRightAfterAnotherCameBackCountsAsTouched) {
+  ASSERT_EQ(runtime_start(), kReady);
+  const char *why = nullptr;
+  unsigned char *a = race_unit(&why);
+  if (!a) GTEST_SKIP() << why;
+  unsigned char *b = huge_dram_unit(&why);
+  if (!b) {
+    g_faults_test_hook = nullptr;
+    heap_munmap(a, kUnitSize);
+    GTEST_SKIP() << why;
+  }
+  uint32_t units[2] = {unit_of(a), unit_of(b)};
+  if (units[0] > units[1]) std::swap(units[0], units[1]);
+  const uint8_t four[2] = {4, 4};
+  ASSERT_EQ(heap_sample_begin(units, four, 2, 600), 2u);
+  g_hold_answer = true;
+  std::atomic<long> tid{0};
+  std::atomic<bool> done{false};
+  const size_t i = 5 * kPageSize + 11, j = 17 * kPageSize + 5;
+  std::thread writer([&] {
+    tid = static_cast<long>(gettid());
+    reinterpret_cast<volatile unsigned char *>(a)[i] = expect(i);
+    reinterpret_cast<volatile unsigned char *>(b)[j] = expect(j);
+    done = true;
+  });
+  while (!done.load() && !(tid.load() && thread_blocked(tid.load()))) sched_yield();
+  const bool waited = !done.load();
+  usleep(20000);
+  g_hold_answer = false;
+  writer.join();
+  usleep(20000);
+  sample_result r[3];
+  const size_t n = heap_sample_end(r, 3);
+  g_faults_test_hook = nullptr;
+  ASSERT_TRUE(waited) << "the first write was answered although the service was held";
+  ASSERT_EQ(n, 2u);
+  const sample_result &second = r[0].unit == unit_of(b) ? r[0] : r[1];
+  ASSERT_EQ(second.unit, unit_of(b));
+  EXPECT_EQ(second.touched, 1) << "a unit written right after the thread's release counted as untouched";
+  EXPECT_EQ(bytes_wrong(a), 0u);
+  EXPECT_EQ(bytes_wrong(b), 0u);
+  heap_munmap(a, kUnitSize);
+  heap_munmap(b, kUnitSize);
+}
+
+// The other side: a thread that ran 20 ms into the window, then met a
+// unit sampled whole (answered at once) and right after it a second one.
+// The second's touch is late in the window by the thread's own running
+// time, and reads as untouched.  Counted from the thread's last release it
+// read as touched: where the service answers in microseconds (DRAM
+// write-protected in place) a busy thread is let go so often that every
+// chance touch of a cold unit came soon after a release, and cold units
+// read warm.
+TEST(SampleWhole, ALateTouchRightAfterAReleaseIsStillLate) {
+  ASSERT_EQ(runtime_start(), kReady);
+  const char *why = nullptr;
+  unsigned char *a = race_unit(&why);
+  if (!a) GTEST_SKIP() << why;
+  unsigned char *b = huge_dram_unit(&why);
+  if (!b) {
+    g_faults_test_hook = nullptr;
+    heap_munmap(a, kUnitSize);
+    GTEST_SKIP() << why;
+  }
+  uint32_t units[2] = {unit_of(a), unit_of(b)};
+  if (units[0] > units[1]) std::swap(units[0], units[1]);
+  const uint8_t four[2] = {4, 4};
+  ASSERT_EQ(heap_sample_begin(units, four, 2, 600), 2u);
+  const size_t i = 5 * kPageSize + 11, j = 17 * kPageSize + 5;
+  std::thread writer([&] {
+    usleep(20000);
+    reinterpret_cast<volatile unsigned char *>(a)[i] = expect(i);
+    reinterpret_cast<volatile unsigned char *>(b)[j] = expect(j);
+  });
+  writer.join();
+  usleep(20000);
+  sample_result r[3];
+  const size_t n = heap_sample_end(r, 3);
+  g_faults_test_hook = nullptr;
+  ASSERT_EQ(n, 2u);
+  const sample_result &second = r[0].unit == unit_of(b) ? r[0] : r[1];
+  ASSERT_EQ(second.unit, unit_of(b));
+  EXPECT_EQ(second.touched, 0) << "a unit written 20 ms into the window counted as touched";
+  EXPECT_EQ(second.idle, 0) << "a unit written counted as idle";
+  EXPECT_EQ(bytes_wrong(a), 0u);
+  EXPECT_EQ(bytes_wrong(b), 0u);
+  heap_munmap(a, kUnitSize);
   heap_munmap(b, kUnitSize);
 }
 
