@@ -130,10 +130,18 @@ bool hotter_first(const migration_policy::pick &a, const migration_policy::pick 
   return a.heat != b.heat ? a.heat > b.heat : a.unit < b.unit;
 }
 
-// Free victims before held ones, then coldest first.
+// Free victims before held ones, then coldest first; of equally cold ones
+// (never seen touched: heat 0), the one looked at last first.  A unit
+// looked at only long ago, while the program did something else (wrote
+// its heap, say), may be hot now; one seen untouched a moment ago is cold
+// now.  By unit alone, units seen idle during a program's start went first
+// from the heap's low end, where a hot set at the start of the heap is:
+// the first exchanges demoted it (2 GiB heap, 5 % hot at its start: 14-19 s
+// to 95 % in DRAM, against 3-5 s at its end).
 bool colder_first(const migration_policy::pick &a, const migration_policy::pick &b) {
   if (a.held != b.held) return !a.held;
-  return a.heat != b.heat ? a.heat < b.heat : a.unit < b.unit;
+  if (a.heat != b.heat) return a.heat < b.heat;
+  return a.seen_ms != b.seen_ms ? a.seen_ms > b.seen_ms : a.unit < b.unit;
 }
 
 }  // namespace
@@ -441,7 +449,7 @@ void migration_policy::pick_victims(uint32_t now, size_t allowed, size_t &nv) {
     if (!(s.flags & kMovable) || s.pending1) return;
     const bool held = now < s.hold_ms;
     if (held && (s.flags & kBackoff)) return;
-    keep_best(demote_, nv, allowed, pick{static_cast<float>(heat_at(s, now, d)), u, held}, colder_first);
+    keep_best(demote_, nv, allowed, pick{static_cast<float>(heat_at(s, now, d)), u, held, s.heat_ms}, colder_first);
   });
 }
 

@@ -217,6 +217,7 @@ class migration_policy {
     float heat;
     uint32_t unit;
     bool held;  // within its residency time
+    uint32_t seen_ms = 0;  // victims: when last looked at
   };
 
  private:

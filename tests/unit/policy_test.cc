@@ -860,6 +860,33 @@ TEST(PolicySparse, WholeUnitsUntouchedInWindowsWithNothingHotKeepTheGuard) {
   quiet_looks_pay_the_shortfall({.dram_idle = true, .whole = true, .pmem_cold = true});
 }
 
+// Of DRAM units equally cold (never seen touched), the one looked at last
+// pays for an exchange first: one looked at only long ago (while the
+// program wrote its heap, say) may be hot by now.  Four units seen quiet
+// at 1 s, four at 9 s, and a hot unit on PMem at 10 s with DRAM full: the
+// exchange demotes one of the later four.  By unit index alone it took
+// unit 0, and a hot set at the heap's start was demoted first.
+TEST(PolicySparse, OfEquallyColdVictimsTheOneLookedAtLastGoesFirst) {
+  std::vector<uint64_t> storage = storage_for(16);
+  migration_policy pol;
+  ASSERT_TRUE(start_sparse(pol, storage));
+  std::vector<access_observation> early, late;
+  for (uint32_t u = 0; u < 4; ++u) early.push_back({u, kTierDram, true, 1, 0, 0});
+  for (uint32_t u = 4; u < 8; ++u) late.push_back({u, kTierDram, true, 1, 0, 0});
+  pol.observe(1 * kSec, early.data(), early.size());
+  pol.observe(9 * kSec, late.data(), late.size());
+  const access_observation hot{8, kTierPmem, true, 4, 4, 0};
+  pol.observe(10 * kSec, &hot, 1);
+  policy_migration out[kPolicyMaxBatch];
+  const size_t k = pol.decide(10 * kSec, 8, 8, out, kPolicyMaxBatch, 0);
+  ASSERT_EQ(k, 2u) << "one exchange";
+  const policy_migration &down = out[0].to_tier == kTierPmem ? out[0] : out[1];
+  const policy_migration &up = out[0].to_tier == kTierPmem ? out[1] : out[0];
+  EXPECT_EQ(up.unit, 8u);
+  EXPECT_GE(down.unit, 4u) << "a unit last looked at 9 s ago went before one looked at a second ago";
+  EXPECT_LT(down.unit, 8u);
+}
+
 // Touches at the chance share are no evidence: a unit touched on half its
 // pages when chance alone touches half scores nothing, every page touched
 // still scores 1, and in between the share above chance is rescaled.
