@@ -123,6 +123,7 @@ bool answer_watched(int fd, uintptr_t page, uint32_t ptid, uint64_t read_ns) {
       uint8_t want = kSampleOut;
       if (s->state.compare_exchange_strong(want, kSampleMoving, std::memory_order_acq_rel)) {
         s->touch_ns.store(read_ns, std::memory_order_relaxed);
+        if (const faults_hook_fn hook = g_faults_test_hook.load(std::memory_order_acquire)) hook(3, page);
         faults_sample_restore(*s);
         s->written.store(1, std::memory_order_relaxed);
         s->ptid = ptid;

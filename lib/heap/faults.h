@@ -124,8 +124,9 @@ void faults_moveout_end();
 
 // Tests only (nullptr otherwise): called by the fault service before it
 // reads its descriptor (where 0, page 0), before it fills a missing page
-// that is no sample with zeros (where 1), and before it copies a page of a
-// unit being promoted from the promotion's view of its slot (where 2).
+// that is no sample with zeros (where 1), before it copies a page of a
+// unit being promoted from the promotion's view of its slot (where 2), and
+// before it puts a sample touched back (where 3).
 using faults_hook_fn = void (*)(int where, uintptr_t page);
 extern std::atomic<faults_hook_fn> g_faults_test_hook;
 

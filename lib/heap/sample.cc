@@ -65,6 +65,7 @@ uint64_t g_allowance_ns = kAllowanceFloorNs;
 uint64_t g_probe_ns = 0;  // the probe's round trip, last measured (waited_before)
 uint64_t g_huge_clear_ns = UINT64_MAX;  // not measured yet
 bool g_whole_any_touch = false;         // heap_sample_whole_any_touch (tests)
+uint64_t g_whole_limit_ns = 0;          // heap_sample_whole_limit (tests)
 
 constinit sys::pagemap_file g_pagemap;  // the heap lock guards it
 
@@ -239,6 +240,7 @@ bool whole_touched(const fault_sample &s, uint64_t end_ns) {
   if (g_whole_any_touch) return true;   // tests: any access counts
   const uint64_t ran = first - s.out_ns - waited_before(s, first);
   const bool cleared = !s.by_wp && s.written.load(std::memory_order_relaxed);  // a write into a moved-out unit
+  if (g_whole_limit_ns) return ran <= g_whole_limit_ns;
   return ran <= out / kPagesPerUnit + g_allowance_ns + (cleared ? g_huge_clear_ns : 0);
 }
 
@@ -543,6 +545,11 @@ sys::pagemap_file &heap_pagemap() { return g_pagemap; }
 void heap_sample_whole_any_touch(bool on) {
   heap_lock_guard g;
   g_whole_any_touch = on;
+}
+
+void heap_sample_whole_limit(uint64_t ns) {
+  heap_lock_guard g;
+  g_whole_limit_ns = ns;
 }
 
 size_t heap_sample_begin(const uint32_t *units, const uint8_t *pages, size_t n, uint64_t seed, uint32_t pmem_span) {

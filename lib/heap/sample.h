@@ -62,6 +62,13 @@ size_t heap_sample_end(sample_result *out, size_t cap);
 // whole_touched in sample.cc): a result that does not depend on when the
 // service got to run.
 void heap_sample_whole_any_touch(bool on);
+// For tests: a unit sampled whole counts as touched when its toucher's
+// running time from the unit's going out to the first touch (its waits
+// for the service on other samples of the window left out) is at most ns;
+// 0 (the default): at most a 512th of the window and the allowance.  A
+// wide limit makes a result about what is counted as waiting, not about a
+// loaded machine's scheduling.
+void heap_sample_whole_limit(uint64_t ns);
 
 // --- for the heap layer's other files (heap lock held)
 void sample_settle_unit_locked(size_t idx);

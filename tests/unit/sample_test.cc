@@ -393,7 +393,8 @@ TEST(SampleWhole, AHugeUnitStaysWholeAndOnlyEarlyAccessesCount) {
 // left at the side.  The hook waits for the sampler at most 300 ms, which
 // it reaches at once unless it waits for the fill.
 std::atomic<bool> g_hold_read{false};  // the service waits before its next read
-std::atomic<bool> g_hold_answer{false};  // it waits before it moves back a sample of g_race_unit
+std::atomic<bool> g_hold_answer{false};  // it waits 200 ms once before it moves back a sample of g_race_unit
+std::atomic<bool> g_answer_held{false};  // and it did
 std::atomic<bool> g_fill_seen{false};  // it reached a fill inside the unit
 std::atomic<bool> g_out_again{false};  // the sampler moved the unit out again
 uintptr_t g_race_unit = 0;
@@ -404,8 +405,10 @@ void race_hook(int where, uintptr_t page) {
     return;
   }
   if (where == 3) {
-    if (page - g_race_unit < kUnitSize)
-      for (int i = 0; i < 10000 && g_hold_answer.load(); ++i) usleep(1000);
+    if (page - g_race_unit < kUnitSize && g_hold_answer.exchange(false)) {
+      usleep(200000);
+      g_answer_held = true;
+    }
     return;
   }
   if (page - g_race_unit >= kUnitSize || g_fill_seen.exchange(true)) return;
@@ -515,11 +518,14 @@ TEST(SampleWhole, AUnitWhoseFaultIsStillWaitingIsNotIdle) {
 
 // A thread that meets two units sampled whole in a row reaches the second
 // only once the first is back: its first touch of the second is late by
-// its wait for the first (here the service takes 20 ms to move it back),
+// its wait for the first (here the service takes 200 ms to move it back),
 // which is not the second unit's coldness.  Counted as the thread's running
 // time, the second is touched at once.  Counted from its going out, it
 // read as untouched, and hot units met late in a row of samples were
-// demoted.
+// demoted.  The thread is this one, writing as soon as the window is open;
+// the limit is 50 ms (heap_sample_whole_limit), so that being kept off the
+// CPU for a few milliseconds on a loaded machine still counts while the
+// 200 ms wait would not.
 TEST(SampleWhole, AUnitMetRightAfterAnotherCameBackCountsAsTouched) {
   ASSERT_EQ(runtime_start(), kReady);
   const char *why = nullptr;
@@ -534,27 +540,20 @@ TEST(SampleWhole, AUnitMetRightAfterAnotherCameBackCountsAsTouched) {
   uint32_t units[2] = {unit_of(a), unit_of(b)};
   if (units[0] > units[1]) std::swap(units[0], units[1]);
   const uint8_t four[2] = {4, 4};
-  ASSERT_EQ(heap_sample_begin(units, four, 2, 600), 2u);
+  g_answer_held = false;
   g_hold_answer = true;
-  std::atomic<long> tid{0};
-  std::atomic<bool> done{false};
+  heap_sample_whole_limit(50'000'000);
   const size_t i = 5 * kPageSize + 11, j = 17 * kPageSize + 5;
-  std::thread writer([&] {
-    tid = static_cast<long>(gettid());
-    reinterpret_cast<volatile unsigned char *>(a)[i] = expect(i);
-    reinterpret_cast<volatile unsigned char *>(b)[j] = expect(j);
-    done = true;
-  });
-  while (!done.load() && !(tid.load() && thread_blocked(tid.load()))) sched_yield();
-  const bool waited = !done.load();
-  usleep(20000);
-  g_hold_answer = false;
-  writer.join();
-  usleep(20000);
+  const size_t started = heap_sample_begin(units, four, 2, 600);
+  reinterpret_cast<volatile unsigned char *>(a)[i] = expect(i);
+  reinterpret_cast<volatile unsigned char *>(b)[j] = expect(j);
   sample_result r[3];
   const size_t n = heap_sample_end(r, 3);
+  heap_sample_whole_limit(0);
   g_faults_test_hook = nullptr;
-  ASSERT_TRUE(waited) << "the first write was answered although the service was held";
+  g_hold_answer = false;
+  ASSERT_EQ(started, 2u);
+  ASSERT_TRUE(g_answer_held.load()) << "the service did not hold the first write";
   ASSERT_EQ(n, 2u);
   const sample_result &second = r[0].unit == unit_of(b) ? r[0] : r[1];
   ASSERT_EQ(second.unit, unit_of(b));
@@ -565,14 +564,14 @@ TEST(SampleWhole, AUnitMetRightAfterAnotherCameBackCountsAsTouched) {
   heap_munmap(b, kUnitSize);
 }
 
-// The other side: a thread that ran 20 ms into the window, then met a
+// The other side: a thread that ran 100 ms into the window, then met a
 // unit sampled whole (answered at once) and right after it a second one.
-// The second's touch is late in the window by the thread's own running
-// time, and reads as untouched.  Counted from the thread's last release it
-// read as touched: where the service answers in microseconds (DRAM
-// write-protected in place) a busy thread is let go so often that every
-// chance touch of a cold unit came soon after a release, and cold units
-// read warm.
+// The second's touch is late by the thread's own running time, and reads
+// as untouched (limit 50 ms, as above).  Counted from the thread's last
+// release it read as touched: where the service answers in microseconds
+// (DRAM write-protected in place) a busy thread is let go so often that
+// every chance touch of a cold unit came soon after a release, and cold
+// units read warm.
 TEST(SampleWhole, ALateTouchRightAfterAReleaseIsStillLate) {
   ASSERT_EQ(runtime_start(), kReady);
   const char *why = nullptr;
@@ -587,22 +586,23 @@ TEST(SampleWhole, ALateTouchRightAfterAReleaseIsStillLate) {
   uint32_t units[2] = {unit_of(a), unit_of(b)};
   if (units[0] > units[1]) std::swap(units[0], units[1]);
   const uint8_t four[2] = {4, 4};
-  ASSERT_EQ(heap_sample_begin(units, four, 2, 600), 2u);
+  heap_sample_whole_limit(50'000'000);
   const size_t i = 5 * kPageSize + 11, j = 17 * kPageSize + 5;
-  std::thread writer([&] {
-    usleep(20000);
-    reinterpret_cast<volatile unsigned char *>(a)[i] = expect(i);
-    reinterpret_cast<volatile unsigned char *>(b)[j] = expect(j);
-  });
-  writer.join();
-  usleep(20000);
+  const size_t started = heap_sample_begin(units, four, 2, 600);
+  usleep(100000);
+  reinterpret_cast<volatile unsigned char *>(a)[i] = expect(i);
+  reinterpret_cast<volatile unsigned char *>(b)[j] = expect(j);
   sample_result r[3];
   const size_t n = heap_sample_end(r, 3);
+  heap_sample_whole_limit(0);
   g_faults_test_hook = nullptr;
+  ASSERT_EQ(started, 2u);
   ASSERT_EQ(n, 2u);
+  const sample_result &first = r[0].unit == unit_of(a) ? r[0] : r[1];
   const sample_result &second = r[0].unit == unit_of(b) ? r[0] : r[1];
   ASSERT_EQ(second.unit, unit_of(b));
-  EXPECT_EQ(second.touched, 0) << "a unit written 20 ms into the window counted as touched";
+  EXPECT_EQ(first.touched, 0) << "a unit written 100 ms into the window counted as touched";
+  EXPECT_EQ(second.touched, 0) << "a unit written 100 ms into the window, right after a release, counted as touched";
   EXPECT_EQ(second.idle, 0) << "a unit written counted as idle";
   EXPECT_EQ(bytes_wrong(a), 0u);
   EXPECT_EQ(bytes_wrong(b), 0u);
