@@ -516,6 +516,48 @@ TEST(SampleWhole, AUnitWhoseFaultIsStillWaitingIsNotIdle) {
   heap_munmap(b, kUnitSize);
 }
 
+// Two DRAM units on one huge page each (race_hook installed, the first
+// g_race_unit), sampled whole in one window judged with a 50 ms limit
+// (heap_sample_whole_limit): this thread waits `before` after the window
+// opens, then writes into the first unit and right after into the second.
+// The results of the first and the second; false with *why when there are
+// no such units.
+struct row_of_two {
+  size_t started = 0, results = 0;
+  sample_result first{}, second{};
+  size_t wrong = 0;  // bytes not as written, in both units
+};
+
+bool sample_a_row(useconds_t before, row_of_two *row, const char **why) {
+  unsigned char *a = race_unit(why);
+  if (!a) return false;
+  unsigned char *b = huge_dram_unit(why);
+  if (!b) {
+    g_faults_test_hook = nullptr;
+    heap_munmap(a, kUnitSize);
+    return false;
+  }
+  uint32_t units[2] = {unit_of(a), unit_of(b)};
+  if (units[0] > units[1]) std::swap(units[0], units[1]);
+  const uint8_t four[2] = {4, 4};
+  heap_sample_whole_limit(50'000'000);
+  const size_t i = 5 * kPageSize + 11, j = 17 * kPageSize + 5;
+  row->started = heap_sample_begin(units, four, 2, 600);
+  if (before) usleep(before);
+  reinterpret_cast<volatile unsigned char *>(a)[i] = expect(i);
+  reinterpret_cast<volatile unsigned char *>(b)[j] = expect(j);
+  sample_result r[3];
+  row->results = heap_sample_end(r, 3);
+  heap_sample_whole_limit(0);
+  g_faults_test_hook = nullptr;
+  for (size_t k = 0; k < row->results && k < 2; ++k)
+    (r[k].unit == unit_of(a) ? row->first : row->second) = r[k];
+  row->wrong = bytes_wrong(a) + bytes_wrong(b);
+  heap_munmap(a, kUnitSize);
+  heap_munmap(b, kUnitSize);
+  return true;
+}
+
 // A thread that meets two units sampled whole in a row reaches the second
 // only once the first is back: its first touch of the second is late by
 // its wait for the first (here the service takes 200 ms to move it back),
@@ -523,91 +565,42 @@ TEST(SampleWhole, AUnitWhoseFaultIsStillWaitingIsNotIdle) {
 // time, the second is touched at once.  Counted from its going out, it
 // read as untouched, and hot units met late in a row of samples were
 // demoted.  The thread is this one, writing as soon as the window is open;
-// the limit is 50 ms (heap_sample_whole_limit), so that being kept off the
-// CPU for a few milliseconds on a loaded machine still counts while the
-// 200 ms wait would not.
+// with a 50 ms limit being kept off the CPU for a few milliseconds on a
+// loaded machine still counts, while the 200 ms wait would not.
 TEST(SampleWhole, AUnitMetRightAfterAnotherCameBackCountsAsTouched) {
   ASSERT_EQ(runtime_start(), kReady);
-  const char *why = nullptr;
-  unsigned char *a = race_unit(&why);
-  if (!a) GTEST_SKIP() << why;
-  unsigned char *b = huge_dram_unit(&why);
-  if (!b) {
-    g_faults_test_hook = nullptr;
-    heap_munmap(a, kUnitSize);
-    GTEST_SKIP() << why;
-  }
-  uint32_t units[2] = {unit_of(a), unit_of(b)};
-  if (units[0] > units[1]) std::swap(units[0], units[1]);
-  const uint8_t four[2] = {4, 4};
   g_answer_held = false;
   g_hold_answer = true;
-  heap_sample_whole_limit(50'000'000);
-  const size_t i = 5 * kPageSize + 11, j = 17 * kPageSize + 5;
-  const size_t started = heap_sample_begin(units, four, 2, 600);
-  reinterpret_cast<volatile unsigned char *>(a)[i] = expect(i);
-  reinterpret_cast<volatile unsigned char *>(b)[j] = expect(j);
-  sample_result r[3];
-  const size_t n = heap_sample_end(r, 3);
-  heap_sample_whole_limit(0);
-  g_faults_test_hook = nullptr;
+  row_of_two row;
+  const char *why = nullptr;
+  const bool ran = sample_a_row(0, &row, &why);
   g_hold_answer = false;
-  ASSERT_EQ(started, 2u);
+  if (!ran) GTEST_SKIP() << why;
+  ASSERT_EQ(row.started, 2u);
   ASSERT_TRUE(g_answer_held.load()) << "the service did not hold the first write";
-  ASSERT_EQ(n, 2u);
-  const sample_result &second = r[0].unit == unit_of(b) ? r[0] : r[1];
-  ASSERT_EQ(second.unit, unit_of(b));
-  EXPECT_EQ(second.touched, 1) << "a unit written right after the thread's release counted as untouched";
-  EXPECT_EQ(bytes_wrong(a), 0u);
-  EXPECT_EQ(bytes_wrong(b), 0u);
-  heap_munmap(a, kUnitSize);
-  heap_munmap(b, kUnitSize);
+  ASSERT_EQ(row.results, 2u);
+  EXPECT_EQ(row.second.touched, 1) << "a unit written right after the thread's release counted as untouched";
+  EXPECT_EQ(row.wrong, 0u);
 }
 
 // The other side: a thread that ran 100 ms into the window, then met a
 // unit sampled whole (answered at once) and right after it a second one.
 // The second's touch is late by the thread's own running time, and reads
-// as untouched (limit 50 ms, as above).  Counted from the thread's last
-// release it read as touched: where the service answers in microseconds
-// (DRAM write-protected in place) a busy thread is let go so often that
-// every chance touch of a cold unit came soon after a release, and cold
-// units read warm.
+// as untouched.  Counted from the thread's last release it read as
+// touched: where the service answers in microseconds (DRAM write-protected
+// in place) a busy thread is let go so often that every chance touch of a
+// cold unit came soon after a release, and cold units read warm.
 TEST(SampleWhole, ALateTouchRightAfterAReleaseIsStillLate) {
   ASSERT_EQ(runtime_start(), kReady);
+  row_of_two row;
   const char *why = nullptr;
-  unsigned char *a = race_unit(&why);
-  if (!a) GTEST_SKIP() << why;
-  unsigned char *b = huge_dram_unit(&why);
-  if (!b) {
-    g_faults_test_hook = nullptr;
-    heap_munmap(a, kUnitSize);
-    GTEST_SKIP() << why;
-  }
-  uint32_t units[2] = {unit_of(a), unit_of(b)};
-  if (units[0] > units[1]) std::swap(units[0], units[1]);
-  const uint8_t four[2] = {4, 4};
-  heap_sample_whole_limit(50'000'000);
-  const size_t i = 5 * kPageSize + 11, j = 17 * kPageSize + 5;
-  const size_t started = heap_sample_begin(units, four, 2, 600);
-  usleep(100000);
-  reinterpret_cast<volatile unsigned char *>(a)[i] = expect(i);
-  reinterpret_cast<volatile unsigned char *>(b)[j] = expect(j);
-  sample_result r[3];
-  const size_t n = heap_sample_end(r, 3);
-  heap_sample_whole_limit(0);
-  g_faults_test_hook = nullptr;
-  ASSERT_EQ(started, 2u);
-  ASSERT_EQ(n, 2u);
-  const sample_result &first = r[0].unit == unit_of(a) ? r[0] : r[1];
-  const sample_result &second = r[0].unit == unit_of(b) ? r[0] : r[1];
-  ASSERT_EQ(second.unit, unit_of(b));
-  EXPECT_EQ(first.touched, 0) << "a unit written 100 ms into the window counted as touched";
-  EXPECT_EQ(second.touched, 0) << "a unit written 100 ms into the window, right after a release, counted as touched";
-  EXPECT_EQ(second.idle, 0) << "a unit written counted as idle";
-  EXPECT_EQ(bytes_wrong(a), 0u);
-  EXPECT_EQ(bytes_wrong(b), 0u);
-  heap_munmap(a, kUnitSize);
-  heap_munmap(b, kUnitSize);
+  if (!sample_a_row(100000, &row, &why)) GTEST_SKIP() << why;
+  ASSERT_EQ(row.started, 2u);
+  ASSERT_EQ(row.results, 2u);
+  EXPECT_EQ(row.first.touched, 0) << "a unit written 100 ms into the window counted as touched";
+  EXPECT_EQ(row.second.touched, 0) << "a unit written 100 ms into the window, right after a release, counted as touched";
+  EXPECT_EQ(row.second.idle, 0) << "a unit written counted as idle";
+  EXPECT_EQ(row.wrong, 0u);
 }
 
 }  // namespace
