@@ -179,13 +179,16 @@ void measure_huge_clear() {
                static_cast<unsigned long long>(g_huge_clear_ns / 1000));
 }
 
-// What a fault on s took beyond the service's reading it: the way there
-// (the probe's round trip) and, for a write into a unit moved out, the
-// kernel's clearing a huge page first.
-uint64_t delivery_of(const fault_sample &s) {
+// A write into a whole unit moved out waits for the kernel to get and
+// clear a huge page before the fault reaches the service: that time, or 0.
+uint64_t huge_clear_of(const fault_sample &s) {
   const bool cleared = s.len != kPageSize && !s.by_wp && s.written.load(std::memory_order_relaxed);
-  return g_probe_ns + (cleared ? g_huge_clear_ns : 0);
+  return cleared ? g_huge_clear_ns : 0;
 }
+
+// What a fault on s took beyond the service's reading it: the way there
+// (the probe's round trip) and a huge page's clearing.
+uint64_t delivery_of(const fault_sample &s) { return g_probe_ns + huge_clear_of(s); }
 
 // The time the thread that first touched s spent waiting for the fault
 // service between s's going out and that touch (read at first): a thread
@@ -239,9 +242,8 @@ bool whole_touched(const fault_sample &s, uint64_t end_ns) {
   if (first <= s.out_ns) return true;  // within the sampler's own measuring time: at once
   if (g_whole_any_touch) return true;   // tests: any access counts
   const uint64_t ran = first - s.out_ns - waited_before(s, first);
-  const bool cleared = !s.by_wp && s.written.load(std::memory_order_relaxed);  // a write into a moved-out unit
   if (g_whole_limit_ns) return ran <= g_whole_limit_ns;
-  return ran <= out / kPagesPerUnit + g_allowance_ns + (cleared ? g_huge_clear_ns : 0);
+  return ran <= out / kPagesPerUnit + g_allowance_ns + huge_clear_of(s);
 }
 
 // Appends the result of one page to out, merging pages of the same unit
