@@ -69,6 +69,10 @@ void heap_sample_whole_any_touch(bool on);
 // wide limit makes a result about what is counted as waiting, not about a
 // loaded machine's scheduling.
 void heap_sample_whole_limit(uint64_t ns);
+// For tests: what a whole sample's first touch is allowed beyond a 512th
+// of the window in the window now open (the service's answering time as
+// last measured, and a huge page's clearing), in ns.
+uint64_t heap_sample_whole_allowance();
 
 // --- for the heap layer's other files (heap lock held)
 void sample_settle_unit_locked(size_t idx);
