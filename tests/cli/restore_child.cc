@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdarg>
 #include <cstddef>
 #include <cstdio>
@@ -235,6 +236,11 @@ struct kernel_objects {
   // moved, and data 43, the eventfd (count 100) that holds number many[3]
   // now (the kernel tells them apart by their place among that number's).
   int many[24], many_dup, moved, ep2;
+  // An epoll set (ep3) with one registration: data 51, an eventfd (count
+  // 5) registered under number lone and since moved to lone_moved; lone
+  // holds another eventfd (count 7), not registered, in the original as
+  // in the restored process (the capture asks the set about lone).
+  int ep3, lone, lone_moved;
   // More Unix sockets than the capture asks about one by one: 20 stream
   // pairs, "p<i>" queued towards the second end of each.
   int pairs[20][2];
@@ -351,6 +357,14 @@ kernel_objects make_objects() {
   close(other);
   reg.data.u64 = 43;
   if (epoll_ctl(k.ep2, EPOLL_CTL_ADD, k.many[3], &reg) != 0) abort();
+  k.ep3 = epoll_create1(0);
+  k.lone = eventfd(5, 0);
+  reg.data.u64 = 51;
+  if (k.ep3 < 0 || k.lone < 0 || epoll_ctl(k.ep3, EPOLL_CTL_ADD, k.lone, &reg) != 0) abort();
+  const int seven = eventfd(7, 0);
+  k.lone_moved = dup(k.lone);
+  if (seven < 0 || k.lone_moved < 0 || dup2(seven, k.lone) != k.lone) abort();
+  close(seven);
   for (int i = 0; i < 20; ++i) {
     const std::string b = "p" + std::to_string(i);
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, k.pairs[i]) != 0 ||
@@ -380,6 +394,18 @@ kernel_objects make_objects() {
 }
 
 // In the restored process: each object as it was at the snapshot, and working.
+// ep3's one registration is the eventfd now at lone_moved (ready, count
+// 5, data 51), and the eventfd at number lone is in no registration.
+bool lone_ok(const kernel_objects &k) {
+  epoll_event ready[2]{};
+  uint64_t v = 0;
+  epoll_event none{};
+  return epoll_wait(k.ep3, ready, 2, 1000) == 1 && ready[0].data.u64 == 51 &&
+         epoll_ctl(k.ep3, EPOLL_CTL_DEL, k.lone, &none) != 0 && errno == ENOENT && read(k.lone, &v, 8) == 8 &&
+         v == 7 && write(k.lone, &v, 8) == 8 && read(k.lone_moved, &v, 8) == 8 && v == 5 &&
+         write(k.lone_moved, &v, 8) == 8;
+}
+
 std::string check_objects(const kernel_objects &k) {
   std::string out;
   bool seen[7] = {};
@@ -500,6 +526,7 @@ std::string check_objects(const kernel_objects &k) {
   for (int i = 0; i < 24 && many_ok; ++i)
     if (i != 3) many_ok = read(k.many[i], &v, 8) == 8 && v == static_cast<uint64_t>(i + 1 + (i == 7));
   out += std::string(" many=") + (many_ok ? "ok" : "bad");
+  out += std::string(" lone=") + (lone_ok(k) ? "ok" : "bad");
   // Each pair's ends are each other's, with the bytes queued between them.
   bool pairs_ok = true;
   for (int i = 0; i < 20 && pairs_ok; ++i) {
@@ -792,6 +819,7 @@ int main(int argc, char **argv) {
     }
     if (pwrite(k.memfd, "LATER", 5, 0) < 0 || pwrite(k.tmpfile, "LATER", 5, 0) < 0 || write(k.deleted, "LATER", 5) < 0) {
     }
+    report("original lone=%s", lone_ok(k) ? "ok" : "bad");
     report("snapshot taken pid=%d", getpid());
     for (;;) pause();
   }
