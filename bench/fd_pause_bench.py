@@ -10,6 +10,8 @@ Kinds:
 
   eventfd   N eventfds, none registered anywhere
   epoll     N eventfds, all registered in one epoll set
+  timerfd   N timerfds (no id in their fdinfo: which share a file is
+            asked of the kernel), every tenth number a dup of the one before
   unix      N/2 connected Unix stream socket pairs
   tcp       N/2 loopback TCP connections (both ends in the process)
 
@@ -19,7 +21,7 @@ per library.  Output: the machine, the command, the table.  Only the Python
 standard library.  See docs/BENCHMARKS.md, "Descriptors in the pause".
 
 usage: fd_pause_bench.py --build BUILD [--lib PATH] [--compare NAME=PATH ...]
-                         [--kinds eventfd,epoll,unix,tcp] [--counts 5000,18000]
+                         [--kinds eventfd,epoll,timerfd,unix,tcp] [--counts 5000,18000]
                          [--rounds 3]
 """
 
@@ -35,7 +37,7 @@ import tempfile
 import time
 
 HOLDER = r'''
-import os, resource, select, socket, sys, time
+import ctypes, os, resource, select, socket, sys, time
 kind, n = sys.argv[1], int(sys.argv[2])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 500), hard))
@@ -47,6 +49,12 @@ if kind in ("eventfd", "epoll"):
         ep = select.epoll()
         for f in keep:
             ep.register(f, select.EPOLLIN)
+elif kind == "timerfd":
+    libc = ctypes.CDLL(None, use_errno=True)
+    for i in range(n):
+        keep.append(os.dup(keep[-1]) if i % 10 == 9 else libc.timerfd_create(1, 0))
+        if keep[-1] < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create")
 elif kind == "unix":
     for _ in range(n // 2):
         keep += socket.socketpair()

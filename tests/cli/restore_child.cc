@@ -241,6 +241,10 @@ struct kernel_objects {
   // holds another eventfd (count 7), not registered, in the original as
   // in the restored process (the capture asks the set about lone).
   int ep3, lone, lone_moved;
+  // Two idle timerfds, one held twice with the other's number between
+  // (tone[0], tother, tone[1] = dup(tone[0])): among the many anonymous-
+  // inode files, the copy stays one file with its first, the other its own.
+  int tone[2], tother;
   // More Unix sockets than the capture asks about one by one: 20 stream
   // pairs, "p<i>" queued towards the second end of each.
   int pairs[20][2];
@@ -357,6 +361,10 @@ kernel_objects make_objects() {
   close(other);
   reg.data.u64 = 43;
   if (epoll_ctl(k.ep2, EPOLL_CTL_ADD, k.many[3], &reg) != 0) abort();
+  k.tone[0] = timerfd_create(CLOCK_MONOTONIC, 0);
+  k.tother = timerfd_create(CLOCK_MONOTONIC, 0);
+  k.tone[1] = dup(k.tone[0]);
+  if (k.tone[0] < 0 || k.tother < 0 || k.tone[1] < 0) abort();
   k.ep3 = epoll_create1(0);
   k.lone = eventfd(5, 0);
   reg.data.u64 = 51;
@@ -527,6 +535,14 @@ std::string check_objects(const kernel_objects &k) {
     if (i != 3) many_ok = read(k.many[i], &v, 8) == 8 && v == static_cast<uint64_t>(i + 1 + (i == 7));
   out += std::string(" many=") + (many_ok ? "ok" : "bad");
   out += std::string(" lone=") + (lone_ok(k) ? "ok" : "bad");
+  // Armed through one number of the timerfd held twice: armed through the
+  // other, the third not.
+  const itimerspec later = {{0, 0}, {1000, 0}};
+  itimerspec armed{}, other{};
+  const bool tdup_ok = timerfd_settime(k.tone[0], 0, &later, nullptr) == 0 && timerfd_gettime(k.tone[1], &armed) == 0 &&
+                       armed.it_value.tv_sec > 900 && timerfd_gettime(k.tother, &other) == 0 &&
+                       other.it_value.tv_sec == 0 && other.it_value.tv_nsec == 0;
+  out += std::string(" tdup=") + (tdup_ok ? "ok" : "bad");
   // Each pair's ends are each other's, with the bytes queued between them.
   bool pairs_ok = true;
   for (int i = 0; i < 20 && pairs_ok; ++i) {
