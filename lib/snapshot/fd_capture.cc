@@ -186,8 +186,10 @@ long list_fds(const int *skip, int nskip, uint32_t *count) {
     path[len] = 0;
     g_s.paths.used -= 4097 - static_cast<uint64_t>(len) - 1;
     r->path = static_cast<uint32_t>(path - g_s.paths.base);
+    // The open file's flags are shared with the program and taken now;
+    // the number's close-on-exec flag is the table's, read by the writer
+    // from its copy (fd_capture_finish).
     r->flags = static_cast<uint32_t>(sys::raw(SYS_fcntl, fd, F_GETFL));
-    r->cloexec = static_cast<uint32_t>(sys::raw(SYS_fcntl, fd, F_GETFD)) & FD_CLOEXEC;
     r->dev = st.st_dev;
     r->ino = st.st_ino;
     r->size = static_cast<uint64_t>(st.st_size);
@@ -747,6 +749,17 @@ long fd_capture(const int *skip, int nskip, fd_table *out, char *line, size_t ca
   out->scratch_lo = g_s.lo;
   out->scratch_hi = g_s.hi;
   return 0;
+}
+
+void fd_capture_finish(const fd_table &t) {
+  auto *fds = const_cast<cap::fd_record *>(t.fds);
+  for (uint32_t i = 0; i < t.nfds; ++i) {
+    cap::fd_record &r = fds[i];
+    const long fl = sys::raw(SYS_fcntl, r.fd, F_GETFD);
+    r.cloexec = fl > 0 ? static_cast<uint32_t>(fl) & FD_CLOEXEC : 0;
+    if (r.same_as < 0 && r.kind == static_cast<uint32_t>(cap::fd_kind::socket) && r.detail_len)
+      finish_socket(r.fd, *reinterpret_cast<cap::fd_socket *>(const_cast<unsigned char *>(t.data) + r.detail));
+  }
 }
 
 void fd_capture_release() {

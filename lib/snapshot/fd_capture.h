@@ -28,6 +28,15 @@ struct fd_table {
 // of their own, which the writer leaves out of the capsule.
 long fd_capture(const int *skip, int nskip, fd_table *out, char *line, size_t cap);
 
+// In the writer, before it closes the program's descriptors: what the
+// pause left out because it cannot change with the program running.  Each
+// number's close-on-exec flag (the writer's table is its own copy, as of
+// the pause) and a TCP connection's family and peer (the socket is shared,
+// but its family never changes, nor its peer while it lasts; one reset
+// since reads as no peer, which a restore does not need: the connection
+// comes back closed).  Raw system calls only (a fork's child).
+void fd_capture_finish(const fd_table &t);
+
 // Gives that range back (after the writer was forked with its copy).
 void fd_capture_release();
 // Forgets it without unmapping: in a restored process, which never had it.

@@ -92,6 +92,9 @@ struct diag_state {
 // A socket's family, type, addresses, options, state and (a pair within
 // the process) its queue; records [0, n) are the process's descriptors.
 long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n);
+// In the writer: a TCP connection's family and peer, which take_socket left
+// out of the pause (its family AF_UNSPEC until then).
+void finish_socket(int fd, cap::fd_socket &d);
 // Closes and frees what diag holds.
 void diag_end(diag_state &diag);
 

@@ -22,6 +22,7 @@ namespace {
 
 constexpr uint64_t kNotSeen = ~uint64_t{0};
 constexpr uint32_t kUnixAskEach = 16;  // sockets asked one by one up to this many
+constexpr uint8_t kTcpClose = 7, kTcpListen = 10;  // tcp_info::tcpi_state (TCP_CLOSE, TCP_LISTEN)
 
 // Asks sock_diag about one Unix socket (ino), or about all of the
 // namespace's (ino 0: a dump): peers and queue lengths.  0 or -EIO.
@@ -258,20 +259,28 @@ long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n) {
   auto *d = detail<cap::fd_socket>(r);
   if (!d) return fail("out of room for the descriptors");
   const int fd = r.fd;
-  // A server's many connections come back closed: their peer's family and
-  // their type are all there is to know (every system call is paid in
-  // the pause, thousands of times).
+  // A server's many connections come back closed: that it is a TCP
+  // connection (neither listening nor closed) is all the pause needs to
+  // know, one query (every system call is paid in the pause, thousands of
+  // times); its family and peer do not change and are read by the writer
+  // (finish_socket).
+  {
+    tcp_info ti{};
+    socklen_t tl = sizeof ti;
+    if (sys::raw(SYS_getsockopt, fd, IPPROTO_TCP, TCP_INFO, reinterpret_cast<long>(&ti), reinterpret_cast<long>(&tl)) ==
+            0 &&
+        ti.tcpi_state != kTcpClose && ti.tcpi_state != kTcpListen) {
+      d->type = SOCK_STREAM;
+      d->protocol = IPPROTO_TCP;
+      d->domain = AF_UNSPEC;
+      d->state = static_cast<uint32_t>(cap::socket_state::connected);
+      return 0;
+    }
+  }
   socklen_t len = sizeof d->peer;
   if (sys::raw(SYS_getpeername, fd, reinterpret_cast<long>(d->peer), reinterpret_cast<long>(&len)) == 0)
     d->peer_len = len;
   d->type = sockopt(fd, SOL_SOCKET, SO_TYPE);
-  const int peer_family = d->peer_len ? reinterpret_cast<const sockaddr *>(d->peer)->sa_family : AF_UNSPEC;
-  if ((peer_family == AF_INET || peer_family == AF_INET6) && d->type == SOCK_STREAM) {
-    d->domain = peer_family;
-    d->protocol = IPPROTO_TCP;
-    d->state = static_cast<uint32_t>(cap::socket_state::connected);
-    return 0;
-  }
   d->domain = sockopt(fd, SOL_SOCKET, SO_DOMAIN);
   if (d->domain != AF_UNIX && d->domain != AF_INET && d->domain != AF_INET6)
     return fail("descriptor %d is a socket of address family %d, which a restore cannot make again (not supported)",
@@ -329,8 +338,8 @@ long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n) {
     if (sys::raw(SYS_getsockopt, fd, IPPROTO_TCP, TCP_INFO, reinterpret_cast<long>(&ti), reinterpret_cast<long>(&tl)) ==
         0) {
       if (listening && ti.tcpi_sacked) d->backlog = ti.tcpi_sacked;  // a listener's sk_max_ack_backlog
-      tcp_in_flight = !listening && ti.tcpi_state != 7 /* TCP_CLOSE */;
-      if (!listening && ti.tcpi_state == 7 && ti.tcpi_segs_out == 0 && ti.tcpi_segs_in == 0)
+      tcp_in_flight = !listening && ti.tcpi_state != kTcpClose;
+      if (!listening && ti.tcpi_state == kTcpClose && ti.tcpi_segs_out == 0 && ti.tcpi_segs_in == 0)
         d->options |= cap::kSockOnlyBound;
     }
   }
@@ -347,6 +356,14 @@ long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n) {
     d->state = static_cast<uint32_t>(cap::socket_state::unbound);
   if (in_process) d->pair = peer_ino;
   return take_kept_queue(r, d);
+}
+
+void finish_socket(int fd, cap::fd_socket &d) {
+  if (d.state != static_cast<uint32_t>(cap::socket_state::connected) || d.domain != AF_UNSPEC) return;
+  d.domain = sockopt(fd, SOL_SOCKET, SO_DOMAIN);
+  socklen_t len = sizeof d.peer;
+  if (sys::raw(SYS_getpeername, fd, reinterpret_cast<long>(d.peer), reinterpret_cast<long>(&len)) == 0)
+    d.peer_len = len;
 }
 
 void diag_end(diag_state &diag) {

@@ -720,6 +720,7 @@ void close_others(const writer_args &a) {
 
 int writer_body(state &s) {
   const writer_args &a = *s.a;
+  fd_capture_finish(a.fds);
   close_others(a);
   sys::raw(SYS_prctl, PR_SET_NAME, reinterpret_cast<long>("mmtier-snapwr"));
   sys::raw(SYS_setpriority, PRIO_PROCESS, 0, 10);

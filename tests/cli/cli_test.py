@@ -1880,7 +1880,7 @@ class RestoreTest(Base):
             self.assertEqual(self.lines()[-2], f"restored pid={p.pid} generation=1 buffer=ok tids=same workers=running")
             self.assertEqual(self.lines()[-1], "kernel signals=ok ptimers=ok unnamed=ok pipe=ok eventfd=ok timer=ok "
                                                "signalfd=ok pair=ok listen=ok conn=ended udp=ok dup=ok many=ok "
-                                               "lone=ok tdup=ok pairs=ok dgram=ok bound=ok tsig=ok")
+                                               "lone=ok tdup=ok cloexec=ok pairs=ok dgram=ok bound=ok tsig=ok")
         # A socket the program only bound gets its port or nothing: with
         # the port taken, the restore fails and says which descriptor.
         with socket.socket() as taken:

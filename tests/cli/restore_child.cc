@@ -245,6 +245,9 @@ struct kernel_objects {
   // (tone[0], tother, tone[1] = dup(tone[0])): among the many anonymous-
   // inode files, the copy stays one file with its first, the other its own.
   int tone[2], tother;
+  // Copies of the pipe's read end, close-on-exec (cx_on) and not (cx_off)
+  // at the snapshot; the original flips both after it.
+  int cx_on, cx_off;
   // More Unix sockets than the capture asks about one by one: 20 stream
   // pairs, "p<i>" queued towards the second end of each.
   int pairs[20][2];
@@ -365,6 +368,9 @@ kernel_objects make_objects() {
   k.tother = timerfd_create(CLOCK_MONOTONIC, 0);
   k.tone[1] = dup(k.tone[0]);
   if (k.tone[0] < 0 || k.tother < 0 || k.tone[1] < 0) abort();
+  k.cx_on = fcntl(k.pipe_rd, F_DUPFD_CLOEXEC, 0);
+  k.cx_off = dup(k.pipe_rd);
+  if (k.cx_on < 0 || k.cx_off < 0) abort();
   k.ep3 = epoll_create1(0);
   k.lone = eventfd(5, 0);
   reg.data.u64 = 51;
@@ -543,6 +549,8 @@ std::string check_objects(const kernel_objects &k) {
                        armed.it_value.tv_sec > 900 && timerfd_gettime(k.tother, &other) == 0 &&
                        other.it_value.tv_sec == 0 && other.it_value.tv_nsec == 0;
   out += std::string(" tdup=") + (tdup_ok ? "ok" : "bad");
+  const bool cx_ok = fcntl(k.cx_on, F_GETFD) == FD_CLOEXEC && fcntl(k.cx_off, F_GETFD) == 0;
+  out += std::string(" cloexec=") + (cx_ok ? "ok" : "bad");
   // Each pair's ends are each other's, with the bytes queued between them.
   bool pairs_ok = true;
   for (int i = 0; i < 20 && pairs_ok; ++i) {
@@ -835,6 +843,7 @@ int main(int argc, char **argv) {
     }
     if (pwrite(k.memfd, "LATER", 5, 0) < 0 || pwrite(k.tmpfile, "LATER", 5, 0) < 0 || write(k.deleted, "LATER", 5) < 0) {
     }
+    if (fcntl(k.cx_on, F_SETFD, 0) != 0 || fcntl(k.cx_off, F_SETFD, FD_CLOEXEC) != 0) report("cannot flip close-on-exec");
     report("original lone=%s", lone_ok(k) ? "ok" : "bad");
     report("snapshot taken pid=%d", getpid());
     for (;;) pause();
