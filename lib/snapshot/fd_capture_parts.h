@@ -1,5 +1,5 @@
 // The pieces of the descriptor capture (fd_capture.cc) that its socket
-// part (fd_socket.cc) shares: the scratch tables in their reserved range,
+// and epoll parts (fd_socket.cc, fd_epoll.cc) share: the scratch tables in their reserved range,
 // the failure line, the records and their details.  Internal to the
 // snapshot layer, used in the pause only (no allocation).
 #pragma once
@@ -68,6 +68,54 @@ inline int sockopt(int fd, int level, int name) {
   return sys::raw(SYS_getsockopt, fd, level, name, reinterpret_cast<long>(&v), reinterpret_cast<long>(&len)) == 0 ? v
                                                                                                                   : 0;
 }
+
+// The record of descriptor fd (records are in ascending order of number,
+// as /proc/self/fd lists them), or nullptr.
+inline const cap::fd_record *record_of(int fd, uint32_t n) {
+  uint32_t lo = 0, hi = n;
+  while (lo < hi) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    if (rec(mid)->fd < fd) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo < n && rec(lo)->fd == fd) return rec(lo);
+  for (uint32_t i = 0; i < n; ++i)  // not in order after all
+    if (rec(i)->fd == fd) return rec(i);
+  return nullptr;
+}
+
+// Sorts idx[0, n) by less(record index, record index) (heapsort: no
+// allocation, n log n).
+template <class Less>
+void sort_idx(uint32_t *idx, uint32_t n, Less &&before) {
+  auto less = [&](uint32_t x, uint32_t y) { return before(idx[x], idx[y]); };
+  auto sift = [&](uint32_t root, uint32_t end) {
+    for (uint32_t child; (child = 2 * root + 1) < end; root = child) {
+      if (child + 1 < end && less(child, child + 1)) ++child;
+      if (!less(root, child)) return;
+      const uint32_t t = idx[root];
+      idx[root] = idx[child];
+      idx[child] = t;
+    }
+  };
+  for (uint32_t i = n / 2; i-- > 0;) sift(i, n);
+  for (uint32_t end = n; end-- > 1;) {
+    const uint32_t t = idx[0];
+    idx[0] = idx[end];
+    idx[end] = t;
+    sift(0, end);
+  }
+}
+
+// The epoll part (fd_epoll.cc).  An epoll set's registrations, each on the
+// number that holds its file now.
+long take_epoll(cap::fd_record &r, uint32_t n, bool *have_kcmp);
+// Kinds an epoll set can hold that have no id of their open file in their
+// fdinfo (an eventfd has eventfd-id).
+bool rankable(const cap::fd_record &r);
+// place[record] for each record of idx[0, m) of those kinds: the kernel's
+// order of their open files (see fd_epoll.cc); false if not to be had.
+bool rank_by_set(const uint32_t *idx, uint32_t m, uint32_t n, uint64_t *place);
 
 // The sockets' part (fd_socket.cc).  The table of one sock_diag dump: a
 // Unix socket's peer and backlog by inode, sorted; peer kNotSeen: not in

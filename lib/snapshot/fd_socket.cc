@@ -253,30 +253,31 @@ bool peer_in_process(const diag_state &diag, uint64_t peer_ino, uint32_t n) {
   return false;
 }
 
+// A server's many connections come back closed: that a socket is a TCP
+// connection (neither listening nor closed) is all the pause needs to
+// know, one query (every system call is paid in the pause, thousands of
+// times); its family and peer do not change and are read by the writer
+// (finish_socket).
+bool tcp_connection(int fd, cap::fd_socket &d) {
+  tcp_info ti{};
+  socklen_t tl = sizeof ti;
+  if (sys::raw(SYS_getsockopt, fd, IPPROTO_TCP, TCP_INFO, reinterpret_cast<long>(&ti), reinterpret_cast<long>(&tl)) != 0 ||
+      ti.tcpi_state == kTcpClose || ti.tcpi_state == kTcpListen)
+    return false;
+  d.type = SOCK_STREAM;
+  d.protocol = IPPROTO_TCP;
+  d.domain = AF_UNSPEC;
+  d.state = static_cast<uint32_t>(cap::socket_state::connected);
+  return true;
+}
+
 }  // namespace
 
 long take_socket(cap::fd_record &r, diag_state &diag, uint32_t n) {
   auto *d = detail<cap::fd_socket>(r);
   if (!d) return fail("out of room for the descriptors");
   const int fd = r.fd;
-  // A server's many connections come back closed: that it is a TCP
-  // connection (neither listening nor closed) is all the pause needs to
-  // know, one query (every system call is paid in the pause, thousands of
-  // times); its family and peer do not change and are read by the writer
-  // (finish_socket).
-  {
-    tcp_info ti{};
-    socklen_t tl = sizeof ti;
-    if (sys::raw(SYS_getsockopt, fd, IPPROTO_TCP, TCP_INFO, reinterpret_cast<long>(&ti), reinterpret_cast<long>(&tl)) ==
-            0 &&
-        ti.tcpi_state != kTcpClose && ti.tcpi_state != kTcpListen) {
-      d->type = SOCK_STREAM;
-      d->protocol = IPPROTO_TCP;
-      d->domain = AF_UNSPEC;
-      d->state = static_cast<uint32_t>(cap::socket_state::connected);
-      return 0;
-    }
-  }
+  if (tcp_connection(fd, *d)) return 0;
   socklen_t len = sizeof d->peer;
   if (sys::raw(SYS_getpeername, fd, reinterpret_cast<long>(d->peer), reinterpret_cast<long>(&len)) == 0)
     d->peer_len = len;
