@@ -1,7 +1,8 @@
 // The pieces of the descriptor capture (fd_capture.cc) that its socket
-// and epoll parts (fd_socket.cc, fd_epoll.cc) share: the scratch tables in their reserved range,
-// the failure line, the records and their details.  Internal to the
-// snapshot layer, used in the pause only (no allocation).
+// and epoll parts (fd_socket.cc, fd_epoll.cc) share: the scratch tables in
+// their reserved range, the failure line, the records and their details.
+// Internal to the snapshot layer, used in the pause (no allocation) and,
+// for what the writer finishes, in the writer.
 #pragma once
 
 #include "platform/sys.h"
