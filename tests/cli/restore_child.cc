@@ -407,9 +407,10 @@ kernel_objects make_objects() {
   return k;
 }
 
-// In the restored process: each object as it was at the snapshot, and working.
 // ep3's one registration is the eventfd now at lone_moved (ready, count
-// 5, data 51), and the eventfd at number lone is in no registration.
+// 5, data 51), and the eventfd at number lone is in no registration; the
+// counts are left as they were.  In the original after the snapshot and
+// in the restored process.
 bool lone_ok(const kernel_objects &k) {
   epoll_event ready[2]{};
   uint64_t v = 0;
@@ -420,6 +421,7 @@ bool lone_ok(const kernel_objects &k) {
          write(k.lone_moved, &v, 8) == 8;
 }
 
+// In the restored process: each object as it was at the snapshot, and working.
 std::string check_objects(const kernel_objects &k) {
   std::string out;
   bool seen[7] = {};
