@@ -173,6 +173,9 @@ bool rankable(const cap::fd_record &r) {
 // any cannot be registered (too many watches, an epoll set nested too
 // deep): then kcmp orders them.
 bool rank_by_set(const uint32_t *idx, uint32_t m, uint32_t n, uint64_t *place) {
+  bool any = false;  // many copies of one device or file: nothing to rank, no set
+  for (uint32_t x = 0; x < m && !any; ++x) any = rankable(*rec(idx[x]));
+  if (!any) return false;
   const long ep = sys::raw(SYS_epoll_create1, EPOLL_CLOEXEC);
   if (ep < 0) return false;
   bool ok = true;
